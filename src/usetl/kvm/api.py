@@ -1,0 +1,215 @@
+"""Every /dev/kvm ioctl the project uses, each wrapped once, with typed errors."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import mmap
+import os
+
+from usetl.errors import UsetlError
+
+from . import constants as c
+from . import structs as s
+
+KVM_DEVICE = "/dev/kvm"
+
+
+class KvmError(UsetlError):
+    """An ioctl on /dev/kvm, a VM or a vCPU failed."""
+
+    def __init__(self, op: str, err: int, detail: str = ""):
+        self.op = op
+        self.errno = err
+        msg = f"{op} failed: {os.strerror(err)} (errno {errno.errorcode.get(err, err)})"
+        super().__init__(msg + (f"; {detail}" if detail else ""))
+
+
+class KvmUnavailable(KvmError):
+    """/dev/kvm is missing or cannot be opened."""
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong]
+
+
+def _ioctl(fd: int, request: int, arg: int | ctypes.Structure, op: str) -> int:
+    if isinstance(arg, int):
+        # fcntl.ioctl takes a C int argument; KVM_SET_TSS_ADDR's is wider.
+        ret = _libc.ioctl(fd, request, arg)
+        if ret < 0:
+            raise KvmError(op, ctypes.get_errno())
+        return ret
+    try:
+        return fcntl.ioctl(fd, request, arg, True)
+    except OSError as e:
+        raise KvmError(op, e.errno or 0) from None
+
+
+class Kvm:
+    """The system handle: /dev/kvm."""
+
+    def __init__(self, path: str = KVM_DEVICE):
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as e:
+            raise KvmUnavailable(
+                f"open {path}", e.errno or 0, "this host needs KVM (is /dev/kvm there and yours?)"
+            ) from None
+        version = _ioctl(self.fd, c.KVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION")
+        if version != c.KVM_API_VERSION:
+            os.close(self.fd)
+            raise KvmError("KVM_GET_API_VERSION", errno.EPROTO, f"API version {version}")
+
+    def check_extension(self, cap: int) -> int:
+        return _ioctl(self.fd, c.KVM_CHECK_EXTENSION, cap, "KVM_CHECK_EXTENSION")
+
+    def vcpu_mmap_size(self) -> int:
+        return _ioctl(self.fd, c.KVM_GET_VCPU_MMAP_SIZE, 0, "KVM_GET_VCPU_MMAP_SIZE")
+
+    def supported_cpuid(self) -> ctypes.Structure:
+        buf = s.cpuid_buffer(256)()
+        buf.nent = 256
+        _ioctl(self.fd, c.KVM_GET_SUPPORTED_CPUID, buf, "KVM_GET_SUPPORTED_CPUID")
+        return buf
+
+    def create_vm(self) -> VmFd:
+        return VmFd(self, _ioctl(self.fd, c.KVM_CREATE_VM, 0, "KVM_CREATE_VM"))
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class VmFd:
+    """One KVM VM."""
+
+    def __init__(self, kvm: Kvm, fd: int):
+        self.kvm = kvm
+        self.fd = fd
+
+    def set_tss_addr(self, addr: int) -> None:
+        _ioctl(self.fd, c.KVM_SET_TSS_ADDR, addr, "KVM_SET_TSS_ADDR")
+
+    def set_user_memory_region(
+        self, slot: int, guest_phys_addr: int, size: int, userspace_addr: int, flags: int = 0
+    ) -> None:
+        region = s.kvm_userspace_memory_region(
+            slot=slot,
+            flags=flags,
+            guest_phys_addr=guest_phys_addr,
+            memory_size=size,
+            userspace_addr=userspace_addr,
+        )
+        _ioctl(self.fd, c.KVM_SET_USER_MEMORY_REGION, region, "KVM_SET_USER_MEMORY_REGION")
+
+    def get_dirty_log(self, slot: int, bitmap: ctypes.Array) -> None:
+        log = s.kvm_dirty_log(slot=slot, dirty_bitmap=ctypes.addressof(bitmap))
+        _ioctl(self.fd, c.KVM_GET_DIRTY_LOG, log, "KVM_GET_DIRTY_LOG")
+
+    def create_vcpu(self, vcpu_id: int = 0) -> VcpuFd:
+        fd = _ioctl(self.fd, c.KVM_CREATE_VCPU, vcpu_id, "KVM_CREATE_VCPU")
+        return VcpuFd(self, fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class VcpuFd:
+    """One vCPU, with its kvm_run page mapped."""
+
+    def __init__(self, vm: VmFd, fd: int):
+        self.vm = vm
+        self.fd = fd
+        self._run_map = mmap.mmap(fd, vm.kvm.vcpu_mmap_size(), mmap.MAP_SHARED)
+        self.run_struct = s.kvm_run.from_buffer(self._run_map)
+
+    def run(self) -> None:
+        """KVM_RUN; raises KvmError(errno EINTR) when interrupted by a signal."""
+        try:
+            fcntl.ioctl(self.fd, c.KVM_RUN, 0)
+        except OSError as e:
+            raise KvmError("KVM_RUN", e.errno or 0) from None
+
+    def get_regs(self) -> s.kvm_regs:
+        regs = s.kvm_regs()
+        _ioctl(self.fd, c.KVM_GET_REGS, regs, "KVM_GET_REGS")
+        return regs
+
+    def set_regs(self, regs: s.kvm_regs) -> None:
+        _ioctl(self.fd, c.KVM_SET_REGS, regs, "KVM_SET_REGS")
+
+    def get_sregs(self) -> s.kvm_sregs:
+        sregs = s.kvm_sregs()
+        _ioctl(self.fd, c.KVM_GET_SREGS, sregs, "KVM_GET_SREGS")
+        return sregs
+
+    def set_sregs(self, sregs: s.kvm_sregs) -> None:
+        _ioctl(self.fd, c.KVM_SET_SREGS, sregs, "KVM_SET_SREGS")
+
+    def get_fpu(self) -> s.kvm_fpu:
+        fpu = s.kvm_fpu()
+        _ioctl(self.fd, c.KVM_GET_FPU, fpu, "KVM_GET_FPU")
+        return fpu
+
+    def set_fpu(self, fpu: s.kvm_fpu) -> None:
+        _ioctl(self.fd, c.KVM_SET_FPU, fpu, "KVM_SET_FPU")
+
+    def get_xsave(self) -> s.kvm_xsave:
+        xsave = s.kvm_xsave()
+        _ioctl(self.fd, c.KVM_GET_XSAVE, xsave, "KVM_GET_XSAVE")
+        return xsave
+
+    def set_xsave(self, xsave: s.kvm_xsave) -> None:
+        _ioctl(self.fd, c.KVM_SET_XSAVE, xsave, "KVM_SET_XSAVE")
+
+    def get_xcrs(self) -> s.kvm_xcrs:
+        xcrs = s.kvm_xcrs()
+        _ioctl(self.fd, c.KVM_GET_XCRS, xcrs, "KVM_GET_XCRS")
+        return xcrs
+
+    def set_xcrs(self, xcrs: s.kvm_xcrs) -> None:
+        _ioctl(self.fd, c.KVM_SET_XCRS, xcrs, "KVM_SET_XCRS")
+
+    def get_vcpu_events(self) -> s.kvm_vcpu_events:
+        events = s.kvm_vcpu_events()
+        _ioctl(self.fd, c.KVM_GET_VCPU_EVENTS, events, "KVM_GET_VCPU_EVENTS")
+        return events
+
+    def set_vcpu_events(self, events: s.kvm_vcpu_events) -> None:
+        _ioctl(self.fd, c.KVM_SET_VCPU_EVENTS, events, "KVM_SET_VCPU_EVENTS")
+
+    def get_msrs(self, indices: list[int]) -> dict[int, int]:
+        buf = s.msrs_buffer(len(indices))()
+        buf.nmsrs = len(indices)
+        for i, index in enumerate(indices):
+            buf.entries[i].index = index
+        got = _ioctl(self.fd, c.KVM_GET_MSRS, buf, "KVM_GET_MSRS")
+        if got != len(indices):
+            raise KvmError("KVM_GET_MSRS", errno.EINVAL, f"MSR {indices[got]:#x} not readable")
+        return {buf.entries[i].index: buf.entries[i].data for i in range(len(indices))}
+
+    def set_msrs(self, values: dict[int, int]) -> None:
+        buf = s.msrs_buffer(len(values))()
+        buf.nmsrs = len(values)
+        for i, (index, data) in enumerate(values.items()):
+            buf.entries[i].index = index
+            buf.entries[i].data = data
+        done = _ioctl(self.fd, c.KVM_SET_MSRS, buf, "KVM_SET_MSRS")
+        if done != len(values):
+            bad = list(values)[done]
+            raise KvmError("KVM_SET_MSRS", errno.EINVAL, f"MSR {bad:#x} refused")
+
+    def set_cpuid2(self, cpuid: ctypes.Structure) -> None:
+        _ioctl(self.fd, c.KVM_SET_CPUID2, cpuid, "KVM_SET_CPUID2")
+
+    def close(self) -> None:
+        del self.run_struct
+        self._run_map.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

@@ -1,0 +1,280 @@
+"""One VM: guest memory, 64-bit set-up, the vCPU run loop and its exits."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from typing import Protocol
+
+from usetl.errors import UsetlError
+from usetl.kvm import Kvm, KvmError
+from usetl.kvm import constants as kc
+from usetl.kvm import structs as ks
+
+from . import layout as L
+from .memory import GuestMemory
+from .trampoline import PORT_EXCEPTION, PORT_SYSCALL
+
+log = logging.getLogger(__name__)
+
+EXCEPTION_NAMES = {
+    0: "divide error (#DE)",
+    1: "debug (#DB)",
+    3: "breakpoint (#BP)",
+    4: "overflow (#OF)",
+    5: "bound range (#BR)",
+    6: "invalid opcode (#UD)",
+    7: "device not available (#NM)",
+    8: "double fault (#DF)",
+    10: "invalid TSS (#TS)",
+    11: "segment not present (#NP)",
+    12: "stack fault (#SS)",
+    13: "general protection fault (#GP)",
+    14: "page fault (#PF)",
+    16: "x87 floating-point error (#MF)",
+    17: "alignment check (#AC)",
+    18: "machine check (#MC)",
+    19: "SIMD floating-point error (#XM)",
+}
+
+# The signal that kicks a vCPU out of KVM_RUN; its handler does nothing.
+KICK_SIGNAL = signal.SIGUSR1
+
+
+class VmError(UsetlError):
+    """The VM could not be set up, or KVM stopped it in a way it cannot go on from."""
+
+
+class GuestFault(VmError):
+    """The guest took an exception: the invocation ends, naming it and the guest rip."""
+
+    def __init__(self, vector: int, error_code: int, rip: int, address: int | None):
+        self.vector = vector
+        self.error_code = error_code
+        self.rip = rip
+        self.address = address
+        name = EXCEPTION_NAMES.get(vector, f"exception {vector}")
+        where = f" at address {address:#x}" if address is not None else ""
+        super().__init__(f"guest {name}{where}, rip={rip:#x}, error code {error_code:#x}")
+
+
+class GuestTimeout(VmError):
+    """The guest ran past its deadline and was stopped."""
+
+
+class SyscallHandler(Protocol):
+    def handle_syscall(self, regs: ks.kvm_regs) -> Stop | None:
+        """Serve the syscall in `regs` (result into regs.rax), or return why to stop."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why the run loop returned: the guest exited, or it waits for the monitor."""
+
+    reason: str  # "exit" or "pause"
+    status: int = 0
+
+
+def _ignore(signum: int, frame: object) -> None:
+    pass
+
+
+@dataclass
+class RegionSpec:
+    name: str
+    gpa: int
+    size: int
+    guest_writable: bool
+
+
+class Vm:
+    """A KVM VM with its RAM at guest-physical 0, further regions above, one vCPU.
+
+    Under PVM one VM with memory per process works reliably, so a process
+    holds at most one Vm (clones are separate processes).
+    """
+
+    def __init__(self, mem_mib: int = 256, regions: list[RegionSpec] | None = None):
+        if mem_mib < 16 or mem_mib % 2:
+            raise VmError(f"guest memory must be an even number of MiB >= 16, not {mem_mib}")
+        self.kvm = Kvm()
+        for cap, name in (
+            (kc.KVM_CAP_SYNC_REGS, "KVM_CAP_SYNC_REGS"),
+            (kc.KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT"),
+        ):
+            if not self.kvm.check_extension(cap):
+                raise VmError(f"this KVM lacks {name}, which usetl needs")
+        self.vmfd = self.kvm.create_vm()
+        # Under PVM, memslots are refused unless the TSS address is set first.
+        self.vmfd.set_tss_addr(L.KVM_TSS_ADDR)
+        self.ram = GuestMemory("ram", 0, mem_mib << 20)
+        self.vmfd.set_user_memory_region(0, 0, self.ram.size, self.ram.host_addr)
+        self.regions: dict[str, GuestMemory] = {}
+        mappings = [(0, self.ram.size, True)]
+        for slot, spec in enumerate(regions or [], start=1):
+            mem = GuestMemory(spec.name, spec.gpa, spec.size)
+            flags = 0 if spec.guest_writable else kc.KVM_MEM_READONLY
+            self.vmfd.set_user_memory_region(slot, spec.gpa, spec.size, mem.host_addr, flags)
+            self.regions[spec.name] = mem
+            mappings.append((spec.gpa, spec.size, spec.guest_writable))
+        L.write_system_tables(self.ram, mappings)
+        self.vcpu = self.vmfd.create_vcpu(0)
+        self.run_struct = self.vcpu.run_struct
+        self._setup_vcpu()
+        self._deadline_hit = False
+        self._thread_id: int | None = None
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(KICK_SIGNAL, _ignore)
+
+    def _setup_vcpu(self) -> None:
+        cpuid = self.kvm.supported_cpuid()
+        self.vcpu.set_cpuid2(cpuid)
+        sregs = self.vcpu.get_sregs()
+        code = ks.kvm_segment(
+            base=0, limit=0xFFFFFFFF, selector=L.USER_CS, type=11, present=1, dpl=3,
+            db=0, s=1, l=1, g=1,
+        )
+        data = ks.kvm_segment(
+            base=0, limit=0xFFFFFFFF, selector=L.USER_DS, type=3, present=1, dpl=3,
+            db=1, s=1, l=0, g=1,
+        )
+        sregs.cs = code
+        sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data
+        sregs.tr = ks.kvm_segment(
+            base=L.TSS_ADDR, limit=L.TSS_LIMIT, selector=L.TSS_SELECTOR, type=11, present=1,
+            dpl=0, db=0, s=0, l=0, g=0,
+        )
+        sregs.ldt = ks.kvm_segment(unusable=1)
+        sregs.gdt = ks.kvm_dtable(base=L.GDT_ADDR, limit=L.TSS_SELECTOR + 15)
+        sregs.idt = ks.kvm_dtable(base=L.IDT_ADDR, limit=16 * 256 - 1)
+        sregs.cr0 = L.CR0
+        sregs.cr3 = L.PML4_ADDR
+        sregs.cr4 = L.CR4
+        sregs.efer = L.EFER
+        self.vcpu.set_sregs(sregs)
+        xcrs = self.vcpu.get_xcrs()
+        xcrs.nr_xcrs = 1
+        xcrs.xcrs[0].xcr = 0
+        xcrs.xcrs[0].value = self._supported_xcr0(cpuid) & 0x7
+        try:
+            self.vcpu.set_xcrs(xcrs)
+        except KvmError as e:
+            log.debug("XCR0 left at its default: %s", e)
+        self.vcpu.set_msrs(
+            {
+                L.MSR_STAR: L.STAR,
+                L.MSR_LSTAR: L.SYSCALL_ENTRY_ADDR,
+                L.MSR_SFMASK: L.SFMASK,
+                L.MSR_FS_BASE: 0,
+                L.MSR_GS_BASE: 0,
+                L.MSR_KERNEL_GS_BASE: 0,
+            }
+        )
+
+    @staticmethod
+    def _supported_xcr0(cpuid: ctypes.Structure) -> int:
+        for i in range(cpuid.nent):
+            e = cpuid.entries[i]
+            if e.function == 0xD and e.index == 0:
+                return e.eax | 1
+        return 1
+
+    # -- entering and running ------------------------------------------------
+
+    def enter_user(self, rip: int, rsp: int) -> None:
+        """Point the vCPU at ring-3 code: rip, rsp, rdx=0 (no atexit function)."""
+        regs = ks.kvm_regs()
+        regs.rip = rip
+        regs.rsp = rsp
+        regs.rflags = L.RFLAGS_RESERVED
+        self.vcpu.set_regs(regs)
+
+    def set_fs_base(self, value: int) -> None:
+        self.vcpu.set_msrs({L.MSR_FS_BASE: value})
+
+    def run(self, handler: SyscallHandler, timeout: float | None = None) -> Stop:
+        """Run until the handler asks to stop; raise GuestFault or GuestTimeout."""
+        run = self.run_struct
+        vcpu = self.vcpu
+        regs = run.s.regs.regs
+        run.kvm_valid_regs = kc.KVM_SYNC_X86_REGS
+        self._thread_id = threading.get_ident()
+        timer = None
+        if timeout is not None:
+            timer = threading.Timer(timeout, self.interrupt)
+            timer.daemon = True
+            timer.start()
+        try:
+            while True:
+                try:
+                    vcpu.run()
+                except KvmError as e:
+                    if e.errno != errno.EINTR:
+                        raise
+                    if self._deadline_hit:
+                        run.immediate_exit = 0
+                        self._deadline_hit = False
+                        raise GuestTimeout(
+                            f"guest ran past its {timeout:g} s deadline and was stopped"
+                        ) from None
+                    continue
+                reason = run.exit_reason
+                if reason == kc.KVM_EXIT_IO:
+                    port = run.exit.io.port
+                    if port == PORT_SYSCALL:
+                        stop = handler.handle_syscall(regs)
+                        run.kvm_dirty_regs = kc.KVM_SYNC_X86_REGS
+                        if stop is not None:
+                            return stop
+                        continue
+                    if port == PORT_EXCEPTION:
+                        raise self._fault()
+                self._unexpected_exit(reason)
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def interrupt(self) -> None:
+        """Stop a running vCPU from another thread (the deadline)."""
+        self._deadline_hit = True
+        self.run_struct.immediate_exit = 1
+        if self._thread_id is not None:
+            try:
+                signal.pthread_kill(self._thread_id, KICK_SIGNAL)
+            except ProcessLookupError:
+                pass
+
+    def _fault(self) -> GuestFault:
+        regs = self.run_struct.s.regs.regs
+        frame = self.ram.read(regs.rsp, 8 * 7)
+        vector, error_code, rip = (int.from_bytes(frame[i : i + 8], "little") for i in (0, 8, 16))
+        address = self.vcpu.get_sregs().cr2 if vector == 14 else None
+        return GuestFault(vector, error_code, rip, address)
+
+    def _unexpected_exit(self, reason: int) -> None:
+        name = kc.EXIT_REASON_NAMES.get(reason, str(reason))
+        regs = self.run_struct.s.regs.regs
+        detail = ""
+        if reason == kc.KVM_EXIT_SHUTDOWN:
+            raise VmError(f"guest triple fault (KVM_EXIT_SHUTDOWN) near rip={regs.rip:#x}")
+        if reason == kc.KVM_EXIT_INTERNAL_ERROR:
+            detail = f", suberror {self.run_struct.exit.internal.suberror}"
+        elif reason == kc.KVM_EXIT_IO:
+            io = self.run_struct.exit.io
+            detail = f", port {io.port:#x}"
+        elif reason == kc.KVM_EXIT_MMIO:
+            mmio = self.run_struct.exit.mmio
+            detail = f", {'write' if mmio.is_write else 'read'} at {mmio.phys_addr:#x}"
+        raise VmError(f"unexpected VM exit {name}{detail} at rip={regs.rip:#x}")
+
+    def close(self) -> None:
+        self.vcpu.close()
+        self.vmfd.close()
+        for mem in self.regions.values():
+            mem.close()
+        self.ram.close()
+        self.kvm.close()

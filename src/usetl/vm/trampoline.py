@@ -1,0 +1,51 @@
+"""The only code the monitor puts in the guest, as machine code.
+
+SYSCALL entry: save the caller's rsp, switch to the trampoline stack, exit to
+the monitor with a port write (it serves the syscall from the registers in
+kvm_run and leaves the result in rax), then return to rcx with the flags in
+r11 and the caller's stack through IRETQ (SYSRET is not emulated under PVM).
+
+Exception vectors 0-31: push the error code (0 where the CPU pushes none)
+and the vector, exit with a port write (the monitor reads them and the
+interrupt frame from the ring-0 stack), then drop both and IRETQ.
+"""
+
+from __future__ import annotations
+
+import struct
+
+PORT_SYSCALL = 0x80
+PORT_EXCEPTION = 0x81
+
+EXCEPTION_STUB_SIZE = 16
+EXCEPTION_VECTORS = 32
+VECTORS_WITH_ERROR_CODE = frozenset({8, 10, 11, 12, 13, 14, 17, 21, 29, 30})
+
+
+def syscall_entry(save_rsp: int, stack_top: int, user_cs: int, user_ds: int) -> bytes:
+    code = b"".join(
+        [
+            b"\x48\x89\x24\x25" + struct.pack("<I", save_rsp),  # mov [save_rsp], rsp
+            b"\x48\xc7\xc4" + struct.pack("<I", stack_top),  # mov rsp, stack_top
+            bytes([0xE6, PORT_SYSCALL]),  # out PORT_SYSCALL, al
+            bytes([0x6A, user_ds]),  # push ss
+            b"\xff\x34\x25" + struct.pack("<I", save_rsp),  # push qword [save_rsp]
+            b"\x41\x53",  # push r11 (rflags)
+            bytes([0x6A, user_cs]),  # push cs
+            b"\x51",  # push rcx (rip)
+            b"\x48\xcf",  # iretq
+        ]
+    )
+    return code
+
+
+def exception_stubs() -> bytes:
+    out = bytearray()
+    for vector in range(EXCEPTION_VECTORS):
+        stub = b"" if vector in VECTORS_WITH_ERROR_CODE else b"\x6a\x00"  # push 0
+        stub += bytes([0x6A, vector])  # push vector
+        stub += bytes([0xE6, PORT_EXCEPTION])  # out PORT_EXCEPTION, al
+        stub += b"\x48\x83\xc4\x10"  # add rsp, 16
+        stub += b"\x48\xcf"  # iretq
+        out += stub.ljust(EXCEPTION_STUB_SIZE, b"\x90")
+    return bytes(out)
