@@ -233,6 +233,11 @@ def test_resolve_errors_carry_linux_errnos(tmp_path: Path):
             small.resolve("/loop")
         assert loop.value.errno == errno.ELOOP
         assert small.resolve("/loop", follow_last=False).kind == "symlink"
+        assert small.listdir("/") == ["f", "loop"]
+        with pytest.raises(NotADirectoryError):
+            small.listdir("/f")
+        with pytest.raises(FileNotFoundError):
+            small.listdir("/nope")
 
 
 # --- cache ------------------------------------------------------------------

@@ -200,12 +200,16 @@ class ImageArchive:
         return self._entries[current]
 
     def listdir(self, path: str) -> list[str]:
-        """Sorted names of a directory's direct children (no symlink following)."""
+        """Sorted names of a directory's direct children (no symlink following).
+
+        Raises FileNotFoundError or NotADirectoryError, errnos set, like ``resolve``.
+        """
         names = self._children.get(path)
+        if names is None and path.startswith("/"):
+            names = self._children.get(normalize(path))
         if names is None:
-            names = self._children.get(normalize(path)) if path.startswith("/") else None
-        if names is None:
-            raise ImageError(f"{path} is not a directory in image {self.path}")
+            code = errno.ENOENT if self.lookup(path) is None else errno.ENOTDIR
+            raise OSError(code, os.strerror(code), path)
         return list(names)
 
     def read(self, entry: Entry, offset: int, size: int) -> memoryview:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import importlib.util
 import logging
 import multiprocessing
 import os
@@ -22,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.util import source_hash
 from pathlib import Path
 from typing import BinaryIO
 
@@ -39,6 +39,9 @@ LOCK_FILE_NAME = ".lock"
 
 # progress(phase, done, total): phase "compile" counts modules, "write" bytes.
 ProgressFn = Callable[[str, int, int], None]
+
+# (guest path of a .py, host path to read it from, or its bytes if generated)
+CompileJob = tuple[str, str | None, bytes | None]
 
 # Below this many modules a process pool costs more than it saves.
 POOL_THRESHOLD = 200
@@ -193,26 +196,28 @@ def _write_image(plan: ImagePlan, out: BinaryIO, progress: ProgressFn | None) ->
             writer.add_dir(path, entry.mode, entry.mtime)
         elif entry.kind == "symlink":
             writer.add_symlink(path, entry.target or "", entry.mtime)
-    for path in pycs:
-        cache_dir = posixpath.dirname(path)
+    pyc_files = {pyc_path(source): source for source in pycs}
+    for pyc in pyc_files:
+        cache_dir = posixpath.dirname(pyc)
         if cache_dir not in writer:
             writer.add_dir(cache_dir, DIR_MODE, plan.entries[posixpath.dirname(cache_dir)].mtime)
 
-    files = sorted(
-        [(p, e.size) for p, e in plan.entries.items() if e.kind == "file"]
-        + [(p, len(data)) for p, data in pycs.items()]
-    )
-    total = sum(size for _, size in files)
+    host_files = {p: e for p, e in plan.entries.items() if e.kind == "file"}
+    total = sum(e.size for e in host_files.values()) + sum(map(len, pycs.values()))
     written = 0
     _report(progress, "write", 0, total)
-    for path, _ in files:
-        if path in pycs:
-            data = pycs[path]
-            writer.add_file(path, data, FILE_MODE, plan.entries[_source_of(path)].mtime)
+    for path in sorted([*host_files, *pyc_files]):
+        if path in pyc_files:
+            source = pyc_files[path]
+            data = pycs[source]
+            writer.add_file(path, data, FILE_MODE, plan.entries[source].mtime)
         else:
-            entry = plan.entries[path]
-            data = entry.data if entry.data is not None else _read_host_file(path, entry.source)
-            if len(data) != entry.size or _pyc_is_stale(path, data, pycs):
+            entry = host_files[path]
+            data = entry.data if entry.data is not None else _read_host_file(entry.source or path)
+            # The guest never checks UNCHECKED_HASH pycs: a source that changed
+            # since it was compiled would otherwise run old code silently.
+            stale_pyc = path in pycs and source_hash_of_pyc(pycs[path]) != source_hash(data)
+            if len(data) != entry.size or stale_pyc:
                 raise ImageError(
                     f"{entry.source or path} changed while baking the image; run again"
                 )
@@ -225,34 +230,16 @@ def _write_image(plan: ImagePlan, out: BinaryIO, progress: ProgressFn | None) ->
     log.info("baked image %s in %.1f s", plan.digest[:12], time.monotonic() - started)
 
 
-def _source_of(pyc: str) -> str:
-    """The .py a __pycache__/NAME.<tag>.pyc was compiled from."""
-    cache_dir, name = posixpath.split(pyc)
-    return posixpath.join(posixpath.dirname(cache_dir), name.split(".", 1)[0] + ".py")
-
-
-def _pyc_is_stale(path: str, source: bytes, pycs: dict[str, bytes]) -> bool:
-    """True if a source's bytes now differ from those its pyc was compiled from.
-
-    The guest never checks UNCHECKED_HASH pycs, so a mismatch here would
-    otherwise run old code silently.
-    """
-    pyc = pycs.get(pyc_path(path)) if path.endswith(".py") else None
-    return pyc is not None and source_hash_of_pyc(pyc) != importlib.util.source_hash(source)
-
-
-def _read_host_file(path: str, source: str | None) -> bytes:
+def _read_host_file(path: str) -> bytes:
     try:
-        with open(source or path, "rb") as f:
+        with open(path, "rb") as f:
             return f.read()
     except OSError as e:
-        raise ImageError(
-            f"cannot read {source or path} while baking the image: {e.strerror}"
-        ) from None
+        raise ImageError(f"cannot read {path} while baking the image: {e.strerror}") from None
 
 
 def _compile_all(plan: ImagePlan, progress: ProgressFn | None) -> dict[str, bytes]:
-    """pyc bytes for every .py in the plan, keyed by the pyc's guest path."""
+    """pyc bytes for every .py in the plan that compiles, keyed by the .py's guest path."""
     jobs: list[CompileJob] = []
     for path in plan.sources_to_compile():
         entry = plan.entries[path]
@@ -265,9 +252,6 @@ def _compile_all(plan: ImagePlan, progress: ProgressFn | None) -> dict[str, byte
     else:
         pycs = _collect(jobs, map(_compile_job, jobs), progress)
     return pycs
-
-
-CompileJob = tuple[str, str | None, bytes | None]
 
 
 def _can_fork_pool(job_count: int) -> bool:
@@ -289,7 +273,7 @@ def _collect(
     pycs = {}
     for done, ((path, _, _), pyc) in enumerate(zip(jobs, results, strict=True), start=1):
         if pyc is not None:
-            pycs[pyc_path(path)] = pyc
+            pycs[path] = pyc
         _report(progress, "compile", done, len(jobs))
     return pycs
 
