@@ -46,7 +46,8 @@ class StderrProgress:
                 self._last_draw = now
                 self._draw_bar(label, amount, done, total, finished)
         elif done == 0:
-            print(f"usetl: {label}: {amount}", file=self.stream, flush=True)
+            size = format_size(total) if phase == "write" else str(total)
+            print(f"usetl: {label}: {size}", file=self.stream, flush=True)
         if finished and not self.is_tty:
             elapsed = now - self._phase_started
             print(f"usetl: {label}: done in {elapsed:.1f} s", file=self.stream, flush=True)
