@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from usetl.cli import image as image_cli
 from usetl.errors import UsetlError
 from usetl.image import (
     GUEST_AGENT,
@@ -350,6 +349,10 @@ def test_missing_image_is_a_usetl_error(tmp_path: Path):
 
 
 def _run_cli(*argv: str) -> int:
+    # Imported here: usetl.cli also imports the vm command group, which the
+    # image tests do not need.
+    from usetl.cli import image as image_cli
+
     parser = argparse.ArgumentParser()
     image_cli.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(list(argv))
