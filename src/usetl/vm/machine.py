@@ -193,6 +193,15 @@ class Vm:
         regs.rflags = L.RFLAGS_RESERVED
         self.vcpu.set_regs(regs)
 
+    @property
+    def regs(self) -> ks.kvm_regs:
+        """The vCPU registers as of the last exit (KVM_CAP_SYNC_REGS)."""
+        return self.run_struct.s.regs.regs
+
+    def mark_regs_dirty(self) -> None:
+        """Have the next KVM_RUN load the registers changed through `regs`."""
+        self.run_struct.kvm_dirty_regs = kc.KVM_SYNC_X86_REGS
+
     def set_fs_base(self, value: int) -> None:
         self.vcpu.set_msrs({L.MSR_FS_BASE: value})
 

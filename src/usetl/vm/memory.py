@@ -19,7 +19,11 @@ _libc.mmap.argtypes = [
     ctypes.c_long,
 ]
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
 _MAP_FAILED = ctypes.c_void_p(-1).value
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+PAGE = 4096
 
 
 class GuestMemoryError(UsetlError):
@@ -48,6 +52,7 @@ class GuestMemory:
             err = ctypes.get_errno()
             raise GuestMemoryError(f"cannot map {size >> 20} MiB of guest memory: {os.strerror(err)}")
         self.host_addr: int = addr
+        self.punch_holes = True
         self.view = memoryview((ctypes.c_ubyte * size).from_address(addr)).cast("B")
 
     @property
@@ -67,6 +72,23 @@ class GuestMemory:
 
     def zero(self, gpa: int, length: int) -> None:
         ctypes.memset(self.host_addr + gpa - self.gpa, 0, length)
+
+    def discard(self, gpa: int, length: int) -> None:
+        """Zero a range and, for whole pages, give the host memory back.
+
+        A private copy-on-write mapping (a clone) sets `punch_holes` False: a
+        hole there would show the template's bytes again, so it zeroes.
+        """
+        off = gpa - self.gpa
+        lo = min((off + PAGE - 1) & ~(PAGE - 1), off + length)
+        hi = max((off + length) & ~(PAGE - 1), lo)
+        if not self.punch_holes or hi - lo < 16 * PAGE:
+            ctypes.memset(self.host_addr + off, 0, length)
+            return
+        ctypes.memset(self.host_addr + off, 0, lo - off)
+        ctypes.memset(self.host_addr + hi, 0, off + length - hi)
+        if _libc.fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, lo, hi - lo):
+            ctypes.memset(self.host_addr + lo, 0, hi - lo)
 
     def u64(self, gpa: int) -> int:
         return int.from_bytes(self.view[gpa - self.gpa : gpa - self.gpa + 8], "little")

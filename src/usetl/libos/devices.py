@@ -1,0 +1,91 @@
+"""Character devices in /dev: null, zero, urandom and the agent channel.
+
+The agent channel (/dev/usetl) is how the guest agent and the monitor talk:
+a message is an 8-byte little-endian length and that many bytes. A read
+with no message waiting blocks: the monitor pauses the VM there (idle, no
+CPU) until it has work, which is the point templates are captured at.
+"""
+
+from __future__ import annotations
+
+import errno
+import stat as st
+from collections.abc import Callable
+
+from .errors import SyscallError
+from .files import NullFile, OpenFile, RandomFile, ZeroFile
+from .fs import DeviceNode, Node
+
+AGENT_DEVICE = "usetl"
+HEADER = 8
+
+
+class Blocked(Exception):
+    """Raised by a syscall that must wait for the monitor; it is re-run on resume."""
+
+
+def makedev(major: int, minor: int) -> int:
+    return (major << 8) | minor
+
+
+class AgentChannel:
+    """Messages in both directions between the monitor and the guest agent."""
+
+    def __init__(self, max_message: int = 64 << 20):
+        self.max_message = max_message
+        self.inbox = bytearray()
+        self.outbox = bytearray()
+
+    def post(self, payload: bytes) -> None:
+        self.inbox += len(payload).to_bytes(HEADER, "little") + payload
+
+    def take_reply(self) -> bytes | None:
+        """A whole message the agent wrote, or None if none is complete."""
+        if len(self.outbox) < HEADER:
+            return None
+        size = int.from_bytes(self.outbox[:HEADER], "little")
+        if len(self.outbox) < HEADER + size:
+            return None
+        reply = bytes(self.outbox[HEADER : HEADER + size])
+        del self.outbox[: HEADER + size]
+        return reply
+
+
+class AgentChannelFile(OpenFile):
+    def __init__(self, node: Node, flags: int, channel: AgentChannel):
+        super().__init__(node, flags, "/dev/" + AGENT_DEVICE)
+        self.channel = channel
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        inbox = self.channel.inbox
+        if not inbox:
+            raise Blocked()
+        data = bytes(inbox[:length])
+        del inbox[:length]
+        return data
+
+    def write_at(self, offset: int, data: memoryview) -> int:
+        if len(self.channel.outbox) + len(data) > self.channel.max_message + HEADER:
+            raise SyscallError(errno.EMSGSIZE)
+        self.channel.outbox += data
+        return len(data)
+
+
+def standard_devices(channel: AgentChannel) -> dict[str, DeviceNode]:
+    def node(ino: int, rdev: int, opener: Callable[[DeviceNode, int], OpenFile]) -> DeviceNode:
+        dev = DeviceNode(ino, rdev, lambda flags: opener(dev, flags))
+        return dev
+
+    return {
+        "null": node(10, makedev(1, 3), lambda n, fl: NullFile(n, fl, "/dev/null")),
+        "zero": node(11, makedev(1, 5), lambda n, fl: ZeroFile(n, fl, "/dev/zero")),
+        "urandom": node(12, makedev(1, 9), lambda n, fl: RandomFile(n, fl, "/dev/urandom")),
+        "random": node(13, makedev(1, 8), lambda n, fl: RandomFile(n, fl, "/dev/random")),
+        AGENT_DEVICE: node(14, makedev(10, 242), lambda n, fl: AgentChannelFile(n, fl, channel)),
+    }
+
+
+def console_node(ino: int) -> Node:
+    node = Node(st.S_IFCHR | 0o620, ino)
+    node.rdev = makedev(136, 0)  # type: ignore[attr-defined]
+    return node

@@ -1,0 +1,247 @@
+"""Open file descriptions and the fd table."""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+import time
+
+from .errors import SyscallError
+from .fs import DeviceNode, ImageNode, Node, TmpFile, TmpFS, dirent_type
+
+O_ACCMODE = 3
+O_RDONLY, O_WRONLY, O_RDWR = 0, 1, 2
+O_CREAT, O_EXCL, O_NOCTTY, O_TRUNC, O_APPEND = 0o100, 0o200, 0o400, 0o1000, 0o2000
+O_NONBLOCK = 0o4000
+O_DIRECTORY, O_NOFOLLOW, O_CLOEXEC = 0o200000, 0o400000, 0o2000000
+O_PATH = 0o10000000
+O_TMPFILE = 0o20000000 | O_DIRECTORY
+
+SEEK_SET, SEEK_CUR, SEEK_END = 0, 1, 2
+MAX_FDS = 1024
+
+
+class OpenFile:
+    """An open file description: a node, an offset and the open flags."""
+
+    def __init__(self, node: Node, flags: int, path: str):
+        self.node = node
+        self.flags = flags
+        self.path = path
+        self.offset = 0
+
+    @property
+    def readable(self) -> bool:
+        return self.flags & O_ACCMODE in (O_RDONLY, O_RDWR) and not self.flags & O_PATH
+
+    @property
+    def writable(self) -> bool:
+        return self.flags & O_ACCMODE in (O_WRONLY, O_RDWR)
+
+    # Subclasses override what they support; the rest is the errno Linux gives.
+    def read_at(self, offset: int, length: int) -> bytes | memoryview:
+        raise SyscallError(errno.EISDIR if self.node.is_dir else errno.EINVAL)
+
+    def write_at(self, offset: int, data: memoryview) -> int:
+        raise SyscallError(errno.EBADF)
+
+    def read(self, length: int) -> bytes | memoryview:
+        if not self.readable:
+            raise SyscallError(errno.EBADF)
+        data = self.read_at(self.offset, length)
+        self.offset += len(data)
+        return data
+
+    def write(self, data: memoryview) -> int:
+        if not self.writable:
+            raise SyscallError(errno.EBADF)
+        if self.flags & O_APPEND:
+            self.offset = self.node.size
+        n = self.write_at(self.offset, data)
+        self.offset += n
+        return n
+
+    def seek(self, offset: int, whence: int) -> int:
+        if whence == SEEK_SET:
+            new = offset
+        elif whence == SEEK_CUR:
+            new = self.offset + offset
+        elif whence == SEEK_END:
+            new = self.node.size + offset
+        else:
+            raise SyscallError(errno.EINVAL)
+        if new < 0:
+            raise SyscallError(errno.EINVAL)
+        self.offset = new
+        return new
+
+    def truncate(self, length: int) -> None:
+        raise SyscallError(errno.EINVAL)
+
+    def isatty(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+class ImageFile(OpenFile):
+    node: ImageNode
+
+    def read_at(self, offset: int, length: int) -> bytes | memoryview:
+        if self.node.is_dir:
+            raise SyscallError(errno.EISDIR)
+        return self.node.read_at(offset, length)
+
+
+class TmpOpenFile(OpenFile):
+    node: TmpFile
+
+    def __init__(self, node: TmpFile, flags: int, path: str, tmpfs: TmpFS):
+        super().__init__(node, flags, path)
+        self.tmpfs = tmpfs
+
+    def read_at(self, offset: int, length: int) -> bytes | memoryview:
+        return memoryview(self.node.data)[offset : offset + length]
+
+    def write_at(self, offset: int, data: memoryview) -> int:
+        buf = self.node.data
+        end = offset + len(data)
+        if end > len(buf):
+            self.tmpfs.charge(end - len(buf))
+            buf.extend(bytes(end - len(buf)))
+        buf[offset:end] = data
+        self.node.mtime_ns = time.time_ns()
+        return len(data)
+
+    def truncate(self, length: int) -> None:
+        if not self.writable:
+            raise SyscallError(errno.EINVAL)
+        truncate_tmp(self.node, length, self.tmpfs)
+
+
+def truncate_tmp(node: TmpFile, length: int, tmpfs: TmpFS) -> None:
+    if length < 0:
+        raise SyscallError(errno.EINVAL)
+    delta = length - len(node.data)
+    if delta > 0:
+        tmpfs.charge(delta)
+        node.data.extend(bytes(delta))
+    else:
+        tmpfs.used += delta
+        del node.data[length:]
+    node.mtime_ns = time.time_ns()
+
+
+class DirFile(OpenFile):
+    """An open directory: getdents64 walks a listing taken at open."""
+
+    def __init__(self, node: Node, flags: int, path: str, parent: Node):
+        super().__init__(node, flags, path)
+        self.listing = [(".", node), ("..", parent)] + node.children()
+
+    def getdents(self, size: int) -> bytes:
+        out = bytearray()
+        while self.offset < len(self.listing):
+            name, node = self.listing[self.offset]
+            raw = name.encode("utf-8", "surrogateescape")
+            reclen = (19 + len(raw) + 1 + 7) & ~7
+            if len(out) + reclen > size:
+                if not out:
+                    raise SyscallError(errno.EINVAL)
+                break
+            rec = struct.pack("<QqHB", node.ino, self.offset + 1, reclen, dirent_type(node.mode))
+            out += rec + raw + bytes(reclen - 19 - len(raw))
+            self.offset += 1
+        return bytes(out)
+
+    def seek(self, offset: int, whence: int) -> int:
+        if whence != SEEK_SET or offset < 0:
+            raise SyscallError(errno.EINVAL)
+        self.offset = offset
+        return offset
+
+
+class OutputFile(OpenFile):
+    """stdout or stderr: captured by the monitor, up to `limit` bytes per invocation."""
+
+    def __init__(self, node: Node, name: str, limit: int):
+        super().__init__(node, O_WRONLY, name)
+        self.buffer = bytearray()
+        self.limit = limit
+        self.truncated = False
+
+    def write_at(self, offset: int, data: memoryview) -> int:
+        room = self.limit - len(self.buffer)
+        if room < len(data):
+            self.truncated = True
+        self.buffer += data[: max(room, 0)]
+        return len(data)
+
+    def take(self) -> tuple[bytes, bool]:
+        data, truncated = bytes(self.buffer), self.truncated
+        self.buffer.clear()
+        self.truncated = False
+        return data, truncated
+
+
+class NullFile(OpenFile):
+    def read_at(self, offset: int, length: int) -> bytes:
+        return b""
+
+    def write_at(self, offset: int, data: memoryview) -> int:
+        return len(data)
+
+
+class ZeroFile(NullFile):
+    def read_at(self, offset: int, length: int) -> bytes:
+        return bytes(min(length, 1 << 20))
+
+
+class RandomFile(NullFile):
+    def read_at(self, offset: int, length: int) -> bytes:
+        return os.urandom(min(length, 1 << 20))
+
+
+class FdTable:
+    def __init__(self) -> None:
+        self.files: dict[int, OpenFile] = {}
+        self.cloexec: set[int] = set()
+
+    def get(self, fd: int) -> OpenFile:
+        try:
+            return self.files[fd]
+        except KeyError:
+            raise SyscallError(errno.EBADF) from None
+
+    def install(self, f: OpenFile, lowest: int = 0, cloexec: bool = False) -> int:
+        fd = lowest
+        while fd in self.files:
+            fd += 1
+        if fd >= MAX_FDS:
+            raise SyscallError(errno.EMFILE)
+        self.files[fd] = f
+        if cloexec:
+            self.cloexec.add(fd)
+        return fd
+
+    def install_at(self, fd: int, f: OpenFile) -> None:
+        if not 0 <= fd < MAX_FDS:
+            raise SyscallError(errno.EBADF)
+        if fd in self.files:
+            self.close(fd)
+        self.files[fd] = f
+        self.cloexec.discard(fd)
+
+    def close(self, fd: int) -> None:
+        f = self.files.pop(fd, None)
+        if f is None:
+            raise SyscallError(errno.EBADF)
+        self.cloexec.discard(fd)
+        if f not in self.files.values():
+            f.close()
+
+
+def device_file(node: DeviceNode, flags: int, path: str) -> OpenFile:
+    return node.opener(flags)  # type: ignore[return-value]

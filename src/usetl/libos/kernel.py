@@ -1,0 +1,147 @@
+"""The per-VM OS state the monitor keeps and the syscall dispatcher.
+
+One Kernel serves one USF: its memory map, namespace, fd table, captured
+output and syscall statistics. The vm run loop calls handle_syscall() on
+every SYSCALL exit; the handler in the table does the work.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from usetl.kvm.structs import kvm_regs
+from usetl.vm import Stop, Vm
+
+from .devices import Blocked
+from .errors import SyscallError
+from .files import FdTable, OutputFile
+from .fs import Namespace
+from .mm import AddressSpace
+from .syscalls.numbers import SYSCALL_NAMES
+from .usermem import UserMemory
+
+log = logging.getLogger(__name__)
+
+MASK64 = (1 << 64) - 1
+MMAP = 9
+
+
+@dataclass
+class TraceRecord:
+    name: str
+    args: tuple[int, ...]
+    result: int
+    micros: float
+
+
+@dataclass
+class Identity:
+    pid: int = 1
+    uid: int = 1000
+    gid: int = 1000
+    hostname: str = "usf"
+
+
+@dataclass
+class SyscallStats:
+    count: int = 0
+    seconds: float = 0.0
+    by_name: Counter = field(default_factory=Counter)
+    unimplemented: Counter = field(default_factory=Counter)
+
+
+class Kernel:
+    """What the guest program sees as its operating system."""
+
+    def __init__(self, vm: Vm, namespace: Namespace, output_limit: int = 16 << 20):
+        from .syscalls.table import HANDLERS
+
+        self.vm = vm
+        self.handlers = HANDLERS
+        self.mem = UserMemory(vm.ram)
+        self.mm = AddressSpace(vm.ram)
+        self.ns = namespace
+        self.fds = FdTable()
+        self.identity = Identity()
+        self.output_limit = output_limit
+        self.stats = SyscallStats()
+        self.trace: list[TraceRecord] | None = None
+        self.exit_status: int | None = None
+        self.term_signal: int | None = None
+        self.fs_base = 0
+        self.tid_address = 0
+        self.signal_actions: dict[int, bytes] = {}
+        self.signal_mask = 0
+        self.umask = 0o022
+        self.blocked: tuple | None = None  # (handler, args) of a syscall waiting on the monitor
+        self.last_file_map: tuple | None = None  # see sys_mmap
+
+    # -- the dispatcher --------------------------------------------------------
+
+    def handle_syscall(self, regs: kvm_regs) -> Stop | None:
+        nr = regs.rax
+        t0 = time.perf_counter()
+        handler = self.handlers.get(nr)
+        args = (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
+        if handler is None:
+            result = -errno.ENOSYS
+            name = SYSCALL_NAMES.get(nr, f"syscall_{nr}")
+            if not self.stats.unimplemented[name]:
+                log.info("unimplemented syscall %s (%d): ENOSYS", name, nr)
+            self.stats.unimplemented[name] += 1
+        else:
+            if nr != MMAP:
+                self.last_file_map = None
+            try:
+                result = handler(self, *args)
+            except SyscallError as e:
+                result = -e.errno
+            except Blocked:
+                self.blocked = (handler, args)
+                return Stop("pause")
+        stop = None
+        if isinstance(result, Stop):
+            stop, result = result, 0
+        regs.rax = result & MASK64
+        dt = time.perf_counter() - t0
+        stats = self.stats
+        stats.count += 1
+        stats.seconds += dt
+        if self.trace is not None:
+            name = SYSCALL_NAMES.get(nr, f"syscall_{nr}")
+            stats.by_name[name] += 1
+            self.trace.append(TraceRecord(name, args, result, dt * 1e6))
+        return stop
+
+    def resume(self, regs: kvm_regs) -> Stop | None:
+        """Re-run the syscall that blocked, now that the monitor has what it waited for."""
+        if self.blocked is None:
+            raise RuntimeError("resume() without a blocked syscall")
+        handler, args = self.blocked
+        self.blocked = None
+        try:
+            result = handler(self, *args)
+        except SyscallError as e:
+            result = -e.errno
+        except Blocked:
+            self.blocked = (handler, args)
+            return Stop("pause")
+        if isinstance(result, Stop):
+            return result
+        regs.rax = result & MASK64
+        return None
+
+    # -- helpers for handlers -------------------------------------------------
+
+    def output(self, fd: int) -> OutputFile:
+        f = self.fds.files.get(fd)
+        if not isinstance(f, OutputFile):
+            raise SyscallError(errno.EBADF)
+        return f
+
+    def now_ns(self) -> int:
+        return time.time_ns()

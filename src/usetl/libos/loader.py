@@ -1,0 +1,154 @@
+"""The ELF loader: an executable, its PT_INTERP dynamic loader and the initial stack.
+
+What Linux's binfmt_elf does for a new process, into guest memory: map the
+PT_LOAD segments, load the interpreter, and lay out argc, argv, envp and
+auxv on the stack for ld.so to find.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+from usetl.vm.layout import USER_START
+
+from .elf import PT_PHDR, ElfError, ElfFile
+from .errors import LoadError, SyscallError
+from .fs import ImageNode, Namespace
+from .mm import AddressSpace, page_down, page_up
+
+AT_NULL, AT_PHDR, AT_PHENT, AT_PHNUM, AT_PAGESZ, AT_BASE = 0, 3, 4, 5, 6, 7
+AT_FLAGS, AT_ENTRY, AT_UID, AT_EUID, AT_GID, AT_EGID = 8, 9, 11, 12, 13, 14
+AT_PLATFORM, AT_HWCAP, AT_CLKTCK, AT_SECURE, AT_RANDOM = 15, 16, 17, 23, 25
+AT_HWCAP2, AT_EXECFN = 26, 31
+
+PIE_BASE = USER_START
+
+
+@dataclass
+class LoadedProgram:
+    entry: int
+    stack_pointer: int
+    base: int
+    interp_base: int
+
+
+def _host_hwcap() -> int:
+    """The host's AT_HWCAP: ring-3 code sees the host's CPU anyway."""
+    try:
+        with open("/proc/self/auxv", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return 0
+    for i in range(0, len(raw) - 15, 16):
+        key, value = struct.unpack_from("<QQ", raw, i)
+        if key == AT_HWCAP:
+            return value
+    return 0
+
+
+HOST_HWCAP = _host_hwcap()
+
+
+def _read_elf(ns: Namespace, path: str) -> ElfFile:
+    try:
+        r = ns.resolve(path)
+    except SyscallError as e:
+        raise LoadError(f"cannot resolve {path} in the image: {e}") from None
+    if not isinstance(r.node, ImageNode) or r.node.is_dir:
+        raise LoadError(f"{path} is not a file in the image")
+    try:
+        return ElfFile.parse(bytes(r.node.read_at(0, r.node.size)), name=path)
+    except ElfError as e:
+        raise LoadError(str(e)) from None
+
+
+def _map_elf(mm: AddressSpace, ram_view: memoryview, elf: ElfFile, base: int | None,
+             name: str) -> int:
+    """Copy the PT_LOAD segments into guest memory; returns the load bias."""
+    lo, hi = elf.span()
+    lo, hi = page_down(lo), page_up(hi)
+    if elf.is_pie:
+        bias = (base if base is not None else mm.map(0, hi - lo, False, False, name)) - lo
+        if base is not None:
+            mm.reserve(base, base + hi - lo, name)
+    else:
+        bias = 0
+        try:
+            mm.reserve(lo, hi, name)
+        except SyscallError:
+            raise LoadError(f"{name} wants {lo:#x}-{hi:#x}, outside guest user memory") from None
+    for ph in elf.load_segments:
+        dest = bias + ph.p_vaddr
+        ram_view[dest : dest + ph.p_filesz] = elf.data[ph.p_offset : ph.p_offset + ph.p_filesz]
+    return bias
+
+
+def load_program(mm: AddressSpace, ram_view: memoryview, ns: Namespace, path: str,
+                 argv: list[str], envp: list[str], identity: tuple[int, int]) -> LoadedProgram:
+    exe = _read_elf(ns, path)
+    bias = _map_elf(mm, ram_view, exe, PIE_BASE, path)
+    mm.set_brk_base(bias + exe.span()[1])
+    entry = bias + exe.header.e_entry
+    interp_base = 0
+    if exe.interp:
+        interp = _read_elf(ns, exe.interp)
+        if interp.interp:
+            raise LoadError(f"{exe.interp} has an interpreter of its own")
+        interp_base = _map_elf(mm, ram_view, interp, None, exe.interp)
+        entry = interp_base + interp.header.e_entry
+    phdr = next((ph.p_vaddr for ph in exe.segments if ph.p_type == PT_PHDR), None)
+    if phdr is None:
+        first = exe.load_segments[0]
+        phdr = first.p_vaddr - first.p_offset + exe.header.e_phoff
+    uid, gid = identity
+    auxv = [
+        (AT_PHDR, bias + phdr),
+        (AT_PHENT, exe.header.e_phentsize),
+        (AT_PHNUM, exe.header.e_phnum),
+        (AT_PAGESZ, 4096),
+        (AT_BASE, interp_base),
+        (AT_FLAGS, 0),
+        (AT_ENTRY, bias + exe.header.e_entry),
+        (AT_UID, uid),
+        (AT_EUID, uid),
+        (AT_GID, gid),
+        (AT_EGID, gid),
+        (AT_SECURE, 0),
+        (AT_HWCAP, HOST_HWCAP),
+        (AT_HWCAP2, 0),  # keeps glibc from using wrfsbase: the monitor owns FS base
+        (AT_CLKTCK, 100),
+    ]
+    rsp = _build_stack(ram_view, mm.stack_top, argv, envp, auxv, path)
+    return LoadedProgram(entry, rsp, bias, interp_base)
+
+
+def _build_stack(view: memoryview, top: int, argv: list[str], envp: list[str],
+                 auxv: list[tuple[int, int]], execfn: str) -> int:
+    pos = top - 16  # an empty slot at the very top, as Linux leaves
+
+    def push_bytes(data: bytes) -> int:
+        nonlocal pos
+        pos -= len(data)
+        view[pos : pos + len(data)] = data
+        return pos
+
+    execfn_addr = push_bytes(execfn.encode() + b"\0")
+    platform_addr = push_bytes(b"x86_64\0")
+    env_addrs = [push_bytes(e.encode() + b"\0") for e in reversed(envp)][::-1]
+    arg_addrs = [push_bytes(a.encode() + b"\0") for a in reversed(argv)][::-1]
+    pos &= ~15
+    random_addr = push_bytes(os.urandom(16))
+    auxv = auxv + [
+        (AT_RANDOM, random_addr),
+        (AT_PLATFORM, platform_addr),
+        (AT_EXECFN, execfn_addr),
+        (AT_NULL, 0),
+    ]
+    words = [len(argv), *arg_addrs, 0, *env_addrs, 0]
+    for key, value in auxv:
+        words += [key, value]
+    pos = (pos - 8 * len(words)) & ~15
+    view[pos : pos + 8 * len(words)] = struct.pack(f"<{len(words)}Q", *words)
+    return pos

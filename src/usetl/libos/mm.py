@@ -1,0 +1,211 @@
+"""The guest's memory map: program break, mmap areas and the stack.
+
+Guest RAM is identity-mapped, so "mapping" a range means reserving it here
+and filling it (zeroes or file bytes). Free memory is kept zeroed, which is
+what fresh anonymous memory must read as.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+from dataclasses import dataclass
+
+from usetl.vm import GuestMemory
+from usetl.vm.layout import HUGE_PAGE, PAGE_SIZE, USER_START
+
+from .errors import SyscallError
+
+STACK_SIZE = 8 << 20
+STACK_GUARD = HUGE_PAGE  # left unmapped in the page tables: overflow faults
+
+
+def page_up(n: int) -> int:
+    return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+
+
+def page_down(n: int) -> int:
+    return n & ~(PAGE_SIZE - 1)
+
+
+@dataclass
+class Area:
+    start: int
+    end: int
+    name: str
+
+
+class AddressSpace:
+    """Reserved ranges of guest RAM, kept sorted and non-overlapping."""
+
+    def __init__(self, ram: GuestMemory, brk_limit: int = 64 << 20):
+        self.ram = ram
+        self.stack_top = ram.end
+        self.stack_bottom = ram.end - STACK_SIZE
+        self.mmap_top = self.stack_bottom - STACK_GUARD
+        self.starts: list[int] = []
+        self.areas: list[Area] = []
+        self.brk_start = 0
+        self.brk_cur = 0
+        self.brk_limit = brk_limit
+        self._insert(Area(self.stack_bottom, self.stack_top, "[stack]"))
+
+    # -- bookkeeping --------------------------------------------------------
+
+    def _insert(self, area: Area) -> None:
+        i = bisect.bisect_left(self.starts, area.start)
+        self.starts.insert(i, area.start)
+        self.areas.insert(i, area)
+
+    def overlaps(self, start: int, end: int) -> bool:
+        i = bisect.bisect_right(self.starts, start) - 1
+        if i >= 0 and self.areas[i].end > start:
+            return True
+        return i + 1 < len(self.areas) and self.areas[i + 1].start < end
+
+    def is_mapped(self, start: int, end: int) -> bool:
+        """Whether every byte of [start, end) is in some area."""
+        pos = start
+        i = max(bisect.bisect_right(self.starts, start) - 1, 0)
+        while pos < end and i < len(self.areas):
+            a = self.areas[i]
+            if a.start > pos:
+                return False
+            pos = max(pos, a.end)
+            i += 1
+        return pos >= end
+
+    def _remove(self, start: int, end: int) -> None:
+        """Drop [start, end) from the areas, splitting those it cuts."""
+        i = max(bisect.bisect_right(self.starts, start) - 1, 0)
+        while i < len(self.areas):
+            a = self.areas[i]
+            if a.start >= end:
+                break
+            if a.end <= start:
+                i += 1
+                continue
+            del self.areas[i], self.starts[i]
+            if a.start < start:
+                self._insert(Area(a.start, start, a.name))
+                i += 1
+            if a.end > end:
+                self._insert(Area(end, a.end, a.name))
+                break
+
+    def _find_free(self, length: int) -> int:
+        """Top-down first fit below the stack guard, above the heap's reserve."""
+        floor = max(USER_START, self.brk_start + self.brk_limit)
+        top = self.mmap_top
+        for a in reversed(self.areas):
+            if a.start >= top:
+                continue
+            if a.end <= top and top - a.end >= length:
+                return top - length
+            top = min(top, a.start)
+            if top - length < floor:
+                break
+        if top - length >= floor:
+            return top - length
+        raise SyscallError(errno.ENOMEM)
+
+    def _valid_user_range(self, start: int, end: int) -> bool:
+        return USER_START <= start < end <= self.mmap_top or (
+            self.stack_bottom <= start < end <= self.stack_top
+        )
+
+    # -- operations ----------------------------------------------------------
+
+    def reserve(self, start: int, end: int, name: str) -> None:
+        """Claim a range for the loader (no zeroing: RAM is fresh)."""
+        if self.overlaps(start, end) or not self._valid_user_range(start, end):
+            raise SyscallError(errno.ENOMEM)
+        self._insert(Area(start, end, name))
+
+    def set_brk_base(self, addr: int) -> None:
+        self.brk_start = self.brk_cur = page_up(addr)
+
+    def brk(self, addr: int) -> int:
+        """Linux semantics: returns the new break, or the old one on failure."""
+        if addr == 0 or addr < self.brk_start or addr > self.brk_start + self.brk_limit:
+            return self.brk_cur
+        old_end, new_end = page_up(self.brk_cur), page_up(addr)
+        if new_end > old_end:
+            if self.overlaps(old_end, new_end) or new_end > self.mmap_top:
+                return self.brk_cur
+            self._insert(Area(old_end, new_end, "[heap]"))
+        elif new_end < old_end:
+            self._remove(new_end, old_end)
+            self.discard(new_end, old_end - new_end)
+        self.brk_cur = addr
+        return addr
+
+    def map(self, addr: int, length: int, fixed: bool, noreplace: bool, name: str) -> int:
+        """Reserve `length` bytes; returns the start. Fresh memory reads as zero."""
+        if length <= 0:
+            raise SyscallError(errno.EINVAL)
+        length = page_up(length)
+        if fixed or noreplace:
+            if addr % PAGE_SIZE or not self._valid_user_range(addr, addr + length):
+                raise SyscallError(errno.EINVAL if addr % PAGE_SIZE else errno.ENOMEM)
+            if self.overlaps(addr, addr + length):
+                if noreplace:
+                    raise SyscallError(errno.EEXIST)
+                self._remove(addr, addr + length)
+                self.discard(addr, length)
+            self._insert(Area(addr, addr + length, name))
+            return addr
+        if addr and addr % PAGE_SIZE == 0 and self._valid_user_range(addr, addr + length):
+            if not self.overlaps(addr, addr + length):
+                self._insert(Area(addr, addr + length, name))
+                return addr
+        start = self._find_free(length)
+        self._insert(Area(start, start + length, name))
+        return start
+
+    def unmap(self, addr: int, length: int) -> None:
+        if addr % PAGE_SIZE or length <= 0:
+            raise SyscallError(errno.EINVAL)
+        end = addr + page_up(length)
+        if not self._valid_user_range(addr, end):
+            raise SyscallError(errno.EINVAL)
+        # Zero only what was mapped: untouched free memory is already zero.
+        i = max(bisect.bisect_right(self.starts, addr) - 1, 0)
+        spans = []
+        for a in self.areas[i:]:
+            if a.start >= end:
+                break
+            lo, hi = max(a.start, addr), min(a.end, end)
+            if lo < hi:
+                spans.append((lo, hi))
+        self._remove(addr, end)
+        for lo, hi in spans:
+            self.discard(lo, hi - lo)
+
+    def remap(self, old: int, old_len: int, new_len: int, may_move: bool) -> int:
+        old_len, new_len = page_up(old_len), page_up(new_len)
+        if old % PAGE_SIZE or new_len <= 0 or not self.is_mapped(old, old + old_len):
+            raise SyscallError(errno.EFAULT if old % PAGE_SIZE == 0 else errno.EINVAL)
+        if new_len <= old_len:
+            if new_len < old_len:
+                self.unmap(old + new_len, old_len - new_len)
+            return old
+        grow_end = old + new_len
+        if self._valid_user_range(old, grow_end) and not self.overlaps(old + old_len, grow_end):
+            self._insert(Area(old + old_len, grow_end, "[anon]"))
+            return old
+        if not may_move:
+            raise SyscallError(errno.ENOMEM)
+        new = self.map(0, new_len, False, False, "[anon]")
+        view = self.ram.view
+        view[new : new + old_len] = view[old : old + old_len]
+        self.unmap(old, old_len)
+        return new
+
+    def discard(self, addr: int, length: int) -> None:
+        """Make [addr, addr+length) read as zero (and give its pages back)."""
+        self.ram.discard(addr, length)
+
+    @property
+    def mapped_bytes(self) -> int:
+        return sum(a.end - a.start for a in self.areas)

@@ -1,0 +1,480 @@
+"""Files: open/read/write/stat and friends over the guest's namespace."""
+
+from __future__ import annotations
+
+import errno
+import stat as st
+from typing import TYPE_CHECKING
+
+from ..errors import SyscallError
+from ..files import (
+    O_ACCMODE,
+    O_APPEND,
+    O_CLOEXEC,
+    O_CREAT,
+    O_DIRECTORY,
+    O_EXCL,
+    O_NOFOLLOW,
+    O_PATH,
+    O_RDONLY,
+    O_TMPFILE,
+    O_TRUNC,
+    DirFile,
+    ImageFile,
+    OpenFile,
+    TmpOpenFile,
+    truncate_tmp,
+)
+from ..fs import DeviceNode, ImageNode, Resolved, TmpDir, TmpFile
+from .args import AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, s32, s64
+
+if TYPE_CHECKING:
+    from ..kernel import Kernel
+
+MAX_IO = 0x7FFFF000  # Linux caps one read or write at this many bytes
+
+F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL = 0, 1, 2, 3, 4
+F_GETLK, F_SETLK, F_SETLKW = 5, 6, 7
+F_DUPFD_CLOEXEC = 1030
+FD_CLOEXEC = 1
+
+TCGETS, TIOCGWINSZ, FIONBIO, FIONCLEX, FIOCLEX = 0x5401, 0x5413, 0x5421, 0x5450, 0x5451
+
+R_OK, W_OK, X_OK = 4, 2, 1
+
+
+# -- resolution helpers --------------------------------------------------------
+
+
+def _base(k: Kernel, dirfd: int) -> str | None:
+    dirfd = s32(dirfd)
+    if dirfd == AT_FDCWD:
+        return None
+    f = k.fds.get(dirfd)
+    if not f.node.is_dir:
+        raise SyscallError(errno.ENOTDIR)
+    return f.path
+
+
+def _resolve_at(k: Kernel, dirfd: int, path_addr: int, follow: bool = True,
+                empty_ok: bool = False) -> Resolved | OpenFile:
+    raw = k.mem.cstring(path_addr)
+    if not raw:
+        if empty_ok:
+            return k.fds.get(s32(dirfd))
+        raise SyscallError(errno.ENOENT)
+    path = raw.decode("utf-8", "surrogateescape")
+    base = None if path.startswith("/") else _base(k, dirfd)
+    return k.ns.resolve(path, follow, base)
+
+
+def _tmp_parent(k: Kernel, r: Resolved) -> TmpDir:
+    """The tmpfs directory a new entry goes into, or why it cannot."""
+    if r.parent is None:
+        raise SyscallError(errno.ENOENT)
+    if not isinstance(r.parent, TmpDir):
+        raise SyscallError(errno.EROFS if r.parent.is_dir else errno.ENOTDIR)
+    return r.parent
+
+
+# -- open and close -------------------------------------------------------------
+
+
+def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
+    flags &= 0xFFFFFFFF
+    if flags & O_TMPFILE == O_TMPFILE:
+        raise SyscallError(errno.EOPNOTSUPP)
+    r = _resolve_at(k, dirfd, path_addr, follow=not flags & O_NOFOLLOW)
+    assert isinstance(r, Resolved)
+    node = r.node
+    writable = flags & O_ACCMODE != O_RDONLY
+    if node is None:
+        if not flags & O_CREAT:
+            raise SyscallError(errno.ENOENT)
+        parent = _tmp_parent(k, r)
+        node = TmpFile(k.ns.tmp.new_ino(), mode & 0o7777 & ~k.umask)
+        parent.entries[r.name] = node
+    elif flags & O_CREAT and flags & O_EXCL:
+        raise SyscallError(errno.EEXIST)
+    if node.is_symlink:
+        raise SyscallError(errno.ELOOP)
+    if flags & O_DIRECTORY and not node.is_dir:
+        raise SyscallError(errno.ENOTDIR)
+    f: OpenFile
+    if isinstance(node, DeviceNode):
+        f = node.opener(flags)  # type: ignore[assignment]
+    elif node.is_dir:
+        if writable:
+            raise SyscallError(errno.EISDIR)
+        f = DirFile(node, flags, r.path, r.parent or node)
+    elif isinstance(node, ImageNode):
+        if writable or flags & O_TRUNC:
+            raise SyscallError(errno.EROFS)
+        f = ImageFile(node, flags, r.path)
+    elif isinstance(node, TmpFile):
+        f = TmpOpenFile(node, flags, r.path, k.ns.tmp)
+        if flags & O_TRUNC and writable:
+            truncate_tmp(node, 0, k.ns.tmp)
+    elif flags & O_PATH:
+        f = OpenFile(node, flags, r.path)
+    else:
+        raise SyscallError(errno.ENXIO)
+    return k.fds.install(f, cloexec=bool(flags & O_CLOEXEC))
+
+
+def sys_open(k: Kernel, path: int, flags: int, mode: int, *_: int) -> int:
+    return _open(k, AT_FDCWD, path, flags, mode)
+
+
+def sys_openat(k: Kernel, dirfd: int, path: int, flags: int, mode: int, *_: int) -> int:
+    return _open(k, dirfd, path, flags, mode)
+
+
+def sys_close(k: Kernel, fd: int, *_: int) -> int:
+    k.fds.close(s32(fd))
+    return 0
+
+
+def sys_dup(k: Kernel, fd: int, *_: int) -> int:
+    return k.fds.install(k.fds.get(s32(fd)))
+
+
+def sys_dup2(k: Kernel, old: int, new: int, *_: int) -> int:
+    f = k.fds.get(s32(old))
+    if s32(old) != s32(new):
+        k.fds.install_at(s32(new), f)
+    return s32(new)
+
+
+def sys_dup3(k: Kernel, old: int, new: int, flags: int, *_: int) -> int:
+    if s32(old) == s32(new) or flags & ~O_CLOEXEC:
+        raise SyscallError(errno.EINVAL)
+    k.fds.install_at(s32(new), k.fds.get(s32(old)))
+    if flags & O_CLOEXEC:
+        k.fds.cloexec.add(s32(new))
+    return s32(new)
+
+
+# -- reading and writing ---------------------------------------------------------
+
+
+def sys_read(k: Kernel, fd: int, buf: int, count: int, *_: int) -> int:
+    f = k.fds.get(s32(fd))
+    count = min(count, MAX_IO)
+    dest = k.mem.slice(buf, count, write=True)
+    data = f.read(count)
+    n = len(data)
+    dest[:n] = data
+    return n
+
+
+def sys_write(k: Kernel, fd: int, buf: int, count: int, *_: int) -> int:
+    f = k.fds.get(s32(fd))
+    return f.write(k.mem.slice(buf, min(count, MAX_IO)))
+
+
+def sys_pread64(k: Kernel, fd: int, buf: int, count: int, offset: int, *_: int) -> int:
+    f = k.fds.get(s32(fd))
+    if s64(offset) < 0:
+        raise SyscallError(errno.EINVAL)
+    if not f.readable:
+        raise SyscallError(errno.EBADF)
+    count = min(count, MAX_IO)
+    dest = k.mem.slice(buf, count, write=True)
+    data = f.read_at(offset, count)
+    dest[: len(data)] = data
+    return len(data)
+
+
+def sys_pwrite64(k: Kernel, fd: int, buf: int, count: int, offset: int, *_: int) -> int:
+    f = k.fds.get(s32(fd))
+    if s64(offset) < 0:
+        raise SyscallError(errno.EINVAL)
+    if not f.writable:
+        raise SyscallError(errno.EBADF)
+    return f.write_at(offset, k.mem.slice(buf, min(count, MAX_IO)))
+
+
+def sys_readv(k: Kernel, fd: int, iov: int, iovcnt: int, *_: int) -> int:
+    f = k.fds.get(s32(fd))
+    total = 0
+    for base, length in k.mem.iovecs(iov, s32(iovcnt)):
+        dest = k.mem.slice(base, length, write=True)
+        data = f.read(length)
+        dest[: len(data)] = data
+        total += len(data)
+        if len(data) < length:
+            break
+    return total
+
+
+def sys_writev(k: Kernel, fd: int, iov: int, iovcnt: int, *_: int) -> int:
+    f = k.fds.get(s32(fd))
+    total = 0
+    for base, length in k.mem.iovecs(iov, s32(iovcnt)):
+        total += f.write(k.mem.slice(base, length))
+    return total
+
+
+def sys_lseek(k: Kernel, fd: int, offset: int, whence: int, *_: int) -> int:
+    f = k.fds.get(s32(fd))
+    if st.S_ISCHR(f.node.mode):
+        return 0
+    return f.seek(s64(offset), s32(whence))
+
+
+def sys_getdents64(k: Kernel, fd: int, buf: int, count: int, *_: int) -> int:
+    f = k.fds.get(s32(fd))
+    if not isinstance(f, DirFile):
+        raise SyscallError(errno.ENOTDIR)
+    data = f.getdents(count)
+    k.mem.write(buf, data)
+    return len(data)
+
+
+def sys_ftruncate(k: Kernel, fd: int, length: int, *_: int) -> int:
+    f = k.fds.get(s32(fd))
+    if isinstance(f.node, ImageNode):
+        raise SyscallError(errno.EINVAL)
+    f.truncate(s64(length))
+    return 0
+
+
+def sys_truncate(k: Kernel, path: int, length: int, *_: int) -> int:
+    r = _resolve_at(k, AT_FDCWD, path)
+    assert isinstance(r, Resolved)
+    if r.node is None:
+        raise SyscallError(errno.ENOENT)
+    if not isinstance(r.node, TmpFile):
+        raise SyscallError(errno.EISDIR if r.node.is_dir else errno.EROFS)
+    truncate_tmp(r.node, s64(length), k.ns.tmp)
+    return 0
+
+
+def sys_fsync(k: Kernel, fd: int, *_: int) -> int:
+    k.fds.get(s32(fd))
+    return 0
+
+
+def sys_fadvise64(k: Kernel, fd: int, *_: int) -> int:
+    k.fds.get(s32(fd))
+    return 0
+
+
+# -- metadata ------------------------------------------------------------------
+
+
+def _stat_into(k: Kernel, target: Resolved | OpenFile, statbuf: int) -> int:
+    node = target.node
+    if node is None:
+        raise SyscallError(errno.ENOENT)
+    k.mem.write(statbuf, node.pack_stat())
+    return 0
+
+
+def sys_stat(k: Kernel, path: int, statbuf: int, *_: int) -> int:
+    return _stat_into(k, _resolve_at(k, AT_FDCWD, path), statbuf)
+
+
+def sys_lstat(k: Kernel, path: int, statbuf: int, *_: int) -> int:
+    return _stat_into(k, _resolve_at(k, AT_FDCWD, path, follow=False), statbuf)
+
+
+def sys_fstat(k: Kernel, fd: int, statbuf: int, *_: int) -> int:
+    return _stat_into(k, k.fds.get(s32(fd)), statbuf)
+
+
+def sys_newfstatat(k: Kernel, dirfd: int, path: int, statbuf: int, flags: int, *_: int) -> int:
+    target = _resolve_at(
+        k, dirfd, path, follow=not flags & AT_SYMLINK_NOFOLLOW, empty_ok=bool(flags & AT_EMPTY_PATH)
+    )
+    return _stat_into(k, target, statbuf)
+
+
+def _access(k: Kernel, dirfd: int, path: int, mode: int, flags: int) -> int:
+    r = _resolve_at(k, dirfd, path, follow=not flags & AT_SYMLINK_NOFOLLOW)
+    assert isinstance(r, Resolved)
+    if r.node is None:
+        raise SyscallError(errno.ENOENT)
+    if mode & W_OK and not isinstance(r.node, (TmpFile, TmpDir, DeviceNode)):
+        raise SyscallError(errno.EROFS)
+    if mode & X_OK and not r.node.mode & 0o111:
+        raise SyscallError(errno.EACCES)
+    return 0
+
+
+def sys_access(k: Kernel, path: int, mode: int, *_: int) -> int:
+    return _access(k, AT_FDCWD, path, mode, 0)
+
+
+def sys_faccessat(k: Kernel, dirfd: int, path: int, mode: int, *_: int) -> int:
+    return _access(k, dirfd, path, mode, 0)
+
+
+def sys_faccessat2(k: Kernel, dirfd: int, path: int, mode: int, flags: int, *_: int) -> int:
+    return _access(k, dirfd, path, mode, flags)
+
+
+def _readlink(k: Kernel, dirfd: int, path: int, buf: int, size: int) -> int:
+    if s32(size) <= 0:
+        raise SyscallError(errno.EINVAL)
+    r = _resolve_at(k, dirfd, path, follow=False)
+    assert isinstance(r, Resolved)
+    if r.node is None:
+        raise SyscallError(errno.ENOENT)
+    target = r.node.readlink().encode("utf-8", "surrogateescape")[:size]
+    k.mem.write(buf, target)
+    return len(target)
+
+
+def sys_readlink(k: Kernel, path: int, buf: int, size: int, *_: int) -> int:
+    return _readlink(k, AT_FDCWD, path, buf, size)
+
+
+def sys_readlinkat(k: Kernel, dirfd: int, path: int, buf: int, size: int, *_: int) -> int:
+    return _readlink(k, dirfd, path, buf, size)
+
+
+def sys_getcwd(k: Kernel, buf: int, size: int, *_: int) -> int:
+    cwd = k.ns.cwd.encode() + b"\0"
+    if size < len(cwd):
+        raise SyscallError(errno.ERANGE)
+    k.mem.write(buf, cwd)
+    return len(cwd)
+
+
+def sys_chdir(k: Kernel, path: int, *_: int) -> int:
+    k.ns.chdir(k.mem.path(path))
+    return 0
+
+
+def sys_fchdir(k: Kernel, fd: int, *_: int) -> int:
+    f = k.fds.get(s32(fd))
+    if not f.node.is_dir:
+        raise SyscallError(errno.ENOTDIR)
+    k.ns.cwd = f.path
+    return 0
+
+
+def sys_umask(k: Kernel, mask: int, *_: int) -> int:
+    old, k.umask = k.umask, mask & 0o777
+    return old
+
+
+# -- changing the tmpfs ----------------------------------------------------------
+
+
+def _mkdir(k: Kernel, dirfd: int, path: int, mode: int) -> int:
+    r = _resolve_at(k, dirfd, path, follow=False)
+    assert isinstance(r, Resolved)
+    if r.node is not None:
+        raise SyscallError(errno.EEXIST)
+    parent = _tmp_parent(k, r)
+    parent.entries[r.name] = TmpDir(k.ns.tmp.new_ino(), mode & 0o7777 & ~k.umask)
+    return 0
+
+
+def sys_mkdir(k: Kernel, path: int, mode: int, *_: int) -> int:
+    return _mkdir(k, AT_FDCWD, path, mode)
+
+
+def sys_mkdirat(k: Kernel, dirfd: int, path: int, mode: int, *_: int) -> int:
+    return _mkdir(k, dirfd, path, mode)
+
+
+def _unlink(k: Kernel, dirfd: int, path: int, flags: int) -> int:
+    r = _resolve_at(k, dirfd, path, follow=False)
+    assert isinstance(r, Resolved)
+    if r.node is None:
+        raise SyscallError(errno.ENOENT)
+    parent = _tmp_parent(k, r)
+    if flags & AT_REMOVEDIR:
+        if not isinstance(r.node, TmpDir):
+            raise SyscallError(errno.ENOTDIR)
+        if r.node.entries:
+            raise SyscallError(errno.ENOTEMPTY)
+    elif r.node.is_dir:
+        raise SyscallError(errno.EISDIR)
+    node = parent.entries.pop(r.name)
+    if isinstance(node, TmpFile):
+        k.ns.tmp.used -= len(node.data)
+    return 0
+
+
+def sys_unlink(k: Kernel, path: int, *_: int) -> int:
+    return _unlink(k, AT_FDCWD, path, 0)
+
+
+def sys_rmdir(k: Kernel, path: int, *_: int) -> int:
+    return _unlink(k, AT_FDCWD, path, AT_REMOVEDIR)
+
+
+def sys_unlinkat(k: Kernel, dirfd: int, path: int, flags: int, *_: int) -> int:
+    return _unlink(k, dirfd, path, flags)
+
+
+def _rename(k: Kernel, olddir: int, old: int, newdir: int, new: int) -> int:
+    src = _resolve_at(k, olddir, old, follow=False)
+    dst = _resolve_at(k, newdir, new, follow=False)
+    assert isinstance(src, Resolved) and isinstance(dst, Resolved)
+    if src.node is None:
+        raise SyscallError(errno.ENOENT)
+    src_parent, dst_parent = _tmp_parent(k, src), _tmp_parent(k, dst)
+    if dst.node is not None and dst.node.is_dir and not src.node.is_dir:
+        raise SyscallError(errno.EISDIR)
+    if dst.path.startswith(src.path + "/"):
+        raise SyscallError(errno.EINVAL)
+    node = src_parent.entries.pop(src.name)
+    old = dst_parent.entries.get(dst.name)
+    if isinstance(old, TmpFile):
+        k.ns.tmp.used -= len(old.data)
+    dst_parent.entries[dst.name] = node
+    return 0
+
+
+def sys_rename(k: Kernel, old: int, new: int, *_: int) -> int:
+    return _rename(k, AT_FDCWD, old, AT_FDCWD, new)
+
+
+def sys_renameat(k: Kernel, olddir: int, old: int, newdir: int, new: int, *_: int) -> int:
+    return _rename(k, olddir, old, newdir, new)
+
+
+def sys_renameat2(k: Kernel, olddir: int, old: int, newdir: int, new: int, flags: int,
+                  *_: int) -> int:
+    if flags:
+        raise SyscallError(errno.EINVAL)
+    return _rename(k, olddir, old, newdir, new)
+
+
+# -- control --------------------------------------------------------------------
+
+
+def sys_fcntl(k: Kernel, fd: int, cmd: int, arg: int, *_: int) -> int:
+    fd, cmd = s32(fd), s32(cmd)
+    f = k.fds.get(fd)
+    if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
+        return k.fds.install(f, lowest=s32(arg), cloexec=cmd == F_DUPFD_CLOEXEC)
+    if cmd == F_GETFD:
+        return FD_CLOEXEC if fd in k.fds.cloexec else 0
+    if cmd == F_SETFD:
+        (k.fds.cloexec.add if arg & FD_CLOEXEC else k.fds.cloexec.discard)(fd)
+        return 0
+    if cmd == F_GETFL:
+        return f.flags & ~O_CLOEXEC
+    if cmd == F_SETFL:
+        changeable = O_APPEND | 0o4000  # O_APPEND, O_NONBLOCK
+        f.flags = (f.flags & ~changeable) | (arg & changeable)
+        return 0
+    if cmd in (F_GETLK, F_SETLK, F_SETLKW):
+        return 0  # one process: every lock is granted
+    raise SyscallError(errno.EINVAL)
+
+
+def sys_ioctl(k: Kernel, fd: int, request: int, arg: int, *_: int) -> int:
+    k.fds.get(s32(fd))
+    request &= 0xFFFFFFFF
+    if request in (FIONBIO, FIOCLEX, FIONCLEX):
+        return 0
+    raise SyscallError(errno.ENOTTY)
+

@@ -1,0 +1,119 @@
+"""Identity and system information: one process, one user, a small machine."""
+
+from __future__ import annotations
+
+import errno
+import struct
+from typing import TYPE_CHECKING
+
+from ..errors import SyscallError
+from .args import s32
+
+if TYPE_CHECKING:
+    from ..kernel import Kernel
+
+RLIMIT_NOFILE = 7
+RLIMIT_STACK = 3
+RLIM_INFINITY = (1 << 64) - 1
+
+
+def sys_getpid(k: Kernel, *_: int) -> int:
+    return k.identity.pid
+
+
+def sys_getppid(k: Kernel, *_: int) -> int:
+    return 0
+
+
+def sys_gettid(k: Kernel, *_: int) -> int:
+    return k.identity.pid
+
+
+def sys_getuid(k: Kernel, *_: int) -> int:
+    return k.identity.uid
+
+
+def sys_getgid(k: Kernel, *_: int) -> int:
+    return k.identity.gid
+
+
+def sys_getresuid(k: Kernel, ruid: int, euid: int, suid: int, *_: int) -> int:
+    for addr in (ruid, euid, suid):
+        k.mem.put_u32(addr, k.identity.uid)
+    return 0
+
+
+def sys_getresgid(k: Kernel, rgid: int, egid: int, sgid: int, *_: int) -> int:
+    for addr in (rgid, egid, sgid):
+        k.mem.put_u32(addr, k.identity.gid)
+    return 0
+
+
+def sys_getgroups(k: Kernel, size: int, *_: int) -> int:
+    return 0
+
+
+def sys_getpgrp(k: Kernel, *_: int) -> int:
+    return k.identity.pid
+
+
+def sys_uname(k: Kernel, buf: int, *_: int) -> int:
+    fields = ["Linux", k.identity.hostname, "6.1.0-usetl", "#1 SMP usetl", "x86_64", "(none)"]
+    k.mem.write(buf, b"".join(f.encode().ljust(65, b"\0") for f in fields))
+    return 0
+
+
+def sys_sysinfo(k: Kernel, info: int, *_: int) -> int:
+    total = k.vm.ram.size
+    free = max(total - k.mm.mapped_bytes, 0)
+    # uptime, loads[3], totalram, freeram, sharedram, bufferram, totalswap,
+    # freeswap, procs, totalhigh, freehigh, mem_unit
+    raw = struct.pack("<q3Q6QH6xQQI", 1, 0, 0, 0, total, free, 0, 0, 0, 0, 1, 0, 0, 1)
+    k.mem.write(info, raw.ljust(112, b"\0"))
+    return 0
+
+
+def _limits(k: Kernel, resource: int) -> tuple[int, int]:
+    if resource == RLIMIT_NOFILE:
+        return 1024, 1024
+    if resource == RLIMIT_STACK:
+        return 8 << 20, 8 << 20
+    if not 0 <= resource < 16:
+        raise SyscallError(errno.EINVAL)
+    return RLIM_INFINITY, RLIM_INFINITY
+
+
+def sys_prlimit64(k: Kernel, pid: int, resource: int, new: int, old: int, *_: int) -> int:
+    if s32(pid) not in (0, k.identity.pid):
+        raise SyscallError(errno.ESRCH)
+    cur = _limits(k, s32(resource))
+    if old:
+        k.mem.write(old, struct.pack("<QQ", *cur))
+    if new:
+        soft, hard = struct.unpack("<QQ", k.mem.read(new, 16))
+        if soft > hard or hard > cur[1]:
+            raise SyscallError(errno.EPERM if hard > cur[1] else errno.EINVAL)
+    return 0
+
+
+def sys_getrlimit(k: Kernel, resource: int, rlim: int, *_: int) -> int:
+    k.mem.write(rlim, struct.pack("<QQ", *_limits(k, s32(resource))))
+    return 0
+
+
+def sys_sched_getaffinity(k: Kernel, pid: int, size: int, mask: int, *_: int) -> int:
+    if size < 8:
+        raise SyscallError(errno.EINVAL)
+    k.mem.write(mask, (1).to_bytes(8, "little"))
+    return 8
+
+
+def sys_sched_yield(k: Kernel, *_: int) -> int:
+    return 0
+
+
+def sys_getcpu(k: Kernel, cpu: int, node: int, *_: int) -> int:
+    for addr in (cpu, node):
+        if addr:
+            k.mem.put_u32(addr, 0)
+    return 0

@@ -1,0 +1,108 @@
+"""Memory: brk, mmap, munmap, mremap, mprotect, madvise."""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from ..errors import SyscallError
+from ..fs import ImageNode, TmpFile
+from ..mm import PAGE_SIZE, page_up
+from .args import s32
+
+if TYPE_CHECKING:
+    from ..kernel import Kernel
+
+PROT_WRITE = 0x2
+MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE = 0x1, 0x2, 0x3
+MAP_TYPE = 0xF
+MAP_FIXED, MAP_ANONYMOUS = 0x10, 0x20
+MAP_FIXED_NOREPLACE = 0x100000
+MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
+MADV_DONTNEED = 4
+MADV_REMOVE = 9
+
+
+def sys_brk(k: Kernel, addr: int, *_: int) -> int:
+    return k.mm.brk(addr)
+
+
+def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int,
+             offset: int) -> int:
+    kind = flags & MAP_TYPE
+    if kind not in (MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE) or length == 0:
+        raise SyscallError(errno.EINVAL)
+    fixed = bool(flags & MAP_FIXED)
+    noreplace = bool(flags & MAP_FIXED_NOREPLACE)
+    if flags & MAP_ANONYMOUS:
+        return k.mm.map(addr, length, fixed, noreplace, "[anon]")
+    if offset % PAGE_SIZE:
+        raise SyscallError(errno.EINVAL)
+    f = k.fds.get(s32(fd))
+    if not f.readable:
+        raise SyscallError(errno.EACCES)
+    node = f.node
+    if not isinstance(node, (ImageNode, TmpFile)):
+        raise SyscallError(errno.ENODEV)
+    if kind != MAP_PRIVATE and prot & PROT_WRITE:
+        # Writes through a shared mapping would never reach the file.
+        raise SyscallError(errno.EACCES if not f.writable else errno.ENODEV)
+    n = max(min(page_up(length), node.size - offset), 0)
+    # ld.so maps a library over its whole span, then maps its segments over
+    # that with MAP_FIXED; where a segment's bytes are already in place from
+    # the span mapping just made, copying them again is wasted work.
+    last = k.last_file_map
+    if fixed and last and last[0] is node and last[1] == addr - offset:
+        if last[2] <= addr and addr + n <= last[3] and k.mm.is_mapped(addr, addr + length):
+            return addr
+    start = k.mm.map(addr, length, fixed, noreplace, f.path)
+    if n:
+        if isinstance(node, ImageNode):
+            data = node.read_at(offset, n)
+        else:
+            data = memoryview(node.data)[offset : offset + n]
+        k.vm.ram.view[start : start + n] = data
+    k.last_file_map = (node, start - offset, start, start + n)
+    return start
+
+
+def sys_munmap(k: Kernel, addr: int, length: int, *_: int) -> int:
+    k.mm.unmap(addr, length)
+    return 0
+
+
+def sys_mremap(k: Kernel, old: int, old_len: int, new_len: int, flags: int, *_: int) -> int:
+    if flags & MREMAP_FIXED:
+        raise SyscallError(errno.EINVAL)
+    return k.mm.remap(old, old_len, new_len, bool(flags & MREMAP_MAYMOVE))
+
+
+def sys_mprotect(k: Kernel, addr: int, length: int, prot: int, *_: int) -> int:
+    # Guest RAM is mapped read-write-execute with 2 MiB pages: protections
+    # are recorded as a valid request and not enforced.
+    if addr % PAGE_SIZE:
+        raise SyscallError(errno.EINVAL)
+    if length and not k.mm.is_mapped(addr, addr + page_up(length)):
+        raise SyscallError(errno.ENOMEM)
+    return 0
+
+
+def sys_madvise(k: Kernel, addr: int, length: int, advice: int, *_: int) -> int:
+    if addr % PAGE_SIZE:
+        raise SyscallError(errno.EINVAL)
+    if advice in (MADV_DONTNEED, MADV_REMOVE) and length:
+        end = addr + page_up(length)
+        if not k.mm.is_mapped(addr, end):
+            raise SyscallError(errno.ENOMEM)
+        k.mm.discard(addr, end - addr)
+    return 0
+
+
+def sys_msync(k: Kernel, addr: int, *_: int) -> int:
+    if addr % PAGE_SIZE:
+        raise SyscallError(errno.EINVAL)
+    return 0
+
+
+def sys_mlock(k: Kernel, *_: int) -> int:
+    return 0

@@ -1,0 +1,98 @@
+"""Time: the host's clocks, read live (a clone never sees its template's time)."""
+
+from __future__ import annotations
+
+import errno
+import struct
+import time
+from typing import TYPE_CHECKING
+
+from ..errors import SyscallError
+from .args import s32
+
+if TYPE_CHECKING:
+    from ..kernel import Kernel
+
+CLOCKS = {
+    0: time.CLOCK_REALTIME,
+    1: time.CLOCK_MONOTONIC,
+    2: time.CLOCK_PROCESS_CPUTIME_ID,
+    3: time.CLOCK_THREAD_CPUTIME_ID,
+    4: time.CLOCK_MONOTONIC_RAW,
+    5: time.CLOCK_REALTIME,  # REALTIME_COARSE
+    6: time.CLOCK_MONOTONIC,  # MONOTONIC_COARSE
+    7: time.CLOCK_BOOTTIME,
+}
+TIMESPEC = struct.Struct("<qq")
+MAX_SLEEP = 10.0  # seconds a single sleep may block the monitor
+
+
+def _clock_ns(clock: int) -> int:
+    try:
+        return time.clock_gettime_ns(CLOCKS[clock])
+    except KeyError:
+        raise SyscallError(errno.EINVAL) from None
+
+
+def sys_clock_gettime(k: Kernel, clock: int, tp: int, *_: int) -> int:
+    sec, nsec = divmod(_clock_ns(s32(clock)), 1_000_000_000)
+    k.mem.write(tp, TIMESPEC.pack(sec, nsec))
+    return 0
+
+
+def sys_clock_getres(k: Kernel, clock: int, tp: int, *_: int) -> int:
+    _clock_ns(s32(clock))
+    if tp:
+        k.mem.write(tp, TIMESPEC.pack(0, 1))
+    return 0
+
+
+def sys_gettimeofday(k: Kernel, tv: int, tz: int, *_: int) -> int:
+    if tv:
+        sec, nsec = divmod(time.time_ns(), 1_000_000_000)
+        k.mem.write(tv, TIMESPEC.pack(sec, nsec // 1000))
+    return 0
+
+
+def sys_time(k: Kernel, tloc: int, *_: int) -> int:
+    now = int(time.time())
+    if tloc:
+        k.mem.put_u64(tloc, now)
+    return now
+
+
+def _sleep(k: Kernel, req: int) -> None:
+    sec, nsec = TIMESPEC.unpack(k.mem.read(req, 16))
+    if sec < 0 or not 0 <= nsec < 1_000_000_000:
+        raise SyscallError(errno.EINVAL)
+    time.sleep(min(sec + nsec / 1e9, MAX_SLEEP))
+
+
+def sys_nanosleep(k: Kernel, req: int, rem: int, *_: int) -> int:
+    _sleep(k, req)
+    return 0
+
+
+def sys_clock_nanosleep(k: Kernel, clock: int, flags: int, req: int, rem: int, *_: int) -> int:
+    TIMER_ABSTIME = 1
+    if flags & TIMER_ABSTIME:
+        sec, nsec = TIMESPEC.unpack(k.mem.read(req, 16))
+        delay = (sec * 1_000_000_000 + nsec - _clock_ns(s32(clock))) / 1e9
+        time.sleep(min(max(delay, 0), MAX_SLEEP))
+        return 0
+    _sleep(k, req)
+    return 0
+
+
+def sys_times(k: Kernel, buf: int, *_: int) -> int:
+    ticks = int(time.process_time() * 100)
+    if buf:
+        k.mem.write(buf, struct.pack("<qqqq", ticks, 0, 0, 0))
+    return int(time.monotonic() * 100)
+
+
+def sys_getrusage(k: Kernel, who: int, usage: int, *_: int) -> int:
+    cpu = time.process_time_ns() // 1000
+    raw = struct.pack("<qq", cpu // 1_000_000, cpu % 1_000_000) + bytes(144 - 16)
+    k.mem.write(usage, raw)
+    return 0

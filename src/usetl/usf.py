@@ -1,0 +1,192 @@
+"""One USF: a VM running the image's CPython on the libos, with its agent.
+
+`Usf.start()` boots nothing: it loads CPython into guest memory, runs it
+until the agent waits for work, and reports the start-up time.
+`Usf.invoke()` hands the agent one request and runs the VM until the
+agent waits again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+from usetl.errors import UsetlError
+from usetl.image.build import default_image
+from usetl.image.archive import ImageArchive
+from usetl.libos.devices import AgentChannel, console_node, standard_devices
+from usetl.libos.errors import LibosError
+from usetl.libos.files import NullFile, O_RDONLY, OutputFile
+from usetl.libos.fs import Namespace
+from usetl.libos.kernel import Kernel
+from usetl.libos.loader import load_program
+from usetl.vm import GuestFault, GuestTimeout, Stop, Vm, VmError
+
+log = logging.getLogger(__name__)
+
+GUEST_ENV = ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/tmp"]
+
+
+class UsfError(UsetlError):
+    """The USF could not start, or is no longer usable."""
+
+
+@dataclass
+class InvocationResult:
+    stdout: str
+    stderr: str
+    error: dict | None
+    total_ms: float
+    syscalls: int
+    syscall_ms: float
+    stdout_truncated: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class UsfConfig:
+    mem_mib: int = 256
+    tmpfs_mib: int = 64
+    output_limit: int = 16 << 20
+    start_timeout: float = 60.0
+    trace: bool = False
+
+
+class Usf:
+    def __init__(self, image: ImageArchive | None = None, config: UsfConfig | None = None):
+        self.config = config or UsfConfig()
+        self.image = image or ImageArchive.open(default_image())
+        self.channel = AgentChannel()
+        self.executable = self.image.meta["executable"]
+        self.vm: Vm | None = None
+        self.kernel: Kernel | None = None
+        self.alive = False
+        self.startup_ms = 0.0
+        self.startup_syscalls = 0
+        self.startup_syscall_ms = 0.0
+
+    def start(self) -> float:
+        """Load CPython and run it until the agent waits; returns milliseconds taken."""
+        t0 = time.perf_counter()
+        cfg = self.config
+        self.vm = Vm(cfg.mem_mib)
+        ns = Namespace(
+            self.image, cfg.tmpfs_mib << 20, standard_devices(self.channel), self.executable
+        )
+        k = self.kernel = Kernel(self.vm, ns, cfg.output_limit)
+        if cfg.trace:
+            k.trace = []
+        null = ns.dev.entries["null"]
+        k.fds.install_at(0, NullFile(null, O_RDONLY, "/dev/null"))
+        k.fds.install_at(1, OutputFile(console_node(20), "stdout", cfg.output_limit))
+        k.fds.install_at(2, OutputFile(console_node(21), "stderr", cfg.output_limit))
+        argv = [self.executable, "-I", "-S", self.image.meta["agent"]]
+        try:
+            prog = load_program(
+                k.mm, self.vm.ram.view, ns, self.executable, argv, GUEST_ENV,
+                (k.identity.uid, k.identity.gid),
+            )
+        except LibosError as e:
+            raise UsfError(f"cannot load the guest's Python: {e}") from e
+        self.vm.enter_user(prog.entry, prog.stack_pointer)
+        try:
+            stop = self.vm.run(k, timeout=cfg.start_timeout)
+        except VmError as e:
+            raise UsfError(f"the guest crashed while starting Python: {e}{self._tail()}") from e
+        if stop.reason != "pause":
+            raise UsfError(
+                f"the guest's Python exited with status {stop.status} while starting{self._tail()}"
+            )
+        self.alive = True
+        self.startup_ms = (time.perf_counter() - t0) * 1e3
+        self.startup_syscalls = k.stats.count
+        self.startup_syscall_ms = k.stats.seconds * 1e3
+        self._take_output()
+        return self.startup_ms
+
+    def _tail(self) -> str:
+        if self.kernel is None:
+            return ""
+        err = self.kernel.output(2).take()[0].decode(errors="replace").strip()
+        return f"; guest stderr: {err[-2000:]}" if err else ""
+
+    def _take_output(self) -> tuple[bytes, bytes, bool]:
+        assert self.kernel is not None
+        out, t1 = self.kernel.output(1).take()
+        err, t2 = self.kernel.output(2).take()
+        return out, err, t1 or t2
+
+    def invoke(self, request: dict, timeout: float | None = None) -> InvocationResult:
+        """Run one request in the agent; a guest fault or timeout ends this USF."""
+        if not self.alive or self.vm is None or self.kernel is None:
+            raise UsfError("this USF is not running (it was never started, or its guest died)")
+        k, vm = self.kernel, self.vm
+        count0, secs0 = k.stats.count, k.stats.seconds
+        t0 = time.perf_counter()
+        self.channel.post(json.dumps(request).encode())
+        error = None
+        reply = None
+        try:
+            stop = k.resume(vm.regs)
+            vm.mark_regs_dirty()
+            if stop is None:
+                stop = vm.run(k, timeout=timeout)
+            if stop.reason == "pause":
+                raw = self.channel.take_reply()
+                reply = json.loads(raw) if raw is not None else None
+                if reply is None:
+                    error = {"type": "AgentError", "message": "the agent waited without replying"}
+            else:
+                self.alive = False
+                error = self._exit_error(stop)
+        except GuestTimeout as e:
+            self.alive = False
+            error = {"type": "Timeout", "message": str(e)}
+        except GuestFault as e:
+            self.alive = False
+            error = {"type": "GuestFault", "message": str(e)}
+        except VmError as e:
+            self.alive = False
+            error = {"type": "GuestCrash", "message": str(e)}
+        if reply is not None:
+            error = reply.get("error")
+        out, err, truncated = self._take_output()
+        return InvocationResult(
+            stdout=out.decode(errors="replace"),
+            stderr=err.decode(errors="replace"),
+            error=error,
+            total_ms=(time.perf_counter() - t0) * 1e3,
+            syscalls=k.stats.count - count0,
+            syscall_ms=(k.stats.seconds - secs0) * 1e3,
+            stdout_truncated=truncated,
+        )
+
+    def _exit_error(self, stop: Stop) -> dict:
+        assert self.kernel is not None
+        if self.kernel.term_signal is not None:
+            import signal
+
+            name = signal.Signals(self.kernel.term_signal).name
+            return {"type": "GuestExit", "message": f"the guest was killed by {name}"}
+        return {"type": "GuestExit", "message": f"the guest exited with status {stop.status}"}
+
+    def run_code(self, code: str, timeout: float | None = None) -> InvocationResult:
+        return self.invoke({"kind": "exec", "code": code}, timeout=timeout)
+
+    def close(self) -> None:
+        if self.vm is not None:
+            self.vm.close()
+            self.vm = None
+        self.alive = False
+
+    def __enter__(self) -> Usf:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
