@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from usetl.errors import UsetlError
-from usetl.image.build import default_image
+from usetl.image import default_image
 from usetl.image.archive import ImageArchive
 from usetl.libos.devices import AgentChannel, console_node, standard_devices
 from usetl.libos.errors import LibosError

@@ -37,10 +37,14 @@ def send(message):
 
 
 def describe(exc):
+    tb = exc.__traceback__
+    # Start the traceback at the user's code, not in this agent.
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
     return {
         "type": type(exc).__name__,
         "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "traceback": "".join(traceback.format_exception(type(exc), exc, tb)),
     }
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import mmap
 import os
 
+from usetl import hostmm
 from usetl.errors import UsetlError
 
 from . import constants as c
@@ -125,8 +125,12 @@ class VcpuFd:
     def __init__(self, vm: VmFd, fd: int):
         self.vm = vm
         self.fd = fd
-        self._run_map = mmap.mmap(fd, vm.kvm.vcpu_mmap_size(), mmap.MAP_SHARED)
-        self.run_struct = s.kvm_run.from_buffer(self._run_map)
+        self._run_size = vm.kvm.vcpu_mmap_size()
+        try:
+            self._run_addr = hostmm.map_shared(fd, self._run_size)
+        except OSError as e:
+            raise KvmError("mmap(kvm_run)", e.errno or 0) from None
+        self.run_struct = s.kvm_run.from_address(self._run_addr)
 
     def run(self) -> None:
         """KVM_RUN; raises KvmError(errno EINTR) when interrupted by a signal."""
@@ -208,8 +212,7 @@ class VcpuFd:
         _ioctl(self.fd, c.KVM_SET_CPUID2, cpuid, "KVM_SET_CPUID2")
 
     def close(self) -> None:
-        del self.run_struct
-        self._run_map.close()
+        hostmm.unmap(self._run_addr, self._run_size)
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

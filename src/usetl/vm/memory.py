@@ -3,26 +3,11 @@
 from __future__ import annotations
 
 import ctypes
-import mmap
 import os
 
+from usetl import hostmm
 from usetl.errors import UsetlError
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [
-    ctypes.c_void_p,
-    ctypes.c_size_t,
-    ctypes.c_int,
-    ctypes.c_int,
-    ctypes.c_int,
-    ctypes.c_long,
-]
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
-_MAP_FAILED = ctypes.c_void_p(-1).value
-FALLOC_FL_KEEP_SIZE = 0x01
-FALLOC_FL_PUNCH_HOLE = 0x02
 PAGE = 4096
 
 
@@ -45,12 +30,12 @@ class GuestMemory:
             fd = os.memfd_create(f"usetl-{name}", os.MFD_CLOEXEC)
             os.ftruncate(fd, size)
         self.fd = fd
-        addr = _libc.mmap(
-            None, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, fd, 0
-        )
-        if addr in (None, _MAP_FAILED):
-            err = ctypes.get_errno()
-            raise GuestMemoryError(f"cannot map {size >> 20} MiB of guest memory: {os.strerror(err)}")
+        try:
+            addr = hostmm.map_shared(fd, size)
+        except OSError as e:
+            raise GuestMemoryError(
+                f"cannot map {size >> 20} MiB of guest memory: {e.strerror}"
+            ) from None
         self.host_addr: int = addr
         self.punch_holes = True
         self.view = memoryview((ctypes.c_ubyte * size).from_address(addr)).cast("B")
@@ -87,7 +72,7 @@ class GuestMemory:
             return
         ctypes.memset(self.host_addr + off, 0, lo - off)
         ctypes.memset(self.host_addr + hi, 0, off + length - hi)
-        if _libc.fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, lo, hi - lo):
+        if not hostmm.punch_hole(self.fd, lo, hi - lo):
             ctypes.memset(self.host_addr + lo, 0, hi - lo)
 
     def u64(self, gpa: int) -> int:
@@ -98,5 +83,5 @@ class GuestMemory:
 
     def close(self) -> None:
         self.view.release()
-        _libc.munmap(self.host_addr, self.size)
+        hostmm.unmap(self.host_addr, self.size)
         os.close(self.fd)
