@@ -50,6 +50,14 @@ class InvocationResult:
 
 
 @dataclass
+class ProgramResult:
+    status: int
+    stdout: bytes
+    stderr: bytes
+    syscalls: int
+
+
+@dataclass
 class UsfConfig:
     mem_mib: int = 256
     tmpfs_mib: int = 64
@@ -71,9 +79,11 @@ class Usf:
         self.startup_syscalls = 0
         self.startup_syscall_ms = 0.0
 
-    def start(self) -> float:
-        """Load CPython and run it until the agent waits; returns milliseconds taken."""
-        t0 = time.perf_counter()
+    def boot(self, path: str, argv: list[str], files: dict[str, bytes] | None = None) -> None:
+        """Create the VM and its kernel and load the program at `path` (no code runs yet).
+
+        `files` are put in the tmpfs first (keys are paths under /tmp).
+        """
         cfg = self.config
         self.vm = Vm(cfg.mem_mib)
         ns = Namespace(
@@ -86,15 +96,24 @@ class Usf:
         k.fds.install_at(0, NullFile(null, O_RDONLY, "/dev/null"))
         k.fds.install_at(1, OutputFile(console_node(20), "stdout", cfg.output_limit))
         k.fds.install_at(2, OutputFile(console_node(21), "stderr", cfg.output_limit))
-        argv = [self.executable, "-I", "-S", self.image.meta["agent"]]
+        for name, data in (files or {}).items():
+            ns.tmp.add_file(name, data)
         try:
             prog = load_program(
-                k.mm, self.vm.ram.view, ns, self.executable, argv, GUEST_ENV,
+                k.mm, self.vm.ram.view, ns, path, argv, GUEST_ENV,
                 (k.identity.uid, k.identity.gid),
             )
         except LibosError as e:
-            raise UsfError(f"cannot load the guest's Python: {e}") from e
+            raise UsfError(f"cannot load {path}: {e}") from e
         self.vm.enter_user(prog.entry, prog.stack_pointer)
+
+    def start(self) -> float:
+        """Load CPython and run it until the agent waits; returns milliseconds taken."""
+        t0 = time.perf_counter()
+        cfg = self.config
+        self.boot(self.executable, [self.executable, "-I", "-S", self.image.meta["agent"]])
+        assert self.vm is not None and self.kernel is not None
+        k = self.kernel
         try:
             stop = self.vm.run(k, timeout=cfg.start_timeout)
         except VmError as e:
@@ -178,6 +197,15 @@ class Usf:
 
     def run_code(self, code: str, timeout: float | None = None) -> InvocationResult:
         return self.invoke({"kind": "exec", "code": code}, timeout=timeout)
+
+    def run_program(self, timeout: float | None = None) -> ProgramResult:
+        """Run a program loaded by boot() to its exit (for programs other than the agent)."""
+        assert self.vm is not None and self.kernel is not None
+        stop = self.vm.run(self.kernel, timeout=timeout)
+        out, err, _ = self._take_output()
+        if stop.reason != "exit":
+            raise UsfError("the program waited on the agent channel instead of exiting")
+        return ProgramResult(stop.status, out, err, self.kernel.stats.count)
 
     def close(self) -> None:
         if self.vm is not None:

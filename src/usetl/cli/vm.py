@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="stop the guest after S seconds (default 30)")
     run.add_argument("--cache", type=Path, default=None, metavar="DIR",
                      help="image cache directory (default $USETL_CACHE or ~/.cache/usetl)")
+    run.add_argument("--image", type=Path, default=None, metavar="FILE",
+                     help="run this image file instead of the cached default")
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.add_argument("--trace", action="store_true", help="list every syscall and its result")
     run.add_argument("code", metavar="CODE", help="Python source to run")
@@ -35,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_code(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    image = ImageArchive.open(default_image(args.cache, progress=StderrProgress()))
+    image = ImageArchive.open(args.image or default_image(args.cache, progress=StderrProgress()))
     with Usf(image, UsfConfig(mem_mib=args.mem, trace=args.trace)) as usf:
         usf.start()
         result = usf.run_code(args.code, timeout=args.timeout)

@@ -6,6 +6,7 @@ write the reply. A message is an 8-byte little-endian length and JSON.
 """
 
 import json
+import linecache
 import os
 import sys
 import time
@@ -49,7 +50,11 @@ def describe(exc):
 
 
 def run_code(request):
-    code = compile(request["code"], request.get("filename", "<usetl>"), "exec")
+    filename = request.get("filename", "<usetl>")
+    source = request["code"]
+    # Tracebacks show the lines of code that has no file of its own.
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    code = compile(source, filename, "exec")
     exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
 
 

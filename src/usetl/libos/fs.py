@@ -163,6 +163,21 @@ class TmpFS:
             raise SyscallError(errno.ENOSPC)
         self.used += delta
 
+    def add_file(self, path: str, data: bytes, mode: int = 0o755) -> TmpFile:
+        """Create a file below /tmp (path relative to the tmpfs root) from the host side."""
+        *dirs, name = [p for p in path.split("/") if p]
+        node = self.root
+        for part in dirs:
+            child = node.entries.setdefault(part, TmpDir(self.new_ino()))
+            if not isinstance(child, TmpDir):
+                raise SyscallError(errno.ENOTDIR)
+            node = child
+        self.charge(len(data))
+        f = TmpFile(self.new_ino(), mode)
+        f.data[:] = data
+        node.entries[name] = f
+        return f
+
     def walk(self, parts: list[str]) -> TmpNode | None:
         node: TmpNode = self.root
         for part in parts:

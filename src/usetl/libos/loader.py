@@ -15,7 +15,7 @@ from usetl.vm.layout import USER_START
 
 from .elf import PT_PHDR, ElfError, ElfFile
 from .errors import LoadError, SyscallError
-from .fs import ImageNode, Namespace
+from .fs import ImageNode, Namespace, TmpFile
 from .mm import AddressSpace, page_down, page_up
 
 AT_NULL, AT_PHDR, AT_PHENT, AT_PHNUM, AT_PAGESZ, AT_BASE = 0, 3, 4, 5, 6, 7
@@ -56,10 +56,15 @@ def _read_elf(ns: Namespace, path: str) -> ElfFile:
         r = ns.resolve(path)
     except SyscallError as e:
         raise LoadError(f"cannot resolve {path} in the image: {e}") from None
-    if not isinstance(r.node, ImageNode) or r.node.is_dir:
-        raise LoadError(f"{path} is not a file in the image")
+    node = r.node
+    if isinstance(node, ImageNode) and not node.is_dir:
+        data = bytes(node.read_at(0, node.size))
+    elif isinstance(node, TmpFile):
+        data = bytes(node.data)
+    else:
+        raise LoadError(f"{path} is not a file in the guest's filesystems")
     try:
-        return ElfFile.parse(bytes(r.node.read_at(0, r.node.size)), name=path)
+        return ElfFile.parse(data, name=path)
     except ElfError as e:
         raise LoadError(str(e)) from None
 

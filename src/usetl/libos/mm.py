@@ -12,13 +12,9 @@ import errno
 from dataclasses import dataclass
 
 from usetl.vm import GuestMemory
-from usetl.vm.layout import HUGE_PAGE, PAGE_SIZE, USER_START
+from usetl.vm.layout import PAGE_SIZE, STACK_GUARD, STACK_SIZE, USER_START
 
 from .errors import SyscallError
-
-STACK_SIZE = 8 << 20
-STACK_GUARD = HUGE_PAGE  # left unmapped in the page tables: overflow faults
-
 
 def page_up(n: int) -> int:
     return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
@@ -38,7 +34,7 @@ class Area:
 class AddressSpace:
     """Reserved ranges of guest RAM, kept sorted and non-overlapping."""
 
-    def __init__(self, ram: GuestMemory, brk_limit: int = 64 << 20):
+    def __init__(self, ram: GuestMemory, brk_limit: int | None = None):
         self.ram = ram
         self.stack_top = ram.end
         self.stack_bottom = ram.end - STACK_SIZE
@@ -47,7 +43,9 @@ class AddressSpace:
         self.areas: list[Area] = []
         self.brk_start = 0
         self.brk_cur = 0
-        self.brk_limit = brk_limit
+        # Room kept free above the break for the heap to grow into; glibc's
+        # malloc falls back to mmap when it runs out.
+        self.brk_limit = brk_limit if brk_limit is not None else min(64 << 20, ram.size // 8)
         self._insert(Area(self.stack_bottom, self.stack_top, "[stack]"))
 
     # -- bookkeeping --------------------------------------------------------

@@ -41,6 +41,15 @@ TRAMPOLINE_STACK_TOP = 0x210000
 
 USER_START = 0x400000
 
+# The stack fills the top of RAM; below it one 2 MiB page is left out of the
+# page tables, so a stack overflow faults instead of running into the heap.
+STACK_SIZE = 8 << 20
+STACK_GUARD = HUGE_PAGE
+
+
+def stack_guard(ram_size: int) -> tuple[int, int]:
+    return ram_size - STACK_SIZE - STACK_GUARD, ram_size - STACK_SIZE
+
 # KVM_SET_TSS_ADDR wants three pages outside every memslot (VMX real-mode TSS).
 KVM_TSS_ADDR = 0xFFFBD000
 
@@ -124,8 +133,10 @@ def write_system_tables(ram: GuestMemory, mappings: list[tuple[int, int, bool]])
     """Write page tables, GDT, IDT, TSS and the trampoline into low RAM.
 
     `mappings` lists (gpa, size, writable) ranges to map for ring 3, each
-    2 MiB aligned; the first 2 MiB of RAM is always supervisor-only.
+    2 MiB aligned; the first 2 MiB of RAM is always supervisor-only and the
+    stack guard page is left unmapped.
     """
+    holes = {stack_guard(ram.size)[0]}
     ram.zero(0, USER_START)
     ram.put_u64(PML4_ADDR, PDPT_ADDR | PTE_P | PTE_RW | PTE_US)
     for i in range(PD_COUNT):
@@ -134,6 +145,8 @@ def write_system_tables(ram: GuestMemory, mappings: list[tuple[int, int, bool]])
         if gpa % HUGE_PAGE or size % HUGE_PAGE or gpa + size > PD_COUNT << 30:
             raise ValueError(f"mapping {gpa:#x}+{size:#x} is not 2 MiB aligned or too high")
         for page in range(gpa, gpa + size, HUGE_PAGE):
+            if page in holes:
+                continue
             flags = PTE_P | PTE_PS | (PTE_RW if writable else 0)
             if page >= HUGE_PAGE:
                 flags |= PTE_US

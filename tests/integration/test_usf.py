@@ -1,0 +1,264 @@
+"""CPython (and a static C program) running as a unikernel in a real KVM VM."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from usetl.image import ImageArchive, ImageError
+from usetl.usf import Usf, UsfConfig
+
+pytestmark = pytest.mark.kvm
+
+USETL = [sys.executable, "-m", "usetl"]
+
+
+@pytest.fixture(scope="module")
+def usf(image):
+    """One started USF shared by the read-only checks below."""
+    u = Usf(image)
+    u.start()
+    yield u
+    u.close()
+
+
+def run(usf, code, timeout=30):
+    return usf.run_code(textwrap.dedent(code), timeout=timeout)
+
+
+def test_static_c_program_runs_and_its_exit_code_and_output_come_back(image, tmp_path):
+    if not shutil.which("gcc"):
+        pytest.fail("gcc is needed to build the test program")
+    src = tmp_path / "hello.c"
+    src.write_text(
+        '#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n'
+        "int main(int argc, char **argv) {\n"
+        '  char *p = malloc(1 << 20); memset(p, 7, 1 << 20);\n'
+        '  printf("hello %s argc=%d sum=%d\\n", argv[1], argc, p[12345] + p[99999]);\n'
+        '  fprintf(stderr, "to stderr\\n");\n'
+        "  return 42;\n}\n"
+    )
+    exe = tmp_path / "hello"
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(exe), str(src)], check=True)
+    with Usf(image, UsfConfig(mem_mib=32)) as u:
+        u.boot("/tmp/hello", ["/tmp/hello", "world"], files={"hello": exe.read_bytes()})
+        result = u.run_program(timeout=30)
+    assert result.status == 42
+    assert result.stdout == b"hello world argc=2 sum=14\n"
+    assert result.stderr == b"to stderr\n"
+
+
+def test_cpython_starts_and_computes(usf):
+    r = run(usf, """
+        import json, csv, hashlib, re, datetime, decimal, zlib, io
+        rows = list(csv.reader(io.StringIO("a,b\\n1,2\\n")))
+        print(json.dumps(rows))
+        print(hashlib.sha256(b"usetl").hexdigest())
+        print(re.sub(r"\\d", "#", "a1b22"))
+        print(datetime.date(2026, 11, 23).isoformat())
+        print(decimal.Decimal("1.10") + decimal.Decimal("2.20"))
+        print(zlib.decompress(zlib.compress(b"x" * 1000)) == b"x" * 1000)
+        print(sum(i * i for i in range(100000)))
+    """)
+    assert r.error is None, r.error
+    import hashlib
+
+    assert r.stdout.splitlines() == [
+        '[["a", "b"], ["1", "2"]]',
+        hashlib.sha256(b"usetl").hexdigest(),
+        "a#b##",
+        "2026-11-23",
+        "3.30",
+        "True",
+        str(sum(i * i for i in range(100000))),
+    ]
+
+
+def test_stdout_and_stderr_are_captured_per_invocation(usf):
+    r1 = run(usf, "import sys; print('out one'); print('err one', file=sys.stderr)")
+    r2 = run(usf, "print('out two')")
+    assert (r1.stdout, r1.stderr) == ("out one\n", "err one\n")
+    assert (r2.stdout, r2.stderr) == ("out two\n", "")
+
+
+def test_host_files_outside_the_image_are_not_there(usf):
+    home = Path.home()
+    r = run(usf, f"""
+        import os
+        for path in ["/etc/shadow", "/etc/hostname", "/etc/passwd", {str(home / ".bashrc")!r},
+                     "/proc/self/environ", "/../../etc/shadow", "/tmp/../etc/hostname"]:
+            try:
+                open(path, "rb").read()
+                print(path, "OPENED")
+            except OSError as e:
+                print(path, type(e).__name__)
+        print(sorted(os.listdir("/")))
+    """)
+    assert r.error is None, r.error
+    lines = r.stdout.splitlines()
+    assert all(line.endswith("FileNotFoundError") for line in lines[:-1]), lines
+    assert "home" not in eval(lines[-1])
+
+
+def test_the_image_is_read_only_and_tmp_is_writable(usf):
+    r = run(usf, """
+        import errno, os, sys
+        results = []
+        for action in [lambda: open(sys.executable, "r+b"),
+                       lambda: open(os.__file__, "w"),
+                       lambda: open("/usr/new-file", "w"),
+                       lambda: os.mkdir("/usr/newdir"),
+                       lambda: os.unlink(os.__file__),
+                       lambda: os.rename(os.__file__, "/tmp/os.py")]:
+            try:
+                action()
+                results.append("allowed")
+            except OSError as e:
+                results.append(errno.errorcode[e.errno])
+        print(results)
+        os.makedirs("/tmp/a/b")
+        with open("/tmp/a/b/f.txt", "w") as f:
+            f.write("kept in tmpfs")
+        print(open("/tmp/a/b/f.txt").read(), os.listdir("/tmp/a/b"))
+    """)
+    assert r.error is None, r.error
+    first, second = r.stdout.splitlines()
+    assert "allowed" not in first
+    assert "EROFS" in first
+    assert second == "kept in tmpfs ['f.txt']"
+
+
+def test_threads_fork_and_exec_are_refused_with_a_clear_errno(usf):
+    r = run(usf, """
+        import os, threading
+        for name, action in [("fork", os.fork),
+                             ("exec", lambda: os.execv("/bin/true", ["true"])),
+                             ("thread", lambda: threading.Thread(target=print).start())]:
+            try:
+                action()
+                print(name, "allowed")
+            except (OSError, RuntimeError) as e:
+                print(name, type(e).__name__, e)
+    """)
+    assert r.error is None, r.error
+    assert "allowed" not in r.stdout
+    assert "fork PermissionError" in r.stdout
+    assert "thread RuntimeError" in r.stdout
+
+
+def test_exception_returns_type_message_and_traceback(usf):
+    r = run(usf, """
+        def inner():
+            raise ValueError("bad value 42")
+        inner()
+    """)
+    assert r.error["type"] == "ValueError"
+    assert r.error["message"] == "bad value 42"
+    assert 'raise ValueError("bad value 42")' in r.error["traceback"]
+    assert "agent.py" not in r.error["traceback"]
+    assert usf.alive  # an exception in user code does not end the USF
+
+
+def test_memory_exhaustion_is_a_memoryerror_in_the_guest(image):
+    with Usf(image, UsfConfig(mem_mib=64)) as u:
+        u.start()
+        r = u.run_code("x = bytearray(10 ** 10)")
+        assert r.error["type"] == "MemoryError"
+        r = u.run_code(
+            "chunks = []\n"
+            "try:\n"
+            "    while True: chunks.append(bytearray(1 << 20))\n"
+            "except MemoryError:\n"
+            "    n = len(chunks); chunks = None; print('filled', n > 10)\n"
+        )
+        assert r.error is None, r.error
+        assert r.stdout == "filled True\n"
+        assert u.run_code("print(sum(range(10)))").stdout == "45\n"
+
+
+def test_segfault_ends_the_invocation_with_a_clear_error(image):
+    with Usf(image) as u:
+        u.start()
+        r = u.run_code("import ctypes; ctypes.string_at(0)")
+        assert r.error["type"] == "GuestFault"
+        assert "page fault" in r.error["message"] and "0x0" in r.error["message"]
+        assert not u.alive
+
+
+def test_infinite_loop_is_stopped_by_the_timeout(image):
+    with Usf(image) as u:
+        u.start()
+        r = u.run_code("while True: pass", timeout=0.5)
+        assert r.error["type"] == "Timeout"
+        assert 400 < r.total_ms < 5000
+
+
+def cli(*args, env=None, timeout=120):
+    return subprocess.run(
+        [*USETL, *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_cli_run_prints_output_and_reports_timing():
+    p = cli("vm", "run", "--", "print('hi from the guest')")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "hi from the guest\n"
+    assert "start-up" in p.stderr and "ms" in p.stderr
+
+
+def test_cli_json_and_trace():
+    p = cli("vm", "run", "--json", "--trace", "--", "import os; print(os.getpid())")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["stdout"] == "1\n" and out["error"] is None
+    assert out["startup_ms"] > 0 and out["total_ms"] >= out["startup_ms"]
+    assert out["syscalls"] > 100
+    assert "openat(" in p.stderr and "getpid(" in p.stderr
+
+
+def test_cli_guest_exception_exits_nonzero_with_traceback():
+    p = cli("vm", "run", "--", "1/0")
+    assert p.returncode == 1
+    assert "ZeroDivisionError: division by zero" in p.stderr
+
+
+@pytest.mark.parametrize("code", ["import ctypes; ctypes.string_at(0)", "while True: pass"])
+def test_cli_faults_and_timeouts_leave_no_process_behind(code):
+    marker = "usetl-leftover-check"
+    p = subprocess.Popen(
+        [*USETL, "vm", "run", "--timeout", "1", "--", f"{code}  # {marker}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 1
+    assert "GuestFault" in err or "Timeout" in err
+    leftovers = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker.encode() in cmdline:
+                leftovers.append(pid)
+    assert leftovers == []
+
+
+def test_missing_and_corrupt_images_give_a_clear_error(image_path, tmp_path):
+    with pytest.raises(ImageError, match="does not exist"):
+        ImageArchive.open(tmp_path / "nope.usetl")
+    bad = tmp_path / "bad.usetl"
+    data = bytearray(Path(image_path).read_bytes())
+    data[-100] ^= 0xFF
+    bad.write_bytes(data)
+    p = cli("vm", "run", "--image", str(bad), "--", "print(1)")
+    assert p.returncode == 2
+    assert p.stderr.startswith("usetl: ") and len(p.stderr.strip().splitlines()) == 1
+    p = cli("vm", "run", "--image", str(tmp_path / "nope.usetl"), "--", "print(1)")
+    assert p.returncode == 2 and "usetl image build" in p.stderr
