@@ -18,7 +18,7 @@ from usetl.image import default_image
 from usetl.image.archive import ImageArchive
 from usetl.libos.devices import AgentChannel, console_node, standard_devices
 from usetl.libos.errors import LibosError
-from usetl.libos.files import NullFile, O_RDONLY, OutputFile
+from usetl.libos.files import O_RDONLY, NullFile, OutputFile
 from usetl.libos.fs import Namespace
 from usetl.libos.kernel import Kernel
 from usetl.libos.loader import load_program

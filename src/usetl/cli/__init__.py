@@ -8,9 +8,9 @@ import sys
 
 from usetl.errors import UsetlError
 
-from . import image, vm
+from . import bench, image, vm
 
-COMMAND_GROUPS = [image, vm]
+COMMAND_GROUPS = [image, vm, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

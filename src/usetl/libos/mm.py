@@ -16,6 +16,7 @@ from usetl.vm.layout import PAGE_SIZE, STACK_GUARD, STACK_SIZE, USER_START
 
 from .errors import SyscallError
 
+
 def page_up(n: int) -> int:
     return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
 

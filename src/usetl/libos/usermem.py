@@ -18,22 +18,17 @@ PATH_MAX = 4096
 
 
 class UserMemory:
-    def __init__(self, ram: GuestMemory, readonly: list[GuestMemory] = (), writable: list[GuestMemory] = ()):
+    def __init__(self, ram: GuestMemory):
         self.ram = ram
         self.view = ram.view
         self.start = USER_START
         self.end = ram.end
-        self.readonly = list(readonly)
-        self.writable = list(writable)
 
     def _region(self, addr: int, length: int, write: bool) -> tuple[memoryview, int]:
         if length < 0:
             raise SyscallError(errno.EINVAL)
         if self.start <= addr and addr + length <= self.end:
             return self.view, addr
-        for mem in self.writable if write else self.writable + self.readonly:
-            if mem.contains(addr, length):
-                return mem.view, addr - mem.gpa
         raise SyscallError(errno.EFAULT)
 
     def read(self, addr: int, length: int) -> bytes:

@@ -159,7 +159,8 @@ def write_system_tables(ram: GuestMemory, mappings: list[tuple[int, int, bool]])
     stubs = exception_stubs()
     ram.write(EXCEPTION_STUBS_ADDR, stubs)
     for vector in range(len(stubs) // EXCEPTION_STUB_SIZE):
-        ram.write(IDT_ADDR + 16 * vector, _idt_gate(EXCEPTION_STUBS_ADDR + vector * EXCEPTION_STUB_SIZE))
+        handler = EXCEPTION_STUBS_ADDR + vector * EXCEPTION_STUB_SIZE
+        ram.write(IDT_ADDR + 16 * vector, _idt_gate(handler))
 
     tss = bytearray(TSS_IOMAP_BASE + TSS_IOMAP_SIZE + 1)
     struct.pack_into("<Q", tss, 4, EXCEPTION_STACK_TOP)  # RSP0
@@ -169,4 +170,5 @@ def write_system_tables(ram: GuestMemory, mappings: list[tuple[int, int, bool]])
     tss[TSS_IOMAP_BASE:] = bitmap
     ram.write(TSS_ADDR, tss)
 
-    ram.write(SYSCALL_ENTRY_ADDR, syscall_entry(SAVE_RSP_ADDR, TRAMPOLINE_STACK_TOP, USER_CS, USER_DS))
+    entry = syscall_entry(SAVE_RSP_ADDR, TRAMPOLINE_STACK_TOP, USER_CS, USER_DS)
+    ram.write(SYSCALL_ENTRY_ADDR, entry)
