@@ -324,14 +324,6 @@ def test_strtab_outside_loaded_segments_raises() -> None:
         ElfFile.parse(bytes(data))
 
 
-ELF_STRING_BUG = (
-    "elf.py:143 ElfFile._read_dynamic.string() uses data.index(b'\\0', start), which raises "
-    "ValueError (not ElfError) when a DT_NEEDED/DT_RUNPATH offset points past the last NUL; "
-    "elf.py:123 and :143 .decode() raise UnicodeDecodeError on non-UTF-8 names"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=ELF_STRING_BUG)
 @pytest.mark.parametrize(
     "needed_index, strtab, interp",
     [

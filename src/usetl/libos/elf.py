@@ -79,6 +79,13 @@ class Elf64_Dyn(ctypes.LittleEndianStructure):
     _fields_ = [("d_tag", ctypes.c_int64), ("d_val", ctypes.c_uint64)]
 
 
+def _decode(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise ElfError(f"{where}: a name that is not UTF-8: {raw!r}") from None
+
+
 @dataclass
 class ElfFile:
     """A parsed ELF64 little-endian x86-64 file (the bytes are kept)."""
@@ -120,7 +127,8 @@ class ElfFile:
             if ph.p_offset + ph.p_filesz > len(data):
                 raise ElfError(f"{name}: segment runs past the end of the file")
             if ph.p_type == PT_INTERP:
-                elf.interp = data[ph.p_offset : ph.p_offset + ph.p_filesz].split(b"\0")[0].decode()
+                raw = data[ph.p_offset : ph.p_offset + ph.p_filesz].split(b"\0")[0]
+                elf.interp = _decode(raw, name)
             elif ph.p_type == PT_DYNAMIC:
                 elf._read_dynamic(ph)
         return elf
@@ -140,7 +148,10 @@ class ElfFile:
 
         def string(idx: int) -> str:
             start = stroff + idx
-            return self.data[start : self.data.index(b"\0", start)].decode()
+            end = self.data.find(b"\0", start)
+            if end < 0:
+                raise ElfError("a dynamic-section string runs past the end of the file")
+            return _decode(self.data[start:end], "dynamic section")
 
         for tag, val in entries:
             if tag == DT_NEEDED:
