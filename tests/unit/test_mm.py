@@ -227,13 +227,6 @@ def test_exhausting_memory_is_enomem(mm: AddressSpace) -> None:
     assert_consistent(mm)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mm.py:103 AddressSpace._find_free returns `top - length` as soon as a gap above "
-    "some area is big enough, without checking it against `floor` (brk_start + brk_limit); "
-    "the floor check only happens after. With an area below the floor (the program itself), "
-    "a large mmap lands inside the heap's reserve instead of raising ENOMEM",
-)
 def test_mmap_never_lands_in_the_heap_reserve(mm: AddressSpace) -> None:
     # The program's own image sits below the break, as the loader reserves it.
     mm.reserve(USER_START, BRK_BASE, "/usr/bin/python3")

@@ -99,7 +99,7 @@ class AddressSpace:
         for a in reversed(self.areas):
             if a.start >= top:
                 continue
-            if a.end <= top and top - a.end >= length:
+            if a.end <= top and top - a.end >= length and top - length >= floor:
                 return top - length
             top = min(top, a.start)
             if top - length < floor:
