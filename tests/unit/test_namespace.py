@@ -278,33 +278,15 @@ def test_relative_symlink_cannot_escape(loop_ns: Namespace) -> None:
 # -- trailing slashes and '..' after non-directories (Linux semantics) -----------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fs.py:290 Namespace.resolve skips empty and '.' components (`if part in ('', '.'): "
-    "continue`), so a trailing '/' is lost: resolve('<regular file>/') returns the file "
-    "instead of ENOTDIR",
-)
 def test_trailing_slash_on_a_file_is_enotdir(ns: Namespace, archive: ImageArchive) -> None:
     assert resolve_errno(ns, archive.meta["executable"] + "/") == errno.ENOTDIR
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fs.py:306 Namespace.resolve computes is_last ignoring a trailing '/', so "
-    "resolve('/lib64/', follow=False) returns the symlink; Linux follows a symlink named "
-    "with a trailing slash even for lstat/O_NOFOLLOW",
-)
 def test_trailing_slash_follows_a_symlink(ns: Namespace) -> None:
     r = ns.resolve("/lib64/", follow=False)
     assert r.node is not None and r.node.is_dir
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fs.py:292-296 Namespace.resolve handles '..' by popping the path without "
-    "checking the component it leaves: '/nonexistent/..' resolves to '/' (Linux: ENOENT) "
-    "and '<file>/..' to the file's directory (Linux: ENOTDIR)",
-)
 @pytest.mark.parametrize("suffix, err", [("/nonexistent/../usr", errno.ENOENT),
                                          ("/proc/self/exe/..", errno.ENOTDIR)],
                          ids=["missing-dir", "file"])

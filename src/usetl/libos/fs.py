@@ -276,6 +276,9 @@ class Namespace:
         """Walk `path` from `base` (default the cwd), following symlinks inside the tree."""
         if not path:
             raise SyscallError(errno.ENOENT)
+        # A trailing slash names a directory: symlinks are followed to it.
+        must_be_dir = path.endswith("/")
+        follow = follow or must_be_dir
         if path.startswith("/"):
             pending = path.split("/")
         else:
@@ -290,6 +293,10 @@ class Namespace:
             if part in ("", "."):
                 continue
             if part == "..":
+                if node is None:
+                    raise SyscallError(errno.ENOENT)
+                if not node.is_dir:
+                    raise SyscallError(errno.ENOTDIR)
                 if parts:
                     parts.pop()
                 node = self._lookup(parts)
@@ -315,6 +322,8 @@ class Namespace:
                 pending.extend(reversed(target.split("/")))
                 node = self._lookup(parts)
                 parent = node
+        if must_be_dir and node is not None and not node.is_dir:
+            raise SyscallError(errno.ENOTDIR)
         return Resolved("/" + "/".join(parts), parts, node, parent)
 
     def is_tmp(self, r: Resolved) -> bool:
