@@ -22,7 +22,9 @@ from usetl.libos.files import O_RDONLY, NullFile, OutputFile
 from usetl.libos.fs import Namespace
 from usetl.libos.kernel import Kernel
 from usetl.libos.loader import load_program
+from usetl.libos.vdso import VdsoClock, tsc_usable
 from usetl.vm import GuestFault, GuestTimeout, Stop, Vm, VmError
+from usetl.vm.layout import VDSO_ADDR
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,18 @@ class UsfConfig:
     output_limit: int = 16 << 20
     start_timeout: float = 60.0
     trace: bool = False
+    vdso: bool = True  # clock_gettime in the guest without an exit (needs an invariant TSC)
+
+
+_clock: VdsoClock | None = None
+
+
+def _shared_clock() -> VdsoClock | None:
+    """One TSC calibration per monitor process, refined at every anchor."""
+    global _clock
+    if _clock is None and tsc_usable():
+        _clock = VdsoClock()
+    return _clock
 
 
 class Usf:
@@ -72,6 +86,7 @@ class Usf:
         self.image = image or ImageArchive.open(default_image())
         self.channel = AgentChannel()
         self.executable = self.image.meta["executable"]
+        self.clock = _shared_clock() if self.config.vdso else None
         self.vm: Vm | None = None
         self.kernel: Kernel | None = None
         self.alive = False
@@ -98,10 +113,14 @@ class Usf:
         k.fds.install_at(2, OutputFile(console_node(21), "stderr", cfg.output_limit))
         for name, data in (files or {}).items():
             ns.tmp.add_file(name, data)
+        vdso = None
+        if self.clock is not None:
+            self.clock.install(self.vm.ram)
+            vdso = VDSO_ADDR
         try:
             prog = load_program(
                 k.mm, self.vm.ram.view, ns, path, argv, GUEST_ENV,
-                (k.identity.uid, k.identity.gid),
+                (k.identity.uid, k.identity.gid), vdso,
             )
         except LibosError as e:
             raise UsfError(f"cannot load {path}: {e}") from e
@@ -149,6 +168,8 @@ class Usf:
         count0, secs0 = k.stats.count, k.stats.seconds
         t0 = time.perf_counter()
         self.channel.post(json.dumps(request).encode())
+        if self.clock is not None:
+            self.clock.anchor(vm.ram)
         error = None
         reply = None
         try:

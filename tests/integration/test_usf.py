@@ -262,3 +262,23 @@ def test_missing_and_corrupt_images_give_a_clear_error(image_path, tmp_path):
     assert p.stderr.startswith("usetl: ") and len(p.stderr.strip().splitlines()) == 1
     p = cli("vm", "run", "--image", str(tmp_path / "nope.usetl"), "--", "print(1)")
     assert p.returncode == 2 and "usetl image build" in p.stderr
+
+
+def test_clocks_are_the_hosts_and_read_without_exits(usf):
+    import time
+
+    before = time.time()
+    r = run(usf, """
+        import time
+        t, m = time.time(), time.monotonic()
+        for _ in range(1000):
+            time.time(); time.monotonic(); time.perf_counter()
+        m2 = time.monotonic()
+        print(t, m, m2)
+    """)
+    after = time.time()
+    assert r.error is None, r.error
+    t, m, m2 = map(float, r.stdout.split())
+    assert before - 0.05 <= t <= after + 0.05
+    assert abs(m - time.monotonic()) < 1.0 and m2 >= m
+    assert r.syscalls < 100  # 3,000 clock reads served by the vDSO, not by exits

@@ -21,7 +21,7 @@ from .mm import AddressSpace, page_down, page_up
 AT_NULL, AT_PHDR, AT_PHENT, AT_PHNUM, AT_PAGESZ, AT_BASE = 0, 3, 4, 5, 6, 7
 AT_FLAGS, AT_ENTRY, AT_UID, AT_EUID, AT_GID, AT_EGID = 8, 9, 11, 12, 13, 14
 AT_PLATFORM, AT_HWCAP, AT_CLKTCK, AT_SECURE, AT_RANDOM = 15, 16, 17, 23, 25
-AT_HWCAP2, AT_EXECFN = 26, 31
+AT_HWCAP2, AT_EXECFN, AT_SYSINFO_EHDR = 26, 31, 33
 
 PIE_BASE = USER_START
 
@@ -91,7 +91,8 @@ def _map_elf(mm: AddressSpace, ram_view: memoryview, elf: ElfFile, base: int | N
 
 
 def load_program(mm: AddressSpace, ram_view: memoryview, ns: Namespace, path: str,
-                 argv: list[str], envp: list[str], identity: tuple[int, int]) -> LoadedProgram:
+                 argv: list[str], envp: list[str], identity: tuple[int, int],
+                 vdso: int | None = None) -> LoadedProgram:
     exe = _read_elf(ns, path)
     bias = _map_elf(mm, ram_view, exe, PIE_BASE, path)
     mm.set_brk_base(bias + exe.span()[1])
@@ -125,6 +126,8 @@ def load_program(mm: AddressSpace, ram_view: memoryview, ns: Namespace, path: st
         (AT_HWCAP2, 0),  # keeps glibc from using wrfsbase: the monitor owns FS base
         (AT_CLKTCK, 100),
     ]
+    if vdso is not None:
+        auxv.append((AT_SYSINFO_EHDR, vdso))
     rsp = _build_stack(ram_view, mm.stack_top, argv, envp, auxv, path)
     return LoadedProgram(entry, rsp, bias, interp_base)
 
