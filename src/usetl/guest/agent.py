@@ -6,11 +6,9 @@ write the reply. A message is an 8-byte little-endian length and JSON.
 """
 
 import json
-import linecache
 import os
 import sys
 import time
-import traceback
 
 CHANNEL = "/dev/usetl"
 HEADER = 8
@@ -37,7 +35,16 @@ def send(message):
         view = view[os.write(_fd, view) :]
 
 
-def describe(exc):
+def describe(exc, request):
+    # Imported only when needed: every module imported here is start-up time.
+    import linecache
+    import traceback
+
+    if "code" in request:
+        # Tracebacks show the lines of code that has no file of its own.
+        filename = request.get("filename", "<usetl>")
+        source = request["code"]
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     tb = exc.__traceback__
     # Start the traceback at the user's code, not in this agent.
     while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
@@ -50,11 +57,7 @@ def describe(exc):
 
 
 def run_code(request):
-    filename = request.get("filename", "<usetl>")
-    source = request["code"]
-    # Tracebacks show the lines of code that has no file of its own.
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    code = compile(source, filename, "exec")
+    code = compile(request["code"], request.get("filename", "<usetl>"), "exec")
     exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
 
 
@@ -70,9 +73,9 @@ def serve():
             HANDLERS[request["kind"]](request)
         except SystemExit as e:
             if e.code not in (None, 0):
-                error = describe(e)
+                error = describe(e, request)
         except BaseException as e:
-            error = describe(e)
+            error = describe(e, request)
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
