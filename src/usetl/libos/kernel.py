@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 MASK64 = (1 << 64) - 1
 MMAP = 9
+PAUSE = Stop("pause")
 
 
 @dataclass
@@ -96,13 +97,9 @@ class Kernel:
         else:
             if nr != MMAP:
                 self.last_file_map = None
-            try:
-                result = handler(self, *args)
-            except SyscallError as e:
-                result = -e.errno
-            except Blocked:
-                self.blocked = (handler, args)
-                return Stop("pause")
+            result = self._call(handler, args)
+            if result is PAUSE:
+                return PAUSE
         stop = None
         if isinstance(result, Stop):
             stop, result = result, 0
@@ -123,17 +120,21 @@ class Kernel:
             raise RuntimeError("resume() without a blocked syscall")
         handler, args = self.blocked
         self.blocked = None
-        try:
-            result = handler(self, *args)
-        except SyscallError as e:
-            result = -e.errno
-        except Blocked:
-            self.blocked = (handler, args)
-            return Stop("pause")
+        result = self._call(handler, args)
         if isinstance(result, Stop):
             return result
         regs.rax = result & MASK64
         return None
+
+    def _call(self, handler, args: tuple[int, ...]) -> int | Stop:
+        """Run a handler: its result, -errno, or PAUSE if it must wait for the monitor."""
+        try:
+            return handler(self, *args)
+        except SyscallError as e:
+            return -e.errno
+        except Blocked:
+            self.blocked = (handler, args)
+            return PAUSE
 
     # -- helpers for handlers -------------------------------------------------
 
