@@ -188,8 +188,8 @@ def test_devices(ns: Namespace) -> None:
 def test_tmp_is_the_tmpfs(ns: Namespace) -> None:
     r = ns.resolve("/tmp")
     assert isinstance(r.node, TmpDir) and r.node is ns.tmp.root
-    assert ns.is_tmp(ns.resolve("/tmp/x"))
-    assert not ns.is_tmp(ns.resolve("/usr"))
+    assert ns.resolve("/tmp/x").parent is ns.tmp.root
+    assert not isinstance(ns.resolve("/usr").node, TmpDir)
     f = TmpFile(ns.tmp.new_ino())
     sub = TmpDir(ns.tmp.new_ino())
     ns.tmp.root.entries["f"] = f

@@ -8,7 +8,7 @@ import struct
 import time
 
 from .errors import SyscallError
-from .fs import DeviceNode, ImageNode, Node, TmpFile, TmpFS, dirent_type
+from .fs import ImageNode, Node, TmpFile, TmpFS, dirent_type
 
 O_ACCMODE = 3
 O_RDONLY, O_WRONLY, O_RDWR = 0, 1, 2
@@ -242,6 +242,3 @@ class FdTable:
         if f not in self.files.values():
             f.close()
 
-
-def device_file(node: DeviceNode, flags: int, path: str) -> OpenFile:
-    return node.opener(flags)  # type: ignore[return-value]

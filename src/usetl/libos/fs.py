@@ -326,9 +326,6 @@ class Namespace:
             raise SyscallError(errno.ENOTDIR)
         return Resolved("/" + "/".join(parts), parts, node, parent)
 
-    def is_tmp(self, r: Resolved) -> bool:
-        return bool(r.parts) and r.parts[0] == "tmp"
-
     def chdir(self, path: str) -> None:
         r = self.resolve(path)
         if r.node is None:

@@ -71,7 +71,6 @@ class Kernel:
         self.output_limit = output_limit
         self.stats = SyscallStats()
         self.trace: list[TraceRecord] | None = None
-        self.exit_status: int | None = None
         self.term_signal: int | None = None
         self.fs_base = 0
         self.tid_address = 0
@@ -143,6 +142,3 @@ class Kernel:
         if not isinstance(f, OutputFile):
             raise SyscallError(errno.EBADF)
         return f
-
-    def now_ns(self) -> int:
-        return time.time_ns()

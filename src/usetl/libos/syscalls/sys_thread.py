@@ -20,7 +20,6 @@ FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET = 9, 10
 
 
 def sys_exit_group(k: Kernel, status: int, *_: int) -> Stop:
-    k.exit_status = status & 0xFF
     return Stop("exit", status & 0xFF)
 
 
