@@ -18,6 +18,7 @@ demo: setup
 	$(VENV)/bin/usetl vm run -- 'import platform, sys; print("hello from a USF:", sys.version.split()[0], platform.machine())'
 
 test: setup
+	$(VENV)/bin/ruff check src tests
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: setup
