@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import time
 from dataclasses import dataclass, field
 
@@ -210,8 +211,6 @@ class Usf:
     def _exit_error(self, stop: Stop) -> dict:
         assert self.kernel is not None
         if self.kernel.term_signal is not None:
-            import signal
-
             name = signal.Signals(self.kernel.term_signal).name
             return {"type": "GuestExit", "message": f"the guest was killed by {name}"}
         return {"type": "GuestExit", "message": f"the guest exited with status {stop.status}"}
