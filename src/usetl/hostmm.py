@@ -19,6 +19,7 @@ _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
 _MAP_FAILED = ctypes.c_void_p(-1).value
 
+MAP_FIXED = 0x10
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 
@@ -31,6 +32,16 @@ def map_shared(fd: int, size: int, writable: bool = True) -> int:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     return addr
+
+
+def map_over(addr: int, size: int, fd: int, private: bool, writable: bool = True) -> None:
+    """Replace the mapping at `addr` with one of `fd` (MAP_FIXED), shared or copy-on-write."""
+    prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+    flags = (mmap.MAP_PRIVATE if private else mmap.MAP_SHARED) | MAP_FIXED
+    got = _libc.mmap(addr, size, prot, flags, fd, 0)
+    if got != addr:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 def unmap(addr: int, size: int) -> None:

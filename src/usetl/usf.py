@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -226,6 +227,37 @@ class Usf:
         if stop.reason != "exit":
             raise UsfError("the program waited on the agent channel instead of exiting")
         return ProgramResult(stop.status, out, err, self.kernel.stats.count)
+
+    # -- what templates and clones need ------------------------------------------
+
+    def externals(self) -> dict[str, object]:
+        """Objects bound to this process, left out of a pickled monitor state by name."""
+        from usetl.libos.syscalls.table import HANDLERS
+
+        assert self.vm is not None and self.kernel is not None
+        objects: dict[str, object] = {
+            "vm": self.vm, "image": self.image, "imagefs": self.kernel.ns.image,
+            "clock": self.clock, "handlers": HANDLERS,
+        }
+        for name, mem in self.vm.memory().items():
+            objects[f"mem:{name}"] = mem
+            objects[f"view:{name}"] = mem.view
+        return objects
+
+    def attach(self, vm: Vm) -> None:
+        """Run this USF's monitor state on another VM with the same memory (a clone's)."""
+        assert self.kernel is not None
+        self.vm = vm
+        self.kernel.vm = vm
+        self.alive = True
+
+    def refresh_identity(self, instance_id: str) -> InvocationResult:
+        """Give the guest a unique identity: fresh seeds for its RNGs and an instance id.
+
+        This also warms the agent's request path in a fresh clone.
+        """
+        seed = os.urandom(32).hex()
+        return self.invoke({"kind": "identity", "instance": instance_id, "seed": seed})
 
     def close(self) -> None:
         if self.vm is not None:

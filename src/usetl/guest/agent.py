@@ -61,7 +61,19 @@ def run_code(request):
     exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
 
 
-HANDLERS = {"exec": run_code}
+def refresh_identity(request):
+    """A clone's first request: nothing it inherited may repeat another clone's values."""
+    os.environ["USETL_INSTANCE_ID"] = request["instance"]
+    seed = bytes.fromhex(request["seed"])
+    random = sys.modules.get("random")
+    if random is not None:
+        random.seed(seed)
+    tempfile = sys.modules.get("tempfile")
+    if tempfile is not None:
+        tempfile._name_sequence = None  # its Random is re-made only when the pid changes
+
+
+HANDLERS = {"exec": run_code, "identity": refresh_identity}
 
 
 def serve():

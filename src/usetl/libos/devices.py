@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import stat as st
-from collections.abc import Callable
 
 from .errors import SyscallError
 from .files import NullFile, OpenFile, RandomFile, ZeroFile
@@ -72,16 +71,12 @@ class AgentChannelFile(OpenFile):
 
 
 def standard_devices(channel: AgentChannel) -> dict[str, DeviceNode]:
-    def node(ino: int, rdev: int, opener: Callable[[DeviceNode, int], OpenFile]) -> DeviceNode:
-        dev = DeviceNode(ino, rdev, lambda flags: opener(dev, flags))
-        return dev
-
     return {
-        "null": node(10, makedev(1, 3), lambda n, fl: NullFile(n, fl, "/dev/null")),
-        "zero": node(11, makedev(1, 5), lambda n, fl: ZeroFile(n, fl, "/dev/zero")),
-        "urandom": node(12, makedev(1, 9), lambda n, fl: RandomFile(n, fl, "/dev/urandom")),
-        "random": node(13, makedev(1, 8), lambda n, fl: RandomFile(n, fl, "/dev/random")),
-        AGENT_DEVICE: node(14, makedev(10, 242), lambda n, fl: AgentChannelFile(n, fl, channel)),
+        "null": DeviceNode(10, makedev(1, 3), NullFile, "/dev/null"),
+        "zero": DeviceNode(11, makedev(1, 5), ZeroFile, "/dev/zero"),
+        "urandom": DeviceNode(12, makedev(1, 9), RandomFile, "/dev/urandom"),
+        "random": DeviceNode(13, makedev(1, 8), RandomFile, "/dev/random"),
+        AGENT_DEVICE: DeviceNode(14, makedev(10, 242), AgentChannelFile, channel),
     }
 
 

@@ -196,10 +196,18 @@ class TmpFS:
 class DeviceNode(Node):
     dev = DEV_DEVFS
 
-    def __init__(self, ino: int, rdev: int, opener: Callable[[int], object]):
+    def __init__(self, ino: int, rdev: int, factory: Callable[..., object], *args: object):
+        """Opening the node calls factory(node, flags, *args).
+
+        No closures here: the namespace is pickled into template snapshots.
+        """
         super().__init__(st.S_IFCHR | 0o666, ino)
         self.rdev = rdev
-        self.opener = opener
+        self.factory = factory
+        self.args = args
+
+    def open(self, flags: int) -> object:
+        return self.factory(self, flags, *self.args)
 
 
 class StaticDir(Node):

@@ -18,6 +18,7 @@ from usetl.kvm import structs as ks
 from . import layout as L
 from .memory import GuestMemory
 from .trampoline import PORT_EXCEPTION, PORT_SYSCALL
+from .vcpu_state import VcpuState
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +99,16 @@ class Vm:
     holds at most one Vm (clones are separate processes).
     """
 
-    def __init__(self, mem_mib: int = 256, regions: list[RegionSpec] | None = None):
+    def __init__(
+        self,
+        mem_mib: int = 256,
+        regions: list[RegionSpec] | None = None,
+        memory: dict[str, GuestMemory] | None = None,
+    ):
+        """A new VM; `memory` (a clone's) reuses existing guest memory: "ram" and each region."""
         if mem_mib < 16 or mem_mib % 2:
             raise VmError(f"guest memory must be an even number of MiB >= 16, not {mem_mib}")
+        self.specs = list(regions or [])
         self.kvm = Kvm()
         for cap, name in (
             (kc.KVM_CAP_SYNC_REGS, "KVM_CAP_SYNC_REGS"),
@@ -111,28 +119,30 @@ class Vm:
         self.vmfd = self.kvm.create_vm()
         # Under PVM, memslots are refused unless the TSS address is set first.
         self.vmfd.set_tss_addr(L.KVM_TSS_ADDR)
-        self.ram = GuestMemory("ram", 0, mem_mib << 20)
+        self.ram = memory["ram"] if memory else GuestMemory("ram", 0, mem_mib << 20)
         self.vmfd.set_user_memory_region(0, 0, self.ram.size, self.ram.host_addr)
         self.regions: dict[str, GuestMemory] = {}
         mappings = [(0, self.ram.size, True)]
-        for slot, spec in enumerate(regions or [], start=1):
-            mem = GuestMemory(spec.name, spec.gpa, spec.size)
+        for slot, spec in enumerate(self.specs, start=1):
+            mem = memory[spec.name] if memory else GuestMemory(spec.name, spec.gpa, spec.size)
             flags = 0 if spec.guest_writable else kc.KVM_MEM_READONLY
             self.vmfd.set_user_memory_region(slot, spec.gpa, spec.size, mem.host_addr, flags)
             self.regions[spec.name] = mem
             mappings.append((spec.gpa, spec.size, spec.guest_writable))
-        L.write_system_tables(self.ram, mappings)
         self.vcpu = self.vmfd.create_vcpu(0)
         self.run_struct = self.vcpu.run_struct
-        self._setup_vcpu()
+        self.cpuid = self.kvm.supported_cpuid()
+        self.vcpu.set_cpuid2(self.cpuid)
+        if memory is None:
+            L.write_system_tables(self.ram, mappings)
+            self._setup_vcpu()
         self._deadline_hit = False
         self._thread_id: int | None = None
         if threading.current_thread() is threading.main_thread():
             signal.signal(KICK_SIGNAL, _ignore)
 
     def _setup_vcpu(self) -> None:
-        cpuid = self.kvm.supported_cpuid()
-        self.vcpu.set_cpuid2(cpuid)
+        cpuid = self.cpuid
         sregs = self.vcpu.get_sregs()
         code = ks.kvm_segment(
             base=0, limit=0xFFFFFFFF, selector=L.USER_CS, type=11, present=1, dpl=3,
@@ -280,10 +290,59 @@ class Vm:
             detail = f", {'write' if mmio.is_write else 'read'} at {mmio.phys_addr:#x}"
         raise VmError(f"unexpected VM exit {name}{detail} at rip={regs.rip:#x}")
 
-    def close(self) -> None:
+    # -- state capture (templates and clones) ------------------------------------
+
+    def memory(self) -> dict[str, GuestMemory]:
+        return {"ram": self.ram, **self.regions}
+
+    def settle(self) -> None:
+        """Complete the port write the vCPU stopped in, so its state is whole.
+
+        After a PIO exit KVM finishes the instruction on the next KVM_RUN;
+        with immediate_exit set, that KVM_RUN does only this and returns EINTR.
+        """
+        run = self.run_struct
+        run.immediate_exit = 1
+        try:
+            self.vcpu.run()
+        except KvmError as e:
+            if e.errno != errno.EINTR:
+                raise
+        finally:
+            run.immediate_exit = 0
+
+    def save_state(self) -> VcpuState:
+        """The vCPU's state; call settle() first if it stopped at an exit."""
+        v = self.vcpu
+        return VcpuState(
+            regs=v.get_regs(), sregs=v.get_sregs(), fpu=v.get_fpu(), xsave=v.get_xsave(),
+            xcrs=v.get_xcrs(), events=v.get_vcpu_events(), msrs=v.get_msrs(L.SAVED_MSRS),
+        )
+
+    def restore_state(self, state: VcpuState) -> None:
+        v = self.vcpu
+        v.set_sregs(state.sregs)
+        v.set_msrs(state.msrs)
+        try:
+            v.set_xcrs(state.xcrs)
+        except KvmError as e:
+            log.debug("XCRs not restored: %s", e)
+        v.set_xsave(state.xsave)
+        v.set_fpu(state.fpu)
+        v.set_vcpu_events(state.events)
+        v.set_regs(state.regs)
+        # The syscall path reads and writes registers through kvm_run.
+        ctypes.memmove(ctypes.addressof(self.run_struct.s.regs.regs),
+                       ctypes.addressof(state.regs), ctypes.sizeof(state.regs))
+
+    def release(self) -> None:
+        """Close the VM and its vCPU but keep the guest memory (a template's)."""
         self.vcpu.close()
         self.vmfd.close()
+        self.kvm.close()
+
+    def close(self) -> None:
+        self.release()
         for mem in self.regions.values():
             mem.close()
         self.ram.close()
-        self.kvm.close()

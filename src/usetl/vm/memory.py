@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 
 from usetl import hostmm
 from usetl.errors import UsetlError
 
 PAGE = 4096
+
+# /proc/self/pagemap: one u64 per page; in its top byte, 0x80 is "present" and
+# 0x20 "file page or shared anonymous". A present page of a private file
+# mapping without 0x20 is this process's own copy-on-write copy.
+_OWN_COPY = bytes(1 if (b & 0xA0) == 0x80 else 0 for b in range(256))
+_RUNS = re.compile(b"\x01+")
 
 
 class GuestMemoryError(UsetlError):
@@ -38,6 +45,7 @@ class GuestMemory:
             ) from None
         self.host_addr: int = addr
         self.punch_holes = True
+        self.private = False
         self.view = memoryview((ctypes.c_ubyte * size).from_address(addr)).cast("B")
 
     @property
@@ -81,7 +89,65 @@ class GuestMemory:
     def put_u64(self, gpa: int, value: int) -> None:
         self.write(gpa, value.to_bytes(8, "little"))
 
+    # -- copy-on-write views (clones) ---------------------------------------------
+
+    def make_private(self) -> None:
+        """Map the file copy-on-write at the same address: writes stay in this process."""
+        hostmm.map_over(self.host_addr, self.size, self.fd, private=True)
+        self.punch_holes = False
+        self.private = True
+
+    def written_ranges(self) -> list[tuple[int, int]]:
+        """(offset, length) of every page this process copied since make_private().
+
+        This sees writes by the guest and by the monitor alike (KVM's dirty
+        log sees only the guest's), at the cost of reading the page map.
+        """
+        pages = self.size // PAGE
+        with open("/proc/self/pagemap", "rb", buffering=0) as f:
+            data = os.pread(f.fileno(), pages * 8, (self.host_addr // PAGE) * 8)
+        flags = data[7::8].translate(_OWN_COPY)
+        return [(m.start() * PAGE, (m.end() - m.start()) * PAGE) for m in _RUNS.finditer(flags)]
+
+    def revert(self, ranges: list[tuple[int, int]]) -> None:
+        """Copy the file's bytes back over these ranges of a private mapping."""
+        for off, length in ranges:
+            done = os.preadv(self.fd, [self.view[off : off + length]], off)
+            if done != length:
+                raise GuestMemoryError(f"short read restoring {self.name} at {off:#x}")
+
+    def copy_to_new_file(self) -> None:
+        """Put the current contents in a file of their own, mapped shared in place.
+
+        A clone that becomes a template does this: its private pages and the
+        bytes it still shares with its own template go into a new memfd.
+        """
+        fd = os.memfd_create(f"usetl-{self.name}", os.MFD_CLOEXEC)
+        os.ftruncate(fd, self.size)
+        for off, length in _data_ranges(self.fd, self.size) + self.written_ranges():
+            os.pwrite(fd, self.view[off : off + length], off)
+        hostmm.map_over(self.host_addr, self.size, fd, private=False)
+        os.close(self.fd)
+        self.fd = fd
+        self.punch_holes = True
+        self.private = False
+
     def close(self) -> None:
         self.view.release()
         hostmm.unmap(self.host_addr, self.size)
         os.close(self.fd)
+
+
+def _data_ranges(fd: int, size: int) -> list[tuple[int, int]]:
+    """The parts of a sparse file that hold data (everything else reads as zero)."""
+    ranges = []
+    off = 0
+    while off < size:
+        try:
+            start = os.lseek(fd, off, os.SEEK_DATA)
+        except OSError:
+            break
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        ranges.append((start, end - start))
+        off = end
+    return ranges

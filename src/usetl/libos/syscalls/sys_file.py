@@ -102,7 +102,7 @@ def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
         raise SyscallError(errno.ENOTDIR)
     f: OpenFile
     if isinstance(node, DeviceNode):
-        f = node.opener(flags)  # type: ignore[assignment]
+        f = node.open(flags)  # type: ignore[assignment]
     elif node.is_dir:
         if writable:
             raise SyscallError(errno.EISDIR)

@@ -1,0 +1,216 @@
+"""Templates and clones as the caller sees them (the controller side).
+
+    tmpl = Template.start()                    # CPython started once, paused
+    fn = tmpl.load_function(source=..., handler="main")   # imported once
+    clone = fn.fork()                          # a new VM, copy-on-write
+    result = clone.call({"x": 1})
+    clone.rollback()                           # back to fn's exact state
+    fn.save("snap"); Template.load("snap")     # survives a restart
+
+Each template and each clone is its own process (see worker.py); these
+objects hold the socket to it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import usetl
+from usetl.image import default_image
+from usetl.image.archive import ImageArchive
+from usetl.usf import InvocationResult, UsfConfig
+
+from .ipc import Channel, ChannelClosed, HyperForkError
+
+
+class Template:
+    """A frozen, started USF that clones are forked from."""
+
+    def __init__(self, chan: Channel, info: dict, process: subprocess.Popen | None = None):
+        self.chan = chan
+        self.info = info
+        self.pid: int = info["pid"]
+        self.process = process
+        self.closed = False
+
+    # -- making templates -----------------------------------------------------------
+
+    @classmethod
+    def start(
+        cls,
+        image: ImageArchive | str | os.PathLike | None = None,
+        mem_mib: int = 256,
+        config: UsfConfig | None = None,
+    ) -> Template:
+        """Start CPython in a new USF and freeze it in the agent's wait: a base template."""
+        config = config or UsfConfig(mem_mib=mem_mib)
+        if isinstance(image, ImageArchive):
+            path = str(image.path)
+        else:
+            path = str(image if image is not None else default_image())
+        return cls._spawn(("start", path, config))
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Template:
+        """A template from a snapshot written by save(); its memory is mapped, not read."""
+        return cls._spawn(("load", str(Path(directory).resolve())))
+
+    @classmethod
+    def _spawn(cls, first: tuple) -> Template:
+        mine, theirs = Channel.pair()
+        env = dict(os.environ)
+        src = os.path.dirname(os.path.dirname(os.path.abspath(usetl.__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "usetl.hyperfork.worker", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        try:
+            reply = mine.request(first)
+        except (HyperForkError, ChannelClosed):
+            mine.close()
+            process.wait()
+            raise
+        return cls(mine, reply[1], process)
+
+    def load_function(
+        self,
+        request: dict,
+        mounts: dict[str, str] | None = None,
+        timeout: float | None = 120.0,
+    ) -> Template:
+        """A function template: a clone that ran `request` (the agent's load) and froze again.
+
+        `mounts` maps guest paths to host directories shown read-only (code, modules).
+        """
+        chan = self._fork_channel({"request": request, "mounts": mounts or {}, "timeout": timeout})
+        reply = _first_reply(chan)
+        return Template(chan, reply[1])
+
+    def fork(self) -> Clone:
+        """A new clone, warmed and with its own identity, ready for one invocation at a time."""
+        t0 = time.perf_counter()
+        chan = self._fork_channel(None)
+        reply = _first_reply(chan)
+        return Clone(chan, reply[1], (time.perf_counter() - t0) * 1e3)
+
+    def _fork_channel(self, load: dict | None) -> Channel:
+        self._check()
+        mine, theirs = Channel.pair()
+        try:
+            self.chan.request(("fork", load), fds=(theirs.fileno(),))
+        finally:
+            theirs.close()
+        return mine
+
+    # -- the rest -------------------------------------------------------------------
+
+    def memory_bytes(self) -> int:
+        self._check()
+        return self.chan.request(("info",))[1]["memory_bytes"]
+
+    def save(self, directory: str | os.PathLike) -> None:
+        self._check()
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        self.chan.request(("save", str(Path(directory).resolve())))
+
+    def _check(self) -> None:
+        if self.closed:
+            raise HyperForkError("this template is closed")
+
+    def close(self) -> None:
+        """End the template process; clones already made keep running."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.chan.request(("close",))
+        except (HyperForkError, ChannelClosed):
+            _kill(self.pid)
+        self.chan.close()
+        if self.process is not None:
+            self.process.wait()
+
+    def __enter__(self) -> Template:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _first_reply(chan: Channel) -> tuple:
+    reply, _ = chan.recv()
+    if reply[0] == "error":
+        chan.close()
+        raise HyperForkError(reply[1])
+    return reply
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class Clone:
+    """One clone VM (a process): invoke, roll back, close."""
+
+    def __init__(self, chan: Channel, info: dict, fork_ms: float):
+        self.chan = chan
+        self.pid: int = info["pid"]
+        self.instance: str = info["instance"]
+        self.fork_ms = fork_ms
+        self.closed = False
+
+    def invoke(self, request: dict, timeout: float | None = None) -> InvocationResult:
+        """One agent request; a guest fault or timeout ends the clone's guest (result.error)."""
+        if self.closed:
+            raise HyperForkError("this clone is closed")
+        reply = self.chan.request(("invoke", request, timeout))
+        return InvocationResult(**reply[1])
+
+    def run_code(self, code: str, timeout: float | None = None) -> InvocationResult:
+        return self.invoke({"kind": "exec", "code": code}, timeout=timeout)
+
+    def call(self, event: Any, context: dict | None = None,
+             timeout: float | None = None) -> InvocationResult:
+        """handler(event, context) of the function the template loaded."""
+        return self.invoke({"kind": "invoke", "event": event, "context": context or {}}, timeout)
+
+    def rollback(self) -> dict:
+        """Reset to the template's state; returns pages restored and milliseconds."""
+        if self.closed:
+            raise HyperForkError("this clone is closed")
+        return self.chan.request(("rollback",))[1]
+
+    def memory(self) -> dict:
+        return self.chan.request(("memory",))[1]
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.chan.request(("close",))
+        except (HyperForkError, ChannelClosed):
+            pass
+        _kill(self.pid)
+        self.chan.close()
+
+    def kill(self) -> None:
+        """End the clone's process abruptly (as a crash would)."""
+        _kill(self.pid)
+
+    def __enter__(self) -> Clone:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,270 @@
+"""The processes behind templates and clones (this module's code runs in them).
+
+A template process holds a paused USF whose VM is closed: guest memory
+(memfds), the captured vCPU state and the monitor state, all frozen. For
+each clone it forks a child that maps the memory copy-on-write, creates a
+new VM with the captured state and serves invocations on its own socket.
+A function template is such a child that loaded a function and then became
+a template process itself.
+
+    python -m usetl.hyperfork.worker FD    # FD: the controller's socket
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import signal
+import sys
+import time
+import uuid
+from dataclasses import asdict
+
+from usetl.image.archive import ImageArchive
+from usetl.usf import Usf, UsfConfig
+from usetl.vm import Vm
+
+from . import monitor_state
+from .ipc import Channel, ChannelClosed
+
+log = logging.getLogger(__name__)
+
+
+class Frozen:
+    """A paused USF captured for cloning: its monitor, vCPU state and memory."""
+
+    def __init__(self, usf: Usf):
+        vm = usf.vm
+        assert vm is not None
+        vm.settle()
+        self.vcpu = vm.save_state()
+        self.state = monitor_state.dumps(usf)
+        self.usf = usf
+        vm.release()
+
+    @property
+    def memory(self):
+        assert self.usf.vm is not None
+        return self.usf.vm.memory()
+
+    def info(self) -> dict:
+        return {
+            "pid": os.getpid(),
+            "startup_ms": self.usf.startup_ms,
+            "memory_bytes": sum(_resident(m.fd) for m in self.memory.values()),
+            "state_bytes": len(self.state),
+        }
+
+
+def _resident(fd: int) -> int:
+    return os.fstat(fd).st_blocks * 512
+
+
+class CloneProcess:
+    """One clone: a new VM over a private view of the template's memory."""
+
+    def __init__(self, frozen: Frozen):
+        self.frozen = frozen
+        usf = frozen.usf
+        old = usf.vm
+        assert old is not None
+        memory = old.memory()
+        for mem in memory.values():
+            mem.make_private()
+        self.vm = Vm(usf.config.mem_mib, old.specs, memory=memory)
+        self.vm.restore_state(frozen.vcpu)
+        usf.attach(self.vm)
+        self.usf = usf
+        self.instance = uuid.uuid4().hex
+
+    def refresh(self) -> dict:
+        result = self.usf.refresh_identity(self.instance)
+        if not result.ok:
+            raise RuntimeError(f"the clone's guest did not take its identity: {result.error}")
+        return {"pid": os.getpid(), "instance": self.instance}
+
+    def rollback(self) -> dict:
+        """Back to the template's exact state: dirtied pages, vCPU, monitor."""
+        t0 = time.perf_counter()
+        pages = 0
+        for mem in self.vm.memory().values():
+            ranges = mem.written_ranges()
+            mem.revert(ranges)
+            pages += sum(length for _, length in ranges) // 4096
+        self.vm.restore_state(self.frozen.vcpu)
+        externals = self.usf.externals()
+        self.usf = monitor_state.loads(self.frozen.state, externals)
+        self.usf.attach(self.vm)
+        restored_ms = (time.perf_counter() - t0) * 1e3
+        self.refresh()
+        return {"pages": pages, "restore_ms": restored_ms,
+                "total_ms": (time.perf_counter() - t0) * 1e3}
+
+    def serve(self, chan: Channel) -> None:
+        while True:
+            msg, _ = chan.recv()
+            op = msg[0]
+            try:
+                if op == "invoke":
+                    result = self.usf.invoke(msg[1], timeout=msg[2])
+                    reply = ("ok", asdict(result))
+                elif op == "rollback":
+                    if not self.usf.alive:
+                        raise RuntimeError("the clone's guest died; it cannot be rolled back")
+                    reply = ("ok", self.rollback())
+                elif op == "memory":
+                    reply = ("ok", _memory_usage())
+                elif op == "close":
+                    chan.send(("ok", None))
+                    return
+                else:
+                    reply = ("error", f"unknown clone request {op!r}")
+            except Exception as e:
+                log.exception("clone request %s failed", op)
+                reply = ("error", f"{type(e).__name__}: {e}")
+            chan.send(reply)
+
+
+def _memory_usage() -> dict:
+    """USS/PSS/RSS of this process from smaps_rollup, in bytes."""
+    out = {}
+    with open("/proc/self/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if parts[0] in ("Rss:", "Pss:", "Private_Clean:", "Private_Dirty:"):
+                out[parts[0][:-1].lower()] = int(parts[1]) * 1024
+    out["uss"] = out.pop("private_clean", 0) + out.pop("private_dirty", 0)
+    return out
+
+
+class TemplateProcess:
+    def __init__(self, frozen: Frozen, chan: Channel):
+        self.frozen = frozen
+        self.chan = chan
+
+    def serve(self) -> None:
+        # Forked clones are never waited for; ignoring SIGCHLD reaps them.
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        gc.collect()
+        gc.freeze()
+        while True:
+            try:
+                msg, fds = self.chan.recv()
+            except ChannelClosed:
+                return
+            op = msg[0]
+            if op == "fork":
+                self._fork(fds[0], msg[1])
+            elif op == "info":
+                self.chan.send(("ok", self.frozen.info()))
+            elif op == "save":
+                try:
+                    from .snapshot import save
+
+                    save(self.frozen, msg[1])
+                    self.chan.send(("ok", None))
+                except Exception as e:
+                    log.exception("saving the template failed")
+                    self.chan.send(("error", f"cannot save the template: {e}"))
+            elif op == "close":
+                self.chan.send(("ok", None))
+                return
+            else:
+                self.chan.send(("error", f"unknown template request {op!r}"))
+            for fd in fds[1:]:
+                os.close(fd)
+
+    def _fork(self, fd: int, load: dict | None) -> None:
+        pid = os.fork()
+        if pid:
+            os.close(fd)
+            self.chan.send(("ok", pid))
+            return
+        chan = Channel.from_fd(fd)
+        status = 0
+        try:
+            self.chan.sock.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            clone = CloneProcess(self.frozen)
+            if load is None:
+                chan.send(("ok", clone.refresh()))
+                clone.serve(chan)
+            else:
+                become_function_template(clone, load, chan)
+        except ChannelClosed:
+            pass
+        except BaseException as e:
+            log.exception("clone failed")
+            try:
+                chan.send(("error", f"{type(e).__name__}: {e}"))
+            except ChannelClosed:
+                pass
+            status = 1
+        finally:
+            os._exit(status)
+
+
+def become_function_template(clone: CloneProcess, load: dict, chan: Channel) -> None:
+    """Run the load request in this clone, then freeze it as a template of its own."""
+    usf = clone.usf
+    t0 = time.perf_counter()
+    result = usf.invoke(load["request"], timeout=load.get("timeout"))
+    if not result.ok:
+        error = result.error or {}
+        text = error.get("traceback") or error.get("message") or str(error)
+        chan.send(("error", f"loading the function failed: {text}"))
+        return
+    usf.startup_ms = (time.perf_counter() - t0) * 1e3
+    assert usf.vm is not None
+    for mem in usf.vm.memory().values():
+        mem.copy_to_new_file()
+    frozen = Frozen(usf)
+    info = frozen.info()
+    info["load"] = asdict(result)
+    chan.send(("ok", info))
+    TemplateProcess(frozen, chan).serve()
+
+
+def start_template(chan: Channel, image_path: str, config: UsfConfig) -> None:
+    try:
+        usf = Usf(ImageArchive.open(image_path), config)
+        usf.start()
+        frozen = Frozen(usf)
+    except Exception as e:
+        log.exception("the template did not start")
+        chan.send(("error", f"{type(e).__name__}: {e}"))
+        return
+    chan.send(("ok", frozen.info()))
+    TemplateProcess(frozen, chan).serve()
+
+
+def load_template(chan: Channel, directory: str) -> None:
+    from .snapshot import load
+
+    try:
+        frozen = load(directory)
+    except Exception as e:
+        log.debug("snapshot refused", exc_info=True)
+        chan.send(("error", str(e)))
+        return
+    chan.send(("ok", frozen.info()))
+    TemplateProcess(frozen, chan).serve()
+
+
+def main(argv: list[str]) -> None:
+    logging.basicConfig(level=os.environ.get("USETL_LOG", "WARNING"), stream=sys.stderr)
+    chan = Channel.from_fd(int(argv[1]))
+    msg, _ = chan.recv()
+    if msg[0] == "start":
+        start_template(chan, msg[1], msg[2])
+    elif msg[0] == "load":
+        load_template(chan, msg[1])
+    else:
+        chan.send(("error", f"unknown first request {msg[0]!r}"))
+
+
+if __name__ == "__main__":
+    main(sys.argv)
+
+
