@@ -46,3 +46,124 @@ def image(image_path):
     from usetl.image import ImageArchive
 
     return ImageArchive.open(image_path)
+
+
+class LocalHttpServer:
+    """A real HTTP server on 127.0.0.1 for ETL and socket tests.
+
+    GET serves what add() stored (with Content-Length, or without it and then
+    closing, under /nolength/...), redirect() answers a path with a redirect,
+    anything else is 404. POST stores the body and answers JSON with its size
+    and sha256. Every request is recorded in `requests` (method, path, Host header).
+    """
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format, *args):
+                pass
+
+            def do_GET(self):
+                server.requests.append(("GET", self.path, self.headers.get("Host")))
+                if self.path in server.redirects:
+                    status, location = server.redirects[self.path]
+                    self.send_response(status)
+                    self.send_header("Location", location)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                path = self.path.removeprefix("/nolength")
+                body = server.blobs.get(path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                if path == self.path:
+                    self.send_header("Content-Length", str(len(body)))
+                else:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                import hashlib
+                import json
+
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                server.requests.append(("POST", self.path, self.headers.get("Host")))
+                server.posts.append((self.path, self.headers.get("Content-Type"), body))
+                if self.path in server.redirects:
+                    status, location = server.redirects[self.path]
+                    self.send_response(status)
+                    self.send_header("Location", location)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                answer = json.dumps(
+                    {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+        self.blobs: dict[str, bytes] = {}
+        self.redirects: dict[str, tuple[int, str]] = {}
+        self.requests: list[tuple[str, str, str | None]] = []
+        self.posts: list[tuple[str, str | None, bytes]] = []
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
+        self.thread.start()
+
+    def add(self, path: str, body: bytes) -> str:
+        self.blobs[path] = body
+        return self.base + path
+
+    def redirect(self, path: str, location: str, status: int = 302) -> str:
+        self.redirects[path] = (status, location)
+        return self.base + path
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def http_server():
+    server = LocalHttpServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def closed_port():
+    """A port on 127.0.0.1 nothing listens on: connecting is refused."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def stalling_port():
+    """A port on 127.0.0.1 that accepts connections (in the kernel's backlog) and never answers."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    yield s.getsockname()[1]
+    s.close()

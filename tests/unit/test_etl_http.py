@@ -1,0 +1,227 @@
+"""The host's HTTP client against a real server on 127.0.0.1: bodies, errors, redirects, policy."""
+
+import hashlib
+import json
+import os
+import ssl
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from usetl.etl import EtlError, HttpClient, IoAccount, UrlPolicy
+
+MiB = 1 << 20
+
+
+def client_for(server, *extra: str, **kwargs) -> HttpClient:
+    return HttpClient(UrlPolicy([server.base + "/", *extra]), **kwargs)
+
+
+def fetch_error(client: HttpClient, url: str) -> EtlError:
+    with pytest.raises(EtlError) as e:
+        client.get(url, memoryview(bytearray(4096)))
+    return e.value
+
+
+@pytest.mark.parametrize("size", [0, 1024, 3 * MiB + 17])
+@pytest.mark.parametrize("length_header", [True, False])
+def test_get_streams_the_body_into_dest(http_server, size, length_header):
+    body = os.urandom(size)
+    http_server.add("/blob", body)
+    dest = bytearray(b"\xaa") * (size + 100)
+    url = http_server.base + ("/blob" if length_header else "/nolength/blob")
+    with client_for(http_server) as client:
+        t = client.get(url, memoryview(dest))
+    assert (t.url, t.status, t.size) == (url, 200, size)
+    assert hashlib.sha256(dest[:size]).hexdigest() == hashlib.sha256(body).hexdigest()
+    assert dest[size:] == b"\xaa" * 100  # nothing written past the body
+    assert t.headers["content-type"] == "application/octet-stream"
+    a = t.account
+    assert (a.requests, a.bytes_in, a.bytes_out) == (1, size, 0)
+    assert a.wall_s > 0 and a.host_cpu_s > 0
+    assert a.as_dict()["bytes_in"] == size
+
+
+@pytest.mark.parametrize("size", [1024, 2 * MiB + 5])
+def test_post_round_trip(http_server, size):
+    payload = bytearray(os.urandom(size))
+    dest = bytearray(1024)
+    with client_for(http_server) as client:
+        t = client.post(http_server.base + "/in", memoryview(payload), memoryview(dest), "text/csv")
+    path, content_type, received = http_server.posts[-1]
+    assert (path, content_type) == ("/in", "text/csv")
+    assert received == payload
+    answer = json.loads(dest[: t.size])
+    assert answer == {"size": size, "sha256": hashlib.sha256(payload).hexdigest()}
+    assert (t.account.bytes_out, t.account.bytes_in) == (size, t.size)
+
+
+def test_io_accounts_add_up(http_server):
+    http_server.add("/a", b"x" * 1000)
+    total = IoAccount()
+    with client_for(http_server) as client:
+        for _ in range(3):
+            total.add(client.get(http_server.base + "/a", memoryview(bytearray(1000))).account)
+        post = client.post(http_server.base + "/p", b"12345", memoryview(bytearray(200)))
+    total.add(post.account)
+    assert (total.requests, total.bytes_in, total.bytes_out) == (4, 3000 + post.size, 5)
+    assert total.wall_s >= post.account.wall_s > 0
+
+
+def test_http_error_status(http_server):
+    with client_for(http_server) as client:
+        e = fetch_error(client, http_server.base + "/missing")
+    assert (e.kind, e.status) == ("http_status", 404)
+    assert str(e) == f"{http_server.base}/missing: HTTP 404 Not Found"
+
+
+def test_connection_refused(closed_port):
+    url = f"http://127.0.0.1:{closed_port}/x"
+    with HttpClient(UrlPolicy([url])) as client:
+        e = fetch_error(client, url)
+    assert e.kind == "refused"
+    assert url in str(e)
+
+
+def test_timeout(stalling_port):
+    url = f"http://127.0.0.1:{stalling_port}/x"
+    with HttpClient(UrlPolicy([url]), timeout=0.3) as client:
+        assert fetch_error(client, url).kind == "timeout"
+
+
+def test_body_too_large(http_server):
+    http_server.add("/big", os.urandom(5000))
+    with client_for(http_server) as client:
+        for path in ("/big", "/nolength/big"):  # refused from the header, or while streaming
+            e = fetch_error(client, http_server.base + path)
+            assert e.kind == "too_large", path
+        # Exactly the size of dest fits.
+        assert client.get(http_server.base + "/big", memoryview(bytearray(5000))).size == 5000
+
+
+def test_url_outside_the_allow_list_makes_no_request(http_server):
+    http_server.add("/private/key", b"secret")
+    with HttpClient(UrlPolicy([http_server.base + "/public/"])) as client:
+        e = fetch_error(client, http_server.base + "/private/key")
+    assert e.kind == "denied"
+    assert http_server.requests == []
+
+
+def test_redirects_are_followed_within_the_policy(http_server):
+    http_server.add("/public/data", b"payload")
+    http_server.redirect("/public/old", "/public/moved")
+    http_server.redirect("/public/moved", http_server.base + "/public/data", 301)
+    dest = bytearray(100)
+    with client_for(http_server) as client:
+        t = client.get(http_server.base + "/public/old", memoryview(dest))
+    assert (t.url, t.size, bytes(dest[: t.size])) == (
+        http_server.base + "/public/data",
+        7,
+        b"payload",
+    )
+    assert t.account.requests == 1
+
+
+@pytest.mark.parametrize("location", ["http://169.254.169.254/latest/meta-data/", "other-port"])
+def test_redirect_to_a_denied_address_is_refused(http_server, location):
+    other = None
+    if location == "other-port":
+        from conftest import LocalHttpServer
+
+        other = LocalHttpServer()
+        other.add("/secret", b"secret")
+        location = other.base + "/secret"
+    try:
+        http_server.redirect("/public/go", location)
+        with HttpClient(UrlPolicy([http_server.base + "/public/"])) as client:
+            e = fetch_error(client, http_server.base + "/public/go")
+        assert e.kind == "denied"
+        assert e.url == location
+        if other is not None:
+            assert other.requests == []
+    finally:
+        if other is not None:
+            other.close()
+
+
+def test_redirect_loop_ends(http_server):
+    http_server.redirect("/a", "/b")
+    http_server.redirect("/b", "/a")
+    with client_for(http_server, max_redirects=3) as client:
+        e = fetch_error(client, http_server.base + "/a")
+    assert e.kind == "connection"
+    assert "more than 3 redirects" in str(e)
+    assert len(http_server.requests) == 4
+
+
+def test_post_redirected_with_303_becomes_get(http_server):
+    http_server.add("/result", b"done")
+    http_server.redirect("/submit", "/result", 303)
+    dest = bytearray(10)
+    with client_for(http_server) as client:
+        t = client.post(http_server.base + "/submit", b"abc", memoryview(dest))
+    assert bytes(dest[: t.size]) == b"done"
+    assert [r[:2] for r in http_server.requests] == [("POST", "/submit"), ("GET", "/result")]
+
+
+def test_connects_to_the_checked_address_and_sends_the_name(http_server):
+    http_server.add("/x", b"hi")
+    url = f"http://localhost:{http_server.port}/x"
+    with HttpClient(UrlPolicy([f"http://localhost:{http_server.port}/"])) as client:
+        assert client.get(url, memoryview(bytearray(2))).size == 2
+    assert http_server.requests[-1] == ("GET", "/x", f"localhost:{http_server.port}")
+
+
+def test_dns_failure_is_an_etl_error():
+    with HttpClient(UrlPolicy(["http://no-such-host.invalid/"])) as client:
+        assert fetch_error(client, "http://no-such-host.invalid/x").kind == "dns"
+
+
+@pytest.fixture
+def https_server(tmp_path):
+    """An HTTPS server on 127.0.0.1 whose self-signed certificate names only 'localhost'."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext",
+         "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    seen_sni: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format, *args):
+            pass
+
+        def do_GET(self):
+            body = b"over tls"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    ctx.sni_callback = lambda sock, name, _: seen_sni.append(name)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True).start()
+    yield httpd.server_address[1], ssl.create_default_context(cafile=str(cert)), seen_sni
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_https_checks_the_certificate_against_the_name(https_server):
+    port, trust, seen_sni = https_server
+    allow = [f"https://localhost:{port}/", f"https://127.0.0.1:{port}/"]
+    dest = bytearray(100)
+    with HttpClient(UrlPolicy(allow), verify=trust) as client:
+        t = client.get(f"https://localhost:{port}/x", memoryview(dest))
+        assert bytes(dest[: t.size]) == b"over tls"
+        assert seen_sni == ["localhost"]  # connected to 127.0.0.1, SNI is the name
+        # The certificate does not name 127.0.0.1: the check is real.
+        e = fetch_error(client, f"https://127.0.0.1:{port}/x")
+    assert e.kind == "connection"
+    assert "CERTIFICATE_VERIFY_FAILED" in str(e) or "certificate" in str(e).lower()
