@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from usetl.errors import UsetlError
 from usetl.image import ImageArchive, StderrProgress, default_image
 from usetl.libos.syscalls.args import s64
 from usetl.usf import Usf, UsfConfig
@@ -31,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="run this image file instead of the cached default")
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.add_argument("--trace", action="store_true", help="list every syscall and its result")
+    run.add_argument("--fork", type=int, default=0, metavar="N",
+                     help="start one template and run CODE in N copy-on-write clones of it")
     run.add_argument("code", metavar="CODE", help="Python source to run")
     run.set_defaults(func=run_code)
 
@@ -38,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_code(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     image = ImageArchive.open(args.image or default_image(args.cache, progress=StderrProgress()))
+    if args.fork:
+        return run_forked(args, image)
     with Usf(image, UsfConfig(mem_mib=args.mem, trace=args.trace)) as usf:
         usf.start()
         result = usf.run_code(args.code, timeout=args.timeout)
@@ -70,3 +75,36 @@ def run_code(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0 if result.ok else 1
+
+
+def run_forked(args: argparse.Namespace, image: ImageArchive) -> int:
+    from usetl.hyperfork import Template
+
+    if args.fork < 1 or args.trace:
+        raise UsetlError("--fork takes a count of at least 1, and cannot be combined with --trace")
+    t0 = time.perf_counter()
+    clones = []
+    with Template.start(image, config=UsfConfig(mem_mib=args.mem)) as template:
+        template_ms = (time.perf_counter() - t0) * 1e3
+        for _ in range(args.fork):
+            with template.fork() as clone:
+                result = clone.run_code(args.code, timeout=args.timeout)
+                clones.append({
+                    "pid": clone.pid, "instance": clone.instance,
+                    "fork_ms": round(clone.fork_ms, 3), "run_ms": round(result.total_ms, 3),
+                    "stdout": result.stdout, "stderr": result.stderr, "error": result.error,
+                })
+    ok = all(c["error"] is None for c in clones)
+    if args.json:
+        print(json.dumps({"template_ms": round(template_ms, 3), "clones": clones}))
+        return 0 if ok else 1
+    for i, c in enumerate(clones):
+        print(f"--- clone {i} (pid {c['pid']}): fork {c['fork_ms']:.1f} ms, "
+              f"run {c['run_ms']:.1f} ms", file=sys.stderr)
+        sys.stdout.write(c["stdout"])
+        sys.stdout.flush()
+        sys.stderr.write(c["stderr"])
+        if c["error"]:
+            sys.stderr.write(c["error"].get("traceback") or f"{c['error']['message']}\n")
+    print(f"usetl: template started in {template_ms:.1f} ms, {len(clones)} clones", file=sys.stderr)
+    return 0 if ok else 1

@@ -17,7 +17,11 @@ _LENGTH = struct.Struct("<I")
 MAX_FDS = 4
 
 
-class ChannelClosed(UsetlError):
+class HyperForkError(UsetlError):
+    """A template or clone could not be made, or failed."""
+
+
+class ChannelClosed(HyperForkError):
     """The process at the other end has gone (it exited or was killed)."""
 
 
@@ -81,6 +85,3 @@ class Channel:
     def close(self) -> None:
         self.sock.close()
 
-
-class HyperForkError(UsetlError):
-    """A template or clone could not be made, or failed."""

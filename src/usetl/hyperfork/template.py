@@ -26,7 +26,7 @@ from usetl.image import default_image
 from usetl.image.archive import ImageArchive
 from usetl.usf import InvocationResult, UsfConfig
 
-from .ipc import Channel, ChannelClosed, HyperForkError
+from .ipc import Channel, HyperForkError
 
 
 class Template:
@@ -74,7 +74,7 @@ class Template:
         theirs.close()
         try:
             reply = mine.request(first)
-        except (HyperForkError, ChannelClosed):
+        except HyperForkError:
             mine.close()
             process.wait()
             raise
@@ -88,7 +88,7 @@ class Template:
     ) -> Template:
         """A function template: a clone that ran `request` (the agent's load) and froze again.
 
-        `mounts` maps guest paths to host directories shown read-only (code, modules).
+        `mounts` maps names to host directories shown read-only at /name (code, modules).
         """
         chan = self._fork_channel({"request": request, "mounts": mounts or {}, "timeout": timeout})
         reply = _first_reply(chan)
@@ -116,6 +116,11 @@ class Template:
         self._check()
         return self.chan.request(("info",))[1]["memory_bytes"]
 
+    def memory_digests(self) -> dict[str, str]:
+        """sha256 of each guest memory (RAM, regions) as frozen."""
+        self._check()
+        return self.chan.request(("inspect", None))[1]["sha256"]
+
     def save(self, directory: str | os.PathLike) -> None:
         self._check()
         Path(directory).mkdir(parents=True, exist_ok=True)
@@ -132,7 +137,7 @@ class Template:
         self.closed = True
         try:
             self.chan.request(("close",))
-        except (HyperForkError, ChannelClosed):
+        except HyperForkError:
             _kill(self.pid)
         self.chan.close()
         if self.process is not None:
@@ -167,6 +172,7 @@ class Clone:
         self.chan = chan
         self.pid: int = info["pid"]
         self.instance: str = info["instance"]
+        self.timings: dict = info.get("timings", {})
         self.fork_ms = fork_ms
         self.closed = False
 
@@ -186,13 +192,22 @@ class Clone:
         return self.invoke({"kind": "invoke", "event": event, "context": context or {}}, timeout)
 
     def rollback(self) -> dict:
-        """Reset to the template's state; returns pages restored and milliseconds."""
+        """Reset to the template's exact state; returns {"pages", "ms"}.
+
+        Guest memory is then byte-identical to the template's; the next
+        request first gives the guest a fresh identity.
+        """
         if self.closed:
             raise HyperForkError("this clone is closed")
         return self.chan.request(("rollback",))[1]
 
     def memory(self) -> dict:
+        """This clone process's rss, pss and uss in bytes."""
         return self.chan.request(("memory",))[1]
+
+    def inspect(self, needle: bytes | None = None) -> dict:
+        """{"sha256": {memory: digest}, "found": [guest addresses of needle]}."""
+        return self.chan.request(("inspect", needle))[1]
 
     def close(self) -> None:
         if self.closed:
@@ -200,7 +215,7 @@ class Clone:
         self.closed = True
         try:
             self.chan.request(("close",))
-        except (HyperForkError, ChannelClosed):
+        except HyperForkError:
             pass
         _kill(self.pid)
         self.chan.close()

@@ -13,6 +13,7 @@ a template process itself.
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
 import os
 import signal
@@ -22,8 +23,10 @@ import uuid
 from dataclasses import asdict
 
 from usetl.image.archive import ImageArchive
+from usetl.libos.hostfs import HostDirFS
 from usetl.usf import Usf, UsfConfig
-from usetl.vm import Vm
+from usetl.vm import GuestMemory, RegionSpec, Vm
+from usetl.vm.vcpu_state import VcpuState
 
 from . import monitor_state
 from .ipc import Channel, ChannelClosed
@@ -32,21 +35,29 @@ log = logging.getLogger(__name__)
 
 
 class Frozen:
-    """A paused USF captured for cloning: its monitor, vCPU state and memory."""
+    """A paused USF captured for cloning: monitor state, vCPU state and guest memory.
 
-    def __init__(self, usf: Usf):
+    `usf` is the monitor state as live objects (clones inherit it by fork);
+    `state` is the same pickled (rollback and snapshots read it).
+    """
+
+    def __init__(self, usf: Usf, vcpu: VcpuState, state: bytes,
+                 memory: dict[str, GuestMemory], specs: list[RegionSpec]):
+        self.usf = usf
+        self.vcpu = vcpu
+        self.state = state
+        self.memory = memory
+        self.specs = specs
+
+    @classmethod
+    def capture(cls, usf: Usf) -> Frozen:
+        """Freeze a USF paused in the agent's wait; its VM is closed, its memory kept."""
         vm = usf.vm
         assert vm is not None
         vm.settle()
-        self.vcpu = vm.save_state()
-        self.state = monitor_state.dumps(usf)
-        self.usf = usf
+        frozen = cls(usf, vm.save_state(), monitor_state.dumps(usf), vm.memory(), vm.specs)
         vm.release()
-
-    @property
-    def memory(self):
-        assert self.usf.vm is not None
-        return self.usf.vm.memory()
+        return frozen
 
     def info(self) -> dict:
         return {
@@ -65,24 +76,31 @@ class CloneProcess:
     """One clone: a new VM over a private view of the template's memory."""
 
     def __init__(self, frozen: Frozen):
+        t0 = time.perf_counter()
         self.frozen = frozen
         usf = frozen.usf
-        old = usf.vm
-        assert old is not None
-        memory = old.memory()
-        for mem in memory.values():
+        for mem in frozen.memory.values():
             mem.make_private()
-        self.vm = Vm(usf.config.mem_mib, old.specs, memory=memory)
+        t1 = time.perf_counter()
+        self.vm = Vm(usf.config.mem_mib, frozen.specs, memory=frozen.memory)
+        t2 = time.perf_counter()
         self.vm.restore_state(frozen.vcpu)
         usf.attach(self.vm)
         self.usf = usf
         self.instance = uuid.uuid4().hex
+        self.needs_identity = False
+        t3 = time.perf_counter()
+        self.timings = {"map_ms": (t1 - t0) * 1e3, "vm_ms": (t2 - t1) * 1e3,
+                        "restore_ms": (t3 - t2) * 1e3}
 
     def refresh(self) -> dict:
+        t0 = time.perf_counter()
         result = self.usf.refresh_identity(self.instance)
         if not result.ok:
             raise RuntimeError(f"the clone's guest did not take its identity: {result.error}")
-        return {"pid": os.getpid(), "instance": self.instance}
+        self.timings["identity_ms"] = (time.perf_counter() - t0) * 1e3
+        self.timings["identity_syscalls"] = result.syscalls
+        return {"pid": os.getpid(), "instance": self.instance, "timings": self.timings}
 
     def rollback(self) -> dict:
         """Back to the template's exact state: dirtied pages, vCPU, monitor."""
@@ -96,10 +114,28 @@ class CloneProcess:
         externals = self.usf.externals()
         self.usf = monitor_state.loads(self.frozen.state, externals)
         self.usf.attach(self.vm)
-        restored_ms = (time.perf_counter() - t0) * 1e3
-        self.refresh()
-        return {"pages": pages, "restore_ms": restored_ms,
-                "total_ms": (time.perf_counter() - t0) * 1e3}
+        # The next request first gives the guest a fresh identity (see invoke).
+        self.needs_identity = True
+        return {"pages": pages, "ms": (time.perf_counter() - t0) * 1e3}
+
+    def invoke(self, request: dict, timeout: float | None) -> dict:
+        if self.needs_identity:
+            self.refresh()
+            self.needs_identity = False
+        return asdict(self.usf.invoke(request, timeout=timeout))
+
+    def inspect(self, needle: bytes | None) -> dict:
+        """Digests of guest memory and where `needle` occurs in it (for checking isolation)."""
+        out: dict = {"sha256": {}, "found": []}
+        for name, mem in self.vm.memory().items():
+            out["sha256"][name] = hashlib.sha256(mem.view).hexdigest()
+            if needle:
+                data = bytes(mem.view)
+                at = data.find(needle)
+                while at >= 0:
+                    out["found"].append(mem.gpa + at)
+                    at = data.find(needle, at + 1)
+        return out
 
     def serve(self, chan: Channel) -> None:
         while True:
@@ -107,14 +143,15 @@ class CloneProcess:
             op = msg[0]
             try:
                 if op == "invoke":
-                    result = self.usf.invoke(msg[1], timeout=msg[2])
-                    reply = ("ok", asdict(result))
+                    reply = ("ok", self.invoke(msg[1], msg[2]))
                 elif op == "rollback":
                     if not self.usf.alive:
                         raise RuntimeError("the clone's guest died; it cannot be rolled back")
                     reply = ("ok", self.rollback())
                 elif op == "memory":
                     reply = ("ok", _memory_usage())
+                elif op == "inspect":
+                    reply = ("ok", self.inspect(msg[1]))
                 elif op == "close":
                     chan.send(("ok", None))
                     return
@@ -158,6 +195,10 @@ class TemplateProcess:
                 self._fork(fds[0], msg[1])
             elif op == "info":
                 self.chan.send(("ok", self.frozen.info()))
+            elif op == "inspect":
+                digests = {n: hashlib.sha256(m.view).hexdigest()
+                           for n, m in self.frozen.memory.items()}
+                self.chan.send(("ok", {"sha256": digests}))
             elif op == "save":
                 try:
                     from .snapshot import save
@@ -208,6 +249,9 @@ class TemplateProcess:
 def become_function_template(clone: CloneProcess, load: dict, chan: Channel) -> None:
     """Run the load request in this clone, then freeze it as a template of its own."""
     usf = clone.usf
+    assert usf.kernel is not None
+    for name, host_dir in load["mounts"].items():
+        usf.kernel.ns.mount(name, HostDirFS(host_dir))
     t0 = time.perf_counter()
     result = usf.invoke(load["request"], timeout=load.get("timeout"))
     if not result.ok:
@@ -219,7 +263,7 @@ def become_function_template(clone: CloneProcess, load: dict, chan: Channel) -> 
     assert usf.vm is not None
     for mem in usf.vm.memory().values():
         mem.copy_to_new_file()
-    frozen = Frozen(usf)
+    frozen = Frozen.capture(usf)
     info = frozen.info()
     info["load"] = asdict(result)
     chan.send(("ok", info))
@@ -230,7 +274,7 @@ def start_template(chan: Channel, image_path: str, config: UsfConfig) -> None:
     try:
         usf = Usf(ImageArchive.open(image_path), config)
         usf.start()
-        frozen = Frozen(usf)
+        frozen = Frozen.capture(usf)
     except Exception as e:
         log.exception("the template did not start")
         chan.send(("error", f"{type(e).__name__}: {e}"))

@@ -12,6 +12,7 @@ import stat as st
 import struct
 import time
 from collections.abc import Callable
+from typing import Any
 
 from usetl.image.archive import Entry, ImageArchive
 
@@ -260,7 +261,14 @@ class Namespace:
         self.dev = StaticDir(3, dict(devices), DEV_DEVFS)
         self_dir = StaticDir(5, {"exe": StaticLink(6, executable, DEV_PROC)}, DEV_PROC)
         self.proc = StaticDir(4, {"self": self_dir}, DEV_PROC)
+        self.mounts: dict[str, Any] = {}
         self.cwd = "/"
+
+    def mount(self, name: str, fs: Any) -> None:
+        """Show a read-only file system (a HostDirFS) at /name."""
+        if not name or "/" in name or name in ("tmp", "dev", "proc"):
+            raise ValueError(f"cannot mount at /{name}")
+        self.mounts[name] = fs
 
     def _lookup(self, parts: list[str]) -> Node | None:
         """The node at a canonical path (no symlinks followed on the way)."""
@@ -269,6 +277,8 @@ class Namespace:
         top = parts[0]
         if top == "tmp":
             return self.tmp.walk(parts[1:])
+        if top in self.mounts:
+            return self.mounts[top].walk(parts[1:])
         if top in ("dev", "proc"):
             node: Node | None = self.dev if top == "dev" else self.proc
             for part in parts[1:]:

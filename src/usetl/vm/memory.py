@@ -124,7 +124,7 @@ class GuestMemory:
         """
         fd = os.memfd_create(f"usetl-{self.name}", os.MFD_CLOEXEC)
         os.ftruncate(fd, self.size)
-        for off, length in _data_ranges(self.fd, self.size) + self.written_ranges():
+        for off, length in data_ranges(self.fd, self.size) + self.written_ranges():
             os.pwrite(fd, self.view[off : off + length], off)
         hostmm.map_over(self.host_addr, self.size, fd, private=False)
         os.close(self.fd)
@@ -138,7 +138,7 @@ class GuestMemory:
         os.close(self.fd)
 
 
-def _data_ranges(fd: int, size: int) -> list[tuple[int, int]]:
+def data_ranges(fd: int, size: int) -> list[tuple[int, int]]:
     """The parts of a sparse file that hold data (everything else reads as zero)."""
     ranges = []
     off = 0

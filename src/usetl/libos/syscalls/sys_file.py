@@ -26,6 +26,7 @@ from ..files import (
     truncate_tmp,
 )
 from ..fs import DeviceNode, ImageNode, Resolved, TmpDir, TmpFile
+from ..hostfs import HostNode
 from .args import AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, s32, s64
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
         if writable:
             raise SyscallError(errno.EISDIR)
         f = DirFile(node, flags, r.path, r.parent or node)
-    elif isinstance(node, ImageNode):
+    elif isinstance(node, (ImageNode, HostNode)):
         if writable or flags & O_TRUNC:
             raise SyscallError(errno.EROFS)
         f = ImageFile(node, flags, r.path)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import SyscallError
 from ..fs import ImageNode, TmpFile
+from ..hostfs import HostNode
 from ..mm import PAGE_SIZE, page_up
 from .args import s32
 
@@ -42,7 +43,7 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int,
     if not f.readable:
         raise SyscallError(errno.EACCES)
     node = f.node
-    if not isinstance(node, (ImageNode, TmpFile)):
+    if not isinstance(node, (ImageNode, HostNode, TmpFile)):
         raise SyscallError(errno.ENODEV)
     if kind != MAP_PRIVATE and prot & PROT_WRITE:
         # Writes through a shared mapping would never reach the file.
@@ -57,7 +58,7 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int,
             return addr
     start = k.mm.map(addr, length, fixed, noreplace, f.path)
     if n:
-        if isinstance(node, ImageNode):
+        if isinstance(node, (ImageNode, HostNode)):
             data = node.read_at(offset, n)
         else:
             data = memoryview(node.data)[offset : offset + n]

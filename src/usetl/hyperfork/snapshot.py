@@ -1,0 +1,159 @@
+"""Templates on disk: memory files plus a versioned, checksummed state file.
+
+    DIR/state.usetl     magic, format version, sha256 of the body, body:
+                        JSON header (image, regions, memory files with sizes
+                        and checksums) + vCPU state + pickled monitor state
+    DIR/<name>.mem      one sparse file per guest memory (RAM, regions)
+
+Loading maps the memory files (clones map them copy-on-write), so pages
+come in as clones touch them; nothing is started again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import asdict
+from pathlib import Path
+
+from usetl.errors import UsetlError
+from usetl.image.archive import ImageArchive, ImageError
+from usetl.libos.fs import ImageFS
+from usetl.libos.syscalls.table import HANDLERS
+from usetl.usf import _shared_clock
+from usetl.vm import GuestMemory, RegionSpec
+from usetl.vm.memory import data_ranges
+from usetl.vm.vcpu_state import VcpuState
+
+from . import monitor_state
+
+MAGIC = b"USETLSNP"
+VERSION = 1
+STATE_FILE = "state.usetl"
+_HEAD = struct.Struct("<8sI32sQ")  # magic, version, sha256(body), len(body)
+_CHUNK = 1 << 20
+
+
+class SnapshotError(UsetlError):
+    """A snapshot could not be written, or is not one this version can load."""
+
+
+def save(frozen, directory: str) -> None:
+    """Write `frozen` (a worker.Frozen) to `directory`, atomically per file."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    image = frozen.usf.image
+    memories = []
+    for name, mem in frozen.memory.items():
+        path = out / f"{name}.mem"
+        memories.append({"name": name, "gpa": mem.gpa, "size": mem.size,
+                         "sha256": _copy_sparse(mem.fd, mem.size, path)})
+    header = {
+        "image": str(image.path), "image_digest": image.digest,
+        "regions": [asdict(spec) for spec in frozen.specs],
+        "memories": memories,
+    }
+    head = json.dumps(header).encode()
+    vcpu = frozen.vcpu.to_bytes()
+    body = struct.pack("<III", len(head), len(vcpu), len(frozen.state)) + head + vcpu + frozen.state
+    tmp = out / (STATE_FILE + ".tmp")
+    tmp.write_bytes(_HEAD.pack(MAGIC, VERSION, hashlib.sha256(body).digest(), len(body)) + body)
+    os.replace(tmp, out / STATE_FILE)
+
+
+def _copy_sparse(fd: int, size: int, path: Path) -> str:
+    """Copy the data parts of fd to a sparse file; the sha256 covers the whole content."""
+    digest = hashlib.sha256()
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.truncate(size)
+        for off, length in data_ranges(fd, size):
+            f.seek(off)
+            end = off + length
+            while off < end:
+                chunk = os.pread(fd, min(_CHUNK, end - off), off)
+                f.write(chunk)
+                digest.update(struct.pack("<Q", off))
+                digest.update(chunk)
+                off += len(chunk)
+    os.replace(tmp, path)
+    return digest.hexdigest()
+
+
+def _check_sparse(path: Path, size: int, expected: str) -> int:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        raise SnapshotError(f"snapshot memory file {path} cannot be opened: {e.strerror}") from None
+    if os.fstat(fd).st_size != size:
+        os.close(fd)
+        raise SnapshotError(f"snapshot memory file {path} is truncated or has the wrong size")
+    digest = hashlib.sha256()
+    for off, length in data_ranges(fd, size):
+        end = off + length
+        while off < end:
+            chunk = os.pread(fd, min(_CHUNK, end - off), off)
+            digest.update(struct.pack("<Q", off))
+            digest.update(chunk)
+            off += len(chunk)
+    if digest.hexdigest() != expected:
+        os.close(fd)
+        raise SnapshotError(f"snapshot memory file {path} fails its checksum")
+    return fd
+
+
+def load(directory: str):
+    """A worker.Frozen from a snapshot directory; refuses anything but an intact v1 snapshot."""
+    from .worker import Frozen
+
+    root = Path(directory)
+    try:
+        raw = (root / STATE_FILE).read_bytes()
+    except OSError as e:
+        raise SnapshotError(f"no snapshot in {root}: {e.strerror}") from None
+    if len(raw) < _HEAD.size:
+        raise SnapshotError(f"snapshot {root} is truncated")
+    magic, version, digest, length = _HEAD.unpack_from(raw)
+    if magic != MAGIC:
+        raise SnapshotError(f"{root} does not hold a usetl snapshot")
+    if version != VERSION:
+        raise SnapshotError(
+            f"snapshot {root} has format version {version}; this usetl reads version {VERSION}"
+            " (make the template again)"
+        )
+    body = raw[_HEAD.size :]
+    if len(body) != length:
+        raise SnapshotError(f"snapshot {root} is truncated")
+    if hashlib.sha256(body).digest() != digest:
+        raise SnapshotError(f"snapshot {root} fails its checksum")
+    head_len, vcpu_len, state_len = struct.unpack_from("<III", body)
+    off = 12
+    header = json.loads(body[off : off + head_len])
+    vcpu = VcpuState.from_bytes(body[off + head_len : off + head_len + vcpu_len])
+    state = body[off + head_len + vcpu_len :]
+    if len(state) != state_len:
+        raise SnapshotError(f"snapshot {root} is truncated")
+    try:
+        image = ImageArchive.open(header["image"])
+    except (OSError, ImageError) as e:
+        raise SnapshotError(
+            f"the snapshot's image {header['image']} is gone ({e}); run `usetl image build`"
+        ) from None
+    if image.digest != header["image_digest"]:
+        raise SnapshotError("the snapshot was made from another image; make the template again")
+    memory = {}
+    for m in header["memories"]:
+        fd = _check_sparse(root / f"{m['name']}.mem", m["size"], m["sha256"])
+        memory[m["name"]] = GuestMemory(m["name"], m["gpa"], m["size"], fd=fd)
+    externals: dict[str, object] = {
+        "vm": None, "image": image, "imagefs": ImageFS(image),
+        "clock": _shared_clock(), "handlers": HANDLERS,
+    }
+    for name, mem in memory.items():
+        externals[f"mem:{name}"] = mem
+        externals[f"view:{name}"] = mem.view
+    usf = monitor_state.loads(state, externals)
+    specs = [RegionSpec(**r) for r in header["regions"]]
+    return Frozen(usf, vcpu, state, memory, specs)

@@ -1,0 +1,78 @@
+"""Read-only host directories in the guest tree: a function's code, the module store.
+
+Every path component is looked up with lstat inside the mounted directory;
+a host symlink is shown to the guest as a symlink and resolved by the
+Namespace inside the guest's own tree, so no path leaves the mount.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as st
+
+from .errors import SyscallError
+from .fs import Node
+
+DEV_HOSTFS = 0x2A
+
+
+class HostNode(Node):
+    dev = DEV_HOSTFS
+
+    def __init__(self, path: str, info: os.stat_result):
+        # Only permission and type bits: no set-id bits from the host.
+        super().__init__(st.S_IFMT(info.st_mode) | (info.st_mode & 0o555), info.st_ino,
+                         info.st_mtime_ns)
+        self.path = path
+        self._size = info.st_size
+
+    @property
+    def size(self) -> int:
+        return self._size if not self.is_dir else 4096
+
+    def readlink(self) -> str:
+        if not self.is_symlink:
+            raise SyscallError(errno.EINVAL)
+        return os.readlink(self.path)
+
+    def children(self) -> list[tuple[str, Node]]:
+        if not self.is_dir:
+            raise SyscallError(errno.ENOTDIR)
+        out: list[tuple[str, Node]] = []
+        with os.scandir(self.path) as it:
+            for entry in it:
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                out.append((entry.name, HostNode(entry.path, info)))
+        return out
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as e:
+            raise SyscallError(e.errno or errno.EIO) from None
+        try:
+            return os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+
+
+class HostDirFS:
+    def __init__(self, root: str):
+        self.root = os.path.realpath(root)
+        if not os.path.isdir(self.root):
+            raise NotADirectoryError(f"{root} is not a directory")
+
+    def walk(self, parts: list[str]) -> HostNode | None:
+        path = self.root
+        for part in parts:
+            if part in ("", ".", "..") or "/" in part:
+                return None
+            path = os.path.join(path, part)
+        try:
+            return HostNode(path, os.lstat(path))
+        except OSError:
+            return None

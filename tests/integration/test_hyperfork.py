@@ -1,0 +1,206 @@
+"""HyperFork: templates, copy-on-write clones, rollback and snapshots, with real VMs."""
+
+import json
+import os
+import struct
+import time
+import uuid
+
+import pytest
+
+from usetl.hyperfork import HyperForkError, Template
+
+pytestmark = pytest.mark.kvm
+
+FUNCTION = '''
+import json, csv, decimal, random, uuid, time
+LOADED_AT = time.time()
+IMPORTS = 1
+def handler(event, context):
+    return {"sum": sum(event["values"])}
+'''
+
+LOAD = {"kind": "exec", "code": "import sys; sys.path.insert(0, '/fn'); import fn"}
+
+
+@pytest.fixture(scope="module")
+def base(image_path):
+    t = Template.start(image_path)
+    yield t
+    t.close()
+
+
+@pytest.fixture(scope="module")
+def function_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fn")
+    (d / "fn.py").write_text(FUNCTION)
+    return d
+
+
+@pytest.fixture(scope="module")
+def fn_template(base, function_dir):
+    t = base.load_function(LOAD, mounts={"fn": str(function_dir)})
+    yield t
+    t.close()
+
+
+def out(result):
+    assert result.error is None, result.error
+    return result.stdout
+
+
+def test_a_clone_runs_code_and_is_a_separate_process(base):
+    with base.fork() as clone:
+        assert clone.pid not in (os.getpid(), base.pid)
+        assert out(clone.run_code("print(6 * 7)")) == "42\n"
+
+
+def test_one_hundred_clones_never_share_random_values(fn_template):
+    code = "import os, random, uuid; print(os.urandom(16).hex(), random.random(), uuid.uuid4())"
+    seen = []
+    for _ in range(100):
+        with fn_template.fork() as clone:
+            seen.append(out(clone.run_code(code)).split())
+    for column in range(3):
+        values = [row[column] for row in seen]
+        assert len(set(values)) == 100, f"column {column} repeats across clones"
+
+
+def test_a_clone_has_its_own_instance_id_and_the_host_clock(base):
+    with base.fork() as a, base.fork() as b:
+        code = "import os, time; print(os.environ['USETL_INSTANCE_ID'], time.time())"
+        ida, ta = out(a.run_code(code)).split()
+        idb, _ = out(b.run_code(code)).split()
+        assert ida == a.instance and idb == b.instance and ida != idb
+        assert abs(float(ta) - time.time()) < 1.0
+
+
+def test_a_function_clone_does_not_import_again(fn_template):
+    code = "import sys, fn; print(len(sys.modules), fn.LOADED_AT, fn.IMPORTS)"
+    with fn_template.fork() as clone:
+        before = time.time()
+        modules, loaded_at, imports = out(clone.run_code(code)).split()
+        again = out(clone.run_code(code)).split()
+    assert float(loaded_at) < before  # module-level code ran in the template, not here
+    assert imports == "1" and again[0] == modules  # nothing new was imported
+    assert "csv" in out_modules(fn_template)
+
+
+def out_modules(template):
+    with template.fork() as clone:
+        return out(clone.run_code("import sys; print(sorted(sys.modules))"))
+
+
+def test_rollback_restores_memory_exactly_and_leaves_no_secret(fn_template):
+    template_digests = fn_template.memory_digests()
+    with fn_template.fork() as clone:
+        secret = out(clone.run_code(
+            "import os\n"
+            "SECRET = os.urandom(24).hex()\n"
+            "heap = [SECRET * 50 for _ in range(100)]\n"
+            "open('/tmp/secret', 'w').write(SECRET)\n"
+            "print(SECRET)\n"
+        )).strip()
+        assert clone.inspect(secret.encode())["found"], "the secret should be in guest memory"
+        info = clone.rollback()
+        assert info["pages"] > 0
+        after = clone.inspect(secret.encode())
+        assert after["sha256"] == template_digests
+        assert after["found"] == []
+        code = "import os\nprint(os.path.exists('/tmp/secret'), 'SECRET' in globals())"
+        assert out(clone.run_code(code)) == "False False\n"
+        assert clone.inspect(secret.encode())["found"] == []
+
+
+def test_killing_a_clone_leaves_the_template_and_other_clones_working(base):
+    with base.fork() as survivor:
+        victim = base.fork()
+        victim.kill()
+        with pytest.raises(HyperForkError):
+            for _ in range(3):  # the socket may take a moment to report the death
+                victim.run_code("print(1)")
+                time.sleep(0.05)
+        victim.close()
+        assert out(survivor.run_code("print('alive')")) == "alive\n"
+        with base.fork() as fresh:
+            assert out(fresh.run_code("print('fresh')")) == "fresh\n"
+
+
+def test_a_crashed_guest_ends_its_clone_only(base):
+    with base.fork() as clone:
+        result = clone.run_code("import ctypes; ctypes.string_at(8)")
+        assert result.error["type"] == "GuestFault"
+        with pytest.raises(HyperForkError, match="died"):
+            clone.rollback()
+    with base.fork() as other:
+        assert out(other.run_code("print(3)")) == "3\n"
+
+
+def test_a_failing_load_is_a_clear_error(base):
+    with pytest.raises(HyperForkError, match="ModuleNotFoundError"):
+        base.load_function({"kind": "exec", "code": "import no_such_module_here"})
+
+
+def test_snapshot_round_trip_needs_no_start(fn_template, tmp_path):
+    fn_template.save(tmp_path / "snap")
+    loaded = Template.load(tmp_path / "snap")
+    try:
+        assert loaded.memory_digests() == fn_template.memory_digests()
+        with loaded.fork() as clone:
+            code = "import fn; print(fn.handler({'values': [1, 2, 3]}, None)['sum'], fn.IMPORTS)"
+            assert out(clone.run_code(code)) == "6 1\n"
+            clone.rollback()
+            assert out(clone.run_code("print('ok')")) == "ok\n"
+    finally:
+        loaded.close()
+
+
+def _corrupt_state(path):
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _other_version(path):
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, 8, 99)
+    path.write_bytes(bytes(data))
+
+
+def _truncate_memory(path):
+    mem = path.parent / "ram.mem"
+    os.truncate(mem, os.path.getsize(mem) // 2)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_corrupt_state, "checksum"),
+        (_other_version, "format version 99"),
+        (_truncate_memory, "truncated or has the wrong size"),
+        (lambda p: p.write_bytes(p.read_bytes()[:40]), "truncated"),
+        (lambda p: p.unlink(), "no snapshot"),
+    ],
+)
+def test_a_damaged_snapshot_is_refused(base, tmp_path, damage, message):
+    snap = tmp_path / "snap"
+    base.save(snap)
+    damage(snap / "state.usetl")
+    with pytest.raises(HyperForkError, match=message):
+        Template.load(snap)
+
+
+def test_the_cli_runs_one_invocation_in_n_clones(image_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "usetl", "vm", "run", "--image", str(image_path), "--fork", "3",
+         "--json", "--", "import os; print(os.environ['USETL_INSTANCE_ID'])"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    ids = [clone["stdout"].strip() for clone in report["clones"]]
+    assert len(ids) == 3 and len(set(ids)) == 3
+    assert all(uuid.UUID(i) for i in ids)
