@@ -55,11 +55,18 @@ def test_a_clone_runs_code_and_is_a_separate_process(base):
         assert out(clone.run_code("print(6 * 7)")) == "42\n"
 
 
+def test_a_warmed_clone_ran_its_warm_up_and_then_took_a_fresh_identity(base):
+    with base.fork(warm=True) as a, base.fork(warm=False) as b:
+        code = "import os; print(os.environ['USETL_INSTANCE_ID'])"
+        assert out(a.run_code(code)).strip() == a.instance
+        assert out(b.run_code(code)).strip() == b.instance
+
+
 def test_one_hundred_clones_never_share_random_values(fn_template):
     code = "import os, random, uuid; print(os.urandom(16).hex(), random.random(), uuid.uuid4())"
     seen = []
     for _ in range(100):
-        with fn_template.fork() as clone:
+        with fn_template.fork(warm=False) as clone:
             seen.append(out(clone.run_code(code)).split())
     for column in range(3):
         values = [row[column] for row in seen]

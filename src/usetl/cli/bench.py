@@ -19,17 +19,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--cache", type=Path, default=None, metavar="DIR")
     s.add_argument("--json", action="store_true", help="print the numbers as JSON")
     s.set_defaults(func=run_startup)
+    f = commands.add_parser("fork", help="HyperFork: fork, first request, rollback, memory")
+    f.add_argument("--runs", type=int, default=30, help="clones to time (default 30)")
+    f.add_argument("--cache", type=Path, default=None, metavar="DIR")
+    f.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    f.set_defaults(func=run_fork)
+
+
+def _say(msg: str) -> None:
+    if sys.stderr.isatty():
+        print(f"\r\033[Kbench: {msg}", end="", file=sys.stderr, flush=True)
+
+
+def _done() -> None:
+    if sys.stderr.isatty():
+        print("\r\033[K", end="", file=sys.stderr)
 
 
 def run_startup(args: argparse.Namespace) -> int:
     image = ImageArchive.open(default_image(args.cache, progress=StderrProgress()))
-
-    def say(msg: str) -> None:
-        if sys.stderr.isatty():
-            print(f"\r\033[Kbench: {msg}", end="", file=sys.stderr, flush=True)
-
-    result = startup.run(image, args.runs, progress=say)
-    if sys.stderr.isatty():
-        print("\r\033[K", end="", file=sys.stderr)
+    result = startup.run(image, args.runs, progress=_say)
+    _done()
     print(json.dumps(result, indent=2) if args.json else startup.format_report(result))
+    return 0
+
+
+def run_fork(args: argparse.Namespace) -> int:
+    from usetl.bench import fork
+
+    image = ImageArchive.open(default_image(args.cache, progress=StderrProgress()))
+    result = fork.run(image, args.runs, progress=_say)
+    _done()
+    print(json.dumps(result, indent=2) if args.json else fork.format_report(result))
     return 0

@@ -94,18 +94,22 @@ class Template:
         reply = _first_reply(chan)
         return Template(chan, reply[1])
 
-    def fork(self) -> Clone:
-        """A new clone, warmed and with its own identity, ready for one invocation at a time."""
+    def fork(self, warm: bool = True) -> Clone:
+        """A new clone with its own identity, ready for one invocation at a time.
+
+        `warm` runs a no-op request and a rollback in it first, so that its
+        first real request does not pay for first-touch page faults.
+        """
         t0 = time.perf_counter()
-        chan = self._fork_channel(None)
+        chan = self._fork_channel(None, warm)
         reply = _first_reply(chan)
         return Clone(chan, reply[1], (time.perf_counter() - t0) * 1e3)
 
-    def _fork_channel(self, load: dict | None) -> Channel:
+    def _fork_channel(self, load: dict | None, warm: bool = False) -> Channel:
         self._check()
         mine, theirs = Channel.pair()
         try:
-            self.chan.request(("fork", load), fds=(theirs.fileno(),))
+            self.chan.request(("fork", load, warm), fds=(theirs.fileno(),))
         finally:
             theirs.close()
         return mine

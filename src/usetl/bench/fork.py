@@ -1,0 +1,94 @@
+"""HyperFork numbers: fork, first request, rollback, recycle, memory per clone."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+from usetl.hyperfork import Template
+from usetl.image import ImageArchive
+
+from .startup import percentile
+
+REQUEST = "x = 1"
+DIRTY = "buf = bytearray({n} * 4096)\nfor i in range(0, len(buf), 4096): buf[i] = 1"
+
+
+def _summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "p95": percentile(values, 0.95),
+            "p99": percentile(values, 0.99), "n": len(values)}
+
+
+def run(image: ImageArchive, runs: int = 30, held: tuple[int, ...] = (1, 10, 50),
+        progress: Callable[[str], None] = lambda s: None) -> dict:
+    t0 = time.perf_counter()
+    template = Template.start(image)
+    out: dict = {"template_start_ms": (time.perf_counter() - t0) * 1e3}
+    try:
+        fork_ms, first_ms, fork_to_result, rollback_ms, recycled_ms = [], [], [], [], []
+        for i in range(runs):
+            progress(f"fork {i + 1}/{runs}")
+            t = time.perf_counter()
+            with template.fork() as clone:
+                fork_ms.append(clone.fork_ms)
+                r = clone.run_code(REQUEST)
+                first_ms.append(r.total_ms)
+                fork_to_result.append((time.perf_counter() - t) * 1e3)
+                rollback_ms.append(clone.rollback()["ms"])
+                clone.run_code(REQUEST)  # takes the fresh identity
+                t = time.perf_counter()
+                clone.run_code(REQUEST)
+                recycled_ms.append((time.perf_counter() - t) * 1e3)
+        out["fork_ms"] = _summary(fork_ms)
+        out["first_request_ms"] = _summary(first_ms)
+        out["fork_to_result_ms"] = _summary(fork_to_result)
+        out["rollback_ms"] = _summary(rollback_ms)
+        out["recycled_request_ms"] = _summary(recycled_ms)
+        out["rollback_by_pages"] = []
+        with template.fork() as clone:
+            for pages in (16, 256, 4096, 16384):
+                progress(f"rollback of {pages} dirtied pages")
+                clone.run_code(DIRTY.format(n=pages))
+                info = clone.rollback()
+                out["rollback_by_pages"].append({"dirtied": pages, **info})
+        out["memory"] = []
+        for n in held:
+            progress(f"memory with {n} clones held")
+            clones = [template.fork() for _ in range(n)]
+            try:
+                for c in clones:
+                    c.run_code(REQUEST)
+                usage = [c.memory() for c in clones]
+            finally:
+                for c in clones:
+                    c.close()
+            out["memory"].append({
+                "clones": n,
+                "uss_mib": statistics.mean(u["uss"] for u in usage) / 2**20,
+                "pss_mib": statistics.mean(u["pss"] for u in usage) / 2**20,
+            })
+        out["template_memory_mib"] = template.memory_bytes() / 2**20
+    finally:
+        template.close()
+    return out
+
+
+def format_report(r: dict) -> str:
+    lines = [f"template start        {r['template_start_ms']:8.1f} ms (once per template)"]
+    for key, label in (("fork_ms", "fork (ready, warmed)"),
+                       ("first_request_ms", "first request"),
+                       ("fork_to_result_ms", "fork to result"),
+                       ("rollback_ms", "rollback"),
+                       ("recycled_request_ms", "request after rollback")):
+        s = r[key]
+        lines.append(f"{label:22}{s['median']:8.2f} ms median, p95 {s['p95']:.2f}, "
+                     f"p99 {s['p99']:.2f} (n={s['n']})")
+    for row in r["rollback_by_pages"]:
+        lines.append(f"rollback, {row['dirtied']:6} pages dirtied: {row['pages']:6} restored "
+                     f"in {row['ms']:.2f} ms")
+    for row in r["memory"]:
+        lines.append(f"{row['clones']:4} clones held: USS {row['uss_mib']:.2f} MiB, "
+                     f"PSS {row['pss_mib']:.2f} MiB per clone")
+    lines.append(f"template guest memory {r['template_memory_mib']:.1f} MiB resident")
+    return "\n".join(lines)
