@@ -211,3 +211,12 @@ def test_the_cli_runs_one_invocation_in_n_clones(image_path):
     ids = [clone["stdout"].strip() for clone in report["clones"]]
     assert len(ids) == 3 and len(set(ids)) == 3
     assert all(uuid.UUID(i) for i in ids)
+
+
+def test_clones_touching_memory_do_not_grow_the_template_for_good(base):
+    frozen = base.memory_bytes()
+    with base.fork(warm=False) as clone:
+        out(clone.run_code("b = bytearray(96 << 20); b[::4096] = b'x' * len(b[::4096])"))
+    assert base.memory_bytes() > frozen + (64 << 20)  # the clone's faults added zero pages
+    base.fork(warm=False).close()  # a fork trims them
+    assert base.memory_bytes() <= frozen + (1 << 20)

@@ -26,6 +26,7 @@ from usetl.image.archive import ImageArchive
 from usetl.libos.hostfs import HostDirFS
 from usetl.usf import Usf, UsfConfig
 from usetl.vm import GuestMemory, RegionSpec, Vm
+from usetl.vm.memory import data_ranges
 from usetl.vm.vcpu_state import VcpuState
 
 from . import monitor_state
@@ -48,6 +49,8 @@ class Frozen:
         self.state = state
         self.memory = memory
         self.specs = specs
+        # What the memory files hold when frozen, before any clone touched them.
+        self.data = {name: data_ranges(m.fd, m.size) for name, m in memory.items()}
 
     @classmethod
     def capture(cls, usf: Usf) -> Frozen:
@@ -59,6 +62,13 @@ class Frozen:
         vm.release()
         return frozen
 
+    def trim(self) -> None:
+        """Give back the zero pages clones' faults added to the memory files (see trim_outside)."""
+        for name, mem in self.memory.items():
+            keep = self.data[name]
+            if _resident(mem.fd) > sum(n for _, n in keep) + TRIM_SLACK:
+                mem.trim_outside(keep)
+
     def info(self) -> dict:
         return {
             "pid": os.getpid(),
@@ -66,6 +76,10 @@ class Frozen:
             "memory_bytes": sum(_resident(m.fd) for m in self.memory.values()),
             "state_bytes": len(self.state),
         }
+
+
+# How far a template's memory file may grow with clones' zero pages before it is trimmed.
+TRIM_SLACK = 16 << 20
 
 
 def _resident(fd: int) -> int:
@@ -241,6 +255,7 @@ class TemplateProcess:
         if pid:
             os.close(fd)
             self.chan.send(("ok", pid))
+            self.frozen.trim()
             return
         chan = Channel.from_fd(fd)
         status = 0

@@ -116,6 +116,19 @@ class GuestMemory:
             if done != length:
                 raise GuestMemoryError(f"short read restoring {self.name} at {off:#x}")
 
+    def trim_outside(self, keep: list[tuple[int, int]]) -> None:
+        """Punch out of the file everything but `keep` (sorted (offset, length) ranges).
+
+        A page a clone faults on where the file has a hole becomes a (zero)
+        page of the file, even in a private mapping, so a template's file
+        grows with its clones' touches; those pages are zero and can go.
+        """
+        off = 0
+        for start, length in keep + [(self.size, 0)]:
+            if start > off:
+                hostmm.punch_hole(self.fd, off, start - off)
+            off = max(off, start + length)
+
     def copy_to_new_file(self) -> None:
         """Put the current contents in a file of their own, mapped shared in place.
 
