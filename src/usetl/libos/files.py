@@ -8,7 +8,7 @@ import struct
 import time
 
 from .errors import SyscallError
-from .fs import ImageNode, Node, TmpFile, TmpFS, dirent_type
+from .fs import ImageNode, Node, StaticFile, TmpFile, TmpFS, dirent_type
 
 O_ACCMODE = 3
 O_RDONLY, O_WRONLY, O_RDWR = 0, 1, 2
@@ -87,7 +87,9 @@ class OpenFile:
 
 
 class ImageFile(OpenFile):
-    node: ImageNode
+    """A read-only file: from the image, a host mount, or one the monitor wrote (StaticFile)."""
+
+    node: ImageNode | StaticFile
 
     def read_at(self, offset: int, length: int) -> bytes | memoryview:
         if self.node.is_dir:

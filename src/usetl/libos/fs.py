@@ -221,6 +221,22 @@ class StaticDir(Node):
         return sorted(self.entries.items())
 
 
+class StaticFile(Node):
+    """A read-only file whose bytes the monitor wrote (the /etc overlay)."""
+
+    def __init__(self, ino: int, data: bytes, dev: int):
+        super().__init__(st.S_IFREG | 0o444, ino, time.time_ns())
+        self.data = data
+        self.dev = dev
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def read_at(self, offset: int, length: int) -> memoryview:
+        return memoryview(self.data)[offset : offset + length]
+
+
 class StaticLink(Node):
     def __init__(self, ino: int, target: str, dev: int):
         super().__init__(st.S_IFLNK | 0o777, ino)
@@ -252,7 +268,12 @@ class Resolved:
 
 
 class Namespace:
-    """The guest's single directory tree: image at /, tmpfs at /tmp, /dev, /proc."""
+    """The guest's single directory tree: image at /, tmpfs at /tmp, /dev, /proc.
+
+    The image has no /etc; once the monitor writes a file with put_etc() (the
+    resolver's hosts and nsswitch.conf when sockets are allowed), /etc is a
+    directory of those files only.
+    """
 
     def __init__(self, image: ImageArchive, tmpfs_limit: int, devices: dict[str, DeviceNode],
                  executable: str):
@@ -262,6 +283,7 @@ class Namespace:
         self_dir = StaticDir(5, {"exe": StaticLink(6, executable, DEV_PROC)}, DEV_PROC)
         self.proc = StaticDir(4, {"self": self_dir}, DEV_PROC)
         self.mounts: dict[str, Any] = {}
+        self.etc: StaticDir | None = None
         self.cwd = "/"
 
     def mount(self, name: str, fs: Any) -> None:
@@ -269,6 +291,16 @@ class Namespace:
         if not name or "/" in name or name in ("tmp", "dev", "proc"):
             raise ValueError(f"cannot mount at /{name}")
         self.mounts[name] = fs
+
+    def put_etc(self, name: str, data: bytes) -> None:
+        """Create or replace /etc/<name>, read-only to the guest."""
+        if not name or "/" in name or name in (".", ".."):
+            raise ValueError(f"not a file name: {name!r}")
+        if self.etc is None:
+            self.etc = StaticDir(7, {}, DEV_PROC)
+        old = self.etc.entries.get(name)
+        ino = old.ino if old is not None else 8 + len(self.etc.entries)
+        self.etc.entries[name] = StaticFile(ino, data, DEV_PROC)
 
     def _lookup(self, parts: list[str]) -> Node | None:
         """The node at a canonical path (no symlinks followed on the way)."""
@@ -279,16 +311,19 @@ class Namespace:
             return self.tmp.walk(parts[1:])
         if top in self.mounts:
             return self.mounts[top].walk(parts[1:])
-        if top in ("dev", "proc"):
-            node: Node | None = self.dev if top == "dev" else self.proc
-            for part in parts[1:]:
-                if not isinstance(node, StaticDir):
-                    return None
-                node = node.entries.get(part)
-                if node is None:
-                    return None
-            return node
-        return self.image.node("/" + "/".join(parts))
+        if top == "etc" and self.etc is not None:
+            node: Node | None = self.etc
+        elif top in ("dev", "proc"):
+            node = self.dev if top == "dev" else self.proc
+        else:
+            return self.image.node("/" + "/".join(parts))
+        for part in parts[1:]:
+            if not isinstance(node, StaticDir):
+                return None
+            node = node.entries.get(part)
+            if node is None:
+                return None
+        return node
 
     def resolve(self, path: str, follow: bool = True, base: str | None = None) -> Resolved:
         """Walk `path` from `base` (default the cwd), following symlinks inside the tree."""

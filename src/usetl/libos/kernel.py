@@ -21,6 +21,7 @@ from .errors import SyscallError
 from .files import FdTable, OutputFile
 from .fs import Namespace
 from .mm import AddressSpace
+from .net import SocketPolicy, hosts_file
 from .syscalls.numbers import SYSCALL_NAMES
 from .usermem import UserMemory
 
@@ -79,6 +80,18 @@ class Kernel:
         self.umask = 0o022
         self.blocked: tuple | None = None  # (handler, args) of a syscall waiting on the monitor
         self.last_file_map: tuple | None = None  # see sys_mmap
+        self.net: SocketPolicy | None = None  # where sockets may connect; None: no sockets
+
+    def allow_sockets(self, policy: SocketPolicy | None) -> None:
+        """Let the guest's TCP sockets connect where `policy` allows (None: no sockets).
+
+        The guest resolves names from /etc/hosts: the allowed host names,
+        resolved here on the host; nsswitch.conf keeps glibc off DNS.
+        """
+        self.net = policy
+        hosts = policy.allowed_hosts() if policy is not None else {}
+        self.ns.put_etc("hosts", hosts_file(hosts))
+        self.ns.put_etc("nsswitch.conf", b"hosts: files\n")
 
     # -- the dispatcher --------------------------------------------------------
 

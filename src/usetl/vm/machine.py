@@ -257,6 +257,11 @@ class Vm:
             if timer is not None:
                 timer.cancel()
 
+    @property
+    def deadline_hit(self) -> bool:
+        """Has run()'s deadline passed? A syscall handler that waits on the host checks this."""
+        return self._deadline_hit
+
     def interrupt(self) -> None:
         """Stop a running vCPU from another thread (the deadline)."""
         self._deadline_hit = True

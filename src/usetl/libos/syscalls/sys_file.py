@@ -15,6 +15,7 @@ from ..files import (
     O_DIRECTORY,
     O_EXCL,
     O_NOFOLLOW,
+    O_NONBLOCK,
     O_PATH,
     O_RDONLY,
     O_TMPFILE,
@@ -25,7 +26,7 @@ from ..files import (
     TmpOpenFile,
     truncate_tmp,
 )
-from ..fs import DeviceNode, ImageNode, Resolved, TmpDir, TmpFile
+from ..fs import DeviceNode, ImageNode, Resolved, StaticFile, TmpDir, TmpFile
 from ..hostfs import HostNode
 from .args import AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, s32, s64
 
@@ -108,7 +109,7 @@ def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
         if writable:
             raise SyscallError(errno.EISDIR)
         f = DirFile(node, flags, r.path, r.parent or node)
-    elif isinstance(node, (ImageNode, HostNode)):
+    elif isinstance(node, (ImageNode, HostNode, StaticFile)):
         if writable or flags & O_TRUNC:
             raise SyscallError(errno.EROFS)
         f = ImageFile(node, flags, r.path)
@@ -464,7 +465,7 @@ def sys_fcntl(k: Kernel, fd: int, cmd: int, arg: int, *_: int) -> int:
     if cmd == F_GETFL:
         return f.flags & ~O_CLOEXEC
     if cmd == F_SETFL:
-        changeable = O_APPEND | 0o4000  # O_APPEND, O_NONBLOCK
+        changeable = O_APPEND | O_NONBLOCK
         f.flags = (f.flags & ~changeable) | (arg & changeable)
         return 0
     if cmd in (F_GETLK, F_SETLK, F_SETLKW):
@@ -473,9 +474,12 @@ def sys_fcntl(k: Kernel, fd: int, cmd: int, arg: int, *_: int) -> int:
 
 
 def sys_ioctl(k: Kernel, fd: int, request: int, arg: int, *_: int) -> int:
-    k.fds.get(s32(fd))
+    f = k.fds.get(s32(fd))
     request &= 0xFFFFFFFF
-    if request in (FIONBIO, FIOCLEX, FIONCLEX):
+    if request == FIONBIO:  # CPython's setblocking() on a socket
+        f.flags = f.flags | O_NONBLOCK if k.mem.u32(arg) else f.flags & ~O_NONBLOCK
+        return 0
+    if request in (FIOCLEX, FIONCLEX):
         return 0
     raise SyscallError(errno.ENOTTY)
 

@@ -19,6 +19,7 @@ from . import sys_identity as ident
 from . import sys_mmap as mm
 from . import sys_random as rnd
 from . import sys_signal as sig
+from . import sys_socket as net
 from . import sys_thread as th
 from . import sys_time as tm
 from .numbers import NR
@@ -133,6 +134,27 @@ _ENTRIES = [
     Syscall("kill", sig.sys_kill, PARTIAL, "only to itself; default fatal actions end the USF"),
     Syscall("tgkill", sig.sys_tgkill, PARTIAL, "only to itself; default fatal actions end it"),
     Syscall("tkill", sig.sys_tkill, PARTIAL, "only to itself; default fatal actions end it"),
+    # sockets: TCP clients proxied to host sockets under the function's policy
+    Syscall("socket", net.sys_socket, PARTIAL, "TCP over IPv4/IPv6 only; EACCES with no policy"),
+    Syscall("connect", net.sys_connect, PARTIAL, "only where the policy allows, else EACCES"),
+    Syscall("sendto", net.sys_sendto, PARTIAL, "the address is ignored (connected stream)"),
+    Syscall("recvfrom", net.sys_recvfrom, FULL, "TCP reports no source address"),
+    Syscall("sendmsg", net.sys_sendmsg, PARTIAL, "no ancillary data"),
+    Syscall("recvmsg", net.sys_recvmsg, PARTIAL, "no ancillary data"),
+    Syscall("shutdown", net.sys_shutdown, FULL),
+    Syscall("getsockname", net.sys_getsockname, FULL),
+    Syscall("getpeername", net.sys_getpeername, FULL),
+    Syscall("setsockopt", net.sys_setsockopt, PARTIAL, "common TCP and socket options only"),
+    Syscall("getsockopt", net.sys_getsockopt, PARTIAL, "common TCP and socket options only"),
+    Syscall("bind", net.sys_bind, REFUSED, "no listening sockets: EPERM"),
+    Syscall("listen", net.sys_listen, REFUSED, "no listening sockets: EPERM"),
+    Syscall("accept", net.sys_accept, REFUSED, "no listening sockets: EPERM"),
+    Syscall("accept4", net.sys_accept4, REFUSED, "no listening sockets: EPERM"),
+    Syscall("socketpair", net.sys_socketpair, REFUSED, "no AF_UNIX: EACCES"),
+    Syscall("poll", net.sys_poll, FULL, "files other than sockets are always ready"),
+    Syscall("ppoll", net.sys_ppoll, PARTIAL, "the signal mask is ignored (never delivered)"),
+    Syscall("select", net.sys_select, FULL, "files other than sockets are always ready"),
+    Syscall("pselect6", net.sys_pselect6, PARTIAL, "the signal mask is ignored (never delivered)"),
     # threads and processes
     Syscall("exit", th.sys_exit_group, FULL, "one thread: ends the USF"),
     Syscall("exit_group", th.sys_exit_group, FULL),

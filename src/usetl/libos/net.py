@@ -1,0 +1,224 @@
+"""TCP client sockets proxied to real host sockets: the compatibility path.
+
+A guest socket is an OpenFile whose host socket is always non-blocking.
+A call the guest makes in blocking mode waits on the host in slices of
+WAIT_SLICE seconds and checks between them whether the VM's deadline has
+passed (the deadline thread cannot interrupt a host wait: Python retries it
+after the signal), so a guest blocked on a silent server still ends on time.
+Connections go only where the SocketPolicy allows (the monitor passes the
+function's UrlPolicy; this layer needs only the two methods below).
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import select
+import socket
+import stat as st
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Protocol
+
+from .errors import SyscallError
+from .files import O_NONBLOCK, O_RDWR, OpenFile
+from .fs import Node
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+WAIT_SLICE = 0.1  # seconds a blocked call waits on the host before checking the deadline
+MSG_PEEK, MSG_DONTWAIT, MSG_WAITALL, MSG_NOSIGNAL, MSG_MORE = 0x2, 0x40, 0x100, 0x4000, 0x8000
+
+POLLIN, POLLPRI, POLLOUT, POLLERR, POLLHUP, POLLNVAL = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20
+POLLRDNORM, POLLWRNORM = 0x40, 0x100
+
+Interrupted = Callable[[], bool]  # has the invocation's deadline passed?
+
+
+class SocketPolicy(Protocol):
+    """Where the guest may connect (usetl.etl.UrlPolicy is one)."""
+
+    def check_socket(self, host: str, port: int) -> list[str]:
+        """The addresses host:port may use; raises a UsetlError if it is denied."""
+        ...
+
+    def allowed_hosts(self) -> dict[str, list[str]]:
+        """Host names the guest may resolve, with their addresses (for /etc/hosts)."""
+        ...
+
+
+def hosts_file(hosts: dict[str, list[str]]) -> bytes:
+    lines = ["127.0.0.1 localhost", "::1 localhost"]
+    lines += [f"{ip} {name}" for name, ips in hosts.items() for ip in ips if name != "localhost"]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def wait_ready(
+    fds: dict[int, int], timeout: float | None, interrupted: Interrupted
+) -> dict[int, int]:
+    """Poll host fds (fd -> events) until one is ready or timeout (None: forever).
+
+    Returns fd -> revents for the ready ones (empty on timeout); raises
+    EINTR once the deadline has passed.
+    """
+    poller = select.poll()
+    for fd, events in fds.items():
+        poller.register(fd, events)
+    end = None if timeout is None else time.monotonic() + timeout
+    while True:
+        if interrupted():
+            raise SyscallError(errno.EINTR)
+        left = WAIT_SLICE if end is None else min(WAIT_SLICE, end - time.monotonic())
+        ready = poller.poll(max(left, 0) * 1000)
+        if ready or (end is not None and time.monotonic() >= end):
+            return dict(ready)
+
+
+_inodes = itertools.count(0x50000)
+
+
+class SocketFile(OpenFile):
+    """A TCP client socket: the guest's view of one host socket.
+
+    A socket does not survive into a clone (host sockets belong to one
+    process): a clone sees it as reset.
+    """
+
+    def __init__(self, kernel: Kernel, family: int, nonblocking: bool):
+        node = Node(st.S_IFSOCK | 0o777, next(_inodes))
+        super().__init__(node, O_RDWR | (O_NONBLOCK if nonblocking else 0), "socket:")
+        self.kernel = kernel
+        self.family = family
+        self.sock: socket.socket | None = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setblocking(False)
+        self.recv_timeout: float | None = None  # SO_RCVTIMEO, kept here: the host never blocks
+        self.send_timeout: float | None = None  # SO_SNDTIMEO
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["sock"] = None
+        return state
+
+    @property
+    def host(self) -> socket.socket:
+        if self.sock is None:
+            raise SyscallError(errno.ECONNRESET)
+        return self.sock
+
+    def interrupted(self) -> bool:
+        return self.kernel.vm.deadline_hit
+
+    def _blocks(self, flags: int = 0) -> bool:
+        return not (self.flags & O_NONBLOCK or flags & MSG_DONTWAIT)
+
+    def _retry(self, op: Callable[[], int], events: int, timeout: float | None, flags: int) -> int:
+        """op() on the host, waiting for `events` while it would block (in blocking mode)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                return op()
+            except BlockingIOError:
+                if not self._blocks(flags):
+                    raise SyscallError(errno.EAGAIN) from None
+            except OSError as e:
+                raise SyscallError(e.errno or errno.EIO) from None
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                raise SyscallError(errno.EAGAIN)
+            wait_ready({self.host.fileno(): events}, left, self.interrupted)
+
+    # -- the calls --------------------------------------------------------------
+
+    def connect(self, address: tuple) -> None:
+        sock = self.host
+        err = sock.connect_ex(address)
+        if err == 0:
+            return
+        if err != errno.EINPROGRESS or not self._blocks():
+            raise SyscallError(err)
+        ready = wait_ready({sock.fileno(): POLLOUT}, self.send_timeout, self.interrupted)
+        if not ready:
+            raise SyscallError(errno.EINPROGRESS)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise SyscallError(err)
+
+    def recv_into(self, dest: memoryview, flags: int) -> int:
+        """Receive into guest memory; a blocking call returns what has arrived, at least 1 B.
+
+        After the first bytes, it keeps taking what the host already holds (up
+        to len(dest)), so a large read costs few exits.
+        """
+        if not len(dest):
+            return 0
+        sock = self.host
+        peek = flags & MSG_PEEK
+        n = self._retry(lambda: sock.recv_into(dest, 0, peek), POLLIN, self.recv_timeout, flags)
+        if peek:
+            return n
+        waitall = flags & MSG_WAITALL and self._blocks(flags)
+        while 0 < n < len(dest):
+            try:
+                got = sock.recv_into(dest[n:])
+            except BlockingIOError:
+                if not waitall:
+                    break
+                wait_ready({sock.fileno(): POLLIN}, None, self.interrupted)
+                continue
+            except OSError:
+                break  # report the error on the next call; these bytes arrived
+            if got == 0:
+                break
+            n += got
+        return n
+
+    def send(self, data: Iterable[memoryview], flags: int) -> int:
+        """Send from guest memory; a blocking call sends everything, as Linux does."""
+        sock = self.host
+        buffers = [b for b in data if len(b)]
+        total = sum(len(b) for b in buffers)
+        host_flags = (flags & MSG_MORE) | MSG_NOSIGNAL
+        sent = 0
+        while buffers:
+            try:
+                n = self._retry(
+                    lambda: sock.sendmsg(buffers, [], host_flags), POLLOUT, self.send_timeout, flags
+                )
+            except SyscallError:
+                if sent:
+                    return sent  # what went out before the error or timeout
+                raise
+            sent += n
+            if sent == total or not self._blocks(flags):
+                return sent
+            while n:
+                if n >= len(buffers[0]):
+                    n -= len(buffers.pop(0))
+                else:
+                    buffers[0] = buffers[0][n:]
+                    n = 0
+        return sent
+
+    # -- as a file --------------------------------------------------------------
+
+    def read(self, length: int) -> memoryview:
+        buf = memoryview(bytearray(min(length, 1 << 20)))
+        return buf[: self.recv_into(buf, 0)]
+
+    def write(self, data: memoryview) -> int:
+        return self.send([data], 0)
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        raise SyscallError(errno.ESPIPE)
+
+    def write_at(self, offset: int, data: memoryview) -> int:
+        raise SyscallError(errno.ESPIPE)
+
+    def seek(self, offset: int, whence: int) -> int:
+        raise SyscallError(errno.ESPIPE)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None

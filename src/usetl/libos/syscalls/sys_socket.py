@@ -1,0 +1,427 @@
+"""Sockets: TCP clients proxied to host sockets under the policy, and poll/select.
+
+Only what unmodified client code (urllib, http.client) needs: AF_INET and
+AF_INET6 stream sockets that connect out. Listening is refused (EPERM),
+other families are EAFNOSUPPORT, datagram and raw sockets EACCES (so
+glibc's DNS over UDP fails at once; names come from /etc/hosts). With no
+policy on the kernel (`Kernel.net is None`) every socket() is EACCES.
+poll and select handle any fd: sockets ask the host, other files are
+always ready, as regular files are on Linux.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import socket
+import struct
+import time
+from typing import TYPE_CHECKING
+
+from usetl.errors import UsetlError
+
+from ..errors import SyscallError
+from ..files import O_CLOEXEC, O_NONBLOCK
+from ..net import (
+    POLLERR,
+    POLLHUP,
+    POLLIN,
+    POLLNVAL,
+    POLLOUT,
+    POLLPRI,
+    POLLRDNORM,
+    POLLWRNORM,
+    SocketFile,
+    wait_ready,
+)
+from .args import s32
+
+if TYPE_CHECKING:
+    from ..kernel import Kernel
+
+log = logging.getLogger(__name__)
+
+AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
+SOCK_STREAM, SOCK_TYPE_MASK = 1, 0xF
+SOCK_NONBLOCK, SOCK_CLOEXEC = O_NONBLOCK, O_CLOEXEC
+IPPROTO_TCP = 6
+SOCKADDR_IN = struct.Struct("<H2s4s8x")  # family, port (network order), address
+SOCKADDR_IN6 = struct.Struct("<H2s4s16sI")  # family, port, flowinfo, address, scope id
+MSGHDR = struct.Struct("<QI4xQQQQi4x")  # name, namelen, iov, iovlen, control, controllen, flags
+POLLFD = struct.Struct("<iHH")  # fd, events, revents
+MAX_POLL_FDS = 1024
+MAX_OPTLEN = 256
+SOL_SOCKET = socket.SOL_SOCKET
+SO_RCVTIMEO, SO_SNDTIMEO = 20, 21
+TIMEVAL = struct.Struct("<qq")
+
+# Options passed through to the host socket: what CPython, http.client and
+# urllib3 set or read. Anything else is ENOPROTOOPT.
+HOST_OPTIONS = {
+    (SOL_SOCKET, socket.SO_KEEPALIVE), (SOL_SOCKET, socket.SO_ERROR),
+    (SOL_SOCKET, socket.SO_TYPE), (SOL_SOCKET, socket.SO_REUSEADDR),
+    (SOL_SOCKET, socket.SO_RCVBUF), (SOL_SOCKET, socket.SO_SNDBUF),
+    (SOL_SOCKET, socket.SO_LINGER), (SOL_SOCKET, socket.SO_DOMAIN),
+    (SOL_SOCKET, socket.SO_PROTOCOL), (SOL_SOCKET, socket.SO_ACCEPTCONN),
+    (IPPROTO_TCP, socket.TCP_NODELAY), (IPPROTO_TCP, socket.TCP_KEEPIDLE),
+    (IPPROTO_TCP, socket.TCP_KEEPINTVL), (IPPROTO_TCP, socket.TCP_KEEPCNT),
+    (IPPROTO_TCP, socket.TCP_USER_TIMEOUT), (IPPROTO_TCP, socket.TCP_MAXSEG),
+    (socket.IPPROTO_IP, socket.IP_TOS), (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY),
+}  # fmt: skip
+
+
+def _socket(k: Kernel, fd: int) -> SocketFile:
+    f = k.fds.get(s32(fd))
+    if not isinstance(f, SocketFile):
+        raise SyscallError(errno.ENOTSOCK)
+    return f
+
+
+# -- creating and connecting -------------------------------------------------------
+
+
+def sys_socket(k: Kernel, domain: int, type_: int, protocol: int, *_: int) -> int:
+    domain, type_, protocol = s32(domain), s32(type_), s32(protocol)
+    if domain not in (AF_INET, AF_INET6):
+        raise SyscallError(errno.EAFNOSUPPORT)
+    if k.net is None or type_ & SOCK_TYPE_MASK != SOCK_STREAM:
+        raise SyscallError(errno.EACCES)
+    if type_ & ~(SOCK_TYPE_MASK | SOCK_NONBLOCK | SOCK_CLOEXEC):
+        raise SyscallError(errno.EINVAL)
+    if protocol not in (0, IPPROTO_TCP):
+        raise SyscallError(errno.EPROTONOSUPPORT)
+    try:
+        f = SocketFile(k, domain, nonblocking=bool(type_ & SOCK_NONBLOCK))
+    except OSError as e:
+        raise SyscallError(e.errno or errno.ENOBUFS) from None
+    try:
+        return k.fds.install(f, cloexec=bool(type_ & SOCK_CLOEXEC))
+    except SyscallError:
+        f.close()
+        raise
+
+
+def _read_sockaddr(k: Kernel, addr: int, addrlen: int, family: int) -> tuple:
+    addrlen = s32(addrlen)
+    if addrlen < 2 or addrlen > 128:
+        raise SyscallError(errno.EINVAL)
+    raw = k.mem.read(addr, addrlen)
+    if int.from_bytes(raw[:2], "little") != family:
+        raise SyscallError(errno.EAFNOSUPPORT)
+    if family == AF_INET:
+        if addrlen < 16:
+            raise SyscallError(errno.EINVAL)
+        _, port, ip = SOCKADDR_IN.unpack_from(raw)
+        return (str(ipaddress.IPv4Address(ip)), int.from_bytes(port, "big"))
+    if addrlen < 28:
+        raise SyscallError(errno.EINVAL)
+    _, port, flow, ip, scope = SOCKADDR_IN6.unpack_from(raw)
+    return (str(ipaddress.IPv6Address(ip)), int.from_bytes(port, "big"),
+            int.from_bytes(flow, "big"), scope)  # fmt: skip
+
+
+def _pack_sockaddr(family: int, address: tuple) -> bytes:
+    port = address[1].to_bytes(2, "big")
+    if family == AF_INET:
+        return SOCKADDR_IN.pack(AF_INET, port, ipaddress.IPv4Address(address[0]).packed)
+    ip = ipaddress.IPv6Address(address[0].split("%", 1)[0]).packed
+    return SOCKADDR_IN6.pack(AF_INET6, port, address[2].to_bytes(4, "big"), ip, address[3])
+
+
+def _policy_host(ip: str) -> str:
+    """The address the policy judges: an IPv4-mapped IPv6 address is its IPv4 address."""
+    addr = ipaddress.ip_address(ip)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(addr)
+
+
+def sys_connect(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int:
+    f = _socket(k, fd)
+    address = _read_sockaddr(k, addr, addrlen, f.family)
+    if k.net is None:
+        raise SyscallError(errno.EACCES)
+    host, port = _policy_host(address[0]), address[1]
+    try:
+        k.net.check_socket(host, port)
+    except UsetlError as e:
+        log.info("connect to %s:%d refused: %s", host, port, e)
+        raise SyscallError(errno.EACCES) from None
+    f.connect(address)
+    return 0
+
+
+def _refuse_listening(k: Kernel, fd: int, *_: int) -> int:
+    _socket(k, fd)
+    raise SyscallError(errno.EPERM)
+
+
+sys_bind = sys_listen = sys_accept = sys_accept4 = _refuse_listening
+
+
+def sys_socketpair(k: Kernel, domain: int, *_: int) -> int:
+    raise SyscallError(errno.EAFNOSUPPORT if s32(domain) != socket.AF_UNIX else errno.EACCES)
+
+
+def sys_shutdown(k: Kernel, fd: int, how: int, *_: int) -> int:
+    f = _socket(k, fd)
+    try:
+        f.host.shutdown(s32(how))
+    except OSError as e:
+        raise SyscallError(e.errno or errno.EINVAL) from None
+    return 0
+
+
+def _put_sockaddr(k: Kernel, f: SocketFile, address: tuple, addr: int, addrlen_ptr: int) -> int:
+    """Write a socket address as Linux does: truncated to *addrlen, which gets the full size."""
+    raw = _pack_sockaddr(f.family, address)
+    room = s32(k.mem.u32(addrlen_ptr))
+    if room < 0:
+        raise SyscallError(errno.EINVAL)
+    k.mem.write(addr, raw[:room])
+    k.mem.put_u32(addrlen_ptr, len(raw))
+    return 0
+
+
+def sys_getsockname(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int:
+    f = _socket(k, fd)
+    return _put_sockaddr(k, f, f.host.getsockname(), addr, addrlen)
+
+
+def sys_getpeername(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int:
+    f = _socket(k, fd)
+    try:
+        peer = f.host.getpeername()
+    except OSError as e:
+        raise SyscallError(e.errno or errno.ENOTCONN) from None
+    return _put_sockaddr(k, f, peer, addr, addrlen)
+
+
+# -- options ------------------------------------------------------------------------
+
+
+def sys_setsockopt(k: Kernel, fd: int, level: int, name: int, val: int, length: int,
+                   *_: int) -> int:  # fmt: skip
+    f = _socket(k, fd)
+    level, name, length = s32(level), s32(name), s32(length)
+    if not 0 <= length <= MAX_OPTLEN:
+        raise SyscallError(errno.EINVAL)
+    value = k.mem.read(val, length)
+    if level == SOL_SOCKET and name in (SO_RCVTIMEO, SO_SNDTIMEO):
+        if length < TIMEVAL.size:
+            raise SyscallError(errno.EINVAL)
+        sec, usec = TIMEVAL.unpack_from(value)
+        if sec < 0 or not 0 <= usec < 1_000_000:
+            raise SyscallError(errno.EDOM)
+        timeout = None if sec == usec == 0 else sec + usec / 1e6
+        if name == SO_RCVTIMEO:
+            f.recv_timeout = timeout
+        else:
+            f.send_timeout = timeout
+        return 0
+    if (level, name) not in HOST_OPTIONS:
+        raise SyscallError(errno.ENOPROTOOPT)
+    try:
+        f.host.setsockopt(level, name, value)
+    except OSError as e:
+        raise SyscallError(e.errno or errno.EINVAL) from None
+    return 0
+
+
+def sys_getsockopt(k: Kernel, fd: int, level: int, name: int, val: int, length_ptr: int,
+                   *_: int) -> int:  # fmt: skip
+    f = _socket(k, fd)
+    level, name = s32(level), s32(name)
+    room = s32(k.mem.u32(length_ptr))
+    if room < 0:
+        raise SyscallError(errno.EINVAL)
+    if level == SOL_SOCKET and name in (SO_RCVTIMEO, SO_SNDTIMEO):
+        timeout = f.recv_timeout if name == SO_RCVTIMEO else f.send_timeout
+        sec, frac = divmod(timeout or 0.0, 1.0)
+        value = TIMEVAL.pack(int(sec), round(frac * 1e6))
+    elif (level, name) in HOST_OPTIONS:
+        try:
+            value = f.host.getsockopt(level, name, min(max(room, 4), MAX_OPTLEN))
+        except OSError as e:
+            raise SyscallError(e.errno or errno.EINVAL) from None
+    else:
+        raise SyscallError(errno.ENOPROTOOPT)
+    value = value[:room]
+    k.mem.write(val, value)
+    k.mem.put_u32(length_ptr, len(value))
+    return 0
+
+
+# -- data -----------------------------------------------------------------------------
+
+
+def sys_sendto(k: Kernel, fd: int, buf: int, length: int, flags: int, *_: int) -> int:
+    # The destination address is ignored: a stream socket sends to its peer.
+    f = _socket(k, fd)
+    return f.send([k.mem.slice(buf, min(length, 0x7FFFF000))], s32(flags))
+
+
+def sys_recvfrom(k: Kernel, fd: int, buf: int, length: int, flags: int, addr: int,
+                 addrlen: int) -> int:  # fmt: skip
+    f = _socket(k, fd)
+    dest = k.mem.slice(buf, min(length, 0x7FFFF000), write=True)
+    n = f.recv_into(dest, s32(flags))
+    if addr and addrlen:
+        k.mem.put_u32(addrlen, 0)  # TCP reports no source address
+    return n
+
+
+def _msghdr(k: Kernel, msg: int) -> tuple[list[memoryview], tuple]:
+    fields = MSGHDR.unpack(k.mem.read(msg, MSGHDR.size))
+    _, _, iov, iovlen, control, controllen, _ = fields
+    if control and controllen:
+        raise SyscallError(errno.EOPNOTSUPP)  # no ancillary data (no fd passing)
+    buffers = [k.mem.slice(base, length, write=True) for base, length in k.mem.iovecs(iov, iovlen)]
+    return buffers, fields
+
+
+def sys_sendmsg(k: Kernel, fd: int, msg: int, flags: int, *_: int) -> int:
+    f = _socket(k, fd)
+    buffers, _ = _msghdr(k, msg)
+    return f.send(buffers, s32(flags))
+
+
+def sys_recvmsg(k: Kernel, fd: int, msg: int, flags: int, *_: int) -> int:
+    f = _socket(k, fd)
+    buffers, fields = _msghdr(k, msg)
+    total = 0
+    for dest in buffers:
+        n = f.recv_into(dest, s32(flags)) if total == 0 else _recv_more(f, dest)
+        total += n
+        if n < len(dest):
+            break
+    name, _, iov, iovlen, control, _, _ = fields
+    k.mem.write(msg, MSGHDR.pack(name, 0, iov, iovlen, control, 0, 0))
+    return total
+
+
+def _recv_more(f: SocketFile, dest: memoryview) -> int:
+    """Fill a later iovec with what the host already holds, without waiting."""
+    try:
+        return f.host.recv_into(dest)
+    except OSError:
+        return 0
+
+
+# -- poll and select ----------------------------------------------------------------
+
+
+def _ready(k: Kernel, wanted: list[tuple[int, int]], timeout: float | None) -> list[int]:
+    """revents for each (fd, events): sockets from the host, other files always ready."""
+    always = POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM
+    revents = [0] * len(wanted)
+    host: dict[int, int] = {}
+    for i, (fd, events) in enumerate(wanted):
+        if fd < 0:
+            continue
+        f = k.fds.files.get(fd)
+        if f is None:
+            revents[i] = POLLNVAL
+        elif isinstance(f, SocketFile):
+            if f.sock is None:
+                revents[i] = POLLERR | POLLHUP
+            else:
+                host[f.sock.fileno()] = host.get(f.sock.fileno(), 0) | events
+        else:
+            revents[i] = events & always
+    if any(revents) or timeout == 0:
+        timeout = 0
+    ready = wait_ready(host, timeout, lambda: k.vm.deadline_hit) if host else {}
+    if not host and timeout != 0:
+        _sleep(k, timeout)
+    for i, (fd, events) in enumerate(wanted):
+        f = k.fds.files.get(fd) if fd >= 0 else None
+        if isinstance(f, SocketFile) and f.sock is not None:
+            revents[i] = ready.get(f.sock.fileno(), 0) & (events | POLLERR | POLLHUP | POLLNVAL)
+    return revents
+
+
+def _sleep(k: Kernel, timeout: float | None) -> None:
+    """poll or select on nothing that can become ready: wait out the timeout."""
+    wait_ready({}, timeout, lambda: k.vm.deadline_hit)
+
+
+def _timespec(k: Kernel, addr: int) -> float | None:
+    if not addr:
+        return None
+    sec, nsec = TIMEVAL.unpack(k.mem.read(addr, 16))
+    if sec < 0 or not 0 <= nsec < 1_000_000_000:
+        raise SyscallError(errno.EINVAL)
+    return sec + nsec / 1e9
+
+
+def _poll(k: Kernel, fds: int, nfds: int, timeout: float | None) -> int:
+    if nfds > MAX_POLL_FDS:
+        raise SyscallError(errno.EINVAL)
+    raw = k.mem.read(fds, POLLFD.size * nfds)
+    wanted = [(fd, events) for fd, events, _ in POLLFD.iter_unpack(raw)]
+    revents = _ready(k, wanted, timeout)
+    out = bytearray(raw)
+    for i, (fd, events) in enumerate(wanted):
+        POLLFD.pack_into(out, i * POLLFD.size, fd, events, revents[i])
+    k.mem.write(fds, out)
+    return sum(1 for r in revents if r)
+
+
+def sys_poll(k: Kernel, fds: int, nfds: int, timeout_ms: int, *_: int) -> int:
+    ms = s32(timeout_ms)
+    return _poll(k, fds, nfds, None if ms < 0 else ms / 1000)
+
+
+def sys_ppoll(k: Kernel, fds: int, nfds: int, timeout: int, *_: int) -> int:
+    return _poll(k, fds, nfds, _timespec(k, timeout))  # the signal mask: never delivered
+
+
+def _select(k: Kernel, nfds: int, sets: tuple[int, int, int], timeout: float | None) -> int:
+    nfds = s32(nfds)
+    if not 0 <= nfds <= MAX_POLL_FDS:
+        raise SyscallError(errno.EINVAL)
+    size = (nfds + 63) // 64 * 8
+    bits = [int.from_bytes(k.mem.read(a, size), "little") if a else 0 for a in sets]
+    masks = (POLLIN, POLLOUT, POLLPRI)
+    wanted: list[tuple[int, int]] = []
+    for fd in range(nfds):
+        events = sum(m for m, b in zip(masks, bits, strict=True) if b >> fd & 1)
+        if events:
+            if fd not in k.fds.files:
+                raise SyscallError(errno.EBADF)
+            wanted.append((fd, events))
+    revents = _ready(k, wanted, timeout)
+    out = [0, 0, 0]
+    for (fd, events), r in zip(wanted, revents, strict=True):
+        if events & POLLIN and r & (POLLIN | POLLHUP | POLLERR):
+            out[0] |= 1 << fd
+        if events & POLLOUT and r & (POLLOUT | POLLERR):
+            out[1] |= 1 << fd
+        if events & POLLPRI and r & POLLPRI:
+            out[2] |= 1 << fd
+    for addr, value in zip(sets, out, strict=True):
+        if addr:
+            k.mem.write(addr, value.to_bytes(size, "little"))
+    return sum(bin(v).count("1") for v in out)
+
+
+def sys_select(k: Kernel, nfds: int, r: int, w: int, x: int, timeout: int, *_: int) -> int:
+    limit = None
+    if timeout:
+        sec, usec = TIMEVAL.unpack(k.mem.read(timeout, 16))
+        if sec < 0 or usec < 0:
+            raise SyscallError(errno.EINVAL)
+        limit = sec + usec / 1e6
+    start = time.monotonic()
+    n = _select(k, nfds, (r, w, x), limit)
+    if timeout and limit is not None:  # Linux leaves the time not slept in *timeout
+        left = max(limit - (time.monotonic() - start), 0.0)
+        k.mem.write(timeout, TIMEVAL.pack(int(left), int(left % 1 * 1e6)))
+    return n
+
+
+def sys_pselect6(k: Kernel, nfds: int, r: int, w: int, x: int, timeout: int, *_: int) -> int:
+    return _select(k, nfds, (r, w, x), _timespec(k, timeout))  # the signal mask: never delivered
+

@@ -1,0 +1,228 @@
+"""The socket compatibility path: unmodified urllib and http.client in a VM, under the policy."""
+
+import hashlib
+import json
+import os
+import textwrap
+import time
+
+import pytest
+
+from usetl.etl import UrlPolicy
+from usetl.usf import Usf
+
+pytestmark = pytest.mark.kvm
+
+
+@pytest.fixture(scope="module")
+def usf(image):
+    """One started USF shared by the tests below; each sets its own policy."""
+    u = Usf(image)
+    u.start()
+    yield u
+    u.close()
+
+
+def run(usf, code, timeout=30):
+    r = usf.run_code(textwrap.dedent(code), timeout=timeout)
+    assert r.error is None, (r.error, r.stderr)
+    return r.stdout
+
+
+def test_urllib_fetches_an_allowed_url_by_address_and_by_name(usf, http_server):
+    body = os.urandom((1 << 20) + 3)
+    http_server.add("/data/blob", body)
+    port = http_server.port
+    usf.kernel.allow_sockets(
+        UrlPolicy([http_server.base + "/data/", f"http://localhost:{port}/data/"])
+    )
+    out = run(usf, f"""
+        import hashlib, socket, urllib.request
+        for host in ("127.0.0.1", "localhost"):
+            data = urllib.request.urlopen(f"http://{{host}}:{port}/data/blob").read()
+            print(len(data), hashlib.sha256(data).hexdigest())
+        print(sorted({{a[4][0] for a in socket.getaddrinfo("localhost", {port})}}))
+        """)
+    line = f"{len(body)} {hashlib.sha256(body).hexdigest()}"
+    assert out.splitlines()[:2] == [line, line]
+    assert "127.0.0.1" in out.splitlines()[2]
+    assert [r[2] for r in http_server.requests] == [f"127.0.0.1:{port}", f"localhost:{port}"]
+
+
+def test_a_denied_address_is_refused_without_a_connection(usf, http_server):
+    from conftest import LocalHttpServer
+
+    other = LocalHttpServer()  # listening, but not in the allow-list
+    try:
+        usf.kernel.allow_sockets(UrlPolicy([http_server.base + "/data/"]))
+        out = run(usf, f"""
+            import urllib.request, urllib.error
+            for url in ("{other.base}/data/x", "http://10.0.0.1/x", "http://169.254.169.254/"):
+                try:
+                    urllib.request.urlopen(url, timeout=5)
+                except urllib.error.URLError as e:
+                    print(type(e.reason).__name__, e.reason.errno)
+            try:
+                urllib.request.urlopen("http://example.com/")  # not in /etc/hosts, no DNS
+            except urllib.error.URLError as e:
+                print(type(e.reason).__name__)
+            """)
+        assert out.splitlines() == ["PermissionError 13"] * 3 + ["gaierror"]
+        assert other.requests == []
+    finally:
+        other.close()
+
+
+def test_http_client_post_round_trip(usf, http_server):
+    usf.kernel.allow_sockets(UrlPolicy([http_server.base + "/"]))
+    out = run(usf, f"""
+        import http.client, json
+        conn = http.client.HTTPConnection("127.0.0.1", {http_server.port}, timeout=10)
+        payload = bytes(range(256)) * 1024 + b"tail"
+        for _ in range(2):  # two requests on one kept-alive connection
+            conn.request("POST", "/upload", body=payload, headers={{"Content-Type": "text/csv"}})
+            resp = conn.getresponse()
+            print(resp.status, resp.read().decode())
+        conn.close()
+        """)
+    expected = bytes(range(256)) * 1024 + b"tail"
+    answer = {"size": len(expected), "sha256": hashlib.sha256(expected).hexdigest()}
+    lines = out.splitlines()
+    assert [(int(s), json.loads(j)) for s, j in (line.split(" ", 1) for line in lines)] == [
+        (200, answer), (200, answer)
+    ]
+    assert [(p, ct, b == expected) for p, ct, b in http_server.posts] == [
+        ("/upload", "text/csv", True)
+    ] * 2
+
+
+def test_listening_datagram_and_unix_sockets_are_refused(usf, http_server):
+    usf.kernel.allow_sockets(UrlPolicy([http_server.base + "/"]))
+    out = run(usf, """
+        import errno, socket
+        def attempt(what, fn):
+            try:
+                fn()
+                print(what, "ok")
+            except OSError as e:
+                print(what, errno.errorcode[e.errno])
+        s = socket.socket()
+        attempt("bind", lambda: s.bind(("127.0.0.1", 0)))
+        attempt("listen", lambda: s.listen(1))
+        attempt("accept", lambda: s.accept())
+        s.close()
+        attempt("create_server", lambda: socket.create_server(("127.0.0.1", 0)))
+        attempt("udp", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        attempt("unix", lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        attempt("socketpair", socket.socketpair)
+        """)
+    assert out.splitlines() == [
+        "bind EPERM", "listen EPERM", "accept EPERM", "create_server EPERM",
+        "udp EACCES", "unix EAFNOSUPPORT", "socketpair EACCES",
+    ]  # fmt: skip
+
+
+def test_without_a_policy_no_socket_can_be_made(usf):
+    usf.kernel.allow_sockets(None)
+    out = run(usf, """
+        import socket
+        try:
+            socket.create_connection(("127.0.0.1", 80))
+        except PermissionError as e:
+            print("refused", e.errno)
+        """)
+    assert out == "refused 13\n"
+
+
+def test_socket_calls_poll_select_and_timeouts(usf, http_server, stalling_port):
+    http_server.add("/data/x", b"0123456789")
+    port = http_server.port
+    usf.kernel.allow_sockets(
+        UrlPolicy([http_server.base + "/data/", f"http://127.0.0.1:{stalling_port}/"])
+    )
+    out = run(usf, f"""
+        import errno, select, socket, time
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        print("connect", errno.errorcode[s.connect_ex(("127.0.0.1", {port}))])
+        p = select.poll()
+        p.register(s, select.POLLOUT)
+        print("poll", p.poll(5000) == [(s.fileno(), select.POLLOUT)])
+        print("so_error", s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+        s.setblocking(True)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        print("nodelay", s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0)
+        print("type", s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_STREAM)
+        print("peer", s.getpeername() == ("127.0.0.1", {port}), s.getsockname()[0])
+        s.sendall(b"GET /data/x HTTP/1.1\\r\\nHost: h\\r\\nConnection: close\\r\\n\\r\\n")
+        print("select", select.select([s], [], [], 5) == ([s], [], []))
+        print("select-files", select.select([0], [1], [], 0) == ([0], [1], []))
+        data = b""
+        while chunk := s.recv(7):
+            data += chunk
+        print("body", data.split(b"\\r\\n\\r\\n", 1)[1])
+        s.close()
+        # A guest-side timeout on a server that never answers.
+        t = socket.create_connection(("127.0.0.1", {stalling_port}), timeout=0.3)
+        t0 = time.monotonic()
+        try:
+            t.recv(10)
+        except TimeoutError:
+            print("timeout", round(time.monotonic() - t0, 1))
+        t.settimeout(None)
+        timeval = (0).to_bytes(8, "little") + (200000).to_bytes(8, "little")  # 0.2 s
+        t.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        try:
+            t.recv(10)
+        except BlockingIOError:
+            print("rcvtimeo")
+        print("select-timeout", select.select([t], [], [], 0.2))
+        """)
+    assert out.splitlines() == [
+        "connect EINPROGRESS", "poll True", "so_error 0", "nodelay True", "type True",
+        "peer True 127.0.0.1", "select True", "select-files True", "body b'0123456789'",
+        "timeout 0.3", "rcvtimeo", "select-timeout ([], [], [])",
+    ]  # fmt: skip
+
+
+def test_the_invocation_deadline_ends_a_blocked_recv(image, stalling_port):
+    with Usf(image) as u:
+        u.start()
+        u.kernel.allow_sockets(UrlPolicy([f"http://127.0.0.1:{stalling_port}/"]))
+        t0 = time.monotonic()
+        r = u.run_code(
+            f"import socket; socket.create_connection(('127.0.0.1', {stalling_port})).recv(1)",
+            timeout=1,
+        )
+        elapsed = time.monotonic() - t0
+    assert r.error["type"] == "Timeout"
+    assert elapsed < 5
+
+
+def test_the_monitor_writes_the_resolver_files_read_only(usf, http_server, monkeypatch):
+    import socket as host_socket
+
+    real = host_socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):  # a public name for the allow-list, resolved here
+        if host == "data.example.com":
+            return [(host_socket.AF_INET, host_socket.SOCK_STREAM, 6, "", ("93.184.216.34", 80))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(host_socket, "getaddrinfo", getaddrinfo)
+    usf.kernel.allow_sockets(UrlPolicy(["http://data.example.com/", http_server.base + "/"]))
+    out = run(usf, """
+        import errno, os
+        print(sorted(os.listdir("/etc")))
+        print(open("/etc/nsswitch.conf").read().strip())
+        print(open("/etc/hosts").read().splitlines())
+        try:
+            open("/etc/hosts", "a")
+        except OSError as e:
+            print(errno.errorcode[e.errno])
+        """)
+    assert out.splitlines() == [
+        "['hosts', 'nsswitch.conf']",
+        "hosts: files",
+        "['127.0.0.1 localhost', '::1 localhost', '93.184.216.34 data.example.com']",
+        "EROFS",
+    ]
