@@ -326,7 +326,11 @@ class Vm:
 
     def restore_state(self, state: VcpuState) -> None:
         v = self.vcpu
-        v.set_sregs(state.sregs)
+        # KVM_SET_SREGS drops KVM's shadow page tables, which every page then
+        # faults back in; a rollback usually finds them unchanged.
+        cur = v.get_sregs()
+        if bytes(cur) != bytes(state.sregs):
+            v.set_sregs(state.sregs)
         v.set_msrs(state.msrs)
         try:
             v.set_xcrs(state.xcrs)
