@@ -90,6 +90,9 @@ def test_a_function_clone_does_not_import_again(fn_template):
         again = out(clone.run_code(code)).split()
     assert float(loaded_at) < before  # module-level code ran in the template, not here
     assert imports == "1" and again[0] == modules  # nothing new was imported
+    with fn_template.fork() as clone:
+        first = clone.run_code(code)
+    assert first.total_ms < fn_template.info["load"]["total_ms"]  # no import work
     assert "csv" in out_modules(fn_template)
 
 

@@ -3,7 +3,7 @@
     tmpl = Template.start()                    # CPython started once, paused
     fn = tmpl.load_function(source=..., handler="main")   # imported once
     clone = fn.fork()                          # a new VM, copy-on-write
-    result = clone.call({"x": 1})
+    result = clone.invoke({"x": 1})
     clone.rollback()                           # back to fn's exact state
     fn.save("snap"); Template.load("snap")     # survives a restart
 
@@ -180,20 +180,20 @@ class Clone:
         self.fork_ms = fork_ms
         self.closed = False
 
-    def invoke(self, request: dict, timeout: float | None = None) -> InvocationResult:
+    def request(self, request: dict, timeout: float | None = None) -> InvocationResult:
         """One agent request; a guest fault or timeout ends the clone's guest (result.error)."""
         if self.closed:
             raise HyperForkError("this clone is closed")
         reply = self.chan.request(("invoke", request, timeout))
         return InvocationResult(**reply[1])
 
-    def run_code(self, code: str, timeout: float | None = None) -> InvocationResult:
-        return self.invoke({"kind": "exec", "code": code}, timeout=timeout)
-
-    def call(self, event: Any, context: dict | None = None,
-             timeout: float | None = None) -> InvocationResult:
+    def invoke(self, event: Any, context: dict | None = None,
+               timeout: float | None = None) -> InvocationResult:
         """handler(event, context) of the function the template loaded."""
-        return self.invoke({"kind": "invoke", "event": event, "context": context or {}}, timeout)
+        return self.request({"kind": "invoke", "event": event, "context": context or {}}, timeout)
+
+    def run_code(self, code: str, timeout: float | None = None) -> InvocationResult:
+        return self.request({"kind": "exec", "code": code}, timeout=timeout)
 
     def rollback(self) -> dict:
         """Reset to the template's exact state; returns {"pages", "ms"}.
