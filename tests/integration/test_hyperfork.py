@@ -223,3 +223,13 @@ def test_clones_touching_memory_do_not_grow_the_template_for_good(base):
     assert base.memory_bytes() > frozen + (64 << 20)  # the clone's faults added zero pages
     base.fork(warm=False).close()  # a fork trims them
     assert base.memory_bytes() <= frozen + (1 << 20)
+
+
+def test_template_and_clone_processes_are_confined(base):
+    with base.fork(warm=False) as clone:
+        for pid in (base.pid, clone.pid):
+            status = open(f"/proc/{pid}/status").read()
+            assert "NoNewPrivs:\t1" in status
+            limits = open(f"/proc/{pid}/limits").read()
+            core = next(line for line in limits.splitlines() if line.startswith("Max core"))
+            assert core.split()[2:4] == ["0", "0"]

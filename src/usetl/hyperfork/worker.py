@@ -12,10 +12,12 @@ a template process itself.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import hashlib
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -77,6 +79,8 @@ class Frozen:
             "state_bytes": len(self.state),
         }
 
+
+PR_SET_NO_NEW_PRIVS = 38
 
 # How far a template's memory file may grow with clones' zero pages before it is trimmed.
 TRIM_SLACK = 16 << 20
@@ -334,8 +338,21 @@ def load_template(chan: Channel, directory: str) -> None:
     TemplateProcess(frozen, chan).serve()
 
 
+def confine() -> None:
+    """What a template process and its clones may not do, inherited by every fork.
+
+    No new privileges through exec (they never exec), and no core dumps: a
+    crashed monitor must not write guest memory to disk.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        log.warning("PR_SET_NO_NEW_PRIVS refused: %s", os.strerror(ctypes.get_errno()))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=os.environ.get("USETL_LOG", "WARNING"), stream=sys.stderr)
+    confine()
     chan = Channel.from_fd(int(argv[1]))
     msg, _ = chan.recv()
     if msg[0] == "start":
