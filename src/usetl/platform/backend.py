@@ -1,0 +1,101 @@
+"""The sandbox interface every backend implements.
+
+A backend turns a deployed function version (`FunctionSpec`) into a
+`FunctionTemplate`: a started, function-loaded image from which `Instance`s
+are made cheaply (a HyperFork clone, or a child of a zygote process). An
+instance serves invocations one at a time; after one it is rolled back to
+the template's state or closed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from usetl.errors import UsetlError
+
+
+class BackendError(UsetlError):
+    """A sandbox could not be created or is no longer usable."""
+
+
+class FunctionLoadError(BackendError):
+    """The function's code failed while it was being loaded (syntax error, import error...)."""
+
+    def __init__(self, message: str, error: dict):
+        super().__init__(message)
+        self.error = error
+
+
+class RollbackImpossible(BackendError):
+    """The instance cannot go back to its template's state; it has been closed."""
+
+
+@dataclass
+class FunctionSpec:
+    """What a backend needs to run one deployed function version."""
+
+    key: str  # unique per (tenant, name, version)
+    code_dir: Path  # the function's files, read-only
+    handler: str  # "file.py:func" or "pkg/mod.py:func", relative to code_dir
+    module_dirs: list[Path] = field(default_factory=list)  # installed requirements, on sys.path
+    env: dict[str, str] = field(default_factory=dict)
+    memory_mib: int = 256
+    timeout_s: float = 30.0
+    allow: list[str] = field(default_factory=list)  # URL prefixes for the ETL API
+
+
+@dataclass
+class Outcome:
+    """One invocation's result."""
+
+    value: Any
+    error: dict | None  # {"type", "message", "traceback"}
+    stdout: str
+    stderr: str
+    duration_ms: float
+    guest_cpu_ms: float
+    io: dict = field(default_factory=dict)  # requests, bytes_in, bytes_out, host_cpu_s, wall_s
+    peak_memory_bytes: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def empty_io() -> dict:
+    return {"requests": 0, "bytes_in": 0, "bytes_out": 0, "host_cpu_s": 0.0, "wall_s": 0.0}
+
+
+class Instance(Protocol):
+    """One sandbox that serves invocations one at a time."""
+
+    def invoke(self, event: Any, context: dict, timeout: float) -> Outcome: ...
+
+    def rollback(self) -> None:
+        """Back to the template's state; raises RollbackImpossible (and is closed) if it cannot."""
+
+    def close(self) -> None: ...
+
+
+class FunctionTemplate(Protocol):
+    memory_bytes: int
+
+    def fork(self) -> Instance: ...
+
+    def save(self, directory: Path) -> None:
+        """Write a snapshot; NotImplementedError where the backend has none."""
+
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    name: str  # "kvm" or "process"
+    isolation: str  # one line for `usetl serve` to print
+    instance_bytes: int  # estimated memory of one ready instance, for the pool's budget
+
+    def template(self, spec: FunctionSpec) -> FunctionTemplate: ...
+
+    def restore(self, spec: FunctionSpec, directory: Path) -> FunctionTemplate:
+        """A template from a snapshot written by save(); NotImplementedError where none."""

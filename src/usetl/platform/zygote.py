@@ -1,0 +1,294 @@
+"""The zygote of the process backend: a process that has imported one function.
+
+Run as ``python -I -S zygote.py FD`` by `process_backend.py`, with FD one end
+of a Unix socket pair. Only the standard library is imported here (the
+function sees the same sys.path a USF gives it: the stdlib, its code and its
+module-store directories).
+
+The first process (Z) enters new mount, PID, IPC, UTS and (unless the
+function has a URL allow-list) network namespaces and forks Z', PID 1 of
+the new PID namespace. Z' mounts its own /proc, binds the function's code
+and modules read-only under /run/usetl, puts a tmpfs on /tmp, remounts
+everything else read-only, becomes uid/gid 65534 with no capabilities,
+imports the function, and then forks one child per instance on request,
+passing the host the child's end of a new socket pair. A child serves
+invocations on that socket. Messages are an 8-byte little-endian length and
+JSON, as on the USF's agent channel.
+"""
+
+import ctypes
+import io
+import json
+import os
+import resource
+import signal
+import socket
+import sys
+import time
+import traceback
+
+HEADER = 8
+NOBODY = 65534
+OUTPUT_LIMIT = 1 << 20
+HIDDEN = ["/root", "/home"]
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def send_msg(sock, message):
+    payload = json.dumps(message).encode()
+    sock.sendall(len(payload).to_bytes(HEADER, "little") + payload)
+
+
+def recv_exact(sock, n):
+    chunks = []
+    while n:
+        chunk = sock.recv(min(n, 1 << 20))
+        if not chunk:
+            raise EOFError("the peer closed the socket")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def recv_msg(sock):
+    size = int.from_bytes(recv_exact(sock, HEADER), "little")
+    return json.loads(recv_exact(sock, size))
+
+
+def _check(result, what):
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(source, target, fstype, flags, data=None):
+    _check(
+        _libc.mount(
+            source.encode() if source else None,
+            target.encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        ),
+        f"mount {target}",
+    )
+
+
+def describe(exc):
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(type(exc), exc, tb)),
+    }
+
+
+def _mount_points():
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            points.append(fields[4].replace("\\040", " "))
+    return points
+
+
+def isolate_filesystem(spec):
+    """In Z': private mounts, own /proc, code and modules under /run/usetl, tmpfs /tmp, rest RO."""
+    prefix = os.path.realpath(sys.base_prefix)
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    os.makedirs("/run", exist_ok=True)
+    _mount("usetl", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+    sources = [spec["code_dir"]] + spec["module_dirs"] + [prefix]
+    targets = (["/run/usetl/code"] + [f"/run/usetl/modules/{i}" for i in range(len(sources) - 2)]
+               + ["/run/usetl/python"])
+    for source, target in zip(sources, targets, strict=True):
+        os.makedirs(target)
+        _mount(source, target, None, MS_BIND | MS_REC)
+    # Hide the homes (the server's state, other functions' code) but keep the interpreter.
+    hidden = [d for d in HIDDEN + spec["hide"] if os.path.isdir(d)]
+    for directory in hidden:
+        _mount("hidden", directory, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=755")
+    if any(prefix.startswith(d + "/") for d in hidden):
+        os.makedirs(prefix, exist_ok=True)
+        _mount("/run/usetl/python", prefix, None, MS_BIND | MS_REC)
+    tmp_size = spec.get("tmp_mib", 64)
+    _mount("tmp", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size}m,mode=1777")
+    for point in _mount_points():
+        if point in ("/tmp", "/proc") or point.startswith("/proc/"):
+            continue
+        try:
+            _mount(None, point, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)
+        except OSError:
+            # Mounts that refuse a read-only remount (e.g. some of /sys) are left alone.
+            pass
+    return targets[0], targets[1:-1]
+
+
+def drop_privileges():
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)  # from root to another uid: all capabilities go
+    _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+
+
+def load_handler(code_dir, handler):
+    import importlib
+
+    path, _, func = handler.partition(":")
+    module_name = path[: -len(".py")].replace("/", ".")
+    if module_name.endswith(".__init__"):
+        module_name = module_name[: -len(".__init__")]
+    module = importlib.import_module(module_name)
+    fn = getattr(module, func, None)
+    if not callable(fn):
+        raise AttributeError(f"{path} has no function {func!r}")
+    return fn
+
+
+def invoke(fn, request):
+    event, context = request["event"], request["context"]
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    value = None
+    error = None
+    try:
+        value = fn(event, context)
+        json.dumps(value)
+    except TypeError as e:
+        if value is not None:
+            error = {"type": "TypeError", "message": f"the return value is not JSON: {e}",
+                     "traceback": ""}
+            value = None
+        else:
+            error = describe(e)
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            error = describe(e)
+    except BaseException as e:  # noqa: B036 - the function's failure is the invocation's result
+        error = describe(e)
+        value = None
+    duration = (time.perf_counter() - t0) * 1e3
+    cpu = (time.process_time() - cpu0) * 1e3
+    sys.stdout, sys.stderr = saved
+    return {
+        "value": value,
+        "error": error,
+        "stdout": out.getvalue()[:OUTPUT_LIMIT],
+        "stderr": err.getvalue()[:OUTPUT_LIMIT],
+        "duration_ms": duration,
+        "guest_cpu_ms": cpu,
+        "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+
+
+def serve_instance(sock, fn):
+    """One instance: answer invocations until the host closes the socket."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    while True:
+        try:
+            request = recv_msg(sock)
+        except EOFError:
+            os._exit(0)
+        send_msg(sock, invoke(fn, request))
+
+
+def zygote(control, spec, isolated):
+    """Z': load the function, then fork an instance per request."""
+    code_dir, module_dirs = spec["code_dir"], spec["module_dirs"]
+    if isolated:
+        code_dir, module_dirs = isolate_filesystem(spec)
+        drop_privileges()
+    mem = spec["memory_mib"] << 20
+    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+    os.environ.clear()
+    # One thread per instance, as in a USF (BLAS libraries would start one per core).
+    os.environ.update({"PATH": "/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp",
+                       "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
+    os.environ.update(spec["env"])
+    os.chdir(code_dir)
+    sys.path[:0] = [code_dir] + module_dirs
+    try:
+        fn = load_handler(code_dir, spec["handler"])
+    except BaseException as e:  # noqa: B036 - reported to the host as a failed deploy
+        send_msg(control, {"error": describe(e)})
+        return
+    send_msg(control, {"ready": True, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    while True:
+        try:
+            request = recv_msg(control)
+        except EOFError:
+            return
+        if request["kind"] == "fork":
+            parent_end, child_end = socket.socketpair()
+            pid = os.fork()
+            if pid == 0:
+                control.close()
+                parent_end.close()
+                _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                serve_instance(child_end, fn)
+            child_end.close()
+            socket.send_fds(control, [b"\0"], [parent_end.fileno()])
+            send_msg(control, {"pid": pid})
+            parent_end.close()
+        elif request["kind"] == "kill":
+            try:
+                os.kill(request["pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def main():
+    control = socket.socket(fileno=int(sys.argv[1]))
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    spec = recv_msg(control)
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+    if not spec["allow"]:
+        flags |= CLONE_NEWNET
+    isolated = spec["isolate"] and _libc.unshare(flags) == 0
+    if not isolated:
+        zygote(control, spec, isolated=False)
+        return
+    pid = os.fork()
+    if pid == 0:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        try:
+            zygote(control, spec, isolated=True)
+        except BaseException as e:  # noqa: B036 - the host must hear why the zygote died
+            try:
+                send_msg(control, {"error": describe(e)})
+            except OSError:
+                pass
+        os._exit(0)
+    control.close()
+    _, status = os.waitpid(pid, 0)
+    sys.exit(os.waitstatus_to_exitcode(status))
+
+
+if __name__ == "__main__":
+    main()
