@@ -1,0 +1,370 @@
+"""Pools: per function version, a template and ready instances, under one memory budget.
+
+- An invocation takes a ready instance, or forks one from the template (starting the
+  template first if it is not in memory: from its snapshot where the backend has one).
+- A used instance is rolled back and kept when the policy says so and the backend can;
+  otherwise it is closed and a fresh one is forked in the background.
+- Each pool keeps as many ready instances as the concurrency it saw recently, and none
+  after `idle_s` without invocations (scale to zero). Templates of idle functions are
+  evicted least recently used first when the memory budget is exceeded, after a save()
+  where the backend supports snapshots.
+- A function's concurrency limit: invocations beyond it wait in a bounded queue; when the
+  queue is full they are refused (ConcurrencyLimit, HTTP 429).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from usetl.errors import UsetlError
+
+from .backend import (
+    Backend,
+    BackendError,
+    FunctionSpec,
+    FunctionTemplate,
+    Instance,
+    Outcome,
+    RollbackImpossible,
+)
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class PoolError(UsetlError):
+    """The pool could not serve an invocation."""
+
+
+class ConcurrencyLimit(PoolError):
+    """The function is at its concurrency limit and its queue is full."""
+
+
+@dataclass
+class PoolConfig:
+    memory_budget_bytes: int = 4 << 30
+    max_ready: int = 16  # ready instances per function at most
+    idle_s: float = 60.0  # no invocation for this long: close the ready instances
+    queue_per_function: int = 256  # invocations waiting at a concurrency limit
+    reuse: bool = True  # roll back used instances and keep them (if the backend can)
+    recent_s: float = 10.0  # the window in which the peak concurrency is observed
+
+
+class FunctionPool:
+    """The pool of one function version."""
+
+    def __init__(self, spec: FunctionSpec, concurrency: int):
+        self.spec = spec
+        self.concurrency = concurrency
+        self.template: FunctionTemplate | None = None
+        self.template_lock = threading.Lock()  # one template start at a time
+        self.snapshot: Path | None = None
+        self.ready: deque[Instance] = deque()
+        self.busy = 0
+        self.waiting = 0
+        self.peak = 0  # highest concurrency in the current window
+        self.peak_started = time.monotonic()
+        self.last_used = time.monotonic()
+        self.retired = False
+        self.invocations = 0
+        self.reusable = True  # False once the backend said it cannot roll back an instance
+
+    def target_ready(self, cfg: PoolConfig) -> int:
+        if self.retired or time.monotonic() - self.last_used > cfg.idle_s:
+            return 0
+        return min(max(self.peak, 1), cfg.max_ready)
+
+
+class Pool:
+    def __init__(
+        self,
+        backend: Backend,
+        config: PoolConfig | None = None,
+        metrics: Metrics | None = None,
+        snapshot_dir: Path | None = None,
+    ):
+        self.backend = backend
+        self.config = config or PoolConfig()
+        self.metrics = metrics or Metrics()
+        self.snapshot_dir = snapshot_dir
+        self.pools: dict[str, FunctionPool] = {}
+        self.cond = threading.Condition()
+        self.stopping = False
+        self.metrics.gauge("usetl_pool_ready_instances", "Ready instances per function.",
+                           lambda: self._gauge(lambda p: len(p.ready)))
+        self.metrics.gauge("usetl_pool_busy_instances", "Instances running an invocation.",
+                           lambda: self._gauge(lambda p: p.busy))
+        self.metrics.gauge("usetl_pool_templates", "Templates in memory.",
+                           lambda: {(): sum(p.template is not None for p in self._all())})
+        self.metrics.gauge("usetl_pool_memory_bytes", "Estimated memory held by pools.",
+                           lambda: {(): self.memory_bytes()})
+        self.maintainer = threading.Thread(target=self._maintain, name="pool", daemon=True)
+        self.maintainer.start()
+
+    def _all(self) -> list[FunctionPool]:
+        with self.cond:
+            return list(self.pools.values())
+
+    def _gauge(self, read) -> dict:
+        return {(("function", p.spec.key),): read(p) for p in self._all()}
+
+    # memory
+
+    def memory_bytes(self) -> int:
+        total = 0
+        for p in self._all():
+            if p.template is not None:
+                total += p.template.memory_bytes
+            total += (len(p.ready) + p.busy) * self.backend.instance_bytes
+        return total
+
+    # the function's life
+
+    def add(self, spec: FunctionSpec, concurrency: int,
+            template: FunctionTemplate | None = None) -> None:
+        """Make a function version servable, with the template its deploy already started."""
+        pool = FunctionPool(spec, concurrency)
+        pool.template = template
+        if template is not None:
+            self.metrics.templates_started.inc()
+        with self.cond:
+            self.pools[spec.key] = pool
+        self._make_room(exclude=spec.key)
+
+    def has(self, key: str) -> bool:
+        with self.cond:
+            return key in self.pools
+
+    def retire(self, key: str) -> None:
+        """Close a version once no invocation uses it (a new version is live, or it was deleted)."""
+        with self.cond:
+            pool = self.pools.get(key)
+            if pool is None:
+                return
+            pool.retired = True
+            self.cond.notify_all()
+        self._close_if_unused(pool)
+
+    def _close_if_unused(self, pool: FunctionPool) -> None:
+        with self.cond:
+            if pool.busy or pool.waiting or self.pools.get(pool.spec.key) is not pool:
+                return
+            del self.pools[pool.spec.key]
+            ready, pool.ready = list(pool.ready), deque()
+        for instance in ready:
+            instance.close()
+        if pool.template is not None:
+            pool.template.close()
+            pool.template = None
+        if pool.snapshot is not None:
+            shutil.rmtree(pool.snapshot, ignore_errors=True)
+
+    def start_template(self, spec: FunctionSpec) -> FunctionTemplate:
+        """A new template for a spec (the deploy's load check; may raise FunctionLoadError)."""
+        template = self.backend.template(spec)
+        return template
+
+    # invocations
+
+    def invoke(self, key: str, event: Any, context: dict) -> Outcome:
+        pool = self._acquire(key)
+        started = time.perf_counter()
+        instance: Instance | None = None
+        try:
+            instance = self._instance(pool)
+            outcome = instance.invoke(event, context, pool.spec.timeout_s)
+        except BackendError as e:
+            outcome = Outcome(None, {"type": "SandboxError", "message": str(e), "traceback": ""},
+                              "", "", (time.perf_counter() - started) * 1e3, 0.0)
+        finally:
+            self._release(pool, instance)
+        status = "ok" if outcome.error is None else "error"
+        self.metrics.invocations.inc(function=key, status=status)
+        if outcome.error is not None:
+            self.metrics.errors.inc(function=key, type=str(outcome.error.get("type")))
+        self.metrics.latency.observe(time.perf_counter() - started, function=key)
+        return outcome
+
+    def _acquire(self, key: str) -> FunctionPool:
+        with self.cond:
+            pool = self.pools.get(key)
+            if pool is None or pool.retired:
+                raise PoolError(f"function version {key} is not loaded")
+            if pool.busy >= pool.concurrency:
+                if pool.waiting >= self.config.queue_per_function:
+                    self.metrics.rejected.inc(function=key)
+                    raise ConcurrencyLimit(
+                        f"{pool.busy} invocations are running (the limit) and "
+                        f"{pool.waiting} are queued (the queue's limit)"
+                    )
+                pool.waiting += 1
+                try:
+                    while pool.busy >= pool.concurrency:
+                        self.cond.wait()
+                finally:
+                    pool.waiting -= 1
+            pool.busy += 1
+            pool.invocations += 1
+            pool.last_used = time.monotonic()
+            pool.peak = max(pool.peak, pool.busy)
+            return pool
+
+    def _instance(self, pool: FunctionPool) -> Instance:
+        with self.cond:
+            if pool.ready:
+                return pool.ready.popleft()
+        return self._fork(pool)
+
+    def _fork(self, pool: FunctionPool) -> Instance:
+        template = self._template(pool)
+        instance = template.fork()
+        self.metrics.instances_created.inc()
+        return instance
+
+    def _template(self, pool: FunctionPool) -> FunctionTemplate:
+        with pool.template_lock:
+            if pool.template is None:
+                self._make_room(exclude=pool.spec.key)
+                if pool.snapshot is not None:
+                    pool.template = self.backend.restore(pool.spec, pool.snapshot)
+                else:
+                    pool.template = self.backend.template(pool.spec)
+                self.metrics.templates_started.inc()
+            return pool.template
+
+    def _release(self, pool: FunctionPool, instance: Instance | None) -> None:
+        keep = False
+        if instance is not None and self.config.reuse and not pool.retired:
+            try:
+                instance.rollback()
+                keep = True
+                self.metrics.rollbacks.inc()
+            except RollbackImpossible:
+                pool.reusable = False
+            except BackendError as e:
+                log.warning("rollback failed for %s: %s", pool.spec.key, e)
+                instance.close()
+        elif instance is not None:
+            instance.close()
+        with self.cond:
+            pool.busy -= 1
+            if keep:
+                pool.ready.append(instance)
+            self.cond.notify_all()
+        if pool.retired:
+            self._close_if_unused(pool)
+
+    # background work: refill, scale to zero, memory budget
+
+    def _maintain(self) -> None:
+        while True:
+            with self.cond:
+                if self.stopping:
+                    return
+                self.cond.wait(timeout=0.5)
+                if self.stopping:
+                    return
+            for pool in self._all():
+                try:
+                    self._balance(pool)
+                except UsetlError as e:
+                    log.warning("pool %s: %s", pool.spec.key, e)
+            self._make_room(exclude=None)
+
+    def _balance(self, pool: FunctionPool) -> None:
+        cfg = self.config
+        now = time.monotonic()
+        if now - pool.peak_started > cfg.recent_s:
+            with self.cond:
+                pool.peak, pool.peak_started = pool.busy, now
+        target = pool.target_ready(cfg)
+        while True:
+            with self.cond:
+                excess = len(pool.ready) - target
+                surplus = pool.ready.pop() if excess > 0 else None
+            if surplus is None:
+                break
+            surplus.close()
+        while not self.stopping:
+            with self.cond:
+                # Busy instances come back after a rollback, unless the backend cannot roll back.
+                coming_back = pool.busy if pool.reusable else 0
+                missing = target - len(pool.ready) - coming_back
+                if (missing <= 0 or pool.retired
+                        or self.memory_bytes() + self.backend.instance_bytes
+                        > cfg.memory_budget_bytes):
+                    return
+            instance = self._fork(pool)
+            with self.cond:
+                pool.ready.append(instance)
+                self.cond.notify_all()
+
+    def _make_room(self, exclude: str | None) -> None:
+        """Evict the templates of idle functions, least recently used first, to fit the budget."""
+        budget = self.config.memory_budget_bytes
+        if self.memory_bytes() <= budget:
+            return
+        idle = sorted(
+            (p for p in self._all()
+             if p.spec.key != exclude and p.busy == 0 and p.template is not None),
+            key=lambda p: p.last_used,
+        )
+        for pool in idle:
+            if self.memory_bytes() <= budget:
+                return
+            self._evict(pool)
+
+    def _evict(self, pool: FunctionPool) -> None:
+        with pool.template_lock:
+            with self.cond:
+                if pool.busy or pool.template is None:
+                    return
+                ready, pool.ready = list(pool.ready), deque()
+                template, pool.template = pool.template, None
+            for instance in ready:
+                instance.close()
+            if self.snapshot_dir is not None and pool.snapshot is None:
+                directory = self.snapshot_dir / pool.spec.key.replace("/", "_")
+                try:
+                    template.save(directory)
+                    pool.snapshot = directory
+                except NotImplementedError:
+                    pass
+            template.close()
+        self.metrics.evictions.inc()
+        log.info("evicted the template of %s", pool.spec.key)
+
+    def status(self) -> list[dict]:
+        return [
+            {
+                "function": p.spec.key,
+                "template": p.template is not None,
+                "snapshot": p.snapshot is not None,
+                "ready": len(p.ready),
+                "busy": p.busy,
+                "queued": p.waiting,
+                "concurrency_limit": p.concurrency,
+                "target_ready": p.target_ready(self.config),
+                "idle_s": round(time.monotonic() - p.last_used, 1),
+                "template_bytes": p.template.memory_bytes if p.template is not None else 0,
+            }
+            for p in self._all()
+        ]
+
+    def close(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+        self.maintainer.join(timeout=10)
+        for pool in self._all():
+            pool.retired = True
+            with self.cond:
+                pool.busy = pool.waiting = 0
+            self._close_if_unused(pool)

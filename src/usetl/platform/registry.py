@@ -1,0 +1,501 @@
+"""The registry: the platform's durable state in one SQLite file.
+
+Tenants, their tokens (only a SHA-256 of each is stored), functions and
+their versions, and invocations with their results and logs (the function's
+stdout and stderr). Every write is one transaction. The database runs in WAL
+mode with synchronous=NORMAL: a committed row survives a crash of the server
+(the case that matters for accepted asynchronous invocations), not
+necessarily a power loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from usetl.errors import UsetlError
+
+STATE_ENV = "USETL_STATE"
+TOKEN_PREFIX = "usetl_"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tenants (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    admin INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    hash TEXT PRIMARY KEY,
+    tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS functions (
+    id INTEGER PRIMARY KEY,
+    tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    live_version INTEGER NOT NULL,
+    created REAL NOT NULL,
+    UNIQUE (tenant_id, name)
+);
+CREATE TABLE IF NOT EXISTS versions (
+    id INTEGER PRIMARY KEY,
+    function_id INTEGER NOT NULL REFERENCES functions(id) ON DELETE CASCADE,
+    version INTEGER NOT NULL,
+    handler TEXT NOT NULL,
+    requirements TEXT NOT NULL,
+    module_dirs TEXT NOT NULL,
+    code_dir TEXT NOT NULL,
+    memory_mib INTEGER NOT NULL,
+    timeout_s REAL NOT NULL,
+    concurrency INTEGER NOT NULL,
+    allow TEXT NOT NULL,
+    env TEXT NOT NULL,
+    created REAL NOT NULL,
+    UNIQUE (function_id, version)
+);
+CREATE TABLE IF NOT EXISTS invocations (
+    id TEXT PRIMARY KEY,
+    tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    function_name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    version_id INTEGER NOT NULL,
+    mode TEXT NOT NULL,
+    status TEXT NOT NULL,
+    event TEXT NOT NULL,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    result TEXT,
+    error TEXT,
+    stdout TEXT NOT NULL DEFAULT '',
+    stderr TEXT NOT NULL DEFAULT '',
+    duration_ms REAL,
+    guest_cpu_ms REAL,
+    host_cpu_s REAL,
+    io_requests INTEGER,
+    bytes_in INTEGER,
+    bytes_out INTEGER,
+    peak_memory_bytes INTEGER
+);
+CREATE INDEX IF NOT EXISTS invocations_by_function
+    ON invocations (tenant_id, function_name, created);
+CREATE INDEX IF NOT EXISTS invocations_by_status ON invocations (status);
+"""
+
+# Invocation states: queued (async, accepted, not started), running, succeeded, failed,
+# interrupted (was running when the server stopped: it may have had effects, so it is
+# not re-run).
+FINISHED = ("succeeded", "failed", "interrupted")
+
+
+class RegistryError(UsetlError):
+    """A registry operation was refused (the message says why)."""
+
+
+def state_root(state_dir: Path | None = None) -> Path:
+    """The state directory: the argument, else $USETL_STATE, else ~/.local/state/usetl."""
+    if state_dir is not None:
+        return Path(state_dir)
+    env = os.environ.get(STATE_ENV)
+    if env:
+        return Path(env)
+    return Path.home() / ".local" / "state" / "usetl"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: int
+    name: str
+    admin: bool
+
+
+@dataclass(frozen=True)
+class Version:
+    id: int
+    function_id: int
+    tenant_id: int
+    name: str
+    version: int
+    handler: str
+    requirements: list[str]
+    module_dirs: list[str]
+    code_dir: str
+    memory_mib: int
+    timeout_s: float
+    concurrency: int
+    allow: list[str]
+    env: dict[str, str]
+    created: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.tenant_id}/{self.name}/{self.version}"
+
+    def public(self) -> dict:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "handler": self.handler,
+            "requirements": self.requirements,
+            "memory_mib": self.memory_mib,
+            "timeout_s": self.timeout_s,
+            "concurrency": self.concurrency,
+            "allow": self.allow,
+            "env": sorted(self.env),  # names only: values may be secrets
+            "created": self.created,
+        }
+
+
+class Registry:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.lock = threading.Lock()
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        with self.lock:
+            self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+    def _write(self, fn, *args):
+        """Run fn(cursor, *args) in one transaction."""
+        with self.lock:
+            cur = self.db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(cur, *args)
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+            return result
+
+    def _read(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self.lock:
+            return self.db.execute(sql, args).fetchall()
+
+    # tenants and tokens
+
+    def add_tenant(self, name: str, admin: bool = False) -> tuple[Tenant, str]:
+        """A new tenant and its first token (the only time the token is seen)."""
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+        def add(cur):
+            if cur.execute("SELECT 1 FROM tenants WHERE name = ?", (name,)).fetchone():
+                raise RegistryError(f"tenant {name!r} already exists")
+            cur.execute(
+                "INSERT INTO tenants (name, admin, created) VALUES (?, ?, ?)",
+                (name, int(admin), time.time()),
+            )
+            tenant_id = cur.lastrowid
+            cur.execute(
+                "INSERT INTO tokens (hash, tenant_id, created) VALUES (?, ?, ?)",
+                (hash_token(token), tenant_id, time.time()),
+            )
+            return Tenant(tenant_id, name, admin)
+
+        return self._write(add), token
+
+    def tenant_for_token(self, token: str) -> Tenant | None:
+        rows = self._read(
+            "SELECT t.id, t.name, t.admin FROM tokens k JOIN tenants t ON t.id = k.tenant_id "
+            "WHERE k.hash = ?",
+            (hash_token(token),),
+        )
+        return Tenant(rows[0]["id"], rows[0]["name"], bool(rows[0]["admin"])) if rows else None
+
+    def tenants(self) -> list[Tenant]:
+        rows = self._read("SELECT id, name, admin FROM tenants ORDER BY id")
+        return [Tenant(r["id"], r["name"], bool(r["admin"])) for r in rows]
+
+    # functions and versions
+
+    def add_version(
+        self,
+        tenant_id: int,
+        name: str,
+        *,
+        handler: str,
+        requirements: list[str],
+        module_dirs: list[str],
+        code_dir: str,
+        memory_mib: int,
+        timeout_s: float,
+        concurrency: int,
+        allow: list[str],
+        env: dict[str, str],
+    ) -> Version:
+        """Record a new version of a function (created if new) and make it the live one."""
+
+        def add(cur):
+            now = time.time()
+            row = cur.execute(
+                "SELECT id FROM functions WHERE tenant_id = ? AND name = ?", (tenant_id, name)
+            ).fetchone()
+            if row is None:
+                cur.execute(
+                    "INSERT INTO functions (tenant_id, name, live_version, created) "
+                    "VALUES (?, ?, 0, ?)",
+                    (tenant_id, name, now),
+                )
+                function_id = cur.lastrowid
+            else:
+                function_id = row["id"]
+            number = cur.execute(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE function_id = ?",
+                (function_id,),
+            ).fetchone()[0]
+            cur.execute(
+                "INSERT INTO versions (function_id, version, handler, requirements, module_dirs, "
+                "code_dir, memory_mib, timeout_s, concurrency, allow, env, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    function_id, number, handler, json.dumps(requirements),
+                    json.dumps(module_dirs), code_dir, memory_mib, timeout_s, concurrency,
+                    json.dumps(allow), json.dumps(env), now,
+                ),
+            )
+            cur.execute(
+                "UPDATE functions SET live_version = ? WHERE id = ?", (number, function_id)
+            )
+            return number
+
+        number = self._write(add)
+        version = self.version(tenant_id, name, number)
+        assert version is not None
+        return version
+
+    _VERSION_SQL = (
+        "SELECT v.*, f.tenant_id, f.name FROM versions v JOIN functions f "
+        "ON f.id = v.function_id "
+    )
+
+    @staticmethod
+    def _version(row: sqlite3.Row) -> Version:
+        return Version(
+            id=row["id"],
+            function_id=row["function_id"],
+            tenant_id=row["tenant_id"],
+            name=row["name"],
+            version=row["version"],
+            handler=row["handler"],
+            requirements=json.loads(row["requirements"]),
+            module_dirs=json.loads(row["module_dirs"]),
+            code_dir=row["code_dir"],
+            memory_mib=row["memory_mib"],
+            timeout_s=row["timeout_s"],
+            concurrency=row["concurrency"],
+            allow=json.loads(row["allow"]),
+            env=json.loads(row["env"]),
+            created=row["created"],
+        )
+
+    def version(self, tenant_id: int, name: str, number: int | None = None) -> Version | None:
+        """A function's version (the live one by default), or None."""
+        if number is None:
+            rows = self._read(
+                self._VERSION_SQL + "WHERE f.tenant_id = ? AND f.name = ? "
+                "AND v.version = f.live_version",
+                (tenant_id, name),
+            )
+        else:
+            rows = self._read(
+                self._VERSION_SQL + "WHERE f.tenant_id = ? AND f.name = ? AND v.version = ?",
+                (tenant_id, name, number),
+            )
+        return self._version(rows[0]) if rows else None
+
+    def version_by_id(self, version_id: int) -> Version | None:
+        rows = self._read(self._VERSION_SQL + "WHERE v.id = ?", (version_id,))
+        return self._version(rows[0]) if rows else None
+
+    def functions(self, tenant_id: int) -> list[Version]:
+        """The live version of each of the tenant's functions."""
+        rows = self._read(
+            self._VERSION_SQL + "WHERE f.tenant_id = ? AND v.version = f.live_version "
+            "ORDER BY f.name",
+            (tenant_id,),
+        )
+        return [self._version(r) for r in rows]
+
+    def versions(self, tenant_id: int, name: str) -> list[Version]:
+        rows = self._read(
+            self._VERSION_SQL + "WHERE f.tenant_id = ? AND f.name = ? ORDER BY v.version",
+            (tenant_id, name),
+        )
+        return [self._version(r) for r in rows]
+
+    def delete_function(self, tenant_id: int, name: str) -> list[Version]:
+        """Remove a function and its versions (invocation records stay); returns the versions."""
+
+        def delete(cur):
+            rows = cur.execute(
+                self._VERSION_SQL + "WHERE f.tenant_id = ? AND f.name = ?", (tenant_id, name)
+            ).fetchall()
+            cur.execute("DELETE FROM functions WHERE tenant_id = ? AND name = ?", (tenant_id, name))
+            return [self._version(r) for r in rows]
+
+        return self._write(delete)
+
+    # invocations
+
+    def add_invocation(self, version: Version, mode: str, event: Any, status: str) -> str:
+        invocation_id = uuid.uuid4().hex
+
+        def add(cur):
+            cur.execute(
+                "INSERT INTO invocations (id, tenant_id, function_name, version, version_id, "
+                "mode, status, event, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    invocation_id, version.tenant_id, version.name, version.version, version.id,
+                    mode, status, json.dumps(event), time.time(),
+                ),
+            )
+
+        self._write(add)
+        return invocation_id
+
+    def set_running(self, invocation_id: str) -> None:
+        def update(cur):
+            cur.execute(
+                "UPDATE invocations SET status = 'running', started = ? WHERE id = ?",
+                (time.time(), invocation_id),
+            )
+
+        self._write(update)
+
+    def finish_invocation(self, invocation_id: str, outcome: Any, started: float) -> None:
+        """Store an invocation's outcome (a backend Outcome)."""
+        io = outcome.io
+
+        def update(cur):
+            cur.execute(
+                "UPDATE invocations SET status = ?, started = COALESCE(started, ?), finished = ?, "
+                "result = ?, error = ?, stdout = ?, stderr = ?, duration_ms = ?, "
+                "guest_cpu_ms = ?, host_cpu_s = ?, io_requests = ?, bytes_in = ?, bytes_out = ?, "
+                "peak_memory_bytes = ? WHERE id = ?",
+                (
+                    "succeeded" if outcome.error is None else "failed",
+                    started, time.time(), json.dumps(outcome.value),
+                    None if outcome.error is None else json.dumps(outcome.error),
+                    outcome.stdout, outcome.stderr, outcome.duration_ms, outcome.guest_cpu_ms,
+                    io.get("host_cpu_s", 0.0), io.get("requests", 0), io.get("bytes_in", 0),
+                    io.get("bytes_out", 0), outcome.peak_memory_bytes, invocation_id,
+                ),
+            )
+
+        self._write(update)
+
+    def record_invocation(self, version: Version, event: Any, outcome: Any, started: float) -> str:
+        """A finished synchronous invocation, written once."""
+        invocation_id = self.add_invocation(version, "sync", event, "running")
+        self.finish_invocation(invocation_id, outcome, started)
+        return invocation_id
+
+    def invocation(self, tenant_id: int, invocation_id: str) -> dict | None:
+        rows = self._read(
+            "SELECT * FROM invocations WHERE id = ? AND tenant_id = ?", (invocation_id, tenant_id)
+        )
+        return _invocation(rows[0]) if rows else None
+
+    def logs(self, tenant_id: int, name: str, limit: int = 20) -> list[dict]:
+        rows = self._read(
+            "SELECT * FROM invocations WHERE tenant_id = ? AND function_name = ? "
+            "ORDER BY created DESC LIMIT ?",
+            (tenant_id, name, limit),
+        )
+        return [_invocation(r) for r in reversed(rows)]
+
+    def recover(self) -> tuple[list[str], list[str]]:
+        """After a restart: queued async invocations to re-run, and running ones now interrupted.
+
+        A queued invocation never started, so running it now is what the caller asked for;
+        one that was running may have had effects (posts), so it is marked interrupted.
+        """
+
+        def recover(cur):
+            queued = [
+                r["id"] for r in cur.execute(
+                    "SELECT id FROM invocations WHERE status = 'queued' ORDER BY created"
+                )
+            ]
+            running = [
+                r["id"] for r in cur.execute("SELECT id FROM invocations WHERE status = 'running'")
+            ]
+            cur.execute(
+                "UPDATE invocations SET status = 'interrupted', finished = ?, error = ? "
+                "WHERE status = 'running'",
+                (time.time(), json.dumps({
+                    "type": "Interrupted",
+                    "message": "the server stopped while this invocation ran; it was not re-run",
+                    "traceback": "",
+                })),
+            )
+            return queued, running
+
+        return self._write(recover)
+
+    def queued_invocation(self, invocation_id: str) -> tuple[Version, Any] | None:
+        rows = self._read(
+            "SELECT version_id, event FROM invocations WHERE id = ? AND status = 'queued'",
+            (invocation_id,),
+        )
+        if not rows:
+            return None
+        version = self.version_by_id(rows[0]["version_id"])
+        return (version, json.loads(rows[0]["event"])) if version is not None else None
+
+    def fail_invocation(self, invocation_id: str, error: dict) -> None:
+        def update(cur):
+            cur.execute(
+                "UPDATE invocations SET status = 'failed', finished = ?, error = ? WHERE id = ?",
+                (time.time(), json.dumps(error), invocation_id),
+            )
+
+        self._write(update)
+
+
+def _invocation(row: sqlite3.Row) -> dict:
+    return {
+        "id": row["id"],
+        "function": row["function_name"],
+        "version": row["version"],
+        "mode": row["mode"],
+        "status": row["status"],
+        "created": row["created"],
+        "started": row["started"],
+        "finished": row["finished"],
+        "result": json.loads(row["result"]) if row["result"] is not None else None,
+        "error": json.loads(row["error"]) if row["error"] is not None else None,
+        "stdout": row["stdout"],
+        "stderr": row["stderr"],
+        "metrics": {
+            "duration_ms": row["duration_ms"],
+            "guest_cpu_ms": row["guest_cpu_ms"],
+            "host_cpu_s": row["host_cpu_s"],
+            "io_requests": row["io_requests"],
+            "bytes_in": row["bytes_in"],
+            "bytes_out": row["bytes_out"],
+            "peak_memory_bytes": row["peak_memory_bytes"],
+        },
+    }

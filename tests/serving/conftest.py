@@ -1,0 +1,25 @@
+"""Fixtures for the platform tests: function code written into tmp_path."""
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+
+def write_function(directory: Path, source: str, name: str = "fn.py") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / name).write_text(textwrap.dedent(source))
+    # The sandbox's unprivileged user reads it through the test's tmp_path.
+    for d in [directory, *directory.parents]:
+        if str(d) in ("/", "/tmp"):
+            break
+        d.chmod(d.stat().st_mode | 0o755)
+    return directory
+
+
+@pytest.fixture
+def function_dir(tmp_path):
+    def make(source: str, name: str = "fn.py", sub: str = "fn") -> Path:
+        return write_function(tmp_path / sub, source, name)
+
+    return make

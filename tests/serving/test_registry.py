@@ -1,0 +1,84 @@
+"""The registry on a real SQLite file."""
+
+import sqlite3
+
+import pytest
+
+from usetl.platform.backend import Outcome
+from usetl.platform.registry import Registry, RegistryError
+
+VERSION = dict(
+    handler="fn.py:handler", requirements=["six"], module_dirs=["/m/six"], code_dir="/c",
+    memory_mib=128, timeout_s=5.0, concurrency=4, allow=["https://example.com/"],
+    env={"KEY": "secret"},
+)
+
+
+@pytest.fixture
+def registry(tmp_path):
+    r = Registry(tmp_path / "registry.db")
+    yield r
+    r.close()
+
+
+def test_tokens_are_stored_hashed_and_resolve_to_their_tenant(registry, tmp_path):
+    a, token_a = registry.add_tenant("alice")
+    b, token_b = registry.add_tenant("bob")
+    assert registry.tenant_for_token(token_a) == a
+    assert registry.tenant_for_token(token_b) == b
+    assert registry.tenant_for_token(token_a + "x") is None
+    with pytest.raises(RegistryError, match="already exists"):
+        registry.add_tenant("alice")
+    raw = (tmp_path / "registry.db").read_bytes() + (tmp_path / "registry.db-wal").read_bytes()
+    assert token_a.encode() not in raw
+
+
+def test_versions_and_tenant_scoping(registry):
+    a, _ = registry.add_tenant("alice")
+    b, _ = registry.add_tenant("bob")
+    v1 = registry.add_version(a.id, "etl", **VERSION)
+    v2 = registry.add_version(a.id, "etl", **{**VERSION, "memory_mib": 256})
+    assert (v1.version, v2.version) == (1, 2)
+    assert registry.version(a.id, "etl").version == 2
+    assert registry.version(a.id, "etl", 1).memory_mib == 128
+    assert registry.version(b.id, "etl") is None
+    assert [f.name for f in registry.functions(a.id)] == ["etl"]
+    assert registry.functions(b.id) == []
+    assert v2.public()["env"] == ["KEY"]
+    assert [v.version for v in registry.delete_function(a.id, "etl")] == [1, 2]
+    assert registry.version(a.id, "etl") is None
+
+
+def test_a_failed_write_changes_nothing(registry):
+    a, _ = registry.add_tenant("alice")
+
+    def failing(cur):
+        cur.execute("INSERT INTO tenants (name, admin, created) VALUES ('x', 0, 0)")
+        raise sqlite3.IntegrityError("boom")
+
+    with pytest.raises(sqlite3.IntegrityError):
+        registry._write(failing)
+    assert [t.name for t in registry.tenants()] == ["alice"]
+
+
+def test_invocations_survive_reopening_and_recover(registry, tmp_path):
+    a, _ = registry.add_tenant("alice")
+    v = registry.add_version(a.id, "etl", **VERSION)
+    queued = registry.add_invocation(v, "async", {"x": 1}, "queued")
+    running = registry.add_invocation(v, "async", {"x": 2}, "queued")
+    registry.set_running(running)
+    done = registry.record_invocation(
+        v, {"x": 3}, Outcome({"y": 3}, None, "out\n", "", 1.5, 1.0, {"bytes_in": 10}, 1000), 0.0
+    )
+    registry.close()
+    reopened = Registry(tmp_path / "registry.db")
+    assert reopened.recover() == ([queued], [running])
+    assert reopened.invocation(a.id, running)["status"] == "interrupted"
+    assert reopened.queued_invocation(queued)[1] == {"x": 1}
+    record = reopened.invocation(a.id, done)
+    assert record["result"] == {"y": 3} and record["stdout"] == "out\n"
+    assert record["metrics"]["bytes_in"] == 10
+    b, _ = reopened.add_tenant("bob")
+    assert reopened.invocation(b.id, done) is None
+    assert [r["id"] for r in reopened.logs(a.id, "etl")] == [queued, running, done]
+    reopened.close()
