@@ -1,6 +1,7 @@
 """The registry on a real SQLite file."""
 
 import sqlite3
+import time
 
 import pytest
 
@@ -67,8 +68,10 @@ def test_invocations_survive_reopening_and_recover(registry, tmp_path):
     queued = registry.add_invocation(v, "async", {"x": 1}, "queued")
     running = registry.add_invocation(v, "async", {"x": 2}, "queued")
     registry.set_running(running)
-    done = registry.record_invocation(
-        v, {"x": 3}, Outcome({"y": 3}, None, "out\n", "", 1.5, 1.0, {"bytes_in": 10}, 1000), 0.0
+    done = "d" * 32
+    registry.record_invocation(
+        done, v, {"x": 3}, Outcome({"y": 3}, None, "out\n", "", 1.5, 1.0, {"bytes_in": 10}, 1000),
+        time.time(),
     )
     registry.close()
     reopened = Registry(tmp_path / "registry.db")

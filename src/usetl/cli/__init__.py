@@ -8,9 +8,9 @@ import sys
 
 from usetl.errors import UsetlError
 
-from . import bench, image, vm
+from . import bench, functions, image, serve, vm
 
-COMMAND_GROUPS = [image, vm, bench]
+COMMAND_GROUPS = [image, vm, bench, serve, functions]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,6 +26,7 @@ from usetl.errors import UsetlError
 
 STATE_ENV = "USETL_STATE"
 TOKEN_PREFIX = "usetl_"
+ADMIN_TOKEN_FILE = "admin.token"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tenants (
@@ -110,6 +111,11 @@ def state_root(state_dir: Path | None = None) -> Path:
     if env:
         return Path(env)
     return Path.home() / ".local" / "state" / "usetl"
+
+
+def admin_token_file(state_dir: Path | None = None) -> Path:
+    """Where `usetl serve` saves the admin tenant's token (mode 0600)."""
+    return state_root(state_dir) / ADMIN_TOKEN_FILE
 
 
 def hash_token(token: str) -> str:
@@ -359,8 +365,9 @@ class Registry:
 
     # invocations
 
-    def add_invocation(self, version: Version, mode: str, event: Any, status: str) -> str:
-        invocation_id = uuid.uuid4().hex
+    def add_invocation(self, version: Version, mode: str, event: Any, status: str,
+                       invocation_id: str | None = None) -> str:
+        invocation_id = invocation_id or uuid.uuid4().hex
 
         def add(cur):
             cur.execute(
@@ -386,31 +393,23 @@ class Registry:
 
     def finish_invocation(self, invocation_id: str, outcome: Any, started: float) -> None:
         """Store an invocation's outcome (a backend Outcome)."""
-        io = outcome.io
+        self._write(lambda cur: cur.execute(_FINISH_SQL, _finish_args(outcome, started)
+                                            + (invocation_id,)))
 
-        def update(cur):
+    def record_invocation(self, invocation_id: str, version: Version, event: Any, outcome: Any,
+                          started: float) -> None:
+        """A finished synchronous invocation, written in one transaction."""
+
+        def add(cur):
             cur.execute(
-                "UPDATE invocations SET status = ?, started = COALESCE(started, ?), finished = ?, "
-                "result = ?, error = ?, stdout = ?, stderr = ?, duration_ms = ?, "
-                "guest_cpu_ms = ?, host_cpu_s = ?, io_requests = ?, bytes_in = ?, bytes_out = ?, "
-                "peak_memory_bytes = ? WHERE id = ?",
-                (
-                    "succeeded" if outcome.error is None else "failed",
-                    started, time.time(), json.dumps(outcome.value),
-                    None if outcome.error is None else json.dumps(outcome.error),
-                    outcome.stdout, outcome.stderr, outcome.duration_ms, outcome.guest_cpu_ms,
-                    io.get("host_cpu_s", 0.0), io.get("requests", 0), io.get("bytes_in", 0),
-                    io.get("bytes_out", 0), outcome.peak_memory_bytes, invocation_id,
-                ),
+                "INSERT INTO invocations (id, tenant_id, function_name, version, version_id, "
+                "mode, status, event, created) VALUES (?, ?, ?, ?, ?, 'sync', 'running', ?, ?)",
+                (invocation_id, version.tenant_id, version.name, version.version, version.id,
+                 json.dumps(event), started),
             )
+            cur.execute(_FINISH_SQL, _finish_args(outcome, started) + (invocation_id,))
 
-        self._write(update)
-
-    def record_invocation(self, version: Version, event: Any, outcome: Any, started: float) -> str:
-        """A finished synchronous invocation, written once."""
-        invocation_id = self.add_invocation(version, "sync", event, "running")
-        self.finish_invocation(invocation_id, outcome, started)
-        return invocation_id
+        self._write(add)
 
     def invocation(self, tenant_id: int, invocation_id: str) -> dict | None:
         rows = self._read(
@@ -473,6 +472,26 @@ class Registry:
             )
 
         self._write(update)
+
+
+_FINISH_SQL = (
+    "UPDATE invocations SET status = ?, started = COALESCE(started, ?), finished = ?, "
+    "result = ?, error = ?, stdout = ?, stderr = ?, duration_ms = ?, guest_cpu_ms = ?, "
+    "host_cpu_s = ?, io_requests = ?, bytes_in = ?, bytes_out = ?, peak_memory_bytes = ? "
+    "WHERE id = ?"
+)
+
+
+def _finish_args(outcome: Any, started: float) -> tuple:
+    io = outcome.io
+    return (
+        "succeeded" if outcome.error is None else "failed",
+        started, time.time(), json.dumps(outcome.value),
+        None if outcome.error is None else json.dumps(outcome.error),
+        outcome.stdout, outcome.stderr, outcome.duration_ms, outcome.guest_cpu_ms,
+        io.get("host_cpu_s", 0.0), io.get("requests", 0), io.get("bytes_in", 0),
+        io.get("bytes_out", 0), outcome.peak_memory_bytes,
+    )
 
 
 def _invocation(row: sqlite3.Row) -> dict:

@@ -1,0 +1,186 @@
+"""The HTTP API (OpenAPI at /openapi.json, docs at /docs).
+
+Every call under /v1 carries `Authorization: Bearer <token>`; a token reaches
+only its tenant's functions, invocations and logs (another tenant's objects
+are 404, as if they did not exist). Errors are JSON:
+``{"error": {"code": "<stable code>", "message": "<one clear line>"}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from usetl.platform.registry import Tenant
+from usetl.platform.service import DeployRequest, Platform, ServiceError
+
+THREADS = 256  # blocking invocations in flight (the pool queues beyond a function's limit)
+
+EVENT_BODY = {
+    "requestBody": {
+        "description": "The event: any JSON value (empty body: null).",
+        "content": {"application/json": {"schema": {}}},
+    }
+}
+
+
+class Deploy(BaseModel):
+    handler: str = Field(description="'file.py:function' or 'pkg/mod.py:function'")
+    files: dict[str, str] = Field(description="relative path -> base64 of the file's bytes")
+    requirements: list[str] = Field(default_factory=list, description="pip requirement lines")
+    memory_mib: int | None = None
+    timeout_s: float | None = None
+    concurrency: int | None = Field(None, description="invocations at once; more wait or get 429")
+    allow: list[str] | None = Field(None, description="URL prefixes the function may reach")
+    env: dict[str, str] | None = None
+
+
+class NewTenant(BaseModel):
+    name: str
+
+
+def _caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Tenant:
+    token = None
+    if authorization and authorization.lower().startswith("bearer "):
+        token = authorization[7:].strip()
+    return request.app.state.platform.authenticate(token)
+
+
+Caller = Annotated[Tenant, Depends(_caller)]
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def create_app(platform: Platform) -> FastAPI:
+    app = FastAPI(
+        title="usetl",
+        version="1",
+        description="Serverless Python functions for ETL, each invocation in its own sandbox.",
+    )
+    app.state.platform = platform
+
+    @app.on_event("startup")
+    async def more_threads() -> None:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        response = error_response(exc.status, exc.code, str(exc))
+        if headers:
+            response.headers.update(headers)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error_response(400, "invalid_request", f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"),
+                              str(exc.detail))
+
+    async def blocking(fn, *args) -> Any:
+        return await anyio.to_thread.run_sync(fn, *args)
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict:
+        return {"status": "ok", "backend": platform.backend.name}
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    def metrics(caller: Caller) -> PlainTextResponse:
+        if not caller.admin:
+            raise ServiceError(403, "forbidden", "metrics are for the admin tenant")
+        return PlainTextResponse(platform.metrics.render(),
+                                 media_type="text/plain; version=0.0.4")
+
+    @app.post("/v1/tenants", tags=["tenants"], status_code=201)
+    async def add_tenant(body: NewTenant, caller: Caller) -> dict:
+        added, token = await blocking(platform.add_tenant, caller, body.name)
+        return {"name": added.name, "token": token}
+
+    @app.get("/v1/whoami", tags=["tenants"])
+    def whoami(caller: Caller) -> dict:
+        return {"tenant": caller.name, "admin": caller.admin}
+
+    @app.put("/v1/functions/{name}", tags=["functions"], status_code=201)
+    async def deploy(name: str, body: Deploy, caller: Caller) -> dict:
+        request = DeployRequest(**body.model_dump())
+        version = await blocking(platform.deploy, caller, name, request)
+        return version.public()
+
+    @app.get("/v1/functions", tags=["functions"])
+    def list_functions(caller: Caller) -> dict:
+        return {"functions": [v.public() for v in platform.functions(caller)]}
+
+    @app.get("/v1/functions/{name}", tags=["functions"])
+    def show_function(name: str, caller: Caller) -> dict:
+        live, versions = platform.function(caller, name)
+        return {**live.public(), "versions": [v.version for v in versions]}
+
+    @app.delete("/v1/functions/{name}", tags=["functions"])
+    async def delete_function(name: str, caller: Caller) -> dict:
+        versions = await blocking(platform.delete, caller, name)
+        return {"deleted": name, "versions": [v.version for v in versions]}
+
+    @app.post("/v1/functions/{name}/invoke", tags=["invocations"], openapi_extra=EVENT_BODY)
+    async def invoke(name: str, request: Request, caller: Caller) -> dict:
+        """Run the function and wait for its result (the invocation record)."""
+        event = platform.parse_event(await _body(request, platform))
+        return await blocking(platform.invoke, caller, name, event)
+
+    @app.post("/v1/functions/{name}/invocations", tags=["invocations"], status_code=202,
+              openapi_extra=EVENT_BODY)
+    async def invoke_async(name: str, request: Request, caller: Caller) -> dict:
+        """Accept an invocation (persisted before this answer); fetch it by id later."""
+        event = platform.parse_event(await _body(request, platform))
+        invocation_id = await blocking(platform.invoke_async, caller, name, event)
+        return {"id": invocation_id, "status": "queued"}
+
+    @app.get("/v1/invocations/{invocation_id}", tags=["invocations"])
+    def get_invocation(invocation_id: str, caller: Caller) -> dict:
+        return platform.invocation(caller, invocation_id)
+
+    @app.get("/v1/functions/{name}/logs", tags=["invocations"])
+    def logs(name: str, caller: Caller,
+             limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict:
+        return {"invocations": platform.logs(caller, name, limit)}
+
+    @app.get("/v1/pool", tags=["operations"])
+    def pool(caller: Caller) -> dict:
+        return {
+            "backend": platform.backend.name,
+            "memory_bytes": platform.pool.memory_bytes(),
+            "memory_budget_bytes": platform.pool.config.memory_budget_bytes,
+            "functions": platform.pool_status(caller),
+        }
+
+    return app
+
+
+async def _body(request: Request, platform: Platform) -> bytes:
+    """The request body, refused as soon as it passes the payload limit."""
+    limit = platform.limits.max_payload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ServiceError(413, "payload_too_large",
+                           f"the event is {declared} bytes, over the limit of {limit}")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ServiceError(413, "payload_too_large", f"the event is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

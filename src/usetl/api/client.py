@@ -1,0 +1,147 @@
+"""A Python client for the HTTP API (the CLI's client commands use it).
+
+    from usetl.api.client import Client
+    c = Client("http://127.0.0.1:8080", token)
+    c.deploy("hello", Path("hello.py"))
+    c.invoke("hello", {"name": "x"})["result"]
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from usetl.errors import UsetlError
+
+CONFIG_ENV = "USETL_CONFIG"
+TOKEN_ENV = "USETL_TOKEN"
+URL_ENV = "USETL_URL"
+DEFAULT_URL = "http://127.0.0.1:8080"
+SKIPPED = {"__pycache__", ".git", ".venv"}
+
+
+class ApiError(UsetlError):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(f"{message} ({code}, HTTP {status})")
+        self.status = status
+        self.code = code
+
+
+def config_path() -> Path:
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    return Path.home() / ".config" / "usetl" / "config.json"
+
+
+def load_config() -> dict:
+    try:
+        return json.loads(config_path().read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def save_config(url: str, token: str) -> Path:
+    path = config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"url": url, "token": token}, f)
+    return path
+
+
+def code_files(path: Path) -> dict[str, str]:
+    """A file, or a directory's files (recursively), as relative path -> base64."""
+    if path.is_file():
+        return {path.name: base64.b64encode(path.read_bytes()).decode()}
+    if not path.is_dir():
+        raise UsetlError(f"{path}: no such file or directory")
+    files = {}
+    for file in sorted(path.rglob("*")):
+        rel = file.relative_to(path)
+        if file.is_file() and not any(p in SKIPPED or p.startswith(".") for p in rel.parts):
+            files[rel.as_posix()] = base64.b64encode(file.read_bytes()).decode()
+    return files
+
+
+class Client:
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 960.0):
+        config = load_config()
+        self.url = (url or os.environ.get(URL_ENV) or config.get("url") or DEFAULT_URL).rstrip("/")
+        self.token = token or os.environ.get(TOKEN_ENV) or config.get("token")
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as e:
+            raise UsetlError(f"cannot reach the usetl server at {self.url}: {e}") from e
+        if response.status_code >= 400:
+            try:
+                error = response.json()["error"]
+                code, message = error["code"], error["message"]
+            except (ValueError, KeyError, TypeError):
+                code, message = "http_error", response.text[:200]
+            raise ApiError(response.status_code, code, message)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.text
+
+    def deploy(self, name: str, path: Path, handler: str | None = None,
+               requirements: list[str] | None = None, **options: Any) -> dict:
+        files = code_files(path)
+        if handler is None:
+            handler = f"{path.name}:handler" if path.is_file() else "main.py:handler"
+        if requirements is None and path.is_dir() and (path / "requirements.txt").is_file():
+            requirements = _requirement_lines((path / "requirements.txt").read_text())
+        body = {"handler": handler, "files": files, "requirements": requirements or []}
+        body.update({k: v for k, v in options.items() if v is not None})
+        return self.request("PUT", f"/v1/functions/{name}", json=body)
+
+    def invoke(self, name: str, event: Any = None) -> dict:
+        return self.request("POST", f"/v1/functions/{name}/invoke", content=json.dumps(event),
+                            headers={"Content-Type": "application/json"})
+
+    def invoke_async(self, name: str, event: Any = None) -> str:
+        return self.request("POST", f"/v1/functions/{name}/invocations",
+                            content=json.dumps(event),
+                            headers={"Content-Type": "application/json"})["id"]
+
+    def invocation(self, invocation_id: str) -> dict:
+        return self.request("GET", f"/v1/invocations/{invocation_id}")
+
+    def functions(self) -> list[dict]:
+        return self.request("GET", "/v1/functions")["functions"]
+
+    def function(self, name: str) -> dict:
+        return self.request("GET", f"/v1/functions/{name}")
+
+    def delete(self, name: str) -> dict:
+        return self.request("DELETE", f"/v1/functions/{name}")
+
+    def logs(self, name: str, limit: int = 20) -> list[dict]:
+        return self.request("GET", f"/v1/functions/{name}/logs", params={"limit": limit})[
+            "invocations"]
+
+    def add_tenant(self, name: str) -> dict:
+        return self.request("POST", "/v1/tenants", json={"name": name})
+
+    def pool(self) -> dict:
+        return self.request("GET", "/v1/pool")
+
+    def metrics(self) -> str:
+        return self.request("GET", "/metrics")
+
+
+def _requirement_lines(text: str) -> list[str]:
+    lines = (ln.split("#", 1)[0].strip() for ln in text.splitlines())
+    return [ln for ln in lines if ln]

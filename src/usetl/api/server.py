@@ -1,0 +1,71 @@
+"""Running the platform: `serve()` starts the backend, the platform and uvicorn in one process."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import uvicorn
+
+from usetl.image.modstore import ModuleStore
+from usetl.platform.backends import choose_backend
+from usetl.platform.pool import PoolConfig
+from usetl.platform.registry import ADMIN_TOKEN_FILE, state_root
+from usetl.platform.service import Platform
+
+from .app import create_app
+
+log = logging.getLogger(__name__)
+ADMIN = "admin"
+
+def ensure_admin(platform: Platform) -> str | None:
+    """Create the admin tenant on first start; returns its token then (saved 0600), else None."""
+    if any(t.admin for t in platform.registry.tenants()):
+        return None
+    _, token = platform.registry.add_tenant(ADMIN, admin=True)
+    path = platform.state_dir / ADMIN_TOKEN_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    backend_name: str | None = None,
+    state_dir: Path | None = None,
+    module_dir: Path | None = None,
+    memory_budget_mib: int = 4096,
+    idle_s: float = 60.0,
+    announce: Callable[[str], None] = print,
+) -> None:
+    state = state_root(state_dir)
+    modules = ModuleStore(module_dir)
+    backend = choose_backend(backend_name, hide=[state, modules.root.parent])
+    platform = Platform(
+        backend, state, modules,
+        PoolConfig(memory_budget_bytes=memory_budget_mib << 20, idle_s=idle_s),
+    )
+    token = ensure_admin(platform)
+    app = create_app(platform)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    announce(f"usetl: backend {backend.name}: {backend.isolation}")
+    if backend.name != "kvm":
+        announce("usetl: WARNING: isolation is weaker than with KVM (the process backend)")
+    announce(f"usetl: state in {state}, modules in {modules.root}")
+    if platform.recovered["requeued"] or platform.recovered["interrupted"]:
+        announce(f"usetl: recovered async invocations: {platform.recovered['requeued']} "
+                 f"re-queued, {platform.recovered['interrupted']} interrupted")
+    if token is not None:
+        announce(f"usetl: admin token (saved in {state / ADMIN_TOKEN_FILE}): {token}")
+    else:
+        announce(f"usetl: admin token in {state / ADMIN_TOKEN_FILE}")
+    announce(f"usetl: serving on http://{host}:{port} (API docs at /docs)")
+    try:
+        server.run()
+    finally:
+        platform.close()

@@ -1,0 +1,250 @@
+"""The client commands: deploy, invoke, ls, logs, rm, tenant add, stats (over HTTP).
+
+The server is --url, else $USETL_URL, else the config file, else
+http://127.0.0.1:8080; the token is --token, else $USETL_TOKEN, else the
+config file (`usetl tenant add` writes it), else, for a local server, the
+admin token `usetl serve` saved in the state directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from usetl.api.client import TOKEN_ENV, Client, load_config, save_config
+from usetl.errors import UsetlError
+from usetl.platform.registry import admin_token_file
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    deploy = _command(subparsers, "deploy", "deploy a function (a new version)")
+    deploy.add_argument("name", help="function name")
+    deploy.add_argument("path", type=Path, help="a .py file, or a directory (a package)")
+    deploy.add_argument("--handler", default=None,
+                        help="FILE.py:FUNCTION (default: <file>:handler, or main.py:handler)")
+    deploy.add_argument("-r", "--requirement", action="append", default=None, metavar="REQ",
+                        help="a pip requirement (repeatable; default: the directory's "
+                        "requirements.txt)")
+    deploy.add_argument("--memory", type=int, default=None, metavar="MiB")
+    deploy.add_argument("--timeout", type=float, default=None, metavar="S")
+    deploy.add_argument("--concurrency", type=int, default=None, metavar="N")
+    deploy.add_argument("--allow", action="append", default=None, metavar="URL_PREFIX",
+                        help="a URL prefix the function may GET/POST (repeatable)")
+    deploy.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
+    deploy.set_defaults(func=run_deploy)
+
+    invoke = _command(subparsers, "invoke", "invoke a function (waits for the result)")
+    invoke.add_argument("name")
+    invoke.add_argument("event", nargs="?", default="null", help="the event as JSON")
+    invoke.add_argument("--async", dest="is_async", action="store_true",
+                        help="only queue it; print the invocation id")
+    invoke.add_argument("--json", action="store_true", help="print the whole invocation record")
+    invoke.set_defaults(func=run_invoke)
+
+    show = _command(subparsers, "invocation", "show an invocation (e.g. an --async one)")
+    show.add_argument("id")
+    show.add_argument("--wait", action="store_true", help="wait until it has finished")
+    show.set_defaults(func=run_invocation)
+
+    ls = _command(subparsers, "ls", "list your functions")
+    ls.set_defaults(func=run_ls)
+
+    logs = _command(subparsers, "logs", "recent invocations of a function with their output")
+    logs.add_argument("name")
+    logs.add_argument("-n", "--limit", type=int, default=20)
+    logs.set_defaults(func=run_logs)
+
+    rm = _command(subparsers, "rm", "delete a function (all its versions)")
+    rm.add_argument("name")
+    rm.set_defaults(func=run_rm)
+
+    tenant = subparsers.add_parser("tenant", help="manage tenants (admin)")
+    tenant_commands = tenant.add_subparsers(dest="tenant_command", required=True)
+    add = _command(tenant_commands, "add", "add a tenant; print its token and save it")
+    add.add_argument("tenant_name", metavar="NAME")
+    add.add_argument("--no-save", action="store_true",
+                     help="do not write the token into the config file")
+    add.set_defaults(func=run_tenant_add)
+
+    stats = _command(subparsers, "stats", "live view of pools, latency and memory")
+    stats.add_argument("--interval", type=float, default=1.0, metavar="S")
+    stats.add_argument("--once", action="store_true", help="print one view and exit")
+    stats.set_defaults(func=run_stats)
+
+
+def _command(subparsers: argparse._SubParsersAction, name: str, help: str):
+    parser = subparsers.add_parser(name, help=help, description=help)
+    parser.add_argument("--url", default=None, help="server URL")
+    parser.add_argument("--token", default=None, help="bearer token")
+    parser.add_argument("--state", type=Path, default=None, metavar="DIR",
+                        help="a local server's state directory (for its admin token)")
+    return parser
+
+
+def _client(args: argparse.Namespace, admin: bool = False) -> Client:
+    token = args.token or os.environ.get(TOKEN_ENV)
+    if token is None and not admin:
+        token = load_config().get("token")
+    if token is None:
+        path = admin_token_file(args.state)
+        if path.is_file():
+            token = path.read_text().strip()
+    return Client(args.url, token)
+
+
+def run_deploy(args: argparse.Namespace) -> int:
+    env = {}
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise UsetlError(f"--env {item!r}: expected NAME=VALUE")
+        env[name] = value
+    with_client = _client(args)
+    v = with_client.deploy(
+        args.name, args.path, handler=args.handler, requirements=args.requirement,
+        memory_mib=args.memory, timeout_s=args.timeout, concurrency=args.concurrency,
+        allow=args.allow, env=env or None,
+    )
+    reqs = ", ".join(v["requirements"]) or "none"
+    print(f"deployed {v['name']} version {v['version']} ({v['handler']}; requirements: {reqs})")
+    return 0
+
+
+def run_invoke(args: argparse.Namespace) -> int:
+    try:
+        event = json.loads(args.event)
+    except json.JSONDecodeError as e:
+        raise UsetlError(f"the event is not valid JSON: {e}") from e
+    client = _client(args)
+    if args.is_async:
+        print(client.invoke_async(args.name, event))
+        return 0
+    return _print_invocation(client.invoke(args.name, event), args.json)
+
+
+def _print_invocation(record: dict, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(record, indent=2))
+        return 0 if record["status"] == "succeeded" else 1
+    if record["stdout"]:
+        sys.stderr.write(record["stdout"])
+    if record["stderr"]:
+        sys.stderr.write(record["stderr"])
+    error = record.get("error")
+    if error:
+        print(error.get("traceback") or f"{error['type']}: {error['message']}",
+              file=sys.stderr, end="" if error.get("traceback") else "\n")
+        return 1
+    if record["status"] in ("queued", "running"):
+        print(f"{record['id']}: {record['status']}")
+        return 0
+    print(json.dumps(record["result"]))
+    m = record["metrics"]
+    if m.get("duration_ms") is not None:
+        print(f"({m['duration_ms']:.2f} ms, guest CPU {m['guest_cpu_ms']:.2f} ms, "
+              f"peak memory {m['peak_memory_bytes'] / 2**20:.1f} MiB, id {record['id']})",
+              file=sys.stderr)
+    return 0
+
+
+def run_invocation(args: argparse.Namespace) -> int:
+    client = _client(args)
+    record = client.invocation(args.id)
+    while args.wait and record["status"] in ("queued", "running"):
+        time.sleep(0.2)
+        record = client.invocation(args.id)
+    return _print_invocation(record, as_json=True)
+
+
+def run_ls(args: argparse.Namespace) -> int:
+    functions = _client(args).functions()
+    if not functions:
+        print("no functions")
+        return 0
+    print(f"{'NAME':20} {'VERSION':>7} {'MEMORY':>7} {'TIMEOUT':>8} {'CONC':>5}  HANDLER")
+    for f in functions:
+        print(f"{f['name']:20} {f['version']:>7} {f['memory_mib']:>6}M {f['timeout_s']:>7g}s "
+              f"{f['concurrency']:>5}  {f['handler']}")
+    return 0
+
+
+def run_logs(args: argparse.Namespace) -> int:
+    for record in _client(args).logs(args.name, args.limit):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["created"]))
+        ms = record["metrics"]["duration_ms"]
+        took = f" {ms:.1f} ms" if ms is not None else ""
+        print(f"--- {when} {record['id']} v{record['version']} {record['status']}{took}")
+        for line in (record["stdout"] + record["stderr"]).splitlines():
+            print(f"    {line}")
+        if record["error"]:
+            print(f"    {record['error']['type']}: {record['error']['message']}")
+    return 0
+
+
+def run_rm(args: argparse.Namespace) -> int:
+    deleted = _client(args).delete(args.name)
+    print(f"deleted {deleted['deleted']} (versions {deleted['versions']})")
+    return 0
+
+
+def run_tenant_add(args: argparse.Namespace) -> int:
+    client = _client(args, admin=True)
+    added = client.add_tenant(args.tenant_name)
+    print(added["token"])
+    if not args.no_save:
+        path = save_config(client.url, added["token"])
+        print(f"(saved as the default token in {path})", file=sys.stderr)
+    return 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    client = _client(args)
+    previous: dict[str, float] = {}
+    t_prev = time.monotonic()
+    while True:
+        pool = client.pool()
+        try:
+            counts = _invocation_counts(client.metrics())
+        except UsetlError:
+            counts = {}  # metrics are for the admin tenant
+        now = time.monotonic()
+        lines = [
+            f"usetl stats  {time.strftime('%H:%M:%S')}  backend {pool['backend']}  "
+            f"memory {pool['memory_bytes'] / 2**20:.0f} / "
+            f"{pool['memory_budget_bytes'] / 2**20:.0f} MiB",
+            f"{'FUNCTION':28} {'TEMPLATE':>8} {'READY':>5} {'BUSY':>5} {'QUEUED':>6} "
+            f"{'LIMIT':>5} {'INVOKED':>8} {'PER S':>7} {'MEAN MS':>8}",
+        ]
+        for f in pool["functions"]:
+            key = f["function"]
+            total, seconds = counts.get(key, (0.0, 0.0))
+            rate = (total - previous.get(key, total)) / max(now - t_prev, 1e-6)
+            mean = seconds / total * 1e3 if total else 0.0
+            lines.append(
+                f"{key:28} {'yes' if f['template'] else 'no':>8} {f['ready']:>5} {f['busy']:>5} "
+                f"{f['queued']:>6} {f['concurrency_limit']:>5} {total:>8.0f} {rate:>7.1f} "
+                f"{mean:>8.2f}"
+            )
+            previous[key] = total
+        t_prev = now
+        if args.once:
+            print("\n".join(lines))
+            return 0
+        print("\033[H\033[J" + "\n".join(lines), flush=True)
+        time.sleep(args.interval)
+
+
+def _invocation_counts(text: str) -> dict[str, tuple[float, float]]:
+    """Per function: (invocations, total seconds) from the latency histogram."""
+    counts: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        for suffix, index in (("_count", 0), ("_sum", 1)):
+            prefix = f"usetl_invocation_seconds{suffix}{{function=\""
+            if line.startswith(prefix):
+                key, _, value = line[len(prefix):].partition("\"} ")
+                counts.setdefault(key, [0.0, 0.0])[index] = float(value)
+    return {k: (v[0], v[1]) for k, v in counts.items()}

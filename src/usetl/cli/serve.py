@@ -1,0 +1,41 @@
+"""`usetl serve`: the whole platform in one process, with embedded defaults."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the platform: HTTP API, registry, pools (KVM, or processes if asked)",
+        description="Start the platform on one machine: the HTTP API, the SQLite registry in "
+        "the state directory, the module store and the pools. Uses the KVM backend where "
+        "/dev/kvm is usable; the process backend (weaker isolation) only with "
+        "--backend process or where /dev/kvm is missing.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument("--backend", choices=["kvm", "process"], default=None,
+                       help="sandbox backend (default: kvm if /dev/kvm is usable)")
+    serve.add_argument("--state", type=Path, default=None, metavar="DIR",
+                       help="state directory (default $USETL_STATE or ~/.local/state/usetl)")
+    serve.add_argument("--modules", type=Path, default=None, metavar="DIR",
+                       help="module store (default ~/.cache/usetl/modules)")
+    serve.add_argument("--memory-budget", type=int, default=4096, metavar="MiB",
+                       help="memory the pools may hold (default 4096)")
+    serve.add_argument("--idle", type=float, default=60.0, metavar="S",
+                       help="close ready instances after S idle seconds (default 60)")
+    serve.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from usetl.api.server import serve
+
+    serve(
+        host=args.host, port=args.port, backend_name=args.backend, state_dir=args.state,
+        module_dir=args.modules, memory_budget_mib=args.memory_budget, idle_s=args.idle,
+        announce=lambda line: print(line, flush=True),
+    )
+    return 0

@@ -1,0 +1,412 @@
+"""The platform as one object: deploy, invoke (sync and async), inspect, delete.
+
+The HTTP API is a thin layer over `Platform`; every method takes the calling
+tenant and reaches only that tenant's objects. Errors a caller can act on
+are `ServiceError`s with a stable code and the HTTP status that fits.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+import shutil
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from usetl.errors import UsetlError
+from usetl.image.modstore import ModuleStore, ModuleStoreError
+
+from .backend import Backend, FunctionLoadError, FunctionSpec, Outcome, empty_io
+from .metrics import Metrics
+from .pool import ConcurrencyLimit, Pool, PoolConfig, PoolError
+from .registry import Registry, RegistryError, Tenant, Version
+
+log = logging.getLogger(__name__)
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+HANDLER = re.compile(r"^[A-Za-z0-9_./-]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
+ASYNC_RETRY_S = 0.05
+
+
+class ServiceError(UsetlError):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@dataclass
+class Limits:
+    max_payload_bytes: int = 6 << 20
+    max_result_bytes: int = 6 << 20
+    max_code_bytes: int = 50 << 20
+    max_memory_mib: int = 2048
+    max_timeout_s: float = 900.0
+    max_concurrency: int = 1000
+    default_memory_mib: int = 256
+    default_timeout_s: float = 30.0
+    default_concurrency: int = 64
+    async_workers: int = 16
+
+
+@dataclass
+class DeployRequest:
+    handler: str
+    files: dict[str, str]  # relative path -> base64 content
+    requirements: list[str]
+    memory_mib: int | None = None
+    timeout_s: float | None = None
+    concurrency: int | None = None
+    allow: list[str] | None = None
+    env: dict[str, str] | None = None
+
+
+class Platform:
+    def __init__(
+        self,
+        backend: Backend,
+        state_dir: Path,
+        modules: ModuleStore | None = None,
+        pool_config: PoolConfig | None = None,
+        limits: Limits | None = None,
+    ):
+        self.backend = backend
+        self.state_dir = state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir.chmod(0o700)  # tokens' hashes, every tenant's code
+        self.code_root = state_dir / "code"
+        self.code_root.mkdir(exist_ok=True)
+        self.registry = Registry(state_dir / "registry.db")
+        self.modules = modules or ModuleStore()
+        self.metrics = Metrics()
+        self.pool = Pool(backend, pool_config, self.metrics, state_dir / "snapshots")
+        self.limits = limits or Limits()
+        self.deploy_locks: dict[tuple[int, str], threading.Lock] = {}
+        self.load_lock = threading.Lock()
+        self.lock = threading.Lock()
+        self.async_runner = ThreadPoolExecutor(self.limits.async_workers, "usetl-async")
+        self.closed = False
+        self.recovered = self._recover()
+
+    # tenants
+
+    def authenticate(self, token: str | None) -> Tenant:
+        tenant = self.registry.tenant_for_token(token) if token else None
+        if tenant is None:
+            raise ServiceError(401, "unauthenticated", "a valid bearer token is required")
+        return tenant
+
+    def add_tenant(self, caller: Tenant, name: str) -> tuple[Tenant, str]:
+        if not caller.admin:
+            raise ServiceError(403, "forbidden", "only the admin tenant can add tenants")
+        _check_name(name, "tenant")
+        try:
+            return self.registry.add_tenant(name)
+        except RegistryError as e:
+            raise ServiceError(409, "tenant_exists", str(e)) from e
+
+    # functions
+
+    def deploy(self, tenant: Tenant, name: str, request: DeployRequest) -> Version:
+        """A new live version; on any failure nothing changes and the old version stays live."""
+        _check_name(name, "function")
+        lim = self.limits
+        if not HANDLER.match(request.handler):
+            raise ServiceError(400, "invalid_handler",
+                               f"handler {request.handler!r} is not of the form 'file.py:function'")
+        memory = request.memory_mib or lim.default_memory_mib
+        timeout = request.timeout_s or lim.default_timeout_s
+        concurrency = request.concurrency or lim.default_concurrency
+        if not 32 <= memory <= lim.max_memory_mib:
+            raise ServiceError(400, "invalid_memory",
+                               f"memory_mib must be 32..{lim.max_memory_mib}")
+        if not 0 < timeout <= lim.max_timeout_s:
+            raise ServiceError(400, "invalid_timeout",
+                               f"timeout_s must be in (0, {lim.max_timeout_s:g}]")
+        if not 1 <= concurrency <= lim.max_concurrency:
+            raise ServiceError(400, "invalid_concurrency",
+                               f"concurrency must be 1..{lim.max_concurrency}")
+        files = self._decode_files(request.files)
+        handler_file = request.handler.split(":")[0]
+        if handler_file not in files:
+            raise ServiceError(400, "invalid_handler",
+                               f"the handler's file {handler_file} is not among the files")
+        env = request.env or {}
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise ServiceError(400, "invalid_env", "env must map names to strings")
+        allow = request.allow or []
+        with self._deploy_lock(tenant.id, name):
+            try:
+                module_dirs = self.modules.install(request.requirements)
+            except ModuleStoreError as e:
+                raise ServiceError(400, "requirements_failed", str(e)) from e
+            code_dir = self.code_root / str(tenant.id) / name / uuid.uuid4().hex
+            _write_files(code_dir, files)
+            old = self.registry.version(tenant.id, name)
+            number = (max((v.version for v in self.registry.versions(tenant.id, name)),
+                          default=0) + 1)
+            spec = FunctionSpec(
+                key=f"{tenant.id}/{name}/{number}", code_dir=code_dir, handler=request.handler,
+                module_dirs=module_dirs, env=env, memory_mib=memory, timeout_s=timeout,
+                allow=allow,
+            )
+            try:
+                template = self.pool.start_template(spec)
+            except FunctionLoadError as e:
+                shutil.rmtree(code_dir, ignore_errors=True)
+                raise ServiceError(400, "load_failed",
+                                   f"the function failed to load: {e}") from e
+            except UsetlError as e:
+                shutil.rmtree(code_dir, ignore_errors=True)
+                raise ServiceError(500, "sandbox_failed", str(e)) from e
+            try:
+                version = self.registry.add_version(
+                    tenant.id, name, handler=request.handler,
+                    requirements=list(request.requirements),
+                    module_dirs=[str(d) for d in module_dirs], code_dir=str(code_dir),
+                    memory_mib=memory, timeout_s=timeout, concurrency=concurrency,
+                    allow=allow, env=env,
+                )
+            except BaseException:
+                template.close()
+                shutil.rmtree(code_dir, ignore_errors=True)
+                raise
+            assert version.key == spec.key
+            self.pool.add(spec, concurrency, template)
+            if old is not None:
+                self.pool.retire(old.key)
+        log.info("deployed %s", version.key)
+        return version
+
+    def _deploy_lock(self, tenant_id: int, name: str) -> threading.Lock:
+        with self.lock:
+            return self.deploy_locks.setdefault((tenant_id, name), threading.Lock())
+
+    def _decode_files(self, files: dict[str, str]) -> dict[str, bytes]:
+        if not files:
+            raise ServiceError(400, "invalid_files", "no files were uploaded")
+        decoded: dict[str, bytes] = {}
+        total = 0
+        for path, content in files.items():
+            pure = PurePosixPath(path)
+            if (pure.is_absolute() or ".." in pure.parts or not pure.parts
+                    or str(pure) != path):
+                raise ServiceError(400, "invalid_files",
+                                   f"file name {path!r} must be a plain relative path")
+            try:
+                data = base64.b64decode(content, validate=True)
+            except (binascii.Error, TypeError) as e:
+                raise ServiceError(400, "invalid_files", f"{path}: not base64 ({e})") from e
+            total += len(data)
+            if total > self.limits.max_code_bytes:
+                raise ServiceError(413, "code_too_large",
+                                   f"the code exceeds {self.limits.max_code_bytes} bytes")
+            decoded[path] = data
+        return decoded
+
+    def functions(self, tenant: Tenant) -> list[Version]:
+        return self.registry.functions(tenant.id)
+
+    def function(self, tenant: Tenant, name: str) -> tuple[Version, list[Version]]:
+        version = self.registry.version(tenant.id, name)
+        if version is None:
+            raise _no_function(name)
+        return version, self.registry.versions(tenant.id, name)
+
+    def delete(self, tenant: Tenant, name: str) -> list[Version]:
+        with self._deploy_lock(tenant.id, name):
+            versions = self.registry.delete_function(tenant.id, name)
+            if not versions:
+                raise _no_function(name)
+            for version in versions:
+                self.pool.retire(version.key)
+            shutil.rmtree(self.code_root / str(tenant.id) / name, ignore_errors=True)
+        return versions
+
+    # invocations
+
+    def _loaded(self, version: Version) -> str:
+        """The version's pool key, adding the pool if this server has not served it yet."""
+        with self.load_lock:
+            if not self.pool.has(version.key):
+                spec = FunctionSpec(
+                    key=version.key, code_dir=Path(version.code_dir), handler=version.handler,
+                    module_dirs=[Path(d) for d in version.module_dirs], env=version.env,
+                    memory_mib=version.memory_mib, timeout_s=version.timeout_s,
+                    allow=version.allow,
+                )
+                self.pool.add(spec, version.concurrency)
+        return version.key
+
+    def _run(self, version: Version, invocation_id: str, event: Any) -> Outcome:
+        context = {
+            "invocation_id": invocation_id,
+            "function": version.name,
+            "version": version.version,
+            "memory_mib": version.memory_mib,
+            "deadline": time.time() + version.timeout_s,
+        }
+        try:
+            outcome = self.pool.invoke(self._loaded(version), event, context)
+        except ConcurrencyLimit:
+            raise
+        except PoolError as e:
+            outcome = Outcome(None, {"type": "PlatformError", "message": str(e), "traceback": ""},
+                              "", "", 0.0, 0.0, empty_io())
+        if outcome.error is None:
+            size = len(json.dumps(outcome.value))
+            if size > self.limits.max_result_bytes:
+                outcome.value = None
+                outcome.error = {
+                    "type": "ResultTooLarge",
+                    "message": f"the result is {size} bytes, over the limit of "
+                               f"{self.limits.max_result_bytes}",
+                    "traceback": "",
+                }
+        return outcome
+
+    def parse_event(self, body: bytes) -> Any:
+        if len(body) > self.limits.max_payload_bytes:
+            raise ServiceError(413, "payload_too_large",
+                               f"the event is {len(body)} bytes, over the limit of "
+                               f"{self.limits.max_payload_bytes}")
+        if not body.strip():
+            return None
+        try:
+            return json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ServiceError(400, "invalid_json", f"the event is not valid JSON: {e}") from e
+
+    def invoke(self, tenant: Tenant, name: str, event: Any) -> dict:
+        version = self.registry.version(tenant.id, name)
+        if version is None:
+            raise _no_function(name)
+        invocation_id = uuid.uuid4().hex
+        started = time.time()
+        try:
+            outcome = self._run(version, invocation_id, event)
+        except ConcurrencyLimit as e:
+            raise ServiceError(429, "concurrency_limit",
+                               f"function {name!r} is at its concurrency limit: {e}") from e
+        self.registry.record_invocation(invocation_id, version, event, outcome, started)
+        return _record(invocation_id, version, "sync", outcome, started)
+
+    def invoke_async(self, tenant: Tenant, name: str, event: Any) -> str:
+        """Persist the invocation, then acknowledge it; a worker runs it."""
+        version = self.registry.version(tenant.id, name)
+        if version is None:
+            raise _no_function(name)
+        invocation_id = self.registry.add_invocation(version, "async", event, "queued")
+        self.async_runner.submit(self._run_async, invocation_id)
+        return invocation_id
+
+    def _run_async(self, invocation_id: str) -> None:
+        queued = self.registry.queued_invocation(invocation_id)
+        if queued is None:
+            return
+        version, event = queued
+        self.registry.set_running(invocation_id)
+        started = time.time()
+        while not self.closed:
+            try:
+                outcome = self._run(version, invocation_id, event)
+            except ConcurrencyLimit:
+                time.sleep(ASYNC_RETRY_S)  # an accepted invocation waits its turn
+                continue
+            except Exception as e:  # noqa: BLE001 - an async invocation records every failure
+                log.exception("async invocation %s", invocation_id)
+                self.registry.fail_invocation(
+                    invocation_id, {"type": "PlatformError", "message": str(e), "traceback": ""}
+                )
+                return
+            self.registry.finish_invocation(invocation_id, outcome, started)
+            return
+
+    def _recover(self) -> dict:
+        queued, interrupted = self.registry.recover()
+        for invocation_id in queued:
+            self.async_runner.submit(self._run_async, invocation_id)
+        if queued or interrupted:
+            log.warning("after restart: %d queued invocations re-submitted, %d interrupted",
+                        len(queued), len(interrupted))
+        return {"requeued": len(queued), "interrupted": len(interrupted)}
+
+    def invocation(self, tenant: Tenant, invocation_id: str) -> dict:
+        record = self.registry.invocation(tenant.id, invocation_id)
+        if record is None:
+            raise ServiceError(404, "invocation_not_found",
+                               f"no invocation {invocation_id!r}")
+        return record
+
+    def logs(self, tenant: Tenant, name: str, limit: int) -> list[dict]:
+        if self.registry.version(tenant.id, name) is None:
+            raise _no_function(name)
+        return self.registry.logs(tenant.id, name, limit)
+
+    def pool_status(self, tenant: Tenant) -> list[dict]:
+        prefix = f"{tenant.id}/"
+        return [s for s in self.pool.status() if tenant.admin or s["function"].startswith(prefix)]
+
+    def close(self) -> None:
+        self.closed = True
+        self.async_runner.shutdown(wait=False, cancel_futures=True)
+        self.pool.close()
+        self.registry.close()
+
+
+def _check_name(name: str, what: str) -> None:
+    if not NAME.match(name):
+        raise ServiceError(400, "invalid_name",
+                           f"{what} name {name!r} must be 1-63 of a-z, 0-9, '-' and '_'")
+
+
+def _no_function(name: str) -> ServiceError:
+    return ServiceError(404, "function_not_found", f"no function {name!r}")
+
+
+def _write_files(code_dir: Path, files: dict[str, bytes]) -> None:
+    code_dir.mkdir(parents=True)
+    for path, data in files.items():
+        target = code_dir / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        target.chmod(0o444)
+    for directory in [code_dir, *code_dir.parents]:
+        # The sandboxes bind-mount it; their unprivileged user must be able to read it.
+        if directory.name == "code":
+            break
+        directory.chmod(0o755)
+
+
+def _record(invocation_id: str, version: Version, mode: str, outcome: Outcome,
+            started: float) -> dict:
+    io = outcome.io
+    return {
+        "id": invocation_id,
+        "function": version.name,
+        "version": version.version,
+        "mode": mode,
+        "status": "succeeded" if outcome.error is None else "failed",
+        "created": started,
+        "result": outcome.value,
+        "error": outcome.error,
+        "stdout": outcome.stdout,
+        "stderr": outcome.stderr,
+        "metrics": {
+            "duration_ms": outcome.duration_ms,
+            "guest_cpu_ms": outcome.guest_cpu_ms,
+            "host_cpu_s": io.get("host_cpu_s", 0.0),
+            "io_requests": io.get("requests", 0),
+            "bytes_in": io.get("bytes_in", 0),
+            "bytes_out": io.get("bytes_out", 0),
+            "peak_memory_bytes": outcome.peak_memory_bytes,
+        },
+    }
