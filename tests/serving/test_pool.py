@@ -21,9 +21,9 @@ def make_pool(**config):
     return Pool(ProcessBackend(), PoolConfig(**config))
 
 
-def deploy(pool, code, key, concurrency=8):
+def deploy(pool, code, key, concurrency=8, queue=16):
     spec = FunctionSpec(key, code, "fn.py:handler")
-    pool.add(spec, concurrency, pool.start_template(spec))
+    pool.add(spec, concurrency, queue, pool.start_template(spec))
     return spec
 
 
@@ -50,9 +50,9 @@ def test_ready_instances_follow_concurrency_and_scale_to_zero(function_dir):
 
 
 def test_concurrency_limit_queues_then_rejects(function_dir):
-    pool = make_pool(queue_per_function=1)
+    pool = make_pool()
     try:
-        deploy(pool, function_dir(SLOW), "t/one/1", concurrency=1)
+        deploy(pool, function_dir(SLOW), "t/one/1", concurrency=1, queue=1)
         results = []
         first = threading.Thread(
             target=lambda: results.append(pool.invoke("t/one/1", {"sleep": 0.6, "n": 1}, {}))

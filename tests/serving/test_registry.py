@@ -10,7 +10,7 @@ from usetl.platform.registry import Registry, RegistryError
 
 VERSION = dict(
     handler="fn.py:handler", requirements=["six"], module_dirs=["/m/six"], code_dir="/c",
-    memory_mib=128, timeout_s=5.0, concurrency=4, allow=["https://example.com/"],
+    memory_mib=128, timeout_s=5.0, concurrency=4, queue=0, allow=["https://example.com/"],
     env={"KEY": "secret"},
 )
 

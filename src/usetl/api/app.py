@@ -36,7 +36,9 @@ class Deploy(BaseModel):
     requirements: list[str] = Field(default_factory=list, description="pip requirement lines")
     memory_mib: int | None = None
     timeout_s: float | None = None
-    concurrency: int | None = Field(None, description="invocations at once; more wait or get 429")
+    concurrency: int | None = Field(None, description="invocations at once")
+    queue: int | None = Field(None, description="invocations that may wait beyond `concurrency`; "
+                              "more get 429 (0: refuse at once)")
     allow: list[str] | None = Field(None, description="URL prefixes the function may reach")
     env: dict[str, str] | None = None
 

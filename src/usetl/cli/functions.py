@@ -31,7 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "requirements.txt)")
     deploy.add_argument("--memory", type=int, default=None, metavar="MiB")
     deploy.add_argument("--timeout", type=float, default=None, metavar="S")
-    deploy.add_argument("--concurrency", type=int, default=None, metavar="N")
+    deploy.add_argument("--concurrency", type=int, default=None, metavar="N",
+                        help="invocations at once (default 64)")
+    deploy.add_argument("--queue", type=int, default=None, metavar="N",
+                        help="invocations that may wait beyond that; more get HTTP 429 "
+                        "(default 256; 0 refuses at once)")
     deploy.add_argument("--allow", action="append", default=None, metavar="URL_PREFIX",
                         help="a URL prefix the function may GET/POST (repeatable)")
     deploy.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
@@ -107,6 +111,7 @@ def run_deploy(args: argparse.Namespace) -> int:
     v = with_client.deploy(
         args.name, args.path, handler=args.handler, requirements=args.requirement,
         memory_mib=args.memory, timeout_s=args.timeout, concurrency=args.concurrency,
+        queue=args.queue,
         allow=args.allow, env=env or None,
     )
     reqs = ", ".join(v["requirements"]) or "none"

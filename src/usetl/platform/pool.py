@@ -19,6 +19,7 @@ import shutil
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,6 @@ class PoolConfig:
     memory_budget_bytes: int = 4 << 30
     max_ready: int = 16  # ready instances per function at most
     idle_s: float = 60.0  # no invocation for this long: close the ready instances
-    queue_per_function: int = 256  # invocations waiting at a concurrency limit
     reuse: bool = True  # roll back used instances and keep them (if the backend can)
     recent_s: float = 10.0  # the window in which the peak concurrency is observed
 
@@ -60,9 +60,10 @@ class PoolConfig:
 class FunctionPool:
     """The pool of one function version."""
 
-    def __init__(self, spec: FunctionSpec, concurrency: int):
+    def __init__(self, spec: FunctionSpec, concurrency: int, queue: int):
         self.spec = spec
         self.concurrency = concurrency
+        self.queue = queue
         self.template: FunctionTemplate | None = None
         self.template_lock = threading.Lock()  # one template start at a time
         self.snapshot: Path | None = None
@@ -127,10 +128,13 @@ class Pool:
 
     # the function's life
 
-    def add(self, spec: FunctionSpec, concurrency: int,
+    def add(self, spec: FunctionSpec, concurrency: int, queue: int,
             template: FunctionTemplate | None = None) -> None:
-        """Make a function version servable, with the template its deploy already started."""
-        pool = FunctionPool(spec, concurrency)
+        """Make a function version servable, with the template its deploy already started.
+
+        `concurrency` invocations run at once; `queue` more wait; beyond that they are refused.
+        """
+        pool = FunctionPool(spec, concurrency, queue)
         pool.template = template
         if template is not None:
             self.metrics.templates_started.inc()
@@ -173,12 +177,16 @@ class Pool:
 
     # invocations
 
-    def invoke(self, key: str, event: Any, context: dict) -> Outcome:
+    def invoke(self, key: str, event: Any, context: dict,
+               on_start: Callable[[], None] | None = None) -> Outcome:
+        """Run one invocation; `on_start` is called once it has an instance (not queued)."""
         pool = self._acquire(key)
         started = time.perf_counter()
         instance: Instance | None = None
         try:
             instance = self._instance(pool)
+            if on_start is not None:
+                on_start()
             outcome = instance.invoke(event, context, pool.spec.timeout_s)
         except BackendError as e:
             outcome = Outcome(None, {"type": "SandboxError", "message": str(e), "traceback": ""},
@@ -198,7 +206,7 @@ class Pool:
             if pool is None or pool.retired:
                 raise PoolError(f"function version {key} is not loaded")
             if pool.busy >= pool.concurrency:
-                if pool.waiting >= self.config.queue_per_function:
+                if pool.waiting >= pool.queue:
                     self.metrics.rejected.inc(function=key)
                     raise ConcurrencyLimit(
                         f"{pool.busy} invocations are running (the limit) and "

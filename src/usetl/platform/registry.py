@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS versions (
     memory_mib INTEGER NOT NULL,
     timeout_s REAL NOT NULL,
     concurrency INTEGER NOT NULL,
+    queue INTEGER NOT NULL,
     allow TEXT NOT NULL,
     env TEXT NOT NULL,
     created REAL NOT NULL,
@@ -143,6 +144,7 @@ class Version:
     memory_mib: int
     timeout_s: float
     concurrency: int
+    queue: int
     allow: list[str]
     env: dict[str, str]
     created: float
@@ -160,6 +162,7 @@ class Version:
             "memory_mib": self.memory_mib,
             "timeout_s": self.timeout_s,
             "concurrency": self.concurrency,
+            "queue": self.queue,
             "allow": self.allow,
             "env": sorted(self.env),  # names only: values may be secrets
             "created": self.created,
@@ -248,6 +251,7 @@ class Registry:
         memory_mib: int,
         timeout_s: float,
         concurrency: int,
+        queue: int,
         allow: list[str],
         env: dict[str, str],
     ) -> Version:
@@ -273,12 +277,12 @@ class Registry:
             ).fetchone()[0]
             cur.execute(
                 "INSERT INTO versions (function_id, version, handler, requirements, module_dirs, "
-                "code_dir, memory_mib, timeout_s, concurrency, allow, env, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "code_dir, memory_mib, timeout_s, concurrency, queue, allow, env, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     function_id, number, handler, json.dumps(requirements),
                     json.dumps(module_dirs), code_dir, memory_mib, timeout_s, concurrency,
-                    json.dumps(allow), json.dumps(env), now,
+                    queue, json.dumps(allow), json.dumps(env), now,
                 ),
             )
             cur.execute(
@@ -311,6 +315,7 @@ class Registry:
             memory_mib=row["memory_mib"],
             timeout_s=row["timeout_s"],
             concurrency=row["concurrency"],
+            queue=row["queue"],
             allow=json.loads(row["allow"]),
             env=json.loads(row["env"]),
             created=row["created"],

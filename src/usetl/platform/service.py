@@ -16,6 +16,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -51,9 +52,11 @@ class Limits:
     max_memory_mib: int = 2048
     max_timeout_s: float = 900.0
     max_concurrency: int = 1000
+    max_queue: int = 10000
     default_memory_mib: int = 256
     default_timeout_s: float = 30.0
     default_concurrency: int = 64
+    default_queue: int = 256
     async_workers: int = 16
 
 
@@ -65,6 +68,7 @@ class DeployRequest:
     memory_mib: int | None = None
     timeout_s: float | None = None
     concurrency: int | None = None
+    queue: int | None = None
     allow: list[str] | None = None
     env: dict[str, str] | None = None
 
@@ -125,6 +129,7 @@ class Platform:
         memory = request.memory_mib or lim.default_memory_mib
         timeout = request.timeout_s or lim.default_timeout_s
         concurrency = request.concurrency or lim.default_concurrency
+        queue = lim.default_queue if request.queue is None else request.queue
         if not 32 <= memory <= lim.max_memory_mib:
             raise ServiceError(400, "invalid_memory",
                                f"memory_mib must be 32..{lim.max_memory_mib}")
@@ -134,6 +139,8 @@ class Platform:
         if not 1 <= concurrency <= lim.max_concurrency:
             raise ServiceError(400, "invalid_concurrency",
                                f"concurrency must be 1..{lim.max_concurrency}")
+        if not 0 <= queue <= lim.max_queue:
+            raise ServiceError(400, "invalid_queue", f"queue must be 0..{lim.max_queue}")
         files = self._decode_files(request.files)
         handler_file = request.handler.split(":")[0]
         if handler_file not in files:
@@ -173,14 +180,14 @@ class Platform:
                     requirements=list(request.requirements),
                     module_dirs=[str(d) for d in module_dirs], code_dir=str(code_dir),
                     memory_mib=memory, timeout_s=timeout, concurrency=concurrency,
-                    allow=allow, env=env,
+                    queue=queue, allow=allow, env=env,
                 )
             except BaseException:
                 template.close()
                 shutil.rmtree(code_dir, ignore_errors=True)
                 raise
             assert version.key == spec.key
-            self.pool.add(spec, concurrency, template)
+            self.pool.add(spec, concurrency, queue, template)
             if old is not None:
                 self.pool.retire(old.key)
         log.info("deployed %s", version.key)
@@ -243,10 +250,11 @@ class Platform:
                     memory_mib=version.memory_mib, timeout_s=version.timeout_s,
                     allow=version.allow,
                 )
-                self.pool.add(spec, version.concurrency)
+                self.pool.add(spec, version.concurrency, version.queue)
         return version.key
 
-    def _run(self, version: Version, invocation_id: str, event: Any) -> Outcome:
+    def _run(self, version: Version, invocation_id: str, event: Any,
+             on_start: Callable[[], None] | None = None) -> Outcome:
         context = {
             "invocation_id": invocation_id,
             "function": version.name,
@@ -255,7 +263,7 @@ class Platform:
             "deadline": time.time() + version.timeout_s,
         }
         try:
-            outcome = self.pool.invoke(self._loaded(version), event, context)
+            outcome = self.pool.invoke(self._loaded(version), event, context, on_start)
         except ConcurrencyLimit:
             raise
         except PoolError as e:
@@ -313,11 +321,12 @@ class Platform:
         if queued is None:
             return
         version, event = queued
-        self.registry.set_running(invocation_id)
         started = time.time()
         while not self.closed:
             try:
-                outcome = self._run(version, invocation_id, event)
+                # 'running' once it has a sandbox: until then a restart simply re-runs it.
+                outcome = self._run(version, invocation_id, event,
+                                    lambda: self.registry.set_running(invocation_id))
             except ConcurrencyLimit:
                 time.sleep(ASYNC_RETRY_S)  # an accepted invocation waits its turn
                 continue

@@ -1,0 +1,251 @@
+"""End to end through the HTTP API of a real `usetl serve` (process backend) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import signal
+import textwrap
+import threading
+import time
+
+import httpx
+import pytest
+from server import Server
+
+from usetl.api.client import ApiError, Client
+
+HELLO = """
+import os
+def handler(event, context):
+    print("hello", event["name"])
+    return {"greeting": "hi " + event["name"], "function": context["function"],
+            "env": os.environ.get("GREETING")}
+"""
+RAISES = """
+def handler(event, context):
+    raise ValueError("no good: " + str(event))
+"""
+SPINS = """
+def handler(event, context):
+    while True:
+        pass
+"""
+SLEEPS = """
+import time
+def handler(event, context):
+    time.sleep(event["sleep"])
+    return event["n"]
+"""
+SQUARE = """
+def handler(event, context):
+    return {"n": event["n"], "square": event["n"] ** 2}
+"""
+
+
+def files(source: str, name: str = "fn.py") -> dict:
+    return {name: base64.b64encode(textwrap.dedent(source).encode()).decode()}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("usetl")
+    s = Server(root / "state", root / "modules").start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def admin(server):
+    c = Client(server.url, server.admin_token)
+    yield c
+    c.close()
+
+
+def tenant(server, admin, name) -> Client:
+    return Client(server.url, admin.add_tenant(name)["token"])
+
+
+@pytest.fixture(scope="module")
+def alice(server, admin):
+    return tenant(server, admin, "alice")
+
+
+def deploy(client: Client, name: str, source: str, **options) -> dict:
+    body = {"handler": "fn.py:handler", "files": files(source), **options}
+    return client.request("PUT", f"/v1/functions/{name}", json=body)
+
+
+def test_deploy_invoke_list_delete(alice):
+    v = deploy(alice, "hello", HELLO, env={"GREETING": "hey"})
+    assert v["version"] == 1 and v["env"] == ["GREETING"]
+    record = alice.invoke("hello", {"name": "bob"})
+    assert record["status"] == "succeeded"
+    assert record["result"] == {"greeting": "hi bob", "function": "hello", "env": "hey"}
+    assert record["stdout"] == "hello bob\n"
+    assert record["metrics"]["duration_ms"] > 0 and record["metrics"]["peak_memory_bytes"] > 0
+    assert [f["name"] for f in alice.functions()] == ["hello"]
+    assert alice.function("hello")["versions"] == [1]
+    assert alice.invocation(record["id"])["result"]["greeting"] == "hi bob"
+    assert alice.delete("hello") == {"deleted": "hello", "versions": [1]}
+    with pytest.raises(ApiError) as e:
+        alice.invoke("hello", {"name": "bob"})
+    assert (e.value.status, e.value.code) == (404, "function_not_found")
+
+
+def test_raises_prints_times_out(alice):
+    deploy(alice, "raises", RAISES)
+    record = alice.invoke("raises", 7)
+    assert record["status"] == "failed"
+    assert record["error"]["type"] == "ValueError"
+    assert record["error"]["message"] == "no good: 7"
+    assert "fn.py" in record["error"]["traceback"]
+    deploy(alice, "spins", SPINS, timeout_s=0.5)
+    t0 = time.monotonic()
+    record = alice.invoke("spins", None)
+    assert record["error"]["type"] == "Timeout"
+    assert time.monotonic() - t0 < 5
+    assert alice.invoke("spins", None)["error"]["type"] == "Timeout"  # a fresh instance again
+
+
+def test_syntax_error_refused_with_line_and_old_version_stays(alice):
+    deploy(alice, "evolving", HELLO)
+    with pytest.raises(ApiError) as e:
+        deploy(alice, "evolving", "def handler(event, context):\n    return )\n")
+    assert (e.value.status, e.value.code) == (400, "load_failed")
+    assert "line 2" in str(e.value)
+    with pytest.raises(ApiError) as e:
+        deploy(alice, "evolving", HELLO, requirements=["./no-such-dir-for-usetl"])
+    assert e.value.code == "requirements_failed"
+    assert alice.function("evolving")["versions"] == [1]
+    assert alice.invoke("evolving", {"name": "x"})["result"]["greeting"] == "hi x"
+    v2 = deploy(alice, "evolving", HELLO.replace("hi ", "hello "))
+    assert v2["version"] == 2
+    assert alice.invoke("evolving", {"name": "x"})["result"]["greeting"] == "hello x"
+
+
+def test_malformed_and_oversized_events_change_nothing(server, alice):
+    deploy(alice, "square", SQUARE)
+    before = alice.logs("square")
+    r = httpx.post(f"{server.url}/v1/functions/square/invoke", content=b"{not json",
+                   headers={"Authorization": f"Bearer {alice.token}"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    r = httpx.post(f"{server.url}/v1/functions/square/invoke", content=b"1" * (7 << 20),
+                   headers={"Authorization": f"Bearer {alice.token}"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+    r = httpx.put(f"{server.url}/v1/functions/square", content=b"[]",
+                  headers={"Authorization": f"Bearer {alice.token}"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request"
+    assert alice.logs("square") == before
+    assert alice.function("square")["versions"] == [1]
+
+
+def test_tenants_are_isolated(server, admin, alice):
+    deploy(alice, "private", SQUARE)
+    mine = alice.invoke("private", {"n": 3})
+    bob = tenant(server, admin, "bob")
+    for call in (lambda: bob.invoke("private", {"n": 1}),
+                 lambda: bob.function("private"),
+                 lambda: bob.logs("private"),
+                 lambda: bob.delete("private"),
+                 lambda: bob.invocation(mine["id"]),
+                 lambda: bob.invoke_async("private", {"n": 1})):
+        with pytest.raises(ApiError) as e:
+            call()
+        assert e.value.status == 404
+    assert bob.functions() == []
+    for headers in ({}, {"Authorization": "Bearer usetl_wrong"}, {"Authorization": "Basic x"}):
+        r = httpx.delete(f"{server.url}/v1/functions/private", headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"
+    with pytest.raises(ApiError) as e:
+        bob.add_tenant("mallory")
+    assert e.value.status == 403
+    with pytest.raises(ApiError) as e:
+        bob.metrics()
+    assert e.value.status == 403
+    assert alice.invoke("private", {"n": 4})["result"]["square"] == 16
+    assert len(alice.logs("private")) == 2
+    assert [f["name"] for f in bob.functions()] == []
+
+
+def test_concurrency_limit_rejects_with_429(alice):
+    deploy(alice, "single", SLEEPS, concurrency=1, queue=0)
+    results = []
+    t = threading.Thread(target=lambda: results.append(
+        alice.invoke("single", {"sleep": 1.0, "n": 1})))
+    t.start()
+    time.sleep(0.4)
+    with pytest.raises(ApiError) as e:
+        alice.invoke("single", {"sleep": 0, "n": 2})
+    assert (e.value.status, e.value.code) == (429, "concurrency_limit")
+    t.join()
+    assert results[0]["result"] == 1
+    assert alice.invoke("single", {"sleep": 0, "n": 3})["result"] == 3
+
+
+def test_200_concurrent_invocations(server, alice):
+    deploy(alice, "many", SQUARE)
+    results: dict[int, dict] = {}
+    errors = []
+    shared = Client(server.url, alice.token)  # httpx clients are thread-safe
+    shared.http = httpx.Client(base_url=server.url, headers=alice.http.headers, timeout=60,
+                               limits=httpx.Limits(max_connections=200))
+
+    def run(n):
+        try:
+            results[n] = shared.invoke("many", {"n": n})
+        except Exception as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    shared.close()
+    assert errors == []
+    assert all(results[n]["result"] == {"n": n, "square": n * n} for n in range(200))
+
+
+def test_logs_and_metrics(admin, alice):
+    deploy(alice, "chatty", "def handler(event, context):\n    print('line', event)\n")
+    for n in range(3):
+        alice.invoke("chatty", n)
+    logs = alice.logs("chatty", limit=2)
+    assert [r["stdout"] for r in logs] == ["line 1\n", "line 2\n"]
+    text = admin.metrics()
+    assert "# TYPE usetl_invocation_seconds histogram" in text
+    assert "usetl_invocations_total{function=" in text and 'status="ok"' in text
+    assert "usetl_pool_memory_bytes" in text
+    pool = alice.pool()
+    assert pool["backend"] == "process"
+    assert all(f["function"].split("/")[0] == pool["functions"][0]["function"].split("/")[0]
+               for f in pool["functions"])
+
+
+def test_async_invocations_survive_a_restart(tmp_path):
+    server = Server(tmp_path / "state", tmp_path / "modules").start()
+    try:
+        admin = Client(server.url, server.admin_token)
+        deploy(admin, "slow", SLEEPS, concurrency=1)
+        running = admin.invoke_async("slow", {"sleep": 30, "n": 1})
+        deadline = time.monotonic() + 10
+        while admin.invocation(running)["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        queued = admin.invoke_async("slow", {"sleep": 0, "n": 2})
+        assert admin.invocation(queued)["status"] == "queued"
+        admin.close()
+        server.stop(signal.SIGKILL)  # a crash: nothing is flushed on the way out
+        server.start()
+        admin = Client(server.url, server.admin_token)
+        deadline = time.monotonic() + 20
+        while admin.invocation(queued)["status"] != "succeeded":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert admin.invocation(queued)["result"] == 2
+        record = admin.invocation(running)
+        assert record["status"] == "interrupted"
+        assert record["error"]["type"] == "Interrupted"
+        admin.close()
+    finally:
+        server.stop()
