@@ -4,6 +4,7 @@ import threading
 import time
 
 import pytest
+from sandbox_files import write_function
 
 from usetl.platform.backend import FunctionSpec
 from usetl.platform.pool import ConcurrencyLimit, Pool, PoolConfig
@@ -15,6 +16,14 @@ def handler(event, context):
     time.sleep(event.get("sleep", 0))
     return event.get("n")
 """
+
+
+@pytest.fixture
+def function_dir(tmp_path):
+    def make(source: str, sub: str = "fn"):
+        return write_function(tmp_path / sub, source)
+
+    return make
 
 
 def make_pool(**config):

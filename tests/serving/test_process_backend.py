@@ -3,6 +3,7 @@
 import os
 
 import pytest
+from sandbox_files import write_function
 
 from usetl.platform.backend import FunctionLoadError, FunctionSpec, RollbackImpossible
 from usetl.platform.process_backend import ProcessBackend
@@ -21,6 +22,14 @@ def handler(event, context):
     return {"n": event["n"] * 2, "uid": os.getuid(), "fs": fs,
             "code": sorted(os.listdir(".")), "secret": os.path.exists(event["secret"])}
 """
+
+
+@pytest.fixture
+def function_dir(tmp_path):
+    def make(source: str, sub: str = "fn"):
+        return write_function(tmp_path / sub, source)
+
+    return make
 
 
 @pytest.fixture

@@ -1,9 +1,7 @@
-"""Fixtures for the platform tests: function code written into tmp_path."""
+"""Function code written into tmp_path for the sandbox tests (imported, not a conftest)."""
 
 import textwrap
 from pathlib import Path
-
-import pytest
 
 
 def write_function(directory: Path, source: str, name: str = "fn.py") -> Path:
@@ -15,11 +13,3 @@ def write_function(directory: Path, source: str, name: str = "fn.py") -> Path:
             break
         d.chmod(d.stat().st_mode | 0o755)
     return directory
-
-
-@pytest.fixture
-def function_dir(tmp_path):
-    def make(source: str, name: str = "fn.py", sub: str = "fn") -> Path:
-        return write_function(tmp_path / sub, source, name)
-
-    return make
