@@ -153,10 +153,16 @@ def test_socket_calls_poll_select_and_timeouts(usf, http_server, stalling_port):
         print("nodelay", s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0)
         print("type", s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_STREAM)
         print("peer", s.getpeername() == ("127.0.0.1", {port}), s.getsockname()[0])
-        s.sendall(b"GET /data/x HTTP/1.1\\r\\nHost: h\\r\\nConnection: close\\r\\n\\r\\n")
+        request = [b"GET /data/x HTTP/1.1\\r\\n", b"Host: h\\r\\nConnection: close\\r\\n\\r\\n"]
+        print("sendmsg", s.sendmsg(request) == sum(map(len, request)))
         print("select", select.select([s], [], [], 5) == ([s], [], []))
         print("select-files", select.select([0], [1], [], 0) == ([0], [1], []))
-        data = b""
+        data = s.recv(12, socket.MSG_WAITALL)
+        print("waitall", data)
+        parts = [bytearray(3), bytearray(4)]
+        n = s.recvmsg_into(parts)[0]
+        print("recvmsg", n, bytes(parts[0] + parts[1]))
+        data += bytes(parts[0] + parts[1])[:n]
         while chunk := s.recv(7):
             data += chunk
         print("body", data.split(b"\\r\\n\\r\\n", 1)[1])
@@ -179,7 +185,8 @@ def test_socket_calls_poll_select_and_timeouts(usf, http_server, stalling_port):
         """)
     assert out.splitlines() == [
         "connect EINPROGRESS", "poll True", "so_error 0", "nodelay True", "type True",
-        "peer True 127.0.0.1", "select True", "select-files True", "body b'0123456789'",
+        "peer True 127.0.0.1", "sendmsg True", "select True", "select-files True",
+        "waitall b'HTTP/1.1 200'", "recvmsg 7 b' OK\\r\\nSe'", "body b'0123456789'",
         "timeout 0.3", "rcvtimeo", "select-timeout ([], [], [])",
     ]  # fmt: skip
 

@@ -18,6 +18,7 @@ import socket
 import stat as st
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from .errors import SyscallError
@@ -145,33 +146,38 @@ class SocketFile(OpenFile):
             raise SyscallError(err)
 
     def recv_into(self, dest: memoryview, flags: int) -> int:
-        """Receive into guest memory; a blocking call returns what has arrived, at least 1 B.
+        """Receive into guest memory: one host recv, as the guest's one call.
 
-        After the first bytes, it keeps taking what the host already holds (up
-        to len(dest)), so a large read costs few exits.
+        A blocking call waits for the first byte and returns what the host
+        socket holds then (up to len(dest)), as Linux does; MSG_WAITALL waits
+        for len(dest) bytes or the end of the stream.
         """
         if not len(dest):
             return 0
         sock = self.host
         peek = flags & MSG_PEEK
         n = self._retry(lambda: sock.recv_into(dest, 0, peek), POLLIN, self.recv_timeout, flags)
-        if peek:
-            return n
-        waitall = flags & MSG_WAITALL and self._blocks(flags)
-        while 0 < n < len(dest):
-            try:
-                got = sock.recv_into(dest[n:])
-            except BlockingIOError:
-                if not waitall:
+        if flags & MSG_WAITALL and not peek and self._blocks(flags):
+            while 0 < n < len(dest):
+                try:
+                    got = self._retry(partial(sock.recv_into, dest[n:]), POLLIN, None, flags)
+                except SyscallError:
+                    break  # these bytes arrived: the error shows on the next call
+                if got == 0:
                     break
-                wait_ready({sock.fileno(): POLLIN}, None, self.interrupted)
-                continue
-            except OSError:
-                break  # report the error on the next call; these bytes arrived
-            if got == 0:
-                break
-            n += got
+                n += got
         return n
+
+    def recv_vectored(self, buffers: list[memoryview], flags: int) -> int:
+        """recvmsg: one host recvmsg into several guest buffers (MSG_WAITALL not honoured)."""
+        buffers = [b for b in buffers if len(b)]
+        if not buffers:
+            return 0
+        sock = self.host
+        peek = flags & MSG_PEEK
+        return self._retry(
+            lambda: sock.recvmsg_into(buffers, 0, peek)[0], POLLIN, self.recv_timeout, flags
+        )
 
     def send(self, data: Iterable[memoryview], flags: int) -> int:
         """Send from guest memory; a blocking call sends everything, as Linux does."""

@@ -290,23 +290,10 @@ def sys_sendmsg(k: Kernel, fd: int, msg: int, flags: int, *_: int) -> int:
 def sys_recvmsg(k: Kernel, fd: int, msg: int, flags: int, *_: int) -> int:
     f = _socket(k, fd)
     buffers, fields = _msghdr(k, msg)
-    total = 0
-    for dest in buffers:
-        n = f.recv_into(dest, s32(flags)) if total == 0 else _recv_more(f, dest)
-        total += n
-        if n < len(dest):
-            break
+    n = f.recv_vectored(buffers, s32(flags))
     name, _, iov, iovlen, control, _, _ = fields
-    k.mem.write(msg, MSGHDR.pack(name, 0, iov, iovlen, control, 0, 0))
-    return total
-
-
-def _recv_more(f: SocketFile, dest: memoryview) -> int:
-    """Fill a later iovec with what the host already holds, without waiting."""
-    try:
-        return f.host.recv_into(dest)
-    except OSError:
-        return 0
+    k.mem.write(msg, MSGHDR.pack(name, 0, iov, iovlen, control, 0, 0))  # no name, no control
+    return n
 
 
 # -- poll and select ----------------------------------------------------------------

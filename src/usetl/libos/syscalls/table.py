@@ -140,7 +140,7 @@ _ENTRIES = [
     Syscall("sendto", net.sys_sendto, PARTIAL, "the address is ignored (connected stream)"),
     Syscall("recvfrom", net.sys_recvfrom, FULL, "TCP reports no source address"),
     Syscall("sendmsg", net.sys_sendmsg, PARTIAL, "no ancillary data"),
-    Syscall("recvmsg", net.sys_recvmsg, PARTIAL, "no ancillary data"),
+    Syscall("recvmsg", net.sys_recvmsg, PARTIAL, "no ancillary data; MSG_WAITALL ignored"),
     Syscall("shutdown", net.sys_shutdown, FULL),
     Syscall("getsockname", net.sys_getsockname, FULL),
     Syscall("getpeername", net.sys_getpeername, FULL),
