@@ -3,7 +3,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup host-tools demo test lint bench report readme-table clean
+
+# `make report` writes the evaluation here; `make report QUICK=1` is the under-5-minute run.
+REPORT_DIR ?= eval
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -11,7 +14,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) host-tools
+
+# runc for the container baselines of `make report`; quiet, and a no-op once installed.
+host-tools:
+	@command -v runc >/dev/null || apt-get install -y -qq runc >/dev/null 2>&1 || \
+		echo "make: could not install runc; the container baselines will be reported as failed"
 
 demo: setup
 	$(VENV)/bin/usetl image build
@@ -26,6 +34,12 @@ lint: setup
 
 bench: setup
 	$(VENV)/bin/usetl bench startup
+
+report: setup
+	$(VENV)/bin/usetl bench all --report $(REPORT_DIR) $(if $(QUICK),--quick)
+
+readme-table: setup
+	$(VENV)/bin/usetl bench readme-table $(REPORT_DIR)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

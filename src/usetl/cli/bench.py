@@ -1,4 +1,4 @@
-"""`usetl bench startup`: the USF's start-up, syscall and compute numbers."""
+"""`usetl bench`: the experiments (`all` writes the evaluation report), `startup`, `fork`."""
 
 from __future__ import annotations
 
@@ -24,6 +24,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--cache", type=Path, default=None, metavar="DIR")
     f.add_argument("--json", action="store_true", help="print the numbers as JSON")
     f.set_defaults(func=run_fork)
+
+    a = commands.add_parser(
+        "all", help="run every experiment and write DIR/results.json, evaluation.md, figures"
+    )
+    a.add_argument("--report", type=Path, required=True, metavar="DIR")
+    a.add_argument("--quick", action="store_true",
+                   help="fewer repetitions, under 5 minutes (labelled as such in the report)")
+    a.add_argument("--only", action="append", metavar="NAME",
+                   help="run only this experiment (repeatable); names: " + experiment_names())
+    a.add_argument("--cache", type=Path, default=None, metavar="DIR")
+    a.set_defaults(func=run_all)
+
+    r = commands.add_parser("report", help="rewrite DIR/evaluation.md from DIR/results.json")
+    r.add_argument("dir", type=Path, metavar="DIR")
+    r.set_defaults(func=run_report)
+
+    t = commands.add_parser("readme-table",
+                            help="refresh README.md's comparison table from DIR/results.json")
+    t.add_argument("dir", type=Path, metavar="DIR")
+    t.add_argument("--readme", type=Path, default=Path("README.md"))
+    t.set_defaults(func=run_readme_table)
+
+
+def experiment_names() -> str:
+    from usetl.bench.runner import EXPERIMENTS
+
+    return ", ".join(e.name for e in EXPERIMENTS)
 
 
 def _say(msg: str) -> None:
@@ -51,4 +78,32 @@ def run_fork(args: argparse.Namespace) -> int:
     result = fork.run(image, args.runs, progress=_say)
     _done()
     print(json.dumps(result, indent=2) if args.json else fork.format_report(result))
+    return 0
+
+
+def run_all(args: argparse.Namespace) -> int:
+    from usetl.bench import report, runner
+    from usetl.bench.config import preset
+
+    image = ImageArchive.open(default_image(args.cache, progress=StderrProgress()))
+    results = runner.run_all(preset(args.quick), args.report, only=args.only, image=image)
+    target = report.generate(args.report)
+    failed = [n for n, e in results["experiments"].items() if e["status"] != "ok"]
+    print(f"usetl: wrote {target} ({len(results['experiments']) - len(failed)} experiments ok"
+          + (f", failed: {', '.join(failed)}" if failed else "") + ")")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from usetl.bench import report
+
+    print(f"usetl: wrote {report.generate(args.dir)}")
+    return 0
+
+
+def run_readme_table(args: argparse.Namespace) -> int:
+    from usetl.bench import readme_table
+
+    readme_table.update(args.readme, args.dir)
+    print(f"usetl: refreshed the comparison table in {args.readme} from {args.dir}")
     return 0

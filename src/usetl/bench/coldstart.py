@@ -1,0 +1,69 @@
+"""Cold start (the paper's Figure 6, extended): request to result, per environment.
+
+Every environment runs the same workload (workload.WORK, or the same code as
+a handler). A call is timed from the moment the request is issued to the
+moment its result is back in the benchmark process; per-call environments
+include the instance's teardown, pre-started ones do not include their
+preparation (done untimed before each call).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from usetl.bench import envs, hyperfork_envs
+from usetl.bench.config import BenchConfig
+from usetl.bench.envs import CallEnv, check
+from usetl.bench.stats import summary
+
+
+def time_calls(env: CallEnv, runs: int, warmups: int, say: Callable[[str], None]) -> dict:
+    samples = []
+    try:
+        for i in range(warmups + runs):
+            env.before_call()
+            t0 = time.perf_counter()
+            output = env.call()
+            elapsed = (time.perf_counter() - t0) * 1e3
+            env.after_call()
+            if output is not None:
+                check(output, env.label)
+            if i >= warmups:
+                samples.append(elapsed)
+                if len(samples) % 5 == 0:
+                    say(f"{env.label} {len(samples)}/{runs}")
+        extra = env.extra()
+    finally:
+        env.close()
+    return {"ms": summary(samples), "samples_ms": [round(s, 3) for s in samples], **extra}
+
+
+def run(cfg: BenchConfig, ctx) -> dict:
+    image, mem = ctx.image, cfg.usf_mem_mib
+    fast, slow = cfg.coldstart_runs, cfg.coldstart_slow_runs
+    # (name, label, environment factory, timed calls)
+    plan: list[tuple[str, str, Callable[[], CallEnv], int]] = [
+        ("usf_create", envs.UsfCreatePerCall.label,
+         lambda: envs.UsfCreatePerCall(image, mem), slow),
+        ("usf_pool", envs.UsfPool.label, lambda: envs.UsfPool(image, mem), slow),
+        ("hf_fork", hyperfork_envs.ForkPerCall.label,
+         lambda: hyperfork_envs.ForkPerCall(image, mem), fast),
+        ("hf_ready", hyperfork_envs.ReadyClones.label,
+         lambda: hyperfork_envs.ReadyClones(image, mem), fast),
+        ("hf_restore", hyperfork_envs.RestorePerCall.label,
+         lambda: hyperfork_envs.RestorePerCall(image, mem), slow),
+        ("hf_recycle", hyperfork_envs.RecycleClone.label,
+         lambda: hyperfork_envs.RecycleClone(image, mem), fast),
+        ("host_process", envs.HostProcessPerCall.label, envs.HostProcessPerCall, slow),
+        ("container", envs.ContainerPerCall.label,
+         lambda: envs.ContainerPerCall(image), slow),
+        ("container_pool", envs.ContainerPool.label, lambda: envs.ContainerPool(image), slow),
+        ("zygote", envs.ZygotePerCall.label, envs.ZygotePerCall, fast),
+    ]
+    series = {}
+    for name, label, make, runs in plan:
+        series[name] = ctx.attempt(
+            label, lambda make=make, runs=runs: time_calls(make(), runs, cfg.warmups, ctx.say)
+        )
+    return {"series": series}

@@ -1,0 +1,11 @@
+"""The benchmark layer's errors: a wrong result, a missing tool, a feature not landed."""
+
+from usetl.errors import UsetlError
+
+
+class BenchError(UsetlError):
+    """An environment gave a wrong result or could not be set up."""
+
+
+class FeatureMissing(BenchError):
+    """A part of usetl an experiment measures has not landed yet."""

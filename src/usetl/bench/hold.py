@@ -1,0 +1,34 @@
+"""`python -m usetl.bench.hold usf|monitor MEM_MIB`: hold one idle USF in its own process.
+
+The memory experiments measure an idle USF as a process of its own: "usf"
+starts a USF, runs the workload once and idles; "monitor" imports the same
+monitor code and starts no VM, so the difference is what the VM adds.
+The process prints "ready" and idles until its stdin closes.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from usetl.bench.workload import EXPECTED, WORK
+from usetl.usf import Usf, UsfConfig
+
+
+def main(kind: str, mem_mib: int) -> int:
+    usf = None
+    if kind == "usf":
+        usf = Usf(config=UsfConfig(mem_mib=mem_mib))
+        usf.start()
+        result = usf.run_code(WORK)
+        if result.stdout.strip() != EXPECTED:
+            print(f"wrong result: {result.stdout!r} {result.error}", flush=True)
+            return 1
+    print("ready", flush=True)
+    sys.stdin.read()
+    if usf is not None:
+        usf.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], int(sys.argv[2])))

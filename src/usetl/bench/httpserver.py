@@ -1,0 +1,46 @@
+"""`python -m usetl.bench.httpserver`: a local HTTP server for the download experiment.
+
+GET /bytes/N answers N bytes (a fixed random megabyte, repeated) with a
+Content-Length. It runs in its own process so that serving does not share
+the benchmark's interpreter; it prints its port, then serves until killed.
+"""
+
+from __future__ import annotations
+
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+CHUNK = os.urandom(1 << 20)
+
+
+class BytesHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        prefix = "/bytes/"
+        if not self.path.startswith(prefix) or not self.path[len(prefix):].isdigit():
+            self.send_error(404)
+            return
+        size = int(self.path[len(prefix):])
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        view = memoryview(CHUNK)
+        while size > 0:
+            n = min(size, len(view))
+            self.wfile.write(view[:n])
+            size -= n
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def main() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BytesHandler)
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,808 @@
+"""The evaluation report: DIR/evaluation.md and one PNG per figure, from DIR/results.json.
+
+Every number in the text is computed from the results: the numbers the
+experiments measured, and those the report derives from them (ratios,
+differences), which it stores under "derived" in results.json before
+writing, so every number a reader sees can be found in the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from usetl.bench.runner import RESULTS_FILE
+
+REPORT_FILE = "evaluation.md"
+
+CONFIG_HELP = {
+    "mode": "quick (fewer repetitions, indicative) or full",
+    "coldstart_runs": "timed calls per environment that starts nothing per call",
+    "coldstart_slow_runs": "timed calls per environment that starts an interpreter or a VM "
+                           "per call; also start-ups timed for the syscall and compute numbers",
+    "warmups": "untimed calls before the timed ones, per environment",
+    "download_sizes_mib": "object sizes downloaded (MiB)",
+    "download_runs": "timed downloads per size and path (after one untimed)",
+    "idle_instances": "idle instances held at once per environment for USS and PSS",
+    "scaling_counts": "instance counts at which host memory is measured",
+    "density_budget_mib": "memory budget for the density experiment (MiB)",
+    "density_cap": "most instances held per environment before extrapolating",
+    "heavy_cap": "most instances held of an environment that starts an interpreter or VM each",
+    "density_seconds": "most seconds spent spawning instances per environment",
+    "rollback_pages": "guest pages the handler dirties before a rollback",
+    "rollback_runs": "timed rollbacks per page count",
+    "load_requests": "invocations per API and function under load",
+    "load_concurrency": "concurrent clients under load",
+    "usf_mem_mib": "guest RAM per USF (MiB)",
+    "compat_modules": "modules checked for compatibility",
+}
+
+# Environments in the order the figures and tables list them.
+COLDSTART_ORDER = ["hf_ready", "hf_fork", "hf_recycle", "hf_restore", "usf_pool", "usf_create",
+                   "zygote", "host_process", "container_pool", "container"]
+USF_SERIES = {"hf_ready", "hf_fork", "hf_recycle", "hf_restore", "usf_pool", "usf_create",
+              "usf", "usf_monitor", "hf_clone", "usf_etl", "usf_socket"}
+
+
+def fmt(x: float | int) -> str:
+    """A number as the text shows it: about three significant digits."""
+    if isinstance(x, bool):
+        raise TypeError("a boolean is not a number to show")
+    if isinstance(x, int):
+        return str(x)
+    a = abs(x)
+    if a >= 100:
+        return f"{x:.0f}"
+    if a >= 10:
+        return f"{x:.1f}"
+    if a >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3f}"
+
+
+class Figures:
+    """Numbers figures as they are made; each is one PNG in the report directory."""
+
+    def __init__(self, outdir: Path):
+        self.outdir = outdir
+        self.count = 0
+        self.files: list[str] = []
+
+    def save(self, name: str, draw: Callable[[object], None]) -> tuple[int, str]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(9, 4.8), dpi=100)
+        draw(ax)
+        fig.tight_layout()
+        filename = f"{name}.png"
+        fig.savefig(self.outdir / filename)
+        plt.close(fig)
+        self.count += 1
+        self.files.append(filename)
+        return self.count, filename
+
+
+def ok_series(exp: dict) -> dict[str, dict]:
+    return {k: v for k, v in exp.get("series", {}).items() if v.get("status") == "ok"}
+
+
+def failed_series(exp: dict) -> dict[str, dict]:
+    return {k: v for k, v in exp.get("series", {}).items() if v.get("status") != "ok"}
+
+
+def failure_lines(exp: dict) -> list[str]:
+    """What failed in an experiment, one bullet per series, with the reason."""
+    if exp.get("status") != "ok":
+        return [f"- **The experiment failed**: {exp.get('reason', 'no reason recorded')}"]
+    return [f"- **{s['label']}**: failed: {s['reason']}" for s in failed_series(exp).values()]
+
+
+class Report:
+    def __init__(self, results: dict, outdir: Path):
+        self.r = results
+        self.outdir = outdir
+        self.exps: dict[str, dict] = results["experiments"]
+        self.derived: dict[str, float] = {}
+        self.figures = Figures(outdir)
+        self.lines: list[str] = []
+
+    # Every derived number goes through here, so it lands in results.json.
+    def d(self, key: str, value: float) -> str:
+        value = round(float(value), 3)
+        self.derived[key] = value
+        return fmt(value)
+
+    def exp(self, name: str) -> dict | None:
+        e = self.exps.get(name)
+        return e if e is not None and e.get("status") == "ok" else None
+
+    def out(self, *paras: str) -> None:
+        for p in paras:
+            self.lines.append(p)
+            self.lines.append("")
+
+    # ---- the document -------------------------------------------------------------
+
+    def build(self) -> str:
+        sections = [
+            ("coldstart", self.coldstart),
+            ("memory", self.memory),
+            ("scaling", self.scaling),
+            ("density", self.density),
+            ("download", self.download),
+            ("rollback", self.rollback),
+            ("platform", self.platform),
+            ("startup", self.startup),
+            ("compat", self.compat),
+        ]
+        body_start = len(self.lines)
+        for name, section in sections:
+            if name in self.exps:
+                section(self.exps[name])
+        body = self.lines[body_start:]
+        self.lines = []
+        self.header()
+        self.setup()
+        self.lines.extend(body)
+        self.failures()
+        return "\n".join(self.lines).rstrip() + "\n"
+
+    def header(self) -> None:
+        m = self.r["machine"]
+        self.out("# Evaluation")
+        if self.r["mode"] == "quick":
+            self.out(
+                "> **Quick mode.** Every experiment ran with fewer repetitions and smaller "
+                "instance counts than the full evaluation (see Configuration); the numbers are "
+                "indicative, and tail percentiles rest on few samples. Run `make report` for "
+                "the full evaluation."
+            )
+        self.out(
+            f"> Measured on {m['cpu_model']} ({m['cores']} cores), kernel {m['kernel']}, "
+            f"`/dev/kvm`: {m['kvm_backend']}; load average {fmt(m['load_average'][0])} when "
+            f"the run started, so other work on the machine may have disturbed the timings. "
+            f"The whole run took {fmt(self.r.get('seconds', 0.0))} s."
+        )
+        self.out(self.summary_paragraph())
+
+    def summary_paragraph(self) -> str:
+        parts = []
+        cs = self.exp("coldstart")
+        if cs:
+            s = ok_series(cs)
+            best_usf = self.fastest(s, [k for k in COLDSTART_ORDER if k in USF_SERIES])
+            if best_usf and "host_process" in s:
+                name, ms = best_usf
+                container = s.get("container", {}).get("ms", {}).get("median", 0.0)
+                ratio = self.d("summary.best_usf_vs_host_process",
+                               s["host_process"]["ms"]["median"] / ms)
+                parts.append(
+                    f"The fastest way usetl answers a request, the {s[name]['label']}, takes "
+                    f"{fmt(ms)} ms at the median, {ratio}× faster than starting a host process "
+                    f"per call ({fmt(s['host_process']['ms']['median'])} ms)"
+                    + (f" and {self.d('summary.best_usf_vs_container', container / ms)}"
+                       "× faster than a container per call" if "container" in s else "")
+                    + "."
+                )
+            if "usf_create" in s:
+                parts.append(
+                    f"Creating a USF per call costs {fmt(s['usf_create']['ms']['median'])} ms, "
+                    "because CPython starts inside the new VM with every start-up syscall "
+                    "served by the monitor."
+                )
+            missing = [v["label"] for k, v in failed_series(cs).items() if k.startswith("hf_")]
+            if missing:
+                parts.append(
+                    "The HyperFork series (" + ", ".join(missing) + ") failed in this run, so "
+                    "the cloning claims are not yet supported by these numbers."
+                )
+        mem = self.exp("memory")
+        if mem and "usf" in ok_series(mem):
+            u = ok_series(mem)["usf"]
+            text = f"An idle USF holds {fmt(u['uss_mib'])} MiB of private memory"
+            if "usf_monitor" in ok_series(mem):
+                text += (f", {fmt(ok_series(mem)['usf_monitor']['uss_mib'])} MiB of it the "
+                         "Python monitor itself")
+            parts.append(text + ".")
+        dl = self.exp("download")
+        if dl:
+            s = ok_series(dl)
+            if "usf_etl" in s and "host_shm" in s:
+                big = s["usf_etl"]["points"][-1]
+                host = s["host_shm"]["points"][-1]
+                parts.append(
+                    f"At {big['mib']} MiB, etl.get takes "
+                    f"{self.d('summary.etl_vs_shm', big['ms']['mean'] / host['ms']['mean'])}× "
+                    "the time of a host download to /dev/shm."
+                )
+            elif failed_series(dl):
+                parts.append("The in-USF download paths failed in this run.")
+        cp = self.exp("compat")
+        if cp:
+            parts.append(
+                f"Of {cp['total']} stdlib modules and packages checked, {cp['usf_passed']} import "
+                f"and pass their smoke test in a USF ({cp['host_passed']} on the host)."
+            )
+        if not parts:
+            return "No experiment produced numbers in this run; the failures are listed below."
+        return " ".join(parts)
+
+    @staticmethod
+    def fastest(series: dict, names: list[str]) -> tuple[str, float] | None:
+        present = [(n, series[n]["ms"]["median"]) for n in names if n in series]
+        return min(present, key=lambda p: p[1]) if present else None
+
+    def setup(self) -> None:
+        m, cfg = self.r["machine"], self.r["config"]
+        self.out("## Experimental setup")
+        self.out(
+            "**Platform.** "
+            f"CPU: {m['cpu_model']}, {m['cores']} cores; memory: {m['memory_mib']} MiB "
+            f"({m['memory_available_mib']} MiB available at the start); OS: {m['os']}, "
+            f"kernel {m['kernel']}; KVM backend: {m['kvm_backend']} (read from the loaded "
+            "kernel modules and the CPU flags); host Python "
+            f"{m['python']} (`{m['python_executable']}`), the interpreter every environment runs."
+        )
+        self.out(
+            "**Implementation.** "
+            f"usetl at commit `{m['git_commit']}`, image `{self.r['image_digest']}`. The monitor "
+            "is Python on the host; a USF is a KVM VM with no guest kernel into which the monitor "
+            "loads the host's CPython and serves its syscalls, one VM exit each. The baselines "
+            "are built here from the same interpreter: a host process, a runc container whose "
+            "read-only root filesystem is the USF image's own files (user, pid, network, ipc, "
+            "uts, mount and cgroup namespaces, no capabilities), and a SOCK-style zygote."
+        )
+        rows = ["| setting | value | meaning |", "| --- | --- | --- |"]
+        for key, value in cfg.items():
+            shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+            rows.append(f"| `{key}` | {shown} | {CONFIG_HELP[key]} |")
+        self.out("**Configuration.** Every tunable of this run:", "\n".join(rows))
+        self.out(
+            "**Workloads.** The cold-start and memory experiments run one tiny function in "
+            "every environment: import json, sum a range and print the JSON line; the same "
+            "source runs as `python3 -I -S -c` on the host and in the container, in a zygote "
+            "child, in a USF's agent, and as a handler in a HyperFork function template. The "
+            "download experiment fetches objects of random bytes from an HTTP server on the "
+            "loopback interface in a process of its own. The compatibility experiment imports "
+            "each module and runs a smoke test of it."
+        )
+        self.out(
+            "**Metrics.** Latency from the request to the result at the median, p95 and p99; "
+            "download time as mean and standard deviation; USS (the private pages of every host "
+            "process an instance has), PSS (shared pages divided among their sharers) and the "
+            "drop of the host's MemAvailable per instance; instances that fit in a memory budget."
+        )
+        self.out(
+            "**Methodology.** All environments run on this machine in the same run, one after "
+            "another, so they see the same hardware and similar load. Each cold-start series "
+            "begins with untimed warm-up calls; a call is timed in the benchmark process with "
+            "`time.perf_counter` from issuing the request to holding the result, and includes "
+            "the teardown of a per-call instance; pre-started instances are prepared untimed "
+            "before each call and used once. Downloads are timed inside the downloading program "
+            "(in the guest for the USF paths) from the request to the last byte in place, after "
+            "one untimed download per size. Memory is read from `/proc/PID/smaps_rollup` of "
+            "every process of an instance while all instances of a series are held at once. A "
+            "failed experiment or series is kept in the results with its reason and listed at "
+            "the end of this report."
+        )
+
+    # ---- sections -----------------------------------------------------------------
+
+    def section(self, exp: dict, title: str, setup: str) -> bool:
+        """The heading and set-up paragraph; False if the experiment failed."""
+        self.out(f"## {title}", setup)
+        if exp.get("status") != "ok":
+            self.out(f"**This experiment failed**: {exp.get('reason', 'no reason recorded')}.")
+            return False
+        return True
+
+    def figure(self, name: str, caption: str, draw: Callable[[object], None]) -> int:
+        number, filename = self.figures.save(name, draw)
+        self.out(f"![Figure {number}: {caption}]({filename})", f"*Figure {number}: {caption}*")
+        return number
+
+    def failed_note(self, exp: dict) -> None:
+        lines = failure_lines(exp)
+        if lines:
+            self.out("Series that failed in this run, shown as failed in the figure:",
+                     "\n".join(lines))
+
+    def coldstart(self, exp: dict) -> None:
+        if not self.section(exp, "Cold start", (
+            "In this experiment we show how long a request waits for its result when the "
+            "function's instance is created for it, or taken ready-made, in each environment "
+            "(the paper's Figure 6, extended with the baselines). We set up this experiment as "
+            "follows: each environment runs the tiny workload; a USF is created per call, or "
+            "taken from a pool of USFs started ahead of demand; HyperFork clones a function "
+            "template per call (fork), hands the request to a clone forked ahead (ready), "
+            "restores the template from its disk snapshot per call (restore), or reuses one "
+            "clone rolled back after each call (recycle). The baselines are a host process per "
+            "call, a runc container per call, a pool of pre-started containers, and a zygote "
+            "that forks a child per call."
+        )):
+            return
+        s = ok_series(exp)
+        order = [k for k in COLDSTART_ORDER if k in exp["series"]]
+
+        def draw(ax) -> None:
+            names = list(reversed(order))
+            labels = [exp["series"][n]["label"] for n in names]
+            med = [s[n]["ms"]["median"] if n in s else 0 for n in names]
+            colors = ["tab:blue" if n in USF_SERIES else "tab:gray" for n in names]
+            ax.barh(labels, med, color=colors)
+            for i, n in enumerate(names):
+                if n in s:
+                    ax.plot([s[n]["ms"]["p95"]], [i], "kv", markersize=6)
+                    ax.plot([s[n]["ms"]["p99"]], [i], "r^", markersize=6)
+                else:
+                    ax.text(0.01, i, " failed", va="center", color="red",
+                            transform=ax.get_yaxis_transform())
+            ax.set_xscale("log")
+            ax.set_xlabel("request to result, ms (log): bar = median, ▼ = p95, ▲ = p99")
+
+        self.figure("coldstart", "request-to-result latency per environment (usetl in blue)", draw)
+        rows = ["| environment | median ms | p95 ms | p99 ms | calls |",
+                "| --- | --- | --- | --- | --- |"]
+        for n in order:
+            v = exp["series"][n]
+            if n in s:
+                ms = v["ms"]
+                rows.append(f"| {v['label']} | {fmt(ms['median'])} | {fmt(ms['p95'])} | "
+                            f"{fmt(ms['p99'])} | {ms['runs']} |")
+            else:
+                rows.append(f"| {v['label']} | failed | | | |")
+        self.out("\n".join(rows))
+        self.out(self.coldstart_results(s))
+        self.failed_note(exp)
+
+    def coldstart_results(self, s: dict) -> str:
+        med = {k: v["ms"]["median"] for k, v in s.items()}
+        text = []
+        if "usf_create" in s:
+            u = s["usf_create"]
+            line = f"A USF created per call answers in {fmt(med['usf_create'])} ms at the median"
+            if "startup_ms" in u:
+                line += (f", of which {fmt(u['startup_ms']['median'])} ms is CPython's start-up "
+                         f"inside the new VM: {u['startup_syscalls']} syscalls, each a VM exit "
+                         "served by the monitor in Python, and the first-touch faults of fresh "
+                         "guest memory")
+            text.append(line + ".")
+            if "host_process" in med:
+                ratio = self.d("coldstart.create_vs_host", med["usf_create"] / med["host_process"])
+                text.append(
+                    f"That is {ratio}× "
+                    f"a host process per call ({fmt(med['host_process'])} ms), which makes the "
+                    "same syscalls natively."
+                )
+        if "usf_pool" in s:
+            line = (f"A pre-started USF answers in {fmt(med['usf_pool'])} ms: only the request's "
+                    "own work remains")
+            if "usf_create" in med:
+                ratio = self.d("coldstart.create_vs_pool", med["usf_create"] / med["usf_pool"])
+                line += (f", {ratio}× "
+                         "faster than creating one, which is why the paper keeps a pool")
+            text.append(line + ".")
+        hf = [k for k in ("hf_ready", "hf_fork", "hf_recycle", "hf_restore") if k in s]
+        for k in hf:
+            text.append(f"With HyperFork, {s[k]['label'].split(': ', 1)[1]} answers in "
+                        f"{fmt(med[k])} ms (p99 {fmt(s[k]['ms']['p99'])} ms).")
+        if "container" in med and "host_process" in med:
+            text.append(
+                "Among the baselines, a container per call costs "
+                + self.d("coldstart.container_minus_host", med["container"] - med["host_process"])
+                + " ms "
+                "more than a host process: runc creates the namespaces, mounts the read-only "
+                "root and /proc, and execs the interpreter."
+            )
+        if "container_pool" in med:
+            text.append(f"A pre-started container answers in {fmt(med['container_pool'])} ms, "
+                        "the cost of piping the request in and running the work.")
+        if "zygote" in med:
+            text.append(f"The zygote answers in {fmt(med['zygote'])} ms: fork copies no memory "
+                        "and json is already imported, which is the idea HyperFork applies "
+                        "to whole VMs.")
+        best = self.fastest(s, [k for k in COLDSTART_ORDER if k in USF_SERIES])
+        if best:
+            name, ms = best
+            text.append(
+                f"In short: the fastest usetl path here, the {s[name]['label']}, answers in "
+                f"{fmt(ms)} ms; a cold start is cheap only when the interpreter was started "
+                "before the request arrived."
+            )
+        return " ".join(text)
+
+    def memory(self, exp: dict) -> None:
+        if not self.section(exp, "Memory per idle instance", (
+            "In this experiment we show how much host memory one idle instance of each "
+            "environment holds, and how much of it is shared. We set up this experiment as "
+            "follows: for each environment we start instances that each run the tiny workload "
+            f"once and then wait, hold {self.r['config']['idle_instances']} of them at once, "
+            "and read USS and PSS of every host process of each instance. A USF is measured "
+            "in a monitor process of its own; beside it, the same monitor with no VM shows "
+            "what the monitor alone costs."
+        )):
+            return
+        s = ok_series(exp)
+        names = [n for n in ("hf_clone", "usf", "usf_monitor", "zygote", "host_process",
+                             "container") if n in exp["series"]]
+
+        def draw(ax) -> None:
+            import numpy as np
+
+            y = np.arange(len(names))
+            uss = [s[n]["uss_mib"] if n in s else 0 for n in names]
+            pss = [s[n]["pss_mib"] if n in s else 0 for n in names]
+            ax.barh(y - 0.2, uss, 0.4, label="USS (private)")
+            ax.barh(y + 0.2, pss, 0.4, label="PSS (proportional)")
+            ax.set_yticks(y, [exp["series"][n]["label"] for n in names])
+            for i, n in enumerate(names):
+                if n not in s:
+                    ax.text(0.01, i, " failed", va="center", color="red",
+                            transform=ax.get_yaxis_transform())
+            ax.invert_yaxis()
+            ax.set_xlabel("MiB per idle instance")
+            ax.legend()
+
+        self.figure("memory", "USS and PSS per idle instance", draw)
+        rows = ["| environment | USS MiB | PSS MiB | RSS MiB |", "| --- | --- | --- | --- |"]
+        for n in names:
+            v = exp["series"][n]
+            rows.append(f"| {v['label']} | {fmt(v['uss_mib'])} | {fmt(v['pss_mib'])} | "
+                        f"{fmt(v['rss_mib'])} |" if n in s else f"| {v['label']} | failed | | |")
+        self.out("\n".join(rows))
+        text = []
+        if "usf" in s:
+            u = s["usf"]
+            text.append(f"An idle USF holds {fmt(u['uss_mib'])} MiB of private memory "
+                        f"(PSS {fmt(u['pss_mib'])} MiB).")
+            if "usf_monitor" in s:
+                mon = s["usf_monitor"]["uss_mib"]
+                guest = self.d("memory.usf_guest_uss_mib", u["uss_mib"] - mon)
+                text.append(
+                    f"Of it, {fmt(mon)} MiB is the Python monitor with its imports, which every "
+                    f"USF process carries, and {guest} MiB is what the VM adds: the guest pages "
+                    "CPython touched while starting, which a created USF owns privately."
+                )
+        for n, why in (("zygote", "it shares the zygote's interpreter and imports copy-on-write "
+                                  "and owns only the pages it wrote"),
+                       ("host_process", "it shares only the interpreter's file-backed pages "
+                                        "through the page cache"),
+                       ("container", "the container's interpreter plus the `runc run` process "
+                                     "that stays for its lifetime")):
+            if n in s:
+                text.append(f"A {s[n]['label']} holds {fmt(s[n]['uss_mib'])} MiB privately: {why}.")
+        if "hf_clone" in s:
+            text.append(f"A HyperFork clone holds {fmt(s['hf_clone']['uss_mib'])} MiB privately: "
+                        "its guest memory is a copy-on-write view of the template's.")
+        elif "usf" in s:
+            text.append("Until HyperFork clones are measured, a USF's private memory is the "
+                        "price of starting CPython in each VM rather than sharing one started "
+                        "copy.")
+        self.out(" ".join(text))
+        self.failed_note(exp)
+
+    def scaling(self, exp: dict) -> None:
+        if not self.section(exp, "Host memory as instances grow", (
+            "In this experiment we show how the memory per instance changes as more instances "
+            "run at once, which is where copy-on-write sharing pays. We set up this experiment "
+            "as follows: for each environment we hold more and more idle instances, measuring at "
+            + ", ".join(map(str, self.r["config"]["scaling_counts"]))
+            + f" instances (at most {self.r['config']['heavy_cap']} for environments that start an "
+            "interpreter or a VM per instance), and at each count read the mean PSS per "
+            "instance and the drop of MemAvailable divided by the count."
+        )):
+            return
+        s = ok_series(exp)
+
+        def draw(ax) -> None:
+            for v in s.values():
+                xs = [p["n"] for p in v["points"]]
+                line, = ax.plot(xs, [p["pss_mib"] for p in v["points"]], "o-", label=v["label"])
+                ax.plot(xs, [p["uss_mib"] for p in v["points"]], "x--", color=line.get_color())
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("instances held at once")
+            ax.set_ylabel("MiB per instance: PSS (o, solid), USS (x, dashed)")
+            ax.legend(fontsize="small")
+
+        if s:
+            self.figure("scaling", "memory per instance as the number of instances grows", draw)
+        rows = ["| environment | instances | PSS MiB each | USS MiB each "
+                "| MemAvailable drop MiB each |",
+                "| --- | --- | --- | --- | --- |"]
+        for v in s.values():
+            for p in v["points"]:
+                rows.append(f"| {v['label']} | {p['n']} | {fmt(p['pss_mib'])} | "
+                            f"{fmt(p['uss_mib'])} | {fmt(p['host_mib'])} |")
+        self.out("\n".join(rows))
+        text = []
+        for v in s.values():
+            first, last = v["points"][0], v["points"][-1]
+            if last["n"] > first["n"]:
+                text.append(
+                    f"{v['label'][0].upper() + v['label'][1:]}: PSS per instance goes from "
+                    f"{fmt(first['pss_mib'])} MiB alone to {fmt(last['pss_mib'])} MiB with "
+                    f"{last['n']} held, while USS stays at {fmt(last['uss_mib'])} MiB."
+                )
+        text.append(
+            "PSS falls towards USS as shared pages (the interpreter's files, and for forked "
+            "instances the parent's memory) are divided among more sharers; what remains is each "
+            "instance's private memory, the number that decides density. The MemAvailable drop "
+            "also counts kernel memory but is noisy on a shared machine, where other processes "
+            "allocate and free memory during the run."
+        )
+        self.out(" ".join(text))
+        self.failed_note(exp)
+
+    def density(self, exp: dict) -> None:
+        if not self.section(exp, "Density", (
+            "In this experiment we show how many idle instances of each environment fit in a "
+            f"memory budget of {exp.get('budget_mib', self.r['config']['density_budget_mib'])} "
+            "MiB. We set up this experiment as follows: we start instances one at a time until "
+            "the host's MemAvailable has dropped by the budget, or a cap on count or time is "
+            "reached; in the latter case we extrapolate from the memory per instance measured "
+            "with all of them held (the larger of PSS and the MemAvailable drop, so that neither "
+            "the kernel's share nor sharing is hidden), and say so."
+        )):
+            return
+        s = ok_series(exp)
+        names = list(s)
+
+        def draw(ax) -> None:
+            fits = [s[n]["fits_in_budget"] for n in names]
+            bars = ax.barh([s[n]["label"] for n in names], fits,
+                           color=["tab:blue" if n in USF_SERIES else "tab:gray" for n in names])
+            for bar, n in zip(bars, names, strict=True):
+                if s[n]["extrapolated"]:
+                    bar.set_hatch("//")
+            ax.set_xscale("log")
+            ax.invert_yaxis()
+            ax.set_xlabel(f"instances in {exp['budget_mib']} MiB (hatched: extrapolated)")
+            ax.bar_label(bars, [str(f) for f in fits], padding=3)
+
+        if s:
+            self.figure("density", "idle instances that fit in the memory budget", draw)
+        rows = ["| environment | held | MiB each | fit in budget | how |",
+                "| --- | --- | --- | --- | --- |"]
+        for v in s.values():
+            how = "extrapolated" if v["extrapolated"] else "measured"
+            rows.append(f"| {v['label']} | {v['held']} | {fmt(v['per_instance_mib'])} | "
+                        f"{v['fits_in_budget']} | {how} |")
+        self.out("\n".join(rows))
+        if s:
+            best = max(s, key=lambda n: s[n]["fits_in_budget"])
+            text = [f"The densest environment here is the {s[best]['label']}, at "
+                    f"{s[best]['fits_in_budget']} instances, because each owns only "
+                    f"{fmt(s[best]['per_instance_mib'])} MiB."]
+            if "usf" in s:
+                text.append(f"USFs created one by one fit {s['usf']['fits_in_budget']} times: "
+                            f"each carries its own monitor and started interpreter "
+                            f"({fmt(s['usf']['per_instance_mib'])} MiB).")
+            text.append("Density follows private memory per instance, so sharing a started "
+                        "interpreter copy-on-write is what packs instances densely.")
+            self.out(" ".join(text))
+        self.failed_note(exp)
+
+    def download(self, exp: dict) -> None:
+        if not self.section(exp, "Download", (
+            "In this experiment we show how fast a function gets its input from the network "
+            "by each path (the paper's Figure 5). We set up this experiment as follows: an HTTP "
+            "server on the loopback interface serves objects of "
+            + ", ".join(map(str, self.r["config"]["download_sizes_mib"]))
+            + " MiB; each is downloaded "
+            f"{self.r['config']['download_runs']} times by etl.get in a USF, by urllib in a USF "
+            "over the socket path, by a host client into /dev/shm, and by a host client to a "
+            "file on disk with fsync."
+        )):
+            return
+        s = ok_series(exp)
+        order = [n for n in ("usf_etl", "usf_socket", "host_shm", "host_disk")
+                 if n in exp["series"]]
+        sizes = self.r["config"]["download_sizes_mib"]
+
+        def draw(ax) -> None:
+            import numpy as np
+
+            x = np.arange(len(sizes))
+            width = 0.8 / max(len(order), 1)
+            for i, n in enumerate(order):
+                if n not in s:
+                    ax.bar([0], [0], width, label=exp["series"][n]["label"] + " (failed)")
+                    continue
+                pts = {p["mib"]: p["ms"] for p in s[n]["points"]}
+                ax.bar(x + (i - (len(order) - 1) / 2) * width,
+                       [pts[m]["mean"] for m in sizes], width,
+                       yerr=[pts[m]["stdev"] for m in sizes], label=exp["series"][n]["label"],
+                       capsize=2)
+            ax.set_xticks(x, [f"{m} MiB" for m in sizes])
+            ax.set_yscale("log")
+            ax.set_ylabel("download time (ms, log): mean ± stdev")
+            ax.legend(fontsize="small")
+
+        self.figure("download", "download time by object size and path", draw)
+        rows = ["| path | " + " | ".join(f"{m} MiB (ms)" for m in sizes) + " |",
+                "| --- |" + " --- |" * len(sizes)]
+        for n in order:
+            v = exp["series"][n]
+            if n in s:
+                cells = [f"{fmt(p['ms']['mean'])} ± {fmt(p['ms']['stdev'])}" for p in v["points"]]
+            else:
+                cells = ["failed"] * len(sizes)
+            rows.append(f"| {v['label']} | " + " | ".join(cells) + " |")
+        self.out("\n".join(rows))
+        text = []
+        if "host_shm" in s:
+            last = s["host_shm"]["points"][-1]
+            text.append(f"A host client reaches {fmt(last['mib_per_s'])} MiB/s into /dev/shm at "
+                        f"{last['mib']} MiB: the loopback and a memory copy bound it.")
+        if "host_disk" in s:
+            last = s["host_disk"]["points"][-1]
+            text.append(f"To disk with fsync it reaches {fmt(last['mib_per_s'])} MiB/s, the "
+                        "difference being the flush to the device.")
+        if "usf_etl" in s and "host_shm" in s:
+            e, h = s["usf_etl"]["points"][-1], s["host_shm"]["points"][-1]
+            text.append(
+                "etl.get takes "
+                f"{self.d('download.etl_vs_shm', e['ms']['mean'] / h['ms']['mean'])}× "
+                f"the host's time at {e['mib']} MiB: the host streams the body straight into the "
+                "USF's host region, so the guest pays one exit per request, not per packet."
+            )
+        if "usf_socket" in s and "usf_etl" in s:
+            e, k = s["usf_etl"]["points"][-1], s["usf_socket"]["points"][-1]
+            text.append(
+                f"urllib over the socket path takes "
+                f"{self.d('download.socket_vs_etl', k['ms']['mean'] / e['ms']['mean'])}× "
+                "the time of etl.get: every recv is an exit and a copy through the monitor."
+            )
+        if not ({"usf_etl", "usf_socket"} & set(s)):
+            text.append("The USF paths failed in this run (see below), so only the host "
+                        "baselines are measured; the comparison the paper makes awaits them.")
+        self.out(" ".join(text))
+        self.failed_note(exp)
+
+    def rollback(self, exp: dict) -> None:
+        if not self.section(exp, "Rollback", (
+            "In this experiment we show that rolling a clone back costs time in proportion to "
+            "the memory its invocation dirtied, not to the size of the VM. We set up this "
+            "experiment as follows: a clone runs a handler that writes one byte in each of N "
+            "fresh pages, for N in "
+            + ", ".join(map(str, self.r["config"]["rollback_pages"]))
+            + f"; we then time `clone.rollback()`, {self.r['config']['rollback_runs']} times per N."
+        )):
+            return
+        pts = exp["points"]
+
+        def draw(ax) -> None:
+            ax.errorbar([p["pages"] for p in pts], [p["ms"]["median"] for p in pts],
+                        yerr=[[0] * len(pts), [p["ms"]["p95"] - p["ms"]["median"] for p in pts]],
+                        fmt="o-", capsize=3)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("pages dirtied by the invocation")
+            ax.set_ylabel("rollback time (ms): median, bar to p95")
+
+        self.figure("rollback", "rollback time against pages dirtied", draw)
+        rows = ["| pages | MiB | median ms | p95 ms |", "| --- | --- | --- | --- |"]
+        rows += [f"| {p['pages']} | {fmt(p['mib'])} | {fmt(p['ms']['median'])} | "
+                 f"{fmt(p['ms']['p95'])} |" for p in pts]
+        self.out("\n".join(rows))
+        a, b = pts[0], pts[-1]
+        extra_ms = b["ms"]["median"] - a["ms"]["median"]
+        per_page = self.d("rollback.us_per_page", extra_ms * 1e3 / max(b["pages"] - a["pages"], 1))
+        self.out(
+            f"Rolling back after {a['pages']} dirtied pages takes {fmt(a['ms']['median'])} ms and "
+            f"after {b['pages']} pages {fmt(b['ms']['median'])} ms, about {per_page} µs per "
+            "additional page: the fixed part restores the vCPU and monitor state, the rest "
+            "copies each dirtied page back from the template. Rollback cost follows the pages "
+            "an invocation dirtied."
+        )
+
+    def platform(self, exp: dict) -> None:
+        if not self.section(exp, "Platform under load", (
+            "In this experiment we show the invocations per second the platform sustains and "
+            "the latency each sees under load, for a no-op function and an ETL function, "
+            "through the HTTP API and the Python API. We set up this experiment as follows: "
+            f"{self.r['config']['load_concurrency']} clients issue "
+            f"{self.r['config']['load_requests']} invocations back to back per API and function."
+        )):
+            return
+        s = ok_series(exp)
+        names = list(exp["series"])
+
+        def draw(ax) -> None:
+            ax.barh([exp["series"][n]["label"] for n in names],
+                    [s[n]["per_second"] if n in s else 0 for n in names])
+            ax.invert_yaxis()
+            ax.set_xlabel("invocations per second")
+
+        self.figure("platform", "sustained invocations per second", draw)
+        rows = ["| API, function | per second | median ms | p99 ms | errors |",
+                "| --- | --- | --- | --- | --- |"]
+        for n in names:
+            v = exp["series"][n]
+            rows.append(f"| {v['label']} | {fmt(v['per_second'])} | {fmt(v['ms']['median'])} | "
+                        f"{fmt(v['ms']['p99'])} | {v['errors']} |" if n in s
+                        else f"| {v['label']} | failed | | | |")
+        self.out("\n".join(rows))
+        if s:
+            best = max(s, key=lambda n: s[n]["per_second"])
+            self.out(f"The highest throughput, {fmt(s[best]['per_second'])} invocations per "
+                     f"second, is the {s[best]['label']}.")
+        self.failed_note(exp)
+
+    def startup(self, exp: dict) -> None:
+        if not self.section(exp, "Syscalls and compute", (
+            "In this experiment we show where a USF is slower and where it is not: the cost "
+            "of one syscall, and the speed of pure-Python code. We set up this experiment as "
+            "follows: `usetl bench startup` times start-ups of a USF and of a host process, a "
+            "loop of getppid calls, and a pure-Python loop, in a USF and on the host."
+        )):
+            return
+        rt = exp["syscall_round_trip_us"]
+        self.out(
+            "| | USF | host |\n| --- | --- | --- |\n"
+            f"| start-up, median ms | {fmt(exp['usf_startup_ms']['median'])} | "
+            f"{fmt(exp['host_process_ms']['median'])} |\n"
+            f"| syscall round trip, µs | {fmt(rt['usf'])} | {fmt(rt['host'])} |\n"
+            f"| pure-Python loop, s | {fmt(exp['compute_seconds']['usf'])} | "
+            f"{fmt(exp['compute_seconds']['host'])} |"
+        )
+        self.out(
+            f"A syscall costs {fmt(rt['usf'])} µs in a USF against {fmt(rt['host'])} µs on the "
+            "host: each is a VM exit and a handler in the Python monitor. Pure-Python code runs "
+            f"at {fmt(exp['compute_speed_ratio_guest_to_host'])}× the host's speed, since guest "
+            "user code runs natively. A USF is slow only where it asks the monitor for something."
+        )
+
+    def compat(self, exp: dict) -> None:
+        if not self.section(exp, "Compatibility", (
+            "In this experiment we show which stdlib modules and packages a function can use "
+            "in a USF. We set up this experiment as follows: for each module a USF imports it "
+            "and runs a smoke test; a host process runs the same check beside it."
+        )):
+            return
+        rows = ["| module | USF | host | USF error |", "| --- | --- | --- | --- |"]
+        for name, m in exp["modules"].items():
+            u, h = m["usf"], m["host"]
+            rows.append(f"| `{name}` | {'pass' if u['ok'] else 'FAIL'} | "
+                        f"{'pass' if h['ok'] else 'FAIL'} | {u['error'].replace('|', '/')} |")
+        self.out("\n".join(rows))
+        both = [n for n, m in exp["modules"].items() if not m["usf"]["ok"] and not m["host"]["ok"]]
+        only = [n for n, m in exp["modules"].items() if not m["usf"]["ok"] and m["host"]["ok"]]
+        text = [f"{exp['usf_passed']} of {exp['total']} modules pass in a USF and "
+                f"{exp['host_passed']} on the host."]
+        if both:
+            text.append("Missing on the host as well, so not a USF limitation: "
+                        + ", ".join(f"`{n}`" for n in both) + ".")
+        if only:
+            text.append("Failing only in the USF: " + ", ".join(f"`{n}`" for n in only) + ".")
+        text.append("The guest runs the host's own CPython and extension modules, so what "
+                    "imports on the host imports in a USF unless it needs a syscall the monitor "
+                    "does not serve.")
+        self.out(" ".join(text))
+
+    def failures(self) -> None:
+        lines = []
+        for name, exp in self.exps.items():
+            for line in failure_lines(exp):
+                lines.append(f"{line} ({exp.get('title', name)})")
+        self.out("## Failures")
+        self.out("\n".join(lines) if lines else "Every experiment and series completed.")
+
+
+def generate(outdir: Path) -> Path:
+    """Write outdir/evaluation.md and its figures from outdir/results.json."""
+    path = outdir / RESULTS_FILE
+    results = json.loads(path.read_text())
+    report = Report(results, outdir)
+    text = report.build()
+    results["derived"] = report.derived
+    results["figures"] = report.figures.files
+    path.write_text(json.dumps(results, indent=1))
+    target = outdir / REPORT_FILE
+    target.write_text(text)
+    return target

@@ -1,0 +1,147 @@
+"""The evaluation runs end to end on small inputs and reports what it measured.
+
+Real experiments (real VMs, real processes, a real HTTP server on 127.0.0.1)
+run with tiny counts; the report must show every number from results.json,
+every figure it links must exist, and failures must be shown, not dropped.
+"""
+
+import json
+import re
+import shutil
+from dataclasses import replace
+
+import pytest
+
+from usetl.bench import config, report, runner
+from usetl.bench.container import Container, rootfs_for
+from usetl.bench.errors import BenchError
+from usetl.bench.readme_table import END, START, update
+from usetl.bench.workload import EXPECTED, WORK
+
+TINY = replace(
+    config.QUICK,
+    coldstart_runs=3,
+    coldstart_slow_runs=2,
+    warmups=1,
+    download_sizes_mib=(1, 2),
+    download_runs=2,
+    idle_instances=1,
+    scaling_counts=(1, 2),
+    density_budget_mib=64,
+    density_cap=3,
+    heavy_cap=1,
+    density_seconds=10,
+    compat_modules=("json", "sqlite3", "numpy"),
+)
+
+
+def broken(cfg, ctx):
+    raise BenchError("broken on purpose by the test")
+
+
+def numbers_in_json(value, found: set[str]) -> None:
+    """Every spelling the report may use for the numbers in a JSON value."""
+    if isinstance(value, dict):
+        for v in value.values():
+            numbers_in_json(v, found)
+    elif isinstance(value, list):
+        for v in value:
+            numbers_in_json(v, found)
+    elif isinstance(value, bool):
+        return
+    elif isinstance(value, int | float):
+        found.add(str(value))
+        found.update(f"{value:.{d}f}" for d in range(5))
+    elif isinstance(value, str):
+        found.update(re.findall(r"\d+(?:\.\d+)*", value))
+
+
+def numbers_in_text(text: str) -> list[str]:
+    text = re.sub(r"\b(Figure|Table) \d+", "", text)
+    text = re.sub(r"\]\([^)]*\)", "]", text)  # figure file names
+    return re.findall(r"(?<![\w.])\d+(?:\.\d+)*(?![\w])", text)
+
+
+@pytest.fixture(scope="module")
+def evaluation(tmp_path_factory, image):
+    outdir = tmp_path_factory.mktemp("eval")
+    chosen = [e for e in runner.EXPERIMENTS
+              if e.name in ("coldstart", "memory", "download", "startup", "compat")]
+    chosen.append(runner.Experiment("broken", "Broken experiment", broken))
+    results = runner.run_all(TINY, outdir, image=image, experiments=chosen)
+    target = report.generate(outdir)
+    return outdir, results, target.read_text()
+
+
+@pytest.mark.kvm
+def test_every_number_in_the_report_comes_from_the_json(evaluation):
+    outdir, _, text = evaluation
+    saved = json.loads((outdir / runner.RESULTS_FILE).read_text())
+    known: set[str] = set()
+    numbers_in_json(saved, known)
+    stray = [n for n in numbers_in_text(text) if n not in known]
+    assert not stray, f"numbers in the report that results.json does not hold: {stray[:20]}"
+    assert saved["mode"] == "quick" and "**Quick mode.**" in text
+
+
+@pytest.mark.kvm
+def test_every_figure_the_report_links_exists(evaluation):
+    outdir, _, text = evaluation
+    linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(linked) >= 3  # cold start, memory, download at least
+    for name in linked:
+        path = outdir / name
+        assert path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+@pytest.mark.kvm
+def test_the_measured_baselines_are_in_the_report(evaluation):
+    _, results, text = evaluation
+    cold = results["experiments"]["coldstart"]["series"]
+    for name in ("usf_create", "usf_pool", "host_process", "zygote"):
+        assert cold[name]["status"] == "ok", cold[name]
+        median = cold[name]["ms"]["median"]
+        assert median > 0
+        assert f"| {cold[name]['label']} | {report.fmt(median)} |" in text
+    compat = results["experiments"]["compat"]["modules"]
+    assert compat["json"]["usf"]["ok"] and compat["sqlite3"]["usf"]["ok"]
+    dl = results["experiments"]["download"]["series"]["host_shm"]
+    assert [p["mib"] for p in dl["points"]] == [1, 2]
+    assert "## Experimental setup" in text and "PVM" in text or "hardware" in text
+
+
+@pytest.mark.kvm
+def test_failures_are_reported_not_dropped(evaluation):
+    _, results, text = evaluation
+    assert results["experiments"]["broken"]["status"] == "failed"
+    failures = text.split("## Failures", 1)[1]
+    assert "broken on purpose by the test" in failures
+    for exp in results["experiments"].values():
+        for series in exp.get("series", {}).values():
+            if series["status"] != "ok":
+                assert f"**{series['label']}**: failed: {series['reason']}" in failures
+
+
+@pytest.mark.kvm
+def test_readme_table_is_replaced_between_its_markers(evaluation, tmp_path):
+    outdir, results, _ = evaluation
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nbefore\n{START}\nstale\n{END}\nafter\n")
+    update(readme, outdir)
+    text = readme.read_text()
+    assert text.startswith("# title\n\nbefore\n") and text.endswith(f"{END}\nafter\n")
+    assert "stale" not in text
+    assert results["machine"]["kvm_backend"] in text
+    usf = results["experiments"]["coldstart"]["series"]["usf_create"]["ms"]
+    assert f"| USF, created per call | {report.fmt(usf['median'])} / " in text
+
+
+@pytest.mark.kvm
+@pytest.mark.skipif(shutil.which("runc") is None, reason="runc is installed by `make setup`")
+def test_a_container_runs_the_workload_read_only(image):
+    assert (rootfs_for(image) / image.meta["executable"].lstrip("/")).exists()
+    with Container(image, ["-I", "-S", "-c", WORK]) as c:
+        assert c.run().decode().strip() == EXPECTED
+    with Container(image, ["-I", "-S", "-c", "open('/written', 'w')"]) as c, \
+            pytest.raises(BenchError, match="Read-only file system"):
+        c.run()
