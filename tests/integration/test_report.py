@@ -66,7 +66,7 @@ def numbers_in_text(text: str) -> list[str]:
 def evaluation(tmp_path_factory, image):
     outdir = tmp_path_factory.mktemp("eval")
     chosen = [e for e in runner.EXPERIMENTS
-              if e.name in ("coldstart", "memory", "download", "startup", "compat")]
+              if e.name in ("coldstart", "memory", "download", "rollback", "startup", "compat")]
     chosen.append(runner.Experiment("broken", "Broken experiment", broken))
     results = runner.run_all(TINY, outdir, image=image, experiments=chosen)
     target = report.generate(outdir)
@@ -98,7 +98,8 @@ def test_every_figure_the_report_links_exists(evaluation):
 def test_the_measured_baselines_are_in_the_report(evaluation):
     _, results, text = evaluation
     cold = results["experiments"]["coldstart"]["series"]
-    for name in ("usf_create", "usf_pool", "host_process", "zygote"):
+    for name in ("usf_create", "usf_pool", "host_process", "zygote", "hf_fork", "hf_ready",
+                 "hf_restore", "hf_recycle"):
         assert cold[name]["status"] == "ok", cold[name]
         median = cold[name]["ms"]["median"]
         assert median > 0
@@ -107,7 +108,12 @@ def test_the_measured_baselines_are_in_the_report(evaluation):
     assert compat["json"]["usf"]["ok"] and compat["sqlite3"]["usf"]["ok"]
     dl = results["experiments"]["download"]["series"]["host_shm"]
     assert [p["mib"] for p in dl["points"]] == [1, 2]
-    assert "## Experimental setup" in text and "PVM" in text or "hardware" in text
+    assert "## Experimental setup" in text
+    assert results["machine"]["kvm_backend"] in text
+    rollback = results["experiments"]["rollback"]
+    assert rollback["status"] == "ok", rollback.get("reason")
+    assert [p["pages"] for p in rollback["points"]] == list(TINY.rollback_pages)
+    assert all(p["restored_pages"]["median"] >= p["pages"] for p in rollback["points"])
 
 
 @pytest.mark.kvm

@@ -252,6 +252,10 @@ class Population:
     def spawn(self) -> Instance:
         raise NotImplementedError
 
+    def shared_pids(self) -> list[int]:
+        """Processes every instance shares (a zygote, a template), counted once for all."""
+        return []
+
     def close(self) -> None:
         """Release what the population itself holds (a zygote, a template)."""
 
@@ -289,6 +293,9 @@ class ZygoteChildren(Population):
     def spawn(self) -> Instance:
         pid = self.zygote.hold()
         return Instance([pid], lambda: os.kill(pid, signal.SIGKILL))
+
+    def shared_pids(self) -> list[int]:
+        return [self.zygote.proc.pid]
 
     def close(self) -> None:
         self.zygote.close()

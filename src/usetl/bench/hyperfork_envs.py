@@ -1,8 +1,9 @@
 """HyperFork (issue 4) as the experiments drive it: clones per call, restore, recycle.
 
-Everything that touches `usetl.hyperfork` is here, so the experiments gain
-the HyperFork series the moment it lands and fail those series, with the
-reason, until then.
+Everything that touches `usetl.hyperfork` is here. A function template has
+imported the workload's module (from a read-only host mount) and run its
+module-level code; each request then calls its handler and prints the JSON,
+so every environment returns the same line.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from usetl.bench.envs import CallEnv, Instance, Population
+from usetl.bench.envs import CallEnv, Instance, Population, check
 from usetl.bench.errors import BenchError, FeatureMissing
-from usetl.bench.workload import HANDLER_RESULT, HANDLER_SOURCE
-from usetl.image import ImageArchive
+from usetl.bench.workload import HANDLER_SOURCE
+from usetl.image import ImageArchive, cache_root
 
 INVOKE_TIMEOUT = 30.0
+LOAD = {"kind": "exec", "code": "import sys\nsys.path.insert(0, '/fn')\nimport fn"}
+CALL = "import fn, json\nprint(json.dumps(fn.handler({}, {})))"
 
 
 def hyperfork() -> Any:
@@ -28,58 +31,71 @@ def hyperfork() -> Any:
     return module
 
 
-def function_template(image: ImageArchive, mem_mib: int, source: str = HANDLER_SOURCE) -> Any:
-    """A template that has imported the handler's module and run its module-level code."""
-    base = hyperfork().Template.start(image=image, mem_mib=mem_mib)
-    return base.load_function(source, "handler")
+class FunctionTemplate:
+    """A base template, and a function template over the workload's module."""
+
+    def __init__(self, image: ImageArchive, mem_mib: int, source: str = HANDLER_SOURCE):
+        self.dir = Path(tempfile.mkdtemp(prefix="fn-", dir=_scratch()))
+        (self.dir / "fn.py").write_text(source)
+        self.base = hyperfork().Template.start(image=image, mem_mib=mem_mib)
+        try:
+            self.fn = self.base.load_function(LOAD, mounts={"fn": str(self.dir)})
+        except Exception:
+            self.base.close()
+            raise
+
+    def close(self) -> None:
+        self.fn.close()
+        self.base.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def invoke(clone: Any, event: dict | None = None) -> Any:
-    result = clone.invoke(event or {}, {}, INVOKE_TIMEOUT)
-    if getattr(result, "error", None):
-        raise BenchError(f"clone: {result.error}")
-    return result.value
+def _scratch() -> Path:
+    path = cache_root() / "bench" / "tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
-def invoke_checked(clone: Any) -> None:
-    value = invoke(clone)
-    if value != HANDLER_RESULT:
-        raise BenchError(f"clone: wrong result {value!r}, expected {HANDLER_RESULT!r}")
+def run(clone: Any, code: str = CALL) -> str:
+    result = clone.run_code(code, timeout=INVOKE_TIMEOUT)
+    if result.error:
+        raise BenchError(f"clone: {result.error.get('type')}: {result.error.get('message')}")
+    return result.stdout
 
 
 class ForkPerCall(CallEnv):
-    """Fork a clone of the function template per call, invoke it, discard it."""
+    """Fork a clone of the function template per call (not warmed), call it, discard it."""
 
     name, label = "hf_fork", "HyperFork: fork per call"
 
     def __init__(self, image: ImageArchive, mem_mib: int):
-        self.template = function_template(image, mem_mib)
+        self.t = FunctionTemplate(image, mem_mib)
 
-    def call(self) -> None:
-        clone = self.template.fork()
+    def call(self) -> str:
+        clone = self.t.fn.fork(warm=False)
         try:
-            invoke_checked(clone)
+            return run(clone)
         finally:
             clone.close()
 
     def close(self) -> None:
-        self.template.close()
+        self.t.close()
 
 
 class ReadyClones(CallEnv):
-    """Clones forked ahead of demand; the request pays only for its invocation."""
+    """Clones forked and warmed ahead of demand; the request pays for its call only."""
 
     name, label = "hf_ready", "HyperFork: ready clone"
 
     def __init__(self, image: ImageArchive, mem_mib: int):
-        self.template = function_template(image, mem_mib)
+        self.t = FunctionTemplate(image, mem_mib)
         self.clone: Any = None
 
     def before_call(self) -> None:
-        self.clone = self.template.fork()
+        self.clone = self.t.fn.fork(warm=True)
 
-    def call(self) -> None:
-        invoke_checked(self.clone)
+    def call(self) -> str:
+        return run(self.clone)
 
     def after_call(self) -> None:
         if self.clone is not None:
@@ -88,67 +104,80 @@ class ReadyClones(CallEnv):
 
     def close(self) -> None:
         self.after_call()
-        self.template.close()
+        self.t.close()
 
 
 class RestorePerCall(CallEnv):
-    """Load the function template from its disk snapshot per call, fork, invoke."""
+    """Load the function template from its disk snapshot per call, fork, call."""
 
     name, label = "hf_restore", "HyperFork: restore from snapshot per call"
 
     def __init__(self, image: ImageArchive, mem_mib: int):
-        template = function_template(image, mem_mib)
-        self.dir = Path(tempfile.mkdtemp(prefix="usetl-bench-snap-"))
-        template.save(self.dir)
-        template.close()
-
-    def call(self) -> None:
-        template = hyperfork().Template.load(self.dir)
+        t = FunctionTemplate(image, mem_mib)
+        self.snapshot = Path(tempfile.mkdtemp(prefix="snap-", dir=_scratch()))
         try:
-            clone = template.fork()
+            t.fn.save(self.snapshot)
+        finally:
+            t.base.close()
+        # The snapshot's mounts point at the function's directory: it must outlive the template.
+        t.fn.close()
+        self.fn_dir = t.dir
+
+    def call(self) -> str:
+        template = hyperfork().Template.load(self.snapshot)
+        try:
+            clone = template.fork(warm=False)
             try:
-                invoke_checked(clone)
+                return run(clone)
             finally:
                 clone.close()
         finally:
             template.close()
 
     def close(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.snapshot, ignore_errors=True)
+        shutil.rmtree(self.fn_dir, ignore_errors=True)
 
 
 class RecycleClone(CallEnv):
-    """One clone reused: each call invokes it, then it is rolled back (untimed)."""
+    """One clone reused: each call is its first request after a rollback (done untimed)."""
 
     name, label = "hf_recycle", "HyperFork: recycle (roll back and reuse)"
 
     def __init__(self, image: ImageArchive, mem_mib: int):
-        self.template = function_template(image, mem_mib)
-        self.clone = self.template.fork()
+        self.t = FunctionTemplate(image, mem_mib)
+        self.clone = self.t.fn.fork(warm=True)
 
-    def call(self) -> None:
-        invoke_checked(self.clone)
+    def call(self) -> str:
+        return run(self.clone)
 
     def after_call(self) -> None:
         self.clone.rollback()
 
     def close(self) -> None:
         self.clone.close()
-        self.template.close()
+        self.t.close()
 
 
 class Clones(Population):
-    """Idle clones of one function template, each after one invocation."""
+    """Idle clones of one function template, each after one call."""
 
     name, label = "hf_clone", "HyperFork clone"
 
     def __init__(self, image: ImageArchive, mem_mib: int):
-        self.template = function_template(image, mem_mib)
+        self.t = FunctionTemplate(image, mem_mib)
 
     def spawn(self) -> Instance:
-        clone = self.template.fork()
-        invoke_checked(clone)
+        clone = self.t.fn.fork()
+        try:
+            check(run(clone), self.label)
+        except BenchError:
+            clone.close()
+            raise
         return Instance([clone.pid], clone.close)
 
+    def shared_pids(self) -> list[int]:
+        return [self.t.fn.pid]
+
     def close(self) -> None:
-        self.template.close()
+        self.t.close()

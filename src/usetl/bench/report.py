@@ -386,10 +386,25 @@ class Report:
                 line += (f", {ratio}× "
                          "faster than creating one, which is why the paper keeps a pool")
             text.append(line + ".")
-        hf = [k for k in ("hf_ready", "hf_fork", "hf_recycle", "hf_restore") if k in s]
-        for k in hf:
-            text.append(f"With HyperFork, {s[k]['label'].split(': ', 1)[1]} answers in "
-                        f"{fmt(med[k])} ms (p99 {fmt(s[k]['ms']['p99'])} ms).")
+        why = {
+            "hf_ready": "the clone was forked and warmed before the request, which pays one "
+                        "round trip to the clone's process and the handler",
+            "hf_recycle": "the request is the clone's first after a rollback and pays the "
+                          "fresh identity and the handler",
+            "hf_fork": "the request pays for forking the template's process, a new VM, "
+                       "restoring its state and the first-touch faults of fresh guest memory",
+            "hf_restore": "the request pays for a new template process mapping the snapshot "
+                          "from disk, then a fork",
+        }
+        for k in ("hf_ready", "hf_recycle", "hf_fork", "hf_restore"):
+            if k in s:
+                text.append(f"With HyperFork, a {s[k]['label'].split(': ', 1)[1]} answers in "
+                            f"{fmt(med[k])} ms (p99 {fmt(s[k]['ms']['p99'])} ms): {why[k]}.")
+        if "hf_fork" in med and "usf_create" in med:
+            ratio = self.d("coldstart.create_vs_fork", med["usf_create"] / med["hf_fork"])
+            text.append(f"Forking a started template is {ratio}× faster than creating a USF, "
+                        "because CPython's start-up and the function's imports ran once, in "
+                        "the template.")
         if "container" in med and "host_process" in med:
             text.append(
                 "Among the baselines, a container per call costs "
@@ -448,11 +463,13 @@ class Report:
             ax.legend()
 
         self.figure("memory", "USS and PSS per idle instance", draw)
-        rows = ["| environment | USS MiB | PSS MiB | RSS MiB |", "| --- | --- | --- | --- |"]
+        rows = ["| environment | USS MiB | PSS MiB | RSS MiB | shared parent PSS MiB |",
+                "| --- | --- | --- | --- | --- |"]
         for n in names:
             v = exp["series"][n]
             rows.append(f"| {v['label']} | {fmt(v['uss_mib'])} | {fmt(v['pss_mib'])} | "
-                        f"{fmt(v['rss_mib'])} |" if n in s else f"| {v['label']} | failed | | |")
+                        f"{fmt(v['rss_mib'])} | {fmt(v.get('shared_mib', 0.0))} |"
+                        if n in s else f"| {v['label']} | failed | | | |")
         self.out("\n".join(rows))
         text = []
         if "usf" in s:
@@ -476,8 +493,19 @@ class Report:
             if n in s:
                 text.append(f"A {s[n]['label']} holds {fmt(s[n]['uss_mib'])} MiB privately: {why}.")
         if "hf_clone" in s:
-            text.append(f"A HyperFork clone holds {fmt(s['hf_clone']['uss_mib'])} MiB privately: "
-                        "its guest memory is a copy-on-write view of the template's.")
+            c = s["hf_clone"]
+            text.append(
+                f"A HyperFork clone holds {fmt(c['uss_mib'])} MiB privately (PSS "
+                f"{fmt(c['pss_mib'])} MiB, RSS {fmt(c['rss_mib'])} MiB): its guest memory is a "
+                "copy-on-write view of the function template's, so it owns only the pages it "
+                "wrote, plus its forked monitor's own writes; the template process "
+                f"({fmt(c['shared_mib'])} MiB PSS) is paid once for all clones."
+            )
+            if "usf" in s:
+                ratio = self.d("memory.usf_vs_clone_uss", s["usf"]["uss_mib"] / c["uss_mib"])
+                text.append(
+                    f"That is {ratio}× "
+                    "less private memory than a USF started on its own.")
         elif "usf" in s:
             text.append("Until HyperFork clones are measured, a USF's private memory is the "
                         "price of starting CPython in each VM rather than sharing one started "
@@ -492,8 +520,9 @@ class Report:
             "as follows: for each environment we hold more and more idle instances, measuring at "
             + ", ".join(map(str, self.r["config"]["scaling_counts"]))
             + f" instances (at most {self.r['config']['heavy_cap']} for environments that start an "
-            "interpreter or a VM per instance), and at each count read the mean PSS per "
-            "instance and the drop of MemAvailable divided by the count."
+            "interpreter or a VM per instance), and at each count read each instance's USS and "
+            "PSS, the PSS of the parent they share, and the drop of MemAvailable divided by the "
+            "count."
         )):
             return
         s = ok_series(exp)
@@ -501,39 +530,43 @@ class Report:
         def draw(ax) -> None:
             for v in s.values():
                 xs = [p["n"] for p in v["points"]]
-                line, = ax.plot(xs, [p["pss_mib"] for p in v["points"]], "o-", label=v["label"])
+                line, = ax.plot(xs, [p["per_instance_mib"] for p in v["points"]], "o-",
+                                label=v["label"])
                 ax.plot(xs, [p["uss_mib"] for p in v["points"]], "x--", color=line.get_color())
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("instances held at once")
-            ax.set_ylabel("MiB per instance: PSS (o, solid), USS (x, dashed)")
+            ax.set_ylabel("MiB per instance: host (o, solid), USS (x, dashed)")
             ax.legend(fontsize="small")
 
         if s:
             self.figure("scaling", "memory per instance as the number of instances grows", draw)
-        rows = ["| environment | instances | PSS MiB each | USS MiB each "
+        rows = ["| environment | instances | host MiB each | PSS MiB each | USS MiB each "
                 "| MemAvailable drop MiB each |",
-                "| --- | --- | --- | --- | --- |"]
+                "| --- | --- | --- | --- | --- | --- |"]
         for v in s.values():
             for p in v["points"]:
-                rows.append(f"| {v['label']} | {p['n']} | {fmt(p['pss_mib'])} | "
-                            f"{fmt(p['uss_mib'])} | {fmt(p['host_mib'])} |")
+                rows.append(f"| {v['label']} | {p['n']} | {fmt(p['per_instance_mib'])} | "
+                            f"{fmt(p['pss_mib'])} | {fmt(p['uss_mib'])} | {fmt(p['host_mib'])} |")
         self.out("\n".join(rows))
         text = []
         for v in s.values():
             first, last = v["points"][0], v["points"][-1]
             if last["n"] > first["n"]:
                 text.append(
-                    f"{v['label'][0].upper() + v['label'][1:]}: PSS per instance goes from "
-                    f"{fmt(first['pss_mib'])} MiB alone to {fmt(last['pss_mib'])} MiB with "
-                    f"{last['n']} held, while USS stays at {fmt(last['uss_mib'])} MiB."
+                    f"{v['label'][0].upper() + v['label'][1:]}: host memory per instance goes "
+                    f"from {fmt(first['per_instance_mib'])} MiB alone to "
+                    f"{fmt(last['per_instance_mib'])} MiB with {last['n']} held, while USS "
+                    f"stays near {fmt(last['uss_mib'])} MiB."
                 )
         text.append(
-            "PSS falls towards USS as shared pages (the interpreter's files, and for forked "
-            "instances the parent's memory) are divided among more sharers; what remains is each "
-            "instance's private memory, the number that decides density. The MemAvailable drop "
-            "also counts kernel memory but is noisy on a shared machine, where other processes "
-            "allocate and free memory during the run."
+            "Host memory per instance is its PSS plus its share of the parent every instance "
+            "shares (the zygote, the function template). It falls towards USS as the shared "
+            "pages (the interpreter's files, and for forked instances the parent's memory) are "
+            "divided among more sharers; what remains is each instance's private memory, the "
+            "number that decides density. The MemAvailable drop also counts kernel memory but "
+            "is noisy on a shared machine, where other processes allocate and free memory "
+            "during the run."
         )
         self.out(" ".join(text))
         self.failed_note(exp)
@@ -545,7 +578,8 @@ class Report:
             "MiB. We set up this experiment as follows: we start instances one at a time until "
             "the host's MemAvailable has dropped by the budget, or a cap on count or time is "
             "reached; in the latter case we extrapolate from the memory per instance measured "
-            "with all of them held (the larger of PSS and the MemAvailable drop, so that neither "
+            "with all of them held (the larger of the host memory per instance, PSS plus its share "
+            "of a shared parent, and the MemAvailable drop, so that neither "
             "the kernel's share nor sharing is hidden), and say so."
         )):
             return
@@ -666,40 +700,78 @@ class Report:
 
     def rollback(self, exp: dict) -> None:
         if not self.section(exp, "Rollback", (
-            "In this experiment we show that rolling a clone back costs time in proportion to "
-            "the memory its invocation dirtied, not to the size of the VM. We set up this "
-            "experiment as follows: a clone runs a handler that writes one byte in each of N "
+            "In this experiment we show how the cost of rolling a clone back to its template "
+            "depends on the memory its invocation dirtied. We set up this experiment as "
+            "follows: a clone of a base template runs code that writes one byte in each of N "
             "fresh pages, for N in "
             + ", ".join(map(str, self.r["config"]["rollback_pages"]))
-            + f"; we then time `clone.rollback()`, {self.r['config']['rollback_runs']} times per N."
+            + "; we then time `clone.rollback()` from the benchmark process, "
+            f"{self.r['config']['rollback_runs']} times per N, and record the pages the monitor "
+            "restored (read from KVM's dirty log) and its own timing."
         )):
             return
         pts = exp["points"]
 
         def draw(ax) -> None:
-            ax.errorbar([p["pages"] for p in pts], [p["ms"]["median"] for p in pts],
+            xs = [p["restored_pages"]["median"] for p in pts]
+            ax.errorbar(xs, [p["ms"]["median"] for p in pts],
                         yerr=[[0] * len(pts), [p["ms"]["p95"] - p["ms"]["median"] for p in pts]],
-                        fmt="o-", capsize=3)
+                        fmt="o-", capsize=3, label="rollback, timed by the caller")
+            ax.plot(xs, [p["monitor_ms"]["median"] for p in pts], "x--",
+                    label="rollback, timed in the clone's monitor")
             ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xlabel("pages dirtied by the invocation")
-            ax.set_ylabel("rollback time (ms): median, bar to p95")
+            ax.set_xlabel("pages restored (the dirty log: the N written plus the runtime's own)")
+            ax.set_ylabel("ms: median, bar to p95")
+            ax.legend(fontsize="small")
 
-        self.figure("rollback", "rollback time against pages dirtied", draw)
-        rows = ["| pages | MiB | median ms | p95 ms |", "| --- | --- | --- | --- |"]
-        rows += [f"| {p['pages']} | {fmt(p['mib'])} | {fmt(p['ms']['median'])} | "
-                 f"{fmt(p['ms']['p95'])} |" for p in pts]
+        self.figure("rollback", "rollback time against pages restored", draw)
+        rows = ["| pages written | pages restored | caller median ms | caller p95 ms "
+                "| monitor median ms |", "| --- | --- | --- | --- | --- |"]
+        rows += [f"| {p['pages']} | {fmt(p['restored_pages']['median'])} | "
+                 f"{fmt(p['ms']['median'])} | {fmt(p['ms']['p95'])} | "
+                 f"{fmt(p['monitor_ms']['median'])} |" for p in pts]
         self.out("\n".join(rows))
         a, b = pts[0], pts[-1]
-        extra_ms = b["ms"]["median"] - a["ms"]["median"]
-        per_page = self.d("rollback.us_per_page", extra_ms * 1e3 / max(b["pages"] - a["pages"], 1))
-        self.out(
-            f"Rolling back after {a['pages']} dirtied pages takes {fmt(a['ms']['median'])} ms and "
-            f"after {b['pages']} pages {fmt(b['ms']['median'])} ms, about {per_page} µs per "
-            "additional page: the fixed part restores the vCPU and monitor state, the rest "
-            "copies each dirtied page back from the template. Rollback cost follows the pages "
-            "an invocation dirtied."
-        )
+        pa, pb = a["restored_pages"]["median"], b["restored_pages"]["median"]
+        ma, mb = a["ms"]["median"], b["ms"]["median"]
+        text = [
+            f"After writing {a['pages']} page(s) the monitor restores {fmt(pa)} pages in "
+            f"{fmt(ma)} ms; after writing {b['pages']}, {fmt(pb)} pages in {fmt(mb)} ms."
+        ]
+        if pa > a["pages"]:
+            text.append(
+                f"Even a one-line invocation dirties {fmt(pa)} pages: the interpreter's heap, "
+                "its stack and the agent's buffers change on every request."
+            )
+        if mb > ma and pb > pa:
+            per_page = self.d("rollback.us_per_page", (mb - ma) * 1e3 / (pb - pa))
+            text.append(
+                f"Each further page adds about {per_page} µs (a copy of the template's page "
+                "back into the clone); the rest is fixed: reading the dirty log and restoring "
+                "the vCPU and the monitor's state."
+            )
+        else:
+            text.append(
+                "The time does not grow with the pages in this range: the fixed part (reading "
+                "the dirty log, restoring the vCPU and the monitor's state, the round trip to "
+                "the clone process) dominates, and the spread between runs is larger than the "
+                "cost of the extra pages."
+            )
+        fork = ok_series(self.exps.get("coldstart", {})).get("hf_fork")
+        if fork and fork["ms"]["median"] > mb:
+            ratio = self.d("rollback.fork_vs_rollback", fork["ms"]["median"] / mb)
+            text.append(
+                f"Even the largest rollback here is {ratio}× "
+                f"cheaper than forking a fresh clone per call ({fmt(fork['ms']['median'])} ms), "
+                "so recycling a clone beats replacing it while leaving nothing of the previous "
+                "invocation behind."
+            )
+        elif fork:
+            text.append(
+                f"Forking a fresh clone per call ({fmt(fork['ms']['median'])} ms) is cheaper "
+                "than this rollback, so recycling pays only when forks are scarce."
+            )
+        self.out(" ".join(text))
 
     def platform(self, exp: dict) -> None:
         if not self.section(exp, "Platform under load", (

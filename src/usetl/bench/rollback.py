@@ -1,9 +1,10 @@
-"""Rollback time against the number of guest pages a handler dirtied.
+"""Rollback time against the number of guest pages an invocation dirtied.
 
-A clone of a function template runs a handler that writes one byte in each
-of N fresh pages; then `clone.rollback()` is timed (from the call to the
-clone being byte-identical to its template again). The next invocation
-checks that the clone answers correctly after the rollback.
+A clone of a base template runs code that writes one byte in each of N
+fresh pages; then `clone.rollback()` is timed in the benchmark process
+(from the call to the clone being byte-identical to its template again).
+The monitor's own count of restored pages and its own time are recorded
+beside it.
 """
 
 from __future__ import annotations
@@ -12,39 +13,33 @@ import time
 
 from usetl.bench import hyperfork_envs
 from usetl.bench.config import BenchConfig
-from usetl.bench.errors import BenchError
 from usetl.bench.stats import summary
 
 PAGE = 4096
-
-DIRTY_HANDLER = '''def handler(event, context):
-    buf = bytearray(event["pages"] * 4096)
-    for i in range(0, len(buf), 4096):
-        buf[i] = 1
-    return len(buf)
-'''
+DIRTY = "buf = bytearray({n} * 4096)\nfor i in range(0, len(buf), 4096):\n    buf[i] = 1"
 
 
 def run(cfg: BenchConfig, ctx) -> dict:
-    template = hyperfork_envs.function_template(ctx.image, cfg.usf_mem_mib, DIRTY_HANDLER)
+    base = hyperfork_envs.hyperfork().Template.start(image=ctx.image, mem_mib=cfg.usf_mem_mib)
     points = []
     try:
-        clone = template.fork()
+        clone = base.fork()
         try:
             for pages in cfg.rollback_pages:
-                samples = []
+                samples, monitor_ms, restored = [], [], []
                 for i in range(cfg.rollback_runs):
                     ctx.say(f"{pages} pages, run {i + 1}/{cfg.rollback_runs}")
-                    value = hyperfork_envs.invoke(clone, {"pages": pages})
-                    if value != pages * PAGE:
-                        raise BenchError(f"handler returned {value!r}, expected {pages * PAGE}")
+                    hyperfork_envs.run(clone, DIRTY.format(n=pages))
                     t0 = time.perf_counter()
-                    clone.rollback()
+                    info = clone.rollback()
                     samples.append((time.perf_counter() - t0) * 1e3)
+                    monitor_ms.append(info["ms"])
+                    restored.append(info["pages"])
                 points.append({"pages": pages, "mib": round(pages * PAGE / (1 << 20), 3),
-                               "ms": summary(samples)})
+                               "ms": summary(samples), "monitor_ms": summary(monitor_ms),
+                               "restored_pages": summary([float(p) for p in restored], 0)})
         finally:
             clone.close()
     finally:
-        template.close()
+        base.close()
     return {"points": points}
