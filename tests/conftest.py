@@ -148,6 +148,14 @@ def http_server():
 
 
 @pytest.fixture
+def other_http_server():
+    """A second server, on another port (for what the allow-list does not cover)."""
+    server = LocalHttpServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
 def closed_port():
     """A port on 127.0.0.1 nothing listens on: connecting is refused."""
     import socket

@@ -49,28 +49,23 @@ def test_urllib_fetches_an_allowed_url_by_address_and_by_name(usf, http_server):
     assert [r[2] for r in http_server.requests] == [f"127.0.0.1:{port}", f"localhost:{port}"]
 
 
-def test_a_denied_address_is_refused_without_a_connection(usf, http_server):
-    from conftest import LocalHttpServer
-
-    other = LocalHttpServer()  # listening, but not in the allow-list
-    try:
-        usf.kernel.allow_sockets(UrlPolicy([http_server.base + "/data/"]))
-        out = run(usf, f"""
-            import urllib.request, urllib.error
-            for url in ("{other.base}/data/x", "http://10.0.0.1/x", "http://169.254.169.254/"):
-                try:
-                    urllib.request.urlopen(url, timeout=5)
-                except urllib.error.URLError as e:
-                    print(type(e.reason).__name__, e.reason.errno)
+def test_a_denied_address_is_refused_without_a_connection(usf, http_server, other_http_server):
+    other = other_http_server  # listening, but not in the allow-list
+    usf.kernel.allow_sockets(UrlPolicy([http_server.base + "/data/"]))
+    out = run(usf, f"""
+        import urllib.request, urllib.error
+        for url in ("{other.base}/data/x", "http://10.0.0.1/x", "http://169.254.169.254/"):
             try:
-                urllib.request.urlopen("http://example.com/")  # not in /etc/hosts, no DNS
+                urllib.request.urlopen(url, timeout=5)
             except urllib.error.URLError as e:
-                print(type(e.reason).__name__)
-            """)
-        assert out.splitlines() == ["PermissionError 13"] * 3 + ["gaierror"]
-        assert other.requests == []
-    finally:
-        other.close()
+                print(type(e.reason).__name__, e.reason.errno)
+        try:
+            urllib.request.urlopen("http://example.com/")  # not in /etc/hosts, no DNS
+        except urllib.error.URLError as e:
+            print(type(e.reason).__name__)
+        """)
+    assert out.splitlines() == ["PermissionError 13"] * 3 + ["gaierror"]
+    assert other.requests == []
 
 
 def test_http_client_post_round_trip(usf, http_server):

@@ -125,25 +125,16 @@ def test_redirects_are_followed_within_the_policy(http_server):
 
 
 @pytest.mark.parametrize("location", ["http://169.254.169.254/latest/meta-data/", "other-port"])
-def test_redirect_to_a_denied_address_is_refused(http_server, location):
-    other = None
+def test_redirect_to_a_denied_address_is_refused(http_server, other_http_server, location):
     if location == "other-port":
-        from conftest import LocalHttpServer
-
-        other = LocalHttpServer()
-        other.add("/secret", b"secret")
-        location = other.base + "/secret"
-    try:
-        http_server.redirect("/public/go", location)
-        with HttpClient(UrlPolicy([http_server.base + "/public/"])) as client:
-            e = fetch_error(client, http_server.base + "/public/go")
-        assert e.kind == "denied"
-        assert e.url == location
-        if other is not None:
-            assert other.requests == []
-    finally:
-        if other is not None:
-            other.close()
+        other_http_server.add("/secret", b"secret")
+        location = other_http_server.base + "/secret"
+    http_server.redirect("/public/go", location)
+    with HttpClient(UrlPolicy([http_server.base + "/public/"])) as client:
+        e = fetch_error(client, http_server.base + "/public/go")
+    assert e.kind == "denied"
+    assert e.url == location
+    assert other_http_server.requests == []
 
 
 def test_redirect_loop_ends(http_server):
