@@ -3,7 +3,13 @@
 `Usf.start()` boots nothing: it loads CPython into guest memory, runs it
 until the agent waits for work, and reports the start-up time.
 `Usf.invoke()` hands the agent one request and runs the VM until the
-agent waits again.
+agent waits again; `load_function()` and `call()` are the function
+requests on top of it (import the handler once, then call it per event).
+
+Each USF has the ETL device (/dev/etl) with its two regions above guest RAM:
+the host region (read-only to the guest) at HOST_REGION_GPA and the guest
+region right after it. All its state is plain Python objects (`Usf.etl`)
+and memfd-backed `vm.regions`, reset at the start of every invocation.
 """
 
 from __future__ import annotations
@@ -13,12 +19,18 @@ import logging
 import os
 import signal
 import time
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from usetl.errors import UsetlError
+from usetl.etl.errors import EtlError
+from usetl.etl.http import HttpClient
+from usetl.etl.policy import UrlPolicy
 from usetl.image import default_image
 from usetl.image.archive import ImageArchive
-from usetl.libos.devices import AgentChannel, console_node, standard_devices
+from usetl.libos.devices import AgentChannel, console_node, makedev, standard_devices
+from usetl.libos.etl_device import ETL_DEVICE, HOST_REGION_GPA, EtlDevice
 from usetl.libos.errors import LibosError
 from usetl.libos.files import O_RDONLY, NullFile, OutputFile
 from usetl.libos.fs import Namespace
@@ -26,11 +38,14 @@ from usetl.libos.kernel import Kernel
 from usetl.libos.loader import load_program
 from usetl.libos.vdso import VdsoClock, tsc_usable
 from usetl.vm import GuestFault, GuestTimeout, Stop, Vm, VmError
-from usetl.vm.layout import VDSO_ADDR
+from usetl.vm.layout import HUGE_PAGE, PD_COUNT, VDSO_ADDR
+from usetl.vm.machine import RegionSpec
 
 log = logging.getLogger(__name__)
 
 GUEST_ENV = ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/tmp"]
+INLINE_EVENT = 64 << 10  # a larger event goes to the host region as a file
+EVENT_FILE = "event.json"
 
 
 class UsfError(UsetlError):
@@ -46,7 +61,9 @@ class InvocationResult:
     syscalls: int
     syscall_ms: float
     stdout_truncated: bool = False
-    extra: dict = field(default_factory=dict)
+    value: object = None  # what the handler returned (invoke)
+    io: dict = field(default_factory=dict)  # the ETL requests' IoAccount.as_dict()
+    extra: dict = field(default_factory=dict)  # the rest of the agent's reply (guest_ms, ...)
 
     @property
     def ok(self) -> bool:
@@ -69,6 +86,25 @@ class UsfConfig:
     start_timeout: float = 60.0
     trace: bool = False
     vdso: bool = True  # clock_gettime in the guest without an exit (needs an invariant TSC)
+    host_region_mib: int = 256  # downloads and the event (a memfd: unused space costs nothing)
+    guest_region_mib: int = 64  # files the function writes
+    allow: Sequence[str] = ()  # URL prefixes the function may GET and POST
+    allow_private: bool = False  # let allowed names resolve to private/loopback addresses
+    etl_timeout: float = 30.0  # seconds each network wait of an ETL request may take
+
+    def regions(self) -> list[RegionSpec]:
+        host, guest = self.host_region_mib << 20, self.guest_region_mib << 20
+        if self.mem_mib << 20 > HOST_REGION_GPA:
+            raise UsfError(f"guest memory is at most {HOST_REGION_GPA >> 20} MiB with ETL regions")
+        for size, name in ((host, "host"), (guest, "guest")):
+            if size <= 0 or size % HUGE_PAGE:
+                raise UsfError(f"the {name} region must be a positive even number of MiB")
+        if HOST_REGION_GPA + host + guest > (PD_COUNT << 30) - HUGE_PAGE:
+            raise UsfError("the ETL regions are too large together (at most 2046 MiB)")
+        return [
+            RegionSpec("host", HOST_REGION_GPA, host, guest_writable=False),
+            RegionSpec("guest", HOST_REGION_GPA + host, guest, guest_writable=True),
+        ]
 
 
 _clock: VdsoClock | None = None
@@ -91,6 +127,7 @@ class Usf:
         self.clock = _shared_clock() if self.config.vdso else None
         self.vm: Vm | None = None
         self.kernel: Kernel | None = None
+        self.etl: EtlDevice | None = None
         self.alive = False
         self.startup_ms = 0.0
         self.startup_syscalls = 0
@@ -102,10 +139,18 @@ class Usf:
         `files` are put in the tmpfs first (keys are paths under /tmp).
         """
         cfg = self.config
-        self.vm = Vm(cfg.mem_mib)
-        ns = Namespace(
-            self.image, cfg.tmpfs_mib << 20, standard_devices(self.channel), self.executable
+        try:
+            policy = UrlPolicy(cfg.allow, cfg.allow_private)
+        except EtlError as e:
+            raise UsfError(f"bad allow-list entry {e.url!r}: {e.reason}") from e
+        self.vm = Vm(cfg.mem_mib, cfg.regions())
+        self.etl = EtlDevice(
+            self.vm.regions["host"], self.vm.regions["guest"],
+            HttpClient(policy, timeout=cfg.etl_timeout),
         )
+        devices = standard_devices(self.channel)
+        devices[ETL_DEVICE] = self.etl.node(15, makedev(10, 243))
+        ns = Namespace(self.image, cfg.tmpfs_mib << 20, devices, self.executable)
         k = self.kernel = Kernel(self.vm, ns, cfg.output_limit)
         if cfg.trace:
             k.trace = []
@@ -162,13 +207,28 @@ class Usf:
         err, t2 = self.kernel.output(2).take()
         return out, err, t1 or t2
 
-    def invoke(self, request: dict, timeout: float | None = None) -> InvocationResult:
-        """Run one request in the agent; a guest fault or timeout ends this USF."""
-        if not self.alive or self.vm is None or self.kernel is None:
+    def invoke(
+        self,
+        request: dict,
+        timeout: float | None = None,
+        host_files: dict[str, bytes] | None = None,
+    ) -> InvocationResult:
+        """Run one request in the agent; a guest fault or timeout ends this USF.
+
+        The ETL regions start empty, then hold `host_files` (name -> bytes)
+        in the host region.
+        """
+        if not self.alive or self.vm is None or self.kernel is None or self.etl is None:
             raise UsfError("this USF is not running (it was never started, or its guest died)")
         k, vm = self.kernel, self.vm
         count0, secs0 = k.stats.count, k.stats.seconds
         t0 = time.perf_counter()
+        self.etl.reset(deadline=time.monotonic() + timeout if timeout is not None else None)
+        for name, data in (host_files or {}).items():
+            try:
+                self.etl.put_host_file(name, data)
+            except EtlError as e:
+                raise UsfError(f"{name} does not fit in the host region: {e.reason}") from e
         self.channel.post(json.dumps(request).encode())
         if self.clock is not None:
             self.clock.anchor(vm.ram)
@@ -196,8 +256,10 @@ class Usf:
         except VmError as e:
             self.alive = False
             error = {"type": "GuestCrash", "message": str(e)}
+        value = None
         if reply is not None:
-            error = reply.get("error")
+            error = reply.pop("error", None)
+            value = reply.pop("value", None)
         out, err, truncated = self._take_output()
         return InvocationResult(
             stdout=out.decode(errors="replace"),
@@ -207,6 +269,9 @@ class Usf:
             syscalls=k.stats.count - count0,
             syscall_ms=(k.stats.seconds - secs0) * 1e3,
             stdout_truncated=truncated,
+            value=value,
+            io=self.etl.account.as_dict(),
+            extra=reply or {},
         )
 
     def _exit_error(self, stop: Stop) -> dict:
@@ -218,6 +283,55 @@ class Usf:
 
     def run_code(self, code: str, timeout: float | None = None) -> InvocationResult:
         return self.invoke({"kind": "exec", "code": code}, timeout=timeout)
+
+    def load_function(
+        self,
+        handler: str,
+        *,
+        source: str | None = None,
+        filename: str = "function.py",
+        path: str | None = None,
+        sys_path: Sequence[str] = (),
+        files: dict[str, bytes] | None = None,
+        timeout: float | None = None,
+    ) -> InvocationResult:
+        """Import the function's module in the guest once and keep `handler` for call().
+
+        Give `source` (its module is named after `filename`), or the guest
+        `path` of a .py file or package directory; `files` (paths relative to
+        /tmp) are put in the guest's /tmp first. extra holds import_ms and
+        modules (len(sys.modules) in the guest).
+        """
+        if (source is None) == (path is None):
+            raise UsfError("load_function needs either source or path")
+        assert self.kernel is not None
+        for name, data in (files or {}).items():
+            self.kernel.ns.tmp.add_file(name, data, 0o644)
+        request: dict = {"kind": "load", "handler": handler, "sys_path": list(sys_path)}
+        if source is not None:
+            request.update(source=source, filename=filename)
+        else:
+            request["path"] = path
+        return self.invoke(request, timeout=timeout)
+
+    def call(
+        self, event: object, context: dict | None = None, timeout: float | None = None
+    ) -> InvocationResult:
+        """Call the loaded handler with event (JSON) and a context; .value is its return."""
+        ctx = {
+            "request_id": uuid.uuid4().hex,
+            "deadline": time.time() + timeout if timeout is not None else None,
+            "memory_mib": self.config.mem_mib,
+            **(context or {}),
+        }
+        try:
+            data = json.dumps(event).encode()
+        except (TypeError, ValueError) as e:
+            raise UsfError(f"the event is not JSON-serialisable: {e}") from e
+        if len(data) <= INLINE_EVENT:
+            return self.invoke({"kind": "invoke", "event": event, "context": ctx}, timeout)
+        request = {"kind": "invoke", "event_file": EVENT_FILE, "context": ctx}
+        return self.invoke(request, timeout, host_files={EVENT_FILE: data})
 
     def run_program(self, timeout: float | None = None) -> ProgramResult:
         """Run a program loaded by boot() to its exit (for programs other than the agent)."""
@@ -260,6 +374,9 @@ class Usf:
         return self.invoke({"kind": "identity", "instance": instance_id, "seed": seed})
 
     def close(self) -> None:
+        if self.etl is not None:
+            self.etl.client.close()
+            self.etl = None
         if self.vm is not None:
             self.vm.close()
             self.vm = None

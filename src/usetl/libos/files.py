@@ -7,8 +7,13 @@ import os
 import struct
 import time
 
+from typing import TYPE_CHECKING
+
 from .errors import SyscallError
 from .fs import ImageNode, Node, StaticFile, TmpFile, TmpFS, dirent_type
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
 
 O_ACCMODE = 3
 O_RDONLY, O_WRONLY, O_RDWR = 0, 1, 2
@@ -81,6 +86,14 @@ class OpenFile:
 
     def isatty(self) -> bool:
         return False
+
+    def map_device(self, length: int, prot: int, flags: int, offset: int) -> int:
+        """mmap of a device: the guest address of its memory (devices that have some)."""
+        raise SyscallError(errno.ENODEV)
+
+    def ioctl(self, k: Kernel, request: int, arg: int) -> int:
+        """A device's own ioctl requests (the generic ones are served by sys_ioctl)."""
+        raise SyscallError(errno.ENOTTY)
 
     def close(self) -> None:
         pass

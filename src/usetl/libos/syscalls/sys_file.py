@@ -481,5 +481,5 @@ def sys_ioctl(k: Kernel, fd: int, request: int, arg: int, *_: int) -> int:
         return 0
     if request in (FIOCLEX, FIONCLEX):
         return 0
-    raise SyscallError(errno.ENOTTY)
+    return f.ioctl(k, request, arg)
 

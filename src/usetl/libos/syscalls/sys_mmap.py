@@ -6,7 +6,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from ..errors import SyscallError
-from ..fs import ImageNode, TmpFile
+from ..fs import DeviceNode, ImageNode, TmpFile
 from ..hostfs import HostNode
 from ..mm import PAGE_SIZE, page_up
 from .args import s32
@@ -43,6 +43,10 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int,
     if not f.readable:
         raise SyscallError(errno.EACCES)
     node = f.node
+    if isinstance(node, DeviceNode):
+        if fixed or noreplace:
+            raise SyscallError(errno.EINVAL)  # device memory has its own, fixed address
+        return f.map_device(length, prot, flags, offset)
     if not isinstance(node, (ImageNode, HostNode, TmpFile)):
         raise SyscallError(errno.ENODEV)
     if kind != MAP_PRIVATE and prot & PROT_WRITE:
@@ -68,6 +72,8 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int,
 
 
 def sys_munmap(k: Kernel, addr: int, length: int, *_: int) -> int:
+    if any(region.contains(addr, length) for region in k.vm.regions.values()):
+        return 0  # a device's memory (the ETL regions) stays where it is
     k.mm.unmap(addr, length)
     return 0
 
