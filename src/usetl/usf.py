@@ -30,8 +30,8 @@ from usetl.etl.policy import UrlPolicy
 from usetl.image import default_image
 from usetl.image.archive import ImageArchive
 from usetl.libos.devices import AgentChannel, console_node, makedev, standard_devices
-from usetl.libos.etl_device import ETL_DEVICE, HOST_REGION_GPA, EtlDevice
 from usetl.libos.errors import LibosError
+from usetl.libos.etl_device import ETL_DEVICE, HOST_REGION_GPA, EtlDevice
 from usetl.libos.files import O_RDONLY, NullFile, OutputFile
 from usetl.libos.fs import Namespace
 from usetl.libos.kernel import Kernel
@@ -353,6 +353,8 @@ class Usf:
             "vm": self.vm, "image": self.image, "imagefs": self.kernel.ns.image,
             "clock": self.clock, "handlers": HANDLERS,
         }
+        if self.etl is not None:
+            objects["etl_client"] = self.etl.client  # httpx: locks, an SSL context, sockets
         for name, mem in self.vm.memory().items():
             objects[f"mem:{name}"] = mem
             objects[f"view:{name}"] = mem.view

@@ -1,4 +1,4 @@
-"""`usetl vm run`: run Python code in a fresh USF."""
+"""`usetl vm run`: run Python code, or a function's handler with an event, in a fresh USF."""
 
 from __future__ import annotations
 
@@ -11,7 +11,11 @@ from pathlib import Path
 from usetl.errors import UsetlError
 from usetl.image import ImageArchive, StderrProgress, default_image
 from usetl.libos.syscalls.args import s64
-from usetl.usf import Usf, UsfConfig
+from usetl.usf import InvocationResult, Usf, UsfConfig
+
+
+class UsageError(UsetlError):
+    """The command line asks for something that cannot be run."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,9 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = vm.add_subparsers(dest="vm_command", required=True)
     run = commands.add_parser(
         "run",
-        help="start a USF, run CODE in its Python, print what it printed",
-        description="Start a USF, run CODE in the guest's Python and print its output. "
-        "Exits 1 with the guest's traceback if CODE raised.",
+        help="start a USF, run CODE (or a handler) in its Python, print what it printed",
+        description="Start a USF, run CODE in the guest's Python, or load --handler and "
+        "call it with --event, and print its output (and the handler's return value as "
+        "JSON). Exits 1 with the guest's traceback if the code raised.",
     )
     run.add_argument("--mem", type=int, default=256, metavar="MiB", help="guest RAM (default 256)")
     run.add_argument("--timeout", type=float, default=30.0, metavar="S",
@@ -34,18 +39,67 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--trace", action="store_true", help="list every syscall and its result")
     run.add_argument("--fork", type=int, default=0, metavar="N",
                      help="start one template and run CODE in N copy-on-write clones of it")
-    run.add_argument("code", metavar="CODE", help="Python source to run")
+    run.add_argument("--allow", action="append", default=[], metavar="PREFIX",
+                     help="a URL prefix the guest may GET and POST through usetl.etl "
+                     "(repeatable; private and loopback addresses only when named)")
+    run.add_argument("--handler", metavar="FILE:FUNCTION",
+                     help="load FUNCTION from FILE (a .py file or a package directory) and "
+                     "call it with the event")
+    run.add_argument("--event", metavar="JSON", default="null",
+                     help="the event given to --handler (default null)")
+    run.add_argument("code", metavar="CODE", nargs="?", help="Python source to run")
     run.set_defaults(func=run_code)
 
 
+def _function_files(spec: str) -> tuple[dict[str, bytes], str, str]:
+    """The files of FILE:FUNCTION for the guest's /tmp, the guest path to load, the function."""
+    location, _, function = spec.rpartition(":")
+    if not location or not function.isidentifier():
+        raise UsageError(f"--handler wants FILE:FUNCTION, not {spec!r}")
+    source = Path(location)
+    if source.is_file():
+        return {f"fn/{source.name}": source.read_bytes()}, f"/tmp/fn/{source.name}", function
+    if source.is_dir():
+        files = {
+            f"fn/{source.name}/{p.relative_to(source)}": p.read_bytes()
+            for p in sorted(source.rglob("*.py"))
+            if "__pycache__" not in p.parts
+        }
+        return files, f"/tmp/fn/{source.name}", function
+    raise UsageError(f"{location}: no such file or directory")
+
+
+def _run(usf: Usf, args: argparse.Namespace) -> InvocationResult:
+    if args.handler is None:
+        return usf.run_code(args.code, timeout=args.timeout)
+    try:
+        event = json.loads(args.event)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--event is not JSON: {e}") from None
+    files, path, function = _function_files(args.handler)
+    loaded = usf.load_function(function, path=path, files=files, timeout=args.timeout)
+    if not loaded.ok:
+        return loaded
+    called = usf.call(event, timeout=args.timeout)
+    called.stdout = loaded.stdout + called.stdout
+    called.stderr = loaded.stderr + called.stderr
+    called.syscalls += loaded.syscalls
+    return called
+
+
 def run_code(args: argparse.Namespace) -> int:
+    if (args.code is None) == (args.handler is None):
+        raise UsageError("give either CODE or --handler FILE:FUNCTION")
     t0 = time.perf_counter()
     image = ImageArchive.open(args.image or default_image(args.cache, progress=StderrProgress()))
     if args.fork:
+        if args.handler is not None:
+            raise UsageError("--fork runs CODE in clones; it does not take --handler")
         return run_forked(args, image)
-    with Usf(image, UsfConfig(mem_mib=args.mem, trace=args.trace)) as usf:
+    config = UsfConfig(mem_mib=args.mem, trace=args.trace, allow=tuple(args.allow))
+    with Usf(image, config) as usf:
         usf.start()
-        result = usf.run_code(args.code, timeout=args.timeout)
+        result = _run(usf, args)
         total_ms = (time.perf_counter() - t0) * 1e3
         syscalls = usf.startup_syscalls + result.syscalls
         if args.trace:
@@ -58,12 +112,16 @@ def run_code(args: argparse.Namespace) -> int:
             "stdout": result.stdout,
             "stderr": result.stderr,
             "error": result.error,
+            "value": result.value,
+            "io": result.io,
             "startup_ms": round(usf.startup_ms, 3),
             "total_ms": round(total_ms, 3),
             "syscalls": syscalls,
         }))
         return 0 if result.ok else 1
     sys.stdout.write(result.stdout)
+    if args.handler is not None and result.ok:
+        print(json.dumps(result.value))
     sys.stdout.flush()
     sys.stderr.write(result.stderr)
     if result.error:

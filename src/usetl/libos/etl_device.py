@@ -54,6 +54,7 @@ MAP_PRIVATE = 0x2
 ALIGN = 4096  # files start on a page: views over them are page-aligned
 MAX_REQUEST = 1 << 20
 MAX_NAME = 255
+OPS = frozenset({"info", "get", "post", "alloc", "stat", "ls"})  # EtlDevice._<op>
 
 
 def _align(n: int) -> int:
@@ -147,18 +148,9 @@ class EtlDevice:
         self.account = IoAccount()
         self.deadline: float | None = None  # time.monotonic() when the invocation must end
         self.pending_reply: bytes | None = None
-        self.ops = {
-            "info": self._info,
-            "get": self._get,
-            "post": self._post,
-            "alloc": self._alloc,
-            "stat": self._stat,
-            "ls": self._ls,
-        }
 
     def node(self, ino: int, rdev: int) -> DeviceNode:
-        dev = DeviceNode(ino, rdev, lambda flags: EtlDeviceFile(dev, flags, self))
-        return dev
+        return DeviceNode(ino, rdev, EtlDeviceFile, self)
 
     def reset(self, deadline: float | None = None) -> None:
         """Start an invocation: empty regions, zero accounting, its deadline for transfers."""
@@ -215,10 +207,9 @@ class EtlDevice:
                 if reply is None:
                     raise EtlRequestError("no reply is waiting")
                 return reply
-            handler = self.ops.get(op)  # type: ignore[arg-type]
-            if handler is None:
+            if op not in OPS:
                 raise EtlRequestError(f"unknown request {op!r}")
-            answer = handler(k, request)
+            answer = getattr(self, "_" + op)(k, request)
         except EtlError as e:
             answer = {"error": _error(e.url, e.reason, e.kind, e.status)}
         except RegionFull as e:

@@ -6,7 +6,6 @@ import errno
 import os
 import struct
 import time
-
 from typing import TYPE_CHECKING
 
 from .errors import SyscallError
