@@ -147,6 +147,14 @@ def http_server():
     server.close()
 
 
+@pytest.fixture(scope="module")
+def module_http_server():
+    """One server for a whole module (a USF's allow-list names its port)."""
+    server = LocalHttpServer()
+    yield server
+    server.close()
+
+
 @pytest.fixture
 def other_http_server():
     """A second server, on another port (for what the allow-list does not cover)."""

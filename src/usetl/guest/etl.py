@@ -188,10 +188,13 @@ class _Writer(io.BytesIO):
             self.seek(0, io.SEEK_END)
 
     def close(self):
-        if not self.closed:
+        if self.closed:
+            return
+        try:
             with self.getbuffer() as data:
                 _store(self.name, data)
-        super().close()
+        finally:
+            super().close()
 
 
 def _file(described):

@@ -244,13 +244,17 @@ class EtlDevice:
                 "headers": transfer.headers, "url": transfer.url}
 
     def _transfer(self, run) -> Transfer:
+        free = self.host.free
         t0 = time.perf_counter()
         try:
             transfer = run()
-        except EtlError:
+        except EtlError as e:
             # The client's own account of a failed request is lost with it;
             # the attempt is still counted and its wall time billed.
             self.account.add(IoAccount(requests=1, wall_s=time.perf_counter() - t0))
+            if e.kind == "too_large":
+                raise EtlError(e.url, f"{e.reason}: the host region is full ({free} B free "
+                               f"of {self.host.size} B)", e.kind) from e
             raise
         self.account.add(transfer.account)
         return transfer
