@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 
 from usetl.errors import UsetlError
 from usetl.etl.errors import EtlError
-from usetl.etl.http import HttpClient
 from usetl.etl.policy import UrlPolicy
 from usetl.image import default_image
 from usetl.image.archive import ImageArchive
@@ -145,8 +144,7 @@ class Usf:
             raise UsfError(f"bad allow-list entry {e.url!r}: {e.reason}") from e
         self.vm = Vm(cfg.mem_mib, cfg.regions())
         self.etl = EtlDevice(
-            self.vm.regions["host"], self.vm.regions["guest"],
-            HttpClient(policy, timeout=cfg.etl_timeout),
+            self.vm.regions["host"], self.vm.regions["guest"], policy, cfg.etl_timeout
         )
         devices = standard_devices(self.channel)
         devices[ETL_DEVICE] = self.etl.node(15, makedev(10, 243))
@@ -353,8 +351,6 @@ class Usf:
             "vm": self.vm, "image": self.image, "imagefs": self.kernel.ns.image,
             "clock": self.clock, "handlers": HANDLERS,
         }
-        if self.etl is not None:
-            objects["etl_client"] = self.etl.client  # httpx: locks, an SSL context, sockets
         for name, mem in self.vm.memory().items():
             objects[f"mem:{name}"] = mem
             objects[f"view:{name}"] = mem.view
@@ -376,9 +372,7 @@ class Usf:
         return self.invoke({"kind": "identity", "instance": instance_id, "seed": seed})
 
     def close(self) -> None:
-        if self.etl is not None:
-            self.etl.client.close()
-            self.etl = None
+        self.etl = None
         if self.vm is not None:
             self.vm.close()
             self.vm = None

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import posixpath
 import struct
 import time
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING
 from usetl.etl.accounting import IoAccount
 from usetl.etl.errors import EtlError
 from usetl.etl.http import HttpClient, Transfer
+from usetl.etl.policy import UrlPolicy
 from usetl.vm import GuestMemory
 
 from .errors import SyscallError
@@ -55,6 +57,21 @@ ALIGN = 4096  # files start on a page: views over them are page-aligned
 MAX_REQUEST = 1 << 20
 MAX_NAME = 255
 OPS = frozenset({"info", "get", "post", "alloc", "stat", "ls"})  # EtlDevice._<op>
+
+
+# HTTP clients (connection pools, SSL contexts) belong to a process, not to the
+# monitor state that templates pickle and clones restore: one per policy and
+# timeout, dropped in a forked child so that no two processes share a connection.
+_clients: dict[tuple[str, float], HttpClient] = {}
+os.register_at_fork(after_in_child=_clients.clear)
+
+
+def http_client(policy: UrlPolicy, timeout: float) -> HttpClient:
+    key = (repr(policy), timeout)
+    client = _clients.get(key)
+    if client is None:
+        client = _clients[key] = HttpClient(policy, timeout=timeout)
+    return client
 
 
 def _align(n: int) -> int:
@@ -139,18 +156,24 @@ class EtlRequestError(Exception):
 
 
 class EtlDevice:
-    """The monitor's side of /dev/etl for one USF: its regions, HTTP client and accounting."""
+    """The monitor's side of /dev/etl for one USF: its regions, URL policy and accounting."""
 
-    def __init__(self, host: GuestMemory, guest: GuestMemory, client: HttpClient):
+    def __init__(self, host: GuestMemory, guest: GuestMemory, policy: UrlPolicy,
+                 timeout: float):
         self.host = RegionTable("host", host)
         self.guest = RegionTable("guest", guest)
-        self.client = client
+        self.policy = policy
+        self.timeout = timeout
         self.account = IoAccount()
         self.deadline: float | None = None  # time.monotonic() when the invocation must end
         self.pending_reply: bytes | None = None
 
     def node(self, ino: int, rdev: int) -> DeviceNode:
         return DeviceNode(ino, rdev, EtlDeviceFile, self)
+
+    @property
+    def client(self) -> HttpClient:
+        return http_client(self.policy, self.timeout)
 
     def reset(self, deadline: float | None = None) -> None:
         """Start an invocation: empty regions, zero accounting, its deadline for transfers."""
