@@ -18,7 +18,8 @@ HELLO = """
 import os
 def handler(event, context):
     print("hello", event["name"])
-    return {"greeting": "hi " + event["name"], "function": context["function"],
+    return {"greeting": "hi " + event["name"], "function": context.function,
+            "left": context.remaining_ms() > 0,
             "env": os.environ.get("GREETING")}
 """
 RAISES = """
@@ -80,7 +81,8 @@ def test_deploy_invoke_list_delete(alice):
     assert v["version"] == 1 and v["env"] == ["GREETING"]
     record = alice.invoke("hello", {"name": "bob"})
     assert record["status"] == "succeeded"
-    assert record["result"] == {"greeting": "hi bob", "function": "hello", "env": "hey"}
+    assert record["result"] == {"greeting": "hi bob", "function": "hello", "env": "hey",
+                                "left": True}
     assert record["stdout"] == "hello bob\n"
     assert record["metrics"]["duration_ms"] > 0 and record["metrics"]["peak_memory_bytes"] > 0
     assert [f["name"] for f in alice.functions()] == ["hello"]
@@ -249,3 +251,23 @@ def test_async_invocations_survive_a_restart(tmp_path):
         admin.close()
     finally:
         server.stop()
+
+
+NUMPY = """
+import numpy as np
+def handler(event, context):
+    a = np.arange(event["n"], dtype=np.float64)
+    return {"dot": float(a @ a), "version": np.__version__}
+"""
+
+
+def test_requirements_from_pypi_installed_once_and_shared(server, alice):
+    deploy(alice, "np-one", NUMPY, requirements=["numpy"])
+    deploy(alice, "np-two", NUMPY.replace("a @ a", "a.sum()"), requirements=["numpy"])
+    one = alice.invoke("np-one", {"n": 1000})
+    two = alice.invoke("np-two", {"n": 1000})
+    assert one["error"] is None and two["error"] is None, (one["error"], two["error"])
+    assert one["result"]["dot"] == sum(i * i for i in range(1000))
+    assert two["result"]["dot"] == sum(range(1000))
+    entries = [p.name for p in server.modules.iterdir() if p.name.startswith("numpy-")]
+    assert len(entries) == 1 and entries[0].startswith(f"numpy-{one['result']['version']}-")

@@ -256,7 +256,7 @@ class Platform:
     def _run(self, version: Version, invocation_id: str, event: Any,
              on_start: Callable[[], None] | None = None) -> Outcome:
         context = {
-            "invocation_id": invocation_id,
+            "request_id": invocation_id,
             "function": version.name,
             "version": version.version,
             "memory_mib": version.memory_mib,

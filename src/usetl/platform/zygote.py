@@ -165,8 +165,24 @@ def load_handler(code_dir, handler):
     return fn
 
 
+class Context:
+    """What the handler learns about its invocation (the same as the USF agent's Context)."""
+
+    def __init__(self, fields):
+        self.__dict__.update(fields)
+        self.request_id = fields.get("request_id")
+        self.deadline = fields.get("deadline")
+        self.memory_mib = fields.get("memory_mib")
+
+    def remaining_ms(self):
+        """Milliseconds left before the deadline (None if there is none)."""
+        if self.deadline is None:
+            return None
+        return max(0.0, (self.deadline - time.time()) * 1e3)
+
+
 def invoke(fn, request):
-    event, context = request["event"], request["context"]
+    event, context = request["event"], Context(request["context"])
     out, err = io.StringIO(), io.StringIO()
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = out, err
