@@ -107,3 +107,55 @@ def test_missing_handler_fails_the_template(backend, function_dir):
     code = function_dir("def other(event, context):\n    return 1\n")
     with pytest.raises(FunctionLoadError, match="no function 'handler'"):
         backend.template(FunctionSpec("t/missing/1", code, "fn.py:handler"))
+
+
+ETL = """
+import json, socket
+from usetl import etl
+
+def handler(event, context):
+    try:
+        socket.create_connection(("127.0.0.1", event["port"]), timeout=1)
+        direct = "connected"
+    except OSError as e:
+        direct = type(e).__name__
+    data = etl.get(event["url"])
+    try:
+        etl.get(event["denied"])
+        denied = None
+    except etl.EtlError as e:
+        denied = e.kind
+    with etl.open("out.json", "w") as f:
+        f.write(json.dumps({"n": len(data.text().splitlines())}))
+    r = etl.post(event["sink"], etl.stat("out.json"), content_type="application/json")
+    return {"direct": direct, "denied": denied, "status": r.status, "answer": r.json(),
+            "files": [f.name for f in etl.ls()]}
+"""
+
+
+def test_etl_goes_through_the_host_under_the_policy(backend, function_dir, http_server):
+    url = http_server.add("/data.csv", b"a\nb\nc\n")
+    code = function_dir(ETL)
+    spec = FunctionSpec("t/etl/1", code, "fn.py:handler", allow=[http_server.base + "/"])
+    template = backend.template(spec)
+    try:
+        out = template.fork().invoke({
+            "url": url, "port": http_server.port, "denied": "http://127.0.0.2/x",
+            "sink": http_server.base + "/sink",
+        }, {}, 10)
+        assert out.error is None, out.error
+        if os.geteuid() == 0:
+            assert out.value["direct"] != "connected"  # no network of its own
+        assert out.value["denied"] == "denied"
+        assert out.value["status"] == 200 and out.value["answer"]["size"] == len('{"n": 3}')
+        assert http_server.posts[-1] == ("/sink", "application/json", b'{"n": 3}')
+        assert out.value["files"] == ["data.csv", "sink", "out.json"]
+        assert out.io["requests"] == 2 and out.io["bytes_in"] >= 6 and out.io["bytes_out"] == 8
+        assert out.io["host_cpu_s"] > 0
+        again = template.fork().invoke({
+            "url": url, "port": http_server.port, "denied": "http://127.0.0.2/x",
+            "sink": http_server.base + "/sink",
+        }, {}, 10)
+        assert again.value["files"] == ["data.csv", "sink", "out.json"]  # nothing carried over
+    finally:
+        template.close()

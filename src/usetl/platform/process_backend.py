@@ -2,18 +2,24 @@
 
 A template is a zygote process that has imported the function (zygote.py);
 an instance is a child it forks. Isolation, weaker than a USF's: the zygote
-and its children run in their own mount, PID, IPC and UTS namespaces, and in
-an empty network namespace unless the function has a URL allow-list (then
-they share the host's network, and the allow-list is NOT enforced on their
-sockets); the filesystem is read-only except a private tmpfs /tmp shared by
-the instances of one function version; they run as uid 65534 without
-capabilities, under RLIMIT_AS. They share the host's kernel, and one
-function version's instances can signal each other.
+and its children run in their own mount, PID, IPC, UTS and (empty) network
+namespaces; the filesystem is read-only except a private tmpfs /tmp shared
+by the instances of one function version; the server's state and the homes
+are hidden; they run as uid 65534 without capabilities, under RLIMIT_AS.
+They share the host's kernel (its whole syscall surface), and one function
+version's instances can signal each other.
+
+The function's I/O is `usetl.etl` as in a USF: etl.get and etl.post are
+requests to the host on the instance's socket, carried out here by the ETL
+API's HTTP client under the function's URL policy and accounted to the
+invocation. Files (downloads, what the function writes) live in the
+instance's own memory rather than in shared regions.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import select
 import socket
@@ -23,6 +29,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from usetl.etl import EtlError, HttpClient, IoAccount, UrlPolicy
 
 from . import zygote as wire
 from .backend import (
@@ -35,6 +43,8 @@ from .backend import (
 )
 
 ZYGOTE_START_TIMEOUT = 60.0
+SANDBOX_LIB = Path(__file__).resolve().parent / "sandbox_lib"
+MAX_ETL_BODY = 256 << 20  # a download or a response body, at most
 ISOLATION = (
     "process backend: functions run in forked processes with Linux namespaces, "
     "a read-only filesystem, uid 65534 and memory limits; they share the host kernel "
@@ -59,9 +69,14 @@ class ProcessInstance:
         if self.closed:
             raise BackendError("this instance is closed")
         t0 = time.perf_counter()
+        account = IoAccount()
         try:
             wire.send_msg(self.sock, {"event": event, "context": context})
-            reply = self._receive(t0 + timeout)
+            while True:
+                reply = self._receive(t0 + timeout)
+                if reply is None or reply[0]["kind"] == "result":
+                    break
+                self._etl(reply[0], reply[1], account, t0 + timeout)
         except (OSError, EOFError) as e:
             self.close()
             return Outcome(
@@ -78,24 +93,51 @@ class ProcessInstance:
                  "traceback": ""},
                 "", "", (time.perf_counter() - t0) * 1e3, 0.0, empty_io(),
             )
+        result = reply[0]
         return Outcome(
-            value=reply["value"],
-            error=reply["error"],
-            stdout=reply["stdout"],
-            stderr=reply["stderr"],
-            duration_ms=reply["duration_ms"],
-            guest_cpu_ms=reply["guest_cpu_ms"],
-            io=empty_io(),
-            peak_memory_bytes=reply["peak_memory_bytes"],
+            value=result["value"],
+            error=result["error"],
+            stdout=result["stdout"],
+            stderr=result["stderr"],
+            duration_ms=result["duration_ms"],
+            guest_cpu_ms=result["guest_cpu_ms"],
+            io=account.as_dict(),
+            peak_memory_bytes=result["peak_memory_bytes"],
         )
 
-    def _receive(self, deadline: float) -> dict | None:
-        """The reply, or None if the deadline passed first."""
+    def _etl(self, request: dict, payload: bytes, account: IoAccount, deadline: float) -> None:
+        """Carry out one etl.get or etl.post for the function, under its URL policy."""
+        url = str(request.get("url"))
+        dest = self.template.etl_buffer()
+        try:
+            client = self.template.http_client()
+            if request["op"] == "get":
+                transfer = client.get(url, dest, deadline=_monotonic(deadline))
+            elif request["op"] == "post":
+                transfer = client.post(url, payload, dest, str(request["content_type"]),
+                                       deadline=_monotonic(deadline))
+            else:
+                raise EtlError(url, f"unknown ETL operation {request['op']!r}", "invalid")
+        except EtlError as e:
+            wire.send_msg(self.sock, {"error": {"url": e.url, "reason": e.reason,
+                                                "kind": e.kind, "status": e.status}})
+            return
+        account.add(transfer.account)
+        wire.send_msg(self.sock, {"status": transfer.status, "headers": transfer.headers},
+                      dest[: transfer.size])
+
+    def _receive(self, deadline: float) -> tuple[dict, bytes] | None:
+        """The next message and its payload, or None if the deadline passed first."""
         header = self._read(wire.HEADER, deadline)
         if header is None:
             return None
         body = self._read(int.from_bytes(header, "little"), deadline)
-        return None if body is None else json.loads(body)
+        if body is None:
+            return None
+        message = json.loads(body)
+        size = message.get("payload", 0)
+        payload = self._read(size, deadline) if size else b""
+        return None if payload is None else (message, payload)
 
     def _read(self, n: int, deadline: float) -> bytes | None:
         chunks = []
@@ -134,9 +176,9 @@ class ProcessTemplate:
             "module_dirs": [str(d.resolve()) for d in spec.module_dirs],
             "env": spec.env,
             "memory_mib": spec.memory_mib,
-            "allow": spec.allow,
             "isolate": isolate,
             "hide": [str(d) for d in hide],
+            "lib_dir": str(SANDBOX_LIB),
         }
         self.process = subprocess.Popen(
             [sys.executable, "-I", "-S", "-B", wire.__file__, str(theirs.fileno())],
@@ -148,6 +190,8 @@ class ProcessTemplate:
         )
         theirs.close()
         self.closed = False
+        self._http: HttpClient | None = None
+        self._buffers = threading.local()
         try:
             wire.send_msg(self.control, message)
             self.control.settimeout(ZYGOTE_START_TIMEOUT)
@@ -169,6 +213,20 @@ class ProcessTemplate:
         except (OSError, subprocess.TimeoutExpired):
             return ""
         return f"; {err[-2000:]}" if err else ""
+
+    def http_client(self) -> HttpClient:
+        """The ETL client under this function's URL policy (made on first use)."""
+        with self.lock:
+            if self._http is None:
+                self._http = HttpClient(UrlPolicy(self.spec.allow))
+            return self._http
+
+    def etl_buffer(self) -> memoryview:
+        """Where a response body lands: anonymous memory, touched only as far as it is written."""
+        buffer = getattr(self._buffers, "memory", None)
+        if buffer is None:
+            buffer = self._buffers.memory = memoryview(mmap.mmap(-1, MAX_ETL_BODY))
+        return buffer
 
     def fork(self) -> ProcessInstance:
         with self.lock:
@@ -202,6 +260,8 @@ class ProcessTemplate:
                 return
             self.closed = True
             self.control.close()
+        if self._http is not None:
+            self._http.close()
         # The zygote exits on EOF; as PID 1 of its namespace it takes its children with it.
         try:
             self.process.wait(timeout=5)
@@ -231,3 +291,8 @@ class ProcessBackend:
 
     def restore(self, spec: FunctionSpec, directory: Path) -> ProcessTemplate:
         raise NotImplementedError("process templates have no snapshot")
+
+
+def _monotonic(perf_deadline: float) -> float:
+    """A time.perf_counter() deadline as a time.monotonic() one (the ETL client's clock)."""
+    return time.monotonic() + (perf_deadline - time.perf_counter())

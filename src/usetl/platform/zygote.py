@@ -5,15 +5,17 @@ of a Unix socket pair. Only the standard library is imported here (the
 function sees the same sys.path a USF gives it: the stdlib, its code and its
 module-store directories).
 
-The first process (Z) enters new mount, PID, IPC, UTS and (unless the
-function has a URL allow-list) network namespaces and forks Z', PID 1 of
+The first process (Z) enters new mount, PID, IPC, UTS and network
+namespaces (the network one is empty: usetl.etl asks the host) and forks Z', PID 1 of
 the new PID namespace. Z' mounts its own /proc, binds the function's code
 and modules read-only under /run/usetl, puts a tmpfs on /tmp, remounts
 everything else read-only, becomes uid/gid 65534 with no capabilities,
 imports the function, and then forks one child per instance on request,
 passing the host the child's end of a new socket pair. A child serves
-invocations on that socket. Messages are an 8-byte little-endian length and
-JSON, as on the USF's agent channel.
+invocations on that socket; while one runs, the function's etl.get and
+etl.post (sandbox_lib/usetl/etl.py) are requests to the host on it.
+Messages are an 8-byte little-endian length and JSON, then optional raw
+bytes (their length in the message's "payload").
 """
 
 import ctypes
@@ -51,9 +53,14 @@ PR_SET_NO_NEW_PRIVS = 38
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def send_msg(sock, message):
-    payload = json.dumps(message).encode()
-    sock.sendall(len(payload).to_bytes(HEADER, "little") + payload)
+def send_msg(sock, message, payload=b""):
+    """A JSON message, then `payload` raw bytes (their length is in message["payload"])."""
+    if payload:
+        message = dict(message, payload=len(payload))
+    data = json.dumps(message).encode()
+    sock.sendall(len(data).to_bytes(HEADER, "little") + data)
+    if payload:
+        sock.sendall(payload)
 
 
 def recv_exact(sock, n):
@@ -70,6 +77,13 @@ def recv_exact(sock, n):
 def recv_msg(sock):
     size = int.from_bytes(recv_exact(sock, HEADER), "little")
     return json.loads(recv_exact(sock, size))
+
+
+def recv_frame(sock):
+    """A message and its payload."""
+    message = recv_msg(sock)
+    size = message.get("payload", 0)
+    return message, recv_exact(sock, size) if size else b""
 
 
 def _check(result, what):
@@ -118,9 +132,9 @@ def isolate_filesystem(spec):
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.makedirs("/run", exist_ok=True)
     _mount("usetl", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
-    sources = [spec["code_dir"]] + spec["module_dirs"] + [prefix]
-    targets = (["/run/usetl/code"] + [f"/run/usetl/modules/{i}" for i in range(len(sources) - 2)]
-               + ["/run/usetl/python"])
+    sources = [spec["code_dir"]] + spec["module_dirs"] + [spec["lib_dir"], prefix]
+    targets = (["/run/usetl/code"] + [f"/run/usetl/modules/{i}" for i in range(len(sources) - 3)]
+               + ["/run/usetl/lib", "/run/usetl/python"])
     for source, target in zip(sources, targets, strict=True):
         os.makedirs(target)
         _mount(source, target, None, MS_BIND | MS_REC)
@@ -141,7 +155,7 @@ def isolate_filesystem(spec):
         except OSError:
             # Mounts that refuse a read-only remount (e.g. some of /sys) are left alone.
             pass
-    return targets[0], targets[1:-1]
+    return targets[0], targets[1:-2], targets[-2]
 
 
 def drop_privileges():
@@ -181,8 +195,9 @@ class Context:
         return max(0.0, (self.deadline - time.time()) * 1e3)
 
 
-def invoke(fn, request):
+def invoke(fn, request, etl):
     event, context = request["event"], Context(request["context"])
+    etl._reset()
     out, err = io.StringIO(), io.StringIO()
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = out, err
@@ -220,24 +235,33 @@ def invoke(fn, request):
     }
 
 
-def serve_instance(sock, fn):
-    """One instance: answer invocations until the host closes the socket."""
+def serve_instance(sock, fn, etl):
+    """One instance: answer invocations until the host closes the socket.
+
+    While the handler runs, etl.get and etl.post are requests to the host on the same socket.
+    """
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
+
+    def host(message, payload):
+        send_msg(sock, dict(message, kind="etl"), payload)
+        return recv_frame(sock)
+
+    etl._host = host
     while True:
         try:
             request = recv_msg(sock)
         except EOFError:
             os._exit(0)
-        send_msg(sock, invoke(fn, request))
+        send_msg(sock, dict(invoke(fn, request, etl), kind="result"))
 
 
 def zygote(control, spec, isolated):
     """Z': load the function, then fork an instance per request."""
-    code_dir, module_dirs = spec["code_dir"], spec["module_dirs"]
+    code_dir, module_dirs, lib_dir = spec["code_dir"], spec["module_dirs"], spec["lib_dir"]
     if isolated:
-        code_dir, module_dirs = isolate_filesystem(spec)
+        code_dir, module_dirs, lib_dir = isolate_filesystem(spec)
         drop_privileges()
     mem = spec["memory_mib"] << 20
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
@@ -248,7 +272,10 @@ def zygote(control, spec, isolated):
     os.environ.update(spec["env"])
     os.chdir(code_dir)
     sys.path[:0] = [code_dir] + module_dirs
+    sys.path.append(lib_dir)
     try:
+        from usetl import etl
+
         fn = load_handler(code_dir, spec["handler"])
     except BaseException as e:  # noqa: B036 - reported to the host as a failed deploy
         send_msg(control, {"error": describe(e)})
@@ -267,7 +294,7 @@ def zygote(control, spec, isolated):
                 control.close()
                 parent_end.close()
                 _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-                serve_instance(child_end, fn)
+                serve_instance(child_end, fn, etl)
             child_end.close()
             socket.send_fds(control, [b"\0"], [parent_end.fileno()])
             send_msg(control, {"pid": pid})
@@ -283,9 +310,8 @@ def main():
     control = socket.socket(fileno=int(sys.argv[1]))
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     spec = recv_msg(control)
-    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
-    if not spec["allow"]:
-        flags |= CLONE_NEWNET
+    # No network at all: the function's I/O goes through the host (usetl.etl) and its policy.
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET
     isolated = spec["isolate"] and _libc.unshare(flags) == 0
     if not isolated:
         zygote(control, spec, isolated=False)

@@ -1,0 +1,1 @@
+"""usetl's library for functions in the process backend (only `usetl.etl`)."""
