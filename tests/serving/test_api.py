@@ -10,9 +10,9 @@ import time
 
 import httpx
 import pytest
-from server import Server
 
 from usetl.api.client import ApiError, Client
+from usetl.api.launcher import ServerProcess as Server
 
 HELLO = """
 import os

@@ -29,6 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="close ready instances after S idle seconds (default 60)")
     serve.set_defaults(func=run_serve)
 
+    demo = subparsers.add_parser(
+        "demo", help="start a server, deploy an ETL function, invoke it, show the timings")
+    demo.add_argument("--backend", choices=["kvm", "process"], default=None,
+                      help="sandbox backend (default: kvm if /dev/kvm is usable)")
+    demo.set_defaults(func=run_demo)
+
 
 def run_serve(args: argparse.Namespace) -> int:
     from usetl.api.server import serve
@@ -38,4 +44,13 @@ def run_serve(args: argparse.Namespace) -> int:
         module_dir=args.modules, memory_budget_mib=args.memory_budget, idle_s=args.idle,
         announce=lambda line: print(line, flush=True),
     )
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from usetl.api import demo
+    from usetl.platform.backends import kvm_usable
+
+    backend = args.backend or ("kvm" if kvm_usable() else "process")
+    demo.run(backend, say=lambda line: print(line, flush=True))
     return 0

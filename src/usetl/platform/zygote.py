@@ -139,7 +139,10 @@ def isolate_filesystem(spec):
         os.makedirs(target)
         _mount(source, target, None, MS_BIND | MS_REC)
     # Hide the homes (the server's state, other functions' code) but keep the interpreter.
-    hidden = [d for d in HIDDEN + spec["hide"] if os.path.isdir(d)]
+    hidden = []
+    for d in sorted(HIDDEN + spec["hide"], key=len):
+        if os.path.isdir(d) and not any(d == h or d.startswith(h + "/") for h in hidden):
+            hidden.append(d)  # one covering a parent directory hides it already
     for directory in hidden:
         _mount("hidden", directory, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=755")
     if any(prefix.startswith(d + "/") for d in hidden):
