@@ -83,6 +83,7 @@ def test_connection_refused(closed_port):
         e = fetch_error(client, url)
     assert e.kind == "refused"
     assert url in str(e)
+    assert (e.account.requests, e.account.bytes_in, e.account.bytes_out) == (1, 0, 0)
 
 
 def test_timeout(stalling_port):
@@ -97,6 +98,8 @@ def test_body_too_large(http_server):
         for path in ("/big", "/nolength/big"):  # refused from the header, or while streaming
             e = fetch_error(client, http_server.base + path)
             assert e.kind == "too_large", path
+            assert e.account.requests == 1 and e.account.wall_s > 0  # billed all the same
+        assert e.account.bytes_in > 4096  # streamed until the body overflowed dest
         # Exactly the size of dest fits.
         assert client.get(http_server.base + "/big", memoryview(bytearray(5000))).size == 5000
 

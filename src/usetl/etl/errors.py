@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from usetl.errors import UsetlError
 
+from .accounting import IoAccount
+
 KINDS = frozenset(
     {"denied", "dns", "refused", "timeout", "http_status", "too_large", "invalid", "connection"}
 )
@@ -16,6 +18,7 @@ class EtlError(UsetlError):
     "http_status" (the server answered >= 400; status holds it), "too_large"
     (the body does not fit its destination), "invalid" (a malformed URL or a
     scheme other than http/https), "connection" (any other transport failure).
+    account is what the failed request cost (set by HttpClient), to bill it too.
     """
 
     def __init__(self, url: str, reason: str, kind: str, status: int | None = None):
@@ -26,6 +29,7 @@ class EtlError(UsetlError):
         self.reason = reason
         self.kind = kind
         self.status = status
+        self.account: IoAccount | None = None
 
     def __str__(self) -> str:
         return f"{self.url}: {self.reason}"

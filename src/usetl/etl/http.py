@@ -137,8 +137,12 @@ class HttpClient:
                 finally:
                     response.close()
             raise EtlError(url, f"more than {self.max_redirects} redirects", "connection")
-        except httpx.HTTPError as e:
-            raise self._transport_error(url, e) from e
+        except (httpx.HTTPError, EtlError) as e:
+            error = e if isinstance(e, EtlError) else self._transport_error(url, e)
+            error.account = account  # a failed request is billed too
+            if error is e:
+                raise
+            raise error from e
         finally:
             account.host_cpu_s = time.thread_time() - cpu0
             account.wall_s = time.perf_counter() - wall0
