@@ -32,6 +32,8 @@ TINY = replace(
     heavy_cap=1,
     density_seconds=10,
     compat_modules=("json", "sqlite3", "numpy"),
+    load_requests=10,
+    load_concurrency=2,
 )
 
 
@@ -66,7 +68,8 @@ def numbers_in_text(text: str) -> list[str]:
 def evaluation(tmp_path_factory, image):
     outdir = tmp_path_factory.mktemp("eval")
     chosen = [e for e in runner.EXPERIMENTS
-              if e.name in ("coldstart", "memory", "download", "rollback", "startup", "compat")]
+              if e.name in ("coldstart", "memory", "download", "rollback", "platform", "startup",
+                            "compat")]
     chosen.append(runner.Experiment("broken", "Broken experiment", broken))
     results = runner.run_all(TINY, outdir, image=image, experiments=chosen)
     target = report.generate(outdir)
@@ -114,6 +117,10 @@ def test_the_measured_baselines_are_in_the_report(evaluation):
     assert rollback["status"] == "ok", rollback.get("reason")
     assert [p["pages"] for p in rollback["points"]] == list(TINY.rollback_pages)
     assert all(p["restored_pages"]["median"] >= p["pages"] for p in rollback["points"])
+    platform = results["experiments"]["platform"]["series"]
+    for name in ("http_process_noop", "python_process_transform"):
+        assert platform[name]["status"] == "ok", platform[name]
+        assert platform[name]["errors"] == 0 and platform[name]["per_second"] > 0
 
 
 @pytest.mark.kvm

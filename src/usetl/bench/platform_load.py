@@ -1,28 +1,61 @@
 """The platform under load: invocations per second and latency, HTTP and Python API.
 
-Clients issue invocations back to back, `load_concurrency` at once, for a
-no-op function and for an ETL function; each invocation is timed from the
-request to its result, and throughput is completed invocations over the
-wall time of the whole run.
+For each backend (KVM, process) and each API (HTTP through a `usetl serve`
+process on 127.0.0.1, Python through a `Platform` object in this process),
+two functions are deployed, a no-op and a CSV transform (parse the rows in
+the event, filter, aggregate, return JSON), and invoked by
+`load_concurrency` clients back to back, `load_requests` times, after
+untimed warm-ups. Each invocation is timed from the request to its result;
+throughput is completed invocations over the wall time of the whole run.
 """
 
 from __future__ import annotations
 
+import base64
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from usetl.bench.config import BenchConfig
-from usetl.bench.errors import FeatureMissing
+from usetl.bench.errors import BenchError, FeatureMissing
 from usetl.bench.stats import summary
 
+NOOP = "def handler(event, context):\n    return None\n"
+TRANSFORM = '''import csv, io
 
-def platform_module():
+
+def handler(event, context):
+    rows = csv.DictReader(io.StringIO(event["csv"]))
+    totals = {}
+    for row in rows:
+        if int(row["qty"]) > 2:
+            totals[row["city"]] = totals.get(row["city"], 0) + int(row["qty"])
+    return {"cities": len(totals), "total": sum(totals.values())}
+'''
+CITIES = ["lisbon", "austin", "osaka", "lagos", "lima"]
+CSV_EVENT = {"csv": "city,qty\n" + "".join(f"{CITIES[i % 5]},{i % 7}\n" for i in range(500))}
+TRANSFORM_RESULT = {"cities": 5, "total": sum(i % 7 for i in range(500) if i % 7 > 2)}
+FUNCTIONS = {"noop": (NOOP, {}, None), "transform": (TRANSFORM, CSV_EVENT, TRANSFORM_RESULT)}
+FUNCTION_LABELS = {"noop": "no-op", "transform": "CSV transform"}
+
+
+def platform_modules() -> Any:
     try:
-        from usetl import platform
+        from usetl.api.client import Client
+        from usetl.platform.backends import choose_backend
+        from usetl.platform.pool import PoolConfig
+        from usetl.platform.service import DeployRequest, Platform
     except ImportError as e:
         raise FeatureMissing(f"the platform (issue 5) has not landed: {e}") from e
-    return platform
+    return Client, choose_backend, PoolConfig, DeployRequest, Platform
 
 
 def load(call: Callable[[], None], requests: int, concurrency: int) -> dict:
@@ -42,7 +75,7 @@ def load(call: Callable[[], None], requests: int, concurrency: int) -> dict:
                 call()
             except Exception as e:  # counted and reported, the load goes on
                 with lock:
-                    errors.append(str(e)[:200])
+                    errors.append(f"{type(e).__name__}: {e}"[:200])
                 continue
             with lock:
                 latencies.append((time.perf_counter() - t0) * 1e3)
@@ -55,11 +88,126 @@ def load(call: Callable[[], None], requests: int, concurrency: int) -> dict:
         t.join()
     wall = time.perf_counter() - t0
     if not latencies:
-        raise RuntimeError(f"every invocation failed: {errors[:1]}")
+        raise BenchError(f"every invocation failed: {errors[0] if errors else 'no calls'}")
     return {"ms": summary(latencies), "per_second": round(len(latencies) / wall, 1),
             "errors": len(errors), "first_error": errors[0] if errors else ""}
 
 
+def checked(record: dict, expected: Any) -> None:
+    if record.get("status") != "succeeded" or record.get("result") != expected:
+        raise BenchError(f"invocation {record.get('status')}: {record.get('error') or record}")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def http_platform(backend: str, root: Path) -> Iterator[Callable[[], Any]]:
+    """A `usetl serve` process; yields a factory of authenticated clients."""
+    client_cls = platform_modules()[0]
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "usetl", "serve", "--backend", backend, "--port", str(port),
+         "--state", str(root / "state"), "--modules", str(root / "modules")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        token_file = root / "state" / "admin.token"
+        while True:
+            if proc.poll() is not None:
+                raise BenchError(f"usetl serve exited: {proc.stdout.read()[-500:]}")
+            if token_file.exists():
+                try:
+                    client = client_cls(url, token_file.read_text().strip(), timeout=60)
+                    client.request("GET", "/healthz")
+                    client.close()
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+            if time.monotonic() > deadline:
+                raise BenchError("usetl serve did not answer /healthz within 60 s")
+            time.sleep(0.1)
+        yield lambda: client_cls(url, token_file.read_text().strip(), timeout=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_http(cfg: BenchConfig, backend: str, fn: str, root: Path, say) -> dict:
+    source, event, expected = FUNCTIONS[fn]
+    with http_platform(backend, root) as make_client:
+        admin = make_client()
+        files = {"fn.py": base64.b64encode(source.encode()).decode()}
+        admin.request("PUT", f"/v1/functions/{fn}",
+                      json={"handler": "fn.py:handler", "files": files, "requirements": []})
+        for _ in range(cfg.warmups):
+            checked(admin.invoke(fn, event), expected)
+        local = threading.local()
+
+        def call() -> None:
+            if not hasattr(local, "client"):
+                local.client = make_client()
+            checked(local.client.invoke(fn, event), expected)
+
+        say(f"HTTP, {backend}, {fn}: {cfg.load_requests} invocations")
+        result = load(call, cfg.load_requests, cfg.load_concurrency)
+        admin.close()
+        return result
+
+
+def run_python(cfg: BenchConfig, backend: str, fn: str, root: Path, say) -> dict:
+    _, choose_backend, pool_config, deploy_request, platform_cls = platform_modules()
+    from usetl.image.modstore import ModuleStore
+
+    source, event, expected = FUNCTIONS[fn]
+    modules = ModuleStore(root / "modules")
+    platform = platform_cls(
+        choose_backend(backend, hide=[root / "state", modules.root.parent]),
+        root / "state", modules, pool_config(),
+    )
+    try:
+        tenant, _ = platform.registry.add_tenant("bench")
+        files = {"fn.py": base64.b64encode(source.encode()).decode()}
+        platform.deploy(tenant, fn, deploy_request(handler="fn.py:handler", files=files,
+                                                   requirements=[]))
+        for _ in range(cfg.warmups):
+            checked(platform.invoke(tenant, fn, event), expected)
+        say(f"Python API, {backend}, {fn}: {cfg.load_requests} invocations")
+        return load(lambda: checked(platform.invoke(tenant, fn, event), expected),
+                    cfg.load_requests, cfg.load_concurrency)
+    finally:
+        platform.close()
+
+
 def run(cfg: BenchConfig, ctx) -> dict:
-    platform_module()
-    raise FeatureMissing("the platform (issue 5) has landed but is not wired in yet")
+    platform_modules()
+    series = {}
+    for api, runner, api_label in (("http", run_http, "HTTP"), ("python", run_python, "Python")):
+        for backend in ("kvm", "process"):
+            for fn in FUNCTIONS:
+                label = f"{api_label} API, {backend} backend, {FUNCTION_LABELS[fn]}"
+
+                def one(runner=runner, backend=backend, fn=fn) -> dict:
+                    # Not under the cache: the process backend hides the cache from sandboxes.
+                    root = Path(tempfile.mkdtemp(prefix="usetl-bench-platform-"))
+                    try:
+                        return runner(cfg, backend, fn, root, ctx.say)
+                    finally:
+                        shutil.rmtree(root, ignore_errors=True)
+
+                series[f"{api}_{backend}_{fn}"] = ctx.attempt(label, one)
+    return {"series": series}
+
+

@@ -82,6 +82,17 @@ def table(results: dict) -> str:
             else:
                 cells.append(f"{s['label']} failed")
         lines += ["", f"Download of {size} MiB (mean): " + "; ".join(cells) + "."]
+    pl = results["experiments"].get("platform", {})
+    cells = []
+    for name, s in pl.get("series", {}).items():
+        if name.endswith("_noop"):
+            shown = (f"{fmt(s['per_second'])}/s, median {fmt(s['ms']['median'])} ms"
+                     if s.get("status") == "ok" else "failed")
+            cells.append(f"{s['label'].rsplit(', ', 1)[0]} {shown}")
+    if cells:
+        lines += ["", f"Platform under load, no-op function "
+                      f"({results['config']['load_concurrency']} clients): " + "; ".join(cells)
+                  + "."]
     st = results["experiments"].get("startup", {})
     if st.get("status") == "ok":
         rt = st["syscall_round_trip_us"]
