@@ -55,13 +55,13 @@ def numbers_in_json(value, found: set[str]) -> None:
         found.add(str(value))
         found.update(f"{value:.{d}f}" for d in range(5))
     elif isinstance(value, str):
-        found.update(re.findall(r"\d+(?:\.\d+)*", value))
+        found.update(re.findall(r"-?\d+(?:\.\d+)*", value))
 
 
 def numbers_in_text(text: str) -> list[str]:
     text = re.sub(r"\b(Figure|Table) \d+", "", text)
     text = re.sub(r"\]\([^)]*\)", "]", text)  # figure file names
-    return re.findall(r"(?<![\w.])\d+(?:\.\d+)*(?![\w])", text)
+    return re.findall(r"(?<![\w.-])-?\d+(?:\.\d+)*(?![\w])", text)
 
 
 @pytest.fixture(scope="module")

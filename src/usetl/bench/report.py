@@ -405,7 +405,7 @@ class Report:
             text.append(f"Forking a started template is {ratio}× faster than creating a USF, "
                         "because CPython's start-up and the function's imports ran once, in "
                         "the template.")
-        if "container" in med and "host_process" in med:
+        if "container" in med and "host_process" in med and med["container"] > med["host_process"]:
             text.append(
                 "Among the baselines, a container per call costs "
                 + self.d("coldstart.container_minus_host", med["container"] - med["host_process"])
@@ -812,7 +812,14 @@ class Report:
                     f"{s[best]['label']}."]
             for backend in ("kvm", "process"):
                 h, p = s.get(f"http_{backend}_noop"), s.get(f"python_{backend}_noop")
-                if h and p:
+                if h and p and h["ms"]["median"] <= p["ms"]["median"]:
+                    text.append(
+                        f"With the {backend} backend, HTTP shows no overhead over the Python "
+                        f"API in this run ({fmt(h['ms']['median'])} against "
+                        f"{fmt(p['ms']['median'])} ms at the median): the difference is within "
+                        "the noise of the run."
+                    )
+                elif h and p:
                     extra = self.d(f"platform.http_minus_python_{backend}_ms",
                                    h["ms"]["median"] - p["ms"]["median"])
                     text.append(
@@ -822,7 +829,7 @@ class Report:
                         "server, which shares the machine's cores with the sandboxes."
                     )
                 n, t = s.get(f"python_{backend}_noop"), s.get(f"python_{backend}_transform")
-                if n and t:
+                if n and t and t["ms"]["median"] > n["ms"]["median"]:
                     extra = self.d(f"platform.transform_minus_noop_{backend}_ms",
                                    t["ms"]["median"] - n["ms"]["median"])
                     text.append(f"The CSV transform costs {extra} ms more than the no-op "
