@@ -7,6 +7,13 @@ with ``pip install --no-deps --target`` into its own content-addressed
 directory, ``<root>/<name>-<version>-<hash>``, made read-only. A function's
 `module_dirs` are the entries of its resolved set; functions that need the
 same package share one directory. pip never runs at invocation time.
+
+Wheels with extension modules may need system libraries they do not bundle
+(numpy's needs libstdc++). The image holds only what CPython itself needs,
+so those libraries, found on this host as ld.so would find them, are copied
+into the entry's SYSLIBS directory with a PRELOAD list (dependencies
+first): the sandbox loads them before the function is imported, and ld.so
+then reuses them by soname.
 """
 
 from __future__ import annotations
@@ -24,10 +31,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from usetl.errors import UsetlError
+from usetl.libos.elf import ElfError, ElfFile
 
 from .build import cache_root
+from .inputs import DEFAULT_LIBRARY_DIRS
 
 PIP_TIMEOUT = 600.0
+STORE_FORMAT = 3  # part of every entry's digest: a new layout makes new entries
+SYSLIBS = ".usetl-syslibs"
+PRELOAD = "preload.txt"
+# Libraries every CPython process has loaded already (a second copy must not be loaded).
+ALWAYS_LOADED = frozenset({"libc.so.6", "libm.so.6", "ld-linux-x86-64.so.2"})
 
 
 class ModuleStoreError(UsetlError):
@@ -88,7 +102,8 @@ class ModuleStore:
             meta, info = item["metadata"], item["download_info"]
             hashes = info.get("archive_info", {}).get("hashes") or {}
             artifact = hashes.get("sha256") or info["url"]
-            key = f"{tag}\n{_normalise(meta['name'])}\n{meta['version']}\n{artifact}"
+            key = (f"{STORE_FORMAT}\n{tag}\n{_normalise(meta['name'])}\n{meta['version']}\n"
+                   f"{artifact}")
             found.append(Distribution(
                 name=_normalise(meta["name"]),
                 version=meta["version"],
@@ -121,6 +136,7 @@ class ModuleStore:
                 raise ModuleStoreError(
                     f"cannot install {dist.name}=={dist.version}: {_pip_reason(done.stderr)}"
                 )
+            copy_system_libraries(staging)
             for directory, dirs, files in os.walk(staging):
                 for name in files:
                     os.chmod(os.path.join(directory, name), 0o444)
@@ -138,3 +154,70 @@ class ModuleStore:
 
     def entries(self) -> list[Path]:
         return sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _elf(path: str) -> ElfFile | None:
+    try:
+        return ElfFile.from_path(path)
+    except (ElfError, OSError):
+        return None
+
+
+def _find(name: str, runpath: list[str], origin: str) -> str | None:
+    directories = [d.replace("${ORIGIN}", origin).replace("$ORIGIN", origin) for d in runpath]
+    for directory in [*directories, *DEFAULT_LIBRARY_DIRS]:
+        candidate = os.path.join(directory, name)
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def copy_system_libraries(entry: Path) -> list[str]:
+    """Copy the host libraries the entry's ELF files need but do not bundle; returns their names.
+
+    Writes SYSLIBS/PRELOAD, the names in load order (a library after the ones it needs).
+    """
+    inside = str(entry.resolve()) + os.sep
+    wanted: dict[str, str] = {}  # soname -> host path
+    edges: dict[str, list[str]] = {}
+    queue = [str(p) for p in entry.rglob("*.so*") if p.is_file()]
+    seen: set[str] = set()
+    while queue:
+        path = queue.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        elf = _elf(path)
+        if elf is None:
+            continue
+        for name in elf.needed:
+            if name in ALWAYS_LOADED:
+                continue
+            found = _find(name, elf.runpath, os.path.dirname(path))
+            if found is None or os.path.realpath(found).startswith(inside):
+                continue  # bundled by the wheel (or missing on the host, as on import there)
+            wanted.setdefault(name, found)
+            edges.setdefault(name, [])
+            owner = os.path.basename(path)
+            if owner in wanted:
+                edges[owner].append(name)
+            queue.append(found)
+    if not wanted:
+        return []
+    order: list[str] = []
+
+    def visit(name: str, stack: tuple[str, ...] = ()) -> None:
+        if name in order or name in stack:
+            return
+        for dep in edges.get(name, []):
+            visit(dep, (*stack, name))
+        order.append(name)
+
+    for name in sorted(wanted):
+        visit(name)
+    target = entry / SYSLIBS
+    target.mkdir()
+    for name in order:
+        shutil.copyfile(wanted[name], target / name)
+    (target / PRELOAD).write_text("\n".join(order) + "\n")
+    return order

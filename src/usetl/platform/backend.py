@@ -99,3 +99,6 @@ class Backend(Protocol):
 
     def restore(self, spec: FunctionSpec, directory: Path) -> FunctionTemplate:
         """A template from a snapshot written by save(); NotImplementedError where none."""
+
+    def close(self) -> None:
+        """Release what the backend holds besides templates (base images)."""

@@ -20,6 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ from .backend import (
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
+RECYCLERS = 2  # threads rolling used instances back
+RECYCLE_WAIT_S = 0.05  # how long an invocation waits for a rollback before forking
 
 
 class PoolError(UsetlError):
@@ -76,6 +79,7 @@ class FunctionPool:
         self.retired = False
         self.invocations = 0
         self.reusable = True  # False once the backend said it cannot roll back an instance
+        self.recycling = 0  # used instances being rolled back
 
     def target_ready(self, cfg: PoolConfig) -> int:
         if self.retired or time.monotonic() - self.last_used > cfg.idle_s:
@@ -106,6 +110,7 @@ class Pool:
                            lambda: {(): sum(p.template is not None for p in self._all())})
         self.metrics.gauge("usetl_pool_memory_bytes", "Estimated memory held by pools.",
                            lambda: {(): self.memory_bytes()})
+        self.recycler = ThreadPoolExecutor(RECYCLERS, "usetl-recycle")
         self.maintainer = threading.Thread(target=self._maintain, name="pool", daemon=True)
         self.maintainer.start()
 
@@ -123,7 +128,7 @@ class Pool:
         for p in self._all():
             if p.template is not None:
                 total += p.template.memory_bytes
-            total += (len(p.ready) + p.busy) * self.backend.instance_bytes
+            total += (len(p.ready) + p.busy + p.recycling) * self.backend.instance_bytes
         return total
 
     # the function's life
@@ -158,7 +163,8 @@ class Pool:
 
     def _close_if_unused(self, pool: FunctionPool) -> None:
         with self.cond:
-            if pool.busy or pool.waiting or self.pools.get(pool.spec.key) is not pool:
+            if (pool.busy or pool.waiting or pool.recycling
+                    or self.pools.get(pool.spec.key) is not pool):
                 return
             del self.pools[pool.spec.key]
             ready, pool.ready = list(pool.ready), deque()
@@ -226,6 +232,13 @@ class Pool:
 
     def _instance(self, pool: FunctionPool) -> Instance:
         with self.cond:
+            deadline = time.monotonic() + RECYCLE_WAIT_S
+            # A rollback under way is much cheaper than a new instance: wait for it briefly.
+            while not pool.ready and pool.recycling and pool.reusable:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.cond.wait(left)
             if pool.ready:
                 return pool.ready.popleft()
         return self._fork(pool)
@@ -248,8 +261,24 @@ class Pool:
             return pool.template
 
     def _release(self, pool: FunctionPool, instance: Instance | None) -> None:
+        """The invocation is over: roll its instance back off the request's path."""
+        with self.cond:
+            pool.busy -= 1
+            if instance is not None:
+                pool.recycling += 1
+            self.cond.notify_all()
+        if instance is None:
+            if pool.retired:
+                self._close_if_unused(pool)
+            return
+        try:
+            self.recycler.submit(self._recycle, pool, instance)
+        except RuntimeError:  # shutting down
+            instance.close()
+
+    def _recycle(self, pool: FunctionPool, instance: Instance) -> None:
         keep = False
-        if instance is not None and self.config.reuse and not pool.retired:
+        if self.config.reuse and not pool.retired:
             try:
                 instance.rollback()
                 keep = True
@@ -259,10 +288,10 @@ class Pool:
             except BackendError as e:
                 log.warning("rollback failed for %s: %s", pool.spec.key, e)
                 instance.close()
-        elif instance is not None:
+        else:
             instance.close()
         with self.cond:
-            pool.busy -= 1
+            pool.recycling -= 1
             if keep:
                 pool.ready.append(instance)
             self.cond.notify_all()
@@ -303,7 +332,7 @@ class Pool:
         while not self.stopping:
             with self.cond:
                 # Busy instances come back after a rollback, unless the backend cannot roll back.
-                coming_back = pool.busy if pool.reusable else 0
+                coming_back = pool.busy + pool.recycling if pool.reusable else 0
                 missing = target - len(pool.ready) - coming_back
                 if (missing <= 0 or pool.retired
                         or self.memory_bytes() + self.backend.instance_bytes
@@ -371,8 +400,9 @@ class Pool:
             self.stopping = True
             self.cond.notify_all()
         self.maintainer.join(timeout=10)
+        self.recycler.shutdown(wait=True)
         for pool in self._all():
             pool.retired = True
             with self.cond:
-                pool.busy = pool.waiting = 0
+                pool.busy = pool.waiting = pool.recycling = 0
             self._close_if_unused(pool)

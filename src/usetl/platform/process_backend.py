@@ -292,6 +292,9 @@ class ProcessBackend:
     def restore(self, spec: FunctionSpec, directory: Path) -> ProcessTemplate:
         raise NotImplementedError("process templates have no snapshot")
 
+    def close(self) -> None:
+        pass  # every zygote belongs to a template
+
 
 def _monotonic(perf_deadline: float) -> float:
     """A time.perf_counter() deadline as a time.monotonic() one (the ETL client's clock)."""

@@ -368,6 +368,7 @@ class Platform:
         self.closed = True
         self.async_runner.shutdown(wait=False, cancel_futures=True)
         self.pool.close()
+        self.backend.close()
         self.registry.close()
 
 

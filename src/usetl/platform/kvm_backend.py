@@ -1,0 +1,188 @@
+"""The KVM backend: HyperFork templates and clones as the platform's templates and instances.
+
+Per (guest memory, URL allow-list) one base template is started (CPython in a
+USF, paused in its agent's wait); a function template is a clone of it that
+ran the function's load request with the code and the module-store entries
+mounted read-only (/code, /m0, /m1, ...) and froze again. An instance is a
+clone of that, warmed before it is handed out; after an invocation it is
+rolled back to the function template's exact memory (HyperFork's dirty-page
+rollback), so it can be reused with nothing left from the last invocation.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from usetl.hyperfork import HyperForkError, Template
+from usetl.image.modstore import PRELOAD, SYSLIBS
+from usetl.usf import UsfConfig
+
+from .backend import (
+    BackendError,
+    FunctionLoadError,
+    FunctionSpec,
+    Outcome,
+    RollbackImpossible,
+    empty_io,
+)
+
+ISOLATION = (
+    "kvm backend: every instance is its own KVM virtual machine (a HyperFork clone) with no "
+    "guest kernel, network or disk; I/O only through the ETL API under the function's URL policy"
+)
+ENTRY = "/usetl_entry.py"
+# Errors after which the clone's guest is gone: the instance cannot serve again.
+GUEST_ENDED = frozenset({"Timeout", "GuestFault", "GuestCrash", "GuestExit", "AgentError"})
+
+
+def entry_source(spec: FunctionSpec, module_mounts: list[str]) -> str:
+    """The load request's module: set the environment and sys.path, import the handler.
+
+    System libraries the module store copied next to a package (numpy's libstdc++) are
+    loaded first, so that ld.so finds them by soname when the package's extensions load.
+    """
+    path, _, func = spec.handler.partition(":")
+    module = path[: -len(".py")].replace("/", ".")
+    if module.endswith(".__init__"):
+        module = module[: -len(".__init__")]
+    preload = []
+    for host_dir, mount in zip(spec.module_dirs, module_mounts, strict=True):
+        order = Path(host_dir) / SYSLIBS / PRELOAD
+        if order.is_file():
+            preload += [f"{mount}/{SYSLIBS}/{name}" for name in order.read_text().split()]
+    libraries = (
+        "import ctypes\n"
+        f"for _lib in {preload!r}:\n"
+        "    ctypes.CDLL(_lib, mode=ctypes.RTLD_GLOBAL)\n"
+    ) if preload else ""
+    return (
+        "import os, sys\n"
+        # One thread, as the USF has (BLAS libraries would try one per core).
+        "os.environ.update(OPENBLAS_NUM_THREADS='1', OMP_NUM_THREADS='1')\n"
+        f"os.environ.update({spec.env!r})\n"
+        f"sys.path[:0] = {['/code', *module_mounts]!r}\n"
+        f"{libraries}"
+        "os.chdir('/code')\n"
+        f"from {module} import {func} as handler\n"
+    )
+
+
+class KvmInstance:
+    def __init__(self, clone: Any):
+        self.clone = clone
+        self.closed = False
+
+    def invoke(self, event: Any, context: dict, timeout: float) -> Outcome:
+        if self.closed:
+            raise BackendError("this instance is closed")
+        try:
+            r = self.clone.invoke(event, context, timeout)
+        except HyperForkError as e:
+            self.close()
+            return Outcome(None, {"type": "SandboxError", "message": str(e), "traceback": ""},
+                           "", "", 0.0, 0.0, empty_io())
+        if r.error is not None and r.error.get("type") in GUEST_ENDED:
+            self.close()
+        io = empty_io()
+        io.update(r.io or {})
+        return Outcome(
+            value=r.value,
+            error=r.error,
+            stdout=r.stdout,
+            stderr=r.stderr,
+            duration_ms=r.total_ms,
+            guest_cpu_ms=r.extra.get("guest_cpu_ms", 0.0),
+            io=io,
+            peak_memory_bytes=r.extra.get("peak_memory_bytes", 0),
+        )
+
+    def rollback(self) -> None:
+        if self.closed:
+            raise RollbackImpossible("the instance's guest ended")
+        try:
+            self.clone.rollback()
+        except HyperForkError as e:
+            self.close()
+            raise RollbackImpossible(f"rollback failed: {e}") from e
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.clone.close()
+
+
+class KvmTemplate:
+    def __init__(self, template: Template):
+        self.template = template
+        self.memory_bytes = template.memory_bytes()  # read once: the template is frozen
+
+    def fork(self) -> KvmInstance:
+        try:
+            return KvmInstance(self.template.fork(warm=True))
+        except HyperForkError as e:
+            raise BackendError(f"cannot clone the function's template: {e}") from e
+
+    def save(self, directory: Path) -> None:
+        self.template.save(directory)
+
+    def close(self) -> None:
+        self.template.close()
+
+
+class KvmBackend:
+    name = "kvm"
+    isolation = ISOLATION
+    instance_bytes = 2 << 20  # a warmed clone's private memory (DESIGN.md: 1.7 MiB USS)
+
+    def __init__(self, image: Path | None = None):
+        self.image = image
+        self.bases: dict[tuple[int, tuple[str, ...]], Template] = {}
+        self.lock = threading.Lock()
+
+    def _base(self, spec: FunctionSpec) -> Template:
+        key = (spec.memory_mib, tuple(spec.allow))
+        with self.lock:
+            base = self.bases.get(key)
+            if base is None:
+                try:
+                    base = Template.start(
+                        self.image, config=UsfConfig(mem_mib=spec.memory_mib, allow=spec.allow)
+                    )
+                except HyperForkError as e:
+                    raise BackendError(f"cannot start a USF: {e}") from e
+                self.bases[key] = base
+            return base
+
+    def template(self, spec: FunctionSpec) -> KvmTemplate:
+        mounts = {"code": str(spec.code_dir)}
+        module_mounts = []
+        for i, directory in enumerate(spec.module_dirs):
+            mounts[f"m{i}"] = str(directory)
+            module_mounts.append(f"/m{i}")
+        request = {"kind": "load", "source": entry_source(spec, module_mounts),
+                   "filename": ENTRY, "handler": "handler"}
+        try:
+            template = self._base(spec).load_function(request, mounts=mounts)
+        except HyperForkError as e:
+            text = str(e)
+            last = text.strip().splitlines()[-1] if text.strip() else text
+            lines = [ln.strip() for ln in text.splitlines() if ", line " in ln]
+            where = f" ({lines[-1]})" if lines else ""
+            raise FunctionLoadError(f"{last}{where}", {
+                "type": last.split(":", 1)[0], "message": last, "traceback": text,
+            }) from e
+        return KvmTemplate(template)
+
+    def restore(self, spec: FunctionSpec, directory: Path) -> KvmTemplate:
+        try:
+            return KvmTemplate(Template.load(directory))
+        except HyperForkError as e:
+            raise BackendError(f"cannot restore the snapshot in {directory}: {e}") from e
+
+    def close(self) -> None:
+        with self.lock:
+            bases, self.bases = list(self.bases.values()), {}
+        for base in bases:
+            base.close()

@@ -1,0 +1,136 @@
+"""End to end through the HTTP API with the KVM backend: every invocation in a USF clone."""
+
+from __future__ import annotations
+
+import base64
+import textwrap
+import threading
+
+import httpx
+import pytest
+
+from usetl.api.client import ApiError, Client
+from usetl.api.demo import EXAMPLE, DataServer, sales_csv
+from usetl.api.launcher import ServerProcess
+
+pytestmark = pytest.mark.kvm
+
+STATEFUL = """
+SEEN = []
+def handler(event, context):
+    SEEN.append(event)
+    print("seen", len(SEEN))
+    if event == "fail":
+        raise KeyError("missing")
+    return {"seen": len(SEEN), "n": event}
+"""
+NUMPY = """
+import numpy as np
+def handler(event, context):
+    a = np.arange(event["n"], dtype=np.float64)
+    return {"value": float(a @ a), "version": np.__version__}
+"""
+
+
+def files(source: str, name: str = "fn.py") -> dict:
+    return {name: base64.b64encode(textwrap.dedent(source).encode()).decode()}
+
+
+def deploy(client: Client, name: str, source: str, **options) -> dict:
+    body = {"handler": "fn.py:handler", "files": files(source), **options}
+    return client.request("PUT", f"/v1/functions/{name}", json=body)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("usetl-kvm")
+    s = ServerProcess(root / "state", root / "modules", "kvm").start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    c = Client(server.url, server.admin_token)
+    yield c
+    c.close()
+
+
+def test_invocations_run_in_clones_that_forget(client):
+    assert client.pool()["backend"] == "kvm"
+    deploy(client, "stateful", STATEFUL, concurrency=1)
+    for n in range(3):
+        record = client.invoke("stateful", n)
+        assert record["result"] == {"seen": 1, "n": n}  # rolled back after every invocation
+        assert record["stdout"] == "seen 1\n"
+    failed = client.invoke("stateful", "fail")
+    assert failed["status"] == "failed" and failed["error"]["type"] == "KeyError"
+    assert client.invoke("stateful", 9)["result"] == {"seen": 1, "n": 9}
+
+
+def test_timeout_and_syntax_error(client):
+    deploy(client, "spin", "def handler(event, context):\n    while True:\n        pass\n",
+           timeout_s=0.5)
+    assert client.invoke("spin", None)["error"]["type"] == "Timeout"
+    assert client.invoke("spin", None)["error"]["type"] == "Timeout"
+    with pytest.raises(ApiError) as e:
+        deploy(client, "broken", "def handler(event, context):\n    return )\n")
+    assert e.value.code == "load_failed" and "line 2" in str(e.value)
+
+
+def test_numpy_from_pypi_computes_inside_the_usf_and_is_stored_once(server, client):
+    deploy(client, "np-a", NUMPY, requirements=["numpy"])
+    deploy(client, "np-b", NUMPY.replace("a @ a", "a.sum()"), requirements=["numpy"])
+    a = client.invoke("np-a", {"n": 1000})
+    b = client.invoke("np-b", {"n": 1000})
+    assert a["error"] is None and b["error"] is None, (a["error"], b["error"])
+    assert a["result"]["value"] == sum(i * i for i in range(1000))
+    assert b["result"]["value"] == sum(range(1000))
+    entries = [p.name for p in server.modules.iterdir() if p.name.startswith("numpy-")]
+    assert len(entries) == 1
+
+
+def test_the_demo_etl_function_with_io_accounting(client):
+    data = DataServer(sales_csv(rows=2000))
+    try:
+        client.deploy("sales", EXAMPLE, allow=[data.base + "/"])
+        event = {"source": data.base + "/sales.csv", "sink": data.base + "/totals",
+                 "min_amount": 500}
+        record = client.invoke("sales", event)
+        assert record["error"] is None, record["error"]
+        summary = record["result"]["summary"]
+        assert summary["rows"] == 2000 and 0 < summary["kept"] < 2000
+        assert data.posts[-1].decode() == __import__("json").dumps(summary)
+        m = record["metrics"]
+        assert m["io_requests"] == 2 and m["bytes_in"] >= record["result"]["downloaded_bytes"]
+        assert m["host_cpu_s"] > 0
+        denied = client.invoke("sales", {**event, "source": "http://127.0.0.2:1/x.csv"})
+        assert denied["error"]["type"] == "EtlError"
+    finally:
+        data.close()
+
+
+def test_200_concurrent_invocations_through_a_few_clones(server, client):
+    deploy(client, "square", "def handler(event, context):\n    return event * event\n",
+           concurrency=4)
+    shared = httpx.Client(base_url=server.url, timeout=120,
+                          headers={"Authorization": f"Bearer {server.admin_token}"},
+                          limits=httpx.Limits(max_connections=200))
+    results: dict[int, int] = {}
+    errors: list[str] = []
+
+    def run(n: int) -> None:
+        r = shared.post("/v1/functions/square/invoke", json=n)
+        if r.status_code != 200 or r.json()["error"]:
+            errors.append(r.text[:200])
+        else:
+            results[n] = r.json()["result"]
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    shared.close()
+    assert errors == []
+    assert results == {n: n * n for n in range(200)}
