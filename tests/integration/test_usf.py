@@ -230,7 +230,7 @@ def test_cli_guest_exception_exits_nonzero_with_traceback():
 
 @pytest.mark.parametrize("code", ["import ctypes; ctypes.string_at(0)", "while True: pass"])
 def test_cli_faults_and_timeouts_leave_no_process_behind(code):
-    marker = "usetl-leftover-check"
+    marker = f"usetl-leftover-check-{os.getpid()}"  # unique: other test runs may be live
     p = subprocess.Popen(
         [*USETL, "vm", "run", "--timeout", "1", "--", f"{code}  # {marker}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
