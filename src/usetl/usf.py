@@ -150,6 +150,8 @@ class Usf:
         devices[ETL_DEVICE] = self.etl.node(15, makedev(10, 243))
         ns = Namespace(self.image, cfg.tmpfs_mib << 20, devices, self.executable)
         k = self.kernel = Kernel(self.vm, ns, cfg.output_limit)
+        # One policy for both paths: etl.get/post and the guest's own sockets.
+        k.allow_sockets(policy if cfg.allow else None)
         if cfg.trace:
             k.trace = []
         null = ns.dev.entries["null"]

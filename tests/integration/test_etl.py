@@ -328,3 +328,19 @@ def test_cli_runs_a_handler_with_an_event_and_reports_value_and_io(image_path, s
     report = json.loads(out.stdout)
     assert report["value"] == {"size": 10}
     assert report["io"]["requests"] == 1 and report["io"]["bytes_in"] == 10
+
+
+def test_the_allow_list_also_governs_the_guests_own_sockets(usf, server):
+    url = server.add("/via-socket.txt", b"over the socket path")
+    r = run(usf, f"""
+        import urllib.request
+        print(urllib.request.urlopen({url!r}, timeout=10).read())
+        try:
+            urllib.request.urlopen("http://127.0.0.1:9/", timeout=10)
+        except OSError as e:
+            print("refused:", repr(e.reason))
+    """)
+    assert r.stdout.splitlines() == [
+        "b'over the socket path'",
+        "refused: PermissionError(13, 'Permission denied')",
+    ]
