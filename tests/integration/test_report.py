@@ -109,8 +109,10 @@ def test_the_measured_baselines_are_in_the_report(evaluation):
         assert f"| {cold[name]['label']} | {report.fmt(median)} |" in text
     compat = results["experiments"]["compat"]["modules"]
     assert compat["json"]["usf"]["ok"] and compat["sqlite3"]["usf"]["ok"]
-    dl = results["experiments"]["download"]["series"]["host_shm"]
-    assert [p["mib"] for p in dl["points"]] == [1, 2]
+    for path in ("usf_etl", "usf_socket", "host_shm", "host_disk"):
+        dl = results["experiments"]["download"]["series"][path]
+        assert dl["status"] == "ok", dl
+        assert [p["mib"] for p in dl["points"]] == [1, 2]
     assert "## Experimental setup" in text
     assert results["machine"]["kvm_backend"] in text
     rollback = results["experiments"]["rollback"]

@@ -5,17 +5,26 @@ C parts where it has them (sqlite3 runs SQL on a file in the guest's tmpfs,
 zlib and hashlib compress and hash, decimal computes exactly); the check
 prints "ok" only if every assertion held. The same checks run in a host
 process beside it, so a module missing on both is told apart from a module
-the USF cannot run.
+the USF cannot run. Packages that are not in the image (numpy) come from the
+module store: installed once on the host with pip and shown to the guest
+read-only, as the platform shows a function its requirements.
 """
 
 from __future__ import annotations
 
 import subprocess
 import time
+from pathlib import Path
 
 from usetl.bench.config import BenchConfig
 from usetl.bench.envs import host_python
+from usetl.libos.hostfs import HostDirFS
 from usetl.usf import Usf, UsfConfig
+
+# Packages the image does not carry: installed through the module store.
+FROM_STORE = {"numpy": "numpy"}
+# Set before the import: the guest has no threads, so BLAS must not start any.
+PRELUDE = {"numpy": 'import os\nos.environ["OPENBLAS_NUM_THREADS"] = "1"\n'}
 
 SMOKE = {
     "json": 'assert json.loads(json.dumps({"a": [1, 2.5, None]})) == {"a": [1, 2.5, None]}',
@@ -46,16 +55,28 @@ SMOKE = {
 }
 
 
-def check_code(module: str) -> str:
-    return f"import {module}\n{SMOKE.get(module, 'pass')}\nprint('ok')"
+def check_code(module: str, paths: list[str]) -> str:
+    path = f"import sys\nsys.path[:0] = {paths!r}\n" if paths else ""
+    return (f"{path}{PRELUDE.get(module, '')}import {module}\n{SMOKE.get(module, 'pass')}\n"
+            "print('ok')")
+
+
+def store_paths(module: str) -> list[Path]:
+    """The module store's directories for a package the image lacks (installed if missing)."""
+    if module not in FROM_STORE:
+        return []
+    from usetl.image.modstore import ModuleStore
+
+    return ModuleStore().install([FROM_STORE[module]])
 
 
 def verdict(ok: bool, error: str) -> dict:
     return {"ok": ok, "error": "" if ok else error[:300]}
 
 
-def in_host(module: str) -> dict:
-    done = subprocess.run([host_python(), "-I", "-S", "-c", check_code(module)],
+def in_host(module: str, paths: list[Path]) -> dict:
+    code = check_code(module, [str(p) for p in paths])
+    done = subprocess.run([host_python(), "-I", "-S", "-c", code],
                           capture_output=True, text=True, cwd="/tmp")
     err = done.stderr.strip().splitlines()
     return verdict(done.stdout.strip() == "ok", err[-1] if err else f"exit {done.returncode}")
@@ -63,7 +84,8 @@ def in_host(module: str) -> dict:
 
 def run(cfg: BenchConfig, ctx) -> dict:
     usf: Usf | None = None
-    modules = {}
+    modules: dict[str, dict] = {}
+    mounted: list[str] = []
     try:
         for module in cfg.compat_modules:
             ctx.say(module)
@@ -72,13 +94,32 @@ def run(cfg: BenchConfig, ctx) -> dict:
                     usf.close()
                 usf = Usf(ctx.image, UsfConfig(mem_mib=cfg.usf_mem_mib))
                 usf.start()
+                mounted = []
+            try:
+                paths = store_paths(module)
+            except Exception as e:  # the module store's failure is this module's verdict
+                failed = verdict(False, f"module store: {e}")
+                modules[module] = {"usf": failed | {"ms": 0.0}, "host": failed,
+                                   "source": "module store"}
+                continue
+            mounts = []
+            for i, path in enumerate(paths):
+                assert usf.kernel is not None
+                usf.kernel.ns.mount(f"store{len(mounted) + i}", HostDirFS(str(path)))
+                mounts.append(f"/store{len(mounted) + i}")
+            mounted.extend(mounts)
             t0 = time.perf_counter()
-            result = usf.run_code(check_code(module), timeout=60)
+            result = usf.run_code(check_code(module, mounts), timeout=60)
             ms = round((time.perf_counter() - t0) * 1e3, 1)
-            error = f"{result.error['type']}: {result.error['message']}" if result.error else ""
+            error = ""
+            if result.error:
+                # A long message (numpy's) ends with its cause: keep the last line.
+                lines = [ln for ln in result.error["message"].splitlines() if ln.strip()]
+                error = f"{result.error['type']}: {lines[-1].strip() if lines else ''}"
             modules[module] = {
                 "usf": verdict(result.stdout.strip() == "ok", error) | {"ms": ms},
-                "host": in_host(module),
+                "host": in_host(module, paths),
+                "source": "module store" if paths else "image",
             }
     finally:
         if usf is not None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from usetl.bench.config import BenchConfig
 from usetl.bench.errors import BenchError, FeatureMissing
 from usetl.bench.stats import summary
+from usetl.etl.policy import UrlPolicy
 from usetl.image import ImageArchive, cache_root
 from usetl.usf import Usf, UsfConfig
 
@@ -93,6 +94,9 @@ def network_usf(image: ImageArchive, server: Server, mem_mib: int, region_mib: i
         raise FeatureMissing(f"the ETL channel (issue 3) has not landed: {e}") from e
     usf = Usf(image, config)
     usf.start()
+    # The socket path obeys the same URL policy (set on the kernel, as the socket tests do).
+    assert usf.kernel is not None
+    usf.kernel.allow_sockets(UrlPolicy(list(config.allow), config.allow_private))
     return usf
 
 

@@ -871,14 +871,17 @@ class Report:
         if not self.section(exp, "Compatibility", (
             "In this experiment we show which stdlib modules and packages a function can use "
             "in a USF. We set up this experiment as follows: for each module a USF imports it "
-            "and runs a smoke test; a host process runs the same check beside it."
+            "and runs a smoke test; a host process runs the same check beside it. Modules the "
+            "image does not carry come from the module store (installed once with pip, shown "
+            "to the guest read-only)."
         )):
             return
-        rows = ["| module | USF | host | USF error |", "| --- | --- | --- | --- |"]
+        rows = ["| module | from | USF | host | USF error |", "| --- | --- | --- | --- | --- |"]
         for name, m in exp["modules"].items():
             u, h = m["usf"], m["host"]
-            rows.append(f"| `{name}` | {'pass' if u['ok'] else 'FAIL'} | "
-                        f"{'pass' if h['ok'] else 'FAIL'} | {u['error'].replace('|', '/')} |")
+            rows.append(f"| `{name}` | {m.get('source', 'image')} | "
+                        f"{'pass' if u['ok'] else 'FAIL'} | {'pass' if h['ok'] else 'FAIL'} | "
+                        f"{u['error'].replace('|', '/')} |")
         self.out("\n".join(rows))
         both = [n for n, m in exp["modules"].items() if not m["usf"]["ok"] and not m["host"]["ok"]]
         only = [n for n, m in exp["modules"].items() if not m["usf"]["ok"] and m["host"]["ok"]]
@@ -890,8 +893,9 @@ class Report:
         if only:
             text.append("Failing only in the USF: " + ", ".join(f"`{n}`" for n in only) + ".")
         text.append("The guest runs the host's own CPython and extension modules, so what "
-                    "imports on the host imports in a USF unless it needs a syscall the monitor "
-                    "does not serve.")
+                    "imports on the host imports in a USF unless it needs a file the image does "
+                    "not carry or a syscall the monitor does not serve; the error column names "
+                    "which.")
         self.out(" ".join(text))
 
     def failures(self) -> None:
