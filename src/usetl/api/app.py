@@ -8,6 +8,7 @@ are 404, as if they did not exist). Errors are JSON:
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -20,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from usetl.platform.registry import Tenant
 from usetl.platform.service import DeployRequest, Platform, ServiceError
 
+log = logging.getLogger(__name__)
 THREADS = 256  # blocking invocations in flight (the pool queues beyond a function's limit)
 
 EVENT_BODY = {
@@ -80,6 +82,11 @@ def create_app(platform: Platform) -> FastAPI:
         if headers:
             response.headers.update(headers)
         return response
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal", f"the server failed: {type(exc).__name__}: {exc}")
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

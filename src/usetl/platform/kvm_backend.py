@@ -117,18 +117,22 @@ class KvmTemplate:
     def __init__(self, template: Template):
         self.template = template
         self.memory_bytes = template.memory_bytes()  # read once: the template is frozen
+        self.lock = threading.Lock()  # a Template's channel carries one request at a time
 
     def fork(self) -> KvmInstance:
         try:
-            return KvmInstance(self.template.fork(warm=True))
+            with self.lock:
+                return KvmInstance(self.template.fork(warm=True))
         except HyperForkError as e:
             raise BackendError(f"cannot clone the function's template: {e}") from e
 
     def save(self, directory: Path) -> None:
-        self.template.save(directory)
+        with self.lock:
+            self.template.save(directory)
 
     def close(self) -> None:
-        self.template.close()
+        with self.lock:
+            self.template.close()
 
 
 class KvmBackend:
@@ -142,18 +146,18 @@ class KvmBackend:
         self.lock = threading.Lock()
 
     def _base(self, spec: FunctionSpec) -> Template:
+        """The base template for the spec's memory and policy (called with the lock held)."""
         key = (spec.memory_mib, tuple(spec.allow))
-        with self.lock:
-            base = self.bases.get(key)
-            if base is None:
-                try:
-                    base = Template.start(
-                        self.image, config=UsfConfig(mem_mib=spec.memory_mib, allow=spec.allow)
-                    )
-                except HyperForkError as e:
-                    raise BackendError(f"cannot start a USF: {e}") from e
-                self.bases[key] = base
-            return base
+        base = self.bases.get(key)
+        if base is None:
+            try:
+                base = Template.start(
+                    self.image, config=UsfConfig(mem_mib=spec.memory_mib, allow=spec.allow)
+                )
+            except HyperForkError as e:
+                raise BackendError(f"cannot start a USF: {e}") from e
+            self.bases[key] = base
+        return base
 
     def template(self, spec: FunctionSpec) -> KvmTemplate:
         mounts = {"code": str(spec.code_dir)}
@@ -164,7 +168,8 @@ class KvmBackend:
         request = {"kind": "load", "source": entry_source(spec, module_mounts),
                    "filename": ENTRY, "handler": "handler"}
         try:
-            template = self._base(spec).load_function(request, mounts=mounts)
+            with self.lock:
+                template = self._base(spec).load_function(request, mounts=mounts)
         except HyperForkError as e:
             text = str(e)
             last = text.strip().splitlines()[-1] if text.strip() else text

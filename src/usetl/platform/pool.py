@@ -82,9 +82,11 @@ class FunctionPool:
         self.recycling = 0  # used instances being rolled back
 
     def target_ready(self, cfg: PoolConfig) -> int:
+        """Instances to keep: the recent peak concurrency, plus one spare where used ones
+        come back after a rollback (so back-to-back invocations do not wait for it)."""
         if self.retired or time.monotonic() - self.last_used > cfg.idle_s:
             return 0
-        return min(max(self.peak, 1), cfg.max_ready)
+        return min(max(self.peak, 1) + (1 if self.reusable else 0), cfg.max_ready)
 
 
 class Pool:
