@@ -30,10 +30,12 @@ SMOKE = {
     "json": 'assert json.loads(json.dumps({"a": [1, 2.5, None]})) == {"a": [1, 2.5, None]}',
     "csv": 'import io\nrows = list(csv.reader(io.StringIO("a,b\\n1,2\\n")))\n'
            'assert rows == [["a", "b"], ["1", "2"]]',
-    "sqlite3": 'db = sqlite3.connect("/tmp/compat.db")\n'
+    "sqlite3": 'import os, tempfile\npath = tempfile.mktemp(suffix=".db", dir="/tmp")\n'
+               'db = sqlite3.connect(path)\n'
                'db.execute("create table t (x integer)")\n'
                'db.executemany("insert into t values (?)", [(i,) for i in range(100)])\n'
-               'db.commit()\nassert db.execute("select sum(x) from t").fetchone()[0] == 4950',
+               'db.commit()\nassert db.execute("select sum(x) from t").fetchone()[0] == 4950\n'
+               'db.close()\nos.remove(path)',
     "re": 'assert re.sub(r"(\\d+)", r"<\\1>", "a1b22") == "a<1>b<22>"',
     "decimal": 'assert decimal.Decimal("0.1") + decimal.Decimal("0.2") == decimal.Decimal("0.3")',
     "zlib": 'data = b"usetl" * 1000\nassert zlib.decompress(zlib.compress(data)) == data',
