@@ -297,6 +297,13 @@ def test_a_return_value_that_is_not_json_is_an_error_naming_its_type(usf):
     assert r.value is None
 
 
+def test_a_function_file_cannot_replace_a_loaded_module(usf):
+    r = usf.load_function("handler", source="def handler(e, c):\n    return 1\n",
+                          filename="json.py")
+    assert r.error["type"] == "ImportError" and "'json'" in r.error["message"]
+    assert usf.run_code("import json; print(json.dumps([1]))").stdout == "[1]\n"
+
+
 def test_load_by_guest_path_imports_a_package_with_its_sys_path(usf):
     files = {
         "pkgs/doubler/__init__.py": b"from .core import handler\n",

@@ -78,6 +78,7 @@ def test_stat_finds_the_guests_copy_before_the_host_original(device):
 @pytest.mark.parametrize("raw", [b"not json", b"[1]", b'{"op": "format"}',
                                  b'{"op": "alloc", "name": "", "size": 1}',
                                  b'{"op": "alloc", "name": "x", "size": "1"}',
+                                 b'{"op": "alloc", "name": "x", "size": -1}',
                                  b'{"op": "post", "url": "http://a/", "source": {"region": "x"}}'])
 def test_malformed_requests_are_answered_as_invalid(device, raw):
     assert json.loads(device._answer(None, raw))["error"]["kind"] == "invalid"

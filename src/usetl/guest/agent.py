@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _fd = os.open(CHANNEL, os.O_RDWR)
 _buffer = bytearray(1 << 20)
 _sources = {}  # filename -> source of code that has no file in the guest (for tracebacks)
-_function = {"handler": None}
+_function = {"handler": None, "module": None}
 
 
 def receive():
@@ -83,6 +83,8 @@ def load(request):
     if "source" in request:
         filename = request["filename"]
         name = os.path.splitext(os.path.basename(filename))[0]
+        if name in sys.modules and sys.modules[name] is not _function.get("module"):
+            raise ImportError(f"{filename} would replace the module {name!r}: rename the file")
         _sources[filename] = request["source"]
         module = type(sys)(name)
         module.__file__ = filename
@@ -101,6 +103,7 @@ def load(request):
     if not callable(handler):
         raise AttributeError(f"module {module.__name__!r} has no function {request['handler']!r}")
     _function["handler"] = handler
+    _function["module"] = module
     return {"import_ms": (time.perf_counter() - started) * 1e3, "modules": len(sys.modules)}
 
 

@@ -111,8 +111,6 @@ class RegionTable:
 
     def allocate(self, name: str | None, size: int) -> RegionFile:
         """Space for a file of `size` bytes; a name replaces an older file of that name."""
-        if size < 0:
-            raise RegionFull(f"a file cannot have {size} bytes")
         if size > self.free:
             raise RegionFull(
                 f"the {self.name} region is full: {size} B asked, {self.free} B of "
@@ -310,7 +308,10 @@ class EtlDevice:
 
     def _alloc(self, k: Kernel, r: dict) -> dict:
         name = r.get("name")
-        f = self.guest.allocate(_name(name) if name is not None else None, _int(r, "size"))
+        size = _int(r, "size")
+        if size < 0:
+            raise EtlRequestError(f"a file cannot have {size} bytes")
+        f = self.guest.allocate(_name(name) if name is not None else None, size)
         return {"file": _describe(f, "guest")}
 
     def _stat(self, k: Kernel, r: dict) -> dict:
