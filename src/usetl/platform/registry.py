@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import secrets
 import sqlite3
@@ -24,6 +25,7 @@ from typing import Any
 
 from usetl.errors import UsetlError
 
+log = logging.getLogger(__name__)
 STATE_ENV = "USETL_STATE"
 TOKEN_PREFIX = "usetl_"
 ADMIN_TOKEN_FILE = "admin.token"
@@ -181,8 +183,19 @@ class Registry:
         self.db.execute("PRAGMA foreign_keys=ON")
         with self.lock:
             self.db.executescript(SCHEMA)
+        self.pending: list[tuple] = []  # finished sync invocations not yet written
+        self.queued = self.written = 0
+        self.closing = False
+        self.pending_cond = threading.Condition()
+        self.writer = threading.Thread(target=self._write_pending, name="registry-writer",
+                                       daemon=True)
+        self.writer.start()
 
     def close(self) -> None:
+        with self.pending_cond:
+            self.closing = True
+            self.pending_cond.notify_all()
+        self.writer.join()
         with self.lock:
             self.db.close()
 
@@ -403,26 +416,50 @@ class Registry:
 
     def record_invocation(self, invocation_id: str, version: Version, event: Any, outcome: Any,
                           started: float) -> None:
-        """A finished synchronous invocation, written in one transaction."""
+        """A finished synchronous invocation (its caller has the result already).
 
-        def add(cur):
-            cur.execute(
-                "INSERT INTO invocations (id, tenant_id, function_name, version, version_id, "
-                "mode, status, event, created) VALUES (?, ?, ?, ?, ?, 'sync', 'running', ?, ?)",
-                (invocation_id, version.tenant_id, version.name, version.version, version.id,
-                 json.dumps(event), started),
-            )
-            cur.execute(_FINISH_SQL, _finish_args(outcome, started) + (invocation_id,))
+        Queued and written with others in one transaction by a writer thread: one commit
+        per batch, not per invocation. Reads of invocations wait for the queue first.
+        """
+        row = (invocation_id, version.tenant_id, version.name, version.version, version.id,
+               json.dumps(event), started, *_finish_args(outcome, started))
+        with self.pending_cond:
+            self.pending.append(row)
+            self.queued += 1
+            self.pending_cond.notify_all()
 
-        self._write(add)
+    def _write_pending(self) -> None:
+        while True:
+            with self.pending_cond:
+                while not self.pending and not self.closing:
+                    self.pending_cond.wait()
+                if not self.pending:
+                    return
+                batch, self.pending = self.pending, []
+            try:
+                self._write(lambda cur, rows: cur.executemany(_RECORD_SQL, rows), batch)
+            except sqlite3.Error:
+                log.exception("lost %d invocation records", len(batch))
+            with self.pending_cond:
+                self.written += len(batch)
+                self.pending_cond.notify_all()
+
+    def flush(self) -> None:
+        """Wait until every recorded invocation is in the database."""
+        with self.pending_cond:
+            target = self.queued
+            while self.written < target:
+                self.pending_cond.wait()
 
     def invocation(self, tenant_id: int, invocation_id: str) -> dict | None:
+        self.flush()
         rows = self._read(
             "SELECT * FROM invocations WHERE id = ? AND tenant_id = ?", (invocation_id, tenant_id)
         )
         return _invocation(rows[0]) if rows else None
 
     def logs(self, tenant_id: int, name: str, limit: int = 20) -> list[dict]:
+        self.flush()
         rows = self._read(
             "SELECT * FROM invocations WHERE tenant_id = ? AND function_name = ? "
             "ORDER BY created DESC LIMIT ?",
@@ -479,6 +516,12 @@ class Registry:
         self._write(update)
 
 
+_RECORD_SQL = (
+    "INSERT INTO invocations (id, tenant_id, function_name, version, version_id, mode, event, "
+    "created, status, started, finished, result, error, stdout, stderr, duration_ms, "
+    "guest_cpu_ms, host_cpu_s, io_requests, bytes_in, bytes_out, peak_memory_bytes) "
+    "VALUES (?, ?, ?, ?, ?, 'sync', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _FINISH_SQL = (
     "UPDATE invocations SET status = ?, started = COALESCE(started, ?), finished = ?, "
     "result = ?, error = ?, stdout = ?, stderr = ?, duration_ms = ?, guest_cpu_ms = ?, "

@@ -98,15 +98,31 @@ class Platform:
         self.lock = threading.Lock()
         self.async_runner = ThreadPoolExecutor(self.limits.async_workers, "usetl-async")
         self.closed = False
+        self.tenants: dict[str, Tenant] = {}
+        self.live: dict[tuple[int, str], Version] = {}
         self.recovered = self._recover()
 
     # tenants
 
     def authenticate(self, token: str | None) -> Tenant:
-        tenant = self.registry.tenant_for_token(token) if token else None
+        tenant = self.tenants.get(token) if token else None
+        if tenant is None and token:
+            tenant = self.registry.tenant_for_token(token)
+            if tenant is not None:
+                self.tenants[token] = tenant  # tokens are never revoked while serving
         if tenant is None:
             raise ServiceError(401, "unauthenticated", "a valid bearer token is required")
         return tenant
+
+    def _live(self, tenant: Tenant, name: str) -> Version:
+        """The live version (cached: only this process changes it, under the deploy lock)."""
+        version = self.live.get((tenant.id, name))
+        if version is None:
+            version = self.registry.version(tenant.id, name)
+            if version is None:
+                raise _no_function(name)
+            self.live[(tenant.id, name)] = version
+        return version
 
     def add_tenant(self, caller: Tenant, name: str) -> tuple[Tenant, str]:
         if not caller.admin:
@@ -188,6 +204,7 @@ class Platform:
                 raise
             assert version.key == spec.key
             self.pool.add(spec, concurrency, queue, template)
+            self.live[(tenant.id, name)] = version
             if old is not None:
                 self.pool.retire(old.key)
         log.info("deployed %s", version.key)
@@ -231,6 +248,7 @@ class Platform:
     def delete(self, tenant: Tenant, name: str) -> list[Version]:
         with self._deploy_lock(tenant.id, name):
             versions = self.registry.delete_function(tenant.id, name)
+            self.live.pop((tenant.id, name), None)
             if not versions:
                 raise _no_function(name)
             for version in versions:
@@ -294,9 +312,7 @@ class Platform:
             raise ServiceError(400, "invalid_json", f"the event is not valid JSON: {e}") from e
 
     def invoke(self, tenant: Tenant, name: str, event: Any) -> dict:
-        version = self.registry.version(tenant.id, name)
-        if version is None:
-            raise _no_function(name)
+        version = self._live(tenant, name)
         invocation_id = uuid.uuid4().hex
         started = time.time()
         try:
@@ -309,9 +325,7 @@ class Platform:
 
     def invoke_async(self, tenant: Tenant, name: str, event: Any) -> str:
         """Persist the invocation, then acknowledge it; a worker runs it."""
-        version = self.registry.version(tenant.id, name)
-        if version is None:
-            raise _no_function(name)
+        version = self._live(tenant, name)
         invocation_id = self.registry.add_invocation(version, "async", event, "queued")
         self.async_runner.submit(self._run_async, invocation_id)
         return invocation_id
