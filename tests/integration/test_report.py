@@ -14,7 +14,7 @@ import pytest
 
 from usetl.bench import config, report, runner
 from usetl.bench.container import Container, rootfs_for
-from usetl.bench.errors import BenchError
+from usetl.bench.errors import BenchError, FeatureMissing
 from usetl.bench.readme_table import END, START, update
 from usetl.bench.workload import EXPECTED, WORK
 
@@ -39,6 +39,18 @@ TINY = replace(
 
 def broken(cfg, ctx):
     raise BenchError("broken on purpose by the test")
+
+
+def partly_missing(cfg, ctx):
+    """One series measured, one whose feature is missing: the second must not vanish."""
+
+    def missing():
+        raise FeatureMissing("missing on purpose by the test")
+
+    return {"series": {
+        "measured": ctx.attempt("measured series", lambda: {"ms": {"median": 1.5}}),
+        "missing": ctx.attempt("missing series", missing),
+    }}
 
 
 def numbers_in_json(value, found: set[str]) -> None:
@@ -71,6 +83,7 @@ def evaluation(tmp_path_factory, image):
               if e.name in ("coldstart", "memory", "download", "rollback", "platform", "startup",
                             "compat")]
     chosen.append(runner.Experiment("broken", "Broken experiment", broken))
+    chosen.append(runner.Experiment("partial", "Partly missing experiment", partly_missing))
     results = runner.run_all(TINY, outdir, image=image, experiments=chosen)
     target = report.generate(outdir)
     return outdir, results, target.read_text()
@@ -131,6 +144,14 @@ def test_failures_are_reported_not_dropped(evaluation):
     assert results["experiments"]["broken"]["status"] == "failed"
     failures = text.split("## Failures", 1)[1]
     assert "broken on purpose by the test" in failures
+    partial = results["experiments"]["partial"]
+    assert partial["status"] == "ok"
+    assert partial["series"]["measured"]["status"] == "ok"
+    assert partial["series"]["missing"] == {
+        "status": "failed", "label": "missing series",
+        "reason": "FeatureMissing: missing on purpose by the test"}
+    assert ("**missing series**: failed: FeatureMissing: missing on purpose by the test "
+            "(Partly missing experiment)") in failures
     for exp in results["experiments"].values():
         for series in exp.get("series", {}).values():
             if series["status"] != "ok":

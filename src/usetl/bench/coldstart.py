@@ -22,6 +22,8 @@ def time_calls(env: CallEnv, runs: int, warmups: int, say: Callable[[str], None]
     samples = []
     try:
         for i in range(warmups + runs):
+            if i == warmups:
+                env.begin_timed()
             env.before_call()
             t0 = time.perf_counter()
             output = env.call()

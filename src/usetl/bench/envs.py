@@ -46,6 +46,9 @@ class CallEnv:
     name = ""
     label = ""
 
+    def begin_timed(self) -> None:
+        """The warm-ups are over: what extra() reports starts here."""
+
     def before_call(self) -> None:
         """Untimed preparation for the next call."""
 
@@ -182,6 +185,10 @@ class UsfCreatePerCall(CallEnv):
         self.config = UsfConfig(mem_mib=mem_mib)
         self.startup_ms: list[float] = []
         self.startup_syscalls: list[int] = []
+
+    def begin_timed(self) -> None:
+        self.startup_ms.clear()
+        self.startup_syscalls.clear()
 
     def call(self) -> str:
         with Usf(self.image, self.config) as usf:

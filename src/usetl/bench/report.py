@@ -38,6 +38,13 @@ CONFIG_HELP = {
     "compat_modules": "modules checked for compatibility",
 }
 
+SETTINGS_HELP = {
+    "UsfConfig": "every USF, template and clone in the experiments; guest RAM from the run's "
+                 "configuration, the rest defaults",
+    "PoolConfig": "the platform's pools in the platform experiment, defaults",
+    "Limits": "the platform's limits in the platform experiment, defaults",
+}
+
 # Environments in the order the figures and tables list them.
 COLDSTART_ORDER = ["hf_ready", "hf_fork", "hf_recycle", "hf_restore", "usf_pool", "usf_create",
                    "zygote", "host_process", "container_pool", "container"]
@@ -295,6 +302,13 @@ class Report:
             shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
             rows.append(f"| `{key}` | {shown} | {CONFIG_HELP[key]} |")
         self.out("**Configuration.** Every tunable of this run:", "\n".join(rows))
+        for owner, values in self.r.get("settings", {}).items():
+            rows = ["| setting | value |", "| --- | --- |"]
+            for key, value in values.items():
+                shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+                rows.append(f"| `{key}` | {shown or '(none)'} |")
+            self.out(f"usetl's `{owner}` ({SETTINGS_HELP.get(owner, 'defaults')}):",
+                     "\n".join(rows))
         self.out(
             "**Workloads.** The cold-start and memory experiments run one tiny function in "
             "every environment: import json, sum a range and print the JSON line; the same "

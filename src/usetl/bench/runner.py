@@ -110,6 +110,23 @@ class Context:
             return {"status": "failed", "label": label, "reason": reason(e)}
 
 
+def settings(cfg: BenchConfig) -> dict[str, dict]:
+    """usetl's own tunables as the experiments use them (defaults unless the config sets them)."""
+    from dataclasses import asdict
+
+    from usetl.usf import UsfConfig
+
+    found = {"UsfConfig": asdict(UsfConfig(mem_mib=cfg.usf_mem_mib))}
+    try:
+        from usetl.platform.pool import PoolConfig
+        from usetl.platform.service import Limits
+    except ImportError:
+        return found
+    found["PoolConfig"] = asdict(PoolConfig())
+    found["Limits"] = asdict(Limits())
+    return found
+
+
 def reason(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
@@ -130,6 +147,7 @@ def run_all(cfg: BenchConfig, outdir: Path, only: list[str] | None = None,
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine.describe(),
         "config": cfg.as_dict(),
+        "settings": settings(cfg),
         "image_digest": image.meta["digest"][:12],
         "experiments": {},
     }
