@@ -233,3 +233,21 @@ def test_template_and_clone_processes_are_confined(base):
             limits = open(f"/proc/{pid}/limits").read()
             core = next(line for line in limits.splitlines() if line.startswith("Max core"))
             assert core.split()[4:6] == ["0", "0"]
+
+
+def test_a_loaded_handler_is_invoked_in_clones_and_rollback_resets_its_globals(base, tmp_path):
+    (tmp_path / "handler.py").write_text(
+        "CALLS = 0\n"
+        "def handler(event, context):\n"
+        "    global CALLS\n"
+        "    CALLS += 1\n"
+        "    return {'sum': sum(event['values']), 'calls': CALLS, 'id': context.request_id}\n"
+    )
+    load = {"kind": "load", "path": "/code/handler.py", "handler": "handler"}
+    with base.load_function(load, mounts={"code": str(tmp_path)}) as fn, fn.fork() as clone:
+        first = clone.invoke({"values": [1, 2, 3]}, {"request_id": "a"})
+        second = clone.invoke({"values": [4]}, {"request_id": "b"})
+        assert (first.value, second.value) == (
+            {"sum": 6, "calls": 1, "id": "a"}, {"sum": 4, "calls": 2, "id": "b"})
+        clone.rollback()
+        assert clone.invoke({"values": []}, {"request_id": "c"}).value["calls"] == 1
