@@ -57,10 +57,28 @@ SMOKE = {
 }
 
 
-def check_code(module: str, paths: list[str]) -> str:
+def check_code(module: str, paths: list[str], libraries: list[str]) -> str:
+    """The check; `libraries` are the store's copies of system libraries, loaded first
+    (as the platform does) so that ld.so finds them by soname."""
     path = f"import sys\nsys.path[:0] = {paths!r}\n" if paths else ""
-    return (f"{path}{PRELUDE.get(module, '')}import {module}\n{SMOKE.get(module, 'pass')}\n"
-            "print('ok')")
+    load = ("import ctypes\n"
+            f"for lib in {libraries!r}:\n    ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)\n"
+            if libraries else "")
+    return (f"{path}{PRELUDE.get(module, '')}{load}import {module}\n"
+            f"{SMOKE.get(module, 'pass')}\nprint('ok')")
+
+
+def preloads(paths: list[Path], shown_as: list[str]) -> list[str]:
+    """System libraries the module store copied beside the packages, in load order."""
+    from usetl.image.modstore import PRELOAD as ORDER
+    from usetl.image.modstore import SYSLIBS
+
+    found = []
+    for host_dir, seen_at in zip(paths, shown_as, strict=True):
+        order = host_dir / SYSLIBS / ORDER
+        if order.is_file():
+            found += [f"{seen_at}/{SYSLIBS}/{name}" for name in order.read_text().split()]
+    return found
 
 
 def store_paths(module: str) -> list[Path]:
@@ -77,7 +95,8 @@ def verdict(ok: bool, error: str) -> dict:
 
 
 def in_host(module: str, paths: list[Path]) -> dict:
-    code = check_code(module, [str(p) for p in paths])
+    code = check_code(module, [str(p) for p in paths],
+                      preloads(paths, [str(p) for p in paths]))
     done = subprocess.run([host_python(), "-I", "-S", "-c", code],
                           capture_output=True, text=True, cwd="/tmp")
     err = done.stderr.strip().splitlines()
@@ -111,7 +130,8 @@ def run(cfg: BenchConfig, ctx) -> dict:
                 mounts.append(f"/store{len(mounted) + i}")
             mounted.extend(mounts)
             t0 = time.perf_counter()
-            result = usf.run_code(check_code(module, mounts), timeout=60)
+            result = usf.run_code(check_code(module, mounts, preloads(paths, mounts)),
+                                  timeout=60)
             ms = round((time.perf_counter() - t0) * 1e3, 1)
             error = ""
             if result.error:

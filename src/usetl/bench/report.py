@@ -942,7 +942,8 @@ class Report:
             "in a USF. We set up this experiment as follows: for each module a USF imports it "
             "and runs a smoke test; a host process runs the same check beside it. Modules the "
             "image does not carry come from the module store (installed once with pip, shown "
-            "to the guest read-only)."
+            "to the guest read-only, with the system libraries the store copied beside them "
+            "loaded first, as the platform loads a function's requirements)."
         )):
             return
         rows = ["| module | from | USF | host | USF error |", "| --- | --- | --- | --- | --- |"]
