@@ -133,7 +133,7 @@ def test_the_measured_baselines_are_in_the_report(evaluation):
     assert [p["pages"] for p in rollback["points"]] == list(TINY.rollback_pages)
     assert all(p["restored_pages"]["median"] >= p["pages"] for p in rollback["points"])
     platform = results["experiments"]["platform"]["series"]
-    for name in ("http_process_noop", "python_process_transform"):
+    for name in ("http_process_noop", "python_process_etl", "python_kvm_etl"):
         assert platform[name]["status"] == "ok", platform[name]
         assert platform[name]["errors"] == 0 and platform[name]["per_second"] > 0
 

@@ -2,8 +2,9 @@
 
 For each backend (KVM, process) and each API (HTTP through a `usetl serve`
 process on 127.0.0.1, Python through a `Platform` object in this process),
-two functions are deployed, a no-op and a CSV transform (parse the rows in
-the event, filter, aggregate, return JSON), and invoked by
+two functions are deployed, a no-op and the demo ETL function (get a CSV
+from an HTTP server on 127.0.0.1 through the ETL API, filter and aggregate
+it, post the JSON result back), and invoked by
 `load_concurrency` clients back to back, `load_requests` times, after
 untimed warm-ups. Each invocation is timed from the request to its result;
 throughput is completed invocations over the wall time of the whole run.
@@ -25,26 +26,38 @@ from pathlib import Path
 from typing import Any
 
 from usetl.bench.config import BenchConfig
+from usetl.bench.download import Server
 from usetl.bench.errors import BenchError, FeatureMissing
 from usetl.bench.stats import summary
 
 NOOP = "def handler(event, context):\n    return None\n"
-TRANSFORM = '''import csv, io
+# The demo ETL function: extract a CSV over the ETL API, transform, load JSON back.
+ETL = '''import csv, io, json
+
+from usetl import etl
 
 
 def handler(event, context):
-    rows = csv.DictReader(io.StringIO(event["csv"]))
+    rows = csv.DictReader(io.StringIO(etl.get(event["source"]).text()))
     totals = {}
     for row in rows:
         if int(row["qty"]) > 2:
             totals[row["city"]] = totals.get(row["city"], 0) + int(row["qty"])
-    return {"cities": len(totals), "total": sum(totals.values())}
+    result = {"cities": len(totals), "total": sum(totals.values())}
+    if etl.post(event["sink"], json.dumps(result)).status != 200:
+        raise RuntimeError("the sink refused the result")
+    return result
 '''
-CITIES = ["lisbon", "austin", "osaka", "lagos", "lima"]
-CSV_EVENT = {"csv": "city,qty\n" + "".join(f"{CITIES[i % 5]},{i % 7}\n" for i in range(500))}
-TRANSFORM_RESULT = {"cities": 5, "total": sum(i % 7 for i in range(500) if i % 7 > 2)}
-FUNCTIONS = {"noop": (NOOP, {}, None), "transform": (TRANSFORM, CSV_EVENT, TRANSFORM_RESULT)}
-FUNCTION_LABELS = {"noop": "no-op", "transform": "CSV transform"}
+CSV_ROWS = 500
+ETL_RESULT = {"cities": 5, "total": sum(i % 7 for i in range(CSV_ROWS) if i % 7 > 2)}
+FUNCTION_LABELS = {"noop": "no-op", "etl": "ETL (get CSV, aggregate, post JSON)"}
+
+
+def functions(server: Server) -> dict[str, tuple[str, Any, Any, list[str]]]:
+    """name -> (source, event, expected result, URL allow-list)."""
+    etl_event = {"source": f"{server.base}/csv/{CSV_ROWS}", "sink": f"{server.base}/sink"}
+    return {"noop": (NOOP, {}, None, []),
+            "etl": (ETL, etl_event, ETL_RESULT, [server.base + "/"])}
 
 
 def platform_modules() -> Any:
@@ -145,33 +158,34 @@ def http_platform(backend: str, root: Path) -> Iterator[Callable[[], Any]]:
             proc.wait()
 
 
-def run_http(cfg: BenchConfig, backend: str, fn: str, root: Path, say) -> dict:
-    source, event, expected = FUNCTIONS[fn]
+def run_http(cfg: BenchConfig, backend: str, fn: tuple, root: Path, say) -> dict:
+    name, (source, event, expected, allow) = fn
     with http_platform(backend, root) as make_client:
         admin = make_client()
         files = {"fn.py": base64.b64encode(source.encode()).decode()}
-        admin.request("PUT", f"/v1/functions/{fn}",
-                      json={"handler": "fn.py:handler", "files": files, "requirements": []})
+        admin.request("PUT", f"/v1/functions/{name}",
+                      json={"handler": "fn.py:handler", "files": files, "requirements": [],
+                            "allow": allow})
         for _ in range(cfg.warmups):
-            checked(admin.invoke(fn, event), expected)
+            checked(admin.invoke(name, event), expected)
         local = threading.local()
 
         def call() -> None:
             if not hasattr(local, "client"):
                 local.client = make_client()
-            checked(local.client.invoke(fn, event), expected)
+            checked(local.client.invoke(name, event), expected)
 
-        say(f"HTTP, {backend}, {fn}: {cfg.load_requests} invocations")
+        say(f"HTTP, {backend}, {name}: {cfg.load_requests} invocations")
         result = load(call, cfg.load_requests, cfg.load_concurrency)
         admin.close()
         return result
 
 
-def run_python(cfg: BenchConfig, backend: str, fn: str, root: Path, say) -> dict:
+def run_python(cfg: BenchConfig, backend: str, fn: tuple, root: Path, say) -> dict:
     _, choose_backend, pool_config, deploy_request, platform_cls = platform_modules()
     from usetl.image.modstore import ModuleStore
 
-    source, event, expected = FUNCTIONS[fn]
+    name, (source, event, expected, allow) = fn
     modules = ModuleStore(root / "modules")
     platform = platform_cls(
         choose_backend(backend, hide=[root / "state", modules.root.parent]),
@@ -180,12 +194,12 @@ def run_python(cfg: BenchConfig, backend: str, fn: str, root: Path, say) -> dict
     try:
         tenant, _ = platform.registry.add_tenant("bench")
         files = {"fn.py": base64.b64encode(source.encode()).decode()}
-        platform.deploy(tenant, fn, deploy_request(handler="fn.py:handler", files=files,
-                                                   requirements=[]))
+        platform.deploy(tenant, name, deploy_request(handler="fn.py:handler", files=files,
+                                                     requirements=[], allow=allow))
         for _ in range(cfg.warmups):
-            checked(platform.invoke(tenant, fn, event), expected)
-        say(f"Python API, {backend}, {fn}: {cfg.load_requests} invocations")
-        return load(lambda: checked(platform.invoke(tenant, fn, event), expected),
+            checked(platform.invoke(tenant, name, event), expected)
+        say(f"Python API, {backend}, {name}: {cfg.load_requests} invocations")
+        return load(lambda: checked(platform.invoke(tenant, name, event), expected),
                     cfg.load_requests, cfg.load_concurrency)
     finally:
         platform.close()
@@ -193,21 +207,26 @@ def run_python(cfg: BenchConfig, backend: str, fn: str, root: Path, say) -> dict
 
 def run(cfg: BenchConfig, ctx) -> dict:
     platform_modules()
+    server = Server()
     series = {}
-    for api, runner, api_label in (("http", run_http, "HTTP"), ("python", run_python, "Python")):
-        for backend in ("kvm", "process"):
-            for fn in FUNCTIONS:
-                label = f"{api_label} API, {backend} backend, {FUNCTION_LABELS[fn]}"
+    try:
+        for api, runner, api_label in (("http", run_http, "HTTP"),
+                                       ("python", run_python, "Python")):
+            for backend in ("kvm", "process"):
+                for fn in functions(server).items():
+                    label = f"{api_label} API, {backend} backend, {FUNCTION_LABELS[fn[0]]}"
 
-                def one(runner=runner, backend=backend, fn=fn) -> dict:
-                    # Not under the cache: the process backend hides the cache from sandboxes.
-                    root = Path(tempfile.mkdtemp(prefix="usetl-bench-platform-"))
-                    try:
-                        return runner(cfg, backend, fn, root, ctx.say)
-                    finally:
-                        shutil.rmtree(root, ignore_errors=True)
+                    def one(runner=runner, backend=backend, fn=fn) -> dict:
+                        # Not under the cache: the process backend hides it from sandboxes.
+                        root = Path(tempfile.mkdtemp(prefix="usetl-bench-platform-"))
+                        try:
+                            return runner(cfg, backend, fn, root, ctx.say)
+                        finally:
+                            shutil.rmtree(root, ignore_errors=True)
 
-                series[f"{api}_{backend}_{fn}"] = ctx.attempt(label, one)
+                    series[f"{api}_{backend}_{fn[0]}"] = ctx.attempt(label, one)
+    finally:
+        server.close()
     return {"series": series}
 
 

@@ -845,8 +845,9 @@ class Report:
     def platform(self, exp: dict) -> None:
         if not self.section(exp, "Platform under load", (
             "In this experiment we show the invocations per second the platform sustains and "
-            "the latency each sees under load, for a no-op function and a CSV transform (parse "
-            "the rows carried in the event, filter, aggregate, return JSON), through the HTTP "
+            "the latency each sees under load, for a no-op function and the demo ETL function "
+            "(get a CSV from an HTTP server on the loopback interface through the ETL API, "
+            "filter and aggregate it, post the JSON result back), through the HTTP "
             "API and the Python API, with the KVM backend and the process backend. We set up "
             "this experiment as follows: for each combination a fresh platform (a `usetl serve` "
             "process on the loopback interface, or a `Platform` object in the benchmark "
@@ -897,15 +898,16 @@ class Report:
                         "a loopback connection, request parsing and JSON encoding in the "
                         "server, which shares the machine's cores with the sandboxes."
                     )
-                n, t = s.get(f"python_{backend}_noop"), s.get(f"python_{backend}_transform")
+                n, t = s.get(f"python_{backend}_noop"), s.get(f"python_{backend}_etl")
                 if n and t and t["ms"]["median"] > n["ms"]["median"]:
-                    extra = self.d(f"platform.transform_minus_noop_{backend}_ms",
+                    extra = self.d(f"platform.etl_minus_noop_{backend}_ms",
                                    t["ms"]["median"] - n["ms"]["median"])
-                    text.append(f"The CSV transform costs {extra} ms more than the no-op "
-                                f"through the Python API ({backend} backend): the event's "
-                                "rows are parsed and aggregated inside the sandbox.")
-            pairs = [(s[f"python_{b}_noop"], s[f"python_{b}_transform"]) for b in ("kvm", "process")
-                     if f"python_{b}_noop" in s and f"python_{b}_transform" in s]
+                    text.append(f"The ETL function costs {extra} ms more than the no-op "
+                                f"through the Python API ({backend} backend): a GET and a POST "
+                                "carried out by the host, and the CSV parsed and aggregated "
+                                "inside the sandbox.")
+            pairs = [(s[f"python_{b}_noop"], s[f"python_{b}_etl"]) for b in ("kvm", "process")
+                     if f"python_{b}_noop" in s and f"python_{b}_etl" in s]
             if pairs and all(t["ms"]["median"] < 2 * n["ms"]["median"] for n, t in pairs):
                 text.append("The function's own work is the smaller part of an invocation "
                             "here: the platform's path sets the throughput of small functions.")
