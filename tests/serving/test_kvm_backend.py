@@ -63,3 +63,22 @@ def test_timeout_ends_the_clone_and_syntax_errors_name_the_line(backend, tmp_pat
     bad = write_function(tmp_path / "bad", "def handler(event, context):\n    return (\n")
     with pytest.raises(FunctionLoadError, match="line 2"):
         backend.template(FunctionSpec("t/kvm/3", bad, "fn.py:handler"))
+
+
+def test_evicted_template_comes_back_from_its_snapshot(backend, tmp_path):
+    from usetl.platform.pool import Pool, PoolConfig
+
+    pool = Pool(backend, PoolConfig(memory_budget_bytes=1), snapshot_dir=tmp_path / "snap")
+    try:
+        for name in ("a", "b"):
+            code = write_function(tmp_path / name, f"def handler(event, context):\n"
+                                  f"    return '{name}' + str(event)\n")
+            spec = FunctionSpec(f"t/{name}/1", code, "fn.py:handler")
+            pool.add(spec, 2, 4, pool.start_template(spec))
+        status = {s["function"]: s for s in pool.status()}
+        assert not status["t/a/1"]["template"] and status["t/a/1"]["snapshot"]
+        assert pool.invoke("t/a/1", 1, {}).value == "a1"  # restored from the snapshot
+        assert pool.invoke("t/b/1", 2, {}).value == "b2"
+        assert pool.metrics.evictions.value() >= 2
+    finally:
+        pool.close()
