@@ -24,6 +24,7 @@ host-tools:
 demo: setup
 	$(VENV)/bin/usetl image build
 	$(VENV)/bin/usetl vm run -- 'import platform, sys; print("hello from a USF:", sys.version.split()[0], platform.machine())'
+	$(VENV)/bin/usetl demo
 
 test: setup
 	$(VENV)/bin/ruff check src tests

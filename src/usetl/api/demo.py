@@ -3,9 +3,8 @@
 Starts a local HTTP server holding a CSV of sales, starts `usetl serve` on a
 free port with a fresh state directory, deploys the ETL function in
 examples/sales_etl.py (download the CSV, keep the large sales, total them by
-region, post JSON back), invokes it twice (the first invocation starts the
-function's sandbox, the second finds one ready) and shows the results, what
-the HTTP server received and each invocation's timings.
+region, post JSON back), invokes it twice and shows the results, what the
+HTTP server received and each invocation's timings.
 """
 
 from __future__ import annotations
@@ -88,8 +87,7 @@ def run(backend: str, say: Callable[[str], None] = print) -> dict:
         finally:
             server.stop()
             data.close()
-    for label, record in zip(("first (starts the sandbox)", "second (a ready one)"), records,
-                             strict=True):
+    for label, record in zip(("first invocation", "second invocation"), records, strict=True):
         if record["error"]:
             raise RuntimeError(f"the demo function failed: {record['error']['message']}")
         m = record["metrics"]

@@ -150,9 +150,10 @@ def _print_invocation(record: dict, as_json: bool) -> int:
     print(json.dumps(record["result"]))
     m = record["metrics"]
     if m.get("duration_ms") is not None:
-        print(f"({m['duration_ms']:.2f} ms, guest CPU {m['guest_cpu_ms']:.2f} ms, "
-              f"peak memory {m['peak_memory_bytes'] / 2**20:.1f} MiB, id {record['id']})",
-              file=sys.stderr)
+        peak = m.get("peak_memory_bytes")
+        memory = f", peak memory {peak / 2**20:.1f} MiB" if peak else ""
+        print(f"({m['duration_ms']:.2f} ms, guest CPU {m['guest_cpu_ms']:.2f} ms{memory}, "
+              f"id {record['id']})", file=sys.stderr)
     return 0
 
 

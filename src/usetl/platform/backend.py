@@ -57,7 +57,8 @@ class Outcome:
     duration_ms: float
     guest_cpu_ms: float
     io: dict = field(default_factory=dict)  # requests, bytes_in, bytes_out, host_cpu_s, wall_s
-    peak_memory_bytes: int = 0
+    # None where the backend cannot tell (the USF does not report its guest's peak yet)
+    peak_memory_bytes: int | None = None
 
     @property
     def ok(self) -> bool:

@@ -95,7 +95,7 @@ class KvmInstance:
             duration_ms=r.total_ms,
             guest_cpu_ms=r.extra.get("guest_cpu_ms", 0.0),
             io=io,
-            peak_memory_bytes=r.extra.get("peak_memory_bytes", 0),
+            peak_memory_bytes=r.extra.get("peak_memory_bytes"),
         )
 
     def rollback(self) -> None:
