@@ -9,3 +9,9 @@ class BenchError(UsetlError):
 
 class FeatureMissing(BenchError):
     """A part of usetl an experiment measures has not landed yet."""
+
+
+def reason(e: BaseException) -> str:
+    """An exception as one line for the results: its type and first line."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from usetl.bench import envs, hyperfork_envs
 from usetl.bench.config import BenchConfig
 from usetl.bench.envs import Instance, Population
+from usetl.bench.errors import reason
 from usetl.bench.procmem import mem_available, process_memory
 
 MIB = 1 << 20
@@ -93,15 +94,23 @@ def run_scaling(cfg: BenchConfig, ctx) -> dict:
     def one(make: Callable[[], Population], heavy: bool) -> dict:
         counts = [n for n in cfg.scaling_counts if not heavy or n <= cfg.heavy_cap]
         held = Held(make())
-        points = []
+        points: list[dict] = []
+        stopped = ""
         try:
             for n in counts:
                 ctx.say(f"{held.population.label}: {n} instances")
-                held.grow_to(n)
+                try:
+                    held.grow_to(n)
+                except Exception as e:  # keep the counts reached; say why it stopped
+                    if not held.instances:
+                        raise
+                    stopped = f"stopped at {len(held.instances)} instances: {reason(e)}"
+                    points.append(held.measure())
+                    break
                 points.append(held.measure())
         finally:
             held.close()
-        return {"points": points}
+        return {"points": points, "stopped": stopped}
 
     return {"series": {
         name: ctx.attempt(label, lambda make=make, heavy=heavy: one(make, heavy))
@@ -116,10 +125,17 @@ def run_density(cfg: BenchConfig, ctx) -> dict:
         cap = min(cfg.density_cap, cfg.heavy_cap) if heavy else cfg.density_cap
         held = Held(make())
         deadline = time.monotonic() + cfg.density_seconds
+        stopped = ""
         try:
             while (len(held.instances) < cap and time.monotonic() < deadline
                    and held.baseline - mem_available() < budget):
-                held.grow_to(len(held.instances) + 1)
+                try:
+                    held.grow_to(len(held.instances) + 1)
+                except Exception as e:  # the instances held so far still count
+                    if not held.instances:
+                        raise
+                    stopped = f"stopped at {len(held.instances)} instances: {reason(e)}"
+                    break
                 if len(held.instances) % 10 == 0:
                     ctx.say(f"{held.population.label}: {len(held.instances)} held")
             m = held.measure()
@@ -134,6 +150,7 @@ def run_density(cfg: BenchConfig, ctx) -> dict:
             "reached_budget": reached,
             "fits_in_budget": m["n"] if reached else int(cfg.density_budget_mib / per_instance),
             "extrapolated": not reached,
+            "stopped": stopped,
             **{k: m[k] for k in ("uss_mib", "pss_mib", "shared_mib", "host_mib")},
         }
 

@@ -599,6 +599,9 @@ class Report:
         self.out("\n".join(rows))
         text = []
         for v in s.values():
+            if v.get("stopped"):
+                text.append(f"The {v['label']} series {v['stopped']}.")
+        for v in s.values():
             first, last = v["points"][0], v["points"][-1]
             if last["n"] > first["n"]:
                 text.append(
@@ -655,6 +658,9 @@ class Report:
             rows.append(f"| {v['label']} | {v['held']} | {fmt(v['per_instance_mib'])} | "
                         f"{v['fits_in_budget']} | {how} |")
         self.out("\n".join(rows))
+        for v in s.values():
+            if v.get("stopped"):
+                self.out(f"The {v['label']} series {v['stopped']}.")
         if s:
             best = max(s, key=lambda n: s[n]["fits_in_budget"])
             text = [f"The densest environment here is the {s[best]['label']}, at "

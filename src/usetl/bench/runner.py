@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import sys
 import time
 import traceback
@@ -31,6 +32,7 @@ from usetl.bench import (
     startup,
 )
 from usetl.bench.config import BenchConfig
+from usetl.bench.errors import reason
 from usetl.image import ImageArchive, default_image
 
 log = logging.getLogger(__name__)
@@ -127,16 +129,14 @@ def settings(cfg: BenchConfig) -> dict[str, dict]:
     return found
 
 
-def reason(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
-
-
 def run_all(cfg: BenchConfig, outdir: Path, only: list[str] | None = None,
             progress: Progress | None = None, image: ImageArchive | None = None,
             experiments: list[Experiment] | None = None) -> dict:
     """Run the experiments and write outdir/results.json; returns what it wrote."""
     outdir.mkdir(parents=True, exist_ok=True)
+    # Every clone held is a socket in this process: thousands in the full density run.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     progress = progress or Progress()
     image = image or ImageArchive.open(default_image())
     chosen = [e for e in (experiments or EXPERIMENTS) if only is None or e.name in only]
