@@ -134,3 +134,21 @@ def test_200_concurrent_invocations_through_a_few_clones(server, client):
     shared.close()
     assert errors == []
     assert results == {n: n * n for n in range(200)}
+
+
+def test_templates_come_back_from_snapshots_after_a_restart(tmp_path):
+    server = ServerProcess(tmp_path / "state", tmp_path / "modules", "kvm").start()
+    try:
+        client = Client(server.url, server.admin_token)
+        deploy(client, "kept", STATEFUL)
+        assert client.invoke("kept", 1)["result"] == {"seen": 1, "n": 1}
+        client.close()
+        server.stop()  # SIGTERM: templates are saved on the way out
+        assert any((tmp_path / "state" / "snapshots").iterdir())
+        server.start()
+        client = Client(server.url, server.admin_token)
+        assert client.invoke("kept", 2)["result"] == {"seen": 1, "n": 2}
+        assert "usetl_templates_restored_total 1" in client.metrics()
+        client.close()
+    finally:
+        server.stop()

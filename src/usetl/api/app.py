@@ -76,6 +76,11 @@ def create_app(platform: Platform) -> FastAPI:
     async def more_threads() -> None:
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
 
+    @app.on_event("shutdown")
+    async def close_platform() -> None:
+        # Here, not after uvicorn returns: it re-raises SIGTERM once it has shut down.
+        await anyio.to_thread.run_sync(platform.close)
+
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None

@@ -105,6 +105,9 @@ class Metrics:
         self.templates_started = Counter(
             "usetl_templates_started_total", "Function templates started (boots or restores)."
         )
+        self.templates_restored = Counter(
+            "usetl_templates_restored_total", "Templates restored from a snapshot on disk."
+        )
         self.instances_created = Counter(
             "usetl_instances_created_total", "Instances made from templates (clones, forks)."
         )
@@ -119,7 +122,8 @@ class Metrics:
         lines: list[str] = []
         for metric in (
             self.invocations, self.errors, self.rejected, self.latency, self.templates_started,
-            self.instances_created, self.rollbacks, self.evictions, *self.gauges,
+            self.templates_restored, self.instances_created, self.rollbacks, self.evictions,
+            *self.gauges,
         ):
             lines.extend(metric.render())
         return "\n".join(lines) + "\n"

@@ -145,6 +145,10 @@ class Pool:
         pool.template = template
         if template is not None:
             self.metrics.templates_started.inc()
+        else:
+            saved = self._snapshot_path(spec.key)
+            if saved is not None and saved.is_dir() and any(saved.iterdir()):
+                pool.snapshot = saved  # from before a restart of the server
         with self.cond:
             self.pools[spec.key] = pool
         self._make_room(exclude=spec.key)
@@ -163,7 +167,24 @@ class Pool:
             self.cond.notify_all()
         self._close_if_unused(pool)
 
-    def _close_if_unused(self, pool: FunctionPool) -> None:
+    def _snapshot_path(self, key: str) -> Path | None:
+        return None if self.snapshot_dir is None else self.snapshot_dir / key.replace("/", "_")
+
+    def _save(self, pool: FunctionPool, template: FunctionTemplate) -> None:
+        """Snapshot the template if the backend can and it has none yet (best effort)."""
+        path = self._snapshot_path(pool.spec.key)
+        if path is None or pool.snapshot is not None:
+            return
+        try:
+            template.save(path)
+            pool.snapshot = path
+        except NotImplementedError:
+            pass
+        except UsetlError as e:
+            log.warning("could not snapshot %s: %s", pool.spec.key, e)
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _close_if_unused(self, pool: FunctionPool, keep_snapshot: bool = False) -> None:
         with self.cond:
             if (pool.busy or pool.waiting or pool.recycling
                     or self.pools.get(pool.spec.key) is not pool):
@@ -173,9 +194,11 @@ class Pool:
         for instance in ready:
             instance.close()
         if pool.template is not None:
+            if keep_snapshot:
+                self._save(pool, pool.template)
             pool.template.close()
             pool.template = None
-        if pool.snapshot is not None:
+        if pool.snapshot is not None and not keep_snapshot:
             shutil.rmtree(pool.snapshot, ignore_errors=True)
 
     def start_template(self, spec: FunctionSpec) -> FunctionTemplate:
@@ -256,8 +279,15 @@ class Pool:
             if pool.template is None:
                 self._make_room(exclude=pool.spec.key)
                 if pool.snapshot is not None:
-                    pool.template = self.backend.restore(pool.spec, pool.snapshot)
-                else:
+                    try:
+                        pool.template = self.backend.restore(pool.spec, pool.snapshot)
+                        self.metrics.templates_restored.inc()
+                    except (BackendError, NotImplementedError) as e:
+                        log.warning("snapshot of %s refused (%s); starting it afresh",
+                                    pool.spec.key, e)
+                        shutil.rmtree(pool.snapshot, ignore_errors=True)
+                        pool.snapshot = None
+                if pool.template is None:
                     pool.template = self.backend.template(pool.spec)
                 self.metrics.templates_started.inc()
             return pool.template
@@ -369,13 +399,7 @@ class Pool:
                 template, pool.template = pool.template, None
             for instance in ready:
                 instance.close()
-            if self.snapshot_dir is not None and pool.snapshot is None:
-                directory = self.snapshot_dir / pool.spec.key.replace("/", "_")
-                try:
-                    template.save(directory)
-                    pool.snapshot = directory
-                except NotImplementedError:
-                    pass
+            self._save(pool, template)
             template.close()
         self.metrics.evictions.inc()
         log.info("evicted the template of %s", pool.spec.key)
@@ -407,4 +431,5 @@ class Pool:
             pool.retired = True
             with self.cond:
                 pool.busy = pool.waiting = pool.recycling = 0
-            self._close_if_unused(pool)
+            # Snapshots stay: after a restart the templates come back from them.
+            self._close_if_unused(pool, keep_snapshot=True)

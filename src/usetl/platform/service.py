@@ -379,6 +379,8 @@ class Platform:
         return [s for s in self.pool.status() if tenant.admin or s["function"].startswith(prefix)]
 
     def close(self) -> None:
+        if self.closed:
+            return
         self.closed = True
         self.async_runner.shutdown(wait=False, cancel_futures=True)
         self.pool.close()
