@@ -1,9 +1,9 @@
 """HyperFork (issue 4) as the experiments drive it: clones per call, restore, recycle.
 
 Everything that touches `usetl.hyperfork` is here. A function template has
-imported the workload's module (from a read-only host mount) and run its
-module-level code; each request then calls its handler and prints the JSON,
-so every environment returns the same line.
+loaded the workload's module (the agent's load request, from a read-only
+host mount) and run its module-level code; each request is the agent's
+invoke request, handler(event, context), whose JSON value is checked.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from usetl.bench.envs import CallEnv, Instance, Population, check
+from usetl.bench.envs import CallEnv, Instance, Population
 from usetl.bench.errors import BenchError, FeatureMissing
-from usetl.bench.workload import HANDLER_SOURCE
+from usetl.bench.workload import HANDLER_RESULT, HANDLER_SOURCE
 from usetl.image import ImageArchive, cache_root
 
 INVOKE_TIMEOUT = 30.0
-LOAD = {"kind": "exec", "code": "import sys\nsys.path.insert(0, '/fn')\nimport fn"}
-CALL = "import fn, json\nprint(json.dumps(fn.handler({}, {})))"
+LOAD = {"kind": "load", "path": "/fn/fn.py", "handler": "handler"}
 
 
 def hyperfork() -> Any:
@@ -56,11 +55,21 @@ def _scratch() -> Path:
     return path
 
 
-def run(clone: Any, code: str = CALL) -> str:
+def run(clone: Any, code: str) -> str:
+    """Run code in a clone (exec request); its stdout."""
     result = clone.run_code(code, timeout=INVOKE_TIMEOUT)
     if result.error:
         raise BenchError(f"clone: {result.error.get('type')}: {result.error.get('message')}")
     return result.stdout
+
+
+def call(clone: Any) -> None:
+    """One invocation of the loaded handler, its value checked."""
+    result = clone.invoke({}, None, INVOKE_TIMEOUT)
+    if result.error:
+        raise BenchError(f"clone: {result.error.get('type')}: {result.error.get('message')}")
+    if result.value != HANDLER_RESULT:
+        raise BenchError(f"clone: wrong result {result.value!r}, expected {HANDLER_RESULT!r}")
 
 
 class ForkPerCall(CallEnv):
@@ -71,10 +80,10 @@ class ForkPerCall(CallEnv):
     def __init__(self, image: ImageArchive, mem_mib: int):
         self.t = FunctionTemplate(image, mem_mib)
 
-    def call(self) -> str:
+    def call(self) -> None:
         clone = self.t.fn.fork(warm=False)
         try:
-            return run(clone)
+            call(clone)
         finally:
             clone.close()
 
@@ -94,8 +103,8 @@ class ReadyClones(CallEnv):
     def before_call(self) -> None:
         self.clone = self.t.fn.fork(warm=True)
 
-    def call(self) -> str:
-        return run(self.clone)
+    def call(self) -> None:
+        call(self.clone)
 
     def after_call(self) -> None:
         if self.clone is not None:
@@ -123,12 +132,12 @@ class RestorePerCall(CallEnv):
         t.fn.close()
         self.fn_dir = t.dir
 
-    def call(self) -> str:
+    def call(self) -> None:
         template = hyperfork().Template.load(self.snapshot)
         try:
             clone = template.fork(warm=False)
             try:
-                return run(clone)
+                call(clone)
             finally:
                 clone.close()
         finally:
@@ -148,8 +157,8 @@ class RecycleClone(CallEnv):
         self.t = FunctionTemplate(image, mem_mib)
         self.clone = self.t.fn.fork(warm=True)
 
-    def call(self) -> str:
-        return run(self.clone)
+    def call(self) -> None:
+        call(self.clone)
 
     def after_call(self) -> None:
         self.clone.rollback()
@@ -170,7 +179,7 @@ class Clones(Population):
     def spawn(self) -> Instance:
         clone = self.t.fn.fork()
         try:
-            check(run(clone), self.label)
+            call(clone)
         except BenchError:
             clone.close()
             raise
