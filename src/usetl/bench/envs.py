@@ -22,6 +22,8 @@ from usetl.bench.errors import BenchError
 from usetl.bench.stats import summary
 from usetl.bench.workload import (
     EXPECTED,
+    HANDLER_RESULT,
+    HANDLER_SOURCE,
     IDLE_AFTER_WORK,
     SERVE_LINES,
     WORK,
@@ -175,8 +177,17 @@ class ZygotePerCall(CallEnv):
         self.zygote.close()
 
 
+def load_and_call(usf: Usf) -> None:
+    """The function sent to a started USF: load its module, call its handler, check the value."""
+    for result in (usf.load_function("handler", source=HANDLER_SOURCE), usf.call({})):
+        if result.error:
+            raise BenchError(f"USF: {result.error.get('type')}: {result.error.get('message')}")
+    if result.value != HANDLER_RESULT:
+        raise BenchError(f"USF: wrong result {result.value!r}, expected {HANDLER_RESULT!r}")
+
+
 class UsfCreatePerCall(CallEnv):
-    """A fresh USF per call: CPython starts inside a new VM, then runs the workload."""
+    """A fresh USF per call: CPython starts inside a new VM, then loads and calls the function."""
 
     name, label = "usf_create", "USF created per call"
 
@@ -190,14 +201,11 @@ class UsfCreatePerCall(CallEnv):
         self.startup_ms.clear()
         self.startup_syscalls.clear()
 
-    def call(self) -> str:
+    def call(self) -> None:
         with Usf(self.image, self.config) as usf:
             self.startup_ms.append(usf.start())
             self.startup_syscalls.append(usf.startup_syscalls)
-            result = usf.run_code(WORK)
-        if result.error:
-            raise BenchError(f"USF: {result.error}")
-        return result.stdout
+            load_and_call(usf)
 
     def extra(self) -> dict:
         return {
@@ -207,7 +215,8 @@ class UsfCreatePerCall(CallEnv):
 
 
 class UsfPool(CallEnv):
-    """USFs started ahead of demand (the paper's pool); each serves one request."""
+    """USFs started ahead of demand (the paper's pool): the function is sent to one, loaded
+    and called; each serves one request."""
 
     name, label = "usf_pool", "pre-started USF pool"
 
@@ -225,12 +234,9 @@ class UsfPool(CallEnv):
                 usf.start()
                 self.ready.append(usf)
 
-    def call(self) -> str:
+    def call(self) -> None:
         usf = self.used = self.ready.pop()
-        result = usf.run_code(WORK)
-        if result.error:
-            raise BenchError(f"USF: {result.error}")
-        return result.stdout
+        load_and_call(usf)
 
     def after_call(self) -> None:
         if self.used is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from usetl.bench.workload import EXPECTED, WORK
+from usetl.bench.envs import load_and_call
 from usetl.usf import Usf, UsfConfig
 
 
@@ -19,10 +19,7 @@ def main(kind: str, mem_mib: int) -> int:
     if kind == "usf":
         usf = Usf(config=UsfConfig(mem_mib=mem_mib))
         usf.start()
-        result = usf.run_code(WORK)
-        if result.stdout.strip() != EXPECTED:
-            print(f"wrong result: {result.stdout!r} {result.error}", flush=True)
-            return 1
+        load_and_call(usf)
     print("ready", flush=True)
     sys.stdin.read()
     if usf is not None:

@@ -316,9 +316,10 @@ class Report:
                      "\n".join(rows))
         self.out(
             "**Workloads.** The cold-start and memory experiments run one tiny function in "
-            "every environment: import json, sum a range and print the JSON line; the same "
-            "source runs as `python3 -I -S -c` on the host and in the container, in a zygote "
-            "child, in a USF's agent, and as a handler in a HyperFork function template. The "
+            "every environment: import json, sum a range and hand back the JSON result. It runs "
+            "as `python3 -I -S -c` on the host and in the container and in a zygote child "
+            "(printing the JSON line), and as a handler loaded into a USF or a HyperFork "
+            "function template and called through the agent (returning the JSON value). The "
             "download experiment fetches objects of random bytes from an HTTP server on the "
             "loopback interface in a process of its own. The rollback experiment's code writes "
             "one byte per page into a fresh buffer. The platform experiment deploys a no-op "

@@ -1,9 +1,10 @@
 """The tiny function every cold-start and memory experiment runs, in every environment.
 
-The same bytes of Python run everywhere: as `python3 -I -S -c WORK` on the
-host, in a container, in a forked zygote child, and inside a USF. It imports
-json, computes a sum and prints a line, so each environment pays for an
-import, some bytecode and one write.
+The same work runs everywhere: as `python3 -I -S -c WORK` on the host, in
+a container and in a forked zygote child (it prints the JSON line), and as
+the handler of HANDLER_SOURCE in a USF and a HyperFork clone (it returns the
+JSON value through the agent). Each pays for importing json, some bytecode
+and handing back one small JSON result.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 WORK = 'import json\nprint(json.dumps({"sum": sum(range(100))}))'
 EXPECTED = '{"sum": 4950}'
 
-# The same work as a handler, for the function-loading APIs (HyperFork, the platform).
+# The same work as a handler, for the function-loading APIs (USF, HyperFork).
 HANDLER_SOURCE = '''import json
 
 
