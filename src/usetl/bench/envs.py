@@ -115,8 +115,12 @@ class ContainerPool(CallEnv):
         if not self.ready:
             for _ in range(self.batch):
                 c = Container(self.image, ["-I", "-S", "-c", SERVE_LINES])
-                c.start()
                 self.ready.append(c)
+                proc = c.start()
+                assert proc.stdout is not None
+                # Pre-started means ready: its interpreter is up and waiting for requests.
+                if proc.stdout.readline().strip() != b"ready":
+                    raise BenchError("a pooled container did not start")
 
     def call(self) -> str:
         c = self.used = self.ready.pop()

@@ -412,6 +412,22 @@ class Report:
             else:
                 rows.append(f"| {v['label']} | failed | | | |")
         self.out("\n".join(rows))
+
+        def cdf(ax) -> None:
+            for n in order:
+                if n not in s:
+                    continue
+                xs = sorted(s[n]["samples_ms"])
+                ys = [(i + 1) / len(xs) for i in range(len(xs))]
+                ax.step(xs, ys, where="post", label=exp["series"][n]["label"],
+                        linestyle="-" if n in USF_SERIES else "--")
+            ax.set_xscale("log")
+            ax.set_xlabel("request to result, ms (log)")
+            ax.set_ylabel("fraction of calls")
+            ax.legend(fontsize="x-small", loc="lower right")
+
+        self.figure("coldstart_cdf", "distribution of request-to-result latency (usetl solid, "
+                    "baselines dashed)", cdf)
         self.out(self.coldstart_results(s))
         self.failed_note(exp)
 

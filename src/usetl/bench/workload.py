@@ -24,8 +24,10 @@ HANDLER_RESULT = {"sum": 4950}
 # A process that does WORK once and then stays idle until its stdin closes.
 IDLE_AFTER_WORK = WORK + "\nimport sys\nsys.stdout.flush()\nsys.stdin.read()"
 
-# A pre-started container or process: one request per line, WORK per request.
+# A pre-started container or process: says "ready" once started, then runs one
+# request per line.
 SERVE_LINES = """import sys
+print("ready", flush=True)
 for line in sys.stdin:
     exec(compile(line.encode().decode("unicode_escape"), "<request>", "exec"), {})
     sys.stdout.flush()
