@@ -92,6 +92,9 @@ def test_deploy_invoke_list_delete(alice):
     with pytest.raises(ApiError) as e:
         alice.invoke("hello", {"name": "bob"})
     assert (e.value.status, e.value.code) == (404, "function_not_found")
+    again = deploy(alice, "hello", SQUARE)  # the name is free again, from version 1
+    assert again["version"] == 1
+    assert alice.invoke("hello", {"n": 5})["result"] == {"n": 5, "square": 25}
 
 
 def test_raises_prints_times_out(alice):

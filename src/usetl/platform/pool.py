@@ -353,7 +353,8 @@ class Pool:
         if now - pool.peak_started > cfg.recent_s:
             with self.cond:
                 pool.peak, pool.peak_started = pool.busy, now
-        target = pool.target_ready(cfg)
+        # An evicted template comes back for an invocation, not to refill a pool.
+        target = pool.target_ready(cfg) if pool.template is not None else 0
         while True:
             with self.cond:
                 excess = len(pool.ready) - target

@@ -132,6 +132,10 @@ class Tenant:
     admin: bool
 
 
+def version_key(tenant_id: int, name: str, version: int, code_dir: str) -> str:
+    return f"{tenant_id}/{name}/{version}-{Path(code_dir).name[:8]}"
+
+
 @dataclass(frozen=True)
 class Version:
     id: int
@@ -153,7 +157,8 @@ class Version:
 
     @property
     def key(self) -> str:
-        return f"{self.tenant_id}/{self.name}/{self.version}"
+        """Unique for ever: a function deleted and deployed again restarts at version 1."""
+        return version_key(self.tenant_id, self.name, self.version, self.code_dir)
 
     def public(self) -> dict:
         return {

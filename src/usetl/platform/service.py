@@ -28,7 +28,7 @@ from usetl.image.modstore import ModuleStore, ModuleStoreError
 from .backend import Backend, FunctionLoadError, FunctionSpec, Outcome, empty_io
 from .metrics import Metrics
 from .pool import ConcurrencyLimit, Pool, PoolConfig, PoolError
-from .registry import Registry, RegistryError, Tenant, Version
+from .registry import Registry, RegistryError, Tenant, Version, version_key
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,8 @@ class Platform:
             number = (max((v.version for v in self.registry.versions(tenant.id, name)),
                           default=0) + 1)
             spec = FunctionSpec(
-                key=f"{tenant.id}/{name}/{number}", code_dir=code_dir, handler=request.handler,
+                key=version_key(tenant.id, name, number, str(code_dir)), code_dir=code_dir,
+                handler=request.handler,
                 module_dirs=module_dirs, env=env, memory_mib=memory, timeout_s=timeout,
                 allow=allow,
             )
