@@ -80,8 +80,8 @@ def numbers_in_text(text: str) -> list[str]:
 def evaluation(tmp_path_factory, image):
     outdir = tmp_path_factory.mktemp("eval")
     chosen = [e for e in runner.EXPERIMENTS
-              if e.name in ("coldstart", "memory", "download", "rollback", "platform", "startup",
-                            "compat")]
+              if e.name in ("coldstart", "memory", "scaling", "density", "download", "rollback",
+                            "platform", "startup", "compat")]
     chosen.append(runner.Experiment("broken", "Broken experiment", broken))
     chosen.append(runner.Experiment("partial", "Partly missing experiment", partly_missing))
     results = runner.run_all(TINY, outdir, image=image, experiments=chosen)
@@ -120,6 +120,17 @@ def test_the_measured_baselines_are_in_the_report(evaluation):
         median = cold[name]["ms"]["median"]
         assert median > 0
         assert f"| {cold[name]['label']} | {report.fmt(median)} |" in text
+    memory = results["experiments"]["memory"]["series"]
+    for name in ("hf_clone", "usf", "usf_monitor", "host_process", "container", "zygote"):
+        assert memory[name]["status"] == "ok", memory[name]
+        assert 0 < memory[name]["uss_mib"] <= memory[name]["rss_mib"]
+    # A clone shares its template's pages: it owns less than a USF started on its own.
+    assert memory["hf_clone"]["uss_mib"] < memory["usf"]["uss_mib"]
+    scaling = results["experiments"]["scaling"]["series"]
+    assert [p["n"] for p in scaling["hf_clone"]["points"]] == [1, 2]
+    assert [p["n"] for p in scaling["usf"]["points"]] == [1]  # heavy: capped at heavy_cap
+    density = results["experiments"]["density"]["series"]["zygote"]
+    assert density["held"] == TINY.density_cap and density["fits_in_budget"] >= density["held"]
     compat = results["experiments"]["compat"]["modules"]
     assert compat["json"]["usf"]["ok"] and compat["sqlite3"]["usf"]["ok"]
     for path in ("usf_etl", "usf_socket", "host_shm", "host_disk"):
