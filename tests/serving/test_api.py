@@ -119,8 +119,13 @@ def test_syntax_error_refused_with_line_and_old_version_stays(alice):
     assert (e.value.status, e.value.code) == (400, "load_failed")
     assert "line 2" in str(e.value)
     with pytest.raises(ApiError) as e:
-        deploy(alice, "evolving", HELLO, requirements=["./no-such-dir-for-usetl"])
-    assert e.value.code == "requirements_failed"
+        deploy(alice, "evolving", HELLO, requirements=["usetl-no-such-package-anywhere==1.0"])
+    assert e.value.code == "requirements_failed" and "No matching distribution" in str(e.value)
+    for bad in ("./local-dir", "git+https://example.com/x.git", "x @ https://example.com/x.whl",
+                "--index-url=https://example.com/"):
+        with pytest.raises(ApiError) as e:
+            deploy(alice, "evolving", HELLO, requirements=[bad])
+        assert e.value.code == "invalid_requirement"
     assert alice.function("evolving")["versions"] == [1]
     assert alice.invoke("evolving", {"name": "x"})["result"]["greeting"] == "hi x"
     v2 = deploy(alice, "evolving", HELLO.replace("hi ", "hello "))

@@ -24,7 +24,7 @@ def make_package(root, name, version, body):
 
 def test_installed_once_shared_and_read_only(tmp_path):
     pkg = make_package(tmp_path, "tinypkg", "1.2.3", "def double(x):\n    return 2 * x\n")
-    store = ModuleStore(tmp_path / "store")
+    store = ModuleStore(tmp_path / "store", binary_only=False)  # a local source tree
     first = store.install([str(pkg)])
     assert [p.name.rsplit("-", 1)[0] for p in first] == ["tinypkg-1.2.3"]
     assert (first[0] / "tinypkg" / "__init__.py").read_text().startswith("def double")

@@ -67,14 +67,19 @@ def _pip_reason(stderr: str) -> str:
 
 
 class ModuleStore:
-    def __init__(self, root: Path | None = None):
+    def __init__(self, root: Path | None = None, binary_only: bool = True):
+        """`binary_only`: wheels only, so that installing never runs a package's build code
+        on the host (a source distribution's setup.py would run as the server's user)."""
         self.root = Path(root) if root is not None else cache_root() / "modules"
+        self.binary_only = binary_only
         self.root.mkdir(parents=True, exist_ok=True)
         # Read by the sandboxes' unprivileged user.
         self.root.chmod(0o755)
 
     def _pip(self, args: list[str]) -> subprocess.CompletedProcess:
         env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
+        if self.binary_only:
+            args = [*args, "--only-binary", ":all:"]
         try:
             return subprocess.run(
                 [sys.executable, "-m", "pip", *args],

@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 HANDLER = re.compile(r"^[A-Za-z0-9_./-]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
+# A package from the index: a name, extras and version clauses; no paths, URLs or options.
+REQUIREMENT = re.compile(
+    r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?(\[[A-Za-z0-9._,-]+\])?"
+    r"(\s*(==|!=|<=|>=|~=|<|>)\s*[A-Za-z0-9.*+!]+\s*(,|$))*$"
+)
 ASYNC_RETRY_S = 0.05
 
 
@@ -162,6 +167,11 @@ class Platform:
         if handler_file not in files:
             raise ServiceError(400, "invalid_handler",
                                f"the handler's file {handler_file} is not among the files")
+        for requirement in request.requirements:
+            if not isinstance(requirement, str) or not REQUIREMENT.match(requirement.strip()):
+                raise ServiceError(400, "invalid_requirement",
+                                   f"requirement {requirement!r} must be a package name with "
+                                   "optional extras and versions (no paths, URLs or options)")
         env = request.env or {}
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
             raise ServiceError(400, "invalid_env", "env must map names to strings")
