@@ -110,10 +110,17 @@ def test_listening_datagram_and_unix_sockets_are_refused(usf, http_server):
         attempt("udp", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
         attempt("unix", lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
         attempt("socketpair", socket.socketpair)
+        many = []
+        attempt("65 sockets", lambda: [many.append(socket.socket()) for _ in range(65)])
+        print(len(many))
+        for m in many:
+            m.close()
+        attempt("after closing", lambda: socket.socket().close())
         """)
     assert out.splitlines() == [
         "bind EPERM", "listen EPERM", "accept EPERM", "create_server EPERM",
-        "udp EACCES", "unix EAFNOSUPPORT", "socketpair EACCES",
+        "udp EACCES", "unix EAFNOSUPPORT", "socketpair EACCES", "65 sockets EMFILE", "64",
+        "after closing ok",
     ]  # fmt: skip
 
 

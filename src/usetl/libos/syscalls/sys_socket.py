@@ -51,6 +51,7 @@ SOCKADDR_IN6 = struct.Struct("<H2s4s16sI")  # family, port, flowinfo, address, s
 MSGHDR = struct.Struct("<QI4xQQQQi4x")  # name, namelen, iov, iovlen, control, controllen, flags
 POLLFD = struct.Struct("<iHH")  # fd, events, revents
 MAX_POLL_FDS = 1024
+MAX_SOCKETS = 64  # open sockets per USF
 MAX_OPTLEN = 256
 SOL_SOCKET = socket.SOL_SOCKET
 SO_RCVTIMEO, SO_SNDTIMEO = 20, 21
@@ -91,6 +92,8 @@ def sys_socket(k: Kernel, domain: int, type_: int, protocol: int, *_: int) -> in
         raise SyscallError(errno.EINVAL)
     if protocol not in (0, IPPROTO_TCP):
         raise SyscallError(errno.EPROTONOSUPPORT)
+    if sum(isinstance(f, SocketFile) for f in k.fds.files.values()) >= MAX_SOCKETS:
+        raise SyscallError(errno.EMFILE)  # each is a host fd of the monitor's
     try:
         f = SocketFile(k, domain, nonblocking=bool(type_ & SOCK_NONBLOCK))
     except OSError as e:

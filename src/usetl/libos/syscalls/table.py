@@ -135,7 +135,7 @@ _ENTRIES = [
     Syscall("tgkill", sig.sys_tgkill, PARTIAL, "only to itself; default fatal actions end it"),
     Syscall("tkill", sig.sys_tkill, PARTIAL, "only to itself; default fatal actions end it"),
     # sockets: TCP clients proxied to host sockets under the function's policy
-    Syscall("socket", net.sys_socket, PARTIAL, "TCP over IPv4/IPv6 only; EACCES with no policy"),
+    Syscall("socket", net.sys_socket, PARTIAL, "TCP over IPv4/IPv6, 64 open; EACCES if no policy"),
     Syscall("connect", net.sys_connect, PARTIAL, "only where the policy allows, else EACCES"),
     Syscall("sendto", net.sys_sendto, PARTIAL, "the address is ignored (connected stream)"),
     Syscall("recvfrom", net.sys_recvfrom, FULL, "TCP reports no source address"),
