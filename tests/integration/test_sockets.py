@@ -175,7 +175,7 @@ def test_socket_calls_poll_select_and_timeouts(usf, http_server, stalling_port):
         try:
             t.recv(10)
         except TimeoutError:
-            print("timeout", round(time.monotonic() - t0, 1))
+            print("timeout", 0.3 <= time.monotonic() - t0 < 3)
         t.settimeout(None)
         timeval = (0).to_bytes(8, "little") + (200000).to_bytes(8, "little")  # 0.2 s
         t.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
@@ -189,7 +189,7 @@ def test_socket_calls_poll_select_and_timeouts(usf, http_server, stalling_port):
         "connect EINPROGRESS", "poll True", "so_error 0", "nodelay True", "type True",
         "peer True 127.0.0.1", "sendmsg True", "select True", "select-files True",
         "waitall b'HTTP/1.1 200'", "recvmsg 7 b' OK\\r\\nSe'", "body b'0123456789'",
-        "timeout 0.3", "rcvtimeo", "select-timeout ([], [], [])",
+        "timeout True", "rcvtimeo", "select-timeout ([], [], [])",
     ]  # fmt: skip
 
 
