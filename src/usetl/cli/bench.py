@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -28,12 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a = commands.add_parser(
         "all", help="run every experiment and write DIR/results.json, evaluation.md, figures"
     )
-    a.add_argument("--report", type=Path, required=True, metavar="DIR")
+    a.add_argument("--report", type=Path, required=True, metavar="DIR",
+                   help="where results.json, evaluation.md and the figures go")
     a.add_argument("--quick", action="store_true",
                    help="fewer repetitions, under 5 minutes (labelled as such in the report)")
     a.add_argument("--only", action="append", metavar="NAME",
                    help="run only this experiment (repeatable); names: " + experiment_names())
-    a.add_argument("--cache", type=Path, default=None, metavar="DIR")
+    a.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                   help="usetl's cache (images, module store, the container rootfs)")
     a.set_defaults(func=run_all)
 
     r = commands.add_parser("report", help="rewrite DIR/evaluation.md from DIR/results.json")
@@ -84,7 +87,11 @@ def run_fork(args: argparse.Namespace) -> int:
 def run_all(args: argparse.Namespace) -> int:
     from usetl.bench import report, runner
     from usetl.bench.config import preset
+    from usetl.image.build import CACHE_ENV
 
+    if args.cache is not None:
+        # Every process the experiments start (USF holders, usetl serve) uses the same cache.
+        os.environ[CACHE_ENV] = str(args.cache.resolve())
     image = ImageArchive.open(default_image(args.cache, progress=StderrProgress()))
     results = runner.run_all(preset(args.quick), args.report, only=args.only, image=image)
     target = report.generate(args.report)
