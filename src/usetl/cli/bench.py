@@ -96,8 +96,9 @@ def run_all(args: argparse.Namespace) -> int:
     results = runner.run_all(preset(args.quick), args.report, only=args.only, image=image)
     target = report.generate(args.report)
     failed = [n for n, e in results["experiments"].items() if e["status"] != "ok"]
-    print(f"usetl: wrote {target} ({len(results['experiments']) - len(failed)} experiments ok"
-          + (f", failed: {', '.join(failed)}" if failed else "") + ")")
+    total = len(results["experiments"])
+    print(f"usetl: wrote {target} ({total - len(failed)} of {total} experiments ok"
+          + (f"; failed: {', '.join(failed)}" if failed else "") + ")")
     return 0
 
 
