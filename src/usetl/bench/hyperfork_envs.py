@@ -15,6 +15,7 @@ from typing import Any
 
 from usetl.bench.envs import CallEnv, Instance, Population
 from usetl.bench.errors import BenchError, FeatureMissing
+from usetl.bench.stats import summary
 from usetl.bench.workload import HANDLER_RESULT, HANDLER_SOURCE
 from usetl.image import ImageArchive, cache_root
 
@@ -79,13 +80,22 @@ class ForkPerCall(CallEnv):
 
     def __init__(self, image: ImageArchive, mem_mib: int):
         self.t = FunctionTemplate(image, mem_mib)
+        self.fork_ms: list[float] = []
+
+    def begin_timed(self) -> None:
+        self.fork_ms.clear()
 
     def call(self) -> None:
         clone = self.t.fn.fork(warm=False)
+        self.fork_ms.append(clone.fork_ms)
         try:
             call(clone)
         finally:
             clone.close()
+
+    def extra(self) -> dict:
+        """Clone creation alone: from fork() to the clone ready for its first request."""
+        return {"fork_ms": summary(self.fork_ms)}
 
     def close(self) -> None:
         self.t.close()

@@ -472,6 +472,12 @@ class Report:
             if k in s:
                 text.append(f"With HyperFork, {PROSE[k]} answers in "
                             f"{fmt(med[k])} ms (p99 {fmt(s[k]['ms']['p99'])} ms): {why[k]}.")
+        if "fork_ms" in s.get("hf_fork", {}):
+            f = s["hf_fork"]["fork_ms"]
+            text.append(f"Of a clone forked per call, clone creation alone (from `fork()` to a "
+                        f"clone ready for its first request) takes {fmt(f['median'])} ms at the "
+                        f"median (p99 {fmt(f['p99'])} ms); the rest is the first request in a "
+                        "fresh VM.")
         if "hf_fork" in med and "usf_create" in med:
             ratio = self.d("coldstart.create_vs_fork", med["usf_create"] / med["hf_fork"])
             text.append(f"Forking a started template is {ratio}× faster than creating a USF, "
