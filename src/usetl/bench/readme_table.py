@@ -73,6 +73,17 @@ def table(results: dict) -> str:
                   + (" (extrapolated)" if s["extrapolated"] else ""))
         if c or u or d:
             lines.append(f"| {label} | {c} | {u} | {d} |")
+    fork = _series(results, "coldstart", "hf_fork")
+    if fork and fork.get("status") == "ok" and "fork_ms" in fork:
+        lines += ["", f"HyperFork clone creation alone (`fork()` to a clone ready for its first "
+                      f"request): median {fmt(fork['fork_ms']['median'])} ms, p99 "
+                      f"{fmt(fork['fork_ms']['p99'])} ms."]
+    rb = results["experiments"].get("rollback", {})
+    if rb.get("status") == "ok":
+        p = rb["points"][0]
+        lines += ["", f"Rollback after a request that wrote {p['pages']} page(s) "
+                      f"({fmt(p['restored_pages']['median'])} pages restored): median "
+                      f"{fmt(p['ms']['median'])} ms."]
     dl = results["experiments"].get("download", {})
     if dl.get("series"):
         size = results["config"]["download_sizes_mib"][-1]
