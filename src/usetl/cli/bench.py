@@ -26,6 +26,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--json", action="store_true", help="print the numbers as JSON")
     f.set_defaults(func=run_fork)
 
+    p = commands.add_parser(
+        "platform", help="the platform under sustained load: HTTP and Python API, both backends")
+    p.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
+    p.add_argument("--seconds", type=float, default=5.0, help="timed seconds per series")
+    p.add_argument("--warmup", type=float, default=2.0, help="untimed seconds first")
+    p.add_argument("--backend", action="append", choices=["kvm", "process"], default=None,
+                   help="backend to measure (repeatable; default both)")
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    p.set_defaults(func=run_platform)
+
     a = commands.add_parser(
         "all", help="run every experiment and write DIR/results.json, evaluation.md, figures"
     )
@@ -114,4 +124,14 @@ def run_readme_table(args: argparse.Namespace) -> int:
 
     readme_table.update(args.readme, args.dir)
     print(f"usetl: refreshed the comparison table in {args.readme} from {args.dir}")
+    return 0
+
+
+def run_platform(args: argparse.Namespace) -> int:
+    from usetl.bench import sustained
+
+    result = sustained.run(args.backend or ["kvm", "process"], args.clients, args.seconds,
+                           args.warmup, say=_say)
+    _done()
+    print(json.dumps(result, indent=2) if args.json else sustained.format_report(result))
     return 0

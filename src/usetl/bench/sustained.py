@@ -1,0 +1,168 @@
+"""`usetl bench platform`: sustained invocations per second and latency, side by side.
+
+For each backend (KVM, process), API (HTTP through a `usetl serve` process,
+Python through a `Platform` object in this process) and function (a no-op;
+the demo ETL function, which downloads a CSV from a local HTTP server with
+etl.get, aggregates it and posts JSON back): deploy, then `clients` threads
+invoke back to back for `warmup_s` untimed seconds (the pool grows to the
+concurrency it sees), then for `seconds` timed ones. Each invocation is
+timed from request to result; throughput is completed invocations over the
+timed window. A serial pass (one client) gives the warm latency.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from usetl.api.client import Client
+from usetl.api.demo import EXAMPLE, DataServer, sales_csv
+from usetl.api.launcher import ServerProcess
+from usetl.bench.stats import summary
+from usetl.image.modstore import ModuleStore
+from usetl.platform.backends import choose_backend
+from usetl.platform.service import DeployRequest, Platform
+
+NOOP = "def handler(event, context):\n    return event\n"
+
+
+def drive(call: Callable[[], Any], clients: int, seconds: float) -> dict:
+    """`clients` threads calling back to back for `seconds`; latency and throughput."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def client() -> None:
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            try:
+                call()
+            except Exception as e:  # counted and reported; the load goes on
+                with lock:
+                    errors.append(f"{type(e).__name__}: {e}"[:200])
+                continue
+            with lock:
+                latencies.append((time.perf_counter() - t0) * 1e3)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    if not latencies:
+        raise RuntimeError(f"every invocation failed: {errors[:1]}")
+    return {"per_second": round(len(latencies) / wall, 1), "ms": summary(latencies),
+            "errors": len(errors), "first_error": errors[0] if errors else ""}
+
+
+def _checked(record: dict) -> dict:
+    if record["status"] != "succeeded":
+        raise RuntimeError(f"{record['error']['type']}: {record['error']['message']}")
+    return record
+
+
+def measure(invoke: Callable[[], dict], clients: int, seconds: float, warmup_s: float) -> dict:
+    call = lambda: _checked(invoke())  # noqa: E731
+    drive(call, clients, warmup_s)
+    loaded = drive(call, clients, seconds)
+    serial = drive(call, 1, min(seconds, 3.0))
+    return {"load": loaded, "serial_ms": serial["ms"]}
+
+
+def functions(data: DataServer) -> dict[str, tuple[str, dict, Any]]:
+    """name -> (files, deploy options, event)."""
+    noop = {"fn.py": base64.b64encode(NOOP.encode()).decode()}
+    etl = {EXAMPLE.name: base64.b64encode(EXAMPLE.read_bytes()).decode()}
+    event = {"source": data.base + "/sales.csv", "sink": data.base + "/totals",
+             "min_amount": 250}
+    return {
+        "noop": (noop, {"handler": "fn.py:handler"}, 1),
+        "etl": (etl, {"handler": f"{EXAMPLE.name}:handler", "allow": [data.base + "/"]}, event),
+    }
+
+
+def run_http(backend: str, root: Path, data: DataServer, clients: int, seconds: float,
+             warmup_s: float, say: Callable[[str], None]) -> dict:
+    out = {}
+    with ServerProcess(root / "state", root / "modules", backend) as server:
+        admin = Client(server.url, server.admin_token)
+        local = threading.local()
+
+        def client() -> Client:
+            if not hasattr(local, "client"):
+                local.client = Client(server.url, server.admin_token)
+            return local.client
+
+        for name, (files, options, event) in functions(data).items():
+            admin.request("PUT", f"/v1/functions/{name}",
+                          json={"files": files, "concurrency": clients, **options})
+            say(f"HTTP API, {backend} backend, {name}")
+            out[name] = measure(lambda n=name, e=event: client().invoke(n, e), clients,
+                                seconds, warmup_s)
+        admin.close()
+    return out
+
+
+def run_python(backend: str, root: Path, data: DataServer, clients: int, seconds: float,
+               warmup_s: float, say: Callable[[str], None]) -> dict:
+    out = {}
+    modules = ModuleStore(root / "modules")
+    platform = Platform(choose_backend(backend, hide=[root]), root / "state", modules)
+    try:
+        tenant, _ = platform.registry.add_tenant("bench")
+        for name, (files, options, event) in functions(data).items():
+            platform.deploy(tenant, name, DeployRequest(
+                files=files, requirements=[], concurrency=clients, **options))
+            say(f"Python API, {backend} backend, {name}")
+            out[name] = measure(lambda n=name, e=event: platform.invoke(tenant, n, e), clients,
+                                seconds, warmup_s)
+    finally:
+        platform.close()
+    return out
+
+
+def run(backends: list[str], clients: int = 8, seconds: float = 5.0, warmup_s: float = 2.0,
+        say: Callable[[str], None] = lambda message: None) -> dict:
+    data = DataServer(sales_csv())
+    results: dict = {"clients": clients, "seconds": seconds, "warmup_s": warmup_s,
+                     "series": {}}
+    try:
+        for backend in backends:
+            for api, runner in (("http", run_http), ("python", run_python)):
+                root = Path(tempfile.mkdtemp(prefix="usetl-bench-platform-"))
+                try:
+                    for name, numbers in runner(backend, root, data, clients, seconds,
+                                                warmup_s, say).items():
+                        results["series"][f"{api}/{backend}/{name}"] = numbers
+                except Exception as e:  # a failed series is a result, with its reason
+                    results["series"][f"{api}/{backend}"] = {"failed": f"{type(e).__name__}: {e}"}
+                finally:
+                    shutil.rmtree(root, ignore_errors=True)
+    finally:
+        data.close()
+    return results
+
+
+def format_report(results: dict) -> str:
+    lines = [f"{results['clients']} clients, {results['seconds']:g} s after "
+             f"{results['warmup_s']:g} s of warm-up; serial = one client",
+             f"{'API/backend/function':24} {'per s':>7} {'median':>8} {'p99':>8} "
+             f"{'serial median':>14} {'errors':>6}"]
+    for key, v in results["series"].items():
+        if "failed" in v:
+            lines.append(f"{key:24} failed: {v['failed']}")
+            continue
+        load = v["load"]
+        lines.append(f"{key:24} {load['per_second']:>7.1f} {load['ms']['median']:>6.2f}ms "
+                     f"{load['ms']['p99']:>6.2f}ms {v['serial_ms']['median']:>12.2f}ms "
+                     f"{load['errors']:>6}")
+    return "\n".join(lines)
