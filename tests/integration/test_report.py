@@ -181,6 +181,11 @@ def test_readme_table_is_replaced_between_its_markers(evaluation, tmp_path):
     assert results["machine"]["kvm_backend"] in text
     usf = results["experiments"]["coldstart"]["series"]["usf_create"]["ms"]
     assert f"| USF, created per call | {report.fmt(usf['median'])} / " in text
+    known: set[str] = set()
+    numbers_in_json(json.loads((outdir / runner.RESULTS_FILE).read_text()), known)
+    table = text.split(START, 1)[1].split(END, 1)[0]
+    stray = [n for n in numbers_in_text(table) if n not in known]
+    assert not stray, f"numbers in the README table that results.json does not hold: {stray}"
 
 
 @pytest.mark.kvm
