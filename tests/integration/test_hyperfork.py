@@ -251,3 +251,17 @@ def test_a_loaded_handler_is_invoked_in_clones_and_rollback_resets_its_globals(b
             {"sum": 6, "calls": 1, "id": "a"}, {"sum": 4, "calls": 2, "id": "b"})
         clone.rollback()
         assert clone.invoke({"values": []}, {"request_id": "c"}).value["calls"] == 1
+
+
+def test_the_cli_forks_a_function_template_for_a_handler(image_path, tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "fn.py").write_text("def main(event, context):\n    return sum(event)\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "usetl", "vm", "run", "--image", str(image_path), "--fork", "2",
+         "--json", "--handler", f"{tmp_path / 'fn.py'}:main", "--event", "[1, 2, 3]"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert [c["value"] for c in json.loads(proc.stdout)["clones"]] == [6, 6]

@@ -51,31 +51,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.set_defaults(func=run_code)
 
 
-def _function_files(spec: str) -> tuple[dict[str, bytes], str, str]:
-    """The files of FILE:FUNCTION for the guest's /tmp, the guest path to load, the function."""
+def _handler_location(spec: str) -> tuple[Path, str]:
+    """FILE:FUNCTION as the file (or package directory) and the function's name."""
     location, _, function = spec.rpartition(":")
     if not location or not function.isidentifier():
         raise UsageError(f"--handler wants FILE:FUNCTION, not {spec!r}")
-    source = Path(location)
+    source = Path(location).resolve()
+    if not source.exists():
+        raise UsageError(f"{location}: no such file or directory")
+    return source, function
+
+
+def _event(args: argparse.Namespace) -> object:
+    try:
+        return json.loads(args.event)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--event is not JSON: {e}") from None
+
+
+def _function_files(spec: str) -> tuple[dict[str, bytes], str, str]:
+    """The files of FILE:FUNCTION for the guest's /tmp, the guest path to load, the function."""
+    source, function = _handler_location(spec)
     if source.is_file():
         return {f"fn/{source.name}": source.read_bytes()}, f"/tmp/fn/{source.name}", function
-    if source.is_dir():
-        files = {
-            f"fn/{source.name}/{p.relative_to(source)}": p.read_bytes()
-            for p in sorted(source.rglob("*.py"))
-            if "__pycache__" not in p.parts
-        }
-        return files, f"/tmp/fn/{source.name}", function
-    raise UsageError(f"{location}: no such file or directory")
+    files = {
+        f"fn/{source.name}/{p.relative_to(source)}": p.read_bytes()
+        for p in sorted(source.rglob("*.py"))
+        if "__pycache__" not in p.parts
+    }
+    return files, f"/tmp/fn/{source.name}", function
 
 
 def _run(usf: Usf, args: argparse.Namespace) -> InvocationResult:
     if args.handler is None:
         return usf.run_code(args.code, timeout=args.timeout)
-    try:
-        event = json.loads(args.event)
-    except json.JSONDecodeError as e:
-        raise UsageError(f"--event is not JSON: {e}") from None
+    event = _event(args)
     files, path, function = _function_files(args.handler)
     loaded = usf.load_function(function, path=path, files=files, timeout=args.timeout)
     if not loaded.ok:
@@ -93,9 +103,7 @@ def run_code(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     image = ImageArchive.open(args.image or default_image(args.cache, progress=StderrProgress()))
     if args.fork:
-        if args.handler is not None:
-            raise UsageError("--fork runs CODE in clones; it does not take --handler")
-        return run_forked(args, image)
+        return run_forked(args, image, _event(args))
     config = UsfConfig(mem_mib=args.mem, trace=args.trace, allow=tuple(args.allow))
     with Usf(image, config) as usf:
         usf.start()
@@ -135,23 +143,35 @@ def run_code(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def run_forked(args: argparse.Namespace, image: ImageArchive) -> int:
+def run_forked(args: argparse.Namespace, image: ImageArchive, event: object) -> int:
+    """One template (with --handler: a function template), then the same request in N clones."""
     from usetl.hyperfork import Template
 
     if args.fork < 1 or args.trace:
-        raise UsetlError("--fork takes a count of at least 1, and cannot be combined with --trace")
+        raise UsageError("--fork takes a count of at least 1, and cannot be combined with --trace")
     t0 = time.perf_counter()
     clones = []
-    with Template.start(image, config=UsfConfig(mem_mib=args.mem)) as template:
+    config = UsfConfig(mem_mib=args.mem, allow=tuple(args.allow))
+    with Template.start(image, config=config) as base:
+        template = base
+        if args.handler is not None:
+            source, function = _handler_location(args.handler)
+            load = {"kind": "load", "path": f"/code/{source.name}", "handler": function}
+            template = base.load_function(load, mounts={"code": str(source.parent)})
         template_ms = (time.perf_counter() - t0) * 1e3
-        for _ in range(args.fork):
-            with template.fork() as clone:
-                result = clone.run_code(args.code, timeout=args.timeout)
-                clones.append({
-                    "pid": clone.pid, "instance": clone.instance,
-                    "fork_ms": round(clone.fork_ms, 3), "run_ms": round(result.total_ms, 3),
-                    "stdout": result.stdout, "stderr": result.stderr, "error": result.error,
-                })
+        with template:
+            for _ in range(args.fork):
+                with template.fork() as clone:
+                    if args.handler is None:
+                        result = clone.run_code(args.code, timeout=args.timeout)
+                    else:
+                        result = clone.invoke(event, timeout=args.timeout)
+                    clones.append({
+                        "pid": clone.pid, "instance": clone.instance,
+                        "fork_ms": round(clone.fork_ms, 3), "run_ms": round(result.total_ms, 3),
+                        "stdout": result.stdout, "stderr": result.stderr, "error": result.error,
+                        "value": result.value, "io": result.io,
+                    })
     ok = all(c["error"] is None for c in clones)
     if args.json:
         print(json.dumps({"template_ms": round(template_ms, 3), "clones": clones}))
@@ -160,9 +180,11 @@ def run_forked(args: argparse.Namespace, image: ImageArchive) -> int:
         print(f"--- clone {i} (pid {c['pid']}): fork {c['fork_ms']:.1f} ms, "
               f"run {c['run_ms']:.1f} ms", file=sys.stderr)
         sys.stdout.write(c["stdout"])
+        if args.handler is not None and c["error"] is None:
+            print(json.dumps(c["value"]))
         sys.stdout.flush()
         sys.stderr.write(c["stderr"])
         if c["error"]:
             sys.stderr.write(c["error"].get("traceback") or f"{c['error']['message']}\n")
-    print(f"usetl: template started in {template_ms:.1f} ms, {len(clones)} clones", file=sys.stderr)
+    print(f"usetl: template ready in {template_ms:.1f} ms, {len(clones)} clones", file=sys.stderr)
     return 0 if ok else 1
