@@ -32,9 +32,11 @@ class BenchConfig:
     # Rollback: pages a handler dirties before the rollback is timed.
     rollback_pages: tuple[int, ...]
     rollback_runs: int
-    # Platform under load: requests per API and function, and concurrent clients.
-    load_requests: int
+    # Platform under load: concurrent clients, untimed and timed seconds per series.
     load_concurrency: int
+    load_warmup_s: float
+    load_seconds: float
+    platform_backends: tuple[str, ...] = ("kvm", "process")
     # Guest memory per USF.
     usf_mem_mib: int = 512
     compat_modules: tuple[str, ...] = field(default=(
@@ -62,8 +64,9 @@ QUICK = BenchConfig(
     density_seconds=20,
     rollback_pages=(1, 64, 1024),
     rollback_runs=5,
-    load_requests=100,
     load_concurrency=4,
+    load_warmup_s=1.0,
+    load_seconds=3.0,
 )
 
 FULL = BenchConfig(
@@ -81,8 +84,9 @@ FULL = BenchConfig(
     density_seconds=300,
     rollback_pages=(1, 16, 256, 1024, 4096, 16384),
     rollback_runs=20,
-    load_requests=2000,
-    load_concurrency=16,
+    load_concurrency=8,
+    load_warmup_s=5.0,
+    load_seconds=20.0,
 )
 
 

@@ -16,7 +16,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
@@ -96,7 +96,6 @@ class Context:
     image: ImageArchive
     progress: Progress
     workdir: Path
-    failures: list[str] = field(default_factory=list)
 
     def say(self, message: str) -> None:
         self.progress.step(message)
@@ -108,7 +107,6 @@ class Context:
             return {"status": "ok", "label": label, **fn()}
         except Exception as e:  # a failed series is a result, reported with its reason
             log.debug("series %s failed", label, exc_info=True)
-            self.failures.append(f"{label}: {e}")
             return {"status": "failed", "label": label, "reason": reason(e)}
 
 
