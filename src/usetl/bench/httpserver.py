@@ -1,10 +1,8 @@
 """`python -m usetl.bench.httpserver`: a local HTTP server for the download experiment.
 
 GET /bytes/N answers N bytes (a fixed random megabyte, repeated) with a
-Content-Length; GET /csv/N answers a CSV of N rows (city,qty); POST /sink
-reads the body and answers its length. It runs in its own process so that
-serving does not share the benchmark's interpreter; it prints its port,
-then serves until killed.
+Content-Length. It runs in its own process so that serving does not share
+the benchmark's interpreter; it prints its port, then serves until killed.
 """
 
 from __future__ import annotations
@@ -13,12 +11,6 @@ import os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CHUNK = os.urandom(1 << 20)
-CITIES = ["lisbon", "austin", "osaka", "lagos", "lima"]
-
-
-def csv_rows(n: int) -> bytes:
-    """The CSV the ETL function reads: row i is (CITIES[i % 5], i % 7)."""
-    return ("city,qty\n" + "".join(f"{CITIES[i % 5]},{i % 7}\n" for i in range(n))).encode()
 
 
 class BytesHandler(BaseHTTPRequestHandler):
@@ -27,24 +19,7 @@ class BytesHandler(BaseHTTPRequestHandler):
     # for the client's delayed ACK (40 ms on Linux), a stall of the server, not the client.
     disable_nagle_algorithm = True
 
-    def do_POST(self) -> None:
-        size = int(self.headers.get("Content-Length", "0"))
-        got = len(self.rfile.read(size))
-        body = str(got).encode()
-        self.send_response(200 if self.path == "/sink" else 404)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
     def do_GET(self) -> None:
-        if self.path.startswith("/csv/") and self.path[5:].isdigit():
-            body = csv_rows(int(self.path[5:]))
-            self.send_response(200)
-            self.send_header("Content-Type", "text/csv")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
         prefix = "/bytes/"
         if not self.path.startswith(prefix) or not self.path[len(prefix):].isdigit():
             self.send_error(404)
