@@ -264,6 +264,14 @@ class Report:
                 parts.append(text + ".")
             elif failed_series(dl):
                 parts.append("The in-USF download paths failed in this run.")
+        pl = self.exp("platform")
+        h = ok_series(pl).get("http_kvm_noop") if pl else None
+        if h:
+            parts.append(
+                f"Through its HTTP API on the KVM backend the platform sustains "
+                f"{fmt(h['per_second'])} no-op invocations per second at "
+                f"{fmt(h['ms']['median'])} ms median latency on this machine."
+            )
         cp = self.exp("compat")
         if cp:
             parts.append(
