@@ -19,6 +19,7 @@ from .app import create_app
 
 log = logging.getLogger(__name__)
 ADMIN = "admin"
+GRACEFUL_SHUTDOWN_S = 20.0
 
 def ensure_admin(platform: Platform) -> str | None:
     """Create the admin tenant on first start; returns its token then (saved 0600), else None."""
@@ -51,7 +52,9 @@ def serve(
     )
     token = ensure_admin(platform)
     app = create_app(platform)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    # A stop waits this long for invocations in flight, then cuts them off.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
     server = uvicorn.Server(config)
     announce(f"usetl: backend {backend.name}: {backend.isolation}")
     if backend.name != "kvm":
