@@ -174,6 +174,9 @@ def test_tenants_are_isolated(server, admin, alice):
     assert e.value.status == 403
     assert alice.invoke("private", {"n": 4})["result"]["square"] == 16
     assert len(alice.logs("private")) == 2
+    usage = {u["function"]: u for u in alice.usage()}
+    assert usage["private"]["invocations"] == 2 and usage["private"]["guest_cpu_ms"] > 0
+    assert bob.usage() == []
     assert [f["name"] for f in bob.functions()] == []
 
 

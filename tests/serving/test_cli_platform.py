@@ -50,6 +50,8 @@ def test_a_tenant_deploys_invokes_and_cleans_up(server, tmp_path):
     assert "greet" in listed.stdout and "greet.py:handler" in listed.stdout
     logs = usetl(server, tmp_path, "logs", "greet")
     assert "greeting world" in logs.stdout and "greeting later" in logs.stdout
+    usage = usetl(server, tmp_path, "usage")
+    assert usage.returncode == 0 and usage.stdout.splitlines()[1].split()[:2] == ["greet", "2"]
     stats = usetl(server, tmp_path, "stats", "--once", token=server.admin_token)
     assert stats.returncode == 0 and "/greet/1" in stats.stdout
     bad = usetl(server, tmp_path, "invoke", "greet", "{oops")

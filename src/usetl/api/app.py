@@ -174,6 +174,12 @@ def create_app(platform: Platform) -> FastAPI:
              limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict:
         return {"invocations": platform.logs(caller, name, limit)}
 
+    @app.get("/v1/usage", tags=["invocations"])
+    def usage(caller: Caller, since: Annotated[float, Query(ge=0)] = 0.0) -> dict:
+        """What the tenant's invocations used, per function, since a Unix time: invocations,
+        failures, duration, guest CPU, and the host CPU, requests and bytes of their I/O."""
+        return {"since": since, "functions": platform.usage(caller, since)}
+
     @app.get("/v1/pool", tags=["operations"])
     def pool(caller: Caller) -> dict:
         return {

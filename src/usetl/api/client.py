@@ -138,6 +138,9 @@ class Client:
         return self.request("GET", f"/v1/functions/{name}/logs", params={"limit": limit})[
             "invocations"]
 
+    def usage(self, since: float = 0.0) -> list[dict]:
+        return self.request("GET", "/v1/usage", params={"since": since})["functions"]
+
     def add_tenant(self, name: str) -> dict:
         return self.request("POST", "/v1/tenants", json={"name": name})
 

@@ -1,4 +1,4 @@
-"""The client commands: deploy, invoke, ls, logs, rm, tenant add, stats (over HTTP).
+"""The client commands: deploy, invoke, ls, logs, usage, rm, tenant add, stats (over HTTP).
 
 The server is --url, else $USETL_URL, else the config file, else
 http://127.0.0.1:8080; the token is --token, else $USETL_TOKEN, else the
@@ -61,6 +61,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     logs.add_argument("name")
     logs.add_argument("-n", "--limit", type=int, default=20)
     logs.set_defaults(func=run_logs)
+
+    usage = _command(subparsers, "usage", "what your invocations used, per function (billing)")
+    usage.add_argument("--hours", type=float, default=None, help="only the last N hours")
+    usage.set_defaults(func=run_usage)
 
     rm = _command(subparsers, "rm", "delete a function (all its versions)")
     rm.add_argument("name")
@@ -188,6 +192,19 @@ def run_logs(args: argparse.Namespace) -> int:
             print(f"    {line}")
         if record["error"]:
             print(f"    {record['error']['type']}: {record['error']['message']}")
+    return 0
+
+
+def run_usage(args: argparse.Namespace) -> int:
+    since = time.time() - args.hours * 3600 if args.hours else 0.0
+    rows = _client(args).usage(since)
+    print(f"{'FUNCTION':20} {'CALLS':>7} {'FAILED':>6} {'TIME S':>8} {'GUEST CPU S':>11} "
+          f"{'I/O HOST CPU S':>14} {'REQUESTS':>8} {'BYTES IN':>10} {'BYTES OUT':>10}")
+    for u in rows:
+        print(f"{u['function']:20} {u['invocations']:>7} {u['failed']:>6} "
+              f"{u['duration_ms'] / 1e3:>8.2f} {u['guest_cpu_ms'] / 1e3:>11.3f} "
+              f"{u['io_host_cpu_s']:>14.4f} {u['io_requests']:>8} {u['bytes_in']:>10} "
+              f"{u['bytes_out']:>10}")
     return 0
 
 

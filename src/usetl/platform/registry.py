@@ -472,6 +472,24 @@ class Registry:
         )
         return [_invocation(r) for r in reversed(rows)]
 
+    def usage(self, tenant_id: int, since: float = 0.0) -> list[dict]:
+        """Per function: what the tenant's invocations used since `since` (for billing)."""
+        self.flush()
+        rows = self._read(
+            "SELECT function_name, COUNT(*) AS invocations, "
+            "SUM(status = 'failed') AS failed, "
+            "COALESCE(SUM(duration_ms), 0) AS duration_ms, "
+            "COALESCE(SUM(guest_cpu_ms), 0) AS guest_cpu_ms, "
+            "COALESCE(SUM(host_cpu_s), 0) AS io_host_cpu_s, "
+            "COALESCE(SUM(io_requests), 0) AS io_requests, "
+            "COALESCE(SUM(bytes_in), 0) AS bytes_in, COALESCE(SUM(bytes_out), 0) AS bytes_out "
+            "FROM invocations WHERE tenant_id = ? AND created >= ? "
+            "GROUP BY function_name ORDER BY function_name",
+            (tenant_id, since),
+        )
+        return [{"function": r["function_name"], **{k: r[k] for k in r.keys()[1:]}}
+                for r in rows]
+
     def recover(self) -> tuple[list[str], list[str]]:
         """After a restart: queued async invocations to re-run, and running ones now interrupted.
 

@@ -385,6 +385,9 @@ class Platform:
             raise _no_function(name)
         return self.registry.logs(tenant.id, name, limit)
 
+    def usage(self, tenant: Tenant, since: float) -> list[dict]:
+        return self.registry.usage(tenant.id, since)
+
     def pool_status(self, tenant: Tenant) -> list[dict]:
         prefix = f"{tenant.id}/"
         return [s for s in self.pool.status() if tenant.admin or s["function"].startswith(prefix)]
