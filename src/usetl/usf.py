@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from usetl.errors import UsetlError
+from usetl.etl.accounting import IoAccount
 from usetl.etl.errors import EtlError
 from usetl.etl.policy import UrlPolicy
 from usetl.image import default_image
@@ -224,6 +225,7 @@ class Usf:
         count0, secs0 = k.stats.count, k.stats.seconds
         t0 = time.perf_counter()
         self.etl.reset(deadline=time.monotonic() + timeout if timeout is not None else None)
+        k.net_account = IoAccount()
         for name, data in (host_files or {}).items():
             try:
                 self.etl.put_host_file(name, data)
@@ -270,9 +272,17 @@ class Usf:
             syscall_ms=(k.stats.seconds - secs0) * 1e3,
             stdout_truncated=truncated,
             value=value,
-            io=self.etl.account.as_dict(),
+            io=self._io(),
             extra=reply or {},
         )
+
+    def _io(self) -> dict:
+        """The invocation's I/O: ETL requests plus the socket path, as one bill."""
+        assert self.kernel is not None
+        total = IoAccount()
+        total.add(self.etl.account)
+        total.add(self.kernel.net_account)
+        return total.as_dict()
 
     def _exit_error(self, stop: Stop) -> dict:
         assert self.kernel is not None

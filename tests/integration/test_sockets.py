@@ -29,6 +29,12 @@ def run(usf, code, timeout=30):
     return r.stdout
 
 
+def run_io(usf, code, timeout=30):
+    r = usf.run_code(textwrap.dedent(code), timeout=timeout)
+    assert r.error is None, (r.error, r.stderr)
+    return r.stdout, r.io
+
+
 def test_urllib_fetches_an_allowed_url_by_address_and_by_name(usf, http_server):
     body = os.urandom((1 << 20) + 3)
     http_server.add("/data/blob", body)
@@ -70,7 +76,7 @@ def test_a_denied_address_is_refused_without_a_connection(usf, http_server, othe
 
 def test_http_client_post_round_trip(usf, http_server):
     usf.kernel.allow_sockets(UrlPolicy([http_server.base + "/"]))
-    out = run(usf, f"""
+    out = run_io(usf, f"""
         import http.client, json
         conn = http.client.HTTPConnection("127.0.0.1", {http_server.port}, timeout=10)
         payload = bytes(range(256)) * 1024 + b"tail"
@@ -82,13 +88,17 @@ def test_http_client_post_round_trip(usf, http_server):
         """)
     expected = bytes(range(256)) * 1024 + b"tail"
     answer = {"size": len(expected), "sha256": hashlib.sha256(expected).hexdigest()}
-    lines = out.splitlines()
+    lines, io = out
+    lines = lines.splitlines()
     assert [(int(s), json.loads(j)) for s, j in (line.split(" ", 1) for line in lines)] == [
         (200, answer), (200, answer)
     ]
     assert [(p, ct, b == expected) for p, ct, b in http_server.posts] == [
         ("/upload", "text/csv", True)
     ] * 2
+    # The socket path is billed like ETL requests: one connection, both bodies out.
+    assert io["requests"] == 1 and io["bytes_out"] > 2 * len(expected)
+    assert 0 < io["bytes_in"] < 4096 and io["host_cpu_s"] > 0
 
 
 def test_listening_datagram_and_unix_sockets_are_refused(usf, http_server):

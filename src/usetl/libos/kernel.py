@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from usetl.etl.accounting import IoAccount
 from usetl.kvm.structs import kvm_regs
 from usetl.vm import Stop, Vm
 
@@ -81,6 +82,7 @@ class Kernel:
         self.blocked: tuple | None = None  # (handler, args) of a syscall waiting on the monitor
         self.last_file_map: tuple | None = None  # see sys_mmap
         self.net: SocketPolicy | None = None  # where sockets may connect; None: no sockets
+        self.net_account = IoAccount()  # the socket path's I/O, billed like ETL requests
 
     def allow_sockets(self, policy: SocketPolicy | None) -> None:
         """Let the guest's TCP sockets connect where `policy` allows (None: no sockets).

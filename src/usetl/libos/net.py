@@ -131,7 +131,23 @@ class SocketFile(OpenFile):
 
     # -- the calls --------------------------------------------------------------
 
+    def _bill(self, cpu0: float, wall0: float, received: int = 0, sent: int = 0,
+              connects: int = 0) -> None:
+        account = self.kernel.net_account
+        account.requests += connects
+        account.bytes_in += received
+        account.bytes_out += sent
+        account.host_cpu_s += time.thread_time() - cpu0
+        account.wall_s += time.perf_counter() - wall0
+
     def connect(self, address: tuple) -> None:
+        cpu0, wall0 = time.thread_time(), time.perf_counter()
+        try:
+            self._connect(address)
+        finally:
+            self._bill(cpu0, wall0, connects=1)
+
+    def _connect(self, address: tuple) -> None:
         sock = self.host
         err = sock.connect_ex(address)
         if err == 0:
@@ -154,6 +170,12 @@ class SocketFile(OpenFile):
         """
         if not len(dest):
             return 0
+        cpu0, wall0 = time.thread_time(), time.perf_counter()
+        n = self._recv_into(dest, flags)
+        self._bill(cpu0, wall0, received=0 if flags & MSG_PEEK else n)
+        return n
+
+    def _recv_into(self, dest: memoryview, flags: int) -> int:
         sock = self.host
         peek = flags & MSG_PEEK
         n = self._retry(lambda: sock.recv_into(dest, 0, peek), POLLIN, self.recv_timeout, flags)
@@ -175,12 +197,24 @@ class SocketFile(OpenFile):
             return 0
         sock = self.host
         peek = flags & MSG_PEEK
-        return self._retry(
+        cpu0, wall0 = time.thread_time(), time.perf_counter()
+        n = self._retry(
             lambda: sock.recvmsg_into(buffers, 0, peek)[0], POLLIN, self.recv_timeout, flags
         )
+        self._bill(cpu0, wall0, received=0 if peek else n)
+        return n
 
     def send(self, data: Iterable[memoryview], flags: int) -> int:
         """Send from guest memory; a blocking call sends everything, as Linux does."""
+        cpu0, wall0 = time.thread_time(), time.perf_counter()
+        sent = 0
+        try:
+            sent = self._send(data, flags)
+        finally:
+            self._bill(cpu0, wall0, sent=sent)
+        return sent
+
+    def _send(self, data: Iterable[memoryview], flags: int) -> int:
         sock = self.host
         buffers = [b for b in data if len(b)]
         total = sum(len(b) for b in buffers)
