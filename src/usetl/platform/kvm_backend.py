@@ -69,9 +69,15 @@ def entry_source(spec: FunctionSpec, module_mounts: list[str]) -> str:
     )
 
 
+# Sent after a rollback, off the request's path: the clone takes its fresh identity then, and
+# the agent's request path is faulted back in, instead of during the next invocation.
+PRIME = {"kind": "exec", "code": "pass"}
+
+
 class KvmInstance:
-    def __init__(self, clone: Any):
+    def __init__(self, clone: Any, prime: bool):
         self.clone = clone
+        self.prime = prime
         self.closed = False
 
     def invoke(self, event: Any, context: dict, timeout: float) -> Outcome:
@@ -103,6 +109,10 @@ class KvmInstance:
             raise RollbackImpossible("the instance's guest ended")
         try:
             self.clone.rollback()
+            if self.prime:
+                primed = self.clone.request(PRIME)
+                if primed.error is not None:
+                    raise HyperForkError(f"priming failed: {primed.error.get('message')}")
         except HyperForkError as e:
             self.close()
             raise RollbackImpossible(f"rollback failed: {e}") from e
@@ -114,15 +124,16 @@ class KvmInstance:
 
 
 class KvmTemplate:
-    def __init__(self, template: Template):
+    def __init__(self, template: Template, prime: bool):
         self.template = template
+        self.prime = prime
         self.memory_bytes = template.memory_bytes()  # read once: the template is frozen
         self.lock = threading.Lock()  # a Template's channel carries one request at a time
 
     def fork(self) -> KvmInstance:
         try:
             with self.lock:
-                return KvmInstance(self.template.fork(warm=True))
+                return KvmInstance(self.template.fork(warm=True), self.prime)
         except HyperForkError as e:
             raise BackendError(f"cannot clone the function's template: {e}") from e
 
@@ -140,8 +151,11 @@ class KvmBackend:
     isolation = ISOLATION
     instance_bytes = 2 << 20  # a warmed clone's private memory (DESIGN.md: 1.7 MiB USS)
 
-    def __init__(self, image: Path | None = None):
+    def __init__(self, image: Path | None = None, prime: bool = True):
+        """`prime`: after each rollback, run a no-op request in the clone (it costs CPU off
+        the request's path and saves the next invocation its identity refresh and faults)."""
         self.image = image
+        self.prime = prime
         self.bases: dict[tuple[int, tuple[str, ...]], Template] = {}
         self.lock = threading.Lock()
 
@@ -178,11 +192,11 @@ class KvmBackend:
             raise FunctionLoadError(f"{last}{where}", {
                 "type": last.split(":", 1)[0], "message": last, "traceback": text,
             }) from e
-        return KvmTemplate(template)
+        return KvmTemplate(template, self.prime)
 
     def restore(self, spec: FunctionSpec, directory: Path) -> KvmTemplate:
         try:
-            return KvmTemplate(Template.load(directory))
+            return KvmTemplate(Template.load(directory), self.prime)
         except HyperForkError as e:
             raise BackendError(f"cannot restore the snapshot in {directory}: {e}") from e
 
