@@ -988,8 +988,10 @@ class Report:
         self.out(
             f"A syscall costs {fmt(rt['usf'])} µs in a USF against {fmt(rt['host'])} µs on the "
             "host: each is a VM exit and a handler in the Python monitor. Pure-Python code runs "
-            f"at {fmt(exp['compute_speed_ratio_guest_to_host'])}× the host's speed, since guest "
-            "user code runs natively. A USF is slow only where it asks the monitor for something."
+            f"at {fmt(exp['compute_speed_ratio_guest_to_host'])}× the host's speed: guest user "
+            "code runs natively, with no exits, and the loop is timed once per environment, so "
+            "the ratio carries the noise of the machine. A USF is slow where it asks the "
+            "monitor for something, not where it computes."
         )
 
     def compat(self, exp: dict) -> None:
