@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from usetl.bench import goals
 from usetl.bench.runner import RESULTS_FILE
 
 REPORT_FILE = "evaluation.md"
@@ -124,15 +125,21 @@ class Report:
         self.r = results
         self.outdir = outdir
         self.exps: dict[str, dict] = results["experiments"]
-        self.derived: dict[str, float] = {}
+        self.derived: dict[str, float | int] = {}
         self.figures = Figures(outdir)
         self.lines: list[str] = []
+        self.goal_results = goals.check(results)
 
     # Every derived number goes through here, so it lands in results.json.
     def d(self, key: str, value: float) -> str:
         value = round(float(value), 3)
         self.derived[key] = value
         return fmt(value)
+
+    def count(self, key: str, value: int) -> str:
+        """A derived count: stored as an integer, shown as one."""
+        self.derived[key] = value
+        return str(value)
 
     def exp(self, name: str) -> dict | None:
         e = self.exps.get(name)
@@ -164,6 +171,7 @@ class Report:
         body = self.lines[body_start:]
         self.lines = []
         self.header()
+        self.goals()
         self.setup()
         self.lines.extend(body)
         self.failures()
@@ -186,6 +194,20 @@ class Report:
             f"The whole run took {fmt(self.r.get('seconds', 0.0))} s."
         )
         self.out(self.summary_paragraph())
+
+    def goals(self) -> None:
+        rows = ["| goal | target | measured | met |", "| --- | --- | --- | --- |"]
+        for g in self.goal_results:
+            bound = "≤" if g["at_most"] else "≥"
+            measured = "not measured" if g["measured"] is None else f"{fmt(g['measured'])}"
+            met = "" if g["met"] is None else ("yes" if g["met"] else "**no**")
+            rows.append(f"| {g['text']} ({g['source']}) | {bound} {g['target']:g} {g['unit']} "
+                        f"| {measured} | {met} |")
+        met = self.count("goals.met", sum(1 for g in self.goal_results if g["met"]))
+        measured = self.count("goals.measured",
+                              sum(1 for g in self.goal_results if g["met"] is not None))
+        self.out(f"Against the goals the issues set for this machine, {met} of {measured} "
+                 "measured goals are met in this run:", "\n".join(rows))
 
     def compare(self, key: str, ours: float, theirs: float, what: str) -> str:
         """'N× faster than what' or 'N× the time of what', from two medians."""
@@ -1046,6 +1068,7 @@ def generate(outdir: Path) -> Path:
     report = Report(results, outdir)
     text = report.build()
     results["derived"] = report.derived
+    results["goals"] = report.goal_results
     results["figures"] = report.figures.files
     path.write_text(json.dumps(results, indent=1))
     target = outdir / REPORT_FILE

@@ -1,0 +1,94 @@
+"""The goals the issues set, checked against a run's results.
+
+Each goal names the number it constrains, a target, and whether the
+measured value must be at most or at least that; the report writes the
+goals with their measured values into results.json and shows them as a
+table, "not measured" where the run has no such number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Goal:
+    text: str
+    unit: str
+    target: float
+    at_most: bool  # met when measured <= target; else when measured >= target
+    source: str  # which issue set it
+    measure: Callable[[dict], float | None]
+
+
+def _ok(results: dict, exp: str) -> dict | None:
+    e = results["experiments"].get(exp)
+    return e if e is not None and e.get("status") == "ok" else None
+
+
+def _series(results: dict, exp: str, name: str) -> dict | None:
+    e = _ok(results, exp)
+    s = e.get("series", {}).get(name) if e else None
+    return s if s is not None and s.get("status") == "ok" else None
+
+
+def _get(value: Any, *path: str) -> float | None:
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return float(value)
+
+
+def _download_ratio(results: dict, num: str, den: str) -> float | None:
+    a, b = _series(results, "download", num), _series(results, "download", den)
+    if not a or not b:
+        return None
+    return a["points"][-1]["ms"]["mean"] / b["points"][-1]["ms"]["mean"]
+
+
+def _rollback_under_one_mib(results: dict) -> float | None:
+    e = _ok(results, "rollback")
+    small = [p for p in e["points"] if p["mib"] < 1] if e else []
+    return max(p["ms"]["median"] for p in small) if small else None
+
+
+GOALS = [
+    Goal("USF start-up to agent ready, median", "ms", 150, True, "issue 2",
+         lambda r: _get(_ok(r, "startup"), "usf_startup_ms", "median")),
+    Goal("syscall round trip in a USF", "µs", 60, True, "issue 2",
+         lambda r: _get(_ok(r, "startup"), "syscall_round_trip_us", "usf")),
+    Goal("pure-Python speed in a USF, relative to the host", "×", 0.9, False, "issue 2",
+         lambda r: _get(_ok(r, "startup"), "compute_speed_ratio_guest_to_host")),
+    Goal("clone creation alone, median", "ms", 0.8, True, "issue 4",
+         lambda r: _get(_series(r, "coldstart", "hf_fork"), "fork_ms", "median")),
+    Goal("fork to handler return, median", "ms", 1.5, True, "issue 4",
+         lambda r: _get(_series(r, "coldstart", "hf_fork"), "ms", "median")),
+    Goal("USS per idle clone", "MiB", 1, True, "issue 4",
+         lambda r: _get(_series(r, "memory", "hf_clone"), "uss_mib")),
+    Goal("rollback after dirtying under 1 MiB, median (worst size measured)", "ms", 1, True,
+         "issue 4", _rollback_under_one_mib),
+    Goal("etl.get time relative to host to /dev/shm, largest size", "×", 1.5, True, "issue 3",
+         lambda r: _download_ratio(r, "usf_etl", "host_shm")),
+    Goal("socket path time relative to etl.get, largest size", "×", 5, False, "issue 3",
+         lambda r: _download_ratio(r, "usf_socket", "usf_etl")),
+    Goal("warm no-op invocation through HTTP (KVM backend, one client), median", "ms", 5, True,
+         "issue 5", lambda r: _get(_series(r, "platform", "http_kvm_noop"), "serial_ms",
+                                   "median")),
+    Goal("no-op invocations per second through HTTP (KVM backend)", "/s", 300, False,
+         "issue 5", lambda r: _get(_series(r, "platform", "http_kvm_noop"), "per_second")),
+]
+
+
+def check(results: dict) -> list[dict]:
+    """Every goal with its measured value (None if not measured) and whether it is met."""
+    out = []
+    for g in GOALS:
+        value = g.measure(results)
+        met = None if value is None else (value <= g.target if g.at_most else value >= g.target)
+        out.append({"text": g.text, "unit": g.unit, "target": g.target,
+                    "at_most": g.at_most, "source": g.source,
+                    "measured": None if value is None else round(value, 3), "met": met})
+    return out
