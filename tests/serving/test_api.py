@@ -282,3 +282,4 @@ def test_requirements_from_pypi_installed_once_and_shared(server, alice):
     assert two["result"]["dot"] == sum(range(1000))
     entries = [p.name for p in server.modules.iterdir() if p.name.startswith("numpy-")]
     assert len(entries) == 1 and entries[0].startswith(f"numpy-{one['result']['version']}-")
+

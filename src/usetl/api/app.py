@@ -24,6 +24,7 @@ from usetl.platform.service import DeployRequest, Platform, ServiceError
 
 log = logging.getLogger(__name__)
 THREADS = 256  # blocking invocations in flight (the pool queues beyond a function's limit)
+MAX_BODY_BYTES = 80 << 20  # a deploy: 50 MiB of code in base64, and the JSON around it
 
 EVENT_BODY = {
     "requestBody": {
@@ -71,6 +72,15 @@ def create_app(platform: Platform) -> FastAPI:
         description="Serverless Python functions for ETL, each invocation in its own sandbox.",
     )
     app.state.platform = platform
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        # Bodies are read whole (a deploy's JSON): refuse what is declared too large up front.
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return error_response(413, "payload_too_large",
+                                  f"the request body is over {MAX_BODY_BYTES} bytes")
+        return await call_next(request)
 
     @app.on_event("startup")
     async def more_threads() -> None:

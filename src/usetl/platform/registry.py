@@ -519,15 +519,15 @@ class Registry:
 
         return self._write(recover)
 
-    def queued_invocation(self, invocation_id: str) -> tuple[Version, Any] | None:
+    def queued_invocation(self, invocation_id: str) -> tuple[Version | None, Any] | None:
+        """A queued invocation's version (None if it was deleted since) and event."""
         rows = self._read(
             "SELECT version_id, event FROM invocations WHERE id = ? AND status = 'queued'",
             (invocation_id,),
         )
         if not rows:
             return None
-        version = self.version_by_id(rows[0]["version_id"])
-        return (version, json.loads(rows[0]["event"])) if version is not None else None
+        return self.version_by_id(rows[0]["version_id"]), json.loads(rows[0]["event"])
 
     def fail_invocation(self, invocation_id: str, error: dict) -> None:
         def update(cur):

@@ -346,6 +346,11 @@ class Platform:
         if queued is None:
             return
         version, event = queued
+        if version is None:
+            self.registry.fail_invocation(invocation_id, {
+                "type": "FunctionDeleted", "traceback": "",
+                "message": "the function was deleted before this invocation ran"})
+            return
         started = time.time()
         while not self.closed:
             try:
