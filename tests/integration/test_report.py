@@ -100,6 +100,12 @@ def test_every_number_in_the_report_comes_from_the_json(evaluation):
     stray = [n for n in numbers_in_text(text) if n not in known]
     assert not stray, f"numbers in the report that results.json does not hold: {stray[:20]}"
     assert saved["mode"] == "quick" and "**Quick mode.**" in text
+    goals = {g["text"]: g for g in saved["goals"]}
+    fork = saved["experiments"]["coldstart"]["series"]["hf_fork"]
+    creation = goals["clone creation alone, median"]
+    assert creation["measured"] == round(fork["fork_ms"]["median"], 3)
+    assert creation["met"] == (creation["measured"] <= creation["target"])
+    assert f"| {creation['text']} ({creation['source']}) |" in text
 
 
 @pytest.mark.kvm
