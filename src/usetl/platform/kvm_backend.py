@@ -75,9 +75,8 @@ PRIME = {"kind": "exec", "code": "pass"}
 
 
 class KvmInstance:
-    def __init__(self, clone: Any, prime: bool):
+    def __init__(self, clone: Any):
         self.clone = clone
-        self.prime = prime
         self.closed = False
 
     def invoke(self, event: Any, context: dict, timeout: float) -> Outcome:
@@ -109,13 +108,24 @@ class KvmInstance:
             raise RollbackImpossible("the instance's guest ended")
         try:
             self.clone.rollback()
-            if self.prime:
-                primed = self.clone.request(PRIME)
-                if primed.error is not None:
-                    raise HyperForkError(f"priming failed: {primed.error.get('message')}")
         except HyperForkError as e:
             self.close()
             raise RollbackImpossible(f"rollback failed: {e}") from e
+
+    def prepare(self) -> None:
+        """A no-op request: the clone's identity refresh and first touches happen now.
+
+        It costs about as much CPU as it saves the next invocation, so under load (when the
+        pool does not call this) it would only lower throughput.
+        """
+        try:
+            primed = self.clone.request(PRIME)
+        except HyperForkError as e:
+            self.close()
+            raise BackendError(f"priming failed: {e}") from e
+        if primed.error is not None:
+            self.close()
+            raise BackendError(f"priming failed: {primed.error.get('message')}")
 
     def close(self) -> None:
         if not self.closed:
@@ -124,16 +134,15 @@ class KvmInstance:
 
 
 class KvmTemplate:
-    def __init__(self, template: Template, prime: bool):
+    def __init__(self, template: Template):
         self.template = template
-        self.prime = prime
         self.memory_bytes = template.memory_bytes()  # read once: the template is frozen
         self.lock = threading.Lock()  # a Template's channel carries one request at a time
 
     def fork(self) -> KvmInstance:
         try:
             with self.lock:
-                return KvmInstance(self.template.fork(warm=True), self.prime)
+                return KvmInstance(self.template.fork(warm=True))
         except HyperForkError as e:
             raise BackendError(f"cannot clone the function's template: {e}") from e
 
@@ -151,11 +160,8 @@ class KvmBackend:
     isolation = ISOLATION
     instance_bytes = 2 << 20  # a warmed clone's private memory (DESIGN.md: 1.7 MiB USS)
 
-    def __init__(self, image: Path | None = None, prime: bool = True):
-        """`prime`: after each rollback, run a no-op request in the clone (it costs CPU off
-        the request's path and saves the next invocation its identity refresh and faults)."""
+    def __init__(self, image: Path | None = None):
         self.image = image
-        self.prime = prime
         self.bases: dict[tuple[int, tuple[str, ...]], Template] = {}
         self.lock = threading.Lock()
 
@@ -192,11 +198,11 @@ class KvmBackend:
             raise FunctionLoadError(f"{last}{where}", {
                 "type": last.split(":", 1)[0], "message": last, "traceback": text,
             }) from e
-        return KvmTemplate(template, self.prime)
+        return KvmTemplate(template)
 
     def restore(self, spec: FunctionSpec, directory: Path) -> KvmTemplate:
         try:
-            return KvmTemplate(Template.load(directory), self.prime)
+            return KvmTemplate(Template.load(directory))
         except HyperForkError as e:
             raise BackendError(f"cannot restore the snapshot in {directory}: {e}") from e
 

@@ -157,6 +157,9 @@ class ProcessInstance:
         self.close()
         raise RollbackImpossible("a process instance cannot be rolled back")
 
+    def prepare(self) -> None:
+        pass  # a fresh fork has nothing to warm
+
     def close(self) -> None:
         if self.closed:
             return
