@@ -82,3 +82,15 @@ def test_evicted_template_comes_back_from_its_snapshot(backend, tmp_path):
         assert pool.metrics.evictions.value() >= 2
     finally:
         pool.close()
+
+
+def test_serve_chooses_kvm_where_it_is_usable():
+    from usetl.platform.backend import BackendError
+    from usetl.platform.backends import choose_backend
+
+    chosen = choose_backend(None, hide=[])
+    assert chosen.name == "kvm"  # never the weaker process backend silently
+    chosen.close()
+    assert choose_backend("process", hide=[]).name == "process"
+    with pytest.raises(BackendError, match="unknown backend"):
+        choose_backend("docker", hide=[])
