@@ -105,5 +105,8 @@ class Backend(Protocol):
     def restore(self, spec: FunctionSpec, directory: Path) -> FunctionTemplate:
         """A template from a snapshot written by save(); NotImplementedError where none."""
 
+    def overhead_bytes(self) -> int:
+        """Memory the backend holds besides templates and instances (KVM: base USFs)."""
+
     def close(self) -> None:
         """Release what the backend holds besides templates (base images)."""

@@ -163,6 +163,7 @@ class KvmBackend:
     def __init__(self, image: Path | None = None):
         self.image = image
         self.bases: dict[tuple[int, tuple[str, ...]], Template] = {}
+        self.base_bytes: dict[tuple[int, tuple[str, ...]], int] = {}
         self.lock = threading.Lock()
 
     def _base(self, spec: FunctionSpec) -> Template:
@@ -177,7 +178,13 @@ class KvmBackend:
             except HyperForkError as e:
                 raise BackendError(f"cannot start a USF: {e}") from e
             self.bases[key] = base
+            self.base_bytes[key] = base.memory_bytes()  # frozen: read once
         return base
+
+    def overhead_bytes(self) -> int:
+        """The base USFs (one per memory size and allow-list), which function templates share."""
+        # Not under self.lock, which a template's start holds for seconds; a copy is enough.
+        return sum(list(self.base_bytes.values()))
 
     def template(self, spec: FunctionSpec) -> KvmTemplate:
         mounts = {"code": str(spec.code_dir)}
@@ -209,5 +216,6 @@ class KvmBackend:
     def close(self) -> None:
         with self.lock:
             bases, self.bases = list(self.bases.values()), {}
+            self.base_bytes = {}
         for base in bases:
             base.close()

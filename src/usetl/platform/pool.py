@@ -126,7 +126,7 @@ class Pool:
     # memory
 
     def memory_bytes(self) -> int:
-        total = 0
+        total = self.backend.overhead_bytes()
         for p in self._all():
             if p.template is not None:
                 total += p.template.memory_bytes

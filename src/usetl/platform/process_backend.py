@@ -295,6 +295,9 @@ class ProcessBackend:
     def restore(self, spec: FunctionSpec, directory: Path) -> ProcessTemplate:
         raise NotImplementedError("process templates have no snapshot")
 
+    def overhead_bytes(self) -> int:
+        return 0  # every zygote belongs to a template
+
     def close(self) -> None:
         pass  # every zygote belongs to a template
 
