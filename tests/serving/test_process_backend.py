@@ -159,3 +159,28 @@ def test_etl_goes_through_the_host_under_the_policy(backend, function_dir, http_
         assert again.value["files"] == ["data.csv", "sink", "out.json"]  # nothing carried over
     finally:
         template.close()
+
+
+TMP = """
+import ctypes, os
+def handler(event, context):
+    seen = sorted(os.listdir("/tmp"))
+    with open("/tmp/" + event, "w") as f:
+        f.write("secret")
+    libc = ctypes.CDLL(None, use_errno=True)
+    undone = libc.umount2(b"/tmp", 2) == 0
+    return {"seen": seen, "undone": undone}
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="namespaces need root")
+def test_each_instance_has_its_own_tmp(backend, function_dir):
+    template = backend.template(FunctionSpec("t/tmp/1", function_dir(TMP), "fn.py:handler"))
+    try:
+        first = template.fork().invoke("a", {}, 10)
+        second = template.fork().invoke("b", {}, 10)
+        assert first.error is None and second.error is None, (first.error, second.error)
+        assert first.value == {"seen": [], "undone": False}
+        assert second.value == {"seen": [], "undone": False}  # nothing left by the first
+    finally:
+        template.close()

@@ -3,8 +3,9 @@
 A template is a zygote process that has imported the function (zygote.py);
 an instance is a child it forks. Isolation, weaker than a USF's: the zygote
 and its children run in their own mount, PID, IPC, UTS and (empty) network
-namespaces; the filesystem is read-only except a private tmpfs /tmp shared
-by the instances of one function version; the server's state and the homes
+namespaces; the filesystem is read-only except /tmp, a tmpfs of each
+instance's own (in a user namespace of the same uid, where the host allows
+them; else one shared by a version's instances); the server's state and the homes
 are hidden; they run as uid 65534 without capabilities, under RLIMIT_AS.
 They share the host's kernel (its whole syscall surface), and one function
 version's instances can signal each other.
@@ -19,6 +20,7 @@ instance's own memory rather than in shared regions.
 from __future__ import annotations
 
 import json
+import logging
 import mmap
 import os
 import select
@@ -42,6 +44,7 @@ from .backend import (
     empty_io,
 )
 
+log = logging.getLogger(__name__)
 ZYGOTE_START_TIMEOUT = 60.0
 SANDBOX_LIB = Path(__file__).resolve().parent / "sandbox_lib"
 MAX_ETL_BODY = 256 << 20  # a download or a response body, at most
@@ -208,6 +211,8 @@ class ProcessTemplate:
             self.close()
             raise FunctionLoadError(_describe_load_error(reply["error"]), reply["error"])
         self.memory_bytes = reply["rss"] * 1024
+        if isolate and not reply["private_tmp"]:
+            log.warning("no user namespaces here: the instances of %s share /tmp", spec.key)
 
     def _stderr(self) -> str:
         try:

@@ -11,7 +11,8 @@ the new PID namespace. Z' mounts its own /proc, binds the function's code
 and modules read-only under /run/usetl, puts a tmpfs on /tmp, remounts
 everything else read-only, becomes uid/gid 65534 with no capabilities,
 imports the function, and then forks one child per instance on request,
-passing the host the child's end of a new socket pair. A child serves
+passing the host the child's end of a new socket pair. Each child first
+mounts a /tmp of its own (private_tmp). A child serves
 invocations on that socket; while one runs, the function's etl.get and
 etl.post (sandbox_lib/usetl/etl.py) are requests to the host on it.
 Messages are an 8-byte little-endian length and JSON, then optional raw
@@ -49,6 +50,9 @@ MS_REC = 16384
 MS_PRIVATE = 1 << 18
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_DUMPABLE = 4
+CLONE_NEWUSER = 0x10000000
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -161,11 +165,52 @@ def isolate_filesystem(spec):
     return targets[0], targets[1:-2], targets[-2]
 
 
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def private_tmp(tmp_mib):
+    """An instance's own /tmp: a user namespace (same uid) owning a mount namespace with a
+    fresh tmpfs on /tmp, then no capabilities, so the mount cannot be undone."""
+    _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "unshare")
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{NOBODY} {NOBODY} 1"),
+                       ("gid_map", f"{NOBODY} {NOBODY} 1")):
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(text)
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    _mount("tmp", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_mib}m,mode=1777")
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+def _private_tmp_works(tmp_mib):
+    """Whether this host lets an instance have its own /tmp (unprivileged user namespaces)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            private_tmp(tmp_mib)
+        except OSError:
+            os._exit(1)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
 def drop_privileges():
     os.setgroups([])
     os.setgid(NOBODY)
     os.setuid(NOBODY)  # from root to another uid: all capabilities go
     _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    # The uid change made the process non-dumpable, which leaves /proc/self owned by root and
+    # an instance unable to write its user namespace's maps. No core files either way.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
 
 
 def load_handler(code_dir, handler):
@@ -283,7 +328,9 @@ def zygote(control, spec, isolated):
     except BaseException as e:  # noqa: B036 - reported to the host as a failed deploy
         send_msg(control, {"error": describe(e)})
         return
-    send_msg(control, {"ready": True, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
+    private = isolated and _private_tmp_works(spec.get("tmp_mib", 64))
+    send_msg(control, {"ready": True, "private_tmp": private,
+                       "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     while True:
         try:
@@ -297,6 +344,8 @@ def zygote(control, spec, isolated):
                 control.close()
                 parent_end.close()
                 _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                if private:
+                    private_tmp(spec.get("tmp_mib", 64))
                 serve_instance(child_end, fn, etl)
             child_end.close()
             socket.send_fds(control, [b"\0"], [parent_end.fileno()])
