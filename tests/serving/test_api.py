@@ -285,3 +285,34 @@ def test_requirements_from_pypi_installed_once_and_shared(server, alice):
     entries = [p.name for p in server.modules.iterdir() if p.name.startswith("numpy-")]
     assert len(entries) == 1 and entries[0].startswith(f"numpy-{one['result']['version']}-")
 
+
+
+def test_a_new_version_goes_live_while_the_old_one_finishes(server, alice):
+    version = "import time\ndef handler(event, context):\n    time.sleep(event)\n    return 'v{}'\n"
+    deploy(alice, "rolling", version.format(1))
+    results, errors = [], []
+    stop = threading.Event()
+
+    def invoke_until_stopped():
+        with Client(server.url, alice.token) as c:
+            while not stop.is_set():
+                record = c.invoke("rolling", 0.05)
+                (results if record["status"] == "succeeded" else errors).append(
+                    record["result"] or record["error"])
+
+    slow = []
+    first = threading.Thread(target=lambda: slow.append(alice.invoke("rolling", 0.8)))
+    first.start()
+    threads = [threading.Thread(target=invoke_until_stopped) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    assert deploy(alice, "rolling", version.format(2))["version"] == 2
+    time.sleep(0.5)
+    stop.set()
+    for t in threads + [first]:
+        t.join()
+    assert errors == []
+    assert slow[0]["result"] == "v1"  # began on version 1 and finished there
+    assert results[0] == "v1" and results[-1] == "v2"
+    assert alice.invoke("rolling", 0)["result"] == "v2"

@@ -43,6 +43,10 @@ RECYCLERS = 2  # threads rolling used instances back
 RECYCLE_WAIT_S = 0.05  # how long an invocation waits for a rollback before forking
 
 
+# () -> (spec, concurrency limit, queue limit, whether it is the function's live version)
+Definition = Callable[[], tuple[FunctionSpec, int, int, bool]]
+
+
 class PoolError(UsetlError):
     """The pool could not serve an invocation."""
 
@@ -141,17 +145,20 @@ class Pool:
 
         `concurrency` invocations run at once; `queue` more wait; beyond that they are refused.
         """
-        pool = FunctionPool(spec, concurrency, queue)
+        pool = self._new_pool(spec, concurrency, queue)
         pool.template = template
         if template is not None:
             self.metrics.templates_started.inc()
-        else:
-            saved = self._snapshot_path(spec.key)
-            if saved is not None and saved.is_dir() and any(saved.iterdir()):
-                pool.snapshot = saved  # from before a restart of the server
         with self.cond:
             self.pools[spec.key] = pool
         self._make_room(exclude=spec.key)
+
+    def _new_pool(self, spec: FunctionSpec, concurrency: int, queue: int) -> FunctionPool:
+        pool = FunctionPool(spec, concurrency, queue)
+        saved = self._snapshot_path(spec.key)
+        if saved is not None and saved.is_dir() and any(saved.iterdir()):
+            pool.snapshot = saved  # from before a restart of the server
+        return pool
 
     def has(self, key: str) -> bool:
         with self.cond:
@@ -209,9 +216,14 @@ class Pool:
     # invocations
 
     def invoke(self, key: str, event: Any, context: dict,
-               on_start: Callable[[], None] | None = None) -> Outcome:
-        """Run one invocation; `on_start` is called once it has an instance (not queued)."""
-        pool = self._acquire(key)
+               on_start: Callable[[], None] | None = None,
+               define: Definition | None = None) -> Outcome:
+        """Run one invocation; `on_start` is called once it has an instance (not queued).
+
+        A version this pool has not seen (the server restarted; an accepted invocation of a
+        replaced version) is added from `define`, atomically with taking its slot.
+        """
+        pool = self._acquire(key, define)
         started = time.perf_counter()
         instance: Instance | None = None
         try:
@@ -231,10 +243,14 @@ class Pool:
         self.metrics.latency.observe(time.perf_counter() - started, function=key)
         return outcome
 
-    def _acquire(self, key: str) -> FunctionPool:
+    def _acquire(self, key: str, define: Definition | None = None) -> FunctionPool:
         with self.cond:
             pool = self.pools.get(key)
-            if pool is None or pool.retired:
+            if pool is None and define is not None:
+                spec, concurrency, queue, live = define()
+                pool = self.pools[key] = self._new_pool(spec, concurrency, queue)
+                pool.retired = not live  # it serves this invocation, then goes
+            if pool is None:
                 raise PoolError(f"function version {key} is not loaded")
             if pool.busy >= pool.concurrency:
                 if pool.waiting >= pool.queue:

@@ -27,7 +27,7 @@ from usetl.image.modstore import ModuleStore, ModuleStoreError
 
 from .backend import Backend, FunctionLoadError, FunctionSpec, Outcome, empty_io
 from .metrics import Metrics
-from .pool import ConcurrencyLimit, Pool, PoolConfig, PoolError
+from .pool import ConcurrencyLimit, Definition, Pool, PoolConfig, PoolError
 from .registry import Registry, RegistryError, Tenant, Version, version_key
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,6 @@ class Platform:
         self.pool = Pool(backend, pool_config, self.metrics, state_dir / "snapshots")
         self.limits = limits or Limits()
         self.deploy_locks: dict[tuple[int, str], threading.Lock] = {}
-        self.load_lock = threading.Lock()
         self.lock = threading.Lock()
         self.async_runner = ThreadPoolExecutor(self.limits.async_workers, "usetl-async")
         self.closed = False
@@ -269,18 +268,20 @@ class Platform:
 
     # invocations
 
-    def _loaded(self, version: Version) -> str:
-        """The version's pool key, adding the pool if this server has not served it yet."""
-        with self.load_lock:
-            if not self.pool.has(version.key):
-                spec = FunctionSpec(
-                    key=version.key, code_dir=Path(version.code_dir), handler=version.handler,
-                    module_dirs=[Path(d) for d in version.module_dirs], env=version.env,
-                    memory_mib=version.memory_mib, timeout_s=version.timeout_s,
-                    allow=version.allow,
-                )
-                self.pool.add(spec, version.concurrency, version.queue)
-        return version.key
+    def _definition(self, version: Version) -> Definition:
+        """How the pool adds a version it has not served yet (e.g. after a restart)."""
+
+        def define() -> tuple[FunctionSpec, int, int, bool]:
+            spec = FunctionSpec(
+                key=version.key, code_dir=Path(version.code_dir), handler=version.handler,
+                module_dirs=[Path(d) for d in version.module_dirs], env=version.env,
+                memory_mib=version.memory_mib, timeout_s=version.timeout_s, allow=version.allow,
+            )
+            live = self.registry.version(version.tenant_id, version.name)
+            return spec, version.concurrency, version.queue, (
+                live is not None and live.key == version.key)
+
+        return define
 
     def _run(self, version: Version, invocation_id: str, event: Any,
              on_start: Callable[[], None] | None = None) -> Outcome:
@@ -292,7 +293,8 @@ class Platform:
             "deadline": time.time() + version.timeout_s,
         }
         try:
-            outcome = self.pool.invoke(self._loaded(version), event, context, on_start)
+            outcome = self.pool.invoke(version.key, event, context, on_start,
+                                       self._definition(version))
         except ConcurrencyLimit:
             raise
         except PoolError as e:
