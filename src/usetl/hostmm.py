@@ -7,6 +7,7 @@ ctypes views of it exist; guest RAM and kvm_run need raw addresses.
 from __future__ import annotations
 
 import ctypes
+import errno
 import mmap
 import os
 
@@ -16,6 +17,7 @@ _libc.mmap.argtypes = [
     ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long,
 ]
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
 _MAP_FAILED = ctypes.c_void_p(-1).value
 
@@ -42,6 +44,58 @@ def map_over(addr: int, size: int, fd: int, private: bool, writable: bool = True
     if got != addr:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+class pm_scan_arg(ctypes.Structure):
+    """<linux/fs.h>: the argument of the PAGEMAP_SCAN ioctl (Linux 6.7+)."""
+
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "size", "flags", "start", "end", "walk_end", "vec", "vec_len", "max_pages",
+        "category_inverted", "category_mask", "category_anyof_mask", "return_mask",
+    )]
+
+
+class page_region(ctypes.Structure):
+    _fields_ = [("start", ctypes.c_uint64), ("end", ctypes.c_uint64),
+                ("categories", ctypes.c_uint64)]
+
+
+# _IOWR('f', 16, struct pm_scan_arg)
+PAGEMAP_SCAN = (3 << 30) | (ctypes.sizeof(pm_scan_arg) << 16) | (ord("f") << 8) | 16
+PAGE_IS_FILE = 1 << 2
+PAGE_IS_PRESENT = 1 << 3
+_REGIONS = 1024
+
+
+def private_pages(addr: int, size: int) -> list[tuple[int, int]] | None:
+    """(start, end) addresses of the pages in a range that are this process's own copies.
+
+    In a private file mapping those are the pages written since it was
+    mapped: present and not the file's. The kernel walks only populated page
+    tables. None where the kernel lacks PAGEMAP_SCAN.
+    """
+    vec = (page_region * _REGIONS)()
+    arg = pm_scan_arg(
+        size=ctypes.sizeof(pm_scan_arg), start=addr, end=addr + size,
+        vec=ctypes.addressof(vec), vec_len=_REGIONS,
+        category_inverted=PAGE_IS_FILE, category_mask=PAGE_IS_FILE | PAGE_IS_PRESENT,
+        return_mask=PAGE_IS_PRESENT,
+    )
+    out: list[tuple[int, int]] = []
+    fd = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        while arg.start < arg.end:
+            n = _libc.ioctl(fd, ctypes.c_ulong(PAGEMAP_SCAN), ctypes.byref(arg))
+            if n < 0:
+                if ctypes.get_errno() in (errno.EINVAL, errno.ENOTTY) and not out:
+                    return None
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err))
+            out.extend((vec[i].start, vec[i].end) for i in range(n))
+            arg.start = arg.walk_end
+    finally:
+        os.close(fd)
+    return out
 
 
 def unmap(addr: int, size: int) -> None:

@@ -112,7 +112,7 @@ def test_rollback_restores_memory_exactly_and_leaves_no_secret(fn_template):
             "print(SECRET)\n"
         )).strip()
         assert clone.inspect(secret.encode())["found"], "the secret should be in guest memory"
-        info = clone.rollback()
+        info = clone.rollback(fresh_identity=False)
         assert info["pages"] > 0
         after = clone.inspect(secret.encode())
         assert after["sha256"] == template_digests

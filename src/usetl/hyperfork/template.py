@@ -195,15 +195,17 @@ class Clone:
     def run_code(self, code: str, timeout: float | None = None) -> InvocationResult:
         return self.request({"kind": "exec", "code": code}, timeout=timeout)
 
-    def rollback(self) -> dict:
-        """Reset to the template's exact state; returns {"pages", "ms"}.
+    def rollback(self, fresh_identity: bool = True) -> dict:
+        """Reset to the template's exact state; returns {"pages", "restore_ms", "ms"}.
 
-        Guest memory is then byte-identical to the template's; the next
-        request first gives the guest a fresh identity.
+        The guest then takes a fresh identity (a new instance id, reseeded
+        RNGs), off the next request's path. With fresh_identity=False it
+        stays byte-identical to the template (to inspect it) and the next
+        request takes the identity first.
         """
         if self.closed:
             raise HyperForkError("this clone is closed")
-        return self.chan.request(("rollback",))[1]
+        return self.chan.request(("rollback", fresh_identity))[1]
 
     def memory(self) -> dict:
         """This clone process's rss, pss and uss in bytes."""

@@ -69,8 +69,8 @@ def entry_source(spec: FunctionSpec, module_mounts: list[str]) -> str:
     )
 
 
-# Sent after a rollback, off the request's path: the clone takes its fresh identity then, and
-# the agent's request path is faulted back in, instead of during the next invocation.
+# Sent after a rollback (which gives the clone its fresh identity), off the request's path:
+# the agent's request path is faulted back in now instead of during the next invocation.
 PRIME = {"kind": "exec", "code": "pass"}
 
 

@@ -101,8 +101,15 @@ class GuestMemory:
         """(offset, length) of every page this process copied since make_private().
 
         This sees writes by the guest and by the monitor alike (KVM's dirty
-        log sees only the guest's), at the cost of reading the page map.
+        log sees only the guest's). PAGEMAP_SCAN walks only the populated
+        page tables; older kernels read one page-map entry per page.
         """
+        found = hostmm.private_pages(self.host_addr, self.size)
+        if found is not None:
+            return [(start - self.host_addr, end - start) for start, end in found]
+        return self._written_ranges_from_pagemap()
+
+    def _written_ranges_from_pagemap(self) -> list[tuple[int, int]]:
         pages = self.size // PAGE
         with open("/proc/self/pagemap", "rb", buffering=0) as f:
             data = os.pread(f.fileno(), pages * 8, (self.host_addr // PAGE) * 8)
