@@ -47,9 +47,14 @@ def test_ready_instances_follow_concurrency_and_scale_to_zero(function_dir):
         for t in threads:
             t.join()
         deadline = time.monotonic() + 5
-        while pool.status()[0]["ready"] < 4 and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            status = pool.status()[0]
+            if status["ready"] >= 4 and status["ready"] == status["target_ready"]:
+                break
             time.sleep(0.05)
-        assert pool.status()[0]["ready"] == 4  # refilled to the observed concurrency
+        # Refilled to the observed concurrency, plus one spare while used instances
+        # might still come back by rollback (until the backend says they cannot).
+        assert status["ready"] == status["target_ready"] in (4, 5)
         time.sleep(2.2)
         status = pool.status()[0]
         assert status["ready"] == 0 and status["template"]  # scaled to zero, template kept
