@@ -265,3 +265,16 @@ def test_the_cli_forks_a_function_template_for_a_handler(image_path, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert [c["value"] for c in json.loads(proc.stdout)["clones"]] == [6, 6]
+
+
+def test_rollback_gives_a_fresh_identity_unless_asked_not_to(base):
+    code = "import os; print(os.environ['USETL_INSTANCE_ID'])"
+    digests = base.memory_digests()
+    with base.fork(warm=False) as clone:
+        out(clone.run_code(code))
+        info = clone.rollback()
+        assert info["ms"] >= info["restore_ms"] > 0
+        assert clone.inspect()["sha256"] != digests  # the identity request already ran
+        clone.rollback(fresh_identity=False)
+        assert clone.inspect()["sha256"] == digests
+        assert out(clone.run_code(code)).strip() == clone.instance  # taken on first use
