@@ -327,7 +327,9 @@ class Report:
             "loads the host's CPython and serves its syscalls, one VM exit each. A HyperFork "
             "clone is such a VM in a process of its own, forked from a template that has "
             "started CPython and imported the function, its guest RAM a private copy-on-write "
-            "mapping of the template's; rollback restores the pages KVM's dirty log names. "
+            "mapping of the template's; rollback copies back the pages the clone wrote (found with "
+            "the PAGEMAP_SCAN ioctl, which sees the monitor's writes as well as the guest's) "
+            "and gives the guest a fresh identity. "
             "The platform runs functions as clones (KVM backend) or as processes forked from a "
             "namespaced zygote (process backend), behind an HTTP API. The baselines "
             "are built here from the same interpreter: a host process, a runc container whose "
@@ -842,9 +844,11 @@ class Report:
             "follows: a clone of a base template runs code that writes one byte in each of N "
             "fresh pages, for N in "
             + ", ".join(map(str, self.r["config"]["rollback_pages"]))
-            + "; we then time `clone.rollback()` from the benchmark process, "
-            f"{self.r['config']['rollback_runs']} times per N, and record the pages the monitor "
-            "restored (read from KVM's dirty log) and its own timing."
+            + "; we then time `clone.rollback(fresh_identity=False)` (the restore alone, "
+            "without the identity request that rollback otherwise runs) from the benchmark "
+            f"process, {self.r['config']['rollback_runs']} times per N, and record the pages "
+            "the monitor restored (the clone's private pages, found with PAGEMAP_SCAN) and its "
+            "own timing."
         )):
             return
         pts = exp["points"]
@@ -857,7 +861,7 @@ class Report:
             ax.plot(xs, [p["monitor_ms"]["median"] for p in pts], "x--",
                     label="rollback, timed in the clone's monitor")
             ax.set_xscale("log")
-            ax.set_xlabel("pages restored (the dirty log: the N written plus the runtime's own)")
+            ax.set_xlabel("pages restored (the N written plus the runtime's own)")
             ax.set_ylabel("ms: median, bar to p95")
             ax.legend(fontsize="small")
 
@@ -884,13 +888,13 @@ class Report:
             per_page = self.d("rollback.us_per_page", (mb - ma) * 1e3 / (pb - pa))
             text.append(
                 f"Each further page adds about {per_page} µs (a copy of the template's page "
-                "back into the clone); the rest is fixed: reading the dirty log and restoring "
+                "back into the clone); the rest is fixed: finding the written pages and restoring "
                 "the vCPU and the monitor's state."
             )
         else:
             text.append(
-                "The time does not grow with the pages in this range: the fixed part (reading "
-                "the dirty log, restoring the vCPU and the monitor's state, the round trip to "
+                "The time does not grow with the pages in this range: the fixed part (finding "
+                "the written pages, restoring the vCPU and the monitor's state, the round trip to "
                 "the clone process) dominates, and the spread between runs is larger than the "
                 "cost of the extra pages."
             )

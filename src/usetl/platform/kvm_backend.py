@@ -5,8 +5,8 @@ USF, paused in its agent's wait); a function template is a clone of it that
 ran the function's load request with the code and the module-store entries
 mounted read-only (/code, /m0, /m1, ...) and froze again. An instance is a
 clone of that, warmed before it is handed out; after an invocation it is
-rolled back to the function template's exact memory (HyperFork's dirty-page
-rollback), so it can be reused with nothing left from the last invocation.
+rolled back to the function template's exact memory (HyperFork restores the
+pages it wrote), so it can be reused with nothing left from the last invocation.
 """
 
 from __future__ import annotations
