@@ -9,6 +9,7 @@ from collections.abc import Callable
 from usetl.hyperfork import Template
 from usetl.image import ImageArchive
 
+from .procmem import process_memory
 from .startup import percentile
 
 REQUEST = "x = 1"
@@ -58,7 +59,7 @@ def run(image: ImageArchive, runs: int = 30, held: tuple[int, ...] = (1, 10, 50)
             try:
                 for c in clones:
                     c.run_code(REQUEST)
-                usage = [c.memory() for c in clones]
+                usage = [process_memory([c.pid]) for c in clones]
             finally:
                 for c in clones:
                     c.close()

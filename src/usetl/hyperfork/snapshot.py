@@ -63,21 +63,34 @@ def save(frozen, directory: str) -> None:
     os.replace(tmp, out / STATE_FILE)
 
 
+def _sparse_chunks(fd: int, size: int):
+    """(offset, bytes) of the data parts of fd, a chunk at a time (holes read as zero)."""
+    for off, length in data_ranges(fd, size):
+        end = off + length
+        while off < end:
+            chunk = os.pread(fd, min(_CHUNK, end - off), off)
+            if not chunk:
+                break
+            yield off, chunk
+            off += len(chunk)
+
+
+def _mix(digest, off: int, chunk: bytes) -> None:
+    """A memory file's checksum covers each chunk with its offset."""
+    digest.update(struct.pack("<Q", off))
+    digest.update(chunk)
+
+
 def _copy_sparse(fd: int, size: int, path: Path) -> str:
-    """Copy the data parts of fd to a sparse file; the sha256 covers the whole content."""
+    """Copy the data parts of fd to a sparse file; returns their sha256."""
     digest = hashlib.sha256()
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as f:
         f.truncate(size)
-        for off, length in data_ranges(fd, size):
+        for off, chunk in _sparse_chunks(fd, size):
             f.seek(off)
-            end = off + length
-            while off < end:
-                chunk = os.pread(fd, min(_CHUNK, end - off), off)
-                f.write(chunk)
-                digest.update(struct.pack("<Q", off))
-                digest.update(chunk)
-                off += len(chunk)
+            f.write(chunk)
+            _mix(digest, off, chunk)
     os.replace(tmp, path)
     return digest.hexdigest()
 
@@ -91,13 +104,8 @@ def _check_sparse(path: Path, size: int, expected: str) -> int:
         os.close(fd)
         raise SnapshotError(f"snapshot memory file {path} is truncated or has the wrong size")
     digest = hashlib.sha256()
-    for off, length in data_ranges(fd, size):
-        end = off + length
-        while off < end:
-            chunk = os.pread(fd, min(_CHUNK, end - off), off)
-            digest.update(struct.pack("<Q", off))
-            digest.update(chunk)
-            off += len(chunk)
+    for off, chunk in _sparse_chunks(fd, size):
+        _mix(digest, off, chunk)
     if digest.hexdigest() != expected:
         os.close(fd)
         raise SnapshotError(f"snapshot memory file {path} fails its checksum")

@@ -207,10 +207,6 @@ class Clone:
             raise HyperForkError("this clone is closed")
         return self.chan.request(("rollback", fresh_identity))[1]
 
-    def memory(self) -> dict:
-        """This clone process's rss, pss and uss in bytes."""
-        return self.chan.request(("memory",))[1]
-
     def inspect(self, needle: bytes | None = None) -> dict:
         """{"sha256": {memory: digest}, "found": [guest addresses of needle]}."""
         return self.chan.request(("inspect", needle))[1]

@@ -169,16 +169,15 @@ class CloneProcess:
 
     def inspect(self, needle: bytes | None) -> dict:
         """Digests of guest memory and where `needle` occurs in it (for checking isolation)."""
-        out: dict = {"sha256": {}, "found": []}
-        for name, mem in self.vm.memory().items():
-            out["sha256"][name] = hashlib.sha256(mem.view).hexdigest()
-            if needle:
-                data = bytes(mem.view)
-                at = data.find(needle)
-                while at >= 0:
-                    out["found"].append(mem.gpa + at)
-                    at = data.find(needle, at + 1)
-        return out
+        memory = self.vm.memory()
+        found = []
+        for mem in memory.values() if needle else ():
+            data = bytes(mem.view)
+            at = data.find(needle)
+            while at >= 0:
+                found.append(mem.gpa + at)
+                at = data.find(needle, at + 1)
+        return {"sha256": _digests(memory), "found": found}
 
     def serve(self, chan: Channel) -> None:
         while True:
@@ -191,8 +190,6 @@ class CloneProcess:
                     if not self.usf.alive:
                         raise RuntimeError("the clone's guest died; it cannot be rolled back")
                     reply = ("ok", self.rollback(msg[1]))
-                elif op == "memory":
-                    reply = ("ok", _memory_usage())
                 elif op == "inspect":
                     reply = ("ok", self.inspect(msg[1]))
                 elif op == "close":
@@ -206,16 +203,8 @@ class CloneProcess:
             chan.send(reply)
 
 
-def _memory_usage() -> dict:
-    """USS/PSS/RSS of this process from smaps_rollup, in bytes."""
-    out = {}
-    with open("/proc/self/smaps_rollup") as f:
-        for line in f:
-            parts = line.split()
-            if parts[0] in ("Rss:", "Pss:", "Private_Clean:", "Private_Dirty:"):
-                out[parts[0][:-1].lower()] = int(parts[1]) * 1024
-    out["uss"] = out.pop("private_clean", 0) + out.pop("private_dirty", 0)
-    return out
+def _digests(memory: dict[str, GuestMemory]) -> dict[str, str]:
+    return {name: hashlib.sha256(mem.view).hexdigest() for name, mem in memory.items()}
 
 
 class TemplateProcess:
@@ -239,9 +228,7 @@ class TemplateProcess:
             elif op == "info":
                 self.chan.send(("ok", self.frozen.info()))
             elif op == "inspect":
-                digests = {n: hashlib.sha256(m.view).hexdigest()
-                           for n, m in self.frozen.memory.items()}
-                self.chan.send(("ok", {"sha256": digests}))
+                self.chan.send(("ok", {"sha256": _digests(self.frozen.memory)}))
             elif op == "save":
                 try:
                     from .snapshot import save
