@@ -23,16 +23,15 @@ def usf(image):
     u.close()
 
 
-def run(usf, code, timeout=30):
-    r = usf.run_code(textwrap.dedent(code), timeout=timeout)
-    assert r.error is None, (r.error, r.stderr)
-    return r.stdout
-
-
 def run_io(usf, code, timeout=30):
+    """The guest's stdout and the invocation's I/O account; the code must not raise."""
     r = usf.run_code(textwrap.dedent(code), timeout=timeout)
     assert r.error is None, (r.error, r.stderr)
     return r.stdout, r.io
+
+
+def run(usf, code, timeout=30):
+    return run_io(usf, code, timeout)[0]
 
 
 def test_urllib_fetches_an_allowed_url_by_address_and_by_name(usf, http_server):

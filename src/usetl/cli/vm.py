@@ -127,14 +127,7 @@ def run_code(args: argparse.Namespace) -> int:
             "syscalls": syscalls,
         }))
         return 0 if result.ok else 1
-    sys.stdout.write(result.stdout)
-    if args.handler is not None and result.ok:
-        print(json.dumps(result.value))
-    sys.stdout.flush()
-    sys.stderr.write(result.stderr)
-    if result.error:
-        tb = result.error.get("traceback") or f"{result.error['type']}: {result.error['message']}\n"
-        sys.stderr.write(tb)
+    _show(result, args.handler is not None)
     print(
         f"usetl: start-up {usf.startup_ms:.1f} ms (monitor start to agent ready), "
         f"total {total_ms:.1f} ms, {syscalls} syscalls",
@@ -150,7 +143,7 @@ def run_forked(args: argparse.Namespace, image: ImageArchive, event: object) -> 
     if args.fork < 1 or args.trace:
         raise UsageError("--fork takes a count of at least 1, and cannot be combined with --trace")
     t0 = time.perf_counter()
-    clones = []
+    runs: list[tuple[dict, InvocationResult]] = []
     config = UsfConfig(mem_mib=args.mem, allow=tuple(args.allow))
     with Template.start(image, config=config) as base:
         template = base
@@ -166,25 +159,30 @@ def run_forked(args: argparse.Namespace, image: ImageArchive, event: object) -> 
                         result = clone.run_code(args.code, timeout=args.timeout)
                     else:
                         result = clone.invoke(event, timeout=args.timeout)
-                    clones.append({
-                        "pid": clone.pid, "instance": clone.instance,
-                        "fork_ms": round(clone.fork_ms, 3), "run_ms": round(result.total_ms, 3),
-                        "stdout": result.stdout, "stderr": result.stderr, "error": result.error,
-                        "value": result.value, "io": result.io,
-                    })
-    ok = all(c["error"] is None for c in clones)
+                    runs.append(({"pid": clone.pid, "instance": clone.instance,
+                                  "fork_ms": round(clone.fork_ms, 3)}, result))
+    ok = all(result.ok for _, result in runs)
     if args.json:
+        clones = [{**info, "run_ms": round(r.total_ms, 3), "stdout": r.stdout,
+                   "stderr": r.stderr, "error": r.error, "value": r.value, "io": r.io}
+                  for info, r in runs]
         print(json.dumps({"template_ms": round(template_ms, 3), "clones": clones}))
         return 0 if ok else 1
-    for i, c in enumerate(clones):
-        print(f"--- clone {i} (pid {c['pid']}): fork {c['fork_ms']:.1f} ms, "
-              f"run {c['run_ms']:.1f} ms", file=sys.stderr)
-        sys.stdout.write(c["stdout"])
-        if args.handler is not None and c["error"] is None:
-            print(json.dumps(c["value"]))
-        sys.stdout.flush()
-        sys.stderr.write(c["stderr"])
-        if c["error"]:
-            sys.stderr.write(c["error"].get("traceback") or f"{c['error']['message']}\n")
-    print(f"usetl: template ready in {template_ms:.1f} ms, {len(clones)} clones", file=sys.stderr)
+    for i, (info, result) in enumerate(runs):
+        print(f"--- clone {i} (pid {info['pid']}): fork {info['fork_ms']:.1f} ms, "
+              f"run {result.total_ms:.1f} ms", file=sys.stderr)
+        _show(result, args.handler is not None)
+    print(f"usetl: template ready in {template_ms:.1f} ms, {len(runs)} clones", file=sys.stderr)
     return 0 if ok else 1
+
+
+def _show(result: InvocationResult, handler: bool) -> None:
+    """What the guest printed, the handler's value, and its error's traceback if it raised."""
+    sys.stdout.write(result.stdout)
+    if handler and result.ok:
+        print(json.dumps(result.value))
+    sys.stdout.flush()
+    sys.stderr.write(result.stderr)
+    if result.error:
+        tb = result.error.get("traceback") or f"{result.error['type']}: {result.error['message']}\n"
+        sys.stderr.write(tb)
