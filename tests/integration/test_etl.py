@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from usetl.libos.etl_device import HOST_REGION_GPA
-from usetl.usf import Usf, UsfConfig
+from usetl.usf import UsfConfig, start_usf
 
 pytestmark = pytest.mark.kvm
 
@@ -38,15 +38,14 @@ def server(module_http_server):
 def usf(image, server, ports):
     closed, stall = ports
     allow = (server.base + "/", f"http://127.0.0.1:{closed}/", f"http://127.0.0.1:{stall}/")
-    u = Usf(image, UsfConfig(allow=allow, etl_timeout=1.0, guest_region_mib=128))
-    u.start()
+    u = start_usf(image, UsfConfig(allow=allow, etl_timeout=1.0, guest_region_mib=128))
     yield u
     u.close()
 
 
 def run(usf, code):
     r = usf.run_code(textwrap.dedent(code), timeout=60)
-    assert r.error is None, r.error["traceback"]
+    assert r.error is None, r.error.traceback
     return r
 
 
@@ -65,9 +64,9 @@ def test_get_streams_into_the_host_region_and_the_guest_hashes_it_in_place(usf, 
         f"{path[1:]} host {len(body)} {hashlib.sha256(body).hexdigest()}"
         for path, body in blobs.items()
     ]
-    assert r.io["requests"] == 3
-    assert r.io["bytes_in"] == sum(len(b) for b in blobs.values())
-    assert r.io["wall_s"] > 0 and r.io["host_cpu_s"] > 0
+    assert r.io.requests == 3
+    assert r.io.bytes_in == sum(len(b) for b in blobs.values())
+    assert r.io.wall_s > 0 and r.io.host_cpu_s > 0
 
 
 def test_post_sends_guest_memory_and_the_server_receives_it(usf, server):
@@ -84,7 +83,7 @@ def test_post_sends_guest_memory_and_the_server_receives_it(usf, server):
     ]
     received = [body for path, _, body in server.posts if path == "/upload"]
     assert received[-2:] == sent
-    assert r.io["bytes_out"] == sum(len(d) for d in sent)
+    assert r.io.bytes_out == sum(len(d) for d in sent)
     server.posts.clear()
 
 
@@ -140,7 +139,7 @@ def test_a_chained_handler_gets_a_csv_transforms_it_and_posts_json(usf, server):
         "stored": {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()},
         "cities": 3,
     }
-    assert r.io["requests"] == 2 and r.io["bytes_out"] == len(body)
+    assert r.io.requests == 2 and r.io.bytes_out == len(body)
 
 
 def test_404_refused_and_timeout_are_etl_errors_the_function_can_catch(usf, server, ports):
@@ -213,8 +212,7 @@ def test_full_regions_are_clean_etl_errors_and_the_host_region_faults_on_a_write
     small = server.add("/small", b"fits")
     config = UsfConfig(mem_mib=64, allow=(server.base + "/",), host_region_mib=2,
                        guest_region_mib=2)
-    with Usf(image, config) as u:
-        u.start()
+    with start_usf(image, config) as u:
         r = run(u, f"""
             from usetl import etl
             try:
@@ -235,8 +233,8 @@ def test_full_regions_are_clean_etl_errors_and_the_host_region_faults_on_a_write
         ]
         # Below Python's read-only view, the page tables and the memslot refuse writes too.
         r = u.run_code(f"import ctypes; ctypes.memset({HOST_REGION_GPA:#x}, 1, 1)")
-        assert r.error["type"] == "GuestFault"
-        assert f"page fault (#PF) at address {HOST_REGION_GPA:#x}" in r.error["message"]
+        assert r.error.type == "GuestFault"
+        assert f"page fault (#PF) at address {HOST_REGION_GPA:#x}" in r.error.message
 
 
 RAISES = '''
@@ -256,9 +254,9 @@ def test_an_exception_returns_type_message_traceback_and_the_output(usf):
     assert usf.load_function("handler", source=RAISES, filename="rows.py").ok
     r = usf.call({"row": "x,y"})
     assert r.value is None
-    assert (r.error["type"], r.error["message"]) == ("ValueError", "bad row: 'x,y'")
-    assert 'File "rows.py", line 5, in parse' in r.error["traceback"]
-    assert 'raise ValueError(f"bad row: {row!r}")' in r.error["traceback"]
+    assert (r.error.type, r.error.message) == ("ValueError", "bad row: 'x,y'")
+    assert 'File "rows.py", line 5, in parse' in r.error.traceback
+    assert 'raise ValueError(f"bad row: {row!r}")' in r.error.traceback
     assert (r.stdout, r.stderr) == ("processing x,y\n", "careful\n")
 
 
@@ -287,20 +285,20 @@ def test_load_runs_module_code_once_and_invoke_calls_the_handler(usf):
                            "has_deadline": True}
     assert second.value["calls"] == 2 and second.value["size"] == len(json.dumps(big_event))
     assert first.stdout == second.stdout == ""
-    assert first.extra["guest_ms"] >= 0 and first.extra["guest_cpu_ms"] >= 0
+    assert first.guest_ms >= 0 and first.guest_cpu_ms >= 0
 
 
 def test_a_return_value_that_is_not_json_is_an_error_naming_its_type(usf):
     assert usf.load_function("handler", source="def handler(e, c):\n    return {1, 2}\n").ok
     r = usf.call(None)
-    assert r.error["type"] == "TypeError" and "set" in r.error["message"]
+    assert r.error.type == "TypeError" and "set" in r.error.message
     assert r.value is None
 
 
 def test_a_function_file_cannot_replace_a_loaded_module(usf):
     r = usf.load_function("handler", source="def handler(e, c):\n    return 1\n",
                           filename="json.py")
-    assert r.error["type"] == "ImportError" and "'json'" in r.error["message"]
+    assert r.error.type == "ImportError" and "'json'" in r.error.message
     assert usf.run_code("import json; print(json.dumps([1]))").stdout == "[1]\n"
 
 

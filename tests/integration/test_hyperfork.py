@@ -92,7 +92,7 @@ def test_a_function_clone_does_not_import_again(fn_template):
     assert imports == "1" and again[0] == modules  # nothing new was imported
     with fn_template.fork() as clone:
         first = clone.run_code(code)
-    assert first.total_ms < fn_template.info["load"]["total_ms"]  # no import work
+    assert first.total_ms < fn_template.info.load.total_ms  # no import work
     assert "csv" in out_modules(fn_template)
 
 
@@ -111,15 +111,15 @@ def test_rollback_restores_memory_exactly_and_leaves_no_secret(fn_template):
             "open('/tmp/secret', 'w').write(SECRET)\n"
             "print(SECRET)\n"
         )).strip()
-        assert clone.inspect(secret.encode())["found"], "the secret should be in guest memory"
+        assert clone.inspect(secret.encode()).found, "the secret should be in guest memory"
         info = clone.rollback(fresh_identity=False)
-        assert info["pages"] > 0
+        assert info.pages > 0
         after = clone.inspect(secret.encode())
-        assert after["sha256"] == template_digests
-        assert after["found"] == []
+        assert after.sha256 == template_digests
+        assert after.found == []
         code = "import os\nprint(os.path.exists('/tmp/secret'), 'SECRET' in globals())"
         assert out(clone.run_code(code)) == "False False\n"
-        assert clone.inspect(secret.encode())["found"] == []
+        assert clone.inspect(secret.encode()).found == []
 
 
 def test_killing_a_clone_leaves_the_template_and_other_clones_working(base):
@@ -139,7 +139,7 @@ def test_killing_a_clone_leaves_the_template_and_other_clones_working(base):
 def test_a_crashed_guest_ends_its_clone_only(base):
     with base.fork() as clone:
         result = clone.run_code("import ctypes; ctypes.string_at(8)")
-        assert result.error["type"] == "GuestFault"
+        assert result.error.type == "GuestFault"
         with pytest.raises(HyperForkError, match="died"):
             clone.rollback()
     with base.fork() as other:
@@ -273,8 +273,8 @@ def test_rollback_gives_a_fresh_identity_unless_asked_not_to(base):
     with base.fork(warm=False) as clone:
         out(clone.run_code(code))
         info = clone.rollback()
-        assert info["ms"] >= info["restore_ms"] > 0
-        assert clone.inspect()["sha256"] != digests  # the identity request already ran
+        assert info.ms >= info.restore_ms > 0
+        assert clone.inspect().sha256 != digests  # the identity request already ran
         clone.rollback(fresh_identity=False)
-        assert clone.inspect()["sha256"] == digests
+        assert clone.inspect().sha256 == digests
         assert out(clone.run_code(code)).strip() == clone.instance  # taken on first use

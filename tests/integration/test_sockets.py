@@ -9,7 +9,7 @@ import time
 import pytest
 
 from usetl.etl import UrlPolicy
-from usetl.usf import Usf
+from usetl.usf import start_usf
 
 pytestmark = pytest.mark.kvm
 
@@ -17,8 +17,7 @@ pytestmark = pytest.mark.kvm
 @pytest.fixture(scope="module")
 def usf(image):
     """One started USF shared by the tests below; each sets its own policy."""
-    u = Usf(image)
-    u.start()
+    u = start_usf(image)
     yield u
     u.close()
 
@@ -96,8 +95,8 @@ def test_http_client_post_round_trip(usf, http_server):
         ("/upload", "text/csv", True)
     ] * 2
     # The socket path is billed like ETL requests: one connection, both bodies out.
-    assert io["requests"] == 1 and io["bytes_out"] > 2 * len(expected)
-    assert 0 < io["bytes_in"] < 4096 and io["host_cpu_s"] > 0
+    assert io.requests == 1 and io.bytes_out > 2 * len(expected)
+    assert 0 < io.bytes_in < 4096 and io.host_cpu_s > 0
 
 
 def test_listening_datagram_and_unix_sockets_are_refused(usf, http_server):
@@ -203,8 +202,7 @@ def test_socket_calls_poll_select_and_timeouts(usf, http_server, stalling_port):
 
 
 def test_the_invocation_deadline_ends_a_blocked_recv(image, stalling_port):
-    with Usf(image) as u:
-        u.start()
+    with start_usf(image) as u:
         u.kernel.allow_sockets(UrlPolicy([f"http://127.0.0.1:{stalling_port}/"]))
         t0 = time.monotonic()
         r = u.run_code(
@@ -212,7 +210,7 @@ def test_the_invocation_deadline_ends_a_blocked_recv(image, stalling_port):
             timeout=1,
         )
         elapsed = time.monotonic() - t0
-    assert r.error["type"] == "Timeout"
+    assert r.error.type == "Timeout"
     assert elapsed < 5
 
 

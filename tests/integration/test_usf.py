@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from usetl.image import ImageArchive, ImageError
-from usetl.usf import Usf, UsfConfig
+from usetl.usf import UsfConfig, boot_usf, start_usf
 
 pytestmark = pytest.mark.kvm
 
@@ -21,8 +21,7 @@ USETL = [sys.executable, "-m", "usetl"]
 @pytest.fixture(scope="module")
 def usf(image):
     """One started USF shared by the read-only checks below."""
-    u = Usf(image)
-    u.start()
+    u = start_usf(image)
     yield u
     u.close()
 
@@ -45,8 +44,8 @@ def test_static_c_program_runs_and_its_exit_code_and_output_come_back(image, tmp
     )
     exe = tmp_path / "hello"
     subprocess.run(["gcc", "-static", "-O1", "-o", str(exe), str(src)], check=True)
-    with Usf(image, UsfConfig(mem_mib=32)) as u:
-        u.boot("/tmp/hello", ["/tmp/hello", "world"], files={"hello": exe.read_bytes()})
+    with boot_usf("/tmp/hello", ["/tmp/hello", "world"], image, UsfConfig(mem_mib=32),
+                  files={"hello": exe.read_bytes()}) as u:
         result = u.run_program(timeout=30)
     assert result.status == 42
     assert result.stdout == b"hello world argc=2 sum=14\n"
@@ -157,18 +156,17 @@ def test_exception_returns_type_message_and_traceback(usf):
             raise ValueError("bad value 42")
         inner()
     """)
-    assert r.error["type"] == "ValueError"
-    assert r.error["message"] == "bad value 42"
-    assert 'raise ValueError("bad value 42")' in r.error["traceback"]
-    assert "agent.py" not in r.error["traceback"]
+    assert r.error.type == "ValueError"
+    assert r.error.message == "bad value 42"
+    assert 'raise ValueError("bad value 42")' in r.error.traceback
+    assert "agent.py" not in r.error.traceback
     assert usf.alive  # an exception in user code does not end the USF
 
 
 def test_memory_exhaustion_is_a_memoryerror_in_the_guest(image):
-    with Usf(image, UsfConfig(mem_mib=64)) as u:
-        u.start()
+    with start_usf(image, UsfConfig(mem_mib=64)) as u:
         r = u.run_code("x = bytearray(10 ** 10)")
-        assert r.error["type"] == "MemoryError"
+        assert r.error.type == "MemoryError"
         r = u.run_code(
             "chunks = []\n"
             "try:\n"
@@ -182,19 +180,17 @@ def test_memory_exhaustion_is_a_memoryerror_in_the_guest(image):
 
 
 def test_segfault_ends_the_invocation_with_a_clear_error(image):
-    with Usf(image) as u:
-        u.start()
+    with start_usf(image) as u:
         r = u.run_code("import ctypes; ctypes.string_at(0)")
-        assert r.error["type"] == "GuestFault"
-        assert "page fault" in r.error["message"] and "0x0" in r.error["message"]
+        assert r.error.type == "GuestFault"
+        assert "page fault" in r.error.message and "0x0" in r.error.message
         assert not u.alive
 
 
 def test_infinite_loop_is_stopped_by_the_timeout(image):
-    with Usf(image) as u:
-        u.start()
+    with start_usf(image) as u:
         r = u.run_code("while True: pass", timeout=0.5)
-        assert r.error["type"] == "Timeout"
+        assert r.error.type == "Timeout"
         assert 400 < r.total_ms < 5000
 
 

@@ -56,7 +56,7 @@ def test_timeout_ends_the_clone_and_syntax_errors_name_the_line(backend, tmp_pat
     try:
         instance = template.fork()
         out = instance.invoke(None, {}, 0.5)
-        assert out.error["type"] == "Timeout"
+        assert out.error.type == "Timeout"
         assert instance.closed
     finally:
         template.close()

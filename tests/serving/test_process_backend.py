@@ -69,9 +69,9 @@ def test_timeout_kills_the_instance(backend, function_dir):
     try:
         instance = template.fork()
         out = instance.invoke({}, {}, 0.5)
-        assert out.error["type"] == "Timeout"
-        assert 450 < out.duration_ms < 3000
-        assert template.fork().invoke({}, {}, 0.2).error["type"] == "Timeout"
+        assert out.error.type == "Timeout"
+        assert 450 < out.total_ms < 3000
+        assert template.fork().invoke({}, {}, 0.2).error.type == "Timeout"
     finally:
         template.close()
 
@@ -86,11 +86,11 @@ def test_errors_and_memory_limit(backend, function_dir):
     template = backend.template(FunctionSpec("t/err/1", code, "fn.py:handler", memory_mib=256))
     try:
         out = template.fork().invoke("x", {}, 10)
-        assert out.error["type"] == "ValueError"
-        assert "bad event 'x'" in out.error["message"]
-        assert 'fn.py", line 4' in out.error["traceback"]
+        assert out.error.type == "ValueError"
+        assert "bad event 'x'" in out.error.message
+        assert 'fn.py", line 4' in out.error.traceback
         out = template.fork().invoke("big", {}, 10)
-        assert out.error["type"] == "MemoryError"
+        assert out.error.type == "MemoryError"
     finally:
         template.close()
 
@@ -99,7 +99,7 @@ def test_syntax_error_fails_the_template_with_its_line(backend, function_dir):
     code = function_dir("def handler(event, context):\n    return (\n\nx = 1 +\n")
     with pytest.raises(FunctionLoadError) as e:
         backend.template(FunctionSpec("t/syntax/1", code, "fn.py:handler"))
-    assert e.value.error["type"] == "SyntaxError"
+    assert e.value.error.type == "SyntaxError"
     assert "line" in str(e.value)
 
 
@@ -150,8 +150,8 @@ def test_etl_goes_through_the_host_under_the_policy(backend, function_dir, http_
         assert out.value["status"] == 200 and out.value["answer"]["size"] == len('{"n": 3}')
         assert http_server.posts[-1] == ("/sink", "application/json", b'{"n": 3}')
         assert out.value["files"] == ["data.csv", "sink", "out.json"]
-        assert out.io["requests"] == 2 and out.io["bytes_in"] >= 6 and out.io["bytes_out"] == 8
-        assert out.io["host_cpu_s"] > 0
+        assert out.io.requests == 2 and out.io.bytes_in >= 6 and out.io.bytes_out == 8
+        assert out.io.host_cpu_s > 0
         again = template.fork().invoke({
             "url": url, "port": http_server.port, "denied": "http://127.0.0.2/x",
             "sink": http_server.base + "/sink",

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from usetl.platform.backend import Outcome
+from usetl.invocation import InvocationResult, IoUsage
 from usetl.platform.registry import Registry, RegistryError
 
 VERSION = dict(
@@ -70,7 +70,9 @@ def test_invocations_survive_reopening_and_recover(registry, tmp_path):
     registry.set_running(running)
     done = "d" * 32
     registry.record_invocation(
-        done, v, {"x": 3}, Outcome({"y": 3}, None, "out\n", "", 1.5, 1.0, {"bytes_in": 10}, 1000),
+        done, v, {"x": 3}, InvocationResult(
+            value={"y": 3}, stdout="out\n", total_ms=1.5, guest_cpu_ms=1.0,
+            io=IoUsage(bytes_in=10), peak_memory_bytes=1000),
         time.time(),
     )
     registry.close()

@@ -1,4 +1,4 @@
-"""usetl.libos.elf: ElfFile checked against binutils' readelf on real binaries.
+"""usetl.elf: ElfFile checked against binutils' readelf on real binaries.
 
 The host interpreter, its libpython (when shared) and small programs built
 here with gcc (static, PIE, non-PIE) are parsed and compared with what
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from usetl.libos.elf import ET_DYN, ET_EXEC, PT_INTERP, PT_LOAD, ElfError, ElfFile
+from usetl.elf import ET_DYN, ET_EXEC, PT_INTERP, PT_LOAD, ElfError, ElfFile
 
 READELF = shutil.which("readelf")
 GCC = shutil.which("gcc")

@@ -104,7 +104,7 @@ def test_libpython_is_in_the_image_if_the_interpreter_is_shared(archive: ImageAr
 
 
 def _needed(path: str) -> list[str]:
-    from usetl.libos.elf import ElfFile
+    from usetl.elf import ElfFile
 
     return ElfFile.from_path(path).needed
 

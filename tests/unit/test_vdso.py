@@ -1,6 +1,6 @@
 """The libos's vDSO image is an ELF shared object glibc can read."""
 
-from usetl.libos.elf import ElfFile
+from usetl.elf import ElfFile
 from usetl.libos.vdso import CLOCK_GETTIME_CODE, CODE_OFFSET, IMAGE
 
 

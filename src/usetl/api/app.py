@@ -61,8 +61,12 @@ def _caller(request: Request, authorization: Annotated[str | None, Header()] = N
 Caller = Annotated[Tenant, Depends(_caller)]
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error_response(status: int, code: str, message: str,
+                   cause: dict | None = None) -> JSONResponse:
+    error: dict = {"code": code, "message": message}
+    if cause is not None:
+        error["cause"] = cause
+    return JSONResponse({"error": error}, status_code=status)
 
 
 def create_app(platform: Platform) -> FastAPI:
@@ -94,7 +98,8 @@ def create_app(platform: Platform) -> FastAPI:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        response = error_response(exc.status, exc.code, str(exc))
+        cause = exc.cause.as_dict() if exc.cause is not None else None
+        response = error_response(exc.status, exc.code, str(exc), cause)
         if headers:
             response.headers.update(headers)
         return response

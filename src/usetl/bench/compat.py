@@ -19,7 +19,7 @@ from pathlib import Path
 from usetl.bench.config import BenchConfig
 from usetl.bench.envs import host_python
 from usetl.libos.hostfs import HostDirFS
-from usetl.usf import Usf, UsfConfig
+from usetl.usf import Usf, UsfConfig, start_usf
 
 # Packages the image does not carry: installed through the module store.
 FROM_STORE = {"numpy": "numpy"}
@@ -113,8 +113,7 @@ def run(cfg: BenchConfig, ctx) -> dict:
             if usf is None or not usf.alive:
                 if usf is not None:
                     usf.close()
-                usf = Usf(ctx.image, UsfConfig(mem_mib=cfg.usf_mem_mib))
-                usf.start()
+                usf = start_usf(ctx.image, UsfConfig(mem_mib=cfg.usf_mem_mib))
                 mounted = []
             try:
                 paths = store_paths(module)
@@ -125,7 +124,6 @@ def run(cfg: BenchConfig, ctx) -> dict:
                 continue
             mounts = []
             for i, path in enumerate(paths):
-                assert usf.kernel is not None
                 usf.kernel.ns.mount(f"store{len(mounted) + i}", HostDirFS(str(path)))
                 mounts.append(f"/store{len(mounted) + i}")
             mounted.extend(mounts)
@@ -136,8 +134,8 @@ def run(cfg: BenchConfig, ctx) -> dict:
             error = ""
             if result.error:
                 # A long message (numpy's) ends with its cause: keep the last line.
-                lines = [ln for ln in result.error["message"].splitlines() if ln.strip()]
-                error = f"{result.error['type']}: {lines[-1].strip() if lines else ''}"
+                lines = [ln for ln in result.error.message.splitlines() if ln.strip()]
+                error = f"{result.error.type}: {lines[-1].strip() if lines else ''}"
             modules[module] = {
                 "usf": verdict(result.stdout.strip() == "ok", error) | {"ms": ms},
                 "host": in_host(module, paths),

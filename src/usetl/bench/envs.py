@@ -31,7 +31,7 @@ from usetl.bench.workload import (
     escape_request,
 )
 from usetl.image import ImageArchive
-from usetl.usf import Usf, UsfConfig
+from usetl.usf import Usf, UsfConfig, start_usf
 
 
 def host_python() -> str:
@@ -185,7 +185,7 @@ def load_and_call(usf: Usf) -> None:
     """The function sent to a started USF: load its module, call its handler, check the value."""
     for result in (usf.load_function("handler", source=HANDLER_SOURCE), usf.call({})):
         if result.error:
-            raise BenchError(f"USF: {result.error.get('type')}: {result.error.get('message')}")
+            raise BenchError(f"USF: {result.error.type}: {result.error.message}")
     if result.value != HANDLER_RESULT:
         raise BenchError(f"USF: wrong result {result.value!r}, expected {HANDLER_RESULT!r}")
 
@@ -206,9 +206,9 @@ class UsfCreatePerCall(CallEnv):
         self.startup_syscalls.clear()
 
     def call(self) -> None:
-        with Usf(self.image, self.config) as usf:
-            self.startup_ms.append(usf.start())
-            self.startup_syscalls.append(usf.startup_syscalls)
+        with start_usf(self.image, self.config) as usf:
+            self.startup_ms.append(usf.startup.ms)
+            self.startup_syscalls.append(usf.startup.syscalls)
             load_and_call(usf)
 
     def extra(self) -> dict:
@@ -234,8 +234,7 @@ class UsfPool(CallEnv):
     def before_call(self) -> None:
         if not self.ready:
             for _ in range(self.batch):
-                usf = Usf(self.image, self.config)
-                usf.start()
+                usf = start_usf(self.image, self.config)
                 self.ready.append(usf)
 
     def call(self) -> None:

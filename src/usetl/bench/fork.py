@@ -36,7 +36,7 @@ def run(image: ImageArchive, runs: int = 30, held: tuple[int, ...] = (1, 10, 50)
                 r = clone.run_code(REQUEST)
                 first_ms.append(r.total_ms)
                 fork_to_result.append((time.perf_counter() - t) * 1e3)
-                rollback_ms.append(clone.rollback()["ms"])  # with the fresh identity
+                rollback_ms.append(clone.rollback().ms)  # with the fresh identity
                 t = time.perf_counter()
                 clone.run_code(REQUEST)
                 recycled_ms.append((time.perf_counter() - t) * 1e3)

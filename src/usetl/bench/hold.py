@@ -11,14 +11,13 @@ from __future__ import annotations
 import sys
 
 from usetl.bench.envs import load_and_call
-from usetl.usf import Usf, UsfConfig
+from usetl.usf import UsfConfig, start_usf
 
 
 def main(kind: str, mem_mib: int) -> int:
     usf = None
     if kind == "usf":
-        usf = Usf(config=UsfConfig(mem_mib=mem_mib))
-        usf.start()
+        usf = start_usf(config=UsfConfig(mem_mib=mem_mib))
         load_and_call(usf)
     print("ready", flush=True)
     sys.stdin.read()

@@ -60,7 +60,7 @@ def run(clone: Any, code: str) -> str:
     """Run code in a clone (exec request); its stdout."""
     result = clone.run_code(code, timeout=INVOKE_TIMEOUT)
     if result.error:
-        raise BenchError(f"clone: {result.error.get('type')}: {result.error.get('message')}")
+        raise BenchError(f"clone: {result.error.type}: {result.error.message}")
     return result.stdout
 
 
@@ -68,7 +68,7 @@ def call(clone: Any) -> None:
     """One invocation of the loaded handler, its value checked."""
     result = clone.invoke({}, None, INVOKE_TIMEOUT)
     if result.error:
-        raise BenchError(f"clone: {result.error.get('type')}: {result.error.get('message')}")
+        raise BenchError(f"clone: {result.error.type}: {result.error.message}")
     if result.value != HANDLER_RESULT:
         raise BenchError(f"clone: wrong result {result.value!r}, expected {HANDLER_RESULT!r}")
 

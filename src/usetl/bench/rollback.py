@@ -33,8 +33,8 @@ def run(cfg: BenchConfig, ctx) -> dict:
                     t0 = time.perf_counter()
                     info = clone.rollback(fresh_identity=False)
                     samples.append((time.perf_counter() - t0) * 1e3)
-                    monitor_ms.append(info["ms"])
-                    restored.append(info["pages"])
+                    monitor_ms.append(info.ms)
+                    restored.append(info.pages)
                 points.append({"pages": pages, "mib": round(pages * PAGE / (1 << 20), 3),
                                "ms": summary(samples), "monitor_ms": summary(monitor_ms),
                                "restored_pages": summary([float(p) for p in restored], 0)})

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 from usetl.image import ImageArchive
-from usetl.usf import Usf
+from usetl.usf import start_usf
 
 COMPUTE_LOOP = """
 import time
@@ -61,10 +61,10 @@ def run(image: ImageArchive, runs: int = 20,
     startup_ms, syscalls, syscall_ms = [], [], []
     for i in range(runs):
         say(f"USF start-up {i + 1}/{runs}")
-        with Usf(image) as usf:
-            startup_ms.append(usf.start())
-            syscalls.append(usf.startup_syscalls)
-            syscall_ms.append(usf.startup_syscall_ms)
+        with start_usf(image) as usf:
+            startup_ms.append(usf.startup.ms)
+            syscalls.append(usf.startup.syscalls)
+            syscall_ms.append(usf.startup.syscall_ms)
 
     host_ms = []
     exe = sys._base_executable
@@ -75,8 +75,7 @@ def run(image: ImageArchive, runs: int = 20,
         host_ms.append((time.perf_counter() - t0) * 1e3)
 
     say("compute loop and syscall round trip")
-    with Usf(image) as usf:
-        usf.start()
+    with start_usf(image) as usf:
         guest_compute = float(usf.run_code(COMPUTE_LOOP).stdout)
         guest_syscall = float(usf.run_code(SYSCALL_LOOP).stdout)
     host_compute = float(host_python(COMPUTE_LOOP))

@@ -36,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
     p.set_defaults(func=run_platform)
 
+    m = commands.add_parser(
+        "protocol", help="the controller/clone protocol: cost per message, typed vs pickle")
+    m.add_argument("--runs", type=int, default=20000, help="messages to time (default 20000)")
+    m.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    m.set_defaults(func=run_protocol)
+
     a = commands.add_parser(
         "all", help="run every experiment and write DIR/results.json, evaluation.md, figures"
     )
@@ -124,6 +130,14 @@ def run_readme_table(args: argparse.Namespace) -> int:
 
     readme_table.update(args.readme, args.dir)
     print(f"usetl: refreshed the comparison table in {args.readme} from {args.dir}")
+    return 0
+
+
+def run_protocol(args: argparse.Namespace) -> int:
+    from usetl.bench import protocol
+
+    result = protocol.run(args.runs)
+    print(json.dumps(result, indent=2) if args.json else protocol.format_report(result))
     return 0
 
 

@@ -8,10 +8,13 @@ import sys
 import time
 from pathlib import Path
 
+import msgspec
+
 from usetl.errors import UsetlError
 from usetl.image import ImageArchive, StderrProgress, default_image
+from usetl.invocation import InvocationResult
 from usetl.libos.syscalls.args import s64
-from usetl.usf import InvocationResult, Usf, UsfConfig
+from usetl.usf import Usf, UsfConfig, start_usf
 
 
 class UsageError(UsetlError):
@@ -105,31 +108,30 @@ def run_code(args: argparse.Namespace) -> int:
     if args.fork:
         return run_forked(args, image, _event(args))
     config = UsfConfig(mem_mib=args.mem, trace=args.trace, allow=tuple(args.allow))
-    with Usf(image, config) as usf:
-        usf.start()
+    with start_usf(image, config) as usf:
         result = _run(usf, args)
         total_ms = (time.perf_counter() - t0) * 1e3
-        syscalls = usf.startup_syscalls + result.syscalls
+        syscalls = usf.startup.syscalls + result.syscalls
         if args.trace:
-            assert usf.kernel is not None and usf.kernel.trace is not None
+            assert usf.kernel.trace is not None
             for rec in usf.kernel.trace:
                 args_text = ", ".join(hex(a) for a in rec.args)
                 print(f"{rec.name}({args_text}) = {s64(rec.result & (2**64 - 1))}", file=sys.stderr)
     if args.json:
-        print(json.dumps({
+        print(json.dumps(msgspec.to_builtins({
             "stdout": result.stdout,
             "stderr": result.stderr,
             "error": result.error,
             "value": result.value,
             "io": result.io,
-            "startup_ms": round(usf.startup_ms, 3),
+            "startup_ms": round(usf.startup.ms, 3),
             "total_ms": round(total_ms, 3),
             "syscalls": syscalls,
-        }))
+        })))
         return 0 if result.ok else 1
     _show(result, args.handler is not None)
     print(
-        f"usetl: start-up {usf.startup_ms:.1f} ms (monitor start to agent ready), "
+        f"usetl: start-up {usf.startup.ms:.1f} ms (monitor start to agent ready), "
         f"total {total_ms:.1f} ms, {syscalls} syscalls",
         file=sys.stderr,
     )
@@ -166,7 +168,8 @@ def run_forked(args: argparse.Namespace, image: ImageArchive, event: object) -> 
         clones = [{**info, "run_ms": round(r.total_ms, 3), "stdout": r.stdout,
                    "stderr": r.stderr, "error": r.error, "value": r.value, "io": r.io}
                   for info, r in runs]
-        print(json.dumps({"template_ms": round(template_ms, 3), "clones": clones}))
+        print(json.dumps(msgspec.to_builtins({"template_ms": round(template_ms, 3),
+                                              "clones": clones})))
         return 0 if ok else 1
     for i, (info, result) in enumerate(runs):
         print(f"--- clone {i} (pid {info['pid']}): fork {info['fork_ms']:.1f} ms, "
@@ -184,5 +187,4 @@ def _show(result: InvocationResult, handler: bool) -> None:
     sys.stdout.flush()
     sys.stderr.write(result.stderr)
     if result.error:
-        tb = result.error.get("traceback") or f"{result.error['type']}: {result.error['message']}\n"
-        sys.stderr.write(tb)
+        sys.stderr.write(result.error.text())

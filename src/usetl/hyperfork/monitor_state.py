@@ -3,7 +3,7 @@
 The state is the whole `Usf` object graph (kernel, fd table, memory map,
 namespace, channel) pickled. Objects that belong to one process — the VM,
 guest memory and its views, the image archive, the syscall table, the vDSO
-clock — are left out by name (`Usf.externals()`) and bound again to the
+clock — are left out by name (`externals()`) and bound again to the
 loading process's own objects.
 """
 
@@ -12,7 +12,11 @@ from __future__ import annotations
 import io
 import pickle
 
-from usetl.usf import Usf
+from usetl.image.archive import ImageArchive
+from usetl.libos.fs import ImageFS
+from usetl.libos.syscalls.table import HANDLERS
+from usetl.usf import Usf, shared_clock
+from usetl.vm import GuestMemory, Vm
 
 
 class _Pickler(pickle.Pickler):
@@ -36,8 +40,26 @@ class _Unpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"monitor state refers to unknown {pid!r}") from None
 
 
+def externals(vm: Vm | None, image: ImageArchive, imagefs: ImageFS,
+              memory: dict[str, GuestMemory]) -> dict[str, object]:
+    """This process's objects a monitor state refers to, by the names it refers to them."""
+    objects: dict[str, object] = {
+        "vm": vm, "image": image, "imagefs": imagefs, "clock": shared_clock(),
+        "handlers": HANDLERS,
+    }
+    for name, mem in memory.items():
+        objects[f"mem:{name}"] = mem
+        objects[f"view:{name}"] = mem.view
+    return objects
+
+
+def externals_of(usf: Usf) -> dict[str, object]:
+    """The externals of a running USF (to save its state, or to roll it back in place)."""
+    return externals(usf.vm, usf.image, usf.kernel.ns.image, usf.vm.memory())
+
+
 def dumps(usf: Usf) -> bytes:
-    names = {id(obj): name for name, obj in usf.externals().items() if obj is not None}
+    names = {id(obj): name for name, obj in externals_of(usf).items() if obj is not None}
     out = io.BytesIO()
     _Pickler(out, names).dump(usf)
     return out.getvalue()

@@ -21,13 +21,12 @@ from pathlib import Path
 from usetl.errors import UsetlError
 from usetl.image.archive import ImageArchive, ImageError
 from usetl.libos.fs import ImageFS
-from usetl.libos.syscalls.table import HANDLERS
-from usetl.usf import _shared_clock
 from usetl.vm import GuestMemory, RegionSpec
 from usetl.vm.memory import data_ranges
 from usetl.vm.vcpu_state import VcpuState
 
 from . import monitor_state
+from .frozen import Frozen
 
 MAGIC = b"USETLSNP"
 VERSION = 1
@@ -40,8 +39,8 @@ class SnapshotError(UsetlError):
     """A snapshot could not be written, or is not one this version can load."""
 
 
-def save(frozen, directory: str) -> None:
-    """Write `frozen` (a worker.Frozen) to `directory`, atomically per file."""
+def save(frozen: Frozen, directory: str) -> None:
+    """Write `frozen` to `directory`, atomically per file."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     image = frozen.usf.image
@@ -112,10 +111,8 @@ def _check_sparse(path: Path, size: int, expected: str) -> int:
     return fd
 
 
-def load(directory: str):
-    """A worker.Frozen from a snapshot directory; refuses anything but an intact v1 snapshot."""
-    from .worker import Frozen
-
+def load(directory: str) -> Frozen:
+    """A frozen USF from a snapshot directory; refuses anything but an intact v1 snapshot."""
     root = Path(directory)
     try:
         raw = (root / STATE_FILE).read_bytes()
@@ -155,13 +152,7 @@ def load(directory: str):
     for m in header["memories"]:
         fd = _check_sparse(root / f"{m['name']}.mem", m["size"], m["sha256"])
         memory[m["name"]] = GuestMemory(m["name"], m["gpa"], m["size"], fd=fd)
-    externals: dict[str, object] = {
-        "vm": None, "image": image, "imagefs": ImageFS(image),
-        "clock": _shared_clock(), "handlers": HANDLERS,
-    }
-    for name, mem in memory.items():
-        externals[f"mem:{name}"] = mem
-        externals[f"view:{name}"] = mem.view
+    externals = monitor_state.externals(None, image, ImageFS(image), memory)
     usf = monitor_state.loads(state, externals)
     specs = [RegionSpec(**r) for r in header["regions"]]
     return Frozen(usf, vcpu, state, memory, specs)

@@ -19,23 +19,50 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import usetl
 from usetl.image import default_image
 from usetl.image.archive import ImageArchive
-from usetl.usf import InvocationResult, UsfConfig
+from usetl.invocation import InvocationResult
+from usetl.usf import UsfConfig
 
-from .ipc import Channel, HyperForkError
+from .protocol import (
+    Channel,
+    CloneReady,
+    Close,
+    Digests,
+    Done,
+    Fork,
+    Forked,
+    HyperForkError,
+    Info,
+    InspectClone,
+    Inspected,
+    InspectTemplate,
+    Invoke,
+    Invoked,
+    LoadFunction,
+    LoadSnapshot,
+    Message,
+    Rollback,
+    RolledBack,
+    SaveSnapshot,
+    StartTemplate,
+    TemplateReady,
+)
+
+M = TypeVar("M")
 
 
 class Template:
     """A frozen, started USF that clones are forked from."""
 
-    def __init__(self, chan: Channel, info: dict, process: subprocess.Popen | None = None):
+    def __init__(self, chan: Channel, info: TemplateReady,
+                 process: subprocess.Popen | None = None):
         self.chan = chan
         self.info = info
-        self.pid: int = info["pid"]
+        self.pid = info.pid
         self.process = process
         self.closed = False
 
@@ -54,15 +81,15 @@ class Template:
             path = str(image.path)
         else:
             path = str(image if image is not None else default_image())
-        return cls._spawn(("start", path, config))
+        return cls._spawn(StartTemplate(path, config))
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> Template:
         """A template from a snapshot written by save(); its memory is mapped, not read."""
-        return cls._spawn(("load", str(Path(directory).resolve())))
+        return cls._spawn(LoadSnapshot(str(Path(directory).resolve())))
 
     @classmethod
-    def _spawn(cls, first: tuple) -> Template:
+    def _spawn(cls, first: Message) -> Template:
         mine, theirs = Channel.pair()
         env = dict(os.environ)
         src = os.path.dirname(os.path.dirname(os.path.abspath(usetl.__file__)))
@@ -73,12 +100,13 @@ class Template:
         )
         theirs.close()
         try:
-            reply = mine.request(first)
+            reply = mine.request(first, TemplateReady)
         except HyperForkError:
             mine.close()
+            process.kill()
             process.wait()
             raise
-        return cls(mine, reply[1], process)
+        return cls(mine, reply, process)
 
     def load_function(
         self,
@@ -90,9 +118,8 @@ class Template:
 
         `mounts` maps names to host directories shown read-only at /name (code, modules).
         """
-        chan = self._fork_channel({"request": request, "mounts": mounts or {}, "timeout": timeout})
-        reply = _first_reply(chan)
-        return Template(chan, reply[1])
+        chan = self._fork_channel(Fork(LoadFunction(request, mounts or {}, timeout)))
+        return Template(chan, _first_reply(chan, TemplateReady))
 
     def fork(self, warm: bool = True) -> Clone:
         """A new clone with its own identity, ready for one invocation at a time.
@@ -101,15 +128,14 @@ class Template:
         first real request does not pay for first-touch page faults.
         """
         t0 = time.perf_counter()
-        chan = self._fork_channel(None, warm)
-        reply = _first_reply(chan)
-        return Clone(chan, reply[1], (time.perf_counter() - t0) * 1e3)
+        chan = self._fork_channel(Fork(warm=warm))
+        return Clone(chan, _first_reply(chan, CloneReady), (time.perf_counter() - t0) * 1e3)
 
-    def _fork_channel(self, load: dict | None, warm: bool = False) -> Channel:
+    def _fork_channel(self, fork: Fork) -> Channel:
         self._check()
         mine, theirs = Channel.pair()
         try:
-            self.chan.request(("fork", load, warm), fds=(theirs.fileno(),))
+            self.chan.request(fork, Forked, fds=(theirs.fileno(),))
         finally:
             theirs.close()
         return mine
@@ -118,17 +144,17 @@ class Template:
 
     def memory_bytes(self) -> int:
         self._check()
-        return self.chan.request(("info",))[1]["memory_bytes"]
+        return self.chan.request(Info(), TemplateReady).memory_bytes
 
     def memory_digests(self) -> dict[str, str]:
         """sha256 of each guest memory (RAM, regions) as frozen."""
         self._check()
-        return self.chan.request(("inspect", None))[1]["sha256"]
+        return self.chan.request(InspectTemplate(), Digests).sha256
 
     def save(self, directory: str | os.PathLike) -> None:
         self._check()
         Path(directory).mkdir(parents=True, exist_ok=True)
-        self.chan.request(("save", str(Path(directory).resolve())))
+        self.chan.request(SaveSnapshot(str(Path(directory).resolve())), Done)
 
     def _check(self) -> None:
         if self.closed:
@@ -140,7 +166,7 @@ class Template:
             return
         self.closed = True
         try:
-            self.chan.request(("close",))
+            self.chan.request(Close(), Done)
         except HyperForkError:
             _kill(self.pid)
         self.chan.close()
@@ -154,12 +180,12 @@ class Template:
         self.close()
 
 
-def _first_reply(chan: Channel) -> tuple:
-    reply, _ = chan.recv()
-    if reply[0] == "error":
+def _first_reply(chan: Channel, kind: type[M]) -> M:
+    try:
+        return chan.reply(kind)
+    except HyperForkError:
         chan.close()
-        raise HyperForkError(reply[1])
-    return reply
+        raise
 
 
 def _kill(pid: int) -> None:
@@ -172,11 +198,12 @@ def _kill(pid: int) -> None:
 class Clone:
     """One clone VM (a process): invoke, roll back, close."""
 
-    def __init__(self, chan: Channel, info: dict, fork_ms: float):
+    def __init__(self, chan: Channel, info: CloneReady, fork_ms: float):
         self.chan = chan
-        self.pid: int = info["pid"]
-        self.instance: str = info["instance"]
-        self.timings: dict = info.get("timings", {})
+        self.pid = info.pid
+        self.instance = info.instance
+        self.timings = info.timings
+        self.warm_ms = info.warm_ms
         self.fork_ms = fork_ms
         self.closed = False
 
@@ -184,8 +211,7 @@ class Clone:
         """One agent request; a guest fault or timeout ends the clone's guest (result.error)."""
         if self.closed:
             raise HyperForkError("this clone is closed")
-        reply = self.chan.request(("invoke", request, timeout))
-        return InvocationResult(**reply[1])
+        return self.chan.request(Invoke(request, timeout), Invoked).result
 
     def invoke(self, event: Any, context: dict | None = None,
                timeout: float | None = None) -> InvocationResult:
@@ -195,8 +221,14 @@ class Clone:
     def run_code(self, code: str, timeout: float | None = None) -> InvocationResult:
         return self.request({"kind": "exec", "code": code}, timeout=timeout)
 
-    def rollback(self, fresh_identity: bool = True) -> dict:
-        """Reset to the template's exact state; returns {"pages", "restore_ms", "ms"}.
+    def warm(self) -> None:
+        """A no-op request, so that the next one does not pay for first touches of its path."""
+        result = self.run_code("pass")
+        if result.error is not None:
+            raise HyperForkError(f"{result.error.type}: {result.error.message}", result.error)
+
+    def rollback(self, fresh_identity: bool = True) -> RolledBack:
+        """Reset to the template's exact state; says how many pages it restored, how fast.
 
         The guest then takes a fresh identity (a new instance id, reseeded
         RNGs), off the next request's path. With fresh_identity=False it
@@ -205,18 +237,20 @@ class Clone:
         """
         if self.closed:
             raise HyperForkError("this clone is closed")
-        return self.chan.request(("rollback", fresh_identity))[1]
+        return self.chan.request(Rollback(fresh_identity), RolledBack)
 
-    def inspect(self, needle: bytes | None = None) -> dict:
-        """{"sha256": {memory: digest}, "found": [guest addresses of needle]}."""
-        return self.chan.request(("inspect", needle))[1]
+    def inspect(self, needle: bytes | None = None) -> Inspected:
+        """Digests of each guest memory, and the guest addresses where `needle` occurs."""
+        if self.closed:
+            raise HyperForkError("this clone is closed")
+        return self.chan.request(InspectClone(needle), Inspected)
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
         try:
-            self.chan.request(("close",))
+            self.chan.request(Close(), Done)
         except HyperForkError:
             pass
         _kill(self.pid)

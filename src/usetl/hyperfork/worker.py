@@ -1,11 +1,10 @@
 """The processes behind templates and clones (this module's code runs in them).
 
-A template process holds a paused USF whose VM is closed: guest memory
-(memfds), the captured vCPU state and the monitor state, all frozen. For
-each clone it forks a child that maps the memory copy-on-write, creates a
-new VM with the captured state and serves invocations on its own socket.
-A function template is such a child that loaded a function and then became
-a template process itself.
+A template process holds a frozen USF (frozen.py). For each clone it forks
+a child that maps the memory copy-on-write, creates a new VM with the
+captured state and serves invocations on its own socket. A function
+template is such a child that loaded a function and then became a template
+process itself. Messages are protocol.py's.
 
     python -m usetl.hyperfork.worker FD    # FD: the controller's socket
 """
@@ -14,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import hashlib
 import logging
 import os
 import resource
@@ -22,76 +20,59 @@ import signal
 import sys
 import time
 import uuid
-from dataclasses import asdict
 
 from usetl.image.archive import ImageArchive
+from usetl.invocation import SANDBOX_ERROR, ErrorInfo, InvocationResult
 from usetl.libos.hostfs import HostDirFS
-from usetl.usf import Usf, UsfConfig
-from usetl.vm import GuestMemory, RegionSpec, Vm
-from usetl.vm.memory import data_ranges
-from usetl.vm.vcpu_state import VcpuState
+from usetl.usf import start_usf
+from usetl.vm import Vm
+from usetl.vm.memory import PAGE
 
-from . import monitor_state
-from .ipc import Channel, ChannelClosed
+from . import monitor_state, snapshot
+from .frozen import Frozen, memory_digests
+from .protocol import (
+    CLONE_REQUESTS,
+    TEMPLATE_FIRST,
+    TEMPLATE_REQUESTS,
+    Channel,
+    ChannelClosed,
+    CloneReady,
+    Close,
+    Digests,
+    Done,
+    Failed,
+    Fork,
+    Forked,
+    HyperForkError,
+    Info,
+    InspectClone,
+    Inspected,
+    InspectTemplate,
+    Invoke,
+    Invoked,
+    LoadFunction,
+    LoadSnapshot,
+    ProtocolError,
+    Rollback,
+    RolledBack,
+    SaveSnapshot,
+    StartTemplate,
+    TemplateReady,
+    failure,
+)
 
 log = logging.getLogger(__name__)
 
-
-class Frozen:
-    """A paused USF captured for cloning: monitor state, vCPU state and guest memory.
-
-    `usf` is the monitor state as live objects (clones inherit it by fork);
-    `state` is the same pickled (rollback and snapshots read it).
-    """
-
-    def __init__(self, usf: Usf, vcpu: VcpuState, state: bytes,
-                 memory: dict[str, GuestMemory], specs: list[RegionSpec]):
-        self.usf = usf
-        self.vcpu = vcpu
-        self.state = state
-        self.memory = memory
-        self.specs = specs
-        # What the memory files hold when frozen, before any clone touched them.
-        self.data = {name: data_ranges(m.fd, m.size) for name, m in memory.items()}
-
-    @classmethod
-    def capture(cls, usf: Usf) -> Frozen:
-        """Freeze a USF paused in the agent's wait; its VM is closed, its memory kept."""
-        vm = usf.vm
-        assert vm is not None
-        vm.settle()
-        frozen = cls(usf, vm.save_state(), monitor_state.dumps(usf), vm.memory(), vm.specs)
-        vm.release()
-        return frozen
-
-    def trim(self) -> None:
-        """Give back the zero pages clones' faults added to the memory files (see trim_outside)."""
-        for name, mem in self.memory.items():
-            keep = self.data[name]
-            if _resident(mem.fd) > sum(n for _, n in keep) + TRIM_SLACK:
-                mem.trim_outside(keep)
-
-    def info(self) -> dict:
-        return {
-            "pid": os.getpid(),
-            "startup_ms": self.usf.startup_ms,
-            "memory_bytes": sum(_resident(m.fd) for m in self.memory.values()),
-            "state_bytes": len(self.state),
-        }
-
-
 PR_SET_NO_NEW_PRIVS = 38
-
-# How far a template's memory file may grow with clones' zero pages before it is trimmed.
-TRIM_SLACK = 16 << 20
-
-
-def _resident(fd: int) -> int:
-    return os.fstat(fd).st_blocks * 512
-
 
 # Compiles and runs code, as most requests do: the agent's whole request path.
 WARM_REQUEST = {"kind": "exec", "code": "pass"}
+
+
+def ready(frozen: Frozen, load: InvocationResult | None = None) -> TemplateReady:
+    return TemplateReady(pid=os.getpid(), startup_ms=frozen.usf.startup.ms,
+                         memory_bytes=frozen.memory_bytes(), state_bytes=len(frozen.state),
+                         load=load)
 
 
 class CloneProcess:
@@ -115,17 +96,20 @@ class CloneProcess:
         self.timings = {"map_ms": (t1 - t0) * 1e3, "vm_ms": (t2 - t1) * 1e3,
                         "restore_ms": (t3 - t2) * 1e3}
 
-    def refresh(self) -> dict:
+    def take_identity(self) -> CloneReady:
+        """The guest takes this clone's own identity (instance id, fresh seeds)."""
         t0 = time.perf_counter()
-        result = self.usf.refresh_identity(self.instance)
+        result = self.usf.take_identity(self.instance)
         if not result.ok:
-            raise RuntimeError(f"the clone's guest did not take its identity: {result.error}")
+            raise HyperForkError(f"the clone's guest did not take its identity: "
+                                 f"{result.error.message}", result.error)
+        self.needs_identity = False
         self.timings["identity_ms"] = (time.perf_counter() - t0) * 1e3
         self.timings["identity_syscalls"] = result.syscalls
-        return {"pid": os.getpid(), "instance": self.instance, "timings": self.timings}
+        return CloneReady(pid=os.getpid(), instance=self.instance, timings=self.timings)
 
-    def warm(self) -> dict:
-        """Run a no-op request and roll back, ahead of demand.
+    def warm(self) -> float:
+        """Run a no-op request and roll back, ahead of demand; returns milliseconds taken.
 
         A fresh clone's first request pays for first touches of many pages
         (copy-on-write on the host, shadow page faults in KVM); a clone that
@@ -134,77 +118,67 @@ class CloneProcess:
         t0 = time.perf_counter()
         result = self.usf.invoke(WARM_REQUEST)
         if not result.ok:
-            raise RuntimeError(f"the clone's warm-up request failed: {result.error}")
-        self.rollback()
-        return {"ms": (time.perf_counter() - t0) * 1e3}
+            raise HyperForkError(f"the clone's warm-up request failed: {result.error.message}",
+                                 result.error)
+        self.rollback(Rollback())
+        return (time.perf_counter() - t0) * 1e3
 
-    def rollback(self, fresh_identity: bool = True) -> dict:
+    def rollback(self, msg: Rollback) -> RolledBack:
         """Back to the template's exact state: dirtied pages, vCPU, monitor.
 
         Then, unless told not to, the guest takes a fresh identity at once,
         so that the next request does not pay for it.
         """
+        if not self.usf.alive:
+            raise HyperForkError("the clone's guest died; it cannot be rolled back")
         t0 = time.perf_counter()
         pages = 0
         for mem in self.vm.memory().values():
             ranges = mem.written_ranges()
             mem.revert(ranges)
-            pages += sum(length for _, length in ranges) // 4096
+            pages += sum(length for _, length in ranges) // PAGE
         self.vm.restore_state(self.frozen.vcpu)
-        externals = self.usf.externals()
+        externals = monitor_state.externals_of(self.usf)
         self.usf = monitor_state.loads(self.frozen.state, externals)
         self.usf.attach(self.vm)
         restore_ms = (time.perf_counter() - t0) * 1e3
         self.needs_identity = True  # taken by the next request if not now
-        if fresh_identity:
-            self.refresh()
-            self.needs_identity = False
-        return {"pages": pages, "restore_ms": restore_ms, "ms": (time.perf_counter() - t0) * 1e3}
+        if msg.fresh_identity:
+            self.take_identity()
+        return RolledBack(pages=pages, restore_ms=restore_ms,
+                          ms=(time.perf_counter() - t0) * 1e3)
 
-    def invoke(self, request: dict, timeout: float | None) -> dict:
+    def invoke(self, msg: Invoke) -> Invoked:
         if self.needs_identity:
-            self.refresh()
-            self.needs_identity = False
-        return asdict(self.usf.invoke(request, timeout=timeout))
+            self.take_identity()
+        return Invoked(self.usf.invoke(msg.request, timeout=msg.timeout))
 
-    def inspect(self, needle: bytes | None) -> dict:
-        """Digests of guest memory and where `needle` occurs in it (for checking isolation)."""
+    def inspect(self, msg: InspectClone) -> Inspected:
+        """Digests of guest memory and where the needle occurs in it (for checking isolation)."""
         memory = self.vm.memory()
         found = []
-        for mem in memory.values() if needle else ():
+        for mem in memory.values() if msg.needle else ():
             data = bytes(mem.view)
-            at = data.find(needle)
+            at = data.find(msg.needle)
             while at >= 0:
                 found.append(mem.gpa + at)
-                at = data.find(needle, at + 1)
-        return {"sha256": _digests(memory), "found": found}
+                at = data.find(msg.needle, at + 1)
+        return Inspected(sha256=memory_digests(memory), found=found)
 
     def serve(self, chan: Channel) -> None:
+        handlers = {Invoke: self.invoke, Rollback: self.rollback, InspectClone: self.inspect}
+        chan.expect(CLONE_REQUESTS)
         while True:
             msg, _ = chan.recv()
-            op = msg[0]
+            if isinstance(msg, Close):
+                chan.send(Done())
+                return
             try:
-                if op == "invoke":
-                    reply = ("ok", self.invoke(msg[1], msg[2]))
-                elif op == "rollback":
-                    if not self.usf.alive:
-                        raise RuntimeError("the clone's guest died; it cannot be rolled back")
-                    reply = ("ok", self.rollback(msg[1]))
-                elif op == "inspect":
-                    reply = ("ok", self.inspect(msg[1]))
-                elif op == "close":
-                    chan.send(("ok", None))
-                    return
-                else:
-                    reply = ("error", f"unknown clone request {op!r}")
+                reply = handlers[type(msg)](msg)
             except Exception as e:
-                log.exception("clone request %s failed", op)
-                reply = ("error", f"{type(e).__name__}: {e}")
+                log.exception("clone request %s failed", type(msg).__name__)
+                reply = failure(e)
             chan.send(reply)
-
-
-def _digests(memory: dict[str, GuestMemory]) -> dict[str, str]:
-    return {name: hashlib.sha256(mem.view).hexdigest() for name, mem in memory.items()}
 
 
 class TemplateProcess:
@@ -217,62 +191,63 @@ class TemplateProcess:
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
         gc.collect()
         gc.freeze()
+        self.chan.expect(TEMPLATE_REQUESTS)
         while True:
             try:
                 msg, fds = self.chan.recv()
             except ChannelClosed:
                 return
-            op = msg[0]
-            if op == "fork":
-                self._fork(fds[0], msg[1], msg[2])
-            elif op == "info":
-                self.chan.send(("ok", self.frozen.info()))
-            elif op == "inspect":
-                self.chan.send(("ok", {"sha256": _digests(self.frozen.memory)}))
-            elif op == "save":
-                try:
-                    from .snapshot import save
-
-                    save(self.frozen, msg[1])
-                    self.chan.send(("ok", None))
-                except Exception as e:
-                    log.exception("saving the template failed")
-                    self.chan.send(("error", f"cannot save the template: {e}"))
-            elif op == "close":
-                self.chan.send(("ok", None))
+            if isinstance(msg, Close):
+                self.chan.send(Done())
                 return
-            else:
-                self.chan.send(("error", f"unknown template request {op!r}"))
-            for fd in fds[1:]:
+            if isinstance(msg, Fork) and len(fds) == 1:
+                self._fork(fds[0], msg)
+                continue
+            for fd in fds:
                 os.close(fd)
+            self.chan.send(self._answer(msg))
 
-    def _fork(self, fd: int, load: dict | None, warm: bool = False) -> None:
+    def _answer(self, msg: object) -> object:
+        if isinstance(msg, Info):
+            return ready(self.frozen)
+        if isinstance(msg, InspectTemplate):
+            return Digests(self.frozen.digests())
+        if isinstance(msg, SaveSnapshot):
+            try:
+                snapshot.save(self.frozen, msg.directory)
+                return Done()
+            except Exception as e:
+                log.exception("saving the template failed")
+                return Failed(ErrorInfo(type(e).__name__, f"cannot save the template: {e}"))
+        return Failed(ErrorInfo("ProtocolError", f"{type(msg).__name__} needs one socket"))
+
+    def _fork(self, fd: int, msg: Fork) -> None:
         pid = os.fork()
         if pid:
             os.close(fd)
-            self.chan.send(("ok", pid))
+            self.chan.send(Forked(pid))
             self.frozen.trim()
             return
-        chan = Channel.from_fd(fd)
+        chan = Channel.from_fd(fd, CLONE_REQUESTS)
         status = 0
         try:
             self.chan.sock.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             clone = CloneProcess(self.frozen)
-            if load is None:
-                info = clone.refresh()
-                if warm:
-                    info["warm"] = clone.warm()
-                chan.send(("ok", info))
+            if msg.load is None:
+                info = clone.take_identity()
+                if msg.warm:
+                    info.warm_ms = clone.warm()
+                chan.send(info)
                 clone.serve(chan)
             else:
-                become_function_template(clone, load, chan)
-        except ChannelClosed:
-            pass
+                become_function_template(clone, msg.load, chan)
+        except (ChannelClosed, ProtocolError):
+            status = 1
         except BaseException as e:
             log.exception("clone failed")
             try:
-                chan.send(("error", f"{type(e).__name__}: {e}"))
+                chan.send(failure(e, SANDBOX_ERROR))
             except ChannelClosed:
                 pass
             status = 1
@@ -280,54 +255,26 @@ class TemplateProcess:
             os._exit(status)
 
 
-def become_function_template(clone: CloneProcess, load: dict, chan: Channel) -> None:
+def become_function_template(clone: CloneProcess, load: LoadFunction, chan: Channel) -> None:
     """Run the load request in this clone, then freeze it as a template of its own."""
     usf = clone.usf
-    assert usf.kernel is not None
-    for name, host_dir in load["mounts"].items():
+    for name, host_dir in load.mounts.items():
         usf.kernel.ns.mount(name, HostDirFS(host_dir))
     t0 = time.perf_counter()
-    result = usf.invoke(load["request"], timeout=load.get("timeout"))
+    result = usf.invoke(load.request, timeout=load.timeout)
     if not result.ok:
-        error = result.error or {}
-        text = error.get("traceback") or error.get("message") or str(error)
-        chan.send(("error", f"loading the function failed: {text}"))
+        chan.send(Failed(result.error))
         return
-    usf.startup_ms = (time.perf_counter() - t0) * 1e3
-    assert usf.vm is not None
+    usf.startup.ms = (time.perf_counter() - t0) * 1e3
     for mem in usf.vm.memory().values():
         mem.copy_to_new_file()
     frozen = Frozen.capture(usf)
-    info = frozen.info()
-    info["load"] = asdict(result)
-    chan.send(("ok", info))
+    chan.send(ready(frozen, result))
     TemplateProcess(frozen, chan).serve()
 
 
-def start_template(chan: Channel, image_path: str, config: UsfConfig) -> None:
-    try:
-        usf = Usf(ImageArchive.open(image_path), config)
-        usf.start()
-        frozen = Frozen.capture(usf)
-    except Exception as e:
-        log.exception("the template did not start")
-        chan.send(("error", f"{type(e).__name__}: {e}"))
-        return
-    chan.send(("ok", frozen.info()))
-    TemplateProcess(frozen, chan).serve()
-
-
-def load_template(chan: Channel, directory: str) -> None:
-    from .snapshot import load
-
-    try:
-        frozen = load(directory)
-    except Exception as e:
-        log.debug("snapshot refused", exc_info=True)
-        chan.send(("error", str(e)))
-        return
-    chan.send(("ok", frozen.info()))
-    TemplateProcess(frozen, chan).serve()
+def start_template(msg: StartTemplate) -> Frozen:
+    return Frozen.capture(start_usf(ImageArchive.open(msg.image), msg.config))
 
 
 def confine() -> None:
@@ -345,17 +292,22 @@ def confine() -> None:
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=os.environ.get("USETL_LOG", "WARNING"), stream=sys.stderr)
     confine()
-    chan = Channel.from_fd(int(argv[1]))
-    msg, _ = chan.recv()
-    if msg[0] == "start":
-        start_template(chan, msg[1], msg[2])
-    elif msg[0] == "load":
-        load_template(chan, msg[1])
-    else:
-        chan.send(("error", f"unknown first request {msg[0]!r}"))
+    chan = Channel.from_fd(int(argv[1]), TEMPLATE_FIRST)
+    try:
+        msg, _ = chan.recv()
+        if isinstance(msg, LoadSnapshot):
+            frozen = snapshot.load(msg.directory)
+        else:
+            frozen = start_template(msg)
+    except (ChannelClosed, ProtocolError):
+        return
+    except Exception as e:
+        log.debug("the template did not start", exc_info=True)
+        chan.send(failure(e))
+        return
+    chan.send(ready(frozen))
+    TemplateProcess(frozen, chan).serve()
 
 
 if __name__ == "__main__":
     main(sys.argv)
-
-

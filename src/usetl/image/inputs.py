@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from usetl.libos.elf import ElfError, ElfFile
+from usetl.elf import ElfError, ElfFile
 
 from .archive import FORMAT_VERSION, MAX_SYMLINK_HOPS, ImageError
 

@@ -30,8 +30,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from usetl.elf import ElfError, ElfFile
 from usetl.errors import UsetlError
-from usetl.libos.elf import ElfError, ElfFile
 
 from .build import cache_root
 from .inputs import DEFAULT_LIBRARY_DIRS

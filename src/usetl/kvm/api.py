@@ -212,7 +212,7 @@ class VcpuFd:
         _ioctl(self.fd, c.KVM_SET_CPUID2, cpuid, "KVM_SET_CPUID2")
 
     def close(self) -> None:
-        hostmm.unmap(self._run_addr, self._run_size)
         if self.fd >= 0:
+            hostmm.unmap(self._run_addr, self._run_size)
             os.close(self.fd)
             self.fd = -1

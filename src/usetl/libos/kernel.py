@@ -11,6 +11,7 @@ import errno
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from usetl.etl.accounting import IoAccount
@@ -28,8 +29,9 @@ from .usermem import UserMemory
 
 log = logging.getLogger(__name__)
 
+Handler = Callable[..., object]  # handler(kernel, *six syscall arguments) -> result or Stop
+
 MASK64 = (1 << 64) - 1
-MMAP = 9
 PAUSE = Stop("pause")
 
 
@@ -60,11 +62,11 @@ class SyscallStats:
 class Kernel:
     """What the guest program sees as its operating system."""
 
-    def __init__(self, vm: Vm, namespace: Namespace, output_limit: int = 16 << 20):
-        from .syscalls.table import HANDLERS
-
+    def __init__(self, vm: Vm, namespace: Namespace, handlers: Mapping[int, Handler],
+                 output_limit: int = 16 << 20):
+        """`handlers` is the syscall table (syscalls/table.py): the kernel never imports it."""
         self.vm = vm
-        self.handlers = HANDLERS
+        self.handlers = handlers
         self.mem = UserMemory(vm.ram)
         self.mm = AddressSpace(vm.ram)
         self.ns = namespace
@@ -80,7 +82,6 @@ class Kernel:
         self.signal_mask = 0
         self.umask = 0o022
         self.blocked: tuple | None = None  # (handler, args) of a syscall waiting on the monitor
-        self.last_file_map: tuple | None = None  # see sys_mmap
         self.net: SocketPolicy | None = None  # where sockets may connect; None: no sockets
         self.net_account = IoAccount()  # the socket path's I/O, billed like ETL requests
 
@@ -109,8 +110,6 @@ class Kernel:
                 log.info("unimplemented syscall %s (%d): ENOSYS", name, nr)
             self.stats.unimplemented[name] += 1
         else:
-            if nr != MMAP:
-                self.last_file_map = None
             result = self._call(handler, args)
             if result is PAUSE:
                 return PAUSE

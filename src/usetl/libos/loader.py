@@ -11,9 +11,9 @@ import os
 import struct
 from dataclasses import dataclass
 
+from usetl.elf import PT_PHDR, ElfError, ElfFile
 from usetl.vm.layout import USER_START
 
-from .elf import PT_PHDR, ElfError, ElfFile
 from .errors import LoadError, SyscallError
 from .fs import ImageNode, Namespace, TmpFile
 from .mm import AddressSpace, page_down, page_up

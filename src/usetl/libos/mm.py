@@ -48,6 +48,9 @@ class AddressSpace:
         # malloc falls back to mmap when it runs out.
         self.brk_limit = brk_limit if brk_limit is not None else min(64 << 20, ram.size // 8)
         self._insert(Area(self.stack_bottom, self.stack_top, "[stack]"))
+        # The last file mapping's (node, address of file offset 0, start, end, syscall
+        # number in the run): mmap skips copying bytes the mapping just before put in place.
+        self.last_file_map: tuple | None = None
 
     # -- bookkeeping --------------------------------------------------------
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from usetl.errors import UsetlError
+from usetl.invocation import ErrorInfo, InvocationResult
 
 
 class BackendError(UsetlError):
@@ -23,8 +24,8 @@ class BackendError(UsetlError):
 class FunctionLoadError(BackendError):
     """The function's code failed while it was being loaded (syntax error, import error...)."""
 
-    def __init__(self, message: str, error: dict):
-        super().__init__(message)
+    def __init__(self, error: ErrorInfo):
+        super().__init__(f"{error.type}: {error.message}")
         self.error = error
 
 
@@ -46,38 +47,16 @@ class FunctionSpec:
     allow: list[str] = field(default_factory=list)  # URL prefixes for the ETL API
 
 
-@dataclass
-class Outcome:
-    """One invocation's result."""
-
-    value: Any
-    error: dict | None  # {"type", "message", "traceback"}
-    stdout: str
-    stderr: str
-    duration_ms: float
-    guest_cpu_ms: float
-    io: dict = field(default_factory=dict)  # requests, bytes_in, bytes_out, host_cpu_s, wall_s
-    # None where the backend cannot tell (the USF does not report its guest's peak yet)
-    peak_memory_bytes: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-def empty_io() -> dict:
-    return {"requests": 0, "bytes_in": 0, "bytes_out": 0, "host_cpu_s": 0.0, "wall_s": 0.0}
-
-
 class Instance(Protocol):
     """One sandbox that serves invocations one at a time."""
 
-    def invoke(self, event: Any, context: dict, timeout: float) -> Outcome: ...
+    def invoke(self, event: Any, context: dict, timeout: float) -> InvocationResult:
+        """handler(event, context) once; every failure is in the result's error, as data."""
 
     def rollback(self) -> None:
         """Back to the template's state; raises RollbackImpossible (and is closed) if it cannot."""
 
-    def prepare(self) -> None:
+    def warm(self) -> None:
         """Spend CPU now, off the request's path, to make the next invocation faster; the pool
         calls it when the function is quiet. Raises BackendError (and is closed) on failure."""
 

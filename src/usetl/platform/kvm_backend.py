@@ -15,26 +15,18 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from usetl.hyperfork import HyperForkError, Template
+from usetl.hyperfork import HyperForkError, ProtocolError, Template
 from usetl.image.modstore import PRELOAD, SYSLIBS
+from usetl.invocation import GUEST_ENDED, SANDBOX_ERROR, InvocationResult
 from usetl.usf import UsfConfig
 
-from .backend import (
-    BackendError,
-    FunctionLoadError,
-    FunctionSpec,
-    Outcome,
-    RollbackImpossible,
-    empty_io,
-)
+from .backend import BackendError, FunctionLoadError, FunctionSpec, RollbackImpossible
 
 ISOLATION = (
     "kvm backend: every instance is its own KVM virtual machine (a HyperFork clone) with no "
     "guest kernel, network or disk; I/O only through the ETL API under the function's URL policy"
 )
 ENTRY = "/usetl_entry.py"
-# Errors after which the clone's guest is gone: the instance cannot serve again.
-GUEST_ENDED = frozenset({"Timeout", "GuestFault", "GuestCrash", "GuestExit", "AgentError"})
 
 
 def entry_source(spec: FunctionSpec, module_mounts: list[str]) -> str:
@@ -69,39 +61,23 @@ def entry_source(spec: FunctionSpec, module_mounts: list[str]) -> str:
     )
 
 
-# Sent after a rollback (which gives the clone its fresh identity), off the request's path:
-# the agent's request path is faulted back in now instead of during the next invocation.
-PRIME = {"kind": "exec", "code": "pass"}
-
-
 class KvmInstance:
     def __init__(self, clone: Any):
         self.clone = clone
         self.closed = False
 
-    def invoke(self, event: Any, context: dict, timeout: float) -> Outcome:
+    def invoke(self, event: Any, context: dict, timeout: float) -> InvocationResult:
         if self.closed:
             raise BackendError("this instance is closed")
         try:
-            r = self.clone.invoke(event, context, timeout)
+            result = self.clone.invoke(event, context, timeout)
         except HyperForkError as e:
+            # A clone that broke the protocol or went away cannot serve again.
             self.close()
-            return Outcome(None, {"type": "SandboxError", "message": str(e), "traceback": ""},
-                           "", "", 0.0, 0.0, empty_io())
-        if r.error is not None and r.error.get("type") in GUEST_ENDED:
+            return InvocationResult.failed(SANDBOX_ERROR, str(e))
+        if result.error is not None and result.error.type in GUEST_ENDED:
             self.close()
-        io = empty_io()
-        io.update(r.io or {})
-        return Outcome(
-            value=r.value,
-            error=r.error,
-            stdout=r.stdout,
-            stderr=r.stderr,
-            duration_ms=r.total_ms,
-            guest_cpu_ms=r.extra.get("guest_cpu_ms", 0.0),
-            io=io,
-            peak_memory_bytes=r.extra.get("peak_memory_bytes"),
-        )
+        return result
 
     def rollback(self) -> None:
         if self.closed:
@@ -112,20 +88,17 @@ class KvmInstance:
             self.close()
             raise RollbackImpossible(f"rollback failed: {e}") from e
 
-    def prepare(self) -> None:
+    def warm(self) -> None:
         """A no-op request: the clone's identity refresh and first touches happen now.
 
         It costs about as much CPU as it saves the next invocation, so under load (when the
         pool does not call this) it would only lower throughput.
         """
         try:
-            primed = self.clone.request(PRIME)
+            self.clone.warm()
         except HyperForkError as e:
             self.close()
-            raise BackendError(f"priming failed: {e}") from e
-        if primed.error is not None:
-            self.close()
-            raise BackendError(f"priming failed: {primed.error.get('message')}")
+            raise BackendError(f"warming failed: {e}") from e
 
     def close(self) -> None:
         if not self.closed:
@@ -198,13 +171,9 @@ class KvmBackend:
             with self.lock:
                 template = self._base(spec).load_function(request, mounts=mounts)
         except HyperForkError as e:
-            text = str(e)
-            last = text.strip().splitlines()[-1] if text.strip() else text
-            lines = [ln.strip() for ln in text.splitlines() if ", line " in ln]
-            where = f" ({lines[-1]})" if lines else ""
-            raise FunctionLoadError(f"{last}{where}", {
-                "type": last.split(":", 1)[0], "message": last, "traceback": text,
-            }) from e
+            if e.error is None or isinstance(e, ProtocolError):
+                raise BackendError(f"cannot load the function: {e}") from e
+            raise FunctionLoadError(e.error) from e
         return KvmTemplate(template)
 
     def restore(self, spec: FunctionSpec, directory: Path) -> KvmTemplate:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from usetl.errors import UsetlError
+from usetl.invocation import SANDBOX_ERROR, InvocationResult
 
 from .backend import (
     Backend,
@@ -33,7 +34,6 @@ from .backend import (
     FunctionSpec,
     FunctionTemplate,
     Instance,
-    Outcome,
     RollbackImpossible,
 )
 from .metrics import Metrics
@@ -217,7 +217,7 @@ class Pool:
 
     def invoke(self, key: str, event: Any, context: dict,
                on_start: Callable[[], None] | None = None,
-               define: Definition | None = None) -> Outcome:
+               define: Definition | None = None) -> InvocationResult:
         """Run one invocation; `on_start` is called once it has an instance (not queued).
 
         A version this pool has not seen (the server restarted; an accepted invocation of a
@@ -232,14 +232,14 @@ class Pool:
                 on_start()
             outcome = instance.invoke(event, context, pool.spec.timeout_s)
         except BackendError as e:
-            outcome = Outcome(None, {"type": "SandboxError", "message": str(e), "traceback": ""},
-                              "", "", (time.perf_counter() - started) * 1e3, 0.0)
+            outcome = InvocationResult.failed(SANDBOX_ERROR, str(e),
+                                              (time.perf_counter() - started) * 1e3)
         finally:
             self._release(pool, instance)
         status = "ok" if outcome.error is None else "error"
         self.metrics.invocations.inc(function=key, status=status)
         if outcome.error is not None:
-            self.metrics.errors.inc(function=key, type=str(outcome.error.get("type")))
+            self.metrics.errors.inc(function=key, type=outcome.error.type)
         self.metrics.latency.observe(time.perf_counter() - started, function=key)
         return outcome
 
@@ -332,7 +332,7 @@ class Pool:
                 self.metrics.rollbacks.inc()
                 if pool.busy == 0 and pool.waiting == 0:
                     # Quiet: spare CPU buys the next invocation a shorter path.
-                    instance.prepare()
+                    instance.warm()
                 keep = True
             except RollbackImpossible:
                 pool.reusable = False

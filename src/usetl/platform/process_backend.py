@@ -33,16 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from usetl.etl import EtlError, HttpClient, IoAccount, UrlPolicy
+from usetl.invocation import INSTANCE_DIED, TIMEOUT, ErrorInfo, InvocationResult, IoUsage
 
 from . import zygote as wire
-from .backend import (
-    BackendError,
-    FunctionLoadError,
-    FunctionSpec,
-    Outcome,
-    RollbackImpossible,
-    empty_io,
-)
+from .backend import BackendError, FunctionLoadError, FunctionSpec, RollbackImpossible
 
 log = logging.getLogger(__name__)
 ZYGOTE_START_TIMEOUT = 60.0
@@ -55,12 +49,6 @@ ISOLATION = (
 )
 
 
-def _describe_load_error(error: dict) -> str:
-    if error["type"] == "SyntaxError":
-        return f"SyntaxError: {error['message']}"
-    return f"{error['type']}: {error['message']}"
-
-
 class ProcessInstance:
     def __init__(self, template: ProcessTemplate, sock: socket.socket, pid: int):
         self.template = template
@@ -68,7 +56,7 @@ class ProcessInstance:
         self.pid = pid  # in the zygote's PID namespace
         self.closed = False
 
-    def invoke(self, event: Any, context: dict, timeout: float) -> Outcome:
+    def invoke(self, event: Any, context: dict, timeout: float) -> InvocationResult:
         if self.closed:
             raise BackendError("this instance is closed")
         t0 = time.perf_counter()
@@ -82,29 +70,22 @@ class ProcessInstance:
                 self._etl(reply[0], reply[1], account, t0 + timeout)
         except (OSError, EOFError) as e:
             self.close()
-            return Outcome(
-                None,
-                {"type": "InstanceDied", "message": f"the function's process died: {e}",
-                 "traceback": ""},
-                "", "", (time.perf_counter() - t0) * 1e3, 0.0, empty_io(),
-            )
+            return InvocationResult.failed(INSTANCE_DIED, f"the function's process died: {e}",
+                                           (time.perf_counter() - t0) * 1e3)
         if reply is None:
             self.close()
-            return Outcome(
-                None,
-                {"type": "Timeout", "message": f"the invocation ran longer than {timeout:g} s",
-                 "traceback": ""},
-                "", "", (time.perf_counter() - t0) * 1e3, 0.0, empty_io(),
-            )
+            return InvocationResult.failed(TIMEOUT, f"the invocation ran longer than {timeout:g} s",
+                                           (time.perf_counter() - t0) * 1e3)
         result = reply[0]
-        return Outcome(
+        error = result["error"]
+        return InvocationResult(
             value=result["value"],
-            error=result["error"],
+            error=ErrorInfo(**error) if error is not None else None,
             stdout=result["stdout"],
             stderr=result["stderr"],
-            duration_ms=result["duration_ms"],
+            total_ms=result["duration_ms"],
             guest_cpu_ms=result["guest_cpu_ms"],
-            io=account.as_dict(),
+            io=IoUsage(**account.as_dict()),
             peak_memory_bytes=result["peak_memory_bytes"],
         )
 
@@ -160,7 +141,7 @@ class ProcessInstance:
         self.close()
         raise RollbackImpossible("a process instance cannot be rolled back")
 
-    def prepare(self) -> None:
+    def warm(self) -> None:
         pass  # a fresh fork has nothing to warm
 
     def close(self) -> None:
@@ -209,7 +190,7 @@ class ProcessTemplate:
             raise BackendError(f"the function's zygote did not start: {e}{stderr}") from e
         if "error" in reply:
             self.close()
-            raise FunctionLoadError(_describe_load_error(reply["error"]), reply["error"])
+            raise FunctionLoadError(ErrorInfo(**reply["error"]))
         self.memory_bytes = reply["rss"] * 1024
         if isolate and not reply["private_tmp"]:
             log.warning("no user namespaces here: the instances of %s share /tmp", spec.key)

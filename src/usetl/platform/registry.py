@@ -19,11 +19,13 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from usetl.errors import UsetlError
+from usetl.invocation import ErrorInfo, InvocationResult
 
 log = logging.getLogger(__name__)
 STATE_ENV = "USETL_STATE"
@@ -414,13 +416,14 @@ class Registry:
 
         self._write(update)
 
-    def finish_invocation(self, invocation_id: str, outcome: Any, started: float) -> None:
-        """Store an invocation's outcome (a backend Outcome)."""
+    def finish_invocation(self, invocation_id: str, outcome: InvocationResult,
+                          started: float) -> None:
+        """Store an invocation's result."""
         self._write(lambda cur: cur.execute(_FINISH_SQL, _finish_args(outcome, started)
                                             + (invocation_id,)))
 
-    def record_invocation(self, invocation_id: str, version: Version, event: Any, outcome: Any,
-                          started: float) -> None:
+    def record_invocation(self, invocation_id: str, version: Version, event: Any,
+                          outcome: InvocationResult, started: float) -> None:
         """A finished synchronous invocation (its caller has the result already).
 
         Queued and written with others in one transaction by a writer thread: one commit
@@ -529,11 +532,11 @@ class Registry:
             return None
         return self.version_by_id(rows[0]["version_id"]), json.loads(rows[0]["event"])
 
-    def fail_invocation(self, invocation_id: str, error: dict) -> None:
+    def fail_invocation(self, invocation_id: str, error: ErrorInfo) -> None:
         def update(cur):
             cur.execute(
                 "UPDATE invocations SET status = 'failed', finished = ?, error = ? WHERE id = ?",
-                (time.time(), json.dumps(error), invocation_id),
+                (time.time(), json.dumps(error.as_dict()), invocation_id),
             )
 
         self._write(update)
@@ -553,19 +556,34 @@ _FINISH_SQL = (
 )
 
 
-def _finish_args(outcome: Any, started: float) -> tuple:
-    io = outcome.io
-    return (
-        "succeeded" if outcome.error is None else "failed",
-        started, time.time(), json.dumps(outcome.value),
-        None if outcome.error is None else json.dumps(outcome.error),
-        outcome.stdout, outcome.stderr, outcome.duration_ms, outcome.guest_cpu_ms,
-        io.get("host_cpu_s", 0.0), io.get("requests", 0), io.get("bytes_in", 0),
-        io.get("bytes_out", 0), outcome.peak_memory_bytes,
-    )
+def _result_columns(result: InvocationResult, started: float, finished: float) -> dict:
+    """The invocations table's columns for a finished result, in _FINISH_SQL's order."""
+    io = result.io
+    return {
+        "status": "succeeded" if result.error is None else "failed",
+        "started": started, "finished": finished, "result": json.dumps(result.value),
+        "error": None if result.error is None else json.dumps(result.error.as_dict()),
+        "stdout": result.stdout, "stderr": result.stderr, "duration_ms": result.total_ms,
+        "guest_cpu_ms": result.guest_cpu_ms, "host_cpu_s": io.host_cpu_s,
+        "io_requests": io.requests, "bytes_in": io.bytes_in, "bytes_out": io.bytes_out,
+        "peak_memory_bytes": result.peak_memory_bytes,
+    }
 
 
-def _invocation(row: sqlite3.Row) -> dict:
+def _finish_args(result: InvocationResult, started: float) -> tuple:
+    return tuple(_result_columns(result, started, time.time()).values())
+
+
+def invocation_record(invocation_id: str, version: Version, mode: str,
+                      result: InvocationResult, created: float) -> dict:
+    """The record of a finished invocation as the API shows it (a sync call's answer)."""
+    row = _result_columns(result, created, time.time())
+    row.update(id=invocation_id, function_name=version.name, version=version.version,
+               mode=mode, created=created)
+    return _invocation(row)
+
+
+def _invocation(row: Mapping[str, Any]) -> dict:
     return {
         "id": row["id"],
         "function": row["function_name"],

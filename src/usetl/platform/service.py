@@ -24,11 +24,25 @@ from typing import Any
 
 from usetl.errors import UsetlError
 from usetl.image.modstore import ModuleStore, ModuleStoreError
+from usetl.invocation import (
+    FUNCTION_DELETED,
+    PLATFORM_ERROR,
+    RESULT_TOO_LARGE,
+    ErrorInfo,
+    InvocationResult,
+)
 
-from .backend import Backend, FunctionLoadError, FunctionSpec, Outcome, empty_io
+from .backend import Backend, FunctionLoadError, FunctionSpec
 from .metrics import Metrics
 from .pool import ConcurrencyLimit, Definition, Pool, PoolConfig, PoolError
-from .registry import Registry, RegistryError, Tenant, Version, version_key
+from .registry import (
+    Registry,
+    RegistryError,
+    Tenant,
+    Version,
+    invocation_record,
+    version_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +57,14 @@ ASYNC_RETRY_S = 0.05
 
 
 class ServiceError(UsetlError):
-    def __init__(self, status: int, code: str, message: str):
+    """An error a caller can act on: an HTTP status, a stable code, and the guest's error
+    (type, message, traceback) where one caused it."""
+
+    def __init__(self, status: int, code: str, message: str, cause: ErrorInfo | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
+        self.cause = cause
 
 
 @dataclass
@@ -196,7 +214,7 @@ class Platform:
             except FunctionLoadError as e:
                 shutil.rmtree(code_dir, ignore_errors=True)
                 raise ServiceError(400, "load_failed",
-                                   f"the function failed to load: {e}") from e
+                                   f"the function failed to load: {e}", e.error) from e
             except UsetlError as e:
                 shutil.rmtree(code_dir, ignore_errors=True)
                 raise ServiceError(500, "sandbox_failed", str(e)) from e
@@ -284,7 +302,7 @@ class Platform:
         return define
 
     def _run(self, version: Version, invocation_id: str, event: Any,
-             on_start: Callable[[], None] | None = None) -> Outcome:
+             on_start: Callable[[], None] | None = None) -> InvocationResult:
         context = {
             "request_id": invocation_id,
             "function": version.name,
@@ -298,18 +316,14 @@ class Platform:
         except ConcurrencyLimit:
             raise
         except PoolError as e:
-            outcome = Outcome(None, {"type": "PlatformError", "message": str(e), "traceback": ""},
-                              "", "", 0.0, 0.0, empty_io())
+            outcome = InvocationResult.failed(PLATFORM_ERROR, str(e))
         if outcome.error is None:
             size = len(json.dumps(outcome.value))
             if size > self.limits.max_result_bytes:
                 outcome.value = None
-                outcome.error = {
-                    "type": "ResultTooLarge",
-                    "message": f"the result is {size} bytes, over the limit of "
-                               f"{self.limits.max_result_bytes}",
-                    "traceback": "",
-                }
+                outcome.error = ErrorInfo(
+                    RESULT_TOO_LARGE, f"the result is {size} bytes, over the limit of "
+                                      f"{self.limits.max_result_bytes}")
         return outcome
 
     def parse_event(self, body: bytes) -> Any:
@@ -334,7 +348,7 @@ class Platform:
             raise ServiceError(429, "concurrency_limit",
                                f"function {name!r} is at its concurrency limit: {e}") from e
         self.registry.record_invocation(invocation_id, version, event, outcome, started)
-        return _record(invocation_id, version, "sync", outcome, started)
+        return invocation_record(invocation_id, version, "sync", outcome, started)
 
     def invoke_async(self, tenant: Tenant, name: str, event: Any) -> str:
         """Persist the invocation, then acknowledge it; a worker runs it."""
@@ -349,9 +363,8 @@ class Platform:
             return
         version, event = queued
         if version is None:
-            self.registry.fail_invocation(invocation_id, {
-                "type": "FunctionDeleted", "traceback": "",
-                "message": "the function was deleted before this invocation ran"})
+            self.registry.fail_invocation(invocation_id, ErrorInfo(
+                FUNCTION_DELETED, "the function was deleted before this invocation ran"))
             return
         started = time.time()
         while not self.closed:
@@ -364,9 +377,7 @@ class Platform:
                 continue
             except Exception as e:  # noqa: BLE001 - an async invocation records every failure
                 log.exception("async invocation %s", invocation_id)
-                self.registry.fail_invocation(
-                    invocation_id, {"type": "PlatformError", "message": str(e), "traceback": ""}
-                )
+                self.registry.fail_invocation(invocation_id, ErrorInfo(PLATFORM_ERROR, str(e)))
                 return
             self.registry.finish_invocation(invocation_id, outcome, started)
             return
@@ -431,29 +442,3 @@ def _write_files(code_dir: Path, files: dict[str, bytes]) -> None:
         if directory.name == "code":
             break
         directory.chmod(0o755)
-
-
-def _record(invocation_id: str, version: Version, mode: str, outcome: Outcome,
-            started: float) -> dict:
-    io = outcome.io
-    return {
-        "id": invocation_id,
-        "function": version.name,
-        "version": version.version,
-        "mode": mode,
-        "status": "succeeded" if outcome.error is None else "failed",
-        "created": started,
-        "result": outcome.value,
-        "error": outcome.error,
-        "stdout": outcome.stdout,
-        "stderr": outcome.stderr,
-        "metrics": {
-            "duration_ms": outcome.duration_ms,
-            "guest_cpu_ms": outcome.guest_cpu_ms,
-            "host_cpu_s": io.get("host_cpu_s", 0.0),
-            "io_requests": io.get("requests", 0),
-            "bytes_in": io.get("bytes_in", 0),
-            "bytes_out": io.get("bytes_out", 0),
-            "peak_memory_bytes": outcome.peak_memory_bytes,
-        },
-    }

@@ -137,6 +137,7 @@ class Vm:
             L.write_system_tables(self.ram, mappings)
             self._setup_vcpu()
         self._deadline_hit = False
+        self.closed = False
         self._thread_id: int | None = None
         if threading.current_thread() is threading.main_thread():
             signal.signal(KICK_SIGNAL, _ignore)
@@ -351,6 +352,10 @@ class Vm:
         self.kvm.close()
 
     def close(self) -> None:
+        """Release the VM and its guest memory; a second close does nothing."""
+        if self.closed:
+            return
+        self.closed = True
         self.release()
         for mem in self.regions.values():
             mem.close()

@@ -55,10 +55,13 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int,
     n = max(min(page_up(length), node.size - offset), 0)
     # ld.so maps a library over its whole span, then maps its segments over
     # that with MAP_FIXED; where a segment's bytes are already in place from
-    # the span mapping just made, copying them again is wasted work.
-    last = k.last_file_map
-    if fixed and last and last[0] is node and last[1] == addr - offset:
+    # the span mapping made by the syscall just before, copying them again is
+    # wasted work (no other syscall can have changed them in between).
+    last = k.mm.last_file_map
+    if fixed and last and last[4] == k.stats.count - 1 and last[0] is node \
+            and last[1] == addr - offset:
         if last[2] <= addr and addr + n <= last[3] and k.mm.is_mapped(addr, addr + length):
+            k.mm.last_file_map = (*last[:4], k.stats.count)
             return addr
     start = k.mm.map(addr, length, fixed, noreplace, f.path)
     if n:
@@ -67,7 +70,7 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int,
         else:
             data = memoryview(node.data)[offset : offset + n]
         k.vm.ram.view[start : start + n] = data
-    k.last_file_map = (node, start - offset, start, start + n)
+    k.mm.last_file_map = (node, start - offset, start, start + n, k.stats.count)
     return start
 
 

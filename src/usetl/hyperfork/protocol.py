@@ -1,0 +1,285 @@
+"""The typed call protocol between a controller and its template and clone processes.
+
+Every message is a msgspec Struct, tagged by its class name, sent as msgpack
+behind a 4-byte length on a Unix stream socket; file descriptors (a new
+clone's socket) travel alongside with SCM_RIGHTS. A receiver decodes against
+the union of the messages it accepts, so kinds, field types and sizes are
+checked on receipt: anything else is a `ProtocolError`, and the controller
+ends that instance. A clone is the process closest to untrusted guest code,
+so nothing it sends is unpickled or executed.
+
+    controller -> template : StartTemplate | LoadSnapshot (first), then
+                             Fork | Info | InspectTemplate | SaveSnapshot | Close
+    template -> controller : TemplateReady | Forked | Digests | Done | Failed
+    controller -> clone    : Invoke | Rollback | InspectClone | Close
+    clone -> controller    : CloneReady | TemplateReady (a function template) |
+                             Invoked | RolledBack | Inspected | Done | Failed
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from typing import Any, TypeVar
+
+import msgspec
+
+from usetl.errors import UsetlError
+from usetl.invocation import ErrorInfo, InvocationResult
+from usetl.usf import UsfConfig
+
+_LENGTH = struct.Struct("<I")
+MAX_FDS = 4
+# Large enough for an invocation's result and captured output (16 MiB each by default).
+MAX_MESSAGE = 128 << 20
+
+M = TypeVar("M")
+
+
+class HyperForkError(UsetlError):
+    """A template or clone could not be made, or failed; `error` says why, as data."""
+
+    def __init__(self, message: str, error: ErrorInfo | None = None):
+        super().__init__(message)
+        self.error = error
+
+
+class ChannelClosed(HyperForkError):
+    """The process at the other end has gone (it exited or was killed)."""
+
+
+class ProtocolError(HyperForkError):
+    """The other end sent something that is not a message it may send."""
+
+
+class Message(msgspec.Struct, tag=True, forbid_unknown_fields=True):
+    pass
+
+
+# -- controller -> template ---------------------------------------------------------
+
+
+class StartTemplate(Message):
+    """First message: start CPython from `image` and freeze it as a base template."""
+
+    image: str
+    config: UsfConfig
+
+
+class LoadSnapshot(Message):
+    """First message: become the template saved in `directory`."""
+
+    directory: str
+
+
+class LoadFunction(Message):
+    """What a function template's clone runs before it freezes again."""
+
+    request: dict[str, Any]  # the agent's load request
+    mounts: dict[str, str]  # name -> host directory, shown read-only at /name
+    timeout: float | None
+
+
+class Fork(Message):
+    """Fork a clone serving on the socket passed with this message (or a function template)."""
+
+    load: LoadFunction | None = None
+    warm: bool = False
+
+
+class Info(Message):
+    pass
+
+
+class InspectTemplate(Message):
+    pass
+
+
+class SaveSnapshot(Message):
+    directory: str
+
+
+class Close(Message):
+    pass
+
+
+# -- controller -> clone ------------------------------------------------------------
+
+
+class Invoke(Message):
+    """One agent request (exec, load, invoke), with the time it may take."""
+
+    request: dict[str, Any]
+    timeout: float | None = None
+
+
+class Rollback(Message):
+    fresh_identity: bool = True
+
+
+class InspectClone(Message):
+    """Digests of guest memory, and where `needle` occurs in it (isolation tests)."""
+
+    needle: bytes | None = None
+
+
+# -- replies --------------------------------------------------------------------------
+
+
+class TemplateReady(Message):
+    pid: int
+    startup_ms: float
+    memory_bytes: int
+    state_bytes: int
+    load: InvocationResult | None = None  # a function template: its load request's result
+
+
+class Forked(Message):
+    pid: int
+
+
+class CloneReady(Message):
+    pid: int
+    instance: str
+    timings: dict[str, float]
+    warm_ms: float | None = None
+
+
+class Invoked(Message):
+    result: InvocationResult
+
+
+class RolledBack(Message):
+    pages: int
+    restore_ms: float
+    ms: float
+
+
+class Digests(Message):
+    sha256: dict[str, str]
+
+
+class Inspected(Message):
+    sha256: dict[str, str]
+    found: list[int]
+
+
+class Done(Message):
+    pass
+
+
+class Failed(Message):
+    error: ErrorInfo
+
+
+TEMPLATE_FIRST = StartTemplate | LoadSnapshot
+TEMPLATE_REQUESTS = Fork | Info | InspectTemplate | SaveSnapshot | Close
+CLONE_REQUESTS = Invoke | Rollback | InspectClone | Close
+REPLIES = (TemplateReady | Forked | CloneReady | Invoked | RolledBack | Digests | Inspected
+           | Done | Failed)
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+def failure(e: BaseException, type_: str | None = None) -> Failed:
+    """The Failed reply for an exception, keeping a HyperForkError's own error data."""
+    if isinstance(e, HyperForkError) and e.error is not None:
+        return Failed(e.error)
+    return Failed(ErrorInfo(type_ or type(e).__name__, str(e)))
+
+
+class Channel:
+    """One end of a controller/template/clone socket; `accepts` is what it may receive."""
+
+    def __init__(self, sock: socket.socket, accepts: Any = REPLIES):
+        self.sock = sock
+        self.decoder = msgspec.msgpack.Decoder(accepts)
+
+    @classmethod
+    def pair(cls, accepts: Any = REPLIES) -> tuple[Channel, Channel]:
+        """Two connected ends; the first accepts `accepts`, the second is set by its owner."""
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        return cls(a, accepts), cls(b, REPLIES)
+
+    @classmethod
+    def from_fd(cls, fd: int, accepts: Any) -> Channel:
+        return cls(socket.socket(fileno=fd), accepts)
+
+    def expect(self, accepts: Any) -> None:
+        """From now on, receive `accepts` (a process that changes role: clone -> template)."""
+        self.decoder = msgspec.msgpack.Decoder(accepts)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, message: Message, fds: tuple[int, ...] = ()) -> None:
+        data = _encoder.encode(message)
+        frame = _LENGTH.pack(len(data)) + data
+        try:
+            if fds:
+                sent = socket.send_fds(self.sock, [frame], list(fds))
+                if sent < len(frame):
+                    self.sock.sendall(frame[sent:])
+            else:
+                self.sock.sendall(frame)
+        except OSError as e:
+            raise ChannelClosed(f"the process went away ({e.strerror})") from None
+
+    def recv(self) -> tuple[Any, list[int]]:
+        """The next message, validated; fds that came with it (the caller owns them)."""
+        try:
+            head, fds, _, _ = socket.recv_fds(self.sock, _LENGTH.size, MAX_FDS)
+        except OSError as e:
+            raise ChannelClosed(f"the process went away ({e.strerror})") from None
+        if not head:
+            raise ChannelClosed("the process went away")
+        try:
+            head += self._exactly(_LENGTH.size - len(head))
+            (size,) = _LENGTH.unpack(head)
+            if size > MAX_MESSAGE:
+                raise ProtocolError(f"a message of {size} bytes is over the {MAX_MESSAGE} limit")
+            return self.decoder.decode(self._exactly(size)), fds
+        except msgspec.ValidationError as e:
+            _close_all(fds)
+            raise ProtocolError(f"invalid message: {e}") from None
+        except msgspec.DecodeError as e:
+            _close_all(fds)
+            raise ProtocolError(f"malformed message: {e}") from None
+        except BaseException:
+            _close_all(fds)
+            raise
+
+    def _exactly(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            try:
+                chunk = self.sock.recv(min(n - len(buf), 1 << 20))
+            except OSError as e:
+                raise ChannelClosed(f"the process went away ({e.strerror})") from None
+            if not chunk:
+                raise ChannelClosed("the process went away mid-message")
+            buf += chunk
+        return bytes(buf)
+
+    def request(self, message: Message, reply: type[M], fds: tuple[int, ...] = ()) -> M:
+        """Send, then wait for a `reply`: Failed raises HyperForkError, others ProtocolError."""
+        self.send(message, fds)
+        return self.reply(reply)
+
+    def reply(self, reply: type[M]) -> M:
+        answer, fds = self.recv()
+        _close_all(fds)
+        if isinstance(answer, Failed):
+            raise HyperForkError(f"{answer.error.type}: {answer.error.message}", answer.error)
+        if not isinstance(answer, reply):
+            raise ProtocolError(f"expected {reply.__name__}, got {type(answer).__name__}")
+        return answer
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)

@@ -1,0 +1,83 @@
+"""An invocation's result: one type from the guest agent's reply to the stored record.
+
+The monitor (usf.py) builds an `InvocationResult` from the agent's reply, a
+clone process sends it to the server as a typed message (hyperfork/protocol.py),
+the platform stores it and answers with it. Errors are `ErrorInfo`: a type
+(the exception's class name for an error in the function's code, or one of the
+platform's kinds below), a message and the guest traceback, always as data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+# Error types the monitor and the platform produce (the function's own errors carry
+# their exception's class name).
+TIMEOUT = "Timeout"  # the invocation ran past its deadline; the guest was stopped
+GUEST_FAULT = "GuestFault"  # a CPU exception in the guest (page fault, invalid opcode...)
+GUEST_CRASH = "GuestCrash"  # the VM stopped in a way the monitor could not serve
+GUEST_EXIT = "GuestExit"  # the guest's process exited or was killed by a signal
+AGENT_ERROR = "AgentError"  # the guest agent broke the protocol (no reply, a malformed one)
+SANDBOX_ERROR = "SandboxError"  # the instance's process failed or went away
+INSTANCE_DIED = "InstanceDied"  # a process backend instance's process died
+PLATFORM_ERROR = "PlatformError"  # the platform could not run the invocation
+RESULT_TOO_LARGE = "ResultTooLarge"
+FUNCTION_DELETED = "FunctionDeleted"
+
+# After these the instance's guest is gone: it cannot serve again.
+GUEST_ENDED = frozenset({TIMEOUT, GUEST_FAULT, GUEST_CRASH, GUEST_EXIT, AGENT_ERROR})
+
+
+class ErrorInfo(msgspec.Struct, frozen=True):
+    """Why an invocation (or a load) failed."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"type": self.type, "message": self.message, "traceback": self.traceback}
+
+    def text(self) -> str:
+        """The traceback if there is one, else "type: message" (for a terminal)."""
+        return self.traceback or f"{self.type}: {self.message}\n"
+
+
+class IoUsage(msgspec.Struct):
+    """The invocation's I/O as the host measured it (ETL requests and the socket path)."""
+
+    requests: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    host_cpu_s: float = 0.0
+    wall_s: float = 0.0
+
+
+class InvocationResult(msgspec.Struct):
+    """What one request to a guest (exec, load, invoke) produced."""
+
+    value: Any = None  # what the handler returned (JSON)
+    error: ErrorInfo | None = None
+    stdout: str = ""
+    stderr: str = ""
+    stdout_truncated: bool = False
+    total_ms: float = 0.0  # monitor-side, request to reply
+    guest_ms: float = 0.0  # the agent's own measure of the request
+    guest_cpu_ms: float = 0.0
+    syscalls: int = 0
+    syscall_ms: float = 0.0
+    io: IoUsage = msgspec.field(default_factory=IoUsage)
+    peak_memory_bytes: int | None = None  # None where the backend cannot tell
+    unimplemented: dict[str, int] = msgspec.field(default_factory=dict)  # ENOSYS by name
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)  # load: import_ms, modules
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @classmethod
+    def failed(cls, type_: str, message: str, total_ms: float = 0.0) -> InvocationResult:
+        """A result that carries only an error the host side produced."""
+        return cls(error=ErrorInfo(type_, message), total_ms=total_ms)

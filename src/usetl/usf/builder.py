@@ -1,0 +1,128 @@
+"""Making a USF: the VM, its ETL device, filesystem and kernel, and a program loaded.
+
+`boot_usf()` runs no guest code; `start_usf()` boots the image's CPython with its
+agent and runs it until the agent waits for work. Both return a `Usf`
+whose parts are all present: a USF that exists is built.
+"""
+
+from __future__ import annotations
+
+import time
+
+from usetl.etl.errors import EtlError
+from usetl.etl.policy import UrlPolicy
+from usetl.image import default_image
+from usetl.image.archive import ImageArchive
+from usetl.libos.devices import AgentChannel, console_node, makedev, standard_devices
+from usetl.libos.errors import LibosError
+from usetl.libos.etl_device import ETL_DEVICE, EtlDevice
+from usetl.libos.files import O_RDONLY, NullFile, OutputFile
+from usetl.libos.fs import Namespace
+from usetl.libos.kernel import Kernel
+from usetl.libos.loader import load_program
+from usetl.libos.syscalls.table import HANDLERS
+from usetl.libos.vdso import VdsoClock, tsc_usable
+from usetl.vm import Vm, VmError
+from usetl.vm.layout import VDSO_ADDR
+
+from .config import UsfConfig, UsfError
+from .running import Startup, Usf
+
+GUEST_ENV = ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/tmp"]
+ETL_MINOR = 243  # /dev/etl: a misc device (major 10)
+
+_clock: VdsoClock | None = None
+
+
+def shared_clock() -> VdsoClock | None:
+    """One TSC calibration per monitor process, refined at every anchor."""
+    global _clock
+    if _clock is None and tsc_usable():
+        _clock = VdsoClock()
+    return _clock
+
+
+def boot_usf(path: str, argv: list[str], image: ImageArchive | None = None,
+         config: UsfConfig | None = None, files: dict[str, bytes] | None = None) -> Usf:
+    """A new VM with the program at `path` loaded and no guest code run yet.
+
+    `files` are put in the tmpfs first (keys are paths under /tmp).
+    """
+    cfg = config or UsfConfig()
+    image = image or ImageArchive.open(default_image())
+    try:
+        policy = UrlPolicy(cfg.allow, cfg.allow_private)
+    except EtlError as e:
+        raise UsfError(f"bad allow-list entry {e.url!r}: {e.reason}") from e
+    vm = Vm(cfg.mem_mib, cfg.regions())
+    try:
+        usf = _assemble(vm, image, cfg, policy, files or {})
+        _load(usf, path, argv)
+    except BaseException:
+        vm.close()
+        raise
+    return usf
+
+
+def _assemble(vm: Vm, image: ImageArchive, cfg: UsfConfig, policy: UrlPolicy,
+              files: dict[str, bytes]) -> Usf:
+    """The monitor's side of a USF: ETL device, devices, namespace, kernel, standard fds."""
+    etl = EtlDevice(vm.regions["host"], vm.regions["guest"], policy, cfg.etl_timeout)
+    channel = AgentChannel()
+    devices = standard_devices(channel)
+    devices[ETL_DEVICE] = etl.node(15, makedev(10, ETL_MINOR))
+    ns = Namespace(image, cfg.tmpfs_mib << 20, devices, image.meta["executable"])
+    k = Kernel(vm, ns, HANDLERS, cfg.output_limit)
+    # One policy for both paths: etl.get/post and the guest's own sockets.
+    k.allow_sockets(policy if cfg.allow else None)
+    if cfg.trace:
+        k.trace = []
+    k.fds.install_at(0, NullFile(ns.dev.entries["null"], O_RDONLY, "/dev/null"))
+    k.fds.install_at(1, OutputFile(console_node(20), "stdout", cfg.output_limit))
+    k.fds.install_at(2, OutputFile(console_node(21), "stderr", cfg.output_limit))
+    for name, data in files.items():
+        ns.tmp.add_file(name, data)
+    clock = shared_clock() if cfg.vdso else None
+    return Usf(cfg, image, vm, k, etl, channel, clock)
+
+
+def _load(usf: Usf, path: str, argv: list[str]) -> None:
+    vdso = None
+    if usf.clock is not None:
+        usf.clock.install(usf.vm.ram)
+        vdso = VDSO_ADDR
+    k = usf.kernel
+    try:
+        prog = load_program(k.mm, usf.vm.ram.view, k.ns, path, argv, GUEST_ENV,
+                            (k.identity.uid, k.identity.gid), vdso)
+    except LibosError as e:
+        raise UsfError(f"cannot load {path}: {e}") from e
+    usf.vm.enter_user(prog.entry, prog.stack_pointer)
+
+
+def start_usf(image: ImageArchive | None = None, config: UsfConfig | None = None) -> Usf:
+    """Load the image's CPython and run it until its agent waits for work."""
+    t0 = time.perf_counter()
+    image = image or ImageArchive.open(default_image())
+    exe = image.meta["executable"]
+    usf = boot_usf(exe, [exe, "-I", "-S", image.meta["agent"]], image, config)
+    try:
+        _run_to_agent(usf)
+    except BaseException:
+        usf.close()
+        raise
+    k = usf.kernel
+    usf.startup = Startup((time.perf_counter() - t0) * 1e3, k.stats.count, k.stats.seconds * 1e3)
+    return usf
+
+
+def _run_to_agent(usf: Usf) -> None:
+    try:
+        stop = usf.vm.run(usf.kernel, timeout=usf.config.start_timeout)
+    except VmError as e:
+        raise UsfError(f"the guest crashed while starting Python: {e}{usf.stderr_tail()}") from e
+    if stop.reason != "pause":
+        raise UsfError(f"the guest's Python exited with status {stop.status} while starting"
+                       f"{usf.stderr_tail()}")
+    usf.alive = True
+    usf.take_output()

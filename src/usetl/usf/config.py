@@ -1,0 +1,44 @@
+"""What a USF is made with: its configuration, and the error a USF raises."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from usetl.errors import UsetlError
+from usetl.libos.etl_device import HOST_REGION_GPA
+from usetl.vm.layout import HUGE_PAGE, PD_COUNT
+from usetl.vm.machine import RegionSpec
+
+
+class UsfError(UsetlError):
+    """The USF could not start, or is no longer usable."""
+
+
+@dataclass
+class UsfConfig:
+    mem_mib: int = 256
+    tmpfs_mib: int = 64
+    output_limit: int = 16 << 20
+    start_timeout: float = 60.0
+    trace: bool = False
+    vdso: bool = True  # clock_gettime in the guest without an exit (needs an invariant TSC)
+    host_region_mib: int = 256  # downloads and the event (a memfd: unused space costs nothing)
+    guest_region_mib: int = 64  # files the function writes
+    allow: Sequence[str] = ()  # URL prefixes the function may GET and POST
+    allow_private: bool = False  # let allowed names resolve to private/loopback addresses
+    etl_timeout: float = 30.0  # seconds each network wait of an ETL request may take
+
+    def regions(self) -> list[RegionSpec]:
+        host, guest = self.host_region_mib << 20, self.guest_region_mib << 20
+        if self.mem_mib << 20 > HOST_REGION_GPA:
+            raise UsfError(f"guest memory is at most {HOST_REGION_GPA >> 20} MiB with ETL regions")
+        for size, name in ((host, "host"), (guest, "guest")):
+            if size <= 0 or size % HUGE_PAGE:
+                raise UsfError(f"the {name} region must be a positive even number of MiB")
+        if HOST_REGION_GPA + host + guest > (PD_COUNT << 30) - HUGE_PAGE:
+            raise UsfError("the ETL regions are too large together (at most 2046 MiB)")
+        return [
+            RegionSpec("host", HOST_REGION_GPA, host, guest_writable=False),
+            RegionSpec("guest", HOST_REGION_GPA + host, guest, guest_writable=True),
+        ]

@@ -1,0 +1,285 @@
+"""A running USF: a VM executing the image's CPython on the libos, and its agent's client.
+
+`invoke()` hands the agent one request and runs the VM until the agent
+waits again; `load_function()` and `call()` are the function requests on
+top of it (import the handler once, then call it per event). A `Usf` is
+made by builder.py (`start_usf`, `boot_usf`): every part of it exists.
+
+Each USF has the ETL device (/dev/etl) with its two regions above guest RAM:
+the host region (read-only to the guest) and the guest region right after
+it. All its state is plain Python objects (`Usf.etl`) and memfd-backed
+`vm.regions`, reset at the start of every invocation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from usetl.etl.accounting import IoAccount
+from usetl.etl.errors import EtlError
+from usetl.image.archive import ImageArchive
+from usetl.invocation import (
+    AGENT_ERROR,
+    GUEST_CRASH,
+    GUEST_EXIT,
+    GUEST_FAULT,
+    TIMEOUT,
+    ErrorInfo,
+    InvocationResult,
+    IoUsage,
+)
+from usetl.libos.devices import AgentChannel
+from usetl.libos.etl_device import EtlDevice
+from usetl.libos.kernel import Kernel
+from usetl.libos.vdso import VdsoClock
+from usetl.vm import GuestFault, GuestTimeout, Stop, Vm, VmError
+
+from .config import UsfConfig, UsfError
+
+INLINE_EVENT = 64 << 10  # a larger event goes to the host region as a file
+EVENT_FILE = "event.json"
+
+
+class AgentReply(msgspec.Struct):
+    """The guest agent's reply, decoded and checked (the guest is not trusted)."""
+
+    value: Any = None
+    error: ErrorInfo | None = None
+    guest_ms: float = 0.0
+    guest_cpu_ms: float = 0.0
+    import_ms: float | None = None  # a load request's
+    modules: int | None = None  # a load request's: len(sys.modules)
+
+    def extra(self) -> dict[str, Any]:
+        return {name: value for name, value in (("import_ms", self.import_ms),
+                                                 ("modules", self.modules)) if value is not None}
+
+
+@dataclass
+class ProgramResult:
+    status: int
+    stdout: bytes
+    stderr: bytes
+    syscalls: int
+
+
+@dataclass
+class Startup:
+    """What starting CPython cost (zero for a program that was only booted)."""
+
+    ms: float = 0.0
+    syscalls: int = 0
+    syscall_ms: float = 0.0
+
+
+class Usf:
+    def __init__(self, config: UsfConfig, image: ImageArchive, vm: Vm, kernel: Kernel,
+                 etl: EtlDevice, channel: AgentChannel, clock: VdsoClock | None):
+        self.config = config
+        self.image = image
+        self.vm = vm
+        self.kernel = kernel
+        self.etl = etl
+        self.channel = channel
+        self.clock = clock  # None: clock_gettime exits (no invariant TSC, or vdso off)
+        self.startup = Startup()
+        self.alive = False  # the agent waits for work
+
+    def stderr_tail(self) -> str:
+        """What the guest wrote to stderr, for an error message ("" if nothing)."""
+        err = self.kernel.output(2).take()[0].decode(errors="replace").strip()
+        return f"; guest stderr: {err[-2000:]}" if err else ""
+
+    def take_output(self) -> tuple[bytes, bytes, bool]:
+        """stdout and stderr captured since the last take, and whether either was truncated."""
+        out, t1 = self.kernel.output(1).take()
+        err, t2 = self.kernel.output(2).take()
+        return out, err, t1 or t2
+
+    def invoke(
+        self,
+        request: dict,
+        timeout: float | None = None,
+        host_files: dict[str, bytes] | None = None,
+    ) -> InvocationResult:
+        """Run one request in the agent; a guest fault or timeout ends this USF.
+
+        The ETL regions start empty, then hold `host_files` (name -> bytes)
+        in the host region.
+        """
+        if not self.alive:
+            raise UsfError("this USF is not running (it was never started, or its guest died)")
+        k, vm = self.kernel, self.vm
+        count0, secs0 = k.stats.count, k.stats.seconds
+        t0 = time.perf_counter()
+        self.etl.reset(deadline=time.monotonic() + timeout if timeout is not None else None)
+        k.net_account = IoAccount()
+        for name, data in (host_files or {}).items():
+            try:
+                self.etl.put_host_file(name, data)
+            except EtlError as e:
+                raise UsfError(f"{name} does not fit in the host region: {e.reason}") from e
+        self.channel.post(json.dumps(request).encode())
+        if self.clock is not None:
+            self.clock.anchor(vm.ram)
+        unimplemented0 = dict(k.stats.unimplemented)
+        reply, error = self._run_request(timeout)
+        out, err, truncated = self.take_output()
+        result = InvocationResult(
+            error=error,
+            stdout=out.decode(errors="replace"),
+            stderr=err.decode(errors="replace"),
+            stdout_truncated=truncated,
+            total_ms=(time.perf_counter() - t0) * 1e3,
+            syscalls=k.stats.count - count0,
+            syscall_ms=(k.stats.seconds - secs0) * 1e3,
+            io=self._io(),
+            unimplemented={name: n - unimplemented0.get(name, 0)
+                           for name, n in k.stats.unimplemented.items()
+                           if n > unimplemented0.get(name, 0)},
+        )
+        if reply is not None:
+            result.value = reply.value
+            result.error = reply.error
+            result.guest_ms = reply.guest_ms
+            result.guest_cpu_ms = reply.guest_cpu_ms
+            result.extra = reply.extra()
+        return result
+
+    def _run_request(self, timeout: float | None) -> tuple[AgentReply | None, ErrorInfo | None]:
+        """Run the guest until the agent waits again: its reply, or why there is none."""
+        k, vm = self.kernel, self.vm
+        try:
+            stop = k.resume(vm.regs)
+            vm.mark_regs_dirty()
+            if stop is None:
+                stop = vm.run(k, timeout=timeout)
+        except GuestTimeout as e:
+            return self._ended(TIMEOUT, str(e))
+        except GuestFault as e:
+            return self._ended(GUEST_FAULT, str(e))
+        except VmError as e:
+            return self._ended(GUEST_CRASH, str(e))
+        if stop.reason != "pause":
+            self.alive = False
+            return None, self._exit_error(stop)
+        raw = self.channel.take_reply()
+        if raw is None:
+            return None, ErrorInfo(AGENT_ERROR, "the agent waited without replying")
+        try:
+            return msgspec.json.decode(raw, type=AgentReply), None
+        except msgspec.DecodeError as e:  # ValidationError is one: a reply of the wrong shape
+            return self._ended(AGENT_ERROR, f"the agent's reply is malformed: {e}")
+
+    def _ended(self, type_: str, message: str) -> tuple[None, ErrorInfo]:
+        """The guest cannot serve again after this error."""
+        self.alive = False
+        return None, ErrorInfo(type_, message)
+
+    def _io(self) -> IoUsage:
+        """The invocation's I/O: ETL requests plus the socket path, as one bill."""
+        total = IoAccount()
+        total.add(self.etl.account)
+        total.add(self.kernel.net_account)
+        return IoUsage(**total.as_dict())
+
+    def _exit_error(self, stop: Stop) -> ErrorInfo:
+        if self.kernel.term_signal is not None:
+            name = signal.Signals(self.kernel.term_signal).name
+            return ErrorInfo(GUEST_EXIT, f"the guest was killed by {name}")
+        return ErrorInfo(GUEST_EXIT, f"the guest exited with status {stop.status}")
+
+    def run_code(self, code: str, timeout: float | None = None) -> InvocationResult:
+        return self.invoke({"kind": "exec", "code": code}, timeout=timeout)
+
+    def load_function(
+        self,
+        handler: str,
+        *,
+        source: str | None = None,
+        filename: str = "function.py",
+        path: str | None = None,
+        sys_path: Sequence[str] = (),
+        files: dict[str, bytes] | None = None,
+        timeout: float | None = None,
+    ) -> InvocationResult:
+        """Import the function's module in the guest once and keep `handler` for call().
+
+        Give `source` (its module is named after `filename`), or the guest
+        `path` of a .py file or package directory; `files` (paths relative to
+        /tmp) are put in the guest's /tmp first. extra holds import_ms and
+        modules (len(sys.modules) in the guest).
+        """
+        if (source is None) == (path is None):
+            raise UsfError("load_function needs either source or path")
+        for name, data in (files or {}).items():
+            self.kernel.ns.tmp.add_file(name, data, 0o644)
+        request: dict = {"kind": "load", "handler": handler, "sys_path": list(sys_path)}
+        if source is not None:
+            request.update(source=source, filename=filename)
+        else:
+            request["path"] = path
+        return self.invoke(request, timeout=timeout)
+
+    def call(
+        self, event: object, context: dict | None = None, timeout: float | None = None
+    ) -> InvocationResult:
+        """Call the loaded handler with event (JSON) and a context; .value is its return."""
+        ctx = {
+            "request_id": uuid.uuid4().hex,
+            "deadline": time.time() + timeout if timeout is not None else None,
+            "memory_mib": self.config.mem_mib,
+            **(context or {}),
+        }
+        try:
+            data = json.dumps(event).encode()
+        except (TypeError, ValueError) as e:
+            raise UsfError(f"the event is not JSON-serialisable: {e}") from e
+        if len(data) <= INLINE_EVENT:
+            return self.invoke({"kind": "invoke", "event": event, "context": ctx}, timeout)
+        request = {"kind": "invoke", "event_file": EVENT_FILE, "context": ctx}
+        return self.invoke(request, timeout, host_files={EVENT_FILE: data})
+
+    def run_program(self, timeout: float | None = None) -> ProgramResult:
+        """Run a program loaded by boot_usf() to its exit (for programs other than the agent)."""
+        stop = self.vm.run(self.kernel, timeout=timeout)
+        out, err, _ = self.take_output()
+        if stop.reason != "exit":
+            raise UsfError("the program waited on the agent channel instead of exiting")
+        return ProgramResult(stop.status, out, err, self.kernel.stats.count)
+
+    # -- what templates and clones need ------------------------------------------
+
+    def attach(self, vm: Vm) -> None:
+        """Run this USF's monitor state on another VM with the same memory (a clone's)."""
+        self.vm = vm
+        self.kernel.vm = vm
+        self.alive = True
+
+    def take_identity(self, instance_id: str) -> InvocationResult:
+        """Give the guest a unique identity: fresh seeds for its RNGs and an instance id.
+
+        This also warms the agent's request path in a fresh clone.
+        """
+        seed = os.urandom(32).hex()
+        return self.invoke({"kind": "identity", "instance": instance_id, "seed": seed})
+
+    def close(self) -> None:
+        """Release the VM (idempotent); the USF cannot run again."""
+        self.vm.close()
+        self.alive = False
+
+    def __enter__(self) -> Usf:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
