@@ -9,6 +9,8 @@ platform's kinds below), a message and the guest traceback, always as data.
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any
 
 import msgspec
@@ -28,6 +30,18 @@ FUNCTION_DELETED = "FunctionDeleted"
 
 # After these the instance's guest is gone: it cannot serve again.
 GUEST_ENDED = frozenset({TIMEOUT, GUEST_FAULT, GUEST_CRASH, GUEST_EXIT, AGENT_ERROR})
+
+
+def invocation_context(memory_mib: int, timeout: float | None, request_id: str | None = None,
+                       **fields: Any) -> dict[str, Any]:
+    """The context a handler is called with; the one place it is made.
+
+    request_id (new if not given), deadline (epoch seconds, None without a timeout),
+    memory_mib, and what the platform adds (function, version).
+    """
+    deadline = time.time() + timeout if timeout is not None else None
+    return {"request_id": request_id or uuid.uuid4().hex, "deadline": deadline,
+            "memory_mib": memory_mib, **fields}
 
 
 class ErrorInfo(msgspec.Struct, frozen=True):

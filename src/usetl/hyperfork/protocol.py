@@ -11,7 +11,7 @@ so nothing it sends is unpickled or executed.
     controller -> template : StartTemplate | LoadSnapshot (first), then
                              Fork | Info | InspectTemplate | SaveSnapshot | Close
     template -> controller : TemplateReady | Forked | Digests | Done | Failed
-    controller -> clone    : Invoke | Rollback | InspectClone | Close
+    controller -> clone    : Invoke | Call | Rollback | InspectClone | Close
     clone -> controller    : CloneReady | TemplateReady (a function template) |
                              Invoked | RolledBack | Inspected | Done | Failed
 """
@@ -114,6 +114,14 @@ class Invoke(Message):
     timeout: float | None = None
 
 
+class Call(Message):
+    """handler(event, context) of the function the template loaded."""
+
+    event: Any
+    context: dict[str, Any]
+    timeout: float | None = None
+
+
 class Rollback(Message):
     fresh_identity: bool = True
 
@@ -175,7 +183,7 @@ class Failed(Message):
 
 TEMPLATE_FIRST = StartTemplate | LoadSnapshot
 TEMPLATE_REQUESTS = Fork | Info | InspectTemplate | SaveSnapshot | Close
-CLONE_REQUESTS = Invoke | Rollback | InspectClone | Close
+CLONE_REQUESTS = Invoke | Call | Rollback | InspectClone | Close
 REPLIES = (TemplateReady | Forked | CloneReady | Invoked | RolledBack | Digests | Inspected
            | Done | Failed)
 

@@ -28,6 +28,7 @@ from usetl.invocation import InvocationResult
 from usetl.usf import UsfConfig
 
 from .protocol import (
+    Call,
     Channel,
     CloneReady,
     Close,
@@ -216,7 +217,9 @@ class Clone:
     def invoke(self, event: Any, context: dict | None = None,
                timeout: float | None = None) -> InvocationResult:
         """handler(event, context) of the function the template loaded."""
-        return self.request({"kind": "invoke", "event": event, "context": context or {}}, timeout)
+        if self.closed:
+            raise HyperForkError("this clone is closed")
+        return self.chan.request(Call(event, context or {}, timeout), Invoked).result
 
     def run_code(self, code: str, timeout: float | None = None) -> InvocationResult:
         return self.request({"kind": "exec", "code": code}, timeout=timeout)

@@ -34,6 +34,7 @@ from .protocol import (
     CLONE_REQUESTS,
     TEMPLATE_FIRST,
     TEMPLATE_REQUESTS,
+    Call,
     Channel,
     ChannelClosed,
     CloneReady,
@@ -153,6 +154,11 @@ class CloneProcess:
             self.take_identity()
         return Invoked(self.usf.invoke(msg.request, timeout=msg.timeout))
 
+    def call(self, msg: Call) -> Invoked:
+        if self.needs_identity:
+            self.take_identity()
+        return Invoked(self.usf.call(msg.event, msg.context, msg.timeout))
+
     def inspect(self, msg: InspectClone) -> Inspected:
         """Digests of guest memory and where the needle occurs in it (for checking isolation)."""
         memory = self.vm.memory()
@@ -166,7 +172,8 @@ class CloneProcess:
         return Inspected(sha256=memory_digests(memory), found=found)
 
     def serve(self, chan: Channel) -> None:
-        handlers = {Invoke: self.invoke, Rollback: self.rollback, InspectClone: self.inspect}
+        handlers = {Invoke: self.invoke, Call: self.call, Rollback: self.rollback,
+                    InspectClone: self.inspect}
         chan.expect(CLONE_REQUESTS)
         while True:
             msg, _ = chan.recv()

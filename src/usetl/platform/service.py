@@ -30,6 +30,7 @@ from usetl.invocation import (
     RESULT_TOO_LARGE,
     ErrorInfo,
     InvocationResult,
+    invocation_context,
 )
 
 from .backend import Backend, FunctionLoadError, FunctionSpec
@@ -303,13 +304,8 @@ class Platform:
 
     def _run(self, version: Version, invocation_id: str, event: Any,
              on_start: Callable[[], None] | None = None) -> InvocationResult:
-        context = {
-            "request_id": invocation_id,
-            "function": version.name,
-            "version": version.version,
-            "memory_mib": version.memory_mib,
-            "deadline": time.time() + version.timeout_s,
-        }
+        context = invocation_context(version.memory_mib, version.timeout_s, invocation_id,
+                                     function=version.name, version=version.version)
         try:
             outcome = self.pool.invoke(version.key, event, context, on_start,
                                        self._definition(version))

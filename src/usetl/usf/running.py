@@ -17,7 +17,6 @@ import json
 import os
 import signal
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +35,7 @@ from usetl.invocation import (
     ErrorInfo,
     InvocationResult,
     IoUsage,
+    invocation_context,
 )
 from usetl.libos.devices import AgentChannel
 from usetl.libos.etl_device import EtlDevice
@@ -233,13 +233,12 @@ class Usf:
     def call(
         self, event: object, context: dict | None = None, timeout: float | None = None
     ) -> InvocationResult:
-        """Call the loaded handler with event (JSON) and a context; .value is its return."""
-        ctx = {
-            "request_id": uuid.uuid4().hex,
-            "deadline": time.time() + timeout if timeout is not None else None,
-            "memory_mib": self.config.mem_mib,
-            **(context or {}),
-        }
+        """Call the loaded handler with event (JSON) and a context; .value is its return.
+
+        `context` is the platform's (invocation_context); fields missing from it are made
+        here the same way, for a USF used on its own.
+        """
+        ctx = {**invocation_context(self.config.mem_mib, timeout), **(context or {})}
         try:
             data = json.dumps(event).encode()
         except (TypeError, ValueError) as e:
