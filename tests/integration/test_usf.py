@@ -278,3 +278,15 @@ def test_clocks_are_the_hosts_and_read_without_exits(usf):
     assert before - 0.05 <= t <= after + 0.05
     assert abs(m - time.monotonic()) < 1.0 and m2 >= m
     assert r.syscalls < 100  # 3,000 clock reads served by the vDSO, not by exits
+
+
+def test_billed_cpu_is_measured_by_the_host_not_reported_by_the_guest(image):
+    """Guest code that falsifies the clock the agent bills with changes nothing billed."""
+    with start_usf(image) as u:
+        r = u.run_code(
+            "import time\n"
+            "time.process_time = lambda: -1e9  # the agent would report a negative CPU time\n"
+            "sum(i * i for i in range(300_000))\n"
+        )
+    assert r.error is None, r.error
+    assert r.guest_cpu_ms > 0
