@@ -56,6 +56,23 @@ def client(server):
     c.close()
 
 
+UNIMPLEMENTED = """
+import ctypes
+def handler(event, context):
+    libc = ctypes.CDLL(None, use_errno=True)
+    return [libc.syscall(335), ctypes.get_errno(), libc.syscall(335)]
+"""
+
+
+def test_the_record_names_the_unimplemented_syscalls_an_invocation_hit(client):
+    deploy(client, "enosys", UNIMPLEMENTED)
+    record = client.invoke("enosys", None)
+    assert record["result"] == [-1, 38, -1]  # ENOSYS, as on a kernel without the syscall
+    assert record["unimplemented"] == {"syscall_335": 2}
+    assert client.logs("enosys")[-1]["unimplemented"] == {"syscall_335": 2}
+    assert client.invoke("enosys", None)["unimplemented"] == {"syscall_335": 2}  # per call
+
+
 def test_invocations_run_in_clones_that_forget(client):
     assert client.pool()["backend"] == "kvm"
     deploy(client, "stateful", STATEFUL, concurrency=1)

@@ -87,3 +87,24 @@ def test_invocations_survive_reopening_and_recover(registry, tmp_path):
     assert reopened.invocation(b.id, done) is None
     assert [r["id"] for r in reopened.logs(a.id, "etl")] == [queued, running, done]
     reopened.close()
+
+
+def test_a_database_from_before_schema_versions_is_migrated(tmp_path):
+    import sqlite3
+
+    from usetl.platform.registry import MIGRATIONS, SCHEMA
+
+    old = sqlite3.connect(tmp_path / "registry.db")
+    old.executescript(SCHEMA)  # the tables as the first release made them, user_version 0
+    old.close()
+    registry = Registry(tmp_path / "registry.db")
+    try:
+        tenant, _ = registry.add_tenant("a")
+        version = registry.add_version(tenant.id, "f", **VERSION)
+        done = registry.add_invocation(version, "async", {}, "running")
+        registry.finish_invocation(done, InvocationResult(unimplemented={"statx": 1}), time.time())
+        assert registry.invocation(tenant.id, done)["unimplemented"] == {"statx": 1}
+        version_now = registry.db.execute("PRAGMA user_version").fetchone()[0]
+        assert version_now == len(MIGRATIONS)
+    finally:
+        registry.close()

@@ -192,6 +192,9 @@ def run_logs(args: argparse.Namespace) -> int:
             print(f"    {line}")
         if record["error"]:
             print(f"    {record['error']['type']}: {record['error']['message']}")
+        if record.get("unimplemented"):
+            hits = ", ".join(f"{name} x{n}" for name, n in sorted(record["unimplemented"].items()))
+            print(f"    unimplemented syscalls (ENOSYS): {hits}")
     return 0
 
 

@@ -97,6 +97,13 @@ CREATE INDEX IF NOT EXISTS invocations_by_function
     ON invocations (tenant_id, function_name, created);
 CREATE INDEX IF NOT EXISTS invocations_by_status ON invocations (status);
 """
+# Each step brings a database from its index to the next version (PRAGMA user_version).
+# The first is idempotent, so databases made before versions were kept start there.
+MIGRATIONS = [
+    SCHEMA,
+    # The syscalls an invocation hit that a USF does not implement: {name: count}.
+    "ALTER TABLE invocations ADD COLUMN unimplemented TEXT;",
+]
 
 # Invocation states: queued (async, accepted, not started), running, succeeded, failed,
 # interrupted (was running when the server stopped: it may have had effects, so it is
@@ -189,7 +196,7 @@ class Registry:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         with self.lock:
-            self.db.executescript(SCHEMA)
+            self._migrate()
         self.pending: list[tuple] = []  # finished sync invocations not yet written
         self.queued = self.written = 0
         self.closing = False
@@ -407,6 +414,16 @@ class Registry:
         self._write(add)
         return invocation_id
 
+    def _migrate(self) -> None:
+        """Bring the schema to the newest version, one step at a time (called locked)."""
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise RegistryError(f"{self.path} has schema version {version}; this usetl knows "
+                                f"up to {len(MIGRATIONS)} (a newer usetl made it)")
+        for step in range(version, len(MIGRATIONS)):
+            self.db.executescript(f"BEGIN; {MIGRATIONS[step]} PRAGMA user_version = {step + 1};"
+                                  " COMMIT;")
+
     def set_running(self, invocation_id: str) -> None:
         def update(cur):
             cur.execute(
@@ -545,14 +562,15 @@ class Registry:
 _RECORD_SQL = (
     "INSERT INTO invocations (id, tenant_id, function_name, version, version_id, mode, event, "
     "created, status, started, finished, result, error, stdout, stderr, duration_ms, "
-    "guest_cpu_ms, host_cpu_s, io_requests, bytes_in, bytes_out, peak_memory_bytes) "
-    "VALUES (?, ?, ?, ?, ?, 'sync', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "guest_cpu_ms, host_cpu_s, io_requests, bytes_in, bytes_out, peak_memory_bytes, "
+    "unimplemented) VALUES (?, ?, ?, ?, ?, 'sync', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+    "?, ?)"
 )
 _FINISH_SQL = (
     "UPDATE invocations SET status = ?, started = COALESCE(started, ?), finished = ?, "
     "result = ?, error = ?, stdout = ?, stderr = ?, duration_ms = ?, guest_cpu_ms = ?, "
-    "host_cpu_s = ?, io_requests = ?, bytes_in = ?, bytes_out = ?, peak_memory_bytes = ? "
-    "WHERE id = ?"
+    "host_cpu_s = ?, io_requests = ?, bytes_in = ?, bytes_out = ?, peak_memory_bytes = ?, "
+    "unimplemented = ? WHERE id = ?"
 )
 
 
@@ -567,6 +585,7 @@ def _result_columns(result: InvocationResult, started: float, finished: float) -
         "guest_cpu_ms": result.guest_cpu_ms, "host_cpu_s": io.host_cpu_s,
         "io_requests": io.requests, "bytes_in": io.bytes_in, "bytes_out": io.bytes_out,
         "peak_memory_bytes": result.peak_memory_bytes,
+        "unimplemented": json.dumps(result.unimplemented),
     }
 
 
@@ -606,4 +625,6 @@ def _invocation(row: Mapping[str, Any]) -> dict:
             "bytes_out": row["bytes_out"],
             "peak_memory_bytes": row["peak_memory_bytes"],
         },
+        # Syscalls the guest made that a USF does not implement (ENOSYS), by name.
+        "unimplemented": json.loads(row["unimplemented"] or "{}"),
     }
