@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from usetl.hyperfork import HyperForkError, Template
+from usetl.hyperfork.protocol import WarmUp
 
 pytestmark = pytest.mark.kvm
 
@@ -44,6 +45,38 @@ def fn_template(base, function_dir):
     t.close()
 
 
+LAZY = '''
+import random, sys
+CALLS = 0
+OWN = random.Random()
+def handler(event, context):
+    global CALLS
+    CALLS += 1
+    imported_before = "fractions" in sys.modules
+    import fractions  # a lazy import: done once by the warm-up, then in every clone
+    if event == "fail":
+        raise RuntimeError("the warm-up event is refused")
+    return {"calls": CALLS, "imported_before": imported_before, "event": event,
+            "request_id": context.request_id}
+'''
+LAZY_LOAD = {"kind": "load", "path": "/lazy/lazy.py", "handler": "handler"}
+
+
+@pytest.fixture(scope="module")
+def lazy_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("lazy")
+    (d / "lazy.py").write_text(LAZY)
+    return d
+
+
+@pytest.fixture(scope="module")
+def warm_template(base, lazy_dir):
+    warmup = WarmUp({"deployer": True}, {"request_id": "warmup"})
+    t = base.load_function(LAZY_LOAD, mounts={"lazy": str(lazy_dir)}, warmup=warmup)
+    yield t
+    t.close()
+
+
 def out(result):
     assert result.error is None, result.error
     return result.stdout
@@ -62,11 +95,13 @@ def test_a_warmed_clone_ran_its_warm_up_and_then_took_a_fresh_identity(base):
         assert out(b.run_code(code)).strip() == b.instance
 
 
-def test_one_hundred_clones_never_share_random_values(fn_template):
+@pytest.mark.parametrize("frozen", ["fn_template", "warm_template"])
+def test_one_hundred_clones_never_share_random_values(frozen, request):
+    template = request.getfixturevalue(frozen)
     code = "import os, random, uuid; print(os.urandom(16).hex(), random.random(), uuid.uuid4())"
     seen = []
     for _ in range(100):
-        with fn_template.fork(warm=False) as clone:
+        with template.fork(warm=False) as clone:
             seen.append(out(clone.run_code(code)).split())
     for column in range(3):
         values = [row[column] for row in seen]
@@ -278,3 +313,34 @@ def test_rollback_gives_a_fresh_identity_unless_asked_not_to(base):
         clone.rollback(fresh_identity=False)
         assert clone.inspect().sha256 == digests
         assert out(clone.run_code(code)).strip() == clone.instance  # taken on first use
+
+
+def test_a_warm_template_is_frozen_after_its_warm_up_run(warm_template):
+    assert warm_template.info.warmup.value == {
+        "calls": 1, "imported_before": False, "event": {"deployer": True},
+        "request_id": "warmup"}
+    with warm_template.fork() as clone:
+        for n in range(2):
+            r = clone.invoke(n, {"request_id": f"call-{n}"})
+            assert r.error is None, r.error
+            # The warm-up's lazy import is in the template; the invocation's own state is not.
+            assert r.value == {"calls": 2, "imported_before": True, "event": n,
+                               "request_id": f"call-{n}"}
+            clone.rollback()
+
+
+def test_a_cold_template_imports_lazily_on_every_call(base, lazy_dir):
+    with base.load_function(LAZY_LOAD, mounts={"lazy": str(lazy_dir)}) as cold:
+        assert cold.info.warmup is None
+        with cold.fork() as clone:
+            assert clone.invoke(1).value["imported_before"] is False
+            clone.rollback()
+            again = clone.invoke(2).value
+            assert (again["calls"], again["imported_before"]) == (1, False)  # imported again
+
+
+def test_a_failing_warm_up_refuses_the_template(base, lazy_dir):
+    with pytest.raises(HyperForkError, match="warm-up invocation failed") as failed:
+        base.load_function(LAZY_LOAD, mounts={"lazy": str(lazy_dir)},
+                           warmup=WarmUp("fail", {}))
+    assert "the warm-up event is refused" in failed.value.error.traceback

@@ -56,6 +56,34 @@ def client(server):
     c.close()
 
 
+LAZY = """
+import sys
+CALLS = 0
+def handler(event, context):
+    global CALLS
+    CALLS += 1
+    before = "fractions" in sys.modules
+    import fractions
+    print("call", CALLS)
+    if event == "fail":
+        raise ValueError("not this event")
+    return {"calls": CALLS, "imported_before": before}
+"""
+
+
+def test_a_deploy_with_a_warm_up_freezes_the_template_after_that_run(client):
+    deployed = deploy(client, "lazy", LAZY, warmup={"deployer": 1})
+    assert deployed["warm"] and deployed["warmup"]["stdout"] == "call 1\n"
+    for _ in range(2):
+        assert client.invoke("lazy", 0)["result"] == {"calls": 2, "imported_before": True}
+    with pytest.raises(ApiError) as refused:
+        deploy(client, "lazy", LAZY, warmup="fail")
+    assert refused.value.code == "load_failed" and refused.value.cause["type"] == "ValueError"
+    assert "not this event" in refused.value.cause["traceback"]
+    assert client.function("lazy")["version"] == deployed["version"]  # nothing changed
+    assert client.invoke("lazy", 0)["result"] == {"calls": 2, "imported_before": True}
+
+
 UNIMPLEMENTED = """
 import ctypes
 def handler(event, context):

@@ -45,6 +45,8 @@ class Deploy(BaseModel):
                               "more get 429 (0: refuse at once)")
     allow: list[str] | None = Field(None, description="URL prefixes the function may reach")
     env: dict[str, str] | None = None
+    warmup: Any = Field(None, description="an event the handler runs on once at deploy; the "
+                        "template is frozen after that run (lazy imports and caches included)")
 
 
 class NewTenant(BaseModel):
@@ -147,8 +149,8 @@ def create_app(platform: Platform) -> FastAPI:
     @app.put("/v1/functions/{name}", tags=["functions"], status_code=201)
     async def deploy(name: str, body: Deploy, caller: Caller) -> dict:
         request = DeployRequest(**body.model_dump())
-        version = await blocking(platform.deploy, caller, name, request)
-        return version.public()
+        deployment = await blocking(platform.deploy, caller, name, request)
+        return deployment.public()
 
     @app.get("/v1/functions", tags=["functions"])
     def list_functions(caller: Caller) -> dict:

@@ -26,10 +26,14 @@ SKIPPED = {"__pycache__", ".git", ".venv"}
 
 
 class ApiError(UsetlError):
-    def __init__(self, status: int, code: str, message: str):
+    """The server refused a request: HTTP status, stable code, and the guest's error (type,
+    message, traceback) where one caused it."""
+
+    def __init__(self, status: int, code: str, message: str, cause: dict | None = None):
         super().__init__(f"{message} ({code}, HTTP {status})")
         self.status = status
         self.code = code
+        self.cause = cause
 
 
 def config_path() -> Path:
@@ -94,10 +98,10 @@ class Client:
         if response.status_code >= 400:
             try:
                 error = response.json()["error"]
-                code, message = error["code"], error["message"]
-            except (ValueError, KeyError, TypeError):
-                code, message = "http_error", response.text[:200]
-            raise ApiError(response.status_code, code, message)
+                code, message, cause = error["code"], error["message"], error.get("cause")
+            except (ValueError, KeyError, TypeError, AttributeError):
+                code, message, cause = "http_error", response.text[:200], None
+            raise ApiError(response.status_code, code, message, cause)
         if response.headers.get("content-type", "").startswith("application/json"):
             return response.json()
         return response.text

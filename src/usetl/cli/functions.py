@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     deploy.add_argument("--allow", action="append", default=None, metavar="URL_PREFIX",
                         help="a URL prefix the function may GET/POST (repeatable)")
     deploy.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
+    deploy.add_argument("--warmup", default=None, metavar="EVENT_JSON",
+                        help="run the handler once on this event at deploy and freeze the "
+                        "template after that run (lazy imports, caches, loaded models)")
     deploy.set_defaults(func=run_deploy)
 
     invoke = _command(subparsers, "invoke", "invoke a function (waits for the result)")
@@ -111,13 +114,24 @@ def run_deploy(args: argparse.Namespace) -> int:
         if not sep:
             raise UsetlError(f"--env {item!r}: expected NAME=VALUE")
         env[name] = value
+    options = {}
+    if args.warmup is not None:
+        try:
+            options["warmup"] = json.loads(args.warmup)
+        except json.JSONDecodeError as e:
+            raise UsetlError(f"--warmup is not valid JSON: {e}") from e
     with_client = _client(args)
     v = with_client.deploy(
         args.name, args.path, handler=args.handler, requirements=args.requirement,
         memory_mib=args.memory, timeout_s=args.timeout, concurrency=args.concurrency,
         queue=args.queue,
-        allow=args.allow, env=env or None,
+        allow=args.allow, env=env or None, **options,
     )
+    warmup = v.get("warmup")
+    if warmup is not None:
+        sys.stderr.write(warmup["stdout"] + warmup["stderr"])
+        print(f"warm-up run: {warmup['duration_ms']:.1f} ms; the template was frozen after it",
+              file=sys.stderr)
     reqs = ", ".join(v["requirements"]) or "none"
     print(f"deployed {v['name']} version {v['version']} ({v['handler']}; requirements: {reqs})")
     return 0

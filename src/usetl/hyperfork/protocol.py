@@ -79,6 +79,14 @@ class LoadFunction(Message):
     request: dict[str, Any]  # the agent's load request
     mounts: dict[str, str]  # name -> host directory, shown read-only at /name
     timeout: float | None
+    warmup: WarmUp | None = None
+
+
+class WarmUp(Message):
+    """An invocation a function template runs after its load request, before it freezes."""
+
+    event: Any
+    context: dict[str, Any]
 
 
 class Fork(Message):
@@ -141,6 +149,7 @@ class TemplateReady(Message):
     memory_bytes: int
     state_bytes: int
     load: InvocationResult | None = None  # a function template: its load request's result
+    warmup: InvocationResult | None = None  # and its warm-up invocation's
 
 
 class Forked(Message):

@@ -51,6 +51,7 @@ from .protocol import (
     SaveSnapshot,
     StartTemplate,
     TemplateReady,
+    WarmUp,
 )
 
 M = TypeVar("M")
@@ -114,12 +115,14 @@ class Template:
         request: dict,
         mounts: dict[str, str] | None = None,
         timeout: float | None = 120.0,
+        warmup: WarmUp | None = None,
     ) -> Template:
         """A function template: a clone that ran `request` (the agent's load) and froze again.
 
         `mounts` maps names to host directories shown read-only at /name (code, modules).
+        With `warmup`, it also called the handler once on that event first, and froze after.
         """
-        chan = self._fork_channel(Fork(LoadFunction(request, mounts or {}, timeout)))
+        chan = self._fork_channel(Fork(LoadFunction(request, mounts or {}, timeout, warmup)))
         return Template(chan, _first_reply(chan, TemplateReady))
 
     def fork(self, warm: bool = True) -> Clone:

@@ -70,10 +70,11 @@ PR_SET_NO_NEW_PRIVS = 38
 WARM_REQUEST = {"kind": "exec", "code": "pass"}
 
 
-def ready(frozen: Frozen, load: InvocationResult | None = None) -> TemplateReady:
+def ready(frozen: Frozen, load: InvocationResult | None = None,
+          warmup: InvocationResult | None = None) -> TemplateReady:
     return TemplateReady(pid=os.getpid(), startup_ms=frozen.usf.startup.ms,
                          memory_bytes=frozen.memory_bytes(), state_bytes=len(frozen.state),
-                         load=load)
+                         load=load, warmup=warmup)
 
 
 class CloneProcess:
@@ -272,11 +273,19 @@ def become_function_template(clone: CloneProcess, load: LoadFunction, chan: Chan
     if not result.ok:
         chan.send(Failed(result.error))
         return
+    warmup = None
+    if load.warmup is not None:
+        warmup = usf.call(load.warmup.event, load.warmup.context, load.timeout)
+        if not warmup.ok:
+            e = warmup.error
+            chan.send(Failed(ErrorInfo(e.type, f"the warm-up invocation failed: {e.message}",
+                                       e.traceback)))
+            return
     usf.startup.ms = (time.perf_counter() - t0) * 1e3
     for mem in usf.vm.memory().values():
         mem.copy_to_new_file()
     frozen = Frozen.capture(usf)
-    chan.send(ready(frozen, result))
+    chan.send(ready(frozen, result, warmup))
     TemplateProcess(frozen, chan).serve()
 
 

@@ -45,6 +45,9 @@ class FunctionSpec:
     memory_mib: int = 256
     timeout_s: float = 30.0
     allow: list[str] = field(default_factory=list)  # URL prefixes for the ETL API
+    # The deployer's warm-up event as JSON: the handler runs on it once and the template is
+    # frozen after that run, lazy imports and caches included. None: frozen after the import.
+    warmup: str | None = None
 
 
 class Instance(Protocol):
@@ -65,6 +68,7 @@ class Instance(Protocol):
 
 class FunctionTemplate(Protocol):
     memory_bytes: int
+    warmup: InvocationResult | None  # the warm-up run's result (output, time), if there was one
 
     def fork(self) -> Instance: ...
 

@@ -11,13 +11,15 @@ pages it wrote), so it can be reused with nothing left from the last invocation.
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
 
 from usetl.hyperfork import HyperForkError, ProtocolError, Template
+from usetl.hyperfork.protocol import WarmUp
 from usetl.image.modstore import PRELOAD, SYSLIBS
-from usetl.invocation import GUEST_ENDED, SANDBOX_ERROR, InvocationResult
+from usetl.invocation import GUEST_ENDED, SANDBOX_ERROR, InvocationResult, invocation_context
 from usetl.usf import UsfConfig
 
 from .backend import BackendError, FunctionLoadError, FunctionSpec, RollbackImpossible
@@ -27,6 +29,7 @@ ISOLATION = (
     "guest kernel, network or disk; I/O only through the ETL API under the function's URL policy"
 )
 ENTRY = "/usetl_entry.py"
+WARMUP_REQUEST_ID = "warmup"  # the warm-up invocation's context.request_id
 
 
 def entry_source(spec: FunctionSpec, module_mounts: list[str]) -> str:
@@ -109,6 +112,7 @@ class KvmInstance:
 class KvmTemplate:
     def __init__(self, template: Template):
         self.template = template
+        self.warmup = template.info.warmup
         self.memory_bytes = template.memory_bytes()  # read once: the template is frozen
         self.lock = threading.Lock()  # a Template's channel carries one request at a time
 
@@ -167,9 +171,13 @@ class KvmBackend:
             module_mounts.append(f"/m{i}")
         request = {"kind": "load", "source": entry_source(spec, module_mounts),
                    "filename": ENTRY, "handler": "handler"}
+        warmup = None
+        if spec.warmup is not None:
+            context = invocation_context(spec.memory_mib, spec.timeout_s, WARMUP_REQUEST_ID)
+            warmup = WarmUp(json.loads(spec.warmup), context)
         try:
             with self.lock:
-                template = self._base(spec).load_function(request, mounts=mounts)
+                template = self._base(spec).load_function(request, mounts=mounts, warmup=warmup)
         except HyperForkError as e:
             if e.error is None or isinstance(e, ProtocolError):
                 raise BackendError(f"cannot load the function: {e}") from e

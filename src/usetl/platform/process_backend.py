@@ -154,7 +154,11 @@ class ProcessInstance:
 
 class ProcessTemplate:
     def __init__(self, spec: FunctionSpec, isolate: bool, hide: list[Path]):
+        if spec.warmup is not None:
+            raise BackendError("the process backend does not run warm-up events; "
+                               "deploy without one, or use the kvm backend")
         self.spec = spec
+        self.warmup = None
         self.lock = threading.Lock()
         self.control, theirs = socket.socketpair()
         message = {

@@ -103,6 +103,8 @@ MIGRATIONS = [
     SCHEMA,
     # The syscalls an invocation hit that a USF does not implement: {name: count}.
     "ALTER TABLE invocations ADD COLUMN unimplemented TEXT;",
+    # The deployer's warm-up event (JSON), run once before the template is frozen.
+    "ALTER TABLE versions ADD COLUMN warmup TEXT;",
 ]
 
 # Invocation states: queued (async, accepted, not started), running, succeeded, failed,
@@ -163,6 +165,7 @@ class Version:
     allow: list[str]
     env: dict[str, str]
     created: float
+    warmup: str | None = None  # JSON of the warm-up event; None: frozen after the import
 
     @property
     def key(self) -> str:
@@ -182,6 +185,7 @@ class Version:
             "allow": self.allow,
             "env": sorted(self.env),  # names only: values may be secrets
             "created": self.created,
+            "warm": self.warmup is not None,  # frozen after a warm-up run of the handler
         }
 
 
@@ -281,6 +285,7 @@ class Registry:
         queue: int,
         allow: list[str],
         env: dict[str, str],
+        warmup: str | None = None,
     ) -> Version:
         """Record a new version of a function (created if new) and make it the live one."""
 
@@ -304,12 +309,12 @@ class Registry:
             ).fetchone()[0]
             cur.execute(
                 "INSERT INTO versions (function_id, version, handler, requirements, module_dirs, "
-                "code_dir, memory_mib, timeout_s, concurrency, queue, allow, env, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "code_dir, memory_mib, timeout_s, concurrency, queue, allow, env, created, "
+                "warmup) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     function_id, number, handler, json.dumps(requirements),
                     json.dumps(module_dirs), code_dir, memory_mib, timeout_s, concurrency,
-                    queue, json.dumps(allow), json.dumps(env), now,
+                    queue, json.dumps(allow), json.dumps(env), now, warmup,
                 ),
             )
             cur.execute(
@@ -346,6 +351,7 @@ class Registry:
             allow=json.loads(row["allow"]),
             env=json.loads(row["env"]),
             created=row["created"],
+            warmup=row["warmup"],
         )
 
     def version(self, tenant_id: int, name: str, number: int | None = None) -> Version | None:

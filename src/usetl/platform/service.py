@@ -33,7 +33,7 @@ from usetl.invocation import (
     invocation_context,
 )
 
-from .backend import Backend, FunctionLoadError, FunctionSpec
+from .backend import Backend, FunctionLoadError, FunctionSpec, FunctionTemplate
 from .metrics import Metrics
 from .pool import ConcurrencyLimit, Definition, Pool, PoolConfig, PoolError
 from .registry import (
@@ -95,6 +95,53 @@ class DeployRequest:
     queue: int | None = None
     allow: list[str] | None = None
     env: dict[str, str] | None = None
+    warmup: Any = None  # an event the handler runs on once before the template freezes
+
+
+@dataclass
+class Settings:
+    """A deploy's settings, defaults filled in."""
+
+    memory_mib: int
+    timeout_s: float
+    concurrency: int
+    queue: int
+    allow: list[str]
+    env: dict[str, str]
+    warmup: str | None  # JSON
+
+    def check(self, lim: Limits) -> None:
+        if not 32 <= self.memory_mib <= lim.max_memory_mib:
+            raise ServiceError(400, "invalid_memory",
+                               f"memory_mib must be 32..{lim.max_memory_mib}")
+        if not 0 < self.timeout_s <= lim.max_timeout_s:
+            raise ServiceError(400, "invalid_timeout",
+                               f"timeout_s must be in (0, {lim.max_timeout_s:g}]")
+        if not 1 <= self.concurrency <= lim.max_concurrency:
+            raise ServiceError(400, "invalid_concurrency",
+                               f"concurrency must be 1..{lim.max_concurrency}")
+        if not 0 <= self.queue <= lim.max_queue:
+            raise ServiceError(400, "invalid_queue", f"queue must be 0..{lim.max_queue}")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.env.items()):
+            raise ServiceError(400, "invalid_env", "env must map names to strings")
+        if self.warmup is not None and len(self.warmup) > lim.max_payload_bytes:
+            raise ServiceError(413, "payload_too_large",
+                               f"the warm-up event is over the limit of {lim.max_payload_bytes}")
+
+
+@dataclass
+class Deployment:
+    """A deploy's outcome: the new live version, and its warm-up run if it had one."""
+
+    version: Version
+    warmup: InvocationResult | None
+
+    def public(self) -> dict:
+        answer = self.version.public()
+        if self.warmup is not None:
+            answer["warmup"] = {"stdout": self.warmup.stdout, "stderr": self.warmup.stderr,
+                                "duration_ms": self.warmup.total_ms}
+        return answer
 
 
 class Platform:
@@ -158,42 +205,15 @@ class Platform:
 
     # functions
 
-    def deploy(self, tenant: Tenant, name: str, request: DeployRequest) -> Version:
+    def deploy(self, tenant: Tenant, name: str, request: DeployRequest) -> Deployment:
         """A new live version; on any failure nothing changes and the old version stays live."""
         _check_name(name, "function")
-        lim = self.limits
-        if not HANDLER.match(request.handler):
-            raise ServiceError(400, "invalid_handler",
-                               f"handler {request.handler!r} is not of the form 'file.py:function'")
-        memory = request.memory_mib or lim.default_memory_mib
-        timeout = request.timeout_s or lim.default_timeout_s
-        concurrency = request.concurrency or lim.default_concurrency
-        queue = lim.default_queue if request.queue is None else request.queue
-        if not 32 <= memory <= lim.max_memory_mib:
-            raise ServiceError(400, "invalid_memory",
-                               f"memory_mib must be 32..{lim.max_memory_mib}")
-        if not 0 < timeout <= lim.max_timeout_s:
-            raise ServiceError(400, "invalid_timeout",
-                               f"timeout_s must be in (0, {lim.max_timeout_s:g}]")
-        if not 1 <= concurrency <= lim.max_concurrency:
-            raise ServiceError(400, "invalid_concurrency",
-                               f"concurrency must be 1..{lim.max_concurrency}")
-        if not 0 <= queue <= lim.max_queue:
-            raise ServiceError(400, "invalid_queue", f"queue must be 0..{lim.max_queue}")
+        settings = self._settings(request)
         files = self._decode_files(request.files)
         handler_file = request.handler.split(":")[0]
         if handler_file not in files:
             raise ServiceError(400, "invalid_handler",
                                f"the handler's file {handler_file} is not among the files")
-        for requirement in request.requirements:
-            if not isinstance(requirement, str) or not REQUIREMENT.match(requirement.strip()):
-                raise ServiceError(400, "invalid_requirement",
-                                   f"requirement {requirement!r} must be a package name with "
-                                   "optional extras and versions (no paths, URLs or options)")
-        env = request.env or {}
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-            raise ServiceError(400, "invalid_env", "env must map names to strings")
-        allow = request.allow or []
         with self._deploy_lock(tenant.id, name):
             try:
                 module_dirs = self.modules.install(request.requirements)
@@ -201,43 +221,76 @@ class Platform:
                 raise ServiceError(400, "requirements_failed", str(e)) from e
             code_dir = self.code_root / str(tenant.id) / name / uuid.uuid4().hex
             _write_files(code_dir, files)
-            old = self.registry.version(tenant.id, name)
-            number = (max((v.version for v in self.registry.versions(tenant.id, name)),
-                          default=0) + 1)
-            spec = FunctionSpec(
-                key=version_key(tenant.id, name, number, str(code_dir)), code_dir=code_dir,
-                handler=request.handler,
-                module_dirs=module_dirs, env=env, memory_mib=memory, timeout_s=timeout,
-                allow=allow,
-            )
             try:
-                template = self.pool.start_template(spec)
-            except FunctionLoadError as e:
-                shutil.rmtree(code_dir, ignore_errors=True)
-                raise ServiceError(400, "load_failed",
-                                   f"the function failed to load: {e}", e.error) from e
-            except UsetlError as e:
-                shutil.rmtree(code_dir, ignore_errors=True)
-                raise ServiceError(500, "sandbox_failed", str(e)) from e
-            try:
-                version = self.registry.add_version(
-                    tenant.id, name, handler=request.handler,
-                    requirements=list(request.requirements),
-                    module_dirs=[str(d) for d in module_dirs], code_dir=str(code_dir),
-                    memory_mib=memory, timeout_s=timeout, concurrency=concurrency,
-                    queue=queue, allow=allow, env=env,
-                )
+                deployment = self._go_live(tenant, name, request, settings, module_dirs,
+                                           code_dir)
             except BaseException:
-                template.close()
                 shutil.rmtree(code_dir, ignore_errors=True)
                 raise
-            assert version.key == spec.key
-            self.pool.add(spec, concurrency, queue, template)
-            self.live[(tenant.id, name)] = version
-            if old is not None:
-                self.pool.retire(old.key)
-        log.info("deployed %s", version.key)
-        return version
+        log.info("deployed %s", deployment.version.key)
+        return deployment
+
+    def _settings(self, request: DeployRequest) -> Settings:
+        """The request's settings with the defaults filled in, each checked against the limits."""
+        lim = self.limits
+        if not HANDLER.match(request.handler):
+            raise ServiceError(400, "invalid_handler",
+                               f"handler {request.handler!r} is not of the form 'file.py:function'")
+        settings = Settings(
+            memory_mib=request.memory_mib or lim.default_memory_mib,
+            timeout_s=request.timeout_s or lim.default_timeout_s,
+            concurrency=request.concurrency or lim.default_concurrency,
+            queue=lim.default_queue if request.queue is None else request.queue,
+            allow=request.allow or [], env=request.env or {},
+            warmup=None if request.warmup is None else json.dumps(request.warmup),
+        )
+        for requirement in request.requirements:
+            if not isinstance(requirement, str) or not REQUIREMENT.match(requirement.strip()):
+                raise ServiceError(400, "invalid_requirement",
+                                   f"requirement {requirement!r} must be a package name with "
+                                   "optional extras and versions (no paths, URLs or options)")
+        settings.check(lim)
+        return settings
+
+    def _go_live(self, tenant: Tenant, name: str, request: DeployRequest, settings: Settings,
+                 module_dirs: list[Path], code_dir: Path) -> Deployment:
+        """Start the new version's template, record the version, and switch traffic to it."""
+        old = self.registry.version(tenant.id, name)
+        number = max((v.version for v in self.registry.versions(tenant.id, name)), default=0) + 1
+        spec = FunctionSpec(
+            key=version_key(tenant.id, name, number, str(code_dir)), code_dir=code_dir,
+            handler=request.handler, module_dirs=module_dirs, env=settings.env,
+            memory_mib=settings.memory_mib, timeout_s=settings.timeout_s, allow=settings.allow,
+            warmup=settings.warmup,
+        )
+        template = self._start_template(spec)
+        try:
+            version = self.registry.add_version(
+                tenant.id, name, handler=request.handler,
+                requirements=list(request.requirements),
+                module_dirs=[str(d) for d in module_dirs], code_dir=str(code_dir),
+                memory_mib=settings.memory_mib, timeout_s=settings.timeout_s,
+                concurrency=settings.concurrency, queue=settings.queue, allow=settings.allow,
+                env=settings.env, warmup=settings.warmup,
+            )
+        except BaseException:
+            template.close()
+            raise
+        assert version.key == spec.key
+        self.pool.add(spec, settings.concurrency, settings.queue, template)
+        self.live[(tenant.id, name)] = version
+        if old is not None:
+            self.pool.retire(old.key)
+        return Deployment(version, template.warmup)
+
+    def _start_template(self, spec: FunctionSpec) -> FunctionTemplate:
+        try:
+            return self.pool.start_template(spec)
+        except FunctionLoadError as e:
+            raise ServiceError(400, "load_failed",
+                               f"the function failed to load: {e}", e.error) from e
+        except UsetlError as e:
+            raise ServiceError(500, "sandbox_failed", str(e)) from e
 
     def _deploy_lock(self, tenant_id: int, name: str) -> threading.Lock:
         with self.lock:
@@ -295,6 +348,7 @@ class Platform:
                 key=version.key, code_dir=Path(version.code_dir), handler=version.handler,
                 module_dirs=[Path(d) for d in version.module_dirs], env=version.env,
                 memory_mib=version.memory_mib, timeout_s=version.timeout_s, allow=version.allow,
+                warmup=version.warmup,
             )
             live = self.registry.version(version.tenant_id, version.name)
             return spec, version.concurrency, version.queue, (
