@@ -84,6 +84,15 @@ def test_a_deploy_with_a_warm_up_freezes_the_template_after_that_run(client):
     assert client.invoke("lazy", 0)["result"] == {"calls": 2, "imported_before": True}
 
 
+def test_reuse_warm_keeps_an_instance_state_between_calls(client):
+    deployed = deploy(client, "kept", STATEFUL, concurrency=1, reuse="warm")
+    assert deployed["reuse"] == "warm"
+    assert [client.invoke("kept", n)["result"]["seen"] for n in range(3)] == [1, 2, 3]
+    with pytest.raises(ApiError) as bad:
+        deploy(client, "kept", STATEFUL, reuse="sometimes")
+    assert bad.value.code == "invalid_reuse"
+
+
 UNIMPLEMENTED = """
 import ctypes
 def handler(event, context):

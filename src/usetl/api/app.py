@@ -47,6 +47,9 @@ class Deploy(BaseModel):
     env: dict[str, str] | None = None
     warmup: Any = Field(None, description="an event the handler runs on once at deploy; the "
                         "template is frozen after that run (lazy imports and caches included)")
+    reuse: str | None = Field(None, description="'rollback' (default: every call starts from "
+                              "the template) or 'warm' (an instance keeps globals and /tmp "
+                              "between calls of this function, as on Lambda)")
 
 
 class NewTenant(BaseModel):

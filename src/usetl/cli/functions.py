@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     deploy.add_argument("--warmup", default=None, metavar="EVENT_JSON",
                         help="run the handler once on this event at deploy and freeze the "
                         "template after that run (lazy imports, caches, loaded models)")
+    deploy.add_argument("--reuse", choices=["rollback", "warm"], default=None,
+                        help="rollback (default): every call starts from the template; warm: "
+                        "an instance keeps its globals and /tmp between calls (Lambda's way)")
     deploy.set_defaults(func=run_deploy)
 
     invoke = _command(subparsers, "invoke", "invoke a function (waits for the result)")
@@ -125,7 +128,7 @@ def run_deploy(args: argparse.Namespace) -> int:
         args.name, args.path, handler=args.handler, requirements=args.requirement,
         memory_mib=args.memory, timeout_s=args.timeout, concurrency=args.concurrency,
         queue=args.queue,
-        allow=args.allow, env=env or None, **options,
+        allow=args.allow, env=env or None, reuse=args.reuse, **options,
     )
     warmup = v.get("warmup")
     if warmup is not None:

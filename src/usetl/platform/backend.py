@@ -33,6 +33,12 @@ class RollbackImpossible(BackendError):
     """The instance cannot go back to its template's state; it has been closed."""
 
 
+# How an instance is reused after an invocation: rolled back to its template (the default:
+# nothing of one invocation reaches the next), or kept as it is ("warm": Lambda's semantics,
+# globals and /tmp persist between calls of the same function version).
+REUSE_ROLLBACK, REUSE_WARM = "rollback", "warm"
+
+
 @dataclass
 class FunctionSpec:
     """What a backend needs to run one deployed function version."""
@@ -48,10 +54,13 @@ class FunctionSpec:
     # The deployer's warm-up event as JSON: the handler runs on it once and the template is
     # frozen after that run, lazy imports and caches included. None: frozen after the import.
     warmup: str | None = None
+    reuse: str = REUSE_ROLLBACK
 
 
 class Instance(Protocol):
     """One sandbox that serves invocations one at a time."""
+
+    closed: bool  # its sandbox is gone (closed, or its guest ended)
 
     def invoke(self, event: Any, context: dict, timeout: float) -> InvocationResult:
         """handler(event, context) once; every failure is in the result's error, as data."""

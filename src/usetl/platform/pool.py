@@ -18,6 +18,7 @@ import logging
 import shutil
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,7 @@ from usetl.errors import UsetlError
 from usetl.invocation import SANDBOX_ERROR, InvocationResult
 
 from .backend import (
+    REUSE_WARM,
     Backend,
     BackendError,
     FunctionSpec,
@@ -41,6 +43,9 @@ from .metrics import Metrics
 log = logging.getLogger(__name__)
 RECYCLERS = 2  # threads rolling used instances back
 RECYCLE_WAIT_S = 0.05  # how long an invocation waits for a rollback before forking
+# A function deployed with reuse "warm" keeps an instance, globals and /tmp included, for
+# this many calls (and no longer than the pool's idle time), as a Lambda environment is.
+WARM_REUSE_CALLS = 1000
 
 
 # () -> (spec, concurrency limit, queue limit, whether it is the function's live version)
@@ -84,6 +89,7 @@ class FunctionPool:
         self.invocations = 0
         self.reusable = True  # False once the backend said it cannot roll back an instance
         self.recycling = 0  # used instances being rolled back
+        self.warm_calls: weakref.WeakKeyDictionary[Instance, int] = weakref.WeakKeyDictionary()
 
     def target_ready(self, cfg: PoolConfig) -> int:
         """Instances to keep: the recent peak concurrency, plus one spare where used ones
@@ -281,7 +287,9 @@ class Pool:
                     break
                 self.cond.wait(left)
             if pool.ready:
-                return pool.ready.popleft()
+                # Warm reuse serves the instance used last, as Lambda reuses a warm one.
+                warm = pool.spec.reuse == REUSE_WARM
+                return pool.ready.pop() if warm else pool.ready.popleft()
         return self._fork(pool)
 
     def _fork(self, pool: FunctionPool) -> Instance:
@@ -319,6 +327,9 @@ class Pool:
             if pool.retired:
                 self._close_if_unused(pool)
             return
+        if pool.spec.reuse == REUSE_WARM:
+            self._recycle(pool, instance)  # nothing to roll back: ready before the answer
+            return
         try:
             self.recycler.submit(self._recycle, pool, instance)
         except RuntimeError:  # shutting down
@@ -326,7 +337,9 @@ class Pool:
 
     def _recycle(self, pool: FunctionPool, instance: Instance) -> None:
         keep = False
-        if self.config.reuse and not pool.retired:
+        if pool.spec.reuse == REUSE_WARM and not pool.retired:
+            keep = self._keep_warm(pool, instance)
+        elif self.config.reuse and not pool.retired:
             try:
                 instance.rollback()
                 self.metrics.rollbacks.inc()
@@ -348,6 +361,16 @@ class Pool:
             self.cond.notify_all()
         if pool.retired:
             self._close_if_unused(pool)
+
+    def _keep_warm(self, pool: FunctionPool, instance: Instance) -> bool:
+        """Lambda's semantics, opted into: serve again as it is, up to WARM_REUSE_CALLS calls."""
+        calls = pool.warm_calls.get(instance, 0) + 1
+        if instance.closed or calls >= WARM_REUSE_CALLS:
+            pool.warm_calls.pop(instance, None)
+            instance.close()
+            return False
+        pool.warm_calls[instance] = calls
+        return True
 
     # background work: refill, scale to zero, memory budget
 

@@ -105,6 +105,8 @@ MIGRATIONS = [
     "ALTER TABLE invocations ADD COLUMN unimplemented TEXT;",
     # The deployer's warm-up event (JSON), run once before the template is frozen.
     "ALTER TABLE versions ADD COLUMN warmup TEXT;",
+    # How instances are reused: 'rollback' (the default) or 'warm'.
+    "ALTER TABLE versions ADD COLUMN reuse TEXT NOT NULL DEFAULT 'rollback';",
 ]
 
 # Invocation states: queued (async, accepted, not started), running, succeeded, failed,
@@ -166,6 +168,7 @@ class Version:
     env: dict[str, str]
     created: float
     warmup: str | None = None  # JSON of the warm-up event; None: frozen after the import
+    reuse: str = "rollback"  # or "warm": instances keep their state between calls
 
     @property
     def key(self) -> str:
@@ -186,6 +189,7 @@ class Version:
             "env": sorted(self.env),  # names only: values may be secrets
             "created": self.created,
             "warm": self.warmup is not None,  # frozen after a warm-up run of the handler
+            "reuse": self.reuse,
         }
 
 
@@ -286,6 +290,7 @@ class Registry:
         allow: list[str],
         env: dict[str, str],
         warmup: str | None = None,
+        reuse: str = "rollback",
     ) -> Version:
         """Record a new version of a function (created if new) and make it the live one."""
 
@@ -310,11 +315,11 @@ class Registry:
             cur.execute(
                 "INSERT INTO versions (function_id, version, handler, requirements, module_dirs, "
                 "code_dir, memory_mib, timeout_s, concurrency, queue, allow, env, created, "
-                "warmup) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "warmup, reuse) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     function_id, number, handler, json.dumps(requirements),
                     json.dumps(module_dirs), code_dir, memory_mib, timeout_s, concurrency,
-                    queue, json.dumps(allow), json.dumps(env), now, warmup,
+                    queue, json.dumps(allow), json.dumps(env), now, warmup, reuse,
                 ),
             )
             cur.execute(
@@ -352,6 +357,7 @@ class Registry:
             env=json.loads(row["env"]),
             created=row["created"],
             warmup=row["warmup"],
+            reuse=row["reuse"],
         )
 
     def version(self, tenant_id: int, name: str, number: int | None = None) -> Version | None:

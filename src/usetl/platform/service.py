@@ -33,7 +33,14 @@ from usetl.invocation import (
     invocation_context,
 )
 
-from .backend import Backend, FunctionLoadError, FunctionSpec, FunctionTemplate
+from .backend import (
+    REUSE_ROLLBACK,
+    REUSE_WARM,
+    Backend,
+    FunctionLoadError,
+    FunctionSpec,
+    FunctionTemplate,
+)
 from .metrics import Metrics
 from .pool import ConcurrencyLimit, Definition, Pool, PoolConfig, PoolError
 from .registry import (
@@ -96,6 +103,7 @@ class DeployRequest:
     allow: list[str] | None = None
     env: dict[str, str] | None = None
     warmup: Any = None  # an event the handler runs on once before the template freezes
+    reuse: str | None = None  # "rollback" (default) or "warm"
 
 
 @dataclass
@@ -109,6 +117,7 @@ class Settings:
     allow: list[str]
     env: dict[str, str]
     warmup: str | None  # JSON
+    reuse: str
 
     def check(self, lim: Limits) -> None:
         if not 32 <= self.memory_mib <= lim.max_memory_mib:
@@ -124,6 +133,9 @@ class Settings:
             raise ServiceError(400, "invalid_queue", f"queue must be 0..{lim.max_queue}")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.env.items()):
             raise ServiceError(400, "invalid_env", "env must map names to strings")
+        if self.reuse not in (REUSE_ROLLBACK, REUSE_WARM):
+            raise ServiceError(400, "invalid_reuse",
+                               f"reuse must be {REUSE_ROLLBACK!r} or {REUSE_WARM!r}")
         if self.warmup is not None and len(self.warmup) > lim.max_payload_bytes:
             raise ServiceError(413, "payload_too_large",
                                f"the warm-up event is over the limit of {lim.max_payload_bytes}")
@@ -243,6 +255,7 @@ class Platform:
             queue=lim.default_queue if request.queue is None else request.queue,
             allow=request.allow or [], env=request.env or {},
             warmup=None if request.warmup is None else json.dumps(request.warmup),
+            reuse=request.reuse or REUSE_ROLLBACK,
         )
         for requirement in request.requirements:
             if not isinstance(requirement, str) or not REQUIREMENT.match(requirement.strip()):
@@ -261,7 +274,7 @@ class Platform:
             key=version_key(tenant.id, name, number, str(code_dir)), code_dir=code_dir,
             handler=request.handler, module_dirs=module_dirs, env=settings.env,
             memory_mib=settings.memory_mib, timeout_s=settings.timeout_s, allow=settings.allow,
-            warmup=settings.warmup,
+            warmup=settings.warmup, reuse=settings.reuse,
         )
         template = self._start_template(spec)
         try:
@@ -271,7 +284,7 @@ class Platform:
                 module_dirs=[str(d) for d in module_dirs], code_dir=str(code_dir),
                 memory_mib=settings.memory_mib, timeout_s=settings.timeout_s,
                 concurrency=settings.concurrency, queue=settings.queue, allow=settings.allow,
-                env=settings.env, warmup=settings.warmup,
+                env=settings.env, warmup=settings.warmup, reuse=settings.reuse,
             )
         except BaseException:
             template.close()
@@ -348,7 +361,7 @@ class Platform:
                 key=version.key, code_dir=Path(version.code_dir), handler=version.handler,
                 module_dirs=[Path(d) for d in version.module_dirs], env=version.env,
                 memory_mib=version.memory_mib, timeout_s=version.timeout_s, allow=version.allow,
-                warmup=version.warmup,
+                warmup=version.warmup, reuse=version.reuse,
             )
             live = self.registry.version(version.tenant_id, version.name)
             return spec, version.concurrency, version.queue, (
