@@ -26,7 +26,6 @@ import mmap
 import os
 import stat
 import struct
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,10 +88,6 @@ def normalize(path: str) -> str:
 
 def _parent(path: str) -> str:
     return path.rsplit("/", 1)[0] or "/"
-
-
-def _child(directory: str, name: str) -> str:
-    return directory + name if directory == "/" else f"{directory}/{name}"
 
 
 class ImageArchive:
@@ -163,46 +158,10 @@ class ImageArchive:
                 entry = self._entries.get(normal)
         return entry
 
-    def resolve(self, path: str, follow_last: bool = True) -> Entry:
-        """The entry a path walk reaches, following symlinks inside the image.
-
-        Raises FileNotFoundError, NotADirectoryError or OSError(ELOOP), so a
-        syscall handler can return ``-e.errno`` as Linux would.
-        """
-        if not path.startswith("/"):
-            raise FileNotFoundError(errno.ENOENT, "image paths are absolute", path)
-        pending = deque(p for p in path.split("/") if p)
-        current = "/"
-        hops = 0
-        while pending:
-            name = pending.popleft()
-            if name == ".":
-                continue
-            if name == "..":
-                current = _parent(current)
-                continue
-            candidate = _child(current, name)
-            entry = self._entries.get(candidate)
-            if entry is None:
-                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
-            if entry.kind == "symlink" and (pending or follow_last):
-                hops += 1
-                if hops > MAX_SYMLINK_HOPS:
-                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
-                target = entry.target or ""
-                if target.startswith("/"):
-                    current = "/"
-                pending.extendleft(reversed([p for p in target.split("/") if p]))
-                continue
-            if pending and entry.kind != "dir":
-                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
-            current = candidate
-        return self._entries[current]
-
     def listdir(self, path: str) -> list[str]:
         """Sorted names of a directory's direct children (no symlink following).
 
-        Raises FileNotFoundError or NotADirectoryError, errnos set, like ``resolve``.
+        Raises FileNotFoundError or NotADirectoryError, errnos set, as os.listdir would.
         """
         names = self._children.get(path)
         if names is None and path.startswith("/"):
@@ -310,10 +269,6 @@ class ArchiveWriter:
 
     def __contains__(self, path: str) -> bool:
         return path in self._rows
-
-    @property
-    def data_size(self) -> int:
-        return self._position
 
     def finish(self, meta: dict[str, Any]) -> None:
         """Write the index and trailer; the caller flushes and syncs the file."""
