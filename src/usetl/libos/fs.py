@@ -24,6 +24,8 @@ NAME_MAX = 255
 # struct stat on x86-64 (144 bytes)
 STAT = struct.Struct("<QQQIIIIQqqqqqqqqq24x")
 DEV_IMAGE, DEV_TMPFS, DEV_DEVFS, DEV_PROC = 0x801, 0x15, 0x5, 0x4
+# st_blksize of every node, and the unit Linux counts st_blocks in.
+BLOCK_SIZE, STAT_BLOCK = 4096, 512
 DT_TYPES = {st.S_IFREG: 8, st.S_IFDIR: 4, st.S_IFLNK: 10, st.S_IFCHR: 2}
 
 
@@ -59,9 +61,10 @@ class Node:
         size = self.size
         sec, nsec = divmod(self.mtime_ns, 1_000_000_000)
         rdev = getattr(self, "rdev", 0)
+        blocks = (size + STAT_BLOCK - 1) // STAT_BLOCK
         return STAT.pack(
             self.dev, self.ino, 2 if self.is_dir else 1, self.mode, 0, 0, 0, rdev,
-            size, 4096, (size + 511) // 512, sec, nsec, sec, nsec, sec, nsec,
+            size, BLOCK_SIZE, blocks, sec, nsec, sec, nsec, sec, nsec,
         )
 
 
