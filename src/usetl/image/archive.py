@@ -41,6 +41,7 @@ HEADER = struct.Struct("<8sII")
 TRAILER = struct.Struct("<QQ32s8s")
 # Linux's limit on symlinks followed in one path walk (MAXSYMLINKS).
 MAX_SYMLINK_HOPS = 40
+FIRST_INODE = 2  # the first entry's inode number (ext4's root is 2; 1 is no file's)
 
 EntryKind = Literal["file", "dir", "symlink"]
 ENTRY_KINDS = ("file", "dir", "symlink")
@@ -113,6 +114,9 @@ class ImageArchive:
         for names in children.values():
             names.sort()
         self._children = children
+        # Each entry's inode number is its place in the index: the same in every process
+        # that opens this image (clones, restored snapshots), as on a disk file system.
+        self._inodes = {p: number for number, p in enumerate(entries, FIRST_INODE)}
         files = [e for e in entries.values() if e.kind == "file"]
         self.file_count = len(files)
         self.total_size = sum(e.size for e in files)
@@ -157,6 +161,10 @@ class ImageArchive:
             if normal != path:
                 entry = self._entries.get(normal)
         return entry
+
+    def inode(self, entry: Entry) -> int:
+        """The entry's inode number, stable for this image."""
+        return self._inodes[entry.path]
 
     def listdir(self, path: str) -> list[str]:
         """Sorted names of a directory's direct children (no symlink following).
