@@ -48,13 +48,45 @@ def image(image_path):
     return ImageArchive.open(image_path)
 
 
+class Gate:
+    """A URL whose GET is answered only once the test opens the gate.
+
+    A function blocked in etl.get(gate.url) is known to be running for as long
+    as the test needs: tests order events by waiting for arrivals, not by sleeping.
+    """
+
+    def __init__(self, url: str) -> None:
+        import threading
+
+        self.url = url
+        self.arrivals = 0
+        self._changed = threading.Condition()
+        self._open = threading.Event()
+
+    def arrive(self) -> None:
+        with self._changed:
+            self.arrivals += 1
+            self._changed.notify_all()
+        self._open.wait()
+
+    def wait_for(self, arrivals: int, timeout: float = 120.0) -> None:
+        """Until `arrivals` requests wait at the gate (the timeout only guards a hang)."""
+        with self._changed:
+            arrived = self._changed.wait_for(lambda: self.arrivals >= arrivals, timeout)
+        assert arrived, f"{self.arrivals} of {arrivals} requests reached {self.url}"
+
+    def open(self) -> None:
+        self._open.set()
+
+
 class LocalHttpServer:
     """A real HTTP server on 127.0.0.1 for ETL and socket tests.
 
     GET serves what add() stored (with Content-Length, or without it and then
     closing, under /nolength/...), redirect() answers a path with a redirect,
-    anything else is 404. POST stores the body and answers JSON with its size
-    and sha256. Every request is recorded in `requests` (method, path, Host header).
+    a gate() answers once the test opens it, anything else is 404. POST stores
+    the body and answers JSON with its size and sha256. Every request is
+    recorded in `requests` (method, path, Host header).
     """
 
     def __init__(self) -> None:
@@ -71,6 +103,8 @@ class LocalHttpServer:
 
             def do_GET(self):
                 server.requests.append(("GET", self.path, self.headers.get("Host")))
+                if self.path in server.gates:
+                    server.gates[self.path].arrive()
                 if self.path in server.redirects:
                     status, location = server.redirects[self.path]
                     self.send_response(status)
@@ -79,7 +113,7 @@ class LocalHttpServer:
                     self.end_headers()
                     return
                 path = self.path.removeprefix("/nolength")
-                body = server.blobs.get(path)
+                body = b"open" if path in server.gates else server.blobs.get(path)
                 if body is None:
                     self.send_error(404)
                     return
@@ -118,6 +152,7 @@ class LocalHttpServer:
 
         self.blobs: dict[str, bytes] = {}
         self.redirects: dict[str, tuple[int, str]] = {}
+        self.gates: dict[str, Gate] = {}
         self.requests: list[tuple[str, str, str | None]] = []
         self.posts: list[tuple[str, str | None, bytes]] = []
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -135,7 +170,13 @@ class LocalHttpServer:
         self.redirects[path] = (status, location)
         return self.base + path
 
+    def gate(self, path: str) -> Gate:
+        self.gates[path] = Gate(self.base + path)
+        return self.gates[path]
+
     def close(self) -> None:
+        for gate in self.gates.values():
+            gate.open()  # no request thread is left waiting
         self.httpd.shutdown()
         self.httpd.server_close()
 

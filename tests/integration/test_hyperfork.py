@@ -10,6 +10,7 @@ import pytest
 
 from usetl.hyperfork import HyperForkError, Template
 from usetl.hyperfork.protocol import WarmUp
+from waiting import wait_until
 
 pytestmark = pytest.mark.kvm
 
@@ -82,6 +83,15 @@ def out(result):
     return result.stdout
 
 
+def running(pid: int) -> bool:
+    """Whether the process runs (an exited one may stay a zombie until its parent reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
 def test_a_clone_runs_code_and_is_a_separate_process(base):
     with base.fork() as clone:
         assert clone.pid not in (os.getpid(), base.pid)
@@ -111,10 +121,12 @@ def test_one_hundred_clones_never_share_random_values(frozen, request):
 def test_a_clone_has_its_own_instance_id_and_the_host_clock(base):
     with base.fork() as a, base.fork() as b:
         code = "import os, time; print(os.environ['USETL_INSTANCE_ID'], time.time())"
+        before = time.time()
         ida, ta = out(a.run_code(code)).split()
+        after = time.time()
         idb, _ = out(b.run_code(code)).split()
         assert ida == a.instance and idb == b.instance and ida != idb
-        assert abs(float(ta) - time.time()) < 1.0
+        assert before - 0.05 <= float(ta) <= after + 0.05  # the host's clock, read live
 
 
 def test_a_function_clone_does_not_import_again(fn_template):
@@ -127,7 +139,8 @@ def test_a_function_clone_does_not_import_again(fn_template):
     assert imports == "1" and again[0] == modules  # nothing new was imported
     with fn_template.fork() as clone:
         first = clone.run_code(code)
-    assert first.total_ms < fn_template.info.load.total_ms  # no import work
+    # No import work: loading the function made the file syscalls imports make.
+    assert first.syscalls < fn_template.info.load.syscalls
     assert "csv" in out_modules(fn_template)
 
 
@@ -161,10 +174,9 @@ def test_killing_a_clone_leaves_the_template_and_other_clones_working(base):
     with base.fork() as survivor:
         victim = base.fork()
         victim.kill()
+        wait_until(lambda: not running(victim.pid), "the killed clone's process to end")
         with pytest.raises(HyperForkError):
-            for _ in range(3):  # the socket may take a moment to report the death
-                victim.run_code("print(1)")
-                time.sleep(0.05)
+            victim.run_code("print(1)")
         victim.close()
         assert out(survivor.run_code("print('alive')")) == "alive\n"
         with base.fork() as fresh:

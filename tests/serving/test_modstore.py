@@ -3,6 +3,7 @@
 import textwrap
 
 import pytest
+from sandbox_files import write_wheel
 
 from usetl.image.modstore import ModuleStore, ModuleStoreError
 
@@ -41,3 +42,20 @@ def test_a_requirement_that_cannot_be_installed_says_why(tmp_path):
     with pytest.raises(ModuleStoreError, match="Invalid requirement"):
         store.install([str(tmp_path / "no-such-package")])
     assert store.entries() == []
+
+
+def test_a_wheelhouse_is_the_only_source_of_requirements(tmp_path):
+    wheels = tmp_path / "wheels"
+    write_wheel(wheels, "tinydep", "0.1", {"tinydep.py": "BASE = 40\n"})
+    write_wheel(wheels, "tinyuse", "2.0", {"tinyuse/__init__.py": "from tinydep import BASE\n"},
+                requires=("tinydep>=0.1",))
+    store = ModuleStore(tmp_path / "store", wheelhouse=wheels)
+    entries = store.install(["tinyuse"])
+    assert [p.name.rsplit("-", 1)[0] for p in entries] == ["tinydep-0.1", "tinyuse-2.0"]
+    assert (entries[0] / "tinydep.py").read_text() == "BASE = 40\n"
+    assert store.install(["tinyuse==2.0"]) == entries  # installed once
+    # The index has numpy; the wheelhouse does not, and nothing else is searched.
+    with pytest.raises(ModuleStoreError, match="No matching distribution found for numpy"):
+        store.install(["numpy"])
+    with pytest.raises(ModuleStoreError, match="not a directory"):
+        ModuleStore(tmp_path / "store", wheelhouse=tmp_path / "no-such-dir")

@@ -1,7 +1,6 @@
 """Pool policy over the real process backend."""
 
 import threading
-import time
 
 import pytest
 from sandbox_files import write_function
@@ -9,11 +8,14 @@ from sandbox_files import write_function
 from usetl.platform.backend import FunctionSpec
 from usetl.platform.pool import ConcurrencyLimit, Pool, PoolConfig
 from usetl.platform.process_backend import ProcessBackend
+from waiting import wait_until
 
+# Waits at the test's gate, if the event names one: it is running until the test opens it.
 SLOW = """
-import time
+from usetl import etl
 def handler(event, context):
-    time.sleep(event.get("sleep", 0))
+    if event.get("gate"):
+        etl.get(event["gate"])
     return event.get("n")
 """
 
@@ -30,56 +32,67 @@ def make_pool(**config):
     return Pool(ProcessBackend(), PoolConfig(**config))
 
 
-def deploy(pool, code, key, concurrency=8, queue=16):
-    spec = FunctionSpec(key, code, "fn.py:handler")
+def deploy(pool, code, key, concurrency=8, queue=16, allow=()):
+    spec = FunctionSpec(key, code, "fn.py:handler", allow=list(allow))
     pool.add(spec, concurrency, queue, pool.start_template(spec))
     return spec
 
 
-def test_ready_instances_follow_concurrency_and_scale_to_zero(function_dir):
-    pool = make_pool(idle_s=1.5, recent_s=30)
+def test_ready_instances_follow_concurrency_and_scale_to_zero(function_dir, http_server):
+    pool = make_pool(idle_s=3, recent_s=30)
+    gate = http_server.gate("/four")
     try:
-        deploy(pool, function_dir(SLOW), "t/slow/1")
-        threads = [threading.Thread(target=pool.invoke, args=("t/slow/1", {"sleep": 0.3}, {}))
+        deploy(pool, function_dir(SLOW), "t/slow/1", allow=[http_server.base])
+        threads = [threading.Thread(target=pool.invoke,
+                                    args=("t/slow/1", {"gate": gate.url}, {}))
                    for _ in range(4)]
         for t in threads:
             t.start()
+        gate.wait_for(4)  # four at once: the concurrency the pool observes
+        gate.open()
         for t in threads:
             t.join()
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
+
+        def refilled():
             status = pool.status()[0]
-            if status["ready"] >= 4 and status["ready"] == status["target_ready"]:
-                break
-            time.sleep(0.05)
+            return status["ready"] >= 4 and status["ready"] == status["target_ready"] and status
+
+        status = wait_until(refilled, "the pool to refill its ready instances")
         # Refilled to the observed concurrency, plus one spare while used instances
         # might still come back by rollback (until the backend says they cannot).
         assert status["ready"] == status["target_ready"] in (4, 5)
-        time.sleep(2.2)
-        status = pool.status()[0]
+
+        def scaled_to_zero():
+            status = pool.status()[0]
+            return status["ready"] == 0 and status
+
+        status = wait_until(scaled_to_zero, "idle instances to close after idle_s")
         assert status["ready"] == 0 and status["template"]  # scaled to zero, template kept
         assert pool.invoke("t/slow/1", {"n": 7}, {}).value == 7
     finally:
         pool.close()
 
 
-def test_concurrency_limit_queues_then_rejects(function_dir):
+def test_concurrency_limit_queues_then_rejects(function_dir, http_server):
     pool = make_pool()
+    gate = http_server.gate("/one")
     try:
-        deploy(pool, function_dir(SLOW), "t/one/1", concurrency=1, queue=1)
+        deploy(pool, function_dir(SLOW), "t/one/1", concurrency=1, queue=1,
+               allow=[http_server.base])
         results = []
         first = threading.Thread(
-            target=lambda: results.append(pool.invoke("t/one/1", {"sleep": 0.6, "n": 1}, {}))
+            target=lambda: results.append(pool.invoke("t/one/1", {"gate": gate.url, "n": 1}, {}))
         )
         second = threading.Thread(
             target=lambda: results.append(pool.invoke("t/one/1", {"n": 2}, {}))
         )
         first.start()
-        time.sleep(0.2)
-        second.start()  # waits in the queue
-        time.sleep(0.1)
+        gate.wait_for(1)
+        second.start()
+        wait_until(lambda: pool.status()[0]["queued"] == 1, "the second call to queue")
         with pytest.raises(ConcurrencyLimit):
             pool.invoke("t/one/1", {"n": 3}, {})
+        gate.open()
         first.join()
         second.join()
         assert sorted(r.value for r in results) == [1, 2]
@@ -104,23 +117,23 @@ def test_memory_budget_evicts_the_least_recently_used_template(function_dir):
         pool.close()
 
 
-def test_retired_version_closes_after_its_last_invocation(function_dir):
+def test_retired_version_closes_after_its_last_invocation(function_dir, http_server):
     pool = make_pool()
+    gate = http_server.gate("/old")
     try:
-        deploy(pool, function_dir(SLOW), "t/old/1")
+        deploy(pool, function_dir(SLOW), "t/old/1", allow=[http_server.base])
         result = []
         t = threading.Thread(
-            target=lambda: result.append(pool.invoke("t/old/1", {"sleep": 0.5, "n": 9}, {}))
+            target=lambda: result.append(pool.invoke("t/old/1", {"gate": gate.url, "n": 9}, {}))
         )
         t.start()
-        time.sleep(0.2)
+        gate.wait_for(1)
         pool.retire("t/old/1")
         assert pool.has("t/old/1")  # still serving the running invocation
+        gate.open()
         t.join()
         assert result[0].value == 9
-        deadline = time.monotonic() + 5
-        while pool.has("t/old/1") and time.monotonic() < deadline:
-            time.sleep(0.02)  # its instance is recycled off the request's path
-        assert not pool.has("t/old/1")
+        # Its instance is recycled off the request's path, then the version goes.
+        wait_until(lambda: not pool.has("t/old/1"), "the retired version to close")
     finally:
         pool.close()

@@ -5,41 +5,41 @@ import os
 import pytest
 
 from usetl import hostmm
-from usetl.vm.memory import PAGE, GuestMemory, data_ranges
+from usetl.vm.memory import PAGE_SIZE, GuestMemory, data_ranges
 
 
 @pytest.fixture
 def memory():
     mem = GuestMemory("ram", 0, 64 << 20)
-    mem.view[10 * PAGE : 12 * PAGE] = b"t" * (2 * PAGE)  # the "template's" bytes
-    mem.view[40 * PAGE] = 7
+    mem.view[10 * PAGE_SIZE : 12 * PAGE_SIZE] = b"t" * (2 * PAGE_SIZE)  # the "template's" bytes
+    mem.view[40 * PAGE_SIZE] = 7
     yield mem
     mem.close()
 
 
 def test_a_private_view_keeps_writes_out_of_the_file(memory):
     memory.make_private()
-    memory.view[10 * PAGE] = ord("c")
-    assert os.pread(memory.fd, 1, 10 * PAGE) == b"t"
-    assert memory.view[10 * PAGE] == ord("c")
+    memory.view[10 * PAGE_SIZE] = ord("c")
+    assert os.pread(memory.fd, 1, 10 * PAGE_SIZE) == b"t"
+    assert memory.view[10 * PAGE_SIZE] == ord("c")
 
 
 def test_written_pages_are_found_and_reverted_to_the_file(memory):
     memory.make_private()
     assert memory.written_ranges() == []
-    _ = bytes(memory.view[: 100 * PAGE])  # reads copy nothing
-    memory.view[11 * PAGE + 5] = ord("x")
-    memory.view[50 * PAGE : 53 * PAGE] = b"y" * (3 * PAGE)
-    assert memory.written_ranges() == [(11 * PAGE, PAGE), (50 * PAGE, 3 * PAGE)]
+    _ = bytes(memory.view[: 100 * PAGE_SIZE])  # reads copy nothing
+    memory.view[11 * PAGE_SIZE + 5] = ord("x")
+    memory.view[50 * PAGE_SIZE : 53 * PAGE_SIZE] = b"y" * (3 * PAGE_SIZE)
+    assert memory.written_ranges() == [(11 * PAGE_SIZE, PAGE_SIZE), (50 * PAGE_SIZE, 3 * PAGE_SIZE)]
     memory.revert(memory.written_ranges())
-    assert memory.view[11 * PAGE + 5] == ord("t")
-    assert bytes(memory.view[50 * PAGE : 53 * PAGE]) == bytes(3 * PAGE)
+    assert memory.view[11 * PAGE_SIZE + 5] == ord("t")
+    assert bytes(memory.view[50 * PAGE_SIZE : 53 * PAGE_SIZE]) == bytes(3 * PAGE_SIZE)
 
 
 def test_the_page_table_scan_and_the_page_map_agree(memory):
     memory.make_private()
     for page in range(0, 16000, 7):
-        memory.view[page * PAGE] = 1
+        memory.view[page * PAGE_SIZE] = 1
     from_page_map = memory._written_ranges_from_pagemap()
     assert len(from_page_map) == len(range(0, 16000, 7))
     scanned = hostmm.private_pages(memory.host_addr, memory.size)
@@ -49,18 +49,18 @@ def test_the_page_table_scan_and_the_page_map_agree(memory):
 
 def test_copy_to_new_file_keeps_the_contents_and_shares_them_again(memory):
     memory.make_private()
-    memory.view[60 * PAGE] = 9
+    memory.view[60 * PAGE_SIZE] = 9
     old_fd = memory.fd
     memory.copy_to_new_file()
     assert memory.fd != old_fd and not memory.private
-    assert os.pread(memory.fd, 1, 60 * PAGE) == b"\x09"
-    assert os.pread(memory.fd, 1, 10 * PAGE) == b"t"
+    assert os.pread(memory.fd, 1, 60 * PAGE_SIZE) == b"\x09"
+    assert os.pread(memory.fd, 1, 10 * PAGE_SIZE) == b"t"
     assert data_ranges(memory.fd, memory.size)  # sparse: only what holds data
 
 
 def test_trim_outside_punches_out_everything_but_the_kept_ranges(memory):
     keep = data_ranges(memory.fd, memory.size)
-    memory.view[200 * PAGE] = 0  # a zero page added to the file
+    memory.view[200 * PAGE_SIZE] = 0  # a zero page added to the file
     memory.trim_outside(keep)
     assert data_ranges(memory.fd, memory.size) == keep
-    assert bytes(memory.view[10 * PAGE : 10 * PAGE + 4]) == b"tttt"
+    assert bytes(memory.view[10 * PAGE_SIZE : 10 * PAGE_SIZE + 4]) == b"tttt"

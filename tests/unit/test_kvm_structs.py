@@ -95,7 +95,6 @@ STRUCTS: dict[str, tuple[type, list[tuple[str, str | None]]]] = {
         S.kvm_userspace_memory_region,
         [(name, None) for name, _ in S.kvm_userspace_memory_region._fields_],
     ),
-    "kvm_dirty_log": (S.kvm_dirty_log, [("slot", None), ("dirty_bitmap", None)]),
     "kvm_msr_entry": (S.kvm_msr_entry, [(name, None) for name, _ in S.kvm_msr_entry._fields_]),
     "kvm_msrs": (S.kvm_msrs, [("nmsrs", None), ("pad", None)]),
     "kvm_cpuid_entry2": (
@@ -121,7 +120,7 @@ KNOWN = {
 # The ioctl requests (and other numbers) the monitor uses; each is a C macro.
 IOCTLS = [
     "KVM_GET_API_VERSION", "KVM_CREATE_VM", "KVM_CHECK_EXTENSION", "KVM_GET_VCPU_MMAP_SIZE",
-    "KVM_GET_SUPPORTED_CPUID", "KVM_CREATE_VCPU", "KVM_GET_DIRTY_LOG",
+    "KVM_GET_SUPPORTED_CPUID", "KVM_CREATE_VCPU",
     "KVM_SET_USER_MEMORY_REGION", "KVM_SET_TSS_ADDR", "KVM_ENABLE_CAP", "KVM_RUN",
     "KVM_GET_REGS", "KVM_SET_REGS", "KVM_GET_SREGS", "KVM_SET_SREGS", "KVM_GET_MSRS",
     "KVM_SET_MSRS", "KVM_GET_FPU", "KVM_SET_FPU", "KVM_SET_CPUID2", "KVM_GET_VCPU_EVENTS",

@@ -23,6 +23,7 @@ from usetl.libos.fs import (
     MAX_SYMLINKS,
     DeviceNode,
     ImageNode,
+    Inodes,
     Namespace,
     StaticLink,
     TmpDir,
@@ -203,7 +204,7 @@ def test_tmp_is_the_tmpfs(ns: Namespace) -> None:
 
 
 def test_tmpfs_quota() -> None:
-    fs = TmpFS(1000)
+    fs = TmpFS(1000, Inodes())
     fs.charge(600)
     fs.charge(400)  # exactly the limit is fine
     assert fs.used == 1000
@@ -217,6 +218,37 @@ def test_tmpfs_quota() -> None:
         fs.charge(10**9)
     assert e.value.errno == errno.ENOSPC
     assert fs.used == 1000
+
+
+def identity(node) -> tuple[int, int]:
+    return node.dev, node.ino
+
+
+def test_every_node_the_monitor_makes_has_its_own_inode_number(ns: Namespace) -> None:
+    ns.put_etc("hosts", b"127.0.0.1 localhost\n")
+    ns.put_etc("nsswitch.conf", b"hosts: files\n")
+    ns.tmp.add_file("a/b/f", b"x")
+    ns.tmp.add_file("g", b"y")
+    nodes = [ns.resolve(p).node for p in (
+        "/tmp", "/tmp/a", "/tmp/a/b", "/tmp/a/b/f", "/tmp/g", "/etc", "/etc/hosts",
+        "/etc/nsswitch.conf", "/dev", "/dev/null", "/dev/zero", "/dev/urandom", "/proc",
+        "/proc/self", "/usr", "/")]
+    nodes.append(ns.resolve("/proc/self/exe", follow=False).node)
+    identities = [identity(n) for n in nodes]
+    assert len(set(identities)) == len(identities), identities
+    before = ns.resolve("/etc/hosts").node.ino
+    ns.put_etc("hosts", b"10.0.0.1 db\n")  # replaced, not a new file
+    assert ns.resolve("/etc/hosts").node.ino == before
+
+
+def test_image_inode_numbers_do_not_depend_on_the_order_of_lookups(archive) -> None:
+    paths = ["/", "/usr", archive.meta["executable"], "/usetl/lib/usetl/__init__.py"]
+    first, second = (Namespace(archive, TMPFS_LIMIT, {}, archive.meta["executable"])
+                     for _ in range(2))
+    forward = [identity(first.resolve(p).node) for p in paths]
+    backward = [identity(second.resolve(p).node) for p in reversed(paths)][::-1]
+    assert forward == backward
+    assert len(set(forward)) == len(paths)
 
 
 # -- symlink loops, in a small archive of our own ----------------------------------------------

@@ -81,7 +81,18 @@ def create_app(platform: Platform) -> FastAPI:
         description="Serverless Python functions for ETL, each invocation in its own sandbox.",
     )
     app.state.platform = platform
+    _add_body_limit(app)
+    _add_lifecycle(app, platform)
+    _add_error_handlers(app)
+    _add_operation_routes(app, platform)
+    _add_tenant_routes(app, platform)
+    _add_function_routes(app, platform)
+    _add_invocation_routes(app, platform)
+    _add_pool_route(app, platform)  # last, so /docs lists the paths in the order they always had
+    return app
 
+
+def _add_body_limit(app: FastAPI) -> None:
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
         # Bodies are read whole (a deploy's JSON): refuse what is declared too large up front.
@@ -91,6 +102,8 @@ def create_app(platform: Platform) -> FastAPI:
                                   f"the request body is over {MAX_BODY_BYTES} bytes")
         return await call_next(request)
 
+
+def _add_lifecycle(app: FastAPI, platform: Platform) -> None:
     @app.on_event("startup")
     async def more_threads() -> None:
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
@@ -100,6 +113,8 @@ def create_app(platform: Platform) -> FastAPI:
         # Here, not after uvicorn returns: it re-raises SIGTERM once it has shut down.
         await anyio.to_thread.run_sync(platform.close)
 
+
+def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
@@ -126,9 +141,13 @@ def create_app(platform: Platform) -> FastAPI:
         return error_response(exc.status_code, codes.get(exc.status_code, "http_error"),
                               str(exc.detail))
 
-    async def blocking(fn, *args) -> Any:
-        return await anyio.to_thread.run_sync(fn, *args)
 
+async def _blocking(fn, *args) -> Any:
+    """Run a call that may block (a deploy, an invocation) off the event loop."""
+    return await anyio.to_thread.run_sync(fn, *args)
+
+
+def _add_operation_routes(app: FastAPI, platform: Platform) -> None:
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict:
         return {"status": "ok", "backend": platform.backend.name}
@@ -140,19 +159,23 @@ def create_app(platform: Platform) -> FastAPI:
         return PlainTextResponse(platform.metrics.render(),
                                  media_type="text/plain; version=0.0.4")
 
+
+def _add_tenant_routes(app: FastAPI, platform: Platform) -> None:
     @app.post("/v1/tenants", tags=["tenants"], status_code=201)
     async def add_tenant(body: NewTenant, caller: Caller) -> dict:
-        added, token = await blocking(platform.add_tenant, caller, body.name)
+        added, token = await _blocking(platform.add_tenant, caller, body.name)
         return {"name": added.name, "token": token}
 
     @app.get("/v1/whoami", tags=["tenants"])
     def whoami(caller: Caller) -> dict:
         return {"tenant": caller.name, "admin": caller.admin}
 
+
+def _add_function_routes(app: FastAPI, platform: Platform) -> None:
     @app.put("/v1/functions/{name}", tags=["functions"], status_code=201)
     async def deploy(name: str, body: Deploy, caller: Caller) -> dict:
         request = DeployRequest(**body.model_dump())
-        deployment = await blocking(platform.deploy, caller, name, request)
+        deployment = await _blocking(platform.deploy, caller, name, request)
         return deployment.public()
 
     @app.get("/v1/functions", tags=["functions"])
@@ -166,14 +189,16 @@ def create_app(platform: Platform) -> FastAPI:
 
     @app.delete("/v1/functions/{name}", tags=["functions"])
     async def delete_function(name: str, caller: Caller) -> dict:
-        versions = await blocking(platform.delete, caller, name)
+        versions = await _blocking(platform.delete, caller, name)
         return {"deleted": name, "versions": [v.version for v in versions]}
 
+
+def _add_invocation_routes(app: FastAPI, platform: Platform) -> None:
     @app.post("/v1/functions/{name}/invoke", tags=["invocations"], openapi_extra=EVENT_BODY)
     async def invoke(name: str, request: Request, caller: Caller) -> Response:
         """Run the function and wait for its result (the invocation record)."""
         event = platform.parse_event(await _body(request, platform))
-        record = await blocking(platform.invoke, caller, name, event)
+        record = await _blocking(platform.invoke, caller, name, event)
         # Serialised here: FastAPI's generic encoder costs more than the invocation.
         return Response(json.dumps(record), media_type="application/json")
 
@@ -182,7 +207,7 @@ def create_app(platform: Platform) -> FastAPI:
     async def invoke_async(name: str, request: Request, caller: Caller) -> dict:
         """Accept an invocation (persisted before this answer); fetch it by id later."""
         event = platform.parse_event(await _body(request, platform))
-        invocation_id = await blocking(platform.invoke_async, caller, name, event)
+        invocation_id = await _blocking(platform.invoke_async, caller, name, event)
         return {"id": invocation_id, "status": "queued"}
 
     @app.get("/v1/invocations/{invocation_id}", tags=["invocations"])
@@ -200,6 +225,8 @@ def create_app(platform: Platform) -> FastAPI:
         failures, duration, guest CPU, and the host CPU, requests and bytes of their I/O."""
         return {"since": since, "functions": platform.usage(caller, since)}
 
+
+def _add_pool_route(app: FastAPI, platform: Platform) -> None:
     @app.get("/v1/pool", tags=["operations"])
     def pool(caller: Caller) -> dict:
         return {
@@ -208,8 +235,6 @@ def create_app(platform: Platform) -> FastAPI:
             "memory_budget_bytes": platform.pool.config.memory_budget_bytes,
             "functions": platform.pool_status(caller),
         }
-
-    return app
 
 
 async def _body(request: Request, platform: Platform) -> bytes:

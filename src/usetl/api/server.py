@@ -39,12 +39,13 @@ def serve(
     backend_name: str | None = None,
     state_dir: Path | None = None,
     module_dir: Path | None = None,
+    wheelhouse: Path | None = None,
     memory_budget_mib: int = 4096,
     idle_s: float = 60.0,
     announce: Callable[[str], None] = print,
 ) -> None:
     state = state_root(state_dir)
-    modules = ModuleStore(module_dir)
+    modules = ModuleStore(module_dir, wheelhouse=wheelhouse)
     backend = choose_backend(backend_name, hide=[state, modules.root.parent])
     platform = Platform(
         backend, state, modules,

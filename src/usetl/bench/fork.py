@@ -10,10 +10,10 @@ from usetl.hyperfork import Template
 from usetl.image import ImageArchive
 
 from .procmem import process_memory
+from .rollback import dirty_code
 from .startup import percentile
 
 REQUEST = "x = 1"
-DIRTY = "buf = bytearray({n} * 4096)\nfor i in range(0, len(buf), 4096): buf[i] = 1"
 
 
 def _summary(values: list[float]) -> dict:
@@ -49,7 +49,7 @@ def run(image: ImageArchive, runs: int = 30, held: tuple[int, ...] = (1, 10, 50)
         with template.fork() as clone:
             for pages in (16, 256, 4096, 16384):
                 progress(f"rollback of {pages} dirtied pages")
-                clone.run_code(DIRTY.format(n=pages))
+                clone.run_code(dirty_code(pages))
                 info = clone.rollback(fresh_identity=False)
                 out["rollback_by_pages"].append({"dirtied": pages, **info})
         out["memory"] = []

@@ -73,6 +73,12 @@ def table(results: dict) -> str:
                   + (" (extrapolated)" if s["extrapolated"] else ""))
         if c or u or d:
             lines.append(f"| {label} | {c} | {u} | {d} |")
+    return "\n".join(lines + _notes(results))
+
+
+def _notes(results: dict) -> list[str]:
+    """The paragraphs under the table: clone creation, rollback, download, load, syscalls."""
+    lines: list[str] = []
     fork = _series(results, "coldstart", "hf_fork")
     if fork and fork.get("status") == "ok" and "fork_ms" in fork:
         lines += ["", f"HyperFork clone creation alone (`fork()` to a clone ready for its first "
@@ -112,7 +118,7 @@ def table(results: dict) -> str:
         lines += ["", f"Syscall round trip: USF {fmt(rt['usf'])} µs, host {fmt(rt['host'])} µs. "
                       f"Pure-Python speed in a USF: {fmt(st['compute_speed_ratio_guest_to_host'])}"
                       "× the host's."]
-    return "\n".join(lines)
+    return lines
 
 
 def update(readme: Path, report_dir: Path) -> None:

@@ -14,9 +14,13 @@ import time
 from usetl.bench import hyperfork_envs
 from usetl.bench.config import BenchConfig
 from usetl.bench.stats import summary
+from usetl.vm.layout import PAGE_SIZE
 
-PAGE = 4096
-DIRTY = "buf = bytearray({n} * 4096)\nfor i in range(0, len(buf), 4096):\n    buf[i] = 1"
+
+def dirty_code(pages: int) -> str:
+    """Guest code that writes one byte in each of `pages` fresh pages."""
+    return (f"buf = bytearray({pages} * {PAGE_SIZE})\n"
+            f"for i in range(0, len(buf), {PAGE_SIZE}):\n    buf[i] = 1")
 
 
 def run(cfg: BenchConfig, ctx) -> dict:
@@ -29,13 +33,13 @@ def run(cfg: BenchConfig, ctx) -> dict:
                 samples, monitor_ms, restored = [], [], []
                 for i in range(cfg.rollback_runs):
                     ctx.say(f"{pages} pages, run {i + 1}/{cfg.rollback_runs}")
-                    hyperfork_envs.run(clone, DIRTY.format(n=pages))
+                    hyperfork_envs.run(clone, dirty_code(pages))
                     t0 = time.perf_counter()
                     info = clone.rollback(fresh_identity=False)
                     samples.append((time.perf_counter() - t0) * 1e3)
                     monitor_ms.append(info.ms)
                     restored.append(info.pages)
-                points.append({"pages": pages, "mib": round(pages * PAGE / (1 << 20), 3),
+                points.append({"pages": pages, "mib": round(pages * PAGE_SIZE / (1 << 20), 3),
                                "ms": summary(samples), "monitor_ms": summary(monitor_ms),
                                "restored_pages": summary([float(p) for p in restored], 0)})
         finally:

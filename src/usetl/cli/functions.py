@@ -21,31 +21,7 @@ from usetl.platform.registry import admin_token_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    deploy = _command(subparsers, "deploy", "deploy a function (a new version)")
-    deploy.add_argument("name", help="function name")
-    deploy.add_argument("path", type=Path, help="a .py file, or a directory (a package)")
-    deploy.add_argument("--handler", default=None,
-                        help="FILE.py:FUNCTION (default: <file>:handler, or main.py:handler)")
-    deploy.add_argument("-r", "--requirement", action="append", default=None, metavar="REQ",
-                        help="a pip requirement (repeatable; default: the directory's "
-                        "requirements.txt)")
-    deploy.add_argument("--memory", type=int, default=None, metavar="MiB")
-    deploy.add_argument("--timeout", type=float, default=None, metavar="S")
-    deploy.add_argument("--concurrency", type=int, default=None, metavar="N",
-                        help="invocations at once (default 64)")
-    deploy.add_argument("--queue", type=int, default=None, metavar="N",
-                        help="invocations that may wait beyond that; more get HTTP 429 "
-                        "(default 256; 0 refuses at once)")
-    deploy.add_argument("--allow", action="append", default=None, metavar="URL_PREFIX",
-                        help="a URL prefix the function may GET/POST (repeatable)")
-    deploy.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
-    deploy.add_argument("--warmup", default=None, metavar="EVENT_JSON",
-                        help="run the handler once on this event at deploy and freeze the "
-                        "template after that run (lazy imports, caches, loaded models)")
-    deploy.add_argument("--reuse", choices=["rollback", "warm"], default=None,
-                        help="rollback (default): every call starts from the template; warm: "
-                        "an instance keeps its globals and /tmp between calls (Lambda's way)")
-    deploy.set_defaults(func=run_deploy)
+    _register_deploy(subparsers)
 
     invoke = _command(subparsers, "invoke", "invoke a function (waits for the result)")
     invoke.add_argument("name")
@@ -88,6 +64,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stats.add_argument("--interval", type=float, default=1.0, metavar="S")
     stats.add_argument("--once", action="store_true", help="print one view and exit")
     stats.set_defaults(func=run_stats)
+
+
+def _register_deploy(subparsers: argparse._SubParsersAction) -> None:
+    deploy = _command(subparsers, "deploy", "deploy a function (a new version)")
+    deploy.add_argument("name", help="function name")
+    deploy.add_argument("path", type=Path, help="a .py file, or a directory (a package)")
+    deploy.add_argument("--handler", default=None,
+                        help="FILE.py:FUNCTION (default: <file>:handler, or main.py:handler)")
+    deploy.add_argument("-r", "--requirement", action="append", default=None, metavar="REQ",
+                        help="a pip requirement (repeatable; default: the directory's "
+                        "requirements.txt)")
+    deploy.add_argument("--memory", type=int, default=None, metavar="MiB")
+    deploy.add_argument("--timeout", type=float, default=None, metavar="S")
+    deploy.add_argument("--concurrency", type=int, default=None, metavar="N",
+                        help="invocations at once (default 64)")
+    deploy.add_argument("--queue", type=int, default=None, metavar="N",
+                        help="invocations that may wait beyond that; more get HTTP 429 "
+                        "(default 256; 0 refuses at once)")
+    deploy.add_argument("--allow", action="append", default=None, metavar="URL_PREFIX",
+                        help="a URL prefix the function may GET/POST (repeatable)")
+    deploy.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
+    deploy.add_argument("--warmup", default=None, metavar="EVENT_JSON",
+                        help="run the handler once on this event at deploy and freeze the "
+                        "template after that run (lazy imports, caches, loaded models)")
+    deploy.add_argument("--reuse", choices=["rollback", "warm"], default=None,
+                        help="rollback (default): every call starts from the template; warm: "
+                        "an instance keeps its globals and /tmp between calls (Lambda's way)")
+    deploy.set_defaults(func=run_deploy)
 
 
 def _command(subparsers: argparse._SubParsersAction, name: str, help: str):

@@ -23,6 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="state directory (default $USETL_STATE or ~/.local/state/usetl)")
     serve.add_argument("--modules", type=Path, default=None, metavar="DIR",
                        help="module store (default ~/.cache/usetl/modules)")
+    serve.add_argument("--wheelhouse", type=Path, default=None, metavar="DIR",
+                       help="install requirements only from the wheels in DIR, never from "
+                       "the package index (default: the index pip is configured with)")
     serve.add_argument("--memory-budget", type=int, default=4096, metavar="MiB",
                        help="memory the pools may hold (default 4096)")
     serve.add_argument("--idle", type=float, default=60.0, metavar="S",
@@ -41,7 +44,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
     serve(
         host=args.host, port=args.port, backend_name=args.backend, state_dir=args.state,
-        module_dir=args.modules, memory_budget_mib=args.memory_budget, idle_s=args.idle,
+        module_dir=args.modules, wheelhouse=args.wheelhouse,
+        memory_budget_mib=args.memory_budget, idle_s=args.idle,
         announce=lambda line: print(line, flush=True),
     )
     return 0

@@ -29,7 +29,7 @@ from . import monitor_state
 from .frozen import Frozen
 
 MAGIC = b"USETLSNP"
-VERSION = 1
+VERSION = 2  # 2: the monitor state of the usf package, with a namespace's inode counter
 STATE_FILE = "state.usetl"
 _HEAD = struct.Struct("<8sI32sQ")  # magic, version, sha256(body), len(body)
 _CHUNK = 1 << 20
@@ -112,7 +112,7 @@ def _check_sparse(path: Path, size: int, expected: str) -> int:
 
 
 def load(directory: str) -> Frozen:
-    """A frozen USF from a snapshot directory; refuses anything but an intact v1 snapshot."""
+    """A frozen USF from a snapshot directory; refuses anything but an intact snapshot of this VERSION."""
     root = Path(directory)
     try:
         raw = (root / STATE_FILE).read_bytes()

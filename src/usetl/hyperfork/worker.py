@@ -26,7 +26,7 @@ from usetl.invocation import SANDBOX_ERROR, ErrorInfo, InvocationResult
 from usetl.libos.hostfs import HostDirFS
 from usetl.usf import start_usf
 from usetl.vm import Vm
-from usetl.vm.memory import PAGE
+from usetl.vm.memory import PAGE_SIZE
 
 from . import monitor_state, snapshot
 from .frozen import Frozen, memory_digests
@@ -138,7 +138,7 @@ class CloneProcess:
         for mem in self.vm.memory().values():
             ranges = mem.written_ranges()
             mem.revert(ranges)
-            pages += sum(length for _, length in ranges) // PAGE
+            pages += sum(length for _, length in ranges) // PAGE_SIZE
         self.vm.restore_state(self.frozen.vcpu)
         externals = monitor_state.externals_of(self.usf)
         self.usf = monitor_state.loads(self.frozen.state, externals)

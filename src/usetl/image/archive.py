@@ -26,7 +26,6 @@ import mmap
 import os
 import stat
 import struct
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ HEADER = struct.Struct("<8sII")
 TRAILER = struct.Struct("<QQ32s8s")
 # Linux's limit on symlinks followed in one path walk (MAXSYMLINKS).
 MAX_SYMLINK_HOPS = 40
+FIRST_INODE = 2  # the first entry's inode number (ext4's root is 2; 1 is no file's)
 
 EntryKind = Literal["file", "dir", "symlink"]
 ENTRY_KINDS = ("file", "dir", "symlink")
@@ -91,10 +91,6 @@ def _parent(path: str) -> str:
     return path.rsplit("/", 1)[0] or "/"
 
 
-def _child(directory: str, name: str) -> str:
-    return directory + name if directory == "/" else f"{directory}/{name}"
-
-
 class ImageArchive:
     """A read-only view of an ``image.usetl`` file, mapped into memory once."""
 
@@ -118,6 +114,9 @@ class ImageArchive:
         for names in children.values():
             names.sort()
         self._children = children
+        # Each entry's inode number is its place in the index: the same in every process
+        # that opens this image (clones, restored snapshots), as on a disk file system.
+        self._inodes = {p: number for number, p in enumerate(entries, FIRST_INODE)}
         files = [e for e in entries.values() if e.kind == "file"]
         self.file_count = len(files)
         self.total_size = sum(e.size for e in files)
@@ -163,46 +162,14 @@ class ImageArchive:
                 entry = self._entries.get(normal)
         return entry
 
-    def resolve(self, path: str, follow_last: bool = True) -> Entry:
-        """The entry a path walk reaches, following symlinks inside the image.
-
-        Raises FileNotFoundError, NotADirectoryError or OSError(ELOOP), so a
-        syscall handler can return ``-e.errno`` as Linux would.
-        """
-        if not path.startswith("/"):
-            raise FileNotFoundError(errno.ENOENT, "image paths are absolute", path)
-        pending = deque(p for p in path.split("/") if p)
-        current = "/"
-        hops = 0
-        while pending:
-            name = pending.popleft()
-            if name == ".":
-                continue
-            if name == "..":
-                current = _parent(current)
-                continue
-            candidate = _child(current, name)
-            entry = self._entries.get(candidate)
-            if entry is None:
-                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
-            if entry.kind == "symlink" and (pending or follow_last):
-                hops += 1
-                if hops > MAX_SYMLINK_HOPS:
-                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
-                target = entry.target or ""
-                if target.startswith("/"):
-                    current = "/"
-                pending.extendleft(reversed([p for p in target.split("/") if p]))
-                continue
-            if pending and entry.kind != "dir":
-                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
-            current = candidate
-        return self._entries[current]
+    def inode(self, entry: Entry) -> int:
+        """The entry's inode number, stable for this image."""
+        return self._inodes[entry.path]
 
     def listdir(self, path: str) -> list[str]:
         """Sorted names of a directory's direct children (no symlink following).
 
-        Raises FileNotFoundError or NotADirectoryError, errnos set, like ``resolve``.
+        Raises FileNotFoundError or NotADirectoryError, errnos set, as os.listdir would.
         """
         names = self._children.get(path)
         if names is None and path.startswith("/"):
@@ -310,10 +277,6 @@ class ArchiveWriter:
 
     def __contains__(self, path: str) -> bool:
         return path in self._rows
-
-    @property
-    def data_size(self) -> int:
-        return self._position
 
     def finish(self, meta: dict[str, Any]) -> None:
         """Write the index and trailer; the caller flushes and syncs the file."""

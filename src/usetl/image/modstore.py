@@ -67,11 +67,17 @@ def _pip_reason(stderr: str) -> str:
 
 
 class ModuleStore:
-    def __init__(self, root: Path | None = None, binary_only: bool = True):
+    def __init__(self, root: Path | None = None, binary_only: bool = True,
+                 wheelhouse: Path | None = None):
         """`binary_only`: wheels only, so that installing never runs a package's build code
-        on the host (a source distribution's setup.py would run as the server's user)."""
+        on the host (a source distribution's setup.py would run as the server's user).
+        `wheelhouse`: a directory of distributions to take requirements from instead of the
+        package index (pip's --no-index --find-links), for hosts that must not reach it."""
         self.root = Path(root) if root is not None else cache_root() / "modules"
         self.binary_only = binary_only
+        self.wheelhouse = Path(wheelhouse).resolve() if wheelhouse is not None else None
+        if self.wheelhouse is not None and not self.wheelhouse.is_dir():
+            raise ModuleStoreError(f"the wheelhouse {self.wheelhouse} is not a directory")
         self.root.mkdir(parents=True, exist_ok=True)
         # Read by the sandboxes' unprivileged user.
         self.root.chmod(0o755)
@@ -80,6 +86,8 @@ class ModuleStore:
         env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
         if self.binary_only:
             args = [*args, "--only-binary", ":all:"]
+        if self.wheelhouse is not None:
+            args = [*args, "--no-index", "--find-links", str(self.wheelhouse)]
         try:
             return subprocess.run(
                 [sys.executable, "-m", "pip", *args],

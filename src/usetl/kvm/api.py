@@ -105,10 +105,6 @@ class VmFd:
         )
         _ioctl(self.fd, c.KVM_SET_USER_MEMORY_REGION, region, "KVM_SET_USER_MEMORY_REGION")
 
-    def get_dirty_log(self, slot: int, bitmap: ctypes.Array) -> None:
-        log = s.kvm_dirty_log(slot=slot, dirty_bitmap=ctypes.addressof(bitmap))
-        _ioctl(self.fd, c.KVM_GET_DIRTY_LOG, log, "KVM_GET_DIRTY_LOG")
-
     def create_vcpu(self, vcpu_id: int = 0) -> VcpuFd:
         fd = _ioctl(self.fd, c.KVM_CREATE_VCPU, vcpu_id, "KVM_CREATE_VCPU")
         return VcpuFd(self, fd)

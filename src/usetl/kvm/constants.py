@@ -41,7 +41,6 @@ KVM_GET_SUPPORTED_CPUID = _iowr(0x05, s.kvm_cpuid2)
 
 # VM ioctls
 KVM_CREATE_VCPU = _io(0x41)
-KVM_GET_DIRTY_LOG = _iow(0x42, s.kvm_dirty_log)
 KVM_SET_USER_MEMORY_REGION = _iow(0x46, s.kvm_userspace_memory_region)
 KVM_SET_TSS_ADDR = _io(0x47)
 KVM_ENABLE_CAP = _iow(0xA3, s.kvm_enable_cap)
@@ -75,7 +74,6 @@ KVM_CAP_SYNC_REGS = 74
 KVM_CAP_IMMEDIATE_EXIT = 136
 
 # memory region flags
-KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
 KVM_MEM_READONLY = 1 << 1
 
 # kvm_run.kvm_valid_regs / kvm_dirty_regs

@@ -199,10 +199,6 @@ class kvm_userspace_memory_region(ctypes.Structure):
     ]
 
 
-class kvm_dirty_log(ctypes.Structure):
-    _fields_ = [("slot", u32), ("padding1", u32), ("dirty_bitmap", u64)]
-
-
 class kvm_msr_entry(ctypes.Structure):
     _fields_ = [("index", u32), ("reserved", u32), ("data", u64)]
 

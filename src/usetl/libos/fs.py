@@ -24,6 +24,9 @@ NAME_MAX = 255
 # struct stat on x86-64 (144 bytes)
 STAT = struct.Struct("<QQQIIIIQqqqqqqqqq24x")
 DEV_IMAGE, DEV_TMPFS, DEV_DEVFS, DEV_PROC = 0x801, 0x15, 0x5, 0x4
+# st_blksize of every node, and the unit Linux counts st_blocks in.
+BLOCK_SIZE, STAT_BLOCK = 4096, 512
+FIRST_DYNAMIC_INO = 64  # see Inodes
 DT_TYPES = {st.S_IFREG: 8, st.S_IFDIR: 4, st.S_IFLNK: 10, st.S_IFCHR: 2}
 
 
@@ -59,9 +62,10 @@ class Node:
         size = self.size
         sec, nsec = divmod(self.mtime_ns, 1_000_000_000)
         rdev = getattr(self, "rdev", 0)
+        blocks = (size + STAT_BLOCK - 1) // STAT_BLOCK
         return STAT.pack(
             self.dev, self.ino, 2 if self.is_dir else 1, self.mode, 0, 0, 0, rdev,
-            size, 4096, (size + 511) // 512, sec, nsec, sec, nsec, sec, nsec,
+            size, BLOCK_SIZE, blocks, sec, nsec, sec, nsec, sec, nsec,
         )
 
 
@@ -104,7 +108,6 @@ class ImageFS:
     def __init__(self, archive: ImageArchive):
         self.archive = archive
         self._nodes: dict[str, ImageNode | None] = {}
-        self._next_ino = 2
 
     def node(self, path: str) -> ImageNode | None:
         try:
@@ -114,8 +117,7 @@ class ImageFS:
         entry = self.archive.lookup(path)
         node = None
         if entry is not None:
-            node = ImageNode(self, entry, self._next_ino)
-            self._next_ino += 1
+            node = ImageNode(self, entry, self.archive.inode(entry))
         self._nodes[path] = node
         return node
 
@@ -146,18 +148,34 @@ class TmpDir(TmpNode):
         return sorted(self.entries.items())
 
 
+class Inodes:
+    """The one source of inode numbers for the nodes the monitor makes.
+
+    tmpfs files, /etc and sockets take theirs here: one counter per namespace, as
+    Linux's get_next_ino(). The image numbers its own entries (ImageArchive.inode), a
+    host mount shows the host's, and the numbers below FIRST_DYNAMIC_INO are the fixed
+    nodes' (/dev, /proc and the devices).
+    """
+
+    def __init__(self) -> None:
+        self.last = FIRST_DYNAMIC_INO - 1
+
+    def next(self) -> int:
+        self.last += 1
+        return self.last
+
+
 class TmpFS:
     """An in-memory filesystem; `limit` bounds the bytes its files hold."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, inodes: Inodes):
         self.limit = limit
         self.used = 0
-        self._ino = 1 << 20
+        self.inodes = inodes
         self.root = TmpDir(self.new_ino(), 0o1777)
 
     def new_ino(self) -> int:
-        self._ino += 1
-        return self._ino
+        return self.inodes.next()
 
     def charge(self, delta: int) -> None:
         if self.used + delta > self.limit:
@@ -278,7 +296,8 @@ class Namespace:
     def __init__(self, image: ImageArchive, tmpfs_limit: int, devices: dict[str, DeviceNode],
                  executable: str):
         self.image = ImageFS(image)
-        self.tmp = TmpFS(tmpfs_limit)
+        self.inodes = Inodes()
+        self.tmp = TmpFS(tmpfs_limit, self.inodes)
         self.dev = StaticDir(3, dict(devices), DEV_DEVFS)
         self_dir = StaticDir(5, {"exe": StaticLink(6, executable, DEV_PROC)}, DEV_PROC)
         self.proc = StaticDir(4, {"self": self_dir}, DEV_PROC)
@@ -299,7 +318,7 @@ class Namespace:
         if self.etc is None:
             self.etc = StaticDir(7, {}, DEV_PROC)
         old = self.etc.entries.get(name)
-        ino = old.ino if old is not None else 8 + len(self.etc.entries)
+        ino = old.ino if old is not None else self.inodes.next()
         self.etc.entries[name] = StaticFile(ino, data, DEV_PROC)
 
     def _lookup(self, parts: list[str]) -> Node | None:

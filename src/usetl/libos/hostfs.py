@@ -12,7 +12,7 @@ import os
 import stat as st
 
 from .errors import SyscallError
-from .fs import Node
+from .fs import BLOCK_SIZE, Node
 
 DEV_HOSTFS = 0x2A
 
@@ -29,7 +29,7 @@ class HostNode(Node):
 
     @property
     def size(self) -> int:
-        return self._size if not self.is_dir else 4096
+        return self._size if not self.is_dir else BLOCK_SIZE  # a directory: one block, as ext4
 
     def readlink(self) -> str:
         if not self.is_symlink:

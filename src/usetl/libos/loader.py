@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 
 from usetl.elf import PT_PHDR, ElfError, ElfFile
-from usetl.vm.layout import USER_START
+from usetl.vm.layout import PAGE_SIZE, USER_START
 
 from .errors import LoadError, SyscallError
 from .fs import ImageNode, Namespace, TmpFile
@@ -113,7 +113,7 @@ def load_program(mm: AddressSpace, ram_view: memoryview, ns: Namespace, path: st
         (AT_PHDR, bias + phdr),
         (AT_PHENT, exe.header.e_phentsize),
         (AT_PHNUM, exe.header.e_phnum),
-        (AT_PAGESZ, 4096),
+        (AT_PAGESZ, PAGE_SIZE),
         (AT_BASE, interp_base),
         (AT_FLAGS, 0),
         (AT_ENTRY, bias + exe.header.e_entry),

@@ -12,7 +12,6 @@ function's UrlPolicy; this layer needs only the two methods below).
 from __future__ import annotations
 
 import errno
-import itertools
 import select
 import socket
 import stat as st
@@ -76,9 +75,6 @@ def wait_ready(
             return dict(ready)
 
 
-_inodes = itertools.count(0x50000)
-
-
 class SocketFile(OpenFile):
     """A TCP client socket: the guest's view of one host socket.
 
@@ -87,7 +83,7 @@ class SocketFile(OpenFile):
     """
 
     def __init__(self, kernel: Kernel, family: int, nonblocking: bool):
-        node = Node(st.S_IFSOCK | 0o777, next(_inodes))
+        node = Node(st.S_IFSOCK | 0o777, kernel.ns.inodes.next())
         super().__init__(node, O_RDWR | (O_NONBLOCK if nonblocking else 0), "socket:")
         self.kernel = kernel
         self.family = family

@@ -15,6 +15,7 @@ from usetl.vm.layout import USER_START
 from .errors import SyscallError
 
 PATH_MAX = 4096
+IOV_MAX = 1024  # Linux's UIO_MAXIOV: iovecs in one readv/writev
 
 
 class UserMemory:
@@ -74,7 +75,7 @@ class UserMemory:
         self.write(addr, struct.pack("<Q", value & 0xFFFFFFFFFFFFFFFF))
 
     def iovecs(self, addr: int, count: int) -> list[tuple[int, int]]:
-        if not 0 <= count <= 1024:
+        if not 0 <= count <= IOV_MAX:
             raise SyscallError(errno.EINVAL)
         raw = self.read(addr, 16 * count)
         return [struct.unpack_from("<QQ", raw, 16 * i) for i in range(count)]

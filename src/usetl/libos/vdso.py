@@ -17,7 +17,7 @@ import struct
 import time
 
 from usetl.vm import GuestMemory
-from usetl.vm.layout import VDSO_ADDR, VDSO_DATA_ADDR
+from usetl.vm.layout import PAGE_SIZE, VDSO_ADDR, VDSO_DATA_ADDR
 
 # Assembled from (intel syntax), DATA = VDSO_DATA_ADDR:
 #   clock_gettime(edi=clock, rsi=ts):
@@ -54,7 +54,7 @@ def build_image() -> bytes:
         "<4sBBBB8xHHIQQQIHHHHHH", image, 0, b"\x7fELF", 2, 1, 1, 0,
         3, 62, 1, 0, ehdr_size, 0, 0, ehdr_size, phdr_size, 2, 64, 0, 0,
     )
-    struct.pack_into("<IIQQQQQQ", image, 64, 1, 5, 0, 0, 0, size, size, 4096)  # PT_LOAD r-x
+    struct.pack_into("<IIQQQQQQ", image, 64, 1, 5, 0, 0, 0, size, size, PAGE_SIZE)  # PT_LOAD r-x
     struct.pack_into(
         "<IIQQQQQQ", image, 64 + 56, 2, 4, dyn_off, dyn_off, dyn_off,
         16 * dyn_count, 16 * dyn_count, 8,

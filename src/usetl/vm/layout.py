@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 
-from .memory import GuestMemory
+from .memory import PAGE_SIZE, GuestMemory
 from .trampoline import (
     EXCEPTION_STUB_SIZE,
     PORT_SYSCALL,
@@ -20,8 +20,9 @@ from .trampoline import (
     syscall_entry,
 )
 
-PAGE_SIZE = 4096
 HUGE_PAGE = 2 << 20
+# A flat segment: with 4 KiB granularity, the whole 4 GiB (long mode ignores it anyway).
+FLAT_SEGMENT_LIMIT = 0xFFFFFFFF
 
 # supervisor-only region [0, 2 MiB)
 PML4_ADDR = 0x1000

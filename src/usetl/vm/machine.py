@@ -146,11 +146,11 @@ class Vm:
         cpuid = self.cpuid
         sregs = self.vcpu.get_sregs()
         code = ks.kvm_segment(
-            base=0, limit=0xFFFFFFFF, selector=L.USER_CS, type=11, present=1, dpl=3,
+            base=0, limit=L.FLAT_SEGMENT_LIMIT, selector=L.USER_CS, type=11, present=1, dpl=3,
             db=0, s=1, l=1, g=1,
         )
         data = ks.kvm_segment(
-            base=0, limit=0xFFFFFFFF, selector=L.USER_DS, type=3, present=1, dpl=3,
+            base=0, limit=L.FLAT_SEGMENT_LIMIT, selector=L.USER_DS, type=3, present=1, dpl=3,
             db=1, s=1, l=0, g=1,
         )
         sregs.cs = code

@@ -9,7 +9,8 @@ import re
 from usetl import hostmm
 from usetl.errors import UsetlError
 
-PAGE = 4096
+PAGE_SIZE = 4096  # the unit of guest memory, its mappings and page tables
+PUNCH_MIN = 16 * PAGE_SIZE  # a discard smaller than this is zeroed, not punched out
 
 # /proc/self/pagemap: one u64 per page; in its top byte, 0x80 is "present" and
 # 0x20 "file page or shared anonymous". A present page of a private file
@@ -73,9 +74,9 @@ class GuestMemory:
         hole there would show the template's bytes again, so it zeroes.
         """
         off = gpa - self.gpa
-        lo = min((off + PAGE - 1) & ~(PAGE - 1), off + length)
-        hi = max((off + length) & ~(PAGE - 1), lo)
-        if not self.punch_holes or hi - lo < 16 * PAGE:
+        lo = min((off + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1), off + length)
+        hi = max((off + length) & ~(PAGE_SIZE - 1), lo)
+        if not self.punch_holes or hi - lo < PUNCH_MIN:
             ctypes.memset(self.host_addr + off, 0, length)
             return
         ctypes.memset(self.host_addr + off, 0, lo - off)
@@ -110,11 +111,12 @@ class GuestMemory:
         return self._written_ranges_from_pagemap()
 
     def _written_ranges_from_pagemap(self) -> list[tuple[int, int]]:
-        pages = self.size // PAGE
+        pages = self.size // PAGE_SIZE
         with open("/proc/self/pagemap", "rb", buffering=0) as f:
-            data = os.pread(f.fileno(), pages * 8, (self.host_addr // PAGE) * 8)
+            data = os.pread(f.fileno(), pages * 8, (self.host_addr // PAGE_SIZE) * 8)
         flags = data[7::8].translate(_OWN_COPY)
-        return [(m.start() * PAGE, (m.end() - m.start()) * PAGE) for m in _RUNS.finditer(flags)]
+        return [(m.start() * PAGE_SIZE, (m.end() - m.start()) * PAGE_SIZE)
+                for m in _RUNS.finditer(flags)]
 
     def revert(self, ranges: list[tuple[int, int]]) -> None:
         """Copy the file's bytes back over these ranges of a private mapping."""
