@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -18,12 +19,14 @@ from usetl.etl.accounting import IoAccount
 from usetl.kvm.structs import kvm_regs
 from usetl.vm import Stop, Vm
 
+from . import procfs
 from .devices import Blocked
-from .errors import SyscallError
+from .errors import LibosError, SyscallError
 from .files import FdTable, OutputFile
 from .fs import Namespace
 from .mm import AddressSpace
 from .net import SocketPolicy, hosts_file
+from .signals import ProcessSignals, ThreadSignals
 from .syscalls.numbers import SYSCALL_NAMES
 from .usermem import UserMemory
 
@@ -78,12 +81,13 @@ class Kernel:
         self.term_signal: int | None = None
         self.fs_base = 0
         self.tid_address = 0
-        self.signal_actions: dict[int, bytes] = {}
-        self.signal_mask = 0
+        self.signals = ProcessSignals()
+        self.thread_signals = ThreadSignals()  # the current (only) thread's
         self.umask = 0o022
         self.blocked: tuple | None = None  # (handler, args) of a syscall waiting on the monitor
         self.net: SocketPolicy | None = None  # where sockets may connect; None: no sockets
         self.net_account = IoAccount()  # the socket path's I/O, billed like ETL requests
+        procfs.install(self)
 
     def allow_sockets(self, policy: SocketPolicy | None) -> None:
         """Let the guest's TCP sockets connect where `policy` allows (None: no sockets).
@@ -95,6 +99,21 @@ class Kernel:
         hosts = policy.allowed_hosts() if policy is not None else {}
         self.ns.put_etc("hosts", hosts_file(hosts))
         self.ns.put_etc("nsswitch.conf", b"hosts: files\n")
+
+    def add_trust_roots(self, pem: str, ca_file: str | None) -> None:
+        """Have the guest's TLS trust the certificates in `pem` as well as the image's.
+
+        They are appended to the image's bundle, at the path OpenSSL opens
+        (`ca_file`, the image's; the host OpenSSL's default if it has none).
+        """
+        try:
+            ssl.create_default_context(cadata=pem)
+        except (ssl.SSLError, ValueError) as e:
+            raise LibosError(f"the extra trust roots are not PEM certificates: {e}") from None
+        r = self.ns.resolve(ca_file or ssl.get_default_verify_paths().openssl_cafile)
+        node = r.node
+        base = bytes(node.read_at(0, node.size)) if node is not None else b""
+        self.ns.put_file(r.path, base.rstrip(b"\n") + b"\n" + pem.strip().encode() + b"\n")
 
     # -- the dispatcher --------------------------------------------------------
 

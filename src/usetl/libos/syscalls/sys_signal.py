@@ -13,15 +13,12 @@ from typing import TYPE_CHECKING
 from usetl.vm import Stop
 
 from ..errors import SyscallError
+from ..signals import SIG_DFL, SIGACTION, SigAction
 from .args import s32
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
-SIGACTION_SIZE = 32  # handler, flags, restorer, mask (8 bytes)
-SIG_DFL = 0
-SIG_IGN = 1
-IGNORED_BY_DEFAULT = {signal.SIGCHLD, signal.SIGURG, signal.SIGWINCH, signal.SIGCONT}
 
 
 def sys_rt_sigaction(k: Kernel, sig: int, act: int, oldact: int, sigsetsize: int,
@@ -30,25 +27,25 @@ def sys_rt_sigaction(k: Kernel, sig: int, act: int, oldact: int, sigsetsize: int
     if not 1 <= sig <= 64 or sig in (signal.SIGKILL, signal.SIGSTOP) and act:
         raise SyscallError(errno.EINVAL)
     if oldact:
-        k.mem.write(oldact, k.signal_actions.get(sig, bytes(SIGACTION_SIZE)))
+        k.mem.write(oldact, k.signals.action(sig).pack())
     if act:
-        k.signal_actions[sig] = k.mem.read(act, SIGACTION_SIZE)
+        k.signals.actions[sig] = SigAction.unpack(k.mem.read(act, SIGACTION.size))
     return 0
 
 
 def sys_rt_sigprocmask(k: Kernel, how: int, new: int, old: int, sigsetsize: int,
                        *_: int) -> int:
     if old:
-        k.mem.put_u64(old, k.signal_mask)
+        k.mem.put_u64(old, k.thread_signals.mask)
     if new:
         mask = k.mem.u64(new)
         how = s32(how)
         if how == 0:
-            k.signal_mask |= mask
+            k.thread_signals.mask |= mask
         elif how == 1:
-            k.signal_mask &= ~mask
+            k.thread_signals.mask &= ~mask
         elif how == 2:
-            k.signal_mask = mask
+            k.thread_signals.mask = mask
         else:
             raise SyscallError(errno.EINVAL)
     return 0
@@ -65,8 +62,8 @@ def _self_signal(k: Kernel, sig: int) -> int | Stop:
         return 0
     if not 1 <= sig <= 64:
         raise SyscallError(errno.EINVAL)
-    handler = int.from_bytes(k.signal_actions.get(sig, bytes(8))[:8], "little")
-    if handler == SIG_IGN or (handler == SIG_DFL and sig in IGNORED_BY_DEFAULT):
+    handler = k.signals.action(sig).handler
+    if k.signals.ignores(sig):
         return 0
     if handler == SIG_DFL or sig in (signal.SIGKILL, signal.SIGSTOP):
         k.term_signal = sig

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ..errors import SyscallError
 from . import sys_file as f
+from . import sys_fsmeta as meta
 from . import sys_identity as ident
 from . import sys_mmap as mm
 from . import sys_random as rnd
@@ -88,6 +89,27 @@ _ENTRIES = [
     Syscall("fadvise64", f.sys_fadvise64, FULL, "advice ignored"),
     Syscall("umask", f.sys_umask, FULL),
     Syscall("statx", _errno(errno.ENOSYS), REFUSED, "glibc falls back to newfstatat"),
+    Syscall("chmod", meta.sys_chmod, PARTIAL, "tmpfs only; elsewhere EROFS"),
+    Syscall("fchmod", meta.sys_fchmod, PARTIAL, "tmpfs only; elsewhere EROFS"),
+    Syscall("fchmodat", meta.sys_fchmodat, PARTIAL, "tmpfs only; elsewhere EROFS"),
+    Syscall("utimensat", meta.sys_utimensat, PARTIAL, "tmpfs only; elsewhere EROFS"),
+    Syscall("futimesat", meta.sys_futimesat, PARTIAL, "tmpfs only; elsewhere EROFS"),
+    Syscall("utimes", meta.sys_utimes, PARTIAL, "tmpfs only; elsewhere EROFS"),
+    Syscall("utime", meta.sys_utime, PARTIAL, "tmpfs only; elsewhere EROFS"),
+    Syscall("symlink", meta.sys_symlink, PARTIAL, "new links only under /tmp"),
+    Syscall("symlinkat", meta.sys_symlinkat, PARTIAL, "new links only under /tmp"),
+    Syscall("link", meta.sys_link, PARTIAL, "within /tmp; from elsewhere EXDEV"),
+    Syscall("linkat", meta.sys_linkat, PARTIAL, "within /tmp; from elsewhere EXDEV"),
+    Syscall("statfs", meta.sys_statfs, FULL, "only /tmp has free space"),
+    Syscall("fstatfs", meta.sys_fstatfs, FULL, "only /tmp has free space"),
+    Syscall("flock", meta.sys_flock, FULL, "one process: every lock is granted"),
+    Syscall("sendfile", f.sys_sendfile, FULL),
+    *(Syscall(f"{prefix}{op}xattr", getattr(meta, f"sys_{prefix}{op}xattr"), PARTIAL,
+              "no extended attributes: lists are empty, get/remove ENODATA, set EOPNOTSUPP")
+      for op in ("list", "get", "set", "remove") for prefix in ("", "l", "f")),
+    Syscall("memfd_create", meta.sys_memfd_create, PARTIAL,
+            "a tmpfs file in no directory; no seals (F_ADD_SEALS is EINVAL), "
+            "no writable shared mappings"),
     # memory
     Syscall("brk", mm.sys_brk, FULL),
     Syscall("mmap", mm.sys_mmap, PARTIAL, "no writable shared file mappings"),
