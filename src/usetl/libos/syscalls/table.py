@@ -18,6 +18,7 @@ from . import sys_file as f
 from . import sys_fsmeta as meta
 from . import sys_identity as ident
 from . import sys_mmap as mm
+from . import sys_process as proc
 from . import sys_random as rnd
 from . import sys_signal as sig
 from . import sys_socket as net
@@ -186,13 +187,16 @@ _ENTRIES = [
     Syscall("futex", th.sys_futex, PARTIAL, "one thread: wake is a no-op, a real wait is EDEADLK"),
     Syscall("prctl", th.sys_prctl, PARTIAL, "PR_SET_NAME/PR_GET_NAME only"),
     Syscall("rseq", _errno(errno.ENOSYS), REFUSED, "glibc runs without restartable sequences"),
-    Syscall("clone", th.sys_refuse_process, REFUSED, "no threads or processes: EPERM"),
-    Syscall("clone3", _errno(errno.ENOSYS), REFUSED, "glibc then tries clone, refused"),
-    Syscall("fork", th.sys_refuse_process, REFUSED, "no processes: EPERM"),
-    Syscall("vfork", th.sys_refuse_process, REFUSED, "no processes: EPERM"),
-    Syscall("execve", th.sys_refuse_process, REFUSED, "no exec: EPERM"),
-    Syscall("execveat", th.sys_refuse_process, REFUSED, "no exec: EPERM"),
-    Syscall("wait4", th.sys_wait4, REFUSED, "there are no children: ECHILD"),
+    # A child process (clone without CLONE_THREAD, fork, vfork, exec) is
+    # EPERM plus a line on the invocation's stderr: sys_process.refuse_child_process.
+    Syscall("clone", proc.sys_clone, REFUSED,
+            "no threads yet: EPERM; no child processes: EPERM, told on stderr"),
+    Syscall("clone3", _errno(errno.ENOSYS), REFUSED, "glibc then tries clone"),
+    Syscall("fork", proc.sys_fork, REFUSED, "no child processes: EPERM, told on stderr"),
+    Syscall("vfork", proc.sys_vfork, REFUSED, "no child processes: EPERM, told on stderr"),
+    Syscall("execve", proc.sys_execve, REFUSED, "no exec: EPERM, told on stderr"),
+    Syscall("execveat", proc.sys_execveat, REFUSED, "no exec: EPERM, told on stderr"),
+    Syscall("wait4", proc.sys_wait4, REFUSED, "there are no children: ECHILD"),
 ]
 
 TABLE: dict[int, Syscall] = {NR[e.name]: e for e in _ENTRIES}
