@@ -19,13 +19,13 @@ from usetl.etl.accounting import IoAccount
 from usetl.kvm.structs import kvm_regs
 from usetl.vm import Stop, Vm
 
-from . import procfs
+from . import procfs, sigdelivery
 from .devices import Blocked
 from .errors import LibosError, SyscallError
 from .files import FdTable, OutputFile
 from .fs import Namespace
 from .mm import AddressSpace
-from .net import SocketPolicy, hosts_file
+from .net import WAIT_SLICE, SocketPolicy, hosts_file
 from .signals import ProcessSignals, ThreadSignals
 from .syscalls.numbers import SYSCALL_NAMES
 from .usermem import UserMemory
@@ -136,6 +136,8 @@ class Kernel:
         if isinstance(result, Stop):
             stop, result = result, 0
         regs.rax = result & MASK64
+        if stop is None and sigdelivery.due(self):
+            stop = sigdelivery.deliver(self, regs, nr)
         dt = time.perf_counter() - t0
         stats = self.stats
         stats.count += 1
@@ -145,6 +147,36 @@ class Kernel:
             stats.by_name[name] += 1
             self.trace.append(TraceRecord(name, args, result, dt * 1e6))
         return stop
+
+    def interrupted(self, regs: kvm_regs) -> Stop | None:
+        """The run loop was kicked out of KVM_RUN (Vm.wake_at): deliver what is due."""
+        if sigdelivery.due(self):
+            return sigdelivery.deliver(self, regs)
+        return None
+
+    def next_wake(self) -> float | None:
+        """When the run loop should kick the vCPU next (the timer's expiry), if ever."""
+        timer = self.signals.timer
+        return timer.expiry if timer is not None else None
+
+    def wait_interrupted(self) -> bool:
+        """Must a syscall waiting on the host stop now (EINTR)? A signal is due or time is up."""
+        return self.vm.deadline_hit or sigdelivery.due(self)
+
+    def sleep(self, seconds: float) -> None:
+        """Wait on the host for `seconds`; EINTR as soon as wait_interrupted() says so."""
+        end = time.monotonic() + seconds
+        while True:
+            if self.wait_interrupted():
+                raise SyscallError(errno.EINTR)
+            now = time.monotonic()
+            if now >= end:
+                return
+            wake = min(end, now + WAIT_SLICE)
+            timer = self.signals.timer
+            if timer is not None:
+                wake = min(wake, timer.expiry)
+            time.sleep(max(wake - now, 0.0))
 
     def resume(self, regs: kvm_regs) -> Stop | None:
         """Re-run the syscall that blocked, now that the monitor has what it waited for."""

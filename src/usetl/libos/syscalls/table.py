@@ -24,6 +24,7 @@ from . import sys_signal as sig
 from . import sys_socket as net
 from . import sys_thread as th
 from . import sys_time as tm
+from . import sys_timer as timer
 from .numbers import NR
 
 FULL, PARTIAL, REFUSED = "full", "partial", "refused"
@@ -150,13 +151,24 @@ _ENTRIES = [
     Syscall("sched_yield", ident.sys_sched_yield, FULL),
     Syscall("getcpu", ident.sys_getcpu, FULL),
     Syscall("getrandom", rnd.sys_getrandom, FULL, "host entropy, live in every clone"),
-    # signals
-    Syscall("rt_sigaction", sig.sys_rt_sigaction, PARTIAL, "recorded, never delivered"),
-    Syscall("rt_sigprocmask", sig.sys_rt_sigprocmask, PARTIAL, "recorded, never delivered"),
-    Syscall("sigaltstack", sig.sys_sigaltstack, PARTIAL, "accepted, never used"),
-    Syscall("kill", sig.sys_kill, PARTIAL, "only to itself; default fatal actions end the USF"),
-    Syscall("tgkill", sig.sys_tgkill, PARTIAL, "only to itself; default fatal actions end it"),
-    Syscall("tkill", sig.sys_tkill, PARTIAL, "only to itself; default fatal actions end it"),
+    # signals: actions per process, mask and altstack per thread (libos/signals.py),
+    # delivered with a Linux rt_sigframe at syscall exits and on timer kicks
+    # (libos/sigdelivery.py)
+    Syscall("rt_sigaction", sig.sys_rt_sigaction, FULL),
+    Syscall("rt_sigprocmask", sig.sys_rt_sigprocmask, FULL),
+    Syscall("rt_sigreturn", sig.sys_rt_sigreturn, FULL, "x87/SSE/AVX state restored"),
+    Syscall("rt_sigpending", sig.sys_rt_sigpending, FULL),
+    Syscall("rt_sigsuspend", sig.sys_rt_sigsuspend, FULL),
+    Syscall("pause", sig.sys_pause, FULL),
+    Syscall("sigaltstack", sig.sys_sigaltstack, FULL),
+    Syscall("kill", sig.sys_kill, PARTIAL, "only to itself (pid 0, -1 or its own): else ESRCH"),
+    Syscall("tgkill", sig.sys_tgkill, PARTIAL, "only to itself: else ESRCH"),
+    Syscall("tkill", sig.sys_tkill, PARTIAL, "only to itself: else ESRCH"),
+    Syscall("setitimer", timer.sys_setitimer, PARTIAL,
+            "ITIMER_REAL only (VIRTUAL/PROF: EINVAL); periods under 1 ms kick at 1 ms; "
+            "a wait on a socket notices it within 0.1 s"),
+    Syscall("getitimer", timer.sys_getitimer, PARTIAL, "ITIMER_REAL only"),
+    Syscall("alarm", timer.sys_alarm, FULL),
     # sockets: TCP clients proxied to host sockets under the function's policy
     Syscall("socket", net.sys_socket, PARTIAL, "TCP over IPv4/IPv6, 64 open; EACCES if no policy"),
     Syscall("connect", net.sys_connect, PARTIAL, "only where the policy allows, else EACCES"),
@@ -175,9 +187,9 @@ _ENTRIES = [
     Syscall("accept4", net.sys_accept4, REFUSED, "no listening sockets: EPERM"),
     Syscall("socketpair", net.sys_socketpair, REFUSED, "no AF_UNIX: EACCES"),
     Syscall("poll", net.sys_poll, FULL, "files other than sockets are always ready"),
-    Syscall("ppoll", net.sys_ppoll, PARTIAL, "the signal mask is ignored (never delivered)"),
+    Syscall("ppoll", net.sys_ppoll, PARTIAL, "the signal mask argument is ignored"),
     Syscall("select", net.sys_select, FULL, "files other than sockets are always ready"),
-    Syscall("pselect6", net.sys_pselect6, PARTIAL, "the signal mask is ignored (never delivered)"),
+    Syscall("pselect6", net.sys_pselect6, PARTIAL, "the signal mask argument is ignored"),
     # threads and processes
     Syscall("exit", th.sys_exit_group, FULL, "one thread: ends the USF"),
     Syscall("exit_group", th.sys_exit_group, FULL),

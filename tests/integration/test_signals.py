@@ -1,0 +1,118 @@
+"""Signals delivered to the guest: timers, signals to itself, rt_sigframe and rt_sigreturn."""
+
+import shutil
+import signal
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from usetl.usf import Usf, UsfConfig
+
+pytestmark = pytest.mark.kvm
+
+PROGRAM = Path(__file__).parent / "programs" / "signals.c"
+
+
+@pytest.fixture(scope="module")
+def usf(image):
+    u = Usf(image)
+    u.start()
+    yield u
+    u.close()
+
+
+def run(usf, code, timeout=30):
+    r = usf.run_code(textwrap.dedent(code), timeout=timeout)
+    assert r.error is None, r.error
+    return r.stdout.splitlines()
+
+
+def test_a_c_program_sees_linux_signal_semantics(image, tmp_path):
+    """SA_SIGINFO, SA_ONSTACK, SA_NODEFER, masks, EINTR, registers: host and USF agree."""
+    if not shutil.which("gcc"):
+        pytest.fail("gcc is needed to build the test program")
+    exe = tmp_path / "signals"
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(exe), str(PROGRAM)], check=True)
+    host = subprocess.run([str(exe)], capture_output=True, timeout=60)
+    assert host.returncode == -signal.SIGALRM
+    with Usf(image, UsfConfig(mem_mib=32)) as u:
+        u.boot("/tmp/signals", ["/tmp/signals"], files={"signals": exe.read_bytes()})
+        result = u.run_program(timeout=60)
+        assert u.kernel.term_signal == signal.SIGALRM
+    assert result.status == 128 + signal.SIGALRM
+    assert result.stdout == host.stdout
+    lines = result.stdout.decode().splitlines()
+    assert lines[0] == "siginfo 1 altstack 1 fpu 1"
+    assert "registers survive 1" in lines and "not reached" not in lines
+
+
+def test_alarm_interrupts_sleep_and_a_busy_loop(usf):
+    out = run(usf, """
+        import signal, time
+        class Expired(Exception):
+            pass
+        calls = []
+        def on_alarm(signum, frame):
+            calls.append(signum)
+            if len(calls) == 2:
+                raise Expired
+        signal.signal(signal.SIGALRM, on_alarm)
+        print(signal.alarm(1), signal.alarm(1))
+        t = time.monotonic(); time.sleep(1.5)  # the handler runs, then the sleep goes on
+        print(calls, time.monotonic() - t >= 1.5)
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        try:
+            while True:
+                pass
+        except Expired:
+            print("busy loop ended by the handler")
+        signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)
+        total = 0.0
+        while len(calls) < 8:
+            total += 0.5
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        print(len(calls), total == int(total * 2) / 2, signal.getitimer(signal.ITIMER_REAL))
+    """)
+    assert out == ["0 1", "[14] True", "busy loop ended by the handler", "8 True (0.0, 0.0)"]
+
+
+def test_signals_to_itself_run_handlers_and_respect_the_mask(usf):
+    out = run(usf, """
+        import os, signal
+        seen = []
+        signal.signal(signal.SIGUSR1, lambda s, f: seen.append("usr1"))
+        signal.signal(signal.SIGUSR2, lambda s, f: seen.append("usr2"))
+        os.kill(os.getpid(), signal.SIGUSR1); signal.raise_signal(signal.SIGUSR2)
+        print(seen)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        os.kill(os.getpid(), signal.SIGUSR1)
+        print(seen[2:], signal.sigpending() == {signal.SIGUSR1})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+        print(seen[2:])
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN); os.kill(os.getpid(), signal.SIGUSR1)
+        status = dict(l.split(":\\t") for l in open("/proc/self/status").read().splitlines())
+        caught, ignored = int(status["SigCgt"], 16), int(status["SigIgn"], 16)
+        bit = lambda sig: 1 << (sig - 1)
+        print(len(seen), bool(caught & bit(signal.SIGUSR2)), bool(ignored & bit(signal.SIGUSR1)))
+        try:
+            os.kill(2, signal.SIGUSR1)
+        except ProcessLookupError:
+            print("other pids: ESRCH")
+    """)
+    assert out == ["['usr1', 'usr2']", "[] True", "['usr1']", "3 True True", "other pids: ESRCH"]
+
+
+def test_an_unhandled_sigalrm_kills_the_guest_and_the_deadline_stays_the_monitors(image):
+    with Usf(image) as u:
+        u.start()
+        r = u.run_code("import signal, time\nsignal.alarm(1)\ntime.sleep(5)\n", timeout=30)
+        assert r.error["type"] == "GuestExit"
+        assert r.error["message"] == "the guest was killed by SIGALRM"
+    with Usf(image) as u:
+        u.start()
+        code = "import signal\nsignal.signal(signal.SIGALRM, lambda *a: None)\n"
+        code += "signal.setitimer(signal.ITIMER_REAL, 0.1, 0.1)\nsignal.pause()\n"
+        r = u.run_code(code + "while True:\n    signal.pause()\n", timeout=1.5)
+        assert r.error["type"] == "Timeout"
