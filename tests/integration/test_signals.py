@@ -2,17 +2,20 @@
 
 import shutil
 import signal
+import socket
 import subprocess
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
 
+from usetl.etl.policy import UrlPolicy
 from usetl.usf import Usf, UsfConfig
 
 pytestmark = pytest.mark.kvm
 
-PROGRAM = Path(__file__).parent / "programs" / "signals.c"
+PROGRAMS = Path(__file__).parent / "programs"
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +32,18 @@ def run(usf, code, timeout=30):
     return r.stdout.splitlines()
 
 
-def test_a_c_program_sees_linux_signal_semantics(image, tmp_path):
-    """SA_SIGINFO, SA_ONSTACK, SA_NODEFER, masks, EINTR, registers: host and USF agree."""
+def build(tmp_path, name):
     if not shutil.which("gcc"):
         pytest.fail("gcc is needed to build the test program")
-    exe = tmp_path / "signals"
-    subprocess.run(["gcc", "-static", "-O1", "-o", str(exe), str(PROGRAM)], check=True)
+    exe = tmp_path / name
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(exe), str(PROGRAMS / f"{name}.c")],
+                   check=True)
+    return exe
+
+
+def test_a_c_program_sees_linux_signal_semantics(image, tmp_path):
+    """SA_SIGINFO, SA_ONSTACK, SA_NODEFER, masks, EINTR, registers: host and USF agree."""
+    exe = build(tmp_path, "signals")
     host = subprocess.run([str(exe)], capture_output=True, timeout=60)
     assert host.returncode == -signal.SIGALRM
     with Usf(image, UsfConfig(mem_mib=32)) as u:
@@ -116,3 +125,36 @@ def test_an_unhandled_sigalrm_kills_the_guest_and_the_deadline_stays_the_monitor
         code += "signal.setitimer(signal.ITIMER_REAL, 0.1, 0.1)\nsignal.pause()\n"
         r = u.run_code(code + "while True:\n    signal.pause()\n", timeout=1.5)
         assert r.error["type"] == "Timeout"
+
+
+@pytest.fixture
+def answers_when_poked():
+    """A TCP server on 127.0.0.1 that answers 'hello' to each connection once it reads a byte."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                if conn.recv(1):
+                    conn.sendall(b"hello")
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+def test_sa_restart_restarts_an_interrupted_recv(image, tmp_path, answers_when_poked):
+    exe = build(tmp_path, "restart")
+    port = str(answers_when_poked)
+    host = subprocess.run([str(exe), port], capture_output=True, timeout=60)
+    with Usf(image, UsfConfig(mem_mib=32)) as u:
+        u.boot("/tmp/restart", ["/tmp/restart", port], files={"restart": exe.read_bytes()})
+        u.kernel.allow_sockets(UrlPolicy([f"http://127.0.0.1:{port}/"]))
+        result = u.run_program(timeout=60)
+    assert result.stdout == host.stdout
+    assert result.stdout.decode().splitlines() == [
+        "restart: 5 hello", "no restart: -1 Interrupted system call"]

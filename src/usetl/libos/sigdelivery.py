@@ -10,7 +10,9 @@ rt_sigreturn (sys_signal.py) puts back what the frame saved.
 
 A blocking syscall that a due signal interrupts returns EINTR; if the
 handler has SA_RESTART and the call is one Linux restarts, the saved
-context re-runs the syscall after the handler, as Linux's -ERESTARTSYS does.
+context re-runs the syscall after the handler, as Linux's -ERESTARTSYS does
+(one difference: a socket call with SO_RCVTIMEO/SO_SNDTIMEO set is restarted
+too, where Linux fails it with EINTR).
 """
 
 from __future__ import annotations
