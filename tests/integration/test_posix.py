@@ -4,15 +4,14 @@ import textwrap
 
 import pytest
 
-from usetl.usf import Usf
+from usetl.usf import start_usf
 
 pytestmark = pytest.mark.kvm
 
 
 @pytest.fixture(scope="module")
 def usf(image):
-    u = Usf(image)
-    u.start()
+    u = start_usf(image)
     yield u
     u.close()
 

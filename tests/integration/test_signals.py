@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from usetl.etl.policy import UrlPolicy
-from usetl.usf import Usf, UsfConfig
+from usetl.usf import UsfConfig, boot_usf, start_usf
 
 pytestmark = pytest.mark.kvm
 
@@ -20,8 +20,7 @@ PROGRAMS = Path(__file__).parent / "programs"
 
 @pytest.fixture(scope="module")
 def usf(image):
-    u = Usf(image)
-    u.start()
+    u = start_usf(image)
     yield u
     u.close()
 
@@ -46,8 +45,8 @@ def test_a_c_program_sees_linux_signal_semantics(image, tmp_path):
     exe = build(tmp_path, "signals")
     host = subprocess.run([str(exe)], capture_output=True, timeout=60)
     assert host.returncode == -signal.SIGALRM
-    with Usf(image, UsfConfig(mem_mib=32)) as u:
-        u.boot("/tmp/signals", ["/tmp/signals"], files={"signals": exe.read_bytes()})
+    with boot_usf("/tmp/signals", ["/tmp/signals"], image, UsfConfig(mem_mib=32),
+                  files={"signals": exe.read_bytes()}) as u:
         result = u.run_program(timeout=60)
         assert u.kernel.term_signal == signal.SIGALRM
     assert result.status == 128 + signal.SIGALRM
@@ -114,17 +113,15 @@ def test_signals_to_itself_run_handlers_and_respect_the_mask(usf):
 
 
 def test_an_unhandled_sigalrm_kills_the_guest_and_the_deadline_stays_the_monitors(image):
-    with Usf(image) as u:
-        u.start()
+    with start_usf(image) as u:
         r = u.run_code("import signal, time\nsignal.alarm(1)\ntime.sleep(5)\n", timeout=30)
-        assert r.error["type"] == "GuestExit"
-        assert r.error["message"] == "the guest was killed by SIGALRM"
-    with Usf(image) as u:
-        u.start()
+        assert r.error.type == "GuestExit"
+        assert r.error.message == "the guest was killed by SIGALRM"
+    with start_usf(image) as u:
         code = "import signal\nsignal.signal(signal.SIGALRM, lambda *a: None)\n"
         code += "signal.setitimer(signal.ITIMER_REAL, 0.1, 0.1)\nsignal.pause()\n"
         r = u.run_code(code + "while True:\n    signal.pause()\n", timeout=1.5)
-        assert r.error["type"] == "Timeout"
+        assert r.error.type == "Timeout"
 
 
 @pytest.fixture
@@ -151,8 +148,8 @@ def test_sa_restart_restarts_an_interrupted_recv(image, tmp_path, answers_when_p
     exe = build(tmp_path, "restart")
     port = str(answers_when_poked)
     host = subprocess.run([str(exe), port], capture_output=True, timeout=60)
-    with Usf(image, UsfConfig(mem_mib=32)) as u:
-        u.boot("/tmp/restart", ["/tmp/restart", port], files={"restart": exe.read_bytes()})
+    with boot_usf("/tmp/restart", ["/tmp/restart", port], image, UsfConfig(mem_mib=32),
+                  files={"restart": exe.read_bytes()}) as u:
         u.kernel.allow_sockets(UrlPolicy([f"http://127.0.0.1:{port}/"]))
         result = u.run_program(timeout=60)
     assert result.stdout == host.stdout

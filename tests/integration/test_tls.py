@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from usetl.etl.policy import UrlPolicy
-from usetl.usf import Usf, UsfConfig, UsfError
+from usetl.usf import UsfConfig, UsfError, start_usf
 
 pytestmark = pytest.mark.kvm
 
@@ -89,8 +89,7 @@ FETCH = """
 
 
 def _fetch(image, port, ca_certs=""):
-    with Usf(image, UsfConfig(ca_certs=ca_certs)) as u:
-        u.start()
+    with start_usf(image, UsfConfig(ca_certs=ca_certs)) as u:
         u.kernel.allow_sockets(UrlPolicy([f"https://localhost:{port}/"]))
         r = u.run_code(textwrap.dedent(FETCH.format(port=port)), timeout=60)
     assert r.error is None, (r.error, r.stderr)
@@ -109,8 +108,7 @@ def test_https_to_an_unknown_ca_is_refused_by_verification(image, tls_server):
 
 def test_added_roots_keep_the_image_bundle_and_bad_pem_is_refused(image, tls_server):
     _, ca_pem = tls_server
-    with Usf(image, UsfConfig(ca_certs=ca_pem)) as u:
-        u.start()
+    with start_usf(image, UsfConfig(ca_certs=ca_pem)) as u:
         r = u.run_code(textwrap.dedent("""
             import ssl
             certs = ssl.create_default_context().get_ca_certs()
@@ -119,5 +117,4 @@ def test_added_roots_keep_the_image_bundle_and_bad_pem_is_refused(image, tls_ser
         """), timeout=30)
     assert r.stdout.split() == ["True", "True"], (r.error, r.stderr)
     with pytest.raises(UsfError, match="not PEM certificates"):
-        with Usf(image, UsfConfig(ca_certs="-----BEGIN CERTIFICATE-----\nnope\n")) as u:
-            u.start()
+        start_usf(image, UsfConfig(ca_certs="-----BEGIN CERTIFICATE-----\nnope\n"))
