@@ -155,3 +155,24 @@ def test_sa_restart_restarts_an_interrupted_recv(image, tmp_path, answers_when_p
     assert result.stdout == host.stdout
     assert result.stdout.decode().splitlines() == [
         "restart: 5 hello", "no restart: -1 Interrupted system call"]
+
+
+def test_cpu_time_timers_send_sigvtalrm_and_sigprof_to_a_busy_guest(usf):
+    out = run(usf, """
+        import signal
+        seen = []
+        for sig in (signal.SIGVTALRM, signal.SIGPROF):
+            signal.signal(sig, lambda s, f: seen.append(s))
+        for which in (signal.ITIMER_VIRTUAL, signal.ITIMER_PROF):
+            signal.setitimer(which, 0.2, 0.05)
+            left, period = signal.getitimer(which)
+            print(0 < left <= 0.2, period)
+            count = len(seen)
+            while len(seen) < count + 3:
+                pass
+            signal.setitimer(which, 0)
+            print(signal.getitimer(which))
+        print([signal.Signals(s).name for s in sorted(set(seen))])
+    """)
+    assert out == ["True 0.05", "(0.0, 0.0)", "True 0.05", "(0.0, 0.0)",
+                   "['SIGVTALRM', 'SIGPROF']"]

@@ -26,7 +26,7 @@ from .files import FdTable, OutputFile
 from .fs import Namespace
 from .mm import AddressSpace
 from .net import WAIT_SLICE, SocketPolicy, hosts_file
-from .signals import ProcessSignals, ThreadSignals
+from .signals import ProcessSignals, ThreadSignals, timer_clock
 from .syscalls.numbers import SYSCALL_NAMES
 from .usermem import UserMemory
 
@@ -83,6 +83,7 @@ class Kernel:
         self.tid_address = 0
         self.signals = ProcessSignals()
         self.thread_signals = ThreadSignals()  # the current (only) thread's
+        self.retry_wake: float | None = None  # a kick to retry a delivery the trampoline put off
         self.umask = 0o022
         self.blocked: tuple | None = None  # (handler, args) of a syscall waiting on the monitor
         self.net: SocketPolicy | None = None  # where sockets may connect; None: no sockets
@@ -150,14 +151,25 @@ class Kernel:
 
     def interrupted(self, regs: kvm_regs) -> Stop | None:
         """The run loop was kicked out of KVM_RUN (Vm.wake_at): deliver what is due."""
-        if sigdelivery.due(self):
-            return sigdelivery.deliver(self, regs)
-        return None
+        self.retry_wake = None
+        stop = sigdelivery.deliver(self, regs) if sigdelivery.due(self) else None
+        self.rearm_wake()  # a CPU-time timer may not have expired yet
+        return stop
 
     def next_wake(self) -> float | None:
-        """When the run loop should kick the vCPU next (the timer's expiry), if ever."""
-        timer = self.signals.timer
-        return timer.expiry if timer is not None else None
+        """When (time.monotonic()) the run loop should kick the vCPU next, if ever.
+
+        A CPU-time timer cannot expire before its CPU time left has passed
+        on the wall clock: the kick comes then, and checks again.
+        """
+        now = time.monotonic()
+        wakes = [] if self.retry_wake is None else [self.retry_wake]
+        for which, timer in self.signals.timers.items():
+            wakes.append(now + max(timer.expiry - timer_clock(which), 0.0))
+        return min(wakes, default=None)
+
+    def rearm_wake(self) -> None:
+        self.vm.wake_at(self.next_wake())
 
     def wait_interrupted(self) -> bool:
         """Must a syscall waiting on the host stop now (EINTR)? A signal is due or time is up."""
@@ -172,10 +184,7 @@ class Kernel:
             now = time.monotonic()
             if now >= end:
                 return
-            wake = min(end, now + WAIT_SLICE)
-            timer = self.signals.timer
-            if timer is not None:
-                wake = min(wake, timer.expiry)
+            wake = min(end, now + WAIT_SLICE, self.next_wake() or end)
             time.sleep(max(wake - now, 0.0))
 
     def resume(self, regs: kvm_regs) -> Stop | None:

@@ -1,7 +1,7 @@
 """Signal state, kept as Linux splits it: actions per process, mask per thread.
 
 ProcessSignals holds what every thread shares (the actions, signals sent to
-the process, the ITIMER_REAL timer); ThreadSignals what each thread has
+the process, the interval timers); ThreadSignals what each thread has
 (its blocked mask, signals sent to it, its alternate stack). A USF runs one
 thread today: the kernel holds one ThreadSignals as the current thread's;
 a thread record holds its own when there are several.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import struct
+import time
 from dataclasses import dataclass, field
 
 from usetl.vm.layout import USER_CS, USER_DS
@@ -58,9 +59,24 @@ class SigInfo:
     uid: int = 0
 
 
+ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF = 0, 1, 2
+TIMER_SIGNALS = {ITIMER_REAL: signal.SIGALRM, ITIMER_VIRTUAL: signal.SIGVTALRM,
+                 ITIMER_PROF: signal.SIGPROF}
+
+
+def timer_clock(which: int) -> float:
+    """The clock an interval timer counts: wall time, or the CPU time of the vCPU's thread.
+
+    That thread runs the guest (its user time) and the monitor's handling of
+    its syscalls (its system time), so VIRTUAL and PROF both count it. Read
+    it on the vCPU thread, where syscalls are served.
+    """
+    return time.monotonic() if which == ITIMER_REAL else time.thread_time()
+
+
 @dataclass
-class RealTimer:
-    """ITIMER_REAL: when it fires next (time.monotonic()) and its period (0: once)."""
+class IntervalTimer:
+    """setitimer's timer: when it fires next (on timer_clock(which)) and its period (0: once)."""
 
     expiry: float
     interval: float
@@ -71,7 +87,7 @@ class ProcessSignals:
     actions: dict[int, SigAction] = field(default_factory=dict)
     pending: int = 0  # sent to the process, not yet delivered
     info: dict[int, SigInfo] = field(default_factory=dict)
-    timer: RealTimer | None = None
+    timers: dict[int, IntervalTimer] = field(default_factory=dict)  # ITIMER_* -> timer
 
     def action(self, sig: int) -> SigAction:
         return self.actions.get(sig) or SigAction()

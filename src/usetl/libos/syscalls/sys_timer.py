@@ -1,8 +1,10 @@
-"""Interval timers: ITIMER_REAL (setitimer, getitimer, alarm) sends SIGALRM.
+"""Interval timers: setitimer, getitimer, alarm; SIGALRM, SIGVTALRM, SIGPROF.
 
-The timer is the process's (signals.RealTimer, in monotonic time); the VM
-is asked to wake at its expiry (Vm.wake_at) so that SIGALRM reaches guest
-code that makes no syscalls, and every syscall exit checks it as well.
+ITIMER_REAL counts wall time; ITIMER_VIRTUAL and ITIMER_PROF count the CPU
+time of the vCPU's thread (signals.timer_clock). The timers are the
+process's (signals.IntervalTimer); every syscall exit checks them, and the
+VM is asked to wake when one may expire (Kernel.rearm_wake) so that guest
+code making no syscalls gets its signal too.
 """
 
 from __future__ import annotations
@@ -10,26 +12,24 @@ from __future__ import annotations
 import errno
 import math
 import struct
-import time
 from typing import TYPE_CHECKING
 
 from ..errors import SyscallError
-from ..signals import RealTimer
+from ..signals import ITIMER_REAL, TIMER_SIGNALS, IntervalTimer, timer_clock
 from .args import s32
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
-ITIMER_REAL = 0
 ITIMERVAL = struct.Struct("<qqqq")  # it_interval (sec, usec), it_value (sec, usec)
 
 
-def _current(k: Kernel) -> tuple[float, float]:
-    """(interval, seconds left) of ITIMER_REAL; (0, 0) when disarmed."""
-    timer = k.signals.timer
+def _current(k: Kernel, which: int) -> tuple[float, float]:
+    """(interval, seconds left) of a timer; (0, 0) when disarmed."""
+    timer = k.signals.timers.get(which)
     if timer is None:
         return 0.0, 0.0
-    return timer.interval, max(timer.expiry - time.monotonic(), 1e-6)
+    return timer.interval, max(timer.expiry - timer_clock(which), 1e-6)
 
 
 def _pack(interval: float, value: float) -> bytes:
@@ -40,23 +40,23 @@ def _pack(interval: float, value: float) -> bytes:
     return ITIMERVAL.pack(*timeval(interval), *timeval(value))
 
 
-def _arm(k: Kernel, value: float, interval: float) -> None:
+def _arm(k: Kernel, which: int, value: float, interval: float) -> None:
     if value <= 0:
-        k.signals.timer = None
-        k.vm.wake_at(None)
-        return
-    timer = RealTimer(time.monotonic() + value, interval)
-    k.signals.timer = timer
-    k.vm.wake_at(timer.expiry)
+        k.signals.timers.pop(which, None)
+    else:
+        k.signals.timers[which] = IntervalTimer(timer_clock(which) + value, interval)
+    k.rearm_wake()
 
 
-def _which(which: int) -> None:
-    if s32(which) != ITIMER_REAL:  # ITIMER_VIRTUAL and ITIMER_PROF (CPU time) are not kept
+def _which(which: int) -> int:
+    which = s32(which)
+    if which not in TIMER_SIGNALS:
         raise SyscallError(errno.EINVAL)
+    return which
 
 
 def sys_setitimer(k: Kernel, which: int, new: int, old: int, *_: int) -> int:
-    _which(which)
+    which = _which(which)
     interval = value = 0.0
     if new:
         isec, iusec, vsec, vusec = ITIMERVAL.unpack(k.mem.read(new, ITIMERVAL.size))
@@ -64,19 +64,18 @@ def sys_setitimer(k: Kernel, which: int, new: int, old: int, *_: int) -> int:
             raise SyscallError(errno.EINVAL)
         interval, value = isec + iusec / 1e6, vsec + vusec / 1e6
     if old:
-        k.mem.write(old, _pack(*_current(k)))
-    _arm(k, value, interval)
+        k.mem.write(old, _pack(*_current(k, which)))
+    _arm(k, which, value, interval)
     return 0
 
 
 def sys_getitimer(k: Kernel, which: int, cur: int, *_: int) -> int:
-    _which(which)
-    k.mem.write(cur, _pack(*_current(k)))
+    k.mem.write(cur, _pack(*_current(k, _which(which))))
     return 0
 
 
 def sys_alarm(k: Kernel, seconds: int, *_: int) -> int:
-    _, left = _current(k)
-    _arm(k, float(seconds & 0xFFFFFFFF), 0.0)
+    _, left = _current(k, ITIMER_REAL)
+    _arm(k, ITIMER_REAL, float(seconds & 0xFFFFFFFF), 0.0)
     # Linux rounds what was left to whole seconds, and says 1 rather than 0 if armed.
     return max(math.floor(left + 0.5), 1) if left else 0
