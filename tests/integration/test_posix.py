@@ -174,3 +174,24 @@ def test_child_processes_are_refused_with_one_clear_error(usf):
     assert any(line.startswith("usetl: execve refused") for line in notes)
     refusals = 3 + [out["subprocess"], out["multiprocessing"]].count("PermissionError")
     assert len(notes) == refusals
+
+
+def test_chown_to_itself_mknod_of_files_and_creating_with_a_trailing_slash(usf):
+    out = run(usf, """
+        import os, stat
+        os.mkdir("/tmp/own"); open("/tmp/own/f", "w").close()
+        os.chown("/tmp/own/f", os.getuid(), os.getgid()); os.chown("/tmp/own/f", -1, -1)
+        os.mknod("/tmp/own/n", 0o600 | stat.S_IFREG)
+        s = os.stat("/tmp/own/n")
+        print(stat.filemode(s.st_mode), s.st_uid == os.getuid(), os.stat("/usr").st_uid)
+        fd = os.open("/tmp/own/f", os.O_RDONLY); os.set_inheritable(fd, True)
+        print(os.get_inheritable(fd)); os.set_inheritable(fd, False); print(os.get_inheritable(fd))
+        for action in (lambda: os.chown("/tmp/own/f", 0, 0), lambda: os.chown("/usr", -1, -1),
+                       lambda: os.mkfifo("/tmp/own/fifo"), lambda: open("/tmp/own/new/", "w")):
+            try:
+                action()
+            except OSError as e:
+                print(type(e).__name__, e.errno)
+    """)
+    assert out == ["-rw------- True 0", "True", "False", "PermissionError 1", "OSError 30",
+                   "PermissionError 1", "IsADirectoryError 21"]

@@ -19,6 +19,7 @@ from usetl.image.archive import Entry, ImageArchive
 from .errors import SyscallError
 
 MAX_SYMLINKS = 40
+GUEST_ID = 1000  # the guest's uid and gid
 NAME_MAX = 255
 
 # struct stat on x86-64 (144 bytes)
@@ -31,6 +32,7 @@ class Node:
     """A file, directory, symlink or device as the guest sees it."""
 
     dev = 0
+    uid = gid = 0  # root's, but for what the guest made
 
     def __init__(self, mode: int, ino: int, mtime_ns: int = 0):
         self.mode = mode
@@ -68,7 +70,7 @@ class Node:
             times += divmod(ns, 1_000_000_000)
         rdev = getattr(self, "rdev", 0)
         return STAT.pack(
-            self.dev, self.ino, self.nlink, self.mode, 0, 0, 0, rdev,
+            self.dev, self.ino, self.nlink, self.mode, self.uid, self.gid, 0, rdev,
             size, 4096, (size + 511) // 512, *times,
         )
 
@@ -133,6 +135,7 @@ class ImageFS:
 
 class TmpNode(Node):
     dev = DEV_TMPFS
+    uid = gid = GUEST_ID  # the guest made it
 
 
 class TmpFile(TmpNode):

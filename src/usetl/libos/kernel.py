@@ -23,7 +23,7 @@ from . import procfs, sigdelivery
 from .devices import Blocked
 from .errors import LibosError, SyscallError
 from .files import FdTable, OutputFile
-from .fs import Namespace
+from .fs import GUEST_ID, Namespace
 from .mm import AddressSpace
 from .net import WAIT_SLICE, SocketPolicy, hosts_file
 from .signals import ProcessSignals, ThreadSignals, timer_clock
@@ -49,8 +49,8 @@ class TraceRecord:
 @dataclass
 class Identity:
     pid: int = 1
-    uid: int = 1000
-    gid: int = 1000
+    uid: int = GUEST_ID
+    gid: int = GUEST_ID
     hostname: str = "usf"
 
 

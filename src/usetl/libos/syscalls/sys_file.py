@@ -95,6 +95,8 @@ def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
     if node is None:
         if not flags & O_CREAT:
             raise SyscallError(errno.ENOENT)
+        if k.mem.cstring(path_addr).endswith(b"/"):
+            raise SyscallError(errno.EISDIR)  # O_CREAT makes files, not directories
         parent = _tmp_parent(k, r)
         node = TmpFile(k.ns.tmp.new_ino(), mode & 0o7777 & ~k.umask)
         parent.entries[r.name] = node
@@ -508,7 +510,8 @@ def sys_ioctl(k: Kernel, fd: int, request: int, arg: int, *_: int) -> int:
     if request == FIONBIO:  # CPython's setblocking() on a socket
         f.flags = f.flags | O_NONBLOCK if k.mem.u32(arg) else f.flags & ~O_NONBLOCK
         return 0
-    if request in (FIOCLEX, FIONCLEX):
+    if request in (FIOCLEX, FIONCLEX):  # CPython's os.set_inheritable()
+        (k.fds.cloexec.add if request == FIOCLEX else k.fds.cloexec.discard)(s32(fd))
         return 0
     return f.ioctl(k, request, arg)
 

@@ -96,6 +96,61 @@ def _open_node(k: Kernel, fd: int) -> Node:
     return f.node
 
 
+# -- ownership: the guest owns every tmpfs file and may not give it away ----------
+
+
+def _chown(k: Kernel, node: Node, uid: int, gid: int) -> int:
+    node = _writable(node)
+    for wanted, own in ((s32(uid), k.identity.uid), (s32(gid), k.identity.gid)):
+        if wanted not in (-1, own):
+            raise SyscallError(errno.EPERM)
+    node.ctime_ns = time.time_ns()
+    return 0
+
+
+def sys_chown(k: Kernel, path: int, uid: int, gid: int, *_: int) -> int:
+    return _chown(k, _existing(k, AT_FDCWD, path, follow=True), uid, gid)
+
+
+def sys_lchown(k: Kernel, path: int, uid: int, gid: int, *_: int) -> int:
+    return _chown(k, _existing(k, AT_FDCWD, path, follow=False), uid, gid)
+
+
+def sys_fchown(k: Kernel, fd: int, uid: int, gid: int, *_: int) -> int:
+    return _chown(k, _open_node(k, fd), uid, gid)
+
+
+def sys_fchownat(k: Kernel, dirfd: int, path: int, uid: int, gid: int, flags: int,
+                 *_: int) -> int:
+    if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
+        raise SyscallError(errno.EINVAL)
+    node = _existing(k, dirfd, path, follow=not flags & AT_SYMLINK_NOFOLLOW,
+                     empty_ok=bool(flags & AT_EMPTY_PATH))
+    return _chown(k, node, uid, gid)
+
+
+# -- mknod: regular files only ---------------------------------------------------
+
+
+def _mknod(k: Kernel, dirfd: int, path: int, mode: int) -> int:
+    kind = st.S_IFMT(mode)
+    if kind not in (0, st.S_IFREG):
+        # No FIFOs, sockets or device nodes in the tmpfs; EPERM as for an unprivileged mknod.
+        raise SyscallError(errno.EPERM if kind in (st.S_IFIFO, st.S_IFSOCK, st.S_IFCHR,
+                                                   st.S_IFBLK) else errno.EINVAL)
+    parent, name = _new_entry(k, dirfd, path)
+    parent.entries[name] = TmpFile(k.ns.tmp.new_ino(), mode & 0o7777 & ~k.umask)
+    return 0
+
+
+def sys_mknod(k: Kernel, path: int, mode: int, *_: int) -> int:
+    return _mknod(k, AT_FDCWD, path, mode)
+
+
+def sys_mknodat(k: Kernel, dirfd: int, path: int, mode: int, *_: int) -> int:
+    return _mknod(k, dirfd, path, mode)
+
+
 # -- times ---------------------------------------------------------------------
 
 

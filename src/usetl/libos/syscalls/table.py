@@ -94,6 +94,12 @@ _ENTRIES = [
     Syscall("chmod", meta.sys_chmod, PARTIAL, "tmpfs only; elsewhere EROFS"),
     Syscall("fchmod", meta.sys_fchmod, PARTIAL, "tmpfs only; elsewhere EROFS"),
     Syscall("fchmodat", meta.sys_fchmodat, PARTIAL, "tmpfs only; elsewhere EROFS"),
+    *(Syscall(name, getattr(meta, f"sys_{name}"), PARTIAL,
+              "tmpfs only (elsewhere EROFS); to its own uid/gid only, else EPERM")
+      for name in ("chown", "fchown", "lchown", "fchownat")),
+    Syscall("mknod", meta.sys_mknod, PARTIAL, "regular files under /tmp; FIFOs, devices EPERM"),
+    Syscall("mknodat", meta.sys_mknodat, PARTIAL,
+            "regular files under /tmp; FIFOs, devices EPERM"),
     Syscall("utimensat", meta.sys_utimensat, PARTIAL, "tmpfs only; elsewhere EROFS"),
     Syscall("futimesat", meta.sys_futimesat, PARTIAL, "tmpfs only; elsewhere EROFS"),
     Syscall("utimes", meta.sys_utimes, PARTIAL, "tmpfs only; elsewhere EROFS"),
