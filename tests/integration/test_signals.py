@@ -176,3 +176,9 @@ def test_cpu_time_timers_send_sigvtalrm_and_sigprof_to_a_busy_guest(usf):
     """)
     assert out == ["True 0.05", "(0.0, 0.0)", "True 0.05", "(0.0, 0.0)",
                    "['SIGVTALRM', 'SIGPROF']"]
+
+
+def test_a_bogus_rt_sigreturn_ends_the_guest_not_the_monitor(image):
+    with start_usf(image) as u:
+        r = u.run_code("import ctypes\nctypes.CDLL(None).syscall(15)\n", timeout=30)
+        assert r.error.type in ("GuestExit", "GuestFault"), r.error

@@ -152,19 +152,20 @@ def deliver(k: Kernel, regs: kvm_regs, nr: int | None = None) -> Stop | None:
         if action.handler == SIG_DFL or not action.flags & SA_RESTORER:
             # Default actions end the guest; so does a handler without a
             # restorer, which Linux x86-64 cannot return from (SIGSEGV).
-            return _killed(k, sig if action.handler == SIG_DFL else signal.SIGSEGV)
+            return killed(k, sig if action.handler == SIG_DFL else signal.SIGSEGV)
         ctx, at_syscall = place
         if at_syscall and nr is not None:
             _restart_or_eintr(ctx, nr, action)
         try:
             _enter_handler(k, regs, ctx, at_syscall, sig, info, action)
         except SyscallError:
-            return _killed(k, signal.SIGSEGV)  # the frame does not fit: Linux forces SIGSEGV
+            return killed(k, signal.SIGSEGV)  # the frame does not fit: Linux forces SIGSEGV
         return None
     return None
 
 
-def _killed(k: Kernel, sig: int) -> Stop:
+def killed(k: Kernel, sig: int) -> Stop:
+    """End the guest as `sig`'s default action does (the invocation says 'killed by')."""
     k.term_signal = sig
     return Stop("exit", 128 + sig)
 

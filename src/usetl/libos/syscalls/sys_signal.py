@@ -146,14 +146,14 @@ def sys_sigaltstack(k: Kernel, new: int, old: int, *_: int) -> int:
     return 0
 
 
-def sys_rt_sigreturn(k: Kernel, *_: int) -> int:
+def sys_rt_sigreturn(k: Kernel, *_: int) -> int | Stop:
     """Put back the context the handler's frame saved: registers, FPU state, mask, altstack."""
     frame = sigdelivery.caller_rsp(k) - 8  # the handler's ret popped pretcode
     try:
         saved = unpack_frame(k.mem.read(frame, FRAME_SIZE))
         fpstate = k.mem.read(saved.fpstate, FPSTATE_SIZE) if saved.fpstate else b""
     except SyscallError:
-        return _segv(k)
+        return sigdelivery.killed(k, signal.SIGSEGV)
     thread = k.thread_signals
     thread.mask = saved.mask & ~UNBLOCKABLE
     if saved.altstack.flags & ~(SS_DISABLE | SS_AUTODISARM) == 0:
@@ -171,11 +171,6 @@ def sys_rt_sigreturn(k: Kernel, *_: int) -> int:
         setattr(regs, name, value)
     regs.rflags = (user_flags & ~USER_FLAGS) | (saved.regs["rflags"] & USER_FLAGS) | RFLAGS_FIXED
     return saved.regs["rax"]
-
-
-def _segv(k: Kernel) -> Stop:
-    k.term_signal = signal.SIGSEGV
-    return Stop("exit", 128 + signal.SIGSEGV)
 
 
 def sys_kill(k: Kernel, pid: int, sig: int, *_: int) -> int:
