@@ -182,3 +182,22 @@ def test_a_bogus_rt_sigreturn_ends_the_guest_not_the_monitor(image):
     with start_usf(image) as u:
         r = u.run_code("import ctypes\nctypes.CDLL(None).syscall(15)\n", timeout=30)
         assert r.error.type in ("GuestExit", "GuestFault"), r.error
+
+
+def test_sigwait_and_sigtimedwait_take_blocked_signals(usf):
+    out = run(usf, """
+        import os, signal, time
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGALRM})
+        os.kill(os.getpid(), signal.SIGUSR1)
+        print(signal.sigwait({signal.SIGUSR1, signal.SIGUSR2}) == signal.SIGUSR1)
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        t = time.monotonic()
+        info = signal.sigtimedwait({signal.SIGALRM}, 5)
+        print(info.si_signo == signal.SIGALRM, 0.15 < time.monotonic() - t < 2)
+        print(signal.sigtimedwait({signal.SIGUSR2}, 0.1), signal.sigpending())
+        signal.raise_signal(signal.SIGUSR1)
+        info = signal.sigwaitinfo({signal.SIGUSR1})  # glibc folds SI_TKILL into SI_USER
+        print(info.si_code == 0, info.si_pid == os.getpid(), info.si_uid == os.getuid())
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1, signal.SIGALRM})
+    """)
+    assert out == ["True", "True True", "None set()", "True True True"]

@@ -103,11 +103,10 @@ def due(k: Kernel) -> bool:
     return bool((k.signals.pending | k.thread_signals.pending) & ~k.thread_signals.mask)
 
 
-def _take(k: Kernel) -> tuple[int, SigInfo] | None:
-    """The lowest deliverable signal, removed from the pending sets (thread's first)."""
-    mask = k.thread_signals.mask
+def take(k: Kernel, allowed: int) -> tuple[int, SigInfo] | None:
+    """The lowest pending signal in `allowed`, removed from the pending sets (thread's first)."""
     for owner in (k.thread_signals, k.signals):
-        ready = owner.pending & ~mask
+        ready = owner.pending & allowed
         if ready:
             sig = (ready & -ready).bit_length()
             owner.pending &= ~bit(sig)
@@ -143,7 +142,7 @@ def deliver(k: Kernel, regs: kvm_regs, nr: int | None = None) -> Stop | None:
             k.retry_wake = time.monotonic() + RETRY_KICK
             k.rearm_wake()
             return None
-        taken = _take(k)
+        taken = take(k, ~k.thread_signals.mask)
         assert taken is not None
         sig, info = taken
         action = k.signals.action(sig)

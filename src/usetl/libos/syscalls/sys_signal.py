@@ -9,6 +9,8 @@ from __future__ import annotations
 import ctypes
 import errno
 import signal
+import struct
+import time
 from typing import TYPE_CHECKING
 
 from usetl.vm import Stop
@@ -22,6 +24,7 @@ from ..signals import (
     SI_TKILL,
     SI_USER,
     SIGACTION,
+    SIGINFO,
     SS_AUTODISARM,
     SS_DISABLE,
     SS_ONSTACK,
@@ -43,6 +46,8 @@ if TYPE_CHECKING:
     from ..kernel import Kernel
 
 SIGSET_SIZE = 8
+SIGWAIT_SLICE = 0.1  # seconds rt_sigtimedwait sleeps at most between looks at what is pending
+TIMESPEC = struct.Struct("<qq")
 SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK = 0, 1, 2
 # rflags bits a frame may change (Linux's FIX_EFLAGS): AC OF DF TF SF ZF AF PF CF RF
 USER_FLAGS = 0x40000 | 0x800 | 0x400 | 0x100 | 0x80 | 0x40 | 0x10 | 0x4 | 0x1 | 0x10000
@@ -121,6 +126,39 @@ def sys_rt_sigsuspend(k: Kernel, mask: int, sigsetsize: int, *_: int) -> int:
     finally:
         if not sigdelivery.due(k):  # no handler will run to put the mask back
             thread.mask, thread.restore_mask = thread.restore_mask, None
+
+
+def sys_rt_sigtimedwait(k: Kernel, these: int, info: int, timeout: int, sigsetsize: int,
+                        *_: int) -> int:
+    """Take a pending signal of the set (blocked ones: that is the use), waiting up to timeout."""
+    if sigsetsize != SIGSET_SIZE:
+        raise SyscallError(errno.EINVAL)
+    wanted = k.mem.u64(these) & ~UNBLOCKABLE
+    seconds = float("inf")
+    if timeout:
+        sec, nsec = TIMESPEC.unpack(k.mem.read(timeout, TIMESPEC.size))
+        if sec < 0 or not 0 <= nsec < 1_000_000_000:
+            raise SyscallError(errno.EINVAL)
+        seconds = sec + nsec / 1e9
+    end = time.monotonic() + seconds
+    while True:
+        interrupted = sigdelivery.due(k)  # also turns expired timers into signals
+        taken = sigdelivery.take(k, wanted)
+        if taken is not None:
+            sig, details = taken
+            if info:
+                k.mem.write(info, SIGINFO.pack(sig, 0, details.code, 0, details.pid, details.uid))
+            return sig
+        left = end - time.monotonic()
+        if interrupted or k.vm.deadline_hit:
+            raise SyscallError(errno.EINTR)  # another signal's handler runs first
+        if left <= 0:
+            raise SyscallError(errno.EAGAIN)
+        wake = (k.next_wake() or end) - time.monotonic()  # a timer's signal, if sooner
+        try:
+            k.sleep(max(min(left, wake, SIGWAIT_SLICE), 0.0))
+        except SyscallError:
+            continue  # a signal is due: the set's, or another's (checked above)
 
 
 def sys_sigaltstack(k: Kernel, new: int, old: int, *_: int) -> int:

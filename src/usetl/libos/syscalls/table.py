@@ -165,6 +165,7 @@ _ENTRIES = [
     Syscall("rt_sigreturn", sig.sys_rt_sigreturn, FULL, "x87/SSE/AVX state restored"),
     Syscall("rt_sigpending", sig.sys_rt_sigpending, FULL),
     Syscall("rt_sigsuspend", sig.sys_rt_sigsuspend, FULL),
+    Syscall("rt_sigtimedwait", sig.sys_rt_sigtimedwait, FULL),
     Syscall("pause", sig.sys_pause, FULL),
     Syscall("sigaltstack", sig.sys_sigaltstack, FULL),
     Syscall("kill", sig.sys_kill, PARTIAL, "only to itself (pid 0, -1 or its own): else ESRCH"),
