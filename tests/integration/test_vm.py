@@ -31,6 +31,12 @@ class Recorder:
         regs.rax = 1000 + len(self.calls)
         return None
 
+    def interrupted(self, regs):
+        return None
+
+    def next_wake(self):
+        return None
+
 
 def write_then_exit(message: bytes, status: int) -> bytes:
     # mov eax,1; mov edi,1; lea rsi,[rip+msg]; mov edx,len; syscall;

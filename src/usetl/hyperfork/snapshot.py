@@ -112,7 +112,7 @@ def _check_sparse(path: Path, size: int, expected: str) -> int:
 
 
 def load(directory: str) -> Frozen:
-    """A frozen USF from a snapshot directory; refuses anything but an intact snapshot of this VERSION."""
+    """A frozen USF from a snapshot directory; refuses all but an intact one of this VERSION."""
     root = Path(directory)
     try:
         raw = (root / STATE_FILE).read_bytes()

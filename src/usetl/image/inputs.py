@@ -22,6 +22,7 @@ import importlib.util
 import logging
 import os
 import posixpath
+import ssl
 import stat
 import sys
 import sysconfig
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 # Bump when the builder puts different bytes or paths into an image for the
 # same host files, so cached images built by older code are not reused.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 # Where ld.so looks after DT_RUNPATH (Debian multiarch first, then the
 # classic dirs); the builder searches them in this order.
@@ -94,6 +95,7 @@ class ImagePlan:
     stdlib: str
     lib_dynload: str
     missing_libraries: list[str]
+    ca_file: str | None = None  # the trust store, where the guest's OpenSSL opens it
     digest: str = ""
 
     def sources_to_compile(self) -> list[str]:
@@ -116,6 +118,7 @@ class ImagePlan:
             "agent": GUEST_AGENT,
             "guest_lib": GUEST_LIB,
             "missing_libraries": self.missing_libraries,
+            "ca_file": self.ca_file,
         }
 
 
@@ -225,6 +228,58 @@ class _Planner:
             elif stat.S_ISLNK(st.st_mode) and os.path.isfile(child.path):
                 # e.g. Debian's sitecustomize.py -> /etc/python3.x/sitecustomize.py
                 self.add_host_path(child.path)
+
+    def add_data_tree(self, directory: str, root: str | None = None) -> None:
+        """A directory of data files as the host has it (files, symlinks, subdirectories).
+
+        Symlinks that lead out of the tree (zoneinfo's localtime -> /etc/localtime)
+        are left out: they would bring the host's own settings along.
+        """
+        real = self.add_host_path(directory)
+        root = root or real
+        with os.scandir(real) as it:
+            children = sorted(it, key=lambda d: d.name)
+        for child in children:
+            st = child.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                self.add_data_tree(child.path, root)
+            elif stat.S_ISREG(st.st_mode):
+                self.add_host_path(child.path)
+            elif stat.S_ISLNK(st.st_mode) and os.path.isfile(child.path):
+                target = posixpath.join(real, os.readlink(child.path))
+                if posixpath.normpath(target).startswith(root + "/"):
+                    self.add_host_path(child.path)
+
+    def add_trust_store(self) -> str | None:
+        """The host's CA bundle where the guest's OpenSSL (the host's) looks by default.
+
+        That is OpenSSL's compiled-in cert.pem, with the host's symlinks to
+        it; a host without one gets certifi's bundle there, if certifi is
+        installed. None if there is neither.
+        """
+        cafile = ssl.get_default_verify_paths().openssl_cafile
+        if os.path.isfile(cafile):
+            self.add_host_path(cafile)
+            return cafile
+        try:
+            import certifi
+        except ImportError:
+            log.warning("no CA certificates at %s and no certifi: TLS will not verify", cafile)
+            return None
+        bundle = os.stat(certifi.where())
+        self.add_dir(posixpath.dirname(cafile), bundle.st_mtime_ns)
+        self.entries[cafile] = PlannedEntry(
+            "file", FILE_MODE, bundle.st_size, bundle.st_mtime_ns, source=certifi.where()
+        )
+        return cafile
+
+    def add_zoneinfo(self) -> None:
+        """The first tz database directory on CPython's TZPATH, for zoneinfo and time."""
+        for directory in (sysconfig.get_config_var("TZPATH") or "").split(os.pathsep):
+            if directory and os.path.isdir(directory):
+                self.add_data_tree(directory)
+                return
+        log.warning("no tz database on this host: zoneinfo in the guest knows only UTC")
 
     def add_extension_modules(self, lib_dynload: str) -> None:
         """lib-dynload's extension modules (less test and GUI ones) and their libraries."""
@@ -354,6 +409,8 @@ def plan_image() -> ImagePlan:
     if lib_dynload not in planner.entries:
         raise ImageError(f"{lib_dynload} is missing: is {executable} a complete installation?")
     planner.add_guest_package(guest_package_dir())
+    ca_file = planner.add_trust_store()
+    planner.add_zoneinfo()
     plan = ImagePlan(
         entries=planner.entries,
         executable=executable,
@@ -361,6 +418,7 @@ def plan_image() -> ImagePlan:
         stdlib=stdlib,
         lib_dynload=lib_dynload,
         missing_libraries=planner.missing_libraries,
+        ca_file=ca_file,
     )
     plan.digest = plan_digest(plan)
     return plan

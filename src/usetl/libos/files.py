@@ -109,6 +109,17 @@ class ImageFile(OpenFile):
         return self.node.read_at(offset, length)
 
 
+class ProcOpenFile(OpenFile):
+    """An open /proc or /sys file: the bytes its node rendered at open."""
+
+    def __init__(self, node: Node, flags: int, path: str, data: bytes):
+        super().__init__(node, flags, path)
+        self.data = data
+
+    def read_at(self, offset: int, length: int) -> bytes | memoryview:
+        return memoryview(self.data)[offset : offset + length]
+
+
 class TmpOpenFile(OpenFile):
     node: TmpFile
 
@@ -151,9 +162,10 @@ def truncate_tmp(node: TmpFile, length: int, tmpfs: TmpFS) -> None:
 class DirFile(OpenFile):
     """An open directory: getdents64 walks a listing taken at open."""
 
-    def __init__(self, node: Node, flags: int, path: str, parent: Node):
+    def __init__(self, node: Node, flags: int, path: str, parent: Node,
+                 children: list[tuple[str, Node]]):
         super().__init__(node, flags, path)
-        self.listing = [(".", node), ("..", parent)] + node.children()
+        self.listing = [(".", node), ("..", parent), *children]
 
     def getdents(self, size: int) -> bytes:
         out = bytearray()

@@ -1,4 +1,4 @@
-"""The guest's filesystems: the image (read-only), a tmpfs, /dev and /proc/self.
+"""The guest's filesystems: the image (read-only), a tmpfs, /dev, /proc and /sys.
 
 Every path the guest names is resolved here, inside these trees: nothing
 reaches the host's filesystem. Paths are normalised and symlinks followed
@@ -19,11 +19,12 @@ from usetl.image.archive import Entry, ImageArchive
 from .errors import SyscallError
 
 MAX_SYMLINKS = 40
+GUEST_ID = 1000  # the guest's uid and gid
 NAME_MAX = 255
 
 # struct stat on x86-64 (144 bytes)
 STAT = struct.Struct("<QQQIIIIQqqqqqqqqq24x")
-DEV_IMAGE, DEV_TMPFS, DEV_DEVFS, DEV_PROC = 0x801, 0x15, 0x5, 0x4
+DEV_IMAGE, DEV_TMPFS, DEV_DEVFS, DEV_PROC, DEV_SYSFS = 0x801, 0x15, 0x5, 0x4, 0x16
 # st_blksize of every node, and the unit Linux counts st_blocks in.
 BLOCK_SIZE, STAT_BLOCK = 4096, 512
 FIRST_DYNAMIC_INO = 64  # see Inodes
@@ -34,11 +35,18 @@ class Node:
     """A file, directory, symlink or device as the guest sees it."""
 
     dev = 0
+    uid = gid = 0  # root's, but for what the guest made
 
     def __init__(self, mode: int, ino: int, mtime_ns: int = 0):
         self.mode = mode
         self.ino = ino
         self.mtime_ns = mtime_ns
+        self.atime_ns = mtime_ns
+        self.ctime_ns = mtime_ns
+
+    @property
+    def nlink(self) -> int:
+        return 2 if self.is_dir else 1
 
     @property
     def size(self) -> int:
@@ -60,12 +68,14 @@ class Node:
 
     def pack_stat(self) -> bytes:
         size = self.size
-        sec, nsec = divmod(self.mtime_ns, 1_000_000_000)
+        times = []
+        for ns in (self.atime_ns, self.mtime_ns, self.ctime_ns):
+            times += divmod(ns, 1_000_000_000)
         rdev = getattr(self, "rdev", 0)
         blocks = (size + STAT_BLOCK - 1) // STAT_BLOCK
         return STAT.pack(
-            self.dev, self.ino, 2 if self.is_dir else 1, self.mode, 0, 0, 0, rdev,
-            size, BLOCK_SIZE, blocks, sec, nsec, sec, nsec, sec, nsec,
+            self.dev, self.ino, self.nlink, self.mode, self.uid, self.gid, 0, rdev,
+            size, BLOCK_SIZE, blocks, *times,
         )
 
 
@@ -127,16 +137,37 @@ class ImageFS:
 
 class TmpNode(Node):
     dev = DEV_TMPFS
+    uid = gid = GUEST_ID  # the guest made it
 
 
 class TmpFile(TmpNode):
     def __init__(self, ino: int, mode: int = 0o644):
         super().__init__(st.S_IFREG | mode, ino, time.time_ns())
         self.data = bytearray()
+        self.links = 1  # directory entries naming it: 0 for a memfd or an unlinked file
 
     @property
     def size(self) -> int:
         return len(self.data)
+
+    @property
+    def nlink(self) -> int:
+        return self.links
+
+
+class TmpLink(TmpNode):
+    """A symlink the guest made; its target is any string, resolved in the namespace."""
+
+    def __init__(self, ino: int, target: str):
+        super().__init__(st.S_IFLNK | 0o777, ino, time.time_ns())
+        self.target = target
+
+    @property
+    def size(self) -> int:
+        return len(self.target.encode("utf-8", "surrogateescape"))
+
+    def readlink(self) -> str:
+        return self.target
 
 
 class TmpDir(TmpNode):
@@ -182,6 +213,14 @@ class TmpFS:
             raise SyscallError(errno.ENOSPC)
         self.used += delta
 
+    def drop_link(self, node: TmpNode) -> None:
+        """A directory entry naming `node` went away; a file's bytes go with its last link."""
+        if isinstance(node, TmpFile):
+            node.links -= 1
+            node.ctime_ns = time.time_ns()
+            if node.links == 0:
+                self.used -= len(node.data)
+
     def add_file(self, path: str, data: bytes, mode: int = 0o755) -> TmpFile:
         """Create a file below /tmp (path relative to the tmpfs root) from the host side."""
         *dirs, name = [p for p in path.split("/") if p]
@@ -209,7 +248,7 @@ class TmpFS:
         return node
 
 
-# -- /dev and /proc -----------------------------------------------------------
+# -- /dev, /proc and /sys --------------------------------------------------------
 
 
 class DeviceNode(Node):
@@ -269,6 +308,19 @@ class StaticLink(Node):
         return self.target
 
 
+class ProcNode(Node):
+    """A read-only file whose bytes are made from the kernel's state at each open.
+
+    `render` is a module-level function of the Kernel (no closures: the
+    namespace is pickled). Its size is 0, as for Linux's /proc files.
+    """
+
+    def __init__(self, ino: int, render: Callable[..., bytes], dev: int = DEV_PROC):
+        super().__init__(st.S_IFREG | 0o444, ino)
+        self.render = render
+        self.dev = dev
+
+
 # -- the namespace ------------------------------------------------------------
 
 
@@ -286,12 +338,15 @@ class Resolved:
 
 
 class Namespace:
-    """The guest's single directory tree: image at /, tmpfs at /tmp, /dev, /proc.
+    """The guest's single directory tree: image at /, tmpfs at /tmp, /dev, /proc, /sys.
 
-    The image has no /etc; once the monitor writes a file with put_etc() (the
-    resolver's hosts and nsswitch.conf when sockets are allowed), /etc is a
-    directory of those files only.
+    Over the image lie the files the monitor writes (put_file: /etc/passwd,
+    the resolver's hosts, the trust store with the operator's roots): they
+    replace an image file of the same path or add one, in image directories
+    or in directories made for them.
     """
+
+    SYNTHETIC = ("tmp", "dev", "proc", "sys")
 
     def __init__(self, image: ImageArchive, tmpfs_limit: int, devices: dict[str, DeviceNode],
                  executable: str):
@@ -301,25 +356,51 @@ class Namespace:
         self.dev = StaticDir(3, dict(devices), DEV_DEVFS)
         self_dir = StaticDir(5, {"exe": StaticLink(6, executable, DEV_PROC)}, DEV_PROC)
         self.proc = StaticDir(4, {"self": self_dir}, DEV_PROC)
+        self.sys = StaticDir(7, {}, DEV_SYSFS)
         self.mounts: dict[str, Any] = {}
-        self.etc: StaticDir | None = None
+        self.overlay: dict[str, Node] = {}  # canonical path -> monitor-written file or dir
         self.cwd = "/"
 
     def mount(self, name: str, fs: Any) -> None:
         """Show a read-only file system (a HostDirFS) at /name."""
-        if not name or "/" in name or name in ("tmp", "dev", "proc"):
+        if not name or "/" in name or name in self.SYNTHETIC:
             raise ValueError(f"cannot mount at /{name}")
         self.mounts[name] = fs
 
+    def put_file(self, path: str, data: bytes) -> None:
+        """Create or replace the file at absolute `path` over the image, read-only to the guest."""
+        parts = path.split("/")[1:]
+        if not path.startswith("/") or any(p in ("", ".", "..") for p in parts) or (
+            parts[0] in self.SYNTHETIC or parts[0] in self.mounts
+        ):
+            raise ValueError(f"not a path over the image: {path!r}")
+        for i in range(1, len(parts)):
+            directory = "/" + "/".join(parts[:i])
+            node = self._lookup(parts[:i])
+            if node is None:
+                self.overlay[directory] = StaticDir(self._overlay_ino(), {}, DEV_PROC)
+            elif not node.is_dir:
+                raise ValueError(f"{path}: {directory} is not a directory")
+        old = self.overlay.get(path)
+        self.overlay[path] = StaticFile(old.ino if old else self._overlay_ino(), data, DEV_PROC)
+
     def put_etc(self, name: str, data: bytes) -> None:
-        """Create or replace /etc/<name>, read-only to the guest."""
+        """Create or replace /etc/<name>."""
         if not name or "/" in name or name in (".", ".."):
             raise ValueError(f"not a file name: {name!r}")
-        if self.etc is None:
-            self.etc = StaticDir(7, {}, DEV_PROC)
-        old = self.etc.entries.get(name)
-        ino = old.ino if old is not None else self.inodes.next()
-        self.etc.entries[name] = StaticFile(ino, data, DEV_PROC)
+        self.put_file(f"/etc/{name}", data)
+
+    def _overlay_ino(self) -> int:
+        return self.inodes.next()
+
+    def children(self, path: str, node: Node) -> list[tuple[str, Node]]:
+        """A directory's entries, with the monitor's files in it."""
+        entries = dict(node.children())
+        prefix = path.rstrip("/") + "/"
+        for key, child in self.overlay.items():
+            if key.startswith(prefix) and "/" not in key[len(prefix):]:
+                entries[key[len(prefix):]] = child
+        return sorted(entries.items())
 
     def _lookup(self, parts: list[str]) -> Node | None:
         """The node at a canonical path (no symlinks followed on the way)."""
@@ -330,19 +411,17 @@ class Namespace:
             return self.tmp.walk(parts[1:])
         if top in self.mounts:
             return self.mounts[top].walk(parts[1:])
-        if top == "etc" and self.etc is not None:
-            node: Node | None = self.etc
-        elif top in ("dev", "proc"):
-            node = self.dev if top == "dev" else self.proc
-        else:
-            return self.image.node("/" + "/".join(parts))
-        for part in parts[1:]:
-            if not isinstance(node, StaticDir):
-                return None
-            node = node.entries.get(part)
-            if node is None:
-                return None
-        return node
+        if top in ("dev", "proc", "sys"):
+            node: Node | None = getattr(self, top)
+            for part in parts[1:]:
+                if not isinstance(node, StaticDir):
+                    return None
+                node = node.entries.get(part)
+                if node is None:
+                    return None
+            return node
+        path = "/" + "/".join(parts)
+        return self.overlay.get(path) or self.image.node(path)
 
     def resolve(self, path: str, follow: bool = True, base: str | None = None) -> Resolved:
         """Walk `path` from `base` (default the cwd), following symlinks inside the tree."""

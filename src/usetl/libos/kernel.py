@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -18,12 +19,14 @@ from usetl.etl.accounting import IoAccount
 from usetl.kvm.structs import kvm_regs
 from usetl.vm import Stop, Vm
 
+from . import procfs, sigdelivery
 from .devices import Blocked
-from .errors import SyscallError
+from .errors import LibosError, SyscallError
 from .files import FdTable, OutputFile
-from .fs import Namespace
+from .fs import GUEST_ID, Namespace
 from .mm import AddressSpace
-from .net import SocketPolicy, hosts_file
+from .net import WAIT_SLICE, SocketPolicy, hosts_file
+from .signals import ProcessSignals, ThreadSignals, timer_clock
 from .syscalls.numbers import SYSCALL_NAMES
 from .usermem import UserMemory
 
@@ -46,8 +49,8 @@ class TraceRecord:
 @dataclass
 class Identity:
     pid: int = 1
-    uid: int = 1000
-    gid: int = 1000
+    uid: int = GUEST_ID
+    gid: int = GUEST_ID
     hostname: str = "usf"
 
 
@@ -78,12 +81,14 @@ class Kernel:
         self.term_signal: int | None = None
         self.fs_base = 0
         self.tid_address = 0
-        self.signal_actions: dict[int, bytes] = {}
-        self.signal_mask = 0
+        self.signals = ProcessSignals()
+        self.thread_signals = ThreadSignals()  # the current (only) thread's
+        self.retry_wake: float | None = None  # a kick to retry a delivery the trampoline put off
         self.umask = 0o022
         self.blocked: tuple | None = None  # (handler, args) of a syscall waiting on the monitor
         self.net: SocketPolicy | None = None  # where sockets may connect; None: no sockets
         self.net_account = IoAccount()  # the socket path's I/O, billed like ETL requests
+        procfs.install(self)
 
     def allow_sockets(self, policy: SocketPolicy | None) -> None:
         """Let the guest's TCP sockets connect where `policy` allows (None: no sockets).
@@ -95,6 +100,21 @@ class Kernel:
         hosts = policy.allowed_hosts() if policy is not None else {}
         self.ns.put_etc("hosts", hosts_file(hosts))
         self.ns.put_etc("nsswitch.conf", b"hosts: files\n")
+
+    def add_trust_roots(self, pem: str, ca_file: str | None) -> None:
+        """Have the guest's TLS trust the certificates in `pem` as well as the image's.
+
+        They are appended to the image's bundle, at the path OpenSSL opens
+        (`ca_file`, the image's; the host OpenSSL's default if it has none).
+        """
+        try:
+            ssl.create_default_context(cadata=pem)
+        except (ssl.SSLError, ValueError) as e:
+            raise LibosError(f"the extra trust roots are not PEM certificates: {e}") from None
+        r = self.ns.resolve(ca_file or ssl.get_default_verify_paths().openssl_cafile)
+        node = r.node
+        base = bytes(node.read_at(0, node.size)) if node is not None else b""
+        self.ns.put_file(r.path, base.rstrip(b"\n") + b"\n" + pem.strip().encode() + b"\n")
 
     # -- the dispatcher --------------------------------------------------------
 
@@ -117,6 +137,8 @@ class Kernel:
         if isinstance(result, Stop):
             stop, result = result, 0
         regs.rax = result & MASK64
+        if stop is None and sigdelivery.due(self):
+            stop = sigdelivery.deliver(self, regs, nr)
         dt = time.perf_counter() - t0
         stats = self.stats
         stats.count += 1
@@ -126,6 +148,44 @@ class Kernel:
             stats.by_name[name] += 1
             self.trace.append(TraceRecord(name, args, result, dt * 1e6))
         return stop
+
+    def interrupted(self, regs: kvm_regs) -> Stop | None:
+        """The run loop was kicked out of KVM_RUN (Vm.wake_at): deliver what is due."""
+        self.retry_wake = None
+        stop = sigdelivery.deliver(self, regs) if sigdelivery.due(self) else None
+        self.rearm_wake()  # a CPU-time timer may not have expired yet
+        return stop
+
+    def next_wake(self) -> float | None:
+        """When (time.monotonic()) the run loop should kick the vCPU next, if ever.
+
+        A CPU-time timer cannot expire before its CPU time left has passed
+        on the wall clock: the kick comes then, and checks again.
+        """
+        now = time.monotonic()
+        wakes = [] if self.retry_wake is None else [self.retry_wake]
+        for which, timer in self.signals.timers.items():
+            wakes.append(now + max(timer.expiry - timer_clock(which), 0.0))
+        return min(wakes, default=None)
+
+    def rearm_wake(self) -> None:
+        self.vm.wake_at(self.next_wake())
+
+    def wait_interrupted(self) -> bool:
+        """Must a syscall waiting on the host stop now (EINTR)? A signal is due or time is up."""
+        return self.vm.deadline_hit or sigdelivery.due(self)
+
+    def sleep(self, seconds: float) -> None:
+        """Wait on the host for `seconds`; EINTR as soon as wait_interrupted() says so."""
+        end = time.monotonic() + seconds
+        while True:
+            if self.wait_interrupted():
+                raise SyscallError(errno.EINTR)
+            now = time.monotonic()
+            if now >= end:
+                return
+            wake = min(end, now + WAIT_SLICE, self.next_wake() or end)
+            time.sleep(max(wake - now, 0.0))
 
     def resume(self, regs: kvm_regs) -> Stop | None:
         """Re-run the syscall that blocked, now that the monitor has what it waited for."""

@@ -33,7 +33,7 @@ MSG_PEEK, MSG_DONTWAIT, MSG_WAITALL, MSG_NOSIGNAL, MSG_MORE = 0x2, 0x40, 0x100, 
 POLLIN, POLLPRI, POLLOUT, POLLERR, POLLHUP, POLLNVAL = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20
 POLLRDNORM, POLLWRNORM = 0x40, 0x100
 
-Interrupted = Callable[[], bool]  # has the invocation's deadline passed?
+Interrupted = Callable[[], bool]  # must the wait end: the deadline passed, or a signal is due?
 
 
 class SocketPolicy(Protocol):
@@ -104,7 +104,7 @@ class SocketFile(OpenFile):
         return self.sock
 
     def interrupted(self) -> bool:
-        return self.kernel.vm.deadline_hit
+        return self.kernel.wait_interrupted()
 
     def _blocks(self, flags: int = 0) -> bool:
         return not (self.flags & O_NONBLOCK or flags & MSG_DONTWAIT)

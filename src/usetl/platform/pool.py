@@ -91,6 +91,18 @@ class FunctionPool:
         self.recycling = 0  # used instances being rolled back
         self.warm_calls: weakref.WeakKeyDictionary[Instance, int] = weakref.WeakKeyDictionary()
 
+    def take_ready(self) -> Instance:
+        """The instance for the next invocation (called with the pool's lock held).
+
+        Warm reuse serves the one used last, as Lambda reuses a warm environment; rolled-back
+        instances are all alike, and the oldest has had the most time to be warmed.
+        """
+        return self.ready.pop() if self.spec.reuse == REUSE_WARM else self.ready.popleft()
+
+    def take_surplus(self) -> Instance:
+        """The instance to close when there are too many: the one take_ready() would not."""
+        return self.ready.popleft() if self.spec.reuse == REUSE_WARM else self.ready.pop()
+
     def target_ready(self, cfg: PoolConfig) -> int:
         """Instances to keep: the recent peak concurrency, plus one spare where used ones
         come back after a rollback (so back-to-back invocations do not wait for it)."""
@@ -287,9 +299,7 @@ class Pool:
                     break
                 self.cond.wait(left)
             if pool.ready:
-                # Warm reuse serves the instance used last, as Lambda reuses a warm one.
-                warm = pool.spec.reuse == REUSE_WARM
-                return pool.ready.pop() if warm else pool.ready.popleft()
+                return pool.take_ready()
         return self._fork(pool)
 
     def _fork(self, pool: FunctionPool) -> Instance:
@@ -400,7 +410,7 @@ class Pool:
         while True:
             with self.cond:
                 excess = len(pool.ready) - target
-                surplus = pool.ready.pop() if excess > 0 else None
+                surplus = pool.take_surplus() if excess > 0 else None
             if surplus is None:
                 break
             surplus.close()

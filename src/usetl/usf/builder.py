@@ -75,6 +75,11 @@ def _assemble(vm: Vm, image: ImageArchive, cfg: UsfConfig, policy: UrlPolicy,
     k = Kernel(vm, ns, HANDLERS, cfg.output_limit)
     # One policy for both paths: etl.get/post and the guest's own sockets.
     k.allow_sockets(policy if cfg.allow else None)
+    if cfg.ca_certs:
+        try:
+            k.add_trust_roots(cfg.ca_certs, image.meta.get("ca_file"))
+        except LibosError as e:
+            raise UsfError(str(e)) from e
     if cfg.trace:
         k.trace = []
     k.fds.install_at(0, NullFile(ns.dev.entries["null"], O_RDONLY, "/dev/null"))

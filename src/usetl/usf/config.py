@@ -28,6 +28,7 @@ class UsfConfig:
     allow: Sequence[str] = ()  # URL prefixes the function may GET and POST
     allow_private: bool = False  # let allowed names resolve to private/loopback addresses
     etl_timeout: float = 30.0  # seconds each network wait of an ETL request may take
+    ca_certs: str = ""  # PEM certificates the guest's TLS trusts besides the image's CA bundle
 
     def regions(self) -> list[RegionSpec]:
         host, guest = self.host_region_mib << 20, self.guest_region_mib << 20

@@ -7,6 +7,7 @@ import errno
 import logging
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -70,6 +71,12 @@ class GuestTimeout(VmError):
 class SyscallHandler(Protocol):
     def handle_syscall(self, regs: ks.kvm_regs) -> Stop | None:
         """Serve the syscall in `regs` (result into regs.rax), or return why to stop."""
+
+    def interrupted(self, regs: ks.kvm_regs) -> Stop | None:
+        """The vCPU was kicked out of KVM_RUN at `regs` (wake_at): act on it (may change regs)."""
+
+    def next_wake(self) -> float | None:
+        """When (time.monotonic()) the vCPU should be kicked for the handler, if ever."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +145,8 @@ class Vm:
             self._setup_vcpu()
         self._deadline_hit = False
         self.closed = False
+        self._wake_pending = False
+        self._wake_timer: threading.Timer | None = None
         self._thread_id: int | None = None
         if threading.current_thread() is threading.main_thread():
             signal.signal(KICK_SIGNAL, _ignore)
@@ -228,6 +237,7 @@ class Vm:
             timer = threading.Timer(timeout, self.interrupt)
             timer.daemon = True
             timer.start()
+        self.wake_at(handler.next_wake())
         try:
             while True:
                 try:
@@ -241,6 +251,13 @@ class Vm:
                         raise GuestTimeout(
                             f"guest ran past its {timeout:g} s deadline and was stopped"
                         ) from None
+                    if self._wake_pending:
+                        self._wake_pending = False
+                        run.immediate_exit = 0
+                        stop = handler.interrupted(regs)
+                        run.kvm_dirty_regs = kc.KVM_SYNC_X86_REGS
+                        if stop is not None:
+                            return stop
                     continue
                 reason = run.exit_reason
                 if reason == kc.KVM_EXIT_IO:
@@ -257,6 +274,31 @@ class Vm:
         finally:
             if timer is not None:
                 timer.cancel()
+            self.wake_at(None)
+
+    def wake_at(self, when: float | None) -> None:
+        """Kick the running vCPU out of KVM_RUN at `when` (time.monotonic()) for the
+        handler's interrupted(); None cancels. One wake is kept: a new one replaces it."""
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
+            self._wake_timer = None
+        if when is None or self._thread_id is None:
+            return
+        self._wake_timer = threading.Timer(max(when - time.monotonic(), 0.0), self._wake)
+        self._wake_timer.daemon = True
+        self._wake_timer.start()
+
+    def _wake(self) -> None:
+        self._wake_pending = True
+        self._kick()
+
+    def _kick(self) -> None:
+        self.run_struct.immediate_exit = 1
+        if self._thread_id is not None:
+            try:
+                signal.pthread_kill(self._thread_id, KICK_SIGNAL)
+            except ProcessLookupError:
+                pass
 
     @property
     def deadline_hit(self) -> bool:
@@ -266,12 +308,7 @@ class Vm:
     def interrupt(self) -> None:
         """Stop a running vCPU from another thread (the deadline)."""
         self._deadline_hit = True
-        self.run_struct.immediate_exit = 1
-        if self._thread_id is not None:
-            try:
-                signal.pthread_kill(self._thread_id, KICK_SIGNAL)
-            except ProcessLookupError:
-                pass
+        self._kick()
 
     def _fault(self) -> GuestFault:
         regs = self.run_struct.s.regs.regs
@@ -315,7 +352,8 @@ class Vm:
             if e.errno != errno.EINTR:
                 raise
         finally:
-            run.immediate_exit = 0
+            # A kick that came meanwhile must still stop the next KVM_RUN.
+            run.immediate_exit = 1 if self._deadline_hit or self._wake_pending else 0
 
     def save_state(self) -> VcpuState:
         """The vCPU's state; call settle() first if it stopped at an exit."""

@@ -17,6 +17,8 @@ import struct
 PORT_SYSCALL = 0x80
 PORT_EXCEPTION = 0x81
 
+SYSCALL_OUT_OFFSET = 15  # where syscall_entry's port write starts (after two movs)
+SYSCALL_OUT_SIZE = 2
 EXCEPTION_STUB_SIZE = 16
 EXCEPTION_VECTORS = 32
 VECTORS_WITH_ERROR_CODE = frozenset({8, 10, 11, 12, 13, 14, 17, 21, 29, 30})

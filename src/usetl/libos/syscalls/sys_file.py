@@ -23,10 +23,11 @@ from ..files import (
     DirFile,
     ImageFile,
     OpenFile,
+    ProcOpenFile,
     TmpOpenFile,
     truncate_tmp,
 )
-from ..fs import DeviceNode, ImageNode, Resolved, StaticFile, TmpDir, TmpFile
+from ..fs import DeviceNode, ImageNode, ProcNode, Resolved, StaticFile, TmpDir, TmpFile
 from ..hostfs import HostNode
 from .args import AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, s32, s64
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from ..kernel import Kernel
 
 MAX_IO = 0x7FFFF000  # Linux caps one read or write at this many bytes
+SENDFILE_CHUNK = 1 << 20  # sendfile copies in pieces, so a large count holds little memory
 
 F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL = 0, 1, 2, 3, 4
 F_GETLK, F_SETLK, F_SETLKW = 5, 6, 7
@@ -93,6 +95,8 @@ def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
     if node is None:
         if not flags & O_CREAT:
             raise SyscallError(errno.ENOENT)
+        if k.mem.cstring(path_addr).endswith(b"/"):
+            raise SyscallError(errno.EISDIR)  # O_CREAT makes files, not directories
         parent = _tmp_parent(k, r)
         node = TmpFile(k.ns.tmp.new_ino(), mode & 0o7777 & ~k.umask)
         parent.entries[r.name] = node
@@ -108,11 +112,15 @@ def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
     elif node.is_dir:
         if writable:
             raise SyscallError(errno.EISDIR)
-        f = DirFile(node, flags, r.path, r.parent or node)
+        f = DirFile(node, flags, r.path, r.parent or node, k.ns.children(r.path, node))
     elif isinstance(node, (ImageNode, HostNode, StaticFile)):
         if writable or flags & O_TRUNC:
             raise SyscallError(errno.EROFS)
         f = ImageFile(node, flags, r.path)
+    elif isinstance(node, ProcNode):
+        if writable or flags & O_TRUNC:
+            raise SyscallError(errno.EACCES)
+        f = ProcOpenFile(node, flags, r.path, node.render(k))
     elif isinstance(node, TmpFile):
         f = TmpOpenFile(node, flags, r.path, k.ns.tmp)
         if flags & O_TRUNC and writable:
@@ -216,6 +224,31 @@ def sys_writev(k: Kernel, fd: int, iov: int, iovcnt: int, *_: int) -> int:
     for base, length in k.mem.iovecs(iov, s32(iovcnt)):
         total += f.write(k.mem.slice(base, length))
     return total
+
+
+def sys_sendfile(k: Kernel, out_fd: int, in_fd: int, offset_addr: int, count: int,
+                 *_: int) -> int:
+    """Copy from in_fd (at *offset_addr if given, else at its offset) to out_fd."""
+    src, dst = k.fds.get(s32(in_fd)), k.fds.get(s32(out_fd))
+    if not src.readable or not dst.writable or src.node.is_dir:
+        raise SyscallError(errno.EBADF)
+    offset = s64(k.mem.u64(offset_addr)) if offset_addr else src.offset
+    if offset < 0:
+        raise SyscallError(errno.EINVAL)
+    count, done = min(count, MAX_IO), 0
+    while done < count:
+        data = src.read_at(offset + done, min(count - done, SENDFILE_CHUNK))
+        if not data:
+            break
+        n = dst.write(memoryview(data))
+        done += n
+        if n < len(data):
+            break
+    if offset_addr:
+        k.mem.put_u64(offset_addr, offset + done)
+    else:
+        src.offset = offset + done
+    return done
 
 
 def sys_lseek(k: Kernel, fd: int, offset: int, whence: int, *_: int) -> int:
@@ -397,9 +430,7 @@ def _unlink(k: Kernel, dirfd: int, path: int, flags: int) -> int:
             raise SyscallError(errno.ENOTEMPTY)
     elif r.node.is_dir:
         raise SyscallError(errno.EISDIR)
-    node = parent.entries.pop(r.name)
-    if isinstance(node, TmpFile):
-        k.ns.tmp.used -= len(node.data)
+    k.ns.tmp.drop_link(parent.entries.pop(r.name))
     return 0
 
 
@@ -428,8 +459,8 @@ def _rename(k: Kernel, olddir: int, old: int, newdir: int, new: int) -> int:
         raise SyscallError(errno.EINVAL)
     node = src_parent.entries.pop(src.name)
     old = dst_parent.entries.get(dst.name)
-    if isinstance(old, TmpFile):
-        k.ns.tmp.used -= len(old.data)
+    if old is not None and old is not node:
+        k.ns.tmp.drop_link(old)
     dst_parent.entries[dst.name] = node
     return 0
 
@@ -479,7 +510,8 @@ def sys_ioctl(k: Kernel, fd: int, request: int, arg: int, *_: int) -> int:
     if request == FIONBIO:  # CPython's setblocking() on a socket
         f.flags = f.flags | O_NONBLOCK if k.mem.u32(arg) else f.flags & ~O_NONBLOCK
         return 0
-    if request in (FIOCLEX, FIONCLEX):
+    if request in (FIOCLEX, FIONCLEX):  # CPython's os.set_inheritable()
+        (k.fds.cloexec.add if request == FIOCLEX else k.fds.cloexec.discard)(s32(fd))
         return 0
     return f.ioctl(k, request, arg)
 

@@ -1,94 +1,239 @@
-"""Signals: handlers and masks are recorded, never delivered.
+"""Signals: actions, masks, the alternate stack, signals to itself, and rt_sigreturn.
 
-A USF runs one thread with no timers or children, so nothing would send it
-a signal but itself; a fatal signal it sends itself (abort()) ends it.
+What a signal does when it arrives is sigdelivery.py; the state is
+signals.py (actions per process, mask and altstack per thread).
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import signal
+import struct
+import time
 from typing import TYPE_CHECKING
 
 from usetl.vm import Stop
 
+from .. import sigdelivery
 from ..errors import SyscallError
+from ..signals import (
+    FPSTATE_SIZE,
+    FRAME_SIZE,
+    MINSIGSTKSZ,
+    SI_TKILL,
+    SI_USER,
+    SIGACTION,
+    SIGINFO,
+    SS_AUTODISARM,
+    SS_DISABLE,
+    SS_ONSTACK,
+    STACK_T,
+    UNBLOCKABLE,
+    XSTATE_SIZE,
+    AltStack,
+    SigAction,
+    SigInfo,
+    bit,
+    fpstate_is_valid,
+    on_stack,
+    s32_bits,
+    unpack_frame,
+)
 from .args import s32
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
-SIGACTION_SIZE = 32  # handler, flags, restorer, mask (8 bytes)
-SIG_DFL = 0
-SIG_IGN = 1
-IGNORED_BY_DEFAULT = {signal.SIGCHLD, signal.SIGURG, signal.SIGWINCH, signal.SIGCONT}
+SIGSET_SIZE = 8
+SIGWAIT_SLICE = 0.1  # seconds rt_sigtimedwait sleeps at most between looks at what is pending
+TIMESPEC = struct.Struct("<qq")
+SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK = 0, 1, 2
+# rflags bits a frame may change (Linux's FIX_EFLAGS): AC OF DF TF SF ZF AF PF CF RF
+USER_FLAGS = 0x40000 | 0x800 | 0x400 | 0x100 | 0x80 | 0x40 | 0x10 | 0x4 | 0x1 | 0x10000
+RFLAGS_FIXED = 0x2
+
+
+def _signo(sig: int) -> int:
+    sig = s32(sig)
+    if not 1 <= sig <= 64:
+        raise SyscallError(errno.EINVAL)
+    return sig
 
 
 def sys_rt_sigaction(k: Kernel, sig: int, act: int, oldact: int, sigsetsize: int,
                      *_: int) -> int:
-    sig = s32(sig)
-    if not 1 <= sig <= 64 or sig in (signal.SIGKILL, signal.SIGSTOP) and act:
+    sig = _signo(sig)
+    if sigsetsize != SIGSET_SIZE or act and sig in (signal.SIGKILL, signal.SIGSTOP):
         raise SyscallError(errno.EINVAL)
-    if oldact:
-        k.mem.write(oldact, k.signal_actions.get(sig, bytes(SIGACTION_SIZE)))
+    old = k.signals.action(sig)
     if act:
-        k.signal_actions[sig] = k.mem.read(act, SIGACTION_SIZE)
+        k.signals.actions[sig] = SigAction.unpack(k.mem.read(act, SIGACTION.size))
+        if k.signals.ignores(sig):  # setting an ignoring action discards what is pending
+            k.signals.pending &= ~bit(sig)
+            k.thread_signals.pending &= ~bit(sig)
+    if oldact:
+        k.mem.write(oldact, old.pack())
     return 0
 
 
 def sys_rt_sigprocmask(k: Kernel, how: int, new: int, old: int, sigsetsize: int,
                        *_: int) -> int:
-    if old:
-        k.mem.put_u64(old, k.signal_mask)
+    if sigsetsize != SIGSET_SIZE:
+        raise SyscallError(errno.EINVAL)
+    thread = k.thread_signals
+    previous = thread.mask
     if new:
         mask = k.mem.u64(new)
         how = s32(how)
-        if how == 0:
-            k.signal_mask |= mask
-        elif how == 1:
-            k.signal_mask &= ~mask
-        elif how == 2:
-            k.signal_mask = mask
-        else:
+        if how == SIG_BLOCK:
+            mask = previous | mask
+        elif how == SIG_UNBLOCK:
+            mask = previous & ~mask
+        elif how != SIG_SETMASK:
             raise SyscallError(errno.EINVAL)
+        thread.mask = mask & ~UNBLOCKABLE
+    if old:
+        k.mem.put_u64(old, previous)
     return 0
+
+
+def sys_rt_sigpending(k: Kernel, pending: int, sigsetsize: int, *_: int) -> int:
+    if sigsetsize > SIGSET_SIZE:
+        raise SyscallError(errno.EINVAL)
+    k.mem.put_u64(pending, k.signals.pending | k.thread_signals.pending)
+    return 0
+
+
+def _wait_for_signal(k: Kernel) -> int:
+    """Sleep until a signal is due (or the invocation's deadline): always EINTR."""
+    k.sleep(float("inf"))
+    raise SyscallError(errno.EINTR)
+
+
+def sys_pause(k: Kernel, *_: int) -> int:
+    return _wait_for_signal(k)
+
+
+def sys_rt_sigsuspend(k: Kernel, mask: int, sigsetsize: int, *_: int) -> int:
+    if sigsetsize != SIGSET_SIZE:
+        raise SyscallError(errno.EINVAL)
+    thread = k.thread_signals
+    new = k.mem.u64(mask) & ~UNBLOCKABLE
+    thread.restore_mask, thread.mask = thread.mask, new
+    try:
+        return _wait_for_signal(k)
+    finally:
+        if not sigdelivery.due(k):  # no handler will run to put the mask back
+            thread.mask, thread.restore_mask = thread.restore_mask, None
+
+
+def sys_rt_sigtimedwait(k: Kernel, these: int, info: int, timeout: int, sigsetsize: int,
+                        *_: int) -> int:
+    """Take a pending signal of the set (blocked ones: that is the use), waiting up to timeout."""
+    if sigsetsize != SIGSET_SIZE:
+        raise SyscallError(errno.EINVAL)
+    wanted = k.mem.u64(these) & ~UNBLOCKABLE
+    seconds = float("inf")
+    if timeout:
+        sec, nsec = TIMESPEC.unpack(k.mem.read(timeout, TIMESPEC.size))
+        if sec < 0 or not 0 <= nsec < 1_000_000_000:
+            raise SyscallError(errno.EINVAL)
+        seconds = sec + nsec / 1e9
+    end = time.monotonic() + seconds
+    while True:
+        interrupted = sigdelivery.due(k)  # also turns expired timers into signals
+        taken = sigdelivery.take(k, wanted)
+        if taken is not None:
+            sig, details = taken
+            if info:
+                k.mem.write(info, SIGINFO.pack(sig, 0, details.code, 0, details.pid, details.uid))
+            return sig
+        left = end - time.monotonic()
+        if interrupted or k.vm.deadline_hit:
+            raise SyscallError(errno.EINTR)  # another signal's handler runs first
+        if left <= 0:
+            raise SyscallError(errno.EAGAIN)
+        wake = (k.next_wake() or end) - time.monotonic()  # a timer's signal, if sooner
+        try:
+            k.sleep(max(min(left, wake, SIGWAIT_SLICE), 0.0))
+        except SyscallError:
+            continue  # a signal is due: the set's, or another's (checked above)
 
 
 def sys_sigaltstack(k: Kernel, new: int, old: int, *_: int) -> int:
+    thread = k.thread_signals
+    alt = thread.altstack
+    rsp = sigdelivery.caller_rsp(k)  # the caller's stack pointer
     if old:
-        k.mem.write(old, bytes(24))
+        flags = alt.flags | (SS_ONSTACK if on_stack(alt, rsp) else 0)
+        k.mem.write(old, STACK_T.pack(alt.sp, s32_bits(flags), 0, alt.size))
+    if new:
+        sp, flags, _, size = STACK_T.unpack(k.mem.read(new, STACK_T.size))
+        flags &= 0xFFFFFFFF
+        if on_stack(alt, rsp):
+            raise SyscallError(errno.EPERM)
+        if flags & ~(SS_DISABLE | SS_AUTODISARM | SS_ONSTACK):
+            raise SyscallError(errno.EINVAL)
+        if flags & SS_DISABLE:
+            thread.altstack = AltStack()
+        elif size < MINSIGSTKSZ:
+            raise SyscallError(errno.ENOMEM)
+        else:
+            thread.altstack = AltStack(sp, size, flags & SS_AUTODISARM)
     return 0
 
 
-def _self_signal(k: Kernel, sig: int) -> int | Stop:
-    if sig == 0:
-        return 0
-    if not 1 <= sig <= 64:
-        raise SyscallError(errno.EINVAL)
-    handler = int.from_bytes(k.signal_actions.get(sig, bytes(8))[:8], "little")
-    if handler == SIG_IGN or (handler == SIG_DFL and sig in IGNORED_BY_DEFAULT):
-        return 0
-    if handler == SIG_DFL or sig in (signal.SIGKILL, signal.SIGSTOP):
-        k.term_signal = sig
-        return Stop("exit", 128 + sig)
-    # A handler is installed but signals are not delivered: say so rather
-    # than pretend the handler ran.
-    raise SyscallError(errno.ENOSYS)
+def sys_rt_sigreturn(k: Kernel, *_: int) -> int | Stop:
+    """Put back the context the handler's frame saved: registers, FPU state, mask, altstack."""
+    frame = sigdelivery.caller_rsp(k) - 8  # the handler's ret popped pretcode
+    try:
+        saved = unpack_frame(k.mem.read(frame, FRAME_SIZE))
+        fpstate = k.mem.read(saved.fpstate, FPSTATE_SIZE) if saved.fpstate else b""
+    except SyscallError:
+        return sigdelivery.killed(k, signal.SIGSEGV)
+    thread = k.thread_signals
+    thread.mask = saved.mask & ~UNBLOCKABLE
+    if saved.altstack.flags & ~(SS_DISABLE | SS_AUTODISARM) == 0:
+        thread.altstack = saved.altstack
+    vm = k.vm
+    user_flags = vm.regs.r11  # rflags as the syscall found them
+    # Every register changes, rip included: finish the trampoline's port write first.
+    vm.settle()
+    if fpstate and fpstate_is_valid(fpstate):
+        xsave = vm.vcpu.get_xsave()
+        ctypes.memmove(ctypes.addressof(xsave), fpstate, XSTATE_SIZE)
+        vm.vcpu.set_xsave(xsave)
+    regs = vm.regs
+    for name, value in saved.regs.items():
+        setattr(regs, name, value)
+    regs.rflags = (user_flags & ~USER_FLAGS) | (saved.regs["rflags"] & USER_FLAGS) | RFLAGS_FIXED
+    return saved.regs["rax"]
 
 
-def sys_kill(k: Kernel, pid: int, sig: int, *_: int) -> int | Stop:
+def sys_kill(k: Kernel, pid: int, sig: int, *_: int) -> int:
     if s32(pid) not in (0, -1, k.identity.pid):
         raise SyscallError(errno.ESRCH)
-    return _self_signal(k, s32(sig))
+    return _send(k, s32(sig), SI_USER, to_thread=False)
 
 
-def sys_tgkill(k: Kernel, tgid: int, tid: int, sig: int, *_: int) -> int | Stop:
+def sys_tgkill(k: Kernel, tgid: int, tid: int, sig: int, *_: int) -> int:
     if s32(tgid) != k.identity.pid or s32(tid) != k.identity.pid:
         raise SyscallError(errno.ESRCH)
-    return _self_signal(k, s32(sig))
+    return _send(k, s32(sig), SI_TKILL, to_thread=True)
 
 
-def sys_tkill(k: Kernel, tid: int, sig: int, *_: int) -> int | Stop:
+def sys_tkill(k: Kernel, tid: int, sig: int, *_: int) -> int:
     if s32(tid) != k.identity.pid:
         raise SyscallError(errno.ESRCH)
-    return _self_signal(k, s32(sig))
+    return _send(k, s32(sig), SI_TKILL, to_thread=True)
+
+
+def _send(k: Kernel, sig: int, code: int, to_thread: bool) -> int:
+    """A signal to itself: pending now, delivered at this syscall's exit if not blocked."""
+    if sig == 0:
+        return 0
+    sig = _signo(sig)
+    info = SigInfo(sig, code, k.identity.pid, k.identity.uid)
+    sigdelivery.send(k, sig, info, to_thread)
+    return 0

@@ -322,7 +322,7 @@ def _ready(k: Kernel, wanted: list[tuple[int, int]], timeout: float | None) -> l
             revents[i] = events & always
     if any(revents) or timeout == 0:
         timeout = 0
-    ready = wait_ready(host, timeout, lambda: k.vm.deadline_hit) if host else {}
+    ready = wait_ready(host, timeout, k.wait_interrupted) if host else {}
     if not host and timeout != 0:
         _sleep(k, timeout)
     for i, (fd, events) in enumerate(wanted):
@@ -334,7 +334,7 @@ def _ready(k: Kernel, wanted: list[tuple[int, int]], timeout: float | None) -> l
 
 def _sleep(k: Kernel, timeout: float | None) -> None:
     """poll or select on nothing that can become ready: wait out the timeout."""
-    wait_ready({}, timeout, lambda: k.vm.deadline_hit)
+    k.sleep(float("inf") if timeout is None else timeout)
 
 
 def _timespec(k: Kernel, addr: int) -> float | None:

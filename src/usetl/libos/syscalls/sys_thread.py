@@ -1,4 +1,4 @@
-"""Threads and processes: one thread, its TLS and exit; no clone, fork or exec."""
+"""Threads: one thread, its TLS and exit (child processes: sys_process.py)."""
 
 from __future__ import annotations
 
@@ -53,15 +53,6 @@ def sys_futex(k: Kernel, uaddr: int, op: int, val: int, timeout: int, *_: int) -
         # The only thread would wait forever: nothing can wake it.
         raise SyscallError(errno.EDEADLK)
     raise SyscallError(errno.ENOSYS)
-
-
-def sys_refuse_process(k: Kernel, *_: int) -> int:
-    """clone, fork, vfork, execve: a USF is one thread of one process."""
-    raise SyscallError(errno.EPERM)
-
-
-def sys_wait4(k: Kernel, *_: int) -> int:
-    raise SyscallError(errno.ECHILD)
 
 
 def sys_prctl(k: Kernel, option: int, *_: int) -> int:

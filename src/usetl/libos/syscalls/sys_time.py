@@ -61,15 +61,24 @@ def sys_time(k: Kernel, tloc: int, *_: int) -> int:
     return now
 
 
-def _sleep(k: Kernel, req: int) -> None:
+def _sleep(k: Kernel, req: int, rem: int) -> None:
+    """A relative sleep; interrupted by a signal (EINTR), it leaves the time not slept in rem."""
     sec, nsec = TIMESPEC.unpack(k.mem.read(req, 16))
     if sec < 0 or not 0 <= nsec < 1_000_000_000:
         raise SyscallError(errno.EINVAL)
-    time.sleep(min(sec + nsec / 1e9, MAX_SLEEP))
+    seconds = sec + nsec / 1e9
+    end = time.monotonic() + seconds
+    try:
+        k.sleep(min(seconds, MAX_SLEEP))
+    except SyscallError:
+        if rem:
+            left = max(round((end - time.monotonic()) * 1e9), 0)
+            k.mem.write(rem, TIMESPEC.pack(*divmod(left, 1_000_000_000)))
+        raise
 
 
 def sys_nanosleep(k: Kernel, req: int, rem: int, *_: int) -> int:
-    _sleep(k, req)
+    _sleep(k, req, rem)
     return 0
 
 
@@ -78,9 +87,9 @@ def sys_clock_nanosleep(k: Kernel, clock: int, flags: int, req: int, rem: int, *
     if flags & TIMER_ABSTIME:
         sec, nsec = TIMESPEC.unpack(k.mem.read(req, 16))
         delay = (sec * 1_000_000_000 + nsec - _clock_ns(s32(clock))) / 1e9
-        time.sleep(min(max(delay, 0), MAX_SLEEP))
+        k.sleep(min(max(delay, 0), MAX_SLEEP))
         return 0
-    _sleep(k, req)
+    _sleep(k, req, rem)
     return 0
 
 

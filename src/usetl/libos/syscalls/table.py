@@ -15,13 +15,16 @@ from dataclasses import dataclass
 
 from ..errors import SyscallError
 from . import sys_file as f
+from . import sys_fsmeta as meta
 from . import sys_identity as ident
 from . import sys_mmap as mm
+from . import sys_process as proc
 from . import sys_random as rnd
 from . import sys_signal as sig
 from . import sys_socket as net
 from . import sys_thread as th
 from . import sys_time as tm
+from . import sys_timer as timer
 from .numbers import NR
 
 FULL, PARTIAL, REFUSED = "full", "partial", "refused"
@@ -88,6 +91,33 @@ _ENTRIES = [
     Syscall("fadvise64", f.sys_fadvise64, FULL, "advice ignored"),
     Syscall("umask", f.sys_umask, FULL),
     Syscall("statx", _errno(errno.ENOSYS), REFUSED, "glibc falls back to newfstatat"),
+    Syscall("chmod", meta.sys_chmod, PARTIAL, "tmpfs only; elsewhere EROFS"),
+    Syscall("fchmod", meta.sys_fchmod, PARTIAL, "tmpfs only; elsewhere EROFS"),
+    Syscall("fchmodat", meta.sys_fchmodat, PARTIAL, "tmpfs only; elsewhere EROFS"),
+    *(Syscall(name, getattr(meta, f"sys_{name}"), PARTIAL,
+              "tmpfs only (elsewhere EROFS); to its own uid/gid only, else EPERM")
+      for name in ("chown", "fchown", "lchown", "fchownat")),
+    Syscall("mknod", meta.sys_mknod, PARTIAL, "regular files under /tmp; FIFOs, devices EPERM"),
+    Syscall("mknodat", meta.sys_mknodat, PARTIAL,
+            "regular files under /tmp; FIFOs, devices EPERM"),
+    Syscall("utimensat", meta.sys_utimensat, PARTIAL, "tmpfs only; elsewhere EROFS"),
+    Syscall("futimesat", meta.sys_futimesat, PARTIAL, "tmpfs only; elsewhere EROFS"),
+    Syscall("utimes", meta.sys_utimes, PARTIAL, "tmpfs only; elsewhere EROFS"),
+    Syscall("utime", meta.sys_utime, PARTIAL, "tmpfs only; elsewhere EROFS"),
+    Syscall("symlink", meta.sys_symlink, PARTIAL, "new links only under /tmp"),
+    Syscall("symlinkat", meta.sys_symlinkat, PARTIAL, "new links only under /tmp"),
+    Syscall("link", meta.sys_link, PARTIAL, "within /tmp; from elsewhere EXDEV"),
+    Syscall("linkat", meta.sys_linkat, PARTIAL, "within /tmp; from elsewhere EXDEV"),
+    Syscall("statfs", meta.sys_statfs, FULL, "only /tmp has free space"),
+    Syscall("fstatfs", meta.sys_fstatfs, FULL, "only /tmp has free space"),
+    Syscall("flock", meta.sys_flock, FULL, "one process: every lock is granted"),
+    Syscall("sendfile", f.sys_sendfile, FULL),
+    *(Syscall(f"{prefix}{op}xattr", getattr(meta, f"sys_{prefix}{op}xattr"), PARTIAL,
+              "no extended attributes: lists are empty, get/remove ENODATA, set EOPNOTSUPP")
+      for op in ("list", "get", "set", "remove") for prefix in ("", "l", "f")),
+    Syscall("memfd_create", meta.sys_memfd_create, PARTIAL,
+            "a tmpfs file in no directory; no seals (F_ADD_SEALS is EINVAL), "
+            "no writable shared mappings"),
     # memory
     Syscall("brk", mm.sys_brk, FULL),
     Syscall("mmap", mm.sys_mmap, PARTIAL, "no writable shared file mappings"),
@@ -127,13 +157,25 @@ _ENTRIES = [
     Syscall("sched_yield", ident.sys_sched_yield, FULL),
     Syscall("getcpu", ident.sys_getcpu, FULL),
     Syscall("getrandom", rnd.sys_getrandom, FULL, "host entropy, live in every clone"),
-    # signals
-    Syscall("rt_sigaction", sig.sys_rt_sigaction, PARTIAL, "recorded, never delivered"),
-    Syscall("rt_sigprocmask", sig.sys_rt_sigprocmask, PARTIAL, "recorded, never delivered"),
-    Syscall("sigaltstack", sig.sys_sigaltstack, PARTIAL, "accepted, never used"),
-    Syscall("kill", sig.sys_kill, PARTIAL, "only to itself; default fatal actions end the USF"),
-    Syscall("tgkill", sig.sys_tgkill, PARTIAL, "only to itself; default fatal actions end it"),
-    Syscall("tkill", sig.sys_tkill, PARTIAL, "only to itself; default fatal actions end it"),
+    # signals: actions per process, mask and altstack per thread (libos/signals.py),
+    # delivered with a Linux rt_sigframe at syscall exits and on timer kicks
+    # (libos/sigdelivery.py)
+    Syscall("rt_sigaction", sig.sys_rt_sigaction, FULL),
+    Syscall("rt_sigprocmask", sig.sys_rt_sigprocmask, FULL),
+    Syscall("rt_sigreturn", sig.sys_rt_sigreturn, FULL, "x87/SSE/AVX state restored"),
+    Syscall("rt_sigpending", sig.sys_rt_sigpending, FULL),
+    Syscall("rt_sigsuspend", sig.sys_rt_sigsuspend, FULL),
+    Syscall("rt_sigtimedwait", sig.sys_rt_sigtimedwait, FULL),
+    Syscall("pause", sig.sys_pause, FULL),
+    Syscall("sigaltstack", sig.sys_sigaltstack, FULL),
+    Syscall("kill", sig.sys_kill, PARTIAL, "only to itself (pid 0, -1 or its own): else ESRCH"),
+    Syscall("tgkill", sig.sys_tgkill, PARTIAL, "only to itself: else ESRCH"),
+    Syscall("tkill", sig.sys_tkill, PARTIAL, "only to itself: else ESRCH"),
+    Syscall("setitimer", timer.sys_setitimer, PARTIAL,
+            "VIRTUAL and PROF both count the vCPU thread's CPU time (guest and monitor); "
+            "periods under 1 ms fire at most every 1 ms; a socket wait notices within 0.1 s"),
+    Syscall("getitimer", timer.sys_getitimer, FULL),
+    Syscall("alarm", timer.sys_alarm, FULL),
     # sockets: TCP clients proxied to host sockets under the function's policy
     Syscall("socket", net.sys_socket, PARTIAL, "TCP over IPv4/IPv6, 64 open; EACCES if no policy"),
     Syscall("connect", net.sys_connect, PARTIAL, "only where the policy allows, else EACCES"),
@@ -152,9 +194,9 @@ _ENTRIES = [
     Syscall("accept4", net.sys_accept4, REFUSED, "no listening sockets: EPERM"),
     Syscall("socketpair", net.sys_socketpair, REFUSED, "no AF_UNIX: EACCES"),
     Syscall("poll", net.sys_poll, FULL, "files other than sockets are always ready"),
-    Syscall("ppoll", net.sys_ppoll, PARTIAL, "the signal mask is ignored (never delivered)"),
+    Syscall("ppoll", net.sys_ppoll, PARTIAL, "the signal mask argument is ignored"),
     Syscall("select", net.sys_select, FULL, "files other than sockets are always ready"),
-    Syscall("pselect6", net.sys_pselect6, PARTIAL, "the signal mask is ignored (never delivered)"),
+    Syscall("pselect6", net.sys_pselect6, PARTIAL, "the signal mask argument is ignored"),
     # threads and processes
     Syscall("exit", th.sys_exit_group, FULL, "one thread: ends the USF"),
     Syscall("exit_group", th.sys_exit_group, FULL),
@@ -164,13 +206,16 @@ _ENTRIES = [
     Syscall("futex", th.sys_futex, PARTIAL, "one thread: wake is a no-op, a real wait is EDEADLK"),
     Syscall("prctl", th.sys_prctl, PARTIAL, "PR_SET_NAME/PR_GET_NAME only"),
     Syscall("rseq", _errno(errno.ENOSYS), REFUSED, "glibc runs without restartable sequences"),
-    Syscall("clone", th.sys_refuse_process, REFUSED, "no threads or processes: EPERM"),
-    Syscall("clone3", _errno(errno.ENOSYS), REFUSED, "glibc then tries clone, refused"),
-    Syscall("fork", th.sys_refuse_process, REFUSED, "no processes: EPERM"),
-    Syscall("vfork", th.sys_refuse_process, REFUSED, "no processes: EPERM"),
-    Syscall("execve", th.sys_refuse_process, REFUSED, "no exec: EPERM"),
-    Syscall("execveat", th.sys_refuse_process, REFUSED, "no exec: EPERM"),
-    Syscall("wait4", th.sys_wait4, REFUSED, "there are no children: ECHILD"),
+    # A child process (clone without CLONE_THREAD, fork, vfork, exec) is
+    # EPERM plus a line on the invocation's stderr: sys_process.refuse_child_process.
+    Syscall("clone", proc.sys_clone, REFUSED,
+            "no threads yet: EPERM; no child processes: EPERM, told on stderr"),
+    Syscall("clone3", _errno(errno.ENOSYS), REFUSED, "glibc then tries clone"),
+    Syscall("fork", proc.sys_fork, REFUSED, "no child processes: EPERM, told on stderr"),
+    Syscall("vfork", proc.sys_vfork, REFUSED, "no child processes: EPERM, told on stderr"),
+    Syscall("execve", proc.sys_execve, REFUSED, "no exec: EPERM, told on stderr"),
+    Syscall("execveat", proc.sys_execveat, REFUSED, "no exec: EPERM, told on stderr"),
+    Syscall("wait4", proc.sys_wait4, REFUSED, "there are no children: ECHILD"),
 ]
 
 TABLE: dict[int, Syscall] = {NR[e.name]: e for e in _ENTRIES}

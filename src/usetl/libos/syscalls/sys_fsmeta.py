@@ -1,0 +1,408 @@
+"""File metadata and names: chmod, utimes, links, statfs, flock, memfd_create.
+
+Only the tmpfs changes: the image, host mounts, /proc and /etc are
+read-only (EROFS), as a read-only mount on Linux answers. The guest owns
+every tmpfs file, so there are no permission checks on them.
+"""
+
+from __future__ import annotations
+
+import errno
+import stat as st
+import struct
+import time
+from typing import TYPE_CHECKING
+
+from ..errors import SyscallError
+from ..files import O_RDWR, TmpOpenFile
+from ..fs import (
+    DEV_DEVFS,
+    DEV_IMAGE,
+    DEV_PROC,
+    DEV_SYSFS,
+    DEV_TMPFS,
+    NAME_MAX,
+    DeviceNode,
+    Node,
+    Resolved,
+    TmpDir,
+    TmpFile,
+    TmpFS,
+    TmpLink,
+    TmpNode,
+)
+from ..hostfs import DEV_HOSTFS
+from .args import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_FOLLOW, AT_SYMLINK_NOFOLLOW, s32
+from .sys_file import _resolve_at, _tmp_parent
+
+if TYPE_CHECKING:
+    from ..files import OpenFile
+    from ..kernel import Kernel
+
+UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
+TIME_PAIR = struct.Struct("<qqqq")  # two timespecs or two timevals: access, modification
+UTIMBUF = struct.Struct("<qq")
+LOCK_SH, LOCK_EX, LOCK_NB, LOCK_UN = 1, 2, 4, 8
+MFD_CLOEXEC, MFD_ALLOW_SEALING, MFD_NOEXEC_SEAL, MFD_EXEC = 0x1, 0x2, 0x8, 0x10
+MFD_NAME_MAX = 249  # NAME_MAX less the "memfd:" prefix
+
+# struct statfs: type, bsize, blocks, bfree, bavail, files, ffree, fsid[2],
+# namelen, frsize, flags, spare[4]
+STATFS = struct.Struct("<qqQQQQQiiqqq32x")
+ST_RDONLY, ST_NOSUID, ST_NODEV, ST_VALID = 0x1, 0x2, 0x4, 0x20
+TMPFS_MAGIC, SQUASHFS_MAGIC, PROC_MAGIC, SYSFS_MAGIC = 0x01021994, 0x73717368, 0x9FA0, 0x62656572
+MAGIC = {DEV_TMPFS: TMPFS_MAGIC, DEV_DEVFS: TMPFS_MAGIC, DEV_PROC: PROC_MAGIC,
+         DEV_SYSFS: SYSFS_MAGIC, DEV_IMAGE: SQUASHFS_MAGIC, DEV_HOSTFS: SQUASHFS_MAGIC}
+
+
+def _existing(k: Kernel, dirfd: int, path: int, follow: bool, empty_ok: bool = False) -> Node:
+    target = _resolve_at(k, dirfd, path, follow=follow, empty_ok=empty_ok)
+    if target.node is None:
+        raise SyscallError(errno.ENOENT)
+    return target.node
+
+
+def _writable(node: Node) -> TmpNode:
+    """The node, if its metadata may change: a tmpfs node."""
+    if isinstance(node, TmpNode):
+        return node
+    raise SyscallError(errno.EPERM if isinstance(node, DeviceNode) else errno.EROFS)
+
+
+# -- chmod ---------------------------------------------------------------------
+
+
+def _chmod(node: Node, mode: int) -> int:
+    node = _writable(node)
+    node.mode = st.S_IFMT(node.mode) | (mode & 0o7777)
+    node.ctime_ns = time.time_ns()
+    return 0
+
+
+def sys_chmod(k: Kernel, path: int, mode: int, *_: int) -> int:
+    return _chmod(_existing(k, AT_FDCWD, path, follow=True), mode)
+
+
+def sys_fchmod(k: Kernel, fd: int, mode: int, *_: int) -> int:
+    return _chmod(_open_node(k, fd), mode)
+
+
+def sys_fchmodat(k: Kernel, dirfd: int, path: int, mode: int, *_: int) -> int:
+    return _chmod(_existing(k, dirfd, path, follow=True), mode)
+
+
+def _open_node(k: Kernel, fd: int) -> Node:
+    f: OpenFile = k.fds.get(s32(fd))
+    return f.node
+
+
+# -- ownership: the guest owns every tmpfs file and may not give it away ----------
+
+
+def _chown(k: Kernel, node: Node, uid: int, gid: int) -> int:
+    node = _writable(node)
+    for wanted, own in ((s32(uid), k.identity.uid), (s32(gid), k.identity.gid)):
+        if wanted not in (-1, own):
+            raise SyscallError(errno.EPERM)
+    node.ctime_ns = time.time_ns()
+    return 0
+
+
+def sys_chown(k: Kernel, path: int, uid: int, gid: int, *_: int) -> int:
+    return _chown(k, _existing(k, AT_FDCWD, path, follow=True), uid, gid)
+
+
+def sys_lchown(k: Kernel, path: int, uid: int, gid: int, *_: int) -> int:
+    return _chown(k, _existing(k, AT_FDCWD, path, follow=False), uid, gid)
+
+
+def sys_fchown(k: Kernel, fd: int, uid: int, gid: int, *_: int) -> int:
+    return _chown(k, _open_node(k, fd), uid, gid)
+
+
+def sys_fchownat(k: Kernel, dirfd: int, path: int, uid: int, gid: int, flags: int,
+                 *_: int) -> int:
+    if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
+        raise SyscallError(errno.EINVAL)
+    node = _existing(k, dirfd, path, follow=not flags & AT_SYMLINK_NOFOLLOW,
+                     empty_ok=bool(flags & AT_EMPTY_PATH))
+    return _chown(k, node, uid, gid)
+
+
+# -- mknod: regular files only ---------------------------------------------------
+
+
+def _mknod(k: Kernel, dirfd: int, path: int, mode: int) -> int:
+    kind = st.S_IFMT(mode)
+    if kind not in (0, st.S_IFREG):
+        # No FIFOs, sockets or device nodes in the tmpfs; EPERM as for an unprivileged mknod.
+        raise SyscallError(errno.EPERM if kind in (st.S_IFIFO, st.S_IFSOCK, st.S_IFCHR,
+                                                   st.S_IFBLK) else errno.EINVAL)
+    parent, name = _new_entry(k, dirfd, path)
+    parent.entries[name] = TmpFile(k.ns.tmp.new_ino(), mode & 0o7777 & ~k.umask)
+    return 0
+
+
+def sys_mknod(k: Kernel, path: int, mode: int, *_: int) -> int:
+    return _mknod(k, AT_FDCWD, path, mode)
+
+
+def sys_mknodat(k: Kernel, dirfd: int, path: int, mode: int, *_: int) -> int:
+    return _mknod(k, dirfd, path, mode)
+
+
+# -- times ---------------------------------------------------------------------
+
+
+def _set_times(node: Node, atime: int | None, mtime: int | None) -> int:
+    """Set the times in ns (None: leave it); a node that cannot change is EROFS."""
+    if atime is None and mtime is None:
+        return 0
+    node = _writable(node)
+    if atime is not None:
+        node.atime_ns = atime
+    if mtime is not None:
+        node.mtime_ns = mtime
+    node.ctime_ns = time.time_ns()
+    return 0
+
+
+def _timespec_ns(sec: int, nsec: int, now: int) -> int | None:
+    if nsec == UTIME_NOW:
+        return now
+    if nsec == UTIME_OMIT:
+        return None
+    if not 0 <= nsec < 1_000_000_000:
+        raise SyscallError(errno.EINVAL)
+    return sec * 1_000_000_000 + nsec
+
+
+def sys_utimensat(k: Kernel, dirfd: int, path: int, times: int, flags: int, *_: int) -> int:
+    if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
+        raise SyscallError(errno.EINVAL)
+    now = time.time_ns()
+    atime = mtime = now
+    if times:
+        asec, ansec, msec, mnsec = TIME_PAIR.unpack(k.mem.read(times, TIME_PAIR.size))
+        atime, mtime = _timespec_ns(asec, ansec, now), _timespec_ns(msec, mnsec, now)
+    # A null path names dirfd itself (what futimens does).
+    if path == 0:
+        node = _open_node(k, dirfd)
+    else:
+        node = _existing(k, dirfd, path, follow=not flags & AT_SYMLINK_NOFOLLOW,
+                         empty_ok=bool(flags & AT_EMPTY_PATH))
+    return _set_times(node, atime, mtime)
+
+
+def _timeval_times(k: Kernel, times: int) -> tuple[int, int]:
+    if not times:
+        now = time.time_ns()
+        return now, now
+    asec, ausec, msec, musec = TIME_PAIR.unpack(k.mem.read(times, TIME_PAIR.size))
+    if not (0 <= ausec < 1_000_000 and 0 <= musec < 1_000_000):
+        raise SyscallError(errno.EINVAL)
+    return asec * 1_000_000_000 + ausec * 1000, msec * 1_000_000_000 + musec * 1000
+
+
+def sys_futimesat(k: Kernel, dirfd: int, path: int, times: int, *_: int) -> int:
+    node = _open_node(k, dirfd) if path == 0 else _existing(k, dirfd, path, follow=True)
+    return _set_times(node, *_timeval_times(k, times))
+
+
+def sys_utimes(k: Kernel, path: int, times: int, *_: int) -> int:
+    return _set_times(_existing(k, AT_FDCWD, path, follow=True), *_timeval_times(k, times))
+
+
+def sys_utime(k: Kernel, path: int, times: int, *_: int) -> int:
+    node = _existing(k, AT_FDCWD, path, follow=True)
+    if not times:
+        now = time.time_ns()
+        return _set_times(node, now, now)
+    atime, mtime = UTIMBUF.unpack(k.mem.read(times, UTIMBUF.size))
+    return _set_times(node, atime * 1_000_000_000, mtime * 1_000_000_000)
+
+
+# -- links ---------------------------------------------------------------------
+
+
+def _new_entry(k: Kernel, dirfd: int, path: int) -> tuple[TmpDir, str]:
+    """Where a new name goes: its tmpfs directory and the name (which must be free)."""
+    r = _resolve_at(k, dirfd, path, follow=False)
+    assert isinstance(r, Resolved)
+    if r.node is not None:
+        raise SyscallError(errno.EEXIST)
+    return _tmp_parent(k, r), r.name
+
+
+def _symlink(k: Kernel, target: int, dirfd: int, path: int) -> int:
+    raw = k.mem.cstring(target)
+    if not raw:
+        raise SyscallError(errno.ENOENT)
+    parent, name = _new_entry(k, dirfd, path)
+    parent.entries[name] = TmpLink(k.ns.tmp.new_ino(), raw.decode("utf-8", "surrogateescape"))
+    parent.mtime_ns = parent.ctime_ns = time.time_ns()
+    return 0
+
+
+def sys_symlink(k: Kernel, target: int, path: int, *_: int) -> int:
+    return _symlink(k, target, AT_FDCWD, path)
+
+
+def sys_symlinkat(k: Kernel, target: int, dirfd: int, path: int, *_: int) -> int:
+    return _symlink(k, target, dirfd, path)
+
+
+def _link(k: Kernel, olddir: int, old: int, newdir: int, new: int, flags: int) -> int:
+    if flags & ~(AT_SYMLINK_FOLLOW | AT_EMPTY_PATH):
+        raise SyscallError(errno.EINVAL)
+    node = _existing(k, olddir, old, follow=bool(flags & AT_SYMLINK_FOLLOW),
+                     empty_ok=bool(flags & AT_EMPTY_PATH))
+    if node.is_dir:
+        raise SyscallError(errno.EPERM)
+    parent, name = _new_entry(k, newdir, new)
+    if not isinstance(node, TmpNode):
+        raise SyscallError(errno.EXDEV)
+    if isinstance(node, TmpFile):
+        if node.links == 0:
+            raise SyscallError(errno.ENOENT)  # an unlinked file or a memfd has no name to link
+        node.links += 1
+        node.ctime_ns = time.time_ns()
+    parent.entries[name] = node
+    return 0
+
+
+def sys_link(k: Kernel, old: int, new: int, *_: int) -> int:
+    return _link(k, AT_FDCWD, old, AT_FDCWD, new, 0)
+
+
+def sys_linkat(k: Kernel, olddir: int, old: int, newdir: int, new: int, flags: int,
+               *_: int) -> int:
+    return _link(k, olddir, old, newdir, new, flags)
+
+
+# -- file systems and locks -----------------------------------------------------
+
+
+def _statfs(k: Kernel, node: Node, buf: int) -> int:
+    tmp: TmpFS = k.ns.tmp
+    if node.dev == DEV_TMPFS:
+        blocks, free = tmp.limit // 4096, max(tmp.limit - tmp.used, 0) // 4096
+        flags = ST_VALID | ST_NOSUID | ST_NODEV
+    else:
+        blocks = free = 0
+        flags = ST_VALID | ST_NOSUID | (0 if node.dev == DEV_DEVFS else ST_RDONLY | ST_NODEV)
+    raw = STATFS.pack(MAGIC.get(node.dev, SQUASHFS_MAGIC), 4096, blocks, free, free,
+                      0, 0, node.dev, 0, NAME_MAX, 4096, flags)
+    k.mem.write(buf, raw)
+    return 0
+
+
+def sys_statfs(k: Kernel, path: int, buf: int, *_: int) -> int:
+    return _statfs(k, _existing(k, AT_FDCWD, path, follow=True), buf)
+
+
+def sys_fstatfs(k: Kernel, fd: int, buf: int, *_: int) -> int:
+    return _statfs(k, _open_node(k, fd), buf)
+
+
+def sys_flock(k: Kernel, fd: int, operation: int, *_: int) -> int:
+    k.fds.get(s32(fd))
+    if s32(operation) & ~LOCK_NB not in (LOCK_SH, LOCK_EX, LOCK_UN):
+        raise SyscallError(errno.EINVAL)
+    return 0  # one process: every lock is granted
+
+
+# -- memfd -----------------------------------------------------------------------
+
+
+class MemfdFile(TmpOpenFile):
+    """A memfd: a tmpfs file in no directory, whose bytes go when its last fd closes."""
+
+    def close(self) -> None:
+        if self.node.links == 0:
+            self.tmpfs.used -= len(self.node.data)
+
+
+def sys_memfd_create(k: Kernel, name: int, flags: int, *_: int) -> int:
+    if flags & ~(MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL | MFD_EXEC):
+        raise SyscallError(errno.EINVAL)
+    try:
+        raw = k.mem.cstring(name, limit=MFD_NAME_MAX + 1)
+    except SyscallError as e:
+        raise SyscallError(errno.EINVAL if e.errno == errno.ENAMETOOLONG else e.errno) from None
+    node = TmpFile(k.ns.tmp.new_ino(), 0o600 if flags & MFD_NOEXEC_SEAL else 0o777)
+    node.links = 0
+    label = f"/memfd:{raw.decode('utf-8', 'surrogateescape')} (deleted)"
+    f = MemfdFile(node, O_RDWR, label, k.ns.tmp)
+    return k.fds.install(f, cloexec=bool(flags & MFD_CLOEXEC))
+
+
+
+# -- extended attributes: none are kept ------------------------------------------
+
+
+def _xattr_node(k: Kernel, target: int, follow: bool, by_fd: bool) -> Node:
+    return _open_node(k, target) if by_fd else _existing(k, AT_FDCWD, target, follow=follow)
+
+
+def _listxattr(k: Kernel, target: int, follow: bool, by_fd: bool) -> int:
+    _xattr_node(k, target, follow, by_fd)
+    return 0  # an empty list
+
+
+def _getxattr(k: Kernel, target: int, follow: bool, by_fd: bool) -> int:
+    _xattr_node(k, target, follow, by_fd)
+    raise SyscallError(errno.ENODATA)
+
+
+def _setxattr(k: Kernel, target: int, follow: bool, by_fd: bool) -> int:
+    _xattr_node(k, target, follow, by_fd)
+    raise SyscallError(errno.EOPNOTSUPP)
+
+
+def sys_listxattr(k: Kernel, path: int, *_: int) -> int:
+    return _listxattr(k, path, True, False)
+
+
+def sys_llistxattr(k: Kernel, path: int, *_: int) -> int:
+    return _listxattr(k, path, False, False)
+
+
+def sys_flistxattr(k: Kernel, fd: int, *_: int) -> int:
+    return _listxattr(k, fd, True, True)
+
+
+def sys_getxattr(k: Kernel, path: int, *_: int) -> int:
+    return _getxattr(k, path, True, False)
+
+
+def sys_lgetxattr(k: Kernel, path: int, *_: int) -> int:
+    return _getxattr(k, path, False, False)
+
+
+def sys_fgetxattr(k: Kernel, fd: int, *_: int) -> int:
+    return _getxattr(k, fd, True, True)
+
+
+def sys_setxattr(k: Kernel, path: int, *_: int) -> int:
+    return _setxattr(k, path, True, False)
+
+
+def sys_lsetxattr(k: Kernel, path: int, *_: int) -> int:
+    return _setxattr(k, path, False, False)
+
+
+def sys_fsetxattr(k: Kernel, fd: int, *_: int) -> int:
+    return _setxattr(k, fd, True, True)
+
+
+def sys_removexattr(k: Kernel, path: int, *_: int) -> int:
+    return _getxattr(k, path, True, False)
+
+
+def sys_lremovexattr(k: Kernel, path: int, *_: int) -> int:
+    return _getxattr(k, path, False, False)
+
+
+def sys_fremovexattr(k: Kernel, fd: int, *_: int) -> int:
+    return _getxattr(k, fd, True, True)

@@ -1,0 +1,197 @@
+"""The small OS pieces real code reads: file metadata, links, /proc, /sys, users, tz, CAs."""
+
+import textwrap
+
+import pytest
+
+from usetl.usf import start_usf
+
+pytestmark = pytest.mark.kvm
+
+
+@pytest.fixture(scope="module")
+def usf(image):
+    u = start_usf(image)
+    yield u
+    u.close()
+
+
+def run(usf, code, timeout=30):
+    r = usf.run_code(textwrap.dedent(code), timeout=timeout)
+    assert r.error is None, r.error
+    return r.stdout.splitlines()
+
+
+def test_chmod_utime_and_shutil_copies_work_in_tmp(usf):
+    out = run(usf, """
+        import os, pathlib, shutil, stat
+        p = pathlib.Path("/tmp/meta/a.txt"); p.parent.mkdir(); p.write_text("hi")
+        p.chmod(0o640); os.utime(p, (1000, 2000.5))
+        s = os.stat(p); print(oct(stat.S_IMODE(s.st_mode)), s.st_atime, s.st_mtime)
+        shutil.copy2(p, "/tmp/meta/b.txt"); s = os.stat("/tmp/meta/b.txt")
+        print(oct(stat.S_IMODE(s.st_mode)), s.st_mtime, open("/tmp/meta/b.txt").read())
+        shutil.copy(p, "/tmp/meta/c.txt"); os.makedirs("/tmp/meta/sub/deep")
+        shutil.copytree("/tmp/meta", "/tmp/meta2"); print(sorted(os.listdir("/tmp/meta2")))
+        os.utime("/tmp/meta/c.txt", ns=(5, 7)); print(os.stat("/tmp/meta/c.txt").st_mtime_ns)
+        fd = os.open("/tmp/meta/c.txt", os.O_RDONLY); os.fchmod(fd, 0o600)
+        print(oct(stat.S_IMODE(os.fstat(fd).st_mode)))
+        for action in (lambda: os.chmod("/usr", 0o777), lambda: os.utime("/usr"),
+                       lambda: os.chmod("/nope", 0o777)):
+            try:
+                action()
+            except OSError as e:
+                print(type(e).__name__, e.errno)
+    """)
+    assert out == [
+        "0o640 1000.0 2000.5",
+        "0o640 2000.5 hi",
+        "['a.txt', 'b.txt', 'c.txt', 'sub']",
+        "7",
+        "0o600",
+        "OSError 30", "OSError 30", "FileNotFoundError 2",
+    ]
+
+
+def test_symlinks_and_hard_links_under_tmp(usf):
+    out = run(usf, """
+        import os, sys
+        os.mkdir("/tmp/ln"); open("/tmp/ln/f", "w").write("data")
+        os.symlink("f", "/tmp/ln/rel"); os.symlink("/tmp/ln", "/tmp/ln/dir")
+        os.symlink("missing", "/tmp/ln/dangling")
+        print(os.readlink("/tmp/ln/rel"), open("/tmp/ln/rel").read(),
+              open("/tmp/ln/dir/dir/f").read(), os.path.islink("/tmp/ln/rel"),
+              os.path.exists("/tmp/ln/dangling"), os.path.lexists("/tmp/ln/dangling"))
+        os.link("/tmp/ln/f", "/tmp/ln/g"); print(os.stat("/tmp/ln/f").st_nlink)
+        os.unlink("/tmp/ln/f"); print(open("/tmp/ln/g").read(), os.stat("/tmp/ln/g").st_nlink)
+        os.symlink("/tmp/ln/g", "/tmp/ln/viasym", dir_fd=None)
+        os.link("/tmp/ln/viasym", "/tmp/ln/h")  # link(2) links the symlink itself
+        print(os.path.islink("/tmp/ln/h"), os.stat("/tmp/ln/g").st_nlink)
+        os.link("/tmp/ln/viasym", "/tmp/ln/i", src_dir_fd=os.open("/", os.O_RDONLY),
+                follow_symlinks=True)  # linkat(AT_SYMLINK_FOLLOW) links its target
+        print(os.path.islink("/tmp/ln/i"), os.stat("/tmp/ln/g").st_nlink)
+        for action in (lambda: os.symlink("x", "/usr/x"), lambda: os.link("/usr", "/tmp/u"),
+                       lambda: os.link("/tmp/ln/g", "/tmp/ln/h"),
+                       lambda: os.link(sys.executable, "/tmp/ln/os")):
+            try:
+                action()
+            except OSError as e:
+                print(e.errno)
+    """)
+    assert out == ["f data data True False True", "2", "data 1", "True 1", "False 2",
+                   "30", "1", "17", "18"]
+
+
+def test_statfs_memfd_and_flock(usf):
+    out = run(usf, """
+        import fcntl, mmap, os
+        t, u = os.statvfs("/tmp"), os.statvfs("/usr")
+        print(t.f_bsize, t.f_blocks == 64 * 256, bool(t.f_flag & os.ST_RDONLY),
+              bool(u.f_flag & os.ST_RDONLY))
+        fd = os.memfd_create("buf", os.MFD_CLOEXEC)
+        os.write(fd, b"x" * 5000); os.lseek(fd, 0, 0); print(len(os.read(fd, 10000)))
+        print(os.fstat(fd).st_size, os.fstat(fd).st_nlink, os.get_inheritable(fd))
+        with mmap.mmap(fd, 5000, mmap.MAP_PRIVATE) as m:
+            print(m[:3])
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); fcntl.flock(fd, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(fd, 99)
+        except OSError as e:
+            print(e.errno)
+        os.close(fd)
+    """)
+    assert out == ["4096 True False True", "5000", "5000 0 False", "b'xxx'", "22"]
+
+
+def test_proc_and_sys_describe_one_process_on_one_cpu(usf):
+    out = run(usf, """
+        import os
+        status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
+        print(status["Pid"].strip(), status["Threads"].strip(), status["Uid"].split()[0])
+        maps = open("/proc/self/maps").read().splitlines()
+        print(any(l.endswith("[stack]") for l in maps), any("libc" in l for l in maps))
+        cpu = open("/proc/cpuinfo").read()
+        print(cpu.count("processor"), "model name" in cpu)
+        mem = dict(l.split(":") for l in open("/proc/meminfo").read().splitlines())
+        print(mem["MemTotal"].strip())
+        print(open("/sys/devices/system/cpu/online").read().strip(), os.cpu_count())
+        print(sorted(os.listdir("/proc/self")))
+    """)
+    assert out[0] == "1 1 1000"
+    assert out[1] == "True True"
+    assert out[2] == "1 True"
+    assert out[3] == f"{256 * 1024} kB"
+    assert out[4] == "0 1"
+    assert out[5] == "['exe', 'maps', 'status']"
+
+
+def test_users_and_the_tz_database(usf):
+    out = run(usf, """
+        import datetime, getpass, grp, os, pwd, zoneinfo
+        user, group = pwd.getpwuid(os.getuid()), grp.getgrgid(os.getgid())
+        print(getpass.getuser(), user.pw_dir, group.gr_name)
+        paris = zoneinfo.ZoneInfo("Europe/Paris")
+        print(datetime.datetime(2026, 7, 1, tzinfo=paris).utcoffset(),
+              datetime.datetime(2026, 1, 1, tzinfo=paris).tzname())
+        print("America/New_York" in zoneinfo.available_timezones())
+        print(set(os.listdir("/etc")) >= {"passwd", "group"})
+    """)
+    assert out == ["usetl /tmp usetl", "2:00:00 CET", "True", "True"]
+
+
+def test_the_image_carries_ca_certificates_for_the_default_context(usf):
+    out = run(usf, """
+        import ssl
+        stats = ssl.create_default_context().cert_store_stats()
+        print(stats["x509_ca"] > 10)
+    """)
+    assert out == ["True"]
+
+
+def test_child_processes_are_refused_with_one_clear_error(usf):
+    r = usf.run_code(textwrap.dedent("""
+        import errno, multiprocessing, os, subprocess
+        for name, action in [
+            ("fork", os.fork),
+            ("posix_spawn", lambda: os.posix_spawn("/bin/true", ["true"], {})),
+            ("exec", lambda: os.execv("/bin/true", ["true"])),
+            ("subprocess", lambda: subprocess.run(["true"])),
+            ("multiprocessing", lambda: multiprocessing.Process(target=print).start()),
+        ]:
+            try:
+                action()
+                print(name, "allowed")
+            except OSError as e:
+                # pipe2 comes first in the last two; where it is missing, ENOSYS
+                print(name, "ENOSYS" if e.errno == errno.ENOSYS else type(e).__name__)
+    """), timeout=30)
+    assert r.error is None, r.error
+    out = dict(line.split() for line in r.stdout.splitlines())
+    assert out["fork"] == out["posix_spawn"] == out["exec"] == "PermissionError"
+    assert out["subprocess"] in ("PermissionError", "ENOSYS")
+    assert out["multiprocessing"] in ("PermissionError", "ENOSYS")
+    notes = r.stderr.splitlines()
+    assert "usetl: clone refused: a USF runs no child processes" in notes[0]
+    assert any(line.startswith("usetl: execve refused") for line in notes)
+    refusals = 3 + [out["subprocess"], out["multiprocessing"]].count("PermissionError")
+    assert len(notes) == refusals
+
+
+def test_chown_to_itself_mknod_of_files_and_creating_with_a_trailing_slash(usf):
+    out = run(usf, """
+        import os, stat
+        os.mkdir("/tmp/own"); open("/tmp/own/f", "w").close()
+        os.chown("/tmp/own/f", os.getuid(), os.getgid()); os.chown("/tmp/own/f", -1, -1)
+        os.mknod("/tmp/own/n", 0o600 | stat.S_IFREG)
+        s = os.stat("/tmp/own/n")
+        print(stat.filemode(s.st_mode), s.st_uid == os.getuid(), os.stat("/usr").st_uid)
+        fd = os.open("/tmp/own/f", os.O_RDONLY); os.set_inheritable(fd, True)
+        print(os.get_inheritable(fd)); os.set_inheritable(fd, False); print(os.get_inheritable(fd))
+        for action in (lambda: os.chown("/tmp/own/f", 0, 0), lambda: os.chown("/usr", -1, -1),
+                       lambda: os.mkfifo("/tmp/own/fifo"), lambda: open("/tmp/own/new/", "w")):
+            try:
+                action()
+            except OSError as e:
+                print(type(e).__name__, e.errno)
+    """)
+    assert out == ["-rw------- True 0", "True", "False", "PermissionError 1", "OSError 30",
+                   "PermissionError 1", "IsADirectoryError 21"]

@@ -1,0 +1,203 @@
+"""Signals delivered to the guest: timers, signals to itself, rt_sigframe and rt_sigreturn."""
+
+import shutil
+import signal
+import socket
+import subprocess
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from usetl.etl.policy import UrlPolicy
+from usetl.usf import UsfConfig, boot_usf, start_usf
+
+pytestmark = pytest.mark.kvm
+
+PROGRAMS = Path(__file__).parent / "programs"
+
+
+@pytest.fixture(scope="module")
+def usf(image):
+    u = start_usf(image)
+    yield u
+    u.close()
+
+
+def run(usf, code, timeout=30):
+    r = usf.run_code(textwrap.dedent(code), timeout=timeout)
+    assert r.error is None, r.error
+    return r.stdout.splitlines()
+
+
+def build(tmp_path, name):
+    if not shutil.which("gcc"):
+        pytest.fail("gcc is needed to build the test program")
+    exe = tmp_path / name
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(exe), str(PROGRAMS / f"{name}.c")],
+                   check=True)
+    return exe
+
+
+def test_a_c_program_sees_linux_signal_semantics(image, tmp_path):
+    """SA_SIGINFO, SA_ONSTACK, SA_NODEFER, masks, EINTR, registers: host and USF agree."""
+    exe = build(tmp_path, "signals")
+    host = subprocess.run([str(exe)], capture_output=True, timeout=60)
+    assert host.returncode == -signal.SIGALRM
+    with boot_usf("/tmp/signals", ["/tmp/signals"], image, UsfConfig(mem_mib=32),
+                  files={"signals": exe.read_bytes()}) as u:
+        result = u.run_program(timeout=60)
+        assert u.kernel.term_signal == signal.SIGALRM
+    assert result.status == 128 + signal.SIGALRM
+    assert result.stdout == host.stdout
+    lines = result.stdout.decode().splitlines()
+    assert lines[0] == "siginfo 1 altstack 1 fpu 1"
+    assert "registers survive 1" in lines and "not reached" not in lines
+
+
+def test_alarm_interrupts_sleep_and_a_busy_loop(usf):
+    out = run(usf, """
+        import signal, time
+        class Expired(Exception):
+            pass
+        calls = []
+        def on_alarm(signum, frame):
+            calls.append(signum)
+            if len(calls) == 2:
+                raise Expired
+        signal.signal(signal.SIGALRM, on_alarm)
+        print(signal.alarm(1), signal.alarm(1))
+        t = time.monotonic(); time.sleep(1.5)  # the handler runs, then the sleep goes on
+        print(calls, time.monotonic() - t >= 1.5)
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        try:
+            while True:
+                pass
+        except Expired:
+            print("busy loop ended by the handler")
+        signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)
+        total = 0.0
+        while len(calls) < 8:
+            total += 0.5
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        print(len(calls), total == int(total * 2) / 2, signal.getitimer(signal.ITIMER_REAL))
+    """)
+    assert out == ["0 1", "[14] True", "busy loop ended by the handler", "8 True (0.0, 0.0)"]
+
+
+def test_signals_to_itself_run_handlers_and_respect_the_mask(usf):
+    out = run(usf, """
+        import os, signal
+        seen = []
+        signal.signal(signal.SIGUSR1, lambda s, f: seen.append("usr1"))
+        signal.signal(signal.SIGUSR2, lambda s, f: seen.append("usr2"))
+        os.kill(os.getpid(), signal.SIGUSR1); signal.raise_signal(signal.SIGUSR2)
+        print(seen)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        os.kill(os.getpid(), signal.SIGUSR1)
+        print(seen[2:], signal.sigpending() == {signal.SIGUSR1})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+        print(seen[2:])
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN); os.kill(os.getpid(), signal.SIGUSR1)
+        status = dict(l.split(":\\t") for l in open("/proc/self/status").read().splitlines())
+        caught, ignored = int(status["SigCgt"], 16), int(status["SigIgn"], 16)
+        bit = lambda sig: 1 << (sig - 1)
+        print(len(seen), bool(caught & bit(signal.SIGUSR2)), bool(ignored & bit(signal.SIGUSR1)))
+        try:
+            os.kill(2, signal.SIGUSR1)
+        except ProcessLookupError:
+            print("other pids: ESRCH")
+    """)
+    assert out == ["['usr1', 'usr2']", "[] True", "['usr1']", "3 True True", "other pids: ESRCH"]
+
+
+def test_an_unhandled_sigalrm_kills_the_guest_and_the_deadline_stays_the_monitors(image):
+    with start_usf(image) as u:
+        r = u.run_code("import signal, time\nsignal.alarm(1)\ntime.sleep(5)\n", timeout=30)
+        assert r.error.type == "GuestExit"
+        assert r.error.message == "the guest was killed by SIGALRM"
+    with start_usf(image) as u:
+        code = "import signal\nsignal.signal(signal.SIGALRM, lambda *a: None)\n"
+        code += "signal.setitimer(signal.ITIMER_REAL, 0.1, 0.1)\nsignal.pause()\n"
+        r = u.run_code(code + "while True:\n    signal.pause()\n", timeout=1.5)
+        assert r.error.type == "Timeout"
+
+
+@pytest.fixture
+def answers_when_poked():
+    """A TCP server on 127.0.0.1 that answers 'hello' to each connection once it reads a byte."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                if conn.recv(1):
+                    conn.sendall(b"hello")
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+def test_sa_restart_restarts_an_interrupted_recv(image, tmp_path, answers_when_poked):
+    exe = build(tmp_path, "restart")
+    port = str(answers_when_poked)
+    host = subprocess.run([str(exe), port], capture_output=True, timeout=60)
+    with boot_usf("/tmp/restart", ["/tmp/restart", port], image, UsfConfig(mem_mib=32),
+                  files={"restart": exe.read_bytes()}) as u:
+        u.kernel.allow_sockets(UrlPolicy([f"http://127.0.0.1:{port}/"]))
+        result = u.run_program(timeout=60)
+    assert result.stdout == host.stdout
+    assert result.stdout.decode().splitlines() == [
+        "restart: 5 hello", "no restart: -1 Interrupted system call"]
+
+
+def test_cpu_time_timers_send_sigvtalrm_and_sigprof_to_a_busy_guest(usf):
+    out = run(usf, """
+        import signal
+        seen = []
+        for sig in (signal.SIGVTALRM, signal.SIGPROF):
+            signal.signal(sig, lambda s, f: seen.append(s))
+        for which in (signal.ITIMER_VIRTUAL, signal.ITIMER_PROF):
+            signal.setitimer(which, 0.2, 0.05)
+            left, period = signal.getitimer(which)
+            print(0 < left <= 0.2, period)
+            count = len(seen)
+            while len(seen) < count + 3:
+                pass
+            signal.setitimer(which, 0)
+            print(signal.getitimer(which))
+        print([signal.Signals(s).name for s in sorted(set(seen))])
+    """)
+    assert out == ["True 0.05", "(0.0, 0.0)", "True 0.05", "(0.0, 0.0)",
+                   "['SIGVTALRM', 'SIGPROF']"]
+
+
+def test_a_bogus_rt_sigreturn_ends_the_guest_not_the_monitor(image):
+    with start_usf(image) as u:
+        r = u.run_code("import ctypes\nctypes.CDLL(None).syscall(15)\n", timeout=30)
+        assert r.error.type in ("GuestExit", "GuestFault"), r.error
+
+
+def test_sigwait_and_sigtimedwait_take_blocked_signals(usf):
+    out = run(usf, """
+        import os, signal, time
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGALRM})
+        os.kill(os.getpid(), signal.SIGUSR1)
+        print(signal.sigwait({signal.SIGUSR1, signal.SIGUSR2}) == signal.SIGUSR1)
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        t = time.monotonic()
+        info = signal.sigtimedwait({signal.SIGALRM}, 5)
+        print(info.si_signo == signal.SIGALRM, 0.15 < time.monotonic() - t < 2)
+        print(signal.sigtimedwait({signal.SIGUSR2}, 0.1), signal.sigpending())
+        signal.raise_signal(signal.SIGUSR1)
+        info = signal.sigwaitinfo({signal.SIGUSR1})  # glibc folds SI_TKILL into SI_USER
+        print(info.si_code == 0, info.si_pid == os.getpid(), info.si_uid == os.getuid())
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1, signal.SIGALRM})
+    """)
+    assert out == ["True", "True True", "None set()", "True True True"]
