@@ -99,6 +99,13 @@ class FunctionPool:
         """
         return self.ready.pop() if self.spec.reuse == REUSE_WARM else self.ready.popleft()
 
+    def add_fresh(self, instance: Instance) -> None:
+        """A new instance joins the ready ones: under warm reuse, behind the warm ones."""
+        if self.spec.reuse == REUSE_WARM:
+            self.ready.appendleft(instance)
+        else:
+            self.ready.append(instance)
+
     def take_surplus(self) -> Instance:
         """The instance to close when there are too many: the one take_ready() would not."""
         return self.ready.popleft() if self.spec.reuse == REUSE_WARM else self.ready.pop()
@@ -425,7 +432,7 @@ class Pool:
                     return
             instance = self._fork(pool)
             with self.cond:
-                pool.ready.append(instance)
+                pool.add_fresh(instance)
                 self.cond.notify_all()
 
     def _make_room(self, exclude: str | None) -> None:
