@@ -26,8 +26,8 @@ from usetl.abi import (
     GUEST_ENDED,
     GUEST_EXIT,
     GUEST_FAULT,
-    HANDLER,
     INSTANCE_DIED,
+    PLATFORM,
     PLATFORM_ERROR,
     RESULT_TOO_LARGE,
     SANDBOX_ERROR,
@@ -57,7 +57,8 @@ class ErrorInfo(msgspec.Struct, frozen=True):
     """Why an invocation (or a load) failed: usetl.abi.error's form as a type.
 
     kind (usetl.abi.ERROR_KINDS) is "handler" for an exception the function's code
-    raised; left empty, it is the one usetl.abi.ERROR_TYPES gives the type, else "handler".
+    raised, which the agent always says. Left empty (an error the host made), it is the
+    one usetl.abi.ERROR_TYPES gives the type, else "platform".
     """
 
     type: str
@@ -67,7 +68,7 @@ class ErrorInfo(msgspec.Struct, frozen=True):
 
     def __post_init__(self) -> None:
         if not self.kind:
-            msgspec.structs.force_setattr(self, "kind", ERROR_TYPES.get(self.type, HANDLER))
+            msgspec.structs.force_setattr(self, "kind", ERROR_TYPES.get(self.type, PLATFORM))
         elif self.kind not in ERROR_KINDS:
             raise ValueError(f"unknown error kind {self.kind!r}")
 

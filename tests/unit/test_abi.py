@@ -86,7 +86,8 @@ def test_the_image_and_the_process_sandbox_carry_the_monitors_own_contract(image
 
 def test_the_host_error_type_carries_the_contracts_kind():
     assert ErrorInfo(abi.TIMEOUT, "too slow").kind == abi.SANDBOX
-    assert ErrorInfo("KeyError", "'x'").kind == abi.HANDLER
+    assert ErrorInfo("HyperForkError", "no clone").kind == abi.PLATFORM  # made by the host
+    assert ErrorInfo(**abi.error("KeyError", "'x'", abi.HANDLER)).kind == abi.HANDLER
     assert ErrorInfo(**abi.error(abi.RESULT_TOO_LARGE, "big")).as_dict() == abi.error(
         abi.RESULT_TOO_LARGE, "big")
     with pytest.raises(ValueError, match="unknown error kind"):
