@@ -1,6 +1,6 @@
 """An invocation's result: one type from the guest agent's reply to the stored record.
 
-The monitor (usf.py) builds an `InvocationResult` from the agent's reply, a
+The monitor (usf/running.py) builds an `InvocationResult` from the agent's reply, a
 clone process sends it to the server as a typed message (hyperfork/protocol.py),
 the platform stores it and answers with it. Errors are `ErrorInfo`: a type
 (the exception's class name for an error in the function's code, or one of the
@@ -15,21 +15,30 @@ from typing import Any
 
 import msgspec
 
-# Error types the monitor and the platform produce (the function's own errors carry
-# their exception's class name).
-TIMEOUT = "Timeout"  # the invocation ran past its deadline; the guest was stopped
-GUEST_FAULT = "GuestFault"  # a CPU exception in the guest (page fault, invalid opcode...)
-GUEST_CRASH = "GuestCrash"  # the VM stopped in a way the monitor could not serve
-GUEST_EXIT = "GuestExit"  # the guest's process exited or was killed by a signal
-AGENT_ERROR = "AgentError"  # the guest agent broke the protocol (no reply, a malformed one)
-SANDBOX_ERROR = "SandboxError"  # the instance's process failed or went away
-INSTANCE_DIED = "InstanceDied"  # a process backend instance's process died
-PLATFORM_ERROR = "PlatformError"  # the platform could not run the invocation
-RESULT_TOO_LARGE = "ResultTooLarge"
-FUNCTION_DELETED = "FunctionDeleted"
+# The error types the monitor and the platform produce are the contract's (the function's
+# own errors carry their exception's class name).
+from usetl.abi import (
+    AGENT_ERROR,
+    ERROR_KINDS,
+    ERROR_TYPES,
+    FUNCTION_DELETED,
+    GUEST_CRASH,
+    GUEST_ENDED,
+    GUEST_EXIT,
+    GUEST_FAULT,
+    INSTANCE_DIED,
+    PLATFORM,
+    PLATFORM_ERROR,
+    RESULT_TOO_LARGE,
+    SANDBOX_ERROR,
+    TIMEOUT,
+)
 
-# After these the instance's guest is gone: it cannot serve again.
-GUEST_ENDED = frozenset({TIMEOUT, GUEST_FAULT, GUEST_CRASH, GUEST_EXIT, AGENT_ERROR})
+__all__ = [
+    "AGENT_ERROR", "FUNCTION_DELETED", "GUEST_CRASH", "GUEST_ENDED", "GUEST_EXIT", "GUEST_FAULT",
+    "INSTANCE_DIED", "PLATFORM_ERROR", "RESULT_TOO_LARGE", "SANDBOX_ERROR", "TIMEOUT",
+    "ErrorInfo", "InvocationResult", "IoUsage", "invocation_context",
+]
 
 
 def invocation_context(memory_mib: int, timeout: float | None, request_id: str | None = None,
@@ -45,14 +54,27 @@ def invocation_context(memory_mib: int, timeout: float | None, request_id: str |
 
 
 class ErrorInfo(msgspec.Struct, frozen=True):
-    """Why an invocation (or a load) failed."""
+    """Why an invocation (or a load) failed: usetl.abi.error's form as a type.
+
+    kind (usetl.abi.ERROR_KINDS) is "handler" for an exception the function's code
+    raised, which the agent always says. Left empty (an error the host made), it is the
+    one usetl.abi.ERROR_TYPES gives the type, else "platform".
+    """
 
     type: str
     message: str
     traceback: str = ""
+    kind: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.kind:
+            msgspec.structs.force_setattr(self, "kind", ERROR_TYPES.get(self.type, PLATFORM))
+        elif self.kind not in ERROR_KINDS:
+            raise ValueError(f"unknown error kind {self.kind!r}")
 
     def as_dict(self) -> dict[str, str]:
-        return {"type": self.type, "message": self.message, "traceback": self.traceback}
+        return {"type": self.type, "message": self.message, "traceback": self.traceback,
+                "kind": self.kind}
 
     def text(self) -> str:
         """The traceback if there is one, else "type: message" (for a terminal)."""

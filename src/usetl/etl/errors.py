@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
+from usetl.abi.etl import ERROR_KINDS
 from usetl.errors import UsetlError
 
 from .accounting import IoAccount
-
-KINDS = frozenset(
-    {"denied", "dns", "refused", "timeout", "http_status", "too_large", "invalid", "connection"}
-)
 
 
 class EtlError(UsetlError):
@@ -22,7 +19,7 @@ class EtlError(UsetlError):
     """
 
     def __init__(self, url: str, reason: str, kind: str, status: int | None = None):
-        if kind not in KINDS:
+        if kind not in ERROR_KINDS:
             raise ValueError(f"unknown EtlError kind {kind!r}")
         super().__init__(url, reason, kind, status)
         self.url = url

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from usetl.abi import etl as wire
+
 from .accounting import IoAccount
 from .errors import EtlError
 from .policy import Target, UrlPolicy
@@ -131,12 +133,12 @@ class HttpClient:
                         continue
                     if status >= 400:
                         reason = response.reason_phrase or "error"
-                        raise EtlError(url, f"HTTP {status} {reason}", "http_status", status)
+                        raise EtlError(url, f"HTTP {status} {reason}", wire.HTTP_STATUS, status)
                     size = self._receive(response, dest, url, account, deadline)
                     return Transfer(url, status, dict(response.headers), size, account)
                 finally:
                     response.close()
-            raise EtlError(url, f"more than {self.max_redirects} redirects", "connection")
+            raise EtlError(url, f"more than {self.max_redirects} redirects", wire.CONNECTION)
         except (httpx.HTTPError, EtlError) as e:
             error = e if isinstance(e, EtlError) else self._transport_error(url, e)
             error.account = account  # a failed request is billed too
@@ -191,17 +193,18 @@ class HttpClient:
     ) -> int:
         length = response.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > len(dest):
-            raise EtlError(url, f"the body ({length} B) is larger than {len(dest)} B", "too_large")
+            raise EtlError(url, f"the body ({length} B) is larger than {len(dest)} B",
+                           wire.TOO_LARGE)
         offset = 0
         try:
             for chunk in response.iter_bytes():
                 end = offset + len(chunk)
                 if end > len(dest):
-                    raise EtlError(url, f"the body is larger than {len(dest)} B", "too_large")
+                    raise EtlError(url, f"the body is larger than {len(dest)} B", wire.TOO_LARGE)
                 dest[offset:end] = chunk
                 offset = end
                 if deadline is not None and time.monotonic() > deadline:
-                    raise EtlError(url, "the deadline passed during the transfer", "timeout")
+                    raise EtlError(url, "the deadline passed during the transfer", wire.TIMEOUT)
         finally:
             account.bytes_in += response.num_bytes_downloaded
         return offset
@@ -211,13 +214,13 @@ class HttpClient:
             return self.timeout
         left = deadline - time.monotonic()
         if left <= 0:
-            raise EtlError(url, "the deadline passed before the request", "timeout")
+            raise EtlError(url, "the deadline passed before the request", wire.TIMEOUT)
         return min(self.timeout, left)
 
     def _transport_error(self, url: str, e: httpx.HTTPError) -> EtlError:
         if isinstance(e, httpx.TimeoutException):
             reason = f"timed out ({type(e).__name__}, limit {self.timeout:g} s)"
-            return EtlError(url, reason, "timeout")
+            return EtlError(url, reason, wire.TIMEOUT)
         if _caused_by(e, ConnectionRefusedError):
-            return EtlError(url, "connection refused", "refused")
-        return EtlError(url, f"{type(e).__name__}: {e}", "connection")
+            return EtlError(url, "connection refused", wire.REFUSED)
+        return EtlError(url, f"{type(e).__name__}: {e}", wire.CONNECTION)

@@ -35,6 +35,8 @@ from urllib.parse import unquote
 
 import httpx
 
+from usetl.abi import etl as wire
+
 from .errors import EtlError
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -115,19 +117,19 @@ def _parse(url: str) -> _Url:
     try:
         u = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError) as e:
-        raise EtlError(url, f"not a valid URL ({e})", "invalid") from None
+        raise EtlError(url, f"not a valid URL ({e})", wire.INVALID) from None
     scheme = u.scheme
     if scheme not in DEFAULT_PORTS:
-        raise EtlError(url, f"scheme {scheme or '(none)'!r} is not http or https", "invalid")
+        raise EtlError(url, f"scheme {scheme or '(none)'!r} is not http or https", wire.INVALID)
     if not u.host:
-        raise EtlError(url, "the URL has no host", "invalid")
+        raise EtlError(url, "the URL has no host", wire.INVALID)
     if u.userinfo:
-        raise EtlError(url, "credentials in the URL are not accepted", "invalid")
+        raise EtlError(url, "credentials in the URL are not accepted", wire.INVALID)
     raw = u.raw_path.decode("ascii")
     path = raw.split("?", 1)[0]
     segments = unquote(path).replace("\\", "/").split("/")
     if "." in segments or ".." in segments:
-        raise EtlError(url, "the path has '.' or '..' segments", "invalid")
+        raise EtlError(url, "the path has '.' or '..' segments", wire.INVALID)
     port = u.port if u.port is not None else DEFAULT_PORTS[scheme]
     return _Url(scheme, _canonical_host(u.host), port, path, raw or "/")
 
@@ -140,13 +142,13 @@ def resolve(host: str, port: int, url: str) -> list[IpAddress]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as e:
-        raise EtlError(url, f"cannot resolve {host}: {e}", "dns") from None
+        raise EtlError(url, f"cannot resolve {host}: {e}", wire.DNS) from None
     seen: dict[IpAddress, None] = {}
     for family, *_, sockaddr in infos:
         if family in (socket.AF_INET, socket.AF_INET6):
             seen[ipaddress.ip_address(sockaddr[0].split("%", 1)[0])] = None
     if not seen:
-        raise EtlError(url, f"{host} has no IPv4 or IPv6 address", "dns")
+        raise EtlError(url, f"{host} has no IPv4 or IPv6 address", wire.DNS)
     return list(seen)
 
 
@@ -158,7 +160,7 @@ class UrlPolicy:
         for text in allow:
             u = _parse(text)
             if "?" in u.target:
-                raise EtlError(text, "an allow prefix cannot have a query", "invalid")
+                raise EtlError(text, "an allow prefix cannot have a query", wire.INVALID)
             self.prefixes.append(_Prefix(text, u))
         self.allow_private = allow_private
 
@@ -171,7 +173,7 @@ class UrlPolicy:
         u = _parse(url)
         covering = [p for p in self.prefixes if p.covers(u)]
         if not covering:
-            raise EtlError(url, "not covered by the allow-list", "denied")
+            raise EtlError(url, "not covered by the allow-list", wire.DENIED)
         addresses = resolve(u.host, u.port, url)
         for ip in addresses:
             self._check_address(ip, covering, url, u.host)
@@ -206,7 +208,7 @@ class UrlPolicy:
                     except EtlError:
                         continue
         if not covering:
-            raise EtlError(where, "not covered by the allow-list", "denied")
+            raise EtlError(where, "not covered by the allow-list", wire.DENIED)
         addresses = resolve(name, port, where)
         for ip in addresses:
             self._check_address(ip, covering, where, name)
@@ -243,5 +245,5 @@ class UrlPolicy:
             url,
             f"{what}{ip}, a non-global (private, loopback, link-local or reserved) address "
             "the allow-list does not name",
-            "denied",
+            wire.DENIED,
         )

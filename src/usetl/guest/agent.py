@@ -1,23 +1,27 @@
-"""The guest agent: the first Python program a USF runs.
+"""The guest runtime's agent: the loop that runs a function, in a USF and in a process.
 
-It opens the monitor's channel (/dev/usetl) and loops: read a request (a
-read that blocks, with the VM paused, until the monitor has work), run it,
-write the reply. A message is an 8-byte little-endian length and JSON.
-That read is the agent's only wait: templates are captured there.
+In a USF it is the first Python program the guest runs (as a script): it
+opens the monitor's channel (/dev/usetl) and loops: read a request (a read
+that blocks, with the VM paused, until the monitor has work), run it, write
+the reply. That read is the agent's only wait: templates are captured there.
+In the process backend the zygote imports this module and serves each
+instance's socket with the same loop (usetl.sandbox): the channel is the
+only difference.
 
-Requests ("kind"):
+The messages are usetl.abi's: first a ready message with the protocol
+version, then one reply per request (abi.REQUESTS):
 - exec: run Python source ("code") as __main__.
-- load: import the function's module once ("source" + "filename", or a
-  guest "path" of a .py file or a package directory; "sys_path" entries are
-  prepended to sys.path) and keep its "handler"; the reply has import_ms
-  and modules (len(sys.modules)).
+- load: import the function's module once ("source" + "filename", a guest
+  "path" of a .py file or a package directory, or a "module" name;
+  "sys_path" entries are prepended to sys.path) and keep its "handler"; the
+  reply has import_ms and modules (len(sys.modules)).
 - identity: a clone's first request (HyperFork): fresh seeds and instance id.
 - invoke: call handler(event, context) with the "event" (or the JSON file
   named "event_file" the host put in its ETL region) and the "context"; the
   reply has the return value, which must be JSON-serialisable.
-Every reply has "error" (None, or type, message and traceback), guest_ms
-and guest_cpu_ms (the monitor process's CPU time, which is the vCPU's plus
-the host's work for the guest's syscalls).
+Every reply has "error" (None, or abi.error's form), guest_ms and
+guest_cpu_ms (the process's CPU time: in a USF the vCPU's plus the host's
+work for the guest's syscalls).
 """
 
 import json
@@ -25,33 +29,43 @@ import os
 import sys
 import time
 
-CHANNEL = "/dev/usetl"
-HEADER = 8
+if __name__ == "__main__":
+    # /usetl/lib: where `usetl` (this runtime, usetl.etl and usetl.abi) is baked.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from usetl import abi  # noqa: E402 - after the path it is found on
 
-_fd = os.open(CHANNEL, os.O_RDWR)
-_buffer = bytearray(1 << 20)
 _sources = {}  # filename -> source of code that has no file in the guest (for tracebacks)
 _function = {"handler": None, "module": None}
 
 
-def receive():
-    n = os.readv(_fd, [_buffer])
-    size = int.from_bytes(_buffer[:HEADER], "little")
-    data = bytearray(_buffer[HEADER:n])
-    while len(data) < size:
-        data += os.read(_fd, size - len(data))
-    return json.loads(data)
+class DeviceChannel:
+    """A USF's /dev/usetl: a blocking read waits (the VM paused) for the next request."""
+
+    def __init__(self):
+        self.fd = os.open(abi.AGENT_DEVICE, os.O_RDWR)
+        self.buffer = bytearray(1 << 20)
+
+    def receive(self):
+        n = os.readv(self.fd, [self.buffer])
+        header = abi.FRAME_HEADER_SIZE
+        size = abi.body_length(self.buffer[:header])
+        data = bytearray(self.buffer[header:n])
+        while len(data) < size:
+            data += os.read(self.fd, size - len(data))
+        return abi.decode(data)
+
+    def finish(self, reply):
+        return reply  # the monitor captures the console and measures memory itself
+
+    def send(self, frame):
+        view = memoryview(frame)
+        while view:
+            view = view[os.write(self.fd, view) :]
 
 
-def send(payload):
-    view = memoryview(len(payload).to_bytes(HEADER, "little") + payload)
-    while view:
-        view = view[os.write(_fd, view) :]
-
-
-def describe(exc):
+def describe(exc, kind=abi.HANDLER):
+    """An exception in abi.error's form, its traceback starting at the user's code."""
     # Imported only when needed: every module imported here is start-up time.
     import linecache
     import traceback
@@ -59,14 +73,10 @@ def describe(exc):
     for filename, source in _sources.items():
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     tb = exc.__traceback__
-    # Start the traceback at the user's code, not in this agent.
     while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
         tb = tb.tb_next
-    return {
-        "type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(type(exc), exc, tb)),
-    }
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    return abi.error(type(exc).__name__, str(exc), kind, text)
 
 
 def run_code(request):
@@ -77,23 +87,32 @@ def run_code(request):
     return {}
 
 
+def _import_source(request):
+    filename = request["filename"]
+    name = os.path.splitext(os.path.basename(filename))[0]
+    if name in sys.modules and sys.modules[name] is not _function.get("module"):
+        raise ImportError(f"{filename} would replace the module {name!r}: rename the file")
+    _sources[filename] = request["source"]
+    module = type(sys)(name)
+    module.__file__ = filename
+    sys.modules[name] = module
+    try:
+        exec(compile(request["source"], filename, "exec"), module.__dict__)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
 def load(request):
     started = time.perf_counter()
     sys.path[:0] = request.get("sys_path", [])
     if "source" in request:
-        filename = request["filename"]
-        name = os.path.splitext(os.path.basename(filename))[0]
-        if name in sys.modules and sys.modules[name] is not _function.get("module"):
-            raise ImportError(f"{filename} would replace the module {name!r}: rename the file")
-        _sources[filename] = request["source"]
-        module = type(sys)(name)
-        module.__file__ = filename
-        sys.modules[name] = module
-        try:
-            exec(compile(request["source"], filename, "exec"), module.__dict__)
-        except BaseException:
-            del sys.modules[name]
-            raise
+        module = _import_source(request)
+    elif "module" in request:
+        import importlib
+
+        module = importlib.import_module(request["module"])
     else:
         path = request["path"].rstrip("/")
         directory, base = os.path.split(path)
@@ -150,44 +169,57 @@ def refresh_identity(request):
 
 
 HANDLERS = {
-    "exec": run_code, "load": load, "invoke": invoke, "identity": refresh_identity,
+    abi.EXEC: run_code, abi.LOAD: load, abi.INVOKE: invoke, abi.IDENTITY: refresh_identity,
 }
 
 
-def serve():
-    while True:
-        request = receive()
-        started = time.perf_counter()
-        cpu_started = time.process_time()
-        error = None
-        reply = {}
-        try:
-            reply = HANDLERS[request["kind"]](request)
-        except SystemExit as e:
-            if e.code not in (None, 0):
-                error = describe(e)
-        except BaseException as e:
+def answer(request):
+    """Run one request; the reply has its error (None if it succeeded) and times."""
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    error = None
+    reply = {}
+    try:
+        abi.check_request(request)
+        reply = HANDLERS[request["kind"]](request)
+    except abi.ProtocolError as e:
+        error = abi.error(abi.PROTOCOL_ERROR, str(e))
+    except SystemExit as e:
+        if e.code not in (None, 0):
             error = describe(e)
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        reply["error"] = error
-        reply["guest_ms"] = (time.perf_counter() - started) * 1e3
-        reply["guest_cpu_ms"] = (time.process_time() - cpu_started) * 1e3
+    except BaseException as e:  # noqa: B036 - the function's failure is the request's result
+        error = describe(e)
+    for stream in (sys.stdout, sys.stderr):
         try:
-            payload = json.dumps(reply).encode()
-        except (TypeError, ValueError) as e:
-            value = reply.pop("value", None)
-            reply["error"] = {
-                "type": "TypeError",
-                "message": f"the handler's return value ({type(value).__name__}) is not "
-                f"JSON-serialisable: {e}",
-                "traceback": "",
-            }
-            payload = json.dumps(reply).encode()
-        send(payload)
+            stream.flush()
+        except Exception:  # a stream the function broke must not lose the reply
+            pass
+    reply["error"] = error
+    reply["guest_ms"] = (time.perf_counter() - started) * 1e3
+    reply["guest_cpu_ms"] = (time.process_time() - cpu_started) * 1e3
+    return reply
 
 
-serve()
+def encode_reply(reply):
+    """The reply's frame; a value JSON cannot carry becomes the invocation's error."""
+    try:
+        return abi.encode(reply)
+    except (TypeError, ValueError) as e:
+        value = reply.pop("value", None)
+        reply["error"] = abi.error(
+            "TypeError",
+            f"the handler's return value ({type(value).__name__}) is not JSON-serialisable: {e}",
+            abi.HANDLER,
+        )
+        return abi.encode(reply)
+
+
+def serve(channel):
+    """Announce the protocol, then answer requests until the channel ends."""
+    channel.send(abi.encode({"kind": abi.READY, "protocol": abi.PROTOCOL_VERSION}))
+    while (request := channel.receive()) is not None:
+        channel.send(encode_reply(channel.finish(answer(request))))
+
+
+if __name__ == "__main__":
+    serve(DeviceChannel())

@@ -1,4 +1,4 @@
-"""usetl.etl: a function's I/O, carried out by the host (runs inside the USF).
+"""usetl.etl: a function's I/O, carried out by the host (runs in a USF or a process sandbox).
 
 The guest has no network stack and no disk. A download is one request to
 the host, which streams the body straight into the host region, memory the
@@ -20,9 +20,12 @@ refused, timeout, denied by the URL policy, a full region) is `EtlError`,
 with the URL and the reason. Region contents last one invocation.
 
 Each request is one ioctl on /dev/etl: one VM exit. The regions are mapped
-once, when this module is imported.
+once, when this module is imported. In the process backend's sandbox the
+same requests go to the host over the instance's socket (usetl.sandbox): the
+transport is the only difference, and the request layout is usetl.abi.etl.
 """
 
+import builtins
 import errno
 import fcntl
 import io
@@ -30,21 +33,20 @@ import json
 import mmap
 import os
 
-__all__ = ["EtlError", "EtlFile", "Response", "get", "ls", "open", "post"]
+from usetl.abi import etl as wire
 
-DEVICE = "/dev/etl"
-ETL_REQUEST = 0xC0085545  # must match usetl.libos.etl_device.ETL_REQUEST
-HEADER = 8
+__all__ = ["EtlError", "EtlFile", "Response", "get", "ls", "open", "post", "stat"]
 
 
 class EtlError(Exception):
     """An ETL request failed: `url` (None for a region), `reason`, `kind`, `status`.
 
-    kind is one of denied, dns, refused, timeout, http_status (status holds
-    the HTTP status), too_large (also a full region), invalid, connection.
+    kind is one of usetl.abi.etl.ERROR_KINDS: denied, dns, refused, timeout,
+    http_status (status holds the HTTP status), too_large (also a full
+    region), invalid, connection.
     """
 
-    def __init__(self, url, reason, kind="invalid", status=None):
+    def __init__(self, url, reason, kind=wire.INVALID, status=None):
         super().__init__(f"{url}: {reason}" if url else reason)
         self.url = url
         self.reason = reason
@@ -52,47 +54,70 @@ class EtlError(Exception):
         self.status = status
 
 
-class _Device:
-    """/dev/etl: the request buffer and the two mapped regions."""
+class DeviceTransport:
+    """A USF's /dev/etl: one ioctl per request, both regions mapped once."""
+
+    tmp_in_place = True  # the monitor reads a /tmp file where it is
 
     def __init__(self):
-        self.fd = os.open(DEVICE, os.O_RDWR | os.O_CLOEXEC)
+        self.fd = os.open(wire.ETL_DEVICE, os.O_RDWR | os.O_CLOEXEC)
         self.buffer = bytearray(64 << 10)
-        info = self.request({"op": "info"})
+        info = self.request({"op": wire.INFO})
         host = mmap.mmap(self.fd, info["host_size"], access=mmap.ACCESS_READ)
         guest = mmap.mmap(
             self.fd, info["guest_size"], access=mmap.ACCESS_WRITE, offset=info["host_size"]
         )
-        self.views = {"host": memoryview(host), "guest": memoryview(guest)}
+        self.views = {wire.HOST_REGION: memoryview(host), wire.GUEST_REGION: memoryview(guest)}
 
     def request(self, message):
         data = json.dumps(message).encode()
-        if HEADER + len(data) > len(self.buffer):
-            self.buffer = bytearray(HEADER + len(data))
+        size = wire.ETL_HEADER_SIZE
+        if size + len(data) > len(self.buffer):
+            self.buffer = bytearray(size + len(data))
         buf = self.buffer
-        _put_header(buf, len(data))
-        buf[HEADER : HEADER + len(data)] = data
+        buf[:size] = wire.pack_etl_header(len(data), len(buf))
+        buf[size : size + len(data)] = data
         try:
-            fcntl.ioctl(self.fd, ETL_REQUEST, buf)
+            fcntl.ioctl(self.fd, wire.ETL_REQUEST, buf)
         except OSError as e:
             if e.errno != errno.ENOBUFS:
                 raise
             # The reply is larger than the buffer: the host kept it for us.
-            self.buffer = buf = bytearray(int.from_bytes(buf[0:4], "little"))
-            data = b'{"op": "reply"}'
-            _put_header(buf, len(data))
-            buf[HEADER : HEADER + len(data)] = data
-            fcntl.ioctl(self.fd, ETL_REQUEST, buf)
-        reply = json.loads(buf[HEADER : HEADER + int.from_bytes(buf[0:4], "little")])
-        error = reply.get("error")
-        if error:
-            raise EtlError(error["url"], error["reason"], error["kind"], error["status"])
-        return reply
+            self.buffer = buf = bytearray(wire.unpack_etl_header(buf)[0])
+            data = json.dumps({"op": wire.REPLY}).encode()
+            buf[:size] = wire.pack_etl_header(len(data), len(buf))
+            buf[size : size + len(data)] = data
+            fcntl.ioctl(self.fd, wire.ETL_REQUEST, buf)
+        return json.loads(buf[size : size + wire.unpack_etl_header(buf)[0]])
+
+    def view(self, region, offset, size):
+        return self.views[region][offset : offset + size]
+
+    def reset(self):
+        pass  # the regions stay mapped; the monitor empties them
 
 
-def _put_header(buf, length):
-    buf[0:4] = length.to_bytes(4, "little")
-    buf[4:8] = len(buf).to_bytes(4, "little")
+_transport = DeviceTransport() if os.path.exists(wire.ETL_DEVICE) else None
+
+
+def use(transport):
+    """Carry out requests with `transport` (the process sandbox's, set per instance)."""
+    global _transport
+    _transport = transport
+
+
+def _device():
+    if _transport is None:
+        raise EtlError(None, "the ETL API is only available inside an invocation")
+    return _transport
+
+
+def _request(message):
+    reply = _device().request(message)
+    error = reply.get("error")
+    if error:
+        raise EtlError(error["url"], error["reason"], error["kind"], error["status"])
+    return reply
 
 
 class EtlFile:
@@ -108,7 +133,7 @@ class EtlFile:
 
     def view(self):
         """A read-only memoryview of the file's bytes, in place (no copy)."""
-        return _device.views[self.region][self.offset : self.offset + self.size].toreadonly()
+        return _device().view(self.region, self.offset, self.size).toreadonly()
 
     def bytes(self):
         return bytes(self.view())
@@ -203,14 +228,15 @@ def _file(described):
 
 
 def _store(name, data):
-    f = _file(_device.request({"op": "alloc", "name": name, "size": len(data)})["file"])
-    _device.views["guest"][f.offset : f.offset + f.size] = data
+    """A file in the guest region holding data (name None: an unnamed one, for a post)."""
+    f = _file(_request({"op": wire.ALLOC, "name": name, "size": len(data)})["file"])
+    _device().view(f.region, f.offset, f.size)[:] = data
     return f
 
 
 def get(url, name=None):
     """Download url into the host region; the file is named `name` or after the URL's path."""
-    reply = _device.request({"op": "get", "url": url, "name": name})
+    reply = _request({"op": wire.GET, "url": url, "name": name})
     return _file(reply["file"])
 
 
@@ -219,6 +245,9 @@ def post(url, data, content_type=None, name=None):
 
     The response body lands in the host region (named `name`, or after the URL).
     """
+    if isinstance(data, os.PathLike) and not _device().tmp_in_place:
+        with builtins.open(os.fspath(data), "rb") as f:
+            data = f.read()
     if isinstance(data, EtlFile):
         source = {"region": data.region, "offset": data.offset, "size": data.size}
     elif isinstance(data, os.PathLike):
@@ -227,13 +256,10 @@ def post(url, data, content_type=None, name=None):
         if isinstance(data, str):
             data = data.encode()
             content_type = content_type or "text/plain; charset=utf-8"
-        data = memoryview(data).cast("B")
-        reply = _device.request({"op": "alloc", "name": None, "size": len(data)})
-        f = _file(reply["file"])
-        _device.views["guest"][f.offset : f.offset + f.size] = data
-        source = {"region": "guest", "offset": f.offset, "size": f.size}
-    reply = _device.request({
-        "op": "post", "url": url, "source": source, "name": name,
+        f = _store(None, memoryview(data).cast("B"))
+        source = {"region": f.region, "offset": f.offset, "size": f.size}
+    reply = _request({
+        "op": wire.POST, "url": url, "source": source, "name": name,
         "content_type": content_type or "application/octet-stream",
     })
     return Response(reply["status"], reply["headers"], _file(reply["file"]))
@@ -241,13 +267,13 @@ def post(url, data, content_type=None, name=None):
 
 def stat(name):
     """The EtlFile called name (the guest region's copy first), or None."""
-    described = _device.request({"op": "stat", "name": name})["file"]
+    described = _request({"op": wire.STAT, "name": name})["file"]
     return _file(described) if described else None
 
 
 def ls():
     """Every file in both regions, the host region's first."""
-    return [_file(f) for f in _device.request({"op": "ls"})["files"]]
+    return [_file(f) for f in _request({"op": wire.LS})["files"]]
 
 
 def open(name, mode="r", encoding="utf-8"):
@@ -272,5 +298,3 @@ def open(name, mode="r", encoding="utf-8"):
         raw = _Writer(name, initial, append=kind.startswith("a"))
     return raw if binary else io.TextIOWrapper(raw, encoding=encoding)
 
-
-_device = _Device()

@@ -13,6 +13,7 @@ from .build import (
     cache_root,
     current_digest,
     default_image,
+    guest_lib,
     image_path,
     list_images,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "cache_root",
     "current_digest",
     "default_image",
+    "guest_lib",
     "image_path",
     "list_images",
 ]

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import multiprocessing
 import os
 import posixpath
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .archive import ArchiveWriter, ImageArchive, ImageError
-from .inputs import DIR_MODE, FILE_MODE, ImagePlan, plan_image
+from .inputs import DIR_MODE, FILE_MODE, ImagePlan, guest_sources, plan_image
 from .pyc import compile_pyc, pyc_path, source_hash_of_pyc
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 CACHE_ENV = "USETL_CACHE"
 IMAGE_FILE_NAME = "image.usetl"
 IMAGES_DIR_NAME = "images"
+GUEST_LIB_DIR_NAME = "guest-lib"
 TEMP_PREFIX = f".{IMAGE_FILE_NAME}.tmp-"
 LOCK_FILE_NAME = ".lock"
 
@@ -97,6 +100,38 @@ def build_image(
 def default_image(cache_dir: Path | None = None, progress: ProgressFn | None = None) -> Path:
     """The image for the host's current interpreter, baked first if needed."""
     return build_image(cache_dir, progress)
+
+
+def guest_lib(cache_dir: Path | None = None) -> Path:
+    """A directory holding the guest runtime as the ``usetl`` package, as the image has it.
+
+    The process backend's sandbox puts it on sys.path. Named by a digest of its
+    contents and written once, atomically; world-readable, for a sandbox that
+    runs as another uid.
+    """
+    files = {relative: source.read_bytes() for relative, source in guest_sources().items()}
+    files["__init__.py"] = b""
+    h = hashlib.sha256()
+    for relative in sorted(files):
+        h.update(f"{relative}\0{hashlib.sha256(files[relative]).hexdigest()}\n".encode())
+    root = cache_root(cache_dir) / GUEST_LIB_DIR_NAME / h.hexdigest()
+    if root.is_dir():
+        return root
+    temp = root.with_name(f".{root.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    for relative, data in files.items():
+        path = temp / "usetl" / relative
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        path.write_bytes(data)
+        path.chmod(0o644)
+    for directory in (temp, temp / "usetl", temp / "usetl" / "abi"):
+        directory.chmod(0o755)
+    try:
+        temp.rename(root)
+    except OSError:
+        if not root.is_dir():
+            raise
+        shutil.rmtree(temp)  # another process wrote the same contents first
+    return root
 
 
 @dataclass(frozen=True)

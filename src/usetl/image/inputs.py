@@ -363,24 +363,22 @@ class _Planner:
                 self._elf_cache[real_path] = None
         return self._elf_cache[real_path]
 
-    def add_guest_package(self, package_dir: Path) -> None:
-        """The guest-side modules (agent, etl) as the ``usetl`` package under GUEST_LIB."""
-        mtime = package_dir.stat().st_mtime_ns
+    def add_guest_package(self, sources: dict[str, Path]) -> None:
+        """The guest runtime (guest_sources()) as the ``usetl`` package under GUEST_LIB."""
+        mtime = max(source.stat().st_mtime_ns for source in sources.values())
         self.add_dir(GUEST_PACKAGE, mtime)
         self.add_generated(f"{GUEST_PACKAGE}/__init__.py", b"", FILE_MODE, mtime)
-        for source in sorted(package_dir.glob("*.py")):
-            if source.name == "__init__.py":
-                continue
+        for relative, source in sources.items():
             st = source.stat()
             self.add_generated(
-                f"{GUEST_PACKAGE}/{source.name}",
+                f"{GUEST_PACKAGE}/{relative}",
                 source.read_bytes(),
                 stat.S_IFREG | stat.S_IMODE(st.st_mode),
                 st.st_mtime_ns,
             )
         if GUEST_AGENT not in self.entries:
             raise ImageError(
-                f"the guest agent {package_dir / 'agent.py'} is missing; the image needs it"
+                f"the guest agent {guest_package_dir() / 'agent.py'} is missing; the image needs it"
             )
 
 
@@ -390,12 +388,33 @@ def host_executable() -> str:
     return os.path.realpath(executable)
 
 
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImageError(f"the {name} package is missing from this installation")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def guest_package_dir() -> Path:
     """Where the ``usetl.guest`` package lives on the host."""
-    spec = importlib.util.find_spec("usetl.guest")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImageError("the usetl.guest package is missing from this installation")
-    return Path(next(iter(spec.submodule_search_locations)))
+    return _package_dir("usetl.guest")
+
+
+def guest_sources() -> dict[str, Path]:
+    """The guest runtime's files by their path in the guest's ``usetl`` package.
+
+    usetl.guest's modules become usetl.agent, usetl.etl, ... and the contract
+    package usetl.abi keeps its name, so the guest imports the very file the
+    monitor does. One list for the image and the process backend's sandbox.
+    """
+    sources = {
+        source.name: source
+        for source in sorted(guest_package_dir().glob("*.py"))
+        if source.name != "__init__.py"
+    }
+    for source in sorted(_package_dir("usetl.abi").glob("*.py")):
+        sources[f"abi/{source.name}"] = source
+    return sources
 
 
 def plan_image() -> ImagePlan:
@@ -408,7 +427,7 @@ def plan_image() -> ImagePlan:
     lib_dynload = posixpath.join(stdlib, "lib-dynload")
     if lib_dynload not in planner.entries:
         raise ImageError(f"{lib_dynload} is missing: is {executable} a complete installation?")
-    planner.add_guest_package(guest_package_dir())
+    planner.add_guest_package(guest_sources())
     ca_file = planner.add_trust_store()
     planner.add_zoneinfo()
     plan = ImagePlan(

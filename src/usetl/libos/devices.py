@@ -1,9 +1,9 @@
 """Character devices in /dev: null, zero, urandom and the agent channel.
 
-The agent channel (/dev/usetl) is how the guest agent and the monitor talk:
-a message is an 8-byte little-endian length and that many bytes. A read
-with no message waiting blocks: the monitor pauses the VM there (idle, no
-CPU) until it has work, which is the point templates are captured at.
+The agent channel (/dev/usetl) is how the guest agent and the monitor talk,
+in usetl.abi's framing. A read with no message waiting blocks: the monitor
+pauses the VM there (idle, no CPU) until it has work, which is the point
+templates are captured at.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from __future__ import annotations
 import errno
 import stat as st
 
+from usetl import abi
+
 from .errors import SyscallError
 from .files import NullFile, OpenFile, RandomFile, ZeroFile
 from .fs import DeviceNode, Node
 
-AGENT_DEVICE = "usetl"
-HEADER = 8
+AGENT_DEVICE = abi.AGENT_DEVICE.removeprefix("/dev/")
 
 
 class Blocked(Exception):
@@ -30,23 +31,27 @@ def makedev(major: int, minor: int) -> int:
 class AgentChannel:
     """Messages in both directions between the monitor and the guest agent."""
 
-    def __init__(self, max_message: int = 64 << 20):
+    def __init__(self, max_message: int = abi.MAX_MESSAGE):
         self.max_message = max_message
         self.inbox = bytearray()
         self.outbox = bytearray()
 
     def post(self, payload: bytes) -> None:
-        self.inbox += len(payload).to_bytes(HEADER, "little") + payload
+        self.inbox += abi.frame_header(len(payload)) + payload
 
     def take_reply(self) -> bytes | None:
-        """A whole message the agent wrote, or None if none is complete."""
-        if len(self.outbox) < HEADER:
+        """The body of the next whole message the agent wrote, or None if none is complete.
+
+        Raises abi.ProtocolError for a header that announces too large a message.
+        """
+        header = abi.FRAME_HEADER_SIZE
+        if len(self.outbox) < header:
             return None
-        size = int.from_bytes(self.outbox[:HEADER], "little")
-        if len(self.outbox) < HEADER + size:
+        size = abi.body_length(bytes(self.outbox[:header]))
+        if len(self.outbox) < header + size:
             return None
-        reply = bytes(self.outbox[HEADER : HEADER + size])
-        del self.outbox[: HEADER + size]
+        reply = bytes(self.outbox[header : header + size])
+        del self.outbox[: header + size]
         return reply
 
 
@@ -64,7 +69,7 @@ class AgentChannelFile(OpenFile):
         return data
 
     def write_at(self, offset: int, data: memoryview) -> int:
-        if len(self.channel.outbox) + len(data) > self.channel.max_message + HEADER:
+        if len(self.channel.outbox) + len(data) > self.channel.max_message + abi.FRAME_HEADER_SIZE:
             raise SyscallError(errno.EMSGSIZE)
         self.channel.outbox += data
         return len(data)

@@ -15,12 +15,9 @@ written) before the next one.
 The guest's view: mmap of /dev/etl at offset 0 is the host region, at
 offset `host size` the guest region; mmap returns their guest-physical
 addresses (guest VA = GPA in the identity map), so a region is mapped
-without copying. A request is one ioctl, `ETL_REQUEST`, whose argument
-points at a buffer in guest memory: a header (u32 length of the JSON
-request, u32 capacity of the buffer) and the request; the host writes the
-reply (u32 length, u32 0, JSON) in its place. A reply that does not fit is
-kept and the ioctl fails with ENOBUFS and the needed size in the header;
-the guest enlarges its buffer and fetches it with {"op": "reply"}.
+without copying. A request is one ioctl; its layout, operations and error
+kinds are usetl.abi.etl's. The process backend answers its sandbox's
+requests with `EtlDevice.answer` too, over regions in memory files.
 """
 
 from __future__ import annotations
@@ -28,12 +25,11 @@ from __future__ import annotations
 import errno
 import json
 import os
-import posixpath
-import struct
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from usetl.abi import etl as wire
 from usetl.etl.accounting import IoAccount
 from usetl.etl.errors import EtlError
 from usetl.etl.http import HttpClient, Transfer
@@ -47,18 +43,14 @@ from .fs import DeviceNode, TmpFile
 if TYPE_CHECKING:
     from .kernel import Kernel
 
-ETL_DEVICE = "etl"
+ETL_DEVICE = wire.ETL_DEVICE.removeprefix("/dev/")
 HOST_REGION_GPA = 2 << 30  # the guest region follows the host region
-# _IOWR('U', 0x45, 8): the request header is 8 bytes; the rest is variable.
-ETL_REQUEST = 0xC0085545
-HEADER = struct.Struct("<II")
+ETL_REQUEST = wire.ETL_REQUEST
 PROT_WRITE = 0x2
 MAP_PRIVATE = 0x2
-ALIGN = 4096  # files start on a page: views over them are page-aligned
-MAX_REQUEST = 1 << 20
-MAX_NAME = 255
-WRITING_FAILURES = frozenset({"too_large", "timeout", "connection"})  # may leave body bytes
-OPS = frozenset({"info", "get", "post", "alloc", "stat", "ls"})  # EtlDevice._<op>
+ALIGN = wire.FILE_ALIGN
+# Failures that may leave body bytes in the host region.
+WRITING_FAILURES = frozenset({wire.TOO_LARGE, wire.TIMEOUT, wire.CONNECTION})
 
 
 # HTTP clients (connection pools, SSL contexts) belong to a process, not to the
@@ -169,8 +161,8 @@ class EtlDevice:
 
     def __init__(self, host: GuestMemory, guest: GuestMemory, policy: UrlPolicy,
                  timeout: float):
-        self.host = RegionTable("host", host)
-        self.guest = RegionTable("guest", guest)
+        self.host = RegionTable(wire.HOST_REGION, host)
+        self.guest = RegionTable(wire.GUEST_REGION, guest)
         self.policy = policy
         self.timeout = timeout
         self.account = IoAccount()
@@ -197,7 +189,7 @@ class EtlDevice:
         try:
             f = self.host.allocate(name, len(data))
         except RegionFull as e:
-            raise EtlError(name, str(e), "too_large") from None
+            raise EtlError(name, str(e), wire.TOO_LARGE) from None
         self.host.memory.view[f.offset : f.offset + f.size] = data
         return f
 
@@ -216,63 +208,70 @@ class EtlDevice:
     def ioctl(self, k: Kernel, request: int, arg: int) -> int:
         if request != ETL_REQUEST:
             raise SyscallError(errno.ENOTTY)
-        length, capacity = HEADER.unpack(k.mem.read(arg, HEADER.size))
-        if length > MAX_REQUEST or length > capacity:
+        length, capacity = wire.unpack_etl_header(k.mem.read(arg, wire.ETL_HEADER_SIZE))
+        if length > wire.MAX_REQUEST or length > capacity:
             raise SyscallError(errno.EINVAL)
-        raw = k.mem.read(arg + HEADER.size, length)
+        raw = k.mem.read(arg + wire.ETL_HEADER_SIZE, length)
         reply = self._answer(k, raw)
-        if HEADER.size + len(reply) > capacity:
+        if wire.ETL_HEADER_SIZE + len(reply) > capacity:
             self.pending_reply = reply
-            k.mem.write(arg, HEADER.pack(len(reply) + HEADER.size, 0))
+            k.mem.write(arg, wire.pack_etl_header(len(reply) + wire.ETL_HEADER_SIZE, 0))
             raise SyscallError(errno.ENOBUFS)
-        k.mem.write(arg, HEADER.pack(len(reply), 0) + reply)
+        k.mem.write(arg, wire.pack_etl_header(len(reply), 0) + reply)
         return 0
 
-    def _answer(self, k: Kernel, raw: bytes) -> bytes:
+    def _answer(self, k: Kernel | None, raw: bytes) -> bytes:
         try:
             request = json.loads(raw)
+        except ValueError as e:
+            return json.dumps({"error": _error(None, f"bad request: {e}", wire.INVALID)}).encode()
+        if isinstance(request, dict) and request.get("op") == wire.REPLY:
+            reply, self.pending_reply = self.pending_reply, None
+            if reply is not None:
+                return reply
+        return json.dumps(self.answer(request, k)).encode()
+
+    def answer(self, request: object, k: Kernel | None) -> dict:
+        """The reply to one request (EtlDevice._<op>); `k` resolves a /tmp source (None: none)."""
+        try:
             if not isinstance(request, dict):
                 raise EtlRequestError("a request is a JSON object")
             op = request.get("op")
-            if op == "reply":
-                reply, self.pending_reply = self.pending_reply, None
-                if reply is None:
-                    raise EtlRequestError("no reply is waiting")
-                return reply
-            if op not in OPS:
+            if op == wire.REPLY:
+                raise EtlRequestError("no reply is waiting")
+            if op not in wire.OPS:
                 raise EtlRequestError(f"unknown request {op!r}")
-            answer = getattr(self, "_" + op)(k, request)
+            return getattr(self, "_" + op)(k, request)
         except EtlError as e:
-            answer = {"error": _error(e.url, e.reason, e.kind, e.status)}
+            return {"error": _error(e.url, e.reason, e.kind, e.status)}
         except RegionFull as e:
-            answer = {"error": _error(None, str(e), "too_large")}
+            return {"error": _error(None, str(e), wire.TOO_LARGE)}
         except (EtlRequestError, ValueError, TypeError, KeyError) as e:
-            answer = {"error": _error(None, f"bad request: {e}", "invalid")}
-        return json.dumps(answer).encode()
+            return {"error": _error(None, f"bad request: {e}", wire.INVALID)}
 
     # -- the requests ----------------------------------------------------------
 
-    def _info(self, k: Kernel, r: dict) -> dict:
+    def _info(self, k: Kernel | None, r: dict) -> dict:
         return {"host_size": self.host.size, "guest_size": self.guest.size}
 
-    def _get(self, k: Kernel, r: dict) -> dict:
+    def _get(self, k: Kernel | None, r: dict) -> dict:
         url = _text(r, "url")
-        name = _name(r.get("name") or _name_from_url(url))
+        name = _name(r.get("name") or wire.name_from_url(url))
         transfer = self._transfer(lambda: self.client.get(url, self.host.tail(),
                                                          deadline=self.deadline))
         f = self.host.commit(name, transfer.size)
-        return {"file": _describe(f, "host"), "status": transfer.status,
+        return {"file": _describe(f, wire.HOST_REGION), "status": transfer.status,
                 "headers": transfer.headers, "url": transfer.url}
 
-    def _post(self, k: Kernel, r: dict) -> dict:
+    def _post(self, k: Kernel | None, r: dict) -> dict:
         url = _text(r, "url")
         body = self._source(k, r.get("source"))
         content_type = _text(r, "content_type")
         transfer = self._transfer(lambda: self.client.post(
             url, body, self.host.tail(), content_type, deadline=self.deadline))
-        name = _name(r.get("name") or _name_from_url(url) + ".response")
+        name = _name(r.get("name") or wire.name_from_url(url))
         f = self.host.commit(name, transfer.size)
-        return {"file": _describe(f, "host"), "status": transfer.status,
+        return {"file": _describe(f, wire.HOST_REGION), "status": transfer.status,
                 "headers": transfer.headers, "url": transfer.url}
 
     def _transfer(self, run) -> Transfer:
@@ -282,22 +281,26 @@ class EtlDevice:
             transfer = run()
         except EtlError as e:
             # The client's own account of a failed request is lost with it;
-            # the attempt is still counted and its wall time billed.
-            self.account.add(IoAccount(requests=1, wall_s=time.perf_counter() - t0))
+            # the attempt is still counted and its wall time billed, unless the
+            # URL policy refused it (the host sent nothing for it).
+            if e.kind != wire.DENIED:
+                self.account.add(IoAccount(requests=1, wall_s=time.perf_counter() - t0))
             if e.kind in WRITING_FAILURES:
                 self.host.spoil()
-            if e.kind == "too_large":
+            if e.kind == wire.TOO_LARGE:
                 raise EtlError(e.url, f"{e.reason}: the host region is full ({free} B free "
                                f"of {self.host.size} B)", e.kind) from e
             raise
         self.account.add(transfer.account)
         return transfer
 
-    def _source(self, k: Kernel, source: object) -> memoryview:
+    def _source(self, k: Kernel | None, source: object) -> memoryview:
         """The bytes a post sends, read in place: a region range or a /tmp file."""
         if not isinstance(source, dict):
             raise EtlRequestError("post needs a source")
         if "tmp" in source:
+            if k is None:
+                raise EtlRequestError("this sandbox's /tmp is not visible to the host")
             resolved = k.ns.resolve(_text(source, "tmp"))
             node = resolved.node
             if not resolved.path.startswith("/tmp/") or not isinstance(node, TmpFile):
@@ -306,15 +309,15 @@ class EtlDevice:
         table = self._table(source.get("region"))
         return table.bytes_of(_int(source, "offset"), _int(source, "size"))
 
-    def _alloc(self, k: Kernel, r: dict) -> dict:
+    def _alloc(self, k: Kernel | None, r: dict) -> dict:
         name = r.get("name")
         size = _int(r, "size")
         if size < 0:
             raise EtlRequestError(f"a file cannot have {size} bytes")
         f = self.guest.allocate(_name(name) if name is not None else None, size)
-        return {"file": _describe(f, "guest")}
+        return {"file": _describe(f, wire.GUEST_REGION)}
 
-    def _stat(self, k: Kernel, r: dict) -> dict:
+    def _stat(self, k: Kernel | None, r: dict) -> dict:
         name = _text(r, "name")
         for table in (self.guest, self.host):  # the guest's copy shadows the host's file
             f = table.files.get(name)
@@ -322,7 +325,7 @@ class EtlDevice:
                 return {"file": _describe(f, table.name)}
         return {"file": None}
 
-    def _ls(self, k: Kernel, r: dict) -> dict:
+    def _ls(self, k: Kernel | None, r: dict) -> dict:
         return {
             "files": [
                 _describe(f, table.name)
@@ -332,9 +335,9 @@ class EtlDevice:
         }
 
     def _table(self, region: object) -> RegionTable:
-        if region == "host":
+        if region == wire.HOST_REGION:
             return self.host
-        if region == "guest":
+        if region == wire.GUEST_REGION:
             return self.guest
         raise EtlRequestError(f"unknown region {region!r}")
 
@@ -351,8 +354,7 @@ class EtlDeviceFile(OpenFile):
         return self.device.ioctl(k, request, arg)
 
 
-def _error(url: str | None, reason: str, kind: str, status: int | None = None) -> dict:
-    return {"url": url, "reason": reason, "kind": kind, "status": status}
+_error = wire.etl_error
 
 
 def _describe(f: RegionFile, region: str) -> dict:
@@ -374,13 +376,6 @@ def _int(r: dict, key: str) -> int:
 
 
 def _name(name: object) -> str:
-    if not isinstance(name, str) or not name or len(name.encode()) > MAX_NAME or "\0" in name:
-        raise EtlRequestError(f"{name!r} is not a file name (1-{MAX_NAME} bytes, no NUL)")
+    if not isinstance(name, str) or not name or len(name.encode()) > wire.MAX_NAME or "\0" in name:
+        raise EtlRequestError(f"{name!r} is not a file name (1-{wire.MAX_NAME} bytes, no NUL)")
     return name
-
-
-def _name_from_url(url: str) -> str:
-    path = url.split("?", 1)[0].split("#", 1)[0]
-    if "://" in path:
-        path = path.split("://", 1)[1].partition("/")[2]
-    return posixpath.basename(path) or "index"

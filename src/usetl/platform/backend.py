@@ -55,6 +55,7 @@ class FunctionSpec:
     # frozen after that run, lazy imports and caches included. None: frozen after the import.
     warmup: str | None = None
     reuse: str = REUSE_ROLLBACK
+    etl_timeout_s: float = 30.0  # each network wait of an ETL request, at most
 
 
 class Instance(Protocol):

@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from usetl import abi
 from usetl.hyperfork import HyperForkError, ProtocolError, Template
 from usetl.hyperfork.protocol import WarmUp
 from usetl.image.modstore import PRELOAD, SYSLIBS
@@ -38,10 +39,7 @@ def entry_source(spec: FunctionSpec, module_mounts: list[str]) -> str:
     System libraries the module store copied next to a package (numpy's libstdc++) are
     loaded first, so that ld.so finds them by soname when the package's extensions load.
     """
-    path, _, func = spec.handler.partition(":")
-    module = path[: -len(".py")].replace("/", ".")
-    if module.endswith(".__init__"):
-        module = module[: -len(".__init__")]
+    module, func = abi.split_handler(spec.handler)
     preload = []
     for host_dir, mount in zip(spec.module_dirs, module_mounts, strict=True):
         order = Path(host_dir) / SYSLIBS / PRELOAD
@@ -139,19 +137,19 @@ class KvmBackend:
 
     def __init__(self, image: Path | None = None):
         self.image = image
-        self.bases: dict[tuple[int, tuple[str, ...]], Template] = {}
-        self.base_bytes: dict[tuple[int, tuple[str, ...]], int] = {}
+        self.bases: dict[tuple[int, tuple[str, ...], float], Template] = {}
+        self.base_bytes: dict[tuple[int, tuple[str, ...], float], int] = {}
         self.lock = threading.Lock()
 
     def _base(self, spec: FunctionSpec) -> Template:
         """The base template for the spec's memory and policy (called with the lock held)."""
-        key = (spec.memory_mib, tuple(spec.allow))
+        key = (spec.memory_mib, tuple(spec.allow), spec.etl_timeout_s)
         base = self.bases.get(key)
         if base is None:
+            config = UsfConfig(mem_mib=spec.memory_mib, allow=spec.allow,
+                               etl_timeout=spec.etl_timeout_s)
             try:
-                base = Template.start(
-                    self.image, config=UsfConfig(mem_mib=spec.memory_mib, allow=spec.allow)
-                )
+                base = Template.start(self.image, config=config)
             except HyperForkError as e:
                 raise BackendError(f"cannot start a USF: {e}") from e
             self.bases[key] = base
@@ -169,7 +167,7 @@ class KvmBackend:
         for i, directory in enumerate(spec.module_dirs):
             mounts[f"m{i}"] = str(directory)
             module_mounts.append(f"/m{i}")
-        request = {"kind": "load", "source": entry_source(spec, module_mounts),
+        request = {"kind": abi.LOAD, "source": entry_source(spec, module_mounts),
                    "filename": ENTRY, "handler": "handler"}
         warmup = None
         if spec.warmup is not None:

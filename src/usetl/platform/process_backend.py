@@ -10,18 +10,19 @@ are hidden; they run as uid 65534 without capabilities, under RLIMIT_AS.
 They share the host's kernel (its whole syscall surface), and one function
 version's instances can signal each other.
 
-The function's I/O is `usetl.etl` as in a USF: etl.get and etl.post are
-requests to the host on the instance's socket, carried out here by the ETL
-API's HTTP client under the function's URL policy and accounted to the
-invocation. Files (downloads, what the function writes) live in the
-instance's own memory rather than in shared regions.
+The guest runtime is a USF's (usetl.guest, with usetl.abi), the transport
+being the only difference: the agent loop runs on the instance's socket, and
+usetl.etl's requests come to the host on it, answered here by an EtlDevice
+(the one a USF's monitor has) under the function's URL policy and accounted
+to the invocation. Its two regions are memory files made for the instance
+and sent to it with the first info reply: downloads stream into the host
+region, which the sandbox maps read-only, as in a USF.
 """
 
 from __future__ import annotations
 
-import json
+import fcntl
 import logging
-import mmap
 import os
 import select
 import socket
@@ -32,21 +33,67 @@ import time
 from pathlib import Path
 from typing import Any
 
-from usetl.etl import EtlError, HttpClient, IoAccount, UrlPolicy
-from usetl.invocation import INSTANCE_DIED, TIMEOUT, ErrorInfo, InvocationResult, IoUsage
+import msgspec
 
-from . import zygote as wire
+from usetl import abi
+from usetl.abi import etl as etl_abi
+from usetl.etl import UrlPolicy
+from usetl.image import guest_lib
+from usetl.invocation import ErrorInfo, InvocationResult, IoUsage
+from usetl.libos.etl_device import EtlDevice
+from usetl.vm.memory import GuestMemory
+
 from .backend import BackendError, FunctionLoadError, FunctionSpec, RollbackImpossible
 
 log = logging.getLogger(__name__)
+ZYGOTE = Path(__file__).resolve().parent / "zygote.py"
 ZYGOTE_START_TIMEOUT = 60.0
-SANDBOX_LIB = Path(__file__).resolve().parent / "sandbox_lib"
-MAX_ETL_BODY = 256 << 20  # a download or a response body, at most
+HOST_REGION_BYTES = 256 << 20  # downloads and response bodies (a memfd: unused space is free)
+GUEST_REGION_BYTES = 64 << 20  # files the function writes
+F_SEAL_FUTURE_WRITE = 0x0010  # linux/fcntl.h: no new writable mappings, no write()
 ISOLATION = (
     "process backend: functions run in forked processes with Linux namespaces, "
     "a read-only filesystem, uid 65534 and memory limits; they share the host kernel "
     "(weaker isolation than KVM USFs)"
 )
+
+
+def _error_info(error: object) -> ErrorInfo:
+    try:
+        return msgspec.convert(error, ErrorInfo)
+    except msgspec.ValidationError as e:
+        raise abi.ProtocolError(f"a malformed error ({e}): {error!r:.200}") from None
+
+
+def _reply_error(reply: dict) -> ErrorInfo | None:
+    """The reply's error, once the reply is checked against the protocol (the sandbox runs
+    the function's code: nothing it sends is believed unchecked)."""
+    numbers = (int, float)
+    checks = [(reply.get("stdout"), str), (reply.get("stderr"), str),
+              (reply.get("guest_ms"), numbers), (reply.get("guest_cpu_ms"), numbers),
+              (reply.get("peak_memory_bytes"), int)]
+    if not all(isinstance(value, types) for value, types in checks):
+        raise abi.ProtocolError("a reply lacks its output, times or memory")
+    unknown = set(reply) - abi.REPLY_FIELDS - {"kind"}
+    if unknown:
+        raise abi.ProtocolError(f"unknown fields in a reply: {sorted(unknown)!r:.200}")
+    error = reply.get("error")
+    return None if error is None else _error_info(error)
+
+
+def _read_only_region(name: str, size: int) -> GuestMemory:
+    """A region the host writes through its own mapping and the sandbox can only read.
+
+    The seal comes after the host's mapping: the sandbox, which gets the file's
+    descriptor, can map it for reading only (a USF's host region is a read-only
+    memslot). Emptying it then zeroes in place, as punching holes is refused.
+    """
+    fd = os.memfd_create(f"usetl-{name}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    os.ftruncate(fd, size)
+    memory = GuestMemory(name, 0, size, fd)
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                F_SEAL_FUTURE_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+    return memory
 
 
 class ProcessInstance:
@@ -55,71 +102,94 @@ class ProcessInstance:
         self.sock = sock
         self.pid = pid  # in the zygote's PID namespace
         self.closed = False
+        self.announced = False  # the agent's ready message was read and checked
+        self.etl: EtlDevice | None = None  # made at the instance's first ETL request
+        self.etl_deadline: float | None = None
 
     def invoke(self, event: Any, context: dict, timeout: float) -> InvocationResult:
         if self.closed:
             raise BackendError("this instance is closed")
         t0 = time.perf_counter()
-        account = IoAccount()
+        self.etl_deadline = time.monotonic() + timeout
+        if self.etl is not None:
+            self.etl.reset(self.etl_deadline)
         try:
-            wire.send_msg(self.sock, {"event": event, "context": context})
-            while True:
-                reply = self._receive(t0 + timeout)
-                if reply is None or reply[0]["kind"] == "result":
-                    break
-                self._etl(reply[0], reply[1], account, t0 + timeout)
+            abi.send(self.sock, {"kind": abi.INVOKE, "event": event, "context": context})
+            reply = self._serve_until_reply(t0 + timeout)
+            error = None if reply is None else _reply_error(reply)
         except (OSError, EOFError) as e:
+            reply, error = None, ErrorInfo(abi.INSTANCE_DIED, f"the function's process died: {e}")
+        except abi.ProtocolError as e:
+            reply, error = None, ErrorInfo(abi.AGENT_ERROR, f"the sandbox broke the protocol: {e}")
+        if reply is None and error is None:
+            error = ErrorInfo(abi.TIMEOUT, f"the invocation ran longer than {timeout:g} s")
+        total_ms = (time.perf_counter() - t0) * 1e3
+        io = IoUsage(**self.etl.account.as_dict()) if self.etl is not None else IoUsage()
+        if reply is None or error is not None and error.kind != abi.HANDLER:
             self.close()
-            return InvocationResult.failed(INSTANCE_DIED, f"the function's process died: {e}",
-                                           (time.perf_counter() - t0) * 1e3)
-        if reply is None:
-            self.close()
-            return InvocationResult.failed(TIMEOUT, f"the invocation ran longer than {timeout:g} s",
-                                           (time.perf_counter() - t0) * 1e3)
-        result = reply[0]
-        error = result["error"]
+            return InvocationResult(error=error, total_ms=total_ms, io=io)
         return InvocationResult(
-            value=result["value"],
-            error=ErrorInfo(**error) if error is not None else None,
-            stdout=result["stdout"],
-            stderr=result["stderr"],
-            total_ms=result["duration_ms"],
-            guest_cpu_ms=result["guest_cpu_ms"],
-            io=IoUsage(**account.as_dict()),
-            peak_memory_bytes=result["peak_memory_bytes"],
+            value=reply.get("value"),
+            error=error,
+            stdout=reply["stdout"],
+            stderr=reply["stderr"],
+            total_ms=total_ms,
+            guest_ms=reply["guest_ms"],
+            guest_cpu_ms=reply["guest_cpu_ms"],
+            io=io,
+            peak_memory_bytes=reply["peak_memory_bytes"],
         )
 
-    def _etl(self, request: dict, payload: bytes, account: IoAccount, deadline: float) -> None:
-        """Carry out one etl.get or etl.post for the function, under its URL policy."""
-        url = str(request.get("url"))
-        dest = self.template.etl_buffer()
-        try:
-            client = self.template.http_client()
-            if request["op"] == "get":
-                transfer = client.get(url, dest, deadline=_monotonic(deadline))
-            elif request["op"] == "post":
-                transfer = client.post(url, payload, dest, str(request["content_type"]),
-                                       deadline=_monotonic(deadline))
+    def _serve_until_reply(self, deadline: float) -> dict | None:
+        """Answer the sandbox's ETL requests until its reply; None if the deadline passed."""
+        while True:
+            received = self._receive(deadline)
+            if received is None:
+                return None
+            message = received[0]
+            kind = message.get("kind")
+            if kind == abi.READY and not self.announced:
+                if message.get("protocol") != abi.PROTOCOL_VERSION:
+                    raise abi.ProtocolError(
+                        f"the sandbox's runtime speaks protocol {message.get('protocol')!r}, "
+                        f"the host {abi.PROTOCOL_VERSION}")
+                self.announced = True
+            elif kind == abi.ETL and self.announced:
+                self._etl(message)
+            elif kind == abi.REPLY and self.announced:
+                return message
             else:
-                raise EtlError(url, f"unknown ETL operation {request['op']!r}", "invalid")
-        except EtlError as e:
-            wire.send_msg(self.sock, {"error": {"url": e.url, "reason": e.reason,
-                                                "kind": e.kind, "status": e.status}})
-            return
-        account.add(transfer.account)
-        wire.send_msg(self.sock, {"status": transfer.status, "headers": transfer.headers},
-                      dest[: transfer.size])
+                raise abi.ProtocolError(f"unexpected message kind {kind!r}")
+
+    def _etl(self, request: dict) -> None:
+        """Answer one usetl.etl request as a USF's /dev/etl does, under the function's policy."""
+        device = self._device()
+        if request.get("op") == etl_abi.INFO:
+            socket.send_fds(self.sock, [b"\0"], [device.host.memory.fd, device.guest.memory.fd])
+        abi.send(self.sock, device.answer(request, None))
+
+    def _device(self) -> EtlDevice:
+        if self.etl is None:
+            self.etl = EtlDevice(
+                _read_only_region("etl-host", HOST_REGION_BYTES),
+                GuestMemory("etl-guest", 0, GUEST_REGION_BYTES),
+                self.template.policy, self.template.spec.etl_timeout_s,
+            )
+            self.etl.reset(self.etl_deadline)
+        return self.etl
 
     def _receive(self, deadline: float) -> tuple[dict, bytes] | None:
         """The next message and its payload, or None if the deadline passed first."""
-        header = self._read(wire.HEADER, deadline)
+        header = self._read(abi.FRAME_HEADER_SIZE, deadline)
         if header is None:
             return None
-        body = self._read(int.from_bytes(header, "little"), deadline)
+        body = self._read(abi.body_length(header), deadline)
         if body is None:
             return None
-        message = json.loads(body)
-        size = message.get("payload", 0)
+        message = abi.decode(body)
+        size = message.get(abi.PAYLOAD, 0)
+        if not isinstance(size, int) or not 0 <= size <= abi.MAX_MESSAGE:
+            raise abi.ProtocolError(f"bad payload length {size!r}")
         payload = self._read(size, deadline) if size else b""
         return None if payload is None else (message, payload)
 
@@ -150,15 +220,19 @@ class ProcessInstance:
         self.closed = True
         self.sock.close()
         self.template.kill(self.pid)
+        if self.etl is not None:
+            self.etl.host.memory.close()
+            self.etl.guest.memory.close()
 
 
 class ProcessTemplate:
-    def __init__(self, spec: FunctionSpec, isolate: bool, hide: list[Path]):
+    def __init__(self, spec: FunctionSpec, isolate: bool, hide: list[Path], lib_dir: Path):
         if spec.warmup is not None:
             raise BackendError("the process backend does not run warm-up events; "
                                "deploy without one, or use the kvm backend")
         self.spec = spec
         self.warmup = None
+        self.policy = UrlPolicy(spec.allow)
         self.lock = threading.Lock()
         self.control, theirs = socket.socketpair()
         message = {
@@ -169,10 +243,10 @@ class ProcessTemplate:
             "memory_mib": spec.memory_mib,
             "isolate": isolate,
             "hide": [str(d) for d in hide],
-            "lib_dir": str(SANDBOX_LIB),
+            "lib_dir": str(lib_dir),
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-B", wire.__file__, str(theirs.fileno())],
+            [sys.executable, "-I", "-S", "-B", str(ZYGOTE), str(theirs.fileno()), str(lib_dir)],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -181,20 +255,22 @@ class ProcessTemplate:
         )
         theirs.close()
         self.closed = False
-        self._http: HttpClient | None = None
-        self._buffers = threading.local()
         try:
-            wire.send_msg(self.control, message)
+            abi.send(self.control, message)
             self.control.settimeout(ZYGOTE_START_TIMEOUT)
-            reply = wire.recv_msg(self.control)
+            reply, _ = abi.recv(self.control)
             self.control.settimeout(None)
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, abi.ProtocolError) as e:
             stderr = self._stderr()
             self.close()
             raise BackendError(f"the function's zygote did not start: {e}{stderr}") from e
         if "error" in reply:
             self.close()
-            raise FunctionLoadError(ErrorInfo(**reply["error"]))
+            try:
+                error = _error_info(reply["error"])
+            except abi.ProtocolError as e:
+                raise BackendError(f"the function's zygote broke the protocol: {e}") from e
+            raise FunctionLoadError(error)
         self.memory_bytes = reply["rss"] * 1024
         if isolate and not reply["private_tmp"]:
             log.warning("no user namespaces here: the instances of %s share /tmp", spec.key)
@@ -207,31 +283,17 @@ class ProcessTemplate:
             return ""
         return f"; {err[-2000:]}" if err else ""
 
-    def http_client(self) -> HttpClient:
-        """The ETL client under this function's URL policy (made on first use)."""
-        with self.lock:
-            if self._http is None:
-                self._http = HttpClient(UrlPolicy(self.spec.allow))
-            return self._http
-
-    def etl_buffer(self) -> memoryview:
-        """Where a response body lands: anonymous memory, touched only as far as it is written."""
-        buffer = getattr(self._buffers, "memory", None)
-        if buffer is None:
-            buffer = self._buffers.memory = memoryview(mmap.mmap(-1, MAX_ETL_BODY))
-        return buffer
-
     def fork(self) -> ProcessInstance:
         with self.lock:
             if self.closed:
                 raise BackendError("this template is closed")
             try:
-                wire.send_msg(self.control, {"kind": "fork"})
+                abi.send(self.control, {"kind": "fork"})
                 _, fds, _, _ = socket.recv_fds(self.control, 1, 1)
                 if not fds:
                     raise EOFError("the zygote exited")
-                pid = wire.recv_msg(self.control)["pid"]
-            except (OSError, EOFError) as e:
+                pid = abi.recv(self.control)[0]["pid"]
+            except (OSError, EOFError, abi.ProtocolError, KeyError) as e:
                 raise BackendError(f"the function's zygote could not fork: {e}") from e
         return ProcessInstance(self, socket.socket(fileno=fds[0]), pid)
 
@@ -240,7 +302,7 @@ class ProcessTemplate:
             if self.closed:
                 return
             try:
-                wire.send_msg(self.control, {"kind": "kill", "pid": pid})
+                abi.send(self.control, {"kind": "kill", "pid": pid})
             except OSError:
                 pass
 
@@ -253,8 +315,6 @@ class ProcessTemplate:
                 return
             self.closed = True
             self.control.close()
-        if self._http is not None:
-            self._http.close()
         # The zygote exits on EOF; as PID 1 of its namespace it takes its children with it.
         try:
             self.process.wait(timeout=5)
@@ -280,7 +340,7 @@ class ProcessBackend:
         )
 
     def template(self, spec: FunctionSpec) -> ProcessTemplate:
-        return ProcessTemplate(spec, self.isolate, self.hide)
+        return ProcessTemplate(spec, self.isolate, self.hide, guest_lib())
 
     def restore(self, spec: FunctionSpec, directory: Path) -> ProcessTemplate:
         raise NotImplementedError("process templates have no snapshot")
@@ -290,8 +350,3 @@ class ProcessBackend:
 
     def close(self) -> None:
         pass  # every zygote belongs to a template
-
-
-def _monotonic(perf_deadline: float) -> float:
-    """A time.perf_counter() deadline as a time.monotonic() one (the ETL client's clock)."""
-    return time.monotonic() + (perf_deadline - time.perf_counter())

@@ -1,9 +1,11 @@
 """The zygote of the process backend: a process that has imported one function.
 
-Run as ``python -I -S zygote.py FD`` by `process_backend.py`, with FD one end
-of a Unix socket pair. Only the standard library is imported here (the
-function sees the same sys.path a USF gives it: the stdlib, its code and its
-module-store directories).
+Run as ``python -I -S zygote.py FD LIB`` by `process_backend.py`, with FD one
+end of a Unix socket pair and LIB the guest runtime's directory (the `usetl`
+package a USF's image has: usetl.agent, usetl.etl, usetl.abi). Only the
+standard library and that runtime are imported here (the function sees the
+same sys.path a USF gives it: the stdlib, its code and its module-store
+directories).
 
 The first process (Z) enters new mount, PID, IPC, UTS and network
 namespaces (the network one is empty: usetl.etl asks the host) and forks Z', PID 1 of
@@ -12,27 +14,21 @@ and modules read-only under /run/usetl, puts a tmpfs on /tmp, remounts
 everything else read-only, becomes uid/gid 65534 with no capabilities,
 imports the function, and then forks one child per instance on request,
 passing the host the child's end of a new socket pair. Each child first
-mounts a /tmp of its own (private_tmp). A child serves
-invocations on that socket; while one runs, the function's etl.get and
-etl.post (sandbox_lib/usetl/etl.py) are requests to the host on it.
-Messages are an 8-byte little-endian length and JSON, then optional raw
-bytes (their length in the message's "payload").
+mounts a /tmp of its own (private_tmp). A child runs the guest runtime's
+agent loop on that socket (usetl.sandbox), as a USF runs it on /dev/usetl.
+Messages are usetl.abi's.
 """
 
 import ctypes
-import io
-import json
+import importlib.util
 import os
 import resource
 import signal
 import socket
 import sys
-import time
 import traceback
 
-HEADER = 8
 NOBODY = 65534
-OUTPUT_LIMIT = 1 << 20
 HIDDEN = ["/root", "/home"]
 
 CLONE_NEWNS = 0x00020000
@@ -57,37 +53,23 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def send_msg(sock, message, payload=b""):
-    """A JSON message, then `payload` raw bytes (their length is in message["payload"])."""
-    if payload:
-        message = dict(message, payload=len(payload))
-    data = json.dumps(message).encode()
-    sock.sendall(len(data).to_bytes(HEADER, "little") + data)
-    if payload:
-        sock.sendall(payload)
+def load_contract(lib_dir):
+    """usetl.abi from the runtime's directory, for the zygote's own messages.
+
+    Loaded by file under another name: the function's sys.path (where the
+    runtime is imported as `usetl`) exists only once the zygote is isolated.
+    """
+    path = os.path.join(lib_dir, "usetl", "abi", "__init__.py")
+    spec = importlib.util.spec_from_file_location("usetl_contract", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def recv_exact(sock, n):
-    chunks = []
-    while n:
-        chunk = sock.recv(min(n, 1 << 20))
-        if not chunk:
-            raise EOFError("the peer closed the socket")
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
-
-
-def recv_msg(sock):
-    size = int.from_bytes(recv_exact(sock, HEADER), "little")
-    return json.loads(recv_exact(sock, size))
-
-
-def recv_frame(sock):
-    """A message and its payload."""
-    message = recv_msg(sock)
-    size = message.get("payload", 0)
-    return message, recv_exact(sock, size) if size else b""
+def failure(exc):
+    """Why the zygote could not serve, in the contract's error form."""
+    text = "".join(traceback.format_exception(exc))
+    return abi.error(type(exc).__name__, str(exc), abi.PLATFORM, text)
 
 
 def _check(result, what):
@@ -107,17 +89,6 @@ def _mount(source, target, fstype, flags, data=None):
         ),
         f"mount {target}",
     )
-
-
-def describe(exc):
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
-        tb = tb.tb_next
-    return {
-        "type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(type(exc), exc, tb)),
-    }
 
 
 def _mount_points():
@@ -213,96 +184,26 @@ def drop_privileges():
     _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
 
 
-def load_handler(code_dir, handler):
-    import importlib
-
-    path, _, func = handler.partition(":")
-    module_name = path[: -len(".py")].replace("/", ".")
-    if module_name.endswith(".__init__"):
-        module_name = module_name[: -len(".__init__")]
-    module = importlib.import_module(module_name)
-    fn = getattr(module, func, None)
-    if not callable(fn):
-        raise AttributeError(f"{path} has no function {func!r}")
-    return fn
-
-
-class Context:
-    """What the handler learns about its invocation (the same as the USF agent's Context)."""
-
-    def __init__(self, fields):
-        self.__dict__.update(fields)
-        self.request_id = fields.get("request_id")
-        self.deadline = fields.get("deadline")
-        self.memory_mib = fields.get("memory_mib")
-
-    def remaining_ms(self):
-        """Milliseconds left before the deadline (None if there is none)."""
-        if self.deadline is None:
-            return None
-        return max(0.0, (self.deadline - time.time()) * 1e3)
-
-
-def invoke(fn, request, etl):
-    event, context = request["event"], Context(request["context"])
-    etl._reset()
-    out, err = io.StringIO(), io.StringIO()
-    saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = out, err
-    cpu0 = time.process_time()
-    t0 = time.perf_counter()
-    value = None
-    error = None
-    try:
-        value = fn(event, context)
-        json.dumps(value)
-    except TypeError as e:
-        if value is not None:
-            error = {"type": "TypeError", "message": f"the return value is not JSON: {e}",
-                     "traceback": ""}
-            value = None
-        else:
-            error = describe(e)
-    except SystemExit as e:
-        if e.code not in (None, 0):
-            error = describe(e)
-    except BaseException as e:  # noqa: B036 - the function's failure is the invocation's result
-        error = describe(e)
-        value = None
-    duration = (time.perf_counter() - t0) * 1e3
-    cpu = (time.process_time() - cpu0) * 1e3
-    sys.stdout, sys.stderr = saved
-    return {
-        "value": value,
-        "error": error,
-        "stdout": out.getvalue()[:OUTPUT_LIMIT],
-        "stderr": err.getvalue()[:OUTPUT_LIMIT],
-        "duration_ms": duration,
-        "guest_cpu_ms": cpu,
-        "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-    }
-
-
-def serve_instance(sock, fn, etl):
-    """One instance: answer invocations until the host closes the socket.
-
-    While the handler runs, etl.get and etl.post are requests to the host on the same socket.
-    """
+def serve_instance(sock):
+    """One instance: the guest runtime's agent loop on its socket, until the host closes it."""
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
+    from usetl import sandbox
 
-    def host(message, payload):
-        send_msg(sock, dict(message, kind="etl"), payload)
-        return recv_frame(sock)
+    sandbox.serve(sock)
+    os._exit(0)
 
-    etl._host = host
-    while True:
-        try:
-            request = recv_msg(sock)
-        except EOFError:
-            os._exit(0)
-        send_msg(sock, dict(invoke(fn, request, etl), kind="result"))
+
+def load_function(handler):
+    """Import the guest runtime and the function; the load reply's error, or None."""
+    try:
+        from usetl import agent, sandbox  # noqa: F401 - imported here, before any fork
+
+        module, function = abi.split_handler(handler)
+    except BaseException as e:  # noqa: B036 - reported to the host as a failed deploy
+        return failure(e)
+    return agent.answer({"kind": abi.LOAD, "module": module, "handler": function})["error"]
 
 
 def zygote(control, spec, isolated):
@@ -321,20 +222,17 @@ def zygote(control, spec, isolated):
     os.chdir(code_dir)
     sys.path[:0] = [code_dir] + module_dirs
     sys.path.append(lib_dir)
-    try:
-        from usetl import etl
-
-        fn = load_handler(code_dir, spec["handler"])
-    except BaseException as e:  # noqa: B036 - reported to the host as a failed deploy
-        send_msg(control, {"error": describe(e)})
+    error = load_function(spec["handler"])
+    if error is not None:
+        abi.send(control, {"error": error})
         return
     private = isolated and _private_tmp_works(spec.get("tmp_mib", 64))
-    send_msg(control, {"ready": True, "private_tmp": private,
+    abi.send(control, {"ready": True, "private_tmp": private,
                        "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     while True:
         try:
-            request = recv_msg(control)
+            request, _ = abi.recv(control)
         except EOFError:
             return
         if request["kind"] == "fork":
@@ -346,10 +244,10 @@ def zygote(control, spec, isolated):
                 _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
                 if private:
                     private_tmp(spec.get("tmp_mib", 64))
-                serve_instance(child_end, fn, etl)
+                serve_instance(child_end)
             child_end.close()
             socket.send_fds(control, [b"\0"], [parent_end.fileno()])
-            send_msg(control, {"pid": pid})
+            abi.send(control, {"pid": pid})
             parent_end.close()
         elif request["kind"] == "kill":
             try:
@@ -361,7 +259,7 @@ def zygote(control, spec, isolated):
 def main():
     control = socket.socket(fileno=int(sys.argv[1]))
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    spec = recv_msg(control)
+    spec, _ = abi.recv(control)
     # No network at all: the function's I/O goes through the host (usetl.etl) and its policy.
     flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET
     isolated = spec["isolate"] and _libc.unshare(flags) == 0
@@ -375,7 +273,7 @@ def main():
             zygote(control, spec, isolated=True)
         except BaseException as e:  # noqa: B036 - the host must hear why the zygote died
             try:
-                send_msg(control, {"error": describe(e)})
+                abi.send(control, {"error": failure(e)})
             except OSError:
                 pass
         os._exit(0)
@@ -385,4 +283,5 @@ def main():
 
 
 if __name__ == "__main__":
+    abi = load_contract(sys.argv[2])
     main()

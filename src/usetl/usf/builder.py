@@ -7,8 +7,10 @@ whose parts are all present: a USF that exists is built.
 
 from __future__ import annotations
 
+import json
 import time
 
+from usetl import abi
 from usetl.etl.errors import EtlError
 from usetl.etl.policy import UrlPolicy
 from usetl.image import default_image
@@ -129,5 +131,22 @@ def _run_to_agent(usf: Usf) -> None:
     if stop.reason != "pause":
         raise UsfError(f"the guest's Python exited with status {stop.status} while starting"
                        f"{usf.stderr_tail()}")
+    check_ready(usf.channel)
     usf.alive = True
     usf.take_output()
+
+
+def check_ready(channel: AgentChannel) -> None:
+    """The agent's first message must be ready, in this monitor's protocol version."""
+    try:
+        raw = channel.take_reply()
+        ready = abi.decode(raw) if raw is not None else None
+    except abi.ProtocolError as e:
+        raise UsfError(f"the guest agent broke the protocol: {e}") from e
+    if ready is None or ready.get("kind") != abi.READY:
+        raise UsfError(f"the guest agent waited without announcing itself: {ready!r:.200}")
+    if ready.get("protocol") != abi.PROTOCOL_VERSION:
+        raise UsfError(
+            f"the image's agent speaks protocol {json.dumps(ready.get('protocol'))[:20]}, "
+            f"this monitor {abi.PROTOCOL_VERSION}: rebuild the image (usetl image build)"
+        )

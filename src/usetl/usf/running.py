@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from usetl import abi
 from usetl.etl.accounting import IoAccount
 from usetl.etl.errors import EtlError
 from usetl.image.archive import ImageArchive
@@ -178,7 +179,10 @@ class Usf:
         if stop.reason != "pause":
             self.alive = False
             return None, self._exit_error(stop)
-        raw = self.channel.take_reply()
+        try:
+            raw = self.channel.take_reply()
+        except abi.ProtocolError as e:
+            return self._ended(AGENT_ERROR, f"the agent broke the protocol: {e}")
         if raw is None:
             return None, ErrorInfo(AGENT_ERROR, "the agent waited without replying")
         try:
@@ -205,7 +209,7 @@ class Usf:
         return ErrorInfo(GUEST_EXIT, f"the guest exited with status {stop.status}")
 
     def run_code(self, code: str, timeout: float | None = None) -> InvocationResult:
-        return self.invoke({"kind": "exec", "code": code}, timeout=timeout)
+        return self.invoke({"kind": abi.EXEC, "code": code}, timeout=timeout)
 
     def load_function(
         self,
@@ -229,7 +233,7 @@ class Usf:
             raise UsfError("load_function needs either source or path")
         for name, data in (files or {}).items():
             self.kernel.ns.tmp.add_file(name, data, 0o644)
-        request: dict = {"kind": "load", "handler": handler, "sys_path": list(sys_path)}
+        request: dict = {"kind": abi.LOAD, "handler": handler, "sys_path": list(sys_path)}
         if source is not None:
             request.update(source=source, filename=filename)
         else:
@@ -250,8 +254,8 @@ class Usf:
         except (TypeError, ValueError) as e:
             raise UsfError(f"the event is not JSON-serialisable: {e}") from e
         if len(data) <= INLINE_EVENT:
-            return self.invoke({"kind": "invoke", "event": event, "context": ctx}, timeout)
-        request = {"kind": "invoke", "event_file": EVENT_FILE, "context": ctx}
+            return self.invoke({"kind": abi.INVOKE, "event": event, "context": ctx}, timeout)
+        request = {"kind": abi.INVOKE, "event_file": EVENT_FILE, "context": ctx}
         return self.invoke(request, timeout, host_files={EVENT_FILE: data})
 
     def run_program(self, timeout: float | None = None) -> ProgramResult:
@@ -276,7 +280,7 @@ class Usf:
         This also warms the agent's request path in a fresh clone.
         """
         seed = os.urandom(32).hex()
-        return self.invoke({"kind": "identity", "instance": instance_id, "seed": seed})
+        return self.invoke({"kind": abi.IDENTITY, "instance": instance_id, "seed": seed})
 
     def close(self) -> None:
         """Release the VM (idempotent); the USF cannot run again."""

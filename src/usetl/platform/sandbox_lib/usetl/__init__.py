@@ -1,1 +1,0 @@
-"""usetl's library for functions in the process backend (only `usetl.etl`)."""

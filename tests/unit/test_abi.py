@@ -1,0 +1,106 @@
+"""usetl.abi: the one host/guest contract, and the copies of it that both sides load."""
+
+import socket
+
+import pytest
+
+from usetl import abi
+from usetl.abi import etl as wire
+from usetl.image import guest_lib
+from usetl.image.inputs import guest_sources
+from usetl.invocation import ErrorInfo
+from usetl.libos.devices import AgentChannel
+from usetl.usf import UsfError
+from usetl.usf.builder import check_ready
+
+
+def test_a_message_and_its_payload_cross_a_socket_in_the_framing():
+    a, b = socket.socketpair()
+    with a, b:
+        abi.send(a, {"kind": abi.ETL, "op": wire.LS}, b"raw bytes")
+        abi.send(a, {"kind": abi.REPLY})
+        assert abi.recv(b) == ({"kind": abi.ETL, "op": wire.LS, "payload": 9}, b"raw bytes")
+        assert abi.recv(b) == ({"kind": abi.REPLY}, b"")
+        a.sendall(abi.frame_header(abi.MAX_MESSAGE + 1))
+        with pytest.raises(abi.ProtocolError, match="over the"):
+            abi.recv(b)
+        a.sendall(abi.frame_header(2) + b"[]")
+        with pytest.raises(abi.ProtocolError, match="not list"):
+            abi.recv(b)
+        a.close()
+        with pytest.raises(EOFError):
+            abi.recv(b)
+
+
+@pytest.mark.parametrize(("request_", "problem"), [
+    ({"kind": "fork"}, "unknown request kind"),
+    ({"kind": abi.EXEC}, "needs 'code'"),
+    ({"kind": abi.EXEC, "code": 1}, "wrong type"),
+    ({"kind": abi.IDENTITY, "instance": "i", "seed": "00", "extra": 1}, "unknown fields"),
+])
+def test_requests_outside_the_schema_are_protocol_errors(request_, problem):
+    with pytest.raises(abi.ProtocolError, match=problem):
+        abi.check_request(request_)
+
+
+def test_valid_requests_pass_the_schema():
+    abi.check_request({"kind": abi.INVOKE, "event": [1, 2], "context": None})
+    abi.check_request({"kind": abi.LOAD, "handler": "handler", "module": "pkg.mod"})
+
+
+def test_handlers_name_a_module_and_a_function():
+    assert abi.split_handler("fn.py:handler") == ("fn", "handler")
+    assert abi.split_handler("pkg/__init__.py:main") == ("pkg", "main")
+    assert abi.split_handler("pkg/sub/mod.py:run") == ("pkg.sub.mod", "run")
+    for bad in ("fn.py", "fn:handler", "fn.py:"):
+        with pytest.raises(ValueError, match="file.py:function"):
+            abi.split_handler(bad)
+
+
+def test_errors_have_one_form_and_a_known_kind():
+    assert abi.error(abi.TIMEOUT, "too slow") == {
+        "type": "Timeout", "message": "too slow", "traceback": "", "kind": abi.SANDBOX}
+    assert abi.error("KeyError", "'x'", abi.HANDLER, "Traceback...")["kind"] == "handler"
+    with pytest.raises(ValueError, match="needs a kind"):
+        abi.error("KeyError", "'x'")
+    assert abi.GUEST_ENDED <= abi.ERROR_TYPES.keys()
+
+
+def test_downloads_are_named_after_the_url_path():
+    assert wire.name_from_url("https://example.com") == "index"
+    assert wire.name_from_url("https://example.com/") == "index"
+    assert wire.name_from_url("http://h/a/data.csv?x=1#frag") == "data.csv"
+
+
+def test_the_image_and_the_process_sandbox_carry_the_monitors_own_contract(image, tmp_path):
+    sources = guest_sources()
+    assert {"agent.py", "etl.py", "sandbox.py", "abi/__init__.py", "abi/etl.py"} <= set(sources)
+    lib = guest_lib(tmp_path) / "usetl"
+    for relative, source in sources.items():
+        data = source.read_bytes()
+        assert (lib / relative).read_bytes() == data, relative
+        entry = image.lookup(f"/usetl/lib/usetl/{relative}")
+        assert entry is not None and bytes(image.read(entry, 0, entry.size)) == data, relative
+    assert guest_lib(tmp_path) == lib.parent  # written once, found again by its contents
+
+
+def test_the_host_error_type_carries_the_contracts_kind():
+    assert ErrorInfo(abi.TIMEOUT, "too slow").kind == abi.SANDBOX
+    assert ErrorInfo("HyperForkError", "no clone").kind == abi.PLATFORM  # made by the host
+    assert ErrorInfo(**abi.error("KeyError", "'x'", abi.HANDLER)).kind == abi.HANDLER
+    assert ErrorInfo(**abi.error(abi.RESULT_TOO_LARGE, "big")).as_dict() == abi.error(
+        abi.RESULT_TOO_LARGE, "big")
+    with pytest.raises(ValueError, match="unknown error kind"):
+        ErrorInfo("KeyError", "'x'", kind="mine")
+
+
+def test_an_agent_of_another_protocol_version_is_a_clear_error():
+    channel = AgentChannel()
+    channel.outbox += abi.encode({"kind": abi.READY, "protocol": abi.PROTOCOL_VERSION})
+    check_ready(channel)
+    channel.outbox += abi.encode({"kind": abi.READY, "protocol": abi.PROTOCOL_VERSION + 1})
+    with pytest.raises(UsfError, match=f"speaks protocol {abi.PROTOCOL_VERSION + 1}"):
+        check_ready(channel)
+    channel.outbox += abi.encode({"kind": abi.REPLY})
+    with pytest.raises(UsfError, match="without announcing itself"):
+        check_ready(channel)
