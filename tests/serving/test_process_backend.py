@@ -184,3 +184,36 @@ def test_each_instance_has_its_own_tmp(backend, function_dir):
         assert second.value == {"seen": [], "undone": False}  # nothing left by the first
     finally:
         template.close()
+
+
+LAZY = """
+import sys
+CALLS = 0
+def handler(event, context):
+    global CALLS
+    CALLS += 1
+    before = "fractions" in sys.modules
+    import fractions
+    print("call", CALLS, context.request_id)
+    if event == "fail":
+        raise ValueError("not this event")
+    return {"calls": CALLS, "imported_before": before}
+"""
+
+
+def test_a_warm_up_runs_in_the_zygote_before_any_fork(backend, function_dir):
+    spec = FunctionSpec("t/warm/1", function_dir(LAZY), "fn.py:handler", warmup='{"n": 1}')
+    template = backend.template(spec)
+    try:
+        assert template.warmup.value == {"calls": 1, "imported_before": False}
+        assert template.warmup.stdout == "call 1 warmup\n"
+        for _ in range(2):
+            out = template.fork().invoke(0, {"request_id": "r"}, 10)
+            assert out.value == {"calls": 2, "imported_before": True}, out.error
+    finally:
+        template.close()
+    failing = FunctionSpec("t/warm/2", function_dir(LAZY, sub="b"), "fn.py:handler",
+                           warmup='"fail"')
+    with pytest.raises(FunctionLoadError, match="warm-up invocation failed") as refused:
+        backend.template(failing)
+    assert "not this event" in refused.value.error.traceback

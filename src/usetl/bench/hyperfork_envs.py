@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from usetl import abi
 from usetl.bench.envs import CallEnv, Instance, Population
 from usetl.bench.errors import BenchError, FeatureMissing
 from usetl.bench.stats import summary
@@ -20,7 +21,7 @@ from usetl.bench.workload import HANDLER_RESULT, HANDLER_SOURCE
 from usetl.image import ImageArchive, cache_root
 
 INVOKE_TIMEOUT = 30.0
-LOAD = {"kind": "load", "path": "/fn/fn.py", "handler": "handler"}
+LOAD = {"kind": abi.LOAD, "path": "/fn/fn.py", "handler": "handler"}
 
 
 def hyperfork() -> Any:

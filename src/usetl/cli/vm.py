@@ -10,6 +10,7 @@ from pathlib import Path
 
 import msgspec
 
+from usetl import abi
 from usetl.errors import UsetlError
 from usetl.image import ImageArchive, StderrProgress, default_image
 from usetl.invocation import InvocationResult
@@ -151,7 +152,7 @@ def run_forked(args: argparse.Namespace, image: ImageArchive, event: object) -> 
         template = base
         if args.handler is not None:
             source, function = _handler_location(args.handler)
-            load = {"kind": "load", "path": f"/code/{source.name}", "handler": function}
+            load = {"kind": abi.LOAD, "path": f"/code/{source.name}", "handler": function}
             template = base.load_function(load, mounts={"code": str(source.parent)})
         template_ms = (time.perf_counter() - t0) * 1e3
         with template:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import usetl
+from usetl import abi
 from usetl.image import default_image
 from usetl.image.archive import ImageArchive
 from usetl.invocation import InvocationResult
@@ -225,7 +226,7 @@ class Clone:
         return self.chan.request(Call(event, context or {}, timeout), Invoked).result
 
     def run_code(self, code: str, timeout: float | None = None) -> InvocationResult:
-        return self.request({"kind": "exec", "code": code}, timeout=timeout)
+        return self.request({"kind": abi.EXEC, "code": code}, timeout=timeout)
 
     def warm(self) -> None:
         """A no-op request, so that the next one does not pay for first touches of its path."""

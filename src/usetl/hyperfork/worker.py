@@ -21,6 +21,7 @@ import sys
 import time
 import uuid
 
+from usetl import abi
 from usetl.image.archive import ImageArchive
 from usetl.invocation import SANDBOX_ERROR, ErrorInfo, InvocationResult
 from usetl.libos.hostfs import HostDirFS
@@ -67,7 +68,7 @@ log = logging.getLogger(__name__)
 PR_SET_NO_NEW_PRIVS = 38
 
 # Compiles and runs code, as most requests do: the agent's whole request path.
-WARM_REQUEST = {"kind": "exec", "code": "pass"}
+WARM_REQUEST = {"kind": abi.EXEC, "code": "pass"}
 
 
 def ready(frozen: Frozen, load: InvocationResult | None = None,
@@ -279,7 +280,7 @@ def become_function_template(clone: CloneProcess, load: LoadFunction, chan: Chan
         if not warmup.ok:
             e = warmup.error
             chan.send(Failed(ErrorInfo(e.type, f"the warm-up invocation failed: {e.message}",
-                                       e.traceback)))
+                                       e.traceback, e.kind)))
             return
     usf.startup.ms = (time.perf_counter() - t0) * 1e3
     for mem in usf.vm.memory().values():

@@ -37,6 +37,7 @@ class RollbackImpossible(BackendError):
 # nothing of one invocation reaches the next), or kept as it is ("warm": Lambda's semantics,
 # globals and /tmp persist between calls of the same function version).
 REUSE_ROLLBACK, REUSE_WARM = "rollback", "warm"
+WARMUP_REQUEST_ID = "warmup"  # the warm-up invocation's context.request_id
 
 
 @dataclass

@@ -23,14 +23,19 @@ from usetl.image.modstore import PRELOAD, SYSLIBS
 from usetl.invocation import GUEST_ENDED, SANDBOX_ERROR, InvocationResult, invocation_context
 from usetl.usf import UsfConfig
 
-from .backend import BackendError, FunctionLoadError, FunctionSpec, RollbackImpossible
+from .backend import (
+    WARMUP_REQUEST_ID,
+    BackendError,
+    FunctionLoadError,
+    FunctionSpec,
+    RollbackImpossible,
+)
 
 ISOLATION = (
     "kvm backend: every instance is its own KVM virtual machine (a HyperFork clone) with no "
     "guest kernel, network or disk; I/O only through the ETL API under the function's URL policy"
 )
 ENTRY = "/usetl_entry.py"
-WARMUP_REQUEST_ID = "warmup"  # the warm-up invocation's context.request_id
 
 
 def entry_source(spec: FunctionSpec, module_mounts: list[str]) -> str:

@@ -22,6 +22,7 @@ region, which the sandbox maps read-only, as in a USF.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import select
@@ -39,11 +40,17 @@ from usetl import abi
 from usetl.abi import etl as etl_abi
 from usetl.etl import UrlPolicy
 from usetl.image import guest_lib
-from usetl.invocation import ErrorInfo, InvocationResult, IoUsage
+from usetl.invocation import ErrorInfo, InvocationResult, IoUsage, invocation_context
 from usetl.libos.etl_device import EtlDevice
 from usetl.vm.memory import GuestMemory
 
-from .backend import BackendError, FunctionLoadError, FunctionSpec, RollbackImpossible
+from .backend import (
+    WARMUP_REQUEST_ID,
+    BackendError,
+    FunctionLoadError,
+    FunctionSpec,
+    RollbackImpossible,
+)
 
 log = logging.getLogger(__name__)
 ZYGOTE = Path(__file__).resolve().parent / "zygote.py"
@@ -97,10 +104,10 @@ def _read_only_region(name: str, size: int) -> GuestMemory:
 
 
 class ProcessInstance:
-    def __init__(self, template: ProcessTemplate, sock: socket.socket, pid: int):
+    def __init__(self, template: ProcessTemplate, sock: socket.socket, pid: int | None):
         self.template = template
         self.sock = sock
-        self.pid = pid  # in the zygote's PID namespace
+        self.pid = pid  # in the zygote's PID namespace; None: the zygote's own warm-up
         self.closed = False
         self.announced = False  # the agent's ready message was read and checked
         self.etl: EtlDevice | None = None  # made at the instance's first ETL request
@@ -219,7 +226,8 @@ class ProcessInstance:
             return
         self.closed = True
         self.sock.close()
-        self.template.kill(self.pid)
+        if self.pid is not None:
+            self.template.kill(self.pid)
         if self.etl is not None:
             self.etl.host.memory.close()
             self.etl.guest.memory.close()
@@ -227,9 +235,6 @@ class ProcessInstance:
 
 class ProcessTemplate:
     def __init__(self, spec: FunctionSpec, isolate: bool, hide: list[Path], lib_dir: Path):
-        if spec.warmup is not None:
-            raise BackendError("the process backend does not run warm-up events; "
-                               "deploy without one, or use the kvm backend")
         self.spec = spec
         self.warmup = None
         self.policy = UrlPolicy(spec.allow)
@@ -274,6 +279,8 @@ class ProcessTemplate:
         self.memory_bytes = reply["rss"] * 1024
         if isolate and not reply["private_tmp"]:
             log.warning("no user namespaces here: the instances of %s share /tmp", spec.key)
+        if spec.warmup is not None:
+            self.warmup = self._warm_up()
 
     def _stderr(self) -> str:
         try:
@@ -282,6 +289,30 @@ class ProcessTemplate:
         except (OSError, subprocess.TimeoutExpired):
             return ""
         return f"; {err[-2000:]}" if err else ""
+
+    def _warm_up(self) -> InvocationResult:
+        """Run the handler on the deployer's warm-up event in the zygote, before any fork."""
+        try:
+            with self.lock:
+                abi.send(self.control, {"kind": "warmup"})
+                _, fds, _, _ = socket.recv_fds(self.control, 1, 1)
+            if not fds:
+                raise EOFError("the zygote exited")
+        except (OSError, EOFError) as e:
+            self.close()
+            raise BackendError(f"the function's zygote could not warm up: {e}") from e
+        instance = ProcessInstance(self, socket.socket(fileno=fds[0]), None)
+        context = invocation_context(self.spec.memory_mib, self.spec.timeout_s, WARMUP_REQUEST_ID)
+        try:
+            result = instance.invoke(json.loads(self.spec.warmup), context, self.spec.timeout_s)
+        finally:
+            instance.close()
+        if result.error is not None:
+            self.close()
+            e = result.error
+            raise FunctionLoadError(ErrorInfo(e.type, f"the warm-up invocation failed: "
+                                                      f"{e.message}", e.traceback, e.kind))
+        return result
 
     def fork(self) -> ProcessInstance:
         with self.lock:

@@ -206,6 +206,18 @@ def load_function(handler):
     return agent.answer({"kind": abi.LOAD, "module": module, "handler": function})["error"]
 
 
+def warm_up(control):
+    """Serve one instance in the zygote itself, before any fork: the deployer's warm-up run,
+    whose lazy imports and caches every instance forked afterwards inherits."""
+    from usetl import sandbox
+
+    parent_end, child_end = socket.socketpair()
+    socket.send_fds(control, [b"\0"], [parent_end.fileno()])
+    parent_end.close()
+    sandbox.serve(child_end)  # until the host closes its end
+    child_end.close()
+
+
 def zygote(control, spec, isolated):
     """Z': load the function, then fork an instance per request."""
     code_dir, module_dirs, lib_dir = spec["code_dir"], spec["module_dirs"], spec["lib_dir"]
@@ -249,6 +261,8 @@ def zygote(control, spec, isolated):
             socket.send_fds(control, [b"\0"], [parent_end.fileno()])
             abi.send(control, {"pid": pid})
             parent_end.close()
+        elif request["kind"] == "warmup":
+            warm_up(control)
         elif request["kind"] == "kill":
             try:
                 os.kill(request["pid"], signal.SIGKILL)
