@@ -356,3 +356,35 @@ def test_a_failing_warm_up_refuses_the_template(base, lazy_dir):
         base.load_function(LAZY_LOAD, mounts={"lazy": str(lazy_dir)},
                            warmup=WarmUp("fail", {}))
     assert "the warm-up event is refused" in failed.value.error.traceback
+
+
+HOOKS = '''
+import os
+from usetl import runtime
+EVENTS = []
+
+@runtime.before_freeze
+def frozen():
+    EVENTS.append("freeze")
+    if os.path.exists("/hooks/refuse"):
+        raise RuntimeError("cannot freeze")
+
+@runtime.after_clone
+def cloned():
+    EVENTS.append("clone " + os.environ["USETL_INSTANCE_ID"])
+
+def handler(event, context):
+    return EVENTS
+'''
+
+
+def test_runtime_hooks_run_before_the_freeze_and_in_each_clone(base, tmp_path):
+    (tmp_path / "hooks.py").write_text(HOOKS)
+    load = {"kind": "load", "path": "/hooks/hooks.py", "handler": "handler"}
+    with base.load_function(load, mounts={"hooks": str(tmp_path)}) as template:
+        for _ in range(2):
+            with template.fork() as clone:
+                assert clone.invoke(None).value == ["freeze", f"clone {clone.instance}"]
+    (tmp_path / "refuse").write_text("")
+    with pytest.raises(HyperForkError, match="a before-freeze hook failed: cannot freeze"):
+        base.load_function(load, mounts={"hooks": str(tmp_path)})

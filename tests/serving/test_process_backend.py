@@ -217,3 +217,25 @@ def test_a_warm_up_runs_in_the_zygote_before_any_fork(backend, function_dir):
     with pytest.raises(FunctionLoadError, match="warm-up invocation failed") as refused:
         backend.template(failing)
     assert "not this event" in refused.value.error.traceback
+
+
+HOOKS = """
+import os
+from usetl import runtime
+EVENTS = []
+runtime.before_freeze(lambda: EVENTS.append("freeze"))
+runtime.after_clone(lambda: EVENTS.append(f"clone {os.getpid()}"))
+
+def handler(event, context):
+    return EVENTS, os.getpid()
+"""
+
+
+def test_runtime_hooks_run_before_the_first_fork_and_in_each_instance(backend, function_dir):
+    template = backend.template(FunctionSpec("t/hooks/1", function_dir(HOOKS), "fn.py:handler"))
+    try:
+        for _ in range(2):
+            events, pid = template.fork().invoke(None, {}, 10).value
+            assert events == ["freeze", f"clone {pid}"]
+    finally:
+        template.close()

@@ -104,7 +104,8 @@ READY = "ready"  # the agent's first message: {"kind": READY, "protocol": PROTOC
 EXEC = "exec"  # run Python source as __main__
 LOAD = "load"  # import the function's module once and keep its handler
 INVOKE = "invoke"  # call handler(event, context)
-IDENTITY = "identity"  # a clone's first request: fresh seeds and instance id
+IDENTITY = "identity"  # a clone's first request: fresh seeds and instance id, after-clone hooks
+FREEZE = "freeze"  # the template is about to be frozen: the function's before-freeze hooks
 ETL = "etl"  # on a socket: an ETL request from the guest (see usetl.abi.etl)
 REPLY = "reply"  # on a socket: the agent's reply to a request
 
@@ -117,6 +118,7 @@ REQUESTS = {
     INVOKE: {"event": (None, False), "event_file": (_STR, False),
              "context": (_OBJ + (type(None),), False)},
     IDENTITY: {"instance": (_STR, True), "seed": (_STR, True)},
+    FREEZE: {},
 }
 
 # Every reply has error, guest_ms and guest_cpu_ms; invoke adds value, load import_ms and

@@ -15,7 +15,9 @@ version, then one reply per request (abi.REQUESTS):
   "path" of a .py file or a package directory, or a "module" name;
   "sys_path" entries are prepended to sys.path) and keep its "handler"; the
   reply has import_ms and modules (len(sys.modules)).
-- identity: a clone's first request (HyperFork): fresh seeds and instance id.
+- identity: a clone's first request (HyperFork): fresh seeds and instance id,
+  then the function's after-clone hooks (usetl.runtime).
+- freeze: the function's before-freeze hooks, just before its template freezes.
 - invoke: call handler(event, context) with the "event" (or the JSON file
   named "event_file" the host put in its ETL region) and the "context"; the
   reply has the return value, which must be JSON-serialisable.
@@ -155,7 +157,7 @@ def invoke(request):
     return {"value": handler(event, Context(request.get("context") or {}))}
 
 
-def refresh_identity(request):
+def take_identity(request):
     """A clone's first request: nothing it inherited may repeat another clone's values."""
     os.environ["USETL_INSTANCE_ID"] = request["instance"]
     seed = bytes.fromhex(request["seed"])
@@ -165,11 +167,23 @@ def refresh_identity(request):
     tempfile = sys.modules.get("tempfile")
     if tempfile is not None:
         tempfile._name_sequence = None  # its Random is re-made only when the pid changes
+    from usetl import runtime
+
+    runtime.run_after_clone()
+    return {}
+
+
+def before_freeze(request):
+    """The template freezes next: the function's hooks close what cannot be shared."""
+    from usetl import runtime
+
+    runtime.run_before_freeze()
     return {}
 
 
 HANDLERS = {
-    abi.EXEC: run_code, abi.LOAD: load, abi.INVOKE: invoke, abi.IDENTITY: refresh_identity,
+    abi.EXEC: run_code, abi.LOAD: load, abi.INVOKE: invoke, abi.IDENTITY: take_identity,
+    abi.FREEZE: before_freeze,
 }
 
 
@@ -214,11 +228,19 @@ def encode_reply(reply):
         return abi.encode(reply)
 
 
-def serve(channel):
-    """Announce the protocol, then answer requests until the channel ends."""
+def serve(channel, refused=None):
+    """Announce the protocol, then answer requests until the channel ends.
+
+    `refused` (an error in abi.error's form) answers every request instead: an instance
+    whose after-clone hooks failed says why, rather than dying without a word.
+    """
     channel.send(abi.encode({"kind": abi.READY, "protocol": abi.PROTOCOL_VERSION}))
     while (request := channel.receive()) is not None:
-        channel.send(encode_reply(channel.finish(answer(request))))
+        if refused is not None:
+            reply = {"error": refused, "guest_ms": 0.0, "guest_cpu_ms": 0.0}
+        else:
+            reply = answer(request)
+        channel.send(encode_reply(channel.finish(reply)))
 
 
 if __name__ == "__main__":

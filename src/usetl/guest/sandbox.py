@@ -92,8 +92,8 @@ class SocketChannel:
         self.sock.sendall(frame)
 
 
-def serve(sock):
-    """Serve one instance's socket until the host closes it."""
+def serve(sock, refused=None):
+    """Serve one instance's socket until the host closes it (see agent.serve for refused)."""
     channel = SocketChannel(sock)
     etl.use(channel.transport)
-    agent.serve(channel)
+    agent.serve(channel, refused)

@@ -282,6 +282,12 @@ def become_function_template(clone: CloneProcess, load: LoadFunction, chan: Chan
             chan.send(Failed(ErrorInfo(e.type, f"the warm-up invocation failed: {e.message}",
                                        e.traceback, e.kind)))
             return
+    hooks = usf.invoke({"kind": abi.FREEZE})
+    if not hooks.ok:
+        e = hooks.error
+        chan.send(Failed(ErrorInfo(e.type, f"a before-freeze hook failed: {e.message}",
+                                   e.traceback, e.kind)))
+        return
     usf.startup.ms = (time.perf_counter() - t0) * 1e3
     for mem in usf.vm.memory().values():
         mem.copy_to_new_file()

@@ -95,7 +95,7 @@ class KvmInstance:
             raise RollbackImpossible(f"rollback failed: {e}") from e
 
     def warm(self) -> None:
-        """A no-op request: the clone's identity refresh and first touches happen now.
+        """A no-op request: the clone takes its identity and first touches happen now.
 
         It costs about as much CPU as it saves the next invocation, so under load (when the
         pool does not call this) it would only lower throughput.

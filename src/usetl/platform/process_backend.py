@@ -281,6 +281,7 @@ class ProcessTemplate:
             log.warning("no user namespaces here: the instances of %s share /tmp", spec.key)
         if spec.warmup is not None:
             self.warmup = self._warm_up()
+        self._freeze()
 
     def _stderr(self) -> str:
         try:
@@ -313,6 +314,23 @@ class ProcessTemplate:
             raise FunctionLoadError(ErrorInfo(e.type, f"the warm-up invocation failed: "
                                                       f"{e.message}", e.traceback, e.kind))
         return result
+
+    def _freeze(self) -> None:
+        """The function's before-freeze hooks, in the zygote, before its first fork."""
+        try:
+            with self.lock:
+                abi.send(self.control, {"kind": abi.FREEZE})
+                reply, _ = abi.recv(self.control)
+            error = reply["error"]
+            info = None if error is None else _error_info(error)
+        except (OSError, EOFError, abi.ProtocolError, KeyError, TypeError) as e:
+            self.close()
+            raise BackendError(f"the function's zygote did not freeze: {e}") from e
+        if info is not None:
+            self.close()
+            raise FunctionLoadError(ErrorInfo(info.type, f"a before-freeze hook failed: "
+                                                         f"{info.message}", info.traceback,
+                                              info.kind))
 
     def fork(self) -> ProcessInstance:
         with self.lock:

@@ -189,9 +189,15 @@ def serve_instance(sock):
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
-    from usetl import sandbox
+    from usetl import agent, runtime, sandbox
 
-    sandbox.serve(sock)
+    try:
+        runtime.run_after_clone()
+        refused = None
+    except BaseException as e:  # noqa: B036 - every request of this instance reports it
+        refused = agent.describe(e)
+        refused["message"] = f"an after-clone hook failed: {refused['message']}"
+    sandbox.serve(sock, refused)
     os._exit(0)
 
 
@@ -263,6 +269,10 @@ def zygote(control, spec, isolated):
             parent_end.close()
         elif request["kind"] == "warmup":
             warm_up(control)
+        elif request["kind"] == abi.FREEZE:
+            from usetl import agent
+
+            abi.send(control, {"error": agent.answer({"kind": abi.FREEZE})["error"]})
         elif request["kind"] == "kill":
             try:
                 os.kill(request["pid"], signal.SIGKILL)
