@@ -210,6 +210,31 @@ def test_concurrency_limit_rejects_with_429(alice, module_http_server):
     assert alice.invoke("single", {"n": 3})["result"] == 3
 
 
+def test_async_invocations_beyond_the_queue_get_429(alice, module_http_server):
+    gate = module_http_server.gate("/bounded")
+    deploy(alice, "bounded", GATED, concurrency=1, queue=1, allow=[module_http_server.base])
+    first = alice.invoke_async("bounded", {"gate": gate.url, "n": 1})
+    gate.wait_for(1)
+    waiting = [alice.invoke_async("bounded", {"n": n}) for n in (2, 3)]  # concurrency + queue
+    with pytest.raises(ApiError) as e:
+        alice.invoke_async("bounded", {"n": 4})
+    assert (e.value.status, e.value.code) == (429, "queue_full")
+    gate.open()
+    for invocation_id, n in zip([first, *waiting], (1, 2, 3), strict=True):
+        wait_until(lambda i=invocation_id: alice.invocation(i)["status"] == "succeeded",
+                   f"async invocation {n} to finish")
+        assert alice.invocation(invocation_id)["result"] == n
+
+
+def test_logs_page_back_with_before(alice):
+    deploy(alice, "paged", SQUARE)
+    ids = [alice.invoke("paged", {"n": n})["id"] for n in range(3)]
+    latest = alice.logs("paged", limit=2)
+    assert [r["id"] for r in latest] == ids[1:]
+    older = alice.logs("paged", limit=2, before=latest[0]["created"])
+    assert [r["id"] for r in older] == ids[:1]
+
+
 def test_200_concurrent_invocations(server, alice):
     deploy(alice, "many", SQUARE)
     results: dict[int, dict] = {}

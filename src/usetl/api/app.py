@@ -216,8 +216,11 @@ def _add_invocation_routes(app: FastAPI, platform: Platform) -> None:
 
     @app.get("/v1/functions/{name}/logs", tags=["invocations"])
     def logs(name: str, caller: Caller,
-             limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict:
-        return {"invocations": platform.logs(caller, name, limit)}
+             limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+             before: Annotated[float | None, Query(description="only invocations created "
+                                                   "before this Unix time (the next page)")]
+             = None) -> dict:
+        return {"invocations": platform.logs(caller, name, limit, before)}
 
     @app.get("/v1/usage", tags=["invocations"])
     def usage(caller: Caller, since: Annotated[float, Query(ge=0)] = 0.0) -> dict:

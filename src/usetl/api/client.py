@@ -138,9 +138,11 @@ class Client:
     def delete(self, name: str) -> dict:
         return self.request("DELETE", f"/v1/functions/{name}")
 
-    def logs(self, name: str, limit: int = 20) -> list[dict]:
-        return self.request("GET", f"/v1/functions/{name}/logs", params={"limit": limit})[
-            "invocations"]
+    def logs(self, name: str, limit: int = 20, before: float | None = None) -> list[dict]:
+        params: dict[str, Any] = {"limit": limit}
+        if before is not None:
+            params["before"] = before
+        return self.request("GET", f"/v1/functions/{name}/logs", params=params)["invocations"]
 
     def usage(self, since: float = 0.0) -> list[dict]:
         return self.request("GET", "/v1/usage", params={"since": since})["functions"]

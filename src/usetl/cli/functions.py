@@ -42,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     logs = _command(subparsers, "logs", "recent invocations of a function with their output")
     logs.add_argument("name")
     logs.add_argument("-n", "--limit", type=int, default=20)
+    logs.add_argument("--before", type=float, default=None, metavar="UNIX_TIME",
+                      help="older invocations: those created before this time (a page back)")
     logs.set_defaults(func=run_logs)
 
     usage = _command(subparsers, "usage", "what your invocations used, per function (billing)")
@@ -204,7 +206,7 @@ def run_ls(args: argparse.Namespace) -> int:
 
 
 def run_logs(args: argparse.Namespace) -> int:
-    for record in _client(args).logs(args.name, args.limit):
+    for record in _client(args).logs(args.name, args.limit, args.before):
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["created"]))
         ms = record["metrics"]["duration_ms"]
         took = f" {ms:.1f} ms" if ms is not None else ""

@@ -495,12 +495,14 @@ class Registry:
         )
         return _invocation(rows[0]) if rows else None
 
-    def logs(self, tenant_id: int, name: str, limit: int = 20) -> list[dict]:
+    def logs(self, tenant_id: int, name: str, limit: int = 20,
+             before: float | None = None) -> list[dict]:
+        """The latest `limit` invocations, oldest first; `before` pages back (created < it)."""
         self.flush()
         rows = self._read(
             "SELECT * FROM invocations WHERE tenant_id = ? AND function_name = ? "
-            "ORDER BY created DESC LIMIT ?",
-            (tenant_id, name, limit),
+            "AND created < ? ORDER BY created DESC LIMIT ?",
+            (tenant_id, name, float("inf") if before is None else before, limit),
         )
         return [_invocation(r) for r in reversed(rows)]
 
@@ -560,6 +562,12 @@ class Registry:
         if not rows:
             return None
         return self.version_by_id(rows[0]["version_id"]), json.loads(rows[0]["event"])
+
+    def queued_count(self, tenant_id: int, name: str) -> int:
+        """Asynchronous invocations of a function accepted and not yet started."""
+        return self._read(
+            "SELECT COUNT(*) AS n FROM invocations WHERE tenant_id = ? AND function_name = ? "
+            "AND status = 'queued'", (tenant_id, name))[0]["n"]
 
     def fail_invocation(self, invocation_id: str, error: ErrorInfo) -> None:
         def update(cur):

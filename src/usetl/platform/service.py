@@ -416,6 +416,11 @@ class Platform:
     def invoke_async(self, tenant: Tenant, name: str, event: Any) -> str:
         """Persist the invocation, then acknowledge it; a worker runs it."""
         version = self._live(tenant, name)
+        # Accepted invocations wait in the registry: as many as may wait on a sync call.
+        waiting = self.registry.queued_count(tenant.id, name)
+        if waiting >= version.concurrency + version.queue:
+            raise ServiceError(429, "queue_full",
+                               f"function {name!r} has {waiting} invocations waiting, its limit")
         invocation_id = self.registry.add_invocation(version, "async", event, "queued")
         self.async_runner.submit(self._run_async, invocation_id)
         return invocation_id
@@ -461,10 +466,11 @@ class Platform:
                                f"no invocation {invocation_id!r}")
         return record
 
-    def logs(self, tenant: Tenant, name: str, limit: int) -> list[dict]:
+    def logs(self, tenant: Tenant, name: str, limit: int,
+             before: float | None = None) -> list[dict]:
         if self.registry.version(tenant.id, name) is None:
             raise _no_function(name)
-        return self.registry.logs(tenant.id, name, limit)
+        return self.registry.logs(tenant.id, name, limit, before)
 
     def usage(self, tenant: Tenant, since: float) -> list[dict]:
         return self.registry.usage(tenant.id, since)
