@@ -226,6 +226,14 @@ def test_async_invocations_beyond_the_queue_get_429(alice, module_http_server):
         assert alice.invocation(invocation_id)["result"] == n
 
 
+def test_stored_output_is_capped(alice):
+    deploy(alice, "chatty", "def handler(event, context):\n    print('x' * (3 << 20))\n")
+    record = alice.invoke("chatty", None)
+    assert record["status"] == "succeeded"
+    assert record["stdout"].startswith("x" * 1000) and len(record["stdout"]) < (1 << 20) + 200
+    assert record["stdout"].endswith(f"[usetl: output cut at {1 << 20} bytes of {(3 << 20) + 1}]\n")
+
+
 def test_logs_page_back_with_before(alice):
     deploy(alice, "paged", SQUARE)
     ids = [alice.invoke("paged", {"n": n})["id"] for n in range(3)]

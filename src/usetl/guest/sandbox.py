@@ -19,7 +19,9 @@ import sys
 from usetl import abi, agent, etl
 from usetl.abi import etl as wire
 
-OUTPUT_LIMIT = 1 << 20  # characters of stdout and of stderr kept per invocation
+# Characters of stdout and of stderr sent per invocation, as a USF captures (UsfConfig.
+# output_limit); the platform keeps less in a record (Limits.max_output_bytes).
+OUTPUT_LIMIT = 16 << 20
 
 
 class SocketTransport:

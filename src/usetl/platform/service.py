@@ -79,6 +79,7 @@ class ServiceError(UsetlError):
 class Limits:
     max_payload_bytes: int = 6 << 20
     max_result_bytes: int = 6 << 20
+    max_output_bytes: int = 1 << 20  # of stdout, and of stderr, kept in a record
     max_code_bytes: int = 50 << 20
     max_memory_mib: int = 2048
     max_timeout_s: float = 900.0
@@ -387,6 +388,8 @@ class Platform:
                 outcome.error = ErrorInfo(
                     RESULT_TOO_LARGE, f"the result is {size} bytes, over the limit of "
                                       f"{self.limits.max_result_bytes}")
+        outcome.stdout = _capped(outcome.stdout, self.limits.max_output_bytes)
+        outcome.stderr = _capped(outcome.stderr, self.limits.max_output_bytes)
         return outcome
 
     def parse_event(self, body: bytes) -> Any:
@@ -487,6 +490,15 @@ class Platform:
         self.pool.close()
         self.backend.close()
         self.registry.close()
+
+
+def _capped(text: str, limit: int) -> str:
+    """At most `limit` bytes of an output stream, saying where it was cut."""
+    data = text.encode(errors="replace")
+    if len(data) <= limit:
+        return text
+    cut = data[:limit].decode(errors="ignore")
+    return f"{cut}\n[usetl: output cut at {limit} bytes of {len(data)}]\n"
 
 
 def _check_name(name: str, what: str) -> None:
