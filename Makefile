@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup host-tools demo test lint bench report readme-table clean
+.PHONY: setup host-tools demo test lint bench report readme-table compat clean
 
 # `make report` writes the evaluation here; `make report QUICK=1` is the under-5-minute run.
 REPORT_DIR ?= eval
@@ -38,6 +38,10 @@ bench: setup
 
 report: setup
 	$(VENV)/bin/usetl bench all --report $(REPORT_DIR) $(if $(QUICK),--quick)
+
+# CPython's own test modules in a USF and on the host, side by side (tens of minutes).
+compat: setup
+	$(VENV)/bin/usetl bench cpython-tests
 
 readme-table: setup
 	$(VENV)/bin/usetl bench readme-table $(REPORT_DIR)

@@ -42,6 +42,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--json", action="store_true", help="print the numbers as JSON")
     m.set_defaults(func=run_protocol)
 
+    c = commands.add_parser(
+        "cpython-tests", help="CPython's own test modules in a USF and on the host, side by side")
+    c.add_argument("--module", action="append", default=None, metavar="NAME",
+                   help="a test module (repeatable; default: the issue's list, e.g. "
+                   "test.test_threading)")
+    c.add_argument("--timeout", type=float, default=900.0, help="seconds per module and side")
+    c.add_argument("--json", action="store_true", help="print the rows as JSON")
+    c.set_defaults(func=run_cpython_tests)
+
     a = commands.add_parser(
         "all", help="run every experiment and write DIR/results.json, evaluation.md, figures"
     )
@@ -138,6 +147,15 @@ def run_protocol(args: argparse.Namespace) -> int:
 
     result = protocol.run(args.runs)
     print(json.dumps(result, indent=2) if args.json else protocol.format_report(result))
+    return 0
+
+
+def run_cpython_tests(args: argparse.Namespace) -> int:
+    from usetl.bench import cpython_tests
+
+    rows = cpython_tests.run(args.module or cpython_tests.MODULES, args.timeout, say=_say)
+    _done()
+    print(json.dumps(rows, indent=2) if args.json else cpython_tests.format_table(rows))
     return 0
 
 
