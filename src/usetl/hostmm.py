@@ -67,6 +67,25 @@ PAGE_IS_PRESENT = 1 << 3
 _REGIONS = 1024
 
 
+# (pid, fd): this process's /proc/self/pagemap, kept open. A forked child opens its own
+# (the fd it inherited reads its parent's page tables).
+_pagemap: tuple[int, int] | None = None
+
+
+def adopt_pagemap(fd: int) -> None:
+    """Use `fd`, this process's page map opened by the caller (a jailed, non-dumpable process
+    cannot open its own /proc/self/pagemap, which then belongs to root, at will)."""
+    global _pagemap
+    _pagemap = (os.getpid(), fd)
+
+
+def pagemap_fd() -> int:
+    if _pagemap is None or _pagemap[0] != os.getpid():
+        adopt_pagemap(os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC))
+    assert _pagemap is not None
+    return _pagemap[1]
+
+
 def private_pages(addr: int, size: int) -> list[tuple[int, int]] | None:
     """(start, end) addresses of the pages in a range that are this process's own copies.
 
@@ -82,19 +101,16 @@ def private_pages(addr: int, size: int) -> list[tuple[int, int]] | None:
         return_mask=PAGE_IS_PRESENT,
     )
     out: list[tuple[int, int]] = []
-    fd = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        while arg.start < arg.end:
-            n = _libc.ioctl(fd, ctypes.c_ulong(PAGEMAP_SCAN), ctypes.byref(arg))
-            if n < 0:
-                if ctypes.get_errno() in (errno.EINVAL, errno.ENOTTY) and not out:
-                    return None
-                err = ctypes.get_errno()
-                raise OSError(err, os.strerror(err))
-            out.extend((vec[i].start, vec[i].end) for i in range(n))
-            arg.start = arg.walk_end
-    finally:
-        os.close(fd)
+    fd = pagemap_fd()
+    while arg.start < arg.end:
+        n = _libc.ioctl(fd, ctypes.c_ulong(PAGEMAP_SCAN), ctypes.byref(arg))
+        if n < 0:
+            if ctypes.get_errno() in (errno.EINVAL, errno.ENOTTY) and not out:
+                return None
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        out.extend((vec[i].start, vec[i].end) for i in range(n))
+        arg.start = arg.walk_end
     return out
 
 

@@ -36,6 +36,7 @@ def base(image_path):
 def function_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("fn")
     (d / "fn.py").write_text(FUNCTION)
+    d.chmod(0o755)  # a jailed monitor's uid reads it as "others" do (mktemp gives 0700)
     return d
 
 

@@ -53,7 +53,7 @@ def test_instance_runs_the_handler_isolated(function_dir, tmp_path):
         assert out.value["n"] == 42
         assert out.stdout == "event 21\n"
         if os.geteuid() == 0:
-            assert out.value["uid"] == 65534
+            assert out.value["uid"] >= 100000  # usetl.jail's range, one uid per zygote
             assert out.value["fs"] == "Read-only file system"
             assert out.value["secret"] is False  # the server's state is not visible
         assert out.value["code"] == ["fn.py"]
@@ -61,6 +61,21 @@ def test_instance_runs_the_handler_isolated(function_dir, tmp_path):
             instance.rollback()
     finally:
         template.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a zygote a uid")
+def test_each_function_s_zygote_has_its_own_uid(backend, function_dir):
+    uids = []
+    for name in ("a", "b"):
+        template = backend.template(FunctionSpec(f"t/{name}/1", function_dir(PROBE, name),
+                                                 "fn.py:handler"))
+        try:
+            out = template.fork().invoke({"n": 1, "secret": "/nonexistent"}, {}, 10)
+            assert out.error is None, out.error
+            uids.append(out.value["uid"])
+        finally:
+            template.close()
+    assert uids[0] != uids[1]
 
 
 def test_timeout_kills_the_instance(backend, function_dir):

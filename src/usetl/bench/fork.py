@@ -22,9 +22,9 @@ def _summary(values: list[float]) -> dict:
 
 
 def run(image: ImageArchive, runs: int = 30, held: tuple[int, ...] = (1, 10, 50),
-        progress: Callable[[str], None] = lambda s: None) -> dict:
+        progress: Callable[[str], None] = lambda s: None, jail: bool = True) -> dict:
     t0 = time.perf_counter()
-    template = Template.start(image)
+    template = Template.start(image, jail=jail)
     out: dict = {"template_start_ms": (time.perf_counter() - t0) * 1e3}
     try:
         fork_ms, first_ms, fork_to_result, rollback_ms, recycled_ms = [], [], [], [], []

@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--runs", type=int, default=30, help="clones to time (default 30)")
     f.add_argument("--cache", type=Path, default=None, metavar="DIR")
     f.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    f.add_argument("--no-jail", action="store_true",
+                   help="clones without the jail (to measure what it costs)")
     f.set_defaults(func=run_fork)
 
     p = commands.add_parser(
@@ -103,7 +105,7 @@ def run_fork(args: argparse.Namespace) -> int:
     from usetl.bench import fork
 
     image = ImageArchive.open(default_image(args.cache, progress=StderrProgress()))
-    result = fork.run(image, args.runs, progress=_say)
+    result = fork.run(image, args.runs, progress=_say, jail=not args.no_jail)
     _done()
     print(json.dumps(result, indent=2) if args.json else fork.format_report(result))
     return 0

@@ -9,11 +9,15 @@ ends that instance. A clone is the process closest to untrusted guest code,
 so nothing it sends is unpickled or executed.
 
     controller -> template : StartTemplate | LoadSnapshot (first), then
-                             Fork | Info | InspectTemplate | SaveSnapshot | Close
-    template -> controller : TemplateReady | Forked | Digests | Done | Failed
-    controller -> clone    : Invoke | Call | Rollback | InspectClone | Close
+                             Fork | Info | InspectTemplate | ExportSnapshot | Close
+    template -> controller : TemplateReady | Forked | Digests | SnapshotExport | Done |
+                             Failed
+    controller -> clone    : Invoke | Call | Rollback | InspectClone | RunInMonitor | Close
     clone -> controller    : CloneReady | TemplateReady (a function template) |
-                             Invoked | RolledBack | Inspected | Done | Failed
+                             Invoked | RolledBack | Inspected | MonitorRan | Done | Failed
+
+A new clone's first bytes on its socket are usetl.jail.handshake's (its pid, told by
+the kernel), before any message.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import msgspec
 
 from usetl.errors import UsetlError
 from usetl.invocation import ErrorInfo, InvocationResult
+from usetl.jail import JailSpec
 from usetl.usf import UsfConfig
 
 _LENGTH = struct.Struct("<I")
@@ -90,10 +95,15 @@ class WarmUp(Message):
 
 
 class Fork(Message):
-    """Fork a clone serving on the socket passed with this message (or a function template)."""
+    """Fork a clone serving on the socket passed with this message (or a function template).
+
+    `jail`: how a jailer template (one the controller started) jails the child; a jailed
+    template's children inherit its jail instead.
+    """
 
     load: LoadFunction | None = None
     warm: bool = False
+    jail: JailSpec | None = None
 
 
 class Info(Message):
@@ -104,8 +114,8 @@ class InspectTemplate(Message):
     pass
 
 
-class SaveSnapshot(Message):
-    directory: str
+class ExportSnapshot(Message):
+    """Send what a snapshot holds, the memory files with it; the controller writes them."""
 
 
 class Close(Message):
@@ -140,6 +150,14 @@ class InspectClone(Message):
     needle: bytes | None = None
 
 
+class RunInMonitor(Message):
+    """Tests of the jail only: run Python code in the clone's monitor process, as if its
+    guest had taken it over. Refused unless the template was started with
+    USETL_TEST_HOOKS=1."""
+
+    code: str
+
+
 # -- replies --------------------------------------------------------------------------
 
 
@@ -148,6 +166,7 @@ class TemplateReady(Message):
     startup_ms: float
     memory_bytes: int
     state_bytes: int
+    guest_bytes: int = 0  # RAM and ETL regions: what its jail's memory limit is made from
     load: InvocationResult | None = None  # a function template: its load request's result
     warmup: InvocationResult | None = None  # and its warm-up invocation's
 
@@ -182,6 +201,19 @@ class Inspected(Message):
     found: list[int]
 
 
+class SnapshotExport(Message):
+    image: str
+    image_digest: str
+    regions: list[dict[str, Any]]
+    memories: list[dict[str, Any]]  # name, gpa, size; their fds come with the message
+    vcpu: bytes
+    state: bytes
+
+
+class MonitorRan(Message):
+    result: Any
+
+
 class Done(Message):
     pass
 
@@ -191,10 +223,10 @@ class Failed(Message):
 
 
 TEMPLATE_FIRST = StartTemplate | LoadSnapshot
-TEMPLATE_REQUESTS = Fork | Info | InspectTemplate | SaveSnapshot | Close
-CLONE_REQUESTS = Invoke | Call | Rollback | InspectClone | Close
+TEMPLATE_REQUESTS = Fork | Info | InspectTemplate | ExportSnapshot | Close
+CLONE_REQUESTS = Invoke | Call | Rollback | InspectClone | RunInMonitor | Close
 REPLIES = (TemplateReady | Forked | CloneReady | Invoked | RolledBack | Digests | Inspected
-           | Done | Failed)
+           | SnapshotExport | MonitorRan | Done | Failed)
 
 _encoder = msgspec.msgpack.Encoder()
 

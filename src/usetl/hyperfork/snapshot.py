@@ -27,6 +27,7 @@ from usetl.vm.vcpu_state import VcpuState
 
 from . import monitor_state
 from .frozen import Frozen
+from .protocol import SnapshotExport
 
 MAGIC = b"USETLSNP"
 VERSION = 2  # 2: the monitor state of the usf package, with a namespace's inode counter
@@ -39,24 +40,40 @@ class SnapshotError(UsetlError):
     """A snapshot could not be written, or is not one this version can load."""
 
 
-def save(frozen: Frozen, directory: str) -> None:
-    """Write `frozen` to `directory`, atomically per file."""
+def export(frozen: Frozen) -> tuple[SnapshotExport, list[int]]:
+    """What a snapshot of `frozen` holds, and its memory files' fds (in `memories` order).
+
+    A template process hands these to its controller, which writes the files: a jailed
+    template can see no directory of the host, let alone write one.
+    """
+    image = frozen.usf.image
+    snapshot = SnapshotExport(
+        image=str(image.path), image_digest=image.digest,
+        regions=[asdict(spec) for spec in frozen.specs],
+        memories=[{"name": name, "gpa": mem.gpa, "size": mem.size}
+                  for name, mem in frozen.memory.items()],
+        vcpu=frozen.vcpu.to_bytes(), state=frozen.state,
+    )
+    return snapshot, [mem.fd for mem in frozen.memory.values()]
+
+
+def write(snapshot: SnapshotExport, fds: list[int], directory: str | os.PathLike) -> None:
+    """Write what export() gave to `directory`, atomically per file."""
+    if len(fds) != len(snapshot.memories):
+        raise SnapshotError(f"{len(fds)} memory files came for {len(snapshot.memories)} memories")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    image = frozen.usf.image
     memories = []
-    for name, mem in frozen.memory.items():
-        path = out / f"{name}.mem"
-        memories.append({"name": name, "gpa": mem.gpa, "size": mem.size,
-                         "sha256": _copy_sparse(mem.fd, mem.size, path)})
-    header = {
-        "image": str(image.path), "image_digest": image.digest,
-        "regions": [asdict(spec) for spec in frozen.specs],
-        "memories": memories,
-    }
+    for m, fd in zip(snapshot.memories, fds, strict=True):
+        name = str(m["name"])
+        if not name.isidentifier():
+            raise SnapshotError(f"a template sent a memory named {name!r}")
+        memories.append({**m, "sha256": _copy_sparse(fd, int(m["size"]), out / f"{name}.mem")})
+    header = {"image": snapshot.image, "image_digest": snapshot.image_digest,
+              "regions": snapshot.regions, "memories": memories}
     head = json.dumps(header).encode()
-    vcpu = frozen.vcpu.to_bytes()
-    body = struct.pack("<III", len(head), len(vcpu), len(frozen.state)) + head + vcpu + frozen.state
+    vcpu, state = snapshot.vcpu, snapshot.state
+    body = struct.pack("<III", len(head), len(vcpu), len(state)) + head + vcpu + state
     tmp = out / (STATE_FILE + ".tmp")
     tmp.write_bytes(_HEAD.pack(MAGIC, VERSION, hashlib.sha256(body).digest(), len(body)) + body)
     os.replace(tmp, out / STATE_FILE)

@@ -8,7 +8,8 @@
     fn.save("snap"); Template.load("snap")     # survives a restart
 
 Each template and each clone is its own process (see worker.py); these
-objects hold the socket to it.
+objects hold the socket to it. Every process that runs tenant code is jailed
+(usetl.jail) before its first guest instruction; jail=False turns that off.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from usetl import abi
 from usetl.image import default_image
 from usetl.image.archive import ImageArchive
 from usetl.invocation import InvocationResult
+from usetl.jail import JailError, JailSpec, handshake
+from usetl.jail.cgroup import Cgroups, Limits
+from usetl.jail.environ import spawn_environment
+from usetl.jail.ids import shared_range
 from usetl.usf import UsfConfig
 
 from .protocol import (
@@ -35,6 +40,8 @@ from .protocol import (
     Close,
     Digests,
     Done,
+    ExportSnapshot,
+    Failed,
     Fork,
     Forked,
     HyperForkError,
@@ -47,9 +54,12 @@ from .protocol import (
     LoadFunction,
     LoadSnapshot,
     Message,
+    MonitorRan,
+    ProtocolError,
     Rollback,
     RolledBack,
-    SaveSnapshot,
+    RunInMonitor,
+    SnapshotExport,
     StartTemplate,
     TemplateReady,
     WarmUp,
@@ -57,16 +67,67 @@ from .protocol import (
 
 M = TypeVar("M")
 
+# Each jailed process's cgroup allows twice its guest memory (RAM and ETL regions: a
+# page the guest touches where the template's memory file has a hole costs a page of
+# that file and the process's private copy) plus this much for the monitor's own heap
+# beyond what it shares with its template, and this many tasks (the process, the
+# timeout timer's thread, and forks in flight in a template).
+MONITOR_ALLOWANCE = 96 << 20
+PIDS_PER_PROCESS = 32
+
+
+class _Jails:
+    """The controller's side of the jail: uids to hand out and cgroups to make."""
+
+    def __init__(self) -> None:
+        self.uids = shared_range()
+        self._cgroups: Cgroups | None = None
+
+    @property
+    def cgroups(self) -> Cgroups:
+        if self._cgroups is None:
+            self._cgroups = Cgroups()
+        return self._cgroups
+
+    def spec(self) -> JailSpec:
+        # The monitor makes ETL requests and proxied guest sockets itself (until an egress
+        # broker does), so by default its jail keeps the host's network namespace;
+        # USETL_JAIL_NETWORK=none gives it an empty one (and then no network I/O works).
+        network = os.environ.get("USETL_JAIL_NETWORK", "host")
+        if network not in ("host", "none"):
+            raise HyperForkError(f"USETL_JAIL_NETWORK must be host or none, not {network!r}")
+        uid = self.uids.take()
+        return JailSpec(uid=uid, gid=uid, share_host_network=network == "host")
+
+    def place(self, pid: int, guest_bytes: int) -> None:
+        if os.geteuid() != 0:
+            return  # no cgroups to make; the jail itself said so when it degraded
+        try:
+            self.cgroups.place(f"p{pid}", pid, Limits(2 * guest_bytes + MONITOR_ALLOWANCE,
+                                                      PIDS_PER_PROCESS))
+        except ProcessLookupError:
+            pass  # it has exited already; its first reply (or its absence) says why
+        except OSError as e:
+            raise HyperForkError(f"cannot put process {pid} in its cgroup: {e}") from None
+
+
+JAILS = _Jails()
+
 
 class Template:
     """A frozen, started USF that clones are forked from."""
 
     def __init__(self, chan: Channel, info: TemplateReady,
-                 process: subprocess.Popen | None = None):
+                 process: subprocess.Popen | None = None,
+                 jailer: bool = False, jailed: bool = False):
         self.chan = chan
         self.info = info
         self.pid = info.pid
         self.process = process
+        # A jailer is a template process the controller started (uid 0, in its own PID
+        # namespace, running only the image's code): it jails each child it forks.
+        self.jailer = jailer
+        self.jailed = jailer or jailed  # its children are jailed (and so in cgroups)
         self.closed = False
 
     # -- making templates -----------------------------------------------------------
@@ -77,39 +138,45 @@ class Template:
         image: ImageArchive | str | os.PathLike | None = None,
         mem_mib: int = 256,
         config: UsfConfig | None = None,
+        jail: bool = True,
     ) -> Template:
-        """Start CPython in a new USF and freeze it in the agent's wait: a base template."""
+        """Start CPython in a new USF and freeze it in the agent's wait: a base template.
+
+        With jail=False no process it forks is jailed (to measure what the jail costs).
+        """
         config = config or UsfConfig(mem_mib=mem_mib)
         if isinstance(image, ImageArchive):
             path = str(image.path)
         else:
             path = str(image if image is not None else default_image())
-        return cls._spawn(StartTemplate(path, config))
+        return cls._spawn(StartTemplate(path, config), jail)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> Template:
+    def load(cls, directory: str | os.PathLike, jail: bool = True) -> Template:
         """A template from a snapshot written by save(); its memory is mapped, not read."""
-        return cls._spawn(LoadSnapshot(str(Path(directory).resolve())))
+        return cls._spawn(LoadSnapshot(str(Path(directory).resolve())), jail)
 
     @classmethod
-    def _spawn(cls, first: Message) -> Template:
+    def _spawn(cls, first: Message, jail: bool) -> Template:
         mine, theirs = Channel.pair()
-        env = dict(os.environ)
         src = os.path.dirname(os.path.dirname(os.path.abspath(usetl.__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+        path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+        env = spawn_environment({"PYTHONPATH": path})
         process = subprocess.Popen(
-            [sys.executable, "-m", "usetl.hyperfork.worker", str(theirs.fileno())],
+            [sys.executable, "-P", "-m", "usetl.hyperfork.worker", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
         )
         theirs.close()
         try:
             reply = mine.request(first, TemplateReady)
+            if jail:
+                JAILS.place(process.pid, reply.guest_bytes)
         except HyperForkError:
             mine.close()
             process.kill()
             process.wait()
             raise
-        return cls(mine, reply, process)
+        return cls(mine, reply, process, jailer=jail)
 
     def load_function(
         self,
@@ -123,8 +190,11 @@ class Template:
         `mounts` maps names to host directories shown read-only at /name (code, modules).
         With `warmup`, it also called the handler once on that event first, and froze after.
         """
-        chan = self._fork_channel(Fork(LoadFunction(request, mounts or {}, timeout, warmup)))
-        return Template(chan, _first_reply(chan, TemplateReady))
+        chan, pid = self._fork_channel(
+            Fork(LoadFunction(request, mounts or {}, timeout, warmup)))
+        info = _first_reply(chan, TemplateReady)
+        info.pid = pid
+        return Template(chan, info, jailed=self.jailed)
 
     def fork(self, warm: bool = True) -> Clone:
         """A new clone with its own identity, ready for one invocation at a time.
@@ -133,17 +203,33 @@ class Template:
         first real request does not pay for first-touch page faults.
         """
         t0 = time.perf_counter()
-        chan = self._fork_channel(Fork(warm=warm))
-        return Clone(chan, _first_reply(chan, CloneReady), (time.perf_counter() - t0) * 1e3)
+        chan, pid = self._fork_channel(Fork(warm=warm))
+        info = _first_reply(chan, CloneReady)
+        info.pid = pid
+        return Clone(chan, info, (time.perf_counter() - t0) * 1e3)
 
-    def _fork_channel(self, fork: Fork) -> Channel:
+    def _fork_channel(self, fork: Fork) -> tuple[Channel, int]:
+        """A new child's channel and its pid (as the kernel told it, in our PID namespace).
+
+        A jailer's child jails itself meanwhile; the cgroup is made while it goes on.
+        """
         self._check()
         mine, theirs = Channel.pair()
+        handshake.expect(mine.sock)
+        if self.jailer:
+            fork.jail = JAILS.spec()
         try:
             self.chan.request(fork, Forked, fds=(theirs.fileno(),))
         finally:
             theirs.close()
-        return mine
+        try:
+            pid = handshake.receive(mine.sock)
+            if self.jailed:
+                JAILS.place(pid, self.info.guest_bytes)
+        except (OSError, JailError, HyperForkError) as e:
+            mine.close()
+            raise HyperForkError(f"the new process did not start: {e}") from None
+        return mine, pid
 
     # -- the rest -------------------------------------------------------------------
 
@@ -157,9 +243,25 @@ class Template:
         return self.chan.request(InspectTemplate(), Digests).sha256
 
     def save(self, directory: str | os.PathLike) -> None:
+        """Write a snapshot: the template process sends its memory files, written here."""
+        from .snapshot import write
+
         self._check()
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        self.chan.request(SaveSnapshot(str(Path(directory).resolve())), Done)
+        self.chan.send(ExportSnapshot())
+        exported, fds = self.chan.recv()
+        try:
+            if isinstance(exported, Failed):
+                raise HyperForkError(f"{exported.error.type}: {exported.error.message}",
+                                     exported.error)
+            if not isinstance(exported, SnapshotExport):
+                raise ProtocolError(f"expected SnapshotExport, got {type(exported).__name__}")
+            try:
+                write(exported, fds, directory)
+            except OSError as e:
+                raise HyperForkError(f"cannot save the template in {directory}: {e}") from None
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def _check(self) -> None:
         if self.closed:
@@ -245,6 +347,13 @@ class Clone:
         if self.closed:
             raise HyperForkError("this clone is closed")
         return self.chan.request(Rollback(fresh_identity), RolledBack)
+
+    def run_in_monitor(self, code: str) -> Any:
+        """Tests of the jail only (USETL_TEST_HOOKS=1 when the template started): run `code`
+        in the clone's monitor process; its variable `result` comes back."""
+        if self.closed:
+            raise HyperForkError("this clone is closed")
+        return self.chan.request(RunInMonitor(code), MonitorRan).result
 
     def inspect(self, needle: bytes | None = None) -> Inspected:
         """Digests of each guest memory, and the guest addresses where `needle` occurs."""

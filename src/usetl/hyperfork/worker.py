@@ -21,9 +21,11 @@ import sys
 import time
 import uuid
 
-from usetl import abi
+import usetl
+from usetl import abi, hostmm, jail
 from usetl.image.archive import ImageArchive
 from usetl.invocation import SANDBOX_ERROR, ErrorInfo, InvocationResult
+from usetl.jail import handshake, namespaces
 from usetl.libos.hostfs import HostDirFS
 from usetl.usf import start_usf
 from usetl.vm import Vm
@@ -42,6 +44,7 @@ from .protocol import (
     Close,
     Digests,
     Done,
+    ExportSnapshot,
     Failed,
     Fork,
     Forked,
@@ -54,16 +57,22 @@ from .protocol import (
     Invoked,
     LoadFunction,
     LoadSnapshot,
+    MonitorRan,
     ProtocolError,
     Rollback,
     RolledBack,
-    SaveSnapshot,
+    RunInMonitor,
     StartTemplate,
     TemplateReady,
     failure,
 )
 
 log = logging.getLogger(__name__)
+
+# Tests set this to make clones take RunInMonitor requests: Python code run in the clone's
+# monitor process, as if its guest had taken it over. Read before the jail empties the
+# environment; never set by the platform.
+TEST_HOOKS = os.environ.get("USETL_TEST_HOOKS") == "1"
 
 PR_SET_NO_NEW_PRIVS = 38
 
@@ -75,6 +84,7 @@ def ready(frozen: Frozen, load: InvocationResult | None = None,
           warmup: InvocationResult | None = None) -> TemplateReady:
     return TemplateReady(pid=os.getpid(), startup_ms=frozen.usf.startup.ms,
                          memory_bytes=frozen.memory_bytes(), state_bytes=len(frozen.state),
+                         guest_bytes=sum(m.size for m in frozen.memory.values()),
                          load=load, warmup=warmup)
 
 
@@ -173,9 +183,17 @@ class CloneProcess:
                 at = data.find(msg.needle, at + 1)
         return Inspected(sha256=memory_digests(memory), found=found)
 
+    def run_in_monitor(self, msg: RunInMonitor) -> MonitorRan:
+        """exec the code here; its variable `result` is the answer (tests of the jail only)."""
+        if not TEST_HOOKS:
+            raise HyperForkError("RunInMonitor is for tests (USETL_TEST_HOOKS=1) only")
+        scope: dict = {}
+        exec(msg.code, scope)
+        return MonitorRan(scope.get("result"))
+
     def serve(self, chan: Channel) -> None:
         handlers = {Invoke: self.invoke, Call: self.call, Rollback: self.rollback,
-                    InspectClone: self.inspect}
+                    InspectClone: self.inspect, RunInMonitor: self.run_in_monitor}
         chan.expect(CLONE_REQUESTS)
         while True:
             msg, _ = chan.recv()
@@ -191,13 +209,21 @@ class CloneProcess:
 
 
 class TemplateProcess:
-    def __init__(self, frozen: Frozen, chan: Channel):
+    """Forks clones. A jailer template (started or loaded by the controller, running only
+    the image's own code) jails each child before its first guest instruction; a jailed
+    one (a function template, itself such a child) passes its jail on by fork."""
+
+    def __init__(self, frozen: Frozen, chan: Channel, jailed: bool = False):
         self.frozen = frozen
         self.chan = chan
+        self.jailed = jailed
 
     def serve(self) -> None:
-        # Forked clones are never waited for; ignoring SIGCHLD reaps them.
-        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        if not self.jailed and os.geteuid() == 0:
+            # Every child goes in a new PID namespace. This process may start no thread
+            # from here on (the kernel refuses), and needs none.
+            namespaces.start_pid_namespace()
+        signal.signal(signal.SIGCHLD, _reap_children)
         gc.collect()
         gc.freeze()
         self.chan.expect(TEMPLATE_REQUESTS)
@@ -212,6 +238,10 @@ class TemplateProcess:
             if isinstance(msg, Fork) and len(fds) == 1:
                 self._fork(fds[0], msg)
                 continue
+            if isinstance(msg, ExportSnapshot):
+                _close_all(fds)
+                self._export()
+                continue
             for fd in fds:
                 os.close(fd)
             self.chan.send(self._answer(msg))
@@ -221,14 +251,16 @@ class TemplateProcess:
             return ready(self.frozen)
         if isinstance(msg, InspectTemplate):
             return Digests(self.frozen.digests())
-        if isinstance(msg, SaveSnapshot):
-            try:
-                snapshot.save(self.frozen, msg.directory)
-                return Done()
-            except Exception as e:
-                log.exception("saving the template failed")
-                return Failed(ErrorInfo(type(e).__name__, f"cannot save the template: {e}"))
         return Failed(ErrorInfo("ProtocolError", f"{type(msg).__name__} needs one socket"))
+
+    def _export(self) -> None:
+        try:
+            exported, memory_fds = snapshot.export(self.frozen)
+        except Exception as e:
+            log.exception("exporting the template failed")
+            self.chan.send(Failed(ErrorInfo(type(e).__name__, f"cannot save the template: {e}")))
+            return
+        self.chan.send(exported, fds=tuple(memory_fds))
 
     def _fork(self, fd: int, msg: Fork) -> None:
         pid = os.fork()
@@ -242,6 +274,11 @@ class TemplateProcess:
         try:
             self.chan.sock.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            handshake.announce(chan.sock)
+            if msg.jail is not None and not self.jailed:
+                keep = {fd, *(m.fd for m in self.frozen.memory.values())}
+                jail.confine(msg.jail.with_paths(*_jail_paths(self.frozen, msg.load)), keep)
+            hostmm.adopt_pagemap(jail.open_own_proc_file("pagemap"))  # what rollback reads
             clone = CloneProcess(self.frozen)
             if msg.load is None:
                 info = clone.take_identity()
@@ -250,7 +287,8 @@ class TemplateProcess:
                 chan.send(info)
                 clone.serve(chan)
             else:
-                become_function_template(clone, msg.load, chan)
+                become_function_template(clone, msg.load, chan,
+                                         self.jailed or msg.jail is not None)
         except (ChannelClosed, ProtocolError):
             status = 1
         except BaseException as e:
@@ -264,7 +302,41 @@ class TemplateProcess:
             os._exit(status)
 
 
-def become_function_template(clone: CloneProcess, load: LoadFunction, chan: Channel) -> None:
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def _reap_children(*_: object) -> None:
+    """Reap exited clones, and say why one that did not exit by itself ended."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if not pid:
+            return
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            why = (" (a syscall outside the jail's seccomp allow-list)"
+                   if sig == signal.SIGSYS else "")
+            if sig != signal.SIGKILL:  # the controller's own way to end a clone
+                log.warning("clone process %d was killed by %s%s", pid,
+                            signal.Signals(sig).name, why)
+
+
+def _jail_paths(frozen: Frozen, load: LoadFunction | None) -> list[str]:
+    """What a child's jail shows: the interpreter, usetl, the image, the mounted directories."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(usetl.__file__)))
+    paths = [*jail.SYSTEM_PATHS, *jail.python_paths(), package, str(frozen.usf.image.path)]
+    paths += [fs.root for fs in frozen.usf.kernel.ns.mounts.values() if isinstance(fs, HostDirFS)]
+    if load is not None:
+        paths += [os.path.realpath(d) for d in load.mounts.values()]
+    return paths
+
+
+def become_function_template(clone: CloneProcess, load: LoadFunction, chan: Channel,
+                             jailed: bool) -> None:
     """Run the load request in this clone, then freeze it as a template of its own."""
     usf = clone.usf
     for name, host_dir in load.mounts.items():
@@ -293,7 +365,7 @@ def become_function_template(clone: CloneProcess, load: LoadFunction, chan: Chan
         mem.copy_to_new_file()
     frozen = Frozen.capture(usf)
     chan.send(ready(frozen, result, warmup))
-    TemplateProcess(frozen, chan).serve()
+    TemplateProcess(frozen, chan, jailed).serve()
 
 
 def start_template(msg: StartTemplate) -> Frozen:

@@ -6,7 +6,8 @@ and its children run in their own mount, PID, IPC, UTS and (empty) network
 namespaces; the filesystem is read-only except /tmp, a tmpfs of each
 instance's own (in a user namespace of the same uid, where the host allows
 them; else one shared by a version's instances); the server's state and the homes
-are hidden; they run as uid 65534 without capabilities, under RLIMIT_AS.
+are hidden; they run as a uid of their own (one per zygote, from usetl.jail's range)
+without capabilities, under RLIMIT_AS.
 They share the host's kernel (its whole syscall surface), and one function
 version's instances can signal each other.
 
@@ -41,6 +42,7 @@ from usetl.abi import etl as etl_abi
 from usetl.etl import UrlPolicy
 from usetl.image import guest_lib
 from usetl.invocation import ErrorInfo, InvocationResult, IoUsage, invocation_context
+from usetl.jail.ids import shared_range
 from usetl.libos.etl_device import EtlDevice
 from usetl.vm.memory import GuestMemory
 
@@ -60,7 +62,7 @@ GUEST_REGION_BYTES = 64 << 20  # files the function writes
 F_SEAL_FUTURE_WRITE = 0x0010  # linux/fcntl.h: no new writable mappings, no write()
 ISOLATION = (
     "process backend: functions run in forked processes with Linux namespaces, "
-    "a read-only filesystem, uid 65534 and memory limits; they share the host kernel "
+    "a read-only filesystem, a uid per function and memory limits; they share the host kernel "
     "(weaker isolation than KVM USFs)"
 )
 
@@ -249,6 +251,7 @@ class ProcessTemplate:
             "isolate": isolate,
             "hide": [str(d) for d in hide],
             "lib_dir": str(lib_dir),
+            "uid": shared_range().take(),
         }
         self.process = subprocess.Popen(
             [sys.executable, "-I", "-S", "-B", str(ZYGOTE), str(theirs.fileno()), str(lib_dir)],

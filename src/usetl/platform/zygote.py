@@ -11,8 +11,8 @@ The first process (Z) enters new mount, PID, IPC, UTS and network
 namespaces (the network one is empty: usetl.etl asks the host) and forks Z', PID 1 of
 the new PID namespace. Z' mounts its own /proc, binds the function's code
 and modules read-only under /run/usetl, puts a tmpfs on /tmp, remounts
-everything else read-only, becomes uid/gid 65534 with no capabilities,
-imports the function, and then forks one child per instance on request,
+everything else read-only, becomes the uid/gid the host gave it (one per zygote)
+with no capabilities, imports the function, and then forks one child per instance on request,
 passing the host the child's end of a new socket pair. Each child first
 mounts a /tmp of its own (private_tmp). A child runs the guest runtime's
 agent loop on that socket (usetl.sandbox), as a USF runs it on /dev/usetl.
@@ -28,7 +28,6 @@ import socket
 import sys
 import traceback
 
-NOBODY = 65534
 HIDDEN = ["/root", "/home"]
 
 CLONE_NEWNS = 0x00020000
@@ -148,9 +147,10 @@ class _CapData(ctypes.Structure):
 def private_tmp(tmp_mib):
     """An instance's own /tmp: a user namespace (same uid) owning a mount namespace with a
     fresh tmpfs on /tmp, then no capabilities, so the mount cannot be undone."""
+    uid, gid = os.getuid(), os.getgid()  # before the new namespace, where they are unmapped
     _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "unshare")
-    for name, text in (("setgroups", "deny"), ("uid_map", f"{NOBODY} {NOBODY} 1"),
-                       ("gid_map", f"{NOBODY} {NOBODY} 1")):
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                       ("gid_map", f"{gid} {gid} 1")):
         with open(f"/proc/self/{name}", "w") as f:
             f.write(text)
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
@@ -173,10 +173,11 @@ def _private_tmp_works(tmp_mib):
     return os.waitstatus_to_exitcode(status) == 0
 
 
-def drop_privileges():
+def drop_privileges(uid):
+    """Become the function's own uid and gid (the host gives each zygote one of its own)."""
     os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)  # from root to another uid: all capabilities go
+    os.setgid(uid)
+    os.setuid(uid)  # from root to another uid: all capabilities go
     _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     # The uid change made the process non-dumpable, which leaves /proc/self owned by root and
     # an instance unable to write its user namespace's maps. No core files either way.
@@ -229,7 +230,7 @@ def zygote(control, spec, isolated):
     code_dir, module_dirs, lib_dir = spec["code_dir"], spec["module_dirs"], spec["lib_dir"]
     if isolated:
         code_dir, module_dirs, lib_dir = isolate_filesystem(spec)
-        drop_privileges()
+        drop_privileges(spec["uid"])
     mem = spec["memory_mib"] << 20
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
     os.environ.clear()

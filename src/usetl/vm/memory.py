@@ -112,8 +112,7 @@ class GuestMemory:
 
     def _written_ranges_from_pagemap(self) -> list[tuple[int, int]]:
         pages = self.size // PAGE_SIZE
-        with open("/proc/self/pagemap", "rb", buffering=0) as f:
-            data = os.pread(f.fileno(), pages * 8, (self.host_addr // PAGE_SIZE) * 8)
+        data = os.pread(hostmm.pagemap_fd(), pages * 8, (self.host_addr // PAGE_SIZE) * 8)
         flags = data[7::8].translate(_OWN_COPY)
         return [(m.start() * PAGE_SIZE, (m.end() - m.start()) * PAGE_SIZE)
                 for m in _RUNS.finditer(flags)]

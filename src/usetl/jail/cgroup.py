@@ -1,0 +1,150 @@
+"""A cgroup per jailed process, with a memory and a pids limit.
+
+Made by the controller (which is outside every jail and is root) for a process it has
+just been told about, before that process goes on: no jailed process may write to a
+cgroup, so none can raise its own limits. cgroup v2 where it has the memory and pids
+controllers, else the v1 hierarchies of each; created under the controller's own
+cgroups, so that usetl nests inside whatever runs it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import threading
+from dataclasses import dataclass
+
+from .spec import degrade
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+PARENT = "usetl"
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int
+    pids: int
+
+
+def _own_cgroups() -> dict[str, str]:
+    """controller ("" for v2) -> this process's cgroup path in it."""
+    found: dict[str, str] = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for name in controllers.split(",") if controllers else [""]:
+                found[name] = path
+    return found
+
+
+def _v2_root() -> str | None:
+    for candidate in (CGROUP_ROOT, CGROUP_ROOT + "/unified"):
+        try:
+            with open(candidate + "/cgroup.controllers") as f:
+                available = f.read().split()
+        except OSError:
+            continue
+        if {"memory", "pids"} <= set(available):
+            return candidate
+    return None
+
+
+class Cgroups:
+    """Where this host's cgroups for jailed processes go (found once per controller)."""
+
+    def __init__(self) -> None:
+        own = _own_cgroups()
+        self.dirs: dict[str, str] = {}  # limit kind -> parent directory
+        root = _v2_root()
+        if root is not None:
+            self.version = 2
+            parent = os.path.join(root + own.get("", "/"), PARENT)
+            self.dirs = {"memory": parent, "pids": parent}
+        else:
+            self.version = 1
+            for name in ("memory", "pids"):
+                if name in own and os.path.isdir(f"{CGROUP_ROOT}/{name}"):
+                    self.dirs[name] = f"{CGROUP_ROOT}/{name}{own[name]}/{PARENT}".replace("//", "/")
+        for kind in ("memory", "pids"):
+            if kind not in self.dirs:
+                degrade(f"the {kind} cgroup controller", "not mounted")
+        self._ready: set[str] = set()
+        # Cgroups made, with a pidfd of their process: removed once it has exited.
+        self._made: list[tuple[int, list[str]]] = []
+        self._lock = threading.Lock()  # forks of different templates place concurrently
+
+    def _parent(self, kind: str) -> str:
+        parent = self.dirs[kind]
+        if parent not in self._ready:
+            os.makedirs(parent, exist_ok=True)
+            for name in os.listdir(parent):  # left by an earlier controller
+                if os.path.isdir(os.path.join(parent, name)):
+                    remove([os.path.join(parent, name)])
+            if self.version == 2:
+                _write(os.path.dirname(parent) + "/cgroup.subtree_control", "+memory +pids")
+                _write(parent + "/cgroup.subtree_control", "+memory +pids")
+            self._ready.add(parent)
+        return parent
+
+    def place(self, name: str, pid: int, limits: Limits) -> list[str]:
+        """A cgroup `name` with `limits`, holding `pid`; returns its directories."""
+        with self._lock:
+            self._remove_exited()
+            return self._place(name, pid, limits)
+
+    def _place(self, name: str, pid: int, limits: Limits) -> list[str]:
+        made = []
+        files = {
+            "memory": ("memory.max", limits.memory_bytes) if self.version == 2
+            else ("memory.limit_in_bytes", limits.memory_bytes),
+            "pids": ("pids.max", limits.pids),
+        }
+        for kind, (limit_file, value) in files.items():
+            if kind not in self.dirs:
+                continue
+            path = os.path.join(self._parent(kind), name)
+            if path not in made:
+                os.makedirs(path, exist_ok=True)
+                made.append(path)
+            _write(f"{path}/{limit_file}", str(value))
+        try:
+            for path in made:
+                _write(f"{path}/cgroup.procs", str(pid))
+            self._made.append((os.pidfd_open(pid), made))
+        except ProcessLookupError:
+            remove(made)  # it has exited already
+            raise
+        return made
+
+    def _remove_exited(self) -> None:
+        if not self._made:
+            return
+        poller = select.poll()
+        for fd, _ in self._made:
+            poller.register(fd, select.POLLIN)
+        exited = {fd for fd, _ in poller.poll(0)}
+        for fd, paths in [m for m in self._made if m[0] in exited]:
+            # An exited process leaves its cgroup at once in v2, soon after in v1.
+            if remove(paths):
+                os.close(fd)
+                self._made.remove((fd, paths))
+
+
+def remove(paths: list[str]) -> bool:
+    """Remove cgroups whose processes have exited; False if one still has members."""
+    for path in paths:
+        try:
+            os.rmdir(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            if e.errno == errno.EBUSY:
+                return False
+            raise
+    return True
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)

@@ -1,0 +1,256 @@
+"""New mount, IPC, UTS (and network) namespaces with a minimal root; the PID namespace.
+
+The root is a tmpfs holding only mount points: each read-only path at the same path as
+on the host (so the interpreter, the image and the mounted code keep their names; one
+that only its owner may read is an idmapped mount showing root's files as the jail
+uid's), the
+devices as nodes of the tmpfs, and a /proc of the jail's PID namespace that shows only
+processes of the same uid (hidepid=invisible). pivot_root then leaves the host's tree.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import stat
+import struct
+
+from .spec import JailError
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
+CLONE_NEWUSER = 0x10000000
+PR_SET_PDEATHSIG = 1
+SYS_PIVOT_ROOT = 155
+SYS_OPEN_TREE = 428
+SYS_MOVE_MOUNT = 429
+SYS_MOUNT_SETATTR = 442
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 4
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_IDMAP = 0x100000
+
+# Where a new root is assembled, in the process's own mount namespace (so each jail
+# has its own tmpfs here; nothing is left on the host).
+STAGING = "/run/usetl-jail"
+ROOT_TMPFS = "size=1m,mode=755"
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        raise JailError(f"{what}: {os.strerror(ctypes.get_errno())}")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int,
+           data: str | None = None) -> None:
+    _check(_libc.mount(source.encode() if source else None, target.encode(),
+                       fstype.encode() if fstype else None, ctypes.c_ulong(flags),
+                       data.encode() if data else None), f"mount {target}")
+
+
+def unshare(share_host_network: bool) -> None:
+    flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
+    if not share_host_network:
+        flags |= CLONE_NEWNET
+    _check(_libc.unshare(flags), "unshare (mount, ipc, uts namespaces)")
+
+
+def set_hostname(name: str) -> None:
+    _check(_libc.sethostname(name.encode(), len(name)), "sethostname")
+
+
+def _covered(path: str, paths: list[str]) -> bool:
+    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in paths)
+
+
+class _Owner:
+    """A user namespace mapping uid and gid 0 to the jail's, made on first use: an idmapped
+    mount through it shows root's files as the jail uid's own (so a 0700 directory the
+    platform or a test made for a function reads), while the host's files stay as they are."""
+
+    def __init__(self, uid: int, gid: int):
+        self.uid, self.gid = uid, gid
+        self.fd: int | None = None
+
+    def userns(self) -> int:
+        if self.fd is None:
+            self.fd = _mapping_userns(self.uid, self.gid)
+        return self.fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+
+
+def _mapping_userns(uid: int, gid: int) -> int:
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(ready_r)
+            os.close(done_w)
+            if _libc.unshare(CLONE_NEWUSER) == 0:
+                status = 0
+            os.write(ready_w, b"1" if status == 0 else b"0")
+            os.read(done_r, 1)
+        finally:
+            os._exit(status)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise JailError("cannot make a user namespace for an idmapped mount")
+        for name, inner in (("uid_map", uid), ("gid_map", gid)):
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(f"0 {inner} 1")
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(ready_r)
+        os.close(done_w)
+        os.waitpid(pid, 0)
+
+
+def _bind_idmapped(source: str, target: str, userns: int) -> None:
+    tree = _libc.syscall(SYS_OPEN_TREE, AT_FDCWD, source.encode(),
+                         OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)
+    if tree < 0:
+        raise JailError(f"open_tree {source}: {os.strerror(ctypes.get_errno())}")
+    try:
+        attr = struct.pack("QQQQ", MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID
+                           | MOUNT_ATTR_NODEV, 0, 0, userns)
+        _check(_libc.syscall(SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH, attr, len(attr)),
+               f"an idmapped mount of {source}")
+        _check(_libc.syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, target.encode(),
+                             MOVE_MOUNT_F_EMPTY_PATH), f"move_mount to {target}")
+    finally:
+        os.close(tree)
+
+
+def _show(root: str, path: str, owner: _Owner) -> None:
+    """Make host `path` appear read-only at the same path under `root`."""
+    target = root + path
+    if os.path.islink(path):
+        # /lib -> usr/lib: the link, not a second copy of its target.
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.symlink(os.readlink(path), target)
+        return
+    source = os.path.realpath(path)
+    if os.path.isdir(source):
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        open(target, "a").close()
+    if not _readable_by_others(source):
+        _bind_idmapped(source, target, owner.userns())
+        return
+    _mount(source, target, None, MS_BIND)
+    _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _readable_by_others(path: str) -> bool:
+    """Whether the jail's uid, which owns nothing outside the jail, may read `path`."""
+    mode = os.stat(path).st_mode
+    need = 0o005 if stat.S_ISDIR(mode) else 0o004
+    return mode & need == need
+
+
+def _make_device(root: str, path: str, uid: int, gid: int) -> None:
+    """A node of the host device `path` in the root, owned by the jail's uid (as Firecracker's
+    jailer does for /dev/kvm, whose host node is root's alone)."""
+    st = os.stat(path)
+    if not stat.S_ISCHR(st.st_mode):
+        raise JailError(f"{path} is not a character device")
+    target = root + path
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    os.mknod(target, stat.S_IFCHR | 0o600, st.st_rdev)
+    os.chown(target, uid, gid)
+
+
+def build_root(paths: tuple[str, ...], devices: tuple[str, ...], uid: int, gid: int) -> None:
+    """Assemble the minimal root and pivot into it (call in a new mount namespace, as root)."""
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    # A /proc of this PID namespace, so that a child's /proc/PID is the pid fork() gave.
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    os.makedirs(STAGING, exist_ok=True)
+    _mount("usetl-jail", STAGING, "tmpfs", MS_NOSUID, ROOT_TMPFS)
+    shown: list[str] = []
+    owner = _Owner(uid, gid)
+    try:
+        for path in sorted({os.path.normpath(p) for p in paths}, key=len):
+            if os.path.lexists(path) and not _covered(path, shown):
+                _show(STAGING, path, owner)
+                shown.append(path)
+    finally:
+        owner.close()
+    for device in devices:
+        if os.path.exists(device):
+            _make_device(STAGING, device, uid, gid)
+    os.makedirs(STAGING + "/proc")
+    os.makedirs(STAGING + "/.old")
+    _check(_libc.syscall(SYS_PIVOT_ROOT, STAGING.encode(), (STAGING + "/.old").encode()),
+           "pivot_root")
+    os.chdir("/")
+    _check(_libc.umount2(b"/.old", MNT_DETACH), "detaching the host's root")
+    os.rmdir("/.old")
+    # This process's PID namespace (the jailer's children's): only its own uid's processes.
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible")
+    _mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID)
+
+
+def start_pid_namespace() -> int:
+    """Make this process's later children the members of a new PID namespace.
+
+    Its first child is the namespace's init: it only reaps, and lives on while the
+    namespace has members (so a jailer's clones outlive it, as without a jail). The
+    caller stays where it is, so its own pid stays the one its controller knows.
+    """
+    _check(_libc.unshare(CLONE_NEWPID), "unshare (pid namespace)")
+    pid = os.fork()
+    if pid == 0:
+        _reap_forever()
+    return pid
+
+
+def _reap_forever() -> None:
+    status = 0
+    try:
+        signals = {signal.SIGCHLD, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the jailer's channel above all
+        parent_gone = False
+        while True:
+            try:
+                while os.waitpid(-1, os.WNOHANG)[0]:
+                    pass
+            except ChildProcessError:
+                if parent_gone:
+                    break
+            if signal.sigwait(signals) == signal.SIGTERM:
+                parent_gone = True
+    except BaseException:
+        status = 1
+    finally:
+        os._exit(status)

@@ -1,0 +1,228 @@
+"""The jail, seen from inside a real clone's monitor process as if its guest had taken it over.
+
+The clones here take RunInMonitor requests (USETL_TEST_HOOKS=1): Python code run in the
+monitor process itself, whose `result` comes back.
+"""
+
+import os
+import select
+import socket
+import textwrap
+
+import pytest
+
+from usetl.hyperfork import HyperForkError, Template
+from usetl.hyperfork.template import JAILS, MONITOR_ALLOWANCE, PIDS_PER_PROCESS
+
+pytestmark = pytest.mark.kvm
+
+SECRET_VARIABLE = "USETL_JAIL_TEST_SECRET"
+
+FUNCTION = '''
+def handler(event, context):
+    return {"twice": 2 * event["n"]}
+'''
+LOAD = {"kind": "exec", "code": "import sys; sys.path.insert(0, '/fn'); import fn"}
+
+
+@pytest.fixture(scope="module")
+def host_secrets(tmp_path_factory):
+    """A stand-in for the server's state: registry.db and the admin token, outside any jail."""
+    state = tmp_path_factory.mktemp("state")
+    (state / "registry.db").write_text("every tenant's env secrets")
+    (state / "admin-token").write_text("s3cret-admin-token")
+    (state / "readable-by-all").write_text("not secret, just not in the jail")
+    (state / "readable-by-all").chmod(0o644)
+    state.chmod(0o755)
+    return state
+
+
+@pytest.fixture(scope="module")
+def base(image_path):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("USETL_TEST_HOOKS", "1")
+        mp.setenv(SECRET_VARIABLE, "in the server's environment only")
+        t = Template.start(image_path)
+    yield t
+    t.close()
+
+
+@pytest.fixture(scope="module")
+def fn_template(base, tmp_path_factory):
+    d = tmp_path_factory.mktemp("fn")  # mode 0700: shown through an idmapped mount
+    (d / "fn.py").write_text(FUNCTION)
+    t = base.load_function(LOAD, mounts={"fn": str(d)})
+    yield t
+    t.close()
+
+
+def in_monitor(clone, code: str):
+    """Run `code` in the clone's monitor process; its variable `result` is returned."""
+    return clone.run_in_monitor(textwrap.dedent(code))
+
+
+STATUS = """
+fields = dict(line.split(":\\t", 1) for line in open("/proc/self/status").read().splitlines())
+result = {k: fields[k].split()[0] for k in
+          ("Uid", "Gid", "CapEff", "CapPrm", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")}
+"""
+
+
+@pytest.mark.parametrize("kind", ["base clone", "function clone"])
+def test_a_clone_runs_as_an_unprivileged_uid_with_no_capabilities(base, fn_template, kind):
+    template = base if kind == "base clone" else fn_template
+    with template.fork() as clone:
+        status = in_monitor(clone, STATUS)
+        assert int(status["Uid"]) >= 100000 and int(status["Gid"]) >= 100000
+        for caps in ("CapEff", "CapPrm", "CapBnd", "CapAmb"):
+            assert int(status[caps], 16) == 0, status
+        assert status["NoNewPrivs"] == "1"
+        assert status["Seccomp"] == "2"  # a filter
+        # And the guest still works, with its mounted code.
+        if kind == "function clone":
+            r = clone.run_code("import fn; print(fn.handler({'n': 21}, None)['twice'])")
+            assert r.error is None and r.stdout == "42\n"
+
+
+def test_each_function_template_and_base_clone_has_its_own_uid(base, fn_template):
+    with base.fork() as a, base.fork() as b, fn_template.fork() as c, fn_template.fork() as d:
+        uids = [in_monitor(x, STATUS)["Uid"] for x in (a, b, c, d)]
+    assert len({uids[0], uids[1], uids[2]}) == 3
+    assert uids[2] == uids[3]  # clones of one function template share its uid
+
+
+def test_the_host_files_are_not_there(fn_template, host_secrets):
+    with fn_template.fork() as clone:
+        seen = in_monitor(clone, f"""
+            import os
+            result = {{
+                "paths": [p for p in {[str(p) for p in host_secrets.iterdir()]!r}
+                          if os.path.exists(p)],
+                "state_dir": os.path.exists({str(host_secrets)!r}),
+                "root": sorted(os.listdir("/")),
+                "home": os.listdir("/root"),
+                "write": None,
+            }}
+            try:
+                open("/usetl-was-here", "w")
+            except OSError as e:
+                result["write"] = e.strerror
+        """)
+    assert seen["paths"] == [] and not seen["state_dir"]
+    # The system's libraries, the interpreter, usetl and the function's code (under /tmp
+    # here) are there; nothing else of the host, e.g. not /home, /var or /root's files.
+    assert "home" not in seen["root"] and "var" not in seen["root"], seen["root"]
+    assert set(seen["home"]) <= {".pyenv", ".cache"}, seen["home"]  # interpreter, image
+    assert seen["write"] == "Read-only file system"
+
+
+@pytest.mark.parametrize("other", ["another tenant's clone", "a sibling clone"])
+def test_a_clone_sees_no_other_process_and_cannot_open_its_memory(base, fn_template, other):
+    with (base if other.startswith("another") else fn_template).fork() as victim, \
+            fn_template.fork() as clone:
+        victim_pid = in_monitor(victim, "import os; result = os.getpid()")
+        seen = in_monitor(clone, f"""
+            import os
+            try:
+                open("/proc/{victim_pid}/mem", "rb")
+                mem = "opened"
+            except OSError as e:
+                mem = e.strerror
+            result = {{"pids": [int(p) for p in os.listdir("/proc") if p.isdigit()],
+                      "me": os.getpid(), "mem": mem}}
+        """)
+    # Not even its function template: every jailed process is non-dumpable, so hidden
+    # by hidepid=invisible and closed to ptrace and /proc/PID/mem, same uid or not.
+    assert seen["pids"] == [seen["me"]]
+    assert seen["mem"] == "No such file or directory"
+
+
+def test_the_environment_is_empty_and_only_its_own_fds_are_open(base):
+    with base.fork() as clone:
+        seen = in_monitor(clone, """
+            import ctypes, os
+            ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # dumpable, to read its own /proc/self
+            fds = {}
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    fds[int(fd)] = os.readlink(f"/proc/self/fd/{fd}")
+                except FileNotFoundError:
+                    pass  # the listing's own descriptor
+            result = {"environ": dict(os.environ), "initial": open("/proc/self/environ").read(),
+                      "fds": fds, "me": os.getpid()}
+        """)
+    assert seen["environ"] == {}
+    assert SECRET_VARIABLE not in seen["initial"]
+    own = [link for fd, link in seen["fds"].items() if fd > 2]
+    assert sum(link.startswith("socket:") for link in own) == 1, own  # its channel
+    mine = ("socket:", "anon_inode:kvm", "/memfd:usetl", "/dev/kvm", f"/proc/{seen['me']}/pagemap")
+    assert all(link.startswith(mine) for link in own), own
+
+
+def _wait_for_exit(pid: int) -> None:
+    fd = os.pidfd_open(pid)
+    try:
+        assert select.select([fd], [], [], 30)[0], f"process {pid} is still alive"
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("call", [
+    "ctypes.CDLL(None).ptrace(0, 0, 0, 0)",
+    "import socket; socket.socket(socket.AF_PACKET, socket.SOCK_RAW)",
+    "ctypes.CDLL(None).unshare(0x10000000)",
+])
+def test_a_syscall_outside_the_allow_list_kills_the_clone_with_sigsys(
+        image_path, monkeypatch, capfd, call):
+    monkeypatch.setenv("USETL_TEST_HOOKS", "1")
+    with Template.start(image_path) as template:  # its stderr is this test's
+        clone = template.fork(warm=False)
+        try:
+            assert in_monitor(clone, "import os; result = os.getpid() > 0")
+            with pytest.raises(HyperForkError, match="went away"):
+                in_monitor(clone, f"import ctypes\n{call}\nresult = 'survived'")
+            _wait_for_exit(clone.pid)
+            with pytest.raises(HyperForkError):
+                clone.run_code("print(1)")  # the controller sees an instance that failed
+        finally:
+            clone.close()
+        template.memory_bytes()  # a request: the template has handled the SIGCHLD by now
+    # The template, the clone's parent, says why it died.
+    assert "killed by SIGSYS (a syscall outside the jail's seccomp allow-list)" in \
+        capfd.readouterr().err
+
+
+@pytest.mark.parametrize("network", ["host", "none"])
+def test_the_network_namespace_is_the_hosts_only_by_option(base, monkeypatch, network):
+    server = socket.create_server(("127.0.0.1", 0))
+    monkeypatch.setenv("USETL_JAIL_NETWORK", network)
+    try:
+        with base.fork(warm=False) as clone:
+            outcome = in_monitor(clone, f"""
+                import socket
+                try:
+                    socket.create_connection(("127.0.0.1", {server.getsockname()[1]}), 5).close()
+                    result = "connected"
+                except OSError as e:
+                    result = e.strerror
+            """)
+    finally:
+        server.close()
+    assert outcome == ("connected" if network == "host" else "Network is unreachable")
+
+
+def test_the_clone_is_in_a_cgroup_of_its_own_with_limits(fn_template):
+    with fn_template.fork() as clone:
+        with open(f"/proc/{clone.pid}/cgroup") as f:
+            groups = dict(line.strip().split(":", 2)[1:] for line in f)
+        memory = groups.get("memory") or groups.get("")
+        assert memory.endswith(f"/usetl/p{clone.pid}")
+        cgroups = JAILS.cgroups
+        limit_file = "memory.max" if cgroups.version == 2 else "memory.limit_in_bytes"
+        with open(f"{cgroups.dirs['memory']}/p{clone.pid}/{limit_file}") as f:
+            limit = int(f.read())
+        with open(f"{cgroups.dirs['pids']}/p{clone.pid}/pids.max") as f:
+            pids = int(f.read())
+    guest = fn_template.info.guest_bytes
+    assert limit == 2 * guest + MONITOR_ALLOWANCE
+    assert pids == PIDS_PER_PROCESS

@@ -1,0 +1,130 @@
+"""The jail's facilities, each in a forked child of the test (no VM needed)."""
+
+import ctypes
+import errno
+import logging
+import os
+import signal
+import socket
+
+import pytest
+
+from usetl.hostmm import PAGEMAP_SCAN
+from usetl.jail import JailError, JailSpec, caps, confine, seccomp
+from usetl.jail.ids import UidRange
+
+SIGSYS = signal.SIGSYS
+
+
+def in_child(body) -> tuple[int | None, int | None, bytes]:
+    """Run body(fd) in a forked child; (exit code, killing signal, repr of what it returned).
+
+    fd is the pipe the answer goes back on (for a body that closes descriptors)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 0
+        try:
+            os.close(r)
+            os.write(w, repr(body(w)).encode())
+        except BaseException:
+            status = 3
+        finally:
+            os._exit(status)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 4096):
+        data += chunk
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        return None, os.WTERMSIG(status), data
+    return os.WEXITSTATUS(status), None, data
+
+
+def filtered(then):
+    def body(_fd):
+        caps.no_new_privs()  # what seccomp(2) needs without CAP_SYS_ADMIN
+        seccomp.install(seccomp.build(PAGEMAP_SCAN, seccomp.SOCKET_FAMILIES))
+        return then()
+    return body
+
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def errno_of(ret: int) -> int:
+    return ctypes.get_errno() if ret < 0 else 0
+
+
+def test_allowed_syscalls_work_under_the_filter():
+    code, sig, out = in_child(filtered(lambda: (os.getpid() > 0, os.stat("/").st_mode > 0)))
+    assert (code, sig, out) == (0, None, b"(True, True)")
+
+
+@pytest.mark.parametrize("call", [
+    lambda: libc.ptrace(0, 0, 0, 0),
+    lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW),
+    lambda: libc.unshare(0x10000000),
+    lambda: libc.syscall(56, 0x10000000 | signal.SIGCHLD, 0, 0, 0, 0),  # clone(NEWUSER)
+    lambda: libc.ioctl(0, 0x5452, 0),  # FIOASYNC: not one the monitor makes
+    lambda: libc.mount(b"none", b"/mnt", b"tmpfs", 0, None),
+])
+def test_anything_else_kills_the_process_with_sigsys(call):
+    code, sig, _ = in_child(filtered(call))
+    assert sig == SIGSYS and code is None
+
+
+def test_kvm_and_terminal_ioctls_pass_the_filter():
+    def calls():
+        fd = os.open("/dev/null", os.O_RDONLY)
+        # Not a KVM fd nor a tty: the kernel answers ENOTTY, the filter let them through.
+        return (errno_of(libc.ioctl(fd, 0xAE00, 0)), errno_of(libc.ioctl(fd, 0x5401, 0)))
+    code, sig, out = in_child(filtered(calls))
+    assert (code, sig) == (0, None)
+    assert out == repr((errno.ENOTTY, errno.ENOTTY)).encode()
+
+
+def test_clone3_gets_enosys_so_that_glibc_falls_back_to_clone():
+    def calls():
+        import threading
+
+        t = threading.Thread(target=lambda: None)
+        t.start()
+        t.join()
+        return errno_of(libc.syscall(435, 0, 0))
+    code, sig, out = in_child(filtered(calls))
+    assert (code, sig, out) == (0, None, str(errno.ENOSYS).encode())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="becomes another uid to be unprivileged")
+def test_without_root_the_jail_degrades_with_a_warning(caplog):
+    def body(out_fd):
+        os.setgroups([])
+        os.setresgid(65534, 65534, 65534)
+        os.setresuid(65534, 65534, 65534)
+        with caplog.at_level(logging.WARNING, logger="usetl.jail"):
+            confine(JailSpec(uid=100000, gid=100000), keep_fds={out_fd})
+        status = dict(line.split(":\t", 1) for line in open("/proc/self/status")
+                      .read().splitlines())
+        return (status["NoNewPrivs"].strip(), status["Seccomp"].strip(), dict(os.environ),
+                "the process is not root" in caplog.text)
+    code, sig, out = in_child(body)
+    assert (code, sig) == (0, None), out
+    assert out == repr(("1", "2", {}, True)).encode()
+
+
+def test_a_jailed_process_may_not_keep_uid_0():
+    from usetl.jail.ids import become
+
+    with pytest.raises(JailError):
+        become(0, 100000)
+
+
+def test_uid_ranges_hand_out_distinct_uids_and_refuse_bad_ranges():
+    r = UidRange.from_env("200000:3")
+    assert [r.take() for _ in range(4)] == [200000, 200001, 200002, 200000]
+    assert UidRange.from_env(None).first == 100000
+    for bad in ("x", "0", "5:-1", "2147483000:100000"):
+        with pytest.raises(JailError):
+            UidRange.from_env(bad)
