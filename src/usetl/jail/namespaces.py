@@ -49,7 +49,7 @@ MOUNT_ATTR_NODEV = 0x4
 MOUNT_ATTR_IDMAP = 0x100000
 
 # Where a new root is assembled, in the process's own mount namespace (so each jail
-# has its own tmpfs here; nothing is left on the host).
+# has its own tmpfs here; the empty directory is all the host keeps of it).
 STAGING = "/run/usetl-jail"
 ROOT_TMPFS = "size=1m,mode=755"
 
