@@ -28,6 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="clones without the jail (to measure what it costs)")
     f.set_defaults(func=run_fork)
 
+    j = commands.add_parser("jail", help="clone creation with and without the jail")
+    j.add_argument("--runs", type=int, default=30, help="forks of each kind (default 30)")
+    j.add_argument("--cache", type=Path, default=None, metavar="DIR")
+    j.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    j.set_defaults(func=run_jail)
+
     p = commands.add_parser(
         "platform", help="the platform under sustained load: HTTP and Python API, both backends")
     p.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
@@ -141,6 +147,16 @@ def run_readme_table(args: argparse.Namespace) -> int:
 
     readme_table.update(args.readme, args.dir)
     print(f"usetl: refreshed the comparison table in {args.readme} from {args.dir}")
+    return 0
+
+
+def run_jail(args: argparse.Namespace) -> int:
+    from usetl.bench import jail
+
+    image = ImageArchive.open(default_image(args.cache, progress=StderrProgress()))
+    result = jail.run(image, args.runs, progress=_say)
+    _done()
+    print(json.dumps(result, indent=2) if args.json else jail.format_report(result))
     return 0
 
 
