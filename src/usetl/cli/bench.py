@@ -12,6 +12,22 @@ from usetl.bench import startup
 from usetl.image import ImageArchive, StderrProgress, default_image
 
 
+def _register_clones(commands: argparse._SubParsersAction) -> None:
+    """`usetl bench fork` and `usetl bench jail`."""
+    f = commands.add_parser("fork", help="HyperFork: fork, first request, rollback, memory")
+    f.add_argument("--runs", type=int, default=30, help="clones to time (default 30)")
+    f.add_argument("--cache", type=Path, default=None, metavar="DIR")
+    f.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    f.add_argument("--no-jail", action="store_true",
+                   help="clones without the jail (to measure what it costs)")
+    f.set_defaults(func=run_fork)
+    j = commands.add_parser("jail", help="clone creation with and without the jail")
+    j.add_argument("--runs", type=int, default=30, help="forks of each kind (default 30)")
+    j.add_argument("--cache", type=Path, default=None, metavar="DIR")
+    j.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    j.set_defaults(func=run_jail)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     bench = subparsers.add_parser("bench", help="run benchmarks (numbers, not tests)")
     commands = bench.add_subparsers(dest="bench_command", required=True)
@@ -20,19 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--cache", type=Path, default=None, metavar="DIR")
     s.add_argument("--json", action="store_true", help="print the numbers as JSON")
     s.set_defaults(func=run_startup)
-    f = commands.add_parser("fork", help="HyperFork: fork, first request, rollback, memory")
-    f.add_argument("--runs", type=int, default=30, help="clones to time (default 30)")
-    f.add_argument("--cache", type=Path, default=None, metavar="DIR")
-    f.add_argument("--json", action="store_true", help="print the numbers as JSON")
-    f.add_argument("--no-jail", action="store_true",
-                   help="clones without the jail (to measure what it costs)")
-    f.set_defaults(func=run_fork)
-
-    j = commands.add_parser("jail", help="clone creation with and without the jail")
-    j.add_argument("--runs", type=int, default=30, help="forks of each kind (default 30)")
-    j.add_argument("--cache", type=Path, default=None, metavar="DIR")
-    j.add_argument("--json", action="store_true", help="print the numbers as JSON")
-    j.set_defaults(func=run_jail)
+    _register_clones(commands)
 
     p = commands.add_parser(
         "platform", help="the platform under sustained load: HTTP and Python API, both backends")
