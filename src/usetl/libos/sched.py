@@ -98,6 +98,7 @@ class Wait:
         self.bitset = block.bitset
         self.call = call  # (handler, args) re-run when woken; None: the waker gives the result
         self.timed_out = False
+        self.signalled = False  # re-run because a signal is due: the syscall ends with EINTR
         self.host_token = block.host_token  # the host work it waits for, if any
 
 
@@ -223,6 +224,11 @@ class Scheduler:
         """Is this a re-run of a syscall whose wait reached its deadline?"""
         wait = self.current.wait
         return wait is not None and wait.timed_out
+
+    def signalled(self) -> bool:
+        """Is this a re-run of a waiting syscall that a due signal interrupts (EINTR)?"""
+        wait = self.current.wait
+        return wait is not None and wait.signalled
 
     def new_thread(self, context: ThreadContext) -> Thread:
         if len(self.threads) >= MAX_THREADS:
@@ -459,6 +465,11 @@ class Scheduler:
         except SyscallError as e:
             result = -e.errno
         except Block as b:
+            if wait.signalled:
+                result = -errno.EINTR
+                t.wait = None
+                t.result = result
+                return True
             t.wait = Wait(b, wait.call if b.retry else None)
             t.state = WAITING
             for q in b.queues:
@@ -490,9 +501,12 @@ class Scheduler:
         """A signal is due and every thread waits: the one on the vCPU (else any) gets EINTR."""
         t = self.on_cpu if self.on_cpu.state == WAITING else next(
             t for t in self.threads.values() if t.state == WAITING)
-        if t.wait is not None:
-            t.wait.call = None
-        self.wake(t, -errno.EINTR)
+        assert t.wait is not None
+        if t.wait.call is not None:
+            t.wait.signalled = True  # its re-run ends it (a sleep writes the time left)
+            self.wake(t)
+        else:
+            self.wake(t, -errno.EINTR)
 
     def _idle(self) -> None:
         """No thread can run: sleep on the host until a deadline or host work finishes."""

@@ -68,19 +68,26 @@ def _timespec_ns(k: Kernel, addr: int) -> int:
     return sec * 1_000_000_000 + nsec
 
 
-def _sleep(k: Kernel, seconds: float) -> int:
+def _sleep(k: Kernel, seconds: float, rem: int = 0) -> int:
     """Wait `seconds` off the vCPU: other threads run, or the host sleeps.
 
-    A re-run keeps its first deadline; the invocation's deadline ends any sleep.
+    A re-run keeps its first deadline; a due signal ends the sleep with
+    EINTR and the time left in rem; the invocation's deadline ends any sleep.
     """
     deadline = k.sched.deadline_after(seconds)
-    if deadline is None or deadline <= time.monotonic():
+    now = time.monotonic()
+    if k.sched.signalled():
+        if rem and deadline is not None:
+            left = max(round((deadline - now) * 1e9), 0)
+            k.mem.write(rem, TIMESPEC.pack(*divmod(left, 1_000_000_000)))
+        raise SyscallError(errno.EINTR)
+    if deadline is None or deadline <= now:
         return 0
-    raise Block((), deadline, retry=False, timeout_result=0)
+    raise Block((), deadline, timeout_result=0)
 
 
 def sys_nanosleep(k: Kernel, req: int, rem: int, *_: int) -> int:
-    return _sleep(k, _timespec_ns(k, req) / 1e9)
+    return _sleep(k, _timespec_ns(k, req) / 1e9, rem)
 
 
 def sys_clock_nanosleep(k: Kernel, clock: int, flags: int, req: int, rem: int, *_: int) -> int:
@@ -89,9 +96,10 @@ def sys_clock_nanosleep(k: Kernel, clock: int, flags: int, req: int, rem: int, *
     ns = _timespec_ns(k, req)
     if flags & TIMER_ABSTIME:
         ns -= _clock_ns(clock)
+        rem = 0  # Linux leaves rem alone for an absolute sleep
     else:
         _clock_ns(clock)
-    return _sleep(k, max(ns, 0) / 1e9)
+    return _sleep(k, max(ns, 0) / 1e9, rem)
 
 
 def sys_times(k: Kernel, buf: int, *_: int) -> int:

@@ -136,9 +136,9 @@ _ENTRIES = [
     Syscall("clock_getres", tm.sys_clock_getres, FULL),
     Syscall("gettimeofday", tm.sys_gettimeofday, FULL),
     Syscall("time", tm.sys_time, FULL),
-    Syscall("nanosleep", tm.sys_nanosleep, PARTIAL, "other threads run meanwhile; rem not written"),
+    Syscall("nanosleep", tm.sys_nanosleep, FULL, "other threads run meanwhile"),
     Syscall("clock_nanosleep", tm.sys_clock_nanosleep, PARTIAL,
-            "TIMER_ABSTIME too; CPU-time clocks sleep in wall time; rem not written"),
+            "TIMER_ABSTIME too; CPU-time clocks sleep in wall time"),
     Syscall("times", tm.sys_times, PARTIAL, "user time is the monitor's"),
     Syscall("getrusage", tm.sys_getrusage, PARTIAL, "CPU time only"),
     # identity and system information
