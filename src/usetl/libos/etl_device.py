@@ -291,7 +291,7 @@ class EtlDevice:
         url = _text(r, "url")
         body = self._source(k, r.get("source"))
         content_type = _text(r, "content_type")
-        name = _name(r.get("name") or wire.name_from_url(url) + ".response")
+        name = _name(r.get("name") or wire.name_from_url(url))
         if k is not None and not k.sched.alone:
             body = memoryview(bytes(body))  # a /tmp file may change size while it is sent
         return self._fetch(k, name, lambda dest: self.client.post(
