@@ -28,15 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.set_defaults(func=run_fork)
 
     _register_threads(commands)
-    p = commands.add_parser(
-        "platform", help="the platform under sustained load: HTTP and Python API, both backends")
-    p.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
-    p.add_argument("--seconds", type=float, default=5.0, help="timed seconds per series")
-    p.add_argument("--warmup", type=float, default=2.0, help="untimed seconds first")
-    p.add_argument("--backend", action="append", choices=["kvm", "process"], default=None,
-                   help="backend to measure (repeatable; default both)")
-    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
-    p.set_defaults(func=run_platform)
+    _register_platform(commands)
 
     m = commands.add_parser(
         "protocol", help="the controller/clone protocol: cost per message, typed vs pickle")
@@ -75,6 +67,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("dir", type=Path, metavar="DIR")
     t.add_argument("--readme", type=Path, default=Path("README.md"))
     t.set_defaults(func=run_readme_table)
+
+
+def _register_platform(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "platform", help="the platform under sustained load: HTTP and Python API, both backends")
+    p.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
+    p.add_argument("--seconds", type=float, default=5.0, help="timed seconds per series")
+    p.add_argument("--warmup", type=float, default=2.0, help="untimed seconds first")
+    p.add_argument("--backend", action="append", choices=["kvm", "process"], default=None,
+                   help="backend to measure (repeatable; default both)")
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    p.set_defaults(func=run_platform)
 
 
 def _register_threads(commands: argparse._SubParsersAction) -> None:
