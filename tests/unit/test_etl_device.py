@@ -101,7 +101,9 @@ def test_the_host_region_maps_read_only_and_the_guest_region_read_write(device):
 
 def test_a_reply_larger_than_the_buffer_is_kept_for_a_second_request(device):
     ram = GuestMemory("ram", 0, 8 * MIB)
-    k = SimpleNamespace(mem=UserMemory(ram))
+    # One guest thread (tid 1): the reply is kept for it.
+    k = SimpleNamespace(mem=UserMemory(ram),
+                        sched=SimpleNamespace(alone=True, current=SimpleNamespace(tid=1)))
     for i in range(40):
         device.put_host_file(f"file-{i:02}", b"x")
     arg = 4 * MIB

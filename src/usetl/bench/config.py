@@ -37,6 +37,8 @@ class BenchConfig:
     load_warmup_s: float
     load_seconds: float
     platform_backends: tuple[str, ...] = ("kvm", "process")
+    # I/O overlap: runs of 8 etl.get one after another and then on 8 threads.
+    threads_runs: int = 3
     # Guest memory per USF.
     usf_mem_mib: int = 512
     compat_modules: tuple[str, ...] = field(default=(

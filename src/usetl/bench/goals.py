@@ -79,6 +79,8 @@ GOALS = [
                                    "median")),
     Goal("no-op invocations per second through HTTP (KVM backend)", "/s", 300, False,
          "issue 5", lambda r: _get(_series(r, "platform", "http_kvm_noop"), "per_second")),
+    Goal("8 etl.get on 8 guest threads against one after another (50 ms server delay)", "×",
+         3, False, "issue 11", lambda r: _get(_ok(r, "threads"), "speedup")),
 ]
 
 

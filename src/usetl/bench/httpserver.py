@@ -1,13 +1,15 @@
 """`python -m usetl.bench.httpserver`: a local HTTP server for the download experiment.
 
 GET /bytes/N answers N bytes (a fixed random megabyte, repeated) with a
-Content-Length. It runs in its own process so that serving does not share
+Content-Length; with ?delay_ms=D it first waits D milliseconds (a slow
+service, for the threads experiment). It runs in its own process so that serving does not share
 the benchmark's interpreter; it prints its port, then serves until killed.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CHUNK = os.urandom(1 << 20)
@@ -21,10 +23,15 @@ class BytesHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         prefix = "/bytes/"
-        if not self.path.startswith(prefix) or not self.path[len(prefix):].isdigit():
+        path, _, query = self.path.partition("?")
+        delay = query.removeprefix("delay_ms=")
+        if not path.startswith(prefix) or not path[len(prefix):].isdigit() or (
+                query and (not query.startswith("delay_ms=") or not delay.isdigit())):
             self.send_error(404)
             return
-        size = int(self.path[len(prefix):])
+        size = int(path[len(prefix):])
+        if query:
+            time.sleep(int(delay) / 1000)
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(size))

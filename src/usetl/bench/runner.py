@@ -30,6 +30,7 @@ from usetl.bench import (
     platform_load,
     rollback,
     startup,
+    threads,
 )
 from usetl.bench.config import BenchConfig
 from usetl.bench.errors import reason
@@ -54,6 +55,7 @@ EXPERIMENTS = [
     Experiment("scaling", "Host memory as instances grow", memory.run_scaling),
     Experiment("density", "Density", memory.run_density),
     Experiment("download", "Download", download.run),
+    Experiment("threads", "I/O overlap with threads", threads.run),
     Experiment("rollback", "Rollback", rollback.run),
     Experiment("platform", "Platform under load", platform_load.run),
     Experiment("startup", "Syscalls and compute",

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from usetl.bench import startup
+from usetl.errors import UsetlError
 from usetl.image import ImageArchive, StderrProgress, default_image
 
 
@@ -38,15 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run_startup)
     _register_clones(commands)
 
-    p = commands.add_parser(
-        "platform", help="the platform under sustained load: HTTP and Python API, both backends")
-    p.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
-    p.add_argument("--seconds", type=float, default=5.0, help="timed seconds per series")
-    p.add_argument("--warmup", type=float, default=2.0, help="untimed seconds first")
-    p.add_argument("--backend", action="append", choices=["kvm", "process"], default=None,
-                   help="backend to measure (repeatable; default both)")
-    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
-    p.set_defaults(func=run_platform)
+    _register_threads(commands)
+    _register_platform(commands)
 
     m = commands.add_parser(
         "protocol", help="the controller/clone protocol: cost per message, typed vs pickle")
@@ -87,6 +81,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.set_defaults(func=run_readme_table)
 
 
+def _register_platform(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "platform", help="the platform under sustained load: HTTP and Python API, both backends")
+    p.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
+    p.add_argument("--seconds", type=float, default=5.0, help="timed seconds per series")
+    p.add_argument("--warmup", type=float, default=2.0, help="untimed seconds first")
+    p.add_argument("--backend", action="append", choices=["kvm", "process"], default=None,
+                   help="backend to measure (repeatable; default both)")
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    p.set_defaults(func=run_platform)
+
+
+def _register_threads(commands: argparse._SubParsersAction) -> None:
+    th = commands.add_parser(
+        "threads", help="I/O overlap: N etl.get one after another, then on N guest threads")
+    th.add_argument("--requests", type=int, default=8, help="requests (and threads; default 8)")
+    th.add_argument("--size-mib", type=int, default=8, help="MiB per response (default 8)")
+    th.add_argument("--delay-ms", type=int, default=50,
+                    help="ms the server waits before each response (default 50)")
+    th.add_argument("--runs", type=int, default=3, help="runs; the median is shown (default 3)")
+    th.add_argument("--cache", type=Path, default=None, metavar="DIR")
+    th.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    th.set_defaults(func=run_threads)
+
+
 def experiment_names() -> str:
     from usetl.bench.runner import EXPERIMENTS
 
@@ -118,6 +137,20 @@ def run_fork(args: argparse.Namespace) -> int:
     result = fork.run(image, args.runs, progress=_say, jail=not args.no_jail)
     _done()
     print(json.dumps(result, indent=2) if args.json else fork.format_report(result))
+    return 0
+
+
+def run_threads(args: argparse.Namespace) -> int:
+    from usetl.bench import threads
+
+    if min(args.requests, args.size_mib + 1, args.delay_ms + 1, args.runs) < 1:
+        raise UsetlError("--requests and --runs must be positive, --size-mib and --delay-ms "
+                         "at least 0")
+    image = ImageArchive.open(default_image(args.cache, progress=StderrProgress()))
+    _say("threads: running")
+    result = threads.run_series(image, args.requests, args.size_mib, args.delay_ms, args.runs)
+    _done()
+    print(json.dumps(result, indent=2) if args.json else threads.format_report(result))
     return 0
 
 

@@ -32,10 +32,14 @@ import io
 import json
 import mmap
 import os
+import threading
 
 from usetl.abi import etl as wire
 
 __all__ = ["EtlError", "EtlFile", "Response", "get", "ls", "open", "post", "stat"]
+
+REPLY_ROOM = 64 << 10  # most replies fit; a larger one is fetched with {"op": "reply"}
+IOCTL_GIL_FREE = 1024  # CPython's fcntl.ioctl: IOCTL_BUFSZ
 
 
 class EtlError(Exception):
@@ -61,7 +65,6 @@ class DeviceTransport:
 
     def __init__(self):
         self.fd = os.open(wire.ETL_DEVICE, os.O_RDWR | os.O_CLOEXEC)
-        self.buffer = bytearray(64 << 10)
         info = self.request({"op": wire.INFO})
         host = mmap.mmap(self.fd, info["host_size"], access=mmap.ACCESS_READ)
         guest = mmap.mmap(
@@ -72,9 +75,12 @@ class DeviceTransport:
     def request(self, message):
         data = json.dumps(message).encode()
         size = wire.ETL_HEADER_SIZE
-        if size + len(data) > len(self.buffer):
-            self.buffer = bytearray(size + len(data))
-        buf = self.buffer
+        # A buffer per request: threads may have requests in flight at once.
+        # fcntl.ioctl releases the GIL only for a buffer of at most 1024 bytes
+        # (it copies it), so with other threads a request uses one that small
+        # and fetches a larger reply with a second request.
+        room = IOCTL_GIL_FREE if threading.active_count() > 1 else REPLY_ROOM
+        buf = bytearray(max(room, size + len(data)))
         buf[:size] = wire.pack_etl_header(len(data), len(buf))
         buf[size : size + len(data)] = data
         try:
@@ -83,7 +89,7 @@ class DeviceTransport:
             if e.errno != errno.ENOBUFS:
                 raise
             # The reply is larger than the buffer: the host kept it for us.
-            self.buffer = buf = bytearray(wire.unpack_etl_header(buf)[0])
+            buf = bytearray(wire.unpack_etl_header(buf)[0])
             data = json.dumps({"op": wire.REPLY}).encode()
             buf[:size] = wire.pack_etl_header(len(data), len(buf))
             buf[size : size + len(data)] = data

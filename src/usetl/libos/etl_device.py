@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import errno
 import json
+import mmap
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from usetl.abi import etl as wire
 from usetl.etl.accounting import IoAccount
@@ -152,6 +154,18 @@ class RegionTable:
         self.spoiled = False
 
 
+class TransferStarted(Exception):  # noqa: N818 - control flow, not an error
+    """A get or post that a host thread runs while other guest threads use the vCPU.
+
+    work() runs on the host thread; finish(its outcome) makes the reply, on the vCPU's.
+    """
+
+    def __init__(self, work: Callable[[], object], finish: Callable[[object], bytes]):
+        super().__init__()
+        self.work = work
+        self.finish = finish
+
+
 class EtlRequestError(Exception):
     """A malformed request from the guest: answered with kind "invalid"."""
 
@@ -166,8 +180,10 @@ class EtlDevice:
         self.policy = policy
         self.timeout = timeout
         self.account = IoAccount()
+        # The part of account.host_cpu_s spent on host threads, not the vCPU's thread.
+        self.off_vcpu_cpu_s = 0.0
         self.deadline: float | None = None  # time.monotonic() when the invocation must end
-        self.pending_reply: bytes | None = None
+        self.pending_replies: dict[int, bytes] = {}  # by guest thread: replies too large
 
     def node(self, ino: int, rdev: int) -> DeviceNode:
         return DeviceNode(ino, rdev, EtlDeviceFile, self)
@@ -181,8 +197,9 @@ class EtlDevice:
         self.host.reset()
         self.guest.reset()
         self.account = IoAccount()
+        self.off_vcpu_cpu_s = 0.0
         self.deadline = deadline
-        self.pending_reply = None
+        self.pending_replies = {}
 
     def put_host_file(self, name: str, data: bytes) -> RegionFile:
         """The host writes a file into its region (the event, dependencies)."""
@@ -212,9 +229,19 @@ class EtlDevice:
         if length > wire.MAX_REQUEST or length > capacity:
             raise SyscallError(errno.EINVAL)
         raw = k.mem.read(arg + wire.ETL_HEADER_SIZE, length)
-        reply = self._answer(k, raw)
+        try:
+            reply = self._answer(k, raw)
+        except TransferStarted as started:
+            # Other guest threads run while a host thread does the transfer.
+            finish = started.finish
+            raise k.sched.start_host_work(
+                started.work, lambda outcome: self._deliver(k, arg, capacity, finish(outcome))
+            ) from None
+        return self._deliver(k, arg, capacity, reply)
+
+    def _deliver(self, k: Kernel, arg: int, capacity: int, reply: bytes) -> int:
         if wire.ETL_HEADER_SIZE + len(reply) > capacity:
-            self.pending_reply = reply
+            self.pending_replies[_tid(k)] = reply
             k.mem.write(arg, wire.pack_etl_header(len(reply) + wire.ETL_HEADER_SIZE, 0))
             raise SyscallError(errno.ENOBUFS)
         k.mem.write(arg, wire.pack_etl_header(len(reply), 0) + reply)
@@ -226,7 +253,7 @@ class EtlDevice:
         except ValueError as e:
             return json.dumps({"error": _error(None, f"bad request: {e}", wire.INVALID)}).encode()
         if isinstance(request, dict) and request.get("op") == wire.REPLY:
-            reply, self.pending_reply = self.pending_reply, None
+            reply = self.pending_replies.pop(_tid(k), None)
             if reply is not None:
                 return reply
         return json.dumps(self.answer(request, k)).encode()
@@ -257,20 +284,59 @@ class EtlDevice:
     def _get(self, k: Kernel | None, r: dict) -> dict:
         url = _text(r, "url")
         name = _name(r.get("name") or wire.name_from_url(url))
-        transfer = self._transfer(lambda: self.client.get(url, self.host.tail(),
-                                                         deadline=self.deadline))
-        f = self.host.commit(name, transfer.size)
-        return {"file": _describe(f, wire.HOST_REGION), "status": transfer.status,
-                "headers": transfer.headers, "url": transfer.url}
+        return self._fetch(k, name, lambda dest: self.client.get(url, dest,
+                                                                 deadline=self.deadline))
 
     def _post(self, k: Kernel | None, r: dict) -> dict:
         url = _text(r, "url")
         body = self._source(k, r.get("source"))
         content_type = _text(r, "content_type")
-        transfer = self._transfer(lambda: self.client.post(
-            url, body, self.host.tail(), content_type, deadline=self.deadline))
         name = _name(r.get("name") or wire.name_from_url(url))
-        f = self.host.commit(name, transfer.size)
+        if k is not None and not k.sched.alone:
+            body = memoryview(bytes(body))  # a /tmp file may change size while it is sent
+        return self._fetch(k, name, lambda dest: self.client.post(
+            url, body, dest, content_type, deadline=self.deadline))
+
+    def _fetch(self, k: Kernel | None, name: str, run: Callable[[memoryview], Transfer]) -> dict:
+        """Run a transfer into the host region and commit its body as file `name`.
+
+        A guest with one thread waits, and the body streams straight into the
+        region. With other threads, a host thread receives it into memory of
+        its own (the region has one producer) while they run, and the body
+        is copied in when it is done (TransferStarted).
+        """
+        if k is None or k.sched.alone:
+            transfer = self._transfer(lambda: run(self.host.tail()))
+            return self._describe_transfer(self.host.commit(name, transfer.size), transfer)
+        free = self.host.free
+
+        def work() -> tuple[Transfer, mmap.mmap]:
+            # Pages cost only once written; the mapping goes with its last reference.
+            buffer = mmap.mmap(-1, max(free, 1))
+            return run(memoryview(buffer)), buffer
+
+        raise TransferStarted(work, lambda outcome: self._finish(name, free, outcome))
+
+    def _finish(self, name: str, free: int, outcome: object) -> bytes:
+        """The reply to a transfer a host thread did: its body copied into the region."""
+        try:
+            if isinstance(outcome, BaseException):
+                self._failed(outcome, free, 0.0)
+            transfer, buffer = outcome  # type: ignore[misc]
+            self.account.add(transfer.account)
+            self.off_vcpu_cpu_s += transfer.account.host_cpu_s
+            f = self.host.allocate(name, transfer.size)
+            with memoryview(buffer) as body:
+                self.host.memory.view[f.offset : f.offset + f.size] = body[: transfer.size]
+            answer = self._describe_transfer(f, transfer)
+        except EtlError as e:
+            answer = {"error": _error(e.url, e.reason, e.kind, e.status)}
+        except RegionFull as e:
+            answer = {"error": _error(None, str(e), wire.TOO_LARGE)}
+        return json.dumps(answer).encode()
+
+    @staticmethod
+    def _describe_transfer(f: RegionFile, transfer: Transfer) -> dict:
         return {"file": _describe(f, wire.HOST_REGION), "status": transfer.status,
                 "headers": transfer.headers, "url": transfer.url}
 
@@ -280,19 +346,27 @@ class EtlDevice:
         try:
             transfer = run()
         except EtlError as e:
-            # The client's own account of a failed request is lost with it;
-            # the attempt is still counted and its wall time billed, unless the
-            # URL policy refused it (the host sent nothing for it).
-            if e.kind != wire.DENIED:
-                self.account.add(IoAccount(requests=1, wall_s=time.perf_counter() - t0))
             if e.kind in WRITING_FAILURES:
                 self.host.spoil()
-            if e.kind == wire.TOO_LARGE:
-                raise EtlError(e.url, f"{e.reason}: the host region is full ({free} B free "
-                               f"of {self.host.size} B)", e.kind) from e
-            raise
+            self._failed(e, free, time.perf_counter() - t0)
         self.account.add(transfer.account)
         return transfer
+
+    def _failed(self, e: BaseException, free: int, wall_s: float) -> NoReturn:
+        """Count a failed transfer and raise its EtlError (a host thread's other errors too)."""
+        # The client's own account of a failed request is lost with it; the
+        # attempt is still counted and its wall time billed, unless the URL
+        # policy refused it (the host sent nothing for it).
+        if not isinstance(e, EtlError):
+            self.account.add(IoAccount(requests=1, wall_s=wall_s))
+            raise EtlError(None, f"the transfer failed on the host: {e!r}",
+                           wire.CONNECTION) from e
+        if e.kind != wire.DENIED:
+            self.account.add(IoAccount(requests=1, wall_s=wall_s))
+        if e.kind == wire.TOO_LARGE:
+            raise EtlError(e.url, f"{e.reason}: the host region is full ({free} B free "
+                           f"of {self.host.size} B)", e.kind) from e
+        raise e
 
     def _source(self, k: Kernel | None, source: object) -> memoryview:
         """The bytes a post sends, read in place: a region range or a /tmp file."""
@@ -355,6 +429,11 @@ class EtlDeviceFile(OpenFile):
 
 
 _error = wire.etl_error
+
+
+def _tid(k: Kernel | None) -> int:
+    """The guest thread a request is from (0: the process backend, which has none here)."""
+    return 0 if k is None else k.sched.current.tid
 
 
 def _describe(f: RegionFile, region: str) -> dict:

@@ -23,6 +23,7 @@ O_PATH = 0o10000000
 O_TMPFILE = 0o20000000 | O_DIRECTORY
 
 SEEK_SET, SEEK_CUR, SEEK_END = 0, 1, 2
+READY_ALWAYS = 0x1 | 0x4 | 0x40 | 0x100  # POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM
 MAX_FDS = 1024
 
 
@@ -93,6 +94,22 @@ class OpenFile:
     def ioctl(self, k: Kernel, request: int, arg: int) -> int:
         """A device's own ioctl requests (the generic ones are served by sys_ioctl)."""
         raise SyscallError(errno.ENOTTY)
+
+    # Readiness, for poll, select and epoll. A file the monitor holds is ready
+    # now or wakes its wait_queues() when it may have become so; a proxied
+    # socket is asked on the host (host_fd).
+    generation = 0  # changes counted for epoll's edge triggering (where the file counts them)
+
+    def poll(self) -> int:
+        """The poll events it is ready for: regular files and devices always are."""
+        return READY_ALWAYS
+
+    def wait_queues(self) -> tuple:
+        return ()
+
+    def host_fd(self) -> int | None:
+        """The host fd whose readiness is this file's (a proxied socket's), else None."""
+        return None
 
     def close(self) -> None:
         pass

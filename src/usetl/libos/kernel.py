@@ -26,6 +26,7 @@ from .files import FdTable, OutputFile
 from .fs import GUEST_ID, Namespace
 from .mm import AddressSpace
 from .net import WAIT_SLICE, SocketPolicy, hosts_file
+from .sched import Block, ExitThread, Scheduler
 from .signals import ProcessSignals, ThreadSignals, timer_clock
 from .syscalls.numbers import SYSCALL_NAMES
 from .usermem import UserMemory
@@ -36,6 +37,7 @@ Handler = Callable[..., object]  # handler(kernel, *six syscall arguments) -> re
 
 MASK64 = (1 << 64) - 1
 PAUSE = Stop("pause")
+EXIT_THREAD = object()
 
 
 @dataclass
@@ -79,10 +81,9 @@ class Kernel:
         self.stats = SyscallStats()
         self.trace: list[TraceRecord] | None = None
         self.term_signal: int | None = None
-        self.fs_base = 0
-        self.tid_address = 0
+        self.sched = Scheduler(self, self.identity.pid)
         self.signals = ProcessSignals()
-        self.thread_signals = ThreadSignals()  # the current (only) thread's
+        self.thread_signals = ThreadSignals()  # shared by the threads for now (see sched.py)
         self.retry_wake: float | None = None  # a kick to retry a delivery the trampoline put off
         self.umask = 0o022
         self.blocked: tuple | None = None  # (handler, args) of a syscall waiting on the monitor
@@ -123,22 +124,33 @@ class Kernel:
         t0 = time.perf_counter()
         handler = self.handlers.get(nr)
         args = (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
-        if handler is None:
-            result = -errno.ENOSYS
-            name = SYSCALL_NAMES.get(nr, f"syscall_{nr}")
-            if not self.stats.unimplemented[name]:
-                log.info("unimplemented syscall %s (%d): ENOSYS", name, nr)
-            self.stats.unimplemented[name] += 1
-        else:
-            result = self._call(handler, args)
-            if result is PAUSE:
-                return PAUSE
         stop = None
-        if isinstance(result, Stop):
-            stop, result = result, 0
-        regs.rax = result & MASK64
-        if stop is None and sigdelivery.due(self):
-            stop = sigdelivery.deliver(self, regs, nr)
+        on_cpu = self.sched.on_cpu
+        if handler is None:
+            result = self._unimplemented(nr)
+            regs.rax = result & MASK64
+        else:
+            outcome = self._call(handler, args)
+            if outcome is PAUSE:
+                return PAUSE
+            result = 0  # what a thread that waits or exits is recorded with
+            if isinstance(outcome, Stop):
+                stop = outcome
+            elif isinstance(outcome, Block):
+                self.sched.block(regs, (handler, args), outcome)
+            elif outcome is EXIT_THREAD:
+                self.sched.exit_current(regs)
+            else:
+                result = outcome
+                regs.rax = result & MASK64
+        if stop is None and self.sched.check_at is not None \
+                and time.monotonic() >= self.sched.check_at:
+            self.sched.at_syscall_exit(regs)
+        if stop is not None:
+            regs.rax = 0
+        elif sigdelivery.due(self):
+            # A thread switched in here returns from its own syscall, not from nr.
+            stop = sigdelivery.deliver(self, regs, nr if self.sched.on_cpu is on_cpu else None)
         dt = time.perf_counter() - t0
         stats = self.stats
         stats.count += 1
@@ -149,9 +161,18 @@ class Kernel:
             self.trace.append(TraceRecord(name, args, result, dt * 1e6))
         return stop
 
+    def _unimplemented(self, nr: int) -> int:
+        name = SYSCALL_NAMES.get(nr, f"syscall_{nr}")
+        if not self.stats.unimplemented[name]:
+            log.info("unimplemented syscall %s (%d): ENOSYS", name, nr)
+        self.stats.unimplemented[name] += 1
+        return -errno.ENOSYS
+
     def interrupted(self, regs: kvm_regs) -> Stop | None:
-        """The run loop was kicked out of KVM_RUN (Vm.wake_at): deliver what is due."""
+        """The run loop was kicked out of KVM_RUN (Vm.wake_at): switch threads if one is
+        due (a time slice, a timeout, finished host work), deliver what signal is due."""
         self.retry_wake = None
+        self.sched.preempt(regs)
         stop = sigdelivery.deliver(self, regs) if sigdelivery.due(self) else None
         self.rearm_wake()  # a CPU-time timer may not have expired yet
         return stop
@@ -160,16 +181,22 @@ class Kernel:
         """When (time.monotonic()) the run loop should kick the vCPU next, if ever.
 
         A CPU-time timer cannot expire before its CPU time left has passed
-        on the wall clock: the kick comes then, and checks again.
+        on the wall clock: the kick comes then, and checks again. The
+        scheduler's next check (a slice's end, a thread's timeout) is one.
         """
         now = time.monotonic()
         wakes = [] if self.retry_wake is None else [self.retry_wake]
+        if self.sched.check_at is not None:
+            wakes.append(self.sched.check_at)
         for which, timer in self.signals.timers.items():
             wakes.append(now + max(timer.expiry - timer_clock(which), 0.0))
         return min(wakes, default=None)
 
     def rearm_wake(self) -> None:
         self.vm.wake_at(self.next_wake())
+
+    def signal_due(self) -> bool:
+        return sigdelivery.due(self)
 
     def wait_interrupted(self) -> bool:
         """Must a syscall waiting on the host stop now (EINTR)? A signal is due or time is up."""
@@ -199,8 +226,9 @@ class Kernel:
         regs.rax = result & MASK64
         return None
 
-    def _call(self, handler, args: tuple[int, ...]) -> int | Stop:
-        """Run a handler: its result, -errno, or PAUSE if it must wait for the monitor."""
+    def _call(self, handler, args: tuple[int, ...]) -> int | Stop | Block | object:
+        """Run a handler: its result, -errno, PAUSE if it must wait for the monitor,
+        a Block if its thread must wait, or EXIT_THREAD."""
         try:
             return handler(self, *args)
         except SyscallError as e:
@@ -208,6 +236,10 @@ class Kernel:
         except Blocked:
             self.blocked = (handler, args)
             return PAUSE
+        except Block as b:
+            return b
+        except ExitThread:
+            return EXIT_THREAD
 
     # -- helpers for handlers -------------------------------------------------
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 from .errors import SyscallError
 from .files import O_NONBLOCK, O_RDWR, OpenFile
 from .fs import Node
+from .sched import Block
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -106,6 +107,25 @@ class SocketFile(OpenFile):
     def interrupted(self) -> bool:
         return self.kernel.wait_interrupted()
 
+    def host_fd(self) -> int | None:
+        return None if self.sock is None else self.sock.fileno()
+
+    def poll(self) -> int:
+        if self.sock is None:
+            return POLLERR | POLLHUP
+        poller = select.poll()
+        poller.register(self.sock.fileno(), POLLIN | POLLOUT | POLLPRI)
+        ready = poller.poll(0)
+        return ready[0][1] if ready else 0
+
+    def _wait_host(self, events: int, timeout: float | None) -> None:
+        """Wait for the host socket: in place if the guest has one thread, else off the vCPU."""
+        sched = self.kernel.sched
+        if sched.alone:
+            wait_ready({self.host.fileno(): events}, timeout, self.interrupted)
+            return
+        raise sched.watch_host({self.host.fileno(): events}, (), sched.deadline_after(timeout))
+
     def _blocks(self, flags: int = 0) -> bool:
         return not (self.flags & O_NONBLOCK or flags & MSG_DONTWAIT)
 
@@ -120,10 +140,12 @@ class SocketFile(OpenFile):
                     raise SyscallError(errno.EAGAIN) from None
             except OSError as e:
                 raise SyscallError(e.errno or errno.EIO) from None
+            if self.kernel.sched.timed_out():
+                raise SyscallError(errno.EAGAIN)
             left = None if end is None else end - time.monotonic()
             if left is not None and left <= 0:
                 raise SyscallError(errno.EAGAIN)
-            wait_ready({self.host.fileno(): events}, left, self.interrupted)
+            self._wait_host(events, left)
 
     # -- the calls --------------------------------------------------------------
 
@@ -145,11 +167,21 @@ class SocketFile(OpenFile):
 
     def _connect(self, address: tuple) -> None:
         sock = self.host
+        rerun = self.kernel.sched.current.wait is not None
+        if rerun:  # the host said the connection finished (or failed): how it went
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                raise SyscallError(err)
+            if self.kernel.sched.timed_out():
+                raise SyscallError(errno.EINPROGRESS)
+            return
         err = sock.connect_ex(address)
         if err == 0:
             return
         if err != errno.EINPROGRESS or not self._blocks():
             raise SyscallError(err)
+        if not self.kernel.sched.alone:
+            self._wait_host(POLLOUT, self.send_timeout)
         ready = wait_ready({sock.fileno(): POLLOUT}, self.send_timeout, self.interrupted)
         if not ready:
             raise SyscallError(errno.EINPROGRESS)
@@ -179,8 +211,8 @@ class SocketFile(OpenFile):
             while 0 < n < len(dest):
                 try:
                     got = self._retry(partial(sock.recv_into, dest[n:]), POLLIN, None, flags)
-                except SyscallError:
-                    break  # these bytes arrived: the error shows on the next call
+                except (SyscallError, Block):
+                    break  # these bytes arrived: the error (or the wait) comes on the next call
                 if got == 0:
                     break
                 n += got
@@ -221,9 +253,9 @@ class SocketFile(OpenFile):
                 n = self._retry(
                     lambda: sock.sendmsg(buffers, [], host_flags), POLLOUT, self.send_timeout, flags
                 )
-            except SyscallError:
+            except (SyscallError, Block):
                 if sent:
-                    return sent  # what went out before the error or timeout
+                    return sent  # what went out before the error, timeout or wait
                 raise
             sent += n
             if sent == total or not self._blocks(flags):

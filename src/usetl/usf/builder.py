@@ -30,7 +30,10 @@ from usetl.vm.layout import VDSO_ADDR
 from .config import UsfConfig, UsfError
 from .running import Startup, Usf
 
-GUEST_ENV = ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/tmp"]
+# One malloc arena: guest threads share one vCPU, and each further arena
+# reserves 64 MiB of identity-mapped guest RAM (eight would exceed 256 MiB).
+GUEST_ENV = ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/tmp",
+             "MALLOC_ARENA_MAX=1"]
 ETL_MINOR = 243  # /dev/etl: a misc device (major 10)
 
 _clock: VdsoClock | None = None

@@ -18,7 +18,7 @@ from usetl.kvm import structs as ks
 
 from . import layout as L
 from .memory import GuestMemory
-from .trampoline import PORT_EXCEPTION, PORT_SYSCALL
+from .trampoline import PORT_EXCEPTION, PORT_SYSCALL, SYSCALL_OUT_OFFSET, syscall_entry_size
 from .vcpu_state import VcpuState
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,34 @@ class SyscallHandler(Protocol):
 
     def next_wake(self) -> float | None:
         """When (time.monotonic()) the vCPU should be kicked for the handler, if ever."""
+
+# Where a thread stopped at a syscall exit resumes: just past the trampoline's
+# port write (KVM completes that write only for the thread that made it).
+SYSCALL_OUT_ADDR = L.SYSCALL_ENTRY_ADDR + SYSCALL_OUT_OFFSET
+SYSCALL_RESUME_ADDR = SYSCALL_OUT_ADDR + 2  # out imm8, al
+TRAMPOLINE_END = L.SYSCALL_ENTRY_ADDR + syscall_entry_size()
+
+
+@dataclass
+class ThreadContext:
+    """What one guest thread needs on the vCPU to run: saved when another runs instead.
+
+    regs are the general registers, rip, rsp and rflags (kvm_regs bytes);
+    user_rsp is the trampoline's save slot (the thread's own rsp while it is
+    in a syscall: the trampoline's stack pointer is in regs); xsave is the
+    x87/SSE/AVX state, kept whole because glibc's inline syscalls may hold
+    live vector registers across the instruction (under PVM the saved state
+    may lack the upper YMM halves; see DESIGN.md). Segment registers are
+    shared: under PVM every guest thread, in a syscall or not, runs at CPL 3
+    with the same flat segments. On hardware KVM the syscall entry runs in
+    ring 0, so a thread preempted in user code and one stopped in a syscall
+    would differ in CS and SS too, and a context would need them.
+    """
+
+    regs: bytes
+    user_rsp: int
+    fs_base: int
+    xsave: bytes
 
 
 @dataclass(frozen=True)
@@ -146,8 +174,8 @@ class Vm:
         self._deadline_hit = False
         self.closed = False
         self._wake_pending = False
-        self._wake_timer: threading.Timer | None = None
         self._thread_id: int | None = None
+        self._alarm: _Alarm | None = None
         if threading.current_thread() is threading.main_thread():
             signal.signal(KICK_SIGNAL, _ignore)
 
@@ -225,6 +253,9 @@ class Vm:
     def set_fs_base(self, value: int) -> None:
         self.vcpu.set_msrs({L.MSR_FS_BASE: value})
 
+    def fs_base(self) -> int:
+        return self.vcpu.get_msrs([L.MSR_FS_BASE])[L.MSR_FS_BASE]
+
     def run(self, handler: SyscallHandler, timeout: float | None = None) -> Stop:
         """Run until the handler asks to stop; raise GuestFault or GuestTimeout."""
         run = self.run_struct
@@ -278,15 +309,16 @@ class Vm:
 
     def wake_at(self, when: float | None) -> None:
         """Kick the running vCPU out of KVM_RUN at `when` (time.monotonic()) for the
-        handler's interrupted(); None cancels. One wake is kept: a new one replaces it."""
-        if self._wake_timer is not None:
-            self._wake_timer.cancel()
-            self._wake_timer = None
-        if when is None or self._thread_id is None:
-            return
-        self._wake_timer = threading.Timer(max(when - time.monotonic(), 0.0), self._wake)
-        self._wake_timer.daemon = True
-        self._wake_timer.start()
+        handler's interrupted(); None cancels. One wake is kept: a new one replaces it.
+
+        One alarm thread per VM waits on a Condition for the time (the
+        scheduler sets a wake at every switch: no timer thread per wake).
+        """
+        if self._alarm is None:
+            if when is None:
+                return
+            self._alarm = _Alarm(self._wake)
+        self._alarm.set(when)
 
     def _wake(self) -> None:
         self._wake_pending = True
@@ -309,6 +341,33 @@ class Vm:
         """Stop a running vCPU from another thread (the deadline)."""
         self._deadline_hit = True
         self._kick()
+
+    def wake_now(self) -> None:
+        """wake_at(now), from any thread (a host thread whose work a guest thread waits for)."""
+        self._wake()
+
+    # -- guest threads sharing the vCPU ------------------------------------------
+
+    def save_context(self) -> ThreadContext:
+        """The running thread's state, taken at an exit (a syscall or a kick)."""
+        regs = ks.kvm_regs.from_buffer_copy(self.run_struct.s.regs.regs)
+        if regs.rip == SYSCALL_OUT_ADDR:
+            regs.rip = SYSCALL_RESUME_ADDR
+        return ThreadContext(bytes(regs), self.ram.u64(L.SAVE_RSP_ADDR), self.fs_base(),
+                             bytes(self.vcpu.get_xsave()))
+
+    def load_context(self, ctx: ThreadContext) -> None:
+        """Put a saved thread on the vCPU; its registers load on the next KVM_RUN."""
+        ctypes.memmove(ctypes.addressof(self.run_struct.s.regs.regs), ctx.regs, len(ctx.regs))
+        self.mark_regs_dirty()
+        self.ram.put_u64(L.SAVE_RSP_ADDR, ctx.user_rsp)
+        self.vcpu.set_msrs({L.MSR_FS_BASE: ctx.fs_base})
+        self.vcpu.set_xsave(ks.kvm_xsave.from_buffer_copy(ctx.xsave))
+
+    @staticmethod
+    def in_trampoline(rip: int) -> bool:
+        """Is rip inside the syscall entry (whose stack and save slot all threads share)?"""
+        return L.SYSCALL_ENTRY_ADDR <= rip < TRAMPOLINE_END
 
     def _fault(self) -> GuestFault:
         regs = self.run_struct.s.regs.regs
@@ -398,3 +457,35 @@ class Vm:
         for mem in self.regions.values():
             mem.close()
         self.ram.close()
+
+
+ALARM_MAX_WAIT = 3600.0  # a guest's far-off timeout must not overflow Condition.wait
+
+
+class _Alarm:
+    """A thread that calls `kick` once at the time last set (a Condition, no timer per kick)."""
+
+    def __init__(self, kick):
+        self._kick = kick
+        self._cond = threading.Condition()
+        self._when: float | None = None
+        threading.Thread(target=self._run, name="usetl-vcpu-alarm", daemon=True).start()
+
+    def set(self, when: float | None) -> None:
+        with self._cond:
+            if when != self._when:
+                self._when = when
+                self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                if self._when is None:
+                    self._cond.wait()
+                    continue
+                left = self._when - time.monotonic()
+                if left > 0:
+                    self._cond.wait(min(left, ALARM_MAX_WAIT))
+                    continue
+                self._when = None
+                self._kick()

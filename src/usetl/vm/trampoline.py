@@ -24,6 +24,15 @@ EXCEPTION_VECTORS = 32
 VECTORS_WITH_ERROR_CODE = frozenset({8, 10, 11, 12, 13, 14, 17, 21, 29, 30})
 
 
+# The port write's offset in syscall_entry(): after mov [save_rsp], rsp (8 bytes)
+# and mov rsp, stack_top (7 bytes).
+SYSCALL_OUT_OFFSET = 15
+
+
+def syscall_entry_size() -> int:
+    return len(syscall_entry(0, 0, 0, 0))
+
+
 def syscall_entry(save_rsp: int, stack_top: int, user_cs: int, user_ds: int) -> bytes:
     code = b"".join(
         [

@@ -25,6 +25,7 @@ from usetl.bench.report import (
     rollback,
     scaling,
     startup,
+    threads,
 )
 from usetl.bench.report.document import Document, failure_lines, fmt
 from usetl.bench.runner import RESULTS_FILE
@@ -40,6 +41,7 @@ SECTIONS = {
     "scaling": scaling.write,
     "density": density.write,
     "download": download.write,
+    "threads": threads.write,
     "rollback": rollback.write,
     "platform": platform.write,
     "startup": startup.write,

@@ -29,6 +29,7 @@ from ..files import (
 )
 from ..fs import DeviceNode, ImageNode, ProcNode, Resolved, StaticFile, TmpDir, TmpFile
 from ..hostfs import HostNode
+from ..sched import Block
 from .args import AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, s32, s64
 
 if TYPE_CHECKING:
@@ -210,7 +211,12 @@ def sys_readv(k: Kernel, fd: int, iov: int, iovcnt: int, *_: int) -> int:
     total = 0
     for base, length in k.mem.iovecs(iov, s32(iovcnt)):
         dest = k.mem.slice(base, length, write=True)
-        data = f.read(length)
+        try:
+            data = f.read(length)
+        except (Block, SyscallError):
+            if total:
+                break  # what was read is returned; the wait or error comes next call
+            raise
         dest[: len(data)] = data
         total += len(data)
         if len(data) < length:
@@ -222,7 +228,15 @@ def sys_writev(k: Kernel, fd: int, iov: int, iovcnt: int, *_: int) -> int:
     f = k.fds.get(s32(fd))
     total = 0
     for base, length in k.mem.iovecs(iov, s32(iovcnt)):
-        total += f.write(k.mem.slice(base, length))
+        try:
+            n = f.write(k.mem.slice(base, length))
+        except (Block, SyscallError):
+            if total:
+                break  # a short write, as Linux's when the pipe or socket fills
+            raise
+        total += n
+        if n < length:
+            break
     return total
 
 

@@ -1,7 +1,8 @@
 """Child processes: a USF runs none, and says so.
 
-fork, vfork, execve and clone without CLONE_THREAD (what os.fork, glibc's
-posix_spawn and CPython's _posixsubprocess use) are refused with EPERM, so
+fork, vfork, execve and clone without glibc's thread flags (what os.fork,
+glibc's posix_spawn and CPython's _posixsubprocess use; sys_thread.sys_clone
+makes threads) are refused with EPERM, so
 subprocess, os.fork, os.posix_spawn and multiprocessing raise
 PermissionError; and the monitor writes one line naming the syscall to the
 invocation's stderr, since "Operation not permitted" alone does not say why.
@@ -18,7 +19,6 @@ from ..files import OutputFile
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
-CLONE_THREAD = 0x10000
 NO_CHILDREN = "usetl: {call} refused: a USF runs no child processes (no fork, exec or subprocess)\n"
 
 
@@ -44,13 +44,6 @@ def sys_execve(k: Kernel, *_: int) -> int:
 
 def sys_execveat(k: Kernel, *_: int) -> int:
     return refuse_child_process(k, "execveat")
-
-
-def sys_clone(k: Kernel, flags: int, *_: int) -> int:
-    """clone: a new thread (CLONE_THREAD) is refused as EPERM too, until threads exist."""
-    if flags & CLONE_THREAD:
-        raise SyscallError(errno.EPERM)
-    return refuse_child_process(k, "clone")
 
 
 def sys_wait4(k: Kernel, *_: int) -> int:

@@ -218,13 +218,13 @@ def sys_kill(k: Kernel, pid: int, sig: int, *_: int) -> int:
 
 
 def sys_tgkill(k: Kernel, tgid: int, tid: int, sig: int, *_: int) -> int:
-    if s32(tgid) != k.identity.pid or s32(tid) != k.identity.pid:
+    if s32(tgid) != k.identity.pid or s32(tid) not in k.sched.threads:
         raise SyscallError(errno.ESRCH)
     return _send(k, s32(sig), SI_TKILL, to_thread=True)
 
 
 def sys_tkill(k: Kernel, tid: int, sig: int, *_: int) -> int:
-    if s32(tid) != k.identity.pid:
+    if s32(tid) not in k.sched.threads:
         raise SyscallError(errno.ESRCH)
     return _send(k, s32(sig), SI_TKILL, to_thread=True)
 

@@ -1,12 +1,13 @@
-"""Sockets: TCP clients proxied to host sockets under the policy, and poll/select.
+"""Sockets: TCP clients proxied to host sockets under the policy, and AF_UNIX socketpairs.
 
 Only what unmodified client code (urllib, http.client) needs: AF_INET and
 AF_INET6 stream sockets that connect out. Listening is refused (EPERM),
 other families are EAFNOSUPPORT, datagram and raw sockets EACCES (so
 glibc's DNS over UDP fails at once; names come from /etc/hosts). With no
 policy on the kernel (`Kernel.net is None`) every socket() is EACCES.
-poll and select handle any fd: sockets ask the host, other files are
-always ready, as regular files are on Linux.
+socketpair makes two connected AF_UNIX sockets held in the monitor
+(libos/ipc.py); send and receive calls serve both kinds. poll, select and
+epoll are in sys_poll.py.
 """
 
 from __future__ import annotations
@@ -16,26 +17,16 @@ import ipaddress
 import logging
 import socket
 import struct
-import time
 from typing import TYPE_CHECKING
 
 from usetl.errors import UsetlError
 
 from ..errors import SyscallError
 from ..files import O_CLOEXEC, O_NONBLOCK
-from ..net import (
-    POLLERR,
-    POLLHUP,
-    POLLIN,
-    POLLNVAL,
-    POLLOUT,
-    POLLPRI,
-    POLLRDNORM,
-    POLLWRNORM,
-    SocketFile,
-    wait_ready,
-)
+from ..ipc import UNIX_CAPACITY, UnixSocketFile, make_socketpair
+from ..net import SocketFile
 from .args import s32
+from .sys_ipc import install_pair
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
@@ -43,14 +34,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
-SOCK_STREAM, SOCK_TYPE_MASK = 1, 0xF
+SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_TYPE_MASK = 1, 2, 5, 0xF
 SOCK_NONBLOCK, SOCK_CLOEXEC = O_NONBLOCK, O_CLOEXEC
 IPPROTO_TCP = 6
 SOCKADDR_IN = struct.Struct("<H2s4s8x")  # family, port (network order), address
 SOCKADDR_IN6 = struct.Struct("<H2s4s16sI")  # family, port, flowinfo, address, scope id
 MSGHDR = struct.Struct("<QI4xQQQQi4x")  # name, namelen, iov, iovlen, control, controllen, flags
-POLLFD = struct.Struct("<iHH")  # fd, events, revents
-MAX_POLL_FDS = 1024
 MAX_SOCKETS = 64  # open sockets per USF
 MAX_OPTLEN = 256
 SOL_SOCKET = socket.SOL_SOCKET
@@ -75,6 +64,14 @@ HOST_OPTIONS = {
 def _socket(k: Kernel, fd: int) -> SocketFile:
     f = k.fds.get(s32(fd))
     if not isinstance(f, SocketFile):
+        raise SyscallError(errno.EISCONN if isinstance(f, UnixSocketFile) else errno.ENOTSOCK)
+    return f
+
+
+def _any_socket(k: Kernel, fd: int) -> SocketFile | UnixSocketFile:
+    """A proxied TCP socket or an end of a socketpair: both send and receive alike."""
+    f = k.fds.get(s32(fd))
+    if not isinstance(f, SocketFile | UnixSocketFile):
         raise SyscallError(errno.ENOTSOCK)
     return f
 
@@ -156,19 +153,35 @@ def sys_connect(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int:
 
 
 def _refuse_listening(k: Kernel, fd: int, *_: int) -> int:
-    _socket(k, fd)
+    _any_socket(k, fd)
     raise SyscallError(errno.EPERM)
 
 
 sys_bind = sys_listen = sys_accept = sys_accept4 = _refuse_listening
 
 
-def sys_socketpair(k: Kernel, domain: int, *_: int) -> int:
-    raise SyscallError(errno.EAFNOSUPPORT if s32(domain) != socket.AF_UNIX else errno.EACCES)
+def sys_socketpair(k: Kernel, domain: int, type_: int, protocol: int, sv: int, *_: int) -> int:
+    """A connected pair of AF_UNIX sockets within the guest (asyncio's self-pipe)."""
+    domain, type_, protocol = s32(domain), s32(type_), s32(protocol)
+    if domain != socket.AF_UNIX:
+        raise SyscallError(errno.EAFNOSUPPORT if domain not in (AF_INET, AF_INET6)
+                           else errno.EOPNOTSUPP)
+    if type_ & ~(SOCK_TYPE_MASK | SOCK_NONBLOCK | SOCK_CLOEXEC):
+        raise SyscallError(errno.EINVAL)
+    kind = type_ & SOCK_TYPE_MASK
+    if kind not in (SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET):
+        raise SyscallError(errno.ESOCKTNOSUPPORT)
+    if protocol:
+        raise SyscallError(errno.EPROTONOSUPPORT)
+    a, b = make_socketpair(k.sched, kind, type_ & SOCK_NONBLOCK, k.ns.inodes)
+    return install_pair(k, a, b, bool(type_ & SOCK_CLOEXEC), sv)
 
 
 def sys_shutdown(k: Kernel, fd: int, how: int, *_: int) -> int:
-    f = _socket(k, fd)
+    f = _any_socket(k, fd)
+    if isinstance(f, UnixSocketFile):
+        f.shutdown(s32(how))
+        return 0
     try:
         f.host.shutdown(s32(how))
     except OSError as e:
@@ -176,9 +189,13 @@ def sys_shutdown(k: Kernel, fd: int, how: int, *_: int) -> int:
     return 0
 
 
-def _put_sockaddr(k: Kernel, f: SocketFile, address: tuple, addr: int, addrlen_ptr: int) -> int:
+def _put_sockaddr(k: Kernel, f: SocketFile | UnixSocketFile, address: tuple, addr: int,
+                  addrlen_ptr: int) -> int:
     """Write a socket address as Linux does: truncated to *addrlen, which gets the full size."""
-    raw = _pack_sockaddr(f.family, address)
+    if isinstance(f, UnixSocketFile):
+        raw = socket.AF_UNIX.to_bytes(2, "little")  # unnamed
+    else:
+        raw = _pack_sockaddr(f.family, address)
     room = s32(k.mem.u32(addrlen_ptr))
     if room < 0:
         raise SyscallError(errno.EINVAL)
@@ -188,12 +205,16 @@ def _put_sockaddr(k: Kernel, f: SocketFile, address: tuple, addr: int, addrlen_p
 
 
 def sys_getsockname(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int:
-    f = _socket(k, fd)
+    f = _any_socket(k, fd)
+    if isinstance(f, UnixSocketFile):
+        return _put_sockaddr(k, f, (), addr, addrlen)
     return _put_sockaddr(k, f, f.host.getsockname(), addr, addrlen)
 
 
 def sys_getpeername(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int:
-    f = _socket(k, fd)
+    f = _any_socket(k, fd)
+    if isinstance(f, UnixSocketFile):
+        return _put_sockaddr(k, f, (), addr, addrlen)
     try:
         peer = f.host.getpeername()
     except OSError as e:
@@ -206,11 +227,15 @@ def sys_getpeername(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int
 
 def sys_setsockopt(k: Kernel, fd: int, level: int, name: int, val: int, length: int,
                    *_: int) -> int:  # fmt: skip
-    f = _socket(k, fd)
+    f = _any_socket(k, fd)
     level, name, length = s32(level), s32(name), s32(length)
     if not 0 <= length <= MAX_OPTLEN:
         raise SyscallError(errno.EINVAL)
     value = k.mem.read(val, length)
+    if isinstance(f, UnixSocketFile):
+        if level != SOL_SOCKET:
+            raise SyscallError(errno.EOPNOTSUPP)
+        return 0  # buffer sizes and timeouts are accepted and not applied
     if level == SOL_SOCKET and name in (SO_RCVTIMEO, SO_SNDTIMEO):
         if length < TIMEVAL.size:
             raise SyscallError(errno.EINVAL)
@@ -234,12 +259,14 @@ def sys_setsockopt(k: Kernel, fd: int, level: int, name: int, val: int, length: 
 
 def sys_getsockopt(k: Kernel, fd: int, level: int, name: int, val: int, length_ptr: int,
                    *_: int) -> int:  # fmt: skip
-    f = _socket(k, fd)
+    f = _any_socket(k, fd)
     level, name = s32(level), s32(name)
     room = s32(k.mem.u32(length_ptr))
     if room < 0:
         raise SyscallError(errno.EINVAL)
-    if level == SOL_SOCKET and name in (SO_RCVTIMEO, SO_SNDTIMEO):
+    if isinstance(f, UnixSocketFile):
+        value = _unix_option(f, level, name)
+    elif level == SOL_SOCKET and name in (SO_RCVTIMEO, SO_SNDTIMEO):
         timeout = f.recv_timeout if name == SO_RCVTIMEO else f.send_timeout
         sec, frac = divmod(timeout or 0.0, 1.0)
         value = TIMEVAL.pack(int(sec), round(frac * 1e6))
@@ -256,18 +283,27 @@ def sys_getsockopt(k: Kernel, fd: int, level: int, name: int, val: int, length_p
     return 0
 
 
+def _unix_option(f: UnixSocketFile, level: int, name: int) -> bytes:
+    values = {socket.SO_TYPE: f.sock_type, socket.SO_DOMAIN: socket.AF_UNIX,
+              socket.SO_PROTOCOL: 0, socket.SO_ERROR: 0, socket.SO_ACCEPTCONN: 0,
+              socket.SO_RCVBUF: UNIX_CAPACITY, socket.SO_SNDBUF: UNIX_CAPACITY}  # fmt: skip
+    if level != SOL_SOCKET or name not in values:
+        raise SyscallError(errno.ENOPROTOOPT)
+    return struct.pack("<i", values[name])
+
+
 # -- data -----------------------------------------------------------------------------
 
 
 def sys_sendto(k: Kernel, fd: int, buf: int, length: int, flags: int, *_: int) -> int:
     # The destination address is ignored: a stream socket sends to its peer.
-    f = _socket(k, fd)
+    f = _any_socket(k, fd)
     return f.send([k.mem.slice(buf, min(length, 0x7FFFF000))], s32(flags))
 
 
 def sys_recvfrom(k: Kernel, fd: int, buf: int, length: int, flags: int, addr: int,
                  addrlen: int) -> int:  # fmt: skip
-    f = _socket(k, fd)
+    f = _any_socket(k, fd)
     dest = k.mem.slice(buf, min(length, 0x7FFFF000), write=True)
     n = f.recv_into(dest, s32(flags))
     if addr and addrlen:
@@ -285,133 +321,15 @@ def _msghdr(k: Kernel, msg: int) -> tuple[list[memoryview], tuple]:
 
 
 def sys_sendmsg(k: Kernel, fd: int, msg: int, flags: int, *_: int) -> int:
-    f = _socket(k, fd)
+    f = _any_socket(k, fd)
     buffers, _ = _msghdr(k, msg)
     return f.send(buffers, s32(flags))
 
 
 def sys_recvmsg(k: Kernel, fd: int, msg: int, flags: int, *_: int) -> int:
-    f = _socket(k, fd)
+    f = _any_socket(k, fd)
     buffers, fields = _msghdr(k, msg)
     n = f.recv_vectored(buffers, s32(flags))
     name, _, iov, iovlen, control, _, _ = fields
     k.mem.write(msg, MSGHDR.pack(name, 0, iov, iovlen, control, 0, 0))  # no name, no control
     return n
-
-
-# -- poll and select ----------------------------------------------------------------
-
-
-def _ready(k: Kernel, wanted: list[tuple[int, int]], timeout: float | None) -> list[int]:
-    """revents for each (fd, events): sockets from the host, other files always ready."""
-    always = POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM
-    revents = [0] * len(wanted)
-    host: dict[int, int] = {}
-    for i, (fd, events) in enumerate(wanted):
-        if fd < 0:
-            continue
-        f = k.fds.files.get(fd)
-        if f is None:
-            revents[i] = POLLNVAL
-        elif isinstance(f, SocketFile):
-            if f.sock is None:
-                revents[i] = POLLERR | POLLHUP
-            else:
-                host[f.sock.fileno()] = host.get(f.sock.fileno(), 0) | events
-        else:
-            revents[i] = events & always
-    if any(revents) or timeout == 0:
-        timeout = 0
-    ready = wait_ready(host, timeout, k.wait_interrupted) if host else {}
-    if not host and timeout != 0:
-        _sleep(k, timeout)
-    for i, (fd, events) in enumerate(wanted):
-        f = k.fds.files.get(fd) if fd >= 0 else None
-        if isinstance(f, SocketFile) and f.sock is not None:
-            revents[i] = ready.get(f.sock.fileno(), 0) & (events | POLLERR | POLLHUP | POLLNVAL)
-    return revents
-
-
-def _sleep(k: Kernel, timeout: float | None) -> None:
-    """poll or select on nothing that can become ready: wait out the timeout."""
-    k.sleep(float("inf") if timeout is None else timeout)
-
-
-def _timespec(k: Kernel, addr: int) -> float | None:
-    if not addr:
-        return None
-    sec, nsec = TIMEVAL.unpack(k.mem.read(addr, 16))
-    if sec < 0 or not 0 <= nsec < 1_000_000_000:
-        raise SyscallError(errno.EINVAL)
-    return sec + nsec / 1e9
-
-
-def _poll(k: Kernel, fds: int, nfds: int, timeout: float | None) -> int:
-    if nfds > MAX_POLL_FDS:
-        raise SyscallError(errno.EINVAL)
-    raw = k.mem.read(fds, POLLFD.size * nfds)
-    wanted = [(fd, events) for fd, events, _ in POLLFD.iter_unpack(raw)]
-    revents = _ready(k, wanted, timeout)
-    out = bytearray(raw)
-    for i, (fd, events) in enumerate(wanted):
-        POLLFD.pack_into(out, i * POLLFD.size, fd, events, revents[i])
-    k.mem.write(fds, out)
-    return sum(1 for r in revents if r)
-
-
-def sys_poll(k: Kernel, fds: int, nfds: int, timeout_ms: int, *_: int) -> int:
-    ms = s32(timeout_ms)
-    return _poll(k, fds, nfds, None if ms < 0 else ms / 1000)
-
-
-def sys_ppoll(k: Kernel, fds: int, nfds: int, timeout: int, *_: int) -> int:
-    return _poll(k, fds, nfds, _timespec(k, timeout))  # the signal mask: never delivered
-
-
-def _select(k: Kernel, nfds: int, sets: tuple[int, int, int], timeout: float | None) -> int:
-    nfds = s32(nfds)
-    if not 0 <= nfds <= MAX_POLL_FDS:
-        raise SyscallError(errno.EINVAL)
-    size = (nfds + 63) // 64 * 8
-    bits = [int.from_bytes(k.mem.read(a, size), "little") if a else 0 for a in sets]
-    masks = (POLLIN, POLLOUT, POLLPRI)
-    wanted: list[tuple[int, int]] = []
-    for fd in range(nfds):
-        events = sum(m for m, b in zip(masks, bits, strict=True) if b >> fd & 1)
-        if events:
-            if fd not in k.fds.files:
-                raise SyscallError(errno.EBADF)
-            wanted.append((fd, events))
-    revents = _ready(k, wanted, timeout)
-    out = [0, 0, 0]
-    for (fd, events), r in zip(wanted, revents, strict=True):
-        if events & POLLIN and r & (POLLIN | POLLHUP | POLLERR):
-            out[0] |= 1 << fd
-        if events & POLLOUT and r & (POLLOUT | POLLERR):
-            out[1] |= 1 << fd
-        if events & POLLPRI and r & POLLPRI:
-            out[2] |= 1 << fd
-    for addr, value in zip(sets, out, strict=True):
-        if addr:
-            k.mem.write(addr, value.to_bytes(size, "little"))
-    return sum(bin(v).count("1") for v in out)
-
-
-def sys_select(k: Kernel, nfds: int, r: int, w: int, x: int, timeout: int, *_: int) -> int:
-    limit = None
-    if timeout:
-        sec, usec = TIMEVAL.unpack(k.mem.read(timeout, 16))
-        if sec < 0 or usec < 0:
-            raise SyscallError(errno.EINVAL)
-        limit = sec + usec / 1e6
-    start = time.monotonic()
-    n = _select(k, nfds, (r, w, x), limit)
-    if timeout and limit is not None:  # Linux leaves the time not slept in *timeout
-        left = max(limit - (time.monotonic() - start), 0.0)
-        k.mem.write(timeout, TIMEVAL.pack(int(left), int(left % 1 * 1e6)))
-    return n
-
-
-def sys_pselect6(k: Kernel, nfds: int, r: int, w: int, x: int, timeout: int, *_: int) -> int:
-    return _select(k, nfds, (r, w, x), _timespec(k, timeout))  # the signal mask: never delivered
-

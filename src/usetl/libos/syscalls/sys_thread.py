@@ -1,58 +1,96 @@
-"""Threads: one thread, its TLS and exit (child processes: sys_process.py)."""
+"""Threads: clone of threads, TLS, thread exit (child processes: sys_process.py).
+
+Threads are the scheduler's (libos/sched.py); futex is in sys_futex.py.
+"""
 
 from __future__ import annotations
 
 import errno
 from typing import TYPE_CHECKING
 
-from usetl.vm import Stop
+from usetl.kvm.structs import kvm_regs
+from usetl.vm import Stop, ThreadContext
 
 from ..errors import SyscallError
-from .args import s32
+from ..sched import ExitThread
+from .sys_process import refuse_child_process
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
 ARCH_SET_GS, ARCH_SET_FS, ARCH_GET_FS, ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1004
-FUTEX_CMD_MASK = 0x7F  # without FUTEX_PRIVATE_FLAG and FUTEX_CLOCK_REALTIME
-FUTEX_WAIT, FUTEX_WAKE = 0, 1
-FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET = 9, 10
+CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND = 0x100, 0x200, 0x400, 0x800
+CLONE_THREAD, CLONE_SYSVSEM, CLONE_SETTLS = 0x10000, 0x40000, 0x80000
+CLONE_PARENT_SETTID, CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID = 0x100000, 0x200000, 0x1000000
+CLONE_DETACHED = 0x400000  # ignored by Linux
+CSIGNAL = 0xFF
+# What a thread shares with its creator here (everything); glibc's pthread_create asks for these.
+THREAD_FLAGS = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM
+THREAD_OPTIONS = (CLONE_SETTLS | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID
+                  | CLONE_CHILD_SETTID | CLONE_DETACHED)
 
 
 def sys_exit_group(k: Kernel, status: int, *_: int) -> Stop:
     return Stop("exit", status & 0xFF)
 
 
+def sys_exit(k: Kernel, status: int, *_: int) -> Stop:
+    """One thread ends; the last one ends the USF, as on Linux."""
+    if k.sched.alone:
+        return Stop("exit", status & 0xFF)
+    raise ExitThread()
+
+
+def sys_clone(k: Kernel, flags: int, stack: int, parent_tid: int, child_tid: int, tls: int,
+              *_: int) -> int:
+    """A thread sharing everything (glibc's pthread_create); processes are refused."""
+    if flags & THREAD_FLAGS != THREAD_FLAGS:
+        return refuse_child_process(k, "clone")
+    if flags & ~(THREAD_FLAGS | THREAD_OPTIONS | CSIGNAL) or flags & CSIGNAL:
+        raise SyscallError(errno.EINVAL)  # a thread sends no exit signal
+    if not stack:
+        raise SyscallError(errno.EINVAL)  # a thread on its creator's stack would corrupt it
+    parent = k.vm.save_context()
+    regs = kvm_regs.from_buffer_copy(parent.regs)
+    regs.rax = 0  # the child's clone() returns 0
+    fs_base = tls if flags & CLONE_SETTLS else parent.fs_base
+    child = k.sched.new_thread(ThreadContext(bytes(regs), stack, fs_base, parent.xsave))
+    try:
+        if flags & CLONE_PARENT_SETTID:
+            k.mem.put_u32(parent_tid, child.tid)
+        if flags & CLONE_CHILD_SETTID:
+            k.mem.put_u32(child_tid, child.tid)
+    except SyscallError:
+        k.sched.discard(child)
+        raise
+    if flags & CLONE_CHILD_CLEARTID:
+        child.clear_child_tid = child_tid
+    return child.tid
+
+
+def sys_gettid(k: Kernel, *_: int) -> int:
+    return k.sched.current.tid
+
+
 def sys_arch_prctl(k: Kernel, code: int, addr: int, *_: int) -> int:
     if code == ARCH_SET_FS:
-        k.fs_base = addr
         k.vm.set_fs_base(addr)
         return 0
     if code == ARCH_GET_FS:
-        k.mem.put_u64(addr, k.fs_base)
+        k.mem.put_u64(addr, k.vm.fs_base())
         return 0
     raise SyscallError(errno.EINVAL)
 
 
 def sys_set_tid_address(k: Kernel, tidptr: int, *_: int) -> int:
-    k.tid_address = tidptr
-    return k.identity.pid
+    k.sched.current.clear_child_tid = tidptr
+    return k.sched.current.tid
 
 
 def sys_set_robust_list(k: Kernel, head: int, length: int, *_: int) -> int:
     return 0 if length == 24 else -errno.EINVAL
 
 
-def sys_futex(k: Kernel, uaddr: int, op: int, val: int, timeout: int, *_: int) -> int:
-    cmd = s32(op) & FUTEX_CMD_MASK
-    if cmd in (FUTEX_WAKE, FUTEX_WAKE_BITSET):
-        return 0  # no other thread waits
-    if cmd in (FUTEX_WAIT, FUTEX_WAIT_BITSET):
-        if k.mem.u32(uaddr) != val & 0xFFFFFFFF:
-            raise SyscallError(errno.EAGAIN)
-        # The only thread would wait forever: nothing can wake it.
-        raise SyscallError(errno.EDEADLK)
-    raise SyscallError(errno.ENOSYS)
 
 
 def sys_prctl(k: Kernel, option: int, *_: int) -> int:

@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..errors import SyscallError
+from ..sched import Block
 from .args import s32
 
 if TYPE_CHECKING:
@@ -24,7 +25,6 @@ CLOCKS = {
     7: time.CLOCK_BOOTTIME,
 }
 TIMESPEC = struct.Struct("<qq")
-MAX_SLEEP = 10.0  # seconds a single sleep may block the monitor
 
 
 def _clock_ns(clock: int) -> int:
@@ -61,36 +61,45 @@ def sys_time(k: Kernel, tloc: int, *_: int) -> int:
     return now
 
 
-def _sleep(k: Kernel, req: int, rem: int) -> None:
-    """A relative sleep; interrupted by a signal (EINTR), it leaves the time not slept in rem."""
-    sec, nsec = TIMESPEC.unpack(k.mem.read(req, 16))
+def _timespec_ns(k: Kernel, addr: int) -> int:
+    sec, nsec = TIMESPEC.unpack(k.mem.read(addr, 16))
     if sec < 0 or not 0 <= nsec < 1_000_000_000:
         raise SyscallError(errno.EINVAL)
-    seconds = sec + nsec / 1e9
-    end = time.monotonic() + seconds
-    try:
-        k.sleep(min(seconds, MAX_SLEEP))
-    except SyscallError:
-        if rem:
-            left = max(round((end - time.monotonic()) * 1e9), 0)
+    return sec * 1_000_000_000 + nsec
+
+
+def _sleep(k: Kernel, seconds: float, rem: int = 0) -> int:
+    """Wait `seconds` off the vCPU: other threads run, or the host sleeps.
+
+    A re-run keeps its first deadline; a due signal ends the sleep with
+    EINTR and the time left in rem; the invocation's deadline ends any sleep.
+    """
+    deadline = k.sched.deadline_after(seconds)
+    now = time.monotonic()
+    if k.sched.signalled():
+        if rem and deadline is not None:
+            left = max(round((deadline - now) * 1e9), 0)
             k.mem.write(rem, TIMESPEC.pack(*divmod(left, 1_000_000_000)))
-        raise
+        raise SyscallError(errno.EINTR)
+    if deadline is None or deadline <= now:
+        return 0
+    raise Block((), deadline, timeout_result=0)
 
 
 def sys_nanosleep(k: Kernel, req: int, rem: int, *_: int) -> int:
-    _sleep(k, req, rem)
-    return 0
+    return _sleep(k, _timespec_ns(k, req) / 1e9, rem)
 
 
 def sys_clock_nanosleep(k: Kernel, clock: int, flags: int, req: int, rem: int, *_: int) -> int:
     TIMER_ABSTIME = 1
+    clock = s32(clock)
+    ns = _timespec_ns(k, req)
     if flags & TIMER_ABSTIME:
-        sec, nsec = TIMESPEC.unpack(k.mem.read(req, 16))
-        delay = (sec * 1_000_000_000 + nsec - _clock_ns(s32(clock))) / 1e9
-        k.sleep(min(max(delay, 0), MAX_SLEEP))
-        return 0
-    _sleep(k, req, rem)
-    return 0
+        ns -= _clock_ns(clock)
+        rem = 0  # Linux leaves rem alone for an absolute sleep
+    else:
+        _clock_ns(clock)
+    return _sleep(k, max(ns, 0) / 1e9, rem)
 
 
 def sys_times(k: Kernel, buf: int, *_: int) -> int:

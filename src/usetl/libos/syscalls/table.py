@@ -1,7 +1,7 @@
 """The syscall table: number -> handler, with each syscall's support level.
 
 This table is also the documentation of what a USF offers. Support levels:
-  full     - Linux semantics for a single-threaded process
+  full     - Linux semantics for one process (with its threads)
   partial  - works for what CPython and common extensions do; the note says what is missing
   refused  - answers with a fixed errno on purpose (the note says why)
 Any number not listed returns ENOSYS and is logged by name.
@@ -16,8 +16,11 @@ from dataclasses import dataclass
 from ..errors import SyscallError
 from . import sys_file as f
 from . import sys_fsmeta as meta
+from . import sys_futex as fx
 from . import sys_identity as ident
+from . import sys_ipc as ipc
 from . import sys_mmap as mm
+from . import sys_poll as pl
 from . import sys_process as proc
 from . import sys_random as rnd
 from . import sys_signal as sig
@@ -133,14 +136,15 @@ _ENTRIES = [
     Syscall("clock_getres", tm.sys_clock_getres, FULL),
     Syscall("gettimeofday", tm.sys_gettimeofday, FULL),
     Syscall("time", tm.sys_time, FULL),
-    Syscall("nanosleep", tm.sys_nanosleep, PARTIAL, "one sleep is capped at 10 s"),
-    Syscall("clock_nanosleep", tm.sys_clock_nanosleep, PARTIAL, "one sleep is capped at 10 s"),
+    Syscall("nanosleep", tm.sys_nanosleep, FULL, "other threads run meanwhile"),
+    Syscall("clock_nanosleep", tm.sys_clock_nanosleep, PARTIAL,
+            "TIMER_ABSTIME too; CPU-time clocks sleep in wall time"),
     Syscall("times", tm.sys_times, PARTIAL, "user time is the monitor's"),
     Syscall("getrusage", tm.sys_getrusage, PARTIAL, "CPU time only"),
     # identity and system information
     Syscall("getpid", ident.sys_getpid, FULL),
     Syscall("getppid", ident.sys_getppid, FULL),
-    Syscall("gettid", ident.sys_gettid, FULL),
+    Syscall("gettid", th.sys_gettid, FULL),
     Syscall("getuid", ident.sys_getuid, FULL),
     Syscall("geteuid", ident.sys_getuid, FULL),
     Syscall("getgid", ident.sys_getgid, FULL),
@@ -151,17 +155,19 @@ _ENTRIES = [
     Syscall("getpgrp", ident.sys_getpgrp, FULL),
     Syscall("uname", ident.sys_uname, FULL),
     Syscall("sysinfo", ident.sys_sysinfo, PARTIAL, "memory figures are the VM's"),
-    Syscall("prlimit64", ident.sys_prlimit64, PARTIAL, "limits can be read, not raised"),
+    Syscall("prlimit64", ident.sys_prlimit64, PARTIAL,
+            "limits can be read, not raised; RLIMIT_STACK soft 2 MiB (thread stacks)"),
     Syscall("getrlimit", ident.sys_getrlimit, FULL),
     Syscall("sched_getaffinity", ident.sys_sched_getaffinity, FULL, "one vCPU"),
-    Syscall("sched_yield", ident.sys_sched_yield, FULL),
+    Syscall("sched_yield", ident.sys_sched_yield, FULL, "other runnable threads go first"),
     Syscall("getcpu", ident.sys_getcpu, FULL),
     Syscall("getrandom", rnd.sys_getrandom, FULL, "host entropy, live in every clone"),
     # signals: actions per process, mask and altstack per thread (libos/signals.py),
     # delivered with a Linux rt_sigframe at syscall exits and on timer kicks
     # (libos/sigdelivery.py)
     Syscall("rt_sigaction", sig.sys_rt_sigaction, FULL),
-    Syscall("rt_sigprocmask", sig.sys_rt_sigprocmask, FULL),
+    Syscall("rt_sigprocmask", sig.sys_rt_sigprocmask, PARTIAL,
+            "one mask shared by the guest's threads for now"),
     Syscall("rt_sigreturn", sig.sys_rt_sigreturn, FULL, "x87/SSE/AVX state restored"),
     Syscall("rt_sigpending", sig.sys_rt_sigpending, FULL),
     Syscall("rt_sigsuspend", sig.sys_rt_sigsuspend, FULL),
@@ -169,8 +175,8 @@ _ENTRIES = [
     Syscall("pause", sig.sys_pause, FULL),
     Syscall("sigaltstack", sig.sys_sigaltstack, FULL),
     Syscall("kill", sig.sys_kill, PARTIAL, "only to itself (pid 0, -1 or its own): else ESRCH"),
-    Syscall("tgkill", sig.sys_tgkill, PARTIAL, "only to itself: else ESRCH"),
-    Syscall("tkill", sig.sys_tkill, PARTIAL, "only to itself: else ESRCH"),
+    Syscall("tgkill", sig.sys_tgkill, PARTIAL, "only to its own threads: else ESRCH"),
+    Syscall("tkill", sig.sys_tkill, PARTIAL, "only to its own threads: else ESRCH"),
     Syscall("setitimer", timer.sys_setitimer, PARTIAL,
             "VIRTUAL and PROF both count the vCPU thread's CPU time (guest and monitor); "
             "periods under 1 ms fire at most every 1 ms; a socket wait notices within 0.1 s"),
@@ -179,8 +185,9 @@ _ENTRIES = [
     # sockets: TCP clients proxied to host sockets under the function's policy
     Syscall("socket", net.sys_socket, PARTIAL, "TCP over IPv4/IPv6, 64 open; EACCES if no policy"),
     Syscall("connect", net.sys_connect, PARTIAL, "only where the policy allows, else EACCES"),
-    Syscall("sendto", net.sys_sendto, PARTIAL, "the address is ignored (connected stream)"),
-    Syscall("recvfrom", net.sys_recvfrom, FULL, "TCP reports no source address"),
+    Syscall("sendto", net.sys_sendto, PARTIAL,
+            "the address is ignored (every socket is connected)"),
+    Syscall("recvfrom", net.sys_recvfrom, FULL, "no source address (connected sockets)"),
     Syscall("sendmsg", net.sys_sendmsg, PARTIAL, "no ancillary data"),
     Syscall("recvmsg", net.sys_recvmsg, PARTIAL, "no ancillary data; MSG_WAITALL ignored"),
     Syscall("shutdown", net.sys_shutdown, FULL),
@@ -192,25 +199,40 @@ _ENTRIES = [
     Syscall("listen", net.sys_listen, REFUSED, "no listening sockets: EPERM"),
     Syscall("accept", net.sys_accept, REFUSED, "no listening sockets: EPERM"),
     Syscall("accept4", net.sys_accept4, REFUSED, "no listening sockets: EPERM"),
-    Syscall("socketpair", net.sys_socketpair, REFUSED, "no AF_UNIX: EACCES"),
-    Syscall("poll", net.sys_poll, FULL, "files other than sockets are always ready"),
-    Syscall("ppoll", net.sys_ppoll, PARTIAL, "the signal mask argument is ignored"),
-    Syscall("select", net.sys_select, FULL, "files other than sockets are always ready"),
-    Syscall("pselect6", net.sys_pselect6, PARTIAL, "the signal mask argument is ignored"),
+    Syscall("socketpair", net.sys_socketpair, PARTIAL,
+            "AF_UNIX stream, dgram, seqpacket (as dgram) within the guest; no fd passing"),
+    # pipes, eventfds and readiness: in the monitor, over every kind of file
+    Syscall("pipe", ipc.sys_pipe, FULL, "no SIGPIPE: EPIPE"),
+    Syscall("pipe2", ipc.sys_pipe2, PARTIAL, "no O_DIRECT (packet mode); no SIGPIPE: EPIPE"),
+    Syscall("eventfd", ipc.sys_eventfd, FULL),
+    Syscall("eventfd2", ipc.sys_eventfd2, FULL),
+    Syscall("poll", pl.sys_poll, FULL, "regular files are always ready, as on Linux"),
+    Syscall("ppoll", pl.sys_ppoll, PARTIAL, "the signal mask is ignored"),
+    Syscall("select", pl.sys_select, FULL, "regular files are always ready, as on Linux"),
+    Syscall("pselect6", pl.sys_pselect6, PARTIAL, "the signal mask is ignored"),
+    Syscall("epoll_create", pl.sys_epoll_create, FULL),
+    Syscall("epoll_create1", pl.sys_epoll_create1, FULL),
+    Syscall("epoll_ctl", pl.sys_epoll_ctl, PARTIAL,
+            "level, edge (a proxied socket's edge: not ready to ready), EPOLLONESHOT; "
+            "no nested epoll; EPOLLEXCLUSIVE ignored"),
+    Syscall("epoll_wait", pl.sys_epoll_wait, FULL),
+    Syscall("epoll_pwait", pl.sys_epoll_pwait, PARTIAL, "the signal mask is ignored"),
     # threads and processes
-    Syscall("exit", th.sys_exit_group, FULL, "one thread: ends the USF"),
+    Syscall("exit", th.sys_exit, FULL, "ends the thread; the last one ends the USF"),
     Syscall("exit_group", th.sys_exit_group, FULL),
     Syscall("arch_prctl", th.sys_arch_prctl, PARTIAL, "ARCH_SET_FS/ARCH_GET_FS only"),
     Syscall("set_tid_address", th.sys_set_tid_address, FULL),
     Syscall("set_robust_list", th.sys_set_robust_list, FULL),
-    Syscall("futex", th.sys_futex, PARTIAL, "one thread: wake is a no-op, a real wait is EDEADLK"),
+    Syscall("futex", fx.sys_futex, PARTIAL,
+            "WAIT(_BITSET), WAKE(_BITSET), (CMP_)REQUEUE, WAKE_OP, private or not; no PI ops"),
     Syscall("prctl", th.sys_prctl, PARTIAL, "PR_SET_NAME/PR_GET_NAME only"),
     Syscall("rseq", _errno(errno.ENOSYS), REFUSED, "glibc runs without restartable sequences"),
-    # A child process (clone without CLONE_THREAD, fork, vfork, exec) is
+    # A child process (clone without glibc's thread flags, fork, vfork, exec) is
     # EPERM plus a line on the invocation's stderr: sys_process.refuse_child_process.
-    Syscall("clone", proc.sys_clone, REFUSED,
-            "no threads yet: EPERM; no child processes: EPERM, told on stderr"),
-    Syscall("clone3", _errno(errno.ENOSYS), REFUSED, "glibc then tries clone"),
+    Syscall("clone", th.sys_clone, PARTIAL,
+            "threads (glibc's flags), M:1 on the vCPU, 512 per USF; a child process: "
+            "EPERM, told on stderr"),
+    Syscall("clone3", _errno(errno.ENOSYS), REFUSED, "glibc then uses clone"),
     Syscall("fork", proc.sys_fork, REFUSED, "no child processes: EPERM, told on stderr"),
     Syscall("vfork", proc.sys_vfork, REFUSED, "no child processes: EPERM, told on stderr"),
     Syscall("execve", proc.sys_execve, REFUSED, "no exec: EPERM, told on stderr"),

@@ -1,0 +1,316 @@
+"""Files that connect guest threads inside the monitor: pipes, AF_UNIX socketpairs, eventfds.
+
+Each keeps its bytes (or messages, or counter) in the monitor state and a
+WaitQueue that is woken on every change of state: a thread blocked in read
+or write re-runs its syscall, and poll, select and epoll waiters look
+again. `generation` counts those changes, for epoll's edge triggering.
+
+A blocking write that does not fit writes what fits (a short count, which
+CPython's file objects and sendall() complete); only one that fits nowhere
+blocks, so that a re-run never writes the same bytes twice. Writes of up to
+PIPE_BUF bytes are atomic, as on Linux.
+"""
+
+from __future__ import annotations
+
+import errno
+import stat as st
+from collections import deque
+from typing import TYPE_CHECKING
+
+from .errors import SyscallError
+from .files import O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY, OpenFile
+from .fs import Inodes, Node
+from .net import MSG_DONTWAIT, MSG_PEEK, POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM
+from .sched import Block, WaitQueue
+
+if TYPE_CHECKING:
+    from .sched import Scheduler
+
+PIPE_CAPACITY = 1 << 16  # Linux's default pipe buffer
+PIPE_BUF = 4096
+UNIX_CAPACITY = 212992  # Linux's default socket buffer (net.core.wmem_default)
+MAX_DATAGRAMS = 512
+POLLRDHUP = 0x2000
+READABLE = POLLIN | POLLRDNORM
+WRITABLE = POLLOUT | POLLWRNORM
+EFD_SEMAPHORE = 1
+COUNTER_MAX = (1 << 64) - 2
+
+
+class Channel:
+    """One direction of bytes (stream) or messages (dgram) with its ends counted."""
+
+    def __init__(self, sched: Scheduler, capacity: int, datagrams: bool):
+        self.sched = sched
+        self.capacity = capacity
+        self.datagrams = datagrams
+        self.data = bytearray()
+        self.messages: deque[bytes] = deque()
+        self.queued = 0  # bytes held in messages
+        self.readers = 0
+        self.writers = 0
+        self.queue = WaitQueue()
+        self.generation = 0
+
+    def changed(self) -> None:
+        self.generation += 1
+        self.queue.wake(self.sched)
+
+    @property
+    def held(self) -> int:
+        return self.queued if self.datagrams else len(self.data)
+
+    @property
+    def readable(self) -> bool:
+        return bool(self.messages) if self.datagrams else bool(self.data)
+
+    @property
+    def room(self) -> int:
+        if self.datagrams and len(self.messages) >= MAX_DATAGRAMS:
+            return 0
+        return self.capacity - self.held
+
+    def _wait(self, blocking: bool) -> Block:
+        if not blocking:
+            raise SyscallError(errno.EAGAIN)
+        return Block((self.queue,), self.sched.deadline_after(None))
+
+    def take(self, length: int, blocking: bool, peek: bool = False) -> bytes:
+        """Read up to length bytes (one message for dgram); b"" at end of stream."""
+        if not self.readable:
+            if self.writers == 0:
+                return b""
+            raise self._wait(blocking)
+        if self.datagrams:
+            msg = self.messages[0] if peek else self.messages.popleft()
+            if not peek:
+                self.queued -= len(msg)
+            data = msg[:length]
+        else:
+            data = bytes(self.data[:length])
+            if not peek:
+                del self.data[:length]
+        if not peek:
+            self.changed()
+        return data
+
+    def put(self, data: memoryview, blocking: bool) -> int:
+        """Write what fits; EPIPE with no reader left (SIGPIPE is not delivered)."""
+        if self.readers == 0:
+            raise SyscallError(errno.EPIPE)
+        size = len(data)
+        room = self.room
+        if self.datagrams:
+            if size > self.capacity:
+                raise SyscallError(errno.EMSGSIZE)
+            if size > room:
+                raise self._wait(blocking)
+            self.messages.append(bytes(data))
+            self.queued += size
+        else:
+            if room == 0 or (size <= PIPE_BUF and size > room):
+                if size == 0:
+                    return 0
+                raise self._wait(blocking)
+            size = min(size, room)
+            self.data += data[:size]
+        self.changed()
+        return size
+
+
+class ChannelFile(OpenFile):
+    """An end of one or two channels: a pipe end (one) or a socketpair end (both)."""
+
+    def __init__(self, path: str, node: Node, flags: int, rx: Channel | None,
+                 tx: Channel | None):
+        super().__init__(node, flags, path)
+        self.rx = rx
+        self.tx = tx
+        if rx is not None:
+            rx.readers += 1
+        if tx is not None:
+            tx.writers += 1
+
+    def _blocking(self, flags: int = 0) -> bool:
+        return not (self.flags & O_NONBLOCK or flags & MSG_DONTWAIT)
+
+    def read(self, length: int) -> bytes:
+        if self.rx is None:
+            raise SyscallError(errno.EBADF)
+        return self.rx.take(length, self._blocking())
+
+    def write(self, data: memoryview) -> int:
+        if self.tx is None:
+            raise SyscallError(errno.EBADF)
+        return self.tx.put(data, self._blocking())
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        raise SyscallError(errno.ESPIPE)
+
+    def write_at(self, offset: int, data: memoryview) -> int:
+        raise SyscallError(errno.ESPIPE)
+
+    def seek(self, offset: int, whence: int) -> int:
+        raise SyscallError(errno.ESPIPE)
+
+    def poll(self) -> int:
+        """As Linux: a pipe's reader sees POLLHUP with no writer, its writer POLLERR with no
+        reader; a socket sees its peer's end as readable with POLLRDHUP, both as POLLHUP."""
+        socket = isinstance(self, UnixSocketFile)
+        events = 0
+        rx_done = self.rx is None or self.rx.writers == 0
+        tx_done = self.tx is None or self.tx.readers == 0
+        if socket and rx_done:
+            events |= READABLE | POLLRDHUP  # reads return end of stream at once
+        if self.rx is not None:
+            if self.rx.readable:
+                events |= READABLE
+            if self.rx.writers == 0 and not socket:
+                events |= POLLHUP
+        if self.tx is not None:
+            if self.tx.readers == 0:
+                events |= WRITABLE if socket else POLLERR
+            elif self.tx.room:
+                events |= WRITABLE
+        if socket and rx_done and tx_done:
+            events |= POLLHUP
+        return events
+
+    def wait_queues(self) -> tuple[WaitQueue, ...]:
+        return tuple(c.queue for c in (self.rx, self.tx) if c is not None)
+
+    @property
+    def generation(self) -> int:
+        return sum(c.generation for c in (self.rx, self.tx) if c is not None)
+
+    def close(self) -> None:
+        if self.rx is not None:
+            self.rx.readers -= 1
+            self.rx.changed()
+        if self.tx is not None:
+            self.tx.writers -= 1
+            self.tx.changed()
+        self.rx = self.tx = None
+
+
+def make_pipe(sched: Scheduler, flags: int, ino: int) -> tuple[ChannelFile, ChannelFile]:
+    """A pipe's two ends: one inode, as on Linux."""
+    channel = Channel(sched, PIPE_CAPACITY, datagrams=False)
+    node = Node(st.S_IFIFO | 0o600, ino)
+    extra = flags & O_NONBLOCK
+    return (ChannelFile("pipe:", node, O_RDONLY | extra, channel, None),
+            ChannelFile("pipe:", node, O_WRONLY | extra, None, channel))
+
+
+class UnixSocketFile(ChannelFile):
+    """One end of an AF_UNIX socketpair: connected, unnamed, within the guest."""
+
+    def __init__(self, sock_type: int, flags: int, rx: Channel, tx: Channel, ino: int):
+        super().__init__("socket:", Node(st.S_IFSOCK | 0o777, ino), O_RDWR | flags, rx, tx)
+        self.sock_type = sock_type
+
+    def recv_into(self, dest: memoryview, flags: int) -> int:
+        if self.rx is None:
+            return 0  # shut down for reading: end of stream
+        data = self.rx.take(len(dest), self._blocking(flags), bool(flags & MSG_PEEK))
+        dest[: len(data)] = data
+        return len(data)
+
+    def recv_vectored(self, buffers: list[memoryview], flags: int) -> int:
+        if self.rx is None:
+            return 0
+        data = self.rx.take(sum(len(b) for b in buffers), self._blocking(flags),
+                            bool(flags & MSG_PEEK))
+        at = 0
+        for b in buffers:
+            n = min(len(b), len(data) - at)
+            b[:n] = data[at : at + n]
+            at += n
+        return len(data)
+
+    def send(self, data: list[memoryview], flags: int) -> int:
+        if self.tx is None:
+            raise SyscallError(errno.EPIPE)
+        joined = memoryview(b"".join(data)) if len(data) != 1 else data[0]
+        return self.tx.put(joined, self._blocking(flags))
+
+    def read(self, length: int) -> bytes:
+        return super().read(length) if self.rx is not None else b""
+
+    def shutdown(self, how: int) -> None:
+        if how not in (0, 1, 2):
+            raise SyscallError(errno.EINVAL)
+        if how in (0, 2) and self.rx is not None:
+            self.rx.readers -= 1
+            self.rx.changed()
+            self.rx = None
+        if how in (1, 2) and self.tx is not None:
+            self.tx.writers -= 1
+            self.tx.changed()
+            self.tx = None
+
+
+def make_socketpair(sched: Scheduler, sock_type: int, flags: int, inodes: Inodes
+                    ) -> tuple[UnixSocketFile, UnixSocketFile]:
+    dgram = sock_type != 1
+    a_to_b = Channel(sched, UNIX_CAPACITY, dgram)
+    b_to_a = Channel(sched, UNIX_CAPACITY, dgram)
+    return (UnixSocketFile(sock_type, flags, b_to_a, a_to_b, inodes.next()),
+            UnixSocketFile(sock_type, flags, a_to_b, b_to_a, inodes.next()))
+
+
+class EventFile(OpenFile):
+    """eventfd: a 64-bit counter; read takes it (or 1 with EFD_SEMAPHORE), write adds."""
+
+    def __init__(self, sched: Scheduler, initial: int, flags: int, semaphore: bool, ino: int):
+        super().__init__(Node(0o600, ino), O_RDWR | flags,  # an anonymous inode
+                         "anon_inode:[eventfd]")
+        self.sched = sched
+        self.counter = initial
+        self.semaphore = semaphore
+        self.queue = WaitQueue()
+        self.generation = 0
+
+    def _changed(self) -> None:
+        self.generation += 1
+        self.queue.wake(self.sched)
+
+    def _block(self) -> Block:
+        if self.flags & O_NONBLOCK:
+            raise SyscallError(errno.EAGAIN)
+        return Block((self.queue,), self.sched.deadline_after(None))
+
+    def read(self, length: int) -> bytes:
+        if length < 8:
+            raise SyscallError(errno.EINVAL)
+        if self.counter == 0:
+            raise self._block()
+        value = 1 if self.semaphore else self.counter
+        self.counter -= value
+        self._changed()
+        return value.to_bytes(8, "little")
+
+    def write(self, data: memoryview) -> int:
+        if len(data) < 8:
+            raise SyscallError(errno.EINVAL)
+        value = int.from_bytes(data[:8], "little")
+        if value > COUNTER_MAX:
+            raise SyscallError(errno.EINVAL)
+        if self.counter + value > COUNTER_MAX:
+            raise self._block()
+        self.counter += value
+        self._changed()
+        return 8
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        raise SyscallError(errno.ESPIPE)
+
+    def poll(self) -> int:
+        events = READABLE if self.counter else 0
+        if self.counter < COUNTER_MAX:
+            events |= WRITABLE
+        return events
+
+    def wait_queues(self) -> tuple[WaitQueue, ...]:
+        return (self.queue,)
