@@ -37,7 +37,7 @@ def test_urllib_fetches_an_allowed_url_by_address_and_by_name(usf, http_server):
     http_server.add("/data/blob", body)
     port = http_server.port
     usf.kernel.allow_sockets(
-        UrlPolicy([http_server.base + "/data/", f"http://localhost:{port}/data/"])
+        UrlPolicy([http_server.base + "/", f"http://localhost:{port}/"])
     )
     out = run(usf, f"""
         import hashlib, socket, urllib.request
@@ -143,11 +143,24 @@ def test_without_a_policy_no_socket_can_be_made(usf):
     assert out == "refused 13\n"
 
 
+def test_a_prefix_with_a_path_grants_no_raw_tcp(usf, http_server):
+    http_server.add("/data/x", b"0123456789")
+    usf.kernel.allow_sockets(UrlPolicy([http_server.base + "/data/"]))
+    out = run(usf, f"""
+        import urllib.request, urllib.error
+        try:
+            urllib.request.urlopen("{http_server.base}/data/x", timeout=5)
+        except urllib.error.URLError as e:
+            print(type(e.reason).__name__, e.reason.errno)
+        """)
+    assert out.splitlines() == ["PermissionError 13"]  # EACCES: etl.get may, a socket may not
+
+
 def test_socket_calls_poll_select_and_timeouts(usf, http_server, stalling_port):
     http_server.add("/data/x", b"0123456789")
     port = http_server.port
     usf.kernel.allow_sockets(
-        UrlPolicy([http_server.base + "/data/", f"http://127.0.0.1:{stalling_port}/"])
+        UrlPolicy([f"tcp://127.0.0.1:{port}", f"http://127.0.0.1:{stalling_port}/"])
     )
     out = run(usf, f"""
         import errno, select, socket, time

@@ -120,12 +120,14 @@ def test_dns_failure():
 
 
 def test_check_socket():
-    p = UrlPolicy(["http://127.0.0.1:8000/data/", "http://localhost:9000/", "https://10.9.9.9/"])
-    assert p.check_socket("127.0.0.1", 8000) == ["127.0.0.1"]
+    p = UrlPolicy(["http://127.0.0.1:8000/data/", "http://localhost:9000/", "https://10.9.9.9/",
+                   "tcp://127.0.0.1:5432"])
+    assert p.check_socket("127.0.0.1", 5432) == ["127.0.0.1"]  # a tcp:// entry
     assert "127.0.0.1" in p.check_socket("127.0.0.1", 9000)  # localhost resolves to it
     assert "127.0.0.1" in p.check_socket("localhost", 9000)
     assert p.check_socket("10.9.9.9", 443) == ["10.9.9.9"]  # https's default port
     for host, port in [
+        ("127.0.0.1", 8000),  # a prefix with a path grants no raw TCP
         ("127.0.0.1", 8001),
         ("10.9.9.9", 80),
         ("169.254.169.254", 80),
@@ -138,8 +140,19 @@ def test_check_socket():
         assert str(e.value).startswith(f"{host}:{port}: ")
 
 
+def test_a_tcp_entry_grants_sockets_and_no_url():
+    p = UrlPolicy(["tcp://127.0.0.1:5432"])
+    with pytest.raises(EtlError) as e:
+        p.check_url("http://127.0.0.1:5432/")
+    assert e.value.kind == "denied"
+    for bad in ["tcp://127.0.0.1", "tcp://127.0.0.1:5432/db", "tcp://u:p@127.0.0.1:1"]:
+        with pytest.raises(EtlError) as e:
+            UrlPolicy([bad])
+        assert e.value.kind == "invalid"
+
+
 def test_allowed_hosts_lists_names_not_literals():
     p = UrlPolicy(["http://127.0.0.1:8000/", "http://localhost:9000/a", "http://localhost:9001/"])
     hosts = p.allowed_hosts()
-    assert list(hosts) == ["localhost"]
+    assert list(hosts) == ["localhost"]  # from :9001/ (a prefix with a path grants no socket)
     assert "127.0.0.1" in hosts["localhost"]

@@ -40,6 +40,7 @@ from usetl.abi import etl as wire
 from .errors import EtlError
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+TCP = "tcp"  # an allow entry tcp://host:port grants raw TCP to host:port, and no URL
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -86,6 +87,15 @@ class _Prefix:
         if p.path in ("", "/") or p.path.endswith("/"):
             return u.path.startswith(p.path)
         return u.path == p.path or u.path.startswith(p.path + "/")
+
+    @property
+    def grants_sockets(self) -> bool:
+        """Raw TCP needs an entry naming only scheme, host and port: a path grants none.
+
+        A socket carries any request to its peer, so a prefix that allows only
+        http://host/api/ must not open http://host/ to the guest's own sockets.
+        """
+        return self.url.scheme == TCP or self.url.path in ("", "/")
 
     def names(self, ip: IpAddress) -> bool:
         host = self.url.host
@@ -134,6 +144,17 @@ def _parse(url: str) -> _Url:
     return _Url(scheme, _canonical_host(u.host), port, path, raw or "/")
 
 
+def _parse_tcp(entry: str) -> _Url:
+    """tcp://host:port, nothing else: an entry for the guest's raw sockets only."""
+    try:
+        u = httpx.URL(entry.replace(f"{TCP}://", "http://", 1))
+    except (httpx.InvalidURL, TypeError, ValueError) as e:
+        raise EtlError(entry, f"not a valid tcp://host:port entry ({e})", wire.INVALID) from None
+    if not u.host or u.port is None or u.userinfo or u.raw_path not in (b"", b"/") or u.query:
+        raise EtlError(entry, "a tcp entry is tcp://host:port, with nothing else", wire.INVALID)
+    return _Url(TCP, _canonical_host(u.host), u.port, "/", "/")
+
+
 def resolve(host: str, port: int, url: str) -> list[IpAddress]:
     """The host's addresses, in resolver order (an IP literal resolves to itself)."""
     literal = _ip_literal(host)
@@ -158,7 +179,7 @@ class UrlPolicy:
     def __init__(self, allow: Sequence[str] = (), allow_private: bool = False):
         self.prefixes: list[_Prefix] = []
         for text in allow:
-            u = _parse(text)
+            u = _parse_tcp(text) if text.lower().startswith(f"{TCP}://") else _parse(text)
             if "?" in u.target:
                 raise EtlError(text, "an allow prefix cannot have a query", wire.INVALID)
             self.prefixes.append(_Prefix(text, u))
@@ -197,7 +218,7 @@ class UrlPolicy:
         where = f"{host}:{port}"
         name = _canonical_host(host)
         literal = _ip_literal(name)
-        same_port = [p for p in self.prefixes if p.url.port == port]
+        same_port = [p for p in self.prefixes if p.url.port == port and p.grants_sockets]
         covering = [p for p in same_port if p.url.host == name]
         if literal is not None:
             for p in same_port:
@@ -221,7 +242,7 @@ class UrlPolicy:
         resolve to a denied address, are left out (a lookup then fails in the guest).
         """
         hosts: dict[str, list[str]] = {}
-        for p in self.prefixes:
+        for p in (p for p in self.prefixes if p.grants_sockets):
             host = p.url.host
             if _ip_literal(host) is not None or host in hosts:
                 continue
