@@ -108,3 +108,18 @@ def test_a_database_from_before_schema_versions_is_migrated(tmp_path):
         assert version_now == len(MIGRATIONS)
     finally:
         registry.close()
+
+
+def test_one_bad_record_never_costs_another_tenants_record(registry):
+    a, _ = registry.add_tenant("a")
+    b, _ = registry.add_tenant("b")
+    va = registry.add_version(a.id, "f", **VERSION)
+    vb = registry.add_version(b.id, "f", **VERSION)
+    ok = InvocationResult(value=1)
+    # One batch: the writer waits for this lock, which record_invocation also takes.
+    with registry.pending_cond:
+        registry.record_invocation("a" * 32, va, {}, ok, time.time())
+        registry.record_invocation("a" * 32, va, {}, ok, time.time())  # the same id again
+        registry.record_invocation("b" * 32, vb, {}, ok, time.time())
+    assert registry.invocation(b.id, "b" * 32)["result"] == 1
+    assert registry.invocation(a.id, "a" * 32)["result"] == 1

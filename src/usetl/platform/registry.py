@@ -473,13 +473,24 @@ class Registry:
                 if not self.pending:
                     return
                 batch, self.pending = self.pending, []
-            try:
-                self._write(lambda cur, rows: cur.executemany(_RECORD_SQL, rows), batch)
-            except sqlite3.Error:
-                log.exception("lost %d invocation records", len(batch))
+            self._write_batch(batch)
             with self.pending_cond:
                 self.written += len(batch)
                 self.pending_cond.notify_all()
+
+    def _write_batch(self, batch: list[tuple]) -> None:
+        """One transaction for the batch; if it fails, each record alone, so that one bad
+        record (another tenant's, perhaps) costs only itself."""
+        try:
+            self._write(lambda cur, rows: cur.executemany(_RECORD_SQL, rows), batch)
+            return
+        except sqlite3.Error:
+            pass
+        for row in batch:
+            try:
+                self._write(lambda cur, r: cur.execute(_RECORD_SQL, r), row)
+            except sqlite3.Error:
+                log.exception("lost the record of invocation %s", row[0])
 
     def flush(self) -> None:
         """Wait until every recorded invocation is in the database."""
