@@ -155,6 +155,10 @@ def test_malformed_and_oversized_events_change_nothing(server, alice):
     r = httpx.post(f"{server.url}/v1/functions/square/invoke", content=b"1" * (7 << 20),
                    headers={"Authorization": f"Bearer {alice.token}"})
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+    chunks = (b" " * (1 << 20) for _ in range(90))  # no Content-Length: counted as it streams
+    r = httpx.put(f"{server.url}/v1/functions/square", content=chunks,
+                  headers={"Authorization": f"Bearer {alice.token}"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
     r = httpx.put(f"{server.url}/v1/functions/square", content=b"[]",
                   headers={"Authorization": f"Bearer {alice.token}"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request"

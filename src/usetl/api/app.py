@@ -93,14 +93,41 @@ def create_app(platform: Platform) -> FastAPI:
 
 
 def _add_body_limit(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        # Bodies are read whole (a deploy's JSON): refuse what is declared too large up front.
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return error_response(413, "payload_too_large",
-                                  f"the request body is over {MAX_BODY_BYTES} bytes")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+
+
+class BodyLimit:
+    """Refuse a request body over `limit` bytes before it is buffered: by its Content-Length
+    up front, and by counting while it streams (a chunked body declares no length)."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> dict:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise StarletteHTTPException(413, f"the request body is over {self.limit} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+    async def _refuse(self, scope: dict, receive: Any, send: Any) -> None:
+        response = error_response(413, "payload_too_large",
+                                  f"the request body is over {self.limit} bytes")
+        await response(scope, receive, send)
 
 
 def _add_lifecycle(app: FastAPI, platform: Platform) -> None:
@@ -137,7 +164,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed"}
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
         return error_response(exc.status_code, codes.get(exc.status_code, "http_error"),
                               str(exc.detail))
 
