@@ -77,7 +77,7 @@ def test_invocations_survive_reopening_and_recover(registry, tmp_path):
     )
     registry.close()
     reopened = Registry(tmp_path / "registry.db")
-    assert reopened.recover() == ([queued], [running])
+    assert reopened.recover() == ([(queued, a.id)], [running])
     assert reopened.invocation(a.id, running)["status"] == "interrupted"
     assert reopened.queued_invocation(queued)[1] == {"x": 1}
     record = reopened.invocation(a.id, done)

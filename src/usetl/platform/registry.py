@@ -535,8 +535,9 @@ class Registry:
         return [{"function": r["function_name"], **{k: r[k] for k in r.keys()[1:]}}
                 for r in rows]
 
-    def recover(self) -> tuple[list[str], list[str]]:
-        """After a restart: queued async invocations to re-run, and running ones now interrupted.
+    def recover(self) -> tuple[list[tuple[str, int]], list[str]]:
+        """After a restart: queued async invocations to re-run (id, tenant id), and running
+        ones now interrupted.
 
         A queued invocation never started, so running it now is what the caller asked for;
         one that was running may have had effects (posts), so it is marked interrupted.
@@ -544,8 +545,9 @@ class Registry:
 
         def recover(cur):
             queued = [
-                r["id"] for r in cur.execute(
-                    "SELECT id FROM invocations WHERE status = 'queued' ORDER BY created"
+                (r["id"], r["tenant_id"]) for r in cur.execute(
+                    "SELECT id, tenant_id FROM invocations WHERE status = 'queued' "
+                    "ORDER BY created"
                 )
             ]
             running = [

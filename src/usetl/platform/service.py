@@ -17,7 +17,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -41,6 +40,7 @@ from .backend import (
     FunctionSpec,
     FunctionTemplate,
 )
+from .fair import FairRunner
 from .metrics import Metrics
 from .pool import ConcurrencyLimit, Definition, Pool, PoolConfig, PoolError
 from .registry import (
@@ -179,7 +179,7 @@ class Platform:
         self.limits = limits or Limits()
         self.deploy_locks: dict[tuple[int, str], threading.Lock] = {}
         self.lock = threading.Lock()
-        self.async_runner = ThreadPoolExecutor(self.limits.async_workers, "usetl-async")
+        self.async_runner = FairRunner(self.limits.async_workers, "usetl-async")
         self.closed = False
         self.tenants: dict[str, Tenant] = {}
         self.live: dict[tuple[int, str], Version] = {}
@@ -425,7 +425,7 @@ class Platform:
             raise ServiceError(429, "queue_full",
                                f"function {name!r} has {waiting} invocations waiting, its limit")
         invocation_id = self.registry.add_invocation(version, "async", event, "queued")
-        self.async_runner.submit(self._run_async, invocation_id)
+        self.async_runner.submit(tenant.id, self._run_async, invocation_id)
         return invocation_id
 
     def _run_async(self, invocation_id: str) -> None:
@@ -455,8 +455,8 @@ class Platform:
 
     def _recover(self) -> dict:
         queued, interrupted = self.registry.recover()
-        for invocation_id in queued:
-            self.async_runner.submit(self._run_async, invocation_id)
+        for invocation_id, tenant_id in queued:
+            self.async_runner.submit(tenant_id, self._run_async, invocation_id)
         if queued or interrupted:
             log.warning("after restart: %d queued invocations re-submitted, %d interrupted",
                         len(queued), len(interrupted))
@@ -486,7 +486,7 @@ class Platform:
         if self.closed:
             return
         self.closed = True
-        self.async_runner.shutdown(wait=False, cancel_futures=True)
+        self.async_runner.shutdown()
         self.pool.close()
         self.backend.close()
         self.registry.close()
