@@ -2,9 +2,8 @@
 
 import threading
 
-from waiting import wait_until
-
 from usetl.platform.fair import FairRunner
+from waiting import wait_until
 
 
 def test_a_tenant_waits_for_one_turn_of_another_not_for_its_backlog():
