@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from usetl.usf import start_usf
+from usetl.usf import UsfConfig, start_usf
 
 pytestmark = pytest.mark.kvm
 
@@ -197,3 +197,24 @@ def test_chown_to_itself_mknod_of_files_and_creating_with_a_trailing_slash(usf):
     """)
     assert out == ["-rw------- True 0", "True", "False", "PermissionError 1", "OSError 30",
                    "PermissionError 1", "IsADirectoryError 21"]
+
+
+def test_empty_files_and_directories_count_against_the_tmpfs_limit(image):
+    with start_usf(image, UsfConfig(tmpfs_mib=1)) as u:
+        r = u.run_code(
+            "import errno, os\n"
+            "made = 0\n"
+            "try:\n"
+            "    for i in range(100_000):\n"
+            "        os.mkdir(f'/tmp/d{i}') if i % 2 else open(f'/tmp/f{i}', 'w').close()\n"
+            "        made += 1\n"
+            "except OSError as e:\n"
+            "    print(errno.errorcode[e.errno], made < 100_000)\n"
+            "for i in range(made):\n"
+            "    os.rmdir(f'/tmp/d{i}') if i % 2 else os.unlink(f'/tmp/f{i}')\n"
+            "for i in range(made):\n"
+            "    open(f'/tmp/g{i}', 'w').close()  # what was freed can be used again\n"
+            "print('again', made > 1000)\n"
+        )
+    assert r.error is None, r.error
+    assert r.stdout.splitlines() == ["ENOSPC True", "again True"]

@@ -196,16 +196,23 @@ class Inodes:
         return self.last
 
 
+# What a tmpfs node (file, directory, symlink) costs the monitor besides its data, charged
+# against the limit: without it, empty files and directories would be free to make.
+NODE_BYTES = 256
+
+
 class TmpFS:
-    """An in-memory filesystem; `limit` bounds the bytes its files hold."""
+    """An in-memory filesystem; `limit` bounds the bytes its files hold, NODE_BYTES each."""
 
     def __init__(self, limit: int, inodes: Inodes):
         self.limit = limit
         self.used = 0
         self.inodes = inodes
-        self.root = TmpDir(self.new_ino(), 0o1777)
+        self.root = TmpDir(inodes.next(), 0o1777)  # part of the filesystem: not charged
 
     def new_ino(self) -> int:
+        """The number of a node about to be made, charged NODE_BYTES (ENOSPC when full)."""
+        self.charge(NODE_BYTES)
         return self.inodes.next()
 
     def charge(self, delta: int) -> None:
@@ -219,14 +226,18 @@ class TmpFS:
             node.links -= 1
             node.ctime_ns = time.time_ns()
             if node.links == 0:
-                self.used -= len(node.data)
+                self.used -= len(node.data) + NODE_BYTES
+        else:
+            self.used -= NODE_BYTES  # a directory or a symlink has one link
 
     def add_file(self, path: str, data: bytes, mode: int = 0o755) -> TmpFile:
         """Create a file below /tmp (path relative to the tmpfs root) from the host side."""
         *dirs, name = [p for p in path.split("/") if p]
         node = self.root
         for part in dirs:
-            child = node.entries.setdefault(part, TmpDir(self.new_ino()))
+            child = node.entries.get(part)
+            if child is None:
+                child = node.entries[part] = TmpDir(self.new_ino())
             if not isinstance(child, TmpDir):
                 raise SyscallError(errno.ENOTDIR)
             node = child
