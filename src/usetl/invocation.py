@@ -22,6 +22,7 @@ GUEST_FAULT = "GuestFault"  # a CPU exception in the guest (page fault, invalid 
 GUEST_CRASH = "GuestCrash"  # the VM stopped in a way the monitor could not serve
 GUEST_EXIT = "GuestExit"  # the guest's process exited or was killed by a signal
 AGENT_ERROR = "AgentError"  # the guest agent broke the protocol (no reply, a malformed one)
+MONITOR_ERROR = "MonitorError"  # a bug in the monitor while it served a syscall
 SANDBOX_ERROR = "SandboxError"  # the instance's process failed or went away
 INSTANCE_DIED = "InstanceDied"  # a process backend instance's process died
 PLATFORM_ERROR = "PlatformError"  # the platform could not run the invocation
@@ -29,7 +30,8 @@ RESULT_TOO_LARGE = "ResultTooLarge"
 FUNCTION_DELETED = "FunctionDeleted"
 
 # After these the instance's guest is gone: it cannot serve again.
-GUEST_ENDED = frozenset({TIMEOUT, GUEST_FAULT, GUEST_CRASH, GUEST_EXIT, AGENT_ERROR})
+GUEST_ENDED = frozenset({TIMEOUT, GUEST_FAULT, GUEST_CRASH, GUEST_EXIT, AGENT_ERROR,
+                         MONITOR_ERROR})
 
 
 def invocation_context(memory_mib: int, timeout: float | None, request_id: str | None = None,

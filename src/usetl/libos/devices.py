@@ -11,12 +11,16 @@ from __future__ import annotations
 import errno
 import stat as st
 
-from .errors import SyscallError
+from .errors import LibosError, SyscallError
 from .files import NullFile, OpenFile, RandomFile, ZeroFile
 from .fs import DeviceNode, Node
 
 AGENT_DEVICE = "usetl"
 HEADER = 8
+
+
+class ProtocolError(LibosError):
+    """What the guest wrote on the agent channel is not one reply of the protocol."""
 
 
 class Blocked(Exception):
@@ -39,15 +43,27 @@ class AgentChannel:
         self.inbox += len(payload).to_bytes(HEADER, "little") + payload
 
     def take_reply(self) -> bytes | None:
-        """A whole message the agent wrote, or None if none is complete."""
-        if len(self.outbox) < HEADER:
+        """The agent's one message since the request, or None if it wrote nothing.
+
+        Anything else on the channel (a bad length, a partial message, bytes
+        after the message) is guest-written garbage: a ProtocolError, with the
+        channel emptied, never a reply half-believed. The message itself is
+        decoded and validated by the caller.
+        """
+        out = self.outbox
+        if not out:
             return None
-        size = int.from_bytes(self.outbox[:HEADER], "little")
-        if len(self.outbox) < HEADER + size:
-            return None
-        reply = bytes(self.outbox[HEADER : HEADER + size])
-        del self.outbox[: HEADER + size]
-        return reply
+        try:
+            if len(out) < HEADER:
+                raise ProtocolError(f"the agent wrote {len(out)} bytes, not a message")
+            size = int.from_bytes(out[:HEADER], "little")
+            if len(out) != HEADER + size:
+                raise ProtocolError(
+                    f"the agent's message says {size} bytes but {len(out) - HEADER} follow"
+                )
+            return bytes(out[HEADER:])
+        finally:
+            out.clear()
 
 
 class AgentChannelFile(OpenFile):

@@ -248,6 +248,8 @@ class EtlDevice:
             answer = {"error": _error(None, str(e), "too_large")}
         except (EtlRequestError, ValueError, TypeError, KeyError) as e:
             answer = {"error": _error(None, f"bad request: {e}", "invalid")}
+        except RecursionError:  # the JSON decoder's recursion limit bounds the nesting
+            answer = {"error": _error(None, "bad request: nested too deep", "invalid")}
         return json.dumps(answer).encode()
 
     # -- the requests ----------------------------------------------------------

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 from usetl.etl.accounting import IoAccount
 from usetl.kvm.structs import kvm_regs
-from usetl.vm import Stop, Vm
+from usetl.vm import Stop, Vm, VmError
 
 from .devices import Blocked
-from .errors import SyscallError
+from .errors import MonitorError, SyscallError
 from .files import FdTable, OutputFile
 from .fs import Namespace
 from .mm import AddressSpace
@@ -57,6 +57,8 @@ class SyscallStats:
     seconds: float = 0.0
     by_name: Counter = field(default_factory=Counter)
     unimplemented: Counter = field(default_factory=Counter)
+    # (syscall, exception class) -> count of handler exceptions that were not an errno
+    monitor_errors: Counter = field(default_factory=Counter)
 
 
 class Kernel:
@@ -84,6 +86,9 @@ class Kernel:
         self.blocked: tuple | None = None  # (handler, args) of a syscall waiting on the monitor
         self.net: SocketPolicy | None = None  # where sockets may connect; None: no sockets
         self.net_account = IoAccount()  # the socket path's I/O, billed like ETL requests
+        # The captures of stdout and stderr, held apart from the fd table: the guest
+        # may close or dup2 over fds 1 and 2, and what it wrote is still its output.
+        self.console: dict[int, OutputFile] = {}
 
     def allow_sockets(self, policy: SocketPolicy | None) -> None:
         """Let the guest's TCP sockets connect where `policy` allows (None: no sockets).
@@ -148,11 +153,18 @@ class Kernel:
         except Blocked:
             self.blocked = (handler, args)
             return PAUSE
+        except VmError:
+            raise  # a deliberate stop (a deadline, a crash the handler detected)
+        except Exception as e:
+            # A bug in the monitor, whatever the guest passed: never a crash of the
+            # host process, and never an errno the guest could build on.
+            name = handler.__name__.removeprefix("sys_")
+            self.stats.monitor_errors[(name, type(e).__name__)] += 1
+            log.error("monitor error in syscall %s%s", name, tuple(map(hex, args)), exc_info=True)
+            raise MonitorError(name, args, e) from e
 
     # -- helpers for handlers -------------------------------------------------
 
     def output(self, fd: int) -> OutputFile:
-        f = self.fds.files.get(fd)
-        if not isinstance(f, OutputFile):
-            raise SyscallError(errno.EBADF)
-        return f
+        """The capture of stdout (1) or stderr (2), wherever the guest moved those fds."""
+        return self.console[fd]

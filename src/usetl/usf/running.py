@@ -31,13 +31,15 @@ from usetl.invocation import (
     GUEST_CRASH,
     GUEST_EXIT,
     GUEST_FAULT,
+    MONITOR_ERROR,
     TIMEOUT,
     ErrorInfo,
     InvocationResult,
     IoUsage,
     invocation_context,
 )
-from usetl.libos.devices import AgentChannel
+from usetl.libos.devices import AgentChannel, ProtocolError
+from usetl.libos.errors import MonitorError
 from usetl.libos.etl_device import EtlDevice
 from usetl.libos.kernel import Kernel
 from usetl.libos.vdso import VdsoClock
@@ -173,12 +175,17 @@ class Usf:
             return self._ended(TIMEOUT, str(e))
         except GuestFault as e:
             return self._ended(GUEST_FAULT, str(e))
+        except MonitorError as e:
+            return self._ended(MONITOR_ERROR, str(e))
         except VmError as e:
             return self._ended(GUEST_CRASH, str(e))
         if stop.reason != "pause":
             self.alive = False
             return None, self._exit_error(stop)
-        raw = self.channel.take_reply()
+        try:
+            raw = self.channel.take_reply()
+        except ProtocolError as e:
+            return self._ended(AGENT_ERROR, str(e))
         if raw is None:
             return None, ErrorInfo(AGENT_ERROR, "the agent waited without replying")
         try:

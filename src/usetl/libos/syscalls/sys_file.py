@@ -24,6 +24,7 @@ from ..files import (
     ImageFile,
     OpenFile,
     TmpOpenFile,
+    check_io_range,
     truncate_tmp,
 )
 from ..fs import DeviceNode, ImageNode, Resolved, StaticFile, TmpDir, TmpFile
@@ -177,11 +178,10 @@ def sys_write(k: Kernel, fd: int, buf: int, count: int, *_: int) -> int:
 
 def sys_pread64(k: Kernel, fd: int, buf: int, count: int, offset: int, *_: int) -> int:
     f = k.fds.get(s32(fd))
-    if s64(offset) < 0:
-        raise SyscallError(errno.EINVAL)
     if not f.readable:
         raise SyscallError(errno.EBADF)
     count = min(count, MAX_IO)
+    check_io_range(s64(offset), count)
     dest = k.mem.slice(buf, count, write=True)
     data = f.read_at(offset, count)
     dest[: len(data)] = data
@@ -190,11 +190,11 @@ def sys_pread64(k: Kernel, fd: int, buf: int, count: int, offset: int, *_: int) 
 
 def sys_pwrite64(k: Kernel, fd: int, buf: int, count: int, offset: int, *_: int) -> int:
     f = k.fds.get(s32(fd))
-    if s64(offset) < 0:
-        raise SyscallError(errno.EINVAL)
     if not f.writable:
         raise SyscallError(errno.EBADF)
-    return f.write_at(offset, k.mem.slice(buf, min(count, MAX_IO)))
+    count = min(count, MAX_IO)
+    check_io_range(s64(offset), count)
+    return f.write_at(offset, k.mem.slice(buf, count))
 
 
 def sys_readv(k: Kernel, fd: int, iov: int, iovcnt: int, *_: int) -> int:
@@ -338,7 +338,8 @@ def sys_readlinkat(k: Kernel, dirfd: int, path: int, buf: int, size: int, *_: in
 
 
 def sys_getcwd(k: Kernel, buf: int, size: int, *_: int) -> int:
-    cwd = k.ns.cwd.encode() + b"\0"
+    # Paths are bytes held as surrogateescape str: a non-UTF-8 name comes back unchanged.
+    cwd = k.ns.cwd.encode("utf-8", "surrogateescape") + b"\0"
     if size < len(cwd):
         raise SyscallError(errno.ERANGE)
     k.mem.write(buf, cwd)

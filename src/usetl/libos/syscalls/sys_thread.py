@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from ..kernel import Kernel
 
 ARCH_SET_GS, ARCH_SET_FS, ARCH_GET_FS, ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1004
+TASK_SIZE_MAX = (1 << 47) - 4096  # the top of user space with 4-level paging
 FUTEX_CMD_MASK = 0x7F  # without FUTEX_PRIVATE_FLAG and FUTEX_CLOCK_REALTIME
 FUTEX_WAIT, FUTEX_WAKE = 0, 1
 FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET = 9, 10
@@ -25,6 +26,8 @@ def sys_exit_group(k: Kernel, status: int, *_: int) -> Stop:
 
 def sys_arch_prctl(k: Kernel, code: int, addr: int, *_: int) -> int:
     if code == ARCH_SET_FS:
+        if addr >= TASK_SIZE_MAX:  # Linux's check; KVM would refuse the MSR write anyway
+            raise SyscallError(errno.EPERM)
         k.fs_base = addr
         k.vm.set_fs_base(addr)
         return 0
