@@ -77,6 +77,8 @@ class HostNode(Node):
             return os.pread(fd, length, offset)
         except OSError as e:
             raise SyscallError(e.errno or errno.EIO) from None
+        except OverflowError:  # an offset past what the host's off_t holds
+            raise SyscallError(errno.EINVAL) from None
         finally:
             os.close(fd)
 
