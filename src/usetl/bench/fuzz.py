@@ -49,7 +49,7 @@ class FuzzConfig:
     first_chunk: int = 0
     chunk_timeout: float = 30.0
     restart_every: int = 25  # chunks one USF serves before a fresh one
-    mem_mib: int = 256
+    mem_mib: int = 512  # room for the fuzzer's 96 MiB of scratch memory
 
     @property
     def chunks(self) -> list[int]:
@@ -127,13 +127,11 @@ def _chunk_code(cfg: FuzzConfig, chunk: int, source: str, numbers: list[int]) ->
     return f"{source}\nmain({params!r})\n"
 
 
-def _issued(stdout: str) -> int:
-    for line in reversed(stdout.splitlines()):
-        try:
-            return int(json.loads(line)["issued"])
-        except (ValueError, KeyError, TypeError):
-            continue
-    return 0
+def _issued(error: dict | None) -> int:
+    """The calls a chunk issued, from the ChunkDone it ends with (0 if it ended otherwise)."""
+    if error is None or error.get("type") != "ChunkDone":
+        return 0
+    return int(json.loads(error["message"])["issued"])
 
 
 def work(cfg: FuzzConfig, chunks: list[int]) -> None:
@@ -160,8 +158,7 @@ def work(cfg: FuzzConfig, chunks: list[int]) -> None:
             new = stats.monitor_errors - errors0
             line = {
                 "chunk": chunk, "started": started, "served": stats.count - count0,
-                "issued": _issued(r.stdout), "end": None if usf.alive else r.error["type"],
-                "error": r.error and f"{r.error['type']}: {r.error['message'][:200]}",
+                "issued": _issued(r.error), "end": None if usf.alive else r.error["type"],
                 "monitor_errors": {f"{name}: {exc}": n for (name, exc), n in new.items()},
                 "message": (r.error or {}).get("message", "") if new else "",
             }

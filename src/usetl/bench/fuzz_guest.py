@@ -34,13 +34,16 @@ _raw.argtypes = [ctypes.c_long] * 7
 
 PAGE = 4096
 USER_START = 0x400000
-AREA = 4 << 20  # memory the fuzzer points at; pointers land in its first half
+# The memory the fuzzer points at. Pointers land in its first SPAN; the rest is room
+# for what a syscall writes there when given a length of tens of MiB (a file's size,
+# getrandom), so that such a write still lands in memory the fuzzer owns.
+AREA = 96 << 20
+SPAN = 2 << 20
 MM_SIZE = 1 << 20  # the scratch mapping memory syscalls may change
 BLOCK = 512
 MAX_BLOCKS = 4  # fresh blocks per call: nested pointers beyond that reuse them
 MAX_NR = 450
 AGENT_RDEV = os.makedev(10, 242)
-SAVED_STDOUT = 900
 
 # Syscall numbers the fuzzer treats specially (x86-64).
 EXITS = {15, 34, 60, 130, 231}  # rt_sigreturn, pause, exit, rt_sigsuspend, exit_group
@@ -55,6 +58,7 @@ FD_MAKERS = {2, 257, 85, 437, 32, 33, 292, 41, 43, 288, 213, 291, 253, 294, 282,
              284, 290, 319, 323, 434, 425, 298, 300}
 PAIR_MAKERS = {22: 0, 293: 0, 53: 3}  # pipe, pipe2, socketpair: index of the int[2]
 CLONE, CLONE3, ARCH_PRCTL, ALARM, CLOSE_RANGE, IOCTL, FCNTL = 56, 435, 158, 37, 436, 16, 72
+SOCKET = 41
 ARCH_SET_FS, ARCH_GET_FS = 0x1002, 0x1003
 CLONE_VM, CLONE_VFORK, CLONE_THREAD = 0x100, 0x4000, 0x10000
 O_NONBLOCK = 0o4000
@@ -76,8 +80,9 @@ INTS = [0, 1, 2, 4, 7, 8, 16, 64, 100, 255, 256, 4095, 4096, 4097, 65535, 65536,
         (1 << 31) - 1, 1 << 31, (1 << 32) - 1, 1 << 32, (1 << 63) - 1, 1 << 63,
         (1 << 64) - 1, (1 << 64) - 2, (1 << 64) - 4095, (1 << 64) - 4096, (1 << 64) - 100]
 LENGTHS = [0, 1, 2, 7, 8, 15, 16, 24, 64, 128, 144, 256, 512, 4095, 4096, 4097, 65536]
-HUGE_LENGTHS = [1 << 28, 0x7FFFF000, 1 << 31, 1 << 32, (1 << 63) - 1, 1 << 63, (1 << 64) - 1]
+HUGE_LENGTHS = [1 << 30, 0x7FFFF000, 1 << 31, 1 << 32, (1 << 63) - 1, 1 << 63, (1 << 64) - 1]
 TIMES = [(0, 0), (0, 1), (0, 999), (-1, 0), (0, -1), (0, 10**9), (-(1 << 63), 0)]
+SELECT, TIMEVALS = 23, [(0, 0), (0, 1), (-1, 0), (0, -1)]  # select takes microseconds
 
 
 class Fuzzer:
@@ -98,12 +103,16 @@ class Fuzzer:
     def integer(self):
         r = self.rng.random()
         if r < 0.5:
-            return self.rng.choice(INTS)
-        if r < 0.65:
-            return self.rng.getrandbits(self.rng.choice((8, 16, 32, 64)))
-        if r < 0.8:
-            return sum(1 << self.rng.randrange(32) for _ in range(self.rng.randrange(1, 4)))
-        return self.rng.randrange(-4096, 4096) & ((1 << 64) - 1)
+            v = self.rng.choice(INTS)
+        elif r < 0.65:
+            v = self.rng.getrandbits(self.rng.choice((8, 16, 32, 64)))
+        elif r < 0.8:
+            v = sum(1 << self.rng.randrange(32) for _ in range(self.rng.randrange(1, 4)))
+        else:
+            v = self.rng.randrange(-4096, 4096) & ((1 << 64) - 1)
+        # A value that is an address of the guest's live memory would have syscalls
+        # write over it: bit 32 moves it past RAM and leaves a 32-bit flag word as it was.
+        return v | 1 << 32 if USER_START <= v < self.ram_end else v
 
     def length(self):
         r = self.rng.random()
@@ -115,12 +124,17 @@ class Fuzzer:
 
     def fd(self):
         r = self.rng.random()
-        fd = self.rng.randrange(20) if r < 0.85 else self.rng.choice(
-            [-1, -100, 1023, 1024, 4096, (1 << 31) - 1, -(1 << 31), (1 << 32) + 5])
+        if r < 0.55:
+            fd = self.rng.choice(self.state["fds"])
+        elif r < 0.85:
+            fd = self.rng.randrange(24)
+        else:
+            fd = self.rng.choice([-1, -100, 1023, 1024, 4096, (1 << 31) - 1, -(1 << 31),
+                                  (1 << 32) + 5])
         return fd & ((1 << 64) - 1)
 
     def stale_pointer(self):
-        off = self.rng.randrange(AREA // 2)
+        off = self.rng.randrange(SPAN)
         return self.area + (off & ~7 if self.rng.random() < 0.9 else off)
 
     def pointer(self, depth=0):
@@ -148,34 +162,34 @@ class Fuzzer:
     # -- blocks: fresh memory a pointer argument points at --------------------
 
     def place(self, data):
-        addr = self.area + self.rng.randrange(0, AREA // 2, 8)
+        addr = self.area + self.rng.randrange(0, SPAN, 8)
         ctypes.memmove(addr, data, len(data))
         self.fresh.append(addr)
         return addr
 
     def block(self, depth=0):
         kind = self.rng.random()
-        if kind < 0.25:
+        if kind < 0.35:
             path = self.rng.choice(PATHS)
             if self.rng.random() < 0.1:
                 path += "/" + str(self.rng.randrange(100))
             data = path.encode("utf-8", "surrogateescape") + b"\0"
             return self.place(data.ljust(BLOCK, b"\0") if len(data) < BLOCK else data)
-        if kind < 0.3:
+        if kind < 0.4:
             return self.place(bytes(BLOCK))
-        if kind < 0.35:
-            return self.place(self.rng.randbytes(BLOCK))
         if kind < 0.45:
+            return self.place(self.rng.randbytes(BLOCK))
+        if kind < 0.5:
             sec, nsec = self.rng.choice(TIMES)
             return self.place(struct.pack("<qq", sec, nsec) * 4)
-        if kind < 0.5:
+        if kind < 0.55:
             return self.place(struct.pack("<HH4s8x", 2, 9 << 8, bytes([127, 0, 0, 1])) * 8)
         n = self.rng.choice((1, 2, 3, 4, 6, 8, 16, BLOCK // 8))
         words = [self.word(depth) & ((1 << 64) - 1) for _ in range(n)]
         return self.place(struct.pack(f"<{n}Q", *words))
 
-    def timeout_block(self):
-        return self.place(struct.pack("<qq", *self.rng.choice(TIMES)))
+    def timeout_block(self, times=TIMES):
+        return self.place(struct.pack("<qq", *self.rng.choice(times)))
 
     def etl_request(self):
         r = self.rng.random()
@@ -223,12 +237,14 @@ class Fuzzer:
             if args[3] & 0x100010:  # MAP_FIXED or MAP_FIXED_NOREPLACE: only the scratch map
                 args[0], args[1] = self.mm_range()
         elif nr == BRK:
-            args[0] = self.rng.choice([0, self.state["brk"] + self.rng.randrange(64) * PAGE,
-                                       self.state["brk"] + (1 << 30), 1 << 63, (1 << 64) - 1])
+            # glibc's malloc moves the break too: restored to where it is now, never lower
+            brk = self.state["brk"] = _raw(BRK, 0, 0, 0, 0, 0, 0, 0)
+            args[0] = self.rng.choice([0, brk + self.rng.randrange(64) * PAGE, brk + (1 << 30),
+                                       1 << 63, (1 << 64) - 1])
         elif nr in SIGNALLERS:
             args[SIGNALLERS[nr]] = self.rng.choice(SAFE_SIGNALS) & ((1 << 64) - 1)
         elif nr in TIMEOUT_PTR:
-            args[TIMEOUT_PTR[nr]] = self.timeout_block()
+            args[TIMEOUT_PTR[nr]] = self.timeout_block(TIMEVALS if nr == SELECT else TIMES)
         elif nr in TIMEOUT_MS:
             args[TIMEOUT_MS[nr]] = self.rng.choice([0, 1])
         elif nr in SIGNAL_TIMERS:
@@ -245,6 +261,10 @@ class Fuzzer:
                                        0x2001, 0x2002, self.integer()])
             if args[0] == ARCH_SET_FS:
                 args[1] = self.rng.choice([self.state["fs"], *self.bad[12:]])
+        elif nr == SOCKET:
+            args[0] = self.rng.choice([2, 10, 1, 16, 17, args[0]])
+            args[1] = self.rng.choice([1, 2, 3, 5, 1 | 0o4000 | 0o2000000, args[1]])
+            args[2] = self.rng.choice([0, 6, 17, 255, args[2]])
         elif nr == CLOSE_RANGE:
             args[0] = self.agent + 1 + self.rng.randrange(64)
         elif nr == IOCTL:
@@ -298,7 +318,7 @@ class Fuzzer:
         issued = skipped = 0
         for i in range(count):
             if i % 256 == 0:
-                ctypes.memmove(self.area, self.state["pattern"], AREA)
+                ctypes.memmove(self.area, self.state["pattern"], SPAN)
             if self.rng.random() < 0.8:
                 nr = self.rng.choice(self.numbers)
             else:
@@ -351,7 +371,6 @@ def _state():
             "area": address,
             "mm": _raw(9, 0, MM_SIZE, 3, 0x22, -1, 0, 0),
             "agent": _find_agent_fd(),
-            "stdout": os.dup2(1, SAVED_STDOUT),  # to report on when the fuzzer moved fd 1
             "fs": fs.value,
             "pattern": _pattern(address),
         }
@@ -361,10 +380,10 @@ def _state():
 def _pattern(area):
     """The area's refill: words that are harmless whatever a syscall reads them as."""
     rng = random.Random(0)
-    words = [rng.choice([0, 1, (1 << 64) - 1, area + rng.randrange(0, AREA // 2, 8),
+    words = [rng.choice([0, 1, (1 << 64) - 1, area + rng.randrange(0, SPAN, 8),
                          0xDEADBEEFDEADBEEF, 1 << 63, rng.randrange(4096)])
              for _ in range(4096)]
-    return struct.pack("<4096Q", *words) * (AREA // (4096 * 8))
+    return struct.pack("<4096Q", *words) * (SPAN // (4096 * 8))
 
 
 def _prepare(state):
@@ -379,9 +398,9 @@ def _prepare(state):
     fds = {}
     for path, flags in opens:
         fds[path] = _raw(2, _cstr(path), flags | O_NONBLOCK, 0o644, 0, 0, 0, 0)
-    _raw(41, 2, 1 | O_NONBLOCK, 0, 0, 0, 0, 0)  # a TCP socket
+    sockets = [_raw(41, family, 1 | O_NONBLOCK, 0, 0, 0, 0, 0) for family in (2, 10)]
+    state["fds"] = [0, 1, 2] + [fd for fd in [*fds.values(), *sockets] if fd >= 0]
     state["etl"] = fds["/dev/etl"] if fds["/dev/etl"] >= 0 else 0
-    state["brk"] = _raw(BRK, 0, 0, 0, 0, 0, 0, 0)
     _map_scratch(state["mm"])
 
 
@@ -399,8 +418,9 @@ def main(params):
     fuzzer = Fuzzer(params)
     _prepare(fuzzer.state)
     issued, skipped = fuzzer.run(params["count"])
-    _raw(33, SAVED_STDOUT, 1, 0, 0, 0, 0, 0)
-    try:
-        print(json.dumps({"issued": issued, "skipped": skipped}))
-    except OSError:
-        pass  # the fuzzer closed or replaced fd 1: the monitor's count stands
+    raise ChunkDone(json.dumps({"issued": issued, "skipped": skipped}))
+
+
+class ChunkDone(Exception):
+    """A chunk's counts, carried in the agent's error reply: stdout may be closed or
+    replaced by then, the agent's channel is the one thing the fuzzer leaves alone."""
