@@ -197,8 +197,18 @@ def test_an_exception_in_a_handler_fails_the_invocation_not_the_monitor(fresh):
     assert not fresh.alive
 
 
+def test_a_handler_that_returns_no_number_is_a_monitor_error(fresh):
+    def sys_getppid(k, *args):
+        return None
+
+    fresh.kernel.handlers = {**fresh.kernel.handlers, 110: sys_getppid}
+    r = fresh.run_code("import os; os.getppid()", timeout=30)
+    assert r.error["type"] == "MonitorError", r.error
+    assert "TypeError: it returned None" in r.error["message"]
+
+
 def test_the_fuzzer_finds_no_monitor_error_or_hang():
-    cfg = FuzzConfig(seed=13, syscalls=60_000, chunk=3_000, workers=2)
+    cfg = FuzzConfig(seed=13, syscalls=100_000, chunk=5_000, workers=2)
     report = run(cfg)
     assert report.ok, (report.summary(), report.examples, report.hangs)
     assert report.chunks == 20

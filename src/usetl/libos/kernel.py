@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from usetl.etl.accounting import IoAccount
 from usetl.kvm.structs import kvm_regs
@@ -147,7 +148,7 @@ class Kernel:
     def _call(self, handler, args: tuple[int, ...]) -> int | Stop:
         """Run a handler: its result, -errno, or PAUSE if it must wait for the monitor."""
         try:
-            return handler(self, *args)
+            result = handler(self, *args)
         except SyscallError as e:
             return -e.errno
         except Blocked:
@@ -158,10 +159,16 @@ class Kernel:
         except Exception as e:
             # A bug in the monitor, whatever the guest passed: never a crash of the
             # host process, and never an errno the guest could build on.
-            name = handler.__name__.removeprefix("sys_")
-            self.stats.monitor_errors[(name, type(e).__name__)] += 1
-            log.error("monitor error in syscall %s%s", name, tuple(map(hex, args)), exc_info=True)
-            raise MonitorError(name, args, e) from e
+            self._monitor_error(handler, args, e)
+        if not isinstance(result, (int, Stop)):
+            self._monitor_error(handler, args, TypeError(f"it returned {result!r}"))
+        return result
+
+    def _monitor_error(self, handler, args: tuple[int, ...], e: Exception) -> NoReturn:
+        name = handler.__name__.removeprefix("sys_")
+        self.stats.monitor_errors[(name, type(e).__name__)] += 1
+        log.error("monitor error in syscall %s%s", name, tuple(map(hex, args)), exc_info=e)
+        raise MonitorError(name, args, e) from e
 
     # -- helpers for handlers -------------------------------------------------
 
