@@ -15,7 +15,7 @@ import pytest
 
 from usetl.bench.fuzz import FuzzConfig, run
 from usetl.libos.hostfs import HostDirFS
-from usetl.usf import Usf
+from usetl.usf import start_usf
 
 pytestmark = pytest.mark.kvm
 
@@ -34,16 +34,14 @@ def buf(data):
 
 @pytest.fixture(scope="module")
 def usf(image):
-    u = Usf(image)
-    u.start()
+    u = start_usf(image)
     yield u
     u.close()
 
 
 @pytest.fixture
 def fresh(image):
-    u = Usf(image)
-    u.start()
+    u = start_usf(image)
     yield u
     u.close()
 
@@ -117,6 +115,25 @@ def test_io_and_lseek_near_the_largest_offset_are_einval(usf, tmp_path):
         assert fields[7] == einval, line
 
 
+def test_rename_and_rmdir_of_dot_and_dotdot_are_refused_as_linux_does(usf):
+    out = guest(usf, """
+        os.makedirs("/tmp/rn/a/b")
+        os.chdir("/tmp/rn/a/b")
+        dots, addr = buf(b"..")
+        print(sc(82, addr, addr), sc(84, addr))  # rename("..", ".."), rmdir("..")
+        for old, new in (("/tmp/rn/a/b/..", "/tmp/rn/c"), ("/tmp/rn/a", "/tmp/rn/a/b/..")):
+            try:
+                os.rename(old, new)
+            except OSError as e:
+                print(e.errno)
+        os.rename("/tmp/rn/a/b/../b", "/tmp/rn/c")  # a ".." inside a path is walked up
+        print(sorted(os.listdir("/tmp/rn")), os.listdir("/tmp/rn/a"))
+        os.chdir("/")
+    """)
+    assert out.split("\n")[:4] == [f"{-errno.EBUSY} {-errno.ENOTEMPTY}", str(errno.EBUSY),
+                                   str(errno.EBUSY), "['a', 'c'] []"]
+
+
 def test_fcntl_dupfd_below_zero_or_past_the_fd_limit_is_einval(usf):
     out = guest(usf, """
         print(sc(72, 0, 0, -1), sc(72, 0, 0, 1 << 31), sc(72, 0, 0, 1024), sc(72, 0, 1030, -5))
@@ -139,7 +156,7 @@ def test_closing_or_replacing_stdout_and_stderr_keeps_the_capture(fresh):
     assert (r.stdout, r.stderr) == ("out before\n", "err before\n")
     # The next invocation runs in the same USF, where fd 2 is still the file.
     again = fresh.run_code("raise ValueError(open('/tmp/elsewhere').read())")
-    assert again.error["message"] == "to the file\n", again.error
+    assert again.error.message == "to the file\n", again.error
     assert fresh.alive
 
 
@@ -167,19 +184,19 @@ def test_a_mounted_host_directory_shows_only_files_directories_and_links(usf, tm
 
 
 @pytest.mark.parametrize("garbage, complaint", [
-    (b"\x05\0\0\0\0\0\0\0hello", "not JSON"),
+    (b"\x05\0\0\0\0\0\0\0hello", "malformed"),
     (b"\xff" * 8, "says"),
-    (b"\x03\0\0\0\0\0\0\0[1]", "not a JSON object"),
-    (b'\x0e\0\0\0\0\0\0\0{"error": "x"}', "error that is not an object"),
-    (b"\x40\x0d\x03\0\0\0\0\0" + b"[" * 100_000 + b"]" * 100_000, "not JSON"),
+    (b"\x03\0\0\0\0\0\0\0[1]", "malformed"),
+    (b'\x0e\0\0\0\0\0\0\0{"error": "x"}', "malformed"),
+    (b"\x40\x0d\x03\0\0\0\0\0" + b"[" * 100_000 + b"]" * 100_000, "malformed"),
 ])
 def test_garbage_written_to_the_agent_channel_ends_the_invocation_cleanly(
         fresh, garbage, complaint):
     # The guest writes garbage as a reply, then waits on the channel as the agent does.
     r = fresh.run_code(f"import os\nfd = os.open('/dev/usetl', os.O_RDWR)\n"
                        f"os.write(fd, {garbage!r})\nos.read(fd, 8)\n", timeout=30)
-    assert r.error["type"] == "AgentError", r.error
-    assert complaint in r.error["message"]
+    assert r.error.type == "AgentError", r.error
+    assert complaint in r.error.message
     assert not fresh.alive
 
 
@@ -190,9 +207,9 @@ def test_an_exception_in_a_handler_fails_the_invocation_not_the_monitor(fresh):
     k = fresh.kernel
     k.handlers = {**k.handlers, 110: sys_getppid}
     r = fresh.run_code("import os; os.getppid()", timeout=30)
-    assert r.error["type"] == "MonitorError", r.error
-    assert r.error["message"].startswith("monitor error in syscall getppid(")
-    assert "ZeroDivisionError" in r.error["message"]
+    assert r.error.type == "MonitorError", r.error
+    assert r.error.message.startswith("monitor error in syscall getppid(")
+    assert "ZeroDivisionError" in r.error.message
     assert k.stats.monitor_errors == {("getppid", "ZeroDivisionError"): 1}
     assert not fresh.alive
 
@@ -203,8 +220,8 @@ def test_a_handler_that_returns_no_number_is_a_monitor_error(fresh):
 
     fresh.kernel.handlers = {**fresh.kernel.handlers, 110: sys_getppid}
     r = fresh.run_code("import os; os.getppid()", timeout=30)
-    assert r.error["type"] == "MonitorError", r.error
-    assert "TypeError: it returned None" in r.error["message"]
+    assert r.error.type == "MonitorError", r.error
+    assert "TypeError: it returned None" in r.error.message
 
 
 def test_the_fuzzer_finds_no_monitor_error_or_hang():

@@ -2,7 +2,6 @@
 channel takes only whole protocol replies."""
 
 import errno
-import json
 import os
 
 import pytest
@@ -44,18 +43,16 @@ def _message(payload: bytes) -> bytes:
     return len(payload).to_bytes(8, "little") + payload
 
 
-def test_a_whole_reply_is_taken_and_nothing_is_none():
+def test_a_whole_message_is_taken_and_nothing_is_none():
     channel = AgentChannel()
     assert channel.take_reply() is None
-    channel.outbox += _message(json.dumps({"error": None, "value": 3}).encode())
-    assert channel.take_reply() == {"error": None, "value": 3}
+    channel.outbox += _message(b'{"value": 3}')
+    assert channel.take_reply() == b'{"value": 3}'
     assert channel.take_reply() is None
 
 
 @pytest.mark.parametrize("raw", [
-    b"\x01\x02", _message(b"{"), _message(b"\xff\xfe"), _message(b"[1]"),
-    _message(b'{"error": 5}'), _message(b"{}") + b"trailing", b"\xff" * 8 + b"{}",
-    _message(b"[" * 100_000 + b"]" * 100_000),
+    b"\x01\x02", _message(b"{}") + b"trailing", b"\xff" * 8 + b"{}", _message(b"{}")[:-1],
 ])
 def test_garbage_is_a_protocol_error_and_the_channel_is_emptied(raw):
     channel = AgentChannel()

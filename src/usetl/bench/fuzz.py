@@ -112,11 +112,9 @@ def _host_dir() -> str:
 
 def _start_usf(cfg: FuzzConfig, host_dir: str):
     from usetl.libos.hostfs import HostDirFS
-    from usetl.usf import Usf, UsfConfig
+    from usetl.usf import UsfConfig, start_usf
 
-    usf = Usf(config=UsfConfig(mem_mib=cfg.mem_mib, allow=ALLOW))
-    usf.start()
-    assert usf.kernel is not None
+    usf = start_usf(config=UsfConfig(mem_mib=cfg.mem_mib, allow=ALLOW))
     usf.kernel.ns.mount("fzhost", HostDirFS(host_dir))
     return usf
 
@@ -127,11 +125,11 @@ def _chunk_code(cfg: FuzzConfig, chunk: int, source: str, numbers: list[int]) ->
     return f"{source}\nmain({params!r})\n"
 
 
-def _issued(error: dict | None) -> int:
+def _issued(error) -> int:
     """The calls a chunk issued, from the ChunkDone it ends with (0 if it ended otherwise)."""
-    if error is None or error.get("type") != "ChunkDone":
+    if error is None or error.type != "ChunkDone":
         return 0
-    return int(json.loads(error["message"])["issued"])
+    return int(json.loads(error.message)["issued"])
 
 
 def work(cfg: FuzzConfig, chunks: list[int]) -> None:
@@ -158,9 +156,9 @@ def work(cfg: FuzzConfig, chunks: list[int]) -> None:
             new = stats.monitor_errors - errors0
             line = {
                 "chunk": chunk, "started": started, "served": stats.count - count0,
-                "issued": _issued(r.error), "end": None if usf.alive else r.error["type"],
+                "issued": _issued(r.error), "end": None if usf.alive else r.error.type,
                 "monitor_errors": {f"{name}: {exc}": n for (name, exc), n in new.items()},
-                "message": (r.error or {}).get("message", "") if new else "",
+                "message": r.error.message if new and r.error else "",
             }
             print(json.dumps(line), flush=True)
     finally:

@@ -394,6 +394,9 @@ def _unlink(k: Kernel, dirfd: int, path: int, flags: int) -> int:
     if flags & AT_REMOVEDIR:
         if not isinstance(r.node, TmpDir):
             raise SyscallError(errno.ENOTDIR)
+        last = _last_part(k, path)
+        if last in (b".", b".."):
+            raise SyscallError(errno.EINVAL if last == b"." else errno.ENOTEMPTY)
         if r.node.entries:
             raise SyscallError(errno.ENOTEMPTY)
     elif r.node.is_dir:
@@ -416,7 +419,14 @@ def sys_unlinkat(k: Kernel, dirfd: int, path: int, flags: int, *_: int) -> int:
     return _unlink(k, dirfd, path, flags)
 
 
+def _last_part(k: Kernel, path_addr: int) -> bytes:
+    """The path's last component as written: Linux refuses "." and ".." before resolving."""
+    return k.mem.cstring(path_addr).rstrip(b"/").rpartition(b"/")[2]
+
+
 def _rename(k: Kernel, olddir: int, old: int, newdir: int, new: int) -> int:
+    if _last_part(k, old) in (b".", b"..") or _last_part(k, new) in (b".", b".."):
+        raise SyscallError(errno.EBUSY)
     src = _resolve_at(k, olddir, old, follow=False)
     dst = _resolve_at(k, newdir, new, follow=False)
     assert isinstance(src, Resolved) and isinstance(dst, Resolved)
