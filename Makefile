@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup host-tools demo test lint bench report readme-table compat clean
+.PHONY: setup host-tools demo test lint bench report readme-table compat fuzz clean
 
 # `make report` writes the evaluation here; `make report QUICK=1` is the under-5-minute run.
 REPORT_DIR ?= eval
@@ -32,6 +32,15 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check src tests
+
+# The syscall fuzzer: 10 M hostile syscalls by default, on 2 worker processes, with
+# progress every 10 s (and the --first-chunk to resume from); fails on a monitor error or hang.
+FUZZ_SYSCALLS ?= 10000000
+FUZZ_WORKERS ?= 2
+FUZZ_SEED ?= 1
+fuzz: setup
+	$(PY) -m usetl.bench.fuzz --syscalls $(FUZZ_SYSCALLS) --workers $(FUZZ_WORKERS) \
+		--seed $(FUZZ_SEED) --chunk 5000 $(if $(FIRST_CHUNK),--first-chunk $(FIRST_CHUNK))
 
 bench: setup
 	$(VENV)/bin/usetl bench startup

@@ -27,6 +27,7 @@ from usetl.abi import (
     GUEST_EXIT,
     GUEST_FAULT,
     INSTANCE_DIED,
+    MONITOR_ERROR,
     PLATFORM,
     PLATFORM_ERROR,
     RESULT_TOO_LARGE,
@@ -36,7 +37,8 @@ from usetl.abi import (
 
 __all__ = [
     "AGENT_ERROR", "FUNCTION_DELETED", "GUEST_CRASH", "GUEST_ENDED", "GUEST_EXIT", "GUEST_FAULT",
-    "INSTANCE_DIED", "PLATFORM_ERROR", "RESULT_TOO_LARGE", "SANDBOX_ERROR", "TIMEOUT",
+    "INSTANCE_DIED", "MONITOR_ERROR", "PLATFORM_ERROR", "RESULT_TOO_LARGE", "SANDBOX_ERROR",
+    "TIMEOUT",
     "ErrorInfo", "InvocationResult", "IoUsage", "invocation_context",
 ]
 

@@ -170,6 +170,7 @@ GUEST_FAULT = "GuestFault"  # a CPU exception in the guest (page fault, invalid 
 GUEST_CRASH = "GuestCrash"  # the VM stopped in a way the monitor could not handle
 GUEST_EXIT = "GuestExit"  # the guest's Python exited or was killed
 AGENT_ERROR = "AgentError"  # the agent broke the protocol (no reply, a bad reply)
+MONITOR_ERROR = "MonitorError"  # a bug in the monitor while it served a syscall
 INSTANCE_DIED = "InstanceDied"  # the sandbox process died
 SANDBOX_ERROR = "SandboxError"  # the sandbox could not run the invocation
 PLATFORM_ERROR = "PlatformError"
@@ -179,12 +180,13 @@ INTERRUPTED = "Interrupted"  # the server stopped while the invocation was accep
 PROTOCOL_ERROR = "ProtocolError"  # a message broke the framing or the schema
 ERROR_TYPES = {
     TIMEOUT: SANDBOX, GUEST_FAULT: SANDBOX, GUEST_CRASH: SANDBOX, GUEST_EXIT: SANDBOX,
-    AGENT_ERROR: SANDBOX, INSTANCE_DIED: SANDBOX, SANDBOX_ERROR: SANDBOX,
+    AGENT_ERROR: SANDBOX, MONITOR_ERROR: SANDBOX, INSTANCE_DIED: SANDBOX, SANDBOX_ERROR: SANDBOX,
     PLATFORM_ERROR: PLATFORM, RESULT_TOO_LARGE: PLATFORM, FUNCTION_DELETED: PLATFORM,
     INTERRUPTED: PLATFORM, PROTOCOL_ERROR: PLATFORM,
 }
 # After these the guest is gone: its instance cannot serve another invocation.
-GUEST_ENDED = frozenset({TIMEOUT, GUEST_FAULT, GUEST_CRASH, GUEST_EXIT, AGENT_ERROR})
+GUEST_ENDED = frozenset({TIMEOUT, GUEST_FAULT, GUEST_CRASH, GUEST_EXIT, AGENT_ERROR,
+                         MONITOR_ERROR})
 
 
 def error(type_name: str, message: str, kind: str | None = None, traceback: str = "") -> dict:

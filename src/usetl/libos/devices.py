@@ -40,19 +40,27 @@ class AgentChannel:
         self.inbox += abi.frame_header(len(payload)) + payload
 
     def take_reply(self) -> bytes | None:
-        """The body of the next whole message the agent wrote, or None if none is complete.
+        """The agent's one message since the request, or None if it wrote nothing.
 
-        Raises abi.ProtocolError for a header that announces too large a message.
+        Anything else on the channel (a bad length, a partial message, bytes
+        after the message) is guest-written garbage: an abi.ProtocolError, with
+        the channel emptied, never a reply half-believed. The message itself is
+        decoded and validated by the caller.
         """
+        out = self.outbox
+        if not out:
+            return None
         header = abi.FRAME_HEADER_SIZE
-        if len(self.outbox) < header:
-            return None
-        size = abi.body_length(bytes(self.outbox[:header]))
-        if len(self.outbox) < header + size:
-            return None
-        reply = bytes(self.outbox[header : header + size])
-        del self.outbox[: header + size]
-        return reply
+        try:
+            if len(out) < header:
+                raise abi.ProtocolError(f"the agent wrote {len(out)} bytes, not a message")
+            size = abi.body_length(bytes(out[:header]))
+            if len(out) != header + size:
+                raise abi.ProtocolError(
+                    f"the agent's message says {size} bytes but {len(out) - header} follow")
+            return bytes(out[header:])
+        finally:
+            out.clear()
 
 
 class AgentChannelFile(OpenFile):

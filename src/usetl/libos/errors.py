@@ -6,6 +6,7 @@ import errno
 import os
 
 from usetl.errors import UsetlError
+from usetl.vm import VmError
 
 
 class SyscallError(Exception):
@@ -26,3 +27,19 @@ class LibosError(UsetlError):
 
 class LoadError(LibosError):
     """The program could not be loaded into guest memory."""
+
+
+class MonitorError(VmError):
+    """A syscall handler raised something other than SyscallError: a monitor bug.
+
+    The USF's state may be half-changed, so it is not run further: like a
+    guest crash, this ends the invocation and the instance (a VmError, so
+    every caller that survives a crashed guest survives this too).
+    """
+
+    def __init__(self, syscall: str, args: tuple[int, ...], exc: BaseException):
+        self.syscall = syscall
+        self.args_ = args
+        self.exc_type = type(exc).__name__
+        shown = ", ".join(f"{a:#x}" for a in args)
+        super().__init__(f"monitor error in syscall {syscall}({shown}): {self.exc_type}: {exc}")

@@ -252,6 +252,9 @@ class EtlDevice:
             request = json.loads(raw)
         except ValueError as e:
             return json.dumps({"error": _error(None, f"bad request: {e}", wire.INVALID)}).encode()
+        except RecursionError:  # the JSON decoder's recursion limit bounds the nesting
+            return json.dumps({"error": _error(None, "bad request: nested too deep",
+                                               wire.INVALID)}).encode()
         if isinstance(request, dict) and request.get("op") == wire.REPLY:
             reply = self.pending_replies.pop(_tid(k), None)
             if reply is not None:

@@ -25,6 +25,13 @@ O_TMPFILE = 0o20000000 | O_DIRECTORY
 SEEK_SET, SEEK_CUR, SEEK_END = 0, 1, 2
 READY_ALWAYS = 0x1 | 0x4 | 0x40 | 0x100  # POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM
 MAX_FDS = 1024
+MAX_OFFSET = (1 << 63) - 1  # Linux's MAX_LFS_FILESIZE: the largest offset, signed
+
+
+def check_io_range(offset: int, length: int) -> None:
+    """Linux's rw_verify_area: an I/O range that ends past MAX_OFFSET is EINVAL."""
+    if offset < 0 or offset + length > MAX_OFFSET:
+        raise SyscallError(errno.EINVAL)
 
 
 class OpenFile:
@@ -54,6 +61,7 @@ class OpenFile:
     def read(self, length: int) -> bytes | memoryview:
         if not self.readable:
             raise SyscallError(errno.EBADF)
+        check_io_range(self.offset, length)
         data = self.read_at(self.offset, length)
         self.offset += len(data)
         return data
@@ -63,6 +71,7 @@ class OpenFile:
             raise SyscallError(errno.EBADF)
         if self.flags & O_APPEND:
             self.offset = self.node.size
+        check_io_range(self.offset, len(data))
         n = self.write_at(self.offset, data)
         self.offset += n
         return n
@@ -76,7 +85,7 @@ class OpenFile:
             new = self.node.size + offset
         else:
             raise SyscallError(errno.EINVAL)
-        if new < 0:
+        if not 0 <= new <= MAX_OFFSET:  # past it the result would read as an errno
             raise SyscallError(errno.EINVAL)
         self.offset = new
         return new
@@ -259,6 +268,8 @@ class FdTable:
             raise SyscallError(errno.EBADF) from None
 
     def install(self, f: OpenFile, lowest: int = 0, cloexec: bool = False) -> int:
+        if not 0 <= lowest < MAX_FDS:  # F_DUPFD's lower bound, checked as Linux does
+            raise SyscallError(errno.EINVAL)
         fd = lowest
         while fd in self.files:
             fd += 1

@@ -462,6 +462,8 @@ class Namespace:
                 if parts:
                     parts.pop()
                 node = self._lookup(parts)
+                # The parent moves up too: "d/.." names d's parent's entry, not one in d.
+                parent = self._lookup(parts[:-1]) if parts else node
                 continue
             if len(part) > NAME_MAX:
                 raise SyscallError(errno.ENAMETOOLONG)

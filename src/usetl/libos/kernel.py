@@ -14,14 +14,15 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from usetl.etl.accounting import IoAccount
 from usetl.kvm.structs import kvm_regs
-from usetl.vm import Stop, Vm
+from usetl.vm import Stop, Vm, VmError
 
 from . import procfs, sigdelivery
 from .devices import Blocked
-from .errors import LibosError, SyscallError
+from .errors import LibosError, MonitorError, SyscallError
 from .files import FdTable, OutputFile
 from .fs import GUEST_ID, Namespace
 from .mm import AddressSpace
@@ -62,6 +63,8 @@ class SyscallStats:
     seconds: float = 0.0
     by_name: Counter = field(default_factory=Counter)
     unimplemented: Counter = field(default_factory=Counter)
+    # (syscall, exception class) -> count of handler exceptions that were not an errno
+    monitor_errors: Counter = field(default_factory=Counter)
 
 
 class Kernel:
@@ -90,6 +93,9 @@ class Kernel:
         self.net: SocketPolicy | None = None  # where sockets may connect; None: no sockets
         self.net_account = IoAccount()  # the socket path's I/O, billed like ETL requests
         procfs.install(self)
+        # The captures of stdout and stderr, held apart from the fd table: the guest
+        # may close or dup2 over fds 1 and 2, and what it wrote is still its output.
+        self.console: dict[int, OutputFile] = {}
 
     def allow_sockets(self, policy: SocketPolicy | None) -> None:
         """Let the guest's TCP sockets connect where `policy` allows (None: no sockets).
@@ -230,7 +236,7 @@ class Kernel:
         """Run a handler: its result, -errno, PAUSE if it must wait for the monitor,
         a Block if its thread must wait, or EXIT_THREAD."""
         try:
-            return handler(self, *args)
+            result = handler(self, *args)
         except SyscallError as e:
             return -e.errno
         except Blocked:
@@ -240,11 +246,24 @@ class Kernel:
             return b
         except ExitThread:
             return EXIT_THREAD
+        except VmError:
+            raise  # a deliberate stop (a deadline, a crash the handler detected)
+        except Exception as e:
+            # A bug in the monitor, whatever the guest passed: never a crash of the
+            # host process, and never an errno the guest could build on.
+            self._monitor_error(handler, args, e)
+        if not isinstance(result, (int, Stop, Block)):
+            self._monitor_error(handler, args, TypeError(f"it returned {result!r}"))
+        return result
+
+    def _monitor_error(self, handler, args: tuple[int, ...], e: Exception) -> NoReturn:
+        name = handler.__name__.removeprefix("sys_")
+        self.stats.monitor_errors[(name, type(e).__name__)] += 1
+        log.error("monitor error in syscall %s%s", name, tuple(map(hex, args)), exc_info=e)
+        raise MonitorError(name, args, e) from e
 
     # -- helpers for handlers -------------------------------------------------
 
     def output(self, fd: int) -> OutputFile:
-        f = self.fds.files.get(fd)
-        if not isinstance(f, OutputFile):
-            raise SyscallError(errno.EBADF)
-        return f
+        """The capture of stdout (1) or stderr (2), wherever the guest moved those fds."""
+        return self.console[fd]

@@ -88,8 +88,9 @@ def _assemble(vm: Vm, image: ImageArchive, cfg: UsfConfig, policy: UrlPolicy,
     if cfg.trace:
         k.trace = []
     k.fds.install_at(0, NullFile(ns.dev.entries["null"], O_RDONLY, "/dev/null"))
-    k.fds.install_at(1, OutputFile(console_node(20), "stdout", cfg.output_limit))
-    k.fds.install_at(2, OutputFile(console_node(21), "stderr", cfg.output_limit))
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        k.console[fd] = OutputFile(console_node(19 + fd), name, cfg.output_limit)
+        k.fds.install_at(fd, k.console[fd])
     for name, data in files.items():
         ns.tmp.add_file(name, data)
     clock = shared_clock() if cfg.vdso else None

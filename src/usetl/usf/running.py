@@ -32,6 +32,7 @@ from usetl.invocation import (
     GUEST_CRASH,
     GUEST_EXIT,
     GUEST_FAULT,
+    MONITOR_ERROR,
     TIMEOUT,
     ErrorInfo,
     InvocationResult,
@@ -39,6 +40,7 @@ from usetl.invocation import (
     invocation_context,
 )
 from usetl.libos.devices import AgentChannel
+from usetl.libos.errors import MonitorError
 from usetl.libos.etl_device import EtlDevice
 from usetl.libos.kernel import Kernel
 from usetl.libos.vdso import VdsoClock
@@ -175,6 +177,8 @@ class Usf:
             return self._ended(TIMEOUT, str(e))
         except GuestFault as e:
             return self._ended(GUEST_FAULT, str(e))
+        except MonitorError as e:
+            return self._ended(MONITOR_ERROR, str(e))
         except VmError as e:
             return self._ended(GUEST_CRASH, str(e))
         if stop.reason != "pause":

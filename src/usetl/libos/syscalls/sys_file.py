@@ -25,6 +25,7 @@ from ..files import (
     OpenFile,
     ProcOpenFile,
     TmpOpenFile,
+    check_io_range,
     truncate_tmp,
 )
 from ..fs import DeviceNode, ImageNode, ProcNode, Resolved, StaticFile, TmpDir, TmpFile
@@ -186,11 +187,10 @@ def sys_write(k: Kernel, fd: int, buf: int, count: int, *_: int) -> int:
 
 def sys_pread64(k: Kernel, fd: int, buf: int, count: int, offset: int, *_: int) -> int:
     f = k.fds.get(s32(fd))
-    if s64(offset) < 0:
-        raise SyscallError(errno.EINVAL)
     if not f.readable:
         raise SyscallError(errno.EBADF)
     count = min(count, MAX_IO)
+    check_io_range(s64(offset), count)
     dest = k.mem.slice(buf, count, write=True)
     data = f.read_at(offset, count)
     dest[: len(data)] = data
@@ -199,11 +199,11 @@ def sys_pread64(k: Kernel, fd: int, buf: int, count: int, offset: int, *_: int) 
 
 def sys_pwrite64(k: Kernel, fd: int, buf: int, count: int, offset: int, *_: int) -> int:
     f = k.fds.get(s32(fd))
-    if s64(offset) < 0:
-        raise SyscallError(errno.EINVAL)
     if not f.writable:
         raise SyscallError(errno.EBADF)
-    return f.write_at(offset, k.mem.slice(buf, min(count, MAX_IO)))
+    count = min(count, MAX_IO)
+    check_io_range(s64(offset), count)
+    return f.write_at(offset, k.mem.slice(buf, count))
 
 
 def sys_readv(k: Kernel, fd: int, iov: int, iovcnt: int, *_: int) -> int:
@@ -385,7 +385,8 @@ def sys_readlinkat(k: Kernel, dirfd: int, path: int, buf: int, size: int, *_: in
 
 
 def sys_getcwd(k: Kernel, buf: int, size: int, *_: int) -> int:
-    cwd = k.ns.cwd.encode() + b"\0"
+    # Paths are bytes held as surrogateescape str: a non-UTF-8 name comes back unchanged.
+    cwd = k.ns.cwd.encode("utf-8", "surrogateescape") + b"\0"
     if size < len(cwd):
         raise SyscallError(errno.ERANGE)
     k.mem.write(buf, cwd)
@@ -440,6 +441,9 @@ def _unlink(k: Kernel, dirfd: int, path: int, flags: int) -> int:
     if flags & AT_REMOVEDIR:
         if not isinstance(r.node, TmpDir):
             raise SyscallError(errno.ENOTDIR)
+        last = _last_part(k, path)
+        if last in (b".", b".."):
+            raise SyscallError(errno.EINVAL if last == b"." else errno.ENOTEMPTY)
         if r.node.entries:
             raise SyscallError(errno.ENOTEMPTY)
     elif r.node.is_dir:
@@ -460,7 +464,14 @@ def sys_unlinkat(k: Kernel, dirfd: int, path: int, flags: int, *_: int) -> int:
     return _unlink(k, dirfd, path, flags)
 
 
+def _last_part(k: Kernel, path_addr: int) -> bytes:
+    """The path's last component as written: Linux refuses "." and ".." before resolving."""
+    return k.mem.cstring(path_addr).rstrip(b"/").rpartition(b"/")[2]
+
+
 def _rename(k: Kernel, olddir: int, old: int, newdir: int, new: int) -> int:
+    if _last_part(k, old) in (b".", b"..") or _last_part(k, new) in (b".", b".."):
+        raise SyscallError(errno.EBUSY)
     src = _resolve_at(k, olddir, old, follow=False)
     dst = _resolve_at(k, newdir, new, follow=False)
     assert isinstance(src, Resolved) and isinstance(dst, Resolved)

@@ -133,6 +133,7 @@ def sys_fchownat(k: Kernel, dirfd: int, path: int, uid: int, gid: int, flags: in
 
 
 def _mknod(k: Kernel, dirfd: int, path: int, mode: int) -> int:
+    mode &= 0xFFFFFFFF  # a mode_t: the register's upper half is not part of it
     kind = st.S_IFMT(mode)
     if kind not in (0, st.S_IFREG):
         # No FIFOs, sockets or device nodes in the tmpfs; EPERM as for an unprivileged mknod.

@@ -170,18 +170,21 @@ def _select(k: Kernel, nfds: int, sets: tuple[int, int, int], timeout: float | N
         wait(k, files, [e for _, e in wanted], deadline)
 
 
+MAX_TIMEVAL_US = ((1 << 63) - 1) * 1_000_000 + 999_999  # the largest time a timeval holds
+
+
 def sys_select(k: Kernel, nfds: int, r: int, w: int, x: int, timeout: int, *_: int) -> int:
     limit = None
     if timeout:
         sec, usec = TIMEVAL.unpack(k.mem.read(timeout, 16))
         if sec < 0 or usec < 0:
             raise SyscallError(errno.EINVAL)
-        limit = sec + usec / 1e6
+        limit = sec * 1_000_000 + usec  # whole microseconds: a float would round past 2^63 s
     start = time.monotonic()
-    n = _select(k, nfds, (r, w, x), limit)
+    n = _select(k, nfds, (r, w, x), None if limit is None else limit / 1e6)
     if timeout and limit is not None:  # Linux leaves the time not slept in *timeout
-        left = max(limit - (time.monotonic() - start), 0.0)
-        k.mem.write(timeout, TIMEVAL.pack(int(left), int(left % 1 * 1e6)))
+        left = max(limit - int((time.monotonic() - start) * 1e6), 0)
+        k.mem.write(timeout, TIMEVAL.pack(*divmod(min(left, MAX_TIMEVAL_US), 1_000_000)))
     return n
 
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ..kernel import Kernel
 
 ARCH_SET_GS, ARCH_SET_FS, ARCH_GET_FS, ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1004
+TASK_SIZE_MAX = (1 << 47) - 4096  # the top of user space with 4-level paging
 CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND = 0x100, 0x200, 0x400, 0x800
 CLONE_THREAD, CLONE_SYSVSEM, CLONE_SETTLS = 0x10000, 0x40000, 0x80000
 CLONE_PARENT_SETTID, CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID = 0x100000, 0x200000, 0x1000000
@@ -74,6 +75,8 @@ def sys_gettid(k: Kernel, *_: int) -> int:
 
 def sys_arch_prctl(k: Kernel, code: int, addr: int, *_: int) -> int:
     if code == ARCH_SET_FS:
+        if addr >= TASK_SIZE_MAX:  # Linux's check; KVM would refuse the MSR write anyway
+            raise SyscallError(errno.EPERM)
         k.vm.set_fs_base(addr)
         return 0
     if code == ARCH_GET_FS:

@@ -4,7 +4,10 @@ This table is also the documentation of what a USF offers. Support levels:
   full     - Linux semantics for one process (with its threads)
   partial  - works for what CPython and common extensions do; the note says what is missing
   refused  - answers with a fixed errno on purpose (the note says why)
-Any number not listed returns ENOSYS and is logged by name.
+Any number not listed returns ENOSYS and is logged by name. A handler that
+raises anything but SyscallError is a monitor bug, whatever the guest passed:
+the dispatcher counts it, logs it and ends the invocation with a MonitorError
+(kernel.py); `make fuzz` (bench/fuzz.py) looks for such bugs.
 """
 
 from __future__ import annotations
@@ -71,7 +74,8 @@ _ENTRIES = [
     Syscall("dup", f.sys_dup, FULL),
     Syscall("dup2", f.sys_dup2, FULL),
     Syscall("dup3", f.sys_dup3, FULL),
-    Syscall("fcntl", f.sys_fcntl, PARTIAL, "locks always granted (one process); no leases"),
+    Syscall("fcntl", f.sys_fcntl, PARTIAL,
+            "locks always granted (one process); no leases; F_DUPFD bound 0-1023"),
     Syscall("ioctl", f.sys_ioctl, PARTIAL, "FIONBIO/FIOCLEX only; terminals are ENOTTY"),
     Syscall("getdents64", f.sys_getdents64, FULL),
     Syscall("getcwd", f.sys_getcwd, FULL),
@@ -220,7 +224,8 @@ _ENTRIES = [
     # threads and processes
     Syscall("exit", th.sys_exit, FULL, "ends the thread; the last one ends the USF"),
     Syscall("exit_group", th.sys_exit_group, FULL),
-    Syscall("arch_prctl", th.sys_arch_prctl, PARTIAL, "ARCH_SET_FS/ARCH_GET_FS only"),
+    Syscall("arch_prctl", th.sys_arch_prctl, PARTIAL,
+            "ARCH_SET_FS/ARCH_GET_FS only; EPERM for an FS base outside user space"),
     Syscall("set_tid_address", th.sys_set_tid_address, FULL),
     Syscall("set_robust_list", th.sys_set_robust_list, FULL),
     Syscall("futex", fx.sys_futex, PARTIAL,
