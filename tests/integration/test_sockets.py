@@ -98,7 +98,7 @@ def test_http_client_post_round_trip(usf, http_server):
     assert 0 < io.bytes_in < 4096 and io.host_cpu_s > 0
 
 
-def test_listening_datagram_and_unix_sockets_are_refused_but_socketpair_works(usf, http_server):
+def test_listening_and_datagram_sockets_are_refused_unix_ones_and_pairs_made(usf, http_server):
     usf.kernel.allow_sockets(UrlPolicy([http_server.base + "/"]))
     out = run(usf, """
         import errno, socket
@@ -126,7 +126,7 @@ def test_listening_datagram_and_unix_sockets_are_refused_but_socketpair_works(us
         """)
     assert out.splitlines() == [
         "bind EPERM", "listen EPERM", "accept EPERM", "create_server EPERM",
-        "udp EACCES", "unix EAFNOSUPPORT", "socketpair ok", "65 sockets EMFILE", "64",
+        "udp EACCES", "unix ok", "socketpair ok", "65 sockets EMFILE", "64",
         "after closing ok",
     ]  # fmt: skip
 
@@ -251,3 +251,19 @@ def test_the_monitor_writes_the_resolver_files_read_only(usf, http_server, monke
         "['127.0.0.1 localhost', '::1 localhost', '93.184.216.34 data.example.com']",
         "EROFS",
     ]
+
+
+def test_an_af_unix_socket_is_made_and_never_connects(usf):
+    out = run(usf, """
+        import errno, select, socket
+        s = socket.socket(socket.AF_UNIX)
+        for call in (lambda: s.bind("/tmp/sock"), lambda: s.connect("/tmp/sock"),
+                     lambda: s.send(b"x")):
+            try:
+                call()
+            except OSError as e:
+                print(errno.errorcode[e.errno])
+        print(select.select([], [s], [], 0)[1] == [s])
+        s.close()
+        """)
+    assert out.splitlines() == ["EPERM", "ENOENT", "ENOTCONN", "True"]

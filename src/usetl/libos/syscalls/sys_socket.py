@@ -23,7 +23,7 @@ from usetl.errors import UsetlError
 
 from ..errors import SyscallError
 from ..files import O_CLOEXEC, O_NONBLOCK
-from ..ipc import UNIX_CAPACITY, UnixSocketFile, make_socketpair
+from ..ipc import UNIX_CAPACITY, UnconnectedUnixSocket, UnixSocketFile, make_socketpair
 from ..net import SocketFile
 from .args import s32
 from .sys_ipc import install_pair
@@ -81,6 +81,8 @@ def _any_socket(k: Kernel, fd: int) -> SocketFile | UnixSocketFile:
 
 def sys_socket(k: Kernel, domain: int, type_: int, protocol: int, *_: int) -> int:
     domain, type_, protocol = s32(domain), s32(type_), s32(protocol)
+    if domain == socket.AF_UNIX:
+        return _unix_socket(k, type_, protocol)
     if domain not in (AF_INET, AF_INET6):
         raise SyscallError(errno.EAFNOSUPPORT)
     if k.net is None or type_ & SOCK_TYPE_MASK != SOCK_STREAM:
@@ -100,6 +102,19 @@ def sys_socket(k: Kernel, domain: int, type_: int, protocol: int, *_: int) -> in
     except SyscallError:
         f.close()
         raise
+
+
+def _unix_socket(k: Kernel, type_: int, protocol: int) -> int:
+    """An AF_UNIX socket that will never connect: nothing in a USF can listen."""
+    if type_ & ~(SOCK_TYPE_MASK | SOCK_NONBLOCK | SOCK_CLOEXEC):
+        raise SyscallError(errno.EINVAL)
+    kind = type_ & SOCK_TYPE_MASK
+    if kind not in (SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET):
+        raise SyscallError(errno.ESOCKTNOSUPPORT)
+    if protocol:
+        raise SyscallError(errno.EPROTONOSUPPORT)
+    f = UnconnectedUnixSocket(kind, type_ & SOCK_NONBLOCK, k.ns.inodes.next())
+    return k.fds.install(f, cloexec=bool(type_ & SOCK_CLOEXEC))
 
 
 def _read_sockaddr(k: Kernel, addr: int, addrlen: int, family: int) -> tuple:
@@ -138,6 +153,8 @@ def _policy_host(ip: str) -> str:
 
 
 def sys_connect(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int:
+    if isinstance(k.fds.get(s32(fd)), UnconnectedUnixSocket):
+        raise SyscallError(errno.ENOENT)  # no socket file can exist: bind is refused
     f = _socket(k, fd)
     address = _read_sockaddr(k, addr, addrlen, f.family)
     if k.net is None:

@@ -187,7 +187,8 @@ _ENTRIES = [
     Syscall("getitimer", timer.sys_getitimer, FULL),
     Syscall("alarm", timer.sys_alarm, FULL),
     # sockets: TCP clients proxied to host sockets under the function's policy
-    Syscall("socket", net.sys_socket, PARTIAL, "TCP over IPv4/IPv6, 64 open; EACCES if no policy"),
+    Syscall("socket", net.sys_socket, PARTIAL, "TCP over IPv4/IPv6, 64 open; EACCES if no policy; "
+            "AF_UNIX made but never connects (ENOENT: nothing can listen)"),
     Syscall("connect", net.sys_connect, PARTIAL, "only where the policy allows, else EACCES"),
     Syscall("sendto", net.sys_sendto, PARTIAL,
             "the address is ignored (every socket is connected)"),
