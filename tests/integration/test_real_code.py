@@ -1,0 +1,75 @@
+"""Real third-party code in a USF, against real servers on 127.0.0.1 (issue 11's acceptance).
+
+Each function is deployed as the platform deploys one: its requirements are
+installed by the module store, mounted read-only and put on sys.path by the
+KVM backend's entry module, and its code is mounted at /code.
+"""
+
+import textwrap
+
+import pytest
+
+from usetl.image.modstore import ModuleStore
+from usetl.libos.hostfs import HostDirFS
+from usetl.platform.backend import FunctionSpec
+from usetl.platform.kvm_backend import ENTRY, entry_source
+from usetl.usf import UsfConfig, start_usf
+
+pytestmark = pytest.mark.kvm
+
+
+def deploy(usf, tmp_path, source: str, requirements: list[str]) -> None:
+    """Load `source` as fn.py:handler with `requirements` from the module store."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "fn.py").write_text(textwrap.dedent(source))
+    spec = FunctionSpec(key="real-code", code_dir=code, handler="fn.py:handler",
+                        module_dirs=ModuleStore().install(requirements))
+    usf.kernel.ns.mount("code", HostDirFS(str(code)))
+    mounts = []
+    for i, directory in enumerate(spec.module_dirs):
+        usf.kernel.ns.mount(f"m{i}", HostDirFS(str(directory)))
+        mounts.append(f"/m{i}")
+    loaded = usf.load_function("handler", source=entry_source(spec, mounts), filename=ENTRY,
+                               timeout=120)
+    assert loaded.error is None, (loaded.error, loaded.stderr)
+
+
+def call(usf, event, timeout=60):
+    r = usf.call(event, timeout=timeout)
+    assert r.error is None, (r.error, r.stderr)
+    return r.value
+
+
+HTTPX_ASYNC = """
+import asyncio, hashlib
+import httpx
+
+async def fetch_all(base, paths):
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        replies = await asyncio.gather(*(client.get(p) for p in paths))
+        posted = await client.post("/up", content=b"y" * 100000)
+    return [(r.status_code, hashlib.sha256(r.content).hexdigest()) for r in replies], posted.json()
+
+def handler(event, context):
+    got, posted = asyncio.run(fetch_all(event["base"], event["paths"]))
+    return {"got": got, "posted": posted["size"]}
+"""
+
+
+def test_httpx_async_client_gathers_requests_over_the_socket_path(image, tmp_path,
+                                                                 module_http_server):
+    import hashlib
+    import os
+
+    server = module_http_server
+    blobs = {f"/async/{i}": os.urandom(200000 + i) for i in range(5)}
+    for path, body in blobs.items():
+        server.add(path, body)
+    with start_usf(image, UsfConfig(allow=(server.base + "/",))) as u:
+        deploy(u, tmp_path, HTTPX_ASYNC, ["httpx"])
+        value = call(u, {"base": server.base, "paths": [*blobs, "/async/missing"]})
+    want = [[200, hashlib.sha256(b).hexdigest()] for b in blobs.values()]
+    assert value["got"][:5] == want
+    assert value["got"][5][0] == 404
+    assert value["posted"] == 100000
