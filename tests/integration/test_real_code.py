@@ -8,6 +8,7 @@ KVM backend's entry module, and its code is mounted at /code.
 import textwrap
 
 import pytest
+from test_tls import tls_server  # noqa: F401 (a fixture: a TLS server with a CA made here)
 
 from usetl.image.modstore import ModuleStore
 from usetl.libos.hostfs import HostDirFS
@@ -73,3 +74,29 @@ def test_httpx_async_client_gathers_requests_over_the_socket_path(image, tmp_pat
     assert value["got"][:5] == want
     assert value["got"][5][0] == 404
     assert value["posted"] == 100000
+
+
+REQUESTS_HTTPS = """
+import ssl
+import requests
+
+def handler(event, context):
+    url = event["url"]
+    try:
+        requests.get(url, timeout=30)  # certifi's bundle, as requests defaults to
+    except requests.exceptions.SSLError as e:
+        refused = "CERTIFICATE_VERIFY_FAILED" in str(e)
+    trust = ssl.get_default_verify_paths().cafile  # the image's bundle, with the operator's roots
+    with requests.Session() as s:
+        bodies = [s.get(url, verify=trust, timeout=30).text for _ in range(3)]
+    return {"refused_by_certifi": refused, "bodies": bodies}
+"""
+
+
+def test_requests_over_https_to_a_local_tls_server(image, tmp_path, tls_server):  # noqa: F811
+    port, ca_pem = tls_server
+    url = f"https://localhost:{port}/x"
+    with start_usf(image, UsfConfig(allow=(url,), ca_certs=ca_pem)) as u:
+        deploy(u, tmp_path, REQUESTS_HTTPS, ["requests"])
+        value = call(u, {"url": url})
+    assert value == {"refused_by_certifi": True, "bodies": ["secret over tls"] * 3}
