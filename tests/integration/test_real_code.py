@@ -100,3 +100,73 @@ def test_requests_over_https_to_a_local_tls_server(image, tmp_path, tls_server):
         deploy(u, tmp_path, REQUESTS_HTTPS, ["requests"])
         value = call(u, {"url": url})
     assert value == {"refused_by_certifi": True, "bodies": ["secret over tls"] * 3}
+
+
+@pytest.fixture
+def s3_server():
+    """moto's S3-compatible server on 127.0.0.1, a subprocess of this test."""
+    import socket
+    import subprocess
+    import sys
+
+    from waiting import wait_until
+
+    pytest.importorskip("moto.server", reason="the dev extra 'moto[server]' is needed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                               "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def listening():
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        wait_until(listening, "moto's server to listen", timeout=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+BOTO3_TRANSFER = """
+import hashlib, threading
+import boto3
+
+def handler(event, context):
+    s3 = boto3.client("s3", endpoint_url=event["endpoint"], region_name="us-east-1",
+                      aws_access_key_id="test", aws_secret_access_key="test")
+    workers = set()  # the threads that moved bytes (s3transfer calls back from them)
+    progress = lambda _: workers.add(threading.get_ident())
+    # The default TransferConfig: 8 MiB parts, 10 threads.
+    s3.download_file("data", "in.bin", "/tmp/in.bin", Callback=progress)
+    with open("/tmp/in.bin", "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    s3.upload_file("/tmp/in.bin", "data", "out.bin", Callback=progress)
+    parts = s3.head_object(Bucket="data", Key="out.bin")["ETag"].strip('"').split("-")
+    return {"sha256": digest, "parts": int(parts[1]) if len(parts) == 2 else 1,
+            "threaded": threading.get_ident() not in workers and len(workers) > 1}
+"""
+
+
+def test_boto3_threaded_download_and_upload_of_20_mib(image, tmp_path, s3_server):
+    import hashlib
+    import os
+
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1",
+                      aws_access_key_id="test", aws_secret_access_key="test")
+    s3.create_bucket(Bucket="data")
+    data = os.urandom(20 << 20)
+    s3.put_object(Bucket="data", Key="in.bin", Body=data)
+    config = UsfConfig(mem_mib=512, tmpfs_mib=128, allow=(s3_server + "/",))
+    with start_usf(image, config) as u:
+        deploy(u, tmp_path, BOTO3_TRANSFER, ["boto3"])
+        value = call(u, {"endpoint": s3_server}, timeout=120)
+    want = hashlib.sha256(data).hexdigest()
+    assert value == {"sha256": want, "parts": 3, "threaded": True}
+    stored = s3.get_object(Bucket="data", Key="out.bin")["Body"].read()
+    assert hashlib.sha256(stored).hexdigest() == want
