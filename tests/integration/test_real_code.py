@@ -170,3 +170,31 @@ def test_boto3_threaded_download_and_upload_of_20_mib(image, tmp_path, s3_server
     assert value == {"sha256": want, "parts": 3, "threaded": True}
     stored = s3.get_object(Bucket="data", Key="out.bin")["Body"].read()
     assert hashlib.sha256(stored).hexdigest() == want
+
+
+PYARROW_PARQUET = """
+import os
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+def handler(event, context):
+    n = event["rows"]
+    table = pa.table({"id": pa.array(range(n), pa.int64()),
+                      "name": pa.array([f"row-{i}" for i in range(n)]),
+                      "amount": pa.array([i * 0.5 for i in range(n)])})
+    pq.write_table(table, "/tmp/t.parquet", compression="zstd", row_group_size=n // 4)
+    back = pq.read_table("/tmp/t.parquet")
+    meta = pq.ParquetFile("/tmp/t.parquet").metadata
+    return {"equal": back.equals(table), "row_groups": meta.num_row_groups,
+            "total": pc.sum(back["amount"]).as_py(), "bytes": os.path.getsize("/tmp/t.parquet")}
+"""
+
+
+def test_pyarrow_writes_and_reads_parquet_in_tmp(image, tmp_path):
+    rows = 100000
+    with start_usf(image, UsfConfig(mem_mib=512)) as u:
+        deploy(u, tmp_path, PYARROW_PARQUET, ["pyarrow"])
+        value = call(u, {"rows": rows})
+    assert value["equal"] and value["row_groups"] == 4 and value["bytes"] > 0
+    assert value["total"] == sum(i * 0.5 for i in range(rows))
