@@ -198,3 +198,49 @@ def test_pyarrow_writes_and_reads_parquet_in_tmp(image, tmp_path):
         value = call(u, {"rows": rows})
     assert value["equal"] and value["row_groups"] == 4 and value["bytes"] > 0
     assert value["total"] == sum(i * 0.5 for i in range(rows))
+
+
+def test_multiprocessing_thread_pools_and_locks_use_posix_semaphores_in_dev_shm(image):
+    with start_usf(image) as u:
+        r = u.run_code(textwrap.dedent("""
+            import multiprocessing, multiprocessing.dummy, multiprocessing.pool, os
+            with multiprocessing.pool.ThreadPool(3) as p:
+                print(p.map(lambda x: x + 1, range(5)))
+            with multiprocessing.dummy.Pool(2) as p:
+                print(sum(p.imap_unordered(abs, range(-10, 0))))
+            lock, sem = multiprocessing.Lock(), multiprocessing.BoundedSemaphore(2)
+            print(lock.acquire(), lock.acquire(timeout=0.05), sem.acquire(), sem.get_value())
+            lock.release(); sem.release()
+            try:
+                sem.release()
+            except ValueError as e:
+                print(e)
+            print(os.listdir("/dev/shm"))
+            """), timeout=60)
+    assert r.error is None, (r.error, r.stderr)
+    assert r.stdout.splitlines() == ["[1, 2, 3, 4, 5]", "55", "True False True 1",
+                                     "semaphore or lock released too many times", "[]"]
+
+
+def test_a_shared_mapping_of_a_tmpfs_file_reaches_the_file_at_msync_and_munmap(image):
+    with start_usf(image) as u:
+        r = u.run_code(textwrap.dedent("""
+            import mmap, os
+            fd = os.open("/tmp/m", os.O_RDWR | os.O_CREAT)
+            os.write(fd, bytes(4096))
+            m = mmap.mmap(fd, 4096)
+            m[:5] = b"hello"
+            m.flush()
+            print(os.pread(fd, 5, 0))
+            m[5:11] = b" world"
+            m.close()
+            print(os.pread(fd, 12, 0), os.fstat(fd).st_size)
+            ro = os.open("/tmp/m", os.O_RDONLY)
+            try:
+                mmap.mmap(ro, 4096)
+            except PermissionError as e:
+                print(e.errno == __import__("errno").EACCES)
+            print(mmap.mmap(ro, 4096, access=mmap.ACCESS_READ)[:5])
+            """), timeout=60)
+    assert r.error is None, (r.error, r.stderr)
+    assert r.stdout.splitlines() == ["b'hello'", "b'hello world\\x00' 4096", "True", "b'hello'"]

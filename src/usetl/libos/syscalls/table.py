@@ -123,16 +123,18 @@ _ENTRIES = [
               "no extended attributes: lists are empty, get/remove ENODATA, set EOPNOTSUPP")
       for op in ("list", "get", "set", "remove") for prefix in ("", "l", "f")),
     Syscall("memfd_create", meta.sys_memfd_create, PARTIAL,
-            "a tmpfs file in no directory; no seals (F_ADD_SEALS is EINVAL), "
-            "no writable shared mappings"),
+            "a tmpfs file in no directory; no seals (F_ADD_SEALS is EINVAL); "
+            "shared mappings as mmap's"),
     # memory
     Syscall("brk", mm.sys_brk, FULL),
-    Syscall("mmap", mm.sys_mmap, PARTIAL, "no writable shared file mappings"),
+    Syscall("mmap", mm.sys_mmap, PARTIAL,
+            "a writable shared mapping of a tmpfs file reaches the file at msync and "
+            "munmap (read and write of the file meanwhile do not see it)"),
     Syscall("munmap", mm.sys_munmap, FULL),
     Syscall("mremap", mm.sys_mremap, PARTIAL, "no MREMAP_FIXED"),
     Syscall("mprotect", mm.sys_mprotect, PARTIAL, "checked, not enforced: RAM is mapped RWX"),
     Syscall("madvise", mm.sys_madvise, PARTIAL, "DONTNEED/REMOVE zero the range; others ignored"),
-    Syscall("msync", mm.sys_msync, FULL),
+    Syscall("msync", mm.sys_msync, FULL, "writes shared tmpfs mappings back to their files"),
     Syscall("mlock", mm.sys_mlock, FULL, "guest memory is never swapped by the guest"),
     Syscall("munlock", mm.sys_mlock, FULL),
     # time
