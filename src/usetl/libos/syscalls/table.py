@@ -172,8 +172,7 @@ _ENTRIES = [
     # delivered with a Linux rt_sigframe at syscall exits and on timer kicks
     # (libos/sigdelivery.py)
     Syscall("rt_sigaction", sig.sys_rt_sigaction, FULL),
-    Syscall("rt_sigprocmask", sig.sys_rt_sigprocmask, PARTIAL,
-            "one mask shared by the guest's threads for now"),
+    Syscall("rt_sigprocmask", sig.sys_rt_sigprocmask, FULL, "per thread, inherited by clone"),
     Syscall("rt_sigreturn", sig.sys_rt_sigreturn, FULL, "x87/SSE/AVX state restored"),
     Syscall("rt_sigpending", sig.sys_rt_sigpending, FULL),
     Syscall("rt_sigsuspend", sig.sys_rt_sigsuspend, FULL),
