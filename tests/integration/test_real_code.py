@@ -96,7 +96,7 @@ def handler(event, context):
 def test_requests_over_https_to_a_local_tls_server(image, tmp_path, tls_server):  # noqa: F811
     port, ca_pem = tls_server
     url = f"https://localhost:{port}/x"
-    with start_usf(image, UsfConfig(allow=(url,), ca_certs=ca_pem)) as u:
+    with start_usf(image, UsfConfig(allow=(f"https://localhost:{port}/",), ca_certs=ca_pem)) as u:
         deploy(u, tmp_path, REQUESTS_HTTPS, ["requests"])
         value = call(u, {"url": url})
     assert value == {"refused_by_certifi": True, "bodies": ["secret over tls"] * 3}

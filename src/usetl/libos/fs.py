@@ -366,7 +366,7 @@ class Namespace:
         self.tmp = TmpFS(tmpfs_limit, self.inodes)
         # /dev/shm, where glibc's shm_open and sem_open make their files (multiprocessing's
         # locks, which its ThreadPool takes): a directory of the tmpfs, sharing its limit.
-        shm = TmpDir(self.tmp.new_ino(), 0o1777)
+        shm = TmpDir(self.inodes.next(), 0o1777)  # a root, as the tmpfs's: not charged
         self.dev = StaticDir(3, {**devices, "shm": shm}, DEV_DEVFS)
         self_dir = StaticDir(5, {"exe": StaticLink(6, executable, DEV_PROC)}, DEV_PROC)
         self.proc = StaticDir(4, {"self": self_dir}, DEV_PROC)
