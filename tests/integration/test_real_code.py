@@ -244,3 +244,31 @@ def test_a_shared_mapping_of_a_tmpfs_file_reaches_the_file_at_msync_and_munmap(i
             """), timeout=60)
     assert r.error is None, (r.error, r.stderr)
     assert r.stdout.splitlines() == ["b'hello'", "b'hello world\\x00' 4096", "True", "b'hello'"]
+
+
+def test_sqlite_in_wal_mode_with_a_connection_per_thread(image):
+    """WAL maps its -shm index shared and asks F_GETLK whether another process uses it."""
+    with start_usf(image) as u:
+        r = u.run_code(textwrap.dedent("""
+            import fcntl, os, sqlite3, struct, threading
+            db = sqlite3.connect("/tmp/db.sqlite")
+            print(db.execute("pragma journal_mode=wal").fetchone()[0])
+            db.execute("create table t (x)"); db.commit()
+            def insert(i):
+                c = sqlite3.connect("/tmp/db.sqlite", timeout=30)
+                for j in range(25):
+                    c.execute("insert into t values (?)", (i * 100 + j,)); c.commit()
+                c.close()
+            ts = [threading.Thread(target=insert, args=(i,)) for i in range(4)]
+            for t in ts: t.start()
+            for t in ts: t.join()
+            print(db.execute("select count(*), sum(x) from t").fetchone())
+            db.execute("pragma wal_checkpoint(truncate)"); db.close()
+            print(sqlite3.connect("/tmp/db.sqlite").execute("select count(*) from t").fetchone())
+            fd = os.open("/tmp/db.sqlite", os.O_RDWR)
+            asked = struct.pack("hhqqi", fcntl.F_WRLCK, 0, 0, 0, 0)
+            print(struct.unpack("hhqqi", fcntl.fcntl(fd, fcntl.F_GETLK, asked))[0] == fcntl.F_UNLCK)
+            """), timeout=60)
+    assert r.error is None, (r.error, r.stderr)
+    assert r.stdout.splitlines() == ["wal", str((100, sum(i * 100 + j for i in range(4)
+                                                        for j in range(25)))), "(100,)", "True"]

@@ -75,7 +75,8 @@ _ENTRIES = [
     Syscall("dup2", f.sys_dup2, FULL),
     Syscall("dup3", f.sys_dup3, FULL),
     Syscall("fcntl", f.sys_fcntl, PARTIAL,
-            "locks always granted (one process); no leases; F_DUPFD bound 0-1023"),
+            "locks always granted and F_GETLK finds none (one process); no OFD locks, "
+            "no leases; F_DUPFD bound 0-1023"),
     Syscall("ioctl", f.sys_ioctl, PARTIAL, "FIONBIO/FIOCLEX only; terminals are ENOTTY"),
     Syscall("getdents64", f.sys_getdents64, FULL),
     Syscall("getcwd", f.sys_getcwd, FULL),
