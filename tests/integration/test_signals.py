@@ -201,3 +201,27 @@ def test_sigwait_and_sigtimedwait_take_blocked_signals(usf):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1, signal.SIGALRM})
     """)
     assert out == ["True", "True True", "None set()", "True True True"]
+
+
+def test_each_thread_has_its_own_signal_mask(usf):
+    out = run(usf, """
+        import signal, threading, time
+        got = []
+        signal.signal(signal.SIGALRM, lambda *a: got.append(threading.current_thread().name))
+        def blocks_and_exits():  # glibc also blocks every signal as a thread exits
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGUSR1})
+            print(sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])) == sorted(
+                {signal.SIGALRM, signal.SIGUSR1}))
+        t = threading.Thread(target=blocks_and_exits); t.start(); t.join()
+        print(signal.pthread_sigmask(signal.SIG_BLOCK, []) == set())
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        sleeper = threading.Thread(target=time.sleep, args=(0.3,)); sleeper.start()
+        sleeper.join()  # main waits in a futex: the alarm interrupts it, as on Linux
+        print(got)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+        inherits = threading.Thread(target=lambda: print(
+            signal.SIGUSR2 in signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+        inherits.start(); inherits.join()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR2})
+        """)
+    assert out == ["True", "True", "['MainThread']", "True"]

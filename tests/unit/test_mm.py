@@ -357,3 +357,27 @@ def test_reserve_refuses_overlaps_and_bad_ranges(mm: AddressSpace) -> None:
             mm.reserve(lo, hi, "x")
         assert errno_of(e) == errno.ENOMEM
     assert_consistent(mm)
+
+
+def test_a_shared_file_mapping_is_written_back_in_pieces_as_it_is_unmapped(mm: AddressSpace):
+    from types import SimpleNamespace
+
+    from usetl.libos.mm import SharedFileMap
+
+    file = SimpleNamespace(data=bytearray(3 * PAGE_SIZE + 100))  # the last page is partial
+    start = mm.map(0, 4 * PAGE_SIZE, False, False, "/tmp/f")
+    mm.shared.append(SharedFileMap(start, start + 4 * PAGE_SIZE, file, 0))
+    view = mm.ram.view
+    for page in range(4):
+        at = start + page * PAGE_SIZE
+        view[at : at + PAGE_SIZE] = bytes([page + 1]) * PAGE_SIZE
+    mm.unmap(start + PAGE_SIZE, PAGE_SIZE)  # the middle: two pieces stay shared
+    assert file.data[PAGE_SIZE : 2 * PAGE_SIZE] == bytes([2]) * PAGE_SIZE
+    assert file.data[:PAGE_SIZE] == bytes(PAGE_SIZE)  # not yet: still mapped
+    assert [(m.start - start, m.offset) for m in mm.shared] == [
+        (0, 0), (2 * PAGE_SIZE, 2 * PAGE_SIZE)]
+    mm.sync(start, start + PAGE_SIZE)
+    assert file.data[:PAGE_SIZE] == bytes([1]) * PAGE_SIZE
+    mm.unmap(start, 4 * PAGE_SIZE)
+    assert file.data[2 * PAGE_SIZE :] == bytes([3]) * PAGE_SIZE + bytes([4]) * 100
+    assert len(file.data) == 3 * PAGE_SIZE + 100 and mm.shared == []

@@ -364,7 +364,10 @@ class Namespace:
         self.image = ImageFS(image)
         self.inodes = Inodes()
         self.tmp = TmpFS(tmpfs_limit, self.inodes)
-        self.dev = StaticDir(3, dict(devices), DEV_DEVFS)
+        # /dev/shm, where glibc's shm_open and sem_open make their files (multiprocessing's
+        # locks, which its ThreadPool takes): a directory of the tmpfs, sharing its limit.
+        shm = TmpDir(self.inodes.next(), 0o1777)  # a root, as the tmpfs's: not charged
+        self.dev = StaticDir(3, {**devices, "shm": shm}, DEV_DEVFS)
         self_dir = StaticDir(5, {"exe": StaticLink(6, executable, DEV_PROC)}, DEV_PROC)
         self.proc = StaticDir(4, {"self": self_dir}, DEV_PROC)
         self.sys = StaticDir(7, {}, DEV_SYSFS)
@@ -425,7 +428,7 @@ class Namespace:
         if top in ("dev", "proc", "sys"):
             node: Node | None = getattr(self, top)
             for part in parts[1:]:
-                if not isinstance(node, StaticDir):
+                if not isinstance(node, (StaticDir, TmpDir)):  # TmpDir: /dev/shm
                     return None
                 node = node.entries.get(part)
                 if node is None:

@@ -86,7 +86,6 @@ class Kernel:
         self.term_signal: int | None = None
         self.sched = Scheduler(self, self.identity.pid)
         self.signals = ProcessSignals()
-        self.thread_signals = ThreadSignals()  # shared by the threads for now (see sched.py)
         self.retry_wake: float | None = None  # a kick to retry a delivery the trampoline put off
         self.umask = 0o022
         self.blocked: tuple | None = None  # (handler, args) of a syscall waiting on the monitor
@@ -201,8 +200,14 @@ class Kernel:
     def rearm_wake(self) -> None:
         self.vm.wake_at(self.next_wake())
 
-    def signal_due(self) -> bool:
-        return sigdelivery.due(self)
+    @property
+    def thread_signals(self) -> ThreadSignals:
+        """The signal state of the thread whose syscall is being served."""
+        return self.sched.current.signals
+
+    def signal_due(self, thread: ThreadSignals | None = None) -> bool:
+        """Is a signal deliverable now to `thread` (default: the current one)?"""
+        return sigdelivery.due(self, thread)
 
     def wait_interrupted(self) -> bool:
         """Must a syscall waiting on the host stop now (EINTR)? A signal is due or time is up."""

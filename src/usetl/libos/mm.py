@@ -32,6 +32,28 @@ class Area:
     name: str
 
 
+@dataclass
+class SharedFileMap:
+    """A writable MAP_SHARED mapping of a tmpfs file (`node`, whose bytes are `node.data`).
+
+    Guest RAM cannot alias the monitor's copy of the file, so stores through the
+    mapping reach the file when it is unmapped or msync'd (glibc's sem_open and
+    shm_open users read the memory, not the file, in between).
+    """
+
+    start: int
+    end: int
+    node: object
+    offset: int  # the file offset at `start`
+
+    def write_back(self, view: memoryview, lo: int, hi: int) -> None:
+        data = self.node.data  # type: ignore[attr-defined]
+        at = self.offset + (lo - self.start)
+        n = min(hi - lo, len(data) - at)  # stores past the end of the file are not kept
+        if n > 0:
+            data[at : at + n] = view[lo : lo + n]
+
+
 class AddressSpace:
     """Reserved ranges of guest RAM, kept sorted and non-overlapping."""
 
@@ -51,6 +73,7 @@ class AddressSpace:
         # The last file mapping's (node, address of file offset 0, start, end, syscall
         # number in the run): mmap skips copying bytes the mapping just before put in place.
         self.last_file_map: tuple | None = None
+        self.shared: list[SharedFileMap] = []
 
     # -- bookkeeping --------------------------------------------------------
 
@@ -77,8 +100,29 @@ class AddressSpace:
             i += 1
         return pos >= end
 
+    def sync(self, start: int, end: int) -> None:
+        """Write what [start, end) holds of shared file mappings back to their files."""
+        for m in self.shared:
+            if m.start < end and start < m.end:
+                m.write_back(self.ram.view, max(m.start, start), min(m.end, end))
+
+    def _drop_shared(self, start: int, end: int) -> None:
+        self.sync(start, end)
+        kept = []
+        for m in self.shared:
+            if end <= m.start or m.end <= start:
+                kept.append(m)
+                continue
+            if m.start < start:
+                kept.append(SharedFileMap(m.start, start, m.node, m.offset))
+            if end < m.end:
+                kept.append(SharedFileMap(end, m.end, m.node, m.offset + (end - m.start)))
+        self.shared = kept
+
     def _remove(self, start: int, end: int) -> None:
         """Drop [start, end) from the areas, splitting those it cuts."""
+        if self.shared:
+            self._drop_shared(start, end)
         i = max(bisect.bisect_right(self.starts, start) - 1, 0)
         while i < len(self.areas):
             a = self.areas[i]

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from usetl.vm import ThreadContext, VmError
 
 from .errors import SyscallError
+from .signals import ThreadSignals
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -103,8 +104,10 @@ class Wait:
 
 
 class Thread:
-    def __init__(self, tid: int, context: ThreadContext | None = None):
+    def __init__(self, tid: int, context: ThreadContext | None = None,
+                 signals: ThreadSignals | None = None):
         self.tid = tid
+        self.signals = signals or ThreadSignals()  # its mask, pending signals, altstack
         self.context = context  # None while its state is on the vCPU
         self.state = RUNNABLE
         self.clear_child_tid = 0  # set_tid_address / CLONE_CHILD_CLEARTID
@@ -231,11 +234,14 @@ class Scheduler:
         return wait is not None and wait.signalled
 
     def new_thread(self, context: ThreadContext) -> Thread:
+        """A thread made by the current one: it inherits its signal mask, not its altstack
+        or pending signals (Linux's clone with CLONE_VM)."""
         if len(self.threads) >= MAX_THREADS:
             raise SyscallError(errno.EAGAIN)
         tid = self.next_tid
         self.next_tid += 1
-        t = self.threads[tid] = Thread(tid, context)
+        signals = ThreadSignals(mask=self.current.signals.mask)
+        t = self.threads[tid] = Thread(tid, context, signals)
         self._make_runnable(t)
         return t
 
@@ -448,8 +454,9 @@ class Scheduler:
                     return t
             if self.k.vm.deadline_hit:
                 return None
-            if self.k.signal_due():
-                self._interrupt_for_signal()
+            taker = self._signal_taker()
+            if taker is not None:
+                self._interrupt_for_signal(taker)
                 continue
             self._idle()
 
@@ -497,10 +504,16 @@ class Scheduler:
                     wait.timed_out = True
                     self.wake(t)
 
-    def _interrupt_for_signal(self) -> None:
-        """A signal is due and every thread waits: the one on the vCPU (else any) gets EINTR."""
-        t = self.on_cpu if self.on_cpu.state == WAITING else next(
-            t for t in self.threads.values() if t.state == WAITING)
+    def _signal_taker(self) -> Thread | None:
+        """Every thread waits: the one that takes a due signal, the one on the vCPU first
+        (as Linux prefers the thread it would run), else one that does not block it."""
+        for t in (self.on_cpu, *self.threads.values()):
+            if t.state == WAITING and self.k.signal_due(t.signals):
+                return t
+        return None
+
+    def _interrupt_for_signal(self, t: Thread) -> None:
+        """A due signal interrupts t's wait: EINTR, or its syscall's re-run says so."""
         assert t.wait is not None
         if t.wait.call is not None:
             t.wait.signalled = True  # its re-run ends it (a sleep writes the time left)

@@ -45,6 +45,7 @@ from .signals import (
     AltStack,
     SigAction,
     SigInfo,
+    ThreadSignals,
     bit,
     pack_fpstate,
     pack_frame,
@@ -72,12 +73,13 @@ def caller_rsp(k: Kernel) -> int:
     return int.from_bytes(k.vm.ram.read(SAVE_RSP_ADDR, 8), "little")
 
 
-def send(k: Kernel, sig: int, info: SigInfo, to_thread: bool) -> None:
-    """Generate `sig`: discarded at once if ignored (and not blocked), else pending."""
-    thread = k.thread_signals
+def send(k: Kernel, sig: int, info: SigInfo, to_thread: ThreadSignals | None) -> None:
+    """Generate `sig` for the process, or for the thread `to_thread`: discarded at once
+    if ignored (and not blocked), else pending."""
+    thread = to_thread or k.thread_signals
     if k.signals.ignores(sig) and not thread.mask & bit(sig):
         return
-    target = thread if to_thread else k.signals
+    target = to_thread or k.signals
     target.pending |= bit(sig)
     target.info.setdefault(sig, info)
 
@@ -86,7 +88,7 @@ def fire_timer(k: Kernel, which: int, now: float) -> None:
     """An interval timer expired: its signal for the process, and the next period armed."""
     timer = k.signals.timers[which]
     sig = TIMER_SIGNALS[which]
-    send(k, sig, SigInfo(sig, SI_KERNEL), to_thread=False)
+    send(k, sig, SigInfo(sig, SI_KERNEL), to_thread=None)
     if timer.interval:
         timer.expiry = max(timer.expiry + timer.interval, now + MIN_TIMER_KICK)
     else:
@@ -94,13 +96,15 @@ def fire_timer(k: Kernel, which: int, now: float) -> None:
     k.rearm_wake()
 
 
-def due(k: Kernel) -> bool:
-    """Is a signal deliverable now (a timer fired, or one is pending and not blocked)?"""
+def due(k: Kernel, thread: ThreadSignals | None = None) -> bool:
+    """Is a signal deliverable now to `thread`, default the current one (a timer fired, or
+    one is pending and not blocked)?"""
     for which, timer in list(k.signals.timers.items()):
         now = timer_clock(which)
         if now >= timer.expiry:
             fire_timer(k, which, now)
-    return bool((k.signals.pending | k.thread_signals.pending) & ~k.thread_signals.mask)
+    thread = thread or k.thread_signals
+    return bool((k.signals.pending | thread.pending) & ~thread.mask)
 
 
 def take(k: Kernel, allowed: int) -> tuple[int, SigInfo] | None:

@@ -2,9 +2,8 @@
 
 ProcessSignals holds what every thread shares (the actions, signals sent to
 the process, the interval timers); ThreadSignals what each thread has
-(its blocked mask, signals sent to it, its alternate stack). A USF runs one
-thread today: the kernel holds one ThreadSignals as the current thread's;
-a thread record holds its own when there are several.
+(its blocked mask, signals sent to it, its alternate stack), held by its
+thread record (sched.Thread); Kernel.thread_signals is the current thread's.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ SENDFILE_CHUNK = 1 << 20  # sendfile copies in pieces, so a large count holds li
 
 F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL = 0, 1, 2, 3, 4
 F_GETLK, F_SETLK, F_SETLKW = 5, 6, 7
+F_UNLCK = 2
 F_DUPFD_CLOEXEC = 1030
 FD_CLOEXEC = 1
 
@@ -524,7 +525,12 @@ def sys_fcntl(k: Kernel, fd: int, cmd: int, arg: int, *_: int) -> int:
         changeable = O_APPEND | O_NONBLOCK
         f.flags = (f.flags & ~changeable) | (arg & changeable)
         return 0
-    if cmd in (F_GETLK, F_SETLK, F_SETLKW):
+    if cmd == F_GETLK:
+        # One process holds every lock, and its own never conflict: nothing would block
+        # (SQLite's WAL mode asks before it resets its shared-memory index).
+        k.mem.write(arg, F_UNLCK.to_bytes(2, "little"))  # struct flock's l_type
+        return 0
+    if cmd in (F_SETLK, F_SETLKW):
         return 0  # one process: every lock is granted
     raise SyscallError(errno.EINVAL)
 

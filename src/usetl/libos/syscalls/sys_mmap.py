@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from ..errors import SyscallError
 from ..fs import DeviceNode, ImageNode, TmpFile
 from ..hostfs import HostNode
-from ..mm import PAGE_SIZE, page_up
+from ..mm import PAGE_SIZE, SharedFileMap, page_up
 from .args import s32
 
 if TYPE_CHECKING:
@@ -49,9 +49,9 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int,
         return f.map_device(length, prot, flags, offset)
     if not isinstance(node, (ImageNode, HostNode, TmpFile)):
         raise SyscallError(errno.ENODEV)
-    if kind != MAP_PRIVATE and prot & PROT_WRITE:
-        # Writes through a shared mapping would never reach the file.
-        raise SyscallError(errno.EACCES if not f.writable else errno.ENODEV)
+    shared = kind != MAP_PRIVATE and bool(prot & PROT_WRITE)
+    if shared and not f.writable:
+        raise SyscallError(errno.EACCES)  # only image and host files are read-only
     n = max(min(page_up(length), node.size - offset), 0)
     # ld.so maps a library over its whole span, then maps its segments over
     # that with MAP_FIXED; where a segment's bytes are already in place from
@@ -71,6 +71,8 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int,
             data = memoryview(node.data)[offset : offset + n]
         k.vm.ram.view[start : start + n] = data
     k.mm.last_file_map = (node, start - offset, start, start + n, k.stats.count)
+    if shared:
+        k.mm.shared.append(SharedFileMap(start, start + page_up(length), node, offset))
     return start
 
 
@@ -108,9 +110,10 @@ def sys_madvise(k: Kernel, addr: int, length: int, advice: int, *_: int) -> int:
     return 0
 
 
-def sys_msync(k: Kernel, addr: int, *_: int) -> int:
+def sys_msync(k: Kernel, addr: int, length: int, *_: int) -> int:
     if addr % PAGE_SIZE:
         raise SyscallError(errno.EINVAL)
+    k.mm.sync(addr, addr + page_up(length))
     return 0
 
 

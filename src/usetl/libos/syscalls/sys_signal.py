@@ -34,6 +34,7 @@ from ..signals import (
     AltStack,
     SigAction,
     SigInfo,
+    ThreadSignals,
     bit,
     fpstate_is_valid,
     on_stack,
@@ -214,22 +215,22 @@ def sys_rt_sigreturn(k: Kernel, *_: int) -> int | Stop:
 def sys_kill(k: Kernel, pid: int, sig: int, *_: int) -> int:
     if s32(pid) not in (0, -1, k.identity.pid):
         raise SyscallError(errno.ESRCH)
-    return _send(k, s32(sig), SI_USER, to_thread=False)
+    return _send(k, s32(sig), SI_USER, None)
 
 
 def sys_tgkill(k: Kernel, tgid: int, tid: int, sig: int, *_: int) -> int:
     if s32(tgid) != k.identity.pid or s32(tid) not in k.sched.threads:
         raise SyscallError(errno.ESRCH)
-    return _send(k, s32(sig), SI_TKILL, to_thread=True)
+    return _send(k, s32(sig), SI_TKILL, k.sched.threads[s32(tid)].signals)
 
 
 def sys_tkill(k: Kernel, tid: int, sig: int, *_: int) -> int:
     if s32(tid) not in k.sched.threads:
         raise SyscallError(errno.ESRCH)
-    return _send(k, s32(sig), SI_TKILL, to_thread=True)
+    return _send(k, s32(sig), SI_TKILL, k.sched.threads[s32(tid)].signals)
 
 
-def _send(k: Kernel, sig: int, code: int, to_thread: bool) -> int:
+def _send(k: Kernel, sig: int, code: int, to_thread: ThreadSignals | None) -> int:
     """A signal to itself: pending now, delivered at this syscall's exit if not blocked."""
     if sig == 0:
         return 0

@@ -75,7 +75,8 @@ _ENTRIES = [
     Syscall("dup2", f.sys_dup2, FULL),
     Syscall("dup3", f.sys_dup3, FULL),
     Syscall("fcntl", f.sys_fcntl, PARTIAL,
-            "locks always granted (one process); no leases; F_DUPFD bound 0-1023"),
+            "locks always granted and F_GETLK finds none (one process); no OFD locks, "
+            "no leases; F_DUPFD bound 0-1023"),
     Syscall("ioctl", f.sys_ioctl, PARTIAL, "FIONBIO/FIOCLEX only; terminals are ENOTTY"),
     Syscall("getdents64", f.sys_getdents64, FULL),
     Syscall("getcwd", f.sys_getcwd, FULL),
@@ -123,16 +124,18 @@ _ENTRIES = [
               "no extended attributes: lists are empty, get/remove ENODATA, set EOPNOTSUPP")
       for op in ("list", "get", "set", "remove") for prefix in ("", "l", "f")),
     Syscall("memfd_create", meta.sys_memfd_create, PARTIAL,
-            "a tmpfs file in no directory; no seals (F_ADD_SEALS is EINVAL), "
-            "no writable shared mappings"),
+            "a tmpfs file in no directory; no seals (F_ADD_SEALS is EINVAL); "
+            "shared mappings as mmap's"),
     # memory
     Syscall("brk", mm.sys_brk, FULL),
-    Syscall("mmap", mm.sys_mmap, PARTIAL, "no writable shared file mappings"),
+    Syscall("mmap", mm.sys_mmap, PARTIAL,
+            "a writable shared mapping of a tmpfs file reaches the file at msync and "
+            "munmap (read and write of the file meanwhile do not see it)"),
     Syscall("munmap", mm.sys_munmap, FULL),
     Syscall("mremap", mm.sys_mremap, PARTIAL, "no MREMAP_FIXED"),
     Syscall("mprotect", mm.sys_mprotect, PARTIAL, "checked, not enforced: RAM is mapped RWX"),
     Syscall("madvise", mm.sys_madvise, PARTIAL, "DONTNEED/REMOVE zero the range; others ignored"),
-    Syscall("msync", mm.sys_msync, FULL),
+    Syscall("msync", mm.sys_msync, FULL, "writes shared tmpfs mappings back to their files"),
     Syscall("mlock", mm.sys_mlock, FULL, "guest memory is never swapped by the guest"),
     Syscall("munlock", mm.sys_mlock, FULL),
     # time
@@ -170,8 +173,7 @@ _ENTRIES = [
     # delivered with a Linux rt_sigframe at syscall exits and on timer kicks
     # (libos/sigdelivery.py)
     Syscall("rt_sigaction", sig.sys_rt_sigaction, FULL),
-    Syscall("rt_sigprocmask", sig.sys_rt_sigprocmask, PARTIAL,
-            "one mask shared by the guest's threads for now"),
+    Syscall("rt_sigprocmask", sig.sys_rt_sigprocmask, FULL, "per thread, inherited by clone"),
     Syscall("rt_sigreturn", sig.sys_rt_sigreturn, FULL, "x87/SSE/AVX state restored"),
     Syscall("rt_sigpending", sig.sys_rt_sigpending, FULL),
     Syscall("rt_sigsuspend", sig.sys_rt_sigsuspend, FULL),
