@@ -32,13 +32,6 @@ def buf(data):
 """
 
 
-@pytest.fixture(scope="module")
-def usf(image):
-    u = start_usf(image)
-    yield u
-    u.close()
-
-
 @pytest.fixture
 def fresh(image):
     u = start_usf(image)

@@ -4,22 +4,10 @@ import textwrap
 
 import pytest
 
+from guest_code import run_lines as run
 from usetl.usf import UsfConfig, start_usf
 
 pytestmark = pytest.mark.kvm
-
-
-@pytest.fixture(scope="module")
-def usf(image):
-    u = start_usf(image)
-    yield u
-    u.close()
-
-
-def run(usf, code, timeout=30):
-    r = usf.run_code(textwrap.dedent(code), timeout=timeout)
-    assert r.error is None, r.error
-    return r.stdout.splitlines()
 
 
 def test_chmod_utime_and_shutil_copies_work_in_tmp(usf):

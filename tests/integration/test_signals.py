@@ -4,31 +4,18 @@ import shutil
 import signal
 import socket
 import subprocess
-import textwrap
 import threading
 from pathlib import Path
 
 import pytest
 
+from guest_code import run_lines as run
 from usetl.etl.policy import UrlPolicy
 from usetl.usf import UsfConfig, boot_usf, start_usf
 
 pytestmark = pytest.mark.kvm
 
 PROGRAMS = Path(__file__).parent / "programs"
-
-
-@pytest.fixture(scope="module")
-def usf(image):
-    u = start_usf(image)
-    yield u
-    u.close()
-
-
-def run(usf, code, timeout=30):
-    r = usf.run_code(textwrap.dedent(code), timeout=timeout)
-    assert r.error is None, r.error
-    return r.stdout.splitlines()
 
 
 def build(tmp_path, name):

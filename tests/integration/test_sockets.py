@@ -3,28 +3,19 @@
 import hashlib
 import json
 import os
-import textwrap
 
 import pytest
 
+from guest_code import run_ok
 from usetl.etl import UrlPolicy
 from usetl.usf import start_usf
 
 pytestmark = pytest.mark.kvm
 
 
-@pytest.fixture(scope="module")
-def usf(image):
-    """One started USF shared by the tests below; each sets its own policy."""
-    u = start_usf(image)
-    yield u
-    u.close()
-
-
 def run_io(usf, code, timeout=30):
     """The guest's stdout and the invocation's I/O account; the code must not raise."""
-    r = usf.run_code(textwrap.dedent(code), timeout=timeout)
-    assert r.error is None, (r.error, r.stderr)
+    r = run_ok(usf, code, timeout)
     return r.stdout, r.io
 
 

@@ -5,23 +5,15 @@ import time
 
 import pytest
 
+from guest_code import run_ok
 from usetl.etl import UrlPolicy
 from usetl.usf import UsfConfig, start_usf
 
 pytestmark = pytest.mark.kvm
 
 
-@pytest.fixture(scope="module")
-def usf(image):
-    u = start_usf(image)
-    yield u
-    u.close()
-
-
 def run(usf, code, timeout=30):
-    r = usf.run_code(textwrap.dedent(code), timeout=timeout)
-    assert r.error is None, (r.error, r.stderr)
-    return r.stdout
+    return run_ok(usf, code, timeout).stdout
 
 
 def test_threads_start_and_join_with_their_results_and_own_tids(usf):

@@ -18,14 +18,6 @@ pytestmark = pytest.mark.kvm
 USETL = [sys.executable, "-m", "usetl"]
 
 
-@pytest.fixture(scope="module")
-def usf(image):
-    """One started USF shared by the read-only checks below."""
-    u = start_usf(image)
-    yield u
-    u.close()
-
-
 def run(usf, code, timeout=30):
     return usf.run_code(textwrap.dedent(code), timeout=timeout)
 

@@ -1,7 +1,6 @@
 """One guest runtime: the same ETL function and input give the same result on both backends."""
 
 import json
-import socket
 
 import pytest
 from sandbox_files import write_function
@@ -44,19 +43,6 @@ def handler(event, context):
 """
 
 
-@pytest.fixture(scope="module")
-def ports():
-    """A port nothing listens on (refused) and one that accepts and never answers (timeout)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
-    stall = socket.socket()
-    stall.bind(("127.0.0.1", 0))
-    stall.listen(8)
-    yield closed, stall.getsockname()[1]
-    stall.close()
-
-
 def run_on(backend_name: str, code, allow: list[str], events: list[bytes]) -> list[dict]:
     backend = choose_backend(backend_name, hide=[])
     spec = FunctionSpec(f"t/same-{backend_name}/1", code, "fn.py:handler", allow=allow,
@@ -73,8 +59,9 @@ def run_on(backend_name: str, code, allow: list[str], events: list[bytes]) -> li
         backend.close()
 
 
-def test_the_same_etl_function_behaves_the_same_on_both_backends(tmp_path, http_server, ports):
-    closed, stall = ports
+def test_the_same_etl_function_behaves_the_same_on_both_backends(tmp_path, http_server,
+                                                                 closed_port, stalling_port):
+    closed, stall = closed_port, stalling_port
     http_server.add("/data.csv", b"a,b\n1,2\n3,4\n")
     http_server.add("/", b"root")
     allow = [http_server.base + "/", f"http://127.0.0.1:{closed}/", f"http://127.0.0.1:{stall}/"]
