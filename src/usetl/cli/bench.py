@@ -6,7 +6,9 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from usetl.bench import startup
 from usetl.errors import UsetlError
@@ -117,17 +119,18 @@ def _say(msg: str) -> None:
         print(f"\r\033[Kbench: {msg}", end="", file=sys.stderr, flush=True)
 
 
-def _done() -> None:
+def _report(args: argparse.Namespace, result: object, text: Callable[[Any], str]) -> int:
+    """End the progress line, then print the result: as JSON with --json, else as text."""
     if sys.stderr.isatty():
         print("\r\033[K", end="", file=sys.stderr)
+    print(json.dumps(result, indent=2) if args.json else text(result))
+    return 0
 
 
 def run_startup(args: argparse.Namespace) -> int:
     image = ImageArchive.open(default_image(args.cache, progress=StderrProgress()))
     result = startup.run(image, args.runs, progress=_say)
-    _done()
-    print(json.dumps(result, indent=2) if args.json else startup.format_report(result))
-    return 0
+    return _report(args, result, startup.format_report)
 
 
 def run_fork(args: argparse.Namespace) -> int:
@@ -135,9 +138,7 @@ def run_fork(args: argparse.Namespace) -> int:
 
     image = ImageArchive.open(default_image(args.cache, progress=StderrProgress()))
     result = fork.run(image, args.runs, progress=_say, jail=not args.no_jail)
-    _done()
-    print(json.dumps(result, indent=2) if args.json else fork.format_report(result))
-    return 0
+    return _report(args, result, fork.format_report)
 
 
 def run_threads(args: argparse.Namespace) -> int:
@@ -149,9 +150,7 @@ def run_threads(args: argparse.Namespace) -> int:
     image = ImageArchive.open(default_image(args.cache, progress=StderrProgress()))
     _say("threads: running")
     result = threads.run_series(image, args.requests, args.size_mib, args.delay_ms, args.runs)
-    _done()
-    print(json.dumps(result, indent=2) if args.json else threads.format_report(result))
-    return 0
+    return _report(args, result, threads.format_report)
 
 
 def run_all(args: argparse.Namespace) -> int:
@@ -192,26 +191,21 @@ def run_jail(args: argparse.Namespace) -> int:
 
     image = ImageArchive.open(default_image(args.cache, progress=StderrProgress()))
     result = jail.run(image, args.runs, progress=_say)
-    _done()
-    print(json.dumps(result, indent=2) if args.json else jail.format_report(result))
-    return 0
+    return _report(args, result, jail.format_report)
 
 
 def run_protocol(args: argparse.Namespace) -> int:
     from usetl.bench import protocol
 
     result = protocol.run(args.runs)
-    print(json.dumps(result, indent=2) if args.json else protocol.format_report(result))
-    return 0
+    return _report(args, result, protocol.format_report)
 
 
 def run_cpython_tests(args: argparse.Namespace) -> int:
     from usetl.bench import cpython_tests
 
     rows = cpython_tests.run(args.module or cpython_tests.MODULES, args.timeout, say=_say)
-    _done()
-    print(json.dumps(rows, indent=2) if args.json else cpython_tests.format_table(rows))
-    return 0
+    return _report(args, rows, cpython_tests.format_table)
 
 
 def run_platform(args: argparse.Namespace) -> int:
@@ -219,6 +213,4 @@ def run_platform(args: argparse.Namespace) -> int:
 
     result = sustained.run(args.backend or ["kvm", "process"], args.clients, args.seconds,
                            args.warmup, say=_say)
-    _done()
-    print(json.dumps(result, indent=2) if args.json else sustained.format_report(result))
-    return 0
+    return _report(args, result, sustained.format_report)
