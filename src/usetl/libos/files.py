@@ -124,6 +124,19 @@ class OpenFile:
         pass
 
 
+class StreamFile(OpenFile):
+    """A file with no offset (a pipe, a socket): pread, pwrite and lseek are ESPIPE."""
+
+    def read_at(self, offset: int, length: int) -> bytes | memoryview:
+        raise SyscallError(errno.ESPIPE)
+
+    def write_at(self, offset: int, data: memoryview) -> int:
+        raise SyscallError(errno.ESPIPE)
+
+    def seek(self, offset: int, whence: int) -> int:
+        raise SyscallError(errno.ESPIPE)
+
+
 class ImageFile(OpenFile):
     """A read-only file: from the image, a host mount, or one the monitor wrote (StaticFile)."""
 

@@ -19,7 +19,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from .errors import SyscallError
-from .files import O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY, OpenFile
+from .files import O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY, OpenFile, StreamFile
 from .fs import Inodes, Node
 from .net import MSG_DONTWAIT, MSG_PEEK, POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM
 from .sched import Block, WaitQueue
@@ -119,7 +119,7 @@ class Channel:
         return size
 
 
-class ChannelFile(OpenFile):
+class ChannelFile(StreamFile):
     """An end of one or two channels: a pipe end (one) or a socketpair end (both)."""
 
     def __init__(self, path: str, node: Node, flags: int, rx: Channel | None,
@@ -144,15 +144,6 @@ class ChannelFile(OpenFile):
         if self.tx is None:
             raise SyscallError(errno.EBADF)
         return self.tx.put(data, self._blocking())
-
-    def read_at(self, offset: int, length: int) -> bytes:
-        raise SyscallError(errno.ESPIPE)
-
-    def write_at(self, offset: int, data: memoryview) -> int:
-        raise SyscallError(errno.ESPIPE)
-
-    def seek(self, offset: int, whence: int) -> int:
-        raise SyscallError(errno.ESPIPE)
 
     def poll(self) -> int:
         """As Linux: a pipe's reader sees POLLHUP with no writer, its writer POLLERR with no

@@ -21,7 +21,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from .errors import SyscallError
-from .files import O_NONBLOCK, O_RDWR, OpenFile
+from .files import O_NONBLOCK, O_RDWR, StreamFile
 from .fs import Node
 from .sched import Block
 
@@ -76,7 +76,7 @@ def wait_ready(
             return dict(ready)
 
 
-class SocketFile(OpenFile):
+class SocketFile(StreamFile):
     """A TCP client socket: the guest's view of one host socket.
 
     A socket does not survive into a clone (host sockets belong to one
@@ -276,15 +276,6 @@ class SocketFile(OpenFile):
 
     def write(self, data: memoryview) -> int:
         return self.send([data], 0)
-
-    def read_at(self, offset: int, length: int) -> bytes:
-        raise SyscallError(errno.ESPIPE)
-
-    def write_at(self, offset: int, data: memoryview) -> int:
-        raise SyscallError(errno.ESPIPE)
-
-    def seek(self, offset: int, whence: int) -> int:
-        raise SyscallError(errno.ESPIPE)
 
     def close(self) -> None:
         if self.sock is not None:

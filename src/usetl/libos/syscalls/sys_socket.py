@@ -104,8 +104,8 @@ def sys_socket(k: Kernel, domain: int, type_: int, protocol: int, *_: int) -> in
         raise
 
 
-def _unix_socket(k: Kernel, type_: int, protocol: int) -> int:
-    """An AF_UNIX socket that will never connect: nothing in a USF can listen."""
+def _unix_kind(type_: int, protocol: int) -> int:
+    """The socket type an AF_UNIX socket() or socketpair() asks for, its flags checked."""
     if type_ & ~(SOCK_TYPE_MASK | SOCK_NONBLOCK | SOCK_CLOEXEC):
         raise SyscallError(errno.EINVAL)
     kind = type_ & SOCK_TYPE_MASK
@@ -113,6 +113,12 @@ def _unix_socket(k: Kernel, type_: int, protocol: int) -> int:
         raise SyscallError(errno.ESOCKTNOSUPPORT)
     if protocol:
         raise SyscallError(errno.EPROTONOSUPPORT)
+    return kind
+
+
+def _unix_socket(k: Kernel, type_: int, protocol: int) -> int:
+    """An AF_UNIX socket that will never connect: nothing in a USF can listen."""
+    kind = _unix_kind(type_, protocol)
     f = UnconnectedUnixSocket(kind, type_ & SOCK_NONBLOCK, k.ns.inodes.next())
     return k.fds.install(f, cloexec=bool(type_ & SOCK_CLOEXEC))
 
@@ -183,13 +189,7 @@ def sys_socketpair(k: Kernel, domain: int, type_: int, protocol: int, sv: int, *
     if domain != socket.AF_UNIX:
         raise SyscallError(errno.EAFNOSUPPORT if domain not in (AF_INET, AF_INET6)
                            else errno.EOPNOTSUPP)
-    if type_ & ~(SOCK_TYPE_MASK | SOCK_NONBLOCK | SOCK_CLOEXEC):
-        raise SyscallError(errno.EINVAL)
-    kind = type_ & SOCK_TYPE_MASK
-    if kind not in (SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET):
-        raise SyscallError(errno.ESOCKTNOSUPPORT)
-    if protocol:
-        raise SyscallError(errno.EPROTONOSUPPORT)
+    kind = _unix_kind(type_, protocol)
     a, b = make_socketpair(k.sched, kind, type_ & SOCK_NONBLOCK, k.ns.inodes)
     return install_pair(k, a, b, bool(type_ & SOCK_CLOEXEC), sv)
 
