@@ -40,3 +40,19 @@ def write_wheel(directory: Path, name: str, version: str, files: dict[str, str],
         for path, text in members.items():
             z.writestr(path, text)
     return wheel
+
+
+# A handler whose first call imports a module lazily, and counts its calls (warm-up tests).
+LAZY = """
+import sys
+CALLS = 0
+def handler(event, context):
+    global CALLS
+    CALLS += 1
+    before = "fractions" in sys.modules
+    import fractions
+    print("call", CALLS, context.request_id)
+    if event == "fail":
+        raise ValueError("not this event")
+    return {"calls": CALLS, "imported_before": before}
+"""

@@ -8,6 +8,7 @@ import threading
 
 import httpx
 import pytest
+from sandbox_files import LAZY
 
 from usetl.api.client import ApiError, Client
 from usetl.api.demo import EXAMPLE, DataServer, sales_csv
@@ -56,24 +57,9 @@ def client(server):
     c.close()
 
 
-LAZY = """
-import sys
-CALLS = 0
-def handler(event, context):
-    global CALLS
-    CALLS += 1
-    before = "fractions" in sys.modules
-    import fractions
-    print("call", CALLS)
-    if event == "fail":
-        raise ValueError("not this event")
-    return {"calls": CALLS, "imported_before": before}
-"""
-
-
 def test_a_deploy_with_a_warm_up_freezes_the_template_after_that_run(client):
     deployed = deploy(client, "lazy", LAZY, warmup={"deployer": 1})
-    assert deployed["warm"] and deployed["warmup"]["stdout"] == "call 1\n"
+    assert deployed["warm"] and deployed["warmup"]["stdout"] == "call 1 warmup\n"
     for _ in range(2):
         assert client.invoke("lazy", 0)["result"] == {"calls": 2, "imported_before": True}
     with pytest.raises(ApiError) as refused:

@@ -3,7 +3,7 @@
 import os
 
 import pytest
-from sandbox_files import write_function
+from sandbox_files import LAZY, write_function
 
 from usetl.platform.backend import FunctionLoadError, FunctionSpec, RollbackImpossible
 from usetl.platform.process_backend import ProcessBackend
@@ -199,21 +199,6 @@ def test_each_instance_has_its_own_tmp(backend, function_dir):
         assert second.value == {"seen": [], "undone": False}  # nothing left by the first
     finally:
         template.close()
-
-
-LAZY = """
-import sys
-CALLS = 0
-def handler(event, context):
-    global CALLS
-    CALLS += 1
-    before = "fractions" in sys.modules
-    import fractions
-    print("call", CALLS, context.request_id)
-    if event == "fail":
-        raise ValueError("not this event")
-    return {"calls": CALLS, "imported_before": before}
-"""
 
 
 def test_a_warm_up_runs_in_the_zygote_before_any_fork(backend, function_dir):
