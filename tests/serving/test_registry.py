@@ -79,7 +79,7 @@ def test_invocations_survive_reopening_and_recover(registry, tmp_path):
     reopened = Registry(tmp_path / "registry.db")
     assert reopened.recover() == ([(queued, a.id)], [running])
     assert reopened.invocation(a.id, running)["status"] == "interrupted"
-    assert reopened.queued_invocation(queued)[1] == {"x": 1}
+    assert reopened.queued_invocation(queued).event == {"x": 1}
     record = reopened.invocation(a.id, done)
     assert record["result"] == {"y": 3} and record["stdout"] == "out\n"
     assert record["metrics"]["bytes_in"] == 10

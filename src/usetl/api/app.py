@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -50,10 +51,27 @@ class Deploy(BaseModel):
     reuse: str | None = Field(None, description="'rollback' (default: every call starts from "
                               "the template) or 'warm' (an instance keeps globals and /tmp "
                               "between calls of this function, as on Lambda)")
+    retries: int | None = Field(None, description="retries of a failed async invocation "
+                                "(handler errors and sandbox failures; default 0)")
+    retry_backoff_s: float | None = Field(None, description="seconds before the first retry, "
+                                          "doubled before each next one (default 1)")
+    secrets: list[str] | None = Field(None, description="names of the tenant's secrets each "
+                                      "invocation gets in context.secrets")
 
 
 class NewTenant(BaseModel):
     name: str
+
+
+class NewSchedule(BaseModel):
+    function: str
+    cron: str = Field(description="UTC; 5 fields (minute hour day month weekday), 6 with "
+                      "seconds first, or @hourly, @daily, ...")
+    event: Any = Field(None, description="the event each tick invokes the function with")
+
+
+class SecretValue(BaseModel):
+    value: str
 
 
 def _caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Tenant:
@@ -88,6 +106,8 @@ def create_app(platform: Platform) -> FastAPI:
     _add_tenant_routes(app, platform)
     _add_function_routes(app, platform)
     _add_invocation_routes(app, platform)
+    _add_schedule_routes(app, platform)
+    _add_secret_routes(app, platform)
     _add_pool_route(app, platform)  # last, so /docs lists the paths in the order they always had
     return app
 
@@ -231,11 +251,22 @@ def _add_invocation_routes(app: FastAPI, platform: Platform) -> None:
 
     @app.post("/v1/functions/{name}/invocations", tags=["invocations"], status_code=202,
               openapi_extra=EVENT_BODY)
-    async def invoke_async(name: str, request: Request, caller: Caller) -> dict:
+    async def invoke_async(name: str, request: Request, caller: Caller,
+                           x_callback_url: Annotated[str | None, Header(
+                               description="POSTed the invocation record once it is done "
+                               "(OpenFaaS's header)")] = None) -> dict:
         """Accept an invocation (persisted before this answer); fetch it by id later."""
         event = platform.parse_event(await _body(request, platform))
-        invocation_id = await _blocking(platform.invoke_async, caller, name, event)
+        invocation_id = await _blocking(platform.invoke_async, caller, name, event,
+                                        x_callback_url)
         return {"id": invocation_id, "status": "queued"}
+
+    @app.get("/v1/invocations/failed", tags=["invocations"])
+    def failed_invocations(caller: Caller, function: str | None = None,
+                           limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
+        """The dead letters: async invocations that failed for good (their retries spent, or
+        an error that is not retried), the latest first."""
+        return {"invocations": platform.failed_invocations(caller, function, limit)}
 
     @app.get("/v1/invocations/{invocation_id}", tags=["invocations"])
     def get_invocation(invocation_id: str, caller: Caller) -> dict:
@@ -246,14 +277,53 @@ def _add_invocation_routes(app: FastAPI, platform: Platform) -> None:
              limit: Annotated[int, Query(ge=1, le=1000)] = 20,
              before: Annotated[float | None, Query(description="only invocations created "
                                                    "before this Unix time (the next page)")]
+             = None,
+             after: Annotated[float | None, Query(description="instead: the invocations that "
+                                                  "finished after this Unix time, in the order "
+                                                  "they finished (to follow a function)")]
              = None) -> dict:
-        return {"invocations": platform.logs(caller, name, limit, before)}
+        now = time.time()  # before the query: what finishes later is in the next one
+        return {"invocations": platform.logs(caller, name, limit, before, after), "now": now}
 
     @app.get("/v1/usage", tags=["invocations"])
     def usage(caller: Caller, since: Annotated[float, Query(ge=0)] = 0.0) -> dict:
         """What the tenant's invocations used, per function, since a Unix time: invocations,
         failures, duration, guest CPU, and the host CPU, requests and bytes of their I/O."""
         return {"since": since, "functions": platform.usage(caller, since)}
+
+
+def _add_schedule_routes(app: FastAPI, platform: Platform) -> None:
+    @app.post("/v1/schedules", tags=["schedules"], status_code=201)
+    def add_schedule(body: NewSchedule, caller: Caller) -> dict:
+        """Invoke a function on every tick of a cron expression (each tick once, whatever the
+        number of servers; of ticks missed while no server ran, the latest fires once)."""
+        return platform.add_schedule(caller, body.function, body.cron, body.event).public()
+
+    @app.get("/v1/schedules", tags=["schedules"])
+    def list_schedules(caller: Caller) -> dict:
+        return {"schedules": [s.public() for s in platform.schedules(caller)]}
+
+    @app.delete("/v1/schedules/{schedule_id}", tags=["schedules"])
+    def delete_schedule(schedule_id: str, caller: Caller) -> dict:
+        platform.delete_schedule(caller, schedule_id)
+        return {"deleted": schedule_id}
+
+
+def _add_secret_routes(app: FastAPI, platform: Platform) -> None:
+    @app.put("/v1/secrets/{name}", tags=["secrets"])
+    def set_secret(name: str, body: SecretValue, caller: Caller) -> dict:
+        """Store a secret, encrypted; functions deployed with --secret NAME get it."""
+        return {"name": name, "created": platform.set_secret(caller, name, body.value)}
+
+    @app.get("/v1/secrets", tags=["secrets"])
+    def list_secrets(caller: Caller) -> dict:
+        """Names and times: values are never answered."""
+        return {"secrets": platform.secrets(caller)}
+
+    @app.delete("/v1/secrets/{name}", tags=["secrets"])
+    def delete_secret(name: str, caller: Caller) -> dict:
+        platform.delete_secret(caller, name)
+        return {"deleted": name}
 
 
 def _add_pool_route(app: FastAPI, platform: Platform) -> None:

@@ -121,10 +121,20 @@ class Client:
         return self.request("POST", f"/v1/functions/{name}/invoke", content=json.dumps(event),
                             headers={"Content-Type": "application/json"})
 
-    def invoke_async(self, name: str, event: Any = None) -> str:
+    def invoke_async(self, name: str, event: Any = None, callback_url: str | None = None) -> str:
+        """Queue an invocation; a callback URL is POSTed its record once it is done."""
+        headers = {"Content-Type": "application/json"}
+        if callback_url is not None:
+            headers["X-Callback-Url"] = callback_url
         return self.request("POST", f"/v1/functions/{name}/invocations",
-                            content=json.dumps(event),
-                            headers={"Content-Type": "application/json"})["id"]
+                            content=json.dumps(event), headers=headers)["id"]
+
+    def failed_invocations(self, function: str | None = None, limit: int = 100) -> list[dict]:
+        """The dead letters: async invocations that failed for good, the latest first."""
+        params: dict[str, Any] = {"limit": limit}
+        if function is not None:
+            params["function"] = function
+        return self.request("GET", "/v1/invocations/failed", params=params)["invocations"]
 
     def invocation(self, invocation_id: str) -> dict:
         return self.request("GET", f"/v1/invocations/{invocation_id}")
@@ -139,10 +149,35 @@ class Client:
         return self.request("DELETE", f"/v1/functions/{name}")
 
     def logs(self, name: str, limit: int = 20, before: float | None = None) -> list[dict]:
+        return self.logs_page(name, limit, before=before)["invocations"]
+
+    def logs_page(self, name: str, limit: int = 20, before: float | None = None,
+                  after: float | None = None) -> dict:
+        """The logs answer: "invocations" and the server's time "now" when it was read."""
         params: dict[str, Any] = {"limit": limit}
-        if before is not None:
-            params["before"] = before
-        return self.request("GET", f"/v1/functions/{name}/logs", params=params)["invocations"]
+        for key, value in (("before", before), ("after", after)):
+            if value is not None:
+                params[key] = value
+        return self.request("GET", f"/v1/functions/{name}/logs", params=params)
+
+    def add_schedule(self, function: str, cron: str, event: Any = None) -> dict:
+        return self.request("POST", "/v1/schedules",
+                            json={"function": function, "cron": cron, "event": event})
+
+    def schedules(self) -> list[dict]:
+        return self.request("GET", "/v1/schedules")["schedules"]
+
+    def delete_schedule(self, schedule_id: str) -> dict:
+        return self.request("DELETE", f"/v1/schedules/{schedule_id}")
+
+    def set_secret(self, name: str, value: str) -> dict:
+        return self.request("PUT", f"/v1/secrets/{name}", json={"value": value})
+
+    def secrets(self) -> list[dict]:
+        return self.request("GET", "/v1/secrets")["secrets"]
+
+    def delete_secret(self, name: str) -> dict:
+        return self.request("DELETE", f"/v1/secrets/{name}")
 
     def usage(self, since: float = 0.0) -> list[dict]:
         return self.request("GET", "/v1/usage", params={"since": since})["functions"]

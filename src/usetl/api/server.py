@@ -11,6 +11,7 @@ import uvicorn
 
 from usetl.image.modstore import ModuleStore
 from usetl.platform.backends import choose_backend
+from usetl.platform.callbacks import CallbackConfig
 from usetl.platform.pool import PoolConfig
 from usetl.platform.registry import ADMIN_TOKEN_FILE, state_root
 from usetl.platform.service import Platform
@@ -42,6 +43,7 @@ def serve(
     wheelhouse: Path | None = None,
     memory_budget_mib: int = 4096,
     idle_s: float = 60.0,
+    callbacks: CallbackConfig | None = None,
     announce: Callable[[str], None] = print,
 ) -> None:
     state = state_root(state_dir)
@@ -50,6 +52,7 @@ def serve(
     platform = Platform(
         backend, state, modules,
         PoolConfig(memory_budget_bytes=memory_budget_mib << 20, idle_s=idle_s),
+        callbacks=callbacks,
     )
     token = ensure_admin(platform)
     app = create_app(platform)

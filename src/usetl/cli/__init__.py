@@ -8,9 +8,9 @@ import sys
 
 from usetl.errors import UsetlError
 
-from . import bench, functions, image, serve, vm
+from . import bench, functions, image, schedules, secrets, serve, vm
 
-COMMAND_GROUPS = [image, vm, bench, serve, functions]
+COMMAND_GROUPS = [image, vm, bench, serve, functions, schedules, secrets]
 
 
 def build_parser() -> argparse.ArgumentParser:

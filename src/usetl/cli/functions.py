@@ -29,7 +29,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     invoke.add_argument("--async", dest="is_async", action="store_true",
                         help="only queue it; print the invocation id")
     invoke.add_argument("--json", action="store_true", help="print the whole invocation record")
+    invoke.add_argument("--callback", default=None, metavar="URL",
+                        help="with --async: POST the invocation record to URL once it is done "
+                        "(the server's --callback-allow must cover it)")
     invoke.set_defaults(func=run_invoke)
+
+    failed = _command(subparsers, "invocations", "list invocations: the dead letters")
+    failed.add_argument("--failed", action="store_true", required=True,
+                        help="async invocations that failed for good (retries spent)")
+    failed.add_argument("--function", default=None, metavar="NAME", help="only this function's")
+    failed.add_argument("-n", "--limit", type=int, default=100)
+    failed.add_argument("--json", action="store_true", help="print the whole records")
+    failed.set_defaults(func=run_failed)
 
     show = _command(subparsers, "invocation", "show an invocation (e.g. an --async one)")
     show.add_argument("id")
@@ -44,6 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     logs.add_argument("-n", "--limit", type=int, default=20)
     logs.add_argument("--before", type=float, default=None, metavar="UNIX_TIME",
                       help="older invocations: those created before this time (a page back)")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="then print each invocation as it finishes, until Ctrl-C")
+    logs.add_argument("--interval", type=float, default=1.0, metavar="S",
+                      help="with -f: how often to ask the server (default 1)")
     logs.set_defaults(func=run_logs)
 
     usage = _command(subparsers, "usage", "what your invocations used, per function (billing)")
@@ -93,6 +108,15 @@ def _register_deploy(subparsers: argparse._SubParsersAction) -> None:
     deploy.add_argument("--reuse", choices=["rollback", "warm"], default=None,
                         help="rollback (default): every call starts from the template; warm: "
                         "an instance keeps its globals and /tmp between calls (Lambda's way)")
+    deploy.add_argument("--retries", type=int, default=None, metavar="N",
+                        help="retry a failed async invocation up to N times (handler errors "
+                        "and sandbox failures; default 0)")
+    deploy.add_argument("--retry-backoff", type=float, default=None, metavar="S",
+                        help="seconds before the first retry, doubled before each next one "
+                        "(default 1)")
+    deploy.add_argument("--secret", action="append", default=None, metavar="NAME",
+                        help="give each invocation this secret, in context.secrets[NAME] "
+                        "(repeatable; `usetl secret set` first)")
     deploy.set_defaults(func=run_deploy)
 
 
@@ -134,7 +158,8 @@ def run_deploy(args: argparse.Namespace) -> int:
         args.name, args.path, handler=args.handler, requirements=args.requirement,
         memory_mib=args.memory, timeout_s=args.timeout, concurrency=args.concurrency,
         queue=args.queue,
-        allow=args.allow, env=env or None, reuse=args.reuse, **options,
+        allow=args.allow, env=env or None, reuse=args.reuse, retries=args.retries,
+        retry_backoff_s=args.retry_backoff, secrets=args.secret, **options,
     )
     warmup = v.get("warmup")
     if warmup is not None:
@@ -153,8 +178,10 @@ def run_invoke(args: argparse.Namespace) -> int:
         raise UsetlError(f"the event is not valid JSON: {e}") from e
     client = _client(args)
     if args.is_async:
-        print(client.invoke_async(args.name, event))
+        print(client.invoke_async(args.name, event, args.callback))
         return 0
+    if args.callback is not None:
+        raise UsetlError("--callback is for --async invocations")
     return _print_invocation(client.invoke(args.name, event), args.json)
 
 
@@ -206,18 +233,73 @@ def run_ls(args: argparse.Namespace) -> int:
 
 
 def run_logs(args: argparse.Namespace) -> int:
-    for record in _client(args).logs(args.name, args.limit, args.before):
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["created"]))
-        ms = record["metrics"]["duration_ms"]
-        took = f" {ms:.1f} ms" if ms is not None else ""
-        print(f"--- {when} {record['id']} v{record['version']} {record['status']}{took}")
-        for line in (record["stdout"] + record["stderr"]).splitlines():
-            print(f"    {line}")
-        if record["error"]:
-            print(f"    {record['error']['type']}: {record['error']['message']}")
-        if record.get("unimplemented"):
-            hits = ", ".join(f"{name} x{n}" for name, n in sorted(record["unimplemented"].items()))
-            print(f"    unimplemented syscalls (ENOSYS): {hits}")
+    client = _client(args)
+    page = client.logs_page(args.name, args.limit, before=args.before)
+    for record in page["invocations"]:
+        _print_log(record)
+    if not args.follow:
+        return 0
+    try:
+        _follow(client, args.name, page, args.interval)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a follow ends
+    finally:
+        client.close()
+    return 0
+
+
+FOLLOW_PAGE = 500
+FOLLOW_LAG_S = 5.0  # asked again: a record may be committed a moment after its finish time
+
+
+def _follow(client: Client, name: str, page: dict, interval: float) -> None:
+    """Print each invocation of `name` as it finishes, once, until interrupted."""
+    printed = {r["id"]: r["finished"] for r in page["invocations"] if r["finished"]}
+    cursor = page["now"]
+    while True:
+        page = client.logs_page(name, FOLLOW_PAGE, after=cursor - FOLLOW_LAG_S)
+        for record in page["invocations"]:
+            if printed.get(record["id"]) != record["finished"]:
+                _print_log(record)
+                printed[record["id"]] = record["finished"]
+        full = len(page["invocations"]) == FOLLOW_PAGE
+        cursor = page["invocations"][-1]["finished"] + FOLLOW_LAG_S if full else page["now"]
+        printed = {i: f for i, f in printed.items() if f > cursor - 2 * FOLLOW_LAG_S}
+        sys.stdout.flush()
+        if not full:
+            time.sleep(interval)
+
+
+def _print_log(record: dict) -> None:
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["created"]))
+    ms = record["metrics"]["duration_ms"]
+    took = f" {ms:.1f} ms" if ms is not None else ""
+    trigger = record.get("trigger")
+    by = f" (schedule {trigger['schedule']})" if trigger else ""
+    print(f"--- {when} {record['id']} v{record['version']} {record['status']}{took}{by}")
+    for line in (record["stdout"] + record["stderr"]).splitlines():
+        print(f"    {line}")
+    if record["error"]:
+        print(f"    {record['error']['type']}: {record['error']['message']}")
+    if record.get("unimplemented"):
+        hits = ", ".join(f"{name} x{n}" for name, n in sorted(record["unimplemented"].items()))
+        print(f"    unimplemented syscalls (ENOSYS): {hits}")
+
+
+def run_failed(args: argparse.Namespace) -> int:
+    records = _client(args).failed_invocations(args.function, args.limit)
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    if not records:
+        print("no failed async invocations")
+        return 0
+    print(f"{'ID':32} {'FUNCTION':20} {'FINISHED':19} {'RUNS':>4}  ERROR")
+    for r in records:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["finished"] or r["created"]))
+        error = r["error"] or {"type": "?", "message": ""}
+        print(f"{r['id']:32} {r['function']:20} {when:19} {len(r['attempts']):>4}  "
+              f"{error['type']}: {error['message']}")
     return 0
 
 

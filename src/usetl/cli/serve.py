@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from usetl.platform.callbacks import CallbackConfig
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser(
@@ -30,6 +32,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="memory the pools may hold (default 4096)")
     serve.add_argument("--idle", type=float, default=60.0, metavar="S",
                        help="close ready instances after S idle seconds (default 60)")
+    defaults = CallbackConfig()
+    serve.add_argument("--callback-allow", action="append", default=[], metavar="URL_PREFIX",
+                       help="a URL prefix async invocations' callbacks may be POSTed to "
+                       "(repeatable; default none: callback URLs are refused)")
+    serve.add_argument("--callback-attempts", type=int, default=defaults.attempts, metavar="N",
+                       help=f"attempts to deliver a callback (default {defaults.attempts})")
+    serve.add_argument("--callback-backoff", type=float, default=defaults.backoff_s,
+                       metavar="S", help="seconds before a callback's second attempt, doubled "
+                       f"before each next one (default {defaults.backoff_s:g})")
     serve.set_defaults(func=run_serve)
 
     demo = subparsers.add_parser(
@@ -46,6 +57,8 @@ def run_serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, backend_name=args.backend, state_dir=args.state,
         module_dir=args.modules, wheelhouse=args.wheelhouse,
         memory_budget_mib=args.memory_budget, idle_s=args.idle,
+        callbacks=CallbackConfig(allow=args.callback_allow, attempts=args.callback_attempts,
+                                 backoff_s=args.callback_backoff),
         announce=lambda line: print(line, flush=True),
     )
     return 0

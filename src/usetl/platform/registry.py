@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +107,49 @@ MIGRATIONS = [
     "ALTER TABLE versions ADD COLUMN warmup TEXT;",
     # How instances are reused: 'rollback' (the default) or 'warm'.
     "ALTER TABLE versions ADD COLUMN reuse TEXT NOT NULL DEFAULT 'rollback';",
+    # Schedules (platform/schedule.py): a function fired on a cron expression with an event.
+    # next_tick is the tick to fire next; a scheduler takes it by a conditional update, so
+    # of several servers sharing the registry one fires it. What started an invocation
+    # (JSON; NULL: an API call) is recorded with it.
+    """
+    CREATE TABLE schedules (
+        id TEXT PRIMARY KEY,
+        tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        function_name TEXT NOT NULL,
+        cron TEXT NOT NULL,
+        event TEXT NOT NULL,
+        created REAL NOT NULL,
+        next_tick REAL NOT NULL,
+        last_tick REAL
+    );
+    CREATE INDEX schedules_by_tick ON schedules (next_tick);
+    ALTER TABLE invocations ADD COLUMN trigger TEXT;
+    """,
+    # Async work: per-version retries of failed async invocations with exponential back-off,
+    # each failed attempt kept (JSON list); a callback URL POSTed the record when it is done,
+    # its delivery attempts kept (JSON).
+    """
+    ALTER TABLE versions ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE versions ADD COLUMN retry_backoff_s REAL NOT NULL DEFAULT 1.0;
+    ALTER TABLE invocations ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE invocations ADD COLUMN callback TEXT;
+    CREATE INDEX invocations_failed ON invocations (tenant_id, mode, status, finished);
+    """,
+    # Secrets (platform/secrets.py): per tenant, AES-GCM under a key kept outside this file;
+    # a version names the secrets its invocations are given (JSON list).
+    """
+    CREATE TABLE secrets (
+        tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        sealed BLOB NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        PRIMARY KEY (tenant_id, name)
+    );
+    ALTER TABLE versions ADD COLUMN secrets TEXT NOT NULL DEFAULT '[]';
+    """,
+    # `usetl logs -f` follows invocations by the time they finished.
+    "CREATE INDEX invocations_by_finish ON invocations (tenant_id, function_name, finished);",
 ]
 
 # Invocation states: queued (async, accepted, not started), running, succeeded, failed,
@@ -169,6 +212,9 @@ class Version:
     created: float
     warmup: str | None = None  # JSON of the warm-up event; None: frozen after the import
     reuse: str = "rollback"  # or "warm": instances keep their state between calls
+    retries: int = 0  # of a failed async invocation (service.RETRIED_KINDS say which)
+    retry_backoff_s: float = 1.0  # before the first retry; doubled before each next one
+    secrets: list[str] = field(default_factory=list)  # names given to each invocation
 
     @property
     def key(self) -> str:
@@ -190,6 +236,9 @@ class Version:
             "created": self.created,
             "warm": self.warmup is not None,  # frozen after a warm-up run of the handler
             "reuse": self.reuse,
+            "retries": self.retries,
+            "retry_backoff_s": self.retry_backoff_s,
+            "secrets": self.secrets,  # names only
         }
 
 
@@ -291,6 +340,9 @@ class Registry:
         env: dict[str, str],
         warmup: str | None = None,
         reuse: str = "rollback",
+        retries: int = 0,
+        retry_backoff_s: float = 1.0,
+        secrets: list[str] | None = None,
     ) -> Version:
         """Record a new version of a function (created if new) and make it the live one."""
 
@@ -313,13 +365,12 @@ class Registry:
                 (function_id,),
             ).fetchone()[0]
             cur.execute(
-                "INSERT INTO versions (function_id, version, handler, requirements, module_dirs, "
-                "code_dir, memory_mib, timeout_s, concurrency, queue, allow, env, created, "
-                "warmup, reuse) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _ADD_VERSION_SQL,
                 (
                     function_id, number, handler, json.dumps(requirements),
                     json.dumps(module_dirs), code_dir, memory_mib, timeout_s, concurrency,
-                    queue, json.dumps(allow), json.dumps(env), now, warmup, reuse,
+                    queue, json.dumps(allow), json.dumps(env), now, warmup, reuse, retries,
+                    retry_backoff_s, json.dumps(secrets or []),
                 ),
             )
             cur.execute(
@@ -358,6 +409,9 @@ class Registry:
             created=row["created"],
             warmup=row["warmup"],
             reuse=row["reuse"],
+            retries=row["retries"],
+            retry_backoff_s=row["retry_backoff_s"],
+            secrets=json.loads(row["secrets"]),
         )
 
     def version(self, tenant_id: int, name: str, number: int | None = None) -> Version | None:
@@ -403,6 +457,8 @@ class Registry:
                 self._VERSION_SQL + "WHERE f.tenant_id = ? AND f.name = ?", (tenant_id, name)
             ).fetchall()
             cur.execute("DELETE FROM functions WHERE tenant_id = ? AND name = ?", (tenant_id, name))
+            cur.execute("DELETE FROM schedules WHERE tenant_id = ? AND function_name = ?",
+                        (tenant_id, name))
             return [self._version(r) for r in rows]
 
         return self._write(delete)
@@ -410,21 +466,118 @@ class Registry:
     # invocations
 
     def add_invocation(self, version: Version, mode: str, event: Any, status: str,
-                       invocation_id: str | None = None) -> str:
-        invocation_id = invocation_id or uuid.uuid4().hex
+                       callback_url: str | None = None) -> str:
+        """A new invocation record; a callback URL is POSTed the record once it is done."""
+        invocation_id = uuid.uuid4().hex
+        callback = None if callback_url is None else json.dumps(
+            {"url": callback_url, "state": "pending", "attempts": []})
+        self._write(lambda cur: cur.execute(_ADD_SQL, (
+            invocation_id, version.tenant_id, version.name, version.version, version.id,
+            mode, status, json.dumps(event), time.time(), None, callback)))
+        return invocation_id
+
+    # schedules
+
+    def add_schedule(self, tenant_id: int, function: str, cron: str, event: Any,
+                     next_tick: float) -> Schedule:
+        """A schedule of an existing function; RegistryError if there is no such function."""
+        schedule_id = secrets.token_hex(8)
+        now = time.time()
 
         def add(cur):
+            if cur.execute("SELECT 1 FROM functions WHERE tenant_id = ? AND name = ?",
+                           (tenant_id, function)).fetchone() is None:
+                raise RegistryError(f"no function {function!r}")
             cur.execute(
-                "INSERT INTO invocations (id, tenant_id, function_name, version, version_id, "
-                "mode, status, event, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    invocation_id, version.tenant_id, version.name, version.version, version.id,
-                    mode, status, json.dumps(event), time.time(),
-                ),
-            )
+                "INSERT INTO schedules (id, tenant_id, function_name, cron, event, created, "
+                "next_tick) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (schedule_id, tenant_id, function, cron, json.dumps(event), now, next_tick))
 
         self._write(add)
-        return invocation_id
+        return Schedule(schedule_id, tenant_id, function, cron, event, now, next_tick, None)
+
+    def schedules(self, tenant_id: int | None = None) -> list[Schedule]:
+        """A tenant's schedules (every tenant's with None), oldest first."""
+        rows = self._read("SELECT * FROM schedules WHERE ? IS NULL OR tenant_id = ? "
+                          "ORDER BY created", (tenant_id, tenant_id))
+        return [_schedule(r) for r in rows]
+
+    def delete_schedule(self, tenant_id: int, schedule_id: str) -> bool:
+        return self._write(lambda cur: cur.execute(
+            "DELETE FROM schedules WHERE tenant_id = ? AND id = ?",
+            (tenant_id, schedule_id)).rowcount) == 1
+
+    def due_schedules(self, now: float) -> list[Schedule]:
+        rows = self._read("SELECT * FROM schedules WHERE next_tick <= ? ORDER BY next_tick",
+                          (now,))
+        return [_schedule(r) for r in rows]
+
+    def next_tick(self) -> float | None:
+        """The earliest tick any schedule waits for."""
+        return self._read("SELECT MIN(next_tick) AS t FROM schedules")[0]["t"]
+
+    def claim_tick(self, schedule: Schedule, tick: float, following: float,
+                   trigger: dict) -> str | None:
+        """Take `tick` of the schedule and queue its invocation, in one transaction.
+
+        The conditional update moves next_tick on only if no other scheduler sharing this
+        registry has taken it since `schedule` was read: one of them gets the invocation
+        (its id), the others None. The id is the tick's own, so a tick is one invocation.
+        """
+        invocation_id = uuid.uuid5(uuid.NAMESPACE_URL,
+                                   f"usetl:schedule/{schedule.id}/{tick:.3f}").hex
+
+        def claim(cur):
+            taken = cur.execute(
+                "UPDATE schedules SET next_tick = ?, last_tick = ? WHERE id = ? "
+                "AND next_tick = ?", (following, tick, schedule.id, schedule.next_tick)).rowcount
+            live = cur.execute(self._VERSION_SQL + "WHERE f.tenant_id = ? AND f.name = ? AND "
+                               "v.version = f.live_version",
+                               (schedule.tenant_id, schedule.function)).fetchone()
+            if not taken or live is None:
+                return None
+            version = self._version(live)
+            cur.execute(_ADD_SQL, (
+                invocation_id, version.tenant_id, version.name, version.version, version.id,
+                "async", "queued", json.dumps(schedule.event), time.time(), json.dumps(trigger),
+                None))
+            return invocation_id
+
+        return self._write(claim)
+
+    # secrets (sealed: usetl.platform.secrets encrypts and decrypts them)
+
+    def set_secret(self, tenant_id: int, name: str, sealed: bytes) -> bool:
+        """Store a sealed secret; True if it is new, False if it replaced one."""
+        now = time.time()
+
+        def store(cur):
+            replaced = cur.execute(
+                "UPDATE secrets SET sealed = ?, updated = ? WHERE tenant_id = ? AND name = ?",
+                (sealed, now, tenant_id, name)).rowcount
+            if not replaced:
+                cur.execute("INSERT INTO secrets (tenant_id, name, sealed, created, updated) "
+                            "VALUES (?, ?, ?, ?, ?)", (tenant_id, name, sealed, now, now))
+            return not replaced
+
+        return self._write(store)
+
+    def secret_names(self, tenant_id: int) -> list[dict]:
+        rows = self._read("SELECT name, created, updated FROM secrets WHERE tenant_id = ? "
+                          "ORDER BY name", (tenant_id,))
+        return [dict(r) for r in rows]
+
+    def sealed_secrets(self, tenant_id: int, names: list[str]) -> dict[str, bytes]:
+        """The sealed values of those of `names` the tenant has."""
+        marks = ", ".join("?" * len(names))
+        rows = self._read(f"SELECT name, sealed FROM secrets WHERE tenant_id = ? AND name IN "
+                          f"({marks})", (tenant_id, *names)) if names else []
+        return {r["name"]: bytes(r["sealed"]) for r in rows}
+
+    def delete_secret(self, tenant_id: int, name: str) -> bool:
+        return self._write(lambda cur: cur.execute(
+            "DELETE FROM secrets WHERE tenant_id = ? AND name = ?",
+            (tenant_id, name)).rowcount) == 1
 
     def _migrate(self) -> None:
         """Bring the schema to the newest version, one step at a time (called locked)."""
@@ -447,9 +600,43 @@ class Registry:
 
     def finish_invocation(self, invocation_id: str, outcome: InvocationResult,
                           started: float) -> None:
-        """Store an invocation's result."""
-        self._write(lambda cur: cur.execute(_FINISH_SQL, _finish_args(outcome, started)
-                                            + (invocation_id,)))
+        """Store an async invocation's result, its last attempt."""
+
+        def finish(cur):
+            args = _finish_args(outcome, started)
+            cur.execute(_FINISH_SQL, args + (invocation_id,))
+            cur.execute(_ATTEMPT_SQL, (json.dumps(_attempt(outcome, started, args[2])),
+                                       invocation_id))
+
+        self._write(finish)
+
+    def retry_invocation(self, invocation_id: str, outcome: InvocationResult,
+                         started: float) -> None:
+        """A failed attempt that will be retried: kept in `attempts`, the invocation queued
+        again (its error is the attempt's until the next one ends)."""
+        attempt = _attempt(outcome, started, time.time())
+
+        def retry(cur):
+            cur.execute("UPDATE invocations SET status = 'queued', started = NULL, error = ? "
+                        "WHERE id = ?", (json.dumps(attempt["error"]), invocation_id))
+            cur.execute(_ATTEMPT_SQL, (json.dumps(attempt), invocation_id))
+
+        self._write(retry)
+
+    def record_callback(self, invocation_id: str, attempt: dict, state: str) -> None:
+        """One delivery attempt of the invocation's callback, and where delivery stands:
+        pending (to be tried again), delivered or failed (attempts spent)."""
+        self._write(lambda cur: cur.execute(
+            "UPDATE invocations SET callback = json_set(json_insert(callback, '$.attempts[#]', "
+            "json(?)), '$.state', ?) WHERE id = ?", (json.dumps(attempt), state, invocation_id)))
+
+    def pending_callbacks(self) -> list[tuple[str, int]]:
+        """Finished invocations whose callback is not delivered yet: (id, tenant id)."""
+        rows = self._read(
+            "SELECT id, tenant_id FROM invocations WHERE callback IS NOT NULL AND "
+            "json_extract(callback, '$.state') = 'pending' AND status IN "
+            f"({', '.join('?' * len(FINISHED))}) ORDER BY finished", FINISHED)
+        return [(r["id"], r["tenant_id"]) for r in rows]
 
     def record_invocation(self, invocation_id: str, version: Version, event: Any,
                           outcome: InvocationResult, started: float) -> None:
@@ -507,15 +694,34 @@ class Registry:
         return _invocation(rows[0]) if rows else None
 
     def logs(self, tenant_id: int, name: str, limit: int = 20,
-             before: float | None = None) -> list[dict]:
-        """The latest `limit` invocations, oldest first; `before` pages back (created < it)."""
+             before: float | None = None, after: float | None = None) -> list[dict]:
+        """The latest `limit` invocations, oldest first; `before` pages back (created < it).
+
+        With `after`: the first `limit` invocations that finished after it, in the order they
+        finished (how `usetl logs -f` follows a function).
+        """
         self.flush()
+        if after is not None:
+            rows = self._read(
+                "SELECT * FROM invocations WHERE tenant_id = ? AND function_name = ? "
+                "AND finished > ? ORDER BY finished LIMIT ?", (tenant_id, name, after, limit))
+            return [_invocation(r) for r in rows]
         rows = self._read(
             "SELECT * FROM invocations WHERE tenant_id = ? AND function_name = ? "
             "AND created < ? ORDER BY created DESC LIMIT ?",
             (tenant_id, name, float("inf") if before is None else before, limit),
         )
         return [_invocation(r) for r in reversed(rows)]
+
+    def failed_async(self, tenant_id: int, function: str | None = None,
+                     limit: int = 100) -> list[dict]:
+        """The dead letters: async invocations that failed for good (retries spent, or an
+        error that is not retried), the latest first."""
+        rows = self._read(
+            "SELECT * FROM invocations WHERE tenant_id = ? AND mode = 'async' AND status = "
+            "'failed' AND (? IS NULL OR function_name = ?) ORDER BY finished DESC LIMIT ?",
+            (tenant_id, function, function, limit))
+        return [_invocation(r) for r in rows]
 
     def usage(self, tenant_id: int, since: float = 0.0) -> list[dict]:
         """Per function: what the tenant's invocations used since `since` (for billing)."""
@@ -566,15 +772,17 @@ class Registry:
 
         return self._write(recover)
 
-    def queued_invocation(self, invocation_id: str) -> tuple[Version | None, Any] | None:
-        """A queued invocation's version (None if it was deleted since) and event."""
+    def queued_invocation(self, invocation_id: str) -> Queued | None:
+        """A queued invocation, to run now; None if it is not queued (any more)."""
         rows = self._read(
-            "SELECT version_id, event FROM invocations WHERE id = ? AND status = 'queued'",
-            (invocation_id,),
-        )
+            "SELECT version_id, event, json_array_length(attempts) AS runs, "
+            "callback IS NOT NULL AS callback FROM invocations WHERE id = ? AND "
+            "status = 'queued'", (invocation_id,))
         if not rows:
             return None
-        return self.version_by_id(rows[0]["version_id"]), json.loads(rows[0]["event"])
+        row = rows[0]
+        return Queued(self.version_by_id(row["version_id"]), json.loads(row["event"]),
+                      row["runs"] + 1, bool(row["callback"]))
 
     def queued_count(self, tenant_id: int, name: str) -> int:
         """Asynchronous invocations of a function accepted and not yet started."""
@@ -592,6 +800,17 @@ class Registry:
         self._write(update)
 
 
+_ADD_VERSION_SQL = (
+    "INSERT INTO versions (function_id, version, handler, requirements, module_dirs, code_dir, "
+    "memory_mib, timeout_s, concurrency, queue, allow, env, created, warmup, reuse, retries, "
+    "retry_backoff_s, secrets) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_ADD_SQL = (
+    "INSERT INTO invocations (id, tenant_id, function_name, version, version_id, mode, status, "
+    "event, created, trigger, callback) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_ATTEMPT_SQL = ("UPDATE invocations SET attempts = json_insert(attempts, '$[#]', json(?)) "
+                "WHERE id = ?")
 _RECORD_SQL = (
     "INSERT INTO invocations (id, tenant_id, function_name, version, version_id, mode, event, "
     "created, status, started, finished, result, error, stdout, stderr, duration_ms, "
@@ -622,6 +841,12 @@ def _result_columns(result: InvocationResult, started: float, finished: float) -
     }
 
 
+def _attempt(result: InvocationResult, started: float, finished: float) -> dict:
+    """One run of an async invocation as its record's `attempts` keep it."""
+    return {"started": started, "finished": finished,
+            "error": None if result.error is None else result.error.as_dict()}
+
+
 def _finish_args(result: InvocationResult, started: float) -> tuple:
     return tuple(_result_columns(result, started, time.time()).values())
 
@@ -631,7 +856,7 @@ def invocation_record(invocation_id: str, version: Version, mode: str,
     """The record of a finished invocation as the API shows it (a sync call's answer)."""
     row = _result_columns(result, created, time.time())
     row.update(id=invocation_id, function_name=version.name, version=version.version,
-               mode=mode, created=created)
+               mode=mode, created=created, trigger=None, attempts="[]", callback=None)
     return _invocation(row)
 
 
@@ -660,4 +885,42 @@ def _invocation(row: Mapping[str, Any]) -> dict:
         },
         # Syscalls the guest made that a USF does not implement (ENOSYS), by name.
         "unimplemented": json.loads(row["unimplemented"] or "{}"),
+        # What started it: None for an API call, {"kind": "schedule", ...} for a tick.
+        "trigger": json.loads(row["trigger"]) if row["trigger"] is not None else None,
+        "attempts": json.loads(row["attempts"]),  # each run of an async invocation
+        # {"url", "state": pending | delivered | failed, "attempts": [...]}, if it has one.
+        "callback": json.loads(row["callback"]) if row["callback"] is not None else None,
     }
+
+
+@dataclass(frozen=True)
+class Queued:
+    """An async invocation about to run."""
+
+    version: Version | None  # None: deleted since it was queued
+    event: Any
+    attempt: int  # this run's number, from 1 (2 and more: retries)
+    callback: bool  # a callback URL is to be POSTed the record once it is done
+
+
+@dataclass(frozen=True)
+class Schedule:
+    id: str
+    tenant_id: int
+    function: str
+    cron: str
+    event: Any
+    created: float
+    next_tick: float  # the tick it fires next (Unix time)
+    last_tick: float | None  # the tick it fired last
+
+    def public(self) -> dict:
+        return {"id": self.id, "function": self.function, "cron": self.cron,
+                "event": self.event, "created": self.created, "next_tick": self.next_tick,
+                "last_tick": self.last_tick}
+
+
+def _schedule(row: sqlite3.Row) -> Schedule:
+    return Schedule(row["id"], row["tenant_id"], row["function_name"], row["cron"],
+                    json.loads(row["event"]), row["created"], row["next_tick"],
+                    row["last_tick"])

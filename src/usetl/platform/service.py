@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from usetl import abi
 from usetl.errors import UsetlError
 from usetl.image.modstore import ModuleStore, ModuleStoreError
 from usetl.invocation import (
@@ -40,17 +41,23 @@ from .backend import (
     FunctionSpec,
     FunctionTemplate,
 )
+from .callbacks import CallbackConfig, CallbackRefused, Callbacks
 from .fair import FairRunner
 from .metrics import Metrics
 from .pool import ConcurrencyLimit, Definition, Pool, PoolConfig, PoolError
 from .registry import (
     Registry,
     RegistryError,
+    Schedule,
     Tenant,
     Version,
     invocation_record,
     version_key,
 )
+from .schedule import CronError, Scheduler, next_tick
+from .secrets import MAX_VALUE_BYTES, SecretBox, SecretError, redact
+from .secrets import NAME as SECRET_NAME
+from .timers import Timers
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,11 @@ REQUIREMENT = re.compile(
     r"(\s*(==|!=|<=|>=|~=|<|>)\s*[A-Za-z0-9.*+!]+\s*(,|$))*$"
 )
 ASYNC_RETRY_S = 0.05
+# The error kinds a failed async invocation is retried for, under its version's policy: the
+# function's own exception and a sandbox that broke (a crash, a timeout) may pass another
+# time. Platform errors (a result over the limit, a deleted function, a missing secret) would
+# fail the same way again; bad input never becomes an invocation (refused at submit).
+RETRIED_KINDS = frozenset({abi.HANDLER, abi.SANDBOX})
 
 
 class ServiceError(UsetlError):
@@ -90,6 +102,8 @@ class Limits:
     default_concurrency: int = 64
     default_queue: int = 256
     async_workers: int = 16
+    max_retries: int = 10
+    max_retry_backoff_s: float = 3600.0  # the first back-off; each retry waits twice the last
 
 
 @dataclass
@@ -105,6 +119,9 @@ class DeployRequest:
     env: dict[str, str] | None = None
     warmup: Any = None  # an event the handler runs on once before the template freezes
     reuse: str | None = None  # "rollback" (default) or "warm"
+    retries: int | None = None  # of a failed async invocation (RETRIED_KINDS); default 0
+    retry_backoff_s: float | None = None  # before the first retry, doubled after; default 1
+    secrets: list[str] | None = None  # names of the tenant's secrets its invocations get
 
 
 @dataclass
@@ -119,6 +136,9 @@ class Settings:
     env: dict[str, str]
     warmup: str | None  # JSON
     reuse: str
+    retries: int
+    retry_backoff_s: float
+    secrets: list[str]
 
     def check(self, lim: Limits) -> None:
         if not 32 <= self.memory_mib <= lim.max_memory_mib:
@@ -140,6 +160,13 @@ class Settings:
         if self.warmup is not None and len(self.warmup) > lim.max_payload_bytes:
             raise ServiceError(413, "payload_too_large",
                                f"the warm-up event is over the limit of {lim.max_payload_bytes}")
+        if not 0 <= self.retries <= lim.max_retries:
+            raise ServiceError(400, "invalid_retries", f"retries must be 0..{lim.max_retries}")
+        if not 0 <= self.retry_backoff_s <= lim.max_retry_backoff_s:
+            raise ServiceError(400, "invalid_retries",
+                               f"retry_backoff_s must be 0..{lim.max_retry_backoff_s:g}")
+        for name in self.secrets:
+            _check_secret_name(name)
 
 
 @dataclass
@@ -165,6 +192,8 @@ class Platform:
         modules: ModuleStore | None = None,
         pool_config: PoolConfig | None = None,
         limits: Limits | None = None,
+        callbacks: CallbackConfig | None = None,
+        clock: Callable[[], float] = time.time,  # the schedules' (a test drives it)
     ):
         self.backend = backend
         self.state_dir = state_dir
@@ -183,7 +212,12 @@ class Platform:
         self.closed = False
         self.tenants: dict[str, Tenant] = {}
         self.live: dict[tuple[int, str], Version] = {}
+        self.timers = Timers("usetl-timers")
+        self.secret_box = SecretBox(state_dir)
+        self.callbacks = Callbacks(self.registry, callbacks or CallbackConfig(), self.timers)
+        self.scheduler = Scheduler(self.registry, self._submit_async, clock)
         self.recovered = self._recover()
+        self.scheduler.start()
 
     # tenants
 
@@ -227,6 +261,11 @@ class Platform:
         if handler_file not in files:
             raise ServiceError(400, "invalid_handler",
                                f"the handler's file {handler_file} is not among the files")
+        missing = set(settings.secrets) - set(
+            self.registry.sealed_secrets(tenant.id, settings.secrets))
+        if missing:
+            raise ServiceError(400, "secret_not_found",
+                               f"no secret {', '.join(sorted(missing))} (`usetl secret set`)")
         with self._deploy_lock(tenant.id, name):
             try:
                 module_dirs = self.modules.install(request.requirements)
@@ -257,6 +296,9 @@ class Platform:
             allow=request.allow or [], env=request.env or {},
             warmup=None if request.warmup is None else json.dumps(request.warmup),
             reuse=request.reuse or REUSE_ROLLBACK,
+            retries=request.retries or 0,
+            retry_backoff_s=1.0 if request.retry_backoff_s is None else request.retry_backoff_s,
+            secrets=sorted(set(request.secrets or [])),
         )
         for requirement in request.requirements:
             if not isinstance(requirement, str) or not REQUIREMENT.match(requirement.strip()):
@@ -286,6 +328,8 @@ class Platform:
                 memory_mib=settings.memory_mib, timeout_s=settings.timeout_s,
                 concurrency=settings.concurrency, queue=settings.queue, allow=settings.allow,
                 env=settings.env, warmup=settings.warmup, reuse=settings.reuse,
+                retries=settings.retries, retry_backoff_s=settings.retry_backoff_s,
+                secrets=settings.secrets,
             )
         except BaseException:
             template.close()
@@ -372,8 +416,14 @@ class Platform:
 
     def _run(self, version: Version, invocation_id: str, event: Any,
              on_start: Callable[[], None] | None = None) -> InvocationResult:
+        try:
+            secrets = self._secret_values(version)
+        except SecretError as e:
+            return InvocationResult.failed(PLATFORM_ERROR, str(e))
+        # Given to this invocation alone: a template (the module, a warm-up) never sees them.
         context = invocation_context(version.memory_mib, version.timeout_s, invocation_id,
-                                     function=version.name, version=version.version)
+                                     function=version.name, version=version.version,
+                                     **({"secrets": secrets} if version.secrets else {}))
         try:
             outcome = self.pool.invoke(version.key, event, context, on_start,
                                        self._definition(version))
@@ -381,6 +431,7 @@ class Platform:
             raise
         except PoolError as e:
             outcome = InvocationResult.failed(PLATFORM_ERROR, str(e))
+        redact(outcome, secrets)
         if outcome.error is None:
             size = len(json.dumps(outcome.value))
             if size > self.limits.max_result_bytes:
@@ -391,6 +442,16 @@ class Platform:
         outcome.stdout = _capped(outcome.stdout, self.limits.max_output_bytes)
         outcome.stderr = _capped(outcome.stderr, self.limits.max_output_bytes)
         return outcome
+
+    def _secret_values(self, version: Version) -> dict[str, str]:
+        """The version's secrets, opened for one invocation; SecretError if one is gone."""
+        sealed = self.registry.sealed_secrets(version.tenant_id, version.secrets)
+        missing = sorted(set(version.secrets) - set(sealed))
+        if missing:
+            raise SecretError(f"secret {', '.join(missing)}, which function {version.name!r} "
+                              "is deployed with, does not exist (removed since the deploy?)")
+        return {name: self.secret_box.open(version.tenant_id, name, value)
+                for name, value in sealed.items()}
 
     def parse_event(self, body: bytes) -> Any:
         if len(body) > self.limits.max_payload_bytes:
@@ -416,47 +477,76 @@ class Platform:
         self.registry.record_invocation(invocation_id, version, event, outcome, started)
         return invocation_record(invocation_id, version, "sync", outcome, started)
 
-    def invoke_async(self, tenant: Tenant, name: str, event: Any) -> str:
-        """Persist the invocation, then acknowledge it; a worker runs it."""
+    def invoke_async(self, tenant: Tenant, name: str, event: Any,
+                     callback_url: str | None = None) -> str:
+        """Persist the invocation, then acknowledge it; a worker runs it. A callback URL
+        (checked against the outbound policy now) is POSTed the record once it is done."""
         version = self._live(tenant, name)
+        if callback_url is not None:
+            try:
+                self.callbacks.check(callback_url)
+            except CallbackRefused as e:
+                raise ServiceError(400, "callback_refused", str(e)) from e
         # Accepted invocations wait in the registry: as many as may wait on a sync call.
         waiting = self.registry.queued_count(tenant.id, name)
         if waiting >= version.concurrency + version.queue:
             raise ServiceError(429, "queue_full",
                                f"function {name!r} has {waiting} invocations waiting, its limit")
-        invocation_id = self.registry.add_invocation(version, "async", event, "queued")
-        self.async_runner.submit(tenant.id, self._run_async, invocation_id)
+        invocation_id = self.registry.add_invocation(version, "async", event, "queued",
+                                                     callback_url)
+        self._submit_async(tenant.id, invocation_id)
         return invocation_id
 
-    def _run_async(self, invocation_id: str) -> None:
+    def _submit_async(self, tenant_id: int, invocation_id: str) -> None:
+        if not self.closed:  # else it stays queued in the registry, run at the next start
+            self.async_runner.submit(tenant_id, self._run_async, tenant_id, invocation_id)
+
+    def _run_async(self, tenant_id: int, invocation_id: str) -> None:
+        """One attempt; a failure of a retried kind is queued again after its back-off."""
         queued = self.registry.queued_invocation(invocation_id)
         if queued is None:
             return
-        version, event = queued
+        version = queued.version
         if version is None:
             self.registry.fail_invocation(invocation_id, ErrorInfo(
                 FUNCTION_DELETED, "the function was deleted before this invocation ran"))
-            return
-        started = time.time()
+        else:
+            started = time.time()
+            outcome = self._attempt(version, invocation_id, queued.event)
+            if outcome is None:
+                return  # closing: still queued, run at the next start
+            error = outcome.error
+            if (error is not None and error.kind in RETRIED_KINDS
+                    and queued.attempt <= version.retries):
+                self.registry.retry_invocation(invocation_id, outcome, started)
+                backoff = version.retry_backoff_s * 2 ** (queued.attempt - 1)
+                self.timers.call_in(backoff, self._submit_async, tenant_id, invocation_id)
+                return
+            self.registry.finish_invocation(invocation_id, outcome, started)
+        if queued.callback:
+            self.callbacks.deliver(invocation_id, tenant_id)
+
+    def _attempt(self, version: Version, invocation_id: str,
+                 event: Any) -> InvocationResult | None:
+        """Run an async invocation once, waiting for a free slot; None if the platform closes."""
         while not self.closed:
             try:
                 # 'running' once it has a sandbox: until then a restart simply re-runs it.
-                outcome = self._run(version, invocation_id, event,
-                                    lambda: self.registry.set_running(invocation_id))
+                return self._run(version, invocation_id, event,
+                                 lambda: self.registry.set_running(invocation_id))
             except ConcurrencyLimit:
                 time.sleep(ASYNC_RETRY_S)  # an accepted invocation waits its turn
-                continue
             except Exception as e:  # noqa: BLE001 - an async invocation records every failure
                 log.exception("async invocation %s", invocation_id)
-                self.registry.fail_invocation(invocation_id, ErrorInfo(PLATFORM_ERROR, str(e)))
-                return
-            self.registry.finish_invocation(invocation_id, outcome, started)
-            return
+                return InvocationResult.failed(PLATFORM_ERROR, str(e))
+        return None
 
     def _recover(self) -> dict:
         queued, interrupted = self.registry.recover()
         for invocation_id, tenant_id in queued:
-            self.async_runner.submit(tenant_id, self._run_async, invocation_id)
+            self._submit_async(tenant_id, invocation_id)
+        for invocation_id, tenant_id in self.registry.pending_callbacks():
+            self.callbacks.deliver(invocation_id, tenant_id)
         if queued or interrupted:
             log.warning("after restart: %d queued invocations re-submitted, %d interrupted",
                         len(queued), len(interrupted))
@@ -469,11 +559,67 @@ class Platform:
                                f"no invocation {invocation_id!r}")
         return record
 
-    def logs(self, tenant: Tenant, name: str, limit: int,
-             before: float | None = None) -> list[dict]:
+    def logs(self, tenant: Tenant, name: str, limit: int, before: float | None = None,
+             after: float | None = None) -> list[dict]:
         if self.registry.version(tenant.id, name) is None:
             raise _no_function(name)
-        return self.registry.logs(tenant.id, name, limit, before)
+        return self.registry.logs(tenant.id, name, limit, before, after)
+
+    def failed_invocations(self, tenant: Tenant, function: str | None = None,
+                           limit: int = 100) -> list[dict]:
+        """The dead letters: async invocations that failed for good."""
+        return self.registry.failed_async(tenant.id, function, limit)
+
+    # schedules
+
+    def add_schedule(self, tenant: Tenant, name: str, cron: str, event: Any) -> Schedule:
+        """Invoke the function on every tick of `cron` (see platform/schedule.py)."""
+        try:
+            first = next_tick(cron, self.scheduler.clock())
+        except CronError as e:
+            raise ServiceError(400, "invalid_cron", str(e)) from e
+        size = len(json.dumps(event))
+        if size > self.limits.max_payload_bytes:
+            raise ServiceError(413, "payload_too_large",
+                               f"the event is {size} bytes, over the limit of "
+                               f"{self.limits.max_payload_bytes}")
+        try:
+            schedule = self.registry.add_schedule(tenant.id, name, cron, event, first)
+        except RegistryError as e:
+            raise _no_function(name) from e
+        self.scheduler.wake()
+        return schedule
+
+    def schedules(self, tenant: Tenant) -> list[Schedule]:
+        return self.registry.schedules(tenant.id)
+
+    def delete_schedule(self, tenant: Tenant, schedule_id: str) -> None:
+        if not self.registry.delete_schedule(tenant.id, schedule_id):
+            raise ServiceError(404, "schedule_not_found", f"no schedule {schedule_id!r}")
+
+    # secrets
+
+    def set_secret(self, tenant: Tenant, name: str, value: str) -> bool:
+        """Store (or replace) a secret, sealed; True if it is new."""
+        _check_secret_name(name)
+        if not isinstance(value, str) or not value:
+            raise ServiceError(400, "invalid_secret", "a secret's value is a non-empty string")
+        if len(value.encode()) > MAX_VALUE_BYTES:
+            raise ServiceError(413, "payload_too_large",
+                               f"a secret's value is at most {MAX_VALUE_BYTES} bytes")
+        try:
+            sealed = self.secret_box.seal(tenant.id, name, value)
+        except SecretError as e:
+            raise ServiceError(500, "secret_key", str(e)) from e
+        return self.registry.set_secret(tenant.id, name, sealed)
+
+    def secrets(self, tenant: Tenant) -> list[dict]:
+        """Names and times only: a value is never answered."""
+        return self.registry.secret_names(tenant.id)
+
+    def delete_secret(self, tenant: Tenant, name: str) -> None:
+        if not self.registry.delete_secret(tenant.id, name):
+            raise ServiceError(404, "secret_not_found", f"no secret {name!r}")
 
     def usage(self, tenant: Tenant, since: float) -> list[dict]:
         return self.registry.usage(tenant.id, since)
@@ -486,9 +632,12 @@ class Platform:
         if self.closed:
             return
         self.closed = True
+        self.scheduler.close()
+        self.timers.close()
         self.async_runner.shutdown()
         self.pool.close()
         self.backend.close()
+        self.callbacks.close()
         self.registry.close()
 
 
@@ -505,6 +654,12 @@ def _check_name(name: str, what: str) -> None:
     if not NAME.match(name):
         raise ServiceError(400, "invalid_name",
                            f"{what} name {name!r} must be 1-63 of a-z, 0-9, '-' and '_'")
+
+
+def _check_secret_name(name: str) -> None:
+    if not isinstance(name, str) or not SECRET_NAME.match(name):
+        raise ServiceError(400, "invalid_name", f"secret name {name!r} must be 1-128 of "
+                           "A-Z, a-z, 0-9 and '_', not starting with a digit")
 
 
 def _no_function(name: str) -> ServiceError:
