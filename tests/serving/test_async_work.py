@@ -304,3 +304,32 @@ def test_logs_follow_prints_invocations_as_they_finish_and_ends_on_ctrl_c(server
     assert follower.returncode == 0 and "Traceback" not in err, err
     assert sum("followed before" in ln for ln in lines) == 1  # printed once
     assert sum("followed live-1" in ln for ln in lines) == 1
+
+
+def test_the_cli_for_schedules_secrets_and_dead_letters(server, alice, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(SRC), USETL_URL=server.url, USETL_TOKEN=alice.token,
+               USETL_CONFIG=str(tmp_path / "config.json"))
+
+    def usetl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "usetl", *args], capture_output=True,
+                              text=True, env=env, input=stdin, timeout=60)
+
+    deploy(alice, "cli-fails", RAISES)
+    bad = usetl("schedule", "add", "cli-fails", "61 * * * *")
+    assert bad.returncode == 2 and "usetl: cron expression '61 * * * *' is not valid" in bad.stderr
+    added = usetl("schedule", "add", "cli-fails", "0 3 * * *", "--event", '{"day": 1}')
+    assert added.returncode == 0, added.stderr
+    listed = usetl("schedule", "ls")
+    assert added.stdout.strip() in listed.stdout and '{"day": 1}' in listed.stdout
+    alice.delete_schedule(added.stdout.strip())
+    stored = usetl("secret", "set", "CLI_TOKEN", stdin="from-stdin\n")
+    assert stored.returncode == 0 and "stored secret CLI_TOKEN" in stored.stdout
+    secrets = usetl("secret", "ls")
+    assert "CLI_TOKEN" in secrets.stdout and "from-stdin" not in secrets.stdout
+    alice.delete_secret("CLI_TOKEN")
+    missing = usetl("secret", "rm", "CLI_TOKEN")
+    assert missing.returncode == 2 and "no secret 'CLI_TOKEN'" in missing.stderr
+    failed = _finished(alice, alice.invoke_async("cli-fails", 5))["id"]
+    dead = usetl("invocations", "--failed", "--function", "cli-fails")
+    assert dead.returncode == 0 and failed in dead.stdout
+    assert "ValueError: no good: 5" in dead.stdout

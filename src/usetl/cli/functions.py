@@ -33,14 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="with --async: POST the invocation record to URL once it is done "
                         "(the server's --callback-allow must cover it)")
     invoke.set_defaults(func=run_invoke)
-
-    failed = _command(subparsers, "invocations", "list invocations: the dead letters")
-    failed.add_argument("--failed", action="store_true", required=True,
-                        help="async invocations that failed for good (retries spent)")
-    failed.add_argument("--function", default=None, metavar="NAME", help="only this function's")
-    failed.add_argument("-n", "--limit", type=int, default=100)
-    failed.add_argument("--json", action="store_true", help="print the whole records")
-    failed.set_defaults(func=run_failed)
+    _register_failed(subparsers)
 
     show = _command(subparsers, "invocation", "show an invocation (e.g. an --async one)")
     show.add_argument("id")
@@ -81,6 +74,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stats.add_argument("--interval", type=float, default=1.0, metavar="S")
     stats.add_argument("--once", action="store_true", help="print one view and exit")
     stats.set_defaults(func=run_stats)
+
+
+def _register_failed(subparsers: argparse._SubParsersAction) -> None:
+    failed = _command(subparsers, "invocations", "list invocations: the dead letters")
+    failed.add_argument("--failed", action="store_true", required=True,
+                        help="async invocations that failed for good (retries spent)")
+    failed.add_argument("--function", default=None, metavar="NAME", help="only this function's")
+    failed.add_argument("-n", "--limit", type=int, default=100)
+    failed.add_argument("--json", action="store_true", help="print the whole records")
+    failed.set_defaults(func=run_failed)
 
 
 def _register_deploy(subparsers: argparse._SubParsersAction) -> None:
