@@ -333,3 +333,35 @@ def test_the_cli_for_schedules_secrets_and_dead_letters(server, alice, tmp_path)
     dead = usetl("invocations", "--failed", "--function", "cli-fails")
     assert dead.returncode == 0 and failed in dead.stdout
     assert "ValueError: no good: 5" in dead.stdout
+
+
+def test_a_pending_callback_and_a_waiting_retry_resume_after_a_restart(tmp_path, receiver):
+    """Nothing waits only in memory: both are in the registry when the server stops."""
+    receiver.failures["/hooks/restart"] = 1
+    receiver.failures["/flaky-restart"] = 1
+    receiver.bodies["/flaky-restart"] = b"ok"
+    server = ServerProcess(tmp_path / "state", tmp_path / "modules", "process",
+                           "--callback-allow", receiver.base + "/hooks/",
+                           "--callback-backoff", "600").start()
+    try:
+        client = Client(server.url, server.admin_token)
+        deploy(client, "slow-retry", FETCHES, retries=1, retry_backoff_s=600,
+               allow=[receiver.base])
+        deploy(client, "calls-back", TICKS)
+        retried = client.invoke_async("slow-retry", {"url": receiver.base + "/flaky-restart"})
+        called = client.invoke_async("calls-back", 1, callback_url=receiver.base + "/hooks/restart")
+        wait_until(lambda: len(client.invocation(retried)["attempts"]) == 1, "the first attempt")
+        wait_until(lambda: len(client.invocation(called)["callback"]["attempts"]) == 1,
+                   "the first delivery attempt")
+        client.close()
+        server.stop()  # ten minutes before either would be tried again
+        server.start()
+        client = Client(server.url, server.admin_token)
+        record = _finished(client, retried)
+        assert record["status"] == "succeeded" and len(record["attempts"]) == 2
+        record = wait_until(lambda: (r := client.invocation(called))["callback"]["state"]
+                            == "delivered" and r, "the callback after the restart")
+        assert [a["status"] for a in record["callback"]["attempts"]] == [503, 200]
+        client.close()
+    finally:
+        server.stop()
