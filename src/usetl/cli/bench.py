@@ -93,6 +93,14 @@ def _register_platform(commands: argparse._SubParsersAction) -> None:
                    help="backend to measure (repeatable; default both)")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
     p.set_defaults(func=run_platform)
+    e = commands.add_parser(
+        "etl-platform", help="what secrets, schedules and callbacks cost, through a server")
+    e.add_argument("--backend", choices=["kvm", "process"], default="process")
+    e.add_argument("--invocations", type=int, default=200,
+                   help="timed calls with and without secrets, and callbacks (default 200)")
+    e.add_argument("--ticks", type=int, default=10, help="ticks of the schedule (default 10)")
+    e.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    e.set_defaults(func=run_etl_platform)
 
 
 def _register_threads(commands: argparse._SubParsersAction) -> None:
@@ -214,3 +222,12 @@ def run_platform(args: argparse.Namespace) -> int:
     result = sustained.run(args.backend or ["kvm", "process"], args.clients, args.seconds,
                            args.warmup, say=_say)
     return _report(args, result, sustained.format_report)
+
+
+def run_etl_platform(args: argparse.Namespace) -> int:
+    from usetl.bench import async_work
+
+    if min(args.invocations, args.ticks) < 1:
+        raise UsetlError("--invocations and --ticks must be positive")
+    result = async_work.run(args.backend, args.invocations, args.ticks, say=_say)
+    return _report(args, result, async_work.format_report)
