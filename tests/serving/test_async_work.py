@@ -152,7 +152,13 @@ def test_bad_schedules_get_clear_errors_and_change_nothing(alice):
     assert alice.schedules() == []
 
 
-def test_an_every_second_schedule_fires_each_tick_once(alice):
+def _metric(admin: Client, name: str, label: str) -> float:
+    """The sum of a counter's samples whose labels contain `label`."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in admin.metrics().splitlines()
+               if line.startswith(name + "{") and label in line.rsplit(" ", 1)[0])
+
+
+def test_an_every_second_schedule_fires_each_tick_once(admin, alice):
     deploy(alice, "every-second", TICKS)
     schedule = alice.add_schedule("every-second", "* * * * * *", {"batch": 7})
     assert alice.schedules() == [schedule]
@@ -170,9 +176,10 @@ def test_an_every_second_schedule_fires_each_tick_once(alice):
         assert r["mode"] == "async" and r["trigger"]["schedule"] == schedule["id"]
         assert r["result"] == {"event": {"batch": 7}, "id": r["id"]}
         assert r["created"] >= r["trigger"]["tick"]  # never before its tick
+    assert _metric(admin, "usetl_schedule_ticks_total", '/every-second"}') >= len(runs)
 
 
-def test_a_failing_async_invocation_is_retried_then_dead_lettered(alice):
+def test_a_failing_async_invocation_is_retried_then_dead_lettered(admin, alice):
     deploy(alice, "always-fails", RAISES, retries=2, retry_backoff_s=0.05)
     assert alice.function("always-fails")["retries"] == 2
     deploy(alice, "fine", TICKS, retries=2)
@@ -186,6 +193,9 @@ def test_a_failing_async_invocation_is_retried_then_dead_lettered(alice):
     dead = alice.failed_invocations()
     assert failing in [r["id"] for r in dead] and fine not in [r["id"] for r in dead]
     assert [r["id"] for r in alice.failed_invocations("fine")] == []
+    assert _metric(admin, "usetl_async_retries_total", "/always-fails/") == 2
+    assert _metric(admin, "usetl_dead_letters_total", "/always-fails/") == 1
+    assert _metric(admin, "usetl_dead_letters_total", "/fine/") == 0
     e = _error(lambda: deploy(alice, "bad-policy", TICKS, retries=11))
     assert (e.status, e.code) == (400, "invalid_retries")
     e = _error(lambda: deploy(alice, "bad-policy", TICKS, retry_backoff_s=-1))
@@ -214,7 +224,7 @@ def test_sandbox_failures_are_retried_and_platform_errors_are_not(alice):
     assert record["error"]["kind"] == "platform" and "SHORT_LIVED" in record["error"]["message"]
 
 
-def test_a_callback_is_retried_until_the_receiver_accepts(alice, receiver):
+def test_a_callback_is_retried_until_the_receiver_accepts(admin, alice, receiver):
     deploy(alice, "calls-back", TICKS)
     receiver.failures["/hooks/done"] = 2
     invocation_id = alice.invoke_async("calls-back", {"n": 3},
@@ -223,6 +233,7 @@ def test_a_callback_is_retried_until_the_receiver_accepts(alice, receiver):
                         != "pending" and r, "the callback to be delivered")
     assert record["callback"]["state"] == "delivered"
     assert [a["status"] for a in record["callback"]["attempts"]] == [503, 503, 200]
+    assert _metric(admin, "usetl_callback_attempts_total", 'state="delivered"}') >= 1
     posts = receiver.posts_to("/hooks/done")
     assert [status for status, _ in posts] == [503, 503, 200]
     sent = json.loads(posts[-1][1])

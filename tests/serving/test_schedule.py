@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from usetl.platform.registry import Registry
+from usetl.platform.registry import Registry, Schedule
 from usetl.platform.schedule import CronError, Scheduler, latest_tick, next_tick
 from waiting import wait_until
 
@@ -35,9 +35,9 @@ class Fired:
         self.lock = threading.Lock()
         self.items: list[tuple[int, str]] = []
 
-    def __call__(self, tenant_id: int, invocation_id: str) -> None:
+    def __call__(self, schedule: Schedule, invocation_id: str) -> None:
         with self.lock:
-            self.items.append((tenant_id, invocation_id))
+            self.items.append((schedule.tenant_id, invocation_id))
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from usetl.etl.errors import EtlError
 from usetl.etl.http import HttpClient
 from usetl.etl.policy import UrlPolicy
 
+from .metrics import Counter
 from .registry import Registry
 from .timers import Timers
 
@@ -54,8 +55,10 @@ class CallbackConfig:
 
 
 class Callbacks:
-    def __init__(self, registry: Registry, config: CallbackConfig, timers: Timers):
+    def __init__(self, registry: Registry, config: CallbackConfig, timers: Timers,
+                 attempts: Counter):
         self.registry = registry
+        self.attempts = attempts
         self.config = config
         self.timers = timers
         try:
@@ -99,6 +102,7 @@ class Callbacks:
         last = number >= self.config.attempts
         state = DELIVERED if delivered else FAILED if last else PENDING
         self.registry.record_callback(invocation_id, attempt, state)
+        self.attempts.inc(state=state)
         if state == PENDING:
             delay = self.config.backoff_s * 2 ** (number - 1)
             self.timers.call_in(delay, self.deliver, invocation_id, tenant_id)

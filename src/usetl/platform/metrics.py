@@ -113,6 +113,13 @@ class Metrics:
         )
         self.rollbacks = Counter("usetl_rollbacks_total", "Instances rolled back for reuse.")
         self.evictions = Counter("usetl_template_evictions_total", "Templates evicted (LRU).")
+        self.ticks = Counter("usetl_schedule_ticks_total", "Schedule ticks fired, by function.")
+        self.retries = Counter("usetl_async_retries_total",
+                               "Failed async invocations queued again, by function.")
+        self.dead_letters = Counter("usetl_dead_letters_total",
+                                    "Async invocations that failed for good, by function.")
+        self.callbacks = Counter("usetl_callback_attempts_total",
+                                 "Callback delivery attempts, by outcome (the state after it).")
         self.gauges: list[Gauge] = []
 
     def gauge(self, name: str, help: str, read: Callable[[], dict[Labels, float]]) -> None:
@@ -123,7 +130,7 @@ class Metrics:
         for metric in (
             self.invocations, self.errors, self.rejected, self.latency, self.templates_started,
             self.templates_restored, self.instances_created, self.rollbacks, self.evictions,
-            *self.gauges,
+            self.ticks, self.retries, self.dead_letters, self.callbacks, *self.gauges,
         ):
             lines.extend(metric.render())
         return "\n".join(lines) + "\n"

@@ -67,11 +67,11 @@ def latest_tick(expression: str, now: float) -> float:
 class Scheduler:
     """Fires the due ticks of every schedule in the registry, each through `submit`.
 
-    submit(tenant_id, invocation_id) runs an invocation the scheduler queued. clock gives
+    submit(schedule, invocation_id) runs an invocation the scheduler queued. clock gives
     the current Unix time (a test drives it; the loop also wakes on wake()).
     """
 
-    def __init__(self, registry: Registry, submit: Callable[[int, str], None],
+    def __init__(self, registry: Registry, submit: Callable[[Schedule, str], None],
                  clock: Callable[[], float] = time.time, poll_s: float = POLL_S):
         self.registry = registry
         self.submit = submit
@@ -101,7 +101,7 @@ class Scheduler:
         for schedule in self.registry.due_schedules(now):
             invocation_id = self._fire(schedule, now)
             if invocation_id is not None:
-                self.submit(schedule.tenant_id, invocation_id)
+                self.submit(schedule, invocation_id)
                 fired.append(invocation_id)
         return fired
 

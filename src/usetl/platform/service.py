@@ -214,8 +214,9 @@ class Platform:
         self.live: dict[tuple[int, str], Version] = {}
         self.timers = Timers("usetl-timers")
         self.secret_box = SecretBox(state_dir)
-        self.callbacks = Callbacks(self.registry, callbacks or CallbackConfig(), self.timers)
-        self.scheduler = Scheduler(self.registry, self._submit_async, clock)
+        self.callbacks = Callbacks(self.registry, callbacks or CallbackConfig(), self.timers,
+                                   self.metrics.callbacks)
+        self.scheduler = Scheduler(self.registry, self._submit_tick, clock)
         self.recovered = self._recover()
         self.scheduler.start()
 
@@ -497,6 +498,10 @@ class Platform:
         self._submit_async(tenant.id, invocation_id)
         return invocation_id
 
+    def _submit_tick(self, schedule: Schedule, invocation_id: str) -> None:
+        self.metrics.ticks.inc(function=f"{schedule.tenant_id}/{schedule.function}")
+        self._submit_async(schedule.tenant_id, invocation_id)
+
     def _submit_async(self, tenant_id: int, invocation_id: str) -> None:
         if not self.closed:  # else it stays queued in the registry, run at the next start
             self.async_runner.submit(tenant_id, self._run_async, tenant_id, invocation_id)
@@ -519,10 +524,13 @@ class Platform:
             if (error is not None and error.kind in RETRIED_KINDS
                     and queued.attempt <= version.retries):
                 self.registry.retry_invocation(invocation_id, outcome, started)
+                self.metrics.retries.inc(function=version.key)
                 backoff = version.retry_backoff_s * 2 ** (queued.attempt - 1)
                 self.timers.call_in(backoff, self._submit_async, tenant_id, invocation_id)
                 return
             self.registry.finish_invocation(invocation_id, outcome, started)
+            if error is not None:
+                self.metrics.dead_letters.inc(function=version.key)
         if queued.callback:
             self.callbacks.deliver(invocation_id, tenant_id)
 
