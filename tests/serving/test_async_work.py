@@ -271,6 +271,9 @@ def test_secrets_are_given_by_name_kept_per_tenant_and_redacted(server, admin, a
     for name in ("1ABC", "has-dash", "x" * 129):
         assert _error(lambda n=name: alice.set_secret(n, "v")).code == "invalid_name"
     assert _error(lambda: alice.set_secret("EMPTY", "")).code == "invalid_secret"
+    e = _error(lambda: alice.request("PUT", "/v1/secrets/LONE", content=b'{"value": "\\ud800"}',
+                                     headers={"Content-Type": "application/json"}))
+    assert e.code == "invalid_secret"  # a lone surrogate: not text that can be stored
     value = "hunter2-" + os.urandom(8).hex()
     assert alice.set_secret("DB_PASSWORD", "first") == {"name": "DB_PASSWORD", "created": True}
     assert alice.set_secret("DB_PASSWORD", value)["created"] is False

@@ -64,7 +64,8 @@ def test_cron_ticks_in_utc_with_optional_seconds():
     assert next_tick("30 8 * * *", T0) == T0 + 1800  # 08:30 UTC
     for bad, why in [("61 * * * *", "not valid"), ("* * * *", "4 fields"),
                      ("* * * * * * *", "7 fields"), ("every minute", "2 fields"),
-                     ("0 0 31 2 *", "never fires"), ("", "0 fields")]:
+                     ("0 0 31 2 *", "never fires"), ("", "0 fields"),
+                     ("*" + " " * 300 + "* * * *", "at most 256")]:
         with pytest.raises(CronError, match=why):
             next_tick(bad, T0)
 

@@ -34,6 +34,7 @@ from .registry import Registry, Schedule
 log = logging.getLogger(__name__)
 POLL_S = 1.0  # how often a scheduler looks at the registry when no tick is nearer
 FIELDS = (5, 6)  # minutes resolution, or seconds first
+MAX_LENGTH = 256
 
 
 class CronError(UsetlError):
@@ -41,6 +42,8 @@ class CronError(UsetlError):
 
 
 def _cron(expression: str, start: float) -> croniter:
+    if len(expression) > MAX_LENGTH:
+        raise CronError(f"a cron expression is at most {MAX_LENGTH} characters")
     fields = expression.split()
     if not expression.startswith("@") and len(fields) not in FIELDS:
         raise CronError(f"cron expression {expression!r} has {len(fields)} fields; expected 5 "

@@ -610,9 +610,14 @@ class Platform:
     def set_secret(self, tenant: Tenant, name: str, value: str) -> bool:
         """Store (or replace) a secret, sealed; True if it is new."""
         _check_secret_name(name)
-        if not isinstance(value, str) or not value:
-            raise ServiceError(400, "invalid_secret", "a secret's value is a non-empty string")
-        if len(value.encode()) > MAX_VALUE_BYTES:
+        try:
+            size = len(value.encode()) if isinstance(value, str) and value else 0
+        except UnicodeEncodeError:  # a lone surrogate from a JSON escape
+            size = 0
+        if not size:
+            raise ServiceError(400, "invalid_secret",
+                               "a secret's value is a non-empty string of Unicode characters")
+        if size > MAX_VALUE_BYTES:
             raise ServiceError(413, "payload_too_large",
                                f"a secret's value is at most {MAX_VALUE_BYTES} bytes")
         try:
