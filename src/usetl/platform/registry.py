@@ -134,6 +134,8 @@ MIGRATIONS = [
     ALTER TABLE invocations ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]';
     ALTER TABLE invocations ADD COLUMN callback TEXT;
     CREATE INDEX invocations_failed ON invocations (tenant_id, mode, status, finished);
+    CREATE INDEX invocations_callback_pending ON invocations (finished)
+        WHERE callback IS NOT NULL AND json_extract(callback, '$.state') = 'pending';
     """,
     # Secrets (platform/secrets.py): per tenant, AES-GCM under a key kept outside this file;
     # a version names the secrets its invocations are given (JSON list).
@@ -496,10 +498,10 @@ class Registry:
         self._write(add)
         return Schedule(schedule_id, tenant_id, function, cron, event, now, next_tick, None)
 
-    def schedules(self, tenant_id: int | None = None) -> list[Schedule]:
-        """A tenant's schedules (every tenant's with None), oldest first."""
-        rows = self._read("SELECT * FROM schedules WHERE ? IS NULL OR tenant_id = ? "
-                          "ORDER BY created", (tenant_id, tenant_id))
+    def schedules(self, tenant_id: int) -> list[Schedule]:
+        """A tenant's schedules, oldest first."""
+        rows = self._read("SELECT * FROM schedules WHERE tenant_id = ? ORDER BY created",
+                          (tenant_id,))
         return [_schedule(r) for r in rows]
 
     def delete_schedule(self, tenant_id: int, schedule_id: str) -> bool:
@@ -632,11 +634,10 @@ class Registry:
 
     def pending_callbacks(self) -> list[tuple[str, int]]:
         """Finished invocations whose callback is not delivered yet: (id, tenant id)."""
-        rows = self._read(
-            "SELECT id, tenant_id FROM invocations WHERE callback IS NOT NULL AND "
-            "json_extract(callback, '$.state') = 'pending' AND status IN "
-            f"({', '.join('?' * len(FINISHED))}) ORDER BY finished", FINISHED)
-        return [(r["id"], r["tenant_id"]) for r in rows]
+        rows = self._read(  # the partial index holds just the pending ones
+            "SELECT id, tenant_id, status FROM invocations WHERE callback IS NOT NULL AND "
+            "json_extract(callback, '$.state') = 'pending' ORDER BY finished")
+        return [(r["id"], r["tenant_id"]) for r in rows if r["status"] in FINISHED]
 
     def record_invocation(self, invocation_id: str, version: Version, event: Any,
                           outcome: InvocationResult, started: float) -> None:
