@@ -98,6 +98,9 @@ class Callbacks:
             attempt = {"at": at, "status": transfer.status}
         except EtlError as e:
             attempt = {"at": at, "status": e.status, "error": str(e)}
+        except Exception as e:  # noqa: BLE001 - any other failure is a failed attempt too
+            log.exception("callback of invocation %s", invocation_id)
+            attempt = {"at": at, "status": None, "error": f"{type(e).__name__}: {e}"}
         delivered = attempt["status"] is not None and 200 <= attempt["status"] < 300
         last = number >= self.config.attempts
         state = DELIVERED if delivered else FAILED if last else PENDING
