@@ -91,6 +91,7 @@ class IoUsage(msgspec.Struct):
     bytes_out: int = 0
     host_cpu_s: float = 0.0
     wall_s: float = 0.0
+    copied_bytes: int = 0  # bytes the host copied into or out of the ETL regions
 
 
 class InvocationResult(msgspec.Struct):

@@ -12,7 +12,10 @@ class IoAccount:
     requests counts ETL requests (a GET or POST, whatever its redirects);
     bytes_in are response body bytes received on the wire (redirect bodies
     included), bytes_out request body bytes sent; host_cpu_s is the host
-    thread's CPU time spent carrying the request out, wall_s its duration.
+    thread's CPU time spent carrying the request out, wall_s its duration;
+    copied_bytes are bytes the host copied from one memory to another to put
+    files in a region (a large event, a threaded guest's download, a hand-off
+    that could not be mapped): 0 where bytes were received or mapped in place.
     """
 
     requests: int = 0
@@ -20,6 +23,7 @@ class IoAccount:
     bytes_out: int = 0
     host_cpu_s: float = 0.0
     wall_s: float = 0.0
+    copied_bytes: int = 0
 
     def add(self, other: IoAccount) -> None:
         self.requests += other.requests
@@ -27,6 +31,7 @@ class IoAccount:
         self.bytes_out += other.bytes_out
         self.host_cpu_s += other.host_cpu_s
         self.wall_s += other.wall_s
+        self.copied_bytes += other.copied_bytes
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -32,6 +32,7 @@ import msgspec
 from usetl.errors import UsetlError
 from usetl.invocation import ErrorInfo, InvocationResult
 from usetl.jail import JailSpec
+from usetl.libos.handoff import HandedFiles
 from usetl.usf import UsfConfig
 
 _LENGTH = struct.Struct("<I")
@@ -133,11 +134,18 @@ class Invoke(Message):
 
 
 class Call(Message):
-    """handler(event, context) of the function the template loaded."""
+    """handler(event, context) of the function the template loaded.
+
+    `files`: a previous pipeline stage's files, shown in the host region; their memory
+    file comes with this message. `keep_files`: hand the guest region's files back with
+    the reply (their memory file comes with it), for the next stage.
+    """
 
     event: Any
     context: dict[str, Any]
     timeout: float | None = None
+    files: HandedFiles | None = None
+    keep_files: bool = False
 
 
 class Rollback(Message):
@@ -184,6 +192,7 @@ class CloneReady(Message):
 
 class Invoked(Message):
     result: InvocationResult
+    files: HandedFiles | None = None  # Call.keep_files: their memory file comes with this
 
 
 class RolledBack(Message):
@@ -317,13 +326,20 @@ class Channel:
         return self.reply(reply)
 
     def reply(self, reply: type[M]) -> M:
-        answer, fds = self.recv()
+        answer, fds = self.reply_with_fds(reply)
         _close_all(fds)
+        return answer
+
+    def reply_with_fds(self, reply: type[M]) -> tuple[M, list[int]]:
+        """reply(), and the descriptors that came with it (the caller owns them)."""
+        answer, fds = self.recv()
+        if not isinstance(answer, reply):
+            _close_all(fds)
         if isinstance(answer, Failed):
             raise HyperForkError(f"{answer.error.type}: {answer.error.message}", answer.error)
         if not isinstance(answer, reply):
             raise ProtocolError(f"expected {reply.__name__}, got {type(answer).__name__}")
-        return answer
+        return answer, fds
 
     def close(self) -> None:
         self.sock.close()

@@ -31,6 +31,7 @@ from usetl.jail import JailError, JailSpec, handshake
 from usetl.jail.cgroup import Cgroups, Limits
 from usetl.jail.environ import spawn_environment
 from usetl.jail.ids import shared_range
+from usetl.libos.handoff import HandOff, HandOffError
 from usetl.usf import UsfConfig
 
 from .protocol import (
@@ -295,6 +296,11 @@ def _first_reply(chan: Channel, kind: type[M]) -> M:
         raise
 
 
+def _close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
 def _kill(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
@@ -326,6 +332,26 @@ class Clone:
         if self.closed:
             raise HyperForkError("this clone is closed")
         return self.chan.request(Call(event, context or {}, timeout), Invoked).result
+
+    def call_stage(self, event: Any, context: dict, timeout: float | None,
+                   files: HandOff | None, keep_files: bool) -> tuple[InvocationResult,
+                                                                     HandOff | None]:
+        """invoke() as a pipeline stage: `files` (the previous stage's) are shown in its host
+        region; with `keep_files`, the files its guest wrote come back, sealed."""
+        if self.closed:
+            raise HyperForkError("this clone is closed")
+        call = Call(event, context, timeout, files.files if files else None, keep_files)
+        self.chan.send(call, fds=(files.fd,) if files else ())
+        invoked, fds = self.chan.reply_with_fds(Invoked)
+        if invoked.files is None or len(fds) != 1:
+            _close_fds(fds)
+            if keep_files and invoked.result.error is None:
+                raise ProtocolError("the clone kept no files")
+            return invoked.result, None
+        try:
+            return invoked.result, HandOff.sealed(fds[0], invoked.files)
+        except HandOffError as e:
+            raise HyperForkError(str(e)) from None
 
     def run_code(self, code: str, timeout: float | None = None) -> InvocationResult:
         return self.request({"kind": abi.EXEC, "code": code}, timeout=timeout)

@@ -26,6 +26,7 @@ from usetl import abi, hostmm, jail
 from usetl.image.archive import ImageArchive
 from usetl.invocation import SANDBOX_ERROR, ErrorInfo, InvocationResult
 from usetl.jail import handshake, namespaces
+from usetl.libos.handoff import HandOff
 from usetl.libos.hostfs import HostDirFS
 from usetl.usf import start_usf
 from usetl.vm import Vm
@@ -166,10 +167,28 @@ class CloneProcess:
             self.take_identity()
         return Invoked(self.usf.invoke(msg.request, timeout=msg.timeout))
 
-    def call(self, msg: Call) -> Invoked:
-        if self.needs_identity:
-            self.take_identity()
-        return Invoked(self.usf.call(msg.event, msg.context, msg.timeout))
+    def call(self, msg: Call, fds: list[int]) -> tuple[Invoked, tuple[int, ...]]:
+        """The handler once; with a previous stage's files handed in, and its own kept."""
+        handoff = None
+        if msg.files is not None:
+            if len(fds) != 1:
+                raise ProtocolError("handed files come with one memory file")
+            handoff = HandOff(fds.pop(), msg.files)
+        try:
+            if self.needs_identity:
+                self.take_identity()
+            if msg.keep_files:
+                self.usf.etl.lend_guest_region()
+            try:
+                result = self.usf.call(msg.event, msg.context, msg.timeout, handoff)
+            finally:
+                kept = self.usf.etl.take_guest_files() if msg.keep_files else None
+        finally:
+            if handoff is not None:
+                handoff.close()
+        if kept is None:
+            return Invoked(result), ()
+        return Invoked(result, kept.files), (kept.fd,)
 
     def inspect(self, msg: InspectClone) -> Inspected:
         """Digests of guest memory and where the needle occurs in it (for checking isolation)."""
@@ -192,20 +211,27 @@ class CloneProcess:
         return MonitorRan(scope.get("result"))
 
     def serve(self, chan: Channel) -> None:
-        handlers = {Invoke: self.invoke, Call: self.call, Rollback: self.rollback,
+        handlers = {Invoke: self.invoke, Rollback: self.rollback,
                     InspectClone: self.inspect, RunInMonitor: self.run_in_monitor}
         chan.expect(CLONE_REQUESTS)
         while True:
-            msg, _ = chan.recv()
+            msg, fds = chan.recv()
             if isinstance(msg, Close):
                 chan.send(Done())
                 return
+            out_fds: tuple[int, ...] = ()
             try:
-                reply = handlers[type(msg)](msg)
+                if isinstance(msg, Call):
+                    reply, out_fds = self.call(msg, fds)
+                else:
+                    reply = handlers[type(msg)](msg)
             except Exception as e:
                 log.exception("clone request %s failed", type(msg).__name__)
                 reply = failure(e)
-            chan.send(reply)
+            finally:
+                _close_all(fds)
+            chan.send(reply, fds=out_fds)
+            _close_all(list(out_fds))
 
 
 class TemplateProcess:

@@ -41,6 +41,7 @@ from usetl.vm import GuestMemory
 from .errors import SyscallError
 from .files import OpenFile
 from .fs import DeviceNode, TmpFile
+from .handoff import HandedFile, HandedFiles, HandOff, HandOffError, new_memory_file
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -51,6 +52,7 @@ ETL_REQUEST = wire.ETL_REQUEST
 PROT_WRITE = 0x2
 MAP_PRIVATE = 0x2
 ALIGN = wire.FILE_ALIGN
+PAGE = 4096
 # Failures that may leave body bytes in the host region.
 WRITING_FAILURES = frozenset({wire.TOO_LARGE, wire.TIMEOUT, wire.CONNECTION})
 
@@ -94,6 +96,7 @@ class RegionTable:
     files: dict[str, RegionFile] = field(default_factory=dict)
     used: int = 0  # bytes from the start of the region that files (and padding) took
     spoiled: bool = False  # a producer gave up half-way through tail(): bytes anywhere in it
+    borrowed: int = 0  # bytes at the start that show another memory file (a hand-off)
 
     @property
     def size(self) -> int:
@@ -135,6 +138,14 @@ class RegionTable:
             raise SyscallError(errno.EINVAL)
         return self.memory.view[offset : offset + size]
 
+    def give_back(self) -> None:
+        """Show this region's own memory again where a hand-off's file was, and empty it."""
+        self.memory.show_own(self.borrowed)
+        if self.used > self.borrowed:
+            self.memory.zero(self.memory.gpa + self.borrowed, self.used - self.borrowed)
+        self.files.clear()
+        self.used = self.borrowed = 0
+
     def reset(self) -> None:
         """Forget every file and zero what the producer wrote.
 
@@ -173,8 +184,14 @@ class EtlRequestError(Exception):
 class EtlDevice:
     """The monitor's side of /dev/etl for one USF: its regions, URL policy and accounting."""
 
+    lent_fd: int | None = None  # the guest region's own memory file while lent
+
     def __init__(self, host: GuestMemory, guest: GuestMemory, policy: UrlPolicy,
-                 timeout: float):
+                 timeout: float, remappable: bool = True):
+        """`remappable`: the regions are seen through this process's mappings (a USF's
+        memslots), so a hand-off can be mapped in; the process backend's sandbox maps the
+        region files itself, so there hand-offs are copied (and counted)."""
+        self.remappable = remappable
         self.host = RegionTable(wire.HOST_REGION, host)
         self.guest = RegionTable(wire.GUEST_REGION, guest)
         self.policy = policy
@@ -208,7 +225,70 @@ class EtlDevice:
         except RegionFull as e:
             raise EtlError(name, str(e), wire.TOO_LARGE) from None
         self.host.memory.view[f.offset : f.offset + f.size] = data
+        self.account.copied_bytes += f.size
         return f
+
+    # -- pipeline hand-offs (handoff.py) ------------------------------------------
+
+    def lend_guest_region(self) -> None:
+        """Back the guest region with a memory file of its own until take_guest_files()."""
+        if not self.remappable:
+            return
+        fd = new_memory_file(self.guest.size)
+        try:
+            self.guest.memory.show_file(fd, self.guest.size, writable=True)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.lent_fd = fd
+
+    def take_guest_files(self) -> HandOff:
+        """The guest region's named files for the next stage: the lent memory file itself,
+        or (not remappable) a copy of the files in a new one."""
+        files = HandedFiles(self.guest.size, [HandedFile(f.name, f.offset, f.size)
+                                              for f in self.guest.files.values()])
+        if self.lent_fd is not None:
+            fd, self.lent_fd = self.lent_fd, None
+            self.guest.memory.show_own(self.guest.size)
+            return HandOff.sealed(fd, files)
+        fd = new_memory_file(self.guest.size)
+        for f in files.files:
+            os.pwrite(fd, self.guest.memory.view[f.offset : f.offset + f.size], f.offset)
+            self.account.copied_bytes += f.size
+        return HandOff.sealed(fd, files)
+
+    def hand_in(self, handoff: HandOff) -> None:
+        """The previous stage's files as this invocation's host-region files (after reset):
+        its memory file mapped read-only over the region's start, or copied if not
+        remappable. Raises HandOffError if they do not fit."""
+        handed = handoff.files
+        size = (handed.size + PAGE - 1) & ~(PAGE - 1)
+        if size > self.host.size:
+            raise HandOffError(f"{handed.size} B of handed files do not fit in the "
+                               f"{self.host.size} B host region")
+        try:
+            for f in handed.files:
+                _name(f.name)
+        except EtlRequestError as e:
+            raise HandOffError(f"a handed file: {e}") from None
+        if not self.remappable:
+            for f in handed.files:
+                region_file = self.host.allocate(f.name, f.size)
+                done = os.preadv(handoff.fd, [self.host.bytes_of(region_file.offset, f.size)],
+                                 f.offset)
+                if done != f.size:
+                    raise HandOffError(f"{f.name}: {done} of {f.size} B could be read")
+                self.account.copied_bytes += f.size
+            return
+        self.host.memory.show_file(handoff.fd, size, writable=False)
+        self.host.borrowed = self.host.used = size
+        for f in handed.files:
+            self.host.files[f.name] = RegionFile(f.name, f.offset, f.size)
+
+    def give_back(self) -> None:
+        """After an invocation with a handed-in file: the host region is its own again."""
+        if self.host.borrowed:
+            self.host.give_back()
 
     # -- mmap and ioctl from the guest ---------------------------------------
 
@@ -331,6 +411,7 @@ class EtlDevice:
             f = self.host.allocate(name, transfer.size)
             with memoryview(buffer) as body:
                 self.host.memory.view[f.offset : f.offset + f.size] = body[: transfer.size]
+            self.account.copied_bytes += f.size
             answer = self._describe_transfer(f, transfer)
         except EtlError as e:
             answer = {"error": _error(e.url, e.reason, e.kind, e.status)}

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from usetl.errors import UsetlError
 from usetl.invocation import ErrorInfo, InvocationResult
+from usetl.libos.handoff import HandOff
 
 
 class BackendError(UsetlError):
@@ -64,8 +65,17 @@ class Instance(Protocol):
 
     closed: bool  # its sandbox is gone (closed, or its guest ended)
 
-    def invoke(self, event: Any, context: dict, timeout: float) -> InvocationResult:
-        """handler(event, context) once; every failure is in the result's error, as data."""
+    def invoke(self, event: Any, context: dict, timeout: float, files: HandOff | None = None,
+               keep_files: bool = False) -> InvocationResult:
+        """handler(event, context) once; every failure is in the result's error, as data.
+
+        As a pipeline stage: `files` are the previous stage's, shown as host-region files
+        (the caller still owns them); with `keep_files`, take_files() then gives the files
+        the function wrote in its guest region.
+        """
+
+    def take_files(self) -> HandOff | None:
+        """The files the last invoke(keep_files=True) wrote (the caller owns them)."""
 
     def rollback(self) -> None:
         """Back to the template's state; raises RollbackImpossible (and is closed) if it cannot."""

@@ -21,6 +21,7 @@ from usetl.hyperfork import HyperForkError, ProtocolError, Template
 from usetl.hyperfork.protocol import WarmUp
 from usetl.image.modstore import PRELOAD, SYSLIBS
 from usetl.invocation import GUEST_ENDED, SANDBOX_ERROR, InvocationResult, invocation_context
+from usetl.libos.handoff import HandOff
 from usetl.usf import UsfConfig
 
 from .backend import (
@@ -71,12 +72,18 @@ class KvmInstance:
     def __init__(self, clone: Any):
         self.clone = clone
         self.closed = False
+        self.kept: HandOff | None = None
 
-    def invoke(self, event: Any, context: dict, timeout: float) -> InvocationResult:
+    def invoke(self, event: Any, context: dict, timeout: float, files: HandOff | None = None,
+               keep_files: bool = False) -> InvocationResult:
         if self.closed:
             raise BackendError("this instance is closed")
         try:
-            result = self.clone.invoke(event, context, timeout)
+            if files is None and not keep_files:
+                result = self.clone.invoke(event, context, timeout)
+            else:
+                result, self.kept = self.clone.call_stage(event, context, timeout, files,
+                                                          keep_files)
         except HyperForkError as e:
             # A clone that broke the protocol or went away cannot serve again.
             self.close()
@@ -84,6 +91,10 @@ class KvmInstance:
         if result.error is not None and result.error.type in GUEST_ENDED:
             self.close()
         return result
+
+    def take_files(self) -> HandOff | None:
+        kept, self.kept = self.kept, None
+        return kept
 
     def rollback(self) -> None:
         if self.closed:

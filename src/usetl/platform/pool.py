@@ -28,6 +28,7 @@ from typing import Any
 
 from usetl.errors import UsetlError
 from usetl.invocation import SANDBOX_ERROR, InvocationResult
+from usetl.libos.handoff import HandOff, HandOffError
 
 from .backend import (
     REUSE_WARM,
@@ -248,15 +249,25 @@ class Pool:
         A version this pool has not seen (the server restarted; an accepted invocation of a
         replaced version) is added from `define`, atomically with taking its slot.
         """
+        return self.invoke_stage(key, event, context, define, on_start=on_start)[0]
+
+    def invoke_stage(self, key: str, event: Any, context: dict, define: Definition | None,
+                     files: HandOff | None = None, keep_files: bool = False,
+                     on_start: Callable[[], None] | None = None,
+                     ) -> tuple[InvocationResult, HandOff | None]:
+        """invoke(), as a pipeline stage: with the previous stage's `files` (still the
+        caller's) in its host region, and with `keep_files`, the files it wrote."""
         pool = self._acquire(key, define)
         started = time.perf_counter()
         instance: Instance | None = None
+        kept = None
         try:
             instance = self._instance(pool)
             if on_start is not None:
                 on_start()
-            outcome = instance.invoke(event, context, pool.spec.timeout_s)
-        except BackendError as e:
+            outcome = instance.invoke(event, context, pool.spec.timeout_s, files, keep_files)
+            kept = instance.take_files() if keep_files else None
+        except (BackendError, HandOffError) as e:
             outcome = InvocationResult.failed(SANDBOX_ERROR, str(e),
                                               (time.perf_counter() - started) * 1e3)
         finally:
@@ -266,7 +277,7 @@ class Pool:
         if outcome.error is not None:
             self.metrics.errors.inc(function=key, type=outcome.error.type)
         self.metrics.latency.observe(time.perf_counter() - started, function=key)
-        return outcome
+        return outcome, kept
 
     def _acquire(self, key: str, define: Definition | None = None) -> FunctionPool:
         with self.cond:

@@ -41,9 +41,16 @@ from usetl import abi
 from usetl.abi import etl as etl_abi
 from usetl.etl import UrlPolicy
 from usetl.image import guest_lib
-from usetl.invocation import ErrorInfo, InvocationResult, IoUsage, invocation_context
+from usetl.invocation import (
+    SANDBOX_ERROR,
+    ErrorInfo,
+    InvocationResult,
+    IoUsage,
+    invocation_context,
+)
 from usetl.jail.ids import shared_range
-from usetl.libos.etl_device import EtlDevice
+from usetl.libos.etl_device import EtlDevice, RegionFull
+from usetl.libos.handoff import HandOff, HandOffError
 from usetl.vm.memory import GuestMemory
 
 from .backend import (
@@ -113,15 +120,24 @@ class ProcessInstance:
         self.closed = False
         self.announced = False  # the agent's ready message was read and checked
         self.etl: EtlDevice | None = None  # made at the instance's first ETL request
+        self.keep_files = False  # the last invocation was a pipeline stage's that hands on
         self.etl_deadline: float | None = None
 
-    def invoke(self, event: Any, context: dict, timeout: float) -> InvocationResult:
+    def invoke(self, event: Any, context: dict, timeout: float, files: HandOff | None = None,
+               keep_files: bool = False) -> InvocationResult:
         if self.closed:
             raise BackendError("this instance is closed")
         t0 = time.perf_counter()
         self.etl_deadline = time.monotonic() + timeout
         if self.etl is not None:
             self.etl.reset(self.etl_deadline)
+        self.keep_files = keep_files
+        if files is not None:
+            try:
+                self._device().hand_in(files)  # copied: the sandbox maps the region itself
+            except (HandOffError, RegionFull) as e:
+                return InvocationResult.failed(
+                    SANDBOX_ERROR, f"the previous stage's files cannot be handed in: {e}")
         try:
             abi.send(self.sock, {"kind": abi.INVOKE, "event": event, "context": context})
             reply = self._serve_until_reply(t0 + timeout)
@@ -182,7 +198,7 @@ class ProcessInstance:
             self.etl = EtlDevice(
                 _read_only_region("etl-host", HOST_REGION_BYTES),
                 GuestMemory("etl-guest", 0, GUEST_REGION_BYTES),
-                self.template.policy, self.template.spec.etl_timeout_s,
+                self.template.policy, self.template.spec.etl_timeout_s, remappable=False,
             )
             self.etl.reset(self.etl_deadline)
         return self.etl
@@ -214,6 +230,12 @@ class ProcessInstance:
             chunks.append(chunk)
             n -= len(chunk)
         return b"".join(chunks)
+
+    def take_files(self) -> HandOff | None:
+        if not self.keep_files or self.closed:
+            return None
+        self.keep_files = False
+        return self._device().take_guest_files()
 
     def rollback(self) -> None:
         # A used process cannot be reset to the zygote's state; a fresh fork is the rollback.

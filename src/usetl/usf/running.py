@@ -42,9 +42,11 @@ from usetl.invocation import (
 from usetl.libos.devices import AgentChannel
 from usetl.libos.errors import MonitorError
 from usetl.libos.etl_device import EtlDevice
+from usetl.libos.handoff import HandOff, HandOffError
 from usetl.libos.kernel import Kernel
 from usetl.libos.vdso import VdsoClock
 from usetl.vm import GuestFault, GuestTimeout, Stop, Vm, VmError
+from usetl.vm.memory import GuestMemoryError
 
 from .config import UsfConfig, UsfError
 
@@ -113,15 +115,17 @@ class Usf:
         request: dict,
         timeout: float | None = None,
         host_files: dict[str, bytes] | None = None,
+        handoff: HandOff | None = None,
     ) -> InvocationResult:
         """Run one request in the agent; a guest fault or timeout ends this USF.
 
         The ETL regions start empty, then hold `host_files` (name -> bytes)
-        in the host region.
+        in the host region, and the files of `handoff` (a previous pipeline stage's,
+        mapped in place for this request only).
         """
         if not self.alive:
             raise UsfError("this USF is not running (it was never started, or its guest died)")
-        k, vm = self.kernel, self.vm
+        k = self.kernel
         count0, secs0 = k.stats.count, k.stats.seconds
         t0 = time.perf_counter()
         # Billed CPU is what the host measured: this thread runs the vCPU (KVM_RUN) and serves
@@ -130,16 +134,8 @@ class Usf:
         cpu0 = time.thread_time()
         self.etl.reset(deadline=time.monotonic() + timeout if timeout is not None else None)
         k.net_account = IoAccount()
-        for name, data in (host_files or {}).items():
-            try:
-                self.etl.put_host_file(name, data)
-            except EtlError as e:
-                raise UsfError(f"{name} does not fit in the host region: {e.reason}") from e
-        self.channel.post(json.dumps(request).encode())
-        if self.clock is not None:
-            self.clock.anchor(vm.ram)
         unimplemented0 = dict(k.stats.unimplemented)
-        reply, error = self._run_request(timeout)
+        reply, error = self._run_with(request, timeout, host_files or {}, handoff)
         cpu_ms = (time.thread_time() - cpu0) * 1e3
         out, err, truncated = self.take_output()
         io = self._io()
@@ -164,6 +160,29 @@ class Usf:
             result.guest_ms = reply.guest_ms
             result.extra = reply.extra()
         return result
+
+    def _run_with(self, request: dict, timeout: float | None, host_files: dict[str, bytes],
+                  handoff: HandOff | None) -> tuple[AgentReply | None, ErrorInfo | None]:
+        """Put the files in the host region, post the request and run it; handed-in files
+        are mapped for this request only."""
+        try:
+            if handoff is not None:
+                self.etl.hand_in(handoff)
+            for name, data in host_files.items():
+                self.etl.put_host_file(name, data)
+        except EtlError as e:
+            self.etl.give_back()
+            raise UsfError(f"{e.url} does not fit in the host region: {e.reason}") from e
+        except (HandOffError, GuestMemoryError) as e:
+            self.etl.give_back()
+            raise UsfError(f"the previous stage's files cannot be handed in: {e}") from e
+        try:
+            self.channel.post(json.dumps(request).encode())
+            if self.clock is not None:
+                self.clock.anchor(self.vm.ram)
+            return self._run_request(timeout)
+        finally:
+            self.etl.give_back()
 
     def _run_request(self, timeout: float | None) -> tuple[AgentReply | None, ErrorInfo | None]:
         """Run the guest until the agent waits again: its reply, or why there is none."""
@@ -246,7 +265,8 @@ class Usf:
         return self.invoke(request, timeout=timeout)
 
     def call(
-        self, event: object, context: dict | None = None, timeout: float | None = None
+        self, event: object, context: dict | None = None, timeout: float | None = None,
+        handoff: HandOff | None = None,
     ) -> InvocationResult:
         """Call the loaded handler with event (JSON) and a context; .value is its return.
 
@@ -259,9 +279,10 @@ class Usf:
         except (TypeError, ValueError) as e:
             raise UsfError(f"the event is not JSON-serialisable: {e}") from e
         if len(data) <= INLINE_EVENT:
-            return self.invoke({"kind": abi.INVOKE, "event": event, "context": ctx}, timeout)
+            return self.invoke({"kind": abi.INVOKE, "event": event, "context": ctx}, timeout,
+                               handoff=handoff)
         request = {"kind": abi.INVOKE, "event_file": EVENT_FILE, "context": ctx}
-        return self.invoke(request, timeout, host_files={EVENT_FILE: data})
+        return self.invoke(request, timeout, host_files={EVENT_FILE: data}, handoff=handoff)
 
     def run_program(self, timeout: float | None = None) -> ProgramResult:
         """Run a program loaded by boot_usf() to its exit (for programs other than the agent)."""

@@ -90,6 +90,26 @@ class GuestMemory:
     def put_u64(self, gpa: int, value: int) -> None:
         self.write(gpa, value.to_bytes(8, "little"))
 
+    # -- another memory file shown in place (pipeline hand-offs) -------------------
+
+    def show_file(self, fd: int, length: int, writable: bool) -> None:
+        """Map `length` bytes of another memory file over the start of this memory, shared.
+
+        Guest-physical addresses and `view` stay the same; only the pages behind them
+        change (KVM follows the host mapping). show_own() puts this memory's file back.
+        """
+        if not 0 < length <= self.size or length % PAGE_SIZE:
+            raise GuestMemoryError(f"cannot show {length} B of a file in {self.name} "
+                                   f"({self.size} B)")
+        try:
+            hostmm.map_over(self.host_addr, length, fd, private=False, writable=writable)
+        except OSError as e:
+            raise GuestMemoryError(f"cannot map a file into {self.name}: {e.strerror}") from None
+
+    def show_own(self, length: int) -> None:
+        """This memory's own file again over its first `length` bytes, as it was mapped."""
+        hostmm.map_over(self.host_addr, length, self.fd, private=self.private)
+
     # -- copy-on-write views (clones) ---------------------------------------------
 
     def make_private(self) -> None:
