@@ -23,6 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from usetl.platform.registry import Tenant
 from usetl.platform.service import DeployRequest, Platform, ServiceError
 
+from .pipelines import add_pipeline_routes
+
 log = logging.getLogger(__name__)
 THREADS = 256  # blocking invocations in flight (the pool queues beyond a function's limit)
 MAX_BODY_BYTES = 80 << 20  # a deploy: 50 MiB of code in base64, and the JSON around it
@@ -108,6 +110,7 @@ def create_app(platform: Platform) -> FastAPI:
     _add_invocation_routes(app, platform)
     _add_schedule_routes(app, platform)
     _add_secret_routes(app, platform)
+    add_pipeline_routes(app, platform, Caller, _body, _blocking, EVENT_BODY)
     _add_pool_route(app, platform)  # last, so /docs lists the paths in the order they always had
     return app
 

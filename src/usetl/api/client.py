@@ -182,6 +182,24 @@ class Client:
     def usage(self, since: float = 0.0) -> list[dict]:
         return self.request("GET", "/v1/usage", params={"since": since})["functions"]
 
+    def deploy_pipeline(self, name: str, stages: list) -> dict:
+        return self.request("PUT", f"/v1/pipelines/{name}", json={"stages": stages})
+
+    def run_pipeline(self, name: str, event: Any = None, wait: bool = True) -> dict:
+        """The run's record, or with wait=False {"id", "status": "queued"}."""
+        return self.request("POST", f"/v1/pipelines/{name}/runs", content=json.dumps(event),
+                            params={"wait": "true" if wait else "false"},
+                            headers={"Content-Type": "application/json"})
+
+    def pipeline_run(self, run_id: str) -> dict:
+        return self.request("GET", f"/v1/pipeline-runs/{run_id}")
+
+    def pipelines(self) -> list[dict]:
+        return self.request("GET", "/v1/pipelines")["pipelines"]
+
+    def delete_pipeline(self, name: str) -> dict:
+        return self.request("DELETE", f"/v1/pipelines/{name}")
+
     def add_tenant(self, name: str) -> dict:
         return self.request("POST", "/v1/tenants", json={"name": name})
 

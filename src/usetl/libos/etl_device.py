@@ -254,8 +254,9 @@ class EtlDevice:
         fd = new_memory_file(self.guest.size)
         for f in files.files:
             os.pwrite(fd, self.guest.memory.view[f.offset : f.offset + f.size], f.offset)
-            self.account.copied_bytes += f.size
-        return HandOff.sealed(fd, files)
+        handoff = HandOff.sealed(fd, files)
+        handoff.copied_bytes = files.total_bytes
+        return handoff
 
     def hand_in(self, handoff: HandOff) -> None:
         """The previous stage's files as this invocation's host-region files (after reset):

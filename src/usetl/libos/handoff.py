@@ -55,10 +55,14 @@ def new_memory_file(size: int) -> int:
 
 @dataclass
 class HandOff:
-    """A hand-off held by this process: the memory file's descriptor (owned) and its files."""
+    """A hand-off held by this process: the memory file's descriptor (owned) and its files.
+
+    `copied_bytes`: what making it copied (0 where the memory file was the guest region's).
+    """
 
     fd: int
     files: HandedFiles
+    copied_bytes: int = 0
 
     @classmethod
     def sealed(cls, fd: int, files: HandedFiles) -> HandOff:

@@ -267,6 +267,8 @@ class Pool:
                 on_start()
             outcome = instance.invoke(event, context, pool.spec.timeout_s, files, keep_files)
             kept = instance.take_files() if keep_files else None
+            if kept is not None:
+                outcome.io.copied_bytes += kept.copied_bytes
         except (BackendError, HandOffError) as e:
             outcome = InvocationResult.failed(SANDBOX_ERROR, str(e),
                                               (time.perf_counter() - started) * 1e3)

@@ -152,6 +152,31 @@ MIGRATIONS = [
     """,
     # `usetl logs -f` follows invocations by the time they finished.
     "CREATE INDEX invocations_by_finish ON invocations (tenant_id, function_name, finished);",
+    # Pipelines (platform/pipeline.py): ordered stages, and runs, each with its stages' records.
+    """
+    CREATE TABLE IF NOT EXISTS pipelines (
+        id INTEGER PRIMARY KEY,
+        tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        stages TEXT NOT NULL,
+        created REAL NOT NULL,
+        UNIQUE (tenant_id, name)
+    );
+    CREATE TABLE IF NOT EXISTS pipeline_runs (
+        id TEXT PRIMARY KEY,
+        tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        pipeline TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        status TEXT NOT NULL,
+        event TEXT,
+        result TEXT,
+        error TEXT,
+        stages TEXT NOT NULL DEFAULT '[]',
+        created REAL NOT NULL,
+        finished REAL
+    );
+    CREATE INDEX IF NOT EXISTS pipeline_runs_by_status ON pipeline_runs (status);
+    """,
 ]
 
 # Invocation states: queued (async, accepted, not started), running, succeeded, failed,
@@ -799,6 +824,104 @@ class Registry:
             )
 
         self._write(update)
+
+    # pipelines
+
+    def put_pipeline(self, tenant_id: int, name: str, stages: list[dict]) -> dict:
+        """Create or replace a pipeline (its runs so far keep the stages they ran)."""
+
+        def put(cur):
+            cur.execute(
+                "INSERT INTO pipelines (tenant_id, name, stages, created) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (tenant_id, name) DO UPDATE SET stages = excluded.stages, "
+                "created = excluded.created",
+                (tenant_id, name, json.dumps(stages), time.time()),
+            )
+
+        self._write(put)
+        pipeline = self.pipeline(tenant_id, name)
+        assert pipeline is not None
+        return pipeline
+
+    def pipeline(self, tenant_id: int, name: str) -> dict | None:
+        rows = self._read("SELECT * FROM pipelines WHERE tenant_id = ? AND name = ?",
+                          (tenant_id, name))
+        return _pipeline(rows[0]) if rows else None
+
+    def pipelines(self, tenant_id: int) -> list[dict]:
+        rows = self._read("SELECT * FROM pipelines WHERE tenant_id = ? ORDER BY name",
+                          (tenant_id,))
+        return [_pipeline(r) for r in rows]
+
+    def delete_pipeline(self, tenant_id: int, name: str) -> bool:
+        return self._write(lambda cur: cur.execute(
+            "DELETE FROM pipelines WHERE tenant_id = ? AND name = ?", (tenant_id, name)
+        ).rowcount) > 0
+
+    def add_pipeline_run(self, tenant_id: int, pipeline: str, mode: str, status: str,
+                         event: Any) -> str:
+        run_id = uuid.uuid4().hex
+        self._write(lambda cur: cur.execute(
+            "INSERT INTO pipeline_runs (id, tenant_id, pipeline, mode, status, event, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (run_id, tenant_id, pipeline, mode, status, json.dumps(event), time.time())))
+        return run_id
+
+    def update_pipeline_run(self, run_id: str, status: str, stages: list[dict],
+                            result: Any = None, error: dict | None = None) -> None:
+        finished = time.time() if status in FINISHED else None
+        self._write(lambda cur: cur.execute(
+            "UPDATE pipeline_runs SET status = ?, stages = ?, result = ?, error = ?, "
+            "finished = ? WHERE id = ?",
+            (status, json.dumps(stages), json.dumps(result),
+             None if error is None else json.dumps(error), finished, run_id)))
+
+    def pipeline_run(self, tenant_id: int, run_id: str) -> dict | None:
+        rows = self._read("SELECT * FROM pipeline_runs WHERE id = ? AND tenant_id = ?",
+                          (run_id, tenant_id))
+        return _pipeline_run(rows[0]) if rows else None
+
+    def queued_pipeline_run(self, run_id: str) -> tuple[int, str, Any] | None:
+        """A queued run's tenant id, pipeline and event (None once it has started)."""
+        rows = self._read("SELECT tenant_id, pipeline, event FROM pipeline_runs "
+                          "WHERE id = ? AND status = 'queued'", (run_id,))
+        if not rows:
+            return None
+        return rows[0]["tenant_id"], rows[0]["pipeline"], json.loads(rows[0]["event"])
+
+    def recover_pipeline_runs(self) -> tuple[list[tuple[str, int]], int]:
+        """After a restart, as recover(): queued runs to start (id, tenant id), and how many
+        running ones are now interrupted (a stage may have had effects: not re-run)."""
+
+        def recover(cur):
+            queued = [(r["id"], r["tenant_id"]) for r in cur.execute(
+                "SELECT id, tenant_id FROM pipeline_runs WHERE status = 'queued' "
+                "ORDER BY created")]
+            interrupted = cur.execute(
+                "UPDATE pipeline_runs SET status = 'interrupted', finished = ?, error = ? "
+                "WHERE status = 'running'",
+                (time.time(), json.dumps({
+                    "type": "Interrupted", "stage": None,
+                    "message": "the server stopped while this run ran; it was not re-run"})),
+            ).rowcount
+            return queued, interrupted
+
+        return self._write(recover)
+
+
+def _pipeline(row: Mapping[str, Any]) -> dict:
+    return {"name": row["name"], "stages": json.loads(row["stages"]), "created": row["created"]}
+
+
+def _pipeline_run(row: Mapping[str, Any]) -> dict:
+    return {
+        "id": row["id"], "pipeline": row["pipeline"], "mode": row["mode"],
+        "status": row["status"], "event": json.loads(row["event"]),
+        "result": None if row["result"] is None else json.loads(row["result"]),
+        "error": None if row["error"] is None else json.loads(row["error"]),
+        "stages": json.loads(row["stages"]), "created": row["created"],
+        "finished": row["finished"],
+    }
 
 
 _ADD_VERSION_SQL = (

@@ -32,6 +32,7 @@ from usetl.invocation import (
     InvocationResult,
     invocation_context,
 )
+from usetl.libos.handoff import HandOff
 
 from .backend import (
     REUSE_ROLLBACK,
@@ -417,22 +418,40 @@ class Platform:
 
     def _run(self, version: Version, invocation_id: str, event: Any,
              on_start: Callable[[], None] | None = None) -> InvocationResult:
+        return self._run_stage(version, invocation_id, event, None, False, on_start)[0]
+
+    def _run_stage(self, version: Version, invocation_id: str, event: Any,
+                   files: HandOff | None, keep_files: bool,
+                   on_start: Callable[[], None] | None = None,
+                   ) -> tuple[InvocationResult, HandOff | None]:
+        """One invocation, as _run(); as a pipeline stage with the previous stage's `files`
+        and, with `keep_files`, the files it wrote (None if it failed)."""
         try:
             secrets = self._secret_values(version)
         except SecretError as e:
-            return InvocationResult.failed(PLATFORM_ERROR, str(e))
+            return InvocationResult.failed(PLATFORM_ERROR, str(e)), None
         # Given to this invocation alone: a template (the module, a warm-up) never sees them.
         context = invocation_context(version.memory_mib, version.timeout_s, invocation_id,
                                      function=version.name, version=version.version,
                                      **({"secrets": secrets} if version.secrets else {}))
+        kept = None
         try:
-            outcome = self.pool.invoke(version.key, event, context, on_start,
-                                       self._definition(version))
+            outcome, kept = self.pool.invoke_stage(version.key, event, context,
+                                                   self._definition(version), files,
+                                                   keep_files, on_start)
         except ConcurrencyLimit:
             raise
         except PoolError as e:
             outcome = InvocationResult.failed(PLATFORM_ERROR, str(e))
         redact(outcome, secrets)
+        self._check_outcome(outcome)
+        if kept is not None and outcome.error is not None:
+            kept.close()
+            kept = None
+        return outcome, kept
+
+    def _check_outcome(self, outcome: InvocationResult) -> None:
+        """Hold the result and the output to the limits."""
         if outcome.error is None:
             size = len(json.dumps(outcome.value))
             if size > self.limits.max_result_bytes:
@@ -442,7 +461,6 @@ class Platform:
                                       f"{self.limits.max_result_bytes}")
         outcome.stdout = _capped(outcome.stdout, self.limits.max_output_bytes)
         outcome.stderr = _capped(outcome.stderr, self.limits.max_output_bytes)
-        return outcome
 
     def _secret_values(self, version: Version) -> dict[str, str]:
         """The version's secrets, opened for one invocation; SecretError if one is gone."""
@@ -477,6 +495,21 @@ class Platform:
                                f"function {name!r} is at its concurrency limit: {e}") from e
         self.registry.record_invocation(invocation_id, version, event, outcome, started)
         return invocation_record(invocation_id, version, "sync", outcome, started)
+
+    def invoke_stage(self, tenant: Tenant, name: str, event: Any, files: HandOff | None,
+                     keep_files: bool) -> tuple[dict, InvocationResult, HandOff | None]:
+        """invoke() as a pipeline stage (pipeline.py): the record, the outcome (with what the
+        host copied), and the files it kept."""
+        version = self._live(tenant, name)
+        invocation_id = uuid.uuid4().hex
+        started = time.time()
+        try:
+            outcome, kept = self._run_stage(version, invocation_id, event, files, keep_files)
+        except ConcurrencyLimit as e:
+            outcome, kept = InvocationResult.failed(
+                "ConcurrencyLimit", f"function {name!r} is at its concurrency limit: {e}"), None
+        self.registry.record_invocation(invocation_id, version, event, outcome, started)
+        return invocation_record(invocation_id, version, "sync", outcome, started), outcome, kept
 
     def invoke_async(self, tenant: Tenant, name: str, event: Any,
                      callback_url: str | None = None) -> str:
