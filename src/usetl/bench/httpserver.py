@@ -2,8 +2,10 @@
 
 GET /bytes/N answers N bytes (a fixed random megabyte, repeated) with a
 Content-Length; with ?delay_ms=D it first waits D milliseconds (a slow
-service, for the threads experiment). It runs in its own process so that serving does not share
-the benchmark's interpreter; it prints its port, then serves until killed.
+service, for the threads experiment). POST /store/KEY keeps the body in memory
+and GET /store/KEY answers it (an object store, for the pipeline experiment).
+It runs in its own process so that serving does not share the benchmark's
+interpreter; it prints its port, then serves until killed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CHUNK = os.urandom(1 << 20)
+STORE: dict[str, bytes] = {}
+STORE_PREFIX = "/store/"
 
 
 class BytesHandler(BaseHTTPRequestHandler):
@@ -21,7 +25,30 @@ class BytesHandler(BaseHTTPRequestHandler):
     # for the client's delayed ACK (40 ms on Linux), a stall of the server, not the client.
     disable_nagle_algorithm = True
 
+    def do_POST(self) -> None:
+        length = self.headers.get("Content-Length", "")
+        if not self.path.startswith(STORE_PREFIX) or not length.isdigit():
+            self.send_error(404 if length.isdigit() else 411)
+            return
+        STORE[self.path[len(STORE_PREFIX):]] = self.rfile.read(int(length))
+        self.send_response(204)
+        self.end_headers()
+
+    def _stored(self) -> None:
+        body = STORE.get(self.path[len(STORE_PREFIX):])
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def do_GET(self) -> None:
+        if self.path.startswith(STORE_PREFIX):
+            self._stored()
+            return
         prefix = "/bytes/"
         path, _, query = self.path.partition("?")
         delay = query.removeprefix("delay_ms=")

@@ -43,6 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     _register_threads(commands)
     _register_platform(commands)
+    pl = commands.add_parser(
+        "pipeline", help="a 3-stage pipeline's zero-copy hand-off against a local HTTP store")
+    pl.add_argument("--mib", type=int, default=64, help="MiB handed from stage to stage")
+    pl.add_argument("--runs", type=int, default=5, help="runs of each; medians (default 5)")
+    pl.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    pl.set_defaults(func=run_pipeline)
 
     m = commands.add_parser(
         "protocol", help="the controller/clone protocol: cost per message, typed vs pickle")
@@ -214,6 +220,15 @@ def run_cpython_tests(args: argparse.Namespace) -> int:
 
     rows = cpython_tests.run(args.module or cpython_tests.MODULES, args.timeout, say=_say)
     return _report(args, rows, cpython_tests.format_table)
+
+
+def run_pipeline(args: argparse.Namespace) -> int:
+    from usetl.bench import pipeline
+
+    if not 1 <= args.mib <= 64 or args.runs < 1:
+        raise UsetlError("--mib must be 1..64 (the guest region's size) and --runs positive")
+    result = pipeline.run(args.mib, args.runs, say=_say)
+    return _report(args, result, pipeline.format_report)
 
 
 def run_platform(args: argparse.Namespace) -> int:

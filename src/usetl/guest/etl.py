@@ -271,6 +271,14 @@ def post(url, data, content_type=None, name=None):
     return Response(reply["status"], reply["headers"], _file(reply["file"]))
 
 
+def put(name, data):
+    """Store data (bytes, str or a buffer) as the guest-region file `name`, in one copy
+    (etl.open's writer keeps a copy in guest memory until it is closed); returns its EtlFile."""
+    if isinstance(data, str):
+        data = data.encode()
+    return _store(name, memoryview(data).cast("B"))
+
+
 def stat(name):
     """The EtlFile called name (the guest region's copy first), or None."""
     described = _request({"op": wire.STAT, "name": name})["file"]

@@ -26,7 +26,7 @@ from usetl import abi, hostmm, jail
 from usetl.image.archive import ImageArchive
 from usetl.invocation import SANDBOX_ERROR, ErrorInfo, InvocationResult
 from usetl.jail import handshake, namespaces
-from usetl.libos.handoff import HandOff
+from usetl.libos.handoff import HandOff, new_memory_file
 from usetl.libos.hostfs import HostDirFS
 from usetl.usf import start_usf
 from usetl.vm import Vm
@@ -106,6 +106,9 @@ class CloneProcess:
         self.usf = usf
         self.instance = uuid.uuid4().hex
         self.needs_identity = False
+        # A memory file for the next pipeline stage's guest region, made off the request's
+        # path after a stage that handed files on (handoff.py: huge pages take time to make).
+        self.spare_handoff: int | None = None
         t3 = time.perf_counter()
         self.timings = {"map_ms": (t1 - t0) * 1e3, "vm_ms": (t2 - t1) * 1e3,
                         "restore_ms": (t3 - t2) * 1e3}
@@ -178,7 +181,8 @@ class CloneProcess:
             if self.needs_identity:
                 self.take_identity()
             if msg.keep_files:
-                self.usf.etl.lend_guest_region()
+                spare, self.spare_handoff = self.spare_handoff, None
+                self.usf.etl.lend_guest_region(spare)
             try:
                 result = self.usf.call(msg.event, msg.context, msg.timeout, handoff)
             finally:
@@ -232,6 +236,8 @@ class CloneProcess:
                 _close_all(fds)
             chan.send(reply, fds=out_fds)
             _close_all(list(out_fds))
+            if out_fds and self.spare_handoff is None:
+                self.spare_handoff = new_memory_file(self.usf.etl.guest.size)
 
 
 class TemplateProcess:

@@ -230,11 +230,15 @@ class EtlDevice:
 
     # -- pipeline hand-offs (handoff.py) ------------------------------------------
 
-    def lend_guest_region(self) -> None:
-        """Back the guest region with a memory file of its own until take_guest_files()."""
+    def lend_guest_region(self, fd: int | None = None) -> None:
+        """Back the guest region with a memory file of its own until take_guest_files():
+        `fd` (made ahead by new_memory_file(guest.size), now owned here) or a new one."""
         if not self.remappable:
+            if fd is not None:
+                os.close(fd)
             return
-        fd = new_memory_file(self.guest.size)
+        if fd is None:
+            fd = new_memory_file(self.guest.size)
         try:
             self.guest.memory.show_file(fd, self.guest.size, writable=True)
         except BaseException:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from usetl import hostmm
 from usetl.errors import UsetlError
 
 HANDOFF_SEALS = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
@@ -50,6 +51,7 @@ class HandedFiles(msgspec.Struct, frozen=True):
 def new_memory_file(size: int) -> int:
     fd = os.memfd_create("usetl-handoff", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     os.ftruncate(fd, size)
+    hostmm.back_with_huge_pages(fd, size)
     return fd
 
 

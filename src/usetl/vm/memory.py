@@ -102,7 +102,8 @@ class GuestMemory:
             raise GuestMemoryError(f"cannot show {length} B of a file in {self.name} "
                                    f"({self.size} B)")
         try:
-            hostmm.map_over(self.host_addr, length, fd, private=False, writable=writable)
+            hostmm.map_over(self.host_addr, length, fd, private=False, writable=writable,
+                            populate=True)
         except OSError as e:
             raise GuestMemoryError(f"cannot map a file into {self.name}: {e.strerror}") from None
 
