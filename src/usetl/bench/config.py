@@ -39,6 +39,8 @@ class BenchConfig:
     platform_backends: tuple[str, ...] = ("kvm", "process")
     # I/O overlap: runs of 8 etl.get one after another and then on 8 threads.
     threads_runs: int = 3
+    # Pipeline hand-off: runs of the 3-stage pipeline and of its HTTP-store baseline.
+    pipeline_runs: int = 5
     # Guest memory per USF.
     usf_mem_mib: int = 512
     compat_modules: tuple[str, ...] = field(default=(

@@ -81,6 +81,9 @@ GOALS = [
          "issue 5", lambda r: _get(_series(r, "platform", "http_kvm_noop"), "per_second")),
     Goal("8 etl.get on 8 guest threads against one after another (50 ms server delay)", "×",
          3, False, "issue 11", lambda r: _get(_ok(r, "threads"), "speedup")),
+    Goal("3-stage pipeline handing 64 MiB on, against the same functions through a local "
+         "HTTP store", "×", 5, False, "issue 16",
+         lambda r: _get(_ok(r, "pipeline"), "speedup")),
 ]
 
 

@@ -22,6 +22,8 @@ CONFIG_HELP = {
     "rollback_pages": "guest pages the handler dirties before a rollback",
     "rollback_runs": "timed rollbacks per page count",
     "threads_runs": "runs of 8 etl.get one after another and then on 8 threads (median shown)",
+    "pipeline_runs": "runs of the 3-stage pipeline and of the same functions through an HTTP "
+                     "store (median shown)",
     "load_concurrency": "concurrent clients under load",
     "load_warmup_s": "untimed seconds of load before the timed ones, per series",
     "load_seconds": "timed seconds of load per series",
