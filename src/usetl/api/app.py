@@ -20,14 +20,18 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from usetl.platform import code_archive
 from usetl.platform.registry import Tenant
-from usetl.platform.service import DeployRequest, Platform, ServiceError
+from usetl.platform.service import Platform, ServiceError
 
+from .deploy import add_deploy_route
 from .pipelines import add_pipeline_routes
 
 log = logging.getLogger(__name__)
 THREADS = 256  # blocking invocations in flight (the pool queues beyond a function's limit)
 MAX_BODY_BYTES = 80 << 20  # a deploy: 50 MiB of code in base64, and the JSON around it
+# A deploy's code archive: 250 MiB unpacked (Limits.max_unpacked_bytes), with tar's headers.
+MAX_ARCHIVE_BYTES = 260 << 20
 
 EVENT_BODY = {
     "requestBody": {
@@ -39,7 +43,8 @@ EVENT_BODY = {
 
 class Deploy(BaseModel):
     handler: str = Field(description="'file.py:function' or 'pkg/mod.py:function'")
-    files: dict[str, str] = Field(description="relative path -> base64 of the file's bytes")
+    files: dict[str, str] = Field(default_factory=dict, description="relative path -> base64 "
+                                  "of the file's bytes (none with an archive body)")
     requirements: list[str] = Field(default_factory=list, description="pip requirement lines")
     memory_mib: int | None = None
     timeout_s: float | None = None
@@ -116,24 +121,29 @@ def create_app(platform: Platform) -> FastAPI:
 
 
 def _add_body_limit(app: FastAPI) -> None:
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, archive_limit=MAX_ARCHIVE_BYTES)
 
 
 class BodyLimit:
-    """Refuse a request body over `limit` bytes before it is buffered: by its Content-Length
-    up front, and by counting while it streams (a chunked body declares no length)."""
+    """Refuse a request body over `limit` bytes (`archive_limit` for a code archive, which
+    is spooled to a file) before it is buffered: by its Content-Length up front, and by
+    counting while it streams (a chunked body declares no length)."""
 
-    def __init__(self, app: Any, limit: int):
+    def __init__(self, app: Any, limit: int, archive_limit: int):
         self.app = app
-        self.limit = limit
+        self.default_limit = limit
+        self.archive_limit = archive_limit
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(scope, receive, send)
+        headers = dict(scope["headers"])
+        archive = code_archive.is_archive(headers.get(b"content-type", b"").decode("latin-1"))
+        limit = self.archive_limit if archive else self.default_limit
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await self._refuse(scope, receive, send, limit)
             return
         received = 0
 
@@ -141,15 +151,15 @@ class BodyLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.limit:
-                raise StarletteHTTPException(413, f"the request body is over {self.limit} bytes")
+            if received > limit:
+                raise StarletteHTTPException(413, f"the request body is over {limit} bytes")
             return message
 
         await self.app(scope, counted, send)
 
-    async def _refuse(self, scope: dict, receive: Any, send: Any) -> None:
+    async def _refuse(self, scope: dict, receive: Any, send: Any, limit: int) -> None:
         response = error_response(413, "payload_too_large",
-                                  f"the request body is over {self.limit} bytes")
+                                  f"the request body is over {limit} bytes")
         await response(scope, receive, send)
 
 
@@ -222,11 +232,7 @@ def _add_tenant_routes(app: FastAPI, platform: Platform) -> None:
 
 
 def _add_function_routes(app: FastAPI, platform: Platform) -> None:
-    @app.put("/v1/functions/{name}", tags=["functions"], status_code=201)
-    async def deploy(name: str, body: Deploy, caller: Caller) -> dict:
-        request = DeployRequest(**body.model_dump())
-        deployment = await _blocking(platform.deploy, caller, name, request)
-        return deployment.public()
+    add_deploy_route(app, platform, Caller, Deploy, _blocking)
 
     @app.get("/v1/functions", tags=["functions"])
     def list_functions(caller: Caller) -> dict:

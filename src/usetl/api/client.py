@@ -8,11 +8,13 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -23,6 +25,8 @@ TOKEN_ENV = "USETL_TOKEN"
 URL_ENV = "USETL_URL"
 DEFAULT_URL = "http://127.0.0.1:8080"
 SKIPPED = {"__pycache__", ".git", ".venv"}
+NDJSON = "application/x-ndjson"
+UPLOAD_CHUNK = 1 << 20
 
 
 class ApiError(UsetlError):
@@ -59,18 +63,40 @@ def save_config(url: str, token: str) -> Path:
     return path
 
 
-def code_files(path: Path) -> dict[str, str]:
-    """A file, or a directory's files (recursively), as relative path -> base64."""
-    if path.is_file():
-        return {path.name: base64.b64encode(path.read_bytes()).decode()}
-    if not path.is_dir():
+def code_archive(path: Path, target: BinaryIO) -> None:
+    """A file, or a directory's files (recursively, but caches and dot files), as tar.gz."""
+    if not path.exists():
         raise UsetlError(f"{path}: no such file or directory")
-    files = {}
-    for file in sorted(path.rglob("*")):
-        rel = file.relative_to(path)
-        if file.is_file() and not any(p in SKIPPED or p.startswith(".") for p in rel.parts):
-            files[rel.as_posix()] = base64.b64encode(file.read_bytes()).decode()
-    return files
+    files = [(path, path.name)] if path.is_file() else [
+        (file, file.relative_to(path).as_posix()) for file in sorted(path.rglob("*"))
+        if file.is_file() and not any(p in SKIPPED or p.startswith(".")
+                                      for p in file.relative_to(path).parts)]
+    with tarfile.open(fileobj=target, mode="w:gz", compresslevel=1) as tar:
+        for file, name in files:
+            tar.add(file, arcname=name, recursive=False)
+
+
+def read_requirements(path: Path) -> list[str]:
+    """A pip requirements file's requirement lines: comments and line continuations as pip
+    reads them, `-r FILE` included (relative to the file); other options are refused."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise UsetlError(f"cannot read {path}: {e.strerror}") from e
+    found = []
+    for line in text.replace("\\\n", " ").splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        option, _, rest = line.partition(" ")
+        if option in ("-r", "--requirement"):
+            found += read_requirements(path.parent / rest.strip())
+        elif line.startswith("-"):
+            raise UsetlError(f"{path}: {option} is not supported (requirement lines, their "
+                             "--hash options and -r FILE are)")
+        else:
+            found.append(" ".join(line.split()))
+    return found
 
 
 class Client:
@@ -96,26 +122,53 @@ class Client:
         except httpx.HTTPError as e:
             raise UsetlError(f"cannot reach the usetl server at {self.url}: {e}") from e
         if response.status_code >= 400:
-            try:
-                error = response.json()["error"]
-                code, message, cause = error["code"], error["message"], error.get("cause")
-            except (ValueError, KeyError, TypeError, AttributeError):
-                code, message, cause = "http_error", response.text[:200], None
-            raise ApiError(response.status_code, code, message, cause)
+            raise _api_error(response)
         if response.headers.get("content-type", "").startswith("application/json"):
             return response.json()
         return response.text
 
     def deploy(self, name: str, path: Path, handler: str | None = None,
-               requirements: list[str] | None = None, **options: Any) -> dict:
-        files = code_files(path)
+               requirements: list[str] | None = None,
+               progress: Callable[[str, int, int], None] | None = None,
+               **options: Any) -> dict:
+        """Upload the code as a streamed tar.gz; `progress(phase, done, total)` hears of the
+        upload ("upload", bytes) and of the server's phases (resolve, build, install,
+        template)."""
         if handler is None:
             handler = f"{path.name}:handler" if path.is_file() else "main.py:handler"
         if requirements is None and path.is_dir() and (path / "requirements.txt").is_file():
-            requirements = _requirement_lines((path / "requirements.txt").read_text())
-        body = {"handler": handler, "files": files, "requirements": requirements or []}
-        body.update({k: v for k, v in options.items() if v is not None})
-        return self.request("PUT", f"/v1/functions/{name}", json=body)
+            requirements = read_requirements(path / "requirements.txt")
+        settings = {"handler": handler, "requirements": requirements or []}
+        settings.update({k: v for k, v in options.items() if v is not None})
+        with tempfile.TemporaryFile() as archive:
+            code_archive(path, archive)
+            size = archive.tell()
+            archive.seek(0)
+            return self._stream_deploy(name, settings, _chunks(archive, size, progress),
+                                       progress or (lambda phase, done, total: None))
+
+    def _stream_deploy(self, name: str, settings: dict, body: Iterator[bytes],
+                       progress: Callable[[str, int, int], None]) -> dict:
+        headers = {"Content-Type": "application/gzip", "Accept": NDJSON,
+                   "X-Usetl-Deploy": json.dumps(settings)}
+        try:
+            with self.http.stream("PUT", f"/v1/functions/{name}", content=body,
+                                  headers=headers) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _api_error(response)
+                for line in response.iter_lines():
+                    event = json.loads(line)
+                    if "progress" in event:
+                        progress(event["progress"], event["done"], event["total"])
+                    elif "error" in event:
+                        e = event["error"]
+                        raise ApiError(e["status"], e["code"], e["message"], e.get("cause"))
+                    else:
+                        return event["result"]
+        except httpx.HTTPError as e:
+            raise UsetlError(f"cannot reach the usetl server at {self.url}: {e}") from e
+        raise UsetlError("the server ended the deploy without an answer")
 
     def invoke(self, name: str, event: Any = None) -> dict:
         return self.request("POST", f"/v1/functions/{name}/invoke", content=json.dumps(event),
@@ -210,6 +263,20 @@ class Client:
         return self.request("GET", "/metrics")
 
 
-def _requirement_lines(text: str) -> list[str]:
-    lines = (ln.split("#", 1)[0].strip() for ln in text.splitlines())
-    return [ln for ln in lines if ln]
+def _api_error(response: httpx.Response) -> ApiError:
+    try:
+        error = response.json()["error"]
+        code, message, cause = error["code"], error["message"], error.get("cause")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        code, message, cause = "http_error", response.text[:200], None
+    return ApiError(response.status_code, code, message, cause)
+
+
+def _chunks(source: BinaryIO, size: int,
+            progress: Callable[[str, int, int], None] | None) -> Iterator[bytes]:
+    sent = 0
+    while chunk := source.read(UPLOAD_CHUNK):
+        sent += len(chunk)
+        if progress is not None:
+            progress("upload", sent, size)
+        yield chunk

@@ -15,8 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from usetl.api.client import TOKEN_ENV, Client, load_config, save_config
+from usetl.api.client import TOKEN_ENV, Client, load_config, read_requirements, save_config
 from usetl.errors import UsetlError
+from usetl.image import StderrProgress
 from usetl.platform.registry import admin_token_file
 
 
@@ -93,8 +94,9 @@ def _register_deploy(subparsers: argparse._SubParsersAction) -> None:
     deploy.add_argument("--handler", default=None,
                         help="FILE.py:FUNCTION (default: <file>:handler, or main.py:handler)")
     deploy.add_argument("-r", "--requirement", action="append", default=None, metavar="REQ",
-                        help="a pip requirement (repeatable; default: the directory's "
-                        "requirements.txt)")
+                        help="a pip requirement, or a requirements file (as pip's -r: "
+                        "--hash options are checked); repeatable; default: the directory's "
+                        "requirements.txt")
     deploy.add_argument("--memory", type=int, default=None, metavar="MiB")
     deploy.add_argument("--timeout", type=float, default=None, metavar="S")
     deploy.add_argument("--concurrency", type=int, default=None, metavar="N",
@@ -156,11 +158,17 @@ def run_deploy(args: argparse.Namespace) -> int:
             options["warmup"] = json.loads(args.warmup)
         except json.JSONDecodeError as e:
             raise UsetlError(f"--warmup is not valid JSON: {e}") from e
+    requirements = None
+    if args.requirement is not None:
+        requirements = []
+        for item in args.requirement:
+            is_file = Path(item).is_file()
+            requirements += read_requirements(Path(item)) if is_file else [item]
     with_client = _client(args)
     v = with_client.deploy(
-        args.name, args.path, handler=args.handler, requirements=args.requirement,
-        memory_mib=args.memory, timeout_s=args.timeout, concurrency=args.concurrency,
-        queue=args.queue,
+        args.name, args.path, handler=args.handler, requirements=requirements,
+        progress=StderrProgress(), memory_mib=args.memory, timeout_s=args.timeout,
+        concurrency=args.concurrency, queue=args.queue,
         allow=args.allow, env=env or None, reuse=args.reuse, retries=args.retries,
         retry_backoff_s=args.retry_backoff, secrets=args.secret, **options,
     )

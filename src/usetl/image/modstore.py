@@ -4,7 +4,15 @@ The paper's central module directory. `ModuleStore.install(requirements)`
 resolves the requirements with pip (for this interpreter, the one the image
 carries), then installs each resolved distribution that is not there yet
 with ``pip install --no-deps --target`` into its own content-addressed
-directory, ``<root>/<name>-<version>-<hash>``, made read-only. A function's
+directory, ``<root>/<name>-<version>-<hash>``, made read-only. Requirement
+lines may carry pip's ``--hash=sha256:...`` options: then every artifact
+must match one (pip's hash-checking mode), when resolved and when installed.
+
+Wheels are resolved on the host (installing a wheel runs none of its code).
+Where wheels alone do not satisfy the requirements (a pure-Python package
+published only as an sdist), pip resolves again in a sandbox and each sdist
+is built into a wheel there, without network (packaging.py); the built wheel
+is kept by the sdist's hash and installed like the others. A function's
 `module_dirs` are the entries of its resolved set; functions that need the
 same package share one directory. pip never runs at invocation time.
 
@@ -27,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +44,12 @@ from usetl.errors import UsetlError
 
 from .build import cache_root
 from .inputs import DEFAULT_LIBRARY_DIRS
+from .packaging import PackagingError, build_wheel, sandboxed_pip, scratch_directory
 
 PIP_TIMEOUT = 600.0
 STORE_FORMAT = 3  # part of every entry's digest: a new layout makes new entries
 SYSLIBS = ".usetl-syslibs"
+BUILT_WHEELS = ".built-wheels"  # wheels built from sdists, by the sdist's sha256
 PRELOAD = "preload.txt"
 # Libraries every CPython process has loaded already (a second copy must not be loaded).
 ALWAYS_LOADED = frozenset({"libc.so.6", "libm.so.6", "ld-linux-x86-64.so.2"})
@@ -54,6 +65,8 @@ class Distribution:
     version: str
     url: str  # the exact artifact pip resolved (an index URL or a local file)
     digest: str  # the content-addressed key: interpreter, name, version, artifact hash
+    sha256: str | None = None  # the artifact's, as the index gave it and pip checked it
+    source: bool = False  # an sdist (or a source tree): built into a wheel in the sandbox
 
 
 def _normalise(name: str) -> str:
@@ -67,10 +80,10 @@ def _pip_reason(stderr: str) -> str:
 
 
 class ModuleStore:
-    def __init__(self, root: Path | None = None, binary_only: bool = True,
+    def __init__(self, root: Path | None = None, binary_only: bool = False,
                  wheelhouse: Path | None = None):
-        """`binary_only`: wheels only, so that installing never runs a package's build code
-        on the host (a source distribution's setup.py would run as the server's user).
+        """`binary_only`: wheels only, refusing sdists (which are otherwise built in the
+        packaging sandbox; no package's build code ever runs in the server's process).
         `wheelhouse`: a directory of distributions to take requirements from instead of the
         package index (pip's --no-index --find-links), for hosts that must not reach it."""
         self.root = Path(root) if root is not None else cache_root() / "modules"
@@ -82,12 +95,16 @@ class ModuleStore:
         # Read by the sandboxes' unprivileged user.
         self.root.chmod(0o755)
 
+    def _sources(self) -> list[str]:
+        """pip's options for where packages come from."""
+        if self.wheelhouse is None:
+            return []
+        return ["--no-index", "--find-links", str(self.wheelhouse)]
+
     def _pip(self, args: list[str]) -> subprocess.CompletedProcess:
+        """pip on the host, wheels only."""
         env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
-        if self.binary_only:
-            args = [*args, "--only-binary", ":all:"]
-        if self.wheelhouse is not None:
-            args = [*args, "--no-index", "--find-links", str(self.wheelhouse)]
+        args = [*args, "--only-binary", ":all:", *self._sources()]
         try:
             return subprocess.run(
                 [sys.executable, "-m", "pip", *args],
@@ -97,18 +114,34 @@ class ModuleStore:
             raise ModuleStoreError(f"pip took longer than {PIP_TIMEOUT:g} s") from e
 
     def resolve(self, requirements: list[str]) -> list[Distribution]:
-        """Every distribution the requirements need (pip's resolver; nothing installed)."""
-        with tempfile.TemporaryDirectory() as tmp:
-            report = Path(tmp) / "report.json"
-            reqs = Path(tmp) / "requirements.txt"
+        """Every distribution the requirements need (pip's resolver; nothing installed):
+        from wheels on the host, else with sdists too, in the packaging sandbox."""
+        scratch = scratch_directory()
+        try:
+            report = scratch / "report.json"
+            reqs = scratch / "requirements.txt"
             reqs.write_text("\n".join(requirements) + "\n")
-            done = self._pip(["install", "--dry-run", "--ignore-installed", "--quiet",
-                              "--report", str(report), "-r", str(reqs)])
+            reqs.chmod(0o644)
+            resolve = ["install", "--dry-run", "--ignore-installed", "--quiet",
+                       "--report", str(report), "-r", str(reqs)]
+            done = self._pip(resolve)
+            if done.returncode != 0 and not self.binary_only:
+                # Metadata of an sdist comes from its build backend: sandboxed code.
+                done = sandboxed_pip([*resolve, "--prefer-binary", "--no-build-isolation",
+                                      *self._sources()], scratch, network=True)
             if done.returncode != 0:
                 raise ModuleStoreError(
                     f"cannot resolve requirements {requirements}: {_pip_reason(done.stderr)}"
                 )
             items = json.loads(report.read_text())["install"]
+        except PackagingError as e:
+            raise ModuleStoreError(str(e)) from e
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return self._distributions(items)
+
+    def _distributions(self, items: list[dict]) -> list[Distribution]:
+        """The resolver report's items as Distributions, each with its content key."""
         tag = f"{sys.implementation.cache_tag}-{sys.platform}-{os.uname().machine}"
         found = []
         for item in items:
@@ -122,29 +155,65 @@ class ModuleStore:
                 version=meta["version"],
                 url=info["url"],
                 digest=hashlib.sha256(key.encode()).hexdigest()[:16],
+                sha256=hashes.get("sha256"),
+                source=not info["url"].split("#", 1)[0].endswith(".whl"),
             ))
         return sorted(found, key=lambda d: d.name)
 
     def path(self, dist: Distribution) -> Path:
         return self.root / f"{dist.name}-{dist.version}-{dist.digest}"
 
-    def install(self, requirements: list[str]) -> list[Path]:
-        """Directories holding the requirements and their dependencies (installed if missing)."""
+    def install(self, requirements: list[str],
+                progress: Callable[[str, int, int], None] | None = None) -> list[Path]:
+        """Directories holding the requirements and their dependencies (installed if missing).
+
+        `progress(phase, done, total)`: phases "resolve", "build" (sdists) and "install".
+        """
         if not requirements:
             return []
+        report = progress or (lambda phase, done, total: None)
+        report("resolve", 0, 1)
         dists = self.resolve(requirements)
+        report("resolve", 1, 1)
+        missing = [d for d in dists if not self.path(d).is_dir()]
         with open(self.root / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one pip at a time per store
-            for dist in dists:
+            sources = [d for d in missing if d.source]
+            wheels: dict[Distribution, str] = {}
+            for i, dist in enumerate(sources):
+                report("build", i, len(sources))
+                wheels[dist] = str(self._built(dist))
+            if sources:
+                report("build", len(sources), len(sources))
+            for i, dist in enumerate(missing):
+                report("install", i, len(missing))
                 if not self.path(dist).is_dir():
-                    self._install_one(dist)
+                    self._install_one(dist, wheels.get(dist))
+            report("install", len(missing), len(missing))
         return [self.path(d) for d in dists]
 
-    def _install_one(self, dist: Distribution) -> None:
+    def _built(self, dist: Distribution) -> Path:
+        if self.binary_only:
+            raise ModuleStoreError(f"{dist.name} {dist.version} has no wheel, and this store "
+                                   "takes wheels only")
+        try:
+            return build_wheel(dist.name, dist.url, dist.sha256, self.root / BUILT_WHEELS,
+                               _pip_reason)
+        except PackagingError as e:
+            raise ModuleStoreError(str(e)) from e
+
+    def _install_one(self, dist: Distribution, wheel: str | None) -> None:
+        """Install the distribution's wheel (the index's, hash-checked, or one built here)."""
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
         try:
+            if wheel is None and dist.sha256 is not None:
+                wanted = staging.with_suffix(".txt")
+                wanted.write_text(f"{dist.name} @ {dist.url} --hash=sha256:{dist.sha256}\n")
+                target = ["--require-hashes", "-r", str(wanted)]
+            else:
+                target = [wheel or dist.url]
             done = self._pip(["install", "--no-deps", "--no-compile", "--quiet",
-                              "--target", str(staging), dist.url])
+                              "--target", str(staging), *target])
             if done.returncode != 0:
                 raise ModuleStoreError(
                     f"cannot install {dist.name}=={dist.version}: {_pip_reason(done.stderr)}"
@@ -158,6 +227,7 @@ class ModuleStore:
             staging.chmod(0o555)
             staging.rename(self.path(dist))
         finally:
+            staging.with_suffix(".txt").unlink(missing_ok=True)
             if staging.exists():
                 staging.chmod(0o755)
                 for directory, dirs, _ in os.walk(staging):

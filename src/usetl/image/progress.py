@@ -1,4 +1,4 @@
-"""Showing an image build's progress on stderr.
+"""Showing an image build's progress, or a deploy's, on stderr.
 
 On a terminal, one line redrawn in place; otherwise (logs, CI) one plain line
 when each phase starts and one when it ends, so logs stay short.
@@ -11,7 +11,11 @@ import sys
 import time
 from typing import TextIO
 
-PHASE_LABELS = {"compile": "compiling modules", "write": "writing image"}
+PHASE_LABELS = {"compile": "compiling modules", "write": "writing image",
+                "upload": "uploading code", "resolve": "resolving requirements",
+                "build": "building sdists into wheels", "install": "installing packages",
+                "template": "making the template"}
+SIZED_PHASES = ("write", "upload")  # done and total are bytes
 # Redraw at most this often: a redraw per file would cost more than the file.
 REDRAW_INTERVAL = 0.1
 
@@ -46,7 +50,7 @@ class StderrProgress:
                 self._last_draw = now
                 self._draw_bar(label, amount, done, total, finished)
         elif done == 0:
-            size = format_size(total) if phase == "write" else str(total)
+            size = format_size(total) if phase in SIZED_PHASES else str(total)
             print(f"usetl: {label}: {size}", file=self.stream, flush=True)
         if finished and not self.is_tty:
             elapsed = now - self._phase_started
@@ -54,7 +58,7 @@ class StderrProgress:
 
     @staticmethod
     def _amount(phase: str, done: int, total: int) -> str:
-        if phase == "write":
+        if phase in SIZED_PHASES:
             return f"{format_size(done)} / {format_size(total)}"
         return f"{done}/{total}"
 

@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import logging
+import os
 import re
 import shutil
 import threading
@@ -34,6 +35,7 @@ from usetl.invocation import (
 )
 from usetl.libos.handoff import HandOff
 
+from . import code_archive
 from .backend import (
     REUSE_ROLLBACK,
     REUSE_WARM,
@@ -43,6 +45,7 @@ from .backend import (
     FunctionTemplate,
 )
 from .callbacks import CallbackConfig, CallbackRefused, Callbacks
+from .code_archive import CodeArchiveError
 from .fair import FairRunner
 from .metrics import Metrics
 from .pool import ConcurrencyLimit, Definition, Pool, PoolConfig, PoolError
@@ -64,10 +67,12 @@ log = logging.getLogger(__name__)
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 HANDLER = re.compile(r"^[A-Za-z0-9_./-]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
-# A package from the index: a name, extras and version clauses; no paths, URLs or options.
+# A package from the index: a name, extras and version clauses, and sha256 hashes that its
+# artifacts must match (pip's hash-checking mode); no paths, URLs or other options.
 REQUIREMENT = re.compile(
     r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?(\[[A-Za-z0-9._,-]+\])?"
-    r"(\s*(==|!=|<=|>=|~=|<|>)\s*[A-Za-z0-9.*+!]+\s*(,|$))*$"
+    r"(\s*(==|!=|<=|>=|~=|<|>)\s*[A-Za-z0-9.*+!]+\s*(,|(?=\s--hash=)|$))*"
+    r"(\s+--hash=sha256:[0-9a-f]{64})*$"
 )
 ASYNC_RETRY_S = 0.05
 # The error kinds a failed async invocation is retried for, under its version's policy: the
@@ -93,7 +98,8 @@ class Limits:
     max_payload_bytes: int = 6 << 20
     max_result_bytes: int = 6 << 20
     max_output_bytes: int = 1 << 20  # of stdout, and of stderr, kept in a record
-    max_code_bytes: int = 50 << 20
+    max_code_bytes: int = 50 << 20  # decoded, of a deploy's files as JSON (base64)
+    max_unpacked_bytes: int = 250 << 20  # of a deploy's code archive, unpacked (Lambda's)
     max_memory_mib: int = 2048
     max_timeout_s: float = 900.0
     max_concurrency: int = 1000
@@ -254,13 +260,20 @@ class Platform:
 
     # functions
 
-    def deploy(self, tenant: Tenant, name: str, request: DeployRequest) -> Deployment:
-        """A new live version; on any failure nothing changes and the old version stays live."""
+    def deploy(self, tenant: Tenant, name: str, request: DeployRequest,
+               archive: tuple[Path, str] | None = None,
+               progress: Callable[[str, int, int], None] | None = None) -> Deployment:
+        """A new live version; on any failure nothing changes and the old version stays live.
+
+        The code is `request.files` (base64), or `archive`: a tar or zip file and its
+        content type (code_archive.py). `progress(phase, done, total)` hears of the module
+        store's phases and of "template".
+        """
         _check_name(name, "function")
         settings = self._settings(request)
-        files = self._decode_files(request.files)
+        files = self._decode_files(request.files) if archive is None else {}
         handler_file = request.handler.split(":")[0]
-        if handler_file not in files:
+        if archive is None and handler_file not in files:
             raise ServiceError(400, "invalid_handler",
                                f"the handler's file {handler_file} is not among the files")
         missing = set(settings.secrets) - set(
@@ -270,19 +283,37 @@ class Platform:
                                f"no secret {', '.join(sorted(missing))} (`usetl secret set`)")
         with self._deploy_lock(tenant.id, name):
             try:
-                module_dirs = self.modules.install(request.requirements)
+                module_dirs = self.modules.install(request.requirements, progress)
             except ModuleStoreError as e:
                 raise ServiceError(400, "requirements_failed", str(e)) from e
             code_dir = self.code_root / str(tenant.id) / name / uuid.uuid4().hex
-            _write_files(code_dir, files)
             try:
+                self._write_code(code_dir, files, archive, handler_file)
+                if progress is not None:
+                    progress("template", 0, 1)
                 deployment = self._go_live(tenant, name, request, settings, module_dirs,
                                            code_dir)
             except BaseException:
                 shutil.rmtree(code_dir, ignore_errors=True)
                 raise
+        if progress is not None:
+            progress("template", 1, 1)
         log.info("deployed %s", deployment.version.key)
         return deployment
+
+    def _write_code(self, code_dir: Path, files: dict[str, bytes],
+                    archive: tuple[Path, str] | None, handler_file: str) -> None:
+        if archive is None:
+            _write_files(code_dir, files)
+            return
+        try:
+            code_archive.unpack(*archive, code_dir, self.limits.max_unpacked_bytes)
+        except CodeArchiveError as e:
+            raise ServiceError(e.status, e.code, str(e)) from e
+        if not (code_dir / handler_file).is_file():
+            raise ServiceError(400, "invalid_handler",
+                               f"the handler's file {handler_file} is not in the archive")
+        _seal_code(code_dir)
 
     def _settings(self, request: DeployRequest) -> Settings:
         """The request's settings with the defaults filled in, each checked against the limits."""
@@ -718,7 +749,16 @@ def _write_files(code_dir: Path, files: dict[str, bytes]) -> None:
         target = code_dir / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
-        target.chmod(0o444)
+    _seal_code(code_dir)
+
+
+def _seal_code(code_dir: Path) -> None:
+    """The code read-only, and readable by the sandboxes' unprivileged user."""
+    for directory, dirs, names in os.walk(code_dir):
+        for name in names:
+            os.chmod(os.path.join(directory, name), 0o444)
+        for name in dirs:
+            os.chmod(os.path.join(directory, name), 0o755)
     for directory in [code_dir, *code_dir.parents]:
         # The sandboxes bind-mount it; their unprivileged user must be able to read it.
         if directory.name == "code":
