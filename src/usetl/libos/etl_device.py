@@ -184,7 +184,9 @@ class EtlRequestError(Exception):
 class EtlDevice:
     """The monitor's side of /dev/etl for one USF: its regions, URL policy and accounting."""
 
+    # Class defaults too: monitor state pickled by an older usetl (a snapshot) lacks them.
     lent_fd: int | None = None  # the guest region's own memory file while lent
+    remappable = True
 
     def __init__(self, host: GuestMemory, guest: GuestMemory, policy: UrlPolicy,
                  timeout: float, remappable: bool = True):
