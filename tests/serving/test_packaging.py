@@ -87,13 +87,14 @@ def code_dirs(root: Path, name: str) -> list[str]:
 
 
 def test_an_sdist_only_package_is_built_in_the_sandbox_deploys_and_imports(served, tmp_path):
-    _, client, _, _ = served
+    _, client, sdist, root = served
     version, phases = deploy(client, tmp_path, "uses-sdist", USES_SDIST, requirements=["sdonly"])
     assert version["requirements"] == ["sdonly"]
     assert {"upload", "resolve", "build", "install", "template"} <= set(phases)
     assert client.invoke("uses-sdist")["result"] == "built from an sdist"
-    _, again = deploy(client, tmp_path, "uses-sdist", USES_SDIST, requirements=["sdonly==1.0"])
-    assert "build" not in again  # built once: the entry is kept by the sdist's hash
+    # The built wheel is kept by the sdist's sha256: a later deploy does not build it again.
+    built = root / "modules" / ".built-wheels" / hashlib.sha256(sdist.read_bytes()).hexdigest()
+    assert [w.name for w in built.iterdir()] == ["sdonly-1.0-py3-none-any.whl"]
 
 
 def test_a_requirements_file_with_a_wrong_hash_is_refused(served, tmp_path):
