@@ -257,7 +257,7 @@ class EtlDevice:
             fd, self.lent_fd = self.lent_fd, None
             self.guest.memory.show_own(self.guest.size)
             return HandOff.sealed(fd, files)
-        fd = new_memory_file(self.guest.size)
+        fd = new_memory_file(self.guest.size, huge=False)  # only the host reads it: a copy
         for f in files.files:
             os.pwrite(fd, self.guest.memory.view[f.offset : f.offset + f.size], f.offset)
         handoff = HandOff.sealed(fd, files)
