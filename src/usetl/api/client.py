@@ -275,6 +275,8 @@ def _api_error(response: httpx.Response) -> ApiError:
 def _chunks(source: BinaryIO, size: int,
             progress: Callable[[str, int, int], None] | None) -> Iterator[bytes]:
     sent = 0
+    if progress is not None:
+        progress("upload", 0, size)
     while chunk := source.read(UPLOAD_CHUNK):
         sent += len(chunk)
         if progress is not None:
