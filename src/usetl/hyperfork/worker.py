@@ -237,7 +237,13 @@ class CloneProcess:
             chan.send(reply, fds=out_fds)
             _close_all(list(out_fds))
             if out_fds and self.spare_handoff is None:
-                self.spare_handoff = new_memory_file(self.usf.etl.guest.size)
+                self._make_spare_handoff()
+
+    def _make_spare_handoff(self) -> None:
+        try:
+            self.spare_handoff = new_memory_file(self.usf.etl.guest.size)
+        except OSError as e:  # the next stage makes its own, on its request's path
+            log.warning("no spare hand-off memory file: %s", e)
 
 
 class TemplateProcess:
