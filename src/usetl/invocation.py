@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -26,7 +26,10 @@ from usetl.abi import (
     GUEST_ENDED,
     GUEST_EXIT,
     GUEST_FAULT,
+    IMPORTED_MAX,
     INSTANCE_DIED,
+    MODULE_NAME,
+    MODULE_NAME_MAX,
     MONITOR_ERROR,
     PLATFORM,
     PLATFORM_ERROR,
@@ -39,7 +42,14 @@ __all__ = [
     "AGENT_ERROR", "FUNCTION_DELETED", "GUEST_CRASH", "GUEST_ENDED", "GUEST_EXIT", "GUEST_FAULT",
     "INSTANCE_DIED", "MONITOR_ERROR", "PLATFORM_ERROR", "RESULT_TOO_LARGE", "SANDBOX_ERROR",
     "TIMEOUT",
-    "ErrorInfo", "InvocationResult", "IoUsage", "invocation_context",
+    "ErrorInfo", "InvocationResult", "IoUsage", "ModuleNames", "invocation_context",
+]
+
+# Module names a guest reports it imported (usetl.abi's "imported"): checked on receipt, as
+# every message from a guest or a clone is.
+ModuleNames = Annotated[
+    list[Annotated[str, msgspec.Meta(pattern=MODULE_NAME, max_length=MODULE_NAME_MAX)]],
+    msgspec.Meta(max_length=IMPORTED_MAX),
 ]
 
 
@@ -111,6 +121,8 @@ class InvocationResult(msgspec.Struct):
     peak_memory_bytes: int | None = None  # None where the backend cannot tell
     unimplemented: dict[str, int] = msgspec.field(default_factory=dict)  # ENOSYS by name
     extra: dict[str, Any] = msgspec.field(default_factory=dict)  # load: import_ms, modules
+    # invoke: the modules the handler's call imported (the guest's word: a hint for learning)
+    imported: ModuleNames = msgspec.field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -13,6 +13,7 @@ from sandbox_files import LAZY
 from usetl.api.client import ApiError, Client
 from usetl.api.demo import EXAMPLE, DataServer, sales_csv
 from usetl.api.launcher import ServerProcess
+from usetl.platform.learning import LEARN_AFTER
 
 pytestmark = pytest.mark.kvm
 
@@ -192,3 +193,28 @@ def test_templates_come_back_from_snapshots_after_a_restart(tmp_path):
         client.close()
     finally:
         server.stop()
+
+
+def test_lazy_imports_are_learned_and_shown_by_the_api_and_ls(server, client, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from usetl.api.launcher import SRC
+    from waiting import wait_until
+
+    deploy(client, "learns", LAZY)
+    for n in range(LEARN_AFTER):  # the server's default: the same imports this many times
+        assert client.invoke("learns", n)["result"]["imported_before"] is False
+    learned = wait_until(lambda: client.function("learns")["generation"] == 2
+                         and client.function("learns"), "the learned generation")
+    assert "fractions" in learned["learned_modules"] and learned["learn_error"] is None
+    assert learned["version"] == 1  # a generation of the same version
+    assert client.invoke("learns", 9)["result"] == {"calls": 1, "imported_before": True}
+    env = dict(os.environ, PYTHONPATH=str(SRC), USETL_URL=server.url,
+               USETL_TOKEN=server.admin_token, USETL_CONFIG=str(tmp_path / "config.json"))
+    listed = subprocess.run([sys.executable, "-m", "usetl", "ls"], capture_output=True,
+                            text=True, env=env, timeout=60)
+    row = next(line.split() for line in listed.stdout.splitlines() if line.startswith("learns"))
+    assert row[1:3] == ["1", "2"], listed.stdout  # version 1, generation 2
+    assert "learned imports: " in listed.stdout and "fractions" in listed.stdout

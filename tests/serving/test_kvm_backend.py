@@ -94,3 +94,115 @@ def test_serve_chooses_kvm_where_it_is_usable():
     assert choose_backend("process", hide=[]).name == "process"
     with pytest.raises(BackendError, match="unknown backend"):
         choose_backend("docker", hide=[])
+
+
+# A handler that imports a module of its own lazily; the module says when it is imported.
+LEARNING = """
+import os, random, sys, uuid
+def handler(event, context):
+    before = "heavy" in sys.modules
+    os.environ["IN_CALL"] = "1"
+    import heavy
+    if event == "flaky":
+        import flaky
+    return {"before": before, "urandom": os.urandom(16).hex(), "random": random.random(),
+            "uuid": str(uuid.uuid4()), "instance": os.environ["USETL_INSTANCE_ID"]}
+"""
+HEAVY = "print('importing heavy')\n"
+# Imports in a call, not in a template (as code that needs what the call set up).
+FLAKY = """
+import os
+if os.environ.get("IN_CALL") != "1":
+    raise RuntimeError("flaky needs a call to import")
+"""
+
+
+def learning_pool(backend, tmp_path, name):
+    from usetl.platform.pool import Pool, PoolConfig
+
+    code = write_function(tmp_path / name, LEARNING)
+    write_function(code, HEAVY, "heavy.py")
+    write_function(code, FLAKY, "flaky.py")
+    pool = Pool(backend, PoolConfig(learn_after=3))
+    spec = FunctionSpec(f"t/{name}/1", code, "fn.py:handler")
+    pool.add(spec, 8, 64, pool.start_template(spec))
+    return pool, spec.key
+
+
+def generation(pool, key):
+    return next(s for s in pool.status() if s["function"] == key)
+
+
+def test_lazy_imports_are_learned_into_a_new_generation_swapped_under_load(backend, tmp_path):
+    import threading
+
+    from waiting import wait_until
+
+    pool, key = learning_pool(backend, tmp_path, "learn")
+    outcomes = []
+    swapped = threading.Event()
+
+    def client():
+        # Runs through the swap: until the new generation serves, then a few calls more.
+        after = 0
+        while after < 3:
+            outcomes.append(pool.invoke(key, None, {}))
+            after += swapped.is_set()
+
+    try:
+        clients = [threading.Thread(target=client) for _ in range(3)]
+        for c in clients:
+            c.start()
+        try:
+            wait_until(lambda: generation(pool, key)["generation"] == 2, "the new generation")
+        finally:
+            swapped.set()
+        for c in clients:
+            c.join()
+        assert generation(pool, key)["learned"] == ["heavy"]
+        for out in outcomes:  # none lost; each ran on a whole template of one generation
+            assert out.error is None, out.error
+            imported = out.stdout.count("importing heavy")
+            assert (out.value["before"], imported, out.imported) in [
+                (False, 1, ["heavy"]), (True, 0, [])], out
+        later = [pool.invoke(key, None, {}) for _ in range(3)]
+        assert all(r.value["before"] and r.stdout == "" and r.imported == [] for r in later)
+        assert not outcomes[0].value["before"]
+    finally:
+        pool.close()
+
+
+def test_a_learned_module_that_fails_to_import_leaves_the_old_generation(backend, tmp_path):
+    from waiting import wait_until
+
+    pool, key = learning_pool(backend, tmp_path, "flaky")
+    try:
+        for _ in range(3):
+            assert pool.invoke(key, "flaky", {}).imported == ["heavy", "flaky"]
+        failed = wait_until(lambda: generation(pool, key)["learn_error"], "the failed build")
+        assert "flaky needs a call to import" in failed["traceback"]
+        assert failed["message"].startswith("the learned import of 'flaky' failed")
+        assert generation(pool, key)["generation"] == 1
+        again = pool.invoke(key, "flaky", {})
+        assert again.error is None and not again.value["before"]  # the old one serves on
+    finally:
+        pool.close()
+
+
+def test_clones_of_a_learned_generation_never_share_random_values(backend, tmp_path):
+    code = write_function(tmp_path / "fresh", LEARNING)
+    write_function(code, HEAVY, "heavy.py")
+    spec = FunctionSpec("t/fresh/1", code, "fn.py:handler", generation=2, learned=["heavy"])
+    template = backend.template(spec)
+    seen = []
+    try:
+        for _ in range(100):
+            instance = template.fork()
+            out = instance.invoke(None, {}, 30)
+            instance.close()
+            assert out.error is None and out.value.pop("before"), out
+            seen.append(out.value)
+    finally:
+        template.close()
+    for field in ("urandom", "random", "uuid", "instance"):
+        assert len({v[field] for v in seen}) == 100, f"{field} repeats across clones"

@@ -219,6 +219,24 @@ def test_a_warm_up_runs_in_the_zygote_before_any_fork(backend, function_dir):
     assert "not this event" in refused.value.error.traceback
 
 
+def test_a_zygote_imports_what_its_calls_imported_lazily_when_learned(backend, function_dir):
+    cold = FunctionSpec("t/learn/1", function_dir(LAZY), "fn.py:handler")
+    template = backend.template(cold)
+    try:
+        out = template.fork().invoke(0, {}, 10)
+        assert out.value["imported_before"] is False and "fractions" in out.imported
+    finally:
+        template.close()
+    learned = FunctionSpec("t/learn/1", function_dir(LAZY), "fn.py:handler", generation=2,
+                           learned=out.imported)
+    template = backend.template(learned)
+    try:
+        again = template.fork().invoke(0, {}, 10)
+        assert again.value["imported_before"] is True and again.imported == []
+    finally:
+        template.close()
+
+
 HOOKS = """
 import os
 from usetl import runtime

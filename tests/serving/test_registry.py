@@ -50,6 +50,27 @@ def test_versions_and_tenant_scoping(registry):
     assert registry.version(a.id, "etl") is None
 
 
+def test_a_version_keeps_its_learned_generation_and_the_last_failure(registry, tmp_path):
+    from usetl.invocation import ErrorInfo
+
+    a, _ = registry.add_tenant("alice")
+    v1 = registry.add_version(a.id, "etl", **VERSION)
+    assert (v1.generation, v1.learned, v1.learn_error) == (1, [], None)
+    registry.set_generation(v1.id, 2, ["fractions", "PIL.JpegImagePlugin"], None)
+    failed = ErrorInfo("ImportError", "the learned import of 'x' failed", "tb", "handler")
+    registry.set_generation(v1.id, 2, ["fractions", "PIL.JpegImagePlugin"], failed)
+    registry.close()
+    reopened = Registry(tmp_path / "registry.db")
+    try:
+        again = reopened.version(a.id, "etl")
+        assert (again.generation, again.learned) == (2, ["fractions", "PIL.JpegImagePlugin"])
+        assert again.learn_error == failed
+        public = again.public()
+        assert public["generation"] == 2 and public["learn_error"]["type"] == "ImportError"
+    finally:
+        reopened.close()
+
+
 def test_a_failed_write_changes_nothing(registry):
     a, _ = registry.add_tenant("alice")
 

@@ -102,7 +102,7 @@ AGENT_DEVICE = "/dev/usetl"  # the agent's channel in a USF
 
 READY = "ready"  # the agent's first message: {"kind": READY, "protocol": PROTOCOL_VERSION}
 EXEC = "exec"  # run Python source as __main__
-LOAD = "load"  # import the function's module once and keep its handler
+LOAD = "load"  # import the function's module once and keep its handler (and learned imports)
 INVOKE = "invoke"  # call handler(event, context)
 IDENTITY = "identity"  # a clone's first request: fresh seeds and instance id, after-clone hooks
 FREEZE = "freeze"  # the template is about to be frozen: the function's before-freeze hooks
@@ -114,20 +114,30 @@ _STR, _LIST, _OBJ = (str,), (list,), (dict,)
 REQUESTS = {
     EXEC: {"code": (_STR, True), "filename": (_STR, False)},
     LOAD: {"handler": (_STR, True), "source": (_STR, False), "filename": (_STR, False),
-           "path": (_STR, False), "module": (_STR, False), "sys_path": (_LIST, False)},
+           "path": (_STR, False), "module": (_STR, False), "sys_path": (_LIST, False),
+           "imports": (_LIST, False)},
     INVOKE: {"event": (None, False), "event_file": (_STR, False),
              "context": (_OBJ + (type(None),), False)},
     IDENTITY: {"instance": (_STR, True), "seed": (_STR, True)},
     FREEZE: {},
 }
 
-# Every reply has error, guest_ms and guest_cpu_ms; invoke adds value, load import_ms and
-# modules; the process sandbox adds stdout, stderr and peak_memory_bytes (a USF's monitor
-# captures the console and measures memory itself).
+# Every reply has error, guest_ms and guest_cpu_ms; invoke adds value and imported, load
+# import_ms and modules; the process sandbox adds stdout, stderr and peak_memory_bytes (a
+# USF's monitor captures the console and measures memory itself).
 REPLY_FIELDS = frozenset({
-    "error", "guest_ms", "guest_cpu_ms", "value", "import_ms", "modules",
+    "error", "guest_ms", "guest_cpu_ms", "value", "imported", "import_ms", "modules",
     "stdout", "stderr", "peak_memory_bytes",
 })
+
+# An invoke reply's "imported": the modules the handler's call put in sys.modules, in import
+# order, at most IMPORTED_MAX names of the form MODULE_NAME (ASCII dotted identifiers of at
+# most MODULE_NAME_MAX characters). The host takes it as a hint only (it chooses what a
+# learned template imports, in that function's own template), and a load request's
+# "imports" are such names, imported after the function's module.
+IMPORTED_MAX = 512
+MODULE_NAME_MAX = 200
+MODULE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 
 
 def check_request(message: dict) -> None:

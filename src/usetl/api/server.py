@@ -12,6 +12,7 @@ import uvicorn
 from usetl.image.modstore import ModuleStore
 from usetl.platform.backends import choose_backend
 from usetl.platform.callbacks import CallbackConfig
+from usetl.platform.learning import LEARN_AFTER
 from usetl.platform.pool import PoolConfig
 from usetl.platform.registry import ADMIN_TOKEN_FILE, state_root
 from usetl.platform.service import Platform
@@ -44,6 +45,7 @@ def serve(
     memory_budget_mib: int = 4096,
     idle_s: float = 60.0,
     callbacks: CallbackConfig | None = None,
+    learn_after: int = LEARN_AFTER,
     announce: Callable[[str], None] = print,
 ) -> None:
     state = state_root(state_dir)
@@ -51,7 +53,8 @@ def serve(
     backend = choose_backend(backend_name, hide=[state, modules.root.parent])
     platform = Platform(
         backend, state, modules,
-        PoolConfig(memory_budget_bytes=memory_budget_mib << 20, idle_s=idle_s),
+        PoolConfig(memory_budget_bytes=memory_budget_mib << 20, idle_s=idle_s,
+                   learn_after=learn_after),
         callbacks=callbacks,
     )
     token = ensure_admin(platform)

@@ -236,10 +236,16 @@ def run_ls(args: argparse.Namespace) -> int:
     if not functions:
         print("no functions")
         return 0
-    print(f"{'NAME':20} {'VERSION':>7} {'MEMORY':>7} {'TIMEOUT':>8} {'CONC':>5}  HANDLER")
+    print(f"{'NAME':20} {'VERSION':>7} {'GEN':>4} {'MEMORY':>7} {'TIMEOUT':>8} {'CONC':>5}  "
+          "HANDLER")
     for f in functions:
-        print(f"{f['name']:20} {f['version']:>7} {f['memory_mib']:>6}M {f['timeout_s']:>7g}s "
-              f"{f['concurrency']:>5}  {f['handler']}")
+        print(f"{f['name']:20} {f['version']:>7} {f['generation']:>4} {f['memory_mib']:>6}M "
+              f"{f['timeout_s']:>7g}s {f['concurrency']:>5}  {f['handler']}")
+        if f["learned_modules"]:
+            print(f"    learned imports: {', '.join(f['learned_modules'])}")
+        if f["learn_error"] is not None:
+            e = f["learn_error"]
+            print(f"    next generation failed: {e['type']}: {e['message']}")
     return 0
 
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from usetl.platform.callbacks import CallbackConfig
+from usetl.platform.learning import LEARN_AFTER
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,6 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--callback-backoff", type=float, default=defaults.backoff_s,
                        metavar="S", help="seconds before a callback's second attempt, doubled "
                        f"before each next one (default {defaults.backoff_s:g})")
+    serve.add_argument("--learn-after", type=int, default=LEARN_AFTER, metavar="N",
+                       help="build a function's next template with the modules its calls "
+                       f"import lazily once N calls in a row import the same (default "
+                       f"{LEARN_AFTER}; 0: never)")
     serve.set_defaults(func=run_serve)
 
     demo = subparsers.add_parser(
@@ -56,7 +61,7 @@ def run_serve(args: argparse.Namespace) -> int:
     serve(
         host=args.host, port=args.port, backend_name=args.backend, state_dir=args.state,
         module_dir=args.modules, wheelhouse=args.wheelhouse,
-        memory_budget_mib=args.memory_budget, idle_s=args.idle,
+        memory_budget_mib=args.memory_budget, idle_s=args.idle, learn_after=args.learn_after,
         callbacks=CallbackConfig(allow=args.callback_allow, attempts=args.callback_attempts,
                                  backoff_s=args.callback_backoff),
         announce=lambda line: print(line, flush=True),

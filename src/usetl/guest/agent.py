@@ -13,14 +13,16 @@ version, then one reply per request (abi.REQUESTS):
 - exec: run Python source ("code") as __main__.
 - load: import the function's module once ("source" + "filename", a guest
   "path" of a .py file or a package directory, or a "module" name;
-  "sys_path" entries are prepended to sys.path) and keep its "handler"; the
-  reply has import_ms and modules (len(sys.modules)).
+  "sys_path" entries are prepended to sys.path) and keep its "handler", then
+  import the "imports" a learned template has; the reply has import_ms and
+  modules (len(sys.modules)).
 - identity: a clone's first request (HyperFork): fresh seeds and instance id,
   then the function's after-clone hooks (usetl.runtime).
 - freeze: the function's before-freeze hooks, just before its template freezes.
 - invoke: call handler(event, context) with the "event" (or the JSON file
   named "event_file" the host put in its ETL region) and the "context"; the
-  reply has the return value, which must be JSON-serialisable.
+  reply has the return value, which must be JSON-serialisable, and "imported":
+  the modules the call imported (the platform learns templates from them).
 Every reply has "error" (None, or abi.error's form), guest_ms and
 guest_cpu_ms (the process's CPU time: in a USF the vCPU's plus the host's
 work for the guest's syscalls).
@@ -123,6 +125,14 @@ def load(request):
     handler = getattr(module, request["handler"], None)
     if not callable(handler):
         raise AttributeError(f"module {module.__name__!r} has no function {request['handler']!r}")
+    if request.get("imports"):
+        import importlib
+
+        for name in request["imports"]:
+            try:
+                importlib.import_module(name)
+            except Exception as e:
+                raise ImportError(f"the learned import of {name!r} failed: {e}") from e
     _function["handler"] = handler
     _function["module"] = module
     return {"import_ms": (time.perf_counter() - started) * 1e3, "modules": len(sys.modules)}
@@ -154,7 +164,37 @@ def invoke(request):
         event = json.loads(etl.stat(request["event_file"]).bytes())
     else:
         event = request.get("event")
-    return {"value": handler(event, Context(request.get("context") or {}))}
+    before = set(sys.modules)
+    value = handler(event, Context(request.get("context") or {}))
+    return {"value": value, "imported": imported_since(before)}
+
+
+def imported_since(before):
+    """The modules the function's code imported since `before`, in import order.
+
+    Only those a template can import by name again: a spec under their own name (not an
+    alias), not loaded from /tmp (what an invocation wrote), an abi.MODULE_NAME.
+    """
+    names = []
+    for name, module in list(sys.modules.items()):
+        if name in before or not _module_name(name):
+            continue
+        try:
+            spec = module.__spec__
+            origin = spec.origin or ""
+            if spec.name != name or origin.startswith("/tmp/"):
+                continue
+        except Exception:  # anything may be in sys.modules; it is only a hint
+            continue
+        names.append(name)
+        if len(names) == abi.IMPORTED_MAX:
+            break
+    return names
+
+
+def _module_name(name):
+    return (isinstance(name, str) and name.isascii() and len(name) <= abi.MODULE_NAME_MAX
+            and all(part.isidentifier() for part in name.split(".")))
 
 
 def take_identity(request):

@@ -58,6 +58,10 @@ class FunctionSpec:
     warmup: str | None = None
     reuse: str = REUSE_ROLLBACK
     etl_timeout_s: float = 30.0  # each network wait of an ETL request, at most
+    # A learned template generation (platform/learning.py): the modules its invocations
+    # imported lazily, imported in the template after the function's module.
+    generation: int = 1
+    learned: list[str] = field(default_factory=list)
 
 
 class Instance(Protocol):

@@ -184,7 +184,7 @@ class KvmBackend:
             mounts[f"m{i}"] = str(directory)
             module_mounts.append(f"/m{i}")
         request = {"kind": abi.LOAD, "source": entry_source(spec, module_mounts),
-                   "filename": ENTRY, "handler": "handler"}
+                   "filename": ENTRY, "handler": "handler", "imports": spec.learned}
         warmup = None
         if spec.warmup is not None:
             context = invocation_context(spec.memory_mib, spec.timeout_s, WARMUP_REQUEST_ID)

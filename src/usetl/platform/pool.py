@@ -10,6 +10,10 @@
   where the backend supports snapshots.
 - A function's concurrency limit: invocations beyond it wait in a bounded queue; when the
   queue is full they are refused (ConcurrencyLimit, HTTP 429).
+- Learned templates (learning.py): once invocations keep importing the same modules, the
+  next template generation is built with them imported, on a thread of its own, and swapped
+  in whole: later instances are forked from it, ready ones of the old generation are closed,
+  busy ones finish their invocation and are closed instead of rolled back.
 """
 
 from __future__ import annotations
@@ -19,26 +23,28 @@ import shutil
 import threading
 import time
 import weakref
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from usetl.errors import UsetlError
-from usetl.invocation import SANDBOX_ERROR, InvocationResult
+from usetl.invocation import SANDBOX_ERROR, ErrorInfo, InvocationResult
 from usetl.libos.handoff import HandOff, HandOffError
 
 from .backend import (
     REUSE_WARM,
     Backend,
     BackendError,
+    FunctionLoadError,
     FunctionSpec,
     FunctionTemplate,
     Instance,
     RollbackImpossible,
 )
+from .learning import LEARN_AFTER, Generation, ImportLearner
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -51,6 +57,8 @@ WARM_REUSE_CALLS = 1000
 
 # () -> (spec, concurrency limit, queue limit, whether it is the function's live version)
 Definition = Callable[[], tuple[FunctionSpec, int, int, bool]]
+# Told of each new template generation of a version (or of a failed attempt at one).
+GenerationListener = Callable[[str, Generation], None]
 
 
 class PoolError(UsetlError):
@@ -68,13 +76,14 @@ class PoolConfig:
     idle_s: float = 60.0  # no invocation for this long: close the ready instances
     reuse: bool = True  # roll back used instances and keep them (if the backend can)
     recent_s: float = 10.0  # the window in which the peak concurrency is observed
+    learn_after: int = LEARN_AFTER  # same imports this many calls in a row: learn (0: never)
 
 
 class FunctionPool:
     """The pool of one function version."""
 
-    def __init__(self, spec: FunctionSpec, concurrency: int, queue: int):
-        self.spec = spec
+    def __init__(self, spec: FunctionSpec, concurrency: int, queue: int, learn_after: int):
+        self.spec = spec  # replaced, with the template, by each learned generation
         self.concurrency = concurrency
         self.queue = queue
         self.template: FunctionTemplate | None = None
@@ -91,6 +100,19 @@ class FunctionPool:
         self.reusable = True  # False once the backend said it cannot roll back an instance
         self.recycling = 0  # used instances being rolled back
         self.warm_calls: weakref.WeakKeyDictionary[Instance, int] = weakref.WeakKeyDictionary()
+        self.learner = ImportLearner(learn_after, spec.learned)
+        self.learn_error: ErrorInfo | None = None
+        # Each instance's template generation: one of an older one is closed after its call.
+        self.generations: weakref.WeakKeyDictionary[Instance, int] = weakref.WeakKeyDictionary()
+        self.out: Counter[int] = Counter()  # instances running an invocation, by generation
+        self.draining: dict[int, FunctionTemplate] = {}  # old templates, until none is out
+
+    def current(self, instance: Instance) -> bool:
+        """Whether the instance was forked from the template that serves now."""
+        return self.generations.get(instance) == self.spec.generation
+
+    def generation(self) -> Generation:
+        return Generation(self.spec.generation, list(self.spec.learned), self.learn_error)
 
     def take_ready(self) -> Instance:
         """The instance for the next invocation (called with the pool's lock held).
@@ -126,11 +148,13 @@ class Pool:
         config: PoolConfig | None = None,
         metrics: Metrics | None = None,
         snapshot_dir: Path | None = None,
+        on_generation: GenerationListener | None = None,
     ):
         self.backend = backend
         self.config = config or PoolConfig()
         self.metrics = metrics or Metrics()
         self.snapshot_dir = snapshot_dir
+        self.on_generation = on_generation
         self.pools: dict[str, FunctionPool] = {}
         self.cond = threading.Condition()
         self.stopping = False
@@ -143,6 +167,7 @@ class Pool:
         self.metrics.gauge("usetl_pool_memory_bytes", "Estimated memory held by pools.",
                            lambda: {(): self.memory_bytes()})
         self.recycler = ThreadPoolExecutor(RECYCLERS, "usetl-recycle")
+        self.learning = ThreadPoolExecutor(1, "usetl-learn")  # next generations, one at a time
         self.maintainer = threading.Thread(target=self._maintain, name="pool", daemon=True)
         self.maintainer.start()
 
@@ -180,7 +205,7 @@ class Pool:
         self._make_room(exclude=spec.key)
 
     def _new_pool(self, spec: FunctionSpec, concurrency: int, queue: int) -> FunctionPool:
-        pool = FunctionPool(spec, concurrency, queue)
+        pool = FunctionPool(spec, concurrency, queue, self.config.learn_after)
         saved = self._snapshot_path(spec.key)
         if saved is not None and saved.is_dir() and any(saved.iterdir()):
             pool.snapshot = saved  # from before a restart of the server
@@ -226,6 +251,9 @@ class Pool:
             ready, pool.ready = list(pool.ready), deque()
         for instance in ready:
             instance.close()
+        for old in pool.draining.values():
+            old.close()
+        pool.draining = {}
         if pool.template is not None:
             if keep_snapshot:
                 self._save(pool, pool.template)
@@ -274,6 +302,8 @@ class Pool:
                                               (time.perf_counter() - started) * 1e3)
         finally:
             self._release(pool, instance)
+        if outcome.error is None:
+            self._learn(pool, outcome.imported)
         status = "ok" if outcome.error is None else "error"
         self.metrics.invocations.inc(function=key, status=status)
         if outcome.error is not None:
@@ -319,32 +349,40 @@ class Pool:
                     break
                 self.cond.wait(left)
             if pool.ready:
-                return pool.take_ready()
-        return self._fork(pool)
+                instance = pool.take_ready()
+                pool.out[pool.generations.get(instance, 0)] += 1
+                return instance
+        return self._fork(pool, out=True)
 
-    def _fork(self, pool: FunctionPool) -> Instance:
-        template = self._template(pool)
-        instance = template.fork()
+    def _fork(self, pool: FunctionPool, out: bool = False) -> Instance:
+        """A new instance; `out`: for an invocation, so its template is kept until it is back."""
+        # Under the template lock: a generation swap waits for a fork from the old template.
+        with pool.template_lock:
+            instance = self._template(pool).fork()
+            generation = pool.generations[instance] = pool.spec.generation
+            if out:
+                with self.cond:
+                    pool.out[generation] += 1
         self.metrics.instances_created.inc()
         return instance
 
     def _template(self, pool: FunctionPool) -> FunctionTemplate:
-        with pool.template_lock:
+        """The pool's template, started or restored if it is not in memory (template lock held)."""
+        if pool.template is None:
+            self._make_room(exclude=pool.spec.key)
+            if pool.snapshot is not None:
+                try:
+                    pool.template = self.backend.restore(pool.spec, pool.snapshot)
+                    self.metrics.templates_restored.inc()
+                except (BackendError, NotImplementedError) as e:
+                    log.warning("snapshot of %s refused (%s); starting it afresh",
+                                pool.spec.key, e)
+                    shutil.rmtree(pool.snapshot, ignore_errors=True)
+                    pool.snapshot = None
             if pool.template is None:
-                self._make_room(exclude=pool.spec.key)
-                if pool.snapshot is not None:
-                    try:
-                        pool.template = self.backend.restore(pool.spec, pool.snapshot)
-                        self.metrics.templates_restored.inc()
-                    except (BackendError, NotImplementedError) as e:
-                        log.warning("snapshot of %s refused (%s); starting it afresh",
-                                    pool.spec.key, e)
-                        shutil.rmtree(pool.snapshot, ignore_errors=True)
-                        pool.snapshot = None
-                if pool.template is None:
-                    pool.template = self.backend.template(pool.spec)
-                self.metrics.templates_started.inc()
-            return pool.template
+                pool.template = self.backend.template(pool.spec)
+            self.metrics.templates_started.inc()
+        return pool.template
 
     def _release(self, pool: FunctionPool, instance: Instance | None) -> None:
         """The invocation is over: roll its instance back off the request's path."""
@@ -367,9 +405,11 @@ class Pool:
 
     def _recycle(self, pool: FunctionPool, instance: Instance) -> None:
         keep = False
-        if pool.spec.reuse == REUSE_WARM and not pool.retired:
+        if pool.retired or not pool.current(instance):
+            instance.close()
+        elif pool.spec.reuse == REUSE_WARM:
             keep = self._keep_warm(pool, instance)
-        elif self.config.reuse and not pool.retired:
+        elif self.config.reuse:
             try:
                 instance.rollback()
                 self.metrics.rollbacks.inc()
@@ -386,9 +426,15 @@ class Pool:
             instance.close()
         with self.cond:
             pool.recycling -= 1
-            if keep:
+            pool.out[pool.generations.get(instance, 0)] -= 1
+            # A generation swap may have come while it was rolled back.
+            stale = keep and not pool.current(instance)
+            if keep and not stale:
                 pool.ready.append(instance)
             self.cond.notify_all()
+        if stale:
+            instance.close()
+        self._drain(pool)
         if pool.retired:
             self._close_if_unused(pool)
 
@@ -401,6 +447,85 @@ class Pool:
             return False
         pool.warm_calls[instance] = calls
         return True
+
+    # learned templates
+
+    def _learn(self, pool: FunctionPool, imported: list[str]) -> None:
+        """Count an invocation's imports; build the next generation once they are stable."""
+        with self.cond:
+            if pool.retired or self.stopping:
+                return
+            modules = pool.learner.observe(imported)
+        if modules is None:
+            return
+        try:
+            self.learning.submit(self._next_generation, pool, modules)
+        except RuntimeError:  # shutting down
+            pass
+
+    def _next_generation(self, pool: FunctionPool, modules: list[str]) -> None:
+        """Build the template that imports `modules` (off the request path), then swap it in."""
+        spec = replace(pool.spec, generation=pool.spec.generation + 1, learned=modules)
+        try:
+            template = self.backend.template(spec)
+        except UsetlError as e:
+            error = e.error if isinstance(e, FunctionLoadError) else ErrorInfo(SANDBOX_ERROR,
+                                                                                str(e))
+            log.warning("generation %d of %s failed: %s", spec.generation, spec.key, e)
+            with self.cond:
+                pool.learner.failed(modules)
+                pool.learn_error = error
+                generation = pool.generation()
+            self._tell(pool, generation)
+            return
+        if not self._swap(pool, spec, template):
+            template.close()
+            return
+        self.metrics.templates_started.inc()
+        log.info("generation %d of %s serves, importing %s", spec.generation, spec.key,
+                 ", ".join(modules))
+
+    def _swap(self, pool: FunctionPool, spec: FunctionSpec, template: FunctionTemplate) -> bool:
+        """Serve from the new generation's template; False if the version is gone meanwhile."""
+        with pool.template_lock:  # no fork from the old template is under way
+            with self.cond:
+                if pool.retired or self.stopping:
+                    return False
+                old, pool.template = pool.template, template
+                ready, pool.ready = list(pool.ready), deque()
+                snapshot, pool.snapshot = pool.snapshot, None
+                pool.spec = spec
+                pool.learner.built(spec.learned)
+                pool.learn_error = None
+                generation = pool.generation()
+                self.cond.notify_all()
+        # Nothing can reach the old generation now: its idle instances go, and its template
+        # once the invocations running on it are over (a zygote takes its children with it).
+        for instance in ready:
+            instance.close()
+        if old is not None:
+            with self.cond:
+                pool.draining[spec.generation - 1] = old
+            self._drain(pool)
+        if snapshot is not None:
+            shutil.rmtree(snapshot, ignore_errors=True)
+        self._tell(pool, generation)
+        return True
+
+    def _drain(self, pool: FunctionPool) -> None:
+        """Close the old generations' templates that no running invocation uses any more."""
+        with self.cond:
+            done = [pool.draining.pop(g) for g in list(pool.draining) if pool.out[g] <= 0]
+        for template in done:
+            template.close()
+
+    def _tell(self, pool: FunctionPool, generation: Generation) -> None:
+        if self.on_generation is not None:
+            try:
+                self.on_generation(pool.spec.key, generation)
+            except UsetlError as e:
+                log.warning("could not record generation %d of %s: %s", generation.number,
+                            pool.spec.key, e)
 
     # background work: refill, scale to zero, memory budget
 
@@ -445,8 +570,12 @@ class Pool:
                     return
             instance = self._fork(pool)
             with self.cond:
-                pool.add_fresh(instance)
+                stale = not pool.current(instance)
+                if not stale:
+                    pool.add_fresh(instance)
                 self.cond.notify_all()
+            if stale:
+                instance.close()
 
     def _make_room(self, exclude: str | None) -> None:
         """Evict the templates of idle functions, least recently used first, to fit the budget."""
@@ -490,6 +619,9 @@ class Pool:
                 "target_ready": p.target_ready(self.config),
                 "idle_s": round(time.monotonic() - p.last_used, 1),
                 "template_bytes": p.template.memory_bytes if p.template is not None else 0,
+                "generation": p.spec.generation,
+                "learned": list(p.spec.learned),
+                "learn_error": None if p.learn_error is None else p.learn_error.as_dict(),
             }
             for p in self._all()
         ]
@@ -499,6 +631,7 @@ class Pool:
             self.stopping = True
             self.cond.notify_all()
         self.maintainer.join(timeout=10)
+        self.learning.shutdown(wait=True, cancel_futures=True)
         self.recycler.shutdown(wait=True)
         for pool in self._all():
             pool.retired = True

@@ -46,6 +46,7 @@ from usetl.invocation import (
     ErrorInfo,
     InvocationResult,
     IoUsage,
+    ModuleNames,
     invocation_context,
 )
 from usetl.jail.ids import shared_range
@@ -97,6 +98,14 @@ def _reply_error(reply: dict) -> ErrorInfo | None:
     return None if error is None else _error_info(error)
 
 
+def _imported(reply: dict) -> list[str]:
+    """The reply's imported modules, checked as a USF's are (a hint, bounded in size)."""
+    try:
+        return msgspec.convert(reply.get("imported", []), ModuleNames)
+    except msgspec.ValidationError as e:
+        raise abi.ProtocolError(f"malformed imported modules ({e})") from None
+
+
 def _read_only_region(name: str, size: int) -> GuestMemory:
     """A region the host writes through its own mapping and the sandbox can only read.
 
@@ -142,6 +151,7 @@ class ProcessInstance:
             abi.send(self.sock, {"kind": abi.INVOKE, "event": event, "context": context})
             reply = self._serve_until_reply(t0 + timeout)
             error = None if reply is None else _reply_error(reply)
+            imported = [] if reply is None else _imported(reply)
         except (OSError, EOFError) as e:
             reply, error = None, ErrorInfo(abi.INSTANCE_DIED, f"the function's process died: {e}")
         except abi.ProtocolError as e:
@@ -163,6 +173,7 @@ class ProcessInstance:
             guest_cpu_ms=reply["guest_cpu_ms"],
             io=io,
             peak_memory_bytes=reply["peak_memory_bytes"],
+            imported=imported,
         )
 
     def _serve_until_reply(self, deadline: float) -> dict | None:
@@ -267,6 +278,7 @@ class ProcessTemplate:
         message = {
             "code_dir": str(spec.code_dir.resolve()),
             "handler": spec.handler,
+            "imports": spec.learned,
             "module_dirs": [str(d.resolve()) for d in spec.module_dirs],
             "env": spec.env,
             "memory_mib": spec.memory_mib,

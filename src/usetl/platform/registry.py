@@ -177,6 +177,11 @@ MIGRATIONS = [
     );
     CREATE INDEX IF NOT EXISTS pipeline_runs_by_status ON pipeline_runs (status);
     """,
+    # The learned template generation (platform/learning.py): its number, the modules it
+    # imports beyond the function's (JSON list), and why building the next one failed.
+    "ALTER TABLE versions ADD COLUMN generation INTEGER NOT NULL DEFAULT 1;"
+    " ALTER TABLE versions ADD COLUMN learned TEXT NOT NULL DEFAULT '[]';"
+    " ALTER TABLE versions ADD COLUMN learn_error TEXT;",
 ]
 
 # Invocation states: queued (async, accepted, not started), running, succeeded, failed,
@@ -242,6 +247,9 @@ class Version:
     retries: int = 0  # of a failed async invocation (service.RETRIED_KINDS say which)
     retry_backoff_s: float = 1.0  # before the first retry; doubled before each next one
     secrets: list[str] = field(default_factory=list)  # names given to each invocation
+    generation: int = 1  # the template generation serving (learned templates)
+    learned: list[str] = field(default_factory=list)  # modules it imports beyond the function
+    learn_error: ErrorInfo | None = None  # why the next generation could not be built
 
     @property
     def key(self) -> str:
@@ -266,6 +274,9 @@ class Version:
             "retries": self.retries,
             "retry_backoff_s": self.retry_backoff_s,
             "secrets": self.secrets,  # names only
+            "generation": self.generation,
+            "learned_modules": self.learned,
+            "learn_error": None if self.learn_error is None else self.learn_error.as_dict(),
         }
 
 
@@ -439,6 +450,10 @@ class Registry:
             retries=row["retries"],
             retry_backoff_s=row["retry_backoff_s"],
             secrets=json.loads(row["secrets"]),
+            generation=row["generation"],
+            learned=json.loads(row["learned"]),
+            learn_error=(None if row["learn_error"] is None
+                         else ErrorInfo(**json.loads(row["learn_error"]))),
         )
 
     def version(self, tenant_id: int, name: str, number: int | None = None) -> Version | None:
@@ -455,6 +470,18 @@ class Registry:
                 (tenant_id, name, number),
             )
         return self._version(rows[0]) if rows else None
+
+    def set_generation(self, version_id: int, generation: int, learned: list[str],
+                       error: ErrorInfo | None) -> None:
+        """Record the template generation a version serves, and a failed attempt at the next."""
+        def update(cur):
+            cur.execute(
+                "UPDATE versions SET generation = ?, learned = ?, learn_error = ? WHERE id = ?",
+                (generation, json.dumps(learned),
+                 None if error is None else json.dumps(error.as_dict()), version_id),
+            )
+
+        self._write(update)
 
     def version_by_id(self, version_id: int) -> Version | None:
         rows = self._read(self._VERSION_SQL + "WHERE v.id = ?", (version_id,))

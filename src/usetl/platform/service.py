@@ -47,6 +47,7 @@ from .backend import (
 from .callbacks import CallbackConfig, CallbackRefused, Callbacks
 from .code_archive import CodeArchiveError
 from .fair import FairRunner
+from .learning import Generation
 from .metrics import Metrics
 from .pool import ConcurrencyLimit, Definition, Pool, PoolConfig, PoolError
 from .registry import (
@@ -211,7 +212,9 @@ class Platform:
         self.registry = Registry(state_dir / "registry.db")
         self.modules = modules or ModuleStore()
         self.metrics = Metrics()
-        self.pool = Pool(backend, pool_config, self.metrics, state_dir / "snapshots")
+        self.versions: dict[str, Version] = {}  # by key: the versions handed to the pool
+        self.pool = Pool(backend, pool_config, self.metrics, state_dir / "snapshots",
+                         on_generation=self._record_generation)
         self.limits = limits or Limits()
         self.deploy_locks: dict[tuple[int, str], threading.Lock] = {}
         self.lock = threading.Lock()
@@ -368,6 +371,7 @@ class Platform:
             template.close()
             raise
         assert version.key == spec.key
+        self.versions[version.key] = version
         self.pool.add(spec, settings.concurrency, settings.queue, template)
         self.live[(tenant.id, name)] = version
         if old is not None:
@@ -439,13 +443,26 @@ class Platform:
                 key=version.key, code_dir=Path(version.code_dir), handler=version.handler,
                 module_dirs=[Path(d) for d in version.module_dirs], env=version.env,
                 memory_mib=version.memory_mib, timeout_s=version.timeout_s, allow=version.allow,
-                warmup=version.warmup, reuse=version.reuse,
+                warmup=version.warmup, reuse=version.reuse, generation=version.generation,
+                learned=version.learned,
             )
+            self.versions[version.key] = version
             live = self.registry.version(version.tenant_id, version.name)
             return spec, version.concurrency, version.queue, (
                 live is not None and live.key == version.key)
 
         return define
+
+    def _record_generation(self, key: str, generation: Generation) -> None:
+        """The pool built a version's next template generation (or failed to): keep it."""
+        version = self.versions.get(key)
+        if version is None:
+            return
+        self.registry.set_generation(version.id, generation.number, generation.modules,
+                                     generation.error)
+        live = (version.tenant_id, version.name)
+        if live in self.live and self.live[live].key == key:
+            self.live[live] = self.registry.version_by_id(version.id) or self.live[live]
 
     def _run(self, version: Version, invocation_id: str, event: Any,
              on_start: Callable[[], None] | None = None) -> InvocationResult:

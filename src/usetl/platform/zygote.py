@@ -202,15 +202,17 @@ def serve_instance(sock):
     os._exit(0)
 
 
-def load_function(handler):
-    """Import the guest runtime and the function; the load reply's error, or None."""
+def load_function(handler, imports):
+    """Import the guest runtime, the function and a learned template's imports; the load
+    reply's error, or None."""
     try:
         from usetl import agent, sandbox  # noqa: F401 - imported here, before any fork
 
         module, function = abi.split_handler(handler)
     except BaseException as e:  # noqa: B036 - reported to the host as a failed deploy
         return failure(e)
-    return agent.answer({"kind": abi.LOAD, "module": module, "handler": function})["error"]
+    return agent.answer({"kind": abi.LOAD, "module": module, "handler": function,
+                         "imports": imports})["error"]
 
 
 def warm_up(control):
@@ -241,7 +243,7 @@ def zygote(control, spec, isolated):
     os.chdir(code_dir)
     sys.path[:0] = [code_dir] + module_dirs
     sys.path.append(lib_dir)
-    error = load_function(spec["handler"])
+    error = load_function(spec["handler"], spec["imports"])
     if error is not None:
         abi.send(control, {"error": error})
         return

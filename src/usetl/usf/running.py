@@ -37,6 +37,7 @@ from usetl.invocation import (
     ErrorInfo,
     InvocationResult,
     IoUsage,
+    ModuleNames,
     invocation_context,
 )
 from usetl.libos.devices import AgentChannel
@@ -63,6 +64,7 @@ class AgentReply(msgspec.Struct):
     guest_cpu_ms: float = 0.0
     import_ms: float | None = None  # a load request's
     modules: int | None = None  # a load request's: len(sys.modules)
+    imported: ModuleNames = msgspec.field(default_factory=list)  # an invoke's new modules
 
     def extra(self) -> dict[str, Any]:
         return {name: value for name, value in (("import_ms", self.import_ms),
@@ -159,6 +161,7 @@ class Usf:
             result.error = reply.error
             result.guest_ms = reply.guest_ms
             result.extra = reply.extra()
+            result.imported = reply.imported
         return result
 
     def _run_with(self, request: dict, timeout: float | None, host_files: dict[str, bytes],
