@@ -4,8 +4,8 @@ Walks every module under src/usetl with `ast` (no imports are executed):
 an import may reach its own layer or a lower one, never a higher one, and
 the graph of imports that run (those under `if TYPE_CHECKING:` are type
 hints only) has no cycle. Code that runs inside the guest (guest/, which
-the process sandbox runs too, and examples) imports the guest's `usetl`
-package, not the host's, and is left out.
+the process sandbox runs too, examples and the benchmark's ETL functions)
+imports the guest's `usetl` package, not the host's, and is left out.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import usetl
 
 SRC = Path(usetl.__file__).resolve().parent
-GUEST_SIDE = ("usetl.guest", "usetl.api.examples")
+GUEST_SIDE = ("usetl.guest", "usetl.api.examples", "usetl.bench.etl_functions")
 
 # Lowest first; a unit is a top-level package or module of usetl.
 LAYERS = [

@@ -41,6 +41,10 @@ class BenchConfig:
     threads_runs: int = 3
     # Pipeline hand-off: runs of the 3-stage pipeline and of its HTTP-store baseline.
     pipeline_runs: int = 5
+    # Real ETL handlers: timed warm calls per side, new clones, new host processes.
+    handlers_runs: int = 5
+    handlers_clones: int = 2
+    handlers_colds: int = 2
     # Guest memory per USF.
     usf_mem_mib: int = 512
     compat_modules: tuple[str, ...] = field(default=(
@@ -91,6 +95,9 @@ FULL = BenchConfig(
     load_concurrency=8,
     load_warmup_s=5.0,
     load_seconds=20.0,
+    handlers_runs=30,
+    handlers_clones=10,
+    handlers_colds=10,
 )
 
 

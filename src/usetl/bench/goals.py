@@ -84,6 +84,11 @@ GOALS = [
     Goal("3-stage pipeline handing 64 MiB on, against the same functions through a local "
          "HTTP store", "×", 5, False, "issue 16",
          lambda r: _get(_ok(r, "pipeline"), "speedup")),
+    Goal("real ETL handlers: USF warm median against a host process's warm calls (worst "
+         "handler)", "×", 1.5, True, "issue 12",
+         lambda r: _get(_ok(r, "handlers"), "worst_warm_ratio")),
+    Goal("real ETL handlers: a new USF clone against a new host process (worst handler)", "×",
+         1, True, "issue 12", lambda r: _get(_ok(r, "handlers"), "worst_clone_ratio")),
 ]
 
 

@@ -49,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pl.add_argument("--runs", type=int, default=5, help="runs of each; medians (default 5)")
     pl.add_argument("--json", action="store_true", help="print the numbers as JSON")
     pl.set_defaults(func=run_pipeline)
+    _register_handlers(commands)
 
     m = commands.add_parser(
         "protocol", help="the controller/clone protocol: cost per message, typed vs pickle")
@@ -107,6 +108,20 @@ def _register_platform(commands: argparse._SubParsersAction) -> None:
     e.add_argument("--ticks", type=int, default=10, help="ticks of the schedule (default 10)")
     e.add_argument("--json", action="store_true", help="print the numbers as JSON")
     e.set_defaults(func=run_etl_platform)
+
+
+def _register_handlers(commands: argparse._SubParsersAction) -> None:
+    h = commands.add_parser(
+        "handlers", help="real ETL handlers (Pillow, pandas, JSON, Jinja2, numpy, boto3): "
+        "USF warm and new clone against a host process warm and cold")
+    h.add_argument("--runs", type=int, default=10, help="timed warm calls per side (default 10)")
+    h.add_argument("--clones", type=int, default=3, help="new clones timed (default 3)")
+    h.add_argument("--colds", type=int, default=3, help="new host processes timed (default 3)")
+    h.add_argument("--only", action="append", metavar="NAME",
+                   help="only this handler (repeatable): thumbnail, groupby, reshape, render, "
+                   "matmul, s3get")
+    h.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    h.set_defaults(func=run_handlers)
 
 
 def _register_threads(commands: argparse._SubParsersAction) -> None:
@@ -246,3 +261,13 @@ def run_etl_platform(args: argparse.Namespace) -> int:
         raise UsetlError("--invocations and --ticks must be positive")
     result = async_work.run(args.backend, args.invocations, args.ticks, say=_say)
     return _report(args, result, async_work.format_report)
+
+
+def run_handlers(args: argparse.Namespace) -> int:
+    from usetl.bench import handlers
+
+    if min(args.runs, args.clones, args.colds) < 1:
+        raise UsetlError("--runs, --clones and --colds must be positive")
+    runs = handlers.Runs(warm=args.runs, clones=args.clones, colds=args.colds)
+    result = handlers.run(runs, args.only, say=_say)
+    return _report(args, result, handlers.format_report)

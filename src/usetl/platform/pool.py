@@ -622,6 +622,7 @@ class Pool:
                 "generation": p.spec.generation,
                 "learned": list(p.spec.learned),
                 "learn_error": None if p.learn_error is None else p.learn_error.as_dict(),
+                "learning": p.learner.building,  # the next generation is being built
             }
             for p in self._all()
         ]

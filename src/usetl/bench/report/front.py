@@ -24,6 +24,9 @@ CONFIG_HELP = {
     "threads_runs": "runs of 8 etl.get one after another and then on 8 threads (median shown)",
     "pipeline_runs": "runs of the 3-stage pipeline and of the same functions through an HTTP "
                      "store (median shown)",
+    "handlers_runs": "timed warm calls per real ETL handler, in a USF and in a host process",
+    "handlers_clones": "new clones timed per real ETL handler (fork and first call)",
+    "handlers_colds": "new host processes timed per real ETL handler (start to exit)",
     "load_concurrency": "concurrent clients under load",
     "load_warmup_s": "untimed seconds of load before the timed ones, per series",
     "load_seconds": "timed seconds of load per series",
