@@ -24,6 +24,7 @@ Host processes run with one BLAS thread, as a USF does.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import random
@@ -60,11 +61,7 @@ class Handler:
     requirements: tuple[str, ...]
     warmup: bool  # deployed with its event as the warm-up (it does lazy work on a first call)
     memory_mib: int = 512
-    files: tuple[str, ...] = ()  # more files of the function's, besides name.py
-
-    @property
-    def module(self) -> str:
-        return self.name
+    files: tuple[str, ...] = ()  # more files of the function's, besides its module name.py
 
 
 HANDLERS = [
@@ -90,7 +87,7 @@ def jpeg_1mp() -> bytes:
     noise = Image.effect_noise(size, 40)
     gradient = Image.linear_gradient("L").resize(size)
     image = Image.merge("RGB", (fractal, gradient, noise))
-    out = __import__("io").BytesIO()
+    out = io.BytesIO()
     image.save(out, "JPEG", quality=90)
     return out.getvalue()
 
@@ -221,7 +218,7 @@ class HostProcess:
     def __init__(self, handler: Handler, env: dict[str, str]):
         paths = [str(FUNCTIONS), sysconfig.get_path("purelib"), sysconfig.get_path("platlib")]
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", HOST_WORKER, json.dumps(paths), handler.module],
+            [sys.executable, "-I", "-S", "-c", HOST_WORKER, json.dumps(paths), handler.name],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=FUNCTIONS,
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **ONE_BLAS_THREAD, **env},
         )
@@ -275,10 +272,10 @@ class UsfSide:
         """The handler as a function of its own; with `warmup`, its event is the warm-up."""
         from usetl.platform.service import DeployRequest
 
-        names = (f"{handler.module}.py", *SHARED_FILES, *handler.files)
+        names = (f"{handler.name}.py", *SHARED_FILES, *handler.files)
         files = {n: base64.b64encode((FUNCTIONS / n).read_bytes()).decode() for n in names}
         request = DeployRequest(
-            handler=f"{handler.module}.py:handler", files=files,
+            handler=f"{handler.name}.py:handler", files=files,
             requirements=list(handler.requirements), memory_mib=handler.memory_mib,
             timeout_s=HANDLER_TIMEOUT_S, allow=inputs.allow, env=inputs.env,
             warmup=inputs.event(handler) if warmup else None,
