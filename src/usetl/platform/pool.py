@@ -598,10 +598,14 @@ class Pool:
                 if pool.busy or pool.template is None:
                     return
                 ready, pool.ready = list(pool.ready), deque()
-                template, pool.template = pool.template, None
+                template = pool.template
             for instance in ready:
                 instance.close()
+            # Still the pool's while it is saved: an eviction of it by another thread waits
+            # for the snapshot instead of finding neither a template nor a snapshot.
             self._save(pool, template)
+            with self.cond:
+                pool.template = None
             template.close()
         self.metrics.evictions.inc()
         log.info("evicted the template of %s", pool.spec.key)
