@@ -135,37 +135,6 @@ def test_the_image_carries_ca_certificates_for_the_default_context(usf):
     assert out == ["True"]
 
 
-def test_child_processes_are_refused_with_one_clear_error(usf):
-    r = usf.run_code(textwrap.dedent("""
-        import errno, multiprocessing, os, subprocess
-        for name, action in [
-            ("fork", os.fork),
-            ("posix_spawn", lambda: os.posix_spawn("/bin/true", ["true"], {})),
-            ("exec", lambda: os.execv("/bin/true", ["true"])),
-            ("subprocess", lambda: subprocess.run(["true"])),
-            ("multiprocessing", lambda: multiprocessing.Process(target=print).start()),
-        ]:
-            try:
-                action()
-                print(name, "allowed")
-            except OSError as e:
-                # pipe2 comes first in the last two; where it is missing, ENOSYS
-                print(name, "ENOSYS" if e.errno == errno.ENOSYS else type(e).__name__)
-    """), timeout=30)
-    assert r.error is None, r.error
-    out = dict(line.split() for line in r.stdout.splitlines())
-    assert out["fork"] == out["posix_spawn"] == out["exec"] == "PermissionError"
-    assert out["subprocess"] in ("PermissionError", "ENOSYS")
-    assert out["multiprocessing"] in ("PermissionError", "ENOSYS")
-    notes = r.stderr.splitlines()
-    assert "usetl: clone refused: a USF runs no child processes" in notes[0]
-    assert any(line.startswith("usetl: execve refused") for line in notes)
-    # subprocess tries vfork, then clone (with pipe2 there, it gets that far); the rest one call
-    refusals = 3 + 2 * (out["subprocess"] == "PermissionError") + (
-        out["multiprocessing"] == "PermissionError")
-    assert len(notes) == refusals
-
-
 def test_chown_to_itself_mknod_of_files_and_creating_with_a_trailing_slash(usf):
     out = run(usf, """
         import os, stat

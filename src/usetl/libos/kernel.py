@@ -20,7 +20,7 @@ from usetl.etl.accounting import IoAccount
 from usetl.kvm.structs import kvm_regs
 from usetl.vm import Stop, Vm, VmError
 
-from . import procfs, sigdelivery
+from . import children, procfs, sigdelivery
 from .devices import Blocked
 from .errors import LibosError, MonitorError, SyscallError
 from .files import FdTable, OutputFile
@@ -91,6 +91,7 @@ class Kernel:
         self.blocked: tuple | None = None  # (handler, args) of a syscall waiting on the monitor
         self.net: SocketPolicy | None = None  # where sockets may connect; None: no sockets
         self.net_account = IoAccount()  # the socket path's I/O, billed like ETL requests
+        self.children = children.Children()
         procfs.install(self)
         # The captures of stdout and stderr, held apart from the fd table: the guest
         # may close or dup2 over fds 1 and 2, and what it wrote is still its output.
@@ -128,6 +129,8 @@ class Kernel:
         nr = regs.rax
         t0 = time.perf_counter()
         handler = self.handlers.get(nr)
+        if self.children.pre_exec and self.sched.current.tid in self.children.pre_exec:
+            handler = children.before_exec(self, nr, handler)
         args = (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
         stop = None
         on_cpu = self.sched.on_cpu

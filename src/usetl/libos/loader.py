@@ -16,6 +16,7 @@ from usetl.vm.layout import PAGE_SIZE, USER_START
 
 from .errors import LoadError, SyscallError
 from .fs import ImageNode, Namespace, TmpFile
+from .hostfs import HostNode
 from .mm import AddressSpace, page_down, page_up
 
 AT_NULL, AT_PHDR, AT_PHENT, AT_PHNUM, AT_PAGESZ, AT_BASE = 0, 3, 4, 5, 6, 7
@@ -57,7 +58,7 @@ def _read_elf(ns: Namespace, path: str) -> ElfFile:
     except SyscallError as e:
         raise LoadError(f"cannot resolve {path} in the image: {e}") from None
     node = r.node
-    if isinstance(node, ImageNode) and not node.is_dir:
+    if isinstance(node, (ImageNode, HostNode)) and not node.is_dir:
         data = bytes(node.read_at(0, node.size))
     elif isinstance(node, TmpFile):
         data = bytes(node.data)

@@ -148,6 +148,20 @@ def sys_close(k: Kernel, fd: int, *_: int) -> int:
     return 0
 
 
+def sys_close_range(k: Kernel, first: int, last: int, flags: int, *_: int) -> int:
+    """Close (or, with CLOSE_RANGE_CLOEXEC, mark close-on-exec) fds first..last."""
+    CLOSE_RANGE_UNSHARE, CLOSE_RANGE_CLOEXEC = 2, 4
+    first, last = first & 0xFFFFFFFF, last & 0xFFFFFFFF
+    if flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC) or first > last:
+        raise SyscallError(errno.EINVAL)
+    for fd in [fd for fd in k.fds.files if first <= fd <= last]:
+        if flags & CLOSE_RANGE_CLOEXEC:
+            k.fds.cloexec.add(fd)
+        else:
+            k.fds.close(fd)
+    return 0
+
+
 def sys_dup(k: Kernel, fd: int, *_: int) -> int:
     return k.fds.install(k.fds.get(s32(fd)))
 

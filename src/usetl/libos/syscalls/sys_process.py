@@ -1,33 +1,51 @@
-"""Child processes: a USF runs none, and says so.
+"""Child processes: vfork and exec in a sibling VM (libos/children.py), wait4, waitid.
 
-fork, vfork, execve and clone without glibc's thread flags (what os.fork,
-glibc's posix_spawn and CPython's _posixsubprocess use; sys_thread.sys_clone
-makes threads) are refused with EPERM, so
-subprocess, os.fork, os.posix_spawn and multiprocessing raise
-PermissionError; and the monitor writes one line naming the syscall to the
-invocation's stderr, since "Operation not permitted" alone does not say why.
+vfork, and clone with CLONE_VM|CLONE_VFORK (glibc's posix_spawn), make a
+child that runs in its parent's VM until execve starts its program in a
+VM of its own. fork, and clone without CLONE_VM, are refused with EPERM and
+one line on the invocation's stderr naming the call, since "Operation not
+permitted" alone does not say why; so is an execve by a process itself
+(only a vfork child's program replaces it).
 """
 
 from __future__ import annotations
 
 import errno
+import struct
 from typing import TYPE_CHECKING
 
+from .. import children
 from ..errors import SyscallError
-from ..files import OutputFile
+from .args import s32
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
-NO_CHILDREN = "usetl: {call} refused: a USF runs no child processes (no fork, exec or subprocess)\n"
+NO_CHILDREN = ("usetl: {call} refused: a USF runs child programs (subprocess, posix_spawn, "
+               "vfork and exec) but not fork\n")
+NO_EXEC = "usetl: execve refused: a USF's own program cannot be replaced; run it as a child\n"
+CLONE_VM, CLONE_VFORK, CSIGNAL = 0x100, 0x4000, 0xFF
+P_ALL, P_PID, P_PGID = 0, 1, 2
+WNOHANG, WEXITED, WSTOPPED, WCONTINUED, WNOWAIT = 1, 4, 2, 8, 0x01000000
+WALL_FLAGS = 0x40000000 | 0x80000000 | 0x20000000  # __WALL, __WCLONE, __WNOTHREAD
+SIGCHLD = 17
+SIGINFO = struct.Struct("<iii4xiIi")  # signo, errno, code, pid, uid, status
+SIGINFO_SIZE = 128
+RUSAGE_SIZE = 144
 
 
 def refuse_child_process(k: Kernel, call: str) -> int:
-    """EPERM for a syscall that would make a child process, told on the guest's stderr."""
-    stderr = k.fds.files.get(2)
-    if isinstance(stderr, OutputFile):
-        stderr.write_at(0, memoryview(NO_CHILDREN.format(call=call).encode()))
+    """EPERM for a syscall that would copy this process, told on the guest's stderr."""
+    children.tell(k.fds, NO_CHILDREN.format(call=call))
     raise SyscallError(errno.EPERM)
+
+
+def clone_process(k: Kernel, flags: int, stack: int) -> object:
+    """clone without glibc's thread flags: a vfork child (CLONE_VM|CLONE_VFORK), or refused."""
+    vfork = CLONE_VM | CLONE_VFORK
+    if flags & vfork == vfork and not flags & ~(vfork | CSIGNAL):
+        raise children.start_vfork_child(k, stack)
+    return refuse_child_process(k, "clone")
 
 
 def sys_fork(k: Kernel, *_: int) -> int:
@@ -35,16 +53,68 @@ def sys_fork(k: Kernel, *_: int) -> int:
 
 
 def sys_vfork(k: Kernel, *_: int) -> int:
-    return refuse_child_process(k, "vfork")
+    raise children.start_vfork_child(k, 0)
 
 
-def sys_execve(k: Kernel, *_: int) -> int:
-    return refuse_child_process(k, "execve")
+def _exec(k: Kernel, path_addr: int, argv_addr: int, envp_addr: int) -> int:
+    if k.sched.current.tid not in k.children.pre_exec:
+        children.tell(k.fds, NO_EXEC)
+        raise SyscallError(errno.EPERM)
+    path = k.mem.path(path_addr)
+    argv = children.read_strings(k, argv_addr)
+    envp = children.read_strings(k, envp_addr)
+    children.exec_child(k, path, argv, envp)
+    return 0
 
 
-def sys_execveat(k: Kernel, *_: int) -> int:
-    return refuse_child_process(k, "execveat")
+def sys_execve(k: Kernel, path: int, argv: int, envp: int, *_: int) -> int:
+    return _exec(k, path, argv, envp)
 
 
-def sys_wait4(k: Kernel, *_: int) -> int:
-    raise SyscallError(errno.ECHILD)
+def sys_execveat(k: Kernel, dirfd: int, path: int, argv: int, envp: int, flags: int,
+                 *_: int) -> int:
+    AT_FDCWD = -100
+    if s32(dirfd) != AT_FDCWD or flags:
+        raise SyscallError(errno.ENOSYS if flags else errno.EBADF)
+    return _exec(k, path, argv, envp)
+
+
+def sys_wait4(k: Kernel, pid: int, status_addr: int, options: int, rusage: int,
+              *_: int) -> int:
+    if options & ~(WNOHANG | WSTOPPED | WCONTINUED | WALL_FLAGS):
+        raise SyscallError(errno.EINVAL)
+    found = children.wait_child(k, s32(pid), options & WNOHANG)
+    if found is None:
+        return 0
+    child, status = found
+    if status_addr:
+        k.mem.put_u32(status_addr, status)
+    if rusage:
+        k.mem.write(rusage, bytes(RUSAGE_SIZE))
+    return child
+
+
+def sys_waitid(k: Kernel, idtype: int, ident: int, infop: int, options: int, rusage: int,
+               *_: int) -> int:
+    if options & ~(WNOHANG | WEXITED | WSTOPPED | WCONTINUED | WNOWAIT | WALL_FLAGS) \
+            or not options & (WEXITED | WSTOPPED | WCONTINUED):
+        raise SyscallError(errno.EINVAL)
+    if idtype == P_ALL or idtype == P_PGID:
+        pid = -1
+    elif idtype == P_PID and s32(ident) > 0:
+        pid = s32(ident)
+    else:
+        raise SyscallError(errno.EINVAL)
+    if not options & WEXITED:
+        raise SyscallError(errno.ECHILD)  # no child is ever stopped or continued
+    found = children.wait_child(k, pid, options & (WNOHANG | WNOWAIT))
+    info = bytearray(SIGINFO_SIZE)
+    if found is not None:
+        child, status = found
+        code, value = children.describe(status)
+        SIGINFO.pack_into(info, 0, SIGCHLD, 0, code, child, k.identity.uid, value)
+    if infop:
+        k.mem.write(infop, bytes(info))
+    if rusage:
+        k.mem.write(rusage, bytes(RUSAGE_SIZE))
+    return 0

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from usetl.vm import Stop
 
-from .. import sigdelivery
+from .. import children, sigdelivery
 from ..errors import SyscallError
 from ..signals import (
     FPSTATE_SIZE,
@@ -213,6 +213,12 @@ def sys_rt_sigreturn(k: Kernel, *_: int) -> int | Stop:
 
 
 def sys_kill(k: Kernel, pid: int, sig: int, *_: int) -> int:
+    if s32(pid) > 0 and s32(pid) != k.identity.pid:
+        if not 0 <= s32(sig) <= 64:
+            raise SyscallError(errno.EINVAL)
+        if not children.signal_child(k, s32(pid), s32(sig)):
+            raise SyscallError(errno.ESRCH)
+        return 0
     if s32(pid) not in (0, -1, k.identity.pid):
         raise SyscallError(errno.ESRCH)
     return _send(k, s32(sig), SI_USER, None)

@@ -13,7 +13,7 @@ from usetl.vm import Stop, ThreadContext
 
 from ..errors import SyscallError
 from ..sched import ExitThread
-from .sys_process import refuse_child_process
+from .sys_process import clone_process
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
@@ -44,9 +44,9 @@ def sys_exit(k: Kernel, status: int, *_: int) -> Stop:
 
 def sys_clone(k: Kernel, flags: int, stack: int, parent_tid: int, child_tid: int, tls: int,
               *_: int) -> int:
-    """A thread sharing everything (glibc's pthread_create); processes are refused."""
+    """A thread sharing everything (glibc's pthread_create); a process: sys_process."""
     if flags & THREAD_FLAGS != THREAD_FLAGS:
-        return refuse_child_process(k, "clone")
+        return clone_process(k, flags, stack)
     if flags & ~(THREAD_FLAGS | THREAD_OPTIONS | CSIGNAL) or flags & CSIGNAL:
         raise SyscallError(errno.EINVAL)  # a thread sends no exit signal
     if not stack:

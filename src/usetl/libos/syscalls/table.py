@@ -59,6 +59,8 @@ _ENTRIES = [
     Syscall("open", f.sys_open, PARTIAL, "no O_TMPFILE; creating files only under /tmp"),
     Syscall("openat", f.sys_openat, PARTIAL, "no O_TMPFILE; creating files only under /tmp"),
     Syscall("close", f.sys_close, FULL),
+    Syscall("close_range", f.sys_close_range, FULL,
+            "CLOSE_RANGE_UNSHARE is moot: one process per fd table"),
     Syscall("stat", f.sys_stat, FULL),
     Syscall("fstat", f.sys_fstat, FULL),
     Syscall("lstat", f.sys_lstat, FULL),
@@ -180,7 +182,9 @@ _ENTRIES = [
     Syscall("rt_sigtimedwait", sig.sys_rt_sigtimedwait, FULL),
     Syscall("pause", sig.sys_pause, FULL),
     Syscall("sigaltstack", sig.sys_sigaltstack, FULL),
-    Syscall("kill", sig.sys_kill, PARTIAL, "only to itself (pid 0, -1 or its own): else ESRCH"),
+    Syscall("kill", sig.sys_kill, PARTIAL,
+            "to itself (pid 0, -1 or its own), or to a child, whose VM a signal that ends a "
+            "process by default ends (its handlers do not run); else ESRCH"),
     Syscall("tgkill", sig.sys_tgkill, PARTIAL, "only to its own threads: else ESRCH"),
     Syscall("tkill", sig.sys_tkill, PARTIAL, "only to its own threads: else ESRCH"),
     Syscall("setitimer", timer.sys_setitimer, PARTIAL,
@@ -235,17 +239,25 @@ _ENTRIES = [
             "WAIT(_BITSET), WAKE(_BITSET), (CMP_)REQUEUE, WAKE_OP, private or not; no PI ops"),
     Syscall("prctl", th.sys_prctl, PARTIAL, "PR_SET_NAME/PR_GET_NAME only"),
     Syscall("rseq", _errno(errno.ENOSYS), REFUSED, "glibc runs without restartable sequences"),
-    # A child process (clone without glibc's thread flags, fork, vfork, exec) is
-    # EPERM plus a line on the invocation's stderr: sys_process.refuse_child_process.
+    # Child programs (libos/children.py): a vfork child runs in its parent's VM until
+    # execve starts its program in a sibling VM; fork is EPERM plus a line on stderr.
     Syscall("clone", th.sys_clone, PARTIAL,
-            "threads (glibc's flags), M:1 on the vCPU, 512 per USF; a child process: "
-            "EPERM, told on stderr"),
+            "threads (glibc's flags), M:1 on the vCPU, 512 per USF; CLONE_VM|CLONE_VFORK: "
+            "a vfork child; any other child process: EPERM, told on stderr"),
     Syscall("clone3", _errno(errno.ENOSYS), REFUSED, "glibc then uses clone"),
-    Syscall("fork", proc.sys_fork, REFUSED, "no child processes: EPERM, told on stderr"),
-    Syscall("vfork", proc.sys_vfork, REFUSED, "no child processes: EPERM, told on stderr"),
-    Syscall("execve", proc.sys_execve, REFUSED, "no exec: EPERM, told on stderr"),
-    Syscall("execveat", proc.sys_execveat, REFUSED, "no exec: EPERM, told on stderr"),
-    Syscall("wait4", proc.sys_wait4, REFUSED, "there are no children: ECHILD"),
+    Syscall("fork", proc.sys_fork, REFUSED, "no fork: EPERM, told on stderr"),
+    Syscall("vfork", proc.sys_vfork, PARTIAL,
+            "the child runs in the parent's VM (the caller waits) until execve or exit, "
+            "with its own fds, cwd and umask, and may only set up its program (EPERM else)"),
+    Syscall("execve", proc.sys_execve, PARTIAL,
+            "in a vfork child only: an ELF executable of the guest's files starts in a "
+            "sibling VM (same jail and socket policy, RAM as its parent's), with the "
+            "child's fds (pipes become host pipes); no #! scripts (ENOEXEC); EPERM else"),
+    Syscall("execveat", proc.sys_execveat, PARTIAL, "AT_FDCWD and no flags; as execve"),
+    Syscall("wait4", proc.sys_wait4, PARTIAL,
+            "pid, -1 or any group; WNOHANG; no stopped children; rusage zeroed"),
+    Syscall("waitid", proc.sys_waitid, PARTIAL,
+            "P_ALL, P_PID, P_PGID (as P_ALL); WEXITED, WNOHANG, WNOWAIT; rusage zeroed"),
 ]
 
 TABLE: dict[int, Syscall] = {NR[e.name]: e for e in _ENTRIES}

@@ -1,0 +1,520 @@
+"""Child programs: a vfork child runs in its parent's VM until execve, then in a sibling VM.
+
+CPython's subprocess and glibc's posix_spawn make a child with vfork (or
+clone(CLONE_VM|CLONE_VFORK)), set up its fds and cwd, and execve. Here the
+child is a thread of the parent's VM until then (it shares memory, as
+vfork does), with its own fd table, cwd and umask, and may only make the
+calls that set up a program (ALLOWED_BEFORE_EXEC); the calling thread waits,
+as with vfork. At execve the monitor forks its own process: the copy builds
+a new VM, loads the program from the guest's filesystems (a copy of the
+parent's, taken then) and runs it to its exit, in the same jail and under
+the same socket policy, with guest RAM the size of its parent's, charged to
+the same cgroup. The child's fds are the objects the vfork child held,
+copied by the fork; what must stay connected to the parent becomes a host
+fd first (hostpipe.py): in-monitor pipes and socketpairs are turned into
+host ones in both tables, and the parent's captured stdout and stderr are
+fed by a host pipe that a host thread drains (ConsoleDrain).
+
+The sibling reports its wait status on a control socket and exits; wait4,
+waitid and kill find children here. Every child ends with its parent's
+invocation (end_all), and with its parent's monitor process (PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import select
+import signal
+import socket
+import struct
+import threading
+from typing import TYPE_CHECKING
+
+from usetl.kvm.structs import kvm_regs
+from usetl.vm import ThreadContext, Vm, VmError
+
+from .errors import LibosError, SyscallError
+from .files import (
+    O_NONBLOCK,
+    DirFile,
+    FdTable,
+    ImageFile,
+    NullFile,
+    OpenFile,
+    OutputFile,
+    ProcOpenFile,
+    TmpOpenFile,
+)
+from .fs import DEV_PROC, ImageNode, StaticLink, TmpFile
+from .hostfs import HostNode
+from .hostpipe import HostStreamFile
+from .ipc import ChannelFile, UnixSocketFile
+from .loader import load_program
+from .net import POLLIN, SocketFile, wait_ready
+from .sched import Block, ExitThread, WaitQueue
+from .syscalls.numbers import SYSCALL_NAMES
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+log = logging.getLogger(__name__)
+
+# What CPython's _posixsubprocess and glibc's posix_spawn call between vfork and execve.
+ALLOWED_BEFORE_EXEC = frozenset({
+    "read", "write", "close", "close_range", "dup", "dup2", "dup3", "fcntl", "ioctl",
+    "open", "openat", "getdents64", "fstat", "newfstatat", "lseek", "chdir", "fchdir",
+    "umask", "setsid", "setpgid", "getpid", "getppid", "gettid", "getuid", "geteuid",
+    "getgid", "getegid", "rt_sigprocmask", "rt_sigaction", "sigaltstack", "prlimit64",
+    "getrlimit", "setrlimit", "sched_yield", "execve", "execveat", "exit", "exit_group",
+})
+BEFORE_EXEC = ("usetl: {call} in a child before execve refused: a vfork child only sets up "
+               "the program it runs\n")
+MAX_ARGS = 1 << 16
+MAX_ARG_BYTES = 2 << 20  # Linux's ARG_MAX with the default 8 MiB stack limit
+WNOHANG, WNOWAIT = 1, 0x01000000
+STATUS = struct.Struct("<i")  # a sibling's report: its wait status
+NOT_STARTED = 127 << 8  # the status of a child whose program could not be loaded
+PR_SET_PDEATHSIG = 1
+IGNORED_BY_DEFAULT = {signal.SIGCHLD, signal.SIGCONT, signal.SIGURG, signal.SIGWINCH}
+DRAIN_WAIT = 2.0  # how long, after a child ended, its output may take to arrive
+HOST_FD_LIMIT = 1 << 20
+# What a sibling can use as the fork copied it; other files are not passed (EBADF there).
+CROSSES = (HostStreamFile, NullFile, ImageFile, TmpOpenFile, DirFile, ProcOpenFile, SocketFile)
+
+
+class ChildFdTable(FdTable):
+    """A vfork child's fds: its parent's at the fork, whose files it shares until execve."""
+
+    def __init__(self, parent: FdTable):
+        super().__init__()
+        self.files = dict(parent.files)
+        self.cloexec = set(parent.cloexec)
+        self.inherited = list(self.files.values())  # held, so their ids stay theirs
+
+    def close(self, fd: int) -> None:
+        f = self.files.pop(fd, None)
+        if f is None:
+            raise SyscallError(errno.EBADF)
+        self.cloexec.discard(fd)
+        if all(f is not g for g in self.inherited) and f not in self.files.values():
+            f.close()
+
+
+class PreExec:
+    """A vfork child while it runs in its parent's VM, and the parent thread waiting for it."""
+
+    def __init__(self, k: Kernel, parent_tid: int):
+        self.parent_tid = parent_tid
+        self.parent_fds = k.fds
+        self.fds = ChildFdTable(k.fds)
+        self.cwd = k.ns.cwd
+        self.umask = k.umask
+        self.done = WaitQueue()  # the parent waits here until execve or exit
+
+
+class ConsoleDrain:
+    """A host pipe into the parent's captured stdout or stderr, read by a host thread."""
+
+    def __init__(self, target: OutputFile):
+        self.target = target
+        self.read_fd, self.write_fd = os.pipe()
+        self.lock = threading.Lock()
+        self.data = bytearray()
+        self.thread = threading.Thread(target=self._drain, name="usetl-child-out", daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        while chunk := os.read(self.read_fd, 1 << 16):
+            with self.lock:
+                self.data += chunk
+        os.close(self.read_fd)
+
+    def flush(self, wait: float = 0.0) -> None:
+        """Hand what arrived to the capture, on the vCPU's thread (after `wait` for the end)."""
+        if wait:
+            self.thread.join(wait)
+        with self.lock:
+            data, self.data = bytes(self.data), bytearray()
+        if data:
+            self.target.write_at(0, memoryview(data))
+
+
+class Child:
+    """A child program in a sibling VM, run by a forked monitor process."""
+
+    def __init__(self, pid: int, host_pid: int, control: socket.socket,
+                 drains: list[ConsoleDrain]):
+        self.pid = pid
+        self.host_pid = host_pid
+        self.control = control
+        self.drains = drains
+        self.killed_by: int | None = None
+
+    def finish(self) -> int:
+        """The wait status, once the control socket is readable (a report or its end)."""
+        raw = self.control.recv(STATUS.size)
+        self.control.close()
+        _, host_status = os.waitpid(self.host_pid, 0)
+        for drain in self.drains:
+            drain.flush(DRAIN_WAIT)
+        if self.killed_by is not None:
+            return self.killed_by
+        if len(raw) == STATUS.size:
+            return STATUS.unpack(raw)[0]
+        if os.WIFSIGNALED(host_status):  # the monitor died without a report
+            return os.WTERMSIG(host_status)
+        return NOT_STARTED
+
+    def kill(self, sig: int) -> None:
+        if self.killed_by is None:
+            self.killed_by = sig
+            os.kill(self.host_pid, signal.SIGKILL)
+
+
+class Children:
+    """A process's children: vfork children before execve, running ones, and ended ones.
+
+    Host processes and sockets belong to this monitor process: none is
+    part of the monitor state a template captures (an unpickled one is empty).
+    """
+
+    def __init__(self) -> None:
+        self.pre_exec: dict[int, PreExec] = {}  # vfork child's tid -> its state
+        self.running: dict[int, Child] = {}
+        self.ended: dict[int, int] = {}  # pid -> wait status, until waited for
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
+    def __bool__(self) -> bool:
+        return bool(self.pre_exec or self.running or self.ended)
+
+    def collect(self) -> None:
+        """Move children whose monitors reported (or died) to ended."""
+        if not self.running:
+            return
+        poller = select.poll()
+        for child in self.running.values():
+            poller.register(child.control.fileno(), POLLIN)
+        ready = {fd for fd, _ in poller.poll(0)}
+        for pid, child in list(self.running.items()):
+            if child.control.fileno() in ready:
+                del self.running[pid]
+                self.ended[pid] = child.finish()
+
+    def end_all(self) -> None:
+        """Kill every running child and forget the rest: the invocation is over."""
+        for child in self.running.values():
+            child.kill(signal.SIGKILL)
+        for child in self.running.values():
+            child.finish()
+        self.running.clear()
+        self.ended.clear()
+
+
+# -- vfork: the child thread ----------------------------------------------------------
+
+
+def start_vfork_child(k: Kernel, stack: int) -> Block:
+    """A thread that runs the child's code until execve or exit; the caller waits for it.
+
+    `stack` is the child's stack pointer (0: the caller's, as vfork shares it).
+    """
+    parent = k.vm.save_context()
+    regs = kvm_regs.from_buffer_copy(parent.regs)
+    regs.rax = 0  # the child's vfork() returns 0
+    child = k.sched.new_thread(ThreadContext(bytes(regs), stack or parent.user_rsp,
+                                             parent.fs_base, parent.xsave))
+    state = PreExec(k, k.sched.current.tid)
+    k.children.pre_exec[child.tid] = state
+    return Block((state.done,), retry=False)
+
+
+def before_exec(k: Kernel, nr: int, handler):
+    """The handler a vfork child's syscall runs: the call in the child's own fd table, cwd
+    and umask, or EPERM (told on stderr) for a call that is not setting up a program."""
+    state = k.children.pre_exec[k.sched.current.tid]
+    name = SYSCALL_NAMES.get(nr, f"syscall_{nr}")
+
+    def pre_exec(kernel: Kernel, *args: int) -> object:
+        if handler is None:
+            raise SyscallError(errno.ENOSYS)
+        if name not in ALLOWED_BEFORE_EXEC:
+            tell(state.fds, BEFORE_EXEC.format(call=name))
+            raise SyscallError(errno.EPERM)
+        if name in ("exit", "exit_group"):
+            end_vfork_child(kernel, exit_status(args[0]))
+        saved = kernel.fds, kernel.ns.cwd, kernel.umask
+        kernel.fds, kernel.ns.cwd, kernel.umask = state.fds, state.cwd, state.umask
+        try:
+            return handler(kernel, *args)
+        finally:
+            state.cwd, state.umask = kernel.ns.cwd, kernel.umask
+            kernel.fds, kernel.ns.cwd, kernel.umask = saved
+
+    pre_exec.__name__ = getattr(handler, "__name__", f"sys_{name}")
+    return pre_exec
+
+
+def end_vfork_child(k: Kernel, status: int | None, pid: int | None = None) -> None:
+    """The vfork child's thread ends (its program started, or it exited): its parent runs on.
+
+    `status` is its wait status if it exited before execve (then its pid is a zombie).
+    """
+    tid = k.sched.current.tid
+    state = k.children.pre_exec.pop(tid)
+    if status is not None:
+        k.children.ended[tid] = status
+    for f in set(state.fds.files.values()):
+        if all(f is not g for g in state.fds.inherited) \
+                and f not in state.parent_fds.files.values():
+            f.close()
+    state.done.wake(k.sched, result=tid if pid is None else pid)
+    raise ExitThread()
+
+
+# -- execve: the sibling VM -----------------------------------------------------------
+
+
+def read_strings(k: Kernel, addr: int) -> list[str]:
+    """A NULL-terminated array of C strings in guest memory (argv, envp); E2BIG past ARG_MAX."""
+    out: list[str] = []
+    total = 0
+    while addr:
+        ptr = k.mem.u64(addr + 8 * len(out))
+        if not ptr:
+            return out
+        if len(out) >= MAX_ARGS:
+            raise SyscallError(errno.E2BIG)
+        raw = k.mem.cstring(ptr, MAX_ARG_BYTES)
+        total += len(raw) + 1
+        if total > MAX_ARG_BYTES:
+            raise SyscallError(errno.E2BIG)
+        out.append(raw.decode("utf-8", "surrogateescape"))
+    return out
+
+
+def check_program(k: Kernel, path: str) -> str:
+    """The canonical path of an executable ELF file, or the errno execve gives."""
+    r = k.ns.resolve(path)
+    node = r.node
+    if node is None:
+        raise SyscallError(errno.ENOENT)
+    if node.is_dir or not isinstance(node, (ImageNode, HostNode, TmpFile)) \
+            or not node.mode & 0o111:
+        raise SyscallError(errno.EACCES)
+    head = bytes(node.data[:4]) if isinstance(node, TmpFile) else bytes(node.read_at(0, 4))
+    if head != b"\x7fELF":
+        raise SyscallError(errno.ENOEXEC)
+    return r.path
+
+
+def exec_child(k: Kernel, path: str, argv: list[str], envp: list[str]) -> None:
+    """The vfork child's execve: its program starts in a sibling VM; this thread ends."""
+    state = k.children.pre_exec[k.sched.current.tid]
+    program = check_program(k, path)
+    fds, drains = _child_files(k, state)
+    pid = k.sched.current.tid
+    control, theirs = socket.socketpair()
+    keep = {theirs.fileno(), *(fd for f in fds.values() if (fd := f.host_fd()) is not None)}
+    host_pid = os.fork()
+    if host_pid == 0:
+        control.close()
+        _run_sibling(k, pid, program, argv, envp, fds, theirs, keep)
+    theirs.close()
+    held = {*state.parent_fds.files.values(), *state.fds.files.values()}
+    for f in set(fds.values()) - held:
+        f.close()  # the console pipes' write ends: the sibling has them
+    k.children.running[pid] = Child(pid, host_pid, control, drains)
+    end_vfork_child(k, None)
+
+
+def _child_files(k: Kernel, state: PreExec) -> tuple[dict[int, OpenFile], list[ConsoleDrain]]:
+    """The files the program gets, by fd (as host fds where they must stay connected to
+    this process), and the drains of the parent's captured output it writes to."""
+    out: dict[int, OpenFile] = {}
+    made: dict[int, OpenFile] = {}  # id of a file replaced -> its replacement
+    drains: list[ConsoleDrain] = []
+    for fd, f in sorted(state.fds.files.items()):
+        if fd in state.fds.cloexec:
+            continue
+        if isinstance(f, ChannelFile) and id(f) not in made:
+            _to_host(k, f, (state.parent_fds, state.fds), made)
+        if isinstance(f, OutputFile) and id(f) not in made:
+            drain = ConsoleDrain(f)
+            drains.append(drain)
+            made[id(f)] = HostStreamFile.for_pipe_end(k, drain.write_fd, reads=False,
+                                                      nonblocking=False)
+        f = made.get(id(f), f)
+        if isinstance(f, CROSSES):
+            out[fd] = f
+    return out, drains
+
+
+def _to_host(k: Kernel, f: ChannelFile, tables: tuple[FdTable, ...],
+             made: dict[int, OpenFile]) -> None:
+    """Turn the pipe or socketpair f belongs to into a host one, in every table given.
+
+    Every end (each file sharing its channels) becomes a file on its own
+    host fd; bytes written and not yet read are carried over.
+    """
+    channels = [c for c in (f.rx, f.tx) if c is not None]
+    ends = {id(g): g for t in tables for g in t.files.values()
+            if isinstance(g, ChannelFile) and id(g) not in made
+            and any(c is g.rx or c is g.tx for c in channels)}
+    if isinstance(f, UnixSocketFile):
+        a, b = socket.socketpair(socket.AF_UNIX, f.sock_type)
+        reader = {id(f.rx): a.detach(), id(f.tx): b.detach()}  # channel -> the fd reading it
+        writer = {id(f.rx): reader[id(f.tx)], id(f.tx): reader[id(f.rx)]}
+    else:
+        r, w = os.pipe()
+        reader, writer = {id(channels[0]): r}, {id(channels[0]): w}
+    for c in channels:
+        pending = [bytes(c.data)] if c.data else list(c.messages)
+        for data in pending:
+            os.write(writer[id(c)], data)
+    for g in ends.values():
+        nonblocking = bool(g.flags & O_NONBLOCK)
+        if isinstance(g, UnixSocketFile):
+            made[id(g)] = HostStreamFile.for_socket(k, os.dup(reader[id(g.rx)]), nonblocking)
+        elif g.rx is not None:
+            made[id(g)] = HostStreamFile.for_pipe_end(k, os.dup(reader[id(g.rx)]), True,
+                                                      nonblocking)
+        else:
+            made[id(g)] = HostStreamFile.for_pipe_end(k, os.dup(writer[id(g.tx)]), False,
+                                                      nonblocking)
+    for fd in {*reader.values(), *writer.values()}:
+        os.close(fd)
+    for t in tables:
+        for fd, g in list(t.files.items()):
+            if id(g) in made:
+                t.files[fd] = made[id(g)]
+    for g in ends.values():
+        g.close()
+
+
+def _run_sibling(k: Kernel, pid: int, program: str, argv: list[str], envp: list[str],
+                 fds: dict[int, OpenFile], control: socket.socket, keep: set[int]) -> None:
+    """In the forked monitor process: build the child's VM, run its program, report, exit."""
+    status = NOT_STARTED
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _close_all_but(keep)
+        status = _run_program(k, pid, program, argv, envp, fds)
+    except BaseException as e:  # never back into the parent's code: this process only exits
+        log.error("child %d (%s) could not run: %s", pid, program, e)
+    try:
+        control.send(STATUS.pack(status))
+    finally:
+        os._exit(0)
+
+
+def _close_all_but(keep: set[int]) -> None:
+    """Close every inherited fd above stderr but `keep`: a child holds no other pipe's end."""
+    low = 3
+    for fd in sorted(fd for fd in keep if fd >= 3):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, HOST_FD_LIMIT)
+
+
+def _run_program(k: Kernel, pid: int, program: str, argv: list[str], envp: list[str],
+                 fds: dict[int, OpenFile]) -> int:
+    ns = k.ns
+    for name in ("etl", "usetl"):
+        ns.dev.entries.pop(name, None)  # the parent's agent and ETL regions are not the child's
+    ns.proc.entries["self"].entries["exe"] = StaticLink(6, program, DEV_PROC)
+    vm = Vm(k.vm.ram.size >> 20)
+    child = type(k)(vm, ns, k.handlers, k.output_limit)
+    child.identity.pid = pid
+    child.net = k.net
+    child.umask = k.umask
+    for fd, f in fds.items():
+        if isinstance(f, (HostStreamFile, SocketFile)):
+            f.kernel = child
+        child.fds.files[fd] = f
+    try:
+        prog = load_program(child.mm, vm.ram.view, ns, program, argv, envp,
+                            (child.identity.uid, child.identity.gid))
+    except LibosError as e:
+        tell(child.fds, f"usetl: cannot load {program}: {e}\n")
+        return NOT_STARTED
+    vm.enter_user(prog.entry, prog.stack_pointer)
+    try:
+        stop = vm.run(child)
+    except VmError as e:
+        tell(child.fds, f"usetl: child {program}: {e}\n")
+        return signal.SIGSEGV
+    finally:
+        child.children.end_all()
+    if stop.reason != "exit":
+        return signal.SIGKILL
+    return child.term_signal if child.term_signal is not None else exit_status(stop.status)
+
+
+def tell(fds: FdTable, line: str) -> None:
+    """A line on stderr (fd 2 of `fds`), wherever that goes; nothing if it cannot take it."""
+    f = fds.files.get(2)
+    if f is not None:
+        try:
+            f.write(memoryview(line.encode()))
+        except (SyscallError, Block):
+            pass
+
+
+# -- wait4, waitid, kill ----------------------------------------------------------------
+
+
+def wait_child(k: Kernel, pid: int, options: int) -> tuple[int, int] | None:
+    """(pid, wait status) of an ended child matching pid (-1, 0 or < -1: any); None with
+    WNOHANG while matching children run; ECHILD if none match; else the thread waits."""
+    children = k.children
+    children.collect()
+    matches = (lambda p: True) if pid <= 0 else (lambda p: p == pid)
+    for p, status in children.ended.items():
+        if matches(p):
+            if not options & WNOWAIT:
+                del children.ended[p]
+            return p, status
+    waiting = [c for p, c in children.running.items() if matches(p)]
+    if not waiting:
+        raise SyscallError(errno.ECHILD)
+    if options & WNOHANG:
+        return None
+    fds = {c.control.fileno(): POLLIN for c in waiting}
+    sched = k.sched
+    if not sched.alone:
+        raise sched.watch_host(fds, (), sched.deadline_after(None))
+    wait_ready(fds, None, k.wait_interrupted)
+    return wait_child(k, pid, options)
+
+
+def signal_child(k: Kernel, pid: int, sig: int) -> bool:
+    """kill() of a child: False if pid is not one. A signal that ends a process by
+    default ends the child's VM (its handlers do not run)."""
+    children = k.children
+    child = children.running.get(pid)
+    if child is None:
+        return pid in children.ended or pid in children.pre_exec
+    if sig and sig not in IGNORED_BY_DEFAULT:
+        child.kill(sig)
+    return True
+
+
+def exit_status(code: int) -> int:
+    return (code & 0xFF) << 8
+
+
+def describe(status: int) -> tuple[int, int]:
+    """waitid's si_code and si_status for a wait status."""
+    CLD_EXITED, CLD_KILLED = 1, 2
+    if status & 0x7F:
+        return CLD_KILLED, status & 0x7F
+    return CLD_EXITED, (status >> 8) & 0xFF

@@ -1,0 +1,108 @@
+"""A pipe or socket end that is a host fd: what connects a USF to its child programs.
+
+A child program runs in a sibling VM with a monitor process of its own
+(children.py), so the pipes between a parent and its children cannot live
+in one monitor's state: each becomes a host pipe (or socketpair), and both
+monitors see their end as a HostStreamFile. Readiness is the host fd's
+(host_fd), so poll, select and epoll wait on it as on a proxied socket; a
+blocking read or write waits on the host, off the vCPU when other guest
+threads can run.
+
+A host fd belongs to one process: in a clone or after a rollback the file
+reads as at end of stream and writes fail with EPIPE.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import stat as st
+from typing import TYPE_CHECKING
+
+from .errors import SyscallError
+from .files import O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY, StreamFile
+from .fs import Node
+from .net import POLLERR, POLLHUP, POLLIN, POLLOUT, POLLPRI, wait_ready
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+MAX_READ = 1 << 20  # one host read at most: the guest asks again for more
+
+
+class HostStreamFile(StreamFile):
+    """The guest's view of one host pipe end or socket (a child's stdin, stdout, a pipe)."""
+
+    def __init__(self, kernel: Kernel, fd: int, flags: int, socket: bool):
+        kind = st.S_IFSOCK | 0o777 if socket else st.S_IFIFO | 0o600
+        super().__init__(Node(kind, kernel.ns.inodes.next()), flags,
+                         "socket:" if socket else "pipe:")
+        os.set_blocking(fd, False)
+        self.kernel = kernel
+        self.fd: int | None = fd
+
+    @classmethod
+    def for_pipe_end(cls, kernel: Kernel, fd: int, reads: bool, nonblocking: bool
+                     ) -> HostStreamFile:
+        flags = (O_RDONLY if reads else O_WRONLY) | (O_NONBLOCK if nonblocking else 0)
+        return cls(kernel, fd, flags, socket=False)
+
+    @classmethod
+    def for_socket(cls, kernel: Kernel, fd: int, nonblocking: bool) -> HostStreamFile:
+        return cls(kernel, fd, O_RDWR | (O_NONBLOCK if nonblocking else 0), socket=True)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["fd"] = None  # the host fd is this process's
+        return state
+
+    def host_fd(self) -> int | None:
+        return self.fd
+
+    def poll(self) -> int:
+        if self.fd is None:
+            return POLLERR | POLLHUP
+        poller = select.poll()
+        poller.register(self.fd, POLLIN | POLLOUT | POLLPRI)
+        ready = poller.poll(0)
+        return ready[0][1] if ready else 0
+
+    def _retry(self, op, events: int) -> int:
+        """op() on the host, waiting for `events` while it would block (in blocking mode)."""
+        sched = self.kernel.sched
+        while True:
+            try:
+                return op()
+            except BlockingIOError:
+                if self.flags & O_NONBLOCK:
+                    raise SyscallError(errno.EAGAIN) from None
+            except OSError as e:
+                raise SyscallError(e.errno or errno.EIO) from None
+            assert self.fd is not None
+            if not sched.alone:
+                raise sched.watch_host({self.fd: events}, (), sched.deadline_after(None))
+            wait_ready({self.fd: events}, None, self.kernel.wait_interrupted)
+
+    def read(self, length: int) -> bytes:
+        if not self.readable:
+            raise SyscallError(errno.EBADF)
+        fd = self.fd
+        if fd is None:
+            return b""
+        return self._retry(lambda: os.read(fd, min(length, MAX_READ)), POLLIN)
+
+    def write(self, data: memoryview) -> int:
+        if not self.writable:
+            raise SyscallError(errno.EBADF)
+        fd = self.fd
+        if fd is None:
+            raise SyscallError(errno.EPIPE)
+        if not len(data):
+            return 0
+        return self._retry(lambda: os.write(fd, data), POLLOUT)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
