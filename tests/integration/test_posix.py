@@ -1,7 +1,5 @@
 """The small OS pieces real code reads: file metadata, links, /proc, /sys, users, tz, CAs."""
 
-import textwrap
-
 import pytest
 
 from guest_code import run_lines as run

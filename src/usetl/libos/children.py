@@ -315,10 +315,10 @@ def check_program(k: Kernel, path: str) -> str:
     return r.path
 
 
-def exec_child(k: Kernel, path: str, argv: list[str], envp: list[str]) -> None:
-    """The vfork child's execve: its program starts in a sibling VM; this thread ends."""
+def exec_child(k: Kernel, program: str, argv: list[str], envp: list[str]) -> None:
+    """The vfork child's execve of `program` (check_program's): it starts in a sibling VM;
+    this thread ends."""
     state = k.children.pre_exec[k.sched.current.tid]
-    program = check_program(k, path)
     fds, drains = _child_files(k, state)
     pid = k.sched.current.tid
     control, theirs = socket.socketpair()

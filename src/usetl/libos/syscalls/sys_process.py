@@ -60,10 +60,10 @@ def _exec(k: Kernel, path_addr: int, argv_addr: int, envp_addr: int) -> int:
     if k.sched.current.tid not in k.children.pre_exec:
         children.tell(k.fds, NO_EXEC)
         raise SyscallError(errno.EPERM)
-    path = k.mem.path(path_addr)
+    program = children.check_program(k, k.mem.path(path_addr))  # before argv, as Linux
     argv = children.read_strings(k, argv_addr)
     envp = children.read_strings(k, envp_addr)
-    children.exec_child(k, path, argv, envp)
+    children.exec_child(k, program, argv, envp)
     return 0
 
 

@@ -1,0 +1,187 @@
+"""Child programs: subprocess, posix_spawn and vfork+execve start programs in sibling VMs."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from guest_code import run_lines as run
+from guest_code import run_ok
+from usetl.libos.hostfs import HostDirFS
+from usetl.usf import UsfConfig, start_usf
+
+pytestmark = pytest.mark.kvm
+
+PROGRAMS = Path(__file__).parent / "programs"
+
+
+@pytest.fixture(scope="module")
+def code_dir(tmp_path_factory):
+    """The function's code directory, with a gcc-built static program in it."""
+    if not shutil.which("gcc"):
+        pytest.fail("gcc is needed to build the test program")
+    directory = tmp_path_factory.mktemp("code")
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(directory / "children"),
+                    str(PROGRAMS / "children.c")], check=True)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def listeners():
+    """Two listening host sockets: the USF may connect to the first only."""
+    socks = [socket.create_server(("127.0.0.1", 0)) for _ in range(2)]
+    yield [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def usf(image, code_dir, listeners):
+    u = start_usf(image, UsfConfig(allow=[f"tcp://127.0.0.1:{listeners[0]}"]))
+    u.kernel.ns.mount("code", HostDirFS(str(code_dir)))
+    yield u
+    u.close()
+
+
+def forked_monitors() -> list[int]:
+    """This process's children that are copies of it: the monitors of sibling VMs."""
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == me and os.path.realpath(f"/proc/{entry}/exe") == \
+                os.path.realpath(sys.executable):
+            found.append(int(entry))
+    return found
+
+
+def test_subprocess_runs_python_in_a_sibling_vm(usf):
+    r = run_ok(usf, """
+        import os, subprocess, sys
+        r = subprocess.run([sys.executable, "-c", "print(1)"], capture_output=True)
+        print(r.returncode, r.stdout, r.stderr)
+        r = subprocess.run([sys.executable, "-c", "import sys; sys.exit('bad')"],
+                           capture_output=True, text=True)
+        print(r.returncode, r.stderr.strip())
+        r = subprocess.run([sys.executable, "-c", "import sys; print(sys.stdin.read()[::-1])"],
+                           input=b"olleh", capture_output=True)
+        print(r.stdout)
+        sys.stdout.flush()
+        subprocess.run([sys.executable, "-c", "print('straight to our stdout')"])
+        pid = os.posix_spawn(sys.executable, [sys.executable, "-c", "import os; os._exit(4)"],
+                             os.environ)
+        child, status = os.waitpid(pid, 0)
+        print("posix_spawn", child == pid, os.waitstatus_to_exitcode(status))
+        try:
+            subprocess.run(["/code/missing"])
+        except FileNotFoundError as e:
+            print("missing", e.errno)
+    """, timeout=60)
+    assert r.stdout.splitlines() == [
+        "0 b'1\\n' b''", "1 bad", "b'hello\\n'", "straight to our stdout", "posix_spawn True 4",
+        "missing 2",
+    ]
+
+
+def test_a_static_c_program_shipped_with_the_function_and_a_pipeline(usf):
+    out = run(usf, """
+        import subprocess, sys
+        r = subprocess.run(["/code/children", "hello", "a", "b"], capture_output=True)
+        print(r.returncode, r.stdout.decode().strip())
+        first = subprocess.Popen([sys.executable, "-c", "print('a pipe between children')"],
+                                 stdout=subprocess.PIPE)
+        second = subprocess.Popen(["/code/children", "upper"], stdin=first.stdout,
+                                  stdout=subprocess.PIPE)
+        first.stdout.close()
+        print(second.communicate()[0].decode().strip(), first.wait(), second.returncode)
+    """, timeout=60)
+    assert out == ["7 hello from C with 4 args", "A PIPE BETWEEN CHILDREN 0 0"]
+
+
+def test_a_vfork_child_may_only_set_up_its_program_and_execve_checks_its_arguments(usf):
+    r = run_ok(usf, """
+        import subprocess
+        r = subprocess.run(["/code/children", "vfork"], capture_output=True, text=True)
+        print(r.stdout.strip())
+        print(r.stderr.strip())
+    """, timeout=60)
+    errnos, note = r.stdout.splitlines()
+    # EPERM for getcwd before execve; then EFAULT, EFAULT, EACCES, EFAULT, ENOENT, EACCES, EFAULT
+    assert errnos == "1 14 14 13 14 2 13 14"
+    assert note == ("usetl: getcwd in a child before execve refused: a vfork child only sets "
+                    "up the program it runs")
+
+
+def test_children_are_killed_by_timeout_and_by_signals(usf):
+    out = run(usf, """
+        import signal, subprocess, sys
+        sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+        try:
+            subprocess.run(sleeper, timeout=0.5)
+        except subprocess.TimeoutExpired:
+            print("timed out")
+        p = subprocess.Popen(sleeper)
+        p.terminate()
+        print(p.wait())
+        p = subprocess.Popen(sleeper)
+        p.send_signal(signal.SIGCHLD)  # ignored by default: it runs on
+        print(p.poll())
+        p.kill()
+        print(p.wait())
+    """, timeout=60)
+    assert out == ["timed out", "-15", "None", "-9"]
+    assert usf.kernel.children.running == {}
+    assert forked_monitors() == []
+
+
+def test_no_child_outlives_its_invocation(image):
+    with start_usf(image) as u:
+        r = u.run_code("import subprocess, sys, time\n"
+                       "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+                       "time.sleep(60)\n", timeout=3)
+        assert r.error is not None and r.error.type == "Timeout"
+        assert forked_monitors() == []
+
+
+def test_a_child_reaches_nothing_its_parent_cannot(usf, listeners):
+    allowed, denied = listeners
+    probe = f"""
+import errno, os, socket
+for port in ({allowed}, {denied}):
+    s = socket.socket()
+    try:
+        s.connect(("127.0.0.1", port))
+        print(port == {allowed}, "connected")
+    except OSError as e:
+        print(port == {allowed}, errno.errorcode[e.errno])
+print(os.path.exists("/etc/hostname"), os.path.exists("/dev/etl"), os.path.exists("/code"))
+"""
+    out = run(usf, f"""
+        import subprocess, sys
+        exec({probe!r})
+        print(subprocess.run([sys.executable, "-c", {probe!r}], capture_output=True,
+                             text=True).stdout, end="")
+    """, timeout=60)
+    parent, child = out[:3], out[3:]
+    assert parent == ["True connected", "False EACCES", "False True True"]
+    assert child == ["True connected", "False EACCES", "False False True"]
+
+
+def test_fork_without_exec_is_refused_with_one_clear_error(usf):
+    r = run_ok(usf, """
+        import os
+        try:
+            os.fork()
+        except PermissionError:
+            print("refused")
+    """)
+    assert r.stdout == "refused\n"
+    assert r.stderr.startswith("usetl: clone refused: a USF runs child programs")
