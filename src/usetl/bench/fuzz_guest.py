@@ -10,7 +10,10 @@ invalid ones. The monitor must answer every one with a result or an errno.
 
 What the fuzzer keeps away from, because it would end or wedge the guest
 on purpose rather than test the monitor: exit, exit_group, rt_sigreturn,
-pause and rt_sigsuspend; fatal signals to itself and timers that would
+pause and rt_sigsuspend; vfork (its child would go on fuzzing in its
+parent's place, sharing its memory, and the parent would wait for good;
+tests/integration/test_children.py gives execve hostile arguments in vfork
+children instead); fatal signals to itself and timers that would
 raise them; the agent's own channel fd (its reads block by design, a close
 ends the agent); memory syscalls on any memory but a scratch mapping it
 owns (and brk below the current break); ARCH_SET_FS to a usable address
@@ -46,7 +49,8 @@ MAX_NR = 450
 AGENT_RDEV = os.makedev(10, 242)
 
 # Syscall numbers the fuzzer treats specially (x86-64).
-EXITS = {15, 34, 60, 130, 231}  # rt_sigreturn, pause, exit, rt_sigsuspend, exit_group
+# rt_sigreturn, pause, vfork, exit, rt_sigsuspend, exit_group: never issued
+NEVER = {15, 34, 58, 60, 130, 231}
 MEMORY = {10, 11, 26, 27, 28, 149, 150, 216, 237, 325, 329}  # (addr, len, ...) syscalls
 MMAP, BRK, MREMAP = 9, 12, 25
 SIGNALLERS = {62: 1, 200: 1, 234: 2, 129: 1, 297: 2, 424: 1}  # nr -> index of the signal arg
@@ -224,7 +228,7 @@ class Fuzzer:
         """Six hostile arguments for syscall nr, or None to skip it."""
         self.fresh = []
         args = [self.any_arg() for _ in range(6)]
-        if nr in EXITS:
+        if nr in NEVER:
             return None
         if nr in MEMORY or nr == MREMAP:
             args[0], args[1] = self.mm_range()

@@ -23,7 +23,8 @@ from .spec import JailError, Unavailable
 
 # What the monitor process calls once jailed: CPython, glibc, the VM run loop, the
 # libos (files of the image, memfds, host directories it mounts), the ETL client and
-# proxied sockets, threads for timeouts, and fork in a template process.
+# proxied sockets, threads for timeouts, fork in a template process, and the monitors of
+# a guest's child programs (forked, signalled with kill, reaped; libos/children.py).
 ALLOWED = (
     "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev",
     "preadv2", "pwritev2", "close", "close_range", "lseek", "fstat", "stat", "lstat",
@@ -45,7 +46,7 @@ ALLOWED = (
     "getresuid", "getresgid", "getpgrp", "getpgid", "getsid", "getrusage", "times",
     "getrlimit", "prlimit64", "uname", "sysinfo", "getrandom", "prctl", "arch_prctl",
     "capget",
-    "clone", "wait4", "waitid", "exit", "exit_group", "tgkill",
+    "clone", "wait4", "waitid", "exit", "exit_group", "tgkill", "kill",
     "connect", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg",
     "shutdown", "getsockname", "getpeername", "getsockopt", "setsockopt", "socketpair",
     "umask", "sched_getparam", "sched_getscheduler",
