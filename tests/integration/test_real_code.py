@@ -272,3 +272,33 @@ def test_sqlite_in_wal_mode_with_a_connection_per_thread(image):
     assert r.error is None, (r.error, r.stderr)
     assert r.stdout.splitlines() == ["wal", str((100, sum(i * 100 + j for i in range(4)
                                                         for j in range(25)))), "(100,)", "True"]
+
+
+FFMPEG_TRANSCODE = """
+import subprocess
+import imageio_ffmpeg
+
+W, H, FRAMES = 64, 48, 10
+
+def ffmpeg(*args, data):
+    r = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error",
+                        *args], input=data, capture_output=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+def handler(event, context):
+    raw = bytes((x * 4 + f * 16) % 256 for f in range(FRAMES) for x in range(W * H * 3))
+    video = ffmpeg("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{W}x{H}", "-r", "10",
+                   "-i", "pipe:0", "-c:v", "mpeg4", "-f", "matroska", "pipe:1", data=raw)
+    back = ffmpeg("-i", "pipe:0", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1", data=video)
+    return {"matroska": video[:4].hex(), "frames": len(back) // (W * H * 3)}
+"""
+
+
+def test_ffmpeg_from_a_wheel_transcodes_a_generated_video(image, tmp_path):
+    """imageio-ffmpeg's prebuilt ffmpeg (from the module store, mode bits kept) run twice as
+    a child program, through pipes both ways."""
+    with start_usf(image, UsfConfig(mem_mib=512)) as u:
+        deploy(u, tmp_path, FFMPEG_TRANSCODE, ["imageio-ffmpeg"])
+        value = call(u, {}, timeout=120)
+    assert value == {"matroska": "1a45dfa3", "frames": 10}

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import shutil
+import subprocess
 import textwrap
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +19,8 @@ from usetl.api.launcher import ServerProcess
 from usetl.platform.learning import LEARN_AFTER
 
 pytestmark = pytest.mark.kvm
+
+PROGRAMS = Path(__file__).parent.parent / "integration" / "programs"
 
 STATEFUL = """
 SEEN = []
@@ -117,6 +122,29 @@ def test_timeout_and_syntax_error(client):
     with pytest.raises(ApiError) as e:
         deploy(client, "broken", "def handler(event, context):\n    return )\n")
     assert e.value.code == "load_failed" and "line 2" in str(e.value)
+
+
+SHELLS_OUT = """
+import os, subprocess, sys
+def handler(event, context):
+    tool = subprocess.run([os.path.join(os.path.dirname(__file__), "bin", "children"),
+                           "hello", "x"], capture_output=True, text=True)
+    py = subprocess.run([sys.executable, "-c", "print(6 * 7)"], capture_output=True, text=True)
+    return [tool.returncode, tool.stdout.strip(), py.stdout.strip()]
+"""
+
+
+def test_a_deployed_function_runs_the_program_it_ships_and_python_as_children(client, tmp_path):
+    if not shutil.which("gcc"):
+        pytest.fail("gcc is needed to build the test program")
+    (tmp_path / "bin").mkdir()
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(tmp_path / "bin" / "children"),
+                    str(PROGRAMS / "children.c")], check=True)
+    (tmp_path / "main.py").write_text(SHELLS_OUT)
+    client.deploy("shells-out", tmp_path)  # the program's mode bits go with it
+    record = client.invoke("shells-out", None)
+    assert record["error"] is None, (record["error"], record["stderr"])
+    assert record["result"] == [7, "hello from C with 3 args", "42"]
 
 
 def test_numpy_from_pypi_computes_inside_the_usf_and_is_stored_once(server, client):

@@ -45,6 +45,9 @@ class Deploy(BaseModel):
     handler: str = Field(description="'file.py:function' or 'pkg/mod.py:function'")
     files: dict[str, str] = Field(default_factory=dict, description="relative path -> base64 "
                                   "of the file's bytes (none with an archive body)")
+    executables: list[str] = Field(default_factory=list, description="paths among `files` that "
+                                   "are programs the function runs (mode 0555; others 0444); "
+                                   "an archive keeps its members' own mode bits")
     requirements: list[str] = Field(default_factory=list, description="pip requirement lines")
     memory_mib: int | None = None
     timeout_s: float | None = None

@@ -52,6 +52,12 @@ DEFAULT_LIBRARY_DIRS = (
     "/usr/lib",
 )
 
+# glibc's and GCC's libraries that programs a function runs as children (execve) link
+# against besides CPython's own: a prebuilt tool from a wheel (imageio-ffmpeg's ffmpeg)
+# needs libdl, librt, libpthread, libmvec and libgcc_s, a C++ one libstdc++.
+CHILD_LIBRARIES = ("libdl.so.2", "librt.so.1", "libpthread.so.0", "libmvec.so.1",
+                   "libutil.so.1", "libgcc_s.so.1", "libstdc++.so.6")
+
 GUEST_LIB = "/usetl/lib"
 GUEST_PACKAGE = f"{GUEST_LIB}/usetl"
 GUEST_AGENT = f"{GUEST_PACKAGE}/agent.py"
@@ -338,6 +344,14 @@ class _Planner:
                 self._libraries[name] = library
                 queue.append(library)
 
+    def add_system_libraries(self, names: tuple[str, ...]) -> None:
+        """Host libraries (and theirs) for the child programs a function runs, where found."""
+        for name in names:
+            library = self._libraries.get(name) or self._find_library(name, [], "/")
+            if library is not None:
+                self._libraries[name] = library
+                self.add_elf_closure(library, required=False)
+
     def _find_library(self, name: str, runpath: list[str], origin: str) -> str | None:
         if "/" in name:
             return name if self._elf(os.path.realpath(name)) else None
@@ -427,6 +441,7 @@ def plan_image() -> ImagePlan:
     lib_dynload = posixpath.join(stdlib, "lib-dynload")
     if lib_dynload not in planner.entries:
         raise ImageError(f"{lib_dynload} is missing: is {executable} a complete installation?")
+    planner.add_system_libraries(CHILD_LIBRARIES)
     planner.add_guest_package(guest_sources())
     ca_file = planner.add_trust_store()
     planner.add_zoneinfo()

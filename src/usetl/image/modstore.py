@@ -221,7 +221,9 @@ class ModuleStore:
             copy_system_libraries(staging)
             for directory, dirs, files in os.walk(staging):
                 for name in files:
-                    os.chmod(os.path.join(directory, name), 0o444)
+                    # Programs a wheel ships (a static ffmpeg) stay executable, for execve.
+                    path = os.path.join(directory, name)
+                    os.chmod(path, 0o555 if os.lstat(path).st_mode & 0o111 else 0o444)
                 for name in dirs:
                     os.chmod(os.path.join(directory, name), 0o555)
             staging.chmod(0o555)

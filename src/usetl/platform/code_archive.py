@@ -73,7 +73,8 @@ class _Writer:
     def directory(self, name: str) -> None:
         self.path(name).mkdir(parents=True, exist_ok=True)
 
-    def file(self, name: str, source: BinaryIO) -> None:
+    def file(self, name: str, source: BinaryIO, executable: bool = False) -> None:
+        """Write a member; an executable one (a program the function runs) keeps x bits."""
         self.files += 1
         if self.files > MAX_FILES:
             raise CodeArchiveError(413, "code_too_large",
@@ -87,6 +88,8 @@ class _Writer:
                     raise CodeArchiveError(413, "code_too_large",
                                            f"the code is over {self.limit} bytes unpacked")
                 out.write(chunk)
+        if executable:
+            target.chmod(0o755)
 
 
 def _untar(archive: Path, writer: _Writer) -> None:
@@ -97,7 +100,7 @@ def _untar(archive: Path, writer: _Writer) -> None:
             elif member.isreg():
                 source = tar.extractfile(member)
                 assert source is not None
-                writer.file(member.name, source)
+                writer.file(member.name, source, bool(member.mode & 0o111))
             else:
                 raise CodeArchiveError(400, "invalid_archive",
                                        f"the archive's member {member.name!r} is not a file "
@@ -112,7 +115,7 @@ def _unzip(archive: Path, writer: _Writer) -> None:
                 writer.directory(info.filename)
             elif kind in (0, 0o100000):
                 with zf.open(info) as source:
-                    writer.file(info.filename, source)
+                    writer.file(info.filename, source, bool((info.external_attr >> 16) & 0o111))
             else:
                 raise CodeArchiveError(400, "invalid_archive",
                                        f"the archive's member {info.filename!r} is not a file "

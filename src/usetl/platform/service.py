@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -119,6 +119,7 @@ class DeployRequest:
     handler: str
     files: dict[str, str]  # relative path -> base64 content
     requirements: list[str]
+    executables: list[str] = field(default_factory=list)  # paths among files: mode 0555
     memory_mib: int | None = None
     timeout_s: float | None = None
     concurrency: int | None = None
@@ -284,6 +285,10 @@ class Platform:
         if missing:
             raise ServiceError(400, "secret_not_found",
                                f"no secret {', '.join(sorted(missing))} (`usetl secret set`)")
+        strays = sorted(set(request.executables) - set(files))
+        if strays:
+            raise ServiceError(400, "invalid_files",
+                               f"executables not among the files: {', '.join(strays)[:200]}")
         with self._deploy_lock(tenant.id, name):
             try:
                 module_dirs = self.modules.install(request.requirements, progress)
@@ -291,7 +296,8 @@ class Platform:
                 raise ServiceError(400, "requirements_failed", str(e)) from e
             code_dir = self.code_root / str(tenant.id) / name / uuid.uuid4().hex
             try:
-                self._write_code(code_dir, files, archive, handler_file)
+                self._write_code(code_dir, files, archive, handler_file,
+                                 set(request.executables))
                 if progress is not None:
                     progress("template", 0, 1)
                 deployment = self._go_live(tenant, name, request, settings, module_dirs,
@@ -305,9 +311,10 @@ class Platform:
         return deployment
 
     def _write_code(self, code_dir: Path, files: dict[str, bytes],
-                    archive: tuple[Path, str] | None, handler_file: str) -> None:
+                    archive: tuple[Path, str] | None, handler_file: str,
+                    executables: set[str]) -> None:
         if archive is None:
-            _write_files(code_dir, files)
+            _write_files(code_dir, files, executables)
             return
         try:
             code_archive.unpack(*archive, code_dir, self.limits.max_unpacked_bytes)
@@ -760,20 +767,24 @@ def _no_function(name: str) -> ServiceError:
     return ServiceError(404, "function_not_found", f"no function {name!r}")
 
 
-def _write_files(code_dir: Path, files: dict[str, bytes]) -> None:
+def _write_files(code_dir: Path, files: dict[str, bytes], executables: set[str]) -> None:
     code_dir.mkdir(parents=True)
     for path, data in files.items():
         target = code_dir / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
+        if path in executables:
+            target.chmod(0o755)
     _seal_code(code_dir)
 
 
 def _seal_code(code_dir: Path) -> None:
-    """The code read-only, and readable by the sandboxes' unprivileged user."""
+    """The code read-only, and readable by the sandboxes' unprivileged user; programs the
+    function runs (executable files) stay executable."""
     for directory, dirs, names in os.walk(code_dir):
         for name in names:
-            os.chmod(os.path.join(directory, name), 0o444)
+            path = os.path.join(directory, name)
+            os.chmod(path, 0o555 if os.lstat(path).st_mode & 0o111 else 0o444)
         for name in dirs:
             os.chmod(os.path.join(directory, name), 0o755)
     for directory in [code_dir, *code_dir.parents]:
