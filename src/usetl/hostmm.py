@@ -81,14 +81,14 @@ def back_with_huge_pages(fd: int, size: int) -> bool:
 
 
 def map_over(addr: int, size: int, fd: int, private: bool, writable: bool = True,
-             populate: bool = False) -> None:
-    """Replace the mapping at `addr` with one of `fd` (MAP_FIXED), shared or copy-on-write;
-    `populate` fills its page tables now (MAP_POPULATE)."""
+             populate: bool = False, offset: int = 0) -> None:
+    """Replace the mapping at `addr` with one of `fd` from `offset` (MAP_FIXED), shared or
+    copy-on-write; `populate` fills its page tables now (MAP_POPULATE)."""
     prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
     flags = (mmap.MAP_PRIVATE if private else mmap.MAP_SHARED) | MAP_FIXED
     if populate:
         flags |= MAP_POPULATE
-    got = _libc.mmap(addr, size, prot, flags, fd, 0)
+    got = _libc.mmap(addr, size, prot, flags, fd, offset)
     if got != addr:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))

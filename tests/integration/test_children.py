@@ -1,18 +1,21 @@
-"""Child programs: subprocess, posix_spawn and vfork+execve start programs in sibling VMs."""
+"""Child processes: programs in sibling VMs (subprocess, posix_spawn), fork as a VM copy."""
 
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
 from guest_code import run_lines as run
 from guest_code import run_ok
+from usetl.hyperfork import Template
 from usetl.libos.hostfs import HostDirFS
 from usetl.usf import UsfConfig, start_usf
+from waiting import wait_until
 
 pytestmark = pytest.mark.kvm
 
@@ -47,20 +50,26 @@ def usf(image, code_dir, listeners):
     u.close()
 
 
-def forked_monitors() -> list[int]:
-    """This process's children that are copies of it: the monitors of sibling VMs."""
-    me = os.getpid()
-    found = []
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid`."""
+    parents = {}
     for entry in os.listdir("/proc"):
         try:
             with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+                parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
             continue
-        if int(fields[1]) == me and os.path.realpath(f"/proc/{entry}/exe") == \
-                os.path.realpath(sys.executable):
-            found.append(int(entry))
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
     return found
+
+
+def forked_monitors() -> set[int]:
+    """The monitors of sibling VMs of a USF run in this process: its forked copies."""
+    return {p for p in descendants(os.getpid())
+            if os.path.realpath(f"/proc/{p}/exe") == os.path.realpath(sys.executable)}
 
 
 def test_subprocess_runs_python_in_a_sibling_vm(usf):
@@ -139,7 +148,7 @@ def test_children_are_killed_by_timeout_and_by_signals(usf):
     """, timeout=60)
     assert out == ["timed out", "-15", "None", "-9"]
     assert usf.kernel.children.running == {}
-    assert forked_monitors() == []
+    assert forked_monitors() == set()
 
 
 def test_no_child_outlives_its_invocation(image):
@@ -148,7 +157,7 @@ def test_no_child_outlives_its_invocation(image):
                        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
                        "time.sleep(60)\n", timeout=3)
         assert r.error is not None and r.error.type == "Timeout"
-        assert forked_monitors() == []
+        assert forked_monitors() == set()
 
 
 def test_a_child_reaches_nothing_its_parent_cannot(usf, listeners):
@@ -175,13 +184,74 @@ print(os.path.exists("/etc/hostname"), os.path.exists("/dev/etl"), os.path.exist
     assert child == ["True connected", "False EACCES", "False False True"]
 
 
-def test_fork_without_exec_is_refused_with_one_clear_error(usf):
-    r = run_ok(usf, """
-        import os
-        try:
-            os.fork()
-        except PermissionError:
-            print("refused")
-    """)
-    assert r.stdout == "refused\n"
-    assert r.stderr.startswith("usetl: clone refused: a USF runs child programs")
+@pytest.fixture(scope="module")
+def template(image_path):
+    """A jailed base template: its clones' guest memory is copy-on-write, as the platform's."""
+    t = Template.start(image_path)
+    yield t
+    t.close()
+
+
+WORK = """
+import os
+def square(x):
+    return x * x
+def pid_of(_):
+    return os.getpid()
+"""
+
+
+def test_fork_copies_the_running_vm_with_pipes_and_shared_memory_between(template):
+    with template.fork() as clone:
+        r = clone.run_code(textwrap.dedent("""
+            import mmap, os
+            shm = os.open("/dev/shm/both", os.O_RDWR | os.O_CREAT, 0o600)
+            os.ftruncate(shm, 4096)
+            shared = mmap.mmap(shm, 4096, mmap.MAP_SHARED)
+            private = bytearray(b"parent's")
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                private[:] = b"child's!"  # its own copy
+                shared[:5] = b"child"  # the parent's too
+                os.write(w, b"%d %s" % (os.getpid(), bytes(private)))
+                os._exit(3)
+            os.close(w)
+            print(os.read(r, 100).decode() == f"{pid} child's!", pid != os.getpid())
+            child, status = os.waitpid(pid, 0)
+            print(child == pid, os.waitstatus_to_exitcode(status), bytes(private), shared[:5])
+        """), timeout=60)
+    assert r.error is None, (r.error, r.stderr)
+    assert r.stdout.splitlines() == ["True True", "True 3 b\"parent's\" b'child'"]
+
+
+def test_multiprocessing_pool_and_process_pool_executor(template):
+    with template.fork() as clone:
+        r = clone.run_code(textwrap.dedent(f"""
+            import multiprocessing, sys
+            from concurrent.futures import ProcessPoolExecutor
+            with open("/tmp/work.py", "w") as f:
+                f.write({WORK!r})
+            sys.path.insert(0, "/tmp")
+            import work
+            with multiprocessing.Pool(2) as pool:
+                print(pool.map(work.square, range(40)) == [x * x for x in range(40)])
+                print(len(set(pool.map(work.pid_of, range(40)))) >= 1)
+            with ProcessPoolExecutor(2) as ex:
+                print(list(ex.map(work.square, range(10))) == [x * x for x in range(10)])
+        """), timeout=120)
+    assert r.error is None, (r.error, r.stderr)
+    assert r.stdout.splitlines() == ["True", "True", "True"]
+
+
+def test_a_fork_bomb_ends_at_the_limit_and_the_host_carries_on(template):
+    before = descendants(template.info.pid)
+    with template.fork() as clone:
+        r = clone.run_code("import os\nwhile True:\n    os.fork()\n", timeout=120)
+        assert r.error is not None and r.error.type == "BlockingIOError", r.error
+        assert "usetl: fork refused: the invocation is at its limit of child processes" \
+            in r.stderr
+        wait_until(lambda: len(descendants(template.info.pid) - before) == 1,
+                   "the fork bomb's monitors to end, the clone's alone left")
+        after = clone.run_code("print('still here')", timeout=30)
+    assert after.stdout == "still here\n"

@@ -10,8 +10,9 @@ invalid ones. The monitor must answer every one with a result or an errno.
 
 What the fuzzer keeps away from, because it would end or wedge the guest
 on purpose rather than test the monitor: exit, exit_group, rt_sigreturn,
-pause and rt_sigsuspend; vfork (its child would go on fuzzing in its
-parent's place, sharing its memory, and the parent would wait for good;
+pause and rt_sigsuspend; fork, vfork and clone without CLONE_VM (each child
+would go on fuzzing, in a VM of its own or in its parent's place; clone's
+flags always ask for CLONE_VM, so it is refused or a thread;
 tests/integration/test_children.py gives execve hostile arguments in vfork
 children instead); fatal signals to itself and timers that would
 raise them; the agent's own channel fd (its reads block by design, a close
@@ -49,8 +50,8 @@ MAX_NR = 450
 AGENT_RDEV = os.makedev(10, 242)
 
 # Syscall numbers the fuzzer treats specially (x86-64).
-# rt_sigreturn, pause, vfork, exit, rt_sigsuspend, exit_group: never issued
-NEVER = {15, 34, 58, 60, 130, 231}
+# rt_sigreturn, pause, fork, vfork, exit, rt_sigsuspend, exit_group: never issued
+NEVER = {15, 34, 57, 58, 60, 130, 231}
 MEMORY = {10, 11, 26, 27, 28, 149, 150, 216, 237, 325, 329}  # (addr, len, ...) syscalls
 MMAP, BRK, MREMAP = 9, 12, 25
 SIGNALLERS = {62: 1, 200: 1, 234: 2, 129: 1, 297: 2, 424: 1}  # nr -> index of the signal arg
@@ -257,7 +258,7 @@ class Fuzzer:
         elif nr == ALARM:
             args[0] = self.rng.choice([0, (1 << 32) - 1, 1 << 31])
         elif nr == CLONE:
-            args[0] &= ~(CLONE_VM | CLONE_THREAD | CLONE_VFORK)
+            args[0] = args[0] & ~(CLONE_THREAD | CLONE_VFORK) | CLONE_VM
         elif nr == CLONE3:
             args[0] = self.place(bytes(88)) if self.rng.random() < 0.5 else self.bad[0]
         elif nr == ARCH_PRCTL:

@@ -81,6 +81,10 @@ PR_SET_PDEATHSIG = 1
 IGNORED_BY_DEFAULT = {signal.SIGCHLD, signal.SIGCONT, signal.SIGURG, signal.SIGWINCH}
 DRAIN_WAIT = 2.0  # how long, after a child ended, its output may take to arrive
 HOST_FD_LIMIT = 1 << 20
+# Child processes alive at once in one invocation's process tree (its USF and every
+# descendant), so that a fork bomb ends at it with EAGAIN and the host carries on.
+MAX_PROCESSES = 16
+AT_LIMIT = "usetl: {call} refused: the invocation is at its limit of child processes ({why})\n"
 # What a sibling can use as the fork copied it; other files are not passed (EBADF there).
 CROSSES = (HostStreamFile, NullFile, ImageFile, TmpOpenFile, DirFile, ProcOpenFile, SocketFile)
 
@@ -142,15 +146,42 @@ class ConsoleDrain:
             self.target.write_at(0, memoryview(data))
 
 
+class ProcessTokens:
+    """A host pipe holding one byte per child process that may still start: every monitor
+    of an invocation's process tree inherits it (by fork), so the limit is the tree's."""
+
+    def __init__(self, count: int = MAX_PROCESSES):
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.write(self.write_fd, b"x" * count)
+
+    @property
+    def fds(self) -> tuple[int, int]:
+        return self.read_fd, self.write_fd
+
+    def take(self, k: Kernel, call: str) -> None:
+        """One token for a new child, or EAGAIN (told on stderr) at the limit."""
+        try:
+            os.read(self.read_fd, 1)
+        except BlockingIOError:
+            tell(k.fds, AT_LIMIT.format(call=call, why=f"{MAX_PROCESSES} at once"))
+            raise SyscallError(errno.EAGAIN) from None
+
+    def give(self) -> None:
+        os.write(self.write_fd, b"x")
+
+
 class Child:
-    """A child program in a sibling VM, run by a forked monitor process."""
+    """A child program in a sibling VM, or a forked copy of this VM, run by a forked
+    monitor process."""
 
     def __init__(self, pid: int, host_pid: int, control: socket.socket,
-                 drains: list[ConsoleDrain]):
+                 drains: list[ConsoleDrain], tokens: ProcessTokens):
         self.pid = pid
         self.host_pid = host_pid
         self.control = control
         self.drains = drains
+        self.tokens = tokens
         self.killed_by: int | None = None
 
     def finish(self) -> int:
@@ -158,6 +189,7 @@ class Child:
         raw = self.control.recv(STATUS.size)
         self.control.close()
         _, host_status = os.waitpid(self.host_pid, 0)
+        self.tokens.give()
         for drain in self.drains:
             drain.flush(DRAIN_WAIT)
         if self.killed_by is not None:
@@ -181,10 +213,26 @@ class Children:
     part of the monitor state a template captures (an unpickled one is empty).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tokens: ProcessTokens | None = None) -> None:
         self.pre_exec: dict[int, PreExec] = {}  # vfork child's tid -> its state
         self.running: dict[int, Child] = {}
         self.ended: dict[int, int] = {}  # pid -> wait status, until waited for
+        self.tokens = tokens  # made at the first child; a child's monitor inherits its own
+
+    def process_tokens(self) -> ProcessTokens:
+        if self.tokens is None:
+            self.tokens = ProcessTokens()
+        return self.tokens
+
+    def inherited(self) -> Children:
+        """What a forked copy of this process starts with: no children, the same limit.
+
+        The parent's children's sockets are let go of without closing: their
+        numbers are this process's to reuse.
+        """
+        for child in self.running.values():
+            child.control.detach()
+        return Children(self.tokens)
 
     def __getstate__(self) -> dict:
         return {}
@@ -208,8 +256,10 @@ class Children:
                 del self.running[pid]
                 self.ended[pid] = child.finish()
 
-    def end_all(self) -> None:
-        """Kill every running child and forget the rest: the invocation is over."""
+    def end_all(self, k: Kernel) -> None:
+        """Kill every running child and forget the rest: the invocation is over. Memory
+        shared with forked children is this process's own again."""
+        k.mm.unshare()
         for child in self.running.values():
             child.kill(signal.SIGKILL)
         for child in self.running.values():
@@ -319,11 +369,20 @@ def exec_child(k: Kernel, program: str, argv: list[str], envp: list[str]) -> Non
     """The vfork child's execve of `program` (check_program's): it starts in a sibling VM;
     this thread ends."""
     state = k.children.pre_exec[k.sched.current.tid]
+    tokens = k.children.process_tokens()
+    tokens.take(k, "execve")
     fds, drains = _child_files(k, state)
     pid = k.sched.current.tid
     control, theirs = socket.socketpair()
-    keep = {theirs.fileno(), *(fd for f in fds.values() if (fd := f.host_fd()) is not None)}
-    host_pid = os.fork()
+    keep = {theirs.fileno(), *tokens.fds,
+            *(fd for f in fds.values() if (fd := f.host_fd()) is not None)}
+    try:
+        host_pid = host_fork(k, "execve", (control, theirs))
+    except SyscallError:
+        tokens.give()
+        for drain in drains:
+            os.close(drain.write_fd)
+        raise
     if host_pid == 0:
         control.close()
         _run_sibling(k, pid, program, argv, envp, fds, theirs, keep)
@@ -331,7 +390,7 @@ def exec_child(k: Kernel, program: str, argv: list[str], envp: list[str]) -> Non
     held = {*state.parent_fds.files.values(), *state.fds.files.values()}
     for f in set(fds.values()) - held:
         f.close()  # the console pipes' write ends: the sibling has them
-    k.children.running[pid] = Child(pid, host_pid, control, drains)
+    k.children.running[pid] = Child(pid, host_pid, control, drains, tokens)
     end_vfork_child(k, None)
 
 
@@ -345,7 +404,7 @@ def _child_files(k: Kernel, state: PreExec) -> tuple[dict[int, OpenFile], list[C
         if fd in state.fds.cloexec:
             continue
         if isinstance(f, ChannelFile) and id(f) not in made:
-            _to_host(k, f, (state.parent_fds, state.fds), made)
+            to_host(k, f, (state.parent_fds, state.fds), made)
         if isinstance(f, OutputFile) and id(f) not in made:
             drain = ConsoleDrain(f)
             drains.append(drain)
@@ -357,7 +416,7 @@ def _child_files(k: Kernel, state: PreExec) -> tuple[dict[int, OpenFile], list[C
     return out, drains
 
 
-def _to_host(k: Kernel, f: ChannelFile, tables: tuple[FdTable, ...],
+def to_host(k: Kernel, f: ChannelFile, tables: tuple[FdTable, ...],
              made: dict[int, OpenFile]) -> None:
     """Turn the pipe or socketpair f belongs to into a host one, in every table given.
 
@@ -399,24 +458,46 @@ def _to_host(k: Kernel, f: ChannelFile, tables: tuple[FdTable, ...],
         g.close()
 
 
-def _run_sibling(k: Kernel, pid: int, program: str, argv: list[str], envp: list[str],
-                 fds: dict[int, OpenFile], control: socket.socket, keep: set[int]) -> None:
-    """In the forked monitor process: build the child's VM, run its program, report, exit."""
-    status = NOT_STARTED
+def host_fork(k: Kernel, call: str, sockets: tuple[socket.socket, ...]) -> int:
+    """os.fork() of this monitor, or EAGAIN (told on stderr) where the host refuses (the
+    jail's cgroup allows a function only so many tasks); `sockets` are closed then."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        _close_all_but(keep)
-        status = _run_program(k, pid, program, argv, envp, fds)
-    except BaseException as e:  # never back into the parent's code: this process only exits
-        log.error("child %d (%s) could not run: %s", pid, program, e)
+        return os.fork()
+    except OSError as e:
+        for sock in sockets:
+            sock.close()
+        tell(k.fds, AT_LIMIT.format(call=call, why=f"the host said: {e.strerror}"))
+        raise SyscallError(errno.EAGAIN) from None
+
+
+def report_and_exit(control: socket.socket, status: int) -> None:
+    """A child's monitor process ends: its wait status to the parent's monitor, then exit."""
     try:
         control.send(STATUS.pack(status))
     finally:
         os._exit(0)
 
 
-def _close_all_but(keep: set[int]) -> None:
+def die_with_parent() -> None:
+    """This monitor process ends with the one that forked it (and so with the invocation)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _run_sibling(k: Kernel, pid: int, program: str, argv: list[str], envp: list[str],
+                 fds: dict[int, OpenFile], control: socket.socket, keep: set[int]) -> None:
+    """In the forked monitor process: build the child's VM, run its program, report, exit."""
+    status = NOT_STARTED
+    try:
+        die_with_parent()
+        close_all_but(keep)
+        status = _run_program(k, pid, program, argv, envp, fds)
+    except BaseException as e:  # never back into the parent's code: this process only exits
+        log.error("child %d (%s) could not run: %s", pid, program, e)
+    report_and_exit(control, status)
+
+
+def close_all_but(keep: set[int]) -> None:
     """Close every inherited fd above stderr but `keep`: a child holds no other pipe's end."""
     low = 3
     for fd in sorted(fd for fd in keep if fd >= 3):
@@ -434,6 +515,7 @@ def _run_program(k: Kernel, pid: int, program: str, argv: list[str], envp: list[
     vm = Vm(k.vm.ram.size >> 20)
     child = type(k)(vm, ns, k.handlers, k.output_limit)
     child.identity.pid = pid
+    child.children = Children(k.children.tokens)
     child.net = k.net
     child.umask = k.umask
     for fd, f in fds.items():
@@ -447,15 +529,20 @@ def _run_program(k: Kernel, pid: int, program: str, argv: list[str], envp: list[
         tell(child.fds, f"usetl: cannot load {program}: {e}\n")
         return NOT_STARTED
     vm.enter_user(prog.entry, prog.stack_pointer)
+    return run_to_exit(child, program)
+
+
+def run_to_exit(child: Kernel, program: str) -> int:
+    """Run a child's VM until its program exits: its wait status."""
     try:
-        stop = vm.run(child)
+        stop = child.vm.run(child)
     except VmError as e:
         tell(child.fds, f"usetl: child {program}: {e}\n")
         return signal.SIGSEGV
     finally:
-        child.children.end_all()
+        child.children.end_all(child)
     if stop.reason != "exit":
-        return signal.SIGKILL
+        return exit_status(0)  # a forked agent that finished its request
     return child.term_signal if child.term_signal is not None else exit_status(stop.status)
 
 

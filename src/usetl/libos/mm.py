@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import os
 from dataclasses import dataclass
 
 from usetl.vm import GuestMemory
@@ -74,6 +75,10 @@ class AddressSpace:
         # number in the run): mmap skips copying bytes the mapping just before put in place.
         self.last_file_map: tuple | None = None
         self.shared: list[SharedFileMap] = []
+        # Page ranges of shared file mappings whose RAM is a host file of its own (start,
+        # end, fd), mapped in forked children's VMs too (share_with_children); they are
+        # this process's own again when its invocation ends, so never in a template.
+        self.host_shared: list[tuple[int, int, int]] = []
 
     # -- bookkeeping --------------------------------------------------------
 
@@ -119,8 +124,47 @@ class AddressSpace:
                 kept.append(SharedFileMap(end, m.end, m.node, m.offset + (end - m.start)))
         self.shared = kept
 
+    def share_with_children(self) -> None:
+        """Back every shared file mapping by a host file of its own, which a forked child
+        inherits: parent and child then see the same bytes there, as on Linux (glibc's
+        process-shared semaphores, multiprocessing's locks and queues, live there)."""
+        view = self.ram.view
+        for m in self.shared:
+            lo, hi = page_down(m.start), page_up(m.end)
+            if self.is_host_shared(lo, hi):
+                continue
+            fd = os.memfd_create("usetl-shared", os.MFD_CLOEXEC)
+            os.ftruncate(fd, hi - lo)
+            os.pwrite(fd, view[lo:hi], 0)
+            self.ram.map_shared_file(lo, hi - lo, fd)
+            self.host_shared.append((lo, hi, fd))
+
+    def reshare(self) -> None:
+        """Map the host-shared ranges again, over memory that was remapped as a whole."""
+        for lo, hi, fd in self.host_shared:
+            self.ram.map_shared_file(lo, hi - lo, fd)
+
+    def is_host_shared(self, start: int, end: int) -> bool:
+        return any(lo <= start and end <= hi for lo, hi, _ in self.host_shared)
+
+    def unshare(self, start: int = 0, end: int = 1 << 64) -> None:
+        """Give the host-shared pages in [start, end) their own memory back, bytes kept."""
+        view = self.ram.view
+        kept = []
+        for lo, hi, fd in self.host_shared:
+            if end <= lo or hi <= start:
+                kept.append((lo, hi, fd))
+                continue
+            data = bytes(view[lo:hi])
+            self.ram.map_own_file(lo, hi - lo)
+            view[lo:hi] = data
+            os.close(fd)
+        self.host_shared = kept
+
     def _remove(self, start: int, end: int) -> None:
         """Drop [start, end) from the areas, splitting those it cuts."""
+        if self.host_shared:
+            self.unshare(start, end)
         if self.shared:
             self._drop_shared(start, end)
         i = max(bisect.bisect_right(self.starts, start) - 1, 0)

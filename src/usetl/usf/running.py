@@ -138,7 +138,7 @@ class Usf:
         k.net_account = IoAccount()
         unimplemented0 = dict(k.stats.unimplemented)
         reply, error = self._run_with(request, timeout, host_files or {}, handoff)
-        k.children.end_all()  # no child outlives its invocation; their output is in by now
+        k.children.end_all(k)  # no child outlives its invocation; their output is in by now
         cpu_ms = (time.thread_time() - cpu0) * 1e3
         out, err, truncated = self.take_output()
         io = self._io()

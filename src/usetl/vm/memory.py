@@ -162,17 +162,30 @@ class GuestMemory:
         """Put the current contents in a file of their own, mapped shared in place.
 
         A clone that becomes a template does this: its private pages and the
-        bytes it still shares with its own template go into a new memfd.
+        bytes it still shares with its own template go into a new memfd; so
+        does the forked child of a USF whose memory is shared (its own copy).
         """
         fd = os.memfd_create(f"usetl-{self.name}", os.MFD_CLOEXEC)
         os.ftruncate(fd, self.size)
-        for off, length in data_ranges(self.fd, self.size) + self.written_ranges():
+        # A shared mapping's bytes are all in its file; a private one's also in its own pages.
+        written = self.written_ranges() if self.private else []
+        for off, length in data_ranges(self.fd, self.size) + written:
             os.pwrite(fd, self.view[off : off + length], off)
         hostmm.map_over(self.host_addr, self.size, fd, private=False)
         os.close(self.fd)
         self.fd = fd
         self.punch_holes = True
         self.private = False
+
+    def map_shared_file(self, offset: int, length: int, fd: int) -> None:
+        """Show the start of `fd` (mapped shared) at [offset, offset+length) instead of
+        this memory's own pages: a forked process that inherits the mapping sees the same."""
+        hostmm.map_over(self.host_addr + offset, length, fd, private=False)
+
+    def map_own_file(self, offset: int, length: int) -> None:
+        """Undo map_shared_file: this memory's own file there again, as it was mapped."""
+        hostmm.map_over(self.host_addr + offset, length, self.fd, private=self.private,
+                        offset=offset)
 
     def close(self) -> None:
         self.view.release()

@@ -24,6 +24,7 @@ FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET = 9, 10
 FUTEX_PRIVATE_FLAG, FUTEX_CLOCK_REALTIME = 128, 256
 FUTEX_CMD_MASK = ~(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME)
 TIMESPEC = struct.Struct("<qq")
+SHARED_POLL = 0.005  # how often a wait on memory shared with forked processes looks again
 
 
 def _word(k: Kernel, addr: int) -> int:
@@ -56,6 +57,12 @@ def _wait(k: Kernel, addr: int, val: int, timeout: int, absolute: bool, realtime
     if deadline is not None and deadline <= time.monotonic():
         raise SyscallError(errno.ETIMEDOUT)
     q = k.sched.futex_queue(addr)
+    if k.mm.host_shared and k.mm.is_host_shared(addr, addr + 4):
+        # A forked process may wake it, whose FUTEX_WAKE this monitor never sees: the wait
+        # ends now and then, as a wake the caller re-checks (futex allows spurious ones).
+        poll = time.monotonic() + SHARED_POLL
+        if deadline is None or poll < deadline:
+            raise Block((q,), poll, retry=False, timeout_result=0, bitset=bitset)
     raise Block((q,), deadline, retry=False, timeout_result=-errno.ETIMEDOUT, bitset=bitset)
 
 

@@ -14,15 +14,15 @@ import errno
 import struct
 from typing import TYPE_CHECKING
 
-from .. import children
+from .. import children, forking
 from ..errors import SyscallError
 from .args import s32
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
-NO_CHILDREN = ("usetl: {call} refused: a USF runs child programs (subprocess, posix_spawn, "
-               "vfork and exec) but not fork\n")
+NO_CHILDREN = ("usetl: {call} refused: a child process is made by fork, vfork or "
+               "clone(CLONE_VM|CLONE_VFORK) only\n")
 NO_EXEC = "usetl: execve refused: a USF's own program cannot be replaced; run it as a child\n"
 CLONE_VM, CLONE_VFORK, CSIGNAL = 0x100, 0x4000, 0xFF
 P_ALL, P_PID, P_PGID = 0, 1, 2
@@ -40,16 +40,19 @@ def refuse_child_process(k: Kernel, call: str) -> int:
     raise SyscallError(errno.EPERM)
 
 
-def clone_process(k: Kernel, flags: int, stack: int) -> object:
-    """clone without glibc's thread flags: a vfork child (CLONE_VM|CLONE_VFORK), or refused."""
+def clone_process(k: Kernel, flags: int, stack: int, parent_tid: int, child_tid: int) -> object:
+    """clone without glibc's thread flags: a vfork child (CLONE_VM|CLONE_VFORK), a fork
+    (no CLONE_VM: glibc's fork), or refused."""
     vfork = CLONE_VM | CLONE_VFORK
     if flags & vfork == vfork and not flags & ~(vfork | CSIGNAL):
         raise children.start_vfork_child(k, stack)
+    if not flags & CLONE_VM and not stack:
+        return forking.fork(k, flags, parent_tid, child_tid)
     return refuse_child_process(k, "clone")
 
 
 def sys_fork(k: Kernel, *_: int) -> int:
-    return refuse_child_process(k, "fork")
+    return forking.fork(k, SIGCHLD, 0, 0)
 
 
 def sys_vfork(k: Kernel, *_: int) -> int:

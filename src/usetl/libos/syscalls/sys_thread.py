@@ -46,7 +46,7 @@ def sys_clone(k: Kernel, flags: int, stack: int, parent_tid: int, child_tid: int
               *_: int) -> int:
     """A thread sharing everything (glibc's pthread_create); a process: sys_process."""
     if flags & THREAD_FLAGS != THREAD_FLAGS:
-        return clone_process(k, flags, stack)
+        return clone_process(k, flags, stack, parent_tid, child_tid)
     if flags & ~(THREAD_FLAGS | THREAD_OPTIONS | CSIGNAL) or flags & CSIGNAL:
         raise SyscallError(errno.EINVAL)  # a thread sends no exit signal
     if not stack:

@@ -1,0 +1,180 @@
+"""fork: the child is a copy of the running VM at that instant, in a monitor process of its own.
+
+The monitor forks its own process. The copy releases the parent's VM,
+makes a new one over the same guest memory and loads the vCPU state saved
+at the fork, with fork returning 0; the monitor state (fd table, memory
+map, filesystems) is the copy the host fork made. In a clone, guest memory
+is a private mapping of its template's file, so the host fork made it
+copy-on-write already (HyperFork's clone, taken of a running VM); a USF
+whose memory is a shared file copies it into a file of its own first,
+while its parent waits. Only the forking thread goes on in the child, as on
+Linux. Pipes and socketpairs become host ones before the fork, and the
+parent's captured stdout and stderr are fed by drained host pipes, as for
+a child program (children.py); other in-monitor files (eventfds, epoll)
+are each process's own from then on, and so is /tmp.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import socket
+from typing import TYPE_CHECKING
+
+from usetl.vm import Vm
+
+from .children import (
+    NOT_STARTED,
+    Child,
+    ConsoleDrain,
+    close_all_but,
+    die_with_parent,
+    host_fork,
+    report_and_exit,
+    run_to_exit,
+    to_host,
+)
+from .errors import SyscallError
+from .files import OpenFile, OutputFile
+from .hostpipe import HostStreamFile
+from .ipc import ChannelFile
+from .sched import HostWork
+
+if TYPE_CHECKING:
+    from usetl.vm.vcpu_state import VcpuState
+
+    from .kernel import Kernel
+
+log = logging.getLogger(__name__)
+
+CLONE_PARENT_SETTID, CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID = 0x100000, 0x200000, 0x1000000
+CLONE_SETTLS = 0x80000
+CSIGNAL = 0xFF
+FORK_FLAGS = CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID | CLONE_CHILD_SETTID | CSIGNAL
+READY = b"r"
+READY_WAIT = 60.0  # seconds a forked monitor may take to copy memory and make its VM
+
+
+def fork(k: Kernel, flags: int, parent_tid: int, child_tid: int) -> int:
+    """fork, or clone without CLONE_VM (glibc's fork): the child's pid."""
+    if flags & ~FORK_FLAGS:
+        raise SyscallError(errno.EINVAL)
+    tokens = k.children.process_tokens()
+    tokens.take(k, "fork")
+    try:
+        return _fork(k, flags, parent_tid, child_tid)
+    except BaseException:
+        tokens.give()
+        raise
+
+
+def _fork(k: Kernel, flags: int, parent_tid: int, child_tid: int) -> int:
+    drains = _share_files(k)
+    k.mm.share_with_children()
+    pid = k.sched.next_tid
+    k.sched.next_tid += 1
+    if flags & CLONE_PARENT_SETTID:
+        k.mem.put_u32(parent_tid, pid)
+    k.vm.settle()
+    state = k.vm.save_state()
+    state.regs.rax = 0  # fork returns 0 in the child
+    tokens = k.children.process_tokens()
+    control, theirs = socket.socketpair()
+    memory = k.vm.memory().values()
+    keep = {theirs.fileno(), *tokens.fds, *(m.fd for m in memory),
+            *(fd for _, _, fd in k.mm.host_shared),
+            *(d.write_fd for d in drains.values()),
+            *(fd for f in k.fds.files.values() if (fd := f.host_fd()) is not None)}
+    try:
+        host_pid = host_fork(k, "fork", (control, theirs))
+    except SyscallError:
+        for drain in drains.values():
+            os.close(drain.write_fd)
+        raise
+    if host_pid == 0:
+        control.close()
+        _run_child(k, pid, state, flags, child_tid, drains, theirs, keep)
+    theirs.close()
+    for drain in drains.values():
+        os.close(drain.write_fd)
+    k.children.running[pid] = child = Child(pid, host_pid, control, list(drains.values()),
+                                            tokens)
+    control.settimeout(READY_WAIT)
+    try:
+        ready = control.recv(len(READY))
+    except OSError:
+        ready = b""
+    control.settimeout(None)
+    if ready != READY:
+        child.kill(signal.SIGKILL)
+        raise SyscallError(errno.EAGAIN)
+    return pid
+
+
+def _share_files(k: Kernel) -> dict[int, ConsoleDrain]:
+    """Turn the process's pipes and socketpairs into host ones, and make a drain for each
+    capture of output it holds (by the capture's id): both processes keep what they share."""
+    made: dict[int, OpenFile] = {}
+    drains: dict[int, ConsoleDrain] = {}
+    for f in list(k.fds.files.values()):
+        if isinstance(f, ChannelFile) and id(f) not in made:
+            to_host(k, f, (k.fds,), made)
+        elif isinstance(f, OutputFile) and id(f) not in drains:
+            drains[id(f)] = ConsoleDrain(f)
+    return drains
+
+
+def _run_child(k: Kernel, pid: int, state: VcpuState, flags: int, child_tid: int,
+               drains: dict[int, ConsoleDrain], control: socket.socket, keep: set[int]) -> None:
+    """In the forked monitor process: this VM's copy runs as the child, to its exit."""
+    status = NOT_STARTED
+    try:
+        die_with_parent()
+        _become_child(k, pid, state, drains, keep)
+        if flags & CLONE_CHILD_SETTID:
+            k.mem.put_u32(child_tid, pid)
+        if flags & CLONE_CHILD_CLEARTID:
+            k.sched.current.clear_child_tid = child_tid
+        control.send(READY)
+        status = run_to_exit(k, "the forked child")
+    except BaseException as e:  # never back into the parent's code: this process only exits
+        log.error("forked child %d could not run: %s", pid, e)
+    report_and_exit(control, status)
+
+
+def _become_child(k: Kernel, pid: int, state: VcpuState, drains: dict[int, ConsoleDrain],
+                  keep: set[int]) -> None:
+    """The monitor state and a VM of the child's own: its memory, its one thread, its fds."""
+    old = k.vm
+    memory = old.memory()
+    for mem in memory.values():
+        if not mem.private:
+            mem.copy_to_new_file()  # the parent waits meanwhile: the bytes are the fork's
+    k.mm.reshare()
+    old.release()
+    k.children = k.children.inherited()
+    close_all_but(keep | {m.fd for m in memory.values()})
+    vm = Vm(old.ram.size >> 20, old.specs, memory=memory)
+    vm.restore_state(state)
+    k.vm = vm
+    k.identity.pid = pid
+    sched = k.sched
+    thread = sched.current
+    thread.tid = pid
+    sched.threads = {pid: thread}
+    sched.on_cpu = thread
+    sched.runnable.clear()
+    sched.futexes = {}
+    sched.check_at = sched.slice_end = None
+    sched.host = HostWork()  # host work in flight was the parent's threads'
+    k.signals.timers.clear()  # as Linux: a child has no timers of its parent's
+    pipes = {key: HostStreamFile.for_pipe_end(k, d.write_fd, reads=False, nonblocking=False)
+             for key, d in drains.items()}
+    for fd, f in list(k.fds.files.items()):
+        if id(f) in pipes:
+            k.fds.files[fd] = pipes[id(f)]
+        elif isinstance(f, HostStreamFile):
+            f.kernel = k
+
