@@ -395,7 +395,7 @@ def test_futex_and_clone_answer_bad_arguments_with_linux_errnos(usf):
         while call(SYS_futex, addr, 1, 1, 0, 0, 0) == 0:
             time.sleep(0.01)
         far.join()
-        print(call(SYS_clone, 0x3D0F00, 0, 0, 0, 0), call(SYS_clone, 0x11, 0, 0, 0, 0),
+        print(call(SYS_clone, 0x3D0F00, 0, 0, 0, 0), call(SYS_clone, 0x111, 0, 0, 0, 0),
               call(SYS_futex, addr, 4, 1, 1, addr, 7), call(SYS_futex, addr, 3, 1, 1, addr + 4, 0))
         print(call(335))  # no such syscall
         """)

@@ -50,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pl.add_argument("--json", action="store_true", help="print the numbers as JSON")
     pl.set_defaults(func=run_pipeline)
     _register_handlers(commands)
+    _register_children(commands)
 
     m = commands.add_parser(
         "protocol", help="the controller/clone protocol: cost per message, typed vs pickle")
@@ -124,6 +125,15 @@ def _register_handlers(commands: argparse._SubParsersAction) -> None:
     h.set_defaults(func=run_handlers)
 
 
+def _register_children(commands: argparse._SubParsersAction) -> None:
+    ch = commands.add_parser(
+        "children", help="child programs and fork in a USF against the host's subprocess and fork")
+    ch.add_argument("--runs", type=int, default=10, help="runs; medians shown (default 10)")
+    ch.add_argument("--cache", type=Path, default=None, metavar="DIR")
+    ch.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    ch.set_defaults(func=run_children)
+
+
 def _register_threads(commands: argparse._SubParsersAction) -> None:
     th = commands.add_parser(
         "threads", help="I/O overlap: N etl.get one after another, then on N guest threads")
@@ -180,6 +190,16 @@ def run_threads(args: argparse.Namespace) -> int:
     _say("threads: running")
     result = threads.run_series(image, args.requests, args.size_mib, args.delay_ms, args.runs)
     return _report(args, result, threads.format_report)
+
+
+def run_children(args: argparse.Namespace) -> int:
+    from usetl.bench import children
+
+    if args.runs < 1:
+        raise UsetlError("--runs must be positive")
+    image = ImageArchive.open(default_image(args.cache, progress=StderrProgress()))
+    result = children.run(image, args.runs, progress=_say)
+    return _report(args, result, children.format_report)
 
 
 def run_all(args: argparse.Namespace) -> int:
