@@ -45,6 +45,8 @@ class BenchConfig:
     handlers_runs: int = 5
     handlers_clones: int = 2
     handlers_colds: int = 2
+    # Child processes: runs of each series (a static program, a Python child, fork).
+    children_runs: int = 10
     # Guest memory per USF.
     usf_mem_mib: int = 512
     compat_modules: tuple[str, ...] = field(default=(

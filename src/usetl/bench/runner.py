@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from usetl.bench import (
+    children,
     coldstart,
     compat,
     download,
@@ -60,6 +61,7 @@ EXPERIMENTS = [
     Experiment("threads", "I/O overlap with threads", threads.run),
     Experiment("pipeline", "Pipeline hand-off", pipeline.run_experiment),
     Experiment("handlers", "Real ETL handlers", handlers.run_experiment),
+    Experiment("children", "Child processes", children.run_experiment),
     Experiment("rollback", "Rollback", rollback.run),
     Experiment("platform", "Platform under load", platform_load.run),
     Experiment("startup", "Syscalls and compute",

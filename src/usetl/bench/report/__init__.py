@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from usetl.bench.report import (
+    children,
     coldstart,
     compat,
     density,
@@ -46,6 +47,7 @@ SECTIONS = {
     "threads": threads.write,
     "pipeline": pipeline.write,
     "handlers": handlers.write,
+    "children": children.write,
     "rollback": rollback.write,
     "platform": platform.write,
     "startup": startup.write,
