@@ -110,8 +110,7 @@ class ChildFdTable(FdTable):
 class PreExec:
     """A vfork child while it runs in its parent's VM, and the parent thread waiting for it."""
 
-    def __init__(self, k: Kernel, parent_tid: int):
-        self.parent_tid = parent_tid
+    def __init__(self, k: Kernel):
         self.parent_fds = k.fds
         self.fds = ChildFdTable(k.fds)
         self.cwd = k.ns.cwd
@@ -240,9 +239,6 @@ class Children:
     def __setstate__(self, state: dict) -> None:
         self.__init__()
 
-    def __bool__(self) -> bool:
-        return bool(self.pre_exec or self.running or self.ended)
-
     def collect(self) -> None:
         """Move children whose monitors reported (or died) to ended."""
         if not self.running:
@@ -281,7 +277,7 @@ def start_vfork_child(k: Kernel, stack: int) -> Block:
     regs.rax = 0  # the child's vfork() returns 0
     child = k.sched.new_thread(ThreadContext(bytes(regs), stack or parent.user_rsp,
                                              parent.fs_base, parent.xsave))
-    state = PreExec(k, k.sched.current.tid)
+    state = PreExec(k)
     k.children.pre_exec[child.tid] = state
     return Block((state.done,), retry=False)
 
