@@ -129,6 +129,30 @@ def test_a_vfork_child_may_only_set_up_its_program_and_execve_checks_its_argumen
                     "up the program it runs")
 
 
+def test_a_childs_writes_to_tmp_reach_its_parent_when_it_ends(usf):
+    out = run(usf, """
+        import os, subprocess, sys
+        open("/tmp/in.txt", "w").write("hello")
+        open("/tmp/gone.txt", "w").write("x")
+        subprocess.run([sys.executable, "-c", (
+            "import os\\n"
+            "data = open('/tmp/in.txt').read()\\n"
+            "os.makedirs('/tmp/out/deep')\\n"
+            "open('/tmp/out/deep/res.txt', 'w').write(data.upper())\\n"
+            "open('/tmp/in.txt', 'a').write('!')\\n"
+            "os.remove('/tmp/gone.txt')\\n")], check=True)
+        print(open("/tmp/out/deep/res.txt").read(), open("/tmp/in.txt").read(),
+              os.path.exists("/tmp/gone.txt"))
+        pid = os.fork()
+        if pid == 0:
+            open("/tmp/forked.txt", "w").write("from a fork")
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print(open("/tmp/forked.txt").read())
+    """, timeout=60)
+    assert out == ["HELLO hello! False", "from a fork"]
+
+
 def test_children_are_killed_by_timeout_and_by_signals(usf):
     out = run(usf, """
         import signal, subprocess, sys

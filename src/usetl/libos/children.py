@@ -9,15 +9,18 @@ as with vfork. At execve the monitor forks its own process: the copy builds
 a new VM, loads the program from the guest's filesystems (a copy of the
 parent's, taken then) and runs it to its exit, in the same jail and under
 the same socket policy, with guest RAM the size of its parent's, charged to
-the same cgroup. The child's fds are the objects the vfork child held,
+the same cgroup; its writes to /tmp reach its parent when it exits
+(tmpsync.py). The child's fds are the objects the vfork child held,
 copied by the fork; what must stay connected to the parent becomes a host
 fd first (hostpipe.py): in-monitor pipes and socketpairs are turned into
 host ones in both tables, and the parent's captured stdout and stderr are
 fed by a host pipe that a host thread drains (ConsoleDrain).
 
 The sibling reports its wait status on a control socket and exits; wait4,
-waitid and kill find children here. Every child ends with its parent's
-invocation (end_all), and with its parent's monitor process (PDEATHSIG).
+waitid and kill find children here; fork (forking.py) makes children of
+the same kind. Every child ends with its parent's invocation (end_all), and
+with its parent's monitor process (PDEATHSIG); at most MAX_PROCESSES live
+at once in an invocation's process tree (ProcessTokens).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from .files import (
     ProcOpenFile,
     TmpOpenFile,
 )
-from .fs import DEV_PROC, ImageNode, StaticLink, TmpFile
+from .fs import DEV_PROC, ImageNode, StaticLink, TmpFile, TmpFS
 from .hostfs import HostNode
 from .hostpipe import HostStreamFile
 from .ipc import ChannelFile, UnixSocketFile
@@ -56,6 +59,7 @@ from .loader import load_program
 from .net import POLLIN, SocketFile, wait_ready
 from .sched import Block, ExitThread, WaitQueue
 from .syscalls.numbers import SYSCALL_NAMES
+from .tmpsync import LENGTH, apply_changes, encode_changes, sizes, snapshot
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -175,7 +179,8 @@ class Child:
     monitor process."""
 
     def __init__(self, pid: int, host_pid: int, control: socket.socket,
-                 drains: list[ConsoleDrain], tokens: ProcessTokens):
+                 drains: list[ConsoleDrain], tokens: ProcessTokens, tmp: TmpFS):
+        self.tmp = tmp  # the parent's tmpfs, where the child's writes to its copy go
         self.pid = pid
         self.host_pid = host_pid
         self.control = control
@@ -184,8 +189,11 @@ class Child:
         self.killed_by: int | None = None
 
     def finish(self) -> int:
-        """The wait status, once the control socket is readable (a report or its end)."""
-        raw = self.control.recv(STATUS.size)
+        """The wait status, once the control socket is readable (a report or its end);
+        a child that exited by itself brings its changes to /tmp (tmpsync.py)."""
+        raw = _recv_exactly(self.control, STATUS.size)
+        if len(raw) == STATUS.size and self.killed_by is None:
+            self._take_changes()
         self.control.close()
         _, host_status = os.waitpid(self.host_pid, 0)
         self.tokens.give()
@@ -199,10 +207,29 @@ class Child:
             return os.WTERMSIG(host_status)
         return NOT_STARTED
 
+    def _take_changes(self) -> None:
+        length = _recv_exactly(self.control, LENGTH.size)
+        if len(length) < LENGTH.size:
+            return  # a child that never ran has none
+        header = _recv_exactly(self.control, LENGTH.unpack(length)[0])
+        data = _recv_exactly(self.control, sizes(header))
+        apply_changes(self.tmp, header, memoryview(data))
+
     def kill(self, sig: int) -> None:
         if self.killed_by is None:
             self.killed_by = sig
             os.kill(self.host_pid, signal.SIGKILL)
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    """n bytes, or fewer where the sender ended first."""
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(min(n - len(buf), 1 << 20))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
 
 
 class Children:
@@ -386,7 +413,7 @@ def exec_child(k: Kernel, program: str, argv: list[str], envp: list[str]) -> Non
     held = {*state.parent_fds.files.values(), *state.fds.files.values()}
     for f in set(fds.values()) - held:
         f.close()  # the console pipes' write ends: the sibling has them
-    k.children.running[pid] = Child(pid, host_pid, control, drains, tokens)
+    k.children.running[pid] = Child(pid, host_pid, control, drains, tokens, k.ns.tmp)
     end_vfork_child(k, None)
 
 
@@ -466,10 +493,11 @@ def host_fork(k: Kernel, call: str, sockets: tuple[socket.socket, ...]) -> int:
         raise SyscallError(errno.EAGAIN) from None
 
 
-def report_and_exit(control: socket.socket, status: int) -> None:
-    """A child's monitor process ends: its wait status to the parent's monitor, then exit."""
+def report_and_exit(control: socket.socket, status: int, changes: bytes) -> None:
+    """A child's monitor process ends: its wait status and its changes to /tmp to the
+    parent's monitor, then exit."""
     try:
-        control.send(STATUS.pack(status))
+        control.sendall(STATUS.pack(status) + changes)
     finally:
         os._exit(0)
 
@@ -483,14 +511,16 @@ def die_with_parent() -> None:
 def _run_sibling(k: Kernel, pid: int, program: str, argv: list[str], envp: list[str],
                  fds: dict[int, OpenFile], control: socket.socket, keep: set[int]) -> None:
     """In the forked monitor process: build the child's VM, run its program, report, exit."""
-    status = NOT_STARTED
+    status, changes = NOT_STARTED, b""
     try:
         die_with_parent()
         close_all_but(keep)
+        before = snapshot(k.ns.tmp)
         status = _run_program(k, pid, program, argv, envp, fds)
+        changes = encode_changes(k.ns.tmp, before)
     except BaseException as e:  # never back into the parent's code: this process only exits
         log.error("child %d (%s) could not run: %s", pid, program, e)
-    report_and_exit(control, status)
+    report_and_exit(control, status, changes)
 
 
 def close_all_but(keep: set[int]) -> None:

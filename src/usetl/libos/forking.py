@@ -11,7 +11,8 @@ while its parent waits. Only the forking thread goes on in the child, as on
 Linux. Pipes and socketpairs become host ones before the fork, and the
 parent's captured stdout and stderr are fed by drained host pipes, as for
 a child program (children.py); other in-monitor files (eventfds, epoll)
-are each process's own from then on, and so is /tmp.
+are each process's own from then on. The child's writes to /tmp reach the
+parent when it exits (tmpsync.py).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from .files import OpenFile, OutputFile
 from .hostpipe import HostStreamFile
 from .ipc import ChannelFile
 from .sched import HostWork
+from .tmpsync import encode_changes, snapshot
 
 if TYPE_CHECKING:
     from usetl.vm.vcpu_state import VcpuState
@@ -100,7 +102,7 @@ def _fork(k: Kernel, flags: int, parent_tid: int, child_tid: int) -> int:
     for drain in drains.values():
         os.close(drain.write_fd)
     k.children.running[pid] = child = Child(pid, host_pid, control, list(drains.values()),
-                                            tokens)
+                                            tokens, k.ns.tmp)
     control.settimeout(READY_WAIT)
     try:
         ready = control.recv(len(READY))
@@ -129,9 +131,10 @@ def _share_files(k: Kernel) -> dict[int, ConsoleDrain]:
 def _run_child(k: Kernel, pid: int, state: VcpuState, flags: int, child_tid: int,
                drains: dict[int, ConsoleDrain], control: socket.socket, keep: set[int]) -> None:
     """In the forked monitor process: this VM's copy runs as the child, to its exit."""
-    status = NOT_STARTED
+    status, changes = NOT_STARTED, b""
     try:
         die_with_parent()
+        before = snapshot(k.ns.tmp)
         _become_child(k, pid, state, drains, keep)
         if flags & CLONE_CHILD_SETTID:
             k.mem.put_u32(child_tid, pid)
@@ -139,9 +142,10 @@ def _run_child(k: Kernel, pid: int, state: VcpuState, flags: int, child_tid: int
             k.sched.current.clear_child_tid = child_tid
         control.send(READY)
         status = run_to_exit(k, "the forked child")
+        changes = encode_changes(k.ns.tmp, before)
     except BaseException as e:  # never back into the parent's code: this process only exits
         log.error("forked child %d could not run: %s", pid, e)
-    report_and_exit(control, status)
+    report_and_exit(control, status, changes)
 
 
 def _become_child(k: Kernel, pid: int, state: VcpuState, drains: dict[int, ConsoleDrain],
