@@ -175,6 +175,23 @@ def test_children_are_killed_by_timeout_and_by_signals(usf):
     assert forked_monitors() == set()
 
 
+def test_sigchld_reaches_a_handler_and_the_parents_handlers_survive_a_child(usf):
+    out = run(usf, """
+        import signal, subprocess, sys, time
+        got = []
+        signal.signal(signal.SIGCHLD, lambda s, f: got.append(s))
+        signal.signal(signal.SIGUSR1, lambda s, f: got.append(s))
+        subprocess.run([sys.executable, "-c", "pass"])  # its child resets every handler
+        deadline = time.monotonic() + 30
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.01)
+        signal.raise_signal(signal.SIGUSR1)
+        print(got == [signal.SIGCHLD, signal.SIGUSR1])
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    """, timeout=60)
+    assert out == ["True"]
+
+
 def test_no_child_outlives_its_invocation(image):
     with start_usf(image) as u:
         r = u.run_code("import subprocess, sys, time\n"

@@ -3,9 +3,9 @@
 CPython's subprocess and glibc's posix_spawn make a child with vfork (or
 clone(CLONE_VM|CLONE_VFORK)), set up its fds and cwd, and execve. Here the
 child is a thread of the parent's VM until then (it shares memory, as
-vfork does), with its own fd table, cwd and umask, and may only make the
-calls that set up a program (ALLOWED_BEFORE_EXEC); the calling thread waits,
-as with vfork. At execve the monitor forks its own process: the copy builds
+vfork does), with its own fd table, cwd, umask and signal actions, and may
+only make the calls that set up a program (ALLOWED_BEFORE_EXEC); the calling
+thread waits, as with vfork. At execve the monitor forks its own process: the copy builds
 a new VM, loads the program from the guest's filesystems (a copy of the
 parent's, taken then) and runs it to its exit, in the same jail and under
 the same socket policy, with guest RAM the size of its parent's, charged to
@@ -33,12 +33,13 @@ import select
 import signal
 import socket
 import struct
-import threading
 from typing import TYPE_CHECKING
 
 from usetl.kvm.structs import kvm_regs
 from usetl.vm import ThreadContext, Vm, VmError
 
+from . import sigdelivery
+from .childwatch import ConsoleDrain, Watcher
 from .errors import LibosError, SyscallError
 from .files import (
     O_NONBLOCK,
@@ -58,6 +59,7 @@ from .ipc import ChannelFile, UnixSocketFile
 from .loader import load_program
 from .net import POLLIN, SocketFile, wait_ready
 from .sched import Block, ExitThread, WaitQueue
+from .signals import ProcessSignals, SigInfo
 from .syscalls.numbers import SYSCALL_NAMES
 from .tmpsync import LENGTH, apply_changes, encode_changes, sizes, snapshot
 
@@ -82,6 +84,7 @@ WNOHANG, WNOWAIT = 1, 0x01000000
 STATUS = struct.Struct("<i")  # a sibling's report: its wait status
 NOT_STARTED = 127 << 8  # the status of a child whose program could not be loaded
 PR_SET_PDEATHSIG = 1
+CLD_EXITED, CLD_KILLED = 1, 2  # si_code of SIGCHLD and waitid
 IGNORED_BY_DEFAULT = {signal.SIGCHLD, signal.SIGCONT, signal.SIGURG, signal.SIGWINCH}
 DRAIN_WAIT = 2.0  # how long, after a child ended, its output may take to arrive
 HOST_FD_LIMIT = 1 << 20
@@ -119,34 +122,9 @@ class PreExec:
         self.fds = ChildFdTable(k.fds)
         self.cwd = k.ns.cwd
         self.umask = k.umask
+        # Its own signal actions (CPython's child resets every handler to the default).
+        self.signals = ProcessSignals(actions=dict(k.signals.actions))
         self.done = WaitQueue()  # the parent waits here until execve or exit
-
-
-class ConsoleDrain:
-    """A host pipe into the parent's captured stdout or stderr, read by a host thread."""
-
-    def __init__(self, target: OutputFile):
-        self.target = target
-        self.read_fd, self.write_fd = os.pipe()
-        self.lock = threading.Lock()
-        self.data = bytearray()
-        self.thread = threading.Thread(target=self._drain, name="usetl-child-out", daemon=True)
-        self.thread.start()
-
-    def _drain(self) -> None:
-        while chunk := os.read(self.read_fd, 1 << 16):
-            with self.lock:
-                self.data += chunk
-        os.close(self.read_fd)
-
-    def flush(self, wait: float = 0.0) -> None:
-        """Hand what arrived to the capture, on the vCPU's thread (after `wait` for the end)."""
-        if wait:
-            self.thread.join(wait)
-        with self.lock:
-            data, self.data = bytes(self.data), bytearray()
-        if data:
-            self.target.write_at(0, memoryview(data))
 
 
 class ProcessTokens:
@@ -179,7 +157,9 @@ class Child:
     monitor process."""
 
     def __init__(self, pid: int, host_pid: int, control: socket.socket,
-                 drains: list[ConsoleDrain], tokens: ProcessTokens, tmp: TmpFS):
+                 drains: list[ConsoleDrain], tokens: ProcessTokens, tmp: TmpFS,
+                 watcher: Watcher):
+        self.watcher = watcher
         self.tmp = tmp  # the parent's tmpfs, where the child's writes to its copy go
         self.pid = pid
         self.host_pid = host_pid
@@ -187,6 +167,20 @@ class Child:
         self.drains = drains
         self.tokens = tokens
         self.killed_by: int | None = None
+        self.sigchld_to: Kernel | None = None  # whom its end is still to be told
+
+    def announce_exit(self, k: Kernel) -> None:
+        """SIGCHLD to the parent when the child ends (as Linux: discarded unless handled),
+        once the watcher sees its control socket readable, or when it is reaped first."""
+        self.sigchld_to = k
+        self.watcher.on_readable(self.control.fileno(),
+                                 lambda: k.sched.host.post(self._sigchld, k.vm.wake_now))
+
+    def _sigchld(self) -> None:
+        if self.sigchld_to is not None:
+            k, self.sigchld_to = self.sigchld_to, None
+            info = SigInfo(signal.SIGCHLD, CLD_EXITED, self.pid, k.identity.uid)
+            sigdelivery.send(k, signal.SIGCHLD, info, None)
 
     def finish(self) -> int:
         """The wait status, once the control socket is readable (a report or its end);
@@ -194,11 +188,13 @@ class Child:
         raw = _recv_exactly(self.control, STATUS.size)
         if len(raw) == STATUS.size and self.killed_by is None:
             self._take_changes()
+        self.watcher.forget(self.control.fileno())
         self.control.close()
+        self._sigchld()
         _, host_status = os.waitpid(self.host_pid, 0)
         self.tokens.give()
         for drain in self.drains:
-            drain.flush(DRAIN_WAIT)
+            drain.flush(self.watcher, DRAIN_WAIT)
         if self.killed_by is not None:
             return self.killed_by
         if len(raw) == STATUS.size:
@@ -215,7 +211,10 @@ class Child:
         data = _recv_exactly(self.control, sizes(header))
         apply_changes(self.tmp, header, memoryview(data))
 
-    def kill(self, sig: int) -> None:
+    def kill(self, sig: int, quietly: bool = False) -> None:
+        """End the child's VM (its monitor); `quietly`: its parent is not told (SIGCHLD)."""
+        if quietly:
+            self.sigchld_to = None
         if self.killed_by is None:
             self.killed_by = sig
             os.kill(self.host_pid, signal.SIGKILL)
@@ -244,6 +243,12 @@ class Children:
         self.running: dict[int, Child] = {}
         self.ended: dict[int, int] = {}  # pid -> wait status, until waited for
         self.tokens = tokens  # made at the first child; a child's monitor inherits its own
+        self.watcher: Watcher | None = None  # started with the first child
+
+    def watch(self) -> Watcher:
+        if self.watcher is None:
+            self.watcher = Watcher()
+        return self.watcher
 
     def process_tokens(self) -> ProcessTokens:
         if self.tokens is None:
@@ -284,7 +289,7 @@ class Children:
         shared with forked children is this process's own again."""
         k.mm.unshare()
         for child in self.running.values():
-            child.kill(signal.SIGKILL)
+            child.kill(signal.SIGKILL, quietly=True)
         for child in self.running.values():
             child.finish()
         self.running.clear()
@@ -310,8 +315,9 @@ def start_vfork_child(k: Kernel, stack: int) -> Block:
 
 
 def before_exec(k: Kernel, nr: int, handler):
-    """The handler a vfork child's syscall runs: the call in the child's own fd table, cwd
-    and umask, or EPERM (told on stderr) for a call that is not setting up a program."""
+    """The handler a vfork child's syscall runs: the call in the child's own fd table,
+    cwd, umask and signal actions, or EPERM (told on stderr) for a call that is not
+    setting up a program."""
     state = k.children.pre_exec[k.sched.current.tid]
     name = SYSCALL_NAMES.get(nr, f"syscall_{nr}")
 
@@ -323,13 +329,14 @@ def before_exec(k: Kernel, nr: int, handler):
             raise SyscallError(errno.EPERM)
         if name in ("exit", "exit_group"):
             end_vfork_child(kernel, exit_status(args[0]))
-        saved = kernel.fds, kernel.ns.cwd, kernel.umask
-        kernel.fds, kernel.ns.cwd, kernel.umask = state.fds, state.cwd, state.umask
+        saved = kernel.fds, kernel.ns.cwd, kernel.umask, kernel.signals
+        kernel.fds, kernel.ns.cwd, kernel.umask, kernel.signals = \
+            state.fds, state.cwd, state.umask, state.signals
         try:
             return handler(kernel, *args)
         finally:
             state.cwd, state.umask = kernel.ns.cwd, kernel.umask
-            kernel.fds, kernel.ns.cwd, kernel.umask = saved
+            kernel.fds, kernel.ns.cwd, kernel.umask, kernel.signals = saved
 
     pre_exec.__name__ = getattr(handler, "__name__", f"sys_{name}")
     return pre_exec
@@ -413,7 +420,9 @@ def exec_child(k: Kernel, program: str, argv: list[str], envp: list[str]) -> Non
     held = {*state.parent_fds.files.values(), *state.fds.files.values()}
     for f in set(fds.values()) - held:
         f.close()  # the console pipes' write ends: the sibling has them
-    k.children.running[pid] = Child(pid, host_pid, control, drains, tokens, k.ns.tmp)
+    k.children.running[pid] = child = Child(pid, host_pid, control, drains, tokens, k.ns.tmp,
+                                            k.children.watch())
+    child.announce_exit(k)
     end_vfork_child(k, None)
 
 
@@ -429,7 +438,7 @@ def _child_files(k: Kernel, state: PreExec) -> tuple[dict[int, OpenFile], list[C
         if isinstance(f, ChannelFile) and id(f) not in made:
             to_host(k, f, (state.parent_fds, state.fds), made)
         if isinstance(f, OutputFile) and id(f) not in made:
-            drain = ConsoleDrain(f)
+            drain = k.children.watch().drain(f)
             drains.append(drain)
             made[id(f)] = HostStreamFile.for_pipe_end(k, drain.write_fd, reads=False,
                                                       nonblocking=False)
@@ -627,7 +636,6 @@ def exit_status(code: int) -> int:
 
 def describe(status: int) -> tuple[int, int]:
     """waitid's si_code and si_status for a wait status."""
-    CLD_EXITED, CLD_KILLED = 1, 2
     if status & 0x7F:
         return CLD_KILLED, status & 0x7F
     return CLD_EXITED, (status >> 8) & 0xFF

@@ -102,7 +102,7 @@ def _fork(k: Kernel, flags: int, parent_tid: int, child_tid: int) -> int:
     for drain in drains.values():
         os.close(drain.write_fd)
     k.children.running[pid] = child = Child(pid, host_pid, control, list(drains.values()),
-                                            tokens, k.ns.tmp)
+                                            tokens, k.ns.tmp, k.children.watch())
     control.settimeout(READY_WAIT)
     try:
         ready = control.recv(len(READY))
@@ -112,6 +112,7 @@ def _fork(k: Kernel, flags: int, parent_tid: int, child_tid: int) -> int:
     if ready != READY:
         child.kill(signal.SIGKILL)
         raise SyscallError(errno.EAGAIN)
+    child.announce_exit(k)
     return pid
 
 
@@ -124,7 +125,7 @@ def _share_files(k: Kernel) -> dict[int, ConsoleDrain]:
         if isinstance(f, ChannelFile) and id(f) not in made:
             to_host(k, f, (k.fds,), made)
         elif isinstance(f, OutputFile) and id(f) not in drains:
-            drains[id(f)] = ConsoleDrain(f)
+            drains[id(f)] = k.children.watch().drain(f)
     return drains
 
 

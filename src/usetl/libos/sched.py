@@ -182,6 +182,14 @@ class HostWork:
             self.inflight += 1
         threading.Thread(target=run, name="usetl-io", daemon=True).start()
 
+    def post(self, finish: Callable[[], None], kick: Callable[[], None]) -> None:
+        """Have finish() run on the vCPU's thread, from any thread (news a watcher has)."""
+        with self.lock:
+            self.inflight += 1
+            self.done.append(finish)
+            self.event.set()
+        kick()
+
     def take(self) -> list[Callable[[], None]]:
         with self.lock:
             done = list(self.done)

@@ -1,0 +1,109 @@
+"""One host thread per monitor process that watches its children's host fds.
+
+It reads the host pipes that feed the parent's captured stdout and stderr
+(ConsoleDrain), so a child writing much output never blocks on them, and
+notices a child's end on its control socket, to tell the parent's guest
+(SIGCHLD) through the scheduler's host work. One thread for all children:
+a jailed monitor's cgroup counts threads as tasks.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+from collections.abc import Callable
+
+from .files import OutputFile
+from .net import POLLIN
+
+POLL_HUP = select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+
+class ConsoleDrain:
+    """A host pipe into the parent's captured stdout or stderr; the watcher reads it."""
+
+    def __init__(self, target: OutputFile):
+        self.target = target
+        self.read_fd, self.write_fd = os.pipe()
+        self.data = bytearray()  # under the watcher's lock
+        self.ended = threading.Event()  # every write end is closed and all was read
+
+    def flush(self, watcher: Watcher, wait: float = 0.0) -> None:
+        """Hand what arrived to the capture, on the vCPU's thread (after `wait` for the end)."""
+        if wait:
+            self.ended.wait(wait)
+        with watcher.lock:
+            data, self.data = bytes(self.data), bytearray()
+        if data:
+            self.target.write_at(0, memoryview(data))
+
+
+class Watcher:
+    """The watching thread, started with the first thing to watch."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.drains: dict[int, ConsoleDrain] = {}  # read fd -> drain
+        self.ends: dict[int, Callable[[], None]] = {}  # control fd -> called once readable
+        self.wake_r, self.wake_w = os.pipe()
+        self.thread: threading.Thread | None = None
+
+    def drain(self, target: OutputFile) -> ConsoleDrain:
+        d = ConsoleDrain(target)
+        with self.lock:
+            self.drains[d.read_fd] = d
+        self._changed()
+        return d
+
+    def on_readable(self, fd: int, ended: Callable[[], None]) -> None:
+        """Call ended() (on the watcher's thread) once fd is readable, unless forgotten."""
+        with self.lock:
+            self.ends[fd] = ended
+        self._changed()
+
+    def forget(self, fd: int) -> None:
+        with self.lock:
+            self.ends.pop(fd, None)
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="usetl-children", daemon=True)
+            self.thread.start()
+        os.write(self.wake_w, b"x")
+
+    def _run(self) -> None:
+        while True:
+            poller = select.poll()
+            poller.register(self.wake_r, POLLIN)
+            with self.lock:
+                watched = {**{fd: None for fd in self.ends}, **dict.fromkeys(self.drains, 1)}
+            for fd in watched:
+                poller.register(fd, POLLIN)
+            for fd, events in poller.poll():
+                if fd == self.wake_r:
+                    os.read(self.wake_r, 1 << 12)
+                elif fd in watched and watched[fd] is None:
+                    self._ended(fd)
+                elif fd in watched:
+                    self._read(fd, events)
+
+    def _ended(self, fd: int) -> None:
+        with self.lock:
+            ended = self.ends.pop(fd, None)
+        if ended is not None:
+            ended()
+
+    def _read(self, fd: int, events: int) -> None:
+        chunk = os.read(fd, 1 << 16) if events & (POLLIN | POLL_HUP) else b""
+        with self.lock:
+            drain = self.drains.get(fd)
+            if drain is None:
+                return
+            if chunk:
+                drain.data += chunk
+                return
+            del self.drains[fd]
+        os.close(fd)
+        drain.ended.set()
