@@ -59,7 +59,7 @@ from .ipc import ChannelFile, UnixSocketFile
 from .loader import load_program
 from .net import POLLIN, SocketFile, wait_ready
 from .sched import Block, ExitThread, WaitQueue
-from .signals import ProcessSignals, SigInfo
+from .signals import IGNORED_BY_DEFAULT, ProcessSignals, SigInfo
 from .syscalls.numbers import SYSCALL_NAMES
 from .tmpsync import LENGTH, apply_changes, encode_changes, sizes, snapshot
 
@@ -85,7 +85,9 @@ STATUS = struct.Struct("<i")  # a sibling's report: its wait status
 NOT_STARTED = 127 << 8  # the status of a child whose program could not be loaded
 PR_SET_PDEATHSIG = 1
 CLD_EXITED, CLD_KILLED = 1, 2  # si_code of SIGCHLD and waitid
-IGNORED_BY_DEFAULT = {signal.SIGCHLD, signal.SIGCONT, signal.SIGURG, signal.SIGWINCH}
+# Signals that do not end a process by default: ignored ones, and those that stop it
+# (a child's VM is never stopped).
+NOT_ENDING = IGNORED_BY_DEFAULT | {signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
 DRAIN_WAIT = 2.0  # how long, after a child ended, its output may take to arrive
 HOST_FD_LIMIT = 1 << 20
 # Child processes alive at once in one invocation's process tree (its USF and every
@@ -625,7 +627,7 @@ def signal_child(k: Kernel, pid: int, sig: int) -> bool:
     child = children.running.get(pid)
     if child is None:
         return pid in children.ended or pid in children.pre_exec
-    if sig and sig not in IGNORED_BY_DEFAULT:
+    if sig and sig not in NOT_ENDING:
         child.kill(sig)
     return True
 

@@ -184,7 +184,8 @@ _ENTRIES = [
     Syscall("sigaltstack", sig.sys_sigaltstack, FULL),
     Syscall("kill", sig.sys_kill, PARTIAL,
             "to itself (pid 0, -1 or its own), or to a child, whose VM a signal that ends a "
-            "process by default ends (its handlers do not run); else ESRCH"),
+            "process by default ends (its handlers do not run; stop signals do nothing); "
+            "else ESRCH"),
     Syscall("tgkill", sig.sys_tgkill, PARTIAL, "only to its own threads: else ESRCH"),
     Syscall("tkill", sig.sys_tkill, PARTIAL, "only to its own threads: else ESRCH"),
     Syscall("setitimer", timer.sys_setitimer, PARTIAL,
