@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup host-tools demo test lint bench report readme-table compat fuzz clean
+.PHONY: setup host-tools cluster-tools cluster-demo demo test lint bench report readme-table compat fuzz clean
 
 # `make report` writes the evaluation here; `make report QUICK=1` is the under-5-minute run.
 REPORT_DIR ?= eval
@@ -14,12 +14,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP) host-tools
+setup: $(STAMP) host-tools cluster-tools
 
 # runc for the container baselines of `make report`; quiet, and a no-op once installed.
 host-tools:
 	@command -v runc >/dev/null || apt-get install -y -qq runc >/dev/null 2>&1 || \
 		echo "make: could not install runc; the container baselines will be reported as failed"
+
+# nats-server (JetStream) and PostgreSQL 15 for several hosts (`usetl gateway`, `usetl worker`)
+# and their tests; quiet, and a no-op once installed. No system service is started: tests and
+# `make cluster-demo` run their own servers in temporary directories.
+cluster-tools:
+	@command -v nats-server >/dev/null && test -x /usr/lib/postgresql/15/bin/initdb || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server postgresql-15 \
+		>/dev/null 2>&1 || echo "make: could not install nats-server and postgresql-15"
 
 demo: setup
 	$(VENV)/bin/usetl image build
