@@ -224,3 +224,26 @@ def stalling_port():
     s.listen(8)
     yield s.getsockname()[1]
     s.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL (initdb/pg_ctl in a temporary directory), stopped at the end."""
+    from usetl.cluster.servers import TemporaryPostgres
+
+    with TemporaryPostgres() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server, request):
+    """A fresh, empty database on the throwaway server, owned by the gateway's role."""
+    import re
+
+    import psycopg
+
+    name = "t_" + re.sub(r"[^a-z0-9]", "_", request.node.name.lower())[:50]
+    with psycopg.connect(postgres_server.url("usetl_admin", "postgres"), autocommit=True) as db:
+        db.execute(f"DROP DATABASE IF EXISTS {name}")
+        db.execute(f"CREATE DATABASE {name} OWNER usetl_gateway")
+    return postgres_server.url("usetl_gateway", name)

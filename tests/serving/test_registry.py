@@ -1,4 +1,4 @@
-"""The registry on a real SQLite file."""
+"""The registry on a real SQLite file and on a real PostgreSQL: one suite for both."""
 
 import sqlite3
 import time
@@ -6,7 +6,8 @@ import time
 import pytest
 
 from usetl.invocation import InvocationResult, IoUsage
-from usetl.platform.registry import Registry, RegistryError
+from usetl.platform.database import postgres_sql
+from usetl.platform.registry import MIGRATIONS, Registry, RegistryError
 
 VERSION = dict(
     handler="fn.py:handler", requirements=["six"], module_dirs=["/m/six"], code_dir="/c",
@@ -15,14 +16,22 @@ VERSION = dict(
 )
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def where(request, tmp_path):
+    """Where a registry lives: a SQLite file, or a fresh database on a throwaway PostgreSQL."""
+    if request.param == "sqlite":
+        return tmp_path / "registry.db"
+    return request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture
-def registry(tmp_path):
-    r = Registry(tmp_path / "registry.db")
+def registry(where):
+    r = Registry(where)
     yield r
     r.close()
 
 
-def test_tokens_are_stored_hashed_and_resolve_to_their_tenant(registry, tmp_path):
+def test_tokens_are_stored_hashed_and_resolve_to_their_tenant(registry, where):
     a, token_a = registry.add_tenant("alice")
     b, token_b = registry.add_tenant("bob")
     assert registry.tenant_for_token(token_a) == a
@@ -30,8 +39,12 @@ def test_tokens_are_stored_hashed_and_resolve_to_their_tenant(registry, tmp_path
     assert registry.tenant_for_token(token_a + "x") is None
     with pytest.raises(RegistryError, match="already exists"):
         registry.add_tenant("alice")
-    raw = (tmp_path / "registry.db").read_bytes() + (tmp_path / "registry.db-wal").read_bytes()
-    assert token_a.encode() not in raw
+    stored = [list(row.values()) if isinstance(row, dict) else list(row)
+              for row in registry._read("SELECT * FROM tokens")]
+    assert len(stored) == 2 and token_a not in str(stored)
+    if not isinstance(where, str):
+        raw = where.read_bytes() + where.with_name("registry.db-wal").read_bytes()
+        assert token_a.encode() not in raw
 
 
 def test_versions_and_tenant_scoping(registry):
@@ -76,14 +89,14 @@ def test_a_failed_write_changes_nothing(registry):
 
     def failing(cur):
         cur.execute("INSERT INTO tenants (name, admin, created) VALUES ('x', 0, 0)")
-        raise sqlite3.IntegrityError("boom")
+        raise RuntimeError("boom")
 
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(RuntimeError):
         registry._write(failing)
     assert [t.name for t in registry.tenants()] == ["alice"]
 
 
-def test_invocations_survive_reopening_and_recover(registry, tmp_path):
+def test_invocations_survive_reopening_and_recover(registry, where):
     a, _ = registry.add_tenant("alice")
     v = registry.add_version(a.id, "etl", **VERSION)
     queued = registry.add_invocation(v, "async", {"x": 1}, "queued")
@@ -97,7 +110,7 @@ def test_invocations_survive_reopening_and_recover(registry, tmp_path):
         time.time(),
     )
     registry.close()
-    reopened = Registry(tmp_path / "registry.db")
+    reopened = Registry(where)
     assert reopened.recover() == ([(queued, a.id)], [running])
     assert reopened.invocation(a.id, running)["status"] == "interrupted"
     assert reopened.queued_invocation(queued).event == {"x": 1}
@@ -111,9 +124,7 @@ def test_invocations_survive_reopening_and_recover(registry, tmp_path):
 
 
 def test_a_database_from_before_schema_versions_is_migrated(tmp_path):
-    import sqlite3
-
-    from usetl.platform.registry import MIGRATIONS, SCHEMA
+    from usetl.platform.registry import SCHEMA
 
     old = sqlite3.connect(tmp_path / "registry.db")
     old.executescript(SCHEMA)  # the tables as the first release made them, user_version 0
@@ -125,10 +136,38 @@ def test_a_database_from_before_schema_versions_is_migrated(tmp_path):
         done = registry.add_invocation(version, "async", {}, "running")
         registry.finish_invocation(done, InvocationResult(unimplemented={"statx": 1}), time.time())
         assert registry.invocation(tenant.id, done)["unimplemented"] == {"statx": 1}
-        version_now = registry.db.execute("PRAGMA user_version").fetchone()[0]
-        assert version_now == len(MIGRATIONS)
+        assert registry.db.schema_version() == len(MIGRATIONS)
     finally:
         registry.close()
+
+
+def test_usage_sums_are_numbers_of_the_same_types(registry):
+    tenant, _ = registry.add_tenant("a")
+    version = registry.add_version(tenant.id, "f", **VERSION)
+    for n in range(3):
+        registry.record_invocation(f"{n:032d}", version, {}, InvocationResult(
+            value=n, total_ms=2.5, io=IoUsage(bytes_in=5 << 30, requests=2)), time.time())
+    [usage] = registry.usage(tenant.id)
+    assert usage == {"function": "f", "invocations": 3, "failed": 0, "duration_ms": 7.5,
+                     "guest_cpu_ms": 0.0, "io_host_cpu_s": 0.0, "io_requests": 6,
+                     "bytes_in": 15 << 30, "bytes_out": 0}
+    assert all(type(v) is int for k, v in usage.items() if k in ("io_requests", "bytes_in"))
+
+
+def test_a_newer_schema_is_refused_and_migrating_again_changes_nothing(registry, where):
+    registry.close()
+    again = Registry(where)  # every step already applied: none runs twice
+    assert again.db.schema_version() == len(MIGRATIONS)
+    again.db.migrate([*MIGRATIONS, "CREATE TABLE later (id INTEGER PRIMARY KEY);"])
+    again.close()
+    with pytest.raises(RegistryError, match="newer usetl"):
+        Registry(where)
+
+
+def test_migrations_render_for_postgres_in_wide_types():
+    sql = postgres_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER, at REAL);")
+    assert sql == ("CREATE TABLE t (id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, "
+                   "n BIGINT, at DOUBLE PRECISION);")
 
 
 def test_one_bad_record_never_costs_another_tenants_record(registry):

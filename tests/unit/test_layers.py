@@ -28,7 +28,7 @@ LAYERS = [
     {"usf"},
     {"jail", "hyperfork"},
     {"platform"},
-    {"api"},
+    {"api", "cluster"},
     {"bench", "cli", "__main__"},
 ]
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}

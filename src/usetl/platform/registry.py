@@ -1,11 +1,14 @@
-"""The registry: the platform's durable state in one SQLite file.
+"""The registry: the platform's durable state, in SQLite (one host) or PostgreSQL.
 
 Tenants, their tokens (only a SHA-256 of each is stored), functions and
 their versions, and invocations with their results and logs (the function's
-stdout and stderr). Every write is one transaction. The database runs in WAL
-mode with synchronous=NORMAL: a committed row survives a crash of the server
-(the case that matters for accepted asynchronous invocations), not
-necessarily a power loss.
+stdout and stderr). Every write is one transaction. `Registry(path)` is a
+SQLite file in WAL mode with synchronous=NORMAL: a committed row survives a
+crash of the server (the case that matters for accepted asynchronous
+invocations), not necessarily a power loss. `Registry("postgresql://...")` is
+the same registry in PostgreSQL, for several hosts (`usetl gateway`, `usetl
+worker`); the platform does not know which it has. `database.py` says which
+SQL both accept.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import json
 import logging
 import os
 import secrets
-import sqlite3
 import threading
 import time
 import uuid
@@ -26,6 +28,8 @@ from typing import Any
 
 from usetl.errors import UsetlError
 from usetl.invocation import ErrorInfo, InvocationResult
+
+from .database import SchemaTooNew, open_database
 
 log = logging.getLogger(__name__)
 STATE_ENV = "USETL_STATE"
@@ -97,8 +101,11 @@ CREATE INDEX IF NOT EXISTS invocations_by_function
     ON invocations (tenant_id, function_name, created);
 CREATE INDEX IF NOT EXISTS invocations_by_status ON invocations (status);
 """
-# Each step brings a database from its index to the next version (PRAGMA user_version).
-# The first is idempotent, so databases made before versions were kept start there.
+# Each step brings a database from its index to the next version (PRAGMA user_version in
+# SQLite, the schema_version table in PostgreSQL). Steps are written in SQLite's dialect
+# (INTEGER, REAL, TEXT; database.postgres_sql renders them for PostgreSQL), so a table or
+# column appended here reaches both databases. The first is idempotent, so databases made
+# before versions were kept start there.
 MIGRATIONS = [
     SCHEMA,
     # The syscalls an invocation hit that a USF does not implement: {name: count}.
@@ -281,17 +288,17 @@ class Version:
 
 
 class Registry:
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self.lock = threading.Lock()
-        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        with self.lock:
-            self._migrate()
+    """The platform's only view of its durable state; every method is one transaction (or
+    one read) in whichever database `where` names."""
+
+    def __init__(self, where: Path | str):
+        """`where`: a SQLite file's path, or a postgresql:// URL."""
+        self.db = open_database(where)
+        try:
+            self.db.migrate(MIGRATIONS)
+        except SchemaTooNew as e:
+            self.db.close()
+            raise RegistryError(str(e)) from e
         self.pending: list[tuple] = []  # finished sync invocations not yet written
         self.queued = self.written = 0
         self.closing = False
@@ -305,25 +312,15 @@ class Registry:
             self.closing = True
             self.pending_cond.notify_all()
         self.writer.join()
-        with self.lock:
-            self.db.close()
+        self.db.close()
 
     def _write(self, fn, *args):
         """Run fn(cursor, *args) in one transaction."""
-        with self.lock:
-            cur = self.db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(cur, *args)
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            cur.execute("COMMIT")
-            return result
+        return self.db.transaction(fn, *args)
 
-    def _read(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        with self.lock:
-            return self.db.execute(sql, args).fetchall()
+    def _read(self, sql: str, args: tuple = ()) -> list:
+        """Rows whose columns are read by name (row["id"]) in both databases."""
+        return self.db.query(sql, args)
 
     # tenants and tokens
 
@@ -334,18 +331,20 @@ class Registry:
         def add(cur):
             if cur.execute("SELECT 1 FROM tenants WHERE name = ?", (name,)).fetchone():
                 raise RegistryError(f"tenant {name!r} already exists")
-            cur.execute(
-                "INSERT INTO tenants (name, admin, created) VALUES (?, ?, ?)",
+            tenant_id = cur.execute(
+                "INSERT INTO tenants (name, admin, created) VALUES (?, ?, ?) RETURNING id",
                 (name, int(admin), time.time()),
-            )
-            tenant_id = cur.lastrowid
+            ).fetchone()["id"]
             cur.execute(
                 "INSERT INTO tokens (hash, tenant_id, created) VALUES (?, ?, ?)",
                 (hash_token(token), tenant_id, time.time()),
             )
             return Tenant(tenant_id, name, admin)
 
-        return self._write(add), token
+        try:
+            return self._write(add), token
+        except self.db.integrity_error as e:  # another gateway added it meanwhile
+            raise RegistryError(f"tenant {name!r} already exists") from e
 
     def tenant_for_token(self, token: str) -> Tenant | None:
         rows = self._read(
@@ -390,18 +389,17 @@ class Registry:
                 "SELECT id FROM functions WHERE tenant_id = ? AND name = ?", (tenant_id, name)
             ).fetchone()
             if row is None:
-                cur.execute(
+                function_id = cur.execute(
                     "INSERT INTO functions (tenant_id, name, live_version, created) "
-                    "VALUES (?, ?, 0, ?)",
+                    "VALUES (?, ?, 0, ?) RETURNING id",
                     (tenant_id, name, now),
-                )
-                function_id = cur.lastrowid
+                ).fetchone()["id"]
             else:
                 function_id = row["id"]
             number = cur.execute(
-                "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE function_id = ?",
-                (function_id,),
-            ).fetchone()[0]
+                "SELECT COALESCE(MAX(version), 0) + 1 AS next FROM versions "
+                "WHERE function_id = ?", (function_id,),
+            ).fetchone()["next"]
             cur.execute(
                 _ADD_VERSION_SQL,
                 (
@@ -427,7 +425,7 @@ class Registry:
     )
 
     @staticmethod
-    def _version(row: sqlite3.Row) -> Version:
+    def _version(row: Mapping[str, Any]) -> Version:
         return Version(
             id=row["id"],
             function_id=row["function_id"],
@@ -633,16 +631,6 @@ class Registry:
             "DELETE FROM secrets WHERE tenant_id = ? AND name = ?",
             (tenant_id, name)).rowcount) == 1
 
-    def _migrate(self) -> None:
-        """Bring the schema to the newest version, one step at a time (called locked)."""
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise RegistryError(f"{self.path} has schema version {version}; this usetl knows "
-                                f"up to {len(MIGRATIONS)} (a newer usetl made it)")
-        for step in range(version, len(MIGRATIONS)):
-            self.db.executescript(f"BEGIN; {MIGRATIONS[step]} PRAGMA user_version = {step + 1};"
-                                  " COMMIT;")
-
     def set_running(self, invocation_id: str) -> None:
         def update(cur):
             cur.execute(
@@ -724,12 +712,12 @@ class Registry:
         try:
             self._write(lambda cur, rows: cur.executemany(_RECORD_SQL, rows), batch)
             return
-        except sqlite3.Error:
+        except self.db.errors:
             pass
         for row in batch:
             try:
                 self._write(lambda cur, r: cur.execute(_RECORD_SQL, r), row)
-            except sqlite3.Error:
+            except self.db.errors:
                 log.exception("lost the record of invocation %s", row[0])
 
     def flush(self) -> None:
@@ -780,18 +768,20 @@ class Registry:
         """Per function: what the tenant's invocations used since `since` (for billing)."""
         self.flush()
         rows = self._read(
+            # PostgreSQL sums integers as NUMERIC: the casts keep them integers.
             "SELECT function_name, COUNT(*) AS invocations, "
-            "SUM(status = 'failed') AS failed, "
+            "CAST(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS BIGINT) AS failed, "
             "COALESCE(SUM(duration_ms), 0) AS duration_ms, "
             "COALESCE(SUM(guest_cpu_ms), 0) AS guest_cpu_ms, "
             "COALESCE(SUM(host_cpu_s), 0) AS io_host_cpu_s, "
-            "COALESCE(SUM(io_requests), 0) AS io_requests, "
-            "COALESCE(SUM(bytes_in), 0) AS bytes_in, COALESCE(SUM(bytes_out), 0) AS bytes_out "
+            "CAST(COALESCE(SUM(io_requests), 0) AS BIGINT) AS io_requests, "
+            "CAST(COALESCE(SUM(bytes_in), 0) AS BIGINT) AS bytes_in, "
+            "CAST(COALESCE(SUM(bytes_out), 0) AS BIGINT) AS bytes_out "
             "FROM invocations WHERE tenant_id = ? AND created >= ? "
             "GROUP BY function_name ORDER BY function_name",
             (tenant_id, since),
         )
-        return [{"function": r["function_name"], **{k: r[k] for k in r.keys()[1:]}}
+        return [{"function": r["function_name"], **{k: r[k] for k in _USAGE_COLUMNS}}
                 for r in rows]
 
     def recover(self) -> tuple[list[tuple[str, int]], list[str]]:
@@ -962,6 +952,8 @@ _ADD_SQL = (
 )
 _ATTEMPT_SQL = ("UPDATE invocations SET attempts = json_insert(attempts, '$[#]', json(?)) "
                 "WHERE id = ?")
+_USAGE_COLUMNS = ("invocations", "failed", "duration_ms", "guest_cpu_ms", "io_host_cpu_s",
+                  "io_requests", "bytes_in", "bytes_out")
 _RECORD_SQL = (
     "INSERT INTO invocations (id, tenant_id, function_name, version, version_id, mode, event, "
     "created, status, started, finished, result, error, stdout, stderr, duration_ms, "

@@ -1,0 +1,1 @@
+"""Several hosts: gateways and workers over NATS JetStream, the registry in PostgreSQL."""
