@@ -341,12 +341,7 @@ def _add_secret_routes(app: FastAPI, platform: Platform) -> None:
 def _add_pool_route(app: FastAPI, platform: Platform) -> None:
     @app.get("/v1/pool", tags=["operations"])
     def pool(caller: Caller) -> dict:
-        return {
-            "backend": platform.backend.name,
-            "memory_bytes": platform.pool.memory_bytes(),
-            "memory_budget_bytes": platform.pool.config.memory_budget_bytes,
-            "functions": platform.pool_status(caller),
-        }
+        return platform.pool_report(caller)
 
 
 async def _body(request: Request, platform: Platform) -> bytes:

@@ -14,7 +14,7 @@ from usetl.platform.backends import choose_backend
 from usetl.platform.callbacks import CallbackConfig
 from usetl.platform.learning import LEARN_AFTER
 from usetl.platform.pool import PoolConfig
-from usetl.platform.registry import ADMIN_TOKEN_FILE, state_root
+from usetl.platform.registry import ADMIN_TOKEN_FILE, RegistryError, state_root
 from usetl.platform.service import Platform
 
 from .app import create_app
@@ -27,7 +27,10 @@ def ensure_admin(platform: Platform) -> str | None:
     """Create the admin tenant on first start; returns its token then (saved 0600), else None."""
     if any(t.admin for t in platform.registry.tenants()):
         return None
-    _, token = platform.registry.add_tenant(ADMIN, admin=True)
+    try:
+        _, token = platform.registry.add_tenant(ADMIN, admin=True)
+    except RegistryError:  # another gateway, starting at the same time, made it
+        return None
     path = platform.state_dir / ADMIN_TOKEN_FILE
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -58,11 +61,6 @@ def serve(
         callbacks=callbacks,
     )
     token = ensure_admin(platform)
-    app = create_app(platform)
-    # A stop waits this long for invocations in flight, then cuts them off.
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
-    server = uvicorn.Server(config)
     announce(f"usetl: backend {backend.name}: {backend.isolation}")
     if backend.name != "kvm":
         announce("usetl: WARNING: isolation is weaker than with KVM (the process backend)")
@@ -75,7 +73,15 @@ def serve(
     else:
         announce(f"usetl: admin token in {state / ADMIN_TOKEN_FILE}")
     announce(f"usetl: serving on http://{host}:{port} (API docs at /docs)")
+    run_api(platform, host, port)
+
+
+def run_api(platform: Platform, host: str, port: int) -> None:
+    """Serve the platform's HTTP API until stopped (SIGINT, SIGTERM), then close it."""
+    # A stop waits this long for invocations in flight, then cuts them off.
+    config = uvicorn.Config(create_app(platform), host=host, port=port, log_level="warning",
+                            access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
     try:
-        server.run()
+        uvicorn.Server(config).run()
     finally:
         platform.close()

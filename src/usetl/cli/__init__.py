@@ -8,9 +8,9 @@ import sys
 
 from usetl.errors import UsetlError
 
-from . import bench, functions, image, pipelines, schedules, secrets, serve, vm
+from . import bench, cluster, functions, image, pipelines, schedules, secrets, serve, vm
 
-COMMAND_GROUPS = [image, vm, bench, serve, functions, schedules, secrets, pipelines]
+COMMAND_GROUPS = [image, vm, bench, serve, functions, schedules, secrets, pipelines, cluster]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -128,7 +128,7 @@ class PostgresDatabase:
         self.psycopg = psycopg
         self.integrity_error = psycopg.IntegrityError
         self.errors = (psycopg.Error,)
-        self.where = _without_password(url)
+        self.where = redact_url(url)
         self.url = url
         self.lock = threading.Lock()
         try:
@@ -148,7 +148,17 @@ class PostgresDatabase:
         rows = self.query("SELECT version FROM schema_version")
         return rows[0]["version"] if rows else 0
 
+    def _current_version(self) -> int | None:
+        """The schema's version, or None before the first migration."""
+        if self.query("SELECT to_regclass('schema_version') AS t")[0]["t"] is None:
+            return None
+        return self.schema_version()
+
     def migrate(self, migrations: Sequence[str]) -> None:
+        """Bring the schema up to date; a role that may not change the schema (a worker's)
+        only reads the version, so it must match, and it does once a gateway has run."""
+        if self._current_version() == len(migrations):
+            return
         with self.lock, self.db.transaction():
             self.db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
@@ -180,7 +190,7 @@ def _check_version(where: str, version: int, migrations: Sequence[str]) -> None:
                            f"{len(migrations)} (a newer usetl made it)")
 
 
-def _without_password(url: str) -> str:
+def redact_url(url: str) -> str:
     """The URL fit for a log line or an error message."""
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 

@@ -203,14 +203,17 @@ class Platform:
         limits: Limits | None = None,
         callbacks: CallbackConfig | None = None,
         clock: Callable[[], float] = time.time,  # the schedules' (a test drives it)
+        registry: Registry | None = None,
     ):
+        """`registry`: one shared by several hosts (a `usetl worker`'s); recovering async
+        invocations after a restart is then the dispatcher's (JetStream redelivers them)."""
         self.backend = backend
         self.state_dir = state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
         state_dir.chmod(0o700)  # tokens' hashes, every tenant's code
         self.code_root = state_dir / "code"
         self.code_root.mkdir(exist_ok=True)
-        self.registry = Registry(state_dir / "registry.db")
+        self.registry = registry or Registry(state_dir / "registry.db")
         self.modules = modules or ModuleStore()
         self.metrics = Metrics()
         self.versions: dict[str, Version] = {}  # by key: the versions handed to the pool
@@ -228,8 +231,11 @@ class Platform:
         self.callbacks = Callbacks(self.registry, callbacks or CallbackConfig(), self.timers,
                                    self.metrics.callbacks)
         self.scheduler = Scheduler(self.registry, self._submit_tick, clock)
-        self.recovered = self._recover()
-        self.scheduler.start()
+        if registry is None:
+            self.recovered = self._recover()
+            self.scheduler.start()
+        else:  # several hosts: JetStream redelivers, and workers fire no schedules
+            self.recovered = {"requeued": 0, "interrupted": 0}
 
     # tenants
 
@@ -724,6 +730,15 @@ class Platform:
 
     def usage(self, tenant: Tenant, since: float) -> list[dict]:
         return self.registry.usage(tenant.id, since)
+
+    def pool_report(self, tenant: Tenant) -> dict:
+        """What GET /v1/pool answers: memory and the tenant's functions' pools."""
+        return {
+            "backend": self.backend.name,
+            "memory_bytes": self.pool.memory_bytes(),
+            "memory_budget_bytes": self.pool.config.memory_budget_bytes,
+            "functions": self.pool_status(tenant),
+        }
 
     def pool_status(self, tenant: Tenant) -> list[dict]:
         prefix = f"{tenant.id}/"

@@ -1,0 +1,118 @@
+"""A version's files between hosts: its code bundle and module-store entries as
+content-addressed objects (named by SHA-256) in the JetStream object store.
+
+The deploying gateway packs and uploads them and writes the version's manifest (each
+object's digest) to the usetl_bundles bucket. A worker that lacks them fetches each
+object, checks its bytes against the manifest's digest (nothing fetched is trusted
+without that check), and unpacks it with tarfile's "data" filter (no absolute paths,
+no `..`, no devices) into a staging directory renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+import msgspec
+
+from usetl.errors import UsetlError
+
+from .bus import Bus
+
+
+class BundleError(UsetlError):
+    """A version's files could not be fetched, or failed their digest check."""
+
+
+class Manifest(msgspec.Struct, frozen=True):
+    code: str  # digest of the code bundle
+    modules: dict[str, str]  # module-store entry (directory name) -> digest
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def pack(directory: Path) -> bytes:
+    """A tar of the directory, the same bytes for the same files (sorted, no times or
+    owners), so that a digest names the content."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(directory.rglob("*")):
+            info = tar.gettarinfo(str(path), str(path.relative_to(directory)))
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if path.is_file() and not path.is_symlink():
+                with open(path, "rb") as f:
+                    tar.addfile(info, f)
+            else:
+                tar.addfile(info)
+    return out.getvalue()
+
+
+def _object_name(digest: str) -> str:
+    return digest.replace(":", "_")
+
+
+async def upload(bus: Bus, data: bytes) -> str:
+    """Store the bytes under their digest (once: a digest already there is the same bytes)."""
+    digest = digest_of(data)
+    name = _object_name(digest)
+    try:
+        await bus.objects.get_info(name)
+    except Exception:  # noqa: BLE001 - any miss (not found, deleted) means upload
+        await bus.objects.put(name, data)
+    return digest
+
+
+async def upload_version(bus: Bus, key: str, code_dir: Path, module_dirs: list[Path]) -> Manifest:
+    manifest = Manifest(
+        code=await upload(bus, pack(code_dir)),
+        modules={d.name: await upload(bus, pack(d)) for d in module_dirs})
+    await bus.bundles.put(key, msgspec.json.encode(manifest))
+    return manifest
+
+
+async def manifest(bus: Bus, key: str) -> Manifest:
+    try:
+        entry = await bus.bundles.get(key)
+    except Exception as e:  # noqa: BLE001 - a missing key is the one failure that matters
+        raise BundleError(f"no manifest for {key} in the cluster ({e})") from e
+    return msgspec.json.decode(entry.value, type=Manifest)
+
+
+async def fetch(bus: Bus, digest: str) -> bytes:
+    """The object's bytes, refused unless they hash to `digest`."""
+    try:
+        data = (await bus.objects.get(_object_name(digest))).data
+    except Exception as e:  # noqa: BLE001 - the object store's own digest check included
+        raise BundleError(f"cannot fetch {digest}: {e}") from e
+    if digest_of(data) != digest:
+        raise BundleError(f"object {digest} failed its digest check (got {digest_of(data)})")
+    return data
+
+
+async def materialise(bus: Bus, digest: str, target: Path) -> Path:
+    """`target` holding the object's files, fetched and checked if it is not there yet."""
+    if target.is_dir():
+        return target
+    data = await fetch(bus, digest)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=target.parent))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(staging, filter="data")
+        for directory, _, _ in os.walk(staging):
+            os.chmod(directory, 0o755)  # the sandboxes' unprivileged user reads it
+        os.rename(staging, target)
+    except (OSError, tarfile.TarError) as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not target.is_dir():  # else another invocation unpacked it meanwhile
+            raise BundleError(f"cannot unpack {digest}: {e}") from e
+    return target

@@ -1,0 +1,136 @@
+"""NATS JetStream, as a gateway and a worker use it: one connection on its own event loop.
+
+What lives where:
+- invocations: the work-queue stream USETL_INVOCATIONS, subject usetl.invoke.TENANT.NAME,
+  one durable pull consumer per function (all workers pull from it: a message goes to one);
+  message ids (Nats-Msg-Id: the invocation id) make a publish idempotent;
+- dead letters: the stream USETL_DEAD, subject usetl.dead.TENANT.NAME;
+- membership: the KV bucket usetl_hosts (a key per worker, gone after the TTL unless
+  renewed) and usetl_drain (hosts told to take nothing new);
+- bundles: the KV bucket usetl_bundles (a version's manifest: the digests of its code and
+  module-store entries) and the object store usetl_objects (objects named by digest).
+
+Platform code runs in threads; `Bus.run` hands a coroutine to the loop and waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine
+from typing import Any
+
+import nats
+from nats.js import api
+from nats.js.errors import BucketNotFoundError, NotFoundError
+
+from usetl.errors import UsetlError
+from usetl.platform.database import redact_url
+
+from .config import ClusterConfig
+
+STREAM, DEAD_STREAM = "USETL_INVOCATIONS", "USETL_DEAD"
+HOSTS, DRAIN, BUNDLES, OBJECTS = "usetl_hosts", "usetl_drain", "usetl_bundles", "usetl_objects"
+BUILD_SUBJECT = "usetl.build"  # a gateway asks any worker to build a version's template
+REPLY_HEADER = "Usetl-Reply"  # where a sync invocation's result goes
+ACK_WAIT_S = 4.0  # a worker that stops saying "in progress" this long is taken for dead
+MAX_DELIVER = 3  # runs of one invocation; the next delivery goes to the dead letters
+HEARTBEAT_TTL_S = 5.0
+DEDUP_WINDOW_S = 600.0  # a message id published again within this is dropped
+CONNECT_TIMEOUT_S = 30.0
+
+
+class BusError(UsetlError):
+    """NATS could not be reached or refused an operation."""
+
+
+def invoke_subject(tenant_id: int, name: str) -> str:
+    return f"usetl.invoke.{tenant_id}.{name}"
+
+
+def dead_subject(tenant_id: int, name: str) -> str:
+    return f"usetl.dead.{tenant_id}.{name}"
+
+
+def consumer_name(tenant_id: int, name: str) -> str:
+    return f"fn_{tenant_id}_{name}"
+
+
+class Bus:
+    """One NATS connection with JetStream, its streams and buckets made if missing."""
+
+    def __init__(self, config: ClusterConfig, name: str):
+        self.config = config
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=f"nats-{name}",
+                                       daemon=True)
+        self.thread.start()
+        try:
+            self.run(self._connect(name), CONNECT_TIMEOUT_S)
+        except Exception as e:
+            self._stop_loop()
+            raise BusError(f"cannot reach NATS at {redact_url(config.nats_url)}: {e}") from e
+
+    def run(self, coro: Coroutine, timeout: float | None = None) -> Any:
+        """Run a coroutine on the bus's loop and wait for its result (from a thread)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def spawn(self, coro: Coroutine) -> concurrent.futures.Future:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    async def _connect(self, name: str) -> None:
+        self.nc = await nats.connect(name=name, **self.config.nats_options())
+        self.js = self.nc.jetstream()
+        await self._stream(STREAM, ["usetl.invoke.>"], api.RetentionPolicy.WORK_QUEUE)
+        await self._stream(DEAD_STREAM, ["usetl.dead.>"], api.RetentionPolicy.LIMITS)
+        self.hosts = await self._bucket(HOSTS, ttl=HEARTBEAT_TTL_S)
+        self.drain = await self._bucket(DRAIN)
+        self.bundles = await self._bucket(BUNDLES)
+        try:
+            self.objects = await self.js.object_store(OBJECTS)
+        except (BucketNotFoundError, NotFoundError):
+            self.objects = await self.js.create_object_store(OBJECTS)
+
+    async def _stream(self, name: str, subjects: list[str],
+                      retention: api.RetentionPolicy) -> None:
+        try:
+            await self.js.stream_info(name)
+        except NotFoundError:
+            await self.js.add_stream(api.StreamConfig(
+                name=name, subjects=subjects, retention=retention,
+                storage=api.StorageType.FILE, duplicate_window=DEDUP_WINDOW_S))
+
+    async def _bucket(self, name: str, ttl: float | None = None):
+        try:
+            return await self.js.key_value(name)
+        except (BucketNotFoundError, NotFoundError):
+            return await self.js.create_key_value(bucket=name, ttl=ttl, history=1)
+
+    async def ensure_consumer(self, tenant_id: int, name: str) -> None:
+        """The function's durable pull consumer (idempotent)."""
+        durable = consumer_name(tenant_id, name)
+        try:
+            await self.js.consumer_info(STREAM, durable)
+        except NotFoundError:
+            await self.js.add_consumer(STREAM, api.ConsumerConfig(
+                durable_name=durable, filter_subject=invoke_subject(tenant_id, name),
+                ack_policy=api.AckPolicy.EXPLICIT, ack_wait=ACK_WAIT_S,
+                max_deliver=MAX_DELIVER + 1, max_ack_pending=-1))
+
+    async def consumers(self) -> list[str]:
+        """The durable names of every function's consumer."""
+        return [c.name for c in await self.js.consumers_info(STREAM)]
+
+    def close(self) -> None:
+        if self.loop.is_running():
+            try:
+                self.run(self.nc.close(), 10)
+            except Exception:  # noqa: BLE001 - closing: the connection may already be gone
+                pass
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+

@@ -1,0 +1,225 @@
+"""`usetl gateway`: the HTTP API over the shared registry and JetStream. Stateless:
+several may run, each answering for every function.
+
+A deploy is checked here (names, limits, requirements, installed by this host's module
+store), its code and module-store entries go to the object store, and one worker builds
+its template (a load error is the deployer's 400 as on one host) before the version is
+recorded and goes live. A sync invocation is published with its caller's reply subject
+and waited for until the function's deadline; an async one is recorded 'queued', then
+published with its id as the message id (a retried publish is dropped as a duplicate),
+and acknowledged to the caller once JetStream has stored it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from usetl.image.modstore import ModuleStore
+from usetl.invocation import PLATFORM_ERROR, ErrorInfo, InvocationResult
+from usetl.platform.metrics import Metrics
+from usetl.platform.registry import Registry, Tenant, Version, version_key
+from usetl.platform.service import (
+    Deployment,
+    DeployRequest,
+    Limits,
+    Platform,
+    ServiceError,
+    Settings,
+)
+
+from . import bundles, membership
+from .bus import BUILD_SUBJECT, REPLY_HEADER, Bus, invoke_subject
+from .config import ClusterConfig
+from .messages import Build, Built, Invocation, decode, encode
+
+log = logging.getLogger(__name__)
+BUILD_TIMEOUT_S = 300.0  # a worker building a template installs nothing: it fetches, starts
+DISPATCH_MARGIN_S = 5.0  # beyond the function's timeout: queueing, fetching, the round trips
+PUBLISH_RETRY_S = 10.0  # a publish is retried this long (NATS restarting); the id dedups it
+
+
+@dataclass(frozen=True)
+class Remote:
+    """What a gateway reports as its backend: invocations run on the workers."""
+
+    name: str = "cluster"
+    isolation: str = "invocations run on the workers, each in its own sandbox"
+
+
+class Gateway(Platform):
+    """The platform's API without sandboxes: the same methods, dispatching to workers."""
+
+    def __init__(self, config: ClusterConfig, state_dir: Path,
+                 modules: ModuleStore | None = None, limits: Limits | None = None,
+                 name: str = "gateway"):
+        # Not Platform.__init__: a gateway holds no backend, pool or async runner.
+        self.backend = Remote()
+        self.state_dir = state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir.chmod(0o700)
+        self.code_root = state_dir / "code"
+        self.code_root.mkdir(exist_ok=True)
+        self.registry = Registry(config.database_url)
+        self.modules = modules or ModuleStore()
+        self.metrics = Metrics()
+        self.limits = limits or Limits()
+        self.deploy_locks: dict[tuple[int, str], threading.Lock] = {}
+        self.lock = threading.Lock()
+        self.closed = False
+        self.tenants: dict[str, Tenant] = {}
+        self.recovered = {"requeued": 0, "interrupted": 0}
+        self.bus = Bus(config, name)
+        self.inbox = f"_INBOX.usetl.{uuid.uuid4().hex}"
+        self.waiting: dict[str, asyncio.Future] = {}
+        self.bus.run(self.bus.nc.subscribe(f"{self.inbox}.*", cb=self._on_reply))
+
+    def _live(self, tenant: Tenant, name: str) -> Version:
+        """The live version, read each time: another gateway may have deployed since."""
+        version = self.registry.version(tenant.id, name)
+        if version is None:
+            raise ServiceError(404, "function_not_found", f"no function {name!r}")
+        return version
+
+    # deploys
+
+    def _go_live(self, tenant: Tenant, name: str, request: DeployRequest, settings: Settings,
+                 module_dirs: list[Path], code_dir: Path) -> Deployment:
+        number = max((v.version for v in self.registry.versions(tenant.id, name)), default=0) + 1
+        key = version_key(tenant.id, name, number, str(code_dir))
+        self.bus.run(bundles.upload_version(self.bus, key, code_dir, module_dirs))
+        built = self._build(Build(
+            key=key, handler=request.handler, env=settings.env, memory_mib=settings.memory_mib,
+            timeout_s=settings.timeout_s, allow=settings.allow,
+            concurrency=settings.concurrency, queue=settings.queue, warmup=settings.warmup,
+            reuse=settings.reuse))
+        version = self.registry.add_version(
+            tenant.id, name, handler=request.handler, requirements=list(request.requirements),
+            module_dirs=[str(d) for d in module_dirs], code_dir=str(code_dir),
+            memory_mib=settings.memory_mib, timeout_s=settings.timeout_s,
+            concurrency=settings.concurrency, queue=settings.queue, allow=settings.allow,
+            env=settings.env, warmup=settings.warmup, reuse=settings.reuse)
+        assert version.key == key
+        self.bus.run(self.bus.ensure_consumer(tenant.id, name))
+        warmup = None if built.warmup is None else msgspec.convert(built.warmup,
+                                                                   InvocationResult)
+        return Deployment(version, warmup)
+
+    def _build(self, build: Build) -> Built:
+        try:
+            reply = self.bus.run(self.bus.nc.request(BUILD_SUBJECT, encode(build),
+                                                     timeout=BUILD_TIMEOUT_S))
+        except NoRespondersError as e:
+            raise ServiceError(503, "no_workers", "no worker is connected to build the "
+                               "function's template") from e
+        except NatsTimeout as e:
+            raise ServiceError(504, "build_timeout", "no worker built the function's template "
+                               f"within {BUILD_TIMEOUT_S:g} s") from e
+        built = decode(reply.data, Built)
+        if built.load_error is not None:
+            error = ErrorInfo(**built.load_error)
+            raise ServiceError(400, "load_failed",
+                               f"the function failed to load: {error.type}: {error.message}",
+                               error)
+        if built.error is not None:
+            raise ServiceError(500, "sandbox_failed", f"on {built.host}: {built.error}")
+        return built
+
+    def delete(self, tenant: Tenant, name: str) -> list[Version]:
+        with self._deploy_lock(tenant.id, name):
+            versions = self.registry.delete_function(tenant.id, name)
+            if not versions:
+                raise ServiceError(404, "function_not_found", f"no function {name!r}")
+            shutil.rmtree(self.code_root / str(tenant.id) / name, ignore_errors=True)
+        return versions  # workers drop the templates as they go idle
+
+    # invocations
+
+    def invoke(self, tenant: Tenant, name: str, event: Any) -> dict:
+        version = self._live(tenant, name)
+        created = time.time()
+        invocation = Invocation(uuid.uuid4().hex, tenant.id, name, version.id, "sync",
+                                json.dumps(event), created,
+                                deadline=created + version.timeout_s + DISPATCH_MARGIN_S)
+        answer = self.bus.run(self._call(invocation))
+        if "error" in answer:
+            error = answer["error"]
+            raise ServiceError(error["status"], error["code"], error["message"])
+        return answer["record"]
+
+    async def _call(self, invocation: Invocation) -> dict:
+        reply = f"{self.inbox}.{invocation.id}"
+        future = asyncio.get_running_loop().create_future()
+        self.waiting[reply] = future
+        try:
+            await self._publish(invocation, {REPLY_HEADER: reply})
+            wait = invocation.deadline - time.time()
+            return json.loads(await asyncio.wait_for(future, max(wait, 0.0)))
+        except TimeoutError as e:
+            raise ServiceError(504, "deadline_exceeded", "no worker returned the result within "
+                               "the function's deadline") from e
+        finally:
+            self.waiting.pop(reply, None)
+
+    async def _on_reply(self, msg) -> None:
+        future = self.waiting.get(msg.subject)
+        if future is not None and not future.done():
+            future.set_result(msg.data)
+
+    async def _publish(self, invocation: Invocation, headers: dict[str, str]) -> None:
+        """Publish until JetStream has stored it; retries (NATS restarting) are deduplicated."""
+        subject = invoke_subject(invocation.tenant_id, invocation.function)
+        headers = {"Nats-Msg-Id": invocation.id, **headers}
+        give_up = time.monotonic() + PUBLISH_RETRY_S
+        while True:
+            try:
+                await self.bus.js.publish(subject, encode(invocation), timeout=2.0,
+                                          headers=headers)
+                return
+            except Exception as e:  # noqa: BLE001 - any failure to store it is retried
+                if time.monotonic() > give_up:
+                    raise ServiceError(503, "dispatch_failed",
+                                       f"JetStream did not store the invocation: {e}") from e
+                await asyncio.sleep(0.2)
+
+    def invoke_async(self, tenant: Tenant, name: str, event: Any) -> str:
+        version = self._live(tenant, name)
+        waiting = self.registry.queued_count(tenant.id, name)
+        if waiting >= version.concurrency + version.queue:
+            raise ServiceError(429, "queue_full",
+                               f"function {name!r} has {waiting} invocations waiting, its limit")
+        invocation_id = self.registry.add_invocation(version, "async", event, "queued")
+        invocation = Invocation(invocation_id, tenant.id, name, version.id, "async",
+                                json.dumps(event), time.time())
+        try:
+            self.bus.run(self._publish(invocation, {}))
+        except ServiceError as e:
+            self.registry.fail_invocation(invocation_id, ErrorInfo(PLATFORM_ERROR, str(e)))
+            raise
+        return invocation_id
+
+    def pool_report(self, tenant: Tenant) -> dict:
+        """The workers, from their heartbeats (an admin's view: hosts are shared)."""
+        if not tenant.admin:
+            raise ServiceError(403, "forbidden", "hosts are for the admin tenant")
+        return {"backend": self.backend.name,
+                "hosts": self.bus.run(membership.hosts(self.bus))}
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.bus.close()
+        self.registry.close()

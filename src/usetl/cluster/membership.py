@@ -1,0 +1,89 @@
+"""Which workers are up: each puts its state in the usetl_hosts bucket every
+HEARTBEAT_S, and JetStream drops a key not renewed within the bucket's TTL, so a
+worker that stops (crashed, cut off) leaves `usetl host ls` on its own. A host named
+in the usetl_drain bucket finishes what it runs and pulls nothing new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from typing import TYPE_CHECKING
+
+from nats.js.errors import KeyNotFoundError, NoKeysError
+
+from usetl.errors import UsetlError
+
+from .bus import Bus
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+HEARTBEAT_S = 1.0
+HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class MembershipError(UsetlError):
+    """A host name that cannot be a member (or is not one)."""
+
+
+def check_host_name(name: str) -> str:
+    if not HOST_NAME.match(name):
+        raise MembershipError(f"host name {name!r} must be 1-63 of A-Z, a-z, 0-9, '.', '-', '_'")
+    return name
+
+
+def free_memory_bytes() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def host_state(worker: Worker) -> dict:
+    return {
+        "host": worker.name, "slots": worker.slots, "running": worker.running,
+        "free_memory_bytes": free_memory_bytes(), "warm": worker.platform.warm_keys(),
+        "draining": worker.draining, "heartbeat": time.time(),
+    }
+
+
+async def draining(bus: Bus, name: str) -> bool:
+    try:
+        await bus.drain.get(name)
+    except KeyNotFoundError:
+        return False
+    return True
+
+
+async def heartbeat(worker: Worker) -> None:
+    while True:
+        worker.draining = await draining(worker.bus, worker.name)
+        await worker.bus.hosts.put(worker.name, json.dumps(host_state(worker)).encode())
+        await asyncio.sleep(HEARTBEAT_S)
+
+
+async def hosts(bus: Bus) -> list[dict]:
+    """Every worker whose heartbeat is within the TTL, by name."""
+    try:
+        names = await bus.hosts.keys()
+    except NoKeysError:
+        return []
+    found = []
+    for name in sorted(names):
+        try:
+            found.append(json.loads((await bus.hosts.get(name)).value))
+        except KeyNotFoundError:
+            continue  # its TTL ran out between the listing and the read
+    return found
+
+
+async def drain(bus: Bus, name: str, undo: bool = False) -> None:
+    check_host_name(name)
+    if undo:
+        await bus.drain.delete(name)
+    else:
+        await bus.drain.put(name, b"drain")

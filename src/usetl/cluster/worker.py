@@ -1,0 +1,298 @@
+"""`usetl worker`: one per host. It holds templates and clones (the existing pool and
+backend), pulls invocations from JetStream for every function and runs them.
+
+Delivery: a message is acknowledged only after the invocation's record is written; while
+it runs the worker tells JetStream it is in progress, so a worker that dies (kill -9) has
+its message redelivered after the ack wait. An async invocation whose record is already
+finished is not run again (its earlier run completed; only the ack was lost); one
+delivered more than MAX_DELIVER times goes to the dead letters, its record failed with
+DeadLetter. A sync invocation is at most once: redelivered, it answers its caller that the
+worker running it died (the effects of a half-run call are unknown).
+
+Placement is pull: a worker that holds the live version's template pulls at once; one
+that does not pulls only when messages are waiting (then it fetches the code bundle and
+builds the template), so warm workers take the work and several warm ones share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.errors import FetchTimeoutError
+
+from usetl.image.modstore import ModuleStore
+from usetl.invocation import FUNCTION_DELETED, PLATFORM, ErrorInfo
+from usetl.platform.backend import FunctionLoadError, FunctionSpec
+from usetl.platform.backends import choose_backend
+from usetl.platform.pool import ConcurrencyLimit, PoolConfig
+from usetl.platform.registry import FINISHED, Registry, Version, invocation_record
+from usetl.platform.service import ASYNC_RETRY_S, Platform
+
+from . import bundles, membership
+from .bus import (
+    ACK_WAIT_S,
+    BUILD_SUBJECT,
+    MAX_DELIVER,
+    REPLY_HEADER,
+    STREAM,
+    Bus,
+    dead_subject,
+)
+from .config import ClusterConfig
+from .messages import Build, Built, Invocation, decode, encode
+
+log = logging.getLogger(__name__)
+DEAD_LETTER = "DeadLetter"  # the error type of an invocation no worker could finish
+WORKER_DIED = "WorkerDied"
+PULL_WAIT_S = 1.0  # a pull request waits this long at the server for a message
+COLD_POLL_S = 0.1  # how often a worker without the template looks for waiting messages
+DISCOVER_S = 0.5  # how often a worker looks for newly deployed functions
+
+
+class WorkerPlatform(Platform):
+    """The platform on a worker host: versions come from the shared registry, their files
+    from the object store (fetched and checked once per host)."""
+
+    def __init__(self, bus: Bus, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.bus = bus
+        self.specs: dict[str, FunctionSpec] = {}
+
+    def spec(self, version: Version | Build, version_key: str | None = None) -> FunctionSpec:
+        """The version's spec with its files on this host (fetched if missing)."""
+        key = version_key or version.key
+        if key in self.specs:
+            return self.specs[key]
+        manifest = self.bus.run(bundles.manifest(self.bus, key))
+        code_dir = self.bus.run(bundles.materialise(
+            self.bus, manifest.code, self.code_root / key.replace("/", "_")))
+        module_dirs = [self.bus.run(bundles.materialise(self.bus, digest, self.modules.root / n))
+                       for n, digest in manifest.modules.items()]
+        spec = FunctionSpec(
+            key=key, code_dir=code_dir, handler=version.handler, module_dirs=module_dirs,
+            env=version.env, memory_mib=version.memory_mib, timeout_s=version.timeout_s,
+            allow=version.allow, warmup=version.warmup, reuse=version.reuse)
+        self.specs[key] = spec
+        return spec
+
+    def _definition(self, version: Version):
+        spec = self.spec(version)
+        return lambda: (spec, version.concurrency, version.queue, True)
+
+    def warm_keys(self) -> list[str]:
+        return [s["function"] for s in self.pool.status() if s["template"]]
+
+
+class Worker:
+    def __init__(self, config: ClusterConfig, name: str, state_dir: Path,
+                 backend_name: str | None = None, slots: int = 2,
+                 memory_budget_mib: int = 4096, module_dir: Path | None = None):
+        self.name = name
+        self.slots = slots
+        self.registry = Registry(config.database_url)
+        modules = ModuleStore(module_dir or state_dir / "modules")
+        backend = choose_backend(backend_name, hide=[state_dir, modules.root.parent])
+        self.bus = Bus(config, f"worker-{name}")
+        self.platform = WorkerPlatform(
+            self.bus, backend, state_dir, modules,
+            PoolConfig(memory_budget_bytes=memory_budget_mib << 20), registry=self.registry)
+        self.executor = ThreadPoolExecutor(slots + 1, thread_name_prefix=f"worker-{name}")
+        self.free = asyncio.Semaphore(slots)  # used on the bus's loop only
+        self.running = 0
+        self.draining = False
+        self.pullers: dict[str, asyncio.Task] = {}
+        self.live_keys: dict[str, tuple[str | None, float]] = {}  # durable -> (key, when)
+        self.stopped = threading.Event()
+
+    # the loop's side
+
+    def serve(self) -> None:
+        """Run until stop(): build requests, pulls, heartbeats."""
+        main = self.bus.spawn(self._main())
+        self.stopped.wait()
+        main.cancel()
+        for task in list(self.pullers.values()):
+            self.bus.loop.call_soon_threadsafe(task.cancel)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def close(self) -> None:
+        self.stop()
+        self.executor.shutdown(wait=True)
+        self.bus.close()
+        self.platform.close()
+
+    async def _main(self) -> None:
+        await self.bus.nc.subscribe(BUILD_SUBJECT, queue="workers", cb=self._on_build)
+        heartbeat = asyncio.ensure_future(membership.heartbeat(self))
+        try:
+            while True:
+                for durable in await self.bus.consumers():
+                    if durable not in self.pullers:
+                        self.pullers[durable] = asyncio.ensure_future(self._pull(durable))
+                await asyncio.sleep(DISCOVER_S)
+        finally:
+            heartbeat.cancel()
+
+    async def _pull(self, durable: str) -> None:
+        sub = await self.bus.js.pull_subscribe_bind(durable, STREAM)
+        while True:
+            if self.draining or not await self._should_pull(durable):
+                await asyncio.sleep(COLD_POLL_S)
+                continue
+            await self.free.acquire()
+            try:
+                msgs = await sub.fetch(1, timeout=PULL_WAIT_S)
+            except (FetchTimeoutError, NatsTimeout):
+                self.free.release()
+                continue
+            except Exception:  # noqa: BLE001 - NATS restarting: the client reconnects
+                self.free.release()
+                await asyncio.sleep(COLD_POLL_S)
+                continue
+            for msg in msgs:
+                asyncio.ensure_future(self._handle(msg))
+
+    async def _should_pull(self, durable: str) -> bool:
+        """Pull at once for a function whose template is here; else only for a backlog."""
+        key, checked = self.live_keys.get(durable, (None, 0.0))
+        if time.monotonic() - checked > DISCOVER_S:
+            _, tenant_id, name = durable.split("_", 2)
+            live = await self._in_thread(self.registry.version, int(tenant_id), name)
+            key = None if live is None else live.key
+            self.live_keys[durable] = (key, time.monotonic())
+        if key is not None and key in self.platform.warm_keys():
+            return True
+        info = await self.bus.js.consumer_info(STREAM, durable)
+        return info.num_pending > 0
+
+    async def _in_thread(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def _handle(self, msg) -> None:
+        self.running += 1
+        keepalive = asyncio.ensure_future(_keep_in_progress(msg))
+        try:
+            reply = (msg.headers or {}).get(REPLY_HEADER)
+            try:
+                invocation = decode(msg.data, Invocation)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                log.warning("refused a malformed invocation message")
+                await msg.term()
+                return
+            delivered = msg.metadata.num_delivered
+            if reply:
+                answer = await self._in_thread(self._deliver_sync, invocation, delivered)
+                if answer is not None:
+                    await self.bus.nc.publish(reply, answer)
+            elif await self._in_thread(self._deliver_async, invocation, delivered):
+                await self.bus.js.publish(
+                    dead_subject(invocation.tenant_id, invocation.function), msg.data,
+                    headers={"Nats-Msg-Id": invocation.id})
+            await msg.ack()
+        except Exception:  # noqa: BLE001 - a worker outlives any one message
+            log.exception("invocation message")
+        finally:
+            keepalive.cancel()
+            self.running -= 1
+            self.free.release()
+
+    # the threads' side
+
+    def _deliver_async(self, invocation: Invocation, delivered: int) -> bool:
+        """Run (or refuse) one delivery of an async invocation, its record written before
+        this returns; True if it goes to the dead letters."""
+        record = self.registry.invocation(invocation.tenant_id, invocation.id)
+        if record is None or record["status"] in FINISHED:
+            return False  # ran to completion before (the ack was lost), or never accepted
+        if delivered > MAX_DELIVER:
+            self.registry.fail_invocation(invocation.id, ErrorInfo(
+                DEAD_LETTER, f"no worker finished this invocation in {MAX_DELIVER} "
+                "deliveries; it is in the dead letters", kind=PLATFORM))
+            return True
+        version = self.registry.version_by_id(invocation.version_id)
+        if version is None:
+            self.registry.fail_invocation(invocation.id, ErrorInfo(
+                FUNCTION_DELETED, "the function was deleted before this invocation ran"))
+            return False
+        event = json.loads(invocation.event)
+        started = time.time()
+        while True:
+            try:
+                outcome = self.platform._run(
+                    version, invocation.id, event,
+                    lambda: self.registry.set_running(invocation.id))
+                break
+            except ConcurrencyLimit:
+                time.sleep(ASYNC_RETRY_S)  # an accepted invocation waits its turn
+        self.registry.finish_invocation(invocation.id, outcome, started)
+        return False
+
+    def _deliver_sync(self, invocation: Invocation, delivered: int) -> bytes | None:
+        if invocation.deadline is not None and time.time() > invocation.deadline:
+            return None  # no one waits any more
+        if delivered > 1:
+            return _error(502, WORKER_DIED, "the worker running this invocation stopped; "
+                          "a synchronous invocation is not run again")
+        version = self.registry.version_by_id(invocation.version_id)
+        if version is None:
+            return _error(404, "function_not_found", "the function was deleted")
+        event = json.loads(invocation.event)
+        try:
+            outcome = self.platform._run(version, invocation.id, event)
+        except ConcurrencyLimit as e:
+            return _error(429, "concurrency_limit",
+                          f"function {version.name!r} is at its concurrency limit: {e}")
+        self.registry.record_invocation(invocation.id, version, event, outcome,
+                                        invocation.created)
+        record = invocation_record(invocation.id, version, "sync", outcome, invocation.created)
+        return json.dumps({"record": record, "host": self.name}).encode()
+
+    async def _on_build(self, msg) -> None:
+        built = await self._in_thread(self._build, msg.data)
+        await msg.respond(encode(built))
+
+    def _build(self, data: bytes) -> Built:
+        """A new version's template, built here and kept warm, or why it failed."""
+        try:
+            build = decode(data, Build)
+        except (msgspec.ValidationError, msgspec.DecodeError) as e:
+            return Built(self.name, error=f"malformed build request: {e}")
+        try:
+            spec = self.platform.spec(build, build.key)
+            if self.platform.pool.has(spec.key):
+                return Built(self.name)
+            template = self.platform.pool.start_template(spec)
+            self.platform.pool.add(spec, build.concurrency, build.queue, template)
+        except FunctionLoadError as e:
+            return Built(self.name, load_error=e.error.as_dict())
+        except Exception as e:  # noqa: BLE001 - the gateway reports any failure to the deployer
+            log.exception("build of %s", build.key)
+            return Built(self.name, error=f"{type(e).__name__}: {e}")
+        warmup = template.warmup
+        return Built(self.name, warmup=None if warmup is None else msgspec.to_builtins(warmup))
+
+
+def _error(status: int, code: str, message: str) -> bytes:
+    return json.dumps({"error": {"status": status, "code": code, "message": message}}).encode()
+
+
+async def _keep_in_progress(msg) -> None:
+    """Tell JetStream the invocation is still running, well within each ack wait."""
+    while True:
+        await asyncio.sleep(ACK_WAIT_S / 4)
+        try:
+            await msg.in_progress()
+        except Exception:  # noqa: BLE001 - NATS restarting: the next one may get through
+            log.debug("in-progress signal failed", exc_info=True)
+
