@@ -80,7 +80,7 @@ class Gate:
 
 
 class LocalHttpServer:
-    """A real HTTP server on 127.0.0.1 for ETL and socket tests.
+    """A real HTTP server on 127.0.0.1 (or `host`) for ETL and socket tests.
 
     GET serves what add() stored (with Content-Length, or without it and then
     closing, under /nolength/...), redirect() answers a path with a redirect,
@@ -89,7 +89,7 @@ class LocalHttpServer:
     recorded in `requests` (method, path, Host header).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -155,10 +155,10 @@ class LocalHttpServer:
         self.gates: dict[str, Gate] = {}
         self.requests: list[tuple[str, str, str | None]] = []
         self.posts: list[tuple[str, str | None, bytes]] = []
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = f"http://{host}:{self.port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
         self.thread.start()
 

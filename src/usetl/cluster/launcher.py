@@ -39,13 +39,22 @@ class ClusterProcess:
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         command = [*prefix, sys.executable, "-m", "usetl", *self.argv,
                    "--state", str(self.state)]
+        # Its own session: kill_host() ends it and every process it started, as a crash of
+        # the whole host would.
         self.process = subprocess.Popen(command, stdout=open(self.log, "w"),  # noqa: SIM115
-                                        stderr=subprocess.STDOUT, text=True, env=self.env)
+                                        stderr=subprocess.STDOUT, text=True, env=self.env,
+                                        start_new_session=True)
         return self
 
     def check_alive(self) -> None:
         if self.process is None or self.process.poll() is not None:
             raise UsetlError(f"usetl {self.argv[0]} exited: {self.log.read_text()[-2000:]}")
+
+    def kill_host(self) -> None:
+        """SIGKILL to it and everything it started (its sandboxes, its egress broker)."""
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.stop(signal.SIGKILL)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop it (SIGKILL: as a crash would)."""

@@ -46,6 +46,7 @@ def free_memory_bytes() -> int:
 def host_state(worker: Worker) -> dict:
     return {
         "host": worker.name, "slots": worker.slots, "running": worker.running,
+        "fetching": worker.fetching,
         "free_memory_bytes": free_memory_bytes(), "warm": worker.platform.warm_keys(),
         "draining": worker.draining, "heartbeat": time.time(),
     }

@@ -37,13 +37,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen, what: str) -> None:
+def _wait_for_port(host: str, port: int, proc: subprocess.Popen, what: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise ServerError(f"{what} exited with status {proc.returncode}")
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+            if s.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.05)
     raise ServerError(f"{what} did not listen on port {port} within {START_TIMEOUT_S:g} s")
@@ -55,6 +55,7 @@ class TemporaryPostgres:
     (initdb refuses root)."""
 
     port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"  # where it listens (a bridge's address for namespaced hosts)
     passwords: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -65,7 +66,7 @@ class TemporaryPostgres:
             self.passwords[role] = secrets.token_urlsafe(16)
 
     def url(self, role: str = "usetl_gateway", database: str = "usetl") -> str:
-        return (f"postgresql://{role}:{self.passwords[role]}@127.0.0.1:{self.port}/{database}")
+        return f"postgresql://{role}:{self.passwords[role]}@{self.host}:{self.port}/{database}"
 
     def _as_owner(self, *argv: str) -> None:
         prefix = ["runuser", "-u", self.user, "--"] if os.geteuid() == 0 else []
@@ -81,7 +82,9 @@ class TemporaryPostgres:
         self._as_owner(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "usetl_admin",
                        "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8")
         pwfile.unlink()
-        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} "
+        with open(self.data / "pg_hba.conf", "a") as hba:  # every role needs its password
+            hba.write("host all all 0.0.0.0/0 scram-sha-256\n")
+        options = (f"-c listen_addresses={self.host} -p {self.port} -k {self.dir} "
                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
         self._as_owner(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", options,
                        "-l", str(self.dir / "log"), "-w", "start")
@@ -150,7 +153,7 @@ class TemporaryNats:
         self.proc = subprocess.Popen([NATS_SERVER, "-c", str(config)],
                                      stdout=subprocess.DEVNULL,
                                      stderr=open(self.dir / "log", "wb"))  # noqa: SIM115
-        _wait_for_port(self.port, self.proc, "nats-server")
+        _wait_for_port(self.host, self.port, self.proc, "nats-server")
         return self
 
     def stop(self, keep_store: bool = False) -> None:

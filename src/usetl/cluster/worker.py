@@ -52,7 +52,6 @@ from .messages import Build, Built, Invocation, decode, encode
 
 log = logging.getLogger(__name__)
 DEAD_LETTER = "DeadLetter"  # the error type of an invocation no worker could finish
-WORKER_DIED = "WorkerDied"
 PULL_WAIT_S = 1.0  # a pull request waits this long at the server for a message
 COLD_POLL_S = 0.1  # how often a worker without the template looks for waiting messages
 DISCOVER_S = 0.5  # how often a worker looks for newly deployed functions
@@ -108,6 +107,7 @@ class Worker:
         self.executor = ThreadPoolExecutor(slots + 1, thread_name_prefix=f"worker-{name}")
         self.free = asyncio.Semaphore(slots)  # used on the bus's loop only
         self.running = 0
+        self.fetching = 0  # pull requests waiting at the server: a drain is done at 0
         self.draining = False
         self.pullers: dict[str, asyncio.Task] = {}
         self.live_keys: dict[str, tuple[str | None, float]] = {}  # durable -> (key, when)
@@ -151,6 +151,7 @@ class Worker:
                 await asyncio.sleep(COLD_POLL_S)
                 continue
             await self.free.acquire()
+            self.fetching += 1
             try:
                 msgs = await sub.fetch(1, timeout=PULL_WAIT_S)
             except (FetchTimeoutError, NatsTimeout):
@@ -160,6 +161,8 @@ class Worker:
                 self.free.release()
                 await asyncio.sleep(COLD_POLL_S)
                 continue
+            finally:
+                self.fetching -= 1
             for msg in msgs:
                 asyncio.ensure_future(self._handle(msg))
 
@@ -231,7 +234,7 @@ class Worker:
             try:
                 outcome = self.platform._run(
                     version, invocation.id, event,
-                    lambda: self.registry.set_running(invocation.id))
+                    lambda: self.registry.set_running(invocation.id, self.name))
                 break
             except ConcurrencyLimit:
                 time.sleep(ASYNC_RETRY_S)  # an accepted invocation waits its turn
@@ -242,7 +245,7 @@ class Worker:
         if invocation.deadline is not None and time.time() > invocation.deadline:
             return None  # no one waits any more
         if delivered > 1:
-            return _error(502, WORKER_DIED, "the worker running this invocation stopped; "
+            return _error(502, "worker_died", "the worker running this invocation stopped; "
                           "a synchronous invocation is not run again")
         version = self.registry.version_by_id(invocation.version_id)
         if version is None:
@@ -254,9 +257,10 @@ class Worker:
             return _error(429, "concurrency_limit",
                           f"function {version.name!r} is at its concurrency limit: {e}")
         self.registry.record_invocation(invocation.id, version, event, outcome,
-                                        invocation.created)
-        record = invocation_record(invocation.id, version, "sync", outcome, invocation.created)
-        return json.dumps({"record": record, "host": self.name}).encode()
+                                        invocation.created, self.name)
+        record = invocation_record(invocation.id, version, "sync", outcome, invocation.created,
+                                   self.name)
+        return json.dumps({"record": record}).encode()
 
     async def _on_build(self, msg) -> None:
         built = await self._in_thread(self._build, msg.data)

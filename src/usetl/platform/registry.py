@@ -189,6 +189,8 @@ MIGRATIONS = [
     "ALTER TABLE versions ADD COLUMN generation INTEGER NOT NULL DEFAULT 1;"
     " ALTER TABLE versions ADD COLUMN learned TEXT NOT NULL DEFAULT '[]';"
     " ALTER TABLE versions ADD COLUMN learn_error TEXT;",
+    # The worker that ran the invocation (several hosts; NULL on one).
+    "ALTER TABLE invocations ADD COLUMN host TEXT;",
 ]
 
 # Invocation states: queued (async, accepted, not started), running, succeeded, failed,
@@ -631,11 +633,13 @@ class Registry:
             "DELETE FROM secrets WHERE tenant_id = ? AND name = ?",
             (tenant_id, name)).rowcount) == 1
 
-    def set_running(self, invocation_id: str) -> None:
+    def set_running(self, invocation_id: str, host: str | None = None) -> None:
+        """It has a sandbox now (on `host`, where several hosts serve)."""
+
         def update(cur):
             cur.execute(
-                "UPDATE invocations SET status = 'running', started = ? WHERE id = ?",
-                (time.time(), invocation_id),
+                "UPDATE invocations SET status = 'running', started = ?, host = ? WHERE id = ?",
+                (time.time(), host, invocation_id),
             )
 
         self._write(update)
@@ -680,14 +684,15 @@ class Registry:
         return [(r["id"], r["tenant_id"]) for r in rows if r["status"] in FINISHED]
 
     def record_invocation(self, invocation_id: str, version: Version, event: Any,
-                          outcome: InvocationResult, started: float) -> None:
+                          outcome: InvocationResult, started: float,
+                          host: str | None = None) -> None:
         """A finished synchronous invocation (its caller has the result already).
 
         Queued and written with others in one transaction by a writer thread: one commit
         per batch, not per invocation. Reads of invocations wait for the queue first.
         """
         row = (invocation_id, version.tenant_id, version.name, version.version, version.id,
-               json.dumps(event), started, *_finish_args(outcome, started))
+               json.dumps(event), started, *_finish_args(outcome, started), host)
         with self.pending_cond:
             self.pending.append(row)
             self.queued += 1
@@ -958,8 +963,8 @@ _RECORD_SQL = (
     "INSERT INTO invocations (id, tenant_id, function_name, version, version_id, mode, event, "
     "created, status, started, finished, result, error, stdout, stderr, duration_ms, "
     "guest_cpu_ms, host_cpu_s, io_requests, bytes_in, bytes_out, peak_memory_bytes, "
-    "unimplemented) VALUES (?, ?, ?, ?, ?, 'sync', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-    "?, ?)"
+    "unimplemented, host) VALUES (?, ?, ?, ?, ?, 'sync', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+    "?, ?, ?, ?, ?)"
 )
 _FINISH_SQL = (
     "UPDATE invocations SET status = ?, started = COALESCE(started, ?), finished = ?, "
@@ -995,11 +1000,12 @@ def _finish_args(result: InvocationResult, started: float) -> tuple:
 
 
 def invocation_record(invocation_id: str, version: Version, mode: str,
-                      result: InvocationResult, created: float) -> dict:
+                      result: InvocationResult, created: float, host: str | None = None) -> dict:
     """The record of a finished invocation as the API shows it (a sync call's answer)."""
     row = _result_columns(result, created, time.time())
     row.update(id=invocation_id, function_name=version.name, version=version.version,
-               mode=mode, created=created, trigger=None, attempts="[]", callback=None)
+               mode=mode, created=created, trigger=None, attempts="[]", callback=None,
+               host=host)
     return _invocation(row)
 
 
@@ -1033,6 +1039,7 @@ def _invocation(row: Mapping[str, Any]) -> dict:
         "attempts": json.loads(row["attempts"]),  # each run of an async invocation
         # {"url", "state": pending | delivered | failed, "attempts": [...]}, if it has one.
         "callback": json.loads(row["callback"]) if row["callback"] is not None else None,
+        "host": row["host"],  # the worker that ran it (several hosts), else None
     }
 
 

@@ -1,0 +1,173 @@
+"""Several hosts for real: nats-server with JetStream and PostgreSQL on a bridge, three
+`usetl worker`s each in its own network namespace and state directory, `usetl gateway`s
+in front, one ETL function posting to an HTTP server on the bridge (so each run to
+completion is counted once, by the server)."""
+
+import signal
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import LocalHttpServer
+from usetl.api.client import ApiError, Client
+from usetl.cluster import launcher, membership
+from usetl.cluster.bus import Bus
+from usetl.cluster.config import ClusterConfig
+from usetl.cluster.netns import HostNetwork
+from usetl.cluster.servers import TemporaryNats, TemporaryPostgres
+from usetl.errors import UsetlError
+from waiting import wait_until
+
+pytestmark = pytest.mark.kvm
+WORKERS = ["w0", "w1", "w2"]
+FUNCTION = '''
+import time
+from usetl import etl
+
+def handler(event, context):
+    event = event or {}
+    if "gate" in event:
+        etl.get(event["gate"])
+    time.sleep(event.get("sleep", 0))
+    if "sink" in event:
+        etl.post(event["sink"], context.request_id)
+    return {"n": event.get("n")}
+'''
+
+
+@dataclass
+class Cluster:
+    root: Path
+    net: HostNetwork
+    nats: TemporaryNats
+    pg: TemporaryPostgres
+    gateway: launcher.GatewayProcess
+    workers: dict[str, launcher.ClusterProcess]
+    http: LocalHttpServer
+    client: Client
+    bus: Bus
+
+    def hosts(self) -> dict[str, dict]:
+        return {h["host"]: h for h in self.bus.run(membership.hosts(self.bus))}
+
+    def finished(self, ids: list[str]) -> list[dict] | None:
+        records = [self.client.invocation(i) for i in ids]
+        done = all(r["status"] in ("succeeded", "failed", "interrupted") for r in records)
+        return records if done else None
+
+    def posts(self) -> Counter:
+        return Counter(body.decode() for path, _, body in self.http.posts if path == "/done")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cluster")
+    code = root / "etl_fn.py"
+    code.write_text(FUNCTION)
+    with HostNetwork(len(WORKERS)) as net, TemporaryNats(host=net.gateway_ip) as nats, \
+            TemporaryPostgres(host=net.gateway_ip) as pg:
+        # The gateway first: it owns the schema and migrates it; workers only use it.
+        gateway = launcher.gateway(root / "gw", nats.url("gateway"), pg.url()).start()
+        workers = {name: launcher.worker(root / name, name, nats.url("worker"),
+                                         pg.url("usetl_worker"), netns=net.namespaces[i]).start()
+                   for i, name in enumerate(WORKERS)}
+        http = LocalHttpServer(net.gateway_ip)
+        client = Client(gateway.url, gateway.admin_token, timeout=60)
+        bus = Bus(ClusterConfig(nats.url("gateway"), ""), "test-cluster")
+        try:
+            launcher.wait_for_hosts(nats.url("gateway"), set(WORKERS), list(workers.values()))
+            client.deploy("etl", code, allow=[http.base + "/"], timeout_s=20)
+            yield Cluster(root, net, nats, pg, gateway, workers, http, client, bus)
+        finally:
+            bus.close()
+            client.close()
+            for process in [*workers.values(), gateway]:
+                process.stop()
+            http.close()
+
+
+def test_invocations_fan_out_over_three_workers(cluster):
+    ids = [cluster.client.invoke_async("etl", {"n": i, "sleep": 0.3, "sink": cluster.http.base
+                                               + "/done"}) for i in range(40)]
+    records = wait_until(lambda: cluster.finished(ids), "40 async invocations")
+    assert [r["status"] for r in records] == ["succeeded"] * 40
+    assert [r["result"]["n"] for r in records] == list(range(40))
+    assert {r["host"] for r in records} == set(WORKERS)
+    posts = cluster.posts()
+    assert all(posts[i] == 1 for i in ids)  # each ran to completion once
+    assert cluster.client.invoke("etl", {"n": 5})["result"] == {"n": 5}
+
+
+def test_a_worker_killed_mid_invocation(cluster):
+    victim, others = "w0", ["w1", "w2"]
+    for name in others:  # only the victim pulls, so both invocations below run there
+        cluster.bus.run(membership.drain(cluster.bus, name))
+    wait_until(lambda: all(cluster.hosts()[n]["draining"] and not cluster.hosts()[n]["fetching"]
+                           for n in others), "the other hosts to take nothing new")
+    gate = cluster.http.gate("/gate-kill")
+    event = {"gate": gate.url, "sink": cluster.http.base + "/done"}
+    async_id = cluster.client.invoke_async("etl", event)
+    sync_outcome: list = []
+
+    def call_sync() -> None:
+        try:
+            sync_outcome.append(cluster.client.invoke("etl", event))
+        except ApiError as e:
+            sync_outcome.append(e)
+
+    caller = threading.Thread(target=call_sync)
+    caller.start()
+    gate.wait_for(2)  # both are running on the victim
+    for name in others:
+        cluster.bus.run(membership.drain(cluster.bus, name, undo=True))
+    cluster.workers[victim].kill_host()
+    gate.open()
+
+    [record] = wait_until(lambda: cluster.finished([async_id]), "the redelivered invocation")
+    assert record["status"] == "succeeded" and record["host"] in others
+    caller.join()
+    [sync] = sync_outcome
+    assert isinstance(sync, ApiError) and sync.code == "worker_died" and sync.status == 502
+    assert cluster.posts()[async_id] == 1  # the killed run never finished; the second did
+    # Its heartbeat stopped: after the TTL it is no longer a member.
+    wait_until(lambda: victim not in cluster.hosts(), "the killed host to leave host ls", 60)
+    assert set(cluster.hosts()) == set(others)
+
+
+def test_a_second_gateway_serves_the_same_functions_and_loses_no_accepted_call(cluster):
+    second = launcher.gateway(cluster.root / "gw2", cluster.nats.url("gateway"),
+                              cluster.pg.url()).start()
+    client = Client(second.url, cluster.gateway.admin_token, timeout=60)
+    try:
+        assert client.invoke("etl", {"n": 1})["result"] == {"n": 1}
+        accepted: list[str] = []
+
+        def load() -> None:
+            for n in range(200):
+                try:
+                    accepted.append(client.invoke_async("etl", {"n": n}))
+                except UsetlError:  # the gateway is gone (ApiError is one too)
+                    return
+
+        loader = threading.Thread(target=load)
+        loader.start()
+        wait_until(lambda: len(accepted) >= 10, "accepted invocations")
+        second.stop(signal.SIGKILL)  # mid-load
+        loader.join()
+    finally:
+        client.close()
+        second.stop()
+    records = wait_until(lambda: cluster.finished(accepted), "every accepted invocation")
+    assert [r["status"] for r in records] == ["succeeded"] * len(accepted)
+
+
+def test_a_nats_restart_is_survived_by_gateways_and_workers(cluster):
+    cluster.nats.stop(keep_store=True)
+    cluster.nats.start()
+    assert cluster.client.invoke("etl", {"n": 7})["result"] == {"n": 7}
+    invocation_id = cluster.client.invoke_async("etl", {"n": 8})
+    [record] = wait_until(lambda: cluster.finished([invocation_id]), "an async invocation")
+    assert record["result"] == {"n": 8}
