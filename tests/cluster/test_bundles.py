@@ -51,3 +51,26 @@ def test_a_missing_manifest_or_object_is_a_clear_error(bus, tmp_path):
         bus.run(bundles.manifest(bus, "9/none/1-00000000"))
     with pytest.raises(bundles.BundleError, match="cannot fetch sha256:"):
         bus.run(bundles.fetch(bus, bundles.digest_of(b"never stored")))
+
+
+def test_a_sparse_file_travels_as_its_data_and_unpacks_sparse(bus, tmp_path):
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    with open(snapshot / "ram.mem", "wb") as f:  # 64 MiB with 8 KiB of data in two places
+        f.truncate(64 << 20)
+        f.seek(4096)
+        f.write(b"a" * 4096)
+        f.seek(40 << 20)
+        f.write(b"b" * 4096)
+    packed = bundles.pack(snapshot)
+    assert len(packed) < 1 << 20
+    digest = bus.run(bundles.upload(bus, packed))
+    target = bus.run(bundles.materialise(bus, digest, tmp_path / "fetched"))
+    restored = target / "ram.mem"
+    assert restored.stat().st_size == 64 << 20
+    assert restored.stat().st_blocks * 512 < 1 << 20  # still sparse
+    with open(restored, "rb") as f:
+        f.seek(40 << 20)
+        assert f.read(4096) == b"b" * 4096
+        f.seek(4096 - 1)
+        assert f.read(2) == b"\0a"

@@ -9,15 +9,17 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from conftest import LocalHttpServer
 from usetl.api.client import ApiError, Client
-from usetl.cluster import launcher, membership
+from usetl.cluster import launcher, membership, templates
 from usetl.cluster.bus import Bus
 from usetl.cluster.config import ClusterConfig
 from usetl.cluster.netns import HostNetwork
 from usetl.cluster.servers import TemporaryNats, TemporaryPostgres
+from usetl.cluster.templates import TemplateManifest
 from usetl.errors import UsetlError
 from waiting import wait_until
 
@@ -58,6 +60,25 @@ class Cluster:
         done = all(r["status"] in ("succeeded", "failed", "interrupted") for r in records)
         return records if done else None
 
+    def deploy(self, name: str, code: Path) -> str:
+        """Deploy; returns the version's key once its builder has shipped the template."""
+        self.client.deploy(name, code, allow=[self.http.base + "/"], timeout_s=20)
+        key = wait_until(lambda: next((k for h in self.hosts().values() for k in h["templates"]
+                                       if k.split("/")[1] == name), None), f"{name}'s builder")
+        wait_until(lambda: self.shipped(key), f"the template of {key} to be shipped")
+        return key
+
+    def shipped(self, key: str) -> TemplateManifest | None:
+        return self.bus.run(templates._manifest(self.bus, key))
+
+    def origins(self, key: str) -> list[str]:
+        return sorted(h["templates"].get(key, "-") for h in self.hosts().values())
+
+    def load(self, name: str, count: int) -> list[dict]:
+        """`count` async invocations at once (a backlog: cold hosts pull too), all finished."""
+        ids = [self.client.invoke_async(name, {"n": n, "sleep": 0.3}) for n in range(count)]
+        return wait_until(lambda: self.finished(ids), f"{count} invocations of {name}")
+
     def posts(self) -> Counter:
         return Counter(body.decode() for path, _, body in self.http.posts if path == "/done")
 
@@ -79,8 +100,9 @@ def cluster(tmp_path_factory):
         bus = Bus(ClusterConfig(nats.url("gateway"), ""), "test-cluster")
         try:
             launcher.wait_for_hosts(nats.url("gateway"), set(WORKERS), list(workers.values()))
-            client.deploy("etl", code, allow=[http.base + "/"], timeout_s=20)
-            yield Cluster(root, net, nats, pg, gateway, workers, http, client, bus)
+            cluster = Cluster(root, net, nats, pg, gateway, workers, http, client, bus)
+            cluster.deploy("etl", code)
+            yield cluster
         finally:
             bus.close()
             client.close()
@@ -99,14 +121,43 @@ def test_invocations_fan_out_over_three_workers(cluster):
     posts = cluster.posts()
     assert all(posts[i] == 1 for i in ids)  # each ran to completion once
     assert cluster.client.invoke("etl", {"n": 5})["result"] == {"n": 5}
+    # One host built the template at the deploy; the others restored its snapshot.
+    [key] = {k for h in cluster.hosts().values() for k in h["templates"]}
+    assert cluster.origins(key) == ["built", "fetched", "fetched"]
+
+
+def test_a_corrupted_template_is_refused_and_rebuilt(cluster):
+    key = cluster.deploy("corrupt", cluster.root / "etl_fn.py")
+    shipped = cluster.shipped(key)
+    name = shipped.snapshot.replace(":", "_")
+    cluster.bus.run(cluster.bus.objects.put(name, b"not the snapshot that was shipped"))
+    records = cluster.load("corrupt", 30)
+    assert {r["status"] for r in records} == {"succeeded"}
+    assert {r["host"] for r in records} == set(WORKERS)
+    assert cluster.origins(key) == ["built", "rebuilt", "rebuilt"]
+
+
+def test_a_template_from_an_incompatible_host_is_built_here(cluster):
+    key = cluster.deploy("elsewhere", cluster.root / "etl_fn.py")
+    other = TemplateManifest(compat="0" * 32, snapshot=cluster.shipped(key).snapshot,
+                             host="a host with other CPU features")
+    cluster.bus.run(cluster.bus.templates.put(key, msgspec.json.encode(other)))
+    records = cluster.load("elsewhere", 30)
+    assert {r["host"] for r in records} == set(WORKERS)
+    assert cluster.origins(key) == ["built", "built", "built"]
 
 
 def test_a_worker_killed_mid_invocation(cluster):
     victim, others = "w0", ["w1", "w2"]
     for name in others:  # only the victim pulls, so both invocations below run there
         cluster.bus.run(membership.drain(cluster.bus, name))
-    wait_until(lambda: all(cluster.hosts()[n]["draining"] and not cluster.hosts()[n]["fetching"]
-                           for n in others), "the other hosts to take nothing new")
+
+    def drained() -> bool:
+        hosts = cluster.hosts()
+        return all(n in hosts and hosts[n]["draining"] and not hosts[n]["fetching"]
+                   for n in others)
+
+    wait_until(drained, "the other hosts to take nothing new")
     gate = cluster.http.gate("/gate-kill")
     event = {"gate": gate.url, "sink": cluster.http.base + "/done"}
     async_id = cluster.client.invoke_async("etl", event)

@@ -1,17 +1,20 @@
-"""A version's files between hosts: its code bundle and module-store entries as
-content-addressed objects (named by SHA-256) in the JetStream object store.
+"""A version's files between hosts: its code bundle, module-store entries and template
+snapshots as content-addressed objects (named by SHA-256) in the JetStream object store.
 
 The deploying gateway packs and uploads them and writes the version's manifest (each
 object's digest) to the usetl_bundles bucket. A worker that lacks them fetches each
 object, checks its bytes against the manifest's digest (nothing fetched is trusted
 without that check), and unpacks it with tarfile's "data" filter (no absolute paths,
-no `..`, no devices) into a staging directory renamed into place.
+no `..`, no devices) into a staging directory renamed into place. A sparse file (a
+snapshot's guest memory) travels as its data parts only, their offsets in the member's
+PAX header, and is unpacked sparse again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import tarfile
@@ -21,12 +24,17 @@ from pathlib import Path
 import msgspec
 
 from usetl.errors import UsetlError
+from usetl.vm.memory import data_ranges
 
 from .bus import Bus
 
 
 class BundleError(UsetlError):
     """A version's files could not be fetched, or failed their digest check."""
+
+
+EXTENTS = "usetl.extents"  # PAX header of a sparse member: [[offset, length], ...]
+SPARSE_SIZE = "usetl.size"
 
 
 class Manifest(msgspec.Struct, frozen=True):
@@ -49,11 +57,43 @@ def pack(directory: Path) -> bytes:
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             if path.is_file() and not path.is_symlink():
-                with open(path, "rb") as f:
-                    tar.addfile(info, f)
+                _add_file(tar, info, path)
             else:
                 tar.addfile(info)
     return out.getvalue()
+
+
+def _add_file(tar: tarfile.TarFile, info: tarfile.TarInfo, path: Path) -> None:
+    with open(path, "rb") as f:
+        extents = data_ranges(f.fileno(), info.size)
+        if sum(length for _, length in extents) == info.size:
+            f.seek(0)  # data_ranges moved the offset
+            tar.addfile(info, f)
+            return
+        data = b"".join(os.pread(f.fileno(), length, off) for off, length in extents)
+    info.pax_headers = {EXTENTS: json.dumps(extents), SPARSE_SIZE: str(info.size)}
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _extract(tar: tarfile.TarFile, staging: Path) -> None:
+    """Every member through the "data" filter; sparse ones written back as sparse files."""
+    for member in tar:
+        member = tarfile.data_filter(member, str(staging))
+        if EXTENTS not in member.pax_headers:
+            tar.extract(member, staging, filter="fully_trusted")  # filtered just above
+            continue
+        size = int(member.pax_headers[SPARSE_SIZE])
+        extents = json.loads(member.pax_headers[EXTENTS])
+        if not all(0 <= off and 0 <= length and off + length <= size for off, length in extents):
+            raise tarfile.TarError(f"{member.name}: data parts outside the file")
+        source = tar.extractfile(member)
+        with open(staging / member.name, "wb") as f:
+            f.truncate(size)
+            for off, length in extents:
+                f.seek(off)
+                f.write(source.read(length))
+        os.chmod(staging / member.name, member.mode)
 
 
 def _object_name(digest: str) -> str:
@@ -107,11 +147,11 @@ async def materialise(bus: Bus, digest: str, target: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=target.parent))
     try:
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            tar.extractall(staging, filter="data")
+            _extract(tar, staging)
         for directory, _, _ in os.walk(staging):
             os.chmod(directory, 0o755)  # the sandboxes' unprivileged user reads it
         os.rename(staging, target)
-    except (OSError, tarfile.TarError) as e:
+    except (OSError, tarfile.TarError, ValueError, TypeError) as e:  # a malformed object
         shutil.rmtree(staging, ignore_errors=True)
         if not target.is_dir():  # else another invocation unpacked it meanwhile
             raise BundleError(f"cannot unpack {digest}: {e}") from e

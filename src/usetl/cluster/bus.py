@@ -8,7 +8,8 @@ What lives where:
 - membership: the KV bucket usetl_hosts (a key per worker, gone after the TTL unless
   renewed) and usetl_drain (hosts told to take nothing new);
 - bundles: the KV bucket usetl_bundles (a version's manifest: the digests of its code and
-  module-store entries) and the object store usetl_objects (objects named by digest).
+  module-store entries), usetl_templates (its shipped snapshot's digest and compatibility
+  key) and the object store usetl_objects (objects named by digest).
 
 Platform code runs in threads; `Bus.run` hands a coroutine to the loop and waits.
 """
@@ -32,6 +33,7 @@ from .config import ClusterConfig
 
 STREAM, DEAD_STREAM = "USETL_INVOCATIONS", "USETL_DEAD"
 HOSTS, DRAIN, BUNDLES, OBJECTS = "usetl_hosts", "usetl_drain", "usetl_bundles", "usetl_objects"
+TEMPLATES = "usetl_templates"
 BUILD_SUBJECT = "usetl.build"  # a gateway asks any worker to build a version's template
 REPLY_HEADER = "Usetl-Reply"  # where a sync invocation's result goes
 ACK_WAIT_S = 4.0  # a worker that stops saying "in progress" this long is taken for dead
@@ -87,6 +89,7 @@ class Bus:
         self.hosts = await self._bucket(HOSTS, ttl=HEARTBEAT_TTL_S)
         self.drain = await self._bucket(DRAIN)
         self.bundles = await self._bucket(BUNDLES)
+        self.templates = await self._bucket(TEMPLATES)
         try:
             self.objects = await self.js.object_store(OBJECTS)
         except (BucketNotFoundError, NotFoundError):

@@ -48,6 +48,7 @@ def host_state(worker: Worker) -> dict:
         "host": worker.name, "slots": worker.slots, "running": worker.running,
         "fetching": worker.fetching,
         "free_memory_bytes": free_memory_bytes(), "warm": worker.platform.warm_keys(),
+        "templates": dict(worker.platform.origins),  # key -> fetched, built or rebuilt
         "draining": worker.draining, "heartbeat": time.time(),
     }
 
@@ -63,7 +64,9 @@ async def draining(bus: Bus, name: str) -> bool:
 async def heartbeat(worker: Worker) -> None:
     while True:
         worker.draining = await draining(worker.bus, worker.name)
-        await worker.bus.hosts.put(worker.name, json.dumps(host_state(worker)).encode())
+        # In a thread: the pool's lock may be held a while (a template being evicted).
+        state = await asyncio.to_thread(host_state, worker)
+        await worker.bus.hosts.put(worker.name, json.dumps(state).encode())
         await asyncio.sleep(HEARTBEAT_S)
 
 

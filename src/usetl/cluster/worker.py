@@ -29,15 +29,16 @@ import msgspec
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import FetchTimeoutError
 
+from usetl.errors import UsetlError
 from usetl.image.modstore import ModuleStore
-from usetl.invocation import FUNCTION_DELETED, PLATFORM, ErrorInfo
-from usetl.platform.backend import FunctionLoadError, FunctionSpec
+from usetl.invocation import FUNCTION_DELETED, PLATFORM, PLATFORM_ERROR, ErrorInfo
+from usetl.platform.backend import FunctionLoadError, FunctionSpec, FunctionTemplate
 from usetl.platform.backends import choose_backend
 from usetl.platform.pool import ConcurrencyLimit, PoolConfig
 from usetl.platform.registry import FINISHED, Registry, Version, invocation_record
 from usetl.platform.service import ASYNC_RETRY_S, Platform
 
-from . import bundles, membership
+from . import bundles, membership, templates
 from .bus import (
     ACK_WAIT_S,
     BUILD_SUBJECT,
@@ -61,10 +62,30 @@ class WorkerPlatform(Platform):
     """The platform on a worker host: versions come from the shared registry, their files
     from the object store (fetched and checked once per host)."""
 
-    def __init__(self, bus: Bus, *args: Any, **kwargs: Any):
+    def __init__(self, bus: Bus, host: str, executor: ThreadPoolExecutor, *args: Any,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.bus = bus
+        self.host = host
+        self.executor = executor
         self.specs: dict[str, FunctionSpec] = {}
+        self.origins: dict[str, str] = {}  # version key -> how its template came here
+        self.loading: dict[str, threading.Lock] = {}
+
+    def ensure_loaded(self, version: Version | Build, key: str) -> FunctionTemplate | None:
+        """The version servable here: its template fetched from another host, or built
+        (returned; None when it was here already). Raises UsetlError if neither works."""
+        with self.lock:
+            loading = self.loading.setdefault(key, threading.Lock())
+        with loading:
+            if self.pool.has(key):
+                return None
+            spec = self.spec(version, key)
+            template, how = templates.obtain(self, spec)
+            self.pool.add(spec, version.concurrency, version.queue, template)
+            self.origins[key] = how
+            log.info("template of %s %s", key, how)
+            return template
 
     def spec(self, version: Version | Build, version_key: str | None = None) -> FunctionSpec:
         """The version's spec with its files on this host (fetched if missing)."""
@@ -101,10 +122,11 @@ class Worker:
         modules = ModuleStore(module_dir or state_dir / "modules")
         backend = choose_backend(backend_name, hide=[state_dir, modules.root.parent])
         self.bus = Bus(config, f"worker-{name}")
+        # Slots for invocations, one for builds, one for shipping snapshots.
+        self.executor = ThreadPoolExecutor(slots + 2, thread_name_prefix=f"worker-{name}")
         self.platform = WorkerPlatform(
-            self.bus, backend, state_dir, modules,
+            self.bus, name, self.executor, backend, state_dir, modules,
             PoolConfig(memory_budget_bytes=memory_budget_mib << 20), registry=self.registry)
-        self.executor = ThreadPoolExecutor(slots + 1, thread_name_prefix=f"worker-{name}")
         self.free = asyncio.Semaphore(slots)  # used on the bus's loop only
         self.running = 0
         self.fetching = 0  # pull requests waiting at the server: a drain is done at 0
@@ -171,10 +193,10 @@ class Worker:
         key, checked = self.live_keys.get(durable, (None, 0.0))
         if time.monotonic() - checked > DISCOVER_S:
             _, tenant_id, name = durable.split("_", 2)
-            live = await self._in_thread(self.registry.version, int(tenant_id), name)
+            live = await asyncio.to_thread(self.registry.version, int(tenant_id), name)
             key = None if live is None else live.key
             self.live_keys[durable] = (key, time.monotonic())
-        if key is not None and key in self.platform.warm_keys():
+        if key is not None and key in await asyncio.to_thread(self.platform.warm_keys):
             return True
         info = await self.bus.js.consumer_info(STREAM, durable)
         return info.num_pending > 0
@@ -230,6 +252,11 @@ class Worker:
             return False
         event = json.loads(invocation.event)
         started = time.time()
+        try:
+            self.platform.ensure_loaded(version, version.key)
+        except UsetlError as e:
+            self.registry.fail_invocation(invocation.id, _load_error(e))
+            return False
         while True:
             try:
                 outcome = self.platform._run(
@@ -252,6 +279,10 @@ class Worker:
             return _error(404, "function_not_found", "the function was deleted")
         event = json.loads(invocation.event)
         try:
+            self.platform.ensure_loaded(version, version.key)
+        except UsetlError as e:
+            return _error(500, "load_failed", _load_error(e).message)
+        try:
             outcome = self.platform._run(version, invocation.id, event)
         except ConcurrencyLimit as e:
             return _error(429, "concurrency_limit",
@@ -273,18 +304,23 @@ class Worker:
         except (msgspec.ValidationError, msgspec.DecodeError) as e:
             return Built(self.name, error=f"malformed build request: {e}")
         try:
-            spec = self.platform.spec(build, build.key)
-            if self.platform.pool.has(spec.key):
+            if self.platform.pool.has(build.key):
                 return Built(self.name)
-            template = self.platform.pool.start_template(spec)
-            self.platform.pool.add(spec, build.concurrency, build.queue, template)
+            template = self.platform.ensure_loaded(build, build.key)
         except FunctionLoadError as e:
             return Built(self.name, load_error=e.error.as_dict())
         except Exception as e:  # noqa: BLE001 - the gateway reports any failure to the deployer
             log.exception("build of %s", build.key)
             return Built(self.name, error=f"{type(e).__name__}: {e}")
-        warmup = template.warmup
+        warmup = None if template is None else template.warmup
         return Built(self.name, warmup=None if warmup is None else msgspec.to_builtins(warmup))
+
+
+def _load_error(e: UsetlError) -> ErrorInfo:
+    """Why this host could not load a version that loaded at its deploy."""
+    if isinstance(e, FunctionLoadError):
+        return e.error
+    return ErrorInfo(PLATFORM_ERROR, f"this host could not load the function: {e}")
 
 
 def _error(status: int, code: str, message: str) -> bytes:
