@@ -29,6 +29,11 @@ cluster-tools:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server postgresql-15 \
 		>/dev/null 2>&1 || echo "make: could not install nats-server and postgresql-15"
 
+# Several hosts on this machine: NATS, PostgreSQL, three namespaced workers, a gateway.
+cluster-demo: setup
+	$(VENV)/bin/usetl image build
+	$(PY) -m usetl.cluster.demo
+
 demo: setup
 	$(VENV)/bin/usetl image build
 	$(VENV)/bin/usetl vm run -- 'import platform, sys; print("hello from a USF:", sys.version.split()[0], platform.machine())'

@@ -34,9 +34,9 @@ def sales_csv(rows: int = 20000, seed: int = 7) -> bytes:
 
 
 class DataServer:
-    """Serves GET /sales.csv and records the bodies POSTed to it."""
+    """Serves GET /sales.csv and records the bodies POSTed to it, on `host`."""
 
-    def __init__(self, csv: bytes):
+    def __init__(self, csv: bytes, host: str = "127.0.0.1"):
         self.posts: list[bytes] = []
         server = self
 
@@ -60,8 +60,8 @@ class DataServer:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
+        self.base = f"http://{host}:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self) -> None:
