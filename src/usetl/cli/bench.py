@@ -43,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     _register_threads(commands)
     _register_platform(commands)
+    _register_cluster(commands)
     pl = commands.add_parser(
         "pipeline", help="a 3-stage pipeline's zero-copy hand-off against a local HTTP store")
     pl.add_argument("--mib", type=int, default=64, help="MiB handed from stage to stage")
@@ -132,6 +133,16 @@ def _register_children(commands: argparse._SubParsersAction) -> None:
     ch.add_argument("--cache", type=Path, default=None, metavar="DIR")
     ch.add_argument("--json", action="store_true", help="print the numbers as JSON")
     ch.set_defaults(func=run_children)
+
+
+def _register_cluster(commands: argparse._SubParsersAction) -> None:
+    c = commands.add_parser(
+        "cluster", help="several hosts (NATS, PostgreSQL, 1-3 workers) against one, side by side")
+    c.add_argument("--clients", type=int, default=4, help="concurrent clients (default 4)")
+    c.add_argument("--seconds", type=float, default=3.0, help="timed seconds per series")
+    c.add_argument("--warmup", type=float, default=1.0, help="untimed seconds first")
+    c.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    c.set_defaults(func=run_cluster)
 
 
 def _register_threads(commands: argparse._SubParsersAction) -> None:
@@ -291,3 +302,10 @@ def run_handlers(args: argparse.Namespace) -> int:
     runs = handlers.Runs(warm=args.runs, clones=args.clones, colds=args.colds)
     result = handlers.run(runs, args.only, say=_say)
     return _report(args, result, handlers.format_report)
+
+
+def run_cluster(args: argparse.Namespace) -> int:
+    from usetl.bench import cluster
+
+    result = cluster.run(args.clients, args.seconds, args.warmup, say=_say)
+    return _report(args, result, cluster.format_report)
