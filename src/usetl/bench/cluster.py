@@ -45,15 +45,15 @@ def run(clients: int = 4, seconds: float = 3.0, warmup_s: float = 1.0,
         data = DataServer(sales_csv(), host=net.gateway_ip)
         try:
             say("single host")
-            series = {"single": _single_host(root, data, clients, seconds, warmup_s)}
-            series.update(_cluster(root, net, nats, pg, data, clients, seconds, warmup_s, say))
+            setups = {"single": _single_host(root, data, clients, seconds, warmup_s)}
+            setups.update(_cluster(root, net, nats, pg, data, clients, seconds, warmup_s, say))
             say("NATS round trips")
             rtt = _round_trip_ms(nats)
         finally:
             data.close()
-    single = series["single"]["noop"]["serial_ms"]["median"]
-    overhead = series["workers_1"]["noop"]["serial_ms"]["median"] - single
-    return {"clients": clients, "seconds": seconds, "series": series,
+    single = setups["single"]["noop"]["serial_ms"]["median"]
+    overhead = setups["workers_1"]["noop"]["serial_ms"]["median"] - single
+    return {"clients": clients, "timed_seconds": seconds, "setups": setups,
             "nats_round_trip_ms": rtt, "dispatch_overhead_ms": round(overhead, 3),
             "dispatch_overhead_round_trips": round(overhead / rtt["median"], 2)}
 
@@ -200,9 +200,9 @@ def _round_trip_ms(nats: TemporaryNats) -> dict:
 
 
 def format_report(result: dict) -> str:
-    lines = [f"{'series':<12} {'function':<6} {'per s':>7} {'median ms':>10} "
+    lines = [f"{'setup':<12} {'function':<6} {'per s':>7} {'median ms':>10} "
              f"{'serial median':>14}"]
-    for label, by_function in result["series"].items():
+    for label, by_function in result["setups"].items():
         if label == "first_call":
             continue
         for name, m in by_function.items():
@@ -214,7 +214,7 @@ def format_report(result: dict) -> str:
     lines.append(f"dispatch overhead at the median (1 worker against the single host): "
                  f"{result['dispatch_overhead_ms']} ms = "
                  f"{result['dispatch_overhead_round_trips']} round trips")
-    for how, m in result["series"]["first_call"].items():
+    for how, m in result["setups"]["first_call"].items():
         lines.append(f"first call on a host without the template, {how}: {m['ms']} ms "
                      f"(on {m['host']}, {m['status']})")
     return "\n".join(lines)

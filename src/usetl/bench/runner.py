@@ -23,6 +23,7 @@ from typing import TextIO
 
 from usetl.bench import (
     children,
+    cluster,
     coldstart,
     compat,
     download,
@@ -64,6 +65,9 @@ EXPERIMENTS = [
     Experiment("children", "Child processes", children.run_experiment),
     Experiment("rollback", "Rollback", rollback.run),
     Experiment("platform", "Platform under load", platform_load.run),
+    Experiment("cluster", "Several hosts",
+               lambda cfg, ctx: cluster.run(cfg.load_concurrency, cfg.load_seconds,
+                                            cfg.load_warmup_s, ctx.say)),
     Experiment("startup", "Syscalls and compute",
                lambda cfg, ctx: startup.run(ctx.image, cfg.coldstart_slow_runs, ctx.say)),
     Experiment("compat", "Compatibility", compat.run),

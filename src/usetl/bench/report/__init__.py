@@ -16,6 +16,7 @@ from pathlib import Path
 
 from usetl.bench.report import (
     children,
+    cluster,
     coldstart,
     compat,
     density,
@@ -50,6 +51,7 @@ SECTIONS = {
     "children": children.write,
     "rollback": rollback.write,
     "platform": platform.write,
+    "cluster": cluster.write,
     "startup": startup.write,
     "compat": compat.write,
 }
