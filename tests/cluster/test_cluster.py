@@ -21,6 +21,7 @@ from usetl.cluster.netns import HostNetwork
 from usetl.cluster.servers import TemporaryNats, TemporaryPostgres
 from usetl.cluster.templates import TemplateManifest
 from usetl.errors import UsetlError
+from usetl.platform.registry import Registry
 from waiting import wait_until
 
 pytestmark = pytest.mark.kvm
@@ -60,9 +61,9 @@ class Cluster:
         done = all(r["status"] in ("succeeded", "failed", "interrupted") for r in records)
         return records if done else None
 
-    def deploy(self, name: str, code: Path) -> str:
+    def deploy(self, name: str, code: Path, client: Client | None = None) -> str:
         """Deploy; returns the version's key once its builder has shipped the template."""
-        self.client.deploy(name, code, allow=[self.http.base + "/"], timeout_s=20)
+        (client or self.client).deploy(name, code, allow=[self.http.base + "/"], timeout_s=20)
         key = wait_until(lambda: next((k for h in self.hosts().values() for k in h["templates"]
                                        if k.split("/")[1] == name), None), f"{name}'s builder")
         wait_until(lambda: self.shipped(key), f"the template of {key} to be shipped")
@@ -111,6 +112,12 @@ def cluster(tmp_path_factory):
             http.close()
 
 
+def drained(cluster: Cluster, names: list[str]) -> bool:
+    """Each host draining, with no pull request left that could still take a message."""
+    hosts = cluster.hosts()
+    return all(n in hosts and hosts[n]["draining"] and not hosts[n]["fetching"] for n in names)
+
+
 def test_invocations_fan_out_over_three_workers(cluster):
     ids = [cluster.client.invoke_async("etl", {"n": i, "sleep": 0.3, "sink": cluster.http.base
                                                + "/done"}) for i in range(40)]
@@ -151,13 +158,7 @@ def test_a_worker_killed_mid_invocation(cluster):
     victim, others = "w0", ["w1", "w2"]
     for name in others:  # only the victim pulls, so both invocations below run there
         cluster.bus.run(membership.drain(cluster.bus, name))
-
-    def drained() -> bool:
-        hosts = cluster.hosts()
-        return all(n in hosts and hosts[n]["draining"] and not hosts[n]["fetching"]
-                   for n in others)
-
-    wait_until(drained, "the other hosts to take nothing new")
+    wait_until(lambda: drained(cluster, others), "the other hosts to take nothing new")
     gate = cluster.http.gate("/gate-kill")
     event = {"gate": gate.url, "sink": cluster.http.base + "/done"}
     async_id = cluster.client.invoke_async("etl", event)
@@ -190,10 +191,14 @@ def test_a_worker_killed_mid_invocation(cluster):
 
 def test_a_second_gateway_serves_the_same_functions_and_loses_no_accepted_call(cluster):
     second = launcher.gateway(cluster.root / "gw2", cluster.nats.url("gateway"),
-                              cluster.pg.url()).start()
+                              cluster.pg.url(), "127.0.0.1", None, None, "--max-runs", "1").start()
     client = Client(second.url, cluster.gateway.admin_token, timeout=60)
     try:
         assert client.invoke("etl", {"n": 1})["result"] == {"n": 1}
+        # Deployed here, seen by the first gateway; its invocations run at most once.
+        cluster.deploy("fragile", cluster.root / "etl_fn.py", client)
+        assert [f["name"] for f in cluster.client.functions()] == [
+            "corrupt", "elsewhere", "etl", "fragile"]
         accepted: list[str] = []
 
         def load() -> None:
@@ -222,3 +227,26 @@ def test_a_nats_restart_is_survived_by_gateways_and_workers(cluster):
     invocation_id = cluster.client.invoke_async("etl", {"n": 8})
     [record] = wait_until(lambda: cluster.finished([invocation_id]), "an async invocation")
     assert record["result"] == {"n": 8}
+
+
+def test_an_invocation_whose_runs_all_die_is_dead_lettered(cluster):
+    victim, survivor = "w1", "w2"  # w0 was killed above
+    cluster.bus.run(membership.drain(cluster.bus, survivor))
+    wait_until(lambda: drained(cluster, [survivor]), "the survivor to take nothing new")
+    gate = cluster.http.gate("/gate-dead")
+    invocation_id = cluster.client.invoke_async(
+        "fragile", {"gate": gate.url, "sink": cluster.http.base + "/done"})
+    gate.wait_for(1)
+    cluster.bus.run(membership.drain(cluster.bus, survivor, undo=True))
+    cluster.workers[victim].kill_host()  # its one run (fragile's --max-runs 1) dies
+    gate.open()
+    [record] = wait_until(lambda: cluster.finished([invocation_id]), "the dead letter")
+    assert record["status"] == "failed" and record["error"]["type"] == "DeadLetter"
+    assert cluster.posts()[invocation_id] == 0  # it never ran to completion
+    registry = Registry(cluster.pg.url())
+    [admin] = [t for t in registry.tenants() if t.admin]
+    registry.close()
+    dead = cluster.bus.run(cluster.bus.js.get_last_msg("USETL_DEAD",
+                                                       f"usetl.dead.{admin.id}.fragile"))
+    assert msgspec.json.decode(dead.data)["id"] == invocation_id
+

@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 
 from usetl.cluster import config as cluster_config
+from usetl.errors import UsetlError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cluster_config.add_arguments(gateway)
     gateway.add_argument("--host", default="127.0.0.1", help="address to listen on")
     gateway.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    gateway.add_argument("--max-runs", type=int, default=3, metavar="N",
+                         help="deliveries of an async invocation to workers that die before "
+                         "it is dead-lettered (set on a function's first deploy; default 3)")
     _state_arguments(gateway)
     gateway.set_defaults(func=run_gateway)
 
@@ -67,7 +71,10 @@ def run_gateway(args: argparse.Namespace) -> int:
 
     config = cluster_config.from_arguments(args)
     state = state_root(args.state)
-    gateway = Gateway(config, state, ModuleStore(args.modules), name=f"gateway-{args.port}")
+    if args.max_runs < 1:
+        raise UsetlError("--max-runs must be at least 1")
+    gateway = Gateway(config, state, ModuleStore(args.modules), name=f"gateway-{args.port}",
+                      max_runs=args.max_runs)
     token = ensure_admin(gateway)
     if token is not None:
         print(f"usetl: admin token (saved in {state / ADMIN_TOKEN_FILE}): {token}", flush=True)

@@ -37,7 +37,7 @@ TEMPLATES = "usetl_templates"
 BUILD_SUBJECT = "usetl.build"  # a gateway asks any worker to build a version's template
 REPLY_HEADER = "Usetl-Reply"  # where a sync invocation's result goes
 ACK_WAIT_S = 4.0  # a worker that stops saying "in progress" this long is taken for dead
-MAX_DELIVER = 3  # runs of one invocation; the next delivery goes to the dead letters
+MAX_RUNS = 3  # default runs of one invocation; the next delivery goes to the dead letters
 HEARTBEAT_TTL_S = 5.0
 DEDUP_WINDOW_S = 600.0  # a message id published again within this is dropped
 CONNECT_TIMEOUT_S = 30.0
@@ -110,8 +110,10 @@ class Bus:
         except (BucketNotFoundError, NotFoundError):
             return await self.js.create_key_value(bucket=name, ttl=ttl, history=1)
 
-    async def ensure_consumer(self, tenant_id: int, name: str) -> None:
-        """The function's durable pull consumer (idempotent)."""
+    async def ensure_consumer(self, tenant_id: int, name: str, max_runs: int = MAX_RUNS) -> None:
+        """The function's durable pull consumer (idempotent: the first deploy's settings
+        stay). It delivers a message at most max_runs + 1 times: the last one only to
+        dead-letter it."""
         durable = consumer_name(tenant_id, name)
         try:
             await self.js.consumer_info(STREAM, durable)
@@ -119,7 +121,11 @@ class Bus:
             await self.js.add_consumer(STREAM, api.ConsumerConfig(
                 durable_name=durable, filter_subject=invoke_subject(tenant_id, name),
                 ack_policy=api.AckPolicy.EXPLICIT, ack_wait=ACK_WAIT_S,
-                max_deliver=MAX_DELIVER + 1, max_ack_pending=-1))
+                max_deliver=max_runs + 1, max_ack_pending=-1))
+
+    async def max_runs(self, durable: str) -> int:
+        """How many deliveries of one message the consumer allows to run."""
+        return (await self.js.consumer_info(STREAM, durable)).config.max_deliver - 1
 
     async def consumers(self) -> list[str]:
         """The durable names of every function's consumer."""

@@ -41,7 +41,7 @@ from usetl.platform.service import (
 )
 
 from . import bundles, membership
-from .bus import BUILD_SUBJECT, REPLY_HEADER, Bus, invoke_subject
+from .bus import BUILD_SUBJECT, MAX_RUNS, REPLY_HEADER, Bus, invoke_subject
 from .config import ClusterConfig
 from .messages import Build, Built, Invocation, decode, encode
 
@@ -64,7 +64,9 @@ class Gateway(Platform):
 
     def __init__(self, config: ClusterConfig, state_dir: Path,
                  modules: ModuleStore | None = None, limits: Limits | None = None,
-                 name: str = "gateway"):
+                 name: str = "gateway", max_runs: int = MAX_RUNS):
+        """`max_runs`: deliveries of an invocation to workers that die before it goes to
+        the dead letters (set on a function's first deploy)."""
         # Not Platform.__init__: a gateway holds no backend, pool or async runner.
         self.backend = Remote()
         self.state_dir = state_dir
@@ -81,6 +83,7 @@ class Gateway(Platform):
         self.closed = False
         self.tenants: dict[str, Tenant] = {}
         self.recovered = {"requeued": 0, "interrupted": 0}
+        self.max_runs = max_runs
         self.bus = Bus(config, name)
         self.inbox = f"_INBOX.usetl.{uuid.uuid4().hex}"
         self.waiting: dict[str, asyncio.Future] = {}
@@ -112,7 +115,7 @@ class Gateway(Platform):
             concurrency=settings.concurrency, queue=settings.queue, allow=settings.allow,
             env=settings.env, warmup=settings.warmup, reuse=settings.reuse)
         assert version.key == key
-        self.bus.run(self.bus.ensure_consumer(tenant.id, name))
+        self.bus.run(self.bus.ensure_consumer(tenant.id, name, self.max_runs))
         warmup = None if built.warmup is None else msgspec.convert(built.warmup,
                                                                    InvocationResult)
         return Deployment(version, warmup)

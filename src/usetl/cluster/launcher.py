@@ -71,14 +71,16 @@ class ClusterProcess:
 
 
 def gateway(state: Path, nats_url: str, database_url: str, host: str = "127.0.0.1",
-            port: int | None = None, netns: str | None = None) -> GatewayProcess:
-    return GatewayProcess(state, nats_url, database_url, host, port or free_port(), netns)
+            port: int | None = None, netns: str | None = None,
+            *options: str) -> GatewayProcess:
+    return GatewayProcess(state, nats_url, database_url, host, port or free_port(), netns,
+                          *options)
 
 
 class GatewayProcess(ClusterProcess):
     def __init__(self, state: Path, nats_url: str, database_url: str, host: str, port: int,
-                 netns: str | None):
-        super().__init__(["gateway", "--host", host, "--port", str(port)], state,
+                 netns: str | None, *options: str):
+        super().__init__(["gateway", "--host", host, "--port", str(port), *options], state,
                          {"USETL_NATS_URL": nats_url, "USETL_DATABASE_URL": database_url},
                          netns)
         self.url = f"http://{host}:{port}"

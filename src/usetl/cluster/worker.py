@@ -5,7 +5,8 @@ Delivery: a message is acknowledged only after the invocation's record is writte
 it runs the worker tells JetStream it is in progress, so a worker that dies (kill -9) has
 its message redelivered after the ack wait. An async invocation whose record is already
 finished is not run again (its earlier run completed; only the ack was lost); one
-delivered more than MAX_DELIVER times goes to the dead letters, its record failed with
+delivered more often than its consumer's runs allow (MAX_RUNS by default) goes to the
+dead letters, its record failed with
 DeadLetter. A sync invocation is at most once: redelivered, it answers its caller that the
 worker running it died (the effects of a half-run call are unknown).
 
@@ -42,7 +43,6 @@ from . import bundles, membership, templates
 from .bus import (
     ACK_WAIT_S,
     BUILD_SUBJECT,
-    MAX_DELIVER,
     REPLY_HEADER,
     STREAM,
     Bus,
@@ -168,6 +168,7 @@ class Worker:
 
     async def _pull(self, durable: str) -> None:
         sub = await self.bus.js.pull_subscribe_bind(durable, STREAM)
+        max_runs = await self.bus.max_runs(durable)
         while True:
             if self.draining or not await self._should_pull(durable):
                 await asyncio.sleep(COLD_POLL_S)
@@ -186,7 +187,7 @@ class Worker:
             finally:
                 self.fetching -= 1
             for msg in msgs:
-                asyncio.ensure_future(self._handle(msg))
+                asyncio.ensure_future(self._handle(msg, max_runs))
 
     async def _should_pull(self, durable: str) -> bool:
         """Pull at once for a function whose template is here; else only for a backlog."""
@@ -204,7 +205,7 @@ class Worker:
     async def _in_thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    async def _handle(self, msg) -> None:
+    async def _handle(self, msg, max_runs: int) -> None:
         self.running += 1
         keepalive = asyncio.ensure_future(_keep_in_progress(msg))
         try:
@@ -220,7 +221,7 @@ class Worker:
                 answer = await self._in_thread(self._deliver_sync, invocation, delivered)
                 if answer is not None:
                     await self.bus.nc.publish(reply, answer)
-            elif await self._in_thread(self._deliver_async, invocation, delivered):
+            elif await self._in_thread(self._deliver_async, invocation, delivered, max_runs):
                 await self.bus.js.publish(
                     dead_subject(invocation.tenant_id, invocation.function), msg.data,
                     headers={"Nats-Msg-Id": invocation.id})
@@ -234,15 +235,15 @@ class Worker:
 
     # the threads' side
 
-    def _deliver_async(self, invocation: Invocation, delivered: int) -> bool:
+    def _deliver_async(self, invocation: Invocation, delivered: int, max_runs: int) -> bool:
         """Run (or refuse) one delivery of an async invocation, its record written before
         this returns; True if it goes to the dead letters."""
         record = self.registry.invocation(invocation.tenant_id, invocation.id)
         if record is None or record["status"] in FINISHED:
             return False  # ran to completion before (the ack was lost), or never accepted
-        if delivered > MAX_DELIVER:
+        if delivered > max_runs:
             self.registry.fail_invocation(invocation.id, ErrorInfo(
-                DEAD_LETTER, f"no worker finished this invocation in {MAX_DELIVER} "
+                DEAD_LETTER, f"no worker finished this invocation in {max_runs} "
                 "deliveries; it is in the dead letters", kind=PLATFORM))
             return True
         version = self.registry.version_by_id(invocation.version_id)
