@@ -190,7 +190,8 @@ class Worker:
                 asyncio.ensure_future(self._handle(msg, max_runs))
 
     async def _should_pull(self, durable: str) -> bool:
-        """Pull at once for a function whose template is here; else only for a backlog."""
+        """Pull at once for a function whose template is here; else only while it has
+        messages waiting or out on delivery."""
         key, checked = self.live_keys.get(durable, (None, 0.0))
         if time.monotonic() - checked > DISCOVER_S:
             _, tenant_id, name = durable.split("_", 2)
@@ -200,7 +201,9 @@ class Worker:
         if key is not None and key in await asyncio.to_thread(self.platform.warm_keys):
             return True
         info = await self.bus.js.consumer_info(STREAM, durable)
-        return info.num_pending > 0
+        # Waiting messages, or ones out on delivery: a redelivery (its worker died) is not
+        # counted as pending, and only a waiting pull request can receive it.
+        return info.num_pending > 0 or info.num_ack_pending > 0
 
     async def _in_thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
