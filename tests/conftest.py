@@ -247,3 +247,12 @@ def postgres_url(postgres_server, request):
         db.execute(f"DROP DATABASE IF EXISTS {name}")
         db.execute(f"CREATE DATABASE {name} OWNER usetl_gateway")
     return postgres_server.url("usetl_gateway", name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def registry_where(request, tmp_path):
+    """Where a registry lives: a SQLite file, or a fresh database on a throwaway PostgreSQL
+    (the registry suites run on both)."""
+    if request.param == "sqlite":
+        return tmp_path / "registry.db"
+    return request.getfixturevalue("postgres_url")

@@ -16,12 +16,9 @@ VERSION = dict(
 )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def where(request, tmp_path):
-    """Where a registry lives: a SQLite file, or a fresh database on a throwaway PostgreSQL."""
-    if request.param == "sqlite":
-        return tmp_path / "registry.db"
-    return request.getfixturevalue("postgres_url")
+@pytest.fixture
+def where(registry_where):
+    return registry_where
 
 
 @pytest.fixture
@@ -183,3 +180,30 @@ def test_one_bad_record_never_costs_another_tenants_record(registry):
         registry.record_invocation("b" * 32, vb, {}, ok, time.time())
     assert registry.invocation(b.id, "b" * 32)["result"] == 1
     assert registry.invocation(a.id, "a" * 32)["result"] == 1
+
+
+def test_retries_callbacks_and_secrets_keep_their_json(registry):
+    """The SQLite JSON functions the registry uses (json_insert, json_set, json_extract,
+    json_array_length) mean the same on both databases."""
+    tenant, _ = registry.add_tenant("a")
+    version = registry.add_version(tenant.id, "f", **VERSION)
+    invocation_id = registry.add_invocation(version, "async", {"x": 1}, "queued",
+                                            "http://example.com/hook")
+    registry.set_running(invocation_id, "host1")
+    registry.retry_invocation(invocation_id, InvocationResult.failed("Timeout", "slow"),
+                              time.time())
+    assert registry.queued_invocation(invocation_id).attempt == 2
+    registry.set_running(invocation_id)
+    registry.finish_invocation(invocation_id, InvocationResult(value=2), time.time())
+    assert registry.pending_callbacks() == [(invocation_id, tenant.id)]
+    registry.record_callback(invocation_id, {"status": 500}, "pending")
+    registry.record_callback(invocation_id, {"status": 200}, "delivered")
+    assert registry.pending_callbacks() == []
+    record = registry.invocation(tenant.id, invocation_id)
+    assert [a["error"] and a["error"]["type"] for a in record["attempts"]] == ["Timeout", None]
+    assert record["callback"]["state"] == "delivered"
+    assert [a["status"] for a in record["callback"]["attempts"]] == [500, 200]
+    assert registry.set_secret(tenant.id, "key", b"\x00sealed\xff") is True
+    assert registry.set_secret(tenant.id, "key", b"again") is False
+    assert registry.sealed_secrets(tenant.id, ["key", "none"]) == {"key": b"again"}
+    assert registry.delete_secret(tenant.id, "key") and not registry.delete_secret(tenant.id, "key")

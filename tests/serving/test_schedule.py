@@ -41,8 +41,8 @@ class Fired:
 
 
 @pytest.fixture
-def registry(tmp_path):
-    r = Registry(tmp_path / "registry.db")
+def registry(registry_where):
+    r = Registry(registry_where)
     yield r
     r.close()
 
@@ -95,9 +95,9 @@ def test_a_tick_fires_on_time_once_and_missed_ticks_fire_the_latest_once(registr
     assert fired.items == [(tenant.id, first), (tenant.id, late)]
 
 
-def test_two_schedulers_on_one_registry_fire_each_tick_once(tmp_path, registry, tenant):
+def test_two_schedulers_on_one_registry_fire_each_tick_once(registry_where, registry, tenant):
     clock, fired = Clock(T0 - 1), Fired()
-    other = Registry(tmp_path / "registry.db")  # a second server's own connection
+    other = Registry(registry_where)  # a second server's own connection
     schedule = registry.add_schedule(tenant.id, "etl", "* * * * * *", None,
                                      next_tick("* * * * * *", clock()))
     schedulers = [Scheduler(registry, fired, clock), Scheduler(other, fired, clock)]

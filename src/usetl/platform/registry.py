@@ -1070,7 +1070,7 @@ class Schedule:
                 "last_tick": self.last_tick}
 
 
-def _schedule(row: sqlite3.Row) -> Schedule:
+def _schedule(row: Mapping[str, Any]) -> Schedule:
     return Schedule(row["id"], row["tenant_id"], row["function_name"], row["cron"],
                     json.loads(row["event"]), row["created"], row["next_tick"],
                     row["last_tick"])
