@@ -29,8 +29,11 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from usetl.image.modstore import ModuleStore
 from usetl.invocation import PLATFORM_ERROR, ErrorInfo, InvocationResult
+from usetl.platform.callbacks import CallbackConfig, Callbacks
 from usetl.platform.metrics import Metrics
-from usetl.platform.registry import Registry, Tenant, Version, version_key
+from usetl.platform.registry import Registry, Schedule, Tenant, Version, version_key
+from usetl.platform.schedule import Scheduler
+from usetl.platform.secrets import SecretBox
 from usetl.platform.service import (
     Deployment,
     DeployRequest,
@@ -39,6 +42,7 @@ from usetl.platform.service import (
     ServiceError,
     Settings,
 )
+from usetl.platform.timers import Timers
 
 from . import bundles, membership
 from .bus import BUILD_SUBJECT, MAX_RUNS, REPLY_HEADER, Bus, invoke_subject
@@ -67,7 +71,8 @@ class Gateway(Platform):
                  name: str = "gateway", max_runs: int = MAX_RUNS):
         """`max_runs`: deliveries of an invocation to workers that die before it goes to
         the dead letters (set on a function's first deploy)."""
-        # Not Platform.__init__: a gateway holds no backend, pool or async runner.
+        # Not Platform.__init__: a gateway holds no backend, pool or async runner. Secrets
+        # are sealed here under $USETL_SECRET_KEY, which workers must share to open them.
         self.backend = Remote()
         self.state_dir = state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -84,10 +89,19 @@ class Gateway(Platform):
         self.tenants: dict[str, Tenant] = {}
         self.recovered = {"requeued": 0, "interrupted": 0}
         self.max_runs = max_runs
+        self.timers = Timers("usetl-timers")
+        self.secret_box = SecretBox(state_dir)
+        # Here only to check a callback URL; the worker that finishes the invocation posts it.
+        self.callbacks = Callbacks(self.registry, CallbackConfig(), self.timers,
+                                   self.metrics.callbacks)
         self.bus = Bus(config, name)
         self.inbox = f"_INBOX.usetl.{uuid.uuid4().hex}"
         self.waiting: dict[str, asyncio.Future] = {}
         self.bus.run(self.bus.nc.subscribe(f"{self.inbox}.*", cb=self._on_reply))
+        # Every gateway runs the schedules: a tick is claimed by one (a conditional update)
+        # and its invocation published like any other.
+        self.scheduler = Scheduler(self.registry, self._submit_tick)
+        self.scheduler.start()
 
     def _live(self, tenant: Tenant, name: str) -> Version:
         """The live version, read each time: another gateway may have deployed since."""
@@ -113,7 +127,9 @@ class Gateway(Platform):
             module_dirs=[str(d) for d in module_dirs], code_dir=str(code_dir),
             memory_mib=settings.memory_mib, timeout_s=settings.timeout_s,
             concurrency=settings.concurrency, queue=settings.queue, allow=settings.allow,
-            env=settings.env, warmup=settings.warmup, reuse=settings.reuse)
+            env=settings.env, warmup=settings.warmup, reuse=settings.reuse,
+            retries=settings.retries, retry_backoff_s=settings.retry_backoff_s,
+            secrets=settings.secrets)
         assert version.key == key
         self.bus.run(self.bus.ensure_consumer(tenant.id, name, self.max_runs))
         warmup = None if built.warmup is None else msgspec.convert(built.warmup,
@@ -197,21 +213,25 @@ class Gateway(Platform):
                                        f"JetStream did not store the invocation: {e}") from e
                 await asyncio.sleep(0.2)
 
-    def invoke_async(self, tenant: Tenant, name: str, event: Any) -> str:
-        version = self._live(tenant, name)
-        waiting = self.registry.queued_count(tenant.id, name)
-        if waiting >= version.concurrency + version.queue:
-            raise ServiceError(429, "queue_full",
-                               f"function {name!r} has {waiting} invocations waiting, its limit")
-        invocation_id = self.registry.add_invocation(version, "async", event, "queued")
-        invocation = Invocation(invocation_id, tenant.id, name, version.id, "async",
-                                json.dumps(event), time.time())
+    def _submit_async(self, tenant_id: int, invocation_id: str) -> None:
+        """Publish a queued async invocation (an API call's or a schedule tick's)."""
+        queued = self.registry.queued_invocation(invocation_id)
+        if queued is None or queued.version is None:
+            return  # gone meanwhile (deleted): nothing to run
+        version = queued.version
+        invocation = Invocation(invocation_id, tenant_id, version.name, version.id, "async",
+                                json.dumps(queued.event), time.time())
         try:
             self.bus.run(self._publish(invocation, {}))
         except ServiceError as e:
             self.registry.fail_invocation(invocation_id, ErrorInfo(PLATFORM_ERROR, str(e)))
             raise
-        return invocation_id
+
+    def _submit_tick(self, schedule: Schedule, invocation_id: str) -> None:
+        try:
+            super()._submit_tick(schedule, invocation_id)
+        except ServiceError:
+            log.exception("tick of schedule %s", schedule.id)  # its record says it failed
 
     def pool_report(self, tenant: Tenant) -> dict:
         """The workers, from their heartbeats (an admin's view: hosts are shared)."""
@@ -224,5 +244,8 @@ class Gateway(Platform):
         if self.closed:
             return
         self.closed = True
+        self.scheduler.close()
+        self.timers.close()
+        self.callbacks.close()
         self.bus.close()
         self.registry.close()

@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,18 @@ from nats.js.errors import FetchTimeoutError
 
 from usetl.errors import UsetlError
 from usetl.image.modstore import ModuleStore
-from usetl.invocation import FUNCTION_DELETED, PLATFORM, PLATFORM_ERROR, ErrorInfo
+from usetl.invocation import (
+    FUNCTION_DELETED,
+    PLATFORM,
+    PLATFORM_ERROR,
+    ErrorInfo,
+    InvocationResult,
+)
 from usetl.platform.backend import FunctionLoadError, FunctionSpec, FunctionTemplate
 from usetl.platform.backends import choose_backend
 from usetl.platform.pool import ConcurrencyLimit, PoolConfig
 from usetl.platform.registry import FINISHED, Registry, Version, invocation_record
-from usetl.platform.service import ASYNC_RETRY_S, Platform
+from usetl.platform.service import ASYNC_RETRY_S, RETRIED_KINDS, Platform
 
 from . import bundles, membership, templates
 from .bus import (
@@ -47,6 +54,7 @@ from .bus import (
     STREAM,
     Bus,
     dead_subject,
+    invoke_subject,
 )
 from .config import ClusterConfig
 from .messages import Build, Built, Invocation, decode, encode
@@ -56,6 +64,15 @@ DEAD_LETTER = "DeadLetter"  # the error type of an invocation no worker could fi
 PULL_WAIT_S = 1.0  # a pull request waits this long at the server for a message
 COLD_POLL_S = 0.1  # how often a worker without the template looks for waiting messages
 DISCOVER_S = 0.5  # how often a worker looks for newly deployed functions
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What becomes of an async invocation's message once its delivery is done."""
+
+    dead_letter: bool = False  # to the dead letters (its record says so)
+    retry_in_s: float | None = None  # published again after this back-off
+    attempt: int = 0  # the run that failed, when retried
 
 
 class WorkerPlatform(Platform):
@@ -224,10 +241,9 @@ class Worker:
                 answer = await self._in_thread(self._deliver_sync, invocation, delivered)
                 if answer is not None:
                     await self.bus.nc.publish(reply, answer)
-            elif await self._in_thread(self._deliver_async, invocation, delivered, max_runs):
-                await self.bus.js.publish(
-                    dead_subject(invocation.tenant_id, invocation.function), msg.data,
-                    headers={"Nats-Msg-Id": invocation.id})
+            else:
+                await self._after_async(msg, invocation, await self._in_thread(
+                    self._deliver_async, invocation, delivered, max_runs))
             await msg.ack()
         except Exception:  # noqa: BLE001 - a worker outlives any one message
             log.exception("invocation message")
@@ -236,31 +252,45 @@ class Worker:
             self.running -= 1
             self.free.release()
 
+    async def _after_async(self, msg, invocation: Invocation, delivery: Delivery) -> None:
+        """Dead-letter the message, or publish the retry after its back-off (still in
+        progress meanwhile: a worker dying now leaves the message to be redelivered)."""
+        if delivery.dead_letter:
+            await self.bus.js.publish(
+                dead_subject(invocation.tenant_id, invocation.function), msg.data,
+                headers={"Nats-Msg-Id": invocation.id})
+        elif delivery.retry_in_s is not None:
+            await asyncio.sleep(delivery.retry_in_s)
+            await self.bus.js.publish(
+                invoke_subject(invocation.tenant_id, invocation.function), msg.data,
+                headers={"Nats-Msg-Id": f"{invocation.id}.{delivery.attempt + 1}"})
+
     # the threads' side
 
-    def _deliver_async(self, invocation: Invocation, delivered: int, max_runs: int) -> bool:
+    def _deliver_async(self, invocation: Invocation, delivered: int,
+                       max_runs: int) -> Delivery:
         """Run (or refuse) one delivery of an async invocation, its record written before
-        this returns; True if it goes to the dead letters."""
+        this returns; what is to become of the message."""
         record = self.registry.invocation(invocation.tenant_id, invocation.id)
         if record is None or record["status"] in FINISHED:
-            return False  # ran to completion before (the ack was lost), or never accepted
+            return Delivery()  # ran to completion before (the ack was lost), or not accepted
         if delivered > max_runs:
             self.registry.fail_invocation(invocation.id, ErrorInfo(
                 DEAD_LETTER, f"no worker finished this invocation in {max_runs} "
                 "deliveries; it is in the dead letters", kind=PLATFORM))
-            return True
+            return Delivery(dead_letter=True)
         version = self.registry.version_by_id(invocation.version_id)
         if version is None:
             self.registry.fail_invocation(invocation.id, ErrorInfo(
                 FUNCTION_DELETED, "the function was deleted before this invocation ran"))
-            return False
+            return Delivery()
         event = json.loads(invocation.event)
         started = time.time()
         try:
             self.platform.ensure_loaded(version, version.key)
         except UsetlError as e:
             self.registry.fail_invocation(invocation.id, _load_error(e))
-            return False
+            return Delivery()
         while True:
             try:
                 outcome = self.platform._run(
@@ -269,8 +299,25 @@ class Worker:
                 break
             except ConcurrencyLimit:
                 time.sleep(ASYNC_RETRY_S)  # an accepted invocation waits its turn
+        return self._finish_async(invocation, version, record, outcome, started)
+
+    def _finish_async(self, invocation: Invocation, version: Version, record: dict,
+                      outcome: InvocationResult, started: float) -> Delivery:
+        """A failure of a retried kind is queued again (the worker publishes it after the
+        back-off); else the record is final and its callback, if any, posted."""
+        attempt = len(record["attempts"]) + 1
+        error = outcome.error
+        if error is not None and error.kind in RETRIED_KINDS and attempt <= version.retries:
+            self.registry.retry_invocation(invocation.id, outcome, started)
+            self.platform.metrics.retries.inc(function=version.key)
+            return Delivery(retry_in_s=version.retry_backoff_s * 2 ** (attempt - 1),
+                            attempt=attempt)
         self.registry.finish_invocation(invocation.id, outcome, started)
-        return False
+        if error is not None:
+            self.platform.metrics.dead_letters.inc(function=version.key)
+        if record["callback"] is not None:
+            self.platform.callbacks.deliver(invocation.id, invocation.tenant_id)
+        return Delivery()
 
     def _deliver_sync(self, invocation: Invocation, delivered: int) -> bytes | None:
         if invocation.deadline is not None and time.time() > invocation.deadline:
