@@ -3,6 +3,8 @@
 in front, one ETL function posting to an HTTP server on the bridge (so each run to
 completion is counted once, by the server)."""
 
+import base64
+import os
 import signal
 import threading
 from collections import Counter
@@ -22,6 +24,7 @@ from usetl.cluster.servers import TemporaryNats, TemporaryPostgres
 from usetl.cluster.templates import TemplateManifest
 from usetl.errors import UsetlError
 from usetl.platform.registry import Registry
+from usetl.platform.secrets import KEY_ENV as SECRET_KEY_ENV
 from waiting import wait_until
 
 pytestmark = pytest.mark.kvm
@@ -38,6 +41,14 @@ def handler(event, context):
     if "sink" in event:
         etl.post(event["sink"], context.request_id)
     return {"n": event.get("n")}
+'''
+# Fails (a 404) until the test puts the file there; returns its secret's length.
+RETRIED = '''
+from usetl import etl
+
+def handler(event, context):
+    etl.get(event["source"])
+    return {"secret_chars": len(context.secrets["token"])}
 '''
 
 
@@ -89,6 +100,9 @@ def cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster")
     code = root / "etl_fn.py"
     code.write_text(FUNCTION)
+    (root / "retried.py").write_text(RETRIED)
+    # Secrets are sealed by a gateway and opened by workers: one key for the cluster.
+    os.environ[SECRET_KEY_ENV] = base64.urlsafe_b64encode(os.urandom(32)).decode()
     with HostNetwork(len(WORKERS)) as net, TemporaryNats(host=net.gateway_ip) as nats, \
             TemporaryPostgres(host=net.gateway_ip) as pg:
         Registry(pg.url()).close()  # the schema, as its owner: workers may only use it
@@ -110,6 +124,7 @@ def cluster(tmp_path_factory):
             for process in [*workers.values(), gateway]:
                 process.stop()
             http.close()
+            os.environ.pop(SECRET_KEY_ENV)
 
 
 def drained(cluster: Cluster, names: list[str]) -> bool:
@@ -131,6 +146,20 @@ def test_invocations_fan_out_over_three_workers(cluster):
     # One host built the template at the deploy; the others restored its snapshot.
     [key] = {k for h in cluster.hosts().values() for k in h["templates"]}
     assert cluster.origins(key) == ["built", "fetched", "fetched"]
+
+
+def test_an_async_run_that_fails_is_retried_with_its_secret_on_a_worker(cluster):
+    cluster.client.set_secret("token", "s3cret-value")
+    cluster.client.deploy("retried", cluster.root / "retried.py", allow=[cluster.http.base + "/"],
+                          retries=1, retry_backoff_s=0.2, secrets=["token"])
+    invocation_id = cluster.client.invoke_async("retried",
+                                                {"source": cluster.http.base + "/later.csv"})
+    wait_until(lambda: any(p == "/later.csv" for _, p, _ in cluster.http.requests),
+               "the first attempt")
+    cluster.http.add("/later.csv", b"now it is there")
+    [record] = wait_until(lambda: cluster.finished([invocation_id]), "the retried invocation")
+    assert record["status"] == "succeeded" and record["result"] == {"secret_chars": 12}
+    assert [a["error"] and a["error"]["type"] for a in record["attempts"]] == ["EtlError", None]
 
 
 def test_a_corrupted_template_is_refused_and_rebuilt(cluster):
@@ -198,7 +227,7 @@ def test_a_second_gateway_serves_the_same_functions_and_loses_no_accepted_call(c
         # Deployed here, seen by the first gateway; its invocations run at most once.
         cluster.deploy("fragile", cluster.root / "etl_fn.py", client)
         assert [f["name"] for f in cluster.client.functions()] == [
-            "corrupt", "elsewhere", "etl", "fragile"]
+            "corrupt", "elsewhere", "etl", "fragile", "retried"]
         accepted: list[str] = []
 
         def load() -> None:
