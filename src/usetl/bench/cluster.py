@@ -24,7 +24,7 @@ from usetl.api.client import Client
 from usetl.api.demo import DataServer, sales_csv
 from usetl.api.launcher import ServerProcess
 from usetl.cluster import launcher, membership, templates
-from usetl.cluster.bus import Bus
+from usetl.cluster.bus import PING_SUBJECT, Bus
 from usetl.cluster.config import ClusterConfig
 from usetl.cluster.netns import HostNetwork
 from usetl.cluster.servers import TemporaryNats, TemporaryPostgres
@@ -47,8 +47,7 @@ def run(clients: int = 4, seconds: float = 3.0, warmup_s: float = 1.0,
             say("single host")
             setups = {"single": _single_host(root, data, clients, seconds, warmup_s)}
             setups.update(_cluster(root, net, nats, pg, data, clients, seconds, warmup_s, say))
-            say("NATS round trips")
-            rtt = _round_trip_ms(nats)
+            rtt = setups.pop("nats_round_trip")
         finally:
             data.close()
     single = setups["single"]["noop"]["serial_ms"]["median"]
@@ -102,6 +101,8 @@ def _cluster(root: Path, net: HostNetwork, nats: TemporaryNats, pg: TemporaryPos
                 name: measure(lambda n=name, e=event: client().invoke(n, e), clients,
                               seconds, warmup_s)
                 for name, (_, _, event) in functions(data).items()}
+        say("NATS round trips")
+        out["nats_round_trip"] = _round_trip_ms(nats)  # while the workers answer pings
         say("first call on a host without the template")
         out["first_call"] = _first_call(root, net, nats, pg, data, client(), workers)
     finally:
@@ -173,30 +174,21 @@ def _wait_drained(bus: Bus, names: list[str], timeout: float = 60.0) -> None:
 
 
 def _round_trip_ms(nats: TemporaryNats) -> dict:
-    """NATS request/reply round trips between two connections, as a gateway and a worker
-    make them (medians in ms)."""
-    requester = Bus(ClusterConfig(nats.url("gateway"), ""), "bench-requester")
-    responder = Bus(ClusterConfig(nats.url("worker"), ""), "bench-responder")
+    """NATS request/reply round trips from a gateway's connection to a worker (its ping
+    answer), as a gateway's and a worker's messages travel (ms)."""
+    bus = Bus(ClusterConfig(nats.url("gateway"), ""), "bench-round-trips")
     try:
-        async def echo(msg) -> None:
-            await msg.respond(msg.data)
-
-        responder.run(responder.nc.subscribe("usetl.bench.echo", cb=echo))
-        responder.run(responder.nc.flush())
-
         async def round_trips() -> list[float]:
             times = []
             for _ in range(ROUND_TRIPS):
                 t0 = time.perf_counter()
-                await requester.nc.request("usetl.bench.echo", b"x" * 200, timeout=5)
+                await bus.nc.request(PING_SUBJECT, b"", timeout=5)
                 times.append((time.perf_counter() - t0) * 1e3)
             return times
 
-        times = requester.run(round_trips())
+        return summary(bus.run(round_trips()))
     finally:
-        requester.close()
-        responder.close()
-    return summary(times)
+        bus.close()
 
 
 def format_report(result: dict) -> str:

@@ -12,6 +12,7 @@ PAX header, and is unpacked sparse again.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -33,6 +34,7 @@ class BundleError(UsetlError):
     """A version's files could not be fetched, or failed their digest check."""
 
 
+FETCH_TIMEOUT_S = 120.0  # one object, however large, or the fetch is refused
 EXTENTS = "usetl.extents"  # PAX header of a sparse member: [[offset, length], ...]
 SPARSE_SIZE = "usetl.size"
 
@@ -130,7 +132,8 @@ async def manifest(bus: Bus, key: str) -> Manifest:
 async def fetch(bus: Bus, digest: str) -> bytes:
     """The object's bytes, refused unless they hash to `digest`."""
     try:
-        data = (await bus.objects.get(_object_name(digest))).data
+        data = (await asyncio.wait_for(bus.objects.get(_object_name(digest)),
+                                       FETCH_TIMEOUT_S)).data
     except Exception as e:  # noqa: BLE001 - the object store's own digest check included
         raise BundleError(f"cannot fetch {digest}: {e}") from e
     if digest_of(data) != digest:

@@ -35,6 +35,7 @@ STREAM, DEAD_STREAM = "USETL_INVOCATIONS", "USETL_DEAD"
 HOSTS, DRAIN, BUNDLES, OBJECTS = "usetl_hosts", "usetl_drain", "usetl_bundles", "usetl_objects"
 TEMPLATES = "usetl_templates"
 BUILD_SUBJECT = "usetl.build"  # a gateway asks any worker to build a version's template
+PING_SUBJECT = "usetl.ping"  # any worker answers with its name (a liveness probe)
 REPLY_HEADER = "Usetl-Reply"  # where a sync invocation's result goes
 ACK_WAIT_S = 4.0  # a worker that stops saying "in progress" this long is taken for dead
 MAX_RUNS = 3  # default runs of one invocation; the next delivery goes to the dead letters

@@ -119,6 +119,19 @@ class TemporaryPostgres:
         self.stop()
 
 
+# What each role may publish and subscribe to. Both use JetStream's API, KV buckets and
+# the object store; only a gateway asks for builds and pings; only a worker acknowledges
+# invocations, answers callers (their inboxes), and writes dead letters.
+PERMISSIONS = {
+    "gateway": {"publish": ["usetl.invoke.>", "usetl.build", "usetl.ping", "$JS.API.>",
+                            "$JS.FC.>", "$KV.>", "$O.>"],
+                "subscribe": ["_INBOX.>"]},
+    "worker": {"publish": ["usetl.invoke.>", "usetl.dead.>", "$JS.API.>", "$JS.ACK.>",
+                           "$JS.FC.>", "$KV.>", "$O.>", "_INBOX.>"],
+               "subscribe": ["usetl.build", "usetl.ping", "_INBOX.>"]},
+}
+
+
 @dataclass
 class TemporaryNats:
     """nats-server with JetStream, its store in a temporary directory, one user per role."""
@@ -137,7 +150,7 @@ class TemporaryNats:
         return f"nats://{role}:{self.passwords[role]}@{self.host}:{self.port}"
 
     def _config(self) -> str:
-        users = [{"user": role, "password": password}
+        users = [{"user": role, "password": password, "permissions": PERMISSIONS[role]}
                  for role, password in self.passwords.items()]
         # nats-server's configuration accepts JSON; no anonymous user is defined.
         return json.dumps({

@@ -50,6 +50,7 @@ from . import bundles, membership, templates
 from .bus import (
     ACK_WAIT_S,
     BUILD_SUBJECT,
+    PING_SUBJECT,
     REPLY_HEADER,
     STREAM,
     Bus,
@@ -173,6 +174,7 @@ class Worker:
 
     async def _main(self) -> None:
         await self.bus.nc.subscribe(BUILD_SUBJECT, queue="workers", cb=self._on_build)
+        await self.bus.nc.subscribe(PING_SUBJECT, queue="workers", cb=self._on_ping)
         heartbeat = asyncio.ensure_future(membership.heartbeat(self))
         try:
             while True:
@@ -343,6 +345,9 @@ class Worker:
         record = invocation_record(invocation.id, version, "sync", outcome, invocation.created,
                                    self.name)
         return json.dumps({"record": record}).encode()
+
+    async def _on_ping(self, msg) -> None:
+        await msg.respond(self.name.encode())
 
     async def _on_build(self, msg) -> None:
         built = await self._in_thread(self._build, msg.data)
