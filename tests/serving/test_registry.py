@@ -207,3 +207,16 @@ def test_retries_callbacks_and_secrets_keep_their_json(registry):
     assert registry.set_secret(tenant.id, "key", b"again") is False
     assert registry.sealed_secrets(tenant.id, ["key", "none"]) == {"key": b"again"}
     assert registry.delete_secret(tenant.id, "key") and not registry.delete_secret(tenant.id, "key")
+
+
+def test_pipelines_are_replaced_in_place_and_recovered(registry):
+    tenant, _ = registry.add_tenant("a")
+    registry.put_pipeline(tenant.id, "p", [{"function": "f"}])
+    assert registry.put_pipeline(tenant.id, "p", [{"function": "g"}])["stages"] == [
+        {"function": "g"}]
+    assert [p["name"] for p in registry.pipelines(tenant.id)] == ["p"]
+    queued = registry.add_pipeline_run(tenant.id, "p", "async", "queued", {"x": 1})
+    running = registry.add_pipeline_run(tenant.id, "p", "async", "running", None)
+    assert registry.recover_pipeline_runs() == ([(queued, tenant.id)], 1)
+    assert registry.pipeline_run(tenant.id, running)["status"] == "interrupted"
+    assert registry.delete_pipeline(tenant.id, "p") and not registry.delete_pipeline(tenant.id, "p")

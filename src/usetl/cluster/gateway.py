@@ -30,6 +30,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from usetl.image.modstore import ModuleStore
 from usetl.invocation import PLATFORM_ERROR, ErrorInfo, InvocationResult
 from usetl.platform.callbacks import CallbackConfig, Callbacks
+from usetl.platform.fair import FairRunner
 from usetl.platform.metrics import Metrics
 from usetl.platform.registry import Registry, Schedule, Tenant, Version, version_key
 from usetl.platform.schedule import Scheduler
@@ -89,6 +90,7 @@ class Gateway(Platform):
         self.tenants: dict[str, Tenant] = {}
         self.recovered = {"requeued": 0, "interrupted": 0}
         self.max_runs = max_runs
+        self.async_runner = FairRunner(self.limits.async_workers, "usetl-async")  # pipelines'
         self.timers = Timers("usetl-timers")
         self.secret_box = SecretBox(state_dir)
         # Here only to check a callback URL; the worker that finishes the invocation posts it.
@@ -233,6 +235,12 @@ class Gateway(Platform):
         except ServiceError:
             log.exception("tick of schedule %s", schedule.id)  # its record says it failed
 
+    def invoke_stage(self, tenant: Tenant, name: str, event: Any, files: Any,
+                     keep_files: bool) -> tuple:
+        """Pipelines hand files from stage to stage in one host's memory: not across hosts."""
+        raise ServiceError(501, "pipelines_need_one_host",
+                           "pipelines run on a single host (`usetl serve`), not in a cluster")
+
     def pool_report(self, tenant: Tenant) -> dict:
         """The workers, from their heartbeats (an admin's view: hosts are shared)."""
         if not tenant.admin:
@@ -244,6 +252,7 @@ class Gateway(Platform):
         if self.closed:
             return
         self.closed = True
+        self.async_runner.shutdown()
         self.scheduler.close()
         self.timers.close()
         self.callbacks.close()
