@@ -4,8 +4,11 @@ in front, one ETL function posting to an HTTP server on the bridge (so each run 
 completion is counted once, by the server)."""
 
 import base64
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -146,6 +149,10 @@ def test_invocations_fan_out_over_three_workers(cluster):
     # One host built the template at the deploy; the others restored its snapshot.
     [key] = {k for h in cluster.hosts().values() for k in h["templates"]}
     assert cluster.origins(key) == ["built", "fetched", "fetched"]
+    listed = subprocess.run([sys.executable, "-m", "usetl", "host", "ls", "--json", "--nats",
+                             cluster.nats.url("gateway")], capture_output=True, text=True,
+                            check=True, env={**os.environ, "PYTHONPATH": str(launcher.SRC)})
+    assert sorted(h["host"] for h in json.loads(listed.stdout)) == WORKERS
 
 
 def test_an_async_run_that_fails_is_retried_with_its_secret_on_a_worker(cluster):
