@@ -60,7 +60,7 @@ def test_versions_and_tenant_scoping(registry):
     assert registry.version(a.id, "etl") is None
 
 
-def test_a_version_keeps_its_learned_generation_and_the_last_failure(registry, tmp_path):
+def test_a_version_keeps_its_learned_generation_and_the_last_failure(registry, where):
     from usetl.invocation import ErrorInfo
 
     a, _ = registry.add_tenant("alice")
@@ -70,7 +70,7 @@ def test_a_version_keeps_its_learned_generation_and_the_last_failure(registry, t
     failed = ErrorInfo("ImportError", "the learned import of 'x' failed", "tb", "handler")
     registry.set_generation(v1.id, 2, ["fractions", "PIL.JpegImagePlugin"], failed)
     registry.close()
-    reopened = Registry(tmp_path / "registry.db")
+    reopened = Registry(where)
     try:
         again = reopened.version(a.id, "etl")
         assert (again.generation, again.learned) == (2, ["fractions", "PIL.JpegImagePlugin"])
