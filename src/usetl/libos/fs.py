@@ -28,7 +28,7 @@ DEV_IMAGE, DEV_TMPFS, DEV_DEVFS, DEV_PROC, DEV_SYSFS = 0x801, 0x15, 0x5, 0x4, 0x
 # st_blksize of every node, and the unit Linux counts st_blocks in.
 BLOCK_SIZE, STAT_BLOCK = 4096, 512
 FIRST_DYNAMIC_INO = 64  # see Inodes
-DT_TYPES = {st.S_IFREG: 8, st.S_IFDIR: 4, st.S_IFLNK: 10, st.S_IFCHR: 2}
+DT_TYPES = {st.S_IFREG: 8, st.S_IFDIR: 4, st.S_IFLNK: 10, st.S_IFCHR: 2, st.S_IFSOCK: 12}
 
 
 class Node:
@@ -168,6 +168,14 @@ class TmpLink(TmpNode):
 
     def readlink(self) -> str:
         return self.target
+
+
+class TmpSocket(TmpNode):
+    """An AF_UNIX socket's name in the tmpfs (bind to a path): connect finds the socket here."""
+
+    def __init__(self, ino: int, mode: int, endpoint: object):
+        super().__init__(st.S_IFSOCK | mode, ino, time.time_ns())
+        self.endpoint: object | None = endpoint  # the bound socket; None once it is closed
 
 
 class TmpDir(TmpNode):

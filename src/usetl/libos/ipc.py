@@ -242,32 +242,6 @@ class UnixSocketFile(ChannelFile):
             self.tx = None
 
 
-class UnconnectedUnixSocket(UnixSocketFile):
-    """socket(AF_UNIX): made as on Linux, but nothing in a USF listens (bind is refused), so
-    it can never connect; code that probes for unix sockets sees them fail as it expects."""
-
-    def __init__(self, sock_type: int, flags: int, ino: int):
-        super().__init__(sock_type, flags, None, None, ino)
-
-    def recv_into(self, dest: memoryview, flags: int) -> int:
-        raise SyscallError(errno.ENOTCONN if self.sock_type == 1 else errno.EAGAIN)
-
-    def recv_vectored(self, buffers: list[memoryview], flags: int) -> int:
-        return self.recv_into(memoryview(b""), flags)
-
-    def send(self, data: list[memoryview], flags: int) -> int:
-        raise SyscallError(errno.ENOTCONN)
-
-    def read(self, length: int) -> bytes:
-        raise SyscallError(errno.ENOTCONN if self.sock_type == 1 else errno.EAGAIN)
-
-    def write(self, data: memoryview) -> int:
-        raise SyscallError(errno.ENOTCONN)
-
-    def poll(self) -> int:
-        return WRITABLE | POLLHUP  # as Linux's unix_poll for a socket never connected
-
-
 def make_socketpair(sched: Scheduler, sock_type: int, flags: int, inodes: Inodes
                     ) -> tuple[UnixSocketFile, UnixSocketFile]:
     dgram = sock_type != 1

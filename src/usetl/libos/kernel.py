@@ -25,6 +25,7 @@ from .devices import Blocked
 from .errors import LibosError, MonitorError, SyscallError
 from .files import FdTable, OutputFile
 from .fs import GUEST_ID, Namespace
+from .guestnet import GuestNet
 from .mm import AddressSpace
 from .net import WAIT_SLICE, SocketPolicy, hosts_file
 from .sched import Block, ExitThread, Scheduler
@@ -92,6 +93,7 @@ class Kernel:
         self.net: SocketPolicy | None = None  # where sockets may connect; None: no sockets
         self.net_account = IoAccount()  # the socket path's I/O, billed like ETL requests
         self.children = children.Children()
+        self.guest_net = GuestNet(self.sched, namespace)  # addresses bound inside the guest
         procfs.install(self)
         # The captures of stdout and stderr, held apart from the fd table: the guest
         # may close or dup2 over fds 1 and 2, and what it wrote is still its output.

@@ -1,13 +1,14 @@
-"""Sockets: TCP clients proxied to host sockets under the policy, and AF_UNIX socketpairs.
+"""Sockets: in the guest (libos/guestnet.py), or TCP clients proxied to host sockets.
 
-Only what unmodified client code (urllib, http.client) needs: AF_INET and
-AF_INET6 stream sockets that connect out. Listening is refused (EPERM),
-other families are EAFNOSUPPORT, datagram and raw sockets EACCES (so
-glibc's DNS over UDP fails at once; names come from /etc/hosts). With no
-policy on the kernel (`Kernel.net is None`) every socket() is EACCES.
-socketpair makes two connected AF_UNIX sockets held in the monitor
-(libos/ipc.py); send and receive calls serve both kinds. poll, select and
-epoll are in sys_poll.py.
+Every socket() is a GuestSocket. AF_INET and AF_INET6 stream and datagram
+sockets bind to loopback or the wildcard in the guest's own port space,
+listen and accept; AF_UNIX ones bind to a path under /tmp or an abstract
+name. A connect reaches a guest listener when one holds the address (an
+in-monitor connection, as a socketpair); any other stream connect is
+proxied to a host socket where the policy allows, else EACCES (with no
+policy on the kernel, `Kernel.net is None`, always). Datagrams go between
+guest sockets only. Nothing outside the VM can connect in. poll, select
+and epoll are in sys_poll.py.
 """
 
 from __future__ import annotations
@@ -23,7 +24,18 @@ from usetl.errors import UsetlError
 
 from ..errors import SyscallError
 from ..files import O_CLOEXEC, O_NONBLOCK
-from ..ipc import UNIX_CAPACITY, UnconnectedUnixSocket, UnixSocketFile, make_socketpair
+from ..guestnet import (
+    AF_UNIX,
+    SO_RCVTIMEO,
+    SO_SNDTIMEO,
+    SOCK_DGRAM,
+    SOCK_STREAM,
+    GuestSocket,
+    inet_key,
+    pack_timeout,
+    parse_timeout,
+)
+from ..ipc import make_socketpair
 from ..net import SocketFile
 from .args import s32
 from .sys_ipc import install_pair
@@ -33,21 +45,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
-SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_TYPE_MASK = 1, 2, 5, 0xF
+AF_UNSPEC, AF_INET, AF_INET6 = 0, socket.AF_INET, socket.AF_INET6
+SOCK_RAW, SOCK_SEQPACKET, SOCK_TYPE_MASK, SOCK_MAX = 3, 5, 0xF, 11
 SOCK_NONBLOCK, SOCK_CLOEXEC = O_NONBLOCK, O_CLOEXEC
-IPPROTO_TCP = 6
+IPPROTO_TCP, IPPROTO_UDP = 6, 17
 SOCKADDR_IN = struct.Struct("<H2s4s8x")  # family, port (network order), address
 SOCKADDR_IN6 = struct.Struct("<H2s4s16sI")  # family, port, flowinfo, address, scope id
+SUN_PATH_MAX = 108
 MSGHDR = struct.Struct("<QI4xQQQQi4x")  # name, namelen, iov, iovlen, control, controllen, flags
-MAX_SOCKETS = 64  # open sockets per USF
+MAX_SOCKETS = 64  # proxied sockets per USF: each is a host fd of the monitor's
 MAX_OPTLEN = 256
 SOL_SOCKET = socket.SOL_SOCKET
-SO_RCVTIMEO, SO_SNDTIMEO = 20, 21
-TIMEVAL = struct.Struct("<qq")
 
-# Options passed through to the host socket: what CPython, http.client and
-# urllib3 set or read. Anything else is ENOPROTOOPT.
+# Options passed through to a proxied socket's host socket: what CPython,
+# http.client and urllib3 set or read. Anything else is ENOPROTOOPT.
 HOST_OPTIONS = {
     (SOL_SOCKET, socket.SO_KEEPALIVE), (SOL_SOCKET, socket.SO_ERROR),
     (SOL_SOCKET, socket.SO_TYPE), (SOL_SOCKET, socket.SO_REUSEADDR),
@@ -61,93 +72,118 @@ HOST_OPTIONS = {
 }  # fmt: skip
 
 
-def _socket(k: Kernel, fd: int) -> SocketFile:
+def _socket(k: Kernel, fd: int) -> GuestSocket:
     f = k.fds.get(s32(fd))
-    if not isinstance(f, SocketFile):
-        raise SyscallError(errno.EISCONN if isinstance(f, UnixSocketFile) else errno.ENOTSOCK)
-    return f
-
-
-def _any_socket(k: Kernel, fd: int) -> SocketFile | UnixSocketFile:
-    """A proxied TCP socket or an end of a socketpair: both send and receive alike."""
-    f = k.fds.get(s32(fd))
-    if not isinstance(f, SocketFile | UnixSocketFile):
+    if not isinstance(f, GuestSocket):
         raise SyscallError(errno.ENOTSOCK)
     return f
 
 
-# -- creating and connecting -------------------------------------------------------
+# -- creating ------------------------------------------------------------------------
 
 
-def sys_socket(k: Kernel, domain: int, type_: int, protocol: int, *_: int) -> int:
-    domain, type_, protocol = s32(domain), s32(type_), s32(protocol)
-    if domain == socket.AF_UNIX:
-        return _unix_socket(k, type_, protocol)
-    if domain not in (AF_INET, AF_INET6):
-        raise SyscallError(errno.EAFNOSUPPORT)
-    if k.net is None or type_ & SOCK_TYPE_MASK != SOCK_STREAM:
-        raise SyscallError(errno.EACCES)
-    if type_ & ~(SOCK_TYPE_MASK | SOCK_NONBLOCK | SOCK_CLOEXEC):
-        raise SyscallError(errno.EINVAL)
-    if protocol not in (0, IPPROTO_TCP):
-        raise SyscallError(errno.EPROTONOSUPPORT)
-    if sum(isinstance(f, SocketFile) for f in k.fds.files.values()) >= MAX_SOCKETS:
-        raise SyscallError(errno.EMFILE)  # each is a host fd of the monitor's
-    try:
-        f = SocketFile(k, domain, nonblocking=bool(type_ & SOCK_NONBLOCK))
-    except OSError as e:
-        raise SyscallError(e.errno or errno.ENOBUFS) from None
-    try:
-        return k.fds.install(f, cloexec=bool(type_ & SOCK_CLOEXEC))
-    except SyscallError:
-        f.close()
-        raise
-
-
-def _unix_kind(type_: int, protocol: int) -> int:
-    """The socket type an AF_UNIX socket() or socketpair() asks for, its flags checked."""
+def _kind(domain: int, type_: int, protocol: int) -> int:
+    """The socket type socket() or socketpair() asks for, its flags and protocol checked."""
     if type_ & ~(SOCK_TYPE_MASK | SOCK_NONBLOCK | SOCK_CLOEXEC):
         raise SyscallError(errno.EINVAL)
     kind = type_ & SOCK_TYPE_MASK
-    if kind not in (SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET):
-        raise SyscallError(errno.ESOCKTNOSUPPORT)
-    if protocol:
+    if domain == AF_UNIX:
+        if kind not in (SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET):
+            raise SyscallError(errno.ESOCKTNOSUPPORT)
+        if protocol:
+            raise SyscallError(errno.EPROTONOSUPPORT)
+        return kind
+    if kind == SOCK_RAW:
+        raise SyscallError(errno.EPERM)  # raw sockets need CAP_NET_RAW
+    wanted = {SOCK_STREAM: IPPROTO_TCP, SOCK_DGRAM: IPPROTO_UDP}.get(kind)
+    if wanted is None:
+        raise SyscallError(errno.ESOCKTNOSUPPORT if kind >= SOCK_MAX else errno.EPROTONOSUPPORT)
+    if protocol not in (0, wanted):
         raise SyscallError(errno.EPROTONOSUPPORT)
     return kind
 
 
-def _unix_socket(k: Kernel, type_: int, protocol: int) -> int:
-    """An AF_UNIX socket that will never connect: nothing in a USF can listen."""
-    kind = _unix_kind(type_, protocol)
-    f = UnconnectedUnixSocket(kind, type_ & SOCK_NONBLOCK, k.ns.inodes.next())
+def sys_socket(k: Kernel, domain: int, type_: int, protocol: int, *_: int) -> int:
+    domain, type_, protocol = s32(domain), s32(type_), s32(protocol)
+    if domain not in (AF_UNIX, AF_INET, AF_INET6):
+        raise SyscallError(errno.EAFNOSUPPORT)
+    kind = _kind(domain, type_, protocol)
+    f = GuestSocket(k.guest_net, domain, kind, type_ & SOCK_NONBLOCK, k.ns.inodes.next())
     return k.fds.install(f, cloexec=bool(type_ & SOCK_CLOEXEC))
 
 
-def _read_sockaddr(k: Kernel, addr: int, addrlen: int, family: int) -> tuple:
+def sys_socketpair(k: Kernel, domain: int, type_: int, protocol: int, sv: int, *_: int) -> int:
+    """A connected pair of AF_UNIX sockets within the guest (asyncio's self-pipe)."""
+    domain, type_, protocol = s32(domain), s32(type_), s32(protocol)
+    if domain != AF_UNIX:
+        raise SyscallError(errno.EAFNOSUPPORT if domain not in (AF_INET, AF_INET6)
+                           else errno.EOPNOTSUPP)
+    kind = _kind(domain, type_, protocol)
+    ends = make_socketpair(k.sched, kind, 0, k.ns.inodes)
+    pair = []
+    for end in ends:
+        f = GuestSocket(k.guest_net, AF_UNIX, kind, type_ & SOCK_NONBLOCK, k.ns.inodes.next())
+        f.conn = end
+        pair.append(f)
+    return install_pair(k, pair[0], pair[1], bool(type_ & SOCK_CLOEXEC), sv)
+
+
+# -- addresses ------------------------------------------------------------------------
+
+
+def _read_sockaddr(k: Kernel, addr: int, addrlen: int, family: int) -> tuple | bytes:
+    """A guest sockaddr: an inet tuple as Python's socket module has it, or an AF_UNIX name
+    (a path without its NUL, an abstract name with its leading NUL, b"" for none)."""
     addrlen = s32(addrlen)
     if addrlen < 2 or addrlen > 128:
         raise SyscallError(errno.EINVAL)
     raw = k.mem.read(addr, addrlen)
     if int.from_bytes(raw[:2], "little") != family:
-        raise SyscallError(errno.EAFNOSUPPORT)
+        raise SyscallError(errno.EINVAL if family == AF_UNIX else errno.EAFNOSUPPORT)
+    if family == AF_UNIX:
+        if addrlen > 2 + SUN_PATH_MAX:
+            raise SyscallError(errno.EINVAL)
+        name = bytes(raw[2:])
+        return name if name.startswith(b"\0") else name.split(b"\0", 1)[0]
     if family == AF_INET:
         if addrlen < 16:
             raise SyscallError(errno.EINVAL)
         _, port, ip = SOCKADDR_IN.unpack_from(raw)
         return (str(ipaddress.IPv4Address(ip)), int.from_bytes(port, "big"))
-    if addrlen < 28:
+    if addrlen < 24:  # sin6_scope_id is optional, as in Linux's SIN6_LEN_RFC2133
         raise SyscallError(errno.EINVAL)
+    raw = bytes(raw[:28]).ljust(28, b"\0")
     _, port, flow, ip, scope = SOCKADDR_IN6.unpack_from(raw)
     return (str(ipaddress.IPv6Address(ip)), int.from_bytes(port, "big"),
             int.from_bytes(flow, "big"), scope)  # fmt: skip
 
 
-def _pack_sockaddr(family: int, address: tuple) -> bytes:
+def _pack_sockaddr(family: int, address: tuple | bytes | None) -> bytes:
+    if family == AF_UNIX:
+        name = address if isinstance(address, bytes) else b""
+        if name and not name.startswith(b"\0"):
+            name += b"\0"  # Linux counts a path's NUL in the length it reports
+        return AF_UNIX.to_bytes(2, "little") + name
+    if address is None:
+        address = ("0.0.0.0", 0) if family == AF_INET else ("::", 0, 0, 0)
+    assert isinstance(address, tuple)
     port = address[1].to_bytes(2, "big")
     if family == AF_INET:
         return SOCKADDR_IN.pack(AF_INET, port, ipaddress.IPv4Address(address[0]).packed)
     ip = ipaddress.IPv6Address(address[0].split("%", 1)[0]).packed
-    return SOCKADDR_IN6.pack(AF_INET6, port, address[2].to_bytes(4, "big"), ip, address[3])
+    flow, scope = (address[2], address[3]) if len(address) == 4 else (0, 0)
+    return SOCKADDR_IN6.pack(AF_INET6, port, flow.to_bytes(4, "big"), ip, scope)
+
+
+def _put_sockaddr(k: Kernel, family: int, address: tuple | bytes | None, addr: int,
+                  addrlen_ptr: int) -> None:
+    """Write a socket address as Linux does: truncated to *addrlen, which gets the full size."""
+    raw = _pack_sockaddr(family, address)
+    room = s32(k.mem.u32(addrlen_ptr))
+    if room < 0:
+        raise SyscallError(errno.EINVAL)
+    k.mem.write(addr, raw[:room])
+    k.mem.put_u32(addrlen_ptr, len(raw))
 
 
 def _policy_host(ip: str) -> str:
@@ -158,11 +194,86 @@ def _policy_host(ip: str) -> str:
     return str(addr)
 
 
-def sys_connect(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int:
-    if isinstance(k.fds.get(s32(fd)), UnconnectedUnixSocket):
-        raise SyscallError(errno.ENOENT)  # no socket file can exist: bind is refused
+# -- bind, listen, accept, connect ------------------------------------------------------
+
+
+def sys_bind(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int:
     f = _socket(k, fd)
+    f.bind(_read_sockaddr(k, addr, addrlen, f.family), k.umask)
+    return 0
+
+
+def sys_listen(k: Kernel, fd: int, backlog: int, *_: int) -> int:
+    _socket(k, fd).listen(s32(backlog))
+    return 0
+
+
+def sys_accept4(k: Kernel, fd: int, addr: int, addrlen: int, flags: int, *_: int) -> int:
+    f = _socket(k, fd)
+    flags = s32(flags)
+    if flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC):
+        raise SyscallError(errno.EINVAL)
+    if addr:
+        k.mem.slice(addrlen, 4, write=True)  # EFAULT before a connection is taken
+    s = f.accept(flags)
+    try:
+        new = k.fds.install(s, cloexec=bool(flags & SOCK_CLOEXEC))
+    except SyscallError:
+        assert f.backlog is not None
+        f.backlog.appendleft(s)  # EMFILE: the connection waits for the next accept
+        raise
+    if addr:
+        _put_sockaddr(k, s.family, s.peer, addr, addrlen)
+    return new
+
+
+def sys_accept(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int:
+    return sys_accept4(k, fd, addr, addrlen, 0)
+
+
+def sys_connect(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int:
+    f = _socket(k, fd)
+    if f.sock_type == SOCK_DGRAM and f.conn is None:
+        return _connect_datagram(k, f, addr, addrlen)
     address = _read_sockaddr(k, addr, addrlen, f.family)
+    if f.proxied:
+        f.connection().connect(address)  # again: how the host's connect went, or EISCONN
+        return 0
+    if f.conn is not None or (f.backlog is not None and f.family != AF_UNIX):
+        raise SyscallError(errno.EISCONN)
+    if f.backlog is not None:
+        raise SyscallError(errno.EINVAL)
+    if isinstance(address, bytes):
+        if not address:
+            raise SyscallError(errno.EINVAL)
+        listener = k.guest_net.find_unix(address)
+        if listener.backlog is None:
+            raise SyscallError(errno.ECONNREFUSED)
+        f.connect_guest(listener, address)
+        return 0
+    found = k.guest_net.find_inet(SOCK_STREAM, inet_key(f.family, address[0]), address[1],
+                                  listening=True)
+    if found is not None:
+        f.connect_guest(found, address)
+        return 0
+    _connect_host(k, f, address)
+    return 0
+
+
+def _connect_datagram(k: Kernel, f: GuestSocket, addr: int, addrlen: int) -> int:
+    """A datagram socket's default peer; AF_UNSPEC dissolves it."""
+    if s32(addrlen) >= 2 and int.from_bytes(k.mem.read(addr, 2), "little") == AF_UNSPEC:
+        f.set_peer(None)
+        return 0
+    address = _read_sockaddr(k, addr, addrlen, f.family)
+    if isinstance(address, bytes):
+        k.guest_net.find_unix(address)  # ENOENT or ECONNREFUSED as on Linux
+    f.set_peer(address)
+    return 0
+
+
+def _connect_host(k: Kernel, f: GuestSocket, address: tuple) -> None:
+    """No guest listener there: a host socket, where the policy allows."""
     if k.net is None:
         raise SyscallError(errno.EACCES)
     host, port = _policy_host(address[0]), address[1]
@@ -171,72 +282,39 @@ def sys_connect(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int:
     except UsetlError as e:
         log.info("connect to %s:%d refused: %s", host, port, e)
         raise SyscallError(errno.EACCES) from None
-    f.connect(address)
-    return 0
-
-
-def _refuse_listening(k: Kernel, fd: int, *_: int) -> int:
-    _any_socket(k, fd)
-    raise SyscallError(errno.EPERM)
-
-
-sys_bind = sys_listen = sys_accept = sys_accept4 = _refuse_listening
-
-
-def sys_socketpair(k: Kernel, domain: int, type_: int, protocol: int, sv: int, *_: int) -> int:
-    """A connected pair of AF_UNIX sockets within the guest (asyncio's self-pipe)."""
-    domain, type_, protocol = s32(domain), s32(type_), s32(protocol)
-    if domain != socket.AF_UNIX:
-        raise SyscallError(errno.EAFNOSUPPORT if domain not in (AF_INET, AF_INET6)
-                           else errno.EOPNOTSUPP)
-    kind = _unix_kind(type_, protocol)
-    a, b = make_socketpair(k.sched, kind, type_ & SOCK_NONBLOCK, k.ns.inodes)
-    return install_pair(k, a, b, bool(type_ & SOCK_CLOEXEC), sv)
+    if sum(isinstance(s, GuestSocket) and s.proxied for s in k.fds.files.values()) >= MAX_SOCKETS:
+        raise SyscallError(errno.EMFILE)
+    f.connect_host(k, address)
 
 
 def sys_shutdown(k: Kernel, fd: int, how: int, *_: int) -> int:
-    f = _any_socket(k, fd)
-    if isinstance(f, UnixSocketFile):
-        f.shutdown(s32(how))
-        return 0
-    try:
-        f.host.shutdown(s32(how))
-    except OSError as e:
-        raise SyscallError(e.errno or errno.EINVAL) from None
-    return 0
-
-
-def _put_sockaddr(k: Kernel, f: SocketFile | UnixSocketFile, address: tuple, addr: int,
-                  addrlen_ptr: int) -> int:
-    """Write a socket address as Linux does: truncated to *addrlen, which gets the full size."""
-    if isinstance(f, UnixSocketFile):
-        raw = socket.AF_UNIX.to_bytes(2, "little")  # unnamed
-    else:
-        raw = _pack_sockaddr(f.family, address)
-    room = s32(k.mem.u32(addrlen_ptr))
-    if room < 0:
-        raise SyscallError(errno.EINVAL)
-    k.mem.write(addr, raw[:room])
-    k.mem.put_u32(addrlen_ptr, len(raw))
+    _socket(k, fd).shutdown(s32(how))
     return 0
 
 
 def sys_getsockname(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int:
-    f = _any_socket(k, fd)
-    if isinstance(f, UnixSocketFile):
-        return _put_sockaddr(k, f, (), addr, addrlen)
-    return _put_sockaddr(k, f, f.host.getsockname(), addr, addrlen)
+    f = _socket(k, fd)
+    if isinstance(f.conn, SocketFile):
+        local = f.conn.host.getsockname()
+    else:
+        local = f.local
+    _put_sockaddr(k, f.family, local, addr, addrlen)
+    return 0
 
 
 def sys_getpeername(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int:
-    f = _any_socket(k, fd)
-    if isinstance(f, UnixSocketFile):
-        return _put_sockaddr(k, f, (), addr, addrlen)
-    try:
-        peer = f.host.getpeername()
-    except OSError as e:
-        raise SyscallError(e.errno or errno.ENOTCONN) from None
-    return _put_sockaddr(k, f, peer, addr, addrlen)
+    f = _socket(k, fd)
+    if isinstance(f.conn, SocketFile):
+        try:
+            peer = f.conn.host.getpeername()
+        except OSError as e:
+            raise SyscallError(e.errno or errno.ENOTCONN) from None
+    elif f.conn is None and f.peer is None:
+        raise SyscallError(errno.ENOTCONN)
+    else:
+        peer = f.peer  # None for an unnamed AF_UNIX peer
+    _put_sockaddr(k, f.family, peer, addr, addrlen)
+    return 0
 
 
 # -- options ------------------------------------------------------------------------
@@ -244,31 +322,26 @@ def sys_getpeername(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int
 
 def sys_setsockopt(k: Kernel, fd: int, level: int, name: int, val: int, length: int,
                    *_: int) -> int:  # fmt: skip
-    f = _any_socket(k, fd)
+    f = _socket(k, fd)
     level, name, length = s32(level), s32(name), s32(length)
     if not 0 <= length <= MAX_OPTLEN:
         raise SyscallError(errno.EINVAL)
-    value = k.mem.read(val, length)
-    if isinstance(f, UnixSocketFile):
-        if level != SOL_SOCKET:
-            raise SyscallError(errno.EOPNOTSUPP)
-        return 0  # buffer sizes and timeouts are accepted and not applied
+    value = bytes(k.mem.read(val, length))
+    if not isinstance(f.conn, SocketFile):
+        f.setsockopt(level, name, value)
+        return 0
+    proxy = f.conn
     if level == SOL_SOCKET and name in (SO_RCVTIMEO, SO_SNDTIMEO):
-        if length < TIMEVAL.size:
-            raise SyscallError(errno.EINVAL)
-        sec, usec = TIMEVAL.unpack_from(value)
-        if sec < 0 or not 0 <= usec < 1_000_000:
-            raise SyscallError(errno.EDOM)
-        timeout = None if sec == usec == 0 else sec + usec / 1e6
+        timeout = parse_timeout(value)
         if name == SO_RCVTIMEO:
-            f.recv_timeout = timeout
+            proxy.recv_timeout = timeout
         else:
-            f.send_timeout = timeout
+            proxy.send_timeout = timeout
         return 0
     if (level, name) not in HOST_OPTIONS:
         raise SyscallError(errno.ENOPROTOOPT)
     try:
-        f.host.setsockopt(level, name, value)
+        proxy.host.setsockopt(level, name, value)
     except OSError as e:
         raise SyscallError(e.errno or errno.EINVAL) from None
     return 0
@@ -276,20 +349,19 @@ def sys_setsockopt(k: Kernel, fd: int, level: int, name: int, val: int, length: 
 
 def sys_getsockopt(k: Kernel, fd: int, level: int, name: int, val: int, length_ptr: int,
                    *_: int) -> int:  # fmt: skip
-    f = _any_socket(k, fd)
+    f = _socket(k, fd)
     level, name = s32(level), s32(name)
     room = s32(k.mem.u32(length_ptr))
     if room < 0:
         raise SyscallError(errno.EINVAL)
-    if isinstance(f, UnixSocketFile):
-        value = _unix_option(f, level, name)
+    proxy = f.conn
+    if not isinstance(proxy, SocketFile):
+        value = f.getsockopt(level, name)
     elif level == SOL_SOCKET and name in (SO_RCVTIMEO, SO_SNDTIMEO):
-        timeout = f.recv_timeout if name == SO_RCVTIMEO else f.send_timeout
-        sec, frac = divmod(timeout or 0.0, 1.0)
-        value = TIMEVAL.pack(int(sec), round(frac * 1e6))
+        value = pack_timeout(proxy.recv_timeout if name == SO_RCVTIMEO else proxy.send_timeout)
     elif (level, name) in HOST_OPTIONS:
         try:
-            value = f.host.getsockopt(level, name, min(max(room, 4), MAX_OPTLEN))
+            value = proxy.host.getsockopt(level, name, min(max(room, 4), MAX_OPTLEN))
         except OSError as e:
             raise SyscallError(e.errno or errno.EINVAL) from None
     else:
@@ -300,31 +372,37 @@ def sys_getsockopt(k: Kernel, fd: int, level: int, name: int, val: int, length_p
     return 0
 
 
-def _unix_option(f: UnixSocketFile, level: int, name: int) -> bytes:
-    values = {socket.SO_TYPE: f.sock_type, socket.SO_DOMAIN: socket.AF_UNIX,
-              socket.SO_PROTOCOL: 0, socket.SO_ERROR: 0, socket.SO_ACCEPTCONN: 0,
-              socket.SO_RCVBUF: UNIX_CAPACITY, socket.SO_SNDBUF: UNIX_CAPACITY}  # fmt: skip
-    if level != SOL_SOCKET or name not in values:
-        raise SyscallError(errno.ENOPROTOOPT)
-    return struct.pack("<i", values[name])
-
-
 # -- data -----------------------------------------------------------------------------
 
 
-def sys_sendto(k: Kernel, fd: int, buf: int, length: int, flags: int, *_: int) -> int:
-    # The destination address is ignored: a stream socket sends to its peer.
-    f = _any_socket(k, fd)
-    return f.send([k.mem.slice(buf, min(length, 0x7FFFF000))], s32(flags))
+def _datagram_socket(f: GuestSocket) -> bool:
+    """Sends and receives with addresses: a datagram socket not made by socketpair."""
+    return f.sock_type == SOCK_DGRAM and f.conn is None
+
+
+def sys_sendto(k: Kernel, fd: int, buf: int, length: int, flags: int, addr: int,
+               addrlen: int) -> int:  # fmt: skip
+    f = _socket(k, fd)
+    data = k.mem.slice(buf, min(length, 0x7FFFF000))
+    if _datagram_socket(f) and addr:
+        address = _read_sockaddr(k, addr, addrlen, f.family)
+        return f.send_datagram(bytes(data), address, s32(flags))
+    return f.send([data], s32(flags))  # a stream socket sends to its peer: no address
 
 
 def sys_recvfrom(k: Kernel, fd: int, buf: int, length: int, flags: int, addr: int,
                  addrlen: int) -> int:  # fmt: skip
-    f = _any_socket(k, fd)
+    f = _socket(k, fd)
     dest = k.mem.slice(buf, min(length, 0x7FFFF000), write=True)
+    if _datagram_socket(f):
+        data, source = f.receive_datagram(len(dest), s32(flags))
+        dest[: len(data)] = data
+        if addr and addrlen:
+            _put_sockaddr(k, f.family, source, addr, addrlen)
+        return len(data)
     n = f.recv_into(dest, s32(flags))
     if addr and addrlen:
-        k.mem.put_u32(addrlen, 0)  # TCP reports no source address
+        k.mem.put_u32(addrlen, 0)  # a stream socket reports no source address
     return n
 
 
@@ -338,15 +416,31 @@ def _msghdr(k: Kernel, msg: int) -> tuple[list[memoryview], tuple]:
 
 
 def sys_sendmsg(k: Kernel, fd: int, msg: int, flags: int, *_: int) -> int:
-    f = _any_socket(k, fd)
-    buffers, _ = _msghdr(k, msg)
+    f = _socket(k, fd)
+    buffers, fields = _msghdr(k, msg)
+    name, namelen = fields[0], fields[1]
+    if _datagram_socket(f) and name and namelen:
+        address = _read_sockaddr(k, name, namelen, f.family)
+        return f.send_datagram(b"".join(buffers), address, s32(flags))
     return f.send(buffers, s32(flags))
 
 
 def sys_recvmsg(k: Kernel, fd: int, msg: int, flags: int, *_: int) -> int:
-    f = _any_socket(k, fd)
+    f = _socket(k, fd)
     buffers, fields = _msghdr(k, msg)
-    n = f.recv_vectored(buffers, s32(flags))
-    name, _, iov, iovlen, control, _, _ = fields
-    k.mem.write(msg, MSGHDR.pack(name, 0, iov, iovlen, control, 0, 0))  # no name, no control
-    return n
+    name, namelen, iov, iovlen, control, _, _ = fields
+    if not _datagram_socket(f):
+        n = f.recv_vectored(buffers, s32(flags))
+        k.mem.write(msg, MSGHDR.pack(name, 0, iov, iovlen, control, 0, 0))  # no name, no control
+        return n
+    data, source = f.receive_datagram(sum(len(b) for b in buffers), s32(flags))
+    at = 0
+    for b in buffers:
+        take = min(len(b), len(data) - at)
+        b[:take] = data[at : at + take]
+        at += take
+    raw = _pack_sockaddr(f.family, source) if name else b""
+    if name:
+        k.mem.write(name, raw[: min(namelen, len(raw))])
+    k.mem.write(msg, MSGHDR.pack(name, len(raw), iov, iovlen, control, 0, 0))
+    return len(data)

@@ -193,24 +193,39 @@ _ENTRIES = [
             "periods under 1 ms fire at most every 1 ms; a socket wait notices within 0.1 s"),
     Syscall("getitimer", timer.sys_getitimer, FULL),
     Syscall("alarm", timer.sys_alarm, FULL),
-    # sockets: TCP clients proxied to host sockets under the function's policy
-    Syscall("socket", net.sys_socket, PARTIAL, "TCP over IPv4/IPv6, 64 open; EACCES if no policy; "
-            "AF_UNIX made but never connects (ENOENT: nothing can listen)"),
-    Syscall("connect", net.sys_connect, PARTIAL, "only where the policy allows, else EACCES"),
+    # sockets: in the guest (libos/guestnet.py); TCP to anything else proxied under the policy
+    Syscall("socket", net.sys_socket, PARTIAL,
+            "AF_INET/AF_INET6 stream and datagram, AF_UNIX stream, dgram, seqpacket; "
+            "raw sockets EPERM, other families EAFNOSUPPORT"),
+    Syscall("bind", net.sys_bind, PARTIAL,
+            "inet: loopback or the wildcard only (else EADDRNOTAVAIL), in the guest's own port "
+            "space, ports below 1024 EACCES, port 0 ephemeral (32768-60999); AF_UNIX: a path "
+            "in the tmpfs or an abstract name"),
+    Syscall("listen", net.sys_listen, PARTIAL,
+            "guest connections only: nothing outside the VM can connect in (it has no network)"),
+    Syscall("accept", net.sys_accept, FULL),
+    Syscall("accept4", net.sys_accept4, FULL),
+    Syscall("connect", net.sys_connect, PARTIAL,
+            "to a guest listener: in the monitor (a non-blocking inet connect is EINPROGRESS, "
+            "made at once; one to a full backlog EAGAIN); any other stream connect is proxied "
+            "to the host where the policy allows, else EACCES; datagram: sets the peer"),
     Syscall("sendto", net.sys_sendto, PARTIAL,
-            "the address is ignored (every socket is connected)"),
-    Syscall("recvfrom", net.sys_recvfrom, FULL, "no source address (connected sockets)"),
+            "datagrams reach guest sockets only (to a loopback port none holds: dropped, as "
+            "UDP); a stream socket ignores the address"),
+    Syscall("recvfrom", net.sys_recvfrom, PARTIAL,
+            "a datagram's source address; none for a stream socket; no MSG_TRUNC"),
     Syscall("sendmsg", net.sys_sendmsg, PARTIAL, "no ancillary data"),
-    Syscall("recvmsg", net.sys_recvmsg, PARTIAL, "no ancillary data; MSG_WAITALL ignored"),
+    Syscall("recvmsg", net.sys_recvmsg, PARTIAL,
+            "no ancillary data; MSG_WAITALL ignored but on proxied sockets' recv"),
     Syscall("shutdown", net.sys_shutdown, FULL),
     Syscall("getsockname", net.sys_getsockname, FULL),
     Syscall("getpeername", net.sys_getpeername, FULL),
-    Syscall("setsockopt", net.sys_setsockopt, PARTIAL, "common TCP and socket options only"),
-    Syscall("getsockopt", net.sys_getsockopt, PARTIAL, "common TCP and socket options only"),
-    Syscall("bind", net.sys_bind, REFUSED, "no listening sockets: EPERM"),
-    Syscall("listen", net.sys_listen, REFUSED, "no listening sockets: EPERM"),
-    Syscall("accept", net.sys_accept, REFUSED, "no listening sockets: EPERM"),
-    Syscall("accept4", net.sys_accept4, REFUSED, "no listening sockets: EPERM"),
+    Syscall("setsockopt", net.sys_setsockopt, PARTIAL,
+            "common socket, TCP and IP options; in the guest they are kept (SO_REUSEADDR and "
+            "SO_REUSEPORT apply to bind, SO_RCVBUF to datagrams), not acted on; proxied: the "
+            "host's"),
+    Syscall("getsockopt", net.sys_getsockopt, PARTIAL, "the options setsockopt takes, and "
+            "SO_TYPE, SO_DOMAIN, SO_PROTOCOL, SO_ERROR, SO_ACCEPTCONN"),
     Syscall("socketpair", net.sys_socketpair, PARTIAL,
             "AF_UNIX stream, dgram, seqpacket (as dgram) within the guest; no fd passing"),
     # pipes, eventfds and readiness: in the monitor, over every kind of file

@@ -1,0 +1,594 @@
+"""Sockets within one USF: bound, listening, accepted and connected inside the guest.
+
+Linux's loopback is the model. Every socket() the guest makes is a
+GuestSocket held in the monitor. bind takes an address in the guest's own
+port space (AF_INET/AF_INET6 on loopback or the wildcard; AF_UNIX by a path
+in the tmpfs or an abstract name), listen makes it accept, and a connect to
+a guest listener makes an in-monitor connection: two channels, as a
+socketpair (libos/ipc.py). A stream connect to any other address is proxied
+to a host socket (net.SocketFile) under the policy, as before. Nothing
+outside the VM can reach a guest listener: the VM has no network device.
+Datagrams travel between guest sockets only.
+
+A connected socket hands its calls to its connection (`conn`: a channel
+end, or the host socket), which keeps the semantics those already have.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import stat as st
+import struct
+from collections import deque
+from typing import TYPE_CHECKING
+
+from .errors import SyscallError
+from .files import O_NONBLOCK, O_RDWR, StreamFile
+from .fs import Node, TmpDir, TmpSocket
+from .ipc import READABLE, UNIX_CAPACITY, WRITABLE, Channel, UnixSocketFile
+from .net import MSG_DONTWAIT, MSG_PEEK, POLLHUP, SocketFile
+from .sched import Block, WaitQueue
+
+if TYPE_CHECKING:
+    from .fs import Namespace
+    from .kernel import Kernel
+    from .sched import Scheduler
+
+AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
+SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET = 1, 2, 5
+EPHEMERAL_FIRST, EPHEMERAL_LAST = 32768, 60999  # Linux's net.ipv4.ip_local_port_range
+PRIVILEGED_PORTS = 1024  # below it bind is EACCES: the guest's user is not root
+SOMAXCONN = 4096
+MAX_UDP_PAYLOAD = 65507
+WILDCARD = "*"
+
+Address = tuple | bytes  # an inet (host, port[, flowinfo, scope]) tuple, or an AF_UNIX name
+Key = tuple[int, str]  # (4 or 6, an address or WILDCARD): where an inet socket is bound
+
+
+def inet_key(family: int, host: str) -> Key:
+    """The address an inet socket's address names, an IPv4-mapped one as IPv4."""
+    ip = ipaddress.ip_address(host.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_unspecified:
+        return (ip.version, WILDCARD)
+    return (ip.version, str(ip))
+
+
+def _binding(family: int, host: str, v6only: bool) -> frozenset[Key]:
+    """What a bind covers: an AF_INET6 wildcard without V6ONLY takes IPv4's too."""
+    key = inet_key(family, host)
+    if key == (6, WILDCARD) and not v6only:
+        return frozenset({key, (4, WILDCARD)})
+    return frozenset({key})
+
+
+def _overlap(a: frozenset[Key], b: frozenset[Key]) -> bool:
+    return any(v1 == v2 and WILDCARD in (h1, h2) or (v1, h1) == (v2, h2)
+               for v1, h1 in a for v2, h2 in b)
+
+
+def _is_local(key: Key) -> bool:
+    version, host = key
+    return host == WILDCARD or ipaddress.ip_address(host).is_loopback
+
+
+def _destination(key: Key) -> Key:
+    """Where a connect to `key` goes: the wildcard means this host (loopback), as on Linux."""
+    if key[1] == WILDCARD:
+        return (key[0], "127.0.0.1" if key[0] == 4 else "::1")
+    return key
+
+
+class GuestNet:
+    """The guest's own addresses: inet ports per protocol, abstract AF_UNIX names."""
+
+    def __init__(self, sched: Scheduler, ns: Namespace):
+        self.sched = sched
+        self.ns = ns
+        self.ports: dict[tuple[int, int], list[GuestSocket]] = {}  # (type, port) -> bound
+        self.abstract: dict[bytes, GuestSocket] = {}
+        self.next_port = EPHEMERAL_FIRST
+
+    def _conflicts(self, s: GuestSocket, port: int, binding: frozenset[Key]) -> bool:
+        for other in self.ports.get((s.sock_type, port), ()):
+            if other is s or not _overlap(binding, other.binding):
+                continue
+            if s.option_on("reuseport") and other.option_on("reuseport"):
+                continue
+            if s.option_on("reuseaddr") and other.option_on("reuseaddr") and (
+                    s.sock_type == SOCK_DGRAM or other.backlog is None):
+                continue
+            return True
+        return False
+
+    def bind_inet(self, s: GuestSocket, host: str, port: int, v6only: bool) -> int:
+        """Take host:port for s (port 0: a free ephemeral one); the port it got."""
+        binding = _binding(s.family, host, v6only)
+        if not all(_is_local(key) for key in binding):
+            raise SyscallError(errno.EADDRNOTAVAIL)  # the guest has loopback only
+        if port == 0:
+            port = self._ephemeral(s, binding)
+        elif port < PRIVILEGED_PORTS:
+            raise SyscallError(errno.EACCES)
+        elif self._conflicts(s, port, binding):
+            raise SyscallError(errno.EADDRINUSE)
+        s.binding = binding
+        self.ports.setdefault((s.sock_type, port), []).append(s)
+        return port
+
+    def _ephemeral(self, s: GuestSocket, binding: frozenset[Key]) -> int:
+        span = EPHEMERAL_LAST - EPHEMERAL_FIRST + 1
+        for _ in range(span):
+            port = self.next_port
+            self.next_port = EPHEMERAL_FIRST + (port - EPHEMERAL_FIRST + 1) % span
+            if not self._conflicts(s, port, binding):
+                return port
+        raise SyscallError(errno.EADDRINUSE)  # Linux's answer when the range is exhausted
+
+    def check_listen(self, s: GuestSocket) -> None:
+        """Two listeners on one address need SO_REUSEPORT, SO_REUSEADDR or not."""
+        for other in self.ports.get((s.sock_type, s.port), ()):
+            if other is not s and other.backlog is not None and _overlap(s.binding, other.binding) \
+                    and not (s.option_on("reuseport") and other.option_on("reuseport")):
+                raise SyscallError(errno.EADDRINUSE)
+
+    def find_inet(self, sock_type: int, key: Key, port: int, listening: bool) -> GuestSocket | None:
+        """The guest socket bound where a connect or datagram to key:port arrives."""
+        version, host = _destination(key)
+        for s in self.ports.get((sock_type, port), ()):
+            if listening and s.backlog is None:
+                continue
+            if any(v == version and h in (host, WILDCARD) for v, h in s.binding):
+                return s
+        return None
+
+    def bind_unix(self, s: GuestSocket, name: bytes, umask: int) -> bytes:
+        """Name s: a path (a socket file in the tmpfs), an abstract name, or (b"") one made up."""
+        if not name:
+            name = self._autobind_name()
+        if name.startswith(b"\0"):
+            if name in self.abstract:
+                raise SyscallError(errno.EADDRINUSE)
+            self.abstract[name] = s
+            return name
+        r = self.ns.resolve(name.decode("utf-8", "surrogateescape"), follow=False)
+        if r.node is not None:
+            raise SyscallError(errno.EADDRINUSE)
+        if r.parent is None:
+            raise SyscallError(errno.ENOENT)
+        if not isinstance(r.parent, TmpDir):
+            raise SyscallError(errno.EROFS if r.parent.is_dir else errno.ENOTDIR)
+        s.name_node = TmpSocket(self.ns.tmp.new_ino(), 0o777 & ~umask, s)
+        r.parent.entries[r.name] = s.name_node
+        return name
+
+    def _autobind_name(self) -> bytes:
+        for n in range(1 << 20):  # Linux's autobind: five hex digits in the abstract namespace
+            name = b"\0%05x" % n
+            if name not in self.abstract:
+                return name
+        raise SyscallError(errno.ENOSPC)
+
+    def find_unix(self, name: bytes) -> GuestSocket:
+        """The socket bound to an AF_UNIX name, or the errno Linux gives for it."""
+        if name.startswith(b"\0"):
+            s = self.abstract.get(name)
+            if s is None:
+                raise SyscallError(errno.ECONNREFUSED)
+            return s
+        r = self.ns.resolve(name.decode("utf-8", "surrogateescape"))
+        if r.node is None:
+            raise SyscallError(errno.ENOENT)
+        endpoint = r.node.endpoint if isinstance(r.node, TmpSocket) else None
+        if not isinstance(endpoint, GuestSocket):
+            raise SyscallError(errno.ECONNREFUSED)
+        return endpoint
+
+    def unbind(self, s: GuestSocket) -> None:
+        bound = self.ports.get((s.sock_type, s.port))
+        if bound is not None and s in bound:
+            bound.remove(s)
+            if not bound:
+                del self.ports[(s.sock_type, s.port)]
+        if isinstance(s.local, bytes) and self.abstract.get(s.local) is s:
+            del self.abstract[s.local]
+        if s.name_node is not None:
+            s.name_node.endpoint = None  # the file stays, as on Linux: connect is then refused
+            s.name_node = None
+
+
+# Options kept on a socket in the monitor: (level, name) -> (its short name, default).
+SOL_SOCKET, IPPROTO_IP, IPPROTO_TCP, IPPROTO_IPV6 = 1, 0, 6, 41
+SO_TYPE, SO_ERROR, SO_DOMAIN, SO_PROTOCOL, SO_ACCEPTCONN = 3, 4, 39, 38, 30
+SO_RCVBUF, SO_SNDBUF = 8, 7
+SO_RCVTIMEO, SO_SNDTIMEO = 20, 21
+OPTIONS = {
+    (SOL_SOCKET, 2): "reuseaddr", (SOL_SOCKET, 15): "reuseport", (SOL_SOCKET, 9): "keepalive",
+    (SOL_SOCKET, 6): "broadcast", (SOL_SOCKET, 10): "oobinline", (SOL_SOCKET, 12): "priority",
+    (SOL_SOCKET, 16): "passcred", (SOL_SOCKET, 18): "rcvlowat", (SOL_SOCKET, 19): "sndlowat",
+    (SOL_SOCKET, SO_RCVBUF): "rcvbuf", (SOL_SOCKET, SO_SNDBUF): "sndbuf",
+    (SOL_SOCKET, 13): "linger",
+    (IPPROTO_TCP, 1): "nodelay", (IPPROTO_TCP, 2): "maxseg", (IPPROTO_TCP, 4): "keepidle",
+    (IPPROTO_TCP, 5): "keepintvl", (IPPROTO_TCP, 6): "keepcnt", (IPPROTO_TCP, 12): "quickack",
+    (IPPROTO_TCP, 18): "user_timeout",
+    (IPPROTO_IP, 1): "tos", (IPPROTO_IP, 2): "ttl", (IPPROTO_IPV6, 26): "v6only",
+}  # fmt: skip
+DEFAULTS = {"rcvbuf": UNIX_CAPACITY, "sndbuf": UNIX_CAPACITY, "ttl": 64, "maxseg": 536,
+            "rcvlowat": 1, "sndlowat": 1, "linger": b"\0" * 8}  # fmt: skip
+MIN_BUFFER = 2304  # Linux's SOCK_MIN_RCVBUF: smaller SO_RCVBUF/SO_SNDBUF values are raised
+
+
+TIMEVAL = struct.Struct("<qq")
+REPLAYED = ("reuseaddr", "keepalive", "nodelay", "keepidle", "keepintvl", "keepcnt",
+            "user_timeout", "tos", "v6only")  # set on the host socket when one is made
+
+
+def parse_timeout(value: bytes) -> float | None:
+    """SO_RCVTIMEO/SO_SNDTIMEO's timeval: seconds, None for none (zero)."""
+    if len(value) < TIMEVAL.size:
+        raise SyscallError(errno.EINVAL)
+    sec, usec = TIMEVAL.unpack_from(value)
+    if sec < 0 or not 0 <= usec < 1_000_000:
+        raise SyscallError(errno.EDOM)
+    return None if sec == usec == 0 else sec + usec / 1e6
+
+
+def pack_timeout(timeout: float | None) -> bytes:
+    sec, frac = divmod(timeout or 0.0, 1.0)
+    return TIMEVAL.pack(int(sec), round(frac * 1e6))
+
+
+def _level_applies(family: int, sock_type: int, level: int) -> bool:
+    if level == SOL_SOCKET:
+        return True
+    if family == AF_UNIX:
+        return False
+    if level == IPPROTO_TCP:
+        return sock_type == SOCK_STREAM
+    return level == IPPROTO_IP or (level == IPPROTO_IPV6 and family == AF_INET6)
+
+
+class GuestSocket(StreamFile):
+    """A socket() of the guest's, in one of its states: fresh or bound, listening, connected
+    within the guest (conn: a channel end), proxied to the host (conn: a SocketFile), or a
+    datagram socket receiving into its own queue."""
+
+    def __init__(self, net: GuestNet, family: int, sock_type: int, flags: int, ino: int):
+        super().__init__(Node(st.S_IFSOCK | 0o777, ino), O_RDWR | flags, "socket:")
+        self.net = net
+        self.family = family
+        self.sock_type = sock_type
+        self.queue = WaitQueue()  # woken on changes of its own state (listen, accept, connect)
+        self.changes = 0
+        self.local: Address | None = None  # its bound address
+        self.peer: Address | None = None
+        self.binding: frozenset[Key] = frozenset()
+        self.port = 0
+        self.name_node: TmpSocket | None = None  # its name in the tmpfs
+        self.options: dict[str, int | bytes] = {}
+        self.conn: UnixSocketFile | SocketFile | None = None
+        self.backlog: deque[GuestSocket] | None = None  # while listening: connections to accept
+        self.backlog_limit = 0
+        self.datagrams: deque[tuple[bytes, Address | None]] = deque()
+        self.queued = 0  # bytes held in datagrams
+        self.shut_read = False
+        self.timeouts: dict[int, float | None] = {}  # SO_RCVTIMEO, SO_SNDTIMEO
+
+    def changed(self) -> None:
+        self.changes += 1
+        self.queue.wake(self.net.sched)
+
+    def option_on(self, name: str) -> bool:
+        return bool(self.options.get(name))
+
+    def setsockopt(self, level: int, name: int, value: bytes) -> None:
+        """An option kept here (a proxied socket's go to its host socket instead)."""
+        if not _level_applies(self.family, self.sock_type, level):
+            raise SyscallError(errno.EOPNOTSUPP if self.family == AF_UNIX else errno.ENOPROTOOPT)
+        if level == SOL_SOCKET and name in (SO_RCVTIMEO, SO_SNDTIMEO):
+            self.timeouts[name] = parse_timeout(value)
+            return
+        short = OPTIONS.get((level, name))
+        if short is None:
+            raise SyscallError(errno.ENOPROTOOPT)
+        if short == "linger":
+            if len(value) < 8:
+                raise SyscallError(errno.EINVAL)
+            self.options[short] = bytes(value[:8])
+            return
+        if len(value) < 4:
+            raise SyscallError(errno.EINVAL)
+        number = int.from_bytes(value[:4], "little", signed=True)
+        if short in ("rcvbuf", "sndbuf"):  # Linux doubles it, for its bookkeeping
+            number = max(min(number, UNIX_CAPACITY) * 2, MIN_BUFFER)
+        if short == "v6only" and self.local is not None:
+            raise SyscallError(errno.EINVAL)
+        self.options[short] = number
+
+    def getsockopt(self, level: int, name: int) -> bytes:
+        if level == SOL_SOCKET and name in (SO_RCVTIMEO, SO_SNDTIMEO):
+            return pack_timeout(self.timeouts.get(name))
+        protocol = 0 if self.family == AF_UNIX else (6 if self.sock_type == SOCK_STREAM else 17)
+        fixed = {SO_TYPE: self.sock_type, SO_DOMAIN: self.family, SO_PROTOCOL: protocol,
+                 SO_ERROR: 0, SO_ACCEPTCONN: int(self.backlog is not None)}  # fmt: skip
+        if level == SOL_SOCKET and name in fixed:
+            return struct.pack("<i", fixed[name])
+        short = OPTIONS.get((level, name))
+        if short is None or not _level_applies(self.family, self.sock_type, level):
+            raise SyscallError(errno.EOPNOTSUPP if self.family == AF_UNIX and level != SOL_SOCKET
+                               else errno.ENOPROTOOPT)
+        value = self.options.get(short, DEFAULTS.get(short, 0))
+        return value if isinstance(value, bytes) else struct.pack("<i", value)
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def proxied(self) -> bool:
+        return isinstance(self.conn, SocketFile)
+
+    def connection(self) -> UnixSocketFile | SocketFile:
+        """The connection calls go to, told this socket's O_NONBLOCK (fcntl sets it here)."""
+        if self.conn is None:
+            raise SyscallError(errno.EPIPE if self.family != AF_UNIX and self.backlog is None
+                               and self.sock_type == SOCK_STREAM else errno.ENOTCONN)
+        self.conn.flags = (self.conn.flags & ~O_NONBLOCK) | (self.flags & O_NONBLOCK)
+        return self.conn
+
+    def _blocking(self, flags: int) -> bool:
+        return not (self.flags & O_NONBLOCK or flags & MSG_DONTWAIT)
+
+    def _wait(self, flags: int, *queues: WaitQueue) -> Block:
+        if not self._blocking(flags):
+            raise SyscallError(errno.EAGAIN)
+        return Block(queues or (self.queue,), self.net.sched.deadline_after(None))
+
+    # -- bind, listen, accept --------------------------------------------------------------
+
+    def bind(self, address: Address, umask: int) -> None:
+        if self.local is not None or self.conn is not None:
+            raise SyscallError(errno.EINVAL)
+        if isinstance(address, bytes):
+            self.local = self.net.bind_unix(self, address, umask)
+            return
+        self.port = self.net.bind_inet(self, address[0], address[1], self.option_on("v6only"))
+        self.local = (address[0], self.port, *address[2:])
+
+    def _autobind(self) -> None:
+        if self.local is None and self.family != AF_UNIX:
+            self.bind(("0.0.0.0", 0) if self.family == AF_INET else ("::", 0, 0, 0), 0)
+
+    def _bind_toward(self, host: str) -> str:
+        """A client's address: an ephemeral port, on the loopback address it connects to
+        (bound to the wildcard, it shows that one too); that address."""
+        version, dest = _destination(inet_key(self.family, host))
+        if self.family == AF_INET6 and version == 4:
+            dest = "::ffff:" + dest
+        if self.local is None:
+            self.bind((dest, 0) if self.family == AF_INET else (dest, 0, 0, 0), 0)
+        elif inet_key(self.family, self.local[0])[1] == WILDCARD:
+            self.local = (dest, *self.local[1:])
+        return dest
+
+    def listen(self, backlog: int) -> None:
+        if self.sock_type == SOCK_DGRAM:
+            raise SyscallError(errno.EOPNOTSUPP)
+        if self.conn is not None or (self.family == AF_UNIX and self.local is None):
+            raise SyscallError(errno.EINVAL)
+        self._autobind()
+        if self.family != AF_UNIX:
+            self.net.check_listen(self)
+        self.backlog_limit = min(max(backlog, 0), SOMAXCONN)
+        if self.backlog is None:
+            self.backlog = deque()
+        self.changed()
+
+    def accept(self, flags: int) -> GuestSocket:
+        if self.backlog is None:
+            raise SyscallError(errno.EINVAL)
+        if not self.backlog:
+            raise self._wait(0)
+        s = self.backlog.popleft()
+        s.flags |= flags & O_NONBLOCK
+        self.changed()  # a connect waiting for room may go on
+        return s
+
+    # -- connect ---------------------------------------------------------------------------
+
+    def connect_guest(self, listener: GuestSocket, address: Address) -> None:
+        """Connect to a guest listener: both ends made now, the server's queued for accept."""
+        if listener.sock_type != self.sock_type:
+            raise SyscallError(errno.EPROTOTYPE)
+        assert listener.backlog is not None
+        if len(listener.backlog) > listener.backlog_limit:
+            raise self._wait(0, listener.queue)
+        if self.family != AF_UNIX:
+            address = (self._bind_toward(address[0]), listener.port, *address[2:])
+        datagrams = self.sock_type == SOCK_SEQPACKET  # messages kept apart, as socketpair does
+        up = Channel(self.net.sched, UNIX_CAPACITY, datagrams)
+        down = Channel(self.net.sched, UNIX_CAPACITY, datagrams)
+        inodes = self.net.ns.inodes
+        server = GuestSocket(self.net, listener.family, self.sock_type, 0, inodes.next())
+        server.local = listener.local if self.family == AF_UNIX else address
+        server.peer = self.local
+        server.options = dict(listener.options)
+        server.conn = UnixSocketFile(self.sock_type, 0, up, down, inodes.next())
+        self.conn = UnixSocketFile(self.sock_type, 0, down, up, inodes.next())
+        self.peer = server.local
+        listener.backlog.append(server)
+        listener.changed()
+        self.changed()
+        if self.family != AF_UNIX and not self._blocking(0):
+            raise SyscallError(errno.EINPROGRESS)  # made already: writable, SO_ERROR 0
+
+    def connect_host(self, k: Kernel, address: tuple) -> None:
+        """Proxy this stream socket to a host socket (the policy has allowed address)."""
+        try:
+            proxy = SocketFile(k, self.family, nonblocking=bool(self.flags & O_NONBLOCK))
+        except OSError as e:
+            raise SyscallError(e.errno or errno.ENOBUFS) from None
+        self.conn = proxy
+        self.changed()
+        proxy.recv_timeout = self.timeouts.get(SO_RCVTIMEO)
+        proxy.send_timeout = self.timeouts.get(SO_SNDTIMEO)
+        for (level, name), short in OPTIONS.items():
+            if short in REPLAYED and short in self.options:
+                try:
+                    proxy.host.setsockopt(level, name, int(self.options[short]))
+                except OSError:
+                    pass  # refused by the host: as a Linux option that has no effect
+        proxy.connect(address)
+
+    def set_peer(self, address: Address | None) -> None:
+        """connect() of a datagram socket: its default destination (None: dissolve it)."""
+        if address is not None:
+            self._autobind()
+        self.peer = address
+
+    # -- data --------------------------------------------------------------------------------
+
+    def send_datagram(self, data: bytes, address: Address | None, flags: int) -> int:
+        """A datagram to a guest socket; one to a loopback port nothing holds is dropped."""
+        target_address = address if address is not None else self.peer
+        if target_address is None:
+            raise SyscallError(errno.EDESTADDRREQ if self.family != AF_UNIX else errno.ENOTCONN)
+        if isinstance(target_address, bytes):
+            target = self.net.find_unix(target_address)
+            if target.sock_type != self.sock_type:
+                raise SyscallError(errno.EPROTOTYPE)
+            if len(data) > UNIX_CAPACITY:
+                raise SyscallError(errno.EMSGSIZE)
+        else:
+            if len(data) > MAX_UDP_PAYLOAD:
+                raise SyscallError(errno.EMSGSIZE)
+            self._autobind()
+            key = inet_key(self.family, target_address[0])
+            found = self.net.find_inet(SOCK_DGRAM, key, target_address[1], listening=False)
+            if found is None:
+                return len(data)  # no one listens: UDP drops it
+            target = found
+        if target.queued + len(data) > target.buffer_size():
+            if not isinstance(target_address, bytes):
+                return len(data)  # a full UDP receive buffer drops it, as Linux does
+            raise self._wait(flags, target.queue)
+        target.datagrams.append((data, self._source_for(target)))
+        target.queued += len(data)
+        target.changed()
+        return len(data)
+
+    def buffer_size(self) -> int:
+        return int(self.options.get("rcvbuf", UNIX_CAPACITY))
+
+    def _source_for(self, target: GuestSocket) -> Address | None:
+        if self.family == AF_UNIX or self.local is None:
+            return self.local
+        host = self.local[0]
+        if inet_key(self.family, host)[1] == WILDCARD:
+            host = "127.0.0.1" if self.family == AF_INET else "::1"
+        return (host, self.port, *self.local[2:])
+
+    def receive_datagram(self, room: int, flags: int) -> tuple[bytes, Address | None]:
+        if not self.datagrams:
+            if self.shut_read:
+                return b"", None
+            raise self._wait(flags)
+        data, source = self.datagrams[0]
+        if not flags & MSG_PEEK:
+            self.datagrams.popleft()
+            self.queued -= len(data)
+            self.changed()
+        return data[:room], source
+
+    def recv_into(self, dest: memoryview, flags: int) -> int:
+        if self.conn is None and self.sock_type == SOCK_DGRAM:
+            data, _ = self.receive_datagram(len(dest), flags)
+            dest[: len(data)] = data
+            return len(data)
+        if self.conn is None:
+            raise SyscallError(errno.EINVAL if self.backlog is not None and self.family != AF_UNIX
+                               else errno.ENOTCONN)
+        return self.connection().recv_into(dest, flags)
+
+    def recv_vectored(self, buffers: list[memoryview], flags: int) -> int:
+        if self.conn is None:
+            joined = memoryview(bytearray(sum(len(b) for b in buffers)))
+            n = self.recv_into(joined, flags)
+            at = 0
+            for b in buffers:
+                take = min(len(b), n - at)
+                b[:take] = joined[at : at + take]
+                at += take
+            return n
+        return self.connection().recv_vectored(buffers, flags)
+
+    def send(self, data: list[memoryview], flags: int) -> int:
+        if self.conn is None and self.sock_type == SOCK_DGRAM:
+            return self.send_datagram(b"".join(data), None, flags)
+        return self.connection().send(data, flags)
+
+    def read(self, length: int) -> bytes | memoryview:
+        if self.conn is None:
+            buf = memoryview(bytearray(min(length, 1 << 20)))
+            return buf[: self.recv_into(buf, 0)]
+        return self.connection().read(length)
+
+    def write(self, data: memoryview) -> int:
+        return self.send([data], 0)
+
+    def shutdown(self, how: int) -> None:
+        if how not in (0, 1, 2):
+            raise SyscallError(errno.EINVAL)
+        if isinstance(self.conn, SocketFile):
+            try:
+                self.conn.host.shutdown(how)
+            except OSError as e:
+                raise SyscallError(e.errno or errno.EINVAL) from None
+        elif self.conn is not None:
+            self.conn.shutdown(how)
+        elif self.backlog is not None and how in (0, 2):
+            self._stop_listening()  # Linux disconnects a listener shut down for reading
+        elif self.sock_type == SOCK_DGRAM and how in (0, 2):
+            self.shut_read = True
+        elif self.family != AF_UNIX and self.sock_type == SOCK_STREAM:
+            raise SyscallError(errno.ENOTCONN)
+        self.changed()
+
+    # -- readiness ---------------------------------------------------------------------------
+
+    def poll(self) -> int:
+        if self.conn is not None:
+            return self.conn.poll()
+        if self.backlog is not None:
+            return READABLE if self.backlog else 0
+        if self.sock_type == SOCK_DGRAM:
+            return WRITABLE | (READABLE if self.datagrams or self.shut_read else 0)
+        return WRITABLE | POLLHUP  # as Linux for a stream socket never connected
+
+    def wait_queues(self) -> tuple[WaitQueue, ...]:
+        if isinstance(self.conn, SocketFile):
+            return ()  # the host says when it is ready (host_fd)
+        inner = self.conn.wait_queues() if self.conn is not None else ()
+        return (self.queue, *inner)
+
+    @property
+    def generation(self) -> int:  # type: ignore[override]
+        return self.changes + (self.conn.generation if self.conn is not None else 0)
+
+    def host_fd(self) -> int | None:
+        return self.conn.host_fd() if self.conn is not None else None
+
+    def _stop_listening(self) -> None:
+        pending, self.backlog = self.backlog or deque(), None
+        for s in pending:
+            s.close()  # never accepted: its client sees the connection end
+
+    def close(self) -> None:
+        self._stop_listening()
+        self.net.unbind(self)
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        self.datagrams.clear()
+        self.changed()
