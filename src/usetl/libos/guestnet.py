@@ -82,6 +82,15 @@ def _destination(key: Key) -> Key:
     return key
 
 
+def _as_family(family: int, address: tuple) -> tuple:
+    """An inet address as a socket of `family` sees it: IPv4 in an AF_INET6 socket is mapped."""
+    if family == AF_INET6 and len(address) == 2:
+        return (f"::ffff:{address[0]}", address[1], 0, 0)
+    if family == AF_INET and len(address) == 4:
+        return (inet_key(AF_INET6, address[0])[1], address[1])
+    return address
+
+
 class GuestNet:
     """The guest's own addresses: inet ports per protocol, abstract AF_UNIX names."""
 
@@ -411,12 +420,15 @@ class GuestSocket(StreamFile):
         down = Channel(self.net.sched, UNIX_CAPACITY, datagrams)
         inodes = self.net.ns.inodes
         server = GuestSocket(self.net, listener.family, self.sock_type, 0, inodes.next())
-        server.local = listener.local if self.family == AF_UNIX else address
-        server.peer = self.local
+        if self.family == AF_UNIX:
+            server.local, server.peer = listener.local, self.local
+        else:
+            server.local = _as_family(listener.family, address)
+            server.peer = _as_family(listener.family, self.local)
         server.options = dict(listener.options)
         server.conn = UnixSocketFile(self.sock_type, 0, up, down, inodes.next())
         self.conn = UnixSocketFile(self.sock_type, 0, down, up, inodes.next())
-        self.peer = server.local
+        self.peer = listener.local if self.family == AF_UNIX else address
         listener.backlog.append(server)
         listener.changed()
         self.changed()
@@ -463,8 +475,10 @@ class GuestSocket(StreamFile):
         else:
             if len(data) > MAX_UDP_PAYLOAD:
                 raise SyscallError(errno.EMSGSIZE)
-            self._autobind()
             key = inet_key(self.family, target_address[0])
+            if not _is_local(key):
+                raise SyscallError(errno.EACCES)  # datagrams never leave the VM
+            self._autobind()
             found = self.net.find_inet(SOCK_DGRAM, key, target_address[1], listening=False)
             if found is None:
                 return len(data)  # no one listens: UDP drops it
@@ -473,7 +487,10 @@ class GuestSocket(StreamFile):
             if not isinstance(target_address, bytes):
                 return len(data)  # a full UDP receive buffer drops it, as Linux does
             raise self._wait(flags, target.queue)
-        target.datagrams.append((data, self._source_for(target)))
+        source = self._source_for(target)
+        if isinstance(source, tuple):
+            source = _as_family(target.family, source)
+        target.datagrams.append((data, source))
         target.queued += len(data)
         target.changed()
         return len(data)

@@ -1,0 +1,219 @@
+"""Sockets inside one USF: servers and clients of the same guest, as on Linux's loopback."""
+
+import pytest
+
+from guest_code import run_lines
+from usetl.etl import UrlPolicy
+
+pytestmark = pytest.mark.kvm
+
+
+def test_an_asyncio_server_and_its_client_in_one_guest(usf):
+    assert run_lines(usf, """
+        import asyncio
+        async def handle(reader, writer):
+            line = await reader.readline()
+            writer.write(line.upper() * 2000)
+            await writer.drain()
+            writer.close()
+        async def main():
+            server = await asyncio.start_server(handle, "127.0.0.1", 0)
+            host, port = server.sockets[0].getsockname()
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"ping\\n")
+            await writer.drain()
+            data = await reader.read()
+            print(len(data), data[:5], writer.get_extra_info("peername") == (host, port))
+            writer.close()
+            server.close()
+            await server.wait_closed()
+        asyncio.run(main())
+        """) == ["10000 b'PING\\n' True"]
+
+
+def test_a_threaded_socketserver_with_a_client_thread(usf):
+    assert run_lines(usf, """
+        import socket, socketserver, threading
+        class Reverse(socketserver.StreamRequestHandler):
+            def handle(self):
+                self.wfile.write(self.rfile.readline().strip()[::-1] + b"\\n")
+        replies = []
+        with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Reverse) as server:
+            serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+            serving.start()
+            def client(n):
+                with socket.create_connection(server.server_address) as c:
+                    c.sendall(b"abc%d\\n" % n)
+                    replies.append(c.makefile("rb").readline())
+            clients = [threading.Thread(target=client, args=(n,)) for n in range(3)]
+            for t in clients:
+                t.start()
+            for t in clients:
+                t.join()
+            server.shutdown()
+            serving.join()
+        print(sorted(replies))
+        """) == ["[b'0cba\\n', b'1cba\\n', b'2cba\\n']"]
+
+
+def test_a_non_blocking_accept_and_connect_under_epoll(usf):
+    assert run_lines(usf, """
+        import errno, select, socket
+        listener = socket.socket()
+        listener.setblocking(False)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        try:
+            listener.accept()
+        except BlockingIOError:
+            print("accept EAGAIN")
+        ep = select.epoll()
+        ep.register(listener.fileno(), select.EPOLLIN)
+        print("idle", ep.poll(0))
+        client = socket.socket()
+        client.setblocking(False)
+        print("connect", errno.errorcode[client.connect_ex(listener.getsockname())])
+        print("ready", ep.poll(1) == [(listener.fileno(), select.EPOLLIN)])
+        ep.unregister(listener.fileno())
+        ep.register(client.fileno(), select.EPOLLOUT | select.EPOLLET)
+        print("writable", ep.poll(1) == [(client.fileno(), select.EPOLLOUT)], ep.poll(0))
+        print("so_error", client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+        conn, peer = listener.accept()
+        print("peer", peer == client.getsockname(), conn.getpeername() == peer)
+        print("again", errno.errorcode[client.connect_ex(listener.getsockname())])
+        print("drained", ep.poll(0))
+        conn.sendall(b"x")
+        print("edge", ep.poll(1) == [(client.fileno(), select.EPOLLOUT)])
+        for s in (conn, client, listener):
+            s.close()
+        """) == ["accept EAGAIN", "idle []", "connect EINPROGRESS", "ready True",
+                 "writable True []", "so_error 0", "peer True True", "again EISCONN",
+                 "drained []", "edge True"]
+
+
+def test_af_unix_servers_by_path_and_by_abstract_name(usf):
+    assert run_lines(usf, """
+        import errno, os, socket, stat
+        def attempt(what, fn):
+            try:
+                fn()
+                print(what, "ok")
+            except OSError as e:
+                print(what, errno.errorcode[e.errno])
+        for name in ("/tmp/server.sock", "\\0usetl-test"):
+            server = socket.socket(socket.AF_UNIX)
+            server.bind(name)
+            server.listen()
+            client = socket.socket(socket.AF_UNIX)
+            client.connect(name)
+            conn, _ = server.accept()
+            client.sendall(b"over unix")
+            named = (name, name.encode())  # Python gives an abstract name as bytes
+            print(conn.recv(100), client.getpeername() in named, conn.getsockname() in named)
+            attempt("bind again", lambda: socket.socket(socket.AF_UNIX).bind(name))
+            for s in (conn, client, server):
+                s.close()
+            attempt("connect after close", lambda: socket.socket(socket.AF_UNIX).connect(name))
+        print(stat.S_ISSOCK(os.stat("/tmp/server.sock").st_mode))
+        os.unlink("/tmp/server.sock")
+        unix = socket.socket(socket.AF_UNIX)
+        attempt("connect unlinked", lambda: unix.connect("/tmp/server.sock"))
+        open("/tmp/plain", "w").close()
+        attempt("connect to a file", lambda: unix.connect("/tmp/plain"))
+        attempt("send unconnected", lambda: unix.send(b"x"))
+        attempt("bind outside /tmp", lambda: unix.bind("/usr/s.sock"))
+        """) == 2 * ["b'over unix' True True", "bind again EADDRINUSE",
+                     "connect after close ECONNREFUSED"] + [
+                 "True", "connect unlinked ENOENT", "connect to a file ECONNREFUSED",
+                 "send unconnected ENOTCONN", "bind outside /tmp EROFS"]
+
+
+def test_bind_takes_the_guests_own_ports(usf):
+    assert run_lines(usf, """
+        import errno, socket
+        def attempt(what, fn):
+            try:
+                fn()
+                print(what, "ok")
+            except OSError as e:
+                print(what, errno.errorcode[e.errno])
+        a = socket.socket()
+        a.bind(("127.0.0.1", 0))
+        port = a.getsockname()[1]
+        b = socket.socket()
+        b.bind(("127.0.0.1", 0))
+        print("ephemeral", 32768 <= port <= 60999, b.getsockname()[1] != port)
+        a.listen()
+        attempt("same port", lambda: socket.socket().bind(("127.0.0.1", port)))
+        attempt("wildcard", lambda: socket.socket().bind(("0.0.0.0", port)))
+        six = socket.socket(socket.AF_INET6)
+        attempt("v6 wildcard", lambda: six.bind(("::", port)))
+        six.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        attempt("v6 only", lambda: six.bind(("::", port)))
+        attempt("another address", lambda: socket.socket().bind(("10.1.2.3", 0)))
+        attempt("privileged", lambda: socket.socket().bind(("127.0.0.1", 80)))
+        b.close()
+        a.close()
+        again = socket.socket()
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        attempt("after close", lambda: again.bind(("127.0.0.1", port)))
+        print("reuseaddr", again.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR))
+        again.close()
+        six.close()
+        """) == ["ephemeral True True", "same port EADDRINUSE", "wildcard EADDRINUSE",
+                 "v6 wildcard EADDRINUSE", "v6 only ok", "another address EADDRNOTAVAIL",
+                 "privileged EACCES", "after close ok", "reuseaddr 1"]
+
+
+def test_dual_stack_listener_and_datagrams(usf):
+    assert run_lines(usf, """
+        import socket
+        server = socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True)
+        port = server.getsockname()[1]
+        for host in ("127.0.0.1", "::1"):
+            with socket.create_connection((host, port)) as c:
+                conn, peer = server.accept()
+                print(host, peer[0], conn.getsockname()[1] == c.getpeername()[1] == port)
+                conn.close()
+        server.close()
+        a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        a.bind(("127.0.0.1", 0))
+        b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        b.sendto(b"one", a.getsockname())
+        b.sendto(b"two", a.getsockname())
+        data, source = a.recvfrom(10)
+        print(data, source[0], source[1] == b.getsockname()[1], a.recv(2))
+        b.connect(a.getsockname())
+        b.send(b"three")
+        print(a.recv(10), b.getpeername() == a.getsockname())
+        try:
+            b.sendto(b"out", ("10.0.0.1", 53))
+        except PermissionError:
+            print("datagrams stay in the VM")
+        a.close()
+        b.close()
+        """) == ["127.0.0.1 ::ffff:127.0.0.1 True", "::1 ::1 True", "b'one' 127.0.0.1 True b'tw'",
+                 "b'three' True", "datagrams stay in the VM"]
+
+
+def test_a_connect_with_no_guest_listener_goes_to_the_host(usf, http_server):
+    http_server.add("/x", b"from the host")
+    usf.kernel.allow_sockets(UrlPolicy([http_server.base + "/"]))
+    try:
+        lines = run_lines(usf, f"""
+            import socket, urllib.request
+            print(urllib.request.urlopen("{http_server.base}/x").read())
+            guest = socket.create_server(("127.0.0.1", {http_server.port}))
+            c = socket.create_connection(("127.0.0.1", {http_server.port}))
+            conn, _ = guest.accept()
+            print("the guest's own listener answers", c.getpeername()[1] == {http_server.port})
+            for s in (conn, c, guest):
+                s.close()
+            try:
+                socket.create_connection(("127.0.0.1", 1))
+            except PermissionError:
+                print("refused")
+            """)
+    finally:
+        usf.kernel.allow_sockets(None)
+    assert lines == ["b'from the host'", "the guest's own listener answers True", "refused"]
