@@ -27,6 +27,7 @@ import ctypes
 import json
 import os
 import random
+import socket
 import stat
 import struct
 import sys
@@ -404,9 +405,31 @@ def _prepare(state):
     for path, flags in opens:
         fds[path] = _raw(2, _cstr(path), flags | O_NONBLOCK, 0o644, 0, 0, 0, 0)
     sockets = [_raw(41, family, 1 | O_NONBLOCK, 0, 0, 0, 0, 0) for family in (2, 10)]
+    sockets += _guest_sockets()
     state["fds"] = [0, 1, 2] + [fd for fd in [*fds.values(), *sockets] if fd >= 0]
     state["etl"] = fds["/dev/etl"] if fds["/dev/etl"] >= 0 else 0
     _map_scratch(state["mm"])
+
+
+def _guest_sockets():
+    """Sockets in the states the monitor keeps for them: listening, connected (both ends),
+    a bound datagram socket and an AF_UNIX listener; their raw fds, non-blocking."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    client = socket.create_connection(listener.getsockname())
+    accepted, _ = listener.accept()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    if os.path.lexists("/tmp/fz/sock"):
+        os.unlink("/tmp/fz/sock")
+    unix = socket.socket(socket.AF_UNIX)
+    unix.bind("/tmp/fz/sock")
+    unix.listen(8)
+    made = [listener, client, accepted, udp, unix]
+    for s in made:
+        s.setblocking(False)
+    return [s.detach() for s in made]
 
 
 _strings = {}
