@@ -389,3 +389,24 @@ def test_runtime_hooks_run_before_the_freeze_and_in_each_clone(base, tmp_path):
     (tmp_path / "refuse").write_text("")
     with pytest.raises(HyperForkError, match="a before-freeze hook failed: cannot freeze"):
         base.load_function(load, mounts={"hooks": str(tmp_path)})
+
+
+def test_a_timed_wait_captured_in_a_template_keeps_its_time_left_in_a_later_clone(base, tmp_path):
+    (tmp_path / "waiter.py").write_text(
+        "import threading, time\n"
+        "woke = []\n"
+        "waiter = threading.Thread(target=lambda: woke.append(\n"
+        "    (threading.Event().wait(2.0), time.monotonic())))\n"
+        "waiter.start()  # frozen with the template, 2 s left on its wait\n"
+        "def handler(event, context):\n"
+        "    start, waiting = time.monotonic(), waiter.is_alive()\n"
+        "    waiter.join()\n"
+        "    return {'waiting': waiting, 'result': woke[0][0], 'after': woke[0][1] - start}\n"
+    )
+    load = {"kind": "load", "path": "/code/waiter.py", "handler": "handler"}
+    with base.load_function(load, mounts={"code": str(tmp_path)}) as fn:
+        time.sleep(2.2)  # the wait's whole time passes on the host before the clone is made
+        with fn.fork() as clone:
+            value = clone.invoke({}, {"request_id": "a"}).value
+    # Still waiting when the clone ran, and its wait went on for the time it had left.
+    assert value["waiting"] and value["result"] is False and value["after"] >= 1.0

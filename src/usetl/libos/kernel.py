@@ -29,7 +29,7 @@ from .guestnet import GuestNet
 from .mm import AddressSpace
 from .net import WAIT_SLICE, SocketPolicy, hosts_file
 from .sched import Block, ExitThread, Scheduler
-from .signals import ProcessSignals, ThreadSignals, timer_clock
+from .signals import ITIMER_REAL, ProcessSignals, ThreadSignals, timer_clock
 from .syscalls.numbers import SYSCALL_NAMES
 from .usermem import UserMemory
 
@@ -98,6 +98,24 @@ class Kernel:
         # The captures of stdout and stderr, held apart from the fd table: the guest
         # may close or dup2 over fds 1 and 2, and what it wrote is still its output.
         self.console: dict[int, OutputFile] = {}
+
+    def __getstate__(self) -> dict:
+        # When the state was captured: the times the guest waits for are shifted by how
+        # long it stayed frozen (restored()).
+        return {**self.__dict__, "captured_at": time.monotonic()}
+
+    def restored(self) -> None:
+        """Run again after a restore (a clone, a rollback): deadlines and the real-time timer
+        keep the time they had left at the capture. Negative after a host reboot (the clock
+        started again): the time left is still kept."""
+        now = time.monotonic()
+        shift = now - self.__dict__.pop("captured_at", now)
+        self.sched.restored(shift)
+        real = self.signals.timers.get(ITIMER_REAL)
+        if real is not None:
+            real.expiry += shift
+        if self.retry_wake is not None:
+            self.retry_wake += shift
 
     def allow_sockets(self, policy: SocketPolicy | None) -> None:
         """Let the guest's TCP sockets connect where `policy` allows (None: no sockets).

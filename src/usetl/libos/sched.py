@@ -409,8 +409,17 @@ class Scheduler:
         else:
             self._yield(regs)
 
-    def restored(self) -> None:
-        """After a rollback or restore: host work that was in flight is lost with its process."""
+    def restored(self, shift: float) -> None:
+        """After a rollback or restore, `shift` seconds after the state was captured: timed
+        waits keep the time they had left then (a clone made later does not time out early),
+        and host work that was in flight is lost with its process."""
+        for t in self.threads.values():
+            if t.wait is not None and t.wait.deadline is not None:
+                t.wait.deadline += shift
+        if self.check_at is not None:
+            self.check_at += shift
+        if self.slice_end is not None:
+            self.slice_end += shift
         for t in list(self.threads.values()):
             if t.wait is not None and t.wait.host_token is not None:
                 t.wait.host_token = None

@@ -302,7 +302,7 @@ class Usf:
         """Run this USF's monitor state on another VM with the same memory (a clone's)."""
         self.vm = vm
         self.kernel.vm = vm
-        self.kernel.sched.restored()
+        self.kernel.restored()
         self.alive = True
 
     def take_identity(self, instance_id: str) -> InvocationResult:
