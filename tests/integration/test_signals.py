@@ -212,3 +212,44 @@ def test_each_thread_has_its_own_signal_mask(usf):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR2})
         """)
     assert out == ["True", "True", "['MainThread']", "True"]
+
+
+def test_a_signal_reaches_a_waiting_main_thread_while_another_thread_runs(usf):
+    """A timer's signal, and one another thread sends the process, interrupt the main
+    thread's futex, select and pipe waits (Linux prefers the main thread) while a second
+    thread computes, not when that thread next waits."""
+    assert run(usf, """
+        import os, select, signal, threading, time
+        class Interrupted(Exception):
+            pass
+        def interrupt(signum, frame):
+            raise Interrupted
+        signal.signal(signal.SIGALRM, interrupt)
+        signal.signal(signal.SIGUSR1, interrupt)
+        r, w = os.pipe()
+        lock = threading.Lock()
+        lock.acquire()
+        waits = {"futex": lambda: lock.acquire(timeout=30),
+                 "select": lambda: select.select([r], [], [], 30), "read": lambda: os.read(r, 1)}
+        for send in ("alarm", "kill"):
+            for name, wait in waits.items():
+                state = {"stop": False}
+                def spin():
+                    if send == "kill":
+                        os.kill(os.getpid(), signal.SIGUSR1)
+                    end = time.monotonic() + 3  # a late signal comes only after this
+                    while not state["stop"] and time.monotonic() < end:
+                        pass
+                    state["in time"] = state["stop"]
+                spinner = threading.Thread(target=spin)
+                try:  # a kill may come while start() waits for the thread: a wait too
+                    spinner.start()
+                    if send == "alarm":
+                        signal.setitimer(signal.ITIMER_REAL, 0.05)
+                    wait()
+                except Interrupted:
+                    state["stop"] = True
+                spinner.join()
+                print(send, name, state["in time"])
+        """) == [f"{send} {name} True" for send in ("alarm", "kill")
+                 for name in ("futex", "select", "read")]

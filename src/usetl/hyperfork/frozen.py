@@ -39,6 +39,7 @@ class Frozen:
         """Freeze a USF paused in the agent's wait; its VM is closed, its memory kept."""
         vm = usf.vm
         vm.settle()
+        usf.kernel.captured()
         frozen = cls(usf, vm.save_state(), monitor_state.dumps(usf), vm.memory(), vm.specs)
         vm.release()
         return frozen

@@ -94,22 +94,21 @@ class Kernel:
         self.net_account = IoAccount()  # the socket path's I/O, billed like ETL requests
         self.children = children.Children()
         self.guest_net = GuestNet(self.sched, namespace)  # addresses bound inside the guest
+        self.captured_at: float | None = None  # time.monotonic() of the capture restored from
         procfs.install(self)
         # The captures of stdout and stderr, held apart from the fd table: the guest
         # may close or dup2 over fds 1 and 2, and what it wrote is still its output.
         self.console: dict[int, OutputFile] = {}
 
-    def __getstate__(self) -> dict:
-        # When the state was captured: the times the guest waits for are shifted by how
-        # long it stayed frozen (restored()).
-        return {**self.__dict__, "captured_at": time.monotonic()}
+    def captured(self) -> None:
+        """The state is being captured (a template freezes): restored() counts from now."""
+        self.captured_at = time.monotonic()
 
     def restored(self) -> None:
         """Run again after a restore (a clone, a rollback): deadlines and the real-time timer
-        keep the time they had left at the capture. Negative after a host reboot (the clock
-        started again): the time left is still kept."""
-        now = time.monotonic()
-        shift = now - self.__dict__.pop("captured_at", now)
+        keep the time they had left at the capture (the shift is negative after a host
+        reboot, whose clock starts again: the time left is still kept)."""
+        shift = 0.0 if self.captured_at is None else time.monotonic() - self.captured_at
         self.sched.restored(shift)
         real = self.signals.timers.get(ITIMER_REAL)
         if real is not None:

@@ -384,6 +384,7 @@ class Scheduler:
     def at_syscall_exit(self, regs) -> None:
         """Past check_at: let a woken or timed-out thread in if the slice is over."""
         self._collect()
+        self._wake_for_signals()
         now = time.monotonic()
         yielding, self.yielding = self.yielding, False
         if self.runnable and (yielding or self.slice_end is None or now >= self.slice_end):
@@ -400,6 +401,7 @@ class Scheduler:
     def preempt(self, regs) -> None:
         """The alarm stopped the guest between two instructions."""
         self._collect()
+        self._wake_for_signals()
         if not self.runnable:
             self._arm()
         elif self.k.vm.in_trampoline(regs.rip):
@@ -471,9 +473,7 @@ class Scheduler:
                     return t
             if self.k.vm.deadline_hit:
                 return None
-            taker = self._signal_taker()
-            if taker is not None:
-                self._interrupt_for_signal(taker)
+            if self._wake_for_signals():
                 continue
             self._idle()
 
@@ -521,13 +521,31 @@ class Scheduler:
                     wait.timed_out = True
                     self.wake(t)
 
-    def _signal_taker(self) -> Thread | None:
-        """Every thread waits: the one that takes a due signal, the one on the vCPU first
-        (as Linux prefers the thread it would run), else one that does not block it."""
-        for t in (self.on_cpu, *self.threads.values()):
-            if t.state == WAITING and self.k.signal_due(t.signals):
-                return t
-        return None
+    def _wake_for_signals(self) -> bool:
+        """Linux's complete_signal: a due signal wakes the waiting thread it is for at once,
+        while another thread has the vCPU; True if one woke.
+
+        A signal for the process goes to the main thread if it does not block it (as Linux
+        prefers the thread it was sent to, the group leader), else to the running thread,
+        else to the first that does not. One chosen for a waiting thread moves to that
+        thread's own pending set, so that the running thread does not take it first.
+        """
+        k = self.k
+        k.signal_due(self.current.signals)  # fires the interval timers that are due
+        shared = k.signals.pending
+        if shared:
+            main = self.threads.get(k.identity.pid)
+            for t in (main, self.current, *self.threads.values()):
+                if t is not None and t.state != EXITED and shared & ~t.signals.mask:
+                    if t.state == WAITING:
+                        k.signals.move_pending(shared & ~t.signals.mask, t.signals)
+                    break
+        woken = False
+        for t in list(self.threads.values()):
+            if t.state == WAITING and t.signals.pending & ~t.signals.mask:
+                self._interrupt_for_signal(t)
+                woken = True
+        return woken
 
     def _interrupt_for_signal(self, t: Thread) -> None:
         """A due signal interrupts t's wait: EINTR, or its syscall's re-run says so."""

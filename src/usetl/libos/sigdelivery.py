@@ -82,6 +82,7 @@ def send(k: Kernel, sig: int, info: SigInfo, to_thread: ThreadSignals | None) ->
     target = to_thread or k.signals
     target.pending |= bit(sig)
     target.info.setdefault(sig, info)
+    k.sched.check_at = time.monotonic()  # a waiting thread it is for wakes at this exit
 
 
 def fire_timer(k: Kernel, which: int, now: float) -> None:

@@ -91,6 +91,13 @@ class ProcessSignals:
     def action(self, sig: int) -> SigAction:
         return self.actions.get(sig) or SigAction()
 
+    def move_pending(self, sigs: int, thread: ThreadSignals) -> None:
+        """Hand the process's pending `sigs` (a bit set) to one thread, with their info."""
+        self.pending &= ~sigs
+        thread.pending |= sigs
+        for sig in [s for s in self.info if sigs & bit(s)]:
+            thread.info.setdefault(sig, self.info.pop(sig))
+
     def ignores(self, sig: int) -> bool:
         """Whether `sig` would be discarded: its action is to ignore it."""
         handler = self.action(sig).handler
