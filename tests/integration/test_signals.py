@@ -253,3 +253,22 @@ def test_a_signal_reaches_a_waiting_main_thread_while_another_thread_runs(usf):
                 print(send, name, state["in time"])
         """) == [f"{send} {name} True" for send in ("alarm", "kill")
                  for name in ("futex", "select", "read")]
+
+
+def test_a_timer_ends_a_wait_nothing_else_could_end(usf):
+    """A lone thread blocked in a write no one reads is woken by its timer's signal, not
+    taken for a deadlock (CPython's test_sendall_interrupted)."""
+    assert run(usf, """
+        import signal, socket
+        def interrupt(signum, frame):
+            1 // 0
+        signal.signal(signal.SIGALRM, interrupt)
+        a, b = socket.socketpair()
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        try:
+            a.sendall(b"x" * (16 << 20))
+        except ZeroDivisionError:
+            print("interrupted")
+        a.close()
+        b.close()
+        """) == ["interrupted"]

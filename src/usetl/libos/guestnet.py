@@ -97,12 +97,12 @@ class GuestNet:
     def __init__(self, sched: Scheduler, ns: Namespace):
         self.sched = sched
         self.ns = ns
-        self.ports: dict[tuple[int, int], list[GuestSocket]] = {}  # (type, port) -> bound
+        self.ports: dict[tuple[int, int], list[GuestSocket]] = {}  # (protocol, port) -> bound
         self.abstract: dict[bytes, GuestSocket] = {}
         self.next_port = EPHEMERAL_FIRST
 
     def _conflicts(self, s: GuestSocket, port: int, binding: frozenset[Key]) -> bool:
-        for other in self.ports.get((s.sock_type, port), ()):
+        for other in self.ports.get((s.protocol, port), ()):
             if other is s or not _overlap(binding, other.binding):
                 continue
             if s.option_on("reuseport") and other.option_on("reuseport"):
@@ -125,7 +125,7 @@ class GuestNet:
         elif self._conflicts(s, port, binding):
             raise SyscallError(errno.EADDRINUSE)
         s.binding = binding
-        self.ports.setdefault((s.sock_type, port), []).append(s)
+        self.ports.setdefault((s.protocol, port), []).append(s)
         return port
 
     def _ephemeral(self, s: GuestSocket, binding: frozenset[Key]) -> int:
@@ -139,15 +139,16 @@ class GuestNet:
 
     def check_listen(self, s: GuestSocket) -> None:
         """Two listeners on one address need SO_REUSEPORT, SO_REUSEADDR or not."""
-        for other in self.ports.get((s.sock_type, s.port), ()):
+        for other in self.ports.get((s.protocol, s.port), ()):
             if other is not s and other.backlog is not None and _overlap(s.binding, other.binding) \
                     and not (s.option_on("reuseport") and other.option_on("reuseport")):
                 raise SyscallError(errno.EADDRINUSE)
 
-    def find_inet(self, sock_type: int, key: Key, port: int, listening: bool) -> GuestSocket | None:
+    def find_inet(self, protocol: int, key: Key, port: int, listening: bool
+                  ) -> GuestSocket | None:
         """The guest socket bound where a connect or datagram to key:port arrives."""
         version, host = _destination(key)
-        for s in self.ports.get((sock_type, port), ()):
+        for s in self.ports.get((protocol, port), ()):
             if listening and s.backlog is None:
                 continue
             if any(v == version and h in (host, WILDCARD) for v, h in s.binding):
@@ -197,11 +198,11 @@ class GuestNet:
         return endpoint
 
     def unbind(self, s: GuestSocket) -> None:
-        bound = self.ports.get((s.sock_type, s.port))
+        bound = self.ports.get((s.protocol, s.port))
         if bound is not None and s in bound:
             bound.remove(s)
             if not bound:
-                del self.ports[(s.sock_type, s.port)]
+                del self.ports[(s.protocol, s.port)]
         if isinstance(s.local, bytes) and self.abstract.get(s.local) is s:
             del self.abstract[s.local]
         if s.name_node is not None:
@@ -211,6 +212,7 @@ class GuestNet:
 
 # Options kept on a socket in the monitor: (level, name) -> (its short name, default).
 SOL_SOCKET, IPPROTO_IP, IPPROTO_TCP, IPPROTO_IPV6 = 1, 0, 6, 41
+IPPROTO_UDP, IPPROTO_UDPLITE = 17, 136
 SO_TYPE, SO_ERROR, SO_DOMAIN, SO_PROTOCOL, SO_ACCEPTCONN = 3, 4, 39, 38, 30
 SO_RCVBUF, SO_SNDBUF = 8, 7
 SO_RCVTIMEO, SO_SNDTIMEO = 20, 21
@@ -224,6 +226,7 @@ OPTIONS = {
     (IPPROTO_TCP, 5): "keepintvl", (IPPROTO_TCP, 6): "keepcnt", (IPPROTO_TCP, 12): "quickack",
     (IPPROTO_TCP, 18): "user_timeout",
     (IPPROTO_IP, 1): "tos", (IPPROTO_IP, 2): "ttl", (IPPROTO_IPV6, 26): "v6only",
+    (IPPROTO_UDPLITE, 10): "send_cscov", (IPPROTO_UDPLITE, 11): "recv_cscov",
 }  # fmt: skip
 DEFAULTS = {"rcvbuf": UNIX_CAPACITY, "sndbuf": UNIX_CAPACITY, "ttl": 64, "maxseg": 536,
             "rcvlowat": 1, "sndlowat": 1, "linger": b"\0" * 8}  # fmt: skip
@@ -257,6 +260,8 @@ def _level_applies(family: int, sock_type: int, level: int) -> bool:
         return False
     if level == IPPROTO_TCP:
         return sock_type == SOCK_STREAM
+    if level == IPPROTO_UDPLITE:
+        return sock_type == SOCK_DGRAM
     return level == IPPROTO_IP or (level == IPPROTO_IPV6 and family == AF_INET6)
 
 
@@ -265,11 +270,15 @@ class GuestSocket(StreamFile):
     within the guest (conn: a channel end), proxied to the host (conn: a SocketFile), or a
     datagram socket receiving into its own queue."""
 
-    def __init__(self, net: GuestNet, family: int, sock_type: int, flags: int, ino: int):
+    def __init__(self, net: GuestNet, family: int, sock_type: int, flags: int, ino: int,
+                 protocol: int = 0):
         super().__init__(Node(st.S_IFSOCK | 0o777, ino), O_RDWR | flags, "socket:")
         self.net = net
         self.family = family
         self.sock_type = sock_type
+        if family != AF_UNIX and not protocol:
+            protocol = IPPROTO_TCP if sock_type == SOCK_STREAM else IPPROTO_UDP
+        self.protocol = protocol  # ports are per protocol: UDP and UDP-Lite apart, as on Linux
         self.queue = WaitQueue()  # woken on changes of its own state (listen, accept, connect)
         self.changes = 0
         self.local: Address | None = None  # its bound address
@@ -320,8 +329,7 @@ class GuestSocket(StreamFile):
     def getsockopt(self, level: int, name: int) -> bytes:
         if level == SOL_SOCKET and name in (SO_RCVTIMEO, SO_SNDTIMEO):
             return pack_timeout(self.timeouts.get(name))
-        protocol = 0 if self.family == AF_UNIX else (6 if self.sock_type == SOCK_STREAM else 17)
-        fixed = {SO_TYPE: self.sock_type, SO_DOMAIN: self.family, SO_PROTOCOL: protocol,
+        fixed = {SO_TYPE: self.sock_type, SO_DOMAIN: self.family, SO_PROTOCOL: self.protocol,
                  SO_ERROR: 0, SO_ACCEPTCONN: int(self.backlog is not None)}  # fmt: skip
         if level == SOL_SOCKET and name in fixed:
             return struct.pack("<i", fixed[name])
@@ -419,7 +427,8 @@ class GuestSocket(StreamFile):
         up = Channel(self.net.sched, UNIX_CAPACITY, datagrams)
         down = Channel(self.net.sched, UNIX_CAPACITY, datagrams)
         inodes = self.net.ns.inodes
-        server = GuestSocket(self.net, listener.family, self.sock_type, 0, inodes.next())
+        server = GuestSocket(self.net, listener.family, self.sock_type, 0, inodes.next(),
+                             listener.protocol)
         if self.family == AF_UNIX:
             server.local, server.peer = listener.local, self.local
         else:
@@ -479,7 +488,7 @@ class GuestSocket(StreamFile):
             if not _is_local(key):
                 raise SyscallError(errno.EACCES)  # datagrams never leave the VM
             self._autobind()
-            found = self.net.find_inet(SOCK_DGRAM, key, target_address[1], listening=False)
+            found = self.net.find_inet(self.protocol, key, target_address[1], listening=False)
             if found is None:
                 return len(data)  # no one listens: UDP drops it
             target = found

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from usetl.vm import ThreadContext, VmError
 
 from .errors import SyscallError
-from .signals import ThreadSignals
+from .signals import ITIMER_REAL, ThreadSignals
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -560,7 +560,8 @@ class Scheduler:
         """No thread can run: sleep on the host until a deadline or host work finishes."""
         deadlines = [t.wait.deadline for t in self.threads.values()
                      if t.wait is not None and t.wait.deadline is not None]
-        if not deadlines and not self.host.inflight:
+        # A real-time timer's signal may end a wait (CPU-time ones do not run while idle).
+        if not deadlines and not self.host.inflight and ITIMER_REAL not in self.k.signals.timers:
             raise GuestDeadlock(
                 f"all {len(self.threads)} guest thread(s) wait and nothing can wake them "
                 "(a deadlock: a lock or futex no other thread will release)"

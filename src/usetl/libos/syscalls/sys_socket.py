@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 AF_UNSPEC, AF_INET, AF_INET6 = 0, socket.AF_INET, socket.AF_INET6
 SOCK_RAW, SOCK_SEQPACKET, SOCK_TYPE_MASK, SOCK_MAX = 3, 5, 0xF, 11
 SOCK_NONBLOCK, SOCK_CLOEXEC = O_NONBLOCK, O_CLOEXEC
-IPPROTO_TCP, IPPROTO_UDP = 6, 17
+IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE = 6, 17, 136
 SOCKADDR_IN = struct.Struct("<H2s4s8x")  # family, port (network order), address
 SOCKADDR_IN6 = struct.Struct("<H2s4s16sI")  # family, port, flowinfo, address, scope id
 SUN_PATH_MAX = 108
@@ -95,10 +95,10 @@ def _kind(domain: int, type_: int, protocol: int) -> int:
         return kind
     if kind == SOCK_RAW:
         raise SyscallError(errno.EPERM)  # raw sockets need CAP_NET_RAW
-    wanted = {SOCK_STREAM: IPPROTO_TCP, SOCK_DGRAM: IPPROTO_UDP}.get(kind)
+    wanted = {SOCK_STREAM: (IPPROTO_TCP,), SOCK_DGRAM: (IPPROTO_UDP, IPPROTO_UDPLITE)}.get(kind)
     if wanted is None:
         raise SyscallError(errno.ESOCKTNOSUPPORT if kind >= SOCK_MAX else errno.EPROTONOSUPPORT)
-    if protocol not in (0, wanted):
+    if protocol and protocol not in wanted:
         raise SyscallError(errno.EPROTONOSUPPORT)
     return kind
 
@@ -108,7 +108,8 @@ def sys_socket(k: Kernel, domain: int, type_: int, protocol: int, *_: int) -> in
     if domain not in (AF_UNIX, AF_INET, AF_INET6):
         raise SyscallError(errno.EAFNOSUPPORT)
     kind = _kind(domain, type_, protocol)
-    f = GuestSocket(k.guest_net, domain, kind, type_ & SOCK_NONBLOCK, k.ns.inodes.next())
+    f = GuestSocket(k.guest_net, domain, kind, type_ & SOCK_NONBLOCK, k.ns.inodes.next(),
+                    protocol)
     return k.fds.install(f, cloexec=bool(type_ & SOCK_CLOEXEC))
 
 
@@ -251,7 +252,7 @@ def sys_connect(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int:
             raise SyscallError(errno.ECONNREFUSED)
         f.connect_guest(listener, address)
         return 0
-    found = k.guest_net.find_inet(SOCK_STREAM, inet_key(f.family, address[0]), address[1],
+    found = k.guest_net.find_inet(f.protocol, inet_key(f.family, address[0]), address[1],
                                   listening=True)
     if found is not None:
         f.connect_guest(found, address)
