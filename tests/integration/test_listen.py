@@ -217,3 +217,36 @@ def test_a_connect_with_no_guest_listener_goes_to_the_host(usf, http_server):
     finally:
         usf.kernel.allow_sockets(None)
     assert lines == ["b'from the host'", "the guest's own listener answers True", "refused"]
+
+
+def test_ancillary_data_passes_fds_and_reports_ipv6_hop_limits(usf):
+    assert run_lines(usf, """
+        import array, os, socket
+        a, b = socket.socketpair()
+        r, w = os.pipe()
+        a.sendmsg([b"fds"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [r, w]))])
+        os.close(r)
+        data, ancillary, flags, _ = b.recvmsg(10, socket.CMSG_SPACE(8))
+        fds = array.array("i", ancillary[0][2])
+        os.write(fds[1], b"through passed fds")
+        print(data, flags, os.read(fds[0], 100))
+        a.sendmsg([b"cut"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [w, w]))])
+        data, ancillary, flags, _ = b.recvmsg(10, socket.CMSG_LEN(4))
+        print(data, len(array.array("i", ancillary[0][2])), flags == socket.MSG_CTRUNC)
+        receiver = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        receiver.bind(("::1", 0))
+        receiver.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+        sender = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        hops = [(socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT, array.array("i", [7]))]
+        sender.sendmsg([b"datagram"], hops, 0, receiver.getsockname())
+        data, ancillary, flags, _ = receiver.recvmsg(4, 100)
+        print(data, ancillary, flags == socket.MSG_TRUNC)
+        try:
+            sender.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, b"\\0" * 4)], 0,
+                           receiver.getsockname())
+        except OSError as e:
+            print("SCM_RIGHTS on UDP", e.errno)
+        for s in (a, b, sender, receiver):
+            s.close()
+        """) == ["b'fds' 0 b'through passed fds'", "b'cut' 1 True",
+                 "b'data' [(41, 52, b'\\x07\\x00\\x00\\x00')] True", "SCM_RIGHTS on UDP 22"]

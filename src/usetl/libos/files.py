@@ -123,6 +123,8 @@ class OpenFile:
     def close(self) -> None:
         pass
 
+    in_flight = 0  # SCM_RIGHTS messages holding it, not yet received: it stays open
+
 
 class StreamFile(OpenFile):
     """A file with no offset (a pipe, a socket): pread, pwrite and lseek are ESPIPE."""
@@ -306,6 +308,12 @@ class FdTable:
         if f is None:
             raise SyscallError(errno.EBADF)
         self.cloexec.discard(fd)
-        if f not in self.files.values():
+        if f not in self.files.values() and not f.in_flight:
+            f.close()
+
+    def release(self, f: OpenFile) -> None:
+        """A message in flight let go of f (received or dropped): closed if nothing holds it."""
+        f.in_flight -= 1
+        if not f.in_flight and f not in self.files.values():
             f.close()
 

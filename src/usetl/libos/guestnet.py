@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from .errors import SyscallError
 from .files import O_NONBLOCK, O_RDWR, StreamFile
 from .fs import Node, TmpDir, TmpSocket
-from .ipc import READABLE, UNIX_CAPACITY, WRITABLE, Channel, UnixSocketFile
+from .ipc import READABLE, UNIX_CAPACITY, WRITABLE, Ancillary, Channel, UnixSocketFile
 from .net import MSG_DONTWAIT, MSG_PEEK, POLLHUP, SocketFile
 from .sched import Block, WaitQueue
 
@@ -41,6 +41,7 @@ EPHEMERAL_FIRST, EPHEMERAL_LAST = 32768, 60999  # Linux's net.ipv4.ip_local_port
 PRIVILEGED_PORTS = 1024  # below it bind is EACCES: the guest's user is not root
 SOMAXCONN = 4096
 MAX_UDP_PAYLOAD = 65507
+DEFAULT_HOPS = 64  # Linux's net.ipv6.conf.*.hop_limit
 WILDCARD = "*"
 
 Address = tuple | bytes  # an inet (host, port[, flowinfo, scope]) tuple, or an AF_UNIX name
@@ -226,6 +227,8 @@ OPTIONS = {
     (IPPROTO_TCP, 5): "keepintvl", (IPPROTO_TCP, 6): "keepcnt", (IPPROTO_TCP, 12): "quickack",
     (IPPROTO_TCP, 18): "user_timeout",
     (IPPROTO_IP, 1): "tos", (IPPROTO_IP, 2): "ttl", (IPPROTO_IPV6, 26): "v6only",
+    (IPPROTO_IPV6, 16): "unicast_hops", (IPPROTO_IPV6, 67): "tclass",
+    (IPPROTO_IPV6, 51): "recvhoplimit", (IPPROTO_IPV6, 66): "recvtclass",
     (IPPROTO_UDPLITE, 10): "send_cscov", (IPPROTO_UDPLITE, 11): "recv_cscov",
 }  # fmt: skip
 DEFAULTS = {"rcvbuf": UNIX_CAPACITY, "sndbuf": UNIX_CAPACITY, "ttl": 64, "maxseg": 536,
@@ -290,7 +293,7 @@ class GuestSocket(StreamFile):
         self.conn: UnixSocketFile | SocketFile | None = None
         self.backlog: deque[GuestSocket] | None = None  # while listening: connections to accept
         self.backlog_limit = 0
-        self.datagrams: deque[tuple[bytes, Address | None]] = deque()
+        self.datagrams: deque[tuple[bytes, Address | None, Ancillary | None]] = deque()
         self.queued = 0  # bytes held in datagrams
         self.shut_read = False
         self.timeouts: dict[int, float | None] = {}  # SO_RCVTIMEO, SO_SNDTIMEO
@@ -470,7 +473,8 @@ class GuestSocket(StreamFile):
 
     # -- data --------------------------------------------------------------------------------
 
-    def send_datagram(self, data: bytes, address: Address | None, flags: int) -> int:
+    def send_datagram(self, data: bytes, address: Address | None, flags: int,
+                      ancillary: Ancillary | None = None) -> int:
         """A datagram to a guest socket; one to a loopback port nothing holds is dropped."""
         target_address = address if address is not None else self.peer
         if target_address is None:
@@ -499,7 +503,16 @@ class GuestSocket(StreamFile):
         source = self._source_for(target)
         if isinstance(source, tuple):
             source = _as_family(target.family, source)
-        target.datagrams.append((data, source))
+        if self.family == AF_INET6:  # what RFC 3542's receiving options report
+            ancillary = ancillary or Ancillary()
+            if ancillary.hoplimit is None:
+                hops = int(self.options.get("unicast_hops", -1))
+                ancillary.hoplimit = DEFAULT_HOPS if hops == -1 else hops
+            if ancillary.tclass is None:
+                ancillary.tclass = int(self.options.get("tclass", 0))
+        if ancillary is not None:
+            ancillary.hold()
+        target.datagrams.append((data, source, ancillary))
         target.queued += len(data)
         target.changed()
         return len(data)
@@ -515,21 +528,37 @@ class GuestSocket(StreamFile):
             host = "127.0.0.1" if self.family == AF_INET else "::1"
         return (host, self.port, *self.local[2:])
 
-    def receive_datagram(self, room: int, flags: int) -> tuple[bytes, Address | None]:
+    def receive_datagram(self, room: int, flags: int
+                         ) -> tuple[bytes, Address | None, Ancillary | None, int]:
+        """The next datagram (up to room bytes), its source, ancillary data and length."""
         if not self.datagrams:
             if self.shut_read:
-                return b"", None
+                return b"", None, None, 0
             raise self._wait(flags)
-        data, source = self.datagrams[0]
+        data, source, ancillary = self.datagrams[0]
         if not flags & MSG_PEEK:
             self.datagrams.popleft()
             self.queued -= len(data)
             self.changed()
-        return data[:room], source
+        return data[:room], source, ancillary, len(data)
+
+    def recv_message(self, room: int, flags: int
+                     ) -> tuple[bytes, Address | None, Ancillary | None, int]:
+        """recvmsg's view: bytes, source (datagrams), ancillary data and the whole length."""
+        if self.conn is None and self.sock_type == SOCK_DGRAM:
+            return self.receive_datagram(room, flags)
+        if isinstance(self.conn, UnixSocketFile):
+            data, ancillary, whole = self.connection().recv_message(room, flags)
+            return data, None, ancillary, whole
+        buf = memoryview(bytearray(room))
+        n = self.recv_into(buf, flags)
+        return bytes(buf[:n]), None, None, n
 
     def recv_into(self, dest: memoryview, flags: int) -> int:
         if self.conn is None and self.sock_type == SOCK_DGRAM:
-            data, _ = self.receive_datagram(len(dest), flags)
+            data, _, ancillary, _ = self.receive_datagram(len(dest), flags)
+            if ancillary is not None and not flags & MSG_PEEK:
+                ancillary.drop(self.net.sched.k.fds)
             dest[: len(data)] = data
             return len(data)
         if self.conn is None:
@@ -549,10 +578,14 @@ class GuestSocket(StreamFile):
             return n
         return self.connection().recv_vectored(buffers, flags)
 
-    def send(self, data: list[memoryview], flags: int) -> int:
+    def send(self, data: list[memoryview], flags: int, ancillary: Ancillary | None = None
+             ) -> int:
         if self.conn is None and self.sock_type == SOCK_DGRAM:
-            return self.send_datagram(b"".join(data), None, flags)
-        return self.connection().send(data, flags)
+            return self.send_datagram(b"".join(data), None, flags, ancillary)
+        conn = self.connection()
+        if isinstance(conn, SocketFile):
+            return conn.send(data, flags)  # ancillary data stays in the guest: none to send
+        return conn.send(data, flags, ancillary)
 
     def read(self, length: int) -> bytes | memoryview:
         if self.conn is None:
@@ -616,5 +649,8 @@ class GuestSocket(StreamFile):
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+        for _, _, ancillary in self.datagrams:
+            if ancillary is not None:
+                ancillary.drop(self.net.sched.k.fds)
         self.datagrams.clear()
         self.changed()

@@ -19,7 +19,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from .errors import SyscallError
-from .files import O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY, OpenFile, StreamFile
+from .files import O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY, FdTable, OpenFile, StreamFile
 from .fs import Inodes, Node
 from .net import MSG_DONTWAIT, MSG_PEEK, POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM
 from .sched import Block, WaitQueue
@@ -38,16 +38,43 @@ EFD_SEMAPHORE = 1
 COUNTER_MAX = (1 << 64) - 2
 
 
+class Ancillary:
+    """What a message carries besides its bytes (sendmsg's control data): files passed
+    with SCM_RIGHTS, an IPv6 hop limit and traffic class."""
+
+    def __init__(self, files: list[OpenFile] | None = None, hoplimit: int | None = None,
+                 tclass: int | None = None):
+        self.files = files or []
+        self.hoplimit = hoplimit
+        self.tclass = tclass
+
+    def hold(self) -> None:
+        for f in self.files:
+            f.in_flight += 1
+
+    def drop(self, fds: FdTable) -> None:
+        """Never received: the files it held go (closed if no fd names them)."""
+        for f in self.files:
+            fds.release(f)
+        self.files = []
+
+
 class Channel:
-    """One direction of bytes (stream) or messages (dgram) with its ends counted."""
+    """One direction of bytes (stream) or messages (dgram) with its ends counted.
+
+    Ancillary data travels with a message, or (stream) with the bytes of the write that
+    sent it: a read that reaches them gets it and ends with them, as Linux's AF_UNIX does.
+    """
 
     def __init__(self, sched: Scheduler, capacity: int, datagrams: bool):
         self.sched = sched
         self.capacity = capacity
         self.datagrams = datagrams
         self.data = bytearray()
-        self.messages: deque[bytes] = deque()
+        self.messages: deque[tuple[bytes, Ancillary | None]] = deque()
         self.queued = 0  # bytes held in messages
+        self.read_at = self.written = 0  # stream positions, for attached ancillary data
+        self.attached: deque[tuple[int, int, Ancillary]] = deque()  # (start, end, data)
         self.readers = 0
         self.writers = 0
         self.queue = WaitQueue()
@@ -77,25 +104,51 @@ class Channel:
         return Block((self.queue,), self.sched.deadline_after(None))
 
     def take(self, length: int, blocking: bool, peek: bool = False) -> bytes:
-        """Read up to length bytes (one message for dgram); b"" at end of stream."""
-        if not self.readable:
-            if self.writers == 0:
-                return b""
-            raise self._wait(blocking)
-        if self.datagrams:
-            msg = self.messages[0] if peek else self.messages.popleft()
-            if not peek:
-                self.queued -= len(msg)
-            data = msg[:length]
-        else:
-            data = bytes(self.data[:length])
-            if not peek:
-                del self.data[:length]
-        if not peek:
-            self.changed()
+        """Read up to length bytes (one message for dgram); b"" at end of stream. Files
+        passed with them are closed: a read without a control buffer cannot take them."""
+        data, ancillary, _ = self.take_message(length, blocking, peek)
+        if ancillary is not None and not peek:
+            ancillary.drop(self.sched.k.fds)
         return data
 
-    def put(self, data: memoryview, blocking: bool) -> int:
+    def take_message(self, length: int, blocking: bool, peek: bool = False
+                     ) -> tuple[bytes, Ancillary | None, int]:
+        """take(), with the ancillary data it reached and the message's whole length."""
+        if not self.readable:
+            if self.writers == 0:
+                return b"", None, 0
+            raise self._wait(blocking)
+        ancillary = None
+        if self.datagrams:
+            msg, ancillary = self.messages[0] if peek else self.messages.popleft()
+            if not peek:
+                self.queued -= len(msg)
+            data, whole = msg[:length], len(msg)
+        else:
+            if self.attached and self.attached[0][0] < self.read_at + length:
+                start, end, ancillary = self.attached[0]
+                length = min(length, end - self.read_at)  # the read ends with its bytes
+                if not peek:
+                    self.attached.popleft()
+            data = bytes(self.data[:length])
+            whole = len(data)
+            if not peek:
+                del self.data[:length]
+                self.read_at += len(data)
+        if not peek:
+            self.changed()
+        return data, ancillary, whole
+
+    def discard(self, fds: FdTable) -> None:
+        """The last reader went: files in flight to it are dropped."""
+        for _, ancillary in self.messages:
+            if ancillary is not None:
+                ancillary.drop(fds)
+        for _, _, ancillary in self.attached:
+            ancillary.drop(fds)
+        self.attached.clear()
+
+    def put(self, data: memoryview, blocking: bool, ancillary: Ancillary | None = None) -> int:
         """Write what fits; EPIPE with no reader left (SIGPIPE is not delivered)."""
         if self.readers == 0:
             raise SyscallError(errno.EPIPE)
@@ -106,15 +159,20 @@ class Channel:
                 raise SyscallError(errno.EMSGSIZE)
             if size > room:
                 raise self._wait(blocking)
-            self.messages.append(bytes(data))
+            self.messages.append((bytes(data), ancillary))
             self.queued += size
         else:
             if room == 0 or (size <= PIPE_BUF and size > room):
-                if size == 0:
+                if size == 0 and ancillary is None:
                     return 0
                 raise self._wait(blocking)
             size = min(size, room)
             self.data += data[:size]
+            if ancillary is not None:
+                self.attached.append((self.written, self.written + max(size, 1), ancillary))
+            self.written += size
+        if ancillary is not None:
+            ancillary.hold()
         self.changed()
         return size
 
@@ -178,6 +236,8 @@ class ChannelFile(StreamFile):
     def close(self) -> None:
         if self.rx is not None:
             self.rx.readers -= 1
+            if not self.rx.readers:
+                self.rx.discard(self.rx.sched.k.fds)
             self.rx.changed()
         if self.tx is not None:
             self.tx.writers -= 1
@@ -220,11 +280,18 @@ class UnixSocketFile(ChannelFile):
             at += n
         return len(data)
 
-    def send(self, data: list[memoryview], flags: int) -> int:
+    def recv_message(self, room: int, flags: int) -> tuple[bytes, Ancillary | None, int]:
+        """recvmsg: the bytes, the ancillary data they carried and the message's length."""
+        if self.rx is None:
+            return b"", None, 0
+        return self.rx.take_message(room, self._blocking(flags), bool(flags & MSG_PEEK))
+
+    def send(self, data: list[memoryview], flags: int, ancillary: Ancillary | None = None
+             ) -> int:
         if self.tx is None:
             raise SyscallError(errno.EPIPE)
         joined = memoryview(b"".join(data)) if len(data) != 1 else data[0]
-        return self.tx.put(joined, self._blocking(flags))
+        return self.tx.put(joined, self._blocking(flags), ancillary)
 
     def read(self, length: int) -> bytes:
         return super().read(length) if self.rx is not None else b""
@@ -234,6 +301,8 @@ class UnixSocketFile(ChannelFile):
             raise SyscallError(errno.EINVAL)
         if how in (0, 2) and self.rx is not None:
             self.rx.readers -= 1
+            if not self.rx.readers:
+                self.rx.discard(self.rx.sched.k.fds)
             self.rx.changed()
             self.rx = None
         if how in (1, 2) and self.tx is not None:

@@ -35,7 +35,7 @@ from ..guestnet import (
     pack_timeout,
     parse_timeout,
 )
-from ..ipc import make_socketpair
+from ..ipc import Ancillary, make_socketpair
 from ..net import SocketFile
 from .args import s32
 from .sys_ipc import install_pair
@@ -53,6 +53,10 @@ SOCKADDR_IN = struct.Struct("<H2s4s8x")  # family, port (network order), address
 SOCKADDR_IN6 = struct.Struct("<H2s4s16sI")  # family, port, flowinfo, address, scope id
 SUN_PATH_MAX = 108
 MSGHDR = struct.Struct("<QI4xQQQQi4x")  # name, namelen, iov, iovlen, control, controllen, flags
+CMSGHDR = struct.Struct("<Qii")  # cmsg_len, cmsg_level, cmsg_type
+SCM_RIGHTS, SCM_MAX_FD, MAX_CONTROL = 1, 253, 20480  # Linux's net.core.optmem_max
+IPPROTO_IPV6, IPV6_HOPLIMIT, IPV6_TCLASS = 41, 52, 67
+MSG_PEEK, MSG_CTRUNC, MSG_TRUNC, MSG_CMSG_CLOEXEC = 0x2, 0x8, 0x20, 0x40000000
 MAX_SOCKETS = 64  # proxied sockets per USF: each is a host fd of the monitor's
 MAX_OPTLEN = 256
 SOL_SOCKET = socket.SOL_SOCKET
@@ -396,11 +400,13 @@ def sys_recvfrom(k: Kernel, fd: int, buf: int, length: int, flags: int, addr: in
     f = _socket(k, fd)
     dest = k.mem.slice(buf, min(length, 0x7FFFF000), write=True)
     if _datagram_socket(f):
-        data, source = f.receive_datagram(len(dest), s32(flags))
+        data, source, ancillary, whole = f.receive_datagram(len(dest), s32(flags))
+        if ancillary is not None and not flags & MSG_PEEK:
+            ancillary.drop(k.fds)  # no control buffer: passed files are closed, as on Linux
         dest[: len(data)] = data
         if addr and addrlen:
             _put_sockaddr(k, f.family, source, addr, addrlen)
-        return len(data)
+        return whole if flags & MSG_TRUNC else len(data)
     n = f.recv_into(dest, s32(flags))
     if addr and addrlen:
         k.mem.put_u32(addrlen, 0)  # a stream socket reports no source address
@@ -409,39 +415,150 @@ def sys_recvfrom(k: Kernel, fd: int, buf: int, length: int, flags: int, addr: in
 
 def _msghdr(k: Kernel, msg: int) -> tuple[list[memoryview], tuple]:
     fields = MSGHDR.unpack(k.mem.read(msg, MSGHDR.size))
-    _, _, iov, iovlen, control, controllen, _ = fields
-    if control and controllen:
-        raise SyscallError(errno.EOPNOTSUPP)  # no ancillary data (no fd passing)
+    _, _, iov, iovlen, _, _, _ = fields
     buffers = [k.mem.slice(base, length, write=True) for base, length in k.mem.iovecs(iov, iovlen)]
     return buffers, fields
+
+
+def _cmsg_int(data: bytes) -> int:
+    """An IPv6 hop limit or traffic class: -1 (the default) to 255."""
+    if len(data) < 4:
+        raise SyscallError(errno.EINVAL)
+    value = int.from_bytes(data[:4], "little", signed=True)
+    if not -1 <= value <= 255:
+        raise SyscallError(errno.EINVAL)
+    return value
+
+
+def _ancillary(k: Kernel, f: GuestSocket, control: int, length: int) -> Ancillary | None:
+    """sendmsg's control messages: SCM_RIGHTS on AF_UNIX, IPV6_HOPLIMIT and IPV6_TCLASS on
+    IPv6 datagrams; anything else is EINVAL, as Linux answers a message it does not take."""
+    if not control or not length:
+        return None
+    if length > MAX_CONTROL:
+        raise SyscallError(errno.ENOBUFS)
+    raw = bytes(k.mem.read(control, length))
+    files: list = []
+    values: dict[int, int] = {}
+    at = 0
+    while at + CMSGHDR.size <= len(raw):
+        size, level, kind = CMSGHDR.unpack_from(raw, at)
+        if size < CMSGHDR.size or at + size > len(raw):
+            raise SyscallError(errno.EINVAL)
+        data = raw[at + CMSGHDR.size : at + size]
+        if (level, kind) == (SOL_SOCKET, SCM_RIGHTS) and f.family == AF_UNIX:
+            fds = struct.unpack(f"<{len(data) // 4}i", data[: len(data) // 4 * 4])
+            if len(files) + len(fds) > SCM_MAX_FD:
+                raise SyscallError(errno.EINVAL)
+            files += [k.fds.get(fd) for fd in fds]
+        elif level == IPPROTO_IPV6 and kind in (IPV6_HOPLIMIT, IPV6_TCLASS) \
+                and f.family == AF_INET6 and f.sock_type == SOCK_DGRAM:
+            values[kind] = _cmsg_int(data)
+        else:
+            raise SyscallError(errno.EINVAL)
+        at += _align(size)
+    if not files and not values:
+        return None
+    hops, tclass = values.get(IPV6_HOPLIMIT, -1), values.get(IPV6_TCLASS, -1)
+    return Ancillary(files, None if hops == -1 else hops, None if tclass == -1 else tclass)
+
+
+def _align(n: int) -> int:
+    return (n + 7) & ~7
 
 
 def sys_sendmsg(k: Kernel, fd: int, msg: int, flags: int, *_: int) -> int:
     f = _socket(k, fd)
     buffers, fields = _msghdr(k, msg)
-    name, namelen = fields[0], fields[1]
+    name, namelen, _, _, control, controllen, _ = fields
+    ancillary = _ancillary(k, f, control, controllen)
     if _datagram_socket(f) and name and namelen:
         address = _read_sockaddr(k, name, namelen, f.family)
-        return f.send_datagram(b"".join(buffers), address, s32(flags))
-    return f.send(buffers, s32(flags))
+        return f.send_datagram(b"".join(buffers), address, s32(flags), ancillary)
+    return f.send(buffers, s32(flags), ancillary)
+
+
+class ControlWriter:
+    """recvmsg's control buffer, filled as Linux's put_cmsg and scm_detach_fds fill it:
+    what does not fit is cut and flagged MSG_CTRUNC."""
+
+    def __init__(self, k: Kernel, addr: int, room: int):
+        self.k, self.addr, self.room, self.used = k, addr, max(room, 0), 0
+        self.truncated = False
+
+    def put(self, level: int, kind: int, data: bytes) -> None:
+        if self.room < CMSGHDR.size:
+            self.truncated = True
+            return
+        size = CMSGHDR.size + len(data)
+        if self.room < size:
+            self.truncated = True
+            size = self.room
+        raw = CMSGHDR.pack(size, level, kind) + data
+        self.k.mem.write(self.addr + self.used, raw[:size])
+        self._advance(min(_align(CMSGHDR.size + len(data)), self.room))
+
+    def _advance(self, n: int) -> None:
+        self.used += n
+        self.room -= n
+
+    def put_files(self, files: list, cloexec: bool, peek: bool) -> None:
+        """SCM_RIGHTS: as many new fds as fit; the files of the rest are dropped."""
+        fits = (self.room - CMSGHDR.size) // 4 if self.room > CMSGHDR.size else 0
+        fds = []
+        for f in files[:fits]:
+            try:
+                fds.append(self.k.fds.install(f, cloexec=cloexec))
+            except SyscallError:
+                break  # EMFILE: the rest are cut, as Linux does
+        if not peek:
+            for f in files:
+                self.k.fds.release(f)
+        if fds:
+            data = struct.pack(f"<{len(fds)}i", *fds)
+            self.k.mem.write(self.addr + self.used,
+                             CMSGHDR.pack(CMSGHDR.size + len(data), SOL_SOCKET, SCM_RIGHTS) + data)
+            self._advance(min(_align(CMSGHDR.size + len(data)), self.room))
+        if len(fds) < len(files):
+            self.truncated = True
+
+
+def _put_ancillary(k: Kernel, f: GuestSocket, ancillary: Ancillary | None, control: int,
+                   controllen: int, flags: int) -> ControlWriter:
+    out = ControlWriter(k, control, controllen if control else 0)
+    if ancillary is None:
+        return out
+    if ancillary.files:
+        out.put_files(ancillary.files, bool(flags & MSG_CMSG_CLOEXEC), bool(flags & MSG_PEEK))
+    if ancillary.hoplimit is not None and f.option_on("recvhoplimit"):
+        out.put(IPPROTO_IPV6, IPV6_HOPLIMIT, struct.pack("<i", ancillary.hoplimit))
+    if ancillary.tclass is not None and f.option_on("recvtclass"):
+        out.put(IPPROTO_IPV6, IPV6_TCLASS, struct.pack("<i", ancillary.tclass))
+    return out
 
 
 def sys_recvmsg(k: Kernel, fd: int, msg: int, flags: int, *_: int) -> int:
     f = _socket(k, fd)
+    flags = s32(flags)
     buffers, fields = _msghdr(k, msg)
-    name, namelen, iov, iovlen, control, _, _ = fields
-    if not _datagram_socket(f):
-        n = f.recv_vectored(buffers, s32(flags))
-        k.mem.write(msg, MSGHDR.pack(name, 0, iov, iovlen, control, 0, 0))  # no name, no control
+    name, namelen, iov, iovlen, control, controllen, _ = fields
+    room = sum(len(b) for b in buffers)
+    if isinstance(f.conn, SocketFile):  # a host socket: straight into the buffers
+        n = f.recv_vectored(buffers, flags)
+        k.mem.write(msg, MSGHDR.pack(name, 0, iov, iovlen, control, 0, 0))
         return n
-    data, source = f.receive_datagram(sum(len(b) for b in buffers), s32(flags))
+    data, source, ancillary, whole = f.recv_message(room, flags)
     at = 0
     for b in buffers:
         take = min(len(b), len(data) - at)
         b[:take] = data[at : at + take]
         at += take
-    raw = _pack_sockaddr(f.family, source) if name else b""
-    if name:
+    raw = _pack_sockaddr(f.family, source) if name and _datagram_socket(f) else b""
+    if raw:
         k.mem.write(name, raw[: min(namelen, len(raw))])
-    k.mem.write(msg, MSGHDR.pack(name, len(raw), iov, iovlen, control, 0, 0))
-    return len(data)
+    written = _put_ancillary(k, f, ancillary, control, controllen, flags)
+    message = f.sock_type != SOCK_STREAM  # a datagram or record cut short is MSG_TRUNC
+    out_flags = (MSG_TRUNC if message and whole > len(data) else 0) | (
+        MSG_CTRUNC if written.truncated else 0)
+    k.mem.write(msg, MSGHDR.pack(name, len(raw), iov, iovlen, control, written.used, out_flags))
+    return whole if message and flags & MSG_TRUNC else len(data)
