@@ -212,11 +212,14 @@ _ENTRIES = [
     Syscall("sendto", net.sys_sendto, PARTIAL,
             "datagrams reach guest sockets only (to a loopback port none holds: dropped, as "
             "UDP); a stream socket ignores the address"),
-    Syscall("recvfrom", net.sys_recvfrom, PARTIAL,
-            "a datagram's source address; none for a stream socket; no MSG_TRUNC"),
-    Syscall("sendmsg", net.sys_sendmsg, PARTIAL, "no ancillary data"),
+    Syscall("recvfrom", net.sys_recvfrom, FULL, "a datagram's source address; none for a "
+            "stream socket"),
+    Syscall("sendmsg", net.sys_sendmsg, PARTIAL,
+            "control messages: SCM_RIGHTS on AF_UNIX, IPV6_HOPLIMIT and IPV6_TCLASS on IPv6 "
+            "datagrams (others EINVAL; no SCM_CREDENTIALS); none reach a proxied socket"),
     Syscall("recvmsg", net.sys_recvmsg, PARTIAL,
-            "no ancillary data; MSG_WAITALL ignored but on proxied sockets' recv"),
+            "SCM_RIGHTS, IPV6_HOPLIMIT, IPV6_TCLASS, cut as Linux cuts them (MSG_CTRUNC); "
+            "MSG_WAITALL only on stream reads of proxied sockets"),
     Syscall("shutdown", net.sys_shutdown, FULL),
     Syscall("getsockname", net.sys_getsockname, FULL),
     Syscall("getpeername", net.sys_getpeername, FULL),
