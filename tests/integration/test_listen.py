@@ -250,3 +250,26 @@ def test_ancillary_data_passes_fds_and_reports_ipv6_hop_limits(usf):
             s.close()
         """) == ["b'fds' 0 b'through passed fds'", "b'cut' 1 True",
                  "b'data' [(41, 52, b'\\x07\\x00\\x00\\x00')] True", "SCM_RIGHTS on UDP 22"]
+
+
+def test_writes_after_the_peer_closed_as_over_tcp(usf):
+    assert run_lines(usf, """
+        import errno, socket
+        server = socket.create_server(("127.0.0.1", 0))
+        client = socket.create_connection(server.getsockname())
+        conn, _ = server.accept()
+        client.close()
+        print(conn.recv(10), conn.send(b""), conn.send(b"goes out, then reset"))
+        try:
+            conn.send(b"again")
+        except OSError as e:
+            print(errno.errorcode[e.errno])
+        a, b = socket.socketpair()
+        b.close()
+        try:
+            a.send(b"unix")
+        except OSError as e:
+            print("unix", errno.errorcode[e.errno])
+        for s in (conn, server, a):
+            s.close()
+        """) == ["b'' 0 20", "EPIPE", "unix EPIPE"]

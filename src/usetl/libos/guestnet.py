@@ -427,8 +427,9 @@ class GuestSocket(StreamFile):
         if self.family != AF_UNIX:
             address = (self._bind_toward(address[0]), listener.port, *address[2:])
         datagrams = self.sock_type == SOCK_SEQPACKET  # messages kept apart, as socketpair does
-        up = Channel(self.net.sched, UNIX_CAPACITY, datagrams)
-        down = Channel(self.net.sched, UNIX_CAPACITY, datagrams)
+        tcp = self.family != AF_UNIX
+        up = Channel(self.net.sched, UNIX_CAPACITY, datagrams, tcp)
+        down = Channel(self.net.sched, UNIX_CAPACITY, datagrams, tcp)
         inodes = self.net.ns.inodes
         server = GuestSocket(self.net, listener.family, self.sock_type, 0, inodes.next(),
                              listener.protocol)

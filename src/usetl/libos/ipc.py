@@ -66,8 +66,10 @@ class Channel:
     sent it: a read that reaches them gets it and ends with them, as Linux's AF_UNIX does.
     """
 
-    def __init__(self, sched: Scheduler, capacity: int, datagrams: bool):
+    def __init__(self, sched: Scheduler, capacity: int, datagrams: bool, tcp: bool = False):
         self.sched = sched
+        self.tcp = tcp
+        self.reset = False  # TCP: a write after the reader closed went out and was reset
         self.capacity = capacity
         self.datagrams = datagrams
         self.data = bytearray()
@@ -149,10 +151,19 @@ class Channel:
         self.attached.clear()
 
     def put(self, data: memoryview, blocking: bool, ancillary: Ancillary | None = None) -> int:
-        """Write what fits; EPIPE with no reader left (SIGPIPE is not delivered)."""
-        if self.readers == 0:
-            raise SyscallError(errno.EPIPE)
+        """Write what fits; EPIPE with no reader left (SIGPIPE is not delivered).
+
+        As on Linux, an empty write to a stream does nothing, and over TCP the first
+        write after the peer closed goes out (the peer's RST makes the next one fail).
+        """
         size = len(data)
+        if size == 0 and not self.datagrams and ancillary is None:
+            return 0
+        if self.readers == 0:
+            if self.tcp and not self.reset:
+                self.reset = True
+                return size
+            raise SyscallError(errno.EPIPE)
         room = self.room
         if self.datagrams:
             if size > self.capacity:
@@ -163,8 +174,6 @@ class Channel:
             self.queued += size
         else:
             if room == 0 or (size <= PIPE_BUF and size > room):
-                if size == 0 and ancillary is None:
-                    return 0
                 raise self._wait(blocking)
             size = min(size, room)
             self.data += data[:size]

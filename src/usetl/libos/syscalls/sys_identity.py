@@ -60,6 +60,13 @@ def sys_uname(k: Kernel, buf: int, *_: int) -> int:
     return 0
 
 
+def sys_sethostname(k: Kernel, name: int, length: int, *_: int) -> int:
+    raise SyscallError(errno.EPERM)  # it takes CAP_SYS_ADMIN, which the guest's user lacks
+
+
+sys_setdomainname = sys_sethostname
+
+
 def sys_sysinfo(k: Kernel, info: int, *_: int) -> int:
     total = k.vm.ram.size
     free = max(total - k.mm.mapped_bytes, 0)

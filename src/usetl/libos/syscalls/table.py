@@ -163,6 +163,8 @@ _ENTRIES = [
     Syscall("getgroups", ident.sys_getgroups, FULL),
     Syscall("getpgrp", ident.sys_getpgrp, FULL),
     Syscall("uname", ident.sys_uname, FULL),
+    Syscall("sethostname", ident.sys_sethostname, REFUSED, "EPERM: the guest is not root"),
+    Syscall("setdomainname", ident.sys_setdomainname, REFUSED, "EPERM: the guest is not root"),
     Syscall("sysinfo", ident.sys_sysinfo, PARTIAL, "memory figures are the VM's"),
     Syscall("prlimit64", ident.sys_prlimit64, PARTIAL,
             "limits can be read, not raised; RLIMIT_STACK soft 2 MiB (thread stacks)"),
