@@ -33,12 +33,21 @@ MODULES = [
     "test.test_json", "test.test_re", "test.test_hashlib", "test.test_decimal",
     "test.test_zoneinfo",
 ]
+# Test classes left out on both sides: on a host whose vsock module is loaded but has
+# no transport, test_socket's VSOCK stream test blocks in accept() for ever (in a USF,
+# with no AF_VSOCK, it is skipped).
+LEFT_OUT = {"test.test_socket": ["ThreadedVSOCKSocketStreamTest"]}
 MOUNT = "cpython"  # the guest sees the host's stdlib directory at /cpython
 RUNNER = textwrap.dedent("""
     import io, json, os, sys, unittest
     sys.path.append({root!r})  # after the image's stdlib: only `test` comes from here
     os.chdir({cwd!r})
-    suite = unittest.defaultTestLoader.loadTestsFromName({name!r})
+    def flat(suite):
+        for t in suite:
+            yield from flat(t) if isinstance(t, unittest.TestSuite) else [t]
+    tests = unittest.defaultTestLoader.loadTestsFromName({name!r})
+    suite = unittest.TestSuite(t for t in flat(tests)
+                               if not any(c in t.id() for c in {left_out!r}))
     r = unittest.TextTestRunner(stream=io.StringIO(), verbosity=0).run(suite)
     print("USETL-RESULT " + json.dumps({{
         "run": r.testsRun, "failures": len(r.failures), "errors": len(r.errors),
@@ -72,7 +81,7 @@ def _parse(stdout: str) -> Outcome | None:
 def run_host(name: str, timeout: float) -> Outcome:
     stdlib = sysconfig.get_paths()["stdlib"]
     with tempfile.TemporaryDirectory() as cwd:
-        code = RUNNER.format(root=stdlib, cwd=cwd, name=name)
+        code = RUNNER.format(root=stdlib, cwd=cwd, name=name, left_out=LEFT_OUT.get(name, []))
         try:
             p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                timeout=timeout, cwd=cwd)
@@ -84,7 +93,8 @@ def run_host(name: str, timeout: float) -> Outcome:
 def run_usf(name: str, timeout: float, image: ImageArchive | None = None) -> Outcome:
     with start_usf(image, UsfConfig(mem_mib=1024, start_timeout=120)) as usf:
         usf.kernel.ns.mount(MOUNT, HostDirFS(sysconfig.get_paths()["stdlib"]))
-        code = RUNNER.format(root=f"/{MOUNT}", cwd="/tmp", name=name)
+        code = RUNNER.format(root=f"/{MOUNT}", cwd="/tmp", name=name,
+                             left_out=LEFT_OUT.get(name, []))
         result = usf.run_code(code, timeout=timeout)
     parsed = _parse(result.stdout)
     if parsed is not None:
