@@ -273,3 +273,11 @@ def test_writes_after_the_peer_closed_as_over_tcp(usf):
         for s in (conn, server, a):
             s.close()
         """) == ["b'' 0 20", "EPIPE", "unix EPIPE"]
+
+
+def test_the_guests_own_name_and_service_names_resolve(usf):
+    assert run_lines(usf, """
+        import socket
+        print(socket.gethostbyname(socket.gethostname()), socket.getservbyname("http", "tcp"))
+        print(socket.getaddrinfo("localhost", "https", socket.AF_INET, socket.SOCK_STREAM)[0][4])
+        """) == ["127.0.1.1 80", "('127.0.0.1', 443)"]

@@ -227,7 +227,8 @@ def test_the_monitor_writes_the_resolver_files_read_only(usf, http_server, monke
     usf.kernel.allow_sockets(UrlPolicy(["http://data.example.com/", http_server.base + "/"]))
     out = run(usf, """
         import errno, os
-        print(sorted(set(os.listdir("/etc")) - {"ssl"}))  # ssl: the image's trust store
+        # ssl: the image's trust store; services and protocols: the host's, in the image
+        print(sorted(set(os.listdir("/etc")) - {"ssl", "services", "protocols"}))
         print(open("/etc/nsswitch.conf").read().strip())
         print(open("/etc/hosts").read().splitlines())
         try:
@@ -238,6 +239,7 @@ def test_the_monitor_writes_the_resolver_files_read_only(usf, http_server, monke
     assert out.splitlines() == [
         "['group', 'hosts', 'nsswitch.conf', 'passwd']",
         "hosts: files",
-        "['127.0.0.1 localhost', '::1 localhost', '93.184.216.34 data.example.com']",
+        "['127.0.0.1 localhost', '::1 localhost', '127.0.1.1 usf', "
+        "'93.184.216.34 data.example.com']",
         "EROFS",
     ]

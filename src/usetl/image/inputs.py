@@ -67,6 +67,7 @@ GUEST_AGENT = f"{GUEST_PACKAGE}/agent.py"
 EXCLUDED_STDLIB_TOP = frozenset(
     {"tkinter", "idlelib", "ensurepip", "turtledemo", "site-packages", "dist-packages"}
 )
+NETDB_FILES = ("/etc/services", "/etc/protocols")
 EXCLUDED_STDLIB_ANYWHERE = frozenset({"test", "tests", "__pycache__"})
 EXCLUDED_EXTENSION_PREFIXES = ("_test", "_ctypes_test", "_tkinter", "xxlimited", "_xxtestfuzz")
 
@@ -279,6 +280,13 @@ class _Planner:
         )
         return cafile
 
+    def add_netdb(self) -> None:
+        """The host's /etc/services and /etc/protocols, for getservbyname, getaddrinfo with a
+        service name and getprotobyname (glibc reads them as files)."""
+        for path in NETDB_FILES:
+            if os.path.isfile(path):
+                self.add_host_path(path)
+
     def add_zoneinfo(self) -> None:
         """The first tz database directory on CPython's TZPATH, for zoneinfo and time."""
         for directory in (sysconfig.get_config_var("TZPATH") or "").split(os.pathsep):
@@ -445,6 +453,7 @@ def plan_image() -> ImagePlan:
     planner.add_guest_package(guest_sources())
     ca_file = planner.add_trust_store()
     planner.add_zoneinfo()
+    planner.add_netdb()
     plan = ImagePlan(
         entries=planner.entries,
         executable=executable,

@@ -124,7 +124,7 @@ class Kernel:
         """
         self.net = policy
         hosts = policy.allowed_hosts() if policy is not None else {}
-        self.ns.put_etc("hosts", hosts_file(hosts))
+        self.ns.put_etc("hosts", hosts_file(hosts, self.identity.hostname))
         self.ns.put_etc("nsswitch.conf", b"hosts: files\n")
 
     def add_trust_roots(self, pem: str, ca_file: str | None) -> None:

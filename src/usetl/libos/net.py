@@ -49,8 +49,10 @@ class SocketPolicy(Protocol):
         ...
 
 
-def hosts_file(hosts: dict[str, list[str]]) -> bytes:
-    lines = ["127.0.0.1 localhost", "::1 localhost"]
+def hosts_file(hosts: dict[str, list[str]], hostname: str) -> bytes:
+    """/etc/hosts: loopback, the guest's own name (on 127.0.1.1, as Debian names a host
+    with no network address) and the hosts the policy allows."""
+    lines = ["127.0.0.1 localhost", "::1 localhost", f"127.0.1.1 {hostname}"]
     lines += [f"{ip} {name}" for name, ips in hosts.items() for ip in ips if name != "localhost"]
     return ("\n".join(lines) + "\n").encode()
 
