@@ -281,3 +281,26 @@ def test_the_guests_own_name_and_service_names_resolve(usf):
         print(socket.gethostbyname(socket.gethostname()), socket.getservbyname("http", "tcp"))
         print(socket.getaddrinfo("localhost", "https", socket.AF_INET, socket.SOCK_STREAM)[0][4])
         """) == ["127.0.1.1 80", "('127.0.0.1', 443)"]
+
+
+def test_a_close_with_linger_zero_resets_the_connection(usf):
+    assert run_lines(usf, """
+        import errno, socket, struct
+        server = socket.create_server(("127.0.0.1", 0))
+        client = socket.create_connection(server.getsockname())
+        conn, _ = server.accept()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.sendall(b"sent before the reset")
+        client.close()
+        try:
+            conn.getpeername()
+        except OSError as e:
+            print("getpeername", errno.errorcode[e.errno])
+        print(conn.recv(100))
+        try:
+            conn.recv(100)
+        except OSError as e:
+            print("recv", errno.errorcode[e.errno])
+        conn.close()
+        server.close()
+        """) == ["getpeername ENOTCONN", "b'sent before the reset'", "recv ECONNRESET"]

@@ -644,9 +644,21 @@ class GuestSocket(StreamFile):
         for s in pending:
             s.close()  # never accepted: its client sees the connection end
 
+    @property
+    def aborted(self) -> bool:
+        """Its TCP peer closed with SO_LINGER 0 (an RST): no longer connected."""
+        return isinstance(self.conn, UnixSocketFile) and any(
+            c is not None and c.aborted for c in (self.conn.rx, self.conn.tx))
+
     def close(self) -> None:
         self._stop_listening()
         self.net.unbind(self)
+        onoff, seconds = struct.unpack("<ii", self.options.get("linger", DEFAULTS["linger"]))
+        if isinstance(self.conn, UnixSocketFile) and self.family != AF_UNIX and onoff \
+                and not seconds:
+            for channel in (self.conn.rx, self.conn.tx):
+                if channel is not None:
+                    channel.aborted = True  # SO_LINGER 0: the peer sees a reset
         if self.conn is not None:
             self.conn.close()
             self.conn = None

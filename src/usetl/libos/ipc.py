@@ -70,6 +70,7 @@ class Channel:
         self.sched = sched
         self.tcp = tcp
         self.reset = False  # TCP: a write after the reader closed went out and was reset
+        self.aborted = False  # TCP: an end closed with SO_LINGER 0 (an RST): not connected
         self.capacity = capacity
         self.datagrams = datagrams
         self.data = bytearray()
@@ -117,6 +118,8 @@ class Channel:
                      ) -> tuple[bytes, Ancillary | None, int]:
         """take(), with the ancillary data it reached and the message's whole length."""
         if not self.readable:
+            if self.aborted:
+                raise SyscallError(errno.ECONNRESET)  # what was sent before the RST is read
             if self.writers == 0:
                 return b"", None, 0
             raise self._wait(blocking)

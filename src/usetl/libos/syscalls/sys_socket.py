@@ -314,7 +314,7 @@ def sys_getpeername(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int
             peer = f.conn.host.getpeername()
         except OSError as e:
             raise SyscallError(e.errno or errno.ENOTCONN) from None
-    elif f.conn is None and f.peer is None:
+    elif (f.conn is None and f.peer is None) or f.aborted:
         raise SyscallError(errno.ENOTCONN)
     else:
         peer = f.peer  # None for an unnamed AF_UNIX peer
