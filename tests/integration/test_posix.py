@@ -173,3 +173,20 @@ def test_empty_files_and_directories_count_against_the_tmpfs_limit(image):
         )
     assert r.error is None, r.error
     assert r.stdout.splitlines() == ["ENOSPC True", "again True"]
+
+
+def test_the_nice_value_goes_up_and_not_back_down(usf):
+    assert run(usf, """
+        import os
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, os.getpid(), base + 1)
+        print(base, os.getpriority(os.PRIO_PROCESS, 0))
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, base)
+        except PermissionError:
+            print("EACCES")
+        try:
+            os.getpriority(os.PRIO_PROCESS, 12345)
+        except ProcessLookupError:
+            print("ESRCH")
+        """) == ["0 1", "EACCES", "ESRCH"]

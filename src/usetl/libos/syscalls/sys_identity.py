@@ -60,6 +60,33 @@ def sys_uname(k: Kernel, buf: int, *_: int) -> int:
     return 0
 
 
+PRIO_PROCESS, PRIO_USER = 0, 2
+
+
+def _own_priority(k: Kernel, which: int, who: int) -> None:
+    """getpriority/setpriority name the guest's one process (by pid, group or user)."""
+    which, who = s32(which), s32(who)
+    if not PRIO_PROCESS <= which <= PRIO_USER:
+        raise SyscallError(errno.EINVAL)
+    own = k.identity.uid if which == PRIO_USER else k.identity.pid
+    if who not in (0, own):
+        raise SyscallError(errno.ESRCH)
+
+
+def sys_getpriority(k: Kernel, which: int, who: int, *_: int) -> int:
+    _own_priority(k, which, who)
+    return 20 - k.identity.nice  # the kernel's form; glibc gives the nice value back
+
+
+def sys_setpriority(k: Kernel, which: int, who: int, prio: int, *_: int) -> int:
+    _own_priority(k, which, who)
+    nice = min(max(s32(prio), -20), 19)
+    if nice < k.identity.nice:
+        raise SyscallError(errno.EACCES)  # lowering it takes CAP_SYS_NICE (RLIMIT_NICE 0)
+    k.identity.nice = nice
+    return 0
+
+
 def sys_sethostname(k: Kernel, name: int, length: int, *_: int) -> int:
     raise SyscallError(errno.EPERM)  # it takes CAP_SYS_ADMIN, which the guest's user lacks
 
