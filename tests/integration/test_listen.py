@@ -167,7 +167,7 @@ def test_bind_takes_the_guests_own_ports(usf):
 
 def test_dual_stack_listener_and_datagrams(usf):
     assert run_lines(usf, """
-        import socket
+        import errno, socket
         server = socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True)
         port = server.getsockname()[1]
         for host in ("127.0.0.1", "::1"):
@@ -175,6 +175,13 @@ def test_dual_stack_listener_and_datagrams(usf):
                 conn, peer = server.accept()
                 print(host, peer[0], conn.getsockname()[1] == c.getpeername()[1] == port)
                 conn.close()
+        six = socket.socket(socket.AF_INET6)
+        six.bind(("::1", 0))
+        try:
+            six.connect(("::ffff:127.0.0.1", port))
+        except OSError as e:
+            print("from ::1 to IPv4", e.errno == errno.ENETUNREACH)
+        six.close()
         server.close()
         a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         a.bind(("127.0.0.1", 0))
@@ -192,8 +199,8 @@ def test_dual_stack_listener_and_datagrams(usf):
             print("datagrams stay in the VM")
         a.close()
         b.close()
-        """) == ["127.0.0.1 ::ffff:127.0.0.1 True", "::1 ::1 True", "b'one' 127.0.0.1 True b'tw'",
-                 "b'three' True", "datagrams stay in the VM"]
+        """) == ["127.0.0.1 ::ffff:127.0.0.1 True", "::1 ::1 True", "from ::1 to IPv4 True",
+                 "b'one' 127.0.0.1 True b'tw'", "b'three' True", "datagrams stay in the VM"]
 
 
 def test_a_connect_with_no_guest_listener_goes_to_the_host(usf, http_server):

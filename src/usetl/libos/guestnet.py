@@ -383,13 +383,23 @@ class GuestSocket(StreamFile):
     def _bind_toward(self, host: str) -> str:
         """A client's address: an ephemeral port, on the loopback address it connects to
         (bound to the wildcard, it shows that one too); that address."""
-        version, dest = _destination(inet_key(self.family, host))
-        if self.family == AF_INET6 and version == 4:
-            dest = "::ffff:" + dest
+        dest = self._loopback_toward(inet_key(self.family, host))
         if self.local is None:
             self.bind((dest, 0) if self.family == AF_INET else (dest, 0, 0, 0), 0)
         elif inet_key(self.family, self.local[0])[1] == WILDCARD:
             self.local = (dest, *self.local[1:])
+        return dest
+
+    def _loopback_toward(self, key: Key) -> str:
+        """Where a packet to key arrives, as this socket writes it; ENETUNREACH from an
+        address of the other IP version, as on Linux."""
+        version, dest = _destination(key)
+        if self.family == AF_INET6 and version == 4:
+            dest = "::ffff:" + dest
+        if self.local is not None:
+            bound = inet_key(self.family, self.local[0])
+            if bound[1] != WILDCARD and bound[0] != version:
+                raise SyscallError(errno.ENETUNREACH)
         return dest
 
     def listen(self, backlog: int) -> None:
@@ -486,6 +496,7 @@ class GuestSocket(StreamFile):
                 raise SyscallError(errno.EPROTOTYPE)
             if len(data) > UNIX_CAPACITY:
                 raise SyscallError(errno.EMSGSIZE)
+            source: Address | None = self.local
         else:
             if len(data) > MAX_UDP_PAYLOAD:
                 raise SyscallError(errno.EMSGSIZE)
@@ -493,17 +504,16 @@ class GuestSocket(StreamFile):
             if not _is_local(key):
                 raise SyscallError(errno.EACCES)  # datagrams never leave the VM
             self._autobind()
+            source = self._source_toward(key)
             found = self.net.find_inet(self.protocol, key, target_address[1], listening=False)
             if found is None:
                 return len(data)  # no one listens: UDP drops it
             target = found
+            source = _as_family(target.family, source)
         if target.queued + len(data) > target.buffer_size():
             if not isinstance(target_address, bytes):
                 return len(data)  # a full UDP receive buffer drops it, as Linux does
             raise self._wait(flags, target.queue)
-        source = self._source_for(target)
-        if isinstance(source, tuple):
-            source = _as_family(target.family, source)
         if self.family == AF_INET6:  # what RFC 3542's receiving options report
             ancillary = ancillary or Ancillary()
             if ancillary.hoplimit is None:
@@ -521,12 +531,13 @@ class GuestSocket(StreamFile):
     def buffer_size(self) -> int:
         return int(self.options.get("rcvbuf", UNIX_CAPACITY))
 
-    def _source_for(self, target: GuestSocket) -> Address | None:
-        if self.family == AF_UNIX or self.local is None:
-            return self.local
+    def _source_toward(self, key: Key) -> tuple:
+        """A datagram's source address: where it is bound, the wildcard as the loopback."""
+        dest = self._loopback_toward(key)
+        assert isinstance(self.local, tuple)  # bound by _autobind
         host = self.local[0]
         if inet_key(self.family, host)[1] == WILDCARD:
-            host = "127.0.0.1" if self.family == AF_INET else "::1"
+            host = dest
         return (host, self.port, *self.local[2:])
 
     def receive_datagram(self, room: int, flags: int
