@@ -30,7 +30,7 @@ from .frozen import Frozen
 from .protocol import SnapshotExport
 
 MAGIC = b"USETLSNP"
-VERSION = 4  # 4: a kernel's children, host-shared ranges
+VERSION = 5  # 4: a kernel's children, host-shared ranges; 5: guest sockets, the capture time
 # 3: signal state in each thread record, /dev/shm; 2: a namespace's inode counter
 STATE_FILE = "state.usetl"
 _HEAD = struct.Struct("<8sI32sQ")  # magic, version, sha256(body), len(body)

@@ -53,6 +53,7 @@ from .files import (
     TmpOpenFile,
 )
 from .fs import DEV_PROC, ImageNode, StaticLink, TmpFile, TmpFS
+from .guestnet import GuestSocket
 from .hostfs import HostNode
 from .hostpipe import HostStreamFile
 from .ipc import ChannelFile, UnixSocketFile
@@ -437,7 +438,7 @@ def _child_files(k: Kernel, state: PreExec) -> tuple[dict[int, OpenFile], list[C
     for fd, f in sorted(state.fds.files.items()):
         if fd in state.fds.cloexec:
             continue
-        if isinstance(f, ChannelFile) and id(f) not in made:
+        if channel_end(f) is not None and id(f) not in made:
             to_host(k, f, (state.parent_fds, state.fds), made)
         if isinstance(f, OutputFile) and id(f) not in made:
             drain = k.children.watch().drain(f)
@@ -450,37 +451,49 @@ def _child_files(k: Kernel, state: PreExec) -> tuple[dict[int, OpenFile], list[C
     return out, drains
 
 
-def to_host(k: Kernel, f: ChannelFile, tables: tuple[FdTable, ...],
-             made: dict[int, OpenFile]) -> None:
-    """Turn the pipe or socketpair f belongs to into a host one, in every table given.
+def channel_end(f: OpenFile) -> ChannelFile | None:
+    """The in-monitor channel end f reads and writes: a pipe end, or the connection of a
+    guest socket (a socketpair's, or one made to a guest listener)."""
+    if isinstance(f, ChannelFile):
+        return f
+    if isinstance(f, GuestSocket) and isinstance(f.conn, ChannelFile):
+        return f.conn
+    return None
+
+
+def to_host(k: Kernel, f: OpenFile, tables: tuple[FdTable, ...],
+            made: dict[int, OpenFile]) -> None:
+    """Turn the pipe or socket connection f belongs to into a host one, in every table given.
 
     Every end (each file sharing its channels) becomes a file on its own
     host fd; bytes written and not yet read are carried over.
     """
-    channels = [c for c in (f.rx, f.tx) if c is not None]
-    ends = {id(g): g for t in tables for g in t.files.values()
-            if isinstance(g, ChannelFile) and id(g) not in made
-            and any(c is g.rx or c is g.tx for c in channels)}
-    if isinstance(f, UnixSocketFile):
-        a, b = socket.socketpair(socket.AF_UNIX, f.sock_type)
-        reader = {id(f.rx): a.detach(), id(f.tx): b.detach()}  # channel -> the fd reading it
-        writer = {id(f.rx): reader[id(f.tx)], id(f.tx): reader[id(f.rx)]}
+    end = channel_end(f)
+    assert end is not None
+    channels = [c for c in (end.rx, end.tx) if c is not None]
+    ends = {id(g): (g, e) for t in tables for g in t.files.values()
+            if (e := channel_end(g)) is not None and id(g) not in made
+            and any(c is e.rx or c is e.tx for c in channels)}
+    if isinstance(end, UnixSocketFile):
+        a, b = socket.socketpair(socket.AF_UNIX, end.sock_type)
+        reader = {id(end.rx): a.detach(), id(end.tx): b.detach()}  # channel -> its reader
+        writer = {id(end.rx): reader[id(end.tx)], id(end.tx): reader[id(end.rx)]}
     else:
         r, w = os.pipe()
         reader, writer = {id(channels[0]): r}, {id(channels[0]): w}
     for c in channels:
-        pending = [bytes(c.data)] if c.data else list(c.messages)
+        pending = [bytes(c.data)] if c.data else [data for data, _ in c.messages]
         for data in pending:
             os.write(writer[id(c)], data)
-    for g in ends.values():
+    for g, e in ends.values():
         nonblocking = bool(g.flags & O_NONBLOCK)
-        if isinstance(g, UnixSocketFile):
-            made[id(g)] = HostStreamFile.for_socket(k, os.dup(reader[id(g.rx)]), nonblocking)
-        elif g.rx is not None:
-            made[id(g)] = HostStreamFile.for_pipe_end(k, os.dup(reader[id(g.rx)]), True,
+        if isinstance(e, UnixSocketFile):
+            made[id(g)] = HostStreamFile.for_socket(k, os.dup(reader[id(e.rx)]), nonblocking)
+        elif e.rx is not None:
+            made[id(g)] = HostStreamFile.for_pipe_end(k, os.dup(reader[id(e.rx)]), True,
                                                       nonblocking)
         else:
-            made[id(g)] = HostStreamFile.for_pipe_end(k, os.dup(writer[id(g.tx)]), False,
+            made[id(g)] = HostStreamFile.for_pipe_end(k, os.dup(writer[id(e.tx)]), False,
                                                       nonblocking)
     for fd in {*reader.values(), *writer.values()}:
         os.close(fd)
@@ -488,7 +501,7 @@ def to_host(k: Kernel, f: ChannelFile, tables: tuple[FdTable, ...],
         for fd, g in list(t.files.items()):
             if id(g) in made:
                 t.files[fd] = made[id(g)]
-    for g in ends.values():
+    for g, _ in ends.values():
         g.close()
 
 

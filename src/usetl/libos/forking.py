@@ -30,6 +30,7 @@ from .children import (
     NOT_STARTED,
     Child,
     ConsoleDrain,
+    channel_end,
     close_all_but,
     die_with_parent,
     host_fork,
@@ -40,7 +41,6 @@ from .children import (
 from .errors import SyscallError
 from .files import OpenFile, OutputFile
 from .hostpipe import HostStreamFile
-from .ipc import ChannelFile
 from .sched import HostWork
 from .tmpsync import encode_changes, snapshot
 
@@ -122,7 +122,7 @@ def _share_files(k: Kernel) -> dict[int, ConsoleDrain]:
     made: dict[int, OpenFile] = {}
     drains: dict[int, ConsoleDrain] = {}
     for f in list(k.fds.files.values()):
-        if isinstance(f, ChannelFile) and id(f) not in made:
+        if channel_end(f) is not None and id(f) not in made:
             to_host(k, f, (k.fds,), made)
         elif isinstance(f, OutputFile) and id(f) not in drains:
             drains[id(f)] = k.children.watch().drain(f)
