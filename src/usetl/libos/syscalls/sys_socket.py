@@ -278,15 +278,20 @@ def _connect_datagram(k: Kernel, f: GuestSocket, addr: int, addrlen: int) -> int
 
 
 def _connect_host(k: Kernel, f: GuestSocket, address: tuple) -> None:
-    """No guest listener there: a host socket, where the policy allows."""
-    if k.net is None:
-        raise SyscallError(errno.EACCES)
+    """No guest listener there: a host socket, where the policy allows.
+
+    A loopback address the policy does not grant is the guest's own loopback, where
+    nothing listens: ECONNREFUSED, as Linux answers. Any other refused address is EACCES.
+    """
     host, port = _policy_host(address[0]), address[1]
+    denied = errno.ECONNREFUSED if ipaddress.ip_address(host).is_loopback else errno.EACCES
+    if k.net is None:
+        raise SyscallError(denied)
     try:
         k.net.check_socket(host, port)
     except UsetlError as e:
         log.info("connect to %s:%d refused: %s", host, port, e)
-        raise SyscallError(errno.EACCES) from None
+        raise SyscallError(denied) from None
     if sum(isinstance(s, GuestSocket) and s.proxied for s in k.fds.files.values()) >= MAX_SOCKETS:
         raise SyscallError(errno.EMFILE)
     f.connect_host(k, address)
