@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup host-tools cluster-tools cluster-demo demo test lint bench report readme-table compat fuzz clean
+.PHONY: setup host-tools ui-assets cluster-tools cluster-demo demo test lint bench report readme-table compat fuzz clean
 
 # `make report` writes the evaluation here; `make report QUICK=1` is the under-5-minute run.
 REPORT_DIR ?= eval
@@ -14,12 +14,27 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP) host-tools cluster-tools
+setup: $(STAMP) host-tools cluster-tools ui-assets
 
-# runc for the container baselines of `make report`; quiet, and a no-op once installed.
+# The dashboard's front-end libraries (ui/package.json, versions pinned by its lock file),
+# copied as built into the package, which serves them at /ui: nothing is fetched at run time.
+UI_VENDOR := src/usetl/api/static/vendor
+UI_FILES := preact/dist/preact.module.js preact/hooks/dist/hooks.module.js \
+	htm/dist/htm.module.js uplot/dist/uPlot.esm.js uplot/dist/uPlot.min.css
+ui-assets: $(UI_VENDOR)/.installed
+$(UI_VENDOR)/.installed: ui/package.json ui/package-lock.json
+	cd ui && npm ci --silent --no-audit --no-fund
+	mkdir -p $(UI_VENDOR)
+	cp $(addprefix ui/node_modules/,$(UI_FILES)) $(UI_VENDOR)/
+	touch $@
+
+# runc for the container baselines of `make report`, chromium for the dashboard's browser
+# tests; quiet, and a no-op once installed.
 host-tools:
 	@command -v runc >/dev/null || apt-get install -y -qq runc >/dev/null 2>&1 || \
 		echo "make: could not install runc; the container baselines will be reported as failed"
+	@command -v chromium >/dev/null || apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		echo "make: could not install chromium; the dashboard's browser tests will fail"
 
 # nats-server (JetStream) and PostgreSQL 15 for several hosts (`usetl gateway`, `usetl worker`)
 # and their tests; quiet, and a no-op once installed. No system service is started: tests and
@@ -69,4 +84,4 @@ readme-table: setup
 	$(VENV)/bin/usetl bench readme-table $(REPORT_DIR)
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) build src/*.egg-info ui/node_modules $(UI_VENDOR)

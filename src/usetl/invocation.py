@@ -123,6 +123,9 @@ class InvocationResult(msgspec.Struct):
     extra: dict[str, Any] = msgspec.field(default_factory=dict)  # load: import_ms, modules
     # invoke: the modules the handler's call imported (the guest's word: a hint for learning)
     imported: ModuleNames = msgspec.field(default_factory=list)
+    # Where an invocation's time went, in ms, as the host measured it: the pool fills it in
+    # (platform/pool.py: PHASES), replacing anything a sandbox sent.
+    phases: dict[str, float] = msgspec.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -21,7 +21,7 @@ GUEST_SIDE = ("usetl.guest", "usetl.api.examples", "usetl.bench.etl_functions")
 # Lowest first; a unit is a top-level package or module of usetl.
 LAYERS = [
     {"errors", "abi"},
-    {"hostmm", "elf", "invocation", "etl"},
+    {"hostmm", "procmem", "elf", "invocation", "etl"},
     {"kvm", "image"},
     {"vm"},
     {"libos"},

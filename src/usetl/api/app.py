@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -32,6 +34,9 @@ THREADS = 256  # blocking invocations in flight (the pool queues beyond a functi
 MAX_BODY_BYTES = 80 << 20  # a deploy: 50 MiB of code in base64, and the JSON around it
 # A deploy's code archive: 250 MiB unpacked (Limits.max_unpacked_bytes), with tar's headers.
 MAX_ARCHIVE_BYTES = 260 << 20
+# The dashboard: static files that read the JSON API with the bearer token the user gives
+# them (kept in sessionStorage, sent as the Authorization header: no cookie, so no CSRF).
+UI_DIR = Path(__file__).parent / "static"
 
 EVENT_BODY = {
     "requestBody": {
@@ -120,6 +125,7 @@ def create_app(platform: Platform) -> FastAPI:
     _add_secret_routes(app, platform)
     add_pipeline_routes(app, platform, Caller, _body, _blocking, EVENT_BODY)
     _add_pool_route(app, platform)  # last, so /docs lists the paths in the order they always had
+    _add_dashboard(app, platform)
     return app
 
 
@@ -273,6 +279,12 @@ def _add_invocation_routes(app: FastAPI, platform: Platform) -> None:
                                         x_callback_url)
         return {"id": invocation_id, "status": "queued"}
 
+    @app.get("/v1/invocations", tags=["invocations"])
+    def recent_invocations(caller: Caller,
+                           limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict:
+        """The latest finished invocations of all the tenant's functions, the latest first."""
+        return {"invocations": platform.recent_invocations(caller, limit)}
+
     @app.get("/v1/invocations/failed", tags=["invocations"])
     def failed_invocations(caller: Caller, function: str | None = None,
                            limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
@@ -359,3 +371,17 @@ async def _body(request: Request, platform: Platform) -> bytes:
             raise ServiceError(413, "payload_too_large", f"the event is over {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _add_dashboard(app: FastAPI, platform: Platform) -> None:
+    @app.get("/v1/activity", tags=["operations"])
+    def activity(caller: Caller, window: Annotated[int, Query(ge=1, le=3600)] = 60) -> dict:
+        """The tenant's invocations finished in the last `window` seconds: a count per second
+        and a latency histogram (per bucket, not cumulative; `duration_ms` of each record)."""
+        return platform.activity(caller, window)
+
+    @app.get("/ui", include_in_schema=False)
+    def ui_root() -> RedirectResponse:
+        return RedirectResponse("/ui/")
+
+    app.mount("/ui", StaticFiles(directory=UI_DIR, html=True), name="ui")

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from usetl.hyperfork import Template
 from usetl.image import ImageArchive
+from usetl.procmem import process_memory
 
-from .procmem import process_memory
 from .rollback import dirty_code
 from .startup import percentile
 

@@ -20,7 +20,7 @@ from usetl.bench import envs, hyperfork_envs
 from usetl.bench.config import BenchConfig
 from usetl.bench.envs import Instance, Population
 from usetl.bench.errors import reason
-from usetl.bench.procmem import mem_available, process_memory
+from usetl.procmem import mem_available, process_memory
 
 MIB = 1 << 20
 

@@ -68,6 +68,7 @@ class Instance(Protocol):
     """One sandbox that serves invocations one at a time."""
 
     closed: bool  # its sandbox is gone (closed, or its guest ended)
+    instance_id: str  # unique on this host, for an operator (the dashboard, /v1/instances)
 
     def invoke(self, event: Any, context: dict, timeout: float, files: HandOff | None = None,
                keep_files: bool = False) -> InvocationResult:
@@ -87,6 +88,10 @@ class Instance(Protocol):
     def warm(self) -> None:
         """Spend CPU now, off the request's path, to make the next invocation faster; the pool
         calls it when the function is quiet. Raises BackendError (and is closed) on failure."""
+
+    def memory(self) -> dict[str, int] | None:
+        """Host memory of the instance's process: uss, pss and rss in bytes (usetl.procmem);
+        None where the host cannot see it (a process in another PID namespace)."""
 
     def close(self) -> None: ...
 

@@ -22,6 +22,7 @@ from usetl.hyperfork.protocol import WarmUp
 from usetl.image.modstore import PRELOAD, SYSLIBS
 from usetl.invocation import GUEST_ENDED, SANDBOX_ERROR, InvocationResult, invocation_context
 from usetl.libos.handoff import HandOff
+from usetl.procmem import process_memory
 from usetl.usf import UsfConfig
 
 from .backend import (
@@ -71,8 +72,15 @@ def entry_source(spec: FunctionSpec, module_mounts: list[str]) -> str:
 class KvmInstance:
     def __init__(self, clone: Any):
         self.clone = clone
+        self.instance_id = clone.instance
         self.closed = False
         self.kept: HandOff | None = None
+
+    def memory(self) -> dict[str, int] | None:
+        try:
+            return process_memory([self.clone.pid])
+        except OSError:  # the clone's process is gone
+            return None
 
     def invoke(self, event: Any, context: dict, timeout: float, files: HandOff | None = None,
                keep_files: bool = False) -> InvocationResult:

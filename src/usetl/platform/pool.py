@@ -53,6 +53,19 @@ RECYCLE_WAIT_S = 0.05  # how long an invocation waits for a rollback before fork
 # A function deployed with reuse "warm" keeps an instance, globals and /tmp included, for
 # this many calls (and no longer than the pool's idle time), as a Lambda environment is.
 WARM_REUSE_CALLS = 1000
+# The phases of an invocation's record (InvocationResult.phases), in ms, each measured by the
+# host: queue (waiting for a slot under the function's concurrency limit), dispatch (finding
+# or waiting for an instance, and the round trip to it beyond the monitor's own time), start
+# or restore (the template started, or mapped back from its snapshot, for this invocation),
+# fork (a new instance made for it), guest (the monitor's request-to-reply time less the
+# ETL requests), etl (the host's wall time serving its ETL requests), rollback (after the
+# answer, off the request's path: reported to `RollbackReport` once done).
+PHASES = ("queue_ms", "dispatch_ms", "start_ms", "restore_ms", "fork_ms", "guest_ms", "etl_ms",
+          "rollback_ms")
+
+# (invocation id, rollback ms or None if the instance was not rolled back): called once for
+# every invocation the pool gave an instance, after its answer.
+RollbackReport = Callable[[str, float | None], None]
 
 
 # () -> (spec, concurrency limit, queue limit, whether it is the function's live version)
@@ -113,6 +126,7 @@ class FunctionPool:
 
     def generation(self) -> Generation:
         return Generation(self.spec.generation, list(self.spec.learned), self.learn_error)
+        self.held: dict[Instance, str] = {}  # instances out of `ready`: "busy" or "recycling"
 
     def take_ready(self) -> Instance:
         """The instance for the next invocation (called with the pool's lock held).
@@ -149,8 +163,10 @@ class Pool:
         metrics: Metrics | None = None,
         snapshot_dir: Path | None = None,
         on_generation: GenerationListener | None = None,
+        on_rollback: RollbackReport | None = None,
     ):
         self.backend = backend
+        self.on_rollback = on_rollback
         self.config = config or PoolConfig()
         self.metrics = metrics or Metrics()
         self.snapshot_dir = snapshot_dir
@@ -285,15 +301,22 @@ class Pool:
                      ) -> tuple[InvocationResult, HandOff | None]:
         """invoke(), as a pipeline stage: with the previous stage's `files` (still the
         caller's) in its host region, and with `keep_files`, the files it wrote."""
+        begun = time.perf_counter()
         pool = self._acquire(key, define)
         started = time.perf_counter()
+        phases = {"queue_ms": (started - begun) * 1e3}
         instance: Instance | None = None
         kept = None
+        sent = round_trip = None
         try:
-            instance = self._instance(pool)
+            instance = self._instance(pool, phases)
+            with self.cond:
+                pool.held[instance] = "busy"
             if on_start is not None:
                 on_start()
+            sent = time.perf_counter()
             outcome = instance.invoke(event, context, pool.spec.timeout_s, files, keep_files)
+            round_trip = (time.perf_counter() - sent) * 1e3
             kept = instance.take_files() if keep_files else None
             if kept is not None:
                 outcome.io.copied_bytes += kept.copied_bytes
@@ -301,7 +324,8 @@ class Pool:
             outcome = InvocationResult.failed(SANDBOX_ERROR, str(e),
                                               (time.perf_counter() - started) * 1e3)
         finally:
-            self._release(pool, instance)
+            self._release(pool, instance, context.get("request_id"))
+        outcome.phases = _phases(phases, outcome, started, sent, round_trip)
         if outcome.error is None:
             self._learn(pool, outcome.imported)
         status = "ok" if outcome.error is None else "error"
@@ -339,7 +363,7 @@ class Pool:
             pool.peak = max(pool.peak, pool.busy)
             return pool
 
-    def _instance(self, pool: FunctionPool) -> Instance:
+    def _instance(self, pool: FunctionPool, phases: dict[str, float]) -> Instance:
         with self.cond:
             deadline = time.monotonic() + RECYCLE_WAIT_S
             # A rollback under way is much cheaper than a new instance: wait for it briefly.
@@ -352,13 +376,19 @@ class Pool:
                 instance = pool.take_ready()
                 pool.out[pool.generations.get(instance, 0)] += 1
                 return instance
-        return self._fork(pool, out=True)
+        return self._fork(pool, out=True, phases=phases)
 
-    def _fork(self, pool: FunctionPool, out: bool = False) -> Instance:
-        """A new instance; `out`: for an invocation, so its template is kept until it is back."""
+    def _fork(self, pool: FunctionPool, out: bool = False,
+              phases: dict[str, float] | None = None) -> Instance:
+        """A new instance; `out`: for an invocation, so its template is kept until it is back
+        (`phases` then gets the time it took)."""
         # Under the template lock: a generation swap waits for a fork from the old template.
         with pool.template_lock:
-            instance = self._template(pool).fork()
+            template = self._template(pool, phases)
+            forked = time.perf_counter()
+            instance = template.fork()
+            if phases is not None:
+                phases["fork_ms"] = (time.perf_counter() - forked) * 1e3
             generation = pool.generations[instance] = pool.spec.generation
             if out:
                 with self.cond:
@@ -366,14 +396,19 @@ class Pool:
         self.metrics.instances_created.inc()
         return instance
 
-    def _template(self, pool: FunctionPool) -> FunctionTemplate:
-        """The pool's template, started or restored if it is not in memory (template lock held)."""
+    def _template(self, pool: FunctionPool,
+                  phases: dict[str, float] | None = None) -> FunctionTemplate:
+        """The pool's template, started or restored if it is not in memory (template lock held;
+        `phases` gets the time it took)."""
         if pool.template is None:
             self._make_room(exclude=pool.spec.key)
+            begun = time.perf_counter()
+            phase = "start_ms"
             if pool.snapshot is not None:
                 try:
                     pool.template = self.backend.restore(pool.spec, pool.snapshot)
                     self.metrics.templates_restored.inc()
+                    phase = "restore_ms"
                 except (BackendError, NotImplementedError) as e:
                     log.warning("snapshot of %s refused (%s); starting it afresh",
                                 pool.spec.key, e)
@@ -382,28 +417,39 @@ class Pool:
             if pool.template is None:
                 pool.template = self.backend.template(pool.spec)
             self.metrics.templates_started.inc()
+            if phases is not None:
+                phases[phase] = (time.perf_counter() - begun) * 1e3
         return pool.template
 
-    def _release(self, pool: FunctionPool, instance: Instance | None) -> None:
+    def _release(self, pool: FunctionPool, instance: Instance | None,
+                 request_id: str | None) -> None:
         """The invocation is over: roll its instance back off the request's path."""
         with self.cond:
             pool.busy -= 1
             if instance is not None:
                 pool.recycling += 1
+                pool.held[instance] = "recycling"
             self.cond.notify_all()
         if instance is None:
+            self._report_rollback(request_id, None)
             if pool.retired:
                 self._close_if_unused(pool)
             return
         if pool.spec.reuse == REUSE_WARM:
-            self._recycle(pool, instance)  # nothing to roll back: ready before the answer
+            self._recycle(pool, instance, request_id)  # nothing to roll back: ready at once
             return
         try:
-            self.recycler.submit(self._recycle, pool, instance)
+            self.recycler.submit(self._recycle, pool, instance, request_id)
         except RuntimeError:  # shutting down
             instance.close()
+            self._report_rollback(request_id, None)
 
-    def _recycle(self, pool: FunctionPool, instance: Instance) -> None:
+    def _report_rollback(self, request_id: str | None, ms: float | None) -> None:
+        if self.on_rollback is not None and request_id is not None:
+            self.on_rollback(request_id, ms)
+
+    def _recycle(self, pool: FunctionPool, instance: Instance, request_id: str | None) -> None:
+        rollback_ms = None
         keep = False
         if pool.retired or not pool.current(instance):
             instance.close()
@@ -411,7 +457,9 @@ class Pool:
             keep = self._keep_warm(pool, instance)
         elif self.config.reuse:
             try:
+                begun = time.perf_counter()
                 instance.rollback()
+                rollback_ms = (time.perf_counter() - begun) * 1e3
                 self.metrics.rollbacks.inc()
                 if pool.busy == 0 and pool.waiting == 0:
                     # Quiet: spare CPU buys the next invocation a shorter path.
@@ -427,6 +475,7 @@ class Pool:
         with self.cond:
             pool.recycling -= 1
             pool.out[pool.generations.get(instance, 0)] -= 1
+            pool.held.pop(instance, None)
             # A generation swap may have come while it was rolled back.
             stale = keep and not pool.current(instance)
             if keep and not stale:
@@ -434,6 +483,7 @@ class Pool:
             self.cond.notify_all()
         if stale:
             instance.close()
+        self._report_rollback(request_id, rollback_ms)
         self._drain(pool)
         if pool.retired:
             self._close_if_unused(pool)
@@ -613,23 +663,36 @@ class Pool:
     def status(self) -> list[dict]:
         return [
             {
-                "function": p.spec.key,
-                "template": p.template is not None,
-                "snapshot": p.snapshot is not None,
-                "ready": len(p.ready),
-                "busy": p.busy,
-                "queued": p.waiting,
-                "concurrency_limit": p.concurrency,
-                "target_ready": p.target_ready(self.config),
-                "idle_s": round(time.monotonic() - p.last_used, 1),
-                "template_bytes": p.template.memory_bytes if p.template is not None else 0,
-                "generation": p.spec.generation,
-                "learned": list(p.spec.learned),
-                "learn_error": None if p.learn_error is None else p.learn_error.as_dict(),
-                "learning": p.learner.building,  # the next generation is being built
+                **self._status(p),
+                "instances": self._instances(p),
             }
             for p in self._all()
         ]
+
+    def _instances(self, pool: FunctionPool) -> list[dict]:
+        """Each instance of a version, its state and its host memory (None: not visible)."""
+        with self.cond:
+            states = [(i, "ready") for i in pool.ready] + list(pool.held.items())
+        return [{"id": instance.instance_id, "state": state, "memory": instance.memory()}
+                for instance, state in states]
+
+    def _status(self, p: FunctionPool) -> dict:
+        return {
+            "function": p.spec.key,
+            "template": p.template is not None,
+            "snapshot": p.snapshot is not None,
+            "ready": len(p.ready),
+            "busy": p.busy,
+            "queued": p.waiting,
+            "concurrency_limit": p.concurrency,
+            "target_ready": p.target_ready(self.config),
+            "idle_s": round(time.monotonic() - p.last_used, 1),
+            "template_bytes": p.template.memory_bytes if p.template is not None else 0,
+            "generation": p.spec.generation,
+            "learned": list(p.spec.learned),
+            "learn_error": None if p.learn_error is None else p.learn_error.as_dict(),
+            "learning": p.learner.building,  # the next generation is being built
+        }
 
     def close(self) -> None:
         with self.cond:
@@ -644,3 +707,21 @@ class Pool:
                 pool.busy = pool.waiting = pool.recycling = 0
             # Snapshots stay: after a restart the templates come back from them.
             self._close_if_unused(pool, keep_snapshot=True)
+
+
+def _phases(measured: dict[str, float], outcome: InvocationResult, started: float,
+            sent: float | None, round_trip: float | None) -> dict[str, float]:
+    """The invocation's phases (PHASES, but rollback's, which comes after the answer)."""
+    phases = dict(measured)
+    made = sum(phases.get(k, 0.0) for k in ("start_ms", "restore_ms", "fork_ms"))
+    etl = outcome.io.wall_s * 1e3
+    if sent is None or round_trip is None:  # the sandbox failed before or while it ran
+        phases["dispatch_ms"] = max(0.0, outcome.total_ms - made)
+        return phases
+    # The monitor's total time includes the guest's ETL requests; the rest of the round trip
+    # is the message to the instance and back.
+    phases["dispatch_ms"] = max(0.0, (sent - started) * 1e3 - made) + max(
+        0.0, round_trip - outcome.total_ms)
+    phases["guest_ms"] = max(0.0, outcome.total_ms - etl)
+    phases["etl_ms"] = etl
+    return phases

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,7 @@ class ProcessInstance:
         self.template = template
         self.sock = sock
         self.pid = pid  # in the zygote's PID namespace; None: the zygote's own warm-up
+        self.instance_id = uuid.uuid4().hex
         self.closed = False
         self.announced = False  # the agent's ready message was read and checked
         self.etl: EtlDevice | None = None  # made at the instance's first ETL request
@@ -255,6 +257,9 @@ class ProcessInstance:
 
     def warm(self) -> None:
         pass  # a fresh fork has nothing to warm
+
+    def memory(self) -> None:
+        return None  # its pid is the zygote's namespace's, not one the host's /proc names
 
     def close(self) -> None:
         if self.closed:

@@ -191,6 +191,12 @@ MIGRATIONS = [
     " ALTER TABLE versions ADD COLUMN learn_error TEXT;",
     # The worker that ran the invocation (several hosts; NULL on one).
     "ALTER TABLE invocations ADD COLUMN host TEXT;",
+    # Where an invocation's time went, as the host measured it (platform/pool.py: PHASES):
+    # JSON {phase: ms}; the rollback's is added after the answer.
+    """
+    ALTER TABLE invocations ADD COLUMN phases TEXT;
+    CREATE INDEX invocations_by_tenant_finish ON invocations (tenant_id, finished);
+    """,
 ]
 
 # Invocation states: queued (async, accepted, not started), running, succeeded, failed,
@@ -759,6 +765,29 @@ class Registry:
         )
         return [_invocation(r) for r in reversed(rows)]
 
+    def set_rollback_ms(self, invocation_id: str, ms: float) -> None:
+        """The rollback that followed an invocation, measured after its record was written."""
+        self.flush()  # a sync record may still be in the writer's queue
+        self._write(lambda cur: cur.execute(
+            "UPDATE invocations SET phases = json_set(COALESCE(phases, '{}'), '$.rollback_ms', "
+            "?) WHERE id = ?", (ms, invocation_id)))
+
+    def recent(self, tenant_id: int, limit: int = 50) -> list[dict]:
+        """The tenant's latest finished invocations of every function, the latest first."""
+        self.flush()
+        rows = self._read(
+            "SELECT * FROM invocations WHERE tenant_id = ? AND finished IS NOT NULL "
+            "ORDER BY finished DESC LIMIT ?", (tenant_id, limit))
+        return [_invocation(r) for r in rows]
+
+    def finished_since(self, tenant_id: int, since: float) -> list[tuple[float, float, str]]:
+        """(finished, duration_ms, status) of the tenant's invocations finished since then."""
+        self.flush()
+        rows = self._read(
+            "SELECT finished, duration_ms, status FROM invocations WHERE tenant_id = ? AND "
+            "finished >= ? ORDER BY finished", (tenant_id, since))
+        return [(r["finished"], r["duration_ms"] or 0.0, r["status"]) for r in rows]
+
     def failed_async(self, tenant_id: int, function: str | None = None,
                      limit: int = 100) -> list[dict]:
         """The dead letters: async invocations that failed for good (retries spent, or an
@@ -963,14 +992,14 @@ _RECORD_SQL = (
     "INSERT INTO invocations (id, tenant_id, function_name, version, version_id, mode, event, "
     "created, status, started, finished, result, error, stdout, stderr, duration_ms, "
     "guest_cpu_ms, host_cpu_s, io_requests, bytes_in, bytes_out, peak_memory_bytes, "
-    "unimplemented, host) VALUES (?, ?, ?, ?, ?, 'sync', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-    "?, ?, ?, ?, ?)"
+    "unimplemented, phases, host) VALUES (?, ?, ?, ?, ?, 'sync', "
+    + ", ".join("?" * 19) + ")"
 )
 _FINISH_SQL = (
     "UPDATE invocations SET status = ?, started = COALESCE(started, ?), finished = ?, "
     "result = ?, error = ?, stdout = ?, stderr = ?, duration_ms = ?, guest_cpu_ms = ?, "
     "host_cpu_s = ?, io_requests = ?, bytes_in = ?, bytes_out = ?, peak_memory_bytes = ?, "
-    "unimplemented = ? WHERE id = ?"
+    "unimplemented = ?, phases = ? WHERE id = ?"
 )
 
 
@@ -986,6 +1015,7 @@ def _result_columns(result: InvocationResult, started: float, finished: float) -
         "io_requests": io.requests, "bytes_in": io.bytes_in, "bytes_out": io.bytes_out,
         "peak_memory_bytes": result.peak_memory_bytes,
         "unimplemented": json.dumps(result.unimplemented),
+        "phases": json.dumps(result.phases),
     }
 
 
@@ -1034,6 +1064,8 @@ def _invocation(row: Mapping[str, Any]) -> dict:
         },
         # Syscalls the guest made that a USF does not implement (ENOSYS), by name.
         "unimplemented": json.loads(row["unimplemented"] or "{}"),
+        # Where its time went, in ms, as the host measured it (platform/pool.py: PHASES).
+        "phases": json.loads(row["phases"] or "{}"),
         # What started it: None for an API call, {"kind": "schedule", ...} for a tick.
         "trigger": json.loads(row["trigger"]) if row["trigger"] is not None else None,
         "attempts": json.loads(row["attempts"]),  # each run of an async invocation

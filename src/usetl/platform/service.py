@@ -48,7 +48,7 @@ from .callbacks import CallbackConfig, CallbackRefused, Callbacks
 from .code_archive import CodeArchiveError
 from .fair import FairRunner
 from .learning import Generation
-from .metrics import Metrics
+from .metrics import LATENCY_BUCKETS, Metrics
 from .pool import ConcurrencyLimit, Definition, Pool, PoolConfig, PoolError
 from .registry import (
     Registry,
@@ -59,6 +59,7 @@ from .registry import (
     invocation_record,
     version_key,
 )
+from .rollbacks import RollbackTimes
 from .schedule import CronError, Scheduler, next_tick
 from .secrets import MAX_VALUE_BYTES, SecretBox, SecretError, redact
 from .secrets import NAME as SECRET_NAME
@@ -217,8 +218,10 @@ class Platform:
         self.modules = modules or ModuleStore()
         self.metrics = Metrics()
         self.versions: dict[str, Version] = {}  # by key: the versions handed to the pool
+        self.rollback_times = RollbackTimes(self.registry)
         self.pool = Pool(backend, pool_config, self.metrics, state_dir / "snapshots",
-                         on_generation=self._record_generation)
+                         on_generation=self._record_generation,
+                         on_rollback=self.rollback_times.report)
         self.limits = limits or Limits()
         self.deploy_locks: dict[tuple[int, str], threading.Lock] = {}
         self.lock = threading.Lock()
@@ -478,15 +481,19 @@ class Platform:
             self.live[live] = self.registry.version_by_id(version.id) or self.live[live]
 
     def _run(self, version: Version, invocation_id: str, event: Any,
-             on_start: Callable[[], None] | None = None) -> InvocationResult:
-        return self._run_stage(version, invocation_id, event, None, False, on_start)[0]
+             on_start: Callable[[], None] | None = None,
+             submitted: float | None = None) -> InvocationResult:
+        return self._run_stage(version, invocation_id, event, None, False, on_start,
+                               submitted)[0]
 
     def _run_stage(self, version: Version, invocation_id: str, event: Any,
                    files: HandOff | None, keep_files: bool,
-                   on_start: Callable[[], None] | None = None,
+                   on_start: Callable[[], None] | None = None, submitted: float | None = None,
                    ) -> tuple[InvocationResult, HandOff | None]:
         """One invocation, as _run(); as a pipeline stage with the previous stage's `files`
-        and, with `keep_files`, the files it wrote (None if it failed)."""
+        and, with `keep_files`, the files it wrote (None if it failed). `submitted`
+        (time.monotonic()) is when an async one was handed to a worker, whose wait for it
+        counts as queueing."""
         try:
             secrets = self._secret_values(version)
         except SecretError as e:
@@ -496,6 +503,7 @@ class Platform:
                                      function=version.name, version=version.version,
                                      **({"secrets": secrets} if version.secrets else {}))
         kept = None
+        waited_ms = 0.0 if submitted is None else (time.monotonic() - submitted) * 1e3
         try:
             outcome, kept = self.pool.invoke_stage(version.key, event, context,
                                                    self._definition(version), files,
@@ -504,6 +512,8 @@ class Platform:
             raise
         except PoolError as e:
             outcome = InvocationResult.failed(PLATFORM_ERROR, str(e))
+        if outcome.phases:
+            outcome.phases["queue_ms"] += waited_ms
         redact(outcome, secrets)
         self._check_outcome(outcome)
         if kept is not None and outcome.error is not None:
@@ -554,7 +564,8 @@ class Platform:
         except ConcurrencyLimit as e:
             raise ServiceError(429, "concurrency_limit",
                                f"function {name!r} is at its concurrency limit: {e}") from e
-        self.registry.record_invocation(invocation_id, version, event, outcome, started)
+        self.rollback_times.record(invocation_id, outcome, lambda: self.registry.record_invocation(
+            invocation_id, version, event, outcome, started))
         return invocation_record(invocation_id, version, "sync", outcome, started)
 
     def invoke_stage(self, tenant: Tenant, name: str, event: Any, files: HandOff | None,
@@ -569,7 +580,8 @@ class Platform:
         except ConcurrencyLimit as e:
             outcome, kept = InvocationResult.failed(
                 "ConcurrencyLimit", f"function {name!r} is at its concurrency limit: {e}"), None
-        self.registry.record_invocation(invocation_id, version, event, outcome, started)
+        self.rollback_times.record(invocation_id, outcome, lambda: self.registry.record_invocation(
+            invocation_id, version, event, outcome, started))
         return invocation_record(invocation_id, version, "sync", outcome, started), outcome, kept
 
     def invoke_async(self, tenant: Tenant, name: str, event: Any,
@@ -598,9 +610,10 @@ class Platform:
 
     def _submit_async(self, tenant_id: int, invocation_id: str) -> None:
         if not self.closed:  # else it stays queued in the registry, run at the next start
-            self.async_runner.submit(tenant_id, self._run_async, tenant_id, invocation_id)
+            self.async_runner.submit(tenant_id, self._run_async, tenant_id, invocation_id,
+                                     time.monotonic())
 
-    def _run_async(self, tenant_id: int, invocation_id: str) -> None:
+    def _run_async(self, tenant_id: int, invocation_id: str, submitted: float) -> None:
         """One attempt; a failure of a retried kind is queued again after its back-off."""
         queued = self.registry.queued_invocation(invocation_id)
         if queued is None:
@@ -611,31 +624,33 @@ class Platform:
                 FUNCTION_DELETED, "the function was deleted before this invocation ran"))
         else:
             started = time.time()
-            outcome = self._attempt(version, invocation_id, queued.event)
+            outcome = self._attempt(version, invocation_id, queued.event, submitted)
             if outcome is None:
                 return  # closing: still queued, run at the next start
             error = outcome.error
             if (error is not None and error.kind in RETRIED_KINDS
                     and queued.attempt <= version.retries):
-                self.registry.retry_invocation(invocation_id, outcome, started)
+                self.rollback_times.record(invocation_id, outcome, lambda: (
+                    self.registry.retry_invocation(invocation_id, outcome, started)))
                 self.metrics.retries.inc(function=version.key)
                 backoff = version.retry_backoff_s * 2 ** (queued.attempt - 1)
                 self.timers.call_in(backoff, self._submit_async, tenant_id, invocation_id)
                 return
-            self.registry.finish_invocation(invocation_id, outcome, started)
+            self.rollback_times.record(invocation_id, outcome, lambda: (
+                self.registry.finish_invocation(invocation_id, outcome, started)))
             if error is not None:
                 self.metrics.dead_letters.inc(function=version.key)
         if queued.callback:
             self.callbacks.deliver(invocation_id, tenant_id)
 
-    def _attempt(self, version: Version, invocation_id: str,
-                 event: Any) -> InvocationResult | None:
+    def _attempt(self, version: Version, invocation_id: str, event: Any,
+                 submitted: float) -> InvocationResult | None:
         """Run an async invocation once, waiting for a free slot; None if the platform closes."""
         while not self.closed:
             try:
                 # 'running' once it has a sandbox: until then a restart simply re-runs it.
                 return self._run(version, invocation_id, event,
-                                 lambda: self.registry.set_running(invocation_id))
+                                 lambda: self.registry.set_running(invocation_id), submitted)
             except ConcurrencyLimit:
                 time.sleep(ASYNC_RETRY_S)  # an accepted invocation waits its turn
             except Exception as e:  # noqa: BLE001 - an async invocation records every failure
@@ -727,6 +742,29 @@ class Platform:
     def delete_secret(self, tenant: Tenant, name: str) -> None:
         if not self.registry.delete_secret(tenant.id, name):
             raise ServiceError(404, "secret_not_found", f"no secret {name!r}")
+
+    def recent_invocations(self, tenant: Tenant, limit: int) -> list[dict]:
+        """The tenant's latest finished invocations of all its functions, the latest first."""
+        return self.registry.recent(tenant.id, limit)
+
+    def activity(self, tenant: Tenant, window_s: int, now: float | None = None) -> dict:
+        """The tenant's invocations that finished in the last `window_s` seconds: a count per
+        second (the rate) and a latency histogram (the Prometheus histogram's buckets, not
+        cumulative: each bucket counts those above the previous bound)."""
+        now = time.time() if now is None else now
+        start = float(int(now) - window_s + 1)
+        per_second = [0] * window_s
+        buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        failed = 0
+        for finished, duration_ms, status in self.registry.finished_since(tenant.id, start):
+            per_second[min(int(finished - start), window_s - 1)] += 1
+            seconds = duration_ms / 1e3
+            buckets[next((i for i, b in enumerate(LATENCY_BUCKETS) if seconds <= b),
+                         len(LATENCY_BUCKETS))] += 1
+            failed += status == "failed"
+        return {"start": start, "window_s": window_s, "per_second": per_second,
+                "invocations": sum(per_second), "failed": failed,
+                "latency": {"bounds_s": list(LATENCY_BUCKETS), "counts": buckets}}
 
     def usage(self, tenant: Tenant, since: float) -> list[dict]:
         return self.registry.usage(tenant.id, since)
