@@ -50,6 +50,8 @@ def test_a_tenant_deploys_invokes_and_cleans_up(server, tmp_path):
     assert "greet" in listed.stdout and "greet.py:handler" in listed.stdout
     logs = usetl(server, tmp_path, "logs", "greet")
     assert "greeting world" in logs.stdout and "greeting later" in logs.stdout
+    timed = [line for line in logs.stdout.splitlines() if "time (ms): queue " in line]
+    assert len(timed) == 2 and all(" guest " in line and " etl " in line for line in timed)
     usage = usetl(server, tmp_path, "usage")
     assert usage.returncode == 0 and usage.stdout.splitlines()[1].split()[:2] == ["greet", "2"]
     stats = usetl(server, tmp_path, "stats", "--once", token=server.admin_token)

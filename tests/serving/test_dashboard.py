@@ -29,13 +29,14 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tenant(server):
-    """A tenant with a deployed function and three finished invocations (one async)."""
+    """A tenant with a function deployed twice and three finished invocations (one async)."""
     with Client(server.url, server.admin_token) as admin:
         token = admin.add_tenant("dana")["token"]
     client = Client(server.url, token)
     body = {"handler": "hello.py:handler",
             "files": {"hello.py": base64.b64encode(HELLO.encode()).decode()}}
-    client.request("PUT", "/v1/functions/hello", json=body)
+    for _ in range(2):  # versions 1 and 2
+        client.request("PUT", "/v1/functions/hello", json=body)
     client.request("PUT", "/v1/pipelines/twice",
                    json={"stages": ["hello", {"function": "hello", "retries": 1}]})
     ids = [client.invoke("hello", n)["id"] for n in (1, 2)]
@@ -96,6 +97,8 @@ def test_the_dashboard_shows_what_the_api_says(server, tenant, browser, tmp_path
     live = client.function("hello")
     expect(page.locator("[data-function=hello] [data-field=version]")).to_have_text(
         str(live["version"]))
+    expect(page.locator("[data-function=hello] [data-field=versions]")).to_have_text(
+        ", ".join(map(str, live["versions"])))
     for invocation_id in ids:
         record = client.invocation(invocation_id)
         row = page.locator(f"[data-invocation='{invocation_id}']")

@@ -301,6 +301,10 @@ def _print_log(record: dict) -> None:
     if record.get("unimplemented"):
         hits = ", ".join(f"{name} x{n}" for name, n in sorted(record["unimplemented"].items()))
         print(f"    unimplemented syscalls (ENOSYS): {hits}")
+    if record.get("phases"):  # where its time went, measured by the host
+        spent = ", ".join(f"{name.removesuffix('_ms')} {ms:.2f}"
+                          for name, ms in record["phases"].items())
+        print(f"    time (ms): {spent}")
 
 
 def run_failed(args: argparse.Namespace) -> int:

@@ -60,15 +60,23 @@ function Panel({ title, id, wide, state, children }) {
   return html`<section id=${id} class=${wide ? "wide" : ""}><h2>${title}</h2>${body}</section>`;
 }
 
+function Versions({ name }) {
+  const state = usePolled(`/v1/functions/${encodeURIComponent(name)}`);
+  return html`<span data-field="versions">${state.data
+    ? state.data.versions.join(", ") : "…"}</span>`;
+}
+
 function Functions() {
   const state = usePolled("/v1/functions");
   return html`<${Panel} title="Functions" id="functions" state=${state}>${() => {
     const fns = state.data.functions;
     if (!fns.length) return html`<p class="empty">No functions yet: usetl deploy NAME FILE</p>`;
     return html`<table><tr><th>name</th><th class="num">live version</th><th>handler</th>
-      <th class="num">memory</th><th class="num">timeout</th><th>reuse</th><th>deployed</th></tr>
+      <th>versions</th><th class="num">memory</th><th class="num">timeout</th><th>reuse</th>
+      <th>deployed</th></tr>
       ${fns.map((f) => html`<tr data-function=${f.name}><td>${f.name}</td>
         <td class="num" data-field="version">${f.version}</td><td>${f.handler}</td>
+        <td><${Versions} name=${f.name} /></td>
         <td class="num">${f.memory_mib} MiB</td><td class="num">${f.timeout_s} s</td>
         <td>${f.reuse}</td><td>${when(f.created)}</td></tr>`)}</table>`;
   }}<//>`;
