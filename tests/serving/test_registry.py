@@ -8,6 +8,7 @@ import pytest
 from usetl.invocation import InvocationResult, IoUsage
 from usetl.platform.database import postgres_sql
 from usetl.platform.registry import MIGRATIONS, Registry, RegistryError
+from usetl.platform.rollbacks import RollbackTimes
 
 VERSION = dict(
     handler="fn.py:handler", requirements=["six"], module_dirs=["/m/six"], code_dir="/c",
@@ -220,3 +221,43 @@ def test_pipelines_are_replaced_in_place_and_recovered(registry):
     assert registry.recover_pipeline_runs() == ([(queued, tenant.id)], 1)
     assert registry.pipeline_run(tenant.id, running)["status"] == "interrupted"
     assert registry.delete_pipeline(tenant.id, "p") and not registry.delete_pipeline(tenant.id, "p")
+
+
+@pytest.mark.parametrize("rollback_first", [True, False])
+def test_a_rollback_time_reaches_the_record_whichever_comes_first(registry, rollback_first):
+    a, _ = registry.add_tenant("alice")
+    version = registry.add_version(a.id, "etl", **VERSION)
+    times = RollbackTimes(registry)
+    sync = InvocationResult(value=1, total_ms=2.0, phases={"queue_ms": 0.1, "guest_ms": 2.0})
+    queued = registry.add_invocation(version, "async", 2, "queued")
+    done = InvocationResult(value=2, total_ms=3.0, phases={"queue_ms": 0.2, "guest_ms": 3.0})
+    if rollback_first:
+        times.report("s1", 1.5)
+        times.report(queued, 2.5)
+    times.record("s1", sync, lambda: registry.record_invocation("s1", version, 1, sync,
+                                                                time.time()))
+    times.record(queued, done, lambda: registry.finish_invocation(queued, done, time.time()))
+    if not rollback_first:
+        times.report("s1", 1.5)
+        times.report(queued, 2.5)
+    assert registry.invocation(a.id, "s1")["phases"] == {
+        "queue_ms": 0.1, "guest_ms": 2.0, "rollback_ms": 1.5}
+    assert registry.invocation(a.id, queued)["phases"] == {
+        "queue_ms": 0.2, "guest_ms": 3.0, "rollback_ms": 2.5}
+    assert not times.early and not times.recorded  # nothing kept once both have come
+
+
+def test_recent_invocations_and_activity_are_the_tenants_own(registry, tmp_path):
+    a, _ = registry.add_tenant("alice")
+    b, _ = registry.add_tenant("bob")
+    va = registry.add_version(a.id, "etl", **VERSION)
+    vb = registry.add_version(b.id, "etl", **VERSION)
+    now = time.time()
+    for i, ms in enumerate((0.5, 30.0, 4000.0)):
+        registry.record_invocation(f"a{i}", va, i, InvocationResult(value=i, total_ms=ms), now)
+    registry.record_invocation("b0", vb, 0, InvocationResult(value=0, total_ms=1.0), now)
+    assert [r["id"] for r in registry.recent(a.id, 10)] == ["a2", "a1", "a0"]
+    assert [r["id"] for r in registry.recent(a.id, 1)] == ["a2"]
+    rows = registry.finished_since(a.id, now - 1)
+    assert sorted(ms for _, ms, _ in rows) == [0.5, 30.0, 4000.0]
+    assert registry.finished_since(b.id, now + 3600) == []

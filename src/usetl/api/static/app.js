@@ -149,8 +149,8 @@ function InvocationDetail({ inv }) {
   return html`<div id="invocation-detail"><h2>Invocation ${inv.id}</h2>
     <table>${PHASES.filter(([k]) => k in inv.phases).map(([k, name]) => html`<tr
       data-phase=${k}><td>${name}</td><td class="num">${ms(inv.phases[k])}</td></tr>`)}</table>
-    <p>guest CPU ${ms(inv.metrics.guest_cpu_ms)}, ${inv.metrics.io_requests ?? 0} ETL requests,
-      ${inv.metrics.bytes_in ?? 0} bytes in / ${inv.metrics.bytes_out ?? 0} out</p>
+    <p>${`guest CPU ${ms(inv.metrics.guest_cpu_ms)}, ${inv.metrics.io_requests ?? 0} ETL `
+      + `requests, ${inv.metrics.bytes_in ?? 0} bytes in / ${inv.metrics.bytes_out ?? 0} out`}</p>
     ${inv.error && html`<pre class="error">${inv.error.traceback
       || `${inv.error.type}: ${inv.error.message}`}</pre>`}
     <b>stdout</b><pre data-field="stdout">${inv.stdout}</pre>
@@ -197,7 +197,7 @@ function Pipelines() {
     const list = state.data.pipelines;
     if (!list.length) return html`<p class="empty">No pipelines: usetl pipeline deploy NAME F1 F2</p>`;
     const stage = (s) => (typeof s === "string" ? s
-      : `${s.function}${s.fan_out ? " (fan-out)" : ""}${s.retries ? ` ×${s.retries + 1}` : ""}`);
+      : `${s.function}${s.fan_out ? " (fan-out)" : ""}${s.retries ? ` (retries ${s.retries})` : ""}`);
     return html`<table><tr><th>name</th><th>stages</th><th>deployed</th></tr>${list.map((p) =>
       html`<tr data-pipeline=${p.name}><td>${p.name}</td>
         <td data-field="stages">${p.stages.map(stage).join(" → ")}</td>
