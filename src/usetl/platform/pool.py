@@ -442,6 +442,8 @@ class Pool:
             self.recycler.submit(self._recycle, pool, instance, request_id)
         except RuntimeError:  # shutting down
             instance.close()
+            with self.cond:
+                pool.held.pop(instance, None)
             self._report_rollback(request_id, None)
 
     def _report_rollback(self, request_id: str | None, ms: float | None) -> None:
