@@ -307,7 +307,9 @@ class Registry:
         except SchemaTooNew as e:
             self.db.close()
             raise RegistryError(str(e)) from e
-        self.pending: list[tuple] = []  # finished sync invocations not yet written
+        # Writes not made yet, in order, as (SQL, arguments): finished sync invocations, and
+        # the rollback times that follow them.
+        self.pending: list[tuple[str, tuple]] = []
         self.queued = self.written = 0
         self.closing = False
         self.pending_cond = threading.Condition()
@@ -699,8 +701,11 @@ class Registry:
         """
         row = (invocation_id, version.tenant_id, version.name, version.version, version.id,
                json.dumps(event), started, *_finish_args(outcome, started), host)
+        self._queue_write(_RECORD_SQL, row)
+
+    def _queue_write(self, sql: str, args: tuple) -> None:
         with self.pending_cond:
-            self.pending.append(row)
+            self.pending.append((sql, args))
             self.queued += 1
             self.pending_cond.notify_all()
 
@@ -717,19 +722,26 @@ class Registry:
                 self.written += len(batch)
                 self.pending_cond.notify_all()
 
-    def _write_batch(self, batch: list[tuple]) -> None:
-        """One transaction for the batch; if it fails, each record alone, so that one bad
+    def _write_batch(self, batch: list[tuple[str, tuple]]) -> None:
+        """One transaction for the batch; if it fails, each write alone, so that one bad
         record (another tenant's, perhaps) costs only itself."""
+
+        def write_all(cur):
+            for sql, args in batch:
+                cur.execute(sql, args)
+
         try:
-            self._write(lambda cur, rows: cur.executemany(_RECORD_SQL, rows), batch)
+            self._write(write_all)
             return
         except self.db.errors:
             pass
-        for row in batch:
+        for sql, args in batch:
             try:
-                self._write(lambda cur, r: cur.execute(_RECORD_SQL, r), row)
+                self._write(lambda cur, q, a: cur.execute(q, a), sql, args)
             except self.db.errors:
-                log.exception("lost the record of invocation %s", row[0])
+                what = "the record" if sql == _RECORD_SQL else "the rollback time"
+                log.exception("lost %s of invocation %s", what, args[0 if sql == _RECORD_SQL
+                                                                    else 1])
 
     def flush(self) -> None:
         """Wait until every recorded invocation is in the database."""
@@ -766,11 +778,9 @@ class Registry:
         return [_invocation(r) for r in reversed(rows)]
 
     def set_rollback_ms(self, invocation_id: str, ms: float) -> None:
-        """The rollback that followed an invocation, measured after its record was written."""
-        self.flush()  # a sync record may still be in the writer's queue
-        self._write(lambda cur: cur.execute(
-            "UPDATE invocations SET phases = json_set(COALESCE(phases, '{}'), '$.rollback_ms', "
-            "?) WHERE id = ?", (ms, invocation_id)))
+        """The rollback that followed an invocation, measured after its record was written
+        (or queued: it is written after it, with the batch, not in a commit of its own)."""
+        self._queue_write(_ROLLBACK_SQL, (json.dumps(ms), invocation_id))
 
     def recent(self, tenant_id: int, limit: int = 50) -> list[dict]:
         """The tenant's latest finished invocations of every function, the latest first."""
@@ -995,6 +1005,8 @@ _RECORD_SQL = (
     "unimplemented, phases, host) VALUES (?, ?, ?, ?, ?, 'sync', "
     + ", ".join("?" * 19) + ")"
 )
+_ROLLBACK_SQL = ("UPDATE invocations SET phases = json_insert(COALESCE(phases, '{}'), "
+                 "'$.rollback_ms', json(?)) WHERE id = ?")
 _FINISH_SQL = (
     "UPDATE invocations SET status = ?, started = COALESCE(started, ?), finished = ?, "
     "result = ?, error = ?, stdout = ?, stderr = ?, duration_ms = ?, guest_cpu_ms = ?, "
