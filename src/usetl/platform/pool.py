@@ -119,6 +119,7 @@ class FunctionPool:
         self.generations: weakref.WeakKeyDictionary[Instance, int] = weakref.WeakKeyDictionary()
         self.out: Counter[int] = Counter()  # instances running an invocation, by generation
         self.draining: dict[int, FunctionTemplate] = {}  # old templates, until none is out
+        self.held: dict[Instance, str] = {}  # instances out of `ready`: "busy" or "recycling"
 
     def current(self, instance: Instance) -> bool:
         """Whether the instance was forked from the template that serves now."""
@@ -126,7 +127,6 @@ class FunctionPool:
 
     def generation(self) -> Generation:
         return Generation(self.spec.generation, list(self.spec.learned), self.learn_error)
-        self.held: dict[Instance, str] = {}  # instances out of `ready`: "busy" or "recycling"
 
     def take_ready(self) -> Instance:
         """The instance for the next invocation (called with the pool's lock held).
