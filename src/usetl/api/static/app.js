@@ -86,6 +86,7 @@ function Pools() {
   const state = usePolled("/v1/pool");
   return html`<${Panel} title="Pools and instances" id="pools" state=${state}>${() => {
     const pool = state.data;
+    if (pool.hosts) return html`<p class="empty">A cluster: pools live on its workers (Hosts).</p>`;
     return html`<p>backend <b>${pool.backend}</b>, pools hold <b data-field="pool-memory">
       ${mib(pool.memory_bytes)}</b> of a ${mib(pool.memory_budget_bytes)} budget</p>
       ${pool.functions.length ? html`<table><tr><th>version</th><th class="num">ready</th>
@@ -205,15 +206,20 @@ function Pipelines() {
   }}<//>`;
 }
 
+// GET /v1/pool answers the workers' heartbeats (`hosts`) where a gateway of a cluster serves,
+// and a single host's own pools otherwise.
 function Hosts() {
-  const state = usePolled("/v1/hosts", { hosts: [], single: true });
+  const state = usePolled("/v1/pool");
   return html`<${Panel} title="Hosts" id="hosts" state=${state}>${() => {
-    const data = state.data;
-    if (data.single || !data.hosts.length) {
-      return html`<p class="empty">Single host: this server is not in cluster mode.</p>`;
-    }
-    return html`<table><tr><th>host</th><th>state</th></tr>${data.hosts.map((host) =>
-      html`<tr><td>${host.name}</td><td>${host.state}</td></tr>`)}</table>`;
+    const hosts = state.data.hosts;
+    if (!hosts) return html`<p class="empty">Single host: this server is not in cluster mode.</p>`;
+    if (!hosts.length) return html`<p class="empty">No worker has sent a heartbeat.</p>`;
+    return html`<table><tr><th>host</th><th class="num">running</th><th class="num">slots</th>
+      <th class="num">free memory</th><th class="num">warm versions</th><th>state</th></tr>
+      ${hosts.map((h) => html`<tr data-host=${h.host}><td>${h.host}</td>
+        <td class="num">${h.running}</td><td class="num">${h.slots}</td>
+        <td class="num">${mib(h.free_memory_bytes)}</td><td class="num">${h.warm.length}</td>
+        <td>${h.draining ? "draining" : "up"}</td></tr>`)}</table>`;
   }}<//>`;
 }
 
