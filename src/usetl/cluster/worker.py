@@ -310,11 +310,13 @@ class Worker:
         attempt = len(record["attempts"]) + 1
         error = outcome.error
         if error is not None and error.kind in RETRIED_KINDS and attempt <= version.retries:
-            self.registry.retry_invocation(invocation.id, outcome, started)
+            self.platform.rollback_times.record(invocation.id, outcome, lambda: (
+                self.registry.retry_invocation(invocation.id, outcome, started)))
             self.platform.metrics.retries.inc(function=version.key)
             return Delivery(retry_in_s=version.retry_backoff_s * 2 ** (attempt - 1),
                             attempt=attempt)
-        self.registry.finish_invocation(invocation.id, outcome, started)
+        self.platform.rollback_times.record(invocation.id, outcome, lambda: (
+            self.registry.finish_invocation(invocation.id, outcome, started)))
         if error is not None:
             self.platform.metrics.dead_letters.inc(function=version.key)
         if record["callback"] is not None:
@@ -340,8 +342,9 @@ class Worker:
         except ConcurrencyLimit as e:
             return _error(429, "concurrency_limit",
                           f"function {version.name!r} is at its concurrency limit: {e}")
-        self.registry.record_invocation(invocation.id, version, event, outcome,
-                                        invocation.created, self.name)
+        self.platform.rollback_times.record(invocation.id, outcome, lambda: (
+            self.registry.record_invocation(invocation.id, version, event, outcome,
+                                            invocation.created, self.name)))
         record = invocation_record(invocation.id, version, "sync", outcome, invocation.created,
                                    self.name)
         return json.dumps({"record": record}).encode()
