@@ -143,6 +143,10 @@ def test_invocations_fan_out_over_three_workers(cluster):
     assert [r["status"] for r in records] == ["succeeded"] * 24
     assert [r["result"]["n"] for r in records] == list(range(24))
     assert {r["host"] for r in records} == set(WORKERS)
+    # Each worker measured where the time went, its rollback included once it was done.
+    assert all(r["phases"]["guest_ms"] > 0 for r in records)
+    wait_until(lambda: all("rollback_ms" in r["phases"] for r in cluster.finished(ids)),
+               "the rollbacks' times in the records")
     posts = cluster.posts()
     assert all(posts[i] == 1 for i in ids)  # each ran to completion once
     assert cluster.client.invoke("etl", {"n": 5})["result"] == {"n": 5}
