@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import mmap
 import os
 
@@ -141,12 +142,21 @@ def private_pages(addr: int, size: int) -> list[tuple[int, int]] | None:
     mapped: present and not the file's. The kernel walks only populated page
     tables. None where the kernel lacks PAGEMAP_SCAN.
     """
+    return _scan(addr, size, PAGE_IS_FILE | PAGE_IS_PRESENT, PAGE_IS_FILE)
+
+
+def present_pages(addr: int, size: int) -> list[tuple[int, int]] | None:
+    """(start, end) of the pages in a range this process has mapped (touched, in a shared
+    mapping); None where the kernel lacks PAGEMAP_SCAN."""
+    return _scan(addr, size, PAGE_IS_PRESENT, 0)
+
+
+def _scan(addr: int, size: int, mask: int, inverted: int) -> list[tuple[int, int]] | None:
     vec = (page_region * _REGIONS)()
     arg = pm_scan_arg(
         size=ctypes.sizeof(pm_scan_arg), start=addr, end=addr + size,
         vec=ctypes.addressof(vec), vec_len=_REGIONS,
-        category_inverted=PAGE_IS_FILE, category_mask=PAGE_IS_FILE | PAGE_IS_PRESENT,
-        return_mask=PAGE_IS_PRESENT,
+        category_inverted=inverted, category_mask=mask, return_mask=PAGE_IS_PRESENT,
     )
     out: list[tuple[int, int]] = []
     fd = pagemap_fd()
@@ -169,3 +179,32 @@ def unmap(addr: int, size: int) -> None:
 def punch_hole(fd: int, offset: int, length: int) -> bool:
     """Free a page-aligned range of a memfd (it then reads as zero)."""
     return _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) == 0
+
+
+# A memory file that can never shrink or grow: a process it is passed to (the egress
+# broker) may map it without fearing SIGBUS from a truncation. Not F_SEAL_SEAL, so that a
+# hand-off's file can still be sealed against writes later.
+FIXED_SIZE = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+
+
+def fix_size(fd: int) -> None:
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, FIXED_SIZE)
+
+
+def sealed_memfd(name: str, size: int) -> int:
+    """A memfd of `size` bytes with a fixed size (fix_size)."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.ftruncate(fd, size)
+        fix_size(fd)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def has_fixed_size(fd: int) -> bool:
+    try:
+        return fcntl.fcntl(fd, fcntl.F_GET_SEALS) & FIXED_SIZE == FIXED_SIZE
+    except OSError:
+        return False  # not a memfd

@@ -6,13 +6,14 @@ monitor process itself, whose `result` comes back.
 
 import os
 import select
-import socket
 import textwrap
 
 import pytest
 
+from usetl.etl.broker import Broker
 from usetl.hyperfork import HyperForkError, Template
 from usetl.hyperfork.template import JAILS, MONITOR_ALLOWANCE, PIDS_PER_PROCESS
+from usetl.usf import UsfConfig
 
 pytestmark = pytest.mark.kvm
 
@@ -154,13 +155,17 @@ def test_the_environment_is_empty_and_only_its_own_fds_are_open(base):
     assert seen["environ"] == {}
     assert SECRET_VARIABLE not in seen["initial"]
     own = [link for fd, link in seen["fds"].items() if fd > 2]
-    assert sum(link.startswith("socket:") for link in own) == 1, own  # its channel
+    # Its channel and its connection to the egress broker.
+    assert sum(link.startswith("socket:") for link in own) == 2, own
     mine = ("socket:", "anon_inode:kvm", "/memfd:usetl", "/dev/kvm", f"/proc/{seen['me']}/pagemap")
     assert all(link.startswith(mine) for link in own), own
 
 
 def _wait_for_exit(pid: int) -> None:
-    fd = os.pidfd_open(pid)
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return  # gone, and reaped by its template already
     try:
         assert select.select([fd], [], [], 30)[0], f"process {pid} is still alive"
     finally:
@@ -192,23 +197,144 @@ def test_a_syscall_outside_the_allow_list_kills_the_clone_with_sigsys(
         capfd.readouterr().err
 
 
-@pytest.mark.parametrize("network", ["host", "none"])
-def test_the_network_namespace_is_the_hosts_only_by_option(base, monkeypatch, network):
-    server = socket.create_server(("127.0.0.1", 0))
-    monkeypatch.setenv("USETL_JAIL_NETWORK", network)
+@pytest.fixture(scope="module")
+def egress_server(module_http_server):
+    module_http_server.add("/data/a", b"allowed bytes")
+    module_http_server.add("/secret", b"not for this function")
+    return module_http_server
+
+
+@pytest.fixture(scope="module")
+def broker():
+    b = Broker()
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def networked(image_path, egress_server, broker):
+    """A template whose functions may fetch /data/ from the server and open raw TCP to it."""
+    base = egress_server.base
+    config = UsfConfig(allow=[f"{base}/data/", f"tcp://127.0.0.1:{egress_server.port}"],
+                       allow_private=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("USETL_TEST_HOOKS", "1")
+        t = Template.start(image_path, config=config, broker=broker)
+    yield t
+    t.close()
+
+
+# Requests made from the monitor itself, straight to its broker connection, as a monitor that
+# its guest took over would: the broker's policy and checks are all that stands in the way.
+AS_TAKEN_OVER = """
+import mmap, os
+from usetl import hostmm
+from usetl.etl import egress
+broker = egress.current(None, 0.0)
+fd = hostmm.sealed_memfd("probe", 1 << 20)
+span = egress.Span(fd, 0, memoryview(mmap.mmap(fd, 1 << 20)))
+# The host region's files: the clone's own (sealed) and the template's, which it still holds.
+template_file = next(int(n) for n in os.listdir("/proc/self/fd")
+                     if os.readlink(f"/proc/self/fd/{n}").startswith("/memfd:usetl-host")
+                     and not hostmm.has_fixed_size(int(n)))
+def outcome(call):
     try:
-        with base.fork(warm=False) as clone:
-            outcome = in_monitor(clone, f"""
+        call()
+        return "done"
+    except Exception as e:
+        return [type(e).__name__, getattr(e, "kind", None), getattr(e, "reason", str(e))]
+result = {
+    "broker": type(broker).__name__,
+    "secret": outcome(lambda: broker.get(SECRET, span, None)),
+    "denied_port": outcome(lambda: broker.connect(2, ("127.0.0.1", 1), 1.0, None)),
+    "into_the_template": outcome(lambda: broker.get(ALLOWED, egress.Span(
+        template_file, 0, span.view), None)),
+    "allowed": outcome(lambda: broker.get(ALLOWED, span, None)),
+    "bytes": bytes(span.view[:13]),
+    "net": open("/proc/self/net/dev").read(),
+}
+"""
+
+
+def test_the_monitor_has_no_network_and_the_broker_enforces_the_policy(networked,
+                                                                       egress_server):
+    base = egress_server.base
+    with networked.fork() as clone:
+        seen = in_monitor(clone, "import ctypes\nctypes.CDLL(None).prctl(4, 1, 0, 0, 0)\n"
+                          f"SECRET, ALLOWED = {base + '/secret'!r}, {base + '/data/a'!r}\n"
+                          + AS_TAKEN_OVER)
+    assert seen["broker"] == "BrokerEgress"
+    assert seen["secret"] == ["EtlError", "denied", "not covered by the allow-list"]
+    assert seen["denied_port"] == ["EtlError", "denied", "not covered by the allow-list"]
+    # The template's memory file (which every clone maps) is refused: only a sealed file.
+    assert seen["into_the_template"][1] == "invalid", seen["into_the_template"]
+    assert seen["allowed"] == "done" and seen["bytes"] == b"allowed bytes"
+    # An empty network namespace: a loopback device and nothing else.
+    interfaces = [line.split(":")[0].strip() for line in seen["net"].splitlines()[2:]]
+    assert interfaces == ["lo"]
+    assert ("GET", "/secret") not in [r[:2] for r in egress_server.requests]
+
+
+def test_a_monitor_that_connects_by_itself_dies(networked, egress_server, capfd):
+    with networked.fork(warm=False) as clone:
+        with pytest.raises(HyperForkError, match="went away"):
+            in_monitor(clone, f"""
                 import socket
-                try:
-                    socket.create_connection(("127.0.0.1", {server.getsockname()[1]}), 5).close()
-                    result = "connected"
-                except OSError as e:
-                    result = e.strerror
+                socket.create_connection(("127.0.0.1", {egress_server.port}), 5)
+                result = "connected"
             """)
-    finally:
-        server.close()
-    assert outcome == ("connected" if network == "host" else "Network is unreachable")
+        _wait_for_exit(clone.pid)
+
+
+def test_the_guest_reaches_what_its_policy_allows_through_the_broker(networked, egress_server):
+    base = egress_server.base
+    with networked.fork() as clone:
+        r = clone.run_code(f"""
+import urllib.request
+from usetl import etl
+print(bytes(etl.get({base + '/data/a'!r}).view()))
+with urllib.request.urlopen({base + '/data/a'!r}) as response:  # a proxied socket
+    print(response.read())
+try:
+    etl.get({base + '/secret'!r})
+except etl.EtlError as e:
+    print(e.kind)
+""")
+    assert r.error is None, r.error
+    assert r.stdout.splitlines() == ["b'allowed bytes'", "b'allowed bytes'", "denied"]
+    # Billed from the broker's account: two GETs (one refused, not counted) and a connect.
+    assert r.io.requests == 2 and r.io.bytes_in == len(b"allowed bytes")
+
+
+def test_io_figures_a_taken_over_monitor_forges_are_ignored(networked, egress_server):
+    with networked.fork() as clone:
+        in_monitor(clone, """
+            from usetl.invocation import IoUsage
+            from usetl.usf import running
+            running.Usf._io = lambda self: IoUsage(requests=10**6, bytes_in=10**12,
+                                                   host_cpu_s=-1e9, wall_s=-1e9)
+            result = None
+        """)
+        r = clone.run_code(f"from usetl import etl\netl.get({egress_server.base + '/data/a'!r})")
+    assert r.error is None, r.error
+    assert r.io.requests == 1 and r.io.bytes_in == len(b"allowed bytes")
+    assert r.io.host_cpu_s >= 0 and r.io.wall_s > 0
+
+
+def test_a_dead_broker_fails_its_instances_clearly_and_is_started_again(networked, broker,
+                                                                        egress_server):
+    url = egress_server.base + "/data/a"
+    fetch = f"from usetl import etl\nprint(bytes(etl.get({url!r}).view()))"
+    with networked.fork() as clone:
+        assert broker.alive
+        broker.process.kill()
+        broker.process.wait()
+        with pytest.raises(HyperForkError, match="cannot be billed"):
+            clone.run_code(fetch)
+    with networked.fork() as fresh:
+        r = fresh.run_code(fetch)
+    assert r.error is None and r.stdout == "b'allowed bytes'\n"
+    assert broker.restarts == 1
 
 
 def test_the_clone_is_in_a_cgroup_of_its_own_with_limits(fn_template):

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from usetl.errors import UsetlError
+from usetl.etl.egress import EgressPolicy
 from usetl.invocation import ErrorInfo, InvocationResult
 from usetl.jail import JailSpec
 from usetl.libos.handoff import HandedFiles
@@ -96,7 +97,8 @@ class WarmUp(Message):
 
 
 class Fork(Message):
-    """Fork a clone serving on the socket passed with this message (or a function template).
+    """Fork a clone serving on the socket passed with this message (or a function template);
+    a second socket, if passed, is the child's connection to the egress broker.
 
     `jail`: how a jailer template (one the controller started) jails the child; a jailed
     template's children inherit its jail instead.
@@ -177,6 +179,9 @@ class TemplateReady(Message):
     guest_bytes: int = 0  # RAM and ETL regions: what its jail's memory limit is made from
     load: InvocationResult | None = None  # a function template: its load request's result
     warmup: InvocationResult | None = None  # and its warm-up invocation's
+    # A started or loaded template's URL policy, which the controller attaches its clones
+    # to the egress broker with (a function template's is its parent's, whatever it says).
+    egress: EgressPolicy | None = None
 
 
 class Forked(Message):

@@ -24,9 +24,11 @@ from typing import Any, TypeVar
 
 import usetl
 from usetl import abi
+from usetl.etl.broker import Broker, BrokerError
+from usetl.etl.egress import EgressPolicy
 from usetl.image import default_image
 from usetl.image.archive import ImageArchive
-from usetl.invocation import InvocationResult
+from usetl.invocation import InvocationResult, IoUsage
 from usetl.jail import JailError, JailSpec, handshake
 from usetl.jail.cgroup import Cgroups, Limits
 from usetl.jail.environ import spawn_environment
@@ -91,14 +93,8 @@ class _Jails:
         return self._cgroups
 
     def spec(self) -> JailSpec:
-        # The monitor makes ETL requests and proxied guest sockets itself (until an egress
-        # broker does), so by default its jail keeps the host's network namespace;
-        # USETL_JAIL_NETWORK=none gives it an empty one (and then no network I/O works).
-        network = os.environ.get("USETL_JAIL_NETWORK", "host")
-        if network not in ("host", "none"):
-            raise HyperForkError(f"USETL_JAIL_NETWORK must be host or none, not {network!r}")
         uid = self.uids.take()
-        return JailSpec(uid=uid, gid=uid, share_host_network=network == "host")
+        return JailSpec(uid=uid, gid=uid)
 
     def place(self, pid: int, guest_bytes: int) -> None:
         if os.geteuid() != 0:
@@ -113,6 +109,9 @@ class _Jails:
 
 
 JAILS = _Jails()
+# The egress broker of templates that are given none: started on the first jailed fork,
+# it ends with this process (or with close()).
+BROKER = Broker()
 
 
 class Template:
@@ -120,11 +119,16 @@ class Template:
 
     def __init__(self, chan: Channel, info: TemplateReady,
                  process: subprocess.Popen | None = None,
-                 jailer: bool = False, jailed: bool = False):
+                 jailer: bool = False, jailed: bool = False,
+                 egress: EgressPolicy | None = None, broker: Broker | None = None):
         self.chan = chan
         self.info = info
         self.pid = info.pid
         self.process = process
+        # What a jailed child is attached to the broker with (from the process the controller
+        # started, never from a jailed one).
+        self.egress = egress or EgressPolicy((), False, 30.0)
+        self.broker = broker or BROKER
         # A jailer is a template process the controller started (uid 0, in its own PID
         # namespace, running only the image's code): it jails each child it forks.
         self.jailer = jailer
@@ -140,25 +144,28 @@ class Template:
         mem_mib: int = 256,
         config: UsfConfig | None = None,
         jail: bool = True,
+        broker: Broker | None = None,
     ) -> Template:
         """Start CPython in a new USF and freeze it in the agent's wait: a base template.
 
-        With jail=False no process it forks is jailed (to measure what the jail costs).
+        With jail=False no process it forks is jailed (to measure what the jail costs); a
+        jailed one's network requests are carried out by `broker` (default: BROKER).
         """
         config = config or UsfConfig(mem_mib=mem_mib)
         if isinstance(image, ImageArchive):
             path = str(image.path)
         else:
             path = str(image if image is not None else default_image())
-        return cls._spawn(StartTemplate(path, config), jail)
+        return cls._spawn(StartTemplate(path, config), jail, broker)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, jail: bool = True) -> Template:
+    def load(cls, directory: str | os.PathLike, jail: bool = True,
+             broker: Broker | None = None) -> Template:
         """A template from a snapshot written by save(); its memory is mapped, not read."""
-        return cls._spawn(LoadSnapshot(str(Path(directory).resolve())), jail)
+        return cls._spawn(LoadSnapshot(str(Path(directory).resolve())), jail, broker)
 
     @classmethod
-    def _spawn(cls, first: Message, jail: bool) -> Template:
+    def _spawn(cls, first: Message, jail: bool, broker: Broker | None) -> Template:
         mine, theirs = Channel.pair()
         src = os.path.dirname(os.path.dirname(os.path.abspath(usetl.__file__)))
         path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
@@ -177,7 +184,7 @@ class Template:
             process.kill()
             process.wait()
             raise
-        return cls(mine, reply, process, jailer=jail)
+        return cls(mine, reply, process, jailer=jail, egress=reply.egress, broker=broker)
 
     def load_function(
         self,
@@ -191,11 +198,13 @@ class Template:
         `mounts` maps names to host directories shown read-only at /name (code, modules).
         With `warmup`, it also called the handler once on that event first, and froze after.
         """
-        chan, pid = self._fork_channel(
+        chan, pid, instance = self._fork_channel(
             Fork(LoadFunction(request, mounts or {}, timeout, warmup)))
+        if instance is not None:
+            self.broker.forget(instance)  # its load's I/O is not an invocation's
         info = _first_reply(chan, TemplateReady)
         info.pid = pid
-        return Template(chan, info, jailed=self.jailed)
+        return Template(chan, info, jailed=self.jailed, egress=self.egress, broker=self.broker)
 
     def fork(self, warm: bool = True) -> Clone:
         """A new clone with its own identity, ready for one invocation at a time.
@@ -204,13 +213,15 @@ class Template:
         first real request does not pay for first-touch page faults.
         """
         t0 = time.perf_counter()
-        chan, pid = self._fork_channel(Fork(warm=warm))
+        chan, pid, instance = self._fork_channel(Fork(warm=warm))
         info = _first_reply(chan, CloneReady)
         info.pid = pid
-        return Clone(chan, info, (time.perf_counter() - t0) * 1e3)
+        billing = (self.broker, instance) if instance is not None else None
+        return Clone(chan, info, (time.perf_counter() - t0) * 1e3, billing)
 
-    def _fork_channel(self, fork: Fork) -> tuple[Channel, int]:
-        """A new child's channel and its pid (as the kernel told it, in our PID namespace).
+    def _fork_channel(self, fork: Fork) -> tuple[Channel, int, str | None]:
+        """A new child's channel, its pid (as the kernel told it, in our PID namespace) and,
+        for a jailed child, its id at the egress broker, which it gets a connection to.
 
         A jailer's child jails itself meanwhile; the cgroup is made while it goes on.
         """
@@ -219,10 +230,21 @@ class Template:
         handshake.expect(mine.sock)
         if self.jailer:
             fork.jail = JAILS.spec()
+        passed = [theirs]
+        instance = None
+        if self.jailed:
+            try:
+                egress, instance = self.broker.attach(self.egress)
+            except BrokerError as e:
+                mine.close()
+                theirs.close()
+                raise HyperForkError(f"no egress for the new process: {e.reason}") from None
+            passed.append(egress)
         try:
-            self.chan.request(fork, Forked, fds=(theirs.fileno(),))
+            self.chan.request(fork, Forked, fds=tuple(p.fileno() for p in passed))
         finally:
-            theirs.close()
+            for sock in passed:
+                sock.close()
         try:
             pid = handshake.receive(mine.sock)
             if self.jailed:
@@ -230,7 +252,7 @@ class Template:
         except (OSError, JailError, HyperForkError) as e:
             mine.close()
             raise HyperForkError(f"the new process did not start: {e}") from None
-        return mine, pid
+        return mine, pid, instance
 
     # -- the rest -------------------------------------------------------------------
 
@@ -311,8 +333,12 @@ def _kill(pid: int) -> None:
 class Clone:
     """One clone VM (a process): invoke, roll back, close."""
 
-    def __init__(self, chan: Channel, info: CloneReady, fork_ms: float):
+    def __init__(self, chan: Channel, info: CloneReady, fork_ms: float,
+                 billing: tuple[Broker, str] | None = None):
         self.chan = chan
+        # A jailed clone's I/O is what the egress broker carried out for it (its monitor's
+        # own figures are not believed); None: an unjailed one, which measures its own.
+        self.billing = billing
         self.pid = info.pid
         self.instance = info.instance
         self.timings = info.timings
@@ -324,14 +350,24 @@ class Clone:
         """One agent request; a guest fault or timeout ends the clone's guest (result.error)."""
         if self.closed:
             raise HyperForkError("this clone is closed")
-        return self.chan.request(Invoke(request, timeout), Invoked).result
+        return self._billed(self.chan.request(Invoke(request, timeout), Invoked).result)
 
     def invoke(self, event: Any, context: dict | None = None,
                timeout: float | None = None) -> InvocationResult:
         """handler(event, context) of the function the template loaded."""
         if self.closed:
             raise HyperForkError("this clone is closed")
-        return self.chan.request(Call(event, context or {}, timeout), Invoked).result
+        return self._billed(self.chan.request(Call(event, context or {}, timeout),
+                                              Invoked).result)
+
+    def _billed(self, result: InvocationResult) -> InvocationResult:
+        if self.billing is not None:
+            broker, instance = self.billing
+            try:
+                result.io = IoUsage(**broker.take_account(instance).as_dict())
+            except BrokerError as e:
+                raise HyperForkError(f"the clone's I/O cannot be billed: {e.reason}") from None
+        return result
 
     def call_stage(self, event: Any, context: dict, timeout: float | None,
                    files: HandOff | None, keep_files: bool) -> tuple[InvocationResult,
@@ -397,6 +433,9 @@ class Clone:
             pass
         _kill(self.pid)
         self.chan.close()
+        if self.billing is not None:
+            broker, instance = self.billing
+            broker.forget(instance)
 
     def kill(self) -> None:
         """End the clone's process abruptly (as a crash would)."""

@@ -17,12 +17,16 @@ import logging
 import os
 import resource
 import signal
+import socket
 import sys
 import time
 import uuid
 
 import usetl
 from usetl import abi, hostmm, jail
+from usetl.abi import etl as etl_wire
+from usetl.etl import egress
+from usetl.etl.egress import EgressPolicy
 from usetl.image.archive import ImageArchive
 from usetl.invocation import SANDBOX_ERROR, ErrorInfo, InvocationResult
 from usetl.jail import handshake, namespaces
@@ -76,6 +80,7 @@ log = logging.getLogger(__name__)
 TEST_HOOKS = os.environ.get("USETL_TEST_HOOKS") == "1"
 
 PR_SET_NO_NEW_PRIVS = 38
+REGIONS = (etl_wire.HOST_REGION, etl_wire.GUEST_REGION)
 
 # Compiles and runs code, as most requests do: the agent's whole request path.
 WARM_REQUEST = {"kind": abi.EXEC, "code": "pass"}
@@ -83,10 +88,13 @@ WARM_REQUEST = {"kind": abi.EXEC, "code": "pass"}
 
 def ready(frozen: Frozen, load: InvocationResult | None = None,
           warmup: InvocationResult | None = None) -> TemplateReady:
+    config = frozen.usf.config
     return TemplateReady(pid=os.getpid(), startup_ms=frozen.usf.startup.ms,
                          memory_bytes=frozen.memory_bytes(), state_bytes=len(frozen.state),
                          guest_bytes=sum(m.size for m in frozen.memory.values()),
-                         load=load, warmup=warmup)
+                         load=load, warmup=warmup,
+                         egress=EgressPolicy(tuple(config.allow), config.allow_private,
+                                             config.etl_timeout))
 
 
 class CloneProcess:
@@ -96,8 +104,11 @@ class CloneProcess:
         t0 = time.perf_counter()
         self.frozen = frozen
         usf = frozen.usf
-        for mem in frozen.memory.values():
-            mem.make_private()
+        for name, mem in frozen.memory.items():
+            if name in REGIONS:
+                mem.use_own_file()  # the egress broker writes into it: no one else may map it
+            else:
+                mem.make_private()
         t1 = time.perf_counter()
         self.vm = Vm(usf.config.mem_mib, frozen.specs, memory=frozen.memory)
         t2 = time.perf_counter()
@@ -197,13 +208,9 @@ class CloneProcess:
     def inspect(self, msg: InspectClone) -> Inspected:
         """Digests of guest memory and where the needle occurs in it (for checking isolation)."""
         memory = self.vm.memory()
-        found = []
+        found: list[int] = []
         for mem in memory.values() if msg.needle else ():
-            data = bytes(mem.view)
-            at = data.find(msg.needle)
-            while at >= 0:
-                found.append(mem.gpa + at)
-                at = data.find(msg.needle, at + 1)
+            found += (mem.gpa + at for at in _occurrences(mem.view, msg.needle))
         return Inspected(sha256=memory_digests(memory), found=found)
 
     def run_in_monitor(self, msg: RunInMonitor) -> MonitorRan:
@@ -273,8 +280,8 @@ class TemplateProcess:
             if isinstance(msg, Close):
                 self.chan.send(Done())
                 return
-            if isinstance(msg, Fork) and len(fds) == 1:
-                self._fork(fds[0], msg)
+            if isinstance(msg, Fork) and len(fds) in (1, 2):
+                self._fork(fds, msg)
                 continue
             if isinstance(msg, ExportSnapshot):
                 _close_all(fds)
@@ -300,13 +307,14 @@ class TemplateProcess:
             return
         self.chan.send(exported, fds=tuple(memory_fds))
 
-    def _fork(self, fd: int, msg: Fork) -> None:
+    def _fork(self, fds: list[int], msg: Fork) -> None:
         pid = os.fork()
         if pid:
-            os.close(fd)
+            _close_all(fds)
             self.chan.send(Forked(pid))
             self.frozen.trim()
             return
+        fd = fds[0]
         chan = Channel.from_fd(fd, CLONE_REQUESTS)
         status = 0
         try:
@@ -314,8 +322,10 @@ class TemplateProcess:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             handshake.announce(chan.sock)
             if msg.jail is not None and not self.jailed:
-                keep = {fd, *(m.fd for m in self.frozen.memory.values())}
+                keep = {*fds, *(m.fd for m in self.frozen.memory.values())}
                 jail.confine(msg.jail.with_paths(*_jail_paths(self.frozen, msg.load)), keep)
+            if len(fds) == 2:
+                egress.install(socket.socket(fileno=fds[1]))
             hostmm.adopt_pagemap(jail.open_own_proc_file("pagemap"))  # what rollback reads
             clone = CloneProcess(self.frozen)
             if msg.load is None:
@@ -338,6 +348,23 @@ class TemplateProcess:
             status = 1
         finally:
             os._exit(status)
+
+
+INSPECT_CHUNK = 16 << 20
+
+
+def _occurrences(view: memoryview, needle: bytes) -> list[int]:
+    """Offsets of needle in view, searched a chunk at a time (a copy of all of guest memory
+    would not fit in the jail's memory limit)."""
+    found = []
+    overlap = len(needle) - 1
+    for start in range(0, len(view), INSPECT_CHUNK):
+        chunk = bytes(view[start : start + INSPECT_CHUNK + overlap])
+        at = chunk.find(needle)
+        while 0 <= at < INSPECT_CHUNK:
+            found.append(start + at)
+            at = chunk.find(needle, at + 1)
+    return found
 
 
 def _close_all(fds: list[int]) -> None:

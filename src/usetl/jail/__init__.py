@@ -3,10 +3,11 @@
     confine(JailSpec(uid, gid, read_only=...), keep_fds={chan, *memfds})
 
 in a process forked from a template process (still root, in the template's PID
-namespace, before its first guest instruction): new mount, IPC and UTS namespaces
-(and network, unless the spec shares the host's) with a minimal read-only root, no
-descriptors but its own, an empty environment, an unprivileged uid and gid, no
-capabilities and no way to gain any, and a seccomp allow-list. The controller puts the
+namespace, before its first guest instruction): new mount, IPC, UTS and network
+namespaces (the network one empty: the egress broker does its network I/O) with a
+minimal read-only root, no descriptors but its own, an empty environment, an
+unprivileged uid and gid, no capabilities and no way to gain any, and a seccomp
+allow-list. The controller puts the
 process in a cgroup of its own once `handshake.announce` told it the pid. Where this host
 lacks a facility the jail logs a warning and goes on without it; where applying one
 that the host has fails, JailError.
@@ -33,7 +34,7 @@ def confine(spec: JailSpec, keep_fds: set[int]) -> None:
     privileged = os.geteuid() == 0
     if privileged:
         last_cap = caps.last_cap()
-        namespaces.unshare(spec.share_host_network)
+        namespaces.unshare()
         namespaces.set_hostname(spec.hostname)
         environ.close_inherited(keep_fds | set(spec.keep_fds))
         namespaces.build_root(spec.read_only, spec.devices, spec.uid, spec.gid)

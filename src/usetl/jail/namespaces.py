@@ -1,4 +1,4 @@
-"""New mount, IPC, UTS (and network) namespaces with a minimal root; the PID namespace.
+"""New mount, IPC, UTS and network namespaces with a minimal root; the PID namespace.
 
 The root is a tmpfs holding only mount points: each read-only path at the same path as
 on the host (so the interpreter, the image and the mounted code keep their names; one
@@ -68,11 +68,9 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int,
                        data.encode() if data else None), f"mount {target}")
 
 
-def unshare(share_host_network: bool) -> None:
-    flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
-    if not share_host_network:
-        flags |= CLONE_NEWNET
-    _check(_libc.unshare(flags), "unshare (mount, ipc, uts namespaces)")
+def unshare() -> None:
+    flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET
+    _check(_libc.unshare(flags), "unshare (mount, ipc, uts, network namespaces)")
 
 
 def set_hostname(name: str) -> None:

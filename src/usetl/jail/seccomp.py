@@ -22,9 +22,12 @@ from usetl.libos.syscalls.numbers import SYSCALL_NAMES
 from .spec import JailError, Unavailable
 
 # What the monitor process calls once jailed: CPython, glibc, the VM run loop, the
-# libos (files of the image, memfds, host directories it mounts), the ETL client and
-# proxied sockets, threads for timeouts, fork in a template process, and the monitors of
-# a guest's child programs (forked, signalled with kill, reaped; libos/children.py).
+# libos (files of the image, memfds, host directories it mounts), the broker connection
+# and the guest's connected sockets, threads for timeouts, fork in a template process, and
+# the monitors of a guest's child programs (forked, signalled with kill, reaped;
+# libos/children.py). Not connect: the egress broker makes every connection, so a monitor
+# that a guest took over can neither reach an address nor point a socket it was given
+# somewhere else.
 ALLOWED = (
     "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev",
     "preadv2", "pwritev2", "close", "close_range", "lseek", "fstat", "stat", "lstat",
@@ -47,7 +50,7 @@ ALLOWED = (
     "getrlimit", "prlimit64", "uname", "sysinfo", "getrandom", "prctl", "arch_prctl",
     "capget",
     "clone", "wait4", "waitid", "exit", "exit_group", "tgkill", "kill",
-    "connect", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg",
+    "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg",
     "shutdown", "getsockname", "getpeername", "getsockopt", "setsockopt", "socketpair",
     "umask", "sched_getparam", "sched_getscheduler",
 )
@@ -135,10 +138,9 @@ def build(pagemap_scan: int, socket_families: tuple[int, ...]) -> list[tuple[int
     return prog
 
 
-# The monitor's ETL client, proxied guest sockets and glibc's resolver. The same without
-# the host's network namespace: there connect() fails, so an ETL request gets an error
-# and the instance lives on.
-SOCKET_FAMILIES = (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK)
+# The broker connection is AF_UNIX; a guest's TCP socket is one of the monitor's own
+# (in the empty network namespace) until the broker passes it a connected one.
+SOCKET_FAMILIES = (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6)
 
 
 def install(prog: list[tuple[int, int, int, int]]) -> None:

@@ -39,23 +39,21 @@ class JailSpec:
     """One process's jail.
 
     `read_only`: host paths shown read-only at the same paths in the jail's root (nothing
-    else of the host is there). `share_host_network` keeps the host's network namespace:
-    the monitor still makes ETL requests and proxied guest sockets itself until the egress
-    broker exists; with False the process gets an empty network namespace.
+    else of the host is there). The process always gets an empty network namespace: the
+    egress broker carries out its ETL requests and its guest's connects.
     """
 
     uid: int
     gid: int
     read_only: tuple[str, ...] = ()
     devices: tuple[str, ...] = DEVICES
-    share_host_network: bool = True
     seccomp: bool = True
     hostname: str = "usetl"
     keep_fds: tuple[int, ...] = field(default=(0, 1, 2))
 
     def with_paths(self, *paths: str) -> JailSpec:
         return JailSpec(self.uid, self.gid, tuple(dict.fromkeys((*self.read_only, *paths))),
-                        self.devices, self.share_host_network, self.seccomp, self.hostname,
+                        self.devices, self.seccomp, self.hostname,
                         self.keep_fds)
 
 

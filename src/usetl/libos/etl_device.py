@@ -27,14 +27,18 @@ import json
 import mmap
 import os
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NoReturn
 
+from usetl import hostmm
 from usetl.abi import etl as wire
+from usetl.etl import egress
 from usetl.etl.accounting import IoAccount
+from usetl.etl.egress import Span
 from usetl.etl.errors import EtlError
-from usetl.etl.http import HttpClient, Transfer
+from usetl.etl.http import Transfer
 from usetl.etl.policy import UrlPolicy
 from usetl.vm import GuestMemory
 
@@ -55,21 +59,6 @@ ALIGN = wire.FILE_ALIGN
 PAGE = 4096
 # Failures that may leave body bytes in the host region.
 WRITING_FAILURES = frozenset({wire.TOO_LARGE, wire.TIMEOUT, wire.CONNECTION})
-
-
-# HTTP clients (connection pools, SSL contexts) belong to a process, not to the
-# monitor state that templates pickle and clones restore: one per policy and
-# timeout, dropped in a forked child so that no two processes share a connection.
-_clients: dict[tuple[str, float], HttpClient] = {}
-os.register_at_fork(after_in_child=_clients.clear)
-
-
-def http_client(policy: UrlPolicy, timeout: float) -> HttpClient:
-    key = (repr(policy), timeout)
-    client = _clients.get(key)
-    if client is None:
-        client = _clients[key] = HttpClient(policy, timeout=timeout)
-    return client
 
 
 def _align(n: int) -> int:
@@ -126,9 +115,18 @@ class RegionTable:
         """
         return self.memory.view[self.used :]
 
+    def tail_span(self) -> Span:
+        """tail() as the egress carries it: the region's memory file and the range."""
+        return Span(self.memory.fd, self.used, self.tail())
+
     def commit(self, name: str, size: int) -> RegionFile:
         """Record a file written into tail()[0:size]."""
+        self.memory.mark(self.used, size)
         return self.allocate(name, size)
+
+    def wrote_tail(self, size: int) -> None:
+        """A producer that failed wrote at most `size` bytes of tail() (rollback restores them)."""
+        self.memory.mark(self.used, min(size, self.free))
 
     def spoil(self) -> None:
         self.spoiled = True
@@ -208,8 +206,9 @@ class EtlDevice:
         return DeviceNode(ino, rdev, EtlDeviceFile, self)
 
     @property
-    def client(self) -> HttpClient:
-        return http_client(self.policy, self.timeout)
+    def egress(self) -> egress.LocalEgress | egress.BrokerEgress:
+        """Who carries requests out: the egress broker (a jailed clone), else this process."""
+        return egress.current(self.policy, self.timeout)
 
     def reset(self, deadline: float | None = None) -> None:
         """Start an invocation: empty regions, zero accounting, its deadline for transfers."""
@@ -228,6 +227,7 @@ class EtlDevice:
             raise EtlError(name, str(e), wire.TOO_LARGE) from None
         self.host.memory.view[f.offset : f.offset + f.size] = data
         self.account.copied_bytes += f.size
+        self.host.memory.mark(f.offset, f.size)
         return f
 
     # -- pipeline hand-offs (handoff.py) ------------------------------------------
@@ -374,36 +374,37 @@ class EtlDevice:
     def _get(self, k: Kernel | None, r: dict) -> dict:
         url = _text(r, "url")
         name = _name(r.get("name") or wire.name_from_url(url))
-        return self._fetch(k, name, lambda dest: self.client.get(url, dest,
-                                                                 deadline=self.deadline))
+        return self._fetch(k, name, lambda dest: self.egress.get(url, dest, self.deadline))
 
     def _post(self, k: Kernel | None, r: dict) -> dict:
         url = _text(r, "url")
         body = self._source(k, r.get("source"))
         content_type = _text(r, "content_type")
         name = _name(r.get("name") or wire.name_from_url(url))
-        if k is not None and not k.sched.alone:
-            body = memoryview(bytes(body))  # a /tmp file may change size while it is sent
-        return self._fetch(k, name, lambda dest: self.client.post(
-            url, body, dest, content_type, deadline=self.deadline))
+        return self._fetch(k, name, lambda dest: self.egress.post(
+            url, body, dest, content_type, self.deadline))
 
-    def _fetch(self, k: Kernel | None, name: str, run: Callable[[memoryview], Transfer]) -> dict:
+    def _fetch(self, k: Kernel | None, name: str, run: Callable[[Span], Transfer]) -> dict:
         """Run a transfer into the host region and commit its body as file `name`.
 
         A guest with one thread waits, and the body streams straight into the
-        region. With other threads, a host thread receives it into memory of
-        its own (the region has one producer) while they run, and the body
+        region. With other threads, a host thread receives it into a memory file
+        of its own (the region has one producer) while they run, and the body
         is copied in when it is done (TransferStarted).
         """
         if k is None or k.sched.alone:
-            transfer = self._transfer(lambda: run(self.host.tail()))
+            transfer = self._transfer(lambda: run(self.host.tail_span()))
             return self._describe_transfer(self.host.commit(name, transfer.size), transfer)
         free = self.host.free
 
         def work() -> tuple[Transfer, mmap.mmap]:
             # Pages cost only once written; the mapping goes with its last reference.
-            buffer = mmap.mmap(-1, max(free, 1))
-            return run(memoryview(buffer)), buffer
+            fd = hostmm.sealed_memfd("usetl-transfer", max(free, 1))
+            try:
+                buffer = mmap.mmap(fd, max(free, 1))
+                return run(Span(fd, 0, memoryview(buffer)[:free])), buffer
+            finally:
+                os.close(fd)
 
         raise TransferStarted(work, lambda outcome: self._finish(name, free, outcome))
 
@@ -419,6 +420,7 @@ class EtlDevice:
             with memoryview(buffer) as body:
                 self.host.memory.view[f.offset : f.offset + f.size] = body[: transfer.size]
             self.account.copied_bytes += f.size
+            self.host.memory.mark(f.offset, f.size)
             answer = self._describe_transfer(f, transfer)
         except EtlError as e:
             answer = {"error": _error(e.url, e.reason, e.kind, e.status)}
@@ -439,6 +441,9 @@ class EtlDevice:
         except EtlError as e:
             if e.kind in WRITING_FAILURES:
                 self.host.spoil()
+                # At most what came in on the wire went into the region (the whole tail
+                # if that is not known).
+                self.host.wrote_tail(e.account.bytes_in if e.account is not None else free)
             self._failed(e, free, time.perf_counter() - t0)
         self.account.add(transfer.account)
         return transfer
@@ -459,8 +464,11 @@ class EtlDevice:
                            f"of {self.host.size} B)", e.kind) from e
         raise e
 
-    def _source(self, k: Kernel | None, source: object) -> memoryview:
-        """The bytes a post sends, read in place: a region range or a /tmp file."""
+    def _source(self, k: Kernel | None, source: object) -> Span:
+        """The bytes a post sends: a region range, read in place from the memory file shown
+        there, or a copy in a memory file of its own (which the egress can carry) of a /tmp
+        file (which may also change size while another guest thread runs) or of a handed-in
+        file."""
         if not isinstance(source, dict):
             raise EtlRequestError("post needs a source")
         if "tmp" in source:
@@ -470,9 +478,15 @@ class EtlDevice:
             node = resolved.node
             if not resolved.path.startswith("/tmp/") or not isinstance(node, TmpFile):
                 raise EtlRequestError(f"{source['tmp']!r} is not a file in /tmp")
-            return memoryview(node.data)
+            return _copy_to_memory_file(node.data)
         table = self._table(source.get("region"))
-        return table.bytes_of(_int(source, "offset"), _int(source, "size"))
+        offset, size = _int(source, "offset"), _int(source, "size")
+        body = table.bytes_of(offset, size)
+        if table is self.guest and self.lent_fd is not None:
+            return Span(self.lent_fd, offset, body)  # the memory file shown there now
+        if table is self.host and offset < self.host.borrowed:
+            return _copy_to_memory_file(body)  # a hand-off's file, not held here
+        return Span(table.memory.fd, offset, body)
 
     def _alloc(self, k: Kernel | None, r: dict) -> dict:
         name = r.get("name")
@@ -520,6 +534,20 @@ class EtlDeviceFile(OpenFile):
 
 
 _error = wire.etl_error
+
+
+def _copy_to_memory_file(data: bytes | bytearray) -> Span:
+    fd = hostmm.sealed_memfd("usetl-upload", max(len(data), 1))
+    try:
+        buffer = mmap.mmap(fd, max(len(data), 1))
+    except OSError:
+        os.close(fd)
+        raise
+    buffer[: len(data)] = data
+    span = Span(fd, 0, memoryview(buffer)[: len(data)])
+    # The fd closes with the span (a finalizer): the mapping keeps the bytes meanwhile.
+    weakref.finalize(span, os.close, fd)
+    return span
 
 
 def _tid(k: Kernel | None) -> int:

@@ -471,7 +471,7 @@ class GuestSocket(StreamFile):
         for (level, name), short in OPTIONS.items():
             if short in REPLAYED and short in self.options:
                 try:
-                    proxy.host.setsockopt(level, name, int(self.options[short]))
+                    proxy.set_option(level, name, int(self.options[short]))
                 except OSError:
                     pass  # refused by the host: as a Linux option that has no effect
         proxy.connect(address)

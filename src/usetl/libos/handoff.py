@@ -56,6 +56,7 @@ def new_memory_file(size: int, huge: bool = True) -> int:
     os.ftruncate(fd, size)
     if huge:
         hostmm.back_with_huge_pages(fd, size)
+    hostmm.fix_size(fd)  # lent as a guest region, it may go to the egress broker
     return fd
 
 

@@ -96,6 +96,9 @@ class Kernel:
         self.children = children.Children()
         self.guest_net = GuestNet(self.sched, namespace)  # addresses bound inside the guest
         self.captured_at: float | None = None  # time.monotonic() of the capture restored from
+        # When the invocation must end (time.monotonic()): bounds a wait on the egress,
+        # which the deadline's kick out of KVM_RUN does not interrupt.
+        self.deadline: float | None = None
         procfs.install(self)
         # The captures of stdout and stderr, held apart from the fd table: the guest
         # may close or dup2 over fds 1 and 2, and what it wrote is still its output.

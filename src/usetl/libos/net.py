@@ -6,12 +6,17 @@ WAIT_SLICE seconds and checks between them whether the VM's deadline has
 passed (the deadline thread cannot interrupt a host wait: Python retries it
 after the signal), so a guest blocked on a silent server still ends on time.
 Connections go only where the SocketPolicy allows (the monitor passes the
-function's UrlPolicy; this layer needs only the two methods below).
+function's UrlPolicy; this layer needs only the two methods below). The connect
+itself is the egress's (usetl.etl.egress): in a jailed clone the broker checks the
+policy, begins the connection and passes the socket back, and from then on the guest's
+calls use that socket directly. Until then a socket of the monitor's own holds the
+options the guest sets; they are set again on the connected one.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import select
 import socket
 import stat as st
@@ -19,6 +24,11 @@ import time
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Protocol
+
+from usetl.abi import etl as wire
+from usetl.etl import egress
+from usetl.etl.egress import ConnectFailed
+from usetl.etl.errors import EtlError
 
 from .errors import SyscallError
 from .files import O_NONBLOCK, O_RDWR, StreamFile
@@ -33,6 +43,11 @@ MSG_PEEK, MSG_DONTWAIT, MSG_WAITALL, MSG_NOSIGNAL, MSG_MORE = 0x2, 0x40, 0x100, 
 
 POLLIN, POLLPRI, POLLOUT, POLLERR, POLLHUP, POLLNVAL = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20
 POLLRDNORM, POLLWRNORM = 0x40, 0x100
+
+# Why a connect the egress refused fails, as the guest sees it.
+CONNECT_ERRNO = {wire.DENIED: errno.EACCES, wire.INVALID: errno.EINVAL,
+                 wire.DNS: errno.EACCES}
+log = logging.getLogger(__name__)
 
 Interrupted = Callable[[], bool]  # must the wait end: the deadline passed, or a signal is due?
 
@@ -94,6 +109,8 @@ class SocketFile(StreamFile):
         self.sock.setblocking(False)
         self.recv_timeout: float | None = None  # SO_RCVTIMEO, kept here: the host never blocks
         self.send_timeout: float | None = None  # SO_SNDTIMEO
+        self.options: dict[tuple[int, int], int | bytes] = {}  # set again once connected
+        self.connected = False  # connect() succeeded: the egress's socket is in self.sock
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -105,6 +122,20 @@ class SocketFile(StreamFile):
         if self.sock is None:
             raise SyscallError(errno.ECONNRESET)
         return self.sock
+
+    def set_option(self, level: int, name: int, value: int | bytes) -> None:
+        self.host.setsockopt(level, name, value)
+        self.options[(level, name)] = value
+
+    def _adopt(self, sock: socket.socket) -> None:
+        """Use the egress's connecting socket from now on, with the options set so far."""
+        for (level, name), value in self.options.items():
+            try:
+                sock.setsockopt(level, name, value)
+            except OSError as e:
+                log.debug("option %d/%d not set again after connect: %s", level, name, e)
+        self.host.close()
+        self.sock = sock
 
     def interrupted(self) -> bool:
         return self.kernel.wait_interrupted()
@@ -168,28 +199,23 @@ class SocketFile(StreamFile):
             self._bill(cpu0, wall0, connects=1)
 
     def _connect(self, address: tuple) -> None:
-        sock = self.host
-        rerun = self.kernel.sched.current.wait is not None
-        if rerun:  # the host said the connection finished (or failed): how it went
-            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err:
-                raise SyscallError(err)
-            if self.kernel.sched.timed_out():
-                raise SyscallError(errno.EINPROGRESS)
-            return
-        err = sock.connect_ex(address)
-        if err == 0:
-            return
-        if err != errno.EINPROGRESS or not self._blocks():
-            raise SyscallError(err)
-        if not self.kernel.sched.alone:
-            self._wait_host(POLLOUT, self.send_timeout)
-        ready = wait_ready({sock.fileno(): POLLOUT}, self.send_timeout, self.interrupted)
-        if not ready:
+        """The egress connects (and waits for the handshake, bounded by SO_SNDTIMEO and the
+        invocation's deadline); a non-blocking guest then hears EINPROGRESS if it did not
+        finish at once, and finds the socket writable."""
+        if self.connected:
+            raise SyscallError(errno.EISCONN)
+        try:
+            connected = egress.connect(self.kernel.net, self.family, address, self.send_timeout,
+                                       self.kernel.deadline)
+        except ConnectFailed as e:
+            raise SyscallError(e.errno) from None
+        except EtlError as e:
+            log.info("connect to %s:%d refused: %s", address[0], address[1], e)
+            raise SyscallError(CONNECT_ERRNO.get(e.kind, errno.ENETUNREACH)) from None
+        self._adopt(connected.sock)
+        self.connected = True
+        if connected.in_progress and not self._blocks():
             raise SyscallError(errno.EINPROGRESS)
-        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            raise SyscallError(err)
 
     def recv_into(self, dest: memoryview, flags: int) -> int:
         """Receive into guest memory: one host recv, as the guest's one call.

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from usetl import abi
+from usetl.etl.broker import Broker
 from usetl.hyperfork import HyperForkError, ProtocolError, Template
 from usetl.hyperfork.protocol import WarmUp
 from usetl.image.modstore import PRELOAD, SYSLIBS
@@ -161,6 +162,9 @@ class KvmBackend:
 
     def __init__(self, image: Path | None = None):
         self.image = image
+        # This host's egress broker: every jailed instance's network I/O, under its function's
+        # policy. Started with the first template, restarted if it dies, closed with us.
+        self.broker = Broker()
         self.bases: dict[tuple[int, tuple[str, ...], float], Template] = {}
         self.base_bytes: dict[tuple[int, tuple[str, ...], float], int] = {}
         self.lock = threading.Lock()
@@ -173,7 +177,7 @@ class KvmBackend:
             config = UsfConfig(mem_mib=spec.memory_mib, allow=spec.allow,
                                etl_timeout=spec.etl_timeout_s)
             try:
-                base = Template.start(self.image, config=config)
+                base = Template.start(self.image, config=config, broker=self.broker)
             except HyperForkError as e:
                 raise BackendError(f"cannot start a USF: {e}") from e
             self.bases[key] = base
@@ -208,7 +212,7 @@ class KvmBackend:
 
     def restore(self, spec: FunctionSpec, directory: Path) -> KvmTemplate:
         try:
-            return KvmTemplate(Template.load(directory))
+            return KvmTemplate(Template.load(directory, broker=self.broker))
         except HyperForkError as e:
             raise BackendError(f"cannot restore the snapshot in {directory}: {e}") from e
 
@@ -218,3 +222,4 @@ class KvmBackend:
             self.base_bytes = {}
         for base in bases:
             base.close()
+        self.broker.close()

@@ -134,7 +134,8 @@ class Usf:
         # its syscalls. The agent's own figure is the guest's word, so it is not used.
         # The ETL requests this thread carried out are billed as I/O (io.host_cpu_s) instead.
         cpu0 = time.thread_time()
-        self.etl.reset(deadline=time.monotonic() + timeout if timeout is not None else None)
+        k.deadline = time.monotonic() + timeout if timeout is not None else None
+        self.etl.reset(deadline=k.deadline)
         k.net_account = IoAccount()
         unimplemented0 = dict(k.stats.unimplemented)
         reply, error = self._run_with(request, timeout, host_files or {}, handoff)

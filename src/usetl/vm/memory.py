@@ -16,6 +16,7 @@ PUNCH_MIN = 16 * PAGE_SIZE  # a discard smaller than this is zeroed, not punched
 # 0x20 "file page or shared anonymous". A present page of a private file
 # mapping without 0x20 is this process's own copy-on-write copy.
 _OWN_COPY = bytes(1 if (b & 0xA0) == 0x80 else 0 for b in range(256))
+_PRESENT = bytes(1 if b & 0x80 else 0 for b in range(256))
 _RUNS = re.compile(b"\x01+")
 
 
@@ -47,6 +48,10 @@ class GuestMemory:
         self.host_addr: int = addr
         self.punch_holes = True
         self.private = False
+        # A clone's ETL region in a file of its own (use_own_file): the template's file,
+        # which rollback restores from, and the ranges the monitor wrote since.
+        self.origin_fd: int | None = None
+        self.marked: list[tuple[int, int]] = []
         self.view = memoryview((ctypes.c_ubyte * size).from_address(addr)).cast("B")
 
     @property
@@ -63,9 +68,18 @@ class GuestMemory:
     def write(self, gpa: int, data: bytes | bytearray | memoryview) -> None:
         off = gpa - self.gpa
         self.view[off : off + len(data)] = data
+        self.mark(off, len(data))
 
     def zero(self, gpa: int, length: int) -> None:
         ctypes.memset(self.host_addr + gpa - self.gpa, 0, length)
+        self.mark(gpa - self.gpa, length)
+
+    def mark(self, offset: int, length: int) -> None:
+        """Note that bytes at offset were written by the host (the monitor or the egress
+        broker), for a rollback of a memory in a file of its own (the only kind that needs it:
+        elsewhere the page map shows what was written)."""
+        if self.origin_fd is not None and length > 0:
+            self.marked.append((offset, length))
 
     def discard(self, gpa: int, length: int) -> None:
         """Zero a range and, for whole pages, give the host memory back.
@@ -74,6 +88,7 @@ class GuestMemory:
         hole there would show the template's bytes again, so it zeroes.
         """
         off = gpa - self.gpa
+        self.mark(off, length)
         lo = min((off + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1), off + length)
         hi = max((off + length) & ~(PAGE_SIZE - 1), lo)
         if not self.punch_holes or hi - lo < PUNCH_MIN:
@@ -119,31 +134,61 @@ class GuestMemory:
         self.punch_holes = False
         self.private = True
 
-    def written_ranges(self) -> list[tuple[int, int]]:
-        """(offset, length) of every page this process copied since make_private().
+    def use_own_file(self) -> None:
+        """Map a file of this process's own in place, holding the same bytes.
 
-        This sees writes by the guest and by the monitor alike (KVM's dirty
-        log sees only the guest's). PAGEMAP_SCAN walks only the populated
-        page tables; older kernels read one page-map entry per page.
+        A clone does this for its ETL regions before their first request: the egress
+        broker writes downloads into a region's file and reads uploads from it, so that
+        file must be one no other clone or the template maps. The template's file stays
+        the origin that rollback restores from. Costs a memfd and a copy of what the
+        template's file holds (its data ranges; the rest stays a hole).
         """
-        found = hostmm.private_pages(self.host_addr, self.size)
-        if found is not None:
-            return [(start - self.host_addr, end - start) for start, end in found]
-        return self._written_ranges_from_pagemap()
+        fd = hostmm.sealed_memfd(f"usetl-{self.name}", self.size)
+        try:
+            for off, length in data_ranges(self.fd, self.size) + self.written_ranges():
+                os.pwrite(fd, self.view[off : off + length], off)
+            hostmm.map_over(self.host_addr, self.size, fd, private=False)
+        except OSError:
+            os.close(fd)
+            raise
+        self.origin_fd, self.fd = self.fd, fd
+        self.punch_holes = True
+        self.private = False
 
-    def _written_ranges_from_pagemap(self) -> list[tuple[int, int]]:
+    def written_ranges(self) -> list[tuple[int, int]]:
+        """(offset, length) of every page written since make_private() or use_own_file().
+
+        In a private mapping: the pages this process copied, which shows writes by the
+        guest and by the monitor alike (KVM's dirty log sees only the guest's). In a file
+        of its own: the pages this process has mapped (the guest's touches) and the ranges
+        marked as written by the host (the broker writes through a mapping of its own).
+        PAGEMAP_SCAN walks only the populated page tables; older kernels read one page-map
+        entry per page.
+        """
+        own = self.origin_fd is not None
+        scan = hostmm.present_pages if own else hostmm.private_pages
+        found = scan(self.host_addr, self.size)
+        if found is not None:
+            ranges = [(start - self.host_addr, end - start) for start, end in found]
+        else:
+            ranges = self._written_ranges_from_pagemap(_PRESENT if own else _OWN_COPY)
+        return _page_runs(ranges + self.marked) if own else ranges
+
+    def _written_ranges_from_pagemap(self, table: bytes) -> list[tuple[int, int]]:
         pages = self.size // PAGE_SIZE
         data = os.pread(hostmm.pagemap_fd(), pages * 8, (self.host_addr // PAGE_SIZE) * 8)
-        flags = data[7::8].translate(_OWN_COPY)
+        flags = data[7::8].translate(table)
         return [(m.start() * PAGE_SIZE, (m.end() - m.start()) * PAGE_SIZE)
                 for m in _RUNS.finditer(flags)]
 
     def revert(self, ranges: list[tuple[int, int]]) -> None:
-        """Copy the file's bytes back over these ranges of a private mapping."""
+        """Copy the template file's bytes back over these ranges."""
+        origin = self.fd if self.origin_fd is None else self.origin_fd
         for off, length in ranges:
-            done = os.preadv(self.fd, [self.view[off : off + length]], off)
+            done = os.preadv(origin, [self.view[off : off + length]], off)
             if done != length:
                 raise GuestMemoryError(f"short read restoring {self.name} at {off:#x}")
+        self.marked = []
 
     def trim_outside(self, keep: list[tuple[int, int]]) -> None:
         """Punch out of the file everything but `keep` (sorted (offset, length) ranges).
@@ -174,6 +219,9 @@ class GuestMemory:
         hostmm.map_over(self.host_addr, self.size, fd, private=False)
         os.close(self.fd)
         self.fd = fd
+        if self.origin_fd is not None:  # a clone's region in a file of its own: self-contained
+            os.close(self.origin_fd)
+            self.origin_fd, self.marked = None, []
         self.punch_holes = True
         self.private = False
 
@@ -191,6 +239,20 @@ class GuestMemory:
         self.view.release()
         hostmm.unmap(self.host_addr, self.size)
         os.close(self.fd)
+        if self.origin_fd is not None:
+            os.close(self.origin_fd)
+
+
+def _page_runs(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Byte ranges widened to whole pages, sorted and merged."""
+    runs: list[tuple[int, int]] = []
+    for off, length in sorted(ranges):
+        start, end = off & ~(PAGE_SIZE - 1), (off + length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+        if runs and start <= runs[-1][1]:
+            runs[-1] = (runs[-1][0], max(runs[-1][1], end))
+        else:
+            runs.append((start, end))
+    return [(start, end - start) for start, end in runs]
 
 
 def data_ranges(fd: int, size: int) -> list[tuple[int, int]]:

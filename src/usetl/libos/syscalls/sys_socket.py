@@ -351,7 +351,7 @@ def sys_setsockopt(k: Kernel, fd: int, level: int, name: int, val: int, length: 
     if (level, name) not in HOST_OPTIONS:
         raise SyscallError(errno.ENOPROTOOPT)
     try:
-        proxy.host.setsockopt(level, name, value)
+        proxy.set_option(level, name, value)
     except OSError as e:
         raise SyscallError(e.errno or errno.EINVAL) from None
     return 0

@@ -1,0 +1,360 @@
+"""The egress broker: one process per host, outside every jail, that owns the URL policies.
+
+gVisor's gofer is the model. A jailed monitor has no network; its ETL requests and the
+connects of its guest's sockets come here over a Unix socket (egress.BrokerEgress). The
+controller (the platform, or whoever forks clones) attaches each instance with the
+policy it is to have, so a monitor cannot choose its own; then
+
+    get/post: the region's memory file comes with the request (SCM_RIGHTS); the body
+              streams straight into it (an upload is read from it);
+    connect:  the policy is checked, the connection begun, and the socket passed back;
+
+and every request is counted in the instance's IoAccount, which the controller takes
+after each invocation to bill it (what the monitor says it spent is not believed).
+
+    python -m usetl.etl.broker FD      # FD: the controller's control socket
+
+A memory file is accepted only if it is sealed against shrinking and growing (so that a
+monitor cannot make the broker fault past its end) and the range lies inside it; the
+broker maps each file once per connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import uuid
+
+from usetl import hostmm
+from usetl.abi import etl as wire
+
+from .accounting import IoAccount
+from .egress import (
+    ConnectFailed,
+    EgressPolicy,
+    LocalEgress,
+    Span,
+    connect_checked,
+    error_to_dict,
+    recv_message,
+    send_message,
+    transfer_to_dict,
+)
+from .errors import EtlError
+from .http import Transfer
+from .policy import UrlPolicy
+
+log = logging.getLogger(__name__)
+
+
+class BadRequest(Exception):
+    """A request from a monitor the broker will not carry out (answered "invalid")."""
+
+
+class InstanceConnection:
+    """The broker's side of one instance: its policy, its account, its mapped files."""
+
+    def __init__(self, sock: socket.socket, policy: EgressPolicy):
+        self.sock = sock
+        self.url_policy = UrlPolicy(policy.allow, policy.allow_private)
+        self.egress = LocalEgress(self.url_policy, policy.timeout)
+        self.account = IoAccount()
+        self.lock = threading.Lock()  # the account is taken by the control thread
+        self.maps: dict[tuple[int, int], mmap.mmap] = {}
+
+    def serve(self) -> None:
+        try:
+            while True:
+                try:
+                    message, fds = recv_message(self.sock)
+                except (EOFError, OSError):
+                    return
+                try:
+                    reply, out = self.answer(message, fds)
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+                try:
+                    send_message(self.sock, reply, out)
+                except OSError:
+                    return
+                finally:
+                    for fd in out:
+                        os.close(fd)
+        finally:
+            self.close()
+
+    def answer(self, message: dict, fds: list[int]) -> tuple[dict, tuple[int, ...]]:
+        try:
+            op = message.get("op")
+            if op == "connect":
+                return self._connect(message)
+            if op == wire.GET:
+                return self._bill(lambda: self.egress.get(
+                    _str(message, "url"), self._span(message, "dest", fds, 0),
+                    _deadline(message))), ()
+            if op == wire.POST:
+                return self._bill(lambda: self.egress.post(
+                    _str(message, "url"), self._span(message, "source", fds, 0),
+                    self._span(message, "dest", fds, 1), _str(message, "content_type"),
+                    _deadline(message))), ()
+            raise BadRequest(f"unknown request {op!r}")
+        except EtlError as e:
+            return {"error": error_to_dict(e)}, ()
+        except (BadRequest, KeyError, TypeError, ValueError) as e:
+            return {"error": error_to_dict(EtlError(None, f"bad request: {e}",
+                                                    wire.INVALID))}, ()
+
+    def _bill(self, run) -> dict:
+        try:
+            transfer: Transfer = run()
+        except EtlError as e:
+            if e.account is not None and e.kind != wire.DENIED:  # refused: nothing was sent
+                self._add(e.account)
+            raise
+        self._add(transfer.account)
+        return {"transfer": transfer_to_dict(transfer)}
+
+    def _add(self, account: IoAccount) -> None:
+        with self.lock:
+            self.account.add(account)
+
+    def take_account(self) -> IoAccount:
+        with self.lock:
+            account, self.account = self.account, IoAccount()
+        return account
+
+    def _connect(self, message: dict) -> tuple[dict, tuple[int, ...]]:
+        family = message.get("family")
+        address = message.get("address")
+        if family not in (socket.AF_INET, socket.AF_INET6) or not isinstance(address, list) \
+                or len(address) != (2 if family == socket.AF_INET else 4):
+            raise BadRequest("connect needs an AF_INET or AF_INET6 address")
+        self._add(IoAccount(requests=1))
+        timeout, deadline = message.get("timeout"), _deadline(message)
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0):
+            raise BadRequest("timeout must be a number of seconds >= 0 or null")
+        timeout = self.egress.timeout if timeout is None else min(timeout, self.egress.timeout)
+        try:
+            connected = connect_checked(self.url_policy, family, tuple(address), timeout,
+                                        deadline)
+        except ConnectFailed as e:
+            return {"errno": e.errno}, ()
+        fd = os.dup(connected.sock.fileno())
+        connected.sock.close()
+        return {"in_progress": connected.in_progress}, (fd,)
+
+    def _span(self, message: dict, key: str, fds: list[int], index: int) -> Span:
+        where = message.get(key)
+        if not isinstance(where, dict) or index >= len(fds):
+            raise BadRequest(f"{key} needs a range and a memory file")
+        offset, size = where.get("offset"), where.get("size")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                   for v in (offset, size)):
+            raise BadRequest(f"{key}'s offset and size must be integers >= 0")
+        mapping = self._map(fds[index])
+        if offset + size > len(mapping):
+            raise BadRequest(f"{key} is outside its memory file")
+        return Span(fds[index], offset, memoryview(mapping)[offset : offset + size])
+
+    def _map(self, fd: int) -> mmap.mmap:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or not hostmm.has_fixed_size(fd):
+            raise BadRequest("a memory file must be a memfd sealed against resizing")
+        key = (st.st_dev, st.st_ino)
+        mapping = self.maps.get(key)
+        if mapping is None:
+            if not st.st_size:
+                raise BadRequest("an empty memory file")
+            mapping = self.maps[key] = mmap.mmap(fd, st.st_size)
+        return mapping
+
+    def close(self) -> None:
+        self.egress.close()
+        self.sock.close()
+        for mapping in self.maps.values():
+            try:
+                mapping.close()
+            except BufferError:  # a view is still alive; the mapping goes with it
+                pass
+        self.maps.clear()
+
+
+class BrokerServer:
+    """The broker process: control requests from the controller, a thread per instance."""
+
+    def __init__(self, control: socket.socket):
+        self.control = control
+        self.instances: dict[str, InstanceConnection] = {}
+
+    def serve(self) -> None:
+        while True:
+            try:
+                message, fds = recv_message(self.control)
+            except (EOFError, OSError):
+                return  # the controller is gone: so is every instance's broker
+            try:
+                reply = self.answer(message, fds)
+            except (KeyError, TypeError, ValueError) as e:
+                for fd in fds:
+                    os.close(fd)
+                reply = {"error": f"bad control request: {e}"}
+            send_message(self.control, reply)
+
+    def answer(self, message: dict, fds: list[int]) -> dict:
+        op = message["op"]
+        if op == "attach":
+            if len(fds) != 1:
+                raise ValueError("attach needs one socket")
+            instance = InstanceConnection(socket.socket(fileno=fds[0]),
+                                          EgressPolicy.from_dict(message["policy"]))
+            self.instances[message["instance"]] = instance
+            threading.Thread(target=instance.serve, daemon=True,
+                             name=f"egress-{message['instance'][:8]}").start()
+            return {"ok": True}
+        for fd in fds:
+            os.close(fd)
+        if op == "account":
+            instance = self.instances.get(message["instance"])
+            if instance is None:
+                return {"error": f"no instance {message['instance']!r}"}
+            return {"account": instance.take_account().as_dict()}
+        if op == "forget":
+            self.instances.pop(message["instance"], None)
+            return {"ok": True}
+        raise ValueError(f"unknown control request {op!r}")
+
+
+def _str(message: dict, key: str) -> str:
+    value = message.get(key)
+    if not isinstance(value, str):
+        raise BadRequest(f"{key} must be a string")
+    return value
+
+
+def _deadline(message: dict) -> float | None:
+    value = message.get("deadline")
+    if value is not None and not isinstance(value, int | float):
+        raise BadRequest("deadline must be a number (time.monotonic()) or null")
+    return value
+
+
+class BrokerError(EtlError):
+    """The broker could not be started or does not answer."""
+
+    def __init__(self, reason: str):
+        super().__init__(None, reason, wire.CONNECTION)
+
+
+class Broker:
+    """The controller's handle on a broker process: started on first use, restarted if it
+    died (the instances attached to the dead one then get "the egress broker went away"
+    for each request), stopped by close() or with the controller (its control socket)."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen | None = None
+        self.control: socket.socket | None = None
+        self.lock = threading.Lock()
+        self.restarts = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def _ensure(self) -> socket.socket:
+        """The control socket of a running broker (called with the lock held)."""
+        if self.control is not None and self.alive:
+            return self.control
+        if self.process is not None:
+            log.warning("the egress broker (pid %d) died with status %s; starting another",
+                        self.process.pid, self.process.poll())
+            self.restarts += 1
+            self._stop()
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": src,
+               "USETL_LOG": os.environ.get("USETL_LOG", "WARNING")}
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-P", "-m", "usetl.etl.broker", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+        except OSError as e:
+            mine.close()
+            raise BrokerError(f"cannot start the egress broker: {e}") from None
+        finally:
+            theirs.close()
+        self.control = mine
+        return mine
+
+    def _call(self, message: dict, fds: tuple[int, ...] = ()) -> dict:
+        control = self._ensure()
+        try:
+            send_message(control, message, fds)
+            reply, extra = recv_message(control)
+        except (OSError, EOFError) as e:
+            raise BrokerError(f"the egress broker does not answer: {e}") from None
+        for fd in extra:
+            os.close(fd)
+        if "error" in reply:
+            raise BrokerError(f"the egress broker refused {message['op']}: {reply['error']}")
+        return reply
+
+    def attach(self, policy: EgressPolicy) -> tuple[socket.socket, str]:
+        """A new instance's connection (pass it to the instance) and its id here."""
+        instance = uuid.uuid4().hex
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            with self.lock:
+                self._call({"op": "attach", "instance": instance, "policy": policy.as_dict()},
+                           (theirs.fileno(),))
+        except BrokerError:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+        return mine, instance
+
+    def take_account(self, instance: str) -> IoAccount:
+        """What the instance's requests cost since the last take (then zero again)."""
+        with self.lock:
+            return IoAccount(**self._call({"op": "account", "instance": instance})["account"])
+
+    def forget(self, instance: str) -> None:
+        with self.lock:
+            if self.alive:
+                try:
+                    self._call({"op": "forget", "instance": instance})
+                except BrokerError:
+                    pass
+
+    def _stop(self) -> None:
+        if self.control is not None:
+            self.control.close()  # the broker exits when its control socket closes
+            self.control = None
+        if self.process is not None:
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+    def close(self) -> None:
+        with self.lock:
+            self._stop()
+
+
+def main(argv: list[str]) -> None:
+    logging.basicConfig(level=os.environ.get("USETL_LOG", "WARNING"), stream=sys.stderr)
+    control = socket.socket(fileno=int(argv[1]))
+    BrokerServer(control).serve()
+
+
+if __name__ == "__main__":
+    main(sys.argv)
