@@ -208,3 +208,26 @@ def has_fixed_size(fd: int) -> bool:
         return fcntl.fcntl(fd, fcntl.F_GET_SEALS) & FIXED_SIZE == FIXED_SIZE
     except OSError:
         return False  # not a memfd
+
+
+def anonymous_bytes(pid: int) -> int:
+    """A process's anonymous memory (its heap, its copy-on-write copies of file pages),
+    pages it shares with its parent counted in proportion: Pss_Anon of smaps_rollup."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss_Anon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def memfd_bytes(pid: int, suffix: str) -> int:
+    """Resident bytes of the memfds process `pid` holds whose names end in `suffix`."""
+    total = 0
+    fd_dir = f"/proc/{pid}/fd"
+    for name in os.listdir(fd_dir):
+        try:
+            if os.readlink(f"{fd_dir}/{name}").removesuffix(" (deleted)").endswith(suffix):
+                total += os.stat(f"{fd_dir}/{name}").st_blocks * 512
+        except OSError:
+            continue  # closed meanwhile
+    return total

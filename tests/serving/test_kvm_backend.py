@@ -5,6 +5,8 @@ from sandbox_files import write_function
 
 from usetl.platform.backend import FunctionLoadError, FunctionSpec
 from usetl.platform.kvm_backend import KvmBackend
+from usetl.platform.pool import Pool, PoolConfig
+from waiting import wait_until
 
 pytestmark = pytest.mark.kvm
 
@@ -80,6 +82,34 @@ def test_evicted_template_comes_back_from_its_snapshot(backend, tmp_path):
         assert pool.invoke("t/a/1", 1, {}).value == "a1"  # restored from the snapshot
         assert pool.invoke("t/b/1", 2, {}).value == "b2"
         assert pool.metrics.evictions.value() >= 2
+    finally:
+        pool.close()
+
+
+DIRTIES = """
+def handler(event, context):
+    block = bytearray(event["mib"] << 20)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    return len(block)
+"""
+
+
+def test_the_pool_budget_counts_what_a_rolled_back_instance_really_holds(backend, tmp_path):
+    pool = Pool(backend, PoolConfig(memory_budget_bytes=1 << 40))
+    try:
+        spec = FunctionSpec("t/kvm/mem", write_function(tmp_path / "mem", DIRTIES),
+                            "fn.py:handler")
+        pool.add(spec, 1, 0, pool.start_template(spec))
+        before = pool.memory_bytes()
+        assert pool.invoke(spec.key, {"mib": 64}, {}).value == 64 << 20
+        # Rolled back, the instance keeps the 64 MiB its invocation touched (its own copies).
+        wait_until(lambda: pool.memory_bytes() >= before + (64 << 20),
+                   "the rolled-back instance to be measured with its 64 MiB")
+        # A budget one such instance exceeds: the idle function's template is evicted.
+        pool.config.memory_budget_bytes = before + (32 << 20)
+        wait_until(lambda: not pool.status()[0]["template"], "the template to be evicted")
+        assert pool.metrics.evictions.value() == 1
     finally:
         pool.close()
 

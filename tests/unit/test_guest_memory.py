@@ -64,3 +64,22 @@ def test_trim_outside_punches_out_everything_but_the_kept_ranges(memory):
     memory.trim_outside(keep)
     assert data_ranges(memory.fd, memory.size) == keep
     assert bytes(memory.view[10 * PAGE_SIZE : 10 * PAGE_SIZE + 4]) == b"tttt"
+
+
+def test_a_file_of_its_own_starts_as_the_template_and_rolls_back_to_it(memory):
+    template_fd = memory.fd
+    memory.use_own_file()
+    assert memory.fd != template_fd and hostmm.has_fixed_size(memory.fd)
+    assert not hostmm.has_fixed_size(template_fd)  # what the broker refuses
+    assert memory.view[10 * PAGE_SIZE] == ord("t") and memory.view[40 * PAGE_SIZE] == 7
+    # The broker writes through a mapping of its own, which only a mark shows here.
+    os.pwrite(memory.fd, b"d" * PAGE_SIZE, 30 * PAGE_SIZE)
+    memory.mark(30 * PAGE_SIZE, PAGE_SIZE)
+    memory.view[11 * PAGE_SIZE] = ord("g")  # the guest writes through this one
+    assert os.pread(template_fd, 1, 11 * PAGE_SIZE) == b"t"
+    ranges = memory.written_ranges()
+    assert (30 * PAGE_SIZE, PAGE_SIZE) in ranges
+    assert any(off <= 11 * PAGE_SIZE < off + n for off, n in ranges)
+    memory.revert(ranges)
+    assert os.pread(memory.fd, PAGE_SIZE, 30 * PAGE_SIZE) == bytes(PAGE_SIZE)
+    assert memory.view[11 * PAGE_SIZE] == ord("t") and memory.marked == []

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import usetl
-from usetl import abi
+from usetl import abi, hostmm
 from usetl.etl.broker import Broker, BrokerError
 from usetl.etl.egress import EgressPolicy
 from usetl.image import default_image
@@ -35,6 +35,7 @@ from usetl.jail.environ import spawn_environment
 from usetl.jail.ids import shared_range
 from usetl.libos.handoff import HandOff, HandOffError
 from usetl.usf import UsfConfig
+from usetl.vm.memory import OWN_FILE
 
 from .protocol import (
     Call,
@@ -409,6 +410,12 @@ class Clone:
         if self.closed:
             raise HyperForkError("this clone is closed")
         return self.chan.request(Rollback(fresh_identity), RolledBack)
+
+    def memory_bytes(self) -> int:
+        """What the clone's process holds beyond what it shares with its template: its
+        anonymous memory (copy-on-write copies of guest RAM, the monitor's heap) and its ETL
+        regions' files of its own; raises OSError once the process is gone."""
+        return hostmm.anonymous_bytes(self.pid) + hostmm.memfd_bytes(self.pid, OWN_FILE)
 
     def run_in_monitor(self, code: str) -> Any:
         """Tests of the jail only (USETL_TEST_HOOKS=1 when the template started): run `code`

@@ -93,6 +93,11 @@ class Instance(Protocol):
         """Host memory of the instance's process: uss, pss and rss in bytes (usetl.procmem);
         None where the host cannot see it (a process in another PID namespace)."""
 
+    def memory_bytes(self) -> int:
+        """What it holds now, measured from its process (the pool's budget counts this):
+        its anonymous memory and memory files of its own, not what it shares with the
+        template."""
+
     def close(self) -> None: ...
 
 
@@ -111,7 +116,7 @@ class FunctionTemplate(Protocol):
 class Backend(Protocol):
     name: str  # "kvm" or "process"
     isolation: str  # one line for `usetl serve` to print
-    instance_bytes: int  # estimated memory of one ready instance, for the pool's budget
+    instance_bytes: int  # what a new instance is expected to take, until it is measured
 
     def template(self, spec: FunctionSpec) -> FunctionTemplate: ...
 

@@ -36,7 +36,8 @@ from .backend import (
 
 ISOLATION = (
     "kvm backend: every instance is its own KVM virtual machine (a HyperFork clone) with no "
-    "guest kernel, network or disk; I/O only through the ETL API under the function's URL policy"
+    "guest kernel, network or disk; I/O only through the ETL API under the function's URL policy, "
+    "carried out by the host's egress broker (the monitor's jail has no network)"
 )
 ENTRY = "/usetl_entry.py"
 
@@ -125,6 +126,12 @@ class KvmInstance:
         except HyperForkError as e:
             self.close()
             raise BackendError(f"warming failed: {e}") from e
+
+    def memory_bytes(self) -> int:
+        try:
+            return self.clone.memory_bytes()
+        except OSError:
+            return 0  # its process is gone
 
     def close(self) -> None:
         if not self.closed:

@@ -120,6 +120,8 @@ class FunctionPool:
         self.out: Counter[int] = Counter()  # instances running an invocation, by generation
         self.draining: dict[int, FunctionTemplate] = {}  # old templates, until none is out
         self.held: dict[Instance, str] = {}  # instances out of `ready`: "busy" or "recycling"
+        # Each live instance's memory as last measured (when forked, after each rollback).
+        self.sizes: weakref.WeakKeyDictionary[Instance, int] = weakref.WeakKeyDictionary()
 
     def current(self, instance: Instance) -> bool:
         """Whether the instance was forked from the template that serves now."""
@@ -180,7 +182,7 @@ class Pool:
                            lambda: self._gauge(lambda p: p.busy))
         self.metrics.gauge("usetl_pool_templates", "Templates in memory.",
                            lambda: {(): sum(p.template is not None for p in self._all())})
-        self.metrics.gauge("usetl_pool_memory_bytes", "Estimated memory held by pools.",
+        self.metrics.gauge("usetl_pool_memory_bytes", "Memory held by pools, as measured.",
                            lambda: {(): self.memory_bytes()})
         self.recycler = ThreadPoolExecutor(RECYCLERS, "usetl-recycle")
         self.learning = ThreadPoolExecutor(1, "usetl-learn")  # next generations, one at a time
@@ -197,12 +199,20 @@ class Pool:
     # memory
 
     def memory_bytes(self) -> int:
+        """The backend's overhead, the templates and every live instance as measured: a
+        rolled-back instance keeps the pages its invocation touched, so no estimate will do."""
         total = self.backend.overhead_bytes()
-        for p in self._all():
-            if p.template is not None:
-                total += p.template.memory_bytes
-            total += (len(p.ready) + p.busy + p.recycling) * self.backend.instance_bytes
+        with self.cond:
+            for p in self.pools.values():
+                if p.template is not None:
+                    total += p.template.memory_bytes
+                total += sum(n for instance, n in p.sizes.items() if not instance.closed)
         return total
+
+    def _measure(self, pool: FunctionPool, instance: Instance) -> None:
+        size = instance.memory_bytes()
+        with self.cond:
+            pool.sizes[instance] = size
 
     # the function's life
 
@@ -394,6 +404,7 @@ class Pool:
                 with self.cond:
                     pool.out[generation] += 1
         self.metrics.instances_created.inc()
+        self._measure(pool, instance)
         return instance
 
     def _template(self, pool: FunctionPool,
@@ -466,6 +477,7 @@ class Pool:
                 if pool.busy == 0 and pool.waiting == 0:
                     # Quiet: spare CPU buys the next invocation a shorter path.
                     instance.warm()
+                self._measure(pool, instance)
                 keep = True
             except RollbackImpossible:
                 pool.reusable = False

@@ -38,7 +38,7 @@ from typing import Any
 
 import msgspec
 
-from usetl import abi
+from usetl import abi, hostmm
 from usetl.abi import etl as etl_abi
 from usetl.etl import UrlPolicy
 from usetl.image import guest_lib
@@ -261,6 +261,17 @@ class ProcessInstance:
     def memory(self) -> None:
         return None  # its pid is the zygote's namespace's, not one the host's /proc names
 
+    def memory_bytes(self) -> int:
+        """The sandbox process's anonymous memory (0 for the zygote's own warm-up, whose
+        memory is the template's, or a process that is gone)."""
+        if self.pid is None:
+            return 0
+        host_pid = _host_pid(self.template.process.pid, self.pid)
+        try:
+            return hostmm.anonymous_bytes(host_pid) if host_pid is not None else 0
+        except OSError:
+            return 0
+
     def close(self) -> None:
         if self.closed:
             return
@@ -271,6 +282,28 @@ class ProcessInstance:
         if self.etl is not None:
             self.etl.host.memory.close()
             self.etl.guest.memory.close()
+
+
+def _host_pid(zygote: int, pid: int) -> int | None:
+    """The host's pid of the zygote's descendant that is `pid` in its own PID namespace."""
+    pending = [zygote]
+    while pending:
+        parent = pending.pop()
+        try:
+            with open(f"/proc/{parent}/task/{parent}/children") as f:
+                children = [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+        for child in children:
+            try:
+                with open(f"/proc/{child}/status") as f:
+                    ns_pids = next(line for line in f if line.startswith("NSpid:")).split()[1:]
+            except (OSError, StopIteration):
+                continue
+            if int(ns_pids[-1]) == pid and child != zygote:
+                return child
+            pending.append(child)
+    return None
 
 
 class ProcessTemplate:

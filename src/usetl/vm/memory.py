@@ -11,6 +11,7 @@ from usetl.errors import UsetlError
 
 PAGE_SIZE = 4096  # the unit of guest memory, its mappings and page tables
 PUNCH_MIN = 16 * PAGE_SIZE  # a discard smaller than this is zeroed, not punched out
+OWN_FILE = "-own"  # how a memory file of a clone's own (use_own_file) is named: usetl-host-own
 
 # /proc/self/pagemap: one u64 per page; in its top byte, 0x80 is "present" and
 # 0x20 "file page or shared anonymous". A present page of a private file
@@ -143,7 +144,7 @@ class GuestMemory:
         the origin that rollback restores from. Costs a memfd and a copy of what the
         template's file holds (its data ranges; the rest stays a hole).
         """
-        fd = hostmm.sealed_memfd(f"usetl-{self.name}", self.size)
+        fd = hostmm.sealed_memfd(f"usetl-{self.name}{OWN_FILE}", self.size)
         try:
             for off, length in data_ranges(self.fd, self.size) + self.written_ranges():
                 os.pwrite(fd, self.view[off : off + length], off)
@@ -171,13 +172,13 @@ class GuestMemory:
         if found is not None:
             ranges = [(start - self.host_addr, end - start) for start, end in found]
         else:
-            ranges = self._written_ranges_from_pagemap(_PRESENT if own else _OWN_COPY)
+            ranges = self._written_ranges_from_pagemap()
         return _page_runs(ranges + self.marked) if own else ranges
 
-    def _written_ranges_from_pagemap(self, table: bytes) -> list[tuple[int, int]]:
+    def _written_ranges_from_pagemap(self) -> list[tuple[int, int]]:
         pages = self.size // PAGE_SIZE
         data = os.pread(hostmm.pagemap_fd(), pages * 8, (self.host_addr // PAGE_SIZE) * 8)
-        flags = data[7::8].translate(table)
+        flags = data[7::8].translate(_OWN_COPY if self.origin_fd is None else _PRESENT)
         return [(m.start() * PAGE_SIZE, (m.end() - m.start()) * PAGE_SIZE)
                 for m in _RUNS.finditer(flags)]
 
