@@ -16,7 +16,7 @@ from usetl.image import ImageArchive, StderrProgress, default_image
 
 
 def _register_clones(commands: argparse._SubParsersAction) -> None:
-    """`usetl bench fork` and `usetl bench jail`."""
+    """`usetl bench fork`, `usetl bench jail` and `usetl bench egress`."""
     f = commands.add_parser("fork", help="HyperFork: fork, first request, rollback, memory")
     f.add_argument("--runs", type=int, default=30, help="clones to time (default 30)")
     f.add_argument("--cache", type=Path, default=None, metavar="DIR")
@@ -29,6 +29,11 @@ def _register_clones(commands: argparse._SubParsersAction) -> None:
     j.add_argument("--cache", type=Path, default=None, metavar="DIR")
     j.add_argument("--json", action="store_true", help="print the numbers as JSON")
     j.set_defaults(func=run_jail)
+    e = commands.add_parser("egress", help="etl.get through the egress broker and in the monitor")
+    e.add_argument("--runs", type=int, default=10, help="downloads of each size and path")
+    e.add_argument("--cache", type=Path, default=None, metavar="DIR")
+    e.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    e.set_defaults(func=run_egress)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -309,3 +314,11 @@ def run_cluster(args: argparse.Namespace) -> int:
 
     result = cluster.run(args.clients, args.seconds, args.warmup, say=_say)
     return _report(args, result, cluster.format_report)
+
+
+def run_egress(args: argparse.Namespace) -> int:
+    from usetl.bench import egress
+
+    image = ImageArchive.open(default_image(args.cache, progress=StderrProgress()))
+    result = egress.run(image, args.runs, progress=_say)
+    return _report(args, result, egress.format_report)

@@ -1,0 +1,83 @@
+"""What the egress broker costs etl.get: a jailed clone (the broker fetches into its region
+file) against an unjailed one (its monitor fetches itself, as every monitor did before the
+broker), side by side in one run, downloads alternating between the two.
+
+Also the clone's map time, which now includes giving each ETL region a file of its own.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+
+from usetl.hyperfork import Template
+from usetl.image import ImageArchive
+from usetl.usf import UsfConfig
+
+from .download import GUEST_ETL, Server
+
+KIB = 1 << 10
+MIB = 1 << 20
+SIZES = (KIB, 256 * MIB)
+PATHS = {True: "broker (jailed clone)", False: "in the monitor (unjailed clone)"}
+
+
+def _fetch(clone, url: str, size: int) -> float:
+    result = clone.run_code(GUEST_ETL.format(url=url), timeout=600)
+    if result.error is not None:
+        raise RuntimeError(f"{result.error.type}: {result.error.message}")
+    elapsed, got = result.stdout.split()
+    if int(got) != size:
+        raise RuntimeError(f"etl.get got {got} bytes, expected {size}")
+    clone.rollback()
+    return float(elapsed) * 1e3
+
+
+def run(image: ImageArchive, runs: int = 10, sizes: tuple[int, ...] = SIZES,
+        progress: Callable[[str], None] = lambda s: None) -> dict:
+    server = Server()
+    region_mib = (max(sizes) // MIB + 64 + 1) & ~1
+    config = UsfConfig(allow=[server.base + "/"], allow_private=True,
+                       host_region_mib=region_mib)
+    samples: dict[tuple[bool, int], list[float]] = {}
+    try:
+        bases = {jail: Template.start(image, config=config, jail=jail) for jail in PATHS}
+        try:
+            clones = {jail: t.fork() for jail, t in bases.items()}
+            try:
+                for size in sizes:
+                    for clone in clones.values():
+                        _fetch(clone, server.url(size), size)  # connection, first touches
+                    for i in range(runs):
+                        progress(f"{size} B: run {i + 1}/{runs}")
+                        for jail, clone in clones.items():
+                            samples.setdefault((jail, size), []).append(
+                                _fetch(clone, server.url(size), size))
+                map_ms = {jail: clone.timings["map_ms"] for jail, clone in clones.items()}
+            finally:
+                for clone in clones.values():
+                    clone.close()
+        finally:
+            for t in bases.values():
+                t.close()
+    finally:
+        server.close()
+    return {"runs": runs, "map_ms": {PATHS[j]: ms for j, ms in map_ms.items()},
+            "sizes": {str(size): {PATHS[jail]: statistics.median(samples[(jail, size)])
+                                  for jail in PATHS} for size in sizes}}
+
+
+def format_report(r: dict) -> str:
+    broker, local = PATHS[True], PATHS[False]
+    lines = []
+    for size, ms in r["sizes"].items():
+        n = int(size)
+        label = f"{n // MIB} MiB" if n >= MIB else f"{n // KIB} KiB"
+        rate = "" if n < MIB else (f"; {n / MIB / (ms[broker] / 1e3):.0f} vs "
+                                   f"{n / MIB / (ms[local] / 1e3):.0f} MiB/s")
+        lines.append(f"etl.get {label:>8}: {ms[broker]:8.2f} ms by the broker, "
+                     f"{ms[local]:8.2f} ms in the monitor ({ms[broker] / ms[local]:.2f}x)"
+                     f"{rate} (medians, n={r['runs']})")
+    lines.append(f"clone map (with the regions' own files): "
+                 f"{r['map_ms'][broker]:.2f} ms jailed, {r['map_ms'][local]:.2f} ms not")
+    return "\n".join(lines)
