@@ -299,11 +299,18 @@ try:
     etl.get({base + '/secret'!r})
 except etl.EtlError as e:
     print(e.kind)
+import pathlib
+pathlib.Path("/tmp/up").write_bytes(b"from /tmp")
+for body in (b"from the guest region", pathlib.Path("/tmp/up")):  # read by the broker
+    print(etl.post({base + '/data/up'!r}, body).json()["size"])
 """)
     assert r.error is None, r.error
-    assert r.stdout.splitlines() == ["b'allowed bytes'", "b'allowed bytes'", "denied"]
-    # Billed from the broker's account: two GETs (one refused, not counted) and a connect.
-    assert r.io.requests == 2 and r.io.bytes_in == len(b"allowed bytes")
+    assert r.stdout.splitlines() == ["b'allowed bytes'", "b'allowed bytes'", "denied", "21", "9"]
+    assert [body for path, _, body in egress_server.posts if path == "/data/up"] == [
+        b"from the guest region", b"from /tmp"]
+    # Billed from the broker's account: three GETs (one refused, not counted), a connect
+    # and two POSTs.
+    assert r.io.requests == 4 and r.io.bytes_out == len(b"from the guest regionfrom /tmp")
 
 
 def test_io_figures_a_taken_over_monitor_forges_are_ignored(networked, egress_server):
