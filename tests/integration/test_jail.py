@@ -215,8 +215,10 @@ def broker():
 def networked(image_path, egress_server, broker):
     """A template whose functions may fetch /data/ from the server and open raw TCP to it."""
     base = egress_server.base
+    # Small memories, so that inspecting all of a clone's is quick.
     config = UsfConfig(allow=[f"{base}/data/", f"tcp://127.0.0.1:{egress_server.port}"],
-                       allow_private=True)
+                       allow_private=True, mem_mib=128, host_region_mib=16,
+                       guest_region_mib=16)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("USETL_TEST_HOOKS", "1")
         t = Template.start(image_path, config=config, broker=broker)
@@ -311,6 +313,18 @@ for body in (b"from the guest region", pathlib.Path("/tmp/up")):  # read by the 
     # Billed from the broker's account: three GETs (one refused, not counted), a connect
     # and two POSTs.
     assert r.io.requests == 4 and r.io.bytes_out == len(b"from the guest regionfrom /tmp")
+
+
+def test_rollback_undoes_what_the_broker_wrote_into_the_clones_region(networked,
+                                                                      egress_server):
+    with networked.fork() as clone:
+        r = clone.run_code(f"from usetl import etl\netl.get({egress_server.base + '/data/a'!r})")
+        assert r.error is None, r.error
+        assert clone.inspect(b"allowed bytes").found
+        clone.rollback(fresh_identity=False)
+        after = clone.inspect(b"allowed bytes")
+    assert after.found == []
+    assert after.sha256 == networked.memory_digests()
 
 
 def test_io_figures_a_taken_over_monitor_forges_are_ignored(networked, egress_server):
