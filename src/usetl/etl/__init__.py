@@ -1,4 +1,5 @@
-"""Host side of the ETL API: URL policy, HTTP client into guest memory, I/O accounting."""
+"""Host side of the ETL API: URL policy, HTTP client into guest memory, I/O accounting,
+and the egress (egress.py) and egress broker (broker.py) that carry requests out."""
 
 from .accounting import IoAccount
 from .errors import EtlError

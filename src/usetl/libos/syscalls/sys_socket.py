@@ -5,7 +5,8 @@ sockets bind to loopback or the wildcard in the guest's own port space,
 listen and accept; AF_UNIX ones bind to a path under /tmp or an abstract
 name. A connect reaches a guest listener when one holds the address (an
 in-monitor connection, as a socketpair); any other stream connect is
-proxied to a host socket where the policy allows, else EACCES (with no
+proxied to a host socket where the policy allows (the connection made by
+the egress, libos/net.py: in a jailed clone the broker), else EACCES (with no
 policy on the kernel, `Kernel.net is None`, always). Datagrams go between
 guest sockets only. Nothing outside the VM can connect in. poll, select
 and epoll are in sys_poll.py.
