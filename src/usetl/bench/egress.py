@@ -1,6 +1,7 @@
 """What the egress broker costs etl.get: a jailed clone (the broker fetches into its region
 file) against an unjailed one (its monitor fetches itself, as every monitor did before the
-broker), side by side in one run, downloads alternating between the two.
+broker), side by side in one run, downloads alternating between the two (each first in
+every other pair).
 
 Also the clone's map time, which now includes giving each ETL region a file of its own.
 """
@@ -50,7 +51,8 @@ def run(image: ImageArchive, runs: int = 10, sizes: tuple[int, ...] = SIZES,
                         _fetch(clone, server.url(size), size)  # connection, first touches
                     for i in range(runs):
                         progress(f"{size} B: run {i + 1}/{runs}")
-                        for jail, clone in clones.items():
+                        order = list(clones.items())
+                        for jail, clone in order[:: 1 if i % 2 else -1]:  # neither always first
                             samples.setdefault((jail, size), []).append(
                                 _fetch(clone, server.url(size), size))
                 map_ms = {jail: clone.timings["map_ms"] for jail, clone in clones.items()}

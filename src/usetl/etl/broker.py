@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections import OrderedDict
 
 from usetl import hostmm
 from usetl.abi import etl as wire
@@ -51,6 +52,9 @@ from .http import Transfer
 from .policy import UrlPolicy
 
 log = logging.getLogger(__name__)
+# Memory files mapped per instance: its two regions, and a transfer's own file or two (a
+# threaded guest's, an upload of a /tmp file) that are new each time, so the oldest go.
+MAX_MAPS = 4
 
 
 class BadRequest(Exception):
@@ -66,7 +70,7 @@ class InstanceConnection:
         self.egress = LocalEgress(self.url_policy, policy.timeout)
         self.account = IoAccount()
         self.lock = threading.Lock()  # the account is taken by the control thread
-        self.maps: dict[tuple[int, int], mmap.mmap] = {}
+        self.maps: OrderedDict[tuple[int, int], mmap.mmap] = OrderedDict()
 
     def serve(self) -> None:
         try:
@@ -173,16 +177,16 @@ class InstanceConnection:
             if not st.st_size:
                 raise BadRequest("an empty memory file")
             mapping = self.maps[key] = mmap.mmap(fd, st.st_size)
+            while len(self.maps) > MAX_MAPS:
+                _unmap(self.maps.popitem(last=False)[1])
+        self.maps.move_to_end(key)
         return mapping
 
     def close(self) -> None:
         self.egress.close()
         self.sock.close()
         for mapping in self.maps.values():
-            try:
-                mapping.close()
-            except BufferError:  # a view is still alive; the mapping goes with it
-                pass
+            _unmap(mapping)
         self.maps.clear()
 
 
@@ -212,8 +216,8 @@ class BrokerServer:
         if op == "attach":
             if len(fds) != 1:
                 raise ValueError("attach needs one socket")
-            instance = InstanceConnection(socket.socket(fileno=fds[0]),
-                                          EgressPolicy.from_dict(message["policy"]))
+            policy = EgressPolicy.from_dict(message["policy"])
+            instance = InstanceConnection(socket.socket(fileno=fds[0]), policy)
             self.instances[message["instance"]] = instance
             threading.Thread(target=instance.serve, daemon=True,
                              name=f"egress-{message['instance'][:8]}").start()
@@ -229,6 +233,13 @@ class BrokerServer:
             self.instances.pop(message["instance"], None)
             return {"ok": True}
         raise ValueError(f"unknown control request {op!r}")
+
+
+def _unmap(mapping: mmap.mmap) -> None:
+    try:
+        mapping.close()
+    except BufferError:  # a view is still alive; the mapping goes with its last one
+        pass
 
 
 def _str(message: dict, key: str) -> str:
