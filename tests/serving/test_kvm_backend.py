@@ -108,8 +108,8 @@ def test_the_pool_budget_counts_what_a_rolled_back_instance_really_holds(backend
                    "the rolled-back instance to be measured with its 64 MiB")
         # A budget one such instance exceeds: the idle function's template is evicted.
         pool.config.memory_budget_bytes = before + (32 << 20)
-        wait_until(lambda: not pool.status()[0]["template"], "the template to be evicted")
-        assert pool.metrics.evictions.value() == 1
+        wait_until(lambda: pool.metrics.evictions.value() == 1, "the template to be evicted")
+        assert not pool.status()[0]["template"]
     finally:
         pool.close()
 

@@ -20,11 +20,11 @@ def broker():
     b.close()
 
 
-def memory_file(size: int, sealed: bool = True) -> Span:
+def memory_file(size: int, sealed: bool = True, name: str = "test") -> Span:
     if sealed:
-        fd = hostmm.sealed_memfd("test", size)
+        fd = hostmm.sealed_memfd(name, size)
     else:
-        fd = os.memfd_create("test")
+        fd = os.memfd_create(name)
         os.ftruncate(fd, size)
     return Span(fd, 0, memoryview(mmap.mmap(fd, size)))
 
@@ -87,10 +87,10 @@ def test_new_memory_files_do_not_pile_up_in_the_broker(broker, http_server):
     url = http_server.add("/data/a", b"x")
     egress, _ = attach(broker, http_server)
     for _ in range(3 * MAX_MAPS):
-        egress.get(url, memory_file(1 << 16), None)
+        egress.get(url, memory_file(1 << 16, name="transfer"), None)
     fds = [os.readlink(f"/proc/{broker.process.pid}/fd/{n}")
            for n in os.listdir(f"/proc/{broker.process.pid}/fd")]
-    assert sum("memfd:test" in link for link in fds) <= MAX_MAPS
+    assert sum("memfd:transfer" in link for link in fds) <= MAX_MAPS
 
 
 def test_a_dead_broker_is_a_clear_error_and_starts_again(broker, http_server):
