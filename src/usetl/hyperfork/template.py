@@ -362,12 +362,16 @@ class Clone:
                                               Invoked).result)
 
     def _billed(self, result: InvocationResult) -> InvocationResult:
+        """A jailed clone's I/O as the broker counted it; only copied_bytes (the monitor's
+        copies within its own regions, which the broker does not see) is the monitor's."""
         if self.billing is not None:
             broker, instance = self.billing
             try:
-                result.io = IoUsage(**broker.take_account(instance).as_dict())
+                account = broker.take_account(instance)
             except BrokerError as e:
                 raise HyperForkError(f"the clone's I/O cannot be billed: {e.reason}") from None
+            account.copied_bytes = result.io.copied_bytes
+            result.io = IoUsage(**account.as_dict())
         return result
 
     def call_stage(self, event: Any, context: dict, timeout: float | None,
@@ -380,13 +384,18 @@ class Clone:
         call = Call(event, context, timeout, files.files if files else None, keep_files)
         self.chan.send(call, fds=(files.fd,) if files else ())
         invoked, fds = self.chan.reply_with_fds(Invoked)
+        try:
+            result = self._billed(invoked.result)
+        except HyperForkError:
+            _close_fds(fds)
+            raise
         if invoked.files is None or len(fds) != 1:
             _close_fds(fds)
-            if keep_files and invoked.result.error is None:
+            if keep_files and result.error is None:
                 raise ProtocolError("the clone kept no files")
-            return invoked.result, None
+            return result, None
         try:
-            return invoked.result, HandOff.sealed(fds[0], invoked.files)
+            return result, HandOff.sealed(fds[0], invoked.files)
         except HandOffError as e:
             raise HyperForkError(str(e)) from None
 
