@@ -327,6 +327,32 @@ def test_rollback_undoes_what_the_broker_wrote_into_the_clones_region(networked,
     assert after.sha256 == networked.memory_digests()
 
 
+def test_a_pipeline_stage_uploads_from_its_lent_region_and_still_hands_its_files_on(
+        networked, egress_server, tmp_path):
+    tmp_path.chmod(0o755)
+    (tmp_path / "stage.py").write_text(f"""
+from usetl import etl
+def handler(event, context):
+    etl.put("out", b"handed on")
+    return etl.post({egress_server.base + '/data/up'!r}, b"from the lent region").json()["size"]
+""")
+    load = {"kind": "load", "source": "import sys; sys.path.insert(0, '/stage')\n"
+            "from stage import handler", "filename": "/entry.py", "handler": "handler"}
+    stage = networked.load_function(load, mounts={"stage": str(tmp_path)})
+    try:
+        with stage.fork() as clone:
+            result, kept = clone.call_stage({}, {}, 30, None, keep_files=True)
+    finally:
+        stage.close()
+    try:
+        assert result.error is None, result.error
+        assert result.value == len(b"from the lent region") and result.io.bytes_out == 20
+        # The broker read the upload without keeping the file from being sealed.
+        assert [f.name for f in kept.files.files] == ["out"]
+    finally:
+        kept.close()
+
+
 def test_io_figures_a_taken_over_monitor_forges_are_ignored(networked, egress_server):
     with networked.fork() as clone:
         in_monitor(clone, """

@@ -70,7 +70,7 @@ class InstanceConnection:
         self.egress = LocalEgress(self.url_policy, policy.timeout)
         self.account = IoAccount()
         self.lock = threading.Lock()  # the account is taken by the control thread
-        self.maps: OrderedDict[tuple[int, int], mmap.mmap] = OrderedDict()
+        self.maps: OrderedDict[tuple[int, int, bool], mmap.mmap] = OrderedDict()
 
     def serve(self) -> None:
         try:
@@ -101,12 +101,12 @@ class InstanceConnection:
                 return self._connect(message)
             if op == wire.GET:
                 return self._bill(lambda: self.egress.get(
-                    _str(message, "url"), self._span(message, "dest", fds, 0),
+                    _str(message, "url"), self._span(message, "dest", fds, 0, True),
                     _deadline(message))), ()
             if op == wire.POST:
                 return self._bill(lambda: self.egress.post(
-                    _str(message, "url"), self._span(message, "source", fds, 0),
-                    self._span(message, "dest", fds, 1), _str(message, "content_type"),
+                    _str(message, "url"), self._span(message, "source", fds, 0, False),
+                    self._span(message, "dest", fds, 1, True), _str(message, "content_type"),
                     _deadline(message))), ()
             raise BadRequest(f"unknown request {op!r}")
         except EtlError as e:
@@ -154,7 +154,8 @@ class InstanceConnection:
         connected.sock.close()
         return {"in_progress": connected.in_progress}, (fd,)
 
-    def _span(self, message: dict, key: str, fds: list[int], index: int) -> Span:
+    def _span(self, message: dict, key: str, fds: list[int], index: int,
+              writable: bool) -> Span:
         where = message.get(key)
         if not isinstance(where, dict) or index >= len(fds):
             raise BadRequest(f"{key} needs a range and a memory file")
@@ -162,21 +163,32 @@ class InstanceConnection:
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                    for v in (offset, size)):
             raise BadRequest(f"{key}'s offset and size must be integers >= 0")
-        mapping = self._map(fds[index])
+        mapping = self._map(fds[index], writable)
         if offset + size > len(mapping):
             raise BadRequest(f"{key} is outside its memory file")
         return Span(fds[index], offset, memoryview(mapping)[offset : offset + size])
 
-    def _map(self, fd: int) -> mmap.mmap:
+    def _map(self, fd: int, writable: bool) -> mmap.mmap:
+        """The file mapped here (once per connection). An upload's source is mapped through a
+        read-only descriptor of its own, so the mapping does not keep its owner from sealing
+        the file against writes later (a pipeline stage's files are handed on so)."""
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or not hostmm.has_fixed_size(fd):
             raise BadRequest("a memory file must be a memfd sealed against resizing")
-        key = (st.st_dev, st.st_ino)
+        key = (st.st_dev, st.st_ino, writable)
         mapping = self.maps.get(key)
         if mapping is None:
             if not st.st_size:
                 raise BadRequest("an empty memory file")
-            mapping = self.maps[key] = mmap.mmap(fd, st.st_size)
+            if writable:
+                mapping = mmap.mmap(fd, st.st_size)
+            else:
+                read_only = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    mapping = mmap.mmap(read_only, st.st_size, access=mmap.ACCESS_READ)
+                finally:
+                    os.close(read_only)
+            self.maps[key] = mapping
             while len(self.maps) > MAX_MAPS:
                 _unmap(self.maps.popitem(last=False)[1])
         self.maps.move_to_end(key)
