@@ -278,13 +278,26 @@ class BrokerError(EtlError):
 class Broker:
     """The controller's handle on a broker process: started on first use, restarted if it
     died (the instances attached to the dead one then get "the egress broker went away"
-    for each request), stopped by close() or with the controller (its control socket)."""
+    for each request), stopped once its last user is released, by close(), or with the
+    controller (its control socket)."""
 
     def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
         self.control: socket.socket | None = None
         self.lock = threading.Lock()
         self.restarts = 0
+        self.users = 0  # templates and clones that may send it requests
+
+    def hold(self) -> None:
+        with self.lock:
+            self.users += 1
+
+    def release(self) -> None:
+        with self.lock:
+            self.users -= 1
+            if self.users <= 0:
+                self.users = 0
+                self._stop()
 
     @property
     def alive(self) -> bool:

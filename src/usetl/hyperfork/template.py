@@ -111,7 +111,7 @@ class _Jails:
 
 JAILS = _Jails()
 # The egress broker of templates that are given none: started on the first jailed fork,
-# it ends with this process (or with close()).
+# stopped once no template or clone uses it (or with this process).
 BROKER = Broker()
 
 
@@ -134,6 +134,8 @@ class Template:
         # namespace, running only the image's code): it jails each child it forks.
         self.jailer = jailer
         self.jailed = jailer or jailed  # its children are jailed (and so in cgroups)
+        if self.jailed:
+            self.broker.hold()
         self.closed = False
 
     # -- making templates -----------------------------------------------------------
@@ -303,6 +305,8 @@ class Template:
         self.chan.close()
         if self.process is not None:
             self.process.wait()
+        if self.jailed:
+            self.broker.release()
 
     def __enter__(self) -> Template:
         return self
@@ -340,6 +344,8 @@ class Clone:
         # A jailed clone's I/O is what the egress broker carried out for it (its monitor's
         # own figures are not believed); None: an unjailed one, which measures its own.
         self.billing = billing
+        if billing is not None:
+            billing[0].hold()
         self.pid = info.pid
         self.instance = info.instance
         self.timings = info.timings
@@ -452,6 +458,7 @@ class Clone:
         if self.billing is not None:
             broker, instance = self.billing
             broker.forget(instance)
+            broker.release()
 
     def kill(self) -> None:
         """End the clone's process abruptly (as a crash would)."""
