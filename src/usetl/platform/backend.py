@@ -90,13 +90,10 @@ class Instance(Protocol):
         calls it when the function is quiet. Raises BackendError (and is closed) on failure."""
 
     def memory(self) -> dict[str, int] | None:
-        """Host memory of the instance's process: uss, pss and rss in bytes (usetl.procmem);
-        None where the host cannot see it (a process in another PID namespace)."""
-
-    def memory_bytes(self) -> int:
-        """What it holds now, measured from its process (the pool's budget counts this):
-        its anonymous memory and memory files of its own, not what it shares with the
-        template."""
+        """Host memory of the instance's process in bytes, measured now; None once it is
+        gone or has no process of its own. `own` is what it holds beyond what it shares with
+        the template (its anonymous memory and memory files of its own: the pool's budget
+        counts this); `uss`, `pss` and `rss` are usetl.procmem's."""
 
     def close(self) -> None: ...
 

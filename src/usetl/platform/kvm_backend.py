@@ -80,7 +80,7 @@ class KvmInstance:
 
     def memory(self) -> dict[str, int] | None:
         try:
-            return process_memory([self.clone.pid])
+            return {"own": self.clone.memory_bytes(), **process_memory([self.clone.pid])}
         except OSError:  # the clone's process is gone
             return None
 
@@ -126,12 +126,6 @@ class KvmInstance:
         except HyperForkError as e:
             self.close()
             raise BackendError(f"warming failed: {e}") from e
-
-    def memory_bytes(self) -> int:
-        try:
-            return self.clone.memory_bytes()
-        except OSError:
-            return 0  # its process is gone
 
     def close(self) -> None:
         if not self.closed:

@@ -210,7 +210,8 @@ class Pool:
         return total
 
     def _measure(self, pool: FunctionPool, instance: Instance) -> None:
-        size = instance.memory_bytes()
+        memory = instance.memory()
+        size = memory["own"] if memory is not None else 0
         with self.cond:
             pool.sizes[instance] = size
 

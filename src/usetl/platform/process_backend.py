@@ -53,6 +53,7 @@ from usetl.invocation import (
 from usetl.jail.ids import shared_range
 from usetl.libos.etl_device import EtlDevice, RegionFull
 from usetl.libos.handoff import HandOff, HandOffError
+from usetl.procmem import process_memory
 from usetl.vm.memory import GuestMemory
 
 from .backend import (
@@ -258,19 +259,18 @@ class ProcessInstance:
     def warm(self) -> None:
         pass  # a fresh fork has nothing to warm
 
-    def memory(self) -> None:
-        return None  # its pid is the zygote's namespace's, not one the host's /proc names
-
-    def memory_bytes(self) -> int:
-        """The sandbox process's anonymous memory (0 for the zygote's own warm-up, whose
-        memory is the template's, or a process that is gone)."""
+    def memory(self) -> dict[str, int] | None:
+        """The sandbox process's, found by its host pid (None for the zygote's own warm-up,
+        whose memory is the template's, or a process that is gone)."""
         if self.pid is None:
-            return 0
+            return None
         host_pid = _host_pid(self.template.process.pid, self.pid)
+        if host_pid is None:
+            return None
         try:
-            return hostmm.anonymous_bytes(host_pid) if host_pid is not None else 0
+            return {"own": hostmm.anonymous_bytes(host_pid), **process_memory([host_pid])}
         except OSError:
-            return 0
+            return None
 
     def close(self) -> None:
         if self.closed:
