@@ -53,6 +53,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_handlers(commands)
     _register_children(commands)
 
+    i = commands.add_parser(
+        "imports", help="import time of pandas, boto3, numpy, sklearn, PIL: USF against host")
+    i.add_argument("--runs", type=int, default=3, help="fresh USFs per package and way")
+    i.add_argument("--package", action="append", default=None, metavar="MODULE",
+                   help="only this module (repeatable; default: all five)")
+    i.add_argument("--cache", type=Path, default=None, metavar="DIR")
+    i.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    i.set_defaults(func=run_imports)
+
     m = commands.add_parser(
         "protocol", help="the controller/clone protocol: cost per message, typed vs pickle")
     m.add_argument("--runs", type=int, default=20000, help="messages to time (default 20000)")
@@ -181,6 +190,14 @@ def run_startup(args: argparse.Namespace) -> int:
     image = ImageArchive.open(default_image(args.cache, progress=StderrProgress()))
     result = startup.run(image, args.runs, progress=_say)
     return _report(args, result, startup.format_report)
+
+
+def run_imports(args: argparse.Namespace) -> int:
+    from usetl.bench import imports
+
+    image = ImageArchive.open(default_image(args.cache, progress=StderrProgress()))
+    result = imports.run(image, args.runs, args.package, say=_say)
+    return _report(args, result, imports.format_report)
 
 
 def run_fork(args: argparse.Namespace) -> int:

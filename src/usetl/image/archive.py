@@ -192,9 +192,8 @@ def _read_index(path: Path, mapping: mmap.mmap) -> tuple[dict[str, Any], dict[st
     try:
         meta, rows = read_index(mapping)
     except ArchiveFormatError as e:
-        raise ImageError(
-            f"image {path}: {e}; rebuild it with `usetl image build --force`"
-        ) from None
+        # A module-store archive is repacked by the next deploy that uses it (modstore.packed).
+        raise ImageError(f"image {path}: {e}; rebuild it") from None
     entries = {row[0]: Entry(*row) for row in rows}
     for entry in entries.values():
         if entry.path != "/" and _parent(entry.path) not in entries:
