@@ -15,11 +15,14 @@ monitor placed them. Both decode the index here, so they cannot disagree on it.
 
 The module region (MODULES_DEVICE): read() gives its directory, JSON
 {"size": region bytes, "archives": [{"mount": "/m0", "offset": o, "size": n}, ...]}
-(offsets page-aligned); mmap at offset 0 maps the region read-only.
+(offsets page-aligned); mmap at offset 0 maps the region read-only. Shared
+objects' bytes are not placed (`in_region`): ld.so reads them through the
+filesystem, so their pages in the region stay holes that cost no memory.
 """
 
 import hashlib
 import json
+import re
 import struct
 
 MAGIC = b"USETLIMG"
@@ -33,6 +36,12 @@ ENTRY_KINDS = ("file", "dir", "symlink")
 PATH, KIND, MODE, SIZE, OFFSET, MTIME, TARGET = range(7)
 
 MODULES_DEVICE = "/dev/usetl-modules"
+_SHARED_OBJECT = re.compile(r"\.so(\.[0-9]+)*$")
+
+
+def in_region(path: str) -> bool:
+    """Whether a file's bytes are placed in the module region (all but shared objects)."""
+    return _SHARED_OBJECT.search(path) is None
 
 
 class ArchiveFormatError(ValueError):

@@ -54,13 +54,13 @@ class MappedArchive:
             _, rows = fmt.read_index(view)
         except fmt.ArchiveFormatError as e:
             raise MappedImportError(f"the module archive mounted at {mount} is {e}") from None
-        self.files = {}  # guest path -> (offset, size)
+        self.files = {}  # guest path -> (offset, size), of the files placed in the region
         self.dirs = {}  # guest path -> {name: kind}
         for row in rows:
             path = mount + row[fmt.PATH] if row[fmt.PATH] != "/" else mount
             if row[fmt.KIND] == "dir":
                 self.dirs.setdefault(path, {})
-            elif row[fmt.KIND] == "file":
+            elif row[fmt.KIND] == "file" and fmt.in_region(path):
                 self.files[path] = (row[fmt.OFFSET], row[fmt.SIZE])
             if path != mount:
                 parent, _, name = path.rpartition("/")
@@ -254,7 +254,7 @@ class MappedTraversable:
         return self.path in self.mapped.dirs
 
     def is_file(self):
-        return self.path in self.mapped.files
+        return self.mapped.dirs.get(self.path.rpartition("/")[0], {}).get(self.name) == "file"
 
     def iterdir(self):
         if not self.is_dir():
@@ -272,10 +272,10 @@ class MappedTraversable:
     __truediv__ = joinpath
 
     def read_bytes(self):
-        if not self.is_file():
-            code = 21 if self.is_dir() else 2  # EISDIR, ENOENT
-            raise OSError(code, os.strerror(code), self.path)
-        return bytes(self.mapped.read(self.path))
+        if self.path in self.mapped.files:
+            return bytes(self.mapped.read(self.path))
+        with open(self.path, "rb") as f:  # a shared object, not in the region; or an error
+            return f.read()
 
     def read_text(self, encoding=None, errors=None):
         with self.open("r", encoding=encoding, errors=errors) as f:

@@ -19,7 +19,7 @@ import json
 import os
 from pathlib import Path
 
-from usetl.abi.archive import BLOCK_SIZE
+from usetl.abi.archive import BLOCK_SIZE, in_region
 from usetl.image.archive import ImageArchive
 from usetl.vm import GuestMemory
 
@@ -70,15 +70,24 @@ class ModuleRegion:
         self.used = 0
 
     def place(self, mount: str, archive: ImageArchive) -> None:
-        """Copy an archive into the region, for the guest's importer to find at `mount`."""
+        """Copy an archive into the region, for the guest's importer to find at `mount`.
+
+        The header, the index and trailer, and every file but shared objects (in_region).
+        """
         size = os.stat(archive.path).st_size
         if self.used + size > self.memory.size:
             raise LibosError(f"the module region ({self.memory.size >> 20} MiB) has no room "
                              f"for {archive.path} ({size >> 20} MiB): raise modules_region_mib")
+        files = [e for e in archive.entries() if e.kind == "file"]
+        index = max((e.offset + e.size for e in files), default=BLOCK_SIZE)  # then the trailer
+        ranges = [(0, BLOCK_SIZE), (index, size - index)]
+        ranges += [(e.offset, e.size) for e in files if in_region(e.path)]
         with open(archive.path, "rb") as f:
-            done = os.preadv(f.fileno(), [self.memory.view[self.used : self.used + size]], 0)
-        if done != size:
-            raise LibosError(f"short read of {archive.path}: it changed while being placed")
+            for offset, length in ranges:
+                start = self.used + offset
+                if os.preadv(f.fileno(), [self.memory.view[start : start + length]], offset) \
+                        != length:
+                    raise LibosError(f"short read of {archive.path}: it changed while placed")
         self.placed.append({"mount": mount, "offset": self.used, "size": size})
         self.used += -(-size // BLOCK_SIZE) * BLOCK_SIZE
 
