@@ -41,6 +41,10 @@ def facts():
 def handler(event, context):
     if event == "facts":
         return facts()
+    if event == "stdlib":
+        sys.path.remove("/d0")  # a directory before the stdlib: its FileFinder stats it
+        import colorsys
+        return [type(colorsys.__spec__.loader).__name__, colorsys.__file__]
     for i in range(event):
         importlib.import_module(f"mapdemo.flat{i}")
     return sum(sys.modules[f"mapdemo.flat{i}"].N for i in range(event))
@@ -110,6 +114,15 @@ def test_packed_modules_import_with_no_stat_or_open(loaded):
     assert {n: calls[n] for n in PATH_SYSCALLS if calls.get(n)} == {}
     # The call's own few (the agent's channel), not one per module.
     assert stats.count - count < FLAT_MODULES, calls
+
+
+def test_the_stdlib_is_imported_from_the_image_in_the_region(loaded):
+    stats = loaded.kernel.stats
+    before = dict(stats.by_name)
+    loader, file = call(loaded, "stdlib")
+    assert loader == "MappedLoader" and file.endswith("/python3.11/colorsys.py"), file
+    calls = {n: c - before.get(n, 0) for n, c in stats.by_name.items()}
+    assert {n: calls[n] for n in PATH_SYSCALLS if calls.get(n)} == {}
 
 
 def test_a_damaged_archive_is_refused_at_mount_with_a_clear_error(loaded, tmp_path):

@@ -14,8 +14,9 @@ importer (usetl.importer) reads the same bytes from the module region, where the
 monitor placed them. Both decode the index here, so they cannot disagree on it.
 
 The module region (MODULES_DEVICE): read() gives its directory, JSON
-{"size": region bytes, "archives": [{"mount": "/m0", "offset": o, "size": n}, ...]}
-(offsets page-aligned); mmap at offset 0 maps the region read-only. Shared
+{"size": region bytes, "archives": [{"mount": "/m0", "offset": o, "size": n}, ...],
+"shadowed": [guest paths another file system covers]} (offsets page-aligned; the
+image's mount is "/"); mmap at offset 0 maps the region read-only. Shared
 objects' bytes are not placed (`in_region`): ld.so reads them through the
 filesystem, so their pages in the region stay holes that cost no memory.
 """

@@ -47,7 +47,8 @@ class MappedImportError(ImportError):
 class MappedArchive:
     """One archive in the region: its files by guest path, each directory's names."""
 
-    def __init__(self, mount, view):
+    def __init__(self, mount, view, shadowed=()):
+        """`shadowed`: paths other file systems cover (the image's /tmp is the tmpfs)."""
         self.mount = mount
         self.view = view
         try:
@@ -56,15 +57,19 @@ class MappedArchive:
             raise MappedImportError(f"the module archive mounted at {mount} is {e}") from None
         self.files = {}  # guest path -> (offset, size), of the files placed in the region
         self.dirs = {}  # guest path -> {name: kind}
+        shadowed = frozenset(shadowed)
+        below = tuple(s + "/" for s in shadowed)
         for row in rows:
-            path = mount + row[fmt.PATH] if row[fmt.PATH] != "/" else mount
+            path = _join(mount, row[fmt.PATH])
+            if path in shadowed or path.startswith(below):
+                continue
             if row[fmt.KIND] == "dir":
                 self.dirs.setdefault(path, {})
             elif row[fmt.KIND] == "file" and fmt.in_region(path):
                 self.files[path] = (row[fmt.OFFSET], row[fmt.SIZE])
-            if path != mount:
+            if row[fmt.PATH] != "/":
                 parent, _, name = path.rpartition("/")
-                self.dirs.setdefault(parent, {})[name] = row[fmt.KIND]
+                self.dirs.setdefault(parent or "/", {})[name] = row[fmt.KIND]
 
     def read(self, path):
         """The file's bytes as a view of the mapping (no copy)."""
@@ -72,11 +77,18 @@ class MappedArchive:
         return self.view[offset : offset + size]
 
 
+def _join(mount, path):
+    """The guest path of an archive's path: "/m0" + "/pkg"; the image is mounted at "/"."""
+    if mount == "/":
+        return path
+    return mount if path == "/" else mount + path
+
+
 def _archive_of(path):
-    """The mapped archive holding a guest path (None: none does)."""
-    for mount, mapped in _archives.items():
-        if path == mount or path.startswith(mount + "/"):
-            return mapped
+    """The mapped archive holding a guest path, the innermost mount first (None: none)."""
+    for mount in sorted(_archives, key=len, reverse=True):
+        if path == mount or path.startswith(mount.rstrip("/") + "/"):
+            return _archives[mount]
     return None
 
 
@@ -102,7 +114,7 @@ class MappedFinder:
 
     def find_spec(self, fullname, target=None):
         tail = fullname.rpartition(".")[2]
-        base = f"{self.path}/{tail}"
+        base = f"{self.path.rstrip('/')}/{tail}"
         namespace = False
         if self.names.get(tail) == "dir":
             package = self.mapped.dirs[base]
@@ -354,11 +366,13 @@ def install(device=fmt.MODULES_DEVICE):
         mount = placed["mount"]
         if mount not in _archives:
             view = _region["view"][placed["offset"] : placed["offset"] + placed["size"]]
-            _archives[mount] = MappedArchive(mount, view)
+            _archives[mount] = MappedArchive(mount, view, directory.get("shadowed", ()))
     if _archives and path_hook not in sys.path_hooks:
         sys.path_hooks.insert(0, path_hook)
     for entry in list(sys.path_importer_cache):
-        if isinstance(entry, str) and _archive_of(_normal(entry) or ""):
+        normal = _normal(entry) if isinstance(entry, str) else None
+        mapped = _archive_of(normal) if normal else None
+        if mapped is not None and normal in mapped.dirs:
             del sys.path_importer_cache[entry]  # a finder made before the archive was mapped
     return sorted(_archives)
 

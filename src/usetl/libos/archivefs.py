@@ -25,7 +25,7 @@ from usetl.vm import GuestMemory
 
 from .errors import LibosError, SyscallError
 from .files import OpenFile
-from .fs import DeviceNode, ImageFS, ImageNode
+from .fs import DeviceNode, ImageFS, ImageNode, Namespace
 
 DEV_ARCHIVE = 0x2B00  # st_dev of a mounted archive: this, plus its place among the mounts
 PROT_WRITE = 0x2
@@ -67,6 +67,7 @@ class ModuleRegion:
     def __init__(self, memory: GuestMemory):
         self.memory = memory
         self.placed: list[dict[str, int | str]] = []
+        self.shadowed: list[str] = []  # guest paths where the image is not what the guest sees
         self.used = 0
 
     def place(self, mount: str, archive: ImageArchive) -> None:
@@ -92,7 +93,8 @@ class ModuleRegion:
         self.used += -(-size // BLOCK_SIZE) * BLOCK_SIZE
 
     def directory(self) -> bytes:
-        return json.dumps({"size": self.memory.size, "archives": self.placed}).encode()
+        return json.dumps({"size": self.memory.size, "archives": self.placed,
+                           "shadowed": self.shadowed}).encode()
 
     def node(self, ino: int, rdev: int) -> DeviceNode:
         return DeviceNode(ino, rdev, ModuleRegionFile, self)
@@ -117,8 +119,16 @@ class ModuleRegionFile(OpenFile):
         return self.region.map(length, prot, offset)
 
 
-def mount_archive(ns, region: ModuleRegion, name: str, path: str | Path) -> None:
-    """Show the archive at /name and place it in the module region."""
+def mount_archive(ns: Namespace, region: ModuleRegion, name: str, path: str | Path) -> None:
+    """Show the archive at /name and place it in the module region.
+
+    The first archive brings the image (at "/") into the region too, so that the
+    stdlib is imported from memory as well; the paths other file systems cover
+    (/tmp, /dev, ..., the monitor's own files) are marked shadowed for the importer.
+    """
     mount = ArchiveMount.open(str(path), DEV_ARCHIVE + len(ns.mounts))
+    if not region.placed:
+        region.place("/", ns.image.archive)
     ns.mount(name, mount)
     region.place("/" + name, mount.archive)
+    region.shadowed = sorted([*(f"/{top}" for top in ns.SYNTHETIC), *ns.overlay])
