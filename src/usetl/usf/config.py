@@ -27,7 +27,7 @@ class UsfConfig:
     guest_region_mib: int = 64  # files the function writes
     # The function's packed code and module-store entries, imported from memory (a memfd:
     # only what the archives hold costs memory).
-    modules_region_mib: int = 1024
+    modules_region_mib: int = 512
     allow: Sequence[str] = ()  # URL prefixes the function may GET and POST
     allow_private: bool = False  # let allowed names resolve to private/loopback addresses
     etl_timeout: float = 30.0  # seconds each network wait of an ETL request may take
