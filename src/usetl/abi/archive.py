@@ -16,15 +16,18 @@ monitor placed them. Both decode the index here, so they cannot disagree on it.
 The module region (MODULES_DEVICE): read() gives its directory, JSON
 {"size": region bytes, "archives": [{"mount": "/m0", "offset": o, "size": n}, ...],
 "shadowed": [guest paths another file system covers]} (offsets page-aligned; the
-image's mount is "/"); mmap at offset 0 maps the region read-only. Shared
-objects' bytes are not placed (`in_region`): ld.so reads them through the
-filesystem, so their pages in the region stay holes that cost no memory.
+image's mount is "/"); mmap at offset 0 maps the region read-only. Only what
+the importer reads is placed (`in_region`): not shared objects' bytes (ld.so
+reads them through the filesystem) nor the source of a module that has its pyc
+(tracebacks read it by path); their pages in the region stay holes, which cost
+no memory.
 """
 
 import hashlib
 import json
 import re
 import struct
+import sys
 
 MAGIC = b"USETLIMG"
 TRAILER_MAGIC = b"USETLEND"
@@ -40,8 +43,16 @@ MODULES_DEVICE = "/dev/usetl-modules"
 _SHARED_OBJECT = re.compile(r"\.so(\.[0-9]+)*$")
 
 
-def in_region(path: str) -> bool:
-    """Whether a file's bytes are placed in the module region (all but shared objects)."""
+def pyc_of(path: str) -> str:
+    """Where CPython looks for a module's pyc: ``DIR/__pycache__/NAME.<cache_tag>.pyc``."""
+    directory, _, name = path.rpartition("/")
+    return f"{directory}/__pycache__/{name[:-3]}.{sys.implementation.cache_tag}.pyc"
+
+
+def in_region(path: str, files) -> bool:
+    """Whether a file's bytes are placed in the module region; `files`: the archive's files."""
+    if path.endswith(".py"):
+        return pyc_of(path) not in files
     return _SHARED_OBJECT.search(path) is None
 
 

@@ -65,11 +65,13 @@ class MappedArchive:
                 continue
             if row[fmt.KIND] == "dir":
                 self.dirs.setdefault(path, {})
-            elif row[fmt.KIND] == "file" and fmt.in_region(path):
+            elif row[fmt.KIND] == "file":
                 self.files[path] = (row[fmt.OFFSET], row[fmt.SIZE])
             if row[fmt.PATH] != "/":
                 parent, _, name = path.rpartition("/")
                 self.dirs.setdefault(parent or "/", {})[name] = row[fmt.KIND]
+        # What the monitor did not place (shared objects, sources with a pyc) is read by path.
+        self.files = {p: at for p, at in self.files.items() if fmt.in_region(p, self.files)}
 
     def read(self, path):
         """The file's bytes as a view of the mapping (no copy)."""
@@ -168,11 +170,6 @@ class MappedFinder:
                         yield prefix + stem, False
 
 
-def _pyc_of(origin):
-    directory, _, name = origin.rpartition("/")
-    return f"{directory}/__pycache__/{name[:-3]}.{sys.implementation.cache_tag}.pyc"
-
-
 class MappedLoader:
     """Runs a module's code object from the mapped pages: its pyc, else its source."""
 
@@ -181,7 +178,7 @@ class MappedLoader:
         self.path = origin
         self.kind = kind
         self.mapped = mapped
-        self.pyc = _pyc_of(origin) if kind == "source" else origin
+        self.pyc = fmt.pyc_of(origin) if kind == "source" else origin
 
     def create_module(self, spec):
         return None
@@ -227,7 +224,7 @@ class MappedLoader:
             return None
         from importlib.util import decode_source
 
-        return decode_source(bytes(self.mapped.read(self.path)))
+        return decode_source(self.get_data(self.path))
 
     def get_data(self, path):
         """A file's bytes (pkgutil.get_data): from the mapping when it holds the file."""

@@ -73,16 +73,16 @@ class ModuleRegion:
     def place(self, mount: str, archive: ImageArchive) -> None:
         """Copy an archive into the region, for the guest's importer to find at `mount`.
 
-        The header, the index and trailer, and every file but shared objects (in_region).
+        The header, the index and trailer, and the files the importer reads (in_region).
         """
         size = os.stat(archive.path).st_size
         if self.used + size > self.memory.size:
             raise LibosError(f"the module region ({self.memory.size >> 20} MiB) has no room "
                              f"for {archive.path} ({size >> 20} MiB): raise modules_region_mib")
-        files = [e for e in archive.entries() if e.kind == "file"]
-        index = max((e.offset + e.size for e in files), default=BLOCK_SIZE)  # then the trailer
-        ranges = [(0, BLOCK_SIZE), (index, size - index)]
-        ranges += [(e.offset, e.size) for e in files if in_region(e.path)]
+        files = {e.path: e for e in archive.entries() if e.kind == "file"}
+        index = max((e.offset + e.size for e in files.values()), default=BLOCK_SIZE)
+        ranges = [(0, BLOCK_SIZE), (index, size - index)]  # the index, then the trailer
+        ranges += [(e.offset, e.size) for e in files.values() if in_region(e.path, files)]
         with open(archive.path, "rb") as f:
             for offset, length in ranges:
                 start = self.used + offset
