@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.util
 import json
+import multiprocessing
 import os
 import posixpath
 import re
@@ -44,6 +46,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,10 +54,10 @@ from usetl.elf import ElfError, ElfFile
 from usetl.errors import UsetlError
 
 from .archive import ArchiveWriter, ImageArchive, ImageError
-from .build import cache_root
+from .build import COMPILE_CHUNK, _can_fork_pool, cache_root
 from .inputs import DEFAULT_LIBRARY_DIRS
 from .packaging import PackagingError, build_wheel, sandboxed_pip, scratch_directory
-from .pyc import compile_pyc, pyc_path
+from .pyc import compile_pyc, pyc_path, source_hash_of_pyc
 
 PIP_TIMEOUT = 600.0
 STORE_FORMAT = 3  # part of every entry's digest: a new layout makes new entries
@@ -367,6 +370,7 @@ def _is_current(archive: Path) -> bool:
 
 
 def _pack_tree(root: Path, writer: ArchiveWriter) -> None:
+    pycs = _compile_tree(root)
     info = root.stat()
     writer.add_dir("/", info.st_mode, info.st_mtime_ns)
     for directory, dirs, files in os.walk(root):
@@ -381,10 +385,39 @@ def _pack_tree(root: Path, writer: ArchiveWriter) -> None:
             else:
                 writer.add_dir(f"{base}/{name}", info.st_mode, info.st_mtime_ns)
         for name in sorted(files):
-            _pack_file(os.path.join(directory, name), f"{base}/{name}", writer)
+            _pack_file(os.path.join(directory, name), f"{base}/{name}", writer, pycs)
 
 
-def _pack_file(host_path: str, path: str, writer: ArchiveWriter) -> None:
+def _compile_tree(root: Path) -> dict[str, bytes]:
+    """The pycs of the tree's modules, by archive path, compiled on every core where safe."""
+    jobs = []
+    for directory, dirs, files in os.walk(root):  # as _pack_tree walks it
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files:
+            host_path = os.path.join(directory, name)
+            if name.endswith(".py") and stat.S_ISREG(os.lstat(host_path).st_mode):
+                jobs.append(("/" + os.path.relpath(host_path, root), host_path))
+    if _can_fork_pool(len(jobs)):
+        with ProcessPoolExecutor(mp_context=multiprocessing.get_context("fork")) as pool:
+            results = list(pool.map(_compile_one, jobs, chunksize=COMPILE_CHUNK))
+    else:
+        results = [_compile_one(job) for job in jobs]
+    return {path: pyc for (path, _), pyc in zip(jobs, results, strict=True) if pyc is not None}
+
+
+def _compile_one(job: tuple[str, str]) -> bytes | None:
+    """A module's pyc (runs in a pool worker); None if it does not compile."""
+    path, host_path = job
+    with open(host_path, "rb") as f:
+        data = f.read()
+    try:
+        return compile_pyc(data, path)
+    except (SyntaxError, ValueError):
+        return None
+
+
+def _pack_file(host_path: str, path: str, writer: ArchiveWriter,
+               pycs: dict[str, bytes]) -> None:
     info = os.lstat(host_path)
     if stat.S_ISLNK(info.st_mode):
         writer.add_symlink(path, os.readlink(host_path), info.st_mtime_ns)
@@ -394,11 +427,10 @@ def _pack_file(host_path: str, path: str, writer: ArchiveWriter) -> None:
     with open(host_path, "rb") as f:
         data = f.read()
     writer.add_file(path, data, info.st_mode, info.st_mtime_ns)
-    if path.endswith(".py"):
-        try:
-            pyc = compile_pyc(data, path)
-        except (SyntaxError, ValueError):
-            return
+    pyc = pycs.get(path)
+    if pyc is not None:
+        if importlib.util.source_hash(data) != source_hash_of_pyc(pyc):
+            raise ModuleStoreError(f"{host_path} changed while it was packed")
         cache = posixpath.dirname(pyc_path(path))
         if cache not in writer:
             writer.add_dir(cache, stat.S_IFDIR | 0o555, info.st_mtime_ns)
