@@ -52,7 +52,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pl.set_defaults(func=run_pipeline)
     _register_handlers(commands)
     _register_children(commands)
-
     _register_imports(commands)
 
     m = commands.add_parser(
