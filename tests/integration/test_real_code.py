@@ -1,8 +1,9 @@
 """Real third-party code in a USF, against real servers on 127.0.0.1 (issue 11's acceptance).
 
 Each function is deployed as the platform deploys one: its requirements are
-installed by the module store, mounted read-only and put on sys.path by the
-KVM backend's entry module, and its code is mounted at /code.
+installed by the module store, packed, mounted read-only (and imported from the
+module region) and put on sys.path by the KVM backend's entry module, and its
+code is mounted at /code.
 """
 
 import textwrap
@@ -10,8 +11,7 @@ import textwrap
 import pytest
 from test_tls import tls_server  # noqa: F401 (a fixture: a TLS server with a CA made here)
 
-from usetl.image.modstore import ModuleStore
-from usetl.libos.hostfs import HostDirFS
+from usetl.image.modstore import ModuleStore, packed
 from usetl.platform.backend import FunctionSpec
 from usetl.platform.kvm_backend import ENTRY, entry_source
 from usetl.usf import UsfConfig, start_usf
@@ -26,10 +26,10 @@ def deploy(usf, tmp_path, source: str, requirements: list[str]) -> None:
     (code / "fn.py").write_text(textwrap.dedent(source))
     spec = FunctionSpec(key="real-code", code_dir=code, handler="fn.py:handler",
                         module_dirs=ModuleStore().install(requirements))
-    usf.kernel.ns.mount("code", HostDirFS(str(code)))
+    usf.mount("code", str(packed(code)))  # packed and imported from memory, as deployed
     mounts = []
     for i, directory in enumerate(spec.module_dirs):
-        usf.kernel.ns.mount(f"m{i}", HostDirFS(str(directory)))
+        usf.mount(f"m{i}", str(packed(directory)))
         mounts.append(f"/m{i}")
     loaded = usf.load_function("handler", source=entry_source(spec, mounts), filename=ENTRY,
                                timeout=120)

@@ -155,7 +155,8 @@ def test_numpy_from_pypi_computes_inside_the_usf_and_is_stored_once(server, clie
     assert a["error"] is None and b["error"] is None, (a["error"], b["error"])
     assert a["result"]["value"] == sum(i * i for i in range(1000))
     assert b["result"]["value"] == sum(range(1000))
-    entries = [p.name for p in server.modules.iterdir() if p.name.startswith("numpy-")]
+    entries = [p.name for p in server.modules.iterdir()
+               if p.name.startswith("numpy-") and p.is_dir()]
     assert len(entries) == 1
 
 

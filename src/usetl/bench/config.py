@@ -47,6 +47,8 @@ class BenchConfig:
     handlers_colds: int = 2
     # Child processes: runs of each series (a static program, a Python child, fork).
     children_runs: int = 10
+    # Imports: fresh USFs (and host processes) per package and way.
+    imports_runs: int = 3
     # Guest memory per USF.
     usf_mem_mib: int = 512
     compat_modules: tuple[str, ...] = field(default=(

@@ -92,6 +92,17 @@ GOALS = [
 ]
 
 
+def _import_ratio(module: str) -> Callable[[dict], float | None]:
+    return lambda r: _get(_ok(r, "imports"), "packages", module, "ratio")
+
+
+GOALS += [
+    Goal(f"import {module} in a fresh USF, relative to a fresh host process", "×", 1.5, True,
+         "issue 12", _import_ratio(module))
+    for module in ("pandas", "boto3", "numpy", "sklearn", "PIL.Image")
+]
+
+
 def check(results: dict) -> list[dict]:
     """Every goal with its measured value (None if not measured) and whether it is met."""
     out = []

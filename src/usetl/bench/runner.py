@@ -28,6 +28,7 @@ from usetl.bench import (
     compat,
     download,
     handlers,
+    imports,
     machine,
     memory,
     pipeline,
@@ -70,6 +71,8 @@ EXPERIMENTS = [
                                             cfg.load_warmup_s, ctx.say)),
     Experiment("startup", "Syscalls and compute",
                lambda cfg, ctx: startup.run(ctx.image, cfg.coldstart_slow_runs, ctx.say)),
+    Experiment("imports", "Imports from memory",
+               lambda cfg, ctx: imports.run(ctx.image, cfg.imports_runs, say=ctx.say)),
     Experiment("compat", "Compatibility", compat.run),
 ]
 

@@ -57,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pl.set_defaults(func=run_pipeline)
     _register_handlers(commands)
     _register_children(commands)
+    _register_imports(commands)
 
     m = commands.add_parser(
         "protocol", help="the controller/clone protocol: cost per message, typed vs pickle")
@@ -95,6 +96,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("dir", type=Path, metavar="DIR")
     t.add_argument("--readme", type=Path, default=Path("README.md"))
     t.set_defaults(func=run_readme_table)
+
+
+def _register_imports(commands: argparse._SubParsersAction) -> None:
+    i = commands.add_parser(
+        "imports", help="import time of pandas, boto3, numpy, sklearn, PIL: USF against host")
+    i.add_argument("--runs", type=int, default=3, help="fresh USFs per package and way")
+    i.add_argument("--package", action="append", default=None, metavar="MODULE",
+                   help="only this module (repeatable; default: all five)")
+    i.add_argument("--cache", type=Path, default=None, metavar="DIR")
+    i.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    i.set_defaults(func=run_imports)
 
 
 def _register_platform(commands: argparse._SubParsersAction) -> None:
@@ -186,6 +198,14 @@ def run_startup(args: argparse.Namespace) -> int:
     image = ImageArchive.open(default_image(args.cache, progress=StderrProgress()))
     result = startup.run(image, args.runs, progress=_say)
     return _report(args, result, startup.format_report)
+
+
+def run_imports(args: argparse.Namespace) -> int:
+    from usetl.bench import imports
+
+    image = ImageArchive.open(default_image(args.cache, progress=StderrProgress()))
+    result = imports.run(image, args.runs, args.package, say=_say)
+    return _report(args, result, imports.format_report)
 
 
 def run_fork(args: argparse.Namespace) -> int:

@@ -11,7 +11,8 @@ only difference.
 The messages are usetl.abi's: first a ready message with the protocol
 version, then one reply per request (abi.REQUESTS):
 - exec: run Python source ("code") as __main__.
-- load: import the function's module once ("source" + "filename", a guest
+- load: serve imports from the module region (usetl.importer), then
+  import the function's module once ("source" + "filename", a guest
   "path" of a .py file or a package directory, or a "module" name;
   "sys_path" entries are prepended to sys.path) and keep its "handler", then
   import the "imports" a learned template has; the reply has import_ms and
@@ -110,6 +111,9 @@ def _import_source(request):
 
 def load(request):
     started = time.perf_counter()
+    from usetl import importer
+
+    importer.install()  # the archives the monitor mounted: imported from memory
     sys.path[:0] = request.get("sys_path", [])
     if "source" in request:
         module = _import_source(request)

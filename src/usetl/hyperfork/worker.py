@@ -30,9 +30,10 @@ from usetl.etl.egress import EgressPolicy
 from usetl.image.archive import ImageArchive
 from usetl.invocation import SANDBOX_ERROR, ErrorInfo, InvocationResult
 from usetl.jail import handshake, namespaces
+from usetl.libos.archivefs import ArchiveMount
 from usetl.libos.handoff import HandOff, new_memory_file
 from usetl.libos.hostfs import HostDirFS
-from usetl.usf import start_usf
+from usetl.usf import UsfError, start_usf
 from usetl.vm import Vm
 from usetl.vm.memory import PAGE_SIZE
 
@@ -394,7 +395,11 @@ def _jail_paths(frozen: Frozen, load: LoadFunction | None) -> list[str]:
     """What a child's jail shows: the interpreter, usetl, the image, the mounted directories."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(usetl.__file__)))
     paths = [*jail.SYSTEM_PATHS, *jail.python_paths(), package, str(frozen.usf.image.path)]
-    paths += [fs.root for fs in frozen.usf.kernel.ns.mounts.values() if isinstance(fs, HostDirFS)]
+    for fs in frozen.usf.kernel.ns.mounts.values():
+        if isinstance(fs, HostDirFS):
+            paths.append(fs.root)
+        elif isinstance(fs, ArchiveMount):
+            paths.append(str(fs.archive.path))
     if load is not None:
         paths += [os.path.realpath(d) for d in load.mounts.values()]
     return paths
@@ -404,8 +409,12 @@ def become_function_template(clone: CloneProcess, load: LoadFunction, chan: Chan
                              jailed: bool) -> None:
     """Run the load request in this clone, then freeze it as a template of its own."""
     usf = clone.usf
-    for name, host_dir in load.mounts.items():
-        usf.kernel.ns.mount(name, HostDirFS(host_dir))
+    try:
+        for name, host_path in load.mounts.items():
+            usf.mount(name, host_path)
+    except UsfError as e:
+        chan.send(Failed(ErrorInfo(SANDBOX_ERROR, str(e))))
+        return
     t0 = time.perf_counter()
     result = usf.invoke(load.request, timeout=load.timeout)
     if not result.ok:

@@ -1,13 +1,7 @@
 """The image archive: one read-only file holding the guest's whole filesystem.
 
-Layout of ``image.usetl`` (all integers little-endian)::
-
-    header   magic b"USETLIMG", format version u32, flags u32, zero padding to 4096
-    data     each regular file's bytes, starting on a 4096-byte boundary
-    index    UTF-8 JSON: {"meta": {...}, "entries": [[path, kind, mode, size,
-             offset, mtime, target], ...]} sorted by path
-    trailer  index offset u64, index length u64, sha256 of the index (32 bytes),
-             magic b"USETLEND"
+The format (usetl.abi.archive, which the guest's importer reads too) puts each
+file on a 4096-byte boundary, then a JSON index and a fixed-size trailer.
 
 File data is page-aligned so the loader can map library pages straight from
 the archive. The index sits at the end so the writer streams the data first;
@@ -25,26 +19,28 @@ import json
 import mmap
 import os
 import stat
-import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
+from usetl.abi.archive import (
+    BLOCK_SIZE,
+    FORMAT_VERSION,
+    HEADER,
+    MAGIC,
+    TRAILER,
+    TRAILER_MAGIC,
+    ArchiveFormatError,
+    read_index,
+)
 from usetl.errors import UsetlError
 
-MAGIC = b"USETLIMG"
-TRAILER_MAGIC = b"USETLEND"
-FORMAT_VERSION = 1
-BLOCK_SIZE = 4096
-HEADER = struct.Struct("<8sII")
-TRAILER = struct.Struct("<QQ32s8s")
 # Linux's limit on symlinks followed in one path walk (MAXSYMLINKS).
 MAX_SYMLINK_HOPS = 40
 FIRST_INODE = 2  # the first entry's inode number (ext4's root is 2; 1 is no file's)
 
 EntryKind = Literal["file", "dir", "symlink"]
-ENTRY_KINDS = ("file", "dir", "symlink")
 
 
 class ImageError(UsetlError):
@@ -193,42 +189,13 @@ class ImageArchive:
 
 
 def _read_index(path: Path, mapping: mmap.mmap) -> tuple[dict[str, Any], dict[str, Entry]]:
-    size = len(mapping)
-    magic, version, flags = HEADER.unpack_from(mapping, 0)
-    if magic != MAGIC:
-        raise ImageError(f"{path} is not a usetl image (bad magic {magic!r})")
-    if version != FORMAT_VERSION:
-        raise ImageError(
-            f"image {path} has format version {version}, this usetl reads version "
-            f"{FORMAT_VERSION}; rebuild it with `usetl image build --force`"
-        )
-    if flags != 0:
-        raise ImageError(f"image {path} has unknown flags {flags:#x}; rebuild it")
-    index_offset, index_length, index_sha256, end_magic = TRAILER.unpack_from(
-        mapping, size - TRAILER.size
-    )
-    if end_magic != TRAILER_MAGIC:
-        raise ImageError(f"image {path} is truncated or damaged (no trailer); rebuild it")
-    index_end = index_offset + index_length
-    if index_offset < BLOCK_SIZE or index_end != size - TRAILER.size:
-        raise ImageError(f"image {path} is damaged (index out of place); rebuild it")
-    index_bytes = mapping[index_offset:index_end]
-    if hashlib.sha256(index_bytes).digest() != index_sha256:
-        raise ImageError(f"image {path} is damaged (index checksum mismatch); rebuild it")
     try:
-        index = json.loads(index_bytes)
-        meta = index["meta"]
-        rows = index["entries"]
-        entries = {row[0]: Entry(*row) for row in rows}
-    except (ValueError, KeyError, TypeError) as e:
-        raise ImageError(f"image {path} has an unreadable index ({e}); rebuild it") from None
+        meta, rows = read_index(mapping)
+    except ArchiveFormatError as e:
+        # A module-store archive is repacked by the next deploy that uses it (modstore.packed).
+        raise ImageError(f"image {path}: {e}; rebuild it") from None
+    entries = {row[0]: Entry(*row) for row in rows}
     for entry in entries.values():
-        if entry.kind not in ENTRY_KINDS:
-            raise ImageError(f"image {path}: {entry.path} has unknown kind {entry.kind!r}")
-        if entry.kind == "file" and not (
-            BLOCK_SIZE <= entry.offset and entry.offset + entry.size <= index_offset
-        ):
-            raise ImageError(f"image {path}: {entry.path} lies outside the data area")
         if entry.path != "/" and _parent(entry.path) not in entries:
             raise ImageError(f"image {path}: {entry.path} has no parent directory entry")
     if entries.get("/", None) is None or entries["/"].kind != "dir":

@@ -22,35 +22,50 @@ so those libraries, found on this host as ld.so would find them, are copied
 into the entry's SYSLIBS directory with a PRELOAD list (dependencies
 first): the sandbox loads them before the function is imported, and ld.so
 then reuses them by soname.
+
+Each entry is also packed as an archive of the image's format, ``<entry>.usetl``
+beside it (`packed`), with an UNCHECKED_HASH pyc for every module: a USF maps
+it into its module region and imports from memory (usetl.importer), and its
+monitor serves the entry's files from it (libos.archivefs).
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.util
 import json
+import multiprocessing
 import os
+import posixpath
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from usetl.elf import ElfError, ElfFile
 from usetl.errors import UsetlError
 
-from .build import cache_root
+from .archive import ArchiveWriter, ImageArchive, ImageError
+from .build import COMPILE_CHUNK, _can_fork_pool, cache_root
 from .inputs import DEFAULT_LIBRARY_DIRS
 from .packaging import PackagingError, build_wheel, sandboxed_pip, scratch_directory
+from .pyc import compile_pyc, pyc_path, source_hash_of_pyc
 
 PIP_TIMEOUT = 600.0
 STORE_FORMAT = 3  # part of every entry's digest: a new layout makes new entries
 SYSLIBS = ".usetl-syslibs"
 BUILT_WHEELS = ".built-wheels"  # wheels built from sdists, by the sdist's sha256
 PRELOAD = "preload.txt"
+ARCHIVE_SUFFIX = ".usetl"
+PACK_FORMAT = 1  # in each packed archive's meta: a new packing makes old archives stale
 # Libraries every CPython process has loaded already (a second copy must not be loaded).
 ALWAYS_LOADED = frozenset({"libc.so.6", "libm.so.6", "ld-linux-x86-64.so.2"})
 
@@ -190,6 +205,10 @@ class ModuleStore:
                 if not self.path(dist).is_dir():
                     self._install_one(dist, wheels.get(dist))
             report("install", len(missing), len(missing))
+            for i, dist in enumerate(dists):  # entries installed before packing came too
+                report("pack", i, len(dists))
+                packed(self.path(dist))
+            report("pack", len(dists), len(dists))
         return [self.path(d) for d in dists]
 
     def _built(self, dist: Distribution) -> Path:
@@ -306,3 +325,113 @@ def copy_system_libraries(entry: Path) -> list[str]:
         shutil.copyfile(wanted[name], target / name)
     (target / PRELOAD).write_text("\n".join(order) + "\n")
     return order
+
+
+def archive_path(directory: Path) -> Path:
+    """Where `packed` puts a directory's archive: beside it, named after it."""
+    directory = Path(directory)
+    return directory.with_name(directory.name + ARCHIVE_SUFFIX)
+
+
+def packed(directory: Path) -> Path:
+    """The directory's archive (written first if missing or stale): its tree, with pycs.
+
+    Paths in it are relative to the directory ("/pkg/__init__.py"). Existing
+    __pycache__ files are left out: each module gets the UNCHECKED_HASH pyc the
+    image's stdlib has, compiled here (a module that does not compile has none,
+    and is compiled from source at import, as CPython would).
+    """
+    target = archive_path(directory)
+    if _is_current(target):
+        return target
+    temp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with open(temp, "wb") as out:
+            writer = ArchiveWriter(out)
+            _pack_tree(Path(directory), writer)
+            writer.finish({"pack_format": PACK_FORMAT, "cache_tag": sys.implementation.cache_tag,
+                           "packed_from": str(directory)})
+        os.chmod(temp, 0o444)
+        os.replace(temp, target)
+    except OSError as e:
+        raise ModuleStoreError(f"cannot pack {directory}: {e}") from None
+    finally:
+        temp.unlink(missing_ok=True)
+    return target
+
+
+def _is_current(archive: Path) -> bool:
+    try:
+        with ImageArchive.open(archive) as opened:
+            return (opened.meta.get("pack_format") == PACK_FORMAT
+                    and opened.meta.get("cache_tag") == sys.implementation.cache_tag)
+    except ImageError:
+        return False
+
+
+def _pack_tree(root: Path, writer: ArchiveWriter) -> None:
+    pycs = _compile_tree(root)
+    info = root.stat()
+    writer.add_dir("/", info.st_mode, info.st_mtime_ns)
+    for directory, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        relative = os.path.relpath(directory, root)
+        base = "" if relative == "." else "/" + relative
+        for name in dirs:
+            info = os.lstat(os.path.join(directory, name))
+            if stat.S_ISLNK(info.st_mode):
+                writer.add_symlink(f"{base}/{name}", os.readlink(os.path.join(directory, name)),
+                                   info.st_mtime_ns)
+            else:
+                writer.add_dir(f"{base}/{name}", info.st_mode, info.st_mtime_ns)
+        for name in sorted(files):
+            _pack_file(os.path.join(directory, name), f"{base}/{name}", writer, pycs)
+
+
+def _compile_tree(root: Path) -> dict[str, bytes]:
+    """The pycs of the tree's modules, by archive path, compiled on every core where safe."""
+    jobs = []
+    for directory, dirs, files in os.walk(root):  # as _pack_tree walks it
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files:
+            host_path = os.path.join(directory, name)
+            if name.endswith(".py") and stat.S_ISREG(os.lstat(host_path).st_mode):
+                jobs.append(("/" + os.path.relpath(host_path, root), host_path))
+    if _can_fork_pool(len(jobs)):
+        with ProcessPoolExecutor(mp_context=multiprocessing.get_context("fork")) as pool:
+            results = list(pool.map(_compile_one, jobs, chunksize=COMPILE_CHUNK))
+    else:
+        results = [_compile_one(job) for job in jobs]
+    return {path: pyc for (path, _), pyc in zip(jobs, results, strict=True) if pyc is not None}
+
+
+def _compile_one(job: tuple[str, str]) -> bytes | None:
+    """A module's pyc (runs in a pool worker); None if it does not compile."""
+    path, host_path = job
+    with open(host_path, "rb") as f:
+        data = f.read()
+    try:
+        return compile_pyc(data, path)
+    except (SyntaxError, ValueError):
+        return None
+
+
+def _pack_file(host_path: str, path: str, writer: ArchiveWriter,
+               pycs: dict[str, bytes]) -> None:
+    info = os.lstat(host_path)
+    if stat.S_ISLNK(info.st_mode):
+        writer.add_symlink(path, os.readlink(host_path), info.st_mtime_ns)
+        return
+    if not stat.S_ISREG(info.st_mode):
+        return  # a FIFO or socket in a wheel's tree is nothing a guest could read
+    with open(host_path, "rb") as f:
+        data = f.read()
+    writer.add_file(path, data, info.st_mode, info.st_mtime_ns)
+    pyc = pycs.get(path)
+    if pyc is not None:
+        if importlib.util.source_hash(data) != source_hash_of_pyc(pyc):
+            raise ModuleStoreError(f"{host_path} changed while it was packed")
+        cache = posixpath.dirname(pyc_path(path))
+        if cache not in writer:
+            writer.add_dir(cache, stat.S_IFDIR | 0o555, info.st_mtime_ns)
+        writer.add_file(pyc_path(path), pyc, stat.S_IFREG | 0o444, info.st_mtime_ns)

@@ -14,6 +14,7 @@ from typing import TextIO
 PHASE_LABELS = {"compile": "compiling modules", "write": "writing image",
                 "upload": "uploading code", "resolve": "resolving requirements",
                 "build": "building sdists into wheels", "install": "installing packages",
+                "pack": "packing packages for imports from memory",
                 "template": "making the template"}
 SIZED_PHASES = ("write", "upload")  # done and total are bytes
 # Redraw at most this often: a redraw per file would cost more than the file.

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import marshal
-import posixpath
-import sys
+
+from usetl.abi.archive import pyc_of
 
 # PEP 552 flags word: bit 0 = hash-based, bit 1 = check the source (left clear).
 UNCHECKED_HASH_FLAGS = (0b01).to_bytes(4, "little")
@@ -24,9 +24,7 @@ def pyc_path(py_path: str) -> str:
     Computed here rather than with importlib.util.cache_from_source, which
     would follow the builder's own PYTHONPYCACHEPREFIX.
     """
-    directory, name = posixpath.split(py_path)
-    stem = name[: -len(".py")]
-    return posixpath.join(directory, "__pycache__", f"{stem}.{sys.implementation.cache_tag}.pyc")
+    return pyc_of(py_path)
 
 
 def compile_pyc(source: bytes, display_path: str) -> bytes:

@@ -83,12 +83,14 @@ class Node:
 
 
 class ImageNode(Node):
-    dev = DEV_IMAGE
-
     def __init__(self, fs: ImageFS, entry: Entry, ino: int):
         super().__init__(entry.mode, ino, entry.mtime)
         self.fs = fs
         self.entry = entry
+
+    @property
+    def dev(self) -> int:  # type: ignore[override]
+        return self.fs.dev
 
     @property
     def size(self) -> int:
@@ -115,6 +117,8 @@ class ImageNode(Node):
 
 
 class ImageFS:
+    dev = DEV_IMAGE
+
     def __init__(self, archive: ImageArchive):
         self.archive = archive
         self._nodes: dict[str, ImageNode | None] = {}

@@ -2,8 +2,9 @@
 
 Per (guest memory, URL allow-list) one base template is started (CPython in a
 USF, paused in its agent's wait); a function template is a clone of it that
-ran the function's load request with the code and the module-store entries
-mounted read-only (/code, /m0, /m1, ...) and froze again. An instance is a
+ran the function's load request with the code and the module-store entries,
+packed as archives, mounted read-only (/code, /m0, /m1, ...) and placed in its
+module region, and froze again. An instance is a
 clone of that, warmed before it is handed out; after an invocation it is
 rolled back to the function template's exact memory (HyperFork restores the
 pages it wrote), so it can be reused with nothing left from the last invocation.
@@ -20,7 +21,7 @@ from usetl import abi
 from usetl.etl.broker import Broker
 from usetl.hyperfork import HyperForkError, ProtocolError, Template
 from usetl.hyperfork.protocol import WarmUp
-from usetl.image.modstore import PRELOAD, SYSLIBS
+from usetl.image.modstore import PRELOAD, SYSLIBS, ModuleStoreError, packed
 from usetl.invocation import GUEST_ENDED, SANDBOX_ERROR, InvocationResult, invocation_context
 from usetl.libos.handoff import HandOff
 from usetl.procmem import process_memory
@@ -191,11 +192,15 @@ class KvmBackend:
         return sum(list(self.base_bytes.values()))
 
     def template(self, spec: FunctionSpec) -> KvmTemplate:
-        mounts = {"code": str(spec.code_dir)}
-        module_mounts = []
-        for i, directory in enumerate(spec.module_dirs):
-            mounts[f"m{i}"] = str(directory)
-            module_mounts.append(f"/m{i}")
+        # Packed archives, imported from the module region (usetl.importer).
+        try:
+            mounts = {"code": str(packed(spec.code_dir))}
+            module_mounts = []
+            for i, directory in enumerate(spec.module_dirs):
+                mounts[f"m{i}"] = str(packed(directory))
+                module_mounts.append(f"/m{i}")
+        except ModuleStoreError as e:
+            raise BackendError(str(e)) from e
         request = {"kind": abi.LOAD, "source": entry_source(spec, module_mounts),
                    "filename": ENTRY, "handler": "handler", "imports": spec.learned}
         warmup = None

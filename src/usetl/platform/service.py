@@ -24,7 +24,7 @@ from typing import Any
 
 from usetl import abi
 from usetl.errors import UsetlError
-from usetl.image.modstore import ModuleStore, ModuleStoreError
+from usetl.image.modstore import ModuleStore, ModuleStoreError, archive_path
 from usetl.invocation import (
     FUNCTION_DELETED,
     PLATFORM_ERROR,
@@ -313,6 +313,7 @@ class Platform:
                                            code_dir)
             except BaseException:
                 shutil.rmtree(code_dir, ignore_errors=True)
+                archive_path(code_dir).unlink(missing_ok=True)
                 raise
         if progress is not None:
             progress("template", 1, 1)

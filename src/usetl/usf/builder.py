@@ -11,10 +11,12 @@ import json
 import time
 
 from usetl import abi
+from usetl.abi.archive import MODULES_DEVICE
 from usetl.etl.errors import EtlError
 from usetl.etl.policy import UrlPolicy
 from usetl.image import default_image
 from usetl.image.archive import ImageArchive
+from usetl.libos.archivefs import ModuleRegion
 from usetl.libos.devices import AgentChannel, console_node, makedev, standard_devices
 from usetl.libos.errors import LibosError
 from usetl.libos.etl_device import ETL_DEVICE, EtlDevice
@@ -35,6 +37,7 @@ from .running import Startup, Usf
 GUEST_ENV = ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/tmp",
              "MALLOC_ARENA_MAX=1"]
 ETL_MINOR = 243  # /dev/etl: a misc device (major 10)
+MODULES_MINOR = 244  # /dev/usetl-modules
 
 _clock: VdsoClock | None = None
 
@@ -76,6 +79,8 @@ def _assemble(vm: Vm, image: ImageArchive, cfg: UsfConfig, policy: UrlPolicy,
     channel = AgentChannel()
     devices = standard_devices(channel)
     devices[ETL_DEVICE] = etl.node(15, makedev(10, ETL_MINOR))
+    modules = ModuleRegion(vm.regions["modules"])
+    devices[MODULES_DEVICE.removeprefix("/dev/")] = modules.node(16, makedev(10, MODULES_MINOR))
     ns = Namespace(image, cfg.tmpfs_mib << 20, devices, image.meta["executable"])
     k = Kernel(vm, ns, HANDLERS, cfg.output_limit)
     # One policy for both paths: etl.get/post and the guest's own sockets.
@@ -94,7 +99,7 @@ def _assemble(vm: Vm, image: ImageArchive, cfg: UsfConfig, policy: UrlPolicy,
     for name, data in files.items():
         ns.tmp.add_file(name, data)
     clock = shared_clock() if cfg.vdso else None
-    return Usf(cfg, image, vm, k, etl, channel, clock)
+    return Usf(cfg, image, vm, k, etl, modules, channel, clock)
 
 
 def _load(usf: Usf, path: str, argv: list[str]) -> None:

@@ -25,6 +25,9 @@ class UsfConfig:
     vdso: bool = True  # clock_gettime in the guest without an exit (needs an invariant TSC)
     host_region_mib: int = 256  # downloads and the event (a memfd: unused space costs nothing)
     guest_region_mib: int = 64  # files the function writes
+    # The function's packed code and module-store entries, imported from memory (a memfd:
+    # only what the archives hold costs memory).
+    modules_region_mib: int = 512
     allow: Sequence[str] = ()  # URL prefixes the function may GET and POST
     allow_private: bool = False  # let allowed names resolve to private/loopback addresses
     etl_timeout: float = 30.0  # seconds each network wait of an ETL request may take
@@ -32,14 +35,16 @@ class UsfConfig:
 
     def regions(self) -> list[RegionSpec]:
         host, guest = self.host_region_mib << 20, self.guest_region_mib << 20
+        modules = self.modules_region_mib << 20
         if self.mem_mib << 20 > HOST_REGION_GPA:
             raise UsfError(f"guest memory is at most {HOST_REGION_GPA >> 20} MiB with ETL regions")
-        for size, name in ((host, "host"), (guest, "guest")):
+        for size, name in ((host, "host"), (guest, "guest"), (modules, "modules")):
             if size <= 0 or size % HUGE_PAGE:
                 raise UsfError(f"the {name} region must be a positive even number of MiB")
-        if HOST_REGION_GPA + host + guest > (PD_COUNT << 30) - HUGE_PAGE:
-            raise UsfError("the ETL regions are too large together (at most 2046 MiB)")
+        if HOST_REGION_GPA + host + guest + modules > (PD_COUNT << 30) - HUGE_PAGE:
+            raise UsfError("the ETL and module regions are too large together (at most 2046 MiB)")
         return [
             RegionSpec("host", HOST_REGION_GPA, host, guest_writable=False),
             RegionSpec("guest", HOST_REGION_GPA + host, guest, guest_writable=True),
+            RegionSpec("modules", HOST_REGION_GPA + host + guest, modules, guest_writable=False),
         ]

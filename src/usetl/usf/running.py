@@ -26,7 +26,7 @@ import msgspec
 from usetl import abi
 from usetl.etl.accounting import IoAccount
 from usetl.etl.errors import EtlError
-from usetl.image.archive import ImageArchive
+from usetl.image.archive import ImageArchive, ImageError
 from usetl.invocation import (
     AGENT_ERROR,
     GUEST_CRASH,
@@ -40,10 +40,12 @@ from usetl.invocation import (
     ModuleNames,
     invocation_context,
 )
+from usetl.libos.archivefs import ModuleRegion, mount_archive
 from usetl.libos.devices import AgentChannel
-from usetl.libos.errors import MonitorError
+from usetl.libos.errors import LibosError, MonitorError
 from usetl.libos.etl_device import EtlDevice
 from usetl.libos.handoff import HandOff, HandOffError
+from usetl.libos.hostfs import HostDirFS
 from usetl.libos.kernel import Kernel
 from usetl.libos.vdso import VdsoClock
 from usetl.vm import GuestFault, GuestTimeout, Stop, Vm, VmError
@@ -90,16 +92,31 @@ class Startup:
 
 class Usf:
     def __init__(self, config: UsfConfig, image: ImageArchive, vm: Vm, kernel: Kernel,
-                 etl: EtlDevice, channel: AgentChannel, clock: VdsoClock | None):
+                 etl: EtlDevice, modules: ModuleRegion, channel: AgentChannel,
+                 clock: VdsoClock | None):
         self.config = config
         self.image = image
         self.vm = vm
         self.kernel = kernel
         self.etl = etl
+        self.modules = modules
         self.channel = channel
         self.clock = clock  # None: clock_gettime exits (no invariant TSC, or vdso off)
         self.startup = Startup()
         self.alive = False  # the agent waits for work
+
+    def mount(self, name: str, host_path: str) -> None:
+        """Show a host directory, or a packed archive (see libos.archivefs), read-only at /name.
+
+        An archive is also placed in the module region, for the guest's importer.
+        """
+        try:
+            if os.path.isdir(host_path):
+                self.kernel.ns.mount(name, HostDirFS(host_path))
+            else:
+                mount_archive(self.kernel.ns, self.modules, name, host_path)
+        except (ImageError, LibosError, OSError) as e:
+            raise UsfError(f"cannot mount {host_path} at /{name}: {e}") from e
 
     def stderr_tail(self) -> str:
         """What the guest wrote to stderr, for an error message ("" if nothing)."""

@@ -23,6 +23,7 @@ from usetl.bench.report import (
     download,
     front,
     handlers,
+    imports,
     memory,
     pipeline,
     platform,
@@ -53,6 +54,7 @@ SECTIONS = {
     "platform": platform.write,
     "cluster": cluster.write,
     "startup": startup.write,
+    "imports": imports.write,
     "compat": compat.write,
 }
 

@@ -29,6 +29,7 @@ CONFIG_HELP = {
     "handlers_colds": "new host processes timed per real ETL handler (start to exit)",
     "children_runs": "runs of each child-process series: a static program, a Python child, "
                      "fork (median shown)",
+    "imports_runs": "fresh USFs and host processes per package and way that import it",
     "load_concurrency": "concurrent clients under load",
     "load_warmup_s": "untimed seconds of load before the timed ones, per series",
     "load_seconds": "timed seconds of load per series",
