@@ -31,7 +31,7 @@ import msgspec
 
 from usetl.errors import UsetlError
 from usetl.etl.egress import EgressPolicy
-from usetl.invocation import ErrorInfo, InvocationResult
+from usetl.invocation import ErrorInfo, InvocationResult, IoUsage
 from usetl.jail import JailSpec
 from usetl.libos.handoff import HandedFiles
 from usetl.usf import UsfConfig
@@ -198,6 +198,9 @@ class CloneReady(Message):
 class Invoked(Message):
     result: InvocationResult
     files: HandedFiles | None = None  # Call.keep_files: their memory file comes with this
+    # The socket path's share of result.io, as the monitor counted it: a jailed guest's
+    # connected sockets carry their bytes past the broker, which counts only the connects.
+    sockets: IoUsage | None = None
 
 
 class RolledBack(Message):

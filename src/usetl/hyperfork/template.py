@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import usetl
 from usetl import abi, hostmm
+from usetl.etl.accounting import IoAccount
 from usetl.etl.broker import Broker, BrokerError
 from usetl.etl.egress import EgressPolicy
 from usetl.image import default_image
@@ -357,25 +358,31 @@ class Clone:
         """One agent request; a guest fault or timeout ends the clone's guest (result.error)."""
         if self.closed:
             raise HyperForkError("this clone is closed")
-        return self._billed(self.chan.request(Invoke(request, timeout), Invoked).result)
+        return self._billed(self.chan.request(Invoke(request, timeout), Invoked))
 
     def invoke(self, event: Any, context: dict | None = None,
                timeout: float | None = None) -> InvocationResult:
         """handler(event, context) of the function the template loaded."""
         if self.closed:
             raise HyperForkError("this clone is closed")
-        return self._billed(self.chan.request(Call(event, context or {}, timeout),
-                                              Invoked).result)
+        return self._billed(self.chan.request(Call(event, context or {}, timeout), Invoked))
 
-    def _billed(self, result: InvocationResult) -> InvocationResult:
-        """A jailed clone's I/O as the broker counted it; only copied_bytes (the monitor's
-        copies within its own regions, which the broker does not see) is the monitor's."""
+    def _billed(self, invoked: Invoked) -> InvocationResult:
+        """A jailed clone's I/O as the broker counted it (ETL requests, connects), plus what
+        the broker cannot see, as the monitor counted it: the bytes and host time of
+        connected sockets, and copied_bytes (copies within the clone's own regions)."""
+        result = invoked.result
         if self.billing is not None:
             broker, instance = self.billing
             try:
                 account = broker.take_account(instance)
             except BrokerError as e:
                 raise HyperForkError(f"the clone's I/O cannot be billed: {e.reason}") from None
+            sockets = invoked.sockets or IoUsage()
+            account.add(IoAccount(bytes_in=max(sockets.bytes_in, 0),
+                                  bytes_out=max(sockets.bytes_out, 0),
+                                  host_cpu_s=max(sockets.host_cpu_s, 0.0),
+                                  wall_s=max(sockets.wall_s, 0.0)))
             account.copied_bytes = result.io.copied_bytes
             result.io = IoUsage(**account.as_dict())
         return result
@@ -391,7 +398,7 @@ class Clone:
         self.chan.send(call, fds=(files.fd,) if files else ())
         invoked, fds = self.chan.reply_with_fds(Invoked)
         try:
-            result = self._billed(invoked.result)
+            result = self._billed(invoked)
         except HyperForkError:
             _close_fds(fds)
             raise

@@ -28,10 +28,10 @@ from usetl.abi import etl as etl_wire
 from usetl.etl import egress
 from usetl.etl.egress import EgressPolicy
 from usetl.image.archive import ImageArchive
-from usetl.invocation import SANDBOX_ERROR, ErrorInfo, InvocationResult
+from usetl.invocation import SANDBOX_ERROR, ErrorInfo, InvocationResult, IoUsage
 from usetl.jail import handshake, namespaces
 from usetl.libos.archivefs import ArchiveMount
-from usetl.libos.handoff import HandOff, new_memory_file
+from usetl.libos.handoff import HandedFiles, HandOff, new_memory_file
 from usetl.libos.hostfs import HostDirFS
 from usetl.usf import UsfError, start_usf
 from usetl.vm import Vm
@@ -180,7 +180,12 @@ class CloneProcess:
     def invoke(self, msg: Invoke) -> Invoked:
         if self.needs_identity:
             self.take_identity()
-        return Invoked(self.usf.invoke(msg.request, timeout=msg.timeout))
+        return self._invoked(self.usf.invoke(msg.request, timeout=msg.timeout))
+
+    def _invoked(self, result: InvocationResult, files: HandedFiles | None = None) -> Invoked:
+        """The reply to an invocation, with the socket path's I/O apart for billing."""
+        sockets = IoUsage(**self.usf.kernel.net_account.as_dict())
+        return Invoked(result, files, sockets)
 
     def call(self, msg: Call, fds: list[int]) -> tuple[Invoked, tuple[int, ...]]:
         """The handler once; with a previous stage's files handed in, and its own kept."""
@@ -203,8 +208,8 @@ class CloneProcess:
             if handoff is not None:
                 handoff.close()
         if kept is None:
-            return Invoked(result), ()
-        return Invoked(result, kept.files), (kept.fd,)
+            return self._invoked(result), ()
+        return self._invoked(result, kept.files), (kept.fd,)
 
     def inspect(self, msg: InspectClone) -> Inspected:
         """Digests of guest memory and where the needle occurs in it (for checking isolation)."""
