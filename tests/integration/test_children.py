@@ -192,6 +192,23 @@ def test_sigchld_reaches_a_handler_and_the_parents_handlers_survive_a_child(usf)
     assert out == ["True"]
 
 
+def test_a_lone_thread_waiting_for_a_childs_sigchld_is_no_deadlock(usf):
+    # asyncio's SIGCHLD child watchers wait so: one thread in select on the wakeup fd.
+    out = run(usf, """
+        import os, select, signal, subprocess, sys
+        r, w = os.pipe()
+        os.set_blocking(w, False)
+        signal.set_wakeup_fd(w)
+        signal.signal(signal.SIGCHLD, lambda s, f: None)
+        p = subprocess.Popen([sys.executable, "-c", "pass"])
+        select.select([r], [], [])
+        print(os.read(r, 1)[0] == signal.SIGCHLD, p.wait())
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    """, timeout=60)
+    assert out == ["True 0"]
+
+
 def test_no_child_outlives_its_invocation(image):
     with start_usf(image) as u:
         r = u.run_code("import subprocess, sys, time\n"

@@ -560,8 +560,10 @@ class Scheduler:
         """No thread can run: sleep on the host until a deadline or host work finishes."""
         deadlines = [t.wait.deadline for t in self.threads.values()
                      if t.wait is not None and t.wait.deadline is not None]
-        # A real-time timer's signal may end a wait (CPU-time ones do not run while idle).
-        if not deadlines and not self.host.inflight and ITIMER_REAL not in self.k.signals.timers:
+        # A real-time timer's signal may end a wait (CPU-time ones do not run while idle), and
+        # so may a running child program's end (SIGCHLD, its pipes closing).
+        if (not deadlines and not self.host.inflight and not self.k.children.running
+                and ITIMER_REAL not in self.k.signals.timers):
             raise GuestDeadlock(
                 f"all {len(self.threads)} guest thread(s) wait and nothing can wake them "
                 "(a deadlock: a lock or futex no other thread will release)"
