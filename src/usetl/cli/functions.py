@@ -134,6 +134,14 @@ def _command(subparsers: argparse._SubParsersAction, name: str, help: str):
     return parser
 
 
+def _json_argument(text: str, what: str):
+    """A command-line argument that holds JSON (an event, a warm-up), or one clear error."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsetlError(f"{what} is not valid JSON: {e}") from e
+
+
 def _client(args: argparse.Namespace, admin: bool = False) -> Client:
     token = args.token or os.environ.get(TOKEN_ENV)
     if token is None and not admin:
@@ -154,10 +162,7 @@ def run_deploy(args: argparse.Namespace) -> int:
         env[name] = value
     options = {}
     if args.warmup is not None:
-        try:
-            options["warmup"] = json.loads(args.warmup)
-        except json.JSONDecodeError as e:
-            raise UsetlError(f"--warmup is not valid JSON: {e}") from e
+        options["warmup"] = _json_argument(args.warmup, "--warmup")
     requirements = None
     if args.requirement is not None:
         requirements = []
@@ -183,10 +188,7 @@ def run_deploy(args: argparse.Namespace) -> int:
 
 
 def run_invoke(args: argparse.Namespace) -> int:
-    try:
-        event = json.loads(args.event)
-    except json.JSONDecodeError as e:
-        raise UsetlError(f"the event is not valid JSON: {e}") from e
+    event = _json_argument(args.event, "the event")
     client = _client(args)
     if args.is_async:
         print(client.invoke_async(args.name, event, args.callback))

@@ -11,7 +11,7 @@ from pathlib import Path
 from usetl.errors import UsetlError
 from usetl.platform.pipeline import read_spec
 
-from .functions import _client, _command
+from .functions import _client, _command, _json_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,10 +66,7 @@ def run_deploy(args: argparse.Namespace) -> int:
 
 
 def run_run(args: argparse.Namespace) -> int:
-    try:
-        event = json.loads(args.event)
-    except json.JSONDecodeError as e:
-        raise UsetlError(f"the event is not valid JSON: {e}") from e
+    event = _json_argument(args.event, "the event")
     client = _client(args)
     if args.is_async:
         print(client.run_pipeline(args.name, event, wait=False)["id"])

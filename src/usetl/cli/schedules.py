@@ -6,9 +6,7 @@ import argparse
 import json
 import time
 
-from usetl.errors import UsetlError
-
-from .functions import _client, _command
+from .functions import _client, _command, _json_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,10 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    try:
-        event = json.loads(args.event)
-    except json.JSONDecodeError as e:
-        raise UsetlError(f"--event is not valid JSON: {e}") from e
+    event = _json_argument(args.event, "--event")
     added = _client(args).add_schedule(args.name, args.cron, event)
     print(added["id"])
     return 0
