@@ -115,6 +115,25 @@ def test_a_static_c_program_shipped_with_the_function_and_a_pipeline(usf):
     assert out == ["7 hello from C with 4 args", "A PIPE BETWEEN CHILDREN 0 0"]
 
 
+def test_a_childs_cpu_time_is_reported_by_wait4_and_billed_to_the_invocation(usf):
+    r = run_ok(usf, """
+        import os, resource, sys
+        pid = os.posix_spawn(sys.executable, [sys.executable, "-c", "sum(range(10**6))"],
+                             os.environ)
+        child, status, usage = os.wait4(pid, 0)
+        waited = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = usage.ru_utime + usage.ru_stime
+        print(child == pid, status, usage.ru_maxrss > 0,
+              abs(waited.ru_utime + waited.ru_stime - cpu) < 1e-5)
+        print(cpu)
+    """, timeout=60)
+    checks, cpu = r.stdout.splitlines()
+    assert checks == "True 0 True True"
+    # The child's monitor ran its VM: the host measured its CPU, which the invocation pays.
+    assert float(cpu) > 0
+    assert r.guest_cpu_ms >= float(cpu) * 1e3
+
+
 def test_a_vfork_child_may_only_set_up_its_program_and_execve_checks_its_arguments(usf):
     r = run_ok(usf, """
         import subprocess
@@ -173,6 +192,80 @@ def test_children_are_killed_by_timeout_and_by_signals(usf):
     assert out == ["timed out", "-15", "None", "-9"]
     assert usf.kernel.children.running == {}
     assert forked_monitors() == set()
+
+
+def test_a_childs_own_signal_handlers_run_when_its_parent_signals_it(usf):
+    out = run(usf, """
+        import os, signal, subprocess, sys, time
+        code = (
+            "import os, signal, sys, time\\n"
+            "signal.signal(signal.SIGUSR1, lambda s, f: os.write(1, b'usr1\\\\n'))\\n"
+            "def term(s, f):\\n"
+            "    os.write(1, b'term\\\\n')\\n"
+            "    sys.exit(5)\\n"
+            "signal.signal(signal.SIGTERM, term)\\n"
+            "os.write(1, b'ready\\\\n')\\n"  # unbuffered: a handler may run as it returns
+            "while True: time.sleep(60)\\n")
+        p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        print(p.stdout.readline().strip())
+        p.send_signal(signal.SIGUSR1)
+        print(p.stdout.readline().strip())
+        p.terminate()
+        print(p.stdout.read().strip(), p.wait())
+        ignoring = subprocess.Popen([sys.executable, "-c", (
+            "import signal, time\\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\\n"
+            "print('ready', flush=True)\\n"
+            "time.sleep(60)\\n")], stdout=subprocess.PIPE)
+        ignoring.stdout.readline()
+        ignoring.terminate()
+        print(ignoring.poll())
+        ignoring.kill()
+        print(ignoring.wait())
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGUSR2, lambda s, f: os._exit(9))
+            os.write(w, b"x")
+            while True:
+                time.sleep(60)
+        os.read(r, 1)
+        os.kill(pid, signal.SIGUSR2)
+        print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    """, timeout=90)
+    assert out == ["ready", "usr1", "term 5", "None", "-9", "9"]
+
+
+def test_execve_by_a_process_itself_scripts_and_the_shell(usf):
+    out = run(usf, """
+        import os, subprocess, sys
+        def script(path, text):
+            with open(path, "w") as f:
+                f.write(text)
+            os.chmod(path, 0o755)
+        script("/tmp/script.py", "#!" + sys.executable + " -u\\nimport sys; print(sys.argv)\\n")
+        script("/tmp/inner", "#! /tmp/script.py  two words \\n")  # its interpreter: a script
+        script("/tmp/plain", "print(1)\\n")
+        for argv in (["/tmp/script.py", "a"], ["/tmp/inner", "b"]):
+            print(subprocess.run(argv, capture_output=True, text=True).stdout.strip())
+        try:
+            subprocess.run(["/tmp/plain"])
+        except OSError as e:
+            print("plain", e.errno)
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:
+            os.execv("/code/children", ["children", "hello"])
+        print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+        r = subprocess.run("echo $((6 * 7)) | /code/children upper; exit 3", shell=True,
+                           capture_output=True, text=True)
+        print(r.returncode, r.stdout.strip(), flush=True)
+        print(os.waitstatus_to_exitcode(os.system("/code/children hello there")))
+    """, timeout=120)
+    assert out == [
+        "['/tmp/script.py', 'a']", "['/tmp/script.py', 'two words', '/tmp/inner', 'b']",
+        "plain 8", "hello from C with 2 args", "7", "3 42", "hello from C with 3 args", "7",
+    ]
 
 
 def test_sigchld_reaches_a_handler_and_the_parents_handlers_survive_a_child(usf):

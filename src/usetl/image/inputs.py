@@ -58,6 +58,10 @@ DEFAULT_LIBRARY_DIRS = (
 CHILD_LIBRARIES = ("libdl.so.2", "librt.so.1", "libpthread.so.0", "libmvec.so.1",
                    "libutil.so.1", "libgcc_s.so.1", "libstdc++.so.6")
 
+# The host's POSIX shell (Debian's dash), for os.system, subprocess's shell=True and #!
+# scripts: it runs as a child program like any other executable.
+SHELL = "/bin/sh"
+
 GUEST_LIB = "/usetl/lib"
 GUEST_PACKAGE = f"{GUEST_LIB}/usetl"
 GUEST_AGENT = f"{GUEST_PACKAGE}/agent.py"
@@ -352,6 +356,13 @@ class _Planner:
                 self._libraries[name] = library
                 queue.append(library)
 
+    def add_shell(self) -> None:
+        """/bin/sh and its libraries, where the host has one."""
+        if os.path.exists(SHELL):
+            self.add_elf_closure(SHELL, required=False)
+        else:
+            log.warning("no %s on this host: the guest has no shell", SHELL)
+
     def add_system_libraries(self, names: tuple[str, ...]) -> None:
         """Host libraries (and theirs) for the child programs a function runs, where found."""
         for name in names:
@@ -450,6 +461,7 @@ def plan_image() -> ImagePlan:
     if lib_dynload not in planner.entries:
         raise ImageError(f"{lib_dynload} is missing: is {executable} a complete installation?")
     planner.add_system_libraries(CHILD_LIBRARIES)
+    planner.add_shell()
     planner.add_guest_package(guest_sources())
     ca_file = planner.add_trust_store()
     planner.add_zoneinfo()

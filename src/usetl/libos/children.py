@@ -29,14 +29,17 @@ import ctypes
 import errno
 import logging
 import os
+import re
+import resource
 import select
 import signal
 import socket
 import struct
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from usetl.kvm.structs import kvm_regs
-from usetl.vm import ThreadContext, Vm, VmError
+from usetl.vm import Stop, ThreadContext, Vm, VmError
 
 from . import sigdelivery
 from .childwatch import ConsoleDrain, Watcher
@@ -60,7 +63,7 @@ from .ipc import ChannelFile, UnixSocketFile
 from .loader import load_program
 from .net import POLLIN, SocketFile, wait_ready
 from .sched import Block, ExitThread, WaitQueue
-from .signals import IGNORED_BY_DEFAULT, ProcessSignals, SigInfo
+from .signals import SI_USER, SIG_DFL, ProcessSignals, SigInfo
 from .syscalls.numbers import SYSCALL_NAMES
 from .tmpsync import LENGTH, apply_changes, encode_changes, sizes, snapshot
 
@@ -83,12 +86,17 @@ MAX_ARGS = 1 << 16
 MAX_ARG_BYTES = 2 << 20  # Linux's ARG_MAX with the default 8 MiB stack limit
 WNOHANG, WNOWAIT = 1, 0x01000000
 STATUS = struct.Struct("<i")  # a sibling's report: its wait status
+SIGNAL_NUMBER = struct.Struct("<i")  # what a parent sends a child: a signal for it
+# Signals whose default action stops a process: a child's VM is never stopped.
+STOPPING = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+MAX_INTERPRETERS = 4  # #! scripts run by #! scripts, at most (Linux's BINPRM_MAX_RECURSION)
+SCRIPT_HEAD = 256  # the bytes of a #! line read (Linux's BINPRM_BUF_SIZE)
+# A #! line: the interpreter, then its one optional argument (the rest of the line).
+SHEBANG = re.compile(rb"[ \t]*([^ \t\0]*)[ \t]*([^\0]*?)[ \t]*(?:\0.*)?$", re.DOTALL)
+RUSAGE_SIZE = 144
 NOT_STARTED = 127 << 8  # the status of a child whose program could not be loaded
 PR_SET_PDEATHSIG = 1
 CLD_EXITED, CLD_KILLED = 1, 2  # si_code of SIGCHLD and waitid
-# Signals that do not end a process by default: ignored ones, and those that stop it
-# (a child's VM is never stopped).
-NOT_ENDING = IGNORED_BY_DEFAULT | {signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
 DRAIN_WAIT = 2.0  # how long, after a child ended, its output may take to arrive
 HOST_FD_LIMIT = 1 << 20
 # Child processes alive at once in one invocation's process tree (its USF and every
@@ -155,6 +163,31 @@ class ProcessTokens:
         os.write(self.write_fd, b"x")
 
 
+@dataclass
+class Usage:
+    """What a child used, as wait4 reports it: its monitor process's CPU time (the VM's and
+    its syscalls') and peak memory, with its own waited-for children's (as Linux's)."""
+
+    user_s: float = 0.0
+    system_s: float = 0.0
+    maxrss_kib: int = 0
+
+    @classmethod
+    def of(cls, rusage: resource.struct_rusage) -> Usage:
+        return cls(rusage.ru_utime, rusage.ru_stime, rusage.ru_maxrss)
+
+    def add(self, other: Usage) -> None:
+        self.user_s += other.user_s
+        self.system_s += other.system_s
+        self.maxrss_kib = max(self.maxrss_kib, other.maxrss_kib)
+
+    def pack(self) -> bytes:
+        """A struct rusage: the two times and ru_maxrss, the rest zero."""
+        times = b"".join(struct.pack("<qq", int(s), int(s * 1e6) % 1_000_000)
+                         for s in (self.user_s, self.system_s))
+        return times + struct.pack("<q", self.maxrss_kib) + bytes(RUSAGE_SIZE - 40)
+
+
 class Child:
     """A child program in a sibling VM, or a forked copy of this VM, run by a forked
     monitor process."""
@@ -171,6 +204,7 @@ class Child:
         self.tokens = tokens
         self.killed_by: int | None = None
         self.sigchld_to: Kernel | None = None  # whom its end is still to be told
+        self.usage = Usage()  # its monitor's, as the host measured it, once it ended
 
     def announce_exit(self, k: Kernel) -> None:
         """SIGCHLD to the parent when the child ends (as Linux: discarded unless handled),
@@ -194,7 +228,8 @@ class Child:
         self.watcher.forget(self.control.fileno())
         self.control.close()
         self._sigchld()
-        _, host_status = os.waitpid(self.host_pid, 0)
+        _, host_status, rusage = os.wait4(self.host_pid, 0)
+        self.usage = Usage.of(rusage)
         self.tokens.give()
         for drain in self.drains:
             drain.flush(self.watcher, DRAIN_WAIT)
@@ -214,6 +249,13 @@ class Child:
         data = _recv_exactly(self.control, sizes(header))
         apply_changes(self.tmp, header, memoryview(data))
 
+    def signal(self, sig: int) -> None:
+        """Send `sig` to the child's monitor, which delivers it to its guest (hear_parent)."""
+        try:
+            self.control.send(SIGNAL_NUMBER.pack(sig))
+        except OSError:
+            pass  # it has ended: its report is in the socket
+
     def kill(self, sig: int, quietly: bool = False) -> None:
         """End the child's VM (its monitor); `quietly`: its parent is not told (SIGCHLD)."""
         if quietly:
@@ -227,7 +269,10 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
     """n bytes, or fewer where the sender ended first."""
     buf = bytearray()
     while len(buf) < n:
-        chunk = sock.recv(min(n - len(buf), 1 << 20))
+        try:
+            chunk = sock.recv(min(n - len(buf), 1 << 20))
+        except ConnectionResetError:  # it ended with signals from us unread: its end too
+            break
         if not chunk:
             break
         buf += chunk
@@ -245,7 +290,14 @@ class Children:
         self.pre_exec: dict[int, PreExec] = {}  # vfork child's tid -> its state
         self.running: dict[int, Child] = {}
         self.ended: dict[int, int] = {}  # pid -> wait status, until waited for
+        self.ended_usage: dict[int, Usage] = {}  # pid -> its usage, until waited for
+        self.waited = Usage()  # of the children waited for: getrusage(RUSAGE_CHILDREN)
+        # CPU seconds of every child that ended since the last take_cpu(): billed to the
+        # invocation, waited for or not.
+        self.cpu_s = 0.0
         self.tokens = tokens  # made at the first child; a child's monitor inherits its own
+        self.parent: socket.socket | None = None  # a child's: where its parent's signals come
+        self.replaced_by: Child | None = None  # the program this process exec'd, running
         self.watcher: Watcher | None = None  # started with the first child
 
     def watch(self) -> Watcher:
@@ -285,7 +337,25 @@ class Children:
         for pid, child in list(self.running.items()):
             if child.control.fileno() in ready:
                 del self.running[pid]
-                self.ended[pid] = child.finish()
+                self._ended(pid, child)
+
+    def _ended(self, pid: int, child: Child) -> None:
+        self.ended[pid] = child.finish()
+        self.ended_usage[pid] = child.usage
+        self.cpu_s += child.usage.user_s + child.usage.system_s
+
+    def reap(self, pid: int) -> Usage:
+        """Forget an ended child that was waited for: its usage."""
+        del self.ended[pid]
+        usage = self.ended_usage.pop(pid, Usage())
+        self.waited.add(usage)
+        return usage
+
+    def take_cpu(self) -> float:
+        """CPU seconds of the children that ended since the last take (billed to the
+        invocation)."""
+        cpu, self.cpu_s = self.cpu_s, 0.0
+        return cpu
 
     def end_all(self, k: Kernel) -> None:
         """Kill every running child and forget the rest: the invocation is over. Memory
@@ -293,10 +363,12 @@ class Children:
         k.mm.unshare()
         for child in self.running.values():
             child.kill(signal.SIGKILL, quietly=True)
-        for child in self.running.values():
-            child.finish()
+        for pid, child in self.running.items():
+            self._ended(pid, child)
         self.running.clear()
         self.ended.clear()
+        self.ended_usage.clear()
+        self.waited = Usage()
 
 
 # -- vfork: the child thread ----------------------------------------------------------
@@ -383,8 +455,35 @@ def read_strings(k: Kernel, addr: int) -> list[str]:
     return out
 
 
-def check_program(k: Kernel, path: str) -> str:
-    """The canonical path of an executable ELF file, or the errno execve gives."""
+def resolve_program(k: Kernel, path: str, argv: list[str]) -> tuple[str, list[str]]:
+    """The ELF executable execve of `path` runs and its argv, or the errno execve gives.
+
+    A `#!` script runs its interpreter as Linux does: the first line's first
+    word is the interpreter, the rest of the line (one argument, if any) comes
+    after it, then the script's path as given, then argv without argv[0]; an
+    interpreter may be a script itself, MAX_INTERPRETERS deep (ELOOP past it).
+    """
+    for _ in range(MAX_INTERPRETERS + 1):
+        canonical, head = executable(k, path)
+        if head[:4] == b"\x7fELF":
+            return canonical, argv
+        if head[:2] != b"#!":
+            raise SyscallError(errno.ENOEXEC)
+        line, newline, _ = head[2:].partition(b"\n")
+        found = SHEBANG.match(line)
+        assert found is not None  # every line matches
+        interpreter, argument = found.groups()
+        if not interpreter or (not newline and len(head) == SCRIPT_HEAD
+                               and found.end(1) == len(line)):
+            raise SyscallError(errno.ENOEXEC)  # none, or cut off where Linux stops reading
+        words = [os.fsdecode(interpreter)] + ([os.fsdecode(argument)] if argument else [])
+        argv = [*words, path, *argv[1:]]
+        path = words[0]
+    raise SyscallError(errno.ELOOP)
+
+
+def executable(k: Kernel, path: str) -> tuple[str, bytes]:
+    """The canonical path of an executable file and its first SCRIPT_HEAD bytes."""
     r = k.ns.resolve(path)
     node = r.node
     if node is None:
@@ -392,20 +491,48 @@ def check_program(k: Kernel, path: str) -> str:
     if node.is_dir or not isinstance(node, (ImageNode, HostNode, TmpFile)) \
             or not node.mode & 0o111:
         raise SyscallError(errno.EACCES)
-    head = bytes(node.data[:4]) if isinstance(node, TmpFile) else bytes(node.read_at(0, 4))
-    if head != b"\x7fELF":
-        raise SyscallError(errno.ENOEXEC)
-    return r.path
+    if isinstance(node, TmpFile):
+        return r.path, bytes(node.data[:SCRIPT_HEAD])
+    return r.path, bytes(node.read_at(0, SCRIPT_HEAD))
 
 
 def exec_child(k: Kernel, program: str, argv: list[str], envp: list[str]) -> None:
-    """The vfork child's execve of `program` (check_program's): it starts in a sibling VM;
+    """The vfork child's execve of `program` (resolve_program's): it starts in a sibling VM;
     this thread ends."""
     state = k.children.pre_exec[k.sched.current.tid]
+    pid = k.sched.current.tid
+    k.children.running[pid] = child = _start_program(k, state, pid, program, argv, envp)
+    child.announce_exit(k)
+    end_vfork_child(k, None)
+
+
+def replace_program(k: Kernel, program: str, argv: list[str], envp: list[str]) -> Stop:
+    """execve by a process itself (the USF, a forked child, a program): `program` runs in a
+    sibling VM with this process's pid and fds, this VM waits for it (other threads do not
+    run again) and then ends with its status, as if it had been replaced. Signals its
+    parent sends meanwhile are the program's."""
+    child = _start_program(k, PreExec(k), k.identity.pid, program, argv, envp)
+    k.children.replaced_by = child
+    fd = child.control.fileno()
+    try:
+        wait_ready({fd: POLLIN}, None, lambda: k.vm.deadline_hit)
+    except SyscallError:
+        child.kill(signal.SIGKILL, quietly=True)  # the invocation's time is up
+    k.children.replaced_by = None
+    status = child.finish()
+    k.children.cpu_s += child.usage.user_s + child.usage.system_s
+    if status & 0x7F:
+        return sigdelivery.killed(k, status & 0x7F)
+    return Stop("exit", (status >> 8) & 0xFF)
+
+
+def _start_program(k: Kernel, state: PreExec, pid: int, program: str, argv: list[str],
+                   envp: list[str]) -> Child:
+    """A forked monitor that runs `program` in a VM of its own, as process `pid`, with the
+    files of `state` (its fds that are not close-on-exec)."""
     tokens = k.children.process_tokens()
     tokens.take(k, "execve")
     fds, drains = _child_files(k, state)
-    pid = k.sched.current.tid
     control, theirs = socket.socketpair()
     keep = {theirs.fileno(), *tokens.fds,
             *(fd for f in fds.values() if (fd := f.host_fd()) is not None)}
@@ -423,10 +550,7 @@ def exec_child(k: Kernel, program: str, argv: list[str], envp: list[str]) -> Non
     held = {*state.parent_fds.files.values(), *state.fds.files.values()}
     for f in set(fds.values()) - held:
         f.close()  # the console pipes' write ends: the sibling has them
-    k.children.running[pid] = child = Child(pid, host_pid, control, drains, tokens, k.ns.tmp,
-                                            k.children.watch())
-    child.announce_exit(k)
-    end_vfork_child(k, None)
+    return Child(pid, host_pid, control, drains, tokens, k.ns.tmp, k.children.watch())
 
 
 def _child_files(k: Kernel, state: PreExec) -> tuple[dict[int, OpenFile], list[ConsoleDrain]]:
@@ -540,7 +664,7 @@ def _run_sibling(k: Kernel, pid: int, program: str, argv: list[str], envp: list[
         die_with_parent()
         close_all_but(keep)
         before = snapshot(k.ns.tmp)
-        status = _run_program(k, pid, program, argv, envp, fds)
+        status = _run_program(k, pid, program, argv, envp, fds, control)
         changes = encode_changes(k.ns.tmp, before)
     except BaseException as e:  # never back into the parent's code: this process only exits
         log.error("child %d (%s) could not run: %s", pid, program, e)
@@ -557,7 +681,7 @@ def close_all_but(keep: set[int]) -> None:
 
 
 def _run_program(k: Kernel, pid: int, program: str, argv: list[str], envp: list[str],
-                 fds: dict[int, OpenFile]) -> int:
+                 fds: dict[int, OpenFile], control: socket.socket) -> int:
     ns = k.ns
     for name in ("etl", "usetl"):
         ns.dev.entries.pop(name, None)  # the parent's agent and ETL regions are not the child's
@@ -572,6 +696,7 @@ def _run_program(k: Kernel, pid: int, program: str, argv: list[str], envp: list[
         if isinstance(f, (HostStreamFile, SocketFile)):
             f.kernel = child
         child.fds.files[fd] = f
+    hear_parent(child, control)
     try:
         prog = load_program(child.mm, vm.ram.view, ns, program, argv, envp,
                             (child.identity.uid, child.identity.gid))
@@ -609,17 +734,17 @@ def tell(fds: FdTable, line: str) -> None:
 # -- wait4, waitid, kill ----------------------------------------------------------------
 
 
-def wait_child(k: Kernel, pid: int, options: int) -> tuple[int, int] | None:
-    """(pid, wait status) of an ended child matching pid (-1, 0 or < -1: any); None with
-    WNOHANG while matching children run; ECHILD if none match; else the thread waits."""
+def wait_child(k: Kernel, pid: int, options: int) -> tuple[int, int, Usage] | None:
+    """(pid, wait status, usage) of an ended child matching pid (-1, 0 or < -1: any); None
+    with WNOHANG while matching children run; ECHILD if none match; else the thread waits."""
     children = k.children
     children.collect()
     matches = (lambda p: True) if pid <= 0 else (lambda p: p == pid)
     for p, status in children.ended.items():
         if matches(p):
-            if not options & WNOWAIT:
-                del children.ended[p]
-            return p, status
+            if options & WNOWAIT:
+                return p, status, children.ended_usage.get(p, Usage())
+            return p, status, children.reap(p)
     waiting = [c for p, c in children.running.items() if matches(p)]
     if not waiting:
         raise SyscallError(errno.ECHILD)
@@ -634,15 +759,43 @@ def wait_child(k: Kernel, pid: int, options: int) -> tuple[int, int] | None:
 
 
 def signal_child(k: Kernel, pid: int, sig: int) -> bool:
-    """kill() of a child: False if pid is not one. A signal that ends a process by
-    default ends the child's VM (its handlers do not run)."""
+    """kill() of a child: False if pid is not one. SIGKILL ends its VM (its monitor) at
+    once; any other signal goes to its monitor, where its own action runs (hear_parent)."""
     children = k.children
     child = children.running.get(pid)
     if child is None:
         return pid in children.ended or pid in children.pre_exec
-    if sig and sig not in NOT_ENDING:
+    if sig == signal.SIGKILL:
         child.kill(sig)
+    elif sig:
+        child.signal(sig)
     return True
+
+
+def hear_parent(k: Kernel, control: socket.socket) -> None:
+    """In a child's monitor: the signals its parent sends on the control socket reach the
+    guest as on Linux (its handler runs, or its default action, which may end it), taken
+    in on the vCPU's thread."""
+    k.children.parent = control
+    pending = bytearray()
+
+    def got(data: bytes) -> None:
+        pending.extend(data)
+        while len(pending) >= SIGNAL_NUMBER.size:
+            sig = SIGNAL_NUMBER.unpack_from(pending)[0]
+            del pending[:SIGNAL_NUMBER.size]
+            k.sched.host.post(lambda sig=sig: _from_parent(k, sig), k.vm.wake_now)
+
+    k.children.watch().on_data(control.fileno(), got)
+
+
+def _from_parent(k: Kernel, sig: int) -> None:
+    replacement = k.children.replaced_by
+    if replacement is not None:
+        replacement.signal(sig)  # its program replaced it (execve): the program's
+    elif 0 < sig <= 64 and not (sig in STOPPING and k.signals.action(sig).handler == SIG_DFL):
+        info = SigInfo(sig, SI_USER, 0, k.identity.uid)
+        sigdelivery.send(k, sig, info, None)
 
 
 def exit_status(code: int) -> int:

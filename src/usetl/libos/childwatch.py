@@ -3,7 +3,8 @@
 It reads the host pipes that feed the parent's captured stdout and stderr
 (ConsoleDrain), so a child writing much output never blocks on them, and
 notices a child's end on its control socket, to tell the parent's guest
-(SIGCHLD) through the scheduler's host work. One thread for all children:
+(SIGCHLD) through the scheduler's host work; in a child, it reads the
+signals its parent sends on its own control socket. One thread for all:
 a jailed monitor's cgroup counts threads as tasks.
 """
 
@@ -46,6 +47,7 @@ class Watcher:
         self.lock = threading.Lock()
         self.drains: dict[int, ConsoleDrain] = {}  # read fd -> drain
         self.ends: dict[int, Callable[[], None]] = {}  # control fd -> called once readable
+        self.readers: dict[int, Callable[[bytes], None]] = {}  # fd -> given what arrives
         self.wake_r, self.wake_w = os.pipe()
         self.thread: threading.Thread | None = None
 
@@ -60,6 +62,12 @@ class Watcher:
         """Call ended() (on the watcher's thread) once fd is readable, unless forgotten."""
         with self.lock:
             self.ends[fd] = ended
+        self._changed()
+
+    def on_data(self, fd: int, got: Callable[[bytes], None]) -> None:
+        """Call got(bytes) (on the watcher's thread) with what arrives on fd, until its end."""
+        with self.lock:
+            self.readers[fd] = got
         self._changed()
 
     def forget(self, fd: int) -> None:
@@ -78,18 +86,28 @@ class Watcher:
             poller = select.poll()
             poller.register(self.wake_r, POLLIN)
             with self.lock:
-                watched = {**{fd: None for fd in self.ends}, **dict.fromkeys(self.drains, 1)}
+                watched = {**dict.fromkeys(self.ends, self._ended),
+                           **dict.fromkeys(self.readers, self._pass_on),
+                           **dict.fromkeys(self.drains, self._read)}
             for fd in watched:
                 poller.register(fd, POLLIN)
             for fd, events in poller.poll():
                 if fd == self.wake_r:
                     os.read(self.wake_r, 1 << 12)
-                elif fd in watched and watched[fd] is None:
-                    self._ended(fd)
                 elif fd in watched:
-                    self._read(fd, events)
+                    watched[fd](fd, events)
 
-    def _ended(self, fd: int) -> None:
+    def _pass_on(self, fd: int, events: int) -> None:
+        try:
+            chunk = os.read(fd, 1 << 12)
+        except OSError:
+            chunk = b""
+        with self.lock:
+            got = self.readers.get(fd) if chunk else self.readers.pop(fd, None)
+        if got is not None and chunk:
+            got(chunk)
+
+    def _ended(self, fd: int, events: int) -> None:
         with self.lock:
             ended = self.ends.pop(fd, None)
         if ended is not None:

@@ -33,6 +33,7 @@ from .children import (
     channel_end,
     close_all_but,
     die_with_parent,
+    hear_parent,
     host_fork,
     report_and_exit,
     run_to_exit,
@@ -137,6 +138,7 @@ def _run_child(k: Kernel, pid: int, state: VcpuState, flags: int, child_tid: int
         die_with_parent()
         before = snapshot(k.ns.tmp)
         _become_child(k, pid, state, drains, keep)
+        hear_parent(k, control)
         if flags & CLONE_CHILD_SETTID:
             k.mem.put_u32(child_tid, pid)
         if flags & CLONE_CHILD_CLEARTID:

@@ -236,7 +236,14 @@ class Kernel:
         return sigdelivery.due(self, thread)
 
     def wait_interrupted(self) -> bool:
-        """Must a syscall waiting on the host stop now (EINTR)? A signal is due or time is up."""
+        """Must a syscall waiting on the host stop now (EINTR)? A signal is due or time is up.
+
+        A lone guest thread waits in place, so news from host threads (a child's end,
+        a parent's signal) is taken in here.
+        """
+        if self.sched.alone:
+            for finish in self.sched.host.take():
+                finish()
         return self.vm.deadline_hit or sigdelivery.due(self)
 
     def sleep(self, seconds: float) -> None:

@@ -561,8 +561,10 @@ class Scheduler:
         deadlines = [t.wait.deadline for t in self.threads.values()
                      if t.wait is not None and t.wait.deadline is not None]
         # A real-time timer's signal may end a wait (CPU-time ones do not run while idle), and
-        # so may a running child program's end (SIGCHLD, its pipes closing).
+        # so may a running child program's end (SIGCHLD, its pipes closing) or, in a child,
+        # a signal from its parent.
         if (not deadlines and not self.host.inflight and not self.k.children.running
+                and self.k.children.parent is None
                 and ITIMER_REAL not in self.k.signals.timers):
             raise GuestDeadlock(
                 f"all {len(self.threads)} guest thread(s) wait and nothing can wake them "

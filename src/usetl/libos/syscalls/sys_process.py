@@ -1,11 +1,13 @@
-"""Child processes: vfork and exec in a sibling VM (libos/children.py), wait4, waitid.
+"""Child processes: vfork, fork and execve (libos/children.py, forking.py), wait4, waitid.
 
 vfork, and clone with CLONE_VM|CLONE_VFORK (glibc's posix_spawn), make a
 child that runs in its parent's VM until execve starts its program in a
-VM of its own. fork, and clone without CLONE_VM, are refused with EPERM and
-one line on the invocation's stderr naming the call, since "Operation not
-permitted" alone does not say why; so is an execve by a process itself
-(only a vfork child's program replaces it).
+VM of its own; fork, and clone without CLONE_VM, make a copy of the running
+VM. An execve by a process itself runs the program in a sibling VM that
+takes its pid and fds, and the process ends with the program's status.
+Other clones of a process are refused with EPERM and one line on the
+invocation's stderr naming the call, since "Operation not permitted" alone
+does not say why.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ if TYPE_CHECKING:
 
 NO_CHILDREN = ("usetl: {call} refused: a child process is made by fork, vfork or "
                "clone(CLONE_VM|CLONE_VFORK) only\n")
-NO_EXEC = "usetl: execve refused: a USF's own program cannot be replaced; run it as a child\n"
 CLONE_VM, CLONE_VFORK, CSIGNAL = 0x100, 0x4000, 0xFF
 P_ALL, P_PID, P_PGID = 0, 1, 2
 WNOHANG, WEXITED, WSTOPPED, WCONTINUED, WNOWAIT = 1, 4, 2, 8, 0x01000000
@@ -31,7 +32,6 @@ WALL_FLAGS = 0x40000000 | 0x80000000 | 0x20000000  # __WALL, __WCLONE, __WNOTHRE
 SIGCHLD = 17
 SIGINFO = struct.Struct("<iii4xiIi")  # signo, errno, code, pid, uid, status
 SIGINFO_SIZE = 128
-RUSAGE_SIZE = 144
 
 
 def refuse_child_process(k: Kernel, call: str) -> int:
@@ -59,23 +59,24 @@ def sys_vfork(k: Kernel, *_: int) -> int:
     raise children.start_vfork_child(k, 0)
 
 
-def _exec(k: Kernel, path_addr: int, argv_addr: int, envp_addr: int) -> int:
-    if k.sched.current.tid not in k.children.pre_exec:
-        children.tell(k.fds, NO_EXEC)
-        raise SyscallError(errno.EPERM)
-    program = children.check_program(k, k.mem.path(path_addr))  # before argv, as Linux
+def _exec(k: Kernel, path_addr: int, argv_addr: int, envp_addr: int) -> object:
+    path = k.mem.path(path_addr)
+    children.executable(k, path)  # its errors before argv's, as Linux
     argv = children.read_strings(k, argv_addr)
     envp = children.read_strings(k, envp_addr)
-    children.exec_child(k, program, argv, envp)
-    return 0
+    program, argv = children.resolve_program(k, path, argv)
+    if k.sched.current.tid in k.children.pre_exec:
+        children.exec_child(k, program, argv, envp)
+        return 0
+    return children.replace_program(k, program, argv, envp)
 
 
-def sys_execve(k: Kernel, path: int, argv: int, envp: int, *_: int) -> int:
+def sys_execve(k: Kernel, path: int, argv: int, envp: int, *_: int) -> object:
     return _exec(k, path, argv, envp)
 
 
 def sys_execveat(k: Kernel, dirfd: int, path: int, argv: int, envp: int, flags: int,
-                 *_: int) -> int:
+                 *_: int) -> object:
     AT_FDCWD = -100
     if s32(dirfd) != AT_FDCWD or flags:
         raise SyscallError(errno.ENOSYS if flags else errno.EBADF)
@@ -89,11 +90,11 @@ def sys_wait4(k: Kernel, pid: int, status_addr: int, options: int, rusage: int,
     found = children.wait_child(k, s32(pid), options & WNOHANG)
     if found is None:
         return 0
-    child, status = found
+    child, status, usage = found
     if status_addr:
         k.mem.put_u32(status_addr, status)
     if rusage:
-        k.mem.write(rusage, bytes(RUSAGE_SIZE))
+        k.mem.write(rusage, usage.pack())
     return child
 
 
@@ -112,12 +113,13 @@ def sys_waitid(k: Kernel, idtype: int, ident: int, infop: int, options: int, rus
         raise SyscallError(errno.ECHILD)  # no child is ever stopped or continued
     found = children.wait_child(k, pid, options & (WNOHANG | WNOWAIT))
     info = bytearray(SIGINFO_SIZE)
+    usage = children.Usage()
     if found is not None:
-        child, status = found
+        child, status, usage = found
         code, value = children.describe(status)
         SIGINFO.pack_into(info, 0, SIGCHLD, 0, code, child, k.identity.uid, value)
     if infop:
         k.mem.write(infop, bytes(info))
     if rusage:
-        k.mem.write(rusage, bytes(RUSAGE_SIZE))
+        k.mem.write(rusage, usage.pack())
     return 0

@@ -25,6 +25,7 @@ CLOCKS = {
     7: time.CLOCK_BOOTTIME,
 }
 TIMESPEC = struct.Struct("<qq")
+RUSAGE_SELF, RUSAGE_CHILDREN, RUSAGE_THREAD = 0, -1, 1
 
 
 def _clock_ns(clock: int) -> int:
@@ -110,6 +111,14 @@ def sys_times(k: Kernel, buf: int, *_: int) -> int:
 
 
 def sys_getrusage(k: Kernel, who: int, usage: int, *_: int) -> int:
+    """RUSAGE_SELF and RUSAGE_THREAD: the monitor's CPU time; RUSAGE_CHILDREN: the children
+    waited for (their monitors' CPU time and peak memory)."""
+    who = s32(who)
+    if who == RUSAGE_CHILDREN:
+        k.mem.write(usage, k.children.waited.pack())
+        return 0
+    if who not in (RUSAGE_SELF, RUSAGE_THREAD):
+        raise SyscallError(errno.EINVAL)
     cpu = time.process_time_ns() // 1000
     raw = struct.pack("<qq", cpu // 1_000_000, cpu % 1_000_000) + bytes(144 - 16)
     k.mem.write(usage, raw)

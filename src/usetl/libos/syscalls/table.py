@@ -149,7 +149,9 @@ _ENTRIES = [
     Syscall("clock_nanosleep", tm.sys_clock_nanosleep, PARTIAL,
             "TIMER_ABSTIME too; CPU-time clocks sleep in wall time"),
     Syscall("times", tm.sys_times, PARTIAL, "user time is the monitor's"),
-    Syscall("getrusage", tm.sys_getrusage, PARTIAL, "CPU time only"),
+    Syscall("getrusage", tm.sys_getrusage, PARTIAL,
+            "SELF and THREAD: the monitor's CPU time; CHILDREN: the waited-for children's "
+            "monitors' CPU time and peak RSS"),
     # identity and system information
     Syscall("getpid", ident.sys_getpid, FULL),
     Syscall("getppid", ident.sys_getppid, FULL),
@@ -188,9 +190,9 @@ _ENTRIES = [
     Syscall("pause", sig.sys_pause, FULL),
     Syscall("sigaltstack", sig.sys_sigaltstack, FULL),
     Syscall("kill", sig.sys_kill, PARTIAL,
-            "to itself (pid 0, -1 or its own), or to a child, whose VM a signal that ends a "
-            "process by default ends (its handlers do not run; stop signals do nothing); "
-            "else ESRCH"),
+            "to itself (pid 0, -1 or its own), or to a child: SIGKILL ends its VM, any other "
+            "signal runs the child's own action (its handler, or the default; stop signals "
+            "do nothing); else ESRCH"),
     Syscall("tgkill", sig.sys_tgkill, PARTIAL, "only to its own threads: else ESRCH"),
     Syscall("tkill", sig.sys_tkill, PARTIAL, "only to its own threads: else ESRCH"),
     Syscall("setitimer", timer.sys_setitimer, PARTIAL,
@@ -264,25 +266,31 @@ _ENTRIES = [
             "WAIT(_BITSET), WAKE(_BITSET), (CMP_)REQUEUE, WAKE_OP, private or not; no PI ops"),
     Syscall("prctl", th.sys_prctl, PARTIAL, "PR_SET_NAME/PR_GET_NAME only"),
     Syscall("rseq", _errno(errno.ENOSYS), REFUSED, "glibc runs without restartable sequences"),
-    # Child programs (libos/children.py): a vfork child runs in its parent's VM until
-    # execve starts its program in a sibling VM; fork is EPERM plus a line on stderr.
+    # Child processes (libos/children.py, forking.py): a vfork child runs in its parent's
+    # VM until execve starts its program in a sibling VM; fork copies the running VM.
     Syscall("clone", th.sys_clone, PARTIAL,
             "threads (glibc's flags), M:1 on the vCPU, 512 per USF; CLONE_VM|CLONE_VFORK: "
-            "a vfork child; any other child process: EPERM, told on stderr"),
+            "a vfork child; no CLONE_VM: a fork; any other child process: EPERM, told on "
+            "stderr"),
     Syscall("clone3", _errno(errno.ENOSYS), REFUSED, "glibc then uses clone"),
-    Syscall("fork", proc.sys_fork, REFUSED, "no fork: EPERM, told on stderr"),
+    Syscall("fork", proc.sys_fork, PARTIAL,
+            "the child is a copy of the running VM in a monitor process of its own; 16 "
+            "processes per invocation (EAGAIN, told on stderr)"),
     Syscall("vfork", proc.sys_vfork, PARTIAL,
             "the child runs in the parent's VM (the caller waits) until execve or exit, "
             "with its own fds, cwd and umask, and may only set up its program (EPERM else)"),
     Syscall("execve", proc.sys_execve, PARTIAL,
-            "in a vfork child only: an ELF executable of the guest's files starts in a "
-            "sibling VM (same jail and socket policy, RAM as its parent's), with the "
-            "child's fds (pipes become host pipes); no #! scripts (ENOEXEC); EPERM else"),
+            "an ELF executable of the guest's files, or a #! script's interpreter (Linux's "
+            "argument rules, 4 deep), starts in a sibling VM (same jail and socket policy, "
+            "RAM as its parent's) with the caller's fds (pipes become host pipes); a vfork "
+            "child's thread ends there; a process's own execve waits for the program and "
+            "ends with its status, the program taking its pid and its parent's signals"),
     Syscall("execveat", proc.sys_execveat, PARTIAL, "AT_FDCWD and no flags; as execve"),
     Syscall("wait4", proc.sys_wait4, PARTIAL,
-            "pid, -1 or any group; WNOHANG; no stopped children; rusage zeroed"),
+            "pid, -1 or any group; WNOHANG; no stopped children; rusage: the child's "
+            "monitor's CPU time and peak RSS"),
     Syscall("waitid", proc.sys_waitid, PARTIAL,
-            "P_ALL, P_PID, P_PGID (as P_ALL); WEXITED, WNOHANG, WNOWAIT; rusage zeroed"),
+            "P_ALL, P_PID, P_PGID (as P_ALL); WEXITED, WNOHANG, WNOWAIT; rusage as wait4's"),
 ]
 
 TABLE: dict[int, Syscall] = {NR[e.name]: e for e in _ENTRIES}
