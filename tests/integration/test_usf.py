@@ -124,18 +124,17 @@ def test_the_image_is_read_only_and_tmp_is_writable(usf):
     assert second == "kept in tmpfs ['f.txt']"
 
 
-def test_exec_by_the_process_itself_is_refused_with_a_clear_errno(usf):
-    r = run(usf, """
-        import os, sys
-        try:
-            os.execv(sys.executable, [sys.executable, "-c", "pass"])
-            print("allowed")
-        except OSError as e:
-            print(type(e).__name__)
-    """)
-    assert r.error is None, r.error
-    assert r.stdout == "PermissionError\n"
-    assert r.stderr.startswith("usetl: execve refused: a USF's own program cannot be replaced")
+def test_exec_by_the_process_itself_replaces_it_and_ends_the_invocation(image):
+    with start_usf(image) as u:
+        r = u.run_code(textwrap.dedent("""
+            import os, sys
+            print("before", os.getpid(), flush=True)
+            os.execv(sys.executable, [sys.executable, "-c",
+                                      "import os; print('after', os.getpid()); exit(3)"])
+        """), timeout=60)
+    assert r.stdout.splitlines() == ["before 1", "after 1"]
+    assert r.error is not None and r.error.type == "GuestExit"
+    assert r.error.message == "the guest exited with status 3"
 
 
 def test_exception_returns_type_message_and_traceback(usf):
