@@ -268,6 +268,33 @@ def test_execve_by_a_process_itself_scripts_and_the_shell(usf):
     ]
 
 
+def test_eventfds_are_shared_with_children_and_an_inherited_epoll_set_is_einval(usf):
+    r = run_ok(usf, """
+        import os, select, subprocess, sys
+        efd = os.eventfd(1)
+        ep = select.epoll()
+        r, w = os.pipe()
+        ep.register(r, select.EPOLLIN)
+        pid = os.fork()
+        if pid == 0:
+            os.eventfd_write(efd, 5)
+            try:
+                ep.poll(0)
+                os._exit(1)
+            except OSError as e:
+                ep.close()
+                os.write(w, b"x")
+                os._exit(e.errno)
+        print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), os.eventfd_read(efd))
+        print(ep.poll(5) == [(r, select.EPOLLIN)])  # the parent's set watches its pipe still
+        subprocess.run([sys.executable, "-c", f"import os; os.eventfd_write({efd}, 7)"],
+                       pass_fds=[efd], check=True)
+        print(os.eventfd_read(efd))
+    """, timeout=60)
+    assert r.stdout.splitlines() == ["22 6", "True", "7"]
+    assert "usetl: an epoll set made before fork is not shared with the forked child" in r.stderr
+
+
 def test_sigchld_reaches_a_handler_and_the_parents_handlers_survive_a_child(usf):
     out = run(usf, """
         import signal, subprocess, sys, time

@@ -59,7 +59,7 @@ from .fs import DEV_PROC, ImageNode, StaticLink, TmpFile, TmpFS
 from .guestnet import GuestSocket
 from .hostfs import HostNode
 from .hostpipe import HostStreamFile
-from .ipc import ChannelFile, UnixSocketFile
+from .ipc import ChannelFile, EventFile, UnixSocketFile
 from .loader import load_program
 from .net import POLLIN, SocketFile, wait_ready
 from .sched import Block, ExitThread, WaitQueue
@@ -564,6 +564,8 @@ def _child_files(k: Kernel, state: PreExec) -> tuple[dict[int, OpenFile], list[C
             continue
         if channel_end(f) is not None and id(f) not in made:
             to_host(k, f, (state.parent_fds, state.fds), made)
+        if isinstance(f, EventFile) and id(f) not in made:
+            eventfd_to_host(k, f, (state.parent_fds, state.fds), made)
         if isinstance(f, OutputFile) and id(f) not in made:
             drain = k.children.watch().drain(f)
             drains.append(drain)
@@ -627,6 +629,19 @@ def to_host(k: Kernel, f: OpenFile, tables: tuple[FdTable, ...],
                 t.files[fd] = made[id(g)]
     for g, _ in ends.values():
         g.close()
+
+
+def eventfd_to_host(k: Kernel, f: EventFile, tables: tuple[FdTable, ...],
+                    made: dict[int, OpenFile]) -> None:
+    """Turn the eventfd f into a host one, in every table given, so that the processes that
+    hold it share its counter; threads waiting on it look again."""
+    made[id(f)] = shared = HostStreamFile.for_eventfd(k, f.counter, f.semaphore,
+                                                      bool(f.flags & O_NONBLOCK))
+    for t in tables:
+        for fd, g in list(t.files.items()):
+            if g is f:
+                t.files[fd] = shared
+    f.queue.wake(k.sched)
 
 
 def host_fork(k: Kernel, call: str, sockets: tuple[socket.socket, ...]) -> int:

@@ -10,9 +10,10 @@ whose memory is a shared file copies it into a file of its own first,
 while its parent waits. Only the forking thread goes on in the child, as on
 Linux. Pipes and socketpairs become host ones before the fork, and the
 parent's captured stdout and stderr are fed by drained host pipes, as for
-a child program (children.py); other in-monitor files (eventfds, epoll)
-are each process's own from then on. The child's writes to /tmp reach the
-parent when it exits (tmpsync.py).
+a child program (children.py); so do eventfds (host eventfds, whose
+counter both share). An epoll set is not shared: the parent's goes on, the
+child's copy is EINVAL to use (told on stderr) and may only be closed. The
+child's writes to /tmp reach the parent when it exits (tmpsync.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .children import (
     channel_end,
     close_all_but,
     die_with_parent,
+    eventfd_to_host,
     hear_parent,
     host_fork,
     report_and_exit,
@@ -42,7 +44,9 @@ from .children import (
 from .errors import SyscallError
 from .files import OpenFile, OutputFile
 from .hostpipe import HostStreamFile
+from .ipc import EventFile
 from .sched import HostWork
+from .syscalls.sys_poll import EpollFile, ForkedEpollFile
 from .tmpsync import encode_changes, snapshot
 
 if TYPE_CHECKING:
@@ -118,15 +122,22 @@ def _fork(k: Kernel, flags: int, parent_tid: int, child_tid: int) -> int:
 
 
 def _share_files(k: Kernel) -> dict[int, ConsoleDrain]:
-    """Turn the process's pipes and socketpairs into host ones, and make a drain for each
-    capture of output it holds (by the capture's id): both processes keep what they share."""
+    """Turn the process's pipes, socketpairs and eventfds into host ones (its epoll sets
+    watching those), and make a drain for each capture of output it holds (by the
+    capture's id): both processes keep what they share."""
     made: dict[int, OpenFile] = {}
     drains: dict[int, ConsoleDrain] = {}
     for f in list(k.fds.files.values()):
         if channel_end(f) is not None and id(f) not in made:
             to_host(k, f, (k.fds,), made)
+        elif isinstance(f, EventFile) and id(f) not in made:
+            eventfd_to_host(k, f, (k.fds,), made)
         elif isinstance(f, OutputFile) and id(f) not in drains:
             drains[id(f)] = k.children.watch().drain(f)
+    for f in set(k.fds.files.values()):
+        if isinstance(f, EpollFile):
+            for entry in f.entries.values():
+                entry.file = made.get(id(entry.file), entry.file)
     return drains
 
 
@@ -184,4 +195,6 @@ def _become_child(k: Kernel, pid: int, state: VcpuState, drains: dict[int, Conso
             k.fds.files[fd] = pipes[id(f)]
         elif isinstance(f, HostStreamFile):
             f.kernel = k
+        elif isinstance(f, EpollFile):
+            k.fds.files[fd] = ForkedEpollFile(f)
 

@@ -1,9 +1,10 @@
-"""A pipe or socket end that is a host fd: what connects a USF to its child programs.
+"""A pipe or socket end, or an eventfd, that is a host fd: what connects a USF to its children.
 
 A child program runs in a sibling VM with a monitor process of its own
 (children.py), so the pipes between a parent and its children cannot live
 in one monitor's state: each becomes a host pipe (or socketpair), and both
-monitors see their end as a HostStreamFile. Readiness is the host fd's
+monitors see their end as a HostStreamFile; an eventfd both sides of a
+fork hold becomes a host eventfd, whose counter the host keeps. Readiness is the host fd's
 (host_fd), so poll, select and epoll wait on it as on a proxied socket; a
 blocking read or write waits on the host, off the vCPU when other guest
 threads can run.
@@ -32,12 +33,11 @@ MAX_READ = 1 << 20  # one host read at most: the guest asks again for more
 
 
 class HostStreamFile(StreamFile):
-    """The guest's view of one host pipe end or socket (a child's stdin, stdout, a pipe)."""
+    """The guest's view of one host pipe end, socket or eventfd (a child's stdin, stdout, a
+    pipe)."""
 
-    def __init__(self, kernel: Kernel, fd: int, flags: int, socket: bool):
-        kind = st.S_IFSOCK | 0o777 if socket else st.S_IFIFO | 0o600
-        super().__init__(Node(kind, kernel.ns.inodes.next()), flags,
-                         "socket:" if socket else "pipe:")
+    def __init__(self, kernel: Kernel, fd: int, flags: int, mode: int, path: str):
+        super().__init__(Node(mode, kernel.ns.inodes.next()), flags, path)
         os.set_blocking(fd, False)
         self.kernel = kernel
         self.fd: int | None = fd
@@ -46,11 +46,22 @@ class HostStreamFile(StreamFile):
     def for_pipe_end(cls, kernel: Kernel, fd: int, reads: bool, nonblocking: bool
                      ) -> HostStreamFile:
         flags = (O_RDONLY if reads else O_WRONLY) | (O_NONBLOCK if nonblocking else 0)
-        return cls(kernel, fd, flags, socket=False)
+        return cls(kernel, fd, flags, st.S_IFIFO | 0o600, "pipe:")
 
     @classmethod
     def for_socket(cls, kernel: Kernel, fd: int, nonblocking: bool) -> HostStreamFile:
-        return cls(kernel, fd, O_RDWR | (O_NONBLOCK if nonblocking else 0), socket=True)
+        return cls(kernel, fd, O_RDWR | (O_NONBLOCK if nonblocking else 0),
+                   st.S_IFSOCK | 0o777, "socket:")
+
+    @classmethod
+    def for_eventfd(cls, kernel: Kernel, counter: int, semaphore: bool, nonblocking: bool
+                    ) -> HostStreamFile:
+        """A host eventfd holding `counter`: its reads and writes are the host's, Linux's."""
+        fd = os.eventfd(0, os.EFD_SEMAPHORE if semaphore else 0)
+        if counter:
+            os.eventfd_write(fd, counter)
+        return cls(kernel, fd, O_RDWR | (O_NONBLOCK if nonblocking else 0), 0o600,
+                   "anon_inode:[eventfd]")
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

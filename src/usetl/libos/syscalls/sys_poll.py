@@ -18,6 +18,7 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
+from .. import children
 from ..errors import SyscallError
 from ..files import O_CLOEXEC, O_RDWR, OpenFile
 from ..fs import Node
@@ -38,6 +39,8 @@ EPOLL_FLAGS = EPOLLEXCLUSIVE | EPOLLWAKEUP | EPOLLONESHOT | EPOLLET
 MAX_EPOLL_EVENTS = (1 << 31) // EPOLL_EVENT.size
 ALWAYS_REPORTED = POLLERR | POLLHUP
 POLL_EVENT_MASK = 0xFFFF  # what a host poll takes; epoll's flags sit above it
+NOT_SHARED = ("usetl: an epoll set made before fork is not shared with the forked child "
+              "(EINVAL): make the child its own\n")
 
 
 def _host_ready(files: list[OpenFile]) -> dict[int, int]:
@@ -255,6 +258,19 @@ class EpollFile(OpenFile):
         return 0  # an epoll fd inside another epoll or poll is not supported
 
 
+class ForkedEpollFile(OpenFile):
+    """An epoll set a forked child inherited. Its interest list lives in the parent's
+    monitor, so it is not shared: using it is EINVAL (told on stderr once); closing it
+    is fine, and a set the child makes itself works."""
+
+    def __init__(self, inherited: EpollFile) -> None:
+        super().__init__(inherited.node, O_RDWR, inherited.path)
+        self.told = False
+
+    def poll(self) -> int:
+        return 0
+
+
 def sys_epoll_create(k: Kernel, size: int, *_: int) -> int:
     if s32(size) <= 0:
         raise SyscallError(errno.EINVAL)
@@ -269,6 +285,9 @@ def sys_epoll_create1(k: Kernel, flags: int, *_: int) -> int:
 
 def _epoll(k: Kernel, epfd: int) -> EpollFile:
     f = k.fds.get(s32(epfd))
+    if isinstance(f, ForkedEpollFile) and not f.told:
+        f.told = True
+        children.tell(k.fds, NOT_SHARED)
     if not isinstance(f, EpollFile):
         raise SyscallError(errno.EINVAL)
     return f

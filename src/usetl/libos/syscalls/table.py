@@ -242,14 +242,17 @@ _ENTRIES = [
     # pipes, eventfds and readiness: in the monitor, over every kind of file
     Syscall("pipe", ipc.sys_pipe, FULL, "no SIGPIPE: EPIPE"),
     Syscall("pipe2", ipc.sys_pipe2, PARTIAL, "no O_DIRECT (packet mode); no SIGPIPE: EPIPE"),
-    Syscall("eventfd", ipc.sys_eventfd, FULL),
-    Syscall("eventfd2", ipc.sys_eventfd2, FULL),
+    Syscall("eventfd", ipc.sys_eventfd, FULL, "shared with a fork or a child program: then a "
+            "host eventfd"),
+    Syscall("eventfd2", ipc.sys_eventfd2, FULL, "as eventfd"),
     Syscall("poll", pl.sys_poll, FULL, "regular files are always ready, as on Linux"),
     Syscall("ppoll", pl.sys_ppoll, PARTIAL, "the signal mask is ignored"),
     Syscall("select", pl.sys_select, FULL, "regular files are always ready, as on Linux"),
     Syscall("pselect6", pl.sys_pselect6, PARTIAL, "the signal mask is ignored"),
-    Syscall("epoll_create", pl.sys_epoll_create, FULL),
-    Syscall("epoll_create1", pl.sys_epoll_create1, FULL),
+    Syscall("epoll_create", pl.sys_epoll_create, PARTIAL, "as epoll_create1"),
+    Syscall("epoll_create1", pl.sys_epoll_create1, PARTIAL,
+            "a set is not shared across fork: the forked child's copy is EINVAL to use "
+            "(told on stderr), closing it works"),
     Syscall("epoll_ctl", pl.sys_epoll_ctl, PARTIAL,
             "level, edge (a proxied socket's edge: not ready to ready), EPOLLONESHOT; "
             "no nested epoll; EPOLLEXCLUSIVE ignored"),
