@@ -236,3 +236,55 @@ def test_clones_of_a_learned_generation_never_share_random_values(backend, tmp_p
         template.close()
     for field in ("urandom", "random", "uuid", "instance"):
         assert len({v[field] for v in seen}) == 100, f"{field} repeats across clones"
+
+
+CHILDREN = """
+import subprocess, sys
+from usetl import etl
+def handler(event, context):
+    held = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                            stdin=subprocess.PIPE)
+    try:
+        subprocess.run([sys.executable, "-c", "pass"])
+        second = "ran"
+    except BlockingIOError:
+        second = "refused"
+    if event.get("gate"):
+        etl.get(event["gate"])
+    held.stdin.close()
+    return [second, held.wait(), subprocess.run([sys.executable, "-c", "pass"]).returncode]
+"""
+
+
+def test_child_processes_count_toward_the_functions_concurrency(backend, tmp_path, http_server):
+    import threading
+
+    from usetl.platform.pool import ConcurrencyLimit
+
+    pool = Pool(backend, PoolConfig())
+    gate = http_server.gate("/held")
+    try:
+        code = write_function(tmp_path / "children", CHILDREN)
+        spec = FunctionSpec("t/children/1", code, "fn.py:handler", allow=[http_server.base])
+        pool.add(spec, 2, 0, pool.start_template(spec))
+        # The invocation and its held child fill both slots: a second child is refused.
+        out = pool.invoke("t/children/1", {}, {})
+        assert out.error is None, (out.error, out.stderr)
+        assert out.value == ["refused", 0, 0]
+        assert "the invocation is at its limit of child processes (its function's " \
+            "concurrency limit" in out.stderr
+        results = []
+        first = threading.Thread(target=lambda: results.append(
+            pool.invoke("t/children/1", {"gate": gate.url}, {})))
+        first.start()
+        gate.wait_for(1)
+        # One invocation is running, its child holds the other slot: no room, no queue.
+        assert pool.status()[0]["children"] == 1
+        with pytest.raises(ConcurrencyLimit, match="1 invocations and 1 of their child"):
+            pool.invoke("t/children/1", {}, {})
+        gate.open()
+        first.join()
+        assert results[0].value == ["refused", 0, 0]
+        assert pool.status()[0]["children"] == 0
+    finally:
+        pool.close()

@@ -140,7 +140,9 @@ class Call(Message):
 
     `files`: a previous pipeline stage's files, shown in the host region; their memory
     file comes with this message. `keep_files`: hand the guest region's files back with
-    the reply (their memory file comes with it), for the next stage.
+    the reply (their memory file comes with it), for the next stage. `slots`: the
+    function's process slots (libos.children.ProcessSlots) come with it, their read and
+    write ends after any memory file, so its children count toward its concurrency.
     """
 
     event: Any
@@ -148,6 +150,7 @@ class Call(Message):
     timeout: float | None = None
     files: HandedFiles | None = None
     keep_files: bool = False
+    slots: bool = False
 
 
 class Rollback(Message):

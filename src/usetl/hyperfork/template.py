@@ -34,6 +34,7 @@ from usetl.jail import JailError, JailSpec, handshake
 from usetl.jail.cgroup import Cgroups, Limits
 from usetl.jail.environ import spawn_environment
 from usetl.jail.ids import shared_range
+from usetl.libos.children import ProcessSlots
 from usetl.libos.handoff import HandOff, HandOffError
 from usetl.usf import UsfConfig
 from usetl.vm.memory import OWN_FILE
@@ -360,12 +361,14 @@ class Clone:
             raise HyperForkError("this clone is closed")
         return self._billed(self.chan.request(Invoke(request, timeout), Invoked))
 
-    def invoke(self, event: Any, context: dict | None = None,
-               timeout: float | None = None) -> InvocationResult:
-        """handler(event, context) of the function the template loaded."""
+    def invoke(self, event: Any, context: dict | None = None, timeout: float | None = None,
+               slots: ProcessSlots | None = None) -> InvocationResult:
+        """handler(event, context) of the function the template loaded; its children take
+        the function's `slots` where given."""
         if self.closed:
             raise HyperForkError("this clone is closed")
-        return self._billed(self.chan.request(Call(event, context or {}, timeout), Invoked))
+        call = Call(event, context or {}, timeout, slots=slots is not None)
+        return self._billed(self.chan.request(call, Invoked, fds=slots.fds if slots else ()))
 
     def _billed(self, invoked: Invoked) -> InvocationResult:
         """A jailed clone's I/O as the broker counted it (ETL requests, connects), plus what
@@ -388,14 +391,17 @@ class Clone:
         return result
 
     def call_stage(self, event: Any, context: dict, timeout: float | None,
-                   files: HandOff | None, keep_files: bool) -> tuple[InvocationResult,
-                                                                     HandOff | None]:
+                   files: HandOff | None, keep_files: bool,
+                   slots: ProcessSlots | None = None) -> tuple[InvocationResult,
+                                                               HandOff | None]:
         """invoke() as a pipeline stage: `files` (the previous stage's) are shown in its host
         region; with `keep_files`, the files its guest wrote come back, sealed."""
         if self.closed:
             raise HyperForkError("this clone is closed")
-        call = Call(event, context, timeout, files.files if files else None, keep_files)
-        self.chan.send(call, fds=(files.fd,) if files else ())
+        call = Call(event, context, timeout, files.files if files else None, keep_files,
+                    slots=slots is not None)
+        fds = ((files.fd,) if files else ()) + (slots.fds if slots else ())
+        self.chan.send(call, fds=fds)
         invoked, fds = self.chan.reply_with_fds(Invoked)
         try:
             result = self._billed(invoked)

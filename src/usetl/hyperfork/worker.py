@@ -31,6 +31,7 @@ from usetl.image.archive import ImageArchive
 from usetl.invocation import SANDBOX_ERROR, ErrorInfo, InvocationResult, IoUsage
 from usetl.jail import handshake, namespaces
 from usetl.libos.archivefs import ArchiveMount
+from usetl.libos.children import ProcessSlots
 from usetl.libos.handoff import HandedFiles, HandOff, new_memory_file
 from usetl.libos.hostfs import HostDirFS
 from usetl.usf import UsfError, start_usf
@@ -188,7 +189,14 @@ class CloneProcess:
         return Invoked(result, files, sockets)
 
     def call(self, msg: Call, fds: list[int]) -> tuple[Invoked, tuple[int, ...]]:
-        """The handler once; with a previous stage's files handed in, and its own kept."""
+        """The handler once; with a previous stage's files handed in, and its own kept;
+        with the function's process slots, which its children take while it runs."""
+        tokens = self.usf.kernel.children.process_tokens()
+        if msg.slots:
+            if len(fds) < 2:
+                raise ProtocolError("process slots come with two fds")
+            write_fd, read_fd = fds.pop(), fds.pop()
+            tokens.slots = ProcessSlots(read_fd, write_fd)
         handoff = None
         if msg.files is not None:
             if len(fds) != 1:
@@ -207,6 +215,9 @@ class CloneProcess:
         finally:
             if handoff is not None:
                 handoff.close()
+            if tokens.slots is not None:
+                tokens.slots.close()
+                tokens.slots = None
         if kept is None:
             return self._invoked(result), ()
         return self._invoked(result, kept.files), (kept.fd,)

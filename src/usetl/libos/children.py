@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import logging
 import os
 import re
@@ -35,6 +36,7 @@ import select
 import signal
 import socket
 import struct
+import termios
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -103,6 +105,7 @@ HOST_FD_LIMIT = 1 << 20
 # descendant), so that a fork bomb ends at it with EAGAIN and the host carries on.
 MAX_PROCESSES = 16
 AT_LIMIT = "usetl: {call} refused: the invocation is at its limit of child processes ({why})\n"
+FUNCTION_FULL = "its function's concurrency limit: its invocations and their children fill it"
 # What a sibling can use as the fork copied it; other files are not passed (EBADF there).
 CROSSES = (HostStreamFile, NullFile, ImageFile, TmpOpenFile, DirFile, ProcOpenFile, SocketFile)
 
@@ -138,29 +141,72 @@ class PreExec:
         self.done = WaitQueue()  # the parent waits here until execve or exit
 
 
-class ProcessTokens:
-    """A host pipe holding one byte per child process that may still start: every monitor
-    of an invocation's process tree inherits it (by fork), so the limit is the tree's."""
+class ProcessSlots:
+    """A function's concurrency as a host pipe holding one byte per invocation or child
+    process that may still run: the platform's pool takes one for each invocation, and
+    the monitors of its process trees one for each child (the pipe's ends come with each
+    call), so children count toward the function's concurrency limit."""
 
-    def __init__(self, count: int = MAX_PROCESSES):
-        self.read_fd, self.write_fd = os.pipe()
-        os.set_blocking(self.read_fd, False)
-        os.write(self.write_fd, b"x" * count)
+    def __init__(self, read_fd: int, write_fd: int):
+        self.read_fd, self.write_fd = read_fd, write_fd
+
+    @classmethod
+    def new(cls, count: int) -> ProcessSlots:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.write(write_fd, b"x" * count)
+        return cls(read_fd, write_fd)
 
     @property
     def fds(self) -> tuple[int, int]:
         return self.read_fd, self.write_fd
 
-    def take(self, k: Kernel, call: str) -> None:
-        """One token for a new child, or EAGAIN (told on stderr) at the limit."""
+    def take(self) -> bool:
+        """One slot, if one is free."""
         try:
-            os.read(self.read_fd, 1)
+            return len(os.read(self.read_fd, 1)) == 1
         except BlockingIOError:
-            tell(k.fds, AT_LIMIT.format(call=call, why=f"{MAX_PROCESSES} at once"))
-            raise SyscallError(errno.EAGAIN) from None
+            return False
 
     def give(self) -> None:
         os.write(self.write_fd, b"x")
+
+    def free(self) -> int:
+        """How many are free now."""
+        return int.from_bytes(fcntl.ioctl(self.read_fd, termios.FIONREAD, bytes(4)), "little")
+
+    def close(self) -> None:
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+
+
+class ProcessTokens:
+    """One token per child process that may still start, in a host pipe: every monitor of
+    an invocation's process tree inherits it (by fork), so the limit is the tree's; where
+    the platform gave the invocation its function's slots, a child takes one of them too."""
+
+    def __init__(self, count: int = MAX_PROCESSES):
+        self.own = ProcessSlots.new(count)
+        self.slots: ProcessSlots | None = None  # the function's, during an invocation
+
+    @property
+    def fds(self) -> tuple[int, ...]:
+        return (*self.own.fds, *(self.slots.fds if self.slots is not None else ()))
+
+    def take(self, k: Kernel, call: str) -> None:
+        """One token for a new child, or EAGAIN (told on stderr) at the limit."""
+        if not self.own.take():
+            tell(k.fds, AT_LIMIT.format(call=call, why=f"{MAX_PROCESSES} at once"))
+            raise SyscallError(errno.EAGAIN)
+        if self.slots is not None and not self.slots.take():
+            self.own.give()
+            tell(k.fds, AT_LIMIT.format(call=call, why=FUNCTION_FULL))
+            raise SyscallError(errno.EAGAIN)
+
+    def give(self) -> None:
+        self.own.give()
+        if self.slots is not None:
+            self.slots.give()
 
 
 @dataclass

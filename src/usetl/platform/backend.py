@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from usetl.errors import UsetlError
 from usetl.invocation import ErrorInfo, InvocationResult
+from usetl.libos.children import ProcessSlots
 from usetl.libos.handoff import HandOff
 
 
@@ -71,12 +72,15 @@ class Instance(Protocol):
     instance_id: str  # unique on this host, for an operator (the dashboard, /v1/instances)
 
     def invoke(self, event: Any, context: dict, timeout: float, files: HandOff | None = None,
-               keep_files: bool = False) -> InvocationResult:
+               keep_files: bool = False,
+               slots: ProcessSlots | None = None) -> InvocationResult:
         """handler(event, context) once; every failure is in the result's error, as data.
 
         As a pipeline stage: `files` are the previous stage's, shown as host-region files
         (the caller still owns them); with `keep_files`, take_files() then gives the files
-        the function wrote in its guest region.
+        the function wrote in its guest region. `slots`: the function's concurrency (the
+        caller took one for this invocation), which each child process takes one of while
+        it runs, where the backend runs children itself (KVM's sibling VMs).
         """
 
     def take_files(self) -> HandOff | None:

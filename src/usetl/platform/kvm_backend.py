@@ -23,6 +23,7 @@ from usetl.hyperfork import HyperForkError, ProtocolError, Template
 from usetl.hyperfork.protocol import WarmUp
 from usetl.image.modstore import PRELOAD, SYSLIBS, ModuleStoreError, packed
 from usetl.invocation import GUEST_ENDED, SANDBOX_ERROR, InvocationResult, invocation_context
+from usetl.libos.children import ProcessSlots
 from usetl.libos.handoff import HandOff
 from usetl.procmem import process_memory
 from usetl.usf import UsfConfig
@@ -86,15 +87,16 @@ class KvmInstance:
             return None
 
     def invoke(self, event: Any, context: dict, timeout: float, files: HandOff | None = None,
-               keep_files: bool = False) -> InvocationResult:
+               keep_files: bool = False,
+               slots: ProcessSlots | None = None) -> InvocationResult:
         if self.closed:
             raise BackendError("this instance is closed")
         try:
             if files is None and not keep_files:
-                result = self.clone.invoke(event, context, timeout)
+                result = self.clone.invoke(event, context, timeout, slots)
             else:
                 result, self.kept = self.clone.call_stage(event, context, timeout, files,
-                                                          keep_files)
+                                                          keep_files, slots)
         except HyperForkError as e:
             # A clone that broke the protocol or went away cannot serve again.
             self.close()

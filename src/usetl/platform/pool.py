@@ -9,7 +9,10 @@
   evicted least recently used first when the memory budget is exceeded, after a save()
   where the backend supports snapshots.
 - A function's concurrency limit: invocations beyond it wait in a bounded queue; when the
-  queue is full they are refused (ConcurrencyLimit, HTTP 429).
+  queue is full they are refused (ConcurrencyLimit, HTTP 429). Its child processes count
+  toward it too: the limit is a pipe of slots (libos.children.ProcessSlots) that each
+  invocation takes one of here and each child one of in its monitor, so a fork beyond it
+  is EAGAIN and invocations wait while children fill it.
 - Learned templates (learning.py): once invocations keep importing the same modules, the
   next template generation is built with them imported, on a thread of its own, and swapped
   in whole: later instances are forked from it, ready ones of the old generation are closed,
@@ -32,6 +35,7 @@ from typing import Any
 
 from usetl.errors import UsetlError
 from usetl.invocation import SANDBOX_ERROR, ErrorInfo, InvocationResult
+from usetl.libos.children import ProcessSlots
 from usetl.libos.handoff import HandOff, HandOffError
 
 from .backend import (
@@ -50,6 +54,9 @@ from .metrics import Metrics
 log = logging.getLogger(__name__)
 RECYCLERS = 2  # threads rolling used instances back
 RECYCLE_WAIT_S = 0.05  # how long an invocation waits for a rollback before forking
+# How often a queued invocation looks for a slot: one a child gives back (in its monitor)
+# wakes no one here.
+SLOT_WAIT_S = 0.05
 # A function deployed with reuse "warm" keeps an instance, globals and /tmp included, for
 # this many calls (and no longer than the pool's idle time), as a Lambda environment is.
 WARM_REUSE_CALLS = 1000
@@ -98,6 +105,9 @@ class FunctionPool:
     def __init__(self, spec: FunctionSpec, concurrency: int, queue: int, learn_after: int):
         self.spec = spec  # replaced, with the template, by each learned generation
         self.concurrency = concurrency
+        # Held by invocations and their children; closed with the pool (no invocation has it).
+        self.slots = ProcessSlots.new(concurrency)
+        weakref.finalize(self, self.slots.close)
         self.queue = queue
         self.template: FunctionTemplate | None = None
         self.template_lock = threading.Lock()  # one template start at a time
@@ -122,6 +132,10 @@ class FunctionPool:
         self.held: dict[Instance, str] = {}  # instances out of `ready`: "busy" or "recycling"
         # Each live instance's memory as last measured (when forked, after each rollback).
         self.sizes: weakref.WeakKeyDictionary[Instance, int] = weakref.WeakKeyDictionary()
+
+    def children(self) -> int:
+        """Child processes of its invocations running now (each holds a slot)."""
+        return max(0, self.concurrency - self.busy - self.slots.free())
 
     def current(self, instance: Instance) -> bool:
         """Whether the instance was forked from the template that serves now."""
@@ -326,7 +340,8 @@ class Pool:
             if on_start is not None:
                 on_start()
             sent = time.perf_counter()
-            outcome = instance.invoke(event, context, pool.spec.timeout_s, files, keep_files)
+            outcome = instance.invoke(event, context, pool.spec.timeout_s, files, keep_files,
+                                      pool.slots)
             round_trip = (time.perf_counter() - sent) * 1e3
             kept = instance.take_files() if keep_files else None
             if kept is not None:
@@ -355,17 +370,18 @@ class Pool:
                 pool.retired = not live  # it serves this invocation, then goes
             if pool is None:
                 raise PoolError(f"function version {key} is not loaded")
-            if pool.busy >= pool.concurrency:
+            if not pool.slots.take():
                 if pool.waiting >= pool.queue:
                     self.metrics.rejected.inc(function=key)
                     raise ConcurrencyLimit(
-                        f"{pool.busy} invocations are running (the limit) and "
+                        f"{pool.busy} invocations and {pool.children()} of their child "
+                        f"processes are running (the limit, {pool.concurrency}) and "
                         f"{pool.waiting} are queued (the queue's limit)"
                     )
                 pool.waiting += 1
                 try:
-                    while pool.busy >= pool.concurrency:
-                        self.cond.wait()
+                    while not pool.slots.take():
+                        self.cond.wait(SLOT_WAIT_S)
                 finally:
                     pool.waiting -= 1
             pool.busy += 1
@@ -438,6 +454,7 @@ class Pool:
         """The invocation is over: roll its instance back off the request's path."""
         with self.cond:
             pool.busy -= 1
+            pool.slots.give()
             if instance is not None:
                 pool.recycling += 1
                 pool.held[instance] = "recycling"
@@ -698,6 +715,7 @@ class Pool:
             "snapshot": p.snapshot is not None,
             "ready": len(p.ready),
             "busy": p.busy,
+            "children": p.children(),
             "queued": p.waiting,
             "concurrency_limit": p.concurrency,
             "target_ready": p.target_ready(self.config),

@@ -51,6 +51,7 @@ from usetl.invocation import (
     invocation_context,
 )
 from usetl.jail.ids import shared_range
+from usetl.libos.children import ProcessSlots
 from usetl.libos.etl_device import EtlDevice, RegionFull
 from usetl.libos.handoff import HandOff, HandOffError
 from usetl.procmem import process_memory
@@ -136,7 +137,10 @@ class ProcessInstance:
         self.etl_deadline: float | None = None
 
     def invoke(self, event: Any, context: dict, timeout: float, files: HandOff | None = None,
-               keep_files: bool = False) -> InvocationResult:
+               keep_files: bool = False,
+               slots: ProcessSlots | None = None) -> InvocationResult:
+        # `slots` is not used: the sandbox's children are host processes of its own, which
+        # the platform does not see.
         if self.closed:
             raise BackendError("this instance is closed")
         t0 = time.perf_counter()
