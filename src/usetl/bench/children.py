@@ -1,11 +1,13 @@
 """Child processes: what a child costs in a USF against the same on the host, side by side.
 
-Three series, each timed inside its caller (the guest's clock is the host's):
-a `/bin/true`-like static program (an ELF of three instructions, made here)
-and a Python child (`python -c pass`), each run with subprocess.run in a
-HyperFork clone, that is in a sibling VM, and by the host's subprocess.run;
-and fork to the child running (the child writes its clock on a pipe) in the
-clone, a copy of its VM, against os.fork on the host.
+Four series, each timed inside its caller (the guest's clock is the host's):
+a `/bin/true`-like static program (an ELF of three instructions, made here),
+the same through the shell (`subprocess.run(path, shell=True)`: /bin/sh,
+which execs it in place) and a Python child (`python -c pass`), each run
+with subprocess.run in a HyperFork clone, that is in a sibling VM, and by
+the host's subprocess.run; and fork to the child running (the child writes
+its clock on a pipe) in the clone, a copy of its VM, against os.fork on the
+host.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ TRUE_NAME = "true"
 # A static x86-64 program that exits 0: mov eax, 60; xor edi, edi; syscall.
 TRUE_CODE = bytes.fromhex("b83c000000" "31ff" "0f05")
 ELF_BASE = 0x400000
+SERIES = ("true", "shell", "python", "fork")
 
 FORK_TO_RUNNING = """
 import os, time
@@ -42,11 +45,12 @@ os.close(r); os.close(w)
 ms = (running - t0) * 1e3
 """
 GUEST = """import json, subprocess, sys, time
-def timed(argv):
+def timed(argv, shell=False):
     t0 = time.perf_counter()
-    subprocess.run(argv, check=True)
+    subprocess.run(argv, check=True, shell=shell)
     return (time.perf_counter() - t0) * 1e3
-out = {{"true": timed([{true!r}]), "python": timed([sys.executable, "-c", "pass"])}}
+out = {{"true": timed([{true!r}]), "shell": timed({true!r}, shell=True),
+        "python": timed([sys.executable, "-c", "pass"])}}
 """ + FORK_TO_RUNNING + """out["fork"] = ms
 print(json.dumps(out))
 """
@@ -65,15 +69,15 @@ def true_program() -> bytes:
 
 
 def _host_series(true_path: str) -> dict[str, float]:
-    def timed(argv: list[str]) -> float:
+    def timed(argv: list[str] | str, shell: bool = False) -> float:
         t0 = time.perf_counter()
-        subprocess.run(argv, check=True)
+        subprocess.run(argv, check=True, shell=shell)
         return (time.perf_counter() - t0) * 1e3
 
     scope: dict = {}
     exec(FORK_TO_RUNNING, scope)
-    return {"true": timed([true_path]), "python": timed([sys.executable, "-c", "pass"]),
-            "fork": scope["ms"]}
+    return {"true": timed([true_path]), "shell": timed(true_path, shell=True),
+            "python": timed([sys.executable, "-c", "pass"]), "fork": scope["ms"]}
 
 
 def run(image: ImageArchive, runs: int = 10, progress=lambda msg: None) -> dict:
@@ -83,8 +87,8 @@ def run(image: ImageArchive, runs: int = 10, progress=lambda msg: None) -> dict:
         exe.write_bytes(true_program())
         exe.chmod(0o755)
         Path(tmp).chmod(0o755)
-        usf: dict[str, list[float]] = {"true": [], "python": [], "fork": []}
-        host: dict[str, list[float]] = {"true": [], "python": [], "fork": []}
+        usf: dict[str, list[float]] = {name: [] for name in SERIES}
+        host: dict[str, list[float]] = {name: [] for name in SERIES}
         code = GUEST.format(true=f"/bin_dir/{TRUE_NAME}")
         with Template.start(image.path) as base:
             load = {"kind": "exec", "code": "pass"}
@@ -109,6 +113,7 @@ def run(image: ImageArchive, runs: int = 10, progress=lambda msg: None) -> dict:
 
 def format_report(result: dict) -> str:
     labels = {"true": "a /bin/true-like static program (subprocess.run)",
+              "shell": "the same through /bin/sh (shell=True)",
               "python": "python -c pass (subprocess.run)",
               "fork": "fork to the child running"}
     lines = [f"children: medians of {result['runs']} runs, in a clone vs on the host"]

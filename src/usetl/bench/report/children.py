@@ -5,6 +5,7 @@ from __future__ import annotations
 from usetl.bench.report.document import Document, fmt
 
 ROWS = (("true", "a `/bin/true`-like static program, `subprocess.run`"),
+        ("shell", "the same through `/bin/sh` (`shell=True`)"),
         ("python", "`python -c pass`, `subprocess.run`"),
         ("fork", "fork to the child running"))
 
@@ -12,8 +13,9 @@ ROWS = (("true", "a `/bin/true`-like static program, `subprocess.run`"),
 def write(doc: Document, exp: dict) -> None:
     setup = (
         "In this experiment we show what a child process costs. We set up this experiment "
-        "as follows: a HyperFork clone runs a static program of three instructions and "
-        "`python -c pass` with `subprocess.run` (each starts in a sibling VM) and forks "
+        "as follows: a HyperFork clone runs a static program of three instructions (also "
+        "through `/bin/sh`, which execs it in place) and `python -c pass` with "
+        "`subprocess.run` (each starts in a sibling VM) and forks "
         "(the child is a copy of the clone's VM), timed in the guest; the host's "
         f"`subprocess.run` and `os.fork` do the same beside it, {exp.get('runs', 10)} "
         "times each, alternated; we show the medians."
