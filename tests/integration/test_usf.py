@@ -135,6 +135,12 @@ def test_exec_by_the_process_itself_replaces_it_and_ends_the_invocation(image):
     assert r.stdout.splitlines() == ["before 1", "after 1"]
     assert r.error is not None and r.error.type == "GuestExit"
     assert r.error.message == "the guest exited with status 3"
+    with start_usf(image) as u:  # the program runs within the invocation's time
+        r = u.run_code("import os, sys\n"
+                       "os.execv(sys.executable, [sys.executable, '-c', "
+                       "'import time; time.sleep(60)'])\n", timeout=3)
+        assert r.error is not None and r.error.type == "Timeout", r.error
+        assert u.kernel.children.running == {} and u.kernel.children.replaced_by is None
 
 
 def test_exception_returns_type_message_and_traceback(usf):

@@ -559,14 +559,15 @@ def replace_program(k: Kernel, program: str, argv: list[str], envp: list[str]) -
     parent sends meanwhile are the program's."""
     child = _start_program(k, PreExec(k), k.identity.pid, program, argv, envp)
     k.children.replaced_by = child
-    fd = child.control.fileno()
     try:
-        wait_ready({fd: POLLIN}, None, lambda: k.vm.deadline_hit)
+        wait_ready({child.control.fileno(): POLLIN}, None, lambda: k.vm.deadline_hit)
     except SyscallError:
-        child.kill(signal.SIGKILL, quietly=True)  # the invocation's time is up
-    k.children.replaced_by = None
-    status = child.finish()
-    k.children.cpu_s += child.usage.user_s + child.usage.system_s
+        child.kill(signal.SIGKILL, quietly=True)  # time is up: EINTR, and the run times out
+        raise
+    finally:
+        k.children.replaced_by = None
+        status = child.finish()
+        k.children.cpu_s += child.usage.user_s + child.usage.system_s
     if status & 0x7F:
         return sigdelivery.killed(k, status & 0x7F)
     return Stop("exit", (status >> 8) & 0xFF)
