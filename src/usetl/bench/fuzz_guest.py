@@ -12,7 +12,8 @@ What the fuzzer keeps away from, because it would end or wedge the guest
 on purpose rather than test the monitor: exit, exit_group, rt_sigreturn,
 pause and rt_sigsuspend; fork, vfork and clone without CLONE_VM (each child
 would go on fuzzing, in a VM of its own or in its parent's place; clone's
-flags always ask for CLONE_VM, so it is refused or a thread;
+flags always ask for CLONE_VM, so it is refused or a thread); execve and
+execveat (a program found would replace the fuzzer;
 tests/integration/test_children.py gives execve hostile arguments in vfork
 children instead); fatal signals to itself and timers that would
 raise them; the agent's own channel fd (its reads block by design, a close
@@ -51,8 +52,9 @@ MAX_NR = 450
 AGENT_RDEV = os.makedev(10, 242)
 
 # Syscall numbers the fuzzer treats specially (x86-64).
-# rt_sigreturn, pause, fork, vfork, exit, rt_sigsuspend, exit_group: never issued
-NEVER = {15, 34, 57, 58, 60, 130, 231}
+# rt_sigreturn, pause, fork, vfork, execve, exit, rt_sigsuspend, exit_group, execveat:
+# never issued
+NEVER = {15, 34, 57, 58, 59, 60, 130, 231, 322}
 MEMORY = {10, 11, 26, 27, 28, 149, 150, 216, 237, 325, 329}  # (addr, len, ...) syscalls
 MMAP, BRK, MREMAP = 9, 12, 25
 SIGNALLERS = {62: 1, 200: 1, 234: 2, 129: 1, 297: 2, 424: 1}  # nr -> index of the signal arg
