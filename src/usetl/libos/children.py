@@ -16,11 +16,20 @@ fd first (hostpipe.py): in-monitor pipes and socketpairs are turned into
 host ones in both tables, and the parent's captured stdout and stderr are
 fed by a host pipe that a host thread drains (ConsoleDrain).
 
-The sibling reports its wait status on a control socket and exits; wait4,
-waitid and kill find children here; fork (forking.py) makes children of
-the same kind. Every child ends with its parent's invocation (end_all), and
-with its parent's monitor process (PDEATHSIG); at most MAX_PROCESSES live
-at once in an invocation's process tree (ProcessTokens).
+A process's own execve (the USF's, a forked child's, a shell's) starts its
+program the same way, with the process's pid and fds, and the process waits
+for it and ends with its status (replace_program); a #! script runs its
+interpreter (resolve_program).
+
+The sibling reports its wait status on a control socket and exits; the
+parent sends it signals on the same socket, which its monitor delivers to
+its guest (hear_parent: the child's own handlers run). wait4, waitid and
+kill find children here; fork (forking.py) makes children of the same
+kind. What a child's monitor used, as the host's wait4 measures it, is
+billed to the invocation (Usage). Every child ends with its parent's
+invocation (end_all), and with its parent's monitor process (PDEATHSIG); at
+most MAX_PROCESSES live at once in an invocation's process tree, and each
+takes one of its function's concurrency slots (ProcessTokens).
 """
 
 from __future__ import annotations
