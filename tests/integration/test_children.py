@@ -260,11 +260,18 @@ def test_execve_by_a_process_itself_scripts_and_the_shell(usf):
         r = subprocess.run("echo $((6 * 7)) | /code/children upper; exit 3", shell=True,
                            capture_output=True, text=True)
         print(r.returncode, r.stdout.strip(), flush=True)
-        print(os.waitstatus_to_exitcode(os.system("/code/children hello there")))
+        print(os.waitstatus_to_exitcode(os.system("/code/children hello there")), flush=True)
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # its program has its pid, and so its parent
+            os.execv(sys.executable, [sys.executable, "-c",
+                                      f"import os; print(os.getppid() == {parent})"])
+        os.waitpid(pid, 0)
     """, timeout=120)
     assert out == [
         "['/tmp/script.py', 'a']", "['/tmp/script.py', 'two words', '/tmp/inner', 'b']",
         "plain 8", "hello from C with 2 args", "7", "3 42", "hello from C with 3 args", "7",
+        "True",
     ]
 
 

@@ -760,6 +760,7 @@ def _run_program(k: Kernel, pid: int, program: str, argv: list[str], envp: list[
     vm = Vm(k.vm.ram.size >> 20)
     child = type(k)(vm, ns, k.handlers, k.output_limit)
     child.identity.pid = pid
+    child.identity.ppid = k.identity.ppid if pid == k.identity.pid else k.identity.pid
     child.children = Children(k.children.tokens)
     child.net = k.net
     child.umask = k.umask
@@ -865,7 +866,7 @@ def _from_parent(k: Kernel, sig: int) -> None:
     if replacement is not None:
         replacement.signal(sig)  # its program replaced it (execve): the program's
     elif 0 < sig <= 64 and not (sig in STOPPING and k.signals.action(sig).handler == SIG_DFL):
-        info = SigInfo(sig, SI_USER, 0, k.identity.uid)
+        info = SigInfo(sig, SI_USER, k.identity.ppid, k.identity.uid)
         sigdelivery.send(k, sig, info, None)
 
 

@@ -177,7 +177,7 @@ def _become_child(k: Kernel, pid: int, state: VcpuState, drains: dict[int, Conso
     vm = Vm(old.ram.size >> 20, old.specs, memory=memory)
     vm.restore_state(state)
     k.vm = vm
-    k.identity.pid = pid
+    k.identity.ppid, k.identity.pid = k.identity.pid, pid
     sched = k.sched
     thread = sched.current
     thread.tid = pid

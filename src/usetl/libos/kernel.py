@@ -53,6 +53,7 @@ class TraceRecord:
 @dataclass
 class Identity:
     pid: int = 1
+    ppid: int = 0  # the USF's parent is outside the guest; a child's is its parent's pid
     uid: int = GUEST_ID
     gid: int = GUEST_ID
     hostname: str = "usf"

@@ -23,7 +23,7 @@ def sys_getpid(k: Kernel, *_: int) -> int:
 
 
 def sys_getppid(k: Kernel, *_: int) -> int:
-    return 0
+    return k.identity.ppid
 
 
 def sys_getuid(k: Kernel, *_: int) -> int:
