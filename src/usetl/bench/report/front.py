@@ -27,8 +27,8 @@ CONFIG_HELP = {
     "handlers_runs": "timed warm calls per real ETL handler, in a USF and in a host process",
     "handlers_clones": "new clones timed per real ETL handler (fork and first call)",
     "handlers_colds": "new host processes timed per real ETL handler (start to exit)",
-    "children_runs": "runs of each child-process series: a static program, a Python child, "
-                     "fork (median shown)",
+    "children_runs": "runs of each child-process series: a static program, the same "
+                     "through /bin/sh, a Python child, fork (median shown)",
     "imports_runs": "fresh USFs and host processes per package and way that import it",
     "load_concurrency": "concurrent clients under load",
     "load_warmup_s": "untimed seconds of load before the timed ones, per series",
