@@ -13,6 +13,7 @@ import pytest
 from usetl.etl import EtlError, HttpClient, IoAccount, UrlPolicy
 
 MiB = 1 << 20
+TLS_BODY = os.urandom(3 * MiB + 5)  # many TLS records, none a whole number of slices
 
 
 def client_for(server, *extra: str, **kwargs) -> HttpClient:
@@ -186,11 +187,13 @@ def https_server(tmp_path):
     seen_sni: list[str | None] = []
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keeps the connection
+
         def log_message(self, format, *args):
             pass
 
         def do_GET(self):
-            body = b"over tls"
+            body = TLS_BODY if self.path == "/big" else b"over tls"
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -219,3 +222,106 @@ def test_https_checks_the_certificate_against_the_name(https_server):
         e = fetch_error(client, f"https://127.0.0.1:{port}/x")
     assert e.kind == "connection"
     assert "CERTIFICATE_VERIFY_FAILED" in str(e) or "certificate" in str(e).lower()
+
+
+def test_https_large_body_arrives_whole_and_connection_is_kept(https_server):
+    port, trust, seen_sni = https_server
+    dest = bytearray(len(TLS_BODY) + 10)
+    with HttpClient(UrlPolicy([f"https://localhost:{port}/"]), verify=trust) as client:
+        for _ in range(2):
+            t = client.get(f"https://localhost:{port}/big", memoryview(dest))
+            assert t.size == len(TLS_BODY)
+            assert hashlib.sha256(dest[: t.size]).digest() == hashlib.sha256(TLS_BODY).digest()
+    assert seen_sni == ["localhost"]  # one handshake: the second GET reused the connection
+
+
+class ScriptedServer:
+    """A server on 127.0.0.1 that answers each request with the next scripted bytes and
+    then closes the connection if the script says so: responses no real server library
+    would send (a body cut short, a chunked body)."""
+
+    def __init__(self, script: list[tuple[bytes, bool]]):
+        import socket
+
+        self.script = list(script)
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while self.script:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                while self.script:
+                    request = b""
+                    while b"\r\n\r\n" not in request:
+                        data = conn.recv(4096)
+                        if not data:
+                            break
+                        request += data
+                    if not request:
+                        break
+                    answer, close = self.script.pop(0)
+                    conn.sendall(answer)
+                    if close:
+                        break
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def scripted():
+    servers: list[ScriptedServer] = []
+
+    def start(*script: tuple[bytes, bool]) -> ScriptedServer:
+        servers.append(ScriptedServer(list(script)))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_body_cut_short_is_a_connection_error(scripted):
+    server = scripted((b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 400, True))
+    with client_for(server) as client:
+        e = fetch_error(client, server.base + "/x")
+    assert e.kind == "connection"
+    assert "after 400 B of the body, 600 B short" in e.reason
+    assert e.account.bytes_in == 400
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_chunked_body(scripted, complete):
+    chunks = b"5\r\nhello\r\n7\r\n, world\r\n" + (b"0\r\n\r\n" if complete else b"")
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks
+    server = scripted(*[(answer, not complete)] * 3)
+    dest = bytearray(64)
+    with client_for(server) as client:
+        if not complete:
+            assert fetch_error(client, server.base + "/x").kind == "connection"
+            return
+        t = client.get(server.base + "/x", memoryview(dest))
+        assert bytes(dest[: t.size]) == b"hello, world"
+        # Exactly the body's size fits; one byte less does not.
+        assert client.get(server.base + "/x", memoryview(bytearray(12))).size == 12
+        with pytest.raises(EtlError) as e:
+            client.get(server.base + "/x", memoryview(bytearray(11)))
+        assert e.value.kind == "too_large"
+
+
+def test_kept_connection_closed_by_the_server_is_not_reused(scripted):
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+    server = scripted((ok, False), (ok, True), (ok, False))
+    with client_for(server) as client:
+        for _ in range(3):
+            assert client.get(server.base + "/x", memoryview(bytearray(2))).size == 2
+    assert server.connections == 2  # kept alive once, then a new one after the close
