@@ -29,6 +29,37 @@ def process_memory(pids: list[int]) -> dict[str, int]:
     return {"uss": uss, "pss": pss, "rss": rss}
 
 
+def private_by_kind(pid: int) -> dict[str, int]:
+    """A process's private bytes (USS) by what holds them, from /proc/PID/smaps: "guest RAM"
+    (a USF's copy-on-write copies of its template's RAM), "ETL regions" (its regions' files of
+    its own), "Python and C heap" (anonymous memory: CPython's arenas, malloc's heap; and the
+stack),
+    "libpython data" (the interpreter's static objects), "other"."""
+    kinds = dict.fromkeys(("guest RAM", "ETL regions", "Python and C heap", "libpython data",
+                           "other"), 0)
+    kind = "other"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head, _, rest = line.partition(" ")
+        if "-" in head and not head.endswith(":"):
+            kind = _mapping_kind(rest.split(maxsplit=4)[4:])
+        elif head in ("Private_Clean:", "Private_Dirty:"):
+            kinds[kind] += int(rest.split()[0]) * KIB
+    return kinds
+
+
+def _mapping_kind(name: list[str]) -> str:
+    """The kind of a mapping by its name (smaps' sixth column, absent for anonymous memory)."""
+    if not name or name[0] in ("[heap]", "[stack]"):
+        return "Python and C heap"
+    if name[0].startswith("/memfd:usetl-ram"):
+        return "guest RAM"
+    if name[0].startswith("/memfd:usetl-"):
+        return "ETL regions"
+    if "/libpython" in name[0]:
+        return "libpython data"
+    return "other"
+
+
 def mem_available() -> int:
     """MemAvailable from /proc/meminfo, in bytes."""
     for line in Path("/proc/meminfo").read_text().splitlines():

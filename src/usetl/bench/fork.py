@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from usetl.hyperfork import Template
 from usetl.image import ImageArchive
-from usetl.procmem import process_memory
+from usetl.procmem import mem_available, private_by_kind, process_memory
 
 from .rollback import dirty_code
 from .startup import percentile
@@ -51,27 +51,43 @@ def run(image: ImageArchive, runs: int = 30, held: tuple[int, ...] = (1, 10, 50)
                 progress(f"rollback of {pages} dirtied pages")
                 clone.run_code(dirty_code(pages))
                 info = clone.rollback(fresh_identity=False)
-                out["rollback_by_pages"].append({"dirtied": pages, **info})
-        out["memory"] = []
-        for n in held:
-            progress(f"memory with {n} clones held")
-            clones = [template.fork() for _ in range(n)]
-            try:
-                for c in clones:
-                    c.run_code(REQUEST)
-                usage = [process_memory([c.pid]) for c in clones]
-            finally:
-                for c in clones:
-                    c.close()
-            out["memory"].append({
-                "clones": n,
-                "uss_mib": statistics.mean(u["uss"] for u in usage) / 2**20,
-                "pss_mib": statistics.mean(u["pss"] for u in usage) / 2**20,
-            })
+                out["rollback_by_pages"].append({"dirtied": pages, "pages": info.pages,
+                                                 "restore_ms": info.restore_ms, "ms": info.ms})
+        out["memory"] = [_held_memory(template, n, progress) for n in held]
         out["template_memory_mib"] = template.memory_bytes() / 2**20
     finally:
         template.close()
     return out
+
+
+def _held_memory(template: Template, n: int, progress: Callable[[str], None]) -> dict:
+    """n idle clones held at once, each after one request and its rollback (as a pool holds
+    them): USS, PSS and USS by what holds it, per clone; and the drop of the host's
+    MemAvailable per clone (which also counts the kernel's page tables and KVM's)."""
+    progress(f"memory with {n} clones held")
+    before = mem_available()
+    clones = []
+    try:
+        for i in range(n):
+            if i % 100 == 99:
+                progress(f"memory: {i + 1}/{n} clones held")
+            clones.append(template.fork())
+            clones[-1].run_code(REQUEST)
+            clones[-1].rollback()
+        host = (before - mem_available()) / n
+        usage = [process_memory([c.pid]) for c in clones]
+        kinds = [private_by_kind(c.pid) for c in clones]
+    finally:
+        for c in clones:
+            c.close()
+    return {
+        "clones": n,
+        "uss_mib": statistics.mean(u["uss"] for u in usage) / 2**20,
+        "pss_mib": statistics.mean(u["pss"] for u in usage) / 2**20,
+        "host_mib": host / 2**20,
+        "uss_by_kind_mib": {kind: statistics.mean(k[kind] for k in kinds) / 2**20
+                            for kind in kinds[0]},
+    }
 
 
 def format_report(r: dict) -> str:
@@ -88,7 +104,10 @@ def format_report(r: dict) -> str:
         lines.append(f"rollback, {row['dirtied']:6} pages dirtied: {row['pages']:6} restored "
                      f"in {row['restore_ms']:.2f} ms")
     for row in r["memory"]:
-        lines.append(f"{row['clones']:4} clones held: USS {row['uss_mib']:.2f} MiB, "
-                     f"PSS {row['pss_mib']:.2f} MiB per clone")
+        kinds = ", ".join(f"{kind} {mib:.2f}" for kind, mib in row["uss_by_kind_mib"].items())
+        lines.append(f"{row['clones']:4} clones held: USS {row['uss_mib']:.2f} MiB ({kinds}), "
+                     f"PSS {row['pss_mib']:.2f} MiB, host MemAvailable "
+                     f"{row['host_mib']:.2f} MiB per clone: "
+                     f"{8192 / row['host_mib']:.0f} such clones in 8 GiB")
     lines.append(f"template guest memory {r['template_memory_mib']:.1f} MiB resident")
     return "\n".join(lines)

@@ -49,6 +49,11 @@ def _download_ratio(results: dict, num: str, den: str) -> float | None:
     return a["points"][-1]["ms"]["mean"] / b["points"][-1]["ms"]["mean"]
 
 
+def _clones_in(results: dict, budget_mib: int) -> float | None:
+    per_clone = _get(_series(results, "density", "hf_clone"), "per_instance_mib")
+    return None if not per_clone else budget_mib // per_clone
+
+
 def _rollback_under_one_mib(results: dict) -> float | None:
     e = _ok(results, "rollback")
     small = [p for p in e["points"] if p["mib"] < 1] if e else []
@@ -89,6 +94,16 @@ GOALS = [
          lambda r: _get(_ok(r, "handlers"), "worst_warm_ratio")),
     Goal("real ETL handlers: a new USF clone against a new host process (worst handler)", "×",
          1, True, "issue 12", lambda r: _get(_ok(r, "handlers"), "worst_clone_ratio")),
+]
+
+
+GOALS += [
+    Goal("private memory (USS) per idle clone", "MiB", 1, True, "issue 15",
+         lambda r: _get(_series(r, "memory", "hf_clone"), "uss_mib")),
+    Goal("idle clones held at once within 8 GiB (8 GiB over the memory each held clone "
+         "took)", "clones", 4000, False, "issue 15", lambda r: _clones_in(r, 8192)),
+    Goal("etl.get time relative to host to /dev/shm, 256 MiB", "×", 1.2, True, "issue 15",
+         lambda r: _download_ratio(r, "usf_etl", "host_shm")),
 ]
 
 

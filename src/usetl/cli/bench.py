@@ -23,6 +23,8 @@ def _register_clones(commands: argparse._SubParsersAction) -> None:
     f.add_argument("--json", action="store_true", help="print the numbers as JSON")
     f.add_argument("--no-jail", action="store_true",
                    help="clones without the jail (to measure what it costs)")
+    f.add_argument("--held", type=_counts, default=(1, 10, 50), metavar="N,N,...",
+                   help="idle clones held at once for the memory figures (default 1,10,50)")
     f.set_defaults(func=run_fork)
     j = commands.add_parser("jail", help="clone creation with and without the jail")
     j.add_argument("--runs", type=int, default=30, help="forks of each kind (default 30)")
@@ -34,6 +36,16 @@ def _register_clones(commands: argparse._SubParsersAction) -> None:
     e.add_argument("--cache", type=Path, default=None, metavar="DIR")
     e.add_argument("--json", action="store_true", help="print the numbers as JSON")
     e.set_defaults(func=run_egress)
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(n) for n in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of counts: {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("counts must be 1 or more")
+    return counts
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -212,7 +224,7 @@ def run_fork(args: argparse.Namespace) -> int:
     from usetl.bench import fork
 
     image = ImageArchive.open(default_image(args.cache, progress=StderrProgress()))
-    result = fork.run(image, args.runs, progress=_say, jail=not args.no_jail)
+    result = fork.run(image, args.runs, args.held, progress=_say, jail=not args.no_jail)
     return _report(args, result, fork.format_report)
 
 
