@@ -23,6 +23,7 @@ _libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
 _MAP_FAILED = ctypes.c_void_p(-1).value
 
+PR_SET_MEMORY_MERGE = 67
 MAP_FIXED = 0x10
 MAP_NORESERVE = 0x4000
 PROT_NONE = 0
@@ -79,6 +80,14 @@ def back_with_huge_pages(fd: int, size: int) -> bool:
                              MADV_COLLAPSE) == 0
     finally:
         _libc.munmap(addr, size)
+
+
+def merge_identical_pages() -> bool:
+    """Let the kernel's samepage merging (KSM) merge this process's private pages with
+    identical ones of other processes, now and in every child it forks
+    (PR_SET_MEMORY_MERGE, Linux 6.4+). Pages are merged only while the host runs KSM
+    (/sys/kernel/mm/ksm/run = 1: the operator's choice). False if the kernel refused."""
+    return _libc.prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) == 0
 
 
 def map_over(addr: int, size: int, fd: int, private: bool, writable: bool = True,

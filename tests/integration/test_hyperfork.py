@@ -10,6 +10,7 @@ import pytest
 
 from usetl.hyperfork import HyperForkError, Template
 from usetl.hyperfork.protocol import WarmUp
+from usetl.usf import UsfConfig
 from waiting import wait_until
 
 pytestmark = pytest.mark.kvm
@@ -211,6 +212,26 @@ def test_snapshot_round_trip_needs_no_start(fn_template, tmp_path):
             assert out(clone.run_code("print('ok')")) == "ok\n"
     finally:
         loaded.close()
+
+
+def _merged_by_ksm(pid: int) -> bool:
+    """Whether the kernel's KSM may merge every private page of the process."""
+    with open(f"/proc/{pid}/ksm_stat") as f:
+        return "ksm_merge_any: yes" in f.read().splitlines()
+
+
+def test_merge_pages_makes_a_template_and_its_clones_mergeable(image_path, base):
+    with base.fork() as clone:
+        assert not _merged_by_ksm(base.pid) and not _merged_by_ksm(clone.pid)
+    merging = Template.start(image_path, config=UsfConfig(merge_pages=True))
+    try:
+        with merging.fork() as clone:
+            assert _merged_by_ksm(merging.pid) and _merged_by_ksm(clone.pid)
+            assert out(clone.run_code("print(6 * 7)")) == "42\n"
+            clone.rollback()
+            assert out(clone.run_code("print('again')")) == "again\n"
+    finally:
+        merging.close()
 
 
 def _corrupt_state(path):

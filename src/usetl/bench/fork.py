@@ -1,19 +1,28 @@
-"""HyperFork numbers: fork, first request, rollback, recycle, memory per clone."""
+"""HyperFork numbers: fork, first request, rollback, recycle, memory per clone.
+
+With merge=True the template lets the host's KSM merge identical pages (UsfConfig.merge_pages):
+if KSM runs (/sys/kernel/mm/ksm/run is 1, which this never sets), the held clones are measured
+after ksmd has scanned them all twice; each row says whether they were merged.
+"""
 
 from __future__ import annotations
 
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from usetl.hyperfork import Template
 from usetl.image import ImageArchive
 from usetl.procmem import mem_available, private_by_kind, process_memory
+from usetl.usf import UsfConfig
 
 from .rollback import dirty_code
 from .startup import percentile
 
 REQUEST = "x = 1"
+KSM = Path("/sys/kernel/mm/ksm")
+KSM_WAIT_S = 300  # at most this long for ksmd's two full scans of the held clones
 
 
 def _summary(values: list[float]) -> dict:
@@ -22,10 +31,11 @@ def _summary(values: list[float]) -> dict:
 
 
 def run(image: ImageArchive, runs: int = 30, held: tuple[int, ...] = (1, 10, 50),
-        progress: Callable[[str], None] = lambda s: None, jail: bool = True) -> dict:
+        progress: Callable[[str], None] = lambda s: None, jail: bool = True,
+        merge: bool = False) -> dict:
     t0 = time.perf_counter()
-    template = Template.start(image, jail=jail)
-    out: dict = {"template_start_ms": (time.perf_counter() - t0) * 1e3}
+    template = Template.start(image, jail=jail, config=UsfConfig(merge_pages=merge))
+    out: dict = {"template_start_ms": (time.perf_counter() - t0) * 1e3, "merge_pages": merge}
     try:
         fork_ms, first_ms, fork_to_result, rollback_ms, recycled_ms = [], [], [], [], []
         for i in range(runs):
@@ -53,14 +63,15 @@ def run(image: ImageArchive, runs: int = 30, held: tuple[int, ...] = (1, 10, 50)
                 info = clone.rollback(fresh_identity=False)
                 out["rollback_by_pages"].append({"dirtied": pages, "pages": info.pages,
                                                  "restore_ms": info.restore_ms, "ms": info.ms})
-        out["memory"] = [_held_memory(template, n, progress) for n in held]
+        out["memory"] = [_held_memory(template, n, progress, merge) for n in held]
         out["template_memory_mib"] = template.memory_bytes() / 2**20
     finally:
         template.close()
     return out
 
 
-def _held_memory(template: Template, n: int, progress: Callable[[str], None]) -> dict:
+def _held_memory(template: Template, n: int, progress: Callable[[str], None],
+                 merge: bool) -> dict:
     """n idle clones held at once, each after one request and its rollback (as a pool holds
     them): USS, PSS and USS by what holds it, per clone; and the drop of the host's
     MemAvailable per clone (which also counts the kernel's page tables and KVM's)."""
@@ -74,20 +85,43 @@ def _held_memory(template: Template, n: int, progress: Callable[[str], None]) ->
             clones.append(template.fork())
             clones[-1].run_code(REQUEST)
             clones[-1].rollback()
+        merged = _ksm_scans_done(progress) if merge else False
         host = (before - mem_available()) / n
         usage = [process_memory([c.pid]) for c in clones]
         kinds = [private_by_kind(c.pid) for c in clones]
+        next_ms = []
+        for c in clones[:5]:  # what being idle (and merged) costs the next request
+            t = time.perf_counter()
+            c.run_code(REQUEST)
+            next_ms.append((time.perf_counter() - t) * 1e3)
     finally:
         for c in clones:
             c.close()
     return {
         "clones": n,
+        "merged": merged,
+        "next_request_ms": statistics.median(next_ms),
         "uss_mib": statistics.mean(u["uss"] for u in usage) / 2**20,
         "pss_mib": statistics.mean(u["pss"] for u in usage) / 2**20,
         "host_mib": host / 2**20,
         "uss_by_kind_mib": {kind: statistics.mean(k[kind] for k in kinds) / 2**20
                             for kind in kinds[0]},
     }
+
+
+def _ksm_scans_done(progress: Callable[[str], None]) -> bool:
+    """Wait for two full scans of ksmd, if it runs; whether it did them."""
+    if (KSM / "run").read_text().strip() != "1":
+        progress("KSM does not run here (/sys/kernel/mm/ksm/run): nothing is merged")
+        return False
+    first = int((KSM / "full_scans").read_text())
+    deadline = time.monotonic() + KSM_WAIT_S
+    while time.monotonic() < deadline:
+        if int((KSM / "full_scans").read_text()) >= first + 2:
+            return True
+        progress("waiting for ksmd to scan the held clones")
+        time.sleep(1)  # ksmd's progress is only visible in this counter: poll it
+    return False
 
 
 def format_report(r: dict) -> str:
@@ -105,9 +139,11 @@ def format_report(r: dict) -> str:
                      f"in {row['restore_ms']:.2f} ms")
     for row in r["memory"]:
         kinds = ", ".join(f"{kind} {mib:.2f}" for kind, mib in row["uss_by_kind_mib"].items())
-        lines.append(f"{row['clones']:4} clones held: USS {row['uss_mib']:.2f} MiB ({kinds}), "
-                     f"PSS {row['pss_mib']:.2f} MiB, host MemAvailable "
+        merged = " (merged by KSM)" if row["merged"] else ""
+        lines.append(f"{row['clones']:4} clones held{merged}: USS {row['uss_mib']:.2f} MiB "
+                     f"({kinds}), PSS {row['pss_mib']:.2f} MiB, host MemAvailable "
                      f"{row['host_mib']:.2f} MiB per clone: "
-                     f"{8192 / row['host_mib']:.0f} such clones in 8 GiB")
+                     f"{8192 / row['host_mib']:.0f} such clones in 8 GiB; their next request "
+                     f"{row['next_request_ms']:.2f} ms median")
     lines.append(f"template guest memory {r['template_memory_mib']:.1f} MiB resident")
     return "\n".join(lines)

@@ -25,6 +25,9 @@ def _register_clones(commands: argparse._SubParsersAction) -> None:
                    help="clones without the jail (to measure what it costs)")
     f.add_argument("--held", type=_counts, default=(1, 10, 50), metavar="N,N,...",
                    help="idle clones held at once for the memory figures (default 1,10,50)")
+    f.add_argument("--merge", action="store_true",
+                   help="a template whose clones KSM may merge (UsfConfig.merge_pages); "
+                   "merged only where the host runs KSM")
     f.set_defaults(func=run_fork)
     j = commands.add_parser("jail", help="clone creation with and without the jail")
     j.add_argument("--runs", type=int, default=30, help="forks of each kind (default 30)")
@@ -224,7 +227,8 @@ def run_fork(args: argparse.Namespace) -> int:
     from usetl.bench import fork
 
     image = ImageArchive.open(default_image(args.cache, progress=StderrProgress()))
-    result = fork.run(image, args.runs, args.held, progress=_say, jail=not args.no_jail)
+    result = fork.run(image, args.runs, args.held, progress=_say, jail=not args.no_jail,
+                      merge=args.merge)
     return _report(args, result, fork.format_report)
 
 

@@ -33,6 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="memory the pools may hold (default 4096)")
     serve.add_argument("--idle", type=float, default=60.0, metavar="S",
                        help="close ready instances after S idle seconds (default 60)")
+    serve.add_argument("--merge-pages", action="store_true",
+                       help="let the host's KSM merge identical pages of idle clones (KVM "
+                       "backend; merges only while /sys/kernel/mm/ksm/run is 1; see the "
+                       "README's \"Idle clones\" for what it costs)")
     defaults = CallbackConfig()
     serve.add_argument("--callback-allow", action="append", default=[], metavar="URL_PREFIX",
                        help="a URL prefix async invocations' callbacks may be POSTed to "
@@ -64,7 +68,7 @@ def run_serve(args: argparse.Namespace) -> int:
         memory_budget_mib=args.memory_budget, idle_s=args.idle, learn_after=args.learn_after,
         callbacks=CallbackConfig(allow=args.callback_allow, attempts=args.callback_attempts,
                                  backoff_s=args.callback_backoff),
-        announce=lambda line: print(line, flush=True),
+        announce=lambda line: print(line, flush=True), merge_pages=args.merge_pages,
     )
     return 0
 

@@ -286,6 +286,9 @@ class TemplateProcess:
             # from here on (the kernel refuses), and needs none.
             namespaces.start_pid_namespace()
         signal.signal(signal.SIGCHLD, _reap_children)
+        if self.frozen.usf.config.merge_pages and not hostmm.merge_identical_pages():
+            log.warning("merge_pages: the kernel refused PR_SET_MEMORY_MERGE (%s); pages "
+                        "stay unmerged", os.strerror(ctypes.get_errno()))
         gc.collect()
         gc.freeze()
         self.chan.expect(TEMPLATE_REQUESTS)

@@ -13,15 +13,18 @@ def kvm_usable() -> bool:
     return os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
-def choose_backend(name: str | None, hide: list[Path]) -> Backend:
+def choose_backend(name: str | None, hide: list[Path], merge_pages: bool = False) -> Backend:
     """The backend `name` ("kvm" or "process"); by default kvm if /dev/kvm is usable.
 
     The process backend is never chosen silently where /dev/kvm works: its
-    isolation is weaker, so it takes an explicit choice there.
+    isolation is weaker, so it takes an explicit choice there. merge_pages is
+    the KVM backend's (UsfConfig.merge_pages).
     """
     if name is None:
         name = "kvm" if kvm_usable() else "process"
     if name == "process":
+        if merge_pages:
+            raise BackendError("merging idle clones' pages is for the KVM backend")
         from .process_backend import ProcessBackend
 
         return ProcessBackend(hide=hide)
@@ -35,5 +38,5 @@ def choose_backend(name: str | None, hide: list[Path]) -> Backend:
                 f"the KVM backend is not available in this build ({e}); "
                 "use --backend process (weaker isolation)"
             ) from e
-        return KvmBackend()
+        return KvmBackend(merge_pages=merge_pages)
     raise BackendError(f"unknown backend {name!r} (kvm or process)")

@@ -164,8 +164,9 @@ class KvmBackend:
     isolation = ISOLATION
     instance_bytes = 2 << 20  # a warmed clone's private memory (DESIGN.md: 1.7 MiB USS)
 
-    def __init__(self, image: Path | None = None):
+    def __init__(self, image: Path | None = None, merge_pages: bool = False):
         self.image = image
+        self.merge_pages = merge_pages  # UsfConfig.merge_pages, for every template
         # This host's egress broker: every jailed instance's network I/O, under its function's
         # policy. Started with the first template, restarted if it dies, closed with us.
         self.broker = Broker()
@@ -179,7 +180,7 @@ class KvmBackend:
         base = self.bases.get(key)
         if base is None:
             config = UsfConfig(mem_mib=spec.memory_mib, allow=spec.allow,
-                               etl_timeout=spec.etl_timeout_s)
+                               etl_timeout=spec.etl_timeout_s, merge_pages=self.merge_pages)
             try:
                 base = Template.start(self.image, config=config, broker=self.broker)
             except HyperForkError as e:

@@ -32,6 +32,10 @@ class UsfConfig:
     allow_private: bool = False  # let allowed names resolve to private/loopback addresses
     etl_timeout: float = 30.0  # seconds each network wait of an ETL request may take
     ca_certs: str = ""  # PEM certificates the guest's TLS trusts besides the image's CA bundle
+    # Let the host's KSM merge identical pages of the template's process and its clones'
+    # (their monitors' heaps, the guest RAM they copied): idle clones then share what their
+    # requests wrote back to the same bytes. The operator's choice (README: "Idle clones").
+    merge_pages: bool = False
 
     def regions(self) -> list[RegionSpec]:
         host, guest = self.host_region_mib << 20, self.guest_region_mib << 20
