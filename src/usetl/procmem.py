@@ -60,9 +60,23 @@ def _mapping_kind(name: list[str]) -> str:
     return "other"
 
 
+def page_table_bytes(pid: int) -> int:
+    """The host page tables of a process (VmPTE), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmPTE:"):
+            return int(line.split()[1]) * KIB
+    raise KeyError("VmPTE")
+
+
+def meminfo(field: str) -> int:
+    """A field of /proc/meminfo, in bytes: MemAvailable, or SecPageTables (the page tables
+    KVM keeps for its guests, which no process's figures show)."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * KIB
+    raise KeyError(field)
+
+
 def mem_available() -> int:
     """MemAvailable from /proc/meminfo, in bytes."""
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * KIB
-    raise KeyError("MemAvailable")
+    return meminfo("MemAvailable")

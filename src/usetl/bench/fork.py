@@ -2,7 +2,9 @@
 
 With merge=True the template lets the host's KSM merge identical pages (UsfConfig.merge_pages):
 if KSM runs (/sys/kernel/mm/ksm/run is 1, which this never sets), the held clones are measured
-after ksmd has scanned them all twice; each row says whether they were merged.
+after ksmd has scanned them all KSM_SCANS times, or KSM_WAIT_S passed (a page is merged once it
+kept its bytes from one scan to the next and met its twin); each row says how many full scans
+ksmd made meanwhile.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 from usetl.hyperfork import Template
 from usetl.image import ImageArchive
-from usetl.procmem import mem_available, private_by_kind, process_memory
+from usetl.procmem import mem_available, meminfo, page_table_bytes, private_by_kind, process_memory
 from usetl.usf import UsfConfig
 
 from .rollback import dirty_code
@@ -22,7 +24,8 @@ from .startup import percentile
 
 REQUEST = "x = 1"
 KSM = Path("/sys/kernel/mm/ksm")
-KSM_WAIT_S = 300  # at most this long for ksmd's two full scans of the held clones
+KSM_SCANS = 4
+KSM_WAIT_S = 600  # at most this long for them
 
 
 def _summary(values: list[float]) -> dict:
@@ -73,10 +76,11 @@ def run(image: ImageArchive, runs: int = 30, held: tuple[int, ...] = (1, 10, 50)
 def _held_memory(template: Template, n: int, progress: Callable[[str], None],
                  merge: bool) -> dict:
     """n idle clones held at once, each after one request and its rollback (as a pool holds
-    them): USS, PSS and USS by what holds it, per clone; and the drop of the host's
-    MemAvailable per clone (which also counts the kernel's page tables and KVM's)."""
+    them): USS, PSS and USS by what holds it, per clone; and the host memory each costs: PSS
+    plus its page tables and its share of KVM's, and the drop of the host's MemAvailable
+    (which counts everything, other work on the host included)."""
     progress(f"memory with {n} clones held")
-    before = mem_available()
+    before, kvm_tables = mem_available(), meminfo("SecPageTables")
     clones = []
     try:
         for i in range(n):
@@ -85,8 +89,10 @@ def _held_memory(template: Template, n: int, progress: Callable[[str], None],
             clones.append(template.fork())
             clones[-1].run_code(REQUEST)
             clones[-1].rollback()
-        merged = _ksm_scans_done(progress) if merge else False
+        scans = _ksm_scans(progress) if merge else None
         host = (before - mem_available()) / n
+        kvm_tables = (meminfo("SecPageTables") - kvm_tables) / n
+        tables = statistics.mean(page_table_bytes(c.pid) for c in clones)
         usage = [process_memory([c.pid]) for c in clones]
         kinds = [private_by_kind(c.pid) for c in clones]
         next_ms = []
@@ -99,29 +105,29 @@ def _held_memory(template: Template, n: int, progress: Callable[[str], None],
             c.close()
     return {
         "clones": n,
-        "merged": merged,
+        "ksm_full_scans": scans,
         "next_request_ms": statistics.median(next_ms),
         "uss_mib": statistics.mean(u["uss"] for u in usage) / 2**20,
         "pss_mib": statistics.mean(u["pss"] for u in usage) / 2**20,
         "host_mib": host / 2**20,
+        "page_tables_mib": (tables + kvm_tables) / 2**20,
+        "cost_mib": (statistics.mean(u["pss"] for u in usage) + tables + kvm_tables) / 2**20,
         "uss_by_kind_mib": {kind: statistics.mean(k[kind] for k in kinds) / 2**20
                             for kind in kinds[0]},
     }
 
 
-def _ksm_scans_done(progress: Callable[[str], None]) -> bool:
-    """Wait for two full scans of ksmd, if it runs; whether it did them."""
+def _ksm_scans(progress: Callable[[str], None]) -> int:
+    """Wait for KSM_SCANS full scans of ksmd (at most KSM_WAIT_S), if it runs; the scans made."""
     if (KSM / "run").read_text().strip() != "1":
-        progress("KSM does not run here (/sys/kernel/mm/ksm/run): nothing is merged")
-        return False
+        return 0
     first = int((KSM / "full_scans").read_text())
     deadline = time.monotonic() + KSM_WAIT_S
-    while time.monotonic() < deadline:
-        if int((KSM / "full_scans").read_text()) >= first + 2:
-            return True
-        progress("waiting for ksmd to scan the held clones")
+    while (done := int((KSM / "full_scans").read_text()) - first) < KSM_SCANS \
+            and time.monotonic() < deadline:
+        progress(f"ksmd: {done} full scans of the held clones")
         time.sleep(1)  # ksmd's progress is only visible in this counter: poll it
-    return False
+    return done
 
 
 def format_report(r: dict) -> str:
@@ -139,11 +145,14 @@ def format_report(r: dict) -> str:
                      f"in {row['restore_ms']:.2f} ms")
     for row in r["memory"]:
         kinds = ", ".join(f"{kind} {mib:.2f}" for kind, mib in row["uss_by_kind_mib"].items())
-        merged = " (merged by KSM)" if row["merged"] else ""
+        scans = row["ksm_full_scans"]
+        merged = "" if scans is None else (f" (KSM: {scans} full scans)" if scans
+                                           else " (KSM does not run: nothing merged)")
         lines.append(f"{row['clones']:4} clones held{merged}: USS {row['uss_mib']:.2f} MiB "
-                     f"({kinds}), PSS {row['pss_mib']:.2f} MiB, host MemAvailable "
-                     f"{row['host_mib']:.2f} MiB per clone: "
-                     f"{8192 / row['host_mib']:.0f} such clones in 8 GiB; their next request "
+                     f"({kinds}), PSS {row['pss_mib']:.2f} MiB, page tables (host and KVM) "
+                     f"{row['page_tables_mib']:.2f} MiB: {row['cost_mib']:.2f} MiB per clone, "
+                     f"{8192 / row['cost_mib']:.0f} such clones in 8 GiB (host MemAvailable "
+                     f"dropped {row['host_mib']:.2f} MiB per clone); their next request "
                      f"{row['next_request_ms']:.2f} ms median")
     lines.append(f"template guest memory {r['template_memory_mib']:.1f} MiB resident")
     return "\n".join(lines)
