@@ -124,6 +124,11 @@ def test_serve_chooses_kvm_where_it_is_usable():
     assert choose_backend("process", hide=[]).name == "process"
     with pytest.raises(BackendError, match="unknown backend"):
         choose_backend("docker", hide=[])
+    merging = choose_backend("kvm", hide=[], merge_pages=True)
+    assert merging.merge_pages
+    merging.close()
+    with pytest.raises(BackendError, match="for the KVM backend"):
+        choose_backend("process", hide=[], merge_pages=True)
 
 
 # A handler that imports a module of its own lazily; the module says when it is imported.
