@@ -325,3 +325,16 @@ def test_kept_connection_closed_by_the_server_is_not_reused(scripted):
         for _ in range(3):
             assert client.get(server.base + "/x", memoryview(bytearray(2))).size == 2
     assert server.connections == 2  # kept alive once, then a new one after the close
+
+
+def test_idle_connections_are_bounded(scripted):
+    from usetl.etl.http import MAX_IDLE
+
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+    servers = [scripted((ok, False)) for _ in range(MAX_IDLE + 2)]
+    with HttpClient(UrlPolicy([s.base + "/" for s in servers])) as client:
+        for server in servers:
+            assert client.get(server.base + "/x", memoryview(bytearray(2))).size == 2
+        # The least recently used were closed; the last MAX_IDLE are kept.
+        assert sorted(port for _, _, port, _ in client._idle) == sorted(
+            s.port for s in servers[2:])

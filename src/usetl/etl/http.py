@@ -11,7 +11,7 @@ Redirects are followed here, so the policy sees every hop. Each hop connects
 to an address the policy checked (the Host header and the TLS SNI and
 certificate check keep the host name), so a second DNS answer cannot send
 the connection elsewhere. Connections are kept alive between requests, one
-idle connection per (scheme, address, port, name).
+idle connection per (scheme, address, port, name), MAX_IDLE in all.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ SEND_CHUNK = 1 << 20  # request bodies go out in slices of their memory this lar
 # A body is received in slices this large, the deadline checked between them.
 RECEIVE_SLICE = 16 << 20
 HEADERS = {"Accept-Encoding": "identity", "User-Agent": "usetl-etl"}
+MAX_IDLE = 8  # kept-alive connections at most; the least recently used goes first
 
 ConnectionKey = tuple[str, str, int, str]  # scheme, address, port, name (for TLS)
 
@@ -210,6 +211,8 @@ class HttpClient:
             if old is not None:
                 old.close()
             self._idle[exchange.key] = conn
+            while len(self._idle) > MAX_IDLE:
+                self._idle.pop(next(iter(self._idle))).close()
         else:
             conn.close()
 
