@@ -11,7 +11,8 @@ only difference.
 The messages are usetl.abi's: first a ready message with the protocol
 version, then one reply per request (abi.REQUESTS):
 - exec: run Python source ("code") as __main__.
-- load: serve imports from the module region (usetl.importer), then
+- load: serve imports from the module region (usetl.importer) and CPython's
+  arenas from the vDSO's free lists (usetl.arenas), then
   import the function's module once ("source" + "filename", a guest
   "path" of a .py file or a package directory, or a "module" name;
   "sys_path" entries are prepended to sys.path) and keep its "handler", then
@@ -111,9 +112,10 @@ def _import_source(request):
 
 def load(request):
     started = time.perf_counter()
-    from usetl import importer
+    from usetl import arenas, importer
 
     importer.install()  # the archives the monitor mounted: imported from memory
+    arenas.install()  # arenas and frame-stack chunks reused without exits (in a USF)
     sys.path[:0] = request.get("sys_path", [])
     if "source" in request:
         module = _import_source(request)

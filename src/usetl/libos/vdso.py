@@ -1,4 +1,4 @@
-"""A vDSO for the guest: clock_gettime without a VM exit.
+"""A vDSO for the guest: clock_gettime and CPython's arena allocator without a VM exit.
 
 There is no guest kernel to provide one, so the monitor writes a minimal
 ELF shared object into guest memory (announced with AT_SYSINFO_EHDR; glibc
@@ -7,6 +7,23 @@ the host's clocks. Guest `rdtsc` reads the host's TSC, so
 ns = base_ns + (rdtsc - base_tsc) * mult >> 32. CPython calls the monotonic
 clock on every import lock: without this, 40% of start-up syscalls were
 clock_gettime.
+
+The arena allocator: CPython takes its obmalloc arenas (1 MiB) and its
+frame-stack chunks (16 KiB) from an allocator it lets the embedder replace
+(PyObject_SetArenaAllocator), by default mmap and munmap. A call that goes
+deeper than a chunk and returns maps and unmaps one, two exits, again and
+again (sklearn's import: 12,000 exits). The guest runtime installs
+`__usetl_arena_alloc` and `__usetl_arena_free` from here instead (see
+usetl.importer.serve_arenas): freed blocks go on a free list per size in a
+guest page (ARENA_TABLE_ADDR; ARENA_SLOTS sizes, ARENA_KEPT blocks each, none
+over ARENA_MAX_KEPT bytes), and an allocation of a size on the list pops it,
+with no exit; anything else is an ordinary mmap or munmap syscall. A block on
+a list stays mapped in the monitor's memory map, so nothing there changes,
+and CPython does not expect zeroed arenas (its malloc-based allocator gives
+none). CPython calls the allocator with the GIL held, so one guest thread is
+in it at a time even when the monitor switches threads mid-call. The lists
+live in guest RAM: clones, rollbacks and snapshots carry them with the memory
+they point into.
 """
 
 from __future__ import annotations
@@ -17,7 +34,7 @@ import struct
 import time
 
 from usetl.vm import GuestMemory
-from usetl.vm.layout import PAGE_SIZE, VDSO_ADDR, VDSO_DATA_ADDR
+from usetl.vm.layout import ARENA_TABLE_ADDR, PAGE_SIZE, VDSO_ADDR, VDSO_DATA_ADDR
 
 # Assembled from (intel syntax), DATA = VDSO_DATA_ADDR:
 #   clock_gettime(edi=clock, rsi=ts):
@@ -35,20 +52,61 @@ CLOCK_GETTIME_CODE = bytes.fromhex(
     )
 )
 
+# alloc(ctx, size=rsi) -> rax:
+#     for each slot at r8 (ARENA_TABLE_ADDR, 32 bytes: size, head, count):
+#       if [r8] == rsi and [r8+8]: rax = [r8+8]; [r8+8] = [rax]; dec [r8+16]; ret
+#     mmap(0, rsi, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0); NULL on error
+# free(ctx, ptr=rsi, size=rdx):
+#     ptr 0: ret; size > ARENA_MAX_KEPT: munmap
+#     the slot of this size (or the first empty one, claimed for it): if its count is
+#     under ARENA_KEPT: [rsi] = head; head = rsi; inc count; ret
+#     otherwise munmap(rsi, rdx)
+ARENA_SLOTS, ARENA_KEPT, ARENA_MAX_KEPT = 4, 8, 1 << 20
+ARENA_ALLOC_CODE = bytes.fromhex(
+    "41b8{table}b9{slots}4939307515498b40084885c07414488b104989500849ff4810c3"
+    "4983c020ffc975de31ffba0300000041ba2200000049c7c0ffffffff4531c9b809000000"
+    "0f05483d01f0ffff7301c331c0c3".format(
+        table=struct.pack("<I", ARENA_TABLE_ADDR).hex(), slots=struct.pack("<I", ARENA_SLOTS).hex())
+)
+ARENA_FREE_CODE = bytes.fromhex(
+    "4885f674444881fa{max}773c41b8{table}b9{slots}498b004839d074124885c0740a"
+    "4983c020ffc975ebeb1a4989104983781008{kept}7310498b40084889064989700849ff4010c3"
+    "4889f74889d6b80b0000000f05c3".format(
+        table=struct.pack("<I", ARENA_TABLE_ADDR).hex(), slots=struct.pack("<I", ARENA_SLOTS).hex(),
+        max=struct.pack("<I", ARENA_MAX_KEPT).hex(), kept=struct.pack("<B", ARENA_KEPT).hex())
+)
+ARENA_SLOT_SIZE = 32
+
 CODE_OFFSET = 0x200
+# (name, code) at CODE_OFFSET and on, each 16-byte aligned.
+FUNCTIONS = (("__vdso_clock_gettime", CLOCK_GETTIME_CODE),
+             ("__usetl_arena_alloc", ARENA_ALLOC_CODE),
+             ("__usetl_arena_free", ARENA_FREE_CODE))
 DATA = struct.Struct("<QQQQ")  # base_tsc, base_monotonic_ns, base_realtime_ns, mult (32.32)
 
 
+def _code_layout() -> list[tuple[bytes, int, bytes]]:
+    """(name, offset, code) of each function, 16-byte aligned from CODE_OFFSET."""
+    placed, at = [], CODE_OFFSET
+    for name, code in FUNCTIONS:
+        placed.append((name.encode(), at, code))
+        at = (at + len(code) + 15) & ~15
+    return placed
+
+
 def build_image() -> bytes:
-    """The vDSO's ELF image: ET_DYN at vaddr 0, one PT_LOAD, one PT_DYNAMIC, one symbol."""
-    dynstr = b"\0__vdso_clock_gettime\0linux-vdso.so.1\0"
-    sym_name, soname = 1, dynstr.index(b"linux-vdso")
+    """The vDSO's ELF image: ET_DYN at vaddr 0, one PT_LOAD, one PT_DYNAMIC, its functions."""
+    functions = _code_layout()
+    dynstr = b"\0" + b"".join(name + b"\0" for name, _, _ in functions) + b"linux-vdso.so.1\0"
+    soname = dynstr.index(b"linux-vdso")
+    nsyms = len(functions) + 1  # symbol 0 is the null symbol
     ehdr_size, phdr_size, dyn_off = 64, 56, 64 + 2 * 56
     dyn_count = 7
     hash_off = dyn_off + 16 * dyn_count
-    symtab_off = hash_off + 24  # nbucket, nchain, bucket[1], chain[2], padded to 8
-    strtab_off = symtab_off + 2 * 24
-    image = bytearray(CODE_OFFSET + len(CLOCK_GETTIME_CODE))
+    symtab_off = hash_off + (8 + 4 + 4 * nsyms + 7) // 8 * 8  # nbucket, nchain, bucket, chain
+    strtab_off = symtab_off + nsyms * 24
+    _, last_at, last_code = functions[-1]
+    image = bytearray(last_at + len(last_code))
     size = len(image)
     struct.pack_into(
         "<4sBBBB8xHHIQQQIHHHHHH", image, 0, b"\x7fELF", 2, 1, 1, 0,
@@ -63,13 +121,16 @@ def build_image() -> bytes:
                (14, soname), (0, 0)]  # DT_HASH, STRTAB, SYMTAB, STRSZ, SYMENT, SONAME, NULL
     for i, (tag, value) in enumerate(dynamic):
         struct.pack_into("<qQ", image, dyn_off + 16 * i, tag, value)
-    struct.pack_into("<IIIII", image, hash_off, 1, 2, 1, 0, 0)
-    # symbol 1: global function in a (nameless) section 1, at the code
-    struct.pack_into("<IBBHQQ", image, symtab_off + 24, sym_name, 0x12, 0, 1, CODE_OFFSET,
-                     len(CLOCK_GETTIME_CODE))
+    # One bucket holding the last symbol, each symbol's chain the one before it.
+    struct.pack_into(f"<II{1 + nsyms}I", image, hash_off, 1, nsyms, nsyms - 1,
+                     0, *range(nsyms - 1))
+    for i, (name, at, code) in enumerate(functions, start=1):
+        # a global function in a (nameless) section 1, at its code
+        struct.pack_into("<IBBHQQ", image, symtab_off + 24 * i, dynstr.index(name + b"\0"),
+                         0x12, 0, 1, at, len(code))
+        image[at : at + len(code)] = code
     image[strtab_off : strtab_off + len(dynstr)] = dynstr
     assert strtab_off + len(dynstr) <= CODE_OFFSET
-    image[CODE_OFFSET:] = CLOCK_GETTIME_CODE
     return bytes(image)
 
 
@@ -117,6 +178,7 @@ class VdsoClock:
 
     def install(self, ram: GuestMemory) -> None:
         ram.write(VDSO_ADDR, IMAGE)
+        ram.zero(ARENA_TABLE_ADDR, ARENA_SLOTS * ARENA_SLOT_SIZE)  # empty free lists
         self.anchor(ram)
 
     def anchor(self, ram: GuestMemory) -> None:

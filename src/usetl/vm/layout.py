@@ -41,6 +41,7 @@ SAVE_RSP_ADDR = 0x200800
 TRAMPOLINE_STACK_TOP = 0x210000
 VDSO_ADDR = 0x210000  # the libos's vDSO image (user-readable code)
 VDSO_DATA_ADDR = 0x212000  # its clock data page
+ARENA_TABLE_ADDR = 0x213000  # its arena allocator's free lists (guest-writable)
 
 USER_START = 0x400000
 
