@@ -8,7 +8,54 @@ from usetl.usf import UsfConfig, start_usf
 pytestmark = pytest.mark.kvm
 
 FUNCTION = """
-import mmap, sys
+import ctypes, mmap, os, sys
+
+PAGE = 4096
+PROT_RW, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 3, 2, 0x10, 0x20
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_long]
+libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+
+def library():
+    import _decimal  # an extension module of the image, through ld.so
+    return {"file": _decimal.__file__, "value": str(_decimal.Decimal(1) / _decimal.Decimal(7))}
+
+def private(path):
+    with open(path, "rb") as f:
+        original = f.read()
+        mine = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE,
+                         prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        other = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)
+    mine[PAGE : PAGE + 4] = b"XXXX"
+    with open(path, "rb") as f:
+        again = f.read()
+    size = len(original)
+    tail = -size % PAGE  # past the end of the file, in its last page
+    at = ctypes.addressof(ctypes.c_char.from_buffer(mine))
+    return {"mine": mine[PAGE : PAGE + 4] == b"XXXX",
+            "rest": mine[PAGE + 4 :] == original[PAGE + 4 :],
+            "other": other[:] == original, "file": again == original,
+            "tail_zero": ctypes.string_at(at + size, tail) == bytes(tail), "size": size}
+
+def unmap(path):
+    with open(path, "rb") as f:
+        original = f.read(32 * PAGE)
+    fd = os.open(path, os.O_RDONLY)
+    addr = libc.mmap(None, 32 * PAGE, PROT_RW, MAP_PRIVATE, fd, 0)
+    os.close(fd)
+    ctypes.memset(addr + 2 * PAGE, 0x5A, 16)
+    assert libc.munmap(addr + 8 * PAGE, 8 * PAGE) == 0
+    hole = libc.mmap(addr + 8 * PAGE, 8 * PAGE, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+                     -1, 0)
+    out = {"hole": hole == addr + 8 * PAGE and
+                   ctypes.string_at(addr + 8 * PAGE, 8 * PAGE) == bytes(8 * PAGE),
+           "stored": ctypes.string_at(addr + 2 * PAGE, 16) == b"Z" * 16,
+           "before": ctypes.string_at(addr, 2 * PAGE) == original[: 2 * PAGE],
+           "after": ctypes.string_at(addr + 16 * PAGE, 16 * PAGE) == original[16 * PAGE :]}
+    libc.munmap(addr, 32 * PAGE)
+    return out
 
 def deep(n):
     return 0 if n == 0 else 1 + deep(n - 1)
@@ -18,6 +65,12 @@ def handler(event, context):
         from usetl import arenas
         return {"sum": sum(deep(event["depth"]) for _ in range(event["times"])),
                 "installed": arenas.install()}
+    if event["kind"] == "library":
+        return library()
+    if event["kind"] == "private":
+        return private(event["path"])
+    if event["kind"] == "unmap":
+        return unmap(event["path"])
     if event["kind"] == "anon":
         first = mmap.mmap(-1, 1 << 16)
         first[:5] = b"dirty"
@@ -61,3 +114,31 @@ def test_frame_stack_chunks_are_reused_without_mmap_or_munmap(usf):
 def test_anonymous_memory_reads_zero_again_after_munmap(usf):
     value, _ = call_counting(usf, {"kind": "anon"})
     assert value == {"zero": True}
+
+
+def shown_areas(usf) -> list[str]:
+    """The names of the memory-map areas that show file pages rather than copies."""
+    mm = usf.kernel.mm
+    return [a.name for a in mm.areas
+            if any(lo < a.end and a.start < hi for lo, hi in usf.vm.ram.file_pages)]
+
+
+def test_a_library_mapped_from_the_image_runs_from_its_pages(usf):
+    value, calls = call_counting(usf, {"kind": "library"})
+    assert value["value"] == "0.1428571428571428571428571429"
+    assert value["file"] in shown_areas(usf), shown_areas(usf)
+    assert calls.get("mmap", 0) >= 1
+
+
+def test_stores_into_a_private_file_mapping_stay_in_it(usf):
+    path = call_counting(usf, {"kind": "library"})[0]["file"]
+    value, _ = call_counting(usf, {"kind": "private", "path": path})
+    assert value == {"mine": True, "rest": True, "other": True, "file": True,
+                     "tail_zero": True, "size": value["size"]}
+    assert value["size"] % 4096  # so that the tail is there to check
+
+
+def test_munmap_of_part_of_a_file_mapping_leaves_the_rest_and_fresh_memory_is_zero(usf):
+    path = call_counting(usf, {"kind": "library"})[0]["file"]
+    value, _ = call_counting(usf, {"kind": "unmap", "path": path})
+    assert value == {"hole": True, "stored": True, "before": True, "after": True}

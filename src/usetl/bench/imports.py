@@ -84,15 +84,39 @@ def usf_import(image: ImageArchive, module: str, code_dir: Path, dirs: list[Path
             raise BenchError(f"loading the handler failed: {loaded.error}")
         stats = usf.kernel.stats
         count, by_name = stats.count, dict(stats.by_name)
+        after = {n: dict(c) for n, c in stats.after.items()}
+        traced = len(usf.kernel.trace or ())
         result = usf.call({"module": module}, timeout=600)
         if not result.ok:
             raise BenchError(f"import {module} failed in the USF: {result.error}")
         calls = {n: c - by_name.get(n, 0) for n, c in stats.by_name.items()
                  if c > by_name.get(n, 0)}
-        return {**result.value, "syscalls": stats.count - count, "by_name": calls,
-                "path_syscalls": sum(calls.get(n, 0) for n in PATH_SYSCALLS)}
+        out = {**result.value, "syscalls": stats.count - count, "by_name": calls,
+               "path_syscalls": sum(calls.get(n, 0) for n in PATH_SYSCALLS)}
+        if not trace:
+            return out
+        monitor_ms: dict[str, float] = {}
+        for record in usf.kernel.trace[traced:]:
+            monitor_ms[record.name] = monitor_ms.get(record.name, 0.0) + record.micros / 1e3
+        return {**out, **_causes(stats.after, after),
+                "monitor_ms": {n: round(ms, 1) for n, ms in sorted(monitor_ms.items(),
+                                                                     key=lambda kv: -kv[1])}}
     finally:
         usf.close()
+
+
+def _causes(now: dict, before: dict) -> dict:
+    """First touches (KVM's fixed page faults) and the exits that are not syscalls, by what
+    the guest ran after: the syscall before them (mmap: the pages it filled; brk: the heap)."""
+    causes: dict[str, dict[str, int]] = {}
+    for name, counts in now.items():
+        then = before.get(name, {})
+        delta = {k: v - then.get(k, 0) for k, v in counts.items() if v != then.get(k, 0)}
+        if delta:
+            causes[name] = delta
+    return {"first_touches": sum(c.get("pf_fixed", 0) for c in causes.values()),
+            "other_exits": sum(c.get("exits", 0) for c in causes.values()),
+            "after": dict(sorted(causes.items(), key=lambda kv: -kv[1].get("pf_fixed", 0)))}
 
 
 def _median(rows: list[dict], key: str) -> float:
@@ -122,9 +146,12 @@ def run_package(image: ImageArchive, module: str, requirement: str, runs: int,
     for way, found in rows.items():
         out[way] = {"ms": _median(found, "ms"), "modules": found[0]["modules"]}
         if way != "host":
+            traced = counted[way]
             out[way].update(syscalls=_median(found, "syscalls"),
-                            path_syscalls=counted[way]["path_syscalls"],
-                            by_name=counted[way]["by_name"])
+                            path_syscalls=traced["path_syscalls"], by_name=traced["by_name"],
+                            first_touches=traced["first_touches"],
+                            other_exits=traced["other_exits"], after=traced["after"],
+                            monitor_ms=traced["monitor_ms"])
     host_ms = out["host"]["ms"]
     out["ratio_directories"] = round(out["directories"]["ms"] / host_ms, 2)
     out["ratio"] = round(out["importer"]["ms"] / host_ms, 2)
@@ -155,4 +182,12 @@ def format_report(result: dict) -> str:
             f"{r['ratio']:>8.2f} {r['ratio_directories']:>9.2f} {d['syscalls']:>10.0f} "
             f"{m['syscalls']:>9.0f} {d['path_syscalls']:>10.0f} {m['path_syscalls']:>5.0f} "
             f"{m['modules']:>7}")
+    lines.append("importer, traced: first touches (KVM-fixed page faults) and other exits, "
+                 "by the syscall before them")
+    for module, r in result["packages"].items():
+        m = r["importer"]
+        top = ", ".join(f"{name} {c.get('pf_fixed', 0)}/{c.get('exits', 0)}"
+                        for name, c in list(m["after"].items())[:5])
+        lines.append(f"{module:<10} {m['first_touches']:>7} touches, {m['other_exits']:>7} "
+                     f"other exits; {top}")
     return "\n".join(lines)

@@ -39,6 +39,8 @@ class Frozen:
         """Freeze a USF paused in the agent's wait; its VM is closed, its memory kept."""
         vm = usf.vm
         vm.settle()
+        for mem in vm.memory().values():
+            mem.keep_file_pages()  # clones map only the memory files
         usf.kernel.captured()
         frozen = cls(usf, vm.save_state(), monitor_state.dumps(usf), vm.memory(), vm.specs)
         vm.release()

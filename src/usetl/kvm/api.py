@@ -6,6 +6,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import struct
 
 from usetl import hostmm
 from usetl.errors import UsetlError
@@ -127,6 +128,7 @@ class VcpuFd:
         except OSError as e:
             raise KvmError("mmap(kvm_run)", e.errno or 0) from None
         self.run_struct = s.kvm_run.from_address(self._run_addr)
+        self._stats: VcpuStats | None = None
 
     def run(self) -> None:
         """KVM_RUN; raises KvmError(errno EINTR) when interrupted by a signal."""
@@ -207,8 +209,52 @@ class VcpuFd:
     def set_cpuid2(self, cpuid: ctypes.Structure) -> None:
         _ioctl(self.fd, c.KVM_SET_CPUID2, cpuid, "KVM_SET_CPUID2")
 
+    def stats(self) -> VcpuStats:
+        """This vCPU's counters (opened on first use, kept while the vCPU is)."""
+        if self._stats is None:
+            self._stats = VcpuStats(_ioctl(self.fd, c.KVM_GET_STATS_FD, 0, "KVM_GET_STATS_FD"))
+        return self._stats
+
     def close(self) -> None:
+        if self._stats is not None:
+            self._stats.close()
+            self._stats = None
         if self.fd >= 0:
             hostmm.unmap(self._run_addr, self._run_size)
             os.close(self.fd)
             self.fd = -1
+
+
+class VcpuStats:
+    """A vCPU's binary statistics file (KVM_GET_STATS_FD): cumulative counters by name.
+
+    Under shadow paging, pf_fixed counts the guest page faults KVM fixed itself (a
+    first touch of a page, or a write to a page shadowed read-only), which never
+    reach the monitor; exits counts every VM exit, io_exits the monitor's syscalls.
+    """
+
+    HEADER = struct.Struct("<6I")  # flags, name_size, num_desc, id_offset, desc_offset, data_offset
+    DESCRIPTOR = struct.Struct("<IhHII")  # flags, exponent, size, offset, bucket_size; then name
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        _, name_size, count, _, desc_offset, self.data_offset = self.HEADER.unpack(
+            os.pread(fd, self.HEADER.size, 0))
+        step = self.DESCRIPTOR.size + name_size
+        table = os.pread(fd, count * step, desc_offset)
+        self.offsets: dict[str, int] = {}
+        self.data_size = 0
+        for i in range(count):
+            _, _, size, offset, _ = self.DESCRIPTOR.unpack_from(table, i * step)
+            name = table[i * step + self.DESCRIPTOR.size : (i + 1) * step].split(b"\0")[0]
+            self.offsets[name.decode()] = offset
+            self.data_size = max(self.data_size, offset + 8 * size)
+
+    def read(self, names: tuple[str, ...]) -> dict[str, int]:
+        """The counters `names` now (0 for one this KVM does not keep)."""
+        data = os.pread(self.fd, self.data_size, self.data_offset)
+        return {n: struct.unpack_from("<Q", data, self.offsets[n])[0] if n in self.offsets else 0
+                for n in names}
+
+    def close(self) -> None:
+        os.close(self.fd)

@@ -62,6 +62,7 @@ KVM_GET_XSAVE = _ior(0xA4, s.kvm_xsave)
 KVM_SET_XSAVE = _iow(0xA5, s.kvm_xsave)
 KVM_GET_XCRS = _ior(0xA6, s.kvm_xcrs)
 KVM_SET_XCRS = _iow(0xA7, s.kvm_xcrs)
+KVM_GET_STATS_FD = _io(0xCE)  # a VM's or vCPU's binary statistics (Linux 5.14+)
 
 # capabilities
 KVM_CAP_USER_MEMORY = 3

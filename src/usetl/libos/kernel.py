@@ -68,6 +68,15 @@ class SyscallStats:
     unimplemented: Counter = field(default_factory=Counter)
     # (syscall, exception class) -> count of handler exceptions that were not an errno
     monitor_errors: Counter = field(default_factory=Counter)
+    # Traced only: KVM's counters (FAULT_COUNTERS) from a syscall's return to the next
+    # syscall, by the name of the one before: what the guest touched after it (the pages
+    # an mmap filled, a read's buffer), which never exits to the monitor.
+    after: dict[str, Counter] = field(default_factory=dict)
+    last: tuple[str, dict[str, int]] | None = None  # the syscall before and the counters then
+
+
+# pf_fixed: guest page faults KVM fixed (first touches, copy-on-write); exits: every exit.
+FAULT_COUNTERS = ("pf_fixed", "exits")
 
 
 class Kernel:
@@ -188,10 +197,22 @@ class Kernel:
         stats.count += 1
         stats.seconds += dt
         if self.trace is not None:
-            name = SYSCALL_NAMES.get(nr, f"syscall_{nr}")
-            stats.by_name[name] += 1
-            self.trace.append(TraceRecord(name, args, result, dt * 1e6))
+            self._record(SYSCALL_NAMES.get(nr, f"syscall_{nr}"), args, result, dt)
         return stop
+
+    def _record(self, name: str, args: tuple[int, ...], result: int, dt: float) -> None:
+        """Trace one syscall; count what the guest did since the syscall before it."""
+        stats = self.stats
+        stats.by_name[name] += 1
+        self.trace.append(TraceRecord(name, args, result, dt * 1e6))
+        now = self.vm.vcpu.stats().read(FAULT_COUNTERS)
+        if stats.last is not None:
+            before, then = stats.last
+            counts = stats.after.setdefault(before, Counter())
+            for counter, value in now.items():
+                counts[counter] += value - then[counter]
+            counts["exits"] -= 1  # this syscall's own exit
+        stats.last = (name, now)
 
     def _unimplemented(self, nr: int) -> int:
         name = SYSCALL_NAMES.get(nr, f"syscall_{nr}")

@@ -163,6 +163,8 @@ class AddressSpace:
 
     def _remove(self, start: int, end: int) -> None:
         """Drop [start, end) from the areas, splitting those it cuts."""
+        if self.ram.file_pages:
+            self.ram.drop_file_pages(start, end)
         if self.host_shared:
             self.unshare(start, end)
         if self.shared:

@@ -70,7 +70,7 @@ ARENA_ALLOC_CODE = bytes.fromhex(
 )
 ARENA_FREE_CODE = bytes.fromhex(
     "4885f674444881fa{max}773c41b8{table}b9{slots}498b004839d074124885c0740a"
-    "4983c020ffc975ebeb1a4989104983781008{kept}7310498b40084889064989700849ff4010c3"
+    "4983c020ffc975ebeb1a49891049837810{kept}7310498b40084889064989700849ff4010c3"
     "4889f74889d6b80b0000000f05c3".format(
         table=struct.pack("<I", ARENA_TABLE_ADDR).hex(), slots=struct.pack("<I", ARENA_SLOTS).hex(),
         max=struct.pack("<I", ARENA_MAX_KEPT).hex(), kept=struct.pack("<B", ARENA_KEPT).hex())

@@ -53,6 +53,9 @@ class GuestMemory:
         # which rollback restores from, and the ranges the monitor wrote since.
         self.origin_fd: int | None = None
         self.marked: list[tuple[int, int]] = []
+        # [start, end) offsets where another file's pages are shown copy-on-write instead of
+        # this memory's own (show_file_pages): libraries mapped from an archive.
+        self.file_pages: list[tuple[int, int]] = []
         self.view = memoryview((ctypes.c_ubyte * size).from_address(addr)).cast("B")
 
     @property
@@ -183,7 +186,9 @@ class GuestMemory:
                 for m in _RUNS.finditer(flags)]
 
     def revert(self, ranges: list[tuple[int, int]]) -> None:
-        """Copy the template file's bytes back over these ranges."""
+        """Copy the template file's bytes back over these ranges (and show this memory's
+        file again where file pages were shown: the template never has any)."""
+        self.drop_file_pages(0, self.size)
         origin = self.fd if self.origin_fd is None else self.origin_fd
         for off, length in ranges:
             done = os.preadv(origin, [self.view[off : off + length]], off)
@@ -213,11 +218,14 @@ class GuestMemory:
         """
         fd = os.memfd_create(f"usetl-{self.name}", os.MFD_CLOEXEC)
         os.ftruncate(fd, self.size)
-        # A shared mapping's bytes are all in its file; a private one's also in its own pages.
+        # A shared mapping's bytes are all in its file; a private one's also in its own pages;
+        # the file pages shown are another file's.
         written = self.written_ranges() if self.private else []
-        for off, length in data_ranges(self.fd, self.size) + written:
+        shown = [(start, end - start) for start, end in self.file_pages]
+        for off, length in data_ranges(self.fd, self.size) + written + shown:
             os.pwrite(fd, self.view[off : off + length], off)
         hostmm.map_over(self.host_addr, self.size, fd, private=False)
+        self.file_pages = []
         os.close(self.fd)
         self.fd = fd
         if self.origin_fd is not None:  # a clone's region in a file of its own: self-contained
@@ -235,6 +243,55 @@ class GuestMemory:
         """Undo map_shared_file: this memory's own file there again, as it was mapped."""
         hostmm.map_over(self.host_addr + offset, length, self.fd, private=self.private,
                         offset=offset)
+
+    # -- another file's pages shown copy-on-write (libraries from an archive) -----------
+
+    def show_file_pages(self, offset: int, length: int, path: str, file_offset: int) -> bool:
+        """Show `length` bytes of the file at host `path` from `file_offset` at `offset`,
+        copy-on-write, instead of copying them in: the guest reads the file's page-cache
+        pages (one copy for every VM that maps them) and a store copies the page it hits
+        (MAP_PRIVATE's semantics). False if the host refuses; nothing is changed then."""
+        if offset % PAGE_SIZE or length % PAGE_SIZE or file_offset % PAGE_SIZE \
+                or not 0 < length <= self.size - offset:
+            return False
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            hostmm.map_over(self.host_addr + offset, length, fd, private=True,
+                            offset=file_offset)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        self.file_pages.append((offset, offset + length))
+        return True
+
+    def drop_file_pages(self, start: int, end: int) -> None:
+        """This memory's own file again wherever [start, end) shows file pages; what it
+        reads there is then the file's (callers discard the range next)."""
+        kept = []
+        for lo, hi in self.file_pages:
+            if hi <= start or end <= lo:
+                kept.append((lo, hi))
+                continue
+            cut_lo, cut_hi = max(lo, start), min(hi, end)
+            self.map_own_file(cut_lo, cut_hi - cut_lo)
+            if lo < cut_lo:
+                kept.append((lo, cut_lo))
+            if cut_hi < hi:
+                kept.append((cut_hi, hi))
+        self.file_pages = kept
+
+    def keep_file_pages(self) -> None:
+        """Copy the file pages shown into this memory's own file and show it there again: a
+        template's memory file must hold all its bytes, since clones map only that file."""
+        for lo, hi in self.file_pages:
+            data = bytes(self.view[lo:hi])
+            self.map_own_file(lo, hi - lo)
+            self.view[lo:hi] = data
+        self.file_pages = []
 
     def close(self) -> None:
         self.view.release()

@@ -22,6 +22,8 @@ MAP_FIXED_NOREPLACE = 0x100000
 MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
 MADV_DONTNEED = 4
 MADV_REMOVE = 9
+# A file mapping at least this large is shown from its archive's pages, not copied.
+SHOW_PAGES_MIN = 64 << 10
 
 
 def sys_brk(k: Kernel, addr: int, *_: int) -> int:
@@ -65,15 +67,36 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int,
             return addr
     start = k.mm.map(addr, length, fixed, noreplace, f.path)
     if n:
-        if isinstance(node, (ImageNode, HostNode)):
-            data = node.read_at(offset, n)
-        else:
-            data = memoryview(node.data)[offset : offset + n]
-        k.vm.ram.view[start : start + n] = data
+        _place_file_bytes(k, node, start, offset, n)
     k.mm.last_file_map = (node, start - offset, start, start + n, k.stats.count)
     if shared:
         k.mm.shared.append(SharedFileMap(start, start + page_up(length), node, offset))
     return start
+
+
+def _place_file_bytes(k: Kernel, node: ImageNode | HostNode | TmpFile, start: int,
+                      offset: int, n: int) -> None:
+    """Put the file's bytes [offset, offset+n) at `start` in guest RAM.
+
+    A file of an archive (the image, a mounted module-store entry: page-aligned
+    in it) has its whole pages shown in place, copy-on-write (GuestMemory.
+    show_file_pages), not copied: ld.so's mmap of a library then costs no copy
+    of it, the guest reads the host's page cache, and a store into a private
+    mapping copies only the page it hits. The last partial page is copied, so
+    that what lies past the end of the file reads as zero. Other files, and
+    mappings too small to be worth a host mmap, are copied.
+    """
+    ram = k.vm.ram
+    whole = n & ~(PAGE_SIZE - 1) if n >= SHOW_PAGES_MIN and isinstance(node, ImageNode) else 0
+    if whole and ram.show_file_pages(start, whole, str(node.fs.archive.path),
+                                     node.entry.offset + offset):
+        ram.view[start + whole : start + n] = node.read_at(offset + whole, n - whole)
+        return
+    if isinstance(node, (ImageNode, HostNode)):
+        data = node.read_at(offset, n)
+    else:
+        data = memoryview(node.data)[offset : offset + n]
+    ram.view[start : start + n] = data
 
 
 def sys_munmap(k: Kernel, addr: int, length: int, *_: int) -> int:

@@ -132,7 +132,10 @@ _ENTRIES = [
     Syscall("brk", mm.sys_brk, FULL),
     Syscall("mmap", mm.sys_mmap, PARTIAL,
             "a writable shared mapping of a tmpfs file reaches the file at msync and "
-            "munmap (read and write of the file meanwhile do not see it)"),
+            "munmap (read and write of the file meanwhile do not see it); a file of the "
+            "image or a mounted archive shows its pages copy-on-write, others are copied; "
+            "CPython's arenas and frame-stack chunks come from the vDSO's free lists, "
+            "without this syscall"),
     Syscall("munmap", mm.sys_munmap, FULL),
     Syscall("mremap", mm.sys_mremap, PARTIAL, "no MREMAP_FIXED"),
     Syscall("mprotect", mm.sys_mprotect, PARTIAL, "checked, not enforced: RAM is mapped RWX"),
