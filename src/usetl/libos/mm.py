@@ -163,8 +163,6 @@ class AddressSpace:
 
     def _remove(self, start: int, end: int) -> None:
         """Drop [start, end) from the areas, splitting those it cuts."""
-        if self.ram.file_pages:
-            self.ram.drop_file_pages(start, end)
         if self.host_shared:
             self.unshare(start, end)
         if self.shared:
@@ -296,6 +294,8 @@ class AddressSpace:
 
     def discard(self, addr: int, length: int) -> None:
         """Make [addr, addr+length) read as zero (and give its pages back)."""
+        if self.ram.file_pages:  # a file's pages shown there (and stores into them) go too
+            self.ram.drop_file_pages(addr, addr + length)
         self.ram.discard(addr, length)
 
     @property
