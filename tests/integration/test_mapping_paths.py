@@ -142,3 +142,13 @@ def test_munmap_of_part_of_a_file_mapping_leaves_the_rest_and_fresh_memory_is_ze
     path = call_counting(usf, {"kind": "library"})[0]["file"]
     value, _ = call_counting(usf, {"kind": "unmap", "path": path})
     assert value == {"hole": True, "stored": True, "before": True, "after": True}
+
+
+def test_the_trace_counts_first_touches_and_other_exits_by_the_syscall_before_them(usf):
+    after = usf.kernel.stats.after
+    before = {name: dict(counts) for name, counts in after.items()}
+    call_counting(usf, {"kind": "anon"})  # fresh pages touched after each mmap
+    grew = {name: counts["pf_fixed"] - before.get(name, {}).get("pf_fixed", 0)
+            for name, counts in after.items()}
+    assert grew.get("mmap", 0) > 0, grew
+    assert all(counts["exits"] >= counts["pf_fixed"] >= 0 for counts in after.values()), after
