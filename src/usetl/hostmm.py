@@ -29,6 +29,7 @@ MAP_NORESERVE = 0x4000
 PROT_NONE = 0
 MAP_POPULATE = 0x8000
 MADV_COLLAPSE = 25
+MADV_POPULATE_WRITE = 23
 HUGE_PAGE = 2 << 20
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
@@ -183,6 +184,12 @@ def _scan(addr: int, size: int, mask: int, inverted: int) -> list[tuple[int, int
 
 def unmap(addr: int, size: int) -> None:
     _libc.munmap(addr, size)
+
+
+def populate_write(addr: int, size: int) -> bool:
+    """Fault in [addr, addr+size) writable now, as stores would (MADV_POPULATE_WRITE,
+    Linux 5.14+: copy-on-write copies in a private mapping). False if refused."""
+    return _libc.madvise(ctypes.c_void_p(addr), ctypes.c_size_t(size), MADV_POPULATE_WRITE) == 0
 
 
 def punch_hole(fd: int, offset: int, length: int) -> bool:

@@ -103,6 +103,10 @@ class GuestMemory:
         if not hostmm.punch_hole(self.fd, lo, hi - lo):
             ctypes.memset(self.host_addr + lo, 0, hi - lo)
 
+    def populate(self, gpa: int, length: int) -> None:
+        """Give [gpa, gpa+length) its host pages now (best effort: a refusal changes nothing)."""
+        hostmm.populate_write(self.host_addr + gpa - self.gpa, length)
+
     def u64(self, gpa: int) -> int:
         return int.from_bytes(self.view[gpa - self.gpa : gpa - self.gpa + 8], "little")
 

@@ -38,7 +38,9 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int,
     fixed = bool(flags & MAP_FIXED)
     noreplace = bool(flags & MAP_FIXED_NOREPLACE)
     if flags & MAP_ANONYMOUS:
-        return k.mm.map(addr, length, fixed, noreplace, "[anon]")
+        start = k.mm.map(addr, length, fixed, noreplace, "[anon]")
+        k.mm.populate(start, length)
+        return start
     if offset % PAGE_SIZE:
         raise SyscallError(errno.EINVAL)
     f = k.fds.get(s32(fd))
