@@ -350,33 +350,44 @@ def test_the_cli_for_schedules_secrets_and_dead_letters(server, alice, tmp_path)
     assert "ValueError: no good: 5" in dead.stdout
 
 
-def test_a_pending_callback_and_a_waiting_retry_resume_after_a_restart(tmp_path, receiver):
-    """Nothing waits only in memory: both are in the registry when the server stops."""
+def test_a_pending_callback_and_a_waiting_retry_resume_after_a_restart_when_due(tmp_path,
+                                                                                receiver):
+    """Nothing waits only in memory: both are in the registry, with when they are due, when
+    the server stops; after a restart each runs then (not at once, and not never)."""
     receiver.failures["/hooks/restart"] = 1
     receiver.failures["/flaky-restart"] = 1
     receiver.bodies["/flaky-restart"] = b"ok"
+    backoff = 5.0  # longer than a restart takes here, so the wait outlives the server
     server = ServerProcess(tmp_path / "state", tmp_path / "modules", "process",
                            "--callback-allow", receiver.base + "/hooks/",
-                           "--callback-backoff", "600").start()
+                           "--callback-backoff", str(backoff)).start()
     try:
         client = Client(server.url, server.admin_token)
-        deploy(client, "slow-retry", FETCHES, retries=1, retry_backoff_s=600,
+        deploy(client, "slow-retry", FETCHES, retries=1, retry_backoff_s=backoff,
                allow=[receiver.base])
         deploy(client, "calls-back", TICKS)
         retried = client.invoke_async("slow-retry", {"url": receiver.base + "/flaky-restart"})
         called = client.invoke_async("calls-back", 1, callback_url=receiver.base + "/hooks/restart")
-        wait_until(lambda: len(client.invocation(retried)["attempts"]) == 1, "the first attempt")
-        wait_until(lambda: len(client.invocation(called)["callback"]["attempts"]) == 1,
-                   "the first delivery attempt")
+        waiting = wait_until(lambda: (r := client.invocation(retried))["retry_at"] and r,
+                             "the first attempt")
+        assert waiting["status"] == "queued"
+        assert waiting["retry_at"] == waiting["attempts"][0]["finished"] + backoff
+        pending = wait_until(lambda: (c := client.invocation(called)["callback"])["attempts"]
+                             and c, "the first delivery attempt")
+        assert pending["state"] == "pending"
+        assert pending["retry_at"] >= pending["attempts"][0]["at"] + backoff
         client.close()
-        server.stop()  # ten minutes before either would be tried again
+        server.stop()
         server.start()
         client = Client(server.url, server.admin_token)
         record = _finished(client, retried)
         assert record["status"] == "succeeded" and len(record["attempts"]) == 2
+        assert record["attempts"][1]["started"] >= waiting["retry_at"]  # not early
+        assert record["retry_at"] is None
         record = wait_until(lambda: (r := client.invocation(called))["callback"]["state"]
                             == "delivered" and r, "the callback after the restart")
         assert [a["status"] for a in record["callback"]["attempts"]] == [503, 200]
+        assert record["callback"]["attempts"][1]["at"] >= pending["retry_at"]
         client.close()
     finally:
         server.stop()

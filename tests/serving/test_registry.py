@@ -109,7 +109,7 @@ def test_invocations_survive_reopening_and_recover(registry, where):
     )
     registry.close()
     reopened = Registry(where)
-    assert reopened.recover() == ([(queued, a.id)], [running])
+    assert reopened.recover() == ([(queued, a.id, None)], [running])
     assert reopened.invocation(a.id, running)["status"] == "interrupted"
     assert reopened.queued_invocation(queued).event == {"x": 1}
     record = reopened.invocation(a.id, done)
@@ -191,14 +191,19 @@ def test_retries_callbacks_and_secrets_keep_their_json(registry):
     invocation_id = registry.add_invocation(version, "async", {"x": 1}, "queued",
                                             "http://example.com/hook")
     registry.set_running(invocation_id, "host1")
-    registry.retry_invocation(invocation_id, InvocationResult.failed("Timeout", "slow"),
-                              time.time())
+    due = registry.retry_invocation(invocation_id, InvocationResult.failed("Timeout", "slow"),
+                                    time.time(), 30.0)
     assert registry.queued_invocation(invocation_id).attempt == 2
+    assert registry.invocation(tenant.id, invocation_id)["retry_at"] == due
+    assert registry.recover() == ([(invocation_id, tenant.id, due)], [])  # kept: its due time
     registry.set_running(invocation_id)
+    assert registry.invocation(tenant.id, invocation_id)["retry_at"] is None
     registry.finish_invocation(invocation_id, InvocationResult(value=2), time.time())
-    assert registry.pending_callbacks() == [(invocation_id, tenant.id)]
-    registry.record_callback(invocation_id, {"status": 500}, "pending")
-    registry.record_callback(invocation_id, {"status": 200}, "delivered")
+    assert registry.pending_callbacks() == [(invocation_id, tenant.id, None)]
+    registry.record_callback(invocation_id, {"status": 500}, "pending", due + 1)
+    assert registry.pending_callbacks() == [(invocation_id, tenant.id, due + 1)]
+    assert registry.invocation(tenant.id, invocation_id)["callback"]["retry_at"] == due + 1
+    registry.record_callback(invocation_id, {"status": 200}, "delivered", None)
     assert registry.pending_callbacks() == []
     record = registry.invocation(tenant.id, invocation_id)
     assert [a["error"] and a["error"]["type"] for a in record["attempts"]] == ["Timeout", None]

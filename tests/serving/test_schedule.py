@@ -9,13 +9,13 @@ import threading
 
 import pytest
 
-from usetl.platform.registry import Registry, Schedule
+from usetl.platform.registry import Registry, Schedule, Tick
 from usetl.platform.schedule import CronError, Scheduler, latest_tick, next_tick
 from waiting import wait_until
 
 VERSION = dict(
     handler="fn.py:handler", requirements=[], module_dirs=[], code_dir="/c", memory_mib=128,
-    timeout_s=5.0, concurrency=4, queue=0, allow=[], env={},
+    timeout_s=5.0, concurrency=4, queue=30, allow=[], env={},
 )
 T0 = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC, on a whole minute
 
@@ -29,15 +29,20 @@ class Clock:
 
 
 class Fired:
-    """What the schedulers submitted: (tenant id, invocation id), in order."""
+    """What the schedulers submitted: (tenant id, invocation id), in order, and the ticks
+    they refused."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self.items: list[tuple[int, str]] = []
+        self.refused: list[Tick] = []
 
-    def __call__(self, schedule: Schedule, invocation_id: str) -> None:
+    def __call__(self, schedule: Schedule, tick: Tick) -> None:
         with self.lock:
-            self.items.append((schedule.tenant_id, invocation_id))
+            if tick.invocation is None:
+                self.refused.append(tick)
+            else:
+                self.items.append((schedule.tenant_id, tick.invocation))
 
 
 @pytest.fixture
@@ -78,7 +83,7 @@ def test_a_tick_fires_on_time_once_and_missed_ticks_fire_the_latest_once(registr
     assert schedule.next_tick == T0
     assert scheduler.run_due() == []  # half a second early
     clock.now = T0
-    [first] = scheduler.run_due()
+    [first] = [t.invocation for t in scheduler.run_due()]
     assert scheduler.run_due() == []  # the same tick, asked again: nothing
     record = registry.invocation(tenant.id, first)
     assert (record["mode"], record["status"]) == ("async", "queued")
@@ -86,7 +91,7 @@ def test_a_tick_fires_on_time_once_and_missed_ticks_fire_the_latest_once(registr
                                  "cron": "* * * * *", "tick": T0, "skipped_since": None}
     assert registry.queued_invocation(first).event == {"n": 1}
     clock.now = T0 + 5 * 60 + 30  # down for five ticks
-    [late] = scheduler.run_due()
+    [late] = [t.invocation for t in scheduler.run_due()]
     assert registry.invocation(tenant.id, late)["trigger"]["tick"] == T0 + 300
     assert registry.invocation(tenant.id, late)["trigger"]["skipped_since"] == T0 + 60
     assert scheduler.run_due() == []
@@ -139,3 +144,36 @@ def test_a_deleted_function_takes_its_schedules_with_it(registry, tenant):
     registry.add_schedule(tenant.id, "etl", "@daily", None, T0)
     registry.delete_function(tenant.id, "etl")
     assert registry.schedules(tenant.id) == []
+
+
+def test_a_tick_obeys_the_functions_queue_limit_and_the_schedule_says_why(registry, tenant):
+    """concurrency 2 + queue 2: four ticks may wait, as four async calls may; the fifth is
+    refused as the fifth call would be (queue_full), and the next tick after one of them
+    started is queued again."""
+    registry.add_version(tenant.id, "narrow", **{**VERSION, "concurrency": 2, "queue": 2})
+    clock, fired = Clock(T0 - 1), Fired()
+    scheduler = Scheduler(registry, fired, clock)
+    schedule = registry.add_schedule(tenant.id, "narrow", "* * * * * *", None,
+                                     next_tick("* * * * * *", clock()))
+    for second in range(4):
+        clock.now = T0 + second
+        [tick] = scheduler.run_due()
+        assert tick.refused is None
+    assert registry.queued_count(tenant.id, "narrow") == 4
+    clock.now = T0 + 4
+    [refused] = scheduler.run_due()
+    assert refused.invocation is None and refused.refused["code"] == "queue_full"
+    assert "4 invocations waiting" in refused.refused["message"]
+    assert registry.queued_count(tenant.id, "narrow") == 4  # nothing more was queued
+    [after] = registry.schedules(tenant.id)
+    assert after.public()["last_outcome"] == {"tick": T0 + 4, "refused": refused.refused}
+    assert (after.refused_ticks, after.last_tick, after.next_tick) == (1, T0 + 4, T0 + 5)
+    registry.set_running(fired.items[0][1])  # one of them starts: room for one
+    clock.now = T0 + 5
+    [queued] = scheduler.run_due()
+    assert queued.refused is None and registry.queued_count(tenant.id, "narrow") == 4
+    [after] = registry.schedules(tenant.id)
+    assert after.last_outcome == {"tick": T0 + 5, "invocation": queued.invocation}
+    assert after.refused_ticks == 1
+    assert [t.tick for t in fired.refused] == [T0 + 4] and len(fired.items) == 5
+    assert schedule.id == after.id

@@ -45,11 +45,21 @@ def run_ls(args: argparse.Namespace) -> int:
     if not schedules:
         print("no schedules")
         return 0
-    print(f"{'ID':16} {'FUNCTION':20} {'CRON':18} {'NEXT (UTC)':19} {'LAST (UTC)':19} EVENT")
+    print(f"{'ID':16} {'FUNCTION':20} {'CRON':18} {'NEXT (UTC)':19} {'LAST (UTC)':19} "
+          f"{'LAST TICK':20} {'REFUSED':7} EVENT")
     for s in schedules:
         print(f"{s['id']:16} {s['function']:20} {s['cron']:18} {_when(s['next_tick']):19} "
-              f"{_when(s['last_tick']):19} {json.dumps(s['event'])}")
+              f"{_when(s['last_tick']):19} {_outcome(s['last_outcome']):20} "
+              f"{s['refused_ticks']:<7} {json.dumps(s['event'])}")
     return 0
+
+
+def _outcome(outcome: dict | None) -> str:
+    """What became of the last tick: queued, or refused and why (its code)."""
+    if outcome is None:
+        return "-"
+    refused = outcome.get("refused")
+    return "queued" if refused is None else f"refused: {refused['code']}"
 
 
 def run_rm(args: argparse.Namespace) -> int:

@@ -32,7 +32,7 @@ from usetl.invocation import PLATFORM_ERROR, ErrorInfo, InvocationResult
 from usetl.platform.callbacks import CallbackConfig, Callbacks
 from usetl.platform.fair import FairRunner
 from usetl.platform.metrics import Metrics
-from usetl.platform.registry import Registry, Schedule, Tenant, Version, version_key
+from usetl.platform.registry import Registry, Schedule, Tenant, Tick, Version, version_key
 from usetl.platform.schedule import Scheduler
 from usetl.platform.secrets import SecretBox
 from usetl.platform.service import (
@@ -229,9 +229,9 @@ class Gateway(Platform):
             self.registry.fail_invocation(invocation_id, ErrorInfo(PLATFORM_ERROR, str(e)))
             raise
 
-    def _submit_tick(self, schedule: Schedule, invocation_id: str) -> None:
+    def _submit_tick(self, schedule: Schedule, tick: Tick) -> None:
         try:
-            super()._submit_tick(schedule, invocation_id)
+            super()._submit_tick(schedule, tick)
         except ServiceError:
             log.exception("tick of schedule %s", schedule.id)  # its record says it failed
 

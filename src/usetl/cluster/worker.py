@@ -310,11 +310,11 @@ class Worker:
         attempt = len(record["attempts"]) + 1
         error = outcome.error
         if error is not None and error.kind in RETRIED_KINDS and attempt <= version.retries:
+            backoff = version.retry_backoff_s * 2 ** (attempt - 1)
             self.platform.rollback_times.record(invocation.id, outcome, lambda: (
-                self.registry.retry_invocation(invocation.id, outcome, started)))
+                self.registry.retry_invocation(invocation.id, outcome, started, backoff)))
             self.platform.metrics.retries.inc(function=version.key)
-            return Delivery(retry_in_s=version.retry_backoff_s * 2 ** (attempt - 1),
-                            attempt=attempt)
+            return Delivery(retry_in_s=backoff, attempt=attempt)
         self.platform.rollback_times.record(invocation.id, outcome, lambda: (
             self.registry.finish_invocation(invocation.id, outcome, started)))
         if error is not None:

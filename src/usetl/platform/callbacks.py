@@ -12,7 +12,8 @@ Delivery: a 2xx answer delivers it; another answer, or no answer, is tried again
 `backoff_s`, doubling each time, up to `attempts` attempts in all. Each attempt (its time,
 and the status or the error) is kept in the record's `callback.attempts`, with the state:
 pending, delivered or failed. Deliveries still pending when the server stops are resumed
-when it starts again.
+when it starts again, at the time the next attempt was due (`callback.retry_at`): a restart
+neither sends it early nor forgets it.
 """
 
 from __future__ import annotations
@@ -79,6 +80,14 @@ class Callbacks:
             raise CallbackRefused(f"callback URL refused: {e} (this server allows callbacks "
                                   f"to: {allowed}; `usetl serve --callback-allow`)") from e
 
+    def resume(self, invocation_id: str, tenant_id: int, retry_at: float | None) -> None:
+        """A delivery left pending by an earlier server: its next attempt, when it is due."""
+        delay = 0.0 if retry_at is None else retry_at - time.time()
+        if delay > 0:
+            self.timers.call_in(delay, self.deliver, invocation_id, tenant_id)
+        else:
+            self.deliver(invocation_id, tenant_id)
+
     def deliver(self, invocation_id: str, tenant_id: int) -> None:
         """Make the next attempt to send the invocation's record (on a sender thread)."""
         try:
@@ -104,10 +113,11 @@ class Callbacks:
         delivered = attempt["status"] is not None and 200 <= attempt["status"] < 300
         last = number >= self.config.attempts
         state = DELIVERED if delivered else FAILED if last else PENDING
-        self.registry.record_callback(invocation_id, attempt, state)
+        delay = self.config.backoff_s * 2 ** (number - 1)
+        self.registry.record_callback(invocation_id, attempt, state,
+                                      time.time() + delay if state == PENDING else None)
         self.attempts.inc(state=state)
         if state == PENDING:
-            delay = self.config.backoff_s * 2 ** (number - 1)
             self.timers.call_in(delay, self.deliver, invocation_id, tenant_id)
         elif state == FAILED:
             log.warning("callback of invocation %s failed %d times; given up", invocation_id,

@@ -114,6 +114,9 @@ class Metrics:
         self.rollbacks = Counter("usetl_rollbacks_total", "Instances rolled back for reuse.")
         self.evictions = Counter("usetl_template_evictions_total", "Templates evicted (LRU).")
         self.ticks = Counter("usetl_schedule_ticks_total", "Schedule ticks fired, by function.")
+        self.ticks_refused = Counter(
+            "usetl_schedule_ticks_refused_total",
+            "Schedule ticks that queued no invocation (its queue was full), by function.")
         self.retries = Counter("usetl_async_retries_total",
                                "Failed async invocations queued again, by function.")
         self.dead_letters = Counter("usetl_dead_letters_total",
@@ -130,7 +133,8 @@ class Metrics:
         for metric in (
             self.invocations, self.errors, self.rejected, self.latency, self.templates_started,
             self.templates_restored, self.instances_created, self.rollbacks, self.evictions,
-            self.ticks, self.retries, self.dead_letters, self.callbacks, *self.gauges,
+            self.ticks, self.ticks_refused, self.retries, self.dead_letters, self.callbacks,
+            *self.gauges,
         ):
             lines.extend(metric.render())
         return "\n".join(lines) + "\n"

@@ -197,6 +197,18 @@ MIGRATIONS = [
     ALTER TABLE invocations ADD COLUMN phases TEXT;
     CREATE INDEX invocations_by_tenant_finish ON invocations (tenant_id, finished);
     """,
+    # What became of a schedule's last tick (JSON: {"tick", "invocation"}, or {"tick",
+    # "refused": {"code", "message"}} where the function's queue was full), and how many of
+    # its ticks were refused so; when a queued async invocation waiting out a retry's
+    # back-off is due, and when its callback's next attempt is (NULL: at once), so that a
+    # restart resumes them then; a pipeline's runs listed by pipeline.
+    """
+    ALTER TABLE schedules ADD COLUMN last_outcome TEXT;
+    ALTER TABLE schedules ADD COLUMN refused_ticks INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE invocations ADD COLUMN retry_at REAL;
+    ALTER TABLE invocations ADD COLUMN callback_retry_at REAL;
+    CREATE INDEX pipeline_runs_by_pipeline ON pipeline_runs (tenant_id, pipeline, created);
+    """,
 ]
 
 # Invocation states: queued (async, accepted, not started), running, succeeded, failed,
@@ -265,6 +277,12 @@ class Version:
     generation: int = 1  # the template generation serving (learned templates)
     learned: list[str] = field(default_factory=list)  # modules it imports beyond the function
     learn_error: ErrorInfo | None = None  # why the next generation could not be built
+
+    @property
+    def waiting_limit(self) -> int:
+        """How many accepted async invocations may wait: as many as may wait on sync calls
+        (those running and those queued behind them)."""
+        return self.concurrency + self.queue
 
     @property
     def key(self) -> str:
@@ -579,31 +597,44 @@ class Registry:
         return self._read("SELECT MIN(next_tick) AS t FROM schedules")[0]["t"]
 
     def claim_tick(self, schedule: Schedule, tick: float, following: float,
-                   trigger: dict) -> str | None:
+                   trigger: dict) -> Tick | None:
         """Take `tick` of the schedule and queue its invocation, in one transaction.
 
         The conditional update moves next_tick on only if no other scheduler sharing this
-        registry has taken it since `schedule` was read: one of them gets the invocation
-        (its id), the others None. The id is the tick's own, so a tick is one invocation.
+        registry has taken it since `schedule` was read: one of them gets the Tick, the
+        others None. The invocation's id is the tick's own, so a tick is one invocation. A
+        tick obeys the function's waiting limit as an async call does: with the queue full
+        it is refused (no invocation), and the schedule keeps why.
         """
         invocation_id = uuid.uuid5(uuid.NAMESPACE_URL,
                                    f"usetl:schedule/{schedule.id}/{tick:.3f}").hex
 
-        def claim(cur):
-            taken = cur.execute(
-                "UPDATE schedules SET next_tick = ?, last_tick = ? WHERE id = ? "
-                "AND next_tick = ?", (following, tick, schedule.id, schedule.next_tick)).rowcount
+        def claim(cur) -> Tick | None:
+            if not cur.execute(
+                    "UPDATE schedules SET next_tick = ?, last_tick = ? WHERE id = ? "
+                    "AND next_tick = ?",
+                    (following, tick, schedule.id, schedule.next_tick)).rowcount:
+                return None
             live = cur.execute(self._VERSION_SQL + "WHERE f.tenant_id = ? AND f.name = ? AND "
                                "v.version = f.live_version",
                                (schedule.tenant_id, schedule.function)).fetchone()
-            if not taken or live is None:
-                return None
-            version = self._version(live)
+            version = None if live is None else self._version(live)
+            refused = _refused_tick(cur, schedule, version)
+            if refused is not None:
+                outcome = Tick(tick, None, refused)
+                cur.execute("UPDATE schedules SET last_outcome = ?, refused_ticks = "
+                            "refused_ticks + 1 WHERE id = ?",
+                            (json.dumps(outcome.public()), schedule.id))
+                return outcome
+            assert version is not None
             cur.execute(_ADD_SQL, (
                 invocation_id, version.tenant_id, version.name, version.version, version.id,
                 "async", "queued", json.dumps(schedule.event), time.time(), json.dumps(trigger),
                 None))
-            return invocation_id
+            outcome = Tick(tick, invocation_id, None)
+            cur.execute("UPDATE schedules SET last_outcome = ? WHERE id = ?",
+                        (json.dumps(outcome.public()), schedule.id))
+            return outcome
 
         return self._write(claim)
 
@@ -646,7 +677,8 @@ class Registry:
 
         def update(cur):
             cur.execute(
-                "UPDATE invocations SET status = 'running', started = ?, host = ? WHERE id = ?",
+                "UPDATE invocations SET status = 'running', started = ?, host = ?, "
+                "retry_at = NULL WHERE id = ?",
                 (time.time(), host, invocation_id),
             )
 
@@ -665,31 +697,39 @@ class Registry:
         self._write(finish)
 
     def retry_invocation(self, invocation_id: str, outcome: InvocationResult,
-                         started: float) -> None:
-        """A failed attempt that will be retried: kept in `attempts`, the invocation queued
-        again (its error is the attempt's until the next one ends)."""
+                         started: float, backoff_s: float) -> float:
+        """A failed attempt that will be retried after `backoff_s`: kept in `attempts`, the
+        invocation queued again (its error is the attempt's until the next one ends) and
+        due at the time answered, kept as `retry_at` so that a restart waits for it too."""
         attempt = _attempt(outcome, started, time.time())
+        retry_at = attempt["finished"] + backoff_s
 
         def retry(cur):
-            cur.execute("UPDATE invocations SET status = 'queued', started = NULL, error = ? "
-                        "WHERE id = ?", (json.dumps(attempt["error"]), invocation_id))
+            cur.execute("UPDATE invocations SET status = 'queued', started = NULL, error = ?, "
+                        "retry_at = ? WHERE id = ?",
+                        (json.dumps(attempt["error"]), retry_at, invocation_id))
             cur.execute(_ATTEMPT_SQL, (json.dumps(attempt), invocation_id))
 
         self._write(retry)
+        return retry_at
 
-    def record_callback(self, invocation_id: str, attempt: dict, state: str) -> None:
+    def record_callback(self, invocation_id: str, attempt: dict, state: str,
+                        retry_at: float | None) -> None:
         """One delivery attempt of the invocation's callback, and where delivery stands:
-        pending (to be tried again), delivered or failed (attempts spent)."""
+        pending (to be tried again at `retry_at`), delivered or failed (attempts spent)."""
         self._write(lambda cur: cur.execute(
             "UPDATE invocations SET callback = json_set(json_insert(callback, '$.attempts[#]', "
-            "json(?)), '$.state', ?) WHERE id = ?", (json.dumps(attempt), state, invocation_id)))
+            "json(?)), '$.state', ?), callback_retry_at = ? WHERE id = ?",
+            (json.dumps(attempt), state, retry_at, invocation_id)))
 
-    def pending_callbacks(self) -> list[tuple[str, int]]:
-        """Finished invocations whose callback is not delivered yet: (id, tenant id)."""
+    def pending_callbacks(self) -> list[tuple[str, int, float | None]]:
+        """Finished invocations whose callback is not delivered yet: (id, tenant id, when
+        the next attempt is due; None: the first, at once)."""
         rows = self._read(  # the partial index holds just the pending ones
-            "SELECT id, tenant_id, status FROM invocations WHERE callback IS NOT NULL AND "
-            "json_extract(callback, '$.state') = 'pending' ORDER BY finished")
-        return [(r["id"], r["tenant_id"]) for r in rows if r["status"] in FINISHED]
+            "SELECT id, tenant_id, status, callback_retry_at FROM invocations WHERE callback "
+            "IS NOT NULL AND json_extract(callback, '$.state') = 'pending' ORDER BY finished")
+        return [(r["id"], r["tenant_id"], r["callback_retry_at"]) for r in rows
+                if r["status"] in FINISHED]
 
     def record_invocation(self, invocation_id: str, version: Version, event: Any,
                           outcome: InvocationResult, started: float,
@@ -828,18 +868,19 @@ class Registry:
         return [{"function": r["function_name"], **{k: r[k] for k in _USAGE_COLUMNS}}
                 for r in rows]
 
-    def recover(self) -> tuple[list[tuple[str, int]], list[str]]:
-        """After a restart: queued async invocations to re-run (id, tenant id), and running
-        ones now interrupted.
+    def recover(self) -> tuple[list[tuple[str, int, float | None]], list[str]]:
+        """After a restart: queued async invocations to run (id, tenant id, and when a retry
+        is due: None for at once), and running ones now interrupted.
 
-        A queued invocation never started, so running it now is what the caller asked for;
-        one that was running may have had effects (posts), so it is marked interrupted.
+        A queued invocation never started, so running it now (or, waiting for a retry, at
+        its due time) is what the caller asked for; one that was running may have had
+        effects (posts), so it is marked interrupted.
         """
 
         def recover(cur):
             queued = [
-                (r["id"], r["tenant_id"]) for r in cur.execute(
-                    "SELECT id, tenant_id FROM invocations WHERE status = 'queued' "
+                (r["id"], r["tenant_id"], r["retry_at"]) for r in cur.execute(
+                    "SELECT id, tenant_id, retry_at FROM invocations WHERE status = 'queued' "
                     "ORDER BY created"
                 )
             ]
@@ -873,9 +914,7 @@ class Registry:
 
     def queued_count(self, tenant_id: int, name: str) -> int:
         """Asynchronous invocations of a function accepted and not yet started."""
-        return self._read(
-            "SELECT COUNT(*) AS n FROM invocations WHERE tenant_id = ? AND function_name = ? "
-            "AND status = 'queued'", (tenant_id, name))[0]["n"]
+        return self._read(_QUEUED_COUNT_SQL, (tenant_id, name))[0]["n"]
 
     def fail_invocation(self, invocation_id: str, error: ErrorInfo) -> None:
         def update(cur):
@@ -970,6 +1009,18 @@ class Registry:
         return self._write(recover)
 
 
+def _refused_tick(cur, schedule: Schedule, version: Version | None) -> dict | None:
+    """Why a tick queues no invocation (None: it may), with the codes an async call gets."""
+    if version is None:
+        return {"code": "function_not_found",
+                "message": f"function {schedule.function!r} has no live version"}
+    waiting = cur.execute(_QUEUED_COUNT_SQL, (schedule.tenant_id, schedule.function)).fetchone()
+    if waiting["n"] >= version.waiting_limit:
+        return {"code": "queue_full", "message": f"function {schedule.function!r} has "
+                f"{waiting['n']} invocations waiting, its limit"}
+    return None
+
+
 def _pipeline(row: Mapping[str, Any]) -> dict:
     return {"name": row["name"], "stages": json.loads(row["stages"]), "created": row["created"]}
 
@@ -994,6 +1045,8 @@ _ADD_SQL = (
     "INSERT INTO invocations (id, tenant_id, function_name, version, version_id, mode, status, "
     "event, created, trigger, callback) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_QUEUED_COUNT_SQL = ("SELECT COUNT(*) AS n FROM invocations WHERE tenant_id = ? AND "
+                     "function_name = ? AND status = 'queued'")
 _ATTEMPT_SQL = ("UPDATE invocations SET attempts = json_insert(attempts, '$[#]', json(?)) "
                 "WHERE id = ?")
 _USAGE_COLUMNS = ("invocations", "failed", "duration_ms", "guest_cpu_ms", "io_host_cpu_s",
@@ -1047,7 +1100,7 @@ def invocation_record(invocation_id: str, version: Version, mode: str,
     row = _result_columns(result, created, time.time())
     row.update(id=invocation_id, function_name=version.name, version=version.version,
                mode=mode, created=created, trigger=None, attempts="[]", callback=None,
-               host=host)
+               host=host, retry_at=None, callback_retry_at=None)
     return _invocation(row)
 
 
@@ -1081,8 +1134,11 @@ def _invocation(row: Mapping[str, Any]) -> dict:
         # What started it: None for an API call, {"kind": "schedule", ...} for a tick.
         "trigger": json.loads(row["trigger"]) if row["trigger"] is not None else None,
         "attempts": json.loads(row["attempts"]),  # each run of an async invocation
-        # {"url", "state": pending | delivered | failed, "attempts": [...]}, if it has one.
-        "callback": json.loads(row["callback"]) if row["callback"] is not None else None,
+        "retry_at": row["retry_at"],  # queued for a retry: when it is due (Unix time)
+        # {"url", "state": pending | delivered | failed, "attempts": [...], "retry_at": when
+        # a pending one is tried next}, if it has one.
+        "callback": None if row["callback"] is None else {
+            **json.loads(row["callback"]), "retry_at": row["callback_retry_at"]},
         "host": row["host"],  # the worker that ran it (several hosts), else None
     }
 
@@ -1107,14 +1163,33 @@ class Schedule:
     created: float
     next_tick: float  # the tick it fires next (Unix time)
     last_tick: float | None  # the tick it fired last
+    last_outcome: dict | None = None  # what became of that tick (Tick.public())
+    refused_ticks: int = 0  # ticks that queued no invocation (Tick.refused)
 
     def public(self) -> dict:
         return {"id": self.id, "function": self.function, "cron": self.cron,
                 "event": self.event, "created": self.created, "next_tick": self.next_tick,
-                "last_tick": self.last_tick}
+                "last_tick": self.last_tick, "last_outcome": self.last_outcome,
+                "refused_ticks": self.refused_ticks}
+
+
+@dataclass(frozen=True)
+class Tick:
+    """A tick a scheduler took: queued as `invocation`, or `refused` ({"code", "message"})."""
+
+    tick: float
+    invocation: str | None
+    refused: dict | None
+
+    def public(self) -> dict:
+        if self.refused is not None:
+            return {"tick": self.tick, "refused": self.refused}
+        return {"tick": self.tick, "invocation": self.invocation}
 
 
 def _schedule(row: Mapping[str, Any]) -> Schedule:
+    outcome = row["last_outcome"]
     return Schedule(row["id"], row["tenant_id"], row["function_name"], row["cron"],
                     json.loads(row["event"]), row["created"], row["next_tick"],
-                    row["last_tick"])
+                    row["last_tick"], None if outcome is None else json.loads(outcome),
+                    row["refused_ticks"])

@@ -15,6 +15,12 @@ tick, so a tick cannot become two invocations either.
 Missed ticks (the server was down, or stalled, past one or more ticks): the latest missed
 tick fires once, as soon as a scheduler runs again, and the older ones are skipped (the
 trigger's `skipped_since` says from when). A schedule never fires a burst of catch-up runs.
+
+A tick obeys the function's limits as an async call does: where `concurrency` + `queue`
+invocations of it wait already, the tick is refused (`queue_full`, the code a caller gets),
+no invocation is queued, and the schedule keeps what became of its last tick
+(`last_outcome`) and a count of refused ticks: a slow function is not buried under its own
+schedule's backlog.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from croniter import CroniterError, croniter
 
 from usetl.errors import UsetlError
 
-from .registry import Registry, Schedule
+from .registry import Registry, Schedule, Tick
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0  # how often a scheduler looks at the registry when no tick is nearer
@@ -70,11 +76,12 @@ def latest_tick(expression: str, now: float) -> float:
 class Scheduler:
     """Fires the due ticks of every schedule in the registry, each through `submit`.
 
-    submit(schedule, invocation_id) runs an invocation the scheduler queued. clock gives
-    the current Unix time (a test drives it; the loop also wakes on wake()).
+    submit(schedule, tick) hears of each tick this scheduler took: it runs the invocation
+    queued for it, or notes why it was refused. clock gives the current Unix time (a test
+    drives it; the loop also wakes on wake()).
     """
 
-    def __init__(self, registry: Registry, submit: Callable[[Schedule, str], None],
+    def __init__(self, registry: Registry, submit: Callable[[Schedule, Tick], None],
                  clock: Callable[[], float] = time.time, poll_s: float = POLL_S):
         self.registry = registry
         self.submit = submit
@@ -97,18 +104,18 @@ class Scheduler:
         if self.thread.is_alive():
             self.thread.join()
 
-    def run_due(self) -> list[str]:
-        """Fire each schedule's due tick that this scheduler wins; their invocation ids."""
+    def run_due(self) -> list[Tick]:
+        """Fire each schedule's due tick that this scheduler wins; those ticks."""
         now = self.clock()
         fired = []
         for schedule in self.registry.due_schedules(now):
-            invocation_id = self._fire(schedule, now)
-            if invocation_id is not None:
-                self.submit(schedule, invocation_id)
-                fired.append(invocation_id)
+            tick = self._fire(schedule, now)
+            if tick is not None:
+                self.submit(schedule, tick)
+                fired.append(tick)
         return fired
 
-    def _fire(self, schedule: Schedule, now: float) -> str | None:
+    def _fire(self, schedule: Schedule, now: float) -> Tick | None:
         tick = latest_tick(schedule.cron, now)
         trigger = {"kind": "schedule", "schedule": schedule.id, "cron": schedule.cron,
                    "tick": tick,

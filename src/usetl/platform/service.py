@@ -55,6 +55,7 @@ from .registry import (
     RegistryError,
     Schedule,
     Tenant,
+    Tick,
     Version,
     invocation_record,
     version_key,
@@ -597,7 +598,7 @@ class Platform:
                 raise ServiceError(400, "callback_refused", str(e)) from e
         # Accepted invocations wait in the registry: as many as may wait on a sync call.
         waiting = self.registry.queued_count(tenant.id, name)
-        if waiting >= version.concurrency + version.queue:
+        if waiting >= version.waiting_limit:
             raise ServiceError(429, "queue_full",
                                f"function {name!r} has {waiting} invocations waiting, its limit")
         invocation_id = self.registry.add_invocation(version, "async", event, "queued",
@@ -605,9 +606,16 @@ class Platform:
         self._submit_async(tenant.id, invocation_id)
         return invocation_id
 
-    def _submit_tick(self, schedule: Schedule, invocation_id: str) -> None:
-        self.metrics.ticks.inc(function=f"{schedule.tenant_id}/{schedule.function}")
-        self._submit_async(schedule.tenant_id, invocation_id)
+    def _submit_tick(self, schedule: Schedule, tick: Tick) -> None:
+        function = f"{schedule.tenant_id}/{schedule.function}"
+        if tick.invocation is None:
+            assert tick.refused is not None
+            self.metrics.ticks_refused.inc(function=function, code=tick.refused["code"])
+            log.warning("schedule %s: tick %s refused: %s", schedule.id, tick.tick,
+                        tick.refused["message"])
+            return
+        self.metrics.ticks.inc(function=function)
+        self._submit_async(schedule.tenant_id, tick.invocation)
 
     def _submit_async(self, tenant_id: int, invocation_id: str) -> None:
         if not self.closed:  # else it stays queued in the registry, run at the next start
@@ -631,10 +639,10 @@ class Platform:
             error = outcome.error
             if (error is not None and error.kind in RETRIED_KINDS
                     and queued.attempt <= version.retries):
-                self.rollback_times.record(invocation_id, outcome, lambda: (
-                    self.registry.retry_invocation(invocation_id, outcome, started)))
-                self.metrics.retries.inc(function=version.key)
                 backoff = version.retry_backoff_s * 2 ** (queued.attempt - 1)
+                self.rollback_times.record(invocation_id, outcome, lambda: (
+                    self.registry.retry_invocation(invocation_id, outcome, started, backoff)))
+                self.metrics.retries.inc(function=version.key)
                 self.timers.call_in(backoff, self._submit_async, tenant_id, invocation_id)
                 return
             self.rollback_times.record(invocation_id, outcome, lambda: (
@@ -661,10 +669,15 @@ class Platform:
 
     def _recover(self) -> dict:
         queued, interrupted = self.registry.recover()
-        for invocation_id, tenant_id in queued:
-            self._submit_async(tenant_id, invocation_id)
-        for invocation_id, tenant_id in self.registry.pending_callbacks():
-            self.callbacks.deliver(invocation_id, tenant_id)
+        now = time.time()
+        for invocation_id, tenant_id, retry_at in queued:
+            if retry_at is None or retry_at <= now:
+                self._submit_async(tenant_id, invocation_id)
+            else:  # a retry's back-off is kept across the restart: what is left of it
+                self.timers.call_in(retry_at - now, self._submit_async, tenant_id,
+                                    invocation_id)
+        for invocation_id, tenant_id, retry_at in self.registry.pending_callbacks():
+            self.callbacks.resume(invocation_id, tenant_id, retry_at)
         if queued or interrupted:
             log.warning("after restart: %d queued invocations re-submitted, %d interrupted",
                         len(queued), len(interrupted))
