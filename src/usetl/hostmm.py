@@ -91,6 +91,16 @@ def merge_identical_pages() -> bool:
     return _libc.prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) == 0
 
 
+def zero_file(fd: int, size: int) -> None:
+    """Write zeroes over the first `size` bytes of a memfd, keeping its pages (and huge
+    pages) where they are, unlike a punched hole."""
+    addr = map_shared(fd, size)
+    try:
+        ctypes.memset(addr, 0, size)
+    finally:
+        _libc.munmap(addr, size)
+
+
 def map_over(addr: int, size: int, fd: int, private: bool, writable: bool = True,
              populate: bool = False, offset: int = 0) -> None:
     """Replace the mapping at `addr` with one of `fd` from `offset` (MAP_FIXED), shared or

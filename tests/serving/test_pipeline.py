@@ -14,6 +14,14 @@ from usetl.api.client import ApiError, Client
 from usetl.api.launcher import ServerProcess
 
 MIB16 = 16 << 20
+RELAY = """
+    from usetl import etl
+    def handler(event, context):
+        passed = etl.put("blob.bin", etl.stat("blob.bin"))
+        if context.function == "relay-note":
+            etl.put("note.txt", b"relayed")
+        return {**event, "region": passed.region, "stat": etl.stat("blob.bin").region}
+"""
 STAGES = {
     # 16 MiB written into the guest region, for the next stage to read in place.
     "produce": """
@@ -41,6 +49,9 @@ STAGES = {
             return {"checked": event, "ff_bytes": int(etl.open("count.txt").read()),
                     "files": sorted(f.name for f in etl.ls())}
     """,
+    # Hands the file it was given on as it is; deployed as relay-note, with a note of its own.
+    "relay": RELAY,
+    "relay-note": RELAY,
     "split": "def handler(event, context):\n    return list(range(1, event + 1))\n",
     "square": "def handler(event, context):\n    return event * event\n",
     "total": "def handler(event, context):\n    return sum(event)\n",
@@ -98,6 +109,28 @@ def test_three_stages_hand_16_mib_on_without_a_copy(kvm):
     assert client.pipeline_run(record["id"]) == record
     for stage in record["stages"]:  # each invocation is an ordinary record of its function
         assert client.invocation(stage["invocations"][0])["status"] == "succeeded"
+
+
+@pytest.mark.kvm
+def test_a_stage_hands_a_file_it_was_given_on_without_a_copy(kvm):
+    """etl.put of a handed-in file: the memory file it lies in goes on to the next stage (no
+    copy, even in the guest); beside a file of the stage's own, it is copied and counted."""
+    _, client = kvm
+    client.deploy_pipeline("relayed", ["produce", "relay", "relay", "check", "finish"])
+    record = client.run_pipeline("relayed", {"mib": 16})
+    assert record["status"] == "succeeded", record["error"]
+    assert record["result"]["checked"] == {"same": True, "size": MIB16,
+                                           "files": ["blob.bin", "count.txt"]}
+    assert [s["copied_bytes"] for s in record["stages"]] == [0, 0, 0, 0, 0]
+    assert [s["bytes_in"] for s in record["stages"][1:4]] == [MIB16] * 3
+    relay = client.invocation(record["stages"][1]["invocations"][0])["result"]
+    assert (relay["region"], relay["stat"]) == ("host", "host")  # the handed file itself
+    client.deploy_pipeline("noted", ["produce", "relay-note", "check"])
+    record = client.run_pipeline("noted", {"mib": 16})
+    assert record["status"] == "succeeded", record["error"]
+    assert record["result"] == {"same": True, "size": MIB16,
+                                "files": ["blob.bin", "count.txt", "note.txt"]}
+    assert [s["copied_bytes"] for s in record["stages"]] == [0, MIB16, 0]
 
 
 @pytest.mark.kvm

@@ -29,7 +29,8 @@ def test_a_stage_file_reaches_the_next_host_region_copied_only_where_it_must(rem
     data = os.urandom(3 * MIB + 5)
     first.lend_guest_region()
     write_guest_file(first, "out.bin", data)
-    handoff = first.take_guest_files()
+    handoff, unused = first.take_guest_files()
+    assert unused is None  # the lent memory file went on with the files
     assert [f.name for f in handoff.files.files] == ["out.bin"]
     second.hand_in(handoff)
     f = second.host.files["out.bin"]
@@ -59,3 +60,66 @@ def test_files_outside_their_memory_file_or_too_large_are_refused():
     with pytest.raises(HandOffError, match="do not fit"):
         device.hand_in(big)
     big.close()
+
+
+def _pass(device: EtlDevice, name: str, region_file) -> dict:
+    return device.answer({"op": "pass", "name": name, "source": {
+        "region": "host", "offset": region_file.offset, "size": region_file.size}}, None)
+
+
+def test_a_handed_file_passed_on_goes_in_its_own_memory_file_and_the_lent_one_comes_back():
+    first, second = make_device(True), make_device(True)
+    data = os.urandom(MIB + 7)
+    first.lend_guest_region()
+    write_guest_file(first, "out.bin", data)
+    handoff, _ = first.take_guest_files()
+    second.lend_guest_region()
+    second.hand_in(handoff)
+    given = second.host.files["out.bin"]
+    assert _pass(second, "relayed.bin", given)["file"] == {
+        "name": "relayed.bin", "region": "host", "offset": given.offset, "size": given.size}
+    assert second.answer({"op": "stat", "name": "relayed.bin"}, None)["file"]["region"] == "host"
+    second.guest.memory.view[:5] = b"stray"  # written outside any file, in the lent file
+    second.give_back()
+    passed, unused = second.take_guest_files(handoff)
+    assert os.fstat(passed.fd).st_ino == os.fstat(handoff.fd).st_ino  # the same memory file
+    assert [(f.name, f.offset, f.size) for f in passed.files.files] == [
+        ("relayed.bin", given.offset, len(data))]
+    assert passed.copied_bytes == 0
+    assert unused is not None and os.pread(unused, 5, 0) == b"stray"  # to zero, then lend
+    third = make_device(True)
+    third.hand_in(passed)
+    f = third.host.files["relayed.bin"]
+    assert bytes(third.host.bytes_of(f.offset, f.size)) == data
+    for held in (handoff, passed):
+        held.close()
+    os.close(unused)
+
+
+def test_a_passed_file_beside_the_stages_own_is_copied_and_counted():
+    first, second = make_device(True), make_device(True)
+    data = os.urandom(MIB)
+    first.lend_guest_region()
+    write_guest_file(first, "out.bin", data)
+    handoff, _ = first.take_guest_files()
+    second.lend_guest_region()
+    second.hand_in(handoff)
+    _pass(second, "out.bin", second.host.files["out.bin"])
+    write_guest_file(second, "note.txt", b"mine")
+    event = second.put_host_file("event.json", b'{"n": 1}')  # not a handed file: copied now
+    assert _pass(second, "event.json", event)["file"]["region"] == "guest"
+    assert second.account.copied_bytes == len(b'{"n": 1}') + event.size
+    second.give_back()
+    both, unused = second.take_guest_files(handoff)
+    assert unused is None and both.copied_bytes == len(data)
+    third = make_device(True)
+    third.hand_in(both)
+    got = {name: bytes(third.host.bytes_of(f.offset, f.size))
+           for name, f in third.host.files.items()}
+    assert got == {"out.bin": data, "note.txt": b"mine", "event.json": b'{"n": 1}'}
+    assert _pass(third, "x", third.host.files["out.bin"])["file"]["region"] == "host"
+    bad = third.answer({"op": "pass", "name": "x", "source": {
+        "region": "guest", "offset": 0, "size": 1}}, None)
+    assert bad["error"]["kind"] == "invalid"
+    for held in (handoff, both):
+        held.close()

@@ -21,7 +21,7 @@ monitor and the platform import it here.
 import json
 
 # Bump on any change below that an older guest or monitor would misread.
-PROTOCOL_VERSION = 2  # 2: load takes "imports", an invoke reply has "imported"
+PROTOCOL_VERSION = 3  # 2: load takes "imports", an invoke reply has "imported"; 3: ETL "pass"
 
 # -- framing -------------------------------------------------------------------
 

@@ -32,8 +32,10 @@ POST = "post"  # url, source, content_type, name? -> file, status, headers, url
 ALLOC = "alloc"  # name (None: unnamed), size -> file in the guest region
 STAT = "stat"  # name -> file (the guest region's copy first) or None
 LS = "ls"  # -> files, the host region's first, each region's by name
+PASS = "pass"  # name, source (a host-region file) -> file: handed on to the next pipeline
+# stage as it is (the host-region file itself where it was handed in, else a guest copy)
 REPLY = "reply"  # the reply that did not fit the buffer
-OPS = frozenset({INFO, GET, POST, ALLOC, STAT, LS})
+OPS = frozenset({INFO, GET, POST, ALLOC, STAT, LS, PASS})
 
 # Why a request failed (EtlError.kind).
 DENIED = "denied"  # the URL policy refused it

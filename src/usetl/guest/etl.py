@@ -272,8 +272,15 @@ def post(url, data, content_type=None, name=None):
 
 
 def put(name, data):
-    """Store data (bytes, str or a buffer) as the guest-region file `name`, in one copy
-    (etl.open's writer keeps a copy in guest memory until it is closed); returns its EtlFile."""
+    """Store data (bytes, str, a buffer or an EtlFile) as the guest-region file `name`, in
+    one copy (etl.open's writer keeps a copy in guest memory until it is closed); returns its
+    EtlFile. A host-region EtlFile is handed on as it is: in a pipeline stage, a file it was
+    handed goes on to the next stage without a copy (the EtlFile answered is that file)."""
+    if isinstance(data, EtlFile):
+        if data.region == wire.HOST_REGION:
+            return _file(_request({"op": wire.PASS, "name": name, "source": {
+                "region": data.region, "offset": data.offset, "size": data.size}})["file"])
+        data = data.view()
     if isinstance(data, str):
         data = data.encode()
     return _store(name, memoryview(data).cast("B"))

@@ -122,6 +122,7 @@ class CloneProcess:
         # A memory file for the next pipeline stage's guest region, made off the request's
         # path after a stage that handed files on (handoff.py: huge pages take time to make).
         self.spare_handoff: int | None = None
+        self.unused_handoff: int | None = None  # lent, not handed on: zeroed, it is the spare
         t3 = time.perf_counter()
         self.timings = {"map_ms": (t1 - t0) * 1e3, "vm_ms": (t2 - t1) * 1e3,
                         "restore_ms": (t3 - t2) * 1e3}
@@ -211,7 +212,9 @@ class CloneProcess:
             try:
                 result = self.usf.call(msg.event, msg.context, msg.timeout, handoff)
             finally:
-                kept = self.usf.etl.take_guest_files() if msg.keep_files else None
+                kept = None
+                if msg.keep_files:
+                    kept, self.unused_handoff = self.usf.etl.take_guest_files(handoff)
         finally:
             if handoff is not None:
                 handoff.close()
@@ -220,6 +223,7 @@ class CloneProcess:
                 tokens.slots = None
         if kept is None:
             return self._invoked(result), ()
+        result.io.copied_bytes += kept.copied_bytes  # files it handed on beside its own
         return self._invoked(result, kept.files), (kept.fd,)
 
     def inspect(self, msg: InspectClone) -> Inspected:
@@ -260,14 +264,23 @@ class CloneProcess:
                 _close_all(fds)
             chan.send(reply, fds=out_fds)
             _close_all(list(out_fds))
-            if out_fds and self.spare_handoff is None:
+            if self.spare_handoff is None and (out_fds or self.unused_handoff is not None):
                 self._make_spare_handoff()
 
     def _make_spare_handoff(self) -> None:
+        """After the reply: the lent memory file back unused, zeroed, or a new one."""
+        unused, self.unused_handoff = self.unused_handoff, None
         try:
-            self.spare_handoff = new_memory_file(self.usf.etl.guest.size)
+            if unused is not None:
+                hostmm.zero_file(unused, self.usf.etl.guest.size)
+                self.spare_handoff, unused = unused, None
+            else:
+                self.spare_handoff = new_memory_file(self.usf.etl.guest.size)
         except OSError as e:  # the next stage makes its own, on its request's path
             log.warning("no spare hand-off memory file: %s", e)
+        finally:
+            if unused is not None:
+                os.close(unused)
 
 
 class TemplateProcess:

@@ -201,6 +201,7 @@ class EtlDevice:
         self.off_vcpu_cpu_s = 0.0
         self.deadline: float | None = None  # time.monotonic() when the invocation must end
         self.pending_replies: dict[int, bytes] = {}  # by guest thread: replies too large
+        self.passed: dict[str, RegionFile] = {}  # handed-in files the guest hands on (_pass)
 
     def node(self, ino: int, rdev: int) -> DeviceNode:
         return DeviceNode(ino, rdev, EtlDeviceFile, self)
@@ -218,6 +219,7 @@ class EtlDevice:
         self.off_vcpu_cpu_s = 0.0
         self.deadline = deadline
         self.pending_replies = {}
+        self.passed = {}
 
     def put_host_file(self, name: str, data: bytes) -> RegionFile:
         """The host writes a file into its region (the event, dependencies)."""
@@ -248,21 +250,54 @@ class EtlDevice:
             raise
         self.lent_fd = fd
 
-    def take_guest_files(self) -> HandOff:
+    def take_guest_files(self, handed: HandOff | None = None) -> tuple[HandOff, int | None]:
         """The guest region's named files for the next stage: the lent memory file itself,
-        or (not remappable) a copy of the files in a new one."""
+        or (not remappable) a copy of the files in a new one. Where the guest hands on only
+        files of `handed` (the hand-off it was given: _pass), that memory file goes on
+        instead and nothing is copied; the lent one comes back unused, for the next stage
+        to be lent once it is zeroed (the guest may have written in it): making a new one
+        costs far more (its huge pages, up to a second here) than zeroing it (milliseconds)."""
+        if self.passed and not self.guest.files and handed is not None:
+            unused, self.lent_fd = self.lent_fd, None
+            if unused is not None:
+                self.guest.memory.show_own(self.guest.size)
+            passed = [HandedFile(f.name, f.offset, f.size) for f in self.passed.values()]
+            return HandOff.sealed(os.dup(handed.fd),
+                                  HandedFiles(handed.files.size, passed)), unused
+        copied = self._copy_passed(handed)
         files = HandedFiles(self.guest.size, [HandedFile(f.name, f.offset, f.size)
                                               for f in self.guest.files.values()])
         if self.lent_fd is not None:
             fd, self.lent_fd = self.lent_fd, None
             self.guest.memory.show_own(self.guest.size)
-            return HandOff.sealed(fd, files)
+            handoff = HandOff.sealed(fd, files)
+            handoff.copied_bytes = copied
+            return handoff, None
         fd = new_memory_file(self.guest.size, huge=False)  # only the host reads it: a copy
         for f in files.files:
             os.pwrite(fd, self.guest.memory.view[f.offset : f.offset + f.size], f.offset)
         handoff = HandOff.sealed(fd, files)
         handoff.copied_bytes = files.total_bytes
-        return handoff
+        return handoff, None
+
+    def _copy_passed(self, handed: HandOff | None) -> int:
+        """Handed-on files beside files of the guest's own go in one memory file: the
+        passed ones are copied into the guest region from `handed`'s memory file (no longer
+        shown in the host region); the bytes copied are answered."""
+        passed, self.passed = self.passed, {}
+        copied = 0
+        for f in passed.values():
+            if handed is None:
+                raise HandOffError(f"{f.name}: the hand-off it was passed from is gone")
+            try:
+                copy = self.guest.allocate(f.name, f.size)
+            except RegionFull as e:
+                raise HandOffError(f"{f.name}, handed on: {e}") from None
+            done = os.preadv(handed.fd, [self.guest.bytes_of(copy.offset, f.size)], f.offset)
+            if done != f.size:
+                raise HandOffError(f"{f.name}: {done} of {f.size} B could be read")
+            copied += f.size
+        return copied
 
     def hand_in(self, handoff: HandOff) -> None:
         """The previous stage's files as this invocation's host-region files (after reset):
@@ -494,10 +529,37 @@ class EtlDevice:
         if size < 0:
             raise EtlRequestError(f"a file cannot have {size} bytes")
         f = self.guest.allocate(_name(name) if name is not None else None, size)
+        self.passed.pop(f.name, None)  # a file of the guest's own replaces one handed on
+        return {"file": _describe(f, wire.GUEST_REGION)}
+
+    def _pass(self, k: Kernel | None, r: dict) -> dict:
+        """Hand a host-region file on to the next pipeline stage as it is (etl.put of one).
+
+        A file of a hand-off (it lies in the memory file shown there) is named to go on in
+        that memory file: nothing is copied. Any other host-region file (a download, the
+        event) is copied into the guest region, as etl.put would.
+        """
+        name = _name(r.get("name"))
+        source = r.get("source")
+        if not isinstance(source, dict) or source.get("region") != wire.HOST_REGION:
+            raise EtlRequestError("pass needs a source in the host region")
+        offset, size = _int(source, "offset"), _int(source, "size")
+        body = self.host.bytes_of(offset, size)
+        if offset + size <= self.host.borrowed:
+            self.guest.files.pop(name, None)
+            f = self.passed[name] = RegionFile(name, offset, size)
+            return {"file": _describe(f, wire.HOST_REGION)}
+        f = self.guest.allocate(name, size)
+        self.guest.memory.view[f.offset : f.offset + size] = body
+        self.account.copied_bytes += size
+        self.passed.pop(name, None)
         return {"file": _describe(f, wire.GUEST_REGION)}
 
     def _stat(self, k: Kernel | None, r: dict) -> dict:
         name = _text(r, "name")
+        passed = self.passed.get(name)
+        if passed is not None:  # the guest's own name for a host-region file it hands on
+            return {"file": _describe(passed, wire.HOST_REGION)}
         for table in (self.guest, self.host):  # the guest's copy shadows the host's file
             f = table.files.get(name)
             if f is not None:
@@ -505,13 +567,13 @@ class EtlDevice:
         return {"file": None}
 
     def _ls(self, k: Kernel | None, r: dict) -> dict:
-        return {
-            "files": [
-                _describe(f, table.name)
-                for table in (self.host, self.guest)
-                for f in sorted(table.files.values(), key=lambda f: f.name)
-            ]
-        }
+        """Every file, the host region's first, then the guest's (those it hands on too)."""
+        host = sorted(self.host.files.values(), key=lambda f: f.name)
+        guest = sorted([*self.guest.files.values(), *self.passed.values()],
+                       key=lambda f: f.name)
+        return {"files": [_describe(f, wire.HOST_REGION) for f in host] + [
+            _describe(f, wire.HOST_REGION if f.name in self.passed else wire.GUEST_REGION)
+            for f in guest]}
 
     def _table(self, region: object) -> RegionTable:
         if region == wire.HOST_REGION:

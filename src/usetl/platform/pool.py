@@ -207,6 +207,13 @@ class Pool:
         with self.cond:
             return list(self.pools.values())
 
+    def wait_settled(self, timeout_s: float) -> bool:
+        """Wait until no instance is serving or being rolled back (a benchmark starts each
+        timed run from a quiet host); False if that took longer than timeout_s."""
+        with self.cond:  # a Condition's lock is reentrant: _all() may take it again
+            return self.cond.wait_for(
+                lambda: not any(p.busy or p.recycling for p in self._all()), timeout_s)
+
     def _gauge(self, read) -> dict:
         return {(("function", p.spec.key),): read(p) for p in self._all()}
 

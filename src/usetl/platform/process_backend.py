@@ -253,7 +253,7 @@ class ProcessInstance:
         if not self.keep_files or self.closed:
             return None
         self.keep_files = False
-        return self._device().take_guest_files()
+        return self._device().take_guest_files()[0]
 
     def rollback(self) -> None:
         # A used process cannot be reset to the zygote's state; a fresh fork is the rollback.
