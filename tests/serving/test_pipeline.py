@@ -159,6 +159,17 @@ def test_a_failing_stage_retries_then_fails_the_run_naming_the_stage(kvm):
     attempts = record["stages"][1]["invocations"]
     assert len(attempts) == 3 and len(set(attempts)) == 3
     assert all(client.invocation(i)["error"]["type"] == "RuntimeError" for i in attempts)
+    again = client.run_pipeline("fails", 1)
+    assert [r["id"] for r in client.pipeline_runs("fails")] == [again["id"], record["id"]]
+    assert client.pipeline_runs("fails", limit=1) == [client.pipeline_run(again["id"])]
+    assert client.pipeline_runs("fails", status="succeeded") == []
+    for bad, code in (({"limit": 0}, "invalid_limit"), ({"status": "done"}, "invalid_status")):
+        with pytest.raises(ApiError) as refused:
+            client.pipeline_runs("fails", **bad)
+        assert (refused.value.status, refused.value.code) == (400, code)
+    with pytest.raises(ApiError) as missing:
+        client.pipeline_runs("no-such-pipeline")
+    assert (missing.value.status, missing.value.code) == (404, "pipeline_not_found")
 
 
 @pytest.mark.kvm
@@ -202,6 +213,12 @@ def test_the_cli_deploys_runs_async_lists_and_removes(kvm, tmp_path):
     run_id = usetl("pipeline", "run", "cli", "2", "--async").strip()
     shown = json.loads(usetl("pipeline", "show-run", run_id, "--wait"))
     assert (shown["status"], shown["result"], shown["mode"]) == ("succeeded", 5, "async")
+    listed = usetl("pipeline", "runs", "cli").splitlines()
+    assert listed[1].startswith(f"{run_id} succeeded   async") and len(listed) == 3
+    assert "split:succeeded square:succeeded total:succeeded" in listed[2]
+    assert [r["id"] for r in json.loads(usetl("pipeline", "runs", "cli", "--json"))][0] == run_id
+    none_failed = usetl("pipeline", "runs", "cli", "--status", "failed")
+    assert none_failed.strip() == "no runs of pipeline cli"
     assert "cli " in usetl("pipeline", "ls")
     usetl("pipeline", "rm", "cli")
     assert "cli " not in usetl("pipeline", "ls")

@@ -247,6 +247,14 @@ class Client:
     def pipeline_run(self, run_id: str) -> dict:
         return self.request("GET", f"/v1/pipeline-runs/{run_id}")
 
+    def pipeline_runs(self, name: str, limit: int = 20, status: str | None = None
+                      ) -> list[dict]:
+        """The pipeline's runs, the latest first."""
+        params: dict[str, Any] = {"limit": limit}
+        if status is not None:
+            params["status"] = status
+        return self.request("GET", f"/v1/pipelines/{name}/runs", params=params)["runs"]
+
     def pipelines(self) -> list[dict]:
         return self.request("GET", "/v1/pipelines")["pipelines"]
 

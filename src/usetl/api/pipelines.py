@@ -59,6 +59,15 @@ def add_pipeline_routes(app: FastAPI, platform: Platform, caller: Any, body: Any
         record = await blocking(pipelines.run, who, name, event)
         return Response(json.dumps(record), media_type="application/json")
 
+    @app.get("/v1/pipelines/{name}/runs", tags=["pipelines"])
+    def list_runs(name: str, who: caller,
+                  limit: Annotated[int, Query(description="at most this many")] = 20,
+                  status: Annotated[str | None, Query(
+                      description="only runs in this state: queued, running, succeeded, "
+                      "failed or interrupted")] = None) -> dict:
+        """The pipeline's runs, the latest first, each with its stages' records."""
+        return {"runs": pipelines.runs(who, name, limit, status)}
+
     @app.get("/v1/pipeline-runs/{run_id}", tags=["pipelines"])
     def get_run(run_id: str, who: caller) -> dict:
         return pipelines.run_record(who, run_id)

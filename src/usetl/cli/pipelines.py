@@ -1,4 +1,4 @@
-"""`usetl pipeline deploy/run/run-status/ls/rm`: pipelines of deployed functions, over HTTP."""
+"""`usetl pipeline deploy/run/show-run/runs/ls/rm`: pipelines of deployed functions, over HTTP."""
 
 from __future__ import annotations
 
@@ -41,6 +41,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("id")
     show.add_argument("--wait", action="store_true", help="wait until it has finished")
     show.set_defaults(func=run_show)
+
+    runs = _command(commands, "runs", "list a pipeline's runs, the latest first")
+    runs.add_argument("name")
+    runs.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (20)")
+    runs.add_argument("--status", default=None,
+                      choices=["queued", "running", "succeeded", "failed", "interrupted"],
+                      help="only runs in this state")
+    runs.add_argument("--json", action="store_true", help="print the run records as JSON")
+    runs.set_defaults(func=run_runs)
 
     ls = _command(commands, "ls", "list your pipelines")
     ls.set_defaults(func=run_ls)
@@ -99,6 +108,26 @@ def _print_run(record: dict, as_json: bool) -> int:
         print(f"{error.get('type')}: {error.get('message')}", file=sys.stderr)
         return 1
     print(json.dumps(record["result"]))
+    return 0
+
+
+def run_runs(args: argparse.Namespace) -> int:
+    runs = _client(args).pipeline_runs(args.name, args.limit, args.status)
+    if args.json:
+        print(json.dumps(runs, indent=2))
+        return 0
+    if not runs:
+        print(f"no runs of pipeline {args.name}")
+        return 0
+    print(f"{'ID':32} {'STATUS':11} {'MODE':5} {'CREATED (UTC)':19} {'MS':>9}  STAGES / ERROR")
+    for run in runs:
+        took = f"{(run['finished'] - run['created']) * 1e3:9.1f}" if run["finished"] else \
+            f"{'-':>9}"
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(run["created"]))
+        stages = " ".join(f"{s['function']}:{s['status']}" for s in run["stages"])
+        error = f"  {run['error']['type']}: {run['error']['message']}" if run["error"] else ""
+        print(f"{run['id']:32} {run['status']:11} {run['mode']:5} {created:19} {took}  "
+              f"{stages}{error}")
     return 0
 
 

@@ -43,6 +43,8 @@ MAX_RETRIES = 10
 MAX_FAN_OUT = 1000
 FAN_OUT_WORKERS = 8  # a fan-out stage's invocations at once (the function's limit still holds)
 STAGE_FAILED = "StageFailed"
+MAX_LISTED_RUNS = 1000
+RUN_STATES = ("queued", "running", "succeeded", "failed", "interrupted")
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,17 @@ class Pipelines:
         if record is None:
             raise ServiceError(404, "run_not_found", f"no pipeline run {run_id!r}")
         return record
+
+    def runs(self, tenant: Tenant, name: str, limit: int = 20,
+             status: str | None = None) -> list[dict]:
+        """The pipeline's runs, the latest first, each with its stages' records."""
+        self.get(tenant, name)
+        if not 1 <= limit <= MAX_LISTED_RUNS:
+            raise ServiceError(400, "invalid_limit", f"limit must be 1..{MAX_LISTED_RUNS}")
+        if status is not None and status not in RUN_STATES:
+            raise ServiceError(400, "invalid_status",
+                               f"status must be one of {', '.join(RUN_STATES)}")
+        return self.registry.pipeline_runs(tenant.id, name, limit, status)
 
     def run(self, tenant: Tenant, name: str, event: Any) -> dict:
         """Run it now; answers the run's record once it is over."""

@@ -981,6 +981,16 @@ class Registry:
                           (run_id, tenant_id))
         return _pipeline_run(rows[0]) if rows else None
 
+    def pipeline_runs(self, tenant_id: int, pipeline: str, limit: int,
+                      status: str | None = None) -> list[dict]:
+        """A pipeline's runs, the latest first (only those in `status` if given)."""
+        where = " AND status = ?" if status is not None else ""
+        rows = self._read(
+            "SELECT * FROM pipeline_runs WHERE tenant_id = ? AND pipeline = ?" + where
+            + " ORDER BY created DESC LIMIT ?",
+            (tenant_id, pipeline, *([status] if status is not None else []), limit))
+        return [_pipeline_run(r) for r in rows]
+
     def queued_pipeline_run(self, run_id: str) -> tuple[int, str, Any] | None:
         """A queued run's tenant id, pipeline and event (None once it has started)."""
         rows = self._read("SELECT tenant_id, pipeline, event FROM pipeline_runs "
