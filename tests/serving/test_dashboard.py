@@ -96,6 +96,7 @@ def test_a_bad_token_is_refused_with_a_clear_error(server, browser):
 
 def test_the_dashboard_shows_what_the_api_says(server, tenant, browser):
     token, client, ids = tenant
+    run = client.run_pipeline("twice", 4)
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
     fetched: list[str] = []
     page.on("request", lambda request: fetched.append(request.url))
@@ -129,6 +130,9 @@ def test_the_dashboard_shows_what_the_api_says(server, tenant, browser):
         expect(detail.locator(f"[data-phase={name}] td.num")).to_have_text(f"{value:.2f} ms")
     expect(page.locator("[data-pipeline=twice] [data-field=stages]")).to_have_text(
         "hello → hello (retries 1)")
+    [listed] = client.pipeline_runs("twice")
+    expect(page.locator(f"[data-pipeline=twice] [data-run='{run['id']}']")).to_have_text(
+        f"succeeded {(listed['finished'] - listed['created']) * 1e3:.2f} ms")
     expect(page.locator("#hosts")).to_contain_text("Single host")
     expect(page.locator("#schedules")).to_contain_text("No schedules")
     ARTEFACTS.mkdir(parents=True, exist_ok=True)

@@ -186,9 +186,14 @@ function Schedules() {
   return html`<${Panel} title="Schedules" id="schedules" state=${state}>${() => {
     const list = state.data.schedules;
     if (!list.length) return html`<p class="empty">No schedules: usetl schedule add NAME CRON</p>`;
+    // What became of the last tick: queued, or refused (its function's queue was full).
+    const outcome = (o) => (!o ? "—" : o.refused ? `refused: ${o.refused.code}` : "queued");
     return html`<table><tr><th>function</th><th>cron (UTC)</th><th>next tick</th>
-      <th>last tick</th></tr>${list.map((s) => html`<tr data-schedule=${s.id}><td>${s.function}
-      </td><td>${s.cron}</td><td>${when(s.next_tick)}</td><td>${when(s.last_tick)}</td></tr>`)}
+      <th>last tick</th><th>last tick's fate</th><th class="num">refused</th></tr>
+      ${list.map((s) => html`<tr data-schedule=${s.id}><td>${s.function}
+      </td><td>${s.cron}</td><td>${when(s.next_tick)}</td><td>${when(s.last_tick)}</td>
+      <td data-field="outcome">${outcome(s.last_outcome)}</td>
+      <td class="num" data-field="refused">${s.refused_ticks}</td></tr>`)}
       </table>`;
   }}<//>`;
 }
@@ -200,11 +205,24 @@ function Pipelines() {
     if (!list.length) return html`<p class="empty">No pipelines: usetl pipeline deploy NAME F1 F2</p>`;
     const stage = (s) => (typeof s === "string" ? s
       : `${s.function}${s.fan_out ? " (fan-out)" : ""}${s.retries ? ` (retries ${s.retries})` : ""}`);
-    return html`<table><tr><th>name</th><th>stages</th><th>deployed</th></tr>${list.map((p) =>
+    return html`<table><tr><th>name</th><th>stages</th><th>deployed</th><th>latest runs</th>
+      </tr>${list.map((p) =>
       html`<tr data-pipeline=${p.name}><td>${p.name}</td>
         <td data-field="stages">${p.stages.map(stage).join(" → ")}</td>
-        <td>${when(p.created)}</td></tr>`)}</table>`;
+        <td>${when(p.created)}</td><td data-field="runs"><${PipelineRuns} name=${p.name} /></td>
+        </tr>`)}</table>`;
   }}<//>`;
+}
+
+// A pipeline's latest runs (GET /v1/pipelines/NAME/runs): each one's state and time taken.
+function PipelineRuns({ name }) {
+  const state = usePolled(`/v1/pipelines/${encodeURIComponent(name)}/runs?limit=5`);
+  if (state.error) return html`<span class="error">${state.error.message}</span>`;
+  if (!state.data) return html`<span class="empty">…</span>`;
+  if (!state.data.runs.length) return html`<span class="empty">none yet</span>`;
+  return state.data.runs.map((r) => html`<span class=${`run ${r.status}`} data-run=${r.id}
+    title=${r.error ? `${r.error.type}: ${r.error.message}` : r.id}>${r.status} ${
+    ms(r.finished ? (r.finished - r.created) * 1000 : null)}</span> `);
 }
 
 // GET /v1/pool answers the workers' heartbeats (`hosts`) where a gateway of a cluster serves,
