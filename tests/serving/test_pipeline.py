@@ -234,6 +234,13 @@ def test_the_process_backend_hands_files_on_by_copying_and_counts_it(tmp_path):
         first, second, _ = record["stages"]
         assert first["copied_bytes"] == MIB16
         assert second["copied_bytes"] >= MIB16  # its own count.txt was copied out, too
+        client.deploy_pipeline("relayed", ["produce", "relay", "check"])
+        record = client.run_pipeline("relayed", {"mib": 16})
+        assert record["status"] == "succeeded", record["error"]
+        assert record["result"] == {"same": True, "size": MIB16,
+                                    "files": ["blob.bin", "count.txt"]}
+        # Passed on here by a copy into the guest region, and out of it: both counted.
+        assert record["stages"][1]["copied_bytes"] >= 2 * MIB16
     finally:
         client.close()
         server.stop()
