@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from usetl import hostmm
 from usetl.etl.policy import UrlPolicy
 from usetl.libos.etl_device import HOST_REGION_GPA, EtlDevice
 from usetl.libos.handoff import HandedFile, HandedFiles, HandOff, HandOffError
@@ -87,6 +88,8 @@ def test_a_handed_file_passed_on_goes_in_its_own_memory_file_and_the_lent_one_co
         ("relayed.bin", given.offset, len(data))]
     assert passed.copied_bytes == 0
     assert unused is not None and os.pread(unused, 5, 0) == b"stray"  # to zero, then lend
+    hostmm.zero_file(unused, second.guest.size)  # as the clone does after its reply
+    assert os.pread(unused, 5, 0) == bytes(5) and os.fstat(unused).st_size == second.guest.size
     third = make_device(True)
     third.hand_in(passed)
     f = third.host.files["relayed.bin"]
