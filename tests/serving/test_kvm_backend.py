@@ -1,10 +1,12 @@
 """The KVM backend: HyperFork clones as platform instances (real VMs)."""
 
+import os
+
 import pytest
 from sandbox_files import write_function
 
 from usetl.platform.backend import FunctionLoadError, FunctionSpec
-from usetl.platform.kvm_backend import KvmBackend
+from usetl.platform.kvm_backend import BACKGROUND_NICE, CAN_RENICE, KvmBackend
 from usetl.platform.pool import Pool, PoolConfig
 from waiting import wait_until
 
@@ -293,3 +295,34 @@ def test_child_processes_count_toward_the_functions_concurrency(backend, tmp_pat
         assert pool.status()[0]["children"] == 0
     finally:
         pool.close()
+
+
+WRITES_A_FILE = """
+from usetl import etl
+def handler(event, context):
+    etl.put("out.bin", b"x" * event)
+    return event
+"""
+
+
+def test_a_stage_that_handed_files_on_does_its_after_work_at_a_lower_priority(backend,
+                                                                                tmp_path):
+    """Its next hand-off's memory file and its rollback yield to the later stages; its next
+    request, a stage's or not, runs at the normal priority again."""
+    code = write_function(tmp_path / "fn", WRITES_A_FILE)
+    template = backend.template(FunctionSpec("t/kvm-nice/1", code, "fn.py:handler"))
+    try:
+        instance = template.fork()
+        pid = instance.clone.pid
+        out = instance.invoke(5, {"request_id": "r1"}, 30, keep_files=True)
+        assert out.error is None, out.error
+        kept = instance.take_files()
+        assert [f.name for f in kept.files.files] == ["out.bin"]
+        kept.close()
+        assert os.getpriority(os.PRIO_PROCESS, pid) == (BACKGROUND_NICE if CAN_RENICE else 0)
+        instance.rollback()
+        assert instance.invoke(3, {"request_id": "r2"}, 30).value == 3
+        assert os.getpriority(os.PRIO_PROCESS, pid) == 0  # a plain invocation: not niced
+        instance.close()
+    finally:
+        template.close()

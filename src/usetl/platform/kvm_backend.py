@@ -13,6 +13,7 @@ pages it wrote), so it can be reused with nothing left from the last invocation.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,14 @@ ISOLATION = (
     "carried out by the host's egress broker (the monitor's jail has no network)"
 )
 ENTRY = "/usetl_entry.py"
+# A pipeline stage's clone that handed files on makes the next hand-off's memory file after
+# its reply (huge pages: up to a second of CPU where memory is fragmented), then rolls back:
+# that runs at this nice value, so that the later stages running now get the CPU first. Set
+# on the clone's main thread by the server, back to 0 before its next request, and only
+# where the server may set it back (root). Other instances' rollbacks keep nice 0: slowed,
+# they would hold back the invocations waiting for them.
+BACKGROUND_NICE = 10
+CAN_RENICE = os.geteuid() == 0
 
 
 def entry_source(spec: FunctionSpec, module_mounts: list[str]) -> str:
@@ -79,6 +88,7 @@ class KvmInstance:
         self.instance_id = clone.instance
         self.closed = False
         self.kept: HandOff | None = None
+        self.niced = False  # its main thread runs at BACKGROUND_NICE
 
     def memory(self) -> dict[str, int] | None:
         try:
@@ -92,11 +102,15 @@ class KvmInstance:
         if self.closed:
             raise BackendError("this instance is closed")
         try:
+            if self.niced:
+                self._nice(0)
             if files is None and not keep_files:
                 result = self.clone.invoke(event, context, timeout, slots)
             else:
                 result, self.kept = self.clone.call_stage(event, context, timeout, files,
                                                           keep_files, slots)
+                if keep_files:
+                    self._nice(BACKGROUND_NICE)
         except HyperForkError as e:
             # A clone that broke the protocol or went away cannot serve again.
             self.close()
@@ -108,6 +122,14 @@ class KvmInstance:
     def take_files(self) -> HandOff | None:
         kept, self.kept = self.kept, None
         return kept
+
+    def _nice(self, value: int) -> None:
+        if CAN_RENICE:
+            try:
+                os.setpriority(os.PRIO_PROCESS, self.clone.pid, value)
+                self.niced = value != 0
+            except OSError:  # the clone's process is gone: its next request says so
+                pass
 
     def rollback(self) -> None:
         if self.closed:
