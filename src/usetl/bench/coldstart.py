@@ -41,6 +41,34 @@ def time_calls(env: CallEnv, runs: int, warmups: int, say: Callable[[str], None]
     return {"ms": summary(samples), "samples_ms": [round(s, 3) for s in samples], **extra}
 
 
+def time_in_turns(envs_by_name: dict[str, CallEnv], runs: int, warmups: int,
+                  say: Callable[[str], None]) -> dict[str, dict]:
+    """time_calls() for several environments at once, one call of each in turn, so that the
+    machine's load (a shared host's) falls on all of them alike: their ratios are fair."""
+    samples: dict[str, list[float]] = {name: [] for name in envs_by_name}
+    try:
+        for i in range(warmups + runs):
+            for name, env in envs_by_name.items():
+                if i == warmups:
+                    env.begin_timed()
+                env.before_call()
+                t0 = time.perf_counter()
+                output = env.call()
+                elapsed = (time.perf_counter() - t0) * 1e3
+                env.after_call()
+                if output is not None:
+                    check(output, env.label)
+                if i >= warmups:
+                    samples[name].append(elapsed)
+            if i >= warmups and (i - warmups + 1) % 5 == 0:
+                say(f"{', '.join(envs_by_name)}: {i - warmups + 1}/{runs}")
+        extras = {name: env.extra() for name, env in envs_by_name.items()}
+    finally:
+        for env in envs_by_name.values():
+            env.close()
+    return {name: {"ms": summary(samples[name]), **extras[name]} for name in envs_by_name}
+
+
 def run(cfg: BenchConfig, ctx) -> dict:
     image, mem = ctx.image, cfg.usf_mem_mib
     fast, slow = cfg.coldstart_runs, cfg.coldstart_slow_runs

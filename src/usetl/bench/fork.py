@@ -1,4 +1,6 @@
-"""HyperFork numbers: fork, first request, rollback, recycle, memory per clone.
+"""HyperFork numbers: fork, first request, rollback, recycle, memory per clone, and the
+cold paths beside their baselines (a new clone against a SOCK-style forked zygote, a
+template restored from disk against a fork), timed in turns in one run.
 
 With merge=True the template lets the host's KSM merge identical pages (UsfConfig.merge_pages):
 if KSM runs (/sys/kernel/mm/ksm/run is 1, which this never sets), the held clones are measured
@@ -14,6 +16,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from usetl.bench.coldstart import time_in_turns
+from usetl.bench.envs import ZygotePerCall
+from usetl.bench.hyperfork_envs import ForkPerCall, RestorePerCall
 from usetl.hyperfork import Template
 from usetl.image import ImageArchive
 from usetl.procmem import mem_available, meminfo, page_table_bytes, private_by_kind, process_memory
@@ -26,6 +31,8 @@ REQUEST = "x = 1"
 KSM = Path("/sys/kernel/mm/ksm")
 KSM_SCANS = 4
 KSM_WAIT_S = 600  # at most this long for them
+MEM_MIB = 256
+WARMUPS = 2
 
 
 def _summary(values: list[float]) -> dict:
@@ -70,6 +77,7 @@ def run(image: ImageArchive, runs: int = 30, held: tuple[int, ...] = (1, 10, 50)
         out["template_memory_mib"] = template.memory_bytes() / 2**20
     finally:
         template.close()
+    out["side_by_side"] = side_by_side(image, runs, progress)
     return out
 
 
@@ -130,6 +138,18 @@ def _ksm_scans(progress: Callable[[str], None]) -> int:
     return done
 
 
+def side_by_side(image: ImageArchive, runs: int, progress: Callable[[str], None]) -> dict:
+    """Fork to the handler's result of a new clone (not warmed) and of a SOCK-style zygote's
+    child, and a function template restored from its snapshot per call, one call of each in
+    turn; the goals' ratios between them."""
+    timed = time_in_turns({"hf_fork": ForkPerCall(image, MEM_MIB), "zygote": ZygotePerCall(),
+                           "hf_restore": RestorePerCall(image, MEM_MIB)},
+                          runs, WARMUPS, progress)
+    fork, zygote, restore = (timed[k]["ms"]["median"] for k in ("hf_fork", "zygote",
+                                                                "hf_restore"))
+    return {**timed, "fork_vs_zygote": fork / zygote, "restore_vs_fork": restore / fork}
+
+
 def format_report(r: dict) -> str:
     lines = [f"template start        {r['template_start_ms']:8.1f} ms (once per template)"]
     for key, label in (("fork_ms", "fork (ready, warmed)"),
@@ -155,4 +175,19 @@ def format_report(r: dict) -> str:
                      f"dropped {row['host_mib']:.2f} MiB per clone); their next request "
                      f"{row['next_request_ms']:.2f} ms median")
     lines.append(f"template guest memory {r['template_memory_mib']:.1f} MiB resident")
-    return "\n".join(lines)
+    return "\n".join(lines + _side_by_side_lines(r["side_by_side"]))
+
+
+def _side_by_side_lines(s: dict) -> list[str]:
+    lines = ["in turns, one call of each (fork to the handler's result):"]
+    for key, label in (("hf_fork", "new clone"), ("zygote", "SOCK zygote child"),
+                       ("hf_restore", "restore from disk")):
+        ms = s[key]["ms"]
+        lines.append(f"  {label:20}{ms['median']:8.2f} ms median, p95 {ms['p95']:.2f} "
+                     f"(n={ms['runs']})")
+    steps = s["hf_fork"]["steps"]
+    lines.append("  new clone's steps (medians): " + ", ".join(
+        f"{key} {value:.2f}" for key, value in steps.items()))
+    lines.append(f"  new clone / zygote {s['fork_vs_zygote']:.2f}x (goal <= 1), "
+                 f"restore / new clone {s['restore_vs_fork']:.2f}x (goal <= 2)")
+    return lines
