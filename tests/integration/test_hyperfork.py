@@ -269,6 +269,25 @@ def test_a_damaged_snapshot_is_refused(base, tmp_path, damage, message):
         Template.load(snap)
 
 
+def test_a_snapshot_changed_after_a_load_is_checked_again(fn_template, tmp_path):
+    snap = tmp_path / "snap"
+    fn_template.save(snap)
+    Template.load(snap).close()  # checks every file: the loader remembers them unchanged
+    again = Template.load(snap)  # read no more, and the same template
+    try:
+        assert again.memory_digests() == fn_template.memory_digests()
+        with again.fork() as clone:
+            assert out(clone.run_code("import fn; print(fn.IMPORTS)")) == "1\n"
+    finally:
+        again.close()
+    with open(snap / "ram.mem", "r+b") as f:  # one byte of the data, the size unchanged
+        at = os.lseek(f.fileno(), 0, os.SEEK_DATA)
+        byte = os.pread(f.fileno(), 1, at)
+        os.pwrite(f.fileno(), bytes([byte[0] ^ 0xFF]), at)
+    with pytest.raises(HyperForkError, match="fails its checksum"):
+        Template.load(snap)
+
+
 def test_the_cli_runs_one_invocation_in_n_clones(image_path):
     import subprocess
     import sys

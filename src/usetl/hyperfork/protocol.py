@@ -8,8 +8,11 @@ checked on receipt: anything else is a `ProtocolError`, and the controller
 ends that instance. A clone is the process closest to untrusted guest code,
 so nothing it sends is unpickled or executed.
 
-    controller -> template : StartTemplate | LoadSnapshot (first), then
+    controller -> template : StartTemplate (first), then
                              Fork | Info | InspectTemplate | ExportSnapshot | Close
+    controller -> loader   : StartLoader (first), then LoadSnapshot | Close
+    loader -> controller   : Done | Forked (a template process, which sends
+                             TemplateReady on the socket passed with LoadSnapshot) | Failed
     template -> controller : TemplateReady | Forked | Digests | SnapshotExport | Done |
                              Failed
     controller -> clone    : Invoke | Call | Rollback | InspectClone | RunInMonitor | Close
@@ -74,8 +77,13 @@ class StartTemplate(Message):
     config: UsfConfig
 
 
+class StartLoader(Message):
+    """First message: become the snapshot loader (worker.LoaderProcess)."""
+
+
 class LoadSnapshot(Message):
-    """First message: become the template saved in `directory`."""
+    """To the loader: fork a template process from the snapshot saved in `directory`,
+    serving on the socket passed with this message."""
 
     directory: str
 
@@ -189,6 +197,8 @@ class TemplateReady(Message):
 
 class Forked(Message):
     pid: int
+    # A loaded template's guest memory, which its cgroup is made for while it maps it.
+    guest_bytes: int = 0
 
 
 class CloneReady(Message):
@@ -242,7 +252,8 @@ class Failed(Message):
     error: ErrorInfo
 
 
-TEMPLATE_FIRST = StartTemplate | LoadSnapshot
+TEMPLATE_FIRST = StartTemplate | StartLoader
+LOADER_REQUESTS = LoadSnapshot | Close
 TEMPLATE_REQUESTS = Fork | Info | InspectTemplate | ExportSnapshot | Close
 CLONE_REQUESTS = Invoke | Call | Rollback | InspectClone | RunInMonitor | Close
 REPLIES = (TemplateReady | Forked | CloneReady | Invoked | RolledBack | Digests | Inspected

@@ -6,7 +6,9 @@
     DIR/<name>.mem      one sparse file per guest memory (RAM, regions)
 
 Loading maps the memory files (clones map them copy-on-write), so pages
-come in as clones touch them; nothing is started again.
+come in as clones touch them; nothing is started again. A snapshot loader (a
+process started once, worker.LoaderProcess) opens and checks a snapshot, then
+forks the template process from it (thaw), so a restore costs a fork.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import hashlib
 import json
 import os
 import struct
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from usetl.errors import UsetlError
@@ -112,26 +114,83 @@ def _copy_sparse(fd: int, size: int, path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_sparse(path: Path, size: int, expected: str) -> int:
+class Checked:
+    """What a snapshot loader has checked already, so that a restore per call re-reads
+    nothing unchanged: images opened (by path and file identity) and memory files whose
+    checksum matched, by file identity (device, inode, size, mtime, ctime). A file written,
+    truncated or replaced since has another identity and is checked again; a loader's
+    first load of each file (after a restart of the server) checks it in full."""
+
+    def __init__(self) -> None:
+        self.images: dict[str, tuple[tuple[int, ...], ImageArchive]] = {}
+        self.memory: set[tuple] = set()
+
+    def image(self, path: str) -> ImageArchive:
+        try:
+            key = _identity(os.stat(path))
+        except OSError as e:
+            raise SnapshotError(
+                f"the snapshot's image {path} is gone ({e.strerror}); run `usetl image build`"
+            ) from None
+        cached = self.images.get(path)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
+            archive = ImageArchive.open(path)
+        except (OSError, ImageError) as e:
+            raise SnapshotError(
+                f"the snapshot's image {path} is gone ({e}); run `usetl image build`"
+            ) from None
+        if cached is not None:
+            cached[1].close()
+        self.images[path] = (key, archive)
+        return archive
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@dataclass
+class Opened:
+    """A snapshot checked and its memory files open: what a template process is made of."""
+
+    image: ImageArchive
+    header: dict
+    vcpu: VcpuState
+    state: bytes
+    fds: dict[str, int]
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+
+
+def _check_sparse(path: Path, size: int, expected: str, checked: Checked) -> int:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except OSError as e:
         raise SnapshotError(f"snapshot memory file {path} cannot be opened: {e.strerror}") from None
-    if os.fstat(fd).st_size != size:
+    st = os.fstat(fd)
+    if st.st_size != size:
         os.close(fd)
         raise SnapshotError(f"snapshot memory file {path} is truncated or has the wrong size")
+    key = (expected, *_identity(st))
+    if key in checked.memory:
+        return fd
     digest = hashlib.sha256()
     for off, chunk in _sparse_chunks(fd, size):
         _mix(digest, off, chunk)
     if digest.hexdigest() != expected:
         os.close(fd)
         raise SnapshotError(f"snapshot memory file {path} fails its checksum")
+    checked.memory.add(key)
     return fd
 
 
-def load(directory: str) -> Frozen:
-    """A frozen USF from a snapshot directory; refuses all but an intact one of this VERSION."""
-    root = Path(directory)
+def _read_state(root: Path) -> tuple[dict, VcpuState, bytes]:
+    """The state file's header, vCPU state and monitor state; refuses all but an intact
+    one of this VERSION (its checksum is checked on every load: it is small)."""
     try:
         raw = (root / STATE_FILE).read_bytes()
     except OSError as e:
@@ -158,19 +217,33 @@ def load(directory: str) -> Frozen:
     state = body[off + head_len + vcpu_len :]
     if len(state) != state_len:
         raise SnapshotError(f"snapshot {root} is truncated")
-    try:
-        image = ImageArchive.open(header["image"])
-    except (OSError, ImageError) as e:
-        raise SnapshotError(
-            f"the snapshot's image {header['image']} is gone ({e}); run `usetl image build`"
-        ) from None
+    return header, vcpu, state
+
+
+def open_checked(directory: str, checked: Checked) -> Opened:
+    """A snapshot directory's files checked (what `checked` has seen unchanged is not read
+    again) and its memory files open."""
+    root = Path(directory)
+    header, vcpu, state = _read_state(root)
+    image = checked.image(header["image"])
     if image.digest != header["image_digest"]:
         raise SnapshotError("the snapshot was made from another image; make the template again")
-    memory = {}
-    for m in header["memories"]:
-        fd = _check_sparse(root / f"{m['name']}.mem", m["size"], m["sha256"])
-        memory[m["name"]] = GuestMemory(m["name"], m["gpa"], m["size"], fd=fd)
-    externals = monitor_state.externals(None, image, ImageFS(image), memory)
-    usf = monitor_state.loads(state, externals)
-    specs = [RegionSpec(**r) for r in header["regions"]]
-    return Frozen(usf, vcpu, state, memory, specs)
+    fds: dict[str, int] = {}
+    try:
+        for m in header["memories"]:
+            fds[m["name"]] = _check_sparse(root / f"{m['name']}.mem", m["size"], m["sha256"],
+                                           checked)
+    except BaseException:
+        Opened(image, header, vcpu, state, fds).close()
+        raise
+    return Opened(image, header, vcpu, state, fds)
+
+
+def thaw(opened: Opened) -> Frozen:
+    """The frozen USF of an opened snapshot: its memory files mapped, nothing re-run."""
+    memory = {m["name"]: GuestMemory(m["name"], m["gpa"], m["size"], fd=opened.fds[m["name"]])
+              for m in opened.header["memories"]}
+    externals = monitor_state.externals(None, opened.image, ImageFS(opened.image), memory)
+    usf = monitor_state.loads(opened.state, externals)
+    specs = [RegionSpec(**r) for r in opened.header["regions"]]
+    return Frozen(usf, opened.vcpu, opened.state, memory, specs)

@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,6 +43,7 @@ from usetl.vm.memory import OWN_FILE
 from .protocol import (
     Call,
     Channel,
+    ChannelClosed,
     CloneReady,
     Close,
     Digests,
@@ -59,13 +61,13 @@ from .protocol import (
     Invoked,
     LoadFunction,
     LoadSnapshot,
-    Message,
     MonitorRan,
     ProtocolError,
     Rollback,
     RolledBack,
     RunInMonitor,
     SnapshotExport,
+    StartLoader,
     StartTemplate,
     TemplateReady,
     WarmUp,
@@ -166,30 +168,37 @@ class Template:
     @classmethod
     def load(cls, directory: str | os.PathLike, jail: bool = True,
              broker: Broker | None = None) -> Template:
-        """A template from a snapshot written by save(); its memory is mapped, not read."""
-        return cls._spawn(LoadSnapshot(str(Path(directory).resolve())), jail, broker)
+        """A template from a snapshot written by save(); its memory is mapped, not read.
+
+        The snapshot loader (LOADER) forks the template process; it checks each file's
+        checksum the first time it loads that file, and again whenever it has changed.
+        """
+        chan, forked = LOADER.load(str(Path(directory).resolve()))
+        pid = forked.pid
+        try:
+            if jail:  # while it maps the snapshot
+                JAILS.place(pid, forked.guest_bytes)
+            reply = _first_reply(chan, TemplateReady)
+            reply.pid = pid
+        except HyperForkError:
+            chan.close()
+            _kill(pid)
+            raise
+        return cls(chan, reply, jailer=jail, egress=reply.egress, broker=broker)
 
     @classmethod
-    def _spawn(cls, first: Message, jail: bool, broker: Broker | None) -> Template:
-        mine, theirs = Channel.pair()
-        src = os.path.dirname(os.path.dirname(os.path.abspath(usetl.__file__)))
-        path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
-        env = spawn_environment({"PYTHONPATH": path})
-        process = subprocess.Popen(
-            [sys.executable, "-P", "-m", "usetl.hyperfork.worker", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
-        )
-        theirs.close()
+    def _spawn(cls, first: StartTemplate, jail: bool, broker: Broker | None) -> Template:
+        chan, process = _start_worker()
         try:
-            reply = mine.request(first, TemplateReady)
+            reply = chan.request(first, TemplateReady)
             if jail:
                 JAILS.place(process.pid, reply.guest_bytes)
         except HyperForkError:
-            mine.close()
+            chan.close()
             process.kill()
             process.wait()
             raise
-        return cls(mine, reply, process, jailer=jail, egress=reply.egress, broker=broker)
+        return cls(chan, reply, process, jailer=jail, egress=reply.egress, broker=broker)
 
     def load_function(
         self,
@@ -315,6 +324,77 @@ class Template:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _start_worker() -> tuple[Channel, subprocess.Popen]:
+    """A new worker process (usetl.hyperfork.worker) waiting for its first message."""
+    mine, theirs = Channel.pair()
+    src = os.path.dirname(os.path.dirname(os.path.abspath(usetl.__file__)))
+    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+    env = spawn_environment({"PYTHONPATH": path})
+    process = subprocess.Popen(
+        [sys.executable, "-P", "-m", "usetl.hyperfork.worker", str(theirs.fileno())],
+        pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
+    )
+    theirs.close()
+    return mine, process
+
+
+class _Loader:
+    """The controller's snapshot loader process (worker.LoaderProcess): started on the first
+    load, and again if it has gone; one load at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._chan: Channel | None = None
+        self._process: subprocess.Popen | None = None
+
+    def load(self, directory: str) -> tuple[Channel, Forked]:
+        """The new template process's channel, and its pid (as the kernel told it) and guest
+        memory size; it sends TemplateReady next."""
+        mine, theirs = Channel.pair()
+        handshake.expect(mine.sock)
+        try:
+            with self._lock:
+                chan = self._started()
+                try:
+                    forked = chan.request(LoadSnapshot(directory), Forked,
+                                          fds=(theirs.fileno(),))
+                except ChannelClosed:
+                    self._stop()
+                    raise
+            forked.pid = handshake.receive(mine.sock)
+        except (OSError, JailError, HyperForkError) as e:
+            mine.close()
+            if isinstance(e, HyperForkError):
+                raise
+            raise HyperForkError(f"the template process did not start: {e}") from None
+        finally:
+            theirs.close()
+        return mine, forked
+
+    def _started(self) -> Channel:
+        if self._chan is None:
+            chan, process = _start_worker()
+            try:
+                chan.request(StartLoader(), Done)
+            except HyperForkError:
+                chan.close()
+                process.kill()
+                process.wait()
+                raise
+            self._chan, self._process = chan, process
+        return self._chan
+
+    def _stop(self) -> None:
+        if self._chan is not None and self._process is not None:
+            self._chan.close()
+            self._process.kill()
+            self._process.wait()
+        self._chan = self._process = None
+
+
+LOADER = _Loader()
 
 
 def _first_reply(chan: Channel, kind: type[M]) -> M:

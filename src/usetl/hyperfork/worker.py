@@ -4,7 +4,8 @@ A template process holds a frozen USF (frozen.py). For each clone it forks
 a child that maps the memory copy-on-write, creates a new VM with the
 captured state and serves invocations on its own socket. A function
 template is such a child that loaded a function and then became a template
-process itself. Messages are protocol.py's.
+process itself. A loader process forks template processes from snapshots on
+disk. Messages are protocol.py's.
 
     python -m usetl.hyperfork.worker FD    # FD: the controller's socket
 """
@@ -42,6 +43,7 @@ from . import monitor_state, snapshot
 from .frozen import Frozen, memory_digests
 from .protocol import (
     CLONE_REQUESTS,
+    LOADER_REQUESTS,
     TEMPLATE_FIRST,
     TEMPLATE_REQUESTS,
     Call,
@@ -63,12 +65,12 @@ from .protocol import (
     Invoke,
     Invoked,
     LoadFunction,
-    LoadSnapshot,
     MonitorRan,
     ProtocolError,
     Rollback,
     RolledBack,
     RunInMonitor,
+    StartLoader,
     StartTemplate,
     TemplateReady,
     failure,
@@ -383,6 +385,75 @@ class TemplateProcess:
             os._exit(status)
 
 
+class LoaderProcess:
+    """Makes template processes from snapshots on disk, as Firecracker loads a snapshot into
+    a VMM process started ahead: this process is started once, with Python and usetl
+    imported; per snapshot it checks the files (snapshot.Checked: each unchanged file's
+    checksum once) and forks the template process, which maps them. A restore then costs a
+    fork, not an interpreter's start, an image's index and a hash of every memory file."""
+
+    def __init__(self, chan: Channel):
+        self.chan = chan
+        self.checked = snapshot.Checked()
+
+    def serve(self) -> None:
+        signal.signal(signal.SIGCHLD, _reap_children)
+        # What every template process inherits, frozen here once: its own collection before
+        # it forks clones (TemplateProcess.serve) then walks only the snapshot's objects.
+        gc.collect()
+        gc.freeze()
+        self.chan.expect(LOADER_REQUESTS)
+        while True:
+            try:
+                msg, fds = self.chan.recv()
+            except ChannelClosed:
+                return
+            if isinstance(msg, Close):
+                _close_all(fds)
+                self.chan.send(Done())
+                return
+            if len(fds) != 1:
+                _close_all(fds)
+                self.chan.send(Failed(ErrorInfo("ProtocolError", "LoadSnapshot needs one socket")))
+                continue
+            try:
+                opened = snapshot.open_checked(msg.directory, self.checked)
+            except Exception as e:
+                _close_all(fds)
+                self.chan.send(failure(e))
+                continue
+            self._fork(opened, fds[0])
+
+    def _fork(self, opened: snapshot.Opened, fd: int) -> None:
+        pid = os.fork()
+        if pid:
+            os.close(fd)
+            opened.close()
+            memories = opened.header["memories"]
+            self.chan.send(Forked(pid, sum(int(m["size"]) for m in memories)))
+            return
+        chan = Channel.from_fd(fd, TEMPLATE_REQUESTS)
+        status = 0
+        try:
+            self.chan.sock.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            handshake.announce(chan.sock)
+            frozen = snapshot.thaw(opened)
+            chan.send(ready(frozen))
+            TemplateProcess(frozen, chan).serve()
+        except (ChannelClosed, ProtocolError):
+            status = 1
+        except BaseException as e:
+            log.exception("the template process did not start")
+            try:
+                chan.send(failure(e))
+            except ChannelClosed:
+                pass
+            status = 1
+        finally:
+            os._exit(status)
+
+
 INSPECT_CHUNK = 16 << 20
 
 
@@ -496,10 +567,11 @@ def main(argv: list[str]) -> None:
     chan = Channel.from_fd(int(argv[1]), TEMPLATE_FIRST)
     try:
         msg, _ = chan.recv()
-        if isinstance(msg, LoadSnapshot):
-            frozen = snapshot.load(msg.directory)
-        else:
-            frozen = start_template(msg)
+        if isinstance(msg, StartLoader):
+            chan.send(Done())
+            LoaderProcess(chan).serve()
+            return
+        frozen = start_template(msg)
     except (ChannelClosed, ProtocolError):
         return
     except Exception as e:
