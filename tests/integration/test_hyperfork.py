@@ -195,6 +195,24 @@ def test_a_crashed_guest_ends_its_clone_only(base):
         assert out(other.run_code("print(3)")) == "3\n"
 
 
+def test_clones_after_the_first_prefetch_what_its_first_request_wrote(base, function_dir):
+    fn = base.load_function(LOAD, mounts={"fn": str(function_dir)})
+    try:
+        code = "import fn; print(fn.handler({'values': [1, 2, 3]}, None)['sum'])"
+        with fn.fork(warm=False) as first:  # the recorder: its first request's pages
+            assert first.timings["prefetched_pages"] == 0
+            assert out(first.run_code(code)) == "6\n"
+        with fn.fork(warm=False) as clone, fn.fork(warm=False) as other:
+            assert clone.timings["prefetched_pages"] > 0
+            assert out(clone.run_code(code)) == "6\n"
+            assert out(clone.run_code("import uuid; print(uuid.uuid4())")) != out(
+                other.run_code("import uuid; print(uuid.uuid4())"))
+            clone.rollback(fresh_identity=False)
+            assert clone.inspect().sha256 == fn.memory_digests()
+    finally:
+        fn.close()
+
+
 def test_a_failing_load_is_a_clear_error(base):
     with pytest.raises(HyperForkError, match="ModuleNotFoundError"):
         base.load_function({"kind": "exec", "code": "import no_such_module_here"})

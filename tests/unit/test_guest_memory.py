@@ -5,6 +5,7 @@ import os
 import pytest
 
 from usetl import hostmm
+from usetl.hyperfork.frozen import held_parts
 from usetl.vm.memory import PAGE_SIZE, GuestMemory, data_ranges
 
 
@@ -83,3 +84,20 @@ def test_a_file_of_its_own_starts_as_the_template_and_rolls_back_to_it(memory):
     memory.revert(ranges)
     assert os.pread(memory.fd, PAGE_SIZE, 30 * PAGE_SIZE) == bytes(PAGE_SIZE)
     assert memory.view[11 * PAGE_SIZE] == ord("t") and memory.marked == []
+
+
+def test_prefetching_for_writing_copies_the_pages_with_their_bytes(memory):
+    memory.make_private()
+    assert memory.prefetch_for_writing([(10 * PAGE_SIZE, 2 * PAGE_SIZE)])
+    assert memory.written_ranges() == [(10 * PAGE_SIZE, 2 * PAGE_SIZE)]
+    assert bytes(memory.view[10 * PAGE_SIZE : 12 * PAGE_SIZE]) == b"t" * (2 * PAGE_SIZE)
+    memory.view[10 * PAGE_SIZE] = ord("c")
+    assert os.pread(memory.fd, 1, 10 * PAGE_SIZE) == b"t"
+
+
+def test_a_reported_working_set_is_kept_only_where_the_template_holds_pages():
+    held = [(10 * PAGE_SIZE, 2 * PAGE_SIZE), (40 * PAGE_SIZE, PAGE_SIZE)]
+    reported = [(0, 1 << 40), (-5, 10), (41 * PAGE_SIZE, PAGE_SIZE), (11 * PAGE_SIZE + 1, 1)]
+    assert held_parts(reported, held) == held
+    assert held_parts([(11 * PAGE_SIZE + 1, 1)], held) == [(11 * PAGE_SIZE, PAGE_SIZE)]
+    assert held_parts([(12 * PAGE_SIZE, 28 * PAGE_SIZE)], held) == []

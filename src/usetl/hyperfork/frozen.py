@@ -12,13 +12,15 @@ import os
 
 from usetl.usf import Usf
 from usetl.vm import GuestMemory, RegionSpec
-from usetl.vm.memory import data_ranges
+from usetl.vm.memory import PAGE_SIZE, data_ranges
 from usetl.vm.vcpu_state import VcpuState
 
 from . import monitor_state
 
 # How far a template's memory file may grow with clones' zero pages before it is trimmed.
 TRIM_SLACK = 16 << 20
+# At most this many ranges in a working set (what one clone reported: see learn_working_set).
+MAX_WORKING_SET_RANGES = 4096
 
 
 class Frozen:
@@ -33,6 +35,9 @@ class Frozen:
         self.specs = specs
         # What the memory files hold when frozen, before any clone touched them.
         self.data = {name: data_ranges(m.fd, m.size) for name, m in memory.items()}
+        # The RAM pages a clone's first request wrote (REAP's recorded working set): each
+        # clone forked after it is learnt copies them in one batch before its guest runs.
+        self.working_set: list[tuple[int, int]] = []
 
     @classmethod
     def capture(cls, usf: Usf) -> Frozen:
@@ -46,6 +51,13 @@ class Frozen:
         vm.release()
         return frozen
 
+    def learn_working_set(self, ranges: list[tuple[int, int]]) -> None:
+        """Keep the (offset, length) RAM ranges a clone reported as written by its first
+        request, as far as they lie in pages this template holds: a clone's word is not
+        believed beyond that, so prefetching them can cost a clone no more than copies of
+        the template's own pages."""
+        self.working_set = held_parts(ranges[:MAX_WORKING_SET_RANGES], self.data["ram"])
+
     def trim(self) -> None:
         """Give back the zero pages clones' faults added to the memory files (see trim_outside)."""
         for name, mem in self.memory.items():
@@ -58,6 +70,30 @@ class Frozen:
 
     def digests(self) -> dict[str, str]:
         return memory_digests(self.memory)
+
+
+def held_parts(ranges: list[tuple[int, int]],
+               held: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of (offset, length) `ranges`, widened to pages, that lie in `held` (sorted,
+    disjoint (offset, length) ranges), sorted and merged."""
+    wanted = sorted((max(off, 0) & ~(PAGE_SIZE - 1),
+                     max(off + length + PAGE_SIZE - 1, 0) & ~(PAGE_SIZE - 1))
+                    for off, length in ranges)
+    spans = [(start, start + length) for start, length in held]
+    kept: list[tuple[int, int]] = []
+    i = 0
+    for lo, hi in wanted:  # both sorted: one walk over `held`
+        while i < len(spans) and spans[i][1] <= lo:
+            i += 1
+        j = i
+        while j < len(spans) and spans[j][0] < hi:
+            a, b = max(lo, spans[j][0]), min(hi, spans[j][1])
+            if kept and a <= kept[-1][1]:
+                kept[-1] = (kept[-1][0], max(kept[-1][1], b))
+            else:
+                kept.append((a, b))
+            j += 1
+    return [(lo, hi - lo) for lo, hi in kept]
 
 
 def resident_bytes(fd: int) -> int:

@@ -15,9 +15,11 @@ so nothing it sends is unpickled or executed.
                              TemplateReady on the socket passed with LoadSnapshot) | Failed
     template -> controller : TemplateReady | Forked | Digests | SnapshotExport | Done |
                              Failed
-    controller -> clone    : Invoke | Call | Rollback | InspectClone | RunInMonitor | Close
+    controller -> clone    : Invoke | Call | Rollback | InspectClone | ReportWorkingSet |
+                             RunInMonitor | Close
     clone -> controller    : CloneReady | TemplateReady (a function template) |
-                             Invoked | RolledBack | Inspected | MonitorRan | Done | Failed
+                             Invoked | RolledBack | Inspected | WorkingSet | MonitorRan |
+                             Done | Failed
 
 A new clone's first bytes on its socket are usetl.jail.handshake's (its pid, told by
 the kernel), before any message.
@@ -109,12 +111,14 @@ class Fork(Message):
     a second socket, if passed, is the child's connection to the egress broker.
 
     `jail`: how a jailer template (one the controller started) jails the child; a jailed
-    template's children inherit its jail instead.
+    template's children inherit its jail instead. `working_set`: the RAM ranges an earlier
+    clone's first request wrote (its WorkingSet), for this and later clones to prefetch.
     """
 
     load: LoadFunction | None = None
     warm: bool = False
     jail: JailSpec | None = None
+    working_set: list[tuple[int, int]] | None = None
 
 
 class Info(Message):
@@ -169,6 +173,10 @@ class InspectClone(Message):
     """Digests of guest memory, and where `needle` occurs in it (isolation tests)."""
 
     needle: bytes | None = None
+
+
+class ReportWorkingSet(Message):
+    """The RAM ranges this clone has written (its own copies) since it was forked."""
 
 
 class RunInMonitor(Message):
@@ -240,6 +248,10 @@ class SnapshotExport(Message):
     state: bytes
 
 
+class WorkingSet(Message):
+    ranges: list[tuple[int, int]]  # (offset, length) in guest RAM
+
+
 class MonitorRan(Message):
     result: Any
 
@@ -255,9 +267,10 @@ class Failed(Message):
 TEMPLATE_FIRST = StartTemplate | StartLoader
 LOADER_REQUESTS = LoadSnapshot | Close
 TEMPLATE_REQUESTS = Fork | Info | InspectTemplate | ExportSnapshot | Close
-CLONE_REQUESTS = Invoke | Call | Rollback | InspectClone | RunInMonitor | Close
+CLONE_REQUESTS = (Invoke | Call | Rollback | InspectClone | ReportWorkingSet | RunInMonitor
+                  | Close)
 REPLIES = (TemplateReady | Forked | CloneReady | Invoked | RolledBack | Digests | Inspected
-           | SnapshotExport | MonitorRan | Done | Failed)
+           | SnapshotExport | WorkingSet | MonitorRan | Done | Failed)
 
 _encoder = msgspec.msgpack.Encoder()
 

@@ -63,6 +63,7 @@ from .protocol import (
     LoadSnapshot,
     MonitorRan,
     ProtocolError,
+    ReportWorkingSet,
     Rollback,
     RolledBack,
     RunInMonitor,
@@ -71,6 +72,7 @@ from .protocol import (
     StartTemplate,
     TemplateReady,
     WarmUp,
+    WorkingSet,
 )
 
 M = TypeVar("M")
@@ -141,6 +143,11 @@ class Template:
         if self.jailed:
             self.broker.hold()
         self.closed = False
+        # REAP's record-and-prefetch: the first clone reports the RAM pages its first request
+        # wrote (Clone._record), sent to this template with the next Fork; clones forked from
+        # then on copy them in one batch before their guest runs.
+        self.recording = False
+        self.learnt: list[tuple[int, int]] | None = None
 
     # -- making templates -----------------------------------------------------------
 
@@ -227,11 +234,14 @@ class Template:
         first real request does not pay for first-touch page faults.
         """
         t0 = time.perf_counter()
-        chan, pid, instance = self._fork_channel(Fork(warm=warm))
+        learnt, self.learnt = self.learnt, None
+        chan, pid, instance = self._fork_channel(Fork(warm=warm, working_set=learnt))
         info = _first_reply(chan, CloneReady)
         info.pid = pid
         billing = (self.broker, instance) if instance is not None else None
-        return Clone(chan, info, (time.perf_counter() - t0) * 1e3, billing)
+        recorder = None if self.recording else self
+        self.recording = True
+        return Clone(chan, info, (time.perf_counter() - t0) * 1e3, billing, recorder)
 
     def _fork_channel(self, fork: Fork) -> tuple[Channel, int, str | None]:
         """A new child's channel, its pid (as the kernel told it, in our PID namespace) and,
@@ -421,8 +431,10 @@ class Clone:
     """One clone VM (a process): invoke, roll back, close."""
 
     def __init__(self, chan: Channel, info: CloneReady, fork_ms: float,
-                 billing: tuple[Broker, str] | None = None):
+                 billing: tuple[Broker, str] | None = None, recorder: Template | None = None):
         self.chan = chan
+        # The template this clone reports its working set to after its first request.
+        self.recorder = recorder
         # A jailed clone's I/O is what the egress broker carried out for it (its monitor's
         # own figures are not believed); None: an unjailed one, which measures its own.
         self.billing = billing
@@ -468,7 +480,18 @@ class Clone:
                                   wall_s=max(sockets.wall_s, 0.0)))
             account.copied_bytes = result.io.copied_bytes
             result.io = IoUsage(**account.as_dict())
+        self._record(result)
         return result
+
+    def _record(self, result: InvocationResult) -> None:
+        """After a recorder's first request: what it wrote, for its template's next Fork."""
+        template, self.recorder = self.recorder, None
+        if template is None:
+            return
+        if result.error is not None:  # another clone records instead
+            template.recording = False
+            return
+        template.learnt = self.chan.request(ReportWorkingSet(), WorkingSet).ranges
 
     def call_stage(self, event: Any, context: dict, timeout: float | None,
                    files: HandOff | None, keep_files: bool,
@@ -542,6 +565,8 @@ class Clone:
         if self.closed:
             return
         self.closed = True
+        if self.recorder is not None:  # closed before its first request
+            self.recorder.recording = False
         try:
             self.chan.request(Close(), Done)
         except HyperForkError:

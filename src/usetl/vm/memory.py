@@ -163,6 +163,14 @@ class GuestMemory:
         self.punch_holes = True
         self.private = False
 
+    def prefetch_for_writing(self, ranges: list[tuple[int, int]]) -> bool:
+        """Make the pages of these (offset, length) ranges this process's own copies now, in
+        one batch (a clone, before its guest runs: the pages its template's first request
+        wrote, which a fresh VM would otherwise copy one fault at a time). False if the host
+        refused (the guest then faults them in as it goes)."""
+        return all(hostmm.populate_for_writing(self.host_addr + off, length)
+                   for off, length in ranges)
+
     def written_ranges(self) -> list[tuple[int, int]]:
         """(offset, length) of every page written since make_private() or use_own_file().
 
