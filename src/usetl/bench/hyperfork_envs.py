@@ -80,8 +80,10 @@ class ForkPerCall(CallEnv):
 
     name, label = "hf_fork", "HyperFork: fork per call"
 
-    def __init__(self, image: ImageArchive, mem_mib: int):
+    def __init__(self, image: ImageArchive, mem_mib: int, spare: bool = True):
+        """`spare`: the template makes each next clone's process and VM ahead (the default)."""
         self.t = FunctionTemplate(image, mem_mib)
+        self.spare = spare
         self.fork_ms: list[float] = []
         # The clone's own account of its making (CloneReady.timings), and the page faults
         # its process took up to its first result (the guest's first touches among them).
@@ -92,7 +94,7 @@ class ForkPerCall(CallEnv):
         self.steps.clear()
 
     def call(self) -> None:
-        clone = self.t.fn.fork(warm=False)
+        clone = self.t.fn.fork(warm=False, spare=self.spare)
         self.fork_ms.append(clone.fork_ms)
         try:
             call(clone)
