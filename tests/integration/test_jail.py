@@ -92,6 +92,25 @@ def test_each_function_template_and_base_clone_has_its_own_uid(base, fn_template
     assert uids[2] == uids[3]  # clones of one function template share its uid
 
 
+def _uid(pid: int) -> int:
+    """A process's real uid, as the host sees it."""
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("Uid:")).split()[1])
+
+
+def test_a_restored_template_is_jailed_once_as_the_one_saved_and_its_clones_share_it(
+        fn_template, tmp_path):
+    fn_template.save(tmp_path / "snap")
+    loaded = Template.load(tmp_path / "snap")
+    try:
+        with loaded.fork() as a, loaded.fork() as b, fn_template.fork() as c:
+            uids = [_uid(x.pid) for x in (loaded, a, b, c)]
+    finally:
+        loaded.close()
+    assert uids[0] == uids[1] == uids[2] != 0
+    assert uids[3] == _uid(fn_template.pid) != uids[0]
+
+
 def test_the_host_files_are_not_there(fn_template, host_secrets):
     with fn_template.fork() as clone:
         seen = in_monitor(clone, f"""

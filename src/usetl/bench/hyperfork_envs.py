@@ -164,7 +164,7 @@ class RestorePerCall(CallEnv):
     def call(self) -> None:
         template = hyperfork().Template.load(self.snapshot)
         try:
-            clone = template.fork(warm=False)
+            clone = template.fork(warm=False, spare=False)  # its one fork: nothing to make ahead
             try:
                 call(clone)
             finally:

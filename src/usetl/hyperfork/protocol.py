@@ -85,9 +85,12 @@ class StartLoader(Message):
 
 class LoadSnapshot(Message):
     """To the loader: fork a template process from the snapshot saved in `directory`,
-    serving on the socket passed with this message."""
+    serving on the socket passed with this message. With `jail`, the template process jails
+    itself before it serves, as the function template it was saved from was, and its clones
+    inherit that jail."""
 
     directory: str
+    jail: JailSpec | None = None
 
 
 class LoadFunction(Message):

@@ -178,9 +178,12 @@ class Template:
         """A template from a snapshot written by save(); its memory is mapped, not read.
 
         The snapshot loader (LOADER) forks the template process; it checks each file's
-        checksum the first time it loads that file, and again whenever it has changed.
+        checksum the first time it loads that file, and again whenever it has changed. The
+        template process jails itself, as the function template saved was jailed, and its
+        clones inherit its jail.
         """
-        chan, forked = LOADER.load(str(Path(directory).resolve()))
+        spec = JAILS.spec() if jail else None
+        chan, forked = LOADER.load(LoadSnapshot(str(Path(directory).resolve()), spec))
         pid = forked.pid
         try:
             if jail:  # while it maps the snapshot
@@ -191,7 +194,7 @@ class Template:
             chan.close()
             _kill(pid)
             raise
-        return cls(chan, reply, jailer=jail, egress=reply.egress, broker=broker)
+        return cls(chan, reply, jailed=jail, egress=reply.egress, broker=broker)
 
     @classmethod
     def _spawn(cls, first: StartTemplate, jail: bool, broker: Broker | None) -> Template:
@@ -362,7 +365,7 @@ class _Loader:
         self._chan: Channel | None = None
         self._process: subprocess.Popen | None = None
 
-    def load(self, directory: str) -> tuple[Channel, Forked]:
+    def load(self, request: LoadSnapshot) -> tuple[Channel, Forked]:
         """The new template process's channel, and its pid (as the kernel told it) and guest
         memory size; it sends TemplateReady next."""
         mine, theirs = Channel.pair()
@@ -371,8 +374,7 @@ class _Loader:
             with self._lock:
                 chan = self._started()
                 try:
-                    forked = chan.request(LoadSnapshot(directory), Forked,
-                                          fds=(theirs.fileno(),))
+                    forked = chan.request(request, Forked, fds=(theirs.fileno(),))
                 except ChannelClosed:
                     self._stop()
                     raise

@@ -30,7 +30,7 @@ from usetl.etl import egress
 from usetl.etl.egress import EgressPolicy
 from usetl.image.archive import ImageArchive
 from usetl.invocation import SANDBOX_ERROR, ErrorInfo, InvocationResult, IoUsage
-from usetl.jail import handshake, namespaces
+from usetl.jail import JailSpec, handshake, namespaces
 from usetl.libos.archivefs import ArchiveMount
 from usetl.libos.children import ProcessSlots
 from usetl.libos.handoff import HandedFiles, HandOff, new_memory_file
@@ -519,9 +519,9 @@ class LoaderProcess:
                 _close_all(fds)
                 self.chan.send(failure(e))
                 continue
-            self._fork(opened, fds[0])
+            self._fork(opened, fds[0], msg.jail)
 
-    def _fork(self, opened: snapshot.Opened, fd: int) -> None:
+    def _fork(self, opened: snapshot.Opened, fd: int, spec: JailSpec | None) -> None:
         pid = os.fork()
         if pid:
             os.close(fd)
@@ -536,8 +536,11 @@ class LoaderProcess:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             handshake.announce(chan.sock)
             frozen = snapshot.thaw(opened)
+            if spec is not None:
+                keep = {chan.fileno(), *(m.fd for m in frozen.memory.values())}
+                jail.confine(spec.with_paths(*_jail_paths(frozen, None)), keep)
             chan.send(ready(frozen))
-            TemplateProcess(frozen, chan).serve()
+            TemplateProcess(frozen, chan, jailed=spec is not None).serve()
         except (ChannelClosed, ProtocolError):
             status = 1
         except BaseException as e:
