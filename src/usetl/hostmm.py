@@ -155,14 +155,6 @@ def adopt_pagemap(fd: int) -> None:
     _pagemap = (os.getpid(), fd)
 
 
-def close_pagemap() -> None:
-    """Close this process's page map (one opened before a jail, whose own open replaces it)."""
-    global _pagemap
-    if _pagemap is not None and _pagemap[0] == os.getpid():
-        os.close(_pagemap[1])
-    _pagemap = None
-
-
 def pagemap_fd() -> int:
     if _pagemap is None or _pagemap[0] != os.getpid():
         adopt_pagemap(os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC))

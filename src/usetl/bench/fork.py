@@ -140,12 +140,10 @@ def _ksm_scans(progress: Callable[[str], None]) -> int:
 
 def side_by_side(image: ImageArchive, runs: int, progress: Callable[[str], None]) -> dict:
     """Fork to the handler's result of a new clone (not warmed) and of a SOCK-style zygote's
-    child, a function template restored from its snapshot per call, and a new clone whose
-    process and VM were not made ahead (no spare), one call of each in turn; the goals'
-    ratios between them."""
+    child, and a function template restored from its snapshot per call, one call of each in
+    turn; the goals' ratios between them."""
     timed = time_in_turns({"hf_fork": ForkPerCall(image, MEM_MIB), "zygote": ZygotePerCall(),
-                           "hf_restore": RestorePerCall(image, MEM_MIB),
-                           "hf_fork_no_spare": ForkPerCall(image, MEM_MIB, spare=False)},
+                           "hf_restore": RestorePerCall(image, MEM_MIB)},
                           runs, WARMUPS, progress)
     fork, zygote, restore = (timed[k]["ms"]["median"] for k in ("hf_fork", "zygote",
                                                                 "hf_restore"))
@@ -183,14 +181,13 @@ def format_report(r: dict) -> str:
 def _side_by_side_lines(s: dict) -> list[str]:
     lines = ["in turns, one call of each (fork to the handler's result):"]
     for key, label in (("hf_fork", "new clone"), ("zygote", "SOCK zygote child"),
-                       ("hf_restore", "restore from disk"),
-                       ("hf_fork_no_spare", "new clone, no spare")):
+                       ("hf_restore", "restore from disk")):
         ms = s[key]["ms"]
         lines.append(f"  {label:20}{ms['median']:8.2f} ms median, p95 {ms['p95']:.2f} "
                      f"(n={ms['runs']})")
-    for key in ("hf_fork", "hf_fork_no_spare"):
-        lines.append(f"  {key} steps (medians): " + ", ".join(
-            f"{name} {value:.2f}" for name, value in s[key]["steps"].items()))
+    steps = s["hf_fork"]["steps"]
+    lines.append("  new clone's steps (medians): " + ", ".join(
+        f"{key} {value:.2f}" for key, value in steps.items()))
     lines.append(f"  new clone / zygote {s['fork_vs_zygote']:.2f}x (goal <= 1), "
                  f"restore / new clone {s['restore_vs_fork']:.2f}x (goal <= 2)")
     return lines

@@ -80,10 +80,8 @@ class ForkPerCall(CallEnv):
 
     name, label = "hf_fork", "HyperFork: fork per call"
 
-    def __init__(self, image: ImageArchive, mem_mib: int, spare: bool = True):
-        """`spare`: the template makes each next clone's process and VM ahead (the default)."""
+    def __init__(self, image: ImageArchive, mem_mib: int):
         self.t = FunctionTemplate(image, mem_mib)
-        self.spare = spare
         self.fork_ms: list[float] = []
         # The clone's own account of its making (CloneReady.timings), and the page faults
         # its process took up to its first result (the guest's first touches among them).
@@ -94,7 +92,7 @@ class ForkPerCall(CallEnv):
         self.steps.clear()
 
     def call(self) -> None:
-        clone = self.t.fn.fork(warm=False, spare=self.spare)
+        clone = self.t.fn.fork(warm=False)
         self.fork_ms.append(clone.fork_ms)
         try:
             call(clone)
@@ -164,7 +162,7 @@ class RestorePerCall(CallEnv):
     def call(self) -> None:
         template = hyperfork().Template.load(self.snapshot)
         try:
-            clone = template.fork(warm=False, spare=False)  # its one fork: nothing to make ahead
+            clone = template.fork(warm=False)
             try:
                 call(clone)
             finally:

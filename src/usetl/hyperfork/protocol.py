@@ -116,14 +116,12 @@ class Fork(Message):
     `jail`: how a jailer template (one the controller started) jails the child; a jailed
     template's children inherit its jail instead. `working_set`: the RAM ranges an earlier
     clone's first request wrote (its WorkingSet), for this and later clones to prefetch.
-    A template keeps at most one clone made ahead; a Fork takes it if there is one.
     """
 
     load: LoadFunction | None = None
     warm: bool = False
     jail: JailSpec | None = None
     working_set: list[tuple[int, int]] | None = None
-    spare: bool = False  # then make the next clone's process, VM and memslots ahead
 
 
 class Info(Message):

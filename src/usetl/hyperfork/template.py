@@ -230,18 +230,15 @@ class Template:
         info.pid = pid
         return Template(chan, info, jailed=self.jailed, egress=self.egress, broker=self.broker)
 
-    def fork(self, warm: bool = True, spare: bool = True) -> Clone:
+    def fork(self, warm: bool = True) -> Clone:
         """A new clone with its own identity, ready for one invocation at a time.
 
         `warm` runs a no-op request and a rollback in it first, so that its
-        first real request does not pay for first-touch page faults. With `spare`, the
-        template then makes the next clone's process, VM and memslots ahead, for the next
-        fork to take (one idle process per template; its guest does not run until then).
+        first real request does not pay for first-touch page faults.
         """
         t0 = time.perf_counter()
         learnt, self.learnt = self.learnt, None
-        chan, pid, instance = self._fork_channel(Fork(warm=warm, working_set=learnt,
-                                                      spare=spare))
+        chan, pid, instance = self._fork_channel(Fork(warm=warm, working_set=learnt))
         info = _first_reply(chan, CloneReady)
         info.pid = pid
         billing = (self.broker, instance) if instance is not None else None

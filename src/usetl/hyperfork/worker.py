@@ -44,7 +44,6 @@ from .frozen import Frozen, memory_digests
 from .protocol import (
     CLONE_REQUESTS,
     LOADER_REQUESTS,
-    REPLIES,
     TEMPLATE_FIRST,
     TEMPLATE_REQUESTS,
     Call,
@@ -117,8 +116,7 @@ class CloneProcess:
             else:
                 mem.make_private()
         tp = time.perf_counter()
-        self.prefetched = bool(frozen.working_set)
-        if self.prefetched:
+        if frozen.working_set:
             frozen.memory["ram"].prefetch_for_writing(frozen.working_set)
         t1 = time.perf_counter()
         self.vm = Vm(usf.config.mem_mib, frozen.specs, memory=frozen.memory)
@@ -136,26 +134,6 @@ class CloneProcess:
         self.timings = {"map_ms": (tp - t0) * 1e3, "prefetch_ms": (t1 - tp) * 1e3,
                         "prefetched_pages": sum(n for _, n in frozen.working_set) / PAGE_SIZE,
                         "vm_ms": (t2 - t1) * 1e3, "restore_ms": (t3 - t2) * 1e3}
-
-    def descriptors(self) -> set[int]:
-        """What this clone's VM and memory hold open (a spare's jail keeps them)."""
-        vm = self.vm
-        fds = {vm.kvm.fd, vm.vmfd.fd, vm.vcpu.fd}
-        for mem in vm.memory().values():
-            fds |= {mem.fd} if mem.origin_fd is None else {mem.fd, mem.origin_fd}
-        return fds
-
-    def prefetch_late(self, working_set: list[tuple[int, int]] | None) -> None:
-        """A clone made ahead before its template learnt a working set: prefetch it now."""
-        if working_set is None or self.prefetched:
-            return
-        t0 = time.perf_counter()
-        self.frozen.learn_working_set(working_set)
-        self.prefetched = bool(self.frozen.working_set)
-        if self.prefetched:
-            self.frozen.memory["ram"].prefetch_for_writing(self.frozen.working_set)
-        self.timings["prefetch_ms"] = (time.perf_counter() - t0) * 1e3
-        self.timings["prefetched_pages"] = sum(n for _, n in self.frozen.working_set) / PAGE_SIZE
 
     def take_identity(self) -> CloneReady:
         """The guest takes this clone's own identity (instance id, fresh seeds)."""
@@ -326,9 +304,6 @@ class TemplateProcess:
         self.frozen = frozen
         self.chan = chan
         self.jailed = jailed
-        # The next clone's process, made ahead (Fork.spare): its pid and the socket it waits
-        # on for the Fork it will serve.
-        self.spare: tuple[int, Channel] | None = None
 
     def serve(self) -> None:
         if not self.jailed and os.geteuid() == 0:
@@ -380,86 +355,26 @@ class TemplateProcess:
     def _fork(self, fds: list[int], msg: Fork) -> None:
         if msg.working_set is not None:
             self.frozen.learn_working_set(msg.working_set)
-        if self.spare is not None and msg.load is None:
-            pid, spare = self.spare
-            self.spare = None
-            try:
-                spare.send(msg, fds=tuple(fds))
-            except ChannelClosed:  # it has gone: fork one on the request's path instead
-                spare.close()
-            else:
-                spare.close()
-                _close_all(fds)
-                self.chan.send(Forked(pid))
-                self._after_fork(msg)
-                return
         pid = os.fork()
         if pid:
             _close_all(fds)
             self.chan.send(Forked(pid))
-            self._after_fork(msg)
+            self.frozen.trim()
             return
-        self._clone_child(fds, msg, None)
-
-    def _after_fork(self, msg: Fork) -> None:
-        self.frozen.trim()
-        if msg.spare and msg.load is None:
-            self._make_spare()
-
-    def _make_spare(self) -> None:
-        """Fork the next clone's process ahead of its Fork: its memory mapped, its working set
-        prefetched, its VM, memslots and vCPU made (registering a memslot waits for KVM's
-        SRCU grace period: milliseconds on a loaded host). It waits for the Fork it will
-        serve, and is jailed then, before its guest's first instruction."""
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        pid = os.fork()
-        if pid:
-            theirs.close()
-            self.spare = (pid, Channel(mine, REPLIES))
-            return
-        try:
-            mine.close()
-            self.chan.sock.close()
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            hostmm.adopt_pagemap(jail.open_own_proc_file("pagemap"))  # for its regions' copies
-            clone = CloneProcess(self.frozen)
-            clone.timings["ahead"] = 1.0
-            hostmm.close_pagemap()  # opened again once jailed (the path shows the pid)
-            made = clone.descriptors()
-            waiting = Channel(theirs, Fork)
-            msg, fds = waiting.recv()
-            waiting.close()
-        except ChannelClosed:  # the template went away
-            os._exit(1)
-        except BaseException:
-            log.exception("a clone made ahead failed")
-            os._exit(1)
-        if len(fds) not in (1, 2):
-            os._exit(1)
-        self._clone_child(fds, msg, (clone, made))
-
-    def _clone_child(self, fds: list[int], msg: Fork,
-                     made: tuple[CloneProcess, set[int]] | None) -> None:
-        """The rest of a forked child's life (a spare's, with its clone made and the fds it
-        opened for it): announce itself, be jailed, serve as a clone or function template."""
-        chan = Channel.from_fd(fds[0], CLONE_REQUESTS)
+        fd = fds[0]
+        chan = Channel.from_fd(fd, CLONE_REQUESTS)
         status = 0
         try:
             self.chan.sock.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             handshake.announce(chan.sock)
             if msg.jail is not None and not self.jailed:
-                keep = {*fds, *(m.fd for m in self.frozen.memory.values()),
-                        *(made[1] if made else ())}
+                keep = {*fds, *(m.fd for m in self.frozen.memory.values())}
                 jail.confine(msg.jail.with_paths(*_jail_paths(self.frozen, msg.load)), keep)
             if len(fds) == 2:
                 egress.install(socket.socket(fileno=fds[1]))
             hostmm.adopt_pagemap(jail.open_own_proc_file("pagemap"))  # what rollback reads
-            if made is None:
-                clone = CloneProcess(self.frozen)
-            else:
-                clone = made[0]
-                clone.prefetch_late(msg.working_set)
+            clone = CloneProcess(self.frozen)
             if msg.load is None:
                 info = clone.take_identity()
                 if msg.warm:
