@@ -490,10 +490,13 @@ class Clone:
         template, self.recorder = self.recorder, None
         if template is None:
             return
-        if result.error is not None:  # another clone records instead
-            template.recording = False
-            return
-        template.learnt = self.chan.request(ReportWorkingSet(), WorkingSet).ranges
+        try:
+            if result.error is None:
+                template.learnt = self.chan.request(ReportWorkingSet(), WorkingSet).ranges
+                return
+        except HyperForkError:  # the clone went away: the result it gave stands
+            pass
+        template.recording = False  # another clone records instead
 
     def call_stage(self, event: Any, context: dict, timeout: float | None,
                    files: HandOff | None, keep_files: bool,
