@@ -101,13 +101,6 @@ def zero_file(fd: int, size: int) -> None:
         _libc.munmap(addr, size)
 
 
-def populate_for_writing(addr: int, size: int) -> bool:
-    """Fault the range in writable now (MADV_POPULATE_WRITE, Linux 5.14+): in a private
-    mapping, each page becomes this process's own copy in one call instead of a fault at a
-    first write. False if refused."""
-    return _libc.madvise(ctypes.c_void_p(addr), ctypes.c_size_t(size), MADV_POPULATE_WRITE) == 0
-
-
 def map_over(addr: int, size: int, fd: int, private: bool, writable: bool = True,
              populate: bool = False, offset: int = 0) -> None:
     """Replace the mapping at `addr` with one of `fd` from `offset` (MAP_FIXED), shared or

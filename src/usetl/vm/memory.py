@@ -168,7 +168,7 @@ class GuestMemory:
         one batch (a clone, before its guest runs: the pages its template's first request
         wrote, which a fresh VM would otherwise copy one fault at a time). False if the host
         refused (the guest then faults them in as it goes)."""
-        return all(hostmm.populate_for_writing(self.host_addr + off, length)
+        return all(hostmm.populate_write(self.host_addr + off, length)
                    for off, length in ranges)
 
     def written_ranges(self) -> list[tuple[int, int]]:
