@@ -16,11 +16,12 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from nats.errors import TimeoutError as NatsTimeout
 
 from conftest import LocalHttpServer
 from usetl.api.client import ApiError, Client
 from usetl.cluster import launcher, membership, templates
-from usetl.cluster.bus import Bus
+from usetl.cluster.bus import STREAM, Bus
 from usetl.cluster.config import ClusterConfig
 from usetl.cluster.netns import HostNetwork
 from usetl.cluster.servers import TemporaryNats, TemporaryPostgres
@@ -262,7 +263,12 @@ def test_a_second_gateway_serves_the_same_functions_and_loses_no_accepted_call(c
 
 def test_a_nats_restart_is_survived_by_gateways_and_workers(cluster):
     cluster.nats.stop(keep_store=True)
+    # Down until a request times out: the workers' own requests (a cold puller's poll,
+    # a heartbeat) fail too, and every loop of theirs must outlive that.
+    with pytest.raises(NatsTimeout):
+        cluster.bus.run(cluster.bus.js.stream_info(STREAM))
     cluster.nats.start()
+    wait_until(lambda: set(cluster.hosts()) == {"w1", "w2"}, "both hosts' heartbeats")
     assert cluster.client.invoke("etl", {"n": 7})["result"] == {"n": 7}
     invocation_id = cluster.client.invoke_async("etl", {"n": 8})
     [record] = wait_until(lambda: cluster.finished([invocation_id]), "an async invocation")

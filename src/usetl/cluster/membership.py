@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ from .bus import Bus
 if TYPE_CHECKING:
     from .worker import Worker
 
+log = logging.getLogger(__name__)
 HEARTBEAT_S = 1.0
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -62,11 +64,16 @@ async def draining(bus: Bus, name: str) -> bool:
 
 
 async def heartbeat(worker: Worker) -> None:
+    """For as long as the worker runs: one that stopped at a NATS restart would leave its
+    host silently out of `host ls` and deaf to drains."""
     while True:
-        worker.draining = await draining(worker.bus, worker.name)
-        # In a thread: the pool's lock may be held a while (a template being evicted).
-        state = await asyncio.to_thread(host_state, worker)
-        await worker.bus.hosts.put(worker.name, json.dumps(state).encode())
+        try:
+            worker.draining = await draining(worker.bus, worker.name)
+            # In a thread: the pool's lock may be held a while (a template being evicted).
+            state = await asyncio.to_thread(host_state, worker)
+            await worker.bus.hosts.put(worker.name, json.dumps(state).encode())
+        except Exception:  # noqa: BLE001 - NATS restarting: the next beat gets through
+            log.debug("heartbeat failed", exc_info=True)
         await asyncio.sleep(HEARTBEAT_S)
 
 

@@ -178,18 +178,35 @@ class Worker:
         heartbeat = asyncio.ensure_future(membership.heartbeat(self))
         try:
             while True:
-                for durable in await self.bus.consumers():
-                    if durable not in self.pullers:
-                        self.pullers[durable] = asyncio.ensure_future(self._pull(durable))
+                try:
+                    self._start_pullers(await self.bus.consumers())
+                except Exception:  # noqa: BLE001 - NATS restarting: the next round lists them
+                    log.debug("listing the consumers failed", exc_info=True)
                 await asyncio.sleep(DISCOVER_S)
         finally:
             heartbeat.cancel()
+
+    def _start_pullers(self, durables: list[str]) -> None:
+        """A puller for each function; one that ended (NATS went away as it bound its
+        consumer) is started again, or that function would never be pulled here again."""
+        for durable in durables:
+            task = self.pullers.get(durable)
+            if task is not None and task.done() and not task.cancelled():
+                log.warning("puller of %s ended: %r; starting it again", durable,
+                            task.exception())
+            if task is None or task.done():
+                self.pullers[durable] = asyncio.ensure_future(self._pull(durable))
 
     async def _pull(self, durable: str) -> None:
         sub = await self.bus.js.pull_subscribe_bind(durable, STREAM)
         max_runs = await self.bus.max_runs(durable)
         while True:
-            if self.draining or not await self._should_pull(durable):
+            try:
+                pull = not self.draining and await self._should_pull(durable)
+            except Exception:  # noqa: BLE001 - NATS or PostgreSQL restarting: ask again
+                log.debug("whether to pull %s", durable, exc_info=True)
+                pull = False
+            if not pull:
                 await asyncio.sleep(COLD_POLL_S)
                 continue
             await self.free.acquire()
