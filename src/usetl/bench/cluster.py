@@ -30,10 +30,11 @@ from usetl.cluster.netns import HostNetwork
 from usetl.cluster.servers import TemporaryNats, TemporaryPostgres
 
 from .stats import summary
-from .sustained import functions, measure
+from .sustained import checked, functions, measure
 
 WORKERS = 3
-ROUND_TRIPS = 300
+TURNS = 300  # of the dispatch overhead's side-by-side measurement
+WARMUP_TURNS = 20
 
 
 def run(clients: int = 4, seconds: float = 3.0, warmup_s: float = 1.0,
@@ -44,29 +45,30 @@ def run(clients: int = 4, seconds: float = 3.0, warmup_s: float = 1.0,
         root = Path(tmp)
         data = DataServer(sales_csv(), host=net.gateway_ip)
         try:
-            say("single host")
-            setups = {"single": _single_host(root, data, clients, seconds, warmup_s)}
-            setups.update(_cluster(root, net, nats, pg, data, clients, seconds, warmup_s, say))
-            rtt = setups.pop("nats_round_trip")
+            # Kept up beside the cluster: the overhead is measured call against call.
+            with ServerProcess(root / "single", None, "kvm") as server:
+                say("single host")
+                single = _per_thread_client(server.url, server.admin_token)
+                setups = {"single": _single_host(single, data, clients, seconds, warmup_s)}
+                setups.update(_cluster(root, net, nats, pg, data, single(), clients, seconds,
+                                       warmup_s, say))
         finally:
             data.close()
-    single = setups["single"]["noop"]["serial_ms"]["median"]
-    overhead = setups["workers_1"]["noop"]["serial_ms"]["median"] - single
+    dispatch = setups.pop("dispatch")
     return {"clients": clients, "timed_seconds": seconds, "setups": setups,
-            "nats_round_trip_ms": rtt, "dispatch_overhead_ms": round(overhead, 3),
-            "dispatch_overhead_round_trips": round(overhead / rtt["median"], 2)}
+            "nats_round_trip_ms": dispatch["round_trip_ms"],
+            "dispatch": dispatch, "dispatch_overhead_ms": dispatch["overhead_ms"],
+            "dispatch_overhead_round_trips": dispatch["round_trips"]}
 
 
-def _single_host(root: Path, data: DataServer, clients: int, seconds: float,
+def _single_host(client: Callable[[], Client], data: DataServer, clients: int, seconds: float,
                  warmup_s: float) -> dict:
     out = {}
-    with ServerProcess(root / "single", None, "kvm") as server:
-        client = _per_thread_client(server.url, server.admin_token)
-        for name, (files, options, event) in functions(data).items():
-            client().request("PUT", f"/v1/functions/{name}",
-                             json={"files": files, "concurrency": clients, **options})
-            out[name] = measure(lambda n=name, e=event: client().invoke(n, e), clients,
-                                seconds, warmup_s)
+    for name, (files, options, event) in functions(data).items():
+        client().request("PUT", f"/v1/functions/{name}",
+                         json={"files": files, "concurrency": clients, **options})
+        out[name] = measure(lambda n=name, e=event: client().invoke(n, e), clients,
+                            seconds, warmup_s)
     return out
 
 
@@ -82,7 +84,7 @@ def _per_thread_client(url: str, token: str) -> Callable[[], Client]:
 
 
 def _cluster(root: Path, net: HostNetwork, nats: TemporaryNats, pg: TemporaryPostgres,
-             data: DataServer, clients: int, seconds: float, warmup_s: float,
+             data: DataServer, single: Client, clients: int, seconds: float, warmup_s: float,
              say: Callable[[str], None]) -> dict:
     gateway = launcher.gateway(root / "gateway", nats.url("gateway"), pg.url()).start()
     workers: list[launcher.ClusterProcess] = []
@@ -96,19 +98,50 @@ def _cluster(root: Path, net: HostNetwork, nats: TemporaryNats, pg: TemporaryPos
                 for name, (files, options, _) in functions(data).items():
                     client().request("PUT", f"/v1/functions/{name}",
                                      json={"files": files, "concurrency": clients, **options})
+                say("dispatch overhead: the single host, one worker and NATS, call by call")
+                out["dispatch"] = _dispatch_overhead(nats, single, client(),
+                                                     functions(data)["noop"][2])
             say(f"cluster, {n} worker(s)")
             out[f"workers_{n}"] = {
                 name: measure(lambda n=name, e=event: client().invoke(n, e), clients,
                               seconds, warmup_s)
                 for name, (_, _, event) in functions(data).items()}
-        say("NATS round trips")
-        out["nats_round_trip"] = _round_trip_ms(nats)  # while the workers answer pings
         say("first call on a host without the template")
         out["first_call"] = _first_call(root, net, nats, pg, data, client(), workers)
     finally:
         for process in [*workers, gateway]:
             process.stop()
     return out
+
+
+def _dispatch_overhead(nats: TemporaryNats, single: Client, gateway: Client,
+                       event: object) -> dict:
+    """What a gateway and one worker add to a serial no-op against the single host, in
+    NATS request/reply round trips (a gateway's connection to a worker's ping answer).
+    Measured in turns (a single-host call, a cluster call, a round trip), so that all
+    three medians see the same moments of a shared machine's load."""
+    bus = Bus(ClusterConfig(nats.url("gateway"), ""), "bench-round-trips")
+    times: dict[str, list[float]] = {"single": [], "cluster": [], "round_trip": []}
+
+    def timed(label: str, call: Callable[[], object]) -> None:
+        t0 = time.perf_counter()
+        call()
+        times[label].append((time.perf_counter() - t0) * 1e3)
+
+    try:
+        for turn in range(WARMUP_TURNS + TURNS):
+            if turn == WARMUP_TURNS:
+                times = {label: [] for label in times}
+            timed("single", lambda: checked(single.invoke("noop", event)))
+            timed("cluster", lambda: checked(gateway.invoke("noop", event)))
+            timed("round_trip", lambda: bus.run(bus.nc.request(PING_SUBJECT, b"", timeout=5)))
+    finally:
+        bus.close()
+    medians = {label: summary(ms) for label, ms in times.items()}
+    overhead = medians["cluster"]["median"] - medians["single"]["median"]
+    return {"single_ms": medians["single"], "cluster_ms": medians["cluster"],
+            "round_trip_ms": medians["round_trip"], "overhead_ms": round(overhead, 3),
+            "round_trips": round(overhead / medians["round_trip"]["median"], 2)}
 
 
 def _worker(root: Path, net: HostNetwork, nats: TemporaryNats, pg: TemporaryPostgres,
@@ -173,24 +206,6 @@ def _wait_drained(bus: Bus, names: list[str], timeout: float = 60.0) -> None:
     raise TimeoutError(f"hosts {names} did not drain within {timeout:g} s")
 
 
-def _round_trip_ms(nats: TemporaryNats) -> dict:
-    """NATS request/reply round trips from a gateway's connection to a worker (its ping
-    answer), as a gateway's and a worker's messages travel (ms)."""
-    bus = Bus(ClusterConfig(nats.url("gateway"), ""), "bench-round-trips")
-    try:
-        async def round_trips() -> list[float]:
-            times = []
-            for _ in range(ROUND_TRIPS):
-                t0 = time.perf_counter()
-                await bus.nc.request(PING_SUBJECT, b"", timeout=5)
-                times.append((time.perf_counter() - t0) * 1e3)
-            return times
-
-        return summary(bus.run(round_trips()))
-    finally:
-        bus.close()
-
-
 def format_report(result: dict) -> str:
     lines = [f"{'setup':<12} {'function':<6} {'per s':>7} {'median ms':>10} "
              f"{'serial median':>14}"]
@@ -203,6 +218,10 @@ def format_report(result: dict) -> str:
     rtt = result["nats_round_trip_ms"]
     lines.append(f"NATS request/reply round trip: median {rtt['median']} ms, "
                  f"p95 {rtt['p95']} ms")
+    dispatch = result["dispatch"]
+    lines.append(f"serial no-op, call by call: single host median "
+                 f"{dispatch['single_ms']['median']} ms, gateway + 1 worker "
+                 f"{dispatch['cluster_ms']['median']} ms")
     lines.append(f"dispatch overhead at the median (1 worker against the single host): "
                  f"{result['dispatch_overhead_ms']} ms = "
                  f"{result['dispatch_overhead_round_trips']} round trips")

@@ -64,14 +64,14 @@ def drive(call: Callable[[], Any], clients: int, seconds: float) -> dict:
             "errors": len(errors), "first_error": errors[0] if errors else ""}
 
 
-def _checked(record: dict) -> dict:
+def checked(record: dict) -> dict:
     if record["status"] != "succeeded":
         raise RuntimeError(f"{record['error']['type']}: {record['error']['message']}")
     return record
 
 
 def measure(invoke: Callable[[], dict], clients: int, seconds: float, warmup_s: float) -> dict:
-    call = lambda: _checked(invoke())  # noqa: E731
+    call = lambda: checked(invoke())  # noqa: E731
     drive(call, clients, warmup_s)
     loaded = drive(call, clients, seconds)
     serial = drive(call, 1, min(seconds, 3.0))

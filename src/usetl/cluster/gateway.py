@@ -53,6 +53,7 @@ from .messages import Build, Built, Invocation, decode, encode
 log = logging.getLogger(__name__)
 BUILD_TIMEOUT_S = 300.0  # a worker building a template installs nothing: it fetches, starts
 DISPATCH_MARGIN_S = 5.0  # beyond the function's timeout: queueing, fetching, the round trips
+LIVE_CACHE_S = 1.0  # another gateway's deploy or delete reaches this one's calls within this
 PUBLISH_RETRY_S = 10.0  # a publish is retried this long (NATS restarting); the id dedups it
 
 
@@ -88,6 +89,7 @@ class Gateway(Platform):
         self.lock = threading.Lock()
         self.closed = False
         self.tenants: dict[str, Tenant] = {}
+        self.live_cache: dict[tuple[int, str], tuple[Version, float]] = {}  # -> (it, when read)
         self.recovered = {"requeued": 0, "interrupted": 0}
         self.max_runs = max_runs
         self.async_runner = FairRunner(self.limits.async_workers, "usetl-async")  # pipelines'
@@ -106,10 +108,17 @@ class Gateway(Platform):
         self.scheduler.start()
 
     def _live(self, tenant: Tenant, name: str) -> Version:
-        """The live version, read each time: another gateway may have deployed since."""
+        """The live version, read again after LIVE_CACHE_S (another gateway may have
+        deployed or deleted it since): read per call, PostgreSQL would be on every call's
+        path."""
+        cached = self.live_cache.get((tenant.id, name))
+        if cached is not None and time.monotonic() - cached[1] < LIVE_CACHE_S:
+            return cached[0]
         version = self.registry.version(tenant.id, name)
         if version is None:
+            self.live_cache.pop((tenant.id, name), None)
             raise ServiceError(404, "function_not_found", f"no function {name!r}")
+        self.live_cache[(tenant.id, name)] = (version, time.monotonic())
         return version
 
     # deploys
@@ -134,6 +143,7 @@ class Gateway(Platform):
             secrets=settings.secrets)
         assert version.key == key
         self.bus.run(self.bus.ensure_consumer(tenant.id, name, self.max_runs))
+        self.live_cache[(tenant.id, name)] = (version, time.monotonic())
         warmup = None if built.warmup is None else msgspec.convert(built.warmup,
                                                                    InvocationResult)
         return Deployment(version, warmup)
@@ -161,6 +171,7 @@ class Gateway(Platform):
     def delete(self, tenant: Tenant, name: str) -> list[Version]:
         with self._deploy_lock(tenant.id, name):
             versions = self.registry.delete_function(tenant.id, name)
+            self.live_cache.pop((tenant.id, name), None)
             if not versions:
                 raise ServiceError(404, "function_not_found", f"no function {name!r}")
             shutil.rmtree(self.code_root / str(tenant.id) / name, ignore_errors=True)

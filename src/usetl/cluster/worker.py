@@ -150,7 +150,8 @@ class Worker:
         self.fetching = 0  # pull requests waiting at the server: a drain is done at 0
         self.draining = False
         self.pullers: dict[str, asyncio.Task] = {}
-        self.live_keys: dict[str, tuple[str | None, float]] = {}  # durable -> (key, when)
+        self.warm: set[str] = set()  # durables whose live version's template is here
+        self.versions: dict[int, Version] = {}  # by id, as sync calls name them
         self.stopped = threading.Event()
 
     # the loop's side
@@ -180,8 +181,9 @@ class Worker:
             while True:
                 try:
                     self._start_pullers(await self.bus.consumers())
-                except Exception:  # noqa: BLE001 - NATS restarting: the next round lists them
-                    log.debug("listing the consumers failed", exc_info=True)
+                    self.warm = await asyncio.to_thread(self._warm_durables, list(self.pullers))
+                except Exception:  # noqa: BLE001 - NATS or PostgreSQL restarting: next round
+                    log.debug("discovery failed", exc_info=True)
                 await asyncio.sleep(DISCOVER_S)
         finally:
             heartbeat.cancel()
@@ -225,16 +227,21 @@ class Worker:
             for msg in msgs:
                 asyncio.ensure_future(self._handle(msg, max_runs))
 
+    def _warm_durables(self, durables: list[str]) -> set[str]:
+        """The functions whose live version this host holds (the registry and the pool are
+        read here, every DISCOVER_S, not between a message and the next pull request)."""
+        warm = set()
+        for durable in durables:
+            _, tenant_id, name = durable.split("_", 2)
+            live = self.registry.version(int(tenant_id), name)
+            if live is not None and self.platform.pool.has(live.key):
+                warm.add(durable)
+        return warm
+
     async def _should_pull(self, durable: str) -> bool:
         """Pull at once for a function whose template is here; else only while it has
         messages waiting or out on delivery."""
-        key, checked = self.live_keys.get(durable, (None, 0.0))
-        if time.monotonic() - checked > DISCOVER_S:
-            _, tenant_id, name = durable.split("_", 2)
-            live = await asyncio.to_thread(self.registry.version, int(tenant_id), name)
-            key = None if live is None else live.key
-            self.live_keys[durable] = (key, time.monotonic())
-        if key is not None and key in await asyncio.to_thread(self.platform.warm_keys):
+        if durable in self.warm:
             return True
         info = await self.bus.js.consumer_info(STREAM, durable)
         # Waiting messages, or ones out on delivery: a redelivery (its worker died) is not
@@ -257,7 +264,7 @@ class Worker:
                 return
             delivered = msg.metadata.num_delivered
             if reply:
-                answer = await self._in_thread(self._deliver_sync, invocation, delivered)
+                answer = await self._in_thread(self._deliver_sync, invocation, delivered, reply)
                 if answer is not None:
                     await self.bus.nc.publish(reply, answer)
             else:
@@ -340,13 +347,16 @@ class Worker:
             self.platform.callbacks.deliver(invocation.id, invocation.tenant_id)
         return Delivery()
 
-    def _deliver_sync(self, invocation: Invocation, delivered: int) -> bytes | None:
+    def _deliver_sync(self, invocation: Invocation, delivered: int,
+                      reply: str) -> bytes | None:
+        """Run a sync invocation; an answer that is not returned (its result) was sent
+        from here, before its record is written."""
         if invocation.deadline is not None and time.time() > invocation.deadline:
             return None  # no one waits any more
         if delivered > 1:
             return _error(502, "worker_died", "the worker running this invocation stopped; "
                           "a synchronous invocation is not run again")
-        version = self.registry.version_by_id(invocation.version_id)
+        version = self._version(invocation.version_id)
         if version is None:
             return _error(404, "function_not_found", "the function was deleted")
         event = json.loads(invocation.event)
@@ -359,12 +369,25 @@ class Worker:
         except ConcurrencyLimit as e:
             return _error(429, "concurrency_limit",
                           f"function {version.name!r} is at its concurrency limit: {e}")
+        record = invocation_record(invocation.id, version, "sync", outcome, invocation.created,
+                                   self.name)
+        # From this thread, at once: the loop, the record's queueing and its writer's wake-up
+        # would otherwise come first, on the caller's time.
+        self.bus.spawn(self.bus.nc.publish(reply, json.dumps({"record": record}).encode()))
         self.platform.rollback_times.record(invocation.id, outcome, lambda: (
             self.registry.record_invocation(invocation.id, version, event, outcome,
                                             invocation.created, self.name)))
-        record = invocation_record(invocation.id, version, "sync", outcome, invocation.created,
-                                   self.name)
-        return json.dumps({"record": record}).encode()
+        return None
+
+    def _version(self, version_id: int) -> Version | None:
+        """A version's row, read once: its settings never change, and a sync call's was
+        live at its gateway a moment ago (PostgreSQL stays off the call's path)."""
+        version = self.versions.get(version_id)
+        if version is None:
+            version = self.registry.version_by_id(version_id)
+            if version is not None:
+                self.versions[version_id] = version
+        return version
 
     async def _on_ping(self, msg) -> None:
         await msg.respond(self.name.encode())

@@ -18,8 +18,9 @@ def write(doc: Document, exp: dict) -> None:
         f"the HTTP API; {exp.get('clients', 4)} clients invoke back to back for "
         f"{fmt(exp.get('timed_seconds', 3))} timed seconds, then one client for the serial "
         "median. On this 2-core machine workers add no CPU; the figure that matters is the "
-        "dispatch overhead at the serial median, in NATS request/reply round trips "
-        "measured in the same run."
+        "dispatch overhead at the serial median, in NATS request/reply round trips, "
+        "measured in turns (a no-op on the single host, one through the gateway and one "
+        "worker, a round trip) so that all three see the same moments of the machine's load."
     )
     if not doc.section(exp, "Several hosts", setup):
         return
