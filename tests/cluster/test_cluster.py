@@ -34,6 +34,7 @@ from waiting import wait_until
 pytestmark = pytest.mark.kvm
 WORKERS = ["w0", "w1", "w2"]
 FUNCTION = '''
+import hashlib
 import time
 from usetl import etl
 
@@ -41,6 +42,15 @@ def handler(event, context):
     event = event or {}
     if "gate" in event:
         etl.get(event["gate"])
+    if "write" in event:  # a pipeline's first stage: MiB for the next
+        data = bytes(range(256)) * (event["write"] << 12)
+        with etl.open("blob.bin", "wb") as f:
+            f.write(data)
+        return {"sha": hashlib.sha256(data).hexdigest()}
+    if "sha" in event:  # its second stage: the file handed on
+        blob = etl.stat("blob.bin")
+        return {"same": hashlib.sha256(blob.view()).hexdigest() == event["sha"],
+                "size": blob.size}
     time.sleep(event.get("sleep", 0))
     if "sink" in event:
         etl.post(event["sink"], context.request_id)
@@ -172,6 +182,55 @@ def test_an_async_run_that_fails_is_retried_with_its_secret_on_a_worker(cluster)
     [record] = wait_until(lambda: cluster.finished([invocation_id]), "the retried invocation")
     assert record["status"] == "succeeded" and record["result"] == {"secret_chars": 12}
     assert [a["error"] and a["error"]["type"] for a in record["attempts"]] == ["EtlError", None]
+
+
+def drain(cluster: Cluster, names: list[str], undo: bool = False) -> None:
+    for name in names:
+        cluster.bus.run(membership.drain(cluster.bus, name, undo))
+    if undo:
+        wait_until(lambda: not any(cluster.hosts()[n]["draining"] for n in names),
+                   f"{names} to take work again")
+    else:
+        wait_until(lambda: drained(cluster, names), f"{names} to take nothing new")
+
+
+def stage_hosts(cluster: Cluster, record: dict) -> list[str]:
+    """Where each stage ran (its invocation's record is written just after its answer)."""
+    def host(invocation_id: str) -> str | None:
+        try:
+            return cluster.client.invocation(invocation_id)["host"]
+        except ApiError as e:
+            assert e.status == 404
+            return None
+
+    return [wait_until(lambda s=s: host(s["invocations"][0]), "the stage's record")
+            for s in record["stages"]]
+
+
+def test_a_pipeline_hands_files_on_within_a_host_and_between_hosts(cluster):
+    cluster.client.deploy_pipeline("two", ["etl", "etl"])
+    drain(cluster, ["w1", "w2"])  # both stages on w0: its memory file mapped, no copy
+    record = cluster.client.run_pipeline("two", {"write": 1})
+    assert record["status"] == "succeeded", record["error"]
+    assert record["result"] == {"same": True, "size": 1 << 20}
+    assert stage_hosts(cluster, record) == ["w0", "w0"]
+    assert [s["copied_bytes"] for s in record["stages"]] == [0, 0]
+    # The first stage held at the gate on w0, which then takes nothing new: the second
+    # runs on another host, fetching the files from w0 through the object store.
+    gate = cluster.http.gate("/gate-stage")
+    run_id = cluster.client.run_pipeline("two", {"gate": gate.url, "write": 1}, wait=False)["id"]
+    gate.wait_for(1)
+    drain(cluster, ["w0"])
+    drain(cluster, ["w1", "w2"], undo=True)
+    gate.open()
+    record = wait_until(lambda: (r := cluster.client.pipeline_run(run_id))["status"] not in (
+        "queued", "running") and r, "the pipeline run")
+    assert record["status"] == "succeeded", record["error"]
+    assert record["result"] == {"same": True, "size": 1 << 20}
+    first, second = stage_hosts(cluster, record)
+    assert first == "w0" and second in ("w1", "w2")
+    assert record["stages"][1]["copied_bytes"] >= 1 << 20  # the fetched copy, counted
+    drain(cluster, ["w0"], undo=True)
 
 
 def test_a_corrupted_template_is_refused_and_rebuilt(cluster):

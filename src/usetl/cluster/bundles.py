@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import tarfile
@@ -34,6 +35,7 @@ class BundleError(UsetlError):
     """A version's files could not be fetched, or failed their digest check."""
 
 
+log = logging.getLogger(__name__)
 FETCH_TIMEOUT_S = 120.0  # one object, however large, or the fetch is refused
 EXTENTS = "usetl.extents"  # PAX header of a sparse member: [[offset, length], ...]
 SPARSE_SIZE = "usetl.size"
@@ -111,6 +113,14 @@ async def upload(bus: Bus, data: bytes) -> str:
     except Exception:  # noqa: BLE001 - any miss (not found, deleted) means upload
         await bus.objects.put(name, data)
     return digest
+
+
+async def delete(bus: Bus, digest: str) -> None:
+    """Drop an object no one needs any more (gone already is fine)."""
+    try:
+        await bus.objects.delete(_object_name(digest))
+    except Exception:  # noqa: BLE001 - deleted before (the same bytes shipped twice)
+        log.debug("object %s already gone", digest)
 
 
 async def upload_version(bus: Bus, key: str, code_dir: Path, module_dirs: list[Path]) -> Manifest:

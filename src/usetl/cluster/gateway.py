@@ -48,7 +48,8 @@ from usetl.platform.timers import Timers
 from . import bundles, membership
 from .bus import BUILD_SUBJECT, MAX_RUNS, REPLY_HEADER, Bus, invoke_subject
 from .config import ClusterConfig
-from .messages import Build, Built, Invocation, decode, encode
+from .handoffs import HeldFiles
+from .messages import Build, Built, HandOffRef, Invocation, decode, encode
 
 log = logging.getLogger(__name__)
 BUILD_TIMEOUT_S = 300.0  # a worker building a template installs nothing: it fetches, starts
@@ -180,16 +181,22 @@ class Gateway(Platform):
     # invocations
 
     def invoke(self, tenant: Tenant, name: str, event: Any) -> dict:
+        return self._invoke_sync(tenant, name, event)["record"]
+
+    def _invoke_sync(self, tenant: Tenant, name: str, event: Any, **stage: Any) -> dict:
+        """A sync invocation on whichever worker pulls it: its answer (`stage`: the
+        Invocation's pipeline-stage fields)."""
         version = self._live(tenant, name)
         created = time.time()
         invocation = Invocation(uuid.uuid4().hex, tenant.id, name, version.id, "sync",
                                 json.dumps(event), created,
-                                deadline=created + version.timeout_s + DISPATCH_MARGIN_S)
+                                deadline=created + version.timeout_s + DISPATCH_MARGIN_S,
+                                **stage)
         answer = self.bus.run(self._call(invocation))
         if "error" in answer:
             error = answer["error"]
             raise ServiceError(error["status"], error["code"], error["message"])
-        return answer["record"]
+        return answer
 
     async def _call(self, invocation: Invocation) -> dict:
         reply = f"{self.inbox}.{invocation.id}"
@@ -246,11 +253,16 @@ class Gateway(Platform):
         except ServiceError:
             log.exception("tick of schedule %s", schedule.id)  # its record says it failed
 
-    def invoke_stage(self, tenant: Tenant, name: str, event: Any, files: Any,
-                     keep_files: bool) -> tuple:
-        """Pipelines hand files from stage to stage in one host's memory: not across hosts."""
-        raise ServiceError(501, "pipelines_need_one_host",
-                           "pipelines run on a single host (`usetl serve`), not in a cluster")
+    def invoke_stage(self, tenant: Tenant, name: str, event: Any, files: HeldFiles | None,
+                     keep_files: bool) -> tuple[dict, InvocationResult, HeldFiles | None]:
+        """A pipeline stage on whichever worker pulls it; the files it keeps stay on that
+        worker, handed to the next stage from there (handoffs.py)."""
+        answer = self._invoke_sync(tenant, name, event, stage=True, keep_files=keep_files,
+                                   files=None if files is None else files.ref)
+        outcome = msgspec.convert(answer["outcome"], InvocationResult)
+        kept = answer["kept"]
+        return answer["record"], outcome, None if kept is None else HeldFiles(
+            self.bus, msgspec.convert(kept, HandOffRef))
 
     def pool_report(self, tenant: Tenant) -> dict:
         """The workers, from their heartbeats (an admin's view: hosts are shared)."""

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import msgspec
 
+from usetl.libos.handoff import HandedFiles
+
+
+class HandOffRef(msgspec.Struct, frozen=True):
+    """Files a pipeline stage kept, held by the worker that ran it (handoffs.py)."""
+
+    host: str
+    id: str
+    files: HandedFiles
+
 
 class Invocation(msgspec.Struct, frozen=True):
     """One invocation on the work queue: what a worker needs besides the registry."""
@@ -16,6 +26,9 @@ class Invocation(msgspec.Struct, frozen=True):
     event: str  # JSON
     created: float
     deadline: float | None = None  # sync: epoch seconds after which no one waits
+    stage: bool = False  # a pipeline stage: the answer has its outcome and kept files
+    files: HandOffRef | None = None  # a stage's files from the previous stage
+    keep_files: bool = False  # a stage whose written files go on to the next
 
 
 class Build(msgspec.Struct, frozen=True):

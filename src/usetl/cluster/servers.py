@@ -123,12 +123,13 @@ class TemporaryPostgres:
 # the object store; only a gateway asks for builds and pings; only a worker acknowledges
 # invocations, answers callers (their inboxes), and writes dead letters.
 PERMISSIONS = {
-    "gateway": {"publish": ["usetl.invoke.>", "usetl.build", "usetl.ping", "$JS.API.>",
-                            "$JS.FC.>", "$KV.>", "$O.>"],
+    "gateway": {"publish": ["usetl.invoke.>", "usetl.build", "usetl.ping",
+                            "usetl.handoff.release.>", "$JS.API.>", "$JS.FC.>", "$KV.>",
+                            "$O.>"],
                 "subscribe": ["_INBOX.>"]},
-    "worker": {"publish": ["usetl.invoke.>", "usetl.dead.>", "$JS.API.>", "$JS.ACK.>",
-                           "$JS.FC.>", "$KV.>", "$O.>", "_INBOX.>"],
-               "subscribe": ["usetl.build", "usetl.ping", "_INBOX.>"]},
+    "worker": {"publish": ["usetl.invoke.>", "usetl.dead.>", "usetl.handoff.fetch.>",
+                           "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$KV.>", "$O.>", "_INBOX.>"],
+               "subscribe": ["usetl.build", "usetl.ping", "usetl.handoff.>", "_INBOX.>"]},
 }
 
 

@@ -40,6 +40,7 @@ from usetl.invocation import (
     ErrorInfo,
     InvocationResult,
 )
+from usetl.libos.handoff import HandOff, HandOffError
 from usetl.platform.backend import FunctionLoadError, FunctionSpec, FunctionTemplate
 from usetl.platform.backends import choose_backend
 from usetl.platform.pool import ConcurrencyLimit, PoolConfig
@@ -58,6 +59,7 @@ from .bus import (
     invoke_subject,
 )
 from .config import ClusterConfig
+from .handoffs import HandOffHolder
 from .messages import Build, Built, Invocation, decode, encode
 
 log = logging.getLogger(__name__)
@@ -153,6 +155,7 @@ class Worker:
         self.warm: set[str] = set()  # durables whose live version's template is here
         self.versions: dict[int, Version] = {}  # by id, as sync calls name them
         self.stopped = threading.Event()
+        self.handoffs = HandOffHolder(self.bus, name)
 
     # the loop's side
 
@@ -170,12 +173,14 @@ class Worker:
     def close(self) -> None:
         self.stop()
         self.executor.shutdown(wait=True)
+        self.handoffs.close()
         self.bus.close()
         self.platform.close()
 
     async def _main(self) -> None:
         await self.bus.nc.subscribe(BUILD_SUBJECT, queue="workers", cb=self._on_build)
         await self.bus.nc.subscribe(PING_SUBJECT, queue="workers", cb=self._on_ping)
+        await self.handoffs.subscribe()
         heartbeat = asyncio.ensure_future(membership.heartbeat(self))
         try:
             while True:
@@ -365,19 +370,45 @@ class Worker:
         except UsetlError as e:
             return _error(500, "load_failed", _load_error(e).message)
         try:
-            outcome = self.platform._run(version, invocation.id, event)
+            outcome, kept = self._run_with_files(invocation, version, event)
         except ConcurrencyLimit as e:
             return _error(429, "concurrency_limit",
                           f"function {version.name!r} is at its concurrency limit: {e}")
         record = invocation_record(invocation.id, version, "sync", outcome, invocation.created,
                                    self.name)
+        answer: dict[str, Any] = {"record": record}
+        if invocation.stage:
+            answer["outcome"] = msgspec.to_builtins(outcome)
+            answer["kept"] = None if kept is None else msgspec.to_builtins(
+                self.handoffs.hold(kept))
         # From this thread, at once: the loop, the record's queueing and its writer's wake-up
         # would otherwise come first, on the caller's time.
-        self.bus.spawn(self.bus.nc.publish(reply, json.dumps({"record": record}).encode()))
+        self.bus.spawn(self.bus.nc.publish(reply, json.dumps(answer).encode())
+                       ).add_done_callback(_log_failed_answer)
         self.platform.rollback_times.record(invocation.id, outcome, lambda: (
             self.registry.record_invocation(invocation.id, version, event, outcome,
                                             invocation.created, self.name)))
         return None
+
+    def _run_with_files(self, invocation: Invocation, version: Version,
+                        event: Any) -> tuple[InvocationResult, HandOff | None]:
+        """Run it with the previous stage's files, if it is a pipeline stage that has some
+        (held here: mapped; elsewhere: fetched, the copy counted)."""
+        files, owned = None, False
+        try:
+            if invocation.files is not None:
+                files, owned = self.handoffs.take(invocation.files)
+        except HandOffError as e:
+            return InvocationResult.failed(PLATFORM_ERROR, str(e)), None
+        try:
+            outcome, kept = self.platform._run_stage(version, invocation.id, event, files,
+                                                     invocation.keep_files)
+        finally:
+            if owned:
+                files.close()
+        if owned:
+            outcome.io.copied_bytes += files.copied_bytes
+        return outcome, kept
 
     def _version(self, version_id: int) -> Version | None:
         """A version's row, read once: its settings never change, and a sync call's was
@@ -420,6 +451,11 @@ def _load_error(e: UsetlError) -> ErrorInfo:
     if isinstance(e, FunctionLoadError):
         return e.error
     return ErrorInfo(PLATFORM_ERROR, f"this host could not load the function: {e}")
+
+
+def _log_failed_answer(sent) -> None:
+    if not sent.cancelled() and sent.exception() is not None:
+        log.warning("a sync invocation's answer was not sent: %r", sent.exception())
 
 
 def _error(status: int, code: str, message: str) -> bytes:
