@@ -100,6 +100,11 @@ class Cluster:
     def origins(self, key: str) -> list[str]:
         return sorted(h["templates"].get(key, "-") for h in self.hosts().values())
 
+    def wait_for_origins(self, key: str, expected: list[str]) -> None:
+        """Until the heartbeats say how each host got the template (they lag a beat)."""
+        wait_until(lambda: self.origins(key) == expected,
+                   f"the hosts to report {key}'s templates as {expected}", 30)
+
     def load(self, name: str, count: int) -> list[dict]:
         """`count` async invocations at once (a backlog: cold hosts pull too), all finished."""
         ids = [self.client.invoke_async(name, {"n": n, "sleep": 0.3}) for n in range(count)]
@@ -163,7 +168,7 @@ def test_invocations_fan_out_over_three_workers(cluster):
     assert cluster.client.invoke("etl", {"n": 5})["result"] == {"n": 5}
     # One host built the template at the deploy; the others restored its snapshot.
     [key] = {k for h in cluster.hosts().values() for k in h["templates"]}
-    assert cluster.origins(key) == ["built", "fetched", "fetched"]
+    cluster.wait_for_origins(key, ["built", "fetched", "fetched"])
     listed = subprocess.run([sys.executable, "-m", "usetl", "host", "ls", "--json", "--nats",
                              cluster.nats.url("gateway")], capture_output=True, text=True,
                             check=True, env={**os.environ, "PYTHONPATH": str(launcher.SRC)})
@@ -241,7 +246,7 @@ def test_a_corrupted_template_is_refused_and_rebuilt(cluster):
     records = cluster.load("corrupt", 18)
     assert {r["status"] for r in records} == {"succeeded"}
     assert {r["host"] for r in records} == set(WORKERS)
-    assert cluster.origins(key) == ["built", "rebuilt", "rebuilt"]
+    cluster.wait_for_origins(key, ["built", "rebuilt", "rebuilt"])
 
 
 def test_a_template_from_an_incompatible_host_is_built_here(cluster):
@@ -251,7 +256,7 @@ def test_a_template_from_an_incompatible_host_is_built_here(cluster):
     cluster.bus.run(cluster.bus.templates.put(key, msgspec.json.encode(other)))
     records = cluster.load("elsewhere", 18)
     assert {r["host"] for r in records} == set(WORKERS)
-    assert cluster.origins(key) == ["built", "built", "built"]
+    cluster.wait_for_origins(key, ["built", "built", "built"])
 
 
 def test_a_worker_killed_mid_invocation(cluster):

@@ -45,13 +45,18 @@ def free_memory_bytes() -> int:
     return 0
 
 
-def host_state(worker: Worker) -> dict:
+def pool_state(worker: Worker) -> dict:
+    """What a heartbeat says of the host's memory and templates (read in a thread: the
+    pool's lock may be held a while, a template being built or evicted)."""
+    return {"free_memory_bytes": free_memory_bytes(), "warm": worker.platform.warm_keys(),
+            "templates": dict(worker.platform.origins)}  # key -> fetched, built or rebuilt
+
+
+def host_state(worker: Worker, pool: dict) -> dict:
     return {
         "host": worker.name, "slots": worker.slots, "running": worker.running,
-        "fetching": worker.fetching,
-        "free_memory_bytes": free_memory_bytes(), "warm": worker.platform.warm_keys(),
-        "templates": dict(worker.platform.origins),  # key -> fetched, built or rebuilt
-        "draining": worker.draining, "heartbeat": time.time(),
+        "fetching": worker.fetching, **pool, "draining": worker.draining,
+        "heartbeat": time.time(),
     }
 
 
@@ -65,13 +70,20 @@ async def draining(bus: Bus, name: str) -> bool:
 
 async def heartbeat(worker: Worker) -> None:
     """For as long as the worker runs: one that stopped at a NATS restart would leave its
-    host silently out of `host ls` and deaf to drains."""
+    host silently out of `host ls` and deaf to drains. A beat never waits for the pool's
+    part of the state (it sends the last one read): waiting, a beat could come later than
+    the TTL on a busy host (its pool's lock held), which then left `host ls` while up."""
+    pool = {"free_memory_bytes": free_memory_bytes(), "warm": [], "templates": {}}
+    reading: asyncio.Future | None = None
     while True:
         try:
+            if reading is None or reading.done():
+                if reading is not None and reading.exception() is None:
+                    pool = reading.result()
+                reading = asyncio.ensure_future(asyncio.to_thread(pool_state, worker))
             worker.draining = await draining(worker.bus, worker.name)
-            # In a thread: the pool's lock may be held a while (a template being evicted).
-            state = await asyncio.to_thread(host_state, worker)
-            await worker.bus.hosts.put(worker.name, json.dumps(state).encode())
+            await worker.bus.hosts.put(worker.name,
+                                       json.dumps(host_state(worker, pool)).encode())
         except Exception:  # noqa: BLE001 - NATS restarting: the next beat gets through
             log.debug("heartbeat failed", exc_info=True)
         await asyncio.sleep(HEARTBEAT_S)
