@@ -7,7 +7,8 @@ its template (a load error is the deployer's 400 as on one host) before the vers
 recorded and goes live. A sync invocation is published with its caller's reply subject
 and waited for until the function's deadline; an async one is recorded 'queued', then
 published with its id as the message id (a retried publish is dropped as a duplicate),
-and acknowledged to the caller once JetStream has stored it.
+and acknowledged to the caller once JetStream has stored it. A pipeline runs here, each
+stage a sync invocation on any worker, its files handed on by reference (handoffs.py).
 """
 
 from __future__ import annotations
