@@ -193,8 +193,8 @@ def drain(cluster: Cluster, names: list[str], undo: bool = False) -> None:
     for name in names:
         cluster.bus.run(membership.drain(cluster.bus, name, undo))
     if undo:
-        wait_until(lambda: not any(cluster.hosts()[n]["draining"] for n in names),
-                   f"{names} to take work again")
+        wait_until(lambda: (hosts := cluster.hosts()) and all(
+            n in hosts and not hosts[n]["draining"] for n in names), f"{names} to take work again")
     else:
         wait_until(lambda: drained(cluster, names), f"{names} to take nothing new")
 
