@@ -6,11 +6,10 @@ hand-off copies nothing (usetl.libos.handoff): the memory file behind stage
 N's guest region is sealed and mapped read-only into stage N+1's host region;
 `copied_bytes` in each stage's record says what the host did copy (0 on the
 KVM backend; the process backend's sandbox maps its regions itself, so there
-the files are copied, and counted). Across hosts the same `HandOff` (a memory
-file and its offset table) is what would travel through the cluster's object
-store: a worker would put the sealed file as one content-addressed object
-and the next stage's worker map it after download; this module hands it from
-stage to stage in `_run_stages` and is where that transport plugs in.
+the files are copied, and counted). Across hosts (usetl.cluster.handoffs) a gateway runs
+`_run_stages` too, carrying only a reference to the memory file the stage's
+worker holds: a next stage on the same host maps it, one on another host
+fetches it through the object store and copies it (counted).
 
 A stage may fan out: its event must be a list, each item is one invocation
 (run side by side, each seeing the previous stage's files), and the next
