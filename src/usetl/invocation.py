@@ -117,6 +117,7 @@ class InvocationResult(msgspec.Struct):
     guest_cpu_ms: float = 0.0
     syscalls: int = 0
     syscall_ms: float = 0.0
+    exits: int = 0  # returns from KVM_RUN the request took (a USF's; 0 elsewhere)
     io: IoUsage = msgspec.field(default_factory=IoUsage)
     peak_memory_bytes: int | None = None  # None where the backend cannot tell
     unimplemented: dict[str, int] = msgspec.field(default_factory=dict)  # ENOSYS by name

@@ -162,7 +162,7 @@ def test_rollback_restores_memory_exactly_and_leaves_no_secret(fn_template):
             "print(SECRET)\n"
         )).strip()
         assert clone.inspect(secret.encode()).found, "the secret should be in guest memory"
-        info = clone.rollback(fresh_identity=False)
+        info = clone.rollback()
         assert info.pages > 0
         after = clone.inspect(secret.encode())
         assert after.sha256 == template_digests
@@ -373,17 +373,19 @@ def test_the_cli_forks_a_function_template_for_a_handler(image_path, tmp_path):
     assert [c["value"] for c in json.loads(proc.stdout)["clones"]] == [6, 6]
 
 
-def test_rollback_gives_a_fresh_identity_unless_asked_not_to(base):
-    code = "import os; print(os.environ['USETL_INSTANCE_ID'])"
+def test_rollback_runs_no_guest_and_the_next_request_takes_a_fresh_identity(base):
+    code = "import os, random; print(os.environ['USETL_INSTANCE_ID'], random.random())"
     digests = base.memory_digests()
     with base.fork(warm=False) as clone:
-        out(clone.run_code(code))
-        info = clone.rollback()
-        assert info.ms >= info.restore_ms > 0
-        assert clone.inspect().sha256 != digests  # the identity request already ran
-        clone.rollback(fresh_identity=False)
-        assert clone.inspect().sha256 == digests
-        assert out(clone.run_code(code)).strip() == clone.instance  # taken on first use
+        assert clone.inspect().sha256 == digests  # the identity waits for the first request
+        seen = [out(clone.run_code(code)).split()]
+        for _ in range(2):
+            info = clone.rollback()
+            assert info.ms >= info.restore_ms >= info.copy_ms > 0 and info.exits == 0
+            assert clone.inspect().sha256 == digests
+            seen.append(out(clone.run_code(code)).split())
+    assert {instance for instance, _ in seen} == {clone.instance}
+    assert len({number for _, number in seen}) == 3  # reseeded after every rollback
 
 
 def test_a_warm_template_is_frozen_after_its_warm_up_run(warm_template):

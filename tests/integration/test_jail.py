@@ -343,7 +343,7 @@ def test_rollback_undoes_what_the_broker_wrote_into_the_clones_region(networked,
         r = clone.run_code(f"from usetl import etl\netl.get({egress_server.base + '/data/a'!r})")
         assert r.error is None, r.error
         assert clone.inspect(b"allowed bytes").found
-        clone.rollback(fresh_identity=False)
+        clone.rollback()
         after = clone.inspect(b"allowed bytes")
     assert after.found == []
     assert after.sha256 == networked.memory_digests()

@@ -82,8 +82,8 @@ def numbers_in_text(text: str) -> list[str]:
 def evaluation(tmp_path_factory, image):
     outdir = tmp_path_factory.mktemp("eval")
     chosen = [e for e in runner.EXPERIMENTS
-              if e.name in ("coldstart", "memory", "scaling", "density", "download", "rollback",
-                            "platform", "startup", "compat")]
+              if e.name in ("floors", "coldstart", "memory", "scaling", "density", "download",
+                            "rollback", "platform", "startup", "compat")]
     chosen.append(runner.Experiment("broken", "Broken experiment", broken))
     chosen.append(runner.Experiment("partial", "Partly missing experiment", partly_missing))
     results = runner.run_all(TINY, outdir, image=image, experiments=chosen)
@@ -106,6 +106,10 @@ def test_every_number_in_the_report_comes_from_the_json(evaluation):
     assert creation["measured"] == round(fork["fork_ms"]["median"], 3)
     assert creation["met"] == (creation["measured"] <= creation["target"])
     assert f"| {creation['text']} ({creation['source']}) |" in text
+    floors = saved["experiments"]["floors"]
+    assert floors["recycled"]["request_exits"] <= 4 and floors["rollback"]["exits"] == 0
+    assert goals["VM exits per rollback"]["met"] is True
+    assert "The floors on this machine: a VM exit resumed from Python costs" in text
 
 
 @pytest.mark.kvm

@@ -36,7 +36,11 @@ def test_a_message_and_its_payload_cross_a_socket_in_the_framing():
     ({"kind": "fork"}, "unknown request kind"),
     ({"kind": abi.EXEC}, "needs 'code'"),
     ({"kind": abi.EXEC, "code": 1}, "wrong type"),
-    ({"kind": abi.IDENTITY, "instance": "i", "seed": "00", "extra": 1}, "unknown fields"),
+    ({"kind": abi.EXEC, "code": "", "extra": 1}, "unknown fields"),
+    ({"kind": abi.EXEC, "code": "", "identity": "i"}, "not an object"),
+    ({"kind": abi.EXEC, "code": "", "identity": {"instance": "i"}}, "needs 'seed'"),
+    ({"kind": abi.EXEC, "code": "", "identity": {"instance": "i", "seed": "00", "kind": 1}},
+     "unknown fields in the identity"),
 ])
 def test_requests_outside_the_schema_are_protocol_errors(request_, problem):
     with pytest.raises(abi.ProtocolError, match=problem):
@@ -46,6 +50,7 @@ def test_requests_outside_the_schema_are_protocol_errors(request_, problem):
 def test_valid_requests_pass_the_schema():
     abi.check_request({"kind": abi.INVOKE, "event": [1, 2], "context": None})
     abi.check_request({"kind": abi.LOAD, "handler": "handler", "module": "pkg.mod"})
+    abi.check_request({"kind": abi.EXEC, "code": "", "identity": {"instance": "i", "seed": "00"}})
 
 
 def test_handlers_name_a_module_and_a_function():

@@ -11,7 +11,8 @@ monitor and the platform import it here.
   length is the message's "payload".
 - The agent (the guest runtime's loop) announces itself with a ready message
   carrying PROTOCOL_VERSION, then answers requests (REQUESTS: their kinds and
-  fields) with replies (REPLY_FIELDS).
+  fields) with replies (REPLY_FIELDS). In a USF a reply and the wait for the
+  next request are one ioctl on AGENT_DEVICE (AGENT_EXCHANGE): one VM exit.
 - An error crosses every boundary in one form (`error()`): type, message,
   traceback and kind (HANDLER: raised by the function's code; SANDBOX: the
   sandbox ended or broke; PLATFORM: the host refused or failed).
@@ -21,7 +22,9 @@ monitor and the platform import it here.
 import json
 
 # Bump on any change below that an older guest or monitor would misread.
-PROTOCOL_VERSION = 3  # 2: load takes "imports", an invoke reply has "imported"; 3: ETL "pass"
+# 2: load takes "imports", an invoke reply has "imported"; 3: ETL "pass"; 4: AGENT_EXCHANGE,
+# a request's "identity" (no identity request), no guest_cpu_ms from a USF's agent
+PROTOCOL_VERSION = 4
 
 # -- framing -------------------------------------------------------------------
 
@@ -100,16 +103,39 @@ def recv(sock) -> tuple[dict, bytes]:
 
 AGENT_DEVICE = "/dev/usetl"  # the agent's channel in a USF
 
+# The agent's one syscall per request in a USF: ioctl(AGENT_DEVICE, AGENT_EXCHANGE, buffer).
+# The buffer starts with a header (u64 length of the reply frame that follows it, u64
+# capacity of the whole buffer, little-endian). The monitor takes the reply, waits for the
+# next request, writes its first bytes (its frame, from the frame header on) over the buffer
+# and returns how many it wrote; the agent reads the rest of a larger one with read(). A
+# reply too large for the buffer is written first, and the exchange then carries none.
+AGENT_EXCHANGE = 0xC0105546  # _IOWR('U', 0x46, 16): the header is 16 bytes, the rest variable
+EXCHANGE_HEADER_SIZE = 16
+
+
+def exchange_header(length: int, capacity: int) -> bytes:
+    return length.to_bytes(8, "little") + capacity.to_bytes(8, "little")
+
+
+def unpack_exchange_header(header: bytes) -> tuple[int, int]:
+    """(reply length, buffer capacity) from the first EXCHANGE_HEADER_SIZE bytes."""
+    return int.from_bytes(header[0:8], "little"), int.from_bytes(header[8:16], "little")
+
+
 READY = "ready"  # the agent's first message: {"kind": READY, "protocol": PROTOCOL_VERSION}
 EXEC = "exec"  # run Python source as __main__
 LOAD = "load"  # import the function's module once and keep its handler (and learned imports)
 INVOKE = "invoke"  # call handler(event, context)
-IDENTITY = "identity"  # a clone's first request: fresh seeds and instance id, after-clone hooks
+# A clone's first request after its fork or a rollback carries IDENTITY, {"instance": id,
+# "seed": hex}: the agent takes it (fresh seeds and instance id, the after-clone hooks) before
+# the request itself, so a fresh identity costs no run of the guest of its own.
+IDENTITY = "identity"
 FREEZE = "freeze"  # the template is about to be frozen: the function's before-freeze hooks
 ETL = "etl"  # on a socket: an ETL request from the guest (see usetl.abi.etl)
 REPLY = "reply"  # on a socket: the agent's reply to a request
 
-# kind -> {field: (types, required)}. load takes one of source (+ filename), path or module.
+# kind -> {field: (types, required)}. load takes one of source (+ filename), path or module;
+# every kind may carry IDENTITY (checked by check_request).
 _STR, _LIST, _OBJ = (str,), (list,), (dict,)
 REQUESTS = {
     EXEC: {"code": (_STR, True), "filename": (_STR, False)},
@@ -118,13 +144,14 @@ REQUESTS = {
            "imports": (_LIST, False)},
     INVOKE: {"event": (None, False), "event_file": (_STR, False),
              "context": (_OBJ + (type(None),), False)},
-    IDENTITY: {"instance": (_STR, True), "seed": (_STR, True)},
     FREEZE: {},
 }
+IDENTITY_FIELDS = {"instance": (_STR, True), "seed": (_STR, True)}
 
-# Every reply has error, guest_ms and guest_cpu_ms; invoke adds value and imported, load
-# import_ms and modules; the process sandbox adds stdout, stderr and peak_memory_bytes (a
-# USF's monitor captures the console and measures memory itself).
+# Every reply has error and guest_ms; invoke adds value and imported, load import_ms and
+# modules; the process sandbox adds guest_cpu_ms, stdout, stderr and peak_memory_bytes (a
+# USF's monitor measures CPU time and memory and captures the console itself: reading the
+# process CPU clock would cost the guest an exit).
 REPLY_FIELDS = frozenset({
     "error", "guest_ms", "guest_cpu_ms", "value", "imported", "import_ms", "modules",
     "stdout", "stderr", "peak_memory_bytes",
@@ -142,18 +169,29 @@ MODULE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 
 def check_request(message: dict) -> None:
     """Raise ProtocolError unless message is a request REQUESTS describes."""
-    fields = REQUESTS.get(message.get("kind"))
+    kind = message.get("kind")
+    fields = REQUESTS.get(kind)
     if fields is None:
-        raise ProtocolError(f"unknown request kind {message.get('kind')!r}")
+        raise ProtocolError(f"unknown request kind {kind!r}")
+    if IDENTITY in message:
+        identity = message[IDENTITY]
+        if not isinstance(identity, dict):
+            raise ProtocolError(f"{IDENTITY!r} of a {kind} request is not an object")
+        _check_fields(identity, IDENTITY_FIELDS, f"the identity of a {kind} request")
+    _check_fields(message, fields, f"a {kind} request", {"kind", IDENTITY})
+
+
+def _check_fields(message: dict, fields: dict, what: str, also: frozenset | set = frozenset()
+                  ) -> None:
     for name, (types, required) in fields.items():
         if name not in message:
             if required:
-                raise ProtocolError(f"a {message['kind']} request needs {name!r}")
+                raise ProtocolError(f"{what} needs {name!r}")
         elif types is not None and not isinstance(message[name], types):
-            raise ProtocolError(f"{name!r} of a {message['kind']} request has the wrong type")
-    unknown = set(message) - set(fields) - {"kind"}
+            raise ProtocolError(f"{name!r} of {what} has the wrong type")
+    unknown = set(message) - set(fields) - also
     if unknown:
-        raise ProtocolError(f"unknown fields in a {message['kind']} request: {sorted(unknown)}")
+        raise ProtocolError(f"unknown fields in {what}: {sorted(unknown)}")
 
 
 def split_handler(handler: str) -> tuple[str, str]:

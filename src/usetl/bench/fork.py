@@ -70,7 +70,7 @@ def run(image: ImageArchive, runs: int = 30, held: tuple[int, ...] = (1, 10, 50)
             for pages in (16, 256, 4096, 16384):
                 progress(f"rollback of {pages} dirtied pages")
                 clone.run_code(dirty_code(pages))
-                info = clone.rollback(fresh_identity=False)
+                info = clone.rollback()
                 out["rollback_by_pages"].append({"dirtied": pages, "pages": info.pages,
                                                  "restore_ms": info.restore_ms, "ms": info.ms})
         out["memory"] = [_held_memory(template, n, progress, merge) for n in held]

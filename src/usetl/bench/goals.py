@@ -67,6 +67,24 @@ def _rollback_under_one_mib(results: dict) -> float | None:
     return max(p["ms"]["median"] for p in small) if small else None
 
 
+def _recycled_over_floors(results: dict) -> float | None:
+    """A recycled no-op's request to result against 4 exits and one message round trip."""
+    e = _ok(results, "floors")
+    if not e:
+        return None
+    floor_us = 4 * e["exit_us"] + e["message_us"]["median"]
+    return e["recycled"]["request_ms"]["median"] * 1e3 / floor_us
+
+
+def _rollback_over_floors(results: dict) -> float | None:
+    """A rollback after under 1 MiB dirtied against 2 exits and the copy of its pages."""
+    e = _ok(results, "floors")
+    if not e:
+        return None
+    rollback = e["rollback"]
+    return rollback["ms"]["median"] / (2 * e["exit_us"] / 1e3 + rollback["copy_ms"]["median"])
+
+
 GOALS = [
     Goal("USF start-up to agent ready, median", "ms", 150, True, "issue 2",
          lambda r: _get(_ok(r, "startup"), "usf_startup_ms", "median")),
@@ -117,6 +135,14 @@ GOALS += [
          "took)", "clones", 4000, False, "issue 15", lambda r: _clones_in(r, 8192)),
     Goal("etl.get time relative to host to /dev/shm, 256 MiB", "×", 1.2, True, "issue 15",
          lambda r: _download_ratio(r, "usf_etl", "host_shm")),
+    Goal("VM exits per recycled no-op request (request to result)", "exits", 4, True,
+         "issue 15", lambda r: _get(_ok(r, "floors"), "recycled", "request_exits")),
+    Goal("recycled no-op request to result, against 4 exits plus one message round trip "
+         "(same run)", "×", 1, True, "issue 15", _recycled_over_floors),
+    Goal("VM exits per rollback", "exits", 2, True, "issue 15",
+         lambda r: _get(_ok(r, "floors"), "rollback", "exits")),
+    Goal("rollback after 256 KiB dirtied (monitor's time), against 2 exits plus the copy of "
+         "the dirtied pages (same run)", "×", 1, True, "issue 15", _rollback_over_floors),
 ]
 
 

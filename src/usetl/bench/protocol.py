@@ -1,20 +1,39 @@
-"""What one message of the controller/clone protocol costs: encode plus validated decode.
+"""What one message of the controller/clone protocol costs: encode plus validated decode,
+and a round trip between two processes.
 
 An invocation crosses the protocol twice (Invoke to the clone, Invoked back),
 so the per-invoke cost is the sum of the two rows. The pickle rows time the
 same payloads as the plain tuples and dicts the protocol replaced, which were
-neither typed nor validated.
+neither typed nor validated. The round trip is a no-op's Invoke sent to a
+process that answers each with a no-op's Invoked at once, over the same
+Channel a clone serves: what an invocation costs beyond the clone's own work.
+
+    python -m usetl.bench.protocol FD    # that answering process (FD: its socket)
 """
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
 import msgspec
 
-from usetl.hyperfork.protocol import CLONE_REQUESTS, REPLIES, Invoke, Invoked
+import usetl
+from usetl import abi
+from usetl.hyperfork.protocol import (
+    CLONE_REQUESTS,
+    REPLIES,
+    Channel,
+    ChannelClosed,
+    Close,
+    Done,
+    Invoke,
+    Invoked,
+)
 from usetl.invocation import InvocationResult, IoUsage
 
 from .stats import summary
@@ -54,7 +73,49 @@ def run(runs: int = 20000) -> dict:
         "invoked (pickle)": _time(lambda: pickle.loads(pickle.dumps(old_reply, 5)), runs),
     }
     sizes = {"invoke": len(encoder.encode(request)), "invoked": len(encoder.encode(reply))}
-    return {"runs": runs, "us": rows, "bytes": sizes}
+    return {"runs": runs, "us": rows, "bytes": sizes,
+            "round_trip_us": message_round_trip(min(runs, 2000))}
+
+
+NOOP = Invoke({"kind": abi.EXEC, "code": "pass"}, None)
+NOOP_REPLY = Invoked(InvocationResult(total_ms=0.5, guest_ms=0.01, exits=1), None, IoUsage())
+WARM_ROUND_TRIPS = 50
+
+
+def message_round_trip(runs: int = 2000) -> dict:
+    """µs from sending a no-op's Invoke to holding its Invoked, to a process of its own."""
+    mine, theirs = Channel.pair()
+    src = os.path.dirname(os.path.dirname(os.path.abspath(usetl.__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (src, os.environ.get("PYTHONPATH")) if p)}
+    process = subprocess.Popen([sys.executable, "-m", "usetl.bench.protocol",
+                                str(theirs.fileno())], pass_fds=(theirs.fileno(),), env=env)
+    theirs.close()
+    samples = []
+    try:
+        for i in range(WARM_ROUND_TRIPS + runs):
+            t0 = time.perf_counter()
+            mine.request(NOOP, Invoked)
+            if i >= WARM_ROUND_TRIPS:
+                samples.append((time.perf_counter() - t0) * 1e6)
+        mine.request(Close(), Done)
+    finally:
+        mine.close()
+        process.wait()
+    return summary(samples)
+
+
+def _answer(fd: int) -> None:
+    chan = Channel.from_fd(fd, CLONE_REQUESTS)
+    while True:
+        try:
+            msg, _ = chan.recv()
+        except ChannelClosed:
+            return
+        if isinstance(msg, Close):
+            chan.send(Done())
+            return
+        chan.send(NOOP_REPLY)
 
 
 def format_report(result: dict) -> str:
@@ -64,4 +125,11 @@ def format_report(result: dict) -> str:
     typed = result["us"]["invoke (typed)"]["median"] + result["us"]["invoked (typed)"]["median"]
     lines.append(f"  per invocation (typed, both ways): {typed:.2f} us; "
                  f"bytes {result['bytes']['invoke']} + {result['bytes']['invoked']}")
+    trip = result["round_trip_us"]
+    lines.append(f"  a no-op's Invoke and Invoked between two processes: {trip['median']:.1f} us "
+                 f"median (p99 {trip['p99']:.1f})")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    _answer(int(sys.argv[1]))

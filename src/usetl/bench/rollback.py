@@ -35,7 +35,7 @@ def run(cfg: BenchConfig, ctx) -> dict:
                     ctx.say(f"{pages} pages, run {i + 1}/{cfg.rollback_runs}")
                     hyperfork_envs.run(clone, dirty_code(pages))
                     t0 = time.perf_counter()
-                    info = clone.rollback(fresh_identity=False)
+                    info = clone.rollback()
                     samples.append((time.perf_counter() - t0) * 1e3)
                     monitor_ms.append(info.ms)
                     restored.append(info.pages)

@@ -27,6 +27,7 @@ from usetl.bench import (
     coldstart,
     compat,
     download,
+    floors,
     handlers,
     imports,
     machine,
@@ -55,6 +56,7 @@ class Experiment:
 
 # In the report's order: the most important first.
 EXPERIMENTS = [
+    Experiment("floors", "Floors and exits", floors.run),
     Experiment("coldstart", "Cold start", coldstart.run),
     Experiment("memory", "Memory per idle instance", memory.run_idle),
     Experiment("scaling", "Host memory as instances grow", memory.run_scaling),

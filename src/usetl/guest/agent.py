@@ -1,9 +1,11 @@
 """The guest runtime's agent: the loop that runs a function, in a USF and in a process.
 
 In a USF it is the first Python program the guest runs (as a script): it
-opens the monitor's channel (/dev/usetl) and loops: read a request (a read
-that blocks, with the VM paused, until the monitor has work), run it, write
-the reply. That read is the agent's only wait: templates are captured there.
+opens the monitor's channel (/dev/usetl) and loops: hand over the reply and
+wait for the next request (one ioctl, abi.AGENT_EXCHANGE, that returns, with
+the VM paused meanwhile, once the monitor has work), then run it. That ioctl
+is the agent's only wait: templates are captured there, and a request that
+runs no syscall of its own costs the guest one VM exit.
 In the process backend the zygote imports this module and serves each
 instance's socket with the same loop (usetl.sandbox): the channel is the
 only difference.
@@ -18,18 +20,20 @@ version, then one reply per request (abi.REQUESTS):
   "sys_path" entries are prepended to sys.path) and keep its "handler", then
   import the "imports" a learned template has; the reply has import_ms and
   modules (len(sys.modules)).
-- identity: a clone's first request (HyperFork): fresh seeds and instance id,
-  then the function's after-clone hooks (usetl.runtime).
+A clone's first request after its fork or a rollback (HyperFork) carries an
+"identity": fresh seeds and instance id, then the function's after-clone
+hooks (usetl.runtime), taken before the request itself.
 - freeze: the function's before-freeze hooks, just before its template freezes.
 - invoke: call handler(event, context) with the "event" (or the JSON file
   named "event_file" the host put in its ETL region) and the "context"; the
   reply has the return value, which must be JSON-serialisable, and "imported":
   the modules the call imported (the platform learns templates from them).
-Every reply has "error" (None, or abi.error's form), guest_ms and
-guest_cpu_ms (the process's CPU time: in a USF the vCPU's plus the host's
-work for the guest's syscalls).
+Every reply has "error" (None, or abi.error's form) and guest_ms; the
+process backend's also guest_cpu_ms (the process's CPU time; a USF's
+monitor measures the vCPU's itself).
 """
 
+import fcntl
 import json
 import os
 import sys
@@ -39,24 +43,36 @@ if __name__ == "__main__":
     # /usetl/lib: where `usetl` (this runtime, usetl.etl and usetl.abi) is baked.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from usetl import abi  # noqa: E402 - after the path it is found on
+# runtime too: the hooks run on requests, where an import would cost every clone exits.
+from usetl import abi, runtime  # noqa: E402 - after the path it is found on
 
 _sources = {}  # filename -> source of code that has no file in the guest (for tracebacks)
 _function = {"handler": None, "module": None}
+# An error that answers every request instead (abi.error's form): an instance whose
+# after-clone hooks failed says why, until a rollback takes it back to before them.
+_refused = {"error": None}
 
 
 class DeviceChannel:
-    """A USF's /dev/usetl: a blocking read waits (the VM paused) for the next request."""
+    """A USF's /dev/usetl: each reply and the wait for the next request are one ioctl."""
+
+    cpu_clock = None  # the monitor measures the vCPU's time; the process clock would exit
 
     def __init__(self):
         self.fd = os.open(abi.AGENT_DEVICE, os.O_RDWR)
-        self.buffer = bytearray(1 << 20)
+        self.buffer = bytearray(1 << 20)  # over 1024 B: fcntl.ioctl passes it, not a copy
 
-    def receive(self):
-        n = os.readv(self.fd, [self.buffer])
-        header = abi.FRAME_HEADER_SIZE
-        size = abi.body_length(self.buffer[:header])
-        data = bytearray(self.buffer[header:n])
+    def exchange(self, frame):
+        """Hand over `frame` (a reply) and wait for the next request (the VM paused)."""
+        buffer, header = self.buffer, abi.EXCHANGE_HEADER_SIZE
+        if header + len(frame) > len(buffer):
+            self.send(frame)
+            frame = b""
+        buffer[:header] = abi.exchange_header(len(frame), len(buffer))
+        buffer[header : header + len(frame)] = frame
+        n = fcntl.ioctl(self.fd, abi.AGENT_EXCHANGE, buffer)
+        size = abi.body_length(buffer[: abi.FRAME_HEADER_SIZE])
+        data = bytearray(buffer[abi.FRAME_HEADER_SIZE : n])
         while len(data) < size:
             data += os.read(self.fd, size - len(data))
         return abi.decode(data)
@@ -203,45 +219,56 @@ def _module_name(name):
             and all(part.isidentifier() for part in name.split(".")))
 
 
-def take_identity(request):
-    """A clone's first request: nothing it inherited may repeat another clone's values."""
-    os.environ["USETL_INSTANCE_ID"] = request["instance"]
-    seed = bytes.fromhex(request["seed"])
+def take_identity(identity):
+    """Before a clone's first request: nothing it inherited may repeat another clone's."""
+    os.environ["USETL_INSTANCE_ID"] = identity["instance"]
+    seed = bytes.fromhex(identity["seed"])
     random = sys.modules.get("random")
     if random is not None:
         random.seed(seed)
     tempfile = sys.modules.get("tempfile")
     if tempfile is not None:
         tempfile._name_sequence = None  # its Random is re-made only when the pid changes
-    from usetl import runtime
+    try:
+        runtime.run_after_clone()
+    except BaseException as e:  # noqa: B036 - the hook's failure refuses this instance
+        error = describe(e)
+        error["message"] = f"an after-clone hook failed: {error['message']}"
+        _refused["error"] = error
+        raise AfterCloneFailed() from None
 
-    runtime.run_after_clone()
-    return {}
+
+class AfterCloneFailed(Exception):
+    """An after-clone hook raised: the instance refuses work (_refused says why)."""
 
 
 def before_freeze(request):
     """The template freezes next: the function's hooks close what cannot be shared."""
-    from usetl import runtime
-
     runtime.run_before_freeze()
     return {}
 
 
 HANDLERS = {
-    abi.EXEC: run_code, abi.LOAD: load, abi.INVOKE: invoke, abi.IDENTITY: take_identity,
-    abi.FREEZE: before_freeze,
+    abi.EXEC: run_code, abi.LOAD: load, abi.INVOKE: invoke, abi.FREEZE: before_freeze,
 }
 
 
-def answer(request):
-    """Run one request; the reply has its error (None if it succeeded) and times."""
+def answer(request, cpu_clock=None):
+    """Run one request; the reply has its error (None if it succeeded) and times
+    (guest_cpu_ms too, by `cpu_clock`, where there is one)."""
     started = time.perf_counter()
-    cpu_started = time.process_time()
+    cpu_started = cpu_clock() if cpu_clock is not None else 0.0
     error = None
     reply = {}
     try:
         abi.check_request(request)
+        if abi.IDENTITY in request:
+            take_identity(request[abi.IDENTITY])
+        if _refused["error"] is not None:
+            raise AfterCloneFailed()
         reply = HANDLERS[request["kind"]](request)
+    except AfterCloneFailed:
+        error = _refused["error"]
     except abi.ProtocolError as e:
         error = abi.error(abi.PROTOCOL_ERROR, str(e))
     except SystemExit as e:
@@ -256,7 +283,8 @@ def answer(request):
             pass
     reply["error"] = error
     reply["guest_ms"] = (time.perf_counter() - started) * 1e3
-    reply["guest_cpu_ms"] = (time.process_time() - cpu_started) * 1e3
+    if cpu_clock is not None:
+        reply["guest_cpu_ms"] = (cpu_clock() - cpu_started) * 1e3
     return reply
 
 
@@ -280,13 +308,11 @@ def serve(channel, refused=None):
     `refused` (an error in abi.error's form) answers every request instead: an instance
     whose after-clone hooks failed says why, rather than dying without a word.
     """
-    channel.send(abi.encode({"kind": abi.READY, "protocol": abi.PROTOCOL_VERSION}))
-    while (request := channel.receive()) is not None:
-        if refused is not None:
-            reply = {"error": refused, "guest_ms": 0.0, "guest_cpu_ms": 0.0}
-        else:
-            reply = answer(request)
-        channel.send(encode_reply(channel.finish(reply)))
+    _refused["error"] = refused
+    frame = abi.encode({"kind": abi.READY, "protocol": abi.PROTOCOL_VERSION})
+    while (request := channel.exchange(frame)) is not None:
+        reply = answer(request, channel.cpu_clock)
+        frame = encode_reply(channel.finish(reply))
 
 
 if __name__ == "__main__":

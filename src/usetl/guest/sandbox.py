@@ -15,6 +15,7 @@ import mmap
 import resource
 import socket
 import sys
+import time
 
 from usetl import abi, agent, etl
 from usetl.abi import etl as wire
@@ -69,10 +70,17 @@ class SocketTransport:
 class SocketChannel:
     """The agent's channel in an instance; each request's output is captured for its reply."""
 
+    cpu_clock = staticmethod(time.process_time)
+
     def __init__(self, sock):
         self.sock = sock
         self.transport = SocketTransport(sock)
         self.streams = sys.stdout, sys.stderr
+
+    def exchange(self, frame):
+        """Send `frame` (a reply), then the next request (None once the host closed)."""
+        self.sock.sendall(frame)
+        return self.receive()
 
     def receive(self):
         try:
@@ -89,9 +97,6 @@ class SocketChannel:
         return dict(reply, kind=abi.REPLY, stdout=out.getvalue()[:OUTPUT_LIMIT],
                     stderr=err.getvalue()[:OUTPUT_LIMIT],
                     peak_memory_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-
-    def send(self, frame):
-        self.sock.sendall(frame)
 
 
 def serve(sock, refused=None):

@@ -169,7 +169,8 @@ class Call(Message):
 
 
 class Rollback(Message):
-    fresh_identity: bool = True
+    """Back to the template's state; the guest does not run (the next request carries a
+    fresh identity)."""
 
 
 class InspectClone(Message):
@@ -229,8 +230,10 @@ class Invoked(Message):
 
 class RolledBack(Message):
     pages: int
-    restore_ms: float
+    copy_ms: float  # copying the template's bytes back over the pages the clone wrote
+    restore_ms: float  # that, the vCPU and the monitor's state
     ms: float
+    exits: int = 0  # returns from KVM_RUN the rollback took
 
 
 class Digests(Message):

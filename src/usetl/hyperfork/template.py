@@ -535,17 +535,16 @@ class Clone:
         if result.error is not None:
             raise HyperForkError(f"{result.error.type}: {result.error.message}", result.error)
 
-    def rollback(self, fresh_identity: bool = True) -> RolledBack:
+    def rollback(self) -> RolledBack:
         """Reset to the template's exact state; says how many pages it restored, how fast.
 
-        The guest then takes a fresh identity (a new instance id, reseeded
-        RNGs), off the next request's path. With fresh_identity=False it
-        stays byte-identical to the template (to inspect it) and the next
-        request takes the identity first.
+        The guest does not run: it is byte-identical to the template until
+        the next request, which gives it a fresh identity (reseeded RNGs,
+        after-clone hooks) before the request itself.
         """
         if self.closed:
             raise HyperForkError("this clone is closed")
-        return self.chan.request(Rollback(fresh_identity), RolledBack)
+        return self.chan.request(Rollback(), RolledBack)
 
     def memory_bytes(self) -> int:
         """What the clone's process holds beyond what it shares with its template: its

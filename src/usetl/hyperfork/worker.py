@@ -125,7 +125,6 @@ class CloneProcess:
         usf.attach(self.vm)
         self.usf = usf
         self.instance = uuid.uuid4().hex
-        self.needs_identity = False
         # A memory file for the next pipeline stage's guest region, made off the request's
         # path after a stage that handed files on (handoff.py: huge pages take time to make).
         self.spare_handoff: int | None = None
@@ -135,16 +134,9 @@ class CloneProcess:
                         "prefetched_pages": sum(n for _, n in frozen.working_set) / PAGE_SIZE,
                         "vm_ms": (t2 - t1) * 1e3, "restore_ms": (t3 - t2) * 1e3}
 
-    def take_identity(self) -> CloneReady:
-        """The guest takes this clone's own identity (instance id, fresh seeds)."""
-        t0 = time.perf_counter()
-        result = self.usf.take_identity(self.instance)
-        if not result.ok:
-            raise HyperForkError(f"the clone's guest did not take its identity: "
-                                 f"{result.error.message}", result.error)
-        self.needs_identity = False
-        self.timings["identity_ms"] = (time.perf_counter() - t0) * 1e3
-        self.timings["identity_syscalls"] = result.syscalls
+    def ready(self) -> CloneReady:
+        """Serving from now on: the next request gives the guest this clone's own identity."""
+        self.usf.renew_identity(self.instance)
         return CloneReady(pid=os.getpid(), instance=self.instance, timings=self.timings)
 
     def warm(self) -> float:
@@ -165,31 +157,28 @@ class CloneProcess:
     def rollback(self, msg: Rollback) -> RolledBack:
         """Back to the template's exact state: dirtied pages, vCPU, monitor.
 
-        Then, unless told not to, the guest takes a fresh identity at once,
-        so that the next request does not pay for it.
+        The guest does not run: the next request carries a fresh identity.
         """
         if not self.usf.alive:
             raise HyperForkError("the clone's guest died; it cannot be rolled back")
         t0 = time.perf_counter()
+        exits0 = self.vm.exits
         pages = 0
         for mem in self.vm.memory().values():
             ranges = mem.written_ranges()
             mem.revert(ranges)
             pages += sum(length for _, length in ranges) // PAGE_SIZE
+        copy_ms = (time.perf_counter() - t0) * 1e3
         self.vm.restore_state(self.frozen.vcpu)
         externals = monitor_state.externals_of(self.usf)
         self.usf = monitor_state.loads(self.frozen.state, externals)
         self.usf.attach(self.vm)
+        self.usf.renew_identity(self.instance)
         restore_ms = (time.perf_counter() - t0) * 1e3
-        self.needs_identity = True  # taken by the next request if not now
-        if msg.fresh_identity:
-            self.take_identity()
-        return RolledBack(pages=pages, restore_ms=restore_ms,
-                          ms=(time.perf_counter() - t0) * 1e3)
+        return RolledBack(pages=pages, copy_ms=copy_ms, restore_ms=restore_ms,
+                          ms=(time.perf_counter() - t0) * 1e3, exits=self.vm.exits - exits0)
 
     def invoke(self, msg: Invoke) -> Invoked:
-        if self.needs_identity:
-            self.take_identity()
         return self._invoked(self.usf.invoke(msg.request, timeout=msg.timeout))
 
     def _invoked(self, result: InvocationResult, files: HandedFiles | None = None) -> Invoked:
@@ -212,8 +201,6 @@ class CloneProcess:
                 raise ProtocolError("handed files come with one memory file")
             handoff = HandOff(fds.pop(), msg.files)
         try:
-            if self.needs_identity:
-                self.take_identity()
             if msg.keep_files:
                 spare, self.spare_handoff = self.spare_handoff, None
                 self.usf.etl.lend_guest_region(spare)
@@ -376,7 +363,7 @@ class TemplateProcess:
             hostmm.adopt_pagemap(jail.open_own_proc_file("pagemap"))  # what rollback reads
             clone = CloneProcess(self.frozen)
             if msg.load is None:
-                info = clone.take_identity()
+                info = clone.ready()
                 if msg.warm:
                     info.warm_ms = clone.warm()
                 chan.send(info)

@@ -1,21 +1,26 @@
 """Character devices in /dev: null, zero, urandom and the agent channel.
 
 The agent channel (/dev/usetl) is how the guest agent and the monitor talk,
-in usetl.abi's framing. A read with no message waiting blocks: the monitor
-pauses the VM there (idle, no CPU) until it has work, which is the point
-templates are captured at.
+in usetl.abi's framing. The agent's exchange ioctl (abi.AGENT_EXCHANGE)
+hands over its reply and waits for the next request, and a read with no
+message waiting blocks too: the monitor pauses the VM there (idle, no CPU)
+until it has work, which is the point templates are captured at.
 """
 
 from __future__ import annotations
 
 import errno
 import stat as st
+from typing import TYPE_CHECKING
 
 from usetl import abi
 
 from .errors import SyscallError
 from .files import NullFile, OpenFile, RandomFile, ZeroFile
 from .fs import DeviceNode, Node
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
 
 AGENT_DEVICE = abi.AGENT_DEVICE.removeprefix("/dev/")
 
@@ -35,6 +40,9 @@ class AgentChannel:
         self.max_message = max_message
         self.inbox = bytearray()
         self.outbox = bytearray()
+        # The exchange in progress took its reply: when it is re-run on resume (it blocked
+        # waiting for the request), it must not take the buffer's bytes again.
+        self.replied = False
 
     def post(self, payload: bytes) -> None:
         self.inbox += abi.frame_header(len(payload)) + payload
@@ -81,6 +89,27 @@ class AgentChannelFile(OpenFile):
             raise SyscallError(errno.EMSGSIZE)
         self.channel.outbox += data
         return len(data)
+
+    def ioctl(self, k: Kernel, request: int, arg: int) -> int:
+        """AGENT_EXCHANGE: the reply in the buffer, then the wait, then the next request."""
+        if request != abi.AGENT_EXCHANGE:
+            raise SyscallError(errno.ENOTTY)
+        header = abi.EXCHANGE_HEADER_SIZE
+        length, capacity = abi.unpack_exchange_header(k.mem.read(arg, header))
+        if capacity < header or length > capacity - header:
+            raise SyscallError(errno.EINVAL)
+        channel = self.channel
+        if not channel.replied:
+            self.write_at(0, k.mem.slice(arg + header, length))
+            channel.replied = True
+        inbox = channel.inbox
+        if not inbox:
+            raise Blocked()
+        n = min(len(inbox), capacity)
+        k.mem.write(arg, inbox[:n])
+        del inbox[:n]
+        channel.replied = False
+        return n
 
 
 def standard_devices(channel: AgentChannel) -> dict[str, DeviceNode]:

@@ -104,6 +104,9 @@ class Usf:
         self.clock = clock  # None: clock_gettime exits (no invariant TSC, or vdso off)
         self.startup = Startup()
         self.alive = False  # the agent waits for work
+        # A fresh identity the next request carries (abi.IDENTITY): a clone's, after its
+        # fork or a rollback.
+        self.identity_due: dict[str, str] | None = None
 
     def mount(self, name: str, host_path: str) -> None:
         """Show a host directory, or a packed archive (see libos.archivefs), read-only at /name.
@@ -145,7 +148,7 @@ class Usf:
         if not self.alive:
             raise UsfError("this USF is not running (it was never started, or its guest died)")
         k = self.kernel
-        count0, secs0 = k.stats.count, k.stats.seconds
+        count0, secs0, exits0 = k.stats.count, k.stats.seconds, self.vm.exits
         t0 = time.perf_counter()
         # Billed CPU is what the host measured: this thread runs the vCPU (KVM_RUN) and serves
         # its syscalls. The agent's own figure is the guest's word, so it is not used.
@@ -170,6 +173,7 @@ class Usf:
             total_ms=(time.perf_counter() - t0) * 1e3,
             syscalls=k.stats.count - count0,
             syscall_ms=(k.stats.seconds - secs0) * 1e3,
+            exits=self.vm.exits - exits0,
             # ETL requests served on host threads (a threaded guest's) are not in cpu_ms.
             guest_cpu_ms=max(0.0, cpu_ms - (io.host_cpu_s - self.etl.off_vcpu_cpu_s) * 1e3),
             io=io,
@@ -200,6 +204,9 @@ class Usf:
         except (HandOffError, GuestMemoryError) as e:
             self.etl.give_back()
             raise UsfError(f"the previous stage's files cannot be handed in: {e}") from e
+        if self.identity_due is not None:
+            request = {**request, abi.IDENTITY: self.identity_due}
+            self.identity_due = None
         try:
             self.channel.post(json.dumps(request).encode())
             if self.clock is not None:
@@ -325,13 +332,10 @@ class Usf:
         self.kernel.restored()
         self.alive = True
 
-    def take_identity(self, instance_id: str) -> InvocationResult:
-        """Give the guest a unique identity: fresh seeds for its RNGs and an instance id.
-
-        This also warms the agent's request path in a fresh clone.
-        """
-        seed = os.urandom(32).hex()
-        return self.invoke({"kind": abi.IDENTITY, "instance": instance_id, "seed": seed})
+    def renew_identity(self, instance_id: str) -> None:
+        """Have the next request give the guest a unique identity first: fresh seeds for its
+        RNGs and an instance id (no run of the guest of its own)."""
+        self.identity_due = {"instance": instance_id, "seed": os.urandom(32).hex()}
 
     def close(self) -> None:
         """Release the VM (idempotent); the USF cannot run again."""

@@ -21,6 +21,7 @@ from usetl.bench.report import (
     compat,
     density,
     download,
+    floors,
     front,
     handlers,
     imports,
@@ -41,6 +42,7 @@ REPORT_FILE = "evaluation.md"
 
 # Experiment name -> the function that writes its section, in the report's order.
 SECTIONS = {
+    "floors": floors.write,
     "coldstart": coldstart.write,
     "memory": memory.write,
     "scaling": scaling.write,

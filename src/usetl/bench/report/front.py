@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from usetl.bench.report import coldstart, compat, density, download, memory, platform
+from usetl.bench.report import coldstart, compat, density, download, floors, memory, platform
 from usetl.bench.report.document import Document, fmt
 
 CONFIG_HELP = {
@@ -45,8 +45,8 @@ SETTINGS_HELP = {
     "Limits": "the platform's limits in the platform experiment, defaults",
 }
 
-# The summary's sentences, in the order it gives them.
-SUMMARIES = (coldstart.summary, memory.summary, density.summary, download.summary,
+# The summary's sentences, in the order it gives them: the floors first.
+SUMMARIES = (floors.statement, coldstart.summary, memory.summary, density.summary, download.summary,
              platform.summary, compat.summary)
 
 IMPLEMENTATION = (
