@@ -309,6 +309,9 @@ def serve(channel, refused=None):
     whose after-clone hooks failed says why, rather than dying without a word.
     """
     _refused["error"] = refused
+    # The compiler's first use builds its AST types (about 2 ms in a USF): done once here,
+    # so a template has them and no clone's rollback takes them back again.
+    compile("pass", "<usetl>", "exec")
     frame = abi.encode({"kind": abi.READY, "protocol": abi.PROTOCOL_VERSION})
     while (request := channel.exchange(frame)) is not None:
         reply = answer(request, channel.cpu_clock)
