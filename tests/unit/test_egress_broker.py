@@ -51,6 +51,20 @@ def test_a_download_lands_in_the_memory_file_and_is_billed(broker, http_server):
     assert broker.take_account(instance).requests == 0  # taken: zero again
 
 
+def test_each_take_bills_exactly_what_came_since_the_last_whether_or_not_it_asked(broker,
+                                                                                 http_server):
+    url = http_server.add("/data/b", b"abc")
+    for _ in range(2):  # the second instance may get the first one's activity slot back
+        egress, instance = attach(broker, http_server)
+        assert broker.take_account(instance).requests == 0  # nothing yet: not even asked
+        for _ in range(2):
+            egress.get(url, memory_file(1 << 16), None)
+            account = broker.take_account(instance)
+            assert (account.requests, account.bytes_in) == (1, 3)
+            assert broker.take_account(instance).requests == 0
+        broker.forget(instance)
+
+
 def test_the_broker_owns_the_policy_and_checks_every_memory_file(broker, http_server):
     http_server.add("/secret", b"no")
     egress, instance = attach(broker, http_server)

@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -78,12 +79,16 @@ def serve(
     run_api(platform, host, port)
 
 
+def server_config(app: Any, host: str, port: int) -> uvicorn.Config:
+    """The server stack the API runs on (the benchmark's ceiling runs on the same)."""
+    # A stop waits this long for invocations in flight, then cuts them off.
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                          timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+
+
 def run_api(platform: Platform, host: str, port: int) -> None:
     """Serve the platform's HTTP API until stopped (SIGINT, SIGTERM), then close it."""
-    # A stop waits this long for invocations in flight, then cuts them off.
-    config = uvicorn.Config(create_app(platform), host=host, port=port, log_level="warning",
-                            access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
     try:
-        uvicorn.Server(config).run()
+        uvicorn.Server(server_config(create_app(platform), host, port)).run()
     finally:
         platform.close()

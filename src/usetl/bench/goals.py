@@ -85,6 +85,15 @@ def _rollback_over_floors(results: dict) -> float | None:
     return rollback["ms"]["median"] / (2 * e["exit_us"] / 1e3 + rollback["copy_ms"]["median"])
 
 
+def _platform_ratio(num: str, num_key: tuple[str, ...], den: str,
+                    den_key: tuple[str, ...]) -> Callable[[dict], float | None]:
+    def ratio(results: dict) -> float | None:
+        a = _get(_series(results, "platform", num), *num_key)
+        b = _get(_series(results, "platform", den), *den_key)
+        return a / b if a is not None and b else None
+    return ratio
+
+
 GOALS = [
     Goal("USF start-up to agent ready, median", "ms", 150, True, "issue 2",
          lambda r: _get(_ok(r, "startup"), "usf_startup_ms", "median")),
@@ -143,6 +152,21 @@ GOALS += [
          lambda r: _get(_ok(r, "floors"), "rollback", "exits")),
     Goal("rollback after 256 KiB dirtied (monitor's time), against 2 exits plus the copy of "
          "the dirtied pages (same run)", "×", 1, True, "issue 15", _rollback_over_floors),
+]
+
+
+GOALS += [
+    Goal("warm no-op through HTTP (KVM backend, one client), against the recycled request "
+         "to result (same run)", "×", 1.5, True, "issue 15",
+         _platform_ratio("http_kvm_noop", ("serial_ms", "median"), "recycled_kvm_noop",
+                         ("ms", "median"))),
+    Goal("no-op invocations per second through HTTP (KVM backend), against a bare ASGI "
+         "endpoint on the same server stack (same run)", "×", 0.5, False, "issue 15",
+         _platform_ratio("http_kvm_noop", ("per_second",), "http_ceiling", ("per_second",))),
+    Goal("no-op invocations per second through the Python API against HTTP (KVM backend)",
+         "×", 2, False, "issue 15",
+         _platform_ratio("python_kvm_noop", ("per_second",), "http_kvm_noop",
+                         ("per_second",))),
 ]
 
 

@@ -5,7 +5,9 @@ Python through a `Platform` object) and function (a no-op, and the demo ETL
 function: etl.get a CSV from a local HTTP server, aggregate, post JSON back),
 `load_concurrency` clients invoke back to back for `load_warmup_s` untimed
 seconds, then for `load_seconds` timed ones; a serial pass with one client
-gives the warm latency. This module turns those numbers into the report's
+gives the warm latency. Beside them: the same load against a bare ASGI
+endpoint on the API's server stack (the ceiling), and a recycled no-op in a
+clone (KVM backend). This module turns those numbers into the report's
 series, each ok or failed with its reason.
 """
 
@@ -26,6 +28,14 @@ def run(cfg: BenchConfig, ctx) -> dict:
     measured = sustained.run(list(cfg.platform_backends), cfg.load_concurrency,
                              cfg.load_seconds, cfg.load_warmup_s, say=ctx.say)["series"]
     series = {}
+    ceiling = measured.get("http/ceiling", {"failed": "not measured"})
+    series["http_ceiling"] = _series(ceiling, "HTTP, bare ASGI endpoint (the ceiling)")
+    if "kvm" in cfg.platform_backends:
+        recycled = measured.get("recycled/kvm/noop", {"failed": "not measured"})
+        series["recycled_kvm_noop"] = (
+            {"status": "failed", "label": "recycled no-op in a clone",
+             "reason": recycled["failed"][:300]} if "failed" in recycled else
+            {"status": "ok", "label": "recycled no-op in a clone", "ms": recycled["ms"]})
     for api, api_label in APIS.items():
         for backend in cfg.platform_backends:
             for fn, fn_label in FUNCTIONS.items():
@@ -37,10 +47,15 @@ def run(cfg: BenchConfig, ctx) -> dict:
                     series[f"{api}_{backend}_{fn}"] = {"status": "failed", "label": label,
                                                         "reason": reason[:300]}
                     continue
-                load = v["load"]
-                series[f"{api}_{backend}_{fn}"] = {
-                    "status": "ok", "label": label, "ms": load["ms"],
-                    "per_second": load["per_second"], "errors": load["errors"],
-                    "first_error": load["first_error"], "serial_ms": v["serial_ms"],
-                }
+                series[f"{api}_{backend}_{fn}"] = _series(v, label)
     return {"series": series}
+
+
+def _series(measured: dict, label: str) -> dict:
+    """One loaded series (sustained.measure's numbers) in the report's form."""
+    if "failed" in measured:
+        return {"status": "failed", "label": label, "reason": measured["failed"][:300]}
+    load = measured["load"]
+    return {"status": "ok", "label": label, "ms": load["ms"], "per_second": load["per_second"],
+            "errors": load["errors"], "first_error": load["first_error"],
+            "serial_ms": measured["serial_ms"]}

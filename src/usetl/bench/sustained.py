@@ -8,23 +8,37 @@ invoke back to back for `warmup_s` untimed seconds (the pool grows to the
 concurrency it sees), then for `seconds` timed ones. Each invocation is
 timed from request to result; throughput is completed invocations over the
 timed window. A serial pass (one client) gives the warm latency.
+
+Beside them, in the same run: the same load client against a bare ASGI
+endpoint on the API's own server stack (bench/asgi_ceiling.py: the ceiling
+of the HTTP path), and, for the KVM backend, a clone of the no-op's
+function template invoked after each rollback (the recycled request the
+platform's path is built around), so the API's costs are ratios to both.
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from usetl import abi
 from usetl.api.client import Client
 from usetl.api.demo import EXAMPLE, DataServer, sales_csv
-from usetl.api.launcher import ServerProcess
+from usetl.api.launcher import SRC, ServerProcess, free_port
 from usetl.bench.stats import summary
+from usetl.errors import UsetlError
 from usetl.image.modstore import ModuleStore
 from usetl.platform.backends import choose_backend
 from usetl.platform.service import DeployRequest, Platform
@@ -130,11 +144,85 @@ def run_python(backend: str, root: Path, data: DataServer, clients: int, seconds
     return out
 
 
+@contextmanager
+def ceiling_server(timeout: float = 30.0) -> Iterator[str]:
+    """A bare ASGI endpoint (bench/asgi_ceiling.py) on a free port; yields its URL."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(SRC), os.environ.get("PYTHONPATH")) if p)}
+    process = subprocess.Popen([sys.executable, "-m", "usetl.bench.asgi_ceiling", str(port)],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                httpx.post(url, timeout=1)
+                break
+            except httpx.HTTPError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise UsetlError("the ASGI ceiling server did not start") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def run_ceiling(clients: int, seconds: float, warmup_s: float) -> dict:
+    """The same load client against the bare endpoint: what the server stack allows."""
+    with ceiling_server() as url:
+        local = threading.local()
+
+        def call() -> dict:
+            if not hasattr(local, "client"):
+                local.client = Client(url, "bench")
+            return local.client.request("POST", "/", content=b"1")
+
+        return measure(call, clients, seconds, warmup_s)
+
+
+def run_recycled(runs: int = 200) -> dict:
+    """The no-op in a clone of its function template, rolled back before each invocation:
+    request to result (ms) from this process."""
+    from usetl.hyperfork import Template
+
+    with Template.start() as base, base.load_function(
+            {"kind": abi.LOAD, "source": NOOP, "filename": "fn.py", "handler": "handler"}
+    ) as template, template.fork() as clone:
+        samples = []
+        for _ in range(runs):
+            clone.rollback()
+            t0 = time.perf_counter()
+            result = clone.invoke(1)
+            samples.append((time.perf_counter() - t0) * 1e3)
+            if result.error is not None:
+                raise RuntimeError(f"{result.error.type}: {result.error.message}")
+    return {"ms": summary(samples)}
+
+
+def _side_by_side(backends: list[str], clients: int, seconds: float, warmup_s: float,
+                  say: Callable[[str], None]) -> dict:
+    """The ceiling and (with the KVM backend) the recycled request, each ok or failed."""
+    series: dict = {}
+    jobs = [("http/ceiling", "bare ASGI endpoint", lambda: run_ceiling(clients, seconds,
+                                                                         warmup_s))]
+    if "kvm" in backends:
+        jobs.append(("recycled/kvm/noop", "recycled no-op in a clone", run_recycled))
+    for key, label, job in jobs:
+        say(label)
+        try:
+            series[key] = job()
+        except Exception as e:  # a failed series is a result, with its reason
+            series[key] = {"failed": f"{type(e).__name__}: {e}"}
+    return series
+
+
 def run(backends: list[str], clients: int = 8, seconds: float = 5.0, warmup_s: float = 2.0,
         say: Callable[[str], None] = lambda message: None) -> dict:
     data = DataServer(sales_csv())
     results: dict = {"clients": clients, "seconds": seconds, "warmup_s": warmup_s,
-                     "series": {}}
+                     "series": _side_by_side(backends, clients, seconds, warmup_s, say)}
     try:
         for backend in backends:
             for api, runner in (("http", run_http), ("python", run_python)):
@@ -160,6 +248,10 @@ def format_report(results: dict) -> str:
     for key, v in results["series"].items():
         if "failed" in v:
             lines.append(f"{key:24} failed: {v['failed']}")
+            continue
+        if "load" not in v:  # the recycled request: one caller, back to back
+            lines.append(f"{key:24} {'':>7} {v['ms']['median']:>6.2f}ms "
+                         f"{v['ms']['p99']:>6.2f}ms")
             continue
         load = v["load"]
         lines.append(f"{key:24} {load['per_second']:>7.1f} {load['ms']['median']:>6.2f}ms "

@@ -10,9 +10,13 @@ policy it is to have, so a monitor cannot choose its own; then
     connect:  the policy is checked, the connection begun, and the socket passed back;
 
 and every request is counted in the instance's IoAccount, which the controller takes
-after each invocation to bill it (what the monitor says it spent is not believed).
+after each invocation to bill it (what the monitor says it spent is not believed). So
+that an invocation that sent nothing here costs no round trip to learn it, each instance
+also has a counter in a memory file the controller maps (its activity slot): the broker
+adds to it when a request arrives and when the account grows, before it answers, and
+the controller asks for the account only when the counter moved since its last take.
 
-    python -m usetl.etl.broker FD      # FD: the controller's control socket
+    python -m usetl.etl.broker FD ACTIVITY_FD   # the control socket, the counters' file
 
 A memory file is accepted only if it is sealed against shrinking and growing (so that a
 monitor cannot make the broker fault past its end) and the range lies inside it; the
@@ -55,6 +59,9 @@ log = logging.getLogger(__name__)
 # Memory files mapped per instance: its two regions, and a transfer's own file or two (a
 # threaded guest's, an upload of a /tmp file) that are new each time, so the oldest go.
 MAX_MAPS = 4
+# Activity counters (u64 each) in the controller's memory file: instances attached at once
+# beyond this are billed with a round trip each time.
+ACTIVITY_SLOTS = 1 << 16
 
 
 class BadRequest(Exception):
@@ -64,13 +71,20 @@ class BadRequest(Exception):
 class InstanceConnection:
     """The broker's side of one instance: its policy, its account, its mapped files."""
 
-    def __init__(self, sock: socket.socket, policy: EgressPolicy):
+    def __init__(self, sock: socket.socket, policy: EgressPolicy,
+                 activity: memoryview | None = None, slot: int | None = None):
         self.sock = sock
         self.url_policy = UrlPolicy(policy.allow, policy.allow_private)
         self.egress = LocalEgress(self.url_policy, policy.timeout)
         self.account = IoAccount()
         self.lock = threading.Lock()  # the account is taken by the control thread
         self.maps: OrderedDict[tuple[int, int, bool], mmap.mmap] = OrderedDict()
+        self.activity, self.slot = activity, slot
+
+    def _active(self) -> None:
+        """Move this instance's activity counter (this thread is its one writer)."""
+        if self.activity is not None and self.slot is not None:
+            self.activity[self.slot] += 1
 
     def serve(self) -> None:
         try:
@@ -79,6 +93,7 @@ class InstanceConnection:
                     message, fds = recv_message(self.sock)
                 except (EOFError, OSError):
                     return
+                self._active()
                 try:
                     reply, out = self.answer(message, fds)
                 finally:
@@ -128,6 +143,7 @@ class InstanceConnection:
     def _add(self, account: IoAccount) -> None:
         with self.lock:
             self.account.add(account)
+        self._active()
 
     def take_account(self) -> IoAccount:
         with self.lock:
@@ -205,8 +221,9 @@ class InstanceConnection:
 class BrokerServer:
     """The broker process: control requests from the controller, a thread per instance."""
 
-    def __init__(self, control: socket.socket):
+    def __init__(self, control: socket.socket, activity: memoryview | None = None):
         self.control = control
+        self.activity = activity  # the controller's activity counters, one u64 a slot
         self.instances: dict[str, InstanceConnection] = {}
 
     def serve(self) -> None:
@@ -229,7 +246,11 @@ class BrokerServer:
             if len(fds) != 1:
                 raise ValueError("attach needs one socket")
             policy = EgressPolicy.from_dict(message["policy"])
-            instance = InstanceConnection(socket.socket(fileno=fds[0]), policy)
+            slot = message.get("slot")
+            if slot is not None and not (isinstance(slot, int) and 0 <= slot < ACTIVITY_SLOTS):
+                raise ValueError(f"bad activity slot {slot!r}")
+            instance = InstanceConnection(socket.socket(fileno=fds[0]), policy, self.activity,
+                                          slot)
             self.instances[message["instance"]] = instance
             threading.Thread(target=instance.serve, daemon=True,
                              name=f"egress-{message['instance'][:8]}").start()
@@ -287,6 +308,12 @@ class Broker:
         self.lock = threading.Lock()
         self.restarts = 0
         self.users = 0  # templates and clones that may send it requests
+        # The running broker's activity counters (see the module's docstring), the slot of
+        # each attached instance and the count its account was last taken at.
+        self.activity: memoryview | None = None
+        self.slots: dict[str, int] = {}
+        self.taken_at: dict[str, int] = {}
+        self.free_slots: list[int] = []
 
     def hold(self) -> None:
         with self.lock:
@@ -316,16 +343,22 @@ class Broker:
         src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": src,
                "USETL_LOG": os.environ.get("USETL_LOG", "WARNING")}
+        counters = os.memfd_create("usetl-egress-activity", os.MFD_CLOEXEC)
         try:
+            os.ftruncate(counters, ACTIVITY_SLOTS * 8)
+            activity = memoryview(mmap.mmap(counters, ACTIVITY_SLOTS * 8)).cast("Q")
             self.process = subprocess.Popen(
-                [sys.executable, "-P", "-m", "usetl.etl.broker", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+                [sys.executable, "-P", "-m", "usetl.etl.broker", str(theirs.fileno()),
+                 str(counters)], pass_fds=(theirs.fileno(), counters), env=env,
+                stdin=subprocess.DEVNULL)
         except OSError as e:
             mine.close()
             raise BrokerError(f"cannot start the egress broker: {e}") from None
         finally:
             theirs.close()
+            os.close(counters)
         self.control = mine
+        self.activity, self.free_slots = activity, list(range(ACTIVITY_SLOTS - 1, -1, -1))
         return mine
 
     def _call(self, message: dict, fds: tuple[int, ...] = ()) -> dict:
@@ -347,8 +380,18 @@ class Broker:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             with self.lock:
-                self._call({"op": "attach", "instance": instance, "policy": policy.as_dict()},
-                           (theirs.fileno(),))
+                self._ensure()
+                slot = self.free_slots.pop() if self.free_slots else None
+                try:
+                    self._call({"op": "attach", "instance": instance, "slot": slot,
+                                "policy": policy.as_dict()}, (theirs.fileno(),))
+                except BrokerError:
+                    if slot is not None:
+                        self.free_slots.append(slot)
+                    raise
+                if slot is not None:
+                    self.slots[instance] = slot
+                    self.taken_at[instance] = self.activity[slot]
         except BrokerError:
             mine.close()
             raise
@@ -357,17 +400,28 @@ class Broker:
         return mine, instance
 
     def take_account(self, instance: str) -> IoAccount:
-        """What the instance's requests cost since the last take (then zero again)."""
+        """What the instance's requests cost since the last take (then zero again): no
+        round trip when its activity counter has not moved since."""
         with self.lock:
+            slot = self.slots.get(instance)
+            if slot is not None and self.alive:
+                count = self.activity[slot]
+                if count == self.taken_at[instance]:
+                    return IoAccount()
+                self.taken_at[instance] = count
             return IoAccount(**self._call({"op": "account", "instance": instance})["account"])
 
     def forget(self, instance: str) -> None:
         with self.lock:
+            slot = self.slots.pop(instance, None)
+            self.taken_at.pop(instance, None)
             if self.alive:
                 try:
                     self._call({"op": "forget", "instance": instance})
                 except BrokerError:
                     pass
+                if slot is not None:
+                    self.free_slots.append(slot)
 
     def _stop(self) -> None:
         if self.control is not None:
@@ -380,6 +434,10 @@ class Broker:
                 self.process.kill()
                 self.process.wait()
             self.process = None
+        # Its counters went with it: an instance attached to it is asked (and refused).
+        self.activity, self.free_slots = None, []
+        self.slots.clear()
+        self.taken_at.clear()
 
     def close(self) -> None:
         with self.lock:
@@ -389,7 +447,8 @@ class Broker:
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=os.environ.get("USETL_LOG", "WARNING"), stream=sys.stderr)
     control = socket.socket(fileno=int(argv[1]))
-    BrokerServer(control).serve()
+    activity = memoryview(mmap.mmap(int(argv[2]), ACTIVITY_SLOTS * 8)).cast("Q")
+    BrokerServer(control, activity).serve()
 
 
 if __name__ == "__main__":

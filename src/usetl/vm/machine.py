@@ -179,6 +179,7 @@ class Vm:
         self._wake_pending = False
         self._thread_id: int | None = None
         self._alarm: _Alarm | None = None
+        self._deadline: _Alarm | None = None  # run()'s timeout: a thread made once, not per run
         if threading.current_thread() is threading.main_thread():
             signal.signal(KICK_SIGNAL, _ignore)
 
@@ -266,11 +267,10 @@ class Vm:
         regs = run.s.regs.regs
         run.kvm_valid_regs = kc.KVM_SYNC_X86_REGS
         self._thread_id = threading.get_ident()
-        timer = None
         if timeout is not None:
-            timer = threading.Timer(timeout, self.interrupt)
-            timer.daemon = True
-            timer.start()
+            if self._deadline is None:
+                self._deadline = _Alarm(self.interrupt)
+            self._deadline.set(time.monotonic() + timeout)
         self.wake_at(handler.next_wake())
         try:
             while True:
@@ -308,8 +308,8 @@ class Vm:
                         raise self._fault()
                 self._unexpected_exit(reason)
         finally:
-            if timer is not None:
-                timer.cancel()
+            if self._deadline is not None:
+                self._deadline.set(None)
             self.wake_at(None)
 
     def wake_at(self, when: float | None) -> None:

@@ -27,8 +27,8 @@ PROSE = {
 WHY = {
     "hf_ready": "the clone was forked and warmed before the request, which pays one "
                 "round trip to the clone's process and the handler",
-    "hf_recycle": "the request is the clone's first after a rollback and pays the "
-                  "fresh identity and the handler",
+    "hf_recycle": "the request is the clone's first after a rollback and carries its "
+                  "fresh identity, taken in the same guest run as the handler",
     "hf_fork": "the request pays for forking the template's process, a new VM, "
                "restoring its state and the first-touch faults of fresh guest memory",
     "hf_restore": "the request pays for a new template process mapping the snapshot "

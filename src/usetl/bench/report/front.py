@@ -57,7 +57,7 @@ IMPLEMENTATION = (
     "started CPython and imported the function, its guest RAM a private copy-on-write "
     "mapping of the template's; rollback copies back the pages the clone wrote (found with "
     "the PAGEMAP_SCAN ioctl, which sees the monitor's writes as well as the guest's) "
-    "and gives the guest a fresh identity. "
+    "and the next request gives the guest a fresh identity before the handler. "
     "The platform runs functions as clones (KVM backend) or as processes forked from a "
     "namespaced zygote (process backend), behind an HTTP API. The baselines "
     "are built here from the same interpreter: a host process, a runc container whose "

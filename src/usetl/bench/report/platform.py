@@ -20,15 +20,21 @@ def _setup(doc: Document) -> str:
         f"back for {fmt(doc.config['load_warmup_s'])} untimed seconds, so the pool "
         f"grows, then for {fmt(doc.config['load_seconds'])} timed seconds. "
         "Throughput is completed invocations over the timed window; a serial pass with one "
-        "client gives the warm latency."
+        "client gives the warm latency. In the same run the same load client drives a bare "
+        "ASGI endpoint that answers a constant on the API's own server stack (the ceiling "
+        "of the HTTP path), and a clone of the no-op's function template is invoked after "
+        "each rollback (the recycled request) from the benchmark process."
     )
+
+
+RECYCLED = "recycled_kvm_noop"  # timed alone, one caller: not a loaded series
 
 
 def write(doc: Document, exp: dict) -> None:
     if not doc.section(exp, "Platform under load", _setup(doc)):
         return
     s = ok_series(exp)
-    names = list(exp["series"])
+    names = [n for n in exp["series"] if n != RECYCLED]
     _figure(doc, exp, s, names)
     rows = ["| API, backend, function | per second | median ms | p99 ms | errors "
             "| serial median ms |", "| --- | --- | --- | --- | --- | --- |"]
@@ -40,8 +46,24 @@ def write(doc: Document, exp: dict) -> None:
                     else f"| {v['label']} | failed | | | | |")
     doc.out("\n".join(rows))
     if s:
-        doc.out(" ".join(_text(doc, s)))
+        doc.out(" ".join(_text(doc, s) + _path_text(doc, s)))
     doc.failed_note(exp)
+
+
+def _path_text(doc: Document, s: dict) -> list[str]:
+    """The HTTP path against the recycled request it carries and the ceiling of its stack."""
+    h, r, c = s.get("http_kvm_noop"), s.get(RECYCLED), s.get("http_ceiling")
+    text = []
+    if h and r:
+        ratio = doc.d("platform.http_serial_over_recycled",
+                      h["serial_ms"]["median"] / r["ms"]["median"])
+        text.append(f"A warm no-op through HTTP with one client takes {ratio}× the "
+                    f"{fmt(r['ms']['median'])} ms of the recycled request it carries.")
+    if h and c:
+        ratio = doc.d("platform.http_over_ceiling", h["per_second"] / c["per_second"])
+        text.append(f"Under load HTTP reaches {ratio} of the "
+                    f"{fmt(c['per_second'])} requests per second the bare endpoint answers.")
+    return text
 
 
 def _figure(doc: Document, exp: dict, s: dict, names: list[str]) -> None:

@@ -12,8 +12,8 @@ def _setup(doc: Document) -> str:
         "follows: a clone of a base template runs code that writes one byte in each of N "
         "fresh pages, for N in "
         + ", ".join(map(str, doc.config["rollback_pages"]))
-        + "; we then time `clone.rollback(fresh_identity=False)` (the restore alone, "
-        "without the identity request that rollback otherwise runs) from the benchmark "
+        + "; we then time `clone.rollback()` (the restore: it runs no guest code, the "
+        "fresh identity travels with the next request) from the benchmark "
         f"process, {doc.config['rollback_runs']} times per N, and record the pages "
         "the monitor restored (the clone's private pages, found with PAGEMAP_SCAN) and its "
         "own timing."
