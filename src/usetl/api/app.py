@@ -89,11 +89,15 @@ class SecretValue(BaseModel):
     value: str
 
 
-def _caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Tenant:
+async def _caller(request: Request,
+                  authorization: Annotated[str | None, Header()] = None) -> Tenant:
+    """The caller's tenant: on the event loop for a token seen before (a sync dependency
+    would cost every request a hop to a worker thread), else in a thread (a registry read)."""
     token = None
     if authorization and authorization.lower().startswith("bearer "):
         token = authorization[7:].strip()
-    return request.app.state.platform.authenticate(token)
+    platform = request.app.state.platform
+    return platform.known_tenant(token) or await _blocking(platform.authenticate, token)
 
 
 Caller = Annotated[Tenant, Depends(_caller)]

@@ -243,8 +243,12 @@ class Platform:
 
     # tenants
 
+    def known_tenant(self, token: str | None) -> Tenant | None:
+        """The tenant of a token seen before (no registry read: safe on an event loop)."""
+        return self.tenants.get(token) if token else None
+
     def authenticate(self, token: str | None) -> Tenant:
-        tenant = self.tenants.get(token) if token else None
+        tenant = self.known_tenant(token)
         if tenant is None and token:
             tenant = self.registry.tenant_for_token(token)
             if tenant is not None:
