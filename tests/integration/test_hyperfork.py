@@ -451,6 +451,25 @@ def test_runtime_hooks_run_before_the_freeze_and_in_each_clone(base, tmp_path):
         base.load_function(load, mounts={"hooks": str(tmp_path)})
 
 
+def test_a_failing_after_clone_hook_refuses_each_request_until_the_next_identity(base, tmp_path):
+    (tmp_path / "hooks.py").write_text(
+        "import os\n"
+        "from usetl import runtime\n"
+        "runtime.after_clone(lambda: 1 / int(os.path.exists('/hooks/ok')))\n"
+        "def handler(event, context):\n"
+        "    return event\n")
+    load = {"kind": "load", "path": "/hooks/hooks.py", "handler": "handler"}
+    with base.load_function(load, mounts={"hooks": str(tmp_path)}) as template, \
+            template.fork(warm=False) as clone:
+        for _ in range(2):  # refused at its identity, then still refused without one
+            error = clone.invoke(1).error
+            assert error.type == "ZeroDivisionError" and error.kind == "handler"
+            assert error.message.startswith("an after-clone hook failed: ")
+        (tmp_path / "ok").write_text("")
+        clone.rollback()  # back to before the hook: the next request runs it again
+        assert clone.invoke(2).value == 2
+
+
 def test_a_timed_wait_captured_in_a_template_keeps_its_time_left_in_a_later_clone(base, tmp_path):
     (tmp_path / "waiter.py").write_text(
         "import threading, time\n"

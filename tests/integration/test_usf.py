@@ -284,3 +284,25 @@ def test_billed_cpu_is_measured_by_the_host_not_reported_by_the_guest(image):
         )
     assert r.error is None, r.error
     assert r.guest_cpu_ms > 0
+
+
+def test_the_agent_channel_refuses_a_bad_exchange_and_a_no_op_costs_one_exit(usf):
+    r = run(usf, """
+        import errno, fcntl, os
+        from usetl import abi
+        fd = os.open(abi.AGENT_DEVICE, os.O_RDWR)
+        found = []
+        for request, header in ((abi.AGENT_EXCHANGE, abi.exchange_header(0, 4)),
+                                (abi.AGENT_EXCHANGE, abi.exchange_header(5000, 2048)),
+                                (0x5401, abi.exchange_header(0, 2048))):
+            buf = bytearray(2048)
+            buf[:16] = header
+            try:
+                fcntl.ioctl(fd, request, buf)
+            except OSError as e:
+                found.append(errno.errorcode[e.errno])
+        print(*found)
+    """)
+    assert r.error is None, r.error
+    assert r.stdout.split() == ["EINVAL", "EINVAL", "ENOTTY"]
+    assert usf.run_code("pass").exits == 1  # the reply and the next wait: one ioctl
