@@ -43,8 +43,7 @@ if __name__ == "__main__":
     # /usetl/lib: where `usetl` (this runtime, usetl.etl and usetl.abi) is baked.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# runtime too: the hooks run on requests, where an import would cost every clone exits.
-from usetl import abi, runtime  # noqa: E402 - after the path it is found on
+from usetl import abi  # noqa: E402 - after the path it is found on
 
 _sources = {}  # filename -> source of code that has no file in the guest (for tracebacks)
 _function = {"handler": None, "module": None}
@@ -229,6 +228,8 @@ def take_identity(identity):
     tempfile = sys.modules.get("tempfile")
     if tempfile is not None:
         tempfile._name_sequence = None  # its Random is re-made only when the pid changes
+    from usetl import runtime  # in sys.modules since serve(): no import work here
+
     try:
         runtime.run_after_clone()
     except BaseException as e:  # noqa: B036 - the hook's failure refuses this instance
@@ -244,6 +245,8 @@ class AfterCloneFailed(Exception):
 
 def before_freeze(request):
     """The template freezes next: the function's hooks close what cannot be shared."""
+    from usetl import runtime
+
     runtime.run_before_freeze()
     return {}
 
@@ -309,8 +312,12 @@ def serve(channel, refused=None):
     whose after-clone hooks failed says why, rather than dying without a word.
     """
     _refused["error"] = refused
-    # The compiler's first use builds its AST types (about 2 ms in a USF): done once here,
-    # so a template has them and no clone's rollback takes them back again.
+    # Before the first wait, where templates are captured, so that no clone's rollback
+    # takes them back again: the runtime (an identity's hooks would import it, a dozen
+    # exits, after every rollback) and the compiler's AST types (built on its first use:
+    # about 2 ms in a USF).
+    from usetl import runtime  # noqa: F401 - imported for its place in sys.modules
+
     compile("pass", "<usetl>", "exec")
     frame = abi.encode({"kind": abi.READY, "protocol": abi.PROTOCOL_VERSION})
     while (request := channel.exchange(frame)) is not None:
