@@ -57,10 +57,6 @@ RECYCLE_WAIT_S = 0.05  # how long an invocation waits for a rollback before fork
 # How often a queued invocation looks for a slot: one a child gives back (in its monitor)
 # wakes no one here.
 SLOT_WAIT_S = 0.05
-# A rolled-back instance's memory is read again at most this often: each read walks its
-# page tables twice (/proc smaps_rollup), which at hundreds of invocations a second took a
-# good part of two cores; the budget is then up to this stale.
-MEASURE_AGAIN_S = 1.0
 # A function deployed with reuse "warm" keeps an instance, globals and /tmp included, for
 # this many calls (and no longer than the pool's idle time), as a Lambda environment is.
 WARM_REUSE_CALLS = 1000
@@ -136,8 +132,6 @@ class FunctionPool:
         self.held: dict[Instance, str] = {}  # instances out of `ready`: "busy" or "recycling"
         # Each live instance's memory as last measured (when forked, after each rollback).
         self.sizes: weakref.WeakKeyDictionary[Instance, int] = weakref.WeakKeyDictionary()
-        # When each size was read (time.monotonic()): see MEASURE_AGAIN_S.
-        self.measured: weakref.WeakKeyDictionary[Instance, float] = weakref.WeakKeyDictionary()
 
     def children(self) -> int:
         """Child processes of its invocations running now (each holds a slot)."""
@@ -236,16 +230,11 @@ class Pool:
                 total += sum(n for instance, n in p.sizes.items() if not instance.closed)
         return total
 
-    def _measure(self, pool: FunctionPool, instance: Instance, again: bool = False) -> None:
-        """Read the instance's memory (`again`: unless read in the last MEASURE_AGAIN_S)."""
-        now = time.monotonic()
-        if again and now - pool.measured.get(instance, -MEASURE_AGAIN_S) < MEASURE_AGAIN_S:
-            return
+    def _measure(self, pool: FunctionPool, instance: Instance) -> None:
         memory = instance.memory()
         size = memory["own"] if memory is not None else 0
         with self.cond:
             pool.sizes[instance] = size
-            pool.measured[instance] = now
 
     # the function's life
 
@@ -513,7 +502,7 @@ class Pool:
                 if pool.busy == 0 and pool.waiting == 0:
                     # Quiet: spare CPU buys the next invocation a shorter path.
                     instance.warm()
-                self._measure(pool, instance, again=True)
+                self._measure(pool, instance)
                 keep = True
             except RollbackImpossible:
                 pool.reusable = False
