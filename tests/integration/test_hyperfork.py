@@ -207,7 +207,7 @@ def test_clones_after_the_first_prefetch_what_its_first_request_wrote(base, func
             assert out(clone.run_code(code)) == "6\n"
             assert out(clone.run_code("import uuid; print(uuid.uuid4())")) != out(
                 other.run_code("import uuid; print(uuid.uuid4())"))
-            clone.rollback(fresh_identity=False)
+            clone.rollback()
             assert clone.inspect().sha256 == fn.memory_digests()
     finally:
         fn.close()

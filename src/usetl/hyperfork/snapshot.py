@@ -34,7 +34,7 @@ from .protocol import SnapshotExport
 MAGIC = b"USETLSNP"
 VERSION = 6  # 4: a kernel's children, host-shared ranges; 5: guest sockets, the capture time
 # 3: signal state in each thread record, /dev/shm; 2: a namespace's inode counter
-# 6: the agent channel's exchange in progress (agent protocol 3)
+# 6: the agent channel's exchange in progress (agent protocol 4)
 STATE_FILE = "state.usetl"
 _HEAD = struct.Struct("<8sI32sQ")  # magic, version, sha256(body), len(body)
 _CHUNK = 1 << 20
