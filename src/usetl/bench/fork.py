@@ -24,6 +24,7 @@ from usetl.image import ImageArchive
 from usetl.procmem import mem_available, meminfo, page_table_bytes, private_by_kind, process_memory
 from usetl.usf import UsfConfig
 
+from .floors import exit_round_trip_us, first_touch_us
 from .rollback import dirty_code
 from .startup import percentile
 
@@ -56,9 +57,9 @@ def run(image: ImageArchive, runs: int = 30, held: tuple[int, ...] = (1, 10, 50)
                 r = clone.run_code(REQUEST)
                 first_ms.append(r.total_ms)
                 fork_to_result.append((time.perf_counter() - t) * 1e3)
-                rollback_ms.append(clone.rollback().ms)  # with the fresh identity
+                rollback_ms.append(clone.rollback().ms)
                 t = time.perf_counter()
-                clone.run_code(REQUEST)
+                clone.run_code(REQUEST)  # with the fresh identity
                 recycled_ms.append((time.perf_counter() - t) * 1e3)
         out["fork_ms"] = _summary(fork_ms)
         out["first_request_ms"] = _summary(first_ms)
@@ -74,11 +75,25 @@ def run(image: ImageArchive, runs: int = 30, held: tuple[int, ...] = (1, 10, 50)
                 out["rollback_by_pages"].append({"dirtied": pages, "pages": info.pages,
                                                  "restore_ms": info.restore_ms, "ms": info.ms})
         out["memory"] = [_held_memory(template, n, progress, merge) for n in held]
+        out["floors"] = _floors(template, progress)
         out["template_memory_mib"] = template.memory_bytes() / 2**20
     finally:
         template.close()
     out["side_by_side"] = side_by_side(image, runs, progress)
     return out
+
+
+def _floors(template: Template, progress: Callable[[str], None]) -> dict:
+    """The exits of a request after a rollback and of the rollback, and the floors (a VM
+    exit, a first touch of a template page: bench/floors.py)."""
+    progress("exits and floors")
+    with template.fork() as clone:
+        clone.run_code(REQUEST)
+        rolled = clone.rollback()
+        request = clone.run_code(REQUEST)
+        exit_us = exit_round_trip_us(clone)
+    return {"request_exits": request.exits, "rollback_exits": rolled.exits,
+            "exit_us": exit_us, "first_touch": first_touch_us(template)}
 
 
 def _held_memory(template: Template, n: int, progress: Callable[[str], None],
@@ -155,7 +170,7 @@ def format_report(r: dict) -> str:
     for key, label in (("fork_ms", "fork (ready, warmed)"),
                        ("first_request_ms", "first request"),
                        ("fork_to_result_ms", "fork to result"),
-                       ("rollback_ms", "rollback + identity"),
+                       ("rollback_ms", "rollback"),
                        ("recycled_request_ms", "request after rollback")):
         s = r[key]
         lines.append(f"{label:22}{s['median']:8.2f} ms median, p95 {s['p95']:.2f}, "
@@ -174,6 +189,11 @@ def format_report(r: dict) -> str:
                      f"{8192 / row['cost_mib']:.0f} such clones in 8 GiB (host MemAvailable "
                      f"dropped {row['host_mib']:.2f} MiB per clone); their next request "
                      f"{row['next_request_ms']:.2f} ms median")
+    f = r["floors"]
+    lines.append(f"VM exits: a request after a rollback {f['request_exits']}, the rollback "
+                 f"{f['rollback_exits']}; floors: a VM exit {f['exit_us']:.1f} us, a first "
+                 f"touch of a template page {f['first_touch']['write_us']:.1f} us to write, "
+                 f"{f['first_touch']['read_us']:.1f} us to read (medians)")
     lines.append(f"template guest memory {r['template_memory_mib']:.1f} MiB resident")
     return "\n".join(lines + _side_by_side_lines(r["side_by_side"]))
 
