@@ -648,7 +648,9 @@ def to_host(k: Kernel, f: OpenFile, tables: tuple[FdTable, ...],
     """Turn the pipe or socket connection f belongs to into a host one, in every table given.
 
     Every end (each file sharing its channels) becomes a file on its own
-    host fd; bytes written and not yet read are carried over.
+    host fd; bytes written and not yet read are carried over. Only those
+    ends are replaced in the tables (`made` may hold other replacements the
+    caller applies itself), and epoll sets watching them watch the new files.
     """
     end = channel_end(f)
     assert end is not None
@@ -656,6 +658,7 @@ def to_host(k: Kernel, f: OpenFile, tables: tuple[FdTable, ...],
     ends = {id(g): (g, e) for t in tables for g in t.files.values()
             if (e := channel_end(g)) is not None and id(g) not in made
             and any(c is e.rx or c is e.tx for c in channels)}
+    mine: dict[int, OpenFile] = {}
     if isinstance(end, UnixSocketFile):
         a, b = socket.socketpair(socket.AF_UNIX, end.sock_type)
         reader = {id(end.rx): a.detach(), id(end.tx): b.detach()}  # channel -> its reader
@@ -670,19 +673,22 @@ def to_host(k: Kernel, f: OpenFile, tables: tuple[FdTable, ...],
     for g, e in ends.values():
         nonblocking = bool(g.flags & O_NONBLOCK)
         if isinstance(e, UnixSocketFile):
-            made[id(g)] = HostStreamFile.for_socket(k, os.dup(reader[id(e.rx)]), nonblocking)
+            mine[id(g)] = HostStreamFile.for_socket(k, os.dup(reader[id(e.rx)]), nonblocking)
         elif e.rx is not None:
-            made[id(g)] = HostStreamFile.for_pipe_end(k, os.dup(reader[id(e.rx)]), True,
+            mine[id(g)] = HostStreamFile.for_pipe_end(k, os.dup(reader[id(e.rx)]), True,
                                                       nonblocking)
         else:
-            made[id(g)] = HostStreamFile.for_pipe_end(k, os.dup(writer[id(e.tx)]), False,
+            mine[id(g)] = HostStreamFile.for_pipe_end(k, os.dup(writer[id(e.tx)]), False,
                                                       nonblocking)
     for fd in {*reader.values(), *writer.values()}:
         os.close(fd)
     for t in tables:
         for fd, g in list(t.files.items()):
-            if id(g) in made:
-                t.files[fd] = made[id(g)]
+            if id(g) in mine:
+                t.files[fd] = mine[id(g)]
+        for g in set(t.files.values()):
+            g.retarget(mine)
+    made.update(mine)
     for g, _ in ends.values():
         g.close()
 

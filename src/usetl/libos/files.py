@@ -120,6 +120,10 @@ class OpenFile:
         """The host fd whose readiness is this file's (a proxied socket's), else None."""
         return None
 
+    def retarget(self, replaced: dict[int, OpenFile]) -> None:
+        """Files this one refers to were replaced (id of the old -> the new file, as when a
+        pipe becomes a host pipe for a child): refer to the new ones (an epoll's entries)."""
+
     def close(self) -> None:
         pass
 

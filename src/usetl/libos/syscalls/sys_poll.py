@@ -254,6 +254,12 @@ class EpollFile(OpenFile):
         return [e for _, e in self.live(k) if e.events & ~EPOLL_FLAGS
                 and not (e.events & EPOLLET and not e.file.wait_queues() and e.last)]
 
+    def retarget(self, replaced: dict[int, OpenFile]) -> None:
+        for e in self.entries.values():
+            new = replaced.get(id(e.file))
+            if new is not None:  # the same open file to the guest: its entry stays
+                e.file, e.seen, e.last = new, -1, 0
+
     def poll(self) -> int:
         return 0  # an epoll fd inside another epoll or poll is not supported
 

@@ -1,0 +1,49 @@
+"""Linux behaviour that CPython's own test modules (`make compat`) found missing in a USF."""
+
+import pytest
+
+from guest_code import run_lines as run
+from usetl.usf import start_usf
+
+pytestmark = pytest.mark.kvm
+
+
+@pytest.fixture(scope="module")
+def usf(image):
+    u = start_usf(image)
+    yield u
+    u.close()
+
+
+def test_an_epoll_set_keeps_a_pipe_whose_other_end_a_child_got(usf):
+    # asyncio's connect_read_pipe, then a child given the write end (pass_fds): the pipe
+    # becomes a host one, and the epoll entry, the parent's stdout and the data must stay.
+    out = run(usf, """
+        import os, select, subprocess, sys
+        r, w = os.pipe()
+        ep = select.epoll()
+        ep.register(r, select.EPOLLIN)
+        p = subprocess.Popen([sys.executable, "-c",
+                              "import os, sys; os.write(int(sys.argv[1]), b'data')", str(w)],
+                             pass_fds={w})
+        print("child", p.wait())
+        os.close(w)
+        print(ep.poll(30) == [(r, select.EPOLLIN | select.EPOLLHUP)], os.read(r, 9), os.read(r, 9))
+    """, timeout=60)
+    assert out == ["child 0", "True b'data' b''"]
+
+
+def test_an_epoll_set_keeps_a_pipe_across_fork(usf):
+    # A fork makes the process's pipes host ones; the parent's epoll set still watches them.
+    out = run(usf, """
+        import os, select
+        r, w = os.pipe()
+        ep = select.epoll()
+        ep.register(r, select.EPOLLIN)
+        pid = os.fork()
+        if pid == 0:
+            os.write(w, b"x")
+            os._exit(0)
+        print(os.waitpid(pid, 0)[1], ep.poll(30) == [(r, select.EPOLLIN)], os.read(r, 1))
+    """, timeout=60)
+    assert out == ["0 True b'x'"]
