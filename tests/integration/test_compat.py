@@ -33,17 +33,24 @@ def test_an_epoll_set_keeps_a_pipe_whose_other_end_a_child_got(usf):
     assert out == ["child 0", "True b'data' b''"]
 
 
-def test_an_epoll_set_keeps_a_pipe_across_fork(usf):
-    # A fork makes the process's pipes host ones; the parent's epoll set still watches them.
+def test_pipes_and_socketpairs_stay_in_epoll_sets_and_sockets_across_fork(usf):
+    # A fork makes them host ones; asyncio's self-pipe (a socketpair in its epoll set) must
+    # still wake the parent's loop, and a socket must still take recv and send.
     out = run(usf, """
-        import os, select
+        import os, select, socket
         r, w = os.pipe()
+        a, b = socket.socketpair()
         ep = select.epoll()
         ep.register(r, select.EPOLLIN)
+        ep.register(a, select.EPOLLIN)
         pid = os.fork()
         if pid == 0:
             os.write(w, b"x")
+            b.send(b"y")
             os._exit(0)
-        print(os.waitpid(pid, 0)[1], ep.poll(30) == [(r, select.EPOLLIN)], os.read(r, 1))
+        print(os.waitpid(pid, 0)[1], sorted(ep.poll(30)) == sorted([(r, select.EPOLLIN),
+              (a.fileno(), select.EPOLLIN)]), os.read(r, 1), a.recv(1))
+        b.sendall(b"z")
+        print(a.recv(1), a.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_STREAM)
     """, timeout=60)
-    assert out == ["0 True b'x'"]
+    assert out == ["0 True b'x' b'y'", "b'z' True"]

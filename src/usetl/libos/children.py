@@ -628,6 +628,8 @@ def _child_files(k: Kernel, state: PreExec) -> tuple[dict[int, OpenFile], list[C
             made[id(f)] = HostStreamFile.for_pipe_end(k, drain.write_fd, reads=False,
                                                       nonblocking=False)
         f = made.get(id(f), f)
+        if isinstance(f, GuestSocket) and isinstance(f.conn, SocketFile):
+            f = f.conn  # a host socket: the program reads and writes it
         if isinstance(f, CROSSES):
             out[fd] = f
     return out, drains
@@ -672,7 +674,10 @@ def to_host(k: Kernel, f: OpenFile, tables: tuple[FdTable, ...],
             os.write(writer[id(c)], data)
     for g, e in ends.values():
         nonblocking = bool(g.flags & O_NONBLOCK)
-        if isinstance(e, UnixSocketFile):
+        if isinstance(g, GuestSocket):  # still a socket to the guest (send, recv, options)
+            g.conn = SocketFile(k, g.family, nonblocking,
+                                shared=socket.socket(fileno=os.dup(reader[id(e.rx)])))
+        elif isinstance(e, UnixSocketFile):
             mine[id(g)] = HostStreamFile.for_socket(k, os.dup(reader[id(e.rx)]), nonblocking)
         elif e.rx is not None:
             mine[id(g)] = HostStreamFile.for_pipe_end(k, os.dup(reader[id(e.rx)]), True,
@@ -689,8 +694,8 @@ def to_host(k: Kernel, f: OpenFile, tables: tuple[FdTable, ...],
         for g in set(t.files.values()):
             g.retarget(mine)
     made.update(mine)
-    for g, _ in ends.values():
-        g.close()
+    for g, e in ends.values():
+        (e if g is not e and id(g) not in mine else g).close()
 
 
 def eventfd_to_host(k: Kernel, f: EventFile, tables: tuple[FdTable, ...],

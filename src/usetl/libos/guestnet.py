@@ -347,7 +347,8 @@ class GuestSocket(StreamFile):
 
     @property
     def proxied(self) -> bool:
-        return isinstance(self.conn, SocketFile)
+        """Connected through the host under the policy (not a guest connection on the host)."""
+        return isinstance(self.conn, SocketFile) and not self.conn.shared
 
     def connection(self) -> UnixSocketFile | SocketFile:
         """The connection calls go to, told this socket's O_NONBLOCK (fcntl sets it here)."""

@@ -94,23 +94,27 @@ def wait_ready(
 
 
 class SocketFile(StreamFile):
-    """A TCP client socket: the guest's view of one host socket.
+    """A TCP client socket: the guest's view of one host socket. Also, `shared`, a guest
+    connection (a socketpair's end, a connection to a guest listener) once a child process
+    shares it: then the host socket is one end of a host socketpair, and no proxy.
 
     A socket does not survive into a clone (host sockets belong to one
     process): a clone sees it as reset.
     """
 
-    def __init__(self, kernel: Kernel, family: int, nonblocking: bool):
+    def __init__(self, kernel: Kernel, family: int, nonblocking: bool,
+                 shared: socket.socket | None = None):
         node = Node(st.S_IFSOCK | 0o777, kernel.ns.inodes.next())
         super().__init__(node, O_RDWR | (O_NONBLOCK if nonblocking else 0), "socket:")
         self.kernel = kernel
         self.family = family
-        self.sock: socket.socket | None = socket.socket(family, socket.SOCK_STREAM)
+        self.sock: socket.socket | None = shared or socket.socket(family, socket.SOCK_STREAM)
         self.sock.setblocking(False)
         self.recv_timeout: float | None = None  # SO_RCVTIMEO, kept here: the host never blocks
         self.send_timeout: float | None = None  # SO_SNDTIMEO
         self.options: dict[tuple[int, int], int | bytes] = {}  # set again once connected
-        self.connected = False  # connect() succeeded: the egress's socket is in self.sock
+        self.shared = shared is not None
+        self.connected = self.shared  # connect() succeeded: the egress's socket is in self.sock
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

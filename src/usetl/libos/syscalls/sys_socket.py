@@ -305,7 +305,7 @@ def sys_shutdown(k: Kernel, fd: int, how: int, *_: int) -> int:
 
 def sys_getsockname(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int:
     f = _socket(k, fd)
-    if isinstance(f.conn, SocketFile):
+    if f.proxied:
         local = f.conn.host.getsockname()
     else:
         local = f.local
@@ -315,7 +315,7 @@ def sys_getsockname(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int
 
 def sys_getpeername(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int:
     f = _socket(k, fd)
-    if isinstance(f.conn, SocketFile):
+    if f.proxied:
         try:
             peer = f.conn.host.getpeername()
         except OSError as e:
@@ -338,7 +338,7 @@ def sys_setsockopt(k: Kernel, fd: int, level: int, name: int, val: int, length: 
     if not 0 <= length <= MAX_OPTLEN:
         raise SyscallError(errno.EINVAL)
     value = bytes(k.mem.read(val, length))
-    if not isinstance(f.conn, SocketFile):
+    if not f.proxied:
         f.setsockopt(level, name, value)
         return 0
     proxy = f.conn
@@ -366,7 +366,7 @@ def sys_getsockopt(k: Kernel, fd: int, level: int, name: int, val: int, length_p
     if room < 0:
         raise SyscallError(errno.EINVAL)
     proxy = f.conn
-    if not isinstance(proxy, SocketFile):
+    if not f.proxied:
         value = f.getsockopt(level, name)
     elif level == SOL_SOCKET and name in (SO_RCVTIMEO, SO_SNDTIMEO):
         value = pack_timeout(proxy.recv_timeout if name == SO_RCVTIMEO else proxy.send_timeout)
