@@ -38,6 +38,10 @@ MODULES = [
 # with no AF_VSOCK, it is skipped).
 LEFT_OUT = {"test.test_socket": ["ThreadedVSOCKSocketStreamTest"]}
 MOUNT = "cpython"  # the guest sees the host's stdlib directory at /cpython
+# Programs the tests start (support.script_helper runs `python -I -c ...`, without the
+# runner's sys.path) import `test` too: a .pth file in the interpreter's site-packages,
+# over the image, puts the mount on their path, as the host's stdlib has it on its own.
+SITE_PTH = "usetl-cpython-tests.pth"
 RUNNER = textwrap.dedent("""
     import io, json, os, sys, unittest
     sys.path.append({root!r})  # after the image's stdlib: only `test` comes from here
@@ -91,8 +95,11 @@ def run_host(name: str, timeout: float) -> Outcome:
 
 
 def run_usf(name: str, timeout: float, image: ImageArchive | None = None) -> Outcome:
+    site = sysconfig.get_path("purelib", vars={"base": sys.base_prefix,
+                                               "platbase": sys.base_exec_prefix})
     with start_usf(image, UsfConfig(mem_mib=1024, start_timeout=120)) as usf:
         usf.kernel.ns.mount(MOUNT, HostDirFS(sysconfig.get_paths()["stdlib"]))
+        usf.kernel.ns.put_file(f"{site}/{SITE_PTH}", f"/{MOUNT}\n".encode())
         code = RUNNER.format(root=f"/{MOUNT}", cwd="/tmp", name=name,
                              left_out=LEFT_OUT.get(name, []))
         result = usf.run_code(code, timeout=timeout)
