@@ -38,13 +38,16 @@ MODULES = [
 # with no AF_VSOCK, it is skipped).
 LEFT_OUT = {"test.test_socket": ["ThreadedVSOCKSocketStreamTest"]}
 MOUNT = "cpython"  # the guest sees the host's stdlib directory at /cpython
-# Programs the tests start (support.script_helper runs `python -I -c ...`, without the
-# runner's sys.path) import `test` too: a .pth file in the interpreter's site-packages,
-# over the image, puts the mount on their path, as the host's stdlib has it on its own.
+# What the tests import besides the image's stdlib, at the end of sys.path: the `test`
+# package, and the `_test*` extension modules (_testcapi, ...) the image leaves out, from
+# the host's lib-dynload. Programs the tests start (support.script_helper runs
+# `python -I -c ...`, without the runner's sys.path) get them from a .pth file in the
+# interpreter's site-packages, over the image, as the host's stdlib has them on its own.
+EXTRA_PATHS = [f"/{MOUNT}", f"/{MOUNT}/lib-dynload"]
 SITE_PTH = "usetl-cpython-tests.pth"
 RUNNER = textwrap.dedent("""
     import io, json, os, sys, unittest
-    sys.path.append({root!r})  # after the image's stdlib: only `test` comes from here
+    sys.path += {paths!r}  # after the image's stdlib: only what it lacks comes from here
     os.chdir({cwd!r})
     def flat(suite):
         for t in suite:
@@ -83,9 +86,8 @@ def _parse(stdout: str) -> Outcome | None:
 
 
 def run_host(name: str, timeout: float) -> Outcome:
-    stdlib = sysconfig.get_paths()["stdlib"]
     with tempfile.TemporaryDirectory() as cwd:
-        code = RUNNER.format(root=stdlib, cwd=cwd, name=name, left_out=LEFT_OUT.get(name, []))
+        code = RUNNER.format(paths=[], cwd=cwd, name=name, left_out=LEFT_OUT.get(name, []))
         try:
             p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                timeout=timeout, cwd=cwd)
@@ -99,8 +101,9 @@ def run_usf(name: str, timeout: float, image: ImageArchive | None = None) -> Out
                                                "platbase": sys.base_exec_prefix})
     with start_usf(image, UsfConfig(mem_mib=1024, start_timeout=120)) as usf:
         usf.kernel.ns.mount(MOUNT, HostDirFS(sysconfig.get_paths()["stdlib"]))
-        usf.kernel.ns.put_file(f"{site}/{SITE_PTH}", f"/{MOUNT}\n".encode())
-        code = RUNNER.format(root=f"/{MOUNT}", cwd="/tmp", name=name,
+        usf.kernel.ns.put_file(f"{site}/{SITE_PTH}", "".join(f"{p}\n" for p in EXTRA_PATHS)
+                               .encode())
+        code = RUNNER.format(paths=EXTRA_PATHS, cwd="/tmp", name=name,
                              left_out=LEFT_OUT.get(name, []))
         result = usf.run_code(code, timeout=timeout)
     parsed = _parse(result.stdout)
