@@ -54,3 +54,37 @@ def test_pipes_and_socketpairs_stay_in_epoll_sets_and_sockets_across_fork(usf):
         print(a.recv(1), a.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_STREAM)
     """, timeout=60)
     assert out == ["0 True b'x' b'y'", "b'z' True"]
+
+
+def test_sigwait_pause_and_sigsuspend_leave_the_vcpu_to_other_threads(usf):
+    # The signal comes from another thread: a wait that kept the vCPU would never see it.
+    out = run(usf, """
+        import os, signal, threading, time
+        def kill_later(sig):
+            time.sleep(0.2)
+            os.kill(os.getpid(), sig)
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
+        t = threading.Thread(target=kill_later, args=(signal.SIGUSR1,))
+        t.start()
+        print(signal.sigwait([signal.SIGUSR1]) == signal.SIGUSR1, signal.sigpending())
+        t.join()
+        start = time.monotonic()
+        print(signal.sigtimedwait([signal.SIGUSR1], 0.2), time.monotonic() - start >= 0.2)
+        got = []
+        signal.signal(signal.SIGUSR2, lambda s, f: got.append(s))
+        t = threading.Thread(target=kill_later, args=(signal.SIGUSR2,))
+        t.start()
+        signal.pause()
+        t.join()
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR2])
+        t = threading.Thread(target=kill_later, args=(signal.SIGUSR2,))
+        t.start()
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        empty = ctypes.c_uint64(0)
+        r = libc.sigsuspend(ctypes.byref(empty))
+        t.join()
+        print(got, r, ctypes.get_errno() == 4, signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    """, timeout=60)
+    assert out == ["True set()", "None True", "[12, 12] -1 True {<Signals.SIGUSR1: 10>, "
+                   "<Signals.SIGUSR2: 12>}"]

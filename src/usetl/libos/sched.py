@@ -236,6 +236,10 @@ class Scheduler:
         wait = self.current.wait
         return wait is not None and wait.timed_out
 
+    def rerun(self) -> bool:
+        """Is this a re-run of a syscall whose wait ended (it blocked before)?"""
+        return self.current.wait is not None
+
     def signalled(self) -> bool:
         """Is this a re-run of a waiting syscall that a due signal interrupts (EINTR)?"""
         wait = self.current.wait

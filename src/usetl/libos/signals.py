@@ -119,6 +119,9 @@ class ThreadSignals:
     altstack: AltStack = field(default_factory=AltStack)
     # The mask to put back once a handler returns, where rt_sigsuspend swapped it
     restore_mask: int | None = None
+    # The mask to put back when rt_sigtimedwait's wait ends: the set it waits for is
+    # unblocked meanwhile, so that such a signal wakes it (Linux's real_blocked)
+    sigwait_mask: int | None = None
 
 
 # -- the rt_sigframe, as Linux x86-64 lays it out on the stack ------------------

@@ -17,6 +17,7 @@ from usetl.vm import Stop
 
 from .. import children, sigdelivery
 from ..errors import SyscallError
+from ..sched import Block
 from ..signals import (
     FPSTATE_SIZE,
     FRAME_SIZE,
@@ -107,9 +108,18 @@ def sys_rt_sigpending(k: Kernel, pending: int, sigsetsize: int, *_: int) -> int:
 
 
 def _wait_for_signal(k: Kernel) -> int:
-    """Sleep until a signal is due (or the invocation's deadline): always EINTR."""
-    k.sleep(float("inf"))
-    raise SyscallError(errno.EINTR)
+    """Wait until a signal is due (or the invocation's deadline): always EINTR.
+
+    A lone thread sleeps on the host in place; with others, it leaves the
+    vCPU to them (one may be what sends the signal), and a due signal wakes
+    it (Scheduler._wake_for_signals): its re-run ends with EINTR.
+    """
+    if k.sched.alone:
+        k.sleep(float("inf"))
+        raise SyscallError(errno.EINTR)
+    if k.sched.signalled() or sigdelivery.due(k):
+        raise SyscallError(errno.EINTR)
+    raise Block()
 
 
 def sys_pause(k: Kernel, *_: int) -> int:
@@ -120,35 +130,69 @@ def sys_rt_sigsuspend(k: Kernel, mask: int, sigsetsize: int, *_: int) -> int:
     if sigsetsize != SIGSET_SIZE:
         raise SyscallError(errno.EINVAL)
     thread = k.thread_signals
-    new = k.mem.u64(mask) & ~UNBLOCKABLE
-    thread.restore_mask, thread.mask = thread.mask, new
+    if not k.sched.rerun():  # a re-run after its wait woke has the mask swapped already
+        new = k.mem.u64(mask) & ~UNBLOCKABLE
+        thread.restore_mask, thread.mask = thread.mask, new
     try:
         return _wait_for_signal(k)
-    finally:
+    except SyscallError:
         if not sigdelivery.due(k):  # no handler will run to put the mask back
             thread.mask, thread.restore_mask = thread.restore_mask, None
+        raise
+
+
+def _took(k: Kernel, wanted: int, info: int) -> int | None:
+    """A pending signal of `wanted` taken (its siginfo written to info), or None."""
+    taken = sigdelivery.take(k, wanted)
+    if taken is None:
+        return None
+    sig, details = taken
+    if info:
+        k.mem.write(info, SIGINFO.pack(sig, 0, details.code, 0, details.pid, details.uid))
+    return sig
 
 
 def sys_rt_sigtimedwait(k: Kernel, these: int, info: int, timeout: int, sigsetsize: int,
                         *_: int) -> int:
-    """Take a pending signal of the set (blocked ones: that is the use), waiting up to timeout."""
+    """Take a pending signal of the set (blocked ones: that is the use), waiting up to timeout.
+
+    With other threads the caller leaves the vCPU to them, with the set
+    unblocked while it waits, as Linux does: such a signal sent to the
+    process is then for this thread, and wakes it.
+    """
     if sigsetsize != SIGSET_SIZE:
         raise SyscallError(errno.EINVAL)
     wanted = k.mem.u64(these) & ~UNBLOCKABLE
-    seconds = float("inf")
+    seconds = None
     if timeout:
         sec, nsec = TIMESPEC.unpack(k.mem.read(timeout, TIMESPEC.size))
         if sec < 0 or not 0 <= nsec < 1_000_000_000:
             raise SyscallError(errno.EINVAL)
         seconds = sec + nsec / 1e9
-    end = time.monotonic() + seconds
+    thread = k.thread_signals
+    if thread.sigwait_mask is not None:  # a re-run: its wait ended
+        thread.mask, thread.sigwait_mask = thread.sigwait_mask, None
+    if k.sched.alone:
+        return _sigwait_in_place(k, wanted, info, seconds)
+    interrupted = sigdelivery.due(k)  # also turns expired timers into signals
+    sig = _took(k, wanted, info)
+    if sig is not None:
+        return sig
+    if interrupted or k.sched.signalled():
+        raise SyscallError(errno.EINTR)  # another signal's handler runs first
+    if seconds == 0 or k.sched.timed_out():
+        raise SyscallError(errno.EAGAIN)
+    thread.sigwait_mask, thread.mask = thread.mask, thread.mask & ~wanted
+    raise Block(deadline=k.sched.deadline_after(seconds))
+
+
+def _sigwait_in_place(k: Kernel, wanted: int, info: int, seconds: float | None) -> int:
+    """rt_sigtimedwait of a lone thread: it sleeps on the host, looking again in slices."""
+    end = time.monotonic() + (float("inf") if seconds is None else seconds)
     while True:
         interrupted = sigdelivery.due(k)  # also turns expired timers into signals
-        taken = sigdelivery.take(k, wanted)
-        if taken is not None:
-            sig, details = taken
-            if info:
-                k.mem.write(info, SIGINFO.pack(sig, 0, details.code, 0, details.pid, details.uid))
+        sig = _took(k, wanted, info)
+        if sig is not None:
             return sig
         left = end - time.monotonic()
         if interrupted or k.vm.deadline_hit:
