@@ -88,3 +88,18 @@ def test_sigwait_pause_and_sigsuspend_leave_the_vcpu_to_other_threads(usf):
     """, timeout=60)
     assert out == ["True set()", "None True", "[12, 12] -1 True {<Signals.SIGUSR1: 10>, "
                    "<Signals.SIGUSR2: 12>}"]
+
+
+def test_a_lone_pause_nothing_can_end_fails_at_once_and_a_timer_ends_one(usf):
+    # A USF's processes get no signals from outside: with no timer, child or other thread
+    # to send one, pause() would wait for ever (test_signal's interprocess test did).
+    out = run(usf, """
+        import signal
+        signal.signal(signal.SIGALRM, lambda s, f: print("alarm"))
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        signal.pause()
+        print(signal.sigtimedwait([signal.SIGUSR1], 0.05))
+    """)
+    assert out == ["alarm", "None"]
+    r = usf.run_code("import signal\nsignal.pause()", timeout=30)
+    assert r.error is not None and "nothing can wake them" in r.error.message, r.error

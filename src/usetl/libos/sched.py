@@ -572,7 +572,8 @@ class Scheduler:
                 and ITIMER_REAL not in self.k.signals.timers):
             raise GuestDeadlock(
                 f"all {len(self.threads)} guest thread(s) wait and nothing can wake them "
-                "(a deadlock: a lock or futex no other thread will release)"
+                "(a deadlock: a lock or futex no other thread will release, or a signal "
+                "nothing will send)"
             )
         left = IDLE_SLICE
         wake = self.k.next_wake()  # a timeout, a signal timer

@@ -10,7 +10,6 @@ import ctypes
 import errno
 import signal
 import struct
-import time
 from typing import TYPE_CHECKING
 
 from usetl.vm import Stop
@@ -48,7 +47,6 @@ if TYPE_CHECKING:
     from ..kernel import Kernel
 
 SIGSET_SIZE = 8
-SIGWAIT_SLICE = 0.1  # seconds rt_sigtimedwait sleeps at most between looks at what is pending
 TIMESPEC = struct.Struct("<qq")
 SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK = 0, 1, 2
 # rflags bits a frame may change (Linux's FIX_EFLAGS): AC OF DF TF SF ZF AF PF CF RF
@@ -110,13 +108,12 @@ def sys_rt_sigpending(k: Kernel, pending: int, sigsetsize: int, *_: int) -> int:
 def _wait_for_signal(k: Kernel) -> int:
     """Wait until a signal is due (or the invocation's deadline): always EINTR.
 
-    A lone thread sleeps on the host in place; with others, it leaves the
-    vCPU to them (one may be what sends the signal), and a due signal wakes
-    it (Scheduler._wake_for_signals): its re-run ends with EINTR.
+    The thread leaves the vCPU (to the thread that may send the signal) and a
+    due signal wakes it (Scheduler._wake_for_signals): its re-run ends with
+    EINTR. With nothing that could ever send one (no timer, child or other
+    thread) the scheduler ends the guest as a deadlock rather than hang: a
+    USF's processes get no signals from outside.
     """
-    if k.sched.alone:
-        k.sleep(float("inf"))
-        raise SyscallError(errno.EINTR)
     if k.sched.signalled() or sigdelivery.due(k):
         raise SyscallError(errno.EINTR)
     raise Block()
@@ -156,9 +153,9 @@ def sys_rt_sigtimedwait(k: Kernel, these: int, info: int, timeout: int, sigsetsi
                         *_: int) -> int:
     """Take a pending signal of the set (blocked ones: that is the use), waiting up to timeout.
 
-    With other threads the caller leaves the vCPU to them, with the set
-    unblocked while it waits, as Linux does: such a signal sent to the
-    process is then for this thread, and wakes it.
+    The caller leaves the vCPU while it waits, with the set unblocked, as
+    Linux does: such a signal sent to the process is then for this thread,
+    and wakes it (a wait nothing could end is a deadlock, as for pause).
     """
     if sigsetsize != SIGSET_SIZE:
         raise SyscallError(errno.EINVAL)
@@ -172,11 +169,12 @@ def sys_rt_sigtimedwait(k: Kernel, these: int, info: int, timeout: int, sigsetsi
     thread = k.thread_signals
     if thread.sigwait_mask is not None:  # a re-run: its wait ended
         thread.mask, thread.sigwait_mask = thread.sigwait_mask, None
-    if k.sched.alone:
-        return _sigwait_in_place(k, wanted, info, seconds)
     interrupted = sigdelivery.due(k)  # also turns expired timers into signals
-    sig = _took(k, wanted, info)
-    if sig is not None:
+    taken = sigdelivery.take(k, wanted)
+    if taken is not None:
+        sig, details = taken
+        if info:
+            k.mem.write(info, SIGINFO.pack(sig, 0, details.code, 0, details.pid, details.uid))
         return sig
     if interrupted or k.sched.signalled():
         raise SyscallError(errno.EINTR)  # another signal's handler runs first
@@ -184,26 +182,6 @@ def sys_rt_sigtimedwait(k: Kernel, these: int, info: int, timeout: int, sigsetsi
         raise SyscallError(errno.EAGAIN)
     thread.sigwait_mask, thread.mask = thread.mask, thread.mask & ~wanted
     raise Block(deadline=k.sched.deadline_after(seconds))
-
-
-def _sigwait_in_place(k: Kernel, wanted: int, info: int, seconds: float | None) -> int:
-    """rt_sigtimedwait of a lone thread: it sleeps on the host, looking again in slices."""
-    end = time.monotonic() + (float("inf") if seconds is None else seconds)
-    while True:
-        interrupted = sigdelivery.due(k)  # also turns expired timers into signals
-        sig = _took(k, wanted, info)
-        if sig is not None:
-            return sig
-        left = end - time.monotonic()
-        if interrupted or k.vm.deadline_hit:
-            raise SyscallError(errno.EINTR)  # another signal's handler runs first
-        if left <= 0:
-            raise SyscallError(errno.EAGAIN)
-        wake = (k.next_wake() or end) - time.monotonic()  # a timer's signal, if sooner
-        try:
-            k.sleep(max(min(left, wake, SIGWAIT_SLICE), 0.0))
-        except SyscallError:
-            continue  # a signal is due: the set's, or another's (checked above)
 
 
 def sys_sigaltstack(k: Kernel, new: int, old: int, *_: int) -> int:
