@@ -103,3 +103,40 @@ def test_a_lone_pause_nothing_can_end_fails_at_once_and_a_timer_ends_one(usf):
     assert out == ["alarm", "None"]
     r = usf.run_code("import signal\nsignal.pause()", timeout=30)
     assert r.error is not None and "nothing can wake them" in r.error.message, r.error
+
+
+def test_copy_file_range_splice_getppid_and_setreuid(usf):
+    out = run(usf, """
+        import os, subprocess, sys
+        with open("/tmp/src", "wb") as f:
+            f.write(b"0123456789")
+        src = os.open("/tmp/src", os.O_RDONLY)
+        dst = os.open("/tmp/dst", os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+        print(os.copy_file_range(src, dst, 6, 3, 5), os.pread(dst, 20, 0),
+              os.lseek(src, 0, os.SEEK_CUR))
+        print(os.copy_file_range(src, dst, 4), os.lseek(src, 0, os.SEEK_CUR), os.pread(dst, 4, 0))
+        r, w = os.pipe()
+        print(os.splice(src, w, 3, offset_src=7), os.read(r, 10), os.lseek(src, 0, os.SEEK_CUR))
+        os.write(w, b"abc")
+        print(os.splice(r, dst, 2, offset_dst=1), os.pread(dst, 4, 0), os.read(r, 10))
+        r2, w2 = os.pipe()
+        os.write(w, b"xyz")
+        print(os.splice(r, w2, 10), os.read(r2, 10))
+        for bad in ((src, dst), ):
+            try:
+                os.splice(*bad, 1)
+            except OSError as e:
+                print("splice file to file", e.errno == 22)
+        out = subprocess.run([sys.executable, "-c", "import os; print(os.getppid())"],
+                             capture_output=True, text=True).stdout.strip()
+        print(out == str(os.getpid()), os.getppid())
+        os.setreuid(-1, -1)
+        os.setresgid(-1, os.getgid(), -1)
+        try:
+            os.setuid(0)
+        except PermissionError:
+            print("setuid 0 EPERM")
+    """, timeout=60)
+    assert out == ["6 b'\\x00\\x00\\x00\\x00\\x00345678' 0", "4 4 b'0123'",
+                   "3 b'789' 4", "2 b'0ab3' b'c'", "3 b'xyz'", "splice file to file True",
+                   "True 0", "setuid 0 EPERM"]

@@ -261,9 +261,7 @@ def sys_sendfile(k: Kernel, out_fd: int, in_fd: int, offset_addr: int, count: in
     src, dst = k.fds.get(s32(in_fd)), k.fds.get(s32(out_fd))
     if not src.readable or not dst.writable or src.node.is_dir:
         raise SyscallError(errno.EBADF)
-    offset = s64(k.mem.u64(offset_addr)) if offset_addr else src.offset
-    if offset < 0:
-        raise SyscallError(errno.EINVAL)
+    offset = file_offset(k, src, offset_addr)
     count, done = min(count, MAX_IO), 0
     while done < count:
         data = src.read_at(offset + done, min(count - done, SENDFILE_CHUNK))
@@ -273,10 +271,51 @@ def sys_sendfile(k: Kernel, out_fd: int, in_fd: int, offset_addr: int, count: in
         done += n
         if n < len(data):
             break
-    if offset_addr:
-        k.mem.put_u64(offset_addr, offset + done)
+    moved_offset(k, src, offset_addr, offset + done)
+    return done
+
+
+def file_offset(k: Kernel, f: OpenFile, addr: int) -> int:
+    """Where a copy reads or writes f: at *addr if given (then f's offset stays), else f's."""
+    offset = s64(k.mem.u64(addr)) if addr else f.offset
+    if offset < 0:
+        raise SyscallError(errno.EINVAL)
+    return offset
+
+
+def moved_offset(k: Kernel, f: OpenFile, addr: int, offset: int) -> None:
+    """After a copy: *addr, or f's own offset, is `offset` now."""
+    if addr:
+        k.mem.put_u64(addr, offset)
     else:
-        src.offset = offset + done
+        f.offset = offset
+
+
+def sys_copy_file_range(k: Kernel, fd_in: int, off_in: int, fd_out: int, off_out: int,
+                        length: int, flags: int) -> int:
+    """Copy between two regular files in the monitor (no reflinks: the bytes are copied)."""
+    src, dst = k.fds.get(s32(fd_in)), k.fds.get(s32(fd_out))
+    if flags:
+        raise SyscallError(errno.EINVAL)
+    if not src.readable or not dst.writable or dst.flags & O_APPEND:
+        raise SyscallError(errno.EBADF)
+    if src.node.is_dir or dst.node.is_dir:
+        raise SyscallError(errno.EISDIR)
+    if not (st.S_ISREG(src.node.mode) and st.S_ISREG(dst.node.mode)):
+        raise SyscallError(errno.EINVAL)
+    start, at = file_offset(k, src, off_in), file_offset(k, dst, off_out)
+    length = min(length, MAX_IO)
+    check_io_range(at, length)
+    if src.node is dst.node and start < at + length and at < start + length:
+        raise SyscallError(errno.EINVAL)  # overlapping ranges of one file
+    done = 0
+    while done < length:
+        data = src.read_at(start + done, min(length - done, SENDFILE_CHUNK))
+        if not data:
+            break
+        done += dst.write_at(at + done, memoryview(data))
+    moved_offset(k, src, off_in, start + done)
+    moved_offset(k, dst, off_out, at + done)
     return done
 
 

@@ -26,6 +26,43 @@ def sys_getppid(k: Kernel, *_: int) -> int:
     return k.identity.ppid
 
 
+def _set_ids(current: int, *ids: int) -> int:
+    """set*uid and set*gid: the guest's user is not root, so each id given (-1: unchanged)
+    may only be the one it has (real, effective and saved are all the guest's), else EPERM."""
+    for i in ids:
+        if s32(i) != -1 and i & 0xFFFFFFFF != current:
+            raise SyscallError(errno.EPERM)
+    return 0
+
+
+def sys_setuid(k: Kernel, uid: int, *_: int) -> int:
+    if s32(uid) == -1:
+        raise SyscallError(errno.EINVAL)
+    return _set_ids(k.identity.uid, uid)
+
+
+def sys_setgid(k: Kernel, gid: int, *_: int) -> int:
+    if s32(gid) == -1:
+        raise SyscallError(errno.EINVAL)
+    return _set_ids(k.identity.gid, gid)
+
+
+def sys_setreuid(k: Kernel, ruid: int, euid: int, *_: int) -> int:
+    return _set_ids(k.identity.uid, ruid, euid)
+
+
+def sys_setregid(k: Kernel, rgid: int, egid: int, *_: int) -> int:
+    return _set_ids(k.identity.gid, rgid, egid)
+
+
+def sys_setresuid(k: Kernel, ruid: int, euid: int, suid: int, *_: int) -> int:
+    return _set_ids(k.identity.uid, ruid, euid, suid)
+
+
+def sys_setresgid(k: Kernel, rgid: int, egid: int, sgid: int, *_: int) -> int:
+    return _set_ids(k.identity.gid, rgid, egid, sgid)
+
+
 def sys_getuid(k: Kernel, *_: int) -> int:
     return k.identity.uid
 

@@ -124,6 +124,8 @@ _ENTRIES = [
     Syscall("fstatfs", meta.sys_fstatfs, FULL, "only /tmp has free space"),
     Syscall("flock", meta.sys_flock, FULL, "one process: every lock is granted"),
     Syscall("sendfile", f.sys_sendfile, FULL),
+    Syscall("copy_file_range", f.sys_copy_file_range, FULL,
+            "between regular files; the monitor copies the bytes (no reflink)"),
     *(Syscall(f"{prefix}{op}xattr", getattr(meta, f"sys_{prefix}{op}xattr"), PARTIAL,
               "no extended attributes: lists are empty, get/remove ENODATA, set EOPNOTSUPP")
       for op in ("list", "get", "set", "remove") for prefix in ("", "l", "f")),
@@ -159,7 +161,7 @@ _ENTRIES = [
             "monitors' CPU time and peak RSS"),
     # identity and system information
     Syscall("getpid", ident.sys_getpid, FULL),
-    Syscall("getppid", ident.sys_getppid, FULL),
+    Syscall("getppid", ident.sys_getppid, FULL, "a child's parent; 0 for the first process"),
     Syscall("gettid", th.sys_gettid, FULL),
     Syscall("getuid", ident.sys_getuid, FULL),
     Syscall("geteuid", ident.sys_getuid, FULL),
@@ -167,6 +169,12 @@ _ENTRIES = [
     Syscall("getegid", ident.sys_getgid, FULL),
     Syscall("getresuid", ident.sys_getresuid, FULL),
     Syscall("getresgid", ident.sys_getresgid, FULL),
+    Syscall("setuid", ident.sys_setuid, FULL, "not root: only to its own uid, else EPERM"),
+    Syscall("setgid", ident.sys_setgid, FULL, "not root: only to its own gid, else EPERM"),
+    Syscall("setreuid", ident.sys_setreuid, FULL, "not root: -1 or its own uid, else EPERM"),
+    Syscall("setregid", ident.sys_setregid, FULL, "not root: -1 or its own gid, else EPERM"),
+    Syscall("setresuid", ident.sys_setresuid, FULL, "not root: -1 or its own uid, else EPERM"),
+    Syscall("setresgid", ident.sys_setresgid, FULL, "not root: -1 or its own gid, else EPERM"),
     Syscall("getgroups", ident.sys_getgroups, FULL),
     Syscall("getpgrp", ident.sys_getpgrp, FULL),
     Syscall("getpriority", ident.sys_getpriority, FULL, "one process: the guest's"),
@@ -247,6 +255,9 @@ _ENTRIES = [
     # pipes, eventfds and readiness: in the monitor, over every kind of file
     Syscall("pipe", ipc.sys_pipe, FULL, "no SIGPIPE: EPIPE"),
     Syscall("pipe2", ipc.sys_pipe2, PARTIAL, "no O_DIRECT (packet mode); no SIGPIPE: EPIPE"),
+    Syscall("splice", ipc.sys_splice, PARTIAL,
+            "copies; a pipe or socket is read into a regular file or an in-monitor pipe only "
+            "(else EINVAL); SPLICE_F_NONBLOCK is honoured, the other flags are hints"),
     Syscall("eventfd", ipc.sys_eventfd, FULL, "shared with a fork or a child program: then a "
             "host eventfd"),
     Syscall("eventfd2", ipc.sys_eventfd2, FULL, "as eventfd"),
