@@ -90,18 +90,19 @@ def test_sigwait_pause_and_sigsuspend_leave_the_vcpu_to_other_threads(usf):
                    "<Signals.SIGUSR2: 12>}"]
 
 
-def test_a_lone_pause_nothing_can_end_fails_at_once_and_a_timer_ends_one(usf):
+def test_a_lone_pause_nothing_can_end_fails_at_once_and_a_timer_ends_one(image):
     # A USF's processes get no signals from outside: with no timer, child or other thread
     # to send one, pause() would wait for ever (test_signal's interprocess test did).
-    out = run(usf, """
-        import signal
-        signal.signal(signal.SIGALRM, lambda s, f: print("alarm"))
-        signal.setitimer(signal.ITIMER_REAL, 0.05)
-        signal.pause()
-        print(signal.sigtimedwait([signal.SIGUSR1], 0.05))
-    """)
-    assert out == ["alarm", "None"]
-    r = usf.run_code("import signal\nsignal.pause()", timeout=30)
+    with start_usf(image) as u:  # the deadlock ends this USF's guest
+        out = run(u, """
+            import signal
+            signal.signal(signal.SIGALRM, lambda s, f: print("alarm"))
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            signal.pause()
+            print(signal.sigtimedwait([signal.SIGUSR1], 0.05))
+        """)
+        assert out == ["alarm", "None"]
+        r = u.run_code("import signal\nsignal.pause()", timeout=30)
     assert r.error is not None and "nothing can wake them" in r.error.message, r.error
 
 
@@ -140,3 +141,39 @@ def test_copy_file_range_splice_getppid_and_setreuid(usf):
     assert out == ["6 b'\\x00\\x00\\x00\\x00\\x00345678' 0", "4 4 b'0123'",
                    "3 b'789' 4", "2 b'0ab3' b'c'", "3 b'xyz'", "splice file to file True",
                    "True 0", "setuid 0 EPERM"]
+
+
+def test_a_pseudo_terminal_has_linuxs_line_discipline(usf):
+    # The same program on Linux prints the same lines (asyncio's pty tests, test_os's
+    # test_openpty).
+    out = run(usf, """
+        import os, select, tty
+        m, s = os.openpty()
+        print(os.isatty(m), os.isatty(s), os.get_inheritable(m), os.get_inheritable(s))
+        os.write(s, b"hello\\nworld")
+        print(os.read(m, 100))
+        os.write(m, b"ab\\x7fc\\r")  # canonical: erase, CR read as NL, all echoed
+        print(os.read(s, 100), os.read(m, 100))
+        tty.setraw(s)
+        os.write(m, b"x\\r")
+        p = select.poll()
+        p.register(s, select.POLLIN)
+        print(p.poll(1000) == [(s, select.POLLIN)], os.read(s, 100))
+        os.write(s, b"1\\n")
+        print(os.read(m, 100))
+        os.close(m)
+        print(os.read(s, 10))
+        try:
+            os.write(s, b"z")
+        except OSError as e:
+            print("slave write", e.errno)
+        m, s = os.openpty()
+        os.close(s)
+        try:
+            os.read(m, 1)
+        except OSError as e:
+            print("master read", e.errno)
+    """)
+    assert out == ["True True False False", "b'hello\\r\\nworld'",
+                   "b'ac\\n' b'ab\\x08 \\x08c\\r\\n'", "True b'x\\r'", "b'1\\n'", "b''",
+                   "slave write 5", "master read 5"]

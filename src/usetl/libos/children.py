@@ -73,6 +73,7 @@ from .hostpipe import HostStreamFile
 from .ipc import ChannelFile, EventFile, UnixSocketFile
 from .loader import load_program
 from .net import POLLIN, SocketFile, wait_ready
+from .pty import PtyFile
 from .sched import Block, ExitThread, WaitQueue
 from .signals import SI_USER, SIG_DFL, ProcessSignals, SigInfo
 from .syscalls.numbers import SYSCALL_NAMES
@@ -638,7 +639,7 @@ def _child_files(k: Kernel, state: PreExec) -> tuple[dict[int, OpenFile], list[C
 def channel_end(f: OpenFile) -> ChannelFile | None:
     """The in-monitor channel end f reads and writes: a pipe end, or the connection of a
     guest socket (a socketpair's, or one made to a guest listener)."""
-    if isinstance(f, ChannelFile):
+    if isinstance(f, ChannelFile) and not isinstance(f, PtyFile):  # a pty stays this process's
         return f
     if isinstance(f, GuestSocket) and isinstance(f.conn, ChannelFile):
         return f.conn

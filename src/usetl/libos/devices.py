@@ -18,6 +18,7 @@ from usetl import abi
 from .errors import SyscallError
 from .files import NullFile, OpenFile, RandomFile, ZeroFile
 from .fs import DeviceNode, Node
+from .pty import PtmxNode
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -112,8 +113,9 @@ class AgentChannelFile(OpenFile):
         return n
 
 
-def standard_devices(channel: AgentChannel) -> dict[str, DeviceNode]:
+def standard_devices(channel: AgentChannel) -> dict[str, Node]:
     return {
+        "ptmx": PtmxNode(17),
         "null": DeviceNode(10, makedev(1, 3), NullFile, "/dev/null"),
         "zero": DeviceNode(11, makedev(1, 5), ZeroFile, "/dev/zero"),
         "urandom": DeviceNode(12, makedev(1, 9), RandomFile, "/dev/urandom"),

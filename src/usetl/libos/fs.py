@@ -371,7 +371,7 @@ class Namespace:
 
     SYNTHETIC = ("tmp", "dev", "proc", "sys")
 
-    def __init__(self, image: ImageArchive, tmpfs_limit: int, devices: dict[str, DeviceNode],
+    def __init__(self, image: ImageArchive, tmpfs_limit: int, devices: dict[str, Node],
                  executable: str):
         self.image = ImageFS(image)
         self.inodes = Inodes()

@@ -101,7 +101,8 @@ class Channel:
             return 0
         return self.capacity - self.held
 
-    def _wait(self, blocking: bool) -> Block:
+    def wait(self, blocking: bool) -> Block:
+        """What a call that cannot go on now raises: EAGAIN, or a wait for a change."""
         if not blocking:
             raise SyscallError(errno.EAGAIN)
         return Block((self.queue,), self.sched.deadline_after(None))
@@ -122,7 +123,7 @@ class Channel:
                 raise SyscallError(errno.ECONNRESET)  # what was sent before the RST is read
             if self.writers == 0:
                 return b"", None, 0
-            raise self._wait(blocking)
+            raise self.wait(blocking)
         ancillary = None
         if self.datagrams:
             msg, ancillary = self.messages[0] if peek else self.messages.popleft()
@@ -143,6 +144,13 @@ class Channel:
         if not peek:
             self.changed()
         return data, ancillary, whole
+
+    def feed(self, data: bytes) -> None:
+        """Append stream bytes whatever the room: a terminal's line discipline (pty.py),
+        which checks the room for what it was given, may make more of them."""
+        self.data += data
+        self.written += len(data)
+        self.changed()
 
     def discard(self, fds: FdTable) -> None:
         """The last reader went: files in flight to it are dropped."""
@@ -172,12 +180,12 @@ class Channel:
             if size > self.capacity:
                 raise SyscallError(errno.EMSGSIZE)
             if size > room:
-                raise self._wait(blocking)
+                raise self.wait(blocking)
             self.messages.append((bytes(data), ancillary))
             self.queued += size
         else:
             if room == 0 or (size <= PIPE_BUF and size > room):
-                raise self._wait(blocking)
+                raise self.wait(blocking)
             size = min(size, room)
             self.data += data[:size]
             if ancillary is not None:

@@ -30,6 +30,7 @@ from ..files import (
 )
 from ..fs import DeviceNode, ImageNode, ProcNode, Resolved, StaticFile, TmpDir, TmpFile
 from ..hostfs import HostNode
+from ..pty import PtmxNode
 from ..sched import Block
 from .args import AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, s32, s64
 
@@ -112,6 +113,8 @@ def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
     f: OpenFile
     if isinstance(node, DeviceNode):
         f = node.open(flags)  # type: ignore[assignment]
+    elif isinstance(node, PtmxNode):
+        f = node.open(k, flags)
     elif node.is_dir:
         if writable:
             raise SyscallError(errno.EISDIR)
@@ -399,7 +402,7 @@ def _access(k: Kernel, dirfd: int, path: int, mode: int, flags: int) -> int:
     assert isinstance(r, Resolved)
     if r.node is None:
         raise SyscallError(errno.ENOENT)
-    if mode & W_OK and not isinstance(r.node, (TmpFile, TmpDir, DeviceNode)):
+    if mode & W_OK and not isinstance(r.node, (TmpFile, TmpDir, DeviceNode, PtmxNode)):
         raise SyscallError(errno.EROFS)
     if mode & X_OK and not r.node.mode & 0o111:
         raise SyscallError(errno.EACCES)

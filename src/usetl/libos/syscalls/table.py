@@ -79,9 +79,11 @@ _ENTRIES = [
     Syscall("fcntl", f.sys_fcntl, PARTIAL,
             "locks always granted and F_GETLK finds none (one process); no OFD locks, "
             "no leases; F_DUPFD bound 0-1023"),
-    Syscall("ioctl", f.sys_ioctl, PARTIAL, "FIONBIO/FIOCLEX, and the devices' own: /dev/etl's "
-            "request, /dev/usetl's exchange (a reply and the next request); terminals are "
-            "ENOTTY"),
+    Syscall("ioctl", f.sys_ioctl, PARTIAL,
+            "FIONBIO/FIOCLEX; the devices' own: /dev/etl's request, /dev/usetl's exchange "
+            "(a reply and the next request), a pseudo-terminal's termios, window size and "
+            "pty requests (libos/pty.py); the captured stdout and stderr are no terminals "
+            "(ENOTTY)"),
     Syscall("getdents64", f.sys_getdents64, FULL),
     Syscall("getcwd", f.sys_getcwd, FULL),
     Syscall("chdir", f.sys_chdir, FULL),
