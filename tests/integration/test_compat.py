@@ -177,3 +177,30 @@ def test_a_pseudo_terminal_has_linuxs_line_discipline(usf):
     assert out == ["True True False False", "b'hello\\r\\nworld'",
                    "b'ac\\n' b'ab\\x08 \\x08c\\r\\n'", "True b'x\\r'", "b'1\\n'", "b''",
                    "slave write 5", "master read 5"]
+
+
+def test_user_extended_attributes_on_tmpfs(usf):
+    out = run(usf, """
+        import errno, os
+        open("/tmp/x", "w").close()
+        def err(f, *a):
+            try:
+                f(*a)
+            except OSError as e:
+                return errno.errorcode[e.errno]
+        print(os.listxattr("/tmp/x"), err(os.getxattr, "/tmp/x", "user.a"))
+        os.setxattr("/tmp/x", "user.a", b"1")
+        os.setxattr("/tmp/x", "user.b", b"", os.XATTR_CREATE)
+        print(sorted(os.listxattr("/tmp/x")), os.getxattr("/tmp/x", "user.a"),
+              err(os.setxattr, "/tmp/x", "user.a", b"2", os.XATTR_CREATE),
+              err(os.setxattr, "/tmp/x", "user.c", b"2", os.XATTR_REPLACE))
+        fd = os.open("/tmp/x", os.O_RDONLY)
+        os.setxattr(fd, "user.a", b"22", os.XATTR_REPLACE)
+        os.removexattr("/tmp/x", "user.b")
+        print(os.listxattr(fd), os.getxattr(fd, "user.a"), err(os.removexattr, fd, "user.b"),
+              err(os.setxattr, "/tmp/x", "trusted.a", b""), err(os.setxattr, "/tmp/x", "a", b""),
+              err(os.setxattr, "/etc/hosts", "user.a", b""), err(os.setxattr, "/tmp/x",
+              "user.big", b"x" * 65537))
+    """)
+    assert out == ["[] ENODATA", "['user.a', 'user.b'] b'1' EEXIST ENODATA",
+                   "['user.a'] b'22' ENODATA EPERM ENOTSUP EROFS E2BIG"]

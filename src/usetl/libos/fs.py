@@ -143,6 +143,16 @@ class TmpNode(Node):
     dev = DEV_TMPFS
     uid = gid = GUEST_ID  # the guest made it
 
+    def xattrs(self) -> dict[bytes, bytes]:
+        """Its user.* extended attributes (made on first use: nodes in snapshots taken
+        before there were any have none)."""
+        return self.__dict__.setdefault("user_xattrs", {})
+
+    @property
+    def xattr_bytes(self) -> int:
+        """What its extended attributes hold, charged to the tmpfs."""
+        return sum(len(n) + len(v) for n, v in self.__dict__.get("user_xattrs", {}).items())
+
 
 class TmpFile(TmpNode):
     def __init__(self, ino: int, mode: int = 0o644):
@@ -238,9 +248,9 @@ class TmpFS:
             node.links -= 1
             node.ctime_ns = time.time_ns()
             if node.links == 0:
-                self.used -= len(node.data) + NODE_BYTES
+                self.used -= len(node.data) + NODE_BYTES + node.xattr_bytes
         else:
-            self.used -= NODE_BYTES  # a directory or a symlink has one link
+            self.used -= NODE_BYTES + node.xattr_bytes  # a directory or symlink: one link
 
     def add_file(self, path: str, data: bytes, mode: int = 0o755) -> TmpFile:
         """Create a file below /tmp (path relative to the tmpfs root) from the host side."""

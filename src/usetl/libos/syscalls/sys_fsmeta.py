@@ -339,71 +339,154 @@ def sys_memfd_create(k: Kernel, name: int, flags: int, *_: int) -> int:
 
 
 
-# -- extended attributes: none are kept ------------------------------------------
+# -- extended attributes: user.* on tmpfs files and directories -----------------------
+
+XATTR_CREATE, XATTR_REPLACE = 1, 2
+XATTR_NAME_MAX = 255
+XATTR_SIZE_MAX = XATTR_LIST_MAX = 65536  # one value; one node's list of names
+USER_XATTR = b"user."
+XATTR_PREFIXES = (b"user.", b"trusted.", b"security.", b"system.")
 
 
 def _xattr_node(k: Kernel, target: int, follow: bool, by_fd: bool) -> Node:
     return _open_node(k, target) if by_fd else _existing(k, AT_FDCWD, target, follow=follow)
 
 
-def _listxattr(k: Kernel, target: int, follow: bool, by_fd: bool) -> int:
-    _xattr_node(k, target, follow, by_fd)
-    return 0  # an empty list
+def _xattr_name(k: Kernel, addr: int) -> bytes:
+    try:
+        name = k.mem.cstring(addr, limit=XATTR_NAME_MAX + 1)
+    except SyscallError as e:
+        raise SyscallError(errno.ERANGE if e.errno == errno.ENAMETOOLONG else e.errno) from None
+    if not name:
+        raise SyscallError(errno.ERANGE)
+    if not name.startswith(XATTR_PREFIXES):
+        raise SyscallError(errno.EOPNOTSUPP)
+    return name
 
 
-def _getxattr(k: Kernel, target: int, follow: bool, by_fd: bool) -> int:
-    _xattr_node(k, target, follow, by_fd)
-    raise SyscallError(errno.ENODATA)
+def _stored(node: Node) -> dict[bytes, bytes]:
+    """The attributes a node holds: only tmpfs files and directories hold any."""
+    if isinstance(node, TmpNode) and (node.is_dir or st.S_ISREG(node.mode)):
+        return node.xattrs()
+    return {}
 
 
-def _setxattr(k: Kernel, target: int, follow: bool, by_fd: bool) -> int:
-    _xattr_node(k, target, follow, by_fd)
-    raise SyscallError(errno.EOPNOTSUPP)
+def _changeable(node: Node, name: bytes) -> tuple[TmpNode, dict[bytes, bytes]]:
+    """A node whose attribute `name` the guest may set or remove, and its attributes.
+    As Linux for a user that is not root: trusted.* is EPERM, security.* and system.*
+    are not kept (EOPNOTSUPP), user.* only on files and directories."""
+    tmp = _writable(node)
+    if not name.startswith(USER_XATTR):
+        raise SyscallError(errno.EPERM if name.startswith(b"trusted.") else errno.EOPNOTSUPP)
+    if not (tmp.is_dir or st.S_ISREG(tmp.mode)):
+        raise SyscallError(errno.EPERM)
+    return tmp, tmp.xattrs()
 
 
-def sys_listxattr(k: Kernel, path: int, *_: int) -> int:
-    return _listxattr(k, path, True, False)
+def _reply(k: Kernel, data: bytes, buf: int, size: int) -> int:
+    """A value or list for a buffer of `size`: 0 asks for the length; too small is ERANGE."""
+    if size:
+        if len(data) > size:
+            raise SyscallError(errno.ERANGE)
+        k.mem.write(buf, data)
+    return len(data)
 
 
-def sys_llistxattr(k: Kernel, path: int, *_: int) -> int:
-    return _listxattr(k, path, False, False)
+def _listxattr(k: Kernel, target: int, follow: bool, by_fd: bool, buf: int, size: int) -> int:
+    node = _xattr_node(k, target, follow, by_fd)
+    return _reply(k, b"".join(n + b"\0" for n in _stored(node)), buf, size)
 
 
-def sys_flistxattr(k: Kernel, fd: int, *_: int) -> int:
-    return _listxattr(k, fd, True, True)
+def _getxattr(k: Kernel, target: int, follow: bool, by_fd: bool, name: int, buf: int,
+              size: int) -> int:
+    node = _xattr_node(k, target, follow, by_fd)
+    value = _stored(node).get(_xattr_name(k, name))
+    if value is None:
+        raise SyscallError(errno.ENODATA)
+    return _reply(k, value, buf, size)
 
 
-def sys_getxattr(k: Kernel, path: int, *_: int) -> int:
-    return _getxattr(k, path, True, False)
+def _setxattr(k: Kernel, target: int, follow: bool, by_fd: bool, name: int, value: int,
+              size: int, flags: int) -> int:
+    node = _xattr_node(k, target, follow, by_fd)
+    key = _xattr_name(k, name)
+    if flags & ~(XATTR_CREATE | XATTR_REPLACE):
+        raise SyscallError(errno.EINVAL)
+    if size > XATTR_SIZE_MAX:
+        raise SyscallError(errno.E2BIG)
+    data = bytes(k.mem.read(value, size)) if size else b""
+    tmp, attrs = _changeable(node, key)
+    old = attrs.get(key)
+    if old is not None and flags & XATTR_CREATE:
+        raise SyscallError(errno.EEXIST)
+    if old is None and flags & XATTR_REPLACE:
+        raise SyscallError(errno.ENODATA)
+    if old is None and sum(len(n) + 1 for n in attrs) + len(key) + 1 > XATTR_LIST_MAX:
+        raise SyscallError(errno.ENOSPC)
+    k.ns.tmp.charge(len(data) - len(old) if old is not None else len(key) + len(data))
+    attrs[key] = data
+    tmp.ctime_ns = time.time_ns()
+    return 0
 
 
-def sys_lgetxattr(k: Kernel, path: int, *_: int) -> int:
-    return _getxattr(k, path, False, False)
+def _removexattr(k: Kernel, target: int, follow: bool, by_fd: bool, name: int) -> int:
+    node = _xattr_node(k, target, follow, by_fd)
+    key = _xattr_name(k, name)
+    tmp, attrs = _changeable(node, key)
+    old = attrs.pop(key, None)
+    if old is None:
+        raise SyscallError(errno.ENODATA)
+    k.ns.tmp.charge(-len(key) - len(old))
+    tmp.ctime_ns = time.time_ns()
+    return 0
 
 
-def sys_fgetxattr(k: Kernel, fd: int, *_: int) -> int:
-    return _getxattr(k, fd, True, True)
+def sys_listxattr(k: Kernel, path: int, buf: int, size: int, *_: int) -> int:
+    return _listxattr(k, path, True, False, buf, size)
 
 
-def sys_setxattr(k: Kernel, path: int, *_: int) -> int:
-    return _setxattr(k, path, True, False)
+def sys_llistxattr(k: Kernel, path: int, buf: int, size: int, *_: int) -> int:
+    return _listxattr(k, path, False, False, buf, size)
 
 
-def sys_lsetxattr(k: Kernel, path: int, *_: int) -> int:
-    return _setxattr(k, path, False, False)
+def sys_flistxattr(k: Kernel, fd: int, buf: int, size: int, *_: int) -> int:
+    return _listxattr(k, fd, True, True, buf, size)
 
 
-def sys_fsetxattr(k: Kernel, fd: int, *_: int) -> int:
-    return _setxattr(k, fd, True, True)
+def sys_getxattr(k: Kernel, path: int, name: int, buf: int, size: int, *_: int) -> int:
+    return _getxattr(k, path, True, False, name, buf, size)
 
 
-def sys_removexattr(k: Kernel, path: int, *_: int) -> int:
-    return _getxattr(k, path, True, False)
+def sys_lgetxattr(k: Kernel, path: int, name: int, buf: int, size: int, *_: int) -> int:
+    return _getxattr(k, path, False, False, name, buf, size)
 
 
-def sys_lremovexattr(k: Kernel, path: int, *_: int) -> int:
-    return _getxattr(k, path, False, False)
+def sys_fgetxattr(k: Kernel, fd: int, name: int, buf: int, size: int, *_: int) -> int:
+    return _getxattr(k, fd, True, True, name, buf, size)
 
 
-def sys_fremovexattr(k: Kernel, fd: int, *_: int) -> int:
-    return _getxattr(k, fd, True, True)
+def sys_setxattr(k: Kernel, path: int, name: int, value: int, size: int, flags: int,
+                 *_: int) -> int:
+    return _setxattr(k, path, True, False, name, value, size, flags)
+
+
+def sys_lsetxattr(k: Kernel, path: int, name: int, value: int, size: int, flags: int,
+                  *_: int) -> int:
+    return _setxattr(k, path, False, False, name, value, size, flags)
+
+
+def sys_fsetxattr(k: Kernel, fd: int, name: int, value: int, size: int, flags: int,
+                  *_: int) -> int:
+    return _setxattr(k, fd, True, True, name, value, size, flags)
+
+
+def sys_removexattr(k: Kernel, path: int, name: int, *_: int) -> int:
+    return _removexattr(k, path, True, False, name)
+
+
+def sys_lremovexattr(k: Kernel, path: int, name: int, *_: int) -> int:
+    return _removexattr(k, path, False, False, name)
+
+
+def sys_fremovexattr(k: Kernel, fd: int, name: int, *_: int) -> int:
+    return _removexattr(k, fd, True, True, name)

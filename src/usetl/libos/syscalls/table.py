@@ -129,7 +129,8 @@ _ENTRIES = [
     Syscall("copy_file_range", f.sys_copy_file_range, FULL,
             "between regular files; the monitor copies the bytes (no reflink)"),
     *(Syscall(f"{prefix}{op}xattr", getattr(meta, f"sys_{prefix}{op}xattr"), PARTIAL,
-              "no extended attributes: lists are empty, get/remove ENODATA, set EOPNOTSUPP")
+              "user.* on tmpfs files and directories (charged to the tmpfs); trusted.* EPERM, "
+              "security.* and system.* EOPNOTSUPP; other filesystems hold none (EROFS)")
       for op in ("list", "get", "set", "remove") for prefix in ("", "l", "f")),
     Syscall("memfd_create", meta.sys_memfd_create, PARTIAL,
             "a tmpfs file in no directory; no seals (F_ADD_SEALS is EINVAL); "
