@@ -87,7 +87,8 @@ class Pty:
         return bool(self.termios[which] & bit)
 
     def cc(self, index: int) -> int:
-        return self.termios[5][index]
+        """A control character; 0 disables it (_POSIX_VDISABLE), so -1, which no byte is."""
+        return self.termios[5][index] or -1
 
     def _echo(self, byte: int) -> bytes:
         if self.flag(1, OPOST) and self.flag(1, ONLCR) and byte == 10:
@@ -126,7 +127,7 @@ class Pty:
             elif byte == self.cc(VEOF):
                 self._end_line()
                 continue
-            elif byte == 10 or (byte == self.cc(VEOL) and byte):
+            elif byte in (10, self.cc(VEOL)):
                 self._end_line(bytes((byte,)))
             elif len(self.line) < LINE_MAX:
                 self.line.append(byte)
@@ -221,7 +222,12 @@ class PtyMaster(PtyFile):
         elif request == TIOCGPTPEER:
             if pty.locked:
                 raise SyscallError(errno.EIO)
-            return k.fds.install(PtySlave(pty, arg), cloexec=bool(arg & O_CLOEXEC))
+            slave = PtySlave(pty, arg)
+            try:
+                return k.fds.install(slave, cloexec=bool(arg & O_CLOEXEC))
+            except SyscallError:
+                slave.close()
+                raise
         else:
             return super().ioctl(k, request, arg)
         return 0
