@@ -185,6 +185,7 @@ _ENTRIES = [
             "the nice value is kept, never applied (one vCPU); lowering it is EACCES"),
     Syscall("uname", ident.sys_uname, FULL),
     Syscall("sethostname", ident.sys_sethostname, REFUSED, "EPERM: the guest is not root"),
+    Syscall("chroot", _errno(errno.EPERM), REFUSED, "EPERM: the guest is not root"),
     Syscall("setdomainname", ident.sys_setdomainname, REFUSED, "EPERM: the guest is not root"),
     Syscall("sysinfo", ident.sys_sysinfo, PARTIAL, "memory figures are the VM's"),
     Syscall("prlimit64", ident.sys_prlimit64, PARTIAL,
