@@ -696,7 +696,10 @@ def to_host(k: Kernel, f: OpenFile, tables: tuple[FdTable, ...],
             g.retarget(mine)
     made.update(mine)
     for g, e in ends.values():
-        (e if g is not e and id(g) not in mine else g).close()
+        if id(g) in mine:
+            g.close()
+        else:
+            e.close()  # a socket kept its identity: only its old connection goes
 
 
 def eventfd_to_host(k: Kernel, f: EventFile, tables: tuple[FdTable, ...],

@@ -138,17 +138,6 @@ def sys_rt_sigsuspend(k: Kernel, mask: int, sigsetsize: int, *_: int) -> int:
         raise
 
 
-def _took(k: Kernel, wanted: int, info: int) -> int | None:
-    """A pending signal of `wanted` taken (its siginfo written to info), or None."""
-    taken = sigdelivery.take(k, wanted)
-    if taken is None:
-        return None
-    sig, details = taken
-    if info:
-        k.mem.write(info, SIGINFO.pack(sig, 0, details.code, 0, details.pid, details.uid))
-    return sig
-
-
 def sys_rt_sigtimedwait(k: Kernel, these: int, info: int, timeout: int, sigsetsize: int,
                         *_: int) -> int:
     """Take a pending signal of the set (blocked ones: that is the use), waiting up to timeout.
