@@ -202,9 +202,13 @@ _ENTRIES = [
     Syscall("rt_sigprocmask", sig.sys_rt_sigprocmask, FULL, "per thread, inherited by clone"),
     Syscall("rt_sigreturn", sig.sys_rt_sigreturn, FULL, "x87/SSE/AVX state restored"),
     Syscall("rt_sigpending", sig.sys_rt_sigpending, FULL),
-    Syscall("rt_sigsuspend", sig.sys_rt_sigsuspend, FULL),
-    Syscall("rt_sigtimedwait", sig.sys_rt_sigtimedwait, FULL),
-    Syscall("pause", sig.sys_pause, FULL),
+    Syscall("rt_sigsuspend", sig.sys_rt_sigsuspend, FULL, "other threads run meanwhile"),
+    Syscall("rt_sigtimedwait", sig.sys_rt_sigtimedwait, FULL,
+            "other threads run meanwhile, the set unblocked (a signal for the process goes "
+            "to the waiter)"),
+    Syscall("pause", sig.sys_pause, FULL,
+            "other threads run meanwhile; a wait no timer, child or thread can end is a "
+            "deadlock (the invocation fails at once)"),
     Syscall("sigaltstack", sig.sys_sigaltstack, FULL),
     Syscall("kill", sig.sys_kill, PARTIAL,
             "to itself (pid 0, -1 or its own), or to a child: SIGKILL ends its VM, any other "
