@@ -704,14 +704,17 @@ def to_host(k: Kernel, f: OpenFile, tables: tuple[FdTable, ...],
 
 def eventfd_to_host(k: Kernel, f: EventFile, tables: tuple[FdTable, ...],
                     made: dict[int, OpenFile]) -> None:
-    """Turn the eventfd f into a host one, in every table given, so that the processes that
-    hold it share its counter; threads waiting on it look again."""
+    """Turn the eventfd f into a host one, in every table given (and the epoll sets there
+    watching it), so that the processes that hold it share its counter; threads waiting
+    on it look again."""
     made[id(f)] = shared = HostStreamFile.for_eventfd(k, f.counter, f.semaphore,
                                                       bool(f.flags & O_NONBLOCK))
     for t in tables:
         for fd, g in list(t.files.items()):
             if g is f:
                 t.files[fd] = shared
+        for g in set(t.files.values()):
+            g.retarget({id(f): shared})
     f.queue.wake(k.sched)
 
 

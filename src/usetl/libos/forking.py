@@ -134,10 +134,6 @@ def _share_files(k: Kernel) -> dict[int, ConsoleDrain]:
             eventfd_to_host(k, f, (k.fds,), made)
         elif isinstance(f, OutputFile) and id(f) not in drains:
             drains[id(f)] = k.children.watch().drain(f)
-    for f in set(k.fds.files.values()):
-        if isinstance(f, EpollFile):
-            for entry in f.entries.values():
-                entry.file = made.get(id(entry.file), entry.file)
     return drains
 
 
