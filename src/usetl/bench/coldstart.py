@@ -19,32 +19,15 @@ from usetl.bench.stats import summary
 
 
 def time_calls(env: CallEnv, runs: int, warmups: int, say: Callable[[str], None]) -> dict:
-    samples = []
-    try:
-        for i in range(warmups + runs):
-            if i == warmups:
-                env.begin_timed()
-            env.before_call()
-            t0 = time.perf_counter()
-            output = env.call()
-            elapsed = (time.perf_counter() - t0) * 1e3
-            env.after_call()
-            if output is not None:
-                check(output, env.label)
-            if i >= warmups:
-                samples.append(elapsed)
-                if len(samples) % 5 == 0:
-                    say(f"{env.label} {len(samples)}/{runs}")
-        extra = env.extra()
-    finally:
-        env.close()
-    return {"ms": summary(samples), "samples_ms": [round(s, 3) for s in samples], **extra}
+    """Median and samples of `runs` timed calls of one environment, after `warmups`."""
+    return time_in_turns({env.label: env}, runs, warmups, say)[env.label]
 
 
 def time_in_turns(envs_by_name: dict[str, CallEnv], runs: int, warmups: int,
                   say: Callable[[str], None]) -> dict[str, dict]:
-    """time_calls() for several environments at once, one call of each in turn, so that the
-    machine's load (a shared host's) falls on all of them alike: their ratios are fair."""
+    """Median and samples of `runs` timed calls of each environment, after `warmups`, one
+    call of each in turn, so that the machine's load (a shared host's) falls on all of them
+    alike: their ratios are fair."""
     samples: dict[str, list[float]] = {name: [] for name in envs_by_name}
     try:
         for i in range(warmups + runs):
@@ -66,7 +49,9 @@ def time_in_turns(envs_by_name: dict[str, CallEnv], runs: int, warmups: int,
     finally:
         for env in envs_by_name.values():
             env.close()
-    return {name: {"ms": summary(samples[name]), **extras[name]} for name in envs_by_name}
+    return {name: {"ms": summary(samples[name]),
+                   "samples_ms": [round(s, 3) for s in samples[name]], **extras[name]}
+            for name in envs_by_name}
 
 
 def run(cfg: BenchConfig, ctx) -> dict:
