@@ -44,15 +44,22 @@ def map_shared(fd: int, size: int, writable: bool = True) -> int:
     prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
     if size < HUGE_PAGE:
         return _checked(_libc.mmap(None, size, prot, mmap.MAP_SHARED, fd, 0))
+    addr = reserve(size)
+    try:
+        map_over(addr, size, fd, private=False, writable=writable)
+    except OSError:
+        _libc.munmap(addr, size)
+        raise
+    return addr
+
+
+def reserve(size: int) -> int:
+    """`size` bytes of address space from a huge-page boundary, mapped to nothing
+    (PROT_NONE, nothing committed), for mappings that map_over puts in place."""
     span = size + HUGE_PAGE
     reserved = _checked(_libc.mmap(None, span, PROT_NONE,
                                    mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE, -1, 0))
     addr = (reserved + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
-    try:
-        map_over(addr, size, fd, private=False, writable=writable)
-    except OSError:
-        _libc.munmap(reserved, span)
-        raise
     if addr > reserved:
         _libc.munmap(reserved, addr - reserved)
     _libc.munmap(addr + size, reserved + span - addr - size)

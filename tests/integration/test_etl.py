@@ -10,7 +10,6 @@ import textwrap
 
 import pytest
 
-from usetl.libos.etl_device import HOST_REGION_GPA
 from usetl.usf import UsfConfig, start_usf
 
 pytestmark = pytest.mark.kvm
@@ -232,9 +231,10 @@ def test_full_regions_are_clean_etl_errors_and_the_host_region_faults_on_a_write
             "b'fits' ['small']",
         ]
         # Below Python's read-only view, the page tables and the memslot refuse writes too.
-        r = u.run_code(f"import ctypes; ctypes.memset({HOST_REGION_GPA:#x}, 1, 1)")
+        host = u.vm.regions["host"].gpa
+        r = u.run_code(f"import ctypes; ctypes.memset({host:#x}, 1, 1)")
         assert r.error.type == "GuestFault"
-        assert f"page fault (#PF) at address {HOST_REGION_GPA:#x}" in r.error.message
+        assert f"page fault (#PF) at address {host:#x}" in r.error.message
 
 
 RAISES = '''

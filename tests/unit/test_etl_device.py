@@ -11,7 +11,6 @@ from usetl.etl.policy import UrlPolicy
 from usetl.libos.errors import SyscallError
 from usetl.libos.etl_device import (
     ETL_REQUEST,
-    HOST_REGION_GPA,
     EtlDevice,
     RegionFull,
     RegionTable,
@@ -20,6 +19,7 @@ from usetl.libos.usermem import UserMemory
 from usetl.vm import GuestMemory
 
 MIB = 1 << 20
+HOST_REGION_GPA = 2 << 30  # anywhere above RAM
 PROT_READ, PROT_WRITE, MAP_SHARED = 1, 2, 1
 
 

@@ -6,7 +6,8 @@ import pytest
 
 from usetl import hostmm
 from usetl.hyperfork.frozen import held_parts
-from usetl.vm.memory import PAGE_SIZE, GuestMemory, data_ranges
+from usetl.vm.machine import memslots
+from usetl.vm.memory import PAGE_SIZE, GuestMemory, data_ranges, guest_memories
 
 
 @pytest.fixture
@@ -101,3 +102,31 @@ def test_a_reported_working_set_is_kept_only_where_the_template_holds_pages():
     assert held_parts(reported, held) == held
     assert held_parts([(11 * PAGE_SIZE + 1, 1)], held) == [(11 * PAGE_SIZE, PAGE_SIZE)]
     assert held_parts([(12 * PAGE_SIZE, 28 * PAGE_SIZE)], held) == []
+
+
+def test_neighbours_the_guest_may_write_alike_share_a_memslot():
+    mib = 1 << 20
+    placed = guest_memories([
+        ("ram", 0, 16 * mib, None), ("guest", 16 * mib, 2 * mib, None),
+        ("host", 18 * mib, 2 * mib, None), ("modules", 20 * mib, 4 * mib, None),
+        ("far", 64 * mib, 2 * mib, None)])
+    # Next to "far" in guest-physical addresses only: its host span cannot touch far's end.
+    span = hostmm.reserve(6 * mib)
+    apart = GuestMemory("apart", 66 * mib, 2 * mib, at=span + 4 * mib)
+    try:
+        writable = {"ram": True, "guest": True, "host": False, "modules": False, "far": False}
+        slots = memslots([(mem, writable[name]) for name, mem in placed.items()]
+                         + [(apart, False)])
+        assert [(gpa, size, w) for gpa, size, _, w in slots] == [
+            (0, 18 * mib, True), (18 * mib, 6 * mib, False), (64 * mib, 2 * mib, False),
+            (66 * mib, 2 * mib, False)]
+        assert [addr for _, _, addr, _ in slots] == [
+            placed["ram"].host_addr, placed["host"].host_addr, placed["far"].host_addr,
+            apart.host_addr]
+        assert placed["far"].host_addr - placed["ram"].host_addr == 64 * mib
+        placed["modules"].view[-1] = 9  # each is mapped whole, at its place
+        assert os.pread(placed["modules"].fd, 1, 4 * mib - 1) == b"\x09"
+    finally:
+        for mem in [*placed.values(), apart]:
+            mem.close()
+        hostmm.unmap(span, 4 * mib)

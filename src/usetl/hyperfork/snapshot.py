@@ -23,8 +23,8 @@ from pathlib import Path
 from usetl.errors import UsetlError
 from usetl.image.archive import ImageArchive, ImageError
 from usetl.libos.fs import ImageFS
-from usetl.vm import GuestMemory, RegionSpec
-from usetl.vm.memory import data_ranges
+from usetl.vm import RegionSpec
+from usetl.vm.memory import data_ranges, guest_memories
 from usetl.vm.vcpu_state import VcpuState
 
 from . import monitor_state
@@ -242,8 +242,8 @@ def open_checked(directory: str, checked: Checked) -> Opened:
 
 def thaw(opened: Opened) -> Frozen:
     """The frozen USF of an opened snapshot: its memory files mapped, nothing re-run."""
-    memory = {m["name"]: GuestMemory(m["name"], m["gpa"], m["size"], fd=opened.fds[m["name"]])
-              for m in opened.header["memories"]}
+    memory = guest_memories([(m["name"], m["gpa"], m["size"], opened.fds[m["name"]])
+                             for m in opened.header["memories"]])
     externals = monitor_state.externals(None, opened.image, ImageFS(opened.image), memory)
     usf = monitor_state.loads(opened.state, externals)
     specs = [RegionSpec(**r) for r in opened.header["regions"]]

@@ -51,7 +51,6 @@ if TYPE_CHECKING:
     from .kernel import Kernel
 
 ETL_DEVICE = wire.ETL_DEVICE.removeprefix("/dev/")
-HOST_REGION_GPA = 2 << 30  # the guest region follows the host region
 ETL_REQUEST = wire.ETL_REQUEST
 PROT_WRITE = 0x2
 MAP_PRIVATE = 0x2

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from usetl.errors import UsetlError
-from usetl.libos.etl_device import HOST_REGION_GPA
 from usetl.vm.layout import HUGE_PAGE, PD_COUNT
 from usetl.vm.machine import RegionSpec
 
@@ -38,17 +37,19 @@ class UsfConfig:
     merge_pages: bool = False
 
     def regions(self) -> list[RegionSpec]:
+        """The ETL and module regions, right above guest RAM: the guest region first, so that
+        it and RAM make one memslot, and the two read-only regions another (vm.memslots)."""
         host, guest = self.host_region_mib << 20, self.guest_region_mib << 20
         modules = self.modules_region_mib << 20
-        if self.mem_mib << 20 > HOST_REGION_GPA:
-            raise UsfError(f"guest memory is at most {HOST_REGION_GPA >> 20} MiB with ETL regions")
         for size, name in ((host, "host"), (guest, "guest"), (modules, "modules")):
             if size <= 0 or size % HUGE_PAGE:
                 raise UsfError(f"the {name} region must be a positive even number of MiB")
-        if HOST_REGION_GPA + host + guest + modules > (PD_COUNT << 30) - HUGE_PAGE:
-            raise UsfError("the ETL and module regions are too large together (at most 2046 MiB)")
+        ram = self.mem_mib << 20
+        if ram + guest + host + modules > (PD_COUNT << 30) - HUGE_PAGE:
+            raise UsfError("guest memory and the ETL and module regions are too large "
+                           f"together (at most {((PD_COUNT << 30) - HUGE_PAGE) >> 20} MiB)")
         return [
-            RegionSpec("host", HOST_REGION_GPA, host, guest_writable=False),
-            RegionSpec("guest", HOST_REGION_GPA + host, guest, guest_writable=True),
-            RegionSpec("modules", HOST_REGION_GPA + host + guest, modules, guest_writable=False),
+            RegionSpec("guest", ram, guest, guest_writable=True),
+            RegionSpec("host", ram + guest, host, guest_writable=False),
+            RegionSpec("modules", ram + guest + host, modules, guest_writable=False),
         ]

@@ -17,7 +17,7 @@ from usetl.kvm import constants as kc
 from usetl.kvm import structs as ks
 
 from . import layout as L
-from .memory import GuestMemory
+from .memory import GuestMemory, guest_memories
 from .trampoline import PORT_EXCEPTION, PORT_SYSCALL, SYSCALL_OUT_OFFSET, syscall_entry_size
 from .vcpu_state import VcpuState
 
@@ -115,6 +115,23 @@ class Stop:
     status: int = 0
 
 
+def memslots(placed: list[tuple[GuestMemory, bool]]) -> list[tuple[int, int, int, bool]]:
+    """(gpa, size, host address, guest-writable) of each memslot for these memories: one
+    for each run of neighbours, in guest-physical and host addresses alike, that the guest
+    may write alike. Registering a memslot waits for KVM's SRCU grace period (milliseconds
+    on a busy host), and a clone registers its slots on the way to its first request."""
+    slots: list[tuple[int, int, int, bool]] = []
+    for mem, writable in sorted(placed, key=lambda p: p[0].gpa):
+        if slots:
+            gpa, size, addr, was_writable = slots[-1]
+            if (gpa + size == mem.gpa and addr + size == mem.host_addr
+                    and was_writable == writable):
+                slots[-1] = (gpa, size + mem.size, addr, writable)
+                continue
+        slots.append((mem.gpa, mem.size, mem.host_addr, writable))
+    return slots
+
+
 def _ignore(signum: int, frame: object) -> None:
     pass
 
@@ -154,21 +171,24 @@ class Vm:
         self.vmfd = self.kvm.create_vm()
         # Under PVM, memslots are refused unless the TSS address is set first.
         self.vmfd.set_tss_addr(L.KVM_TSS_ADDR)
-        self.ram = memory["ram"] if memory else GuestMemory("ram", 0, mem_mib << 20)
-        self.vmfd.set_user_memory_region(0, 0, self.ram.size, self.ram.host_addr)
-        self.regions: dict[str, GuestMemory] = {}
-        mappings = [(0, self.ram.size, True)]
-        for slot, spec in enumerate(self.specs, start=1):
-            mem = memory[spec.name] if memory else GuestMemory(spec.name, spec.gpa, spec.size)
-            flags = 0 if spec.guest_writable else kc.KVM_MEM_READONLY
-            self.vmfd.set_user_memory_region(slot, spec.gpa, spec.size, mem.host_addr, flags)
-            self.regions[spec.name] = mem
-            mappings.append((spec.gpa, spec.size, spec.guest_writable))
+        fresh = memory is None
+        if memory is None:
+            memory = guest_memories([("ram", 0, mem_mib << 20, None),
+                                     *((s.name, s.gpa, s.size, None) for s in self.specs)])
+        self.ram = memory["ram"]
+        self.regions = {spec.name: memory[spec.name] for spec in self.specs}
+        mappings = [(0, self.ram.size, True),
+                    *((s.gpa, s.size, s.guest_writable) for s in self.specs)]
+        placed = [(self.ram, True), *((self.regions[s.name], s.guest_writable)
+                                      for s in self.specs)]
+        for slot, (gpa, size, addr, writable) in enumerate(memslots(placed)):
+            flags = 0 if writable else kc.KVM_MEM_READONLY
+            self.vmfd.set_user_memory_region(slot, gpa, size, addr, flags)
         self.vcpu = self.vmfd.create_vcpu(0)
         self.run_struct = self.vcpu.run_struct
         self.cpuid = self.kvm.supported_cpuid()
         self.vcpu.set_cpuid2(self.cpuid)
-        if memory is None:
+        if fresh:
             L.write_system_tables(self.ram, mappings)
             self._setup_vcpu()
         self._deadline_hit = False

@@ -32,7 +32,9 @@ class GuestMemory:
     mapping); addresses given to read/write are guest-physical.
     """
 
-    def __init__(self, name: str, gpa: int, size: int, fd: int | None = None):
+    def __init__(self, name: str, gpa: int, size: int, fd: int | None = None,
+                 at: int | None = None):
+        """`at`: the host address to map it at, in a span reserved for it (hostmm.reserve)."""
         self.name = name
         self.gpa = gpa
         self.size = size
@@ -41,7 +43,11 @@ class GuestMemory:
             os.ftruncate(fd, size)
         self.fd = fd
         try:
-            addr = hostmm.map_shared(fd, size)
+            if at is None:
+                addr = hostmm.map_shared(fd, size)
+            else:
+                hostmm.map_over(at, size, fd, private=False)
+                addr = at
         except OSError as e:
             raise GuestMemoryError(
                 f"cannot map {size >> 20} MiB of guest memory: {e.strerror}"
@@ -311,6 +317,35 @@ class GuestMemory:
         os.close(self.fd)
         if self.origin_fd is not None:
             os.close(self.origin_fd)
+
+
+def guest_memories(parts: list[tuple[str, int, int, int | None]]) -> dict[str, GuestMemory]:
+    """Guest memories, (name, gpa, size, fd or None for a new file) each, mapped as far
+    apart in host addresses as in guest-physical ones: neighbours then make one memslot
+    (vm.machine.memslots). The gaps between them are given back."""
+    parts = sorted(parts, key=lambda part: part[1])
+    start, end = parts[0][1], max(gpa + size for _, gpa, size, _ in parts)
+    try:
+        base = hostmm.reserve(end - start)
+    except OSError as e:
+        raise GuestMemoryError(f"cannot reserve {(end - start) >> 20} MiB of address space "
+                               f"for guest memory: {e.strerror}") from None
+    memories: dict[str, GuestMemory] = {}
+    try:
+        for name, gpa, size, fd in parts:
+            memories[name] = GuestMemory(name, gpa, size, fd, at=base + gpa - start)
+    except GuestMemoryError:
+        hostmm.unmap(base, end - start)
+        for name, _, _, fd in parts:
+            if fd is None and name in memories:  # a file made here: the caller owns the rest
+                os.close(memories[name].fd)
+        raise
+    at = start
+    for _, gpa, size, _ in parts:
+        if gpa > at:
+            hostmm.unmap(base + at - start, gpa - at)
+        at = max(at, gpa + size)
+    return memories
 
 
 def _page_runs(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
