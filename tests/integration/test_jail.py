@@ -12,7 +12,7 @@ import pytest
 
 from usetl.etl.broker import Broker
 from usetl.hyperfork import HyperForkError, Template
-from usetl.hyperfork.template import JAILS, MONITOR_ALLOWANCE, PIDS_PER_PROCESS
+from usetl.hyperfork.template import JAILS, LOADER, MONITOR_ALLOWANCE, PIDS_PER_PROCESS
 from usetl.usf import UsfConfig
 
 pytestmark = pytest.mark.kvm
@@ -109,6 +109,39 @@ def test_a_restored_template_is_jailed_once_as_the_one_saved_and_its_clones_shar
         loaded.close()
     assert uids[0] == uids[1] == uids[2] != 0
     assert uids[3] == _uid(fn_template.pid) != uids[0]
+
+
+JAIL_VIEW = """
+import os
+result = {"pid": os.getpid(), "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+          "root": sorted(os.listdir("/")), "dev": sorted(os.listdir("/dev")),
+          "kvm": os.stat("/dev/kvm").st_uid == os.getuid()}
+"""
+
+
+def test_a_restored_templates_clones_are_jailed_as_the_saved_ones(fn_template, tmp_path):
+    fn_template.save(tmp_path / "snap")
+    with pytest.MonkeyPatch.context() as mp:  # a snapshot loader whose clones take RunInMonitor
+        mp.setenv("USETL_TEST_HOOKS", "1")
+        LOADER.stop()
+        loaded = [Template.load(tmp_path / "snap") for _ in range(2)]  # the 2nd: a root reused
+    LOADER.stop()  # restored templates outlive their loader, as a jailer's clones outlive it
+    try:
+        with fn_template.fork() as original:
+            expected = in_monitor(original, JAIL_VIEW)
+        for template in loaded:
+            with template.fork() as clone:
+                seen = in_monitor(clone, JAIL_VIEW)
+                r = clone.run_code("import fn; print(fn.handler({'n': 21}, None)['twice'])")
+                assert r.error is None and r.stdout == "42\n"  # its 0700 code directory
+            # In a PID namespace of its own, as the saved one's clones are: its pid there is
+            # not the host's, and its /proc shows itself alone.
+            assert seen["pid"] != clone.pid and seen["pids"] == [seen["pid"]]
+            assert (seen["root"], seen["dev"], seen["kvm"]) == (
+                expected["root"], expected["dev"], True)
+    finally:
+        for template in loaded:
+            template.close()
 
 
 def test_the_host_files_are_not_there(fn_template, host_secrets):

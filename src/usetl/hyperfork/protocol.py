@@ -252,6 +252,7 @@ class SnapshotExport(Message):
     memories: list[dict[str, Any]]  # name, gpa, size; their fds come with the message
     vcpu: bytes
     state: bytes
+    jail_paths: list[str]  # the host paths its jail shows beyond every jail's
 
 
 class WorkingSet(Message):

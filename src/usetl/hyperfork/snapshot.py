@@ -2,7 +2,8 @@
 
     DIR/state.usetl     magic, format version, sha256 of the body, body:
                         JSON header (image, regions, memory files with sizes
-                        and checksums) + vCPU state + pickled monitor state
+                        and checksums, the jail's paths) + vCPU state + pickled
+                        monitor state
     DIR/<name>.mem      one sparse file per guest memory (RAM, regions)
 
 Loading maps the memory files (clones map them copy-on-write), so pages
@@ -32,9 +33,9 @@ from .frozen import Frozen
 from .protocol import SnapshotExport
 
 MAGIC = b"USETLSNP"
-VERSION = 6  # 4: a kernel's children, host-shared ranges; 5: guest sockets, the capture time
+VERSION = 7  # 4: a kernel's children, host-shared ranges; 5: guest sockets, the capture time
 # 3: signal state in each thread record, /dev/shm; 2: a namespace's inode counter
-# 6: the agent channel's exchange in progress (agent protocol 4)
+# 6: the agent channel's exchange in progress (agent protocol 4); 7: the jail's paths
 STATE_FILE = "state.usetl"
 _HEAD = struct.Struct("<8sI32sQ")  # magic, version, sha256(body), len(body)
 _CHUNK = 1 << 20
@@ -44,8 +45,10 @@ class SnapshotError(UsetlError):
     """A snapshot could not be written, or is not one this version can load."""
 
 
-def export(frozen: Frozen) -> tuple[SnapshotExport, list[int]]:
-    """What a snapshot of `frozen` holds, and its memory files' fds (in `memories` order).
+def export(frozen: Frozen, jail_paths: list[str]) -> tuple[SnapshotExport, list[int]]:
+    """What a snapshot of `frozen` holds, and its memory files' fds (in `memories` order);
+    `jail_paths`: the host paths its jail shows beyond every jail's (a restored template's
+    jail root is prepared from them before its state is read).
 
     A template process hands these to its controller, which writes the files: a jailed
     template can see no directory of the host, let alone write one.
@@ -56,7 +59,7 @@ def export(frozen: Frozen) -> tuple[SnapshotExport, list[int]]:
         regions=[asdict(spec) for spec in frozen.specs],
         memories=[{"name": name, "gpa": mem.gpa, "size": mem.size}
                   for name, mem in frozen.memory.items()],
-        vcpu=frozen.vcpu.to_bytes(), state=frozen.state,
+        vcpu=frozen.vcpu.to_bytes(), state=frozen.state, jail_paths=jail_paths,
     )
     return snapshot, [mem.fd for mem in frozen.memory.values()]
 
@@ -74,7 +77,8 @@ def write(snapshot: SnapshotExport, fds: list[int], directory: str | os.PathLike
             raise SnapshotError(f"a template sent a memory named {name!r}")
         memories.append({**m, "sha256": _copy_sparse(fd, int(m["size"]), out / f"{name}.mem")})
     header = {"image": snapshot.image, "image_digest": snapshot.image_digest,
-              "regions": snapshot.regions, "memories": memories}
+              "regions": snapshot.regions, "memories": memories,
+              "jail_paths": snapshot.jail_paths}
     head = json.dumps(header).encode()
     vcpu, state = snapshot.vcpu, snapshot.state
     body = struct.pack("<III", len(head), len(vcpu), len(state)) + head + vcpu + state

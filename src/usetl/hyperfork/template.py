@@ -398,6 +398,11 @@ class _Loader:
             self._chan, self._process = chan, process
         return self._chan
 
+    def stop(self) -> None:
+        """End the loader process; the next load starts another (templates it made stay)."""
+        with self._lock:
+            self._stop()
+
     def _stop(self) -> None:
         if self._chan is not None and self._process is not None:
             self._chan.close()

@@ -30,7 +30,7 @@ from usetl.etl import egress
 from usetl.etl.egress import EgressPolicy
 from usetl.image.archive import ImageArchive
 from usetl.invocation import SANDBOX_ERROR, ErrorInfo, InvocationResult, IoUsage
-from usetl.jail import JailSpec, handshake, namespaces
+from usetl.jail import JailError, JailSpec, handshake, namespaces
 from usetl.libos.archivefs import ArchiveMount
 from usetl.libos.children import ProcessSlots
 from usetl.libos.handoff import HandedFiles, HandOff, new_memory_file
@@ -332,7 +332,7 @@ class TemplateProcess:
 
     def _export(self) -> None:
         try:
-            exported, memory_fds = snapshot.export(self.frozen)
+            exported, memory_fds = snapshot.export(self.frozen, own_jail_paths(self.frozen))
         except Exception as e:
             log.exception("exporting the template failed")
             self.chan.send(Failed(ErrorInfo(type(e).__name__, f"cannot save the template: {e}")))
@@ -394,8 +394,15 @@ class LoaderProcess:
     def __init__(self, chan: Channel):
         self.chan = chan
         self.checked = snapshot.Checked()
+        # Jail roots made once per snapshot's paths: a restored template enters a copy of
+        # one (jail.PreparedRoots) instead of bind-mounting each path itself.
+        self.roots = jail.PreparedRoots()
 
     def serve(self) -> None:
+        if os.geteuid() == 0:
+            # Template processes go in a PID namespace of their own, as a jailer template's
+            # children do. This process may start no thread from here on, and needs none.
+            namespaces.start_pid_namespace()
         signal.signal(signal.SIGCHLD, _reap_children)
         # What every template process inherits, frozen here once: its own collection before
         # it forks clones (TemplateProcess.serve) then walks only the snapshot's objects.
@@ -421,13 +428,31 @@ class LoaderProcess:
                 _close_all(fds)
                 self.chan.send(failure(e))
                 continue
-            self._fork(opened, fds[0], msg.jail)
+            spec = None if msg.jail is None else msg.jail.with_paths(
+                *_system_jail_paths(), *opened.header["jail_paths"])
+            try:
+                root = self._root(spec)
+            except JailError as e:
+                opened.close()
+                _close_all(fds)
+                self.chan.send(failure(e))
+                continue
+            self._fork(opened, fds[0], spec, root)
 
-    def _fork(self, opened: snapshot.Opened, fd: int, spec: JailSpec | None) -> None:
+    def _root(self, spec: JailSpec | None) -> jail.JailRoot | None:
+        """The prepared root a restored template with this jail enters, if jailed as root."""
+        if spec is None or os.geteuid() != 0:
+            return None
+        return jail.jail_root(self.roots.get(spec.read_only, spec.devices), spec.uid, spec.gid)
+
+    def _fork(self, opened: snapshot.Opened, fd: int, spec: JailSpec | None,
+              root: jail.JailRoot | None) -> None:
         pid = os.fork()
         if pid:
             os.close(fd)
             opened.close()
+            if root is not None:
+                root.close()
             memories = opened.header["memories"]
             self.chan.send(Forked(pid, sum(int(m["size"]) for m in memories)))
             return
@@ -440,7 +465,7 @@ class LoaderProcess:
             frozen = snapshot.thaw(opened)
             if spec is not None:
                 keep = {chan.fileno(), *(m.fd for m in frozen.memory.values())}
-                jail.confine(spec.with_paths(*_jail_paths(frozen, None)), keep)
+                jail.confine(spec, keep, root)
             chan.send(ready(frozen))
             TemplateProcess(frozen, chan, jailed=spec is not None).serve()
         except (ChannelClosed, ProtocolError):
@@ -498,15 +523,27 @@ def _reap_children(*_: object) -> None:
 
 def _jail_paths(frozen: Frozen, load: LoadFunction | None) -> list[str]:
     """What a child's jail shows: the interpreter, usetl, the image, the mounted directories."""
+    paths = [*_system_jail_paths(), *own_jail_paths(frozen)]
+    if load is not None:
+        paths += [os.path.realpath(d) for d in load.mounts.values()]
+    return paths
+
+
+def _system_jail_paths() -> list[str]:
+    """What every jail shows: the host's libraries, the interpreter and usetl."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(usetl.__file__)))
-    paths = [*jail.SYSTEM_PATHS, *jail.python_paths(), package, str(frozen.usf.image.path)]
+    return [*jail.SYSTEM_PATHS, *jail.python_paths(), package]
+
+
+def own_jail_paths(frozen: Frozen) -> list[str]:
+    """What a template's jail shows of its own: its image and the directories and archives
+    mounted in its guest (a snapshot records them, for the jail of the template it restores)."""
+    paths = [str(frozen.usf.image.path)]
     for fs in frozen.usf.kernel.ns.mounts.values():
         if isinstance(fs, HostDirFS):
             paths.append(fs.root)
         elif isinstance(fs, ArchiveMount):
             paths.append(str(fs.archive.path))
-    if load is not None:
-        paths += [os.path.realpath(d) for d in load.mounts.values()]
     return paths
 
 

@@ -24,20 +24,29 @@ from usetl.hostmm import PAGEMAP_SCAN
 
 from . import caps, environ, ids, namespaces, seccomp
 from .caps import open_own_proc_file
+from .namespaces import JailRoot, PreparedRoots, jail_root
 from .spec import DEVICES, SYSTEM_PATHS, JailError, JailSpec, Unavailable, degrade, python_paths
 
-__all__ = ["DEVICES", "SYSTEM_PATHS", "JailError", "JailSpec", "Unavailable", "confine",
-           "open_own_proc_file", "python_paths"]
+__all__ = ["DEVICES", "SYSTEM_PATHS", "JailError", "JailRoot", "JailSpec", "PreparedRoots",
+           "Unavailable", "confine", "jail_root", "open_own_proc_file", "python_paths"]
 
 
-def confine(spec: JailSpec, keep_fds: set[int]) -> None:
+def confine(spec: JailSpec, keep_fds: set[int], root: JailRoot | None = None) -> None:
+    """`root`: a root prepared for spec's paths and devices to enter, instead of building one
+    (namespaces.PreparedRoots)."""
     privileged = os.geteuid() == 0
     if privileged:
         last_cap = caps.last_cap()
-        namespaces.unshare()
-        namespaces.set_hostname(spec.hostname)
-        environ.close_inherited(keep_fds | set(spec.keep_fds))
-        namespaces.build_root(spec.read_only, spec.devices, spec.uid, spec.gid)
+        if root is None:
+            namespaces.unshare()
+            namespaces.set_hostname(spec.hostname)
+            environ.close_inherited(keep_fds | set(spec.keep_fds))
+            namespaces.build_root(spec.read_only, spec.devices, spec.uid, spec.gid)
+        else:
+            environ.close_inherited(keep_fds | set(spec.keep_fds) | root.fds())
+            namespaces.enter_root(root, spec.uid, spec.gid)
+            os.close(root.root.fd)
+            namespaces.set_hostname(spec.hostname)
     else:
         degrade("namespaces, the minimal root and the uid change", "the process is not root")
         environ.close_inherited(keep_fds | set(spec.keep_fds))

@@ -6,15 +6,24 @@ that only its owner may read is an idmapped mount showing root's files as the ja
 uid's), the
 devices as nodes of the tmpfs, and a /proc of the jail's PID namespace that shows only
 processes of the same uid (hidepid=invisible). pivot_root then leaves the host's tree.
+
+A root can also be made once and entered by many jails (PreparedRoots: a restored
+template's, per set of paths): its mount namespace, held by an fd, has the paths others
+may read bound in and mount points for the rest; each jail enters a copy of it and mounts
+only what is its own (its uid's idmapped mounts, device nodes and /proc). That costs no
+unmount, which waits for an RCU grace period, and no bind mount per path.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import stat
 import struct
+from collections import OrderedDict
+from dataclasses import dataclass
 
 from .spec import JailError
 
@@ -127,10 +136,19 @@ def _mapping_userns(uid: int, gid: int) -> int:
     finally:
         os.close(ready_r)
         os.close(done_w)
-        os.waitpid(pid, 0)
+        _reap(pid)
 
 
 def _bind_idmapped(source: str, target: str, userns: int) -> None:
+    tree = _idmapped_tree(source, userns)
+    try:
+        _move_tree(tree, target)
+    finally:
+        os.close(tree)
+
+
+def _idmapped_tree(source: str, userns: int) -> int:
+    """A detached read-only mount of `source` showing root's files as userns's uid 0's."""
     tree = _libc.syscall(SYS_OPEN_TREE, AT_FDCWD, source.encode(),
                          OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)
     if tree < 0:
@@ -140,20 +158,26 @@ def _bind_idmapped(source: str, target: str, userns: int) -> None:
                            | MOUNT_ATTR_NODEV, 0, 0, userns)
         _check(_libc.syscall(SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH, attr, len(attr)),
                f"an idmapped mount of {source}")
-        _check(_libc.syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, target.encode(),
-                             MOVE_MOUNT_F_EMPTY_PATH), f"move_mount to {target}")
-    finally:
+    except JailError:
         os.close(tree)
+        raise
+    return tree
 
 
-def _show(root: str, path: str, owner: _Owner) -> None:
-    """Make host `path` appear read-only at the same path under `root`."""
+def _move_tree(tree: int, target: str) -> None:
+    _check(_libc.syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, target.encode(),
+                         MOVE_MOUNT_F_EMPTY_PATH), f"move_mount to {target}")
+
+
+def _show(root: str, path: str, owner: _Owner | None) -> bool:
+    """Make host `path` appear read-only at the same path under `root`; without an owner,
+    one that only its owner may read gets only its mount point (False)."""
     target = root + path
     if os.path.islink(path):
         # /lib -> usr/lib: the link, not a second copy of its target.
         os.makedirs(os.path.dirname(target), exist_ok=True)
         os.symlink(os.readlink(path), target)
-        return
+        return True
     source = os.path.realpath(path)
     if os.path.isdir(source):
         os.makedirs(target, exist_ok=True)
@@ -161,10 +185,13 @@ def _show(root: str, path: str, owner: _Owner) -> None:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         open(target, "a").close()
     if not _readable_by_others(source):
+        if owner is None:
+            return False
         _bind_idmapped(source, target, owner.userns())
-        return
+        return True
     _mount(source, target, None, MS_BIND)
     _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    return True
 
 
 def _readable_by_others(path: str) -> bool:
@@ -174,15 +201,19 @@ def _readable_by_others(path: str) -> bool:
     return mode & need == need
 
 
-def _make_device(root: str, path: str, uid: int, gid: int) -> None:
-    """A node of the host device `path` in the root, owned by the jail's uid (as Firecracker's
-    jailer does for /dev/kvm, whose host node is root's alone)."""
+def _device_number(path: str) -> int:
     st = os.stat(path)
     if not stat.S_ISCHR(st.st_mode):
         raise JailError(f"{path} is not a character device")
+    return st.st_rdev
+
+
+def _make_device(root: str, path: str, rdev: int, uid: int, gid: int) -> None:
+    """A node of the host's character device `path` (number `rdev`) in the root, owned by
+    the jail's uid (as Firecracker's jailer does for /dev/kvm, whose host node is root's)."""
     target = root + path
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    os.mknod(target, stat.S_IFCHR | 0o600, st.st_rdev)
+    os.mknod(target, stat.S_IFCHR | 0o600, rdev)
     os.chown(target, uid, gid)
 
 
@@ -191,20 +222,36 @@ def build_root(paths: tuple[str, ...], devices: tuple[str, ...], uid: int, gid: 
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     # A /proc of this PID namespace, so that a child's /proc/PID is the pid fork() gave.
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    os.makedirs(STAGING, exist_ok=True)
-    _mount("usetl-jail", STAGING, "tmpfs", MS_NOSUID, ROOT_TMPFS)
-    shown: list[str] = []
     owner = _Owner(uid, gid)
     try:
-        for path in sorted({os.path.normpath(p) for p in paths}, key=len):
-            if os.path.lexists(path) and not _covered(path, shown):
-                _show(STAGING, path, owner)
-                shown.append(path)
+        _stage(paths, owner)
     finally:
         owner.close()
     for device in devices:
         if os.path.exists(device):
-            _make_device(STAGING, device, uid, gid)
+            _make_device(STAGING, device, _device_number(device), uid, gid)
+    _pivot()
+    _mount_proc()
+    _mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID)
+
+
+def _stage(paths: tuple[str, ...], owner: _Owner | None) -> list[str]:
+    """A tmpfs at STAGING showing `paths`; returns those only their owner may read, which
+    get only a mount point without an owner."""
+    os.makedirs(STAGING, exist_ok=True)
+    _mount("usetl-jail", STAGING, "tmpfs", MS_NOSUID, ROOT_TMPFS)
+    shown: list[str] = []
+    owned: list[str] = []
+    for path in sorted({os.path.normpath(p) for p in paths}, key=len):
+        if os.path.lexists(path) and not _covered(path, shown):
+            if not _show(STAGING, path, owner):
+                owned.append(path)
+            shown.append(path)
+    return owned
+
+
+def _pivot() -> None:
+    """Make STAGING the root and leave the host's tree."""
     os.makedirs(STAGING + "/proc")
     os.makedirs(STAGING + "/.old")
     _check(_libc.syscall(SYS_PIVOT_ROOT, STAGING.encode(), (STAGING + "/.old").encode()),
@@ -212,23 +259,187 @@ def build_root(paths: tuple[str, ...], devices: tuple[str, ...], uid: int, gid: 
     os.chdir("/")
     _check(_libc.umount2(b"/.old", MNT_DETACH), "detaching the host's root")
     os.rmdir("/.old")
-    # This process's PID namespace (the jailer's children's): only its own uid's processes.
+
+
+def _mount_proc() -> None:
+    """This process's PID namespace (the jailer's children's): only its own uid's processes."""
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible")
-    _mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID)
+
+
+@dataclass(frozen=True)
+class PreparedRoot:
+    """A root made once (prepare_root): the mount namespace `fd` holds, the paths each jail
+    mounts itself (idmapped to its uid), and the devices (path, device number) whose nodes
+    each jail makes in a tmpfs of its own on their directories."""
+
+    fd: int
+    owned: tuple[str, ...]
+    devices: tuple[tuple[str, int], ...]
+
+
+DEV_TMPFS = "size=64k,mode=755"
+
+
+def prepare_root(paths: tuple[str, ...], devices: tuple[str, ...]) -> PreparedRoot:
+    """A root showing `paths` read-only, in a mount namespace a child of this process makes
+    (this one's own stays as it is); call as root."""
+    found = tuple((d, _device_number(d)) for d in devices if os.path.exists(d))
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(ready_r)
+            os.close(done_w)
+            try:
+                _check(_libc.unshare(CLONE_NEWNS), "unshare (mount namespace)")
+                _mount(None, "/", None, MS_REC | MS_PRIVATE)
+                owned = _stage(paths, None)
+                for directory in {os.path.dirname(d) for d, _ in found}:
+                    os.makedirs(STAGING + directory, exist_ok=True)
+                _pivot()
+                _mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID)
+                os.write(ready_w, json.dumps(owned).encode())
+                status = 0
+            except (OSError, JailError) as e:
+                os.write(ready_w, b"!" + str(e).encode())
+            os.read(done_r, 1)  # until the parent holds the namespace
+        finally:
+            os._exit(status)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        said = os.read(ready_r, 1 << 16)
+        if not said or said.startswith(b"!"):
+            raise JailError(f"cannot prepare a jail's root: {said[1:].decode() or 'it died'}")
+        fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(ready_r)
+        os.close(done_w)
+        _reap(pid)
+    return PreparedRoot(fd, tuple(json.loads(said)), found)
+
+
+class PreparedRoots:
+    """Roots made once per set of paths and devices as the host has them now (the most
+    recently used `most` kept): a path replaced since (another file, mode or link) gets a
+    new root, as a jail built afresh would show it."""
+
+    def __init__(self, most: int = 16):
+        self.most = most
+        self._roots: OrderedDict[tuple, PreparedRoot] = OrderedDict()
+
+    def get(self, paths: tuple[str, ...], devices: tuple[str, ...]) -> PreparedRoot:
+        key = _identity(paths, devices)
+        root = self._roots.get(key)
+        if root is not None:
+            self._roots.move_to_end(key)
+            return root
+        root = self._roots[key] = prepare_root(paths, devices)
+        while len(self._roots) > self.most:
+            os.close(self._roots.popitem(last=False)[1].fd)
+        return root
+
+
+def _identity(paths: tuple[str, ...], devices: tuple[str, ...]) -> tuple:
+    found: list[tuple] = []
+    for path in sorted({os.path.normpath(p) for p in (*paths, *devices)}):
+        try:
+            st = os.lstat(path)
+            link = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
+            real = os.stat(path)
+        except OSError:
+            found.append((path,))
+            continue
+        found.append((path, st.st_ino, st.st_mode, link, real.st_dev, real.st_ino,
+                      real.st_mode, real.st_rdev))
+    return tuple(found)
+
+
+@dataclass
+class JailRoot:
+    """One jail's way into a prepared root: the root, and its uid's idmapped mounts of the
+    paths only their owner may read, detached (made where the host's tree is visible)."""
+
+    root: PreparedRoot
+    trees: list[tuple[int, str]]
+
+    def fds(self) -> set[int]:
+        return {self.root.fd, *(tree for tree, _ in self.trees)}
+
+    def close(self) -> None:
+        for tree, _ in self.trees:
+            os.close(tree)
+        self.trees = []
+
+
+def jail_root(root: PreparedRoot, uid: int, gid: int) -> JailRoot:
+    trees: list[tuple[int, str]] = []
+    owner = _Owner(uid, gid)
+    try:
+        for path in root.owned:
+            trees.append((_idmapped_tree(os.path.realpath(path), owner.userns()), path))
+    except JailError:
+        JailRoot(root, trees).close()
+        raise
+    finally:
+        owner.close()
+    return JailRoot(root, trees)
+
+
+def enter_root(entry: JailRoot, uid: int, gid: int) -> None:
+    """Into a copy of a prepared root, in new mount, IPC, UTS and network namespaces, with
+    this jail's own mounts (call as root, single-threaded)."""
+    _check(_libc.setns(entry.root.fd, CLONE_NEWNS), "setns (the prepared root)")
+    unshare()
+    for tree, path in entry.trees:
+        _move_tree(tree, path)
+    entry.close()
+    for directory in sorted({os.path.dirname(d) for d, _ in entry.root.devices}):
+        _mount("usetl-dev", directory, "tmpfs", MS_NOSUID | MS_NOEXEC, DEV_TMPFS)
+    for device, rdev in entry.root.devices:
+        _make_device("", device, rdev, uid, gid)
+    _mount_proc()
+
+
+def _reap(pid: int) -> None:
+    """Wait for a helper child (a SIGCHLD handler of the caller's may have reaped it)."""
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 def start_pid_namespace() -> int:
     """Make this process's later children the members of a new PID namespace.
 
     Its first child is the namespace's init: it only reaps, and lives on while the
-    namespace has members (so a jailer's clones outlive it, as without a jail). The
-    caller stays where it is, so its own pid stays the one its controller knows.
+    namespace has members (so a jailer's clones outlive it, as without a jail: when the
+    caller dies its children go to the host's reaper, not to this init, which must not
+    end, killing them, before they do). The caller stays where it is, so its own pid
+    stays the one its controller knows.
     """
     _check(_libc.unshare(CLONE_NEWPID), "unshare (pid namespace)")
     pid = os.fork()
     if pid == 0:
         _reap_forever()
     return pid
+
+
+MEMBERS_POLL_S = 1.0
+
+
+def _namespace_has_members() -> bool:
+    """Whether a process other than this init is in its PID namespace (kill(-1) reaches
+    every process of the caller's namespace but its init)."""
+    try:
+        os.kill(-1, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # there are some, if none this init may signal
+        pass
+    return True
 
 
 def _reap_forever() -> None:
@@ -244,9 +455,13 @@ def _reap_forever() -> None:
                 while os.waitpid(-1, os.WNOHANG)[0]:
                     pass
             except ChildProcessError:
-                if parent_gone:
+                pass
+            if parent_gone:
+                if not _namespace_has_members():
                     break
-            if signal.sigwait(signals) == signal.SIGTERM:
+                # Members that are not its children end unseen: look again after a while.
+                signal.sigtimedwait(signals, MEMBERS_POLL_S)
+            elif signal.sigwait(signals) == signal.SIGTERM:
                 parent_gone = True
     except BaseException:
         status = 1
