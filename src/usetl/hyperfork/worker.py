@@ -36,6 +36,7 @@ from usetl.libos.children import ProcessSlots
 from usetl.libos.handoff import HandedFiles, HandOff, new_memory_file
 from usetl.libos.hostfs import HostDirFS
 from usetl.usf import UsfError, start_usf
+from usetl.usf.builder import shared_clock
 from usetl.vm import Vm
 from usetl.vm.memory import PAGE_SIZE
 
@@ -404,8 +405,11 @@ class LoaderProcess:
             # children do. This process may start no thread from here on, and needs none.
             namespaces.start_pid_namespace()
         signal.signal(signal.SIGCHLD, _reap_children)
-        # What every template process inherits, frozen here once: its own collection before
-        # it forks clones (TemplateProcess.serve) then walks only the snapshot's objects.
+        # What every template process inherits, made here once: the TSC calibration its
+        # monitor state refers to (a wait of 5 ms or more per restore otherwise), and frozen,
+        # so that its own collection before it forks clones (TemplateProcess.serve) walks
+        # only the snapshot's objects.
+        shared_clock()
         gc.collect()
         gc.freeze()
         self.chan.expect(LOADER_REQUESTS)
