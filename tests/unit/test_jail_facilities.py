@@ -10,7 +10,7 @@ import socket
 import pytest
 
 from usetl.hostmm import PAGEMAP_SCAN
-from usetl.jail import JailError, JailSpec, caps, confine, seccomp
+from usetl.jail import JailError, JailSpec, PreparedRoots, caps, confine, jail_root, seccomp
 from usetl.jail.ids import UidRange
 
 SIGSYS = signal.SIGSYS
@@ -128,3 +128,52 @@ def test_uid_ranges_hand_out_distinct_uids_and_refuse_bad_ranges():
     for bad in ("x", "0", "5:-1", "2147483000:100000"):
         with pytest.raises(JailError):
             UidRange.from_env(bad)
+
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="namespaces and mounts need root")
+def test_a_prepared_root_is_entered_by_each_jail_and_remade_for_a_replaced_path(tmp_path):
+    shared, owned = tmp_path / "shared", tmp_path / "owned"
+    for path, mode, text in ((shared, 0o755, "one"), (owned, 0o700, "mine")):
+        path.mkdir(mode=mode)
+        (path / "f.txt").write_text(text)
+    paths, devices = (str(shared), str(owned)), ("/dev/null",)
+    roots = PreparedRoots()
+    root = roots.get(paths, devices)
+    assert roots.get(paths, devices) is root  # made once
+
+    def seen(prepared, uid):
+        entry = jail_root(prepared, uid, uid)
+        spec = JailSpec(uid=uid, gid=uid, read_only=paths, devices=devices, seccomp=False)
+
+        def body(out_fd):
+            confine(spec, keep_fds={out_fd}, root=entry)
+            try:
+                open(shared / "new.txt", "w")
+                write = "written"
+            except OSError as e:
+                write = errno.errorcode[e.errno]
+            null = os.stat("/dev/null")
+            return ((shared / "f.txt").read_text(), (owned / "f.txt").read_text(), write,
+                    os.getuid(), null.st_uid, null.st_rdev == os.makedev(1, 3),
+                    [p for p in os.listdir("/proc") if p.isdigit()] == [str(os.getpid())])
+        try:
+            code, sig, out = in_child(body)
+        finally:
+            entry.close()
+        assert (code, sig) == (0, None), out
+        return out
+
+    # Two jails in it, each with its own uid: its idmapped mount of the 0700 directory, its
+    # /dev/null, a /proc that shows itself alone; the rest read-only.
+    for uid in (100071, 100072):
+        assert seen(root, uid) == repr(("one", "mine", "EROFS", uid, uid, True, True)).encode()
+    replacement = tmp_path / "replacement"
+    replacement.mkdir(mode=0o755)
+    (replacement / "f.txt").write_text("two")
+    os.rename(shared, tmp_path / "old")
+    os.rename(replacement, shared)
+    remade = roots.get(paths, devices)
+    assert remade is not root
+    assert seen(remade, 100073) == repr(("two", "mine", "EROFS", 100073, 100073, True, True)
+                                        ).encode()

@@ -436,7 +436,7 @@ class LoaderProcess:
                 *_system_jail_paths(), *opened.header["jail_paths"])
             try:
                 root = self._root(spec)
-            except JailError as e:
+            except (JailError, OSError) as e:
                 opened.close()
                 _close_all(fds)
                 self.chan.send(failure(e))
