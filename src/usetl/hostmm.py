@@ -140,6 +140,7 @@ class page_region(ctypes.Structure):
 PAGEMAP_SCAN = (3 << 30) | (ctypes.sizeof(pm_scan_arg) << 16) | (ord("f") << 8) | 16
 PAGE_IS_FILE = 1 << 2
 PAGE_IS_PRESENT = 1 << 3
+PAGE_IS_SWAPPED = 1 << 4
 _REGIONS = 1024
 
 
@@ -166,10 +167,11 @@ def private_pages(addr: int, size: int) -> list[tuple[int, int]] | None:
     """(start, end) addresses of the pages in a range that are this process's own copies.
 
     In a private file mapping those are the pages written since it was
-    mapped: present and not the file's. The kernel walks only populated page
-    tables. None where the kernel lacks PAGEMAP_SCAN.
+    mapped: present, or swapped out (a rollback must restore those too), and not
+    the file's. The kernel walks only populated page tables. None where the
+    kernel lacks PAGEMAP_SCAN.
     """
-    return _scan(addr, size, PAGE_IS_FILE | PAGE_IS_PRESENT, PAGE_IS_FILE)
+    return _scan(addr, size, PAGE_IS_FILE, PAGE_IS_FILE, anyof=PAGE_IS_PRESENT | PAGE_IS_SWAPPED)
 
 
 def present_pages(addr: int, size: int) -> list[tuple[int, int]] | None:
@@ -178,12 +180,14 @@ def present_pages(addr: int, size: int) -> list[tuple[int, int]] | None:
     return _scan(addr, size, PAGE_IS_PRESENT, 0)
 
 
-def _scan(addr: int, size: int, mask: int, inverted: int) -> list[tuple[int, int]] | None:
+def _scan(addr: int, size: int, mask: int, inverted: int,
+          anyof: int = 0) -> list[tuple[int, int]] | None:
     vec = (page_region * _REGIONS)()
     arg = pm_scan_arg(
         size=ctypes.sizeof(pm_scan_arg), start=addr, end=addr + size,
         vec=ctypes.addressof(vec), vec_len=_REGIONS,
-        category_inverted=inverted, category_mask=mask, return_mask=PAGE_IS_PRESENT,
+        category_inverted=inverted, category_mask=mask, category_anyof_mask=anyof,
+        return_mask=PAGE_IS_PRESENT,
     )
     out: list[tuple[int, int]] = []
     fd = pagemap_fd()

@@ -13,10 +13,10 @@ PAGE_SIZE = 4096  # the unit of guest memory, its mappings and page tables
 PUNCH_MIN = 16 * PAGE_SIZE  # a discard smaller than this is zeroed, not punched out
 OWN_FILE = "-own"  # how a memory file of a clone's own (use_own_file) is named: usetl-host-own
 
-# /proc/self/pagemap: one u64 per page; in its top byte, 0x80 is "present" and
-# 0x20 "file page or shared anonymous". A present page of a private file
-# mapping without 0x20 is this process's own copy-on-write copy.
-_OWN_COPY = bytes(1 if (b & 0xA0) == 0x80 else 0 for b in range(256))
+# /proc/self/pagemap: one u64 per page; in its top byte, 0x80 is "present", 0x40
+# "swapped out" and 0x20 "file page or shared anonymous". A present or swapped-out
+# page of a private file mapping without 0x20 is this process's own copy-on-write copy.
+_OWN_COPY = bytes(1 if b & 0xC0 and not b & 0x20 else 0 for b in range(256))
 _PRESENT = bytes(1 if b & 0x80 else 0 for b in range(256))
 _RUNS = re.compile(b"\x01+")
 
