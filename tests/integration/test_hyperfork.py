@@ -388,6 +388,23 @@ def test_rollback_runs_no_guest_and_the_next_request_takes_a_fresh_identity(base
     assert len({number for _, number in seen}) == 3  # reseeded after every rollback
 
 
+# Rounding toward zero (FE_TOWARDZERO) in the x87 control word and MXCSR: vCPU state only a
+# rollback's XSAVE restore puts back.
+ROUNDING = """
+import ctypes
+libm = ctypes.CDLL("libm.so.6")
+print(libm.fegetround())
+libm.fesetround(0xC00)
+"""
+
+
+def test_rollback_puts_back_the_floating_point_state_a_request_changed(base):
+    with base.fork() as clone:
+        for _ in range(3):
+            assert out(clone.run_code(ROUNDING)).split() == ["0"]  # to nearest, as frozen
+            clone.rollback()
+
+
 def test_a_warm_template_is_frozen_after_its_warm_up_run(warm_template):
     assert warm_template.info.warmup.value == {
         "calls": 1, "imported_before": False, "event": {"deployer": True},

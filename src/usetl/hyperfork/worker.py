@@ -170,7 +170,7 @@ class CloneProcess:
             mem.revert(ranges)
             pages += sum(length for _, length in ranges) // PAGE_SIZE
         copy_ms = (time.perf_counter() - t0) * 1e3
-        self.vm.restore_state(self.frozen.vcpu)
+        self.vm.reset_to(self.frozen.vcpu)
         externals = monitor_state.externals_of(self.usf)
         self.usf = monitor_state.loads(self.frozen.state, externals)
         self.usf.attach(self.vm)

@@ -467,6 +467,24 @@ class Vm:
         ctypes.memmove(ctypes.addressof(self.run_struct.s.regs.regs),
                        ctypes.addressof(state.regs), ctypes.sizeof(state.regs))
 
+    def reset_to(self, state: VcpuState) -> None:
+        """restore_state() for a vCPU that was restored to `state` and has run since (a
+        rollback): only what can have changed is set again. Ring-3 code cannot write MSRs
+        or XCR0 (XSETBV), nor, without CR4.FSGSBASE, the segment bases except by loading a
+        selector; the one MSR the monitor writes, FS_BASE, is the FS base KVM_GET_SREGS
+        reads. So the segment registers are compared, and set with FS_BASE only where they
+        differ. The x87/SSE/AVX state is all in the XSAVE area; the registers load from
+        kvm_run on the next KVM_RUN."""
+        v = self.vcpu
+        if bytes(v.get_sregs()) != bytes(state.sregs):
+            v.set_sregs(state.sregs)
+            v.set_msrs({L.MSR_FS_BASE: state.msrs[L.MSR_FS_BASE]})
+        v.set_xsave(state.xsave)
+        v.set_vcpu_events(state.events)
+        ctypes.memmove(ctypes.addressof(self.run_struct.s.regs.regs),
+                       ctypes.addressof(state.regs), ctypes.sizeof(state.regs))
+        self.mark_regs_dirty()
+
     def release(self) -> None:
         """Close the VM and its vCPU but keep the guest memory (a template's)."""
         self.vcpu.close()
