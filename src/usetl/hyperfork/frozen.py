@@ -1,8 +1,9 @@
 """A frozen USF: what a template process holds and every clone starts from.
 
 A paused USF whose VM is closed: guest memory (memfds), the captured vCPU
-state and the monitor state, both as live objects (clones inherit them by
-fork) and as bytes (rollback and snapshots read those).
+state and the monitor state, as live objects (clones inherit them by fork),
+with what each held (monitor_state.InPlace: rollback puts that back) and as
+bytes (snapshots).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class Frozen:
         self.vcpu = vcpu
         self.state = state
         self.memory = memory
+        self.in_place = monitor_state.InPlace(
+            usf, monitor_state.externals(usf.vm, usf.image, usf.kernel.ns.image, memory))
         self.specs = specs
         # What the memory files hold when frozen, before any clone touched them.
         self.data = {name: data_ranges(m.fd, m.size) for name, m in memory.items()}

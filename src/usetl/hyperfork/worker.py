@@ -40,7 +40,7 @@ from usetl.usf.builder import shared_clock
 from usetl.vm import Vm
 from usetl.vm.memory import PAGE_SIZE
 
-from . import monitor_state, snapshot
+from . import snapshot
 from .frozen import Frozen, memory_digests
 from .protocol import (
     CLONE_REQUESTS,
@@ -171,8 +171,7 @@ class CloneProcess:
             pages += sum(length for _, length in ranges) // PAGE_SIZE
         copy_ms = (time.perf_counter() - t0) * 1e3
         self.vm.reset_to(self.frozen.vcpu)
-        externals = monitor_state.externals_of(self.usf)
-        self.usf = monitor_state.loads(self.frozen.state, externals)
+        self.frozen.in_place.reset()  # self.usf's objects, as the template froze them
         self.usf.attach(self.vm)
         self.usf.renew_identity(self.instance)
         restore_ms = (time.perf_counter() - t0) * 1e3

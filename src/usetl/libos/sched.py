@@ -168,14 +168,18 @@ class HostWork:
         monitor's exit, and each in-flight request has its own.
         """
 
+        # The queue as it is now: a rollback that resets this object in place gives it a new
+        # one, so that work of an earlier invocation never reaches the next.
+        lock, done, event = self.lock, self.done, self.event
+
         def run() -> None:
             try:
                 outcome: object = work()
             except BaseException as e:  # handed to finish(), which raises nothing
                 outcome = e
-            with self.lock:
-                self.done.append(lambda: finish(outcome))
-                self.event.set()
+            with lock:
+                done.append(lambda: finish(outcome))
+                event.set()
             kick()
 
         with self.lock:

@@ -1,0 +1,85 @@
+"""A rollback puts the monitor's own state back in place (monitor_state.InPlace): after any
+request the clone's monitor state pickles to exactly the bytes its template froze, and the
+guest sees none of what the request left behind.
+
+The clones take RunInMonitor requests (USETL_TEST_HOOKS=1) to read their own state.
+"""
+
+import textwrap
+
+import pytest
+
+from usetl.hyperfork import Template
+
+# What a request leaves in the monitor's state: files and open fds, the working directory,
+# the umask, signal handlers and a timer, mappings, a thread left waiting, a host pipe.
+LEFT_BEHIND = {
+    "an open file in /tmp": "f = open('/tmp/left', 'w'); f.write('secret'); f.flush()",
+    "a directory and the cwd": "import os; os.mkdir('/tmp/dir'); os.chdir('/tmp/dir')",
+    "the umask": "import os; os.umask(0o077)",
+    "a signal handler and a timer": (
+        "import signal; signal.signal(signal.SIGUSR1, lambda *a: None); "
+        "signal.setitimer(signal.ITIMER_REAL, 300)"),
+    "a mapping": "import mmap; m = mmap.mmap(-1, 1 << 20); m[0] = 1",
+    "a waiting thread": (
+        "import threading; e = threading.Event(); "
+        "threading.Thread(target=e.wait, daemon=True).start()"),
+    "a pipe": "import os; r, w = os.pipe(); os.write(w, b'secret')",
+}
+
+# The guest's view of the same things, as its template shows them.
+SEEN = """
+import os, signal, threading
+
+def is_open(fd):
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+print(os.path.exists('/tmp/left'), os.path.exists('/tmp/dir'), os.getcwd(), os.umask(0o022),
+      signal.getsignal(signal.SIGUSR1), signal.getitimer(signal.ITIMER_REAL)[0],
+      threading.active_count(), [fd for fd in range(64) if is_open(fd)])
+"""
+
+# In the clone's monitor: does its state pickle to the template's frozen bytes? The fresh
+# identity the next request carries is the one difference a rollback makes on purpose.
+STATE_IS_FROZEN = textwrap.dedent("""
+    import gc
+    from usetl.hyperfork import monitor_state
+    clone = next(o for o in gc.get_objects() if type(o).__name__ == "CloneProcess")
+    due, clone.usf.identity_due = clone.usf.identity_due, None
+    try:
+        result = monitor_state.dumps(clone.usf) == clone.frozen.state
+    finally:
+        clone.usf.identity_due = due
+""")
+
+
+@pytest.fixture(scope="module")
+def base(image_path):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("USETL_TEST_HOOKS", "1")
+        t = Template.start(image_path)
+    yield t
+    t.close()
+
+
+def out(result):
+    assert result.error is None, result.error
+    return result.stdout
+
+
+def test_after_a_rollback_the_monitor_state_is_the_frozen_one(base):
+    with base.fork() as clone:
+        assert clone.run_in_monitor(STATE_IS_FROZEN)
+        seen = out(clone.run_code(SEEN))
+        clone.rollback()
+        for what, code in LEFT_BEHIND.items():
+            out(clone.run_code(code))
+            assert not clone.run_in_monitor(STATE_IS_FROZEN), what  # the request changed it
+            clone.rollback()
+            assert clone.run_in_monitor(STATE_IS_FROZEN), what
+            assert out(clone.run_code(SEEN)) == seen, what
+            clone.rollback()
