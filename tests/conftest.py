@@ -79,6 +79,62 @@ class Gate:
         self._open.set()
 
 
+class Receiver:
+    """A real HTTP server on 127.0.0.1 whose paths answer their first `failures[path]`
+    requests with 503, then 200 (a GET with `bodies[path]`); every POST is kept."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        receiver = self
+        self.failures: dict[str, int] = {}
+        self.bodies: dict[str, bytes] = {}
+        self.seen: dict[str, int] = {}
+        self.posts: list[tuple[str, int, bytes]] = []  # path, status answered, body
+        self.lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format, *args):
+                pass
+
+            def _answer(self, body: bytes) -> int:
+                with receiver.lock:
+                    n = receiver.seen[self.path] = receiver.seen.get(self.path, 0) + 1
+                status = 503 if n <= receiver.failures.get(self.path, 0) else 200
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return status
+
+            def do_GET(self):
+                self._answer(receiver.bodies.get(self.path, b""))
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                status = self._answer(b"thanks")
+                with receiver.lock:
+                    receiver.posts.append((self.path, status, body))
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,),
+                                       daemon=True)
+        self.thread.start()
+
+    def posts_to(self, path: str) -> list[tuple[int, bytes]]:
+        with self.lock:
+            return [(status, body) for p, status, body in self.posts if p == path]
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 class LocalHttpServer:
     """A real HTTP server on 127.0.0.1 (or `host`) for ETL and socket tests.
 

@@ -1,7 +1,10 @@
 """Several hosts for real: nats-server with JetStream and PostgreSQL on a bridge, three
 `usetl worker`s each in its own network namespace and state directory, `usetl gateway`s
 in front, one ETL function posting to an HTTP server on the bridge (so each run to
-completion is counted once, by the server)."""
+completion is counted once, by the server), and a callback receiver on 127.0.0.1.
+
+The heartbeat TTL and the ack wait are short here (the defaults are 5 s and 4 s): what
+waits on them (a killed host leaving, a redelivery) comes sooner, and nothing else."""
 
 import base64
 import json
@@ -18,7 +21,7 @@ import msgspec
 import pytest
 from nats.errors import TimeoutError as NatsTimeout
 
-from conftest import LocalHttpServer
+from conftest import LocalHttpServer, Receiver
 from usetl.api.client import ApiError, Client
 from usetl.cluster import launcher, membership, templates
 from usetl.cluster.bus import STREAM, Bus
@@ -27,12 +30,16 @@ from usetl.cluster.netns import HostNetwork
 from usetl.cluster.servers import TemporaryNats, TemporaryPostgres
 from usetl.cluster.templates import TemplateManifest
 from usetl.errors import UsetlError
+from usetl.platform.learning import LEARN_AFTER
 from usetl.platform.registry import Registry
 from usetl.platform.secrets import KEY_ENV as SECRET_KEY_ENV
 from waiting import wait_until
 
 pytestmark = pytest.mark.kvm
 WORKERS = ["w0", "w1", "w2"]
+HEARTBEAT_TTL = ("--heartbeat-ttl", "3")
+ACK_WAIT = ("--ack-wait", "2")
+CALLBACK_BACKOFF_S = 1.0  # before a callback's second attempt (2 s before the third)
 FUNCTION = '''
 import hashlib
 import time
@@ -51,18 +58,24 @@ def handler(event, context):
         blob = etl.stat("blob.bin")
         return {"same": hashlib.sha256(blob.view()).hexdigest() == event["sha"],
                 "size": blob.size}
+    if "source" in event:  # fails (a 404) until the test puts the file there
+        etl.get(event["source"])
+        return {"secret_chars": len(context.secrets["token"])}
     time.sleep(event.get("sleep", 0))
     if "sink" in event:
         etl.post(event["sink"], context.request_id)
     return {"n": event.get("n")}
 '''
-# Fails (a 404) until the test puts the file there; returns its secret's length.
-RETRIED = '''
-from usetl import etl
+
+# Imports a module lazily on every call: a host that serves it LEARN_AFTER times learns
+# the next template generation, which has it imported already.
+LEARNS = '''
+import sys
 
 def handler(event, context):
-    etl.get(event["source"])
-    return {"secret_chars": len(context.secrets["token"])}
+    before = "fractions" in sys.modules
+    import fractions
+    return {"imported_before": before}
 '''
 
 
@@ -75,6 +88,7 @@ class Cluster:
     gateway: launcher.GatewayProcess
     workers: dict[str, launcher.ClusterProcess]
     http: LocalHttpServer
+    receiver: Receiver
     client: Client
     bus: Bus
 
@@ -86,16 +100,17 @@ class Cluster:
         done = all(r["status"] in ("succeeded", "failed", "interrupted") for r in records)
         return records if done else None
 
-    def deploy(self, name: str, code: Path, client: Client | None = None) -> str:
+    def deploy(self, name: str, code: Path, client: Client | None = None, **options) -> str:
         """Deploy; returns the version's key once its builder has shipped the template."""
-        (client or self.client).deploy(name, code, allow=[self.http.base + "/"], timeout_s=20)
+        (client or self.client).deploy(name, code, allow=[self.http.base + "/"], timeout_s=20,
+                                       **options)
         key = wait_until(lambda: next((k for h in self.hosts().values() for k in h["templates"]
                                        if k.split("/")[1] == name), None), f"{name}'s builder")
         wait_until(lambda: self.shipped(key), f"the template of {key} to be shipped")
         return key
 
-    def shipped(self, key: str) -> TemplateManifest | None:
-        return self.bus.run(templates._manifest(self.bus, key))
+    def shipped(self, key: str, generation: int = 1) -> TemplateManifest | None:
+        return self.bus.run(templates._manifest(self.bus, key, generation))
 
     def origins(self, key: str) -> list[str]:
         return sorted(h["templates"].get(key, "-") for h in self.hosts().values())
@@ -105,13 +120,16 @@ class Cluster:
         wait_until(lambda: self.origins(key) == expected,
                    f"the hosts to report {key}'s templates as {expected}", 30)
 
-    def load(self, name: str, count: int) -> list[dict]:
-        """`count` async invocations at once (a backlog: cold hosts pull too), all finished."""
-        ids = [self.client.invoke_async(name, {"n": n, "sleep": 0.3}) for n in range(count)]
-        return wait_until(lambda: self.finished(ids), f"{count} invocations of {name}")
-
     def posts(self) -> Counter:
         return Counter(body.decode() for path, _, body in self.http.posts if path == "/done")
+
+
+def start_gateway(state: Path, nats: TemporaryNats, pg: TemporaryPostgres, receiver: Receiver,
+                  port: int | None = None, *options: str) -> launcher.GatewayProcess:
+    """A gateway that sends callbacks to the receiver."""
+    return launcher.gateway(state, nats.url("gateway"), pg.url(), "127.0.0.1", port, None,
+                            *HEARTBEAT_TTL, *ACK_WAIT, "--callback-allow", receiver.base + "/",
+                            "--callback-backoff", str(CALLBACK_BACKOFF_S), *options).start()
 
 
 @pytest.fixture(scope="module")
@@ -119,23 +137,28 @@ def cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster")
     code = root / "etl_fn.py"
     code.write_text(FUNCTION)
-    (root / "retried.py").write_text(RETRIED)
+    (root / "learns.py").write_text(LEARNS)
     # Secrets are sealed by a gateway and opened by workers: one key for the cluster.
     os.environ[SECRET_KEY_ENV] = base64.urlsafe_b64encode(os.urandom(32)).decode()
     with HostNetwork(len(WORKERS)) as net, TemporaryNats(host=net.gateway_ip) as nats, \
             TemporaryPostgres(host=net.gateway_ip) as pg:
         Registry(pg.url()).close()  # the schema, as its owner: workers may only use it
         workers = {name: launcher.worker(root / name, name, nats.url("worker"),
-                                         pg.url("usetl_worker"), netns=net.namespaces[i]).start()
+                                         pg.url("usetl_worker"), netns=net.namespaces[i],
+                                         options=HEARTBEAT_TTL).start()
                    for i, name in enumerate(WORKERS)}
-        gateway = launcher.gateway(root / "gw", nats.url("gateway"), pg.url()).start()
+        receiver = Receiver()
+        gateway = start_gateway(root / "gw", nats, pg, receiver)
         http = LocalHttpServer(net.gateway_ip)
         client = Client(gateway.url, gateway.admin_token, timeout=60)
         bus = Bus(ClusterConfig(nats.url("gateway"), ""), "test-cluster")
         try:
             launcher.wait_for_hosts(nats.url("gateway"), set(WORKERS), list(workers.values()))
-            cluster = Cluster(root, net, nats, pg, gateway, workers, http, client, bus)
-            cluster.deploy("etl", code)
+            cluster = Cluster(root, net, nats, pg, gateway, workers, http, receiver, client,
+                              bus)
+            # One function for most tests; its failed async runs are retried once.
+            client.set_secret("token", "s3cret-value")
+            cluster.deploy("etl", code, retries=1, retry_backoff_s=0.2, secrets=["token"])
             yield cluster
         finally:
             bus.close()
@@ -143,6 +166,7 @@ def cluster(tmp_path_factory):
             for process in [*workers.values(), gateway]:
                 process.stop()
             http.close()
+            receiver.close()
             os.environ.pop(SECRET_KEY_ENV)
 
 
@@ -176,11 +200,7 @@ def test_invocations_fan_out_over_three_workers(cluster):
 
 
 def test_an_async_run_that_fails_is_retried_with_its_secret_on_a_worker(cluster):
-    cluster.client.set_secret("token", "s3cret-value")
-    cluster.client.deploy("retried", cluster.root / "retried.py", allow=[cluster.http.base + "/"],
-                          retries=1, retry_backoff_s=0.2, secrets=["token"])
-    invocation_id = cluster.client.invoke_async("retried",
-                                                {"source": cluster.http.base + "/later.csv"})
+    invocation_id = cluster.client.invoke_async("etl", {"source": cluster.http.base + "/later.csv"})
     wait_until(lambda: any(p == "/later.csv" for _, p, _ in cluster.http.requests),
                "the first attempt")
     cluster.http.add("/later.csv", b"now it is there")
@@ -238,25 +258,51 @@ def test_a_pipeline_hands_files_on_within_a_host_and_between_hosts(cluster):
     drain(cluster, ["w0"], undo=True)
 
 
-def test_a_corrupted_template_is_refused_and_rebuilt(cluster):
-    key = cluster.deploy("corrupt", cluster.root / "etl_fn.py")
-    shipped = cluster.shipped(key)
-    name = shipped.snapshot.replace(":", "_")
-    cluster.bus.run(cluster.bus.objects.put(name, b"not the snapshot that was shipped"))
-    records = cluster.load("corrupt", 18)
-    assert {r["status"] for r in records} == {"succeeded"}
-    assert {r["host"] for r in records} == set(WORKERS)
-    cluster.wait_for_origins(key, ["built", "rebuilt", "rebuilt"])
+def serve_only(cluster: Cluster, host: str) -> None:
+    """Let one host take work, and no other."""
+    drain(cluster, [n for n in cluster.hosts() if n != host])
+    drain(cluster, [host], undo=True)
 
 
-def test_a_template_from_an_incompatible_host_is_built_here(cluster):
-    key = cluster.deploy("elsewhere", cluster.root / "etl_fn.py")
-    other = TemplateManifest(compat="0" * 32, snapshot=cluster.shipped(key).snapshot,
-                             host="a host with other CPU features")
-    cluster.bus.run(cluster.bus.templates.put(key, msgspec.json.encode(other)))
-    records = cluster.load("elsewhere", 18)
-    assert {r["host"] for r in records} == set(WORKERS)
-    cluster.wait_for_origins(key, ["built", "built", "built"])
+def test_templates_between_hosts_other_keys_learned_generations_and_corrupt_objects(cluster):
+    """One function's templates on three hosts: one with another compatibility key is built
+    where it is needed; a learned generation replaces the old one on a host serving it
+    (fetched); a corrupted object is refused, and the generation the registry names built."""
+    key = cluster.deploy("shipped", cluster.root / "learns.py")
+    builder = next(n for n, h in cluster.hosts().items() if key in h["templates"])  # deploy's
+    other, fresh = [n for n in WORKERS if n != builder]
+
+    def served_on(host: str) -> dict:
+        record = cluster.client.invoke("shipped")
+        assert record["host"] == host
+        return record["result"]
+
+    elsewhere = TemplateManifest(compat="0" * 32, snapshot=cluster.shipped(key).snapshot,
+                                 host="a host with other CPU features")
+    cluster.bus.run(cluster.bus.templates.put(templates.manifest_key(key, 1),
+                                              msgspec.json.encode(elsewhere)))
+    serve_only(cluster, other)
+    assert served_on(other) == {"imported_before": False}
+    serve_only(cluster, builder)
+    for _ in range(LEARN_AFTER):
+        assert served_on(builder) == {"imported_before": False}
+    wait_until(lambda: cluster.client.function("shipped")["generation"] == 2,
+               "the learned generation in the registry")
+    shipped = cluster.shipped(key, 2)
+    assert shipped.host == builder and "fractions" in shipped.learned
+    # The host serving generation 1 catches up on its own, without learning it again.
+    wait_until(lambda: cluster.hosts().get(other, {}).get("generations", {}).get(key) == 2,
+               f"{other} to serve generation 2")
+    cluster.bus.run(cluster.bus.objects.put(shipped.snapshot.replace(":", "_"),
+                                            b"not the snapshot that was shipped"))
+    serve_only(cluster, fresh)  # no template: generation 2 at once, refused, built here
+    assert served_on(fresh) == {"imported_before": True}
+    cluster.wait_for_origins(key, ["built", "fetched", "rebuilt"])
+    wait_until(lambda: [cluster.hosts().get(n, {}).get("generations", {}).get(key)
+                        for n in WORKERS] == [2, 2, 2], "every host to serve generation 2")
+    serve_only(cluster, other)
+    assert served_on(other) == {"imported_before": True}
+    drain(cluster, WORKERS, undo=True)
 
 
 def test_a_worker_killed_mid_invocation(cluster):
@@ -295,15 +341,14 @@ def test_a_worker_killed_mid_invocation(cluster):
 
 
 def test_a_second_gateway_serves_the_same_functions_and_loses_no_accepted_call(cluster):
-    second = launcher.gateway(cluster.root / "gw2", cluster.nats.url("gateway"),
-                              cluster.pg.url(), "127.0.0.1", None, None, "--max-runs", "1").start()
+    second = start_gateway(cluster.root / "gw2", cluster.nats, cluster.pg, cluster.receiver,
+                           None, "--max-runs", "1")
     client = Client(second.url, cluster.gateway.admin_token, timeout=60)
     try:
         assert client.invoke("etl", {"n": 1})["result"] == {"n": 1}
         # Deployed here, seen by the first gateway; its invocations run at most once.
         cluster.deploy("fragile", cluster.root / "etl_fn.py", client)
-        assert [f["name"] for f in cluster.client.functions()] == [
-            "corrupt", "elsewhere", "etl", "fragile", "retried"]
+        assert [f["name"] for f in cluster.client.functions()] == ["etl", "fragile", "shipped"]
         accepted: list[str] = []
 
         def load() -> None:
@@ -323,6 +368,35 @@ def test_a_second_gateway_serves_the_same_functions_and_loses_no_accepted_call(c
         second.stop()
     records = wait_until(lambda: cluster.finished(accepted), "every accepted invocation")
     assert [r["status"] for r in records] == ["succeeded"] * len(accepted)
+
+
+def test_callbacks_outlive_their_gateways_and_each_attempt_is_made_once(cluster):
+    """Two gateways pull due callbacks; the receiver refuses the first two attempts, and
+    every gateway is gone while the second is due: it is made when due by a new one."""
+    second = start_gateway(cluster.root / "gw3", cluster.nats, cluster.pg, cluster.receiver)
+    hook = cluster.receiver.base + "/hooks/done"
+    cluster.receiver.failures["/hooks/done"] = 2
+    try:
+        invocation_id = cluster.client.invoke_async("etl", {"n": 3}, callback_url=hook)
+        wait_until(lambda: cluster.client.invocation(invocation_id)["callback"]["attempts"],
+                   "the first attempt's record")  # killed before it, it would be made again
+    finally:
+        second.stop(signal.SIGKILL)
+    cluster.gateway.stop(signal.SIGKILL)
+    cluster.gateway.start()
+    record = wait_until(lambda: (r := cluster.client.invocation(invocation_id))["callback"][
+        "state"] != "pending" and r, "the callback to be delivered", 60)
+    attempts = record["callback"]["attempts"]
+    assert record["callback"]["state"] == "delivered"
+    assert [a["status"] for a in attempts] == [503, 503, 200]
+    assert attempts[1]["at"] - attempts[0]["at"] >= CALLBACK_BACKOFF_S  # the back-off held
+    posts = cluster.receiver.posts_to("/hooks/done")
+    assert [status for status, _ in posts] == [503, 503, 200]  # each attempt once
+    delivered = json.loads(posts[-1][1])
+    assert delivered["id"] == invocation_id and delivered["result"] == {"n": 3}
+    with pytest.raises(ApiError) as refused:  # outside the gateways' allow-list
+        cluster.client.invoke_async("etl", {}, callback_url="http://127.0.0.2:9/hook")
+    assert (refused.value.status, refused.value.code) == (400, "callback_refused")
 
 
 def test_a_nats_restart_is_survived_by_gateways_and_workers(cluster):

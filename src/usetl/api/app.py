@@ -111,7 +111,9 @@ def error_response(status: int, code: str, message: str,
     return JSONResponse({"error": error}, status_code=status)
 
 
-def create_app(platform: Platform) -> FastAPI:
+def create_app(platform: Platform, close_on_shutdown: bool = True) -> FastAPI:
+    """The API over a platform; closed when the server shuts down unless the caller
+    closes it (run_api on a loop the platform owns: it would stop that loop under it)."""
     app = FastAPI(
         title="usetl",
         version="1",
@@ -119,7 +121,7 @@ def create_app(platform: Platform) -> FastAPI:
     )
     app.state.platform = platform
     _add_body_limit(app)
-    _add_lifecycle(app, platform)
+    _add_lifecycle(app, platform, close_on_shutdown)
     _add_error_handlers(app)
     _add_operation_routes(app, platform)
     _add_tenant_routes(app, platform)
@@ -176,15 +178,16 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-def _add_lifecycle(app: FastAPI, platform: Platform) -> None:
+def _add_lifecycle(app: FastAPI, platform: Platform, close_on_shutdown: bool) -> None:
     @app.on_event("startup")
     async def more_threads() -> None:
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
 
-    @app.on_event("shutdown")
-    async def close_platform() -> None:
-        # Here, not after uvicorn returns: it re-raises SIGTERM once it has shut down.
-        await anyio.to_thread.run_sync(platform.close)
+    if close_on_shutdown:
+        @app.on_event("shutdown")
+        async def close_platform() -> None:
+            # Here, not after uvicorn returns: it re-raises SIGTERM once it has shut down.
+            await anyio.to_thread.run_sync(platform.close)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -267,7 +270,8 @@ def _add_invocation_routes(app: FastAPI, platform: Platform) -> None:
     async def invoke(name: str, request: Request, caller: Caller) -> Response:
         """Run the function and wait for its result (the invocation record)."""
         event = platform.parse_event(await _body(request, platform))
-        record = await _blocking(platform.invoke, caller, name, event)
+        awaited = platform.invoke_coroutine(caller, name, event)
+        record = await (awaited or _blocking(platform.invoke, caller, name, event))
         # Serialised here: FastAPI's generic encoder costs more than the invocation.
         return Response(json.dumps(record), media_type="application/json")
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -86,9 +88,19 @@ def server_config(app: Any, host: str, port: int) -> uvicorn.Config:
                           timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
 
 
-def run_api(platform: Platform, host: str, port: int) -> None:
-    """Serve the platform's HTTP API until stopped (SIGINT, SIGTERM), then close it."""
+def run_api(platform: Platform, host: str, port: int,
+            loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Serve the platform's HTTP API until stopped (SIGINT, SIGTERM), then close it; on
+    `loop`, running in another thread (a gateway's NATS loop, so that a sync call's
+    request and its messages are served on one thread), instead of a new one here."""
+    app = create_app(platform, close_on_shutdown=loop is None)
+    server = uvicorn.Server(server_config(app, host, port))
     try:
-        uvicorn.Server(server_config(create_app(platform), host, port)).run()
+        if loop is None:
+            server.run()
+        else:  # uvicorn listens for signals only on the main thread (and re-raises none)
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, server.handle_exit)
+            asyncio.run_coroutine_threadsafe(server.serve(), loop).result()
     finally:
         platform.close()

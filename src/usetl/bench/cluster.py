@@ -162,7 +162,7 @@ def _first_call(root: Path, net: HostNetwork, nats: TemporaryNats, pg: Temporary
         key, shipped = _wait_shipped(bus, "built")
         _wait_shipped(bus, "fetched")
         other = templates.TemplateManifest("0" * 32, shipped.snapshot, "an incompatible host")
-        bus.run(bus.templates.put(key, msgspec.json.encode(other)))
+        bus.run(bus.templates.put(templates.manifest_key(key, 1), msgspec.json.encode(other)))
         fresh = _worker(root, net, nats, pg, WORKERS).start()
         workers.append(fresh)
         launcher.wait_for_hosts(nats.url("gateway"), {f"host{WORKERS}"}, workers)

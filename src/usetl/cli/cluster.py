@@ -6,10 +6,14 @@ import argparse
 import json
 import signal
 import socket
+import sys
 from pathlib import Path
 
 from usetl.cluster import config as cluster_config
+from usetl.cluster.bus import ACK_WAIT_S, SWITCH_INTERVAL_S
 from usetl.errors import UsetlError
+
+from .serve import add_callback_arguments, callback_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +27,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gateway.add_argument("--max-runs", type=int, default=3, metavar="N",
                          help="deliveries of an async invocation to workers that die before "
                          "it is dead-lettered (set on a function's first deploy; default 3)")
+    gateway.add_argument("--ack-wait", type=float, default=ACK_WAIT_S, metavar="S",
+                         help="a worker silent this long about an invocation it runs is taken "
+                         "for dead and the invocation redelivered (set on a function's first "
+                         f"deploy; default {ACK_WAIT_S:g})")
+    add_callback_arguments(gateway)
     _state_arguments(gateway)
     gateway.set_defaults(func=run_gateway)
 
@@ -71,15 +80,19 @@ def run_gateway(args: argparse.Namespace) -> int:
 
     config = cluster_config.from_arguments(args)
     state = state_root(args.state)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     if args.max_runs < 1:
         raise UsetlError("--max-runs must be at least 1")
+    if args.ack_wait <= 0:
+        raise UsetlError("--ack-wait must be more than 0 seconds")
     gateway = Gateway(config, state, ModuleStore(args.modules), name=f"gateway-{args.port}",
-                      max_runs=args.max_runs)
+                      max_runs=args.max_runs, callbacks=callback_config(args),
+                      ack_wait_s=args.ack_wait)
     token = ensure_admin(gateway)
     if token is not None:
         print(f"usetl: admin token (saved in {state / ADMIN_TOKEN_FILE}): {token}", flush=True)
     print(f"usetl: gateway on http://{args.host}:{args.port}", flush=True)
-    run_api(gateway, args.host, args.port)
+    run_api(gateway, args.host, args.port, loop=gateway.bus.loop)
     return 0
 
 
@@ -89,6 +102,7 @@ def run_worker(args: argparse.Namespace) -> int:
     from usetl.platform.registry import state_root
 
     config = cluster_config.from_arguments(args)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     worker = Worker(config, check_host_name(args.name), state_root(args.state),
                     args.backend, args.slots, args.memory_budget, args.modules)
     for signum in (signal.SIGINT, signal.SIGTERM):

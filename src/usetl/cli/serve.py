@@ -37,15 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="let the host's KSM merge identical pages of idle clones (KVM "
                        "backend; merges only while /sys/kernel/mm/ksm/run is 1; see the "
                        "README's \"Idle clones\" for what it costs)")
-    defaults = CallbackConfig()
-    serve.add_argument("--callback-allow", action="append", default=[], metavar="URL_PREFIX",
-                       help="a URL prefix async invocations' callbacks may be POSTed to "
-                       "(repeatable; default none: callback URLs are refused)")
-    serve.add_argument("--callback-attempts", type=int, default=defaults.attempts, metavar="N",
-                       help=f"attempts to deliver a callback (default {defaults.attempts})")
-    serve.add_argument("--callback-backoff", type=float, default=defaults.backoff_s,
-                       metavar="S", help="seconds before a callback's second attempt, doubled "
-                       f"before each next one (default {defaults.backoff_s:g})")
+    add_callback_arguments(serve)
     serve.add_argument("--learn-after", type=int, default=LEARN_AFTER, metavar="N",
                        help="build a function's next template with the modules its calls "
                        f"import lazily once N calls in a row import the same (default "
@@ -59,6 +51,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.set_defaults(func=run_demo)
 
 
+def add_callback_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where async invocations' callbacks may go, and how often they are tried (`usetl
+    serve`, `usetl gateway`)."""
+    defaults = CallbackConfig()
+    parser.add_argument("--callback-allow", action="append", default=[], metavar="URL_PREFIX",
+                        help="a URL prefix async invocations' callbacks may be POSTed to "
+                        "(repeatable; default none: callback URLs are refused)")
+    parser.add_argument("--callback-attempts", type=int, default=defaults.attempts,
+                        metavar="N",
+                        help=f"attempts to deliver a callback (default {defaults.attempts})")
+    parser.add_argument("--callback-backoff", type=float, default=defaults.backoff_s,
+                        metavar="S", help="seconds before a callback's second attempt, "
+                        f"doubled before each next one (default {defaults.backoff_s:g})")
+
+
+def callback_config(args: argparse.Namespace) -> CallbackConfig:
+    return CallbackConfig(allow=args.callback_allow, attempts=args.callback_attempts,
+                          backoff_s=args.callback_backoff)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from usetl.api.server import serve
 
@@ -66,8 +78,7 @@ def run_serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, backend_name=args.backend, state_dir=args.state,
         module_dir=args.modules, wheelhouse=args.wheelhouse,
         memory_budget_mib=args.memory_budget, idle_s=args.idle, learn_after=args.learn_after,
-        callbacks=CallbackConfig(allow=args.callback_allow, attempts=args.callback_attempts,
-                                 backoff_s=args.callback_backoff),
+        callbacks=callback_config(args),
         announce=lambda line: print(line, flush=True), merge_pages=args.merge_pages,
     )
     return 0

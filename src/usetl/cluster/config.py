@@ -21,6 +21,7 @@ NATS_URL_ENV = "USETL_NATS_URL"
 DATABASE_URL_ENV = "USETL_DATABASE_URL"
 NATS_USER_ENV, NATS_PASSWORD_ENV = "USETL_NATS_USER", "USETL_NATS_PASSWORD"
 NATS_CA_ENV, NATS_CERT_ENV, NATS_KEY_ENV = "USETL_NATS_CA", "USETL_NATS_CERT", "USETL_NATS_KEY"
+HEARTBEAT_TTL_S = 5.0  # default: a worker silent this long leaves `host ls`
 
 
 class ClusterConfigError(UsetlError):
@@ -36,6 +37,7 @@ class ClusterConfig:
     nats_ca: str | None = None
     nats_cert: str | None = None
     nats_key: str | None = None
+    heartbeat_ttl_s: float = HEARTBEAT_TTL_S  # the hosts bucket's, if this process makes it
 
     def nats_options(self) -> dict[str, Any]:
         """Keyword arguments for nats.connect: credentials, TLS, reconnecting for ever (a
@@ -58,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser, database: bool = True) -> Non
     if database:
         parser.add_argument("--database", default=None, metavar="URL",
                             help=f"PostgreSQL database (default ${DATABASE_URL_ENV})")
+        parser.add_argument("--heartbeat-ttl", type=float, default=HEARTBEAT_TTL_S,
+                            metavar="S", help="a worker whose heartbeat is this old leaves "
+                            "the cluster (set by the first gateway or worker to start; "
+                            f"default {HEARTBEAT_TTL_S:g})")
 
 
 def from_arguments(args: argparse.Namespace, database: bool = True) -> ClusterConfig:
@@ -69,6 +75,10 @@ def from_arguments(args: argparse.Namespace, database: bool = True) -> ClusterCo
     if database and not database_url:
         raise ClusterConfigError("no PostgreSQL database: give --database URL or set "
                                  f"${DATABASE_URL_ENV}")
+    heartbeat_ttl_s = getattr(args, "heartbeat_ttl", HEARTBEAT_TTL_S)
+    if heartbeat_ttl_s <= 0:
+        raise ClusterConfigError("--heartbeat-ttl must be more than 0 seconds")
     env = os.environ.get
     return ClusterConfig(nats_url, database_url or "", env(NATS_USER_ENV), env(NATS_PASSWORD_ENV),
-                         env(NATS_CA_ENV), env(NATS_CERT_ENV), env(NATS_KEY_ENV))
+                         env(NATS_CA_ENV), env(NATS_CERT_ENV), env(NATS_KEY_ENV),
+                         heartbeat_ttl_s)

@@ -20,6 +20,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,8 @@ from usetl.platform.service import (
 from usetl.platform.timers import Timers
 
 from . import bundles, membership
-from .bus import BUILD_SUBJECT, MAX_RUNS, REPLY_HEADER, Bus, invoke_subject
+from .bus import ACK_WAIT_S, BUILD_SUBJECT, MAX_RUNS, REPLY_HEADER, Bus, invoke_subject
+from .callbacks import send_callbacks
 from .config import ClusterConfig
 from .handoffs import HeldFiles
 from .messages import Build, Built, HandOffRef, Invocation, decode, encode
@@ -72,9 +74,12 @@ class Gateway(Platform):
 
     def __init__(self, config: ClusterConfig, state_dir: Path,
                  modules: ModuleStore | None = None, limits: Limits | None = None,
-                 name: str = "gateway", max_runs: int = MAX_RUNS):
+                 name: str = "gateway", max_runs: int = MAX_RUNS,
+                 callbacks: CallbackConfig | None = None, ack_wait_s: float = ACK_WAIT_S):
         """`max_runs`: deliveries of an invocation to workers that die before it goes to
-        the dead letters (set on a function's first deploy)."""
+        the dead letters, and `ack_wait_s`: how long a worker may fall silent before its
+        message is redelivered (both set on a function's first deploy). `callbacks`: where
+        this gateway may POST async invocations' records, and how often it tries."""
         # Not Platform.__init__: a gateway holds no backend, pool or async runner. Secrets
         # are sealed here under $USETL_SECRET_KEY, which workers must share to open them.
         self.backend = Remote()
@@ -94,13 +99,14 @@ class Gateway(Platform):
         self.live_cache: dict[tuple[int, str], tuple[Version, float]] = {}  # -> (it, when read)
         self.recovered = {"requeued": 0, "interrupted": 0}
         self.max_runs = max_runs
+        self.ack_wait_s = ack_wait_s
         self.async_runner = FairRunner(self.limits.async_workers, "usetl-async")  # pipelines'
         self.timers = Timers("usetl-timers")
         self.secret_box = SecretBox(state_dir)
-        # Here only to check a callback URL; the worker that finishes the invocation posts it.
-        self.callbacks = Callbacks(self.registry, CallbackConfig(), self.timers,
+        self.callbacks = Callbacks(self.registry, callbacks or CallbackConfig(), self.timers,
                                    self.metrics.callbacks)
         self.bus = Bus(config, name)
+        self.sender = self.bus.spawn(send_callbacks(self.bus, self.callbacks, ack_wait_s))
         self.inbox = f"_INBOX.usetl.{uuid.uuid4().hex}"
         self.waiting: dict[str, asyncio.Future] = {}
         self.bus.run(self.bus.nc.subscribe(f"{self.inbox}.*", cb=self._on_reply))
@@ -109,13 +115,20 @@ class Gateway(Platform):
         self.scheduler = Scheduler(self.registry, self._submit_tick)
         self.scheduler.start()
 
+    def _cached_live(self, tenant: Tenant, name: str) -> Version | None:
+        """The live version as read less than LIVE_CACHE_S ago, if it was."""
+        cached = self.live_cache.get((tenant.id, name))
+        if cached is not None and time.monotonic() - cached[1] < LIVE_CACHE_S:
+            return cached[0]
+        return None
+
     def _live(self, tenant: Tenant, name: str) -> Version:
         """The live version, read again after LIVE_CACHE_S (another gateway may have
         deployed or deleted it since): read per call, PostgreSQL would be on every call's
         path."""
-        cached = self.live_cache.get((tenant.id, name))
-        if cached is not None and time.monotonic() - cached[1] < LIVE_CACHE_S:
-            return cached[0]
+        cached = self._cached_live(tenant, name)
+        if cached is not None:
+            return cached
         version = self.registry.version(tenant.id, name)
         if version is None:
             self.live_cache.pop((tenant.id, name), None)
@@ -144,7 +157,7 @@ class Gateway(Platform):
             retries=settings.retries, retry_backoff_s=settings.retry_backoff_s,
             secrets=settings.secrets)
         assert version.key == key
-        self.bus.run(self.bus.ensure_consumer(tenant.id, name, self.max_runs))
+        self.bus.run(self.bus.ensure_consumer(tenant.id, name, self.max_runs, self.ack_wait_s))
         self.live_cache[(tenant.id, name)] = (version, time.monotonic())
         warmup = None if built.warmup is None else msgspec.convert(built.warmup,
                                                                    InvocationResult)
@@ -184,20 +197,34 @@ class Gateway(Platform):
     def invoke(self, tenant: Tenant, name: str, event: Any) -> dict:
         return self._invoke_sync(tenant, name, event)["record"]
 
+    def invoke_coroutine(self, tenant: Tenant, name: str, event: Any) -> Coroutine | None:
+        """On the bus's own loop (the API runs there: api/server.py's run_api `loop`), the
+        sync invocation awaited where its messages come and go: no hop to a thread of the
+        API and back on the call's path."""
+        try:
+            here = asyncio.get_running_loop() is self.bus.loop
+        except RuntimeError:
+            here = False
+        return self._invoke_awaited(tenant, name, event) if here else None
+
+    async def _invoke_awaited(self, tenant: Tenant, name: str, event: Any) -> dict:
+        version = self._cached_live(tenant, name) or await asyncio.to_thread(
+            self._live, tenant, name)  # a registry read: not on the loop
+        return _answered(await self._call(self._sync_invocation(tenant, version, event)))[
+            "record"]
+
     def _invoke_sync(self, tenant: Tenant, name: str, event: Any, **stage: Any) -> dict:
         """A sync invocation on whichever worker pulls it: its answer (`stage`: the
         Invocation's pipeline-stage fields)."""
-        version = self._live(tenant, name)
+        invocation = self._sync_invocation(tenant, self._live(tenant, name), event, **stage)
+        return _answered(self.bus.run(self._call(invocation)))
+
+    def _sync_invocation(self, tenant: Tenant, version: Version, event: Any,
+                         **stage: Any) -> Invocation:
         created = time.time()
-        invocation = Invocation(uuid.uuid4().hex, tenant.id, name, version.id, "sync",
-                                json.dumps(event), created,
-                                deadline=created + version.timeout_s + DISPATCH_MARGIN_S,
-                                **stage)
-        answer = self.bus.run(self._call(invocation))
-        if "error" in answer:
-            error = answer["error"]
-            raise ServiceError(error["status"], error["code"], error["message"])
-        return answer
+        return Invocation(uuid.uuid4().hex, tenant.id, version.name, version.id, "sync",
+                          json.dumps(event), created,
+                          deadline=created + version.timeout_s + DISPATCH_MARGIN_S, **stage)
 
     async def _call(self, invocation: Invocation) -> dict:
         reply = f"{self.inbox}.{invocation.id}"
@@ -279,6 +306,15 @@ class Gateway(Platform):
         self.async_runner.shutdown()
         self.scheduler.close()
         self.timers.close()
+        self.sender.cancel()
         self.callbacks.close()
         self.bus.close()
         self.registry.close()
+
+
+def _answered(answer: dict) -> dict:
+    """A worker's answer to a sync invocation, or its error raised as the caller's."""
+    if "error" in answer:
+        error = answer["error"]
+        raise ServiceError(error["status"], error["code"], error["message"])
+    return answer

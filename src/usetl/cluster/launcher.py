@@ -105,8 +105,9 @@ class GatewayProcess(ClusterProcess):
 
 
 def worker(state: Path, name: str, nats_url: str, database_url: str, backend: str | None = None,
-           slots: int = 2, netns: str | None = None) -> ClusterProcess:
-    argv = ["worker", "--name", name, "--slots", str(slots)]
+           slots: int = 2, netns: str | None = None,
+           options: tuple[str, ...] = ()) -> ClusterProcess:
+    argv = ["worker", "--name", name, "--slots", str(slots), *options]
     if backend is not None:
         argv += ["--backend", backend]
     return ClusterProcess(argv, state, {"USETL_NATS_URL": nats_url,

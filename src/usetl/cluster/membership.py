@@ -1,5 +1,5 @@
-"""Which workers are up: each puts its state in the usetl_hosts bucket every
-HEARTBEAT_S, and JetStream drops a key not renewed within the bucket's TTL, so a
+"""Which workers are up: each puts its state in the usetl_hosts bucket BEATS_PER_TTL
+times per the bucket's TTL, and JetStream drops a key not renewed within it, so a
 worker that stops (crashed, cut off) leaves `usetl host ls` on its own. A host named
 in the usetl_drain bucket finishes what it runs and pulls nothing new.
 """
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .worker import Worker
 
 log = logging.getLogger(__name__)
-HEARTBEAT_S = 1.0
+BEATS_PER_TTL = 5  # a host leaves only after this many beats in a row are lost or late
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -48,8 +48,10 @@ def free_memory_bytes() -> int:
 def pool_state(worker: Worker) -> dict:
     """What a heartbeat says of the host's memory and templates (read in a thread: the
     pool's lock may be held a while, a template being built or evicted)."""
-    return {"free_memory_bytes": free_memory_bytes(), "warm": worker.platform.warm_keys(),
-            "templates": dict(worker.platform.origins)}  # key -> fetched, built or rebuilt
+    warm, generations = worker.platform.template_state()
+    return {"free_memory_bytes": free_memory_bytes(), "warm": warm,
+            "templates": dict(worker.platform.origins),  # key -> fetched, built or rebuilt
+            "generations": generations}
 
 
 def host_state(worker: Worker, pool: dict) -> dict:
@@ -73,7 +75,8 @@ async def heartbeat(worker: Worker) -> None:
     host silently out of `host ls` and deaf to drains. A beat never waits for the pool's
     part of the state (it sends the last one read): waiting, a beat could come later than
     the TTL on a busy host (its pool's lock held), which then left `host ls` while up."""
-    pool = {"free_memory_bytes": free_memory_bytes(), "warm": [], "templates": {}}
+    pool = {"free_memory_bytes": free_memory_bytes(), "warm": [], "templates": {},
+            "generations": {}}
     reading: asyncio.Future | None = None
     while True:
         try:
@@ -86,7 +89,7 @@ async def heartbeat(worker: Worker) -> None:
                                        json.dumps(host_state(worker, pool)).encode())
         except Exception:  # noqa: BLE001 - NATS restarting: the next beat gets through
             log.debug("heartbeat failed", exc_info=True)
-        await asyncio.sleep(HEARTBEAT_S)
+        await asyncio.sleep(worker.bus.heartbeat_ttl_s / BEATS_PER_TTL)
 
 
 async def hosts(bus: Bus) -> list[dict]:

@@ -31,6 +31,14 @@ class Invocation(msgspec.Struct, frozen=True):
     keep_files: bool = False  # a stage whose written files go on to the next
 
 
+class CallbackDue(msgspec.Struct, frozen=True):
+    """An async invocation's record is final and has a callback to deliver (its record
+    says to where, and how far delivery got)."""
+
+    id: str
+    tenant_id: int
+
+
 class Build(msgspec.Struct, frozen=True):
     """A gateway asks a worker to build a new version's template before it goes live."""
 

@@ -120,15 +120,17 @@ class TemporaryPostgres:
 
 
 # What each role may publish and subscribe to. Both use JetStream's API, KV buckets and
-# the object store; only a gateway asks for builds and pings; only a worker acknowledges
-# invocations, answers callers (their inboxes), and writes dead letters.
+# the object store; only a gateway asks for builds and pings and acknowledges callbacks;
+# only a worker acknowledges invocations, answers callers (their inboxes), writes dead
+# letters and hands callbacks on.
 PERMISSIONS = {
     "gateway": {"publish": ["usetl.invoke.>", "usetl.build", "usetl.ping",
-                            "usetl.handoff.release.>", "$JS.API.>", "$JS.FC.>", "$KV.>",
-                            "$O.>"],
+                            "usetl.handoff.release.>", "$JS.API.>", "$JS.ACK.USETL_CALLBACKS.>",
+                            "$JS.FC.>", "$KV.>", "$O.>"],
                 "subscribe": ["_INBOX.>"]},
-    "worker": {"publish": ["usetl.invoke.>", "usetl.dead.>", "usetl.handoff.fetch.>",
-                           "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$KV.>", "$O.>", "_INBOX.>"],
+    "worker": {"publish": ["usetl.invoke.>", "usetl.dead.>", "usetl.callback.>",
+                           "usetl.handoff.fetch.>", "$JS.API.>", "$JS.ACK.USETL_INVOCATIONS.>",
+                           "$JS.FC.>", "$KV.>", "$O.>", "_INBOX.>"],
                "subscribe": ["usetl.build", "usetl.ping", "usetl.handoff.>", "_INBOX.>"]},
 }
 

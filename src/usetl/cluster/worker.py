@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,24 +43,26 @@ from usetl.invocation import (
 from usetl.libos.handoff import HandOff, HandOffError
 from usetl.platform.backend import FunctionLoadError, FunctionSpec, FunctionTemplate
 from usetl.platform.backends import choose_backend
+from usetl.platform.learning import Generation
 from usetl.platform.pool import ConcurrencyLimit, PoolConfig
 from usetl.platform.registry import FINISHED, Registry, Version, invocation_record
 from usetl.platform.service import ASYNC_RETRY_S, RETRIED_KINDS, Platform
 
 from . import bundles, membership, templates
 from .bus import (
-    ACK_WAIT_S,
     BUILD_SUBJECT,
     PING_SUBJECT,
     REPLY_HEADER,
     STREAM,
     Bus,
+    callback_subject,
     dead_subject,
     invoke_subject,
+    keep_in_progress,
 )
 from .config import ClusterConfig
 from .handoffs import HandOffHolder
-from .messages import Build, Built, Invocation, decode, encode
+from .messages import Build, Built, CallbackDue, Invocation, decode, encode
 
 log = logging.getLogger(__name__)
 DEAD_LETTER = "DeadLetter"  # the error type of an invocation no worker could finish
@@ -76,11 +78,13 @@ class Delivery:
     dead_letter: bool = False  # to the dead letters (its record says so)
     retry_in_s: float | None = None  # published again after this back-off
     attempt: int = 0  # the run that failed, when retried
+    callback: bool = False  # its record is final and has a callback still to deliver
 
 
 class WorkerPlatform(Platform):
     """The platform on a worker host: versions come from the shared registry, their files
-    from the object store (fetched and checked once per host)."""
+    from the object store (fetched and checked once per host), their learned template
+    generations from whichever host learned them (templates.py)."""
 
     def __init__(self, bus: Bus, host: str, executor: ThreadPoolExecutor, *args: Any,
                  **kwargs: Any):
@@ -88,48 +92,106 @@ class WorkerPlatform(Platform):
         self.bus = bus
         self.host = host
         self.executor = executor
-        self.specs: dict[str, FunctionSpec] = {}
+        self.specs: dict[str, FunctionSpec] = {}  # by key, generation 1
         self.origins: dict[str, str] = {}  # version key -> how its template came here
         self.loading: dict[str, threading.Lock] = {}
 
     def ensure_loaded(self, version: Version | Build, key: str) -> FunctionTemplate | None:
-        """The version servable here: its template fetched from another host, or built
-        (returned; None when it was here already). Raises UsetlError if neither works."""
+        """The version servable here, at the template generation the registry names: its
+        template fetched from another host, or built (returned; None when it was here
+        already). Raises UsetlError if neither works."""
         with self.lock:
             loading = self.loading.setdefault(key, threading.Lock())
         with loading:
             if self.pool.has(key):
                 return None
+            if isinstance(version, Version):  # a row read earlier may name an old generation
+                version = self.registry.version_by_id(version.id) or version
             spec = self.spec(version, key)
             template, how = templates.obtain(self, spec)
             self.pool.add(spec, version.concurrency, version.queue, template)
             self.origins[key] = how
-            log.info("template of %s %s", key, how)
+            log.info("template of %s generation %d %s", key, spec.generation, how)
             return template
 
+    def catch_up(self, version: Version) -> None:
+        """Serve the generation the registry names for a version served here at another
+        (learned by another host): fetched, or built here, and swapped in."""
+        with self.lock:
+            loading = self.loading.setdefault(version.key, threading.Lock())
+        with loading:
+            spec = self.spec(version)
+            template, how = templates.obtain(self, spec)
+            if self.pool.adopt(spec, template):
+                self.origins[version.key] = how
+                log.info("template of %s generation %d %s", version.key, spec.generation, how)
+            else:
+                template.close()
+
+    def behind(self, version: Version) -> bool:
+        """Whether this host serves the version at another generation than the registry's
+        (an older one, or the same number learned with other modules: a lost claim)."""
+        serving = self.pool.serving(version.key)
+        if serving is None:
+            return False
+        spec = serving[0]
+        return (version.generation > spec.generation or version.generation == spec.generation
+                and version.learned != spec.learned)
+
+    def _record_generation(self, key: str, generation: Generation) -> None:
+        """The pool serves a new generation (learned here, or caught up) or failed to learn
+        one. One learned here is shipped and its number claimed before the registry names
+        it; one whose number another host claimed first is not recorded (this host then
+        catches up to that one)."""
+        version = self._version_of(key)
+        if version is None or generation.number < version.generation:
+            return
+        if generation.error is not None:
+            self.registry.set_generation(version.id, version.generation, version.learned,
+                                         generation.error)
+            return
+        serving = self.pool.serving(key)
+        if generation.number == version.generation or serving is None or serving[1] is None:
+            return  # caught up to the registry's (or gone meanwhile)
+        if templates.ship(self, *serving):
+            self.registry.set_generation(version.id, generation.number, generation.modules,
+                                         None)
+
+    def _version_of(self, key: str) -> Version | None:
+        tenant_id, name, rest = key.split("/", 2)
+        return self.registry.version(int(tenant_id), name, int(rest.split("-", 1)[0]))
+
     def spec(self, version: Version | Build, version_key: str | None = None) -> FunctionSpec:
-        """The version's spec with its files on this host (fetched if missing)."""
+        """The version's spec with its files on this host (fetched if missing), at the
+        generation a registry row names."""
         key = version_key or version.key
-        if key in self.specs:
-            return self.specs[key]
+        if key not in self.specs:
+            self.specs[key] = self._first_spec(version, key)
+        spec = self.specs[key]
+        if isinstance(version, Version) and version.generation > 1:
+            spec = replace(spec, generation=version.generation, learned=list(version.learned))
+        return spec
+
+    def _first_spec(self, version: Version | Build, key: str) -> FunctionSpec:
         manifest = self.bus.run(bundles.manifest(self.bus, key))
         code_dir = self.bus.run(bundles.materialise(
             self.bus, manifest.code, self.code_root / key.replace("/", "_")))
         module_dirs = [self.bus.run(bundles.materialise(self.bus, digest, self.modules.root / n))
                        for n, digest in manifest.modules.items()]
-        spec = FunctionSpec(
+        return FunctionSpec(
             key=key, code_dir=code_dir, handler=version.handler, module_dirs=module_dirs,
             env=version.env, memory_mib=version.memory_mib, timeout_s=version.timeout_s,
             allow=version.allow, warmup=version.warmup, reuse=version.reuse)
-        self.specs[key] = spec
-        return spec
 
     def _definition(self, version: Version):
         spec = self.spec(version)
         return lambda: (spec, version.concurrency, version.queue, True)
 
-    def warm_keys(self) -> list[str]:
-        return [s["function"] for s in self.pool.status() if s["template"]]
+    def template_state(self) -> tuple[list[str], dict[str, int]]:
+        """The keys whose templates are in memory, and each served key's generation."""
+        status = self.pool.status()
+        return ([s["function"] for s in status if s["template"]],
+                {s["function"]: s["generation"] for s in status})
 
 
 class Worker:
@@ -153,6 +215,7 @@ class Worker:
         self.draining = False
         self.pullers: dict[str, asyncio.Task] = {}
         self.warm: set[str] = set()  # durables whose live version's template is here
+        self.catching_up: set[str] = set()  # keys whose registry generation is being fetched
         self.versions: dict[int, Version] = {}  # by id, as sync calls name them
         self.stopped = threading.Event()
         self.handoffs = HandOffHolder(self.bus, name)
@@ -206,7 +269,7 @@ class Worker:
 
     async def _pull(self, durable: str) -> None:
         sub = await self.bus.js.pull_subscribe_bind(durable, STREAM)
-        max_runs = await self.bus.max_runs(durable)
+        max_runs, ack_wait_s = await self.bus.delivery_settings(durable)
         while True:
             try:
                 pull = not self.draining and await self._should_pull(durable)
@@ -230,18 +293,31 @@ class Worker:
             finally:
                 self.fetching -= 1
             for msg in msgs:
-                asyncio.ensure_future(self._handle(msg, max_runs))
+                asyncio.ensure_future(self._handle(msg, max_runs, ack_wait_s))
 
     def _warm_durables(self, durables: list[str]) -> set[str]:
         """The functions whose live version this host holds (the registry and the pool are
-        read here, every DISCOVER_S, not between a message and the next pull request)."""
+        read here, every DISCOVER_S, not between a message and the next pull request);
+        one held at another template generation than the registry's catches up."""
         warm = set()
         for durable in durables:
             _, tenant_id, name = durable.split("_", 2)
             live = self.registry.version(int(tenant_id), name)
             if live is not None and self.platform.pool.has(live.key):
                 warm.add(durable)
+                if self.platform.behind(live) and live.key not in self.catching_up:
+                    self.catching_up.add(live.key)
+                    self.executor.submit(self._catch_up, live)
         return warm
+
+    def _catch_up(self, version: Version) -> None:
+        try:
+            self.platform.catch_up(version)
+        except Exception:  # noqa: BLE001 - the old generation serves on; tried again later
+            log.exception("catching up with generation %d of %s", version.generation,
+                          version.key)
+        finally:
+            self.catching_up.discard(version.key)
 
     async def _should_pull(self, durable: str) -> bool:
         """Pull at once for a function whose template is here; else only while it has
@@ -256,9 +332,9 @@ class Worker:
     async def _in_thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    async def _handle(self, msg, max_runs: int) -> None:
+    async def _handle(self, msg, max_runs: int, ack_wait_s: float) -> None:
         self.running += 1
-        keepalive = asyncio.ensure_future(_keep_in_progress(msg))
+        keepalive = asyncio.ensure_future(keep_in_progress(msg, ack_wait_s))
         try:
             reply = (msg.headers or {}).get(REPLY_HEADER)
             try:
@@ -285,7 +361,14 @@ class Worker:
 
     async def _after_async(self, msg, invocation: Invocation, delivery: Delivery) -> None:
         """Dead-letter the message, or publish the retry after its back-off (still in
-        progress meanwhile: a worker dying now leaves the message to be redelivered)."""
+        progress meanwhile: a worker dying now leaves the message to be redelivered), and
+        hand a due callback to the gateways (before the ack: one lost in a crash is handed
+        on again by the redelivery, the message id making it one)."""
+        if delivery.callback:
+            await self.bus.js.publish(
+                callback_subject(invocation.tenant_id),
+                encode(CallbackDue(invocation.id, invocation.tenant_id)),
+                headers={"Nats-Msg-Id": f"{invocation.id}.callback"})
         if delivery.dead_letter:
             await self.bus.js.publish(
                 dead_subject(invocation.tenant_id, invocation.function), msg.data,
@@ -303,25 +386,28 @@ class Worker:
         """Run (or refuse) one delivery of an async invocation, its record written before
         this returns; what is to become of the message."""
         record = self.registry.invocation(invocation.tenant_id, invocation.id)
-        if record is None or record["status"] in FINISHED:
-            return Delivery()  # ran to completion before (the ack was lost), or not accepted
+        if record is None:
+            return Delivery()  # not accepted
+        callback = record["callback"] is not None
+        if record["status"] in FINISHED:
+            return Delivery(callback=callback)  # ran to completion before: the ack was lost
         if delivered > max_runs:
             self.registry.fail_invocation(invocation.id, ErrorInfo(
                 DEAD_LETTER, f"no worker finished this invocation in {max_runs} "
                 "deliveries; it is in the dead letters", kind=PLATFORM))
-            return Delivery(dead_letter=True)
+            return Delivery(dead_letter=True, callback=callback)
         version = self.registry.version_by_id(invocation.version_id)
         if version is None:
             self.registry.fail_invocation(invocation.id, ErrorInfo(
                 FUNCTION_DELETED, "the function was deleted before this invocation ran"))
-            return Delivery()
+            return Delivery(callback=callback)
         event = json.loads(invocation.event)
         started = time.time()
         try:
             self.platform.ensure_loaded(version, version.key)
         except UsetlError as e:
             self.registry.fail_invocation(invocation.id, _load_error(e))
-            return Delivery()
+            return Delivery(callback=callback)
         while True:
             try:
                 outcome = self.platform._run(
@@ -335,7 +421,7 @@ class Worker:
     def _finish_async(self, invocation: Invocation, version: Version, record: dict,
                       outcome: InvocationResult, started: float) -> Delivery:
         """A failure of a retried kind is queued again (the worker publishes it after the
-        back-off); else the record is final and its callback, if any, posted."""
+        back-off); else the record is final and its callback, if any, due."""
         attempt = len(record["attempts"]) + 1
         error = outcome.error
         if error is not None and error.kind in RETRIED_KINDS and attempt <= version.retries:
@@ -348,9 +434,7 @@ class Worker:
             self.registry.finish_invocation(invocation.id, outcome, started)))
         if error is not None:
             self.platform.metrics.dead_letters.inc(function=version.key)
-        if record["callback"] is not None:
-            self.platform.callbacks.deliver(invocation.id, invocation.tenant_id)
-        return Delivery()
+        return Delivery(callback=record["callback"] is not None)
 
     def _deliver_sync(self, invocation: Invocation, delivered: int,
                       reply: str) -> bytes | None:
@@ -460,14 +544,4 @@ def _log_failed_answer(sent) -> None:
 
 def _error(status: int, code: str, message: str) -> bytes:
     return json.dumps({"error": {"status": status, "code": code, "message": message}}).encode()
-
-
-async def _keep_in_progress(msg) -> None:
-    """Tell JetStream the invocation is still running, well within each ack wait."""
-    while True:
-        await asyncio.sleep(ACK_WAIT_S / 4)
-        try:
-            await msg.in_progress()
-        except Exception:  # noqa: BLE001 - NATS restarting: the next one may get through
-            log.debug("in-progress signal failed", exc_info=True)
 

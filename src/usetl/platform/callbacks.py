@@ -11,9 +11,11 @@ refused when the invocation is submitted; the check is made again at each attemp
 Delivery: a 2xx answer delivers it; another answer, or no answer, is tried again after
 `backoff_s`, doubling each time, up to `attempts` attempts in all. Each attempt (its time,
 and the status or the error) is kept in the record's `callback.attempts`, with the state:
-pending, delivered or failed. Deliveries still pending when the server stops are resumed
-when it starts again, at the time the next attempt was due (`callback.retry_at`): a restart
-neither sends it early nor forgets it.
+pending, delivered or failed, and the next attempt's due time (`callback.retry_at`). The
+record alone says where delivery stands, so whoever makes an attempt (`attempt`: this
+server's timers here, any gateway of a cluster in usetl/cluster/callbacks.py) makes it only
+when it is pending and due: deliveries still pending when the server stops are resumed when
+it starts again at that due time, neither early nor forgotten.
 """
 
 from __future__ import annotations
@@ -80,25 +82,29 @@ class Callbacks:
             raise CallbackRefused(f"callback URL refused: {e} (this server allows callbacks "
                                   f"to: {allowed}; `usetl serve --callback-allow`)") from e
 
-    def resume(self, invocation_id: str, tenant_id: int, retry_at: float | None) -> None:
-        """A delivery left pending by an earlier server: its next attempt, when it is due."""
-        delay = 0.0 if retry_at is None else retry_at - time.time()
-        if delay > 0:
-            self.timers.call_in(delay, self.deliver, invocation_id, tenant_id)
-        else:
-            self.deliver(invocation_id, tenant_id)
-
     def deliver(self, invocation_id: str, tenant_id: int) -> None:
-        """Make the next attempt to send the invocation's record (on a sender thread)."""
+        """Make the next attempt to send the invocation's record when it is due (on a sender
+        thread), and each one after it."""
         try:
-            self.senders.submit(self._attempt, invocation_id, tenant_id)
+            self.senders.submit(self._send, invocation_id, tenant_id)
         except RuntimeError:
             pass  # shutting down: the delivery is still pending, resumed at the next start
 
-    def _attempt(self, invocation_id: str, tenant_id: int) -> None:
+    def _send(self, invocation_id: str, tenant_id: int) -> None:
+        delay = self.attempt(invocation_id, tenant_id)
+        if delay is not None:
+            self.timers.call_in(delay, self.deliver, invocation_id, tenant_id)
+
+    def attempt(self, invocation_id: str, tenant_id: int) -> float | None:
+        """One attempt to send the invocation's record if its delivery is pending and due;
+        the seconds until the next attempt is due, or None: delivered, given up, or no
+        callback to send."""
         record = self.registry.invocation(tenant_id, invocation_id)
         if record is None or record["callback"] is None or record["callback"]["state"] != PENDING:
-            return
+            return None
+        due = record["callback"]["retry_at"]
+        if due is not None and due > time.time():
+            return due - time.time()  # an earlier attempt's back-off is not over
         number = len(record["callback"]["attempts"]) + 1
         at = time.time()
         try:
@@ -117,11 +123,10 @@ class Callbacks:
         self.registry.record_callback(invocation_id, attempt, state,
                                       time.time() + delay if state == PENDING else None)
         self.attempts.inc(state=state)
-        if state == PENDING:
-            self.timers.call_in(delay, self.deliver, invocation_id, tenant_id)
-        elif state == FAILED:
+        if state == FAILED:
             log.warning("callback of invocation %s failed %d times; given up", invocation_id,
                         number)
+        return delay if state == PENDING else None
 
     def close(self) -> None:
         self.senders.shutdown(wait=True, cancel_futures=True)

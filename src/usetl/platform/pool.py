@@ -574,6 +574,22 @@ class Pool:
         log.info("generation %d of %s serves, importing %s", spec.generation, spec.key,
                  ", ".join(modules))
 
+    def adopt(self, spec: FunctionSpec, template: FunctionTemplate) -> bool:
+        """Serve a generation of a version learned elsewhere (another host's, shipped) as
+        one learned here is swapped in; False if the version is not served here."""
+        with self.cond:
+            pool = self.pools.get(spec.key)
+        if pool is None or not self._swap(pool, spec, template):
+            return False
+        self.metrics.templates_started.inc()
+        return True
+
+    def serving(self, key: str) -> tuple[FunctionSpec, FunctionTemplate | None] | None:
+        """The spec of a version's generation that serves (its template, if in memory)."""
+        with self.cond:
+            pool = self.pools.get(key)
+            return None if pool is None else (pool.spec, pool.template)
+
     def _swap(self, pool: FunctionPool, spec: FunctionSpec, template: FunctionTemplate) -> bool:
         """Serve from the new generation's template; False if the version is gone meanwhile."""
         with pool.template_lock:  # no fork from the old template is under way

@@ -17,7 +17,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -590,6 +590,11 @@ class Platform:
             invocation_id, version, event, outcome, started))
         return invocation_record(invocation_id, version, "sync", outcome, started), outcome, kept
 
+    def invoke_coroutine(self, tenant: Tenant, name: str, event: Any) -> Coroutine | None:
+        """A coroutine that makes invoke() on the API's event loop, or None where the
+        invocation blocks a thread (here: on the sandbox), so it runs in one of the API's."""
+        return None
+
     def invoke_async(self, tenant: Tenant, name: str, event: Any,
                      callback_url: str | None = None) -> str:
         """Persist the invocation, then acknowledge it; a worker runs it. A callback URL
@@ -680,8 +685,8 @@ class Platform:
             else:  # a retry's back-off is kept across the restart: what is left of it
                 self.timers.call_in(retry_at - now, self._submit_async, tenant_id,
                                     invocation_id)
-        for invocation_id, tenant_id, retry_at in self.registry.pending_callbacks():
-            self.callbacks.resume(invocation_id, tenant_id, retry_at)
+        for invocation_id, tenant_id, _ in self.registry.pending_callbacks():
+            self.callbacks.deliver(invocation_id, tenant_id)  # its attempt waits until due
         if queued or interrupted:
             log.warning("after restart: %d queued invocations re-submitted, %d interrupted",
                         len(queued), len(interrupted))
