@@ -215,6 +215,7 @@ MIGRATIONS = [
 # interrupted (was running when the server stopped: it may have had effects, so it is
 # not re-run).
 FINISHED = ("succeeded", "failed", "interrupted")
+RECORD_DELAY_S = 0.005  # a queued record waits this long for others to share its commit
 
 
 class RegistryError(UsetlError):
@@ -756,6 +757,13 @@ class Registry:
                     self.pending_cond.wait()
                 if not self.pending:
                     return
+                # A moment for more (one commit for a burst), and for the answer that queued
+                # the first one to be on its way: the database's work here and in its server
+                # would compete with it for the CPU (on a cluster's worker, the answer still
+                # crosses NATS and a gateway).
+                due = time.monotonic() + RECORD_DELAY_S
+                while not self.closing and (left := due - time.monotonic()) > 0:
+                    self.pending_cond.wait(left)
                 batch, self.pending = self.pending, []
             self._write_batch(batch)
             with self.pending_cond:
