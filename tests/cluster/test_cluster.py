@@ -414,7 +414,10 @@ def test_a_nats_restart_is_survived_by_gateways_and_workers(cluster):
 
 
 def test_an_invocation_whose_runs_all_die_is_dead_lettered(cluster):
-    victim, survivor = "w1", "w2"  # w0 was killed above
+    # w0 was killed above; the run dies on fragile's builder (no template to fetch first).
+    victim = wait_until(lambda: next((n for n, h in cluster.hosts().items() if any(
+        k.split("/")[1] == "fragile" for k in h["templates"])), None), "fragile's builder")
+    [survivor] = {"w1", "w2"} - {victim}
     cluster.bus.run(membership.drain(cluster.bus, survivor))
     wait_until(lambda: drained(cluster, [survivor]), "the survivor to take nothing new")
     gate = cluster.http.gate("/gate-dead")
