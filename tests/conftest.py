@@ -140,7 +140,8 @@ class LocalHttpServer:
 
     GET serves what add() stored (with Content-Length, or without it and then
     closing, under /nolength/...), redirect() answers a path with a redirect,
-    a gate() answers once the test opens it, anything else is 404. POST stores
+    a gate() answers once the test opens it, a stall() sends half its body and then
+    waits for the test, anything else is 404. POST stores
     the body and answers JSON with its size and sha256. Every request is
     recorded in `requests` (method, path, Host header).
     """
@@ -168,6 +169,9 @@ class LocalHttpServer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                if self.path in server.stalls:
+                    self._stall(server.stalls[self.path])
+                    return
                 path = self.path.removeprefix("/nolength")
                 body = b"open" if path in server.gates else server.blobs.get(path)
                 if body is None:
@@ -182,6 +186,16 @@ class LocalHttpServer:
                     self.close_connection = True
                 self.end_headers()
                 self.wfile.write(body)
+
+            def _stall(self, stall):
+                gate, body = stall
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                gate.arrive()
+                self.wfile.write(body[len(body) // 2 :])
 
             def do_POST(self):
                 import hashlib
@@ -209,6 +223,7 @@ class LocalHttpServer:
         self.blobs: dict[str, bytes] = {}
         self.redirects: dict[str, tuple[int, str]] = {}
         self.gates: dict[str, Gate] = {}
+        self.stalls: dict[str, tuple[Gate, bytes]] = {}
         self.requests: list[tuple[str, str, str | None]] = []
         self.posts: list[tuple[str, str | None, bytes]] = []
         self.httpd = ThreadingHTTPServer((host, 0), Handler)
@@ -230,8 +245,15 @@ class LocalHttpServer:
         self.gates[path] = Gate(self.base + path)
         return self.gates[path]
 
+    def stall(self, path: str, body: bytes) -> Gate:
+        """GET `path` answers its headers and the first half of `body`, then waits at the
+        gate this returns; the rest follows once the test opens it."""
+        gate = Gate(self.base + path)
+        self.stalls[path] = (gate, body)
+        return gate
+
     def close(self) -> None:
-        for gate in self.gates.values():
+        for gate in [*self.gates.values(), *(g for g, _ in self.stalls.values())]:
             gate.open()  # no request thread is left waiting
         self.httpd.shutdown()
         self.httpd.server_close()

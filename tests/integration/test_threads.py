@@ -369,6 +369,79 @@ def test_etl_requests_from_a_thread_pool_overlap_and_arrive_whole(image, module_
     assert lines[1].endswith("[1000, 2000, 3000]")
 
 
+def test_threaded_downloads_with_a_length_land_in_the_host_region_without_a_copy(
+        image, module_http_server):
+    import hashlib
+    import os
+
+    server = module_http_server
+    blobs = {f"/placed/{i}": os.urandom((2 << 20) + 4096 * i + i) for i in range(4)}
+    for path, body in blobs.items():
+        server.add(path, body)
+    paths = [*blobs, "/nolength/placed/0"]  # no Content-Length: a memory file of its own
+    with start_usf(image, UsfConfig(allow=(server.base + "/",))) as u:
+        r = run_ok(u, f"""
+            import hashlib
+            from concurrent.futures import ThreadPoolExecutor
+            from usetl import etl
+            def fetch(path):
+                f = etl.get("{server.base}" + path, name=path.replace("/", "_"))
+                return hashlib.sha256(f.bytes()).hexdigest()
+            with ThreadPoolExecutor(len({paths!r})) as ex:
+                print(list(ex.map(fetch, {paths!r})))
+            """)
+    digests = [hashlib.sha256(blobs[p.removeprefix("/nolength")]).hexdigest() for p in paths]
+    assert r.stdout == f"{digests}\n"
+    assert r.io.copied_bytes == len(blobs["/placed/0"])  # only the body without a length
+
+
+def test_a_download_left_in_flight_writes_nothing_into_the_next_invocations_files(
+        image, module_http_server):
+    """A host thread still receiving for a thread the handler left waiting writes through
+    a mapping the end of the invocation took away, not into the region's pages, which the
+    next invocation's files now use."""
+    import hashlib
+    import os
+    import threading
+
+    from waiting import wait_until
+
+    server = module_http_server
+    stalled = server.stall("/stalled", b"s" * (4 << 20))
+    ended = server.gate("/end-first")
+    second = os.urandom(4 << 20)
+    server.add("/second", second)
+    read = server.gate("/read-second")
+    with start_usf(image, UsfConfig(allow=(server.base + "/",))) as u:
+        first = threading.Thread(target=run_ok, args=(u, f"""
+            import threading
+            from usetl import etl
+            threading.Thread(target=etl.get, args=("{server.base}/stalled",), daemon=True).start()
+            etl.get("{server.base}/end-first")
+            """))
+        first.start()
+        stalled.wait_for(1)
+        placement = wait_until(lambda: next((p for p in u.etl.transfers.open if p.reserved),
+                                            None), "the stalled body's range of the host region")
+        ended.open()
+        first.join()
+        out = {}
+        reader = threading.Thread(target=lambda: out.update(r=run_ok(u, f"""
+            import hashlib
+            from usetl import etl
+            f = etl.get("{server.base}/second")
+            etl.get("{server.base}/read-second")
+            print(hashlib.sha256(f.bytes()).hexdigest())
+            """)))
+        reader.start()
+        read.wait_for(1)
+        stalled.open()
+        wait_until(lambda: placement not in u.etl.transfers.open, "the stalled transfer's end")
+        read.open()
+        reader.join()
+    assert out["r"].stdout == hashlib.sha256(second).hexdigest() + "\n"
+
+
 def test_futex_and_clone_answer_bad_arguments_with_linux_errnos(usf):
     out = run(usf, """
         import ctypes, errno, threading, time

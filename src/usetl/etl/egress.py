@@ -24,10 +24,12 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from usetl.abi import etl as wire
 
+from . import http
 from .accounting import IoAccount
 from .errors import EtlError
 from .http import HttpClient, Transfer
@@ -47,6 +49,22 @@ class Span:
 
     def describe(self) -> dict:
         return {"offset": self.offset, "size": len(self.view)}
+
+
+# Where a body goes: a Span, or a function that chooses one once the response's length is
+# known (None: it has none), given a function that ends the transfer (http.Destination).
+# The broker is told where before it sends the request, so it gets the choice for no length.
+Destination = Span | Callable[[int | None, Callable[[], None]], Span]
+
+
+def _views(dest: Destination) -> http.Destination:
+    if isinstance(dest, Span):
+        return dest.view
+    return lambda length, stop: dest(length, stop).view
+
+
+def _span(dest: Destination) -> Span:
+    return dest if isinstance(dest, Span) else dest(None, lambda: None)
 
 
 @dataclass(frozen=True)
@@ -137,12 +155,12 @@ class LocalEgress:
             self._client = HttpClient(self.policy, timeout=self.timeout)
         return self._client
 
-    def get(self, url: str, dest: Span, deadline: float | None) -> Transfer:
-        return self.client.get(url, dest.view, deadline=deadline)
+    def get(self, url: str, dest: Destination, deadline: float | None) -> Transfer:
+        return self.client.get(url, _views(dest), deadline=deadline)
 
-    def post(self, url: str, body: Span, dest: Span, content_type: str,
+    def post(self, url: str, body: Span, dest: Destination, content_type: str,
              deadline: float | None) -> Transfer:
-        return self.client.post(url, body.view, dest.view, content_type, deadline=deadline)
+        return self.client.post(url, body.view, _views(dest), content_type, deadline=deadline)
 
     def connect(self, family: int, address: tuple, timeout: float | None,
                 deadline: float | None) -> Connected:
@@ -217,12 +235,14 @@ class BrokerEgress:
         t = reply["transfer"]
         return Transfer(t["url"], t["status"], t["headers"], t["size"], IoAccount(**t["account"]))
 
-    def get(self, url: str, dest: Span, deadline: float | None) -> Transfer:
+    def get(self, url: str, dest: Destination, deadline: float | None) -> Transfer:
+        dest = _span(dest)
         return self._transfer({"op": wire.GET, "url": url, "dest": dest.describe(),
                                "deadline": deadline}, (dest.fd,), url)
 
-    def post(self, url: str, body: Span, dest: Span, content_type: str,
+    def post(self, url: str, body: Span, dest: Destination, content_type: str,
              deadline: float | None) -> Transfer:
+        dest = _span(dest)
         message = {"op": wire.POST, "url": url, "source": body.describe(),
                    "dest": dest.describe(), "content_type": content_type, "deadline": deadline}
         return self._transfer(message, (body.fd, dest.fd), url)

@@ -21,7 +21,9 @@ import select
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from urllib.parse import urldefrag, urljoin
 
 from usetl.abi import etl as wire
@@ -38,6 +40,10 @@ HEADERS = {"Accept-Encoding": "identity", "User-Agent": "usetl-etl"}
 MAX_IDLE = 8  # kept-alive connections at most; the least recently used goes first
 
 ConnectionKey = tuple[str, str, int, str]  # scheme, address, port, name (for TLS)
+# Where a body goes: memory, or a function that chooses it once the final response's
+# Content-Length is known (None: the response has none), given a function that ends the
+# transfer from another thread (the next read finds the connection shut down).
+Destination = memoryview | Callable[[int | None, Callable[[], None]], memoryview]
 
 
 @dataclass
@@ -76,7 +82,7 @@ class HttpClient:
         self._tls_context: ssl.SSLContext | None = None
         self._idle: dict[ConnectionKey, http.client.HTTPConnection] = {}
 
-    def get(self, url: str, dest: memoryview, *, deadline: float | None = None) -> Transfer:
+    def get(self, url: str, dest: Destination, *, deadline: float | None = None) -> Transfer:
         """Download url into dest[0:size]; a body larger than dest is EtlError("too_large")."""
         return self._request("GET", url, None, "", dest, deadline)
 
@@ -84,7 +90,7 @@ class HttpClient:
         self,
         url: str,
         body: bytes | memoryview,
-        dest: memoryview,
+        dest: Destination,
         content_type: str = "application/octet-stream",
         *,
         deadline: float | None = None,
@@ -111,12 +117,11 @@ class HttpClient:
         url: str,
         body: memoryview | None,
         content_type: str,
-        dest: memoryview,
+        dest: Destination,
         deadline: float | None,
     ) -> Transfer:
-        dest = memoryview(dest).cast("B")
-        if dest.readonly:
-            raise ValueError("the destination of a download must be writable memory")
+        if not callable(dest):
+            dest = _writable(dest)
         account = IoAccount(requests=1)
         wall0, cpu0 = time.perf_counter(), time.thread_time()
         try:
@@ -134,7 +139,9 @@ class HttpClient:
                     if status >= 400:
                         reason = exchange.response.reason or "error"
                         raise EtlError(url, f"HTTP {status} {reason}", wire.HTTP_STATUS, status)
-                    size = _receive(exchange.response, dest, url, account, deadline)
+                    into = dest if not callable(dest) else _writable(
+                        dest(exchange.response.length, partial(_shut_down, exchange.conn)))
+                    size = _receive(exchange.response, into, url, account, deadline)
                     exchange.done = True
                     return Transfer(url, status, _headers(exchange.response), size, account)
                 finally:
@@ -265,6 +272,23 @@ def _write_request(conn: http.client.HTTPConnection, target: Target, method: str
     conn.endheaders()
     for start in range(0, len(body) if body is not None else 0, SEND_CHUNK):
         conn.sock.sendall(body[start : start + SEND_CHUNK])
+
+
+def _shut_down(conn: http.client.HTTPConnection) -> None:
+    """End the connection's transfer from another thread: its reads return at once."""
+    sock = conn.sock
+    if sock is not None:
+        try:  # the plain socket's shutdown, even under TLS: the reader owns the TLS state
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass  # closed already
+
+
+def _writable(dest: memoryview) -> memoryview:
+    dest = memoryview(dest).cast("B")
+    if dest.readonly:
+        raise ValueError("the destination of a download must be writable memory")
+    return dest
 
 
 def _receive(response: http.client.HTTPResponse, dest: memoryview, url: str,

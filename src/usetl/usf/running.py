@@ -158,7 +158,10 @@ class Usf:
         self.etl.reset(deadline=k.deadline)
         k.net_account = IoAccount()
         unimplemented0 = dict(k.stats.unimplemented)
-        reply, error = self._run_with(request, timeout, host_files or {}, handoff)
+        try:
+            reply, error = self._run_with(request, timeout, host_files or {}, handoff)
+        finally:
+            self.etl.end_transfers()  # none writes into the region after its invocation
         k.children.end_all(k)  # no child outlives its invocation; their output is in by now
         # Its children's monitors' CPU time too (wait4's, the host's figure): theirs is the
         # function's work.
