@@ -4,7 +4,6 @@ import os
 
 import pytest
 
-from usetl import hostmm
 from usetl.etl.policy import UrlPolicy
 from usetl.libos.etl_device import EtlDevice
 from usetl.libos.handoff import HandedFile, HandedFiles, HandOff, HandOffError
@@ -20,9 +19,10 @@ def make_device(remappable: bool) -> EtlDevice:
     return EtlDevice(host, guest, UrlPolicy(), timeout=1.0, remappable=remappable)
 
 
-def write_guest_file(device: EtlDevice, name: str, data: bytes) -> None:
-    f = device.guest.allocate(name, len(data))
-    device.guest.memory.view[f.offset : f.offset + f.size] = data
+def write_guest_file(device: EtlDevice, name: str | None, data: bytes) -> None:
+    """As the guest library does: an alloc request, then the bytes written in place."""
+    f = device.answer({"op": "alloc", "name": name, "size": len(data)}, None)["file"]
+    device.guest.memory.view[f["offset"] : f["offset"] + f["size"]] = data
 
 
 @pytest.mark.parametrize("remappable", [True, False])
@@ -69,7 +69,7 @@ def _pass(device: EtlDevice, name: str, region_file) -> dict:
         "region": "host", "offset": region_file.offset, "size": region_file.size}}, None)
 
 
-def test_a_handed_file_passed_on_goes_in_its_own_memory_file_and_the_lent_one_comes_back():
+def test_a_handed_file_passed_on_goes_in_its_own_memory_file_and_none_is_lent_for_it():
     first, second = make_device(True), make_device(True)
     data = os.urandom(MIB + 7)
     first.lend_guest_region()
@@ -81,23 +81,46 @@ def test_a_handed_file_passed_on_goes_in_its_own_memory_file_and_the_lent_one_co
     assert _pass(second, "relayed.bin", given)["file"] == {
         "name": "relayed.bin", "region": "host", "offset": given.offset, "size": given.size}
     assert second.answer({"op": "stat", "name": "relayed.bin"}, None)["file"]["region"] == "host"
-    second.guest.memory.view[:5] = b"stray"  # written outside any file, in the lent file
+    second.guest.memory.view[:5] = b"stray"  # outside any file: the region's own memory
     second.give_back()
     passed, unused = second.take_guest_files(handoff)
     assert os.fstat(passed.fd).st_ino == os.fstat(handoff.fd).st_ino  # the same memory file
     assert [(f.name, f.offset, f.size) for f in passed.files.files] == [
         ("relayed.bin", given.offset, len(data))]
     assert passed.copied_bytes == 0
-    assert unused is not None and os.pread(unused, 5, 0) == b"stray"  # to zero, then lend
-    hostmm.zero_file(unused, second.guest.size)  # as the clone does after its reply
-    assert os.pread(unused, 5, 0) == bytes(5) and os.fstat(unused).st_size == second.guest.size
+    # No allocation in the guest region: the lent file was never shown there, nothing to zero.
+    assert unused is None  # none was made ahead, and none was made
+    assert bytes(second.guest.memory.view[:5]) == b"stray"
     third = make_device(True)
     third.hand_in(passed)
     f = third.host.files["relayed.bin"]
     assert bytes(third.host.bytes_of(f.offset, f.size)) == data
     for held in (handoff, passed):
         held.close()
-    os.close(unused)
+
+
+def test_a_lent_file_comes_back_clean_unless_the_stage_allocated_in_it():
+    first = make_device(True)
+    first.lend_guest_region()
+    write_guest_file(first, "out.bin", b"handed")
+    handoff, _ = first.take_guest_files()
+    for allocates in (False, True):
+        second = make_device(True)
+        ahead = os.memfd_create("spare", os.MFD_ALLOW_SEALING)
+        os.ftruncate(ahead, second.guest.size)
+        second.lend_guest_region(ahead)
+        second.hand_in(handoff)
+        if allocates:  # an upload's unnamed file: the lent file is shown, and written
+            write_guest_file(second, None, b"posted")
+        _pass(second, "out.bin", second.host.files["out.bin"])
+        second.give_back()
+        passed, unused = second.take_guest_files(handoff)
+        assert unused is not None and unused.fd == ahead and unused.shown == allocates
+        assert os.pread(ahead, 6, 0) == (b"posted" if allocates else bytes(6))
+        assert bytes(second.guest.memory.view[:6]) == bytes(6)  # its own memory again
+        passed.close()
+        os.close(ahead)
+    handoff.close()
 
 
 def test_a_passed_file_beside_the_stages_own_is_copied_and_counted():

@@ -33,6 +33,7 @@ from usetl.invocation import SANDBOX_ERROR, ErrorInfo, InvocationResult, IoUsage
 from usetl.jail import JailError, JailSpec, handshake, namespaces
 from usetl.libos.archivefs import ArchiveMount
 from usetl.libos.children import ProcessSlots
+from usetl.libos.etl_device import Spare
 from usetl.libos.handoff import HandedFiles, HandOff, new_memory_file
 from usetl.libos.hostfs import HostDirFS
 from usetl.usf import UsfError, start_usf
@@ -129,7 +130,7 @@ class CloneProcess:
         # A memory file for the next pipeline stage's guest region, made off the request's
         # path after a stage that handed files on (handoff.py: huge pages take time to make).
         self.spare_handoff: int | None = None
-        self.unused_handoff: int | None = None  # lent, not handed on: zeroed, it is the spare
+        self.unused_handoff: Spare | None = None  # lent, not handed on: the next spare
         t3 = time.perf_counter()
         self.timings = {"map_ms": (tp - t0) * 1e3, "prefetch_ms": (t1 - tp) * 1e3,
                         "prefetched_pages": sum(n for _, n in frozen.working_set) / PAGE_SIZE,
@@ -271,15 +272,16 @@ class CloneProcess:
         unused, self.unused_handoff = self.unused_handoff, None
         try:
             if unused is not None:
-                hostmm.zero_file(unused, self.usf.etl.guest.size)
-                self.spare_handoff, unused = unused, None
+                if unused.shown:
+                    hostmm.zero_file(unused.fd, self.usf.etl.guest.size)
+                self.spare_handoff, unused = unused.fd, None
             else:
                 self.spare_handoff = new_memory_file(self.usf.etl.guest.size)
         except OSError as e:  # the next stage makes its own, on its request's path
             log.warning("no spare hand-off memory file: %s", e)
         finally:
             if unused is not None:
-                os.close(unused)
+                os.close(unused.fd)
 
 
 class TemplateProcess:

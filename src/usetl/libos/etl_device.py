@@ -254,6 +254,16 @@ class Transfers:
                                  "invocation ended")
 
 
+@dataclass
+class Spare:
+    """A memory file lent to the guest region that did not go on with a hand-off, owned by
+    the caller; `shown`: it was mapped as the guest region, so the guest may have written in
+    it (zero it before it is lent again)."""
+
+    fd: int
+    shown: bool
+
+
 class TransferStarted(Exception):  # noqa: N818 - control flow, not an error
     """A get or post that a host thread runs while other guest threads use the vCPU.
 
@@ -274,7 +284,9 @@ class EtlDevice:
     """The monitor's side of /dev/etl for one USF: its regions, URL policy and accounting."""
 
     # Class defaults too: monitor state pickled by an older usetl (a snapshot) lacks them.
-    lent_fd: int | None = None  # the guest region's own memory file while lent
+    lent_fd: int | None = None  # the memory file shown as the guest region while lent
+    lending = False  # lend_guest_region() was called: show spare_fd at the first allocation
+    spare_fd: int | None = None  # the memory file lent, until it is shown (None: make one)
     remappable = True
     _transfers: Transfers | None = None
 
@@ -339,11 +351,23 @@ class EtlDevice:
 
     def lend_guest_region(self, fd: int | None = None) -> None:
         """Back the guest region with a memory file of its own until take_guest_files():
-        `fd` (made ahead by new_memory_file(guest.size), now owned here) or a new one."""
+        `fd` (made ahead by new_memory_file(guest.size), now owned here) or a new one.
+
+        It is shown there at the guest's first allocation in the region, not before: a
+        stage that writes no file of its own (one that passes its input on) never touches
+        it, so it comes back clean, with nothing to zero and no mapping made and undone."""
         if not self.remappable:
             if fd is not None:
                 os.close(fd)
             return
+        self.lending = True
+        self.spare_fd = fd
+
+    def _guest_region_lent(self) -> None:
+        """Before the guest region's first allocation: show the memory file lent to it."""
+        if not self.lending:
+            return
+        fd, self.spare_fd, self.lending = self.spare_fd, None, False
         if fd is None:
             fd = new_memory_file(self.guest.size)
         try:
@@ -353,20 +377,23 @@ class EtlDevice:
             raise
         self.lent_fd = fd
 
-    def take_guest_files(self, handed: HandOff | None = None) -> tuple[HandOff, int | None]:
+    def take_guest_files(self, handed: HandOff | None = None) -> tuple[HandOff, Spare | None]:
         """The guest region's named files for the next stage: the lent memory file itself,
         or (not remappable) a copy of the files in a new one. Where the guest hands on only
         files of `handed` (the hand-off it was given: _pass), that memory file goes on
-        instead and nothing is copied; the lent one comes back unused, for the next stage
-        to be lent once it is zeroed (the guest may have written in it): making a new one
-        costs far more (its huge pages, up to a second here) than zeroing it (milliseconds)."""
+        instead and nothing is copied. A lent memory file that does not go on comes back as
+        a Spare for the next stage, zeroed first if it was shown (the guest may have
+        written in it): making a new one costs far more (its huge pages, up to a second
+        here) than zeroing it (milliseconds)."""
+        spare = self._unused_spare()
         if self.passed and not self.guest.files and handed is not None:
             unused, self.lent_fd = self.lent_fd, None
             if unused is not None:
                 self.guest.memory.show_own(self.guest.size)
+                spare = Spare(unused, shown=True)
             passed = [HandedFile(f.name, f.offset, f.size) for f in self.passed.values()]
             return HandOff.sealed(os.dup(handed.fd),
-                                  HandedFiles(handed.files.size, passed)), unused
+                                  HandedFiles(handed.files.size, passed)), spare
         copied = self._copy_passed(handed)
         files = HandedFiles(self.guest.size, [HandedFile(f.name, f.offset, f.size)
                                               for f in self.guest.files.values()])
@@ -375,13 +402,18 @@ class EtlDevice:
             self.guest.memory.show_own(self.guest.size)
             handoff = HandOff.sealed(fd, files)
             handoff.copied_bytes = copied
-            return handoff, None
+            return handoff, spare
         fd = new_memory_file(self.guest.size, huge=False)  # only the host reads it: a copy
         for f in files.files:
             os.pwrite(fd, self.guest.memory.view[f.offset : f.offset + f.size], f.offset)
         handoff = HandOff.sealed(fd, files)
         handoff.copied_bytes = files.total_bytes
-        return handoff, None
+        return handoff, spare
+
+    def _unused_spare(self) -> Spare | None:
+        """The memory file lent to the guest region that was never shown there."""
+        fd, self.spare_fd, self.lending = self.spare_fd, None, False
+        return None if fd is None else Spare(fd, shown=False)
 
     def _copy_passed(self, handed: HandOff | None) -> int:
         """Handed-on files beside files of the guest's own go in one memory file: the
@@ -392,6 +424,7 @@ class EtlDevice:
         for f in passed.values():
             if handed is None:
                 raise HandOffError(f"{f.name}: the hand-off it was passed from is gone")
+            self._guest_region_lent()
             try:
                 copy = self.guest.allocate(f.name, f.size)
             except RegionFull as e:
@@ -643,6 +676,7 @@ class EtlDevice:
         size = _int(r, "size")
         if size < 0:
             raise EtlRequestError(f"a file cannot have {size} bytes")
+        self._guest_region_lent()
         f = self.guest.allocate(_name(name) if name is not None else None, size)
         self.passed.pop(f.name, None)  # a file of the guest's own replaces one handed on
         return {"file": _describe(f, wire.GUEST_REGION)}
@@ -664,6 +698,7 @@ class EtlDevice:
             self.guest.files.pop(name, None)
             f = self.passed[name] = RegionFile(name, offset, size)
             return {"file": _describe(f, wire.HOST_REGION)}
+        self._guest_region_lent()
         f = self.guest.allocate(name, size)
         self.guest.memory.view[f.offset : f.offset + size] = body
         self.account.copied_bytes += size
