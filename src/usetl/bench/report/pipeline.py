@@ -30,6 +30,11 @@ def write(doc: Document, exp: dict) -> None:
         "region). Through the HTTP store every byte crosses loopback twice per hand-off, "
         "through Python on both sides; the functions' own work is the same in both."
     )
+    if exp.get("ceiling"):
+        doc.out(f"The functions' own work (each stage's guest time, the lesser of the two "
+                f"ways') took {fmt(exp['work_ms'])} ms: a pipeline that spent nothing beyond "
+                f"it would be {fmt(exp['ceiling'])}× faster than the HTTP way, the ceiling of "
+                "this ratio here, however cheap the hand-off.")
     if "where" in exp:
         rows = "\n".join(
             f"| {way} | {stage['function']} | {fmt(stage['dispatch_ms'])} | "
