@@ -107,6 +107,30 @@ def test_new_memory_files_do_not_pile_up_in_the_broker(broker, http_server):
     assert sum("memfd:transfer" in link for link in fds) <= MAX_MAPS
 
 
+def test_requests_from_several_threads_are_carried_out_side_by_side(broker, http_server):
+    """Each thread's request goes over a channel of its own: all wait at the server at once,
+    and the first connection's account bills them all."""
+    import threading
+
+    gate = http_server.gate("/data/slow")
+    egress, instance = attach(broker, http_server)
+    sizes = []
+
+    def fetch():
+        sizes.append(egress.get(gate.url, memory_file(1 << 16), None).size)
+
+    threads = [threading.Thread(target=fetch) for _ in range(4)]
+    for t in threads:
+        t.start()
+    gate.wait_for(4, timeout=30)
+    gate.open()
+    for t in threads:
+        t.join()
+    assert sizes == [4] * 4  # the gate's body, b"open"
+    assert broker.take_account(instance).requests == 4
+    assert egress.channels == 4 and len(egress.idle) == 4
+
+
 def test_a_dead_broker_is_a_clear_error_and_starts_again(broker, http_server):
     url = http_server.add("/data/a", b"x")
     egress, _ = attach(broker, http_server)
@@ -117,3 +141,4 @@ def test_a_dead_broker_is_a_clear_error_and_starts_again(broker, http_server):
     again, _ = attach(broker, http_server)
     assert again.get(url, memory_file(1 << 16), None).size == 1
     assert broker.restarts == 1
+

@@ -62,6 +62,9 @@ MAX_MAPS = 4
 # Activity counters (u64 each) in the controller's memory file: instances attached at once
 # beyond this are billed with a round trip each time.
 ACTIVITY_SLOTS = 1 << 16
+# Connections an instance may have at once (the one it was attached with and the channels it
+# asked for), each served by a thread here: its guest threads' requests run side by side.
+MAX_CHANNELS = 16
 
 
 class BadRequest(Exception):
@@ -72,19 +75,27 @@ class InstanceConnection:
     """The broker's side of one instance: its policy, its account, its mapped files."""
 
     def __init__(self, sock: socket.socket, policy: EgressPolicy,
-                 activity: memoryview | None = None, slot: int | None = None):
+                 activity: memoryview | None = None, slot: int | None = None,
+                 root: InstanceConnection | None = None):
+        """`root`: the instance's first connection, for a channel it asked for (which bills
+        to the root's account and counts toward its MAX_CHANNELS)."""
         self.sock = sock
+        self.policy = policy
         self.url_policy = UrlPolicy(policy.allow, policy.allow_private)
         self.egress = LocalEgress(self.url_policy, policy.timeout)
         self.account = IoAccount()
         self.lock = threading.Lock()  # the account is taken by the control thread
         self.maps: OrderedDict[tuple[int, int, bool], mmap.mmap] = OrderedDict()
         self.activity, self.slot = activity, slot
+        self.root = root or self
+        self.channels = 1  # the root's: its connections open now, itself included
 
     def _active(self) -> None:
-        """Move this instance's activity counter (this thread is its one writer)."""
-        if self.activity is not None and self.slot is not None:
-            self.activity[self.slot] += 1
+        """Move this instance's activity counter (under the root's lock: one writer at once)."""
+        root = self.root
+        if root.activity is not None and root.slot is not None:
+            with root.lock:
+                root.activity[root.slot] += 1
 
     def serve(self) -> None:
         try:
@@ -108,10 +119,14 @@ class InstanceConnection:
                         os.close(fd)
         finally:
             self.close()
+            with self.root.lock:
+                self.root.channels -= 1
 
     def answer(self, message: dict, fds: list[int]) -> tuple[dict, tuple[int, ...]]:
         try:
             op = message.get("op")
+            if op == "channel":
+                return self._channel()
             if op == "connect":
                 return self._connect(message)
             if op == wire.GET:
@@ -130,6 +145,18 @@ class InstanceConnection:
             return {"error": error_to_dict(EtlError(None, f"bad request: {e}",
                                                     wire.INVALID))}, ()
 
+    def _channel(self) -> tuple[dict, tuple[int, ...]]:
+        """Another connection for the same instance, served by a thread of its own."""
+        root = self.root
+        with root.lock:
+            if root.channels >= MAX_CHANNELS:
+                raise BadRequest(f"an instance has at most {MAX_CHANNELS} connections")
+            root.channels += 1
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        channel = InstanceConnection(mine, root.policy, root=root)
+        threading.Thread(target=channel.serve, daemon=True, name="egress-channel").start()
+        return {"ok": True}, (theirs.detach(),)
+
     def _bill(self, run) -> dict:
         try:
             transfer: Transfer = run()
@@ -141,8 +168,8 @@ class InstanceConnection:
         return {"transfer": transfer_to_dict(transfer)}
 
     def _add(self, account: IoAccount) -> None:
-        with self.lock:
-            self.account.add(account)
+        with self.root.lock:
+            self.root.account.add(account)
         self._active()
 
     def take_account(self) -> IoAccount:

@@ -209,19 +209,63 @@ def _account(d: dict | None) -> IoAccount | None:
 
 
 class BrokerEgress:
-    """This process's connection to the egress broker (one request at a time on it)."""
+    """This process's connections to the egress broker: the one it was attached with, over
+    which it asks for more, and those channels, one request at a time on each, so that
+    requests from several guest threads are carried out side by side (a slow service's
+    waits overlap)."""
+
+    MAX_CHANNELS = 15  # the broker's MAX_CHANNELS, less the first connection
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the first connection: one channel request at a time
+        self.changed = threading.Condition()
+        self.idle: list[socket.socket] = []
+        self.channels = 0  # open now, idle or carrying a request
+        self.opened: set[socket.socket] = set()  # every channel still open, for forget()
 
     def _request(self, message: dict, fds: tuple[int, ...], what: str) -> tuple[dict, list[int]]:
-        with self.lock:
-            try:
-                send_message(self.sock, message, fds)
-                return recv_message(self.sock)
-            except (OSError, EOFError):
-                raise EtlError(what, GONE, wire.CONNECTION) from None
+        channel = self._take_channel(what)
+        try:
+            send_message(channel, message, fds)
+            reply = recv_message(channel)
+        except (OSError, EOFError):
+            channel.close()
+            with self.changed:
+                self.opened.discard(channel)
+                self.channels -= 1
+                self.changed.notify()
+            raise EtlError(what, GONE, wire.CONNECTION) from None
+        with self.changed:
+            self.idle.append(channel)
+            self.changed.notify()
+        return reply
+
+    def _take_channel(self, what: str) -> socket.socket:
+        """An idle channel, a new one, or (all in use) the next to come back."""
+        with self.changed:
+            while not self.idle and self.channels >= self.MAX_CHANNELS:
+                self.changed.wait()
+            if self.idle:
+                return self.idle.pop()
+            self.channels += 1
+        try:
+            with self.lock:
+                send_message(self.sock, {"op": "channel"})
+                reply, fds = recv_message(self.sock)
+        except (OSError, EOFError):
+            fds, reply = [], {}
+        if len(fds) == 1 and "error" not in reply:
+            channel = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=fds[0])
+            with self.changed:
+                self.opened.add(channel)
+            return channel
+        for fd in fds:
+            os.close(fd)
+        with self.changed:
+            self.channels -= 1
+            self.changed.notify()
+        raise EtlError(what, reply.get("error", {}).get("reason", GONE), wire.CONNECTION)
 
     def _transfer(self, message: dict, fds: tuple[int, ...], url: str) -> Transfer:
         reply, extra = self._request(message, fds, url)
@@ -265,6 +309,10 @@ class BrokerEgress:
         return Connected(sock, bool(reply["in_progress"]))
 
     def close(self) -> None:
+        """Close every connection. Takes no lock: a forked child calls it, where the thread
+        that held one is gone."""
+        for channel in list(self.opened):
+            channel.close()
         self.sock.close()
 
 
@@ -280,7 +328,7 @@ def _forget_after_fork() -> None:
     """A forked child gets its own connection and clients, never its parent's."""
     global _broker, _orphaned
     if _broker is not None:
-        _broker.sock.close()
+        _broker.close()
         _broker = None
         _orphaned = True
     _local.clear()
