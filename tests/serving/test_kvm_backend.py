@@ -1,6 +1,7 @@
 """The KVM backend: HyperFork clones as platform instances (real VMs)."""
 
 import os
+import threading
 
 import pytest
 from sandbox_files import write_function
@@ -323,6 +324,48 @@ def test_a_stage_that_handed_files_on_does_its_after_work_at_a_lower_priority(ba
         instance.rollback()
         assert instance.invoke(3, {"request_id": "r2"}, 30).value == 3
         assert os.getpriority(os.PRIO_PROCESS, pid) == 0  # a plain invocation: not niced
+        instance.close()
+    finally:
+        template.close()
+
+
+THREADED_GETS = """
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from usetl import etl
+def handler(event, context):
+    def fetch(url):
+        return hashlib.sha256(etl.get(url).bytes()).hexdigest()
+    with ThreadPoolExecutor(len(event["urls"])) as pool:
+        return list(pool.map(fetch, event["urls"]))
+"""
+
+
+def test_a_clones_threaded_requests_go_to_the_egress_broker_side_by_side(backend, tmp_path,
+                                                                        http_server):
+    """A jailed clone's guest threads' etl.get reach the server at once (over channels of
+    their own to the broker) and arrive whole."""
+    import hashlib
+
+    gate = http_server.gate("/together")
+    body = os.urandom(3 << 20)
+    whole = http_server.add("/whole", body)
+    code = write_function(tmp_path / "threaded", THREADED_GETS)
+    template = backend.template(FunctionSpec("t/threaded/1", code, "fn.py:handler",
+                                             allow=[http_server.base]))
+    try:
+        instance = template.fork()
+        results = []
+        call = threading.Thread(target=lambda: results.append(
+            instance.invoke({"urls": [gate.url] * 4 + [whole]}, {}, 60)))
+        call.start()
+        gate.wait_for(4)
+        gate.open()
+        call.join()
+        out = results[0]
+        assert out.error is None, (out.error, out.stderr)
+        assert out.value == [hashlib.sha256(b"open").hexdigest()] * 4 + [
+            hashlib.sha256(body).hexdigest()]
         instance.close()
     finally:
         template.close()

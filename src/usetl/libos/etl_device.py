@@ -182,6 +182,7 @@ class Placement:
         self.revoked = False  # the invocation ended while it was in flight
         self.stop: Callable[[], None] | None = None  # ends a transfer into the region at once
         self.buffer: mmap.mmap | None = None  # the memory file of its own, if any
+        self.fd: int | None = None  # its descriptor, until the transfer is done
 
     def __call__(self, length: int | None, stop: Callable[[], None]) -> Span:
         with self.transfers.lock:
@@ -194,16 +195,17 @@ class Placement:
             return Span(host.memory.fd, f.offset, host.memory.view[f.offset : f.offset + length])
 
     def _own_file(self, size: int) -> Span:
-        # Pages cost only once written; the mapping goes with its last reference.
-        fd = hostmm.sealed_memfd("usetl-transfer", max(size, 1))
-        try:
-            self.buffer = mmap.mmap(fd, max(size, 1))
-            return Span(fd, 0, memoryview(self.buffer)[:size])
-        finally:
-            os.close(fd)
+        # Pages cost only once written; the mapping goes with its last reference. The fd
+        # stays open until done(): the egress broker is sent it with the request.
+        fd = self.fd = hostmm.sealed_memfd("usetl-transfer", max(size, 1))
+        self.buffer = mmap.mmap(fd, max(size, 1))
+        return Span(fd, 0, memoryview(self.buffer)[:size])
 
     def done(self) -> None:
         """On the host thread, once the transfer ended: it writes nothing more."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
         with self.transfers.lock:
             self.transfers.open.discard(self)
             self.transfers.changed.notify_all()
