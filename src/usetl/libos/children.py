@@ -41,11 +41,11 @@ import logging
 import os
 import re
 import resource
-import select
 import signal
 import socket
 import struct
 import termios
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -72,12 +72,21 @@ from .hostfs import HostNode
 from .hostpipe import HostStreamFile
 from .ipc import ChannelFile, EventFile, UnixSocketFile
 from .loader import load_program
-from .net import POLLIN, SocketFile, wait_ready
+from .net import WAIT_SLICE, SocketFile
+from .proctree import (
+    Exited,
+    MessageReader,
+    Process,
+    ProcessTable,
+    Signal,
+    TreeProtocolError,
+    send_message,
+)
 from .pty import PtyFile
 from .sched import Block, ExitThread, WaitQueue
-from .signals import SI_USER, SIG_DFL, ProcessSignals, SigInfo
+from .signals import SA_NOCLDWAIT, SI_USER, SIG_DFL, SIG_IGN, ProcessSignals, SigInfo
 from .syscalls.numbers import SYSCALL_NAMES
-from .tmpsync import LENGTH, apply_changes, encode_changes, sizes, snapshot
+from .tmpsync import LENGTH, apply_changes, encode_changes, snapshot
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -97,8 +106,6 @@ BEFORE_EXEC = ("usetl: {call} in a child before execve refused: a vfork child on
 MAX_ARGS = 1 << 16
 MAX_ARG_BYTES = 2 << 20  # Linux's ARG_MAX with the default 8 MiB stack limit
 WNOHANG, WNOWAIT = 1, 0x01000000
-STATUS = struct.Struct("<i")  # a sibling's report: its wait status
-SIGNAL_NUMBER = struct.Struct("<i")  # what a parent sends a child: a signal for it
 # Signals whose default action stops a process: a child's VM is never stopped.
 STOPPING = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 MAX_INTERPRETERS = 4  # #! scripts run by #! scripts, at most (Linux's BINPRM_MAX_RECURSION)
@@ -259,80 +266,59 @@ class Child:
         self.drains = drains
         self.tokens = tokens
         self.killed_by: int | None = None
-        self.sigchld_to: Kernel | None = None  # whom its end is still to be told
+        self.report: Exited | None = None  # its last message, once it came
+        self.gone = False  # its end was noticed (its report, or its socket's end)
         self.usage = Usage()  # its monitor's, as the host measured it, once it ended
 
-    def announce_exit(self, k: Kernel) -> None:
-        """SIGCHLD to the parent when the child ends (as Linux: discarded unless handled),
-        once the watcher sees its control socket readable, or when it is reaped first."""
-        self.sigchld_to = k
-        self.watcher.on_readable(self.control.fileno(),
-                                 lambda: k.sched.host.post(self._sigchld, k.vm.wake_now))
+    def listen(self, k: Kernel, ended: Callable[[], None]) -> None:
+        """Take in what the child's monitor sends (listen): ended() on the vCPU's thread
+        once it has gone (reported, or died; one that sent what is not a message is
+        killed)."""
 
-    def _sigchld(self) -> None:
-        if self.sigchld_to is not None:
-            k, self.sigchld_to = self.sigchld_to, None
-            info = SigInfo(signal.SIGCHLD, CLD_EXITED, self.pid, k.identity.uid)
-            sigdelivery.send(k, signal.SIGCHLD, info, None)
+        def gone(report: Exited | None) -> None:
+            self.report = report
+            if report is None:
+                os.kill(self.host_pid, signal.SIGKILL)  # so that finish() waits for no one
+            self.gone = True
+            k.sched.host.post(ended, k.vm.wake_now)
+
+        listen(k, self.control, gone)
 
     def finish(self) -> int:
-        """The wait status, once the control socket is readable (a report or its end);
-        a child that exited by itself brings its changes to /tmp (tmpsync.py)."""
-        raw = _recv_exactly(self.control, STATUS.size)
-        if len(raw) == STATUS.size and self.killed_by is None:
-            self._take_changes()
+        """The wait status, once it has gone (or been killed); a child that exited by
+        itself brings its changes to /tmp (tmpsync.py)."""
         self.watcher.forget(self.control.fileno())
         self.control.close()
-        self._sigchld()
         _, host_status, rusage = os.wait4(self.host_pid, 0)
+        report = self.report
+        if report is not None and report.changes and self.killed_by is None:
+            self._take_changes(memoryview(report.changes))
         self.usage = Usage.of(rusage)
         self.tokens.give()
         for drain in self.drains:
             drain.flush(self.watcher, DRAIN_WAIT)
         if self.killed_by is not None:
             return self.killed_by
-        if len(raw) == STATUS.size:
-            return STATUS.unpack(raw)[0]
+        if report is not None:
+            return report.status
         if os.WIFSIGNALED(host_status):  # the monitor died without a report
             return os.WTERMSIG(host_status)
         return NOT_STARTED
 
-    def _take_changes(self) -> None:
-        length = _recv_exactly(self.control, LENGTH.size)
-        if len(length) < LENGTH.size:
-            return  # a child that never ran has none
-        header = _recv_exactly(self.control, LENGTH.unpack(length)[0])
-        data = _recv_exactly(self.control, sizes(header))
-        apply_changes(self.tmp, header, memoryview(data))
+    def _take_changes(self, changes: memoryview) -> None:
+        (length,) = LENGTH.unpack_from(changes)
+        header = bytes(changes[LENGTH.size:LENGTH.size + length])
+        apply_changes(self.tmp, header, changes[LENGTH.size + length:])
 
-    def signal(self, sig: int) -> None:
-        """Send `sig` to the child's monitor, which delivers it to its guest (hear_parent)."""
-        try:
-            self.control.send(SIGNAL_NUMBER.pack(sig))
-        except OSError:
-            pass  # it has ended: its report is in the socket
+    def send(self, message: Signal) -> None:
+        """A signal for the child or a process below it, to its monitor (hear_parent)."""
+        send_message(self.control, message)  # if it has ended, its report is on the way
 
-    def kill(self, sig: int, quietly: bool = False) -> None:
-        """End the child's VM (its monitor); `quietly`: its parent is not told (SIGCHLD)."""
-        if quietly:
-            self.sigchld_to = None
+    def kill(self, sig: int) -> None:
+        """End the child's VM (its monitor) at once."""
         if self.killed_by is None:
             self.killed_by = sig
             os.kill(self.host_pid, signal.SIGKILL)
-
-
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    """n bytes, or fewer where the sender ended first."""
-    buf = bytearray()
-    while len(buf) < n:
-        try:
-            chunk = sock.recv(min(n - len(buf), 1 << 20))
-        except ConnectionResetError:  # it ended with signals from us unread: its end too
-            break
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
 
 
 class Children:
@@ -342,16 +328,19 @@ class Children:
     part of the monitor state a template captures (an unpickled one is empty).
     """
 
-    def __init__(self, tokens: ProcessTokens | None = None) -> None:
+    def __init__(self, tokens: ProcessTokens | None = None,
+                 table: ProcessTable | None = None) -> None:
         self.pre_exec: dict[int, PreExec] = {}  # vfork child's tid -> its state
         self.running: dict[int, Child] = {}
         self.ended: dict[int, int] = {}  # pid -> wait status, until waited for
         self.ended_usage: dict[int, Usage] = {}  # pid -> its usage, until waited for
+        self.exits = WaitQueue()  # threads in wait4 or waitid
         self.waited = Usage()  # of the children waited for: getrusage(RUSAGE_CHILDREN)
         # CPU seconds of every child that ended since the last take_cpu(): billed to the
         # invocation, waited for or not.
         self.cpu_s = 0.0
         self.tokens = tokens  # made at the first child; a child's monitor inherits its own
+        self.table = table  # the tree's processes (proctree.py), made with the first child
         self.parent: socket.socket | None = None  # a child's: where its parent's signals come
         self.replaced_by: Child | None = None  # the program this process exec'd, running
         self.watcher: Watcher | None = None  # started with the first child
@@ -366,6 +355,16 @@ class Children:
             self.tokens = ProcessTokens()
         return self.tokens
 
+    def process_table(self, k: Kernel) -> ProcessTable:
+        """The tree's table, made at its first child: pids from then on come from it."""
+        if self.table is None:
+            self.table = ProcessTable(k.sched.next_tid, k.identity.pid)
+        return self.table
+
+    def host_fds(self) -> set[int]:
+        """The host fds of the tree a child's monitor keeps: its tokens and table."""
+        return {*self.process_tokens().fds, *(() if self.table is None else (self.table.fd,))}
+
     def inherited(self) -> Children:
         """What a forked copy of this process starts with: no children, the same limit.
 
@@ -374,7 +373,7 @@ class Children:
         """
         for child in self.running.values():
             child.control.detach()
-        return Children(self.tokens)
+        return Children(self.tokens, self.table)
 
     def __getstate__(self) -> dict:
         return {}
@@ -382,27 +381,46 @@ class Children:
     def __setstate__(self, state: dict) -> None:
         self.__init__()
 
-    def collect(self) -> None:
-        """Move children whose monitors reported (or died) to ended."""
-        if not self.running:
-            return
-        poller = select.poll()
-        for child in self.running.values():
-            poller.register(child.control.fileno(), POLLIN)
-        ready = {fd for fd, _ in poller.poll(0)}
-        for pid, child in list(self.running.items()):
-            if child.control.fileno() in ready:
-                del self.running[pid]
-                self._ended(pid, child)
+    def start(self, k: Kernel, child: Child) -> None:
+        """A child now runs: its end is noticed (child_ended)."""
+        self.running[child.pid] = child
+        child.listen(k, lambda: self.child_ended(k, child))
 
-    def _ended(self, pid: int, child: Child) -> None:
-        self.ended[pid] = child.finish()
+    def child_ended(self, k: Kernel, child: Child) -> None:
+        """A running child has gone: its status is kept for wait4 (announce)."""
+        if self.running.get(child.pid) is not child:
+            return  # ended with the invocation (end_all) first
+        del self.running[child.pid]
+        self.announce(k, child.pid, self._ended(child.pid, child))
+
+    def announce(self, k: Kernel, pid: int, status: int) -> None:
+        """An ended child (`status`, in ended) is a zombie until waited for, or waited for
+        already where the parent ignores SIGCHLD or set SA_NOCLDWAIT (as Linux); SIGCHLD
+        to the parent, and its waiting threads look again."""
+        action = k.signals.action(signal.SIGCHLD)
+        if action.handler == SIG_IGN or action.flags & SA_NOCLDWAIT:
+            self.reap(pid)
+        elif self.table is not None:
+            found = self.table.find(pid)
+            if found is not None:
+                found.ended = True
+                self.table.update(found)
+        code, value = describe(status)
+        sigdelivery.send(k, signal.SIGCHLD,
+                         SigInfo(signal.SIGCHLD, code, pid, k.identity.uid, value), None)
+        self.exits.wake(k.sched)
+
+    def _ended(self, pid: int, child: Child) -> int:
+        status = self.ended[pid] = child.finish()
         self.ended_usage[pid] = child.usage
         self.cpu_s += child.usage.user_s + child.usage.system_s
+        return status
 
     def reap(self, pid: int) -> Usage:
         """Forget an ended child that was waited for: its usage."""
         del self.ended[pid]
+        if self.table is not None:
+            self.table.forget(pid)
         usage = self.ended_usage.pop(pid, Usage())
         self.waited.add(usage)
         return usage
@@ -414,14 +432,18 @@ class Children:
         return cpu
 
     def end_all(self, k: Kernel) -> None:
-        """Kill every running child and forget the rest: the invocation is over. Memory
-        shared with forked children is this process's own again."""
+        """Kill every running child and forget the rest (its parent is not told): the
+        invocation is over. Memory shared with forked children is this process's own
+        again."""
         k.mm.unshare()
         for child in self.running.values():
-            child.kill(signal.SIGKILL, quietly=True)
+            child.kill(signal.SIGKILL)
         for pid, child in self.running.items():
             self._ended(pid, child)
         self.running.clear()
+        for pid in [*self.ended, *self.pre_exec]:
+            if self.table is not None:
+                self.table.forget(pid)
         self.ended.clear()
         self.ended_usage.clear()
         self.waited = Usage()
@@ -438,8 +460,14 @@ def start_vfork_child(k: Kernel, stack: int) -> Block:
     parent = k.vm.save_context()
     regs = kvm_regs.from_buffer_copy(parent.regs)
     regs.rax = 0  # the child's vfork() returns 0
+    table = k.children.process_table(k)
     child = k.sched.new_thread(ThreadContext(bytes(regs), stack or parent.user_rsp,
                                              parent.fs_base, parent.xsave))
+    try:
+        table.add(child.tid, k.identity.pid)
+    except SyscallError:
+        k.sched.discard(child)
+        raise
     state = PreExec(k)
     k.children.pre_exec[child.tid] = state
     return Block((state.done,), retry=False)
@@ -482,6 +510,7 @@ def end_vfork_child(k: Kernel, status: int | None, pid: int | None = None) -> No
     state = k.children.pre_exec.pop(tid)
     if status is not None:
         k.children.ended[tid] = status
+        k.children.announce(k, tid, status)
     for f in set(state.fds.files.values()):
         if all(f is not g for g in state.fds.inherited) \
                 and f not in state.parent_fds.files.values():
@@ -557,8 +586,7 @@ def exec_child(k: Kernel, program: str, argv: list[str], envp: list[str]) -> Non
     this thread ends."""
     state = k.children.pre_exec[k.sched.current.tid]
     pid = k.sched.current.tid
-    k.children.running[pid] = child = _start_program(k, state, pid, program, argv, envp)
-    child.announce_exit(k)
+    k.children.start(k, _start_program(k, state, pid, program, argv, envp))
     end_vfork_child(k, None)
 
 
@@ -569,11 +597,18 @@ def replace_program(k: Kernel, program: str, argv: list[str], envp: list[str]) -
     parent sends meanwhile are the program's."""
     child = _start_program(k, PreExec(k), k.identity.pid, program, argv, envp)
     k.children.replaced_by = child
+    child.listen(k, lambda: None)
+    host = k.sched.host
     try:
-        wait_ready({child.control.fileno(): POLLIN}, None, lambda: k.vm.deadline_hit)
-    except SyscallError:
-        child.kill(signal.SIGKILL, quietly=True)  # time is up: EINTR, and the run times out
-        raise
+        while True:
+            for finish in host.take():
+                finish()  # signals to route, from its parent or the program's tree
+            if child.gone:
+                break
+            if k.vm.deadline_hit:
+                child.kill(signal.SIGKILL)
+                raise SyscallError(errno.EINTR)  # time is up, and the run times out
+            host.event.wait(WAIT_SLICE)
     finally:
         k.children.replaced_by = None
         status = child.finish()
@@ -588,10 +623,11 @@ def _start_program(k: Kernel, state: PreExec, pid: int, program: str, argv: list
     """A forked monitor that runs `program` in a VM of its own, as process `pid`, with the
     files of `state` (its fds that are not close-on-exec)."""
     tokens = k.children.process_tokens()
+    k.children.process_table(k)
     tokens.take(k, "execve")
     fds, drains = _child_files(k, state)
     control, theirs = socket.socketpair()
-    keep = {theirs.fileno(), *tokens.fds,
+    keep = {theirs.fileno(), *k.children.host_fds(),
             *(fd for f in fds.values() if (fd := f.host_fd()) is not None)}
     try:
         host_pid = host_fork(k, "execve", (control, theirs))
@@ -734,7 +770,7 @@ def report_and_exit(control: socket.socket, status: int, changes: bytes) -> None
     """A child's monitor process ends: its wait status and its changes to /tmp to the
     parent's monitor, then exit."""
     try:
-        control.sendall(STATUS.pack(status) + changes)
+        send_message(control, Exited(status, changes))
     finally:
         os._exit(0)
 
@@ -779,7 +815,8 @@ def _run_program(k: Kernel, pid: int, program: str, argv: list[str], envp: list[
     child = type(k)(vm, ns, k.handlers, k.output_limit)
     child.identity.pid = pid
     child.identity.ppid = k.identity.ppid if pid == k.identity.pid else k.identity.pid
-    child.children = Children(k.children.tokens)
+    child.sched.become_process(pid)
+    child.children = Children(k.children.tokens, k.children.table)
     child.net = k.net
     child.umask = k.umask
     for fd, f in fds.items():
@@ -825,67 +862,133 @@ def tell(fds: FdTable, line: str) -> None:
 
 
 def wait_child(k: Kernel, pid: int, options: int) -> tuple[int, int, Usage] | None:
-    """(pid, wait status, usage) of an ended child matching pid (-1, 0 or < -1: any); None
-    with WNOHANG while matching children run; ECHILD if none match; else the thread waits."""
+    """(pid, wait status, usage) of an ended child matching pid (> 0: that one, -1: any,
+    0: of the caller's group, < -1: of group -pid); None with WNOHANG while matching
+    children run; ECHILD if none match; else the thread waits (signals interrupt it)."""
     children = k.children
-    children.collect()
-    matches = (lambda p: True) if pid <= 0 else (lambda p: p == pid)
+    matches = _wait_matcher(k, pid)
     for p, status in children.ended.items():
         if matches(p):
             if options & WNOWAIT:
                 return p, status, children.ended_usage.get(p, Usage())
             return p, status, children.reap(p)
-    waiting = [c for p, c in children.running.items() if matches(p)]
-    if not waiting:
+    if not any(matches(p) for p in children.running):
         raise SyscallError(errno.ECHILD)
     if options & WNOHANG:
         return None
-    fds = {c.control.fileno(): POLLIN for c in waiting}
-    sched = k.sched
-    if not sched.alone:
-        raise sched.watch_host(fds, (), sched.deadline_after(None))
-    wait_ready(fds, None, k.wait_interrupted)
-    return wait_child(k, pid, options)
+    raise Block((children.exits,))
 
 
-def signal_child(k: Kernel, pid: int, sig: int) -> bool:
-    """kill() of a child: False if pid is not one. SIGKILL ends its VM (its monitor) at
-    once; any other signal goes to its monitor, where its own action runs (hear_parent)."""
+def _wait_matcher(k: Kernel, pid: int) -> Callable[[int], bool]:
+    if pid > 0:
+        return lambda p: p == pid
+    table = k.children.table
+    if pid == -1 or table is None:
+        return lambda p: True
+    group = process_group(k) if pid == 0 else -pid
+
+    def in_group(p: int) -> bool:
+        found = table.find(p)
+        return found is not None and found.group == group
+
+    return in_group
+
+
+def process_group(k: Kernel) -> int:
+    """The caller's process group (a process with no children leads its own)."""
+    table = k.children.table
+    found = None if table is None else table.find(k.identity.pid)
+    return k.identity.pid if found is None else found.group
+
+
+def send_signal(k: Kernel, pid: int, sig: int) -> None:
+    """kill(pid, sig) in the invocation's process tree, as Linux: pid > 0 one process, 0
+    the caller's group, -1 every other process, < -1 group -pid; ESRCH if none exists
+    (one ended and not yet waited for does); sig 0 only checks. Every process of the tree
+    has the guest's uid, so EPERM never applies; nothing outside the tree is visible."""
+    me = k.identity.pid
+    table = k.children.table
+    if table is None:
+        found = [Process(me, 0, me, me, False)] if pid in (0, me) else []
+    elif pid > 0:
+        found = [p for p in (table.find(pid),) if p is not None]
+    else:
+        group = process_group(k) if pid == 0 else -pid
+        found = [p for p in table.all() if (p.pid != me if pid == -1 else p.group == group)]
+    if not found:
+        raise SyscallError(errno.ESRCH)
+    for p in found:
+        if sig and not p.ended:
+            route(k, Signal(p.pid, sig, me, k.identity.uid, SI_USER))
+
+
+def route(k: Kernel, message: Signal) -> None:
+    """On the vCPU's thread: deliver a signal for this process, or pass it on along the
+    control sockets, down toward its target if that is below this process, else up. A
+    process replaced by its program (execve) passes what is for it or below it to that
+    program. A child's SIGKILL ends its VM at once."""
+    me = k.identity.pid
     children = k.children
-    child = children.running.get(pid)
-    if child is None:
-        return pid in children.ended or pid in children.pre_exec
-    if sig == signal.SIGKILL:
-        child.kill(sig)
-    elif sig:
-        child.signal(sig)
-    return True
+    hop = None if children.table is None else children.table.next_hop(me, message.to)
+    if children.replaced_by is not None and (message.to == me or hop is not None):
+        children.replaced_by.send(message)
+    elif message.to == me:
+        _deliver(k, message)
+    elif hop is not None:
+        child = children.running.get(hop)
+        if child is None:
+            return  # it ended meanwhile, or is a vfork child before execve
+        if hop == message.to and message.signo == signal.SIGKILL:
+            child.kill(signal.SIGKILL)
+        else:
+            child.send(message)
+    elif children.parent is not None:
+        send_message(children.parent, message)
 
 
-def hear_parent(k: Kernel, control: socket.socket) -> None:
-    """In a child's monitor: the signals its parent sends on the control socket reach the
-    guest as on Linux (its handler runs, or its default action, which may end it), taken
-    in on the vCPU's thread."""
-    k.children.parent = control
-    pending = bytearray()
+def _deliver(k: Kernel, message: Signal) -> None:
+    """A signal from another process of the tree: its action runs here as on Linux (a
+    stop signal's default does nothing: a VM is never stopped)."""
+    sig = message.signo
+    if 0 < sig <= 64 and not (sig in STOPPING and k.signals.action(sig).handler == SIG_DFL):
+        info = SigInfo(sig, message.code, message.sender, message.uid)
+        sigdelivery.send(k, sig, info, None)
+
+
+def listen(k: Kernel, control: socket.socket,
+           ended: Callable[[Exited | None], None]) -> None:
+    """Take in the messages another monitor of the tree sends on `control`: its signals
+    are routed on the vCPU's thread (route); ended(its report, or None) is called on the
+    watcher's thread, once, at its report, its socket's end or what is not a message."""
+    reader = MessageReader()
+    done = False
 
     def got(data: bytes) -> None:
-        pending.extend(data)
-        while len(pending) >= SIGNAL_NUMBER.size:
-            sig = SIGNAL_NUMBER.unpack_from(pending)[0]
-            del pending[:SIGNAL_NUMBER.size]
-            k.sched.host.post(lambda sig=sig: _from_parent(k, sig), k.vm.wake_now)
+        nonlocal done
+        report = None
+        try:
+            messages = reader.feed(data)
+        except TreeProtocolError as e:
+            log.error("pid %d's monitor: %s", k.identity.pid, e)
+            messages, data = [], b""
+        for m in messages:
+            if isinstance(m, Signal):
+                k.sched.host.post(lambda m=m: route(k, m), k.vm.wake_now)
+            elif isinstance(m, Exited):
+                report = m
+        if (report is not None or not data) and not done:
+            done = True
+            k.children.watch().forget(control.fileno())
+            ended(report)
 
     k.children.watch().on_data(control.fileno(), got)
 
 
-def _from_parent(k: Kernel, sig: int) -> None:
-    replacement = k.children.replaced_by
-    if replacement is not None:
-        replacement.signal(sig)  # its program replaced it (execve): the program's
-    elif 0 < sig <= 64 and not (sig in STOPPING and k.signals.action(sig).handler == SIG_DFL):
-        info = SigInfo(sig, SI_USER, k.identity.ppid, k.identity.uid)
-        sigdelivery.send(k, sig, info, None)
+def hear_parent(k: Kernel, control: socket.socket) -> None:
+    """In a child's monitor: signals for it (or for processes below it) come from its
+    parent on the control socket, and its own go up there (route)."""
+    k.children.parent = control
+    listen(k, control, lambda report: None)
 
 
 def exit_status(code: int) -> int:

@@ -2,10 +2,10 @@
 
 It reads the host pipes that feed the parent's captured stdout and stderr
 (ConsoleDrain), so a child writing much output never blocks on them, and
-notices a child's end on its control socket, to tell the parent's guest
-(SIGCHLD) through the scheduler's host work; in a child, it reads the
-signals its parent sends on its own control socket. One thread for all:
-a jailed monitor's cgroup counts threads as tasks.
+the control sockets to the monitor's children and to its parent, whose
+messages (proctree.py: signals, a child's end) it hands to the vCPU's
+thread through the scheduler's host work. One thread for all: a jailed
+monitor's cgroup counts threads as tasks.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ class Watcher:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.drains: dict[int, ConsoleDrain] = {}  # read fd -> drain
-        self.ends: dict[int, Callable[[], None]] = {}  # control fd -> called once readable
         self.readers: dict[int, Callable[[bytes], None]] = {}  # fd -> given what arrives
         self.wake_r, self.wake_w = os.pipe()
         self.thread: threading.Thread | None = None
@@ -58,21 +57,16 @@ class Watcher:
         self._changed()
         return d
 
-    def on_readable(self, fd: int, ended: Callable[[], None]) -> None:
-        """Call ended() (on the watcher's thread) once fd is readable, unless forgotten."""
-        with self.lock:
-            self.ends[fd] = ended
-        self._changed()
-
     def on_data(self, fd: int, got: Callable[[bytes], None]) -> None:
-        """Call got(bytes) (on the watcher's thread) with what arrives on fd, until its end."""
+        """Call got(bytes) (on the watcher's thread) with what arrives on fd, and got(b"")
+        at its end, unless forgotten first."""
         with self.lock:
             self.readers[fd] = got
         self._changed()
 
     def forget(self, fd: int) -> None:
         with self.lock:
-            self.ends.pop(fd, None)
+            self.readers.pop(fd, None)
         self._changed()
 
     def _changed(self) -> None:
@@ -86,8 +80,7 @@ class Watcher:
             poller = select.poll()
             poller.register(self.wake_r, POLLIN)
             with self.lock:
-                watched = {**dict.fromkeys(self.ends, self._ended),
-                           **dict.fromkeys(self.readers, self._pass_on),
+                watched = {**dict.fromkeys(self.readers, self._pass_on),
                            **dict.fromkeys(self.drains, self._read)}
             for fd in watched:
                 poller.register(fd, POLLIN)
@@ -99,19 +92,13 @@ class Watcher:
 
     def _pass_on(self, fd: int, events: int) -> None:
         try:
-            chunk = os.read(fd, 1 << 12)
+            chunk = os.read(fd, 1 << 16)
         except OSError:
             chunk = b""
         with self.lock:
             got = self.readers.get(fd) if chunk else self.readers.pop(fd, None)
-        if got is not None and chunk:
+        if got is not None:
             got(chunk)
-
-    def _ended(self, fd: int, events: int) -> None:
-        with self.lock:
-            ended = self.ends.pop(fd, None)
-        if ended is not None:
-            ended()
 
     def _read(self, fd: int, events: int) -> None:
         chunk = os.read(fd, 1 << 16) if events & (POLLIN | POLL_HUP) else b""

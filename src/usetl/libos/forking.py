@@ -45,7 +45,7 @@ from .errors import SyscallError
 from .files import OpenFile, OutputFile
 from .hostpipe import HostStreamFile
 from .ipc import EventFile
-from .sched import HostWork
+from .proctree import Ready, recv_message, send_message
 from .syscalls.sys_poll import EpollFile, ForkedEpollFile
 from .tmpsync import encode_changes, snapshot
 
@@ -60,7 +60,6 @@ CLONE_PARENT_SETTID, CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID = 0x100000, 0x2000
 CLONE_SETTLS = 0x80000
 CSIGNAL = 0xFF
 FORK_FLAGS = CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID | CLONE_CHILD_SETTID | CSIGNAL
-READY = b"r"
 READY_WAIT = 60.0  # seconds a forked monitor may take to copy memory and make its VM
 
 
@@ -80,8 +79,18 @@ def fork(k: Kernel, flags: int, parent_tid: int, child_tid: int) -> int:
 def _fork(k: Kernel, flags: int, parent_tid: int, child_tid: int) -> int:
     drains = _share_files(k)
     k.mm.share_with_children()
-    pid = k.sched.next_tid
-    k.sched.next_tid += 1
+    table = k.children.process_table(k)
+    pid = k.sched.new_id()
+    table.add(pid, k.identity.pid)
+    try:
+        return _fork_as(k, pid, flags, parent_tid, child_tid, drains)
+    except BaseException:
+        table.forget(pid)
+        raise
+
+
+def _fork_as(k: Kernel, pid: int, flags: int, parent_tid: int, child_tid: int,
+             drains: dict[int, ConsoleDrain]) -> int:
     if flags & CLONE_PARENT_SETTID:
         k.mem.put_u32(parent_tid, pid)
     k.vm.settle()
@@ -90,7 +99,7 @@ def _fork(k: Kernel, flags: int, parent_tid: int, child_tid: int) -> int:
     tokens = k.children.process_tokens()
     control, theirs = socket.socketpair()
     memory = k.vm.memory().values()
-    keep = {theirs.fileno(), *tokens.fds, *(m.fd for m in memory),
+    keep = {theirs.fileno(), *k.children.host_fds(), *(m.fd for m in memory),
             *(fd for _, _, fd in k.mm.host_shared),
             *(d.write_fd for d in drains.values()),
             *(fd for f in k.fds.files.values() if (fd := f.host_fd()) is not None)}
@@ -106,18 +115,13 @@ def _fork(k: Kernel, flags: int, parent_tid: int, child_tid: int) -> int:
     theirs.close()
     for drain in drains.values():
         os.close(drain.write_fd)
-    k.children.running[pid] = child = Child(pid, host_pid, control, list(drains.values()),
-                                            tokens, k.ns.tmp, k.children.watch())
-    control.settimeout(READY_WAIT)
-    try:
-        ready = control.recv(len(READY))
-    except OSError:
-        ready = b""
-    control.settimeout(None)
-    if ready != READY:
-        child.kill(signal.SIGKILL)
+    if not isinstance(recv_message(control, READY_WAIT), Ready):
+        os.kill(host_pid, signal.SIGKILL)
+        os.waitpid(host_pid, 0)
+        control.close()
         raise SyscallError(errno.EAGAIN)
-    child.announce_exit(k)
+    k.children.start(k, Child(pid, host_pid, control, list(drains.values()), tokens,
+                              k.ns.tmp, k.children.watch()))
     return pid
 
 
@@ -150,7 +154,7 @@ def _run_child(k: Kernel, pid: int, state: VcpuState, flags: int, child_tid: int
             k.mem.put_u32(child_tid, pid)
         if flags & CLONE_CHILD_CLEARTID:
             k.sched.current.clear_child_tid = child_tid
-        control.send(READY)
+        send_message(control, Ready())
         status = run_to_exit(k, "the forked child")
         changes = encode_changes(k.ns.tmp, before)
     except BaseException as e:  # never back into the parent's code: this process only exits
@@ -174,15 +178,7 @@ def _become_child(k: Kernel, pid: int, state: VcpuState, drains: dict[int, Conso
     vm.restore_state(state)
     k.vm = vm
     k.identity.ppid, k.identity.pid = k.identity.pid, pid
-    sched = k.sched
-    thread = sched.current
-    thread.tid = pid
-    sched.threads = {pid: thread}
-    sched.on_cpu = thread
-    sched.runnable.clear()
-    sched.futexes = {}
-    sched.check_at = sched.slice_end = None
-    sched.host = HostWork()  # host work in flight was the parent's threads'
+    k.sched.become_process(pid)
     k.signals.timers.clear()  # as Linux: a child has no timers of its parent's
     pipes = {key: HostStreamFile.for_pipe_end(k, d.write_fd, reads=False, nonblocking=False)
              for key, d in drains.items()}

@@ -249,17 +249,38 @@ class Scheduler:
         wait = self.current.wait
         return wait is not None and wait.signalled
 
+    def new_id(self) -> int:
+        """A new thread's or child process's id: the process tree's next once it has
+        children (proctree.py), so ids are unique across the tree, as on Linux."""
+        table = self.k.children.table
+        if table is not None:
+            return table.new_pid()
+        tid = self.next_tid
+        self.next_tid += 1
+        return tid
+
     def new_thread(self, context: ThreadContext) -> Thread:
         """A thread made by the current one: it inherits its signal mask, not its altstack
         or pending signals (Linux's clone with CLONE_VM)."""
         if len(self.threads) >= MAX_THREADS:
             raise SyscallError(errno.EAGAIN)
-        tid = self.next_tid
-        self.next_tid += 1
+        tid = self.new_id()
         signals = ThreadSignals(mask=self.current.signals.mask)
         t = self.threads[tid] = Thread(tid, context, signals)
         self._make_runnable(t)
         return t
+
+    def become_process(self, pid: int) -> None:
+        """The current thread is a new process's only one, with tid `pid` (a forked child,
+        a program's first thread); host work in flight was another process's."""
+        t = self.current
+        t.tid = pid
+        self.threads = {pid: t}
+        self.on_cpu = t
+        self.runnable.clear()
+        self.futexes = {}
+        self.check_at = self.slice_end = None
+        self.host = HostWork()
 
     def discard(self, t: Thread) -> None:
         """Forget a thread that never ran (its clone failed half-way)."""

@@ -17,7 +17,7 @@ from usetl.vm.layout import USER_CS, USER_DS
 
 SIGACTION = struct.Struct("<QQQQ")  # handler, flags, restorer, mask: the kernel's sigaction
 SIG_DFL, SIG_IGN = 0, 1
-SA_SIGINFO, SA_ONSTACK, SA_RESTART = 0x4, 0x08000000, 0x10000000
+SA_NOCLDWAIT, SA_SIGINFO, SA_ONSTACK, SA_RESTART = 0x2, 0x4, 0x08000000, 0x10000000
 SA_NODEFER, SA_RESETHAND, SA_RESTORER = 0x40000000, 0x80000000, 0x04000000
 NSIG = 64
 UNBLOCKABLE = (1 << (signal.SIGKILL - 1)) | (1 << (signal.SIGSTOP - 1))
@@ -56,6 +56,7 @@ class SigInfo:
     code: int = SI_USER
     pid: int = 0
     uid: int = 0
+    status: int = 0  # SIGCHLD's si_status: the exit code, or the signal that ended it
 
 
 ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF = 0, 1, 2
@@ -140,7 +141,7 @@ SIGCONTEXT_REGS = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", 
 SIGCONTEXT = struct.Struct("<18Q4H4QQ64x")  # regs, cs gs fs ss, err trapno oldmask cr2, fpstate
 STACK_T = struct.Struct("<QiiQ")  # ss_sp, ss_flags, (pad), ss_size
 UCONTEXT = struct.Struct("<QQ24s256sQ")
-SIGINFO = struct.Struct("<iiiiiI104x")  # signo, errno, code, (pad), pid, uid
+SIGINFO = struct.Struct("<iiiiiIi100x")  # signo, errno, code, (pad), pid, uid, status
 UCONTEXT_OFFSET = 8
 SIGINFO_OFFSET = UCONTEXT_OFFSET + UCONTEXT.size
 FRAME_SIZE = SIGINFO_OFFSET + SIGINFO.size
@@ -195,7 +196,7 @@ def pack_frame(regs: dict[str, int], mask: int, info: SigInfo, alt: AltStack,
                                0, 0, mask & 0xFFFFFFFF, 0, place.fpstate)
     uc_flags = UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS
     uc = UCONTEXT.pack(uc_flags, 0, stack, mcontext, mask)
-    siginfo = SIGINFO.pack(info.signo, 0, info.code, 0, info.pid, info.uid)
+    siginfo = SIGINFO.pack(info.signo, 0, info.code, 0, info.pid, info.uid, info.status)
     return restorer.to_bytes(8, "little") + uc + siginfo
 
 

@@ -22,7 +22,6 @@ from ..signals import (
     FRAME_SIZE,
     MINSIGSTKSZ,
     SI_TKILL,
-    SI_USER,
     SIGACTION,
     SIGINFO,
     SS_AUTODISARM,
@@ -163,7 +162,8 @@ def sys_rt_sigtimedwait(k: Kernel, these: int, info: int, timeout: int, sigsetsi
     if taken is not None:
         sig, details = taken
         if info:
-            k.mem.write(info, SIGINFO.pack(sig, 0, details.code, 0, details.pid, details.uid))
+            k.mem.write(info, SIGINFO.pack(sig, 0, details.code, 0, details.pid, details.uid,
+                                           details.status))
         return sig
     if interrupted or k.sched.signalled():
         raise SyscallError(errno.EINTR)  # another signal's handler runs first
@@ -224,15 +224,10 @@ def sys_rt_sigreturn(k: Kernel, *_: int) -> int | Stop:
 
 
 def sys_kill(k: Kernel, pid: int, sig: int, *_: int) -> int:
-    if s32(pid) > 0 and s32(pid) != k.identity.pid:
-        if not 0 <= s32(sig) <= 64:
-            raise SyscallError(errno.EINVAL)
-        if not children.signal_child(k, s32(pid), s32(sig)):
-            raise SyscallError(errno.ESRCH)
-        return 0
-    if s32(pid) not in (0, -1, k.identity.pid):
-        raise SyscallError(errno.ESRCH)
-    return _send(k, s32(sig), SI_USER, None)
+    if not 0 <= s32(sig) <= 64:
+        raise SyscallError(errno.EINVAL)
+    children.send_signal(k, s32(pid), s32(sig))
+    return 0
 
 
 def sys_tgkill(k: Kernel, tgid: int, tid: int, sig: int, *_: int) -> int:

@@ -1,0 +1,242 @@
+"""An invocation's process tree: its pids, its table of processes, and the messages its
+monitors send each other.
+
+Every process of the tree (the USF and each child, forked or a program in a
+sibling VM) has a monitor process of its own, joined to its parent's by a
+control socket (children.py). The monitors share one ProcessTable, made
+at the tree's first child and inherited by every host fork after it: the
+tree's next pid, so that pids (and tids) are unique across the tree as on
+Linux, and each process's pid, parent, group, session and whether it
+ended, so that kill() knows at once whether a pid exists (ESRCH) and which
+way a signal goes. A signal for another process travels as a Signal
+message hop by hop along the control sockets: down to the child on the way
+to its target, else up to the parent (children.route). The table's lock is
+a POSIX record lock, which excludes the other monitors; within one monitor
+only the vCPU's thread touches the table.
+
+Every message on a control socket is one of TREE_MESSAGES (a tagged msgspec
+Struct behind a 4-byte length), validated on receipt:
+    child -> parent : Ready (a forked child's VM runs) | Signal | Exited (its last)
+    parent -> child : Signal
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import socket
+import struct
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import msgspec
+
+from usetl import hostmm
+
+from .errors import LibosError, SyscallError
+
+# -- messages ------------------------------------------------------------------------
+
+
+class TreeMessage(msgspec.Struct, tag=True, forbid_unknown_fields=True):
+    pass
+
+
+class Ready(TreeMessage):
+    """A forked child's VM is made: its parent's fork() returns."""
+
+
+class Signal(TreeMessage):
+    """A signal for process `to`, sent by `sender` (si_code `code`, si_uid `uid`)."""
+
+    to: int
+    signo: int
+    sender: int
+    uid: int
+    code: int = 0  # SI_USER
+
+
+class Exited(TreeMessage):
+    """A child's end, its last message: its wait status and its changes to /tmp
+    (tmpsync.encode_changes; empty if it never ran)."""
+
+    status: int
+    changes: bytes = b""
+
+
+TREE_MESSAGES = Ready | Signal | Exited
+FRAME = struct.Struct("<I")
+MAX_MESSAGE = (1 << 32) - 1  # an Exited carries the child's /tmp writes
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(TREE_MESSAGES)
+
+
+class TreeProtocolError(LibosError):
+    """A monitor of the tree sent what is not a message (its guest may have taken it over)."""
+
+
+def send_message(sock: socket.socket, message: TreeMessage) -> bool:
+    """Send one message; False if the other end has gone."""
+    data = _encoder.encode(message)
+    try:
+        sock.sendall(FRAME.pack(len(data)) + data)
+    except OSError:
+        return False
+    return True
+
+
+class MessageReader:
+    """Messages out of the bytes a control socket gives, as they arrive."""
+
+    def __init__(self) -> None:
+        self.pending = bytearray()
+
+    def feed(self, data: bytes) -> list[TreeMessage]:
+        """The messages `data` completes; TreeProtocolError for anything else."""
+        self.pending += data
+        out = []
+        while len(self.pending) >= FRAME.size:
+            (size,) = FRAME.unpack_from(self.pending)
+            if len(self.pending) < FRAME.size + size:
+                break
+            body = bytes(self.pending[FRAME.size:FRAME.size + size])
+            del self.pending[:FRAME.size + size]
+            try:
+                out.append(_decoder.decode(body))
+            except (msgspec.ValidationError, msgspec.DecodeError) as e:
+                raise TreeProtocolError(f"not a process-tree message: {e}") from None
+        return out
+
+
+def recv_message(sock: socket.socket, timeout: float) -> TreeMessage | None:
+    """One message read in place (the first a forked child sends); None if the other end
+    ended or said nothing in time."""
+    reader = MessageReader()
+    sock.settimeout(timeout)
+    try:
+        while True:
+            chunk = sock.recv(1 << 12)
+            if not chunk:
+                return None
+            got = reader.feed(chunk)
+            if got:
+                return got[0]
+    except (OSError, TreeProtocolError):
+        return None
+    finally:
+        sock.settimeout(None)
+
+
+# -- the table ------------------------------------------------------------------------
+
+CAPACITY = 256  # processes a tree may hold, ended ones not yet waited for included
+HEAD = struct.Struct("<q")  # the next pid
+ENTRY = struct.Struct("<iiiii")  # pid (0: a free entry), parent, group, session, ended
+TABLE_BYTES = HEAD.size + CAPACITY * ENTRY.size
+
+
+@dataclass
+class Process:
+    pid: int
+    parent: int
+    group: int
+    session: int
+    ended: bool
+
+
+class ProcessTable:
+    """The tree's processes, in a memfd every monitor of the tree maps (see the module)."""
+
+    def __init__(self, next_pid: int, root: int):
+        self.fd = os.memfd_create("usetl-processes")
+        os.ftruncate(self.fd, TABLE_BYTES)
+        self.buf = (ctypes.c_char * TABLE_BYTES).from_address(
+            hostmm.map_shared(self.fd, TABLE_BYTES))
+        HEAD.pack_into(self.buf, 0, next_pid)
+        self._put(0, Process(root, 0, root, root, False))
+
+    @contextmanager
+    def _locked(self):
+        fcntl.lockf(self.fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(self.fd, fcntl.LOCK_UN)
+
+    def _put(self, slot: int, p: Process) -> None:
+        ENTRY.pack_into(self.buf, HEAD.size + slot * ENTRY.size,
+                        p.pid, p.parent, p.group, p.session, int(p.ended))
+
+    def _entries(self) -> dict[int, tuple[int, Process]]:
+        """pid -> (slot, process), of the entries in use."""
+        out = {}
+        for slot, fields in enumerate(ENTRY.iter_unpack(self.buf[HEAD.size:TABLE_BYTES])):
+            if fields[0]:
+                out[fields[0]] = (slot, Process(*fields[:4], bool(fields[4])))
+        return out
+
+    def new_pid(self) -> int:
+        with self._locked():
+            (pid,) = HEAD.unpack_from(self.buf, 0)
+            HEAD.pack_into(self.buf, 0, pid + 1)
+        return pid
+
+    def add(self, pid: int, parent: int) -> None:
+        """A new child of `parent`, in its group and session; EAGAIN if the table is full."""
+        with self._locked():
+            entries = self._entries()
+            used = {slot for slot, _ in entries.values()}
+            free = next((s for s in range(CAPACITY) if s not in used), None)
+            if free is None:
+                raise SyscallError(errno.EAGAIN)
+            _, up = entries[parent]
+            self._put(free, Process(pid, parent, up.group, up.session, False))
+
+    def find(self, pid: int) -> Process | None:
+        with self._locked():
+            found = self._entries().get(pid)
+        return None if found is None else found[1]
+
+    def all(self) -> list[Process]:
+        with self._locked():
+            return [p for _, p in self._entries().values()]
+
+    def update(self, p: Process) -> None:
+        """Write back a process's group, session or end (as `find` gave it, changed)."""
+        with self._locked():
+            found = self._entries().get(p.pid)
+            if found is not None:
+                self._put(found[0], p)
+
+    def forget(self, pid: int) -> None:
+        """A process waited for (or killed with its parent's invocation) is gone, and with
+        it every process below it: their monitors die with their parents' (PDEATHSIG)."""
+        with self._locked():
+            entries = self._entries()
+            gone = {pid}
+            for other in entries:
+                if pid in self._ancestors(entries, other):
+                    gone.add(other)
+            for p in gone & entries.keys():
+                self._put(entries[p][0], Process(0, 0, 0, 0, False))
+
+    @staticmethod
+    def _ancestors(entries: dict[int, tuple[int, Process]], pid: int) -> list[int]:
+        out: list[int] = []
+        while pid in entries and len(out) < CAPACITY:
+            pid = entries[pid][1].parent
+            out.append(pid)
+        return out
+
+    def next_hop(self, me: int, to: int) -> int | None:
+        """The child of `me` on the way down to `to`, or None if `to` is not below `me`."""
+        with self._locked():
+            entries = self._entries()
+            below = to
+            for up in self._ancestors(entries, to):
+                if up == me:
+                    return below
+                below = up
+        return None
