@@ -895,10 +895,57 @@ def _wait_matcher(k: Kernel, pid: int) -> Callable[[int], bool]:
 
 
 def process_group(k: Kernel) -> int:
-    """The caller's process group (a process with no children leads its own)."""
+    """The calling process's group."""
+    return find_process(k, 0).group
+
+
+def find_process(k: Kernel, pid: int) -> Process:
+    """Process `pid` of the tree (0: the caller, a vfork child before execve included), or
+    ESRCH. A process that never had children leads its own group and session."""
+    me = k.sched.current.tid if k.sched.current.tid in k.children.pre_exec else k.identity.pid
+    pid = pid or me
     table = k.children.table
-    found = None if table is None else table.find(k.identity.pid)
-    return k.identity.pid if found is None else found.group
+    found = table.find(pid) if table is not None else None
+    if found is None and table is None and pid == me:
+        return Process(me, k.identity.ppid, me, me, False)
+    if found is None:
+        raise SyscallError(errno.ESRCH)
+    return found
+
+
+def set_process_group(k: Kernel, pid: int, group: int) -> None:
+    """setpgid: the caller or a child of it joins or makes group `group` (0: its pid) in
+    its session, as Linux allows."""
+    caller = find_process(k, 0)
+    target = find_process(k, pid)
+    if target.pid != caller.pid and target.parent != caller.pid:
+        raise SyscallError(errno.ESRCH)
+    group = group or target.pid
+    if target.session == target.pid or target.session != caller.session:
+        raise SyscallError(errno.EPERM)
+    table = k.children.table
+    if group != target.pid and (table is None or not any(
+            p.group == group and p.session == target.session for p in table.all())):
+        raise SyscallError(errno.EPERM)
+    target.group = group
+    _update(k, target)
+
+
+def new_session(k: Kernel) -> int:
+    """setsid: the caller leads a new session and group, unless it leads a group."""
+    caller = find_process(k, 0)
+    table = k.children.table
+    if caller.group == caller.pid or table is None \
+            or any(p.group == caller.pid for p in table.all()):
+        raise SyscallError(errno.EPERM)
+    caller.group = caller.session = caller.pid
+    _update(k, caller)
+    return caller.pid
+
+
+def _update(k: Kernel, p: Process) -> None:
+    if k.children.table is not None:
+        k.children.table.update(p)
 
 
 def send_signal(k: Kernel, pid: int, sig: int) -> None:

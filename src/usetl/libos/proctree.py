@@ -68,7 +68,7 @@ class Exited(TreeMessage):
 
 TREE_MESSAGES = Ready | Signal | Exited
 FRAME = struct.Struct("<I")
-MAX_MESSAGE = (1 << 32) - 1  # an Exited carries the child's /tmp writes
+FIRST_MESSAGE_LIMIT = 1 << 10  # a Ready is a few bytes
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(TREE_MESSAGES)
 
@@ -111,22 +111,24 @@ class MessageReader:
 
 
 def recv_message(sock: socket.socket, timeout: float) -> TreeMessage | None:
-    """One message read in place (the first a forked child sends); None if the other end
-    ended or said nothing in time."""
+    """One message read in place (the first a forked child sends), and not a byte past
+    it; None if the other end ended, said nothing in time or sent what is not one."""
     reader = MessageReader()
     sock.settimeout(timeout)
     try:
-        while True:
-            chunk = sock.recv(1 << 12)
-            if not chunk:
-                return None
-            got = reader.feed(chunk)
-            if got:
-                return got[0]
+        head = sock.recv(FRAME.size, socket.MSG_WAITALL)
+        if len(head) < FRAME.size:
+            return None
+        (size,) = FRAME.unpack(head)
+        if size > FIRST_MESSAGE_LIMIT:
+            return None
+        body = sock.recv(size, socket.MSG_WAITALL)
+        got = reader.feed(head + body)
     except (OSError, TreeProtocolError):
         return None
     finally:
         sock.settimeout(None)
+    return got[0] if got else None
 
 
 # -- the table ------------------------------------------------------------------------

@@ -75,9 +75,12 @@ def caller_rsp(k: Kernel) -> int:
 
 def send(k: Kernel, sig: int, info: SigInfo, to_thread: ThreadSignals | None) -> None:
     """Generate `sig` for the process, or for the thread `to_thread`: discarded at once
-    if ignored (and not blocked), else pending."""
-    thread = to_thread or k.thread_signals
-    if k.signals.ignores(sig) and not thread.mask & bit(sig):
+    if ignored and not blocked (by the thread, or for the process by its main thread, as
+    Linux; a set sigtimedwait waits for counts as blocked), else pending."""
+    main = k.sched.threads.get(k.identity.pid)
+    thread = to_thread or (main.signals if main is not None else k.thread_signals)
+    blocked = thread.mask | (thread.sigwait_mask or 0)
+    if k.signals.ignores(sig) and not blocked & bit(sig):
         return
     target = to_thread or k.signals
     target.pending |= bit(sig)

@@ -87,10 +87,6 @@ def sys_getgroups(k: Kernel, size: int, *_: int) -> int:
     return 0
 
 
-def sys_getpgrp(k: Kernel, *_: int) -> int:
-    return k.identity.pid
-
-
 def sys_uname(k: Kernel, buf: int, *_: int) -> int:
     fields = ["Linux", k.identity.hostname, "6.1.0-usetl", "#1 SMP usetl", "x86_64", "(none)"]
     k.mem.write(buf, b"".join(f.encode().ljust(65, b"\0") for f in fields))

@@ -103,8 +103,10 @@ def sys_waitid(k: Kernel, idtype: int, ident: int, infop: int, options: int, rus
     if options & ~(WNOHANG | WEXITED | WSTOPPED | WCONTINUED | WNOWAIT | WALL_FLAGS) \
             or not options & (WEXITED | WSTOPPED | WCONTINUED):
         raise SyscallError(errno.EINVAL)
-    if idtype == P_ALL or idtype == P_PGID:
+    if idtype == P_ALL:
         pid = -1
+    elif idtype == P_PGID and s32(ident) >= 0:
+        pid = -s32(ident)  # 0: the caller's group
     elif idtype == P_PID and s32(ident) > 0:
         pid = s32(ident)
     else:
@@ -123,3 +125,26 @@ def sys_waitid(k: Kernel, idtype: int, ident: int, infop: int, options: int, rus
     if rusage:
         k.mem.write(rusage, usage.pack())
     return 0
+
+
+def sys_getpgrp(k: Kernel, *_: int) -> int:
+    return children.process_group(k)
+
+
+def sys_getpgid(k: Kernel, pid: int, *_: int) -> int:
+    return children.find_process(k, s32(pid)).group
+
+
+def sys_getsid(k: Kernel, pid: int, *_: int) -> int:
+    return children.find_process(k, s32(pid)).session
+
+
+def sys_setpgid(k: Kernel, pid: int, pgid: int, *_: int) -> int:
+    if s32(pgid) < 0:
+        raise SyscallError(errno.EINVAL)
+    children.set_process_group(k, s32(pid), s32(pgid))
+    return 0
+
+
+def sys_setsid(k: Kernel, *_: int) -> int:
+    return children.new_session(k)

@@ -179,7 +179,6 @@ _ENTRIES = [
     Syscall("setresuid", ident.sys_setresuid, FULL, "not root: -1 or its own uid, else EPERM"),
     Syscall("setresgid", ident.sys_setresgid, FULL, "not root: -1 or its own gid, else EPERM"),
     Syscall("getgroups", ident.sys_getgroups, FULL),
-    Syscall("getpgrp", ident.sys_getpgrp, FULL),
     Syscall("getpriority", ident.sys_getpriority, FULL, "one process: the guest's"),
     Syscall("setpriority", ident.sys_setpriority, PARTIAL,
             "the nice value is kept, never applied (one vCPU); lowering it is EACCES"),
@@ -211,9 +210,10 @@ _ENTRIES = [
             "deadlock (the invocation fails at once)"),
     Syscall("sigaltstack", sig.sys_sigaltstack, FULL),
     Syscall("kill", sig.sys_kill, PARTIAL,
-            "to itself (pid 0, -1 or its own), or to a child: SIGKILL ends its VM, any other "
-            "signal runs the child's own action (its handler, or the default; stop signals "
-            "do nothing); else ESRCH"),
+            "to any process of the invocation's tree (pid, 0, -1, -pgid; sig 0 probes; "
+            "nothing else exists: ESRCH, never EPERM), routed between their monitors: the "
+            "target's own action runs; a child's SIGKILL ends its VM at once; a default stop "
+            "signal does nothing (no VM is stopped)"),
     Syscall("tgkill", sig.sys_tgkill, PARTIAL, "only to its own threads: else ESRCH"),
     Syscall("tkill", sig.sys_tkill, PARTIAL, "only to its own threads: else ESRCH"),
     Syscall("setitimer", timer.sys_setitimer, PARTIAL,
@@ -314,10 +314,16 @@ _ENTRIES = [
             "ends with its status, the program taking its pid and its parent's signals"),
     Syscall("execveat", proc.sys_execveat, PARTIAL, "AT_FDCWD and no flags; as execve"),
     Syscall("wait4", proc.sys_wait4, PARTIAL,
-            "pid, -1 or any group; WNOHANG; no stopped children; rusage: the child's "
+            "pid, -1, 0 or -pgid; WNOHANG; no stopped children; rusage: the child's "
             "monitor's CPU time and peak RSS"),
+    Syscall("getpgrp", proc.sys_getpgrp, FULL),
+    Syscall("getpgid", proc.sys_getpgid, FULL, "of the invocation's process tree; else ESRCH"),
+    Syscall("getsid", proc.sys_getsid, FULL, "of the invocation's process tree; else ESRCH"),
+    Syscall("setpgid", proc.sys_setpgid, PARTIAL,
+            "the caller or its child, in its session; a child that has exec'd is not EACCES"),
+    Syscall("setsid", proc.sys_setsid, FULL),
     Syscall("waitid", proc.sys_waitid, PARTIAL,
-            "P_ALL, P_PID, P_PGID (as P_ALL); WEXITED, WNOHANG, WNOWAIT; rusage as wait4's"),
+            "P_ALL, P_PID, P_PGID; WEXITED, WNOHANG, WNOWAIT; rusage as wait4's"),
 ]
 
 TABLE: dict[int, Syscall] = {NR[e.name]: e for e in _ENTRIES}
