@@ -176,3 +176,33 @@ def test_kill_of_a_pid_outside_the_tree_is_esrch_and_signal_zero_probes(usf):
         print(probe(pid), probe(os.getpid(), 65))
     """, timeout=60)
     assert out == ["ESRCH 0 ESRCH ESRCH", "0", "ESRCH EINVAL"]
+
+
+def test_pidfds_name_a_child_and_asyncio_child_watchers_see_it_end(usf):
+    out = run(usf, """
+        import asyncio, os, select, signal, sys, time, warnings
+        pid = os.fork()
+        if pid == 0:
+            while True:
+                time.sleep(60)
+        fd = os.pidfd_open(pid)
+        print(select.select([fd], [], [], 0)[0] == [])
+        signal.pidfd_send_signal(fd, signal.SIGTERM)
+        print(select.select([fd], [], [], 30)[0] == [fd],
+              os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+        os.close(fd)
+        own = os.open(f"/proc/{os.getpid()}", os.O_DIRECTORY)
+        signal.pidfd_send_signal(own, 0)
+        os.close(own)
+        warnings.simplefilter("ignore", DeprecationWarning)  # the watchers, in 3.12
+        for watcher in (asyncio.SafeChildWatcher(), asyncio.PidfdChildWatcher()):
+            async def main():
+                watcher.attach_loop(asyncio.get_running_loop())
+                asyncio.get_event_loop_policy().set_child_watcher(watcher)
+                p = await asyncio.create_subprocess_exec(sys.executable, "-I", "-c",
+                                                         "raise SystemExit(3)")
+                return await p.wait()
+            print(type(watcher).__name__, asyncio.run(main()))
+        asyncio.get_event_loop_policy().set_child_watcher(None)
+    """, timeout=120)
+    assert out == ["True", "True -15", "SafeChildWatcher 3", "PidfdChildWatcher 3"]

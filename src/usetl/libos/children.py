@@ -813,9 +813,7 @@ def _run_program(k: Kernel, pid: int, program: str, argv: list[str], envp: list[
     ns.proc.entries["self"].entries["exe"] = StaticLink(6, program, DEV_PROC)
     vm = Vm(k.vm.ram.size >> 20)
     child = type(k)(vm, ns, k.handlers, k.output_limit)
-    child.identity.pid = pid
-    child.identity.ppid = k.identity.ppid if pid == k.identity.pid else k.identity.pid
-    child.sched.become_process(pid)
+    child.become_process(pid, k.identity.ppid if pid == k.identity.pid else k.identity.pid)
     child.children = Children(k.children.tokens, k.children.table)
     child.net = k.net
     child.umask = k.umask

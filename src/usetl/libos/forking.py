@@ -177,8 +177,7 @@ def _become_child(k: Kernel, pid: int, state: VcpuState, drains: dict[int, Conso
     vm = Vm(old.ram.size >> 20, old.specs, memory=memory)
     vm.restore_state(state)
     k.vm = vm
-    k.identity.ppid, k.identity.pid = k.identity.pid, pid
-    k.sched.become_process(pid)
+    k.become_process(pid, k.identity.pid)
     k.signals.timers.clear()  # as Linux: a child has no timers of its parent's
     pipes = {key: HostStreamFile.for_pipe_end(k, d.write_fd, reads=False, nonblocking=False)
              for key, d in drains.items()}

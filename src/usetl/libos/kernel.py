@@ -114,6 +114,13 @@ class Kernel:
         # may close or dup2 over fds 1 and 2, and what it wrote is still its output.
         self.console: dict[int, OutputFile] = {}
 
+    def become_process(self, pid: int, ppid: int) -> None:
+        """This kernel now serves process `pid`, child of `ppid` (a fork's copy, a program
+        in a sibling VM): its one thread and its /proc/<pid> take the pid."""
+        self.identity.pid, self.identity.ppid = pid, ppid
+        self.sched.become_process(pid)
+        procfs.show_pid(self)
+
     def captured(self) -> None:
         """The state is being captured (a template freezes): restored() counts from now."""
         self.captured_at = time.monotonic()

@@ -126,6 +126,7 @@ def install(k: Kernel) -> None:
     own = ns.proc.entries["self"].entries
     own["status"] = ProcNode(PROC_INO + 1, render_status)
     own["maps"] = ProcNode(PROC_INO + 2, render_maps)
+    show_pid(k)
     ns.proc.entries["meminfo"] = ProcNode(PROC_INO + 3, render_meminfo)
     ns.proc.entries["cpuinfo"] = StaticFile(PROC_INO + 4, _host_cpuinfo(), DEV_PROC)
     cpus = {name: StaticFile(SYS_INO + i, b"0\n", DEV_SYSFS)
@@ -136,3 +137,12 @@ def install(k: Kernel) -> None:
     for name, data in passwd_files(k.identity.uid, k.identity.gid).items():
         ns.put_etc(name, data)
 
+
+
+def show_pid(k: Kernel) -> None:
+    """/proc/<pid> is /proc/self, for the process's own pid only (its pid changes when a
+    fork's copy or a program's kernel becomes a child)."""
+    entries = k.ns.proc.entries
+    for name in [n for n in entries if n.isdigit()]:
+        del entries[name]
+    entries[str(k.identity.pid)] = entries["self"]

@@ -30,12 +30,19 @@ import socket
 import struct
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from usetl import hostmm
 
 from .errors import LibosError, SyscallError
+from .files import O_RDWR, StreamFile
+from .fs import Node
+from .net import POLLIN, POLLRDNORM
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
 
 # -- messages ------------------------------------------------------------------------
 
@@ -242,3 +249,36 @@ class ProcessTable:
                     return below
                 below = up
         return None
+
+
+class PidFile(StreamFile):
+    """pidfd_open's file: names one process of the tree; readable once it has ended (a
+    child's end wakes its waiters; another process's is seen when polled again)."""
+
+    def __init__(self, kernel: Kernel, pid: int, flags: int):
+        super().__init__(Node(0o600, kernel.ns.inodes.next()), O_RDWR | flags,
+                         "anon_inode:[pidfd]")
+        self.kernel = kernel
+        self.pid = pid
+
+    def read(self, length: int) -> bytes:
+        raise SyscallError(errno.EINVAL)
+
+    def write(self, data: memoryview) -> int:
+        raise SyscallError(errno.EINVAL)
+
+    def ended(self) -> bool:
+        children = self.kernel.children
+        if self.pid in children.running or self.pid in children.pre_exec \
+                or self.pid == self.kernel.identity.pid:
+            return False
+        if self.pid in children.ended or children.table is None:
+            return True
+        found = children.table.find(self.pid)
+        return found is None or found.ended
+
+    def poll(self) -> int:
+        return POLLIN | POLLRDNORM if self.ended() else 0
+
+    def wait_queues(self) -> tuple:
+        return (self.kernel.children.exits,)

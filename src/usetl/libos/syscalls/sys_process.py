@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 from .. import children, forking
 from ..errors import SyscallError
+from ..files import O_NONBLOCK
+from ..proctree import PidFile
 from .args import s32
 
 if TYPE_CHECKING:
@@ -148,3 +150,10 @@ def sys_setpgid(k: Kernel, pid: int, pgid: int, *_: int) -> int:
 
 def sys_setsid(k: Kernel, *_: int) -> int:
     return children.new_session(k)
+
+
+def sys_pidfd_open(k: Kernel, pid: int, flags: int, *_: int) -> int:
+    if flags & ~O_NONBLOCK or s32(pid) <= 0:
+        raise SyscallError(errno.EINVAL)
+    children.find_process(k, s32(pid))
+    return k.fds.install(PidFile(k, s32(pid), flags & O_NONBLOCK), cloexec=True)

@@ -16,6 +16,7 @@ from usetl.vm import Stop
 
 from .. import children, sigdelivery
 from ..errors import SyscallError
+from ..proctree import PidFile
 from ..sched import Block
 from ..signals import (
     FPSTATE_SIZE,
@@ -228,6 +229,25 @@ def sys_kill(k: Kernel, pid: int, sig: int, *_: int) -> int:
         raise SyscallError(errno.EINVAL)
     children.send_signal(k, s32(pid), s32(sig))
     return 0
+
+
+def sys_pidfd_send_signal(k: Kernel, pidfd: int, sig: int, info: int, flags: int,
+                          *_: int) -> int:
+    """kill() of the process a pidfd names, or a /proc/<pid> directory (as Linux takes)."""
+    f = k.fds.get(s32(pidfd))
+    pid = f.pid if isinstance(f, PidFile) else proc_pid(f.path)
+    if pid is None:
+        raise SyscallError(errno.EBADF)
+    if flags or info or not 0 <= s32(sig) <= 64:
+        raise SyscallError(errno.EINVAL)  # a siginfo of the caller's making is not taken
+    children.send_signal(k, pid, s32(sig))
+    return 0
+
+
+def proc_pid(path: str) -> int | None:
+    """The pid a /proc/<pid> directory's path names, if it is one."""
+    name = path.removeprefix("/proc/")
+    return int(name) if name != path and name.isdigit() else None
 
 
 def sys_tgkill(k: Kernel, tgid: int, tid: int, sig: int, *_: int) -> int:

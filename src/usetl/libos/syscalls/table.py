@@ -214,6 +214,8 @@ _ENTRIES = [
             "nothing else exists: ESRCH, never EPERM), routed between their monitors: the "
             "target's own action runs; a child's SIGKILL ends its VM at once; a default stop "
             "signal does nothing (no VM is stopped)"),
+    Syscall("pidfd_send_signal", sig.sys_pidfd_send_signal, PARTIAL,
+            "as kill, to a pidfd or a /proc/<pid> directory; no siginfo, no flags"),
     Syscall("tgkill", sig.sys_tgkill, PARTIAL, "only to its own threads: else ESRCH"),
     Syscall("tkill", sig.sys_tkill, PARTIAL, "only to its own threads: else ESRCH"),
     Syscall("setitimer", timer.sys_setitimer, PARTIAL,
@@ -322,6 +324,8 @@ _ENTRIES = [
     Syscall("setpgid", proc.sys_setpgid, PARTIAL,
             "the caller or its child, in its session; a child that has exec'd is not EACCES"),
     Syscall("setsid", proc.sys_setsid, FULL),
+    Syscall("pidfd_open", proc.sys_pidfd_open, PARTIAL,
+            "a process of the invocation's tree; readable once it ended (poll, epoll)"),
     Syscall("waitid", proc.sys_waitid, PARTIAL,
             "P_ALL, P_PID, P_PGID; WEXITED, WNOHANG, WNOWAIT; rusage as wait4's"),
 ]
