@@ -21,15 +21,17 @@ program the same way, with the process's pid and fds, and the process waits
 for it and ends with its status (replace_program); a #! script runs its
 interpreter (resolve_program).
 
-The sibling reports its wait status on a control socket and exits; the
-parent sends it signals on the same socket, which its monitor delivers to
-its guest (hear_parent: the child's own handlers run). wait4, waitid and
-kill find children here; fork (forking.py) makes children of the same
-kind. What a child's monitor used, as the host's wait4 measures it, is
-billed to the invocation (Usage). Every child ends with its parent's
-invocation (end_all), and with its parent's monitor process (PDEATHSIG); at
-most MAX_PROCESSES live at once in an invocation's process tree, and each
-takes one of its function's concurrency slots (ProcessTokens).
+Each child's monitor is joined to its parent's by a control socket, whose
+typed messages (proctree.py) carry signals both ways, routed hop by hop
+through the tree to any of its processes (route: the target's own handlers
+run), and the child's report (its wait status) at its end, on which its
+parent's guest gets SIGCHLD. wait4, waitid and kill find processes here;
+fork (forking.py) makes children of the same kind. What a child's monitor
+used, as the host's wait4 measures it, is billed to the invocation (Usage).
+Every child ends with its parent's invocation (end_all), and with its
+parent's monitor process (PDEATHSIG); at most MAX_PROCESSES live at once in
+an invocation's process tree, and each takes one of its function's
+concurrency slots (ProcessTokens).
 """
 
 from __future__ import annotations

@@ -84,11 +84,16 @@ class TreeProtocolError(LibosError):
     """A monitor of the tree sent what is not a message (its guest may have taken it over)."""
 
 
+def encode(message: TreeMessage) -> bytes:
+    """A message as it goes on the socket: its length, then its msgpack."""
+    data = _encoder.encode(message)
+    return FRAME.pack(len(data)) + data
+
+
 def send_message(sock: socket.socket, message: TreeMessage) -> bool:
     """Send one message; False if the other end has gone."""
-    data = _encoder.encode(message)
     try:
-        sock.sendall(FRAME.pack(len(data)) + data)
+        sock.sendall(encode(message))
     except OSError:
         return False
     return True
