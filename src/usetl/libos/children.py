@@ -270,6 +270,7 @@ class Child:
         self.killed_by: int | None = None
         self.report: Exited | None = None  # its last message, once it came
         self.gone = False  # its end was noticed (its report, or its socket's end)
+        self.finished = False  # its parent is done with it (finish)
         self.usage = Usage()  # its monitor's, as the host measured it, once it ended
 
     def listen(self, k: Kernel, ended: Callable[[], None]) -> None:
@@ -279,8 +280,11 @@ class Child:
 
         def gone(report: Exited | None) -> None:
             self.report = report
-            if report is None:
-                os.kill(self.host_pid, signal.SIGKILL)  # so that finish() waits for no one
+            if report is None and not self.finished:
+                try:
+                    os.kill(self.host_pid, signal.SIGKILL)  # so that finish() waits for no one
+                except ProcessLookupError:
+                    pass  # finish() has just reaped it
             self.gone = True
             k.sched.host.post(ended, k.vm.wake_now)
 
@@ -289,6 +293,7 @@ class Child:
     def finish(self) -> int:
         """The wait status, once it has gone (or been killed); a child that exited by
         itself brings its changes to /tmp (tmpsync.py)."""
+        self.finished = True
         self.watcher.forget(self.control.fileno())
         self.control.close()
         _, host_status, rusage = os.wait4(self.host_pid, 0)

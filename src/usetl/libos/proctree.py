@@ -205,8 +205,9 @@ class ProcessTable:
             free = next((s for s in range(CAPACITY) if s not in used), None)
             if free is None:
                 raise SyscallError(errno.EAGAIN)
-            _, up = entries[parent]
-            self._put(free, Process(pid, parent, up.group, up.session, False))
+            up = entries.get(parent)
+            group, session = (up[1].group, up[1].session) if up is not None else (parent, parent)
+            self._put(free, Process(pid, parent, group, session, False))
 
     def find(self, pid: int) -> Process | None:
         with self._locked():
