@@ -448,8 +448,8 @@ class Children:
         for pid, child in self.running.items():
             self._ended(pid, child)
         self.running.clear()
-        for pid in [*self.ended, *self.pre_exec]:
-            if self.table is not None:
+        if self.table is not None:
+            for pid in [*self.ended, *self.pre_exec]:
                 self.table.forget(pid)
         self.ended.clear()
         self.ended_usage.clear()

@@ -77,20 +77,19 @@ def fork(k: Kernel, flags: int, parent_tid: int, child_tid: int) -> int:
 
 
 def _fork(k: Kernel, flags: int, parent_tid: int, child_tid: int) -> int:
-    drains = _share_files(k)
-    k.mm.share_with_children()
     table = k.children.process_table(k)
     pid = k.sched.new_id()
     table.add(pid, k.identity.pid)
     try:
-        return _fork_as(k, pid, flags, parent_tid, child_tid, drains)
+        return _fork_as(k, pid, flags, parent_tid, child_tid)
     except BaseException:
         table.forget(pid)
         raise
 
 
-def _fork_as(k: Kernel, pid: int, flags: int, parent_tid: int, child_tid: int,
-             drains: dict[int, ConsoleDrain]) -> int:
+def _fork_as(k: Kernel, pid: int, flags: int, parent_tid: int, child_tid: int) -> int:
+    drains = _share_files(k)
+    k.mm.share_with_children()
     if flags & CLONE_PARENT_SETTID:
         k.mem.put_u32(parent_tid, pid)
     k.vm.settle()
