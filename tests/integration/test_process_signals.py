@@ -86,8 +86,10 @@ def test_a_signal_from_a_child_interrupts_a_parent_blocked_in_a_wait(usf):
         r, w = os.pipe()
         lock = threading.Lock()
         lock.acquire()
+        ep = select.epoll()
+        ep.register(r, select.EPOLLIN)
         waits = {"read": lambda: os.read(r, 1), "select": lambda: select.select([r], [], []),
-                 "futex": lock.acquire, "sleep": lambda: time.sleep(60),
+                 "epoll": ep.poll, "futex": lock.acquire, "sleep": lambda: time.sleep(60),
                  "wait4": lambda: os.waitpid(-1, 0)}
         for name, wait in waits.items():
             try:
@@ -110,8 +112,8 @@ def test_a_signal_from_a_child_interrupts_a_parent_blocked_in_a_wait(usf):
             os._exit(0)
         print(os.read(r, 1), os.waitpid(pid, 0)[1])
     """, timeout=120)
-    assert out == ["read interrupted", "select interrupted", "futex interrupted",
-                   "sleep interrupted", "wait4 interrupted", "b'x' 0"]
+    assert out == ["read interrupted", "select interrupted", "epoll interrupted",
+                   "futex interrupted", "sleep interrupted", "wait4 interrupted", "b'x' 0"]
 
 
 def test_siblings_grandchildren_and_groups_signal_each_other(usf):
