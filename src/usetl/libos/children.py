@@ -981,11 +981,12 @@ def route(k: Kernel, message: Signal) -> None:
     program. A child's SIGKILL ends its VM at once."""
     me = k.identity.pid
     children = k.children
+    if message.to == me and children.replaced_by is None:
+        _deliver(k, message)
+        return
     hop = None if children.table is None else children.table.next_hop(me, message.to)
     if children.replaced_by is not None and (message.to == me or hop is not None):
         children.replaced_by.send(message)
-    elif message.to == me:
-        _deliver(k, message)
     elif hop is not None:
         child = children.running.get(hop)
         if child is None:

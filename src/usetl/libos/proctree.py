@@ -146,8 +146,8 @@ def recv_message(sock: socket.socket, timeout: float) -> TreeMessage | None:
 # -- the table ------------------------------------------------------------------------
 
 CAPACITY = 256  # processes a tree may hold, ended ones not yet waited for included
-HEAD = struct.Struct("<q")  # the next pid
-ENTRY = struct.Struct("<iiiii")  # pid (0: a free entry), parent, group, session, ended
+HEAD = struct.Struct("<qi4x")  # the next pid; how many entries are in use (the first ones)
+ENTRY = struct.Struct("<iiiii")  # pid, parent, group, session, ended
 TABLE_BYTES = HEAD.size + CAPACITY * ENTRY.size
 
 
@@ -168,8 +168,8 @@ class ProcessTable:
         os.ftruncate(self.fd, TABLE_BYTES)
         self.buf = (ctypes.c_char * TABLE_BYTES).from_address(
             hostmm.map_shared(self.fd, TABLE_BYTES))
-        HEAD.pack_into(self.buf, 0, next_pid)
-        self._put(0, Process(root, 0, root, root, False))
+        HEAD.pack_into(self.buf, 0, next_pid, 0)
+        self._write([Process(root, 0, root, root, False)])
 
     @contextmanager
     def _locked(self):
@@ -179,69 +179,65 @@ class ProcessTable:
         finally:
             fcntl.lockf(self.fd, fcntl.LOCK_UN)
 
-    def _put(self, slot: int, p: Process) -> None:
-        ENTRY.pack_into(self.buf, HEAD.size + slot * ENTRY.size,
-                        p.pid, p.parent, p.group, p.session, int(p.ended))
+    def _entries(self) -> dict[int, Process]:
+        """pid -> process, of the entries in use."""
+        _, count = HEAD.unpack_from(self.buf, 0)
+        raw = self.buf[HEAD.size:HEAD.size + min(count, CAPACITY) * ENTRY.size]
+        return {f[0]: Process(*f[:4], bool(f[4])) for f in ENTRY.iter_unpack(raw)}
 
-    def _entries(self) -> dict[int, tuple[int, Process]]:
-        """pid -> (slot, process), of the entries in use."""
-        out = {}
-        for slot, fields in enumerate(ENTRY.iter_unpack(self.buf[HEAD.size:TABLE_BYTES])):
-            if fields[0]:
-                out[fields[0]] = (slot, Process(*fields[:4], bool(fields[4])))
-        return out
+    def _write(self, processes: list[Process]) -> None:
+        for slot, p in enumerate(processes):
+            ENTRY.pack_into(self.buf, HEAD.size + slot * ENTRY.size,
+                            p.pid, p.parent, p.group, p.session, int(p.ended))
+        (next_pid, _) = HEAD.unpack_from(self.buf, 0)
+        HEAD.pack_into(self.buf, 0, next_pid, len(processes))
 
     def new_pid(self) -> int:
         with self._locked():
-            (pid,) = HEAD.unpack_from(self.buf, 0)
-            HEAD.pack_into(self.buf, 0, pid + 1)
+            pid, count = HEAD.unpack_from(self.buf, 0)
+            HEAD.pack_into(self.buf, 0, pid + 1, count)
         return pid
 
     def add(self, pid: int, parent: int) -> None:
         """A new child of `parent`, in its group and session; EAGAIN if the table is full."""
         with self._locked():
             entries = self._entries()
-            used = {slot for slot, _ in entries.values()}
-            free = next((s for s in range(CAPACITY) if s not in used), None)
-            if free is None:
+            if len(entries) >= CAPACITY:
                 raise SyscallError(errno.EAGAIN)
             up = entries.get(parent)
-            group, session = (up[1].group, up[1].session) if up is not None else (parent, parent)
-            self._put(free, Process(pid, parent, group, session, False))
+            group, session = (up.group, up.session) if up is not None else (parent, parent)
+            self._write([*entries.values(), Process(pid, parent, group, session, False)])
 
     def find(self, pid: int) -> Process | None:
         with self._locked():
-            found = self._entries().get(pid)
-        return None if found is None else found[1]
+            return self._entries().get(pid)
 
     def all(self) -> list[Process]:
         with self._locked():
-            return [p for _, p in self._entries().values()]
+            return list(self._entries().values())
 
     def update(self, p: Process) -> None:
         """Write back a process's group, session or end (as `find` gave it, changed)."""
         with self._locked():
-            found = self._entries().get(p.pid)
-            if found is not None:
-                self._put(found[0], p)
+            entries = self._entries()
+            if p.pid in entries:
+                entries[p.pid] = p
+                self._write(list(entries.values()))
 
     def forget(self, pid: int) -> None:
         """A process waited for (or killed with its parent's invocation) is gone, and with
         it every process below it: their monitors die with their parents' (PDEATHSIG)."""
         with self._locked():
             entries = self._entries()
-            gone = {pid}
-            for other in entries:
-                if pid in self._ancestors(entries, other):
-                    gone.add(other)
-            for p in gone & entries.keys():
-                self._put(entries[p][0], Process(0, 0, 0, 0, False))
+            kept = [p for p in entries.values()
+                    if p.pid != pid and pid not in self._ancestors(entries, p.pid)]
+            self._write(kept)
 
     @staticmethod
-    def _ancestors(entries: dict[int, tuple[int, Process]], pid: int) -> list[int]:
+    def _ancestors(entries: dict[int, Process], pid: int) -> list[int]:
         out: list[int] = []
         while pid in entries and len(out) < CAPACITY:
-            pid = entries[pid][1].parent
+            pid = entries[pid].parent
             out.append(pid)
         return out
 
