@@ -960,18 +960,22 @@ def send_signal(k: Kernel, pid: int, sig: int) -> None:
     has the guest's uid, so EPERM never applies; nothing outside the tree is visible."""
     me = k.identity.pid
     table = k.children.table
-    if table is None:
-        found = [Process(me, 0, me, me, False)] if pid in (0, me) else []
-    elif pid > 0:
-        found = [p for p in (table.find(pid),) if p is not None]
+    if pid in k.children.running or table is None:  # no need to look
+        found = [pid] if pid in k.children.running or pid in (0, me) else []
+        alive = [me if pid == 0 else pid] if found else []
     else:
-        group = process_group(k) if pid == 0 else -pid
-        found = [p for p in table.all() if (p.pid != me if pid == -1 else p.group == group)]
+        if pid > 0:
+            processes = [p for p in (table.find(pid),) if p is not None]
+        else:
+            group = process_group(k) if pid == 0 else -pid
+            processes = [p for p in table.all()
+                         if (p.pid != me if pid == -1 else p.group == group)]
+        found = [p.pid for p in processes]
+        alive = [p.pid for p in processes if not p.ended]
     if not found:
         raise SyscallError(errno.ESRCH)
-    for p in found:
-        if sig and not p.ended:
-            route(k, Signal(p.pid, sig, me, k.identity.uid, SI_USER))
+    for to in alive if sig else ():
+        route(k, Signal(to, sig, me, k.identity.uid, SI_USER))
 
 
 def route(k: Kernel, message: Signal) -> None:
@@ -984,7 +988,10 @@ def route(k: Kernel, message: Signal) -> None:
     if message.to == me and children.replaced_by is None:
         _deliver(k, message)
         return
-    hop = None if children.table is None else children.table.next_hop(me, message.to)
+    if message.to in children.running:
+        hop: int | None = message.to
+    else:
+        hop = None if children.table is None else children.table.next_hop(me, message.to)
     if children.replaced_by is not None and (message.to == me or hop is not None):
         children.replaced_by.send(message)
     elif hop is not None:
