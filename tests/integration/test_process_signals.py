@@ -208,3 +208,21 @@ def test_pidfds_name_a_child_and_asyncio_child_watchers_see_it_end(usf):
         asyncio.get_event_loop_policy().set_child_watcher(None)
     """, timeout=120)
     assert out == ["True", "True -15", "SafeChildWatcher 3", "PidfdChildWatcher 3"]
+
+
+def test_a_vfork_child_takes_none_of_its_parents_signals(usf):
+    # The child unblocks every signal before its execve (posix_spawn's setsigmask): the
+    # one pending for its parent is the parent's, and runs there once it unblocks it.
+    out = run(usf, """
+        import os, signal, sys
+        got = []
+        signal.signal(signal.SIGUSR1, lambda s, f: got.append(s))
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        os.kill(os.getpid(), signal.SIGUSR1)
+        pid = os.posix_spawn(sys.executable, [sys.executable, "-c", "pass"], os.environ,
+                             setsigmask=())
+        print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), got)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+        print(got == [signal.SIGUSR1])
+    """, timeout=60)
+    assert out == ["0 []", "True"]

@@ -86,7 +86,15 @@ from .proctree import (
 )
 from .pty import PtyFile
 from .sched import Block, ExitThread, WaitQueue
-from .signals import SA_NOCLDWAIT, SI_USER, SIG_DFL, SIG_IGN, ProcessSignals, SigInfo
+from .signals import (
+    SA_NOCLDWAIT,
+    SI_USER,
+    SIG_DFL,
+    SIG_IGN,
+    UNBLOCKABLE,
+    ProcessSignals,
+    SigInfo,
+)
 from .syscalls.numbers import SYSCALL_NAMES
 from .tmpsync import LENGTH, apply_changes, encode_changes, snapshot
 
@@ -105,6 +113,7 @@ ALLOWED_BEFORE_EXEC = frozenset({
 })
 BEFORE_EXEC = ("usetl: {call} in a child before execve refused: a vfork child only sets up "
                "the program it runs\n")
+ALL_BLOCKABLE = ((1 << 64) - 1) & ~UNBLOCKABLE  # a vfork child's thread's mask (PreExec)
 MAX_ARGS = 1 << 16
 MAX_ARG_BYTES = 2 << 20  # Linux's ARG_MAX with the default 8 MiB stack limit
 WNOHANG, WNOWAIT = 1, 0x01000000
@@ -157,6 +166,10 @@ class PreExec:
         self.umask = k.umask
         # Its own signal actions (CPython's child resets every handler to the default).
         self.signals = ProcessSignals(actions=dict(k.signals.actions))
+        # Its own mask, in force during its calls only: its thread blocks every signal
+        # otherwise, since it is another process, and its parent's signals (sent to its
+        # parent's process, running on its parent's stack) are not for it.
+        self.mask = k.thread_signals.mask
         self.done = WaitQueue()  # the parent waits here until execve or exit
 
 
@@ -476,6 +489,7 @@ def start_vfork_child(k: Kernel, stack: int) -> Block:
         k.sched.discard(child)
         raise
     state = PreExec(k)
+    child.signals.mask = ALL_BLOCKABLE
     k.children.pre_exec[child.tid] = state
     return Block((state.done,), retry=False)
 
@@ -498,10 +512,13 @@ def before_exec(k: Kernel, nr: int, handler):
         saved = kernel.fds, kernel.ns.cwd, kernel.umask, kernel.signals
         kernel.fds, kernel.ns.cwd, kernel.umask, kernel.signals = \
             state.fds, state.cwd, state.umask, state.signals
+        thread = kernel.thread_signals
+        thread.mask = state.mask
         try:
             return handler(kernel, *args)
         finally:
-            state.cwd, state.umask = kernel.ns.cwd, kernel.umask
+            state.cwd, state.umask, state.mask = kernel.ns.cwd, kernel.umask, thread.mask
+            thread.mask = ALL_BLOCKABLE
             kernel.fds, kernel.ns.cwd, kernel.umask, kernel.signals = saved
 
     pre_exec.__name__ = getattr(handler, "__name__", f"sys_{name}")
