@@ -491,7 +491,7 @@ def start_vfork_child(k: Kernel, stack: int) -> Block:
     state = PreExec(k)
     child.signals.mask = ALL_BLOCKABLE
     k.children.pre_exec[child.tid] = state
-    return Block((state.done,), retry=False)
+    return Block((state.done,), retry=False, interruptible=False)
 
 
 def before_exec(k: Kernel, nr: int, handler):

@@ -67,12 +67,15 @@ class Block(Exception):
     (time.monotonic(); None: no timeout). With `retry`, waking re-runs the
     handler (readiness: read, poll); without, the waker gives the result
     (futex). At the deadline the result is `timeout_result`, or with None
-    the handler is re-run with Scheduler.timed_out() true.
+    the handler is re-run with Scheduler.timed_out() true. Unless
+    `interruptible` is false (vfork's parent, as on Linux), a due signal ends
+    the wait (EINTR).
     """
 
     def __init__(self, queues: tuple[WaitQueue, ...] = (), deadline: float | None = None, *,
                  retry: bool = True, timeout_result: int | None = None,
-                 bitset: int = ALL_BITS, host_token: HostToken | None = None):
+                 bitset: int = ALL_BITS, host_token: HostToken | None = None,
+                 interruptible: bool = True):
         super().__init__()
         self.queues = queues
         self.deadline = deadline
@@ -80,6 +83,7 @@ class Block(Exception):
         self.timeout_result = timeout_result
         self.bitset = bitset
         self.host_token = host_token  # set by Scheduler.start_host_work
+        self.interruptible = interruptible
 
 
 class HostToken:
@@ -100,6 +104,7 @@ class Wait:
         self.call = call  # (handler, args) re-run when woken; None: the waker gives the result
         self.timed_out = False
         self.signalled = False  # re-run because a signal is due: the syscall ends with EINTR
+        self.interruptible = block.interruptible
         self.host_token = block.host_token  # the host work it waits for, if any
 
 
@@ -571,7 +576,8 @@ class Scheduler:
                     break
         woken = False
         for t in list(self.threads.values()):
-            if t.state == WAITING and t.signals.pending & ~t.signals.mask:
+            if t.state == WAITING and t.wait is not None and t.wait.interruptible \
+                    and t.signals.pending & ~t.signals.mask:
                 self._interrupt_for_signal(t)
                 woken = True
         return woken
