@@ -96,6 +96,8 @@ class HostToken:
 class Wait:
     """What a waiting thread waits for (a Block, and the syscall to re-run)."""
 
+    interruptible = True  # what a wait pickled before the attribute existed reads
+
     def __init__(self, block: Block, call: tuple | None):
         self.queues = list(block.queues)
         self.deadline = block.deadline
