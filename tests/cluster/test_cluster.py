@@ -21,7 +21,7 @@ import msgspec
 import pytest
 from nats.errors import TimeoutError as NatsTimeout
 
-from conftest import LocalHttpServer, Receiver
+from http_servers import LocalHttpServer, Receiver
 from usetl.api.client import ApiError, Client
 from usetl.cluster import launcher, membership, templates
 from usetl.cluster.bus import STREAM, Bus

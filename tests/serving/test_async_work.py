@@ -13,7 +13,7 @@ import threading
 import pytest
 from test_api import RAISES, deploy
 
-from conftest import Receiver
+from http_servers import Receiver
 from usetl.api.client import ApiError, Client
 from usetl.api.launcher import SRC, ServerProcess
 from waiting import wait_until
