@@ -306,3 +306,27 @@ def test_the_agent_channel_refuses_a_bad_exchange_and_a_no_op_costs_one_exit(usf
     assert r.error is None, r.error
     assert r.stdout.split() == ["EINVAL", "EINVAL", "ENOTTY"]
     assert usf.run_code("pass").exits == 1  # the reply and the next wait: one ioctl
+
+
+def test_an_event_reaches_the_handler_as_json_gives_it_inline_and_as_a_file(image):
+    # The monitor encodes the event once: into the request itself, or into the event file
+    # of the host region when it is larger than an inline request takes.
+    usf = start_usf(image)
+    try:
+        r = usf.load_function("handler", source="def handler(event, context):\n"
+                              "    x = event.pop('x')\n"
+                              "    return {'event': event, 'nan': x != x}\n",
+                              filename="echo.py")
+        assert r.ok, r.error
+        small = {"x": float("nan"), "text": "é \u2603 \"quoted\"", "nested": [[1, 2.5], {}]}
+        large = {**small, "pad": "a" * (100 << 10)}
+        for event in (small, large):
+            r = usf.call(event, timeout=30)
+            assert r.ok, r.error
+            value = r.value["event"]
+            assert r.value["nan"] is True  # as json.loads reads NaN
+            assert {k: value[k] for k in ("text", "nested")} == \
+                {"text": small["text"], "nested": small["nested"]}
+            assert value.get("pad") == event.get("pad")
+    finally:
+        usf.close()

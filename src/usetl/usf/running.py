@@ -57,6 +57,16 @@ INLINE_EVENT = 64 << 10  # a larger event goes to the host region as a file
 EVENT_FILE = "event.json"
 
 
+def request_body(request: dict, encoded: dict[str, bytes]) -> bytes:
+    """The request's JSON, with the `encoded` fields (values that are JSON already) added."""
+    body = json.dumps(request).encode()
+    if not encoded:
+        return body
+    fields = b"".join(b", " + json.dumps(name).encode() + b": " + value
+                      for name, value in encoded.items())
+    return body[:-1] + fields + b"}"  # a request is an object with a kind: never {}
+
+
 class AgentReply(msgspec.Struct):
     """The guest agent's reply, decoded and checked (the guest is not trusted)."""
 
@@ -138,12 +148,14 @@ class Usf:
         timeout: float | None = None,
         host_files: dict[str, bytes] | None = None,
         handoff: HandOff | None = None,
+        encoded: dict[str, bytes] | None = None,
     ) -> InvocationResult:
         """Run one request in the agent; a guest fault or timeout ends this USF.
 
         The ETL regions start empty, then hold `host_files` (name -> bytes)
         in the host region, and the files of `handoff` (a previous pipeline stage's,
-        mapped in place for this request only).
+        mapped in place for this request only). `encoded`: more fields of the request,
+        each value JSON already (an event, encoded once by call()).
         """
         if not self.alive:
             raise UsfError("this USF is not running (it was never started, or its guest died)")
@@ -159,7 +171,8 @@ class Usf:
         k.net_account = IoAccount()
         unimplemented0 = dict(k.stats.unimplemented)
         try:
-            reply, error = self._run_with(request, timeout, host_files or {}, handoff)
+            reply, error = self._run_with(request, timeout, host_files or {}, handoff,
+                                          encoded or {})
         finally:
             self.etl.end_transfers()  # none writes into the region after its invocation
         k.children.end_all(k)  # no child outlives its invocation; their output is in by now
@@ -193,7 +206,8 @@ class Usf:
         return result
 
     def _run_with(self, request: dict, timeout: float | None, host_files: dict[str, bytes],
-                  handoff: HandOff | None) -> tuple[AgentReply | None, ErrorInfo | None]:
+                  handoff: HandOff | None, encoded: dict[str, bytes]
+                  ) -> tuple[AgentReply | None, ErrorInfo | None]:
         """Put the files in the host region, post the request and run it; handed-in files
         are mapped for this request only."""
         try:
@@ -211,7 +225,7 @@ class Usf:
             request = {**request, abi.IDENTITY: self.identity_due}
             self.identity_due = None
         try:
-            self.channel.post(json.dumps(request).encode())
+            self.channel.post(request_body(request, encoded))
             if self.clock is not None:
                 self.clock.anchor(self.vm.ram)
             return self._run_request(timeout)
@@ -313,8 +327,8 @@ class Usf:
         except (TypeError, ValueError) as e:
             raise UsfError(f"the event is not JSON-serialisable: {e}") from e
         if len(data) <= INLINE_EVENT:
-            return self.invoke({"kind": abi.INVOKE, "event": event, "context": ctx}, timeout,
-                               handoff=handoff)
+            return self.invoke({"kind": abi.INVOKE, "context": ctx}, timeout, handoff=handoff,
+                               encoded={"event": data})
         request = {"kind": abi.INVOKE, "event_file": EVENT_FILE, "context": ctx}
         return self.invoke(request, timeout, host_files={EVENT_FILE: data}, handoff=handoff)
 
