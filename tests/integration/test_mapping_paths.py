@@ -57,6 +57,41 @@ def unmap(path):
     libc.munmap(addr, 32 * PAGE)
     return out
 
+def dontneed(path):
+    # What MADV_DONTNEED leaves: private file mappings read the file again, a shared one
+    # keeps its stores (they are the file's), anonymous memory reads zero.
+    with open("/tmp/small.bin", "wb") as f:
+        f.write(bytes(range(256)) * 40)  # 10 KiB: copied in, not shown
+    out = {}
+    for name, file in (("shown", path), ("copied", "/tmp/small.bin")):
+        with open(file, "rb") as f:
+            original = f.read()
+            m = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE,
+                          prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        m[:4] = m[PAGE : PAGE + 4] = b"XXXX"
+        m.madvise(mmap.MADV_DONTNEED, 0, PAGE)  # the first page only
+        out[name] = (m[:4] == original[:4], m[PAGE : PAGE + 4] == b"XXXX")
+    with open("/tmp/small.bin", "r+b") as f:
+        shared = mmap.mmap(f.fileno(), 0)
+        shared[:4] = b"YYYY"
+        shared.madvise(mmap.MADV_DONTNEED)
+        out["shared"] = (shared[:4] == b"YYYY", os.pread(f.fileno(), 4, 0) == b"YYYY")
+    with open(path, "rb") as f:
+        head = f.read(4 * PAGE)
+    fd = os.open(path, os.O_RDONLY)
+    addr = libc.mmap(None, PAGE, PROT_RW, MAP_PRIVATE, fd, 0)
+    os.close(fd)
+    libc.mremap.restype = ctypes.c_void_p
+    libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int]
+    grown = libc.mremap(addr, PAGE, 4 * PAGE, 1)  # MREMAP_MAYMOVE
+    out["mremap"] = ctypes.string_at(grown, 4 * PAGE) == head
+    libc.munmap(grown, 4 * PAGE)
+    anon = mmap.mmap(-1, 4 * PAGE)
+    anon[:4] = b"ZZZZ"
+    anon.madvise(mmap.MADV_DONTNEED)
+    out["anon"] = anon[:4] == bytes(4)
+    return out
+
 def deep(n):
     return 0 if n == 0 else 1 + deep(n - 1)
 
@@ -71,6 +106,8 @@ def handler(event, context):
         return private(event["path"])
     if event["kind"] == "unmap":
         return unmap(event["path"])
+    if event["kind"] == "dontneed":
+        return dontneed(event["path"])
     if event["kind"] == "anon":
         first = mmap.mmap(-1, 1 << 16)
         first[:5] = b"dirty"
@@ -152,3 +189,12 @@ def test_the_trace_counts_first_touches_and_other_exits_by_the_syscall_before_th
             for name, counts in after.items()}
     assert grew.get("mmap", 0) > 0, grew
     assert all(counts["exits"] >= counts["pf_fixed"] >= 0 for counts in after.values()), after
+
+
+def test_madv_dontneed_and_mremap_show_a_file_mapping_s_file_and_anonymous_memory_zero(usf):
+    path = call_counting(usf, {"kind": "library"})[0]["file"]
+    value, calls = call_counting(usf, {"kind": "dontneed", "path": path})
+    # (first page as the file has it, the untouched second page keeps its store)
+    assert value == {"shown": [True, True], "copied": [True, True], "shared": [True, True],
+                     "mremap": True, "anon": True}
+    assert calls["madvise"] == 4

@@ -29,11 +29,28 @@ def page_down(n: int) -> int:
     return n & ~(PAGE_SIZE - 1)
 
 
+@dataclass(frozen=True)
+class FileBacking:
+    """What a file mapping maps: the file and the file offset at its area's start."""
+
+    node: object
+    offset: int
+    shared: bool  # MAP_SHARED: stores are the file's (MAP_PRIVATE: the mapping's own)
+
+    def moved(self, by: int) -> FileBacking:
+        """The backing of the part that starts `by` bytes further on."""
+        return FileBacking(self.node, self.offset + by, self.shared)
+
+
 @dataclass
 class Area:
     start: int
     end: int
     name: str
+    file: FileBacking | None = None  # a file mapping's (None: anonymous memory)
+
+    def file_at(self, addr: int) -> FileBacking | None:
+        return None if self.file is None else self.file.moved(addr - self.start)
 
 
 @dataclass
@@ -180,10 +197,10 @@ class AddressSpace:
                 continue
             del self.areas[i], self.starts[i]
             if a.start < start:
-                self._insert(Area(a.start, start, a.name))
+                self._insert(Area(a.start, start, a.name, a.file))
                 i += 1
             if a.end > end:
-                self._insert(Area(end, a.end, a.name))
+                self._insert(Area(end, a.end, a.name, a.file_at(end)))
                 break
 
     def _find_free(self, length: int) -> int:
@@ -234,8 +251,10 @@ class AddressSpace:
         self.brk_cur = addr
         return addr
 
-    def map(self, addr: int, length: int, fixed: bool, noreplace: bool, name: str) -> int:
-        """Reserve `length` bytes; returns the start. Fresh memory reads as zero."""
+    def map(self, addr: int, length: int, fixed: bool, noreplace: bool, name: str,
+            file: FileBacking | None = None) -> int:
+        """Reserve `length` bytes (of `file`, for a file mapping); returns the start. Fresh
+        memory reads as zero: the caller puts a file's bytes there."""
         if length <= 0:
             raise SyscallError(errno.EINVAL)
         length = page_up(length)
@@ -247,14 +266,14 @@ class AddressSpace:
                     raise SyscallError(errno.EEXIST)
                 self._remove(addr, addr + length)
                 self.discard(addr, length)
-            self._insert(Area(addr, addr + length, name))
+            self._insert(Area(addr, addr + length, name, file))
             return addr
         if addr and addr % PAGE_SIZE == 0 and self._valid_user_range(addr, addr + length):
             if not self.overlaps(addr, addr + length):
-                self._insert(Area(addr, addr + length, name))
+                self._insert(Area(addr, addr + length, name, file))
                 return addr
         start = self._find_free(length)
-        self._insert(Area(start, start + length, name))
+        self._insert(Area(start, start + length, name, file))
         return start
 
     def unmap(self, addr: int, length: int) -> None:
@@ -285,16 +304,34 @@ class AddressSpace:
                 self.unmap(old + new_len, old_len - new_len)
             return old
         grow_end = old + new_len
+        first, last = self._area_at(old), self._area_at(old + old_len - 1)
         if self._valid_user_range(old, grow_end) and not self.overlaps(old + old_len, grow_end):
-            self._insert(Area(old + old_len, grow_end, "[anon]"))
+            # A file mapping grows with the file's next bytes (remapped_file places them).
+            self._insert(Area(old + old_len, grow_end, last.name, last.file_at(old + old_len)))
             return old
         if not may_move:
             raise SyscallError(errno.ENOMEM)
-        new = self.map(0, new_len, False, False, "[anon]")
+        new = self.map(0, new_len, False, False, first.name, first.file_at(old))
         view = self.ram.view
         view[new : new + old_len] = view[old : old + old_len]
         self.unmap(old, old_len)
         return new
+
+    def _area_at(self, addr: int) -> Area:
+        """The area holding `addr` (the caller checked that one does)."""
+        return self.areas[bisect.bisect_right(self.starts, addr) - 1]
+
+    def file_parts(self, start: int, end: int) -> list[tuple[int, int, FileBacking]]:
+        """The parts (lo, hi, backing at lo) of [start, end) that file mappings cover."""
+        parts = []
+        i = max(bisect.bisect_right(self.starts, start) - 1, 0)
+        for a in self.areas[i:]:
+            if a.start >= end:
+                break
+            lo, hi = max(a.start, start), min(a.end, end)
+            if lo < hi and a.file is not None:
+                parts.append((lo, hi, a.file.moved(lo - a.start)))
+        return parts
 
     def populate(self, start: int, length: int) -> None:
         """Give fresh memory of at most POPULATE_MAX (the heap's growth, CPython's arenas and

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from ..errors import SyscallError
 from ..fs import DeviceNode, ImageNode, TmpFile
 from ..hostfs import HostNode
-from ..mm import PAGE_SIZE, SharedFileMap, page_up
+from ..mm import PAGE_SIZE, FileBacking, SharedFileMap, page_up
 from .args import s32
 
 if TYPE_CHECKING:
@@ -67,7 +67,8 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int,
         if last[2] <= addr and addr + n <= last[3] and k.mm.is_mapped(addr, addr + length):
             k.mm.last_file_map = (*last[:4], k.stats.count)
             return addr
-    start = k.mm.map(addr, length, fixed, noreplace, f.path)
+    start = k.mm.map(addr, length, fixed, noreplace, f.path,
+                     FileBacking(node, offset, kind != MAP_PRIVATE))
     if n:
         _place_file_bytes(k, node, start, offset, n)
     k.mm.last_file_map = (node, start - offset, start, start + n, k.stats.count)
@@ -111,7 +112,20 @@ def sys_munmap(k: Kernel, addr: int, length: int, *_: int) -> int:
 def sys_mremap(k: Kernel, old: int, old_len: int, new_len: int, flags: int, *_: int) -> int:
     if flags & MREMAP_FIXED:
         raise SyscallError(errno.EINVAL)
-    return k.mm.remap(old, old_len, new_len, bool(flags & MREMAP_MAYMOVE))
+    new = k.mm.remap(old, old_len, new_len, bool(flags & MREMAP_MAYMOVE))
+    grown = page_up(old_len)
+    if page_up(new_len) > grown:  # a file mapping's new part shows the file there
+        _show_file(k, k.mm.file_parts(new + grown, new + page_up(new_len)))
+    return new
+
+
+def _show_file(k: Kernel, parts: list[tuple[int, int, FileBacking]]) -> None:
+    """Put each part's file bytes in place (what lies past the end of the file reads zero)."""
+    for lo, hi, backing in parts:
+        node = backing.node
+        n = max(min(hi - lo, node.size - backing.offset), 0)  # type: ignore[attr-defined]
+        if n:
+            _place_file_bytes(k, node, lo, backing.offset, n)  # type: ignore[arg-type]
 
 
 def sys_mprotect(k: Kernel, addr: int, length: int, prot: int, *_: int) -> int:
@@ -131,7 +145,12 @@ def sys_madvise(k: Kernel, addr: int, length: int, advice: int, *_: int) -> int:
         end = addr + page_up(length)
         if not k.mm.is_mapped(addr, end):
             raise SyscallError(errno.ENOMEM)
+        # As on Linux, a file mapping reads the file's bytes again after MADV_DONTNEED (a
+        # shared one's stores are the file's: written back first); anonymous memory zero.
+        files = k.mm.file_parts(addr, end) if advice == MADV_DONTNEED else []
+        k.mm.sync(addr, end)
         k.mm.discard(addr, end - addr)
+        _show_file(k, files)
     return 0
 
 

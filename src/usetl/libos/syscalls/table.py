@@ -144,9 +144,12 @@ _ENTRIES = [
             "CPython's arenas and frame-stack chunks come from the vDSO's free lists, "
             "without this syscall"),
     Syscall("munmap", mm.sys_munmap, FULL),
-    Syscall("mremap", mm.sys_mremap, PARTIAL, "no MREMAP_FIXED"),
+    Syscall("mremap", mm.sys_mremap, PARTIAL,
+            "no MREMAP_FIXED; a file mapping that grows shows the file's next bytes"),
     Syscall("mprotect", mm.sys_mprotect, PARTIAL, "checked, not enforced: RAM is mapped RWX"),
-    Syscall("madvise", mm.sys_madvise, PARTIAL, "DONTNEED/REMOVE zero the range; others ignored"),
+    Syscall("madvise", mm.sys_madvise, PARTIAL,
+            "DONTNEED: file mappings read the file again (a shared one's stores written "
+            "back first), anonymous memory zero; REMOVE zeroes the range; others ignored"),
     Syscall("msync", mm.sys_msync, FULL, "writes shared tmpfs mappings back to their files"),
     Syscall("mlock", mm.sys_mlock, FULL, "guest memory is never swapped by the guest"),
     Syscall("munlock", mm.sys_mlock, FULL),
