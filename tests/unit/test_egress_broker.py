@@ -85,8 +85,8 @@ def test_the_broker_owns_the_policy_and_checks_every_memory_file(broker, http_se
 def test_connects_come_back_connected_or_not_at_all(broker, http_server, closed_port):
     egress, instance = attach(broker, http_server)
     connected = egress.connect(socket.AF_INET, ("127.0.0.1", http_server.port), None, None)
-    assert connected.sock.getpeername() == ("127.0.0.1", http_server.port)
-    connected.sock.close()
+    assert connected.getpeername() == ("127.0.0.1", http_server.port)
+    connected.close()
     with pytest.raises(EtlError) as denied:
         egress.connect(socket.AF_INET, ("127.0.0.1", closed_port), None, None)
     assert denied.value.kind == "denied"

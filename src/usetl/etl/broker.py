@@ -189,13 +189,12 @@ class InstanceConnection:
             raise BadRequest("timeout must be a number of seconds >= 0 or null")
         timeout = self.egress.timeout if timeout is None else min(timeout, self.egress.timeout)
         try:
-            connected = connect_checked(self.url_policy, family, tuple(address), timeout,
-                                        deadline)
+            sock = connect_checked(self.url_policy, family, tuple(address), timeout, deadline)
         except ConnectFailed as e:
             return {"errno": e.errno}, ()
-        fd = os.dup(connected.sock.fileno())
-        connected.sock.close()
-        return {"in_progress": connected.in_progress}, (fd,)
+        fd = os.dup(sock.fileno())
+        sock.close()
+        return {}, (fd,)
 
     def _span(self, message: dict, key: str, fds: list[int], index: int,
               writable: bool) -> Span:

@@ -92,15 +92,6 @@ class ConnectFailed(Exception):
         self.errno = err
 
 
-@dataclass
-class Connected:
-    """A TCP socket connected where the policy allowed; in_progress: the connect did not
-    finish at once (so a non-blocking guest is told EINPROGRESS, as Linux would)."""
-
-    sock: socket.socket
-    in_progress: bool
-
-
 def _wait_time(timeout: float | None, deadline: float | None) -> float | None:
     left = None if deadline is None else max(0.0, deadline - time.monotonic())
     if timeout is None:
@@ -109,10 +100,10 @@ def _wait_time(timeout: float | None, deadline: float | None) -> float | None:
 
 
 def connect_checked(policy: UrlPolicy, family: int, address: tuple, timeout: float | None,
-                    deadline: float | None) -> Connected:
+                    deadline: float | None) -> socket.socket:
     """Check `address` against the policy and connect to it, waiting at most `timeout` s
-    and until `deadline` (time.monotonic()). Only a connected socket leaves here: one
-    whose connect failed could be connected again elsewhere, unchecked."""
+    and until `deadline` (time.monotonic()) for the handshake. Only a connected socket
+    leaves here: one whose connect failed could be connected again elsewhere, unchecked."""
     where = f"{address[0]}:{address[1]}"
     try:
         ip = ipaddress.ip_address(address[0])
@@ -126,8 +117,7 @@ def connect_checked(policy: UrlPolicy, family: int, address: tuple, timeout: flo
     sock.setblocking(False)
     try:
         err = sock.connect_ex(address)
-        in_progress = err == errno.EINPROGRESS
-        if in_progress:
+        if err == errno.EINPROGRESS:
             wait = _wait_time(timeout, deadline)
             ready = select.select([], [sock], [], wait)[1]
             err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if ready else \
@@ -138,7 +128,7 @@ def connect_checked(policy: UrlPolicy, family: int, address: tuple, timeout: flo
     if err:
         sock.close()
         raise ConnectFailed(err)
-    return Connected(sock, in_progress)
+    return sock
 
 
 class LocalEgress:
@@ -163,7 +153,7 @@ class LocalEgress:
         return self.client.post(url, body.view, _views(dest), content_type, deadline=deadline)
 
     def connect(self, family: int, address: tuple, timeout: float | None,
-                deadline: float | None) -> Connected:
+                deadline: float | None) -> socket.socket:
         return connect_checked(self.policy, family, address, timeout, deadline)
 
     def close(self) -> None:
@@ -292,7 +282,7 @@ class BrokerEgress:
         return self._transfer(message, (body.fd, dest.fd), url)
 
     def connect(self, family: int, address: tuple, timeout: float | None,
-                deadline: float | None) -> Connected:
+                deadline: float | None) -> socket.socket:
         where = f"{address[0]}:{address[1]}"
         reply, fds = self._request({"op": "connect", "family": family, "address": list(address),
                                     "timeout": timeout, "deadline": deadline}, (), where)
@@ -306,7 +296,7 @@ class BrokerEgress:
                            e.get("kind", wire.CONNECTION), e.get("status"))
         sock = socket.socket(fileno=fds[0])
         sock.setblocking(False)
-        return Connected(sock, bool(reply["in_progress"]))
+        return sock
 
     def close(self) -> None:
         """Close every connection. Takes no lock: a forked child calls it, where the thread
@@ -344,7 +334,7 @@ def install(sock: socket.socket) -> None:
 
 
 def connect(policy: UrlPolicy, family: int, address: tuple, timeout: float | None,
-            deadline: float | None) -> Connected:
+            deadline: float | None) -> socket.socket:
     """A guest socket's connect: by the broker if this process has one, else here."""
     return current(policy, 0.0).connect(family, address, timeout, deadline)
 

@@ -203,23 +203,22 @@ class SocketFile(StreamFile):
             self._bill(cpu0, wall0, connects=1)
 
     def _connect(self, address: tuple) -> None:
-        """The egress connects (and waits for the handshake, bounded by SO_SNDTIMEO and the
-        invocation's deadline); a non-blocking guest then hears EINPROGRESS if it did not
-        finish at once, and finds the socket writable."""
+        """The egress connects and waits for the handshake (bounded by SO_SNDTIMEO and the
+        invocation's deadline), so the connection is made when this returns: a non-blocking
+        guest's connect succeeds, as Linux's does when it can be made at once (EINPROGRESS
+        would cost it a poll and a getsockopt, two exits, to learn what is already so)."""
         if self.connected:
             raise SyscallError(errno.EISCONN)
         try:
-            connected = egress.connect(self.kernel.net, self.family, address, self.send_timeout,
-                                       self.kernel.deadline)
+            sock = egress.connect(self.kernel.net, self.family, address, self.send_timeout,
+                                  self.kernel.deadline)
         except ConnectFailed as e:
             raise SyscallError(e.errno) from None
         except EtlError as e:
             log.info("connect to %s:%d refused: %s", address[0], address[1], e)
             raise SyscallError(CONNECT_ERRNO.get(e.kind, errno.ENETUNREACH)) from None
-        self._adopt(connected.sock)
+        self._adopt(sock)
         self.connected = True
-        if connected.in_progress and not self._blocks():
-            raise SyscallError(errno.EINPROGRESS)
 
     def recv_into(self, dest: memoryview, flags: int) -> int:
         """Receive into guest memory: one host recv, as the guest's one call.

@@ -242,7 +242,8 @@ _ENTRIES = [
             "to a guest listener: in the monitor (a non-blocking inet connect is EINPROGRESS, "
             "made at once; one to a full backlog EAGAIN); any other stream connect is proxied "
             "to the host where the policy allows, else EACCES (the egress makes the connection "
-            "and waits for it: in a jailed clone the broker); datagram: sets the peer"),
+            "and waits for it, in a jailed clone the broker: so it returns 0, non-blocking "
+            "too); datagram: sets the peer"),
     Syscall("sendto", net.sys_sendto, PARTIAL,
             "datagrams reach guest sockets only (to a loopback port none holds: dropped, as "
             "UDP); a stream socket ignores the address"),
