@@ -200,15 +200,16 @@ class Inputs:
 # -- the host baseline ----------------------------------------------------------------
 
 # Runs in a plain host process (python -I -S: no site, no usetl): imports the handler, then
-# calls it once per event line on stdin, answering each with its time and value.
+# calls it once per event line on stdin, answering each with its time, CPU time and value.
 HOST_WORKER = r"""
 import json, sys, time
 sys.path[:0] = json.loads(sys.argv[1])
 handler = __import__(sys.argv[2]).handler
 for line in sys.stdin:
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     value = handler(json.loads(line), None)
-    print(json.dumps({"ms": (time.perf_counter() - t) * 1e3, "value": value}), flush=True)
+    print(json.dumps({"ms": (time.perf_counter() - t) * 1e3,
+                      "cpu_ms": (time.process_time() - cpu) * 1e3, "value": value}), flush=True)
 """
 
 
@@ -351,6 +352,7 @@ class UsfSeries:
         self.wall: list[float] = []
         self.syscalls: list[int] = []
         self.syscall_ms: list[float] = []
+        self.cpu: list[float] = []
         self.value: Any = None
 
     def prepare(self, event: Any) -> dict:
@@ -365,15 +367,21 @@ class UsfSeries:
         self.wall.append(ms)
         self.syscalls.append(result.syscalls)
         self.syscall_ms.append(result.syscall_ms)
+        # The host's CPU for the call: the vCPU thread's (guest and monitor) and the I/O
+        # done for it elsewhere (etl.get's download by the egress broker).
+        self.cpu.append(result.guest_cpu_ms + result.io.host_cpu_s * 1e3)
         self.value = result.value
 
-    def numbers(self, status: dict, host_warm: list[float]) -> dict:
+    def numbers(self, status: dict, host_warm: list[float], host_cpu: list[float]) -> dict:
         return {"ms": summary(self.monitor), "platform_ms": summary(self.wall),
                 "generation": status["generation"], "learned": status["learned"],
                 "syscalls_per_call": statistics.median(self.syscalls),
                 "syscall_ms_per_call": round(statistics.median(self.syscall_ms), 3),
+                "cpu_ms": summary(self.cpu),
                 "ratio": round(statistics.median(self.monitor) / statistics.median(host_warm),
-                               3)}
+                               3),
+                "cpu_ratio": round(statistics.median(self.cpu) / statistics.median(host_cpu),
+                                   3)}
 
 
 def measure(handler: Handler, inputs: Inputs, usf: UsfSide, runs: Runs,
@@ -389,10 +397,12 @@ def measure(handler: Handler, inputs: Inputs, usf: UsfSide, runs: Runs,
         host_value = host.call(event)["value"]  # its first call, untimed
         say(f"{handler.name}: untimed calls")
         statuses = {warm: s.prepare(event) for warm, s in series.items()}
-        host_warm = []
+        host_warm, host_cpu = [], []
         for i in range(runs.warm):
             say(f"{handler.name}: warm call {i + 1}/{runs.warm}")
-            host_warm.append(host.call(event)["ms"])
+            timed = host.call(event)
+            host_warm.append(timed["ms"])
+            host_cpu.append(timed["cpu_ms"])
             for s in series.values():
                 s.call(event)
     finally:
@@ -401,16 +411,17 @@ def measure(handler: Handler, inputs: Inputs, usf: UsfSide, runs: Runs,
     best = series[handler.warmup]
     clones = [usf.new_clone(best.version, event) for _ in range(runs.clones)]
     colds = [host_cold_ms(handler, event, inputs.env)[0] for _ in range(runs.colds)]
-    usf_warm = best.numbers(statuses[handler.warmup], host_warm)
+    usf_warm = best.numbers(statuses[handler.warmup], host_warm, host_cpu)
     clone_ratio = statistics.median(clones) / statistics.median(colds)
     return {
         "label": handler.label, "requirements": list(handler.requirements),
         "warmup": handler.warmup,
         "same_result": all(s.value == host_value for s in series.values()),
         "usf_warm": usf_warm,
-        "usf_no_warmup": (series[False].numbers(statuses[False], host_warm)
+        "usf_no_warmup": (series[False].numbers(statuses[False], host_warm, host_cpu)
                           if handler.warmup else None),
         "usf_clone_ms": summary(clones), "host_warm_ms": summary(host_warm),
+        "host_warm_cpu_ms": summary(host_cpu), "warm_cpu_ratio": usf_warm["cpu_ratio"],
         "host_cold_ms": summary(colds),
         "warm_ratio": usf_warm["ratio"], "clone_ratio": round(clone_ratio, 3),
         "warm_goal_met": usf_warm["ratio"] <= WARM_GOAL,
@@ -444,9 +455,9 @@ def run(runs: Runs, only: list[str] | None = None,
 def format_report(result: dict) -> str:
     """The table, medians in milliseconds, and what each ratio is against its goal."""
     lines = [
-        "| handler | USF warm (platform) | host warm | ratio | without warm-up: USF warm, "
-        "generation | USF new clone | host cold | ratio | syscalls/call |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| handler | USF warm (platform) | host warm | ratio | CPU: USF, host, ratio | without "
+        "warm-up: USF warm, generation | USF new clone | host cold | ratio | syscalls/call |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, m in result["handlers"].items():
         warm, learned = m["usf_warm"], m["usf_no_warmup"]
@@ -457,7 +468,9 @@ def format_report(result: dict) -> str:
         lines.append(
             f"| {name}: {m['label']}{' (warm-up)' if m['warmup'] else ''} "
             f"| {warm['ms']['median']:.1f} ({warm['platform_ms']['median']:.1f}) "
-            f"| {m['host_warm_ms']['median']:.1f} | {m['warm_ratio']:.2f}x{flags[0]} | {plain} "
+            f"| {m['host_warm_ms']['median']:.1f} | {m['warm_ratio']:.2f}x{flags[0]} "
+            f"| {warm['cpu_ms']['median']:.1f}, {m['host_warm_cpu_ms']['median']:.1f}, "
+            f"{m['warm_cpu_ratio']:.2f}x | {plain} "
             f"| {m['usf_clone_ms']['median']:.1f} | {m['host_cold_ms']['median']:.0f} "
             f"| {m['clone_ratio']:.2f}x{flags[1]} | {warm['syscalls_per_call']:.0f} |")
     lines.append("")
@@ -466,7 +479,9 @@ def format_report(result: dict) -> str:
         "the host's cold start. USF warm is the monitor's request-to-reply time on a "
         "rolled-back instance (the pool's wall time in brackets), for a deploy with the "
         "handler's event as its warm-up where marked; without one, the template generation "
-        "the platform learned from the calls' imports serves (gen 1: nothing learned).")
+        "the platform learned from the calls' imports serves (gen 1: nothing learned). CPU: "
+        "the host CPU time of a warm call (the USF's vCPU thread, guest and monitor, with the "
+        "I/O done for it elsewhere; the host process's), which a loaded machine moves less.")
     return "\n".join(lines)
 
 
