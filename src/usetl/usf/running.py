@@ -57,7 +57,7 @@ INLINE_EVENT = 64 << 10  # a larger event goes to the host region as a file
 EVENT_FILE = "event.json"
 
 
-def request_body(request: dict, encoded: dict[str, bytes]) -> bytes:
+def request_body(request: dict, encoded: dict[str, bytes] | None) -> bytes:
     """The request's JSON, with the `encoded` fields (values that are JSON already) added."""
     body = json.dumps(request).encode()
     if not encoded:
@@ -152,10 +152,9 @@ class Usf:
     ) -> InvocationResult:
         """Run one request in the agent; a guest fault or timeout ends this USF.
 
-        The ETL regions start empty, then hold `host_files` (name -> bytes)
-        in the host region, and the files of `handoff` (a previous pipeline stage's,
-        mapped in place for this request only). `encoded`: more fields of the request,
-        each value JSON already (an event, encoded once by call()).
+        The ETL regions start empty, then hold `host_files` (name -> bytes) in the host
+        region, and the files of `handoff` (a previous pipeline stage's, mapped in place for
+        this request only). `encoded`: more fields, each value JSON already (call()'s event).
         """
         if not self.alive:
             raise UsfError("this USF is not running (it was never started, or its guest died)")
@@ -171,8 +170,7 @@ class Usf:
         k.net_account = IoAccount()
         unimplemented0 = dict(k.stats.unimplemented)
         try:
-            reply, error = self._run_with(request, timeout, host_files or {}, handoff,
-                                          encoded or {})
+            reply, error = self._run_with(request, timeout, host_files or {}, handoff, encoded)
         finally:
             self.etl.end_transfers()  # none writes into the region after its invocation
         k.children.end_all(k)  # no child outlives its invocation; their output is in by now
@@ -206,7 +204,7 @@ class Usf:
         return result
 
     def _run_with(self, request: dict, timeout: float | None, host_files: dict[str, bytes],
-                  handoff: HandOff | None, encoded: dict[str, bytes]
+                  handoff: HandOff | None, encoded: dict[str, bytes] | None
                   ) -> tuple[AgentReply | None, ErrorInfo | None]:
         """Put the files in the host region, post the request and run it; handed-in files
         are mapped for this request only."""
