@@ -29,6 +29,7 @@ MAP_NORESERVE = 0x4000
 PROT_NONE = 0
 MAP_POPULATE = 0x8000
 MADV_COLLAPSE = 25
+MADV_DONTFORK, MADV_DOFORK = 10, 11
 MADV_POPULATE_WRITE = 23
 HUGE_PAGE = 2 << 20
 FALLOC_FL_KEEP_SIZE = 0x01
@@ -205,6 +206,12 @@ def _scan(addr: int, size: int, mask: int, inverted: int,
 
 def unmap(addr: int, size: int) -> None:
     _libc.munmap(addr, size)
+
+
+def inherit_on_fork(addr: int, size: int, inherit: bool) -> None:
+    """Whether a host fork's child gets [addr, addr+size) (MADV_DOFORK / MADV_DONTFORK)."""
+    _libc.madvise(ctypes.c_void_p(addr), ctypes.c_size_t(size),
+                  MADV_DOFORK if inherit else MADV_DONTFORK)
 
 
 def populate_write(addr: int, size: int) -> bool:

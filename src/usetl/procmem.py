@@ -29,6 +29,34 @@ def process_memory(pids: list[int]) -> dict[str, int]:
     return {"uss": uss, "pss": pss, "rss": rss}
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children first), from /proc/PID/task/TID/children; one
+    that ends meanwhile is left out with its own."""
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop(0)
+        try:
+            with open(f"/proc/{parent}/task/{parent}/children") as f:
+                children = [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+        found += children
+        pending += children
+    return found
+
+
+def descendants_private_bytes(pid: int) -> int:
+    """The private bytes (USS) of every process below `pid`: what it runs besides itself."""
+    total = 0
+    for child in descendants(pid):
+        try:
+            total += process_memory([child])["uss"]
+        except (OSError, KeyError):  # it ended meanwhile
+            continue
+    return total
+
+
 def private_by_kind(pid: int) -> dict[str, int]:
     """A process's private bytes (USS) by what holds them, from /proc/PID/smaps: "guest RAM"
     (a USF's copy-on-write copies of its template's RAM), "ETL regions" (its regions' files of

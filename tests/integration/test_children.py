@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -440,3 +441,127 @@ def test_a_fork_bomb_ends_at_the_limit_and_the_host_carries_on(template):
                    "the fork bomb's monitors to end, the clone's alone left")
         after = clone.run_code("print('still here')", timeout=30)
     assert after.stdout == "still here\n"
+
+
+HOLD = """
+import os, sys
+try:
+    held = bytearray(80 << 20)
+    held[::4096] = b"x" * len(held[::4096])
+    print("held", flush=True)
+except MemoryError:
+    print("MemoryError", flush=True)
+sys.stdin.read()  # until its parent lets it go
+"""
+
+
+def test_children_share_the_functions_memory_and_give_it_back(template):
+    """A 256 MiB function whose four children each try to hold 80 MiB at once: the ones
+    that would take the tree past 256 MiB get ENOMEM (MemoryError) with a clear line, the
+    host and the function carry on, and an ended child's memory is the others' again."""
+    with template.fork() as clone:
+        r = clone.run_code(textwrap.dedent(f"""
+            import os, subprocess, sys
+            hold = {HOLD!r}
+            children = []
+            for i in range(4):
+                if i % 2:  # a program in a sibling VM
+                    children.append(subprocess.Popen([sys.executable, "-c", hold],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+                    continue
+                down, up = os.pipe(), os.pipe()
+                pid = os.fork()
+                if pid == 0:  # a forked copy of this VM
+                    try:
+                        os.dup2(down[0], 0)
+                        os.dup2(up[1], 1)
+                        sys.stdin, sys.stdout = os.fdopen(0), os.fdopen(1, "w")
+                        exec(hold)
+                    finally:
+                        os._exit(0)
+                os.close(down[0]), os.close(up[1])
+                children.append((pid, os.fdopen(down[1], "w"), os.fdopen(up[0])))
+            said = [(c.stdout if hasattr(c, "stdout") else c[2]).readline().strip()
+                    for c in children]
+            print(sorted(said))
+            for c in children:  # killed: an ended child's memory is given back too
+                if hasattr(c, "stdout"):
+                    c.kill()
+                    c.wait()
+                else:
+                    os.kill(c[0], 9)
+                    os.waitpid(c[0], 0)
+            again = subprocess.run([sys.executable, "-c", hold], input="",
+                                   capture_output=True, text=True)
+            print(again.stdout.strip())
+        """), timeout=120)
+    assert r.error is None, (r.error, r.stderr)
+    said, again = r.stdout.splitlines()
+    assert said.count("held") == 2 and said.count("MemoryError") == 2, said
+    assert again == "held"
+    assert "refused: the function's memory (256 MiB) is used by its processes" in r.stderr
+
+
+def test_execve_of_a_program_that_cannot_load_returns_linux_errno(usf):
+    """What binfmt_elf refuses before execve's point of no return is execve's error in the
+    caller (subprocess raises it; the process itself goes on), as on the host."""
+    out = run(usf, """
+        import errno, os, shutil, subprocess, sys
+        exe = open(sys.executable, "rb").read()
+        interp = b"/lib64/ld-linux-x86-64.so.2"
+        def program(name, data, mode=0o755):
+            with open(name, "wb") as f:
+                f.write(data)
+            os.chmod(name, mode)
+            return name
+        other = "/tmp/" + "i" * (len(interp) - 5)  # an interpreter path of the same length
+        cases = [
+            program("/tmp/bad", b"\\x7fELF" + bytes(200)),
+            program("/tmp/no-interp", exe.replace(interp, interp[:-1] + b"X")),
+            program("/tmp/other-interp", exe.replace(interp, other.encode())),
+            program("/tmp/script", b"#!/tmp/plain\\n"),
+        ]
+        program("/tmp/plain", b"#!/bin/sh\\necho hi\\n", 0o644)
+        program(other, open(os.path.realpath(interp), "rb").read(), 0o644)
+        def tried(argv):
+            try:
+                subprocess.run(argv)
+                return "ran"
+            except OSError as e:
+                return errno.errorcode[e.errno]
+        print(*[tried([p]) for p in cases])
+        program(other, b"\\x7fELF" + bytes(100))
+        print(tried(["/tmp/other-interp"]))
+        try:
+            os.execv("/tmp/bad", ["bad"])
+        except OSError as e:
+            print("still here:", errno.errorcode[e.errno])
+    """, timeout=60)
+    assert out == ["ENOEXEC ENOENT EACCES EACCES", "ELIBBAD", "still here: ENOEXEC"]
+
+
+def test_a_child_program_maps_none_of_its_parents_guest_memory(image):
+    """The host fork that starts a program leaves the parent's guest memory out of the
+    sibling (a fork would write-protect the parent's private pages, each then a KVM fault
+    at its next store): while the program runs, its monitor maps its own guest RAM and
+    not its parent's."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    child = f"import socket; socket.create_connection(('127.0.0.1', {port})).recv(1)"
+    results = []
+    with server, start_usf(image, UsfConfig(allow=[f"tcp://127.0.0.1:{port}"])) as u:
+        others = forked_monitors()  # other tests' templates and their clones
+        caller = threading.Thread(target=lambda: results.append(u.run_code(
+            f"import subprocess, sys\nprint(subprocess.run([sys.executable, '-c', {child!r}])"
+            ".returncode)\n", timeout=120)))
+        caller.start()
+        server.settimeout(120)
+        conn, _ = server.accept()  # the program runs in its sibling VM
+        with conn:
+            rams = [{int(line.split()[4]) for line in open(f"/proc/{p}/maps")
+                     if "memfd:usetl-ram" in line} for p in forked_monitors() - others]
+            conn.send(b"x")
+        caller.join()
+        parents = os.fstat(u.vm.ram.fd).st_ino
+    assert len(rams) == 1 and parents not in rams[0] and rams[0], (parents, rams)
+    assert results[0].error is None and results[0].stdout == "0\n", results[0]

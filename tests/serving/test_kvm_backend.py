@@ -298,6 +298,65 @@ def test_child_processes_count_toward_the_functions_concurrency(backend, tmp_pat
         pool.close()
 
 
+HOLDS_A_CHILD = """
+import subprocess, sys
+from usetl import etl
+HOLD = "b = bytearray(60 << 20); b[::4096] = b'x' * len(b[::4096]); print('held', flush=True); " \\
+       "import sys; sys.stdin.read()"
+def handler(event, context):
+    if not event:
+        return "quick"
+    child = subprocess.Popen([sys.executable, "-c", HOLD], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    held = child.stdout.readline().strip()
+    etl.get(event["holding"])
+    child.stdin.close()
+    status = child.wait()
+    etl.get(event["after"])
+    return [held, status]
+"""
+
+
+def test_the_pool_counts_childrens_memory_and_a_childs_slot_wakes_a_queued_call(
+        backend, tmp_path, http_server):
+    import threading
+
+    pool = Pool(backend, PoolConfig())
+    holding, after = http_server.gate("/holding"), http_server.gate("/after")
+    try:
+        code = write_function(tmp_path / "holder", HOLDS_A_CHILD)
+        spec = FunctionSpec("t/holder/1", code, "fn.py:handler", allow=[http_server.base])
+        pool.add(spec, 2, 1, pool.start_template(spec))
+        results = {}
+        first = threading.Thread(target=lambda: results.update(first=pool.invoke(
+            "t/holder/1", {"holding": holding.url, "after": after.url}, {})))
+        first.start()
+        holding.wait_for(1)
+        # Its child's VM holds 60 MiB: the pool's status and budget count it while it runs.
+        status = wait_until(lambda: (s := pool.status()[0])["children_bytes"] >= 60 << 20
+                            and s, "the child's memory to be measured")
+        assert status["children"] == 1
+        assert pool.memory_bytes() >= status["children_bytes"] + status["template_bytes"]
+        # Both slots are held (the invocation's and its child's): the next call queues...
+        second = threading.Thread(target=lambda: results.update(second=pool.invoke(
+            "t/holder/1", {}, {})))
+        second.start()
+        wait_until(lambda: pool.status()[0]["queued"] == 1, "the second call to queue")
+        # ...until the child ends (its monitor gives the slot back), while the first runs on.
+        holding.open()
+        after.wait_for(1)
+        second.join(timeout=120)
+        assert not second.is_alive() and results["second"].value == "quick"
+        after.open()
+        first.join()
+        assert results["first"].value == ["held", 0], results["first"]
+        assert pool.status()[0]["children_bytes"] == 0
+    finally:
+        holding.open()
+        after.open()
+        pool.close()
+
+
 WRITES_A_FILE = """
 from usetl import etl
 def handler(event, context):

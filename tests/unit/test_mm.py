@@ -381,3 +381,43 @@ def test_a_shared_file_mapping_is_written_back_in_pieces_as_it_is_unmapped(mm: A
     mm.unmap(start, 4 * PAGE_SIZE)
     assert file.data[2 * PAGE_SIZE :] == bytes([3]) * PAGE_SIZE + bytes([4]) * 100
     assert len(file.data) == 3 * PAGE_SIZE + 100 and mm.shared == []
+
+
+# -- the memory allowance an invocation's processes share (allowance.py) ------------------
+
+
+def test_mapped_bytes_follow_maps_unmaps_splits_and_the_break(mm: AddressSpace) -> None:
+    a = mm.map(0, 4 * MiB, False, False, "a")
+    mm.unmap(a + MiB, MiB)  # a hole: the area splits in two
+    mm.map(a + MiB, 2 * MiB, True, False, "b")  # MAP_FIXED over the hole and 1 MiB of a
+    mm.brk(BRK_BASE + 3 * PAGE_SIZE)
+    assert mm.mapped_bytes == sum(x.end - x.start for x in mm.areas) \
+        == STACK_SIZE + 4 * MiB + 3 * PAGE_SIZE
+
+
+def test_processes_sharing_an_allowance_get_enomem_past_it_and_memory_back(
+        mm: AddressSpace, ram: GuestMemory) -> None:
+    from usetl.libos.allowance import Charge, MemoryAllowance
+
+    told: list[str] = []
+    allowance = MemoryAllowance(32 * MiB, 3)
+    try:
+        mm.charge = Charge(allowance, 0, 0, told.append)
+        mm.charge.settle(mm.mapped_bytes)  # the stack: 8 MiB
+        other = allowance.claim()  # another process's 16 MiB, beyond what it shares
+        assert allowance.admit(other, 16 * MiB)
+        first = mm.map(0, 6 * MiB, False, False, "fits")
+        with pytest.raises(SyscallError) as e:
+            mm.map(0, 4 * MiB, False, False, "does not")
+        assert e.value.errno == errno.ENOMEM
+        assert mm.brk(BRK_BASE + 4 * MiB) == BRK_BASE  # the break stays
+        assert len(told) == 1 and "the function's memory (32 MiB)" in told[0]
+        assert allowance.used() == (30 * MiB, 2)
+        mm.unmap(first, 6 * MiB)  # given back: room for the other process
+        assert allowance.admit(other, 22 * MiB)
+        allowance.release(other)  # it ended
+        mm.map(0, 20 * MiB, False, False, "now fits")
+        assert allowance.used() == (28 * MiB, 1)
+    finally:
+        mm.charge = None
+        allowance.close()

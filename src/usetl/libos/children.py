@@ -31,7 +31,8 @@ used, as the host's wait4 measures it, is billed to the invocation (Usage).
 Every child ends with its parent's invocation (end_all), and with its
 parent's monitor process (PDEATHSIG); at most MAX_PROCESSES live at once in
 an invocation's process tree, and each takes one of its function's
-concurrency slots (ProcessTokens).
+concurrency slots (ProcessTokens); together they have the function's
+memory (allowance.py).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import logging
 import os
 import re
 import resource
+import select
 import signal
 import socket
 import struct
@@ -55,8 +57,9 @@ from usetl.kvm.structs import kvm_regs
 from usetl.vm import Stop, ThreadContext, Vm, VmError
 
 from . import sigdelivery
+from .allowance import Charge, MemoryAllowance
 from .childwatch import ConsoleDrain, Watcher
-from .errors import LibosError, SyscallError
+from .errors import LibosError, LoadError, SyscallError
 from .files import (
     O_NONBLOCK,
     DirFile,
@@ -73,7 +76,7 @@ from .guestnet import GuestSocket
 from .hostfs import HostNode
 from .hostpipe import HostStreamFile
 from .ipc import ChannelFile, EventFile, UnixSocketFile
-from .loader import load_program
+from .loader import Program, load_program, read_program
 from .net import WAIT_SLICE, SocketFile
 from .proctree import (
     Exited,
@@ -124,7 +127,7 @@ SCRIPT_HEAD = 256  # the bytes of a #! line read (Linux's BINPRM_BUF_SIZE)
 # A #! line: the interpreter, then its one optional argument (the rest of the line).
 SHEBANG = re.compile(rb"[ \t]*([^ \t\0]*)[ \t]*([^\0]*?)[ \t]*(?:\0.*)?$", re.DOTALL)
 RUSAGE_SIZE = 144
-NOT_STARTED = 127 << 8  # the status of a child whose program could not be loaded
+NOT_STARTED = 127 << 8  # the status of a child whose monitor failed before it ran
 PR_SET_PDEATHSIG = 1
 CLD_EXITED, CLD_KILLED = 1, 2  # si_code of SIGCHLD and waitid
 DRAIN_WAIT = 2.0  # how long, after a child ended, its output may take to arrive
@@ -203,6 +206,12 @@ class ProcessSlots:
     def give(self) -> None:
         os.write(self.write_fd, b"x")
 
+    def wait(self) -> None:
+        """Until a slot is free (one may be taken by another waiter by the time it returns)."""
+        poller = select.poll()
+        poller.register(self.read_fd, select.POLLIN)
+        poller.poll()
+
     def free(self) -> int:
         """How many are free now."""
         return int.from_bytes(fcntl.ioctl(self.read_fd, termios.FIONREAD, bytes(4)), "little")
@@ -215,18 +224,23 @@ class ProcessSlots:
 class ProcessTokens:
     """One token per child process that may still start, in a host pipe: every monitor of
     an invocation's process tree inherits it (by fork), so the limit is the tree's; where
-    the platform gave the invocation its function's slots, a child takes one of them too."""
+    the platform gave the invocation its function's slots, a child takes one of them too.
+    With the first child comes the tree's memory allowance (allowance.py), in which each
+    child has a slot."""
 
     def __init__(self, count: int = MAX_PROCESSES):
         self.own = ProcessSlots.new(count)
         self.slots: ProcessSlots | None = None  # the function's, during an invocation
+        self.memory: MemoryAllowance | None = None
 
     @property
     def fds(self) -> tuple[int, ...]:
-        return (*self.own.fds, *(self.slots.fds if self.slots is not None else ()))
+        return (*self.own.fds, *(self.slots.fds if self.slots is not None else ()),
+                *((self.memory.fd,) if self.memory is not None else ()))
 
-    def take(self, k: Kernel, call: str) -> None:
-        """One token for a new child, or EAGAIN (told on stderr) at the limit."""
+    def take(self, k: Kernel, call: str) -> int:
+        """One token for a new child, or EAGAIN (told on stderr) at the limit: its slot in
+        the memory allowance."""
         if not self.own.take():
             tell(k.fds, AT_LIMIT.format(call=call, why=f"{MAX_PROCESSES} at once"))
             raise SyscallError(errno.EAGAIN)
@@ -234,11 +248,29 @@ class ProcessTokens:
             self.own.give()
             tell(k.fds, AT_LIMIT.format(call=call, why=FUNCTION_FULL))
             raise SyscallError(errno.EAGAIN)
+        if self.memory is None:  # the USF's first child: the USF's whole mapping is charged
+            self.memory = MemoryAllowance(k.vm.ram.size, MAX_PROCESSES + 1)
+            charge_to(k, self.memory, 0, 0)
+        return self.memory.claim()
 
-    def give(self) -> None:
+    def give(self, memory_slot: int) -> None:
+        if self.memory is not None:
+            self.memory.release(memory_slot)
         self.own.give()
         if self.slots is not None:
             self.slots.give()
+
+    def drop_memory(self) -> None:
+        """The invocation is over: the next one's first child makes a new allowance."""
+        if self.memory is not None:
+            self.memory.close()
+            self.memory = None
+
+
+def charge_to(k: Kernel, allowance: MemoryAllowance, slot: int, baseline: int) -> None:
+    """k's mappings beyond `baseline` are charged to `slot` of the allowance from now on."""
+    k.mm.charge = Charge(allowance, slot, baseline, lambda line: tell(k.fds, line))
+    k.mm.charge.settle(k.mm.mapped)
 
 
 @dataclass
@@ -272,8 +304,9 @@ class Child:
 
     def __init__(self, pid: int, host_pid: int, control: socket.socket,
                  drains: list[ConsoleDrain], tokens: ProcessTokens, tmp: TmpFS,
-                 watcher: Watcher):
+                 watcher: Watcher, memory_slot: int):
         self.watcher = watcher
+        self.memory_slot = memory_slot  # its charge in the invocation's memory allowance
         self.tmp = tmp  # the parent's tmpfs, where the child's writes to its copy go
         self.pid = pid
         self.host_pid = host_pid
@@ -284,7 +317,8 @@ class Child:
         self.report: Exited | None = None  # its last message, once it came
         self.gone = False  # its end was noticed (its report, or its socket's end)
         self.finished = False  # its parent is done with it (finish)
-        self.usage = Usage()  # its monitor's, as the host measured it, once it ended
+        self.usage: Usage | None = None  # its monitor's, as the host measured it, once reaped
+        self.host_status = 0
 
     def listen(self, k: Kernel, ended: Callable[[], None]) -> None:
         """Take in what the child's monitor sends (listen): ended() on the vCPU's thread
@@ -309,21 +343,38 @@ class Child:
         self.finished = True
         self.watcher.forget(self.control.fileno())
         self.control.close()
-        _, host_status, rusage = os.wait4(self.host_pid, 0)
         report = self.report
-        if report is not None and report.changes and self.killed_by is None:
+        if report is None:
+            self.reap()  # its monitor died without a report (or was killed): it is gone
+        elif report.changes and self.killed_by is None:
             self._take_changes(memoryview(report.changes))
-        self.usage = Usage.of(rusage)
-        self.tokens.give()
+        self.tokens.give(self.memory_slot)
         for drain in self.drains:
             drain.flush(self.watcher, DRAIN_WAIT)
         if self.killed_by is not None:
             return self.killed_by
         if report is not None:
             return report.status
-        if os.WIFSIGNALED(host_status):  # the monitor died without a report
-            return os.WTERMSIG(host_status)
+        if os.WIFSIGNALED(self.host_status):  # the monitor died without a report
+            return os.WTERMSIG(self.host_status)
         return NOT_STARTED
+
+    def reap(self, block: bool = True) -> Usage | None:
+        """What its monitor process used, as the host's wait4 measures it once the process
+        is gone (None if it is still going and not `block`). After its report a monitor
+        only tears its VM down: its parent waits for that when the usage is wanted, not
+        when the child is waited for."""
+        if self.usage is None:
+            pid, self.host_status, rusage = os.wait4(self.host_pid, 0 if block else os.WNOHANG)
+            if pid:
+                self.usage = Usage.of(rusage)
+        return self.usage
+
+    def used(self) -> Usage:
+        """reap(), waiting for the monitor to be gone."""
+        usage = self.reap()
+        assert usage is not None
+        return usage
 
     def _take_changes(self, changes: memoryview) -> None:
         (length,) = LENGTH.unpack_from(changes)
@@ -353,12 +404,13 @@ class Children:
         self.pre_exec: dict[int, PreExec] = {}  # vfork child's tid -> its state
         self.running: dict[int, Child] = {}
         self.ended: dict[int, int] = {}  # pid -> wait status, until waited for
-        self.ended_usage: dict[int, Usage] = {}  # pid -> its usage, until waited for
+        self.ended_children: dict[int, Child] = {}  # pid -> the child, until waited for
         self.exits = WaitQueue()  # threads in wait4 or waitid
-        self.waited = Usage()  # of the children waited for: getrusage(RUSAGE_CHILDREN)
-        # CPU seconds of every child that ended since the last take_cpu(): billed to the
-        # invocation, waited for or not.
+        self.waited: list[Child] = []  # those waited for: getrusage(RUSAGE_CHILDREN)
+        # CPU seconds of every child that ended and was reaped since the last take_cpu():
+        # billed to the invocation, waited for or not; and those ended, not yet reaped.
         self.cpu_s = 0.0
+        self.unbilled: list[Child] = []
         self.tokens = tokens  # made at the first child; a child's monitor inherits its own
         self.table = table  # the tree's processes (proctree.py), made with the first child
         self.parent: socket.socket | None = None  # a child's: where its parent's signals come
@@ -432,22 +484,44 @@ class Children:
 
     def _ended(self, pid: int, child: Child) -> int:
         status = self.ended[pid] = child.finish()
-        self.ended_usage[pid] = child.usage
-        self.cpu_s += child.usage.user_s + child.usage.system_s
+        self.ended_children[pid] = child
+        self.unbilled.append(child)
+        self._bill(block=False)  # those gone by now: no zombie is left for long
         return status
 
-    def reap(self, pid: int) -> Usage:
-        """Forget an ended child that was waited for: its usage."""
+    def _bill(self, block: bool) -> None:
+        """Add the CPU of ended children whose monitors are gone (all, if `block`) to cpu_s."""
+        going = []
+        for child in self.unbilled:
+            usage = child.reap(block)
+            if usage is None:
+                going.append(child)
+            else:
+                self.cpu_s += usage.user_s + usage.system_s
+        self.unbilled = going
+
+    def reap(self, pid: int) -> Callable[[], Usage]:
+        """Forget an ended child that was waited for: what gives its usage."""
         del self.ended[pid]
         if self.table is not None:
             self.table.forget(pid)
-        usage = self.ended_usage.pop(pid, Usage())
-        self.waited.add(usage)
-        return usage
+        child = self.ended_children.pop(pid, None)
+        if child is None:  # a vfork child that exited before execve: it used nothing
+            return Usage
+        self.waited.append(child)
+        return child.used
+
+    def waited_usage(self) -> Usage:
+        """What the children waited for used (getrusage(RUSAGE_CHILDREN))."""
+        total = Usage()
+        for child in self.waited:
+            total.add(child.used())
+        return total
 
     def take_cpu(self) -> float:
         """CPU seconds of the children that ended since the last take (billed to the
         invocation)."""
+        self._bill(block=True)
         cpu, self.cpu_s = self.cpu_s, 0.0
         return cpu
 
@@ -460,13 +534,17 @@ class Children:
             child.kill(signal.SIGKILL)
         for pid, child in self.running.items():
             self._ended(pid, child)
+        self._bill(block=True)  # a child's own children's CPU is in its monitor's, as Linux's
         self.running.clear()
         if self.table is not None:
             for pid in [*self.ended, *self.pre_exec]:
                 self.table.forget(pid)
         self.ended.clear()
-        self.ended_usage.clear()
-        self.waited = Usage()
+        self.ended_children.clear()
+        self.waited = []
+        k.mm.charge = None
+        if self.tokens is not None:
+            self.tokens.drop_memory()
 
 
 # -- vfork: the child thread ----------------------------------------------------------
@@ -636,7 +714,8 @@ def replace_program(k: Kernel, program: str, argv: list[str], envp: list[str]) -
     finally:
         k.children.replaced_by = None
         status = child.finish()
-        k.children.cpu_s += child.usage.user_s + child.usage.system_s
+        usage = child.used()
+        k.children.cpu_s += usage.user_s + usage.system_s
     if status & 0x7F:
         return sigdelivery.killed(k, status & 0x7F)
     return Stop("exit", (status >> 8) & 0xFF)
@@ -645,29 +724,38 @@ def replace_program(k: Kernel, program: str, argv: list[str], envp: list[str]) -
 def _start_program(k: Kernel, state: PreExec, pid: int, program: str, argv: list[str],
                    envp: list[str]) -> Child:
     """A forked monitor that runs `program` in a VM of its own, as process `pid`, with the
-    files of `state` (its fds that are not close-on-exec)."""
+    files of `state` (its fds that are not close-on-exec). The program is read and checked
+    first, so that execve returns what Linux's would where it cannot be loaded."""
+    try:
+        checked = read_program(k.ns, program)
+    except LoadError as e:
+        raise SyscallError(e.errno) from None
     tokens = k.children.process_tokens()
     k.children.process_table(k)
-    tokens.take(k, "execve")
+    memory_slot = tokens.take(k, "execve")
     fds, drains = _child_files(k, state)
     control, theirs = socket.socketpair()
     keep = {theirs.fileno(), *k.children.host_fds(),
             *(fd for f in fds.values() if (fd := f.host_fd()) is not None)}
+    k.vm.inherit_on_fork(False)  # the program's VM is its own: the sibling never maps ours
     try:
         host_pid = host_fork(k, "execve", (control, theirs))
     except SyscallError:
-        tokens.give()
+        k.vm.inherit_on_fork(True)
+        tokens.give(memory_slot)
         for drain in drains:
             os.close(drain.write_fd)
         raise
     if host_pid == 0:
         control.close()
-        _run_sibling(k, pid, program, argv, envp, fds, theirs, keep)
+        _run_sibling(k, pid, checked, argv, envp, fds, theirs, keep, memory_slot)
+    k.vm.inherit_on_fork(True)
     theirs.close()
     held = {*state.parent_fds.files.values(), *state.fds.files.values()}
     for f in set(fds.values()) - held:
         f.close()  # the console pipes' write ends: the sibling has them
-    return Child(pid, host_pid, control, drains, tokens, k.ns.tmp, k.children.watch())
+    return Child(pid, host_pid, control, drains, tokens, k.ns.tmp, k.children.watch(),
+                 memory_slot)
 
 
 def _child_files(k: Kernel, state: PreExec) -> tuple[dict[int, OpenFile], list[ConsoleDrain]]:
@@ -805,18 +893,19 @@ def die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _run_sibling(k: Kernel, pid: int, program: str, argv: list[str], envp: list[str],
-                 fds: dict[int, OpenFile], control: socket.socket, keep: set[int]) -> None:
+def _run_sibling(k: Kernel, pid: int, program: Program, argv: list[str], envp: list[str],
+                 fds: dict[int, OpenFile], control: socket.socket, keep: set[int],
+                 memory_slot: int) -> None:
     """In the forked monitor process: build the child's VM, run its program, report, exit."""
     status, changes = NOT_STARTED, b""
     try:
         die_with_parent()
         close_all_but(keep)
         before = snapshot(k.ns.tmp)
-        status = _run_program(k, pid, program, argv, envp, fds, control)
+        status = _run_program(k, pid, program, argv, envp, fds, control, memory_slot)
         changes = encode_changes(k.ns.tmp, before)
     except BaseException as e:  # never back into the parent's code: this process only exits
-        log.error("child %d (%s) could not run: %s", pid, program, e)
+        log.error("child %d (%s) could not run: %s", pid, program.path, e)
     report_and_exit(control, status, changes)
 
 
@@ -829,12 +918,12 @@ def close_all_but(keep: set[int]) -> None:
     os.closerange(low, HOST_FD_LIMIT)
 
 
-def _run_program(k: Kernel, pid: int, program: str, argv: list[str], envp: list[str],
-                 fds: dict[int, OpenFile], control: socket.socket) -> int:
+def _run_program(k: Kernel, pid: int, program: Program, argv: list[str], envp: list[str],
+                 fds: dict[int, OpenFile], control: socket.socket, memory_slot: int) -> int:
     ns = k.ns
     for name in ("etl", "usetl"):
         ns.dev.entries.pop(name, None)  # the parent's agent and ETL regions are not the child's
-    ns.proc.entries["self"].entries["exe"] = StaticLink(6, program, DEV_PROC)
+    ns.proc.entries["self"].entries["exe"] = StaticLink(6, program.path, DEV_PROC)
     vm = Vm(k.vm.ram.size >> 20)
     child = type(k)(vm, ns, k.handlers, k.output_limit)
     child.become_process(pid, k.identity.ppid if pid == k.identity.pid else k.identity.pid)
@@ -846,14 +935,17 @@ def _run_program(k: Kernel, pid: int, program: str, argv: list[str], envp: list[
             f.kernel = child
         child.fds.files[fd] = f
     hear_parent(child, control)
+    assert child.children.tokens is not None and child.children.tokens.memory is not None
+    charge_to(child, child.children.tokens.memory, memory_slot, 0)
     try:
-        prog = load_program(child.mm, vm.ram.view, ns, program, argv, envp,
+        prog = load_program(child.mm, vm.ram.view, program, argv, envp,
                             (child.identity.uid, child.identity.gid))
-    except LibosError as e:
-        tell(child.fds, f"usetl: cannot load {program}: {e}\n")
-        return NOT_STARTED
+    except (LibosError, SyscallError) as e:
+        # Past execve's point of no return, as Linux's binfmt_elf: the process gets SIGSEGV.
+        tell(child.fds, f"usetl: cannot load {program.path}: {e}\n")
+        return signal.SIGSEGV
     vm.enter_user(prog.entry, prog.stack_pointer)
-    return run_to_exit(child, program)
+    return run_to_exit(child, program.path)
 
 
 def run_to_exit(child: Kernel, program: str) -> int:
@@ -865,9 +957,21 @@ def run_to_exit(child: Kernel, program: str) -> int:
         return signal.SIGSEGV
     finally:
         child.children.end_all(child)
+        close_files(child)
     if stop.reason != "exit":
         return exit_status(0)  # a forked agent that finished its request
     return child.term_signal if child.term_signal is not None else exit_status(stop.status)
+
+
+def close_files(k: Kernel) -> None:
+    """A process's files close as it ends, before its parent hears of it (as Linux's
+    exit_files comes before exit_notify): readers of its pipes see their end, and its
+    output is all in, without waiting for its monitor process to be gone."""
+    for fd in list(k.fds.files):
+        try:
+            k.fds.close(fd)
+        except (SyscallError, OSError):
+            pass
 
 
 def tell(fds: FdTable, line: str) -> None:
@@ -883,16 +987,19 @@ def tell(fds: FdTable, line: str) -> None:
 # -- wait4, waitid, kill ----------------------------------------------------------------
 
 
-def wait_child(k: Kernel, pid: int, options: int) -> tuple[int, int, Usage] | None:
-    """(pid, wait status, usage) of an ended child matching pid (> 0: that one, -1: any,
-    0: of the caller's group, < -1: of group -pid); None with WNOHANG while matching
-    children run; ECHILD if none match; else the thread waits (signals interrupt it)."""
+def wait_child(k: Kernel, pid: int, options: int
+               ) -> tuple[int, int, Callable[[], Usage]] | None:
+    """(pid, wait status, what gives its usage) of an ended child matching pid (> 0: that
+    one, -1: any, 0: of the caller's group, < -1: of group -pid); None with WNOHANG while
+    matching children run; ECHILD if none match; else the thread waits (signals interrupt
+    it)."""
     children = k.children
     matches = _wait_matcher(k, pid)
     for p, status in children.ended.items():
         if matches(p):
             if options & WNOWAIT:
-                return p, status, children.ended_usage.get(p, Usage())
+                child = children.ended_children.get(p)
+                return p, status, Usage if child is None else child.used
             return p, status, children.reap(p)
     if not any(matches(p) for p in children.running):
         raise SyscallError(errno.ECHILD)

@@ -26,7 +26,11 @@ class LibosError(UsetlError):
 
 
 class LoadError(LibosError):
-    """The program could not be loaded into guest memory."""
+    """The program could not be loaded into guest memory; `errno` is what execve returns."""
+
+    def __init__(self, message: str, err: int):
+        super().__init__(message)
+        self.errno = err
 
 
 class MonitorError(VmError):

@@ -32,6 +32,7 @@ from .children import (
     Child,
     ConsoleDrain,
     channel_end,
+    charge_to,
     close_all_but,
     die_with_parent,
     eventfd_to_host,
@@ -68,26 +69,27 @@ def fork(k: Kernel, flags: int, parent_tid: int, child_tid: int) -> int:
     if flags & ~FORK_FLAGS:
         raise SyscallError(errno.EINVAL)
     tokens = k.children.process_tokens()
-    tokens.take(k, "fork")
+    memory_slot = tokens.take(k, "fork")
     try:
-        return _fork(k, flags, parent_tid, child_tid)
+        return _fork(k, flags, parent_tid, child_tid, memory_slot)
     except BaseException:
-        tokens.give()
+        tokens.give(memory_slot)
         raise
 
 
-def _fork(k: Kernel, flags: int, parent_tid: int, child_tid: int) -> int:
+def _fork(k: Kernel, flags: int, parent_tid: int, child_tid: int, memory_slot: int) -> int:
     table = k.children.process_table(k)
     pid = k.sched.new_id()
     table.add(pid, k.identity.pid)
     try:
-        return _fork_as(k, pid, flags, parent_tid, child_tid)
+        return _fork_as(k, pid, flags, parent_tid, child_tid, memory_slot)
     except BaseException:
         table.forget(pid)
         raise
 
 
-def _fork_as(k: Kernel, pid: int, flags: int, parent_tid: int, child_tid: int) -> int:
+def _fork_as(k: Kernel, pid: int, flags: int, parent_tid: int, child_tid: int,
+             memory_slot: int) -> int:
     drains = _share_files(k)
     k.mm.share_with_children()
     if flags & CLONE_PARENT_SETTID:
@@ -110,7 +112,7 @@ def _fork_as(k: Kernel, pid: int, flags: int, parent_tid: int, child_tid: int) -
         raise
     if host_pid == 0:
         control.close()
-        _run_child(k, pid, state, flags, child_tid, drains, theirs, keep)
+        _run_child(k, pid, state, flags, child_tid, drains, theirs, keep, memory_slot)
     theirs.close()
     for drain in drains.values():
         os.close(drain.write_fd)
@@ -120,7 +122,7 @@ def _fork_as(k: Kernel, pid: int, flags: int, parent_tid: int, child_tid: int) -
         control.close()
         raise SyscallError(errno.EAGAIN)
     k.children.start(k, Child(pid, host_pid, control, list(drains.values()), tokens,
-                              k.ns.tmp, k.children.watch()))
+                              k.ns.tmp, k.children.watch(), memory_slot))
     return pid
 
 
@@ -141,13 +143,17 @@ def _share_files(k: Kernel) -> dict[int, ConsoleDrain]:
 
 
 def _run_child(k: Kernel, pid: int, state: VcpuState, flags: int, child_tid: int,
-               drains: dict[int, ConsoleDrain], control: socket.socket, keep: set[int]) -> None:
-    """In the forked monitor process: this VM's copy runs as the child, to its exit."""
+               drains: dict[int, ConsoleDrain], control: socket.socket, keep: set[int],
+               memory_slot: int) -> None:
+    """In the forked monitor process: this VM's copy runs as the child, to its exit; what
+    it maps beyond what it shares with its parent is charged to `memory_slot`."""
     status, changes = NOT_STARTED, b""
     try:
         die_with_parent()
         before = snapshot(k.ns.tmp)
         _become_child(k, pid, state, drains, keep)
+        assert k.children.tokens is not None and k.children.tokens.memory is not None
+        charge_to(k, k.children.tokens.memory, memory_slot, k.mm.mapped)
         hear_parent(k, control)
         if flags & CLONE_CHILD_SETTID:
             k.mem.put_u32(child_tid, pid)

@@ -7,6 +7,7 @@ auxv on the stack for ld.so to find.
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from dataclasses import dataclass
@@ -25,6 +26,16 @@ AT_PLATFORM, AT_HWCAP, AT_CLKTCK, AT_SECURE, AT_RANDOM = 15, 16, 17, 23, 25
 AT_HWCAP2, AT_EXECFN, AT_SYSINFO_EHDR = 26, 31, 33
 
 PIE_BASE = USER_START
+
+
+@dataclass
+class Program:
+    """An executable and its interpreter, read and checked: all that execve can fail on
+    before the process's old image is gone (in a sibling VM: before it is started)."""
+
+    path: str
+    exe: ElfFile
+    interp: ElfFile | None
 
 
 @dataclass
@@ -52,22 +63,44 @@ def _host_hwcap() -> int:
 HOST_HWCAP = _host_hwcap()
 
 
-def _read_elf(ns: Namespace, path: str) -> ElfFile:
+def read_program(ns: Namespace, path: str) -> Program:
+    """The executable at `path` and its PT_INTERP interpreter, or LoadError with the errno
+    Linux's execve gives: ENOEXEC for an executable binfmt_elf would not load; for the
+    interpreter, ENOENT (or the lookup's errno) where it is missing, EACCES where it is no
+    executable file, ELIBBAD where it is no loadable ELF file of its own."""
+    exe = _read_elf(ns, path, errno.ENOEXEC)
+    interp = None
+    if exe.interp:
+        interp = _read_elf(ns, exe.interp, errno.ELIBBAD, executable=True)
+        if interp.interp:
+            raise LoadError(f"{exe.interp} has an interpreter of its own", errno.ELIBBAD)
+    return Program(path, exe, interp)
+
+
+def _read_elf(ns: Namespace, path: str, bad: int, executable: bool = False) -> ElfFile:
+    """The ELF file at `path`; `bad` is the errno where it is not one that can be loaded."""
     try:
         r = ns.resolve(path)
     except SyscallError as e:
-        raise LoadError(f"cannot resolve {path} in the image: {e}") from None
+        raise LoadError(f"cannot resolve {path} in the guest's filesystems: {e}",
+                        e.errno) from None
     node = r.node
+    if node is None:
+        raise LoadError(f"{path} does not exist in the guest's filesystems", errno.ENOENT)
+    if executable and not node.mode & 0o111:
+        raise LoadError(f"{path} is not executable", errno.EACCES)
     if isinstance(node, (ImageNode, HostNode)) and not node.is_dir:
         data = bytes(node.read_at(0, node.size))
     elif isinstance(node, TmpFile):
         data = bytes(node.data)
     else:
-        raise LoadError(f"{path} is not a file in the guest's filesystems")
+        raise LoadError(f"{path} is not a file in the guest's filesystems", errno.EACCES)
     try:
-        return ElfFile.parse(data, name=path)
+        elf = ElfFile.parse(data, name=path)
+        elf.span()  # it has PT_LOAD segments
     except ElfError as e:
-        raise LoadError(str(e)) from None
+        raise LoadError(str(e), bad) from None
+    return elf
 
 
 def _map_elf(mm: AddressSpace, ram_view: memoryview, elf: ElfFile, base: int | None,
@@ -84,27 +117,27 @@ def _map_elf(mm: AddressSpace, ram_view: memoryview, elf: ElfFile, base: int | N
         try:
             mm.reserve(lo, hi, name)
         except SyscallError:
-            raise LoadError(f"{name} wants {lo:#x}-{hi:#x}, outside guest user memory") from None
+            raise LoadError(f"{name} wants {lo:#x}-{hi:#x}, outside guest user memory",
+                            errno.ENOMEM) from None
     for ph in elf.load_segments:
         dest = bias + ph.p_vaddr
         ram_view[dest : dest + ph.p_filesz] = elf.data[ph.p_offset : ph.p_offset + ph.p_filesz]
     return bias
 
 
-def load_program(mm: AddressSpace, ram_view: memoryview, ns: Namespace, path: str,
+def load_program(mm: AddressSpace, ram_view: memoryview, program: Program,
                  argv: list[str], envp: list[str], identity: tuple[int, int],
                  vdso: int | None = None) -> LoadedProgram:
-    exe = _read_elf(ns, path)
+    """`program` in guest memory, with its stack; fails only for want of memory (a
+    SyscallError of the address space, or LoadError)."""
+    exe, path = program.exe, program.path
     bias = _map_elf(mm, ram_view, exe, PIE_BASE, path)
     mm.set_brk_base(bias + exe.span()[1])
     entry = bias + exe.header.e_entry
     interp_base = 0
-    if exe.interp:
-        interp = _read_elf(ns, exe.interp)
-        if interp.interp:
-            raise LoadError(f"{exe.interp} has an interpreter of its own")
-        interp_base = _map_elf(mm, ram_view, interp, None, exe.interp)
-        entry = interp_base + interp.header.e_entry
+    if program.interp is not None:
+        interp_base = _map_elf(mm, ram_view, program.interp, None, exe.interp)
+        entry = interp_base + program.interp.header.e_entry
     phdr = next((ph.p_vaddr for ph in exe.segments if ph.p_type == PT_PHDR), None)
     if phdr is None:
         first = exe.load_segments[0]

@@ -11,11 +11,15 @@ import bisect
 import errno
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from usetl.vm import GuestMemory
 from usetl.vm.layout import PAGE_SIZE, STACK_GUARD, STACK_SIZE, USER_START
 
 from .errors import SyscallError
+
+if TYPE_CHECKING:
+    from .allowance import Charge
 
 # Fresh anonymous memory up to this size gets its host pages when mapped (populate()).
 POPULATE_MAX = 1 << 20
@@ -78,6 +82,10 @@ class SharedFileMap:
 class AddressSpace:
     """Reserved ranges of guest RAM, kept sorted and non-overlapping."""
 
+    # This process's part of its invocation tree's memory allowance (allowance.py), while
+    # the invocation has children; never in a template's state (the invocation's end drops it).
+    charge: Charge | None = None
+
     def __init__(self, ram: GuestMemory, brk_limit: int | None = None):
         self.ram = ram
         self.stack_top = ram.end
@@ -85,6 +93,7 @@ class AddressSpace:
         self.mmap_top = self.stack_bottom - STACK_GUARD
         self.starts: list[int] = []
         self.areas: list[Area] = []
+        self.mapped = 0  # bytes in areas
         self.brk_start = 0
         self.brk_cur = 0
         # Room kept free above the break for the heap to grow into; glibc's
@@ -106,6 +115,7 @@ class AddressSpace:
         i = bisect.bisect_left(self.starts, area.start)
         self.starts.insert(i, area.start)
         self.areas.insert(i, area)
+        self.mapped += area.end - area.start
 
     def overlaps(self, start: int, end: int) -> bool:
         i = bisect.bisect_right(self.starts, start) - 1
@@ -124,6 +134,25 @@ class AddressSpace:
             pos = max(pos, a.end)
             i += 1
         return pos >= end
+
+    def covered(self, start: int, end: int) -> int:
+        """How many bytes of [start, end) are in areas."""
+        n = 0
+        for a in self.areas[max(bisect.bisect_right(self.starts, start) - 1, 0):]:
+            if a.start >= end:
+                break
+            n += max(0, min(a.end, end) - max(a.start, start))
+        return n
+
+    def _admit(self, grow: int, call: str) -> None:
+        """Room for `grow` more bytes in the invocation's memory allowance, or ENOMEM."""
+        if self.charge is not None and grow > 0:
+            self.charge.admit(self.mapped + grow, call, grow)
+
+    def _settle(self) -> None:
+        """Memory given back goes back to the allowance."""
+        if self.charge is not None:
+            self.charge.settle(self.mapped)
 
     def sync(self, start: int, end: int) -> None:
         """Write what [start, end) holds of shared file mappings back to their files."""
@@ -196,6 +225,7 @@ class AddressSpace:
                 i += 1
                 continue
             del self.areas[i], self.starts[i]
+            self.mapped -= a.end - a.start
             if a.start < start:
                 self._insert(Area(a.start, start, a.name, a.file))
                 i += 1
@@ -230,6 +260,7 @@ class AddressSpace:
         """Claim a range for the loader (no zeroing: RAM is fresh)."""
         if self.overlaps(start, end) or not self._valid_user_range(start, end):
             raise SyscallError(errno.ENOMEM)
+        self._admit(end - start, "loading the program")
         self._insert(Area(start, end, name))
 
     def set_brk_base(self, addr: int) -> None:
@@ -243,11 +274,16 @@ class AddressSpace:
         if new_end > old_end:
             if self.overlaps(old_end, new_end) or new_end > self.mmap_top:
                 return self.brk_cur
+            try:
+                self._admit(new_end - old_end, "brk")
+            except SyscallError:
+                return self.brk_cur
             self._insert(Area(old_end, new_end, "[heap]"))
             self.populate(old_end, new_end - old_end)
         elif new_end < old_end:
             self._remove(new_end, old_end)
             self.discard(new_end, old_end - new_end)
+            self._settle()
         self.brk_cur = addr
         return addr
 
@@ -261,19 +297,26 @@ class AddressSpace:
         if fixed or noreplace:
             if addr % PAGE_SIZE or not self._valid_user_range(addr, addr + length):
                 raise SyscallError(errno.EINVAL if addr % PAGE_SIZE else errno.ENOMEM)
-            if self.overlaps(addr, addr + length):
-                if noreplace:
-                    raise SyscallError(errno.EEXIST)
+            replaced = self.covered(addr, addr + length)
+            if replaced and noreplace:
+                raise SyscallError(errno.EEXIST)
+            self._admit(length - replaced, "mmap")
+            if replaced:
                 self._remove(addr, addr + length)
                 self.discard(addr, length)
             self._insert(Area(addr, addr + length, name, file))
+            self._settle()
             return addr
-        if addr and addr % PAGE_SIZE == 0 and self._valid_user_range(addr, addr + length):
-            if not self.overlaps(addr, addr + length):
-                self._insert(Area(addr, addr + length, name, file))
-                return addr
-        start = self._find_free(length)
-        self._insert(Area(start, start + length, name, file))
+        self._admit(length, "mmap")
+        try:
+            if addr and addr % PAGE_SIZE == 0 and self._valid_user_range(addr, addr + length) \
+                    and not self.overlaps(addr, addr + length):
+                start = addr
+            else:
+                start = self._find_free(length)
+            self._insert(Area(start, start + length, name, file))
+        finally:
+            self._settle()  # what it took, or nothing where it found no room
         return start
 
     def unmap(self, addr: int, length: int) -> None:
@@ -294,6 +337,7 @@ class AddressSpace:
         self._remove(addr, end)
         for lo, hi in spans:
             self.discard(lo, hi - lo)
+        self._settle()
 
     def remap(self, old: int, old_len: int, new_len: int, may_move: bool) -> int:
         old_len, new_len = page_up(old_len), page_up(new_len)
@@ -306,6 +350,7 @@ class AddressSpace:
         grow_end = old + new_len
         first, last = self._area_at(old), self._area_at(old + old_len - 1)
         if self._valid_user_range(old, grow_end) and not self.overlaps(old + old_len, grow_end):
+            self._admit(new_len - old_len, "mremap")
             # A file mapping grows with the file's next bytes (remapped_file places them).
             self._insert(Area(old + old_len, grow_end, last.name, last.file_at(old + old_len)))
             return old
@@ -350,4 +395,4 @@ class AddressSpace:
 
     @property
     def mapped_bytes(self) -> int:
-        return sum(a.end - a.start for a in self.areas)
+        return self.mapped

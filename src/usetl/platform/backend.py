@@ -99,6 +99,11 @@ class Instance(Protocol):
         the template (its anonymous memory and memory files of its own: the pool's budget
         counts this); `uss`, `pss` and `rss` are usetl.procmem's."""
 
+    def children_bytes(self) -> int:
+        """Private host memory of the child processes its invocation runs now (KVM: the
+        monitors of their VMs), measured now; 0 when none runs or it is gone. The pool's
+        budget counts it while the invocation runs."""
+
     def close(self) -> None: ...
 
 

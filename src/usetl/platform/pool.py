@@ -12,7 +12,9 @@
   queue is full they are refused (ConcurrencyLimit, HTTP 429). Its child processes count
   toward it too: the limit is a pipe of slots (libos.children.ProcessSlots) that each
   invocation takes one of here and each child one of in its monitor, so a fork beyond it
-  is EAGAIN and invocations wait while children fill it.
+  is EAGAIN and invocations wait while children fill it (on the pipe: a slot given back,
+  by this pool or by a monitor, wakes them). While they run, children's memory counts
+  toward the memory budget (measured by the maintainer, `children_bytes` in the status).
 - Learned templates (learning.py): once invocations keep importing the same modules, the
   next template generation is built with them imported, on a thread of its own, and swapped
   in whole: later instances are forked from it, ready ones of the old generation are closed,
@@ -54,9 +56,6 @@ from .metrics import Metrics
 log = logging.getLogger(__name__)
 RECYCLERS = 2  # threads rolling used instances back
 RECYCLE_WAIT_S = 0.05  # how long an invocation waits for a rollback before forking
-# How often a queued invocation looks for a slot: one a child gives back (in its monitor)
-# wakes no one here.
-SLOT_WAIT_S = 0.05
 # A function deployed with reuse "warm" keeps an instance, globals and /tmp included, for
 # this many calls (and no longer than the pool's idle time), as a Lambda environment is.
 WARM_REUSE_CALLS = 1000
@@ -132,10 +131,18 @@ class FunctionPool:
         self.held: dict[Instance, str] = {}  # instances out of `ready`: "busy" or "recycling"
         # Each live instance's memory as last measured (when forked, after each rollback).
         self.sizes: weakref.WeakKeyDictionary[Instance, int] = weakref.WeakKeyDictionary()
+        # The memory of busy instances' child processes, as the maintainer last measured it.
+        self.children_sizes: dict[Instance, int] = {}
 
     def children(self) -> int:
         """Child processes of its invocations running now (each holds a slot)."""
         return max(0, self.concurrency - self.busy - self.slots.free())
+
+    def instance_bytes(self, backend: Backend) -> int:
+        """What its next instance will take: the most one of its live instances took, or the
+        backend's estimate before any was measured."""
+        return max((n for i, n in self.sizes.items() if not i.closed),
+                   default=backend.instance_bytes)
 
     def current(self, instance: Instance) -> bool:
         """Whether the instance was forked from the template that serves now."""
@@ -220,15 +227,26 @@ class Pool:
     # memory
 
     def memory_bytes(self) -> int:
-        """The backend's overhead, the templates and every live instance as measured: a
-        rolled-back instance keeps the pages its invocation touched, so no estimate will do."""
+        """The backend's overhead, the templates and every live instance as measured, and
+        the child processes of running invocations: a rolled-back instance keeps the pages
+        its invocation touched, so no estimate will do."""
         total = self.backend.overhead_bytes()
         with self.cond:
             for p in self.pools.values():
                 if p.template is not None:
                     total += p.template.memory_bytes
                 total += sum(n for instance, n in p.sizes.items() if not instance.closed)
+                total += sum(p.children_sizes.values())
         return total
+
+    def _measure_children(self, pool: FunctionPool) -> None:
+        """The memory of the child processes each running invocation has now."""
+        with self.cond:
+            busy = [i for i, state in pool.held.items() if state == "busy"]
+        sizes = {instance: instance.children_bytes() for instance in busy}
+        with self.cond:
+            pool.children_sizes = {i: n for i, n in sizes.items()
+                                   if n and pool.held.get(i) == "busy"}
 
     def _measure(self, pool: FunctionPool, instance: Instance) -> None:
         memory = instance.memory()
@@ -388,7 +406,14 @@ class Pool:
                 pool.waiting += 1
                 try:
                     while not pool.slots.take():
-                        self.cond.wait(SLOT_WAIT_S)
+                        # A slot comes back as a byte in the pipe, written by this pool at
+                        # an invocation's end or by a monitor at a child's: wait for it
+                        # without the lock (every waiter wakes; one gets it).
+                        self.cond.release()
+                        try:
+                            pool.slots.wait()
+                        finally:
+                            self.cond.acquire()
                 finally:
                     pool.waiting -= 1
             pool.busy += 1
@@ -463,6 +488,7 @@ class Pool:
             pool.busy -= 1
             pool.slots.give()
             if instance is not None:
+                pool.children_sizes.pop(instance, None)
                 pool.recycling += 1
                 pool.held[instance] = "recycling"
             self.cond.notify_all()
@@ -644,6 +670,7 @@ class Pool:
                     return
             for pool in self._all():
                 try:
+                    self._measure_children(pool)
                     self._balance(pool)
                 except UsetlError as e:
                     log.warning("pool %s: %s", pool.spec.key, e)
@@ -670,7 +697,7 @@ class Pool:
                 coming_back = pool.busy + pool.recycling if pool.reusable else 0
                 missing = target - len(pool.ready) - coming_back
                 if (missing <= 0 or pool.retired
-                        or self.memory_bytes() + self.backend.instance_bytes
+                        or self.memory_bytes() + pool.instance_bytes(self.backend)
                         > cfg.memory_budget_bytes):
                     return
             instance = self._fork(pool)
@@ -739,6 +766,7 @@ class Pool:
             "ready": len(p.ready),
             "busy": p.busy,
             "children": p.children(),
+            "children_bytes": sum(p.children_sizes.values()),
             "queued": p.waiting,
             "concurrency_limit": p.concurrency,
             "target_ready": p.target_ready(self.config),

@@ -54,7 +54,7 @@ from usetl.jail.ids import shared_range
 from usetl.libos.children import ProcessSlots
 from usetl.libos.etl_device import EtlDevice, RegionFull
 from usetl.libos.handoff import HandOff, HandOffError
-from usetl.procmem import process_memory
+from usetl.procmem import descendants_private_bytes, process_memory
 from usetl.vm.memory import GuestMemory
 
 from .backend import (
@@ -275,6 +275,11 @@ class ProcessInstance:
             return {"own": hostmm.anonymous_bytes(host_pid), **process_memory([host_pid])}
         except OSError:
             return None
+
+    def children_bytes(self) -> int:
+        """The sandbox's own child processes'."""
+        host_pid = None if self.pid is None else _host_pid(self.template.process.pid, self.pid)
+        return 0 if host_pid is None else descendants_private_bytes(host_pid)
 
     def close(self) -> None:
         if self.closed:

@@ -23,7 +23,7 @@ from usetl.libos.etl_device import ETL_DEVICE, EtlDevice
 from usetl.libos.files import O_RDONLY, NullFile, OutputFile
 from usetl.libos.fs import Namespace
 from usetl.libos.kernel import Kernel
-from usetl.libos.loader import load_program
+from usetl.libos.loader import load_program, read_program
 from usetl.libos.syscalls.table import HANDLERS
 from usetl.libos.vdso import VdsoClock, tsc_usable
 from usetl.vm import Vm, VmError
@@ -109,7 +109,7 @@ def _load(usf: Usf, path: str, argv: list[str]) -> None:
         vdso = VDSO_ADDR
     k = usf.kernel
     try:
-        prog = load_program(k.mm, usf.vm.ram.view, k.ns, path, argv, GUEST_ENV,
+        prog = load_program(k.mm, usf.vm.ram.view, read_program(k.ns, path), argv, GUEST_ENV,
                             (k.identity.uid, k.identity.gid), vdso)
     except LibosError as e:
         raise UsfError(f"cannot load {path}: {e}") from e

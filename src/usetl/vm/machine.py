@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from usetl import hostmm
 from usetl.errors import UsetlError
 from usetl.kvm import Kvm, KvmError
 from usetl.kvm import constants as kc
@@ -421,6 +422,13 @@ class Vm:
 
     def memory(self) -> dict[str, GuestMemory]:
         return {"ram": self.ram, **self.regions}
+
+    def inherit_on_fork(self, inherit: bool) -> None:
+        """Whether a host fork of this process maps this VM's memory in the child. A fork
+        write-protects the private pages it shares, and each page's next store from the
+        guest is then a KVM fault: a child that never uses the memory should not get it."""
+        for mem in self.memory().values():
+            hostmm.inherit_on_fork(mem.host_addr, mem.size, inherit)
 
     def settle(self) -> None:
         """Complete the port write the vCPU stopped in, so its state is whole.

@@ -90,12 +90,14 @@ function Pools() {
     return html`<p>backend <b>${pool.backend}</b>, pools hold <b data-field="pool-memory">
       ${mib(pool.memory_bytes)}</b> of a ${mib(pool.memory_budget_bytes)} budget</p>
       ${pool.functions.length ? html`<table><tr><th>version</th><th class="num">ready</th>
-        <th class="num">busy</th><th class="num">children</th><th class="num">queued</th>
+        <th class="num">busy</th><th class="num">children</th>
+        <th class="num">children's memory</th><th class="num">queued</th>
         <th class="num">template</th>
         <th>instances (USS of each clone)</th></tr>
         ${pool.functions.map((p) => html`<tr data-pool=${p.function}><td>${p.function}</td>
           <td class="num">${p.ready}</td><td class="num">${p.busy}</td>
-          <td class="num">${p.children}</td><td class="num">${p.queued}</td><td class="num">${mib(p.template_bytes)}</td>
+          <td class="num">${p.children}</td><td class="num">${mib(p.children_bytes)}</td>
+          <td class="num">${p.queued}</td><td class="num">${mib(p.template_bytes)}</td>
           <td>${p.instances.map((i) => html`<div data-instance=${i.id}>${i.id.slice(0, 8)}
             ${" "}${i.state}: <span data-field="uss">${mib(i.memory && i.memory.uss)}</span>
             </div>`)}</td></tr>`)}</table>`

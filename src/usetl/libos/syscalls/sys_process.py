@@ -96,7 +96,7 @@ def sys_wait4(k: Kernel, pid: int, status_addr: int, options: int, rusage: int,
     if status_addr:
         k.mem.put_u32(status_addr, status)
     if rusage:
-        k.mem.write(rusage, usage.pack())
+        k.mem.write(rusage, usage().pack())
     return child
 
 
@@ -117,7 +117,7 @@ def sys_waitid(k: Kernel, idtype: int, ident: int, infop: int, options: int, rus
         raise SyscallError(errno.ECHILD)  # no child is ever stopped or continued
     found = children.wait_child(k, pid, options & (WNOHANG | WNOWAIT))
     info = bytearray(SIGINFO_SIZE)
-    usage = children.Usage()
+    usage = children.Usage
     if found is not None:
         child, status, usage = found
         code, value = children.describe(status)
@@ -125,7 +125,7 @@ def sys_waitid(k: Kernel, idtype: int, ident: int, infop: int, options: int, rus
     if infop:
         k.mem.write(infop, bytes(info))
     if rusage:
-        k.mem.write(rusage, usage.pack())
+        k.mem.write(rusage, usage().pack())
     return 0
 
 

@@ -115,7 +115,7 @@ def sys_getrusage(k: Kernel, who: int, usage: int, *_: int) -> int:
     waited for (their monitors' CPU time and peak memory)."""
     who = s32(who)
     if who == RUSAGE_CHILDREN:
-        k.mem.write(usage, k.children.waited.pack())
+        k.mem.write(usage, k.children.waited_usage().pack())
         return 0
     if who not in (RUSAGE_SELF, RUSAGE_THREAD):
         raise SyscallError(errno.EINVAL)

@@ -136,16 +136,20 @@ _ENTRIES = [
             "a tmpfs file in no directory; no seals (F_ADD_SEALS is EINVAL); "
             "shared mappings as mmap's"),
     # memory
-    Syscall("brk", mm.sys_brk, FULL),
+    Syscall("brk", mm.sys_brk, FULL, "the break stays where growth would pass the memory "
+            "allowance an invocation's processes share (as mmap's)"),
     Syscall("mmap", mm.sys_mmap, PARTIAL,
             "a writable shared mapping of a tmpfs file reaches the file at msync and "
             "munmap (read and write of the file meanwhile do not see it); a file of the "
             "image or a mounted archive shows its pages copy-on-write, others are copied; "
             "CPython's arenas and frame-stack chunks come from the vDSO's free lists, "
-            "without this syscall"),
+            "without this syscall; once an invocation has children, ENOMEM (told on "
+            "stderr) where its processes' mappings would pass the function's memory "
+            "(a forked child's counted beyond what it shares with its parent)"),
     Syscall("munmap", mm.sys_munmap, FULL),
     Syscall("mremap", mm.sys_mremap, PARTIAL,
-            "no MREMAP_FIXED; a file mapping that grows shows the file's next bytes"),
+            "no MREMAP_FIXED; a file mapping that grows shows the file's next bytes; "
+            "growth within the memory allowance, as mmap's"),
     Syscall("mprotect", mm.sys_mprotect, PARTIAL, "checked, not enforced: RAM is mapped RWX"),
     Syscall("madvise", mm.sys_madvise, PARTIAL,
             "DONTNEED: file mappings read the file again (a shared one's stores written "
@@ -317,7 +321,10 @@ _ENTRIES = [
             "argument rules, 4 deep), starts in a sibling VM (same jail and socket policy, "
             "RAM as its parent's) with the caller's fds (pipes become host pipes); a vfork "
             "child's thread ends there; a process's own execve waits for the program and "
-            "ends with its status, the program taking its pid and its parent's signals"),
+            "ends with its status, the program taking its pid and its parent's signals; "
+            "the program and its PT_INTERP are read and checked first, so execve returns "
+            "ENOEXEC, ENOENT, EACCES or ELIBBAD as Linux's; mapping it past that point "
+            "fails only for want of memory, and the child then ends with SIGSEGV"),
     Syscall("execveat", proc.sys_execveat, PARTIAL, "AT_FDCWD and no flags; as execve"),
     Syscall("wait4", proc.sys_wait4, PARTIAL,
             "pid, -1, 0 or -pgid; WNOHANG; no stopped children; rusage: the child's "
