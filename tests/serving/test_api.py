@@ -166,6 +166,33 @@ def test_malformed_and_oversized_events_change_nothing(server, alice):
     assert alice.function("square")["versions"] == [1]
 
 
+def test_the_invoke_route_answers_as_the_rest_of_the_api(server, alice):
+    """POST .../invoke has a path of its own (api/hot_path.py): the same errors, limits,
+    headers and documentation as the app's routes."""
+    deploy(alice, "echo", "def handler(event, context):\n    return event\n")
+    url = f"{server.url}/v1/functions/echo/invoke"
+    auth = {"Authorization": f"bearer  {alice.token}"}  # the scheme in any case
+    r = httpx.post(url, content=b"", headers=auth)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert r.json()["status"] == "succeeded" and r.json()["result"] is None  # no body: null
+    for headers in ({}, {"Authorization": "Bearer usetl_wrong"}):
+        r = httpx.post(url, content=b"1", headers=headers)
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert r.json()["error"]["code"] == "unauthenticated"
+    r = httpx.post(f"{server.url}/v1/functions/nope/invoke", content=b"1", headers=auth)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "function_not_found"
+    over = (b" " * (1 << 20) for _ in range(7))  # chunked: no Content-Length to refuse by
+    r = httpx.post(url, content=over, headers=auth)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+    r = httpx.get(url, headers=auth)
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    assert list(paths["/v1/functions/{name}/invoke"]) == ["post"]
+    names = list(paths)
+    assert names.index("/v1/functions/{name}/invoke") + 1 == names.index(
+        "/v1/functions/{name}/invocations")
+
+
 def test_tenants_are_isolated(server, admin, alice):
     deploy(alice, "private", SQUARE)
     mine = alice.invoke("private", {"n": 3})

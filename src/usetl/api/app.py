@@ -8,7 +8,6 @@ are 404, as if they did not exist). Errors are JSON:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Annotated, Any
 import anyio.to_thread
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -27,10 +26,13 @@ from usetl.platform.registry import Tenant
 from usetl.platform.service import Platform, ServiceError
 
 from .deploy import add_deploy_route
+from .hot_path import Blocking, InvokePath, bearer_token, error_document, event_body
 from .pipelines import add_pipeline_routes
 
 log = logging.getLogger(__name__)
 THREADS = 256  # blocking invocations in flight (the pool queues beyond a function's limit)
+# The worker threads of the API's blocking calls; threads start as calls need them.
+BLOCKING = Blocking(THREADS)
 MAX_BODY_BYTES = 80 << 20  # a deploy: 50 MiB of code in base64, and the JSON around it
 # A deploy's code archive: 250 MiB unpacked (Limits.max_unpacked_bytes), with tar's headers.
 MAX_ARCHIVE_BYTES = 260 << 20
@@ -43,6 +45,23 @@ EVENT_BODY = {
         "description": "The event: any JSON value (empty body: null).",
         "content": {"application/json": {"schema": {}}},
     }
+}
+# POST /v1/functions/{name}/invoke is answered by hot_path.InvokePath, in front of the app:
+# its entry in the OpenAPI document, as FastAPI would write it.
+INVOKE_DOC = {
+    "tags": ["invocations"],
+    "summary": "Invoke",
+    "description": "Run the function and wait for its result (the invocation record).",
+    "operationId": "invoke_v1_functions__name__invoke_post",
+    "parameters": [
+        {"name": "name", "in": "path", "required": True,
+         "schema": {"type": "string", "title": "Name"}},
+        {"name": "authorization", "in": "header", "required": False,
+         "schema": {"type": "string", "title": "Authorization"}},
+    ],
+    **EVENT_BODY,
+    "responses": {"200": {"description": "The invocation record",
+                          "content": {"application/json": {"schema": {}}}}},
 }
 
 
@@ -93,9 +112,7 @@ async def _caller(request: Request,
                   authorization: Annotated[str | None, Header()] = None) -> Tenant:
     """The caller's tenant: on the event loop for a token seen before (a sync dependency
     would cost every request a hop to a worker thread), else in a thread (a registry read)."""
-    token = None
-    if authorization and authorization.lower().startswith("bearer "):
-        token = authorization[7:].strip()
+    token = bearer_token(authorization)
     platform = request.app.state.platform
     return platform.known_tenant(token) or await _blocking(platform.authenticate, token)
 
@@ -105,15 +122,13 @@ Caller = Annotated[Tenant, Depends(_caller)]
 
 def error_response(status: int, code: str, message: str,
                    cause: dict | None = None) -> JSONResponse:
-    error: dict = {"code": code, "message": message}
-    if cause is not None:
-        error["cause"] = cause
-    return JSONResponse({"error": error}, status_code=status)
+    return JSONResponse(error_document(code, message, cause), status_code=status)
 
 
-def create_app(platform: Platform, close_on_shutdown: bool = True) -> FastAPI:
-    """The API over a platform; closed when the server shuts down unless the caller
-    closes it (run_api on a loop the platform owns: it would stop that loop under it)."""
+def create_app(platform: Platform, close_on_shutdown: bool = True) -> InvokePath:
+    """The API as an ASGI app: the FastAPI app behind the invocation's hot path. The
+    platform is closed when the server shuts down unless the caller closes it (run_api on a
+    loop the platform owns: it would stop that loop under it)."""
     app = FastAPI(
         title="usetl",
         version="1",
@@ -132,7 +147,25 @@ def create_app(platform: Platform, close_on_shutdown: bool = True) -> FastAPI:
     add_pipeline_routes(app, platform, Caller, _body, _blocking, EVENT_BODY)
     _add_pool_route(app, platform)  # last, so /docs lists the paths in the order they always had
     _add_dashboard(app, platform)
-    return app
+    _document_invoke(app)
+    return InvokePath(app, platform, BLOCKING)
+
+
+def _document_invoke(app: FastAPI) -> None:
+    """The hot path's route in /openapi.json (and /docs), where the app's own routes of
+    invocations begin."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = generate()
+            paths = list(schema["paths"].items())
+            at = [path for path, _ in paths].index("/v1/functions/{name}/invocations")
+            paths.insert(at, ("/v1/functions/{name}/invoke", {"post": INVOKE_DOC}))
+            schema["paths"] = dict(paths)
+        return app.openapi_schema
+
+    app.openapi = openapi  # FastAPI's way to extend its document
 
 
 def _add_body_limit(app: FastAPI) -> None:
@@ -220,7 +253,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 async def _blocking(fn, *args) -> Any:
     """Run a call that may block (a deploy, an invocation) off the event loop."""
-    return await anyio.to_thread.run_sync(fn, *args)
+    return await BLOCKING.run(fn, *args)
 
 
 def _add_operation_routes(app: FastAPI, platform: Platform) -> None:
@@ -266,15 +299,6 @@ def _add_function_routes(app: FastAPI, platform: Platform) -> None:
 
 
 def _add_invocation_routes(app: FastAPI, platform: Platform) -> None:
-    @app.post("/v1/functions/{name}/invoke", tags=["invocations"], openapi_extra=EVENT_BODY)
-    async def invoke(name: str, request: Request, caller: Caller) -> Response:
-        """Run the function and wait for its result (the invocation record)."""
-        event = platform.parse_event(await _body(request, platform))
-        awaited = platform.invoke_coroutine(caller, name, event)
-        record = await (awaited or _blocking(platform.invoke, caller, name, event))
-        # Serialised here: FastAPI's generic encoder costs more than the invocation.
-        return Response(json.dumps(record), media_type="application/json")
-
     @app.post("/v1/functions/{name}/invocations", tags=["invocations"], status_code=202,
               openapi_extra=EVENT_BODY)
     async def invoke_async(name: str, request: Request, caller: Caller,
@@ -366,19 +390,8 @@ def _add_pool_route(app: FastAPI, platform: Platform) -> None:
 
 async def _body(request: Request, platform: Platform) -> bytes:
     """The request body, refused as soon as it passes the payload limit."""
-    limit = platform.limits.max_payload_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ServiceError(413, "payload_too_large",
-                           f"the event is {declared} bytes, over the limit of {limit}")
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ServiceError(413, "payload_too_large", f"the event is over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await event_body(request.headers.get("content-length"), request.stream(),
+                            platform.limits.max_payload_bytes)
 
 
 def _add_dashboard(app: FastAPI, platform: Platform) -> None:

@@ -315,8 +315,9 @@ def serve(channel, refused=None):
     # Before the first wait, where templates are captured, so that no clone's rollback
     # takes them back again: the runtime (an identity's hooks would import it, a dozen
     # exits, after every rollback) and the compiler's AST types (built on its first use:
-    # about 2 ms in a USF).
-    from usetl import runtime  # noqa: F401 - imported for its place in sys.modules
+    # about 2 ms in a USF). The importer and the arenas (ctypes) too, which every load
+    # installs: imported there, they cost a started USF's first request 40-150 ms.
+    from usetl import arenas, importer, runtime  # noqa: F401 - for their place in sys.modules
 
     compile("pass", "<usetl>", "exec")
     frame = abi.encode({"kind": abi.READY, "protocol": abi.PROTOCOL_VERSION})

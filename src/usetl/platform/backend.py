@@ -93,11 +93,19 @@ class Instance(Protocol):
         """Spend CPU now, off the request's path, to make the next invocation faster; the pool
         calls it when the function is quiet. Raises BackendError (and is closed) on failure."""
 
+    def own_bytes(self) -> int | None:
+        """What the instance holds beyond what it shares with the template, measured now (its
+        anonymous memory and memory files of its own): what the pool's budget counts. None
+        once it is gone or has no process of its own."""
+
+    def resident_bytes(self) -> int | None:
+        """Its process's resident memory now, from a counter (cheap, unlike own_bytes): the
+        pool measures an instance again when this moves. None once it is gone."""
+
     def memory(self) -> dict[str, int] | None:
         """Host memory of the instance's process in bytes, measured now; None once it is
-        gone or has no process of its own. `own` is what it holds beyond what it shares with
-        the template (its anonymous memory and memory files of its own: the pool's budget
-        counts this); `uss`, `pss` and `rss` are usetl.procmem's."""
+        gone or has no process of its own: `own` (own_bytes()), and `uss`, `pss` and `rss`,
+        usetl.procmem's."""
 
     def children_bytes(self) -> int:
         """Private host memory of the child processes its invocation runs now (KVM: the

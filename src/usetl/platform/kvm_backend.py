@@ -26,7 +26,7 @@ from usetl.image.modstore import PRELOAD, SYSLIBS, ModuleStoreError, packed
 from usetl.invocation import GUEST_ENDED, SANDBOX_ERROR, InvocationResult, invocation_context
 from usetl.libos.children import ProcessSlots
 from usetl.libos.handoff import HandOff
-from usetl.procmem import descendants_private_bytes, process_memory
+from usetl.procmem import descendants_private_bytes, process_memory, resident_bytes
 from usetl.usf import UsfConfig
 
 from .backend import (
@@ -89,6 +89,18 @@ class KvmInstance:
         self.closed = False
         self.kept: HandOff | None = None
         self.niced = False  # its main thread runs at BACKGROUND_NICE
+
+    def own_bytes(self) -> int | None:
+        try:
+            return self.clone.memory_bytes()
+        except OSError:  # the clone's process is gone
+            return None
+
+    def resident_bytes(self) -> int | None:
+        try:
+            return resident_bytes(self.clone.pid)
+        except OSError:
+            return None
 
     def memory(self) -> dict[str, int] | None:
         try:

@@ -56,6 +56,16 @@ from .metrics import Metrics
 log = logging.getLogger(__name__)
 RECYCLERS = 2  # threads rolling used instances back
 RECYCLE_WAIT_S = 0.05  # how long an invocation waits for a rollback before forking
+# An instance's memory for the budget (Instance.own_bytes) walks its process's page tables
+# (smaps_rollup: 10-20 ms for a clone here), too dear for every rollback. So after a rollback
+# only its resident size is read (a counter: tens of µs); if that moved by MOVED_BYTES since
+# the last measure, the maintenance thread measures it again at its next round (every
+# MEASURE_EVERY_S). Changes the resident size does not show (a clone's writes to pages it
+# shares with its template's process) are caught by measuring each instance again after
+# REMEASURE_S. The budget lags a rollback by up to MEASURE_EVERY_S.
+MEASURE_EVERY_S = 0.5
+MOVED_BYTES = 1 << 20
+REMEASURE_S = 10.0
 # A function deployed with reuse "warm" keeps an instance, globals and /tmp included, for
 # this many calls (and no longer than the pool's idle time), as a Lambda environment is.
 WARM_REUSE_CALLS = 1000
@@ -94,7 +104,7 @@ class PoolConfig:
     max_ready: int = 16  # ready instances per function at most
     idle_s: float = 60.0  # no invocation for this long: close the ready instances
     reuse: bool = True  # roll back used instances and keep them (if the backend can)
-    recent_s: float = 10.0  # the window in which the peak concurrency is observed
+    recent_s: float = 10.0  # the window in which the peak of instances in use is observed
     learn_after: int = LEARN_AFTER  # same imports this many calls in a row: learn (0: never)
 
 
@@ -114,7 +124,7 @@ class FunctionPool:
         self.ready: deque[Instance] = deque()
         self.busy = 0
         self.waiting = 0
-        self.peak = 0  # highest concurrency in the current window
+        self.peak = 0  # most instances out at once in the current window (in_use())
         self.peak_started = time.monotonic()
         self.last_used = time.monotonic()
         self.retired = False
@@ -129,10 +139,15 @@ class FunctionPool:
         self.out: Counter[int] = Counter()  # instances running an invocation, by generation
         self.draining: dict[int, FunctionTemplate] = {}  # old templates, until none is out
         self.held: dict[Instance, str] = {}  # instances out of `ready`: "busy" or "recycling"
-        # Each live instance's memory as last measured (when forked, after each rollback).
+        # Each live instance's memory as last measured (the backend's estimate until then).
         self.sizes: weakref.WeakKeyDictionary[Instance, int] = weakref.WeakKeyDictionary()
         # The memory of busy instances' child processes, as the maintainer last measured it.
         self.children_sizes: dict[Instance, int] = {}
+        # When each was measured (time.monotonic()), and its resident size then.
+        self.measured: weakref.WeakKeyDictionary[Instance, tuple[float, int | None]] = (
+            weakref.WeakKeyDictionary())
+        # To measure at the maintenance thread's next round (new, or grown since).
+        self.unmeasured: weakref.WeakSet[Instance] = weakref.WeakSet()
 
     def children(self) -> int:
         """Child processes of its invocations running now (each holds a slot)."""
@@ -170,9 +185,16 @@ class FunctionPool:
         """The instance to close when there are too many: the one take_ready() would not."""
         return self.ready.popleft() if self.spec.reuse == REUSE_WARM else self.ready.pop()
 
+    def in_use(self) -> int:
+        """Instances out of `ready`: those running an invocation and, for each, at most one
+        being rolled back behind it (a rollback can take longer than the next invocation's
+        turn; where rollbacks fall further behind, more instances would not catch up)."""
+        return self.busy + (min(self.recycling, self.busy) if self.reusable else 0)
+
     def target_ready(self, cfg: PoolConfig) -> int:
-        """Instances to keep: the recent peak concurrency, plus one spare where used ones
-        come back after a rollback (so back-to-back invocations do not wait for it)."""
+        """Instances to keep: as many as were in use at once recently, plus one spare where
+        used ones come back after a rollback (so back-to-back invocations do not wait for
+        it)."""
         if self.retired or time.monotonic() - self.last_used > cfg.idle_s:
             return 0
         return min(max(self.peak, 1) + (1 if self.reusable else 0), cfg.max_ready)
@@ -205,6 +227,9 @@ class Pool:
                            lambda: {(): sum(p.template is not None for p in self._all())})
         self.metrics.gauge("usetl_pool_memory_bytes", "Memory held by pools, as measured.",
                            lambda: {(): self.memory_bytes()})
+        # Set when a pool may need instances made or closed now (not at every notify of `cond`:
+        # a maintenance round per invocation costs more than the invocation's own bookkeeping).
+        self.wake = threading.Event()
         self.recycler = ThreadPoolExecutor(RECYCLERS, "usetl-recycle")
         self.learning = ThreadPoolExecutor(1, "usetl-learn")  # next generations, one at a time
         self.maintainer = threading.Thread(target=self._maintain, name="pool", daemon=True)
@@ -248,11 +273,37 @@ class Pool:
             pool.children_sizes = {i: n for i, n in sizes.items()
                                    if n and pool.held.get(i) == "busy"}
 
-    def _measure(self, pool: FunctionPool, instance: Instance) -> None:
-        memory = instance.memory()
-        size = memory["own"] if memory is not None else 0
+    def _counted(self, pool: FunctionPool, instance: Instance) -> None:
+        """A new instance: counted as the function's others (or the backend's estimate) until
+        its first measure."""
         with self.cond:
-            pool.sizes[instance] = size
+            pool.sizes[instance] = pool.instance_bytes(self.backend)
+            pool.unmeasured.add(instance)
+
+    def _check_growth(self, pool: FunctionPool, instance: Instance) -> None:
+        """After a rollback: measure it again if its resident size moved since its measure."""
+        resident = instance.resident_bytes()
+        with self.cond:
+            last = pool.measured.get(instance)
+            if last is None or last[1] is None or resident is None or abs(
+                    resident - last[1]) >= MOVED_BYTES:
+                pool.unmeasured.add(instance)
+
+    def _measure_due(self) -> None:
+        """Measure the instances that are new, have grown, or were measured long ago."""
+        now = time.monotonic()
+        for pool in self._all():
+            with self.cond:
+                due = set(pool.unmeasured) | {i for i, (when, _) in pool.measured.items()
+                                              if now - when > REMEASURE_S}
+                pool.unmeasured = weakref.WeakSet()
+            for instance in due:
+                if instance.closed:
+                    continue
+                resident, size = instance.resident_bytes(), instance.own_bytes()
+                with self.cond:
+                    pool.sizes[instance] = size if size is not None else 0
+                    pool.measured[instance] = (time.monotonic(), resident)
 
     # the function's life
 
@@ -419,7 +470,9 @@ class Pool:
             pool.busy += 1
             pool.invocations += 1
             pool.last_used = time.monotonic()
-            pool.peak = max(pool.peak, pool.busy)
+            if pool.in_use() > pool.peak:  # more instances to keep ready
+                pool.peak = pool.in_use()
+                self.wake.set()
             return pool
 
     def _instance(self, pool: FunctionPool, phases: dict[str, float]) -> Instance:
@@ -453,7 +506,7 @@ class Pool:
                 with self.cond:
                     pool.out[generation] += 1
         self.metrics.instances_created.inc()
-        self._measure(pool, instance)
+        self._counted(pool, instance)
         return instance
 
     def _template(self, pool: FunctionPool,
@@ -493,6 +546,7 @@ class Pool:
                 pool.held[instance] = "recycling"
             self.cond.notify_all()
         if instance is None:
+            self.wake.set()  # it failed to get one: the pool may have none ready
             self._report_rollback(request_id, None)
             if pool.retired:
                 self._close_if_unused(pool)
@@ -528,7 +582,7 @@ class Pool:
                 if pool.busy == 0 and pool.waiting == 0:
                     # Quiet: spare CPU buys the next invocation a shorter path.
                     instance.warm()
-                self._measure(pool, instance)
+                self._check_growth(pool, instance)
                 keep = True
             except RollbackImpossible:
                 pool.reusable = False
@@ -548,6 +602,8 @@ class Pool:
             self.cond.notify_all()
         if stale:
             instance.close()
+        if not keep or stale:  # one instance fewer
+            self.wake.set()
         self._report_rollback(request_id, rollback_ms)
         self._drain(pool)
         if pool.retired:
@@ -640,6 +696,7 @@ class Pool:
             self._drain(pool)
         if snapshot is not None:
             shutil.rmtree(snapshot, ignore_errors=True)
+        self.wake.set()  # ready instances of the new generation
         self._tell(pool, generation)
         return True
 
@@ -661,13 +718,15 @@ class Pool:
     # background work: refill, scale to zero, memory budget
 
     def _maintain(self) -> None:
-        while True:
-            with self.cond:
-                if self.stopping:
-                    return
-                self.cond.wait(timeout=0.5)
-                if self.stopping:
-                    return
+        next_measure = time.monotonic()
+        while not self.stopping:
+            self.wake.wait(timeout=MEASURE_EVERY_S)
+            self.wake.clear()
+            if self.stopping:
+                return
+            if time.monotonic() >= next_measure:
+                self._measure_due()
+                next_measure = time.monotonic() + MEASURE_EVERY_S
             for pool in self._all():
                 try:
                     self._measure_children(pool)
@@ -681,7 +740,7 @@ class Pool:
         now = time.monotonic()
         if now - pool.peak_started > cfg.recent_s:
             with self.cond:
-                pool.peak, pool.peak_started = pool.busy, now
+                pool.peak, pool.peak_started = pool.in_use(), now
         # An evicted template comes back for an invocation, not to refill a pool.
         target = pool.target_ready(cfg) if pool.template is not None else 0
         while True:
@@ -782,6 +841,7 @@ class Pool:
         with self.cond:
             self.stopping = True
             self.cond.notify_all()
+        self.wake.set()
         self.maintainer.join(timeout=10)
         self.learning.shutdown(wait=True, cancel_futures=True)
         self.recycler.shutdown(wait=True)

@@ -54,7 +54,7 @@ from usetl.jail.ids import shared_range
 from usetl.libos.children import ProcessSlots
 from usetl.libos.etl_device import EtlDevice, RegionFull
 from usetl.libos.handoff import HandOff, HandOffError
-from usetl.procmem import descendants_private_bytes, process_memory
+from usetl.procmem import descendants_private_bytes, process_memory, resident_bytes
 from usetl.vm.memory import GuestMemory
 
 from .backend import (
@@ -263,16 +263,30 @@ class ProcessInstance:
     def warm(self) -> None:
         pass  # a fresh fork has nothing to warm
 
-    def memory(self) -> dict[str, int] | None:
-        """The sandbox process's, found by its host pid (None for the zygote's own warm-up,
-        whose memory is the template's, or a process that is gone)."""
-        if self.pid is None:
-            return None
-        host_pid = _host_pid(self.template.process.pid, self.pid)
-        if host_pid is None:
-            return None
+    def _process_pid(self) -> int | None:
+        """The sandbox process's host pid (None for the zygote's own warm-up, whose memory is
+        the template's, or a process that is gone)."""
+        return None if self.pid is None else _host_pid(self.template.process.pid, self.pid)
+
+    def own_bytes(self) -> int | None:
+        host_pid = self._process_pid()
         try:
-            return {"own": hostmm.anonymous_bytes(host_pid), **process_memory([host_pid])}
+            return None if host_pid is None else hostmm.anonymous_bytes(host_pid)
+        except OSError:
+            return None
+
+    def resident_bytes(self) -> int | None:
+        host_pid = self._process_pid()
+        try:
+            return None if host_pid is None else resident_bytes(host_pid)
+        except OSError:
+            return None
+
+    def memory(self) -> dict[str, int] | None:
+        host_pid = self._process_pid()
+        try:
+            return None if host_pid is None else {"own": hostmm.anonymous_bytes(host_pid),
+                                                  **process_memory([host_pid])}
         except OSError:
             return None
 

@@ -13,6 +13,7 @@ SQL both accept.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -285,7 +286,7 @@ class Version:
         (those running and those queued behind them)."""
         return self.concurrency + self.queue
 
-    @property
+    @functools.cached_property  # read on every invocation's path
     def key(self) -> str:
         """Unique for ever: a function deleted and deployed again restarts at version 1."""
         return version_key(self.tenant_id, self.name, self.version, self.code_dir)
