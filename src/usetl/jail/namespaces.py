@@ -23,6 +23,8 @@ import signal
 import stat
 import struct
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .spec import JailError
@@ -110,6 +112,24 @@ class _Owner:
 
 
 def _mapping_userns(uid: int, gid: int) -> int:
+    def unshare() -> bytes:
+        _check(_libc.unshare(CLONE_NEWUSER), "unshare (user namespace)")
+        return b"1"
+
+    with _namespace_holder(unshare) as (pid, said):
+        if said != b"1":
+            raise JailError("cannot make a user namespace for an idmapped mount")
+        for name, inner in (("uid_map", uid), ("gid_map", gid)):
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(f"0 {inner} 1")
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+
+
+@contextmanager
+def _namespace_holder(setup: Callable[[], bytes]) -> Iterator[tuple[int, bytes]]:
+    """A child process that runs `setup` (which makes its namespaces) and then waits, so
+    that the caller can open /proc/PID/ns/* while it lives: yields its pid and what `setup`
+    returned, or b"!" and the error (b"" if it died); reaps it at the end."""
     ready_r, ready_w = os.pipe()
     done_r, done_w = os.pipe()
     pid = os.fork()
@@ -118,21 +138,18 @@ def _mapping_userns(uid: int, gid: int) -> int:
         try:
             os.close(ready_r)
             os.close(done_w)
-            if _libc.unshare(CLONE_NEWUSER) == 0:
+            try:
+                os.write(ready_w, setup())
                 status = 0
-            os.write(ready_w, b"1" if status == 0 else b"0")
-            os.read(done_r, 1)
+            except (OSError, JailError) as e:
+                os.write(ready_w, b"!" + str(e).encode())
+            os.read(done_r, 1)  # until the parent holds the namespace
         finally:
             os._exit(status)
     os.close(ready_w)
     os.close(done_r)
     try:
-        if os.read(ready_r, 1) != b"1":
-            raise JailError("cannot make a user namespace for an idmapped mount")
-        for name, inner in (("uid_map", uid), ("gid_map", gid)):
-            with open(f"/proc/{pid}/{name}", "w") as f:
-                f.write(f"0 {inner} 1")
-        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        yield pid, os.read(ready_r, 1 << 16)
     finally:
         os.close(ready_r)
         os.close(done_w)
@@ -284,40 +301,21 @@ def prepare_root(paths: tuple[str, ...], devices: tuple[str, ...]) -> PreparedRo
     """A root showing `paths` read-only, in a mount namespace a child of this process makes
     (this one's own stays as it is); call as root."""
     found = tuple((d, _device_number(d)) for d in devices if os.path.exists(d))
-    ready_r, ready_w = os.pipe()
-    done_r, done_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            os.close(ready_r)
-            os.close(done_w)
-            try:
-                _check(_libc.unshare(CLONE_NEWNS), "unshare (mount namespace)")
-                _mount(None, "/", None, MS_REC | MS_PRIVATE)
-                owned = _stage(paths, None)
-                for directory in {os.path.dirname(d) for d, _ in found}:
-                    os.makedirs(STAGING + directory, exist_ok=True)
-                _pivot()
-                _mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID)
-                os.write(ready_w, json.dumps(owned).encode())
-                status = 0
-            except (OSError, JailError) as e:
-                os.write(ready_w, b"!" + str(e).encode())
-            os.read(done_r, 1)  # until the parent holds the namespace
-        finally:
-            os._exit(status)
-    os.close(ready_w)
-    os.close(done_r)
-    try:
-        said = os.read(ready_r, 1 << 16)
+
+    def build() -> bytes:
+        _check(_libc.unshare(CLONE_NEWNS), "unshare (mount namespace)")
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)
+        owned = _stage(paths, None)
+        for directory in {os.path.dirname(d) for d, _ in found}:
+            os.makedirs(STAGING + directory, exist_ok=True)
+        _pivot()
+        _mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID)
+        return json.dumps(owned).encode()
+
+    with _namespace_holder(build) as (pid, said):
         if not said or said.startswith(b"!"):
             raise JailError(f"cannot prepare a jail's root: {said[1:].decode() or 'it died'}")
         fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        os.close(ready_r)
-        os.close(done_w)
-        _reap(pid)
     return PreparedRoot(fd, tuple(json.loads(said)), found)
 
 
