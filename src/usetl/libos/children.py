@@ -40,6 +40,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import gc
 import logging
 import os
 import re
@@ -131,7 +132,6 @@ NOT_STARTED = 127 << 8  # the status of a child whose monitor failed before it r
 PR_SET_PDEATHSIG = 1
 CLD_EXITED, CLD_KILLED = 1, 2  # si_code of SIGCHLD and waitid
 DRAIN_WAIT = 2.0  # how long, after a child ended, its output may take to arrive
-HOST_FD_LIMIT = 1 << 20
 # Child processes alive at once in one invocation's process tree (its USF and every
 # descendant), so that a fork bomb ends at it with EAGAIN and the host carries on.
 MAX_PROCESSES = 16
@@ -910,12 +910,27 @@ def _run_sibling(k: Kernel, pid: int, program: Program, argv: list[str], envp: l
 
 
 def close_all_but(keep: set[int]) -> None:
-    """Close every inherited fd above stderr but `keep`: a child holds no other pipe's end."""
-    low = 3
-    for fd in sorted(fd for fd in keep if fd >= 3):
-        os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, HOST_FD_LIMIT)
+    """In a forked monitor: every inherited fd above stderr but `keep` is closed, so that a
+    child holds no other pipe's end, and its number stays taken (by the read end of a
+    pipe with no writer: it reads as at its end).
+
+    The objects that owned those fds live on in this copy of the monitor's heap, and
+    one finalized here (garbage the collector finds, or a reference this copy drops)
+    closes its number: were the number free, that would close a file this process has
+    opened since (a pipe's end: its output lost). The garbage of before the fork is
+    never collected here (gc.freeze).
+    """
+    gc.freeze()
+    placeholder, writer = os.pipe()
+    os.close(writer)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep and fd != placeholder:
+            try:
+                os.dup2(placeholder, fd, inheritable=False)
+            except OSError:
+                continue  # the listing's own fd, gone once listed
+    os.close(placeholder)
 
 
 def _run_program(k: Kernel, pid: int, program: Program, argv: list[str], envp: list[str],
