@@ -139,6 +139,8 @@ def test_the_measured_baselines_are_in_the_report(evaluation):
     # A clone shares its template's pages: it owns less than a USF started on its own.
     assert memory["hf_clone"]["uss_mib"] < memory["usf"]["uss_mib"]
     scaling = results["experiments"]["scaling"]["series"]
+    for name in ("hf_clone", "usf"):
+        assert scaling[name]["status"] == "ok", scaling[name]
     assert [p["n"] for p in scaling["hf_clone"]["points"]] == [1, 2]
     assert [p["n"] for p in scaling["usf"]["points"]] == [1]  # heavy: capped at heavy_cap
     density = results["experiments"]["density"]["series"]["zygote"]

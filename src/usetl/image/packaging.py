@@ -46,8 +46,9 @@ BUILD_TIMEOUT = 600.0
 FETCH_CHUNK = 1 << 20
 HOMES = ("/root", "/home")
 # Run as root in the new mount namespace, before the drop to uid 65534: the homes (the
-# server's state, caches and tokens) become empty tmpfs, except the interpreter's own
-# directories ($USETL_SHOW, one a line), shown again read-only where they were.
+# server's state, caches and tokens) and any directory the sandbox's user could not pass
+# on the way to the interpreter ($USETL_HIDE) become empty tmpfs, except the interpreter's
+# own directories ($USETL_SHOW, one a line), shown again read-only where they were.
 HIDE_HOMES = r"""set -e
 IFS='
 '
@@ -56,13 +57,13 @@ i=0
 for p in $USETL_SHOW; do
     mkdir "$USETL_STASH/$i"; mount --bind "$p" "$USETL_STASH/$i"; i=$((i+1))
 done
-for home in $USETL_HOMES; do mount -t tmpfs -o mode=755,size=1m usetl-hidden "$home"; done
+for dir in $USETL_HIDE; do mount -t tmpfs -o mode=755,size=1m usetl-hidden "$dir"; done
 i=0
 for p in $USETL_SHOW; do
     mkdir -p "$p"; mount --move "$USETL_STASH/$i" "$p"; mount -o remount,bind,ro "$p"
     i=$((i+1))
 done
-unset USETL_SHOW USETL_STASH USETL_HOMES
+unset USETL_SHOW USETL_STASH USETL_HIDE
 exec "$@"
 """
 
@@ -83,14 +84,31 @@ def _confine(network: bool) -> list[str]:
             "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
 
 
-def _shown_again() -> list[str]:
-    """The interpreter's installation and environment, where they lie in a home."""
-    shown = []
-    for path in dict.fromkeys([sys.base_prefix, sys.prefix]):
-        real = os.path.realpath(path)
-        if any(real.startswith(home + "/") for home in HOMES):
-            shown.append(real)
-    return shown
+def _interpreter_dirs() -> list[str]:
+    """The interpreter's installation and environment (a venv), as real paths."""
+    return list(dict.fromkeys(os.path.realpath(p) for p in (sys.base_prefix, sys.prefix)))
+
+
+def _hidden() -> list[str]:
+    """What the sandbox sees as empty: the homes, and above the interpreter's directories
+    the outermost one the sandbox's user may not pass (a checkout in a private directory)."""
+    hidden = [home for home in HOMES if os.path.isdir(home)]
+    for path in _interpreter_dirs():
+        if any(path.startswith(h + "/") for h in hidden):
+            continue
+        parts = path.split("/")
+        for n in range(2, len(parts)):
+            above = "/".join(parts[:n])
+            if not os.stat(above).st_mode & 0o001:
+                hidden.append(above)
+                break
+    return hidden
+
+
+def _shown_again(hidden: list[str]) -> list[str]:
+    """The interpreter's directories that lie in a hidden one."""
+    return [path for path in _interpreter_dirs()
+            if any(path.startswith(h + "/") for h in hidden)]
 
 
 def scratch_directory() -> Path:
@@ -111,8 +129,9 @@ def sandboxed_pip(args: list[str], scratch: Path, network: bool,
                PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_CACHE_DIR="1", LANG="C.UTF-8")
     stash = scratch / ".mounts"
     stash.mkdir()
-    env.update(USETL_SHOW="\n".join(_shown_again()), USETL_STASH=str(stash),
-               USETL_HOMES="\n".join(h for h in HOMES if os.path.isdir(h)))
+    hidden = _hidden()
+    env.update(USETL_SHOW="\n".join(_shown_again(hidden)), USETL_STASH=str(stash),
+               USETL_HIDE="\n".join(hidden))
     try:
         return subprocess.run([*_confine(network), sys.executable, "-m", "pip", *args],
                               cwd=scratch, env=env, capture_output=True, text=True,
