@@ -22,6 +22,8 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import usetl
 from usetl import abi, hostmm, jail
@@ -67,6 +69,7 @@ from .protocol import (
     Invoke,
     Invoked,
     LoadFunction,
+    LoadSnapshot,
     MonitorRan,
     ProtocolError,
     ReportWorkingSet,
@@ -295,35 +298,21 @@ class TemplateProcess:
         self.jailed = jailed
 
     def serve(self) -> None:
-        if not self.jailed and os.geteuid() == 0:
-            # Every child goes in a new PID namespace. This process may start no thread
-            # from here on (the kernel refuses), and needs none.
-            namespaces.start_pid_namespace()
-        signal.signal(signal.SIGCHLD, _reap_children)
         if self.frozen.usf.config.merge_pages and not hostmm.merge_identical_pages():
             log.warning("merge_pages: the kernel refused PR_SET_MEMORY_MERGE (%s); pages "
                         "stay unmerged", os.strerror(ctypes.get_errno()))
-        gc.collect()
-        gc.freeze()
-        self.chan.expect(TEMPLATE_REQUESTS)
-        while True:
-            try:
-                msg, fds = self.chan.recv()
-            except ChannelClosed:
-                return
-            if isinstance(msg, Close):
-                self.chan.send(Done())
-                return
-            if isinstance(msg, Fork) and len(fds) in (1, 2):
-                self._fork(fds, msg)
-                continue
-            if isinstance(msg, ExportSnapshot):
-                _close_all(fds)
-                self._export()
-                continue
-            for fd in fds:
-                os.close(fd)
-            self.chan.send(self._answer(msg))
+        # Every child goes in a new PID namespace (a jailed template's already is in one).
+        _serve(self.chan, TEMPLATE_REQUESTS, self._handle, pid_namespace=not self.jailed)
+
+    def _handle(self, msg: object, fds: list[int]) -> None:
+        if isinstance(msg, Fork) and len(fds) in (1, 2):
+            self._fork(fds, msg)
+            return
+        _close_all(fds)
+        if isinstance(msg, ExportSnapshot):
+            self._export()
+            return
+        self.chan.send(self._answer(msg))
 
     def _answer(self, msg: object) -> object:
         if isinstance(msg, Info):
@@ -401,48 +390,35 @@ class LoaderProcess:
         self.roots = jail.PreparedRoots()
 
     def serve(self) -> None:
-        if os.geteuid() == 0:
-            # Template processes go in a PID namespace of their own, as a jailer template's
-            # children do. This process may start no thread from here on, and needs none.
-            namespaces.start_pid_namespace()
-        signal.signal(signal.SIGCHLD, _reap_children)
         # What every template process inherits, made here once: the TSC calibration its
-        # monitor state refers to (a wait of 5 ms or more per restore otherwise), and frozen,
-        # so that its own collection before it forks clones (TemplateProcess.serve) walks
-        # only the snapshot's objects.
+        # monitor state refers to (a wait of 5 ms or more per restore otherwise), and frozen
+        # (by _serve), so that its own collection before it forks clones
+        # (TemplateProcess.serve) walks only the snapshot's objects. Template processes go
+        # in a PID namespace of their own, as a jailer template's children do.
         shared_clock()
-        gc.collect()
-        gc.freeze()
-        self.chan.expect(LOADER_REQUESTS)
-        while True:
-            try:
-                msg, fds = self.chan.recv()
-            except ChannelClosed:
-                return
-            if isinstance(msg, Close):
-                _close_all(fds)
-                self.chan.send(Done())
-                return
-            if len(fds) != 1:
-                _close_all(fds)
-                self.chan.send(Failed(ErrorInfo("ProtocolError", "LoadSnapshot needs one socket")))
-                continue
-            try:
-                opened = snapshot.open_checked(msg.directory, self.checked)
-            except Exception as e:
-                _close_all(fds)
-                self.chan.send(failure(e))
-                continue
-            spec = None if msg.jail is None else msg.jail.with_paths(
-                *_system_jail_paths(), *opened.header["jail_paths"])
-            try:
-                root = self._root(spec)
-            except (JailError, OSError) as e:
-                opened.close()
-                _close_all(fds)
-                self.chan.send(failure(e))
-                continue
-            self._fork(opened, fds[0], spec, root)
+        _serve(self.chan, LOADER_REQUESTS, self._load, pid_namespace=True)
+
+    def _load(self, msg: LoadSnapshot, fds: list[int]) -> None:
+        if len(fds) != 1:
+            _close_all(fds)
+            self.chan.send(Failed(ErrorInfo("ProtocolError", "LoadSnapshot needs one socket")))
+            return
+        try:
+            opened = snapshot.open_checked(msg.directory, self.checked)
+        except Exception as e:
+            _close_all(fds)
+            self.chan.send(failure(e))
+            return
+        spec = None if msg.jail is None else msg.jail.with_paths(
+            *_system_jail_paths(), *opened.header["jail_paths"])
+        try:
+            root = self._root(spec)
+        except (JailError, OSError) as e:
+            opened.close()
+            _close_all(fds)
+            self.chan.send(failure(e))
+            return
+        self._fork(opened, fds[0], spec, root)
 
     def _root(self, spec: JailSpec | None) -> jail.JailRoot | None:
         """The prepared root a restored template with this jail enters, if jailed as root."""
@@ -484,6 +460,30 @@ class LoaderProcess:
             status = 1
         finally:
             os._exit(status)
+
+
+def _serve(chan: Channel, requests: Any, handle: Callable[[Any, list[int]], None],
+           pid_namespace: bool) -> None:
+    """A template or loader process's loop: each request and its fds to `handle`, until
+    Close or the controller's end. Its children are reaped as they exit; with
+    `pid_namespace` (and as root) they go in a new PID namespace."""
+    if pid_namespace and os.geteuid() == 0:
+        # This process may start no thread from here on (the kernel refuses), and needs none.
+        namespaces.start_pid_namespace()
+    signal.signal(signal.SIGCHLD, _reap_children)
+    gc.collect()
+    gc.freeze()  # what every fork inherits: no child's collection writes to those pages
+    chan.expect(requests)
+    while True:
+        try:
+            msg, fds = chan.recv()
+        except ChannelClosed:
+            return
+        if isinstance(msg, Close):
+            _close_all(fds)
+            chan.send(Done())
+            return
+        handle(msg, fds)
 
 
 INSPECT_CHUNK = 16 << 20
