@@ -184,6 +184,9 @@ def present_pages(addr: int, size: int) -> list[tuple[int, int]] | None:
 def _scan(addr: int, size: int, mask: int, inverted: int,
           anyof: int = 0) -> list[tuple[int, int]] | None:
     vec = (page_region * _REGIONS)()
+    # (start, end, categories) u64 triples, read as one array: a struct field at a time was
+    # ~0.5 µs a region (a rollback after a no-op reads ~140).
+    flat = memoryview(vec).cast("B").cast("Q")
     arg = pm_scan_arg(
         size=ctypes.sizeof(pm_scan_arg), start=addr, end=addr + size,
         vec=ctypes.addressof(vec), vec_len=_REGIONS,
@@ -199,7 +202,7 @@ def _scan(addr: int, size: int, mask: int, inverted: int,
                 return None
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
-        out.extend((vec[i].start, vec[i].end) for i in range(n))
+        out += zip(flat[0 : 3 * n : 3], flat[1 : 3 * n : 3], strict=True)
         arg.start = arg.walk_end
     return out
 

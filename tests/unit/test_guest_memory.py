@@ -38,6 +38,19 @@ def test_written_pages_are_found_and_reverted_to_the_file(memory):
     assert bytes(memory.view[50 * PAGE_SIZE : 53 * PAGE_SIZE]) == bytes(3 * PAGE_SIZE)
 
 
+def test_a_revert_restores_from_the_file_the_memory_has_now(memory):
+    memory.make_private()
+    memory.view[10 * PAGE_SIZE] = ord("a")
+    memory.revert(memory.written_ranges())
+    assert memory.view[10 * PAGE_SIZE] == ord("t")
+    memory.view[10 * PAGE_SIZE] = ord("b")
+    memory.copy_to_new_file()  # a clone becoming a template: "b" is its file's byte now
+    memory.make_private()
+    memory.view[10 * PAGE_SIZE] = ord("c")
+    memory.revert(memory.written_ranges())
+    assert memory.view[10 * PAGE_SIZE] == ord("b")
+
+
 def test_the_page_table_scan_and_the_page_map_agree(memory):
     memory.make_private()
     for page in range(0, 16000, 7):

@@ -230,7 +230,10 @@ class Transfers:
         return {}
 
     def __setstate__(self, state: dict) -> None:
-        self._reset()
+        # In place (a rollback), the same lock serves on while no transfer of an earlier
+        # invocation is open: a new Lock and Condition cost ~10 µs a rollback.
+        if getattr(self, "open", None) != set():
+            self._reset()
 
     def placement(self, host: RegionTable) -> Placement:
         p = Placement(host, self)
@@ -326,7 +329,8 @@ class EtlDevice:
     def end_transfers(self) -> None:
         """After an invocation: transfers host threads still carry out for it (a thread the
         handler left waiting) write into the region no more; their replies are errors."""
-        self.transfers.end()
+        if self._transfers is not None:  # none was ever made otherwise
+            self._transfers.end()
 
     def reset(self, deadline: float | None = None) -> None:
         """Start an invocation: empty regions, zero accounting, its deadline for transfers."""

@@ -63,6 +63,9 @@ class GuestMemory:
         # this memory's own (show_file_pages): libraries mapped from an archive.
         self.file_pages: list[tuple[int, int]] = []
         self.view = memoryview((ctypes.c_ubyte * size).from_address(addr)).cast("B")
+        # The file a private mapping's rollback copies from, mapped read-only once
+        # (_origin_view): (fd, host address, view).
+        self._origin: tuple[int, int, memoryview] | None = None
 
     @property
     def end(self) -> int:
@@ -207,12 +210,42 @@ class GuestMemory:
         """Copy the template file's bytes back over these ranges (and show this memory's
         file again where file pages were shown: the template never has any)."""
         self.drop_file_pages(0, self.size)
-        origin = self.fd if self.origin_fd is None else self.origin_fd
-        for off, length in ranges:
-            done = os.preadv(origin, [self.view[off : off + length]], off)
-            if done != length:
-                raise GuestMemoryError(f"short read restoring {self.name} at {off:#x}")
+        if self.origin_fd is None:
+            view, origin = self.view, self._origin_view()
+            for off, length in ranges:
+                view[off : off + length] = origin[off : off + length]
+        else:
+            # A region's origin is mostly holes: a mapping's read fault would fill them in
+            # the template's file, which preadv reads as zeros without.
+            for off, length in ranges:
+                done = os.preadv(self.origin_fd, [self.view[off : off + length]], off)
+                if done != length:
+                    raise GuestMemoryError(f"short read restoring {self.name} at {off:#x}")
         self.marked = []
+
+    def _origin_view(self) -> memoryview:
+        """This memory's file, mapped read-only once: a copy from it costs no syscall per
+        range (a rollback after a no-op copies ~140 ranges; preadv took 2.6x as long).
+        The pages a private mapping owns copies of are in the file already (a write fault
+        fills a hole first), so reading them there adds none to it."""
+        if self._origin is not None and self._origin[0] == self.fd:
+            return self._origin[2]
+        self._close_origin()
+        try:
+            addr = hostmm.map_shared(self.fd, self.size, writable=False)
+        except OSError as e:
+            raise GuestMemoryError(f"cannot map {self.name}'s file to restore from: "
+                                   f"{e.strerror}") from None
+        view = memoryview((ctypes.c_ubyte * self.size).from_address(addr)).cast("B")
+        self._origin = (self.fd, addr, view)
+        return view
+
+    def _close_origin(self) -> None:
+        if self._origin is not None:
+            _, addr, view = self._origin
+            view.release()
+            hostmm.unmap(addr, self.size)
+            self._origin = None
 
     def trim_outside(self, keep: list[tuple[int, int]]) -> None:
         """Punch out of the file everything but `keep` (sorted (offset, length) ranges).
@@ -246,6 +279,7 @@ class GuestMemory:
         self.file_pages = []
         os.close(self.fd)
         self.fd = fd
+        self._close_origin()
         if self.origin_fd is not None:  # a clone's region in a file of its own: self-contained
             os.close(self.origin_fd)
             self.origin_fd, self.marked = None, []
@@ -312,6 +346,7 @@ class GuestMemory:
         self.file_pages = []
 
     def close(self) -> None:
+        self._close_origin()
         self.view.release()
         hostmm.unmap(self.host_addr, self.size)
         os.close(self.fd)
