@@ -109,6 +109,14 @@ class InPlace:
                 continue
             seen.add(id(obj))
             stack.extend(self._keep(obj))
+        # _put_attrs gives an object a new __dict__: one the graph also reaches as a dict
+        # would be reset apart from its object.
+        attrs = {id(obj.__dict__): obj for put, obj, _ in self._entries if put is _put_attrs}
+        for put, obj, _ in self._entries:
+            if put is _put_dict and id(obj) in attrs:
+                raise pickle.PicklingError(f"monitor state holds the __dict__ of a "
+                                           f"{type(attrs[id(obj)]).__qualname__}, which it "
+                                           "cannot reset in place")
 
     def _keep(self, obj: object) -> list[object]:
         """Note what `obj` holds; returns the objects it refers to."""
@@ -190,9 +198,10 @@ def _put_bytes(obj, data) -> None:
 
 
 def _put_attrs(obj, attrs) -> None:
-    own = obj.__dict__
-    own.clear()
-    own.update(attrs)  # a __getstate__'s own state is a dict: pickling's BUILD sets it so
+    # A copy of the kept attributes as its new __dict__ (a __getstate__'s own state is a
+    # dict: pickling's BUILD sets it so): no object of the state holds another's __dict__,
+    # and a dict's copy is a third cheaper than clearing and refilling it.
+    obj.__dict__ = attrs.copy()
 
 
 def _set_state(obj, state) -> None:
