@@ -1,5 +1,6 @@
 """usetl.abi: the one host/guest contract, and the copies of it that both sides load."""
 
+import json
 import socket
 
 import pytest
@@ -30,6 +31,31 @@ def test_a_message_and_its_payload_cross_a_socket_in_the_framing():
         a.close()
         with pytest.raises(EOFError):
             abi.recv(b)
+
+
+MESSAGES = [{"kind": abi.EXEC, "code": "pass"}, {},
+            {"a": [1.5, float("inf"), None, True, "\u00e9\ud800"], "b": {"c": -0.0}}]
+
+
+@pytest.mark.parametrize("message", MESSAGES)
+def test_messages_are_written_and_read_as_json_writes_and_reads_them(message):
+    body = abi.encode(message)[abi.FRAME_HEADER_SIZE :]
+    assert body == json.dumps(message).encode()
+    for form in (body, bytearray(body), b" " + body + b"\n", body.decode(),
+                 body.decode().encode("utf-16")):
+        assert json.dumps(abi.decode(form)) == json.dumps(message)
+
+
+def test_what_json_refuses_to_write_or_read_is_refused_alike():
+    circular: list = []
+    circular.append(circular)
+    with pytest.raises(ValueError, match="Circular"):
+        abi.encode({"value": circular})
+    with pytest.raises(TypeError, match="Object of type object is not JSON serializable"):
+        abi.encode({"value": object()})
+    for body in (b"", b"{", b'{"a": 1} x', b"\xff"):
+        with pytest.raises(abi.ProtocolError, match="not JSON"):
+            abi.decode(body)
 
 
 @pytest.mark.parametrize(("request_", "problem"), [

@@ -71,7 +71,7 @@ class DeviceChannel:
         buffer[header : header + len(frame)] = frame
         n = fcntl.ioctl(self.fd, abi.AGENT_EXCHANGE, buffer)
         size = abi.body_length(buffer[: abi.FRAME_HEADER_SIZE])
-        data = bytearray(buffer[abi.FRAME_HEADER_SIZE : n])
+        data = buffer[abi.FRAME_HEADER_SIZE : n]  # a bytearray of its own
         while len(data) < size:
             data += os.read(self.fd, size - len(data))
         return abi.decode(data)
