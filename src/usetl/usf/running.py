@@ -13,7 +13,6 @@ it. All its state is plain Python objects (`Usf.etl`) and memfd-backed
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -59,10 +58,10 @@ EVENT_FILE = "event.json"
 
 def request_body(request: dict, encoded: dict[str, bytes] | None) -> bytes:
     """The request's JSON, with the `encoded` fields (values that are JSON already) added."""
-    body = json.dumps(request).encode()
+    body = abi.dumps(request).encode()
     if not encoded:
         return body
-    fields = b"".join(b", " + json.dumps(name).encode() + b": " + value
+    fields = b"".join(b", " + abi.dumps(name).encode() + b": " + value
                       for name, value in encoded.items())
     return body[:-1] + fields + b"}"  # a request is an object with a kind: never {}
 
@@ -321,7 +320,7 @@ class Usf:
         """
         ctx = {**invocation_context(self.config.mem_mib, timeout), **(context or {})}
         try:
-            data = json.dumps(event).encode()
+            data = abi.dumps(event).encode()
         except (TypeError, ValueError) as e:
             raise UsfError(f"the event is not JSON-serialisable: {e}") from e
         if len(data) <= INLINE_EVENT:
