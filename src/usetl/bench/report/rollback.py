@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from usetl.bench.report.document import Document, fmt, ok_series
+from usetl.bench.rollback import WARM_RUNS
 
 
 def _setup(doc: Document) -> str:
@@ -14,7 +15,9 @@ def _setup(doc: Document) -> str:
         + ", ".join(map(str, doc.config["rollback_pages"]))
         + "; we then time `clone.rollback()` (the restore: it runs no guest code, the "
         "fresh identity travels with the next request) from the benchmark "
-        f"process, {doc.config['rollback_runs']} times per N, and record the pages "
+        f"process, {doc.config['rollback_runs']} times per N after {WARM_RUNS} untimed "
+        "rounds (a clone process's first rollbacks run the path for the first time), and "
+        "record the pages "
         "the monitor restored (the clone's private pages, found with PAGEMAP_SCAN) and its "
         "own timing."
     )
