@@ -101,6 +101,7 @@ class InPlace:
 
     def __init__(self, usf: Usf, externals: dict[str, object]):
         self._entries: list[tuple[Callable[[object, object], None], object, object]] = []
+        self._attrs: list[tuple[object, dict]] = []  # instances: their attributes, kept
         seen = {id(o) for o in externals.values() if o is not None}
         stack: list[object] = [usf]
         while stack:
@@ -109,9 +110,9 @@ class InPlace:
                 continue
             seen.add(id(obj))
             stack.extend(self._keep(obj))
-        # _put_attrs gives an object a new __dict__: one the graph also reaches as a dict
+        # reset() gives an instance a new __dict__: one the graph also reaches as a dict
         # would be reset apart from its object.
-        attrs = {id(obj.__dict__): obj for put, obj, _ in self._entries if put is _put_attrs}
+        attrs = {id(obj.__dict__): obj for obj, _ in self._attrs}
         for put, obj, _ in self._entries:
             if put is _put_dict and id(obj) in attrs:
                 raise pickle.PicklingError(f"monitor state holds the __dict__ of a "
@@ -153,13 +154,21 @@ class InPlace:
             state = obj.__getstate__()  # type: ignore[attr-defined]
         else:
             state = dict(obj.__dict__)
-        put = _set_state if "__setstate__" in own else _put_attrs
-        self._entries.append((put, obj, state))
+        if "__setstate__" in own:
+            self._entries.append((_set_state, obj, state))
+        else:
+            self._attrs.append((obj, state))  # a __getstate__'s own state is a dict
         if isinstance(state, dict):
             refs += list(state.values())
         return refs
 
     def reset(self) -> None:
+        # An instance gets a copy of its kept attributes as its __dict__, as pickling's BUILD
+        # sets them: no object of the state holds another's __dict__ (see __init__), and a
+        # dict's copy is a third cheaper than clearing and refilling it. Most entries are
+        # instances: their loop calls no function of its own.
+        for obj, attrs in self._attrs:
+            obj.__dict__ = attrs.copy()
         for put, obj, kept in self._entries:
             put(obj, kept)
 
@@ -195,13 +204,6 @@ def _put_deque(obj, items) -> None:
 
 def _put_bytes(obj, data) -> None:
     obj[:] = data
-
-
-def _put_attrs(obj, attrs) -> None:
-    # A copy of the kept attributes as its new __dict__ (a __getstate__'s own state is a
-    # dict: pickling's BUILD sets it so): no object of the state holds another's __dict__,
-    # and a dict's copy is a third cheaper than clearing and refilling it.
-    obj.__dict__ = attrs.copy()
 
 
 def _set_state(obj, state) -> None:
