@@ -43,6 +43,7 @@ from usetl.usf import UsfConfig
 
 _LENGTH = struct.Struct("<I")
 MAX_FDS = 4
+RECV_AHEAD = 16 << 10  # what one read takes in: a message this size or less comes whole
 # Large enough for an invocation's result and captured output (16 MiB each by default).
 MAX_MESSAGE = 128 << 20
 
@@ -295,6 +296,7 @@ class Channel:
     def __init__(self, sock: socket.socket, accepts: Any = REPLIES):
         self.sock = sock
         self.decoder = msgspec.msgpack.Decoder(accepts)
+        self._ahead = b""  # what a read brought after the last message: the next one's start
 
     @classmethod
     def pair(cls, accepts: Any = REPLIES) -> tuple[Channel, Channel]:
@@ -327,19 +329,31 @@ class Channel:
             raise ChannelClosed(f"the process went away ({e.strerror})") from None
 
     def recv(self) -> tuple[Any, list[int]]:
-        """The next message, validated; fds that came with it (the caller owns them)."""
+        """The next message, validated; fds that came with it (the caller owns them).
+
+        One recvmsg reads its length and, up to RECV_AHEAD, all of it (the path of every
+        invocation: one syscall, not two). A channel carries one message each way at a
+        time, so a read's fds are its first message's."""
+        data, fds = self._ahead, []
+        if len(data) < _LENGTH.size:
+            try:
+                more, fds, _, _ = socket.recv_fds(self.sock, RECV_AHEAD, MAX_FDS)
+            except OSError as e:
+                raise ChannelClosed(f"the process went away ({e.strerror})") from None
+            if not more:
+                raise ChannelClosed("the process went away" + (" mid-message" if data else ""))
+            data += more
         try:
-            head, fds, _, _ = socket.recv_fds(self.sock, _LENGTH.size, MAX_FDS)
-        except OSError as e:
-            raise ChannelClosed(f"the process went away ({e.strerror})") from None
-        if not head:
-            raise ChannelClosed("the process went away")
-        try:
-            head += self._exactly(_LENGTH.size - len(head))
-            (size,) = _LENGTH.unpack(head)
+            if len(data) < _LENGTH.size:
+                data += self._exactly(_LENGTH.size - len(data))
+            (size,) = _LENGTH.unpack_from(data)
             if size > MAX_MESSAGE:
                 raise ProtocolError(f"a message of {size} bytes is over the {MAX_MESSAGE} limit")
-            return self.decoder.decode(self._exactly(size)), fds
+            end = _LENGTH.size + size
+            if len(data) < end:
+                data += self._exactly(end - len(data))
+            self._ahead = data[end:]
+            return self.decoder.decode(memoryview(data)[_LENGTH.size : end]), fds
         except msgspec.ValidationError as e:
             _close_all(fds)
             raise ProtocolError(f"invalid message: {e}") from None
