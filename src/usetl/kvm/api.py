@@ -128,6 +128,10 @@ class VcpuFd:
         except OSError as e:
             raise KvmError("mmap(kvm_run)", e.errno or 0) from None
         self.run_struct = s.kvm_run.from_address(self._run_addr)
+        # The port of the last KVM_EXIT_IO, read with one attribute access: the run loop
+        # reads it at every syscall, and run_struct.exit.io.port makes two ctypes objects.
+        self.exit_io_port = ctypes.c_uint16.from_address(
+            self._run_addr + s.kvm_run.exit.offset + s.kvm_run_io.port.offset)
         self._stats: VcpuStats | None = None
 
     def run(self) -> None:

@@ -103,10 +103,11 @@ def fire_timer(k: Kernel, which: int, now: float) -> None:
 def due(k: Kernel, thread: ThreadSignals | None = None) -> bool:
     """Is a signal deliverable now to `thread`, default the current one (a timer fired, or
     one is pending and not blocked)?"""
-    for which, timer in list(k.signals.timers.items()):
-        now = timer_clock(which)
-        if now >= timer.expiry:
-            fire_timer(k, which, now)
+    if k.signals.timers:  # checked at every syscall: most processes arm none
+        for which, timer in list(k.signals.timers.items()):
+            now = timer_clock(which)
+            if now >= timer.expiry:
+                fire_timer(k, which, now)
     thread = thread or k.thread_signals
     return bool((k.signals.pending | thread.pending) & ~thread.mask)
 

@@ -286,7 +286,9 @@ class Vm:
         run = self.run_struct
         vcpu = self.vcpu
         regs = run.s.regs.regs
-        run.kvm_valid_regs = kc.KVM_SYNC_X86_REGS
+        exit_port = vcpu.exit_io_port
+        sync_regs = kc.KVM_SYNC_X86_REGS
+        run.kvm_valid_regs = sync_regs
         self._thread_id = threading.get_ident()
         if timeout is not None:
             if self._deadline is None:
@@ -318,10 +320,10 @@ class Vm:
                 self.exits += 1
                 reason = run.exit_reason
                 if reason == kc.KVM_EXIT_IO:
-                    port = run.exit.io.port
+                    port = exit_port.value
                     if port == PORT_SYSCALL:
                         stop = handler.handle_syscall(regs)
-                        run.kvm_dirty_regs = kc.KVM_SYNC_X86_REGS
+                        run.kvm_dirty_regs = sync_regs
                         if stop is not None:
                             return stop
                         continue
