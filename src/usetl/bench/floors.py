@@ -7,6 +7,10 @@ the same run:
 - exit_round_trip: a guest calling getppid in a loop, each call timed in the
   guest (the vDSO clock costs no exit): a SYSCALL, the trampoline's exit,
   a trivial Python handler and the resume, median per call;
+- bare_exit: the same port write alone, in a VM whose guest does nothing else,
+  resumed by a loop that does nothing else: what KVM charges for one exit
+  before any guest or monitor code (the rest of exit_round_trip is the
+  SYSCALL, the guest's and the monitor's code, and their caches refilled);
 - first_touch: a clone writing (and reading) one byte in each of N pages of
   its template's memory that it has not touched yet, each touch timed in the
   guest: a copy-on-write fault on the host and a shadow page fault in KVM;
@@ -26,9 +30,13 @@ from usetl.bench import hyperfork_envs, protocol
 from usetl.bench.config import BenchConfig
 from usetl.bench.rollback import dirty_code
 from usetl.bench.stats import summary
-from usetl.vm.layout import PAGE_SIZE
+from usetl.vm import Vm
+from usetl.vm.layout import PAGE_SIZE, USER_START
+from usetl.vm.trampoline import PORT_SYSCALL
 
 EXIT_CALLS = 2000
+BARE_EXIT_BATCHES, BARE_EXITS = 15, 200
+PORT_WRITE_LOOP = bytes([0xE6, PORT_SYSCALL, 0xEB, 0xFC])  # out PORT_SYSCALL, al; jmp back
 TOUCH_PAGES = 256
 ROLLBACK_PAGES = 64  # 256 KiB: the "under 1 MiB dirtied" of the rollback goal
 
@@ -82,6 +90,26 @@ def exit_round_trip_us(usf_or_clone: Any, calls: int = EXIT_CALLS) -> float:
     return float(result.stdout)
 
 
+def bare_exit_us(batches: int = BARE_EXIT_BATCHES) -> float:
+    """Median µs of one KVM_RUN round trip for the guest's port write, nothing else run
+    (per batch of BARE_EXITS, so a preempted batch is an outlier, not the median)."""
+    vm = Vm(16)
+    try:
+        vm.ram.write(USER_START, PORT_WRITE_LOOP)
+        vm.enter_user(USER_START, USER_START + PAGE_SIZE)
+        resume = vm.vcpu.run
+        resume()  # the first entry loads the state set above
+        samples = []
+        for _ in range(batches):
+            t = time.perf_counter()
+            for _ in range(BARE_EXITS):
+                resume()
+            samples.append((time.perf_counter() - t) / BARE_EXITS * 1e6)
+    finally:
+        vm.close()
+    return statistics.median(samples)
+
+
 def first_touch_us(base: Any, pages: int = TOUCH_PAGES) -> dict[str, float]:
     """Median µs of a clone's first write and first read of a page of its template's memory.
 
@@ -132,12 +160,15 @@ def _dirty_rollbacks(clone: Any, runs: int) -> dict:
 
 
 def run(cfg: BenchConfig, ctx) -> dict:
-    """Both floors, and a recycled no-op and a rollback in exits and time, in one run."""
+    """Both floors (and the bare exit), and a recycled no-op and a rollback in exits and time,
+    in one run."""
+    ctx.say("bare exits")
+    out: dict = {"bare_exit_us": bare_exit_us()}
     base = hyperfork_envs.hyperfork().Template.start(image=ctx.image, mem_mib=cfg.usf_mem_mib)
     try:
         with base.fork() as clone:
             ctx.say("exit round trip")
-            out: dict = {"exit_us": exit_round_trip_us(clone)}
+            out["exit_us"] = exit_round_trip_us(clone)
             ctx.say("message round trip")
             out["message_us"] = protocol.message_round_trip(cfg.coldstart_runs * 10)
             ctx.say("recycled no-op requests")

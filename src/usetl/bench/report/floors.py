@@ -10,6 +10,8 @@ SETUP = (
     "experiment as follows: in a clone of a base template, a guest loop calls getppid "
     "and times each call with the vDSO clock (a VM exit resumed from Python: the SYSCALL, "
     "the trampoline's port write, a trivial handler in the monitor and the resume); a "
+    "VM whose guest loops on that port write alone is resumed by a loop that does "
+    "nothing else (the bare exit: what KVM charges before any guest or monitor code); a "
     "clone of a function template whose module filled buffers writes, writes again and "
     "reads one byte per page of them, each timed (a first touch: copy-on-write on the "
     "host and a shadow page fault under PVM; the second write is the loop's own cost); "
@@ -41,6 +43,7 @@ def write(doc: Document, exp: dict) -> None:
     doc.out(
         "| event | median | exits |\n| --- | --- | --- |\n"
         f"| VM exit resumed from Python (getppid) | {fmt(exp['exit_us'])} µs | 1 |\n"
+        f"| bare exit: the port write alone, no handler | {fmt(exp['bare_exit_us'])} µs | 1 |\n"
         f"| first write to a template page ({touch['pages']} pages) | "
         f"{fmt(touch['write_us'])} µs | |\n"
         f"| first read of a template page | {fmt(touch['read_us'])} µs | |\n"
