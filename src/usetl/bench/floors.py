@@ -35,7 +35,6 @@ from usetl.vm.layout import PAGE_SIZE, USER_START
 from usetl.vm.trampoline import PORT_SYSCALL
 
 EXIT_CALLS = 2000
-BARE_EXIT_BATCHES, BARE_EXITS = 15, 200
 PORT_WRITE_LOOP = bytes([0xE6, PORT_SYSCALL, 0xEB, 0xFC])  # out PORT_SYSCALL, al; jmp back
 TOUCH_PAGES = 256
 ROLLBACK_PAGES = 64  # 256 KiB: the "under 1 MiB dirtied" of the rollback goal
@@ -90,24 +89,23 @@ def exit_round_trip_us(usf_or_clone: Any, calls: int = EXIT_CALLS) -> float:
     return float(result.stdout)
 
 
-def bare_exit_us(batches: int = BARE_EXIT_BATCHES) -> float:
-    """Median µs of one KVM_RUN round trip for the guest's port write, nothing else run
-    (per batch of BARE_EXITS, so a preempted batch is an outlier, not the median)."""
+def bare_exit_us(calls: int = EXIT_CALLS) -> float:
+    """Median µs of one KVM_RUN round trip for the guest's port write, nothing else run,
+    each timed alone as exit_round_trip_us times each getppid."""
     vm = Vm(16)
     try:
         vm.ram.write(USER_START, PORT_WRITE_LOOP)
         vm.enter_user(USER_START, USER_START + PAGE_SIZE)
-        resume = vm.vcpu.run
+        resume, clock = vm.vcpu.run, time.perf_counter
         resume()  # the first entry loads the state set above
-        samples = []
-        for _ in range(batches):
-            t = time.perf_counter()
-            for _ in range(BARE_EXITS):
-                resume()
-            samples.append((time.perf_counter() - t) / BARE_EXITS * 1e6)
+        samples = [0.0] * calls
+        for i in range(calls):
+            t = clock()
+            resume()
+            samples[i] = clock() - t
     finally:
         vm.close()
-    return statistics.median(samples)
+    return statistics.median(samples) * 1e6
 
 
 def first_touch_us(base: Any, pages: int = TOUCH_PAGES) -> dict[str, float]:
