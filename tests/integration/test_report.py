@@ -16,6 +16,7 @@ from usetl.bench import config, report, runner
 from usetl.bench.container import Container, rootfs_for
 from usetl.bench.errors import BenchError, FeatureMissing
 from usetl.bench.readme_table import END, START, update
+from usetl.bench.report.document import fmt
 from usetl.bench.workload import EXPECTED, WORK
 
 TINY = replace(
@@ -110,6 +111,8 @@ def test_every_number_in_the_report_comes_from_the_json(evaluation):
     assert floors["recycled"]["request_exits"] <= 4 and floors["rollback"]["exits"] == 0
     assert goals["VM exits per rollback"]["met"] is True
     assert "The floors on this machine: a VM exit resumed from Python costs" in text
+    bare = fmt(floors["bare_exit_us"])
+    assert f"| bare exit: the port write alone, no handler | {bare} µs" in text
 
 
 @pytest.mark.kvm

@@ -30,6 +30,7 @@ from usetl.bench import hyperfork_envs, protocol
 from usetl.bench.config import BenchConfig
 from usetl.bench.rollback import dirty_code
 from usetl.bench.stats import summary
+from usetl.kvm.constants import KVM_EXIT_IO
 from usetl.vm import Vm
 from usetl.vm.layout import PAGE_SIZE, USER_START
 from usetl.vm.trampoline import PORT_SYSCALL
@@ -103,6 +104,10 @@ def bare_exit_us(calls: int = EXIT_CALLS) -> float:
             t = clock()
             resume()
             samples[i] = clock() - t
+        if (vm.run_struct.exit_reason, vm.vcpu.exit_io_port.value) != (KVM_EXIT_IO,
+                                                                        PORT_SYSCALL):
+            raise RuntimeError("the bare exit loop's guest stopped at something other than "
+                               "its port write")
     finally:
         vm.close()
     return statistics.median(samples) * 1e6
