@@ -119,3 +119,46 @@ def test_deadline_stops_an_infinite_loop(vm):
     start(vm, b"\xeb\xfe")  # jmp $
     with pytest.raises(GuestTimeout):
         vm.run(Recorder(vm), timeout=0.2)
+
+
+def test_fs_base_set_is_what_fs_relative_loads_use(vm):
+    # mov rdi, fs:[0]; mov eax, 60; syscall: the exit status is the quadword at the FS base
+    start(vm, b"\x64\x48\x8b\x3c\x25\x00\x00\x00\x00" + b"\xb8\x3c\x00\x00\x00\x0f\x05")
+    vm.ram.put_u64(0x800000, 0x1234_5678_9ABC)
+    vm.set_fs_base(0x800000)
+    assert vm.fs_base() == 0x800000
+    assert vm.run(Recorder(vm)) == Stop("exit", 0x1234_5678_9ABC)
+
+
+class FsSwitcher(Recorder):
+    """Sets a new FS base at every syscall, as a thread switch does; KVM's counters taken
+    after the first round (which faults the pages in) and at the last."""
+
+    def __init__(self, vm, rounds):
+        super().__init__(vm)
+        self.rounds = rounds
+        self.faults: list[int] = []
+
+    def handle_syscall(self, regs):
+        self.calls.append(regs.rax)
+        self.vm.set_fs_base(0x1000 * len(self.calls))
+        if len(self.calls) in (1, self.rounds):
+            self.faults.append(self.vm.vcpu.stats().read(("pf_fixed",))["pf_fixed"])
+        return Stop("exit") if len(self.calls) == self.rounds else None
+
+
+def test_setting_the_fs_base_keeps_the_shadow_page_tables(vm):
+    # Each round reads one byte of each of 256 pages, then makes a syscall. set_fs_base goes
+    # through KVM_SET_SREGS: were KVM's page tables dropped there, every round would fault
+    # all 256 pages in again.
+    pages = 256
+    code = (b"\x48\xc7\xc1" + struct.pack("<I", pages)  # mov rcx, pages
+            + b"\x48\xc7\xc3\x00\x00\x80\x00"  # mov rbx, 0x800000
+            + b"\x8a\x03" + b"\x48\x81\xc3\x00\x10\x00\x00"  # l: mov al, [rbx]; add rbx, 4096
+            + b"\x48\xff\xc9\x75\xf2"  # dec rcx; jnz l
+            + b"\xb8\x27\x00\x00\x00\x0f\x05")  # mov eax, 39; syscall
+    start(vm, code + b"\xeb" + bytes([-(len(code) + 2) & 0xFF]))  # jmp to the start
+    switcher = FsSwitcher(vm, rounds=20)
+    assert vm.run(switcher) == Stop("exit")
+    first, last = switcher.faults
+    assert last - first < pages
