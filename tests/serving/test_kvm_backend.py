@@ -317,6 +317,30 @@ def handler(event, context):
 """
 
 
+def test_a_clones_host_fds_are_as_many_after_each_invocation(backend, tmp_path):
+    """An invocation that starts no child makes no host pipe for process tokens (each
+    rollback dropped the last one's, open)."""
+    from usetl.libos.children import ProcessSlots
+
+    template = backend.template(FunctionSpec("t/fds/1", write_function(
+        tmp_path / "fds", "def handler(event, context):\n    return event\n"), "fn.py:handler"))
+    slots = ProcessSlots.new(4)
+    instance = template.fork()
+    try:
+        def fds_after(event: int) -> int:
+            out = instance.invoke(event, {}, 30, slots=slots)
+            assert out.value == event, (out.error, out.stderr)
+            instance.rollback()
+            return len(os.listdir(f"/proc/{instance.clone.pid}/fd"))
+
+        first = fds_after(0)
+        assert [fds_after(n) for n in range(1, 5)] == [first] * 4
+    finally:
+        instance.close()
+        template.close()
+        slots.close()
+
+
 def test_the_pool_counts_childrens_memory_and_a_childs_slot_wakes_a_queued_call(
         backend, tmp_path, http_server):
     import threading

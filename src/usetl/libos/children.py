@@ -229,9 +229,18 @@ class ProcessTokens:
     child has a slot."""
 
     def __init__(self, count: int = MAX_PROCESSES):
-        self.own = ProcessSlots.new(count)
+        self.count = count
+        # The pipe is made at the first child: a clone's tokens are made again after each
+        # rollback, and most invocations start no child.
+        self.own_slots: ProcessSlots | None = None
         self.slots: ProcessSlots | None = None  # the function's, during an invocation
         self.memory: MemoryAllowance | None = None
+
+    @property
+    def own(self) -> ProcessSlots:
+        if self.own_slots is None:
+            self.own_slots = ProcessSlots.new(self.count)
+        return self.own_slots
 
     @property
     def fds(self) -> tuple[int, ...]:
