@@ -252,6 +252,23 @@ def test_a_rollback_time_reaches_the_record_whichever_comes_first(registry, roll
     assert not times.early and not times.recorded  # nothing kept once both have come
 
 
+@pytest.mark.parametrize("written", [True, False])
+def test_a_rollback_time_reaches_a_record_queued_or_written(registry, written):
+    a, _ = registry.add_tenant("alice")
+    version = registry.add_version(a.id, "etl", **VERSION)
+    sync = InvocationResult(value=1, total_ms=2.0, phases={"guest_ms": 2.0})
+    with registry.pending_cond:  # the writer waits for this lock: the record stays queued
+        registry.record_invocation("s1", version, 1, sync, time.time())
+        registry.record_invocation("s2", version, 2, InvocationResult(value=2), time.time())
+        if not written:
+            registry.set_rollback_ms("s1", 1.5)
+    if written:
+        registry.flush()
+        registry.set_rollback_ms("s1", 1.5)
+    assert registry.invocation(a.id, "s1")["phases"] == {"guest_ms": 2.0, "rollback_ms": 1.5}
+    assert registry.invocation(a.id, "s2")["phases"] == {}
+
+
 def test_recent_invocations_and_activity_are_the_tenants_own(registry, tmp_path):
     a, _ = registry.add_tenant("alice")
     b, _ = registry.add_tenant("bob")

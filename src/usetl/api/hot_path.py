@@ -7,9 +7,10 @@ warm instance. So that one route is answered here, in front of the FastAPI app,
 with the same behaviour: the bearer token's tenant (found on the event loop when
 it was seen before), the event's size limit (declared, then counted as it
 streams), `ServiceError`s as the API's JSON errors, anything else a 500. Every
-other request goes on to the app. The invocation itself runs on a worker thread
-(`Blocking`), as every blocking call of the API does, or on the event loop where the
-platform makes it a coroutine (a gateway's: Platform.invoke_coroutine).
+other request goes on to the app. The invocation runs on the event loop where the
+platform makes it a coroutine (Platform.invoke_coroutine: a warm instance's reply awaited,
+a gateway's messages), otherwise on a worker thread (`Blocking`), as every blocking call
+of the API does.
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ class InvokePath:
         body = await event_body(declared, _chunks(receive), platform.limits.max_payload_bytes)
         event = platform.parse_event(body)
         awaited = platform.invoke_coroutine(caller, name, event)
-        return await (awaited or self.blocking.run(platform.invoke, caller, name, event))
+        record = None if awaited is None else await awaited
+        return record or await self.blocking.run(platform.invoke, caller, name, event)
 
 
 class _Disconnected(Exception):

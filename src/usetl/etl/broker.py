@@ -429,13 +429,21 @@ class Broker:
         """What the instance's requests cost since the last take (then zero again): no
         round trip when its activity counter has not moved since."""
         with self.lock:
+            if not self._moved(instance):
+                return IoAccount()
             slot = self.slots.get(instance)
             if slot is not None and self.alive:
-                count = self.activity[slot]
-                if count == self.taken_at[instance]:
-                    return IoAccount()
-                self.taken_at[instance] = count
+                self.taken_at[instance] = self.activity[slot]
             return IoAccount(**self._call({"op": "account", "instance": instance})["account"])
+
+    def account_moved(self, instance: str) -> bool:
+        """Whether take_account() would ask the broker (a round trip) now."""
+        with self.lock:
+            return self._moved(instance)
+
+    def _moved(self, instance: str) -> bool:
+        slot = self.slots.get(instance)
+        return slot is None or not self.alive or self.activity[slot] != self.taken_at[instance]
 
     def forget(self, instance: str) -> None:
         with self.lock:

@@ -27,6 +27,7 @@ the kernel), before any message.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import struct
@@ -346,23 +347,52 @@ class Channel:
         try:
             if len(data) < _LENGTH.size:
                 data += self._exactly(_LENGTH.size - len(data))
-            (size,) = _LENGTH.unpack_from(data)
-            if size > MAX_MESSAGE:
-                raise ProtocolError(f"a message of {size} bytes is over the {MAX_MESSAGE} limit")
-            end = _LENGTH.size + size
+            end = _LENGTH.size + _size(data)
             if len(data) < end:
                 data += self._exactly(end - len(data))
             self._ahead = data[end:]
-            return self.decoder.decode(memoryview(data)[_LENGTH.size : end]), fds
-        except msgspec.ValidationError as e:
-            _close_all(fds)
-            raise ProtocolError(f"invalid message: {e}") from None
-        except msgspec.DecodeError as e:
-            _close_all(fds)
-            raise ProtocolError(f"malformed message: {e}") from None
+            return self._decode(memoryview(data)[_LENGTH.size : end]), fds
         except BaseException:
             _close_all(fds)
             raise
+
+    async def recv_async(self) -> Any:
+        """recv() awaited on the running event loop: the socket is read as the bytes come, so
+        no thread waits for the other end and nothing else on the loop does. Descriptors
+        sent with the message are not taken (the kernel closes them)."""
+        loop = asyncio.get_running_loop()
+        data = self._ahead
+        self.sock.setblocking(False)
+        try:
+            if len(data) < _LENGTH.size:
+                data += await self._exactly_async(loop, _LENGTH.size - len(data))
+            end = _LENGTH.size + _size(data)
+            if len(data) < end:
+                data += await self._exactly_async(loop, end - len(data))
+        finally:
+            self.sock.setblocking(True)
+        self._ahead = data[end:]
+        return self._decode(memoryview(data)[_LENGTH.size : end])
+
+    def _decode(self, body: bytes) -> Any:
+        try:
+            return self.decoder.decode(body)
+        except msgspec.ValidationError as e:
+            raise ProtocolError(f"invalid message: {e}") from None
+        except msgspec.DecodeError as e:
+            raise ProtocolError(f"malformed message: {e}") from None
+
+    async def _exactly_async(self, loop: asyncio.AbstractEventLoop, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            try:
+                chunk = await loop.sock_recv(self.sock, min(n - len(buf), 1 << 20))
+            except OSError as e:
+                raise ChannelClosed(f"the process went away ({e.strerror})") from None
+            if not chunk:
+                raise ChannelClosed("the process went away mid-message")
+            buf += chunk
+        return bytes(buf)
 
     def _exactly(self, n: int) -> bytes:
         buf = bytearray()
@@ -391,14 +421,31 @@ class Channel:
         answer, fds = self.recv()
         if not isinstance(answer, reply):
             _close_all(fds)
-        if isinstance(answer, Failed):
-            raise HyperForkError(f"{answer.error.type}: {answer.error.message}", answer.error)
-        if not isinstance(answer, reply):
-            raise ProtocolError(f"expected {reply.__name__}, got {type(answer).__name__}")
-        return answer, fds
+        return _expected(answer, reply), fds
+
+    async def reply_async(self, reply: type[M]) -> M:
+        """reply() awaited on the running event loop (recv_async)."""
+        return _expected(await self.recv_async(), reply)
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _size(data: bytes) -> int:
+    """The length a message's first bytes give it; ProtocolError past MAX_MESSAGE."""
+    (size,) = _LENGTH.unpack_from(data)
+    if size > MAX_MESSAGE:
+        raise ProtocolError(f"a message of {size} bytes is over the {MAX_MESSAGE} limit")
+    return size
+
+
+def _expected(answer: Any, reply: type[M]) -> M:
+    """The answer if it is a `reply`: Failed raises HyperForkError, others ProtocolError."""
+    if isinstance(answer, Failed):
+        raise HyperForkError(f"{answer.error.type}: {answer.error.message}", answer.error)
+    if not isinstance(answer, reply):
+        raise ProtocolError(f"expected {reply.__name__}, got {type(answer).__name__}")
+    return answer
 
 
 def _close_all(fds: list[int]) -> None:

@@ -14,6 +14,7 @@ objects hold the socket to it. Every process that runs tenant code is jailed
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -468,6 +469,22 @@ class Clone:
             raise HyperForkError("this clone is closed")
         call = Call(event, context or {}, timeout, slots=slots is not None)
         return self._billed(self.chan.request(call, Invoked, fds=slots.fds if slots else ()))
+
+    async def invoke_async(self, event: Any, context: dict | None = None,
+                           timeout: float | None = None,
+                           slots: ProcessSlots | None = None) -> InvocationResult:
+        """invoke() awaited on an event loop (the API's): no thread waits for the reply.
+        Billing that asks the egress broker, and a recorder's report after its first
+        request, are round trips of their own: they run on a thread."""
+        if self.closed:
+            raise HyperForkError("this clone is closed")
+        call = Call(event, context or {}, timeout, slots=slots is not None)
+        self.chan.send(call, fds=slots.fds if slots else ())
+        invoked = await self.chan.reply_async(Invoked)
+        if self.recorder is not None or (
+                self.billing is not None and self.billing[0].account_moved(self.billing[1])):
+            return await asyncio.to_thread(self._billed, invoked)
+        return self._billed(invoked)
 
     def _billed(self, invoked: Invoked) -> InvocationResult:
         """A jailed clone's I/O as the broker counted it (ETL requests, connects), plus what

@@ -83,6 +83,11 @@ class Instance(Protocol):
         it runs, where the backend runs children itself (KVM's sibling VMs).
         """
 
+    async def invoke_async(self, event: Any, context: dict, timeout: float,
+                           slots: ProcessSlots | None = None) -> InvocationResult:
+        """invoke() (not as a pipeline stage) awaited on an event loop, which it never
+        blocks for long."""
+
     def take_files(self) -> HandOff | None:
         """The files the last invoke(keep_files=True) wrote (the caller owns them)."""
 

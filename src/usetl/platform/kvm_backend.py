@@ -12,6 +12,7 @@ pages it wrote), so it can be reused with nothing left from the last invocation.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -127,9 +128,31 @@ class KvmInstance:
                 if keep_files:
                     self._nice(BACKGROUND_NICE)
         except HyperForkError as e:
-            # A clone that broke the protocol or went away cannot serve again.
+            return self._broken(e)
+        return self._served(result)
+
+    async def invoke_async(self, event: Any, context: dict, timeout: float,
+                           slots: ProcessSlots | None = None) -> InvocationResult:
+        if self.closed:
+            raise BackendError("this instance is closed")
+        if self.niced:
+            self._nice(0)
+        try:
+            result = await self.clone.invoke_async(event, context, timeout, slots)
+        except HyperForkError as e:
+            return self._broken(e)
+        except asyncio.CancelledError:
+            self.clone.kill()  # its reply will not be read: it cannot serve again
             self.close()
-            return InvocationResult.failed(SANDBOX_ERROR, str(e))
+            raise
+        return self._served(result)
+
+    def _broken(self, e: HyperForkError) -> InvocationResult:
+        """A clone that broke the protocol or went away cannot serve again."""
+        self.close()
+        return InvocationResult.failed(SANDBOX_ERROR, str(e))
+
+    def _served(self, result: InvocationResult) -> InvocationResult:
         if result.error is not None and result.error.type in GUEST_ENDED:
             self.close()
         return result

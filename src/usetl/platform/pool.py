@@ -411,8 +411,6 @@ class Pool:
         sent = round_trip = None
         try:
             instance = self._instance(pool, phases)
-            with self.cond:
-                pool.held[instance] = "busy"
             if on_start is not None:
                 on_start()
             sent = time.perf_counter()
@@ -427,15 +425,49 @@ class Pool:
                                               (time.perf_counter() - started) * 1e3)
         finally:
             self._release(pool, instance, context.get("request_id"))
-        outcome.phases = _phases(phases, outcome, started, sent, round_trip)
+        self._finished(pool, outcome, _phases(phases, outcome, started, sent, round_trip),
+                       started)
+        return outcome, kept
+
+    async def invoke_async(self, key: str, event: Any, context: dict) -> InvocationResult | None:
+        """invoke() awaited on an event loop where nothing need wait: the version is served
+        here, a slot is free and an instance is ready with no invocation queued before it.
+        Otherwise None, and invoke() on a thread queues, forks or refuses as it does."""
+        begun = time.perf_counter()
+        with self.cond:
+            pool = self.pools.get(key)
+            if pool is None or not pool.ready or pool.waiting or not pool.slots.take():
+                return None
+            self._admit(pool)
+            instance = self._checkout(pool)
+        started = sent = time.perf_counter()
+        round_trip = None
+        try:
+            outcome = await instance.invoke_async(event, context, pool.spec.timeout_s,
+                                                  pool.slots)
+            round_trip = (time.perf_counter() - sent) * 1e3
+        except BackendError as e:
+            outcome = InvocationResult.failed(SANDBOX_ERROR, str(e),
+                                              (time.perf_counter() - started) * 1e3)
+        finally:
+            self._release(pool, instance, context.get("request_id"))
+        phases = {"queue_ms": (started - begun) * 1e3}
+        self._finished(pool, outcome, _phases(phases, outcome, started, sent, round_trip),
+                       started)
+        return outcome
+
+    def _finished(self, pool: FunctionPool, outcome: InvocationResult,
+                  phases: dict[str, float], started: float) -> None:
+        """The invocation's phases, what it imported, and its metrics."""
+        outcome.phases = phases
         if outcome.error is None:
             self._learn(pool, outcome.imported)
+        key = pool.spec.key
         status = "ok" if outcome.error is None else "error"
         self.metrics.invocations.inc(function=key, status=status)
         if outcome.error is not None:
             self.metrics.errors.inc(function=key, type=outcome.error.type)
         self.metrics.latency.observe(time.perf_counter() - started, function=key)
-        return outcome, kept
 
     def _acquire(self, key: str, define: Definition | None = None) -> FunctionPool:
         with self.cond:
@@ -467,13 +499,17 @@ class Pool:
                             self.cond.acquire()
                 finally:
                     pool.waiting -= 1
-            pool.busy += 1
-            pool.invocations += 1
-            pool.last_used = time.monotonic()
-            if pool.in_use() > pool.peak:  # more instances to keep ready
-                pool.peak = pool.in_use()
-                self.wake.set()
+            self._admit(pool)
             return pool
+
+    def _admit(self, pool: FunctionPool) -> None:
+        """An invocation took a slot (the pool's lock held)."""
+        pool.busy += 1
+        pool.invocations += 1
+        pool.last_used = time.monotonic()
+        if pool.in_use() > pool.peak:  # more instances to keep ready
+            pool.peak = pool.in_use()
+            self.wake.set()
 
     def _instance(self, pool: FunctionPool, phases: dict[str, float]) -> Instance:
         with self.cond:
@@ -485,10 +521,18 @@ class Pool:
                     break
                 self.cond.wait(left)
             if pool.ready:
-                instance = pool.take_ready()
-                pool.out[pool.generations.get(instance, 0)] += 1
-                return instance
-        return self._fork(pool, out=True, phases=phases)
+                return self._checkout(pool)
+        instance = self._fork(pool, out=True, phases=phases)
+        with self.cond:
+            pool.held[instance] = "busy"
+        return instance
+
+    def _checkout(self, pool: FunctionPool) -> Instance:
+        """A ready instance, now busy (the pool's lock held)."""
+        instance = pool.take_ready()
+        pool.out[pool.generations.get(instance, 0)] += 1
+        pool.held[instance] = "busy"
+        return instance
 
     def _fork(self, pool: FunctionPool, out: bool = False,
               phases: dict[str, float] | None = None) -> Instance:

@@ -22,6 +22,7 @@ region, which the sandbox maps read-only, as in a USF.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import logging
@@ -182,6 +183,11 @@ class ProcessInstance:
             peak_memory_bytes=reply["peak_memory_bytes"],
             imported=imported,
         )
+
+    async def invoke_async(self, event: Any, context: dict, timeout: float,
+                           slots: ProcessSlots | None = None) -> InvocationResult:
+        # The sandbox's ETL requests are served while it runs: a thread waits for it.
+        return await asyncio.to_thread(self.invoke, event, context, timeout)
 
     def _serve_until_reply(self, deadline: float) -> dict | None:
         """Answer the sandbox's ETL requests until its reply; None if the deadline passed."""

@@ -328,8 +328,9 @@ class Registry:
             self.db.close()
             raise RegistryError(str(e)) from e
         # Writes not made yet, in order, as (SQL, arguments): finished sync invocations, and
-        # the rollback times that follow them.
+        # the rollback times that follow them; where each record of an invocation is in it.
         self.pending: list[tuple[str, tuple]] = []
+        self.pending_records: dict[str, int] = {}
         self.queued = self.written = 0
         self.closing = False
         self.pending_cond = threading.Condition()
@@ -743,13 +744,16 @@ class Registry:
         """
         row = (invocation_id, version.tenant_id, version.name, version.version, version.id,
                json.dumps(event), started, *_finish_args(outcome, started), host)
-        self._queue_write(_RECORD_SQL, row)
+        with self.pending_cond:
+            self.pending_records[invocation_id] = len(self.pending)
+            self._queue_write(_RECORD_SQL, row)
 
     def _queue_write(self, sql: str, args: tuple) -> None:
         with self.pending_cond:
             self.pending.append((sql, args))
             self.queued += 1
-            self.pending_cond.notify_all()
+            if len(self.pending) == 1:  # the writer waits for a first write, then a while
+                self.pending_cond.notify_all()
 
     def _write_pending(self) -> None:
         while True:
@@ -766,6 +770,7 @@ class Registry:
                 while not self.closing and (left := due - time.monotonic()) > 0:
                     self.pending_cond.wait(left)
                 batch, self.pending = self.pending, []
+                self.pending_records = {}
             self._write_batch(batch)
             with self.pending_cond:
                 self.written += len(batch)
@@ -827,9 +832,18 @@ class Registry:
         return [_invocation(r) for r in reversed(rows)]
 
     def set_rollback_ms(self, invocation_id: str, ms: float) -> None:
-        """The rollback that followed an invocation, measured after its record was written
-        (or queued: it is written after it, with the batch, not in a commit of its own)."""
-        self._queue_write(_ROLLBACK_SQL, (json.dumps(ms), invocation_id))
+        """The rollback that followed an invocation, measured after its record was written,
+        or queued: then it goes into the queued record (no write of its own)."""
+        with self.pending_cond:
+            at = self.pending_records.get(invocation_id)
+            if at is None:
+                self._queue_write(_ROLLBACK_SQL, (json.dumps(ms), invocation_id))
+                return
+            sql, row = self.pending[at]
+            phases = json.loads(row[_RECORD_PHASES] or "{}") or {}
+            phases["rollback_ms"] = ms
+            self.pending[at] = (sql, (*row[:_RECORD_PHASES], json.dumps(phases),
+                                      *row[_RECORD_PHASES + 1:]))
 
     def recent(self, tenant_id: int, limit: int = 50) -> list[dict]:
         """The tenant's latest finished invocations of every function, the latest first."""
@@ -1077,6 +1091,7 @@ _RECORD_SQL = (
     "unimplemented, phases, host) VALUES (?, ?, ?, ?, ?, 'sync', "
     + ", ".join("?" * 19) + ")"
 )
+_RECORD_PHASES = -2  # the phases' place in a record's arguments (the host's is last)
 _ROLLBACK_SQL = ("UPDATE invocations SET phases = json_insert(COALESCE(phases, '{}'), "
                  "'$.rollback_ms', json(?)) WHERE id = ?")
 _FINISH_SQL = (

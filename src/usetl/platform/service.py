@@ -7,6 +7,7 @@ are `ServiceError`s with a stable code and the HTTP status that fits.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -504,10 +505,7 @@ class Platform:
             secrets = self._secret_values(version)
         except SecretError as e:
             return InvocationResult.failed(PLATFORM_ERROR, str(e)), None
-        # Given to this invocation alone: a template (the module, a warm-up) never sees them.
-        context = invocation_context(version.memory_mib, version.timeout_s, invocation_id,
-                                     function=version.name, version=version.version,
-                                     **({"secrets": secrets} if version.secrets else {}))
+        context = _context(version, invocation_id, secrets)
         kept = None
         waited_ms = 0.0 if submitted is None else (time.monotonic() - submitted) * 1e3
         try:
@@ -570,6 +568,11 @@ class Platform:
         except ConcurrencyLimit as e:
             raise ServiceError(429, "concurrency_limit",
                                f"function {name!r} is at its concurrency limit: {e}") from e
+        return self._recorded(invocation_id, version, event, outcome, started)
+
+    def _recorded(self, invocation_id: str, version: Version, event: Any,
+                  outcome: InvocationResult, started: float) -> dict:
+        """A sync invocation's record, queued for the registry and answered."""
         self.rollback_times.record(invocation_id, outcome, lambda: self.registry.record_invocation(
             invocation_id, version, event, outcome, started))
         return invocation_record(invocation_id, version, "sync", outcome, started)
@@ -586,14 +589,30 @@ class Platform:
         except ConcurrencyLimit as e:
             outcome, kept = InvocationResult.failed(
                 "ConcurrencyLimit", f"function {name!r} is at its concurrency limit: {e}"), None
-        self.rollback_times.record(invocation_id, outcome, lambda: self.registry.record_invocation(
-            invocation_id, version, event, outcome, started))
-        return invocation_record(invocation_id, version, "sync", outcome, started), outcome, kept
+        return self._recorded(invocation_id, version, event, outcome, started), outcome, kept
 
     def invoke_coroutine(self, tenant: Tenant, name: str, event: Any) -> Coroutine | None:
-        """A coroutine that makes invoke() on the API's event loop, or None where the
-        invocation blocks a thread (here: on the sandbox), so it runs in one of the API's."""
-        return None
+        """A coroutine that makes invoke() on the API's event loop and answers its record,
+        or None (from the call, or from the coroutine) where the invocation would wait for
+        a thread's work here: then invoke() runs on one of the API's threads.
+
+        On a single host that is a warm call of a live version the pool can serve at once
+        with no secrets to read: the sandbox's reply is awaited on the loop."""
+        version = self.live.get((tenant.id, name))
+        if version is None or version.secrets or self.closed:
+            return None
+        # Shielded: a caller that goes away does not cut the invocation short.
+        return _shielded(self._invoke_on_loop(version, event))
+
+    async def _invoke_on_loop(self, version: Version, event: Any) -> dict | None:
+        invocation_id = uuid.uuid4().hex
+        started = time.time()
+        outcome = await self.pool.invoke_async(version.key, event,
+                                               _context(version, invocation_id, {}))
+        if outcome is None:
+            return None
+        self._check_outcome(outcome)
+        return self._recorded(invocation_id, version, event, outcome, started)
 
     def invoke_async(self, tenant: Tenant, name: str, event: Any,
                      callback_url: str | None = None) -> str:
@@ -816,6 +835,18 @@ class Platform:
         self.backend.close()
         self.callbacks.close()
         self.registry.close()
+
+
+def _context(version: Version, invocation_id: str, secrets: dict[str, str]) -> dict:
+    """The handler's context; the secrets are given to this invocation alone (a template:
+    the module, a warm-up, never sees them)."""
+    return invocation_context(version.memory_mib, version.timeout_s, invocation_id,
+                              function=version.name, version=version.version,
+                              **({"secrets": secrets} if version.secrets else {}))
+
+
+async def _shielded(invocation: Coroutine) -> Any:
+    return await asyncio.shield(invocation)
 
 
 def _capped(text: str, limit: int) -> str:
