@@ -341,6 +341,43 @@ def test_a_clones_host_fds_are_as_many_after_each_invocation(backend, tmp_path):
         slots.close()
 
 
+SLEEPS = "import time\ndef handler(event, context):\n    time.sleep(event)\n    return event\n"
+
+
+def test_a_pool_serves_on_an_event_loop_only_where_nothing_waits(backend, tmp_path):
+    """invoke_async: a ready instance and a free slot, else None; a call cancelled while
+    its clone runs frees its slot, and the pool still rolls its other instances back."""
+    import asyncio
+
+    pool = Pool(backend, PoolConfig())
+    key = "t/loop/1"
+    try:
+        spec = FunctionSpec(key, write_function(tmp_path / "loop", SLEEPS), "fn.py:handler")
+        pool.add(spec, 1, 0, pool.start_template(spec))
+        assert pool.invoke(key, 0, {}).value == 0
+        wait_until(lambda: pool.status()[0]["ready"] >= 1, "a ready instance")
+
+        async def calls() -> list:
+            served = await pool.invoke_async(key, 0, {"request_id": "r1"})
+            slow = asyncio.ensure_future(pool.invoke_async(key, 30, {}))
+            while not pool.status()[0]["busy"]:
+                await asyncio.sleep(0.01)
+            refused = await pool.invoke_async(key, 0, {})  # its one slot is taken
+            slow.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await slow
+            return [served, refused]
+
+        served, refused = asyncio.run(calls())
+        assert (served.value, served.error, refused) == (0, None, None)
+        assert served.phases["guest_ms"] > 0
+        assert pool.status()[0]["busy"] == 0
+        assert pool.invoke(key, 0.01, {}).value == 0.01  # the slot came back
+        assert pool.pools[key].reusable  # the killed clone said nothing of the others
+    finally:
+        pool.close()
+
+
 def test_the_pool_counts_childrens_memory_and_a_childs_slot_wakes_a_queued_call(
         backend, tmp_path, http_server):
     import threading

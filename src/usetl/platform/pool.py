@@ -613,8 +613,8 @@ class Pool:
     def _recycle(self, pool: FunctionPool, instance: Instance, request_id: str | None) -> None:
         rollback_ms = None
         keep = False
-        if pool.retired or not pool.current(instance):
-            instance.close()
+        if pool.retired or not pool.current(instance) or instance.closed:
+            instance.close()  # closed already: its guest ended, which says nothing of others
         elif pool.spec.reuse == REUSE_WARM:
             keep = self._keep_warm(pool, instance)
         elif self.config.reuse:
