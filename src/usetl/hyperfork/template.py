@@ -471,20 +471,37 @@ class Clone:
         return self._billed(self.chan.request(call, Invoked, fds=slots.fds if slots else ()))
 
     async def invoke_async(self, event: Any, context: dict | None = None,
-                           timeout: float | None = None,
-                           slots: ProcessSlots | None = None) -> InvocationResult:
+                           timeout: float | None = None, slots: ProcessSlots | None = None,
+                           rollback: bool = False) -> InvocationResult:
         """invoke() awaited on an event loop (the API's): no thread waits for the reply.
-        Billing that asks the egress broker, and a recorder's report after its first
-        request, are round trips of their own: they run on a thread."""
+        With `rollback`, the rollback is sent with the call: the clone starts it as soon as
+        it has replied, and rolled_back_async() reads how it went. Billing that asks the
+        egress broker, and a recorder's report after its first request, are round trips
+        of their own: they run on a thread."""
         if self.closed:
             raise HyperForkError("this clone is closed")
+        if rollback and self.recorder is not None:  # its report comes before the rollback
+            return await asyncio.to_thread(self._invoke_then_roll_back, event, context,
+                                           timeout, slots)
         call = Call(event, context or {}, timeout, slots=slots is not None)
-        self.chan.send(call, fds=slots.fds if slots else ())
+        self.chan.send(call, fds=slots.fds if slots else (),
+                       then=Rollback() if rollback else None)
         invoked = await self.chan.reply_async(Invoked)
         if self.recorder is not None or (
                 self.billing is not None and self.billing[0].account_moved(self.billing[1])):
             return await asyncio.to_thread(self._billed, invoked)
         return self._billed(invoked)
+
+    def _invoke_then_roll_back(self, event: Any, context: dict | None,
+                               timeout: float | None,
+                               slots: ProcessSlots | None) -> InvocationResult:
+        result = self.invoke(event, context, timeout, slots)
+        self.chan.send(Rollback())
+        return result
+
+    async def rolled_back_async(self) -> RolledBack:
+        """The rollback that invoke_async(rollback=True) sent, awaited."""
+        return await self.chan.reply_async(RolledBack)
 
     def _billed(self, invoked: Invoked) -> InvocationResult:
         """A jailed clone's I/O as the broker counted it (ETL requests, connects), plus what

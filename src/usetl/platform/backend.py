@@ -84,9 +84,15 @@ class Instance(Protocol):
         """
 
     async def invoke_async(self, event: Any, context: dict, timeout: float,
-                           slots: ProcessSlots | None = None) -> InvocationResult:
+                           slots: ProcessSlots | None = None,
+                           rollback: bool = False) -> InvocationResult:
         """invoke() (not as a pipeline stage) awaited on an event loop, which it never
-        blocks for long."""
+        blocks for long. With `rollback`, the rollback starts once it has answered:
+        rolled_back_async() is then its end."""
+
+    async def rolled_back_async(self) -> None:
+        """The rollback invoke_async(rollback=True) started is done; raises
+        RollbackImpossible (and is closed) if it could not be."""
 
     def take_files(self) -> HandOff | None:
         """The files the last invoke(keep_files=True) wrote (the caller owns them)."""

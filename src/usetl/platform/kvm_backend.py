@@ -132,13 +132,14 @@ class KvmInstance:
         return self._served(result)
 
     async def invoke_async(self, event: Any, context: dict, timeout: float,
-                           slots: ProcessSlots | None = None) -> InvocationResult:
+                           slots: ProcessSlots | None = None,
+                           rollback: bool = False) -> InvocationResult:
         if self.closed:
             raise BackendError("this instance is closed")
         if self.niced:
             self._nice(0)
         try:
-            result = await self.clone.invoke_async(event, context, timeout, slots)
+            result = await self.clone.invoke_async(event, context, timeout, slots, rollback)
         except HyperForkError as e:
             return self._broken(e)
         except asyncio.CancelledError:
@@ -177,6 +178,19 @@ class KvmInstance:
         except HyperForkError as e:
             self.close()
             raise RollbackImpossible(f"rollback failed: {e}") from e
+
+    async def rolled_back_async(self) -> None:
+        if self.closed:
+            raise RollbackImpossible("the instance's guest ended")
+        try:
+            await self.clone.rolled_back_async()
+        except HyperForkError as e:
+            self.close()
+            raise RollbackImpossible(f"rollback failed: {e}") from e
+        except asyncio.CancelledError:
+            self.clone.kill()
+            self.close()
+            raise
 
     def warm(self) -> None:
         """A no-op request: the clone takes its identity and first touches happen now.

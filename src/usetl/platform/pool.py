@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import threading
@@ -231,6 +232,7 @@ class Pool:
         # a maintenance round per invocation costs more than the invocation's own bookkeeping).
         self.wake = threading.Event()
         self.recycler = ThreadPoolExecutor(RECYCLERS, "usetl-recycle")
+        self.loop_recycling: set[asyncio.Task] = set()  # rollbacks awaited on an event loop
         self.learning = ThreadPoolExecutor(1, "usetl-learn")  # next generations, one at a time
         self.maintainer = threading.Thread(target=self._maintain, name="pool", daemon=True)
         self.maintainer.start()
@@ -442,15 +444,19 @@ class Pool:
             instance = self._checkout(pool)
         started = sent = time.perf_counter()
         round_trip = None
+        # The rollback goes with the call where it will be wanted: the instance starts it
+        # once it has answered, and no thread of ours is woken to ask for it.
+        rollback = self.config.reuse and pool.reusable and pool.spec.reuse != REUSE_WARM
         try:
             outcome = await instance.invoke_async(event, context, pool.spec.timeout_s,
-                                                  pool.slots)
+                                                  pool.slots, rollback)
             round_trip = (time.perf_counter() - sent) * 1e3
         except BackendError as e:
+            rollback = False
             outcome = InvocationResult.failed(SANDBOX_ERROR, str(e),
                                               (time.perf_counter() - started) * 1e3)
         finally:
-            self._release(pool, instance, context.get("request_id"))
+            self._release(pool, instance, context.get("request_id"), rollback)
         phases = {"queue_ms": (started - begun) * 1e3}
         self._finished(pool, outcome, _phases(phases, outcome, started, sent, round_trip),
                        started)
@@ -579,8 +585,9 @@ class Pool:
         return pool.template
 
     def _release(self, pool: FunctionPool, instance: Instance | None,
-                 request_id: str | None) -> None:
-        """The invocation is over: roll its instance back off the request's path."""
+                 request_id: str | None, rolling_back: bool = False) -> None:
+        """The invocation is over: roll its instance back off the request's path
+        (`rolling_back`: its call started the rollback, awaited on the running loop)."""
         with self.cond:
             pool.busy -= 1
             pool.slots.give()
@@ -594,6 +601,12 @@ class Pool:
             self._report_rollback(request_id, None)
             if pool.retired:
                 self._close_if_unused(pool)
+            return
+        if rolling_back:
+            task = asyncio.get_running_loop().create_task(
+                self._recycle_on_loop(pool, instance, request_id))
+            self.loop_recycling.add(task)  # held: the loop keeps only weak references
+            task.add_done_callback(self.loop_recycling.discard)
             return
         if pool.spec.reuse == REUSE_WARM:
             self._recycle(pool, instance, request_id)  # nothing to roll back: ready at once
@@ -610,7 +623,32 @@ class Pool:
         if self.on_rollback is not None and request_id is not None:
             self.on_rollback(request_id, ms)
 
-    def _recycle(self, pool: FunctionPool, instance: Instance, request_id: str | None) -> None:
+    async def _recycle_on_loop(self, pool: FunctionPool, instance: Instance,
+                               request_id: str | None) -> None:
+        """_recycle() of an instance whose call started its rollback: the rollback awaited on
+        the loop, the rest where it blocks nothing (warming it does: on a recycler thread)."""
+        begun = time.perf_counter()
+        ms = None
+        try:
+            if not instance.closed:
+                await instance.rolled_back_async()
+                ms = (time.perf_counter() - begun) * 1e3
+        except RollbackImpossible:
+            pool.reusable = False
+        except BackendError as e:
+            log.warning("rollback failed for %s: %s", pool.spec.key, e)
+            instance.close()
+        if not instance.closed and pool.busy == 0 and pool.waiting == 0:
+            try:
+                self.recycler.submit(self._recycle, pool, instance, request_id, ms)
+                return
+            except RuntimeError:  # shutting down
+                instance.close()
+        self._recycle(pool, instance, request_id, ms)
+
+    def _recycle(self, pool: FunctionPool, instance: Instance, request_id: str | None,
+                 rolled_back_ms: float | None = None) -> None:
+        """`rolled_back_ms`: the time of the rollback that ran already (_recycle_on_loop)."""
         rollback_ms = None
         keep = False
         if pool.retired or not pool.current(instance) or instance.closed:
@@ -619,9 +657,11 @@ class Pool:
             keep = self._keep_warm(pool, instance)
         elif self.config.reuse:
             try:
-                begun = time.perf_counter()
-                instance.rollback()
-                rollback_ms = (time.perf_counter() - begun) * 1e3
+                rollback_ms = rolled_back_ms
+                if rollback_ms is None:
+                    begun = time.perf_counter()
+                    instance.rollback()
+                    rollback_ms = (time.perf_counter() - begun) * 1e3
                 self.metrics.rollbacks.inc()
                 if pool.busy == 0 and pool.waiting == 0:
                     # Quiet: spare CPU buys the next invocation a shorter path.

@@ -185,9 +185,13 @@ class ProcessInstance:
         )
 
     async def invoke_async(self, event: Any, context: dict, timeout: float,
-                           slots: ProcessSlots | None = None) -> InvocationResult:
+                           slots: ProcessSlots | None = None,
+                           rollback: bool = False) -> InvocationResult:
         # The sandbox's ETL requests are served while it runs: a thread waits for it.
         return await asyncio.to_thread(self.invoke, event, context, timeout)
+
+    async def rolled_back_async(self) -> None:
+        self.rollback()
 
     def _serve_until_reply(self, deadline: float) -> dict | None:
         """Answer the sandbox's ETL requests until its reply; None if the deadline passed."""
