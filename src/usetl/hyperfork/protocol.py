@@ -316,6 +316,11 @@ class Channel:
     def fileno(self) -> int:
         return self.sock.fileno()
 
+    def read_ahead(self) -> bool:
+        """Whether a read brought bytes of a next message (a select on the socket misses
+        them)."""
+        return bool(self._ahead)
+
     def send(self, message: Message, fds: tuple[int, ...] = (), then: Message | None = None,
              ) -> None:
         """`then`: a second message in the same write (the other end finds it waiting)."""

@@ -17,13 +17,14 @@ import gc
 import logging
 import os
 import resource
+import select
 import signal
 import socket
 import sys
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import usetl
 from usetl import abi, hostmm, jail
@@ -93,6 +94,12 @@ TEST_HOOKS = os.environ.get("USETL_TEST_HOOKS") == "1"
 PR_SET_NO_NEW_PRIVS = 38
 REGIONS = (etl_wire.HOST_REGION, etl_wire.GUEST_REGION)
 
+# A template makes its next clone's process ahead (a shell: TemplateProcess._make_shell) once
+# no request has come for this long: a new clone's fork, copy-on-write view and VM (with
+# its memslots) are then off the next Fork's path. Not at once: made while the clone just
+# forked runs its first request, the shell would take the cores from that request.
+SHELL_IDLE_S = 0.02
+
 # Compiles and runs code, as most requests do: the agent's whole request path.
 WARM_REQUEST = {"kind": abi.EXEC, "code": "pass"}
 
@@ -120,9 +127,8 @@ class CloneProcess:
                 mem.use_own_file()  # the egress broker writes into it: no one else may map it
             else:
                 mem.make_private()
-        tp = time.perf_counter()
-        if frozen.working_set:
-            frozen.memory["ram"].prefetch_for_writing(frozen.working_set)
+        self.timings = {"map_ms": (time.perf_counter() - t0) * 1e3}
+        self.prefetch()
         t1 = time.perf_counter()
         self.vm = Vm(usf.config.mem_mib, frozen.specs, memory=frozen.memory)
         t2 = time.perf_counter()
@@ -135,9 +141,17 @@ class CloneProcess:
         self.spare_handoff: int | None = None
         self.unused_handoff: Spare | None = None  # lent, not handed on: the next spare
         t3 = time.perf_counter()
-        self.timings = {"map_ms": (tp - t0) * 1e3, "prefetch_ms": (t1 - tp) * 1e3,
-                        "prefetched_pages": sum(n for _, n in frozen.working_set) / PAGE_SIZE,
-                        "vm_ms": (t2 - t1) * 1e3, "restore_ms": (t3 - t2) * 1e3}
+        self.timings.update(vm_ms=(t2 - t1) * 1e3, restore_ms=(t3 - t2) * 1e3)
+
+    def prefetch(self) -> None:
+        """Copy the template's working set (Frozen.learn_working_set) into this process's
+        RAM in one batch, before the guest runs."""
+        t0 = time.perf_counter()
+        working_set = self.frozen.working_set
+        if working_set:
+            self.frozen.memory["ram"].prefetch_for_writing(working_set)
+        self.timings.update(prefetch_ms=(time.perf_counter() - t0) * 1e3,
+                            prefetched_pages=sum(n for _, n in working_set) / PAGE_SIZE)
 
     def ready(self) -> CloneReady:
         """Serving from now on: the next request gives the guest this clone's own identity."""
@@ -296,13 +310,19 @@ class TemplateProcess:
         self.frozen = frozen
         self.chan = chan
         self.jailed = jailed
+        # Once a Fork asked for a clone that needs no jail of its own (a jailed template's
+        # clones inherit its jail, an unjailed one's have none), the template keeps one
+        # clone's process made ahead for the next such Fork.
+        self.makes_shells = False
+        self.shell: Shell | None = None
 
     def serve(self) -> None:
         if self.frozen.usf.config.merge_pages and not hostmm.merge_identical_pages():
             log.warning("merge_pages: the kernel refused PR_SET_MEMORY_MERGE (%s); pages "
                         "stay unmerged", os.strerror(ctypes.get_errno()))
         # Every child goes in a new PID namespace (a jailed template's already is in one).
-        _serve(self.chan, TEMPLATE_REQUESTS, self._handle, pid_namespace=not self.jailed)
+        _serve(self.chan, TEMPLATE_REQUESTS, self._handle, pid_namespace=not self.jailed,
+               idle=self._make_shell_if_idle)
 
     def _handle(self, msg: object, fds: list[int]) -> None:
         if isinstance(msg, Fork) and len(fds) in (1, 2):
@@ -313,6 +333,10 @@ class TemplateProcess:
             self._export()
             return
         self.chan.send(self._answer(msg))
+
+    def _make_shell_if_idle(self) -> None:
+        if self.makes_shells and self.shell is None and self._idle():
+            self.shell = self._make_shell()
 
     def _answer(self, msg: object) -> object:
         if isinstance(msg, Info):
@@ -333,46 +357,139 @@ class TemplateProcess:
     def _fork(self, fds: list[int], msg: Fork) -> None:
         if msg.working_set is not None:
             self.frozen.learn_working_set(msg.working_set)
+        if msg.load is None and (msg.jail is None or self.jailed):
+            self.makes_shells = True  # its next clones may come from shells
+            if self.shell is not None and self._claim(fds, msg):
+                return
         pid = os.fork()
         if pid:
             _close_all(fds)
             self.chan.send(Forked(pid))
             self.frozen.trim()
             return
-        fd = fds[0]
-        chan = Channel.from_fd(fd, CLONE_REQUESTS)
-        status = 0
-        try:
-            self.chan.sock.close()
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        chan = Channel.from_fd(fds[0], CLONE_REQUESTS)
+
+        def become_child() -> None:
+            self._leave_template()
             handshake.announce(chan.sock)
             if msg.jail is not None and not self.jailed:
                 keep = {*fds, *(m.fd for m in self.frozen.memory.values())}
                 jail.confine(msg.jail.with_paths(*_jail_paths(self.frozen, msg.load)), keep)
-            if len(fds) == 2:
-                egress.install(socket.socket(fileno=fds[1]))
             hostmm.adopt_pagemap(jail.open_own_proc_file("pagemap"))  # what rollback reads
             clone = CloneProcess(self.frozen)
             if msg.load is None:
-                info = clone.ready()
-                if msg.warm:
-                    info.warm_ms = clone.warm()
-                chan.send(info)
-                clone.serve(chan)
+                serve_clone(clone, chan, fds, msg)
             else:
+                _install_egress(fds)
                 become_function_template(clone, msg.load, chan,
                                          self.jailed or msg.jail is not None)
-        except (ChannelClosed, ProtocolError):
-            status = 1
-        except BaseException as e:
-            log.exception("clone failed")
-            try:
-                chan.send(failure(e, SANDBOX_ERROR))
-            except ChannelClosed:
-                pass
-            status = 1
+
+        _run_child(chan, become_child)
+
+    def _leave_template(self) -> None:
+        """In a forked child: let go of what only the template process uses."""
+        self.chan.sock.close()
+        if self.shell is not None:
+            self.shell.claims.close()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+    def _idle(self) -> bool:
+        """No request came within SHELL_IDLE_S."""
+        return not self.chan.read_ahead() and \
+            not select.select([self.chan.sock], [], [], SHELL_IDLE_S)[0]
+
+    def _make_shell(self) -> Shell:
+        """Fork the next clone's process ahead: its copy-on-write view and VM made, it waits
+        for the Fork it will serve (no guest instruction runs before that)."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid:
+            theirs.close()
+            return Shell(pid, Channel(mine))
+        mine.close()
+        self._leave_template()
+        claims = Channel(theirs, Fork)
+        clone: CloneProcess | None = None
+        error: BaseException | None = None
+        try:
+            hostmm.adopt_pagemap(jail.open_own_proc_file("pagemap"))
+            clone = CloneProcess(self.frozen)
+            clone.timings["made_ahead"] = 1.0
+        except Exception as e:  # told on the channel of the Fork that claims this shell
+            error = e
+        try:
+            msg, fds = claims.recv()
+        except HyperForkError:  # the template has gone, or dropped this shell
+            os._exit(0)
+        chan = Channel.from_fd(fds[0], CLONE_REQUESTS)
+
+        def serve() -> None:
+            handshake.announce(chan.sock)
+            if clone is None:
+                raise error or HyperForkError("the shell was not made")
+            if msg.working_set is not None:  # learnt since this shell was made
+                self.frozen.learn_working_set(msg.working_set)
+                clone.prefetch()
+            serve_clone(clone, chan, fds, msg)
+
+        _run_child(chan, serve)
+
+    def _claim(self, fds: list[int], msg: Fork) -> bool:
+        """Hand this Fork's sockets to the shell; False if it has gone (then fork anew)."""
+        shell, self.shell = self.shell, None
+        assert shell is not None
+        try:
+            shell.claims.send(msg, fds=tuple(fds))
+        except ChannelClosed:
+            return False
         finally:
-            os._exit(status)
+            shell.claims.close()
+        _close_all(fds)
+        self.chan.send(Forked(shell.pid))
+        self.frozen.trim()
+        return True
+
+
+class Shell:
+    """A clone's process forked ahead by its template (TemplateProcess._make_shell); the
+    template sends it the Fork it serves, with that Fork's sockets, on `claims`."""
+
+    def __init__(self, pid: int, claims: Channel):
+        self.pid = pid
+        self.claims = claims
+
+
+def serve_clone(clone: CloneProcess, chan: Channel, fds: list[int], msg: Fork) -> None:
+    """A new clone's life once it has announced itself: ready, warmed if asked, serving."""
+    _install_egress(fds)
+    info = clone.ready()
+    if msg.warm:
+        info.warm_ms = clone.warm()
+    chan.send(info)
+    clone.serve(chan)
+
+
+def _install_egress(fds: list[int]) -> None:
+    if len(fds) == 2:
+        egress.install(socket.socket(fileno=fds[1]))
+
+
+def _run_child(chan: Channel, body: Callable[[], None]) -> NoReturn:
+    """Run a forked child's body, then end the process; a failure is told on `chan`."""
+    status = 0
+    try:
+        body()
+    except (ChannelClosed, ProtocolError):
+        status = 1
+    except BaseException as e:
+        log.exception("clone failed")
+        try:
+            chan.send(failure(e, SANDBOX_ERROR))
+        except ChannelClosed:
+            pass
+        status = 1
+    finally:
+        os._exit(status)
 
 
 class LoaderProcess:
@@ -463,10 +580,11 @@ class LoaderProcess:
 
 
 def _serve(chan: Channel, requests: Any, handle: Callable[[Any, list[int]], None],
-           pid_namespace: bool) -> None:
+           pid_namespace: bool, idle: Callable[[], None] | None = None) -> None:
     """A template or loader process's loop: each request and its fds to `handle`, until
-    Close or the controller's end. Its children are reaped as they exit; with
-    `pid_namespace` (and as root) they go in a new PID namespace."""
+    Close or the controller's end; `idle` before each wait for the next. Its children are
+    reaped as they exit; with `pid_namespace` (and as root) they go in a new PID
+    namespace."""
     if pid_namespace and os.geteuid() == 0:
         # This process may start no thread from here on (the kernel refuses), and needs none.
         namespaces.start_pid_namespace()
@@ -475,6 +593,8 @@ def _serve(chan: Channel, requests: Any, handle: Callable[[Any, list[int]], None
     gc.freeze()  # what every fork inherits: no child's collection writes to those pages
     chan.expect(requests)
     while True:
+        if idle is not None:
+            idle()
         try:
             msg, fds = chan.recv()
         except ChannelClosed:
