@@ -195,6 +195,49 @@ def test_a_crashed_guest_ends_its_clone_only(base):
         assert out(other.run_code("print(3)")) == "3\n"
 
 
+def _children(pid: int) -> set[int]:
+    """The live (not yet ended) child processes of `pid`."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        kids = {int(p) for p in f.read().split()}
+    return {p for p in kids if not _ended(p)}
+
+
+def _ended(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in "ZX"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_new_clone_is_served_by_the_process_its_template_made_ahead(base, function_dir):
+    """An idle template holds its next clone's process made ahead (a shell); the next fork
+    gets it, and it is a clone like any: the working set learnt since it was made, its own
+    identity, its template's bytes after a rollback. Closing the template ends the shell."""
+    fn = base.load_function(LOAD, mounts={"fn": str(function_dir)})
+    code = "import fn; print(fn.handler({'values': [1, 2, 3]}, None)['sum'])"
+    try:
+        with fn.fork(warm=False) as first:
+            assert "made_ahead" not in first.timings
+            assert out(first.run_code(code)) == "6\n"
+        shell = wait_until(lambda: _children(fn.pid) - {first.pid}, "the template's shell")
+        with fn.fork(warm=False) as clone:
+            assert {clone.pid} == shell and clone.timings["made_ahead"] == 1
+            assert clone.timings["prefetched_pages"] > 0
+            assert out(clone.run_code(code)) == "6\n"
+            other = wait_until(lambda: _children(fn.pid) - {clone.pid}, "the next shell")
+            with fn.fork() as second:
+                assert {second.pid} == other
+                assert out(clone.run_code("import uuid; print(uuid.uuid4())")) != out(
+                    second.run_code("import uuid; print(uuid.uuid4())"))
+            clone.rollback()
+            assert clone.inspect().sha256 == fn.memory_digests()
+        last = wait_until(lambda: _children(fn.pid) - {clone.pid, second.pid}, "a third shell")
+    finally:
+        fn.close()
+    wait_until(lambda: all(_ended(p) for p in last), "the shell's end with its template")
+
+
 def test_clones_after_the_first_prefetch_what_its_first_request_wrote(base, function_dir):
     fn = base.load_function(LOAD, mounts={"fn": str(function_dir)})
     try:
