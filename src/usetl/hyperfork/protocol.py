@@ -118,12 +118,16 @@ class Fork(Message):
     `jail`: how a jailer template (one the controller started) jails the child; a jailed
     template's children inherit its jail instead. `working_set`: the RAM ranges an earlier
     clone's first request wrote (its WorkingSet), for this and later clones to prefetch.
+    `cgroup`: a cgroup for one of the template's next shells (worker.Shell), which moves
+    itself in; the last `cgroup_files` sockets passed are its cgroup.procs files.
     """
 
     load: LoadFunction | None = None
     warm: bool = False
     jail: JailSpec | None = None
     working_set: list[tuple[int, int]] | None = None
+    cgroup: str | None = None
+    cgroup_files: int = 0
 
 
 class Info(Message):
@@ -213,6 +217,8 @@ class Forked(Message):
     pid: int
     # A loaded template's guest memory, which its cgroup is made for while it maps it.
     guest_bytes: int = 0
+    # The Fork's cgroup a shell moved itself into (checked by the controller), if served by one.
+    cgroup: str | None = None
 
 
 class CloneReady(Message):

@@ -85,6 +85,9 @@ M = TypeVar("M")
 # timeout timer's thread, and forks in flight in a template).
 MONITOR_ALLOWANCE = 96 << 20
 PIDS_PER_PROCESS = 32
+# Cgroups a template holds for its next shells: one for the shell it makes next, and one
+# sent with a Fork that its shell then serves (the cgroup that Fork brought is for a later one).
+SHELL_CGROUPS = 2
 
 
 class _Jails:
@@ -93,6 +96,7 @@ class _Jails:
     def __init__(self) -> None:
         self.uids = shared_range()
         self._cgroups: Cgroups | None = None
+        self._prepared = 0  # cgroups prepared so far (their names)
 
     @property
     def cgroups(self) -> Cgroups:
@@ -104,16 +108,32 @@ class _Jails:
         uid = self.uids.take()
         return JailSpec(uid=uid, gid=uid)
 
+    def prepare(self, guest_bytes: int) -> tuple[str, list[str], list[int]] | None:
+        """A cgroup for a process yet to be made (a template's next shell), its name, its
+        directories and its cgroup.procs files (Cgroups.prepare); None without cgroups."""
+        if os.geteuid() != 0:
+            return None
+        self._prepared += 1
+        name = f"s{os.getpid()}-{self._prepared}"
+        try:
+            paths, fds = self.cgroups.prepare(name, _limits(guest_bytes))
+        except OSError as e:
+            raise HyperForkError(f"cannot make a cgroup: {e}") from None
+        return name, paths, fds
+
     def place(self, pid: int, guest_bytes: int) -> None:
         if os.geteuid() != 0:
             return  # no cgroups to make; the jail itself said so when it degraded
         try:
-            self.cgroups.place(f"p{pid}", pid, Limits(2 * guest_bytes + MONITOR_ALLOWANCE,
-                                                      PIDS_PER_PROCESS))
+            self.cgroups.place(f"p{pid}", pid, _limits(guest_bytes))
         except ProcessLookupError:
             pass  # it has exited already; its first reply (or its absence) says why
         except OSError as e:
             raise HyperForkError(f"cannot put process {pid} in its cgroup: {e}") from None
+
+
+def _limits(guest_bytes: int) -> Limits:
+    return Limits(2 * guest_bytes + MONITOR_ALLOWANCE, PIDS_PER_PROCESS)
 
 
 JAILS = _Jails()
@@ -149,6 +169,9 @@ class Template:
         # then on copy them in one batch before their guest runs.
         self.recording = False
         self.learnt: list[tuple[int, int]] | None = None
+        # Cgroups made for this template's next shells (worker.Shell), which move themselves
+        # in when made: name -> directories. At most SHELL_CGROUPS at a time.
+        self.shell_cgroups: dict[str, list[str]] = {}
 
     # -- making templates -----------------------------------------------------------
 
@@ -268,19 +291,44 @@ class Template:
                 theirs.close()
                 raise HyperForkError(f"no egress for the new process: {e.reason}") from None
             passed.append(egress)
+        cgroup_fds: list[int] = []
         try:
-            self.chan.request(fork, Forked, fds=tuple(p.fileno() for p in passed))
+            cgroup_fds = self._shell_cgroup(fork)
+            forked = self.chan.request(fork, Forked,
+                                       fds=(*(p.fileno() for p in passed), *cgroup_fds))
         finally:
             for sock in passed:
                 sock.close()
+            _close_fds(cgroup_fds)
         try:
             pid = handshake.receive(mine.sock)
             if self.jailed:
-                JAILS.place(pid, self.info.guest_bytes)
+                self._place(pid, forked.cgroup)
         except (OSError, JailError, HyperForkError) as e:
             mine.close()
             raise HyperForkError(f"the new process did not start: {e}") from None
         return mine, pid, instance
+
+    def _shell_cgroup(self, fork: Fork) -> list[int]:
+        """For a jailed template's clone: a cgroup for one of its next shells, if it holds
+        fewer than SHELL_CGROUPS; the fds of its cgroup.procs files, sent with the Fork."""
+        if not self.jailed or self.jailer or fork.load is not None \
+                or len(self.shell_cgroups) >= SHELL_CGROUPS:
+            return []
+        prepared = JAILS.prepare(self.info.guest_bytes)
+        if prepared is None:
+            return []
+        fork.cgroup, paths, fds = prepared
+        fork.cgroup_files = len(fds)
+        self.shell_cgroups[fork.cgroup] = paths
+        return fds
+
+    def _place(self, pid: int, cgroup: str | None) -> None:
+        """The new process in its cgroup: the prepared one it moved itself into (a shell),
+        else a new one."""
+        paths = self.shell_cgroups.pop(cgroup, None) if cgroup is not None else None
+        if paths is None or not JAILS.cgroups.adopt(pid, paths):
+            JAILS.place(pid, self.info.guest_bytes)
 
     # -- the rest -------------------------------------------------------------------
 
@@ -330,6 +378,9 @@ class Template:
         self.chan.close()
         if self.process is not None:
             self.process.wait()
+        for paths in self.shell_cgroups.values():
+            JAILS.cgroups.discard(paths)  # removed once its shell, if any, has ended
+        self.shell_cgroups.clear()
         if self.jailed:
             self.broker.release()
 

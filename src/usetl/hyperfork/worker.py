@@ -315,6 +315,8 @@ class TemplateProcess:
         # clone's process made ahead for the next such Fork.
         self.makes_shells = False
         self.shell: Shell | None = None
+        # Cgroups sent with Forks for the next shells (name, cgroup.procs fds), oldest first.
+        self.shell_cgroups: list[tuple[str, list[int]]] = []
 
     def serve(self) -> None:
         if self.frozen.usf.config.merge_pages and not hostmm.merge_identical_pages():
@@ -325,7 +327,7 @@ class TemplateProcess:
                idle=self._make_shell_if_idle)
 
     def _handle(self, msg: object, fds: list[int]) -> None:
-        if isinstance(msg, Fork) and len(fds) in (1, 2):
+        if isinstance(msg, Fork) and len(fds) - msg.cgroup_files in (1, 2):
             self._fork(fds, msg)
             return
         _close_all(fds)
@@ -355,6 +357,12 @@ class TemplateProcess:
         self.chan.send(exported, fds=tuple(memory_fds))
 
     def _fork(self, fds: list[int], msg: Fork) -> None:
+        if msg.cgroup_files:
+            fds, cgroup_fds = fds[:-msg.cgroup_files], fds[-msg.cgroup_files:]
+            if msg.cgroup is None:
+                _close_all(cgroup_fds)
+            else:
+                self.shell_cgroups.append((msg.cgroup, cgroup_fds))
         if msg.working_set is not None:
             self.frozen.learn_working_set(msg.working_set)
         if msg.load is None and (msg.jail is None or self.jailed):
@@ -391,6 +399,8 @@ class TemplateProcess:
         self.chan.sock.close()
         if self.shell is not None:
             self.shell.claims.close()
+        for _, fds in self.shell_cgroups:  # no clone may move processes into a cgroup
+            _close_all(fds)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
     def _idle(self) -> bool:
@@ -402,16 +412,19 @@ class TemplateProcess:
         """Fork the next clone's process ahead: its copy-on-write view and VM made, it waits
         for the Fork it will serve (no guest instruction runs before that)."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        cgroup, cgroup_fds = self.shell_cgroups.pop(0) if self.shell_cgroups else (None, [])
         pid = os.fork()
         if pid:
             theirs.close()
-            return Shell(pid, Channel(mine))
+            _close_all(cgroup_fds)
+            return Shell(pid, Channel(mine), cgroup)
         mine.close()
         self._leave_template()
         claims = Channel(theirs, Fork)
         clone: CloneProcess | None = None
         error: BaseException | None = None
         try:
+            _enter_cgroup(cgroup_fds)  # before the pages it makes its own are charged
             hostmm.adopt_pagemap(jail.open_own_proc_file("pagemap"))
             clone = CloneProcess(self.frozen)
             clone.timings["made_ahead"] = 1.0
@@ -445,18 +458,32 @@ class TemplateProcess:
         finally:
             shell.claims.close()
         _close_all(fds)
-        self.chan.send(Forked(shell.pid))
+        self.chan.send(Forked(shell.pid, cgroup=shell.cgroup))
         self.frozen.trim()
         return True
 
 
 class Shell:
     """A clone's process forked ahead by its template (TemplateProcess._make_shell); the
-    template sends it the Fork it serves, with that Fork's sockets, on `claims`."""
+    template sends it the Fork it serves, with that Fork's sockets, on `claims`. `cgroup`:
+    the cgroup (a Fork's) it moved itself into, if it had one."""
 
-    def __init__(self, pid: int, claims: Channel):
+    def __init__(self, pid: int, claims: Channel, cgroup: str | None):
         self.pid = pid
         self.claims = claims
+        self.cgroup = cgroup
+
+
+def _enter_cgroup(procs_fds: list[int]) -> None:
+    """Move this process into the cgroup whose cgroup.procs files these are (opened by the
+    controller; the controller checks the move before it counts on it)."""
+    try:
+        for fd in procs_fds:
+            os.write(fd, b"0")  # 0: the writing process
+    except OSError as e:
+        log.warning("a shell could not enter its cgroup (it is placed when claimed): %s", e)
+    finally:
+        _close_all(procs_fds)
 
 
 def serve_clone(clone: CloneProcess, chan: Channel, fds: list[int], msg: Fork) -> None:

@@ -72,6 +72,10 @@ class Cgroups:
         self._ready: set[str] = set()
         # Cgroups made, with a pidfd of their process: removed once it has exited.
         self._made: list[tuple[int, list[str]]] = []
+        # Cgroups prepared for a process that moves itself in (prepare), not yet adopted; and
+        # those given up (discard): removed once nothing is in them.
+        self._prepared: list[list[str]] = []
+        self._dropped: list[list[str]] = []
         self._lock = threading.Lock()  # forks of different templates place concurrently
 
     def _parent(self, kind: str) -> str:
@@ -93,7 +97,61 @@ class Cgroups:
             self._remove_exited()
             return self._place(name, pid, limits)
 
+    def prepare(self, name: str, limits: Limits) -> tuple[list[str], list[int]]:
+        """A cgroup `name` with `limits` and no process yet, and its cgroup.procs files opened
+        for writing: a process given them moves itself in (it writes 0), with this process's
+        rights (the kernel checks those the file was opened with), before it is known here.
+        A clone made ahead does this, so that its move leaves the path of the Fork that
+        claims it (a move waits for an RCU grace period per hierarchy: ~6 ms here)."""
+        with self._lock:
+            self._remove_exited()
+            made = self._make(name, limits)
+            fds = []
+            try:
+                for path in made:
+                    fds.append(os.open(f"{path}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC))
+            except OSError:
+                for fd in fds:
+                    os.close(fd)
+                remove(made)
+                raise
+            self._prepared.append(made)
+            return made, fds
+
+    def adopt(self, pid: int, paths: list[str]) -> bool:
+        """Take prepared cgroup `paths` as `pid`'s if that process has moved itself into
+        them (its word is not taken: each cgroup's member list is read); else discard them."""
+        with self._lock:
+            self._prepared.remove(paths)
+            try:
+                moved = all(str(pid) in _read(f"{path}/cgroup.procs").split() for path in paths)
+                if moved:
+                    self._made.append((os.pidfd_open(pid), paths))
+                    return True
+            except ProcessLookupError:
+                pass
+            self._dropped.append(paths)
+            return False
+
+    def discard(self, paths: list[str]) -> None:
+        """Give up prepared cgroup `paths`: removed once no process is in them."""
+        with self._lock:
+            self._prepared.remove(paths)
+            self._dropped.append(paths)
+            self._remove_exited()
+
     def _place(self, name: str, pid: int, limits: Limits) -> list[str]:
+        made = self._make(name, limits)
+        try:
+            for path in made:
+                _write(f"{path}/cgroup.procs", str(pid))
+            self._made.append((os.pidfd_open(pid), made))
+        except ProcessLookupError:
+            remove(made)  # it has exited already
+            raise
+        return made
+
+    def _make(self, name: str, limits: Limits) -> list[str]:
         made = []
         files = {
             "memory": ("memory.max", limits.memory_bytes) if self.version == 2
@@ -108,16 +166,10 @@ class Cgroups:
                 os.makedirs(path, exist_ok=True)
                 made.append(path)
             _write(f"{path}/{limit_file}", str(value))
-        try:
-            for path in made:
-                _write(f"{path}/cgroup.procs", str(pid))
-            self._made.append((os.pidfd_open(pid), made))
-        except ProcessLookupError:
-            remove(made)  # it has exited already
-            raise
         return made
 
     def _remove_exited(self) -> None:
+        self._dropped = [paths for paths in self._dropped if not remove(paths)]
         if not self._made:
             return
         poller = select.poll()
@@ -143,6 +195,11 @@ def remove(paths: list[str]) -> bool:
                 return False
             raise
     return True
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
 
 
 def _write(path: str, text: str) -> None:
