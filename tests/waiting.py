@@ -13,3 +13,19 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = 120.
         assert time.monotonic() < deadline, f"still waiting, after {timeout:g} s, for {what}"
         time.sleep(POLL_S)
     return value
+
+
+def live_children(pid: int) -> set[int]:
+    """The child processes of `pid` that have not ended (to wait on a process being made)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        kids = {int(p) for p in f.read().split()}
+    return {p for p in kids if not ended(p)}
+
+
+def ended(pid: int) -> bool:
+    """Has process `pid` exited (gone, or a zombie)?"""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in "ZX"
+    except FileNotFoundError:
+        return True

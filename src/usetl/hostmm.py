@@ -30,6 +30,7 @@ PROT_NONE = 0
 MAP_POPULATE = 0x8000
 MADV_COLLAPSE = 25
 MADV_DONTFORK, MADV_DOFORK = 10, 11
+MADV_POPULATE_READ = 22
 MADV_POPULATE_WRITE = 23
 HUGE_PAGE = 2 << 20
 FALLOC_FL_KEEP_SIZE = 0x01
@@ -221,6 +222,12 @@ def populate_write(addr: int, size: int) -> bool:
     """Fault in [addr, addr+size) writable now, as stores would (MADV_POPULATE_WRITE,
     Linux 5.14+: copy-on-write copies in a private mapping). False if refused."""
     return _libc.madvise(ctypes.c_void_p(addr), ctypes.c_size_t(size), MADV_POPULATE_WRITE) == 0
+
+
+def populate_read(addr: int, size: int) -> bool:
+    """Map [addr, addr+size) readable now, as loads would (MADV_POPULATE_READ, Linux 5.14+:
+    the file's pages in a private mapping, no copies). False if refused."""
+    return _libc.madvise(ctypes.c_void_p(addr), ctypes.c_size_t(size), MADV_POPULATE_READ) == 0
 
 
 def punch_hole(fd: int, offset: int, length: int) -> bool:

@@ -11,7 +11,7 @@ import pytest
 from usetl.hyperfork import HyperForkError, Template
 from usetl.hyperfork.protocol import WarmUp
 from usetl.usf import UsfConfig
-from waiting import wait_until
+from waiting import ended, live_children, wait_until
 
 pytestmark = pytest.mark.kvm
 
@@ -195,21 +195,6 @@ def test_a_crashed_guest_ends_its_clone_only(base):
         assert out(other.run_code("print(3)")) == "3\n"
 
 
-def _children(pid: int) -> set[int]:
-    """The live (not yet ended) child processes of `pid`."""
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        kids = {int(p) for p in f.read().split()}
-    return {p for p in kids if not _ended(p)}
-
-
-def _ended(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in "ZX"
-    except FileNotFoundError:
-        return True
-
-
 def test_a_new_clone_is_served_by_the_process_its_template_made_ahead(base, function_dir):
     """An idle template holds its next clone's process made ahead (a shell); the next fork
     gets it, and it is a clone like any: the working set learnt since it was made, its own
@@ -220,22 +205,22 @@ def test_a_new_clone_is_served_by_the_process_its_template_made_ahead(base, func
         with fn.fork(warm=False) as first:
             assert "made_ahead" not in first.timings
             assert out(first.run_code(code)) == "6\n"
-        shell = wait_until(lambda: _children(fn.pid) - {first.pid}, "the template's shell")
+        shell = wait_until(lambda: live_children(fn.pid) - {first.pid}, "the template's shell")
         with fn.fork(warm=False) as clone:
             assert {clone.pid} == shell and clone.timings["made_ahead"] == 1
             assert clone.timings["prefetched_pages"] > 0
             assert out(clone.run_code(code)) == "6\n"
-            other = wait_until(lambda: _children(fn.pid) - {clone.pid}, "the next shell")
+            other = wait_until(lambda: live_children(fn.pid) - {clone.pid}, "the next shell")
             with fn.fork() as second:
                 assert {second.pid} == other
                 assert out(clone.run_code("import uuid; print(uuid.uuid4())")) != out(
                     second.run_code("import uuid; print(uuid.uuid4())"))
             clone.rollback()
             assert clone.inspect().sha256 == fn.memory_digests()
-        last = wait_until(lambda: _children(fn.pid) - {clone.pid, second.pid}, "a third shell")
+        last = wait_until(lambda: live_children(fn.pid) - {clone.pid, second.pid}, "a third shell")
     finally:
         fn.close()
-    wait_until(lambda: all(_ended(p) for p in last), "the shell's end with its template")
+    wait_until(lambda: all(ended(p) for p in last), "the shell's end with its template")
 
 
 def test_clones_after_the_first_prefetch_what_its_first_request_wrote(base, function_dir):

@@ -14,6 +14,7 @@ from usetl.etl.broker import Broker
 from usetl.hyperfork import HyperForkError, Template
 from usetl.hyperfork.template import JAILS, LOADER, MONITOR_ALLOWANCE, PIDS_PER_PROCESS
 from usetl.usf import UsfConfig
+from waiting import live_children, wait_until
 
 pytestmark = pytest.mark.kvm
 
@@ -440,17 +441,29 @@ def test_a_dead_broker_fails_its_instances_clearly_and_is_started_again(networke
 
 
 def test_the_clone_is_in_a_cgroup_of_its_own_with_limits(fn_template):
-    with fn_template.fork() as clone:
-        with open(f"/proc/{clone.pid}/cgroup") as f:
-            groups = dict(line.strip().split(":", 2)[1:] for line in f)
-        memory = groups.get("memory") or groups.get("")
-        assert memory.endswith(f"/usetl/p{clone.pid}")
-        cgroups = JAILS.cgroups
-        limit_file = "memory.max" if cgroups.version == 2 else "memory.limit_in_bytes"
-        with open(f"{cgroups.dirs['memory']}/p{clone.pid}/{limit_file}") as f:
-            limit = int(f.read())
-        with open(f"{cgroups.dirs['pids']}/p{clone.pid}/pids.max") as f:
-            pids = int(f.read())
-    guest = fn_template.info.guest_bytes
-    assert limit == 2 * guest + MONITOR_ALLOWANCE
-    assert pids == PIDS_PER_PROCESS
+    """Forked on demand (placed by the controller) or made ahead by its idle template (it
+    moved itself into a cgroup the controller prepared), a clone is alone in its cgroup."""
+    cgroups = JAILS.cgroups
+    limit_file = "memory.max" if cgroups.version == 2 else "memory.limit_in_bytes"
+    made_ahead = []
+    for _ in range(2):
+        with fn_template.fork() as clone:
+            made_ahead.append("made_ahead" in clone.timings)
+            with open(f"/proc/{clone.pid}/cgroup") as f:
+                groups = dict(line.strip().split(":", 2)[1:] for line in f)
+            own = {kind: groups.get(kind) or groups[""] for kind in ("memory", "pids")}
+            assert all(os.path.dirname(path).endswith("/usetl") for path in own.values())
+            dirs = {kind: f"{cgroups.dirs[kind]}/{os.path.basename(path)}"
+                    for kind, path in own.items()}
+            for path in dirs.values():
+                with open(f"{path}/cgroup.procs") as f:
+                    assert f.read().split() == [str(clone.pid)]
+            with open(f"{dirs['memory']}/{limit_file}") as f:
+                limit = int(f.read())
+            with open(f"{dirs['pids']}/pids.max") as f:
+                pids = int(f.read())
+        guest = fn_template.info.guest_bytes
+        assert limit == 2 * guest + MONITOR_ALLOWANCE
+        assert pids == PIDS_PER_PROCESS
+        wait_until(lambda: live_children(fn_template.pid) - {clone.pid}, "a shell")
+    assert made_ahead[1]

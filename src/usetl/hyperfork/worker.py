@@ -427,6 +427,9 @@ class TemplateProcess:
             _enter_cgroup(cgroup_fds)  # before the pages it makes its own are charged
             hostmm.adopt_pagemap(jail.open_own_proc_file("pagemap"))
             clone = CloneProcess(self.frozen)
+            # Off any path here: the template's RAM mapped too (on a Fork's path it bought
+            # nothing; here it saves ~100 of the first request's ~370 host faults).
+            self.frozen.memory["ram"].prefetch_for_reading(self.frozen.data["ram"])
             clone.timings["made_ahead"] = 1.0
         except Exception as e:  # told on the channel of the Fork that claims this shell
             error = e

@@ -128,8 +128,8 @@ class Cgroups:
                 if moved:
                     self._made.append((os.pidfd_open(pid), paths))
                     return True
-            except ProcessLookupError:
-                pass
+            except (ProcessLookupError, FileNotFoundError):  # gone, or removed meanwhile
+                pass  # (by another controller's start under the same parent, for one)
             self._dropped.append(paths)
             return False
 

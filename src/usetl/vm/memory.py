@@ -180,6 +180,12 @@ class GuestMemory:
         return all(hostmm.populate_write(self.host_addr + off, length)
                    for off, length in ranges)
 
+    def prefetch_for_reading(self, ranges: list[tuple[int, int]]) -> bool:
+        """Map the template's pages of these (offset, length) ranges in this process now (a
+        clone made ahead: its guest's first touch of each then costs KVM's fault alone, not
+        the host's too). False if the host refused."""
+        return all(hostmm.populate_read(self.host_addr + off, length) for off, length in ranges)
+
     def written_ranges(self) -> list[tuple[int, int]]:
         """(offset, length) of every page written since make_private() or use_own_file().
 
