@@ -4,6 +4,7 @@ import ctypes
 import errno
 import logging
 import os
+import select
 import signal
 import socket
 
@@ -12,6 +13,7 @@ import pytest
 from usetl.hostmm import PAGEMAP_SCAN
 from usetl.jail import JailError, JailSpec, PreparedRoots, caps, confine, jail_root, seccomp
 from usetl.jail.ids import UidRange
+from waiting import wait_until
 
 SIGSYS = signal.SIGSYS
 
@@ -95,6 +97,54 @@ def test_clone3_gets_enosys_so_that_glibc_falls_back_to_clone():
         return errno_of(libc.syscall(435, 0, 0))
     code, sig, out = in_child(filtered(calls))
     assert (code, sig, out) == (0, None, str(errno.ENOSYS).encode())
+
+
+SYS_POLL = 7
+
+
+def _proc_field(pid: int, name: str) -> str:
+    try:
+        with open(f"/proc/{pid}/{name}") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def test_a_wait_resumed_after_a_stop_passes_the_filter():
+    """The kernel resumes a timed wait that a signal interrupted without running a handler
+    (SIGSTOP then SIGCONT here; in a monitor, a process-wide signal another thread took) by
+    restart_syscall: a filter without it killed idle clones' monitors with SIGSYS."""
+    wake_r, wake_w = os.pipe()
+
+    def wait_for_wake():
+        poller = select.poll()
+        poller.register(wake_r, select.POLLIN)
+        return poller.poll(60_000) == [(wake_r, select.POLLIN)]
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 3
+        try:
+            os.close(r)
+            os.write(w, repr(filtered(lambda: wait_for_wake())(w)).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(w)
+    try:
+        wait_until(lambda: _proc_field(pid, "syscall").split(" ")[0] == str(SYS_POLL),
+                   "the child waiting in poll")
+        os.kill(pid, signal.SIGSTOP)
+        wait_until(lambda: _proc_field(pid, "stat").rsplit(")", 1)[-1].split()[0] == "T",
+                   "the child stopped")
+        os.kill(pid, signal.SIGCONT)
+        os.write(wake_w, b"x")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, f"ended by {status:#x}"
+        assert os.read(r, 100) == b"True"
+    finally:
+        for fd in (r, wake_r, wake_w):
+            os.close(fd)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="becomes another uid to be unprivileged")

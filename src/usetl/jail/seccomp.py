@@ -39,6 +39,9 @@ ALLOWED = (
     "mlock", "munlock", "membarrier",
     "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigpending", "rt_sigtimedwait",
     "rt_sigsuspend", "sigaltstack", "pause", "alarm", "setitimer", "getitimer",
+    # The kernel's own: how it resumes a timed wait (poll, nanosleep, futex) that a signal
+    # woke with no handler to run (a stop, or a process-wide signal another thread took).
+    "restart_syscall",
     "futex", "set_robust_list", "get_robust_list", "rseq", "set_tid_address",
     "sched_yield", "sched_getaffinity", "getpriority",
     "nanosleep", "clock_nanosleep", "clock_gettime", "clock_getres", "gettimeofday",
