@@ -83,3 +83,41 @@ def test_after_a_rollback_the_monitor_state_is_the_frozen_one(base):
             assert clone.run_in_monitor(STATE_IS_FROZEN), what
             assert out(clone.run_code(SEEN)) == seen, what
             clone.rollback()
+
+
+
+# In the clone's monitor, after a rollback: the vCPU state the next KVM_RUN starts from
+# (settle() is a KVM_RUN that loads what reset_to() left in kvm_run and runs no guest
+# instruction), against the template's.
+VCPU_IS_FROZEN = textwrap.dedent("""
+    import gc
+    from usetl.vm.layout import MSR_FS_BASE
+    clone = next(o for o in gc.get_objects() if type(o).__name__ == "CloneProcess")
+    vm, frozen = clone.vm, clone.frozen.vcpu
+    vm.settle()
+    result = (bytes(vm.vcpu.get_sregs()) == bytes(frozen.sregs),
+              vm.fs_base() == frozen.msrs[MSR_FS_BASE])
+""")
+
+# The monitor writes FS_BASE after the last exit stored the segment registers in kvm_run
+# (as a switch between guest threads does): that copy no longer shows the vCPU's.
+MONITOR_MOVES_FS = textwrap.dedent("""
+    import gc
+    clone = next(o for o in gc.get_objects() if type(o).__name__ == "CloneProcess")
+    clone.vm.set_fs_base(clone.vm.fs_base() + 4096)
+    result = None
+""")
+
+
+def test_after_a_rollback_the_vcpu_is_the_frozen_one(base):
+    threads = ("import threading; ts = [threading.Thread(target=sum, args=(range(99),)) "
+               "for _ in range(3)]; [t.start() for t in ts]; [t.join() for t in ts]")
+    with base.fork() as clone:
+        for what in ("a request", "threads", "the monitor's FS_BASE write"):
+            out(clone.run_code(threads if what == "threads" else "x = 1", timeout=30))
+            if what == "the monitor's FS_BASE write":
+                clone.run_in_monitor(MONITOR_MOVES_FS)
+            clone.rollback()
+            assert clone.run_in_monitor(VCPU_IS_FROZEN) == [True, True], what
+            assert out(clone.run_code("print(1)")) == "1\n", what
+            clone.rollback()

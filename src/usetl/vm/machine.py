@@ -197,6 +197,9 @@ class Vm:
         # Every return from KVM_RUN into this process (an exit, a kick): the floor of every
         # latency here, so invocations and benchmarks count them.
         self.exits = 0
+        # The monitor wrote FS_BASE since the last exit stored the segment registers in
+        # kvm_run: reset_to() cannot trust that copy.
+        self._fs_written = False
         self._wake_pending = False
         self._thread_id: int | None = None
         self._alarm: _Alarm | None = None
@@ -272,8 +275,9 @@ class Vm:
         return self.run_struct.s.regs.regs
 
     def mark_regs_dirty(self) -> None:
-        """Have the next KVM_RUN load the registers changed through `regs`."""
-        self.run_struct.kvm_dirty_regs = kc.KVM_SYNC_X86_REGS
+        """Have the next KVM_RUN load the registers changed through `regs` (and whatever
+        else reset_to() left for it)."""
+        self.run_struct.kvm_dirty_regs |= kc.KVM_SYNC_X86_REGS
 
     def set_fs_base(self, value: int) -> None:
         """The FS base (MSR_FS_BASE), set through the segment registers: under PVM
@@ -283,6 +287,7 @@ class Vm:
         sregs = self.vcpu.get_sregs()
         sregs.fs.base = value
         self.vcpu.set_sregs(sregs)
+        self._fs_written = True
 
     def fs_base(self) -> int:
         """MSR_FS_BASE, which is the FS base KVM_GET_SREGS reads (a quarter of the cost of
@@ -296,7 +301,8 @@ class Vm:
         regs = run.s.regs.regs
         exit_port = vcpu.exit_io_port
         sync_regs = kc.KVM_SYNC_X86_REGS
-        run.kvm_valid_regs = sync_regs
+        # The segment registers too, for reset_to() to compare without a KVM_GET_SREGS.
+        run.kvm_valid_regs = kc.KVM_SYNC_X86_REGS | kc.KVM_SYNC_X86_SREGS
         self._thread_id = threading.get_ident()
         if timeout is not None:
             if self._deadline is None:
@@ -491,17 +497,20 @@ class Vm:
         or XCR0 (XSETBV), nor, without CR4.FSGSBASE, the segment bases except by loading a
         selector; the one MSR the monitor writes, FS_BASE, is the FS base KVM_GET_SREGS
         reads. So the segment registers are compared, and set with FS_BASE only where they
-        differ. The x87/SSE/AVX state is all in the XSAVE area; the registers load from
-        kvm_run on the next KVM_RUN."""
-        v = self.vcpu
-        if bytes(v.get_sregs()) != bytes(state.sregs):
-            v.set_sregs(state.sregs)
-            v.set_msrs({L.MSR_FS_BASE: state.msrs[L.MSR_FS_BASE]})
+        differ. The x87/SSE/AVX state is all in the XSAVE area; the registers and the
+        events load from kvm_run on the next KVM_RUN. A vCPU ioctl costs about half a VM
+        exit under PVM: the segment registers are compared as the last exit stored them in
+        kvm_run (KVM_SYNC_X86_SREGS), unless the monitor wrote FS_BASE since."""
+        v, run = self.vcpu, self.run_struct
+        if self._fs_written or bytes(run.s.regs.sregs) != bytes(state.sregs):
+            v.set_sregs(state.sregs)  # FS_BASE with them: sregs.fs.base is that MSR
+            self._fs_written = False
         v.set_xsave(state.xsave)
-        v.set_vcpu_events(state.events)
-        ctypes.memmove(ctypes.addressof(self.run_struct.s.regs.regs),
-                       ctypes.addressof(state.regs), ctypes.sizeof(state.regs))
-        self.mark_regs_dirty()
+        for field in ("regs", "events"):
+            ctypes.memmove(ctypes.addressof(getattr(run.s.regs, field)),
+                           ctypes.addressof(getattr(state, field)),
+                           ctypes.sizeof(getattr(state, field)))
+        run.kvm_dirty_regs |= kc.KVM_SYNC_X86_REGS | kc.KVM_SYNC_X86_EVENTS
 
     def release(self) -> None:
         """Close the VM and its vCPU but keep the guest memory (a template's)."""
