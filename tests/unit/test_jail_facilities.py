@@ -13,15 +13,16 @@ import pytest
 from usetl.hostmm import PAGEMAP_SCAN
 from usetl.jail import JailError, JailSpec, PreparedRoots, caps, confine, jail_root, seccomp
 from usetl.jail.ids import UidRange
-from waiting import wait_until
+from waiting import ended, wait_until
 
 SIGSYS = signal.SIGSYS
 
 
-def in_child(body) -> tuple[int | None, int | None, bytes]:
+def in_child(body, meanwhile=None) -> tuple[int | None, int | None, bytes]:
     """Run body(fd) in a forked child; (exit code, killing signal, repr of what it returned).
 
-    fd is the pipe the answer goes back on (for a body that closes descriptors)."""
+    fd is the pipe the answer goes back on (for a body that closes descriptors);
+    meanwhile(pid), if given, runs in the parent while the child does."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -34,6 +35,8 @@ def in_child(body) -> tuple[int | None, int | None, bytes]:
         finally:
             os._exit(status)
     os.close(w)
+    if meanwhile is not None:
+        meanwhile(pid)
     data = b""
     while chunk := os.read(r, 4096):
         data += chunk
@@ -120,31 +123,21 @@ def test_a_wait_resumed_after_a_stop_passes_the_filter():
         poller = select.poll()
         poller.register(wake_r, select.POLLIN)
         return poller.poll(60_000) == [(wake_r, select.POLLIN)]
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        status = 3
-        try:
-            os.close(r)
-            os.write(w, repr(filtered(lambda: wait_for_wake())(w)).encode())
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(w)
-    try:
-        wait_until(lambda: _proc_field(pid, "syscall").split(" ")[0] == str(SYS_POLL),
-                   "the child waiting in poll")
+
+    def stop_and_continue(pid):
+        wait_until(lambda: ended(pid) or _proc_field(pid, "syscall").split(" ")[0]
+                   == str(SYS_POLL), "the child waiting in poll")
         os.kill(pid, signal.SIGSTOP)
-        wait_until(lambda: _proc_field(pid, "stat").rsplit(")", 1)[-1].split()[0] == "T",
-                   "the child stopped")
+        wait_until(lambda: ended(pid) or _proc_field(pid, "stat").rsplit(")", 1)[-1]
+                   .split()[0] == "T", "the child stopped")
         os.kill(pid, signal.SIGCONT)
         os.write(wake_w, b"x")
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0, f"ended by {status:#x}"
-        assert os.read(r, 100) == b"True"
+    try:
+        code, sig, out = in_child(filtered(wait_for_wake), stop_and_continue)
     finally:
-        for fd in (r, wake_r, wake_w):
-            os.close(fd)
+        os.close(wake_r)
+        os.close(wake_w)
+    assert (code, sig, out) == (0, None, b"True")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="becomes another uid to be unprivileged")

@@ -398,24 +398,18 @@ class Channel:
         buf = bytearray()
         while len(buf) < n:
             try:
-                chunk = await loop.sock_recv(self.sock, min(n - len(buf), 1 << 20))
+                buf += _more(await loop.sock_recv(self.sock, min(n - len(buf), 1 << 20)))
             except OSError as e:
                 raise ChannelClosed(f"the process went away ({e.strerror})") from None
-            if not chunk:
-                raise ChannelClosed("the process went away mid-message")
-            buf += chunk
         return bytes(buf)
 
     def _exactly(self, n: int) -> bytes:
         buf = bytearray()
         while len(buf) < n:
             try:
-                chunk = self.sock.recv(min(n - len(buf), 1 << 20))
+                buf += _more(self.sock.recv(min(n - len(buf), 1 << 20)))
             except OSError as e:
                 raise ChannelClosed(f"the process went away ({e.strerror})") from None
-            if not chunk:
-                raise ChannelClosed("the process went away mid-message")
-            buf += chunk
         return bytes(buf)
 
     def request(self, message: Message, reply: type[M], fds: tuple[int, ...] = ()) -> M:
@@ -441,6 +435,13 @@ class Channel:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _more(chunk: bytes) -> bytes:
+    """A read's bytes, in the middle of a message: ChannelClosed at the stream's end."""
+    if not chunk:
+        raise ChannelClosed("the process went away mid-message")
+    return chunk
 
 
 def _frame(message: Message) -> bytes:
