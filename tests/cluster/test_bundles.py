@@ -1,6 +1,8 @@
 """Content-addressed objects in a real JetStream object store: nothing fetched is used
 unless its bytes hash to the digest the manifest names."""
 
+import os
+
 import pytest
 
 from usetl.cluster import bundles
@@ -44,6 +46,14 @@ def test_a_corrupted_object_is_refused_and_nothing_is_unpacked(bus, tmp_path):
         bus.run(bundles.materialise(bus, digest, tmp_path / "fetched"))
     assert not (tmp_path / "fetched").exists()
     assert [p for p in tmp_path.iterdir() if p.name.startswith(".fetch-")] == []
+
+
+def test_an_object_of_more_chunks_than_one_pull_comes_back_whole_and_in_order(bus):
+    data = os.urandom((bundles.FETCH_BATCH * 2 + 1) * bundles.CHUNK_BYTES + 12345)
+    digest = bus.run(bundles.upload(bus, data))
+    assert bus.run(bus.objects.get_info(digest.replace(":", "_"))).chunks == (
+        bundles.FETCH_BATCH * 2 + 2)
+    assert bus.run(bundles.fetch(bus, digest)) == data
 
 
 def test_a_missing_manifest_or_object_is_a_clear_error(bus, tmp_path):

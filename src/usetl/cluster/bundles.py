@@ -24,11 +24,13 @@ import tempfile
 from pathlib import Path
 
 import msgspec
+from nats.js import api
+from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE, OBJ_STREAM_TEMPLATE
 
 from usetl.errors import UsetlError
 from usetl.vm.memory import data_ranges
 
-from .bus import Bus
+from .bus import OBJECTS, Bus
 
 
 class BundleError(UsetlError):
@@ -39,6 +41,9 @@ log = logging.getLogger(__name__)
 FETCH_TIMEOUT_S = 120.0  # one object, however large, or the fetch is refused
 EXTENTS = "usetl.extents"  # PAX header of a sparse member: [[offset, length], ...]
 SPARSE_SIZE = "usetl.size"
+CHUNK_BYTES = 1 << 20  # an object's chunks (nats-py's default, 128 KiB, is 8x the messages)
+FETCH_BATCH = 16  # chunks per pull request: within a subscription's 64 MiB of pending bytes
+OBJECTS_STREAM = OBJ_STREAM_TEMPLATE.format(bucket=OBJECTS)
 
 
 class Manifest(msgspec.Struct, frozen=True):
@@ -111,7 +116,9 @@ async def upload(bus: Bus, data: bytes) -> str:
     try:
         await bus.objects.get_info(name)
     except Exception:  # noqa: BLE001 - any miss (not found, deleted) means upload
-        await bus.objects.put(name, data)
+        chunk = min(CHUNK_BYTES, bus.nc.max_payload)  # a chunk is one message
+        await bus.objects.put(name, data, api.ObjectMeta(
+            name=name, options=api.ObjectMetaOptions(max_chunk_size=chunk)))
     return digest
 
 
@@ -142,13 +149,36 @@ async def manifest(bus: Bus, key: str) -> Manifest:
 async def fetch(bus: Bus, digest: str) -> bytes:
     """The object's bytes, refused unless they hash to `digest`."""
     try:
-        data = (await asyncio.wait_for(bus.objects.get(_object_name(digest)),
-                                       FETCH_TIMEOUT_S)).data
-    except Exception as e:  # noqa: BLE001 - the object store's own digest check included
+        data = await asyncio.wait_for(_read(bus, _object_name(digest)), FETCH_TIMEOUT_S)
+    except Exception as e:  # noqa: BLE001 - not there, NATS gone, chunks missing
         raise BundleError(f"cannot fetch {digest}: {e}") from e
     if digest_of(data) != digest:
         raise BundleError(f"object {digest} failed its digest check (got {digest_of(data)})")
     return data
+
+
+async def _read(bus: Bus, name: str) -> bytes:
+    """An object's chunks in stream order, pulled a batch at a time into one buffer
+    (nats-py's get() pushes them through a flow-controlled consumer and appends each to a
+    bytes object: quadratic, seconds for a snapshot's tens of MiB)."""
+    info = await bus.objects.get_info(name)
+    data = bytearray()
+    if info.chunks:
+        sub = await bus.js.pull_subscribe(
+            OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=OBJECTS, obj=info.nuid),
+            stream=OBJECTS_STREAM, config=api.ConsumerConfig(ack_policy=api.AckPolicy.NONE))
+        try:
+            pulled = 0
+            while pulled < info.chunks:
+                for msg in await sub.fetch(min(FETCH_BATCH, info.chunks - pulled),
+                                           timeout=FETCH_TIMEOUT_S):
+                    data += msg.data
+                    pulled += 1
+        finally:
+            await sub.unsubscribe()
+    if len(data) != info.size:
+        raise BundleError(f"{len(data)} bytes in its chunks, its record says {info.size}")
+    return bytes(data)
 
 
 async def materialise(bus: Bus, digest: str, target: Path) -> Path:
