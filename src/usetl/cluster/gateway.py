@@ -227,17 +227,28 @@ class Gateway(Platform):
                           deadline=created + version.timeout_s + DISPATCH_MARGIN_S, **stage)
 
     async def _call(self, invocation: Invocation) -> dict:
+        """Publish the invocation and wait for its answer, not for JetStream's
+        acknowledgement first: a worker answering means it was stored (its ack often comes
+        later), and a publish that fails is the caller's error at once."""
         reply = f"{self.inbox}.{invocation.id}"
         future = asyncio.get_running_loop().create_future()
         self.waiting[reply] = future
+        published = asyncio.ensure_future(self._publish(invocation, {REPLY_HEADER: reply}))
         try:
-            await self._publish(invocation, {REPLY_HEADER: reply})
             wait = invocation.deadline - time.time()
-            return json.loads(await asyncio.wait_for(future, max(wait, 0.0)))
+            done, _ = await asyncio.wait((future, published), timeout=max(wait, 0.0),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if future not in done and published in done:
+                published.result()  # a ServiceError if it was not stored
+                await asyncio.wait_for(future, max(invocation.deadline - time.time(), 0.0))
+            if not future.done():
+                raise TimeoutError
+            return json.loads(future.result())
         except TimeoutError as e:
             raise ServiceError(504, "deadline_exceeded", "no worker returned the result within "
                                "the function's deadline") from e
         finally:
+            published.cancel()
             self.waiting.pop(reply, None)
 
     async def _on_reply(self, msg) -> None:

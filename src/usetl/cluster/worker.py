@@ -22,6 +22,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -294,6 +295,7 @@ class Worker:
                 self.fetching -= 1
             for msg in msgs:
                 asyncio.ensure_future(self._handle(msg, max_runs, ack_wait_s))
+            await asyncio.sleep(0)  # each handed to its thread before the next pull request
 
     def _warm_durables(self, durables: list[str]) -> set[str]:
         """The functions whose live version this host holds (the registry and the pool are
@@ -334,7 +336,7 @@ class Worker:
 
     async def _handle(self, msg, max_runs: int, ack_wait_s: float) -> None:
         self.running += 1
-        keepalive = asyncio.ensure_future(keep_in_progress(msg, ack_wait_s))
+        keepalive = None
         try:
             reply = (msg.headers or {}).get(REPLY_HEADER)
             try:
@@ -344,18 +346,28 @@ class Worker:
                 await msg.term()
                 return
             delivered = msg.metadata.num_delivered
+            # Handed to a thread at once (submitted here, not when a task first runs).
+            loop = asyncio.get_running_loop()
+            running = (
+                loop.run_in_executor(self.executor, self._deliver_sync, invocation, delivered)
+                if reply else loop.run_in_executor(self.executor, self._deliver_async,
+                                                   invocation, delivered, max_runs))
+            keepalive = asyncio.ensure_future(keep_in_progress(msg, ack_wait_s))
             if reply:
-                answer = await self._in_thread(self._deliver_sync, invocation, delivered, reply)
+                answer, record = await running
                 if answer is not None:
                     await self.bus.nc.publish(reply, answer)
+                    await asyncio.sleep(0)  # the client's flusher writes it out first
+                if record is not None:
+                    record()  # queued for the registry's writer: the loop is not held
             else:
-                await self._after_async(msg, invocation, await self._in_thread(
-                    self._deliver_async, invocation, delivered, max_runs))
+                await self._after_async(msg, invocation, await running)
             await msg.ack()
         except Exception:  # noqa: BLE001 - a worker outlives any one message
             log.exception("invocation message")
         finally:
-            keepalive.cancel()
+            if keepalive is not None:
+                keepalive.cancel()
             self.running -= 1
             self.free.release()
 
@@ -437,27 +449,28 @@ class Worker:
         return Delivery(callback=record["callback"] is not None)
 
     def _deliver_sync(self, invocation: Invocation, delivered: int,
-                      reply: str) -> bytes | None:
-        """Run a sync invocation; an answer that is not returned (its result) was sent
-        from here, before its record is written."""
+                      ) -> tuple[bytes | None, Callable[[], None] | None]:
+        """Run a sync invocation: its answer for the caller (None: no one waits), and what
+        writes its record, for the loop to call once the answer is on its way (from this
+        thread the loop would wait for the GIL behind it, on the caller's time)."""
         if invocation.deadline is not None and time.time() > invocation.deadline:
-            return None  # no one waits any more
+            return None, None
         if delivered > 1:
             return _error(502, "worker_died", "the worker running this invocation stopped; "
-                          "a synchronous invocation is not run again")
+                          "a synchronous invocation is not run again"), None
         version = self._version(invocation.version_id)
         if version is None:
-            return _error(404, "function_not_found", "the function was deleted")
+            return _error(404, "function_not_found", "the function was deleted"), None
         event = json.loads(invocation.event)
         try:
             self.platform.ensure_loaded(version, version.key)
         except UsetlError as e:
-            return _error(500, "load_failed", _load_error(e).message)
+            return _error(500, "load_failed", _load_error(e).message), None
         try:
             outcome, kept = self._run_with_files(invocation, version, event)
         except ConcurrencyLimit as e:
             return _error(429, "concurrency_limit",
-                          f"function {version.name!r} is at its concurrency limit: {e}")
+                          f"function {version.name!r} is at its concurrency limit: {e}"), None
         record = invocation_record(invocation.id, version, "sync", outcome, invocation.created,
                                    self.name)
         answer: dict[str, Any] = {"record": record}
@@ -465,14 +478,9 @@ class Worker:
             answer["outcome"] = msgspec.to_builtins(outcome)
             answer["kept"] = None if kept is None else msgspec.to_builtins(
                 self.handoffs.hold(kept))
-        # From this thread, at once: the loop, the record's queueing and its writer's wake-up
-        # would otherwise come first, on the caller's time.
-        self.bus.spawn(self.bus.nc.publish(reply, json.dumps(answer).encode())
-                       ).add_done_callback(_log_failed_answer)
-        self.platform.rollback_times.record(invocation.id, outcome, lambda: (
-            self.registry.record_invocation(invocation.id, version, event, outcome,
-                                            invocation.created, self.name)))
-        return None
+        return json.dumps(answer).encode(), lambda: self.platform.rollback_times.record(
+            invocation.id, outcome, lambda: self.registry.record_invocation(
+                invocation.id, version, event, outcome, invocation.created, self.name))
 
     def _run_with_files(self, invocation: Invocation, version: Version,
                         event: Any) -> tuple[InvocationResult, HandOff | None]:
@@ -535,11 +543,6 @@ def _load_error(e: UsetlError) -> ErrorInfo:
     if isinstance(e, FunctionLoadError):
         return e.error
     return ErrorInfo(PLATFORM_ERROR, f"this host could not load the function: {e}")
-
-
-def _log_failed_answer(sent) -> None:
-    if not sent.cancelled() and sent.exception() is not None:
-        log.warning("a sync invocation's answer was not sent: %r", sent.exception())
 
 
 def _error(status: int, code: str, message: str) -> bytes:
