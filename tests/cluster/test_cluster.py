@@ -163,8 +163,7 @@ def cluster(tmp_path_factory):
         finally:
             bus.close()
             client.close()
-            for process in [*workers.values(), gateway]:
-                process.stop()
+            launcher.stop_all([*workers.values(), gateway])
             http.close()
             receiver.close()
             os.environ.pop(SECRET_KEY_ENV)

@@ -109,8 +109,7 @@ def _cluster(root: Path, net: HostNetwork, nats: TemporaryNats, pg: TemporaryPos
         say("first call on a host without the template")
         out["first_call"] = _first_call(root, net, nats, pg, data, client(), workers)
     finally:
-        for process in [*workers, gateway]:
-            process.stop()
+        launcher.stop_all([*workers, gateway])
     return out
 
 

@@ -49,8 +49,7 @@ def run(invocations: int = 100, hosts: int = 3, say: Callable[[str], None] = pri
                             for i, ns in enumerate(net.namespaces)))
             return _invoke(gateway, data, invocations, say)
         finally:
-            for process in [*workers, gateway]:
-                process.stop()
+            launcher.stop_all([*workers, gateway])
             data.close()
 
 

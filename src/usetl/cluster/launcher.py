@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -68,6 +69,12 @@ class ClusterProcess:
             self.process.wait()
         self.process = None
         self.output += self.log.read_text()
+
+
+def stop_all(processes: list[ClusterProcess]) -> None:
+    """Stop them all at once: each winds down (its pool, its sandboxes) in parallel."""
+    with ThreadPoolExecutor(max(len(processes), 1)) as stopping:
+        list(stopping.map(ClusterProcess.stop, processes))
 
 
 def gateway(state: Path, nats_url: str, database_url: str, host: str = "127.0.0.1",

@@ -1,12 +1,15 @@
 """Which workers are up: each puts its state in the usetl_hosts bucket BEATS_PER_TTL
 times per the bucket's TTL, and JetStream drops a key not renewed within it, so a
 worker that stops (crashed, cut off) leaves `usetl host ls` on its own. A host named
-in the usetl_drain bucket finishes what it runs and pulls nothing new.
+in the usetl_drain bucket finishes what it runs and pulls nothing new; it watches its
+key there and beats at once when told (and again once its last pull request is over),
+so a drain shows in `host ls` without waiting for the next beat.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -74,21 +77,41 @@ async def heartbeat(worker: Worker) -> None:
     """For as long as the worker runs: one that stopped at a NATS restart would leave its
     host silently out of `host ls` and deaf to drains. A beat never waits for the pool's
     part of the state (it sends the last one read): waiting, a beat could come later than
-    the TTL on a busy host (its pool's lock held), which then left `host ls` while up."""
+    the TTL on a busy host (its pool's lock held), which then left `host ls` while up.
+    `worker.beat_now` (set by a change of its drain key or of its pull requests) brings
+    the next beat forward; the beats themselves read the drain key, should a watch miss."""
     pool = {"free_memory_bytes": free_memory_bytes(), "warm": [], "templates": {},
             "generations": {}}
     reading: asyncio.Future | None = None
+    watching = asyncio.ensure_future(_watch_drain(worker))
+    try:
+        while True:
+            worker.beat_now.clear()
+            try:
+                if reading is None or reading.done():
+                    if reading is not None and reading.exception() is None:
+                        pool = reading.result()
+                    reading = asyncio.ensure_future(asyncio.to_thread(pool_state, worker))
+                worker.draining = await draining(worker.bus, worker.name)
+                await worker.bus.hosts.put(worker.name,
+                                           json.dumps(host_state(worker, pool)).encode())
+            except Exception:  # noqa: BLE001 - NATS restarting: the next beat gets through
+                log.debug("heartbeat failed", exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.beat_now.wait(),
+                                       worker.bus.heartbeat_ttl_s / BEATS_PER_TTL)
+    finally:
+        watching.cancel()
+
+
+async def _watch_drain(worker: Worker) -> None:
+    """Beat at once when this host's drain key is written or deleted."""
     while True:
         try:
-            if reading is None or reading.done():
-                if reading is not None and reading.exception() is None:
-                    pool = reading.result()
-                reading = asyncio.ensure_future(asyncio.to_thread(pool_state, worker))
-            worker.draining = await draining(worker.bus, worker.name)
-            await worker.bus.hosts.put(worker.name,
-                                       json.dumps(host_state(worker, pool)).encode())
-        except Exception:  # noqa: BLE001 - NATS restarting: the next beat gets through
-            log.debug("heartbeat failed", exc_info=True)
+            async for _ in await worker.bus.drain.watch(worker.name):
+                worker.beat_now.set()
+        except Exception:  # noqa: BLE001 - NATS restarting: the beats read the key meanwhile
+            log.debug("drain watch failed", exc_info=True)
         await asyncio.sleep(worker.bus.heartbeat_ttl_s / BEATS_PER_TTL)
 
 

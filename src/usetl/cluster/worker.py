@@ -214,6 +214,7 @@ class Worker:
         self.running = 0
         self.fetching = 0  # pull requests waiting at the server: a drain is done at 0
         self.draining = False
+        self.beat_now = asyncio.Event()  # used on the bus's loop only (membership.py)
         self.pullers: dict[str, asyncio.Task] = {}
         self.warm: set[str] = set()  # durables whose live version's template is here
         self.catching_up: set[str] = set()  # keys whose registry generation is being fetched
@@ -293,6 +294,8 @@ class Worker:
                 continue
             finally:
                 self.fetching -= 1
+                if self.draining and not self.fetching:
+                    self.beat_now.set()  # drained: say so now
             for msg in msgs:
                 asyncio.ensure_future(self._handle(msg, max_runs, ack_wait_s))
             await asyncio.sleep(0)  # each handed to its thread before the next pull request
