@@ -91,6 +91,8 @@ class Cluster:
     receiver: Receiver
     client: Client
     bus: Bus
+    registry: Registry
+    admin_id: int
 
     def hosts(self) -> dict[str, dict]:
         return {h["host"]: h for h in self.bus.run(membership.hosts(self.bus))}
@@ -104,10 +106,13 @@ class Cluster:
         """Deploy; returns the version's key once its builder has shipped the template."""
         (client or self.client).deploy(name, code, allow=[self.http.base + "/"], timeout_s=20,
                                        **options)
-        key = wait_until(lambda: next((k for h in self.hosts().values() for k in h["templates"]
-                                       if k.split("/")[1] == name), None), f"{name}'s builder")
+        key = self.registry.version(self.admin_id, name).key
         wait_until(lambda: self.shipped(key), f"the template of {key} to be shipped")
         return key
+
+    def builder(self, name: str) -> str:
+        """The host that built the live version's template at its deploy (and shipped it)."""
+        return self.shipped(self.registry.version(self.admin_id, name).key).host
 
     def shipped(self, key: str, generation: int = 1) -> TemplateManifest | None:
         return self.bus.run(templates._manifest(self.bus, key, generation))
@@ -142,7 +147,7 @@ def cluster(tmp_path_factory):
     os.environ[SECRET_KEY_ENV] = base64.urlsafe_b64encode(os.urandom(32)).decode()
     with HostNetwork(len(WORKERS)) as net, TemporaryNats(host=net.gateway_ip) as nats, \
             TemporaryPostgres(host=net.gateway_ip) as pg:
-        Registry(pg.url()).close()  # the schema, as its owner: workers may only use it
+        registry = Registry(pg.url())  # the schema, as its owner: workers may only use it
         workers = {name: launcher.worker(root / name, name, nats.url("worker"),
                                          pg.url("usetl_worker"), netns=net.namespaces[i],
                                          options=HEARTBEAT_TTL).start()
@@ -154,8 +159,9 @@ def cluster(tmp_path_factory):
         bus = Bus(ClusterConfig(nats.url("gateway"), ""), "test-cluster")
         try:
             launcher.wait_for_hosts(nats.url("gateway"), set(WORKERS), list(workers.values()))
+            [admin] = [t for t in registry.tenants() if t.admin]
             cluster = Cluster(root, net, nats, pg, gateway, workers, http, receiver, client,
-                              bus)
+                              bus, registry, admin.id)
             # One function for most tests; its failed async runs are retried once.
             client.set_secret("token", "s3cret-value")
             cluster.deploy("etl", code, retries=1, retry_backoff_s=0.2, secrets=["token"])
@@ -163,6 +169,7 @@ def cluster(tmp_path_factory):
         finally:
             bus.close()
             client.close()
+            registry.close()
             launcher.stop_all([*workers.values(), gateway])
             http.close()
             receiver.close()
@@ -269,7 +276,7 @@ def test_templates_between_hosts_other_keys_learned_generations_and_corrupt_obje
     where it is needed; a learned generation replaces the old one on a host serving it
     (fetched); a corrupted object is refused, and the generation the registry names built."""
     key = cluster.deploy("shipped", cluster.root / "learns.py")
-    builder = next(n for n, h in cluster.hosts().items() if key in h["templates"])  # deploy's
+    builder = cluster.builder("shipped")
     other, fresh = [n for n in WORKERS if n != builder]
 
     def served_on(host: str) -> dict:
@@ -415,8 +422,7 @@ def test_a_nats_restart_is_survived_by_gateways_and_workers(cluster):
 
 def test_an_invocation_whose_runs_all_die_is_dead_lettered(cluster):
     # w0 was killed above; the run dies on fragile's builder (no template to fetch first).
-    victim = wait_until(lambda: next((n for n, h in cluster.hosts().items() if any(
-        k.split("/")[1] == "fragile" for k in h["templates"])), None), "fragile's builder")
+    victim = cluster.builder("fragile")
     [survivor] = {"w1", "w2"} - {victim}
     cluster.bus.run(membership.drain(cluster.bus, survivor))
     wait_until(lambda: drained(cluster, [survivor]), "the survivor to take nothing new")
@@ -430,10 +436,7 @@ def test_an_invocation_whose_runs_all_die_is_dead_lettered(cluster):
     [record] = wait_until(lambda: cluster.finished([invocation_id]), "the dead letter")
     assert record["status"] == "failed" and record["error"]["type"] == "DeadLetter"
     assert cluster.posts()[invocation_id] == 0  # it never ran to completion
-    registry = Registry(cluster.pg.url())
-    [admin] = [t for t in registry.tenants() if t.admin]
-    registry.close()
     dead = cluster.bus.run(cluster.bus.js.get_last_msg("USETL_DEAD",
-                                                       f"usetl.dead.{admin.id}.fragile"))
+                                                       f"usetl.dead.{cluster.admin_id}.fragile"))
     assert msgspec.json.decode(dead.data)["id"] == invocation_id
 

@@ -356,23 +356,31 @@ class Worker:
                 if reply else loop.run_in_executor(self.executor, self._deliver_async,
                                                    invocation, delivered, max_runs))
             keepalive = asyncio.ensure_future(keep_in_progress(msg, ack_wait_s))
+            try:
+                outcome = await running
+            finally:
+                self._ran()  # its slot pulls again now, not after the answer and the ack
             if reply:
-                answer, record = await running
+                answer, record = outcome
                 if answer is not None:
                     await self.bus.nc.publish(reply, answer)
                     await asyncio.sleep(0)  # the client's flusher writes it out first
                 if record is not None:
                     record()  # queued for the registry's writer: the loop is not held
             else:
-                await self._after_async(msg, invocation, await running)
+                await self._after_async(msg, invocation, outcome)
             await msg.ack()
         except Exception:  # noqa: BLE001 - a worker outlives any one message
             log.exception("invocation message")
         finally:
             if keepalive is not None:
                 keepalive.cancel()
-            self.running -= 1
-            self.free.release()
+            if keepalive is None:  # refused before it ran
+                self._ran()
+
+    def _ran(self) -> None:
+        self.running -= 1
+        self.free.release()
 
     async def _after_async(self, msg, invocation: Invocation, delivery: Delivery) -> None:
         """Dead-letter the message, or publish the retry after its back-off (still in
