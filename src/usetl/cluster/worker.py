@@ -42,7 +42,12 @@ from usetl.invocation import (
     InvocationResult,
 )
 from usetl.libos.handoff import HandOff, HandOffError
-from usetl.platform.backend import FunctionLoadError, FunctionSpec, FunctionTemplate
+from usetl.platform.backend import (
+    BackendError,
+    FunctionLoadError,
+    FunctionSpec,
+    FunctionTemplate,
+)
 from usetl.platform.backends import choose_backend
 from usetl.platform.learning import Generation
 from usetl.platform.pool import ConcurrencyLimit, PoolConfig
@@ -226,11 +231,21 @@ class Worker:
 
     def serve(self) -> None:
         """Run until stop(): build requests, pulls, heartbeats."""
+        self.executor.submit(self._prepare_restore)
         main = self.bus.spawn(self._main())
         self.stopped.wait()
         main.cancel()
         for task in list(self.pullers.values()):
             self.bus.loop.call_soon_threadsafe(task.cancel)
+
+    def _prepare_restore(self) -> None:
+        """What restoring a shipped template needs, started now: not on the first call of
+        a function this host lacks."""
+        try:
+            self.platform.backend.prepare_restore()
+        except BackendError:
+            log.warning("could not prepare restores (the first restore tries again)",
+                        exc_info=True)
 
     def stop(self) -> None:
         self.stopped.set()

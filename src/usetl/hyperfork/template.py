@@ -220,6 +220,11 @@ class Template:
             raise
         return cls(chan, reply, jailed=jail, egress=reply.egress, broker=broker)
 
+    @staticmethod
+    def prepare_load() -> None:
+        """Start the snapshot loader ahead of a first load() (which would wait for it)."""
+        LOADER.start()
+
     @classmethod
     def _spawn(cls, first: StartTemplate, jail: bool, broker: Broker | None) -> Template:
         chan, process = _start_worker()
@@ -449,6 +454,11 @@ class _Loader:
                 raise
             self._chan, self._process = chan, process
         return self._chan
+
+    def start(self) -> None:
+        """Start the loader process now if it is not running (0.7 s), not on the first load."""
+        with self._lock:
+            self._started()
 
     def stop(self) -> None:
         """End the loader process; the next load starts another (templates it made stay)."""

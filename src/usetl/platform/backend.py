@@ -148,6 +148,10 @@ class Backend(Protocol):
     def restore(self, spec: FunctionSpec, directory: Path) -> FunctionTemplate:
         """A template from a snapshot written by save(); NotImplementedError where none."""
 
+    def prepare_restore(self) -> None:
+        """Start what restore() needs ahead of a first restore, which would wait for it
+        (KVM: the snapshot loader process); nothing where there are no snapshots."""
+
     def overhead_bytes(self) -> int:
         """Memory the backend holds besides templates and instances (KVM: base USFs)."""
 

@@ -303,6 +303,12 @@ class KvmBackend:
         except HyperForkError as e:
             raise BackendError(f"cannot restore the snapshot in {directory}: {e}") from e
 
+    def prepare_restore(self) -> None:
+        try:
+            Template.prepare_load()
+        except HyperForkError as e:
+            raise BackendError(f"cannot start the snapshot loader: {e}") from e
+
     def close(self) -> None:
         with self.lock:
             bases, self.bases = list(self.bases.values()), {}

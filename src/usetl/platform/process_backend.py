@@ -466,6 +466,9 @@ class ProcessTemplate:
     def save(self, directory: Path) -> None:
         raise NotImplementedError("process templates have no snapshot")
 
+    def prepare_restore(self) -> None:
+        pass  # no snapshots to restore
+
     def close(self) -> None:
         with self.lock:
             if self.closed:
@@ -501,6 +504,9 @@ class ProcessBackend:
 
     def restore(self, spec: FunctionSpec, directory: Path) -> ProcessTemplate:
         raise NotImplementedError("process templates have no snapshot")
+
+    def prepare_restore(self) -> None:
+        pass  # no snapshots to restore
 
     def overhead_bytes(self) -> int:
         return 0  # every zygote belongs to a template
