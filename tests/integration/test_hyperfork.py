@@ -10,6 +10,7 @@ import pytest
 
 from usetl.hyperfork import HyperForkError, Template
 from usetl.hyperfork.protocol import WarmUp
+from usetl.hyperfork.template import LOADER
 from usetl.usf import UsfConfig
 from waiting import ended, live_children, wait_until
 
@@ -261,6 +262,17 @@ def test_snapshot_round_trip_needs_no_start(fn_template, tmp_path):
             assert out(clone.run_code("print('ok')")) == "ok\n"
     finally:
         loaded.close()
+
+
+def test_a_prepared_loader_makes_the_next_load(fn_template, tmp_path):
+    """prepare_load() starts the snapshot loader ahead: the next load is made by that
+    process, not by one started on the load's time."""
+    fn_template.save(tmp_path / "snap")
+    LOADER.stop()
+    Template.prepare_load()
+    prepared = LOADER._process.pid
+    Template.load(tmp_path / "snap").close()
+    assert LOADER._process.pid == prepared
 
 
 def _merged_by_ksm(pid: int) -> bool:
