@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def answers_health(url: str, check_alive: Callable[[], None], timeout: float) -> bool:
+    """Whether the server at `url` answers /healthz with 200 within `timeout` s, asked every
+    0.1 s; check_alive() raises if its process has ended meanwhile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        check_alive()
+        time.sleep(0.1)
+    return False
 
 
 class ServerProcess:
@@ -44,18 +60,15 @@ class ServerProcess:
             command += ["--modules", str(self.modules)]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True, env=env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if self.process.poll() is not None:
-                raise UsetlError(f"usetl serve exited: {self.process.stdout.read().strip()}")
-            time.sleep(0.1)
+        if answers_health(self.url, self._check_alive, timeout):
+            return self
         self.stop(signal.SIGKILL)
         raise UsetlError(f"usetl serve did not answer /healthz in {timeout:g} s")
+
+    def _check_alive(self) -> None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise UsetlError(f"usetl serve exited: {self.process.stdout.read().strip()}")
 
     @property
     def admin_token(self) -> str:

@@ -12,11 +12,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
-
+from usetl.api.launcher import answers_health, free_port
 from usetl.errors import UsetlError
-
-from .servers import free_port
 
 SRC = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90.0
@@ -94,15 +91,8 @@ class GatewayProcess(ClusterProcess):
 
     def start(self) -> GatewayProcess:
         super().start()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            self.check_alive()
-            time.sleep(0.1)
+        if answers_health(self.url, self.check_alive, START_TIMEOUT_S):
+            return self
         self.stop(signal.SIGKILL)
         raise UsetlError(f"usetl gateway did not answer /healthz in {START_TIMEOUT_S:g} s")
 

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from usetl.api.launcher import free_port
 from usetl.errors import UsetlError
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -39,12 +40,6 @@ def scratch_dir(prefix: str) -> Path:
 
 class ServerError(UsetlError):
     """A throwaway server could not be started."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for_port(host: str, port: int, proc: subprocess.Popen, what: str) -> None:
