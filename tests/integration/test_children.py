@@ -276,6 +276,26 @@ def test_execve_by_a_process_itself_scripts_and_the_shell(usf):
     ]
 
 
+def test_pipelines_give_the_last_status_and_the_image_carries_common_tools(usf):
+    out = run(usf, r"""
+        import subprocess, time
+        start = time.monotonic()
+        print(subprocess.run(["sleep", "0.1"]).returncode, time.monotonic() - start >= 0.1)
+        for command in (
+            "true | true; echo $?; true | false; echo $?",  # the report of the last fork
+            "printf 'b 2\na 1\n' | sort | head -1 | cut -d' ' -f2",
+            "seq 4 | awk '{s += $1} END {print s}' | sed s/10/ten/ | tr a-z A-Z",
+            "mkdir -p /tmp/t/d && echo x > /tmp/t/d/f && tar czf /tmp/t.tgz -C /tmp t"
+            " && rm -r /tmp/t && tar xzf /tmp/t.tgz -C /tmp && find /tmp/t -type f | wc -l",
+            "cat /dev/stdin; echo to-err > /dev/stderr; ls /dev/fd/ | head -1",
+        ):
+            r = subprocess.run(command, shell=True, input="in\n", capture_output=True, text=True)
+            print(r.returncode, r.stdout.split(), r.stderr.strip())
+    """, timeout=120)
+    assert out == ["0 True", "0 ['0', '1'] ", "0 ['1'] ", "0 ['TEN'] ", "0 ['1'] ",
+                   "0 ['in', '0'] to-err"]
+
+
 def test_eventfds_are_shared_with_children_and_an_inherited_epoll_set_is_einval(usf):
     r = run_ok(usf, """
         import os, select, subprocess, sys

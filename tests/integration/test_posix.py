@@ -107,7 +107,51 @@ def test_proc_and_sys_describe_one_process_on_one_cpu(usf):
     assert out[2] == "1 True"
     assert out[3] == f"{256 * 1024} kB"
     assert out[4] == "0 1"
-    assert out[5] == "['exe', 'maps', 'status']"
+    assert out[5] == "['exe', 'fd', 'maps', 'status']"
+
+
+def test_proc_self_fd_lists_the_open_fds_and_reopens_what_they_name(usf):
+    out = run(usf, """
+        import os, stat
+        r, w = os.pipe()
+        fds = os.listdir("/proc/self/fd")  # the fd reading the directory is listed too
+        print(all(str(fd) in fds for fd in (0, 1, 2, r, w)), os.listdir("/dev/fd") == fds)
+        print(os.readlink(f"/proc/self/fd/{r}") == f"pipe:[{os.fstat(r).st_ino}]",
+              os.readlink("/dev/stdin"), os.readlink("/proc/self/fd/0"))
+        os.write(w, b"through")
+        again = os.open(f"/dev/fd/{r}", os.O_RDONLY)  # a new read end of the same pipe
+        print(os.read(again, 100), stat.S_ISFIFO(os.stat("/dev/fd/%d" % w).st_mode))
+        writer = os.open(f"/proc/self/fd/{r}", os.O_WRONLY)  # a FIFO opened for writing
+        os.write(writer, b"back"); print(os.read(r, 100))
+        with open("/tmp/gone.txt", "w") as f:
+            f.write("still here")
+        fd = os.open("/tmp/gone.txt", os.O_RDONLY); os.unlink("/tmp/gone.txt")
+        print(os.readlink(f"/proc/self/fd/{fd}"), open(f"/proc/self/fd/{fd}").read())
+        d = os.open("/usr", os.O_RDONLY)
+        print(os.readlink(f"/dev/fd/{d}"), "lib" in os.listdir(f"/dev/fd/{d}"),
+              os.path.exists(f"/proc/self/fd/{d}/bin/sh"))
+        with open("/dev/stdout", "w") as out:  # the capture itself
+            out.write("via /dev/stdout\\n")
+        print(os.access("/dev/stderr", os.W_OK), os.readlink(f"/proc/{os.getpid()}/fd/1"))
+        a, b = __import__("socket").socketpair()
+        for path in (f"/proc/self/fd/{a.fileno()}", "/proc/self/fd/999"):
+            try:
+                open(path, "rb")
+            except OSError as e:
+                print(e.errno, os.readlink(path).startswith("socket:[") if e.errno == 6 else "")
+    """)
+    assert out == [
+        "via /dev/stdout",
+        "True True",
+        "True /proc/self/fd/0 /dev/null",
+        "b'through' True",
+        "b'back'",
+        "/tmp/gone.txt (deleted) still here",
+        "/usr True True",
+        "True /dev/stdout",
+        "6 True",
+        "2 ",
+    ]
 
 
 def test_users_and_the_tz_database(usf):

@@ -61,6 +61,20 @@ CHILD_LIBRARIES = ("libdl.so.2", "librt.so.1", "libpthread.so.0", "libmvec.so.1"
 # The host's POSIX shell (Debian's dash), for os.system, subprocess's shell=True and #!
 # scripts: it runs as a child program like any other executable.
 SHELL = "/bin/sh"
+# The host's programs that shell scripts and subprocess calls commonly run (GNU
+# coreutils, findutils, grep, sed, gzip, tar, awk, diff), with their libraries, where the
+# host has them: each runs as a child program. Not ps and the like, which read other
+# processes' /proc.
+TOOLS = tuple(f"/usr/bin/{name}" for name in (
+    "sleep", "cat", "echo", "printf", "true", "false", "test", "[", "env", "printenv",
+    "ls", "head", "tail", "wc", "cut", "sort", "uniq", "tr", "tee", "paste", "join", "comm",
+    "fold", "nl", "od", "split", "seq", "yes", "expr", "basename", "dirname", "readlink",
+    "realpath", "mkdir", "rmdir", "rm", "cp", "mv", "ln", "touch", "chmod", "stat", "du",
+    "dd", "sync", "mktemp", "date", "id", "whoami", "uname", "hostname", "nproc", "timeout",
+    "sha1sum", "sha256sum", "sha512sum", "md5sum", "base64", "cksum", "xargs", "find",
+    "grep", "egrep", "fgrep", "sed", "awk", "gzip", "gunzip", "zcat", "tar", "diff", "cmp",
+    "which", "getopt",
+))
 
 GUEST_LIB = "/usetl/lib"
 GUEST_PACKAGE = f"{GUEST_LIB}/usetl"
@@ -363,6 +377,16 @@ class _Planner:
         else:
             log.warning("no %s on this host: the guest has no shell", SHELL)
 
+    def add_tools(self, paths: tuple[str, ...]) -> None:
+        """Each program (an ELF file with its libraries, or a script) the host has."""
+        for path in paths:
+            if not os.path.isfile(path):
+                continue
+            if self._elf(os.path.realpath(path)) is None:
+                self.add_host_path(path)  # a script (gunzip, which): its #! line is /bin/sh
+            else:
+                self.add_elf_closure(path, required=False)
+
     def add_system_libraries(self, names: tuple[str, ...]) -> None:
         """Host libraries (and theirs) for the child programs a function runs, where found."""
         for name in names:
@@ -462,6 +486,7 @@ def plan_image() -> ImagePlan:
         raise ImageError(f"{lib_dynload} is missing: is {executable} a complete installation?")
     planner.add_system_libraries(CHILD_LIBRARIES)
     planner.add_shell()
+    planner.add_tools(TOOLS)
     planner.add_guest_package(guest_sources())
     ca_file = planner.add_trust_store()
     planner.add_zoneinfo()

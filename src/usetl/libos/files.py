@@ -124,6 +124,12 @@ class OpenFile:
         """Files this one refers to were replaced (id of the old -> the new file, as when a
         pipe becomes a host pipe for a child): refer to the new ones (an epoll's entries)."""
 
+    def reopen(self, flags: int) -> OpenFile:
+        """A new open of this file through /proc/self/fd with `flags`, for files that have no
+        name to open again (files that do are opened by their node): ENXIO, as Linux gives
+        for a socket or an anonymous inode."""
+        raise SyscallError(errno.ENXIO)
+
     def close(self) -> None:
         pass
 
@@ -249,6 +255,13 @@ class OutputFile(OpenFile):
             self.truncated = True
         self.buffer += data[: max(room, 0)]
         return len(data)
+
+    def reopen(self, flags: int) -> OpenFile:
+        """/dev/stdout, /dev/stderr: the capture itself (it has no offset or state of its
+        own to differ), for writing only."""
+        if flags & O_ACCMODE != O_WRONLY:
+            raise SyscallError(errno.EACCES)
+        return self
 
     def take(self) -> tuple[bytes, bool]:
         data, truncated = bytes(self.buffer), self.truncated

@@ -28,6 +28,8 @@ DEV_IMAGE, DEV_TMPFS, DEV_DEVFS, DEV_PROC, DEV_SYSFS = 0x801, 0x15, 0x5, 0x4, 0x
 # st_blksize of every node, and the unit Linux counts st_blocks in.
 BLOCK_SIZE, STAT_BLOCK = 4096, 512
 FIRST_DYNAMIC_INO = 64  # see Inodes
+FD_LINK_INO = 0x10000  # /proc/self/fd/N's number is this plus N
+DELETED = " (deleted)"  # what readlink of an fd adds to the name of an unlinked file
 DT_TYPES = {st.S_IFREG: 8, st.S_IFDIR: 4, st.S_IFLNK: 10, st.S_IFCHR: 2, st.S_IFSOCK: 12}
 
 
@@ -341,6 +343,56 @@ class StaticLink(Node):
         return self.target
 
 
+class FdDir(Node):
+    """/proc/self/fd: one magic link per open fd of the process that looks.
+
+    Listed from `owner.fds` (the Kernel's fd table) at each lookup, so a vfork child
+    sees its own table. Not a StaticDir: its entries are never stored.
+    """
+
+    dev = DEV_PROC
+
+    def __init__(self, ino: int, owner: Any):
+        super().__init__(st.S_IFDIR | 0o500, ino)
+        self.owner = owner
+
+    @property
+    def entries(self) -> dict[str, Node]:
+        return {str(fd): FdLink(FD_LINK_INO + fd, f) for fd, f in self.owner.fds.files.items()}
+
+    def children(self) -> list[tuple[str, Node]]:
+        return sorted(self.entries.items(), key=lambda item: int(item[0]))
+
+
+class FdLink(Node):
+    """/proc/self/fd/N: readlink names the file ('pipe:[ino]', 'socket:[ino]', its path);
+    following it reaches the open file itself (Resolved.opened), as Linux's magic links do,
+    so an unlinked file, a pipe or a directory is reached without resolving that name."""
+
+    dev = DEV_PROC
+
+    def __init__(self, ino: int, file: Any):
+        super().__init__(st.S_IFLNK | _link_mode(file.flags), ino)
+        self.file = file
+
+    def readlink(self) -> str:
+        f = self.file
+        mode = f.node.mode
+        if st.S_ISFIFO(mode):
+            return f"pipe:[{f.node.ino}]"
+        if st.S_ISSOCK(mode):
+            return f"socket:[{f.node.ino}]"
+        if isinstance(f.node, TmpFile) and f.node.links == 0 and not f.path.endswith(DELETED):
+            return f.path + DELETED
+        return f.path if f.path.startswith(("/", "anon_inode:")) else f"/dev/{f.path}"
+
+
+def _link_mode(flags: int) -> int:
+    """lr-x------, l-wx------ or lrwx------: the fd's access mode, as Linux shows it."""
+    access = flags & 3
+    return 0o500 if access == 0 else 0o300 if access == 1 else 0o700
+
+
 class ProcNode(Node):
     """A read-only file whose bytes are made from the kernel's state at each open.
 
@@ -360,14 +412,16 @@ class ProcNode(Node):
 class Resolved:
     """A path resolved in the namespace: its final node (or None) and its parent."""
 
-    __slots__ = ("path", "parts", "node", "parent", "name")
+    __slots__ = ("path", "parts", "node", "parent", "name", "opened")
 
-    def __init__(self, path: str, parts: list[str], node: Node | None, parent: Node | None):
+    def __init__(self, path: str, parts: list[str], node: Node | None, parent: Node | None,
+                 opened: Any = None):
         self.path = path
         self.parts = parts
         self.node = node
         self.parent = parent
         self.name = parts[-1] if parts else "/"
+        self.opened = opened  # the open file a /proc/self/fd link led to (its node is node)
 
 
 class Namespace:
@@ -450,7 +504,7 @@ class Namespace:
         if top in ("dev", "proc", "sys"):
             node: Node | None = getattr(self, top)
             for part in parts[1:]:
-                if not isinstance(node, (StaticDir, TmpDir)):  # TmpDir: /dev/shm
+                if not isinstance(node, (StaticDir, TmpDir, FdDir)):  # TmpDir: /dev/shm
                     return None
                 node = node.entries.get(part)
                 if node is None:
@@ -474,21 +528,15 @@ class Namespace:
         parts: list[str] = []
         node: Node | None = self._lookup(parts)
         parent: Node | None = node
+        opened = None
         hops = 0
         while pending:
             part = pending.pop()
             if part in ("", "."):
                 continue
             if part == "..":
-                if node is None:
-                    raise SyscallError(errno.ENOENT)
-                if not node.is_dir:
-                    raise SyscallError(errno.ENOTDIR)
-                if parts:
-                    parts.pop()
-                node = self._lookup(parts)
-                # The parent moves up too: "d/.." names d's parent's entry, not one in d.
-                parent = self._lookup(parts[:-1]) if parts else node
+                node, parent = self._up(node, parts)
+                opened = None
                 continue
             if len(part) > NAME_MAX:
                 raise SyscallError(errno.ENAMETOOLONG)
@@ -499,11 +547,19 @@ class Namespace:
             parent = node
             parts.append(part)
             node = self._lookup(parts)
+            opened = None
             is_last = not any(p not in ("", ".") for p in pending)
             if node is not None and node.is_symlink and (follow or not is_last):
                 hops += 1
                 if hops > MAX_SYMLINKS:
                     raise SyscallError(errno.ELOOP)
+                if isinstance(node, FdLink):
+                    opened = node.file
+                    node = opened.node
+                    if node.is_dir:  # a directory fd's path is canonical: walk on from there
+                        parts = [p for p in opened.path.split("/") if p]
+                        parent = self._lookup(parts[:-1]) if parts else node
+                    continue
                 target = node.readlink()
                 parts.pop()
                 if target.startswith("/"):
@@ -513,7 +569,19 @@ class Namespace:
                 parent = node
         if must_be_dir and node is not None and not node.is_dir:
             raise SyscallError(errno.ENOTDIR)
-        return Resolved("/" + "/".join(parts), parts, node, parent)
+        return Resolved("/" + "/".join(parts), parts, node, parent, opened)
+
+    def _up(self, node: Node | None, parts: list[str]) -> tuple[Node | None, Node | None]:
+        """Step `parts` up to the parent directory: (its node, its parent's node)."""
+        if node is None:
+            raise SyscallError(errno.ENOENT)
+        if not node.is_dir:
+            raise SyscallError(errno.ENOTDIR)
+        if parts:
+            parts.pop()
+        node = self._lookup(parts)
+        # The parent moves up too: "d/.." names d's parent's entry, not one in d.
+        return node, self._lookup(parts[:-1]) if parts else node
 
     def chdir(self, path: str) -> None:
         r = self.resolve(path)

@@ -22,7 +22,7 @@ import stat as st
 from typing import TYPE_CHECKING
 
 from .errors import SyscallError
-from .files import O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY, StreamFile
+from .files import O_ACCMODE, O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY, StreamFile
 from .fs import Node
 from .net import POLLERR, POLLHUP, POLLIN, POLLOUT, POLLPRI, wait_ready
 
@@ -112,6 +112,19 @@ class HostStreamFile(StreamFile):
         if not len(data):
             return 0
         return self._retry(lambda: os.write(fd, data), POLLOUT)
+
+    def reopen(self, flags: int) -> HostStreamFile:
+        """A host pipe opened again through /proc/self/fd (a child's /dev/stdin): the host
+        opens its own /proc link, so the new end is the host's new open of that pipe."""
+        if self.fd is None or not st.S_ISFIFO(self.node.mode):
+            return super().reopen(flags)
+        access = flags & O_ACCMODE
+        try:
+            fd = os.open(f"/proc/self/fd/{self.fd}", access | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            raise SyscallError(e.errno or errno.EIO) from None
+        return HostStreamFile(self.kernel, fd, access | flags & O_NONBLOCK, self.node.mode,
+                              self.path)
 
     def close(self) -> None:
         if self.fd is not None:

@@ -19,7 +19,16 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from .errors import SyscallError
-from .files import O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY, FdTable, OpenFile, StreamFile
+from .files import (
+    O_ACCMODE,
+    O_NONBLOCK,
+    O_RDONLY,
+    O_RDWR,
+    O_WRONLY,
+    FdTable,
+    OpenFile,
+    StreamFile,
+)
 from .fs import Inodes, Node
 from .net import MSG_DONTWAIT, MSG_PEEK, POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM
 from .sched import Block, WaitQueue
@@ -248,6 +257,17 @@ class ChannelFile(StreamFile):
 
     def wait_queues(self) -> tuple[WaitQueue, ...]:
         return tuple(c.queue for c in (self.rx, self.tx) if c is not None)
+
+    def reopen(self, flags: int) -> OpenFile:
+        """A pipe opened again through /proc/self/fd: a new end of the same pipe, reading,
+        writing or both as `flags` ask (a FIFO's open, which Linux does for these)."""
+        channel = self.rx or self.tx
+        if not st.S_ISFIFO(self.node.mode) or channel is None:
+            return super().reopen(flags)
+        access = flags & O_ACCMODE
+        return ChannelFile(self.path, self.node, access | flags & O_NONBLOCK,
+                           channel if access != O_WRONLY else None,
+                           channel if access != O_RDONLY else None)
 
     @property
     def generation(self) -> int:

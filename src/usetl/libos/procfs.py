@@ -1,5 +1,8 @@
 """What /proc, /sys and /etc/passwd show a USF: one process, one CPU, the VM's memory.
 
+/proc/self/fd lists the fd table of the process that looks; /dev/fd, /dev/stdin,
+/dev/stdout and /dev/stderr link into it.
+
 Files that describe live state (/proc/self/status, /proc/self/maps,
 /proc/meminfo) are rendered from the kernel at each open; the rest is
 fixed when the kernel is made. The host's /proc/cpuinfo is read then too,
@@ -11,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from .fs import DEV_PROC, DEV_SYSFS, ProcNode, StaticDir, StaticFile
+from .fs import DEV_DEVFS, DEV_PROC, DEV_SYSFS, FdDir, ProcNode, StaticDir, StaticFile, StaticLink
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -19,6 +22,10 @@ if TYPE_CHECKING:
 USER_NAME = "usetl"
 HOST_CPUINFO = "/proc/cpuinfo"
 PROC_INO, SYS_INO = 0x100, 0x200
+FD_DIR_INO = 8
+# /dev's links into /proc/self/fd, as udev and systemd make them on Linux.
+DEV_LINKS = {"fd": (22, "/proc/self/fd"), "stdin": (23, "/proc/self/fd/0"),
+             "stdout": (24, "/proc/self/fd/1"), "stderr": (25, "/proc/self/fd/2")}
 
 
 def _kib(n: int) -> int:
@@ -126,6 +133,9 @@ def install(k: Kernel) -> None:
     own = ns.proc.entries["self"].entries
     own["status"] = ProcNode(PROC_INO + 1, render_status)
     own["maps"] = ProcNode(PROC_INO + 2, render_maps)
+    own["fd"] = FdDir(FD_DIR_INO, k)
+    for name, (ino, target) in DEV_LINKS.items():
+        ns.dev.entries[name] = StaticLink(ino, target, DEV_DEVFS)
     show_pid(k)
     ns.proc.entries["meminfo"] = ProcNode(PROC_INO + 3, render_meminfo)
     ns.proc.entries["cpuinfo"] = StaticFile(PROC_INO + 4, _host_cpuinfo(), DEV_PROC)

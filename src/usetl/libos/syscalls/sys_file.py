@@ -20,6 +20,7 @@ from ..files import (
     O_RDONLY,
     O_TMPFILE,
     O_TRUNC,
+    O_WRONLY,
     DirFile,
     ImageFile,
     OpenFile,
@@ -28,7 +29,7 @@ from ..files import (
     check_io_range,
     truncate_tmp,
 )
-from ..fs import DeviceNode, ImageNode, ProcNode, Resolved, StaticFile, TmpDir, TmpFile
+from ..fs import DeviceNode, ImageNode, Node, ProcNode, Resolved, StaticFile, TmpDir, TmpFile
 from ..hostfs import HostNode
 from ..pty import PtmxNode
 from ..sched import Block
@@ -111,6 +112,7 @@ def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
     if flags & O_DIRECTORY and not node.is_dir:
         raise SyscallError(errno.ENOTDIR)
     f: OpenFile
+    path = r.path if r.opened is None else r.opened.path
     if isinstance(node, DeviceNode):
         f = node.open(flags)  # type: ignore[assignment]
     elif isinstance(node, PtmxNode):
@@ -118,21 +120,23 @@ def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
     elif node.is_dir:
         if writable:
             raise SyscallError(errno.EISDIR)
-        f = DirFile(node, flags, r.path, r.parent or node, k.ns.children(r.path, node))
+        f = DirFile(node, flags, path, r.parent or node, k.ns.children(path, node))
     elif isinstance(node, (ImageNode, HostNode, StaticFile)):
         if writable or flags & O_TRUNC:
             raise SyscallError(errno.EROFS)
-        f = ImageFile(node, flags, r.path)
+        f = ImageFile(node, flags, path)
     elif isinstance(node, ProcNode):
         if writable or flags & O_TRUNC:
             raise SyscallError(errno.EACCES)
-        f = ProcOpenFile(node, flags, r.path, node.render(k))
+        f = ProcOpenFile(node, flags, path, node.render(k))
     elif isinstance(node, TmpFile):
-        f = TmpOpenFile(node, flags, r.path, k.ns.tmp)
+        f = TmpOpenFile(node, flags, path, k.ns.tmp)
         if flags & O_TRUNC and writable:
             truncate_tmp(node, 0, k.ns.tmp)
     elif flags & O_PATH:
-        f = OpenFile(node, flags, r.path)
+        f = OpenFile(node, flags, path)
+    elif r.opened is not None:
+        f = r.opened.reopen(flags)  # a pipe, socket or capture named by /proc/self/fd
     else:
         raise SyscallError(errno.ENXIO)
     return k.fds.install(f, cloexec=bool(flags & O_CLOEXEC))
@@ -144,6 +148,10 @@ def sys_open(k: Kernel, path: int, flags: int, mode: int, *_: int) -> int:
 
 def sys_openat(k: Kernel, dirfd: int, path: int, flags: int, mode: int, *_: int) -> int:
     return _open(k, dirfd, path, flags, mode)
+
+
+def sys_creat(k: Kernel, path: int, mode: int, *_: int) -> int:
+    return _open(k, AT_FDCWD, path, O_CREAT | O_WRONLY | O_TRUNC, mode)
 
 
 def sys_close(k: Kernel, fd: int, *_: int) -> int:
@@ -402,7 +410,9 @@ def _access(k: Kernel, dirfd: int, path: int, mode: int, flags: int) -> int:
     assert isinstance(r, Resolved)
     if r.node is None:
         raise SyscallError(errno.ENOENT)
-    if mode & W_OK and not isinstance(r.node, (TmpFile, TmpDir, DeviceNode, PtmxNode)):
+    # Writable: the tmpfs, devices, and nameless nodes (pipes, sockets, the captures).
+    if mode & W_OK and type(r.node) is not Node and \
+            not isinstance(r.node, (TmpFile, TmpDir, DeviceNode, PtmxNode)):
         raise SyscallError(errno.EROFS)
     if mode & X_OK and not r.node.mode & 0o111:
         raise SyscallError(errno.EACCES)

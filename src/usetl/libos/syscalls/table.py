@@ -58,6 +58,7 @@ _ENTRIES = [
     Syscall("write", f.sys_write, FULL),
     Syscall("open", f.sys_open, PARTIAL, "no O_TMPFILE; creating files only under /tmp"),
     Syscall("openat", f.sys_openat, PARTIAL, "no O_TMPFILE; creating files only under /tmp"),
+    Syscall("creat", f.sys_creat, PARTIAL, "creating files only under /tmp"),
     Syscall("close", f.sys_close, FULL),
     Syscall("close_range", f.sys_close_range, FULL,
             "CLOSE_RANGE_UNSHARE is moot: one process per fd table"),
