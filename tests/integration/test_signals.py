@@ -272,3 +272,51 @@ def test_a_timer_ends_a_wait_nothing_else_could_end(usf):
         a.close()
         b.close()
         """) == ["interrupted"]
+
+
+def test_signalfd_reads_blocked_signals_and_is_pollable(usf):
+    out = run(usf, """
+        import asyncio, ctypes, os, select, signal, struct, subprocess
+        libc = ctypes.CDLL(None, use_errno=True)
+        def signalfd(fd, *sigs, flags=0):
+            mask = ctypes.c_uint64(sum(1 << (s - 1) for s in sigs))
+            return libc.signalfd(fd, ctypes.byref(mask), flags)
+        def read(fd):  # struct signalfd_siginfo: signo, code, pid, status
+            b = os.read(fd, 128 * 4)
+            return len(b), *struct.unpack_from("<IiiI", b)[:3:2], struct.unpack_from("<i", b, 40)[0]
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGUSR2,
+                                                  signal.SIGALRM, signal.SIGCHLD})
+        fd = signalfd(-1, signal.SIGUSR1, signal.SIGALRM, flags=os.O_NONBLOCK | os.O_CLOEXEC)
+        print(os.readlink(f"/proc/self/fd/{fd}"), os.get_inheritable(fd))
+        for size in (128, 64):
+            try:
+                os.read(fd, size)
+            except OSError as e:
+                print(e.errno)
+        os.kill(os.getpid(), signal.SIGUSR2)  # not in its set: stays pending
+        os.kill(os.getpid(), signal.SIGUSR1)
+        ready = lambda: select.select([fd], [], [], 0)[0]
+        print(ready() == [fd], read(fd), ready())
+        print(signal.sigpending() == {signal.SIGUSR2})
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        ep = select.epoll(); ep.register(fd, select.EPOLLIN | select.EPOLLET)
+        print(ep.poll(10) == [(fd, select.EPOLLIN)], read(fd), ep.poll(0))
+        print(signalfd(fd, signal.SIGCHLD) == fd)
+        os.set_blocking(fd, True)
+        child = subprocess.Popen(["/bin/sh", "-c", "exit 3"])
+        print(read(fd)[1::2], child.wait())  # a blocking read waits for the child's SIGCHLD
+        async def main():
+            signalfd(fd, signal.SIGUSR1); os.set_blocking(fd, False)
+            loop = asyncio.get_running_loop(); got = loop.create_future()
+            loop.add_reader(fd, lambda: got.set_result(read(fd)[1]))
+            loop.call_later(0.05, os.kill, os.getpid(), signal.SIGUSR1)
+            return await got
+        print(asyncio.run(main()), signalfd(0, signal.SIGUSR1), ctypes.get_errno())
+    """)
+    assert out == [
+        "anon_inode:[signalfd] False", "11", "22",
+        "True (128, 10, 0, 0) []", "True",
+        "True (128, 14, 128, 0) []", "True",
+        "(17, 3) 3",
+        "10 -1 22",
+    ]

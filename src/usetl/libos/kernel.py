@@ -29,7 +29,7 @@ from .fs import GUEST_ID, Namespace
 from .guestnet import GuestNet
 from .mm import AddressSpace
 from .net import WAIT_SLICE, SocketPolicy, hosts_file
-from .sched import Block, ExitThread, Scheduler
+from .sched import Block, ExitThread, Scheduler, WaitQueue
 from .signals import ITIMER_REAL, ProcessSignals, ThreadSignals, timer_clock
 from .syscalls.numbers import SYSCALL_NAMES
 from .usermem import UserMemory
@@ -102,6 +102,7 @@ class Kernel:
         self.term_signal: int | None = None
         self.sched = Scheduler(self, self.identity.pid)
         self.signals = ProcessSignals()
+        self.signal_sent = WaitQueue()  # woken when a signal is made pending (signalfd.py)
         self.retry_wake: float | None = None  # a kick to retry a delivery the trampoline put off
         self.umask = 0o022
         self.blocked: tuple | None = None  # (handler, args) of a syscall waiting on the monitor

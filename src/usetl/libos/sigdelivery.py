@@ -85,6 +85,8 @@ def send(k: Kernel, sig: int, info: SigInfo, to_thread: ThreadSignals | None) ->
     target = to_thread or k.signals
     target.pending |= bit(sig)
     target.info.setdefault(sig, info)
+    k.signals.sent += 1
+    k.signal_sent.wake(k.sched)  # signalfd readers and pollers look again
     k.sched.check_at = time.monotonic()  # a waiting thread it is for wakes at this exit
 
 

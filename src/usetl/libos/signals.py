@@ -88,6 +88,7 @@ class ProcessSignals:
     pending: int = 0  # sent to the process, not yet delivered
     info: dict[int, SigInfo] = field(default_factory=dict)
     timers: dict[int, IntervalTimer] = field(default_factory=dict)  # ITIMER_* -> timer
+    sent: int = 0  # signals made pending so far: a signalfd's changes, for epoll's EPOLLET
 
     def action(self, sig: int) -> SigAction:
         return self.actions.get(sig) or SigAction()

@@ -16,8 +16,10 @@ from usetl.vm import Stop
 
 from .. import children, sigdelivery
 from ..errors import SyscallError
+from ..files import O_CLOEXEC, O_NONBLOCK
 from ..proctree import PidFile
 from ..sched import Block
+from ..signalfd import SignalFile
 from ..signals import (
     FPSTATE_SIZE,
     FRAME_SIZE,
@@ -75,6 +77,29 @@ def sys_rt_sigaction(k: Kernel, sig: int, act: int, oldact: int, sigsetsize: int
     if oldact:
         k.mem.write(oldact, old.pack())
     return 0
+
+
+def _signalfd(k: Kernel, fd: int, mask_addr: int, sizemask: int, flags: int) -> int:
+    """A new signalfd (fd -1) or a new mask for the signalfd `fd`."""
+    if sizemask != SIGSET_SIZE or flags & ~(O_NONBLOCK | O_CLOEXEC):
+        raise SyscallError(errno.EINVAL)
+    mask = k.mem.u64(mask_addr)
+    if s32(fd) == -1:
+        return k.fds.install(SignalFile(k, mask, flags, k.ns.inodes.next()),
+                             cloexec=bool(flags & O_CLOEXEC))
+    f = k.fds.get(s32(fd))
+    if not isinstance(f, SignalFile):
+        raise SyscallError(errno.EINVAL)
+    f.set_mask(mask)
+    return s32(fd)
+
+
+def sys_signalfd4(k: Kernel, fd: int, mask: int, sizemask: int, flags: int, *_: int) -> int:
+    return _signalfd(k, fd, mask, sizemask, flags & 0xFFFFFFFF)
+
+
+def sys_signalfd(k: Kernel, fd: int, mask: int, sizemask: int, *_: int) -> int:
+    return _signalfd(k, fd, mask, sizemask, 0)
 
 
 def sys_rt_sigprocmask(k: Kernel, how: int, new: int, old: int, sigsetsize: int,

@@ -210,6 +210,10 @@ _ENTRIES = [
     Syscall("rt_sigreturn", sig.sys_rt_sigreturn, FULL, "x87/SSE/AVX state restored"),
     Syscall("rt_sigpending", sig.sys_rt_sigpending, FULL),
     Syscall("rt_sigsuspend", sig.sys_rt_sigsuspend, FULL, "other threads run meanwhile"),
+    Syscall("signalfd", sig.sys_signalfd, FULL),
+    Syscall("signalfd4", sig.sys_signalfd4, PARTIAL,
+            "readable for the process's pending signals of its mask, in poll, select and epoll; "
+            "not passed to a program a child execs (EBADF there)"),
     Syscall("rt_sigtimedwait", sig.sys_rt_sigtimedwait, FULL,
             "other threads run meanwhile, the set unblocked (a signal for the process goes "
             "to the waiter)"),
