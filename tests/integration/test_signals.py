@@ -320,3 +320,28 @@ def test_signalfd_reads_blocked_signals_and_is_pollable(usf):
         "(17, 3) 3",
         "10 -1 22",
     ]
+
+
+def test_a_write_with_no_reader_sends_sigpipe(usf):
+    out = run(usf, """
+        import os, signal, socket, subprocess, sys
+        r = subprocess.run("yes | head -2; wc -l /etc/services | true", shell=True,
+                           capture_output=True, text=True)
+        print(r.returncode, r.stdout.split(), repr(r.stderr))  # yes and wc end by SIGPIPE
+        child = subprocess.run([sys.executable, "-c", "import os, signal; "
+                                "signal.signal(signal.SIGPIPE, signal.SIG_DFL); "
+                                "r, w = os.pipe(); os.close(r); os.write(w, b'x')"])
+        print(child.returncode)
+        got = []
+        signal.signal(signal.SIGPIPE, lambda sig, frame: got.append(sig))
+        r, w = os.pipe(); os.close(r)
+        a, b = socket.socketpair(); b.close()
+        for write in (lambda: os.write(w, b"x"), lambda: a.send(b"x", socket.MSG_NOSIGNAL),
+                      lambda: a.send(b"x")):
+            try:
+                write()
+            except BrokenPipeError as e:
+                print(e.errno)
+        print(got)  # the handler ran for the two writes without MSG_NOSIGNAL
+    """)
+    assert out == ["0 ['y', 'y'] ''", "-13", "32", "32", "32", "[13, 13]"]

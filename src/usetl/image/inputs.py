@@ -378,14 +378,24 @@ class _Planner:
             log.warning("no %s on this host: the guest has no shell", SHELL)
 
     def add_tools(self, paths: tuple[str, ...]) -> None:
-        """Each program (an ELF file with its libraries, or a script) the host has."""
+        """Each program (an ELF file with its libraries, or a script) the host has.
+
+        A tool that is a link (Debian's alternatives: awk, which) links straight to the
+        program it reaches, so the image carries no /etc/alternatives.
+        """
         for path in paths:
             if not os.path.isfile(path):
                 continue
-            if self._elf(os.path.realpath(path)) is None:
-                self.add_host_path(path)  # a script (gunzip, which): its #! line is /bin/sh
+            real = os.path.realpath(path)
+            if os.path.islink(path):
+                self.add_host_path(posixpath.dirname(path))
+                target = os.fsencode(real)
+                self._put(path, PlannedEntry("symlink", stat.S_IFLNK | 0o777, len(target),
+                                             os.lstat(path).st_mtime_ns, real))
+            if self._elf(real) is None:
+                self.add_host_path(real)  # a script (gunzip, which): its #! line is /bin/sh
             else:
-                self.add_elf_closure(path, required=False)
+                self.add_elf_closure(real, required=False)
 
     def add_system_libraries(self, names: tuple[str, ...]) -> None:
         """Host libraries (and theirs) for the child programs a function runs, where found."""

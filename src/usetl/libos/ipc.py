@@ -171,7 +171,7 @@ class Channel:
         self.attached.clear()
 
     def put(self, data: memoryview, blocking: bool, ancillary: Ancillary | None = None) -> int:
-        """Write what fits; EPIPE with no reader left (SIGPIPE is not delivered).
+        """Write what fits; EPIPE with no reader left (the syscall sends SIGPIPE).
 
         As on Linux, an empty write to a stream does nothing, and over TCP the first
         write after the peer closed goes out (the peer's RST makes the next one fail).

@@ -20,6 +20,8 @@ from __future__ import annotations
 import errno
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from usetl.kvm.structs import kvm_regs
@@ -28,6 +30,7 @@ from usetl.vm.layout import SAVE_RSP_ADDR, SYSCALL_ENTRY_ADDR, VDSO_ADDR
 from usetl.vm.trampoline import SYSCALL_OUT_OFFSET, SYSCALL_OUT_SIZE
 
 from .errors import SyscallError
+from .net import MSG_NOSIGNAL
 from .signals import (
     SA_NODEFER,
     SA_ONSTACK,
@@ -35,6 +38,7 @@ from .signals import (
     SA_RESTART,
     SA_RESTORER,
     SI_KERNEL,
+    SI_USER,
     SIG_DFL,
     SIGCONTEXT_REGS,
     SIGINFO_OFFSET,
@@ -88,6 +92,20 @@ def send(k: Kernel, sig: int, info: SigInfo, to_thread: ThreadSignals | None) ->
     k.signals.sent += 1
     k.signal_sent.wake(k.sched)  # signalfd readers and pollers look again
     k.sched.check_at = time.monotonic()  # a waiting thread it is for wakes at this exit
+
+
+@contextmanager
+def sigpipe_on_epipe(k: Kernel, flags: int = 0) -> Iterator[None]:
+    """A write that fails with EPIPE (no reader left, a socket shut for writing) sends
+    SIGPIPE to the writing thread, as Linux, unless its flags say MSG_NOSIGNAL: a program
+    that keeps the default action ends there (`yes | head -1`)."""
+    try:
+        yield
+    except SyscallError as e:
+        if e.errno == errno.EPIPE and not flags & MSG_NOSIGNAL:
+            send(k, signal.SIGPIPE, SigInfo(signal.SIGPIPE, SI_USER, k.identity.pid,
+                                            k.identity.uid), k.thread_signals)
+        raise
 
 
 def fire_timer(k: Kernel, which: int, now: float) -> None:

@@ -33,6 +33,7 @@ from ..fs import DeviceNode, ImageNode, Node, ProcNode, Resolved, StaticFile, Tm
 from ..hostfs import HostNode
 from ..pty import PtmxNode
 from ..sched import Block
+from ..sigdelivery import sigpipe_on_epipe
 from .args import AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, s32, s64
 
 if TYPE_CHECKING:
@@ -208,7 +209,8 @@ def sys_read(k: Kernel, fd: int, buf: int, count: int, *_: int) -> int:
 
 def sys_write(k: Kernel, fd: int, buf: int, count: int, *_: int) -> int:
     f = k.fds.get(s32(fd))
-    return f.write(k.mem.slice(buf, min(count, MAX_IO)))
+    with sigpipe_on_epipe(k):
+        return f.write(k.mem.slice(buf, min(count, MAX_IO)))
 
 
 def sys_pread64(k: Kernel, fd: int, buf: int, count: int, offset: int, *_: int) -> int:
@@ -255,7 +257,8 @@ def sys_writev(k: Kernel, fd: int, iov: int, iovcnt: int, *_: int) -> int:
     total = 0
     for base, length in k.mem.iovecs(iov, s32(iovcnt)):
         try:
-            n = f.write(k.mem.slice(base, length))
+            with sigpipe_on_epipe(k):
+                n = f.write(k.mem.slice(base, length))
         except (Block, SyscallError):
             if total:
                 break  # a short write, as Linux's when the pipe or socket fills
@@ -278,7 +281,8 @@ def sys_sendfile(k: Kernel, out_fd: int, in_fd: int, offset_addr: int, count: in
         data = src.read_at(offset + done, min(count - done, SENDFILE_CHUNK))
         if not data:
             break
-        n = dst.write(memoryview(data))
+        with sigpipe_on_epipe(k):
+            n = dst.write(memoryview(data))
         done += n
         if n < len(data):
             break

@@ -11,6 +11,7 @@ from ..errors import SyscallError
 from ..files import O_APPEND, O_CLOEXEC, O_NONBLOCK, check_io_range
 from ..ipc import EFD_SEMAPHORE, PIPE_CAPACITY, ChannelFile, EventFile, make_pipe
 from ..sched import Block
+from ..sigdelivery import sigpipe_on_epipe
 from .args import s32
 from .sys_file import file_offset, moved_offset
 
@@ -69,7 +70,8 @@ def sys_splice(k: Kernel, fd_in: int, off_in: int, fd_out: int, off_out: int, le
     length = min(length, PIPE_CAPACITY)  # what one pipe holds: Linux moves no more at once
     if st.S_ISREG(src.node.mode):
         start = file_offset(k, src, off_in)
-        done = dst.write(memoryview(src.read_at(start, length))) if length else 0
+        with sigpipe_on_epipe(k):
+            done = dst.write(memoryview(src.read_at(start, length))) if length else 0
         moved_offset(k, src, off_in, start + done)
         return done
     if st.S_ISREG(dst.node.mode):
@@ -88,7 +90,8 @@ def sys_splice(k: Kernel, fd_in: int, off_in: int, fd_out: int, off_out: int, le
             raise SyscallError(errno.EAGAIN)
         raise Block((dst.tx.queue,), k.sched.deadline_after(None))
     data = src.read(min(length, max(dst.tx.room, 1)))
-    return dst.write(memoryview(data)) if data else 0
+    with sigpipe_on_epipe(k):
+        return dst.write(memoryview(data)) if data else 0
 
 
 def sys_eventfd2(k: Kernel, initval: int, flags: int, *_: int) -> int:

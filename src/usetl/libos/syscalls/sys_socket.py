@@ -38,6 +38,7 @@ from ..guestnet import (
 )
 from ..ipc import Ancillary, make_socketpair
 from ..net import SocketFile
+from ..sigdelivery import sigpipe_on_epipe
 from .args import s32
 from .sys_ipc import install_pair
 
@@ -398,7 +399,8 @@ def sys_sendto(k: Kernel, fd: int, buf: int, length: int, flags: int, addr: int,
     if _datagram_socket(f) and addr:
         address = _read_sockaddr(k, addr, addrlen, f.family)
         return f.send_datagram(bytes(data), address, s32(flags))
-    return f.send([data], s32(flags))  # a stream socket sends to its peer: no address
+    with sigpipe_on_epipe(k, s32(flags)):
+        return f.send([data], s32(flags))  # a stream socket sends to its peer: no address
 
 
 def sys_recvfrom(k: Kernel, fd: int, buf: int, length: int, flags: int, addr: int,
@@ -481,7 +483,8 @@ def sys_sendmsg(k: Kernel, fd: int, msg: int, flags: int, *_: int) -> int:
     if _datagram_socket(f) and name and namelen:
         address = _read_sockaddr(k, name, namelen, f.family)
         return f.send_datagram(b"".join(buffers), address, s32(flags), ancillary)
-    return f.send(buffers, s32(flags), ancillary)
+    with sigpipe_on_epipe(k, s32(flags)):
+        return f.send(buffers, s32(flags), ancillary)
 
 
 class ControlWriter:

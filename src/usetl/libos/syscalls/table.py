@@ -276,8 +276,8 @@ _ENTRIES = [
     Syscall("socketpair", net.sys_socketpair, PARTIAL,
             "AF_UNIX stream, dgram, seqpacket (as dgram) within the guest; no fd passing"),
     # pipes, eventfds and readiness: in the monitor, over every kind of file
-    Syscall("pipe", ipc.sys_pipe, FULL, "no SIGPIPE: EPIPE"),
-    Syscall("pipe2", ipc.sys_pipe2, PARTIAL, "no O_DIRECT (packet mode); no SIGPIPE: EPIPE"),
+    Syscall("pipe", ipc.sys_pipe, FULL),
+    Syscall("pipe2", ipc.sys_pipe2, PARTIAL, "no O_DIRECT (packet mode)"),
     Syscall("splice", ipc.sys_splice, PARTIAL,
             "copies; a pipe or socket is read into a regular file or an in-monitor pipe only "
             "(else EINVAL); SPLICE_F_NONBLOCK is honoured, the other flags are hints"),
