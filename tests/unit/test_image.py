@@ -186,7 +186,8 @@ def test_symlinks_are_recorded_as_the_host_has_them(archive: ImageArchive):
     for entry in archive.entries():
         if entry.kind == "symlink":
             assert os.path.islink(entry.path)
-            assert os.readlink(entry.path) == entry.target
+            # or, for a tool that is an alternatives link, straight to what it reaches
+            assert entry.target in (os.readlink(entry.path), os.path.realpath(entry.path))
 
 
 def test_meta_describes_the_image(archive: ImageArchive):
