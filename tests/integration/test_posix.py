@@ -234,3 +234,34 @@ def test_the_nice_value_goes_up_and_not_back_down(usf):
         except ProcessLookupError:
             print("ESRCH")
         """) == ["0 1", "EACCES", "ESRCH"]
+
+
+def test_setrlimit_is_kept_nofile_enforced_and_the_c_utf8_locale_is_there(usf):
+    out = run(usf, """
+        import locale, os, resource, subprocess, sys
+        print(locale.setlocale(locale.LC_ALL, "C.UTF-8"), locale.setlocale(locale.LC_ALL, "C"))
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 1024)  # KiB, as Linux
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (20, hard))
+        fds = []
+        try:
+            while True:
+                fds.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError as e:
+            print(e.errno, max(fds))
+        for call in (lambda: os.dup2(0, 20), lambda: resource.setrlimit(
+                resource.RLIMIT_NOFILE, (hard + 1, hard + 1))):
+            try:
+                call()
+            except (OSError, ValueError) as e:
+                print(type(e).__name__, getattr(e, "errno", None))
+        for fd in fds:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (100, hard))
+        print(subprocess.run([sys.executable, "-c", "import resource as r; print("
+                              "r.getrlimit(r.RLIMIT_NOFILE)[0], r.getrlimit(r.RLIMIT_CORE))"],
+                             capture_output=True, text=True).stdout.strip())  # kept by execve
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    """)
+    assert out == ["C.UTF-8 C", "True", "24 19", "OSError 9", "ValueError None", "100 (0, 0)"]

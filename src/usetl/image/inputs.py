@@ -61,6 +61,7 @@ CHILD_LIBRARIES = ("libdl.so.2", "librt.so.1", "libpthread.so.0", "libmvec.so.1"
 # The host's POSIX shell (Debian's dash), for os.system, subprocess's shell=True and #!
 # scripts: it runs as a child program like any other executable.
 SHELL = "/bin/sh"
+UTF8_LOCALE = "/usr/lib/locale/C.utf8"
 # The host's programs that shell scripts and subprocess calls commonly run (GNU
 # coreutils, findutils, grep, sed, gzip, tar, awk, diff), with their libraries, where the
 # host has them: each runs as a child program. Not ps and the like, which read other
@@ -313,6 +314,14 @@ class _Planner:
                 return
         log.warning("no tz database on this host: zoneinfo in the guest knows only UTC")
 
+    def add_utf8_locale(self) -> None:
+        """glibc's C.UTF-8 locale (400 KiB), for setlocale("C.UTF-8") and CPython's coercion
+        of the C locale to it (PEP 538); other locales stay unsupported, as in a container."""
+        if os.path.isdir(UTF8_LOCALE):
+            self.add_data_tree(UTF8_LOCALE)
+        else:
+            log.warning("no %s on this host: the guest has only the C locale", UTF8_LOCALE)
+
     def add_extension_modules(self, lib_dynload: str) -> None:
         """lib-dynload's extension modules (less test and GUI ones) and their libraries."""
         self.add_host_path(lib_dynload)
@@ -500,6 +509,7 @@ def plan_image() -> ImagePlan:
     planner.add_guest_package(guest_sources())
     ca_file = planner.add_trust_store()
     planner.add_zoneinfo()
+    planner.add_utf8_locale()
     planner.add_netdb()
     plan = ImagePlan(
         entries=planner.entries,

@@ -148,6 +148,7 @@ class ChildFdTable(FdTable):
         super().__init__()
         self.files = dict(parent.files)
         self.cloexec = set(parent.cloexec)
+        self.limit = parent.limit
         self.inherited = list(self.files.values())  # held, so their ids stay theirs
 
     def close(self, fd: int) -> None:
@@ -954,6 +955,8 @@ def _run_program(k: Kernel, pid: int, program: Program, argv: list[str], envp: l
     child.children = Children(k.children.tokens, k.children.table)
     child.net = k.net
     child.umask = k.umask
+    child.limits = dict(k.limits)  # kept across execve, as Linux's
+    child.fds.limit = k.fds.limit
     for fd, f in fds.items():
         if isinstance(f, (HostStreamFile, SocketFile)):
             f.kernel = child

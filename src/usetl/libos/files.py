@@ -289,6 +289,8 @@ class RandomFile(NullFile):
 
 
 class FdTable:
+    limit = MAX_FDS  # the soft RLIMIT_NOFILE: fds from it on cannot be made
+
     def __init__(self) -> None:
         self.files: dict[int, OpenFile] = {}
         self.cloexec: set[int] = set()
@@ -300,12 +302,12 @@ class FdTable:
             raise SyscallError(errno.EBADF) from None
 
     def install(self, f: OpenFile, lowest: int = 0, cloexec: bool = False) -> int:
-        if not 0 <= lowest < MAX_FDS:  # F_DUPFD's lower bound, checked as Linux does
+        if not 0 <= lowest < self.limit:  # F_DUPFD's lower bound, checked as Linux does
             raise SyscallError(errno.EINVAL)
         fd = lowest
         while fd in self.files:
             fd += 1
-        if fd >= MAX_FDS:
+        if fd >= self.limit:
             raise SyscallError(errno.EMFILE)
         self.files[fd] = f
         if cloexec:
@@ -313,7 +315,7 @@ class FdTable:
         return fd
 
     def install_at(self, fd: int, f: OpenFile) -> None:
-        if not 0 <= fd < MAX_FDS:
+        if not 0 <= fd < self.limit:
             raise SyscallError(errno.EBADF)
         if fd in self.files:
             self.close(fd)

@@ -105,6 +105,7 @@ class Kernel:
         self.signal_sent = WaitQueue()  # woken when a signal is made pending (signalfd.py)
         self.retry_wake: float | None = None  # a kick to retry a delivery the trampoline put off
         self.umask = 0o022
+        self.limits: dict[int, tuple[int, int]] = {}  # setrlimit's (soft, hard) by resource
         self.blocked: tuple | None = None  # (handler, args) of a syscall waiting on the monitor
         self.net: SocketPolicy | None = None  # where sockets may connect; None: no sockets
         self.net_account = IoAccount()  # the socket path's I/O, billed like ETL requests

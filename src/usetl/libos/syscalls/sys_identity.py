@@ -7,6 +7,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from ..errors import SyscallError
+from ..files import MAX_FDS
 from .args import s32
 
 if TYPE_CHECKING:
@@ -138,8 +139,10 @@ def sys_sysinfo(k: Kernel, info: int, *_: int) -> int:
 
 
 def _limits(k: Kernel, resource: int) -> tuple[int, int]:
+    if resource in k.limits:
+        return k.limits[resource]
     if resource == RLIMIT_NOFILE:
-        return 1024, 1024
+        return MAX_FDS, MAX_FDS
     if resource == RLIMIT_STACK:
         # glibc sizes each thread's stack by the soft limit. Guest memory is
         # identity-mapped, so a stack costs its whole size in guest RAM: 2 MiB
@@ -161,6 +164,9 @@ def sys_prlimit64(k: Kernel, pid: int, resource: int, new: int, old: int, *_: in
         soft, hard = struct.unpack("<QQ", k.mem.read(new, 16))
         if soft > hard or hard > cur[1]:
             raise SyscallError(errno.EPERM if hard > cur[1] else errno.EINVAL)
+        k.limits[s32(resource)] = (soft, hard)
+        if s32(resource) == RLIMIT_NOFILE:
+            k.fds.limit = soft  # new fds at or past it are EMFILE, as on Linux
     return 0
 
 

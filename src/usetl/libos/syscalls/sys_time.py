@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import errno
+import resource
 import struct
 import time
 from typing import TYPE_CHECKING
 
+from ..children import Usage
 from ..errors import SyscallError
 from ..sched import Block
 from .args import s32
@@ -111,15 +113,14 @@ def sys_times(k: Kernel, buf: int, *_: int) -> int:
 
 
 def sys_getrusage(k: Kernel, who: int, usage: int, *_: int) -> int:
-    """RUSAGE_SELF and RUSAGE_THREAD: the monitor's CPU time; RUSAGE_CHILDREN: the children
-    waited for (their monitors' CPU time and peak memory)."""
+    """RUSAGE_SELF and RUSAGE_THREAD: the monitor's CPU time and peak memory;
+    RUSAGE_CHILDREN: the children waited for (their monitors')."""
     who = s32(who)
     if who == RUSAGE_CHILDREN:
         k.mem.write(usage, k.children.waited_usage().pack())
         return 0
     if who not in (RUSAGE_SELF, RUSAGE_THREAD):
         raise SyscallError(errno.EINVAL)
-    cpu = time.process_time_ns() // 1000
-    raw = struct.pack("<qq", cpu // 1_000_000, cpu % 1_000_000) + bytes(144 - 16)
-    k.mem.write(usage, raw)
+    # The monitor process's: the guest's memory is its memory (ru_maxrss), its CPU the VM's.
+    k.mem.write(usage, Usage.of(resource.getrusage(resource.RUSAGE_SELF)).pack())
     return 0
