@@ -226,3 +226,33 @@ def test_a_vfork_child_takes_none_of_its_parents_signals(usf):
         print(got == [signal.SIGUSR1])
     """, timeout=60)
     assert out == ["0 []", "True"]
+
+
+def test_tgkill_reaches_a_thread_of_another_process(usf):
+    out = run(usf, '''
+        import ctypes, os, signal, subprocess, sys
+        libc = ctypes.CDLL(None, use_errno=True)
+        TGKILL, TKILL = 234, 200
+        child = subprocess.Popen([sys.executable, "-c", """
+        import os, signal, threading, time
+        ran = threading.Event()
+        signal.signal(signal.SIGUSR1, lambda s, f: ran.set())
+        def other():  # SIGUSR2 blocked here only: one for this thread stays pending on it
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+            print(threading.get_native_id(), flush=True)
+            while signal.SIGUSR2 not in signal.sigpending():
+                time.sleep(0.01)
+            print("pending on the thread", flush=True)
+        t = threading.Thread(target=other); t.start()
+        t.join(); ran.wait(30); print("handler ran", flush=True)
+        """], stdout=subprocess.PIPE, text=True)
+        tid = int(child.stdout.readline())
+        print(libc.syscall(TGKILL, child.pid, tid, signal.SIGUSR2), ctypes.get_errno())
+        print(child.stdout.readline().strip())
+        print(libc.syscall(TKILL, child.pid, signal.SIGUSR1), ctypes.get_errno())
+        print(child.stdout.readline().strip(), child.wait())
+        for args in ((TGKILL, child.pid, child.pid, 0), (TGKILL, 99999, 1, 0), (TKILL, 99999, 0)):
+            print(libc.syscall(*args), ctypes.get_errno())  # ended, or never there: ESRCH
+    ''')
+    assert out == ["0 0", "pending on the thread", "0 0", "handler ran 0",
+                   "-1 3", "-1 3", "-1 3"]

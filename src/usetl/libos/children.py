@@ -92,6 +92,7 @@ from .pty import PtyFile
 from .sched import Block, ExitThread, WaitQueue
 from .signals import (
     SA_NOCLDWAIT,
+    SI_TKILL,
     SI_USER,
     SIG_DFL,
     SIG_IGN,
@@ -1129,6 +1130,18 @@ def send_signal(k: Kernel, pid: int, sig: int) -> None:
         route(k, Signal(to, sig, me, k.identity.uid, SI_USER))
 
 
+def signal_thread(k: Kernel, pid: int, tid: int, sig: int) -> None:
+    """tgkill(pid, tid, sig) of a thread of another process of the tree: ESRCH if that
+    process does not exist or has ended; sig 0 only checks. A tid that process does not
+    have drops the signal there (the caller is not told: it is another monitor's)."""
+    table = k.children.table
+    found = None if table is None else table.find(pid)
+    if found is None or found.ended:
+        raise SyscallError(errno.ESRCH)
+    if sig:
+        route(k, Signal(pid, sig, k.identity.pid, k.identity.uid, SI_TKILL, tid))
+
+
 def route(k: Kernel, message: Signal) -> None:
     """On the vCPU's thread: deliver a signal for this process, or pass it on along the
     control sockets, down toward its target if that is below this process, else up. A
@@ -1163,7 +1176,10 @@ def _deliver(k: Kernel, message: Signal) -> None:
     sig = message.signo
     if 0 < sig <= 64 and not (sig in STOPPING and k.signals.action(sig).handler == SIG_DFL):
         info = SigInfo(sig, message.code, message.sender, message.uid)
-        sigdelivery.send(k, sig, info, None)
+        thread = k.sched.threads.get(message.tid) if message.tid else None
+        if message.tid and thread is None:
+            return  # no such thread here (any more)
+        sigdelivery.send(k, sig, info, thread.signals if thread is not None else None)
 
 
 def listen(k: Kernel, control: socket.socket,

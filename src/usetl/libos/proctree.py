@@ -63,6 +63,7 @@ class Signal(TreeMessage):
     sender: int
     uid: int
     code: int = 0  # SI_USER
+    tid: int = 0  # tgkill's thread of `to`; 0: for the process
 
 
 class Exited(TreeMessage):

@@ -276,15 +276,22 @@ def proc_pid(path: str) -> int | None:
 
 
 def sys_tgkill(k: Kernel, tgid: int, tid: int, sig: int, *_: int) -> int:
-    if s32(tgid) != k.identity.pid or s32(tid) not in k.sched.threads:
+    if s32(tgid) <= 0 or s32(tid) <= 0 or not 0 <= s32(sig) <= 64:
+        raise SyscallError(errno.EINVAL)
+    if s32(tgid) != k.identity.pid:
+        children.signal_thread(k, s32(tgid), s32(tid), s32(sig))
+        return 0
+    if s32(tid) not in k.sched.threads:
         raise SyscallError(errno.ESRCH)
     return _send(k, s32(sig), SI_TKILL, k.sched.threads[s32(tid)].signals)
 
 
 def sys_tkill(k: Kernel, tid: int, sig: int, *_: int) -> int:
-    if s32(tid) not in k.sched.threads:
-        raise SyscallError(errno.ESRCH)
-    return _send(k, s32(sig), SI_TKILL, k.sched.threads[s32(tid)].signals)
+    """tkill: a thread of this process, or another process's main thread (its tid is its
+    pid); another process's other threads are not known here (ESRCH)."""
+    if s32(tid) in k.sched.threads:
+        return _send(k, s32(sig), SI_TKILL, k.sched.threads[s32(tid)].signals)
+    return sys_tgkill(k, tid, tid, sig)
 
 
 def _send(k: Kernel, sig: int, code: int, to_thread: ThreadSignals | None) -> int:

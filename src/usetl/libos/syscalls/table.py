@@ -229,8 +229,11 @@ _ENTRIES = [
             "signal does nothing (no VM is stopped)"),
     Syscall("pidfd_send_signal", sig.sys_pidfd_send_signal, PARTIAL,
             "as kill, to a pidfd or a /proc/<pid> directory; no siginfo, no flags"),
-    Syscall("tgkill", sig.sys_tgkill, PARTIAL, "only to its own threads: else ESRCH"),
-    Syscall("tkill", sig.sys_tkill, PARTIAL, "only to its own threads: else ESRCH"),
+    Syscall("tgkill", sig.sys_tgkill, PARTIAL,
+            "to another process of the tree too; a tid that process lacks drops the signal "
+            "there (no ESRCH)"),
+    Syscall("tkill", sig.sys_tkill, PARTIAL,
+            "its own threads and other processes' main threads; other tids are ESRCH"),
     Syscall("setitimer", timer.sys_setitimer, PARTIAL,
             "VIRTUAL and PROF both count the vCPU thread's CPU time (guest and monitor); "
             "periods under 1 ms fire at most every 1 ms; a socket wait notices within 0.1 s"),
