@@ -20,15 +20,13 @@ its parent when it ends, killed or not.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
+import mmap
 import os
 import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-
-from usetl import hostmm
 
 from .errors import SyscallError
 
@@ -45,13 +43,8 @@ class MemoryAllowance:
         self.limit = limit
         self.slots = slots
         self.fd = os.memfd_create("usetl-allowance", os.MFD_CLOEXEC)
-        size = slots * CHARGE.size
-        os.ftruncate(self.fd, size)
-        # Not Python's mmap, which keeps a dup of the fd of its own: a forked monitor closes
-        # that number with the others (close_all_but) and may reuse it, and closing the
-        # mmap there would then close whatever took it (a child's control socket).
-        self.addr = hostmm.map_shared(self.fd, size)
-        self.map = (ctypes.c_char * size).from_address(self.addr)
+        os.ftruncate(self.fd, slots * CHARGE.size)
+        self.map = mmap.mmap(self.fd, slots * CHARGE.size)
         for i in range(1, slots):
             CHARGE.pack_into(self.map, i * CHARGE.size, FREE)
 
@@ -102,7 +95,7 @@ class MemoryAllowance:
             fcntl.lockf(self.fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        hostmm.unmap(self.addr, len(self.map))
+        self.map.close()
         os.close(self.fd)
 
 
