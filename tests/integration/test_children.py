@@ -296,6 +296,17 @@ def test_pipelines_give_the_last_status_and_the_image_carries_common_tools(usf):
                    "0 ['in', '0'] to-err"]
 
 
+def test_execve_passes_arguments_and_environment_that_are_not_utf8_as_they_are(usf):
+    out = run(usf, """
+        import subprocess, sys
+        r = subprocess.run([sys.executable, "-c", "import os, sys; "
+                            "print(os.fsencode(sys.argv[1]), os.environb[b'X'])", b"a\\xff"],
+                           env={b"X": b"\\xfe\\x80"}, capture_output=True, text=True)
+        print(r.returncode, r.stdout.strip())
+    """)
+    assert out == ["0 b'a\\xff' b'\\xfe\\x80'"]
+
+
 def test_eventfds_are_shared_with_children_and_an_inherited_epoll_set_is_einval(usf):
     r = run_ok(usf, """
         import os, select, subprocess, sys

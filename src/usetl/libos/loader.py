@@ -176,10 +176,13 @@ def _build_stack(view: memoryview, top: int, argv: list[str], envp: list[str],
         view[pos : pos + len(data)] = data
         return pos
 
-    execfn_addr = push_bytes(execfn.encode() + b"\0")
+    def c_string(text: str) -> bytes:  # any bytes execve was given, as surrogateescape keeps them
+        return text.encode("utf-8", "surrogateescape") + b"\0"
+
+    execfn_addr = push_bytes(c_string(execfn))
     platform_addr = push_bytes(b"x86_64\0")
-    env_addrs = [push_bytes(e.encode() + b"\0") for e in reversed(envp)][::-1]
-    arg_addrs = [push_bytes(a.encode() + b"\0") for a in reversed(argv)][::-1]
+    env_addrs = [push_bytes(c_string(e)) for e in reversed(envp)][::-1]
+    arg_addrs = [push_bytes(c_string(a)) for a in reversed(argv)][::-1]
     pos &= ~15
     random_addr = push_bytes(os.urandom(16))
     auxv = auxv + [
