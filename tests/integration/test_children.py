@@ -307,6 +307,25 @@ def test_execve_passes_arguments_and_environment_that_are_not_utf8_as_they_are(u
     assert out == ["0 b'a\\xff' b'\\xfe\\x80'"]
 
 
+def test_a_pipes_size_is_set_and_kept_when_a_child_shares_it(usf):
+    out = run(usf, """
+        import fcntl, os, subprocess, sys
+        r, w = os.pipe()
+        print(fcntl.fcntl(r, fcntl.F_GETPIPE_SZ), fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 5000))
+        os.write(w, b"x" * 8192)
+        for fd, size in ((w, 100), (w, 2 << 20), (sys.stdout.fileno(), 0)):
+            try:
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+            except OSError as e:
+                print(e.errno)  # below what it holds, past pipe-max-size, not a pipe
+        child = subprocess.Popen([sys.executable, "-c", "import fcntl; "
+                                  "print(fcntl.fcntl(0, fcntl.F_GETPIPE_SZ))"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, pipesize=1 << 17)
+        print(fcntl.fcntl(child.stdin.fileno(), fcntl.F_GETPIPE_SZ), child.communicate()[0])
+    """)
+    assert out == ["65536 8192", "16", "1", "9", "131072 b'131072\\n'"]
+
+
 def test_eventfds_are_shared_with_children_and_an_inherited_epoll_set_is_einval(usf):
     r = run_ok(usf, """
         import os, select, subprocess, sys

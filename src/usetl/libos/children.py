@@ -76,7 +76,7 @@ from .fs import DEV_PROC, ImageNode, StaticLink, TmpFile, TmpFS
 from .guestnet import GuestSocket
 from .hostfs import HostNode
 from .hostpipe import HostStreamFile
-from .ipc import ChannelFile, EventFile, UnixSocketFile
+from .ipc import F_SETPIPE_SZ, PIPE_CAPACITY, ChannelFile, EventFile, UnixSocketFile
 from .loader import Program, load_program, read_program
 from .net import WAIT_SLICE, SocketFile
 from .proctree import (
@@ -827,6 +827,8 @@ def to_host(k: Kernel, f: OpenFile, tables: tuple[FdTable, ...],
         writer = {id(end.rx): reader[id(end.tx)], id(end.tx): reader[id(end.rx)]}
     else:
         r, w = os.pipe()
+        if channels[0].capacity != PIPE_CAPACITY:  # F_SETPIPE_SZ's, kept
+            fcntl.fcntl(w, F_SETPIPE_SZ, channels[0].capacity)
         reader, writer = {id(channels[0]): r}, {id(channels[0]): w}
     for c in channels:
         pending = [bytes(c.data)] if c.data else [data for data, _ in c.messages]

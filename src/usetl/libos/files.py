@@ -124,6 +124,10 @@ class OpenFile:
         """Files this one refers to were replaced (id of the old -> the new file, as when a
         pipe becomes a host pipe for a child): refer to the new ones (an epoll's entries)."""
 
+    def pipe_size(self, size: int | None) -> int:
+        """F_GETPIPE_SZ (None) or F_SETPIPE_SZ: its pipe's capacity; EBADF if it is none."""
+        raise SyscallError(errno.EBADF)
+
     def reopen(self, flags: int) -> OpenFile:
         """A new open of this file through /proc/self/fd with `flags`, for files that have no
         name to open again (files that do are opened by their node): ENXIO, as Linux gives

@@ -16,6 +16,7 @@ reads as at end of stream and writes fail with EPIPE.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import select
 import stat as st
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 from .errors import SyscallError
 from .files import O_ACCMODE, O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY, StreamFile
 from .fs import Node
+from .ipc import F_GETPIPE_SZ, F_SETPIPE_SZ, PIPE_MAX_SIZE
 from .net import POLLERR, POLLHUP, POLLIN, POLLOUT, POLLPRI, wait_ready
 
 if TYPE_CHECKING:
@@ -112,6 +114,19 @@ class HostStreamFile(StreamFile):
         if not len(data):
             return 0
         return self._retry(lambda: os.write(fd, data), POLLOUT)
+
+    def pipe_size(self, size: int | None) -> int:
+        """The host pipe's own F_GETPIPE_SZ or F_SETPIPE_SZ (the same rules as Linux's)."""
+        if self.fd is None or not st.S_ISFIFO(self.node.mode):
+            return super().pipe_size(size)
+        if size is not None and size > PIPE_MAX_SIZE:
+            raise SyscallError(errno.EPERM)  # the monitor's own limit may be higher
+        try:
+            if size is None:
+                return fcntl.fcntl(self.fd, F_GETPIPE_SZ)
+            return fcntl.fcntl(self.fd, F_SETPIPE_SZ, size)
+        except OSError as e:
+            raise SyscallError(e.errno or errno.EIO) from None
 
     def reopen(self, flags: int) -> HostStreamFile:
         """A host pipe opened again through /proc/self/fd (a child's /dev/stdin): the host

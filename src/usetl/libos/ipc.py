@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from .sched import Scheduler
 
 PIPE_CAPACITY = 1 << 16  # Linux's default pipe buffer
+PIPE_MAX_SIZE = 1 << 20  # /proc/sys/fs/pipe-max-size: past it F_SETPIPE_SZ is EPERM
+PAGE = 4096
+F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
 PIPE_BUF = 4096
 UNIX_CAPACITY = 212992  # Linux's default socket buffer (net.core.wmem_default)
 MAX_DATAGRAMS = 512
@@ -258,6 +261,15 @@ class ChannelFile(StreamFile):
     def wait_queues(self) -> tuple[WaitQueue, ...]:
         return tuple(c.queue for c in (self.rx, self.tx) if c is not None)
 
+    def pipe_size(self, size: int | None) -> int:
+        channel = self.rx or self.tx
+        if not st.S_ISFIFO(self.node.mode) or channel is None:
+            return super().pipe_size(size)
+        if size is not None:
+            channel.capacity = round_pipe_size(size, channel.held)
+            channel.changed()
+        return channel.capacity
+
     def reopen(self, flags: int) -> OpenFile:
         """A pipe opened again through /proc/self/fd: a new end of the same pipe, reading,
         writing or both as `flags` ask (a FIFO's open, which Linux does for these)."""
@@ -283,6 +295,18 @@ class ChannelFile(StreamFile):
             self.tx.writers -= 1
             self.tx.changed()
         self.rx = self.tx = None
+
+
+def round_pipe_size(size: int, held: int) -> int:
+    """F_SETPIPE_SZ's size as Linux makes it: a power of two of pages; EPERM past
+    PIPE_MAX_SIZE (the guest has no CAP_SYS_RESOURCE), EBUSY below what the pipe holds."""
+    if size > PIPE_MAX_SIZE:
+        raise SyscallError(errno.EPERM)
+    pages = max(-(-size // PAGE), 1)
+    rounded = PAGE << (pages - 1).bit_length()
+    if rounded < held:
+        raise SyscallError(errno.EBUSY)
+    return rounded
 
 
 def make_pipe(sched: Scheduler, flags: int, ino: int) -> tuple[ChannelFile, ChannelFile]:

@@ -31,6 +31,7 @@ from ..files import (
 )
 from ..fs import DeviceNode, ImageNode, Node, ProcNode, Resolved, StaticFile, TmpDir, TmpFile
 from ..hostfs import HostNode
+from ..ipc import F_GETPIPE_SZ, F_SETPIPE_SZ
 from ..pty import PtmxNode
 from ..sched import Block
 from ..sigdelivery import sigpipe_on_epipe
@@ -602,6 +603,8 @@ def sys_fcntl(k: Kernel, fd: int, cmd: int, arg: int, *_: int) -> int:
         return 0
     if cmd in (F_SETLK, F_SETLKW):
         return 0  # one process: every lock is granted
+    if cmd in (F_SETPIPE_SZ, F_GETPIPE_SZ):
+        return f.pipe_size(arg & 0xFFFFFFFF if cmd == F_SETPIPE_SZ else None)
     raise SyscallError(errno.EINVAL)
 
 

@@ -79,7 +79,8 @@ _ENTRIES = [
     Syscall("dup3", f.sys_dup3, FULL),
     Syscall("fcntl", f.sys_fcntl, PARTIAL,
             "locks always granted and F_GETLK finds none (one process); no OFD locks, "
-            "no leases; F_DUPFD bound 0-1023"),
+            "no leases; F_DUPFD bound by RLIMIT_NOFILE (1024); F_GETPIPE_SZ/F_SETPIPE_SZ "
+            "as Linux (up to 1 MiB)"),
     Syscall("ioctl", f.sys_ioctl, PARTIAL,
             "FIONBIO/FIOCLEX; the devices' own: /dev/etl's request, /dev/usetl's exchange "
             "(a reply and the next request), a pseudo-terminal's termios, window size and "
