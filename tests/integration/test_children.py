@@ -326,6 +326,23 @@ def test_a_pipes_size_is_set_and_kept_when_a_child_shares_it(usf):
     assert out == ["65536 8192", "16", "1", "9", "131072 b'131072\\n'"]
 
 
+def test_execve_keeps_ignored_signals_ignored_and_the_signal_mask(usf):
+    out = run(usf, """
+        import signal, subprocess, sys
+        for restore in (False, True):  # CPython ignores SIGPIPE and SIGXFSZ; restore resets them
+            status = subprocess.check_output(["cat", "/proc/self/status"],
+                                             restore_signals=restore).decode()
+            print([line for line in status.splitlines() if line.startswith("SigIgn")])
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        print(subprocess.check_output([sys.executable, "-c", "import signal; "
+                                       "print(signal.pthread_sigmask(signal.SIG_BLOCK, []))"]
+                                      ).decode().strip())
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+    """)
+    assert out == ["['SigIgn:\\t0000000001001000']", "['SigIgn:\\t0000000000000000']",
+                   "{<Signals.SIGUSR1: 10>}"]
+
+
 def test_eventfds_are_shared_with_children_and_an_inherited_epoll_set_is_einval(usf):
     r = run_ok(usf, """
         import os, select, subprocess, sys

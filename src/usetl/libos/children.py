@@ -759,7 +759,7 @@ def _start_program(k: Kernel, state: PreExec, pid: int, program: str, argv: list
         raise
     if host_pid == 0:
         control.close()
-        _run_sibling(k, pid, checked, argv, envp, fds, theirs, keep, memory_slot)
+        _run_sibling(k, pid, checked, argv, envp, fds, theirs, keep, memory_slot, state)
     k.vm.inherit_on_fork(True)
     theirs.close()
     held = {*state.parent_fds.files.values(), *state.fds.files.values()}
@@ -908,14 +908,14 @@ def die_with_parent() -> None:
 
 def _run_sibling(k: Kernel, pid: int, program: Program, argv: list[str], envp: list[str],
                  fds: dict[int, OpenFile], control: socket.socket, keep: set[int],
-                 memory_slot: int) -> None:
+                 memory_slot: int, state: PreExec) -> None:
     """In the forked monitor process: build the child's VM, run its program, report, exit."""
     status, changes = NOT_STARTED, b""
     try:
         die_with_parent()
         close_all_but(keep)
         before = snapshot(k.ns.tmp)
-        status = _run_program(k, pid, program, argv, envp, fds, control, memory_slot)
+        status = _run_program(k, pid, program, argv, envp, fds, control, memory_slot, state)
         changes = encode_changes(k.ns.tmp, before)
     except BaseException as e:  # never back into the parent's code: this process only exits
         log.error("child %d (%s) could not run: %s", pid, program.path, e)
@@ -947,7 +947,8 @@ def close_all_but(keep: set[int]) -> None:
 
 
 def _run_program(k: Kernel, pid: int, program: Program, argv: list[str], envp: list[str],
-                 fds: dict[int, OpenFile], control: socket.socket, memory_slot: int) -> int:
+                 fds: dict[int, OpenFile], control: socket.socket, memory_slot: int,
+                 state: PreExec) -> int:
     ns = k.ns
     for name in ("etl", "usetl"):
         ns.dev.entries.pop(name, None)  # the parent's agent and ETL regions are not the child's
@@ -960,6 +961,11 @@ def _run_program(k: Kernel, pid: int, program: Program, argv: list[str], envp: l
     child.umask = k.umask
     child.limits = dict(k.limits)  # kept across execve, as Linux's
     child.fds.limit = k.fds.limit
+    # As Linux's execve: ignored signals stay ignored (caught ones are reset to the
+    # default), and the thread's mask is kept.
+    child.signals.actions = {sig: action for sig, action in state.signals.actions.items()
+                             if action.handler == SIG_IGN}
+    child.thread_signals.mask = state.mask
     for fd, f in fds.items():
         if isinstance(f, (HostStreamFile, SocketFile)):
             f.kernel = child
