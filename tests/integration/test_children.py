@@ -343,6 +343,40 @@ def test_execve_keeps_ignored_signals_ignored_and_the_signal_mask(usf):
                    "{<Signals.SIGUSR1: 10>}"]
 
 
+def test_a_file_given_to_a_child_shares_its_offset_and_an_unlinked_one_its_bytes(usf):
+    out = run(usf, """
+        import os, subprocess, sys, tempfile
+        with open("/tmp/log.txt", "w") as f:  # the child's output lands between, as on Linux
+            f.write("header\\n"); f.flush()
+            subprocess.run(["echo", "from child"], stdout=f)
+            f.write("footer\\n")
+        print(open("/tmp/log.txt").read().split())
+        unnamed = tempfile.TemporaryFile()
+        subprocess.run([sys.executable, "-c", "import sys; sys.stdout.write('orange')"],
+                       stdout=unnamed.fileno())
+        print(unnamed.tell(), unnamed.seek(0), unnamed.read())
+        for path in "/tmp/log.txt", sys.executable:  # a reader goes on where the child stopped
+            fd = os.open(path, os.O_RDONLY)
+            subprocess.run(["head", "-c", "4"], stdin=fd, stdout=subprocess.DEVNULL)
+            print(os.read(fd, 2))
+        fd = os.open("/tmp/forked.txt", os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+        os.write(fd, b"a")
+        pid = os.fork()
+        if pid == 0:
+            os.write(fd, b"bc")
+            os._exit(0)
+        os.waitpid(pid, 0)
+        os.write(fd, b"d")
+        idle = os.fork()
+        if idle == 0:
+            os._exit(0)  # it leaves the offset alone: the parent's writes meanwhile stand
+        os.write(fd, b"e"); os.waitpid(idle, 0); os.write(fd, b"f")
+        os.lseek(fd, 0, 0); print(os.read(fd, 10))
+    """)
+    assert out == ["['header', 'from', 'child', 'footer']", "6 0 b'orange'", "b'er'",
+                   "b'\\x02\\x01'", "b'abcdef'"]
+
+
 def test_eventfds_are_shared_with_children_and_an_inherited_epoll_set_is_einval(usf):
     r = run_ok(usf, """
         import os, select, subprocess, sys

@@ -101,7 +101,7 @@ from .signals import (
     SigInfo,
 )
 from .syscalls.numbers import SYSCALL_NAMES
-from .tmpsync import LENGTH, apply_changes, encode_changes, snapshot
+from .tmpsync import LENGTH, apply_changes, encode_changes, given_files, snapshot
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -315,8 +315,10 @@ class Child:
 
     def __init__(self, pid: int, host_pid: int, control: socket.socket,
                  drains: list[ConsoleDrain], tokens: ProcessTokens, tmp: TmpFS,
-                 watcher: Watcher, memory_slot: int):
+                 watcher: Watcher, memory_slot: int, files: dict[int, OpenFile]):
         self.watcher = watcher
+        # The regular files of those it was given, by its fd: their offsets come back.
+        self.given = {fd: g.file for fd, g in given_files(files).items()}
         self.memory_slot = memory_slot  # its charge in the invocation's memory allowance
         self.tmp = tmp  # the parent's tmpfs, where the child's writes to its copy go
         self.pid = pid
@@ -390,7 +392,7 @@ class Child:
     def _take_changes(self, changes: memoryview) -> None:
         (length,) = LENGTH.unpack_from(changes)
         header = bytes(changes[LENGTH.size:LENGTH.size + length])
-        apply_changes(self.tmp, header, changes[LENGTH.size + length:])
+        apply_changes(self.tmp, header, changes[LENGTH.size + length:], self.given)
 
     def send(self, message: Signal) -> None:
         """A signal for the child or a process below it, to its monitor (hear_parent)."""
@@ -766,7 +768,7 @@ def _start_program(k: Kernel, state: PreExec, pid: int, program: str, argv: list
     for f in set(fds.values()) - held:
         f.close()  # the console pipes' write ends: the sibling has them
     return Child(pid, host_pid, control, drains, tokens, k.ns.tmp, k.children.watch(),
-                 memory_slot)
+                 memory_slot, fds)
 
 
 def _child_files(k: Kernel, state: PreExec) -> tuple[dict[int, OpenFile], list[ConsoleDrain]]:
@@ -914,9 +916,9 @@ def _run_sibling(k: Kernel, pid: int, program: Program, argv: list[str], envp: l
     try:
         die_with_parent()
         close_all_but(keep)
-        before = snapshot(k.ns.tmp)
+        before, given = snapshot(k.ns.tmp), given_files(fds)
         status = _run_program(k, pid, program, argv, envp, fds, control, memory_slot, state)
-        changes = encode_changes(k.ns.tmp, before)
+        changes = encode_changes(k.ns.tmp, before, given)
     except BaseException as e:  # never back into the parent's code: this process only exits
         log.error("child %d (%s) could not run: %s", pid, program.path, e)
     report_and_exit(control, status, changes)

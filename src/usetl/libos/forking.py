@@ -48,7 +48,7 @@ from .hostpipe import HostStreamFile
 from .ipc import EventFile
 from .proctree import Ready, recv_message, send_message
 from .syscalls.sys_poll import EpollFile, ForkedEpollFile
-from .tmpsync import encode_changes, snapshot
+from .tmpsync import encode_changes, given_files, snapshot
 
 if TYPE_CHECKING:
     from usetl.vm.vcpu_state import VcpuState
@@ -122,7 +122,7 @@ def _fork_as(k: Kernel, pid: int, flags: int, parent_tid: int, child_tid: int,
         control.close()
         raise SyscallError(errno.EAGAIN)
     k.children.start(k, Child(pid, host_pid, control, list(drains.values()), tokens,
-                              k.ns.tmp, k.children.watch(), memory_slot))
+                              k.ns.tmp, k.children.watch(), memory_slot, dict(k.fds.files)))
     return pid
 
 
@@ -150,7 +150,7 @@ def _run_child(k: Kernel, pid: int, state: VcpuState, flags: int, child_tid: int
     status, changes = NOT_STARTED, b""
     try:
         die_with_parent()
-        before = snapshot(k.ns.tmp)
+        before, given = snapshot(k.ns.tmp), given_files(k.fds.files)
         _become_child(k, pid, state, drains, keep)
         assert k.children.tokens is not None and k.children.tokens.memory is not None
         charge_to(k, k.children.tokens.memory, memory_slot, k.mm.mapped)
@@ -161,7 +161,7 @@ def _run_child(k: Kernel, pid: int, state: VcpuState, flags: int, child_tid: int
             k.sched.current.clear_child_tid = child_tid
         send_message(control, Ready())
         status = run_to_exit(k, "the forked child")
-        changes = encode_changes(k.ns.tmp, before)
+        changes = encode_changes(k.ns.tmp, before, given)
     except BaseException as e:  # never back into the parent's code: this process only exits
         log.error("forked child %d could not run: %s", pid, e)
     report_and_exit(control, status, changes)

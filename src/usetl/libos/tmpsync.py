@@ -8,6 +8,14 @@ its output file (`ffmpeg -i /tmp/in.mp4 /tmp/out.mp4`) leaves it for the
 parent to read after wait, as on Linux. A path both changed is the child's
 at that moment. Only regular files and directories travel; symlinks and
 hard links made by the child do not.
+
+The regular files the child was given as fds are open file descriptions it
+shares with its parent on Linux: the offsets it moved come back too (so a
+parent that writes after a child wrote to the same file appends, as
+`stdout=f` expects, and one that reads on starts where the child stopped),
+and so do the bytes of a tmpfs file that has no name any more (a
+`tempfile.TemporaryFile`), which no path carries. One the child left alone
+is left as the parent has it since.
 """
 
 from __future__ import annotations
@@ -16,9 +24,11 @@ import errno
 import json
 import logging
 import struct
+import time
 from dataclasses import dataclass
 
 from .errors import SyscallError
+from .files import ImageFile, OpenFile, TmpOpenFile
 from .fs import TmpDir, TmpFile, TmpFS, TmpNode
 
 log = logging.getLogger(__name__)
@@ -44,6 +54,29 @@ def snapshot(tmp: TmpFS) -> dict[str, Seen | None]:
     return out
 
 
+@dataclass(frozen=True)
+class Given:
+    """A file description the child was given, as it was when the child started."""
+
+    file: OpenFile
+    offset: int
+    seen: Seen | None  # a tmpfs file's state, None for a read-only one
+
+
+def given_files(files: dict[int, OpenFile]) -> dict[int, Given]:
+    """The regular files of `files` (a child's fds as it starts), by their lowest fd: fds
+    that share a description share its offset, which travels once."""
+    out: dict[int, Given] = {}
+    taken: set[int] = set()
+    for fd, f in sorted(files.items()):
+        if isinstance(f, (TmpOpenFile, ImageFile)) and id(f) not in taken:
+            taken.add(id(f))
+            seen = Seen(id(f.node), f.node.mtime_ns, f.node.size) \
+                if isinstance(f, TmpOpenFile) else None
+            out[fd] = Given(f, f.offset, seen)
+    return out
+
+
 def _walk(directory: TmpDir, prefix: str):
     for name, node in directory.entries.items():
         path = f"{prefix}{name}"
@@ -54,8 +87,10 @@ def _walk(directory: TmpDir, prefix: str):
             yield from _walk(node, path + "/")
 
 
-def encode_changes(tmp: TmpFS, before: dict[str, Seen | None]) -> bytes:
-    """What changed since `before`: a JSON list of entries, then the files' bytes."""
+def encode_changes(tmp: TmpFS, before: dict[str, Seen | None],
+                   given: dict[int, Given]) -> bytes:
+    """What changed since `before`, and what the child did to the files `given`: a JSON
+    list of entries, then the files' bytes."""
     entries: list[dict] = []
     blobs: list[bytes] = []
     now = dict(_walk(tmp.root, ""))
@@ -71,19 +106,37 @@ def encode_changes(tmp: TmpFS, before: dict[str, Seen | None]) -> bytes:
             blobs.append(bytes(node.data))
     # Removals last, the deepest first, so that a directory is empty when its turn comes.
     entries += [{"path": path, "kind": "gone"} for path in reversed(before) if path not in now]
+    _descriptions(given, entries, blobs)
     header = json.dumps(entries).encode()
     return LENGTH.pack(len(header)) + header + b"".join(blobs)
 
 
-def sizes(header: bytes) -> int:
-    """How many bytes of file data follow a report's header."""
-    return sum(e["size"] for e in json.loads(header) if e["kind"] == "file")
+def _descriptions(given: dict[int, Given], entries: list[dict], blobs: list[bytes]) -> None:
+    """The offsets the child moved, and the bytes of a nameless tmpfs file it changed."""
+    for fd, g in given.items():
+        entry: dict = {"kind": "fd", "fd": fd, "offset": g.file.offset}
+        node = g.file.node
+        if g.seen is not None and node.links == 0 and \
+                (g.seen.mtime_ns, g.seen.size) != (node.mtime_ns, node.size):
+            entry["size"] = node.size
+            blobs.append(bytes(node.data))
+        elif g.file.offset == g.offset:
+            continue  # the child left it alone: the parent's offset stands
+        entries.append(entry)
 
 
-def apply_changes(tmp: TmpFS, header: bytes, data: memoryview) -> None:
-    """Make a child's changes in the parent's tmpfs, in the report's order."""
+def apply_changes(tmp: TmpFS, header: bytes, data: memoryview,
+                  given: dict[int, OpenFile]) -> None:
+    """Make a child's changes in the parent's tmpfs, in the report's order; `given` are
+    the parent's files the child had, by the child's fd."""
     at = 0
     for entry in json.loads(header):
+        if entry["kind"] == "fd":
+            size = entry.get("size", 0)
+            _description(tmp, given.get(entry["fd"]), entry["offset"],
+                         data[at : at + size] if "size" in entry else None)
+            at += size
+            continue
         path = entry["path"]
         try:
             if entry["kind"] == "dir":
@@ -96,6 +149,22 @@ def apply_changes(tmp: TmpFS, header: bytes, data: memoryview) -> None:
                 _remove(tmp, path)
         except SyscallError as e:  # a full tmpfs, a file where the child had a directory
             log.warning("a child's /tmp/%s did not reach its parent: errno %d", path, e.errno)
+
+
+def _description(tmp: TmpFS, f: OpenFile | None, offset: int,
+                 data: memoryview | None) -> None:
+    """A shared file description: the child's offset, and the bytes of a nameless file."""
+    if f is None:
+        return  # not a file the parent gave
+    f.offset = offset
+    if data is not None and isinstance(f, TmpOpenFile):
+        try:
+            tmp.charge(len(data) - len(f.node.data))
+        except SyscallError:
+            log.warning("a child's writes to an unlinked file did not fit its parent's /tmp")
+            return
+        f.node.data[:] = data
+        f.node.mtime_ns = time.time_ns()
 
 
 def _directory(tmp: TmpFS, parts: list[str], mode: int = 0o777) -> TmpDir:
