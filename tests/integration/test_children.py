@@ -377,6 +377,25 @@ def test_a_file_given_to_a_child_shares_its_offset_and_an_unlinked_one_its_bytes
                    "b'\\x02\\x01'", "b'abcdef'"]
 
 
+def test_a_socketpair_end_given_to_a_program_is_still_a_socket_there(usf):
+    out = run(usf, """
+        import socket, subprocess, sys
+        ours, theirs = socket.socketpair()
+        subprocess.run(["true"], pass_fds=[theirs.fileno()])
+        theirs.sendall(b"kept"); print(ours.recv(4), flush=True)  # ours outlives the program
+        child = subprocess.Popen([sys.executable, "-c", '''if 1:
+            import socket, sys
+            s = socket.socket(fileno=int(sys.argv[1]))  # asks the kernel its family and type
+            s.sendall(b"ping"); got = s.recv(4); s.shutdown(socket.SHUT_WR)
+            print(s.family.name, s.type.name, repr(s.getsockname()), got)''',
+            str(theirs.fileno())], pass_fds=[theirs.fileno()])
+        theirs.close()
+        print(ours.recv(4), flush=True); ours.sendall(b"pong")
+        end = ours.recv(4); print(end, child.wait())
+    """)
+    assert out == ["b'kept'", "b'ping'", "AF_UNIX SOCK_STREAM '' b'pong'", "b'' 0"]
+
+
 def test_eventfds_are_shared_with_children_and_an_inherited_epoll_set_is_einval(usf):
     r = run_ok(usf, """
         import os, select, subprocess, sys

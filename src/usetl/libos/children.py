@@ -139,7 +139,7 @@ MAX_PROCESSES = 16
 AT_LIMIT = "usetl: {call} refused: the invocation is at its limit of child processes ({why})\n"
 FUNCTION_FULL = "its function's concurrency limit: its invocations and their children fill it"
 # What a sibling can use as the fork copied it; other files are not passed (EBADF there).
-CROSSES = (HostStreamFile, NullFile, ImageFile, TmpOpenFile, DirFile, ProcOpenFile, SocketFile)
+CROSSES = (HostStreamFile, NullFile, ImageFile, TmpOpenFile, DirFile, ProcOpenFile)
 
 
 class ChildFdTable(FdTable):
@@ -790,9 +790,8 @@ def _child_files(k: Kernel, state: PreExec) -> tuple[dict[int, OpenFile], list[C
             made[id(f)] = HostStreamFile.for_pipe_end(k, drain.write_fd, reads=False,
                                                       nonblocking=False)
         f = made.get(id(f), f)
-        if isinstance(f, GuestSocket) and isinstance(f.conn, SocketFile):
-            f = f.conn  # a host socket: the program reads and writes it
-        if isinstance(f, CROSSES):
+        if isinstance(f, CROSSES) or isinstance(f, GuestSocket) and \
+                isinstance(f.conn, SocketFile):  # a socket on a host socket: still a socket
             out[fd] = f
     return out, drains
 
@@ -969,8 +968,10 @@ def _run_program(k: Kernel, pid: int, program: Program, argv: list[str], envp: l
                              if action.handler == SIG_IGN}
     child.thread_signals.mask = state.mask
     for fd, f in fds.items():
-        if isinstance(f, (HostStreamFile, SocketFile)):
+        if isinstance(f, HostStreamFile):
             f.kernel = child
+        elif isinstance(f, GuestSocket) and f.net is not child.guest_net:
+            f.given_to(child.guest_net)  # once, though several fds name it
         child.fds.files[fd] = f
     hear_parent(child, control)
     assert child.children.tokens is not None and child.children.tokens.memory is not None

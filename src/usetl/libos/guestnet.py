@@ -350,6 +350,14 @@ class GuestSocket(StreamFile):
         """Connected through the host under the policy (not a guest connection on the host)."""
         return isinstance(self.conn, SocketFile) and not self.conn.shared
 
+    def given_to(self, net: GuestNet) -> None:
+        """This connected socket, its connection a host socket, is now a program's that
+        was given it at execve (a copy of it, in the program's monitor): that process's
+        threads wait on it, in its port space."""
+        assert isinstance(self.conn, SocketFile)
+        self.net, self.queue = net, WaitQueue()
+        self.conn.kernel = net.sched.k
+
     def connection(self) -> UnixSocketFile | SocketFile:
         """The connection calls go to, told this socket's O_NONBLOCK (fcntl sets it here)."""
         if self.conn is None:
