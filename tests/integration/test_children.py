@@ -343,6 +343,20 @@ def test_execve_keeps_ignored_signals_ignored_and_the_signal_mask(usf):
                    "{<Signals.SIGUSR1: 10>}"]
 
 
+def test_python3_python_and_pwd_are_on_the_path(usf):
+    out = run(usf, """
+        import os, subprocess, sys
+        with open("/tmp/script", "w") as f:
+            f.write("#!/usr/bin/env python3\\nimport sys; print(sys.version_info[:2])\\n")
+        os.chmod("/tmp/script", 0o755)
+        for argv in ["python3", "-c", "import sys; print(sys.executable)"], \\
+                ["python", "-c", "print(2)"], ["/tmp/script"], ["pwd"]:
+            print(subprocess.run(argv, capture_output=True, text=True, cwd="/tmp",
+                                 check=True).stdout.strip())
+    """)
+    assert out == ["/usr/local/bin/python3", "2", str(sys.version_info[:2]), "/tmp"]
+
+
 def test_a_file_given_to_a_child_shares_its_offset_and_an_unlinked_one_its_bytes(usf):
     out = run(usf, """
         import os, subprocess, sys, tempfile

@@ -25,7 +25,7 @@ from usetl.image import (
     list_images,
 )
 from usetl.image.archive import FORMAT_VERSION, HEADER, TRAILER, ArchiveWriter
-from usetl.image.inputs import guest_package_dir, host_executable
+from usetl.image.inputs import PYTHON_NAMES, guest_package_dir, host_executable
 from usetl.image.pyc import pyc_path
 from usetl.libos.fs import ImageNode, Namespace
 
@@ -184,10 +184,17 @@ def test_tree_is_consistent(archive: ImageArchive):
 
 def test_symlinks_are_recorded_as_the_host_has_them(archive: ImageArchive):
     for entry in archive.entries():
-        if entry.kind == "symlink":
+        if entry.kind == "symlink" and entry.path not in PYTHON_NAMES:
             assert os.path.islink(entry.path)
             # or, for a tool that is an alternatives link, straight to what it reaches
             assert entry.target in (os.readlink(entry.path), os.path.realpath(entry.path))
+
+
+def test_python3_and_python_on_the_guests_path_are_the_interpreter(archive: ImageArchive):
+    for name in PYTHON_NAMES:
+        entry = archive.lookup(name)
+        assert entry is not None and entry.kind == "symlink"
+        assert entry.target == archive.meta["executable"]
 
 
 def test_meta_describes_the_image(archive: ImageArchive):

@@ -74,8 +74,12 @@ TOOLS = tuple(f"/usr/bin/{name}" for name in (
     "dd", "sync", "mktemp", "date", "id", "whoami", "uname", "hostname", "nproc", "timeout",
     "sha1sum", "sha256sum", "sha512sum", "md5sum", "base64", "cksum", "xargs", "find",
     "grep", "egrep", "fgrep", "sed", "awk", "gzip", "gunzip", "zcat", "tar", "diff", "cmp",
-    "which", "getopt",
+    "which", "getopt", "pwd",
 ))
+# The names scripts and subprocess calls run Python by (`python3 -c ...`, a `#!/usr/bin/env
+# python3` script): links to the interpreter, on the guest's PATH, where the official
+# Python container images have them.
+PYTHON_NAMES = ("/usr/local/bin/python3", "/usr/local/bin/python")
 
 GUEST_LIB = "/usetl/lib"
 GUEST_PACKAGE = f"{GUEST_LIB}/usetl"
@@ -406,6 +410,15 @@ class _Planner:
             else:
                 self.add_elf_closure(real, required=False)
 
+    def add_python_names(self, executable: str) -> None:
+        """PYTHON_NAMES, each a link to `executable` (the image's interpreter)."""
+        target = os.fsencode(executable)
+        mtime = os.stat(executable).st_mtime_ns
+        for name in PYTHON_NAMES:
+            self.add_dir(posixpath.dirname(name), mtime)
+            self._put(name, PlannedEntry("symlink", stat.S_IFLNK | 0o777, len(target), mtime,
+                                         executable))
+
     def add_system_libraries(self, names: tuple[str, ...]) -> None:
         """Host libraries (and theirs) for the child programs a function runs, where found."""
         for name in names:
@@ -506,6 +519,7 @@ def plan_image() -> ImagePlan:
     planner.add_system_libraries(CHILD_LIBRARIES)
     planner.add_shell()
     planner.add_tools(TOOLS)
+    planner.add_python_names(executable)
     planner.add_guest_package(guest_sources())
     ca_file = planner.add_trust_store()
     planner.add_zoneinfo()
