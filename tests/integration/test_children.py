@@ -357,6 +357,28 @@ def test_python3_python_and_pwd_are_on_the_path(usf):
     assert out == ["/usr/local/bin/python3", "2", str(sys.version_info[:2]), "/tmp"]
 
 
+def test_a_forked_child_that_leaves_the_function_ends_as_a_python_program_does(usf):
+    r = run_ok(usf, """
+        import atexit, os, sys
+        atexit.register(lambda: print("atexit", os.getpid() != parent, flush=True))
+        parent = os.getpid()
+        for how in "exit 5", "exit bye", "raise", "exit", "return":
+            sys.stdout.flush()
+            pid = os.fork()
+            if pid == 0:
+                if how == "raise":
+                    raise ValueError("from the child")
+                if how != "return":
+                    sys.exit(int(how[5:]) if how[5:].isdigit() else how[5:] or None)
+                break  # back to the agent, as a handler's return
+            print(how, os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+    """)
+    assert r.stdout.splitlines() == [
+        "atexit True", "exit 5 5", "atexit True", "exit bye 1", "atexit True", "raise 1",
+        "atexit True", "exit 0", "atexit True", "return 0"]
+    assert "bye\n" in r.stderr and "ValueError: from the child" in r.stderr
+
+
 def test_a_file_given_to_a_child_shares_its_offset_and_an_unlinked_one_its_bytes(usf):
     out = run(usf, """
         import os, subprocess, sys, tempfile

@@ -263,6 +263,7 @@ def answer(request, cpu_clock=None):
     cpu_started = cpu_clock() if cpu_clock is not None else 0.0
     error = None
     reply = {}
+    _forked.clear()  # forks before this request made this process (the zygote's instances)
     try:
         abi.check_request(request)
         if abi.IDENTITY in request:
@@ -275,20 +276,54 @@ def answer(request, cpu_clock=None):
     except abi.ProtocolError as e:
         error = abi.error(abi.PROTOCOL_ERROR, str(e))
     except SystemExit as e:
+        _end_if_forked(e)
         if e.code not in (None, 0):
             error = describe(e)
     except BaseException as e:  # noqa: B036 - the function's failure is the request's result
+        _end_if_forked(e)
         error = describe(e)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # a stream the function broke must not lose the reply
-            pass
+    else:
+        _end_if_forked(None)
+    _flush()
     reply["error"] = error
     reply["guest_ms"] = (time.perf_counter() - started) * 1e3
     if cpu_clock is not None:
         reply["guest_cpu_ms"] = (cpu_clock() - cpu_started) * 1e3
     return reply
+
+
+def _flush():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a stream the function broke must not lose the reply
+            pass
+
+
+_forked = []  # set in a child the request's code forked: it has no request to answer
+os.register_at_fork(after_in_child=lambda: _forked.append(True))
+
+
+def _end_if_forked(exc):
+    """A child the function forked came back here: it ends as a Python program's process
+    does at its end, with SystemExit's status (or a traceback and 1), atexit run."""
+    if not _forked:
+        return
+    status = 0
+    if isinstance(exc, SystemExit):
+        if exc.code is None or isinstance(exc.code, int):
+            status = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+            status = 1
+    elif exc is not None:
+        sys.stderr.write(describe(exc)["traceback"])
+        status = 1
+    import atexit
+
+    atexit._run_exitfuncs()
+    _flush()
+    os._exit(status & 0xFF)
 
 
 def encode_reply(reply):
