@@ -1,8 +1,11 @@
 """The small OS pieces real code reads: file metadata, links, /proc, /sys, users, tz, CAs."""
 
+import os
+
 import pytest
 
 from guest_code import run_lines as run
+from usetl.image.inputs import host_executable
 from usetl.usf import UsfConfig, start_usf
 
 pytestmark = pytest.mark.kvm
@@ -107,7 +110,32 @@ def test_proc_and_sys_describe_one_process_on_one_cpu(usf):
     assert out[2] == "1 True"
     assert out[3] == f"{256 * 1024} kB"
     assert out[4] == "0 1"
-    assert out[5] == "['exe', 'fd', 'maps', 'status']"
+    assert out[5] == "['exe', 'fd', 'maps', 'stat', 'statm', 'status']"
+
+
+def test_proc_stat_files_read_as_psutil_parses_them(usf):
+    out = run(usf, """
+        import os, threading, time
+        started = threading.Event(); done = threading.Event()
+        t = threading.Thread(target=lambda: (started.set(), done.wait())); t.start(); started.wait()
+        comm, rest = open("/proc/self/stat").read().split("(", 1)[1].rsplit(")", 1)
+        fields = rest.split()  # from field 3, state, on
+        print(comm, fields[0], fields[1] == str(os.getppid()), fields[2] == str(os.getpgrp()),
+              fields[17], len(fields) + 2)
+        boot = int(next(l for l in open("/proc/stat") if l.startswith("btime")).split()[1])
+        uptime = float(open("/proc/uptime").read().split()[0])
+        began = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # psutil's create_time
+        print(0 <= time.time() - began < 600, abs(boot + uptime - time.time()) < 2)
+        utime = int(fields[11]) / os.sysconf("SC_CLK_TCK")
+        print(0 <= utime <= os.times().user + 0.02)
+        size, resident = map(int, open("/proc/self/statm").read().split()[:2])
+        print(size == resident == int(fields[20]) // 4096 == int(fields[21]) > 1000)
+        status = dict(l.split(":\\t", 1) for l in open("/proc/self/status").read().splitlines())
+        print(status["PPid"] == str(os.getppid()), status["Threads"])
+        done.set(); t.join()
+    """)
+    name = os.path.basename(host_executable())[:15]
+    assert out == [f"{name} R True True 2 52", "True True", "True", "True", "True 2"]
 
 
 def test_proc_self_fd_lists_the_open_fds_and_reopens_what_they_name(usf):

@@ -112,6 +112,7 @@ class Kernel:
         self.children = children.Children()
         self.guest_net = GuestNet(self.sched, namespace)  # addresses bound inside the guest
         self.captured_at: float | None = None  # time.monotonic() of the capture restored from
+        self.started = procfs.uptime()  # the process's start (/proc/self/stat's starttime)
         # When the invocation must end (time.monotonic()): bounds a wait on the egress,
         # which the deadline's kick out of KVM_RUN does not interrupt.
         self.deadline: float | None = None
@@ -124,6 +125,7 @@ class Kernel:
         """This kernel now serves process `pid`, child of `ppid` (a fork's copy, a program
         in a sibling VM): its one thread and its /proc/<pid> take the pid."""
         self.identity.pid, self.identity.ppid = pid, ppid
+        self.started = procfs.uptime()
         self.sched.become_process(pid)
         procfs.show_pid(self)
 

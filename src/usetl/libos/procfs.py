@@ -3,17 +3,22 @@
 /proc/self/fd lists the fd table of the process that looks; /dev/fd, /dev/stdin,
 /dev/stdout and /dev/stderr link into it.
 
-Files that describe live state (/proc/self/status, /proc/self/maps,
-/proc/meminfo) are rendered from the kernel at each open; the rest is
-fixed when the kernel is made. The host's /proc/cpuinfo is read then too,
-before any jail hides it, and reduced to its first processor.
+Files that describe live state (/proc/self/status, stat, statm and maps,
+/proc/meminfo, /proc/stat, /proc/uptime) are rendered from the kernel at
+each open; the rest is fixed when the kernel is made. Times are the host's
+(its boot, the monitor process's CPU time), as getrusage and times report.
+The host's /proc/cpuinfo is read then too, before any jail hides it, and
+reduced to its first processor.
 """
 
 from __future__ import annotations
 
 import os
+import resource
+import time
 from typing import TYPE_CHECKING
 
+from .children import Usage, find_process
 from .fs import DEV_DEVFS, DEV_PROC, DEV_SYSFS, FdDir, ProcNode, StaticDir, StaticFile, StaticLink
 
 if TYPE_CHECKING:
@@ -28,31 +33,50 @@ DEV_LINKS = {"fd": (22, "/proc/self/fd"), "stdin": (23, "/proc/self/fd/0"),
              "stdout": (24, "/proc/self/fd/1"), "stderr": (25, "/proc/self/fd/2")}
 
 
+CLOCK_TICKS = 100  # sysconf(_SC_CLK_TCK): the unit of /proc's times
+PAGE = 4096
+
+
 def _kib(n: int) -> int:
     return n >> 10
 
 
-def render_status(k: Kernel) -> bytes:
-    ident = k.identity
-    name = os.path.basename(k.ns.proc.entries["self"].entries["exe"].readlink())[:15]
-    sig = k.signals
-    thread = k.thread_signals
+def uptime() -> float:
+    """Seconds since the host booted (CLOCK_BOOTTIME, as Linux's /proc/uptime)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def _name(k: Kernel) -> str:
+    return os.path.basename(k.ns.proc.entries["self"].entries["exe"].readlink())[:15]
+
+
+def _signal_sets(k: Kernel) -> tuple[int, int]:
+    """The signals the process ignores and those it catches, as bit masks."""
     ignored = caught = 0
-    for signum, action in sig.actions.items():
+    for signum, action in k.signals.actions.items():
         if action.handler == 1:
             ignored |= 1 << (signum - 1)
         elif action.handler != 0:
             caught |= 1 << (signum - 1)
+    return ignored, caught
+
+
+def render_status(k: Kernel) -> bytes:
+    ident = k.identity
+    sig = k.signals
+    thread = k.thread_signals
+    ignored, caught = _signal_sets(k)
     size = _kib(k.mm.mapped_bytes)
     lines = [
-        f"Name:\t{name}", f"Umask:\t{k.umask:04o}", "State:\tR (running)",
-        f"Tgid:\t{ident.pid}", "Ngid:\t0", f"Pid:\t{ident.pid}", "PPid:\t0", "TracerPid:\t0",
+        f"Name:\t{_name(k)}", f"Umask:\t{k.umask:04o}", "State:\tR (running)",
+        f"Tgid:\t{ident.pid}", "Ngid:\t0", f"Pid:\t{ident.pid}", f"PPid:\t{ident.ppid}",
+        "TracerPid:\t0",
         f"Uid:\t{ident.uid}\t{ident.uid}\t{ident.uid}\t{ident.uid}",
         f"Gid:\t{ident.gid}\t{ident.gid}\t{ident.gid}\t{ident.gid}",
         f"FDSize:\t{max(64, len(k.fds.files))}", "Groups:\t",
         f"VmPeak:\t{size:8d} kB", f"VmSize:\t{size:8d} kB", f"VmRSS:\t{size:8d} kB",
         f"VmData:\t{size:8d} kB", f"VmStk:\t{_kib(k.mm.stack_top - k.mm.stack_bottom):8d} kB",
-        "Threads:\t1", "SigQ:\t0/0",
+        f"Threads:\t{len(k.sched.threads)}", "SigQ:\t0/0",
         f"SigPnd:\t{thread.pending:016x}", f"ShdPnd:\t{sig.pending:016x}",
         f"SigBlk:\t{thread.mask:016x}", f"SigIgn:\t{ignored:016x}", f"SigCgt:\t{caught:016x}",
         "CapInh:\t0000000000000000", "CapPrm:\t0000000000000000", "CapEff:\t0000000000000000",
@@ -62,6 +86,49 @@ def render_status(k: Kernel) -> bytes:
         "voluntary_ctxt_switches:\t0", "nonvoluntary_ctxt_switches:\t0",
     ]
     return ("\n".join(lines) + "\n").encode()
+
+
+def _ticks(seconds: float) -> int:
+    return int(seconds * CLOCK_TICKS)
+
+
+def render_stat(k: Kernel) -> bytes:
+    """/proc/self/stat's 52 fields (proc(5)): what ps and psutil read (state, parent,
+    group, session, CPU times, threads, start, sizes, signals); the rest 0."""
+    me = find_process(k, 0)
+    own = Usage.of(resource.getrusage(resource.RUSAGE_SELF))
+    waited = k.children.waited_usage()
+    size = k.mm.mapped_bytes
+    ignored, caught = _signal_sets(k)
+    fields = [
+        k.identity.pid, f"({_name(k)})", "R", k.identity.ppid, me.group, me.session, 0, -1, 0,
+        0, 0, 0, 0, _ticks(own.user_s), _ticks(own.system_s), _ticks(waited.user_s),
+        _ticks(waited.system_s), 20, 0, len(k.sched.threads), 0, _ticks(k.started), size,
+        size // PAGE, (1 << 64) - 1, 0, 0, k.mm.stack_top, 0, 0, k.signals.pending,
+        k.thread_signals.mask, ignored, caught, 0, 0, 0, 17, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0,
+    ]  # fmt: skip
+    return (" ".join(map(str, fields)) + "\n").encode()
+
+
+def render_statm(k: Kernel) -> bytes:
+    """Sizes in pages: all of the mapped memory is resident (guest RAM), none shared."""
+    pages = k.mm.mapped_bytes // PAGE
+    return f"{pages} {pages} 0 0 0 {pages} 0\n".encode()
+
+
+def render_system_stat(k: Kernel) -> bytes:
+    """/proc/stat: one CPU, whose time is the monitor's; the host's boot time."""
+    own = Usage.of(resource.getrusage(resource.RUSAGE_SELF))
+    cpu = f"{_ticks(own.user_s)} 0 {_ticks(own.system_s)} 0 0 0 0 0 0 0"
+    lines = [f"cpu  {cpu}", f"cpu0 {cpu}", "intr 0", "ctxt 0",
+             f"btime {int(time.time() - uptime())}", f"processes {len(k.sched.threads)}",
+             "procs_running 1", "procs_blocked 0", "softirq 0"]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def render_uptime(k: Kernel) -> bytes:
+    return f"{uptime():.2f} 0.00\n".encode()
 
 
 def render_maps(k: Kernel) -> bytes:
@@ -133,12 +200,16 @@ def install(k: Kernel) -> None:
     own = ns.proc.entries["self"].entries
     own["status"] = ProcNode(PROC_INO + 1, render_status)
     own["maps"] = ProcNode(PROC_INO + 2, render_maps)
+    own["stat"] = ProcNode(PROC_INO + 5, render_stat)
+    own["statm"] = ProcNode(PROC_INO + 6, render_statm)
     own["fd"] = FdDir(FD_DIR_INO, k)
     for name, (ino, target) in DEV_LINKS.items():
         ns.dev.entries[name] = StaticLink(ino, target, DEV_DEVFS)
     show_pid(k)
     ns.proc.entries["meminfo"] = ProcNode(PROC_INO + 3, render_meminfo)
     ns.proc.entries["cpuinfo"] = StaticFile(PROC_INO + 4, _host_cpuinfo(), DEV_PROC)
+    ns.proc.entries["stat"] = ProcNode(PROC_INO + 7, render_system_stat)
+    ns.proc.entries["uptime"] = ProcNode(PROC_INO + 8, render_uptime)
     cpus = {name: StaticFile(SYS_INO + i, b"0\n", DEV_SYSFS)
             for i, name in enumerate(("online", "possible", "present"))}
     cpu = StaticDir(SYS_INO + 10, cpus, DEV_SYSFS)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import SyscallError
 from ..files import MAX_FDS
+from ..procfs import uptime
 from .args import s32
 
 if TYPE_CHECKING:
@@ -133,7 +134,8 @@ def sys_sysinfo(k: Kernel, info: int, *_: int) -> int:
     free = max(total - k.mm.mapped_bytes, 0)
     # uptime, loads[3], totalram, freeram, sharedram, bufferram, totalswap,
     # freeswap, procs, totalhigh, freehigh, mem_unit
-    raw = struct.pack("<q3Q6QH6xQQI", 1, 0, 0, 0, total, free, 0, 0, 0, 0, 1, 0, 0, 1)
+    raw = struct.pack("<q3Q6QH6xQQI", int(uptime()), 0, 0, 0, total, free, 0, 0, 0, 0, 1, 0,
+                      0, 1)
     k.mem.write(info, raw.ljust(112, b"\0"))
     return 0
 
