@@ -110,7 +110,7 @@ def test_proc_and_sys_describe_one_process_on_one_cpu(usf):
     assert out[2] == "1 True"
     assert out[3] == f"{256 * 1024} kB"
     assert out[4] == "0 1"
-    assert out[5] == "['exe', 'fd', 'maps', 'stat', 'statm', 'status']"
+    assert out[5] == "['cmdline', 'environ', 'exe', 'fd', 'maps', 'stat', 'statm', 'status']"
 
 
 def test_proc_stat_files_read_as_psutil_parses_them(usf):
@@ -136,6 +136,17 @@ def test_proc_stat_files_read_as_psutil_parses_them(usf):
     """)
     name = os.path.basename(host_executable())[:15]
     assert out == [f"{name} R True True 2 52", "True True", "True", "True", "True 2"]
+
+
+def test_proc_self_cmdline_and_environ_are_what_the_process_started_with(usf):
+    out = run(usf, """
+        import subprocess, sys
+        print(open("/proc/self/cmdline", "rb").read().split(b"\\0")[:3] ==
+              [sys.executable.encode(), b"-I", b"-S"])
+        print(subprocess.run(["cat", "/proc/self/cmdline", "/proc/self/environ"], env={"A": "1"},
+                             capture_output=True).stdout)
+    """)
+    assert out == ["True", r"b'cat\x00/proc/self/cmdline\x00/proc/self/environ\x00A=1\x00'"]
 
 
 def test_proc_self_fd_lists_the_open_fds_and_reopens_what_they_name(usf):

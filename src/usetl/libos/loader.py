@@ -162,12 +162,13 @@ def load_program(mm: AddressSpace, ram_view: memoryview, program: Program,
     ]
     if vdso is not None:
         auxv.append((AT_SYSINFO_EHDR, vdso))
-    rsp = _build_stack(ram_view, mm.stack_top, argv, envp, auxv, path)
+    rsp = _build_stack(ram_view, mm, argv, envp, auxv, path)
     return LoadedProgram(entry, rsp, bias, interp_base)
 
 
-def _build_stack(view: memoryview, top: int, argv: list[str], envp: list[str],
+def _build_stack(view: memoryview, mm: AddressSpace, argv: list[str], envp: list[str],
                  auxv: list[tuple[int, int]], execfn: str) -> int:
+    top = mm.stack_top
     pos = top - 16  # an empty slot at the very top, as Linux leaves
 
     def push_bytes(data: bytes) -> int:
@@ -182,7 +183,9 @@ def _build_stack(view: memoryview, top: int, argv: list[str], envp: list[str],
     execfn_addr = push_bytes(c_string(execfn))
     platform_addr = push_bytes(b"x86_64\0")
     env_addrs = [push_bytes(c_string(e)) for e in reversed(envp)][::-1]
+    env_start = pos
     arg_addrs = [push_bytes(c_string(a)) for a in reversed(argv)][::-1]
+    mm.args, mm.env = (pos, env_start), (env_start, platform_addr)
     pos &= ~15
     random_addr = push_bytes(os.urandom(16))
     auxv = auxv + [

@@ -85,6 +85,10 @@ class AddressSpace:
     # This process's part of its invocation tree's memory allowance (allowance.py), while
     # the invocation has children; never in a template's state (the invocation's end drops it).
     charge: Charge | None = None
+    # Where the loader put the argv and envp strings, [start, end) on the stack: what
+    # /proc/self/cmdline and environ read, as Linux's mm->arg_start..arg_end.
+    args: tuple[int, int] = (0, 0)
+    env: tuple[int, int] = (0, 0)
 
     def __init__(self, ram: GuestMemory, brk_limit: int | None = None):
         self.ram = ram

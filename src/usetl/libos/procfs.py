@@ -131,6 +131,18 @@ def render_uptime(k: Kernel) -> bytes:
     return f"{uptime():.2f} 0.00\n".encode()
 
 
+def render_cmdline(k: Kernel) -> bytes:
+    """argv's strings, each ending in NUL, as the process has them in its memory now."""
+    start, end = k.mm.args
+    return k.mem.read(start, end - start)
+
+
+def render_environ(k: Kernel) -> bytes:
+    """The environment the process started with (not what it set since), as Linux's."""
+    start, end = k.mm.env
+    return k.mem.read(start, end - start)
+
+
 def render_maps(k: Kernel) -> bytes:
     """The memory map: RAM is mapped read-write-execute, so every area says rwxp.
 
@@ -202,6 +214,8 @@ def install(k: Kernel) -> None:
     own["maps"] = ProcNode(PROC_INO + 2, render_maps)
     own["stat"] = ProcNode(PROC_INO + 5, render_stat)
     own["statm"] = ProcNode(PROC_INO + 6, render_statm)
+    own["cmdline"] = ProcNode(PROC_INO + 9, render_cmdline)
+    own["environ"] = ProcNode(PROC_INO + 10, render_environ)
     own["fd"] = FdDir(FD_DIR_INO, k)
     for name, (ino, target) in DEV_LINKS.items():
         ns.dev.entries[name] = StaticLink(ino, target, DEV_DEVFS)
