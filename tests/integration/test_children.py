@@ -379,6 +379,27 @@ def test_a_forked_child_that_leaves_the_function_ends_as_a_python_program_does(u
     assert "bye\n" in r.stderr and "ValueError: from the child" in r.stderr
 
 
+def test_a_forked_childs_execve_closes_its_old_files_at_once(usf):
+    out = run(usf, """
+        import os, signal, subprocess
+        r, w = os.pipe()  # close-on-exec, as subprocess's error pipe
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            os.execvp("sleep", ["sleep", "5"])
+        os.close(w)
+        print(os.read(r, 1), os.waitpid(pid, os.WNOHANG) == (0, 0))  # its end, while it runs
+        os.kill(pid, signal.SIGKILL); os.waitpid(pid, 0)
+        # preexec_fn makes subprocess fork: the group's leader is the shell, not a copy
+        shell = subprocess.Popen(["sh", "-c", "sleep 5 & sleep 5; echo never"],
+                                 preexec_fn=os.setsid, stdout=subprocess.PIPE)
+        print(shell.poll(), os.getpgid(shell.pid) == shell.pid)
+        os.killpg(shell.pid, signal.SIGTERM)
+        print(shell.wait(), shell.stdout.read())
+    """)
+    assert out == ["b'' True", "None True", "-15 b''"]
+
+
 def test_a_file_given_to_a_child_shares_its_offset_and_an_unlinked_one_its_bytes(usf):
     out = run(usf, """
         import os, subprocess, sys, tempfile

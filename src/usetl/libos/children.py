@@ -711,6 +711,10 @@ def replace_program(k: Kernel, program: str, argv: list[str], envp: list[str]) -
     run again) and then ends with its status, as if it had been replaced. Signals its
     parent sends meanwhile are the program's."""
     child = _start_program(k, PreExec(k), k.identity.pid, program, argv, envp)
+    # The old image's files are gone, as at Linux's execve: the program has its own of
+    # those it inherits, and the reader of a close-on-exec pipe (subprocess's error pipe
+    # after a fork) sees its end now, not when the program ends.
+    close_files(k)
     k.children.replaced_by = child
     child.listen(k, lambda: None)
     host = k.sched.host
