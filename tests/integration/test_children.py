@@ -400,6 +400,20 @@ def test_a_forked_childs_execve_closes_its_old_files_at_once(usf):
     assert out == ["b'' True", "None True", "-15 b''"]
 
 
+def test_execve_keeps_the_nice_value_and_setgroups_is_eperm(usf):
+    out = run(usf, """
+        import os, subprocess, sys
+        child = subprocess.run([sys.executable, "-c", "import os; print(os.nice(0))"],
+                               preexec_fn=lambda: os.nice(5), capture_output=True, text=True)
+        print(child.stdout.strip(), os.nice(0))
+        try:
+            os.setgroups([])
+        except PermissionError as e:
+            print(e.errno)
+    """)
+    assert out == ["5 0", "1"]
+
+
 def test_a_file_given_to_a_child_shares_its_offset_and_an_unlinked_one_its_bytes(usf):
     out = run(usf, """
         import os, subprocess, sys, tempfile

@@ -964,6 +964,7 @@ def _run_program(k: Kernel, pid: int, program: Program, argv: list[str], envp: l
     child.children = Children(k.children.tokens, k.children.table)
     child.net = k.net
     child.umask = k.umask
+    child.identity.nice = k.identity.nice  # kept across execve, as Linux's
     child.limits = dict(k.limits)  # kept across execve, as Linux's
     child.fds.limit = k.fds.limit
     # As Linux's execve: ignored signals stay ignored (caught ones are reset to the

@@ -188,6 +188,8 @@ _ENTRIES = [
     Syscall("setresuid", ident.sys_setresuid, FULL, "not root: -1 or its own uid, else EPERM"),
     Syscall("setresgid", ident.sys_setresgid, FULL, "not root: -1 or its own gid, else EPERM"),
     Syscall("getgroups", ident.sys_getgroups, FULL),
+    Syscall("setgroups", _errno(errno.EPERM), REFUSED,
+            "EPERM: it takes CAP_SETGID (subprocess's extra_groups)"),
     Syscall("getpriority", ident.sys_getpriority, FULL, "one process: the guest's"),
     Syscall("setpriority", ident.sys_setpriority, PARTIAL,
             "the nice value is kept, never applied (one vCPU); lowering it is EACCES"),
