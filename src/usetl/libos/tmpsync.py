@@ -6,8 +6,8 @@ created, changed or removed there reaches its parent's tmpfs when the child
 exits (not while it runs, and not if it was killed): so a tool that writes
 its output file (`ffmpeg -i /tmp/in.mp4 /tmp/out.mp4`) leaves it for the
 parent to read after wait, as on Linux. A path both changed is the child's
-at that moment. Only regular files and directories travel; symlinks and
-hard links made by the child do not.
+at that moment. Regular files (their bytes and mode), directories and
+symlinks travel; hard links made by the child do not.
 
 The regular files the child was given as fds are open file descriptions it
 shares with its parent on Linux: the offsets it moved come back too (so a
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from .errors import SyscallError
 from .files import ImageFile, OpenFile, TmpOpenFile
-from .fs import TmpDir, TmpFile, TmpFS, TmpNode
+from .fs import TmpDir, TmpFile, TmpFS, TmpLink, TmpNode
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +43,17 @@ class Seen:
     node: int  # id() of the node: the same object in the copy, until the child replaces it
     mtime_ns: int
     size: int
+    mode: int
+
+    @classmethod
+    def of(cls, node: TmpNode) -> Seen:
+        return cls(id(node), node.mtime_ns, node.size, node.mode)
 
 
 def snapshot(tmp: TmpFS) -> dict[str, Seen | None]:
-    """Every file (its state) and directory (None) below the root, by path."""
-    out: dict[str, Seen | None] = {}
-    for path, node in _walk(tmp.root, ""):
-        out[path] = Seen(id(node), node.mtime_ns, node.size) if isinstance(node, TmpFile) \
-            else None
-    return out
+    """Every file and symlink (its state) and directory (None) below the root, by path."""
+    return {path: None if isinstance(node, TmpDir) else Seen.of(node)
+            for path, node in _walk(tmp.root, "")}
 
 
 @dataclass(frozen=True)
@@ -71,16 +73,14 @@ def given_files(files: dict[int, OpenFile]) -> dict[int, Given]:
     for fd, f in sorted(files.items()):
         if isinstance(f, (TmpOpenFile, ImageFile)) and id(f) not in taken:
             taken.add(id(f))
-            seen = Seen(id(f.node), f.node.mtime_ns, f.node.size) \
-                if isinstance(f, TmpOpenFile) else None
-            out[fd] = Given(f, f.offset, seen)
+            out[fd] = Given(f, f.offset, Seen.of(f.node) if isinstance(f, TmpOpenFile) else None)
     return out
 
 
 def _walk(directory: TmpDir, prefix: str):
     for name, node in directory.entries.items():
         path = f"{prefix}{name}"
-        if isinstance(node, TmpFile):
+        if isinstance(node, (TmpFile, TmpLink)):
             yield path, node
         elif isinstance(node, TmpDir):
             yield path, node
@@ -99,8 +99,11 @@ def encode_changes(tmp: TmpFS, before: dict[str, Seen | None],
         if isinstance(node, TmpDir):
             if seen is not None:
                 entries.append({"path": path, "kind": "dir", "mode": node.mode & 0o7777})
-        elif not isinstance(seen, Seen) or (seen.node, seen.mtime_ns, seen.size) != \
-                (id(node), node.mtime_ns, node.size):
+        elif seen == Seen.of(node):
+            continue
+        elif isinstance(node, TmpLink):
+            entries.append({"path": path, "kind": "symlink", "target": node.target})
+        else:
             entries.append({"path": path, "kind": "file", "mode": node.mode & 0o7777,
                             "size": node.size})
             blobs.append(bytes(node.data))
@@ -145,6 +148,8 @@ def apply_changes(tmp: TmpFS, header: bytes, data: memoryview,
                 size = entry["size"]
                 _file(tmp, path, entry["mode"], data[at : at + size])
                 at += size
+            elif entry["kind"] == "symlink":
+                _symlink(tmp, path, entry["target"])
             else:
                 _remove(tmp, path)
         except SyscallError as e:  # a full tmpfs, a file where the child had a directory
@@ -192,6 +197,18 @@ def _file(tmp: TmpFS, path: str, mode: int, data: memoryview) -> None:
         node = parent.entries[name] = TmpFile(tmp.new_ino(), mode)
     node.data[:] = data
     node.mode = (node.mode & ~0o7777) | mode
+
+
+def _symlink(tmp: TmpFS, path: str, target: str) -> None:
+    *dirs, name = path.split("/")
+    parent = _directory(tmp, dirs)
+    node = parent.entries.get(name)
+    if isinstance(node, TmpDir):
+        raise SyscallError(errno.EISDIR)
+    ino = tmp.new_ino()
+    if node is not None:
+        tmp.drop_link(node)  # the child's, as a file both changed is
+    parent.entries[name] = TmpLink(ino, target)
 
 
 def _remove(tmp: TmpFS, path: str) -> None:
