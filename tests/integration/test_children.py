@@ -414,18 +414,19 @@ def test_execve_keeps_the_nice_value_and_setgroups_is_eperm(usf):
     assert out == ["5 0", "1"]
 
 
-def test_a_childs_symlinks_and_mode_changes_reach_its_parent(usf):
+def test_a_childs_symlinks_mode_and_mtime_changes_reach_its_parent(usf):
     out = run(usf, """
         import os, subprocess
         here = os.getcwd(); os.makedirs("/tmp/synced"); os.chdir("/tmp/synced")
         open("old", "w").close(); os.symlink("old", "gone")
         subprocess.run(["sh", "-c", "echo x > f && ln -s f l && chmod 600 f && chmod 700 old"
-                        " && rm gone"], check=True)
+                        " && rm gone && touch -d 2020-01-02T00:00:00Z old"], check=True)
         print(sorted(os.listdir()), os.readlink("l"), open("l").read().strip())
         print(oct(os.stat("f").st_mode & 0o777), oct(os.stat("old").st_mode & 0o777))
+        print(os.stat("old").st_mtime)
         os.chdir(here)
     """)
-    assert out == ["['f', 'l', 'old'] f x", "0o600 0o700"]
+    assert out == ["['f', 'l', 'old'] f x", "0o600 0o700", "1577923200.0"]
 
 
 def test_a_file_given_to_a_child_shares_its_offset_and_an_unlinked_one_its_bytes(usf):

@@ -6,8 +6,8 @@ created, changed or removed there reaches its parent's tmpfs when the child
 exits (not while it runs, and not if it was killed): so a tool that writes
 its output file (`ffmpeg -i /tmp/in.mp4 /tmp/out.mp4`) leaves it for the
 parent to read after wait, as on Linux. A path both changed is the child's
-at that moment. Regular files (their bytes and mode), directories and
-symlinks travel; hard links made by the child do not.
+at that moment. Regular files (their bytes, mode and mtime), directories
+and symlinks travel; hard links made by the child do not.
 
 The regular files the child was given as fds are open file descriptions it
 shares with its parent on Linux: the offsets it moved come back too (so a
@@ -105,7 +105,7 @@ def encode_changes(tmp: TmpFS, before: dict[str, Seen | None],
             entries.append({"path": path, "kind": "symlink", "target": node.target})
         else:
             entries.append({"path": path, "kind": "file", "mode": node.mode & 0o7777,
-                            "size": node.size})
+                            "mtime_ns": node.mtime_ns, "size": node.size})
             blobs.append(bytes(node.data))
     # Removals last, the deepest first, so that a directory is empty when its turn comes.
     entries += [{"path": path, "kind": "gone"} for path in reversed(before) if path not in now]
@@ -146,7 +146,7 @@ def apply_changes(tmp: TmpFS, header: bytes, data: memoryview,
                 _directory(tmp, path.split("/"), entry["mode"])
             elif entry["kind"] == "file":
                 size = entry["size"]
-                _file(tmp, path, entry["mode"], data[at : at + size])
+                _file(tmp, path, entry, data[at : at + size])
                 at += size
             elif entry["kind"] == "symlink":
                 _symlink(tmp, path, entry["target"])
@@ -184,7 +184,8 @@ def _directory(tmp: TmpFS, parts: list[str], mode: int = 0o777) -> TmpDir:
     return node
 
 
-def _file(tmp: TmpFS, path: str, mode: int, data: memoryview) -> None:
+def _file(tmp: TmpFS, path: str, entry: dict, data: memoryview) -> None:
+    mode = entry["mode"]
     *dirs, name = path.split("/")
     parent = _directory(tmp, dirs)
     node: TmpNode | None = parent.entries.get(name)
@@ -197,6 +198,7 @@ def _file(tmp: TmpFS, path: str, mode: int, data: memoryview) -> None:
         node = parent.entries[name] = TmpFile(tmp.new_ino(), mode)
     node.data[:] = data
     node.mode = (node.mode & ~0o7777) | mode
+    node.mtime_ns = entry["mtime_ns"]  # the child's (touch -d, cp -p keep an old one)
 
 
 def _symlink(tmp: TmpFS, path: str, target: str) -> None:
