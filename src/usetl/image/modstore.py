@@ -50,6 +50,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from usetl.abi.archive import in_region
 from usetl.elf import ElfError, ElfFile
 from usetl.errors import UsetlError
 
@@ -65,7 +66,7 @@ SYSLIBS = ".usetl-syslibs"
 BUILT_WHEELS = ".built-wheels"  # wheels built from sdists, by the sdist's sha256
 PRELOAD = "preload.txt"
 ARCHIVE_SUFFIX = ".usetl"
-PACK_FORMAT = 1  # in each packed archive's meta: a new packing makes old archives stale
+PACK_FORMAT = 2  # in each packed archive's meta: a new packing makes old archives stale
 # Libraries every CPython process has loaded already (a second copy must not be loaded).
 ALWAYS_LOADED = frozenset({"libc.so.6", "libm.so.6", "ld-linux-x86-64.so.2"})
 
@@ -370,9 +371,14 @@ def _is_current(archive: Path) -> bool:
 
 
 def _pack_tree(root: Path, writer: ArchiveWriter) -> None:
+    """Pack the tree: first the files the module region holds (pycs, sources without one,
+    data), then those it leaves out (sources with a pyc, shared objects), so that what the
+    region holds is dense and fills whole huge pages (ModuleRegion.place)."""
     pycs = _compile_tree(root)
+    region_pycs = {pyc_path(path) for path in pycs}
     info = root.stat()
     writer.add_dir("/", info.st_mode, info.st_mtime_ns)
+    left_out = []
     for directory, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         relative = os.path.relpath(directory, root)
@@ -385,7 +391,15 @@ def _pack_tree(root: Path, writer: ArchiveWriter) -> None:
             else:
                 writer.add_dir(f"{base}/{name}", info.st_mode, info.st_mtime_ns)
         for name in sorted(files):
-            _pack_file(os.path.join(directory, name), f"{base}/{name}", writer, pycs)
+            host_path, path = os.path.join(directory, name), f"{base}/{name}"
+            if path in pycs:
+                _pack_pyc(path, pycs[path], os.lstat(host_path).st_mtime_ns, writer)
+            if in_region(path, region_pycs):
+                _pack_file(host_path, path, writer, pycs)
+            else:
+                left_out.append((host_path, path))
+    for host_path, path in left_out:
+        _pack_file(host_path, path, writer, pycs)
 
 
 def _compile_tree(root: Path) -> dict[str, bytes]:
@@ -426,12 +440,15 @@ def _pack_file(host_path: str, path: str, writer: ArchiveWriter,
         return  # a FIFO or socket in a wheel's tree is nothing a guest could read
     with open(host_path, "rb") as f:
         data = f.read()
-    writer.add_file(path, data, info.st_mode, info.st_mtime_ns)
     pyc = pycs.get(path)
-    if pyc is not None:
-        if importlib.util.source_hash(data) != source_hash_of_pyc(pyc):
-            raise ModuleStoreError(f"{host_path} changed while it was packed")
-        cache = posixpath.dirname(pyc_path(path))
-        if cache not in writer:
-            writer.add_dir(cache, stat.S_IFDIR | 0o555, info.st_mtime_ns)
-        writer.add_file(pyc_path(path), pyc, stat.S_IFREG | 0o444, info.st_mtime_ns)
+    if pyc is not None and importlib.util.source_hash(data) != source_hash_of_pyc(pyc):
+        raise ModuleStoreError(f"{host_path} changed while it was packed")
+    writer.add_file(path, data, info.st_mode, info.st_mtime_ns)
+
+
+def _pack_pyc(path: str, pyc: bytes, mtime: int, writer: ArchiveWriter) -> None:
+    """The pyc of the module at `path`, in its __pycache__, with its source's `mtime`."""
+    cache = posixpath.dirname(pyc_path(path))
+    if cache not in writer:
+        writer.add_dir(cache, stat.S_IFDIR | 0o555, mtime)
+    writer.add_file(pyc_path(path), pyc, stat.S_IFREG | 0o444, mtime)

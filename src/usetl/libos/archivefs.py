@@ -89,6 +89,9 @@ class ModuleRegion:
                 if os.preadv(f.fileno(), [self.memory.view[start : start + length]], offset) \
                         != length:
                     raise LibosError(f"short read of {archive.path}: it changed while placed")
+        # Archives are packed with what the region holds first (modstore._pack_tree), so
+        # most of its huge pages are whole: one fault each for the importer's reads.
+        self.memory.collapse_filled(self.used, size)
         self.placed.append({"mount": mount, "offset": self.used, "size": size})
         self.used += -(-size // BLOCK_SIZE) * BLOCK_SIZE
 
