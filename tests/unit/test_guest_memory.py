@@ -143,3 +143,33 @@ def test_neighbours_the_guest_may_write_alike_share_a_memslot():
         for mem in [*placed.values(), apart]:
             mem.close()
         hostmm.unmap(span, 4 * mib)
+
+
+def _shmem_pmd_mapped_kib(addr):
+    """ShmemPmdMapped of this process's mapping that starts at `addr` (/proc/self/smaps)."""
+    with open("/proc/self/smaps") as f:
+        lines = f.read().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{addr:x}-"))
+    for line in lines[start + 1 :]:
+        if line.startswith("ShmemPmdMapped:"):
+            return int(line.split()[1])
+    raise AssertionError("no ShmemPmdMapped line")
+
+
+def test_huge_pages_at_least_half_filled_are_collapsed_with_their_bytes():
+    huge = hostmm.HUGE_PAGE
+    mem = GuestMemory("modules", 0, 4 * huge)
+    try:
+        mem.view[: huge] = b"a" * huge  # filled
+        mem.view[huge : huge + huge * 3 // 4] = b"b" * (huge * 3 // 4)  # three quarters
+        mem.view[2 * huge : 2 * huge + huge // 8] = b"c" * (huge // 8)  # an eighth: stays sparse
+        collapsed = mem.collapse_filled(0, 4 * huge)
+        if collapsed == 0 and not hostmm.collapse(mem.host_addr, huge):
+            pytest.skip("this kernel refuses MADV_COLLAPSE on shared memory")
+        assert collapsed == 2
+        assert _shmem_pmd_mapped_kib(mem.host_addr) == 2 * huge >> 10
+        assert bytes(mem.view[huge - 1 : huge + 1]) == b"ab"
+        assert bytes(mem.view[huge * 7 // 4 - 1 : huge * 7 // 4 + 1]) == b"b\0"
+        assert hostmm.resident_pages(mem.host_addr + 2 * huge, huge) == huge // 8 // PAGE_SIZE
+    finally:
+        mem.close()

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from usetl.abi.archive import in_region
 from usetl.guest import importer
 from usetl.image.archive import ImageArchive
 from usetl.image.modstore import archive_path, packed
@@ -63,6 +64,18 @@ def test_packing_adds_an_unchecked_pyc_per_module_and_is_done_once(tmp_path):
         assert opened.lookup("/mapdemo/data/table.json").size == 11
     mtime = archive.stat().st_mtime_ns
     assert packed(tree) == archive and archive.stat().st_mtime_ns == mtime
+
+
+def test_what_the_module_region_holds_is_packed_before_what_it_leaves_out(tmp_path):
+    tree = make_tree(tmp_path / "tree")
+    (tree / "mapdemo" / "_speedups.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
+    with ImageArchive.open(packed(tree)) as opened:
+        files = {e.path: e for e in opened.entries() if e.kind == "file"}
+    held = [e.offset for p, e in files.items() if in_region(p, files)]
+    left_out = [e.offset for p, e in files.items() if not in_region(p, files)]
+    assert "/mapdemo/broken.py" in files and in_region("/mapdemo/broken.py", files)  # no pyc
+    assert len(left_out) == 5  # the four sources with a pyc and the shared object
+    assert max(held) < min(left_out)
 
 
 def test_a_mapped_package_has_a_directory_imports_attributes(mapped):
