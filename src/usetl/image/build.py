@@ -27,6 +27,8 @@ from importlib.util import source_hash
 from pathlib import Path
 from typing import BinaryIO
 
+from usetl.abi.archive import in_region
+
 from .archive import ArchiveWriter, ImageArchive, ImageError
 from .inputs import DIR_MODE, FILE_MODE, ImagePlan, guest_sources, plan_image
 from .pyc import compile_pyc, pyc_path, source_hash_of_pyc
@@ -241,7 +243,9 @@ def _write_image(plan: ImagePlan, out: BinaryIO, progress: ProgressFn | None) ->
     total = sum(e.size for e in host_files.values()) + sum(map(len, pycs.values()))
     written = 0
     _report(progress, "write", 0, total)
-    for path in sorted([*host_files, *pyc_files]):
+    # What the module region holds first, what it leaves out after (modstore._pack_tree).
+    files = {*host_files, *pyc_files}
+    for path in sorted(files, key=lambda p: (not in_region(p, files), p)):
         if path in pyc_files:
             source = pyc_files[path]
             data = pycs[source]

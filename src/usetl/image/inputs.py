@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 # Bump when the builder puts different bytes or paths into an image for the
 # same host files, so cached images built by older code are not reused.
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 
 # Where ld.so looks after DT_RUNPATH (Debian multiarch first, then the
 # classic dirs); the builder searches them in this order.
