@@ -21,7 +21,6 @@ _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
-_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
 _MAP_FAILED = ctypes.c_void_p(-1).value
 
 PR_SET_MEMORY_MERGE = 67
@@ -93,16 +92,8 @@ def collapse(addr: int, size: int) -> bool:
     """Put the huge pages [addr, addr+size) of a memfd's shared mapping on huge pages of
     the file, mapped whole here (MADV_COLLAPSE, which works whatever shmem_enabled says,
     unless it is deny): one KVM fault then maps 2 MiB, not 4 KiB. Pages that were not
-    there read as zero. False if refused (a range with no page present is)."""
+    there read as zero. False if refused (a huge page with no page present is)."""
     return _libc.madvise(ctypes.c_void_p(addr), ctypes.c_size_t(size), MADV_COLLAPSE) == 0
-
-
-def resident_pages(addr: int, size: int) -> int:
-    """How many pages of [addr, addr+size) (page-aligned) are in memory (mincore)."""
-    vec = (ctypes.c_ubyte * ((size + 4095) // 4096))()
-    if _libc.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(size), vec) != 0:
-        return 0
-    return sum(b & 1 for b in bytes(vec))  # the other bits are undefined
 
 
 def merge_identical_pages() -> bool:

@@ -156,20 +156,21 @@ def _shmem_pmd_mapped_kib(addr):
     raise AssertionError("no ShmemPmdMapped line")
 
 
-def test_huge_pages_at_least_half_filled_are_collapsed_with_their_bytes():
+def test_huge_pages_at_least_half_to_be_filled_are_collapsed_keeping_their_bytes():
     huge = hostmm.HUGE_PAGE
     mem = GuestMemory("modules", 0, 4 * huge)
     try:
-        mem.view[: huge] = b"a" * huge  # filled
-        mem.view[huge : huge + huge * 3 // 4] = b"b" * (huge * 3 // 4)  # three quarters
-        mem.view[2 * huge : 2 * huge + huge // 8] = b"c" * (huge // 8)  # an eighth: stays sparse
-        collapsed = mem.collapse_filled(0, 4 * huge)
+        mem.view[:PAGE_SIZE] = b"p" * PAGE_SIZE  # written before (an archive placed earlier)
+        ranges = [(PAGE_SIZE, huge - PAGE_SIZE), (huge, huge * 3 // 4), (2 * huge, huge // 8)]
+        collapsed = mem.use_huge_pages(ranges)
         if collapsed == 0 and not hostmm.collapse(mem.host_addr, huge):
             pytest.skip("this kernel refuses MADV_COLLAPSE on shared memory")
-        assert collapsed == 2
+        assert collapsed == 2  # the first two; an eighth stays sparse
+        for (offset, length), byte in zip(ranges, b"abc", strict=True):
+            mem.view[offset : offset + length] = bytes([byte]) * length
         assert _shmem_pmd_mapped_kib(mem.host_addr) == 2 * huge >> 10
-        assert bytes(mem.view[huge - 1 : huge + 1]) == b"ab"
+        assert bytes(mem.view[PAGE_SIZE - 1 : PAGE_SIZE + 1]) == b"pa"
         assert bytes(mem.view[huge * 7 // 4 - 1 : huge * 7 // 4 + 1]) == b"b\0"
-        assert hostmm.resident_pages(mem.host_addr + 2 * huge, huge) == huge // 8 // PAGE_SIZE
+        assert os.fstat(mem.fd).st_blocks * 512 == 2 * huge + huge // 8
     finally:
         mem.close()

@@ -83,15 +83,15 @@ class ModuleRegion:
         index = max((e.offset + e.size for e in files.values()), default=BLOCK_SIZE)
         ranges = [(0, BLOCK_SIZE), (index, size - index)]  # the index, then the trailer
         ranges += [(e.offset, e.size) for e in files.values() if in_region(e.path, files)]
+        # Archives are packed with what the region holds first (modstore._pack_tree), so
+        # most of its huge pages are whole: one fault each for the importer's reads.
+        self.memory.use_huge_pages([(self.used + offset, length) for offset, length in ranges])
         with open(archive.path, "rb") as f:
             for offset, length in ranges:
                 start = self.used + offset
                 if os.preadv(f.fileno(), [self.memory.view[start : start + length]], offset) \
                         != length:
                     raise LibosError(f"short read of {archive.path}: it changed while placed")
-        # Archives are packed with what the region holds first (modstore._pack_tree), so
-        # most of its huge pages are whole: one fault each for the importer's reads.
-        self.memory.collapse_filled(self.used, size)
         self.placed.append({"mount": mount, "offset": self.used, "size": size})
         self.used += -(-size // BLOCK_SIZE) * BLOCK_SIZE
 

@@ -302,19 +302,25 @@ class GuestMemory:
         hostmm.map_over(self.host_addr + offset, length, self.fd, private=self.private,
                         offset=offset)
 
-    def collapse_filled(self, offset: int, length: int) -> int:
-        """Put each huge page of [offset, offset+length) that is at least half filled on a
-        huge page of this memory's file (hostmm.collapse), so that KVM maps it in one fault
-        where the guest would take one per 4 KiB page it reads (a read-only memslot's pages
-        get no prefetch). Emptier ones stay sparse: their holes would cost memory. Returns
-        how many were collapsed."""
+    def use_huge_pages(self, ranges: list[tuple[int, int]]) -> int:
+        """Put each huge page that the (offset, length) `ranges` about to be written fill at
+        least half on a huge page of this memory's file (hostmm.collapse), so that KVM maps
+        it in one fault where the guest would take one per 4 KiB page it reads (a read-only
+        memslot's pages get no prefetch). Done before the writes, a collapse copies little
+        and the writes allocate no 4 KiB pages. Emptier ones stay sparse: their holes would
+        cost memory. Returns how many were put on huge pages."""
         huge = hostmm.HUGE_PAGE
-        lo, hi = self.host_addr + offset, self.host_addr + min(offset + length, self.size)
+        filled: dict[int, int] = {}
+        for offset, length in ranges:
+            lo, hi = self.host_addr + offset, self.host_addr + offset + length
+            for block in range(lo & ~(huge - 1), hi, huge):
+                filled[block] = filled.get(block, 0) + min(hi, block + huge) - max(lo, block)
         collapsed = 0
-        for addr in range(lo & ~(huge - 1), hi, huge):
-            if self.host_addr <= addr and addr + huge <= self.host_addr + self.size \
-                    and hostmm.resident_pages(addr, huge) * 2 >= huge // PAGE_SIZE:
-                collapsed += hostmm.collapse(addr, huge)
+        for block, n in filled.items():
+            if 2 * n >= huge and self.host_addr <= block \
+                    and block + huge <= self.host_addr + self.size:
+                hostmm.populate_write(block, PAGE_SIZE)  # a collapse needs a page present
+                collapsed += hostmm.collapse(block, huge)
         return collapsed
 
     # -- another file's pages shown copy-on-write (libraries from an archive) -----------
