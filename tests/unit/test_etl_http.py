@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from usetl.etl import EtlError, HttpClient, IoAccount, UrlPolicy
+from waiting import wait_until
 
 MiB = 1 << 20
 TLS_BODY = os.urandom(3 * MiB + 5)  # many TLS records, none a whole number of slices
@@ -245,6 +246,7 @@ class ScriptedServer:
 
         self.script = list(script)
         self.connections = 0
+        self.closed = 0  # connections it has closed
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.base = f"http://127.0.0.1:{self.port}"
@@ -272,6 +274,7 @@ class ScriptedServer:
                     conn.sendall(answer)
                     if close:
                         break
+            self.closed += 1
 
     def close(self) -> None:
         self.listener.close()
@@ -322,8 +325,10 @@ def test_kept_connection_closed_by_the_server_is_not_reused(scripted):
     ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
     server = scripted((ok, False), (ok, True), (ok, False))
     with client_for(server) as client:
-        for _ in range(3):
+        for i in range(3):
             assert client.get(server.base + "/x", memoryview(bytearray(2))).size == 2
+            if i == 1:  # the next request comes once the server has closed it
+                wait_until(lambda: server.closed == 1, "the server's close")
     assert server.connections == 2  # kept alive once, then a new one after the close
 
 
