@@ -205,6 +205,30 @@ def test_invocations_fan_out_over_three_workers(cluster):
     assert sorted(h["host"] for h in json.loads(listed.stdout)) == WORKERS
 
 
+def test_warm_sync_calls_without_secrets_are_answered_and_recorded(cluster):
+    """A secret-free function's warm sync calls are awaited on the workers' loops: each
+    answered (a failure too), and its record written with its host and rollback."""
+    cluster.deploy("plain", cluster.root / "etl_fn.py")
+    answers = [cluster.client.invoke("plain", {"n": i}) for i in range(8)]
+    assert [a["result"] for a in answers] == [{"n": i} for i in range(8)]
+    failed = cluster.client.invoke("plain", {"source": cluster.http.base + "/missing.csv"})
+    assert failed["status"] == "failed" and failed["error"]["type"] == "EtlError"
+    answers.append(failed)
+    assert all(a["host"] in WORKERS for a in answers)
+
+    def recorded() -> list[dict] | None:
+        try:
+            records = [cluster.client.invocation(a["id"]) for a in answers]
+        except ApiError as e:
+            assert e.status == 404  # written just after its answer
+            return None
+        return records if all("rollback_ms" in r["phases"] for r in records) else None
+
+    records = wait_until(recorded, "the sync calls' records with their rollbacks")
+    assert [(r["status"], r["host"]) for r in records] == [
+        (a["status"], a["host"]) for a in answers]
+
+
 def test_an_async_run_that_fails_is_retried_with_its_secret_on_a_worker(cluster):
     invocation_id = cluster.client.invoke_async("etl", {"source": cluster.http.base + "/later.csv"})
     wait_until(lambda: any(p == "/later.csv" for _, p, _ in cluster.http.requests),
@@ -355,7 +379,8 @@ def test_a_second_gateway_serves_the_same_functions_and_loses_no_accepted_call(c
         assert client.invoke("etl", {"n": 1})["result"] == {"n": 1}
         # Deployed here, seen by the first gateway; its invocations run at most once.
         cluster.deploy("fragile", cluster.root / "etl_fn.py", client)
-        assert [f["name"] for f in cluster.client.functions()] == ["etl", "fragile", "shipped"]
+        assert [f["name"] for f in cluster.client.functions()] == [
+            "etl", "fragile", "plain", "shipped"]
         accepted: list[str] = []
 
         def load() -> None:

@@ -8,7 +8,9 @@ finished is not run again (its earlier run completed; only the ack was lost); on
 delivered more often than its consumer's runs allow (MAX_RUNS by default) goes to the
 dead letters, its record failed with
 DeadLetter. A sync invocation is at most once: redelivered, it answers its caller that the
-worker running it died (the effects of a half-run call are unknown).
+worker running it died (the effects of a half-run call are unknown). A warm sync call is
+served on the bus's loop, as the single host serves one (Platform.run_on_loop); the rest
+run on the worker's threads.
 
 Placement is pull: a worker that holds the live version's template pulls at once; one
 that does not pulls only when messages are waiting (then it fetches the code bundle and
@@ -364,15 +366,13 @@ class Worker:
                 await msg.term()
                 return
             delivered = msg.metadata.num_delivered
-            # Handed to a thread at once (submitted here, not when a task first runs).
-            loop = asyncio.get_running_loop()
-            running = (
-                loop.run_in_executor(self.executor, self._deliver_sync, invocation, delivered)
-                if reply else loop.run_in_executor(self.executor, self._deliver_async,
-                                                   invocation, delivered, max_runs))
             keepalive = asyncio.ensure_future(keep_in_progress(msg, ack_wait_s))
             try:
-                outcome = await running
+                if reply:
+                    outcome = await self._sync(invocation, delivered)
+                else:
+                    outcome = await self._in_thread(self._deliver_async, invocation,
+                                                    delivered, max_runs)
             finally:
                 self._ran()  # its slot pulls again now, not after the answer and the ack
             if reply:
@@ -392,6 +392,20 @@ class Worker:
                 keepalive.cancel()
             if keepalive is None:  # refused before it ran
                 self._ran()
+
+    async def _sync(self, invocation: Invocation, delivered: int,
+                    ) -> tuple[bytes | None, Callable[[], None] | None]:
+        """_deliver_sync(): awaited here on the loop when a warm instance serves it at
+        once (no thread hop there and back on the caller's time), else on a thread."""
+        version = self.versions.get(invocation.version_id)
+        if (version is not None and delivered == 1 and not invocation.stage
+                and invocation.files is None and self.platform.runs_on_loop(version)
+                and (invocation.deadline is None or time.time() <= invocation.deadline)):
+            event = json.loads(invocation.event)
+            outcome = await self.platform.run_on_loop(version, invocation.id, event)
+            if outcome is not None:
+                return self._answered(invocation, version, event, outcome, None)
+        return await self._in_thread(self._deliver_sync, invocation, delivered)
 
     def _ran(self) -> None:
         self.running -= 1
@@ -497,6 +511,12 @@ class Worker:
         except ConcurrencyLimit as e:
             return _error(429, "concurrency_limit",
                           f"function {version.name!r} is at its concurrency limit: {e}"), None
+        return self._answered(invocation, version, event, outcome, kept)
+
+    def _answered(self, invocation: Invocation, version: Version, event: Any,
+                  outcome: InvocationResult, kept: HandOff | None,
+                  ) -> tuple[bytes, Callable[[], None]]:
+        """A sync invocation's answer, and what writes its record."""
         record = invocation_record(invocation.id, version, "sync", outcome, invocation.created,
                                    self.name)
         answer: dict[str, Any] = {"record": record}

@@ -599,7 +599,7 @@ class Platform:
         On a single host that is a warm call of a live version the pool can serve at once
         with no secrets to read: the sandbox's reply is awaited on the loop."""
         version = self.live.get((tenant.id, name))
-        if version is None or version.secrets or self.closed:
+        if version is None or not self.runs_on_loop(version):
             return None
         # Shielded: a caller that goes away does not cut the invocation short.
         return _shielded(self._invoke_on_loop(version, event))
@@ -607,12 +607,26 @@ class Platform:
     async def _invoke_on_loop(self, version: Version, event: Any) -> dict | None:
         invocation_id = uuid.uuid4().hex
         started = time.time()
-        outcome = await self.pool.invoke_async(version.key, event,
-                                               _context(version, invocation_id, {}))
+        outcome = await self.run_on_loop(version, invocation_id, event)
         if outcome is None:
             return None
-        self._check_outcome(outcome)
         return self._recorded(invocation_id, version, event, outcome, started)
+
+    def runs_on_loop(self, version: Version) -> bool:
+        """Whether run_on_loop() may serve the version: it has no secrets to read (a
+        registry query) and the platform is open."""
+        return not version.secrets and not self.closed
+
+    async def run_on_loop(self, version: Version, invocation_id: str,
+                          event: Any) -> InvocationResult | None:
+        """_run() of a version runs_on_loop() allows, awaited on the running event loop
+        where nothing need wait (a warm instance free, no call queued before it); None
+        where it would wait for a thread's work: then _run() on a thread."""
+        outcome = await self.pool.invoke_async(version.key, event,
+                                               _context(version, invocation_id, {}))
+        if outcome is not None:
+            self._check_outcome(outcome)
+        return outcome
 
     def invoke_async(self, tenant: Tenant, name: str, event: Any,
                      callback_url: str | None = None) -> str:
