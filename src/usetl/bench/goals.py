@@ -170,6 +170,13 @@ GOALS += [
 ]
 
 
+GOALS += [
+    Goal("sync dispatch overhead against the single host, in NATS request/reply round trips "
+         "(same run)", "round trips", 2, True, "issue 14",
+         lambda r: _get(_ok(r, "cluster"), "dispatch_overhead_round_trips")),
+]
+
+
 def _import_ratio(module: str) -> Callable[[dict], float | None]:
     return lambda r: _get(_ok(r, "imports"), "packages", module, "ratio")
 
