@@ -235,8 +235,10 @@ def test_tgkill_reaches_a_thread_of_another_process(usf):
         TGKILL, TKILL = 234, 200
         child = subprocess.Popen([sys.executable, "-c", """
         import os, signal, threading, time
-        ran = threading.Event()
-        signal.signal(signal.SIGUSR1, lambda s, f: ran.set())
+        # The handler takes no lock (an Event's would be the main thread's own inside
+        # ran.wait: a deadlock) and the wait sees a signal that comes just before it.
+        ran = []
+        signal.signal(signal.SIGUSR1, lambda s, f: ran.append(s))
         def other():  # SIGUSR2 blocked here only: one for this thread stays pending on it
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
             print(threading.get_native_id(), flush=True)
@@ -244,7 +246,11 @@ def test_tgkill_reaches_a_thread_of_another_process(usf):
                 time.sleep(0.01)
             print("pending on the thread", flush=True)
         t = threading.Thread(target=other); t.start()
-        t.join(); ran.wait(30); print("handler ran", flush=True)
+        t.join()
+        end = time.monotonic() + 30
+        while not ran and time.monotonic() < end:
+            time.sleep(0.01)
+        print("handler ran" if ran else "no handler", flush=True)
         """], stdout=subprocess.PIPE, text=True)
         tid = int(child.stdout.readline())
         print(libc.syscall(TGKILL, child.pid, tid, signal.SIGUSR2), ctypes.get_errno())
