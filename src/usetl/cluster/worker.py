@@ -388,10 +388,10 @@ class Worker:
         except Exception:  # noqa: BLE001 - a worker outlives any one message
             log.exception("invocation message")
         finally:
-            if keepalive is not None:
-                keepalive.cancel()
             if keepalive is None:  # refused before it ran
                 self._ran()
+            else:
+                keepalive.cancel()
 
     async def _sync(self, invocation: Invocation, delivered: int,
                     ) -> tuple[bytes | None, Callable[[], None] | None]:

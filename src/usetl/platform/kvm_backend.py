@@ -115,11 +115,8 @@ class KvmInstance:
     def invoke(self, event: Any, context: dict, timeout: float, files: HandOff | None = None,
                keep_files: bool = False,
                slots: ProcessSlots | None = None) -> InvocationResult:
-        if self.closed:
-            raise BackendError("this instance is closed")
+        self._starting()
         try:
-            if self.niced:
-                self._nice(0)
             if files is None and not keep_files:
                 result = self.clone.invoke(event, context, timeout, slots)
             else:
@@ -134,10 +131,7 @@ class KvmInstance:
     async def invoke_async(self, event: Any, context: dict, timeout: float,
                            slots: ProcessSlots | None = None,
                            rollback: bool = False) -> InvocationResult:
-        if self.closed:
-            raise BackendError("this instance is closed")
-        if self.niced:
-            self._nice(0)
+        self._starting()
         try:
             result = await self.clone.invoke_async(event, context, timeout, slots, rollback)
         except HyperForkError as e:
@@ -147,6 +141,14 @@ class KvmInstance:
             self.close()
             raise
         return self._served(result)
+
+    def _starting(self) -> None:
+        """Before a call: a closed instance refuses it; one niced behind its last call's
+        after-work runs at full priority again."""
+        if self.closed:
+            raise BackendError("this instance is closed")
+        if self.niced:
+            self._nice(0)
 
     def _broken(self, e: HyperForkError) -> InvocationResult:
         """A clone that broke the protocol or went away cannot serve again."""
