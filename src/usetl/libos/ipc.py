@@ -18,6 +18,8 @@ import stat as st
 from collections import deque
 from typing import TYPE_CHECKING
 
+from usetl.vm.layout import PAGE_SIZE
+
 from .errors import SyscallError
 from .files import (
     O_ACCMODE,
@@ -38,7 +40,6 @@ if TYPE_CHECKING:
 
 PIPE_CAPACITY = 1 << 16  # Linux's default pipe buffer
 PIPE_MAX_SIZE = 1 << 20  # /proc/sys/fs/pipe-max-size: past it F_SETPIPE_SZ is EPERM
-PAGE = 4096
 F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
 PIPE_BUF = 4096
 UNIX_CAPACITY = 212992  # Linux's default socket buffer (net.core.wmem_default)
@@ -302,8 +303,8 @@ def round_pipe_size(size: int, held: int) -> int:
     PIPE_MAX_SIZE (the guest has no CAP_SYS_RESOURCE), EBUSY below what the pipe holds."""
     if size > PIPE_MAX_SIZE:
         raise SyscallError(errno.EPERM)
-    pages = max(-(-size // PAGE), 1)
-    rounded = PAGE << (pages - 1).bit_length()
+    pages = max(-(-size // PAGE_SIZE), 1)
+    rounded = PAGE_SIZE << (pages - 1).bit_length()
     if rounded < held:
         raise SyscallError(errno.EBUSY)
     return rounded

@@ -18,6 +18,8 @@ import resource
 import time
 from typing import TYPE_CHECKING
 
+from usetl.vm.layout import PAGE_SIZE
+
 from .children import Usage, find_process
 from .fs import DEV_DEVFS, DEV_PROC, DEV_SYSFS, FdDir, ProcNode, StaticDir, StaticFile, StaticLink
 
@@ -34,7 +36,6 @@ DEV_LINKS = {"fd": (22, "/proc/self/fd"), "stdin": (23, "/proc/self/fd/0"),
 
 
 CLOCK_TICKS = 100  # sysconf(_SC_CLK_TCK): the unit of /proc's times
-PAGE = 4096
 
 
 def _kib(n: int) -> int:
@@ -104,7 +105,7 @@ def render_stat(k: Kernel) -> bytes:
         k.identity.pid, f"({_name(k)})", "R", k.identity.ppid, me.group, me.session, 0, -1, 0,
         0, 0, 0, 0, _ticks(own.user_s), _ticks(own.system_s), _ticks(waited.user_s),
         _ticks(waited.system_s), 20, 0, len(k.sched.threads), 0, _ticks(k.started), size,
-        size // PAGE, (1 << 64) - 1, 0, 0, k.mm.stack_top, 0, 0, k.signals.pending,
+        size // PAGE_SIZE, (1 << 64) - 1, 0, 0, k.mm.stack_top, 0, 0, k.signals.pending,
         k.thread_signals.mask, ignored, caught, 0, 0, 0, 17, 0, 0, 0, 0, 0, 0,
         0, 0, 0, 0, 0, 0, 0, 0,
     ]  # fmt: skip
@@ -113,7 +114,7 @@ def render_stat(k: Kernel) -> bytes:
 
 def render_statm(k: Kernel) -> bytes:
     """Sizes in pages: all of the mapped memory is resident (guest RAM), none shared."""
-    pages = k.mm.mapped_bytes // PAGE
+    pages = k.mm.mapped_bytes // PAGE_SIZE
     return f"{pages} {pages} 0 0 0 {pages} 0\n".encode()
 
 
