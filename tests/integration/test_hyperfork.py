@@ -416,6 +416,27 @@ def test_the_cli_forks_a_function_template_for_a_handler(image_path, tmp_path):
     assert [c["value"] for c in json.loads(proc.stdout)["clones"]] == [6, 6]
 
 
+def test_the_cli_runs_a_package_handler_with_its_data_files(image_path, tmp_path):
+    import subprocess
+    import sys
+
+    package = tmp_path / "report"
+    (package / "templates").mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "from pathlib import Path\n"
+        "def main(event, context):\n"
+        "    text = (Path(__file__).parent / 'templates' / 'line.txt').read_text()\n"
+        "    return text.format(**event)\n")
+    (package / "templates" / "line.txt").write_text("{name} sold {n}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "usetl", "vm", "run", "--image", str(image_path), "--json",
+         "--handler", f"{package}:main", "--event", '{"name": "ann", "n": 3}'],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["value"] == "ann sold 3"
+
+
 def test_rollback_runs_no_guest_and_the_next_request_takes_a_fresh_identity(base):
     code = "import os, random; print(os.environ['USETL_INSTANCE_ID'], random.random())"
     digests = base.memory_digests()

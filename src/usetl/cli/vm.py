@@ -74,14 +74,17 @@ def _event(args: argparse.Namespace) -> object:
 
 
 def _function_files(spec: str) -> tuple[dict[str, bytes], str, str]:
-    """The files of FILE:FUNCTION for the guest's /tmp, the guest path to load, the function."""
+    """The files of FILE:FUNCTION for the guest's /tmp, the guest path to load, the function.
+
+    A package directory goes whole (its templates and data files too), less bytecode caches.
+    """
     source, function = _handler_location(spec)
     if source.is_file():
         return {f"fn/{source.name}": source.read_bytes()}, f"/tmp/fn/{source.name}", function
     files = {
         f"fn/{source.name}/{p.relative_to(source)}": p.read_bytes()
-        for p in sorted(source.rglob("*.py"))
-        if "__pycache__" not in p.parts
+        for p in sorted(source.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
     }
     return files, f"/tmp/fn/{source.name}", function
 
