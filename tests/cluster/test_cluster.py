@@ -24,7 +24,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from http_servers import LocalHttpServer, Receiver
 from usetl.api.client import ApiError, Client
 from usetl.cluster import launcher, membership, templates
-from usetl.cluster.bus import STREAM, Bus
+from usetl.cluster.bus import STREAM, Bus, consumer_name
 from usetl.cluster.config import ClusterConfig
 from usetl.cluster.netns import HostNetwork
 from usetl.cluster.servers import TemporaryNats, TemporaryPostgres
@@ -334,6 +334,49 @@ def test_templates_between_hosts_other_keys_learned_generations_and_corrupt_obje
     serve_only(cluster, other)
     assert served_on(other) == {"imported_before": True}
     drain(cluster, WORKERS, undo=True)
+
+
+def test_a_stopped_worker_answers_and_acks_what_it_runs(cluster):
+    """SIGTERM: the calls a worker runs (one awaited on its loop, one on a thread) finish
+    there, answered and acked, after its threads are done: none runs again elsewhere."""
+    victim, others = "w0", ["w1", "w2"]
+    for name in others:
+        cluster.bus.run(membership.drain(cluster.bus, name))
+    wait_until(lambda: drained(cluster, others), "the other hosts to take nothing new")
+    # Its warm instance is left to serve the next call on the loop.
+    assert cluster.client.invoke("plain", {"n": 0})["host"] == victim
+    on_thread, on_loop = cluster.http.gate("/gate-stop-a"), cluster.http.gate("/gate-stop-s")
+    sink = cluster.http.base + "/done"
+    async_id = cluster.client.invoke_async("etl", {"gate": on_thread.url, "sink": sink})
+    answers: list = []
+    caller = threading.Thread(target=lambda: answers.append(
+        cluster.client.invoke("plain", {"gate": on_loop.url, "sink": sink})))
+    caller.start()
+    on_thread.wait_for(1)
+    on_loop.wait_for(1)
+    for name in others:
+        cluster.bus.run(membership.drain(cluster.bus, name, undo=True))
+    worker = cluster.workers[victim]
+    stopping = threading.Thread(target=worker.stop)
+    stopping.start()
+    wait_until(lambda: "stopping: finishing 2 invocations" in worker.log.read_text(),
+               "the stopped worker to wind down")
+    on_thread.open()
+    [record] = wait_until(lambda: cluster.finished([async_id]), "the async invocation")
+    on_loop.open()
+    caller.join()
+    stopping.join()
+    [answer] = answers
+    assert (record["status"], record["host"]) == ("succeeded", victim)
+    assert (answer["status"], answer["host"]) == ("succeeded", victim)
+    for durable in ("plain", "etl"):  # both acked: nothing left to redeliver
+        info = cluster.bus.run(cluster.bus.js.consumer_info(
+            STREAM, consumer_name(cluster.admin_id, durable)))
+        assert (info.num_pending, info.num_ack_pending) == (0, 0)
+    assert cluster.posts()[async_id] == cluster.posts()[answer["id"]] == 1
+    worker.start()
+    launcher.wait_for_hosts(cluster.nats.url("gateway"), set(WORKERS),
+                            list(cluster.workers.values()))
 
 
 def test_a_worker_killed_mid_invocation(cluster):

@@ -77,6 +77,9 @@ DEAD_LETTER = "DeadLetter"  # the error type of an invocation no worker could fi
 PULL_WAIT_S = 1.0  # a pull request waits this long at the server for a message
 COLD_POLL_S = 0.1  # how often a worker without the template looks for waiting messages
 DISCOVER_S = 0.5  # how often a worker looks for newly deployed functions
+# What a stopped worker (SIGTERM) gives the invocations it runs to answer and ack, as
+# Kubernetes gives a pod: one still running after that is redelivered to another host.
+STOP_GRACE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,7 @@ class Worker:
         self.draining = False
         self.beat_now = asyncio.Event()  # used on the bus's loop only (membership.py)
         self.pullers: dict[str, asyncio.Task] = {}
+        self.handling: set[asyncio.Task] = set()  # messages being run, answered and acked
         self.warm: set[str] = set()  # durables whose live version's template is here
         self.catching_up: set[str] = set()  # keys whose registry generation is being fetched
         self.versions: dict[int, Version] = {}  # by id, as sync calls name them
@@ -253,11 +257,21 @@ class Worker:
         self.stopped.set()
 
     def close(self) -> None:
+        """Stop pulling, let the messages in hand run, answer and ack (up to STOP_GRACE_S:
+        a call served on the loop would otherwise die with it and run again elsewhere),
+        then close."""
         self.stop()
+        self.bus.run(self._finish_handling(STOP_GRACE_S))
         self.executor.shutdown(wait=True)
         self.handoffs.close()
         self.bus.close()
         self.platform.close()
+
+    async def _finish_handling(self, grace_s: float) -> None:
+        if self.handling:
+            print(f"usetl: worker {self.name} stopping: finishing {len(self.handling)} "
+                  "invocations", flush=True)
+            await asyncio.wait(list(self.handling), timeout=grace_s)
 
     async def _main(self) -> None:
         await self.bus.nc.subscribe(BUILD_SUBJECT, queue="workers", cb=self._on_build)
@@ -314,7 +328,9 @@ class Worker:
                 if self.draining and not self.fetching:
                     self.beat_now.set()  # drained: say so now
             for msg in msgs:
-                asyncio.ensure_future(self._handle(msg, max_runs, ack_wait_s))
+                task = asyncio.ensure_future(self._handle(msg, max_runs, ack_wait_s))
+                self.handling.add(task)
+                task.add_done_callback(self.handling.discard)
             await asyncio.sleep(0)  # each handed to its thread before the next pull request
 
     def _warm_durables(self, durables: list[str]) -> set[str]:
