@@ -7,9 +7,11 @@ import socket
 import pytest
 
 from usetl import hostmm
+from usetl.etl import broker as broker_module
 from usetl.etl.broker import MAX_MAPS, Broker
 from usetl.etl.egress import BrokerEgress, ConnectFailed, EgressPolicy, Span
 from usetl.etl.errors import EtlError
+from waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +131,28 @@ def test_requests_from_several_threads_are_carried_out_side_by_side(broker, http
     assert sizes == [4] * 4  # the gate's body, b"open"
     assert broker.take_account(instance).requests == 4
     assert egress.channels == 4 and len(egress.idle) == 4
+
+
+def test_a_broker_its_last_user_released_serves_the_next_then_stops_unused(http_server,
+                                                                            monkeypatch):
+    """Templates that come and go one after another (a snapshot restored per call) each hold
+    and release the broker: the next finds the same process running, and it stops only once
+    left unused for IDLE_STOP_S."""
+    b = Broker()
+    try:
+        monkeypatch.setattr(broker_module, "IDLE_STOP_S", 3600.0)
+        b.hold()
+        attach(b, http_server)
+        first = b.process.pid
+        b.release()
+        b.hold()
+        attach(b, http_server)
+        assert b.process.pid == first and b.restarts == 0
+        monkeypatch.setattr(broker_module, "IDLE_STOP_S", 0.05)
+        b.release()
+        wait_until(lambda: not b.alive, "the unused broker to stop", timeout=30)
+    finally:
+        b.close()
 
 
 def test_a_dead_broker_is_a_clear_error_and_starts_again(broker, http_server):

@@ -138,7 +138,7 @@ def _limits(guest_bytes: int) -> Limits:
 
 JAILS = _Jails()
 # The egress broker of templates that are given none: started on the first jailed fork,
-# stopped once no template or clone uses it (or with this process).
+# stopped a while after no template or clone uses it (broker.IDLE_STOP_S), or with this process.
 BROKER = Broker()
 
 
