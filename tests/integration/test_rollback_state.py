@@ -121,3 +121,28 @@ def test_after_a_rollback_the_vcpu_is_the_frozen_one(base):
             assert clone.run_in_monitor(VCPU_IS_FROZEN) == [True, True], what
             assert out(clone.run_code("print(1)")) == "1\n", what
             clone.rollback()
+
+
+# In the guest: whether each function of the agent's request path runs quickened (CPython
+# 3.11 specialises a function's bytecode once it has been called 8 times), and the instance id
+# the request's identity gave it.
+AGENT_PATH_WARM = """
+import dis, os, sys
+agent = sys.modules["__main__"]
+path = (agent.answer, agent.take_identity, agent.run_code, agent.encode_reply)
+print(all(any(a.opname != b.opname for a, b in zip(dis.get_instructions(f, adaptive=True),
+                                                    dis.get_instructions(f)))
+          for f in path), os.environ["USETL_INSTANCE_ID"])
+"""
+
+
+def test_a_clone_runs_the_agents_request_path_warm_with_its_own_identity(base):
+    """The template is captured after the agent answered no-op requests in the guest
+    (agent.warm_up): a new clone's first request and each request after a rollback run
+    bytecode CPython has specialised already, and see the clone's instance id, not the
+    warm-up's."""
+    with base.fork() as clone:
+        first = out(clone.run_code(AGENT_PATH_WARM))
+        clone.rollback()
+        again = out(clone.run_code(AGENT_PATH_WARM))
+    assert first == again == f"True {clone.instance}\n"
