@@ -118,6 +118,9 @@ class InvocationResult(msgspec.Struct):
     syscalls: int = 0
     syscall_ms: float = 0.0
     exits: int = 0  # returns from KVM_RUN the request took (a USF's; 0 elsewhere)
+    # Guest page faults KVM fixed itself while it ran (a USF's first touches of pages; 0
+    # elsewhere): they never reach the monitor, yet under shadow paging each costs an exit.
+    first_touches: int = 0
     io: IoUsage = msgspec.field(default_factory=IoUsage)
     peak_memory_bytes: int | None = None  # None where the backend cannot tell
     unimplemented: dict[str, int] = msgspec.field(default_factory=dict)  # ENOSYS by name

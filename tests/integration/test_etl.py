@@ -7,9 +7,11 @@ import socket
 import subprocess
 import sys
 import textwrap
+import zlib
 
 import pytest
 
+from usetl.libos.handoff import HandedFile, HandedFiles, HandOff, new_memory_file
 from usetl.usf import UsfConfig, start_usf
 
 pytestmark = pytest.mark.kvm
@@ -349,3 +351,35 @@ def test_the_allow_list_also_governs_the_guests_own_sockets(usf, server):
         "b'over the socket path'",
         "refused: ConnectionRefusedError(111, 'Connection refused')",  # the guest's loopback
     ]
+
+
+CRC_HANDED = """
+import zlib
+from usetl import etl
+def handler(event, context):
+    return zlib.crc32(etl.stat("blob.bin").view())
+"""
+
+
+def handed_in(data: bytes, huge: bool) -> HandOff:
+    """A pipeline stage's file as the next stage gets it: in a sealed memory file."""
+    fd = new_memory_file(len(data), huge=huge)
+    os.pwrite(fd, data, 0)
+    return HandOff.sealed(fd, HandedFiles(len(data), [HandedFile("blob.bin", 0, len(data))]))
+
+
+@pytest.mark.parametrize("huge", [True, False])
+def test_a_handed_in_file_costs_its_reader_one_first_touch_per_host_page(usf, huge):
+    """KVM maps a handed-in file as the host does: read whole, a memory file on huge pages
+    costs the stage one first touch per 2 MiB, one on small pages one per 4 KiB."""
+    assert usf.load_function("handler", source=CRC_HANDED, filename="crc.py").ok
+    data = os.urandom(16 << 20)
+    for size in (4096, len(data)):  # the first call touches the handler's own path
+        handoff = handed_in(data[:size], huge)
+        try:
+            r = usf.call(None, handoff=handoff)
+        finally:
+            handoff.close()
+        assert r.ok and r.value == zlib.crc32(data[:size]), r.error
+    pages = len(data) // ((2 << 20) if huge else 4096)
+    assert pages <= r.first_touches < pages + 64

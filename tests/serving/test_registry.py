@@ -104,7 +104,7 @@ def test_invocations_survive_reopening_and_recover(registry, where):
     registry.record_invocation(
         done, v, {"x": 3}, InvocationResult(
             value={"y": 3}, stdout="out\n", total_ms=1.5, guest_cpu_ms=1.0,
-            io=IoUsage(bytes_in=10), peak_memory_bytes=1000),
+            io=IoUsage(bytes_in=10), peak_memory_bytes=1000, exits=7, first_touches=40),
         time.time(),
     )
     registry.close()
@@ -115,6 +115,7 @@ def test_invocations_survive_reopening_and_recover(registry, where):
     record = reopened.invocation(a.id, done)
     assert record["result"] == {"y": 3} and record["stdout"] == "out\n"
     assert record["metrics"]["bytes_in"] == 10
+    assert (record["metrics"]["exits"], record["metrics"]["first_touches"]) == (7, 40)
     b, _ = reopened.add_tenant("bob")
     assert reopened.invocation(b.id, done) is None
     assert [r["id"] for r in reopened.logs(a.id, "etl")] == [queued, running, done]

@@ -75,6 +75,7 @@ HTTP_SUFFIX = "-via-http"
 WARM_RUNS = 2  # untimed, of each way: each of a function's two serving instances once
 SETTLE_S = 120.0
 WHERE = ("dispatch_ms", "guest_ms", "etl_ms")  # of each stage's invocation (pool.PHASES)
+COUNTS = ("first_touches", "exits")  # of each stage's invocation (its record's metrics)
 
 
 def expected(mib: int) -> dict:
@@ -134,34 +135,38 @@ def run(mib: int = 64, runs: int = 5, say: Callable[[str], None] = lambda m: Non
             return [{**platform.invocation(tenant, s["invocations"][0]),
                      "copied_bytes": s["copied_bytes"]} for s in run["stages"]]
 
-        return _measure(lambda: stage_records(by_pipeline()), by_http, settled, mib, runs, say)
+        ways = {"pipeline": (by_pipeline, stage_records), "http": (by_http, lambda rs: rs)}
+        return _measure(ways, settled, mib, runs, say)
     finally:
         platform.close()
         server.close()
 
 
-def _measure(by_pipeline: Callable[[], list[dict]], by_http: Callable[[], list[dict]],
-             settled: Callable[[], None], mib: int, runs: int,
+Way = tuple[Callable[[], Any], Callable[[Any], list[dict]]]  # a run; its stages' records
+
+
+def _measure(ways: dict[str, Way], settled: Callable[[], None], mib: int, runs: int,
              say: Callable[[str], None]) -> dict:
-    """WARM_RUNS untimed runs each, then `runs` of each, alternating, each from a settled
-    host: the rollbacks of one way's instances (64 MiB restored or zeroed each) would
-    otherwise take CPU from the other way's next run. Each way answers its stages'
-    invocation records, whose phases say where the time went."""
+    """WARM_RUNS untimed runs of each way, then `runs` of each, alternating, each from a
+    settled host: the rollbacks of one way's instances (64 MiB restored or zeroed each)
+    would otherwise take CPU from the other way's next run. A way is a run and what gives
+    its stages' invocation records (their phases and counts say where the time went) from
+    what the run answered, called once the clock has stopped: reading records from the
+    registry is not the run's work."""
     for _ in range(WARM_RUNS):
-        by_pipeline()
-        by_http()
-    times: dict[str, list[float]] = {"pipeline": [], "http": []}
-    stages: dict[str, list[list[dict]]] = {"pipeline": [], "http": []}
-    copied = []
+        for run_once, _ in ways.values():
+            run_once()
+    times: dict[str, list[float]] = {way: [] for way in ways}
+    stages: dict[str, list[list[dict]]] = {way: [] for way in ways}
     for i in range(runs):
         say(f"pipeline: run {i + 1} of {runs}")
-        for way, run_once in (("pipeline", by_pipeline), ("http", by_http)):
+        for way, (run_once, records_of) in ways.items():
             settled()
             t0 = time.perf_counter()
-            records = run_once()
+            done = run_once()
             times[way].append((time.perf_counter() - t0) * 1e3)
-            stages[way].append(records)
-        copied.append(sum(r["copied_bytes"] for r in stages["pipeline"][-1]))
+            stages[way].append(records_of(done))
+    copied = max(sum(r["copied_bytes"] for r in run) for run in stages["pipeline"])
     p, h = statistics.median(times["pipeline"]), statistics.median(times["http"])
     where = {way: _where(stages[way]) for way in stages}
     # The functions' own work: each stage's guest time, the lesser of the two ways'. A
@@ -173,15 +178,17 @@ def _measure(by_pipeline: Callable[[], list[dict]], by_http: Callable[[], list[d
             "work_ms": work, "ceiling": h / work if work else None,
             "paired_speedup": statistics.median(
                 http / pipe for pipe, http in zip(times["pipeline"], times["http"], strict=True)),
-            "copied_bytes": max(copied), "pipeline_all_ms": times["pipeline"],
+            "copied_bytes": copied, "pipeline_all_ms": times["pipeline"],
             "http_all_ms": times["http"], "where": where}
 
 
 def _where(runs: list[list[dict]]) -> list[dict]:
-    """Per stage, the median of each phase over the runs (ms)."""
+    """Per stage, the median of each phase (ms) and each count over the runs."""
     return [{"function": records[0]["function"],
              **{phase: statistics.median(r["phases"].get(phase, 0.0) for r in records)
-                for phase in WHERE}}
+                for phase in WHERE},
+             **{count: statistics.median(r["metrics"][count] or 0 for r in records)
+                for count in COUNTS}}
             for records in zip(*runs, strict=True)]
 
 
@@ -195,11 +202,13 @@ def format_report(r: dict) -> str:
              f"(median of each run's pair: {r['paired_speedup']:.2f}x)",
              f"  the functions' own work (each stage's least guest ms) {r['work_ms']:6.1f} ms: "
              f"a pipeline costing nothing more would be {r['ceiling']:.2f}x",
-             "  where each stage's time went, median ms (" + ", ".join(WHERE) + "):"]
+             "  where each stage's time went, median ms (" + ", ".join(WHERE) + ") and counts ("
+             + ", ".join(COUNTS) + "):"]
     for way, stages in r["where"].items():
         for stage in stages:
-            lines.append(f"    {way:8} {stage['function']:17} " + " ".join(
-                f"{stage[phase]:8.1f}" for phase in WHERE))
+            lines.append(f"    {way:8} {stage['function']:17} "
+                         + " ".join(f"{stage[phase]:8.1f}" for phase in WHERE)
+                         + " ".join(f"{stage[count]:8.0f}" for count in COUNTS))
     return "\n".join(lines)
 
 

@@ -210,6 +210,10 @@ MIGRATIONS = [
     ALTER TABLE invocations ADD COLUMN callback_retry_at REAL;
     CREATE INDEX pipeline_runs_by_pipeline ON pipeline_runs (tenant_id, pipeline, created);
     """,
+    # An invocation's VM exits to the monitor and the first touches KVM fixed on its own (a
+    # USF's; 0 on the process backend): counts that do not move with the host's load.
+    "ALTER TABLE invocations ADD COLUMN exits INTEGER;"
+    " ALTER TABLE invocations ADD COLUMN first_touches INTEGER;",
 ]
 
 # Invocation states: queued (async, accepted, not started), running, succeeded, failed,
@@ -1087,9 +1091,9 @@ _USAGE_COLUMNS = ("invocations", "failed", "duration_ms", "guest_cpu_ms", "io_ho
 _RECORD_SQL = (
     "INSERT INTO invocations (id, tenant_id, function_name, version, version_id, mode, event, "
     "created, status, started, finished, result, error, stdout, stderr, duration_ms, "
-    "guest_cpu_ms, host_cpu_s, io_requests, bytes_in, bytes_out, peak_memory_bytes, "
-    "unimplemented, phases, host) VALUES (?, ?, ?, ?, ?, 'sync', "
-    + ", ".join("?" * 19) + ")"
+    "guest_cpu_ms, host_cpu_s, io_requests, bytes_in, bytes_out, peak_memory_bytes, exits, "
+    "first_touches, unimplemented, phases, host) VALUES (?, ?, ?, ?, ?, 'sync', "
+    + ", ".join("?" * 21) + ")"
 )
 _RECORD_PHASES = -2  # the phases' place in a record's arguments (the host's is last)
 _ROLLBACK_SQL = ("UPDATE invocations SET phases = json_insert(COALESCE(phases, '{}'), "
@@ -1098,7 +1102,7 @@ _FINISH_SQL = (
     "UPDATE invocations SET status = ?, started = COALESCE(started, ?), finished = ?, "
     "result = ?, error = ?, stdout = ?, stderr = ?, duration_ms = ?, guest_cpu_ms = ?, "
     "host_cpu_s = ?, io_requests = ?, bytes_in = ?, bytes_out = ?, peak_memory_bytes = ?, "
-    "unimplemented = ?, phases = ? WHERE id = ?"
+    "exits = ?, first_touches = ?, unimplemented = ?, phases = ? WHERE id = ?"
 )
 
 
@@ -1113,6 +1117,7 @@ def _result_columns(result: InvocationResult, started: float, finished: float) -
         "guest_cpu_ms": result.guest_cpu_ms, "host_cpu_s": io.host_cpu_s,
         "io_requests": io.requests, "bytes_in": io.bytes_in, "bytes_out": io.bytes_out,
         "peak_memory_bytes": result.peak_memory_bytes,
+        "exits": result.exits, "first_touches": result.first_touches,
         "unimplemented": json.dumps(result.unimplemented),
         "phases": json.dumps(result.phases),
     }
@@ -1160,6 +1165,8 @@ def _invocation(row: Mapping[str, Any]) -> dict:
             "bytes_in": row["bytes_in"],
             "bytes_out": row["bytes_out"],
             "peak_memory_bytes": row["peak_memory_bytes"],
+            "exits": row["exits"],
+            "first_touches": row["first_touches"],
         },
         # Syscalls the guest made that a USF does not implement (ENOSYS), by name.
         "unimplemented": json.loads(row["unimplemented"] or "{}"),

@@ -159,6 +159,7 @@ class Usf:
             raise UsfError("this USF is not running (it was never started, or its guest died)")
         k = self.kernel
         count0, secs0, exits0 = k.stats.count, k.stats.seconds, self.vm.exits
+        touches0 = self._first_touches()
         t0 = time.perf_counter()
         # Billed CPU is what the host measured: this thread runs the vCPU (KVM_RUN) and serves
         # its syscalls. The agent's own figure is the guest's word, so it is not used.
@@ -187,12 +188,11 @@ class Usf:
             syscalls=k.stats.count - count0,
             syscall_ms=(k.stats.seconds - secs0) * 1e3,
             exits=self.vm.exits - exits0,
+            first_touches=self._first_touches() - touches0,
             # ETL requests served on host threads (a threaded guest's) are not in cpu_ms.
             guest_cpu_ms=max(0.0, cpu_ms - (io.host_cpu_s - self.etl.off_vcpu_cpu_s) * 1e3),
             io=io,
-            unimplemented={name: n - unimplemented0.get(name, 0)
-                           for name, n in k.stats.unimplemented.items()
-                           if n > unimplemented0.get(name, 0)},
+            unimplemented=self._unimplemented_since(unimplemented0),
         )
         if reply is not None:
             result.value = reply.value
@@ -263,6 +263,15 @@ class Usf:
         """The guest cannot serve again after this error."""
         self.alive = False
         return None, ErrorInfo(type_, message)
+
+    def _unimplemented_since(self, before: dict[str, int]) -> dict[str, int]:
+        """The unimplemented syscalls (ENOSYS) the guest made since `before`, by name."""
+        return {name: n - before.get(name, 0) for name, n in self.kernel.stats.unimplemented.items()
+                if n > before.get(name, 0)}
+
+    def _first_touches(self) -> int:
+        """The guest page faults KVM has fixed on this vCPU so far (its pf_fixed counter)."""
+        return self.vm.vcpu.stats().read(("pf_fixed",))["pf_fixed"]
 
     def _io(self) -> IoUsage:
         """The invocation's I/O: ETL requests plus the socket path, as one bill."""

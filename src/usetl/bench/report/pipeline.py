@@ -38,9 +38,17 @@ def write(doc: Document, exp: dict) -> None:
     if "where" in exp:
         rows = "\n".join(
             f"| {way} | {stage['function']} | {fmt(stage['dispatch_ms'])} | "
-            f"{fmt(stage['guest_ms'])} | {fmt(stage['etl_ms'])} |"
+            f"{fmt(stage['guest_ms'])} | {fmt(stage['etl_ms'])} | "
+            f"{_count(stage, 'first_touches')} | {_count(stage, 'exits')} |"
             for way, stages in exp["where"].items() for stage in stages)
-        doc.out("Where each stage's time went (median ms of its invocation's phases; "
-                f"median of each run's pair of ways: {fmt(exp['paired_speedup'])}×):\n\n"
-                "| way | stage | dispatch | guest | ETL requests |\n"
-                "| --- | --- | --- | --- | --- |\n" + rows)
+        doc.out("Where each stage's time went (median ms of its invocation's phases, and the "
+                "median of its first touches of pages, which KVM fixed on its own, and of its "
+                "exits to the monitor; median of each run's pair of ways: "
+                f"{fmt(exp['paired_speedup'])}×):\n\n"
+                "| way | stage | dispatch | guest | ETL requests | first touches | exits |\n"
+                "| --- | --- | --- | --- | --- | --- | --- |\n" + rows)
+
+
+def _count(stage: dict, name: str) -> str:
+    """A stage's median count, or a dash in results from before the counts were kept."""
+    return fmt(stage[name]) if name in stage else "–"
