@@ -452,7 +452,8 @@ def test_the_clone_is_in_a_cgroup_of_its_own_with_limits(fn_template):
             with open(f"/proc/{clone.pid}/cgroup") as f:
                 groups = dict(line.strip().split(":", 2)[1:] for line in f)
             own = {kind: groups.get(kind) or groups[""] for kind in ("memory", "pids")}
-            assert all(os.path.dirname(path).endswith("/usetl") for path in own.values())
+            assert all(os.path.dirname(path).endswith(f"/usetl/{os.getpid()}")
+                       for path in own.values())
             dirs = {kind: f"{cgroups.dirs[kind]}/{os.path.basename(path)}"
                     for kind, path in own.items()}
             for path in dirs.values():

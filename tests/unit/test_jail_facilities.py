@@ -1,5 +1,6 @@
 """The jail's facilities, each in a forked child of the test (no VM needed)."""
 
+import ast
 import ctypes
 import errno
 import logging
@@ -220,3 +221,31 @@ def test_a_prepared_root_is_entered_by_each_jail_and_remade_for_a_replaced_path(
     assert remade is not root
     assert seen(remade, 100073) == repr(("two", "mine", "EROFS", 100073, 100073, True, True)
                                         ).encode()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="cgroups are made by root")
+def test_a_starting_controller_removes_only_what_exited_controllers_left():
+    """Controllers run at once (a server and its tests, a cluster's workers): one starting
+    must not remove a live one's prepared cgroup, still empty until its process moves in."""
+    from usetl.jail.cgroup import Cgroups, Limits
+
+    limits = Limits(memory_bytes=64 << 20, pids=16)
+    mine = Cgroups()
+    held, fds = mine.prepare("held-by-a-live-controller", limits)
+    try:
+        def start_another(_fd):
+            return Cgroups().prepare("another", limits)[0]
+
+        code, _, answer = in_child(start_another)
+        left = ast.literal_eval(answer.decode())  # by a controller that has exited
+        assert code == 0
+        assert all(os.path.isdir(path) for path in held)
+        assert all(os.path.isdir(path) for path in left)
+        code, _, _ = in_child(start_another)
+        assert code == 0
+        assert not any(os.path.exists(path) for path in left)
+        assert all(os.path.isdir(path) for path in held)
+    finally:
+        for fd in fds:
+            os.close(fd)
+        mine.discard(held)

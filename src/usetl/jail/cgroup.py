@@ -4,7 +4,9 @@ Made by the controller (which is outside every jail and is root) for a process i
 just been told about, before that process goes on: no jailed process may write to a
 cgroup, so none can raise its own limits. cgroup v2 where it has the memory and pids
 controllers, else the v1 hierarchies of each; created under the controller's own
-cgroups, so that usetl nests inside whatever runs it.
+cgroups, so that usetl nests inside whatever runs it, in a directory of the controller
+process's own (several run at once: a server, its tests, a cluster's workers), so that one
+starting removes only what exited controllers left.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from .spec import degrade
 
 CGROUP_ROOT = "/sys/fs/cgroup"
-PARENT = "usetl"
+PARENT = "usetl"  # each controller's cgroups under PARENT/<its pid>
 
 
 @dataclass(frozen=True)
@@ -59,13 +61,14 @@ class Cgroups:
         root = _v2_root()
         if root is not None:
             self.version = 2
-            parent = os.path.join(root + own.get("", "/"), PARENT)
+            parent = os.path.join(root + own.get("", "/"), PARENT, str(os.getpid()))
             self.dirs = {"memory": parent, "pids": parent}
         else:
             self.version = 1
             for name in ("memory", "pids"):
                 if name in own and os.path.isdir(f"{CGROUP_ROOT}/{name}"):
-                    self.dirs[name] = f"{CGROUP_ROOT}/{name}{own[name]}/{PARENT}".replace("//", "/")
+                    self.dirs[name] = (f"{CGROUP_ROOT}/{name}{own[name]}/{PARENT}/"
+                                       f"{os.getpid()}").replace("//", "/")
         for kind in ("memory", "pids"):
             if kind not in self.dirs:
                 degrade(f"the {kind} cgroup controller", "not mounted")
@@ -82,12 +85,11 @@ class Cgroups:
         parent = self.dirs[kind]
         if parent not in self._ready:
             os.makedirs(parent, exist_ok=True)
-            for name in os.listdir(parent):  # left by an earlier controller
-                if os.path.isdir(os.path.join(parent, name)):
-                    remove([os.path.join(parent, name)])
-            if self.version == 2:
-                _write(os.path.dirname(parent) + "/cgroup.subtree_control", "+memory +pids")
-                _write(parent + "/cgroup.subtree_control", "+memory +pids")
+            _remove_left(os.path.dirname(parent))
+            if self.version == 2:  # each level down to the clones' passes both controllers on
+                for level in (os.path.dirname(os.path.dirname(parent)),
+                              os.path.dirname(parent), parent):
+                    _write(level + "/cgroup.subtree_control", "+memory +pids")
             self._ready.add(parent)
         return parent
 
@@ -181,6 +183,29 @@ class Cgroups:
             if remove(paths):
                 os.close(fd)
                 self._made.remove((fd, paths))
+
+
+def _remove_left(top: str) -> None:
+    """Remove the empty cgroups exited controllers left under `top` (each in a directory
+    named after its pid), and those of the layout before (directly under `top`)."""
+    for name in os.listdir(top):
+        path = os.path.join(top, name)
+        if not os.path.isdir(path) or (name.isdigit() and _alive(int(name))):
+            continue
+        if name.isdigit():
+            remove([os.path.join(path, n) for n in os.listdir(path)
+                    if os.path.isdir(os.path.join(path, n))])
+        remove([path])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def remove(paths: list[str]) -> bool:
