@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from usetl.vm import ThreadContext, VmError
 
+from .clock import MONOTONIC, Deadline
 from .errors import SyscallError
 from .signals import ITIMER_REAL, ThreadSignals
 
@@ -63,8 +64,8 @@ class ExitThread(Exception):  # noqa: N818 - a control-flow signal, like StopIte
 class Block(Exception):
     """Raised by a handler whose thread must wait.
 
-    It waits on `queues` until one wakes it, or until `deadline`
-    (time.monotonic(); None: no timeout). With `retry`, waking re-runs the
+    It waits on `queues` until one wakes it, or until `deadline` (a
+    clock.Deadline, judged on the guest's clock; None: no timeout). With `retry`, waking re-runs the
     handler (readiness: read, poll); without, the waker gives the result
     (futex). At the deadline the result is `timeout_result`, or with None
     the handler is re-run with Scheduler.timed_out() true. Unless
@@ -72,7 +73,7 @@ class Block(Exception):
     the wait (EINTR).
     """
 
-    def __init__(self, queues: tuple[WaitQueue, ...] = (), deadline: float | None = None, *,
+    def __init__(self, queues: tuple[WaitQueue, ...] = (), deadline: Deadline | None = None, *,
                  retry: bool = True, timeout_result: int | None = None,
                  bitset: int = ALL_BITS, host_token: HostToken | None = None,
                  interruptible: bool = True):
@@ -238,12 +239,12 @@ class Scheduler:
         """One guest thread only: a handler may then wait on the host in place."""
         return len(self.threads) == 1
 
-    def deadline_after(self, seconds: float | None) -> float | None:
+    def deadline_after(self, seconds: float | None) -> Deadline | None:
         """The deadline of a wait of `seconds`; a re-run syscall keeps its first one."""
         wait = self.current.wait
         if wait is not None:
             return wait.deadline
-        return None if seconds is None else time.monotonic() + seconds
+        return None if seconds is None else self.k.clock.after(seconds)
 
     def timed_out(self) -> bool:
         """Is this a re-run of a syscall whose wait reached its deadline?"""
@@ -347,21 +348,23 @@ class Scheduler:
         return Block(retry=False, host_token=token)
 
     def watch_host(self, fds: dict[int, int], queues: tuple[WaitQueue, ...],
-                   deadline: float | None) -> Block:
+                   deadline: Deadline | None) -> Block:
         """Block the current thread on `queues` and host fds (fd -> poll events).
 
         A host thread polls the fds while other guest threads run; readiness
-        re-runs the syscall. The watch ends with the wait, however it ends.
+        re-runs the syscall. The watch ends with the wait, however it ends
+        (its timeout is the wait's, judged on the guest's clock).
         """
         t = self.current
         token = HostToken()
+        until = None if deadline is None else self.k.clock.host_at(deadline)
 
         def work() -> bool:
             poller = select.poll()
             for fd, events in fds.items():
                 poller.register(fd, events)
             while not token.cancelled:
-                if deadline is not None and time.monotonic() >= deadline:
+                if until is not None and time.monotonic() >= until:
                     return False
                 if poller.poll(HOST_POLL_SLICE * 1000):
                     return True
@@ -450,17 +453,19 @@ class Scheduler:
         else:
             self._yield(regs)
 
-    def restored(self, shift: float) -> None:
-        """After a rollback or restore, `shift` seconds after the state was captured: timed
-        waits keep the time they had left then (a clone made later does not time out early),
-        and host work that was in flight is lost with its process."""
+    def restored(self, shift: int) -> None:
+        """After a rollback or restore, `shift` ns after the state was captured (on the
+        guest's monotonic clock): timed waits keep the time they had left then (a clone made
+        later does not time out early; one until a wall-clock time keeps that time), and
+        host work that was in flight is lost with its process."""
         for t in self.threads.values():
-            if t.wait is not None and t.wait.deadline is not None:
-                t.wait.deadline += shift
+            wait = t.wait
+            if wait is not None and wait.deadline is not None and wait.deadline.clock == MONOTONIC:
+                wait.deadline = wait.deadline.shifted(shift)
         if self.check_at is not None:
-            self.check_at += shift
+            self.check_at += shift / 1e9
         if self.slice_end is not None:
-            self.slice_end += shift
+            self.slice_end += shift / 1e9
         for t in list(self.threads.values()):
             if t.wait is not None and t.wait.host_token is not None:
                 t.wait.host_token = None
@@ -548,11 +553,11 @@ class Scheduler:
         """Finish host work that completed and end waits whose deadline passed."""
         for finish in self.host.take():
             finish()
-        now = time.monotonic()
+        clock = self.k.clock
         for t in list(self.threads.values()):
             wait = t.wait
             if t.state == WAITING and wait is not None and wait.deadline is not None \
-                    and wait.deadline <= now:
+                    and clock.reached(wait.deadline):
                 if wait.timeout_result is not None or wait.call is None:
                     wait.call = None
                     self.wake(t, wait.timeout_result if wait.timeout_result is not None else 0)
@@ -622,6 +627,7 @@ class Scheduler:
         when = self.slice_end if self.runnable else None
         for t in self.threads.values():
             if t.wait is not None and t.wait.deadline is not None:
-                when = t.wait.deadline if when is None else min(when, t.wait.deadline)
+                at = self.k.clock.host_at(t.wait.deadline)
+                when = at if when is None else min(when, at)
         self.check_at = when
         self.k.rearm_wake()

@@ -27,6 +27,7 @@ from ..sched import Block
 from .args import s32
 
 if TYPE_CHECKING:
+    from ..clock import Deadline
     from ..kernel import Kernel
 
 POLLFD = struct.Struct("<iHH")  # fd, events, revents
@@ -63,7 +64,7 @@ def readiness(files: list[OpenFile]) -> list[int]:
     return out
 
 
-def wait(k: Kernel, files: list[OpenFile], events: list[int], deadline: float | None) -> None:
+def wait(k: Kernel, files: list[OpenFile], events: list[int], deadline: Deadline | None) -> None:
     """Nothing is ready: wait for a change or the deadline (raises Block, or returns after
     waiting on the host in place when the guest has one thread)."""
     sched = k.sched
@@ -74,7 +75,7 @@ def wait(k: Kernel, files: list[OpenFile], events: list[int], deadline: float | 
         if fd is not None:
             host[fd] = (host.get(fd, 0) | ev | ALWAYS_REPORTED) & POLL_EVENT_MASK
     if host and sched.alone:
-        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        left = None if deadline is None else k.clock.left(deadline)
         wait_ready(host, left, k.wait_interrupted)
         return
     if host:
@@ -82,8 +83,8 @@ def wait(k: Kernel, files: list[OpenFile], events: list[int], deadline: float | 
     raise Block(queues, deadline)
 
 
-def _expired(k: Kernel, deadline: float | None) -> bool:
-    return k.sched.timed_out() or (deadline is not None and time.monotonic() >= deadline)
+def _expired(k: Kernel, deadline: Deadline | None) -> bool:
+    return k.sched.timed_out() or (deadline is not None and k.clock.reached(deadline))
 
 
 # -- poll -----------------------------------------------------------------------------

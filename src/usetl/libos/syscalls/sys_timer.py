@@ -29,7 +29,7 @@ def _current(k: Kernel, which: int) -> tuple[float, float]:
     timer = k.signals.timers.get(which)
     if timer is None:
         return 0.0, 0.0
-    return timer.interval, max(timer.expiry - timer_clock(which), 1e-6)
+    return timer.interval, max(timer.expiry - timer_clock(k, which), 1e-6)
 
 
 def _pack(interval: float, value: float) -> bytes:
@@ -44,7 +44,7 @@ def _arm(k: Kernel, which: int, value: float, interval: float) -> None:
     if value <= 0:
         k.signals.timers.pop(which, None)
     else:
-        k.signals.timers[which] = IntervalTimer(timer_clock(which) + value, interval)
+        k.signals.timers[which] = IntervalTimer(timer_clock(k, which) + value, interval)
     k.rearm_wake()
 
 
