@@ -616,10 +616,13 @@ class Scheduler:
                 "(a deadlock: a lock or futex no other thread will release, or a signal "
                 "nothing will send)"
             )
-        left = IDLE_SLICE
-        wake = self.k.next_wake()  # a timeout, a signal timer
+        # The waits' own deadlines too: check_at was set before they began (a wait of 50 ms
+        # took the whole idle slice, 100 ms).
+        wakes = [self.k.clock.host_at(d) for d in deadlines]
+        wake = self.k.next_wake()  # a signal timer, a retried delivery
         if wake is not None:
-            left = min(left, max(wake - time.monotonic(), 0.0))
+            wakes.append(wake)
+        left = min([IDLE_SLICE, *(max(w - time.monotonic(), 0.0) for w in wakes)])
         self.host.event.wait(left)
 
     def _arm(self) -> None:
