@@ -93,7 +93,7 @@ def _expired(k: Kernel, deadline: Deadline | None) -> bool:
 def _poll(k: Kernel, fds: int, nfds: int, timeout: float | None) -> int:
     if nfds > MAX_POLL_FDS:
         raise SyscallError(errno.EINVAL)
-    raw = k.mem.read(fds, POLLFD.size * nfds)
+    raw = k.mem.read(fds, POLLFD.size * nfds) if nfds else b""  # no fds: a sleep, NULL too
     wanted = [(fd, events) for fd, events, _ in POLLFD.iter_unpack(raw)]
     deadline = k.sched.deadline_after(timeout)
     while True:
@@ -354,3 +354,9 @@ def sys_epoll_wait(k: Kernel, epfd: int, events: int, maxevents: int, timeout_ms
 def sys_epoll_pwait(k: Kernel, epfd: int, events: int, maxevents: int, timeout_ms: int,
                     sigmask: int, *_: int) -> int:
     return sys_epoll_wait(k, epfd, events, maxevents, timeout_ms)  # the signal mask: see table
+
+
+def sys_epoll_pwait2(k: Kernel, epfd: int, events: int, maxevents: int, timeout: int,
+                     sigmask: int, *_: int) -> int:
+    """epoll_pwait with a timespec timeout (NULL: none)."""
+    return _epoll_wait(k, epfd, events, maxevents, _timespec(k, timeout))

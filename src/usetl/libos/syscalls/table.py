@@ -304,6 +304,7 @@ _ENTRIES = [
             "no nested epoll; EPOLLEXCLUSIVE ignored"),
     Syscall("epoll_wait", pl.sys_epoll_wait, FULL),
     Syscall("epoll_pwait", pl.sys_epoll_pwait, PARTIAL, "the signal mask is ignored"),
+    Syscall("epoll_pwait2", pl.sys_epoll_pwait2, PARTIAL, "the signal mask is ignored"),
     # threads and processes
     Syscall("exit", th.sys_exit, FULL, "ends the thread; the last one ends the USF"),
     Syscall("exit_group", th.sys_exit_group, FULL),
