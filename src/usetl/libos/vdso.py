@@ -186,7 +186,8 @@ class VdsoClock:
 
     def read(self, ram: GuestMemory, monotonic: bool) -> int:
         """What the guest's clock_gettime reads now in ns, as CLOCK_GETTIME_CODE computes it."""
-        base_tsc, mono, real, mult = DATA.unpack(ram.read(VDSO_DATA_ADDR, DATA.size))
+        # unpack_from, not ram.read: at every syscall while an interval timer is armed
+        base_tsc, mono, real, mult = DATA.unpack_from(ram.view, VDSO_DATA_ADDR - ram.gpa)
         elapsed = ((((self.tsc.read() - base_tsc) & MASK64) * mult) >> 32) & MASK64
         return ((mono if monotonic else real) + elapsed) & MASK64
 
