@@ -18,7 +18,7 @@ pytestmark = pytest.mark.kvm
 WAIT = 0.05  # each wait's timeout, seconds
 TOO_LONG = 1.0  # a wait this much past its timeout is a bug, even under load
 
-# Each kind of timed wait the monitor serves, timed out once: "name clock-it-is-on seconds".
+# Each kind of timed wait the monitor serves, timed out once: "name seconds" on its clock.
 WAITS = """
     import asyncio, ctypes, errno, os, queue, select, signal, socket, threading, time
     D = {wait}
@@ -47,6 +47,15 @@ WAITS = """
     peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
                     (0).to_bytes(8, "little") + int(D * 1e6).to_bytes(8, "little"))
     timed = socket.create_connection(("127.0.0.1", {port})); timed.settimeout(D)
+    class itimerspec(ctypes.Structure):
+        _fields_ = [("interval", timespec), ("value", timespec)]
+    tfd = libc.timerfd_create(MONO, 0)
+    tep = select.epoll(); tep.register(tfd, select.EPOLLIN)
+    def timerfd(wait):
+        libc.timerfd_settime(tfd, 0, ctypes.byref(itimerspec(timespec(0, 0),
+                                                             timespec(0, int(D * 1e9)))), None)
+        wait()
+        assert int.from_bytes(os.read(tfd, 8), "little") == 1  # one expiry, not more
     signal.signal(signal.SIGALRM, lambda *_: None)
     signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGUSR2}})
     def cond_timedwait():
@@ -93,6 +102,8 @@ WAITS = """
         "sigtimedwait": (MONO, lambda: signal.sigtimedwait({{signal.SIGUSR2}}, D)),
         "recv-so_rcvtimeo": (MONO, lambda: fails(lambda: peer.recv(1), BlockingIOError)),
         "recv-settimeout": (MONO, lambda: fails(lambda: timed.recv(1), TimeoutError)),
+        "timerfd-read": (MONO, lambda: timerfd(lambda: None)),
+        "timerfd-epoll": (MONO, lambda: timerfd(lambda: tep.poll(5))),
     }}
     def measure():
         for name, (clock, wait) in kinds.items():
@@ -127,7 +138,7 @@ def timed_waits(usf, stalling_port) -> dict[str, list[float]]:
 
 
 def assert_on_time(took: dict[str, list[float]]) -> None:
-    assert len(took) == 24 and all(len(t) == 2 for t in took.values()), took
+    assert len(took) == 26 and all(len(t) == 2 for t in took.values()), took
     early = {name: t for name, t in took.items() if min(t) < WAIT}
     late = {name: t for name, t in took.items() if max(t) > WAIT + TOO_LONG}
     assert not early and not late, (early, late)
@@ -179,3 +190,46 @@ def test_a_clone_reads_the_wall_time_now_and_its_monotonic_clock_goes_on(image_p
                     clone.rollback()
         # Never back: a clone, or a rolled-back one, reads later than the one before.
         assert readings == sorted(readings) and len(set(readings)) == len(readings)
+
+
+def test_a_timerfd_counts_its_expirations_on_the_guest_clock(usf):
+    out = run_lines(usf, """
+        import ctypes, errno, os, select, time
+        libc = ctypes.CDLL(None, use_errno=True)
+        class timespec(ctypes.Structure):
+            _fields_ = [("sec", ctypes.c_long), ("nsec", ctypes.c_long)]
+        class itimerspec(ctypes.Structure):
+            _fields_ = [("interval", timespec), ("value", timespec)]
+        def arm(fd, value, interval=0.0, flags=0):
+            spec = itimerspec(timespec(0, int(interval * 1e9)),
+                              timespec(int(value), int(value % 1 * 1e9)))
+            old = itimerspec()
+            assert libc.timerfd_settime(fd, flags, ctypes.byref(spec), ctypes.byref(old)) == 0
+            return old
+        fd = libc.timerfd_create(time.CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC)
+        print(os.readlink(f"/proc/self/fd/{fd}"), os.get_inheritable(fd))
+        try:
+            os.read(fd, 8)
+        except BlockingIOError:
+            print("disarmed: EAGAIN")
+        t0 = time.monotonic()
+        arm(fd, 0.02, 0.02)  # every 20 ms
+        time.sleep(0.11)
+        n = int.from_bytes(os.read(fd, 8), "little")
+        print("periodic", 5 <= n <= (time.monotonic() - t0) / 0.02)  # none before its time
+        cur = itimerspec(); libc.timerfd_gettime(fd, ctypes.byref(cur))
+        print("gettime", cur.interval.nsec, 0 < cur.value.nsec <= 20_000_000)
+        old = arm(fd, 0)  # disarm: what was set comes back
+        print("old", old.interval.nsec, select.select([fd], [], [], 0.05)[0])
+        wall = libc.timerfd_create(time.CLOCK_REALTIME, 0)
+        t0 = time.time()
+        arm(wall, t0 + 0.05, flags=1)  # TFD_TIMER_ABSTIME
+        p = select.poll(); p.register(wall, select.POLLIN)
+        print("abstime", p.poll(5000) == [(wall, select.POLLIN)], time.time() - t0 >= 0.05)
+        print("bad", libc.timerfd_create(99, 0), ctypes.get_errno(),
+              libc.write(wall, b"12345678", 8), ctypes.get_errno())
+        """)
+    assert out == [
+        "anon_inode:[timerfd] False", "disarmed: EAGAIN", "periodic True",
+        "gettime 20000000 True", "old 20000000 []", "abstime True True", "bad -1 22 -1 22",
+    ]

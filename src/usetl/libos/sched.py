@@ -65,10 +65,12 @@ class Block(Exception):
     """Raised by a handler whose thread must wait.
 
     It waits on `queues` until one wakes it, or until `deadline` (a
-    clock.Deadline, judged on the guest's clock; None: no timeout). With `retry`, waking re-runs the
-    handler (readiness: read, poll); without, the waker gives the result
-    (futex). At the deadline the result is `timeout_result`, or with None
-    the handler is re-run with Scheduler.timed_out() true. Unless
+    clock.Deadline, judged on the guest's clock; None: no timeout). With
+    `retry`, waking re-runs the handler (readiness: read, poll), and so does
+    `recheck`'s time coming (a wake, not a timeout: a timerfd's due time);
+    without, the waker gives the result (futex). At the deadline the result
+    is `timeout_result`, or with None the handler is re-run with
+    Scheduler.timed_out() true. Unless
     `interruptible` is false (vfork's parent, as on Linux), a due signal ends
     the wait (EINTR).
     """
@@ -76,10 +78,11 @@ class Block(Exception):
     def __init__(self, queues: tuple[WaitQueue, ...] = (), deadline: Deadline | None = None, *,
                  retry: bool = True, timeout_result: int | None = None,
                  bitset: int = ALL_BITS, host_token: HostToken | None = None,
-                 interruptible: bool = True):
+                 interruptible: bool = True, recheck: Deadline | None = None):
         super().__init__()
         self.queues = queues
         self.deadline = deadline
+        self.recheck = recheck
         self.retry = retry
         self.timeout_result = timeout_result
         self.bitset = bitset
@@ -102,6 +105,7 @@ class Wait:
     def __init__(self, block: Block, call: tuple | None):
         self.queues = list(block.queues)
         self.deadline = block.deadline
+        self.recheck = block.recheck if call is not None else None
         self.timeout_result = block.timeout_result
         self.bitset = block.bitset
         self.call = call  # (handler, args) re-run when woken; None: the waker gives the result
@@ -348,7 +352,7 @@ class Scheduler:
         return Block(retry=False, host_token=token)
 
     def watch_host(self, fds: dict[int, int], queues: tuple[WaitQueue, ...],
-                   deadline: Deadline | None) -> Block:
+                   deadline: Deadline | None, recheck: Deadline | None = None) -> Block:
         """Block the current thread on `queues` and host fds (fd -> poll events).
 
         A host thread polls the fds while other guest threads run; readiness
@@ -375,7 +379,7 @@ class Scheduler:
                 self.wake(t)
 
         self.host.submit(work, complete, self.k.vm.wake_now)
-        return Block(queues, deadline, host_token=token)
+        return Block(queues, deadline, host_token=token, recheck=recheck)
 
     # -- called by the Kernel -------------------------------------------------------
 
@@ -462,6 +466,8 @@ class Scheduler:
             wait = t.wait
             if wait is not None and wait.deadline is not None and wait.deadline.clock == MONOTONIC:
                 wait.deadline = wait.deadline.shifted(shift)
+            if wait is not None and wait.recheck is not None and wait.recheck.clock == MONOTONIC:
+                wait.recheck = wait.recheck.shifted(shift)
         if self.check_at is not None:
             self.check_at += shift / 1e9
         if self.slice_end is not None:
@@ -556,14 +562,17 @@ class Scheduler:
         clock = self.k.clock
         for t in list(self.threads.values()):
             wait = t.wait
-            if t.state == WAITING and wait is not None and wait.deadline is not None \
-                    and clock.reached(wait.deadline):
+            if t.state != WAITING or wait is None:
+                continue
+            if wait.deadline is not None and clock.reached(wait.deadline):
                 if wait.timeout_result is not None or wait.call is None:
                     wait.call = None
                     self.wake(t, wait.timeout_result if wait.timeout_result is not None else 0)
                 else:
                     wait.timed_out = True
                     self.wake(t)
+            elif wait.recheck is not None and clock.reached(wait.recheck):
+                self.wake(t)
 
     def _wake_for_signals(self) -> bool:
         """Linux's complete_signal: a due signal wakes the waiting thread it is for at once,
@@ -603,8 +612,7 @@ class Scheduler:
 
     def _idle(self) -> None:
         """No thread can run: sleep on the host until a deadline or host work finishes."""
-        deadlines = [t.wait.deadline for t in self.threads.values()
-                     if t.wait is not None and t.wait.deadline is not None]
+        deadlines = self._timed()
         # A real-time timer's signal may end a wait (CPU-time ones do not run while idle), and
         # so may a running child program's end (SIGCHLD, its pipes closing) or, in a child,
         # a signal from its parent.
@@ -628,9 +636,13 @@ class Scheduler:
     def _arm(self) -> None:
         """Set the alarm and check_at: the slice's end if others can run, else the next timeout."""
         when = self.slice_end if self.runnable else None
-        for t in self.threads.values():
-            if t.wait is not None and t.wait.deadline is not None:
-                at = self.k.clock.host_at(t.wait.deadline)
-                when = at if when is None else min(when, at)
+        for deadline in self._timed():
+            at = self.k.clock.host_at(deadline)
+            when = at if when is None else min(when, at)
         self.check_at = when
         self.k.rearm_wake()
+
+    def _timed(self) -> list[Deadline]:
+        """The times the waiting threads wait for: their deadlines and rechecks."""
+        return [d for t in self.threads.values() if t.wait is not None
+                for d in (t.wait.deadline, t.wait.recheck) if d is not None]

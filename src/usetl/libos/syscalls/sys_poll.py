@@ -66,21 +66,24 @@ def readiness(files: list[OpenFile]) -> list[int]:
 
 def wait(k: Kernel, files: list[OpenFile], events: list[int], deadline: Deadline | None) -> None:
     """Nothing is ready: wait for a change or the deadline (raises Block, or returns after
-    waiting on the host in place when the guest has one thread)."""
+    waiting on the host in place when the guest has one thread); a file that becomes
+    ready by time (a timerfd) has the wait look again then."""
     sched = k.sched
     queues = tuple(q for f in files for q in f.wait_queues())
+    due = [d for f in files if (d := f.ready_at()) is not None]
+    recheck = min(due, key=k.clock.left, default=None)
     host: dict[int, int] = {}
     for f, ev in zip(files, events, strict=True):
         fd = f.host_fd()
         if fd is not None:
             host[fd] = (host.get(fd, 0) | ev | ALWAYS_REPORTED) & POLL_EVENT_MASK
     if host and sched.alone:
-        left = None if deadline is None else k.clock.left(deadline)
-        wait_ready(host, left, k.wait_interrupted)
+        lefts = [k.clock.left(d) for d in (deadline, recheck) if d is not None]
+        wait_ready(host, min(lefts, default=None), k.wait_interrupted)
         return
     if host:
-        raise sched.watch_host(host, queues, deadline)
-    raise Block(queues, deadline)
+        raise sched.watch_host(host, queues, deadline, recheck)
+    raise Block(queues, deadline, recheck=recheck)
 
 
 def _expired(k: Kernel, deadline: Deadline | None) -> bool:

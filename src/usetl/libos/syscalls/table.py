@@ -305,6 +305,11 @@ _ENTRIES = [
     Syscall("epoll_wait", pl.sys_epoll_wait, FULL),
     Syscall("epoll_pwait", pl.sys_epoll_pwait, PARTIAL, "the signal mask is ignored"),
     Syscall("epoll_pwait2", pl.sys_epoll_pwait2, PARTIAL, "the signal mask is ignored"),
+    Syscall("timerfd_create", timer.sys_timerfd_create, PARTIAL,
+            "REALTIME, MONOTONIC, BOOTTIME; a child program does not get it, a fork copies it"),
+    Syscall("timerfd_settime", timer.sys_timerfd_settime, PARTIAL,
+            "TFD_TIMER_CANCEL_ON_SET never cancels: the guest's wall clock is never set"),
+    Syscall("timerfd_gettime", timer.sys_timerfd_gettime, FULL),
     # threads and processes
     Syscall("exit", th.sys_exit, FULL, "ends the thread; the last one ends the USF"),
     Syscall("exit_group", th.sys_exit_group, FULL),
