@@ -17,11 +17,11 @@ pytestmark = pytest.mark.skipif(not tsc_usable(), reason="no invariant TSC: no v
 
 
 class SlowRate(VdsoClock):
-    """A calibration 2% slow, as one taken under load can be: between anchors the guest's
-    clock runs behind the host's."""
+    """A calibration slow by far more than one taken under load can be (0.2%, 1.7% at
+    worst, measured): between anchors the guest's clock runs at half the host's."""
 
     def _mult(self, now: tuple[int, int, int]) -> int:
-        return super()._mult(now) * 98 // 100
+        return super()._mult(now) // 2
 
 
 @pytest.fixture(scope="module")
@@ -70,13 +70,13 @@ def test_a_deadline_is_reached_on_the_guest_clock_when_it_runs_slow(ram):
     guest0, host0 = clock.ns(MONOTONIC), time.monotonic()
     deadline = clock.after(0.1)
     time.sleep(clock.host_at(deadline) - time.monotonic())
-    assert not clock.reached(deadline)  # the host's 0.1 s is the guest's 0.098 s
+    assert not clock.reached(deadline)  # the host's 0.1 s is the guest's 0.05 s
     looks = 1
-    while not clock.reached(deadline):
+    while not clock.reached(deadline):  # each look waits what the guest's clock has left
         time.sleep(max(clock.host_at(deadline) - time.monotonic(), 0.0))
         looks += 1
     assert clock.ns(MONOTONIC) - guest0 >= 100_000_000
-    assert time.monotonic() - host0 >= 0.1 / 0.98 and looks < 10
+    assert time.monotonic() - host0 >= 0.2 and looks < 40
 
 
 def test_an_absolute_deadline_names_its_clock(ram):
