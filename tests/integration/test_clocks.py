@@ -47,6 +47,18 @@ WAITS = """
     peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
                     (0).to_bytes(8, "little") + int(D * 1e6).to_bytes(8, "little"))
     timed = socket.create_connection(("127.0.0.1", {port})); timed.settimeout(D)
+    quiet, _ = socket.socketpair()  # in the guest: the monitor keeps their timeouts
+    full, unread = socket.socketpair()
+    usec = (0).to_bytes(8, "little") + int(D * 1e6).to_bytes(8, "little")
+    quiet.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, usec)
+    full.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, usec)
+    full.setblocking(False)
+    while True:
+        try:
+            full.send(bytes(65536))
+        except BlockingIOError:
+            break
+    full.setblocking(True)
     class itimerspec(ctypes.Structure):
         _fields_ = [("interval", timespec), ("value", timespec)]
     tfd = libc.timerfd_create(MONO, 0)
@@ -102,6 +114,9 @@ WAITS = """
         "sigtimedwait": (MONO, lambda: signal.sigtimedwait({{signal.SIGUSR2}}, D)),
         "recv-so_rcvtimeo": (MONO, lambda: fails(lambda: peer.recv(1), BlockingIOError)),
         "recv-settimeout": (MONO, lambda: fails(lambda: timed.recv(1), TimeoutError)),
+        "socketpair-so_rcvtimeo": (MONO, lambda: fails(lambda: quiet.recv(1), BlockingIOError)),
+        "socketpair-so_sndtimeo": (MONO, lambda: fails(lambda: full.send(bytes(65536)),
+                                                       BlockingIOError)),
         "timerfd-read": (MONO, lambda: timerfd(lambda: None)),
         "timerfd-epoll": (MONO, lambda: timerfd(lambda: tep.poll(5))),
     }}
@@ -138,7 +153,7 @@ def timed_waits(usf, stalling_port) -> dict[str, list[float]]:
 
 
 def assert_on_time(took: dict[str, list[float]]) -> None:
-    assert len(took) == 26 and all(len(t) == 2 for t in took.values()), took
+    assert len(took) == 28 and all(len(t) == 2 for t in took.values()), took
     early = {name: t for name, t in took.items() if min(t) < WAIT}
     late = {name: t for name, t in took.items() if max(t) > WAIT + TOO_LONG}
     assert not early and not late, (early, late)
