@@ -248,3 +248,24 @@ def test_a_timerfd_counts_its_expirations_on_the_guest_clock(usf):
         "anon_inode:[timerfd] False", "disarmed: EAGAIN", "periodic True",
         "gettime 20000000 True", "old 20000000 []", "abstime True True", "bad -1 22 -1 22",
     ]
+
+
+def test_clocks_that_cannot_be_set_and_cpu_clocks_by_id(usf):
+    out = run_lines(usf, """
+        import threading, time
+        for clock in (time.CLOCK_REALTIME, time.CLOCK_MONOTONIC):
+            try:
+                time.clock_settime(clock, time.clock_gettime(clock))
+            except OSError as e:
+                print(type(e).__name__, e.errno)
+        def cpu(clock):
+            t1 = time.clock_gettime(clock); sum(range(100000)); t2 = time.clock_gettime(clock)
+            return 0 < t1 < t2
+        print(cpu(time.pthread_getcpuclockid(threading.get_ident())),
+              time.pthread_getcpuclockid(threading.get_ident()) != time.CLOCK_THREAD_CPUTIME_ID)
+        try:
+            time.clock_gettime((~12345 << 3) | 6)  # the CPU clock of a thread there is none of
+        except OSError as e:
+            print(e.errno)
+        """)
+    assert out == ["PermissionError 1", "OSError 22", "True True", "22"]

@@ -27,6 +27,18 @@ def sys_clock_gettime(k: Kernel, clock: int, tp: int, *_: int) -> int:
     return 0
 
 
+def sys_clock_settime(k: Kernel, clock: int, tp: int, *_: int) -> int:
+    """The guest's user may not set the wall clock (EPERM, as for any process without
+    CAP_SYS_TIME); the other clocks cannot be set at all (EINVAL)."""
+    clock = s32(clock)
+    k.clock.of_id(clock)
+    raise SyscallError(errno.EPERM if clock == 0 else errno.EINVAL)
+
+
+def sys_settimeofday(k: Kernel, tv: int, tz: int, *_: int) -> int:
+    raise SyscallError(errno.EPERM)
+
+
 def sys_clock_getres(k: Kernel, clock: int, tp: int, *_: int) -> int:
     k.clock.of_id(s32(clock))
     if tp:

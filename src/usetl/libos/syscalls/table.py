@@ -162,6 +162,8 @@ _ENTRIES = [
     # time
     Syscall("clock_gettime", tm.sys_clock_gettime, FULL, "no vDSO: every call exits"),
     Syscall("clock_getres", tm.sys_clock_getres, FULL),
+    Syscall("clock_settime", tm.sys_clock_settime, FULL, "EPERM: the guest may not set them"),
+    Syscall("settimeofday", tm.sys_settimeofday, FULL, "EPERM, as clock_settime"),
     Syscall("gettimeofday", tm.sys_gettimeofday, FULL),
     Syscall("time", tm.sys_time, FULL),
     Syscall("nanosleep", tm.sys_nanosleep, FULL, "other threads run meanwhile"),
