@@ -56,10 +56,12 @@ from typing import TYPE_CHECKING
 
 from usetl.kvm.structs import kvm_regs
 from usetl.vm import Stop, ThreadContext, Vm, VmError
+from usetl.vm.layout import VDSO_ADDR
 
 from . import sigdelivery
 from .allowance import Charge, MemoryAllowance
 from .childwatch import ConsoleDrain, Watcher
+from .clock import MONOTONIC
 from .errors import LibosError, LoadError, SyscallError
 from .files import (
     O_NONBLOCK,
@@ -176,6 +178,9 @@ class PreExec:
         # parent's process, running on its parent's stack) are not for it.
         self.mask = k.thread_signals.mask
         self.done = WaitQueue()  # the parent waits here until execve or exit
+        # The parent's monotonic clock at execve, read before the fork (the sibling does not
+        # map the parent's memory): the program's clock goes on from it.
+        self.clock_ns = 0
 
 
 class ProcessSlots:
@@ -754,6 +759,7 @@ def _start_program(k: Kernel, state: PreExec, pid: int, program: str, argv: list
     control, theirs = socket.socketpair()
     keep = {theirs.fileno(), *k.children.host_fds(),
             *(fd for f in fds.values() if (fd := f.host_fd()) is not None)}
+    state.clock_ns = k.clock.ns(MONOTONIC)
     k.vm.inherit_on_fork(False)  # the program's VM is its own: the sibling never maps ours
     try:
         host_pid = host_fork(k, "execve", (control, theirs))
@@ -960,6 +966,7 @@ def _run_program(k: Kernel, pid: int, program: Program, argv: list[str], envp: l
     ns.proc.entries["self"].entries["exe"] = StaticLink(6, program.path, DEV_PROC)
     vm = Vm(k.vm.ram.size >> 20)
     child = type(k)(vm, ns, k.handlers, k.output_limit)
+    child.clock = k.clock.for_child(child, state.clock_ns)
     child.become_process(pid, k.identity.ppid if pid == k.identity.pid else k.identity.pid)
     child.children = Children(k.children.tokens, k.children.table)
     child.net = k.net
@@ -983,7 +990,8 @@ def _run_program(k: Kernel, pid: int, program: Program, argv: list[str], envp: l
     charge_to(child, child.children.tokens.memory, memory_slot, 0)
     try:
         prog = load_program(child.mm, vm.ram.view, program, argv, envp,
-                            (child.identity.uid, child.identity.gid))
+                            (child.identity.uid, child.identity.gid),
+                            None if child.clock.vdso is None else VDSO_ADDR)
     except (LibosError, SyscallError) as e:
         # Past execve's point of no return, as Linux's binfmt_elf: the process gets SIGSEGV.
         tell(child.fds, f"usetl: cannot load {program.path}: {e}\n")

@@ -12,6 +12,7 @@ from .errors import SyscallError
 from .fs import ImageNode, Node, StaticFile, TmpFile, TmpFS, dirent_type
 
 if TYPE_CHECKING:
+    from .clock import Deadline
     from .kernel import Kernel
 
 O_ACCMODE = 3
@@ -115,6 +116,11 @@ class OpenFile:
 
     def wait_queues(self) -> tuple:
         return ()
+
+    def ready_at(self) -> Deadline | None:
+        """When it becomes ready by time alone (a timerfd), if it does: a wait watching it
+        is timed to then."""
+        return None
 
     def host_fd(self) -> int | None:
         """The host fd whose readiness is this file's (a proxied socket's), else None."""

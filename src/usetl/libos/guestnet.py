@@ -21,7 +21,8 @@ import ipaddress
 import stat as st
 import struct
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from .errors import SyscallError
 from .files import O_NONBLOCK, O_RDWR, StreamFile
@@ -29,6 +30,8 @@ from .fs import Node, TmpDir, TmpSocket
 from .ipc import READABLE, UNIX_CAPACITY, WRITABLE, Ancillary, Channel, UnixSocketFile
 from .net import MSG_DONTWAIT, MSG_PEEK, POLLHUP, SocketFile
 from .sched import Block, WaitQueue
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from .fs import Namespace
@@ -374,6 +377,22 @@ class GuestSocket(StreamFile):
             raise SyscallError(errno.EAGAIN)
         return Block(queues or (self.queue,), self.net.sched.deadline_after(None))
 
+    def _timed(self, option: int, call: Callable[[], T]) -> T:
+        """call(), a wait in it ending with EAGAIN once the socket's SO_RCVTIMEO or
+        SO_SNDTIMEO (`option`) has passed on the guest's clock (a host socket's connection
+        keeps its own: net.py)."""
+        timeout = self.timeouts.get(option)
+        if timeout is None or isinstance(self.conn, SocketFile):
+            return call()
+        sched = self.net.sched
+        try:
+            return call()
+        except Block as b:
+            if sched.timed_out():
+                raise SyscallError(errno.EAGAIN) from None
+            b.deadline = b.deadline or sched.deadline_after(timeout)
+            raise
+
     # -- bind, listen, accept --------------------------------------------------------------
 
     def bind(self, address: Address, umask: int) -> None:
@@ -566,16 +585,23 @@ class GuestSocket(StreamFile):
     def recv_message(self, room: int, flags: int
                      ) -> tuple[bytes, Address | None, Ancillary | None, int]:
         """recvmsg's view: bytes, source (datagrams), ancillary data and the whole length."""
+        return self._timed(SO_RCVTIMEO, lambda: self._recv_message(room, flags))
+
+    def _recv_message(self, room: int, flags: int
+                      ) -> tuple[bytes, Address | None, Ancillary | None, int]:
         if self.conn is None and self.sock_type == SOCK_DGRAM:
             return self.receive_datagram(room, flags)
         if isinstance(self.conn, UnixSocketFile):
             data, ancillary, whole = self.connection().recv_message(room, flags)
             return data, None, ancillary, whole
         buf = memoryview(bytearray(room))
-        n = self.recv_into(buf, flags)
+        n = self._recv_into(buf, flags)
         return bytes(buf[:n]), None, None, n
 
     def recv_into(self, dest: memoryview, flags: int) -> int:
+        return self._timed(SO_RCVTIMEO, lambda: self._recv_into(dest, flags))
+
+    def _recv_into(self, dest: memoryview, flags: int) -> int:
         if self.conn is None and self.sock_type == SOCK_DGRAM:
             data, _, ancillary, _ = self.receive_datagram(len(dest), flags)
             if ancillary is not None and not flags & MSG_PEEK:
@@ -588,9 +614,12 @@ class GuestSocket(StreamFile):
         return self.connection().recv_into(dest, flags)
 
     def recv_vectored(self, buffers: list[memoryview], flags: int) -> int:
+        return self._timed(SO_RCVTIMEO, lambda: self._recv_vectored(buffers, flags))
+
+    def _recv_vectored(self, buffers: list[memoryview], flags: int) -> int:
         if self.conn is None:
             joined = memoryview(bytearray(sum(len(b) for b in buffers)))
-            n = self.recv_into(joined, flags)
+            n = self._recv_into(joined, flags)
             at = 0
             for b in buffers:
                 take = min(len(b), n - at)
@@ -601,6 +630,9 @@ class GuestSocket(StreamFile):
 
     def send(self, data: list[memoryview], flags: int, ancillary: Ancillary | None = None
              ) -> int:
+        return self._timed(SO_SNDTIMEO, lambda: self._send(data, flags, ancillary))
+
+    def _send(self, data: list[memoryview], flags: int, ancillary: Ancillary | None) -> int:
         if self.conn is None and self.sock_type == SOCK_DGRAM:
             return self.send_datagram(b"".join(data), None, flags, ancillary)
         conn = self.connection()
@@ -612,7 +644,7 @@ class GuestSocket(StreamFile):
         if self.conn is None:
             buf = memoryview(bytearray(min(length, 1 << 20)))
             return buf[: self.recv_into(buf, 0)]
-        return self.connection().read(length)
+        return self._timed(SO_RCVTIMEO, lambda: self.connection().read(length))
 
     def write(self, data: memoryview) -> int:
         return self.send([data], 0)

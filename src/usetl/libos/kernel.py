@@ -22,13 +22,14 @@ from usetl.kvm.structs import kvm_regs
 from usetl.vm import Stop, Vm, VmError
 
 from . import children, procfs, sigdelivery
+from .clock import MONOTONIC, GuestClock
 from .devices import Blocked
 from .errors import LibosError, MonitorError, SyscallError
 from .files import FdTable, OutputFile
 from .fs import GUEST_ID, Namespace
 from .guestnet import GuestNet
 from .mm import AddressSpace
-from .net import WAIT_SLICE, SocketPolicy, hosts_file
+from .net import SocketPolicy, hosts_file
 from .sched import Block, ExitThread, Scheduler, WaitQueue
 from .signals import ITIMER_REAL, ProcessSignals, ThreadSignals, timer_clock
 from .syscalls.numbers import SYSCALL_NAMES
@@ -100,6 +101,7 @@ class Kernel:
         self.stats = SyscallStats()
         self.trace: list[TraceRecord] | None = None
         self.term_signal: int | None = None
+        self.clock = GuestClock(self)  # the guest's clocks; builders give it the vDSO's
         self.sched = Scheduler(self, self.identity.pid)
         self.signals = ProcessSignals()
         self.signal_sent = WaitQueue()  # woken when a signal is made pending (signalfd.py)
@@ -111,7 +113,7 @@ class Kernel:
         self.net_account = IoAccount()  # the socket path's I/O, billed like ETL requests
         self.children = children.Children()
         self.guest_net = GuestNet(self.sched, namespace)  # addresses bound inside the guest
-        self.captured_at: float | None = None  # time.monotonic() of the capture restored from
+        self.captured_at: int | None = None  # the guest's monotonic ns at the capture restored from
         self.started = procfs.uptime()  # the process's start (/proc/self/stat's starttime)
         # When the invocation must end (time.monotonic()): bounds a wait on the egress,
         # which the deadline's kick out of KVM_RUN does not interrupt.
@@ -131,19 +133,19 @@ class Kernel:
 
     def captured(self) -> None:
         """The state is being captured (a template freezes): restored() counts from now."""
-        self.captured_at = time.monotonic()
+        self.captured_at = self.clock.ns(MONOTONIC)
 
     def restored(self) -> None:
         """Run again after a restore (a clone, a rollback): deadlines and the real-time timer
-        keep the time they had left at the capture (the shift is negative after a host
-        reboot, whose clock starts again: the time left is still kept)."""
-        shift = 0.0 if self.captured_at is None else time.monotonic() - self.captured_at
+        keep the time they had left at the capture, on the guest's clock (its memory is the
+        capture's until the next request anchors it to the host's clocks)."""
+        shift = 0 if self.captured_at is None else self.clock.ns(MONOTONIC) - self.captured_at
         self.sched.restored(shift)
         real = self.signals.timers.get(ITIMER_REAL)
         if real is not None:
-            real.expiry += shift
+            real.expiry += shift / 1e9
         if self.retry_wake is not None:
-            self.retry_wake += shift
+            self.retry_wake += shift / 1e9
 
     def allow_sockets(self, policy: SocketPolicy | None) -> None:
         """Let the guest's TCP sockets connect where `policy` allows (None: no sockets).
@@ -269,7 +271,7 @@ class Kernel:
         if self.sched.check_at is not None:
             wakes.append(self.sched.check_at)
         for which, timer in self.signals.timers.items():
-            wakes.append(now + max(timer.expiry - timer_clock(which), 0.0))
+            wakes.append(now + max(timer.expiry - timer_clock(self, which), 0.0))
         return min(wakes, default=None)
 
     def rearm_wake(self) -> None:
@@ -294,18 +296,6 @@ class Kernel:
             for finish in self.sched.host.take():
                 finish()
         return self.vm.deadline_hit or sigdelivery.due(self)
-
-    def sleep(self, seconds: float) -> None:
-        """Wait on the host for `seconds`; EINTR as soon as wait_interrupted() says so."""
-        end = time.monotonic() + seconds
-        while True:
-            if self.wait_interrupted():
-                raise SyscallError(errno.EINTR)
-            now = time.monotonic()
-            if now >= end:
-                return
-            wake = min(end, now + WAIT_SLICE, self.next_wake() or end)
-            time.sleep(max(wake - now, 0.0))
 
     def resume(self, regs: kvm_regs) -> Stop | None:
         """Re-run the syscall that blocked, now that the monitor has what it waited for."""

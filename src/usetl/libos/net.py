@@ -36,6 +36,7 @@ from .fs import Node
 from .sched import Block
 
 if TYPE_CHECKING:
+    from .clock import Deadline
     from .kernel import Kernel
 
 WAIT_SLICE = 0.1  # seconds a blocked call waits on the host before checking the deadline
@@ -155,20 +156,23 @@ class SocketFile(StreamFile):
         ready = poller.poll(0)
         return ready[0][1] if ready else 0
 
-    def _wait_host(self, events: int, timeout: float | None) -> None:
+    def _wait_host(self, events: int, deadline: Deadline | None) -> None:
         """Wait for the host socket: in place if the guest has one thread, else off the vCPU."""
-        sched = self.kernel.sched
-        if sched.alone:
-            wait_ready({self.host.fileno(): events}, timeout, self.interrupted)
+        k = self.kernel
+        if k.sched.alone:
+            left = None if deadline is None else k.clock.left(deadline)
+            wait_ready({self.host.fileno(): events}, left, self.interrupted)
             return
-        raise sched.watch_host({self.host.fileno(): events}, (), sched.deadline_after(timeout))
+        raise k.sched.watch_host({self.host.fileno(): events}, (), deadline)
 
     def _blocks(self, flags: int = 0) -> bool:
         return not (self.flags & O_NONBLOCK or flags & MSG_DONTWAIT)
 
     def _retry(self, op: Callable[[], int], events: int, timeout: float | None, flags: int) -> int:
-        """op() on the host, waiting for `events` while it would block (in blocking mode)."""
-        end = None if timeout is None else time.monotonic() + timeout
+        """op() on the host, waiting for `events` while it would block (in blocking mode)
+        until `timeout` (SO_RCVTIMEO, SO_SNDTIMEO) has passed on the guest's clock."""
+        k = self.kernel
+        deadline = k.sched.deadline_after(timeout)
         while True:
             try:
                 return op()
@@ -177,12 +181,9 @@ class SocketFile(StreamFile):
                     raise SyscallError(errno.EAGAIN) from None
             except OSError as e:
                 raise SyscallError(e.errno or errno.EIO) from None
-            if self.kernel.sched.timed_out():
+            if k.sched.timed_out() or (deadline is not None and k.clock.reached(deadline)):
                 raise SyscallError(errno.EAGAIN)
-            left = None if end is None else end - time.monotonic()
-            if left is not None and left <= 0:
-                raise SyscallError(errno.EAGAIN)
-            self._wait_host(events, left)
+            self._wait_host(events, deadline)
 
     # -- the calls --------------------------------------------------------------
 

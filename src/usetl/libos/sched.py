@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from usetl.vm import ThreadContext, VmError
 
+from .clock import MONOTONIC, Deadline
 from .errors import SyscallError
 from .signals import ITIMER_REAL, ThreadSignals
 
@@ -63,22 +64,25 @@ class ExitThread(Exception):  # noqa: N818 - a control-flow signal, like StopIte
 class Block(Exception):
     """Raised by a handler whose thread must wait.
 
-    It waits on `queues` until one wakes it, or until `deadline`
-    (time.monotonic(); None: no timeout). With `retry`, waking re-runs the
-    handler (readiness: read, poll); without, the waker gives the result
-    (futex). At the deadline the result is `timeout_result`, or with None
-    the handler is re-run with Scheduler.timed_out() true. Unless
+    It waits on `queues` until one wakes it, or until `deadline` (a
+    clock.Deadline, judged on the guest's clock; None: no timeout). With
+    `retry`, waking re-runs the handler (readiness: read, poll), and so does
+    `recheck`'s time coming (a wake, not a timeout: a timerfd's due time);
+    without, the waker gives the result (futex). At the deadline the result
+    is `timeout_result`, or with None the handler is re-run with
+    Scheduler.timed_out() true. Unless
     `interruptible` is false (vfork's parent, as on Linux), a due signal ends
     the wait (EINTR).
     """
 
-    def __init__(self, queues: tuple[WaitQueue, ...] = (), deadline: float | None = None, *,
+    def __init__(self, queues: tuple[WaitQueue, ...] = (), deadline: Deadline | None = None, *,
                  retry: bool = True, timeout_result: int | None = None,
                  bitset: int = ALL_BITS, host_token: HostToken | None = None,
-                 interruptible: bool = True):
+                 interruptible: bool = True, recheck: Deadline | None = None):
         super().__init__()
         self.queues = queues
         self.deadline = deadline
+        self.recheck = recheck
         self.retry = retry
         self.timeout_result = timeout_result
         self.bitset = bitset
@@ -101,6 +105,7 @@ class Wait:
     def __init__(self, block: Block, call: tuple | None):
         self.queues = list(block.queues)
         self.deadline = block.deadline
+        self.recheck = block.recheck if call is not None else None
         self.timeout_result = block.timeout_result
         self.bitset = block.bitset
         self.call = call  # (handler, args) re-run when woken; None: the waker gives the result
@@ -238,12 +243,12 @@ class Scheduler:
         """One guest thread only: a handler may then wait on the host in place."""
         return len(self.threads) == 1
 
-    def deadline_after(self, seconds: float | None) -> float | None:
+    def deadline_after(self, seconds: float | None) -> Deadline | None:
         """The deadline of a wait of `seconds`; a re-run syscall keeps its first one."""
         wait = self.current.wait
         if wait is not None:
             return wait.deadline
-        return None if seconds is None else time.monotonic() + seconds
+        return None if seconds is None else self.k.clock.after(seconds)
 
     def timed_out(self) -> bool:
         """Is this a re-run of a syscall whose wait reached its deadline?"""
@@ -347,21 +352,23 @@ class Scheduler:
         return Block(retry=False, host_token=token)
 
     def watch_host(self, fds: dict[int, int], queues: tuple[WaitQueue, ...],
-                   deadline: float | None) -> Block:
+                   deadline: Deadline | None, recheck: Deadline | None = None) -> Block:
         """Block the current thread on `queues` and host fds (fd -> poll events).
 
         A host thread polls the fds while other guest threads run; readiness
-        re-runs the syscall. The watch ends with the wait, however it ends.
+        re-runs the syscall. The watch ends with the wait, however it ends
+        (its timeout is the wait's, judged on the guest's clock).
         """
         t = self.current
         token = HostToken()
+        until = None if deadline is None else self.k.clock.host_at(deadline)
 
         def work() -> bool:
             poller = select.poll()
             for fd, events in fds.items():
                 poller.register(fd, events)
             while not token.cancelled:
-                if deadline is not None and time.monotonic() >= deadline:
+                if until is not None and time.monotonic() >= until:
                     return False
                 if poller.poll(HOST_POLL_SLICE * 1000):
                     return True
@@ -372,7 +379,7 @@ class Scheduler:
                 self.wake(t)
 
         self.host.submit(work, complete, self.k.vm.wake_now)
-        return Block(queues, deadline, host_token=token)
+        return Block(queues, deadline, host_token=token, recheck=recheck)
 
     # -- called by the Kernel -------------------------------------------------------
 
@@ -450,17 +457,21 @@ class Scheduler:
         else:
             self._yield(regs)
 
-    def restored(self, shift: float) -> None:
-        """After a rollback or restore, `shift` seconds after the state was captured: timed
-        waits keep the time they had left then (a clone made later does not time out early),
-        and host work that was in flight is lost with its process."""
+    def restored(self, shift: int) -> None:
+        """After a rollback or restore, `shift` ns after the state was captured (on the
+        guest's monotonic clock): timed waits keep the time they had left then (a clone made
+        later does not time out early; one until a wall-clock time keeps that time), and
+        host work that was in flight is lost with its process."""
         for t in self.threads.values():
-            if t.wait is not None and t.wait.deadline is not None:
-                t.wait.deadline += shift
+            wait = t.wait
+            if wait is not None and wait.deadline is not None and wait.deadline.clock == MONOTONIC:
+                wait.deadline = wait.deadline.shifted(shift)
+            if wait is not None and wait.recheck is not None and wait.recheck.clock == MONOTONIC:
+                wait.recheck = wait.recheck.shifted(shift)
         if self.check_at is not None:
-            self.check_at += shift
+            self.check_at += shift / 1e9
         if self.slice_end is not None:
-            self.slice_end += shift
+            self.slice_end += shift / 1e9
         for t in list(self.threads.values()):
             if t.wait is not None and t.wait.host_token is not None:
                 t.wait.host_token = None
@@ -548,17 +559,20 @@ class Scheduler:
         """Finish host work that completed and end waits whose deadline passed."""
         for finish in self.host.take():
             finish()
-        now = time.monotonic()
+        clock = self.k.clock
         for t in list(self.threads.values()):
             wait = t.wait
-            if t.state == WAITING and wait is not None and wait.deadline is not None \
-                    and wait.deadline <= now:
+            if t.state != WAITING or wait is None:
+                continue
+            if wait.deadline is not None and clock.reached(wait.deadline):
                 if wait.timeout_result is not None or wait.call is None:
                     wait.call = None
                     self.wake(t, wait.timeout_result if wait.timeout_result is not None else 0)
                 else:
                     wait.timed_out = True
                     self.wake(t)
+            elif wait.recheck is not None and clock.reached(wait.recheck):
+                self.wake(t)
 
     def _wake_for_signals(self) -> bool:
         """Linux's complete_signal: a due signal wakes the waiting thread it is for at once,
@@ -598,8 +612,7 @@ class Scheduler:
 
     def _idle(self) -> None:
         """No thread can run: sleep on the host until a deadline or host work finishes."""
-        deadlines = [t.wait.deadline for t in self.threads.values()
-                     if t.wait is not None and t.wait.deadline is not None]
+        deadlines = self._timed()
         # A real-time timer's signal may end a wait (CPU-time ones do not run while idle), and
         # so may a running child program's end (SIGCHLD, its pipes closing) or, in a child,
         # a signal from its parent.
@@ -611,17 +624,25 @@ class Scheduler:
                 "(a deadlock: a lock or futex no other thread will release, or a signal "
                 "nothing will send)"
             )
-        left = IDLE_SLICE
-        wake = self.k.next_wake()  # a timeout, a signal timer
+        # The waits' own deadlines too: check_at was set before they began (a wait of 50 ms
+        # took the whole idle slice, 100 ms).
+        wakes = [self.k.clock.host_at(d) for d in deadlines]
+        wake = self.k.next_wake()  # a signal timer, a retried delivery
         if wake is not None:
-            left = min(left, max(wake - time.monotonic(), 0.0))
+            wakes.append(wake)
+        left = min([IDLE_SLICE, *(max(w - time.monotonic(), 0.0) for w in wakes)])
         self.host.event.wait(left)
 
     def _arm(self) -> None:
         """Set the alarm and check_at: the slice's end if others can run, else the next timeout."""
         when = self.slice_end if self.runnable else None
-        for t in self.threads.values():
-            if t.wait is not None and t.wait.deadline is not None:
-                when = t.wait.deadline if when is None else min(when, t.wait.deadline)
+        for deadline in self._timed():
+            at = self.k.clock.host_at(deadline)
+            when = at if when is None else min(when, at)
         self.check_at = when
         self.k.rearm_wake()
+
+    def _timed(self) -> list[Deadline]:
+        """The times the waiting threads wait for: their deadlines and rechecks."""
+        return [d for t in self.threads.values() if t.wait is not None
+                for d in (t.wait.deadline, t.wait.recheck) if d is not None]

@@ -125,7 +125,7 @@ def due(k: Kernel, thread: ThreadSignals | None = None) -> bool:
     one is pending and not blocked)?"""
     if k.signals.timers:  # checked at every syscall: most processes arm none
         for which, timer in list(k.signals.timers.items()):
-            now = timer_clock(which)
+            now = timer_clock(k, which)
             if now >= timer.expiry:
                 fire_timer(k, which, now)
     thread = thread or k.thread_signals

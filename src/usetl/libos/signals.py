@@ -12,8 +12,12 @@ import signal
 import struct
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from usetl.vm.layout import USER_CS, USER_DS
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
 
 SIGACTION = struct.Struct("<QQQQ")  # handler, flags, restorer, mask: the kernel's sigaction
 SIG_DFL, SIG_IGN = 0, 1
@@ -64,19 +68,20 @@ TIMER_SIGNALS = {ITIMER_REAL: signal.SIGALRM, ITIMER_VIRTUAL: signal.SIGVTALRM,
                  ITIMER_PROF: signal.SIGPROF}
 
 
-def timer_clock(which: int) -> float:
-    """The clock an interval timer counts: wall time, or the CPU time of the vCPU's thread.
+def timer_clock(k: Kernel, which: int) -> float:
+    """The clock an interval timer counts: the guest's monotonic clock (as the guest's own
+    timed waits, clock.py), or the CPU time of the vCPU's thread.
 
     That thread runs the guest (its user time) and the monitor's handling of
     its syscalls (its system time), so VIRTUAL and PROF both count it. Read
     it on the vCPU thread, where syscalls are served.
     """
-    return time.monotonic() if which == ITIMER_REAL else time.thread_time()
+    return k.clock.seconds() if which == ITIMER_REAL else time.thread_time()
 
 
 @dataclass
 class IntervalTimer:
-    """setitimer's timer: when it fires next (on timer_clock(which)) and its period (0: once)."""
+    """setitimer's timer: when it fires next (on timer_clock(k, which)) and its period (0: once)."""
 
     expiry: float
     interval: float

@@ -17,6 +17,7 @@ from usetl.etl.policy import UrlPolicy
 from usetl.image import default_image
 from usetl.image.archive import ImageArchive
 from usetl.libos.archivefs import ModuleRegion
+from usetl.libos.clock import GuestClock
 from usetl.libos.devices import AgentChannel, console_node, makedev, standard_devices
 from usetl.libos.errors import LibosError
 from usetl.libos.etl_device import ETL_DEVICE, EtlDevice
@@ -98,16 +99,17 @@ def _assemble(vm: Vm, image: ImageArchive, cfg: UsfConfig, policy: UrlPolicy,
         k.fds.install_at(fd, k.console[fd])
     for name, data in files.items():
         ns.tmp.add_file(name, data)
-    clock = shared_clock() if cfg.vdso else None
-    return Usf(cfg, image, vm, k, etl, modules, channel, clock)
+    return Usf(cfg, image, vm, k, etl, modules, channel)
 
 
 def _load(usf: Usf, path: str, argv: list[str]) -> None:
-    vdso = None
-    if usf.clock is not None:
-        usf.clock.install(usf.vm.ram)
-        vdso = VDSO_ADDR
     k = usf.kernel
+    clock = shared_clock() if usf.config.vdso else None
+    vdso = None
+    if clock is not None:  # None: clock_gettime exits (no invariant TSC, or vdso off)
+        clock.install(usf.vm.ram)
+        k.clock = GuestClock(k, clock)
+        vdso = VDSO_ADDR
     try:
         prog = load_program(k.mm, usf.vm.ram.view, read_program(k.ns, path), argv, GUEST_ENV,
                             (k.identity.uid, k.identity.gid), vdso)

@@ -46,7 +46,6 @@ from usetl.libos.etl_device import EtlDevice
 from usetl.libos.handoff import HandOff, HandOffError
 from usetl.libos.hostfs import HostDirFS
 from usetl.libos.kernel import Kernel
-from usetl.libos.vdso import VdsoClock
 from usetl.vm import GuestFault, GuestTimeout, Stop, Vm, VmError
 from usetl.vm.memory import GuestMemoryError
 
@@ -101,8 +100,7 @@ class Startup:
 
 class Usf:
     def __init__(self, config: UsfConfig, image: ImageArchive, vm: Vm, kernel: Kernel,
-                 etl: EtlDevice, modules: ModuleRegion, channel: AgentChannel,
-                 clock: VdsoClock | None):
+                 etl: EtlDevice, modules: ModuleRegion, channel: AgentChannel):
         self.config = config
         self.image = image
         self.vm = vm
@@ -110,7 +108,6 @@ class Usf:
         self.etl = etl
         self.modules = modules
         self.channel = channel
-        self.clock = clock  # None: clock_gettime exits (no invariant TSC, or vdso off)
         self.startup = Startup()
         self.alive = False  # the agent waits for work
         # A fresh identity the next request carries (abi.IDENTITY): a clone's, after its
@@ -223,8 +220,7 @@ class Usf:
             self.identity_due = None
         try:
             self.channel.post(request_body(request, encoded))
-            if self.clock is not None:
-                self.clock.anchor(self.vm.ram)
+            self.kernel.clock.anchor()
             return self._run_request(timeout)
         finally:
             self.etl.give_back()

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import errno
 import struct
-import time
 from typing import TYPE_CHECKING
 
+from ..clock import MONOTONIC, REALTIME, Deadline
 from ..errors import SyscallError
 from ..sched import ALL_BITS, Block
 from .args import s32
@@ -33,18 +33,17 @@ def _word(k: Kernel, addr: int) -> int:
     return k.mem.u32(addr)
 
 
-def _deadline(k: Kernel, timeout: int, absolute: bool, realtime: bool) -> float | None:
-    """The wait's deadline on time.monotonic(), from a relative or absolute timespec."""
+def _deadline(k: Kernel, timeout: int, absolute: bool, realtime: bool) -> Deadline | None:
+    """The wait's deadline on the guest's clock, from a relative timespec (on its monotonic
+    clock, as Linux's FUTEX_WAIT) or an absolute one (on the clock the op names)."""
     if not timeout:
         return None
     sec, nsec = TIMESPEC.unpack(k.mem.read(timeout, TIMESPEC.size))
     if sec < 0 or not 0 <= nsec < 1_000_000_000:
         raise SyscallError(errno.EINVAL)
-    seconds = sec + nsec / 1e9
     if not absolute:
-        return time.monotonic() + seconds
-    now = time.clock_gettime(time.CLOCK_REALTIME if realtime else time.CLOCK_MONOTONIC)
-    return time.monotonic() + (seconds - now)
+        return k.clock.after(sec + nsec / 1e9)
+    return Deadline(REALTIME if realtime else MONOTONIC, sec * 1_000_000_000 + nsec)
 
 
 def _wait(k: Kernel, addr: int, val: int, timeout: int, absolute: bool, realtime: bool,
@@ -54,15 +53,15 @@ def _wait(k: Kernel, addr: int, val: int, timeout: int, absolute: bool, realtime
     if _word(k, addr) != val & 0xFFFFFFFF:
         raise SyscallError(errno.EAGAIN)
     deadline = _deadline(k, timeout, absolute, realtime)
-    if deadline is not None and deadline <= time.monotonic():
+    if deadline is not None and k.clock.reached(deadline):
         raise SyscallError(errno.ETIMEDOUT)
     q = k.sched.futex_queue(addr)
     if k.mm.host_shared and k.mm.is_host_shared(addr, addr + 4):
         # A forked process may wake it, whose FUTEX_WAKE this monitor never sees: the wait
         # ends now and then, as a wake the caller re-checks (futex allows spurious ones).
-        poll = time.monotonic() + SHARED_POLL
-        if deadline is None or poll < deadline:
-            raise Block((q,), poll, retry=False, timeout_result=0, bitset=bitset)
+        if deadline is None or SHARED_POLL < k.clock.left(deadline):
+            raise Block((q,), k.clock.after(SHARED_POLL), retry=False, timeout_result=0,
+                        bitset=bitset)
     raise Block((q,), deadline, retry=False, timeout_result=-errno.ETIMEDOUT, bitset=bitset)
 
 

@@ -27,6 +27,7 @@ from ..sched import Block
 from .args import s32
 
 if TYPE_CHECKING:
+    from ..clock import Deadline
     from ..kernel import Kernel
 
 POLLFD = struct.Struct("<iHH")  # fd, events, revents
@@ -63,27 +64,30 @@ def readiness(files: list[OpenFile]) -> list[int]:
     return out
 
 
-def wait(k: Kernel, files: list[OpenFile], events: list[int], deadline: float | None) -> None:
+def wait(k: Kernel, files: list[OpenFile], events: list[int], deadline: Deadline | None) -> None:
     """Nothing is ready: wait for a change or the deadline (raises Block, or returns after
-    waiting on the host in place when the guest has one thread)."""
+    waiting on the host in place when the guest has one thread); a file that becomes
+    ready by time (a timerfd) has the wait look again then."""
     sched = k.sched
     queues = tuple(q for f in files for q in f.wait_queues())
+    due = [d for f in files if (d := f.ready_at()) is not None]
+    recheck = min(due, key=k.clock.left, default=None)
     host: dict[int, int] = {}
     for f, ev in zip(files, events, strict=True):
         fd = f.host_fd()
         if fd is not None:
             host[fd] = (host.get(fd, 0) | ev | ALWAYS_REPORTED) & POLL_EVENT_MASK
     if host and sched.alone:
-        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-        wait_ready(host, left, k.wait_interrupted)
+        lefts = [k.clock.left(d) for d in (deadline, recheck) if d is not None]
+        wait_ready(host, min(lefts, default=None), k.wait_interrupted)
         return
     if host:
-        raise sched.watch_host(host, queues, deadline)
-    raise Block(queues, deadline)
+        raise sched.watch_host(host, queues, deadline, recheck)
+    raise Block(queues, deadline, recheck=recheck)
 
 
-def _expired(k: Kernel, deadline: float | None) -> bool:
-    return k.sched.timed_out() or (deadline is not None and time.monotonic() >= deadline)
+def _expired(k: Kernel, deadline: Deadline | None) -> bool:
+    return k.sched.timed_out() or (deadline is not None and k.clock.reached(deadline))
 
 
 # -- poll -----------------------------------------------------------------------------
@@ -92,7 +96,7 @@ def _expired(k: Kernel, deadline: float | None) -> bool:
 def _poll(k: Kernel, fds: int, nfds: int, timeout: float | None) -> int:
     if nfds > MAX_POLL_FDS:
         raise SyscallError(errno.EINVAL)
-    raw = k.mem.read(fds, POLLFD.size * nfds)
+    raw = k.mem.read(fds, POLLFD.size * nfds) if nfds else b""  # no fds: a sleep, NULL too
     wanted = [(fd, events) for fd, events, _ in POLLFD.iter_unpack(raw)]
     deadline = k.sched.deadline_after(timeout)
     while True:
@@ -353,3 +357,9 @@ def sys_epoll_wait(k: Kernel, epfd: int, events: int, maxevents: int, timeout_ms
 def sys_epoll_pwait(k: Kernel, epfd: int, events: int, maxevents: int, timeout_ms: int,
                     sigmask: int, *_: int) -> int:
     return sys_epoll_wait(k, epfd, events, maxevents, timeout_ms)  # the signal mask: see table
+
+
+def sys_epoll_pwait2(k: Kernel, epfd: int, events: int, maxevents: int, timeout: int,
+                     sigmask: int, *_: int) -> int:
+    """epoll_pwait with a timespec timeout (NULL: none)."""
+    return _epoll_wait(k, epfd, events, maxevents, _timespec(k, timeout))

@@ -1,4 +1,4 @@
-"""Time: the host's clocks, read live (a clone never sees its template's time)."""
+"""Time: the guest's clocks (clock.py), which a clone reads as the host's time now."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..children import Usage
+from ..clock import REALTIME, Deadline
 from ..errors import SyscallError
 from ..sched import Block
 from .args import s32
@@ -16,35 +17,30 @@ from .args import s32
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
-CLOCKS = {
-    0: time.CLOCK_REALTIME,
-    1: time.CLOCK_MONOTONIC,
-    2: time.CLOCK_PROCESS_CPUTIME_ID,
-    3: time.CLOCK_THREAD_CPUTIME_ID,
-    4: time.CLOCK_MONOTONIC_RAW,
-    5: time.CLOCK_REALTIME,  # REALTIME_COARSE
-    6: time.CLOCK_MONOTONIC,  # MONOTONIC_COARSE
-    7: time.CLOCK_BOOTTIME,
-}
 TIMESPEC = struct.Struct("<qq")
 RUSAGE_SELF, RUSAGE_CHILDREN, RUSAGE_THREAD = 0, -1, 1
 
 
-def _clock_ns(clock: int) -> int:
-    try:
-        return time.clock_gettime_ns(CLOCKS[clock])
-    except KeyError:
-        raise SyscallError(errno.EINVAL) from None
-
-
 def sys_clock_gettime(k: Kernel, clock: int, tp: int, *_: int) -> int:
-    sec, nsec = divmod(_clock_ns(s32(clock)), 1_000_000_000)
+    sec, nsec = divmod(k.clock.of_id(s32(clock)), 1_000_000_000)
     k.mem.write(tp, TIMESPEC.pack(sec, nsec))
     return 0
 
 
+def sys_clock_settime(k: Kernel, clock: int, tp: int, *_: int) -> int:
+    """The guest's user may not set the wall clock (EPERM, as for any process without
+    CAP_SYS_TIME); the other clocks cannot be set at all (EINVAL)."""
+    clock = s32(clock)
+    k.clock.of_id(clock)
+    raise SyscallError(errno.EPERM if clock == 0 else errno.EINVAL)
+
+
+def sys_settimeofday(k: Kernel, tv: int, tz: int, *_: int) -> int:
+    raise SyscallError(errno.EPERM)
+
+
 def sys_clock_getres(k: Kernel, clock: int, tp: int, *_: int) -> int:
-    _clock_ns(s32(clock))
+    k.clock.of_id(s32(clock))
     if tp:
         k.mem.write(tp, TIMESPEC.pack(0, 1))
     return 0
@@ -52,13 +48,13 @@ def sys_clock_getres(k: Kernel, clock: int, tp: int, *_: int) -> int:
 
 def sys_gettimeofday(k: Kernel, tv: int, tz: int, *_: int) -> int:
     if tv:
-        sec, nsec = divmod(time.time_ns(), 1_000_000_000)
+        sec, nsec = divmod(k.clock.ns(REALTIME), 1_000_000_000)
         k.mem.write(tv, TIMESPEC.pack(sec, nsec // 1000))
     return 0
 
 
 def sys_time(k: Kernel, tloc: int, *_: int) -> int:
-    now = int(time.time())
+    now = k.clock.ns(REALTIME) // 1_000_000_000
     if tloc:
         k.mem.put_u64(tloc, now)
     return now
@@ -71,38 +67,35 @@ def _timespec_ns(k: Kernel, addr: int) -> int:
     return sec * 1_000_000_000 + nsec
 
 
-def _sleep(k: Kernel, seconds: float, rem: int = 0) -> int:
-    """Wait `seconds` off the vCPU: other threads run, or the host sleeps.
+def _sleep(k: Kernel, deadline: Deadline, rem: int = 0) -> int:
+    """Wait until `deadline` off the vCPU: other threads run, or the host sleeps.
 
-    A re-run keeps its first deadline; a due signal ends the sleep with
-    EINTR and the time left in rem; the invocation's deadline ends any sleep.
+    A due signal ends the sleep with EINTR and the time left in rem; the
+    invocation's deadline ends any sleep.
     """
-    deadline = k.sched.deadline_after(seconds)
-    now = time.monotonic()
     if k.sched.signalled():
-        if rem and deadline is not None:
-            left = max(round((deadline - now) * 1e9), 0)
+        if rem:
+            left = round(k.clock.left(deadline) * 1e9)
             k.mem.write(rem, TIMESPEC.pack(*divmod(left, 1_000_000_000)))
         raise SyscallError(errno.EINTR)
-    if deadline is None or deadline <= now:
+    if k.clock.reached(deadline):
         return 0
     raise Block((), deadline, timeout_result=0)
 
 
 def sys_nanosleep(k: Kernel, req: int, rem: int, *_: int) -> int:
-    return _sleep(k, _timespec_ns(k, req) / 1e9, rem)
+    return _sleep(k, k.sched.deadline_after(_timespec_ns(k, req) / 1e9), rem)
 
 
 def sys_clock_nanosleep(k: Kernel, clock: int, flags: int, req: int, rem: int, *_: int) -> int:
     TIMER_ABSTIME = 1
     clock = s32(clock)
     ns = _timespec_ns(k, req)
+    k.clock.of_id(clock)  # EINVAL for a clock there is none of
     if flags & TIMER_ABSTIME:
-        ns -= _clock_ns(clock)
-        rem = 0  # Linux leaves rem alone for an absolute sleep
-    else:
-        _clock_ns(clock)
-    return _sleep(k, max(ns, 0) / 1e9, rem)
+        # Linux leaves rem alone for an absolute sleep
+        return _sleep(k, k.clock.at(clock, ns))
+    return _sleep(k, k.sched.deadline_after(ns / 1e9), rem)
 
 
 def sys_times(k: Kernel, buf: int, *_: int) -> int:

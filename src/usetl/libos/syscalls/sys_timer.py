@@ -1,10 +1,11 @@
-"""Interval timers: setitimer, getitimer, alarm; SIGALRM, SIGVTALRM, SIGPROF.
+"""Interval timers: setitimer, getitimer, alarm; SIGALRM, SIGVTALRM, SIGPROF; timerfd.
 
-ITIMER_REAL counts wall time; ITIMER_VIRTUAL and ITIMER_PROF count the CPU
+ITIMER_REAL counts the guest's monotonic clock; ITIMER_VIRTUAL and ITIMER_PROF count the CPU
 time of the vCPU's thread (signals.timer_clock). The timers are the
 process's (signals.IntervalTimer); every syscall exit checks them, and the
 VM is asked to wake when one may expire (Kernel.rearm_wake) so that guest
-code making no syscalls gets its signal too.
+code making no syscalls gets its signal too. A timerfd (libos/timerfd.py)
+counts on the guest clock it was made for.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import math
 import struct
 from typing import TYPE_CHECKING
 
+from ..clock import GUEST_CLOCKS
 from ..errors import SyscallError
+from ..files import O_CLOEXEC, O_NONBLOCK
 from ..signals import ITIMER_REAL, TIMER_SIGNALS, IntervalTimer, timer_clock
+from ..timerfd import TimerFile
 from .args import s32
 
 if TYPE_CHECKING:
@@ -29,7 +33,7 @@ def _current(k: Kernel, which: int) -> tuple[float, float]:
     timer = k.signals.timers.get(which)
     if timer is None:
         return 0.0, 0.0
-    return timer.interval, max(timer.expiry - timer_clock(which), 1e-6)
+    return timer.interval, max(timer.expiry - timer_clock(k, which), 1e-6)
 
 
 def _pack(interval: float, value: float) -> bytes:
@@ -44,7 +48,7 @@ def _arm(k: Kernel, which: int, value: float, interval: float) -> None:
     if value <= 0:
         k.signals.timers.pop(which, None)
     else:
-        k.signals.timers[which] = IntervalTimer(timer_clock(which) + value, interval)
+        k.signals.timers[which] = IntervalTimer(timer_clock(k, which) + value, interval)
     k.rearm_wake()
 
 
@@ -79,3 +83,49 @@ def sys_alarm(k: Kernel, seconds: int, *_: int) -> int:
     _arm(k, ITIMER_REAL, float(seconds & 0xFFFFFFFF), 0.0)
     # Linux rounds what was left to whole seconds, and says 1 rather than 0 if armed.
     return max(math.floor(left + 0.5), 1) if left else 0
+
+
+# -- timerfd ------------------------------------------------------------------------------
+
+ITIMERSPEC = struct.Struct("<qqqq")  # it_interval (sec, nsec), it_value (sec, nsec)
+TFD_TIMER_ABSTIME, TFD_TIMER_CANCEL_ON_SET = 1, 2
+TIMERFD_CLOCKS = (0, 1, 7)  # REALTIME, MONOTONIC, BOOTTIME (the _ALARM ones need a capability)
+
+
+def sys_timerfd_create(k: Kernel, clock: int, flags: int, *_: int) -> int:
+    clock = s32(clock)
+    if clock not in TIMERFD_CLOCKS or flags & ~(O_CLOEXEC | O_NONBLOCK):
+        raise SyscallError(errno.EINVAL)
+    f = TimerFile(k.clock, k.sched, GUEST_CLOCKS[clock], flags & O_NONBLOCK, k.ns.inodes.next())
+    return k.fds.install(f, cloexec=bool(flags & O_CLOEXEC))
+
+
+def _timerfd(k: Kernel, fd: int) -> TimerFile:
+    f = k.fds.get(s32(fd))
+    if not isinstance(f, TimerFile):
+        raise SyscallError(errno.EINVAL)
+    return f
+
+
+def _pack_spec(setting: tuple[int, int]) -> bytes:
+    interval, value = setting
+    return ITIMERSPEC.pack(*divmod(interval, 1_000_000_000), *divmod(value, 1_000_000_000))
+
+
+def sys_timerfd_settime(k: Kernel, fd: int, flags: int, new: int, old: int, *_: int) -> int:
+    f = _timerfd(k, fd)
+    if flags & ~(TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET):
+        raise SyscallError(errno.EINVAL)
+    isec, insec, vsec, vnsec = ITIMERSPEC.unpack(k.mem.read(new, ITIMERSPEC.size))
+    if min(isec, vsec) < 0 or not (0 <= insec < 1_000_000_000 and 0 <= vnsec < 1_000_000_000):
+        raise SyscallError(errno.EINVAL)
+    was = f.arm(vsec * 1_000_000_000 + vnsec, isec * 1_000_000_000 + insec,
+                bool(flags & TFD_TIMER_ABSTIME))
+    if old:
+        k.mem.write(old, _pack_spec(was))
+    return 0
+
+
+def sys_timerfd_gettime(k: Kernel, fd: int, cur: int, *_: int) -> int:
+    k.mem.write(cur, _pack_spec(_timerfd(k, fd).setting()))
+    return 0

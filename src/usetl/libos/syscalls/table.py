@@ -162,6 +162,8 @@ _ENTRIES = [
     # time
     Syscall("clock_gettime", tm.sys_clock_gettime, FULL, "no vDSO: every call exits"),
     Syscall("clock_getres", tm.sys_clock_getres, FULL),
+    Syscall("clock_settime", tm.sys_clock_settime, FULL, "EPERM: the guest may not set them"),
+    Syscall("settimeofday", tm.sys_settimeofday, FULL, "EPERM, as clock_settime"),
     Syscall("gettimeofday", tm.sys_gettimeofday, FULL),
     Syscall("time", tm.sys_time, FULL),
     Syscall("nanosleep", tm.sys_nanosleep, FULL, "other threads run meanwhile"),
@@ -304,6 +306,12 @@ _ENTRIES = [
             "no nested epoll; EPOLLEXCLUSIVE ignored"),
     Syscall("epoll_wait", pl.sys_epoll_wait, FULL),
     Syscall("epoll_pwait", pl.sys_epoll_pwait, PARTIAL, "the signal mask is ignored"),
+    Syscall("epoll_pwait2", pl.sys_epoll_pwait2, PARTIAL, "the signal mask is ignored"),
+    Syscall("timerfd_create", timer.sys_timerfd_create, PARTIAL,
+            "REALTIME, MONOTONIC, BOOTTIME; a child program does not get it, a fork copies it"),
+    Syscall("timerfd_settime", timer.sys_timerfd_settime, PARTIAL,
+            "TFD_TIMER_CANCEL_ON_SET never cancels: the guest's wall clock is never set"),
+    Syscall("timerfd_gettime", timer.sys_timerfd_gettime, FULL),
     # threads and processes
     Syscall("exit", th.sys_exit, FULL, "ends the thread; the last one ends the USF"),
     Syscall("exit_group", th.sys_exit_group, FULL),

@@ -1,0 +1,124 @@
+"""The guest's clocks, read as the guest reads them, and the deadlines of its timed waits.
+
+Linux never ends a timed wait before its timeout on the clock it was given.
+With the vDSO (vdso.py) the guest reads CLOCK_MONOTONIC and CLOCK_REALTIME
+from the TSC, extrapolated from the last anchor at a calibrated rate, which
+runs a little slower or faster than the host's clock between anchors; a wait
+timed on the host's clock alone could end early on the guest's (a 0.1 s
+Event.wait measured as 0.0994 s). So a Deadline names a guest clock, and a
+wait ends only once the guest would read its time there (reached); the host's
+clock only says when to look again (host_at), and a look that comes early
+waits the rest. Without the vDSO the guest's clocks are the host's.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .errors import SyscallError
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+    from .vdso import VdsoClock
+
+MONOTONIC, REALTIME = "monotonic", "realtime"
+# clock_gettime's ids the guest's two clocks serve (the vDSO's); others (CPU time) are the host's.
+GUEST_CLOCKS = {0: REALTIME, 5: REALTIME, 1: MONOTONIC, 4: MONOTONIC, 6: MONOTONIC,
+                7: MONOTONIC}
+HOST_CLOCKS = {2: time.CLOCK_PROCESS_CPUTIME_ID, 3: time.CLOCK_THREAD_CPUTIME_ID}
+# A negative id names a process's or a thread's CPU clock (glibc's clock_getcpuclockid,
+# pthread_getcpuclockid): ~pid << 3 | PERTHREAD (4) | PROF, VIRT or SCHED (0-2).
+CPUCLOCK_PERTHREAD, CPUCLOCK_KIND = 4, 3
+HOST_OF = {MONOTONIC: time.CLOCK_MONOTONIC, REALTIME: time.CLOCK_REALTIME}
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a timed wait ends: `ns` on the guest's clock `clock` (MONOTONIC or REALTIME)."""
+
+    clock: str
+    ns: int
+
+    def shifted(self, ns: int) -> Deadline:
+        return Deadline(self.clock, self.ns + ns)
+
+
+class GuestClock:
+    """The clocks of the guest `kernel` serves: the vDSO's reading, else the host's."""
+
+    def __init__(self, kernel: Kernel, vdso: VdsoClock | None = None):
+        self.k = kernel  # its VM changes (a clone's, a child's), its RAM with it
+        self.vdso = vdso  # None: the guest has no vDSO, and exits to read the host's clocks
+
+    def ns(self, clock: str) -> int:
+        """What the guest reads on `clock` now."""
+        if self.vdso is None:
+            return time.clock_gettime_ns(HOST_OF[clock])
+        return self.vdso.read(self.k.vm.ram, clock == MONOTONIC)
+
+    def of_id(self, clock_id: int) -> int:
+        """clock_gettime(clock_id) in the guest, in ns; EINVAL for an unknown clock."""
+        clock = GUEST_CLOCKS.get(clock_id)
+        if clock is not None:
+            return self.ns(clock)
+        if clock_id < 0:
+            clock_id = self._cpu_clock(clock_id)
+        if clock_id not in HOST_CLOCKS:
+            raise SyscallError(errno.EINVAL)
+        return time.clock_gettime_ns(HOST_CLOCKS[clock_id])
+
+    def _cpu_clock(self, clock_id: int) -> int:
+        """The CPU clock (2 or 3) a negative id names: this process's, or one of its threads'
+        (all share the vCPU's host thread, whose CPU time is theirs)."""
+        owner = ~(clock_id >> 3)
+        if clock_id & CPUCLOCK_KIND == CPUCLOCK_KIND:
+            raise SyscallError(errno.EINVAL)
+        if clock_id & CPUCLOCK_PERTHREAD:
+            if owner and owner not in self.k.sched.threads:
+                raise SyscallError(errno.EINVAL)
+            return 3
+        if owner not in (0, self.k.identity.pid):
+            raise SyscallError(errno.EINVAL)  # another process's: not this monitor's to read
+        return 2
+
+    def seconds(self) -> float:
+        """The guest's CLOCK_MONOTONIC in seconds (its interval timers count on it)."""
+        return self.ns(MONOTONIC) / 1e9
+
+    def after(self, seconds: float) -> Deadline:
+        return Deadline(MONOTONIC, self.ns(MONOTONIC) + round(seconds * 1e9))
+
+    def at(self, clock_id: int, ns: int) -> Deadline:
+        """An absolute timeout on clock_gettime's `clock_id` (TIMER_ABSTIME, FUTEX_WAIT_BITSET)."""
+        clock = GUEST_CLOCKS.get(clock_id)
+        if clock is None:
+            raise SyscallError(errno.EINVAL)
+        return Deadline(clock, ns)
+
+    def left(self, deadline: Deadline) -> float:
+        """Seconds until `deadline` on its clock (0 once reached)."""
+        return max(deadline.ns - self.ns(deadline.clock), 0) / 1e9
+
+    def reached(self, deadline: Deadline) -> bool:
+        return self.ns(deadline.clock) >= deadline.ns
+
+    def host_at(self, deadline: Deadline) -> float:
+        """When on time.monotonic() to look at `deadline` again: the host's estimate, which
+        the guest's clock may not have reached then (reached says; the rest is waited)."""
+        return time.monotonic() + self.left(deadline)
+
+    def for_child(self, child: Kernel, floor: int) -> GuestClock:
+        """The clocks of a child program in a sibling VM: the vDSO's too, if this guest has
+        it, its monotonic clock going on from `floor`, this one's reading before the child
+        was made (one clock for the process tree, as Linux's)."""
+        if self.vdso is not None:
+            self.vdso.install(child.vm.ram, floor)
+        return GuestClock(child, self.vdso)
+
+    def anchor(self) -> None:
+        """Bring the guest's clocks to the host's again (monotonic never steps back)."""
+        if self.vdso is not None:
+            self.vdso.anchor(self.k.vm.ram)
