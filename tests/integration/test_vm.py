@@ -162,3 +162,22 @@ def test_setting_the_fs_base_keeps_the_shadow_page_tables(vm):
     assert vm.run(switcher) == Stop("exit")
     first, last = switcher.faults
     assert last - first < pages
+
+
+def test_a_kick_that_comes_after_the_close_does_nothing():
+    """A host thread's kick (its I/O work done, an alarm) can race the VM's close: it must not
+    write to the kvm_run page the close unmapped (in a forked child: that was a segfault)."""
+    import os
+
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            machine = Vm(mem_mib=32)
+            machine.close()
+            machine.wake_now()
+            status = 0
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

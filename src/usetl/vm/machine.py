@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import logging
+import os
 import signal
 import threading
 import time
@@ -46,6 +47,18 @@ EXCEPTION_NAMES = {
 
 # The signal that kicks a vCPU out of KVM_RUN; its handler does nothing.
 KICK_SIGNAL = signal.SIGUSR1
+# Held by a kick (host threads: an alarm, I/O work done) and by a release of the vCPU, so that
+# no kick writes to a kvm_run page that is being unmapped. One for the process, made anew in a
+# forked child, where a thread that held it at the fork does not exist.
+_kicks = threading.Lock()
+
+
+def _new_kick_lock() -> None:
+    global _kicks
+    _kicks = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_kick_lock)
 
 
 class VmError(UsetlError):
@@ -194,6 +207,7 @@ class Vm:
             self._setup_vcpu()
         self._deadline_hit = False
         self.closed = False
+        self._released = False
         # Every return from KVM_RUN into this process (an exit, a kick): the floor of every
         # latency here, so invocations and benchmarks count them.
         self.exits = 0
@@ -367,12 +381,15 @@ class Vm:
         self._kick()
 
     def _kick(self) -> None:
-        self.run_struct.immediate_exit = 1
-        if self._thread_id is not None:
-            try:
-                signal.pthread_kill(self._thread_id, KICK_SIGNAL)
-            except ProcessLookupError:
-                pass
+        with _kicks:
+            if self._released:  # its vCPU is gone: nothing runs to kick
+                return
+            self.run_struct.immediate_exit = 1
+            if self._thread_id is not None:
+                try:
+                    signal.pthread_kill(self._thread_id, KICK_SIGNAL)
+                except ProcessLookupError:
+                    pass
 
     @property
     def deadline_hit(self) -> bool:
@@ -514,6 +531,8 @@ class Vm:
 
     def release(self) -> None:
         """Close the VM and its vCPU but keep the guest memory (a template's)."""
+        with _kicks:
+            self._released = True
         self.vcpu.close()
         self.vmfd.close()
         self.kvm.close()
