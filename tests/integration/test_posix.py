@@ -275,6 +275,37 @@ def test_the_nice_value_goes_up_and_not_back_down(usf):
         """) == ["0 1", "EACCES", "ESRCH"]
 
 
+def test_scheduling_policy_is_sched_other_and_only_that_can_be_set(usf):
+    """libzmq's I/O threads read and set their own policy (pthread_getschedparam, which
+    glibc turns into EPERM when sched_getparam fails)."""
+    assert run(usf, """
+        import os, threading
+        tids = []
+        t = threading.Thread(target=lambda: tids.append(threading.get_native_id()))
+        t.start(); t.join()
+        me = threading.get_native_id()
+        print(os.sched_getscheduler(0) == os.SCHED_OTHER, os.sched_getparam(me).sched_priority)
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        os.sched_setparam(0, os.sched_param(0))
+        for policy, priority in ((os.SCHED_FIFO, 10), (os.SCHED_BATCH, 0)):
+            try:
+                os.sched_setscheduler(0, policy, os.sched_param(priority))
+            except PermissionError:
+                print("EPERM")
+        for policy, priority in ((os.SCHED_OTHER, 5), (os.SCHED_RR, 0)):
+            try:
+                os.sched_setscheduler(0, policy, os.sched_param(priority))
+            except OSError as e:
+                print(e.errno == __import__("errno").EINVAL)
+        print(os.sched_get_priority_min(os.SCHED_RR), os.sched_get_priority_max(os.SCHED_FIFO),
+              os.sched_get_priority_max(os.SCHED_OTHER))
+        try:
+            os.sched_getscheduler(tids[0])  # that thread has ended
+        except ProcessLookupError:
+            print("ESRCH")
+        """) == ["True 0", "EPERM", "EPERM", "True", "True", "1 99 0", "ESRCH"]
+
+
 def test_setrlimit_is_kept_nofile_enforced_and_the_c_utf8_locale_is_there(usf):
     out = run(usf, """
         import locale, os, resource, subprocess, sys
