@@ -255,6 +255,7 @@ _ENTRIES = [
     # sockets: in the guest (libos/guestnet.py); TCP to anything else proxied under the policy
     Syscall("socket", net.sys_socket, PARTIAL,
             "AF_INET/AF_INET6 stream and datagram, AF_UNIX stream, dgram, seqpacket; "
+            "AF_NETLINK NETLINK_ROUTE (dumps of the loopback's link and addresses); "
             "raw sockets EPERM, other families EAFNOSUPPORT"),
     Syscall("bind", net.sys_bind, PARTIAL,
             "inet: loopback or the wildcard only (else EADDRNOTAVAIL), in the guest's own port "
