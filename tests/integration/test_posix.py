@@ -141,8 +141,8 @@ def test_proc_stat_files_read_as_psutil_parses_them(usf):
 def test_proc_self_cmdline_and_environ_are_what_the_process_started_with(usf):
     out = run(usf, """
         import subprocess, sys
-        print(open("/proc/self/cmdline", "rb").read().split(b"\\0")[:3] ==
-              [sys.executable.encode(), b"-I", b"-S"])
+        print(open("/proc/self/cmdline", "rb").read().split(b"\\0")[:4] ==
+              [sys.executable.encode(), b"-s", b"-S", b"-P"])
         print(subprocess.run(["cat", "/proc/self/cmdline", "/proc/self/environ"], env={"A": "1"},
                              capture_output=True).stdout)
     """)

@@ -10,7 +10,7 @@ def deep(n):
     return 0 if n == 0 else 1 + deep(n - 1)
 
 
-def handler(event, context):
+def timers_and_conditions():
     fired = threading.Event()
     timer = threading.Timer(0.05, fired.set)
     timer.start()
@@ -30,6 +30,11 @@ def handler(event, context):
     with cond:
         filled = cond.wait_for(lambda: len(items) == 5, timeout=10)
         waited = cond.wait(timeout=0.05)
+    return {"timer": timer_ok, "cancelled_kept": fired.is_set(), "filled": filled,
+            "waited": waited}
+
+
+def barriers_and_locks():
     barrier = threading.Barrier(3, timeout=10)
     passed = []
     workers = [threading.Thread(target=lambda: passed.append(barrier.wait())) for _ in range(3)]
@@ -50,7 +55,11 @@ def handler(event, context):
     sem_waited = time.monotonic() - started >= 0.09
     lock = threading.Lock()
     lock.acquire()
-    lock_got = lock.acquire(timeout=0.05)
+    return {"barrier": sorted(passed), "barrier_timed_out": barrier_timed_out,
+            "sem": [sem_got, sem_waited], "lock": lock.acquire(timeout=0.05)}
+
+
+def handler(event, context):
     local, seen = threading.local(), []
 
     def use_local(i):
@@ -70,6 +79,4 @@ def handler(event, context):
     big.start()
     big.join()
     threading.stack_size(0)
-    return {"timer": timer_ok, "cancelled_kept": fired.is_set(), "filled": filled,
-            "waited": waited, "barrier": sorted(passed), "barrier_timed_out": barrier_timed_out,
-            "sem": [sem_got, sem_waited], "lock": lock_got, "locals": seen, "depth": depth}
+    return {**timers_and_conditions(), **barriers_and_locks(), "locals": seen, "depth": depth}
