@@ -355,3 +355,26 @@ def test_rtnetlink_dumps_the_loopback_interface_and_its_addresses(usf):
             print("EAGAIN")
         """) == ["[(1, 'lo')]", "EADDRINUSE", "True",
                  "[('127.0.0.1', 8, 1), ('::1', 128, 1), 3]", "2 8 True", "EAGAIN"]
+
+
+def test_interface_ioctls_name_the_loopback(usf):
+    """if_nametoindex and psutil.net_if_stats ask with SIOCGIF* ioctls on a socket."""
+    assert run_lines(usf, """
+        import array, errno, fcntl, socket, struct
+        print(socket.if_nametoindex("lo"), socket.if_indextoname(1))
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        ifr = struct.pack("16s24x", b"lo")
+        print(hex(struct.unpack_from("<H", fcntl.ioctl(s, 0x8913, ifr), 16)[0]),  # SIOCGIFFLAGS
+              socket.inet_ntoa(fcntl.ioctl(s, 0x8915, ifr)[20:24]),  # SIOCGIFADDR
+              struct.unpack_from("<i", fcntl.ioctl(s, 0x8921, ifr), 16)[0])  # SIOCGIFMTU
+        for request, name in ((0x8913, b"eth0"), (0x8946, b"lo"), (0x8914, b"lo")):
+            try:
+                fcntl.ioctl(s, request, struct.pack("16s24x", name))
+            except OSError as e:
+                print(e.errno in (errno.ENODEV, errno.EOPNOTSUPP, errno.EPERM) and e.strerror)
+        buf = array.array("B", bytes(80))
+        conf = fcntl.ioctl(s, 0x8912, struct.pack("<i4xQ", 80, buf.buffer_info()[0]))
+        print(struct.unpack_from("<i", conf)[0], bytes(buf[:3]), socket.inet_ntoa(buf[20:24]))
+        """) == ["1 lo", "0x49 127.0.0.1 65536", "No such device",  # not an interface here
+                 "Operation not supported", "Operation not permitted",  # ethtool, SIOCSIFFLAGS
+                 "40 b'lo\\x00' 127.0.0.1"]

@@ -1,10 +1,11 @@
-"""AF_NETLINK, NETLINK_ROUTE: the guest's network interfaces as rtnetlink dumps them.
+"""The guest's network interfaces, as rtnetlink dumps them and the SIOCGIF* ioctls tell.
 
 The guest has one interface, the loopback "lo" (index 1) with 127.0.0.1/8 and ::1/128,
 which is what its sockets reach (libos/guestnet.py). glibc's getifaddrs and if_nameindex
-ask for it with RTM_GETLINK and RTM_GETADDR dumps (libzmq's bind, psutil.net_if_addrs);
-any other request is answered with an NLMSG_ERROR of EOPNOTSUPP. Nothing ever changes,
-so a multicast group joined gets no messages.
+ask for it with RTM_GETLINK and RTM_GETADDR dumps on an AF_NETLINK socket (libzmq's bind,
+psutil.net_if_addrs); any other request is answered with an NLMSG_ERROR of EOPNOTSUPP.
+Nothing ever changes, so a multicast group joined gets no messages. if_nametoindex and
+psutil.net_if_stats ask with ioctls on any socket (interface_ioctl).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .sched import Block, WaitQueue
 
 if TYPE_CHECKING:
     from .files import FdTable
+    from .kernel import Kernel
     from .sched import Scheduler
 
 AF_NETLINK, NETLINK_ROUTE = 16, 0
@@ -47,6 +49,58 @@ SOCK_RAW, SOCK_DGRAM = 3, 2
 # The loopback's addresses: (family, prefix length, address).
 LOOPBACK = ((socket.AF_INET, 8, socket.inet_pton(socket.AF_INET, "127.0.0.1")),
             (socket.AF_INET6, 128, socket.inet_pton(socket.AF_INET6, "::1")))
+
+
+# The ioctls on a socket that name an interface in a struct ifreq (a 16-byte name, then a
+# 24-byte union at IFREQ_DATA).
+SIOCGIFNAME, SIOCGIFCONF, SIOCGIFFLAGS, SIOCGIFADDR = 0x8910, 0x8912, 0x8913, 0x8915
+SIOCGIFNETMASK, SIOCGIFMTU, SIOCGIFHWADDR, SIOCGIFINDEX = 0x891B, 0x8921, 0x8927, 0x8933
+SIOCETHTOOL = 0x8946
+SIOCSIF_FIRST, SIOCSIF_LAST = 0x8911, 0x8937  # the set requests among them take CAP_NET_ADMIN
+IFREQ, IFREQ_DATA, IFNAMSIZ = 40, 16, 16
+IFCONF = struct.Struct("<i4xQ")  # length, buffer
+
+
+def _sockaddr_in(address: bytes) -> bytes:
+    return struct.pack("<HH4s8x", socket.AF_INET, 0, address)
+
+
+def interface_ioctl(k: Kernel, request: int, arg: int) -> int:
+    """A SIOCGIF* request about the loopback (any other name is ENODEV)."""
+    if request == SIOCGIFCONF:
+        return _ifconf(k, arg)
+    if request == SIOCGIFNAME:
+        if struct.unpack("<i", k.mem.read(arg + IFREQ_DATA, 4))[0] != LOOPBACK_INDEX:
+            raise SyscallError(errno.ENODEV)
+        k.mem.write(arg, b"lo".ljust(IFNAMSIZ, b"\0"))
+        return 0
+    answers = {
+        SIOCGIFFLAGS: struct.pack("<H", IFF_UP | IFF_LOOPBACK | IFF_RUNNING),
+        SIOCGIFADDR: _sockaddr_in(LOOPBACK[0][2]),
+        SIOCGIFNETMASK: _sockaddr_in(bytes([255, 0, 0, 0])),
+        SIOCGIFMTU: struct.pack("<i", LOOPBACK_MTU),
+        SIOCGIFHWADDR: struct.pack("<H6s8x", ARPHRD_LOOPBACK, bytes(6)),
+        SIOCGIFINDEX: struct.pack("<i", LOOPBACK_INDEX),
+    }
+    if request not in answers and request != SIOCETHTOOL and not (
+            SIOCSIF_FIRST <= request <= SIOCSIF_LAST):
+        raise SyscallError(errno.ENOTTY)
+    if k.mem.read(arg, IFNAMSIZ).split(b"\0", 1)[0] != b"lo":
+        raise SyscallError(errno.ENODEV)
+    if request not in answers:  # ethtool has nothing to say about lo; setting takes root
+        raise SyscallError(errno.EOPNOTSUPP if request == SIOCETHTOOL else errno.EPERM)
+    k.mem.write(arg + IFREQ_DATA, answers[request])
+    return 0
+
+
+def _ifconf(k: Kernel, arg: int) -> int:
+    """SIOCGIFCONF: the IPv4 interfaces, one ifreq each (a NULL buffer: the room needed)."""
+    length, buf = IFCONF.unpack(k.mem.read(arg, IFCONF.size))
+    entry = b"lo".ljust(IFNAMSIZ, b"\0") + _sockaddr_in(LOOPBACK[0][2]).ljust(24, b"\0")
+    if buf and length >= IFREQ:
+        k.mem.write(buf, entry)
+    k.mem.write(arg, struct.pack("<i", IFREQ if not buf or length >= IFREQ else 0))
+    return 0
 
 
 def _align(n: int) -> int:
@@ -175,6 +229,9 @@ class NetlinkSocket(StreamFile):
 
     def poll(self) -> int:
         return WRITABLE | (READABLE if self.replies else 0)
+
+    def ioctl(self, k: Kernel, request: int, arg: int) -> int:
+        return interface_ioctl(k, request, arg)
 
     def wait_queues(self) -> tuple[WaitQueue, ...]:
         return (self.queue,)

@@ -84,8 +84,8 @@ _ENTRIES = [
     Syscall("ioctl", f.sys_ioctl, PARTIAL,
             "FIONBIO/FIOCLEX; the devices' own: /dev/etl's request, /dev/usetl's exchange "
             "(a reply and the next request), a pseudo-terminal's termios, window size and "
-            "pty requests (libos/pty.py); the captured stdout and stderr are no terminals "
-            "(ENOTTY)"),
+            "pty requests (libos/pty.py); a socket's SIOCGIF* about the loopback "
+            "(libos/netlink.py); the captured stdout and stderr are no terminals (ENOTTY)"),
     Syscall("getdents64", f.sys_getdents64, FULL),
     Syscall("getcwd", f.sys_getcwd, FULL),
     Syscall("chdir", f.sys_chdir, FULL),
