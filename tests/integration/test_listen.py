@@ -375,6 +375,7 @@ def test_interface_ioctls_name_the_loopback(usf):
         buf = array.array("B", bytes(80))
         conf = fcntl.ioctl(s, 0x8912, struct.pack("<i4xQ", 80, buf.buffer_info()[0]))
         print(struct.unpack_from("<i", conf)[0], bytes(buf[:3]), socket.inet_ntoa(buf[20:24]))
+        print([line.split(":")[0].strip() for line in open("/proc/net/dev")][2:])  # psutil's list
         """) == ["1 lo", "0x49 127.0.0.1 65536", "No such device",  # not an interface here
                  "Operation not supported", "Operation not permitted",  # ethtool, SIOCSIFFLAGS
-                 "40 b'lo\\x00' 127.0.0.1"]
+                 "40 b'lo\\x00' 127.0.0.1", "['lo']"]

@@ -196,6 +196,16 @@ def _host_cpuinfo() -> bytes:
         return b"processor\t: 0\n\n"
 
 
+# /proc/net/dev: the guest's one interface (libos/netlink.py), what psutil lists interfaces
+# by; its traffic is not counted (zeros).
+NET_DEV = (
+    b"Inter-|   Receive                                                |  Transmit\n"
+    b" face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs "
+    b"drop fifo colls carrier compressed\n"
+    b"    lo:" + b" ".join(b"%7d" % 0 for _ in range(16)) + b"\n"
+)
+
+
 def passwd_files(uid: int, gid: int) -> dict[str, bytes]:
     """/etc/passwd and /etc/group naming root, the guest's user and nobody."""
     passwd = (
@@ -225,6 +235,8 @@ def install(k: Kernel) -> None:
     ns.proc.entries["cpuinfo"] = StaticFile(PROC_INO + 4, _host_cpuinfo(), DEV_PROC)
     ns.proc.entries["stat"] = ProcNode(PROC_INO + 7, render_system_stat)
     ns.proc.entries["uptime"] = ProcNode(PROC_INO + 8, render_uptime)
+    dev = StaticFile(PROC_INO + 12, NET_DEV, DEV_PROC)
+    ns.proc.entries["net"] = StaticDir(PROC_INO + 11, {"dev": dev}, DEV_PROC)
     cpus = {name: StaticFile(SYS_INO + i, b"0\n", DEV_SYSFS)
             for i, name in enumerate(("online", "possible", "present"))}
     cpu = StaticDir(SYS_INO + 10, cpus, DEV_SYSFS)
