@@ -106,6 +106,7 @@ CORPUS: list[Function] = [
     _f("ssl_handshake", "pattern", {}, "cryptography"),
     _f("http_clients", "pattern", {"base": "{http}"}, quick=True),
     _f("psutil_stats", "pattern", {}, "psutil"),
+    _f("network_interfaces", "pattern", {}, "psutil"),
     _f("pydantic_models", "pattern", {"order": ORDER, "bad": [
         {**ORDER, "items": []}, {**ORDER, "kind": "moved", "items": [
             {"sku": "bad", "quantity": 0, "price": 1}]}]}, "pydantic"),
