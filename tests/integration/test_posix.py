@@ -258,6 +258,54 @@ def test_empty_files_and_directories_count_against_the_tmpfs_limit(image):
     assert r.stdout.splitlines() == ["ENOSPC True", "again True"]
 
 
+def test_proc_sys_has_the_tunables_libraries_read(usf):
+    """filelock reads overflowuid before it trusts a lock file's owner; servers size their
+    listen backlog by somaxconn; random/uuid is new at each read."""
+    assert run(usf, """
+        import os, socket
+        def read(name):
+            with open("/proc/sys/" + name) as f:
+                return f.read().strip()
+        print(read("kernel/overflowuid"), read("kernel/overflowgid"),
+              read("net/core/somaxconn") == str(socket.SOMAXCONN))
+        print(read("kernel/ostype"), read("kernel/osrelease") == os.uname().release)
+        print(read("kernel/random/uuid") != read("kernel/random/uuid"),
+              len(read("kernel/random/boot_id")) == 36)
+        """) == ["65534 65534 True", "Linux True", "True True"]
+
+
+def test_flock_locks_belong_to_open_file_descriptions(usf):
+    """Threads that each open a lock file exclude each other (filelock, pip's and Hugging
+    Face's caches); a dup shares its description's lock, which goes at its last close."""
+    assert run(usf, """
+        import fcntl, os, threading
+        a, b = open("/tmp/lock", "w"), open("/tmp/lock", "w")
+        fcntl.flock(a, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(b, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("EWOULDBLOCK")
+        dup = os.dup(a.fileno())
+        fcntl.flock(dup, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the same description: granted
+        waiting = threading.Thread(target=fcntl.flock, args=(b, fcntl.LOCK_SH))
+        waiting.start()
+        a.close()
+        print(waiting.is_alive())  # the dup still holds the lock
+        os.close(dup)
+        waiting.join(30)
+        print(waiting.is_alive())
+        c = open("/tmp/lock")
+        fcntl.flock(c, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared with b's
+        try:
+            fcntl.flock(c, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("no exclusive while another shares")
+        b.close()
+        fcntl.flock(c, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        print("exclusive")
+        """) == ["EWOULDBLOCK", "True", "False", "no exclusive while another shares", "exclusive"]
+
+
 def test_the_nice_value_goes_up_and_not_back_down(usf):
     assert run(usf, """
         import os

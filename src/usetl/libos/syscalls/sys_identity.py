@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import SyscallError
 from ..files import MAX_FDS
-from ..procfs import uptime
+from ..procfs import OS_RELEASE, uptime
 from .args import s32
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def sys_getgroups(k: Kernel, size: int, *_: int) -> int:
 
 
 def sys_uname(k: Kernel, buf: int, *_: int) -> int:
-    fields = ["Linux", k.identity.hostname, "6.1.0-usetl", "#1 SMP usetl", "x86_64", "(none)"]
+    fields = ["Linux", k.identity.hostname, OS_RELEASE, "#1 SMP usetl", "x86_64", "(none)"]
     k.mem.write(buf, b"".join(f.encode().ljust(65, b"\0") for f in fields))
     return 0
 
