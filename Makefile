@@ -3,10 +3,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup host-tools ui-assets cluster-tools cluster-demo demo test lint bench report readme-table compat fuzz clean
+.PHONY: setup host-tools ui-assets cluster-tools cluster-demo demo test lint bench report readme-table compat corpus fuzz clean
 
 # `make report` writes the evaluation here; `make report QUICK=1` is the under-5-minute run.
 REPORT_DIR ?= eval
+comma := ,
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -79,6 +80,14 @@ report: setup
 # CPython's own test modules in a USF and on the host, side by side (tens of minutes).
 compat: setup
 	$(VENV)/bin/usetl bench cpython-tests
+
+# The corpus of real serverless functions (SeBS, FunctionBench, ServerlessBench, FaaSdom and
+# the patterns handlers use), each deployed with its requirements (installed into the module
+# store: it reaches the package index) and run in a USF and on the host: pass or fail per
+# function and the rate. CORPUS=name1,name2 for some of them.
+corpus: setup
+	$(VENV)/bin/usetl image build
+	$(PY) -m usetl.bench.corpus $(subst $(comma), ,$(CORPUS))
 
 readme-table: setup
 	$(VENV)/bin/usetl bench readme-table $(REPORT_DIR)

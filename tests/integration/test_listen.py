@@ -311,3 +311,71 @@ def test_a_close_with_linger_zero_resets_the_connection(usf):
         conn.close()
         server.close()
         """) == ["getpeername ENOTCONN", "b'sent before the reset'", "recv ECONNRESET"]
+
+
+def test_rtnetlink_dumps_the_loopback_interface_and_its_addresses(usf):
+    """glibc's getifaddrs and if_nameindex ask NETLINK_ROUTE (libzmq's bind does)."""
+    assert run_lines(usf, """
+        import errno, socket, struct
+        print(socket.if_nameindex())
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        s.bind((0, 0))
+        port = s.getsockname()[0]
+        other = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
+        try:
+            other.bind((port, 0))
+        except OSError as e:
+            print(errno.errorcode[e.errno])
+        other.bind((0, 0))
+        print(other.getsockname()[0] != port)
+        def messages(data):
+            at = 0
+            while at < len(data):
+                length, kind, _, seq, pid = struct.unpack_from("<IHHII", data, at)
+                yield kind, seq, pid, data[at + 16:at + length]
+                at += (length + 3) & ~3
+        s.send(struct.pack("<IHHII", 20, 22, 0x301, 7, 0) + bytes([socket.AF_UNSPEC]) + bytes(3))
+        found = []
+        for kind, seq, pid, body in messages(s.recv(65536)):
+            assert (seq, pid) == (7, port)
+            if kind == 20:  # RTM_NEWADDR: the address attribute
+                family, prefix, index = body[0], body[1], struct.unpack_from("<i", body, 4)[0]
+                alen = struct.unpack_from("<H", body, 8)[0]
+                found.append((socket.inet_ntop(family, body[12:8 + alen]), prefix, index))
+            else:
+                found.append(kind)  # NLMSG_DONE ends the dump
+        print(found)
+        s.send(struct.pack("<IHHII", 16, 26, 0x5, 8, 0))  # an RTM_GETROUTE this does not serve
+        kind, seq, _, body = next(messages(s.recv(100)))
+        print(kind, seq, struct.unpack_from("<i", body)[0] == -errno.EOPNOTSUPP)
+        s.setblocking(False)
+        try:
+            s.recv(100)
+        except BlockingIOError:
+            print("EAGAIN")
+        """) == ["[(1, 'lo')]", "EADDRINUSE", "True",
+                 "[('127.0.0.1', 8, 1), ('::1', 128, 1), 3]", "2 8 True", "EAGAIN"]
+
+
+def test_interface_ioctls_name_the_loopback(usf):
+    """if_nametoindex and psutil.net_if_stats ask with SIOCGIF* ioctls on a socket."""
+    assert run_lines(usf, """
+        import array, errno, fcntl, socket, struct
+        print(socket.if_nametoindex("lo"), socket.if_indextoname(1))
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        ifr = struct.pack("16s24x", b"lo")
+        print(hex(struct.unpack_from("<H", fcntl.ioctl(s, 0x8913, ifr), 16)[0]),  # SIOCGIFFLAGS
+              socket.inet_ntoa(fcntl.ioctl(s, 0x8915, ifr)[20:24]),  # SIOCGIFADDR
+              struct.unpack_from("<i", fcntl.ioctl(s, 0x8921, ifr), 16)[0])  # SIOCGIFMTU
+        for request, name in ((0x8913, b"eth0"), (0x8946, b"lo"), (0x8914, b"lo")):
+            try:
+                fcntl.ioctl(s, request, struct.pack("16s24x", name))
+            except OSError as e:
+                print(e.errno in (errno.ENODEV, errno.EOPNOTSUPP, errno.EPERM) and e.strerror)
+        buf = array.array("B", bytes(80))
+        conf = fcntl.ioctl(s, 0x8912, struct.pack("<i4xQ", 80, buf.buffer_info()[0]))
+        print(struct.unpack_from("<i", conf)[0], bytes(buf[:3]), socket.inet_ntoa(buf[20:24]))
+        print([line.split(":")[0].strip() for line in open("/proc/net/dev")][2:])  # psutil's list
+        """) == ["1 lo", "0x49 127.0.0.1 65536", "No such device",  # not an interface here
+                 "Operation not supported", "Operation not permitted",  # ethtool, SIOCSIFFLAGS
+                 "40 b'lo\\x00' 127.0.0.1", "['lo']"]

@@ -141,8 +141,8 @@ def test_proc_stat_files_read_as_psutil_parses_them(usf):
 def test_proc_self_cmdline_and_environ_are_what_the_process_started_with(usf):
     out = run(usf, """
         import subprocess, sys
-        print(open("/proc/self/cmdline", "rb").read().split(b"\\0")[:3] ==
-              [sys.executable.encode(), b"-I", b"-S"])
+        print(open("/proc/self/cmdline", "rb").read().split(b"\\0")[:4] ==
+              [sys.executable.encode(), b"-s", b"-S", b"-P"])
         print(subprocess.run(["cat", "/proc/self/cmdline", "/proc/self/environ"], env={"A": "1"},
                              capture_output=True).stdout)
     """)
@@ -258,6 +258,54 @@ def test_empty_files_and_directories_count_against_the_tmpfs_limit(image):
     assert r.stdout.splitlines() == ["ENOSPC True", "again True"]
 
 
+def test_proc_sys_has_the_tunables_libraries_read(usf):
+    """filelock reads overflowuid before it trusts a lock file's owner; servers size their
+    listen backlog by somaxconn; random/uuid is new at each read."""
+    assert run(usf, """
+        import os, socket
+        def read(name):
+            with open("/proc/sys/" + name) as f:
+                return f.read().strip()
+        print(read("kernel/overflowuid"), read("kernel/overflowgid"),
+              read("net/core/somaxconn") == str(socket.SOMAXCONN))
+        print(read("kernel/ostype"), read("kernel/osrelease") == os.uname().release)
+        print(read("kernel/random/uuid") != read("kernel/random/uuid"),
+              len(read("kernel/random/boot_id")) == 36)
+        """) == ["65534 65534 True", "Linux True", "True True"]
+
+
+def test_flock_locks_belong_to_open_file_descriptions(usf):
+    """Threads that each open a lock file exclude each other (filelock, pip's and Hugging
+    Face's caches); a dup shares its description's lock, which goes at its last close."""
+    assert run(usf, """
+        import fcntl, os, threading
+        a, b = open("/tmp/lock", "w"), open("/tmp/lock", "w")
+        fcntl.flock(a, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(b, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("EWOULDBLOCK")
+        dup = os.dup(a.fileno())
+        fcntl.flock(dup, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the same description: granted
+        waiting = threading.Thread(target=fcntl.flock, args=(b, fcntl.LOCK_SH))
+        waiting.start()
+        a.close()
+        print(waiting.is_alive())  # the dup still holds the lock
+        os.close(dup)
+        waiting.join(30)
+        print(waiting.is_alive())
+        c = open("/tmp/lock")
+        fcntl.flock(c, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared with b's
+        try:
+            fcntl.flock(c, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("no exclusive while another shares")
+        b.close()
+        fcntl.flock(c, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        print("exclusive")
+        """) == ["EWOULDBLOCK", "True", "False", "no exclusive while another shares", "exclusive"]
+
+
 def test_the_nice_value_goes_up_and_not_back_down(usf):
     assert run(usf, """
         import os
@@ -273,6 +321,37 @@ def test_the_nice_value_goes_up_and_not_back_down(usf):
         except ProcessLookupError:
             print("ESRCH")
         """) == ["0 1", "EACCES", "ESRCH"]
+
+
+def test_scheduling_policy_is_sched_other_and_only_that_can_be_set(usf):
+    """libzmq's I/O threads read and set their own policy (pthread_getschedparam, which
+    glibc turns into EPERM when sched_getparam fails)."""
+    assert run(usf, """
+        import os, threading
+        tids = []
+        t = threading.Thread(target=lambda: tids.append(threading.get_native_id()))
+        t.start(); t.join()
+        me = threading.get_native_id()
+        print(os.sched_getscheduler(0) == os.SCHED_OTHER, os.sched_getparam(me).sched_priority)
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        os.sched_setparam(0, os.sched_param(0))
+        for policy, priority in ((os.SCHED_FIFO, 10), (os.SCHED_BATCH, 0)):
+            try:
+                os.sched_setscheduler(0, policy, os.sched_param(priority))
+            except PermissionError:
+                print("EPERM")
+        for policy, priority in ((os.SCHED_OTHER, 5), (os.SCHED_RR, 0)):
+            try:
+                os.sched_setscheduler(0, policy, os.sched_param(priority))
+            except OSError as e:
+                print(e.errno == __import__("errno").EINVAL)
+        print(os.sched_get_priority_min(os.SCHED_RR), os.sched_get_priority_max(os.SCHED_FIFO),
+              os.sched_get_priority_max(os.SCHED_OTHER))
+        try:
+            os.sched_getscheduler(tids[0])  # that thread has ended
+        except ProcessLookupError:
+            print("ESRCH")
+        """) == ["True 0", "EPERM", "EPERM", "True", "True", "1 99 0", "ESRCH"]
 
 
 def test_setrlimit_is_kept_nofile_enforced_and_the_c_utf8_locale_is_there(usf):

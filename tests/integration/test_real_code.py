@@ -172,6 +172,28 @@ def test_boto3_threaded_download_and_upload_of_20_mib(image, tmp_path, s3_server
     assert hashlib.sha256(stored).hexdigest() == want
 
 
+CHILD_INTERPRETERS = """
+import subprocess, sys
+
+def handler(event, context):
+    probe = "import six, sys; print(six.__file__, sys.flags.ignore_environment)"
+    plain = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    # multiprocessing's and joblib's helpers start children with the parent's flags
+    flagged = subprocess.run([sys.executable, *subprocess._args_from_interpreter_flags(), "-c",
+                              probe], capture_output=True, text=True)
+    return [plain.stdout.strip() or plain.stderr, flagged.stdout.strip() or flagged.stderr]
+"""
+
+
+def test_child_interpreters_import_the_functions_requirements(image, tmp_path):
+    """joblib's workers and resource tracker are `python -m`/`-c` children: the requirements
+    reach them through PYTHONPATH, which the interpreter's flags must not make it ignore."""
+    with start_usf(image) as u:
+        deploy(u, tmp_path, CHILD_INTERPRETERS, ["six"])
+        value = call(u, {})
+    assert value == ["/m0/six.py 0", "/m0/six.py 0"]
+
+
 PYARROW_PARQUET = """
 import os
 import pyarrow as pa

@@ -200,6 +200,33 @@ def test_epoll_level_edge_and_oneshot(usf):
                      f"{ready} []", ready, "[]"]
 
 
+def test_epoll_wait_wakes_when_another_thread_adds_or_modifies_a_ready_fd(usf):
+    """grpc's poller thread waits on its epoll set while other threads add sockets to it."""
+    out = run(usf, """
+        import os, select, socket, threading, time
+        ep = select.epoll()
+        a, b = socket.socketpair()
+        r, w = os.pipe()
+        b.send(b"x")
+        os.write(w, b"y")
+        ep.register(r, select.EPOLLOUT)  # ready for reading, not for what it asks
+        for change, fd in ((lambda: ep.register(a, select.EPOLLIN | select.EPOLLET), a.fileno()),
+                           (lambda: ep.modify(r, select.EPOLLIN), r)):
+            polling, got = threading.Event(), []
+            def waiter():
+                polling.set()  # it runs on until it blocks in epoll_wait (one vCPU)
+                got.append(ep.poll(30))
+            t = threading.Thread(target=waiter)
+            t.start()
+            polling.wait()
+            started = time.monotonic()
+            change()
+            t.join()
+            print(got[0] == [(fd, select.EPOLLIN)], time.monotonic() - started < 10)
+        """)
+    assert out == "True True\nTrue True\n"
+
+
 def test_select_and_poll_wake_on_a_writer_thread(usf):
     out = run(usf, """
         import os, select, threading

@@ -33,13 +33,14 @@ from .frozen import Frozen
 from .protocol import SnapshotExport
 
 MAGIC = b"USETLSNP"
-VERSION = 12  # 4: a kernel's children, host-shared ranges; 5: guest sockets, the capture time
+VERSION = 13  # 4: a kernel's children, host-shared ranges; 5: guest sockets, the capture time
 # 3: signal state in each thread record, /dev/shm; 2: a namespace's inode counter
 # 6: the agent channel's exchange in progress (agent protocol 4); 7: the jail's paths
 # 8: a memory area's file
 # 9: an address space's running count of mapped bytes; 10: the kernel's signal_sent queue
 # 11: a kernel's process start, an address space's argv and envp strings (/proc/self)
 # 12: a kernel's guest clock, deadlines on it (libos/clock.py), the capture time on it
+# 13: an epoll set's queue of waiters its changes wake
 STATE_FILE = "state.usetl"
 _HEAD = struct.Struct("<8sI32sQ")  # magic, version, sha256(body), len(body)
 _CHUNK = 1 << 20

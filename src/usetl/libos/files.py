@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING
 
 from .errors import SyscallError
 from .fs import ImageNode, Node, StaticFile, TmpFile, TmpFS, dirent_type
+from .sched import WaitQueue
 
 if TYPE_CHECKING:
     from .clock import Deadline
     from .kernel import Kernel
+    from .sched import Scheduler
 
 O_ACCMODE = 3
 O_RDONLY, O_WRONLY, O_RDWR = 0, 1, 2
@@ -298,8 +300,29 @@ class RandomFile(NullFile):
         return os.urandom(min(length, 1 << 20))
 
 
+class FileLocks:
+    """flock(2)'s locks on one file: held by open file descriptions (not fds, not threads),
+    shared or exclusive; `queue` holds the callers waiting for one to go."""
+
+    def __init__(self, sched: Scheduler) -> None:
+        self.sched = sched
+        self.holders: dict[OpenFile, bool] = {}  # open file description -> exclusive
+        self.queue = WaitQueue()
+
+    def conflicts(self, f: OpenFile, exclusive: bool) -> bool:
+        others = [ex for holder, ex in self.holders.items() if holder is not f]
+        return bool(others) and (exclusive or any(others))
+
+    def release(self, f: OpenFile) -> None:
+        if self.holders.pop(f, None) is not None:
+            self.queue.wake(self.sched)
+
+
 class FdTable:
     limit = MAX_FDS  # the soft RLIMIT_NOFILE: fds from it on cannot be made
+    # flock(2)'s locks by file (dev, ino), made at the first flock (a rollback drops them
+    # with the rest of the table's state)
+    flocks: dict[tuple[int, int], FileLocks] | None = None
 
     def __init__(self) -> None:
         self.files: dict[int, OpenFile] = {}
@@ -332,17 +355,32 @@ class FdTable:
         self.files[fd] = f
         self.cloexec.discard(fd)
 
+    def file_locks(self, node: Node, sched: Scheduler) -> FileLocks:
+        if self.flocks is None:
+            self.flocks = {}
+        key = (node.dev, node.ino)
+        if key not in self.flocks:
+            self.flocks[key] = FileLocks(sched)
+        return self.flocks[key]
+
+    def _drop_locks(self, f: OpenFile) -> None:
+        """The description is closed: its flock lock, if it holds one, goes."""
+        if self.flocks and (locks := self.flocks.get((f.node.dev, f.node.ino))) is not None:
+            locks.release(f)
+
     def close(self, fd: int) -> None:
         f = self.files.pop(fd, None)
         if f is None:
             raise SyscallError(errno.EBADF)
         self.cloexec.discard(fd)
         if f not in self.files.values() and not f.in_flight:
+            self._drop_locks(f)
             f.close()
 
     def release(self, f: OpenFile) -> None:
         """A message in flight let go of f (received or dropped): closed if nothing holds it."""
         f.in_flight -= 1
         if not f.in_flight and f not in self.files.values():
+            self._drop_locks(f)
             f.close()
 

@@ -29,6 +29,7 @@ from .files import O_NONBLOCK, O_RDWR, StreamFile
 from .fs import Node, TmpDir, TmpSocket
 from .ipc import READABLE, UNIX_CAPACITY, WRITABLE, Ancillary, Channel, UnixSocketFile
 from .net import MSG_DONTWAIT, MSG_PEEK, POLLHUP, SocketFile
+from .netlink import interface_ioctl
 from .sched import Block, WaitQueue
 
 T = TypeVar("T")
@@ -304,6 +305,9 @@ class GuestSocket(StreamFile):
     def changed(self) -> None:
         self.changes += 1
         self.queue.wake(self.net.sched)
+
+    def ioctl(self, k: Kernel, request: int, arg: int) -> int:
+        return interface_ioctl(k, request, arg)  # SIOCGIF*: which interfaces there are
 
     def option_on(self, name: str) -> bool:
         return bool(self.options.get(name))

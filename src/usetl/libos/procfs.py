@@ -16,12 +16,14 @@ from __future__ import annotations
 import os
 import resource
 import time
+import uuid
 from typing import TYPE_CHECKING
 
 from usetl.vm.layout import PAGE_SIZE
 
 from .children import Usage, find_process
 from .fs import DEV_DEVFS, DEV_PROC, DEV_SYSFS, FdDir, ProcNode, StaticDir, StaticFile, StaticLink
+from .guestnet import SOMAXCONN
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -36,6 +38,8 @@ DEV_LINKS = {"fd": (22, "/proc/self/fd"), "stdin": (23, "/proc/self/fd/0"),
 
 
 CLOCK_TICKS = 100  # sysconf(_SC_CLK_TCK): the unit of /proc's times
+OS_RELEASE = "6.1.0-usetl"  # uname's release, and /proc/sys/kernel/osrelease
+HOST_BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 
 def _kib(n: int) -> int:
@@ -196,6 +200,49 @@ def _host_cpuinfo() -> bytes:
         return b"processor\t: 0\n\n"
 
 
+# /proc/net/dev: the guest's one interface (libos/netlink.py), what psutil lists interfaces
+# by; its traffic is not counted (zeros).
+NET_DEV = (
+    b"Inter-|   Receive                                                |  Transmit\n"
+    b" face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs "
+    b"drop fifo colls carrier compressed\n"
+    b"    lo:" + b" ".join(b"%7d" % 0 for _ in range(16)) + b"\n"
+)
+
+
+def _proc_sys() -> StaticDir:
+    """/proc/sys: the few tunables libraries read (filelock's overflowuid, the backlog cap
+    servers size their listen by, a boot id and fresh UUIDs), each Linux's value here."""
+    def files(first: int, values: dict[str, bytes]) -> dict[str, StaticFile]:
+        return {name: StaticFile(first + i, data + b"\n", DEV_PROC)
+                for i, (name, data) in enumerate(values.items())}
+
+    kernel = files(PROC_INO + 0x20, {
+        "overflowuid": b"65534", "overflowgid": b"65534", "pid_max": b"4194304",
+        "ostype": b"Linux", "osrelease": OS_RELEASE.encode()})
+    random = files(PROC_INO + 0x30, {"boot_id": _host_boot_id()})
+    random["uuid"] = ProcNode(PROC_INO + 0x31, render_uuid)
+    kernel["random"] = StaticDir(PROC_INO + 0x2F, random, DEV_PROC)
+    core = StaticDir(PROC_INO + 0x41, files(PROC_INO + 0x40, {"somaxconn": b"%d" % SOMAXCONN}),
+                     DEV_PROC)
+    net = StaticDir(PROC_INO + 0x42, {"core": core}, DEV_PROC)
+    return StaticDir(PROC_INO + 0x43, {"kernel": StaticDir(PROC_INO + 0x2E, kernel, DEV_PROC),
+                                       "net": net}, DEV_PROC)
+
+
+def render_uuid(k: Kernel) -> bytes:
+    return str(uuid.uuid4()).encode() + b"\n"  # a new one at each read, as Linux gives
+
+
+def _host_boot_id() -> bytes:
+    """The host's boot id (its boot is the guest's: /proc/uptime and btime are the host's)."""
+    try:
+        with open(HOST_BOOT_ID, "rb") as f:
+            return f.read().strip()
+    except OSError:
+        return str(uuid.uuid4()).encode()
+
+
 def passwd_files(uid: int, gid: int) -> dict[str, bytes]:
     """/etc/passwd and /etc/group naming root, the guest's user and nobody."""
     passwd = (
@@ -225,6 +272,9 @@ def install(k: Kernel) -> None:
     ns.proc.entries["cpuinfo"] = StaticFile(PROC_INO + 4, _host_cpuinfo(), DEV_PROC)
     ns.proc.entries["stat"] = ProcNode(PROC_INO + 7, render_system_stat)
     ns.proc.entries["uptime"] = ProcNode(PROC_INO + 8, render_uptime)
+    dev = StaticFile(PROC_INO + 12, NET_DEV, DEV_PROC)
+    ns.proc.entries["net"] = StaticDir(PROC_INO + 11, {"dev": dev}, DEV_PROC)
+    ns.proc.entries["sys"] = _proc_sys()
     cpus = {name: StaticFile(SYS_INO + i, b"0\n", DEV_SYSFS)
             for i, name in enumerate(("online", "possible", "present"))}
     cpu = StaticDir(SYS_INO + 10, cpus, DEV_SYSFS)

@@ -71,16 +71,29 @@ def entry_source(spec: FunctionSpec, module_mounts: list[str]) -> str:
         f"for _lib in {preload!r}:\n"
         "    ctypes.CDLL(_lib, mode=ctypes.RTLD_GLOBAL)\n"
     ) if preload else ""
+    path = ["/code", *module_mounts]
+    syslibs = sorted({lib.rsplit("/", 1)[0] for lib in preload})
     return (
         "import os, sys\n"
         # One thread, as the USF has (BLAS libraries would try one per core).
         "os.environ.update(OPENBLAS_NUM_THREADS='1', OMP_NUM_THREADS='1')\n"
         f"os.environ.update({spec.env!r})\n"
-        f"sys.path[:0] = {['/code', *module_mounts]!r}\n"
+        f"sys.path[:0] = {path!r}\n"
+        # Child interpreters (subprocess of sys.executable, joblib's workers) find the code,
+        # its requirements and their system libraries too, as the function's own does.
+        f"{_prepend_env('PYTHONPATH', path)}{_prepend_env('LD_LIBRARY_PATH', syslibs)}"
         f"{libraries}"
         "os.chdir('/code')\n"
         f"from {module} import {func} as handler\n"
     )
+
+
+def _prepend_env(name: str, dirs: list[str]) -> str:
+    """Source that puts `dirs` first in the search-path variable `name` (none: nothing)."""
+    if not dirs:
+        return ""
+    return (f"os.environ[{name!r}] = ':'.join(filter(None, [{':'.join(dirs)!r}, "
+            f"os.environ.get({name!r})]))\n")
 
 
 class KvmInstance:

@@ -118,12 +118,19 @@ def _load(usf: Usf, path: str, argv: list[str]) -> None:
     usf.vm.enter_user(prog.entry, prog.stack_pointer)
 
 
+# No user site, no site, and not the agent's directory first on sys.path (its modules would
+# shadow the function's): -I without its -E, since multiprocessing and joblib start child
+# interpreters with the parent's flags, and those must read the PYTHONPATH the entry module
+# sets. The environment the interpreter starts with is the monitor's anyway.
+AGENT_FLAGS = ("-s", "-S", "-P")
+
+
 def start_usf(image: ImageArchive | None = None, config: UsfConfig | None = None) -> Usf:
     """Load the image's CPython and run it until its agent waits for work."""
     t0 = time.perf_counter()
     image = image or ImageArchive.open(default_image())
     exe = image.meta["executable"]
-    usf = boot_usf(exe, [exe, "-I", "-S", image.meta["agent"]], image, config)
+    usf = boot_usf(exe, [exe, *AGENT_FLAGS, image.meta["agent"]], image, config)
     try:
         _run_to_agent(usf)
     except BaseException:

@@ -32,6 +32,7 @@ from ..fs import (
     TmpNode,
 )
 from ..hostfs import DEV_HOSTFS
+from ..sched import Block
 from .args import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_FOLLOW, AT_SYMLINK_NOFOLLOW, s32
 from .sys_file import _resolve_at, _tmp_parent
 
@@ -307,10 +308,28 @@ def sys_fstatfs(k: Kernel, fd: int, buf: int, *_: int) -> int:
 
 
 def sys_flock(k: Kernel, fd: int, operation: int, *_: int) -> int:
-    k.fds.get(s32(fd))
-    if s32(operation) & ~LOCK_NB not in (LOCK_SH, LOCK_EX, LOCK_UN):
+    """Locks of the open file description, against the process's other descriptions of the
+    file (threads that each opened it: filelock, pip's and Hugging Face's caches)."""
+    f = k.fds.get(s32(fd))
+    op = s32(operation)
+    if op & ~LOCK_NB not in (LOCK_SH, LOCK_EX, LOCK_UN):
         raise SyscallError(errno.EINVAL)
-    return 0  # one process: every lock is granted
+    locks = k.fds.file_locks(f.node, k.sched)
+    if op & LOCK_UN:
+        locks.release(f)
+        return 0
+    exclusive = op & LOCK_EX != 0
+    if f in locks.holders and locks.holders[f] == exclusive:
+        return 0  # held so already
+    if locks.conflicts(f, exclusive):
+        locks.release(f)  # a conversion drops the old lock first, as Linux's does
+        if op & LOCK_NB:
+            raise SyscallError(errno.EWOULDBLOCK)
+        raise Block((locks.queue,), k.sched.deadline_after(None))
+    locks.holders[f] = exclusive
+    if not exclusive:
+        locks.queue.wake(k.sched)  # exclusive to shared: other shared takers may go on
+    return 0
 
 
 # -- memfd -----------------------------------------------------------------------

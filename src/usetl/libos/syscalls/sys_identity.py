@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import SyscallError
 from ..files import MAX_FDS
-from ..procfs import uptime
+from ..procfs import OS_RELEASE, uptime
 from .args import s32
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def sys_getgroups(k: Kernel, size: int, *_: int) -> int:
 
 
 def sys_uname(k: Kernel, buf: int, *_: int) -> int:
-    fields = ["Linux", k.identity.hostname, "6.1.0-usetl", "#1 SMP usetl", "x86_64", "(none)"]
+    fields = ["Linux", k.identity.hostname, OS_RELEASE, "#1 SMP usetl", "x86_64", "(none)"]
     k.mem.write(buf, b"".join(f.encode().ljust(65, b"\0") for f in fields))
     return 0
 
@@ -182,6 +182,71 @@ def sys_sched_getaffinity(k: Kernel, pid: int, size: int, mask: int, *_: int) ->
         raise SyscallError(errno.EINVAL)
     k.mem.write(mask, (1).to_bytes(8, "little"))
     return 8
+
+
+SCHED_OTHER, SCHED_FIFO, SCHED_RR = 0, 1, 2
+SCHED_RESET_ON_FORK = 0x40000000
+
+
+def _own_thread(k: Kernel, pid: int) -> None:
+    """The sched_* calls name a thread of the guest's process by tid (0: the caller)."""
+    pid = s32(pid)
+    if pid < 0:
+        raise SyscallError(errno.EINVAL)
+    if pid not in (0, k.identity.pid) and pid not in k.sched.threads:
+        raise SyscallError(errno.ESRCH)
+
+
+def sys_sched_getscheduler(k: Kernel, pid: int, *_: int) -> int:
+    _own_thread(k, pid)
+    return SCHED_OTHER  # every thread, as sched_setscheduler only accepts that
+
+
+def sys_sched_getparam(k: Kernel, pid: int, param: int, *_: int) -> int:
+    _own_thread(k, pid)
+    k.mem.put_u32(param, 0)  # SCHED_OTHER's only priority
+    return 0
+
+
+def sys_sched_setscheduler(k: Kernel, pid: int, policy: int, param: int, *_: int) -> int:
+    """Only SCHED_OTHER at priority 0, what every thread has (libzmq's I/O threads set it
+    again); the real-time policies take CAP_SYS_NICE (RLIMIT_RTPRIO 0): EPERM."""
+    _own_thread(k, pid)
+    policy = s32(policy) & ~SCHED_RESET_ON_FORK
+    if policy < 0 or policy > 6:
+        raise SyscallError(errno.EINVAL)
+    priority = s32(k.mem.u32(param))
+    if policy in (SCHED_FIFO, SCHED_RR):
+        raise SyscallError(errno.EINVAL if not 1 <= priority <= 99 else errno.EPERM)
+    if priority != 0:
+        raise SyscallError(errno.EINVAL)
+    if policy != SCHED_OTHER:
+        raise SyscallError(errno.EPERM)  # SCHED_BATCH/IDLE/DEADLINE: not kept here
+    return 0
+
+
+def sys_sched_setparam(k: Kernel, pid: int, param: int, *_: int) -> int:
+    _own_thread(k, pid)
+    if s32(k.mem.u32(param)) != 0:
+        raise SyscallError(errno.EINVAL)  # SCHED_OTHER's only priority is 0
+    return 0
+
+
+def sys_sched_get_priority_max(k: Kernel, policy: int, *_: int) -> int:
+    return _priority_range(policy)[1]
+
+
+def sys_sched_get_priority_min(k: Kernel, policy: int, *_: int) -> int:
+    return _priority_range(policy)[0]
+
+
+def _priority_range(policy: int) -> tuple[int, int]:
+    policy = s32(policy)
+    if policy in (SCHED_FIFO, SCHED_RR):
+        return 1, 99
+    if policy in (SCHED_OTHER, 3, 5, 6):  # SCHED_BATCH, SCHED_IDLE, SCHED_DEADLINE
+        return 0, 0
+    raise SyscallError(errno.EINVAL)
 
 
 def sys_sched_yield(k: Kernel, *_: int) -> int:

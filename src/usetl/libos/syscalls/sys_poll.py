@@ -23,7 +23,7 @@ from ..errors import SyscallError
 from ..files import O_CLOEXEC, O_RDWR, OpenFile
 from ..fs import Node
 from ..net import POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLPRI, wait_ready
-from ..sched import Block
+from ..sched import Block, WaitQueue
 from .args import s32
 
 if TYPE_CHECKING:
@@ -64,12 +64,13 @@ def readiness(files: list[OpenFile]) -> list[int]:
     return out
 
 
-def wait(k: Kernel, files: list[OpenFile], events: list[int], deadline: Deadline | None) -> None:
-    """Nothing is ready: wait for a change or the deadline (raises Block, or returns after
-    waiting on the host in place when the guest has one thread); a file that becomes
-    ready by time (a timerfd) has the wait look again then."""
+def wait(k: Kernel, files: list[OpenFile], events: list[int], deadline: Deadline | None,
+         also: tuple[WaitQueue, ...] = ()) -> None:
+    """Nothing is ready: wait for a change, one of `also`, or the deadline (raises Block, or
+    returns after waiting on the host in place when the guest has one thread); a file that
+    becomes ready by time (a timerfd) has the wait look again then."""
     sched = k.sched
-    queues = tuple(q for f in files for q in f.wait_queues())
+    queues = (*also, *(q for f in files for q in f.wait_queues()))
     due = [d for f in files if (d := f.ready_at()) is not None]
     recheck = min(due, key=k.clock.left, default=None)
     host: dict[int, int] = {}
@@ -217,6 +218,10 @@ class EpollFile(OpenFile):
     def __init__(self, ino: int) -> None:
         super().__init__(Node(0o600, ino), O_RDWR, "anon_inode:[eventpoll]")
         self.entries: dict[int, EpollEntry] = {}
+        # Its epoll_wait callers, woken when another thread adds or changes an entry (Linux
+        # wakes them if that file is ready: grpc's poller thread waits while others add
+        # sockets).
+        self.changed = WaitQueue()
 
     def live(self, k: Kernel) -> list[tuple[int, EpollEntry]]:
         """Entries whose fd still names the file registered (a closed fd drops out)."""
@@ -328,6 +333,7 @@ def sys_epoll_ctl(k: Kernel, epfd: int, op: int, fd: int, event: int, *_: int) -
         entry.events, entry.data, entry.seen, entry.last = events, data, -1, 0
     else:
         raise SyscallError(errno.EINVAL)
+    ep.changed.wake(k.sched)
     return 0
 
 
@@ -345,7 +351,8 @@ def _epoll_wait(k: Kernel, epfd: int, events: int, maxevents: int,
             k.mem.write(events, b"".join(EPOLL_EVENT.pack(ev, data) for ev, data in ready))
             return len(ready)
         entries = ep.waited_on(k)
-        wait(k, [e.file for e in entries], [e.events & ~EPOLL_FLAGS for e in entries], deadline)
+        wait(k, [e.file for e in entries], [e.events & ~EPOLL_FLAGS for e in entries], deadline,
+             (ep.changed,))
 
 
 def sys_epoll_wait(k: Kernel, epfd: int, events: int, maxevents: int, timeout_ms: int,

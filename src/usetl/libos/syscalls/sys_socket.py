@@ -38,7 +38,9 @@ from ..guestnet import (
 )
 from ..ipc import Ancillary, make_socketpair
 from ..net import SocketFile
+from ..netlink import AF_NETLINK, NetlinkSocket
 from ..sigdelivery import sigpipe_on_epipe
+from . import sys_netlink as nl
 from .args import s32
 from .sys_ipc import install_pair
 
@@ -78,8 +80,16 @@ HOST_OPTIONS = {
 }  # fmt: skip
 
 
+def _netlink(k: Kernel, fd: int) -> NetlinkSocket | None:
+    """The fd's netlink socket, whose calls sys_netlink.py serves; None for any other file."""
+    f = k.fds.get(s32(fd))
+    return f if isinstance(f, NetlinkSocket) else None
+
+
 def _socket(k: Kernel, fd: int) -> GuestSocket:
     f = k.fds.get(s32(fd))
+    if isinstance(f, NetlinkSocket):
+        raise SyscallError(errno.EOPNOTSUPP)  # listen, accept, shutdown: not on netlink
     if not isinstance(f, GuestSocket):
         raise SyscallError(errno.ENOTSOCK)
     return f
@@ -111,6 +121,8 @@ def _kind(domain: int, type_: int, protocol: int) -> int:
 
 def sys_socket(k: Kernel, domain: int, type_: int, protocol: int, *_: int) -> int:
     domain, type_, protocol = s32(domain), s32(type_), s32(protocol)
+    if domain == AF_NETLINK:
+        return nl.socket_(k, type_, protocol)
     if domain not in (AF_UNIX, AF_INET, AF_INET6):
         raise SyscallError(errno.EAFNOSUPPORT)
     kind = _kind(domain, type_, protocol)
@@ -205,6 +217,8 @@ def _policy_host(ip: str) -> str:
 
 
 def sys_bind(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int:
+    if (n := _netlink(k, fd)) is not None:
+        return nl.bind(k, n, addr, addrlen)
     f = _socket(k, fd)
     f.bind(_read_sockaddr(k, addr, addrlen, f.family), k.umask)
     return 0
@@ -239,6 +253,8 @@ def sys_accept(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int:
 
 
 def sys_connect(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int:
+    if (n := _netlink(k, fd)) is not None:
+        return nl.connect(k, n, addr, addrlen)
     f = _socket(k, fd)
     if f.sock_type == SOCK_DGRAM and f.conn is None:
         return _connect_datagram(k, f, addr, addrlen)
@@ -305,6 +321,8 @@ def sys_shutdown(k: Kernel, fd: int, how: int, *_: int) -> int:
 
 
 def sys_getsockname(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int:
+    if (n := _netlink(k, fd)) is not None:
+        return nl.getsockname(k, n, addr, addrlen)
     f = _socket(k, fd)
     if f.proxied:
         local = f.conn.host.getsockname()
@@ -315,6 +333,8 @@ def sys_getsockname(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int
 
 
 def sys_getpeername(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int:
+    if (n := _netlink(k, fd)) is not None:
+        return nl.getpeername(k, n, addr, addrlen)
     f = _socket(k, fd)
     if f.proxied:
         try:
@@ -334,6 +354,8 @@ def sys_getpeername(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int
 
 def sys_setsockopt(k: Kernel, fd: int, level: int, name: int, val: int, length: int,
                    *_: int) -> int:  # fmt: skip
+    if (n := _netlink(k, fd)) is not None:
+        return nl.setsockopt(k, n, level, name, val, length)
     f = _socket(k, fd)
     level, name, length = s32(level), s32(name), s32(length)
     if not 0 <= length <= MAX_OPTLEN:
@@ -361,6 +383,8 @@ def sys_setsockopt(k: Kernel, fd: int, level: int, name: int, val: int, length: 
 
 def sys_getsockopt(k: Kernel, fd: int, level: int, name: int, val: int, length_ptr: int,
                    *_: int) -> int:  # fmt: skip
+    if (n := _netlink(k, fd)) is not None:
+        return nl.getsockopt(k, n, level, name, val, length_ptr)
     f = _socket(k, fd)
     level, name = s32(level), s32(name)
     room = s32(k.mem.u32(length_ptr))
@@ -394,6 +418,8 @@ def _datagram_socket(f: GuestSocket) -> bool:
 
 def sys_sendto(k: Kernel, fd: int, buf: int, length: int, flags: int, addr: int,
                addrlen: int) -> int:  # fmt: skip
+    if (n := _netlink(k, fd)) is not None:
+        return nl.sendto(k, n, buf, length, addr, addrlen)
     f = _socket(k, fd)
     data = k.mem.slice(buf, min(length, 0x7FFFF000))
     if _datagram_socket(f) and addr:
@@ -405,6 +431,8 @@ def sys_sendto(k: Kernel, fd: int, buf: int, length: int, flags: int, addr: int,
 
 def sys_recvfrom(k: Kernel, fd: int, buf: int, length: int, flags: int, addr: int,
                  addrlen: int) -> int:  # fmt: skip
+    if (n := _netlink(k, fd)) is not None:
+        return nl.recvfrom(k, n, buf, length, flags, addr, addrlen)
     f = _socket(k, fd)
     dest = k.mem.slice(buf, min(length, 0x7FFFF000), write=True)
     if _datagram_socket(f):
@@ -476,6 +504,8 @@ def _align(n: int) -> int:
 
 
 def sys_sendmsg(k: Kernel, fd: int, msg: int, flags: int, *_: int) -> int:
+    if (n := _netlink(k, fd)) is not None:
+        return nl.sendmsg(k, n, msg)
     f = _socket(k, fd)
     buffers, fields = _msghdr(k, msg)
     name, namelen, _, _, control, controllen, _ = fields
@@ -547,6 +577,8 @@ def _put_ancillary(k: Kernel, f: GuestSocket, ancillary: Ancillary | None, contr
 
 
 def sys_recvmsg(k: Kernel, fd: int, msg: int, flags: int, *_: int) -> int:
+    if (n := _netlink(k, fd)) is not None:
+        return nl.recvmsg(k, n, msg, flags)
     f = _socket(k, fd)
     flags = s32(flags)
     buffers, fields = _msghdr(k, msg)

@@ -84,8 +84,8 @@ _ENTRIES = [
     Syscall("ioctl", f.sys_ioctl, PARTIAL,
             "FIONBIO/FIOCLEX; the devices' own: /dev/etl's request, /dev/usetl's exchange "
             "(a reply and the next request), a pseudo-terminal's termios, window size and "
-            "pty requests (libos/pty.py); the captured stdout and stderr are no terminals "
-            "(ENOTTY)"),
+            "pty requests (libos/pty.py); a socket's SIOCGIF* about the loopback "
+            "(libos/netlink.py); the captured stdout and stderr are no terminals (ENOTTY)"),
     Syscall("getdents64", f.sys_getdents64, FULL),
     Syscall("getcwd", f.sys_getcwd, FULL),
     Syscall("chdir", f.sys_chdir, FULL),
@@ -126,7 +126,8 @@ _ENTRIES = [
     Syscall("linkat", meta.sys_linkat, PARTIAL, "within /tmp; from elsewhere EXDEV"),
     Syscall("statfs", meta.sys_statfs, FULL, "only /tmp has free space"),
     Syscall("fstatfs", meta.sys_fstatfs, FULL, "only /tmp has free space"),
-    Syscall("flock", meta.sys_flock, FULL, "one process: every lock is granted"),
+    Syscall("flock", meta.sys_flock, PARTIAL,
+            "per open file description, within the process; not shared with children"),
     Syscall("sendfile", f.sys_sendfile, FULL),
     Syscall("copy_file_range", f.sys_copy_file_range, FULL,
             "between regular files; the monitor copies the bytes (no reflink)"),
@@ -206,6 +207,14 @@ _ENTRIES = [
     Syscall("getrlimit", ident.sys_getrlimit, FULL),
     Syscall("sched_getaffinity", ident.sys_sched_getaffinity, FULL, "one vCPU"),
     Syscall("sched_yield", ident.sys_sched_yield, FULL, "other runnable threads go first"),
+    Syscall("sched_getscheduler", ident.sys_sched_getscheduler, FULL),
+    Syscall("sched_getparam", ident.sys_sched_getparam, FULL),
+    Syscall("sched_setscheduler", ident.sys_sched_setscheduler, PARTIAL,
+            "SCHED_OTHER at priority 0 only: real-time policies EPERM (not root), "
+            "SCHED_BATCH/IDLE EPERM too (one vCPU: not kept)"),
+    Syscall("sched_setparam", ident.sys_sched_setparam, FULL, "priority 0 (SCHED_OTHER's)"),
+    Syscall("sched_get_priority_max", ident.sys_sched_get_priority_max, FULL),
+    Syscall("sched_get_priority_min", ident.sys_sched_get_priority_min, FULL),
     Syscall("getcpu", ident.sys_getcpu, FULL),
     Syscall("getrandom", rnd.sys_getrandom, FULL, "host entropy, live in every clone"),
     # signals: actions per process, mask and altstack per thread (libos/signals.py),
@@ -247,6 +256,7 @@ _ENTRIES = [
     # sockets: in the guest (libos/guestnet.py); TCP to anything else proxied under the policy
     Syscall("socket", net.sys_socket, PARTIAL,
             "AF_INET/AF_INET6 stream and datagram, AF_UNIX stream, dgram, seqpacket; "
+            "AF_NETLINK NETLINK_ROUTE (dumps of the loopback's link and addresses); "
             "raw sockets EPERM, other families EAFNOSUPPORT"),
     Syscall("bind", net.sys_bind, PARTIAL,
             "inet: loopback or the wildcard only (else EADDRNOTAVAIL), in the guest's own port "

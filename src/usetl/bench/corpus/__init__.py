@@ -1,0 +1,167 @@
+"""A corpus of serverless functions in the style of the public suites (SeBS, FunctionBench,
+ServerlessBench, FaaSdom) and of the patterns real handlers use, each a directory under
+`functions/` with its handler in fn.py, deployed unmodified with its requirements
+(`python -m usetl.bench.corpus`, `make corpus`; see run.py).
+
+An event's strings may name the services the runner starts on 127.0.0.1: "{http}" (the
+download server's base URL, bench.httpserver) and "{s3}" (moto's server).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+FUNCTIONS_DIR = Path(__file__).parent / "functions"
+SERVICES = ("http", "s3")
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    event: dict
+    requirements: tuple[str, ...] = ()
+    mem_mib: int = 256
+    quick: bool = False  # in the test suite's fast subset
+    suite: str = "pattern"  # the public suite it is modelled on, or a pattern of handlers
+    timeout: float = 120.0
+
+    @property
+    def code_dir(self) -> Path:
+        return FUNCTIONS_DIR / self.name
+
+    def needs(self) -> set[str]:
+        """The services its event names."""
+        return {s for s in SERVICES if "{" + s + "}" in repr(self.event)}
+
+
+def _fill(value, services: dict[str, str]):
+    if isinstance(value, str):
+        return re.sub(r"\{(http|s3)\}", lambda m: services[m.group(1)], value)
+    if isinstance(value, dict):
+        return {k: _fill(v, services) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, services) for v in value]
+    return value
+
+
+def event_for(fn: Function, services: dict[str, str]) -> dict:
+    """The function's event with the services' URLs in it."""
+    return _fill(fn.event, services)
+
+
+def _f(name, suite, event, *requirements, mem_mib=256, quick=False):
+    return Function(name, event, tuple(requirements), mem_mib, quick, suite)
+
+
+ORDER = {"items": [{"sku": "ABC-1", "quantity": 2, "price": 9.5},
+                   {"sku": "XYZ-22", "quantity": 1, "price": 100.25}],
+         "id": 7, "kind": "created", "at": "2024-06-01T10:00:00Z", "tags": ["a", "b"]}
+
+CORPUS: list[Function] = [
+    _f("dynamic_html", "SeBS", {"username": "<admin>", "random_len": 1000, "seed": 1},
+       "jinja2", quick=True),
+    _f("uploader", "SeBS", {"object": {"url": "{http}/bytes/1500000", "key": "blob.bin"},
+                            "bucket": {"url": "{http}/store"}}, quick=True),
+    _f("thumbnailer", "SeBS", {"width": 640, "height": 480, "max_width": 200,
+                               "max_height": 200}, "pillow", quick=True),
+    _f("compression", "SeBS", {"seed": 2, "dirs": 3, "files": 4}),
+    _f("graph_pagerank", "SeBS", {"size": 5000, "seed": 3}, "igraph"),
+    _f("graph_bfs", "SeBS", {"size": 5000, "seed": 4}, "igraph"),
+    _f("graph_mst", "SeBS", {"nodes": 2000, "edges": 8000, "seed": 5}, "networkx"),
+    _f("dna_visualisation", "SeBS", {"length": 200000, "seed": 6}, "numpy"),
+    _f("chameleon", "FunctionBench", {"num_of_rows": 200, "num_of_cols": 20}, "chameleon"),
+    _f("float_operation", "FunctionBench", {"n": 300000}),
+    _f("linpack", "FunctionBench", {"n": 300, "seed": 7}, "numpy", quick=True),
+    _f("matmul", "FunctionBench", {"n": 300, "seed": 8}, "numpy"),
+    _f("pyaes", "FunctionBench", {"length_of_message": 2000, "num_of_iterations": 2,
+                                  "seed": 9}, "pyaes"),
+    _f("json_dumps_loads", "FunctionBench", {"seed": 10, "depth": 6, "rounds": 5}),
+    _f("gzip_compression", "FunctionBench", {"file_size": 2, "seed": 11}),
+    _f("model_training", "FunctionBench", {"rows": 600, "seed": 12}, "scikit-learn", "pandas",
+       mem_mib=512),
+    _f("feature_extraction", "FunctionBench", {"rows": 3000, "seed": 13}, "pandas",
+       mem_mib=512),
+    _f("image_processing", "FunctionBench", {"size": 256}, "pillow"),
+    _f("video_processing", "FunctionBench", {"frames": 20}, "opencv-python-headless",
+       mem_mib=512),
+    _f("factorial", "ServerlessBench", {"n": 1000}, quick=True),
+    _f("matrix", "FaaSdom", {"n": 60, "seed": 14}),
+    _f("disk_io", "FaaSdom", {"block_kib": 64, "blocks": 64}),
+    _f("network_latency", "FaaSdom", {"url": "{http}", "requests": 50, "connects": 10}),
+    _f("logging_handlers", "pattern", {"lines": 200}),
+    _f("threadpool_timeout", "pattern", {"workers": 8, "tasks": 40}, quick=True),
+    _f("queue_timeout", "pattern", {"maxsize": 5, "items": 200, "idle_timeout": 0.3},
+       quick=True),
+    _f("asyncio_timeouts", "pattern", {"n": 20}, quick=True),
+    _f("signal_alarm", "pattern", {}, quick=True),
+    _f("subprocess_pipes", "pattern", {"lines": 500}, quick=True),
+    _f("tempfile_sqlite", "pattern", {"rows": 2000, "seed": 15}),
+    _f("archives", "pattern", {"files": 4}, quick=True),
+    _f("zoneinfo_datetime", "pattern", {"zones": ["America/New_York", "Europe/Berlin",
+                                                  "Asia/Kolkata", "Australia/Lord_Howe"]},
+       "tzdata", quick=True),
+    _f("ids_secrets", "pattern", {"iterations": 20000}, quick=True),
+    _f("ssl_handshake", "pattern", {}, "cryptography"),
+    _f("http_clients", "pattern", {"base": "{http}"}, quick=True),
+    _f("psutil_stats", "pattern", {}, "psutil"),
+    _f("network_interfaces", "pattern", {}, "psutil"),
+    _f("pydantic_models", "pattern", {"order": ORDER, "bad": [
+        {**ORDER, "items": []}, {**ORDER, "kind": "moved", "items": [
+            {"sku": "bad", "quantity": 0, "price": 1}]}]}, "pydantic"),
+    _f("orjson_yaml", "pattern", {"records": 500}, "orjson", "pyyaml"),
+    _f("requests_httpx", "pattern", {"base": "{http}"}, "requests", "httpx", quick=True),
+    _f("boto3_moto", "pattern", {"endpoint": "{s3}", "bucket": "corpus", "objects": 5},
+       "boto3"),
+    _f("subprocess_python", "pattern", {"stage": "prod"}, quick=True),
+    _f("asyncio_subprocess", "pattern", {"lines": 1000}, quick=True),
+    _f("asyncio_streams", "pattern", {"clients": 8, "url": "{http}/bytes/50000"}),
+    _f("http_server_thread", "pattern", {"requests": 10}),
+    _f("selectors_pipes", "pattern", {"messages": 300}, quick=True),
+    _f("thread_sync", "pattern", {"depth": 20000}),
+    _f("environment_identity", "pattern", {}),
+    _f("package_metadata", "pattern", {}, "requests"),
+    _f("profiling", "pattern", {"n": 20000}),
+    _f("uvloop_server", "pattern", {"clients": 10}, "uvloop"),
+    _f("aiohttp_client", "pattern", {"base": "{http}", "requests": 8}, "aiohttp"),
+    _f("gevent_monkey", "pattern", {"base": "{http}", "requests": 6}, "gevent"),
+    _f("zmq_pipeline", "pattern", {"messages": 100}, "pyzmq"),
+    _f("grpc_echo", "pattern", {"stream": 20}, "grpcio"),
+    _f("duckdb_sql", "pattern", {"rows": 100000}, "duckdb", mem_mib=512),
+    _f("polars_frame", "pattern", {"rows": 50000}, "polars", mem_mib=512),
+    _f("sqlalchemy_orm", "pattern", {"customers": 50}, "sqlalchemy"),
+    _f("html_parsing", "pattern", {"rows": 300}, "beautifulsoup4", "lxml"),
+    _f("cli_progress", "pattern", {"steps": 1000}, "tqdm", "rich", "click"),
+    _f("onnx_inference", "FunctionBench", {"seed": 16, "threads": 2, "batch": 64}, "onnx",
+       "onnxruntime", mem_mib=512),
+    _f("numba_jit", "pattern", {"points": 200, "seed": 17}, "numba", mem_mib=512),
+    _f("sklearn_parallel", "pattern", {"samples": 400}, "scikit-learn", mem_mib=1024),
+    _f("multiprocessing_pool", "pattern", {"n": 100}),
+    _f("matplotlib_chart", "pattern", {"points": 500}, "matplotlib", mem_mib=512),
+    _f("fastapi_app", "pattern", {"items": 5}, "fastapi", "httpx"),
+    _f("flask_app", "pattern", {"n": 100}, "flask"),
+    _f("websockets_echo", "pattern", {"messages": 20}, "websockets"),
+    _f("filelock_threads", "pattern", {"rounds": 20}, "filelock"),
+    _f("dd_disk", "ServerlessBench", {"count": 16}),
+    _f("asyncio_signals", "pattern", {}),
+    _f("hostname_resolution", "pattern", {}),
+    _f("tz_environment", "pattern", {"zones": ["America/New_York", "Asia/Tokyo", "UTC"]}),
+    _f("numpy_memmap", "pattern", {"n": 100000}, "numpy"),
+    _f("dask_threads", "pattern", {"n": 800000}, "dask", "numpy", mem_mib=512),
+    _f("shared_memory", "pattern", {"size": 100000}),
+    _f("sendfile_server", "pattern", {"kib": 512}),
+    _f("jsonschema_validate", "pattern", {"good": {"id": 3, "items": [{"sku": "AB-1"}]},
+                                          "bad": {"id": 0, "items": [{"sku": "x"}, {}]}},
+       "jsonschema"),
+    _f("openmp_boosting", "pattern", {"samples": 500}, "scikit-learn", mem_mib=512),
+    _f("retry_scheduler", "pattern", {"runs": 3}, "tenacity", "apscheduler"),
+]
+
+
+def by_name(names: list[str]) -> list[Function]:
+    known = {f.name: f for f in CORPUS}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise KeyError(f"not in the corpus: {', '.join(missing)}")
+    return [known[n] for n in names]
