@@ -257,3 +257,30 @@ def test_runtime_hooks_run_before_the_first_fork_and_in_each_instance(backend, f
             assert events == ["freeze", f"clone {pid}"]
     finally:
         template.close()
+
+
+SPAWNS = """
+import multiprocessing, subprocess, sys
+import helper
+
+def handler(event, context):
+    child = subprocess.run([sys.executable, "-c", "import helper; print(helper.double(4))"],
+                           capture_output=True, text=True, timeout=60)
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        spawned = pool.apply(helper.double, (5,))
+    return {"child": child.stdout.strip() or child.stderr[-300:], "spawned": spawned}
+"""
+
+
+def test_child_interpreters_import_the_functions_code(backend, function_dir):
+    """A child `python` (subprocess, multiprocessing's spawn, which passes on the parent's
+    interpreter flags) finds the function's code and requirements, as on a host."""
+    code = function_dir(SPAWNS)
+    (code / "helper.py").write_text("def double(n):\n    return 2 * n\n")
+    template = backend.template(FunctionSpec("t/spawns/1", code, "fn.py:handler"))
+    try:
+        out = template.fork().invoke({}, {}, 60)
+        assert out.error is None, (out.error, out.stderr)
+        assert out.value == {"child": "8", "spawned": 10}
+    finally:
+        template.close()

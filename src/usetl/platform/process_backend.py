@@ -359,7 +359,10 @@ class ProcessTemplate:
             "uid": shared_range().take(),
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-B", str(ZYGOTE), str(theirs.fileno()), str(lib_dir)],
+            # Isolated as -I but for -E (the environment is empty here): its children
+            # honour the PYTHONPATH the zygote gives them.
+            [sys.executable, "-s", "-S", "-P", "-B", str(ZYGOTE), str(theirs.fileno()),
+             str(lib_dir)],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

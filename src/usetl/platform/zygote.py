@@ -1,11 +1,11 @@
 """The zygote of the process backend: a process that has imported one function.
 
-Run as ``python -I -S zygote.py FD LIB`` by `process_backend.py`, with FD one
-end of a Unix socket pair and LIB the guest runtime's directory (the `usetl`
-package a USF's image has: usetl.agent, usetl.etl, usetl.abi). Only the
-standard library and that runtime are imported here (the function sees the
-same sys.path a USF gives it: the stdlib, its code and its module-store
-directories).
+Run as ``python -s -S -P -B zygote.py FD LIB`` (an empty environment) by
+`process_backend.py`, with FD one end of a Unix socket pair and LIB the guest
+runtime's directory (the `usetl` package a USF's image has: usetl.agent,
+usetl.etl, usetl.abi). Only the standard library and that runtime are
+imported here (the function sees the same sys.path a USF gives it: the
+stdlib, its code and its module-store directories).
 
 The first process (Z) enters new mount, PID, IPC, UTS and network
 namespaces (the network one is empty: usetl.etl asks the host) and forks Z', PID 1 of
@@ -99,6 +99,11 @@ def _mount_points():
     return points
 
 
+# The writable places of a function's file system, each a tmpfs: /tmp, and /dev/shm for POSIX
+# shared memory and named semaphores (multiprocessing's locks, queues and pools).
+WRITABLE = ("/tmp", "/dev/shm")
+
+
 def isolate_filesystem(spec):
     """In Z': private mounts, own /proc, code and modules under /run/usetl, tmpfs /tmp, rest RO."""
     prefix = os.path.realpath(sys.base_prefix)
@@ -123,9 +128,11 @@ def isolate_filesystem(spec):
         os.makedirs(prefix, exist_ok=True)
         _mount("/run/usetl/python", prefix, None, MS_BIND | MS_REC)
     tmp_size = spec.get("tmp_mib", 64)
-    _mount("tmp", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size}m,mode=1777")
+    for target in WRITABLE:
+        os.makedirs(target, exist_ok=True)
+        _mount("tmp", target, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size}m,mode=1777")
     for point in _mount_points():
-        if point in ("/tmp", "/proc") or point.startswith("/proc/"):
+        if point in (*WRITABLE, "/proc") or point.startswith("/proc/"):
             continue
         try:
             _mount(None, point, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)
@@ -145,8 +152,9 @@ class _CapData(ctypes.Structure):
 
 
 def private_tmp(tmp_mib):
-    """An instance's own /tmp: a user namespace (same uid) owning a mount namespace with a
-    fresh tmpfs on /tmp, then no capabilities, so the mount cannot be undone."""
+    """An instance's own /tmp and /dev/shm: a user namespace (same uid) owning a mount
+    namespace with a fresh tmpfs on each, then no capabilities, so the mounts cannot be
+    undone."""
     uid, gid = os.getuid(), os.getgid()  # before the new namespace, where they are unmapped
     _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "unshare")
     for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
@@ -154,7 +162,8 @@ def private_tmp(tmp_mib):
         with open(f"/proc/self/{name}", "w") as f:
             f.write(text)
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    _mount("tmp", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_mib}m,mode=1777")
+    for target in WRITABLE:
+        _mount("tmp", target, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_mib}m,mode=1777")
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
     _check(_libc.capset(ctypes.byref(header), data), "capset")
@@ -242,6 +251,9 @@ def zygote(control, spec, isolated):
     os.environ.update(spec["env"])
     os.chdir(code_dir)
     sys.path[:0] = [code_dir] + module_dirs
+    # Child interpreters (a subprocess of sys.executable, multiprocessing's spawn, which passes
+    # on this one's flags) find the code and its requirements too, as the function does.
+    os.environ["PYTHONPATH"] = ":".join([code_dir] + module_dirs)
     sys.path.append(lib_dir)
     error = load_function(spec["handler"], spec["imports"])
     if error is not None:
