@@ -75,17 +75,19 @@ from .files import (
     TmpOpenFile,
 )
 from .fs import DEV_PROC, ImageNode, StaticLink, TmpFile, TmpFS
-from .guestnet import GuestSocket
+from .guestnet import AF_UNIX, GuestSocket
 from .hostfs import HostNode
 from .hostpipe import HostStreamFile
 from .ipc import F_SETPIPE_SZ, PIPE_CAPACITY, ChannelFile, EventFile, UnixSocketFile
 from .loader import Program, load_program, read_program
 from .net import WAIT_SLICE, SocketFile
 from .proctree import (
+    Connect,
     Exited,
     MessageReader,
     Process,
     ProcessTable,
+    Routed,
     Signal,
     TreeProtocolError,
     send_message,
@@ -399,9 +401,10 @@ class Child:
         header = bytes(changes[LENGTH.size:LENGTH.size + length])
         apply_changes(self.tmp, header, changes[LENGTH.size + length:], self.given)
 
-    def send(self, message: Signal) -> None:
-        """A signal for the child or a process below it, to its monitor (hear_parent)."""
-        send_message(self.control, message)  # if it has ended, its report is on the way
+    def send(self, message: Routed, passed: socket.socket | None = None) -> None:
+        """A signal or connection for the child or a process below it, to its monitor
+        (hear_parent)."""
+        send_message(self.control, message, passed)  # if it has ended, its report is on the way
 
     def kill(self, sig: int) -> None:
         """End the child's VM (its monitor) at once."""
@@ -446,9 +449,12 @@ class Children:
         return self.tokens
 
     def process_table(self, k: Kernel) -> ProcessTable:
-        """The tree's table, made at its first child: pids from then on come from it."""
+        """The tree's table, made at its first child: pids from then on come from it, and
+        the AF_UNIX names this process bound are the tree's from then on."""
         if self.table is None:
             self.table = ProcessTable(k.sched.next_tid, k.identity.pid)
+            for name in k.guest_net.unix_names():
+                self.table.claim_name(name, k.identity.pid)
         return self.table
 
     def host_fds(self) -> set[int]:
@@ -1166,35 +1172,62 @@ def signal_thread(k: Kernel, pid: int, tid: int, sig: int) -> None:
         route(k, Signal(pid, sig, k.identity.pid, k.identity.uid, SI_TKILL, tid))
 
 
-def route(k: Kernel, message: Signal) -> None:
-    """On the vCPU's thread: deliver a signal for this process, or pass it on along the
-    control sockets, down toward its target if that is below this process, else up. A
-    process replaced by its program (execve) passes what is for it or below it to that
-    program. A child's SIGKILL ends its VM at once."""
+def route(k: Kernel, message: Routed, passed: socket.socket | None = None) -> None:
+    """On the vCPU's thread: deliver a signal or connection (`passed`, its host socket)
+    for this process, or pass it on along the control sockets, down toward its target if
+    that is below this process, else up. A process replaced by its program (execve)
+    passes what is for it or below it to that program. A child's SIGKILL ends its VM at
+    once. A connection that reaches no one is closed: its client sees it end."""
     me = k.identity.pid
     children = k.children
     if message.to == me and children.replaced_by is None:
-        _deliver(k, message)
+        _deliver(k, message, passed)
         return
     if message.to in children.running:
         hop: int | None = message.to
     else:
         hop = None if children.table is None else children.table.next_hop(me, message.to)
+    child = children.running.get(hop) if hop is not None else None
     if children.replaced_by is not None and (message.to == me or hop is not None):
-        children.replaced_by.send(message)
-    elif hop is not None:
-        child = children.running.get(hop)
-        if child is None:
-            return  # it ended meanwhile, or is a vfork child before execve
-        if hop == message.to and message.signo == signal.SIGKILL:
+        children.replaced_by.send(message, passed)
+    elif child is not None:
+        if hop == message.to and isinstance(message, Signal) \
+                and message.signo == signal.SIGKILL:
             child.kill(signal.SIGKILL)
         else:
-            child.send(message)
-    elif children.parent is not None:
-        send_message(children.parent, message)
+            child.send(message, passed)
+    elif hop is None and children.parent is not None:
+        send_message(children.parent, message, passed)
+    if passed is not None:
+        passed.close()  # sent (the receiver has its own), or no one to take it
 
 
-def _deliver(k: Kernel, message: Signal) -> None:
+def _deliver(k: Kernel, message: Routed, passed: socket.socket | None) -> None:
+    if isinstance(message, Connect):
+        assert passed is not None  # MessageReader gives each Connect its socket
+        k.guest_net.accept_from_tree(message.name, message.peer,
+                                     SocketFile(k, AF_UNIX, False, shared=passed))
+    else:
+        _deliver_signal(k, message)
+
+
+def connect_in_tree(k: Kernel, f: GuestSocket, holder: int, address: bytes) -> None:
+    """connect() of f to the AF_UNIX listener another process of the tree holds at
+    `address`: f's connection is one end of a host socketpair, the other goes to the
+    holder's monitor (route), into its listener's backlog. ECONNREFUSED if the holder
+    has ended."""
+    table = k.children.table
+    found = None if table is None else table.find(holder)
+    if found is None or found.ended:
+        raise SyscallError(errno.ECONNREFUSED)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, f.sock_type)
+    f.connected_in_tree(SocketFile(k, AF_UNIX, bool(f.flags & O_NONBLOCK), shared=mine),
+                        address)
+    key = k.guest_net.unix_key(address)
+    route(k, Connect(holder, key, k.identity.pid, f.local or b""), theirs)
+
+
+def _deliver_signal(k: Kernel, message: Signal) -> None:
     """A signal from another process of the tree: its action runs here as on Linux (a
     stop signal's default does nothing: a VM is never stopped)."""
     sig = message.signo
@@ -1214,25 +1247,26 @@ def listen(k: Kernel, control: socket.socket,
     reader = MessageReader()
     done = False
 
-    def got(data: bytes) -> None:
+    def got(data: bytes, fds: list[int]) -> None:
         nonlocal done
         report = None
         try:
-            messages = reader.feed(data)
+            messages = reader.feed(data, fds)
         except TreeProtocolError as e:
             log.error("pid %d's monitor: %s", k.identity.pid, e)
             messages, data = [], b""
-        for m in messages:
-            if isinstance(m, Signal):
-                k.sched.host.post(lambda m=m: route(k, m), k.vm.wake_now)
+        for m, passed in messages:
+            if isinstance(m, (Signal, Connect)):
+                k.sched.host.post(lambda m=m, p=passed: route(k, m, p), k.vm.wake_now)
             elif isinstance(m, Exited):
                 report = m
         if (report is not None or not data) and not done:
             done = True
+            reader.close()
             k.children.watch().forget(control.fileno())
             ended(report)
 
-    k.children.watch().on_data(control.fileno(), got)
+    k.children.watch().on_data(control, got)
 
 
 def hear_parent(k: Kernel, control: socket.socket) -> None:
