@@ -1,11 +1,14 @@
 """What a process tree shares in a USF: AF_UNIX names across its processes, and the
-multiprocessing that builds on them (Manager's server in a child), in a jailed clone."""
+multiprocessing that builds on them (Manager's server in a child), in a jailed clone;
+orphans that run on after their parent, reparented as on Linux, until the call ends."""
 
 import textwrap
 
 import pytest
+from test_children import descendants
 
 from usetl.hyperfork import Template
+from waiting import wait_until
 
 pytestmark = pytest.mark.kvm
 
@@ -193,3 +196,51 @@ def test_queues_pipes_locks_events_values_and_shared_memory_across_forks(templat
         shm.unlink()
     """, IMPORT_WORK)
     assert out == ["([0, 1], [0, 10]) 2 [0.5, 1.5] b'AB' [0, 0]"]
+
+
+ORPHAN = """
+import os, sys, time
+shell = int(sys.argv[2])
+while os.getppid() == shell:  # until the shell has gone
+    time.sleep(0.01)
+os.write(int(sys.argv[1]), b"%d %d" % (shell, os.getppid()))
+"""
+
+
+def test_an_orphan_runs_on_reparented_to_the_first_process_and_gets_its_signals(template):
+    out = run_in_clone(template, f"""
+        import os, signal, subprocess, sys
+        r, w = os.pipe()
+        line = f'{{sys.executable}} -c "$PROG" {{w}} $$ >/dev/null 2>&1 & echo started'
+        done = subprocess.run(line, shell=True, capture_output=True, text=True,
+                              pass_fds=[w], env={{"PROG": {ORPHAN!r}}})
+        os.close(w)
+        print(done.stdout.strip(), done.returncode, os.read(r, 100).split()[1], os.getpid())
+        r, w = os.pipe()
+        daemon = os.fork()
+        if daemon == 0:  # a double fork: the grandchild outlives its parent
+            if os.fork() == 0:
+                signal.signal(signal.SIGUSR1,
+                              lambda *_: (os.write(w, b"usr1 %d" % os.getppid()), os._exit(0)))
+                os.write(w, b"%d\\n" % os.getpid())
+                while True:
+                    signal.pause()
+            os._exit(0)
+        os.waitpid(daemon, 0)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            os.kill(int(f.readline()), signal.SIGUSR1)
+            print(f.read().decode())
+    """)
+    assert out == ["started 0 b'1' 1", "usr1 1"]
+
+
+def test_an_orphan_is_killed_when_the_invocation_ends(template):
+    before = descendants(template.info.pid)
+    with template.fork() as clone:
+        r = clone.run_code("import subprocess\n"
+                           "subprocess.run('sleep 60 & echo started', shell=True)\n",
+                           timeout=30)
+        assert r.error is None and r.stdout == "started\n"
+        wait_until(lambda: len(descendants(template.info.pid) - before) == 1,
+                   "the orphan's monitors to end, the clone's alone left", timeout=30)

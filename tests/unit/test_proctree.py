@@ -106,3 +106,26 @@ def test_a_connect_carries_its_socket_and_one_without_is_refused():
         s.close()
     os.close(r)
     os.close(w)
+
+
+def test_a_lingering_process_waited_for_stays_a_hop_to_its_orphans_until_they_end():
+    table = ProcessTable(next_pid=10, root=1)
+    shell = table.new_pid()
+    table.add(shell, 1)
+    orphan = table.new_pid()
+    table.add(orphan, shell)
+    table.lingers(shell, True)  # it ended, its child runs on
+    assert table.find(shell).ended
+    table.forget(shell)  # its parent waited for it
+    assert table.find(shell) is None and shell not in {p.pid for p in table.all()}
+    assert table.find(orphan) is not None and table.next_hop(1, orphan) == shell
+    table.forget(orphan)  # reaped by the lingering shell
+    table.lingers(shell, False)  # its last orphan ended: gone for good
+    assert table.next_hop(1, shell) is None
+    quick = table.new_pid()
+    table.add(quick, 1)
+    table.lingers(quick, True)
+    table.lingers(quick, False)  # its orphans ended before it was waited for
+    assert table.find(quick).ended
+    table.forget(quick)
+    assert table.find(quick) is None and table.next_hop(1, quick) is None

@@ -29,7 +29,10 @@ parent's guest gets SIGCHLD. wait4, waitid and kill find processes here;
 fork (forking.py) makes children of the same kind. What a child's monitor
 used, as the host's wait4 measures it, is billed to the invocation (Usage).
 Every child ends with its parent's invocation (end_all), and with its
-parent's monitor process (PDEATHSIG); at most MAX_PROCESSES live at once in
+parent's monitor process (PDEATHSIG); a process that ends with children
+still running reports its end and lingers, its monitor passing their
+messages on until they end (linger: orphans run on, as on Linux, their
+parent the tree's first process); at most MAX_PROCESSES live at once in
 an invocation's process tree, and each takes one of its function's
 concurrency slots (ProcessTokens); together they have the function's
 memory (allowance.py).
@@ -82,6 +85,7 @@ from .ipc import F_SETPIPE_SZ, PIPE_CAPACITY, ChannelFile, EventFile, UnixSocket
 from .loader import Program, load_program, read_program
 from .net import WAIT_SLICE, SocketFile
 from .proctree import (
+    ENDED,
     Connect,
     Exited,
     MessageReader,
@@ -102,6 +106,7 @@ from .signals import (
     SIG_IGN,
     UNBLOCKABLE,
     ProcessSignals,
+    SigAction,
     SigInfo,
 )
 from .syscalls.numbers import SYSCALL_NAMES
@@ -343,7 +348,8 @@ class Child:
     def listen(self, k: Kernel, ended: Callable[[], None]) -> None:
         """Take in what the child's monitor sends (listen): ended() on the vCPU's thread
         once it has gone (reported, or died; one that sent what is not a message is
-        killed)."""
+        killed). A child that lingers (its orphans run on) is a ghost of its parent's
+        until its monitor has gone too."""
 
         def gone(report: Exited | None) -> None:
             self.report = report
@@ -355,22 +361,29 @@ class Child:
             self.gone = True
             k.sched.host.post(ended, k.vm.wake_now)
 
-        listen(k, self.control, gone)
+        def lingered() -> None:
+            k.sched.host.post(lambda: k.children.ghost_gone(self), k.vm.wake_now)
+
+        listen(k, self.control, gone, lingered)
+
+    @property
+    def lingers(self) -> bool:
+        return self.report is not None and self.report.lingers and self.killed_by is None
 
     def finish(self) -> int:
         """The wait status, once it has gone (or been killed); a child that exited by
         itself brings its changes to /tmp (tmpsync.py)."""
         self.finished = True
-        self.watcher.forget(self.control.fileno())
-        self.control.close()
+        if not self.lingers:
+            self.close_control()
         report = self.report
         if report is None:
             self.reap()  # its monitor died without a report (or was killed): it is gone
         elif report.changes and self.killed_by is None:
             self._take_changes(memoryview(report.changes))
         self.tokens.give(self.memory_slot)
-        for drain in self.drains:
-            drain.flush(self.watcher, DRAIN_WAIT)
+        for drain in self.drains:  # its orphans may write there still: no end to wait for
+            drain.flush(self.watcher, 0.0 if self.lingers else DRAIN_WAIT)
         if self.killed_by is not None:
             return self.killed_by
         if report is not None:
@@ -378,6 +391,10 @@ class Child:
         if os.WIFSIGNALED(self.host_status):  # the monitor died without a report
             return os.WTERMSIG(self.host_status)
         return NOT_STARTED
+
+    def close_control(self) -> None:
+        self.watcher.forget(self.control.fileno())
+        self.control.close()
 
     def reap(self, block: bool = True) -> Usage | None:
         """What its monitor process used, as the host's wait4 measures it once the process
@@ -408,7 +425,7 @@ class Child:
 
     def kill(self, sig: int) -> None:
         """End the child's VM (its monitor) at once."""
-        if self.killed_by is None:
+        if self.killed_by is None and self.usage is None:  # a reaped one's pid is not its
             self.killed_by = sig
             os.kill(self.host_pid, signal.SIGKILL)
 
@@ -424,6 +441,8 @@ class Children:
                  table: ProcessTable | None = None) -> None:
         self.pre_exec: dict[int, PreExec] = {}  # vfork child's tid -> its state
         self.running: dict[int, Child] = {}
+        # Ended children whose monitors live on for their orphans (they pass on messages).
+        self.ghosts: dict[int, Child] = {}
         self.ended: dict[int, int] = {}  # pid -> wait status, until waited for
         self.ended_children: dict[int, Child] = {}  # pid -> the child, until waited for
         self.exits = WaitQueue()  # threads in wait4 or waitid
@@ -488,6 +507,21 @@ class Children:
             return  # ended with the invocation (end_all) first
         del self.running[child.pid]
         self.announce(k, child.pid, self._ended(child.pid, child))
+        if child.lingers:
+            self.ghosts[child.pid] = child
+
+    def ghost_gone(self, child: Child) -> None:
+        """A lingering child's monitor has gone (its last orphan ended, or it was killed):
+        what its orphans wrote to the parent's output is in."""
+        if self.ghosts.get(child.pid) is child:
+            del self.ghosts[child.pid]
+            child.close_control()
+            for drain in child.drains:
+                drain.flush(child.watcher)
+
+    def lingers(self) -> bool:
+        """Has this process children that run on when it ends (orphans)?"""
+        return bool(self.running or self.ghosts)
 
     def announce(self, k: Kernel, pid: int, status: int) -> None:
         """An ended child (`status`, in ended) is a zombie until waited for, or waited for
@@ -498,8 +532,8 @@ class Children:
             self.reap(pid)
         elif self.table is not None:
             found = self.table.find(pid)
-            if found is not None:
-                found.ended = True
+            if found is not None and not found.ended:  # a lingering one said so itself
+                found.ended = ENDED
                 self.table.update(found)
         code, value = describe(status)
         sigdelivery.send(k, signal.SIGCHLD,
@@ -554,8 +588,10 @@ class Children:
         invocation is over. Memory shared with forked children is this process's own
         again."""
         k.mm.unshare()
-        for child in self.running.values():
+        for child in [*self.running.values(), *self.ghosts.values()]:
             child.kill(signal.SIGKILL)
+        for child in list(self.ghosts.values()):
+            self.ghost_gone(child)
         for pid, child in self.running.items():
             self._ended(pid, child)
         self._bill(block=True)  # a child's own children's CPU is in its monitor's, as Linux's
@@ -908,13 +944,43 @@ def host_fork(k: Kernel, call: str, sockets: tuple[socket.socket, ...]) -> int:
         raise SyscallError(errno.EAGAIN) from None
 
 
-def report_and_exit(control: socket.socket, status: int, changes: bytes) -> None:
+def report_and_exit(control: socket.socket, status: int, changes: bytes,
+                    ran: Kernel | None) -> None:
     """A child's monitor process ends: its wait status and its changes to /tmp to the
-    parent's monitor, then exit."""
+    parent's monitor, then exit; once its orphans have ended, if the process (`ran`, if
+    it ran) has any (linger)."""
     try:
-        send_message(control, Exited(status, changes))
+        lingers = ran is not None and ran.children.lingers()
+        if lingers:
+            ran.children.process_table(ran).lingers(ran.identity.pid, True)
+        send_message(control, Exited(status, changes, lingers))
+        if lingers:
+            linger(ran)
     finally:
         os._exit(0)
+
+
+def linger(k: Kernel) -> None:
+    """An ended process's children run on, as orphans do on Linux (getppid says the tree's
+    first process, its init): its monitor lives on without running its VM, passing their
+    messages on and reaping them as they end, until the last has."""
+    k.signals.actions[signal.SIGCHLD] = SigAction(SIG_IGN)  # reaped at their end
+    host = k.sched.host
+    while k.children.lingers():
+        for finish in host.take():
+            finish()
+        host.event.wait(WAIT_SLICE)
+    k.children.process_table(k).lingers(k.identity.pid, False)
+
+
+def parent_pid(k: Kernel) -> int:
+    """getppid: the parent, or once it has ended the tree's first process (the USF, pid 1
+    as a container's init), to which Linux reparents an orphan in a pid namespace."""
+    table, ppid = k.children.table, k.identity.ppid
+    if table is None or k.children.parent is None:
+        return ppid
+    found = table.find(ppid)
+    return ppid if found is not None and not found.ended else table.root
 
 
 def die_with_parent() -> None:
@@ -927,16 +993,17 @@ def _run_sibling(k: Kernel, pid: int, program: Program, argv: list[str], envp: l
                  fds: dict[int, OpenFile], control: socket.socket, keep: set[int],
                  memory_slot: int, state: PreExec) -> None:
     """In the forked monitor process: build the child's VM, run its program, report, exit."""
-    status, changes = NOT_STARTED, b""
+    status, changes, ran = NOT_STARTED, b"", None
     try:
         die_with_parent()
         close_all_but(keep)
         before, given = snapshot(k.ns.tmp), given_files(fds)
-        status = _run_program(k, pid, program, argv, envp, fds, control, memory_slot, state)
+        status, ran = _run_program(k, pid, program, argv, envp, fds, control, memory_slot,
+                                   state)
         changes = encode_changes(k.ns.tmp, before, given)
     except BaseException as e:  # never back into the parent's code: this process only exits
         log.error("child %d (%s) could not run: %s", pid, program.path, e)
-    report_and_exit(control, status, changes)
+    report_and_exit(control, status, changes, ran)
 
 
 def close_all_but(keep: set[int]) -> None:
@@ -965,7 +1032,8 @@ def close_all_but(keep: set[int]) -> None:
 
 def _run_program(k: Kernel, pid: int, program: Program, argv: list[str], envp: list[str],
                  fds: dict[int, OpenFile], control: socket.socket, memory_slot: int,
-                 state: PreExec) -> int:
+                 state: PreExec) -> tuple[int, Kernel]:
+    """The program's wait status, and the kernel that ran it."""
     ns = k.ns
     for name in ("etl", "usetl"):
         ns.dev.entries.pop(name, None)  # the parent's agent and ETL regions are not the child's
@@ -1001,9 +1069,9 @@ def _run_program(k: Kernel, pid: int, program: Program, argv: list[str], envp: l
     except (LibosError, SyscallError) as e:
         # Past execve's point of no return, as Linux's binfmt_elf: the process gets SIGSEGV.
         tell(child.fds, f"usetl: cannot load {program.path}: {e}\n")
-        return signal.SIGSEGV
+        return signal.SIGSEGV, child
     vm.enter_user(prog.entry, prog.stack_pointer)
-    return run_to_exit(child, program.path)
+    return run_to_exit(child, program.path), child
 
 
 def run_to_exit(child: Kernel, program: str) -> int:
@@ -1014,7 +1082,8 @@ def run_to_exit(child: Kernel, program: str) -> int:
         tell(child.fds, f"usetl: child {program}: {e}\n")
         return signal.SIGSEGV
     finally:
-        child.children.end_all(child)
+        if not child.children.lingers():  # else its orphans run on (report_and_exit)
+            child.children.end_all(child)
         close_files(child)
     if stop.reason != "exit":
         return exit_status(0)  # a forked agent that finished its request
@@ -1187,7 +1256,7 @@ def route(k: Kernel, message: Routed, passed: socket.socket | None = None) -> No
         hop: int | None = message.to
     else:
         hop = None if children.table is None else children.table.next_hop(me, message.to)
-    child = children.running.get(hop) if hop is not None else None
+    child = None if hop is None else children.running.get(hop) or children.ghosts.get(hop)
     if children.replaced_by is not None and (message.to == me or hop is not None):
         children.replaced_by.send(message, passed)
     elif child is not None:
@@ -1239,17 +1308,19 @@ def _deliver_signal(k: Kernel, message: Signal) -> None:
         sigdelivery.send(k, sig, info, thread.signals if thread is not None else None)
 
 
-def listen(k: Kernel, control: socket.socket,
-           ended: Callable[[Exited | None], None]) -> None:
+def listen(k: Kernel, control: socket.socket, ended: Callable[[Exited | None], None],
+           lingered: Callable[[], None] = lambda: None) -> None:
     """Take in the messages another monitor of the tree sends on `control`: its signals
-    are routed on the vCPU's thread (route); ended(its report, or None) is called on the
-    watcher's thread, once, at its report, its socket's end or what is not a message."""
+    and connections are routed on the vCPU's thread (route); ended(its report, or None)
+    is called on the watcher's thread, once, at its report, its socket's end or what is
+    not a message. After a report that lingers, its messages are taken in until its
+    socket ends: then lingered()."""
     reader = MessageReader()
+    report: Exited | None = None
     done = False
 
     def got(data: bytes, fds: list[int]) -> None:
-        nonlocal done
-        report = None
+        nonlocal done, report
         try:
             messages = reader.feed(data, fds)
         except TreeProtocolError as e:
@@ -1258,13 +1329,18 @@ def listen(k: Kernel, control: socket.socket,
         for m, passed in messages:
             if isinstance(m, (Signal, Connect)):
                 k.sched.host.post(lambda m=m, p=passed: route(k, m, p), k.vm.wake_now)
-            elif isinstance(m, Exited):
+            elif isinstance(m, Exited) and report is None:
                 report = m
-        if (report is not None or not data) and not done:
-            done = True
-            reader.close()
-            k.children.watch().forget(control.fileno())
-            ended(report)
+                ended(report)
+        if data and (report is None or report.lingers) or done:
+            return
+        done = True
+        reader.close()
+        k.children.watch().forget(control.fileno())
+        if report is None:
+            ended(None)
+        elif report.lingers:
+            lingered()
 
     k.children.watch().on_data(control, got)
 

@@ -85,11 +85,13 @@ class Connect(TreeMessage):
 
 
 class Exited(TreeMessage):
-    """A child's end, its last message: its wait status and its changes to /tmp
-    (tmpsync.encode_changes; empty if it never ran)."""
+    """A child's end: its wait status and its changes to /tmp (tmpsync.encode_changes;
+    empty if it never ran). Its last message, unless it `lingers`: its own children run
+    on (orphans), and its monitor passes their messages on until the last has ended."""
 
     status: int
     changes: bytes = b""
+    lingers: bool = False
 
 
 TREE_MESSAGES = Ready | Signal | Connect | Exited
@@ -207,7 +209,10 @@ CAPACITY = 256  # processes a tree may hold, ended ones not yet waited for inclu
 NAME_CAPACITY = 256  # AF_UNIX names bound in a tree at once
 # The next pid; how many process entries, then name entries, are in use (the first ones).
 HEAD = struct.Struct("<qii")
-ENTRY = struct.Struct("<iiiii")  # pid, parent, group, session, ended
+ENTRY = struct.Struct("<iiiii")  # pid, parent, group, session, ended (RUNNING...GONE)
+# A process's end: ENDED, or LINGERING (ended, its monitor passing its orphans' messages
+# on); GONE once its parent waited for a lingering one, kept as a hop to its orphans.
+RUNNING, ENDED, LINGERING, GONE = range(4)
 NAME = struct.Struct("<i32s")  # the process holding a name, the name's digest
 NAMES_AT = HEAD.size + CAPACITY * ENTRY.size
 TABLE_BYTES = NAMES_AT + NAME_CAPACITY * NAME.size
@@ -224,13 +229,14 @@ class Process:
     parent: int
     group: int
     session: int
-    ended: bool
+    ended: int  # RUNNING, ENDED, LINGERING (GONE ones are not found)
 
 
 class ProcessTable:
     """The tree's processes, in a memfd every monitor of the tree maps (see the module)."""
 
     def __init__(self, next_pid: int, root: int):
+        self.root = root  # the tree's first process: an orphan's parent, as init is
         self.fd = os.memfd_create("usetl-processes")
         os.ftruncate(self.fd, TABLE_BYTES)
         self.buf = (ctypes.c_char * TABLE_BYTES).from_address(
@@ -250,7 +256,7 @@ class ProcessTable:
         """pid -> process, of the entries in use."""
         _, count, _ = HEAD.unpack_from(self.buf, 0)
         raw = self.buf[HEAD.size:HEAD.size + min(count, CAPACITY) * ENTRY.size]
-        return {f[0]: Process(*f[:4], bool(f[4])) for f in ENTRY.iter_unpack(raw)}
+        return {f[0]: Process(*f) for f in ENTRY.iter_unpack(raw)}
 
     def _write(self, processes: list[Process]) -> None:
         for slot, p in enumerate(processes):
@@ -317,11 +323,12 @@ class ProcessTable:
 
     def find(self, pid: int) -> Process | None:
         with self._locked():
-            return self._entries().get(pid)
+            found = self._entries().get(pid)
+        return None if found is None or found.ended == GONE else found
 
     def all(self) -> list[Process]:
         with self._locked():
-            return list(self._entries().values())
+            return [p for p in self._entries().values() if p.ended != GONE]
 
     def update(self, p: Process) -> None:
         """Write back a process's group, session or end (as `find` gave it, changed)."""
@@ -333,14 +340,35 @@ class ProcessTable:
 
     def forget(self, pid: int) -> None:
         """A process waited for (or killed with its parent's invocation) is gone, and with
-        it every process below it: their monitors die with their parents' (PDEATHSIG)."""
+        it every process below it (their monitors die with their parents': PDEATHSIG),
+        unless it lingers: then its orphans run on, and it stays as their hop (GONE)."""
         with self._locked():
             entries = self._entries()
+            if pid in entries and entries[pid].ended == LINGERING:
+                entries[pid].ended = GONE
+                self._write(list(entries.values()))
+                return
             kept = [p for p in entries.values()
                     if p.pid != pid and pid not in self._ancestors(entries, p.pid)]
             self._write(kept)
             alive = {p.pid for p in kept}
             self._write_names({d: p for d, p in self._names().items() if p in alive})
+
+    def lingers(self, pid: int, lingering: bool) -> None:
+        """Process `pid` has ended with orphans (LINGERING), or its last orphan has ended:
+        it is gone if its parent has waited for it, else an ENDED process to wait for."""
+        with self._locked():
+            entries = self._entries()
+            p = entries.get(pid)
+            if p is None:
+                return
+            if lingering:
+                p.ended = LINGERING
+            elif p.ended == GONE:
+                del entries[pid]
+            else:
+                p.ended = ENDED
+            self._write(list(entries.values()))
 
     @staticmethod
     def _ancestors(entries: dict[int, Process], pid: int) -> list[int]:

@@ -176,7 +176,8 @@ _ENTRIES = [
             "monitors' CPU time and peak RSS"),
     # identity and system information
     Syscall("getpid", ident.sys_getpid, FULL),
-    Syscall("getppid", ident.sys_getppid, FULL, "a child's parent; 0 for the first process"),
+    Syscall("getppid", ident.sys_getppid, FULL,
+            "a child's parent (1 once it ended: an orphan's); 0 for the first process"),
     Syscall("gettid", th.sys_gettid, FULL),
     Syscall("getuid", ident.sys_getuid, FULL),
     Syscall("geteuid", ident.sys_getuid, FULL),
