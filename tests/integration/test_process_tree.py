@@ -244,3 +244,41 @@ def test_an_orphan_is_killed_when_the_invocation_ends(template):
         assert r.error is None and r.stdout == "started\n"
         wait_until(lambda: len(descendants(template.info.pid) - before) == 1,
                    "the orphan's monitors to end, the clone's alone left", timeout=30)
+
+
+def test_a_fifo_pairs_readers_and_writers_of_the_tree_as_linux_opens_do(template):
+    out = run_in_clone(template, """
+        import errno, os, stat, subprocess, threading
+        os.mkfifo("/tmp/fifo")
+        print(stat.S_ISFIFO(os.stat("/tmp/fifo").st_mode))
+        got = []  # two threads of one process: the reader's open waits for the writer's
+        reader = threading.Thread(target=lambda: got.append(open("/tmp/fifo").read()))
+        reader.start()
+        with open("/tmp/fifo", "w") as f:
+            f.write("from a thread")
+        reader.join()
+        print(got[0])
+        writer = subprocess.Popen(["sh", "-c", "echo from sh > /tmp/fifo"])
+        with open("/tmp/fifo") as f:
+            print(f.read().strip())  # to the end: the program's end was the last writer's
+        writer.wait()
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            with open("/tmp/fifo", "rb") as f:
+                os.write(w, b"%d" % len(f.read()))
+            os._exit(0)
+        with open("/tmp/fifo", "wb") as f:
+            f.write(b"x" * 100000)
+        os.waitpid(pid, 0)
+        print(os.read(r, 100).decode())
+        try:
+            os.open("/tmp/fifo", os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as e:
+            print(errno.errorcode[e.errno])  # no reader
+        shell = subprocess.run("mkfifo /tmp/f2; (seq 3 > /tmp/f2 &); cat /tmp/f2", shell=True,
+                               capture_output=True, text=True)
+        print(shell.stdout.split(), shell.returncode)
+    """)
+    assert out == ["True", "from a thread", "from sh", "100000", "ENXIO",
+                   "['1', '2', '3'] 0"]

@@ -61,7 +61,7 @@ from usetl.kvm.structs import kvm_regs
 from usetl.vm import Stop, ThreadContext, Vm, VmError
 from usetl.vm.layout import VDSO_ADDR
 
-from . import sigdelivery
+from . import fifo, sigdelivery
 from .allowance import Charge, MemoryAllowance
 from .childwatch import ConsoleDrain, Watcher
 from .clock import MONOTONIC
@@ -88,7 +88,11 @@ from .proctree import (
     ENDED,
     Connect,
     Exited,
+    FifoEnd,
+    FifoOpen,
     MessageReader,
+    Passed,
+    PassedPipe,
     Process,
     ProcessTable,
     Routed,
@@ -327,8 +331,9 @@ class Child:
 
     def __init__(self, pid: int, host_pid: int, control: socket.socket,
                  drains: list[ConsoleDrain], tokens: ProcessTokens, tmp: TmpFS,
-                 watcher: Watcher, memory_slot: int, files: dict[int, OpenFile]):
+                 watcher: Watcher, memory_slot: int, files: dict[int, OpenFile], parent: int):
         self.watcher = watcher
+        self.parent = parent  # its parent's pid (the FIFOs it makes are the parent's then)
         # The regular files of those it was given, by its fd: their offsets come back.
         self.given = {fd: g.file for fd, g in given_files(files).items()}
         self.memory_slot = memory_slot  # its charge in the invocation's memory allowance
@@ -416,9 +421,9 @@ class Child:
     def _take_changes(self, changes: memoryview) -> None:
         (length,) = LENGTH.unpack_from(changes)
         header = bytes(changes[LENGTH.size:LENGTH.size + length])
-        apply_changes(self.tmp, header, changes[LENGTH.size + length:], self.given)
+        apply_changes(self.tmp, header, changes[LENGTH.size + length:], self.given, self.parent)
 
-    def send(self, message: Routed, passed: socket.socket | None = None) -> None:
+    def send(self, message: Routed, passed: Passed | None = None) -> None:
         """A signal or connection for the child or a process below it, to its monitor
         (hear_parent)."""
         send_message(self.control, message, passed)  # if it has ended, its report is on the way
@@ -456,6 +461,17 @@ class Children:
         self.parent: socket.socket | None = None  # a child's: where its parent's signals come
         self.replaced_by: Child | None = None  # the program this process exec'd, running
         self.watcher: Watcher | None = None  # started with the first child
+        # Named pipes (fifo.py): opens of those this process made, not yet paired; and
+        # this process's opens of others' waiting for their answers, by request.
+        self.fifo_waiting: dict[str, fifo.Waiting] = {}
+        self.fifo_answers: dict[int, fifo.Answer] = {}
+        self.fifo_requests = 0
+
+    def fifo_request(self, answer: fifo.Answer) -> int:
+        """A number for an open of another process's FIFO, answered by `answer`."""
+        self.fifo_requests += 1
+        self.fifo_answers[self.fifo_requests] = answer
+        return self.fifo_requests
 
     def watch(self) -> Watcher:
         if self.watcher is None:
@@ -820,7 +836,7 @@ def _start_program(k: Kernel, state: PreExec, pid: int, program: str, argv: list
     for f in set(fds.values()) - held:
         f.close()  # the console pipes' write ends: the sibling has them
     return Child(pid, host_pid, control, drains, tokens, k.ns.tmp, k.children.watch(),
-                 memory_slot, fds)
+                 memory_slot, fds, k.identity.pid)
 
 
 def _child_files(k: Kernel, state: PreExec) -> tuple[dict[int, OpenFile], list[ConsoleDrain]]:
@@ -1241,7 +1257,7 @@ def signal_thread(k: Kernel, pid: int, tid: int, sig: int) -> None:
         route(k, Signal(pid, sig, k.identity.pid, k.identity.uid, SI_TKILL, tid))
 
 
-def route(k: Kernel, message: Routed, passed: socket.socket | None = None) -> None:
+def route(k: Kernel, message: Routed, passed: Passed | None = None) -> None:
     """On the vCPU's thread: deliver a signal or connection (`passed`, its host socket)
     for this process, or pass it on along the control sockets, down toward its target if
     that is below this process, else up. A process replaced by its program (execve)
@@ -1271,11 +1287,15 @@ def route(k: Kernel, message: Routed, passed: socket.socket | None = None) -> No
         passed.close()  # sent (the receiver has its own), or no one to take it
 
 
-def _deliver(k: Kernel, message: Routed, passed: socket.socket | None) -> None:
+def _deliver(k: Kernel, message: Routed, passed: Passed | None) -> None:
     if isinstance(message, Connect):
-        assert passed is not None  # MessageReader gives each Connect its socket
+        assert isinstance(passed, socket.socket)  # MessageReader gives each Connect its socket
         k.guest_net.accept_from_tree(message.name, message.peer,
                                      SocketFile(k, AF_UNIX, False, shared=passed))
+    elif isinstance(message, FifoOpen):
+        fifo.serve(k, message, route)
+    elif isinstance(message, FifoEnd):
+        fifo.answered(k, message, passed if isinstance(passed, PassedPipe) else None)
     else:
         _deliver_signal(k, message)
 
@@ -1327,7 +1347,7 @@ def listen(k: Kernel, control: socket.socket, ended: Callable[[Exited | None], N
             log.error("pid %d's monitor: %s", k.identity.pid, e)
             messages, data = [], b""
         for m, passed in messages:
-            if isinstance(m, (Signal, Connect)):
+            if isinstance(m, Routed):
                 k.sched.host.post(lambda m=m, p=passed: route(k, m, p), k.vm.wake_now)
             elif isinstance(m, Exited) and report is None:
                 report = m

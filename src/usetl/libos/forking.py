@@ -122,7 +122,8 @@ def _fork_as(k: Kernel, pid: int, flags: int, parent_tid: int, child_tid: int,
         control.close()
         raise SyscallError(errno.EAGAIN)
     k.children.start(k, Child(pid, host_pid, control, list(drains.values()), tokens,
-                              k.ns.tmp, k.children.watch(), memory_slot, dict(k.fds.files)))
+                              k.ns.tmp, k.children.watch(), memory_slot, dict(k.fds.files),
+                              k.identity.pid))
     return pid
 
 

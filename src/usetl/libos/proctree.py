@@ -34,6 +34,7 @@ import fcntl
 import hashlib
 import os
 import socket
+import stat
 import struct
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -84,6 +85,26 @@ class Connect(TreeMessage):
     peer: bytes = b""
 
 
+class FifoOpen(TreeMessage):
+    """An open of the named pipe at `path` that process `to` made (fifo.py), by `sender`,
+    for reading or writing; `request` names it in the answer."""
+
+    to: int
+    path: str
+    sender: int
+    reads: bool
+    nonblocking: bool
+    request: int
+
+
+class FifoEnd(TreeMessage):
+    """The answer to a FifoOpen: its pipe end comes with it, unless `error` (an errno)."""
+
+    to: int
+    request: int
+    error: int = 0
+
+
 class Exited(TreeMessage):
     """A child's end: its wait status and its changes to /tmp (tmpsync.encode_changes;
     empty if it never ran). Its last message, unless it `lingers`: its own children run
@@ -94,8 +115,8 @@ class Exited(TreeMessage):
     lingers: bool = False
 
 
-TREE_MESSAGES = Ready | Signal | Connect | Exited
-Routed = Signal | Connect  # what travels hop by hop to a process of the tree
+TREE_MESSAGES = Ready | Signal | Connect | FifoOpen | FifoEnd | Exited
+Routed = Signal | Connect | FifoOpen | FifoEnd  # what travels hop by hop to a process
 FRAME = struct.Struct("<I")
 FIRST_MESSAGE_LIMIT = 1 << 10  # a Ready is a few bytes
 MAX_PENDING_FDS = 8  # host fds received ahead of the messages they belong to
@@ -113,10 +134,36 @@ def encode(message: TreeMessage) -> bytes:
     return FRAME.pack(len(data)) + data
 
 
+class PassedPipe:
+    """A pipe end that travels with a FifoEnd, closed unless detached."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def detach(self) -> int:
+        fd, self.fd = self.fd, -1
+        return fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.detach())
+
+
+Passed = socket.socket | PassedPipe  # a host fd a message carries
+
+
+def carries(message: TreeMessage) -> bool:
+    """Does this message come with a host fd (SCM_RIGHTS)?"""
+    return isinstance(message, Connect) or isinstance(message, FifoEnd) and not message.error
+
+
 def send_message(sock: socket.socket, message: TreeMessage,
-                 passed: socket.socket | None = None) -> bool:
-    """Send one message (a Connect with its socket, `passed`); False if the other end has
-    gone."""
+                 passed: Passed | None = None) -> bool:
+    """Send one message (a Connect with its socket, a FifoEnd with its pipe end:
+    `passed`); False if the other end has gone."""
     data = encode(message)
     try:
         if passed is not None:
@@ -136,15 +183,29 @@ class MessageReader:
         self.fds: list[int] = []  # received, for the Connects not yet complete
 
     def feed(self, data: bytes, fds: list[int] | tuple = ()
-             ) -> list[tuple[TreeMessage, socket.socket | None]]:
+             ) -> list[tuple[TreeMessage, Passed | None]]:
         """The messages `data` completes, each Connect with its socket (an AF_UNIX one, the
-        next of the fds received); TreeProtocolError for anything else."""
+        next of the fds received), each FifoEnd with its pipe end; TreeProtocolError for
+        anything else."""
         self.fds += fds
         if len(self.fds) > MAX_PENDING_FDS:
             self.close()
             raise TreeProtocolError("more host fds than messages to carry them")
-        return [(m, self._socket() if isinstance(m, Connect) else None)
-                for m in self._messages(data)]
+        return [(m, self._passed(m) if carries(m) else None) for m in self._messages(data)]
+
+    def _passed(self, message: TreeMessage) -> Passed:
+        if isinstance(message, FifoEnd):
+            return self._pipe()
+        return self._socket()
+
+    def _pipe(self) -> PassedPipe:
+        if not self.fds:
+            raise TreeProtocolError("a FifoEnd without its pipe")
+        fd = self.fds.pop(0)
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise TreeProtocolError("a FifoEnd with what is not a pipe")
+        return PassedPipe(fd)
 
     def _socket(self) -> socket.socket:
         if not self.fds:

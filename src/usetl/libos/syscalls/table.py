@@ -113,9 +113,9 @@ _ENTRIES = [
     *(Syscall(name, getattr(meta, f"sys_{name}"), PARTIAL,
               "tmpfs only (elsewhere EROFS); to its own uid/gid only, else EPERM")
       for name in ("chown", "fchown", "lchown", "fchownat")),
-    Syscall("mknod", meta.sys_mknod, PARTIAL, "regular files under /tmp; FIFOs, devices EPERM"),
+    Syscall("mknod", meta.sys_mknod, PARTIAL, "files and FIFOs under /tmp; devices EPERM"),
     Syscall("mknodat", meta.sys_mknodat, PARTIAL,
-            "regular files under /tmp; FIFOs, devices EPERM"),
+            "files and FIFOs under /tmp; devices EPERM"),
     Syscall("utimensat", meta.sys_utimensat, PARTIAL, "tmpfs only; elsewhere EROFS"),
     Syscall("futimesat", meta.sys_futimesat, PARTIAL, "tmpfs only; elsewhere EROFS"),
     Syscall("utimes", meta.sys_utimes, PARTIAL, "tmpfs only; elsewhere EROFS"),
