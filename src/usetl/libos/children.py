@@ -1346,20 +1346,24 @@ def listen(k: Kernel, control: socket.socket, ended: Callable[[Exited | None], N
         except TreeProtocolError as e:
             log.error("pid %d's monitor: %s", k.identity.pid, e)
             messages, data = [], b""
+        came = None
         for m, passed in messages:
             if isinstance(m, Routed):
                 k.sched.host.post(lambda m=m, p=passed: route(k, m, p), k.vm.wake_now)
             elif isinstance(m, Exited) and report is None:
-                report = m
-                ended(report)
-        if data and (report is None or report.lingers) or done:
+                report = came = m
+        if came is not None and came.lingers:
+            ended(came)  # its messages go on coming
+        if done or data and (report is None or report.lingers):
             return
         done = True
         reader.close()
+        # Forgotten before ended(): the vCPU's thread may close the socket then, and its
+        # number may name another child's by the time this thread would forget it.
         k.children.watch().forget(control.fileno())
-        if report is None:
-            ended(None)
-        elif report.lingers:
+        if report is None or not report.lingers:
+            ended(report)
+        else:
             lingered()
 
     k.children.watch().on_data(control, got)
