@@ -279,6 +279,28 @@ def test_a_fifo_pairs_readers_and_writers_of_the_tree_as_linux_opens_do(template
         shell = subprocess.run("mkfifo /tmp/f2; (seq 3 > /tmp/f2 &); cat /tmp/f2", shell=True,
                                capture_output=True, text=True)
         print(shell.stdout.split(), shell.returncode)
+        import time
+        r, w = os.pipe()
+        maker = os.fork()
+        if maker == 0:
+            os.mkfifo("/tmp/gone")
+            me = os.getpid()
+            if os.fork() == 0:  # its copy names the maker, which ends and is waited for
+                while True:
+                    try:
+                        os.kill(me, 0)
+                    except ProcessLookupError:
+                        break
+                    time.sleep(0.01)
+                try:
+                    os.open("/tmp/gone", os.O_WRONLY)
+                except OSError as e:
+                    os.write(w, errno.errorcode[e.errno].encode())
+                os._exit(0)
+            os._exit(0)
+        os.waitpid(maker, 0)
+        os.close(w)
+        print(os.read(r, 100).decode())  # no one is left to answer the open
     """)
     assert out == ["True", "from a thread", "from sh", "100000", "ENXIO",
-                   "['1', '2', '3'] 0"]
+                   "['1', '2', '3'] 0", "ENXIO"]

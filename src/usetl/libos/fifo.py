@@ -11,7 +11,8 @@ file once every writer has closed. O_NONBLOCK: a reader opens at once (the
 write end then waits in the holder for the next writer, so it reads EAGAIN
 rather than an end until one comes), a writer with no reader waiting is
 ENXIO. Opens after a pairing start a new pipe (Linux would add them to the
-one open). O_RDWR, which never blocks on Linux, is EINVAL here.
+one open). O_RDWR, which never blocks on Linux, is EINVAL here; so is ENXIO
+an open of a FIFO whose holder has gone.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 from .errors import SyscallError
 from .files import O_ACCMODE, O_CLOEXEC, O_NONBLOCK, O_RDONLY, O_WRONLY
 from .hostpipe import HostStreamFile
-from .proctree import FifoEnd, FifoOpen, PassedPipe
+from .proctree import LINGERING, RUNNING, FifoEnd, FifoOpen, PassedPipe
 from .sched import Block, WaitQueue
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ def open_fifo(k: Kernel, node: TmpFifo, path: str, flags: int, route: Route) -> 
     if node.holder == k.identity.pid:
         pair(k, path, reads, nonblocking, answer)
     else:
+        _check_holder(k, node.holder)
         request = k.children.fifo_request(answer)
         route(k, FifoOpen(node.holder, path, k.identity.pid, reads, nonblocking, request))
     if answered:
@@ -69,6 +71,15 @@ def open_fifo(k: Kernel, node: TmpFifo, path: str, flags: int, route: Route) -> 
             raise SyscallError(-answered[0])
         return answered[0]
     raise Block((done,), retry=False, interruptible=False)
+
+
+def _check_holder(k: Kernel, holder: int) -> None:
+    """ENXIO for a FIFO whose holder has gone (no one would answer the open); one that
+    ended with orphans still answers (its monitor lingers)."""
+    table = k.children.table
+    found = None if table is None else table.find(holder)
+    if found is None or found.ended not in (RUNNING, LINGERING):
+        raise SyscallError(errno.ENXIO)
 
 
 def _install(k: Kernel, fd: int, reads: bool, flags: int) -> int:
