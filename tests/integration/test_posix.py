@@ -227,7 +227,8 @@ def test_chown_to_itself_mknod_of_files_and_creating_with_a_trailing_slash(usf):
         fd = os.open("/tmp/own/f", os.O_RDONLY); os.set_inheritable(fd, True)
         print(os.get_inheritable(fd)); os.set_inheritable(fd, False); print(os.get_inheritable(fd))
         for action in (lambda: os.chown("/tmp/own/f", 0, 0), lambda: os.chown("/usr", -1, -1),
-                       lambda: os.mkfifo("/tmp/own/fifo"), lambda: open("/tmp/own/new/", "w")):
+                       lambda: os.mknod("/tmp/own/dev", 0o600 | stat.S_IFCHR),
+                       lambda: open("/tmp/own/new/", "w")):
             try:
                 action()
             except OSError as e:

@@ -33,7 +33,7 @@ from .frozen import Frozen
 from .protocol import SnapshotExport
 
 MAGIC = b"USETLSNP"
-VERSION = 13  # 4: a kernel's children, host-shared ranges; 5: guest sockets, the capture time
+VERSION = 14  # 4: a kernel's children, host-shared ranges; 5: guest sockets, the capture time
 # 3: signal state in each thread record, /dev/shm; 2: a namespace's inode counter
 # 6: the agent channel's exchange in progress (agent protocol 4); 7: the jail's paths
 # 8: a memory area's file
@@ -41,6 +41,7 @@ VERSION = 13  # 4: a kernel's children, host-shared ranges; 5: guest sockets, th
 # 11: a kernel's process start, an address space's argv and envp strings (/proc/self)
 # 12: a kernel's guest clock, deadlines on it (libos/clock.py), the capture time on it
 # 13: an epoll set's queue of waiters its changes wake
+# 14: a guest network's AF_UNIX path names (the process tree's)
 STATE_FILE = "state.usetl"
 _HEAD = struct.Struct("<8sI32sQ")  # magic, version, sha256(body), len(body)
 _CHUNK = 1 << 20

@@ -70,7 +70,7 @@ TOOLS = tuple(f"/usr/bin/{name}" for name in (
     "sleep", "cat", "echo", "printf", "true", "false", "test", "[", "env", "printenv",
     "ls", "head", "tail", "wc", "cut", "sort", "uniq", "tr", "tee", "paste", "join", "comm",
     "fold", "nl", "od", "split", "seq", "yes", "expr", "basename", "dirname", "readlink",
-    "realpath", "mkdir", "rmdir", "rm", "cp", "mv", "ln", "touch", "chmod", "stat", "du",
+    "realpath", "mkdir", "mkfifo", "rmdir", "rm", "cp", "mv", "ln", "touch", "chmod", "stat", "du",
     "dd", "sync", "mktemp", "date", "id", "whoami", "uname", "hostname", "nproc", "timeout",
     "sha1sum", "sha256sum", "sha512sum", "md5sum", "base64", "cksum", "xargs", "find",
     "grep", "egrep", "fgrep", "sed", "awk", "gzip", "gunzip", "zcat", "tar", "diff", "cmp",

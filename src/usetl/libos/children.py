@@ -29,7 +29,10 @@ parent's guest gets SIGCHLD. wait4, waitid and kill find processes here;
 fork (forking.py) makes children of the same kind. What a child's monitor
 used, as the host's wait4 measures it, is billed to the invocation (Usage).
 Every child ends with its parent's invocation (end_all), and with its
-parent's monitor process (PDEATHSIG); at most MAX_PROCESSES live at once in
+parent's monitor process (PDEATHSIG); a process that ends with children
+still running reports its end and lingers, its monitor passing their
+messages on until they end (linger: orphans run on, as on Linux, their
+parent the tree's first process); at most MAX_PROCESSES live at once in
 an invocation's process tree, and each takes one of its function's
 concurrency slots (ProcessTokens); together they have the function's
 memory (allowance.py).
@@ -58,7 +61,7 @@ from usetl.kvm.structs import kvm_regs
 from usetl.vm import Stop, ThreadContext, Vm, VmError
 from usetl.vm.layout import VDSO_ADDR
 
-from . import sigdelivery
+from . import fifo, sigdelivery
 from .allowance import Charge, MemoryAllowance
 from .childwatch import ConsoleDrain, Watcher
 from .clock import MONOTONIC
@@ -75,17 +78,24 @@ from .files import (
     TmpOpenFile,
 )
 from .fs import DEV_PROC, ImageNode, StaticLink, TmpFile, TmpFS
-from .guestnet import GuestSocket
+from .guestnet import AF_UNIX, GuestSocket
 from .hostfs import HostNode
 from .hostpipe import HostStreamFile
 from .ipc import F_SETPIPE_SZ, PIPE_CAPACITY, ChannelFile, EventFile, UnixSocketFile
 from .loader import Program, load_program, read_program
 from .net import WAIT_SLICE, SocketFile
 from .proctree import (
+    ENDED,
+    Connect,
     Exited,
+    FifoEnd,
+    FifoOpen,
     MessageReader,
+    Passed,
+    PassedPipe,
     Process,
     ProcessTable,
+    Routed,
     Signal,
     TreeProtocolError,
     send_message,
@@ -100,6 +110,7 @@ from .signals import (
     SIG_IGN,
     UNBLOCKABLE,
     ProcessSignals,
+    SigAction,
     SigInfo,
 )
 from .syscalls.numbers import SYSCALL_NAMES
@@ -320,8 +331,9 @@ class Child:
 
     def __init__(self, pid: int, host_pid: int, control: socket.socket,
                  drains: list[ConsoleDrain], tokens: ProcessTokens, tmp: TmpFS,
-                 watcher: Watcher, memory_slot: int, files: dict[int, OpenFile]):
+                 watcher: Watcher, memory_slot: int, files: dict[int, OpenFile], parent: int):
         self.watcher = watcher
+        self.parent = parent  # its parent's pid (the FIFOs it makes are the parent's then)
         # The regular files of those it was given, by its fd: their offsets come back.
         self.given = {fd: g.file for fd, g in given_files(files).items()}
         self.memory_slot = memory_slot  # its charge in the invocation's memory allowance
@@ -341,7 +353,8 @@ class Child:
     def listen(self, k: Kernel, ended: Callable[[], None]) -> None:
         """Take in what the child's monitor sends (listen): ended() on the vCPU's thread
         once it has gone (reported, or died; one that sent what is not a message is
-        killed)."""
+        killed). A child that lingers (its orphans run on) is a ghost of its parent's
+        until its monitor has gone too."""
 
         def gone(report: Exited | None) -> None:
             self.report = report
@@ -353,22 +366,29 @@ class Child:
             self.gone = True
             k.sched.host.post(ended, k.vm.wake_now)
 
-        listen(k, self.control, gone)
+        def lingered() -> None:
+            k.sched.host.post(lambda: k.children.ghost_gone(self), k.vm.wake_now)
+
+        listen(k, self.control, gone, lingered)
+
+    @property
+    def lingers(self) -> bool:
+        return self.report is not None and self.report.lingers and self.killed_by is None
 
     def finish(self) -> int:
         """The wait status, once it has gone (or been killed); a child that exited by
         itself brings its changes to /tmp (tmpsync.py)."""
         self.finished = True
-        self.watcher.forget(self.control.fileno())
-        self.control.close()
+        if not self.lingers:
+            self.close_control()
         report = self.report
         if report is None:
             self.reap()  # its monitor died without a report (or was killed): it is gone
         elif report.changes and self.killed_by is None:
             self._take_changes(memoryview(report.changes))
         self.tokens.give(self.memory_slot)
-        for drain in self.drains:
-            drain.flush(self.watcher, DRAIN_WAIT)
+        for drain in self.drains:  # its orphans may write there still: no end to wait for
+            drain.flush(self.watcher, 0.0 if self.lingers else DRAIN_WAIT)
         if self.killed_by is not None:
             return self.killed_by
         if report is not None:
@@ -376,6 +396,10 @@ class Child:
         if os.WIFSIGNALED(self.host_status):  # the monitor died without a report
             return os.WTERMSIG(self.host_status)
         return NOT_STARTED
+
+    def close_control(self) -> None:
+        self.watcher.forget(self.control.fileno())
+        self.control.close()
 
     def reap(self, block: bool = True) -> Usage | None:
         """What its monitor process used, as the host's wait4 measures it once the process
@@ -397,15 +421,16 @@ class Child:
     def _take_changes(self, changes: memoryview) -> None:
         (length,) = LENGTH.unpack_from(changes)
         header = bytes(changes[LENGTH.size:LENGTH.size + length])
-        apply_changes(self.tmp, header, changes[LENGTH.size + length:], self.given)
+        apply_changes(self.tmp, header, changes[LENGTH.size + length:], self.given, self.parent)
 
-    def send(self, message: Signal) -> None:
-        """A signal for the child or a process below it, to its monitor (hear_parent)."""
-        send_message(self.control, message)  # if it has ended, its report is on the way
+    def send(self, message: Routed, passed: Passed | None = None) -> None:
+        """A signal or connection for the child or a process below it, to its monitor
+        (hear_parent)."""
+        send_message(self.control, message, passed)  # if it has ended, its report is on the way
 
     def kill(self, sig: int) -> None:
         """End the child's VM (its monitor) at once."""
-        if self.killed_by is None:
+        if self.killed_by is None and self.usage is None:  # a reaped one's pid is not its
             self.killed_by = sig
             os.kill(self.host_pid, signal.SIGKILL)
 
@@ -421,6 +446,8 @@ class Children:
                  table: ProcessTable | None = None) -> None:
         self.pre_exec: dict[int, PreExec] = {}  # vfork child's tid -> its state
         self.running: dict[int, Child] = {}
+        # Ended children whose monitors live on for their orphans (they pass on messages).
+        self.ghosts: dict[int, Child] = {}
         self.ended: dict[int, int] = {}  # pid -> wait status, until waited for
         self.ended_children: dict[int, Child] = {}  # pid -> the child, until waited for
         self.exits = WaitQueue()  # threads in wait4 or waitid
@@ -434,6 +461,17 @@ class Children:
         self.parent: socket.socket | None = None  # a child's: where its parent's signals come
         self.replaced_by: Child | None = None  # the program this process exec'd, running
         self.watcher: Watcher | None = None  # started with the first child
+        # Named pipes (fifo.py): opens of those this process made, not yet paired; and
+        # this process's opens of others' waiting for their answers, by request.
+        self.fifo_waiting: dict[str, fifo.Waiting] = {}
+        self.fifo_answers: dict[int, fifo.Answer] = {}
+        self.fifo_requests = 0
+
+    def fifo_request(self, answer: fifo.Answer) -> int:
+        """A number for an open of another process's FIFO, answered by `answer`."""
+        self.fifo_requests += 1
+        self.fifo_answers[self.fifo_requests] = answer
+        return self.fifo_requests
 
     def watch(self) -> Watcher:
         if self.watcher is None:
@@ -446,9 +484,12 @@ class Children:
         return self.tokens
 
     def process_table(self, k: Kernel) -> ProcessTable:
-        """The tree's table, made at its first child: pids from then on come from it."""
+        """The tree's table, made at its first child: pids from then on come from it, and
+        the AF_UNIX names this process bound are the tree's from then on."""
         if self.table is None:
             self.table = ProcessTable(k.sched.next_tid, k.identity.pid)
+            for name in k.guest_net.unix_names():
+                self.table.claim_name(name, k.identity.pid)
         return self.table
 
     def host_fds(self) -> set[int]:
@@ -482,6 +523,21 @@ class Children:
             return  # ended with the invocation (end_all) first
         del self.running[child.pid]
         self.announce(k, child.pid, self._ended(child.pid, child))
+        if child.lingers:
+            self.ghosts[child.pid] = child
+
+    def ghost_gone(self, child: Child) -> None:
+        """A lingering child's monitor has gone (its last orphan ended, or it was killed):
+        what its orphans wrote to the parent's output is in."""
+        if self.ghosts.get(child.pid) is child:
+            del self.ghosts[child.pid]
+            child.close_control()
+            for drain in child.drains:
+                drain.flush(child.watcher)
+
+    def lingers(self) -> bool:
+        """Has this process children that run on when it ends (orphans)?"""
+        return bool(self.running or self.ghosts)
 
     def announce(self, k: Kernel, pid: int, status: int) -> None:
         """An ended child (`status`, in ended) is a zombie until waited for, or waited for
@@ -492,8 +548,8 @@ class Children:
             self.reap(pid)
         elif self.table is not None:
             found = self.table.find(pid)
-            if found is not None:
-                found.ended = True
+            if found is not None and not found.ended:  # a lingering one said so itself
+                found.ended = ENDED
                 self.table.update(found)
         code, value = describe(status)
         sigdelivery.send(k, signal.SIGCHLD,
@@ -548,8 +604,10 @@ class Children:
         invocation is over. Memory shared with forked children is this process's own
         again."""
         k.mm.unshare()
-        for child in self.running.values():
+        for child in [*self.running.values(), *self.ghosts.values()]:
             child.kill(signal.SIGKILL)
+        for child in list(self.ghosts.values()):
+            self.ghost_gone(child)
         for pid, child in self.running.items():
             self._ended(pid, child)
         self._bill(block=True)  # a child's own children's CPU is in its monitor's, as Linux's
@@ -778,7 +836,7 @@ def _start_program(k: Kernel, state: PreExec, pid: int, program: str, argv: list
     for f in set(fds.values()) - held:
         f.close()  # the console pipes' write ends: the sibling has them
     return Child(pid, host_pid, control, drains, tokens, k.ns.tmp, k.children.watch(),
-                 memory_slot, fds)
+                 memory_slot, fds, k.identity.pid)
 
 
 def _child_files(k: Kernel, state: PreExec) -> tuple[dict[int, OpenFile], list[ConsoleDrain]]:
@@ -902,13 +960,43 @@ def host_fork(k: Kernel, call: str, sockets: tuple[socket.socket, ...]) -> int:
         raise SyscallError(errno.EAGAIN) from None
 
 
-def report_and_exit(control: socket.socket, status: int, changes: bytes) -> None:
+def report_and_exit(control: socket.socket, status: int, changes: bytes,
+                    ran: Kernel | None) -> None:
     """A child's monitor process ends: its wait status and its changes to /tmp to the
-    parent's monitor, then exit."""
+    parent's monitor, then exit; once its orphans have ended, if the process (`ran`, if
+    it ran) has any (linger)."""
     try:
-        send_message(control, Exited(status, changes))
+        lingers = ran is not None and ran.children.lingers()
+        if lingers:
+            ran.children.process_table(ran).lingers(ran.identity.pid, True)
+        send_message(control, Exited(status, changes, lingers))
+        if lingers:
+            linger(ran)
     finally:
         os._exit(0)
+
+
+def linger(k: Kernel) -> None:
+    """An ended process's children run on, as orphans do on Linux (getppid says the tree's
+    first process, its init): its monitor lives on without running its VM, passing their
+    messages on and reaping them as they end, until the last has."""
+    k.signals.actions[signal.SIGCHLD] = SigAction(SIG_IGN)  # reaped at their end
+    host = k.sched.host
+    while k.children.lingers():
+        for finish in host.take():
+            finish()
+        host.event.wait(WAIT_SLICE)
+    k.children.process_table(k).lingers(k.identity.pid, False)
+
+
+def parent_pid(k: Kernel) -> int:
+    """getppid: the parent, or once it has ended the tree's first process (the USF, pid 1
+    as a container's init), to which Linux reparents an orphan in a pid namespace."""
+    table, ppid = k.children.table, k.identity.ppid
+    if table is None or k.children.parent is None:
+        return ppid
+    found = table.find(ppid)
+    return ppid if found is not None and not found.ended else table.root
 
 
 def die_with_parent() -> None:
@@ -921,16 +1009,17 @@ def _run_sibling(k: Kernel, pid: int, program: Program, argv: list[str], envp: l
                  fds: dict[int, OpenFile], control: socket.socket, keep: set[int],
                  memory_slot: int, state: PreExec) -> None:
     """In the forked monitor process: build the child's VM, run its program, report, exit."""
-    status, changes = NOT_STARTED, b""
+    status, changes, ran = NOT_STARTED, b"", None
     try:
         die_with_parent()
         close_all_but(keep)
         before, given = snapshot(k.ns.tmp), given_files(fds)
-        status = _run_program(k, pid, program, argv, envp, fds, control, memory_slot, state)
+        status, ran = _run_program(k, pid, program, argv, envp, fds, control, memory_slot,
+                                   state)
         changes = encode_changes(k.ns.tmp, before, given)
     except BaseException as e:  # never back into the parent's code: this process only exits
         log.error("child %d (%s) could not run: %s", pid, program.path, e)
-    report_and_exit(control, status, changes)
+    report_and_exit(control, status, changes, ran)
 
 
 def close_all_but(keep: set[int]) -> None:
@@ -959,7 +1048,8 @@ def close_all_but(keep: set[int]) -> None:
 
 def _run_program(k: Kernel, pid: int, program: Program, argv: list[str], envp: list[str],
                  fds: dict[int, OpenFile], control: socket.socket, memory_slot: int,
-                 state: PreExec) -> int:
+                 state: PreExec) -> tuple[int, Kernel]:
+    """The program's wait status, and the kernel that ran it."""
     ns = k.ns
     for name in ("etl", "usetl"):
         ns.dev.entries.pop(name, None)  # the parent's agent and ETL regions are not the child's
@@ -995,9 +1085,9 @@ def _run_program(k: Kernel, pid: int, program: Program, argv: list[str], envp: l
     except (LibosError, SyscallError) as e:
         # Past execve's point of no return, as Linux's binfmt_elf: the process gets SIGSEGV.
         tell(child.fds, f"usetl: cannot load {program.path}: {e}\n")
-        return signal.SIGSEGV
+        return signal.SIGSEGV, child
     vm.enter_user(prog.entry, prog.stack_pointer)
-    return run_to_exit(child, program.path)
+    return run_to_exit(child, program.path), child
 
 
 def run_to_exit(child: Kernel, program: str) -> int:
@@ -1008,7 +1098,8 @@ def run_to_exit(child: Kernel, program: str) -> int:
         tell(child.fds, f"usetl: child {program}: {e}\n")
         return signal.SIGSEGV
     finally:
-        child.children.end_all(child)
+        if not child.children.lingers():  # else its orphans run on (report_and_exit)
+            child.children.end_all(child)
         close_files(child)
     if stop.reason != "exit":
         return exit_status(0)  # a forked agent that finished its request
@@ -1166,35 +1257,66 @@ def signal_thread(k: Kernel, pid: int, tid: int, sig: int) -> None:
         route(k, Signal(pid, sig, k.identity.pid, k.identity.uid, SI_TKILL, tid))
 
 
-def route(k: Kernel, message: Signal) -> None:
-    """On the vCPU's thread: deliver a signal for this process, or pass it on along the
-    control sockets, down toward its target if that is below this process, else up. A
-    process replaced by its program (execve) passes what is for it or below it to that
-    program. A child's SIGKILL ends its VM at once."""
+def route(k: Kernel, message: Routed, passed: Passed | None = None) -> None:
+    """On the vCPU's thread: deliver a signal or connection (`passed`, its host socket)
+    for this process, or pass it on along the control sockets, down toward its target if
+    that is below this process, else up. A process replaced by its program (execve)
+    passes what is for it or below it to that program. A child's SIGKILL ends its VM at
+    once. A connection that reaches no one is closed: its client sees it end."""
     me = k.identity.pid
     children = k.children
     if message.to == me and children.replaced_by is None:
-        _deliver(k, message)
+        _deliver(k, message, passed)
         return
     if message.to in children.running:
         hop: int | None = message.to
     else:
         hop = None if children.table is None else children.table.next_hop(me, message.to)
+    child = None if hop is None else children.running.get(hop) or children.ghosts.get(hop)
     if children.replaced_by is not None and (message.to == me or hop is not None):
-        children.replaced_by.send(message)
-    elif hop is not None:
-        child = children.running.get(hop)
-        if child is None:
-            return  # it ended meanwhile, or is a vfork child before execve
-        if hop == message.to and message.signo == signal.SIGKILL:
+        children.replaced_by.send(message, passed)
+    elif child is not None:
+        if hop == message.to and isinstance(message, Signal) \
+                and message.signo == signal.SIGKILL:
             child.kill(signal.SIGKILL)
         else:
-            child.send(message)
-    elif children.parent is not None:
-        send_message(children.parent, message)
+            child.send(message, passed)
+    elif hop is None and children.parent is not None:
+        send_message(children.parent, message, passed)
+    if passed is not None:
+        passed.close()  # sent (the receiver has its own), or no one to take it
 
 
-def _deliver(k: Kernel, message: Signal) -> None:
+def _deliver(k: Kernel, message: Routed, passed: Passed | None) -> None:
+    if isinstance(message, Connect):
+        assert isinstance(passed, socket.socket)  # MessageReader gives each Connect its socket
+        k.guest_net.accept_from_tree(message.name, message.peer,
+                                     SocketFile(k, AF_UNIX, False, shared=passed))
+    elif isinstance(message, FifoOpen):
+        fifo.serve(k, message, route)
+    elif isinstance(message, FifoEnd):
+        fifo.answered(k, message, passed if isinstance(passed, PassedPipe) else None)
+    else:
+        _deliver_signal(k, message)
+
+
+def connect_in_tree(k: Kernel, f: GuestSocket, holder: int, address: bytes) -> None:
+    """connect() of f to the AF_UNIX listener another process of the tree holds at
+    `address`: f's connection is one end of a host socketpair, the other goes to the
+    holder's monitor (route), into its listener's backlog. ECONNREFUSED if the holder
+    has ended."""
+    table = k.children.table
+    found = None if table is None else table.find(holder)
+    if found is None or found.ended:
+        raise SyscallError(errno.ECONNREFUSED)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, f.sock_type)
+    f.connected_in_tree(SocketFile(k, AF_UNIX, bool(f.flags & O_NONBLOCK), shared=mine),
+                        address)
+    key = k.guest_net.unix_key(address)
+    route(k, Connect(holder, key, k.identity.pid, f.local or b""), theirs)
+
+
+def _deliver_signal(k: Kernel, message: Signal) -> None:
     """A signal from another process of the tree: its action runs here as on Linux (a
     stop signal's default does nothing: a VM is never stopped)."""
     sig = message.signo
@@ -1206,33 +1328,45 @@ def _deliver(k: Kernel, message: Signal) -> None:
         sigdelivery.send(k, sig, info, thread.signals if thread is not None else None)
 
 
-def listen(k: Kernel, control: socket.socket,
-           ended: Callable[[Exited | None], None]) -> None:
+def listen(k: Kernel, control: socket.socket, ended: Callable[[Exited | None], None],
+           lingered: Callable[[], None] = lambda: None) -> None:
     """Take in the messages another monitor of the tree sends on `control`: its signals
-    are routed on the vCPU's thread (route); ended(its report, or None) is called on the
-    watcher's thread, once, at its report, its socket's end or what is not a message."""
+    and connections are routed on the vCPU's thread (route); ended(its report, or None)
+    is called on the watcher's thread, once, at its report, its socket's end or what is
+    not a message. After a report that lingers, its messages are taken in until its
+    socket ends: then lingered()."""
     reader = MessageReader()
+    report: Exited | None = None
     done = False
 
-    def got(data: bytes) -> None:
-        nonlocal done
-        report = None
+    def got(data: bytes, fds: list[int]) -> None:
+        nonlocal done, report
         try:
-            messages = reader.feed(data)
+            messages = reader.feed(data, fds)
         except TreeProtocolError as e:
             log.error("pid %d's monitor: %s", k.identity.pid, e)
             messages, data = [], b""
-        for m in messages:
-            if isinstance(m, Signal):
-                k.sched.host.post(lambda m=m: route(k, m), k.vm.wake_now)
-            elif isinstance(m, Exited):
-                report = m
-        if (report is not None or not data) and not done:
-            done = True
-            k.children.watch().forget(control.fileno())
+        came = None
+        for m, passed in messages:
+            if isinstance(m, Routed):
+                k.sched.host.post(lambda m=m, p=passed: route(k, m, p), k.vm.wake_now)
+            elif isinstance(m, Exited) and report is None:
+                report = came = m
+        if came is not None and came.lingers:
+            ended(came)  # its messages go on coming
+        if done or data and (report is None or report.lingers):
+            return
+        done = True
+        reader.close()
+        # Forgotten before ended(): the vCPU's thread may close the socket then, and its
+        # number may name another child's by the time this thread would forget it.
+        k.children.watch().forget(control.fileno())
+        if report is None or not report.lingers:
             ended(report)
+        else:
+            lingered()
 
-    k.children.watch().on_data(control.fileno(), got)
+    k.children.watch().on_data(control, got)
 
 
 def hear_parent(k: Kernel, control: socket.socket) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 import threading
 from collections.abc import Callable
 
@@ -19,6 +20,7 @@ from .files import OutputFile
 from .net import POLLIN
 
 POLL_HUP = select.POLLHUP | select.POLLERR | select.POLLNVAL
+MAX_FDS = 8  # host fds taken from one read of a control socket (more are closed)
 
 
 class ConsoleDrain:
@@ -46,7 +48,8 @@ class Watcher:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.drains: dict[int, ConsoleDrain] = {}  # read fd -> drain
-        self.readers: dict[int, Callable[[bytes], None]] = {}  # fd -> given what arrives
+        # fd -> its socket, and what is given what arrives (bytes, host fds)
+        self.readers: dict[int, tuple[socket.socket, Callable[[bytes, list[int]], None]]] = {}
         self.wake_r, self.wake_w = os.pipe()
         self.thread: threading.Thread | None = None
 
@@ -57,11 +60,11 @@ class Watcher:
         self._changed()
         return d
 
-    def on_data(self, fd: int, got: Callable[[bytes], None]) -> None:
-        """Call got(bytes) (on the watcher's thread) with what arrives on fd, and got(b"")
-        at its end, unless forgotten first."""
+    def on_data(self, sock: socket.socket, got: Callable[[bytes, list[int]], None]) -> None:
+        """Call got(bytes, host fds) (on the watcher's thread) with what arrives on sock,
+        and got(b"", []) at its end, unless forgotten first."""
         with self.lock:
-            self.readers[fd] = got
+            self.readers[sock.fileno()] = (sock, got)
         self._changed()
 
     def forget(self, fd: int) -> None:
@@ -91,14 +94,24 @@ class Watcher:
                     watched[fd](fd, events)
 
     def _pass_on(self, fd: int, events: int) -> None:
+        with self.lock:
+            reader = self.readers.get(fd)
+        if reader is None:
+            return
         try:
-            chunk = os.read(fd, 1 << 16)
+            chunk, fds, _, _ = socket.recv_fds(reader[0], 1 << 16, MAX_FDS,
+                                               socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
         except OSError:
-            chunk = b""
+            chunk, fds = b"", []
         with self.lock:
             got = self.readers.get(fd) if chunk else self.readers.pop(fd, None)
         if got is not None:
-            got(chunk)
+            got[1](chunk, fds)
+        else:
+            for f in fds:
+                os.close(f)
 
     def _read(self, fd: int, events: int) -> None:
         chunk = os.read(fd, 1 << 16) if events & (POLLIN | POLL_HUP) else b""

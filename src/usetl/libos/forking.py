@@ -122,7 +122,8 @@ def _fork_as(k: Kernel, pid: int, flags: int, parent_tid: int, child_tid: int,
         control.close()
         raise SyscallError(errno.EAGAIN)
     k.children.start(k, Child(pid, host_pid, control, list(drains.values()), tokens,
-                              k.ns.tmp, k.children.watch(), memory_slot, dict(k.fds.files)))
+                              k.ns.tmp, k.children.watch(), memory_slot, dict(k.fds.files),
+                              k.identity.pid))
     return pid
 
 
@@ -147,11 +148,12 @@ def _run_child(k: Kernel, pid: int, state: VcpuState, flags: int, child_tid: int
                memory_slot: int) -> None:
     """In the forked monitor process: this VM's copy runs as the child, to its exit; what
     it maps beyond what it shares with its parent is charged to `memory_slot`."""
-    status, changes = NOT_STARTED, b""
+    status, changes, ran = NOT_STARTED, b"", None
     try:
         die_with_parent()
         before, given = snapshot(k.ns.tmp), given_files(k.fds.files)
         _become_child(k, pid, state, drains, keep)
+        ran = k
         assert k.children.tokens is not None and k.children.tokens.memory is not None
         charge_to(k, k.children.tokens.memory, memory_slot, k.mm.mapped)
         hear_parent(k, control)
@@ -164,7 +166,7 @@ def _run_child(k: Kernel, pid: int, state: VcpuState, flags: int, child_tid: int
         changes = encode_changes(k.ns.tmp, before, given)
     except BaseException as e:  # never back into the parent's code: this process only exits
         log.error("forked child %d could not run: %s", pid, e)
-    report_and_exit(control, status, changes)
+    report_and_exit(control, status, changes, ran)
 
 
 def _become_child(k: Kernel, pid: int, state: VcpuState, drains: dict[int, ConsoleDrain],

@@ -194,6 +194,15 @@ class TmpSocket(TmpNode):
         self.endpoint: object | None = endpoint  # the bound socket; None once it is closed
 
 
+class TmpFifo(TmpNode):
+    """A named pipe (mkfifo) in the tmpfs: the process that made it, `holder`, pairs the
+    opens of its readers and writers, its own and other processes' of its tree (fifo.py)."""
+
+    def __init__(self, ino: int, mode: int, holder: int):
+        super().__init__(st.S_IFIFO | mode, ino, time.time_ns())
+        self.holder = holder
+
+
 class TmpDir(TmpNode):
     def __init__(self, ino: int, mode: int = 0o777):
         super().__init__(st.S_IFDIR | mode, ino, time.time_ns())

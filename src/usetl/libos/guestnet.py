@@ -10,6 +10,15 @@ to a host socket (net.SocketFile) under the policy, as before. Nothing
 outside the VM can reach a guest listener: the VM has no network device.
 Datagrams travel between guest sockets only.
 
+An AF_UNIX name (a path, by its absolute form: unix_key; or an abstract
+name) is the process tree's once the process has children: its process
+table (proctree.py) holds which process bound it, a bind of it elsewhere in
+the tree is EADDRINUSE, and a stream connect to it from another process
+reaches the listener through a host socketpair that travels along the
+monitors' control sockets (children.connect_in_tree), as on Linux, where
+every process of a machine sees one namespace; another invocation's tree
+never sees it.
+
 A connected socket hands its calls to its connection (`conn`: a channel
 end, or the host socket), which keeps the semantics those already have.
 """
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import posixpath
 import stat as st
 import struct
 from collections import deque
@@ -37,6 +47,7 @@ T = TypeVar("T")
 if TYPE_CHECKING:
     from .fs import Namespace
     from .kernel import Kernel
+    from .proctree import ProcessTable
     from .sched import Scheduler
 
 AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
@@ -104,6 +115,7 @@ class GuestNet:
         self.ns = ns
         self.ports: dict[tuple[int, int], list[GuestSocket]] = {}  # (protocol, port) -> bound
         self.abstract: dict[bytes, GuestSocket] = {}
+        self.paths: dict[bytes, GuestSocket] = {}  # unix_key -> the socket bound to that path
         self.next_port = EPHEMERAL_FIRST
 
     def _conflicts(self, s: GuestSocket, port: int, binding: frozenset[Key]) -> bool:
@@ -161,12 +173,14 @@ class GuestNet:
         return None
 
     def bind_unix(self, s: GuestSocket, name: bytes, umask: int) -> bytes:
-        """Name s: a path (a socket file in the tmpfs), an abstract name, or (b"") one made up."""
+        """Name s: a path (a socket file in the tmpfs), an abstract name, or (b"") one made up;
+        in a process tree, a name no other process of it holds."""
         if not name:
             name = self._autobind_name()
         if name.startswith(b"\0"):
             if name in self.abstract:
                 raise SyscallError(errno.EADDRINUSE)
+            self._claim(name)
             self.abstract[name] = s
             return name
         r = self.ns.resolve(name.decode("utf-8", "surrogateescape"), follow=False)
@@ -176,9 +190,55 @@ class GuestNet:
             raise SyscallError(errno.ENOENT)
         if not isinstance(r.parent, TmpDir):
             raise SyscallError(errno.EROFS if r.parent.is_dir else errno.ENOTDIR)
+        key = self.unix_key(name)
+        self._claim(key)
         s.name_node = TmpSocket(self.ns.tmp.new_ino(), 0o777 & ~umask, s)
         r.parent.entries[r.name] = s.name_node
+        self.paths[key] = s
         return name
+
+    def unix_key(self, name: bytes) -> bytes:
+        """How the tree names an AF_UNIX address: an abstract name as it is, a path as the
+        absolute path it is from the cwd (its directory may exist in one process's /tmp
+        only: each has a copy)."""
+        if name.startswith(b"\0"):
+            return name
+        return posixpath.normpath(posixpath.join(self.ns.cwd.encode(), name))
+
+    def unix_names(self) -> list[bytes]:
+        """The keys of the AF_UNIX names bound here."""
+        return [*self.abstract, *self.paths]
+
+    def _tree(self) -> ProcessTable | None:
+        return self.sched.k.children.table
+
+    def _claim(self, key: bytes) -> None:
+        tree = self._tree()
+        if tree is not None and not tree.claim_name(key, self.sched.k.identity.pid):
+            raise SyscallError(errno.EADDRINUSE)
+
+    def holder_elsewhere(self, name: bytes) -> int | None:
+        """The other process of the tree that holds AF_UNIX address `name`, if one does."""
+        tree = self._tree()
+        if tree is None:
+            return None
+        holder = tree.name_holder(self.unix_key(name))
+        return None if holder == self.sched.k.identity.pid else holder
+
+    def accept_from_tree(self, key: bytes, peer: bytes, conn: SocketFile) -> None:
+        """A connection from another process of the tree to the listener bound at `key`:
+        queued for its accept; closed (its client sees the end) if none listens there."""
+        listener = self.abstract.get(key) if key.startswith(b"\0") else self.paths.get(key)
+        if listener is None or listener.backlog is None or conn.host.type != listener.sock_type \
+                or len(listener.backlog) > listener.backlog_limit:
+            conn.close()
+            return
+        server = GuestSocket(self, AF_UNIX, listener.sock_type, 0, self.ns.inodes.next())
+        server.local, server.peer = listener.local, peer or None
+        server.options = dict(listener.options)
+        server.conn = conn
+        listener.backlog.append(server)
+        listener.changed()
 
     def _autobind_name(self) -> bytes:
         for n in range(1 << 20):  # Linux's autobind: five hex digits in the abstract namespace
@@ -208,8 +268,12 @@ class GuestNet:
             bound.remove(s)
             if not bound:
                 del self.ports[(s.protocol, s.port)]
-        if isinstance(s.local, bytes) and self.abstract.get(s.local) is s:
-            del self.abstract[s.local]
+        for names in (self.abstract, self.paths):
+            for key in [key for key, bound in names.items() if bound is s]:
+                del names[key]
+                tree = self._tree()
+                if tree is not None:
+                    tree.release_name(key, self.sched.k.identity.pid)
         if s.name_node is not None:
             s.name_node.endpoint = None  # the file stays, as on Linux: connect is then refused
             s.name_node = None
@@ -507,6 +571,12 @@ class GuestSocket(StreamFile):
                 except OSError:
                     pass  # refused by the host: as a Linux option that has no effect
         proxy.connect(address)
+
+    def connected_in_tree(self, conn: SocketFile, peer: bytes) -> None:
+        """connect() to another process's listener at `peer`: `conn` is its end of the
+        connection."""
+        self.conn, self.peer = conn, peer
+        self.changed()
 
     def set_peer(self, address: Address | None) -> None:
         """connect() of a datagram socket: its default destination (None: dissolve it)."""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from usetl.vm.layout import PAGE_SIZE
 
-from .children import Usage, find_process
+from .children import Usage, find_process, parent_pid
 from .fs import DEV_DEVFS, DEV_PROC, DEV_SYSFS, FdDir, ProcNode, StaticDir, StaticFile, StaticLink
 from .guestnet import SOMAXCONN
 
@@ -74,7 +74,7 @@ def render_status(k: Kernel) -> bytes:
     size = _kib(k.mm.mapped_bytes)
     lines = [
         f"Name:\t{_name(k)}", f"Umask:\t{k.umask:04o}", "State:\tR (running)",
-        f"Tgid:\t{ident.pid}", "Ngid:\t0", f"Pid:\t{ident.pid}", f"PPid:\t{ident.ppid}",
+        f"Tgid:\t{ident.pid}", "Ngid:\t0", f"Pid:\t{ident.pid}", f"PPid:\t{parent_pid(k)}",
         "TracerPid:\t0",
         f"Uid:\t{ident.uid}\t{ident.uid}\t{ident.uid}\t{ident.uid}",
         f"Gid:\t{ident.gid}\t{ident.gid}\t{ident.gid}\t{ident.gid}",
@@ -106,7 +106,7 @@ def render_stat(k: Kernel) -> bytes:
     size = k.mm.mapped_bytes
     ignored, caught = _signal_sets(k)
     fields = [
-        k.identity.pid, f"({_name(k)})", "R", k.identity.ppid, me.group, me.session, 0, -1, 0,
+        k.identity.pid, f"({_name(k)})", "R", parent_pid(k), me.group, me.session, 0, -1, 0,
         0, 0, 0, 0, _ticks(own.user_s), _ticks(own.system_s), _ticks(waited.user_s),
         _ticks(waited.system_s), 20, 0, len(k.sched.threads), 0, _ticks(k.started), size,
         size // PAGE_SIZE, (1 << 64) - 1, 0, 0, k.mm.stack_top, 0, 0, k.signals.pending,

@@ -8,16 +8,22 @@ at the tree's first child and inherited by every host fork after it: the
 tree's next pid, so that pids (and tids) are unique across the tree as on
 Linux, and each process's pid, parent, group, session and whether it
 ended, so that kill() knows at once whether a pid exists (ESRCH) and which
-way a signal goes. A signal for another process travels as a Signal
-message hop by hop along the control sockets: down to the child on the way
-to its target, else up to the parent (children.route). The table's lock is
+way a signal goes; and the AF_UNIX names its processes bound (a path or an
+abstract name, by digest) with the process that holds each, so that a
+listener bound in one process is connectable from all of them, as on
+Linux, and from nothing outside the tree. A signal for another process
+travels as a Signal message hop by hop along the control sockets: down to
+the child on the way to its target, else up to the parent
+(children.route); so does a Connect to another process's listener, with
+one end of a host socketpair passed along it (SCM_RIGHTS: a jailed monitor
+has no connect of its own), the connecting socket holding the other. The table's lock is
 a POSIX record lock, which excludes the other monitors; within one monitor
 only the vCPU's thread touches the table.
 
 Every message on a control socket is one of TREE_MESSAGES (a tagged msgspec
 Struct behind a 4-byte length), validated on receipt:
-    child -> parent : Ready (a forked child's VM runs) | Signal | Exited (its last)
-    parent -> child : Signal
+    child -> parent : Ready (a forked child's VM runs) | Signal | Connect | Exited (its last)
+    parent -> child : Signal | Connect
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import hashlib
 import os
 import socket
+import stat
 import struct
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,17 +74,52 @@ class Signal(TreeMessage):
     tid: int = 0  # tgkill's thread of `to`; 0: for the process
 
 
+class Connect(TreeMessage):
+    """A connection to the AF_UNIX listener process `to` holds at `name` (its key:
+    guestnet.unix_key), from `sender` (bound at `peer`, or b""); the connection's host
+    socket comes with it."""
+
+    to: int
+    name: bytes
+    sender: int
+    peer: bytes = b""
+
+
+class FifoOpen(TreeMessage):
+    """An open of the named pipe at `path` that process `to` made (fifo.py), by `sender`,
+    for reading or writing; `request` names it in the answer."""
+
+    to: int
+    path: str
+    sender: int
+    reads: bool
+    nonblocking: bool
+    request: int
+
+
+class FifoEnd(TreeMessage):
+    """The answer to a FifoOpen: its pipe end comes with it, unless `error` (an errno)."""
+
+    to: int
+    request: int
+    error: int = 0
+
+
 class Exited(TreeMessage):
-    """A child's end, its last message: its wait status and its changes to /tmp
-    (tmpsync.encode_changes; empty if it never ran)."""
+    """A child's end: its wait status and its changes to /tmp (tmpsync.encode_changes;
+    empty if it never ran). Its last message, unless it `lingers`: its own children run
+    on (orphans), and its monitor passes their messages on until the last has ended."""
 
     status: int
     changes: bytes = b""
+    lingers: bool = False
 
 
-TREE_MESSAGES = Ready | Signal | Exited
+TREE_MESSAGES = Ready | Signal | Connect | FifoOpen | FifoEnd | Exited
+Routed = Signal | Connect | FifoOpen | FifoEnd  # what travels hop by hop to a process
 FRAME = struct.Struct("<I")
 FIRST_MESSAGE_LIMIT = 1 << 10  # a Ready is a few bytes
+MAX_PENDING_FDS = 8  # host fds received ahead of the messages they belong to
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(TREE_MESSAGES)
 
@@ -91,23 +134,100 @@ def encode(message: TreeMessage) -> bytes:
     return FRAME.pack(len(data)) + data
 
 
-def send_message(sock: socket.socket, message: TreeMessage) -> bool:
-    """Send one message; False if the other end has gone."""
+class PassedPipe:
+    """A pipe end that travels with a FifoEnd, closed unless detached."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def detach(self) -> int:
+        fd, self.fd = self.fd, -1
+        return fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.detach())
+
+
+Passed = socket.socket | PassedPipe  # a host fd a message carries
+
+
+def carries(message: TreeMessage) -> bool:
+    """Does this message come with a host fd (SCM_RIGHTS)?"""
+    return isinstance(message, Connect) or isinstance(message, FifoEnd) and not message.error
+
+
+def send_message(sock: socket.socket, message: TreeMessage,
+                 passed: Passed | None = None) -> bool:
+    """Send one message (a Connect with its socket, a FifoEnd with its pipe end:
+    `passed`); False if the other end has gone."""
+    data = encode(message)
     try:
-        sock.sendall(encode(message))
+        if passed is not None:
+            sent = socket.send_fds(sock, [data], [passed.fileno()])
+            data = data[sent:]
+        sock.sendall(data)
     except OSError:
         return False
     return True
 
 
 class MessageReader:
-    """Messages out of the bytes a control socket gives, as they arrive."""
+    """Messages out of the bytes (and host fds) a control socket gives, as they arrive."""
 
     def __init__(self) -> None:
         self.pending = bytearray()
+        self.fds: list[int] = []  # received, for the Connects not yet complete
 
-    def feed(self, data: bytes) -> list[TreeMessage]:
-        """The messages `data` completes; TreeProtocolError for anything else."""
+    def feed(self, data: bytes, fds: list[int] | tuple = ()
+             ) -> list[tuple[TreeMessage, Passed | None]]:
+        """The messages `data` completes, each Connect with its socket (an AF_UNIX one, the
+        next of the fds received), each FifoEnd with its pipe end; TreeProtocolError for
+        anything else."""
+        self.fds += fds
+        if len(self.fds) > MAX_PENDING_FDS:
+            self.close()
+            raise TreeProtocolError("more host fds than messages to carry them")
+        return [(m, self._passed(m) if carries(m) else None) for m in self._messages(data)]
+
+    def _passed(self, message: TreeMessage) -> Passed:
+        if isinstance(message, FifoEnd):
+            return self._pipe()
+        return self._socket()
+
+    def _pipe(self) -> PassedPipe:
+        if not self.fds:
+            raise TreeProtocolError("a FifoEnd without its pipe")
+        fd = self.fds.pop(0)
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise TreeProtocolError("a FifoEnd with what is not a pipe")
+        return PassedPipe(fd)
+
+    def _socket(self) -> socket.socket:
+        if not self.fds:
+            raise TreeProtocolError("a Connect without its socket")
+        fd = self.fds.pop(0)
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            os.close(fd)
+            raise TreeProtocolError("a Connect with what is not a socket") from None
+        if sock.family != socket.AF_UNIX:
+            sock.close()
+            raise TreeProtocolError("a Connect with what is not an AF_UNIX socket")
+        return sock
+
+    def close(self) -> None:
+        """Close the fds received that no message took."""
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+    def _messages(self, data: bytes) -> list[TreeMessage]:
         self.pending += data
         out = []
         while len(self.pending) >= FRAME.size:
@@ -141,15 +261,27 @@ def recv_message(sock: socket.socket, timeout: float) -> TreeMessage | None:
         return None
     finally:
         sock.settimeout(None)
-    return got[0] if got else None
+    return got[0][0] if got else None
 
 
 # -- the table ------------------------------------------------------------------------
 
 CAPACITY = 256  # processes a tree may hold, ended ones not yet waited for included
-HEAD = struct.Struct("<qi4x")  # the next pid; how many entries are in use (the first ones)
-ENTRY = struct.Struct("<iiiii")  # pid, parent, group, session, ended
-TABLE_BYTES = HEAD.size + CAPACITY * ENTRY.size
+NAME_CAPACITY = 256  # AF_UNIX names bound in a tree at once
+# The next pid; how many process entries, then name entries, are in use (the first ones).
+HEAD = struct.Struct("<qii")
+ENTRY = struct.Struct("<iiiii")  # pid, parent, group, session, ended (RUNNING...GONE)
+# A process's end: ENDED, or LINGERING (ended, its monitor passing its orphans' messages
+# on); GONE once its parent waited for a lingering one, kept as a hop to its orphans.
+RUNNING, ENDED, LINGERING, GONE = range(4)
+NAME = struct.Struct("<i32s")  # the process holding a name, the name's digest
+NAMES_AT = HEAD.size + CAPACITY * ENTRY.size
+TABLE_BYTES = NAMES_AT + NAME_CAPACITY * NAME.size
+
+
+def name_digest(name: bytes) -> bytes:
+    """How a table holds an AF_UNIX name (a path's may be long)."""
+    return hashlib.sha256(name).digest()
 
 
 @dataclass
@@ -158,18 +290,19 @@ class Process:
     parent: int
     group: int
     session: int
-    ended: bool
+    ended: int  # RUNNING, ENDED, LINGERING (GONE ones are not found)
 
 
 class ProcessTable:
     """The tree's processes, in a memfd every monitor of the tree maps (see the module)."""
 
     def __init__(self, next_pid: int, root: int):
+        self.root = root  # the tree's first process: an orphan's parent, as init is
         self.fd = os.memfd_create("usetl-processes")
         os.ftruncate(self.fd, TABLE_BYTES)
         self.buf = (ctypes.c_char * TABLE_BYTES).from_address(
             hostmm.map_shared(self.fd, TABLE_BYTES))
-        HEAD.pack_into(self.buf, 0, next_pid, 0)
+        HEAD.pack_into(self.buf, 0, next_pid, 0, 0)
         self._write([Process(root, 0, root, root, False)])
 
     @contextmanager
@@ -182,22 +315,62 @@ class ProcessTable:
 
     def _entries(self) -> dict[int, Process]:
         """pid -> process, of the entries in use."""
-        _, count = HEAD.unpack_from(self.buf, 0)
+        _, count, _ = HEAD.unpack_from(self.buf, 0)
         raw = self.buf[HEAD.size:HEAD.size + min(count, CAPACITY) * ENTRY.size]
-        return {f[0]: Process(*f[:4], bool(f[4])) for f in ENTRY.iter_unpack(raw)}
+        return {f[0]: Process(*f) for f in ENTRY.iter_unpack(raw)}
 
     def _write(self, processes: list[Process]) -> None:
         for slot, p in enumerate(processes):
             ENTRY.pack_into(self.buf, HEAD.size + slot * ENTRY.size,
                             p.pid, p.parent, p.group, p.session, int(p.ended))
-        (next_pid, _) = HEAD.unpack_from(self.buf, 0)
-        HEAD.pack_into(self.buf, 0, next_pid, len(processes))
+        next_pid, _, names = HEAD.unpack_from(self.buf, 0)
+        HEAD.pack_into(self.buf, 0, next_pid, len(processes), names)
+
+    def _names(self) -> dict[bytes, int]:
+        """digest -> the pid holding that name, of the name entries in use."""
+        _, _, count = HEAD.unpack_from(self.buf, 0)
+        raw = self.buf[NAMES_AT:NAMES_AT + min(count, NAME_CAPACITY) * NAME.size]
+        return {digest: pid for pid, digest in NAME.iter_unpack(raw)}
+
+    def _write_names(self, names: dict[bytes, int]) -> None:
+        for slot, (digest, pid) in enumerate(names.items()):
+            NAME.pack_into(self.buf, NAMES_AT + slot * NAME.size, pid, digest)
+        next_pid, count, _ = HEAD.unpack_from(self.buf, 0)
+        HEAD.pack_into(self.buf, 0, next_pid, count, len(names))
 
     def new_pid(self) -> int:
         with self._locked():
-            pid, count = HEAD.unpack_from(self.buf, 0)
-            HEAD.pack_into(self.buf, 0, pid + 1, count)
+            pid, count, names = HEAD.unpack_from(self.buf, 0)
+            HEAD.pack_into(self.buf, 0, pid + 1, count, names)
         return pid
+
+    def claim_name(self, name: bytes, pid: int) -> bool:
+        """`pid` holds AF_UNIX name `name` from now on; False if another process holds it
+        (EADDRINUSE) or the table has no room (kept to `pid`'s own monitor then)."""
+        digest = name_digest(name)
+        with self._locked():
+            names = self._names()
+            if names.get(digest, pid) != pid:
+                return False
+            if digest not in names and len(names) >= NAME_CAPACITY:
+                return True
+            names[digest] = pid
+            self._write_names(names)
+        return True
+
+    def name_holder(self, name: bytes) -> int | None:
+        """The process holding AF_UNIX name `name`, if one does."""
+        with self._locked():
+            return self._names().get(name_digest(name))
+
+    def release_name(self, name: bytes, pid: int) -> None:
+        """`pid` no longer holds `name` (its socket closed); another's claim stays."""
+        digest = name_digest(name)
+        with self._locked():
+            names = self._names()
+            if names.get(digest) == pid:
+                del names[digest]
+                self._write_names(names)
 
     def add(self, pid: int, parent: int) -> None:
         """A new child of `parent`, in its group and session; EAGAIN if the table is full."""
@@ -211,11 +384,12 @@ class ProcessTable:
 
     def find(self, pid: int) -> Process | None:
         with self._locked():
-            return self._entries().get(pid)
+            found = self._entries().get(pid)
+        return None if found is None or found.ended == GONE else found
 
     def all(self) -> list[Process]:
         with self._locked():
-            return list(self._entries().values())
+            return [p for p in self._entries().values() if p.ended != GONE]
 
     def update(self, p: Process) -> None:
         """Write back a process's group, session or end (as `find` gave it, changed)."""
@@ -227,12 +401,35 @@ class ProcessTable:
 
     def forget(self, pid: int) -> None:
         """A process waited for (or killed with its parent's invocation) is gone, and with
-        it every process below it: their monitors die with their parents' (PDEATHSIG)."""
+        it every process below it (their monitors die with their parents': PDEATHSIG),
+        unless it lingers: then its orphans run on, and it stays as their hop (GONE)."""
         with self._locked():
             entries = self._entries()
+            if pid in entries and entries[pid].ended == LINGERING:
+                entries[pid].ended = GONE
+                self._write(list(entries.values()))
+                return
             kept = [p for p in entries.values()
                     if p.pid != pid and pid not in self._ancestors(entries, p.pid)]
             self._write(kept)
+            alive = {p.pid for p in kept}
+            self._write_names({d: p for d, p in self._names().items() if p in alive})
+
+    def lingers(self, pid: int, lingering: bool) -> None:
+        """Process `pid` has ended with orphans (LINGERING), or its last orphan has ended:
+        it is gone if its parent has waited for it, else an ENDED process to wait for."""
+        with self._locked():
+            entries = self._entries()
+            p = entries.get(pid)
+            if p is None:
+                return
+            if lingering:
+                p.ended = LINGERING
+            elif p.ended == GONE:
+                del entries[pid]
+            else:
+                p.ended = ENDED
+            self._write(list(entries.values()))
 
     @staticmethod
     def _ancestors(entries: dict[int, Process], pid: int) -> list[int]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from .errors import SyscallError
 from .files import ImageFile, OpenFile, TmpOpenFile
-from .fs import TmpDir, TmpFile, TmpFS, TmpLink, TmpNode
+from .fs import TmpDir, TmpFifo, TmpFile, TmpFS, TmpLink, TmpNode
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def given_files(files: dict[int, OpenFile]) -> dict[int, Given]:
 def _walk(directory: TmpDir, prefix: str):
     for name, node in directory.entries.items():
         path = f"{prefix}{name}"
-        if isinstance(node, (TmpFile, TmpLink)):
+        if isinstance(node, (TmpFile, TmpLink, TmpFifo)):
             yield path, node
         elif isinstance(node, TmpDir):
             yield path, node
@@ -103,6 +103,8 @@ def encode_changes(tmp: TmpFS, before: dict[str, Seen | None],
             continue
         elif isinstance(node, TmpLink):
             entries.append({"path": path, "kind": "symlink", "target": node.target})
+        elif isinstance(node, TmpFifo):
+            entries.append({"path": path, "kind": "fifo", "mode": node.mode & 0o7777})
         else:
             entries.append({"path": path, "kind": "file", "mode": node.mode & 0o7777,
                             "mtime_ns": node.mtime_ns, "size": node.size})
@@ -129,9 +131,10 @@ def _descriptions(given: dict[int, Given], entries: list[dict], blobs: list[byte
 
 
 def apply_changes(tmp: TmpFS, header: bytes, data: memoryview,
-                  given: dict[int, OpenFile]) -> None:
+                  given: dict[int, OpenFile], parent: int) -> None:
     """Make a child's changes in the parent's tmpfs, in the report's order; `given` are
-    the parent's files the child had, by the child's fd."""
+    the parent's files the child had, by the child's fd. A FIFO it made is held by the
+    parent (process `parent`) from now on (fifo.py)."""
     at = 0
     for entry in json.loads(header):
         if entry["kind"] == "fd":
@@ -150,6 +153,8 @@ def apply_changes(tmp: TmpFS, header: bytes, data: memoryview,
                 at += size
             elif entry["kind"] == "symlink":
                 _symlink(tmp, path, entry["target"])
+            elif entry["kind"] == "fifo":
+                _fifo(tmp, path, entry["mode"], parent)
             else:
                 _remove(tmp, path)
         except SyscallError as e:  # a full tmpfs, a file where the child had a directory
@@ -211,6 +216,17 @@ def _symlink(tmp: TmpFS, path: str, target: str) -> None:
     if node is not None:
         tmp.drop_link(node)  # the child's, as a file both changed is
     parent.entries[name] = TmpLink(ino, target)
+
+
+def _fifo(tmp: TmpFS, path: str, mode: int, holder: int) -> None:
+    *dirs, name = path.split("/")
+    parent = _directory(tmp, dirs)
+    node = parent.entries.get(name)
+    if isinstance(node, TmpDir):
+        raise SyscallError(errno.EISDIR)
+    if node is not None:
+        tmp.drop_link(node)
+    parent.entries[name] = TmpFifo(tmp.new_ino(), mode, holder)
 
 
 def _remove(tmp: TmpFS, path: str) -> None:

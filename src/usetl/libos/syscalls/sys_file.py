@@ -6,7 +6,9 @@ import errno
 import stat as st
 from typing import TYPE_CHECKING
 
+from ..children import route
 from ..errors import SyscallError
+from ..fifo import open_fifo
 from ..files import (
     O_ACCMODE,
     O_APPEND,
@@ -29,7 +31,17 @@ from ..files import (
     check_io_range,
     truncate_tmp,
 )
-from ..fs import DeviceNode, ImageNode, Node, ProcNode, Resolved, StaticFile, TmpDir, TmpFile
+from ..fs import (
+    DeviceNode,
+    ImageNode,
+    Node,
+    ProcNode,
+    Resolved,
+    StaticFile,
+    TmpDir,
+    TmpFifo,
+    TmpFile,
+)
 from ..hostfs import HostNode
 from ..ipc import F_GETPIPE_SZ, F_SETPIPE_SZ
 from ..pty import PtmxNode
@@ -135,6 +147,8 @@ def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
         f = TmpOpenFile(node, flags, path, k.ns.tmp)
         if flags & O_TRUNC and writable:
             truncate_tmp(node, 0, k.ns.tmp)
+    elif isinstance(node, TmpFifo) and not flags & O_PATH:
+        return open_fifo(k, node, path, flags, route)
     elif flags & O_PATH:
         f = OpenFile(node, flags, path)
     elif r.opened is not None:

@@ -26,6 +26,7 @@ from ..fs import (
     Node,
     Resolved,
     TmpDir,
+    TmpFifo,
     TmpFile,
     TmpFS,
     TmpLink,
@@ -136,12 +137,16 @@ def sys_fchownat(k: Kernel, dirfd: int, path: int, uid: int, gid: int, flags: in
 def _mknod(k: Kernel, dirfd: int, path: int, mode: int) -> int:
     mode &= 0xFFFFFFFF  # a mode_t: the register's upper half is not part of it
     kind = st.S_IFMT(mode)
-    if kind not in (0, st.S_IFREG):
-        # No FIFOs, sockets or device nodes in the tmpfs; EPERM as for an unprivileged mknod.
-        raise SyscallError(errno.EPERM if kind in (st.S_IFIFO, st.S_IFSOCK, st.S_IFCHR,
-                                                   st.S_IFBLK) else errno.EINVAL)
+    if kind not in (0, st.S_IFREG, st.S_IFIFO):
+        # No sockets or device nodes by mknod in the tmpfs; EPERM as for an unprivileged one.
+        raise SyscallError(errno.EPERM if kind in (st.S_IFSOCK, st.S_IFCHR, st.S_IFBLK)
+                           else errno.EINVAL)
     parent, name = _new_entry(k, dirfd, path)
-    parent.entries[name] = TmpFile(k.ns.tmp.new_ino(), mode & 0o7777 & ~k.umask)
+    perms = mode & 0o7777 & ~k.umask
+    ino = k.ns.tmp.new_ino()
+    # A FIFO's opens are paired by this process (fifo.py).
+    parent.entries[name] = TmpFifo(ino, perms, k.identity.pid) if kind == st.S_IFIFO \
+        else TmpFile(ino, perms)
     return 0
 
 

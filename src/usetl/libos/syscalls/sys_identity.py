@@ -6,6 +6,7 @@ import errno
 import struct
 from typing import TYPE_CHECKING
 
+from ..children import parent_pid
 from ..errors import SyscallError
 from ..files import MAX_FDS
 from ..procfs import OS_RELEASE, uptime
@@ -25,7 +26,7 @@ def sys_getpid(k: Kernel, *_: int) -> int:
 
 
 def sys_getppid(k: Kernel, *_: int) -> int:
-    return k.identity.ppid
+    return parent_pid(k)
 
 
 def _set_ids(current: int, *ids: int) -> int:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from usetl.errors import UsetlError
 
+from ..children import connect_in_tree
 from ..errors import SyscallError
 from ..files import O_CLOEXEC, O_NONBLOCK
 from ..guestnet import (
@@ -269,6 +270,10 @@ def sys_connect(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int:
     if isinstance(address, bytes):
         if not address:
             raise SyscallError(errno.EINVAL)
+        holder = k.guest_net.holder_elsewhere(address)
+        if holder is not None:
+            connect_in_tree(k, f, holder, address)
+            return 0
         listener = k.guest_net.find_unix(address)
         if listener.backlog is None:
             raise SyscallError(errno.ECONNREFUSED)

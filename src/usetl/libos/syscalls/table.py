@@ -113,9 +113,9 @@ _ENTRIES = [
     *(Syscall(name, getattr(meta, f"sys_{name}"), PARTIAL,
               "tmpfs only (elsewhere EROFS); to its own uid/gid only, else EPERM")
       for name in ("chown", "fchown", "lchown", "fchownat")),
-    Syscall("mknod", meta.sys_mknod, PARTIAL, "regular files under /tmp; FIFOs, devices EPERM"),
+    Syscall("mknod", meta.sys_mknod, PARTIAL, "files and FIFOs under /tmp; devices EPERM"),
     Syscall("mknodat", meta.sys_mknodat, PARTIAL,
-            "regular files under /tmp; FIFOs, devices EPERM"),
+            "files and FIFOs under /tmp; devices EPERM"),
     Syscall("utimensat", meta.sys_utimensat, PARTIAL, "tmpfs only; elsewhere EROFS"),
     Syscall("futimesat", meta.sys_futimesat, PARTIAL, "tmpfs only; elsewhere EROFS"),
     Syscall("utimes", meta.sys_utimes, PARTIAL, "tmpfs only; elsewhere EROFS"),
@@ -176,7 +176,8 @@ _ENTRIES = [
             "monitors' CPU time and peak RSS"),
     # identity and system information
     Syscall("getpid", ident.sys_getpid, FULL),
-    Syscall("getppid", ident.sys_getppid, FULL, "a child's parent; 0 for the first process"),
+    Syscall("getppid", ident.sys_getppid, FULL,
+            "a child's parent (1 once it ended: an orphan's); 0 for the first process"),
     Syscall("gettid", th.sys_gettid, FULL),
     Syscall("getuid", ident.sys_getuid, FULL),
     Syscall("geteuid", ident.sys_getuid, FULL),

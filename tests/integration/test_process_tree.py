@@ -1,0 +1,306 @@
+"""What a process tree shares in a USF: AF_UNIX names across its processes, and the
+multiprocessing that builds on them (Manager's server in a child), in a jailed clone;
+orphans that run on after their parent, reparented as on Linux, until the call ends."""
+
+import textwrap
+
+import pytest
+from test_children import descendants
+
+from usetl.hyperfork import Template
+from waiting import wait_until
+
+pytestmark = pytest.mark.kvm
+
+
+@pytest.fixture(scope="module")
+def template(image_path):
+    """A jailed base template, as the platform's clones run (seccomp: no connect)."""
+    t = Template.start(image_path)
+    yield t
+    t.close()
+
+
+def run_in_clone(template, code: str, prelude: str = "", timeout: float = 120) -> list[str]:
+    with template.fork() as clone:
+        r = clone.run_code(prelude + textwrap.dedent(code), timeout=timeout)
+    assert r.error is None, (r.error, r.stderr)
+    return r.stdout.splitlines()
+
+
+# Functions for multiprocessing to pickle by name: a module in the clone's /tmp.
+WORK = """
+import os, time
+from multiprocessing import shared_memory
+def square(x):
+    return x * x
+def slow(x):
+    time.sleep(x)
+    return x
+def fail(x):
+    raise ValueError(x)
+def fill(d, l, q, lock, i):
+    with lock:
+        d[i] = i * i
+    l.append(i)
+    q.put(os.getpid())
+    return i
+def use(q, conn, lock, sem, ev, val, arr, shm, i):
+    with lock:
+        val.value += 1
+    with sem:
+        arr[i] = i + 0.5
+    shm.buf[i] = 65 + i
+    q.put(i)
+    conn.send(i * 10)
+    ev.wait(30)
+"""
+IMPORT_WORK = f"""
+import sys
+with open("/tmp/work.py", "w") as f:
+    f.write({WORK!r})
+sys.path.insert(0, "/tmp")
+import work
+"""
+
+
+def test_an_af_unix_listener_bound_in_a_child_is_connectable_from_the_whole_tree(template):
+    out = run_in_clone(template, """
+        import errno, os, socket
+        def connect(addr):
+            c = socket.socket(socket.AF_UNIX)
+            try:
+                c.connect(addr)
+            except OSError as e:
+                return errno.errorcode[e.errno]
+            c.sendall(b"hi")
+            return c.recv(100).decode(), c.getpeername()
+        r, w = os.pipe()
+        done_r, done_w = os.pipe()
+        server = os.fork()
+        if server == 0:  # binds in a directory only its own /tmp has
+            os.mkdir("/tmp/mine")
+            path = socket.socket(socket.AF_UNIX)
+            path.bind("/tmp/mine/s")
+            path.listen()
+            abstract = socket.socket(socket.AF_UNIX)
+            abstract.bind("\\0usetl-tree")
+            abstract.listen()
+            os.write(w, b"x")
+            for listener in (path, abstract, path):
+                c, _ = listener.accept()
+                c.sendall(c.recv(10).upper() + b" " + str(c.getsockname()).encode())
+                c.close()
+            os.read(done_r, 1)
+            os._exit(0)
+        os.read(r, 1)
+        print(connect("/tmp/mine/s"))
+        print(connect("\\0usetl-tree"))
+        sibling = os.fork()
+        if sibling == 0:  # up to the parent's monitor, then down to the server's
+            os.write(w, repr(connect("/tmp/mine/s")).encode())
+            os._exit(0)
+        os.waitpid(sibling, 0)
+        print(os.read(r, 200).decode())
+        taken = socket.socket(socket.AF_UNIX)
+        try:
+            taken.bind("\\0usetl-tree")
+        except OSError as e:
+            print("bind", errno.errorcode[e.errno])
+        os.write(done_w, b"x")
+        os.waitpid(server, 0)
+        print(connect("\\0usetl-tree"))
+    """)
+    assert out == [
+        "('HI /tmp/mine/s', '/tmp/mine/s')",
+        "(\"HI b'\\\\x00usetl-tree'\", b'\\x00usetl-tree')",
+        "('HI /tmp/mine/s', '/tmp/mine/s')",
+        "bind EADDRINUSE",
+        "ECONNREFUSED",
+    ]
+
+
+def test_a_manager_serves_its_dict_list_queue_and_lock_to_processes_and_a_pool(template):
+    out = run_in_clone(template, """
+        import multiprocessing
+        with multiprocessing.Manager() as m:
+            d, l, q, lock = m.dict(), m.list(), m.Queue(), m.Lock()
+            d[-1] = 1
+            ps = [multiprocessing.Process(target=work.fill, args=(d, l, q, lock, i))
+                  for i in range(3)]
+            for p in ps:
+                p.start()
+            for p in ps:
+                p.join()
+            print(sorted(d.items()), sorted(l), len({q.get(timeout=10) for _ in ps}),
+                  [p.exitcode for p in ps])
+            with multiprocessing.Pool(2) as pool:
+                print(pool.starmap(work.fill, [(d, l, q, lock, i) for i in range(3, 6)]))
+            print(len(d), len(l))
+    """, IMPORT_WORK)
+    assert out == ["[(-1, 1), (0, 0), (1, 1), (2, 4)] [0, 1, 2] 3 [0, 0, 0]", "[3, 4, 5]",
+                   "7 6"]
+
+
+def test_pools_time_out_and_raise_as_on_linux(template):
+    out = run_in_clone(template, """
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, TimeoutError, as_completed
+        with multiprocessing.Pool(2) as pool:
+            print(list(pool.imap(work.square, range(5))),
+                  sorted(pool.imap_unordered(work.square, range(5))))
+            slow = pool.apply_async(work.slow, (5,))
+            try:
+                slow.get(timeout=0.2)
+            except multiprocessing.TimeoutError:
+                print("timed out")
+            print(pool.apply_async(work.square, (7,)).get(timeout=30))
+            try:
+                pool.apply(work.fail, (1,))
+            except ValueError as e:
+                print("raised", e)
+            pool.terminate()
+        with ProcessPoolExecutor(2) as ex:
+            print(list(ex.map(work.square, range(5))))
+            futures = [ex.submit(work.slow, 0), ex.submit(work.slow, 1.5)]
+            done = []
+            try:
+                for f in as_completed(futures, timeout=0.5):
+                    done.append(f.result())
+            except TimeoutError:
+                print("as_completed timed out", done)
+    """, IMPORT_WORK)
+    assert out == ["[0, 1, 4, 9, 16] [0, 1, 4, 9, 16]", "timed out", "49", "raised 1",
+                   "[0, 1, 4, 9, 16]", "as_completed timed out [0]"]
+
+
+def test_queues_pipes_locks_events_values_and_shared_memory_across_forks(template):
+    out = run_in_clone(template, """
+        import multiprocessing as mp
+        from multiprocessing import shared_memory
+        q, (a, b) = mp.Queue(), mp.Pipe()
+        lock, sem, ev = mp.Lock(), mp.Semaphore(2), mp.Event()
+        val, arr = mp.Value("i", 0), mp.Array("d", 2)
+        shm = shared_memory.SharedMemory(create=True, size=16)
+        ps = [mp.Process(target=work.use,
+                                      args=(q, b, lock, sem, ev, val, arr, shm, i))
+              for i in range(2)]
+        for p in ps:
+            p.start()
+        got = sorted(q.get(timeout=30) for _ in ps), sorted(a.recv() for _ in ps)
+        ev.set()
+        for p in ps:
+            p.join()
+        print(got, val.value, list(arr), bytes(shm.buf[:2]), [p.exitcode for p in ps])
+        shm.close()
+        shm.unlink()
+    """, IMPORT_WORK)
+    assert out == ["([0, 1], [0, 10]) 2 [0.5, 1.5] b'AB' [0, 0]"]
+
+
+ORPHAN = """
+import os, sys, time
+shell = int(sys.argv[2])
+while os.getppid() == shell:  # until the shell has gone
+    time.sleep(0.01)
+os.write(int(sys.argv[1]), b"%d %d" % (shell, os.getppid()))
+"""
+
+
+def test_an_orphan_runs_on_reparented_to_the_first_process_and_gets_its_signals(template):
+    out = run_in_clone(template, f"""
+        import os, signal, subprocess, sys
+        r, w = os.pipe()
+        line = f'{{sys.executable}} -c "$PROG" {{w}} $$ >/dev/null 2>&1 & echo started'
+        done = subprocess.run(line, shell=True, capture_output=True, text=True,
+                              pass_fds=[w], env={{"PROG": {ORPHAN!r}}})
+        os.close(w)
+        print(done.stdout.strip(), done.returncode, os.read(r, 100).split()[1], os.getpid())
+        r, w = os.pipe()
+        daemon = os.fork()
+        if daemon == 0:  # a double fork: the grandchild outlives its parent
+            if os.fork() == 0:
+                signal.signal(signal.SIGUSR1,
+                              lambda *_: (os.write(w, b"usr1 %d" % os.getppid()), os._exit(0)))
+                os.write(w, b"%d\\n" % os.getpid())
+                while True:
+                    signal.pause()
+            os._exit(0)
+        os.waitpid(daemon, 0)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            os.kill(int(f.readline()), signal.SIGUSR1)
+            print(f.read().decode())
+    """)
+    assert out == ["started 0 b'1' 1", "usr1 1"]
+
+
+def test_an_orphan_is_killed_when_the_invocation_ends(template):
+    before = descendants(template.info.pid)
+    with template.fork() as clone:
+        r = clone.run_code("import subprocess\n"
+                           "subprocess.run('sleep 60 & echo started', shell=True)\n",
+                           timeout=30)
+        assert r.error is None and r.stdout == "started\n"
+        wait_until(lambda: len(descendants(template.info.pid) - before) == 1,
+                   "the orphan's monitors to end, the clone's alone left", timeout=30)
+
+
+def test_a_fifo_pairs_readers_and_writers_of_the_tree_as_linux_opens_do(template):
+    out = run_in_clone(template, """
+        import errno, os, stat, subprocess, threading
+        os.mkfifo("/tmp/fifo")
+        print(stat.S_ISFIFO(os.stat("/tmp/fifo").st_mode))
+        got = []  # two threads of one process: the reader's open waits for the writer's
+        reader = threading.Thread(target=lambda: got.append(open("/tmp/fifo").read()))
+        reader.start()
+        with open("/tmp/fifo", "w") as f:
+            f.write("from a thread")
+        reader.join()
+        print(got[0])
+        writer = subprocess.Popen(["sh", "-c", "echo from sh > /tmp/fifo"])
+        with open("/tmp/fifo") as f:
+            print(f.read().strip())  # to the end: the program's end was the last writer's
+        writer.wait()
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            with open("/tmp/fifo", "rb") as f:
+                os.write(w, b"%d" % len(f.read()))
+            os._exit(0)
+        with open("/tmp/fifo", "wb") as f:
+            f.write(b"x" * 100000)
+        os.waitpid(pid, 0)
+        print(os.read(r, 100).decode())
+        try:
+            os.open("/tmp/fifo", os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as e:
+            print(errno.errorcode[e.errno])  # no reader
+        shell = subprocess.run("mkfifo /tmp/f2; (seq 3 > /tmp/f2 &); cat /tmp/f2", shell=True,
+                               capture_output=True, text=True)
+        print(shell.stdout.split(), shell.returncode)
+        import time
+        r, w = os.pipe()
+        maker = os.fork()
+        if maker == 0:
+            os.mkfifo("/tmp/gone")
+            me = os.getpid()
+            if os.fork() == 0:  # its copy names the maker, which ends and is waited for
+                while True:
+                    try:
+                        os.kill(me, 0)
+                    except ProcessLookupError:
+                        break
+                    time.sleep(0.01)
+                try:
+                    os.open("/tmp/gone", os.O_WRONLY)
+                except OSError as e:
+                    os.write(w, errno.errorcode[e.errno].encode())
+                os._exit(0)
+            os._exit(0)
+        os.waitpid(maker, 0)
+        os.close(w)
+        print(os.read(r, 100).decode())  # no one is left to answer the open
+    """)
+    assert out == ["True", "from a thread", "from sh", "100000", "ENXIO",
+                   "['1', '2', '3'] 0", "ENXIO"]
