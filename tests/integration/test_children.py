@@ -174,6 +174,7 @@ def test_a_childs_writes_to_tmp_reach_its_parent_when_it_ends(usf):
 
 
 def test_children_are_killed_by_timeout_and_by_signals(usf):
+    others = forked_monitors()  # other tests' templates and their clones, if still there
     out = run(usf, """
         import signal, subprocess, sys
         sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
@@ -192,7 +193,8 @@ def test_children_are_killed_by_timeout_and_by_signals(usf):
     """, timeout=60)
     assert out == ["timed out", "-15", "None", "-9"]
     assert usf.kernel.children.running == {}
-    assert forked_monitors() == set()
+    # A child's monitor reports its end, then exits.
+    wait_until(lambda: not forked_monitors() - others, "the children's monitors to exit")
 
 
 def test_a_childs_own_signal_handlers_run_when_its_parent_signals_it(usf):
@@ -544,12 +546,13 @@ def test_a_lone_thread_waiting_for_a_childs_sigchld_is_no_deadlock(usf):
 
 
 def test_no_child_outlives_its_invocation(image):
+    others = forked_monitors()
     with start_usf(image) as u:
         r = u.run_code("import subprocess, sys, time\n"
                        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
                        "time.sleep(60)\n", timeout=3)
         assert r.error is not None and r.error.type == "Timeout"
-        assert forked_monitors() == set()
+        wait_until(lambda: not forked_monitors() - others, "the children's monitors to exit")
 
 
 def test_a_child_reaches_nothing_its_parent_cannot(usf, listeners):
