@@ -242,6 +242,11 @@ def zygote(control, spec, isolated):
     if isolated:
         code_dir, module_dirs, lib_dir = isolate_filesystem(spec)
         drop_privileges(spec["uid"])
+        # The interpreter's install is mounted in (a virtual environment may not be: one in
+        # /tmp or a hidden home), and a child `sys.executable` must be found. This script
+        # may not be either, and multiprocessing's spawn would run it again in each child.
+        sys.executable = os.path.realpath(sys._base_executable)
+        del sys.modules["__main__"].__file__
     mem = spec["memory_mib"] << 20
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
     os.environ.clear()
