@@ -236,8 +236,9 @@ def warm_up(control):
     child_end.close()
 
 
-def zygote(control, spec, isolated):
-    """Z': load the function, then fork an instance per request."""
+def _function_process(spec, isolated):
+    """Z' as the function's process: its file system (isolated: its own, and its uid), memory
+    limit, environment and working directory; the code, module and runtime directories."""
     code_dir, module_dirs, lib_dir = spec["code_dir"], spec["module_dirs"], spec["lib_dir"]
     if isolated:
         code_dir, module_dirs, lib_dir = isolate_filesystem(spec)
@@ -254,11 +255,17 @@ def zygote(control, spec, isolated):
     os.environ.update({"PATH": "/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp",
                        "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
     os.environ.update(spec["env"])
-    os.chdir(code_dir)
-    sys.path[:0] = [code_dir] + module_dirs
     # Child interpreters (a subprocess of sys.executable, multiprocessing's spawn, which passes
     # on this one's flags) find the code and its requirements too, as the function does.
     os.environ["PYTHONPATH"] = ":".join([code_dir] + module_dirs)
+    os.chdir(code_dir)
+    return code_dir, module_dirs, lib_dir
+
+
+def zygote(control, spec, isolated):
+    """Z': load the function, then fork an instance per request."""
+    code_dir, module_dirs, lib_dir = _function_process(spec, isolated)
+    sys.path[:0] = [code_dir] + module_dirs
     sys.path.append(lib_dir)
     error = load_function(spec["handler"], spec["imports"])
     if error is not None:
