@@ -33,6 +33,7 @@ MADV_DONTFORK, MADV_DOFORK = 10, 11
 MADV_POPULATE_READ = 22
 MADV_POPULATE_WRITE = 23
 MADV_HUGEPAGE = 14
+MADV_DONTNEED = 4
 HUGE_PAGE = 2 << 20
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
@@ -139,6 +140,11 @@ def map_anonymous_huge(addr: int, size: int) -> None:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     _libc.madvise(ctypes.c_void_p(addr), ctypes.c_size_t(size), MADV_HUGEPAGE)
+
+
+def drop_pages(addr: int, size: int) -> None:
+    """Give back the pages of a private anonymous range (MADV_DONTNEED): it reads as zero."""
+    _libc.madvise(ctypes.c_void_p(addr), ctypes.c_size_t(size), MADV_DONTNEED)
 
 
 class pm_scan_arg(ctypes.Structure):

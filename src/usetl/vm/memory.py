@@ -101,19 +101,39 @@ class GuestMemory:
         """Zero a range and, for whole pages, give the host memory back.
 
         A private copy-on-write mapping (a clone) sets `punch_holes` False: a
-        hole there would show the template's bytes again, so it zeroes.
+        hole there would show the template's bytes again, so it zeroes, but for the
+        huge pages wholly inside its anonymous blocks, which it drops.
         """
         off = gpa - self.gpa
         self.mark(off, length)
         lo = min((off + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1), off + length)
         hi = max((off + length) & ~(PAGE_SIZE - 1), lo)
-        if not self.punch_holes or hi - lo < PUNCH_MIN:
+        if not self.punch_holes:
+            at = off
+            for start, end in self._anonymous_huge_pages(off, off + length):
+                ctypes.memset(self.host_addr + at, 0, start - at)
+                hostmm.drop_pages(self.host_addr + start, end - start)
+                at = end
+            ctypes.memset(self.host_addr + at, 0, off + length - at)
+            return
+        if hi - lo < PUNCH_MIN:
             ctypes.memset(self.host_addr + off, 0, length)
             return
         ctypes.memset(self.host_addr + off, 0, lo - off)
         ctypes.memset(self.host_addr + hi, 0, off + length - hi)
         if not hostmm.punch_hole(self.fd, lo, hi - lo):
             ctypes.memset(self.host_addr + lo, 0, hi - lo)
+
+    def _anonymous_huge_pages(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The [start, end) spans of whole huge pages of anonymous blocks in [start, end)."""
+        huge = hostmm.HUGE_PAGE
+        spans = []
+        for lo, hi in self.anonymous:
+            a = (max(lo, start) + huge - 1) & ~(huge - 1)
+            b = min(hi, end) & ~(huge - 1)
+            if a < b:
+                spans.append((a, b))
+        return spans
 
     def populate(self, gpa: int, length: int) -> None:
         """Give [gpa, gpa+length) its host pages now (best effort: a refusal changes nothing)."""
