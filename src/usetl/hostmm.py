@@ -32,6 +32,8 @@ MADV_COLLAPSE = 25
 MADV_DONTFORK, MADV_DOFORK = 10, 11
 MADV_POPULATE_READ = 22
 MADV_POPULATE_WRITE = 23
+MADV_HUGEPAGE = 14
+MADV_DONTNEED = 4
 HUGE_PAGE = 2 << 20
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
@@ -126,6 +128,23 @@ def map_over(addr: int, size: int, fd: int, private: bool, writable: bool = True
     if got != addr:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def map_anonymous_huge(addr: int, size: int) -> None:
+    """Replace [addr, addr+size) (huge-page aligned) with fresh private anonymous memory on
+    transparent huge pages where the host gives them (MADV_HUGEPAGE: THP's `madvise` mode;
+    a refusal leaves 4 KiB pages, which read as zero all the same)."""
+    prot = mmap.PROT_READ | mmap.PROT_WRITE
+    got = _libc.mmap(addr, size, prot, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_FIXED, -1, 0)
+    if got != addr:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    _libc.madvise(ctypes.c_void_p(addr), ctypes.c_size_t(size), MADV_HUGEPAGE)
+
+
+def drop_pages(addr: int, size: int) -> None:
+    """Give back the pages of a private anonymous range (MADV_DONTNEED): it reads as zero."""
+    _libc.madvise(ctypes.c_void_p(addr), ctypes.c_size_t(size), MADV_DONTNEED)
 
 
 class pm_scan_arg(ctypes.Structure):

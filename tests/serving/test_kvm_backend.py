@@ -132,6 +132,11 @@ def test_serve_chooses_kvm_where_it_is_usable():
     merging.close()
     with pytest.raises(BackendError, match="for the KVM backend"):
         choose_backend("process", hide=[], merge_pages=True)
+    huge = choose_backend("kvm", hide=[], huge_heap=True)
+    assert huge.huge_heap and not huge.merge_pages
+    huge.close()
+    with pytest.raises(BackendError, match="for the KVM backend"):
+        choose_backend("process", hide=[], huge_heap=True)
 
 
 # A handler that imports a module of its own lazily; the module says when it is imported.

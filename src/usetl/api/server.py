@@ -54,11 +54,12 @@ def serve(
     learn_after: int = LEARN_AFTER,
     announce: Callable[[str], None] = print,
     merge_pages: bool = False,
+    huge_heap: bool = False,
 ) -> None:
     state = state_root(state_dir)
     modules = ModuleStore(module_dir, wheelhouse=wheelhouse)
     backend = choose_backend(backend_name, hide=[state, modules.root.parent],
-                             merge_pages=merge_pages)
+                             merge_pages=merge_pages, huge_heap=huge_heap)
     platform = Platform(
         backend, state, modules,
         PoolConfig(memory_budget_bytes=memory_budget_mib << 20, idle_s=idle_s,

@@ -43,10 +43,12 @@ def _summary(values: list[float]) -> dict:
 
 def run(image: ImageArchive, runs: int = 30, held: tuple[int, ...] = (1, 10, 50),
         progress: Callable[[str], None] = lambda s: None, jail: bool = True,
-        merge: bool = False) -> dict:
+        merge: bool = False, huge_heap: bool = False) -> dict:
     t0 = time.perf_counter()
-    template = Template.start(image, jail=jail, config=UsfConfig(merge_pages=merge))
-    out: dict = {"template_start_ms": (time.perf_counter() - t0) * 1e3, "merge_pages": merge}
+    template = Template.start(image, jail=jail,
+                              config=UsfConfig(merge_pages=merge, huge_heap=huge_heap))
+    out: dict = {"template_start_ms": (time.perf_counter() - t0) * 1e3, "merge_pages": merge,
+                 "huge_heap": huge_heap}
     try:
         fork_ms, first_ms, fork_to_result, rollback_ms, recycled_ms = [], [], [], [], []
         for i in range(runs):

@@ -28,6 +28,9 @@ def _register_clones(commands: argparse._SubParsersAction) -> None:
     f.add_argument("--merge", action="store_true",
                    help="a template whose clones KSM may merge (UsfConfig.merge_pages); "
                    "merged only where the host runs KSM")
+    f.add_argument("--huge-heap", action="store_true",
+                   help="a template whose clones map its free RAM on huge pages "
+                   "(UsfConfig.huge_heap)")
     f.set_defaults(func=run_fork)
     j = commands.add_parser("jail", help="clone creation with and without the jail")
     j.add_argument("--runs", type=int, default=30, help="forks of each kind (default 30)")
@@ -228,7 +231,7 @@ def run_fork(args: argparse.Namespace) -> int:
 
     image = ImageArchive.open(default_image(args.cache, progress=StderrProgress()))
     result = fork.run(image, args.runs, args.held, progress=_say, jail=not args.no_jail,
-                      merge=args.merge)
+                      merge=args.merge, huge_heap=args.huge_heap)
     return _report(args, result, fork.format_report)
 
 

@@ -37,6 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="let the host's KSM merge identical pages of idle clones (KVM "
                        "backend; merges only while /sys/kernel/mm/ksm/run is 1; see the "
                        "README's \"Idle clones\" for what it costs)")
+    serve.add_argument("--huge-heap", action="store_true",
+                       help="map clones' free RAM on transparent huge pages: large fresh "
+                       "allocations fault in 2 MiB at a time (KVM backend; see the README's "
+                       "\"Huge pages\" for what it costs)")
     add_callback_arguments(serve)
     serve.add_argument("--learn-after", type=int, default=LEARN_AFTER, metavar="N",
                        help="build a function's next template with the modules its calls "
@@ -80,6 +84,7 @@ def run_serve(args: argparse.Namespace) -> int:
         memory_budget_mib=args.memory_budget, idle_s=args.idle, learn_after=args.learn_after,
         callbacks=callback_config(args),
         announce=lambda line: print(line, flush=True), merge_pages=args.merge_pages,
+        huge_heap=args.huge_heap,
     )
     return 0
 

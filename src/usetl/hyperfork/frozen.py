@@ -13,7 +13,7 @@ import os
 
 from usetl.usf import Usf
 from usetl.vm import GuestMemory, RegionSpec
-from usetl.vm.memory import PAGE_SIZE, data_ranges
+from usetl.vm.memory import PAGE_SIZE, data_ranges, huge_holes
 from usetl.vm.vcpu_state import VcpuState
 
 from . import monitor_state
@@ -38,6 +38,10 @@ class Frozen:
         self.specs = specs
         # What the memory files hold when frozen, before any clone touched them.
         self.data = {name: data_ranges(m.fd, m.size) for name, m in memory.items()}
+        # The RAM that clones map anonymous on huge pages (UsfConfig.huge_heap).
+        ram = memory["ram"]
+        self.huge_holes = (huge_holes(self.data["ram"], ram.size)
+                           if usf.config.huge_heap else [])
         # The RAM pages a clone's first request wrote (REAP's recorded working set): each
         # clone forked after it is learnt copies them in one batch before its guest runs.
         self.working_set: list[tuple[int, int]] = []

@@ -127,6 +127,8 @@ class CloneProcess:
                 mem.use_own_file()  # the egress broker writes into it: no one else may map it
             else:
                 mem.make_private()
+        if frozen.huge_holes:
+            frozen.memory["ram"].map_anonymous(frozen.huge_holes)
         self.timings = {"map_ms": (time.perf_counter() - t0) * 1e3}
         self.prefetch()
         t1 = time.perf_counter()

@@ -13,18 +13,20 @@ def kvm_usable() -> bool:
     return os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
-def choose_backend(name: str | None, hide: list[Path], merge_pages: bool = False) -> Backend:
+def choose_backend(name: str | None, hide: list[Path], merge_pages: bool = False,
+                   huge_heap: bool = False) -> Backend:
     """The backend `name` ("kvm" or "process"); by default kvm if /dev/kvm is usable.
 
     The process backend is never chosen silently where /dev/kvm works: its
-    isolation is weaker, so it takes an explicit choice there. merge_pages is
-    the KVM backend's (UsfConfig.merge_pages).
+    isolation is weaker, so it takes an explicit choice there. merge_pages and huge_heap
+    are the KVM backend's (UsfConfig's).
     """
     if name is None:
         name = "kvm" if kvm_usable() else "process"
     if name == "process":
-        if merge_pages:
-            raise BackendError("merging idle clones' pages is for the KVM backend")
+        if merge_pages or huge_heap:
+            raise BackendError("merging idle clones' pages and huge heaps are for the KVM "
+                               "backend")
         from .process_backend import ProcessBackend
 
         return ProcessBackend(hide=hide)
@@ -38,5 +40,5 @@ def choose_backend(name: str | None, hide: list[Path], merge_pages: bool = False
                 f"the KVM backend is not available in this build ({e}); "
                 "use --backend process (weaker isolation)"
             ) from e
-        return KvmBackend(merge_pages=merge_pages)
+        return KvmBackend(merge_pages=merge_pages, huge_heap=huge_heap)
     raise BackendError(f"unknown backend {name!r} (kvm or process)")

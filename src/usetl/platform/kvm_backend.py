@@ -257,9 +257,11 @@ class KvmBackend:
     # was the bare prototype's). The pool uses the most it measured of the function's own.
     instance_bytes = 9 << 20
 
-    def __init__(self, image: Path | None = None, merge_pages: bool = False):
+    def __init__(self, image: Path | None = None, merge_pages: bool = False,
+                 huge_heap: bool = False):
         self.image = image
         self.merge_pages = merge_pages  # UsfConfig.merge_pages, for every template
+        self.huge_heap = huge_heap  # UsfConfig.huge_heap, likewise
         # This host's egress broker: every jailed instance's network I/O, under its function's
         # policy. Started with the first template, restarted if it dies, closed with us.
         self.broker = Broker()
@@ -273,7 +275,8 @@ class KvmBackend:
         base = self.bases.get(key)
         if base is None:
             config = UsfConfig(mem_mib=spec.memory_mib, allow=spec.allow,
-                               etl_timeout=spec.etl_timeout_s, merge_pages=self.merge_pages)
+                               etl_timeout=spec.etl_timeout_s, merge_pages=self.merge_pages,
+                               huge_heap=self.huge_heap)
             try:
                 base = Template.start(self.image, config=config, broker=self.broker)
             except HyperForkError as e:

@@ -62,6 +62,9 @@ class GuestMemory:
         # [start, end) offsets where another file's pages are shown copy-on-write instead of
         # this memory's own (show_file_pages): libraries mapped from an archive.
         self.file_pages: list[tuple[int, int]] = []
+        # [start, end) offsets, huge-page aligned, of a clone's RAM that its template's file
+        # has no data in, mapped anonymous on huge pages instead (map_anonymous).
+        self.anonymous: list[tuple[int, int]] = []
         self.view = memoryview((ctypes.c_ubyte * size).from_address(addr)).cast("B")
         # The file a private mapping's rollback copies from, mapped read-only once
         # (_origin_view): (fd, host address, view).
@@ -98,19 +101,39 @@ class GuestMemory:
         """Zero a range and, for whole pages, give the host memory back.
 
         A private copy-on-write mapping (a clone) sets `punch_holes` False: a
-        hole there would show the template's bytes again, so it zeroes.
+        hole there would show the template's bytes again, so it zeroes, but for the
+        huge pages wholly inside its anonymous blocks, which it drops.
         """
         off = gpa - self.gpa
         self.mark(off, length)
         lo = min((off + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1), off + length)
         hi = max((off + length) & ~(PAGE_SIZE - 1), lo)
-        if not self.punch_holes or hi - lo < PUNCH_MIN:
+        if not self.punch_holes:
+            at = off
+            for start, end in self._anonymous_huge_pages(off, off + length):
+                ctypes.memset(self.host_addr + at, 0, start - at)
+                hostmm.drop_pages(self.host_addr + start, end - start)
+                at = end
+            ctypes.memset(self.host_addr + at, 0, off + length - at)
+            return
+        if hi - lo < PUNCH_MIN:
             ctypes.memset(self.host_addr + off, 0, length)
             return
         ctypes.memset(self.host_addr + off, 0, lo - off)
         ctypes.memset(self.host_addr + hi, 0, off + length - hi)
         if not hostmm.punch_hole(self.fd, lo, hi - lo):
             ctypes.memset(self.host_addr + lo, 0, hi - lo)
+
+    def _anonymous_huge_pages(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The [start, end) spans of whole huge pages of anonymous blocks in [start, end)."""
+        huge = hostmm.HUGE_PAGE
+        spans = []
+        for lo, hi in self.anonymous:
+            a = (max(lo, start) + huge - 1) & ~(huge - 1)
+            b = min(hi, end) & ~(huge - 1)
+            if a < b:
+                spans.append((a, b))
+        return spans
 
     def populate(self, gpa: int, length: int) -> None:
         """Give [gpa, gpa+length) its host pages now (best effort: a refusal changes nothing)."""
@@ -150,6 +173,17 @@ class GuestMemory:
         hostmm.map_over(self.host_addr, self.size, self.fd, private=True)
         self.punch_holes = False
         self.private = True
+
+    def map_anonymous(self, blocks: list[tuple[int, int]]) -> None:
+        """Map these [start, end) offsets (huge-page aligned holes of the file: huge_holes)
+        of a private mapping as fresh anonymous memory on transparent huge pages. They read
+        as zero either way, but there a first touch gets 2 MiB, which KVM maps in one fault
+        (the guest's page tables map RAM in 2 MiB pages), where a copy-on-write view of the
+        file gets 4 KiB a fault. A clone does this before its VM is made. A refused
+        MADV_HUGEPAGE leaves anonymous 4 KiB pages, which read as zero all the same."""
+        for lo, hi in blocks:
+            hostmm.map_anonymous_huge(self.host_addr + lo, hi - lo)
+        self.anonymous = blocks
 
     def use_own_file(self) -> None:
         """Map a file of this process's own in place, holding the same bytes.
@@ -216,6 +250,8 @@ class GuestMemory:
         """Copy the template file's bytes back over these ranges (and show this memory's
         file again where file pages were shown: the template never has any)."""
         self.drop_file_pages(0, self.size)
+        if self.anonymous:
+            ranges = self._zero_anonymous(ranges)
         if self.origin_fd is None:
             view, origin = self.view, self._origin_view()
             for off, length in ranges:
@@ -228,6 +264,29 @@ class GuestMemory:
                 if done != length:
                     raise GuestMemoryError(f"short read restoring {self.name} at {off:#x}")
         self.marked = []
+
+    def _zero_anonymous(self, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Zero the parts of these ranges in anonymous blocks (the template's file has zeros
+        there, and copying from it would fill its holes); returns the other parts. Zeroed,
+        not dropped: the clone keeps its huge pages mapped, as it keeps the 4 KiB copies it
+        made elsewhere (a request after a rollback then takes no first touches)."""
+        rest = []
+        for off, length in ranges:
+            end = off + length
+            for lo, hi in self.anonymous:  # sorted
+                if hi <= off:
+                    continue
+                if lo >= end:
+                    break
+                if off < lo:
+                    rest.append((off, lo - off))
+                    off = lo
+                cut = min(end, hi)
+                ctypes.memset(self.host_addr + off, 0, cut - off)
+                off = cut
+            if off < end:
+                rest.append((off, end - off))
+        return rest
 
     def _origin_view(self) -> memoryview:
         """This memory's file, mapped read-only once: a copy from it costs no syscall per
@@ -282,7 +341,7 @@ class GuestMemory:
         for off, length in data_ranges(self.fd, self.size) + written + shown:
             os.pwrite(fd, self.view[off : off + length], off)
         hostmm.map_over(self.host_addr, self.size, fd, private=False)
-        self.file_pages = []
+        self.file_pages, self.anonymous = [], []
         os.close(self.fd)
         self.fd = fd
         self._close_origin()
@@ -435,3 +494,16 @@ def data_ranges(fd: int, size: int) -> list[tuple[int, int]]:
         ranges.append((start, end - start))
         off = end
     return ranges
+
+
+def huge_holes(data: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """The [start, end) huge-page aligned spans of a file of `size` bytes that hold none
+    of its (offset, length) `data` ranges (sorted, as data_ranges gives them)."""
+    huge = hostmm.HUGE_PAGE
+    holes, at = [], 0
+    for off, length in data + [(size, 0)]:
+        lo, hi = (at + huge - 1) & ~(huge - 1), off & ~(huge - 1)
+        if hi > lo:
+            holes.append((lo, hi))
+        at = max(at, off + length)
+    return holes
