@@ -101,3 +101,21 @@ def test_a_file_mapped_shared_is_shared_with_forked_and_spawned_children(templat
         shm.unlink()
     """, IMPORT_WORK)
     assert out == ["b'Child'", "b'pawn' b'spawn'", "[0, 1, 4, 9, 16] 0"]
+
+
+def test_a_shared_anonymous_mapping_made_before_fork_is_shared_with_the_child(template):
+    out = run_in_clone(template, """
+        import mmap, os
+        m = mmap.mmap(-1, 8192)  # MAP_SHARED|MAP_ANONYMOUS
+        m[:3] = b"par"
+        r, w = os.pipe()
+        if os.fork() == 0:
+            os.write(w, m[:3])
+            m[:3] = b"chd"
+            m[4096:4099] = b"two"
+            os._exit(0)
+        os.wait()
+        m.resize(3 * 4096)
+        print(os.read(r, 3), m[:3], m[4096:4099], m[8192:8195])
+    """)
+    assert out == ["b'par' b'chd' b'two' b'\\x00\\x00\\x00'"]

@@ -38,6 +38,8 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int,
     fixed = bool(flags & MAP_FIXED)
     noreplace = bool(flags & MAP_FIXED_NOREPLACE)
     if flags & MAP_ANONYMOUS:
+        if kind != MAP_PRIVATE:
+            return _map_shared_anonymous(k, addr, length, fixed, noreplace)
         start = k.mm.map(addr, length, fixed, noreplace, "[anon]")
         k.mm.populate(start, length)
         return start
@@ -77,6 +79,19 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int,
     k.mm.last_file_map = (node, start - offset, start, start + n, k.stats.count)
     if shared:
         k.mm.shared.append(SharedFileMap(start, end, node, offset))
+    return start
+
+
+def _map_shared_anonymous(k: Kernel, addr: int, length: int, fixed: bool,
+                          noreplace: bool) -> int:
+    """MAP_SHARED|MAP_ANONYMOUS: as on Linux, the pages of a file in no directory (its bytes
+    not kept in the file's bytearray: nothing reads them but the mappings), which a forked
+    child then shares."""
+    node = TmpFile(k.ns.tmp.inodes.next(), 0o600)
+    node.links = 0
+    start = k.mm.map(addr, length, fixed, noreplace, "/dev/zero (deleted)",
+                     FileBacking(node, 0, True))
+    k.mm.map_shared_pages(start, start + page_up(length), node, 0)
     return start
 
 
