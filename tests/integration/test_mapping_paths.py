@@ -86,10 +86,14 @@ def dontneed(path):
     grown = libc.mremap(addr, PAGE, 4 * PAGE, 1)  # MREMAP_MAYMOVE
     out["mremap"] = ctypes.string_at(grown, 4 * PAGE) == head
     libc.munmap(grown, 4 * PAGE)
-    anon = mmap.mmap(-1, 4 * PAGE)
+    anon = mmap.mmap(-1, 4 * PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     anon[:4] = b"ZZZZ"
     anon.madvise(mmap.MADV_DONTNEED)
     out["anon"] = anon[:4] == bytes(4)
+    shared = mmap.mmap(-1, 4 * PAGE)  # MAP_SHARED: as on Linux, its bytes stay
+    shared[:4] = b"ZZZZ"
+    shared.madvise(mmap.MADV_DONTNEED)
+    out["shared anon"] = shared[:4] == b"ZZZZ"
     return out
 
 def deep(n):
@@ -196,5 +200,5 @@ def test_madv_dontneed_and_mremap_show_a_file_mapping_s_file_and_anonymous_memor
     value, calls = call_counting(usf, {"kind": "dontneed", "path": path})
     # (first page as the file has it, the untouched second page keeps its store)
     assert value == {"shown": [True, True], "copied": [True, True], "shared": [True, True],
-                     "mremap": True, "anon": True}
-    assert calls["madvise"] == 4
+                     "mremap": True, "anon": True, "shared anon": True}
+    assert calls["madvise"] == 5

@@ -815,7 +815,7 @@ def _start_program(k: Kernel, state: PreExec, pid: int, program: str, argv: list
     memory_slot = tokens.take(k, "execve")
     fds, drains = _child_files(k, state)
     control, theirs = socket.socketpair()
-    keep = {theirs.fileno(), *k.children.host_fds(),
+    keep = {theirs.fileno(), *k.children.host_fds(), *k.mm.page_fds(),
             *(fd for f in fds.values() if (fd := f.host_fd()) is not None)}
     state.clock_ns = k.clock.ns(MONOTONIC)
     k.vm.inherit_on_fork(False)  # the program's VM is its own: the sibling never maps ours

@@ -191,6 +191,9 @@ class TmpOpenFile(OpenFile):
         self.tmpfs = tmpfs
 
     def read_at(self, offset: int, length: int) -> bytes | memoryview:
+        pages = self.node.pages
+        if pages is not None:  # mapped shared: the mappings' stores are there
+            return pages.read(offset, min(length, self.node.size - offset))
         return memoryview(self.node.data)[offset : offset + length]
 
     def write_at(self, offset: int, data: memoryview) -> int:
@@ -200,6 +203,8 @@ class TmpOpenFile(OpenFile):
             self.tmpfs.charge(end - len(buf))
             buf.extend(bytes(end - len(buf)))
         buf[offset:end] = data
+        if self.node.pages is not None:
+            self.node.pages.write(offset, data)
         self.node.mtime_ns = time.time_ns()
         return len(data)
 
@@ -213,6 +218,8 @@ def truncate_tmp(node: TmpFile, length: int, tmpfs: TmpFS) -> None:
     if length < 0:
         raise SyscallError(errno.EINVAL)
     delta = length - len(node.data)
+    if node.pages is not None:  # what a truncate cuts or adds reads as zero
+        node.pages.zero(min(length, len(node.data)), max(length, len(node.data)))
     if delta > 0:
         tmpfs.charge(delta)
         node.data.extend(bytes(delta))

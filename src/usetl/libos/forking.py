@@ -91,7 +91,6 @@ def _fork(k: Kernel, flags: int, parent_tid: int, child_tid: int, memory_slot: i
 def _fork_as(k: Kernel, pid: int, flags: int, parent_tid: int, child_tid: int,
              memory_slot: int) -> int:
     drains = _share_files(k)
-    k.mm.share_with_children()
     if flags & CLONE_PARENT_SETTID:
         k.mem.put_u32(parent_tid, pid)
     k.vm.settle()
@@ -101,7 +100,7 @@ def _fork_as(k: Kernel, pid: int, flags: int, parent_tid: int, child_tid: int,
     control, theirs = socket.socketpair()
     memory = k.vm.memory().values()
     keep = {theirs.fileno(), *k.children.host_fds(), *(m.fd for m in memory),
-            *(fd for _, _, fd in k.mm.host_shared),
+            *k.mm.page_fds(),
             *(d.write_fd for d in drains.values()),
             *(fd for f in k.fds.files.values() if (fd := f.host_fd()) is not None)}
     try:

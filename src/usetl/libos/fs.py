@@ -12,11 +12,14 @@ import stat as st
 import struct
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from usetl.image.archive import Entry, ImageArchive
 
 from .errors import SyscallError
+
+if TYPE_CHECKING:
+    from .sharedpages import SharedPages
 
 MAX_SYMLINKS = 40
 GUEST_ID = 1000  # the guest's uid and gid
@@ -157,6 +160,10 @@ class TmpNode(Node):
 
 
 class TmpFile(TmpNode):
+    # Its bytes in a host memfd while it has MAP_SHARED mappings (sharedpages.py): what
+    # read() sees, stores through the mappings included. Never in a captured state.
+    pages: SharedPages | None = None
+
     def __init__(self, ino: int, mode: int = 0o644):
         super().__init__(st.S_IFREG | mode, ino, time.time_ns())
         self.data = bytearray()

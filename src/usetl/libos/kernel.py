@@ -133,6 +133,7 @@ class Kernel:
 
     def captured(self) -> None:
         """The state is being captured (a template freezes): restored() counts from now."""
+        self.mm.unshare()  # a captured state holds no host fds
         self.captured_at = self.clock.ns(MONOTONIC)
 
     def restored(self) -> None:

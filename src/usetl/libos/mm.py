@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import errno
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,9 +16,11 @@ from usetl.vm import GuestMemory
 from usetl.vm.layout import PAGE_SIZE, STACK_GUARD, STACK_SIZE, USER_START
 
 from .errors import SyscallError
+from .sharedpages import SharedPages
 
 if TYPE_CHECKING:
     from .allowance import Charge
+    from .fs import TmpFile
 
 # Fresh anonymous memory up to this size gets its host pages when mapped (populate()).
 POPULATE_MAX = 1 << 20
@@ -57,13 +58,23 @@ class Area:
         return None if self.file is None else self.file.moved(addr - self.start)
 
 
+@dataclass(frozen=True)
+class HostShared:
+    """[start, end) shows `pages` from `offset`: part of a MAP_SHARED file mapping."""
+
+    start: int
+    end: int
+    pages: SharedPages
+    offset: int
+
+
 @dataclass
 class SharedFileMap:
     """A writable MAP_SHARED mapping of a tmpfs file (`node`, whose bytes are `node.data`).
 
-    Guest RAM cannot alias the monitor's copy of the file, so stores through the
-    mapping reach the file when it is unmapped or msync'd (glibc's sem_open and
-    shm_open users read the memory, not the file, in between).
+    The mapping shows the file's shared pages (map_shared_pages); its stores reach the
+    file's bytearray, which other parts of the monitor read (a child's copy of /tmp, exec),
+    when it is unmapped or msync'd.
     """
 
     start: int
@@ -108,10 +119,11 @@ class AddressSpace:
         # number in the run): mmap skips copying bytes the mapping just before put in place.
         self.last_file_map: tuple | None = None
         self.shared: list[SharedFileMap] = []
-        # Page ranges of shared file mappings whose RAM is a host file of its own (start,
-        # end, fd), mapped in forked children's VMs too (share_with_children); they are
-        # this process's own again when its invocation ends, so never in a template.
-        self.host_shared: list[tuple[int, int, int]] = []
+        # The ranges where MAP_SHARED mappings of tmpfs files show those files' pages
+        # (map_shared_pages), and those files: this process's own memory and copies again
+        # when its invocation ends (unshare), so never in a template.
+        self.host_shared: list[HostShared] = []
+        self.paged: list[TmpFile] = []
 
     # -- bookkeeping --------------------------------------------------------
 
@@ -177,49 +189,70 @@ class AddressSpace:
                 kept.append(SharedFileMap(end, m.end, m.node, m.offset + (end - m.start)))
         self.shared = kept
 
-    def share_with_children(self) -> None:
-        """Back every shared file mapping by a host file of its own, which a forked child
-        inherits: parent and child then see the same bytes there, as on Linux (glibc's
-        process-shared semaphores, multiprocessing's locks and queues, live there)."""
-        view = self.ram.view
-        for m in self.shared:
-            lo, hi = page_down(m.start), page_up(m.end)
-            if self.is_host_shared(lo, hi):
-                continue
-            fd = os.memfd_create("usetl-shared", os.MFD_CLOEXEC)
-            os.ftruncate(fd, hi - lo)
-            os.pwrite(fd, view[lo:hi], 0)
-            self.ram.map_shared_file(lo, hi - lo, fd)
-            self.host_shared.append((lo, hi, fd))
+    def map_shared_pages(self, start: int, end: int, node: TmpFile, offset: int) -> None:
+        """Show the pages of `node` from `offset` at [start, end), a MAP_SHARED mapping of
+        it: every such mapping of the file, here and in forked children, and read() and
+        write() of it, then see the same bytes, as on Linux (multiprocessing's SharedMemory
+        opened twice, numpy.memmap, glibc's process-shared semaphores and SQLite's WAL
+        index live there)."""
+        if node.pages is None:
+            node.pages = SharedPages(node.data)
+            self.paged.append(node)
+        node.pages.grow(offset + (end - start))
+        self.ram.map_shared_file(start, end - start, node.pages.fd, offset)
+        self.host_shared.append(HostShared(start, end, node.pages, offset))
+
+    def page_fds(self) -> list[int]:
+        """The memfds of the files mapped shared: a forked monitor keeps them."""
+        return [node.pages.fd for node in self.paged if node.pages is not None]
 
     def reshare(self) -> None:
         """Map the host-shared ranges again, over memory that was remapped as a whole."""
-        for lo, hi, fd in self.host_shared:
-            self.ram.map_shared_file(lo, hi - lo, fd)
+        for s in self.host_shared:
+            self.ram.map_shared_file(s.start, s.end - s.start, s.pages.fd, s.offset)
 
     def is_host_shared(self, start: int, end: int) -> bool:
-        return any(lo <= start and end <= hi for lo, hi, _ in self.host_shared)
+        return any(s.start <= start and end <= s.end for s in self.host_shared)
 
-    def unshare(self, start: int = 0, end: int = 1 << 64) -> None:
-        """Give the host-shared pages in [start, end) their own memory back, bytes kept."""
+    def _unmap_pages(self, start: int, end: int, keep_bytes: bool) -> None:
+        """This memory's own pages again in [start, end) where shared pages were shown
+        (holding the bytes they showed, if `keep_bytes`)."""
         view = self.ram.view
         kept = []
-        for lo, hi, fd in self.host_shared:
-            if end <= lo or hi <= start:
-                kept.append((lo, hi, fd))
+        for s in self.host_shared:
+            lo, hi = max(s.start, start), min(s.end, end)
+            if lo >= hi:
+                kept.append(s)
                 continue
-            data = bytes(view[lo:hi])
+            data = bytes(view[lo:hi]) if keep_bytes else b""
             self.ram.map_own_file(lo, hi - lo)
-            view[lo:hi] = data
-            os.close(fd)
+            if keep_bytes:
+                view[lo:hi] = data
+            if s.start < lo:
+                kept.append(HostShared(s.start, lo, s.pages, s.offset))
+            if hi < s.end:
+                kept.append(HostShared(hi, s.end, s.pages, s.offset + (hi - s.start)))
         self.host_shared = kept
+
+    def unshare(self) -> None:
+        """The invocation is over (or a template freezes): shared mappings keep their bytes
+        in this memory's own pages, and the files theirs in their bytearrays, as copies
+        written back at msync and munmap (no state to capture holds a host fd)."""
+        self.sync(0, 1 << 64)
+        self._unmap_pages(0, 1 << 64, keep_bytes=True)
+        for node in self.paged:
+            if node.pages is not None:
+                node.data[:] = node.pages.read(0, len(node.data))
+                node.pages.close()
+                node.pages = None
+        self.paged = []
 
     def _remove(self, start: int, end: int) -> None:
         """Drop [start, end) from the areas, splitting those it cuts."""
-        if self.host_shared:
-            self.unshare(start, end)
         if self.shared:
             self._drop_shared(start, end)
+        if self.host_shared:
+            self._unmap_pages(start, end, keep_bytes=False)
         i = max(bisect.bisect_right(self.starts, start) - 1, 0)
         while i < len(self.areas):
             a = self.areas[i]

@@ -351,10 +351,10 @@ class GuestMemory:
         self.punch_holes = True
         self.private = False
 
-    def map_shared_file(self, offset: int, length: int, fd: int) -> None:
-        """Show the start of `fd` (mapped shared) at [offset, offset+length) instead of
+    def map_shared_file(self, offset: int, length: int, fd: int, file_offset: int = 0) -> None:
+        """Show `fd` from `file_offset` (mapped shared) at [offset, offset+length) instead of
         this memory's own pages: a forked process that inherits the mapping sees the same."""
-        hostmm.map_over(self.host_addr + offset, length, fd, private=False)
+        hostmm.map_over(self.host_addr + offset, length, fd, private=False, offset=file_offset)
 
     def map_own_file(self, offset: int, length: int) -> None:
         """Undo map_shared_file: this memory's own file there again, as it was mapped."""

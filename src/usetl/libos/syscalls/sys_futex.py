@@ -56,7 +56,7 @@ def _wait(k: Kernel, addr: int, val: int, timeout: int, absolute: bool, realtime
     if deadline is not None and k.clock.reached(deadline):
         raise SyscallError(errno.ETIMEDOUT)
     q = k.sched.futex_queue(addr)
-    if k.mm.host_shared and k.mm.is_host_shared(addr, addr + 4):
+    if k.children.table is not None and k.mm.is_host_shared(addr, addr + 4):
         # A forked process may wake it, whose FUTEX_WAKE this monitor never sees: the wait
         # ends now and then, as a wake the caller re-checks (futex allows spurious ones).
         if deadline is None or SHARED_POLL < k.clock.left(deadline):

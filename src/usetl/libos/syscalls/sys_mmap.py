@@ -38,6 +38,8 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int,
     fixed = bool(flags & MAP_FIXED)
     noreplace = bool(flags & MAP_FIXED_NOREPLACE)
     if flags & MAP_ANONYMOUS:
+        if kind != MAP_PRIVATE:
+            return _map_shared_anonymous(k, addr, length, fixed, noreplace)
         start = k.mm.map(addr, length, fixed, noreplace, "[anon]")
         k.mm.populate(start, length)
         return start
@@ -69,11 +71,27 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int,
             return addr
     start = k.mm.map(addr, length, fixed, noreplace, f.path,
                      FileBacking(node, offset, kind != MAP_PRIVATE))
-    if n:
+    end = start + page_up(length)
+    if kind != MAP_PRIVATE and isinstance(node, TmpFile):
+        k.mm.map_shared_pages(start, end, node, offset)  # the file's bytes are there
+    elif n:
         _place_file_bytes(k, node, start, offset, n)
     k.mm.last_file_map = (node, start - offset, start, start + n, k.stats.count)
     if shared:
-        k.mm.shared.append(SharedFileMap(start, start + page_up(length), node, offset))
+        k.mm.shared.append(SharedFileMap(start, end, node, offset))
+    return start
+
+
+def _map_shared_anonymous(k: Kernel, addr: int, length: int, fixed: bool,
+                          noreplace: bool) -> int:
+    """MAP_SHARED|MAP_ANONYMOUS: as on Linux, the pages of a file in no directory (its bytes
+    not kept in the file's bytearray: nothing reads them but the mappings), which a forked
+    child then shares."""
+    node = TmpFile(k.ns.tmp.inodes.next(), 0o600)
+    node.links = 0
+    start = k.mm.map(addr, length, fixed, noreplace, "/dev/zero (deleted)",
+                     FileBacking(node, 0, True))
+    k.mm.map_shared_pages(start, start + page_up(length), node, 0)
     return start
 
 
@@ -97,6 +115,8 @@ def _place_file_bytes(k: Kernel, node: ImageNode | HostNode | TmpFile, start: in
         return
     if isinstance(node, (ImageNode, HostNode)):
         data = node.read_at(offset, n)
+    elif node.pages is not None:  # stores through its shared mappings are there
+        data = node.pages.read(offset, n)
     else:
         data = memoryview(node.data)[offset : offset + n]
     ram.view[start : start + n] = data
@@ -114,6 +134,9 @@ def sys_mremap(k: Kernel, old: int, old_len: int, new_len: int, flags: int, *_: 
         raise SyscallError(errno.EINVAL)
     new = k.mm.remap(old, old_len, new_len, bool(flags & MREMAP_MAYMOVE))
     grown = page_up(old_len)
+    if new != old:  # a moved shared file mapping shows the file's pages at its new place
+        _show_file(k, [p for p in k.mm.file_parts(new, new + min(grown, page_up(new_len)))
+                       if isinstance(p[2].node, TmpFile) and p[2].shared])
     if page_up(new_len) > grown:  # a file mapping's new part shows the file there
         _show_file(k, k.mm.file_parts(new + grown, new + page_up(new_len)))
     return new
@@ -123,6 +146,9 @@ def _show_file(k: Kernel, parts: list[tuple[int, int, FileBacking]]) -> None:
     """Put each part's file bytes in place (what lies past the end of the file reads zero)."""
     for lo, hi, backing in parts:
         node = backing.node
+        if backing.shared and isinstance(node, TmpFile):
+            k.mm.map_shared_pages(lo, hi, node, backing.offset)
+            continue
         n = max(min(hi - lo, node.size - backing.offset), 0)  # type: ignore[attr-defined]
         if n:
             _place_file_bytes(k, node, lo, backing.offset, n)  # type: ignore[arg-type]
@@ -145,6 +171,8 @@ def sys_madvise(k: Kernel, addr: int, length: int, advice: int, *_: int) -> int:
         end = addr + page_up(length)
         if not k.mm.is_mapped(addr, end):
             raise SyscallError(errno.ENOMEM)
+        if k.mm.is_host_shared(addr, end):
+            return 0  # a shared file mapping's bytes are the file's: they stay
         # As on Linux, a file mapping reads the file's bytes again after MADV_DONTNEED (a
         # shared one's stores are the file's: written back first); anonymous memory zero.
         files = k.mm.file_parts(addr, end) if advice == MADV_DONTNEED else []
