@@ -1,6 +1,7 @@
 """The small OS pieces real code reads: file metadata, links, /proc, /sys, users, tz, CAs."""
 
 import os
+import platform
 
 import pytest
 
@@ -214,6 +215,15 @@ def test_the_image_carries_ca_certificates_for_the_default_context(usf):
         print(stats["x509_ca"] > 10)
     """)
     assert out == ["True"]
+
+
+def test_the_image_describes_its_userland_in_os_release(usf):
+    """platform.freedesktop_os_release() raises OSError where neither file exists."""
+    out = run(usf, """
+        import platform
+        print(sorted(platform.freedesktop_os_release().items()))
+    """)
+    assert out == [str(sorted(platform.freedesktop_os_release().items()))]
 
 
 def test_chown_to_itself_mknod_of_files_and_creating_with_a_trailing_slash(usf):
