@@ -213,7 +213,7 @@ CORPUS: list[Function] = [
     _f("sqlalchemy_pool", "pattern", {"pool": 3, "threads": 6, "rows": 20}, "sqlalchemy"),
     _f("structlog_context", "pattern", {"request_id": "req-7", "tasks": 4}, "structlog"),
     _f("otel_tracing", "pattern", {"items": 6}, "opentelemetry-sdk"),
-    _f("shell_pipeline", "pattern", {"files": 3, "lines": 400}, quick=True),
+    _f("shell_pipeline", "pattern", {"files": 3, "lines": 400}),
     _f("locale_encodings", "pattern", {}),
     _f("signal_handling", "pattern", {"ticks": 3}),
     _f("resource_limits", "pattern", {"nofile": 40, "fsize": 100000}),
