@@ -31,6 +31,10 @@ def facts():
         "locations": mapdemo.__spec__.submodule_search_locations,
         "loader": type(mapdemo.__spec__.loader).__name__,
         "table": table.read_text(), "by_path": by_path,
+        # a directory import's files() is a pathlib.Path: what a package calls on it works
+        "path_api": [table.exists(), table.parent.is_dir(), table.suffix, table.stat().st_size,
+                     sorted(p.name for p in table.parent.glob("*.json")),
+                     (table.parent / "missing").exists()],
         "get_data": pkgutil.get_data("mapdemo", "data/table.json").decode(),
         "init": importlib.resources.files("mapdemo").joinpath("__init__.py").read_bytes().decode(),
         "traceback": [where.filename, where.line],
@@ -98,6 +102,7 @@ def test_an_importer_loaded_package_has_file_spec_and_resources(loaded):
     assert facts["loader"] == "MappedLoader"
     assert facts["table"] == facts["by_path"] == facts["get_data"] == '{"rows": 3}'
     assert facts["init"] == "VALUE = 41\n"
+    assert facts["path_api"] == [True, True, ".json", 11, ["table.json"], False]
     # The traceback names the guest path and shows the line (linecache reads /m0).
     assert facts["traceback"] == ["/m0/mapdemo/sub/leaf.py", "raise ValueError('from leaf')"]
     assert facts["namespace"] == ["/m1/mapns"]

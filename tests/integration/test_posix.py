@@ -1,6 +1,7 @@
 """The small OS pieces real code reads: file metadata, links, /proc, /sys, users, tz, CAs."""
 
 import os
+import platform
 
 import pytest
 
@@ -216,6 +217,15 @@ def test_the_image_carries_ca_certificates_for_the_default_context(usf):
     assert out == ["True"]
 
 
+def test_the_image_describes_its_userland_in_os_release(usf):
+    """platform.freedesktop_os_release() raises OSError where neither file exists."""
+    out = run(usf, """
+        import platform
+        print(sorted(platform.freedesktop_os_release().items()))
+    """)
+    assert out == [str(sorted(platform.freedesktop_os_release().items()))]
+
+
 def test_chown_to_itself_mknod_of_files_and_creating_with_a_trailing_slash(usf):
     out = run(usf, """
         import os, stat
@@ -305,6 +315,37 @@ def test_flock_locks_belong_to_open_file_descriptions(usf):
         fcntl.flock(c, fcntl.LOCK_EX | fcntl.LOCK_NB)
         print("exclusive")
         """) == ["EWOULDBLOCK", "True", "False", "no exclusive while another shares", "exclusive"]
+
+
+def test_rlimit_fsize_cuts_writes_short_then_fails_them_with_efbig_and_sigxfsz(usf):
+    """As Linux: regular files only, a write across the limit short, one at or past it
+    EFBIG after SIGXFSZ, whose default action ends a program that did not handle it."""
+    assert run(usf, """
+        import errno, os, resource, signal, subprocess
+        got = []
+        signal.signal(signal.SIGXFSZ, lambda s, f: got.append(s))
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
+        fd = os.open("/tmp/fsize", os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+        print(os.write(fd, b"x" * 900), os.write(fd, b"y" * 500))
+        for call in (lambda: os.write(fd, b"z"), lambda: os.pwrite(fd, b"z", 5000),
+                     lambda: os.writev(fd, [b"a", b"b"]), lambda: os.ftruncate(fd, 1001)):
+            try:
+                call()
+            except OSError as e:
+                print(e.errno == errno.EFBIG, end=" ")
+        print(len(got), os.pwrite(fd, b"ab", 999), os.fstat(fd).st_size)
+        os.lseek(fd, 0, os.SEEK_SET)
+        print(os.writev(fd, [b"1" * 600, b"2" * 600]), os.fstat(fd).st_size)
+        r, w = os.pipe()
+        print(os.write(w, b"p" * 2000))  # not a regular file
+        with open("/tmp/fsize-child", "wb") as out:
+            child = subprocess.run(["head", "-c", "5000", "/dev/zero"], stdout=out)
+        print(child.returncode == -signal.SIGXFSZ, os.stat("/tmp/fsize-child").st_size)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        print(os.write(fd, b"after"))
+        """) == ["900 100", "True True True True 4 1 1000", "1000 1000", "2000", "True 1000",
+                 "5"]
 
 
 def test_the_nice_value_goes_up_and_not_back_down(usf):

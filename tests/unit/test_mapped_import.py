@@ -7,6 +7,7 @@ module region; tests/integration/test_importer.py runs it in a USF.
 
 import importlib
 import importlib.resources
+import pathlib
 import pkgutil
 import sys
 
@@ -103,7 +104,10 @@ def test_a_mapped_package_has_a_directory_imports_attributes(mapped):
 def test_resources_are_read_from_the_mapping(mapped):
     files = importlib.resources.files("mapdemo")
     table = files / "data" / "table.json"
-    assert isinstance(table, importer.MappedTraversable)
+    assert isinstance(table, importer.traversable_class())
+    # A directory import's files() is a pathlib.Path: packages call exists() and glob() on it.
+    assert isinstance(table, pathlib.Path) and table.exists() and files.is_dir()
+    assert not (files / "missing.txt").exists()
     assert table.read_text() == '{"rows": 3}' and table.is_file()
     assert str(table) == f"{MOUNT}/mapdemo/data/table.json"
     assert sorted(p.name for p in files.iterdir()) == [

@@ -238,63 +238,77 @@ class MappedLoader:
     def get_resource_reader(self, fullname):
         if not self.is_package(fullname):
             return None
-        _register_as_file()
-        return MappedResources(MappedTraversable(self.mapped, self.path.rpartition("/")[0]))
+        return MappedResources(traversable_class()(self.path.rpartition("/")[0]))
 
 
-class MappedTraversable:
-    """importlib.resources' Traversable over a path in a mapped archive."""
+def traversable_class():
+    """The class of files()' paths, made on first use (importlib.resources has imported
+    pathlib by then): a pathlib.PosixPath, as a directory import's files() gives, since
+    packages call exists(), glob() or stat() on it (pendulum's locales); its listings and
+    reads come from the mapping, the rest from the mount."""
+    cls = _region.get("traversable")
+    if cls is None:
+        cls = _region["traversable"] = _make_traversable_class()
+    return cls
 
-    def __init__(self, mapped, path):
-        self.mapped = mapped
-        self.path = path
 
-    @property
-    def name(self):
-        return self.path.rpartition("/")[2]
+def _make_traversable_class():
+    import pathlib
 
-    def __str__(self):
-        return self.path
+    class MappedTraversable(pathlib.PosixPath):
+        def _mapped_file(self):
+            """The mapped archive holding this file, or None."""
+            mapped = _archive_of(str(self))
+            return mapped if mapped is not None and str(self) in mapped.files else None
 
-    def __repr__(self):
-        return f"MappedTraversable({self.path!r})"
+        def _kind(self):
+            """"dir" or "file" where the mapped index has it, else None: the mount answers
+            (what the index lacks may be elsewhere, the image being mounted at /)."""
+            mapped = _archive_of(str(self))
+            if mapped is None:
+                return None
+            if str(self) in mapped.dirs:
+                return "dir"
+            kind = mapped.dirs.get(str(self.parent), {}).get(self.name)
+            return kind if kind in ("dir", "file") else None
 
-    def is_dir(self):
-        return self.path in self.mapped.dirs
+        def exists(self):
+            return self._kind() is not None or super().exists()
 
-    def is_file(self):
-        return self.mapped.dirs.get(self.path.rpartition("/")[0], {}).get(self.name) == "file"
+        def is_dir(self):
+            kind = self._kind()
+            return super().is_dir() if kind is None else kind == "dir"
 
-    def iterdir(self):
-        if not self.is_dir():
-            raise NotADirectoryError(20, "Not a directory", self.path)
-        return iter([MappedTraversable(self.mapped, f"{self.path}/{name}")
-                     for name in sorted(self.mapped.dirs[self.path])])
+        def is_file(self):
+            kind = self._kind()
+            return super().is_file() if kind is None else kind == "file"
 
-    def joinpath(self, *descendants):
-        path = self.path
-        for part in "/".join(descendants).split("/"):
-            if part not in ("", "."):
-                path = path.rpartition("/")[0] if part == ".." else f"{path}/{part}"
-        return MappedTraversable(self.mapped, path)
+        def iterdir(self):
+            mapped = _archive_of(str(self))
+            names = None if mapped is None else mapped.dirs.get(str(self))
+            if names is None:
+                return super().iterdir()
+            return iter([self / name for name in sorted(names)])
 
-    __truediv__ = joinpath
+        def read_bytes(self):
+            mapped = self._mapped_file()
+            if mapped is None:  # a shared object, not in the region; or an error
+                return super().read_bytes()
+            return bytes(mapped.read(str(self)))
 
-    def read_bytes(self):
-        if self.path in self.mapped.files:
-            return bytes(self.mapped.read(self.path))
-        with open(self.path, "rb") as f:  # a shared object, not in the region; or an error
-            return f.read()
+        def read_text(self, encoding=None, errors=None):
+            with self.open("r", encoding=encoding, errors=errors) as f:
+                return f.read()
 
-    def read_text(self, encoding=None, errors=None):
-        with self.open("r", encoding=encoding, errors=errors) as f:
-            return f.read()
+        def open(self, mode="r", buffering=-1, encoding=None, errors=None, newline=None):
+            if mode not in ("r", "rb") or self._mapped_file() is None:
+                return super().open(mode, buffering, encoding, errors, newline)
+            stream = io.BytesIO(self.read_bytes())
+            if mode == "rb":
+                return stream
+            return io.TextIOWrapper(stream, io.text_encoding(encoding), errors, newline)
 
-    def open(self, mode="r", *args, **kwargs):
-        if mode not in ("r", "rb"):
-            raise ValueError(f"a packaged resource opens for reading only, not {mode!r}")
-        stream = io.BytesIO(self.read_bytes())
-        return stream if mode == "rb" else io.TextIOWrapper(stream, *args, **kwargs)
+    return MappedTraversable
 
 
 class MappedResources:
@@ -320,22 +334,6 @@ class MappedResources:
 
     def contents(self):
         return [child.name for child in self.root.iterdir()]
-
-
-def _register_as_file():
-    """as_file() of a mapped resource is its own guest path (the monitor serves it)."""
-    if _region.get("as_file"):
-        return
-    import contextlib
-    import pathlib
-    from importlib.resources import _common
-
-    @_common.as_file.register(MappedTraversable)
-    @contextlib.contextmanager
-    def _(path):
-        yield pathlib.Path(path.path)
-
-    _region["as_file"] = True
 
 
 def path_hook(path):

@@ -310,6 +310,12 @@ class _Planner:
             if os.path.isfile(path):
                 self.add_host_path(path)
 
+    def add_os_release(self) -> None:
+        """The host's /etc/os-release (and the /usr/lib file it links to): the image's
+        userland is the host's, and platform.freedesktop_os_release() raises without it."""
+        if os.path.isfile("/etc/os-release"):
+            self.add_host_path("/etc/os-release")
+
     def add_zoneinfo(self) -> None:
         """The first tz database directory on CPython's TZPATH, for zoneinfo and time."""
         for directory in (sysconfig.get_config_var("TZPATH") or "").split(os.pathsep):
@@ -525,6 +531,7 @@ def plan_image() -> ImagePlan:
     planner.add_zoneinfo()
     planner.add_utf8_locale()
     planner.add_netdb()
+    planner.add_os_release()
     plan = ImagePlan(
         entries=planner.entries,
         executable=executable,

@@ -108,6 +108,14 @@ def sigpipe_on_epipe(k: Kernel, flags: int = 0) -> Iterator[None]:
         raise
 
 
+def file_too_big(k: Kernel) -> SyscallError:
+    """EFBIG for a write or truncate past RLIMIT_FSIZE, once SIGXFSZ is sent to the thread,
+    as Linux does (its default action ends the process)."""
+    send(k, signal.SIGXFSZ, SigInfo(signal.SIGXFSZ, SI_USER, k.identity.pid, k.identity.uid),
+         k.thread_signals)
+    return SyscallError(errno.EFBIG)
+
+
 def fire_timer(k: Kernel, which: int, now: float) -> None:
     """An interval timer expired: its signal for the process, and the next period armed."""
     timer = k.signals.timers[which]

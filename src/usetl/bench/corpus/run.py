@@ -108,7 +108,10 @@ def _moto() -> Iterator[str]:
 
 def on_host(code: Path, module_dirs: list[Path], event: dict, timeout: float) -> object:
     """The handler's value in a host process (raises with its stderr's tail if it fails)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(map(str, [code, *module_dirs])),
+    # A USF's environment sets no locale (CPython coerces the C locale to C.UTF-8 and
+    # turns on its UTF-8 mode), so neither does the host's.
+    env = {k: v for k, v in os.environ.items() if k != "LANG" and not k.startswith("LC_")}
+    env.update(PYTHONPATH=os.pathsep.join(map(str, [code, *module_dirs])),
                OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     done = subprocess.run(
         [sys.executable, "-c", HOST_RUNNER.format(marker=RESULT)],

@@ -46,8 +46,9 @@ from ..hostfs import HostNode
 from ..ipc import F_GETPIPE_SZ, F_SETPIPE_SZ
 from ..pty import PtmxNode
 from ..sched import Block
-from ..sigdelivery import sigpipe_on_epipe
+from ..sigdelivery import file_too_big, sigpipe_on_epipe
 from .args import AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, s32, s64
+from .sys_identity import RLIMIT_FSIZE, soft_limit
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
@@ -222,10 +223,27 @@ def sys_read(k: Kernel, fd: int, buf: int, count: int, *_: int) -> int:
     return n
 
 
+def fsize_room(k: Kernel, f: OpenFile, count: int, at: int | None = None) -> int:
+    """How much of a write of `count` bytes at `at` (None: where f writes next) RLIMIT_FSIZE
+    lets through, as Linux applies it to regular files: one reaching past the soft limit is
+    cut short at it, one that starts there or beyond is EFBIG (with SIGXFSZ)."""
+    if not count or not f.writable or not st.S_ISREG(f.node.mode):
+        return count
+    limit = soft_limit(k, RLIMIT_FSIZE)
+    if at is None:
+        at = f.node.size if f.flags & O_APPEND else f.offset
+    if at + count <= limit:
+        return count
+    if at >= limit:
+        raise file_too_big(k)
+    return limit - at
+
+
 def sys_write(k: Kernel, fd: int, buf: int, count: int, *_: int) -> int:
     f = k.fds.get(s32(fd))
+    count = fsize_room(k, f, min(count, MAX_IO))
     with sigpipe_on_epipe(k):
-        return f.write(k.mem.slice(buf, min(count, MAX_IO)))
+        return f.write(k.mem.slice(buf, count))
 
 
 def sys_pread64(k: Kernel, fd: int, buf: int, count: int, offset: int, *_: int) -> int:
@@ -246,7 +264,7 @@ def sys_pwrite64(k: Kernel, fd: int, buf: int, count: int, offset: int, *_: int)
         raise SyscallError(errno.EBADF)
     count = min(count, MAX_IO)
     check_io_range(s64(offset), count)
-    return f.write_at(offset, k.mem.slice(buf, count))
+    return f.write_at(offset, k.mem.slice(buf, fsize_room(k, f, count, offset)))
 
 
 def sys_readv(k: Kernel, fd: int, iov: int, iovcnt: int, *_: int) -> int:
@@ -269,8 +287,11 @@ def sys_readv(k: Kernel, fd: int, iov: int, iovcnt: int, *_: int) -> int:
 
 def sys_writev(k: Kernel, fd: int, iov: int, iovcnt: int, *_: int) -> int:
     f = k.fds.get(s32(fd))
+    vectors = k.mem.iovecs(iov, s32(iovcnt))
+    room = fsize_room(k, f, sum(length for _, length in vectors))
     total = 0
-    for base, length in k.mem.iovecs(iov, s32(iovcnt)):
+    for base, whole in vectors:
+        length = min(whole, room - total)
         try:
             with sigpipe_on_epipe(k):
                 n = f.write(k.mem.slice(base, length))
@@ -279,7 +300,7 @@ def sys_writev(k: Kernel, fd: int, iov: int, iovcnt: int, *_: int) -> int:
                 break  # a short write, as Linux's when the pipe or socket fills
             raise
         total += n
-        if n < length:
+        if n < whole:
             break
     return total
 
@@ -369,6 +390,8 @@ def sys_ftruncate(k: Kernel, fd: int, length: int, *_: int) -> int:
     f = k.fds.get(s32(fd))
     if isinstance(f.node, ImageNode):
         raise SyscallError(errno.EINVAL)
+    if s64(length) > soft_limit(k, RLIMIT_FSIZE):
+        raise file_too_big(k)
     f.truncate(s64(length))
     return 0
 
@@ -380,6 +403,8 @@ def sys_truncate(k: Kernel, path: int, length: int, *_: int) -> int:
         raise SyscallError(errno.ENOENT)
     if not isinstance(r.node, TmpFile):
         raise SyscallError(errno.EISDIR if r.node.is_dir else errno.EROFS)
+    if s64(length) > soft_limit(k, RLIMIT_FSIZE):
+        raise file_too_big(k)
     truncate_tmp(r.node, s64(length), k.ns.tmp)
     return 0
 

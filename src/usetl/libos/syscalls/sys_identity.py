@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ..kernel import Kernel
 
 RLIMIT_NOFILE = 7
+RLIMIT_FSIZE = 1
 RLIMIT_STACK = 3
 THREAD_STACK = 2 << 20
 RLIM_INFINITY = (1 << 64) - 1
@@ -155,6 +156,10 @@ def _limits(k: Kernel, resource: int) -> tuple[int, int]:
     if not 0 <= resource < 16:
         raise SyscallError(errno.EINVAL)
     return RLIM_INFINITY, RLIM_INFINITY
+
+
+def soft_limit(k: Kernel, resource: int) -> int:
+    return _limits(k, resource)[0]
 
 
 def sys_prlimit64(k: Kernel, pid: int, resource: int, new: int, old: int, *_: int) -> int:

@@ -203,8 +203,9 @@ _ENTRIES = [
     Syscall("setdomainname", ident.sys_setdomainname, REFUSED, "EPERM: the guest is not root"),
     Syscall("sysinfo", ident.sys_sysinfo, PARTIAL, "memory figures are the VM's"),
     Syscall("prlimit64", ident.sys_prlimit64, PARTIAL,
-            "limits are kept, lowered, not raised past the hard limit; only RLIMIT_NOFILE is "
-            "enforced (EMFILE); RLIMIT_STACK soft 2 MiB (thread stacks)"),
+            "limits are kept, lowered, not raised past the hard limit; RLIMIT_NOFILE (EMFILE) "
+            "and RLIMIT_FSIZE (writes and truncates of regular files: short, EFBIG and "
+            "SIGXFSZ) are enforced; RLIMIT_STACK soft 2 MiB (thread stacks)"),
     Syscall("getrlimit", ident.sys_getrlimit, FULL),
     Syscall("sched_getaffinity", ident.sys_sched_getaffinity, FULL, "one vCPU"),
     Syscall("sched_yield", ident.sys_sched_yield, FULL, "other runnable threads go first"),
