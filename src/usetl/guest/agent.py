@@ -382,7 +382,7 @@ def warm_up():
         encode_reply(answer(abi.decode(request[abi.FRAME_HEADER_SIZE :])))
     del os.environ["USETL_INSTANCE_ID"]
     _sources.clear()
-    bytearray(MALLOC_WARM_UP_BYTES)  # calloc'd, so mapped and freed untouched
+    bytes(MALLOC_WARM_UP_BYTES)  # calloc'd (bytearray would memset it), so freed untouched
 
 
 if __name__ == "__main__":
