@@ -13,7 +13,6 @@ import pytest
 
 from guest_code import run_lines as run
 from guest_code import run_ok
-from usetl.hyperfork import Template
 from usetl.libos.hostfs import HostDirFS
 from usetl.usf import UsfConfig, start_usf
 from waiting import wait_until
@@ -577,14 +576,6 @@ print(os.path.exists("/etc/hostname"), os.path.exists("/dev/etl"), os.path.exist
     parent, child = out[:3], out[3:]
     assert parent == ["True connected", "False ECONNREFUSED", "False True True"]
     assert child == ["True connected", "False ECONNREFUSED", "False False True"]
-
-
-@pytest.fixture(scope="module")
-def template(image_path):
-    """A jailed base template: its clones' guest memory is copy-on-write, as the platform's."""
-    t = Template.start(image_path)
-    yield t
-    t.close()
 
 
 WORK = """

@@ -5,6 +5,7 @@ per 2 MiB; rollback, function templates and snapshots keep their exact bytes."""
 from pathlib import Path
 
 import pytest
+from test_hyperfork import out
 
 from usetl.hyperfork import Template
 from usetl.usf import UsfConfig
@@ -36,11 +37,6 @@ def plain(image_path):
     t = Template.start(image_path)
     yield t
     t.close()
-
-
-def out(result):
-    assert result.error is None, result.error
-    return result.stdout
 
 
 def first_touches(template: Template, code: str) -> int:

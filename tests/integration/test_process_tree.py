@@ -7,18 +7,9 @@ import textwrap
 import pytest
 from test_children import descendants
 
-from usetl.hyperfork import Template
 from waiting import wait_until
 
 pytestmark = pytest.mark.kvm
-
-
-@pytest.fixture(scope="module")
-def template(image_path):
-    """A jailed base template, as the platform's clones run (seccomp: no connect)."""
-    t = Template.start(image_path)
-    yield t
-    t.close()
 
 
 def run_in_clone(template, code: str, prelude: str = "", timeout: float = 120) -> list[str]:

@@ -6,16 +6,7 @@ jailed clone."""
 import pytest
 from test_process_tree import run_in_clone
 
-from usetl.hyperfork import Template
-
 pytestmark = pytest.mark.kvm
-
-
-@pytest.fixture(scope="module")
-def template(image_path):
-    t = Template.start(image_path)
-    yield t
-    t.close()
 
 
 # What a spawned child runs (by name, from a module in the clone's /tmp).
