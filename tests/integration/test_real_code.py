@@ -11,9 +11,9 @@ import textwrap
 import pytest
 from test_tls import tls_server  # noqa: F401 (a fixture: a TLS server with a CA made here)
 
-from usetl.image.modstore import ModuleStore, packed
+from usetl.image.modstore import ModuleStore
 from usetl.platform.backend import FunctionSpec
-from usetl.platform.kvm_backend import ENTRY, entry_source
+from usetl.platform.kvm_backend import ENTRY, entry_source, function_mounts
 from usetl.usf import UsfConfig, start_usf
 
 pytestmark = pytest.mark.kvm
@@ -26,12 +26,11 @@ def deploy(usf, tmp_path, source: str, requirements: list[str]) -> None:
     (code / "fn.py").write_text(textwrap.dedent(source))
     spec = FunctionSpec(key="real-code", code_dir=code, handler="fn.py:handler",
                         module_dirs=ModuleStore().install(requirements))
-    usf.mount("code", str(packed(code)))  # packed and imported from memory, as deployed
-    mounts = []
-    for i, directory in enumerate(spec.module_dirs):
-        usf.mount(f"m{i}", str(packed(directory)))
-        mounts.append(f"/m{i}")
-    loaded = usf.load_function("handler", source=entry_source(spec, mounts), filename=ENTRY,
+    mounts, module_mounts = function_mounts(spec)  # packed, imported from memory
+    for name, archive in mounts.items():
+        usf.mount(name, archive)
+    loaded = usf.load_function("handler", source=entry_source(spec, module_mounts),
+                               filename=ENTRY,
                                timeout=120)
     assert loaded.error is None, (loaded.error, loaded.stderr)
 

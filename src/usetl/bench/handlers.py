@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from usetl.api.launcher import free_port
 from usetl.bench.config import BenchConfig
 from usetl.bench.errors import BenchError
 from usetl.bench.stats import summary
@@ -126,12 +127,6 @@ def report_rows(count: int = 200, seed: int = 14) -> list[dict]:
              "region": rng.choice(["north", "south", "east", "west"])} for _ in range(count)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_listening(port: int, proc: subprocess.Popen, what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -165,7 +160,7 @@ class Inputs:
         self.env = {"S3_ENDPOINT": self.s3}
 
     def _serve(self, command: list[str], what: str, port_flag: str | None = None) -> str:
-        port = _free_port()
+        port = free_port()
         command = [*command, port_flag, str(port)] if port_flag else [*command, str(port)]
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.append(proc)

@@ -88,6 +88,16 @@ def entry_source(spec: FunctionSpec, module_mounts: list[str]) -> str:
     )
 
 
+def function_mounts(spec: FunctionSpec) -> tuple[dict[str, str], list[str]]:
+    """The packed archives of a function's code and requirements by mount name (imported
+    from the module region, usetl.importer), and its requirements' guest paths, in order.
+    Raises ModuleStoreError if one cannot be packed."""
+    mounts = {"code": str(packed(spec.code_dir))}
+    for i, directory in enumerate(spec.module_dirs):
+        mounts[f"m{i}"] = str(packed(directory))
+    return mounts, [f"/{name}" for name in mounts if name != "code"]
+
+
 def _prepend_env(name: str, dirs: list[str]) -> str:
     """Source that puts `dirs` first in the search-path variable `name` (none: nothing)."""
     if not dirs:
@@ -291,13 +301,8 @@ class KvmBackend:
         return sum(list(self.base_bytes.values()))
 
     def template(self, spec: FunctionSpec) -> KvmTemplate:
-        # Packed archives, imported from the module region (usetl.importer).
         try:
-            mounts = {"code": str(packed(spec.code_dir))}
-            module_mounts = []
-            for i, directory in enumerate(spec.module_dirs):
-                mounts[f"m{i}"] = str(packed(directory))
-                module_mounts.append(f"/m{i}")
+            mounts, module_mounts = function_mounts(spec)
         except ModuleStoreError as e:
             raise BackendError(str(e)) from e
         request = {"kind": abi.LOAD, "source": entry_source(spec, module_mounts),

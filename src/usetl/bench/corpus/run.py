@@ -19,11 +19,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from usetl.api.launcher import free_port
 from usetl.bench.corpus import Function, event_for
 from usetl.image.archive import ImageArchive
-from usetl.image.modstore import ModuleStore, packed
+from usetl.image.modstore import ModuleStore
 from usetl.platform.backend import FunctionSpec
-from usetl.platform.kvm_backend import ENTRY, entry_source
+from usetl.platform.kvm_backend import ENTRY, entry_source, function_mounts
 from usetl.usf import Usf, UsfConfig, start_usf
 
 RESULT = "USETL-CORPUS-RESULT "
@@ -53,21 +54,14 @@ def deploy(usf: Usf, code: Path, module_dirs: list[Path], timeout: float = 120) 
     """Load `code`/fn.py:handler with the module store's `module_dirs`, as deployed."""
     spec = FunctionSpec(key="corpus", code_dir=code, handler="fn.py:handler",
                         module_dirs=module_dirs)
-    usf.mount("code", str(packed(code)))
-    mounts = []
-    for i, directory in enumerate(module_dirs):
-        usf.mount(f"m{i}", str(packed(directory)))
-        mounts.append(f"/m{i}")
-    loaded = usf.load_function("handler", source=entry_source(spec, mounts), filename=ENTRY,
+    mounts, module_mounts = function_mounts(spec)
+    for name, archive in mounts.items():
+        usf.mount(name, archive)
+    loaded = usf.load_function("handler", source=entry_source(spec, module_mounts),
+                               filename=ENTRY,
                                timeout=timeout)
     if loaded.error is not None:
         raise RuntimeError(f"load failed: {loaded.error}\n{loaded.stderr[-2000:]}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -88,7 +82,7 @@ def services(needed: set[str]) -> Iterator[dict[str, str]]:
 
 @contextlib.contextmanager
 def _moto() -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
                              str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
