@@ -414,14 +414,14 @@ class Worker:
         """_deliver_sync(): awaited here on the loop when a warm instance serves it at
         once (no thread hop there and back on the caller's time), else on a thread."""
         version = self.versions.get(invocation.version_id)
+        event = json.loads(invocation.event)
         if (version is not None and delivered == 1 and not invocation.stage
                 and invocation.files is None and self.platform.runs_on_loop(version)
                 and (invocation.deadline is None or time.time() <= invocation.deadline)):
-            event = json.loads(invocation.event)
             outcome = await self.platform.run_on_loop(version, invocation.id, event)
             if outcome is not None:
                 return self._answered(invocation, version, event, outcome, None)
-        return await self._in_thread(self._deliver_sync, invocation, delivered)
+        return await self._in_thread(self._deliver_sync, invocation, delivered, event)
 
     def _ran(self) -> None:
         self.running -= 1
@@ -504,7 +504,7 @@ class Worker:
             self.platform.metrics.dead_letters.inc(function=version.key)
         return Delivery(callback=record["callback"] is not None)
 
-    def _deliver_sync(self, invocation: Invocation, delivered: int,
+    def _deliver_sync(self, invocation: Invocation, delivered: int, event: Any,
                       ) -> tuple[bytes | None, Callable[[], None] | None]:
         """Run a sync invocation: its answer for the caller (None: no one waits), and what
         writes its record, for the loop to call once the answer is on its way (from this
@@ -517,7 +517,6 @@ class Worker:
         version = self._version(invocation.version_id)
         if version is None:
             return _error(404, "function_not_found", "the function was deleted"), None
-        event = json.loads(invocation.event)
         try:
             self.platform.ensure_loaded(version, version.key)
         except UsetlError as e:
