@@ -58,7 +58,7 @@ def invocation_context(memory_mib: int, timeout: float | None, request_id: str |
     """The context a handler is called with; the one place it is made.
 
     request_id (new if not given), deadline (epoch seconds, None without a timeout),
-    memory_mib, and what the platform adds (function, version).
+    memory_mib, and what the platform adds (function, version, tenant).
     """
     deadline = time.time() + timeout if timeout is not None else None
     return {"request_id": request_id or uuid.uuid4().hex, "deadline": deadline,

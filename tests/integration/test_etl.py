@@ -290,6 +290,18 @@ def test_load_runs_module_code_once_and_invoke_calls_the_handler(usf):
     assert first.guest_ms >= 0 and first.guest_cpu_ms >= 0
 
 
+def test_a_handler_of_the_event_alone_and_an_async_handler_are_called_as_written(usf):
+    assert usf.load_function("handler", source="def handler(event):\n    return event * 2\n").ok
+    assert usf.call(21).value == 42
+    method = "class F:\n    def run(self, event):\n        return -event\nhandler = F().run\n"
+    assert usf.load_function("handler", source=method).ok
+    assert usf.call(5).value == -5
+    coroutine = ("import asyncio\nasync def handler(event, context):\n"
+                 "    await asyncio.sleep(0.01)\n    return [event, context.request_id]\n")
+    assert usf.load_function("handler", source=coroutine).ok
+    assert usf.call("e", context={"request_id": "r-2"}).value == ["e", "r-2"]
+
+
 def test_a_return_value_that_is_not_json_is_an_error_naming_its_type(usf):
     assert usf.load_function("handler", source="def handler(e, c):\n    return {1, 2}\n").ok
     r = usf.call(None)

@@ -112,6 +112,26 @@ def test_deploy_invoke_list_delete(alice):
     assert alice.invoke("hello", {"n": 5})["result"] == {"n": 5, "square": 25}
 
 
+LAMBDA_STYLE = """
+def lambda_handler(event, context):
+    return {"id": context.aws_request_id, "name": context.function_name,
+            "version": context.function_version, "arn": context.invoked_function_arn,
+            "memory": "MB: " + context.memory_limit_in_mb, "group": context.log_group_name,
+            "left": 0 < context.get_remaining_time_in_millis() <= 30000}
+"""
+
+
+def test_a_handler_written_for_lambda_reads_its_context_by_lambdas_names(alice):
+    deploy(alice, "lam", LAMBDA_STYLE, handler="fn.py:lambda_handler", timeout_s=30,
+           memory_mib=192)
+    record = alice.invoke("lam", {})
+    tenant = record["result"]["arn"].split(":")[4]
+    assert tenant.isdigit()
+    assert record["result"] == {"id": record["id"], "name": "lam", "version": "1",
+                                "arn": f"arn:usetl:lambda:local:{tenant}:function:lam",
+                                "memory": "MB: 192", "group": "/usetl/lam", "left": True}
+
+
 def test_raises_prints_times_out(alice):
     deploy(alice, "raises", RAISES)
     record = alice.invoke("raises", 7)

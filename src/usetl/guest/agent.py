@@ -25,7 +25,9 @@ A clone's first request after its fork or a rollback (HyperFork) carries an
 hooks (usetl.runtime), taken before the request itself.
 - freeze: the function's before-freeze hooks, just before its template freezes.
 - invoke: call handler(event, context) with the "event" (or the JSON file
-  named "event_file" the host put in its ETL region) and the "context"; the
+  named "event_file" the host put in its ETL region) and the "context"
+  (handler(event) if it takes one argument; an async def handler is run
+  with asyncio.run); the
   reply has the return value, which must be JSON-serialisable, and "imported":
   the modules the call imported (the platform learns templates from them).
 Every reply has "error" (None, or abi.error's form) and guest_ms; the
@@ -38,6 +40,7 @@ import json
 import os
 import sys
 import time
+import types
 
 if __name__ == "__main__":
     # /usetl/lib: where `usetl` (this runtime, usetl.etl and usetl.abi) is baked.
@@ -46,7 +49,7 @@ if __name__ == "__main__":
 from usetl import abi  # noqa: E402 - after the path it is found on
 
 _sources = {}  # filename -> source of code that has no file in the guest (for tracebacks)
-_function = {"handler": None, "module": None}
+_function = {"handler": None, "takes_context": True, "module": None}
 # An error that answers every request instead (abi.error's form): an instance whose
 # after-clone hooks failed says why, until a rollback takes it back to before them.
 _refused = {"error": None}
@@ -155,24 +158,47 @@ def load(request):
             except Exception as e:
                 raise ImportError(f"the learned import of {name!r} failed: {e}") from e
     _function["handler"] = handler
+    _function["takes_context"] = _takes_context(handler)
     _function["module"] = module
     return {"import_ms": (time.perf_counter() - started) * 1e3, "modules": len(sys.modules)}
 
 
 class Context:
-    """What the handler learns about its invocation: request_id, deadline, memory_mib, ..."""
+    """What the handler learns about its invocation: request_id, deadline, memory_mib, ...
+
+    It also answers to the names of AWS Lambda's Python context (aws_request_id,
+    function_name, get_remaining_time_in_millis(), ...), with their types (strings where
+    Lambda's are), so handlers written for Lambda run unmodified.
+    """
+
+    identity = None  # Lambda's Cognito identity and mobile client context: never set here
+    client_context = None
 
     def __init__(self, fields):
         self.__dict__.update(fields)
         self.request_id = fields.get("request_id")
         self.deadline = fields.get("deadline")
         self.memory_mib = fields.get("memory_mib")
+        name, version = fields.get("function") or "", fields.get("version")
+        self.aws_request_id = self.request_id
+        self.function_name = name
+        self.function_version = str(version) if version is not None else "$LATEST"
+        self.memory_limit_in_mb = str(self.memory_mib)
+        self.invoked_function_arn = (
+            f"arn:usetl:lambda:local:{fields.get('tenant', '')}:function:{name}")
+        self.log_group_name = f"/usetl/{name}"
+        self.log_stream_name = self.request_id
 
     def remaining_ms(self):
         """Milliseconds left before the deadline (None if there is none)."""
         if self.deadline is None:
             return None
         return max(0.0, (self.deadline - time.time()) * 1e3)
+
+    def get_remaining_time_in_millis(self):
+        """remaining_ms() as Lambda's whole milliseconds (None if there is no deadline)."""
+        left = self.remaining_ms()
+        return None if left is None else int(left)
 
 
 def invoke(request):
@@ -186,8 +212,26 @@ def invoke(request):
     else:
         event = request.get("event")
     before = set(sys.modules)
-    value = handler(event, Context(request.get("context") or {}))
+    if _function["takes_context"]:
+        value = handler(event, Context(request.get("context") or {}))
+    else:
+        value = handler(event)
+    if isinstance(value, types.CoroutineType):  # an async def handler: run to its end
+        import asyncio
+
+        value = asyncio.run(value)
     return {"value": value, "imported": imported_since(before)}
+
+
+def _takes_context(handler):
+    """False for a handler that takes the event alone (SeBS's and OpenFaaS's handle(req));
+    a callable this cannot read is called as Lambda calls it, with event and context."""
+    function = getattr(handler, "__func__", handler)
+    code = getattr(function, "__code__", None)
+    if code is None or code.co_flags & 0x04:  # no code object, or *args
+        return True
+    bound = 1 if function is not handler else 0
+    return code.co_argcount - bound != 1
 
 
 def imported_since(before):

@@ -856,6 +856,7 @@ def _context(version: Version, invocation_id: str, secrets: dict[str, str]) -> d
     the module, a warm-up, never sees them)."""
     return invocation_context(version.memory_mib, version.timeout_s, invocation_id,
                               function=version.name, version=version.version,
+                              tenant=version.tenant_id,
                               **({"secrets": secrets} if version.secrets else {}))
 
 
