@@ -121,9 +121,10 @@ def lambda_handler(event, context):
 """
 
 
-def test_a_handler_written_for_lambda_reads_its_context_by_lambdas_names(alice):
-    deploy(alice, "lam", LAMBDA_STYLE, handler="fn.py:lambda_handler", timeout_s=30,
-           memory_mib=192)
+def test_a_handler_written_for_lambda_is_named_and_reads_its_context_as_there(alice):
+    v = deploy(alice, "lam", LAMBDA_STYLE, handler="fn.lambda_handler", timeout_s=30,
+               memory_mib=192)
+    assert v["handler"] == "fn.py:lambda_handler"
     record = alice.invoke("lam", {})
     tenant = record["result"]["arn"].split(":")[4]
     assert tenant.isdigit()

@@ -88,6 +88,15 @@ def test_handlers_name_a_module_and_a_function():
             abi.split_handler(bad)
 
 
+def test_lambdas_module_function_handlers_are_given_as_file_and_function():
+    assert abi.canonical_handler("lambda_function.lambda_handler") == (
+        "lambda_function.py:lambda_handler")
+    assert abi.canonical_handler("src/app.handler") == "src/app.py:handler"
+    assert abi.canonical_handler("pkg.sub.mod.run") == "pkg/sub/mod.py:run"
+    for kept in ("fn.py:handler", "handler", ""):
+        assert abi.canonical_handler(kept) == kept
+
+
 def test_errors_have_one_form_and_a_known_kind():
     assert abi.error(abi.TIMEOUT, "too slow") == {
         "type": "Timeout", "message": "too slow", "traceback": "", "kind": abi.SANDBOX}

@@ -220,6 +220,16 @@ def _check_fields(message: dict, fields: dict, what: str, also: frozenset | set 
         raise ProtocolError(f"unknown fields in {what}: {sorted(unknown)}")
 
 
+def canonical_handler(handler: str) -> str:
+    """A handler as "file.py:function", also given as AWS Lambda's "module.function"
+    ("lambda_function.lambda_handler", "src/app.handler", "pkg.mod.handler"); other text
+    is returned as it is (for the caller's check to refuse)."""
+    if ":" in handler or "." not in handler:
+        return handler
+    module, _, function = handler.rpartition(".")
+    return f"{module.replace('.', '/')}.py:{function}"
+
+
 def split_handler(handler: str) -> tuple[str, str]:
     """"pkg/mod.py:func" -> ("pkg.mod", "func"): the module to import and the function."""
     path, sep, function = handler.partition(":")

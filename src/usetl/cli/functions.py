@@ -92,7 +92,8 @@ def _register_deploy(subparsers: argparse._SubParsersAction) -> None:
     deploy.add_argument("name", help="function name")
     deploy.add_argument("path", type=Path, help="a .py file, or a directory (a package)")
     deploy.add_argument("--handler", default=None,
-                        help="FILE.py:FUNCTION (default: <file>:handler, or main.py:handler)")
+                        help="FILE.py:FUNCTION, or Lambda's MODULE.FUNCTION "
+                        "(default: <file>:handler, or main.py:handler)")
     deploy.add_argument("-r", "--requirement", action="append", default=None, metavar="REQ",
                         help="a pip requirement, or a requirements file (as pip's -r: "
                         "--hash options are checked); repeatable; default: the directory's "

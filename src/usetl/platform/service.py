@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import json
 import logging
 import os
@@ -286,9 +287,11 @@ class Platform:
 
         The code is `request.files` (base64), or `archive`: a tar or zip file and its
         content type (code_archive.py). `progress(phase, done, total)` hears of the module
-        store's phases and of "template".
+        store's phases and of "template". The handler may be given as Lambda's
+        "module.function"; the version keeps it as "file.py:function".
         """
         _check_name(name, "function")
+        request = dataclasses.replace(request, handler=abi.canonical_handler(request.handler))
         settings = self._settings(request)
         files = self._decode_files(request.files) if archive is None else {}
         handler_file = request.handler.split(":")[0]
@@ -346,7 +349,8 @@ class Platform:
         lim = self.limits
         if not HANDLER.match(request.handler):
             raise ServiceError(400, "invalid_handler",
-                               f"handler {request.handler!r} is not of the form 'file.py:function'")
+                               f"handler {request.handler!r} is not of the form 'file.py:function' "
+                               "(or Lambda's 'module.function')")
         settings = Settings(
             memory_mib=request.memory_mib or lim.default_memory_mib,
             timeout_s=request.timeout_s or lim.default_timeout_s,
