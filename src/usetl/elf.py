@@ -31,6 +31,7 @@ PF_R = 4
 DT_NULL = 0
 DT_NEEDED = 1
 DT_STRTAB = 5
+DT_SONAME = 14
 DT_STRSZ = 10
 DT_RPATH = 15
 DT_RUNPATH = 29
@@ -96,6 +97,7 @@ class ElfFile:
     interp: str | None = None
     needed: list[str] = field(default_factory=list)
     runpath: list[str] = field(default_factory=list)
+    soname: str | None = None  # DT_SONAME: the name ld.so matches a DT_NEEDED entry against
 
     @classmethod
     def from_path(cls, path: str) -> ElfFile:
@@ -158,6 +160,8 @@ class ElfFile:
                 self.needed.append(string(val))
             elif tag in (DT_RUNPATH, DT_RPATH):
                 self.runpath.extend(p for p in string(val).split(":") if p)
+            elif tag == DT_SONAME:
+                self.soname = string(val)
 
     def vaddr_to_offset(self, vaddr: int) -> int:
         for ph in self.load_segments:

@@ -182,13 +182,14 @@ def test_non_pie_dynamic_executable(tmp_path: Path) -> None:
 def test_needed_and_runpath_of_a_shared_library(tmp_path: Path) -> None:
     path = compile_c(
         tmp_path, "libx.so", "-shared", "-fPIC", "-Wl,--no-as-needed", "-lm",
-        "-Wl,-rpath,/opt/one:/opt/two", "-Wl,--enable-new-dtags",
+        "-Wl,-rpath,/opt/one:/opt/two", "-Wl,--enable-new-dtags", "-Wl,-soname,libx.so.1",
         source="int f(int x) { return x + 1; }\n",
     )
     elf = ElfFile.from_path(path)
     assert elf.needed == readelf_dynamic(path, "NEEDED")
     assert "libm.so.6" in elf.needed
     assert elf.runpath == ["/opt/one", "/opt/two"]
+    assert elf.soname == readelf_dynamic(path, "SONAME")[0] == "libx.so.1"
     assert elf.interp is None
 
 
