@@ -17,7 +17,9 @@ __spec__.origin the .py's path, __spec__.cached its pyc, __path__ the
 package's directory. Resources come from the mapping: importlib.resources
 (files(), read_binary, read_text, as_file gives the real guest path) and
 pkgutil.get_data. Files a package opens by path are the monitor's to serve
-(from the same archive); extension modules load through ld.so as usual.
+(from the same archive); extension modules load through ld.so as usual, the
+libraries their wheel bundles loaded by path first where the packer recorded
+them (the archive's meta "libraries"), so ld.so does not search for them.
 
 Without the device (the process backend) `install()` does nothing.
 """
@@ -38,6 +40,7 @@ PYC_HEADER_SIZE = 16
 HASH_BASED = 0b01  # PEP 552 flags: bit 0, hash-based (the packer's pycs are unchecked)
 _archives = {}  # mount ("/m0") -> MappedArchive
 _region = {}  # "view": the mapped region, once mapped
+_loaded_libraries = set()  # sonames of the bundled libraries loaded by path
 
 
 class MappedImportError(ImportError):
@@ -52,9 +55,13 @@ class MappedArchive:
         self.mount = mount
         self.view = view
         try:
-            _, rows = fmt.read_index(view)
+            meta, rows = fmt.read_index(view)
         except fmt.ArchiveFormatError as e:
             raise MappedImportError(f"the module archive mounted at {mount} is {e}") from None
+        # extension module's guest path -> [(library's guest path, soname)], in load order
+        self.libraries = {_join(mount, module): [(_join(mount, path), soname)
+                                                  for path, soname in needs]
+                          for module, needs in meta.get("libraries", {}).items()}
         self.files = {}  # guest path -> (offset, size), of the files placed in the region
         self.dirs = {}  # guest path -> {name: kind}
         shadowed = frozenset(shadowed)
@@ -135,7 +142,9 @@ class MappedFinder:
 
     def _spec(self, fullname, origin, kind, package_dir):
         if kind == "extension":
-            loader = machinery.ExtensionFileLoader(fullname, origin)
+            libraries = self.mapped.libraries.get(origin)
+            loader = (BundledExtensionLoader(fullname, origin, libraries) if libraries
+                      else machinery.ExtensionFileLoader(fullname, origin))
         else:
             loader = MappedLoader(fullname, origin, kind, self.mapped)
         spec = machinery.ModuleSpec(fullname, loader, origin=origin,
@@ -168,6 +177,30 @@ class MappedFinder:
                     seen.add(stem)
                     if stem != "__init__":
                         yield prefix + stem, False
+
+
+class BundledExtensionLoader(machinery.ExtensionFileLoader):
+    """An extension module that needs libraries its wheel bundles: each is loaded by its
+    path first, in the packer's order, so ld.so finds it by soname instead of searching
+    the module's RPATH (a failed openat and a stat per hwcaps and legacy subdirectory)."""
+
+    def __init__(self, fullname, path, libraries):
+        super().__init__(fullname, path)
+        self.libraries = libraries
+
+    def create_module(self, spec):
+        import ctypes  # the agent has it imported already
+
+        for path, soname in self.libraries:
+            # A soname loaded already (the same library bundled by another wheel) is the
+            # one ld.so would bind to: a second copy must not be loaded.
+            if soname not in _loaded_libraries:
+                try:
+                    ctypes.CDLL(path)
+                except OSError:
+                    break  # ld.so's own search and error, as without the preload
+                _loaded_libraries.add(soname)
+        return super().create_module(spec)
 
 
 class MappedLoader:

@@ -26,7 +26,9 @@ then reuses them by soname.
 Each entry is also packed as an archive of the image's format, ``<entry>.usetl``
 beside it (`packed`), with an UNCHECKED_HASH pyc for every module: a USF maps
 it into its module region and imports from memory (usetl.importer), and its
-monitor serves the entry's files from it (libos.archivefs).
+monitor serves the entry's files from it (libos.archivefs). The archive's meta
+records each extension module's bundled libraries in load order
+(`bundled_libraries`), which the importer loads by path before the module.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 from usetl.abi.archive import in_region
@@ -66,9 +69,10 @@ SYSLIBS = ".usetl-syslibs"
 BUILT_WHEELS = ".built-wheels"  # wheels built from sdists, by the sdist's sha256
 PRELOAD = "preload.txt"
 ARCHIVE_SUFFIX = ".usetl"
-PACK_FORMAT = 2  # in each packed archive's meta: a new packing makes old archives stale
+PACK_FORMAT = 3  # in each packed archive's meta: a new packing makes old archives stale
 # Libraries every CPython process has loaded already (a second copy must not be loaded).
 ALWAYS_LOADED = frozenset({"libc.so.6", "libm.so.6", "ld-linux-x86-64.so.2"})
+MODULE_SUFFIXES = tuple(EXTENSION_SUFFIXES)  # extension modules' file names end so
 
 
 class ModuleStoreError(UsetlError):
@@ -328,6 +332,48 @@ def copy_system_libraries(entry: Path) -> list[str]:
     return order
 
 
+def bundled_libraries(entry: Path) -> dict[str, list[list[str]]]:
+    """Each extension module's libraries from inside the entry, in load order (a library
+    after the ones it needs), as [archive path, soname]: {"/pkg/_ext.so": [[...], ...]}.
+
+    ld.so finds a library that is loaded already by its soname, with no search; the
+    importer loads these by path first, so the search of the wheel's RPATH directories
+    (a failed openat and a stat for each hwcaps and legacy subdirectory, each a VM exit)
+    never happens. A library whose soname is not the name it is needed by is left out:
+    ld.so would not match it, and searches for it as before.
+    """
+    root = str(entry.resolve())
+    elves: dict[str, ElfFile | None] = {}
+    found = {}
+    for path in sorted(entry.rglob("*")):
+        if path.is_file() and not path.is_symlink() and path.name.endswith(MODULE_SUFFIXES):
+            order: list[list[str]] = []
+            _bundled_needs(str(path.resolve()), [], root, elves, order, set())
+            if order:
+                found["/" + path.relative_to(entry).as_posix()] = order
+    return found
+
+
+def _bundled_needs(path: str, runpath: list[str], root: str, elves: dict[str, ElfFile | None],
+                   order: list[list[str]], seen: set[str]) -> None:
+    """Append what `path` needs from inside `root` to `order`, its own needs first
+    (`seen`: the libraries visited, which a cycle of needs meets again)."""
+    elf = elves[path] if path in elves else elves.setdefault(path, _elf(path))
+    if elf is None:
+        return
+    search = [*elf.runpath, *runpath]  # DT_RPATH applies to the needs' needs as well
+    for name in elf.needed:
+        found = _find(name, search, os.path.dirname(path))
+        real = os.path.realpath(found) if found else ""
+        if name in ALWAYS_LOADED or not real.startswith(root + os.sep) or real in seen:
+            continue
+        seen.add(real)
+        _bundled_needs(real, search, root, elves, order, seen)
+        needed = elves[real]
+        if needed is not None and needed.soname == name:
+            order.append([real[len(root):], name])
+
+
 def archive_path(directory: Path) -> Path:
     """Where `packed` puts a directory's archive: beside it, named after it."""
     directory = Path(directory)
@@ -351,7 +397,8 @@ def packed(directory: Path) -> Path:
             writer = ArchiveWriter(out)
             _pack_tree(Path(directory), writer)
             writer.finish({"pack_format": PACK_FORMAT, "cache_tag": sys.implementation.cache_tag,
-                           "packed_from": str(directory)})
+                           "packed_from": str(directory),
+                           "libraries": bundled_libraries(Path(directory))})
         os.chmod(temp, 0o444)
         os.replace(temp, target)
     except OSError as e:
