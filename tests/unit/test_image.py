@@ -9,6 +9,7 @@ import os
 import posixpath
 import shutil
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from usetl.image import (
     build_image,
     cache_root,
     default_image,
+    ldcache,
     list_images,
 )
 from usetl.image.archive import FORMAT_VERSION, HEADER, TRAILER, ArchiveWriter
@@ -373,3 +375,45 @@ def test_cli_build_and_ls(cache: Path, image: Path, capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     assert image.parent.name[:12] in out and "*" in out
     assert "libpython" in out or "libc" in out
+
+
+LDCONFIG = shutil.which("ldconfig") or "/sbin/ldconfig"
+needs_ld_cache = pytest.mark.skipif(
+    not (os.path.isfile("/etc/ld.so.cache") and os.access(LDCONFIG, os.X_OK)),
+    reason="no /etc/ld.so.cache and ldconfig on this host")
+
+
+@needs_ld_cache
+def test_ld_cache_lists_the_hosts_entries_for_the_libraries_it_carries(archive: ImageArchive):
+    """What ld.so and `ldconfig -p` read: the host's cache less what the image lacks, every
+    path reaching a file of the image, libc's among them."""
+    entries = ldcache.read_entries(image_bytes(archive, "/etc/ld.so.cache"))
+    host = ldcache.read_entries(host_bytes("/etc/ld.so.cache"))
+    assert entries and set(entries) <= set(host)
+    ns = Namespace(archive, 0, {}, archive.meta["executable"])
+    for _, _, path in entries:
+        assert isinstance(ns.resolve(path).node, ImageNode), path
+    assert any(soname == "libc.so.6" for _, soname, _ in entries)
+    assert image_bytes(archive, "/sbin/ldconfig") == host_bytes(LDCONFIG)
+
+
+@needs_ld_cache
+def test_ld_cache_written_is_what_ldconfig_reads_in_ldconfigs_order(tmp_path: Path):
+    host = ldcache.read_entries(host_bytes("/etc/ld.so.cache"))
+    written = tmp_path / "ld.so.cache"
+    written.write_bytes(ldcache.cache_bytes(list(reversed(host))))
+    assert ldcache.read_entries(written.read_bytes()) == host  # ld.so's search order
+
+    def listing(*extra: str) -> list[str]:
+        out = subprocess.run([LDCONFIG, "-p", *extra], capture_output=True, text=True).stdout
+        return [line for line in out.splitlines()[1:] if line.startswith("\t")]
+
+    assert listing("-C", str(written)) == listing()
+
+
+@pytest.mark.parametrize("a, b", [("libz.so.1", "libz.so.10"), ("libc.so.6", "libcrypt.so.1"),
+                                  ("libfoo.so", "libfoo2.so"), ("libx.so", "libx.so.1"),
+                                  ("lib9.so", "lib10.so")])
+def test_libcmp_orders_digit_runs_as_numbers_as_glibc_does(a: str, b: str):
+    assert ldcache.libcmp(a, b) < 0 < ldcache.libcmp(b, a)
+    assert ldcache.libcmp(a, a) == 0

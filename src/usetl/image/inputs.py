@@ -34,12 +34,13 @@ from typing import Any, Literal
 from usetl.elf import ElfError, ElfFile
 
 from .archive import FORMAT_VERSION, MAX_SYMLINK_HOPS, ImageError
+from .ldcache import image_cache
 
 log = logging.getLogger(__name__)
 
 # Bump when the builder puts different bytes or paths into an image for the
 # same host files, so cached images built by older code are not reused.
-BUILDER_VERSION = 3
+BUILDER_VERSION = 4
 
 # Where ld.so looks after DT_RUNPATH (Debian multiarch first, then the
 # classic dirs); the builder searches them in this order.
@@ -91,6 +92,8 @@ EXCLUDED_STDLIB_TOP = frozenset(
     {"tkinter", "idlelib", "ensurepip", "turtledemo", "site-packages", "dist-packages"}
 )
 NETDB_FILES = ("/etc/services", "/etc/protocols")
+LD_CACHE = "/etc/ld.so.cache"
+LDCONFIG = "/sbin/ldconfig"  # ctypes.util.find_library runs `ldconfig -p`
 EXCLUDED_STDLIB_ANYWHERE = frozenset({"test", "tests", "__pycache__"})
 EXCLUDED_EXTENSION_PREFIXES = ("_test", "_ctypes_test", "_tkinter", "xxlimited", "_xxtestfuzz")
 
@@ -309,6 +312,45 @@ class _Planner:
         for path in NETDB_FILES:
             if os.path.isfile(path):
                 self.add_host_path(path)
+
+    def add_ld_cache(self) -> None:
+        """/etc/ld.so.cache, the host's entries for the libraries the image carries (ldcache),
+        and /sbin/ldconfig, which `ctypes.util.find_library` runs to read it. Last: after
+        every library is in."""
+        try:
+            with open(LD_CACHE, "rb") as f:
+                host, mtime = f.read(), os.fstat(f.fileno()).st_mtime_ns
+        except OSError:
+            log.warning("no %s on this host: ld.so searches the default directories", LD_CACHE)
+            return
+        data = image_cache(host, self.carries)
+        if data is not None:
+            self.add_generated(LD_CACHE, data, FILE_MODE, mtime)
+            if os.path.isfile(LDCONFIG):  # its path as the host has it: /sbin is a link
+                self.add_elf_closure(LDCONFIG, required=False)
+
+    def carries(self, path: str) -> bool:
+        """Whether a guest path reaches a file of the image, through its symlinks (as the
+        guest's lookup follows them)."""
+        pending = deque(p for p in path.split("/") if p not in ("", "."))
+        current, hops = "/", 0
+        while pending:
+            name = pending.popleft()
+            if name == "..":
+                current = posixpath.dirname(current)
+                continue
+            candidate = posixpath.join(current, name)
+            entry = self.entries.get(candidate)
+            if entry is None or hops > MAX_SYMLINK_HOPS:
+                return False
+            if entry.kind == "symlink":
+                hops += 1
+                target = entry.target or ""
+                current = "/" if target.startswith("/") else current
+                pending.extendleft(reversed([p for p in target.split("/") if p not in ("", ".")]))
+                continue
+            current = candidate
+        return self.entries[current].kind == "file"
 
     def add_os_release(self) -> None:
         """The host's /etc/os-release (and the /usr/lib file it links to): the image's
@@ -532,6 +574,7 @@ def plan_image() -> ImagePlan:
     planner.add_utf8_locale()
     planner.add_netdb()
     planner.add_os_release()
+    planner.add_ld_cache()
     plan = ImagePlan(
         entries=planner.entries,
         executable=executable,

@@ -1,4 +1,5 @@
-"""Libraries a wheel bundles, loaded by path before its extension module: no RPATH search.
+"""How libraries are found in a USF: a wheel's bundled ones loaded by path before its
+extension module (no RPATH search), the others through the image's ld.so.cache.
 
 Two entries built here with gcc as auditwheel lays a wheel out: extension modules
 with an RPATH into a `.libs` directory of hash-named libraries, each with its
@@ -81,7 +82,9 @@ def test_the_packer_records_each_modules_bundled_libraries_in_load_order(tmp_pat
             f"/demo/_ext{SUFFIX}": [[f"/bundled.libs/{LEAF}", LEAF], [f"/bundled.libs/{MID}", MID]],
         }
     with ImageArchive.open(two) as archive:
-        assert archive.meta["libraries"] == {f"/other/_ext2{SUFFIX}": [[f"/other.libs/{LEAF}", LEAF]]}
+        assert archive.meta["libraries"] == {
+            f"/other/_ext2{SUFFIX}": [[f"/other.libs/{LEAF}", LEAF]],
+        }
 
 
 def test_bundled_libraries_load_by_path_with_no_search_and_one_copy_per_soname(image, tmp_path):
@@ -105,3 +108,21 @@ def test_bundled_libraries_load_by_path_with_no_search_and_one_copy_per_soname(i
     assert r.value["leaves"] == [f"/m0/bundled.libs/{LEAF}"]
     assert misses == []  # without the preload: ld.so's probes of both RPATH directories
     assert r.value["loader"] == "BundledExtensionLoader"
+
+
+def test_ctypes_find_library_reads_the_images_cache_through_ldconfig(image):
+    """`ldconfig -p` runs as a child program and lists only libraries the guest has."""
+    code = """
+import ctypes, ctypes.util, os, subprocess
+out = subprocess.run(["/sbin/ldconfig", "-p"], capture_output=True, text=True).stdout
+paths = [line.rpartition(" => ")[2] for line in out.splitlines()[1:]]
+print(ctypes.util.find_library("c"), ctypes.CDLL(ctypes.util.find_library("m")).cos is not None,
+      len(paths) > 10, all(os.path.isfile(p) for p in paths))
+"""
+    usf = start_usf(image, UsfConfig())
+    try:
+        r = usf.run_code(code, timeout=120)
+    finally:
+        usf.close()
+    assert r.ok, (r.error, r.stderr)
+    assert r.stdout.split() == ["libc.so.6", "True", "True", "True"]
