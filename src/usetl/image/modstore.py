@@ -339,8 +339,9 @@ def bundled_libraries(entry: Path) -> dict[str, list[list[str]]]:
     ld.so finds a library that is loaded already by its soname, with no search; the
     importer loads these by path first, so the search of the wheel's RPATH directories
     (a failed openat and a stat for each hwcaps and legacy subdirectory, each a VM exit)
-    never happens. A library whose soname is not the name it is needed by is left out:
-    ld.so would not match it, and searches for it as before.
+    never happens. A library whose soname is not the name it is needed by is left out
+    (ld.so would not match it, and searches for it as before), and so is one that needs
+    it: loaded on its own it would not find it, having no loader's RPATH to inherit.
     """
     root = str(entry.resolve())
     elves: dict[str, ElfFile | None] = {}
@@ -354,24 +355,35 @@ def bundled_libraries(entry: Path) -> dict[str, list[list[str]]]:
     return found
 
 
-def _bundled_needs(path: str, runpath: list[str], root: str, elves: dict[str, ElfFile | None],
-                   order: list[list[str]], seen: set[str]) -> None:
-    """Append what `path` needs from inside `root` to `order`, its own needs first
-    (`seen`: the libraries visited, which a cycle of needs meets again)."""
+def _bundled_needs(path: str, inherited: list[str], root: str,
+                   elves: dict[str, ElfFile | None], order: list[list[str]],
+                   seen: set[str]) -> bool:
+    """Append what `path` needs from inside `root` to `order`, its own needs first; returns
+    whether all of them were (each then loads on its own, by path). `inherited`: the RPATH
+    directories of the objects that need it, which ld.so searches for it too; `seen`: the
+    libraries visited, which a cycle of needs meets again."""
     elf = elves[path] if path in elves else elves.setdefault(path, _elf(path))
     if elf is None:
-        return
-    search = [*elf.runpath, *runpath]  # DT_RPATH applies to the needs' needs as well
+        return False
+    origin = os.path.dirname(path)  # $ORIGIN is the directory of the object naming it
+    search = [d.replace("${ORIGIN}", origin).replace("$ORIGIN", origin)
+              for d in elf.runpath] + inherited
+    complete = True
     for name in elf.needed:
-        found = _find(name, search, os.path.dirname(path))
+        found = _find(name, search, origin)
         real = os.path.realpath(found) if found else ""
-        if name in ALWAYS_LOADED or not real.startswith(root + os.sep) or real in seen:
+        if name in ALWAYS_LOADED or not real.startswith(root + os.sep):
+            continue  # ld.so finds it in the default directories, as it would
+        if real in seen:
+            complete = complete and any(real == root + p for p, _ in order)
             continue
         seen.add(real)
-        _bundled_needs(real, search, root, elves, order, seen)
-        needed = elves[real]
-        if needed is not None and needed.soname == name:
+        if _bundled_needs(real, search, root, elves, order, seen) \
+                and (needed := elves[real]) is not None and needed.soname == name:
             order.append([real[len(root):], name])
+        else:
+            complete = False
+    return complete
 
 
 def archive_path(directory: Path) -> Path:
