@@ -35,11 +35,11 @@ PyMODINIT_FUNC PyInit_%(name)s(void) { return PyModule_Create(&def); }
 """
 FUNCTION = """
 def handler(event, context):
-    import demo._ext, other._ext2
+    import demo.core._ext, other._ext2
     with open("/proc/self/maps") as f:
         leaves = sorted({line.split()[-1] for line in f if "libleaf" in line})
-    return {"values": [demo._ext.value(), other._ext2.value()], "leaves": leaves,
-            "loader": type(demo._ext.__spec__.loader).__name__}
+    return {"values": [demo.core._ext.value(), other._ext2.value()], "leaves": leaves,
+            "loader": type(demo.core._ext.__spec__.loader).__name__}
 """
 
 
@@ -53,18 +53,22 @@ def gcc(out, source, *flags):
 
 
 def make_entries(root):
-    """Entry one: demo/_ext needs libmid, which needs libleaf (both in bundled.libs).
-    Entry two: other/_ext2 needs its own copy of libleaf, the same soname."""
+    """Entry one: demo/core/_ext needs libmid, which needs libleaf (both in bundled.libs);
+    libmid has no RPATH of its own and finds libleaf through _ext's, as ld.so lets it
+    (scipy's libgfortran finds its libquadmath so). Entry two: other/_ext2 needs its own
+    copy of libleaf, the same soname."""
     libs = root / "one" / "bundled.libs"
     libs.mkdir(parents=True)
     gcc(libs / LEAF, "int leaf(void) { return 40; }\n", f"-Wl,-soname,{LEAF}")
     gcc(libs / MID, "int leaf(void);\nint mid(void) { return leaf() + 1; }\n",
-        f"-Wl,-soname,{MID}", f"-L{libs}", f"-l:{LEAF}", "-Wl,-rpath,$ORIGIN")
-    (root / "one" / "demo").mkdir()
-    (root / "one" / "demo" / "__init__.py").write_text("")
+        f"-Wl,-soname,{MID}", f"-L{libs}", f"-l:{LEAF}")
+    package = root / "one" / "demo" / "core"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package.parent / "__init__.py").write_text("")
     include = f"-I{sysconfig.get_paths()['include']}"
-    gcc(root / "one" / "demo" / f"_ext{SUFFIX}", MODULE % {"call": "mid", "name": "_ext"},
-        include, f"-L{libs}", f"-l:{MID}", "-Wl,-rpath,$ORIGIN/../bundled.libs")
+    gcc(package / f"_ext{SUFFIX}", MODULE % {"call": "mid", "name": "_ext"},
+        include, f"-L{libs}", f"-l:{MID}", "-Wl,-rpath,$ORIGIN/../../bundled.libs")
     other = root / "two" / "other.libs"
     other.mkdir(parents=True)
     shutil.copy(libs / LEAF, other / LEAF)
@@ -79,7 +83,8 @@ def test_the_packer_records_each_modules_bundled_libraries_in_load_order(tmp_pat
     one, two = make_entries(tmp_path)
     with ImageArchive.open(one) as archive:
         assert archive.meta["libraries"] == {
-            f"/demo/_ext{SUFFIX}": [[f"/bundled.libs/{LEAF}", LEAF], [f"/bundled.libs/{MID}", MID]],
+            f"/demo/core/_ext{SUFFIX}": [[f"/bundled.libs/{LEAF}", LEAF],
+                                         [f"/bundled.libs/{MID}", MID]],
         }
     with ImageArchive.open(two) as archive:
         assert archive.meta["libraries"] == {
