@@ -131,3 +131,30 @@ print(ctypes.util.find_library("c"), ctypes.CDLL(ctypes.util.find_library("m")).
         usf.close()
     assert r.ok, (r.error, r.stderr)
     assert r.stdout.split() == ["libc.so.6", "True", "True", "True"]
+
+
+def test_the_images_extension_modules_load_their_system_libraries_by_path(image, tmp_path):
+    """_lzma needs liblzma: loaded by path first, ld.so neither tries the interpreter's
+    RUNPATH (a failed openat) nor reads /etc/ld.so.cache for it (five syscalls)."""
+    source = """
+import sys
+def handler(event, context):
+    fresh = "_lzma" not in sys.modules
+    import _lzma
+    return [fresh, type(_lzma.__spec__.loader).__name__, _lzma.LZMACompressor is not None]
+"""
+    (tmp_path / "code").mkdir()
+    usf = start_usf(image, UsfConfig(trace=True))
+    try:
+        usf.mount("code", str(packed(tmp_path / "code")))  # the image goes in the region too
+        r = usf.load_function("handler", source=source, filename="/tmp/fn.py", timeout=120)
+        assert r.ok, (r.error, r.stderr)
+        traced = len(usf.kernel.trace)
+        r = usf.call({}, timeout=60)
+        assert r.ok, (r.error, r.stderr)
+        calls = usf.kernel.trace[traced:]
+    finally:
+        usf.close()
+    assert r.value == [True, "BundledExtensionLoader", True]
+    assert [t.name for t in calls if t.result == -errno.ENOENT] == []
+    assert sum(t.name == "openat" for t in calls) == 2  # liblzma and _lzma, nothing else

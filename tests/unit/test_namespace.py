@@ -91,11 +91,11 @@ def test_executable_is_in_the_image(ns: Namespace, archive: ImageArchive) -> Non
 @pytest.mark.parametrize("path", ["/etc/shadow", "/etc/hostname", "/etc/passwd"])
 def test_host_etc_is_not_in_the_image(ns: Namespace, path: str) -> None:
     # The image's /etc holds the trust store, the services and protocols tables, the
-    # os-release of its userland and the alternatives' links of its programs (awk, which)
-    # only: the host's own files are not there.
+    # os-release of its userland, the alternatives' links of its programs (awk, which)
+    # and the ld.so.cache of its libraries only: the host's own files are not there.
     etc = ns.resolve("/etc").node
     assert etc is not None and {name for name, _ in ns.children("/etc", etc)} <= {
-        "ssl", "services", "protocols", "os-release", "alternatives"}
+        "ssl", "services", "protocols", "os-release", "alternatives", "ld.so.cache"}
     assert ns.resolve(path).node is None
 
 

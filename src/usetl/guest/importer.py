@@ -180,27 +180,36 @@ class MappedFinder:
 
 
 class BundledExtensionLoader(machinery.ExtensionFileLoader):
-    """An extension module that needs libraries its wheel bundles: each is loaded by its
-    path first, in the packer's order, so ld.so finds it by soname instead of searching
-    the module's RPATH (a failed openat and a stat per hwcaps and legacy subdirectory)."""
+    """An extension module whose libraries its archive records (a wheel's bundled ones, the
+    image's system ones for lib-dynload): each is loaded by its path first, in that order,
+    so ld.so finds it by soname instead of searching for it (the module's RPATH: a failed
+    openat and a stat per hwcaps and legacy subdirectory; /etc/ld.so.cache: five syscalls
+    on each dlopen that reads it)."""
 
     def __init__(self, fullname, path, libraries):
         super().__init__(fullname, path)
         self.libraries = libraries
 
     def create_module(self, spec):
-        import ctypes  # the agent has it imported already
-
-        for path, soname in self.libraries:
-            # A soname loaded already (the same library bundled by another wheel) is the
-            # one ld.so would bind to: a second copy must not be loaded.
-            if soname not in _loaded_libraries:
-                try:
-                    ctypes.CDLL(path)
-                except OSError:
-                    break  # ld.so's own search and error, as without the preload
-                _loaded_libraries.add(soname)
+        load_libraries(self.libraries)
         return super().create_module(spec)
+
+
+def load_libraries(libraries, mode=0):
+    """dlopen each (path, soname) in order, unless a library of that soname was loaded so
+    already: that one is what ld.so binds the name to (the same library bundled by two
+    wheels, or copied into two entries), and a second copy must not be loaded. Stops at
+    the first that fails: ld.so's own search and error follow, as without it."""
+    import ctypes  # the agent has it imported already
+
+    for path, soname in libraries:
+        if soname in _loaded_libraries:
+            continue
+        try:
+            ctypes.CDLL(path, mode=mode)
+        except OSError:
+            return
+        _loaded_libraries.add(soname)
 
 
 class MappedLoader:

@@ -35,12 +35,13 @@ from usetl.elf import ElfError, ElfFile
 
 from .archive import FORMAT_VERSION, MAX_SYMLINK_HOPS, ImageError
 from .ldcache import image_cache
+from .loadorder import load_order
 
 log = logging.getLogger(__name__)
 
 # Bump when the builder puts different bytes or paths into an image for the
 # same host files, so cached images built by older code are not reused.
-BUILDER_VERSION = 4
+BUILDER_VERSION = 5
 
 # Where ld.so looks after DT_RUNPATH (Debian multiarch first, then the
 # classic dirs); the builder searches them in this order.
@@ -129,6 +130,7 @@ class ImagePlan:
     lib_dynload: str
     missing_libraries: list[str]
     ca_file: str | None = None  # the trust store, where the guest's OpenSSL opens it
+    libraries: dict[str, list[list[str]]] = field(default_factory=dict)  # loadorder's
     digest: str = ""
 
     def sources_to_compile(self) -> list[str]:
@@ -152,6 +154,7 @@ class ImagePlan:
             "guest_lib": GUEST_LIB,
             "missing_libraries": self.missing_libraries,
             "ca_file": self.ca_file,
+            "libraries": self.libraries,
         }
 
 
@@ -384,6 +387,22 @@ class _Planner:
                 continue
             self.add_elf_closure(posixpath.join(lib_dynload, name), required=False)
 
+    def extension_libraries(self, lib_dynload: str) -> dict[str, list[list[str]]]:
+        """lib-dynload's extension modules' libraries, in load order (loadorder), as [guest
+        path, soname]: found as the closure found them (add_elf_closure), where ld.so would
+        try the interpreter's RUNPATH and then read /etc/ld.so.cache for each."""
+        def elf_of(path: str) -> ElfFile | None:
+            return self._elf(os.path.realpath(path))
+
+        found = {}
+        for path, entry in sorted(self.entries.items()):
+            if entry.kind == "file" and posixpath.dirname(path) == lib_dynload \
+                    and path.endswith(".so"):
+                order = load_order(path, lambda name, _: self._libraries.get(name), elf_of)
+                if order:
+                    found[path] = order
+        return found
+
     def add_executable(self, executable: str) -> str:
         """The interpreter binary and its libraries; returns its PT_INTERP path."""
         self.add_elf_closure(executable, required=True)
@@ -583,6 +602,7 @@ def plan_image() -> ImagePlan:
         lib_dynload=lib_dynload,
         missing_libraries=planner.missing_libraries,
         ca_file=ca_file,
+        libraries=planner.extension_libraries(lib_dynload),
     )
     plan.digest = plan_digest(plan)
     return plan

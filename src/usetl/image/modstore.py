@@ -60,6 +60,7 @@ from usetl.errors import UsetlError
 from .archive import ArchiveWriter, ImageArchive, ImageError
 from .build import COMPILE_CHUNK, _can_fork_pool, cache_root
 from .inputs import DEFAULT_LIBRARY_DIRS
+from .loadorder import ALWAYS_LOADED, load_order
 from .packaging import PackagingError, build_wheel, sandboxed_pip, scratch_directory
 from .pyc import compile_pyc, pyc_path, source_hash_of_pyc
 
@@ -70,8 +71,6 @@ BUILT_WHEELS = ".built-wheels"  # wheels built from sdists, by the sdist's sha25
 PRELOAD = "preload.txt"
 ARCHIVE_SUFFIX = ".usetl"
 PACK_FORMAT = 3  # in each packed archive's meta: a new packing makes old archives stale
-# Libraries every CPython process has loaded already (a second copy must not be loaded).
-ALWAYS_LOADED = frozenset({"libc.so.6", "libm.so.6", "ld-linux-x86-64.so.2"})
 MODULE_SUFFIXES = tuple(EXTENSION_SUFFIXES)  # extension modules' file names end so
 
 
@@ -333,57 +332,28 @@ def copy_system_libraries(entry: Path) -> list[str]:
 
 
 def bundled_libraries(entry: Path) -> dict[str, list[list[str]]]:
-    """Each extension module's libraries from inside the entry, in load order (a library
-    after the ones it needs), as [archive path, soname]: {"/pkg/_ext.so": [[...], ...]}.
-
-    ld.so finds a library that is loaded already by its soname, with no search; the
-    importer loads these by path first, so the search of the wheel's RPATH directories
-    (a failed openat and a stat for each hwcaps and legacy subdirectory, each a VM exit)
-    never happens. A library whose soname is not the name it is needed by is left out
-    (ld.so would not match it, and searches for it as before), and so is one that needs
-    it: loaded on its own it would not find it, having no loader's RPATH to inherit.
-    """
+    """Each extension module's libraries from inside the entry, in load order
+    (usetl.image.loadorder), as [archive path, soname]: {"/pkg/_ext.so": [[...], ...]}.
+    Libraries from outside it are left to ld.so."""
     root = str(entry.resolve())
     elves: dict[str, ElfFile | None] = {}
+
+    def elf_of(path: str) -> ElfFile | None:
+        return elves[path] if path in elves else elves.setdefault(path, _elf(path))
+
+    def inside(name: str, search: list[str]) -> str | None:
+        found = _find(name, search, root)
+        real = os.path.realpath(found) if found else ""
+        return real if real.startswith(root + os.sep) else None
+
     found = {}
     for path in sorted(entry.rglob("*")):
         if path.is_file() and not path.is_symlink() and path.name.endswith(MODULE_SUFFIXES):
-            order: list[list[str]] = []
-            _bundled_needs(str(path.resolve()), [], root, elves, order, set())
+            order = load_order(str(path.resolve()), inside, elf_of)
             if order:
-                found["/" + path.relative_to(entry).as_posix()] = order
+                found["/" + path.relative_to(entry).as_posix()] = [
+                    [library[len(root):], soname] for library, soname in order]
     return found
-
-
-def _bundled_needs(path: str, inherited: list[str], root: str,
-                   elves: dict[str, ElfFile | None], order: list[list[str]],
-                   seen: set[str]) -> bool:
-    """Append what `path` needs from inside `root` to `order`, its own needs first; returns
-    whether all of them were (each then loads on its own, by path). `inherited`: the RPATH
-    directories of the objects that need it, which ld.so searches for it too; `seen`: the
-    libraries visited, which a cycle of needs meets again."""
-    elf = elves[path] if path in elves else elves.setdefault(path, _elf(path))
-    if elf is None:
-        return False
-    origin = os.path.dirname(path)  # $ORIGIN is the directory of the object naming it
-    search = [d.replace("${ORIGIN}", origin).replace("$ORIGIN", origin)
-              for d in elf.runpath] + inherited
-    complete = True
-    for name in elf.needed:
-        found = _find(name, search, origin)
-        real = os.path.realpath(found) if found else ""
-        if name in ALWAYS_LOADED or not real.startswith(root + os.sep):
-            continue  # ld.so finds it in the default directories, as it would
-        if real in seen:
-            complete = complete and any(real == root + p for p, _ in order)
-            continue
-        seen.add(real)
-        if _bundled_needs(real, search, root, elves, order, seen) \
-                and (needed := elves[real]) is not None and needed.soname == name:
-            order.append([real[len(root):], name])
-        else:
-            complete = False
-    return complete
 
 
 def archive_path(directory: Path) -> Path:

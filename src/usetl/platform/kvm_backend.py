@@ -66,10 +66,12 @@ def entry_source(spec: FunctionSpec, module_mounts: list[str]) -> str:
         order = Path(host_dir) / SYSLIBS / PRELOAD
         if order.is_file():
             preload += [f"{mount}/{SYSLIBS}/{name}" for name in order.read_text().split()]
+    # Named by their sonames; the importer loads each soname once (a second entry's copy
+    # of libstdc++ is not loaded again), as it does a wheel's bundled libraries.
     libraries = (
-        "import ctypes\n"
-        f"for _lib in {preload!r}:\n"
-        "    ctypes.CDLL(_lib, mode=ctypes.RTLD_GLOBAL)\n"
+        "from usetl import importer\n"
+        f"importer.load_libraries({[(lib, lib.rsplit('/', 1)[1]) for lib in preload]!r}, "
+        "os.RTLD_GLOBAL)\n"
     ) if preload else ""
     path = ["/code", *module_mounts]
     syslibs = sorted({lib.rsplit("/", 1)[0] for lib in preload})
