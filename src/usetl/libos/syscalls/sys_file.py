@@ -312,7 +312,7 @@ def sys_sendfile(k: Kernel, out_fd: int, in_fd: int, offset_addr: int, count: in
     if not src.readable or not dst.writable or src.node.is_dir:
         raise SyscallError(errno.EBADF)
     offset = file_offset(k, src, offset_addr)
-    count, done = min(count, MAX_IO), 0
+    count, done = fsize_room(k, dst, min(count, MAX_IO)), 0
     while done < count:
         data = src.read_at(offset + done, min(count - done, SENDFILE_CHUNK))
         if not data:
@@ -359,6 +359,7 @@ def sys_copy_file_range(k: Kernel, fd_in: int, off_in: int, fd_out: int, off_out
     check_io_range(at, length)
     if src.node is dst.node and start < at + length and at < start + length:
         raise SyscallError(errno.EINVAL)  # overlapping ranges of one file
+    length = fsize_room(k, dst, length, at)
     done = 0
     while done < length:
         data = src.read_at(start + done, min(length - done, SENDFILE_CHUNK))
