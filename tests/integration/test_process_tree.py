@@ -295,3 +295,51 @@ def test_a_fifo_pairs_readers_and_writers_of_the_tree_as_linux_opens_do(template
     """)
     assert out == ["True", "from a thread", "from sh", "100000", "ENXIO",
                    "['1', '2', '3'] 0", "ENXIO"]
+
+
+def test_prlimit_reads_and_sets_another_process_of_the_tree_as_linux_does(template):
+    """prlimit(pid) of a program, a forked child and the parent (from a child) gets and
+    sets that process's own limits, which it then lives by; a hard limit cannot be raised
+    (EPERM), and a pid of no running process of the tree is ESRCH."""
+    out = run_in_clone(template, """
+        import errno, os, resource, subprocess, sys
+        NOFILE, CORE = resource.RLIMIT_NOFILE, resource.RLIMIT_CORE
+        waits = ("import resource, sys; sys.stdin.readline(); "
+                 "print(resource.getrlimit(resource.RLIMIT_NOFILE))")
+        child = subprocess.Popen([sys.executable, "-c", waits], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+        print(resource.prlimit(child.pid, NOFILE, (64, 512)))  # the limits before
+        print(resource.prlimit(child.pid, NOFILE))
+        try:
+            resource.prlimit(child.pid, NOFILE, (64, 4096))
+        except PermissionError:
+            print("EPERM")
+        child.stdin.write("go\\n")
+        child.stdin.flush()
+        print(child.stdout.readline().strip())  # the program lives by what it was given
+        child.communicate()
+        try:
+            resource.prlimit(child.pid, CORE)
+        except ProcessLookupError:
+            print("ESRCH")  # waited for: gone
+        r, w = os.pipe()
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # a forked child sets its parent's limits, then reads its own
+            parent = os.getppid()
+            resource.prlimit(parent, CORE, (4096, resource.RLIM_INFINITY))
+            os.read(go_r, 1)
+            os.write(w, repr(resource.getrlimit(CORE)).encode())
+            os._exit(0)
+        resource.prlimit(pid, CORE, (0, 100))
+        os.write(go_w, b"x")
+        print(os.read(r, 100).decode())
+        os.waitpid(pid, 0)
+        print(resource.getrlimit(CORE) == (4096, resource.RLIM_INFINITY))
+        try:
+            resource.prlimit(99999, CORE)
+        except ProcessLookupError:
+            print("ESRCH")
+    """)
+    assert out == ["(1024, 1024)", "(64, 512)", "EPERM", "(64, 512)", "ESRCH", "(0, 100)",
+                   "True", "ESRCH"], out

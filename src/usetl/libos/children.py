@@ -61,7 +61,7 @@ from usetl.kvm.structs import kvm_regs
 from usetl.vm import Stop, ThreadContext, Vm, VmError
 from usetl.vm.layout import VDSO_ADDR
 
-from . import fifo, sigdelivery
+from . import fifo, limits, sigdelivery
 from .allowance import Charge, MemoryAllowance
 from .childwatch import ConsoleDrain, Watcher
 from .clock import MONOTONIC
@@ -90,6 +90,8 @@ from .proctree import (
     Exited,
     FifoEnd,
     FifoOpen,
+    LimitsAnswer,
+    LimitsAsk,
     MessageReader,
     Passed,
     PassedPipe,
@@ -461,17 +463,18 @@ class Children:
         self.parent: socket.socket | None = None  # a child's: where its parent's signals come
         self.replaced_by: Child | None = None  # the program this process exec'd, running
         self.watcher: Watcher | None = None  # started with the first child
-        # Named pipes (fifo.py): opens of those this process made, not yet paired; and
-        # this process's opens of others' waiting for their answers, by request.
+        # Named pipes (fifo.py): opens of those this process made, not yet paired.
         self.fifo_waiting: dict[str, fifo.Waiting] = {}
-        self.fifo_answers: dict[int, fifo.Answer] = {}
-        self.fifo_requests = 0
+        # What this process asked of others (a FIFO's open, prlimit), waiting for their
+        # answers: the callable each answer goes to, by request number.
+        self.answers: dict[int, Callable[..., None]] = {}
+        self.requests = 0
 
-    def fifo_request(self, answer: fifo.Answer) -> int:
-        """A number for an open of another process's FIFO, answered by `answer`."""
-        self.fifo_requests += 1
-        self.fifo_answers[self.fifo_requests] = answer
-        return self.fifo_requests
+    def request(self, answer: Callable[..., None]) -> int:
+        """A number for a request to another process of the tree, answered by `answer`."""
+        self.requests += 1
+        self.answers[self.requests] = answer
+        return self.requests
 
     def watch(self) -> Watcher:
         if self.watcher is None:
@@ -1296,6 +1299,10 @@ def _deliver(k: Kernel, message: Routed, passed: Passed | None) -> None:
         fifo.serve(k, message, route)
     elif isinstance(message, FifoEnd):
         fifo.answered(k, message, passed if isinstance(passed, PassedPipe) else None)
+    elif isinstance(message, LimitsAsk):
+        limits.serve(k, message, route)
+    elif isinstance(message, LimitsAnswer):
+        limits.answered(k, message)
     else:
         _deliver_signal(k, message)
 

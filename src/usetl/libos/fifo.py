@@ -64,7 +64,7 @@ def open_fifo(k: Kernel, node: TmpFifo, path: str, flags: int, route: Route) -> 
         pair(k, path, reads, nonblocking, answer)
     else:
         _check_holder(k, node.holder)
-        request = k.children.fifo_request(answer)
+        request = k.children.request(answer)
         route(k, FifoOpen(node.holder, path, k.identity.pid, reads, nonblocking, request))
     if answered:
         if answered[0] < 0:
@@ -131,7 +131,7 @@ def serve(k: Kernel, message: FifoOpen, route: Route) -> None:
 
 def answered(k: Kernel, message: FifoEnd, passed: PassedPipe | None) -> None:
     """The holder's answer to an open this process asked for."""
-    answer = k.children.fifo_answers.pop(message.request, None)
+    answer = k.children.answers.pop(message.request, None)
     if answer is None:
         if passed is not None:
             passed.close()

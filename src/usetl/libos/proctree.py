@@ -22,8 +22,9 @@ only the vCPU's thread touches the table.
 
 Every message on a control socket is one of TREE_MESSAGES (a tagged msgspec
 Struct behind a 4-byte length), validated on receipt:
-    child -> parent : Ready (a forked child's VM runs) | Signal | Connect | Exited (its last)
-    parent -> child : Signal | Connect
+    child -> parent : Ready (a forked child's VM runs) | Signal | Connect | FifoOpen |
+                      FifoEnd | LimitsAsk | LimitsAnswer | Exited (its last)
+    parent -> child : Signal | Connect | FifoOpen | FifoEnd | LimitsAsk | LimitsAnswer
 """
 
 from __future__ import annotations
@@ -105,6 +106,30 @@ class FifoEnd(TreeMessage):
     error: int = 0
 
 
+class LimitsAsk(TreeMessage):
+    """prlimit of process `to` by `sender` (whose uid and gid are `uid` and `gid`): the
+    limits of `resource`, set to `new` (soft, hard) unless None (limits.py); `request`
+    names it in the answer."""
+
+    to: int
+    sender: int
+    uid: int
+    gid: int
+    resource: int
+    request: int
+    new: tuple[int, int] | None = None
+
+
+class LimitsAnswer(TreeMessage):
+    """The answer to a LimitsAsk: the limits before, unless `error` (an errno)."""
+
+    to: int
+    request: int
+    soft: int = 0
+    hard: int = 0
+    error: int = 0
+
+
 class Exited(TreeMessage):
     """A child's end: its wait status and its changes to /tmp (tmpsync.encode_changes;
     empty if it never ran). Its last message, unless it `lingers`: its own children run
@@ -115,8 +140,9 @@ class Exited(TreeMessage):
     lingers: bool = False
 
 
-TREE_MESSAGES = Ready | Signal | Connect | FifoOpen | FifoEnd | Exited
-Routed = Signal | Connect | FifoOpen | FifoEnd  # what travels hop by hop to a process
+TREE_MESSAGES = Ready | Signal | Connect | FifoOpen | FifoEnd | LimitsAsk | LimitsAnswer | Exited
+# What travels hop by hop to a process.
+Routed = Signal | Connect | FifoOpen | FifoEnd | LimitsAsk | LimitsAnswer
 FRAME = struct.Struct("<I")
 FIRST_MESSAGE_LIMIT = 1 << 10  # a Ready is a few bytes
 MAX_PENDING_FDS = 8  # host fds received ahead of the messages they belong to

@@ -44,11 +44,11 @@ from ..fs import (
 )
 from ..hostfs import HostNode
 from ..ipc import F_GETPIPE_SZ, F_SETPIPE_SZ
+from ..limits import RLIMIT_FSIZE, soft_limit
 from ..pty import PtmxNode
 from ..sched import Block
 from ..sigdelivery import file_too_big, sigpipe_on_epipe
 from .args import AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, s32, s64
-from .sys_identity import RLIMIT_FSIZE, soft_limit
 
 if TYPE_CHECKING:
     from ..kernel import Kernel

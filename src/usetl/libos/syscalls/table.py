@@ -205,7 +205,8 @@ _ENTRIES = [
     Syscall("prlimit64", ident.sys_prlimit64, PARTIAL,
             "limits are kept, lowered, not raised past the hard limit; RLIMIT_NOFILE (EMFILE) "
             "and RLIMIT_FSIZE (writes and truncates of regular files: short, EFBIG and "
-            "SIGXFSZ) are enforced; RLIMIT_STACK soft 2 MiB (thread stacks)"),
+            "SIGXFSZ) are enforced; RLIMIT_STACK soft 2 MiB (thread stacks); another process "
+            "of the tree's are asked of its monitor (ESRCH for any other pid)"),
     Syscall("getrlimit", ident.sys_getrlimit, FULL),
     Syscall("sched_getaffinity", ident.sys_sched_getaffinity, FULL, "one vCPU"),
     Syscall("sched_yield", ident.sys_sched_yield, FULL, "other runnable threads go first"),
