@@ -24,6 +24,7 @@ _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_
 _MAP_FAILED = ctypes.c_void_p(-1).value
 
 PR_SET_MEMORY_MERGE = 67
+PR_GET_DUMPABLE, PR_SET_DUMPABLE = 3, 4
 MAP_FIXED = 0x10
 MAP_NORESERVE = 0x4000
 PROT_NONE = 0
@@ -182,8 +183,18 @@ def adopt_pagemap(fd: int) -> None:
 
 
 def pagemap_fd() -> int:
+    """This process's page map. A non-dumpable one (a jailed monitor, whose /proc/self is
+    root's) is dumpable just for the open: a forked monitor opens it before its guest runs
+    again (forking.py), a copy of its parent holding nothing its parent's tree does not."""
     if _pagemap is None or _pagemap[0] != os.getpid():
-        adopt_pagemap(os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC))
+        dumpable = _libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 1
+        if not dumpable:
+            _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+        try:
+            adopt_pagemap(os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC))
+        finally:
+            if not dumpable:
+                _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     assert _pagemap is not None
     return _pagemap[1]
 

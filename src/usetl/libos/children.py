@@ -106,6 +106,7 @@ from .pty import PtyFile
 from .sched import Block, ExitThread, WaitQueue
 from .signals import (
     SA_NOCLDWAIT,
+    SI_KERNEL,
     SI_TKILL,
     SI_USER,
     SIG_DFL,
@@ -279,7 +280,7 @@ class ProcessTokens:
             raise SyscallError(errno.EAGAIN)
         if self.memory is None:  # the USF's first child: the USF's whole mapping is charged
             self.memory = MemoryAllowance(k.vm.ram.size, MAX_PROCESSES + 1)
-            charge_to(k, self.memory, 0, 0)
+            charge_to(k, self.memory, 0, False)
         return self.memory.claim()
 
     def give(self, memory_slot: int) -> None:
@@ -296,10 +297,26 @@ class ProcessTokens:
             self.memory = None
 
 
-def charge_to(k: Kernel, allowance: MemoryAllowance, slot: int, baseline: int) -> None:
-    """k's mappings beyond `baseline` are charged to `slot` of the allowance from now on."""
-    k.mm.charge = Charge(allowance, slot, baseline, lambda line: tell(k.fds, line))
-    k.mm.charge.settle(k.mm.mapped)
+def charge_to(k: Kernel, allowance: MemoryAllowance, slot: int, forked: bool) -> None:
+    """The memory k's guest RAM holds is charged to `slot` of the allowance from now on;
+    a forked child's beyond what it held at the fork (what it shares with its parent)."""
+    def measure() -> int:  # k.vm at each measurement: a fork makes a new one
+        return k.vm.ram.backed_bytes() + k.mm.shared_bytes_held()
+
+    k.mm.charge = Charge(allowance, slot, k.identity.pid, measure, measure() if forked else 0,
+                         lambda line: tell(k.fds, line))
+    k.mm.charge.settle()
+    k.rearm_wake()  # its periodic measurement (check_memory)
+
+
+def check_memory(k: Kernel) -> None:
+    """The running process measures itself (allowance.Charge.check): where the tree holds
+    more than the function's memory, the process holding the most is killed, as Linux's
+    out-of-memory killer does in a memory cgroup."""
+    assert k.mm.charge is not None
+    victim = k.mm.charge.check()
+    if victim is not None:
+        route(k, Signal(victim, signal.SIGKILL, k.identity.pid, k.identity.uid, SI_KERNEL))
 
 
 @dataclass
@@ -1080,7 +1097,7 @@ def _run_program(k: Kernel, pid: int, program: Program, argv: list[str], envp: l
         child.fds.files[fd] = f
     hear_parent(child, control)
     assert child.children.tokens is not None and child.children.tokens.memory is not None
-    charge_to(child, child.children.tokens.memory, memory_slot, 0)
+    charge_to(child, child.children.tokens.memory, memory_slot, False)
     try:
         prog = load_program(child.mm, vm.ram.view, program, argv, envp,
                             (child.identity.uid, child.identity.gid),

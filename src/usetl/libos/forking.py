@@ -25,6 +25,7 @@ import signal
 import socket
 from typing import TYPE_CHECKING
 
+from usetl import hostmm
 from usetl.vm import Vm
 
 from .children import (
@@ -152,9 +153,10 @@ def _run_child(k: Kernel, pid: int, state: VcpuState, flags: int, child_tid: int
         die_with_parent()
         before, given = snapshot(k.ns.tmp), given_files(k.fds.files)
         _become_child(k, pid, state, drains, keep)
+        hostmm.pagemap_fd()  # what measures its memory (allowance.py), opened before it runs
         ran = k
         assert k.children.tokens is not None and k.children.tokens.memory is not None
-        charge_to(k, k.children.tokens.memory, memory_slot, k.mm.mapped)
+        charge_to(k, k.children.tokens.memory, memory_slot, True)
         hear_parent(k, control)
         if flags & CLONE_CHILD_SETTID:
             k.mem.put_u32(child_tid, pid)

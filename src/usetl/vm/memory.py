@@ -239,6 +239,15 @@ class GuestMemory:
             ranges = self._written_ranges_from_pagemap()
         return _page_runs(ranges + self.marked) if own else ranges
 
+    def backed_bytes(self) -> int:
+        """The host memory this process holds for it: in a private mapping (a clone's), the
+        pages it copied (those it shares with its template are the template's); in a file
+        of its own, the file's allocated pages. Pages never touched, and another file's
+        pages shown here (show_file_pages: the host's page cache), are not held."""
+        if not self.private:
+            return os.fstat(self.fd).st_blocks * 512
+        return sum(length for _, length in self.written_ranges())
+
     def _written_ranges_from_pagemap(self) -> list[tuple[int, int]]:
         pages = self.size // PAGE_SIZE
         data = os.pread(hostmm.pagemap_fd(), pages * 8, (self.host_addr // PAGE_SIZE) * 8)

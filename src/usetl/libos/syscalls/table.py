@@ -147,8 +147,9 @@ _ENTRIES = [
             "image or a mounted archive shows its pages copy-on-write, others are copied; "
             "CPython's arenas and frame-stack chunks come from the vDSO's free lists, "
             "without this syscall; once an invocation has children, ENOMEM (told on "
-            "stderr) where its processes' mappings would pass the function's memory "
-            "(a forked child's counted beyond what it shares with its parent)"),
+            "stderr) where the mapping does not fit beside the memory its processes hold "
+            "(touched, not mapped: a forked child's beyond what it held at the fork); "
+            "memory touched past it kills the process holding the most (allowance.py)"),
     Syscall("munmap", mm.sys_munmap, FULL),
     Syscall("mremap", mm.sys_mremap, PARTIAL,
             "no MREMAP_FIXED; a file mapping that grows shows the file's next bytes; "
