@@ -117,6 +117,7 @@ from .signals import (
     SigInfo,
 )
 from .syscalls.numbers import SYSCALL_NAMES
+from .timerfd import HostTimerFile, TimerFile
 from .tmpsync import LENGTH, apply_changes, encode_changes, given_files, snapshot
 
 if TYPE_CHECKING:
@@ -872,6 +873,8 @@ def _child_files(k: Kernel, state: PreExec) -> tuple[dict[int, OpenFile], list[C
             to_host(k, f, (state.parent_fds, state.fds), made)
         if isinstance(f, EventFile) and id(f) not in made:
             eventfd_to_host(k, f, (state.parent_fds, state.fds), made)
+        if isinstance(f, TimerFile) and id(f) not in made:
+            timerfd_to_host(k, f, (state.parent_fds, state.fds), made)
         if isinstance(f, OutputFile) and id(f) not in made:
             drain = k.children.watch().drain(f)
             drains.append(drain)
@@ -957,8 +960,20 @@ def eventfd_to_host(k: Kernel, f: EventFile, tables: tuple[FdTable, ...],
     """Turn the eventfd f into a host one, in every table given (and the epoll sets there
     watching it), so that the processes that hold it share its counter; threads waiting
     on it look again."""
-    made[id(f)] = shared = HostStreamFile.for_eventfd(k, f.counter, f.semaphore,
-                                                      bool(f.flags & O_NONBLOCK))
+    _replace(k, f, HostStreamFile.for_eventfd(k, f.counter, f.semaphore,
+                                              bool(f.flags & O_NONBLOCK)), tables, made)
+
+
+def timerfd_to_host(k: Kernel, f: TimerFile, tables: tuple[FdTable, ...],
+                    made: dict[int, OpenFile]) -> None:
+    """Turn the timerfd f into a host one, as eventfd_to_host does: the processes that hold
+    it share its expirations."""
+    _replace(k, f, HostTimerFile(k, f), tables, made)
+
+
+def _replace(k: Kernel, f: EventFile | TimerFile, shared: OpenFile,
+             tables: tuple[FdTable, ...], made: dict[int, OpenFile]) -> None:
+    made[id(f)] = shared
     for t in tables:
         for fd, g in list(t.files.items()):
             if g is f:

@@ -322,7 +322,8 @@ _ENTRIES = [
     Syscall("epoll_pwait", pl.sys_epoll_pwait, PARTIAL, "the signal mask is ignored"),
     Syscall("epoll_pwait2", pl.sys_epoll_pwait2, PARTIAL, "the signal mask is ignored"),
     Syscall("timerfd_create", timer.sys_timerfd_create, PARTIAL,
-            "REALTIME, MONOTONIC, BOOTTIME; a child program does not get it, a fork copies it"),
+            "REALTIME, MONOTONIC, BOOTTIME; one a fork or a child program inherits is a "
+            "host timerfd both share (expirations not read before stay the parent's)"),
     Syscall("timerfd_settime", timer.sys_timerfd_settime, PARTIAL,
             "TFD_TIMER_CANCEL_ON_SET never cancels: the guest's wall clock is never set"),
     Syscall("timerfd_gettime", timer.sys_timerfd_gettime, FULL),
