@@ -61,7 +61,7 @@ from usetl.kvm.structs import kvm_regs
 from usetl.vm import Stop, ThreadContext, Vm, VmError
 from usetl.vm.layout import VDSO_ADDR
 
-from . import fifo, limits, sigdelivery
+from . import fifo, limits, shmtree, sigdelivery
 from .allowance import Charge, MemoryAllowance
 from .childwatch import ConsoleDrain, Watcher
 from .clock import MONOTONIC
@@ -94,10 +94,13 @@ from .proctree import (
     LimitsAsk,
     MessageReader,
     Passed,
-    PassedPipe,
+    PassedFd,
     Process,
     ProcessTable,
     Routed,
+    ShmFile,
+    ShmOpen,
+    ShmUnlink,
     Signal,
     TreeProtocolError,
     send_message,
@@ -1330,11 +1333,17 @@ def _deliver(k: Kernel, message: Routed, passed: Passed | None) -> None:
     elif isinstance(message, FifoOpen):
         fifo.serve(k, message, route)
     elif isinstance(message, FifoEnd):
-        fifo.answered(k, message, passed if isinstance(passed, PassedPipe) else None)
+        fifo.answered(k, message, passed if isinstance(passed, PassedFd) else None)
     elif isinstance(message, LimitsAsk):
         limits.serve(k, message, route)
     elif isinstance(message, LimitsAnswer):
         limits.answered(k, message)
+    elif isinstance(message, ShmOpen):
+        shmtree.serve(k, message, route)
+    elif isinstance(message, ShmFile):
+        shmtree.answered(k, message, passed if isinstance(passed, PassedFd) else None)
+    elif isinstance(message, ShmUnlink):
+        shmtree.unlink(k, message)
     else:
         _deliver_signal(k, message)
 

@@ -196,12 +196,17 @@ class AddressSpace:
         write() of it, then see the same bytes, as on Linux (multiprocessing's SharedMemory
         opened twice, numpy.memmap, glibc's process-shared semaphores and SQLite's WAL
         index live there)."""
+        pages = self.give_pages(node)
+        pages.grow(offset + (end - start))
+        self.ram.map_shared_file(start, end - start, node.pages.fd, offset)
+        self.host_shared.append(HostShared(start, end, node.pages, offset))
+
+    def give_pages(self, node: TmpFile) -> SharedPages:
+        """The shared pages holding `node`'s bytes, made (and kept here) at the first need."""
         if node.pages is None:
             node.pages = SharedPages(node.data)
             self.paged.append(node)
-        node.pages.grow(offset + (end - start))
-        self.ram.map_shared_file(start, end - start, node.pages.fd, offset)
-        self.host_shared.append(HostShared(start, end, node.pages, offset))
+        return node.pages
 
     def page_fds(self) -> list[int]:
         """The memfds of the files mapped shared: a forked monitor keeps them."""

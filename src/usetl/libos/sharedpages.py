@@ -32,6 +32,14 @@ class SharedPages:
         self.grow(max(len(data), 1))
         os.pwrite(self.fd, data, 0)
 
+    @classmethod
+    def adopt(cls, fd: int) -> SharedPages:
+        """The pages another process of the tree made (its memfd, received): shown here too,
+        charged there."""
+        pages = cls.__new__(cls)
+        pages.fd, pages.size, pages.maker = fd, os.fstat(fd).st_size, 0
+        return pages
+
     def grow(self, end: int) -> None:
         """Room for [0, end)."""
         if end > self.size:

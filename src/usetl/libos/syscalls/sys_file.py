@@ -6,6 +6,7 @@ import errno
 import stat as st
 from typing import TYPE_CHECKING
 
+from .. import shmtree
 from ..children import route
 from ..errors import SyscallError
 from ..fifo import open_fifo
@@ -112,6 +113,9 @@ def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
     assert isinstance(r, Resolved)
     node = r.node
     writable = flags & O_ACCMODE != O_RDONLY
+    shared_name = node is None and shmtree.in_tree(k, r.parent)
+    if shared_name:
+        shmtree.fetch(k, r.name, route)  # another process of the tree may hold it
     if node is None:
         if not flags & O_CREAT:
             raise SyscallError(errno.ENOENT)
@@ -119,6 +123,8 @@ def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
             raise SyscallError(errno.EISDIR)  # O_CREAT makes files, not directories
         parent = _tmp_parent(k, r)
         node = TmpFile(k.ns.tmp.new_ino(), mode & 0o7777 & ~k.umask)
+        if shared_name:
+            shmtree.created(k, r.name, node)
         parent.entries[r.name] = node
     elif flags & O_CREAT and flags & O_EXCL:
         raise SyscallError(errno.EEXIST)
@@ -561,6 +567,8 @@ def _unlink(k: Kernel, dirfd: int, path: int, flags: int) -> int:
     elif r.node.is_dir:
         raise SyscallError(errno.EISDIR)
     k.ns.tmp.drop_link(parent.entries.pop(r.name))
+    if shmtree.in_tree(k, parent):
+        shmtree.unlinked(k, r.name, route)
     return 0
 
 
