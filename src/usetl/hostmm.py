@@ -24,7 +24,6 @@ _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_
 _MAP_FAILED = ctypes.c_void_p(-1).value
 
 PR_SET_MEMORY_MERGE = 67
-PR_GET_DUMPABLE, PR_SET_DUMPABLE = 3, 4
 MAP_FIXED = 0x10
 MAP_NORESERVE = 0x4000
 PROT_NONE = 0
@@ -36,6 +35,7 @@ MADV_POPULATE_WRITE = 23
 MADV_HUGEPAGE = 14
 MADV_DONTNEED = 4
 HUGE_PAGE = 2 << 20
+PAGE = mmap.PAGESIZE
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 
@@ -183,20 +183,25 @@ def adopt_pagemap(fd: int) -> None:
 
 
 def pagemap_fd() -> int:
-    """This process's page map. A non-dumpable one (a jailed monitor, whose /proc/self is
-    root's) is dumpable just for the open: a forked monitor opens it before its guest runs
-    again (forking.py), a copy of its parent holding nothing its parent's tree does not."""
     if _pagemap is None or _pagemap[0] != os.getpid():
-        dumpable = _libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 1
-        if not dumpable:
-            _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
-        try:
-            adopt_pagemap(os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC))
-        finally:
-            if not dumpable:
-                _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        adopt_pagemap(os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC))
     assert _pagemap is not None
     return _pagemap[1]
+
+
+# (pid, fd): this process's /proc/self/statm, kept open (world-readable, even where the
+# process is not dumpable); a forked child opens its own.
+_statm: tuple[int, int] | None = None
+
+
+def resident_anonymous_bytes() -> int:
+    """This process's resident anonymous memory (its private copies, its heap): statm's
+    resident less its shared (file and shmem) pages, counters the kernel keeps (no walk)."""
+    global _statm
+    if _statm is None or _statm[0] != os.getpid():
+        _statm = (os.getpid(), os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC))
+    fields = os.pread(_statm[1], 128, 0).split()
+    return (int(fields[1]) - int(fields[2])) * PAGE
 
 
 def private_pages(addr: int, size: int) -> list[tuple[int, int]] | None:

@@ -307,6 +307,9 @@ def charge_to(k: Kernel, allowance: MemoryAllowance, slot: int, forked: bool) ->
     def measure() -> int:  # k.vm at each measurement: a fork makes a new one
         return k.vm.ram.backed_bytes() + k.mm.shared_bytes_held()
 
+    if not forked:
+        k.vm.ram.measure_from_here()
+
     k.mm.charge = Charge(allowance, slot, k.identity.pid, measure, measure() if forked else 0,
                          lambda line: tell(k.fds, line))
     k.mm.charge.settle()

@@ -26,7 +26,6 @@ import signal
 import socket
 from typing import TYPE_CHECKING
 
-from usetl import hostmm
 from usetl.vm import Vm
 
 from .children import (
@@ -158,7 +157,6 @@ def _run_child(k: Kernel, pid: int, state: VcpuState, flags: int, child_tid: int
         die_with_parent()
         before, given = snapshot(k.ns.tmp), given_files(k.fds.files)
         _become_child(k, pid, state, drains, keep)
-        hostmm.pagemap_fd()  # what measures its memory (allowance.py), opened before it runs
         ran = k
         assert k.children.tokens is not None and k.children.tokens.memory is not None
         charge_to(k, k.children.tokens.memory, memory_slot, True)
