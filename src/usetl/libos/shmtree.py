@@ -68,14 +68,16 @@ def fetch(k: Kernel, name: str, route: Route) -> None:
     raise Block((done,), retry=True, interruptible=False)
 
 
-def created(k: Kernel, name: str, node: TmpFile) -> None:
-    """A file this process made in /dev/shm: its name is the tree's (EEXIST if another
-    process took it meanwhile) and its bytes are in shared pages from now on."""
+def named(k: Kernel, name: str, node: object) -> None:
+    """A name this process gives a file in /dev/shm (open with O_CREAT, link, rename: glibc's
+    sem_open links a file it made under a temporary name): the tree's (EEXIST if another
+    process holds it), the file's bytes in shared pages from now on."""
     table = k.children.table
     assert table is not None
     if not table.claim_name(_key(name), k.identity.pid):
         raise SyscallError(errno.EEXIST)
-    k.mm.give_pages(node)
+    if isinstance(node, TmpFile):
+        k.mm.give_pages(node)
 
 
 def unlinked(k: Kernel, name: str, route: Route) -> None:

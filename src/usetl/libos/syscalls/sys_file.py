@@ -124,7 +124,7 @@ def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
         parent = _tmp_parent(k, r)
         node = TmpFile(k.ns.tmp.new_ino(), mode & 0o7777 & ~k.umask)
         if shared_name:
-            shmtree.created(k, r.name, node)
+            shmtree.named(k, r.name, node)
         parent.entries[r.name] = node
     elif flags & O_CREAT and flags & O_EXCL:
         raise SyscallError(errno.EEXIST)
@@ -602,7 +602,11 @@ def _rename(k: Kernel, olddir: int, old: int, newdir: int, new: int) -> int:
         raise SyscallError(errno.EISDIR)
     if dst.path.startswith(src.path + "/"):
         raise SyscallError(errno.EINVAL)
+    if shmtree.in_tree(k, dst_parent):
+        shmtree.named(k, dst.name, src.node)
     node = src_parent.entries.pop(src.name)
+    if shmtree.in_tree(k, src_parent):
+        shmtree.unlinked(k, src.name, route)
     old = dst_parent.entries.get(dst.name)
     if old is not None and old is not node:
         k.ns.tmp.drop_link(old)
