@@ -51,6 +51,7 @@ import resource
 import select
 import signal
 import socket
+import stat
 import struct
 import termios
 from collections.abc import Callable
@@ -840,7 +841,7 @@ def _start_program(k: Kernel, state: PreExec, pid: int, program: str, argv: list
     tokens = k.children.process_tokens()
     k.children.process_table(k)
     memory_slot = tokens.take(k, "execve")
-    fds, drains = _child_files(k, state)
+    fds, drains = _child_files(k, state, pid)
     control, theirs = socket.socketpair()
     keep = {theirs.fileno(), *k.children.host_fds(), *k.mm.page_fds(),
             *(fd for f in fds.values() if (fd := f.host_fd()) is not None)}
@@ -866,8 +867,9 @@ def _start_program(k: Kernel, state: PreExec, pid: int, program: str, argv: list
                  memory_slot, fds, k.identity.pid)
 
 
-def _child_files(k: Kernel, state: PreExec) -> tuple[dict[int, OpenFile], list[ConsoleDrain]]:
-    """The files the program gets, by fd (as host fds where they must stay connected to
+def _child_files(k: Kernel, state: PreExec, pid: int
+                 ) -> tuple[dict[int, OpenFile], list[ConsoleDrain]]:
+    """The files program `pid` gets, by fd (as host fds where they must stay connected to
     this process), and the drains of the parent's captured output it writes to."""
     out: dict[int, OpenFile] = {}
     made: dict[int, OpenFile] = {}  # id of a file replaced -> its replacement
@@ -887,7 +889,10 @@ def _child_files(k: Kernel, state: PreExec) -> tuple[dict[int, OpenFile], list[C
             made[id(f)] = HostStreamFile.for_pipe_end(k, drain.write_fd, reads=False,
                                                       nonblocking=False)
         f = made.get(id(f), f)
-        if isinstance(f, CROSSES) or isinstance(f, GuestSocket) and \
+        if isinstance(f, GuestSocket) and f.is_unix_listener():
+            f.hand_to(pid)  # its name goes with it
+            out[fd] = f
+        elif isinstance(f, CROSSES) or isinstance(f, GuestSocket) and \
                 isinstance(f.conn, SocketFile):  # a socket on a host socket: still a socket
             out[fd] = f
     return out, drains
@@ -1104,6 +1109,8 @@ def _run_program(k: Kernel, pid: int, program: Program, argv: list[str], envp: l
     child.umask = k.umask
     child.identity.nice = k.identity.nice  # kept across execve, as Linux's
     child.limits = dict(k.limits)  # kept across execve, as Linux's
+    # The shared pages of files it has a copy of (its memfds kept, forked on with it).
+    child.mm.paged = list(k.mm.paged)
     child.fds.limit = k.fds.limit
     # As Linux's execve: ignored signals stay ignored (caught ones are reset to the
     # default), and the thread's mask is kept.
@@ -1349,6 +1356,46 @@ def _deliver(k: Kernel, message: Routed, passed: Passed | None) -> None:
         shmtree.unlink(k, message)
     else:
         _deliver_signal(k, message)
+
+
+def host_fds_of(k: Kernel, files: list[OpenFile]) -> list[int]:
+    """The host fds of files passed (SCM_RIGHTS) over a connection to another process of
+    the tree: pipes, socketpairs, eventfds and timerfds become host ones here first, as for
+    a child. A file that has none (a tmpfs file, an epoll set) cannot travel: EINVAL."""
+    made: dict[int, OpenFile] = {}
+    fds = []
+    for f in files:
+        if id(f) not in made:
+            if channel_end(f) is not None:
+                to_host(k, f, (k.fds,), made)
+            elif isinstance(f, EventFile):
+                eventfd_to_host(k, f, (k.fds,), made)
+            elif isinstance(f, TimerFile):
+                timerfd_to_host(k, f, (k.fds,), made)
+        fd = made.get(id(f), f).host_fd()
+        if fd is None:
+            raise SyscallError(errno.EINVAL)
+        fds.append(fd)
+    return fds
+
+
+def file_of_host_fd(k: Kernel, fd: int) -> OpenFile | None:
+    """A host fd received (SCM_RIGHTS) from another process of the tree, as a file of this
+    one: a pipe end, or a socket; None (closed) for anything else."""
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISFIFO(mode):
+        access = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+        return HostStreamFile.for_pipe_end(k, fd, reads=access == os.O_RDONLY,
+                                           nonblocking=False)
+    if stat.S_ISSOCK(mode):
+        sock = socket.socket(fileno=fd)
+        if sock.family == socket.AF_UNIX:
+            g = GuestSocket(k.guest_net, AF_UNIX, sock.type, 0, k.ns.inodes.next())
+            g.conn = SocketFile(k, AF_UNIX, False, shared=sock)
+            return g
+        sock.detach()
+    os.close(fd)
+    return None
 
 
 def connect_in_tree(k: Kernel, f: GuestSocket, holder: int, address: bytes) -> None:

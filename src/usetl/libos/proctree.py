@@ -417,6 +417,16 @@ class ProcessTable:
             self._write_names(names)
         return True
 
+    def hand_name(self, name: bytes, pid: int) -> None:
+        """`pid` holds AF_UNIX name `name` from now on, whoever did (a listener given to a
+        program at its execve)."""
+        digest = name_digest(name)
+        with self._locked():
+            names = self._names()
+            if digest in names or len(names) < NAME_CAPACITY:
+                names[digest] = pid
+                self._write_names(names)
+
     def name_holder(self, name: bytes) -> int | None:
         """The process holding AF_UNIX name `name`, if one does."""
         with self._locked():
