@@ -283,7 +283,9 @@ _ENTRIES = [
             "stream socket"),
     Syscall("sendmsg", net.sys_sendmsg, PARTIAL,
             "control messages: SCM_RIGHTS on AF_UNIX, IPV6_HOPLIMIT and IPV6_TCLASS on IPv6 "
-            "datagrams (others EINVAL; no SCM_CREDENTIALS); none reach a proxied socket"),
+            "datagrams (others EINVAL; no SCM_CREDENTIALS); none reach a proxied socket; "
+            "over a connection to another process of the tree, SCM_RIGHTS passes pipes, "
+            "socketpairs, eventfds, timerfds and AF_UNIX sockets as host fds (others EINVAL)"),
     Syscall("recvmsg", net.sys_recvmsg, PARTIAL,
             "SCM_RIGHTS, IPV6_HOPLIMIT, IPV6_TCLASS, cut as Linux cuts them (MSG_CTRUNC); "
             "MSG_WAITALL only on stream reads of proxied sockets"),
