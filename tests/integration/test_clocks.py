@@ -309,6 +309,7 @@ def test_a_timerfd_a_fork_or_a_program_inherits_is_the_same_timer(usf):
         t0 = time.monotonic()
         arm(fd, t0 + 0.05, flags=1)  # TFD_TIMER_ABSTIME, on the guest's monotonic clock
         print("abstime", select.select([fd], [], [], 5)[0] == [fd], time.monotonic() - t0 >= 0.05)
+        os.close(fd)
         """)
     assert out == ["fork 1 1 True", "before 500000000 True", "program disarmed it (0.0, 0)",
                    "abstime True True"], out

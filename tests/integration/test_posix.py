@@ -378,6 +378,8 @@ def test_sendfile_copy_file_range_and_splice_into_a_file_keep_to_rlimit_fsize(us
                 failed.append(errno.errorcode[e.errno])
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         print(sent, copied, spliced, failed, len(got), os.fstat(dst).st_size)
+        for fd in (src, dst, r, w):
+            os.close(fd)
         """) == ["[600, 400] [200, 100] 200 ['EFBIG', 'EFBIG', 'EFBIG'] 3 1000"]
 
 
