@@ -35,6 +35,7 @@ MADV_POPULATE_WRITE = 23
 MADV_HUGEPAGE = 14
 MADV_DONTNEED = 4
 HUGE_PAGE = 2 << 20
+PAGE = mmap.PAGESIZE
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 
@@ -186,6 +187,21 @@ def pagemap_fd() -> int:
         adopt_pagemap(os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC))
     assert _pagemap is not None
     return _pagemap[1]
+
+
+# (pid, fd): this process's /proc/self/statm, kept open (world-readable, even where the
+# process is not dumpable); a forked child opens its own.
+_statm: tuple[int, int] | None = None
+
+
+def resident_anonymous_bytes() -> int:
+    """This process's resident anonymous memory (its private copies, its heap): statm's
+    resident less its shared (file and shmem) pages, counters the kernel keeps (no walk)."""
+    global _statm
+    if _statm is None or _statm[0] != os.getpid():
+        _statm = (os.getpid(), os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC))
+    fields = os.pread(_statm[1], 128, 0).split()
+    return (int(fields[1]) - int(fields[2])) * PAGE
 
 
 def private_pages(addr: int, size: int) -> list[tuple[int, int]] | None:

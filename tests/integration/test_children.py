@@ -644,31 +644,35 @@ def test_a_fork_bomb_ends_at_the_limit_and_the_host_carries_on(template):
 
 
 HOLD = """
-import os, sys
-try:
-    held = bytearray(80 << 20)
-    held[::4096] = b"x" * len(held[::4096])
+import errno, mmap, sys
+def hold(mib, parts):
+    try:  # mapped: not yet held
+        maps = [mmap.mmap(-1, (mib // parts) << 20) for _ in range(parts)]
+    except OSError as e:
+        print(errno.errorcode[e.errno], flush=True)
+        return
+    print("mapped", flush=True)
+    for m in maps:  # held: every page touched
+        m[::4096] = b"x" * len(range(0, len(m), 4096))
     print("held", flush=True)
-except MemoryError:
-    print("MemoryError", flush=True)
-sys.stdin.read()  # until its parent lets it go
+    sys.stdin.read()  # until its parent lets it go
 """
 
 
-def test_children_share_the_functions_memory_and_give_it_back(template):
-    """A 256 MiB function whose four children each try to hold 80 MiB at once: the ones
-    that would take the tree past 256 MiB get ENOMEM (MemoryError) with a clear line, the
-    host and the function carry on, and an ended child's memory is the others' again."""
+def test_children_share_the_functions_memory_by_what_they_hold(template):
+    """A 256 MiB function's children are charged what they hold, not what they map (as
+    Linux's memory cgroup): two forks hold 60 MiB each; a program's mapping of 150 MiB, which
+    does not fit beside what is held, is ENOMEM with a clear line; a fork that maps 140 MiB
+    in four parts (each fits) and touches it all takes the tree past 256 MiB and, holding
+    the most, is killed (SIGKILL) with a clear line; the host and the function carry on,
+    and the killed child's memory is the others' again."""
     with template.fork() as clone:
         r = clone.run_code(textwrap.dedent(f"""
             import os, subprocess, sys
-            hold = {HOLD!r}
-            children = []
-            for i in range(4):
-                if i % 2:  # a program in a sibling VM
-                    children.append(subprocess.Popen([sys.executable, "-c", hold],
-                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
-                    continue
+            code = {HOLD!r}
+            exec(code)
+
+            def fork(mib, parts):
                 down, up = os.pipe(), os.pipe()
                 pid = os.fork()
                 if pid == 0:  # a forked copy of this VM
@@ -676,30 +680,41 @@ def test_children_share_the_functions_memory_and_give_it_back(template):
                         os.dup2(down[0], 0)
                         os.dup2(up[1], 1)
                         sys.stdin, sys.stdout = os.fdopen(0), os.fdopen(1, "w")
-                        exec(hold)
+                        hold(mib, parts)
                     finally:
                         os._exit(0)
                 os.close(down[0]), os.close(up[1])
-                children.append((pid, os.fdopen(down[1], "w"), os.fdopen(up[0])))
-            said = [(c.stdout if hasattr(c, "stdout") else c[2]).readline().strip()
-                    for c in children]
-            print(sorted(said))
-            for c in children:  # killed: an ended child's memory is given back too
-                if hasattr(c, "stdout"):
-                    c.kill()
-                    c.wait()
-                else:
-                    os.kill(c[0], 9)
-                    os.waitpid(c[0], 0)
-            again = subprocess.run([sys.executable, "-c", hold], input="",
-                                   capture_output=True, text=True)
-            print(again.stdout.strip())
+                return pid, os.fdopen(down[1], "w"), os.fdopen(up[0])
+
+            def program(mib, parts):
+                return subprocess.Popen(
+                    [sys.executable, "-c", code + f"hold({{mib}}, {{parts}})"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+            holders = [fork(60, 1), fork(60, 1)]
+            print([h[2].readline().strip() + " " + h[2].readline().strip() for h in holders])
+            refused = program(150, 1)
+            print(refused.communicate("")[0].split(), refused.returncode)
+            pid, _, out = fork(140, 4)
+            print(out.readline().strip())  # mapped
+            out.read()  # to its end: killed
+            print(os.waitpid(pid, 0)[1] == 9, pid)
+            again = program(60, 1)
+            print(again.communicate("")[0].split())
+            for pid, _, _ in holders:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
         """), timeout=120)
     assert r.error is None, (r.error, r.stderr)
-    said, again = r.stdout.splitlines()
-    assert said.count("held") == 2 and said.count("MemoryError") == 2, said
-    assert again == "held"
+    holders, refused, mapped, killed, again = r.stdout.splitlines()
+    assert holders == "['mapped held', 'mapped held']"
+    assert refused == "['ENOMEM'] 0"
     assert "refused: the function's memory (256 MiB) is used by its processes" in r.stderr
+    assert mapped == "mapped"
+    assert killed.startswith("True "), killed
+    assert "out of memory: the function's memory (256 MiB) is used by its processes" \
+        in r.stderr and f"killed process {killed.split()[1]} " in r.stderr, r.stderr
+    assert again == "['mapped', 'held']"
 
 
 def test_execve_of_a_program_that_cannot_load_returns_linux_errno(usf):

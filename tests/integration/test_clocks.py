@@ -269,3 +269,47 @@ def test_clocks_that_cannot_be_set_and_cpu_clocks_by_id(usf):
             print(e.errno)
         """)
     assert out == ["PermissionError 1", "OSError 22", "True True", "22"]
+
+
+def test_a_timerfd_a_fork_or_a_program_inherits_is_the_same_timer(usf):
+    """As Linux's open file description: an expiration one process reads is gone for the
+    other, a setting one makes is the other's, and absolute times stay on the guest clock."""
+    out = run_lines(usf, """
+        import ctypes, os, select, subprocess, sys, time
+        libc = ctypes.CDLL(None, use_errno=True)
+        class timespec(ctypes.Structure):
+            _fields_ = [("sec", ctypes.c_long), ("nsec", ctypes.c_long)]
+        class itimerspec(ctypes.Structure):
+            _fields_ = [("interval", timespec), ("value", timespec)]
+        def arm(fd, value, interval=0.0, flags=0):
+            spec = itimerspec(timespec(0, int(interval * 1e9)),
+                              timespec(int(value), int(value % 1 * 1e9)))
+            assert libc.timerfd_settime(fd, flags, ctypes.byref(spec), None) == 0
+        def left(fd):
+            cur = itimerspec()
+            libc.timerfd_gettime(fd, ctypes.byref(cur))
+            return cur.value.sec + cur.value.nsec / 1e9, cur.interval.nsec
+        fd = libc.timerfd_create(time.CLOCK_MONOTONIC, 0)
+        arm(fd, 0.01)
+        time.sleep(0.05)  # expired, not read: the parent's still, once shared
+        pid = os.fork()
+        if pid == 0:
+            arm(fd, 0.05)  # one-shot, read here
+            n = int.from_bytes(os.read(fd, 8), "little")
+            arm(fd, 30)  # left for the parent to see
+            os._exit(n)
+        print("fork", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]),
+              int.from_bytes(os.read(fd, 8), "little"), 29 < left(fd)[0] <= 30)
+        arm(fd, 30, 0.5)
+        disarm = ("import ctypes, sys; ctypes.CDLL(None).timerfd_settime(int(sys.argv[1]), 0, "
+                  "ctypes.create_string_buffer(32), None)")
+        print("before", left(fd)[1], 29 < left(fd)[0] <= 30)
+        subprocess.run([sys.executable, "-c", disarm, str(fd)], pass_fds=[fd], check=True)
+        print("program disarmed it", left(fd))
+        t0 = time.monotonic()
+        arm(fd, t0 + 0.05, flags=1)  # TFD_TIMER_ABSTIME, on the guest's monotonic clock
+        print("abstime", select.select([fd], [], [], 5)[0] == [fd], time.monotonic() - t0 >= 0.05)
+        os.close(fd)
+        """)
+    assert out == ["fork 1 1 True", "before 500000000 True", "program disarmed it (0.0, 0)",
+                   "abstime True True"], out

@@ -348,6 +348,41 @@ def test_rlimit_fsize_cuts_writes_short_then_fails_them_with_efbig_and_sigxfsz(u
                  "5"]
 
 
+def test_sendfile_copy_file_range_and_splice_into_a_file_keep_to_rlimit_fsize(usf):
+    """The copies the kernel makes are writes too: cut short at the soft limit, EFBIG (with
+    SIGXFSZ) from it on, as Linux's generic_write_checks applies to them."""
+    assert run(usf, """
+        import errno, os, resource, signal
+        got = []
+        signal.signal(signal.SIGXFSZ, lambda s, f: got.append(s))
+        with open("/tmp/source", "wb") as f:
+            f.write(b"s" * 5000)
+        src = os.open("/tmp/source", os.O_RDONLY)
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
+        dst = os.open("/tmp/copy", os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+        sent = [os.sendfile(dst, src, 0, 600), os.sendfile(dst, src, 0, 600)]
+        copied = os.copy_file_range(src, dst, 200, 0, 200)  # within the limit
+        os.lseek(dst, 900, os.SEEK_SET)
+        copied = [copied, os.copy_file_range(src, dst, 3000)]
+        r, w = os.pipe()
+        os.write(w, b"p" * 500)
+        spliced = os.splice(r, dst, 500, offset_dst=800)
+        failed = []
+        for call in (lambda: os.sendfile(dst, src, 0, 10),
+                     lambda: os.copy_file_range(src, dst, 10, 0, 1000),
+                     lambda: os.splice(r, dst, 10, offset_dst=1000)):
+            try:
+                call()
+            except OSError as e:
+                failed.append(errno.errorcode[e.errno])
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        print(sent, copied, spliced, failed, len(got), os.fstat(dst).st_size)
+        for fd in (src, dst, r, w):
+            os.close(fd)
+        """) == ["[600, 400] [200, 100] 200 ['EFBIG', 'EFBIG', 'EFBIG'] 3 1000"]
+
+
 def test_the_nice_value_goes_up_and_not_back_down(usf):
     assert run(usf, """
         import os

@@ -295,3 +295,95 @@ def test_a_fifo_pairs_readers_and_writers_of_the_tree_as_linux_opens_do(template
     """)
     assert out == ["True", "from a thread", "from sh", "100000", "ENXIO",
                    "['1', '2', '3'] 0", "ENXIO"]
+
+
+def test_prlimit_reads_and_sets_another_process_of_the_tree_as_linux_does(template):
+    """prlimit(pid) of a program, a forked child and the parent (from a child) gets and
+    sets that process's own limits, which it then lives by; a hard limit cannot be raised
+    (EPERM), and a pid of no running process of the tree is ESRCH."""
+    out = run_in_clone(template, """
+        import errno, os, resource, subprocess, sys
+        NOFILE, CORE = resource.RLIMIT_NOFILE, resource.RLIMIT_CORE
+        waits = ("import resource, sys; sys.stdin.readline(); "
+                 "print(resource.getrlimit(resource.RLIMIT_NOFILE))")
+        child = subprocess.Popen([sys.executable, "-c", waits], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+        print(resource.prlimit(child.pid, NOFILE, (64, 512)))  # the limits before
+        print(resource.prlimit(child.pid, NOFILE))
+        try:
+            resource.prlimit(child.pid, NOFILE, (64, 4096))
+        except PermissionError:
+            print("EPERM")
+        child.stdin.write("go\\n")
+        child.stdin.flush()
+        print(child.stdout.readline().strip())  # the program lives by what it was given
+        child.communicate()
+        try:
+            resource.prlimit(child.pid, CORE)
+        except ProcessLookupError:
+            print("ESRCH")  # waited for: gone
+        r, w = os.pipe()
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # a forked child sets its parent's limits, then reads its own
+            parent = os.getppid()
+            resource.prlimit(parent, CORE, (4096, resource.RLIM_INFINITY))
+            os.read(go_r, 1)
+            os.write(w, repr(resource.getrlimit(CORE)).encode())
+            os._exit(0)
+        resource.prlimit(pid, CORE, (0, 100))
+        os.write(go_w, b"x")
+        print(os.read(r, 100).decode())
+        os.waitpid(pid, 0)
+        print(resource.getrlimit(CORE) == (4096, resource.RLIM_INFINITY))
+        try:
+            resource.prlimit(99999, CORE)
+        except ProcessLookupError:
+            print("ESRCH")
+    """)
+    assert out == ["(1024, 1024)", "(64, 512)", "EPERM", "(64, 512)", "ESRCH", "(0, 100)",
+                   "True", "ESRCH"], out
+
+
+def test_multiprocessing_forkserver_runs_pools_processes_queues_and_locks(template):
+    """forkserver's parent binds a listener and hands it to the server it execs; each new
+    process is a connection to it carrying fds (SCM_RIGHTS), which the server forks with;
+    semaphores are found by name in /dev/shm (glibc links them there)."""
+    out = run_in_clone(template, """
+        import multiprocessing as mp
+        ctx = mp.get_context("forkserver")
+        with ctx.Pool(2) as pool:
+            print(pool.map(work.square, range(6)))
+        q, lock = ctx.Queue(), ctx.Lock()
+        a, b = ctx.Pipe()
+        for i in range(2):  # one after another: the server waits for the next
+            p = ctx.Process(target=work.fill, args=({}, [], q, lock, i))
+            p.start()
+            p.join(30)
+            print(p.exitcode, q.get(timeout=30) == p.pid)
+    """, prelude=IMPORT_WORK)
+    assert out == ["[0, 1, 4, 9, 16, 25]", "0 True", "0 True"], out
+
+
+def test_scm_rights_passes_pipes_between_processes_of_the_tree(template):
+    """sendmsg's SCM_RIGHTS over a connection between two processes (a socketpair a child
+    inherited, a connection to a listener in another process): the pipe ends it carries
+    are the receiver's, the bytes written through them the other's."""
+    out = run_in_clone(template, """
+        import os, socket
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            parent.close()
+            msg, fds, _, _ = socket.recv_fds(child, 100, 4)
+            os.write(fds[1], msg.upper())  # the parent's pipe, written here
+            os.close(fds[1])
+            os._exit(0)
+        child.close()
+        r, w = os.pipe()
+        socket.send_fds(parent, [b"through the pipe"], [r, w])
+        os.close(w)
+        os.waitpid(pid, 0)
+        print(os.read(r, 100).decode())
+    """)
+    assert out == ["THROUGH THE PIPE"], out

@@ -110,3 +110,58 @@ def test_a_shared_anonymous_mapping_made_before_fork_is_shared_with_the_child(te
         print(os.read(r, 3), m[:3], m[4096:4099], m[8192:8195])
     """)
     assert out == ["b'par' b'chd' b'two' b'\\x00\\x00\\x00'"]
+
+
+def test_a_name_a_child_makes_in_dev_shm_is_its_parents_too(template):
+    """/dev/shm is one namespace for the tree, as one machine's: SharedMemory(create=True)
+    in a forked child and in a program, attached by name in the parent, shows the same
+    bytes both ways while both run; O_EXCL of a name the child holds is EEXIST, and the
+    parent's unlink removes the name for the child too."""
+    out = run_in_clone(template, """
+        import os, subprocess, sys
+        from multiprocessing import shared_memory
+        r, w = os.pipe()
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            shm = shared_memory.SharedMemory(name="made-by-fork", create=True, size=10000)
+            shm.buf[:4] = b"fork"
+            os.write(w, b"made")
+            os.read(go_r, 1)
+            os.write(w, bytes(shm.buf[4:10]))  # what the parent stored meanwhile
+            os.read(go_r, 1)
+            os.write(w, str(os.path.exists("/dev/shm/made-by-fork")).encode())
+            os._exit(0)
+        os.read(r, 4)
+        seen = shared_memory.SharedMemory(name="made-by-fork")
+        print(seen.size >= 10000, bytes(seen.buf[:4]))
+        seen.buf[4:10] = b"parent"
+        os.write(go_w, b"x")
+        print(os.read(r, 6))
+        try:
+            os.open("/dev/shm/made-by-fork", os.O_CREAT | os.O_EXCL | os.O_RDWR)
+        except FileExistsError:
+            print("EEXIST")
+        seen.close()
+        seen.unlink()
+        os.write(go_w, b"x")
+        print(os.read(r, 10).decode())
+        os.waitpid(pid, 0)
+        program = subprocess.Popen([sys.executable, "-c", "\\n".join([
+            "import sys",
+            "from multiprocessing import shared_memory",
+            "shm = shared_memory.SharedMemory(name='made-by-program', create=True, size=4096)",
+            "shm.buf[:7] = b'program'",
+            "print('made', flush=True)",
+            "sys.stdin.readline()",
+            "print(bytes(shm.buf[7:13]).decode(), flush=True)"])],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        program.stdout.readline()
+        seen = shared_memory.SharedMemory(name="made-by-program")
+        print(bytes(seen.buf[:7]))
+        seen.buf[7:13] = b"parent"
+        print(program.communicate("go\\n")[0].strip())
+        seen.close()
+        seen.unlink()
+    """)
+    assert out == ["True b'fork'", "b'parent'", "EEXIST", "False", "b'program'", "parent"], out

@@ -395,29 +395,50 @@ def test_mapped_bytes_follow_maps_unmaps_splits_and_the_break(mm: AddressSpace) 
         == STACK_SIZE + 4 * MiB + 3 * PAGE_SIZE
 
 
-def test_processes_sharing_an_allowance_get_enomem_past_it_and_memory_back(
-        mm: AddressSpace, ram: GuestMemory) -> None:
+@pytest.fixture
+def fresh() -> Iterator[AddressSpace]:
+    """An address space over RAM none of whose pages the host has backed yet."""
+    mem = GuestMemory("fresh", 0, RAM_SIZE)
+    space = AddressSpace(mem, brk_limit=BRK_LIMIT)
+    space.set_brk_base(BRK_BASE)
+    yield space
+    mem.close()
+
+
+def test_processes_sharing_an_allowance_are_charged_what_they_hold_not_what_they_map(
+        fresh: AddressSpace) -> None:
+    """A mapping is refused (ENOMEM, told once) where its size does not fit beside what
+    the processes hold; mapped memory they then touch past the allowance makes the process
+    holding the most the one to kill; memory given back is the others' again."""
     from usetl.libos.allowance import Charge, MemoryAllowance
 
     told: list[str] = []
+    ram = fresh.ram
     allowance = MemoryAllowance(32 * MiB, 3)
     try:
-        mm.charge = Charge(allowance, 0, 0, told.append)
-        mm.charge.settle(mm.mapped_bytes)  # the stack: 8 MiB
-        other = allowance.claim()  # another process's 16 MiB, beyond what it shares
-        assert allowance.admit(other, 16 * MiB)
-        first = mm.map(0, 6 * MiB, False, False, "fits")
+        fresh.charge = Charge(allowance, 0, 1, ram.backed_bytes, 0, told.append)
+        other = allowance.claim()
+        allowance.settle(other, 2, 16 * MiB)  # another process holding 16 MiB
+        first = fresh.map(0, 12 * MiB, False, False, "untouched")
+        second = fresh.map(0, 12 * MiB, False, False, "untouched too")  # 40 MiB mapped: fits
+        fill(ram, first, 12 * MiB)
         with pytest.raises(SyscallError) as e:
-            mm.map(0, 4 * MiB, False, False, "does not")
+            fresh.map(0, 8 * MiB, False, False, "does not fit beside 28 MiB held")
         assert e.value.errno == errno.ENOMEM
-        assert mm.brk(BRK_BASE + 4 * MiB) == BRK_BASE  # the break stays
+        assert fresh.brk(BRK_BASE + 5 * MiB) == BRK_BASE  # the break stays
         assert len(told) == 1 and "the function's memory (32 MiB)" in told[0]
-        assert allowance.used() == (30 * MiB, 2)
-        mm.unmap(first, 6 * MiB)  # given back: room for the other process
-        assert allowance.admit(other, 22 * MiB)
+        assert allowance.used() == (28 * MiB, 2)
+        assert fresh.charge.check() is None  # within it
+        fill(ram, second, 6 * MiB)  # 34 MiB held: the holder of the most is killed
+        assert fresh.charge.check() == 1
+        assert fresh.charge.check() is None  # one victim at a time, until it has ended
+        assert len(told) == 2 and "killed process 1 (18 MiB)" in told[1]
+        allowance.settle(other, 2, 20 * MiB)  # now the other holds the most
+        fresh.unmap(first, 12 * MiB)  # given back
+        assert allowance.used() == (26 * MiB, 2) and fresh.charge.check() is None
         allowance.release(other)  # it ended
-        mm.map(0, 20 * MiB, False, False, "now fits")
-        assert allowance.used() == (28 * MiB, 1)
+        fresh.map(0, 16 * MiB, False, False, "now fits")
+        assert allowance.used() == (6 * MiB, 1)
     finally:
-        mm.charge = None
+        fresh.charge = None
         allowance.close()

@@ -2,20 +2,26 @@
 
 A USF's memory limit is its guest RAM: what the guest has mapped cannot
 exceed it, and an mmap or brk beyond it fails (ENOMEM, CPython's
-MemoryError), as under Linux's strict overcommit. A child's VM has RAM of
-its parent's size, so without more each child would have a limit of its
-own. Once an invocation makes its first child, every process of its tree
-(the USF, each forked child and each program) has a charge in one shared
-memory file: the USF's is all it has mapped, a program's all its own, a
-forked child's what it mapped beyond what it had at the fork (the rest it
-shares with its parent, copy-on-write). A mapping that would take the
-tree's charges past the function's memory is ENOMEM, with one `usetl:`
-line on the process's stderr: the function ends with a clear error where it
-would otherwise grow to its jail cgroup's limit, whose OOM killer ends one
-of its monitors (perhaps the USF's) without a word. The file is changed
-under a POSIX record lock, which forked monitors do not share, so two
-processes cannot both take the last bytes; a child's charge is cleared by
-its parent when it ends, killed or not.
+MemoryError). A child's VM has RAM of its parent's size, so without more
+each child would have a limit of its own. Once an invocation makes its
+first child, every process of its tree (the USF, each forked child and each
+program) has a charge in one shared memory file: the host memory it holds
+for its guest RAM (GuestMemory.backed_bytes: the pages its guest touched or
+the monitor wrote, not those it only mapped), as Linux's memory cgroup
+charges what is resident, not what is mapped; a forked child's is what it
+holds beyond what it held at the fork (the rest it shares with its parent,
+copy-on-write). Linux's overcommit heuristic refuses a mapping that could
+not be backed by the memory not yet in use; so here an mmap, brk or mremap
+whose size does not fit beside what the tree holds is ENOMEM, with one
+`usetl:` line on the process's stderr. Memory mapped and then touched
+beyond the allowance is Linux's out-of-memory path instead: each process
+measures itself every CHECK_EVERY seconds while it runs, and when the
+tree holds more than the function's memory, the process holding the most
+is killed (SIGKILL), told on the stderr of the process that found it,
+where the function would otherwise grow to its jail cgroup's limit, whose
+OOM killer ends one of its monitors (perhaps the USF's) without a word. The
+file is changed under a POSIX record lock, which forked monitors do not
+share; a child's charge is cleared by its parent when it ends, killed or not.
 """
 
 from __future__ import annotations
@@ -25,15 +31,22 @@ import fcntl
 import mmap
 import os
 import struct
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from .errors import SyscallError
 
-CHARGE = struct.Struct("<q")
-FREE = -1  # a slot no process holds
+# A process's charge (FREE: no process holds the slot), its pid, and whether it is being
+# killed for the tree's memory (one victim at a time, as Linux's OOM killer waits for its
+# victim to exit before it picks another).
+SLOT = struct.Struct("<qqq")
+FREE = -1
+CHECK_EVERY = 0.05  # seconds between a running process's measurements of itself
 REFUSED = ("usetl: {call} of {size} refused: the function's memory ({limit} MiB) is used by its "
-           "processes ({used} MiB mapped, {count} processes)\n")
+           "processes ({used} MiB in use, {count} processes)\n")
+KILLED = ("usetl: out of memory: the function's memory ({limit} MiB) is used by its processes "
+          "({used} MiB in use, {count} processes): killed process {pid} ({victim} MiB)\n")
 
 
 class MemoryAllowance:
@@ -43,46 +56,59 @@ class MemoryAllowance:
         self.limit = limit
         self.slots = slots
         self.fd = os.memfd_create("usetl-allowance", os.MFD_CLOEXEC)
-        os.ftruncate(self.fd, slots * CHARGE.size)
-        self.map = mmap.mmap(self.fd, slots * CHARGE.size)
+        os.ftruncate(self.fd, slots * SLOT.size)
+        self.map = mmap.mmap(self.fd, slots * SLOT.size)
         for i in range(1, slots):
-            CHARGE.pack_into(self.map, i * CHARGE.size, FREE)
+            SLOT.pack_into(self.map, i * SLOT.size, FREE, 0, 0)
 
     def claim(self) -> int:
         """A slot for a new child, charged nothing (the caller's tokens bound their number)."""
         with self._locked():
             for i in range(1, self.slots):
-                if self._charge(i) == FREE:
-                    CHARGE.pack_into(self.map, i * CHARGE.size, 0)
+                if self._slot(i)[0] == FREE:
+                    SLOT.pack_into(self.map, i * SLOT.size, 0, 0, 0)
                     return i
         raise AssertionError("more children than slots")
 
     def release(self, slot: int) -> None:
         """The child in `slot` has ended: its charge goes back to the others."""
         with self._locked():
-            CHARGE.pack_into(self.map, slot * CHARGE.size, FREE)
+            SLOT.pack_into(self.map, slot * SLOT.size, FREE, 0, 0)
 
     def used(self) -> tuple[int, int]:
         """(bytes charged, processes charged) now."""
-        charges = [c for i in range(self.slots) if (c := self._charge(i)) != FREE]
-        return sum(charges), len(charges)
+        held = self._held()
+        return sum(c for c, _, _, _ in held), len(held)
 
-    def admit(self, slot: int, charge: int) -> bool:
-        """Set `slot`'s charge to `charge` if the tree stays within the limit (or it shrinks)."""
+    def fits(self, slot: int, pid: int, charge: int, more: int) -> bool:
+        """Set `slot`'s charge (process `pid`'s) to `charge`; whether `more` bytes fit beside
+        what the tree holds."""
         with self._locked():
-            others = sum(c for i in range(self.slots)
-                         if i != slot and (c := self._charge(i)) != FREE)
-            if charge > self._charge(slot) and others + charge > self.limit:
-                return False
-            CHARGE.pack_into(self.map, slot * CHARGE.size, charge)
-            return True
+            self.settle(slot, pid, charge)
+            return sum(c for c, _, _, _ in self._held()) + more <= self.limit
 
-    def settle(self, slot: int, charge: int) -> None:
-        """A lower charge after memory was given back (only its process writes its slot)."""
-        CHARGE.pack_into(self.map, slot * CHARGE.size, charge)
+    def settle(self, slot: int, pid: int, charge: int) -> None:
+        """`slot`'s charge is `charge` now (only its process writes its charge)."""
+        SLOT.pack_into(self.map, slot * SLOT.size, charge, pid, self._slot(slot)[2])
 
-    def _charge(self, slot: int) -> int:
-        return CHARGE.unpack_from(self.map, slot * CHARGE.size)[0]
+    def victim(self) -> tuple[int, int] | None:
+        """(pid, charge) of the process to kill, if the tree holds more than the function's
+        memory and none is being killed already: the one holding the most, marked so that
+        no other process picks a victim until it has ended."""
+        with self._locked():
+            held = self._held()
+            if sum(c for c, _, _, _ in held) <= self.limit or any(d for _, _, d, _ in held):
+                return None
+            charge, pid, _, slot = max(held)
+            SLOT.pack_into(self.map, slot * SLOT.size, charge, pid, 1)
+        return pid, charge
+
+    def _held(self) -> list[tuple[int, int, int, int]]:
+        """(charge, pid, being killed, slot) of every slot a process holds."""
+        return [(*self._slot(i), i) for i in range(self.slots) if self._slot(i)[0] != FREE]
+
+    def _slot(self, slot: int) -> tuple[int, int, int]:
+        return SLOT.unpack_from(self.map, slot * SLOT.size)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -99,22 +125,28 @@ class MemoryAllowance:
         os.close(self.fd)
 
 
-
 class Charge:
-    """One process's part of the allowance, as its address space sees it: its mapped bytes
-    beyond `baseline` (what a forked child shares with its parent)."""
+    """One process's part of the allowance: the host memory its guest RAM holds
+    (`measure`), beyond `baseline` (what a forked child shares with its parent)."""
 
-    def __init__(self, allowance: MemoryAllowance, slot: int, baseline: int,
-                 tell: Callable[[str], None]):
+    def __init__(self, allowance: MemoryAllowance, slot: int, pid: int,
+                 measure: Callable[[], int], baseline: int, tell: Callable[[str], None]):
         self.allowance = allowance
         self.slot = slot
+        self.pid = pid
+        self.measure = measure
         self.baseline = baseline
-        self.tell = tell  # a line on the process's stderr, once
-        self.told = False
+        self.tell = tell  # a line on the process's stderr
+        self.told = False  # of a refusal, once
+        self.next_check = time.monotonic() + CHECK_EVERY
 
-    def admit(self, mapped: int, call: str, size: int) -> None:
-        """Room for `mapped` bytes in all, or ENOMEM (told on stderr, once)."""
-        if self.allowance.admit(self.slot, max(0, mapped - self.baseline)):
+    def held(self) -> int:
+        return max(0, self.measure() - self.baseline)
+
+    def admit(self, call: str, size: int) -> None:
+        """Room for a mapping of `size` more bytes beside what the tree holds, or ENOMEM
+        (told on stderr, once)."""
+        if self.allowance.fits(self.slot, self.pid, self.held(), size):
             return
         if not self.told:
             self.told = True
@@ -123,8 +155,23 @@ class Charge:
                                      used=used >> 20, count=count))
         raise SyscallError(errno.ENOMEM)
 
-    def settle(self, mapped: int) -> None:
-        self.allowance.settle(self.slot, max(0, mapped - self.baseline))
+    def settle(self) -> None:
+        """Memory was given back: the charge is what is held now."""
+        self.allowance.settle(self.slot, self.pid, self.held())
+
+    def check(self) -> int | None:
+        """The periodic measurement: the pid of the process to kill if the tree now holds
+        more than the function's memory (told on stderr), else None."""
+        self.next_check = time.monotonic() + CHECK_EVERY
+        self.settle()
+        found = self.allowance.victim()
+        if found is None:
+            return None
+        pid, charge = found
+        used, count = self.allowance.used()
+        self.tell(KILLED.format(limit=self.allowance.limit >> 20, used=used >> 20, count=count,
+                                pid=pid, victim=charge >> 20))
+        return pid
 
 
 def _mib(n: int) -> str:

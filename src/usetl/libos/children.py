@@ -51,6 +51,7 @@ import resource
 import select
 import signal
 import socket
+import stat
 import struct
 import termios
 from collections.abc import Callable
@@ -61,7 +62,7 @@ from usetl.kvm.structs import kvm_regs
 from usetl.vm import Stop, ThreadContext, Vm, VmError
 from usetl.vm.layout import VDSO_ADDR
 
-from . import fifo, sigdelivery
+from . import fifo, limits, shmtree, sigdelivery
 from .allowance import Charge, MemoryAllowance
 from .childwatch import ConsoleDrain, Watcher
 from .clock import MONOTONIC
@@ -90,12 +91,17 @@ from .proctree import (
     Exited,
     FifoEnd,
     FifoOpen,
+    LimitsAnswer,
+    LimitsAsk,
     MessageReader,
     Passed,
-    PassedPipe,
+    PassedFd,
     Process,
     ProcessTable,
     Routed,
+    ShmFile,
+    ShmOpen,
+    ShmUnlink,
     Signal,
     TreeProtocolError,
     send_message,
@@ -104,6 +110,7 @@ from .pty import PtyFile
 from .sched import Block, ExitThread, WaitQueue
 from .signals import (
     SA_NOCLDWAIT,
+    SI_KERNEL,
     SI_TKILL,
     SI_USER,
     SIG_DFL,
@@ -114,6 +121,7 @@ from .signals import (
     SigInfo,
 )
 from .syscalls.numbers import SYSCALL_NAMES
+from .timerfd import HostTimerFile, TimerFile
 from .tmpsync import LENGTH, apply_changes, encode_changes, given_files, snapshot
 
 if TYPE_CHECKING:
@@ -277,7 +285,7 @@ class ProcessTokens:
             raise SyscallError(errno.EAGAIN)
         if self.memory is None:  # the USF's first child: the USF's whole mapping is charged
             self.memory = MemoryAllowance(k.vm.ram.size, MAX_PROCESSES + 1)
-            charge_to(k, self.memory, 0, 0)
+            charge_to(k, self.memory, 0, False)
         return self.memory.claim()
 
     def give(self, memory_slot: int) -> None:
@@ -294,10 +302,29 @@ class ProcessTokens:
             self.memory = None
 
 
-def charge_to(k: Kernel, allowance: MemoryAllowance, slot: int, baseline: int) -> None:
-    """k's mappings beyond `baseline` are charged to `slot` of the allowance from now on."""
-    k.mm.charge = Charge(allowance, slot, baseline, lambda line: tell(k.fds, line))
-    k.mm.charge.settle(k.mm.mapped)
+def charge_to(k: Kernel, allowance: MemoryAllowance, slot: int, forked: bool) -> None:
+    """The memory k's guest RAM holds is charged to `slot` of the allowance from now on;
+    a forked child's beyond what it held at the fork (what it shares with its parent)."""
+    def measure() -> int:  # k.vm at each measurement: a fork makes a new one
+        return k.vm.ram.backed_bytes() + k.mm.shared_bytes_held()
+
+    if not forked:
+        k.vm.ram.measure_from_here()
+
+    k.mm.charge = Charge(allowance, slot, k.identity.pid, measure, measure() if forked else 0,
+                         lambda line: tell(k.fds, line))
+    k.mm.charge.settle()
+    k.rearm_wake()  # its periodic measurement (check_memory)
+
+
+def check_memory(k: Kernel) -> None:
+    """The running process measures itself (allowance.Charge.check): where the tree holds
+    more than the function's memory, the process holding the most is killed, as Linux's
+    out-of-memory killer does in a memory cgroup."""
+    assert k.mm.charge is not None
+    victim = k.mm.charge.check()
+    if victim is not None:
+        route(k, Signal(victim, signal.SIGKILL, k.identity.pid, k.identity.uid, SI_KERNEL))
 
 
 @dataclass
@@ -461,17 +488,18 @@ class Children:
         self.parent: socket.socket | None = None  # a child's: where its parent's signals come
         self.replaced_by: Child | None = None  # the program this process exec'd, running
         self.watcher: Watcher | None = None  # started with the first child
-        # Named pipes (fifo.py): opens of those this process made, not yet paired; and
-        # this process's opens of others' waiting for their answers, by request.
+        # Named pipes (fifo.py): opens of those this process made, not yet paired.
         self.fifo_waiting: dict[str, fifo.Waiting] = {}
-        self.fifo_answers: dict[int, fifo.Answer] = {}
-        self.fifo_requests = 0
+        # What this process asked of others (a FIFO's open, prlimit), waiting for their
+        # answers: the callable each answer goes to, by request number.
+        self.answers: dict[int, Callable[..., None]] = {}
+        self.requests = 0
 
-    def fifo_request(self, answer: fifo.Answer) -> int:
-        """A number for an open of another process's FIFO, answered by `answer`."""
-        self.fifo_requests += 1
-        self.fifo_answers[self.fifo_requests] = answer
-        return self.fifo_requests
+    def request(self, answer: Callable[..., None]) -> int:
+        """A number for a request to another process of the tree, answered by `answer`."""
+        self.requests += 1
+        self.answers[self.requests] = answer
+        return self.requests
 
     def watch(self) -> Watcher:
         if self.watcher is None:
@@ -813,7 +841,7 @@ def _start_program(k: Kernel, state: PreExec, pid: int, program: str, argv: list
     tokens = k.children.process_tokens()
     k.children.process_table(k)
     memory_slot = tokens.take(k, "execve")
-    fds, drains = _child_files(k, state)
+    fds, drains = _child_files(k, state, pid)
     control, theirs = socket.socketpair()
     keep = {theirs.fileno(), *k.children.host_fds(), *k.mm.page_fds(),
             *(fd for f in fds.values() if (fd := f.host_fd()) is not None)}
@@ -839,8 +867,9 @@ def _start_program(k: Kernel, state: PreExec, pid: int, program: str, argv: list
                  memory_slot, fds, k.identity.pid)
 
 
-def _child_files(k: Kernel, state: PreExec) -> tuple[dict[int, OpenFile], list[ConsoleDrain]]:
-    """The files the program gets, by fd (as host fds where they must stay connected to
+def _child_files(k: Kernel, state: PreExec, pid: int
+                 ) -> tuple[dict[int, OpenFile], list[ConsoleDrain]]:
+    """The files program `pid` gets, by fd (as host fds where they must stay connected to
     this process), and the drains of the parent's captured output it writes to."""
     out: dict[int, OpenFile] = {}
     made: dict[int, OpenFile] = {}  # id of a file replaced -> its replacement
@@ -852,13 +881,18 @@ def _child_files(k: Kernel, state: PreExec) -> tuple[dict[int, OpenFile], list[C
             to_host(k, f, (state.parent_fds, state.fds), made)
         if isinstance(f, EventFile) and id(f) not in made:
             eventfd_to_host(k, f, (state.parent_fds, state.fds), made)
+        if isinstance(f, TimerFile) and id(f) not in made:
+            timerfd_to_host(k, f, (state.parent_fds, state.fds), made)
         if isinstance(f, OutputFile) and id(f) not in made:
             drain = k.children.watch().drain(f)
             drains.append(drain)
             made[id(f)] = HostStreamFile.for_pipe_end(k, drain.write_fd, reads=False,
                                                       nonblocking=False)
         f = made.get(id(f), f)
-        if isinstance(f, CROSSES) or isinstance(f, GuestSocket) and \
+        if isinstance(f, GuestSocket) and f.is_unix_listener():
+            f.hand_to(pid)  # its name goes with it
+            out[fd] = f
+        elif isinstance(f, CROSSES) or isinstance(f, GuestSocket) and \
                 isinstance(f.conn, SocketFile):  # a socket on a host socket: still a socket
             out[fd] = f
     return out, drains
@@ -937,8 +971,20 @@ def eventfd_to_host(k: Kernel, f: EventFile, tables: tuple[FdTable, ...],
     """Turn the eventfd f into a host one, in every table given (and the epoll sets there
     watching it), so that the processes that hold it share its counter; threads waiting
     on it look again."""
-    made[id(f)] = shared = HostStreamFile.for_eventfd(k, f.counter, f.semaphore,
-                                                      bool(f.flags & O_NONBLOCK))
+    _replace(k, f, HostStreamFile.for_eventfd(k, f.counter, f.semaphore,
+                                              bool(f.flags & O_NONBLOCK)), tables, made)
+
+
+def timerfd_to_host(k: Kernel, f: TimerFile, tables: tuple[FdTable, ...],
+                    made: dict[int, OpenFile]) -> None:
+    """Turn the timerfd f into a host one, as eventfd_to_host does: the processes that hold
+    it share its expirations."""
+    _replace(k, f, HostTimerFile(k, f), tables, made)
+
+
+def _replace(k: Kernel, f: EventFile | TimerFile, shared: OpenFile,
+             tables: tuple[FdTable, ...], made: dict[int, OpenFile]) -> None:
+    made[id(f)] = shared
     for t in tables:
         for fd, g in list(t.files.items()):
             if g is f:
@@ -1063,6 +1109,8 @@ def _run_program(k: Kernel, pid: int, program: Program, argv: list[str], envp: l
     child.umask = k.umask
     child.identity.nice = k.identity.nice  # kept across execve, as Linux's
     child.limits = dict(k.limits)  # kept across execve, as Linux's
+    # The shared pages of files it has a copy of (its memfds kept, forked on with it).
+    child.mm.paged = list(k.mm.paged)
     child.fds.limit = k.fds.limit
     # As Linux's execve: ignored signals stay ignored (caught ones are reset to the
     # default), and the thread's mask is kept.
@@ -1077,7 +1125,7 @@ def _run_program(k: Kernel, pid: int, program: Program, argv: list[str], envp: l
         child.fds.files[fd] = f
     hear_parent(child, control)
     assert child.children.tokens is not None and child.children.tokens.memory is not None
-    charge_to(child, child.children.tokens.memory, memory_slot, 0)
+    charge_to(child, child.children.tokens.memory, memory_slot, False)
     try:
         prog = load_program(child.mm, vm.ram.view, program, argv, envp,
                             (child.identity.uid, child.identity.gid),
@@ -1295,9 +1343,59 @@ def _deliver(k: Kernel, message: Routed, passed: Passed | None) -> None:
     elif isinstance(message, FifoOpen):
         fifo.serve(k, message, route)
     elif isinstance(message, FifoEnd):
-        fifo.answered(k, message, passed if isinstance(passed, PassedPipe) else None)
+        fifo.answered(k, message, passed if isinstance(passed, PassedFd) else None)
+    elif isinstance(message, LimitsAsk):
+        limits.serve(k, message, route)
+    elif isinstance(message, LimitsAnswer):
+        limits.answered(k, message)
+    elif isinstance(message, ShmOpen):
+        shmtree.serve(k, message, route)
+    elif isinstance(message, ShmFile):
+        shmtree.answered(k, message, passed if isinstance(passed, PassedFd) else None)
+    elif isinstance(message, ShmUnlink):
+        shmtree.unlink(k, message)
     else:
         _deliver_signal(k, message)
+
+
+def host_fds_of(k: Kernel, files: list[OpenFile]) -> list[int]:
+    """The host fds of files passed (SCM_RIGHTS) over a connection to another process of
+    the tree: pipes, socketpairs, eventfds and timerfds become host ones here first, as for
+    a child. A file that has none (a tmpfs file, an epoll set) cannot travel: EINVAL."""
+    made: dict[int, OpenFile] = {}
+    fds = []
+    for f in files:
+        if id(f) not in made:
+            if channel_end(f) is not None:
+                to_host(k, f, (k.fds,), made)
+            elif isinstance(f, EventFile):
+                eventfd_to_host(k, f, (k.fds,), made)
+            elif isinstance(f, TimerFile):
+                timerfd_to_host(k, f, (k.fds,), made)
+        fd = made.get(id(f), f).host_fd()
+        if fd is None:
+            raise SyscallError(errno.EINVAL)
+        fds.append(fd)
+    return fds
+
+
+def file_of_host_fd(k: Kernel, fd: int) -> OpenFile | None:
+    """A host fd received (SCM_RIGHTS) from another process of the tree, as a file of this
+    one: a pipe end, or a socket; None (closed) for anything else."""
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISFIFO(mode):
+        access = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+        return HostStreamFile.for_pipe_end(k, fd, reads=access == os.O_RDONLY,
+                                           nonblocking=False)
+    if stat.S_ISSOCK(mode):
+        sock = socket.socket(fileno=fd)
+        if sock.family == socket.AF_UNIX:
+            g = GuestSocket(k.guest_net, AF_UNIX, sock.type, 0, k.ns.inodes.next())
+            g.conn = SocketFile(k, AF_UNIX, False, shared=sock)
+            return g
+        sock.detach()
+    os.close(fd)
+    return None
 
 
 def connect_in_tree(k: Kernel, f: GuestSocket, holder: int, address: bytes) -> None:

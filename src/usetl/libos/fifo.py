@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from .errors import SyscallError
 from .files import O_ACCMODE, O_CLOEXEC, O_NONBLOCK, O_RDONLY, O_WRONLY
 from .hostpipe import HostStreamFile
-from .proctree import LINGERING, RUNNING, FifoEnd, FifoOpen, PassedPipe
+from .proctree import LINGERING, RUNNING, FifoEnd, FifoOpen, PassedFd
 from .sched import Block, WaitQueue
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def open_fifo(k: Kernel, node: TmpFifo, path: str, flags: int, route: Route) -> 
         pair(k, path, reads, nonblocking, answer)
     else:
         _check_holder(k, node.holder)
-        request = k.children.fifo_request(answer)
+        request = k.children.request(answer)
         route(k, FifoOpen(node.holder, path, k.identity.pid, reads, nonblocking, request))
     if answered:
         if answered[0] < 0:
@@ -124,14 +124,14 @@ def serve(k: Kernel, message: FifoOpen, route: Route) -> None:
 
     def answer(error: int, fd: int) -> None:
         route(k, FifoEnd(message.sender, message.request, error),
-              None if error else PassedPipe(fd))
+              None if error else PassedFd(fd))
 
     pair(k, message.path, message.reads, message.nonblocking, answer)
 
 
-def answered(k: Kernel, message: FifoEnd, passed: PassedPipe | None) -> None:
+def answered(k: Kernel, message: FifoEnd, passed: PassedFd | None) -> None:
     """The holder's answer to an open this process asked for."""
-    answer = k.children.fifo_answers.pop(message.request, None)
+    answer = k.children.answers.pop(message.request, None)
     if answer is None:
         if passed is not None:
             passed.close()

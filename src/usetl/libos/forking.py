@@ -11,8 +11,9 @@ while its parent waits. Only the forking thread goes on in the child, as on
 Linux. Pipes and socketpairs become host ones before the fork, and the
 parent's captured stdout and stderr are fed by drained host pipes, as for
 a child program (children.py); so do eventfds (host eventfds, whose
-counter both share). An epoll set is not shared: the parent's goes on, the
-child's copy is EINVAL to use (told on stderr) and may only be closed. The
+counter both share) and timerfds (host timerfds, timerfd.py). An epoll set
+is not shared: the parent's goes on, the child's copy is EINVAL to use
+(told on stderr) and may only be closed. The
 child's writes to /tmp reach the parent when it exits (tmpsync.py).
 """
 
@@ -40,6 +41,7 @@ from .children import (
     host_fork,
     report_and_exit,
     run_to_exit,
+    timerfd_to_host,
     to_host,
 )
 from .errors import SyscallError
@@ -48,6 +50,7 @@ from .hostpipe import HostStreamFile
 from .ipc import EventFile
 from .proctree import Ready, recv_message, send_message
 from .syscalls.sys_poll import EpollFile, ForkedEpollFile
+from .timerfd import TimerFile
 from .tmpsync import encode_changes, given_files, snapshot
 
 if TYPE_CHECKING:
@@ -127,8 +130,8 @@ def _fork_as(k: Kernel, pid: int, flags: int, parent_tid: int, child_tid: int,
 
 
 def _share_files(k: Kernel) -> dict[int, ConsoleDrain]:
-    """Turn the process's pipes, socketpairs and eventfds into host ones (its epoll sets
-    watching those), and make a drain for each capture of output it holds (by the
+    """Turn the process's pipes, socketpairs, eventfds and timerfds into host ones (its
+    epoll sets watching those), and make a drain for each capture of output it holds (by the
     capture's id): both processes keep what they share."""
     made: dict[int, OpenFile] = {}
     drains: dict[int, ConsoleDrain] = {}
@@ -137,6 +140,8 @@ def _share_files(k: Kernel) -> dict[int, ConsoleDrain]:
             to_host(k, f, (k.fds,), made)
         elif isinstance(f, EventFile) and id(f) not in made:
             eventfd_to_host(k, f, (k.fds,), made)
+        elif isinstance(f, TimerFile) and id(f) not in made:
+            timerfd_to_host(k, f, (k.fds,), made)
         elif isinstance(f, OutputFile) and id(f) not in drains:
             drains[id(f)] = k.children.watch().drain(f)
     return drains
@@ -154,7 +159,7 @@ def _run_child(k: Kernel, pid: int, state: VcpuState, flags: int, child_tid: int
         _become_child(k, pid, state, drains, keep)
         ran = k
         assert k.children.tokens is not None and k.children.tokens.memory is not None
-        charge_to(k, k.children.tokens.memory, memory_slot, k.mm.mapped)
+        charge_to(k, k.children.tokens.memory, memory_slot, True)
         hear_parent(k, control)
         if flags & CLONE_CHILD_SETTID:
             k.mem.put_u32(child_tid, pid)

@@ -421,13 +421,29 @@ class GuestSocket(StreamFile):
         """Connected through the host under the policy (not a guest connection on the host)."""
         return isinstance(self.conn, SocketFile) and not self.conn.shared
 
+    def hand_to(self, pid: int) -> None:
+        """An AF_UNIX listener given to a program at its execve (forkserver's server listens
+        on what its parent bound): its name is process `pid`'s in the tree from now on, so
+        connections from the tree reach it there (given_to), this copy's close aside."""
+        assert self.is_unix_listener() and isinstance(self.local, bytes)
+        tree = self.net._tree()
+        if tree is not None:
+            tree.hand_name(self.net.unix_key(self.local), pid)
+
     def given_to(self, net: GuestNet) -> None:
-        """This connected socket, its connection a host socket, is now a program's that
-        was given it at execve (a copy of it, in the program's monitor): that process's
-        threads wait on it, in its port space."""
-        assert isinstance(self.conn, SocketFile)
+        """This socket is now a program's that was given it at execve (a copy of it, in the
+        program's monitor): that process's threads wait on it, in its port space. A
+        connected one's connection is a host socket; a listener listens there (hand_to)."""
         self.net, self.queue = net, WaitQueue()
-        self.conn.kernel = net.sched.k
+        if isinstance(self.conn, SocketFile):
+            self.conn.kernel = net.sched.k
+            return
+        assert self.is_unix_listener() and isinstance(self.local, bytes)
+        key = net.unix_key(self.local)
+        (net.abstract if key.startswith(b"\0") else net.paths)[key] = self
+
+    def is_unix_listener(self) -> bool:
+        return self.family == AF_UNIX and self.backlog is not None
 
     def connection(self) -> UnixSocketFile | SocketFile:
         """The connection calls go to, told this socket's O_NONBLOCK (fcntl sets it here)."""
@@ -690,6 +706,14 @@ class GuestSocket(StreamFile):
     def recv_vectored(self, buffers: list[memoryview], flags: int) -> int:
         return self._timed(SO_RCVTIMEO, lambda: self._recv_vectored(buffers, flags))
 
+    def recv_with_fds(self, buffers: list[memoryview], flags: int, max_fds: int
+                      ) -> tuple[int, list[int]]:
+        """recvmsg on a connection that is a host socket: the bytes, and the host fds passed
+        with them."""
+        conn = self.connection()
+        assert isinstance(conn, SocketFile)
+        return self._timed(SO_RCVTIMEO, lambda: conn.recv_with_fds(buffers, flags, max_fds))
+
     def _recv_vectored(self, buffers: list[memoryview], flags: int) -> int:
         if self.conn is None:
             joined = memoryview(bytearray(sum(len(b) for b in buffers)))
@@ -710,8 +734,8 @@ class GuestSocket(StreamFile):
         if self.conn is None and self.sock_type == SOCK_DGRAM:
             return self.send_datagram(b"".join(data), None, flags, ancillary)
         conn = self.connection()
-        if isinstance(conn, SocketFile):
-            return conn.send(data, flags)  # ancillary data stays in the guest: none to send
+        if isinstance(conn, SocketFile):  # the files passed go as host fds, if any
+            return conn.send(data, flags, ancillary.host_fds if ancillary is not None else ())
         return conn.send(data, flags, ancillary)
 
     def read(self, length: int) -> bytes | memoryview:

@@ -60,6 +60,8 @@ class Ancillary:
         self.files = files or []
         self.hoplimit = hoplimit
         self.tclass = tclass
+        # The files' host fds, where they go over a host socket (a shared connection).
+        self.host_fds: list[int] = []
 
     def hold(self) -> None:
         for f in self.files:

@@ -256,9 +256,16 @@ class Kernel:
         due (a time slice, a timeout, finished host work), deliver what signal is due."""
         self.retry_wake = None
         self.sched.preempt(regs)
+        self.check_memory()
         stop = sigdelivery.deliver(self, regs) if sigdelivery.due(self) else None
         self.rearm_wake()  # a CPU-time timer may not have expired yet
         return stop
+
+    def check_memory(self) -> None:
+        """In a process tree, measure this process's memory when it is due: while it runs
+        (the kick out of KVM_RUN) and while it waits (it may have grown before)."""
+        if self.mm.charge is not None and time.monotonic() >= self.mm.charge.next_check:
+            children.check_memory(self)
 
     def next_wake(self) -> float | None:
         """When (time.monotonic()) the run loop should kick the vCPU next, if ever.
@@ -271,6 +278,8 @@ class Kernel:
         wakes = [] if self.retry_wake is None else [self.retry_wake]
         if self.sched.check_at is not None:
             wakes.append(self.sched.check_at)
+        if self.mm.charge is not None:  # in a tree: its memory is measured (check_memory)
+            wakes.append(self.mm.charge.next_check)
         for which, timer in self.signals.timers.items():
             wakes.append(now + max(timer.expiry - timer_clock(self, which), 0.0))
         return min(wakes, default=None)
@@ -296,6 +305,7 @@ class Kernel:
         if self.sched.alone:
             for finish in self.sched.host.take():
                 finish()
+        self.check_memory()
         return self.vm.deadline_hit or sigdelivery.due(self)
 
     def resume(self, regs: kvm_regs) -> Stop | None:

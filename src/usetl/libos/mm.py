@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -161,14 +162,14 @@ class AddressSpace:
         return n
 
     def _admit(self, grow: int, call: str) -> None:
-        """Room for `grow` more bytes in the invocation's memory allowance, or ENOMEM."""
+        """Room for `grow` more bytes beside what the invocation's processes hold, or ENOMEM."""
         if self.charge is not None and grow > 0:
-            self.charge.admit(self.mapped + grow, call, grow)
+            self.charge.admit(call, grow)
 
     def _settle(self) -> None:
         """Memory given back goes back to the allowance."""
         if self.charge is not None:
-            self.charge.settle(self.mapped)
+            self.charge.settle()
 
     def sync(self, start: int, end: int) -> None:
         """Write what [start, end) holds of shared file mappings back to their files."""
@@ -195,16 +196,27 @@ class AddressSpace:
         write() of it, then see the same bytes, as on Linux (multiprocessing's SharedMemory
         opened twice, numpy.memmap, glibc's process-shared semaphores and SQLite's WAL
         index live there)."""
+        pages = self.give_pages(node)
+        pages.grow(offset + (end - start))
+        self.ram.map_shared_file(start, end - start, node.pages.fd, offset)
+        self.host_shared.append(HostShared(start, end, node.pages, offset))
+
+    def give_pages(self, node: TmpFile) -> SharedPages:
+        """The shared pages holding `node`'s bytes, made (and kept here) at the first need."""
         if node.pages is None:
             node.pages = SharedPages(node.data)
             self.paged.append(node)
-        node.pages.grow(offset + (end - start))
-        self.ram.map_shared_file(start, end - start, node.pages.fd, offset)
-        self.host_shared.append(HostShared(start, end, node.pages, offset))
+        return node.pages
 
     def page_fds(self) -> list[int]:
         """The memfds of the files mapped shared: a forked monitor keeps them."""
         return [node.pages.fd for node in self.paged if node.pages is not None]
+
+    def shared_bytes_held(self) -> int:
+        """The host memory the shared pages this monitor made hold (a forked monitor's
+        inherited ones are its parent's), as Linux charges a shmem page once."""
+        return sum(node.pages.held_bytes() for node in self.paged
+                   if node.pages is not None and node.pages.maker == os.getpid())
 
     def reshare(self) -> None:
         """Map the host-shared ranges again, over memory that was remapped as a whole."""
@@ -342,18 +354,16 @@ class AddressSpace:
                 self._remove(addr, addr + length)
                 self.discard(addr, length)
             self._insert(Area(addr, addr + length, name, file))
-            self._settle()
+            if replaced:
+                self._settle()
             return addr
         self._admit(length, "mmap")
-        try:
-            if addr and addr % PAGE_SIZE == 0 and self._valid_user_range(addr, addr + length) \
-                    and not self.overlaps(addr, addr + length):
-                start = addr
-            else:
-                start = self._find_free(length)
-            self._insert(Area(start, start + length, name, file))
-        finally:
-            self._settle()  # what it took, or nothing where it found no room
+        if addr and addr % PAGE_SIZE == 0 and self._valid_user_range(addr, addr + length) \
+                and not self.overlaps(addr, addr + length):
+            start = addr
+        else:
+            start = self._find_free(length)
+        self._insert(Area(start, start + length, name, file))
         return start
 
     def unmap(self, addr: int, length: int) -> None:

@@ -15,13 +15,14 @@ options the guest sets; they are set again on the connected one.
 
 from __future__ import annotations
 
+import array
 import errno
 import logging
 import select
 import socket
 import stat as st
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
@@ -252,39 +253,56 @@ class SocketFile(StreamFile):
 
     def recv_vectored(self, buffers: list[memoryview], flags: int) -> int:
         """recvmsg: one host recvmsg into several guest buffers (MSG_WAITALL not honoured)."""
+        return self.recv_with_fds(buffers, flags, 0)[0]
+
+    def recv_with_fds(self, buffers: list[memoryview], flags: int, max_fds: int
+                      ) -> tuple[int, list[int]]:
+        """recv_vectored, and the host fds up to `max_fds` passed with the bytes (a shared
+        AF_UNIX connection's SCM_RIGHTS)."""
         buffers = [b for b in buffers if len(b)]
         if not buffers:
-            return 0
+            return 0, []
         sock = self.host
         peek = flags & MSG_PEEK
+        room = socket.CMSG_SPACE(max_fds * 4) if max_fds else 0
         cpu0, wall0 = time.thread_time(), time.perf_counter()
-        n = self._retry(
-            lambda: sock.recvmsg_into(buffers, 0, peek)[0], POLLIN, self.recv_timeout, flags
-        )
-        self._bill(cpu0, wall0, received=0 if peek else n)
-        return n
+        got: list[int] = []
 
-    def send(self, data: Iterable[memoryview], flags: int) -> int:
-        """Send from guest memory; a blocking call sends everything, as Linux does."""
+        def receive() -> int:
+            n, ancdata, _, _ = sock.recvmsg_into(buffers, room, peek)
+            for level, kind, data in ancdata:
+                if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS):
+                    got.extend(array.array("i", data[: len(data) // 4 * 4]))
+            return n
+
+        n = self._retry(receive, POLLIN, self.recv_timeout, flags)
+        self._bill(cpu0, wall0, received=0 if peek else n)
+        return n, got
+
+    def send(self, data: Iterable[memoryview], flags: int, host_fds: Sequence[int] = ()) -> int:
+        """Send from guest memory; a blocking call sends everything, as Linux does. `host_fds`
+        go with the first bytes (SCM_RIGHTS, on a shared AF_UNIX connection)."""
         cpu0, wall0 = time.thread_time(), time.perf_counter()
         sent = 0
         try:
-            sent = self._send(data, flags)
+            sent = self._send(data, flags, host_fds)
         finally:
             self._bill(cpu0, wall0, sent=sent)
         return sent
 
-    def _send(self, data: Iterable[memoryview], flags: int) -> int:
+    def _send(self, data: Iterable[memoryview], flags: int, host_fds: Sequence[int]) -> int:
         sock = self.host
         buffers = [b for b in data if len(b)]
         total = sum(len(b) for b in buffers)
         host_flags = (flags & MSG_MORE) | MSG_NOSIGNAL
         sent = 0
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", host_fds))] \
+            if host_fds else []
         while buffers:
             try:
-                n = self._retry(
-                    lambda: sock.sendmsg(buffers, [], host_flags), POLLOUT, self.send_timeout, flags
-                )
+                n = self._retry(partial(sock.sendmsg, buffers, rights, host_flags), POLLOUT,
+                                self.send_timeout, flags)
+                rights = []  # they went with the first bytes
             except (SyscallError, Block):
                 if sent:
                     return sent  # what went out before the error, timeout or wait

@@ -22,8 +22,9 @@ only the vCPU's thread touches the table.
 
 Every message on a control socket is one of TREE_MESSAGES (a tagged msgspec
 Struct behind a 4-byte length), validated on receipt:
-    child -> parent : Ready (a forked child's VM runs) | Signal | Connect | Exited (its last)
-    parent -> child : Signal | Connect
+    child -> parent : Ready (a forked child's VM runs) | Routed | Exited (its last)
+    parent -> child : Routed (Signal, Connect, FifoOpen, FifoEnd, LimitsAsk, LimitsAnswer,
+                      ShmOpen, ShmFile, ShmUnlink)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import os
 import socket
 import stat
 import struct
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -105,6 +107,57 @@ class FifoEnd(TreeMessage):
     error: int = 0
 
 
+class LimitsAsk(TreeMessage):
+    """prlimit of process `to` by `sender` (whose uid and gid are `uid` and `gid`): the
+    limits of `resource`, set to `new` (soft, hard) unless None (limits.py); `request`
+    names it in the answer."""
+
+    to: int
+    sender: int
+    uid: int
+    gid: int
+    resource: int
+    request: int
+    new: tuple[int, int] | None = None
+
+
+class LimitsAnswer(TreeMessage):
+    """The answer to a LimitsAsk: the limits before, unless `error` (an errno)."""
+
+    to: int
+    request: int
+    soft: int = 0
+    hard: int = 0
+    error: int = 0
+
+
+class ShmOpen(TreeMessage):
+    """An open by `sender` of /dev/shm/`name`, which process `to` holds (shmtree.py);
+    `request` names it in the answer."""
+
+    to: int
+    sender: int
+    name: str
+    request: int
+
+
+class ShmFile(TreeMessage):
+    """The answer to a ShmOpen: the file's memfd comes with it, unless `error` (an errno)."""
+
+    to: int
+    request: int
+    size: int = 0
+    mode: int = 0
+    error: int = 0
+
+
+class ShmUnlink(TreeMessage):
+    """/dev/shm/`name`, which process `to` holds, was unlinked by another process."""
+
+    to: int
+    name: str
+
+
 class Exited(TreeMessage):
     """A child's end: its wait status and its changes to /tmp (tmpsync.encode_changes;
     empty if it never ran). Its last message, unless it `lingers`: its own children run
@@ -115,8 +168,10 @@ class Exited(TreeMessage):
     lingers: bool = False
 
 
-TREE_MESSAGES = Ready | Signal | Connect | FifoOpen | FifoEnd | Exited
-Routed = Signal | Connect | FifoOpen | FifoEnd  # what travels hop by hop to a process
+# What travels hop by hop to a process.
+Routed = (Signal | Connect | FifoOpen | FifoEnd | LimitsAsk | LimitsAnswer | ShmOpen | ShmFile
+          | ShmUnlink)
+TREE_MESSAGES = Ready | Routed | Exited
 FRAME = struct.Struct("<I")
 FIRST_MESSAGE_LIMIT = 1 << 10  # a Ready is a few bytes
 MAX_PENDING_FDS = 8  # host fds received ahead of the messages they belong to
@@ -134,8 +189,9 @@ def encode(message: TreeMessage) -> bytes:
     return FRAME.pack(len(data)) + data
 
 
-class PassedPipe:
-    """A pipe end that travels with a FifoEnd, closed unless detached."""
+class PassedFd:
+    """A host fd that travels with a message (a FifoEnd's pipe end, a ShmFile's memfd),
+    closed unless detached."""
 
     def __init__(self, fd: int):
         self.fd = fd
@@ -152,12 +208,13 @@ class PassedPipe:
             os.close(self.detach())
 
 
-Passed = socket.socket | PassedPipe  # a host fd a message carries
+Passed = socket.socket | PassedFd  # a host fd a message carries
 
 
 def carries(message: TreeMessage) -> bool:
     """Does this message come with a host fd (SCM_RIGHTS)?"""
-    return isinstance(message, Connect) or isinstance(message, FifoEnd) and not message.error
+    return isinstance(message, Connect) or \
+        isinstance(message, (FifoEnd, ShmFile)) and not message.error
 
 
 def send_message(sock: socket.socket, message: TreeMessage,
@@ -195,17 +252,19 @@ class MessageReader:
 
     def _passed(self, message: TreeMessage) -> Passed:
         if isinstance(message, FifoEnd):
-            return self._pipe()
+            return self._fd(stat.S_ISFIFO, "a FifoEnd", "a pipe")
+        if isinstance(message, ShmFile):
+            return self._fd(stat.S_ISREG, "a ShmFile", "a memory file")
         return self._socket()
 
-    def _pipe(self) -> PassedPipe:
+    def _fd(self, kind: Callable[[int], bool], message: str, what: str) -> PassedFd:
         if not self.fds:
-            raise TreeProtocolError("a FifoEnd without its pipe")
+            raise TreeProtocolError(f"{message} without its fd")
         fd = self.fds.pop(0)
-        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        if not kind(os.fstat(fd).st_mode):
             os.close(fd)
-            raise TreeProtocolError("a FifoEnd with what is not a pipe")
-        return PassedPipe(fd)
+            raise TreeProtocolError(f"{message} with what is not {what}")
+        return PassedFd(fd)
 
     def _socket(self) -> socket.socket:
         if not self.fds:
@@ -357,6 +416,16 @@ class ProcessTable:
             names[digest] = pid
             self._write_names(names)
         return True
+
+    def hand_name(self, name: bytes, pid: int) -> None:
+        """`pid` holds AF_UNIX name `name` from now on, whoever did (a listener given to a
+        program at its execve)."""
+        digest = name_digest(name)
+        with self._locked():
+            names = self._names()
+            if digest in names or len(names) < NAME_CAPACITY:
+                names[digest] = pid
+                self._write_names(names)
 
     def name_holder(self, name: bytes) -> int | None:
         """The process holding AF_UNIX name `name`, if one does."""

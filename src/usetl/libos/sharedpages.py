@@ -25,15 +25,30 @@ class SharedPages:
 
     def __init__(self, data: bytes | bytearray | memoryview):
         self.fd = os.memfd_create("usetl-shared-file", os.MFD_CLOEXEC)
+        # The monitor process that made it: what its pages hold is charged to that process
+        # (allowance.py), not to the forked monitors that inherit the memfd.
+        self.maker = os.getpid()
         self.size = 0
         self.grow(max(len(data), 1))
         os.pwrite(self.fd, data, 0)
+
+    @classmethod
+    def adopt(cls, fd: int) -> SharedPages:
+        """The pages another process of the tree made (its memfd, received): shown here too,
+        charged there."""
+        pages = cls.__new__(cls)
+        pages.fd, pages.size, pages.maker = fd, os.fstat(fd).st_size, 0
+        return pages
 
     def grow(self, end: int) -> None:
         """Room for [0, end)."""
         if end > self.size:
             self.size = _pages(end)
             os.ftruncate(self.fd, self.size)
+
+    def held_bytes(self) -> int:
+        """The host memory its pages hold (those written, not its whole size)."""
+        return os.fstat(self.fd).st_blocks * 512
 
     def read(self, offset: int, length: int) -> bytes:
         return os.pread(self.fd, length, offset) if length > 0 else b""

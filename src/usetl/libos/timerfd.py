@@ -3,25 +3,38 @@
 Its expirations are counted when looked at (a read, a poll), from its due
 time and period on the guest's clock, so none comes before its time there.
 A wait on it (a blocking read; poll, select or epoll watching it) is timed to
-its due time (ready_at). It stays in its process: a child program does not
-get it, and a forked child has its own copy.
+its due time (ready_at). A fork or a child program that inherits it shares it,
+as Linux's open file description: it becomes a host timerfd (HostTimerFile)
+in both monitors, armed with the time left and the period, so an expiration
+read by one is gone for the other; expirations not yet read then stay the
+converting process's.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import os
+import struct
+import time
 from typing import TYPE_CHECKING
 
-from .clock import Deadline
+from .clock import HOST_OF, Deadline
 from .errors import SyscallError
 from .files import O_NONBLOCK, O_RDWR, OpenFile
 from .fs import Node
+from .hostpipe import HostStreamFile
 from .ipc import READABLE
 from .sched import Block, WaitQueue
 
 if TYPE_CHECKING:
     from .clock import GuestClock
+    from .kernel import Kernel
     from .sched import Scheduler
+
+ITIMERSPEC = struct.Struct("<qqqq")  # it_interval, it_value: (tv_sec, tv_nsec) each
+TFD_NONBLOCK, TFD_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class TimerFile(OpenFile):
@@ -96,3 +109,71 @@ class TimerFile(OpenFile):
 
     def wait_queues(self) -> tuple[WaitQueue, ...]:
         return (self.queue,)
+
+
+class HostTimerFile(HostStreamFile):
+    """A timerfd the processes of a tree share: a host timerfd on the host's clock of the
+    guest's (an absolute time is moved by the guest clock's offset from it)."""
+
+    def __init__(self, kernel: Kernel, timer: TimerFile):
+        fd = _libc.timerfd_create(HOST_OF[timer.which], TFD_NONBLOCK | TFD_CLOEXEC)
+        if fd < 0:
+            raise SyscallError(ctypes.get_errno())
+        super().__init__(kernel, fd, O_RDWR | (timer.flags & O_NONBLOCK), 0o600,
+                         "anon_inode:[timerfd]")
+        self.which = timer.which
+        interval, left = timer.setting()
+        self._settime(0, left, interval)
+        # Expirations counted before it was shared: the converting monitor's to read.
+        self.pending, self.maker = timer.count, os.getpid()
+
+    def arm(self, value: int, interval: int, absolute: bool) -> tuple[int, int]:
+        """timerfd_settime, as TimerFile.arm: (interval, ns left) as it was."""
+        if value and absolute:
+            host = time.clock_gettime_ns(HOST_OF[self.which])
+            value = max(value - self.kernel.clock.ns(self.which) + host, 1)
+        self.pending = 0  # a new setting drops the expirations not read, as on Linux
+        return self._settime(1 if value and absolute else 0, value, interval)
+
+    def setting(self) -> tuple[int, int]:
+        raw = ctypes.create_string_buffer(ITIMERSPEC.size)
+        self._check(_libc.timerfd_gettime(self._fd(), raw))
+        return _spec_ns(raw.raw)
+
+    def _settime(self, absolute: int, value: int, interval: int) -> tuple[int, int]:
+        new = ctypes.create_string_buffer(ITIMERSPEC.pack(*divmod(interval, 1_000_000_000),
+                                                          *divmod(value, 1_000_000_000)))
+        old = ctypes.create_string_buffer(ITIMERSPEC.size)
+        self._check(_libc.timerfd_settime(self._fd(), absolute, new, old))
+        return _spec_ns(old.raw)
+
+    def read(self, length: int) -> bytes:
+        if self.pending and os.getpid() == self.maker and length >= 8:
+            try:
+                more = int.from_bytes(os.read(self._fd(), 8), "little")
+            except BlockingIOError:
+                more = 0
+            count, self.pending = self.pending + more, 0
+            return count.to_bytes(8, "little")
+        return super().read(length)
+
+    def poll(self) -> int:
+        if self.pending and os.getpid() == self.maker:
+            return READABLE
+        return super().poll()
+
+    def _fd(self) -> int:
+        if self.fd is None:
+            raise SyscallError(errno.EBADF)  # a host fd of another process (see hostpipe.py)
+        return self.fd
+
+    @staticmethod
+    def _check(result: int) -> None:
+        if result < 0:
+            raise SyscallError(ctypes.get_errno())
+
+
+def _spec_ns(raw: bytes) -> tuple[int, int]:
+    """(interval, value) in ns of a struct itimerspec."""
+    isec, insec, vsec, vnsec = ITIMERSPEC.unpack(raw)
+    return isec * 1_000_000_000 + insec, vsec * 1_000_000_000 + vnsec

@@ -69,6 +69,9 @@ class GuestMemory:
         # The file a private mapping's rollback copies from, mapped read-only once
         # (_origin_view): (fd, host address, view).
         self._origin: tuple[int, int, memoryview] | None = None
+        # A private mapping's held pages as the process's anonymous memory less this
+        # (measure_from_here).
+        self._anonymous_offset: int | None = None
 
     @property
     def end(self) -> int:
@@ -238,6 +241,28 @@ class GuestMemory:
         else:
             ranges = self._written_ranges_from_pagemap()
         return _page_runs(ranges + self.marked) if own else ranges
+
+    def backed_bytes(self) -> int:
+        """The host memory this process holds for it: in a file of its own, the file's
+        allocated pages; in a private mapping (a clone's), the pages it copied (those it
+        shares with its template are the template's), as counted at measure_from_here and
+        followed since by the process's anonymous memory (its heap's growth too, as
+        Linux's memory cgroup charges it). Pages never touched, and another file's pages
+        shown here (show_file_pages: the host's page cache), are not held."""
+        if not self.private:
+            return os.fstat(self.fd).st_blocks * 512
+        if self._anonymous_offset is None:
+            self.measure_from_here()
+        assert self._anonymous_offset is not None
+        return hostmm.resident_anonymous_bytes() - self._anonymous_offset
+
+    def measure_from_here(self) -> None:
+        """backed_bytes counts from what this process holds now: one walk of the page map
+        (milliseconds for a large RAM), then only the kernel's counters. A forked monitor
+        goes on from its parent's count: its anonymous memory starts as its parent's."""
+        if self.private:
+            own = sum(length for _, length in self.written_ranges())
+            self._anonymous_offset = hostmm.resident_anonymous_bytes() - own
 
     def _written_ranges_from_pagemap(self) -> list[tuple[int, int]]:
         pages = self.size // PAGE_SIZE

@@ -6,6 +6,7 @@ import errno
 import stat as st
 from typing import TYPE_CHECKING
 
+from .. import shmtree
 from ..children import route
 from ..errors import SyscallError
 from ..fifo import open_fifo
@@ -44,11 +45,11 @@ from ..fs import (
 )
 from ..hostfs import HostNode
 from ..ipc import F_GETPIPE_SZ, F_SETPIPE_SZ
+from ..limits import RLIMIT_FSIZE, soft_limit
 from ..pty import PtmxNode
 from ..sched import Block
 from ..sigdelivery import file_too_big, sigpipe_on_epipe
 from .args import AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, s32, s64
-from .sys_identity import RLIMIT_FSIZE, soft_limit
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
@@ -112,6 +113,9 @@ def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
     assert isinstance(r, Resolved)
     node = r.node
     writable = flags & O_ACCMODE != O_RDONLY
+    shared_name = node is None and shmtree.in_tree(k, r.parent)
+    if shared_name:
+        shmtree.fetch(k, r.name, route)  # another process of the tree may hold it
     if node is None:
         if not flags & O_CREAT:
             raise SyscallError(errno.ENOENT)
@@ -119,6 +123,8 @@ def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
             raise SyscallError(errno.EISDIR)  # O_CREAT makes files, not directories
         parent = _tmp_parent(k, r)
         node = TmpFile(k.ns.tmp.new_ino(), mode & 0o7777 & ~k.umask)
+        if shared_name:
+            shmtree.named(k, r.name, node)
         parent.entries[r.name] = node
     elif flags & O_CREAT and flags & O_EXCL:
         raise SyscallError(errno.EEXIST)
@@ -312,7 +318,7 @@ def sys_sendfile(k: Kernel, out_fd: int, in_fd: int, offset_addr: int, count: in
     if not src.readable or not dst.writable or src.node.is_dir:
         raise SyscallError(errno.EBADF)
     offset = file_offset(k, src, offset_addr)
-    count, done = min(count, MAX_IO), 0
+    count, done = fsize_room(k, dst, min(count, MAX_IO)), 0
     while done < count:
         data = src.read_at(offset + done, min(count - done, SENDFILE_CHUNK))
         if not data:
@@ -359,6 +365,7 @@ def sys_copy_file_range(k: Kernel, fd_in: int, off_in: int, fd_out: int, off_out
     check_io_range(at, length)
     if src.node is dst.node and start < at + length and at < start + length:
         raise SyscallError(errno.EINVAL)  # overlapping ranges of one file
+    length = fsize_room(k, dst, length, at)
     done = 0
     while done < length:
         data = src.read_at(start + done, min(length - done, SENDFILE_CHUNK))
@@ -560,6 +567,8 @@ def _unlink(k: Kernel, dirfd: int, path: int, flags: int) -> int:
     elif r.node.is_dir:
         raise SyscallError(errno.EISDIR)
     k.ns.tmp.drop_link(parent.entries.pop(r.name))
+    if shmtree.in_tree(k, parent):
+        shmtree.unlinked(k, r.name, route)
     return 0
 
 
@@ -593,7 +602,11 @@ def _rename(k: Kernel, olddir: int, old: int, newdir: int, new: int) -> int:
         raise SyscallError(errno.EISDIR)
     if dst.path.startswith(src.path + "/"):
         raise SyscallError(errno.EINVAL)
+    if shmtree.in_tree(k, dst_parent):
+        shmtree.named(k, dst.name, src.node)
     node = src_parent.entries.pop(src.name)
+    if shmtree.in_tree(k, src_parent):
+        shmtree.unlinked(k, src.name, route)
     old = dst_parent.entries.get(dst.name)
     if old is not None and old is not node:
         k.ns.tmp.drop_link(old)

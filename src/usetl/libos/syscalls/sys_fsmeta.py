@@ -13,6 +13,7 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
+from .. import shmtree
 from ..errors import SyscallError
 from ..files import O_RDWR, TmpOpenFile
 from ..fs import (
@@ -269,9 +270,11 @@ def _link(k: Kernel, olddir: int, old: int, newdir: int, new: int, flags: int) -
     parent, name = _new_entry(k, newdir, new)
     if not isinstance(node, TmpNode):
         raise SyscallError(errno.EXDEV)
+    if isinstance(node, TmpFile) and node.links == 0:
+        raise SyscallError(errno.ENOENT)  # an unlinked file or a memfd has no name to link
+    if shmtree.in_tree(k, parent):
+        shmtree.named(k, name, node)
     if isinstance(node, TmpFile):
-        if node.links == 0:
-            raise SyscallError(errno.ENOENT)  # an unlinked file or a memfd has no name to link
         node.links += 1
         node.ctime_ns = time.time_ns()
     parent.entries[name] = node

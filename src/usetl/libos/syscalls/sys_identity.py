@@ -6,20 +6,14 @@ import errno
 import struct
 from typing import TYPE_CHECKING
 
-from ..children import parent_pid
+from .. import limits
+from ..children import parent_pid, route
 from ..errors import SyscallError
-from ..files import MAX_FDS
 from ..procfs import OS_RELEASE, uptime
 from .args import s32
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
-
-RLIMIT_NOFILE = 7
-RLIMIT_FSIZE = 1
-RLIMIT_STACK = 3
-THREAD_STACK = 2 << 20
-RLIM_INFINITY = (1 << 64) - 1
 
 
 def sys_getpid(k: Kernel, *_: int) -> int:
@@ -142,44 +136,24 @@ def sys_sysinfo(k: Kernel, info: int, *_: int) -> int:
     return 0
 
 
-def _limits(k: Kernel, resource: int) -> tuple[int, int]:
-    if resource in k.limits:
-        return k.limits[resource]
-    if resource == RLIMIT_NOFILE:
-        return MAX_FDS, MAX_FDS
-    if resource == RLIMIT_STACK:
-        # glibc sizes each thread's stack by the soft limit. Guest memory is
-        # identity-mapped, so a stack costs its whole size in guest RAM: 2 MiB
-        # lets a 256 MiB USF hold about 100 threads (8 MiB: 8). The main
-        # thread's stack is the loader's 8 MiB, the hard limit.
-        return THREAD_STACK, 8 << 20
-    if not 0 <= resource < 16:
-        raise SyscallError(errno.EINVAL)
-    return RLIM_INFINITY, RLIM_INFINITY
-
-
-def soft_limit(k: Kernel, resource: int) -> int:
-    return _limits(k, resource)[0]
-
-
 def sys_prlimit64(k: Kernel, pid: int, resource: int, new: int, old: int, *_: int) -> int:
-    if s32(pid) not in (0, k.identity.pid):
-        raise SyscallError(errno.ESRCH)
-    cur = _limits(k, s32(resource))
+    """The caller's limits, or those of another process of its tree (limits.py)."""
+    wanted = struct.unpack("<QQ", k.mem.read(new, 16)) if new else None
+    if s32(pid) in (0, k.identity.pid):
+        return _give_old(k, old, *limits.change(k, s32(resource), wanted))
+    limits.of_process(k, s32(pid), s32(resource), wanted,
+                      lambda soft, hard: _give_old(k, old, soft, hard), route)
+    return 0  # not reached: the caller waits for the answer
+
+
+def _give_old(k: Kernel, old: int, soft: int, hard: int) -> int:
     if old:
-        k.mem.write(old, struct.pack("<QQ", *cur))
-    if new:
-        soft, hard = struct.unpack("<QQ", k.mem.read(new, 16))
-        if soft > hard or hard > cur[1]:
-            raise SyscallError(errno.EPERM if hard > cur[1] else errno.EINVAL)
-        k.limits[s32(resource)] = (soft, hard)
-        if s32(resource) == RLIMIT_NOFILE:
-            k.fds.limit = soft  # new fds at or past it are EMFILE, as on Linux
+        k.mem.write(old, struct.pack("<QQ", soft, hard))
     return 0
 
 
 def sys_getrlimit(k: Kernel, resource: int, rlim: int, *_: int) -> int:
-    k.mem.write(rlim, struct.pack("<QQ", *_limits(k, s32(resource))))
+    k.mem.write(rlim, struct.pack("<QQ", *limits.current(k, s32(resource))))
     return 0
 
 

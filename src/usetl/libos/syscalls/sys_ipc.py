@@ -13,7 +13,7 @@ from ..ipc import EFD_SEMAPHORE, PIPE_CAPACITY, ChannelFile, EventFile, make_pip
 from ..sched import Block
 from ..sigdelivery import sigpipe_on_epipe
 from .args import s32
-from .sys_file import file_offset, moved_offset
+from .sys_file import file_offset, fsize_room, moved_offset
 
 if TYPE_CHECKING:
     from ..files import OpenFile
@@ -79,6 +79,7 @@ def sys_splice(k: Kernel, fd_in: int, off_in: int, fd_out: int, off_out: int, le
             raise SyscallError(errno.EINVAL)
         at = file_offset(k, dst, off_out)
         check_io_range(at, length)
+        length = fsize_room(k, dst, length, at)
         data = src.read(length)
         done = dst.write_at(at, memoryview(data)) if data else 0
         moved_offset(k, dst, off_out, at + done)

@@ -78,7 +78,10 @@ def wait(k: Kernel, files: list[OpenFile], events: list[int], deadline: Deadline
         fd = f.host_fd()
         if fd is not None:
             host[fd] = (host.get(fd, 0) | ev | ALWAYS_REPORTED) & POLL_EVENT_MASK
-    if host and sched.alone:
+    # A lone thread waits on the host in place, unless a file of the monitor's own is
+    # watched too (a listener a connection from the tree reaches, a pipe): its change must
+    # end the wait as well.
+    if host and sched.alone and all(f.host_fd() is not None for f in files):
         lefts = [k.clock.left(d) for d in (deadline, recheck) if d is not None]
         wait_ready(host, min(lefts, default=None), k.wait_interrupted)
         return

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from usetl.errors import UsetlError
 
-from ..children import connect_in_tree
+from ..children import connect_in_tree, file_of_host_fd, host_fds_of
 from ..errors import SyscallError
 from ..files import O_CLOEXEC, O_NONBLOCK
 from ..guestnet import (
@@ -515,6 +515,8 @@ def sys_sendmsg(k: Kernel, fd: int, msg: int, flags: int, *_: int) -> int:
     buffers, fields = _msghdr(k, msg)
     name, namelen, _, _, control, controllen, _ = fields
     ancillary = _ancillary(k, f, control, controllen)
+    if ancillary is not None and ancillary.files and isinstance(f.conn, SocketFile):
+        ancillary.host_fds = host_fds_of(k, ancillary.files)  # to another process
     if _datagram_socket(f) and name and namelen:
         address = _read_sockaddr(k, name, namelen, f.family)
         return f.send_datagram(b"".join(buffers), address, s32(flags), ancillary)
@@ -590,8 +592,13 @@ def sys_recvmsg(k: Kernel, fd: int, msg: int, flags: int, *_: int) -> int:
     name, namelen, iov, iovlen, control, controllen, _ = fields
     room = sum(len(b) for b in buffers)
     if isinstance(f.conn, SocketFile):  # a host socket: straight into the buffers
-        n = f.recv_vectored(buffers, flags)
-        k.mem.write(msg, MSGHDR.pack(name, 0, iov, iovlen, control, 0, 0))
+        n, fds = f.recv_with_fds(buffers, flags, SCM_MAX_FD if control else 0)
+        files = [g for fd in fds if (g := file_of_host_fd(k, fd)) is not None]
+        for g in files:
+            g.in_flight += 1  # held by the message until installed (put_files)
+        written = _put_ancillary(k, f, Ancillary(files), control, controllen, flags)
+        k.mem.write(msg, MSGHDR.pack(name, 0, iov, iovlen, control, written.used,
+                                     MSG_CTRUNC if written.truncated else 0))
         return n
     data, source, ancillary, whole = f.recv_message(room, flags)
     at = 0

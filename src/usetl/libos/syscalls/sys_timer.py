@@ -19,7 +19,7 @@ from ..clock import GUEST_CLOCKS
 from ..errors import SyscallError
 from ..files import O_CLOEXEC, O_NONBLOCK
 from ..signals import ITIMER_REAL, TIMER_SIGNALS, IntervalTimer, timer_clock
-from ..timerfd import TimerFile
+from ..timerfd import ITIMERSPEC, HostTimerFile, TimerFile
 from .args import s32
 
 if TYPE_CHECKING:
@@ -87,7 +87,6 @@ def sys_alarm(k: Kernel, seconds: int, *_: int) -> int:
 
 # -- timerfd ------------------------------------------------------------------------------
 
-ITIMERSPEC = struct.Struct("<qqqq")  # it_interval (sec, nsec), it_value (sec, nsec)
 TFD_TIMER_ABSTIME, TFD_TIMER_CANCEL_ON_SET = 1, 2
 TIMERFD_CLOCKS = (0, 1, 7)  # REALTIME, MONOTONIC, BOOTTIME (the _ALARM ones need a capability)
 
@@ -100,9 +99,9 @@ def sys_timerfd_create(k: Kernel, clock: int, flags: int, *_: int) -> int:
     return k.fds.install(f, cloexec=bool(flags & O_CLOEXEC))
 
 
-def _timerfd(k: Kernel, fd: int) -> TimerFile:
+def _timerfd(k: Kernel, fd: int) -> TimerFile | HostTimerFile:
     f = k.fds.get(s32(fd))
-    if not isinstance(f, TimerFile):
+    if not isinstance(f, (TimerFile, HostTimerFile)):
         raise SyscallError(errno.EINVAL)
     return f
 

@@ -147,8 +147,9 @@ _ENTRIES = [
             "image or a mounted archive shows its pages copy-on-write, others are copied; "
             "CPython's arenas and frame-stack chunks come from the vDSO's free lists, "
             "without this syscall; once an invocation has children, ENOMEM (told on "
-            "stderr) where its processes' mappings would pass the function's memory "
-            "(a forked child's counted beyond what it shares with its parent)"),
+            "stderr) where the mapping does not fit beside the memory its processes hold "
+            "(touched, not mapped: a forked child's beyond what it held at the fork); "
+            "memory touched past it kills the process holding the most (allowance.py)"),
     Syscall("munmap", mm.sys_munmap, FULL),
     Syscall("mremap", mm.sys_mremap, PARTIAL,
             "no MREMAP_FIXED; a file mapping that grows shows the file's next bytes; "
@@ -205,7 +206,8 @@ _ENTRIES = [
     Syscall("prlimit64", ident.sys_prlimit64, PARTIAL,
             "limits are kept, lowered, not raised past the hard limit; RLIMIT_NOFILE (EMFILE) "
             "and RLIMIT_FSIZE (writes and truncates of regular files: short, EFBIG and "
-            "SIGXFSZ) are enforced; RLIMIT_STACK soft 2 MiB (thread stacks)"),
+            "SIGXFSZ) are enforced; RLIMIT_STACK soft 2 MiB (thread stacks); another process "
+            "of the tree's are asked of its monitor (ESRCH for any other pid)"),
     Syscall("getrlimit", ident.sys_getrlimit, FULL),
     Syscall("sched_getaffinity", ident.sys_sched_getaffinity, FULL, "one vCPU"),
     Syscall("sched_yield", ident.sys_sched_yield, FULL, "other runnable threads go first"),
@@ -281,7 +283,9 @@ _ENTRIES = [
             "stream socket"),
     Syscall("sendmsg", net.sys_sendmsg, PARTIAL,
             "control messages: SCM_RIGHTS on AF_UNIX, IPV6_HOPLIMIT and IPV6_TCLASS on IPv6 "
-            "datagrams (others EINVAL; no SCM_CREDENTIALS); none reach a proxied socket"),
+            "datagrams (others EINVAL; no SCM_CREDENTIALS); none reach a proxied socket; "
+            "over a connection to another process of the tree, SCM_RIGHTS passes pipes, "
+            "socketpairs, eventfds, timerfds and AF_UNIX sockets as host fds (others EINVAL)"),
     Syscall("recvmsg", net.sys_recvmsg, PARTIAL,
             "SCM_RIGHTS, IPV6_HOPLIMIT, IPV6_TCLASS, cut as Linux cuts them (MSG_CTRUNC); "
             "MSG_WAITALL only on stream reads of proxied sockets"),
@@ -320,7 +324,8 @@ _ENTRIES = [
     Syscall("epoll_pwait", pl.sys_epoll_pwait, PARTIAL, "the signal mask is ignored"),
     Syscall("epoll_pwait2", pl.sys_epoll_pwait2, PARTIAL, "the signal mask is ignored"),
     Syscall("timerfd_create", timer.sys_timerfd_create, PARTIAL,
-            "REALTIME, MONOTONIC, BOOTTIME; a child program does not get it, a fork copies it"),
+            "REALTIME, MONOTONIC, BOOTTIME; one a fork or a child program inherits is a "
+            "host timerfd both share (expirations not read before stay the parent's)"),
     Syscall("timerfd_settime", timer.sys_timerfd_settime, PARTIAL,
             "TFD_TIMER_CANCEL_ON_SET never cancels: the guest's wall clock is never set"),
     Syscall("timerfd_gettime", timer.sys_timerfd_gettime, FULL),
