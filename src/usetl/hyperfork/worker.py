@@ -102,6 +102,8 @@ SHELL_IDLE_S = 0.02
 
 # Compiles and runs code, as most requests do: the agent's whole request path.
 WARM_REQUEST = {"kind": abi.EXEC, "code": "pass"}
+# How long a shell's warm-up (CloneProcess.warm_ahead) may run the template's guest.
+WARM_AHEAD_TIMEOUT_S = 10.0
 
 
 def ready(frozen: Frozen, load: InvocationResult | None = None,
@@ -142,6 +144,7 @@ class CloneProcess:
         # path after a stage that handed files on (handoff.py: huge pages take time to make).
         self.spare_handoff: int | None = None
         self.unused_handoff: Spare | None = None  # lent, not handed on: the next spare
+        self.warmed = False  # by warm_ahead, in a shell
         t3 = time.perf_counter()
         self.timings.update(vm_ms=(t2 - t1) * 1e3, restore_ms=(t3 - t2) * 1e3)
 
@@ -174,6 +177,22 @@ class CloneProcess:
                                  result.error)
         self.rollback(Rollback())
         return (time.perf_counter() - t0) * 1e3
+
+    def warm_ahead(self) -> None:
+        """In a shell, before any Fork claims it: the agent's request path once, then a
+        rollback, so that the first touches of a new VM (KVM maps each page the guest
+        touches: ~590 for a no-op, 8 ms here) leave the first request's path. With no
+        identity: the guest runs as its template did before the freeze (no after-clone hook,
+        no seed), nothing it did survives the rollback, and the clone's own identity comes
+        with its first request, as always."""
+        t0 = time.perf_counter()
+        result = self.usf.invoke(WARM_REQUEST, timeout=WARM_AHEAD_TIMEOUT_S)
+        if not result.ok:
+            raise HyperForkError(f"the shell's warm-up request failed: {result.error.message}",
+                                 result.error)
+        self.rollback(Rollback())
+        self.warmed = True
+        self.timings["warmed_ahead_ms"] = (time.perf_counter() - t0) * 1e3
 
     def rollback(self, msg: Rollback) -> RolledBack:
         """Back to the template's exact state: dirtied pages, vCPU, monitor.
@@ -426,13 +445,17 @@ class TemplateProcess:
         clone: CloneProcess | None = None
         error: BaseException | None = None
         try:
-            _enter_cgroup(cgroup_fds)  # before the pages it makes its own are charged
+            # Before the pages it makes its own are charged; a shell without a cgroup of its
+            # own (none was sent) stays in its template's until claimed.
+            own_cgroup = _enter_cgroup(cgroup_fds)
             hostmm.adopt_pagemap(jail.open_own_proc_file("pagemap"))
             clone = CloneProcess(self.frozen)
             # Off any path here: the template's RAM mapped too (on a Fork's path it bought
             # nothing; here it saves ~100 of the first request's ~370 host faults).
             self.frozen.memory["ram"].prefetch_for_reading(self.frozen.data["ram"])
             clone.timings["made_ahead"] = 1.0
+            if own_cgroup or not self.jailed:  # its copies charged to its own cgroup
+                clone.warm_ahead()
         except Exception as e:  # told on the channel of the Fork that claims this shell
             error = e
         try:
@@ -479,23 +502,27 @@ class Shell:
         self.cgroup = cgroup
 
 
-def _enter_cgroup(procs_fds: list[int]) -> None:
+def _enter_cgroup(procs_fds: list[int]) -> bool:
     """Move this process into the cgroup whose cgroup.procs files these are (opened by the
-    controller; the controller checks the move before it counts on it)."""
+    controller; the controller checks the move before it counts on it); whether it did."""
+    if not procs_fds:
+        return False
     try:
         for fd in procs_fds:
             os.write(fd, b"0")  # 0: the writing process
     except OSError as e:
         log.warning("a shell could not enter its cgroup (it is placed when claimed): %s", e)
+        return False
     finally:
         _close_all(procs_fds)
+    return True
 
 
 def serve_clone(clone: CloneProcess, chan: Channel, fds: list[int], msg: Fork) -> None:
     """A new clone's life once it has announced itself: ready, warmed if asked, serving."""
     _install_egress(fds)
     info = clone.ready()
-    if msg.warm:
+    if msg.warm and not clone.warmed:  # a shell's warm-up did the same
         info.warm_ms = clone.warm()
     chan.send(info)
     clone.serve(chan)
