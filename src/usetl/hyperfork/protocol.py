@@ -139,7 +139,10 @@ class InspectTemplate(Message):
 
 
 class ExportSnapshot(Message):
-    """Send what a snapshot holds, the memory files with it; the controller writes them."""
+    """Send what a snapshot holds, the memory files with it; the controller writes them.
+    `working_set`: one a clone reported since the last Fork, learnt first (as a Fork's)."""
+
+    working_set: list[tuple[int, int]] | None = None
 
 
 class Close(Message):
@@ -261,6 +264,7 @@ class SnapshotExport(Message):
     vcpu: bytes
     state: bytes
     jail_paths: list[str]  # the host paths its jail shows beyond every jail's
+    working_set: list[tuple[int, int]]  # Frozen.working_set: a restored template's clones'
 
 
 class WorkingSet(Message):

@@ -347,11 +347,17 @@ class Template:
         return self.chan.request(InspectTemplate(), Digests).sha256
 
     def save(self, directory: str | os.PathLike) -> None:
-        """Write a snapshot: the template process sends its memory files, written here."""
+        """Write a snapshot: the template process sends its memory files, written here, and
+        its working set (what a clone's first request wrote), which the clones of the
+        template it restores prefetch; a template none of whose clones has recorded one
+        records it first, in a clone it warms."""
         from .snapshot import write
 
         self._check()
-        self.chan.send(ExportSnapshot())
+        if not self.recording:
+            self._record_working_set()
+        learnt, self.learnt = self.learnt, None  # the template process keeps it from now
+        self.chan.send(ExportSnapshot(working_set=learnt))
         exported, fds = self.chan.recv()
         try:
             if isinstance(exported, Failed):
@@ -366,6 +372,16 @@ class Template:
         finally:
             for fd in fds:
                 os.close(fd)
+
+    def _record_working_set(self) -> None:
+        """What a warmed clone (the agent's request path run once) wrote: self.learnt."""
+        with self.fork(warm=True) as recorder:
+            recorder.recorder = None  # reported here, not after its first request
+            try:
+                self.learnt = recorder.chan.request(ReportWorkingSet(), WorkingSet).ranges
+            except HyperForkError:
+                self.recording = False  # another clone records instead
+                raise
 
     def _check(self) -> None:
         if self.closed:

@@ -353,7 +353,7 @@ class TemplateProcess:
             return
         _close_all(fds)
         if isinstance(msg, ExportSnapshot):
-            self._export()
+            self._export(msg)
             return
         self.chan.send(self._answer(msg))
 
@@ -368,7 +368,9 @@ class TemplateProcess:
             return Digests(self.frozen.digests())
         return Failed(ErrorInfo("ProtocolError", f"{type(msg).__name__} needs one socket"))
 
-    def _export(self) -> None:
+    def _export(self, msg: ExportSnapshot) -> None:
+        if msg.working_set is not None:
+            self.frozen.learn_working_set(msg.working_set)
         try:
             exported, memory_fds = snapshot.export(self.frozen, own_jail_paths(self.frozen))
         except Exception as e:
