@@ -327,14 +327,18 @@ class TemplateProcess:
     the image's own code) jails each child before its first guest instruction; a jailed
     one (a function template, itself such a child) passes its jail on by fork."""
 
-    def __init__(self, frozen: Frozen, chan: Channel, jailed: bool = False):
+    def __init__(self, frozen: Frozen, chan: Channel, jailed: bool = False,
+                 restored: bool = False):
         self.frozen = frozen
         self.chan = chan
         self.jailed = jailed
         # Once a Fork asked for a clone that needs no jail of its own (a jailed template's
         # clones inherit its jail, an unjailed one's have none), the template keeps one
-        # clone's process made ahead for the next such Fork.
-        self.makes_shells = False
+        # clone's process made ahead for the next such Fork. A template restored from a
+        # snapshot (whose clones never need one) makes its first at once: it is restored to
+        # be forked, and no clone's first request runs yet to take the cores from.
+        self.makes_shells = restored
+        self.shell_now = restored
         self.shell: Shell | None = None
         # Cgroups sent with Forks for the next shells (name, cgroup.procs fds), oldest first.
         self.shell_cgroups: list[tuple[str, list[int]]] = []
@@ -358,7 +362,8 @@ class TemplateProcess:
         self.chan.send(self._answer(msg))
 
     def _make_shell_if_idle(self) -> None:
-        if self.makes_shells and self.shell is None and self._idle():
+        if self.makes_shells and self.shell is None and (self.shell_now or self._idle()):
+            self.shell_now = False
             self.shell = self._make_shell()
 
     def _answer(self, msg: object) -> object:
@@ -626,7 +631,7 @@ class LoaderProcess:
                 keep = {chan.fileno(), *(m.fd for m in frozen.memory.values())}
                 jail.confine(spec, keep, root)
             chan.send(ready(frozen))
-            TemplateProcess(frozen, chan, jailed=spec is not None).serve()
+            TemplateProcess(frozen, chan, jailed=spec is not None, restored=True).serve()
         except (ChannelClosed, ProtocolError):
             status = 1
         except BaseException as e:
