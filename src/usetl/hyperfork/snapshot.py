@@ -233,6 +233,13 @@ def _read_state(root: Path) -> tuple[dict, VcpuState, bytes]:
     return header, vcpu, state
 
 
+def guest_bytes(directory: str) -> int:
+    """The guest memory (RAM and regions) of the snapshot in `directory`, as its intact state
+    file says (what its template's cgroup is made for before the loader has opened it)."""
+    header, _, _ = _read_state(Path(directory))
+    return sum(int(m["size"]) for m in header["memories"])
+
+
 def open_checked(directory: str, checked: Checked) -> Opened:
     """A snapshot directory's files checked (what `checked` has seen unchanged is not read
     again) and its memory files open."""

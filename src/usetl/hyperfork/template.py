@@ -206,19 +206,34 @@ class Template:
         template process jails itself, as the function template saved was jailed, and its
         clones inherit its jail.
         """
-        spec = JAILS.spec() if jail else None
-        chan, forked = LOADER.load(LoadSnapshot(str(Path(directory).resolve()), spec))
+        path = str(Path(directory).resolve())
+        request = LoadSnapshot(path, JAILS.spec() if jail else None)
+        prepared = _LoadCgroups.prepare(path, request) if jail else None
+        try:
+            chan, forked = LOADER.load(request, prepared.fds if prepared else [])
+        except HyperForkError:
+            if prepared is not None:
+                prepared.discard()
+            raise
+        finally:
+            if prepared is not None:
+                _close_fds(prepared.fds)
         pid = forked.pid
         try:
-            if jail:  # while it maps the snapshot
-                JAILS.place(pid, forked.guest_bytes)
             reply = _first_reply(chan, TemplateReady)
             reply.pid = pid
+            if jail:  # it moved itself into the cgroup prepared for it, if it had one
+                _LoadCgroups.place(prepared, pid, forked.guest_bytes)
         except HyperForkError:
+            if prepared is not None:
+                prepared.discard()
             chan.close()
             _kill(pid)
             raise
-        return cls(chan, reply, jailed=jail, egress=reply.egress, broker=broker)
+        template = cls(chan, reply, jailed=jail, egress=reply.egress, broker=broker)
+        if prepared is not None and prepared.shell is not None:
+            template.shell_cgroups[prepared.shell[0]] = prepared.shell[1]
+        return template
 
     @staticmethod
     def prepare_load() -> None:
@@ -412,6 +427,59 @@ class Template:
         self.close()
 
 
+class _LoadCgroups:
+    """The cgroups prepared for a restored template process and its first shell, which move
+    themselves in (Cgroups.prepare): the moves leave the controller's path."""
+
+    def __init__(self, own: list[str] | None, shell: tuple[str, list[str]] | None,
+                 guest_bytes: int, fds: list[int]):
+        self.own = own
+        self.shell = shell
+        self.guest_bytes = guest_bytes
+        self.fds = fds
+
+    @classmethod
+    def prepare(cls, directory: str, request: LoadSnapshot) -> _LoadCgroups | None:
+        """Both cgroups, made for the guest memory the snapshot's state file says, their
+        counts put in `request`; None without cgroups, or if the state file cannot be read
+        (the loader then says why)."""
+        from .snapshot import SnapshotError, guest_bytes
+
+        if os.geteuid() != 0:
+            return None  # no cgroups to make (JAILS.prepare)
+        try:
+            size = guest_bytes(directory)
+        except (SnapshotError, OSError, KeyError, TypeError, ValueError):
+            return None
+        own = JAILS.prepare(size)
+        if own is None:
+            return None
+        shell = JAILS.prepare(size)
+        assert shell is not None
+        request.cgroup_files = len(own[2])
+        request.shell_cgroup, request.shell_cgroup_files = shell[0], len(shell[2])
+        return cls(own[1], (shell[0], shell[1]), size, [*own[2], *shell[2]])
+
+    @staticmethod
+    def place(prepared: _LoadCgroups | None, pid: int, guest_bytes: int) -> None:
+        """The template process in its cgroup: the prepared one it moved into, if made for
+        the memory the loader found (else a new one, and its shell gets none)."""
+        if prepared is not None and prepared.guest_bytes != guest_bytes:
+            prepared.discard()  # the snapshot changed meanwhile: made for the wrong size
+            raise HyperForkError("the snapshot changed while it was loaded; load it again")
+        if prepared is None or prepared.own is None or not JAILS.cgroups.adopt(
+                pid, prepared.own):
+            JAILS.place(pid, guest_bytes)
+        if prepared is not None:
+            prepared.own = None
+
+    def discard(self) -> None:
+        for paths in (self.own, self.shell[1] if self.shell else None):
+            if paths is not None:
+                JAILS.cgroups.discard(paths)
+        self.own = self.shell = None
+
+
 def _start_worker() -> tuple[Channel, subprocess.Popen]:
     """A new worker process (usetl.hyperfork.worker) waiting for its first message."""
     mine, theirs = Channel.pair()
@@ -435,16 +503,16 @@ class _Loader:
         self._chan: Channel | None = None
         self._process: subprocess.Popen | None = None
 
-    def load(self, request: LoadSnapshot) -> tuple[Channel, Forked]:
+    def load(self, request: LoadSnapshot, cgroup_fds: list[int]) -> tuple[Channel, Forked]:
         """The new template process's channel, and its pid (as the kernel told it) and guest
-        memory size; it sends TemplateReady next."""
+        memory size; it sends TemplateReady next. `cgroup_fds`: those `request` counts."""
         mine, theirs = Channel.pair()
         handshake.expect(mine.sock)
         try:
             with self._lock:
                 chan = self._started()
                 try:
-                    forked = chan.request(request, Forked, fds=(theirs.fileno(),))
+                    forked = chan.request(request, Forked, fds=(theirs.fileno(), *cgroup_fds))
                 except ChannelClosed:
                     self._stop()
                     raise

@@ -328,7 +328,8 @@ class TemplateProcess:
     one (a function template, itself such a child) passes its jail on by fork."""
 
     def __init__(self, frozen: Frozen, chan: Channel, jailed: bool = False,
-                 restored: bool = False):
+                 restored: bool = False,
+                 shell_cgroups: list[tuple[str, list[int]]] | None = None):
         self.frozen = frozen
         self.chan = chan
         self.jailed = jailed
@@ -340,8 +341,9 @@ class TemplateProcess:
         self.makes_shells = restored
         self.shell_now = restored
         self.shell: Shell | None = None
-        # Cgroups sent with Forks for the next shells (name, cgroup.procs fds), oldest first.
-        self.shell_cgroups: list[tuple[str, list[int]]] = []
+        # Cgroups sent with Forks (or a LoadSnapshot) for the next shells (name, cgroup.procs
+        # fds), oldest first.
+        self.shell_cgroups: list[tuple[str, list[int]]] = shell_cgroups or []
 
     def serve(self) -> None:
         if self.frozen.usf.config.merge_pages and not hostmm.merge_identical_pages():
@@ -518,7 +520,7 @@ def _enter_cgroup(procs_fds: list[int]) -> bool:
         for fd in procs_fds:
             os.write(fd, b"0")  # 0: the writing process
     except OSError as e:
-        log.warning("a shell could not enter its cgroup (it is placed when claimed): %s", e)
+        log.warning("could not enter a prepared cgroup (the controller places it): %s", e)
         return False
     finally:
         _close_all(procs_fds)
@@ -582,9 +584,10 @@ class LoaderProcess:
         _serve(self.chan, LOADER_REQUESTS, self._load, pid_namespace=True)
 
     def _load(self, msg: LoadSnapshot, fds: list[int]) -> None:
-        if len(fds) != 1:
+        if len(fds) != 1 + msg.cgroup_files + msg.shell_cgroup_files:
             _close_all(fds)
-            self.chan.send(Failed(ErrorInfo("ProtocolError", "LoadSnapshot needs one socket")))
+            self.chan.send(Failed(ErrorInfo("ProtocolError", "LoadSnapshot needs one socket "
+                                            "and the cgroup files it counts")))
             return
         try:
             opened = snapshot.open_checked(msg.directory, self.checked)
@@ -601,7 +604,7 @@ class LoaderProcess:
             _close_all(fds)
             self.chan.send(failure(e))
             return
-        self._fork(opened, fds[0], spec, root)
+        self._fork(opened, fds, msg, spec, root)
 
     def _root(self, spec: JailSpec | None) -> jail.JailRoot | None:
         """The prepared root a restored template with this jail enters, if jailed as root."""
@@ -609,11 +612,14 @@ class LoaderProcess:
             return None
         return jail.jail_root(self.roots.get(spec.read_only, spec.devices), spec.uid, spec.gid)
 
-    def _fork(self, opened: snapshot.Opened, fd: int, spec: JailSpec | None,
-              root: jail.JailRoot | None) -> None:
+    def _fork(self, opened: snapshot.Opened, fds: list[int], msg: LoadSnapshot,
+              spec: JailSpec | None, root: jail.JailRoot | None) -> None:
+        fd, own_cgroup = fds[0], fds[1 : 1 + msg.cgroup_files]
+        shell_cgroups = ([(msg.shell_cgroup, fds[1 + msg.cgroup_files :])]
+                         if msg.shell_cgroup is not None else [])
         pid = os.fork()
         if pid:
-            os.close(fd)
+            _close_all(fds)
             opened.close()
             if root is not None:
                 root.close()
@@ -626,12 +632,15 @@ class LoaderProcess:
             self.chan.sock.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             handshake.announce(chan.sock)
+            _enter_cgroup(own_cgroup)  # before it maps the snapshot (the controller checks)
             frozen = snapshot.thaw(opened)
             if spec is not None:
-                keep = {chan.fileno(), *(m.fd for m in frozen.memory.values())}
+                keep = {chan.fileno(), *(m.fd for m in frozen.memory.values()),
+                        *(f for _, cgroup in shell_cgroups for f in cgroup)}
                 jail.confine(spec, keep, root)
             chan.send(ready(frozen))
-            TemplateProcess(frozen, chan, jailed=spec is not None, restored=True).serve()
+            TemplateProcess(frozen, chan, jailed=spec is not None, restored=True,
+                            shell_cgroups=shell_cgroups).serve()
         except (ChannelClosed, ProtocolError):
             status = 1
         except BaseException as e:
