@@ -102,8 +102,14 @@ SHELL_IDLE_S = 0.02
 
 # Compiles and runs code, as most requests do: the agent's whole request path.
 WARM_REQUEST = {"kind": abi.EXEC, "code": "pass"}
-# How long a shell's warm-up (CloneProcess.warm_ahead) may run the template's guest.
+# How long a shell's warm-up (CloneProcess.warm_ahead) may run the template's guest, and
+# what it runs: a read of a byte of each page (guest RAM is identity-mapped).
 WARM_AHEAD_TIMEOUT_S = 10.0
+TOUCH_CODE = """import ctypes
+for start, end in {spans!r}:
+    for page in range(start, end, {page}):
+        ctypes.c_char.from_address(page).value
+"""
 
 
 def ready(frozen: Frozen, load: InvocationResult | None = None,
@@ -179,14 +185,19 @@ class CloneProcess:
         return (time.perf_counter() - t0) * 1e3
 
     def warm_ahead(self) -> None:
-        """In a shell, before any Fork claims it: the agent's request path once, then a
-        rollback, so that the first touches of a new VM (KVM maps each page the guest
-        touches: ~590 for a no-op, 8 ms here) leave the first request's path. With no
-        identity: the guest runs as its template did before the freeze (no after-clone hook,
-        no seed), nothing it did survives the rollback, and the clone's own identity comes
-        with its first request, as always."""
+        """In a shell, before any Fork claims it: the agent's request path once, reading a
+        byte of each page of the template's working set (what a recorded first request
+        wrote, where ring 3 may read it), then a rollback, so that the first touches of a
+        new VM (KVM maps each page the guest touches: ~590 for a first call, 8 ms here)
+        leave the first request's path. With no identity: the guest runs as its template
+        did before the freeze (no after-clone hook, no seed), nothing it did survives the
+        rollback, and the clone's own identity comes with its first request, as always."""
         t0 = time.perf_counter()
-        result = self.usf.invoke(WARM_REQUEST, timeout=WARM_AHEAD_TIMEOUT_S)
+        ram = self.frozen.memory["ram"]
+        spans = [(ram.gpa + off, ram.gpa + off + n)
+                 for off, n in self.frozen.ring3_readable(self.frozen.working_set)]
+        request = {"kind": abi.EXEC, "code": TOUCH_CODE.format(spans=spans, page=PAGE_SIZE)}
+        result = self.usf.invoke(request, timeout=WARM_AHEAD_TIMEOUT_S)
         if not result.ok:
             raise HyperForkError(f"the shell's warm-up request failed: {result.error.message}",
                                  result.error)
