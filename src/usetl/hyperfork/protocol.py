@@ -43,9 +43,7 @@ from usetl.libos.handoff import HandedFiles
 from usetl.usf import UsfConfig
 
 _LENGTH = struct.Struct("<I")
-# The most fds one message carries: a LoadSnapshot's socket and the cgroup.procs files of two
-# cgroups, in each of two hierarchies (cgroup v1's memory and pids).
-MAX_FDS = 5
+MAX_FDS = 4
 RECV_AHEAD = 16 << 10  # what one read takes in: a message this size or less comes whole
 # Large enough for an invocation's result and captured output (16 MiB each by default).
 MAX_MESSAGE = 128 << 20
@@ -91,13 +89,11 @@ class LoadSnapshot(Message):
     """To the loader: fork a template process from the snapshot saved in `directory`,
     serving on the socket passed with this message. With `jail`, the template process jails
     itself before it serves, as the function template it was saved from was, and its clones
-    inherit that jail. The last sockets passed are cgroup.procs files of cgroups the
-    controller prepared: `cgroup_files` of the template process's own, which it moves itself
-    into, then `shell_cgroup_files` of `shell_cgroup`, for its first shell (as a Fork's)."""
+    inherit that jail. The last `shell_cgroup_files` sockets passed are the cgroup.procs files
+    of `shell_cgroup`, a cgroup for its first shell, which moves itself in (as a Fork's)."""
 
     directory: str
     jail: JailSpec | None = None
-    cgroup_files: int = 0
     shell_cgroup: str | None = None
     shell_cgroup_files: int = 0
 

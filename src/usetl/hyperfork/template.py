@@ -208,31 +208,35 @@ class Template:
         """
         path = str(Path(directory).resolve())
         request = LoadSnapshot(path, JAILS.spec() if jail else None)
-        prepared = _LoadCgroups.prepare(path, request) if jail else None
+        shell = _first_shell_cgroup(path, request) if jail else None
         try:
-            chan, forked = LOADER.load(request, prepared.fds if prepared else [])
+            chan, forked = LOADER.load(request, shell[2] if shell else [])
         except HyperForkError:
-            if prepared is not None:
-                prepared.discard()
+            if shell is not None:
+                JAILS.cgroups.discard(shell[1])
             raise
         finally:
-            if prepared is not None:
-                _close_fds(prepared.fds)
+            if shell is not None:
+                _close_fds(shell[2])
         pid = forked.pid
+        template = None
         try:
+            if jail:  # while it maps the snapshot
+                JAILS.place(pid, forked.guest_bytes)
+            if shell is not None and shell[3] != forked.guest_bytes:
+                raise HyperForkError("the snapshot changed while it was loaded; load it again")
             reply = _first_reply(chan, TemplateReady)
             reply.pid = pid
-            if jail:  # it moved itself into the cgroup prepared for it, if it had one
-                _LoadCgroups.place(prepared, pid, forked.guest_bytes)
+            template = cls(chan, reply, jailed=jail, egress=reply.egress, broker=broker)
         except HyperForkError:
-            if prepared is not None:
-                prepared.discard()
             chan.close()
             _kill(pid)
             raise
-        template = cls(chan, reply, jailed=jail, egress=reply.egress, broker=broker)
-        if prepared is not None and prepared.shell is not None:
-            template.shell_cgroups[prepared.shell[0]] = prepared.shell[1]
+        finally:
+            if shell is not None and template is None:
+                JAILS.cgroups.discard(shell[1])
+        if shell is not None:
+            template.shell_cgroups[shell[0]] = shell[1]
         return template
 
     @staticmethod
@@ -427,57 +431,26 @@ class Template:
         self.close()
 
 
-class _LoadCgroups:
-    """The cgroups prepared for a restored template process and its first shell, which move
-    themselves in (Cgroups.prepare): the moves leave the controller's path."""
+def _first_shell_cgroup(directory: str,
+                        request: LoadSnapshot) -> tuple[str, list[str], list[int], int] | None:
+    """A cgroup for a restored template's first shell (made at once, it moves itself in, off
+    the first Fork's path): its name, directories and cgroup.procs files, and the guest memory
+    it was made for, as the snapshot's state file says; put in `request`. None without
+    cgroups, or if the state file cannot be read (the loader then says why)."""
+    from .snapshot import SnapshotError, guest_bytes
 
-    def __init__(self, own: list[str] | None, shell: tuple[str, list[str]] | None,
-                 guest_bytes: int, fds: list[int]):
-        self.own = own
-        self.shell = shell
-        self.guest_bytes = guest_bytes
-        self.fds = fds
-
-    @classmethod
-    def prepare(cls, directory: str, request: LoadSnapshot) -> _LoadCgroups | None:
-        """Both cgroups, made for the guest memory the snapshot's state file says, their
-        counts put in `request`; None without cgroups, or if the state file cannot be read
-        (the loader then says why)."""
-        from .snapshot import SnapshotError, guest_bytes
-
-        if os.geteuid() != 0:
-            return None  # no cgroups to make (JAILS.prepare)
-        try:
-            size = guest_bytes(directory)
-        except (SnapshotError, OSError, KeyError, TypeError, ValueError):
-            return None
-        own = JAILS.prepare(size)
-        if own is None:
-            return None
-        shell = JAILS.prepare(size)
-        assert shell is not None
-        request.cgroup_files = len(own[2])
-        request.shell_cgroup, request.shell_cgroup_files = shell[0], len(shell[2])
-        return cls(own[1], (shell[0], shell[1]), size, [*own[2], *shell[2]])
-
-    @staticmethod
-    def place(prepared: _LoadCgroups | None, pid: int, guest_bytes: int) -> None:
-        """The template process in its cgroup: the prepared one it moved into, if made for
-        the memory the loader found (else a new one, and its shell gets none)."""
-        if prepared is not None and prepared.guest_bytes != guest_bytes:
-            prepared.discard()  # the snapshot changed meanwhile: made for the wrong size
-            raise HyperForkError("the snapshot changed while it was loaded; load it again")
-        if prepared is None or prepared.own is None or not JAILS.cgroups.adopt(
-                pid, prepared.own):
-            JAILS.place(pid, guest_bytes)
-        if prepared is not None:
-            prepared.own = None
-
-    def discard(self) -> None:
-        for paths in (self.own, self.shell[1] if self.shell else None):
-            if paths is not None:
-                JAILS.cgroups.discard(paths)
-        self.own = self.shell = None
+    if os.geteuid() != 0:
+        return None  # no cgroups to make (JAILS.prepare)
+    try:
+        size = guest_bytes(directory)
+    except (SnapshotError, OSError, KeyError, TypeError, ValueError):
+        return None
+    prepared = JAILS.prepare(size)
+    if prepared is None:
+        return None
+    name, paths, fds = prepared
+    request.shell_cgroup, request.shell_cgroup_files = name, len(fds)
+    return name, paths, fds, size
 
 
 def _start_worker() -> tuple[Channel, subprocess.Popen]:

@@ -602,7 +602,7 @@ class LoaderProcess:
         _serve(self.chan, LOADER_REQUESTS, self._load, pid_namespace=True)
 
     def _load(self, msg: LoadSnapshot, fds: list[int]) -> None:
-        if len(fds) != 1 + msg.cgroup_files + msg.shell_cgroup_files:
+        if len(fds) != 1 + msg.shell_cgroup_files:
             _close_all(fds)
             self.chan.send(Failed(ErrorInfo("ProtocolError", "LoadSnapshot needs one socket "
                                             "and the cgroup files it counts")))
@@ -632,9 +632,8 @@ class LoaderProcess:
 
     def _fork(self, opened: snapshot.Opened, fds: list[int], msg: LoadSnapshot,
               spec: JailSpec | None, root: jail.JailRoot | None) -> None:
-        fd, own_cgroup = fds[0], fds[1 : 1 + msg.cgroup_files]
-        shell_cgroups = ([(msg.shell_cgroup, fds[1 + msg.cgroup_files :])]
-                         if msg.shell_cgroup is not None else [])
+        fd = fds[0]
+        shell_cgroups = [(msg.shell_cgroup, fds[1:])] if msg.shell_cgroup is not None else []
         pid = os.fork()
         if pid:
             _close_all(fds)
@@ -650,7 +649,6 @@ class LoaderProcess:
             self.chan.sock.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             handshake.announce(chan.sock)
-            _enter_cgroup(own_cgroup)  # before it maps the snapshot (the controller checks)
             frozen = snapshot.thaw(opened)
             if spec is not None:
                 keep = {chan.fileno(), *(m.fd for m in frozen.memory.values()),
