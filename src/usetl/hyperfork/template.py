@@ -393,14 +393,14 @@ class Template:
                 os.close(fd)
 
     def _record_working_set(self) -> None:
-        """What a warmed clone (the agent's request path run once) wrote: self.learnt."""
+        """What a warmed clone (the agent's request path run once) wrote: self.learnt. The
+        next clone still records what its first request writes, which replaces it here."""
         with self.fork(warm=True) as recorder:
-            recorder.recorder = None  # reported here, not after its first request
+            recorder.recorder = None  # reported here, not after a first request
             try:
                 self.learnt = recorder.chan.request(ReportWorkingSet(), WorkingSet).ranges
-            except HyperForkError:
-                self.recording = False  # another clone records instead
-                raise
+            finally:
+                self.recording = False
 
     def _check(self) -> None:
         if self.closed:
