@@ -22,6 +22,19 @@ def live_children(pid: int) -> set[int]:
     return {p for p in kids if not ended(p)}
 
 
+SYS_RECVMSG = 47
+
+
+def waits_for_a_message(pid: int) -> bool:
+    """Is process `pid` blocked in recvmsg (a shell waiting for the Fork that claims it, once
+    it has made itself: /proc/PID/syscall names the call a blocked process is in)?"""
+    try:
+        with open(f"/proc/{pid}/syscall") as f:
+            return f.read().split()[0] == str(SYS_RECVMSG)
+    except (FileNotFoundError, IndexError):
+        return False
+
+
 def ended(pid: int) -> bool:
     """Has process `pid` exited (gone, or a zombie)?"""
     try:

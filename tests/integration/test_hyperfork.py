@@ -12,7 +12,7 @@ from usetl.hyperfork import HyperForkError, Template
 from usetl.hyperfork.protocol import WarmUp
 from usetl.hyperfork.template import LOADER
 from usetl.usf import UsfConfig
-from waiting import ended, live_children, wait_until
+from waiting import ended, live_children, wait_until, waits_for_a_message
 
 pytestmark = pytest.mark.kvm
 
@@ -197,20 +197,26 @@ def test_a_crashed_guest_ends_its_clone_only(base):
 
 
 def test_a_new_clone_is_served_by_the_process_its_template_made_ahead(base, function_dir):
-    """An idle template holds its next clone's process made ahead (a shell); the next fork
-    gets it, and it is a clone like any: the working set learnt since it was made, its own
-    identity, its template's bytes after a rollback. Closing the template ends the shell."""
+    """An idle template holds its next clone's process made ahead (a shell), its request
+    path run once and rolled back; the next fork gets it, and it is a clone like any: the
+    working set learnt since it was made, its own identity, its template's bytes after a
+    rollback, but fewer pages of its new VM touched the first time. Closing the template
+    ends the shell."""
     fn = base.load_function(LOAD, mounts={"fn": str(function_dir)})
     code = "import fn; print(fn.handler({'values': [1, 2, 3]}, None)['sum'])"
     try:
         with fn.fork(warm=False) as first:
             assert "made_ahead" not in first.timings
-            assert out(first.run_code(code)) == "6\n"
+            cold = first.run_code(code)
+            assert out(cold) == "6\n"
         shell = wait_until(lambda: live_children(fn.pid) - {first.pid}, "the template's shell")
+        wait_until(lambda: all(waits_for_a_message(p) for p in shell), "the shell made")
         with fn.fork(warm=False) as clone:
             assert {clone.pid} == shell and clone.timings["made_ahead"] == 1
-            assert clone.timings["prefetched_pages"] > 0
-            assert out(clone.run_code(code)) == "6\n"
+            assert clone.timings["prefetched_pages"] > 0 and "warmed_ahead_ms" in clone.timings
+            warmed = clone.run_code(code)
+            assert out(warmed) == "6\n"
+            assert warmed.first_touches < cold.first_touches / 2
             # The first clone may still be ending: only a process made since is a shell.
             other = wait_until(lambda: live_children(fn.pid) - {first.pid, clone.pid},
                                "the next shell")
@@ -260,6 +266,28 @@ def test_snapshot_round_trip_needs_no_start(fn_template, tmp_path):
             assert out(clone.run_code(code)) == "6 1\n"
             clone.rollback()
             assert out(clone.run_code("print('ok')")) == "ok\n"
+    finally:
+        loaded.close()
+
+
+def test_a_restored_templates_first_clone_is_made_at_once_and_prefetches_the_saved_working_set(
+        base, function_dir, tmp_path):
+    """A template saved before any clone of it ran records its working set in a clone of its
+    own; the snapshot keeps it, and the restored template's first clone (its first shell,
+    made at load) copies it before its guest runs."""
+    fn = base.load_function(LOAD, mounts={"fn": str(function_dir)})
+    try:
+        fn.save(tmp_path / "snap")
+    finally:
+        fn.close()
+    loaded = Template.load(tmp_path / "snap")
+    try:
+        with loaded.fork(warm=False) as clone:
+            assert clone.timings["made_ahead"] == 1 and clone.timings["prefetched_pages"] > 0
+            code = "import fn; print(fn.handler({'values': [1, 2, 3]}, None)['sum'], fn.IMPORTS)"
+            assert out(clone.run_code(code)) == "6 1\n"
+            clone.rollback()
+            assert clone.inspect().sha256 == loaded.memory_digests()
     finally:
         loaded.close()
 

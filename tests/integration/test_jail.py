@@ -440,31 +440,51 @@ def test_a_dead_broker_fails_its_instances_clearly_and_is_started_again(networke
     assert broker.restarts == 1
 
 
+def _own_cgroup_limits(pid: int) -> tuple[int, int]:
+    """The memory and pids limits of the cgroups `pid` is in: this controller's, and holding
+    that process alone."""
+    cgroups = JAILS.cgroups
+    limit_file = "memory.max" if cgroups.version == 2 else "memory.limit_in_bytes"
+    with open(f"/proc/{pid}/cgroup") as f:
+        groups = dict(line.strip().split(":", 2)[1:] for line in f)
+    own = {kind: groups.get(kind) or groups[""] for kind in ("memory", "pids")}
+    assert all(os.path.dirname(path).endswith(f"/usetl/{os.getpid()}")
+               for path in own.values())
+    dirs = {kind: f"{cgroups.dirs[kind]}/{os.path.basename(path)}" for kind, path in own.items()}
+    for path in dirs.values():
+        with open(f"{path}/cgroup.procs") as f:
+            assert f.read().split() == [str(pid)]
+    with open(f"{dirs['memory']}/{limit_file}") as f:
+        limit = int(f.read())
+    with open(f"{dirs['pids']}/pids.max") as f:
+        return limit, int(f.read())
+
+
 def test_the_clone_is_in_a_cgroup_of_its_own_with_limits(fn_template):
     """Forked on demand (placed by the controller) or made ahead by its idle template (it
     moved itself into a cgroup the controller prepared), a clone is alone in its cgroup."""
-    cgroups = JAILS.cgroups
-    limit_file = "memory.max" if cgroups.version == 2 else "memory.limit_in_bytes"
     made_ahead = []
+    expected = (2 * fn_template.info.guest_bytes + MONITOR_ALLOWANCE, PIDS_PER_PROCESS)
     for _ in range(2):
         with fn_template.fork() as clone:
             made_ahead.append("made_ahead" in clone.timings)
-            with open(f"/proc/{clone.pid}/cgroup") as f:
-                groups = dict(line.strip().split(":", 2)[1:] for line in f)
-            own = {kind: groups.get(kind) or groups[""] for kind in ("memory", "pids")}
-            assert all(os.path.dirname(path).endswith(f"/usetl/{os.getpid()}")
-                       for path in own.values())
-            dirs = {kind: f"{cgroups.dirs[kind]}/{os.path.basename(path)}"
-                    for kind, path in own.items()}
-            for path in dirs.values():
-                with open(f"{path}/cgroup.procs") as f:
-                    assert f.read().split() == [str(clone.pid)]
-            with open(f"{dirs['memory']}/{limit_file}") as f:
-                limit = int(f.read())
-            with open(f"{dirs['pids']}/pids.max") as f:
-                pids = int(f.read())
-        guest = fn_template.info.guest_bytes
-        assert limit == 2 * guest + MONITOR_ALLOWANCE
-        assert pids == PIDS_PER_PROCESS
+            assert _own_cgroup_limits(clone.pid) == expected
         wait_until(lambda: live_children(fn_template.pid) - {clone.pid}, "a shell")
     assert made_ahead[1]
+
+
+def test_a_restored_template_and_its_first_clone_are_each_in_a_cgroup_of_their_own(
+        fn_template, tmp_path):
+    """Both moved themselves into cgroups the controller prepared with the load."""
+    fn_template.save(tmp_path / "snap")
+    loaded = Template.load(tmp_path / "snap")
+    try:
+        expected = (2 * loaded.info.guest_bytes + MONITOR_ALLOWANCE, PIDS_PER_PROCESS)
+        assert _own_cgroup_limits(loaded.pid) == expected
+        with loaded.fork() as clone:
+            assert clone.timings["made_ahead"] == 1  # the shell it made at load
+            assert _own_cgroup_limits(clone.pid) == expected
+            r = clone.run_code("import fn; print(fn.handler({'n': 21}, None)['twice'])")
+            assert r.error is None and r.stdout == "42\n"
+    finally:
+        loaded.close()

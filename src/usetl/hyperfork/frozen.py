@@ -13,6 +13,7 @@ import os
 
 from usetl.usf import Usf
 from usetl.vm import GuestMemory, RegionSpec
+from usetl.vm.layout import HUGE_PAGE, stack_guard
 from usetl.vm.memory import PAGE_SIZE, data_ranges, huge_holes
 from usetl.vm.vcpu_state import VcpuState
 
@@ -64,6 +65,13 @@ class Frozen:
         believed beyond that, so prefetching them can cost a clone no more than copies of
         the template's own pages."""
         self.working_set = held_parts(ranges[:MAX_WORKING_SET_RANGES], self.data["ram"])
+
+    def ring3_readable(self, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The parts of (offset, length) RAM ranges that guest code may read: all of RAM but
+        the supervisor-only first 2 MiB and the stack's guard (vm.layout)."""
+        size = self.memory["ram"].size
+        guard, guard_end = stack_guard(size)
+        return held_parts(ranges, [(HUGE_PAGE, guard - HUGE_PAGE), (guard_end, size - guard_end)])
 
     def trim(self) -> None:
         """Give back the zero pages clones' faults added to the memory files (see trim_outside)."""

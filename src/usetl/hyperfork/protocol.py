@@ -89,10 +89,13 @@ class LoadSnapshot(Message):
     """To the loader: fork a template process from the snapshot saved in `directory`,
     serving on the socket passed with this message. With `jail`, the template process jails
     itself before it serves, as the function template it was saved from was, and its clones
-    inherit that jail."""
+    inherit that jail. The last `shell_cgroup_files` sockets passed are the cgroup.procs files
+    of `shell_cgroup`, a cgroup for its first shell, which moves itself in (as a Fork's)."""
 
     directory: str
     jail: JailSpec | None = None
+    shell_cgroup: str | None = None
+    shell_cgroup_files: int = 0
 
 
 class LoadFunction(Message):
@@ -139,7 +142,10 @@ class InspectTemplate(Message):
 
 
 class ExportSnapshot(Message):
-    """Send what a snapshot holds, the memory files with it; the controller writes them."""
+    """Send what a snapshot holds, the memory files with it; the controller writes them.
+    `working_set`: one a clone reported since the last Fork, learnt first (as a Fork's)."""
+
+    working_set: list[tuple[int, int]] | None = None
 
 
 class Close(Message):
@@ -261,6 +267,7 @@ class SnapshotExport(Message):
     vcpu: bytes
     state: bytes
     jail_paths: list[str]  # the host paths its jail shows beyond every jail's
+    working_set: list[tuple[int, int]]  # Frozen.working_set: a restored template's clones'
 
 
 class WorkingSet(Message):

@@ -2,8 +2,8 @@
 
     DIR/state.usetl     magic, format version, sha256 of the body, body:
                         JSON header (image, regions, memory files with sizes
-                        and checksums, the jail's paths) + vCPU state + pickled
-                        monitor state
+                        and checksums, the jail's paths, the working set) + vCPU
+                        state + pickled monitor state
     DIR/<name>.mem      one sparse file per guest memory (RAM, regions)
 
 Loading maps the memory files (clones map them copy-on-write), so pages
@@ -33,7 +33,7 @@ from .frozen import Frozen
 from .protocol import SnapshotExport
 
 MAGIC = b"USETLSNP"
-VERSION = 14  # 4: a kernel's children, host-shared ranges; 5: guest sockets, the capture time
+VERSION = 15  # 4: a kernel's children, host-shared ranges; 5: guest sockets, the capture time
 # 3: signal state in each thread record, /dev/shm; 2: a namespace's inode counter
 # 6: the agent channel's exchange in progress (agent protocol 4); 7: the jail's paths
 # 8: a memory area's file
@@ -42,6 +42,7 @@ VERSION = 14  # 4: a kernel's children, host-shared ranges; 5: guest sockets, th
 # 12: a kernel's guest clock, deadlines on it (libos/clock.py), the capture time on it
 # 13: an epoll set's queue of waiters its changes wake
 # 14: a guest network's AF_UNIX path names (the process tree's)
+# 15: the template's working set (Frozen.working_set), which a restored one's clones prefetch
 STATE_FILE = "state.usetl"
 _HEAD = struct.Struct("<8sI32sQ")  # magic, version, sha256(body), len(body)
 _CHUNK = 1 << 20
@@ -66,6 +67,7 @@ def export(frozen: Frozen, jail_paths: list[str]) -> tuple[SnapshotExport, list[
         memories=[{"name": name, "gpa": mem.gpa, "size": mem.size}
                   for name, mem in frozen.memory.items()],
         vcpu=frozen.vcpu.to_bytes(), state=frozen.state, jail_paths=jail_paths,
+        working_set=frozen.working_set,
     )
     return snapshot, [mem.fd for mem in frozen.memory.values()]
 
@@ -84,7 +86,7 @@ def write(snapshot: SnapshotExport, fds: list[int], directory: str | os.PathLike
         memories.append({**m, "sha256": _copy_sparse(fd, int(m["size"]), out / f"{name}.mem")})
     header = {"image": snapshot.image, "image_digest": snapshot.image_digest,
               "regions": snapshot.regions, "memories": memories,
-              "jail_paths": snapshot.jail_paths}
+              "jail_paths": snapshot.jail_paths, "working_set": snapshot.working_set}
     head = json.dumps(header).encode()
     vcpu, state = snapshot.vcpu, snapshot.state
     body = struct.pack("<III", len(head), len(vcpu), len(state)) + head + vcpu + state
@@ -231,6 +233,13 @@ def _read_state(root: Path) -> tuple[dict, VcpuState, bytes]:
     return header, vcpu, state
 
 
+def guest_bytes(directory: str) -> int:
+    """The guest memory (RAM and regions) of the snapshot in `directory`, as its intact state
+    file says (what its template's cgroup is made for before the loader has opened it)."""
+    header, _, _ = _read_state(Path(directory))
+    return sum(int(m["size"]) for m in header["memories"])
+
+
 def open_checked(directory: str, checked: Checked) -> Opened:
     """A snapshot directory's files checked (what `checked` has seen unchanged is not read
     again) and its memory files open."""
@@ -257,4 +266,7 @@ def thaw(opened: Opened) -> Frozen:
     externals = monitor_state.externals(None, opened.image, ImageFS(opened.image), memory)
     usf = monitor_state.loads(opened.state, externals)
     specs = [RegionSpec(**r) for r in opened.header["regions"]]
-    return Frozen(usf, opened.vcpu, opened.state, memory, specs)
+    frozen = Frozen(usf, opened.vcpu, opened.state, memory, specs)
+    # Believed as a clone's report is: only where it lies in the snapshot's own pages.
+    frozen.learn_working_set([(int(off), int(n)) for off, n in opened.header["working_set"]])
+    return frozen

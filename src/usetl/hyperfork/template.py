@@ -206,19 +206,38 @@ class Template:
         template process jails itself, as the function template saved was jailed, and its
         clones inherit its jail.
         """
-        spec = JAILS.spec() if jail else None
-        chan, forked = LOADER.load(LoadSnapshot(str(Path(directory).resolve()), spec))
+        path = str(Path(directory).resolve())
+        request = LoadSnapshot(path, JAILS.spec() if jail else None)
+        shell = _first_shell_cgroup(path, request) if jail else None
+        try:
+            chan, forked = LOADER.load(request, shell[2] if shell else [])
+        except HyperForkError:
+            if shell is not None:
+                JAILS.cgroups.discard(shell[1])
+            raise
+        finally:
+            if shell is not None:
+                _close_fds(shell[2])
         pid = forked.pid
+        template = None
         try:
             if jail:  # while it maps the snapshot
                 JAILS.place(pid, forked.guest_bytes)
+            if shell is not None and shell[3] != forked.guest_bytes:
+                raise HyperForkError("the snapshot changed while it was loaded; load it again")
             reply = _first_reply(chan, TemplateReady)
             reply.pid = pid
+            template = cls(chan, reply, jailed=jail, egress=reply.egress, broker=broker)
         except HyperForkError:
             chan.close()
             _kill(pid)
             raise
-        return cls(chan, reply, jailed=jail, egress=reply.egress, broker=broker)
+        finally:
+            if shell is not None and template is None:
+                JAILS.cgroups.discard(shell[1])
+        if shell is not None:
+            template.shell_cgroups[shell[0]] = shell[1]
+        return template
 
     @staticmethod
     def prepare_load() -> None:
@@ -347,11 +366,17 @@ class Template:
         return self.chan.request(InspectTemplate(), Digests).sha256
 
     def save(self, directory: str | os.PathLike) -> None:
-        """Write a snapshot: the template process sends its memory files, written here."""
+        """Write a snapshot: the template process sends its memory files, written here, and
+        its working set (what a clone's first request wrote), which the clones of the
+        template it restores prefetch; a template none of whose clones has recorded one
+        records it first, in a clone it warms."""
         from .snapshot import write
 
         self._check()
-        self.chan.send(ExportSnapshot())
+        if not self.recording:
+            self._record_working_set()
+        learnt, self.learnt = self.learnt, None  # the template process keeps it from now
+        self.chan.send(ExportSnapshot(working_set=learnt))
         exported, fds = self.chan.recv()
         try:
             if isinstance(exported, Failed):
@@ -366,6 +391,16 @@ class Template:
         finally:
             for fd in fds:
                 os.close(fd)
+
+    def _record_working_set(self) -> None:
+        """What a warmed clone (the agent's request path run once) wrote: self.learnt. The
+        next clone still records what its first request writes, which replaces it here."""
+        with self.fork(warm=True) as recorder:
+            recorder.recorder = None  # reported here, not after a first request
+            try:
+                self.learnt = recorder.chan.request(ReportWorkingSet(), WorkingSet).ranges
+            finally:
+                self.recording = False
 
     def _check(self) -> None:
         if self.closed:
@@ -396,6 +431,28 @@ class Template:
         self.close()
 
 
+def _first_shell_cgroup(directory: str,
+                        request: LoadSnapshot) -> tuple[str, list[str], list[int], int] | None:
+    """A cgroup for a restored template's first shell (made at once, it moves itself in, off
+    the first Fork's path): its name, directories and cgroup.procs files, and the guest memory
+    it was made for, as the snapshot's state file says; put in `request`. None without
+    cgroups, or if the state file cannot be read (the loader then says why)."""
+    from .snapshot import SnapshotError, guest_bytes
+
+    if os.geteuid() != 0:
+        return None  # no cgroups to make (JAILS.prepare)
+    try:
+        size = guest_bytes(directory)
+    except (SnapshotError, OSError, KeyError, TypeError, ValueError):
+        return None
+    prepared = JAILS.prepare(size)
+    if prepared is None:
+        return None
+    name, paths, fds = prepared
+    request.shell_cgroup, request.shell_cgroup_files = name, len(fds)
+    return name, paths, fds, size
+
+
 def _start_worker() -> tuple[Channel, subprocess.Popen]:
     """A new worker process (usetl.hyperfork.worker) waiting for its first message."""
     mine, theirs = Channel.pair()
@@ -419,16 +476,16 @@ class _Loader:
         self._chan: Channel | None = None
         self._process: subprocess.Popen | None = None
 
-    def load(self, request: LoadSnapshot) -> tuple[Channel, Forked]:
+    def load(self, request: LoadSnapshot, cgroup_fds: list[int]) -> tuple[Channel, Forked]:
         """The new template process's channel, and its pid (as the kernel told it) and guest
-        memory size; it sends TemplateReady next."""
+        memory size; it sends TemplateReady next. `cgroup_fds`: those `request` counts."""
         mine, theirs = Channel.pair()
         handshake.expect(mine.sock)
         try:
             with self._lock:
                 chan = self._started()
                 try:
-                    forked = chan.request(request, Forked, fds=(theirs.fileno(),))
+                    forked = chan.request(request, Forked, fds=(theirs.fileno(), *cgroup_fds))
                 except ChannelClosed:
                     self._stop()
                     raise

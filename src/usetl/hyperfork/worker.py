@@ -102,6 +102,14 @@ SHELL_IDLE_S = 0.02
 
 # Compiles and runs code, as most requests do: the agent's whole request path.
 WARM_REQUEST = {"kind": abi.EXEC, "code": "pass"}
+# How long a shell's warm-up (CloneProcess.warm_ahead) may run the template's guest, and
+# what it runs: a read of a byte of each page (guest RAM is identity-mapped).
+WARM_AHEAD_TIMEOUT_S = 10.0
+TOUCH_CODE = """import ctypes
+for start, end in {spans!r}:
+    for page in range(start, end, {page}):
+        ctypes.c_char.from_address(page).value
+"""
 
 
 def ready(frozen: Frozen, load: InvocationResult | None = None,
@@ -142,6 +150,7 @@ class CloneProcess:
         # path after a stage that handed files on (handoff.py: huge pages take time to make).
         self.spare_handoff: int | None = None
         self.unused_handoff: Spare | None = None  # lent, not handed on: the next spare
+        self.warmed = False  # by warm_ahead, in a shell
         t3 = time.perf_counter()
         self.timings.update(vm_ms=(t2 - t1) * 1e3, restore_ms=(t3 - t2) * 1e3)
 
@@ -174,6 +183,27 @@ class CloneProcess:
                                  result.error)
         self.rollback(Rollback())
         return (time.perf_counter() - t0) * 1e3
+
+    def warm_ahead(self) -> None:
+        """In a shell, before any Fork claims it: the agent's request path once, reading a
+        byte of each page of the template's working set (what a recorded first request
+        wrote, where ring 3 may read it), then a rollback, so that the first touches of a
+        new VM (KVM maps each page the guest touches: ~590 for a first call, 8 ms here)
+        leave the first request's path. With no identity: the guest runs as its template
+        did before the freeze (no after-clone hook, no seed), nothing it did survives the
+        rollback, and the clone's own identity comes with its first request, as always."""
+        t0 = time.perf_counter()
+        ram = self.frozen.memory["ram"]
+        spans = [(ram.gpa + off, ram.gpa + off + n)
+                 for off, n in self.frozen.ring3_readable(self.frozen.working_set)]
+        request = {"kind": abi.EXEC, "code": TOUCH_CODE.format(spans=spans, page=PAGE_SIZE)}
+        result = self.usf.invoke(request, timeout=WARM_AHEAD_TIMEOUT_S)
+        if not result.ok:
+            raise HyperForkError(f"the shell's warm-up request failed: {result.error.message}",
+                                 result.error)
+        self.rollback(Rollback())
+        self.warmed = True
+        self.timings["warmed_ahead_ms"] = (time.perf_counter() - t0) * 1e3
 
     def rollback(self, msg: Rollback) -> RolledBack:
         """Back to the template's exact state: dirtied pages, vCPU, monitor.
@@ -308,17 +338,23 @@ class TemplateProcess:
     the image's own code) jails each child before its first guest instruction; a jailed
     one (a function template, itself such a child) passes its jail on by fork."""
 
-    def __init__(self, frozen: Frozen, chan: Channel, jailed: bool = False):
+    def __init__(self, frozen: Frozen, chan: Channel, jailed: bool = False,
+                 restored: bool = False,
+                 shell_cgroups: list[tuple[str, list[int]]] | None = None):
         self.frozen = frozen
         self.chan = chan
         self.jailed = jailed
         # Once a Fork asked for a clone that needs no jail of its own (a jailed template's
         # clones inherit its jail, an unjailed one's have none), the template keeps one
-        # clone's process made ahead for the next such Fork.
-        self.makes_shells = False
+        # clone's process made ahead for the next such Fork. A template restored from a
+        # snapshot (whose clones never need one) makes its first at once: it is restored to
+        # be forked, and no clone's first request runs yet to take the cores from.
+        self.makes_shells = restored
+        self.shell_now = restored
         self.shell: Shell | None = None
-        # Cgroups sent with Forks for the next shells (name, cgroup.procs fds), oldest first.
-        self.shell_cgroups: list[tuple[str, list[int]]] = []
+        # Cgroups sent with Forks (or a LoadSnapshot) for the next shells (name, cgroup.procs
+        # fds), oldest first.
+        self.shell_cgroups: list[tuple[str, list[int]]] = shell_cgroups or []
 
     def serve(self) -> None:
         if self.frozen.usf.config.merge_pages and not hostmm.merge_identical_pages():
@@ -334,12 +370,13 @@ class TemplateProcess:
             return
         _close_all(fds)
         if isinstance(msg, ExportSnapshot):
-            self._export()
+            self._export(msg)
             return
         self.chan.send(self._answer(msg))
 
     def _make_shell_if_idle(self) -> None:
-        if self.makes_shells and self.shell is None and self._idle():
+        if self.makes_shells and self.shell is None and (self.shell_now or self._idle()):
+            self.shell_now = False
             self.shell = self._make_shell()
 
     def _answer(self, msg: object) -> object:
@@ -349,7 +386,9 @@ class TemplateProcess:
             return Digests(self.frozen.digests())
         return Failed(ErrorInfo("ProtocolError", f"{type(msg).__name__} needs one socket"))
 
-    def _export(self) -> None:
+    def _export(self, msg: ExportSnapshot) -> None:
+        if msg.working_set is not None:
+            self.frozen.learn_working_set(msg.working_set)
         try:
             exported, memory_fds = snapshot.export(self.frozen, own_jail_paths(self.frozen))
         except Exception as e:
@@ -426,13 +465,19 @@ class TemplateProcess:
         clone: CloneProcess | None = None
         error: BaseException | None = None
         try:
-            _enter_cgroup(cgroup_fds)  # before the pages it makes its own are charged
+            # Before the pages it makes its own are charged; a shell without a cgroup of its
+            # own (none was sent) stays in its template's until claimed.
+            own_cgroup = _enter_cgroup(cgroup_fds)
             hostmm.adopt_pagemap(jail.open_own_proc_file("pagemap"))
             clone = CloneProcess(self.frozen)
-            # Off any path here: the template's RAM mapped too (on a Fork's path it bought
-            # nothing; here it saves ~100 of the first request's ~370 host faults).
-            self.frozen.memory["ram"].prefetch_for_reading(self.frozen.data["ram"])
             clone.timings["made_ahead"] = 1.0
+            # While no Fork waits for it: the template's RAM mapped too (on a Fork's path it
+            # bought nothing; ahead it saves ~100 of the first request's ~370 host faults),
+            # and the request path warmed (on a Fork's path it costs what it saves).
+            if not _waiting(claims):
+                self.frozen.memory["ram"].prefetch_for_reading(self.frozen.data["ram"])
+            if (own_cgroup or not self.jailed) and not _waiting(claims):
+                clone.warm_ahead()  # its copies charged to its own cgroup
         except Exception as e:  # told on the channel of the Fork that claims this shell
             error = e
         try:
@@ -479,23 +524,32 @@ class Shell:
         self.cgroup = cgroup
 
 
-def _enter_cgroup(procs_fds: list[int]) -> None:
+def _waiting(chan: Channel) -> bool:
+    """Whether a message has come on `chan` (and waits to be read)."""
+    return chan.read_ahead() or bool(select.select([chan.sock], [], [], 0)[0])
+
+
+def _enter_cgroup(procs_fds: list[int]) -> bool:
     """Move this process into the cgroup whose cgroup.procs files these are (opened by the
-    controller; the controller checks the move before it counts on it)."""
+    controller; the controller checks the move before it counts on it); whether it did."""
+    if not procs_fds:
+        return False
     try:
         for fd in procs_fds:
             os.write(fd, b"0")  # 0: the writing process
     except OSError as e:
-        log.warning("a shell could not enter its cgroup (it is placed when claimed): %s", e)
+        log.warning("could not enter a prepared cgroup (the controller places it): %s", e)
+        return False
     finally:
         _close_all(procs_fds)
+    return True
 
 
 def serve_clone(clone: CloneProcess, chan: Channel, fds: list[int], msg: Fork) -> None:
     """A new clone's life once it has announced itself: ready, warmed if asked, serving."""
     _install_egress(fds)
     info = clone.ready()
-    if msg.warm:
+    if msg.warm and not clone.warmed:  # a shell's warm-up did the same
         info.warm_ms = clone.warm()
     chan.send(info)
     clone.serve(chan)
@@ -548,9 +602,10 @@ class LoaderProcess:
         _serve(self.chan, LOADER_REQUESTS, self._load, pid_namespace=True)
 
     def _load(self, msg: LoadSnapshot, fds: list[int]) -> None:
-        if len(fds) != 1:
+        if len(fds) != 1 + msg.shell_cgroup_files:
             _close_all(fds)
-            self.chan.send(Failed(ErrorInfo("ProtocolError", "LoadSnapshot needs one socket")))
+            self.chan.send(Failed(ErrorInfo("ProtocolError", "LoadSnapshot needs one socket "
+                                            "and the cgroup files it counts")))
             return
         try:
             opened = snapshot.open_checked(msg.directory, self.checked)
@@ -567,7 +622,7 @@ class LoaderProcess:
             _close_all(fds)
             self.chan.send(failure(e))
             return
-        self._fork(opened, fds[0], spec, root)
+        self._fork(opened, fds, msg, spec, root)
 
     def _root(self, spec: JailSpec | None) -> jail.JailRoot | None:
         """The prepared root a restored template with this jail enters, if jailed as root."""
@@ -575,11 +630,13 @@ class LoaderProcess:
             return None
         return jail.jail_root(self.roots.get(spec.read_only, spec.devices), spec.uid, spec.gid)
 
-    def _fork(self, opened: snapshot.Opened, fd: int, spec: JailSpec | None,
-              root: jail.JailRoot | None) -> None:
+    def _fork(self, opened: snapshot.Opened, fds: list[int], msg: LoadSnapshot,
+              spec: JailSpec | None, root: jail.JailRoot | None) -> None:
+        fd = fds[0]
+        shell_cgroups = [(msg.shell_cgroup, fds[1:])] if msg.shell_cgroup is not None else []
         pid = os.fork()
         if pid:
-            os.close(fd)
+            _close_all(fds)
             opened.close()
             if root is not None:
                 root.close()
@@ -594,10 +651,12 @@ class LoaderProcess:
             handshake.announce(chan.sock)
             frozen = snapshot.thaw(opened)
             if spec is not None:
-                keep = {chan.fileno(), *(m.fd for m in frozen.memory.values())}
+                keep = {chan.fileno(), *(m.fd for m in frozen.memory.values()),
+                        *(f for _, cgroup in shell_cgroups for f in cgroup)}
                 jail.confine(spec, keep, root)
             chan.send(ready(frozen))
-            TemplateProcess(frozen, chan, jailed=spec is not None).serve()
+            TemplateProcess(frozen, chan, jailed=spec is not None, restored=True,
+                            shell_cgroups=shell_cgroups).serve()
         except (ChannelClosed, ProtocolError):
             status = 1
         except BaseException as e:

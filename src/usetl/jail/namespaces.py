@@ -45,6 +45,8 @@ MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
 CLONE_NEWUSER = 0x10000000
 PR_SET_PDEATHSIG = 1
+CLONE_VM = 0x00000100
+HOLDER_STACK = 64 << 10  # a user namespace's holder (_mapping_userns) runs only pause()
 SYS_PIVOT_ROOT = 155
 SYS_OPEN_TREE = 428
 SYS_MOVE_MOUNT = 429
@@ -65,6 +67,7 @@ STAGING = "/run/usetl-jail"
 ROOT_TMPFS = "size=1m,mode=755"
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_libc.clone.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
 
 
 def _check(ret: int, what: str) -> None:
@@ -112,17 +115,27 @@ class _Owner:
 
 
 def _mapping_userns(uid: int, gid: int) -> int:
-    def unshare() -> bytes:
-        _check(_libc.unshare(CLONE_NEWUSER), "unshare (user namespace)")
-        return b"1"
+    """A user namespace mapping 0 to uid and gid, held by the fd returned.
 
-    with _namespace_holder(unshare) as (pid, said):
-        if said != b"1":
-            raise JailError("cannot make a user namespace for an idmapped mount")
+    Made by a child that shares this process's memory (CLONE_VM) and runs only libc's
+    pause() on a stack of its own, killed once the namespace is held: no page table is
+    copied, where a fork of this Python process copied them all (0.25 against 8-20 ms in
+    the snapshot loader, once per restore)."""
+    stack = ctypes.create_string_buffer(HOLDER_STACK)
+    top = ctypes.c_void_p(ctypes.addressof(stack) + HOLDER_STACK - 64)  # 16-byte aligned
+    pid = _libc.clone(ctypes.cast(_libc.pause, ctypes.c_void_p), top,
+                      CLONE_VM | CLONE_NEWUSER | signal.SIGCHLD, None)
+    if pid < 0:
+        raise JailError("cannot make a user namespace for an idmapped mount: "
+                        f"{os.strerror(ctypes.get_errno())}")
+    try:
         for name, inner in (("uid_map", uid), ("gid_map", gid)):
             with open(f"/proc/{pid}/{name}", "w") as f:
                 f.write(f"0 {inner} 1")
         return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        _reap(pid)  # before its stack goes
 
 
 @contextmanager
