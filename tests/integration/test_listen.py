@@ -128,6 +128,34 @@ def test_af_unix_servers_by_path_and_by_abstract_name(usf):
                  "send unconnected ENOTCONN", "bind outside /tmp EROFS"]
 
 
+def test_so_peercred_names_the_af_unix_peer_process_and_no_one_for_inet(usf):
+    assert run_lines(usf, """
+        import os, socket, struct
+        def cred(s):
+            pid, uid, gid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET,
+                                                             socket.SO_PEERCRED, 12))
+            return pid == os.getpid(), uid == os.getuid(), gid == os.getgid(), pid
+        a, b = socket.socketpair()
+        print(cred(a)[:3], cred(b)[:3])
+        server = socket.socket(socket.AF_UNIX)
+        server.bind("\\0usetl-cred")
+        print("unlistened", cred(server)[3])
+        server.listen()
+        client = socket.socket(socket.AF_UNIX)
+        client.connect("\\0usetl-cred")
+        conn, _ = server.accept()
+        print(cred(server)[:3], cred(client)[:3], cred(conn)[:3])
+        print("unbound", struct.unpack("3i", socket.socket(socket.AF_UNIX).getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, 12)))
+        tcp = socket.create_server(("127.0.0.1", 0))
+        inet = socket.create_connection(tcp.getsockname())
+        print("tcp", struct.unpack("3i", inet.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                        12)))
+        """) == ["(True, True, True) (True, True, True)", "unlistened 0",
+                 "(True, True, True) (True, True, True) (True, True, True)",
+                 "unbound (0, -1, -1)", "tcp (0, -1, -1)"]
+
+
 def test_bind_takes_the_guests_own_ports(usf):
     assert run_lines(usf, """
         import errno, socket

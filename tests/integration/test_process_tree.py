@@ -111,6 +111,32 @@ def test_an_af_unix_listener_bound_in_a_child_is_connectable_from_the_whole_tree
     ]
 
 
+def test_so_peercred_across_the_tree_names_the_other_process(template):
+    out = run_in_clone(template, """
+        import os, socket, struct
+        def cred_pid(s):
+            return struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                    12))[0]
+        r, w = os.pipe()
+        server = os.fork()
+        if server == 0:
+            listener = socket.socket(socket.AF_UNIX)
+            listener.bind("\\0usetl-tree-cred")
+            listener.listen()
+            os.write(w, b"x")
+            c, _ = listener.accept()
+            c.sendall(str(cred_pid(c) == os.getppid()).encode())
+            c.close()
+            os._exit(0)
+        os.read(r, 1)
+        c = socket.socket(socket.AF_UNIX)
+        c.connect("\\0usetl-tree-cred")
+        print(cred_pid(c) == server, c.recv(10).decode())
+        os.waitpid(server, 0)
+    """)
+    assert out == ["True True"]
+
+
 def test_a_manager_serves_its_dict_list_queue_and_lock_to_processes_and_a_pool(template):
     out = run_in_clone(template, """
         import multiprocessing

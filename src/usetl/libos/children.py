@@ -1339,7 +1339,8 @@ def _deliver(k: Kernel, message: Routed, passed: Passed | None) -> None:
     if isinstance(message, Connect):
         assert isinstance(passed, socket.socket)  # MessageReader gives each Connect its socket
         k.guest_net.accept_from_tree(message.name, message.peer,
-                                     SocketFile(k, AF_UNIX, False, shared=passed))
+                                     SocketFile(k, AF_UNIX, False, shared=passed),
+                                     message.sender)
     elif isinstance(message, FifoOpen):
         fifo.serve(k, message, route)
     elif isinstance(message, FifoEnd):
@@ -1409,7 +1410,7 @@ def connect_in_tree(k: Kernel, f: GuestSocket, holder: int, address: bytes) -> N
         raise SyscallError(errno.ECONNREFUSED)
     mine, theirs = socket.socketpair(socket.AF_UNIX, f.sock_type)
     f.connected_in_tree(SocketFile(k, AF_UNIX, bool(f.flags & O_NONBLOCK), shared=mine),
-                        address)
+                        address, holder)
     key = k.guest_net.unix_key(address)
     route(k, Connect(holder, key, k.identity.pid, f.local or b""), theirs)
 

@@ -225,8 +225,8 @@ class GuestNet:
         holder = tree.name_holder(self.unix_key(name))
         return None if holder == self.sched.k.identity.pid else holder
 
-    def accept_from_tree(self, key: bytes, peer: bytes, conn: SocketFile) -> None:
-        """A connection from another process of the tree to the listener bound at `key`:
+    def accept_from_tree(self, key: bytes, peer: bytes, conn: SocketFile, sender: int) -> None:
+        """A connection from process `sender` of the tree to the listener bound at `key`:
         queued for its accept; closed (its client sees the end) if none listens there."""
         listener = self.abstract.get(key) if key.startswith(b"\0") else self.paths.get(key)
         if listener is None or listener.backlog is None or conn.host.type != listener.sock_type \
@@ -236,7 +236,7 @@ class GuestNet:
         server = GuestSocket(self, AF_UNIX, listener.sock_type, 0, self.ns.inodes.next())
         server.local, server.peer = listener.local, peer or None
         server.options = dict(listener.options)
-        server.conn = conn
+        server.conn, server.cred_pid = conn, sender
         listener.backlog.append(server)
         listener.changed()
 
@@ -283,6 +283,7 @@ class GuestNet:
 SOL_SOCKET, IPPROTO_IP, IPPROTO_TCP, IPPROTO_IPV6 = 1, 0, 6, 41
 IPPROTO_UDP, IPPROTO_UDPLITE = 17, 136
 SO_TYPE, SO_ERROR, SO_DOMAIN, SO_PROTOCOL, SO_ACCEPTCONN = 3, 4, 39, 38, 30
+SO_PEERCRED = 17
 SO_RCVBUF, SO_SNDBUF = 8, 7
 SO_RCVTIMEO, SO_SNDTIMEO = 20, 21
 OPTIONS = {
@@ -365,6 +366,9 @@ class GuestSocket(StreamFile):
         self.queued = 0  # bytes held in datagrams
         self.shut_read = False
         self.timeouts: dict[int, float | None] = {}  # SO_RCVTIMEO, SO_SNDTIMEO
+        # SO_PEERCRED's process: an AF_UNIX peer's at connect or socketpair, a listener's
+        # own at listen; 0 for none (no credentials, as for any inet socket)
+        self.cred_pid = 0
 
     def changed(self) -> None:
         self.changes += 1
@@ -403,6 +407,8 @@ class GuestSocket(StreamFile):
     def getsockopt(self, level: int, name: int) -> bytes:
         if level == SOL_SOCKET and name in (SO_RCVTIMEO, SO_SNDTIMEO):
             return pack_timeout(self.timeouts.get(name))
+        if level == SOL_SOCKET and name == SO_PEERCRED:
+            return self.peer_credentials()
         fixed = {SO_TYPE: self.sock_type, SO_DOMAIN: self.family, SO_PROTOCOL: self.protocol,
                  SO_ERROR: 0, SO_ACCEPTCONN: int(self.backlog is not None)}  # fmt: skip
         if level == SOL_SOCKET and name in fixed:
@@ -413,6 +419,14 @@ class GuestSocket(StreamFile):
                                else errno.ENOPROTOOPT)
         value = self.options.get(short, DEFAULTS.get(short, 0))
         return value if isinstance(value, bytes) else struct.pack("<i", value)
+
+    def peer_credentials(self) -> bytes:
+        """struct ucred of SO_PEERCRED: pid, uid and gid, or (0, -1, -1) without a peer.
+        Every process of a tree has the guest's ids (setuid goes only to its own)."""
+        if not self.cred_pid:
+            return struct.pack("<3i", 0, -1, -1)
+        ids = self.net.sched.k.identity
+        return struct.pack("<3i", self.cred_pid, ids.uid, ids.gid)
 
     # -- state -------------------------------------------------------------------------
 
@@ -523,6 +537,8 @@ class GuestSocket(StreamFile):
         if self.family != AF_UNIX:
             self.net.check_listen(self)
         self.backlog_limit = min(max(backlog, 0), SOMAXCONN)
+        if self.family == AF_UNIX:
+            self.cred_pid = self.net.sched.k.identity.pid
         if self.backlog is None:
             self.backlog = deque()
         self.changed()
@@ -557,6 +573,7 @@ class GuestSocket(StreamFile):
                              listener.protocol)
         if self.family == AF_UNIX:
             server.local, server.peer = listener.local, self.local
+            server.cred_pid = self.cred_pid = self.net.sched.k.identity.pid
         else:
             server.local = _as_family(listener.family, address)
             server.peer = _as_family(listener.family, self.local)
@@ -588,10 +605,10 @@ class GuestSocket(StreamFile):
                     pass  # refused by the host: as a Linux option that has no effect
         proxy.connect(address)
 
-    def connected_in_tree(self, conn: SocketFile, peer: bytes) -> None:
-        """connect() to another process's listener at `peer`: `conn` is its end of the
-        connection."""
-        self.conn, self.peer = conn, peer
+    def connected_in_tree(self, conn: SocketFile, peer: bytes, holder: int) -> None:
+        """connect() to the listener process `holder` has at `peer`: `conn` is its end of
+        the connection."""
+        self.conn, self.peer, self.cred_pid = conn, peer, holder
         self.changed()
 
     def set_peer(self, address: Address | None) -> None:

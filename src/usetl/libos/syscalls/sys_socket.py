@@ -143,7 +143,7 @@ def sys_socketpair(k: Kernel, domain: int, type_: int, protocol: int, sv: int, *
     pair = []
     for end in ends:
         f = GuestSocket(k.guest_net, AF_UNIX, kind, type_ & SOCK_NONBLOCK, k.ns.inodes.next())
-        f.conn = end
+        f.conn, f.cred_pid = end, k.identity.pid
         pair.append(f)
     return install_pair(k, pair[0], pair[1], bool(type_ & SOCK_CLOEXEC), sv)
 

@@ -297,7 +297,7 @@ _ENTRIES = [
             "SO_REUSEPORT apply to bind, SO_RCVBUF to datagrams), not acted on; proxied: the "
             "host's"),
     Syscall("getsockopt", net.sys_getsockopt, PARTIAL, "the options setsockopt takes, and "
-            "SO_TYPE, SO_DOMAIN, SO_PROTOCOL, SO_ERROR, SO_ACCEPTCONN"),
+            "SO_TYPE, SO_DOMAIN, SO_PROTOCOL, SO_ERROR, SO_ACCEPTCONN, SO_PEERCRED"),
     Syscall("socketpair", net.sys_socketpair, PARTIAL,
             "AF_UNIX stream, dgram, seqpacket (as dgram) within the guest; no fd passing"),
     # pipes, eventfds and readiness: in the monitor, over every kind of file

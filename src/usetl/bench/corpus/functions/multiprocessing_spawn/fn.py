@@ -18,9 +18,9 @@ def scaled(x):
     return x * CONFIG["scale"]
 
 
-def report(q):
+def report(q, parent):
     q.put({"fresh_module": LOADED_IN == os.getpid(), "config": dict(CONFIG),
-           "parent_alive": os.getppid() != 1})
+           "parent": os.getppid() == parent})
 
 
 def crash():
@@ -40,7 +40,7 @@ def handler(event, context):
         async_result = pool.apply_async(scaled, (100,))
         applied = async_result.get(30)
     q = ctx.SimpleQueue()
-    p = ctx.Process(target=report, args=(q,))
+    p = ctx.Process(target=report, args=(q, os.getpid()))
     p.start()
     seen = q.get()
     p.join(30)
