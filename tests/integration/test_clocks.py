@@ -313,3 +313,35 @@ def test_a_timerfd_a_fork_or_a_program_inherits_is_the_same_timer(usf):
         """)
     assert out == ["fork 1 1 True", "before 500000000 True", "program disarmed it (0.0, 0)",
                    "abstime True True"], out
+
+
+def test_a_threads_cpu_clock_counts_its_own_turns_on_the_vcpu(usf):
+    out = run_lines(usf, """
+        import os, resource, subprocess, sys, threading, time
+        release, measured = threading.Event(), {}
+        def sleeper():
+            start = time.thread_time()
+            clock = time.pthread_getcpuclockid(threading.get_ident())
+            by_id = time.clock_gettime(clock)
+            release.wait(30)
+            measured["sleeper"] = time.thread_time() - start
+            measured["sleeper_by_id"] = time.clock_gettime(clock) - by_id
+            measured["sleeper_rusage"] = resource.getrusage(resource.RUSAGE_THREAD).ru_utime
+        t = threading.Thread(target=sleeper)
+        t.start()
+        start = time.thread_time()
+        while time.thread_time() - start < 0.3:
+            sum(range(10000))
+        release.set()
+        t.join()
+        burnt = time.thread_time() - start
+        print(burnt >= 0.3, measured["sleeper"] < burnt / 2,
+              measured["sleeper_by_id"] < burnt / 2, measured["sleeper_rusage"] < burnt / 2)
+        print(resource.getrusage(resource.RUSAGE_THREAD).ru_utime >= 0.3,
+              time.process_time() >= burnt)
+        before = os.times()
+        subprocess.run([sys.executable, "-c", "sum(range(3000000))"], check=True)
+        after = os.times()
+        print(after.children_user + after.children_system > before.children_user, after.user > 0)
+        """)
+    assert out == ["True True True True", "True True", "True True"]

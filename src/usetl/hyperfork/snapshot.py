@@ -43,7 +43,7 @@ VERSION = 16  # 4: a kernel's children, host-shared ranges; 5: guest sockets, th
 # 13: an epoll set's queue of waiters its changes wake
 # 14: a guest network's AF_UNIX path names (the process tree's)
 # 15: the template's working set (Frozen.working_set), which a restored one's clones prefetch
-# 16: a guest socket's SO_PEERCRED process (cred_pid)
+# 16: a guest socket's SO_PEERCRED process (cred_pid); a thread's CPU time, the turn's mark
 STATE_FILE = "state.usetl"
 _HEAD = struct.Struct("<8sI32sQ")  # magic, version, sha256(body), len(body)
 _CHUNK = 1 << 20

@@ -25,10 +25,12 @@ if TYPE_CHECKING:
     from .vdso import VdsoClock
 
 MONOTONIC, REALTIME = "monotonic", "realtime"
-# clock_gettime's ids the guest's two clocks serve (the vDSO's); others (CPU time) are the host's.
+# clock_gettime's ids the guest's two clocks serve (the vDSO's).
 GUEST_CLOCKS = {0: REALTIME, 5: REALTIME, 1: MONOTONIC, 4: MONOTONIC, 6: MONOTONIC,
                 7: MONOTONIC}
-HOST_CLOCKS = {2: time.CLOCK_PROCESS_CPUTIME_ID, 3: time.CLOCK_THREAD_CPUTIME_ID}
+# The process's CPU clock is the monitor process's; a thread's, its turns on the vCPU's host
+# thread (Scheduler.cpu_ns).
+PROCESS_CPUTIME, THREAD_CPUTIME = 2, 3
 # A negative id names a process's or a thread's CPU clock (glibc's clock_getcpuclockid,
 # pthread_getcpuclockid): ~pid << 3 | PERTHREAD (4) | PROF, VIRT or SCHED (0-2).
 CPUCLOCK_PERTHREAD, CPUCLOCK_KIND = 4, 3
@@ -64,25 +66,24 @@ class GuestClock:
         clock = GUEST_CLOCKS.get(clock_id)
         if clock is not None:
             return self.ns(clock)
-        if clock_id < 0:
-            clock_id = self._cpu_clock(clock_id)
-        if clock_id not in HOST_CLOCKS:
+        if clock_id == PROCESS_CPUTIME:
+            return time.clock_gettime_ns(time.CLOCK_PROCESS_CPUTIME_ID)
+        if clock_id >= 0 and clock_id != THREAD_CPUTIME:
             raise SyscallError(errno.EINVAL)
-        return time.clock_gettime_ns(HOST_CLOCKS[clock_id])
-
-    def _cpu_clock(self, clock_id: int) -> int:
-        """The CPU clock (2 or 3) a negative id names: this process's, or one of its threads'
-        (all share the vCPU's host thread, whose CPU time is theirs)."""
+        sched = self.k.sched
+        if clock_id == THREAD_CPUTIME:
+            return sched.cpu_ns(sched.current)
         owner = ~(clock_id >> 3)
         if clock_id & CPUCLOCK_KIND == CPUCLOCK_KIND:
             raise SyscallError(errno.EINVAL)
         if clock_id & CPUCLOCK_PERTHREAD:
-            if owner and owner not in self.k.sched.threads:
+            thread = sched.threads.get(owner) if owner else sched.current
+            if thread is None:
                 raise SyscallError(errno.EINVAL)
-            return 3
+            return sched.cpu_ns(thread)
         if owner not in (0, self.k.identity.pid):
             raise SyscallError(errno.EINVAL)  # another process's: not this monitor's to read
-        return 2
+        return time.clock_gettime_ns(time.CLOCK_PROCESS_CPUTIME_ID)
 
     def seconds(self) -> float:
         """The guest's CLOCK_MONOTONIC in seconds (its interval timers count on it)."""

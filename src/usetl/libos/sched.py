@@ -125,6 +125,7 @@ class Thread:
         self.clear_child_tid = 0  # set_tid_address / CLONE_CHILD_CLEARTID
         self.result: int | None = None  # what its syscall returns when it next runs
         self.wait: Wait | None = None
+        self.cpu_ns = 0  # the vCPU's host CPU time it had in its past turns on the vCPU
 
     def __repr__(self) -> str:
         return f"Thread({self.tid}, {self.state})"
@@ -235,6 +236,9 @@ class Scheduler:
         self.slice_end: float | None = None
         self.futexes: dict[int, WaitQueue] = {}  # futex word's address -> its waiters
         self.host = HostWork()
+        # (host thread CPU ns, native thread id) when on_cpu's turn began: all guest threads
+        # share the vCPU's host thread, whose CPU time is split between them by turns
+        self.turn_mark: tuple[int, int] | None = None
 
     # -- for handlers -------------------------------------------------------------
 
@@ -264,6 +268,24 @@ class Scheduler:
         wait = self.current.wait
         return wait is not None and wait.signalled
 
+    def cpu_ns(self, t: Thread) -> int:
+        """Thread t's CPU time (CLOCK_THREAD_CPUTIME_ID, RUSAGE_THREAD): its past turns on
+        the vCPU and, if it holds it, this one so far."""
+        return t.cpu_ns + (self._turn_ns() if t is self.on_cpu else 0)
+
+    def _turn_ns(self) -> int:
+        """The vCPU's host CPU time since on_cpu's turn began. With no mark, or one of
+        another host thread (a fresh USF, a restore, a forked process), the turn began with
+        this host thread: all its CPU time so far went to the guest thread it runs."""
+        now, host_thread = time.thread_time_ns(), threading.get_native_id()
+        if self.turn_mark is None or self.turn_mark[1] != host_thread:
+            self.turn_mark = (0, host_thread)
+        return now - self.turn_mark[0]
+
+    def _next_turn(self, leaving: Thread) -> None:
+        leaving.cpu_ns += self._turn_ns()
+        self.turn_mark = (time.thread_time_ns(), threading.get_native_id())
+
     def new_id(self) -> int:
         """A new thread's or child process's id: the process tree's next once it has
         children (proctree.py), so ids are unique across the tree, as on Linux."""
@@ -292,6 +314,7 @@ class Scheduler:
         t.tid = pid
         self.threads = {pid: t}
         self.on_cpu = t
+        t.cpu_ns, self.turn_mark = 0, None  # a new process's thread starts at no CPU time
         self.runnable.clear()
         self.futexes = {}
         self.check_at = self.slice_end = None
@@ -468,6 +491,8 @@ class Scheduler:
                 wait.deadline = wait.deadline.shifted(shift)
             if wait is not None and wait.recheck is not None and wait.recheck.clock == MONOTONIC:
                 wait.recheck = wait.recheck.shifted(shift)
+        # The thread on the vCPU goes on from the CPU time it had when captured.
+        self.turn_mark = (time.thread_time_ns(), threading.get_native_id())
         if self.check_at is not None:
             self.check_at += shift / 1e9
         if self.slice_end is not None:
@@ -500,6 +525,7 @@ class Scheduler:
         vm = self.k.vm
         cur = self.on_cpu
         if nxt is not cur:
+            self._next_turn(cur)
             if cur.state != EXITED:
                 cur.context = vm.save_context()
             assert nxt.context is not None

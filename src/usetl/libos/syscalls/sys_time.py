@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ..children import Usage
 from ..clock import REALTIME, Deadline
 from ..errors import SyscallError
+from ..procfs import CLOCK_TICKS
 from ..sched import Block
 from .args import s32
 
@@ -99,15 +100,19 @@ def sys_clock_nanosleep(k: Kernel, clock: int, flags: int, req: int, rem: int, *
 
 
 def sys_times(k: Kernel, buf: int, *_: int) -> int:
-    ticks = int(time.process_time() * 100)
+    """struct tms in clock ticks (AT_CLKTCK, 100): the monitor's user and system time, and
+    the children's waited for, as getrusage has them."""
     if buf:
-        k.mem.write(buf, struct.pack("<qqqq", ticks, 0, 0, 0))
-    return int(time.monotonic() * 100)
+        own, children = resource.getrusage(resource.RUSAGE_SELF), k.children.waited_usage()
+        k.mem.write(buf, struct.pack("<qqqq", *(int(s * CLOCK_TICKS) for s in (
+            own.ru_utime, own.ru_stime, children.user_s, children.system_s))))
+    return int(time.monotonic() * CLOCK_TICKS)
 
 
 def sys_getrusage(k: Kernel, who: int, usage: int, *_: int) -> int:
-    """RUSAGE_SELF and RUSAGE_THREAD: the monitor's CPU time and peak memory;
-    RUSAGE_CHILDREN: the children waited for (their monitors')."""
+    """RUSAGE_SELF: the monitor's CPU time and peak memory; RUSAGE_THREAD: the thread's
+    turns on the vCPU as user time; RUSAGE_CHILDREN: the children waited for (their
+    monitors')."""
     who = s32(who)
     if who == RUSAGE_CHILDREN:
         k.mem.write(usage, k.children.waited_usage().pack())
@@ -115,5 +120,8 @@ def sys_getrusage(k: Kernel, who: int, usage: int, *_: int) -> int:
     if who not in (RUSAGE_SELF, RUSAGE_THREAD):
         raise SyscallError(errno.EINVAL)
     # The monitor process's: the guest's memory is its memory (ru_maxrss), its CPU the VM's.
-    k.mem.write(usage, Usage.of(resource.getrusage(resource.RUSAGE_SELF)).pack())
+    own = Usage.of(resource.getrusage(resource.RUSAGE_SELF))
+    if who == RUSAGE_THREAD:
+        own = Usage(k.sched.cpu_ns(k.sched.current) / 1e9, 0.0, own.maxrss_kib)
+    k.mem.write(usage, own.pack())
     return 0

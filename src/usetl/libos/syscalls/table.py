@@ -162,7 +162,8 @@ _ENTRIES = [
     Syscall("mlock", mm.sys_mlock, FULL, "guest memory is never swapped by the guest"),
     Syscall("munlock", mm.sys_mlock, FULL),
     # time
-    Syscall("clock_gettime", tm.sys_clock_gettime, FULL, "no vDSO: every call exits"),
+    Syscall("clock_gettime", tm.sys_clock_gettime, FULL,
+            "a thread's CPU clock counts its turns on the vCPU"),
     Syscall("clock_getres", tm.sys_clock_getres, FULL),
     Syscall("clock_settime", tm.sys_clock_settime, FULL, "EPERM: the guest may not set them"),
     Syscall("settimeofday", tm.sys_settimeofday, FULL, "EPERM, as clock_settime"),
@@ -171,10 +172,11 @@ _ENTRIES = [
     Syscall("nanosleep", tm.sys_nanosleep, FULL, "other threads run meanwhile"),
     Syscall("clock_nanosleep", tm.sys_clock_nanosleep, PARTIAL,
             "TIMER_ABSTIME too; CPU-time clocks sleep in wall time"),
-    Syscall("times", tm.sys_times, PARTIAL, "user time is the monitor's"),
+    Syscall("times", tm.sys_times, PARTIAL,
+            "the monitor's user and system time, the waited-for children's monitors'"),
     Syscall("getrusage", tm.sys_getrusage, PARTIAL,
-            "SELF and THREAD: the monitor's CPU time; CHILDREN: the waited-for children's "
-            "monitors' CPU time and peak RSS"),
+            "SELF: the monitor's CPU time; THREAD: the thread's turns on the vCPU, as user "
+            "time; CHILDREN: the waited-for children's monitors' CPU time and peak RSS"),
     # identity and system information
     Syscall("getpid", ident.sys_getpid, FULL),
     Syscall("getppid", ident.sys_getppid, FULL,

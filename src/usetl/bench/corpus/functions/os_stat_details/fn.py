@@ -11,6 +11,27 @@ import stat
 import tempfile
 
 
+def sparse(path):
+    """A file with a hole: pread and pwrite, SEEK_HOLE and SEEK_DATA, its blocks,
+    posix_fallocate and ftruncate."""
+    found = {}
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    os.pwrite(fd, b"head", 0)
+    os.pwrite(fd, b"tail", 1 << 20)
+    found["pread"] = os.pread(fd, 4, 1 << 20).decode()
+    found["sparse_size"] = os.fstat(fd).st_size
+    found["hole"] = os.lseek(fd, 0, os.SEEK_HOLE) < (1 << 20)
+    found["data_after_hole"] = os.lseek(fd, 4096, os.SEEK_DATA) <= (1 << 20)
+    found["blocks_fewer"] = os.fstat(fd).st_blocks * 512 < (1 << 20)
+    os.posix_fallocate(fd, 0, 2 << 20)
+    found["fallocated"] = os.fstat(fd).st_size
+    os.ftruncate(fd, 10)
+    found["truncated"] = os.pread(fd, 100, 0)[:4].decode()
+    os.fsync(fd)
+    os.close(fd)
+    return found
+
+
 def handler(event, context):
     out = {}
     old_umask = os.umask(0o027)
@@ -53,20 +74,7 @@ def handler(event, context):
                 os.open(a, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
             except FileExistsError as e:
                 out["excl"] = errno.errorcode[e.errno]
-            fd = os.open(os.path.join(d, "sparse"), os.O_RDWR | os.O_CREAT)
-            os.pwrite(fd, b"head", 0)
-            os.pwrite(fd, b"tail", 1 << 20)
-            out["pread"] = os.pread(fd, 4, 1 << 20).decode()
-            out["sparse_size"] = os.fstat(fd).st_size
-            out["hole"] = os.lseek(fd, 0, os.SEEK_HOLE) < (1 << 20)
-            out["data_after_hole"] = os.lseek(fd, 4096, os.SEEK_DATA) <= (1 << 20)
-            out["blocks_fewer"] = os.fstat(fd).st_blocks * 512 < (1 << 20)
-            os.posix_fallocate(fd, 0, 2 << 20)
-            out["fallocated"] = os.fstat(fd).st_size
-            os.ftruncate(fd, 10)
-            out["truncated"] = os.pread(fd, 100, 0)[:4].decode()
-            os.fsync(fd)
-            os.close(fd)
+            out.update(sparse(os.path.join(d, "sparse")))
             sub = os.path.join(d, "sub")
             os.mkdir(sub)
             n0 = os.stat(sub).st_nlink
