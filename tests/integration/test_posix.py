@@ -71,6 +71,36 @@ def test_symlinks_and_hard_links_under_tmp(usf):
                    "30", "1", "17", "18"]
 
 
+def test_o_tmpfile_makes_a_nameless_file_that_linkat_names_once(usf):
+    out = run(usf, """
+        import errno, os
+        os.mkdir("/tmp/tf")
+        def attempt(fn):
+            try:
+                return fn()
+            except OSError as e:
+                return errno.errorcode[e.errno]
+        fd = os.open("/tmp/tf", os.O_TMPFILE | os.O_RDWR, 0o640)
+        os.write(fd, b"staged")
+        st = os.fstat(fd)
+        print(os.listdir("/tmp/tf"), st.st_nlink, oct(st.st_mode & 0o777),
+              os.readlink(f"/proc/self/fd/{fd}").endswith(" (deleted)"))
+        print(attempt(lambda: os.link(f"/proc/self/fd/{fd}", "/tmp/tf/no-follow")))
+        d = os.open("/tmp/tf", os.O_RDONLY | os.O_DIRECTORY)
+        os.link(f"/proc/self/fd/{fd}", "named", dst_dir_fd=d)  # linkat(AT_SYMLINK_FOLLOW)
+        print(os.listdir("/tmp/tf"), os.fstat(fd).st_nlink, open("/tmp/tf/named").read())
+        os.unlink("/tmp/tf/named")
+        print(attempt(lambda: os.link(f"/proc/self/fd/{fd}", "again", dst_dir_fd=d)))
+        excl = os.open("/tmp/tf", os.O_TMPFILE | os.O_WRONLY | os.O_EXCL)
+        print(attempt(lambda: os.link(f"/proc/self/fd/{excl}", "excl", dst_dir_fd=d)))
+        print(attempt(lambda: os.open("/tmp/tf", os.O_TMPFILE | os.O_RDONLY)),
+              attempt(lambda: os.open("/usr", os.O_TMPFILE | os.O_WRONLY)),
+              attempt(lambda: os.open("/tmp/none", os.O_TMPFILE | os.O_WRONLY)))
+    """)
+    assert out == ["[] 0 0o640 True", "EXDEV", "['named'] 1 staged", "ENOENT", "ENOENT",
+                   "EINVAL EROFS ENOENT"]
+
+
 def test_statfs_memfd_and_flock(usf):
     out = run(usf, """
         import fcntl, mmap, os

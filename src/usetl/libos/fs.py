@@ -163,6 +163,7 @@ class TmpFile(TmpNode):
     # Its bytes in a host memfd while it has MAP_SHARED mappings (sharedpages.py): what
     # read() sees, stores through the mappings included. Never in a captured state.
     pages: SharedPages | None = None
+    linkable = False  # an O_TMPFILE file linkat may still name (Linux's I_LINKABLE)
 
     def __init__(self, ino: int, mode: int = 0o644):
         super().__init__(st.S_IFREG | mode, ino, time.time_ns())

@@ -21,6 +21,7 @@ from ..files import (
     O_NONBLOCK,
     O_PATH,
     O_RDONLY,
+    O_RDWR,
     O_TMPFILE,
     O_TRUNC,
     O_WRONLY,
@@ -105,10 +106,30 @@ def _tmp_parent(k: Kernel, r: Resolved) -> TmpDir:
 # -- open and close -------------------------------------------------------------
 
 
+def _open_tmpfile(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
+    """O_TMPFILE: a regular file without a name in the directory's tmpfs, which linkat
+    may name later unless O_EXCL (as Linux's I_LINKABLE)."""
+    if flags & O_ACCMODE not in (O_WRONLY, O_RDWR):
+        raise SyscallError(errno.EINVAL)
+    r = _resolve_at(k, dirfd, path_addr, follow=True)
+    assert isinstance(r, Resolved)
+    if r.node is None:
+        raise SyscallError(errno.ENOENT)
+    if not r.node.is_dir:
+        raise SyscallError(errno.ENOTDIR)
+    if not isinstance(r.node, TmpDir):
+        raise SyscallError(errno.EROFS if isinstance(r.node, ImageNode) else errno.EOPNOTSUPP)
+    node = TmpFile(k.ns.tmp.new_ino(), mode & 0o7777 & ~k.umask)
+    node.links, node.linkable = 0, not flags & O_EXCL
+    path = f"{r.path.rstrip('/')}/#{node.ino}"  # Linux's name for it, shown "(deleted)"
+    f = TmpOpenFile(node, flags & ~O_TMPFILE, path, k.ns.tmp)
+    return k.fds.install(f, cloexec=bool(flags & O_CLOEXEC))
+
+
 def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
     flags &= 0xFFFFFFFF
     if flags & O_TMPFILE == O_TMPFILE:
-        raise SyscallError(errno.EOPNOTSUPP)
+        return _open_tmpfile(k, dirfd, path_addr, flags, mode)
     r = _resolve_at(k, dirfd, path_addr, follow=not flags & O_NOFOLLOW)
     assert isinstance(r, Resolved)
     node = r.node

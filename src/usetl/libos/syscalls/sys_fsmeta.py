@@ -270,12 +270,13 @@ def _link(k: Kernel, olddir: int, old: int, newdir: int, new: int, flags: int) -
     parent, name = _new_entry(k, newdir, new)
     if not isinstance(node, TmpNode):
         raise SyscallError(errno.EXDEV)
-    if isinstance(node, TmpFile) and node.links == 0:
+    if isinstance(node, TmpFile) and node.links == 0 and not node.linkable:
         raise SyscallError(errno.ENOENT)  # an unlinked file or a memfd has no name to link
     if shmtree.in_tree(k, parent):
         shmtree.named(k, name, node)
     if isinstance(node, TmpFile):
         node.links += 1
+        node.linkable = False
         node.ctime_ns = time.time_ns()
     parent.entries[name] = node
     return 0

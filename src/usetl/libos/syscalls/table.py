@@ -56,8 +56,8 @@ _ENTRIES = [
     # files
     Syscall("read", f.sys_read, FULL),
     Syscall("write", f.sys_write, FULL),
-    Syscall("open", f.sys_open, PARTIAL, "no O_TMPFILE; creating files only under /tmp"),
-    Syscall("openat", f.sys_openat, PARTIAL, "no O_TMPFILE; creating files only under /tmp"),
+    Syscall("open", f.sys_open, PARTIAL, "creating files (O_TMPFILE too) only under /tmp"),
+    Syscall("openat", f.sys_openat, PARTIAL, "creating files (O_TMPFILE too) only under /tmp"),
     Syscall("creat", f.sys_creat, PARTIAL, "creating files only under /tmp"),
     Syscall("close", f.sys_close, FULL),
     Syscall("close_range", f.sys_close_range, FULL,
