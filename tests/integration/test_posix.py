@@ -96,9 +96,58 @@ def test_o_tmpfile_makes_a_nameless_file_that_linkat_names_once(usf):
         print(attempt(lambda: os.open("/tmp/tf", os.O_TMPFILE | os.O_RDONLY)),
               attempt(lambda: os.open("/usr", os.O_TMPFILE | os.O_WRONLY)),
               attempt(lambda: os.open("/tmp/none", os.O_TMPFILE | os.O_WRONLY)))
+        for f in (fd, d, excl):
+            os.close(f)
     """)
     assert out == ["[] 0 0o640 True", "EXDEV", "['named'] 1 staged", "ENOENT", "ENOENT",
                    "EINVAL EROFS ENOENT"]
+
+
+def test_fallocate_seek_data_and_hole_and_rename_over_directories(usf):
+    # Linux's answers (this program's output on the host, tmpfs or ext4 alike)
+    out = run(usf, """
+        import ctypes, errno, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        def fallocate(fd, mode, offset, length):
+            if libc.fallocate(fd, mode, ctypes.c_long(offset), ctypes.c_long(length)) != 0:
+                raise OSError(ctypes.get_errno(), "fallocate")
+        def attempt(fn):
+            try:
+                return fn()
+            except OSError as e:
+                return errno.errorcode[e.errno]
+        os.makedirs("/tmp/fa/full/x"); os.mkdir("/tmp/fa/empty"); open("/tmp/fa/file", "w").close()
+        fd = os.open("/tmp/fa/data", os.O_RDWR | os.O_CREAT)
+        os.write(fd, b"abcdefgh")
+        print(os.lseek(fd, 2, os.SEEK_DATA), os.lseek(fd, 2, os.SEEK_HOLE),
+              attempt(lambda: os.lseek(fd, 8, os.SEEK_DATA)),
+              attempt(lambda: os.lseek(fd, -1, os.SEEK_HOLE)))
+        os.posix_fallocate(fd, 4, 12)
+        print(os.fstat(fd).st_size, os.pread(fd, 20, 0))
+        fallocate(fd, 1, 0, 100)  # FALLOC_FL_KEEP_SIZE
+        print(os.fstat(fd).st_size)
+        fallocate(fd, 3, 1, 2)  # KEEP_SIZE | PUNCH_HOLE
+        print(os.pread(fd, 8, 0), os.fstat(fd).st_size)
+        r, w = os.pipe()
+        ro = os.open("/tmp/fa/data", os.O_RDONLY)
+        print(attempt(lambda: os.posix_fallocate(w, 0, 10)),
+              attempt(lambda: os.posix_fallocate(ro, 0, 10)),
+              attempt(lambda: fallocate(fd, 2, 0, 1)), attempt(lambda: fallocate(fd, 0, 0, 0)))
+        print(attempt(lambda: os.rename("/tmp/fa/empty", "/tmp/fa/full")),
+              attempt(lambda: os.rename("/tmp/fa/empty", "/tmp/fa/file")),
+              attempt(lambda: os.rename("/tmp/fa/file", "/tmp/fa/empty")))
+        os.link("/tmp/fa/file", "/tmp/fa/file2")
+        os.rename("/tmp/fa/file", "/tmp/fa/file2")
+        print(sorted(os.listdir("/tmp/fa")))
+        os.rename("/tmp/fa/empty", "/tmp/fa/full/x")
+        print(os.listdir("/tmp/fa/full"), "empty" in os.listdir("/tmp/fa"))
+        for f in (fd, r, w, ro):
+            os.close(f)
+    """)
+    assert out == ["2 8 ENXIO ENXIO", "16 b'abcdefgh\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00'",
+                   "16", "b'a\\x00\\x00defgh' 16", "ESPIPE EBADF ENOTSUP EINVAL",
+                   "ENOTEMPTY ENOTDIR EISDIR", "['data', 'empty', 'file', 'file2', 'full']",
+                   "['x'] False"]
 
 
 def test_statfs_memfd_and_flock(usf):

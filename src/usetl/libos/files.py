@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat as st
 import struct
 import time
 from typing import TYPE_CHECKING
@@ -25,7 +26,8 @@ O_DIRECTORY, O_NOFOLLOW, O_CLOEXEC = 0o200000, 0o400000, 0o2000000
 O_PATH = 0o10000000
 O_TMPFILE = 0o20000000 | O_DIRECTORY
 
-SEEK_SET, SEEK_CUR, SEEK_END = 0, 1, 2
+SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE = 0, 1, 2, 3, 4
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 1, 2
 READY_ALWAYS = 0x1 | 0x4 | 0x40 | 0x100  # POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM
 MAX_FDS = 1024
 MAX_OFFSET = (1 << 63) - 1  # Linux's MAX_LFS_FILESIZE: the largest offset, signed
@@ -86,6 +88,11 @@ class OpenFile:
             new = self.offset + offset
         elif whence == SEEK_END:
             new = self.node.size + offset
+        elif whence in (SEEK_DATA, SEEK_HOLE) and st.S_ISREG(self.node.mode):
+            if not 0 <= offset < self.node.size:
+                raise SyscallError(errno.ENXIO)
+            # No holes are kept (as Linux's generic llseek): all of the file is data.
+            new = offset if whence == SEEK_DATA else self.node.size
         else:
             raise SyscallError(errno.EINVAL)
         if not 0 <= new <= MAX_OFFSET:  # past it the result would read as an errno
@@ -212,6 +219,23 @@ class TmpOpenFile(OpenFile):
         if not self.writable:
             raise SyscallError(errno.EINVAL)
         truncate_tmp(self.node, length, self.tmpfs)
+
+    def allocate(self, mode: int, offset: int, length: int) -> None:
+        """fallocate as tmpfs has it: mode 0 extends the file with zeros, KEEP_SIZE reserves
+        (nothing to do in memory), KEEP_SIZE|PUNCH_HOLE zeroes the range within the file."""
+        end = offset + length
+        if mode == 0:
+            if end > self.node.size:
+                truncate_tmp(self.node, end, self.tmpfs)
+        elif mode == FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE:
+            end = min(end, self.node.size)
+            if offset < end:
+                self.node.data[offset:end] = bytes(end - offset)
+                if self.node.pages is not None:
+                    self.node.pages.zero(offset, end)
+                self.node.mtime_ns = time.time_ns()
+        elif mode != FALLOC_FL_KEEP_SIZE:
+            raise SyscallError(errno.EOPNOTSUPP)
 
 
 def truncate_tmp(node: TmpFile, length: int, tmpfs: TmpFS) -> None:

@@ -103,6 +103,9 @@ def _tmp_parent(k: Kernel, r: Resolved) -> TmpDir:
     return r.parent
 
 
+RENAME_NOREPLACE = 1
+
+
 # -- open and close -------------------------------------------------------------
 
 
@@ -424,6 +427,23 @@ def sys_ftruncate(k: Kernel, fd: int, length: int, *_: int) -> int:
     return 0
 
 
+def sys_fallocate(k: Kernel, fd: int, mode: int, offset: int, length: int, *_: int) -> int:
+    f = k.fds.get(s32(fd))
+    mode, offset, length = s32(mode), s64(offset), s64(length)
+    if offset < 0 or length <= 0:
+        raise SyscallError(errno.EINVAL)
+    if not f.writable:
+        raise SyscallError(errno.EBADF)
+    if st.S_ISFIFO(f.node.mode) or st.S_ISSOCK(f.node.mode):
+        raise SyscallError(errno.ESPIPE)
+    if not isinstance(f, TmpOpenFile):
+        raise SyscallError(errno.ENODEV)
+    if mode == 0 and offset + length > soft_limit(k, RLIMIT_FSIZE):
+        raise file_too_big(k)
+    f.allocate(mode, offset, length)
+    return 0
+
+
 def sys_truncate(k: Kernel, path: int, length: int, *_: int) -> int:
     r = _resolve_at(k, AT_FDCWD, path)
     assert isinstance(r, Resolved)
@@ -610,7 +630,23 @@ def _last_part(k: Kernel, path_addr: int) -> bytes:
     return k.mem.cstring(path_addr).rstrip(b"/").rpartition(b"/")[2]
 
 
-def _rename(k: Kernel, olddir: int, old: int, newdir: int, new: int) -> int:
+def _replaceable(src: Node, dst: Node | None, noreplace: bool) -> None:
+    """May rename put src where dst is? Linux's errors if not: a directory only over an
+    empty directory, a file only over a non-directory."""
+    if dst is None:
+        return
+    if noreplace:
+        raise SyscallError(errno.EEXIST)
+    if dst.is_dir and not src.is_dir:
+        raise SyscallError(errno.EISDIR)
+    if src.is_dir and not dst.is_dir:
+        raise SyscallError(errno.ENOTDIR)
+    if isinstance(dst, TmpDir) and dst.entries:
+        raise SyscallError(errno.ENOTEMPTY)
+
+
+def _rename(k: Kernel, olddir: int, old: int, newdir: int, new: int,
+            noreplace: bool = False) -> int:
     if _last_part(k, old) in (b".", b"..") or _last_part(k, new) in (b".", b".."):
         raise SyscallError(errno.EBUSY)
     src = _resolve_at(k, olddir, old, follow=False)
@@ -619,8 +655,9 @@ def _rename(k: Kernel, olddir: int, old: int, newdir: int, new: int) -> int:
     if src.node is None:
         raise SyscallError(errno.ENOENT)
     src_parent, dst_parent = _tmp_parent(k, src), _tmp_parent(k, dst)
-    if dst.node is not None and dst.node.is_dir and not src.node.is_dir:
-        raise SyscallError(errno.EISDIR)
+    if dst.node is src.node:
+        return 0  # two names of one file (or the same name): Linux changes nothing
+    _replaceable(src.node, dst.node, noreplace)
     if dst.path.startswith(src.path + "/"):
         raise SyscallError(errno.EINVAL)
     if shmtree.in_tree(k, dst_parent):
@@ -629,7 +666,7 @@ def _rename(k: Kernel, olddir: int, old: int, newdir: int, new: int) -> int:
     if shmtree.in_tree(k, src_parent):
         shmtree.unlinked(k, src.name, route)
     old = dst_parent.entries.get(dst.name)
-    if old is not None and old is not node:
+    if old is not None:
         k.ns.tmp.drop_link(old)
     dst_parent.entries[dst.name] = node
     return 0
@@ -645,9 +682,9 @@ def sys_renameat(k: Kernel, olddir: int, old: int, newdir: int, new: int, *_: in
 
 def sys_renameat2(k: Kernel, olddir: int, old: int, newdir: int, new: int, flags: int,
                   *_: int) -> int:
-    if flags:
+    if flags & ~RENAME_NOREPLACE:
         raise SyscallError(errno.EINVAL)
-    return _rename(k, olddir, old, newdir, new)
+    return _rename(k, olddir, old, newdir, new, noreplace=bool(flags & RENAME_NOREPLACE))
 
 
 # -- control --------------------------------------------------------------------
