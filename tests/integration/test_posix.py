@@ -150,6 +150,86 @@ def test_fallocate_seek_data_and_hole_and_rename_over_directories(usf):
                    "['x'] False"]
 
 
+def test_inotify_reports_tmpfs_changes_as_linux_does(usf):
+    # The expected lines are this program's output on Linux (a host's /tmp)
+    out = run(usf, """
+        import ctypes, os, select, struct
+        libc = ctypes.CDLL(None, use_errno=True)
+        IN = dict(ACCESS=1, MODIFY=2, ATTRIB=4, CLOSE_WRITE=8, CLOSE_NOWRITE=0x10, OPEN=0x20,
+                  MOVED_FROM=0x40, MOVED_TO=0x80, CREATE=0x100, DELETE=0x200, DELETE_SELF=0x400,
+                  MOVE_SELF=0x800, IGNORED=0x8000, ISDIR=0x40000000)
+        def names(mask):
+            return "|".join(k for k, v in IN.items() if mask & v)
+        def events(fd, wds):
+            out, cookies = [], {}
+            while select.select([fd], [], [], 0.2)[0]:
+                data = os.read(fd, 65536)
+                i = 0
+                while i < len(data):
+                    wd, mask, cookie, size = struct.unpack_from("iIII", data, i)
+                    name = data[i + 16:i + 16 + size].rstrip(b"\\0").decode()
+                    i += 16 + size
+                    if cookie:
+                        cookie = cookies.setdefault(cookie, len(cookies) + 1)
+                    out.append(f"{wds.get(wd, wd)} {names(mask)} {name} {cookie or ''}".strip())
+            return out
+        os.makedirs("/tmp/w/sub")
+        fd = libc.inotify_init1(os.O_NONBLOCK)
+        wds = {libc.inotify_add_watch(fd, b"/tmp/w", 0xFFF): "w",
+               libc.inotify_add_watch(fd, b"/tmp/w/sub", 0xFFF): "sub"}
+        with open("/tmp/w/a.csv", "w") as f:
+            f.write("x")
+        print(*events(fd, wds), sep="\\n")
+        wds[libc.inotify_add_watch(fd, b"/tmp/w/a.csv", 0xFFF)] = "a"
+        with open("/tmp/w/a.csv", "a") as f:
+            f.write("y")
+        open("/tmp/w/a.csv").read()
+        print(*events(fd, wds), sep="\\n")
+        os.rename("/tmp/w/a.csv", "/tmp/w/sub/b.csv")
+        os.mkdir("/tmp/w/d")
+        os.symlink("x", "/tmp/w/l")
+        print(*events(fd, wds), sep="\\n")
+        os.unlink("/tmp/w/sub/b.csv")
+        os.rmdir("/tmp/w/d")
+        os.unlink("/tmp/w/l")
+        print(*events(fd, wds), sep="\\n")
+        wd = [k for k, v in wds.items() if v == "sub"][0]
+        print(libc.inotify_rm_watch(fd, wd), events(fd, wds))
+        print(libc.inotify_rm_watch(fd, 99), ctypes.get_errno())
+        os.close(fd)
+    """)
+    assert out == [
+        'w CREATE a.csv',
+        'w OPEN a.csv',
+        'w MODIFY a.csv',
+        'w CLOSE_WRITE a.csv',
+        'w OPEN a.csv',
+        'a OPEN',
+        'w MODIFY a.csv',
+        'a MODIFY',
+        'w CLOSE_WRITE a.csv',
+        'a CLOSE_WRITE',
+        'w OPEN a.csv',
+        'a OPEN',
+        'w ACCESS a.csv',
+        'a ACCESS',
+        'w CLOSE_NOWRITE a.csv',
+        'a CLOSE_NOWRITE',
+        'w MOVED_FROM a.csv 1',
+        'sub MOVED_TO b.csv 1',
+        'a MOVE_SELF',
+        'w CREATE|ISDIR d',
+        'w CREATE l',
+        'a ATTRIB',
+        'a DELETE_SELF',
+        'a IGNORED',
+        'sub DELETE b.csv',
+        'w DELETE|ISDIR d',
+        'w DELETE l',
+        "0 ['sub IGNORED']",
+        '-1 22']
+
+
 def test_statfs_memfd_and_flock(usf):
     out = run(usf, """
         import fcntl, mmap, os

@@ -10,7 +10,18 @@ import time
 from typing import TYPE_CHECKING
 
 from .errors import SyscallError
-from .fs import ImageNode, Node, StaticFile, TmpFile, TmpFS, dirent_type
+from .fs import (
+    IN_ACCESS,
+    IN_CLOSE_NOWRITE,
+    IN_CLOSE_WRITE,
+    IN_MODIFY,
+    ImageNode,
+    Node,
+    StaticFile,
+    TmpFile,
+    TmpFS,
+    dirent_type,
+)
 from .sched import WaitQueue
 
 if TYPE_CHECKING:
@@ -200,8 +211,12 @@ class TmpOpenFile(OpenFile):
     def read_at(self, offset: int, length: int) -> bytes | memoryview:
         pages = self.node.pages
         if pages is not None:  # mapped shared: the mappings' stores are there
-            return pages.read(offset, min(length, self.node.size - offset))
-        return memoryview(self.node.data)[offset : offset + length]
+            data = pages.read(offset, min(length, self.node.size - offset))
+        else:
+            data = memoryview(self.node.data)[offset : offset + length]
+        if len(data):
+            self.tmpfs.file_changed(self, IN_ACCESS)
+        return data
 
     def write_at(self, offset: int, data: memoryview) -> int:
         buf = self.node.data
@@ -213,12 +228,17 @@ class TmpOpenFile(OpenFile):
         if self.node.pages is not None:
             self.node.pages.write(offset, data)
         self.node.mtime_ns = time.time_ns()
+        self.tmpfs.file_changed(self, IN_MODIFY)
         return len(data)
 
     def truncate(self, length: int) -> None:
         if not self.writable:
             raise SyscallError(errno.EINVAL)
         truncate_tmp(self.node, length, self.tmpfs)
+        self.tmpfs.file_changed(self, IN_MODIFY)
+
+    def close(self) -> None:
+        self.tmpfs.file_changed(self, IN_CLOSE_WRITE if self.writable else IN_CLOSE_NOWRITE)
 
     def allocate(self, mode: int, offset: int, length: int) -> None:
         """fallocate as tmpfs has it: mode 0 extends the file with zeros, KEEP_SIZE reserves

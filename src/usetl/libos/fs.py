@@ -240,6 +240,8 @@ class Inodes:
 # What a tmpfs node (file, directory, symlink) costs the monitor besides its data, charged
 # against the limit: without it, empty files and directories would be free to make.
 NODE_BYTES = 256
+# inotify's content events, which open tmpfs files report (TmpFS.file_changed; inotify.py)
+IN_ACCESS, IN_MODIFY, IN_CLOSE_WRITE, IN_CLOSE_NOWRITE = 0x1, 0x2, 0x8, 0x10
 
 
 class TmpFS:
@@ -250,6 +252,17 @@ class TmpFS:
         self.used = 0
         self.inodes = inodes
         self.root = TmpDir(inodes.next(), 0o1777)  # part of the filesystem: not charged
+
+    @property
+    def watchers(self) -> list:
+        """The inotify files watching its nodes (made on first use: a tmpfs in a snapshot
+        taken before there were any has none)."""
+        return self.__dict__.setdefault("inotify_watchers", [])
+
+    def file_changed(self, f: object, mask: int) -> None:
+        """Open file f of this tmpfs had content event `mask`: its watchers see it."""
+        for w in list(self.watchers):
+            w.file_event(f, mask)
 
     def new_ino(self) -> int:
         """The number of a node about to be made, charged NODE_BYTES (ENOSPC when full)."""

@@ -45,6 +45,7 @@ from ..fs import (
     TmpFile,
 )
 from ..hostfs import HostNode
+from ..inotify import IN_CREATE, IN_DELETE, IN_OPEN, entry_event, moved, removed
 from ..ipc import F_GETPIPE_SZ, F_SETPIPE_SZ
 from ..limits import RLIMIT_FSIZE, soft_limit
 from ..pty import PtmxNode
@@ -150,6 +151,7 @@ def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
         if shared_name:
             shmtree.named(k, r.name, node)
         parent.entries[r.name] = node
+        entry_event(k, parent, r.name, node, IN_CREATE)
     elif flags & O_CREAT and flags & O_EXCL:
         raise SyscallError(errno.EEXIST)
     if node.is_symlink:
@@ -176,8 +178,10 @@ def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
         f = ProcOpenFile(node, flags, path, node.render(k))
     elif isinstance(node, TmpFile):
         f = TmpOpenFile(node, flags, path, k.ns.tmp)
+        if r.parent is not None:
+            entry_event(k, r.parent, r.name, node, IN_OPEN)
         if flags & O_TRUNC and writable:
-            truncate_tmp(node, 0, k.ns.tmp)
+            f.truncate(0)
     elif isinstance(node, TmpFifo) and not flags & O_PATH:
         return open_fifo(k, node, path, flags, route)
     elif flags & O_PATH:
@@ -579,7 +583,8 @@ def _mkdir(k: Kernel, dirfd: int, path: int, mode: int) -> int:
     if r.node is not None:
         raise SyscallError(errno.EEXIST)
     parent = _tmp_parent(k, r)
-    parent.entries[r.name] = TmpDir(k.ns.tmp.new_ino(), mode & 0o7777 & ~k.umask)
+    made = parent.entries[r.name] = TmpDir(k.ns.tmp.new_ino(), mode & 0o7777 & ~k.umask)
+    entry_event(k, parent, r.name, made, IN_CREATE)
     return 0
 
 
@@ -607,9 +612,12 @@ def _unlink(k: Kernel, dirfd: int, path: int, flags: int) -> int:
             raise SyscallError(errno.ENOTEMPTY)
     elif r.node.is_dir:
         raise SyscallError(errno.EISDIR)
-    k.ns.tmp.drop_link(parent.entries.pop(r.name))
+    node = parent.entries.pop(r.name)
+    k.ns.tmp.drop_link(node)
     if shmtree.in_tree(k, parent):
         shmtree.unlinked(k, r.name, route)
+    removed(k, node, last=not isinstance(node, TmpFile) or node.links == 0)
+    entry_event(k, parent, r.name, node, IN_DELETE)
     return 0
 
 
@@ -669,6 +677,9 @@ def _rename(k: Kernel, olddir: int, old: int, newdir: int, new: int,
     if old is not None:
         k.ns.tmp.drop_link(old)
     dst_parent.entries[dst.name] = node
+    moved(k, (src_parent, src.name), (dst_parent, dst.name), node)
+    if old is not None:
+        removed(k, old, last=not isinstance(old, TmpFile) or old.links == 0)
     return 0
 
 

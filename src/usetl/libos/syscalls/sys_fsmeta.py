@@ -34,6 +34,7 @@ from ..fs import (
     TmpNode,
 )
 from ..hostfs import DEV_HOSTFS
+from ..inotify import IN_CREATE, IN_DONT_FOLLOW, InotifyFile, entry_event
 from ..sched import Block
 from .args import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_FOLLOW, AT_SYMLINK_NOFOLLOW, s32
 from .sys_file import _resolve_at, _tmp_parent
@@ -146,8 +147,9 @@ def _mknod(k: Kernel, dirfd: int, path: int, mode: int) -> int:
     perms = mode & 0o7777 & ~k.umask
     ino = k.ns.tmp.new_ino()
     # A FIFO's opens are paired by this process (fifo.py).
-    parent.entries[name] = TmpFifo(ino, perms, k.identity.pid) if kind == st.S_IFIFO \
-        else TmpFile(ino, perms)
+    made = parent.entries[name] = TmpFifo(ino, perms, k.identity.pid) \
+        if kind == st.S_IFIFO else TmpFile(ino, perms)
+    entry_event(k, parent, name, made, IN_CREATE)
     return 0
 
 
@@ -247,8 +249,10 @@ def _symlink(k: Kernel, target: int, dirfd: int, path: int) -> int:
     if not raw:
         raise SyscallError(errno.ENOENT)
     parent, name = _new_entry(k, dirfd, path)
-    parent.entries[name] = TmpLink(k.ns.tmp.new_ino(), raw.decode("utf-8", "surrogateescape"))
+    made = parent.entries[name] = TmpLink(k.ns.tmp.new_ino(),
+                                          raw.decode("utf-8", "surrogateescape"))
     parent.mtime_ns = parent.ctime_ns = time.time_ns()
+    entry_event(k, parent, name, made, IN_CREATE)
     return 0
 
 
@@ -279,6 +283,7 @@ def _link(k: Kernel, olddir: int, old: int, newdir: int, new: int, flags: int) -
         node.linkable = False
         node.ctime_ns = time.time_ns()
     parent.entries[name] = node
+    entry_event(k, parent, name, node, IN_CREATE)
     return 0
 
 
@@ -289,6 +294,41 @@ def sys_link(k: Kernel, old: int, new: int, *_: int) -> int:
 def sys_linkat(k: Kernel, olddir: int, old: int, newdir: int, new: int, flags: int,
                *_: int) -> int:
     return _link(k, olddir, old, newdir, new, flags)
+
+
+# -- inotify ----------------------------------------------------------------------
+
+IN_NONBLOCK, IN_CLOEXEC = 0o4000, 0o2000000
+
+
+def sys_inotify_init1(k: Kernel, flags: int, *_: int) -> int:
+    flags = s32(flags)
+    if flags & ~(IN_NONBLOCK | IN_CLOEXEC):
+        raise SyscallError(errno.EINVAL)
+    return k.fds.install(InotifyFile(k, flags, k.ns.inodes.next()),
+                         cloexec=bool(flags & IN_CLOEXEC))
+
+
+def sys_inotify_init(k: Kernel, *_: int) -> int:
+    return sys_inotify_init1(k, 0)
+
+
+def _inotify(k: Kernel, fd: int) -> InotifyFile:
+    f = k.fds.get(s32(fd))
+    if not isinstance(f, InotifyFile):
+        raise SyscallError(errno.EINVAL)
+    return f
+
+
+def sys_inotify_add_watch(k: Kernel, fd: int, path: int, mask: int, *_: int) -> int:
+    f = _inotify(k, fd)
+    mask &= 0xFFFFFFFF
+    return f.add_watch(_existing(k, AT_FDCWD, path, follow=not mask & IN_DONT_FOLLOW), mask)
+
+
+def sys_inotify_rm_watch(k: Kernel, fd: int, wd: int, *_: int) -> int:
+    _inotify(k, fd).rm_watch(s32(wd))
+    return 0
 
 
 # -- file systems and locks -----------------------------------------------------

@@ -140,6 +140,13 @@ _ENTRIES = [
               "user.* on tmpfs files and directories (charged to the tmpfs); trusted.* EPERM, "
               "security.* and system.* EOPNOTSUPP; other filesystems hold none (EROFS)")
       for op in ("list", "get", "set", "remove") for prefix in ("", "l", "f")),
+    Syscall("inotify_init", meta.sys_inotify_init, PARTIAL, "as inotify_init1"),
+    Syscall("inotify_init1", meta.sys_inotify_init1, PARTIAL,
+            "events of the tmpfs: create, open, access, modify, close, delete, moves (with "
+            "cookies), self deletes and moves, IN_IGNORED; not IN_ATTRIB of chmod and utimes, "
+            "directories' opens, nor changes by other processes or through shared mappings"),
+    Syscall("inotify_add_watch", meta.sys_inotify_add_watch, FULL),
+    Syscall("inotify_rm_watch", meta.sys_inotify_rm_watch, FULL),
     Syscall("memfd_create", meta.sys_memfd_create, PARTIAL,
             "a tmpfs file in no directory; no seals (F_ADD_SEALS is EINVAL); "
             "shared mappings as mmap's"),
