@@ -141,13 +141,16 @@ def test_fallocate_seek_data_and_hole_and_rename_over_directories(usf):
         print(sorted(os.listdir("/tmp/fa")))
         os.rename("/tmp/fa/empty", "/tmp/fa/full/x")
         print(os.listdir("/tmp/fa/full"), "empty" in os.listdir("/tmp/fa"))
+        os.mkdir("/tmp/fa/full/y")
+        print(os.stat("/tmp/fa").st_nlink, os.stat("/tmp/fa/full").st_nlink,
+              os.stat("/tmp/fa/full/y").st_nlink)
         for f in (fd, r, w, ro):
             os.close(f)
     """)
     assert out == ["2 8 ENXIO ENXIO", "16 b'abcdefgh\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00'",
                    "16", "b'a\\x00\\x00defgh' 16", "ESPIPE EBADF ENOTSUP EINVAL",
                    "ENOTEMPTY ENOTDIR EISDIR", "['data', 'empty', 'file', 'file2', 'full']",
-                   "['x'] False"]
+                   "['x'] False", "3 4 2"]
 
 
 def test_inotify_reports_tmpfs_changes_as_linux_does(usf):

@@ -216,6 +216,11 @@ class TmpDir(TmpNode):
         super().__init__(st.S_IFDIR | mode, ino, time.time_ns())
         self.entries: dict[str, TmpNode] = {}
 
+    @property
+    def nlink(self) -> int:
+        """Its entry in its parent, its own ".", and each subdirectory's "..", as Linux."""
+        return 2 + sum(1 for node in self.entries.values() if isinstance(node, TmpDir))
+
     def children(self) -> list[tuple[str, Node]]:
         return sorted(self.entries.items())
 
