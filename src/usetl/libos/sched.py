@@ -274,12 +274,15 @@ class Scheduler:
         return t.cpu_ns + (self._turn_ns() if t is self.on_cpu else 0)
 
     def _turn_ns(self) -> int:
-        """The vCPU's host CPU time since on_cpu's turn began. With no mark, or one of
-        another host thread (a fresh USF, a restore, a forked process), the turn began with
-        this host thread: all its CPU time so far went to the guest thread it runs."""
+        """The vCPU's host CPU time since on_cpu's turn began. With no mark (a fresh USF, a
+        forked process) the turn began with this host thread: all its CPU time went to the
+        guest thread it runs; a mark of another host thread (the state was captured there:
+        a clone, a rollback, a snapshot) goes on from the CPU time it had then."""
         now, host_thread = time.thread_time_ns(), threading.get_native_id()
-        if self.turn_mark is None or self.turn_mark[1] != host_thread:
+        if self.turn_mark is None:
             self.turn_mark = (0, host_thread)
+        elif self.turn_mark[1] != host_thread:
+            self.turn_mark = (now, host_thread)
         return now - self.turn_mark[0]
 
     def _next_turn(self, leaving: Thread) -> None:
@@ -491,8 +494,6 @@ class Scheduler:
                 wait.deadline = wait.deadline.shifted(shift)
             if wait is not None and wait.recheck is not None and wait.recheck.clock == MONOTONIC:
                 wait.recheck = wait.recheck.shifted(shift)
-        # The thread on the vCPU goes on from the CPU time it had when captured.
-        self.turn_mark = (time.thread_time_ns(), threading.get_native_id())
         if self.check_at is not None:
             self.check_at += shift / 1e9
         if self.slice_end is not None:

@@ -223,7 +223,7 @@ CORPUS: list[Function] = [
     # The fourth wave: asyncio and structured concurrency, executors at their edges, child
     # processes and terminals, signals around blocking calls, files and their metadata,
     # IPC between processes, local servers for mail, XML-RPC and TLS, C from Python.
-    _f("asyncio_taskgroup", "async", {"threads": 4}),
+    _f("asyncio_taskgroup", "async", {"threads": 4}, quick=True),
     _f("asyncio_process_pool", "async", {"n": 6}),
     _f("asyncio_subprocess_pipeline", "async", {"kib": 256, "children": 6}),
     _f("asyncio_unix_pipes", "async", {"lines": 5}),
@@ -244,7 +244,7 @@ CORPUS: list[Function] = [
     _f("pty_terminal", "processes", {"name": "ada"}),
     _f("pexpect_prompt", "processes", {"user": "ada", "commands": ["load", "run job"]},
        "pexpect"),
-    _f("alarm_blocking_calls", "signals", {}),
+    _f("alarm_blocking_calls", "signals", {}, quick=True),
     _f("itimer_profiler", "signals", {"seconds": 0.3}),
     _f("cpu_accounting", "system", {"seconds": 0.2}),
     _f("os_stat_details", "files", {}),
@@ -262,7 +262,7 @@ CORPUS: list[Function] = [
     _f("logging_config", "pattern", {"lines": 50}),
     _f("loguru_enqueue", "pattern", {"job": "nightly", "lines": 400}, "loguru"),
     _f("weakref_gc", "pattern", {"resources": 4}),
-    _f("unix_sockets_fds", "sockets", {"secret": "s3cr3t"}),
+    _f("unix_sockets_fds", "sockets", {"secret": "s3cr3t"}, quick=True),
     _f("socket_options", "sockets", {"kib": 256}),
     _f("urllib_features", "sockets", {}),
     _f("smtp_local", "sockets", {"day": "2024-06-01", "rows": 1234,
