@@ -130,6 +130,24 @@ def _open_tmpfile(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) 
     return k.fds.install(f, cloexec=bool(flags & O_CLOEXEC))
 
 
+def _create(k: Kernel, r: Resolved, path_addr: int, flags: int, mode: int) -> TmpFile:
+    """open's new file at r, which names none (ENOENT without O_CREAT)."""
+    shared_name = shmtree.in_tree(k, r.parent)
+    if shared_name:
+        shmtree.fetch(k, r.name, route)  # another process of the tree may hold it
+    if not flags & O_CREAT:
+        raise SyscallError(errno.ENOENT)
+    if k.mem.cstring(path_addr).endswith(b"/"):
+        raise SyscallError(errno.EISDIR)  # O_CREAT makes files, not directories
+    parent = _tmp_parent(k, r)
+    node = TmpFile(k.ns.tmp.new_ino(), mode & 0o7777 & ~k.umask)
+    if shared_name:
+        shmtree.named(k, r.name, node)
+    parent.entries[r.name] = node
+    entry_event(k, parent, r.name, node, IN_CREATE)
+    return node
+
+
 def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
     flags &= 0xFFFFFFFF
     if flags & O_TMPFILE == O_TMPFILE:
@@ -138,20 +156,8 @@ def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
     assert isinstance(r, Resolved)
     node = r.node
     writable = flags & O_ACCMODE != O_RDONLY
-    shared_name = node is None and shmtree.in_tree(k, r.parent)
-    if shared_name:
-        shmtree.fetch(k, r.name, route)  # another process of the tree may hold it
     if node is None:
-        if not flags & O_CREAT:
-            raise SyscallError(errno.ENOENT)
-        if k.mem.cstring(path_addr).endswith(b"/"):
-            raise SyscallError(errno.EISDIR)  # O_CREAT makes files, not directories
-        parent = _tmp_parent(k, r)
-        node = TmpFile(k.ns.tmp.new_ino(), mode & 0o7777 & ~k.umask)
-        if shared_name:
-            shmtree.named(k, r.name, node)
-        parent.entries[r.name] = node
-        entry_event(k, parent, r.name, node, IN_CREATE)
+        node = _create(k, r, path_addr, flags, mode)
     elif flags & O_CREAT and flags & O_EXCL:
         raise SyscallError(errno.EEXIST)
     if node.is_symlink:
