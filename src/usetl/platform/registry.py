@@ -1135,12 +1135,26 @@ def _finish_args(result: InvocationResult, started: float) -> tuple:
 
 def invocation_record(invocation_id: str, version: Version, mode: str,
                       result: InvocationResult, created: float, host: str | None = None) -> dict:
-    """The record of a finished invocation as the API shows it (a sync call's answer)."""
-    row = _result_columns(result, created, time.time())
-    row.update(id=invocation_id, function_name=version.name, version=version.version,
-               mode=mode, created=created, trigger=None, attempts="[]", callback=None,
-               host=host, retry_at=None, callback_retry_at=None)
-    return _invocation(row)
+    """The record of a finished invocation as the API shows it (a sync call's answer): what
+    _invocation() reads back from its row, made from the result itself (its values are
+    JSON's already: no encoding and decoding on the call's path)."""
+    io = result.io
+    return {
+        "id": invocation_id, "function": version.name, "version": version.version,
+        "mode": mode, "status": "succeeded" if result.error is None else "failed",
+        "created": created, "started": created, "finished": time.time(),
+        "result": result.value,
+        "error": None if result.error is None else result.error.as_dict(),
+        "stdout": result.stdout, "stderr": result.stderr,
+        "metrics": {
+            "duration_ms": result.total_ms, "guest_cpu_ms": result.guest_cpu_ms,
+            "host_cpu_s": io.host_cpu_s, "io_requests": io.requests, "bytes_in": io.bytes_in,
+            "bytes_out": io.bytes_out, "peak_memory_bytes": result.peak_memory_bytes,
+            "exits": result.exits, "first_touches": result.first_touches,
+        },
+        "unimplemented": dict(result.unimplemented), "phases": dict(result.phases),
+        "trigger": None, "attempts": [], "retry_at": None, "callback": None, "host": host,
+    }
 
 
 def _invocation(row: Mapping[str, Any]) -> dict:
