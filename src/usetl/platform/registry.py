@@ -337,6 +337,7 @@ class Registry:
         self.pending_records: dict[str, int] = {}
         self.queued = self.written = 0
         self.closing = False
+        self.writer_idle = False  # waiting for a write, which then wakes it
         self.pending_cond = threading.Condition()
         self.writer = threading.Thread(target=self._write_pending, name="registry-writer",
                                        daemon=True)
@@ -756,29 +757,40 @@ class Registry:
         with self.pending_cond:
             self.pending.append((sql, args))
             self.queued += 1
-            if len(self.pending) == 1:  # the writer waits for a first write, then a while
+            if self.writer_idle:  # a busy writer looks again by itself: no wake-up to pay
+                self.writer_idle = False
                 self.pending_cond.notify_all()
 
     def _write_pending(self) -> None:
+        """Each round: a moment for more writes to share a commit, then the batch. A round
+        that found none leaves the writer idle, woken by the next write; while writes keep
+        coming it is never woken (waking another thread is paid by the caller that queued
+        the write: the API's event loop, on an invocation's path)."""
         while True:
             with self.pending_cond:
-                while not self.pending and not self.closing:
-                    self.pending_cond.wait()
+                self._delay()
                 if not self.pending:
-                    return
-                # A moment for more (one commit for a burst), and for the answer that queued
-                # the first one to be on its way: the database's work here and in its server
-                # would compete with it for the CPU (on a cluster's worker, the answer still
-                # crosses NATS and a gateway).
-                due = time.monotonic() + RECORD_DELAY_S
-                while not self.closing and (left := due - time.monotonic()) > 0:
-                    self.pending_cond.wait(left)
+                    if self.closing:
+                        return
+                    self.writer_idle = True
+                    while self.writer_idle and not self.closing:
+                        self.pending_cond.wait()
+                    continue
                 batch, self.pending = self.pending, []
                 self.pending_records = {}
             self._write_batch(batch)
             with self.pending_cond:
                 self.written += len(batch)
                 self.pending_cond.notify_all()
+
+    def _delay(self) -> None:
+        """(The lock held.) RECORD_DELAY_S, unless closing: a moment for more writes (one
+        commit for a burst), and for the answer that queued the first one to be on its way:
+        the database's work here and in its server would compete with it for the CPU (on a
+        cluster's worker, the answer still crosses NATS and a gateway)."""
+        due = time.monotonic() + RECORD_DELAY_S
+        while not self.closing and (left := due - time.monotonic()) > 0:
+            self.pending_cond.wait(left)
 
     def _write_batch(self, batch: list[tuple[str, tuple]]) -> None:
         """One transaction for the batch; if it fails, each write alone, so that one bad
