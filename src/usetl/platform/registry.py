@@ -220,7 +220,7 @@ MIGRATIONS = [
 # interrupted (was running when the server stopped: it may have had effects, so it is
 # not re-run).
 FINISHED = ("succeeded", "failed", "interrupted")
-RECORD_DELAY_S = 0.005  # a queued record waits this long for others to share its commit
+RECORD_DELAY_S = 0.025  # a queued record waits this long for others to share its commit
 
 
 class RegistryError(UsetlError):
@@ -338,6 +338,7 @@ class Registry:
         self.queued = self.written = 0
         self.closing = False
         self.writer_idle = False  # waiting for a write, which then wakes it
+        self.hurried = False  # a reader waits for the queue: write it now
         self.pending_cond = threading.Condition()
         self.writer = threading.Thread(target=self._write_pending, name="registry-writer",
                                        daemon=True)
@@ -778,18 +779,19 @@ class Registry:
                     continue
                 batch, self.pending = self.pending, []
                 self.pending_records = {}
+                self.hurried = False
             self._write_batch(batch)
             with self.pending_cond:
                 self.written += len(batch)
                 self.pending_cond.notify_all()
 
     def _delay(self) -> None:
-        """(The lock held.) RECORD_DELAY_S, unless closing: a moment for more writes (one
-        commit for a burst), and for the answer that queued the first one to be on its way:
-        the database's work here and in its server would compete with it for the CPU (on a
-        cluster's worker, the answer still crosses NATS and a gateway)."""
+        """(The lock held.) RECORD_DELAY_S, unless closing or a reader waits: a moment for
+        more writes (one commit for a burst), and for the answer that queued the first one
+        to be on its way: the database's work here and in its server would compete with it
+        for the CPU (on a cluster's worker, the answer still crosses NATS and a gateway)."""
         due = time.monotonic() + RECORD_DELAY_S
-        while not self.closing and (left := due - time.monotonic()) > 0:
+        while not (self.closing or self.hurried) and (left := due - time.monotonic()) > 0:
             self.pending_cond.wait(left)
 
     def _write_batch(self, batch: list[tuple[str, tuple]]) -> None:
@@ -814,9 +816,13 @@ class Registry:
                                                                     else 1])
 
     def flush(self) -> None:
-        """Wait until every recorded invocation is in the database."""
+        """Wait until every recorded invocation is in the database (the writer's delay cut
+        short)."""
         with self.pending_cond:
             target = self.queued
+            if self.written < target:
+                self.hurried = True
+                self.pending_cond.notify_all()
             while self.written < target:
                 self.pending_cond.wait()
 
