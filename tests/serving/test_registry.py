@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from usetl.invocation import InvocationResult, IoUsage
+from usetl.invocation import ErrorInfo, InvocationResult, IoUsage
 from usetl.platform.database import postgres_sql
-from usetl.platform.registry import MIGRATIONS, Registry, RegistryError
+from usetl.platform.registry import MIGRATIONS, Registry, RegistryError, invocation_record
 from usetl.platform.rollbacks import RollbackTimes
 
 VERSION = dict(
@@ -251,6 +251,26 @@ def test_a_rollback_time_reaches_the_record_whichever_comes_first(registry, roll
     assert registry.invocation(a.id, queued)["phases"] == {
         "queue_ms": 0.2, "guest_ms": 3.0, "rollback_ms": 2.5}
     assert not times.early and not times.recorded  # nothing kept once both have come
+
+
+@pytest.mark.parametrize("failed", [False, True])
+def test_a_sync_call_is_answered_the_record_it_leaves(registry, failed):
+    a, _ = registry.add_tenant("alice")
+    version = registry.add_version(a.id, "etl", **VERSION)
+    outcome = InvocationResult(
+        value=None if failed else {"rows": [1, 2.5, "x"], "nested": {"ok": True, "none": None}},
+        error=ErrorInfo("ValueError", "bad row", "Traceback...\n") if failed else None,
+        stdout="out\n", stderr="err\n", total_ms=2.0, guest_cpu_ms=1.5, exits=3,
+        first_touches=4, peak_memory_bytes=1 << 20, unimplemented={"io_uring_setup": 1},
+        phases={"queue_ms": 0.1, "guest_ms": 2.0},
+        io=IoUsage(requests=2, bytes_in=10, bytes_out=20, host_cpu_s=0.001))
+    started = time.time()
+    answered = invocation_record("s1", version, "sync", outcome, started)
+    registry.record_invocation("s1", version, {"e": 1}, outcome, started)
+    stored = registry.invocation(a.id, "s1")
+    assert answered.keys() == stored.keys()
+    assert {**answered, "finished": None} == {**stored, "finished": None}
+    assert started <= answered["finished"] and started <= stored["finished"]
 
 
 @pytest.mark.parametrize("written", [True, False])

@@ -1,5 +1,6 @@
 """The controller/clone Channel: framing, fds, and messages read ahead of their turn."""
 
+import asyncio
 import os
 import struct
 
@@ -66,3 +67,45 @@ def test_a_peer_that_goes_away_or_lies_about_a_length_is_refused(ends):
     b.sock.close()
     with pytest.raises(ChannelClosed, match="mid-message"):
         a.recv()
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run_on_loop(request):
+    """Run a coroutine on asyncio's loop or uvloop's (the API's server runs on uvloop)."""
+    if request.param == "asyncio":
+        return asyncio.run
+    uvloop = pytest.importorskip("uvloop")
+    return uvloop.run
+
+
+def test_messages_awaited_on_a_loop_come_in_order_and_the_socket_stays_blocking(
+        ends, run_on_loop):
+    a, b = ends
+    big = "x" * (3 * RECV_AHEAD)
+
+    async def read() -> list:
+        got = []
+        for _ in range(4):
+            got.append(await a.recv_async())
+        return got
+
+    async def main() -> list:
+        reading = asyncio.ensure_future(read())
+        await asyncio.sleep(0)  # the reader waits on an empty socket first
+        b.send(Forked(1), then=Forked(2))
+        b.send(MonitorRan(big))
+        b.send(Done())
+        return await reading
+
+    assert run_on_loop(main()) == [Forked(1), Forked(2), MonitorRan(big), Done()]
+    assert os.get_blocking(a.fileno())  # uvloop's reader sets O_NONBLOCK on the descriptor
+    b.send(Forked(3))
+    assert a.recv()[0] == Forked(3)  # a thread's read after the loop's
+
+
+def test_a_peer_that_goes_away_mid_message_is_refused_on_a_loop(ends, run_on_loop):
+    a, b = ends
+    b.sock.sendall(struct.pack("<I", 10) + b"abc")
+    b.sock.close()
+    with pytest.raises(ChannelClosed, match="mid-message"):
+        run_on_loop(a.recv_async())

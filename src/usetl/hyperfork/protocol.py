@@ -377,19 +377,22 @@ class Channel:
 
     async def recv_async(self) -> Any:
         """recv() awaited on the running event loop: the socket is read as the bytes come, so
-        no thread waits for the other end and nothing else on the loop does. Descriptors
-        sent with the message are not taken (the kernel closes them)."""
+        no thread waits for the other end and nothing else on the loop does. One read takes
+        in up to RECV_AHEAD, as recv()'s does. Descriptors sent with the message are not
+        taken (the kernel closes them)."""
         loop = asyncio.get_running_loop()
         data = self._ahead
-        self.sock.setblocking(False)
-        try:
-            if len(data) < _LENGTH.size:
-                data += await self._exactly_async(loop, _LENGTH.size - len(data))
-            end = _LENGTH.size + _size(data)
-            if len(data) < end:
-                data += await self._exactly_async(loop, end - len(data))
-        finally:
-            self.sock.setblocking(True)
+        while len(data) < _LENGTH.size:
+            more = await self._read_async(loop, RECV_AHEAD)
+            if not more:
+                raise ChannelClosed("the process went away" + (" mid-message" if data else ""))
+            data += more
+        end = _LENGTH.size + _size(data)
+        if len(data) < end:  # a message over RECV_AHEAD: the rest, as it comes
+            rest = bytearray(data)
+            while len(rest) < end:
+                rest += _more(await self._read_async(loop, min(end - len(rest), 1 << 20)))
+            data = bytes(rest)
         self._ahead = data[end:]
         return self._decode(memoryview(data)[_LENGTH.size : end])
 
@@ -401,14 +404,25 @@ class Channel:
         except msgspec.DecodeError as e:
             raise ProtocolError(f"malformed message: {e}") from None
 
-    async def _exactly_async(self, loop: asyncio.AbstractEventLoop, n: int) -> bytes:
-        buf = bytearray()
-        while len(buf) < n:
+    async def _read_async(self, loop: asyncio.AbstractEventLoop, n: int) -> bytes:
+        """One read of up to `n` bytes, awaited on the loop until some are there. The socket
+        stays blocking for the threads that use it (MSG_DONTWAIT here); a reply read at once
+        costs no mode switch."""
+        while True:
             try:
-                buf += _more(await loop.sock_recv(self.sock, min(n - len(buf), 1 << 20)))
+                return self.sock.recv(n, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
             except OSError as e:
                 raise ChannelClosed(f"the process went away ({e.strerror})") from None
-        return bytes(buf)
+            readable = loop.create_future()
+            fd = self.sock.fileno()
+            loop.add_reader(fd, _resolve, readable)
+            try:
+                await readable
+            finally:
+                loop.remove_reader(fd)
+                self.sock.setblocking(True)  # uvloop's reader made the descriptor non-blocking
 
     def _exactly(self, n: int) -> bytes:
         buf = bytearray()
@@ -442,6 +456,12 @@ class Channel:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _resolve(future: asyncio.Future) -> None:
+    """A reader's callback: the socket is readable (it may fire again before it is removed)."""
+    if not future.done():
+        future.set_result(None)
 
 
 def _more(chunk: bytes) -> bytes:

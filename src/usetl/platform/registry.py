@@ -220,7 +220,7 @@ MIGRATIONS = [
 # interrupted (was running when the server stopped: it may have had effects, so it is
 # not re-run).
 FINISHED = ("succeeded", "failed", "interrupted")
-RECORD_DELAY_S = 0.005  # a queued record waits this long for others to share its commit
+RECORD_DELAY_S = 0.025  # a queued record waits this long for others to share its commit
 
 
 class RegistryError(UsetlError):
@@ -337,6 +337,8 @@ class Registry:
         self.pending_records: dict[str, int] = {}
         self.queued = self.written = 0
         self.closing = False
+        self.writer_idle = False  # waiting for a write, which then wakes it
+        self.hurried = False  # a reader waits for the queue: write it now
         self.pending_cond = threading.Condition()
         self.writer = threading.Thread(target=self._write_pending, name="registry-writer",
                                        daemon=True)
@@ -756,29 +758,41 @@ class Registry:
         with self.pending_cond:
             self.pending.append((sql, args))
             self.queued += 1
-            if len(self.pending) == 1:  # the writer waits for a first write, then a while
+            if self.writer_idle:  # a busy writer looks again by itself: no wake-up to pay
+                self.writer_idle = False
                 self.pending_cond.notify_all()
 
     def _write_pending(self) -> None:
+        """Each round: a moment for more writes to share a commit, then the batch. A round
+        that found none leaves the writer idle, woken by the next write; while writes keep
+        coming it is never woken (waking another thread is paid by the caller that queued
+        the write: the API's event loop, on an invocation's path)."""
         while True:
             with self.pending_cond:
-                while not self.pending and not self.closing:
-                    self.pending_cond.wait()
+                self._delay()
                 if not self.pending:
-                    return
-                # A moment for more (one commit for a burst), and for the answer that queued
-                # the first one to be on its way: the database's work here and in its server
-                # would compete with it for the CPU (on a cluster's worker, the answer still
-                # crosses NATS and a gateway).
-                due = time.monotonic() + RECORD_DELAY_S
-                while not self.closing and (left := due - time.monotonic()) > 0:
-                    self.pending_cond.wait(left)
+                    if self.closing:
+                        return
+                    self.writer_idle = True
+                    while self.writer_idle and not self.closing:
+                        self.pending_cond.wait()
+                    continue
                 batch, self.pending = self.pending, []
                 self.pending_records = {}
+                self.hurried = False
             self._write_batch(batch)
             with self.pending_cond:
                 self.written += len(batch)
                 self.pending_cond.notify_all()
+
+    def _delay(self) -> None:
+        """(The lock held.) RECORD_DELAY_S, unless closing or a reader waits: a moment for
+        more writes (one commit for a burst), and for the answer that queued the first one
+        to be on its way: the database's work here and in its server would compete with it
+        for the CPU (on a cluster's worker, the answer still crosses NATS and a gateway)."""
+        due = time.monotonic() + RECORD_DELAY_S
+        while not (self.closing or self.hurried) and (left := due - time.monotonic()) > 0:
+            self.pending_cond.wait(left)
 
     def _write_batch(self, batch: list[tuple[str, tuple]]) -> None:
         """One transaction for the batch; if it fails, each write alone, so that one bad
@@ -802,9 +816,13 @@ class Registry:
                                                                     else 1])
 
     def flush(self) -> None:
-        """Wait until every recorded invocation is in the database."""
+        """Wait until every recorded invocation is in the database (the writer's delay cut
+        short)."""
         with self.pending_cond:
             target = self.queued
+            if self.written < target:
+                self.hurried = True
+                self.pending_cond.notify_all()
             while self.written < target:
                 self.pending_cond.wait()
 
@@ -1135,12 +1153,26 @@ def _finish_args(result: InvocationResult, started: float) -> tuple:
 
 def invocation_record(invocation_id: str, version: Version, mode: str,
                       result: InvocationResult, created: float, host: str | None = None) -> dict:
-    """The record of a finished invocation as the API shows it (a sync call's answer)."""
-    row = _result_columns(result, created, time.time())
-    row.update(id=invocation_id, function_name=version.name, version=version.version,
-               mode=mode, created=created, trigger=None, attempts="[]", callback=None,
-               host=host, retry_at=None, callback_retry_at=None)
-    return _invocation(row)
+    """The record of a finished invocation as the API shows it (a sync call's answer): what
+    _invocation() reads back from its row, made from the result itself (its values are
+    JSON's already: no encoding and decoding on the call's path)."""
+    io = result.io
+    return {
+        "id": invocation_id, "function": version.name, "version": version.version,
+        "mode": mode, "status": "succeeded" if result.error is None else "failed",
+        "created": created, "started": created, "finished": time.time(),
+        "result": result.value,
+        "error": None if result.error is None else result.error.as_dict(),
+        "stdout": result.stdout, "stderr": result.stderr,
+        "metrics": {
+            "duration_ms": result.total_ms, "guest_cpu_ms": result.guest_cpu_ms,
+            "host_cpu_s": io.host_cpu_s, "io_requests": io.requests, "bytes_in": io.bytes_in,
+            "bytes_out": io.bytes_out, "peak_memory_bytes": result.peak_memory_bytes,
+            "exits": result.exits, "first_touches": result.first_touches,
+        },
+        "unimplemented": dict(result.unimplemented), "phases": dict(result.phases),
+        "trigger": None, "attempts": [], "retry_at": None, "callback": None, "host": host,
+    }
 
 
 def _invocation(row: Mapping[str, Any]) -> dict:
