@@ -29,17 +29,34 @@ class ConsoleDrain:
     def __init__(self, target: OutputFile):
         self.target = target
         self.read_fd, self.write_fd = os.pipe()
+        # Read by the watcher and by flush, each under the watcher's lock, which keeps order.
+        os.set_blocking(self.read_fd, False)
         self.data = bytearray()  # under the watcher's lock
         self.ended = threading.Event()  # every write end is closed and all was read
 
     def flush(self, watcher: Watcher, wait: float = 0.0) -> None:
-        """Hand what arrived to the capture, on the vCPU's thread (after `wait` for the end)."""
+        """Hand what arrived to the capture, on the vCPU's thread (after `wait` for the end):
+        what the pipe holds too, which the watcher may not have read yet (a child that left
+        orphans holding the pipe has ended, its last writes in it)."""
         if wait:
             self.ended.wait(wait)
         with watcher.lock:
+            if watcher.drains.get(self.read_fd) is self:  # not closed by the watcher
+                self.read_available()
             data, self.data = bytes(self.data), bytearray()
         if data:
             self.target.write_at(0, memoryview(data))
+
+    def read_available(self) -> bool:
+        """Move what the pipe holds into data (under the watcher's lock); False at its end."""
+        while True:
+            try:
+                chunk = os.read(self.read_fd, 1 << 16)
+            except BlockingIOError:
+                return True
+            if not chunk:
+                return False
+            self.data += chunk
 
 
 class Watcher:
@@ -114,13 +131,11 @@ class Watcher:
                 os.close(f)
 
     def _read(self, fd: int, events: int) -> None:
-        chunk = os.read(fd, 1 << 16) if events & (POLLIN | POLL_HUP) else b""
         with self.lock:
             drain = self.drains.get(fd)
             if drain is None:
                 return
-            if chunk:
-                drain.data += chunk
+            if events & (POLLIN | POLL_HUP) and drain.read_available():
                 return
             del self.drains[fd]
         os.close(fd)
