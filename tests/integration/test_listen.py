@@ -128,6 +128,21 @@ def test_af_unix_servers_by_path_and_by_abstract_name(usf):
                  "send unconnected ENOTCONN", "bind outside /tmp EROFS"]
 
 
+def test_an_af_unix_path_relative_to_a_cwd_whose_name_is_not_utf8(usf):
+    assert run_lines(usf, """
+        import os, socket
+        os.mkdir(b"/tmp/d\\xff")
+        os.chdir(b"/tmp/d\\xff")
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(b"s.sock")
+        server.listen()
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(b"/tmp/d\\xff/s.sock")
+        print(os.listdir(b"."), server.accept()[0].getsockname())
+        os.chdir("/")
+        """) == ["[b's.sock'] s.sock"]
+
+
 def test_so_peercred_names_the_af_unix_peer_process_and_no_one_for_inet(usf):
     assert run_lines(usf, """
         import os, socket, struct

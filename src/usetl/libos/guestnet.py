@@ -203,7 +203,8 @@ class GuestNet:
         only: each has a copy)."""
         if name.startswith(b"\0"):
             return name
-        return posixpath.normpath(posixpath.join(self.ns.cwd.encode(), name))
+        cwd = self.ns.cwd.encode("utf-8", "surrogateescape")  # a path's bytes, any of them
+        return posixpath.normpath(posixpath.join(cwd, name))
 
     def unix_names(self) -> list[bytes]:
         """The keys of the AF_UNIX names bound here."""
