@@ -413,3 +413,104 @@ def test_scm_rights_passes_pipes_between_processes_of_the_tree(template):
         print(os.read(r, 100).decode())
     """)
     assert out == ["THROUGH THE PIPE"], out
+
+
+def test_a_tcp_listener_in_one_process_is_connectable_from_the_whole_tree(template):
+    """One loopback for the tree: a port a process listens on is reached from its parent
+    and its sibling, with inet addresses at both ends; a bind of it elsewhere is
+    EADDRINUSE; once its process ended, a connect there is refused."""
+    out = run_in_clone(template, """
+        import errno, os, socket
+        def connect(port):
+            c = socket.create_connection(("127.0.0.1", port), timeout=10)
+            c.sendall(b"hi")
+            said, peer = c.recv(100).decode().split(" ", 1)
+            return said, c.getpeername() == ("127.0.0.1", port), peer == str(c.getsockname())
+        r, w = os.pipe()
+        done_r, done_w = os.pipe()
+        server = os.fork()
+        if server == 0:
+            listener = socket.socket()
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            os.write(w, str(listener.getsockname()[1]).encode())
+            for _ in range(2):
+                c, peer = listener.accept()
+                assert c.getsockname() == listener.getsockname()
+                c.sendall(c.recv(10).upper() + b" " + str(peer).encode())
+                c.close()
+            os.read(done_r, 1)
+            os._exit(0)
+        port = int(os.read(r, 10))
+        print(connect(port))
+        sibling = os.fork()
+        if sibling == 0:  # up to the parent's monitor, then down to the server's
+            os.write(w, repr(connect(port)).encode())
+            os._exit(0)
+        os.waitpid(sibling, 0)
+        print(os.read(r, 200).decode())
+        taken = socket.socket()
+        try:
+            taken.bind(("127.0.0.1", port))
+        except OSError as e:
+            print("bind", errno.errorcode[e.errno])
+        os.write(done_w, b"x")
+        os.waitpid(server, 0)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=10)
+        except OSError as e:
+            print("after", errno.errorcode[e.errno])
+    """)
+    assert out == ["('HI', True, True)", "('HI', True, True)", "bind EADDRINUSE",
+                   "after ECONNREFUSED"]
+
+
+def test_a_server_program_and_an_asyncio_client_reach_each_other_over_tcp(template):
+    """A child program serving HTTP on a port it chose, fetched by its parent with
+    urllib; a forked child's asyncio client (a non-blocking connect, and the child has a
+    copy of the listener) talking to the listener its parent holds; a listener passed to
+    a program (pass_fds) accepting there while its parent keeps its own copy."""
+    out = run_in_clone(template, """
+        import asyncio, os, socket, subprocess, sys, urllib.request
+        program = "\\n".join([
+            "import http.server",
+            "class Hello(http.server.BaseHTTPRequestHandler):",
+            "    def do_GET(self):",
+            "        body = ('hello ' + self.path).encode()",
+            "        self.send_response(200)",
+            "        self.send_header('Content-Length', str(len(body)))",
+            "        self.end_headers()",
+            "        self.wfile.write(body)",
+            "s = http.server.HTTPServer(('127.0.0.1', 0), Hello)",
+            "print(s.server_address[1], flush=True)",
+            "s.handle_request()"])
+        server = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL)
+        port = int(server.stdout.readline())
+        print(urllib.request.urlopen(f"http://127.0.0.1:{port}/x", timeout=10).read().decode())
+        print(server.wait(10))
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client = os.fork()
+        if client == 0:
+            async def talk():
+                reader, writer = await asyncio.open_connection(*listener.getsockname())
+                writer.write(b"ping")
+                await writer.drain()
+                return await reader.read(10)
+            os._exit(0 if asyncio.run(talk()) == b"PING" else 1)
+        c, _ = listener.accept()
+        c.sendall(c.recv(10).upper())
+        print(os.waitpid(client, 0)[1])
+        given = subprocess.Popen([sys.executable, "-c", "\\n".join([
+            "import socket, sys",
+            "listener = socket.socket(fileno=int(sys.argv[1]))",
+            "c, _ = listener.accept()",
+            "c.sendall(c.recv(10).upper())"]), str(listener.fileno())],
+            pass_fds=[listener.fileno()])
+        c = socket.create_connection(listener.getsockname(), timeout=10)
+        c.sendall(b"given")
+        print(c.recv(10).decode(), given.wait(10))
+    """)
+    assert out == ["hello /x", "0", "0", "GIVEN 0"], out

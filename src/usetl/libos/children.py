@@ -79,7 +79,7 @@ from .files import (
     TmpOpenFile,
 )
 from .fs import DEV_PROC, ImageNode, StaticLink, TmpFile, TmpFS
-from .guestnet import AF_UNIX, GuestSocket
+from .guestnet import AF_UNIX, Address, GuestSocket, listener_name
 from .hostfs import HostNode
 from .hostpipe import HostStreamFile
 from .ipc import F_SETPIPE_SZ, PIPE_CAPACITY, ChannelFile, EventFile, UnixSocketFile
@@ -513,10 +513,11 @@ class Children:
 
     def process_table(self, k: Kernel) -> ProcessTable:
         """The tree's table, made at its first child: pids from then on come from it, and
-        the AF_UNIX names this process bound are the tree's from then on."""
+        the AF_UNIX names this process bound and the TCP ports it listens on are the
+        tree's from then on."""
         if self.table is None:
             self.table = ProcessTable(k.sched.next_tid, k.identity.pid)
-            for name in k.guest_net.unix_names():
+            for name in k.guest_net.tree_names():
                 self.table.claim_name(name, k.identity.pid)
         return self.table
 
@@ -889,7 +890,7 @@ def _child_files(k: Kernel, state: PreExec, pid: int
             made[id(f)] = HostStreamFile.for_pipe_end(k, drain.write_fd, reads=False,
                                                       nonblocking=False)
         f = made.get(id(f), f)
-        if isinstance(f, GuestSocket) and f.is_unix_listener():
+        if isinstance(f, GuestSocket) and f.is_listener():
             f.hand_to(pid)  # its name goes with it
             out[fd] = f
         elif isinstance(f, CROSSES) or isinstance(f, GuestSocket) and \
@@ -1338,9 +1339,7 @@ def route(k: Kernel, message: Routed, passed: Passed | None = None) -> None:
 def _deliver(k: Kernel, message: Routed, passed: Passed | None) -> None:
     if isinstance(message, Connect):
         assert isinstance(passed, socket.socket)  # MessageReader gives each Connect its socket
-        k.guest_net.accept_from_tree(message.name, message.peer,
-                                     SocketFile(k, AF_UNIX, False, shared=passed),
-                                     message.sender)
+        k.guest_net.accept_from_tree(message, SocketFile(k, AF_UNIX, False, shared=passed))
     elif isinstance(message, FifoOpen):
         fifo.serve(k, message, route)
     elif isinstance(message, FifoEnd):
@@ -1399,20 +1398,29 @@ def file_of_host_fd(k: Kernel, fd: int) -> OpenFile | None:
     return None
 
 
-def connect_in_tree(k: Kernel, f: GuestSocket, holder: int, address: bytes) -> None:
-    """connect() of f to the AF_UNIX listener another process of the tree holds at
-    `address`: f's connection is one end of a host socketpair, the other goes to the
-    holder's monitor (route), into its listener's backlog. ECONNREFUSED if the holder
-    has ended."""
+def connect_in_tree(k: Kernel, f: GuestSocket, holder: int, address: Address) -> None:
+    """connect() of f to the listener another process of the tree holds at `address` (an
+    AF_UNIX name, or a loopback TCP address): f's connection is one end of a host
+    socketpair, the other goes to the holder's monitor (route), into its listener's
+    backlog. ECONNREFUSED if the holder has ended."""
     table = k.children.table
     found = None if table is None else table.find(holder)
     if found is None or found.ended:
         raise SyscallError(errno.ECONNREFUSED)
+    if isinstance(address, bytes):
+        message = Connect(holder, k.guest_net.unix_key(address), k.identity.pid,
+                          f.local or b"")
+    else:
+        connected, client = f.tree_address(address)
+        message = Connect(holder, listener_name(f.protocol, address[1]), k.identity.pid,
+                          connected=connected, client=client)
+        address = connected
     mine, theirs = socket.socketpair(socket.AF_UNIX, f.sock_type)
-    f.connected_in_tree(SocketFile(k, AF_UNIX, bool(f.flags & O_NONBLOCK), shared=mine),
-                        address, holder)
-    key = k.guest_net.unix_key(address)
-    route(k, Connect(holder, key, k.identity.pid, f.local or b""), theirs)
+    try:
+        f.connected_in_tree(SocketFile(k, AF_UNIX, bool(f.flags & O_NONBLOCK), shared=mine),
+                            address, holder)
+    finally:
+        route(k, message, theirs)
 
 
 def _deliver_signal(k: Kernel, message: Signal) -> None:

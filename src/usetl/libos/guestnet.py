@@ -11,13 +11,15 @@ outside the VM can reach a guest listener: the VM has no network device.
 Datagrams travel between guest sockets only.
 
 An AF_UNIX name (a path, by its absolute form: unix_key; or an abstract
-name) is the process tree's once the process has children: its process
-table (proctree.py) holds which process bound it, a bind of it elsewhere in
-the tree is EADDRINUSE, and a stream connect to it from another process
+name) and a TCP port a socket listens on (listener_name) are the process
+tree's once the process has children: its process table (proctree.py)
+holds which process bound or listens there, a bind of it elsewhere in the
+tree is EADDRINUSE, and a stream connect to it from another process
 reaches the listener through a host socketpair that travels along the
 monitors' control sockets (children.connect_in_tree), as on Linux, where
-every process of a machine sees one namespace; another invocation's tree
-never sees it.
+every process of a machine sees one namespace and one loopback; another
+invocation's tree never sees them. A listener a fork copied stays its
+parent's: connections reach the process that listened.
 
 A connected socket hands its calls to its connection (`conn`: a channel
 end, or the host socket), which keeps the semantics those already have.
@@ -40,6 +42,7 @@ from .fs import Node, TmpDir, TmpSocket
 from .ipc import READABLE, UNIX_CAPACITY, WRITABLE, Ancillary, Channel, UnixSocketFile
 from .net import MSG_DONTWAIT, MSG_PEEK, POLLHUP, SocketFile
 from .netlink import interface_ioctl
+from .proctree import RUNNING
 from .sched import Block, WaitQueue
 
 T = TypeVar("T")
@@ -47,7 +50,7 @@ T = TypeVar("T")
 if TYPE_CHECKING:
     from .fs import Namespace
     from .kernel import Kernel
-    from .proctree import ProcessTable
+    from .proctree import Connect, ProcessTable
     from .sched import Scheduler
 
 AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
@@ -81,12 +84,19 @@ def _binding(family: int, host: str, v6only: bool) -> frozenset[Key]:
     return frozenset({key})
 
 
+def listener_name(protocol: int, port: int) -> bytes:
+    """How the tree names a TCP port listened on (no AF_UNIX name is like it: a path's
+    key is absolute, an abstract one starts with NUL)."""
+    return b"inet:%d:%d" % (protocol, port)
+
+
 def _overlap(a: frozenset[Key], b: frozenset[Key]) -> bool:
     return any(v1 == v2 and WILDCARD in (h1, h2) or (v1, h1) == (v2, h2)
                for v1, h1 in a for v2, h2 in b)
 
 
-def _is_local(key: Key) -> bool:
+def is_local(key: Key) -> bool:
+    """Is key an address of the guest's own (its loopback, or the wildcard)?"""
     version, host = key
     return host == WILDCARD or ipaddress.ip_address(host).is_loopback
 
@@ -96,6 +106,18 @@ def _destination(key: Key) -> Key:
     if key[1] == WILDCARD:
         return (key[0], "127.0.0.1" if key[0] == 4 else "::1")
     return key
+
+
+def _inet_address(value: tuple) -> tuple | None:
+    """An inet address another monitor of the tree sent, if it is one."""
+    if len(value) not in (2, 4) or not isinstance(value[0], str) or not all(
+            isinstance(n, int) and not isinstance(n, bool) for n in value[1:]):
+        return None
+    try:
+        inet_key(AF_INET6 if len(value) == 4 else AF_INET, value[0])
+    except ValueError:
+        return None
+    return value
 
 
 def _as_family(family: int, address: tuple) -> tuple:
@@ -133,13 +155,14 @@ class GuestNet:
     def bind_inet(self, s: GuestSocket, host: str, port: int, v6only: bool) -> int:
         """Take host:port for s (port 0: a free ephemeral one); the port it got."""
         binding = _binding(s.family, host, v6only)
-        if not all(_is_local(key) for key in binding):
+        if not all(is_local(key) for key in binding):
             raise SyscallError(errno.EADDRNOTAVAIL)  # the guest has loopback only
         if port == 0:
             port = self._ephemeral(s, binding)
         elif port < PRIVILEGED_PORTS:
             raise SyscallError(errno.EACCES)
-        elif self._conflicts(s, port, binding):
+        elif self._conflicts(s, port, binding) or (
+                not s.option_on("reuseport") and self.listener_elsewhere(s, port) is not None):
             raise SyscallError(errno.EADDRINUSE)
         s.binding = binding
         self.ports.setdefault((s.protocol, port), []).append(s)
@@ -150,16 +173,35 @@ class GuestNet:
         for _ in range(span):
             port = self.next_port
             self.next_port = EPHEMERAL_FIRST + (port - EPHEMERAL_FIRST + 1) % span
-            if not self._conflicts(s, port, binding):
+            if not self._conflicts(s, port, binding) and \
+                    self.listener_elsewhere(s, port) is None:
                 return port
         raise SyscallError(errno.EADDRINUSE)  # Linux's answer when the range is exhausted
 
     def check_listen(self, s: GuestSocket) -> None:
-        """Two listeners on one address need SO_REUSEPORT, SO_REUSEADDR or not."""
+        """Two listeners on one address need SO_REUSEPORT, SO_REUSEADDR or not; in a tree,
+        the port is this process's from now on."""
         for other in self.ports.get((s.protocol, s.port), ()):
             if other is not s and other.backlog is not None and _overlap(s.binding, other.binding) \
                     and not (s.option_on("reuseport") and other.option_on("reuseport")):
                 raise SyscallError(errno.EADDRINUSE)
+        if self.listener_elsewhere(s, s.port) is not None:
+            raise SyscallError(errno.EADDRINUSE)
+        s.tree_name = listener_name(s.protocol, s.port)
+        tree = self._tree()
+        if tree is not None:
+            tree.hand_name(s.tree_name, self.sched.k.identity.pid)  # an ended holder's too
+
+    def listener_elsewhere(self, s: GuestSocket, port: int) -> int | None:
+        """The running process of the tree other than this one that listens on `port` for
+        stream socket s's protocol, if one does."""
+        if s.sock_type != SOCK_STREAM or (tree := self._tree()) is None:
+            return None
+        holder = tree.name_holder(listener_name(s.protocol, port))
+        if holder is None or holder == self.sched.k.identity.pid:
+            return None
+        found = tree.find(holder)
+        return holder if found is not None and found.ended == RUNNING else None
 
     def find_inet(self, protocol: int, key: Key, port: int, listening: bool
                   ) -> GuestSocket | None:
@@ -206,9 +248,11 @@ class GuestNet:
         cwd = self.ns.cwd.encode("utf-8", "surrogateescape")  # a path's bytes, any of them
         return posixpath.normpath(posixpath.join(cwd, name))
 
-    def unix_names(self) -> list[bytes]:
-        """The keys of the AF_UNIX names bound here."""
-        return [*self.abstract, *self.paths]
+    def tree_names(self) -> list[bytes]:
+        """The keys of the AF_UNIX names bound and the TCP ports listened on here."""
+        listening = {s.tree_name for bound in self.ports.values() for s in bound
+                     if s.tree_name is not None and s.backlog is not None}
+        return [*self.abstract, *self.paths, *listening]
 
     def _tree(self) -> ProcessTable | None:
         return self.sched.k.children.table
@@ -226,20 +270,38 @@ class GuestNet:
         holder = tree.name_holder(self.unix_key(name))
         return None if holder == self.sched.k.identity.pid else holder
 
-    def accept_from_tree(self, key: bytes, peer: bytes, conn: SocketFile, sender: int) -> None:
-        """A connection from process `sender` of the tree to the listener bound at `key`:
-        queued for its accept; closed (its client sees the end) if none listens there."""
-        listener = self.abstract.get(key) if key.startswith(b"\0") else self.paths.get(key)
+    def accept_from_tree(self, message: Connect, conn: SocketFile) -> None:
+        """A connection from another process of the tree to the listener it names: queued
+        for its accept; closed (its client sees the end) if none listens there."""
+        key = message.name
+        listener = self._listener_at(key)
+        tcp = key.startswith(b"inet:")
+        addresses = (_inet_address(message.connected), _inet_address(message.client))
         if listener is None or listener.backlog is None or conn.host.type != listener.sock_type \
-                or len(listener.backlog) > listener.backlog_limit:
+                or len(listener.backlog) > listener.backlog_limit \
+                or tcp and None in addresses:
             conn.close()
             return
-        server = GuestSocket(self, AF_UNIX, listener.sock_type, 0, self.ns.inodes.next())
-        server.local, server.peer = listener.local, peer or None
+        server = GuestSocket(self, listener.family, listener.sock_type, 0,
+                             self.ns.inodes.next(), listener.protocol)
+        if tcp:
+            server.local, server.peer = (_as_family(listener.family, a) for a in addresses)
+        else:
+            server.local, server.peer = listener.local, message.peer or None
+            server.cred_pid = message.sender
         server.options = dict(listener.options)
-        server.conn, server.cred_pid = conn, sender
+        server.conn = conn
         listener.backlog.append(server)
         listener.changed()
+
+    def _listener_at(self, key: bytes) -> GuestSocket | None:
+        if key.startswith(b"\0"):
+            return self.abstract.get(key)
+        if not key.startswith(b"inet:"):
+            return self.paths.get(key)
+        _, protocol, port = key.split(b":")
+        return next((s for s in self.ports.get((int(protocol), int(port)), ())
+                     if s.backlog is not None and s.tree_name == key), None)
 
     def _autobind_name(self) -> bytes:
         for n in range(1 << 20):  # Linux's autobind: five hex digits in the abstract namespace
@@ -269,12 +331,15 @@ class GuestNet:
             bound.remove(s)
             if not bound:
                 del self.ports[(s.protocol, s.port)]
+        released = [s.tree_name] if s.tree_name is not None else []
+        s.tree_name = None
         for names in (self.abstract, self.paths):
             for key in [key for key, bound in names.items() if bound is s]:
                 del names[key]
-                tree = self._tree()
-                if tree is not None:
-                    tree.release_name(key, self.sched.k.identity.pid)
+                released.append(key)
+        tree = self._tree()
+        for key in released if tree is not None else ():
+            tree.release_name(key, self.sched.k.identity.pid)
         if s.name_node is not None:
             s.name_node.endpoint = None  # the file stays, as on Linux: connect is then refused
             s.name_node = None
@@ -359,6 +424,7 @@ class GuestSocket(StreamFile):
         self.binding: frozenset[Key] = frozenset()
         self.port = 0
         self.name_node: TmpSocket | None = None  # its name in the tmpfs
+        self.tree_name: bytes | None = None  # a TCP listener's: listener_name
         self.options: dict[str, int | bytes] = {}
         self.conn: UnixSocketFile | SocketFile | None = None
         self.backlog: deque[GuestSocket] | None = None  # while listening: connections to accept
@@ -437,13 +503,20 @@ class GuestSocket(StreamFile):
         return isinstance(self.conn, SocketFile) and not self.conn.shared
 
     def hand_to(self, pid: int) -> None:
-        """An AF_UNIX listener given to a program at its execve (forkserver's server listens
-        on what its parent bound): its name is process `pid`'s in the tree from now on, so
-        connections from the tree reach it there (given_to), this copy's close aside."""
-        assert self.is_unix_listener() and isinstance(self.local, bytes)
+        """A listener given to a program at its execve (forkserver's server listens on what
+        its parent bound, a server program on the socket it was passed): its name is
+        process `pid`'s in the tree from now on, so connections from the tree reach it
+        there (given_to), this copy's close aside."""
         tree = self.net._tree()
         if tree is not None:
-            tree.hand_name(self.net.unix_key(self.local), pid)
+            tree.hand_name(self._name_in_tree(self.net), pid)
+
+    def _name_in_tree(self, net: GuestNet) -> bytes:
+        assert self.is_listener()
+        if self.tree_name is not None:
+            return self.tree_name
+        assert isinstance(self.local, bytes)
+        return net.unix_key(self.local)
 
     def given_to(self, net: GuestNet) -> None:
         """This socket is now a program's that was given it at execve (a copy of it, in the
@@ -453,12 +526,16 @@ class GuestSocket(StreamFile):
         if isinstance(self.conn, SocketFile):
             self.conn.kernel = net.sched.k
             return
-        assert self.is_unix_listener() and isinstance(self.local, bytes)
-        key = net.unix_key(self.local)
-        (net.abstract if key.startswith(b"\0") else net.paths)[key] = self
+        key = self._name_in_tree(net)
+        if self.tree_name is not None:
+            net.ports.setdefault((self.protocol, self.port), []).append(self)
+        else:
+            (net.abstract if key.startswith(b"\0") else net.paths)[key] = self
 
-    def is_unix_listener(self) -> bool:
-        return self.family == AF_UNIX and self.backlog is not None
+    def is_listener(self) -> bool:
+        """A stream listener the tree may name: AF_UNIX, or on a TCP port."""
+        return self.backlog is not None and (self.family == AF_UNIX or
+                                             self.tree_name is not None)
 
     def connection(self) -> UnixSocketFile | SocketFile:
         """The connection calls go to, told this socket's O_NONBLOCK (fcntl sets it here)."""
@@ -606,11 +683,22 @@ class GuestSocket(StreamFile):
                     pass  # refused by the host: as a Linux option that has no effect
         proxy.connect(address)
 
-    def connected_in_tree(self, conn: SocketFile, peer: bytes, holder: int) -> None:
+    def connected_in_tree(self, conn: SocketFile, peer: Address, holder: int) -> None:
         """connect() to the listener process `holder` has at `peer`: `conn` is its end of
-        the connection."""
-        self.conn, self.peer, self.cred_pid = conn, peer, holder
+        the connection (made already: a non-blocking TCP connect is EINPROGRESS, then
+        writable with SO_ERROR 0, as connect_guest's)."""
+        self.conn, self.peer = conn, peer
+        self.cred_pid = holder if self.family == AF_UNIX else 0
         self.changed()
+        if self.family != AF_UNIX and not self._blocking(0):
+            raise SyscallError(errno.EINPROGRESS)
+
+    def tree_address(self, address: tuple) -> tuple[tuple, tuple]:
+        """A TCP connect to another process's listener at `address`: (where it connects,
+        as this socket's family writes it; this socket's own address, bound now)."""
+        connected = (self._bind_toward(address[0]), address[1], *address[2:])
+        assert isinstance(self.local, tuple)
+        return connected, self.local
 
     def set_peer(self, address: Address | None) -> None:
         """connect() of a datagram socket: its default destination (None: dissolve it)."""
@@ -637,7 +725,7 @@ class GuestSocket(StreamFile):
             if len(data) > MAX_UDP_PAYLOAD:
                 raise SyscallError(errno.EMSGSIZE)
             key = inet_key(self.family, target_address[0])
-            if not _is_local(key):
+            if not is_local(key):
                 raise SyscallError(errno.EACCES)  # datagrams never leave the VM
             self._autobind()
             source = self._source_toward(key)

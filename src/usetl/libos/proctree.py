@@ -9,9 +9,9 @@ tree's next pid, so that pids (and tids) are unique across the tree as on
 Linux, and each process's pid, parent, group, session and whether it
 ended, so that kill() knows at once whether a pid exists (ESRCH) and which
 way a signal goes; and the AF_UNIX names its processes bound (a path or an
-abstract name, by digest) with the process that holds each, so that a
-listener bound in one process is connectable from all of them, as on
-Linux, and from nothing outside the tree. A signal for another process
+abstract name, by digest) and the TCP ports its processes listen on, with the
+process that holds each, so that a listener in one process is connectable
+from all of them, as on Linux, and from nothing outside the tree. A signal for another process
 travels as a Signal message hop by hop along the control sockets: down to
 the child on the way to its target, else up to the parent
 (children.route); so does a Connect to another process's listener, with
@@ -77,14 +77,17 @@ class Signal(TreeMessage):
 
 
 class Connect(TreeMessage):
-    """A connection to the AF_UNIX listener process `to` holds at `name` (its key:
-    guestnet.unix_key), from `sender` (bound at `peer`, or b""); the connection's host
-    socket comes with it."""
+    """A connection to the listener process `to` holds at `name` (its key: guestnet's
+    unix_key, or listener_name for a TCP port), from `sender` (an AF_UNIX one bound at
+    `peer`, or b""; a TCP one from the address `client`, to the address `connected`); the
+    connection's host socket comes with it."""
 
     to: int
     name: bytes
     sender: int
     peer: bytes = b""
+    connected: tuple = ()
+    client: tuple = ()
 
 
 class FifoOpen(TreeMessage):
@@ -326,7 +329,7 @@ def recv_message(sock: socket.socket, timeout: float) -> TreeMessage | None:
 # -- the table ------------------------------------------------------------------------
 
 CAPACITY = 256  # processes a tree may hold, ended ones not yet waited for included
-NAME_CAPACITY = 256  # AF_UNIX names bound in a tree at once
+NAME_CAPACITY = 256  # AF_UNIX names bound and TCP ports listened on in a tree at once
 # The next pid; how many process entries, then name entries, are in use (the first ones).
 HEAD = struct.Struct("<qii")
 ENTRY = struct.Struct("<iiiii")  # pid, parent, group, session, ended (RUNNING...GONE)

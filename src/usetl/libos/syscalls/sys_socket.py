@@ -34,6 +34,7 @@ from ..guestnet import (
     SOCK_STREAM,
     GuestSocket,
     inet_key,
+    is_local,
     pack_timeout,
     parse_timeout,
 )
@@ -279,8 +280,13 @@ def sys_connect(k: Kernel, fd: int, addr: int, addrlen: int, *_: int) -> int:
             raise SyscallError(errno.ECONNREFUSED)
         f.connect_guest(listener, address)
         return 0
-    found = k.guest_net.find_inet(f.protocol, inet_key(f.family, address[0]), address[1],
-                                  listening=True)
+    key = inet_key(f.family, address[0])
+    # Another process's listener first: one this process has may be a fork's copy of it.
+    holder = k.guest_net.listener_elsewhere(f, address[1]) if is_local(key) else None
+    if holder is not None:
+        connect_in_tree(k, f, holder, address)
+        return 0
+    found = k.guest_net.find_inet(f.protocol, key, address[1], listening=True)
     if found is not None:
         f.connect_guest(found, address)
         return 0

@@ -279,14 +279,18 @@ _ENTRIES = [
     Syscall("bind", net.sys_bind, PARTIAL,
             "inet: loopback or the wildcard only (else EADDRNOTAVAIL), in the guest's own port "
             "space, ports below 1024 EACCES, port 0 ephemeral (32768-60999); AF_UNIX: a path "
-            "in the tmpfs or an abstract name"),
+            "in the tmpfs or an abstract name; in a process tree, a TCP port another process "
+            "listens on is EADDRINUSE"),
     Syscall("listen", net.sys_listen, PARTIAL,
-            "guest connections only: nothing outside the VM can connect in (it has no network)"),
+            "guest connections only: nothing outside the VM can connect in (it has no network); "
+            "in a process tree the TCP port is the tree's (any process connects), and a fork's "
+            "copy of a listener accepts nothing (connections reach the process that listened)"),
     Syscall("accept", net.sys_accept, FULL),
     Syscall("accept4", net.sys_accept4, FULL),
     Syscall("connect", net.sys_connect, PARTIAL,
             "to a guest listener: in the monitor (a non-blocking inet connect is EINPROGRESS, "
-            "made at once; one to a full backlog EAGAIN); any other stream connect is proxied "
+            "made at once; one to a full backlog EAGAIN), to another process's of the tree "
+            "(AF_UNIX or loopback TCP) over a host socketpair; any other stream connect is proxied "
             "to the host where the policy allows, else EACCES (the egress makes the connection "
             "and waits for it, in a jailed clone the broker: so it returns 0, non-blocking "
             "too); datagram: sets the peer"),
