@@ -20,6 +20,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js.errors import NotFoundError
 
 from http_servers import LocalHttpServer, Receiver
 from usetl.api.client import ApiError, Client
@@ -504,7 +505,15 @@ def test_an_invocation_whose_runs_all_die_is_dead_lettered(cluster):
     [record] = wait_until(lambda: cluster.finished([invocation_id]), "the dead letter")
     assert record["status"] == "failed" and record["error"]["type"] == "DeadLetter"
     assert cluster.posts()[invocation_id] == 0  # it never ran to completion
-    dead = cluster.bus.run(cluster.bus.js.get_last_msg("USETL_DEAD",
-                                                       f"usetl.dead.{cluster.admin_id}.fragile"))
+    # The worker publishes the dead letter after it wrote the record.
+    dead = wait_until(lambda: last_dead_letter(cluster, "fragile"), "the dead-letter message")
     assert msgspec.json.decode(dead.data)["id"] == invocation_id
+
+
+def last_dead_letter(cluster, function: str):
+    try:
+        return cluster.bus.run(cluster.bus.js.get_last_msg(
+            "USETL_DEAD", f"usetl.dead.{cluster.admin_id}.{function}"))
+    except NotFoundError:
+        return None
 
