@@ -480,6 +480,24 @@ def test_rollback_runs_no_guest_and_the_next_request_takes_a_fresh_identity(base
     assert len({number for _, number in seen}) == 3  # reseeded after every rollback
 
 
+def test_pages_first_written_after_recycled_requests_are_rolled_back_too(base):
+    """Recycled no-ops take no page fault, so their rollbacks reuse the last page-table
+    scan; a request that writes fresh pages (KVM's faults, on the vCPU's thread) must be
+    seen all the same."""
+    digests = base.memory_digests()
+    with base.fork() as clone:
+        for _ in range(5):
+            clone.rollback()
+            assert clone.run_code("pass").error is None
+        pages = clone.rollback().pages
+        assert clone.inspect().sha256 == digests
+        assert out(clone.run_code("x = bytearray(b'w' * (1 << 20)); print(len(x))")) == \
+            "1048576\n"
+        rolled = clone.rollback()
+        assert rolled.pages >= pages + 256
+        assert clone.inspect().sha256 == digests
+
+
 # Rounding toward zero (FE_TOWARDZERO) in the x87 control word and MXCSR: vCPU state only a
 # rollback's XSAVE restore puts back.
 ROUNDING = """

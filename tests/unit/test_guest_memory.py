@@ -62,6 +62,22 @@ def test_the_page_table_scan_and_the_page_map_agree(memory):
         assert [(a - memory.host_addr, b - a) for a, b in scanned] == from_page_map
 
 
+def test_a_scan_holds_until_the_process_takes_a_page_fault_or_remaps(memory):
+    memory.make_private()
+    memory.view[11 * PAGE_SIZE] = 1
+    scans = []
+    scan = memory._scan_written
+    memory._scan_written = lambda: scans.append(1) or scan()
+    assert memory.written_ranges() == [(11 * PAGE_SIZE, PAGE_SIZE)]
+    memory.view[11 * PAGE_SIZE] = 2  # its own copy already: no fault
+    assert memory.written_ranges() == [(11 * PAGE_SIZE, PAGE_SIZE)] and len(scans) == 1
+    memory.view[20 * PAGE_SIZE] = 3  # a copy-on-write fault
+    assert memory.written_ranges() == [(11 * PAGE_SIZE, PAGE_SIZE), (20 * PAGE_SIZE, PAGE_SIZE)]
+    assert len(scans) == 2
+    memory.map_own_file(0, 16 * PAGE_SIZE)  # the file's pages again there, with no fault
+    assert memory.written_ranges() == [(20 * PAGE_SIZE, PAGE_SIZE)] and len(scans) == 3
+
+
 def test_copy_to_new_file_keeps_the_contents_and_shares_them_again(memory):
     memory.make_private()
     memory.view[60 * PAGE_SIZE] = 9

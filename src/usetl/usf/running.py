@@ -267,14 +267,17 @@ class Usf:
 
     def _first_touches(self) -> int:
         """The guest page faults KVM has fixed on this vCPU so far (its pf_fixed counter)."""
-        return self.vm.vcpu.stats().read(("pf_fixed",))["pf_fixed"]
+        return self.vm.vcpu.stats().counter("pf_fixed")
 
     def _io(self) -> IoUsage:
         """The invocation's I/O: ETL requests plus the socket path, as one bill."""
-        total = IoAccount()
-        total.add(self.etl.account)
-        total.add(self.kernel.net_account)
-        return IoUsage(**total.as_dict())
+        etl, net = self.etl.account, self.kernel.net_account
+        return IoUsage(requests=etl.requests + net.requests,
+                       bytes_in=etl.bytes_in + net.bytes_in,
+                       bytes_out=etl.bytes_out + net.bytes_out,
+                       host_cpu_s=etl.host_cpu_s + net.host_cpu_s,
+                       wall_s=etl.wall_s + net.wall_s,
+                       copied_bytes=etl.copied_bytes + net.copied_bytes)
 
     def _exit_error(self, stop: Stop) -> ErrorInfo:
         if self.kernel.term_signal is not None:

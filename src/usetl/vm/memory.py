@@ -72,6 +72,9 @@ class GuestMemory:
         # A private mapping's held pages as the process's anonymous memory less this
         # (measure_from_here).
         self._anonymous_offset: int | None = None
+        # The last page-table scan (written_ranges) and what keeps it true: the process and
+        # its page-fault count before the scan. Changes of mapping forget it (_remapped).
+        self._scanned: tuple[tuple[int, int], list[tuple[int, int]]] | None = None
 
     @property
     def end(self) -> int:
@@ -116,6 +119,7 @@ class GuestMemory:
             for start, end in self._anonymous_huge_pages(off, off + length):
                 ctypes.memset(self.host_addr + at, 0, start - at)
                 hostmm.drop_pages(self.host_addr + start, end - start)
+                self._remapped()
                 at = end
             ctypes.memset(self.host_addr + at, 0, off + length - at)
             return
@@ -124,6 +128,7 @@ class GuestMemory:
             return
         ctypes.memset(self.host_addr + off, 0, lo - off)
         ctypes.memset(self.host_addr + hi, 0, off + length - hi)
+        self._remapped()
         if not hostmm.punch_hole(self.fd, lo, hi - lo):
             ctypes.memset(self.host_addr + lo, 0, hi - lo)
 
@@ -159,6 +164,7 @@ class GuestMemory:
         if not 0 < length <= self.size or length % PAGE_SIZE:
             raise GuestMemoryError(f"cannot show {length} B of a file in {self.name} "
                                    f"({self.size} B)")
+        self._remapped()
         try:
             hostmm.map_over(self.host_addr, length, fd, private=False, writable=writable,
                             populate=True)
@@ -167,12 +173,14 @@ class GuestMemory:
 
     def show_own(self, length: int) -> None:
         """This memory's own file again over its first `length` bytes, as it was mapped."""
+        self._remapped()
         hostmm.map_over(self.host_addr, length, self.fd, private=self.private)
 
     # -- copy-on-write views (clones) ---------------------------------------------
 
     def make_private(self) -> None:
         """Map the file copy-on-write at the same address: writes stay in this process."""
+        self._remapped()
         hostmm.map_over(self.host_addr, self.size, self.fd, private=True)
         self.punch_holes = False
         self.private = True
@@ -184,6 +192,7 @@ class GuestMemory:
         (the guest's page tables map RAM in 2 MiB pages), where a copy-on-write view of the
         file gets 4 KiB a fault. A clone does this before its VM is made. A refused
         MADV_HUGEPAGE leaves anonymous 4 KiB pages, which read as zero all the same."""
+        self._remapped()
         for lo, hi in blocks:
             hostmm.map_anonymous_huge(self.host_addr + lo, hi - lo)
         self.anonymous = blocks
@@ -205,6 +214,7 @@ class GuestMemory:
         except OSError:
             os.close(fd)
             raise
+        self._remapped()
         self.origin_fd, self.fd = self.fd, fd
         self.punch_holes = True
         self.private = False
@@ -230,17 +240,32 @@ class GuestMemory:
         guest and by the monitor alike (KVM's dirty log sees only the guest's). In a file
         of its own: the pages this process has mapped (the guest's touches) and the ranges
         marked as written by the host (the broker writes through a mapping of its own).
-        PAGEMAP_SCAN walks only the populated page tables; older kernels read one page-map
-        entry per page.
+        PAGEMAP_SCAN walks only the populated page tables (every page the process maps:
+        ~85 us for a clone's 256 MiB of RAM); older kernels read one page-map entry per
+        page. A page becomes this process's own copy, or mapped, only in a page fault of
+        one of its threads (the guest's, in KVM_RUN, too) or a change of mapping here
+        (_remapped), so while the process has taken no fault since the last scan, that
+        scan's pages are the answer (a recycled no-op and its rollback take none).
         """
         own = self.origin_fd is not None
-        scan = hostmm.present_pages if own else hostmm.private_pages
-        found = scan(self.host_addr, self.size)
-        if found is not None:
-            ranges = [(start - self.host_addr, end - start) for start, end in found]
+        faults = (os.getpid(), hostmm.page_faults())  # a forked child counts from zero
+        if self._scanned is not None and self._scanned[0] == faults:
+            ranges = self._scanned[1]
         else:
-            ranges = self._written_ranges_from_pagemap()
-        return _page_runs(ranges + self.marked) if own else ranges
+            ranges = self._scan_written()
+            self._scanned = (faults, ranges)
+        return _page_runs(ranges + self.marked) if own else list(ranges)
+
+    def _scan_written(self) -> list[tuple[int, int]]:
+        scan = hostmm.present_pages if self.origin_fd is not None else hostmm.private_pages
+        found = scan(self.host_addr, self.size)
+        if found is None:
+            return self._written_ranges_from_pagemap()
+        return [(start - self.host_addr, end - start) for start, end in found]
+
+    def _remapped(self) -> None:
+        """Pages were mapped over or dropped without a fault: the last scan is stale."""
+        self._scanned = None
 
     def backed_bytes(self) -> int:
         """The host memory this process holds for it: in a file of its own, the file's
@@ -366,6 +391,7 @@ class GuestMemory:
         for off, length in data_ranges(self.fd, self.size) + written + shown:
             os.pwrite(fd, self.view[off : off + length], off)
         hostmm.map_over(self.host_addr, self.size, fd, private=False)
+        self._remapped()
         self.file_pages, self.anonymous = [], []
         os.close(self.fd)
         self.fd = fd
@@ -379,10 +405,12 @@ class GuestMemory:
     def map_shared_file(self, offset: int, length: int, fd: int, file_offset: int = 0) -> None:
         """Show `fd` from `file_offset` (mapped shared) at [offset, offset+length) instead of
         this memory's own pages: a forked process that inherits the mapping sees the same."""
+        self._remapped()
         hostmm.map_over(self.host_addr + offset, length, fd, private=False, offset=file_offset)
 
     def map_own_file(self, offset: int, length: int) -> None:
         """Undo map_shared_file: this memory's own file there again, as it was mapped."""
+        self._remapped()
         hostmm.map_over(self.host_addr + offset, length, self.fd, private=self.private,
                         offset=offset)
 
@@ -404,6 +432,7 @@ class GuestMemory:
             if 2 * n >= huge and self.host_addr <= block \
                     and block + huge <= self.host_addr + self.size:
                 hostmm.populate_write(block, PAGE_SIZE)  # a collapse needs a page present
+                self._remapped()  # a collapse fills a huge page without a fault
                 collapsed += hostmm.collapse(block, huge)
         return collapsed
 
@@ -421,6 +450,7 @@ class GuestMemory:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return False
+        self._remapped()
         try:
             hostmm.map_over(self.host_addr + offset, length, fd, private=True,
                             offset=file_offset)
