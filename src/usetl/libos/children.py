@@ -1108,7 +1108,7 @@ def _run_program(k: Kernel, pid: int, program: Program, argv: list[str], envp: l
     child.children = Children(k.children.tokens, k.children.table)
     child.net = k.net
     child.umask = k.umask
-    child.identity.nice = k.identity.nice  # kept across execve, as Linux's
+    child.sched.current.nice = k.sched.current.nice  # kept across execve, as Linux's
     child.limits = dict(k.limits)  # kept across execve, as Linux's
     # The shared pages of files it has a copy of (its memfds kept, forked on with it).
     child.mm.paged = list(k.mm.paged)

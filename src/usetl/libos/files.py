@@ -9,8 +9,17 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
+from usetl.vm.layout import PAGE_SIZE
+
 from .errors import SyscallError
 from .fs import (
+    F_SEAL_ALL,
+    F_SEAL_EXEC,
+    F_SEAL_FUTURE_WRITE,
+    F_SEAL_GROW,
+    F_SEAL_SEAL,
+    F_SEAL_SHRINK,
+    F_SEAL_WRITE,
     IN_ACCESS,
     IN_CLOSE_NOWRITE,
     IN_CLOSE_WRITE,
@@ -154,6 +163,14 @@ class OpenFile:
         """F_GETPIPE_SZ (None) or F_SETPIPE_SZ: its pipe's capacity; EBADF if it is none."""
         raise SyscallError(errno.EBADF)
 
+    def seals(self) -> int:
+        """F_GET_SEALS: EINVAL but for a tmpfs file (a memfd)."""
+        raise SyscallError(errno.EINVAL)
+
+    def add_seals(self, seals: int, writably_mapped: bool) -> None:
+        """F_ADD_SEALS; `writably_mapped`: the file has writable shared mappings."""
+        raise SyscallError(errno.EINVAL)
+
     def reopen(self, flags: int) -> OpenFile:
         """A new open of this file through /proc/self/fd with `flags`, for files that have no
         name to open again (files that do are opened by their node): ENXIO, as Linux gives
@@ -218,7 +235,47 @@ class TmpOpenFile(OpenFile):
             self.tmpfs.file_changed(self, IN_ACCESS)
         return data
 
+    def seals(self) -> int:
+        return self.node.seals
+
+    def add_seals(self, seals: int, writably_mapped: bool) -> None:
+        """Linux's memfd_add_seals: on a writable open, sealing not sealed itself, and a
+        write seal only while no shared mapping may write (EBUSY)."""
+        node = self.node
+        if not self.writable:
+            raise SyscallError(errno.EPERM)
+        if seals & ~F_SEAL_ALL:
+            raise SyscallError(errno.EINVAL)
+        if node.seals & F_SEAL_SEAL:
+            raise SyscallError(errno.EPERM)
+        if seals & F_SEAL_WRITE and not node.seals & F_SEAL_WRITE and writably_mapped:
+            raise SyscallError(errno.EBUSY)
+        if seals & F_SEAL_EXEC and node.mode & 0o111:
+            seals |= F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE
+        node.seals |= seals
+
+    def _writable_length(self, offset: int, length: int) -> int:
+        """How much of a write the seals let through: none under a write seal (EPERM);
+        under F_SEAL_GROW, page by page as Linux writes, up to the page that would grow
+        the file (EPERM if that is the first)."""
+        seals = self.node.seals
+        if seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE):
+            raise SyscallError(errno.EPERM)
+        if not seals & F_SEAL_GROW:
+            return length
+        n = 0
+        while n < length:
+            chunk = min(PAGE_SIZE - (offset + n) % PAGE_SIZE, length - n)
+            if offset + n + chunk > self.node.size:
+                break
+            n += chunk
+        if n == 0:
+            raise SyscallError(errno.EPERM)
+        return n
+
     def write_at(self, offset: int, data: memoryview) -> int:
+        if self.node.seals & ~F_SEAL_SEAL:
+            data = data[: self._writable_length(offset, len(data))]
         buf = self.node.data
         end = offset + len(data)
         if end > len(buf):
@@ -234,6 +291,9 @@ class TmpOpenFile(OpenFile):
     def truncate(self, length: int) -> None:
         if not self.writable:
             raise SyscallError(errno.EINVAL)
+        seals, size = self.node.seals, self.node.size
+        if (length < size and seals & F_SEAL_SHRINK) or (length > size and seals & F_SEAL_GROW):
+            raise SyscallError(errno.EPERM)
         truncate_tmp(self.node, length, self.tmpfs)
         self.tmpfs.file_changed(self, IN_MODIFY)
 
@@ -244,6 +304,11 @@ class TmpOpenFile(OpenFile):
         """fallocate as tmpfs has it: mode 0 extends the file with zeros, KEEP_SIZE reserves
         (nothing to do in memory), KEEP_SIZE|PUNCH_HOLE zeroes the range within the file."""
         end = offset + length
+        seals = self.node.seals
+        if mode & FALLOC_FL_PUNCH_HOLE and seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE):
+            raise SyscallError(errno.EPERM)
+        if mode == 0 and end > self.node.size and seals & F_SEAL_GROW:
+            raise SyscallError(errno.EPERM)
         if mode == 0:
             if end > self.node.size:
                 truncate_tmp(self.node, end, self.tmpfs)

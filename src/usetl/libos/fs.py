@@ -159,11 +159,18 @@ class TmpNode(Node):
         return sum(len(n) + len(v) for n, v in self.__dict__.get("user_xattrs", {}).items())
 
 
+# memfd seals (fcntl F_ADD_SEALS), kept on the file as Linux keeps them on its inode
+F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE = 0x1, 0x2, 0x4, 0x8
+F_SEAL_FUTURE_WRITE, F_SEAL_EXEC = 0x10, 0x20
+F_SEAL_ALL = 0x3F
+
+
 class TmpFile(TmpNode):
     # Its bytes in a host memfd while it has MAP_SHARED mappings (sharedpages.py): what
     # read() sees, stores through the mappings included. Never in a captured state.
     pages: SharedPages | None = None
     linkable = False  # an O_TMPFILE file linkat may still name (Linux's I_LINKABLE)
+    seals = F_SEAL_SEAL  # fcntl's F_ADD_SEALS: only a memfd made to allow sealing has none
 
     def __init__(self, ino: int, mode: int = 0o644):
         super().__init__(st.S_IFREG | mode, ino, time.time_ns())
@@ -378,25 +385,35 @@ class StaticLink(Node):
         return self.target
 
 
-class FdDir(Node):
-    """/proc/self/fd: one magic link per open fd of the process that looks.
-
-    Listed from `owner.fds` (the Kernel's fd table) at each lookup, so a vfork child
-    sees its own table. Not a StaticDir: its entries are never stored.
-    """
+class ListedDir(Node):
+    """A /proc directory of numbered entries listed from the state of `owner` (the
+    Kernel of the process that looks) at each lookup: not a StaticDir, its entries are
+    never stored."""
 
     dev = DEV_PROC
 
-    def __init__(self, ino: int, owner: Any):
-        super().__init__(st.S_IFDIR | 0o500, ino)
+    def __init__(self, ino: int, owner: Any, mode: int = 0o555):
+        super().__init__(st.S_IFDIR | mode, ino)
         self.owner = owner
 
     @property
     def entries(self) -> dict[str, Node]:
-        return {str(fd): FdLink(FD_LINK_INO + fd, f) for fd, f in self.owner.fds.files.items()}
+        raise NotImplementedError
 
     def children(self) -> list[tuple[str, Node]]:
         return sorted(self.entries.items(), key=lambda item: int(item[0]))
+
+
+class FdDir(ListedDir):
+    """/proc/self/fd: one magic link per open fd of the process that looks (a vfork
+    child sees its own table)."""
+
+    def __init__(self, ino: int, owner: Any):
+        super().__init__(ino, owner, 0o500)
+
+    @property
+    def entries(self) -> dict[str, Node]:
+        return {str(fd): FdLink(FD_LINK_INO + fd, f) for fd, f in self.owner.fds.files.items()}
 
 
 class FdLink(Node):
@@ -539,7 +556,7 @@ class Namespace:
         if top in ("dev", "proc", "sys"):
             node: Node | None = getattr(self, top)
             for part in parts[1:]:
-                if not isinstance(node, (StaticDir, TmpDir, FdDir)):  # TmpDir: /dev/shm
+                if not isinstance(node, (StaticDir, TmpDir, ListedDir)):  # TmpDir: /dev/shm
                     return None
                 node = node.entries.get(part)
                 if node is None:

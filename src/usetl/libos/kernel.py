@@ -62,7 +62,6 @@ class Identity:
     uid: int = GUEST_ID
     gid: int = GUEST_ID
     hostname: str = "usf"
-    nice: int = 0  # setpriority's value, which only goes up: the guest's user is not root
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """What /proc, /sys and /etc/passwd show a USF: one process, one CPU, the VM's memory.
 
 /proc/self/fd lists the fd table of the process that looks; /dev/fd, /dev/stdin,
-/dev/stdout and /dev/stderr link into it.
+/dev/stdout and /dev/stderr link into it. /proc/self/task lists its threads.
 
 Files that describe live state (/proc/self/status, stat, statm and maps,
 /proc/meminfo, /proc/stat, /proc/uptime) are rendered from the kernel at
@@ -13,6 +13,8 @@ reduced to its first processor.
 
 from __future__ import annotations
 
+import errno
+import functools
 import os
 import resource
 import time
@@ -22,16 +24,31 @@ from typing import TYPE_CHECKING
 from usetl.vm.layout import PAGE_SIZE
 
 from .children import Usage, find_process, parent_pid
-from .fs import DEV_DEVFS, DEV_PROC, DEV_SYSFS, FdDir, ProcNode, StaticDir, StaticFile, StaticLink
+from .errors import SyscallError
+from .fs import (
+    DEV_DEVFS,
+    DEV_PROC,
+    DEV_SYSFS,
+    FdDir,
+    ListedDir,
+    Node,
+    ProcNode,
+    StaticDir,
+    StaticFile,
+    StaticLink,
+)
 from .guestnet import SOMAXCONN
 
 if TYPE_CHECKING:
     from .kernel import Kernel
+    from .sched import Thread
 
 USER_NAME = "usetl"
 HOST_CPUINFO = "/proc/cpuinfo"
 PROC_INO, SYS_INO = 0x100, 0x200
 FD_DIR_INO = 8
+TASK_DIR_INO = 9
+TASK_INO = 0x100000  # /proc/self/task/<tid> is this plus 4 * tid, its files 1 and 2 more
 # /dev's links into /proc/self/fd, as udev and systemd make them on Linux.
 DEV_LINKS = {"fd": (22, "/proc/self/fd"), "stdin": (23, "/proc/self/fd/0"),
              "stdout": (24, "/proc/self/fd/1"), "stderr": (25, "/proc/self/fd/2")}
@@ -51,8 +68,17 @@ def uptime() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
+def thread_name(k: Kernel, t: Thread) -> bytes:
+    """A thread's comm: the name PR_SET_NAME gave it or its creator, else its program's."""
+    if t.name is not None:
+        return t.name
+    return os.path.basename(k.ns.proc.entries["self"].entries["exe"].readlink())[:15].encode()
+
+
 def _name(k: Kernel) -> str:
-    return os.path.basename(k.ns.proc.entries["self"].entries["exe"].readlink())[:15]
+    """The process's name: its main thread's."""
+    main = k.sched.threads.get(k.identity.pid, k.sched.current)
+    return thread_name(k, main).decode("utf-8", "replace")
 
 
 def _signal_sets(k: Kernel) -> tuple[int, int]:
@@ -98,6 +124,10 @@ def _ticks(seconds: float) -> int:
 
 
 def render_stat(k: Kernel) -> bytes:
+    return (" ".join(map(str, _stat_fields(k))) + "\n").encode()
+
+
+def _stat_fields(k: Kernel) -> list:
     """/proc/self/stat's 52 fields (proc(5)): what ps and psutil read (state, parent,
     group, session, CPU times, threads, start, sizes, signals); the rest 0."""
     me = find_process(k, 0)
@@ -113,6 +143,39 @@ def render_stat(k: Kernel) -> bytes:
         k.thread_signals.mask, ignored, caught, 0, 0, 0, 17, 0, 0, 0, 0, 0, 0,
         0, 0, 0, 0, 0, 0, 0, 0,
     ]  # fmt: skip
+    return fields
+
+
+class TaskDir(ListedDir):
+    """/proc/self/task: a directory per thread of the process that looks, named by its
+    tid, with the thread's comm and stat."""
+
+    @property
+    def entries(self) -> dict[str, Node]:
+        return {str(tid): StaticDir(TASK_INO + 4 * tid, {
+            "comm": ProcNode(TASK_INO + 4 * tid + 1, functools.partial(render_task_comm, tid)),
+            "stat": ProcNode(TASK_INO + 4 * tid + 2, functools.partial(render_task_stat, tid)),
+        }, DEV_PROC) for tid in self.owner.sched.threads}
+
+
+def _task(k: Kernel, tid: int) -> Thread:
+    t = k.sched.threads.get(tid)
+    if t is None:
+        raise SyscallError(errno.ESRCH)  # the thread ended after its directory was looked up
+    return t
+
+
+def render_task_comm(tid: int, k: Kernel) -> bytes:
+    return thread_name(k, _task(k, tid)) + b"\n"
+
+
+def render_task_stat(tid: int, k: Kernel) -> bytes:
+    """The process's stat with the thread's id, name and CPU time (the vCPU's turns it
+    had, all counted as user time)."""
+    t = _task(k, tid)
+    fields = _stat_fields(k)
+    fields[0:2] = [tid, f"({thread_name(k, t).decode('utf-8', 'replace')})"]
+    fields[13:15] = [_ticks(k.sched.cpu_ns(t) / 1e9), 0]
     return (" ".join(map(str, fields)) + "\n").encode()
 
 
@@ -120,6 +183,10 @@ def render_statm(k: Kernel) -> bytes:
     """Sizes in pages: all of the mapped memory is resident (guest RAM), none shared."""
     pages = k.mm.mapped_bytes // PAGE_SIZE
     return f"{pages} {pages} 0 0 0 {pages} 0\n".encode()
+
+
+def render_comm(k: Kernel) -> bytes:
+    return _name(k).encode() + b"\n"
 
 
 def render_system_stat(k: Kernel) -> bytes:
@@ -265,6 +332,8 @@ def install(k: Kernel) -> None:
     own["cmdline"] = ProcNode(PROC_INO + 9, render_cmdline)
     own["environ"] = ProcNode(PROC_INO + 10, render_environ)
     own["fd"] = FdDir(FD_DIR_INO, k)
+    own["task"] = TaskDir(TASK_DIR_INO, k)
+    own["comm"] = ProcNode(PROC_INO + 13, render_comm)
     for name, (ino, target) in DEV_LINKS.items():
         ns.dev.entries[name] = StaticLink(ino, target, DEV_DEVFS)
     show_pid(k)

@@ -126,6 +126,8 @@ class Thread:
         self.result: int | None = None  # what its syscall returns when it next runs
         self.wait: Wait | None = None
         self.cpu_ns = 0  # the vCPU's host CPU time it had in its past turns on the vCPU
+        self.name: bytes | None = None  # PR_SET_NAME's (comm); None: its program's name
+        self.nice = 0  # setpriority's, per thread as on Linux; it only goes up (not root)
 
     def __repr__(self) -> str:
         return f"Thread({self.tid}, {self.state})"
@@ -300,13 +302,14 @@ class Scheduler:
         return tid
 
     def new_thread(self, context: ThreadContext) -> Thread:
-        """A thread made by the current one: it inherits its signal mask, not its altstack
-        or pending signals (Linux's clone with CLONE_VM)."""
+        """A thread made by the current one: it inherits its signal mask, name and nice
+        value, not its altstack or pending signals (Linux's clone with CLONE_VM)."""
         if len(self.threads) >= MAX_THREADS:
             raise SyscallError(errno.EAGAIN)
         tid = self.new_id()
         signals = ThreadSignals(mask=self.current.signals.mask)
         t = self.threads[tid] = Thread(tid, context, signals)
+        t.name, t.nice = self.current.name, self.current.nice  # as its creator's
         self._make_runnable(t)
         return t
 

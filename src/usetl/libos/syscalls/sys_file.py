@@ -63,6 +63,7 @@ F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL = 0, 1, 2, 3, 4
 F_GETLK, F_SETLK, F_SETLKW = 5, 6, 7
 F_UNLCK = 2
 F_DUPFD_CLOEXEC = 1030
+F_ADD_SEALS, F_GET_SEALS = 1033, 1034
 FD_CLOEXEC = 1
 
 TCGETS, TIOCGWINSZ, FIONBIO, FIONCLEX, FIOCLEX = 0x5401, 0x5413, 0x5421, 0x5450, 0x5451
@@ -732,6 +733,11 @@ def sys_fcntl(k: Kernel, fd: int, cmd: int, arg: int, *_: int) -> int:
         return 0  # one process: every lock is granted
     if cmd in (F_SETPIPE_SZ, F_GETPIPE_SZ):
         return f.pipe_size(arg & 0xFFFFFFFF if cmd == F_SETPIPE_SZ else None)
+    if cmd == F_GET_SEALS:
+        return f.seals()
+    if cmd == F_ADD_SEALS:
+        f.add_seals(arg & 0xFFFFFFFF, any(m.node is f.node for m in k.mm.shared))
+        return 0
     raise SyscallError(errno.EINVAL)
 
 

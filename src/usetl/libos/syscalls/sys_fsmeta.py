@@ -22,6 +22,7 @@ from ..fs import (
     DEV_PROC,
     DEV_SYSFS,
     DEV_TMPFS,
+    F_SEAL_EXEC,
     NAME_MAX,
     DeviceNode,
     Node,
@@ -401,6 +402,10 @@ def sys_memfd_create(k: Kernel, name: int, flags: int, *_: int) -> int:
         raise SyscallError(errno.EINVAL if e.errno == errno.ENAMETOOLONG else e.errno) from None
     node = TmpFile(k.ns.tmp.new_ino(), 0o600 if flags & MFD_NOEXEC_SEAL else 0o777)
     node.links = 0
+    if flags & MFD_NOEXEC_SEAL:  # implies MFD_ALLOW_SEALING, and seals the mode
+        node.seals = F_SEAL_EXEC
+    elif flags & MFD_ALLOW_SEALING:
+        node.seals = 0
     label = f"/memfd:{raw.decode('utf-8', 'surrogateescape')} (deleted)"
     f = MemfdFile(node, O_RDWR, label, k.ns.tmp)
     return k.fds.install(f, cloexec=bool(flags & MFD_CLOEXEC))

@@ -10,10 +10,12 @@ from .. import limits
 from ..children import parent_pid, route
 from ..errors import SyscallError
 from ..procfs import OS_RELEASE, uptime
+from ..sched import TIME_SLICE
 from .args import s32
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
+    from ..sched import Thread
 
 
 def sys_getpid(k: Kernel, *_: int) -> int:
@@ -91,30 +93,39 @@ def sys_uname(k: Kernel, buf: int, *_: int) -> int:
     return 0
 
 
-PRIO_PROCESS, PRIO_USER = 0, 2
+PRIO_PROCESS, PRIO_PGRP, PRIO_USER = 0, 1, 2
 
 
-def _own_priority(k: Kernel, which: int, who: int) -> None:
-    """getpriority/setpriority name the guest's one process (by pid, group or user)."""
+def _prioritised(k: Kernel, which: int, who: int) -> list[Thread]:
+    """The threads getpriority/setpriority name: PRIO_PROCESS one thread by tid (0: the
+    caller; the pid is the main thread's tid), as Linux's nice is per thread; a group or
+    the user every thread of the guest's one process."""
     which, who = s32(which), s32(who)
     if not PRIO_PROCESS <= which <= PRIO_USER:
         raise SyscallError(errno.EINVAL)
+    if which == PRIO_PROCESS:
+        t = k.sched.current if who == 0 else k.sched.threads.get(who)
+        if t is None:
+            raise SyscallError(errno.ESRCH)
+        return [t]
     own = k.identity.uid if which == PRIO_USER else k.identity.pid
     if who not in (0, own):
         raise SyscallError(errno.ESRCH)
+    return list(k.sched.threads.values())
 
 
 def sys_getpriority(k: Kernel, which: int, who: int, *_: int) -> int:
-    _own_priority(k, which, who)
-    return 20 - k.identity.nice  # the kernel's form; glibc gives the nice value back
+    nice = min(t.nice for t in _prioritised(k, which, who))  # the highest priority's
+    return 20 - nice  # the kernel's form; glibc gives the nice value back
 
 
 def sys_setpriority(k: Kernel, which: int, who: int, prio: int, *_: int) -> int:
-    _own_priority(k, which, who)
+    threads = _prioritised(k, which, who)
     nice = min(max(s32(prio), -20), 19)
-    if nice < k.identity.nice:
+    if any(nice < t.nice for t in threads):
         raise SyscallError(errno.EACCES)  # lowering it takes CAP_SYS_NICE (RLIMIT_NICE 0)
-    k.identity.nice = nice
+    for t in threads:
+        t.nice = nice
     return 0
 
 
@@ -162,6 +173,24 @@ def sys_sched_getaffinity(k: Kernel, pid: int, size: int, mask: int, *_: int) ->
         raise SyscallError(errno.EINVAL)
     k.mem.write(mask, (1).to_bytes(8, "little"))
     return 8
+
+
+def sys_sched_setaffinity(k: Kernel, pid: int, size: int, mask: int, *_: int) -> int:
+    """The one vCPU is CPU 0: a mask that holds it is what the thread has already, one
+    that does not holds no CPU the thread may run on (EINVAL)."""
+    _own_thread(k, pid)
+    if size == 0:
+        raise SyscallError(errno.EINVAL)
+    if not k.mem.read(mask, 1)[0] & 1:
+        raise SyscallError(errno.EINVAL)
+    return 0
+
+
+def sys_sched_rr_get_interval(k: Kernel, pid: int, interval: int, *_: int) -> int:
+    """A SCHED_OTHER thread's time slice: the scheduler's."""
+    _own_thread(k, pid)
+    k.mem.write(interval, struct.pack("<qq", 0, int(TIME_SLICE * 1e9)))
+    return 0
 
 
 SCHED_OTHER, SCHED_FIFO, SCHED_RR = 0, 1, 2

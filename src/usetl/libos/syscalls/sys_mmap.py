@@ -6,7 +6,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from ..errors import SyscallError
-from ..fs import DeviceNode, ImageNode, TmpFile
+from ..fs import F_SEAL_FUTURE_WRITE, F_SEAL_WRITE, DeviceNode, ImageNode, TmpFile
 from ..hostfs import HostNode
 from ..mm import PAGE_SIZE, FileBacking, SharedFileMap, page_up
 from .args import s32
@@ -58,6 +58,9 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int,
     shared = kind != MAP_PRIVATE and bool(prot & PROT_WRITE)
     if shared and not f.writable:
         raise SyscallError(errno.EACCES)  # only image and host files are read-only
+    if shared and isinstance(node, TmpFile) and node.seals & (F_SEAL_WRITE
+                                                              | F_SEAL_FUTURE_WRITE):
+        raise SyscallError(errno.EPERM)  # a memfd sealed against writes
     n = max(min(page_up(length), node.size - offset), 0)
     # ld.so maps a library over its whole span, then maps its segments over
     # that with MAP_FIXED; where a segment's bytes are already in place from

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 NO_CHILDREN = ("usetl: {call} refused: a child process is made by fork, vfork or "
                "clone(CLONE_VM|CLONE_VFORK) only\n")
 CLONE_VM, CLONE_VFORK, CSIGNAL = 0x100, 0x4000, 0xFF
-P_ALL, P_PID, P_PGID = 0, 1, 2
+P_ALL, P_PID, P_PGID, P_PIDFD = 0, 1, 2, 3
 WNOHANG, WEXITED, WSTOPPED, WCONTINUED, WNOWAIT = 1, 4, 2, 8, 0x01000000
 WALL_FLAGS = 0x40000000 | 0x80000000 | 0x20000000  # __WALL, __WCLONE, __WNOTHREAD
 SIGCHLD = 17
@@ -111,6 +111,8 @@ def sys_waitid(k: Kernel, idtype: int, ident: int, infop: int, options: int, rus
         pid = -s32(ident)  # 0: the caller's group
     elif idtype == P_PID and s32(ident) > 0:
         pid = s32(ident)
+    elif idtype == P_PIDFD:
+        pid = _pidfd_process(k, s32(ident))
     else:
         raise SyscallError(errno.EINVAL)
     if not options & WEXITED:
@@ -127,6 +129,14 @@ def sys_waitid(k: Kernel, idtype: int, ident: int, infop: int, options: int, rus
     if rusage:
         k.mem.write(rusage, usage().pack())
     return 0
+
+
+def _pidfd_process(k: Kernel, fd: int) -> int:
+    """The process a pidfd names (waitid's P_PIDFD): EBADF for any other file."""
+    f = k.fds.get(fd)
+    if not isinstance(f, PidFile):
+        raise SyscallError(errno.EBADF)
+    return f.pid
 
 
 def sys_getpgrp(k: Kernel, *_: int) -> int:

@@ -12,6 +12,7 @@ from usetl.kvm.structs import kvm_regs
 from usetl.vm import Stop, ThreadContext
 
 from ..errors import SyscallError
+from ..procfs import thread_name
 from ..sched import ExitThread
 from .sys_process import clone_process
 
@@ -96,8 +97,18 @@ def sys_set_robust_list(k: Kernel, head: int, length: int, *_: int) -> int:
 
 
 
-def sys_prctl(k: Kernel, option: int, *_: int) -> int:
-    PR_SET_NAME, PR_GET_NAME = 15, 16
-    if option in (PR_SET_NAME, PR_GET_NAME):
+PR_SET_NAME, PR_GET_NAME = 15, 16
+TASK_COMM_LEN = 16  # a thread's name with its NUL
+
+
+def sys_prctl(k: Kernel, option: int, arg: int, *_: int) -> int:
+    """The calling thread's name (comm, shown in /proc/self/task/<tid>/comm): at most 15
+    bytes are kept, and PR_GET_NAME writes them NUL-padded to 16."""
+    t = k.sched.current
+    if option == PR_SET_NAME:
+        t.name = k.mem.read(arg, TASK_COMM_LEN - 1).split(b"\0", 1)[0]
+        return 0
+    if option == PR_GET_NAME:
+        k.mem.write(arg, thread_name(k, t).ljust(TASK_COMM_LEN, b"\0"))
         return 0
     raise SyscallError(errno.EINVAL)

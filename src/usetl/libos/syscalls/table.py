@@ -81,7 +81,7 @@ _ENTRIES = [
     Syscall("fcntl", f.sys_fcntl, PARTIAL,
             "locks always granted and F_GETLK finds none (one process); no OFD locks, "
             "no leases; F_DUPFD bound by RLIMIT_NOFILE (1024); F_GETPIPE_SZ/F_SETPIPE_SZ "
-            "as Linux (up to 1 MiB)"),
+            "as Linux (up to 1 MiB); F_ADD_SEALS/F_GET_SEALS of tmpfs files (memfds)"),
     Syscall("ioctl", f.sys_ioctl, PARTIAL,
             "FIONBIO/FIOCLEX; the devices' own: /dev/etl's request, /dev/usetl's exchange "
             "(a reply and the next request), a pseudo-terminal's termios, window size and "
@@ -148,7 +148,8 @@ _ENTRIES = [
     Syscall("inotify_add_watch", meta.sys_inotify_add_watch, FULL),
     Syscall("inotify_rm_watch", meta.sys_inotify_rm_watch, FULL),
     Syscall("memfd_create", meta.sys_memfd_create, PARTIAL,
-            "a tmpfs file in no directory; no seals (F_ADD_SEALS is EINVAL); "
+            "a tmpfs file in no directory; seals (F_ADD_SEALS, F_GET_SEALS) as Linux "
+            "keeps them, not F_SEAL_WRITE's hold on read-only shared mappings' mprotect; "
             "shared mappings as mmap's"),
     # memory
     Syscall("brk", mm.sys_brk, FULL, "the break stays where growth would pass the memory "
@@ -209,9 +210,11 @@ _ENTRIES = [
     Syscall("getgroups", ident.sys_getgroups, FULL),
     Syscall("setgroups", _errno(errno.EPERM), REFUSED,
             "EPERM: it takes CAP_SETGID (subprocess's extra_groups)"),
-    Syscall("getpriority", ident.sys_getpriority, FULL, "one process: the guest's"),
+    Syscall("getpriority", ident.sys_getpriority, FULL,
+            "a thread by tid (PRIO_PROCESS), the guest's process's threads (group, user)"),
     Syscall("setpriority", ident.sys_setpriority, PARTIAL,
-            "the nice value is kept, never applied (one vCPU); lowering it is EACCES"),
+            "per thread as on Linux; the nice value is kept, never applied (one vCPU); "
+            "lowering it is EACCES"),
     Syscall("uname", ident.sys_uname, FULL),
     Syscall("sethostname", ident.sys_sethostname, REFUSED, "EPERM: the guest is not root"),
     Syscall("chroot", _errno(errno.EPERM), REFUSED, "EPERM: the guest is not root"),
@@ -224,6 +227,10 @@ _ENTRIES = [
             "of the tree's are asked of its monitor (ESRCH for any other pid)"),
     Syscall("getrlimit", ident.sys_getrlimit, FULL),
     Syscall("sched_getaffinity", ident.sys_sched_getaffinity, FULL, "one vCPU"),
+    Syscall("sched_setaffinity", ident.sys_sched_setaffinity, FULL,
+            "a mask holding CPU 0, the one vCPU; else EINVAL"),
+    Syscall("sched_rr_get_interval", ident.sys_sched_rr_get_interval, FULL,
+            "the scheduler's 10 ms time slice"),
     Syscall("sched_yield", ident.sys_sched_yield, FULL, "other runnable threads go first"),
     Syscall("sched_getscheduler", ident.sys_sched_getscheduler, FULL),
     Syscall("sched_getparam", ident.sys_sched_getparam, FULL),
@@ -356,7 +363,8 @@ _ENTRIES = [
     Syscall("set_robust_list", th.sys_set_robust_list, FULL),
     Syscall("futex", fx.sys_futex, PARTIAL,
             "WAIT(_BITSET), WAKE(_BITSET), (CMP_)REQUEUE, WAKE_OP, private or not; no PI ops"),
-    Syscall("prctl", th.sys_prctl, PARTIAL, "PR_SET_NAME/PR_GET_NAME only"),
+    Syscall("prctl", th.sys_prctl, PARTIAL,
+            "PR_SET_NAME/PR_GET_NAME only: the thread's name, in /proc/self/task/<tid>/comm"),
     Syscall("rseq", _errno(errno.ENOSYS), REFUSED, "glibc runs without restartable sequences"),
     # Child processes (libos/children.py, forking.py): a vfork child runs in its parent's
     # VM until execve starts its program in a sibling VM; fork copies the running VM.
@@ -393,7 +401,7 @@ _ENTRIES = [
     Syscall("pidfd_open", proc.sys_pidfd_open, PARTIAL,
             "a process of the invocation's tree; readable once it ended (poll, epoll)"),
     Syscall("waitid", proc.sys_waitid, PARTIAL,
-            "P_ALL, P_PID, P_PGID; WEXITED, WNOHANG, WNOWAIT; rusage as wait4's"),
+            "P_ALL, P_PID, P_PGID, P_PIDFD; WEXITED, WNOHANG, WNOWAIT; rusage as wait4's"),
 ]
 
 TABLE: dict[int, Syscall] = {NR[e.name]: e for e in _ENTRIES}

@@ -55,7 +55,7 @@ def handler(event, context):
         reopened = duckdb.connect(os.path.join(root, "lake.duckdb"), read_only=True)
         persisted = reopened.execute("select count(*) from orders").fetchone()[0]
         arrow = reopened.execute("select customer, amount from orders order by order_id "
-                                 "limit 3").arrow()
+                                 "limit 3").to_arrow_table()
         reopened.close()
     return {"per_file": per_file, "tiers": tiers, "partitions": partitions, "hive": hive,
             "joined": [[c, round(v, 2)] for c, v in joined], "persisted": persisted,

@@ -1,6 +1,8 @@
 """Upload validation by content, as file-ingest handlers do it with python-magic (libmagic
-through ctypes and its compiled database): MIME types and descriptions of generated files
-(PNG, PDF, gzip, zip, ELF, JSON, CSV, a script) from buffers and from paths in /tmp."""
+through ctypes and its compiled database, both from pylibmagic's wheel: a runtime image,
+Lambda's as this one, carries no libmagic, so the function ships it): MIME types and
+descriptions of generated files (PNG, PDF, gzip, zip, ELF, JSON, CSV, a script) from
+buffers and from paths in /tmp."""
 
 import gzip
 import io
@@ -10,6 +12,9 @@ import sys
 import tempfile
 import zipfile
 
+import pylibmagic  # noqa: F401  first: it points ctypes at its libmagic for magic's loader
+
+# isort: split
 import magic
 
 PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00"

@@ -2,10 +2,13 @@
 stamping page numbers from an overlay, extracting text, setting metadata, encrypting with
 a password (RC4, no extra package) and reading back, as invoice and report mergers do."""
 
+import datetime
 import io
 
 from fpdf import FPDF
 from pypdf import PdfReader, PdfWriter
+
+CREATED = datetime.datetime(2024, 6, 1, tzinfo=datetime.UTC)
 
 
 def make_pdf(title, lines):
@@ -16,7 +19,7 @@ def make_pdf(title, lines):
         pdf.cell(0, 10, f"{title} {start // 20 + 1}", new_x="LMARGIN", new_y="NEXT")
         for line in lines[start:start + 20]:
             pdf.cell(0, 8, line, new_x="LMARGIN", new_y="NEXT")
-    pdf.set_creation_date(None)
+    pdf.set_creation_date(CREATED)
     return bytes(pdf.output())
 
 
@@ -27,7 +30,7 @@ def overlay(count):
         pdf.add_page()
         pdf.set_y(-15)
         pdf.cell(0, 10, f"page {i + 1} of {count}", align="C")
-    pdf.set_creation_date(None)
+    pdf.set_creation_date(CREATED)
     return PdfReader(io.BytesIO(bytes(pdf.output())))
 
 

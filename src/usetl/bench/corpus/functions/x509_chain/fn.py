@@ -1,8 +1,9 @@
 """X.509 as mTLS gateways and signing services handle it with cryptography: a root CA, an
 intermediate and a leaf with SANs and extensions, a CSR signed by the intermediate, chain
-verification with cryptography's verifier, a CRL revoking a certificate, PKCS#12 bundling
-and loading, and fingerprints and PEM/DER round trips; keys from fixed seeds where the
-algorithm allows (Ed25519), so serials and dates are fixed too."""
+verification with cryptography's verifier (WebPKI's rules: EC keys), a CRL revoking a
+certificate, PKCS#12 bundling and loading, an Ed25519 signing key, and PEM/DER round
+trips; keys derived from fixed seeds (ECDSA's signatures are not, so neither are the
+certificates' fingerprints)."""
 
 import datetime
 
@@ -27,7 +28,9 @@ def cert(subject, issuer, public, signer, serial, ca, path_len=None, sans=()):
          .not_valid_before(NOW - datetime.timedelta(days=1))
          .not_valid_after(NOW + datetime.timedelta(days=365))
          .add_extension(x509.BasicConstraints(ca=ca, path_length=path_len), critical=True)
-         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False))
+         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+             signer.public_key()), critical=False))
     if ca:
         b = b.add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
                                           False), critical=True)
@@ -38,14 +41,14 @@ def cert(subject, issuer, public, signer, serial, ca, path_len=None, sans=()):
                             critical=False)
              .add_extension(x509.KeyUsage(True, False, False, False, False, False, False,
                                           False, False), critical=True))
-    algorithm = None if isinstance(signer, ed25519.Ed25519PrivateKey) else hashes.SHA256()
-    return b.sign(signer, algorithm)
+    return b.sign(signer, hashes.SHA256())
 
 
 def handler(event, context):
-    root_key = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
-    inter_key = ec.derive_private_key(event["seed"], ec.SECP256R1())
-    leaf_key = ec.derive_private_key(event["seed"] + 1, ec.SECP256R1())
+    root_key = ec.derive_private_key(event["seed"], ec.SECP384R1())
+    inter_key = ec.derive_private_key(event["seed"] + 1, ec.SECP256R1())
+    leaf_key = ec.derive_private_key(event["seed"] + 2, ec.SECP256R1())
+    release_key = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
     root = cert(name("Root CA"), name("Root CA"), root_key.public_key(), root_key, 1, True, 1)
     inter = cert(name("Issuing CA"), root.subject, inter_key.public_key(), root_key, 2, True, 0)
     csr = (x509.CertificateSigningRequestBuilder().subject_name(name(event["host"]))
@@ -81,7 +84,11 @@ def handler(event, context):
             "crl_signed": crl.is_signature_valid(inter_key.public_key()),
             "p12": [cert_back == leaf, len(extra), key_back.private_numbers() ==
                     leaf_key.private_numbers()],
-            # Ed25519 signatures are deterministic, ECDSA's are not: only the CAs' are fixed
-            "fingerprints": [c.fingerprint(hashes.SHA256()).hex()[:16] for c in (root, inter)],
+            "key_ids": [c.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+                        .value.digest.hex()[:16] for c in (root, inter, leaf)],
+            # Ed25519's signatures are deterministic: a root's key signed for a trust bundle
+            "ed25519": release_key.sign(root_key.public_key().public_bytes(
+                serialization.Encoding.DER,
+                serialization.PublicFormat.SubjectPublicKeyInfo)).hex()[:32],
             "der": x509.load_der_x509_certificate(der) == leaf,
             "root_self_signed": root.verify_directly_issued_by(root) is None}

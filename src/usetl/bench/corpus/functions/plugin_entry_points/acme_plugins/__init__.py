@@ -17,6 +17,11 @@ class Reverse:
         return text[::-1]
 
 
+# pluggy registers what an entry point names: instances, whose hooks are bound
+upper = Upper()
+reverse = Reverse()
+
+
 def csv_exporter(rows):
     return "\n".join(",".join(map(str, r)) for r in rows)
 
