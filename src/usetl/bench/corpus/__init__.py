@@ -274,10 +274,10 @@ CORPUS: list[Function] = [
     # The fifth wave: packages that are not trivial to load (document, media, geo and
     # columnar formats, bundled binaries and data files), import machinery and plugins,
     # and the kernel objects and process calls handlers reach past the usual ones.
-    _f("eventfd_memfd", "system", {"posts": 5, "size": 8192}),
-    _f("thread_introspection", "system", {"threads": 4}),
-    _f("process_priority", "system", {}),
-    _f("pidfd_children", "processes", {"children": 3, "code": 4}),
+    _f("eventfd_memfd", "system", {"posts": 5, "size": 8192}, quick=True),
+    _f("thread_introspection", "system", {"threads": 4}, quick=True),
+    _f("process_priority", "system", {}, quick=True),
+    _f("pidfd_children", "processes", {"children": 3, "code": 4}, quick=True),
     _f("forkserver_pool", "processes", {"n": 6}),
     _f("ctypes_threads", "native", {"threads": 3, "values": [5, 3, 9, 1, 7]}),
     _f("trace_coverage", "observability", {"n": 27, "values": [-3, 0, 4, 7]}, "coverage"),
