@@ -273,7 +273,8 @@ def test_proc_and_sys_describe_one_process_on_one_cpu(usf):
     assert out[2] == "1 True"
     assert out[3] == f"{256 * 1024} kB"
     assert out[4] == "0 1"
-    assert out[5] == "['cmdline', 'environ', 'exe', 'fd', 'maps', 'stat', 'statm', 'status']"
+    assert out[5] == ("['cmdline', 'comm', 'environ', 'exe', 'fd', 'maps', 'stat', 'statm', "
+                      "'status', 'task']")
 
 
 def test_proc_stat_files_read_as_psutil_parses_them(usf):
