@@ -8,13 +8,6 @@ from usetl.usf import start_usf
 pytestmark = pytest.mark.kvm
 
 
-@pytest.fixture(scope="module")
-def usf(image):
-    u = start_usf(image)
-    yield u
-    u.close()
-
-
 def test_an_epoll_set_keeps_a_pipe_whose_other_end_a_child_got(usf):
     # asyncio's connect_read_pipe, then a child given the write end (pass_fds): the pipe
     # becomes a host one, and the epoll entry, the parent's stdout and the data must stay.

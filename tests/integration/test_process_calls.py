@@ -4,16 +4,8 @@ thread names, per-thread nice values, sched_setaffinity and waitid on a pidfd.""
 import pytest
 
 from guest_code import run_lines as run
-from usetl.usf import start_usf
 
 pytestmark = pytest.mark.kvm
-
-
-@pytest.fixture(scope="module")
-def usf(image):
-    u = start_usf(image)
-    yield u
-    u.close()
 
 
 def test_memfd_seals_refuse_what_they_seal(usf):
