@@ -195,12 +195,11 @@ class GuestNet:
     def listener_elsewhere(self, s: GuestSocket, port: int) -> int | None:
         """The running process of the tree other than this one that listens on `port` for
         stream socket s's protocol, if one does."""
-        if s.sock_type != SOCK_STREAM or (tree := self._tree()) is None:
+        if s.sock_type != SOCK_STREAM:
             return None
-        holder = tree.name_holder(listener_name(s.protocol, port))
-        if holder is None or holder == self.sched.k.identity.pid:
-            return None
-        found = tree.find(holder)
+        holder = self._holder_elsewhere(listener_name(s.protocol, port))
+        tree = self._tree()
+        found = None if holder is None or tree is None else tree.find(holder)
         return holder if found is not None and found.ended == RUNNING else None
 
     def find_inet(self, protocol: int, key: Key, port: int, listening: bool
@@ -264,10 +263,11 @@ class GuestNet:
 
     def holder_elsewhere(self, name: bytes) -> int | None:
         """The other process of the tree that holds AF_UNIX address `name`, if one does."""
+        return self._holder_elsewhere(self.unix_key(name))
+
+    def _holder_elsewhere(self, key: bytes) -> int | None:
         tree = self._tree()
-        if tree is None:
-            return None
-        holder = tree.name_holder(self.unix_key(name))
+        holder = None if tree is None else tree.name_holder(key)
         return None if holder == self.sched.k.identity.pid else holder
 
     def accept_from_tree(self, message: Connect, conn: SocketFile) -> None:
@@ -297,11 +297,9 @@ class GuestNet:
     def _listener_at(self, key: bytes) -> GuestSocket | None:
         if key.startswith(b"\0"):
             return self.abstract.get(key)
-        if not key.startswith(b"inet:"):
-            return self.paths.get(key)
-        _, protocol, port = key.split(b":")
-        return next((s for s in self.ports.get((int(protocol), int(port)), ())
-                     if s.backlog is not None and s.tree_name == key), None)
+        return self.paths.get(key) or next(
+            (s for bound in self.ports.values() for s in bound
+             if s.backlog is not None and s.tree_name == key), None)
 
     def _autobind_name(self) -> bytes:
         for n in range(1 << 20):  # Linux's autobind: five hex digits in the abstract namespace
@@ -526,11 +524,11 @@ class GuestSocket(StreamFile):
         if isinstance(self.conn, SocketFile):
             self.conn.kernel = net.sched.k
             return
-        key = self._name_in_tree(net)
         if self.tree_name is not None:
             net.ports.setdefault((self.protocol, self.port), []).append(self)
-        else:
-            (net.abstract if key.startswith(b"\0") else net.paths)[key] = self
+            return
+        key = self._name_in_tree(net)
+        (net.abstract if key.startswith(b"\0") else net.paths)[key] = self
 
     def is_listener(self) -> bool:
         """A stream listener the tree may name: AF_UNIX, or on a TCP port."""
