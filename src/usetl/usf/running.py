@@ -272,12 +272,8 @@ class Usf:
     def _io(self) -> IoUsage:
         """The invocation's I/O: ETL requests plus the socket path, as one bill."""
         etl, net = self.etl.account, self.kernel.net_account
-        return IoUsage(requests=etl.requests + net.requests,
-                       bytes_in=etl.bytes_in + net.bytes_in,
-                       bytes_out=etl.bytes_out + net.bytes_out,
-                       host_cpu_s=etl.host_cpu_s + net.host_cpu_s,
-                       wall_s=etl.wall_s + net.wall_s,
-                       copied_bytes=etl.copied_bytes + net.copied_bytes)
+        return IoUsage(**{name: getattr(etl, name) + getattr(net, name)
+                          for name in IoUsage.__struct_fields__})
 
     def _exit_error(self, stop: Stop) -> ErrorInfo:
         if self.kernel.term_signal is not None:
