@@ -139,6 +139,7 @@ class Charge:
         self.tell = tell  # a line on the process's stderr
         self.told = False  # of a refusal, once
         self.next_check = time.monotonic() + CHECK_EVERY
+        self.ran_to = -1  # the VM's exit count at the last measurement (Kernel.check_memory)
 
     def held(self) -> int:
         return max(0, self.measure() - self.baseline)

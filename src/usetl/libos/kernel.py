@@ -260,10 +260,16 @@ class Kernel:
         self.rearm_wake()  # a CPU-time timer may not have expired yet
         return stop
 
-    def check_memory(self) -> None:
+    def check_memory(self, waiting: bool = False) -> None:
         """In a process tree, measure this process's memory when it is due: while it runs
-        (the kick out of KVM_RUN) and while it waits (it may have grown before)."""
-        if self.mm.charge is not None and time.monotonic() >= self.mm.charge.next_check:
+        (the kick out of KVM_RUN) and while it waits (it may have grown before); and as it
+        begins to wait, if its guest ran since the last measurement, so that what it
+        touched is the tree's to see before a sibling's mmap asks for room."""
+        charge = self.mm.charge
+        if charge is None:
+            return
+        if time.monotonic() >= charge.next_check or waiting and charge.ran_to != self.vm.exits:
+            charge.ran_to = self.vm.exits
             children.check_memory(self)
 
     def next_wake(self) -> float | None:
@@ -304,7 +310,7 @@ class Kernel:
         if self.sched.alone:
             for finish in self.sched.host.take():
                 finish()
-        self.check_memory()
+        self.check_memory(waiting=True)
         return self.vm.deadline_hit or sigdelivery.due(self)
 
     def resume(self, regs: kvm_regs) -> Stop | None:

@@ -642,7 +642,7 @@ class Scheduler:
 
     def _idle(self) -> None:
         """No thread can run: sleep on the host until a deadline or host work finishes."""
-        self.k.check_memory()
+        self.k.check_memory(waiting=True)
         deadlines = self._timed()
         # A real-time timer's signal may end a wait (CPU-time ones do not run while idle), and
         # so may a running child program's end (SIGCHLD, its pipes closing) or, in a child,
