@@ -86,6 +86,7 @@ from .ipc import F_SETPIPE_SZ, PIPE_CAPACITY, ChannelFile, EventFile, UnixSocket
 from .loader import Program, load_program, read_program
 from .net import WAIT_SLICE, SocketFile
 from .proctree import (
+    CAPACITY,
     ENDED,
     Connect,
     Exited,
@@ -667,7 +668,7 @@ def start_vfork_child(k: Kernel, stack: int) -> Block:
     child = k.sched.new_thread(ThreadContext(bytes(regs), stack or parent.user_rsp,
                                              parent.fs_base, parent.xsave))
     try:
-        table.add(child.tid, k.identity.pid)
+        enter_table(k, table, "vfork", child.tid)
     except SyscallError:
         k.sched.discard(child)
         raise
@@ -993,6 +994,17 @@ def _replace(k: Kernel, f: EventFile | TimerFile, shared: OpenFile,
         for g in set(t.files.values()):
             g.retarget({id(f): shared})
     f.queue.wake(k.sched)
+
+
+def enter_table(k: Kernel, table: ProcessTable, call: str, pid: int) -> None:
+    """`pid` is a new process of k's tree from now on, or EAGAIN (told on stderr) where the
+    tree's table is full."""
+    try:
+        table.add(pid, k.identity.pid)
+    except SyscallError:
+        tell(k.fds, AT_LIMIT.format(call=call, why=f"its table holds {CAPACITY} "
+                                    "processes, ended ones not waited for included"))
+        raise
 
 
 def host_fork(k: Kernel, call: str, sockets: tuple[socket.socket, ...]) -> int:

@@ -36,6 +36,7 @@ from .children import (
     charge_to,
     close_all_but,
     die_with_parent,
+    enter_table,
     eventfd_to_host,
     hear_parent,
     host_fork,
@@ -83,7 +84,7 @@ def fork(k: Kernel, flags: int, parent_tid: int, child_tid: int) -> int:
 def _fork(k: Kernel, flags: int, parent_tid: int, child_tid: int, memory_slot: int) -> int:
     table = k.children.process_table(k)
     pid = k.sched.new_id()
-    table.add(pid, k.identity.pid)
+    enter_table(k, table, "fork", pid)
     try:
         return _fork_as(k, pid, flags, parent_tid, child_tid, memory_slot)
     except BaseException:
