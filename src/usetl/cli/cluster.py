@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from usetl.cluster import config as cluster_config
-from usetl.cluster.bus import ACK_WAIT_S, SWITCH_INTERVAL_S
+from usetl.cluster.bus import ACK_WAIT_S, PULL_WAIT_S, SWITCH_INTERVAL_S
 from usetl.errors import UsetlError
 
 from .serve import add_callback_arguments, callback_config
@@ -48,6 +48,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="invocations run at once on this host (default 2)")
     worker.add_argument("--memory-budget", type=int, default=4096, metavar="MiB",
                         help="memory the pools may hold (default 4096)")
+    worker.add_argument("--pull-wait", type=float, default=PULL_WAIT_S, metavar="S",
+                        help="how long a pull request waits at NATS for a message: longer "
+                        "means fewer requests from an idle host, and a drain that takes up "
+                        f"to that long to finish (default {PULL_WAIT_S:g})")
     _state_arguments(worker)
     worker.set_defaults(func=run_worker)
 
@@ -102,9 +106,11 @@ def run_worker(args: argparse.Namespace) -> int:
     from usetl.platform.registry import state_root
 
     config = cluster_config.from_arguments(args)
+    if args.pull_wait <= 0:
+        raise UsetlError("--pull-wait must be more than 0 seconds")
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     worker = Worker(config, check_host_name(args.name), state_root(args.state),
-                    args.backend, args.slots, args.memory_budget, args.modules)
+                    args.backend, args.slots, args.memory_budget, args.modules, args.pull_wait)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: worker.stop())
     print(f"usetl: worker {args.name} ({worker.platform.backend.name}, {args.slots} slots)",

@@ -3,7 +3,9 @@
 What lives where:
 - invocations: the work-queue stream USETL_INVOCATIONS, subject usetl.invoke.TENANT.NAME,
   one durable pull consumer per function (all workers pull from it: a message goes to one);
-  message ids (Nats-Msg-Id: the invocation id) make a publish idempotent;
+  message ids (Nats-Msg-Id: the invocation id) make a publish idempotent; the stream
+  republishes each message's headers alone on usetl.ring.TENANT.NAME (a worker whose
+  pull requests all wait on other functions learns there that one waits for it);
 - dead letters: the stream USETL_DEAD, subject usetl.dead.TENANT.NAME;
 - callbacks due: the work-queue stream USETL_CALLBACKS, subject usetl.callback.TENANT, one
   durable pull consumer that every gateway pulls from (cluster/callbacks.py);
@@ -42,8 +44,10 @@ HOSTS, DRAIN, BUNDLES, OBJECTS = "usetl_hosts", "usetl_drain", "usetl_bundles", 
 TEMPLATES = "usetl_templates"
 BUILD_SUBJECT = "usetl.build"  # a gateway asks any worker to build a version's template
 PING_SUBJECT = "usetl.ping"  # any worker answers with its name (a liveness probe)
+RING_SUBJECTS = "usetl.ring.>"  # an invocation's headers, republished as it is stored
 REPLY_HEADER = "Usetl-Reply"  # where a sync invocation's result goes
 ACK_WAIT_S = 4.0  # default: a worker that stops saying "in progress" this long is dead
+PULL_WAIT_S = 1.0  # default: a pull request waits this long at the server for a message
 MAX_RUNS = 3  # default runs of one invocation; the next delivery goes to the dead letters
 DEDUP_WINDOW_S = 600.0  # a message id published again within this is dropped
 # The GIL's switch interval in a gateway or worker process: a loop woken by a message waits
@@ -59,6 +63,12 @@ class BusError(UsetlError):
 
 def invoke_subject(tenant_id: int, name: str) -> str:
     return f"usetl.invoke.{tenant_id}.{name}"
+
+
+def ring_durable(subject: str) -> str:
+    """The consumer of the function a ring (usetl.ring.TENANT.NAME) is for."""
+    _, _, tenant_id, name = subject.split(".", 3)
+    return consumer_name(int(tenant_id), name)
 
 
 def dead_subject(tenant_id: int, name: str) -> str:
@@ -108,7 +118,9 @@ class Bus:
     async def _connect(self, name: str) -> None:
         self.nc = await nats.connect(name=name, **self.config.nats_options())
         self.js = self.nc.jetstream()
-        await self._stream(STREAM, ["usetl.invoke.>"], api.RetentionPolicy.WORK_QUEUE)
+        await self._stream(STREAM, ["usetl.invoke.>"], api.RetentionPolicy.WORK_QUEUE,
+                           api.RePublish(src="usetl.invoke.>", dest=RING_SUBJECTS,
+                                         headers_only=True))
         await self._stream(DEAD_STREAM, ["usetl.dead.>"], api.RetentionPolicy.LIMITS)
         await self._stream(CALLBACK_STREAM, ["usetl.callback.>"],
                            api.RetentionPolicy.WORK_QUEUE)
@@ -123,14 +135,21 @@ class Bus:
         except (BucketNotFoundError, NotFoundError):
             self.objects = await self.js.create_object_store(OBJECTS)
 
-    async def _stream(self, name: str, subjects: list[str],
-                      retention: api.RetentionPolicy) -> None:
+    async def _stream(self, name: str, subjects: list[str], retention: api.RetentionPolicy,
+                      republish: api.RePublish | None = None) -> None:
+        """The stream, made if missing; one an earlier usetl made without its republish
+        gains it (its messages stay)."""
         try:
-            await self.js.stream_info(name)
+            config = (await self.js.stream_info(name)).config
         except NotFoundError:
             await self.js.add_stream(api.StreamConfig(
                 name=name, subjects=subjects, retention=retention,
-                storage=api.StorageType.FILE, duplicate_window=DEDUP_WINDOW_S))
+                storage=api.StorageType.FILE, duplicate_window=DEDUP_WINDOW_S,
+                republish=republish))
+            return
+        if config.republish != republish:
+            config.republish = republish
+            await self.js.update_stream(config)
 
     async def _bucket(self, name: str, ttl: float | None = None):
         try:

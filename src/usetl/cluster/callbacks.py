@@ -26,11 +26,10 @@ from nats.js.errors import FetchTimeoutError
 
 from usetl.platform.callbacks import Callbacks
 
-from .bus import CALLBACK_DURABLE, CALLBACK_STREAM, Bus, keep_in_progress
+from .bus import CALLBACK_DURABLE, CALLBACK_STREAM, PULL_WAIT_S, Bus, keep_in_progress
 from .messages import CallbackDue, decode
 
 log = logging.getLogger(__name__)
-PULL_WAIT_S = 1.0  # a pull request waits this long at the server for a message
 RETRY_S = 0.5  # after NATS failed us (restarting): the next try
 
 

@@ -136,7 +136,8 @@ PERMISSIONS = {
     "worker": {"publish": ["usetl.invoke.>", "usetl.dead.>", "usetl.callback.>",
                            "usetl.handoff.fetch.>", "$JS.API.>", "$JS.ACK.USETL_INVOCATIONS.>",
                            "$JS.FC.>", "$KV.>", "$O.>", "_INBOX.>"],
-               "subscribe": ["usetl.build", "usetl.ping", "usetl.handoff.>", "_INBOX.>"]},
+               "subscribe": ["usetl.build", "usetl.ping", "usetl.handoff.>", "usetl.ring.>",
+                             "_INBOX.>"]},
 }
 
 

@@ -60,13 +60,16 @@ from . import bundles, membership, templates
 from .bus import (
     BUILD_SUBJECT,
     PING_SUBJECT,
+    PULL_WAIT_S,
     REPLY_HEADER,
+    RING_SUBJECTS,
     STREAM,
     Bus,
     callback_subject,
     dead_subject,
     invoke_subject,
     keep_in_progress,
+    ring_durable,
 )
 from .config import ClusterConfig
 from .handoffs import HandOffHolder
@@ -74,7 +77,9 @@ from .messages import Build, Built, CallbackDue, Invocation, decode, encode
 
 log = logging.getLogger(__name__)
 DEAD_LETTER = "DeadLetter"  # the error type of an invocation no worker could finish
-PULL_WAIT_S = 1.0  # a pull request waits this long at the server for a message
+# A pull request sent for a ring (beyond the slots) waits this long: another host may have
+# taken the message.
+RING_PULL_WAIT_S = 0.25
 COLD_POLL_S = 0.1  # how often a worker without the template looks for waiting messages
 DISCOVER_S = 0.5  # how often a worker looks for newly deployed functions
 # What a stopped worker (SIGTERM) gives the invocations it runs to answer and ack, as
@@ -208,9 +213,11 @@ class WorkerPlatform(Platform):
 class Worker:
     def __init__(self, config: ClusterConfig, name: str, state_dir: Path,
                  backend_name: str | None = None, slots: int = 2,
-                 memory_budget_mib: int = 4096, module_dir: Path | None = None):
+                 memory_budget_mib: int = 4096, module_dir: Path | None = None,
+                 pull_wait_s: float = PULL_WAIT_S):
         self.name = name
         self.slots = slots
+        self.pull_wait_s = pull_wait_s
         self.registry = Registry(config.database_url)
         modules = ModuleStore(module_dir or state_dir / "modules")
         backend = choose_backend(backend_name, hide=[state_dir, modules.root.parent])
@@ -220,7 +227,13 @@ class Worker:
         self.platform = WorkerPlatform(
             self.bus, name, self.executor, backend, state_dir, modules,
             PoolConfig(memory_budget_bytes=memory_budget_mib << 20), registry=self.registry)
-        self.free = asyncio.Semaphore(slots)  # used on the bus's loop only
+        # On the bus's loop only: slots not taken by a pull request or the message it
+        # brought (below 0 while pull requests sent for rings are out), and an event set
+        # and replaced whenever that, `fetching` or `rung` changes.
+        self.free = slots
+        self.changed = asyncio.Event()
+        self.rung: set[str] = set()  # durables whose message was stored since their last pull
+        self.beyond = 0  # pull requests out beyond the slots (of `fetching`)
         self.running = 0
         self.fetching = 0  # pull requests waiting at the server: a drain is done at 0
         self.draining = False
@@ -276,6 +289,7 @@ class Worker:
     async def _main(self) -> None:
         await self.bus.nc.subscribe(BUILD_SUBJECT, queue="workers", cb=self._on_build)
         await self.bus.nc.subscribe(PING_SUBJECT, queue="workers", cb=self._on_ping)
+        await self.bus.nc.subscribe(RING_SUBJECTS, cb=self._on_ring)
         await self.handoffs.subscribe()
         heartbeat = asyncio.ensure_future(membership.heartbeat(self))
         try:
@@ -312,19 +326,24 @@ class Worker:
             if not pull:
                 await asyncio.sleep(COLD_POLL_S)
                 continue
-            await self.free.acquire()
+            beyond = await self._take_slot(durable)
             self.fetching += 1
+            self.beyond += beyond
+            self._changed()
             try:
-                msgs = await sub.fetch(1, timeout=PULL_WAIT_S)
+                msgs = await sub.fetch(1, timeout=RING_PULL_WAIT_S if beyond
+                                       else self.pull_wait_s)
             except (FetchTimeoutError, NatsTimeout):
-                self.free.release()
+                self._give_slot()
                 continue
             except Exception:  # noqa: BLE001 - NATS restarting: the client reconnects
-                self.free.release()
+                self._give_slot()
                 await asyncio.sleep(COLD_POLL_S)
                 continue
             finally:
                 self.fetching -= 1
+                self.beyond -= beyond
+                self._changed()
                 if self.draining and not self.fetching:
                     self.beat_now.set()  # drained: say so now
             for msg in msgs:
@@ -332,6 +351,35 @@ class Worker:
                 self.handling.add(task)
                 task.add_done_callback(self.handling.discard)
             await asyncio.sleep(0)  # each handed to its thread before the next pull request
+
+    async def _take_slot(self, durable: str) -> bool:
+        """Wait for a free slot for a pull request of this function's, and take it; or,
+        when its message rang while a slot only waits on another function's pull request,
+        take one beyond the slots, one for each such slot (else the message waits for that
+        request to expire, or for the next function's turn; a slot busy running stays busy,
+        and the message is left to another host). Returns whether it was taken beyond."""
+        while True:
+            changed = self.changed
+            waiting = self.fetching - self.beyond  # slots that only wait on a pull request
+            if self.free > 0 or (durable in self.rung and waiting > self.beyond):
+                break
+            await changed.wait()
+        self.rung.discard(durable)
+        self.free -= 1
+        return self.free < 0
+
+    def _give_slot(self) -> None:
+        self.free += 1
+        self._changed()
+
+    def _changed(self) -> None:
+        """Wake every puller waiting in _take_slot to look again."""
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    async def _on_ring(self, msg) -> None:
+        self.rung.add(ring_durable(msg.subject))
+        self._changed()
 
     def _warm_durables(self, durables: list[str]) -> set[str]:
         """The functions whose live version this host holds (the registry and the pool are
@@ -425,7 +473,7 @@ class Worker:
 
     def _ran(self) -> None:
         self.running -= 1
-        self.free.release()
+        self._give_slot()
 
     async def _after_async(self, msg, invocation: Invocation, delivery: Delivery) -> None:
         """Dead-letter the message, or publish the retry after its back-off (still in
