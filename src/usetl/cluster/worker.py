@@ -20,6 +20,7 @@ builds the template), so warm workers take the work and several warm ones share 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import threading
@@ -234,6 +235,9 @@ class Worker:
         self.changed = asyncio.Event()
         self.rung: set[str] = set()  # durables whose message was stored since their last pull
         self.beyond = 0  # pull requests out beyond the slots (of `fetching`)
+        # Pullers waiting for a slot, first come first served: one whose pull request just
+        # expired goes behind the others, or it would take its slot again at once.
+        self.turns: collections.deque[str] = collections.deque()
         self.running = 0
         self.fetching = 0  # pull requests waiting at the server: a drain is done at 0
         self.draining = False
@@ -358,12 +362,19 @@ class Worker:
         take one beyond the slots, one for each such slot (else the message waits for that
         request to expire, or for the next function's turn; a slot busy running stays busy,
         and the message is left to another host). Returns whether it was taken beyond."""
-        while True:
-            changed = self.changed
-            waiting = self.fetching - self.beyond  # slots that only wait on a pull request
-            if self.free > 0 or (durable in self.rung and waiting > self.beyond):
-                break
-            await changed.wait()
+        self.turns.append(durable)
+        try:
+            while True:
+                changed = self.changed
+                waiting = self.fetching - self.beyond  # slots only waiting on a pull request
+                if self.free > 0 and self.turns[0] == durable:
+                    break
+                if durable in self.rung and waiting > self.beyond:
+                    break
+                await changed.wait()
+        finally:
+            self.turns.remove(durable)
+            self._changed()  # the next in turn may take a slot still free
         self.rung.discard(durable)
         self.free -= 1
         return self.free < 0
