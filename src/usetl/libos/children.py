@@ -62,7 +62,7 @@ from usetl.kvm.structs import kvm_regs
 from usetl.vm import Stop, ThreadContext, Vm, VmError
 from usetl.vm.layout import VDSO_ADDR
 
-from . import fifo, limits, shmtree, sigdelivery
+from . import fifo, limits, sharedtmp, shmtree, sigdelivery
 from .allowance import Charge, MemoryAllowance
 from .childwatch import ConsoleDrain, Watcher
 from .clock import MONOTONIC
@@ -161,7 +161,8 @@ MAX_PROCESSES = 16
 AT_LIMIT = "usetl: {call} refused: the invocation is at its limit of child processes ({why})\n"
 FUNCTION_FULL = "its function's concurrency limit: its invocations and their children fill it"
 # What a sibling can use as the fork copied it; other files are not passed (EBADF there).
-CROSSES = (HostStreamFile, NullFile, ImageFile, TmpOpenFile, DirFile, ProcOpenFile)
+CROSSES = (HostStreamFile, NullFile, ImageFile, TmpOpenFile, sharedtmp.SharedOpenFile, DirFile,
+           ProcOpenFile)
 
 
 class ChildFdTable(FdTable):
@@ -307,7 +308,7 @@ def charge_to(k: Kernel, allowance: MemoryAllowance, slot: int, forked: bool) ->
     """The memory k's guest RAM holds is charged to `slot` of the allowance from now on;
     a forked child's beyond what it held at the fork (what it shares with its parent)."""
     def measure() -> int:  # k.vm at each measurement: a fork makes a new one
-        return k.vm.ram.backed_bytes() + k.mm.shared_bytes_held()
+        return k.vm.ram.backed_bytes() + k.mm.shared_bytes_held() + sharedtmp.held_bytes(k)
 
     if not forked:
         k.vm.ram.measure_from_here()
@@ -515,7 +516,8 @@ class Children:
     def process_table(self, k: Kernel) -> ProcessTable:
         """The tree's table, made at its first child: pids from then on come from it, and
         the AF_UNIX names this process bound and the TCP ports it listens on are the
-        tree's from then on."""
+        tree's from then on, and so is /tmp (sharedtmp.py)."""
+        sharedtmp.share(k, (k.fds, *(state.fds for state in self.pre_exec.values())))
         if self.table is None:
             self.table = ProcessTable(k.sched.next_tid, k.identity.pid)
             for name in k.guest_net.tree_names():
@@ -641,6 +643,7 @@ class Children:
         for pid, child in self.running.items():
             self._ended(pid, child)
         self._bill(block=True)  # a child's own children's CPU is in its monitor's, as Linux's
+        sharedtmp.unshare(k)  # its children gone: /tmp is this process's tmpfs again
         self.running.clear()
         if self.table is not None:
             for pid in [*self.ended, *self.pre_exec]:
@@ -845,7 +848,7 @@ def _start_program(k: Kernel, state: PreExec, pid: int, program: str, argv: list
     memory_slot = tokens.take(k, "execve")
     fds, drains = _child_files(k, state, pid)
     control, theirs = socket.socketpair()
-    keep = {theirs.fileno(), *k.children.host_fds(), *k.mm.page_fds(),
+    keep = {theirs.fileno(), *k.children.host_fds(), *k.mm.page_fds(), *sharedtmp.host_fds(k),
             *(fd for f in fds.values() if (fd := f.host_fd()) is not None)}
     state.clock_ns = k.clock.ns(MONOTONIC)
     k.vm.inherit_on_fork(False)  # the program's VM is its own: the sibling never maps ours
@@ -1075,7 +1078,8 @@ def _run_sibling(k: Kernel, pid: int, program: Program, argv: list[str], envp: l
         before, given = snapshot(k.ns.tmp), given_files(fds)
         status, ran = _run_program(k, pid, program, argv, envp, fds, control, memory_slot,
                                    state)
-        changes = encode_changes(k.ns.tmp, before, given)
+        if k.ns.shared_tmp is None:  # a shared /tmp has the program's writes already
+            changes = encode_changes(k.ns.tmp, before, given)
     except BaseException as e:  # never back into the parent's code: this process only exits
         log.error("child %d (%s) could not run: %s", pid, program.path, e)
     report_and_exit(control, status, changes, ran)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from usetl.vm import Vm
 
+from . import sharedtmp
 from .children import (
     NOT_STARTED,
     Child,
@@ -104,7 +105,7 @@ def _fork_as(k: Kernel, pid: int, flags: int, parent_tid: int, child_tid: int,
     control, theirs = socket.socketpair()
     memory = k.vm.memory().values()
     keep = {theirs.fileno(), *k.children.host_fds(), *(m.fd for m in memory),
-            *k.mm.page_fds(),
+            *k.mm.page_fds(), *sharedtmp.host_fds(k),
             *(d.write_fd for d in drains.values()),
             *(fd for f in k.fds.files.values() if (fd := f.host_fd()) is not None)}
     try:
@@ -168,7 +169,8 @@ def _run_child(k: Kernel, pid: int, state: VcpuState, flags: int, child_tid: int
             k.sched.current.clear_child_tid = child_tid
         send_message(control, Ready())
         status = run_to_exit(k, "the forked child")
-        changes = encode_changes(k.ns.tmp, before, given)
+        if k.ns.shared_tmp is None:  # a shared /tmp has the child's writes already
+            changes = encode_changes(k.ns.tmp, before, given)
     except BaseException as e:  # never back into the parent's code: this process only exits
         log.error("forked child %d could not run: %s", pid, e)
     report_and_exit(control, status, changes, ran)
