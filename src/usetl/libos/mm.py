@@ -210,6 +210,21 @@ class AddressSpace:
         self.ram.map_shared_file(start, end - start, fd, offset)
         self.host_shared.append(HostShared(start, end, SharedPages.adopt(fd), offset))
 
+    def move_mappings(self, node: TmpFile, moved: object, fd: int) -> None:
+        """`node`'s bytes are host file `fd`'s now (a shared /tmp file, `moved` its node:
+        sharedtmp.py): its MAP_SHARED mappings show that file instead of its pages."""
+        pages = node.pages
+        self.host_files.append(fd)
+        for i, s in enumerate(self.host_shared):
+            if s.pages is pages:
+                self.ram.map_shared_file(s.start, s.end - s.start, fd, s.offset)
+                self.host_shared[i] = HostShared(s.start, s.end, SharedPages.adopt(fd),
+                                                 s.offset)
+        for a in self.areas:
+            if a.file is not None and a.file.node is node:
+                a.file = FileBacking(moved, a.file.offset, a.file.shared)
+        self.shared = [m for m in self.shared if m.node is not node]
+
     def give_pages(self, node: TmpFile) -> SharedPages:
         """The shared pages holding `node`'s bytes, made (and kept here) at the first need."""
         if node.pages is None:

@@ -93,21 +93,25 @@ def host_call() -> Iterator[None]:
 
 
 class SharedTmp:
-    """The tree's /tmp directory on the host: `fd` (O_PATH) is what every call is relative to."""
+    """The tree's /tmp directory on the host, `name` in `parent`: `fd` (O_PATH) is what every
+    call is relative to."""
 
-    def __init__(self, path: str):
-        self.path = path
-        self.fd = os.open(path, DIR_FLAGS)
+    def __init__(self, parent: str, name: str):
+        self.parent, self.name = parent, name
+        self.fd = os.open(os.path.join(parent, name), DIR_FLAGS)
         self.owner = os.getpid()  # the monitor that wrote it out: it reads it back, removes it
 
     @classmethod
     def make(cls) -> SharedTmp:
-        if os.path.isdir(JAIL_DIR) and os.access(JAIL_DIR, os.W_OK):
-            path = os.path.join(JAIL_DIR, f"tree-{os.getpid()}")
-        else:
-            path = os.path.join(HOST_PARENT, f"usetl-tmp-{os.getpid()}-{os.urandom(6).hex()}")
-        os.mkdir(path, 0o700)
-        return cls(path)
+        jailed = os.path.isdir(JAIL_DIR) and os.access(JAIL_DIR, os.W_OK)
+        parent = JAIL_DIR if jailed else HOST_PARENT
+        name = f"usetl-tmp-{os.getpid()}-{os.urandom(6).hex()}"
+        at = os.open(parent, DIR_FLAGS)
+        try:
+            os.mkdir(name, 0o700, dir_fd=at)  # mkdirat: the jail allows the *at() calls
+        finally:
+            os.close(at)
+        return cls(parent, name)
 
     def directory(self, parts: tuple[str, ...] | list[str], flags: int = DIR_FLAGS) -> int:
         """An fd of the directory at `parts` below the root, opened beneath it."""
@@ -155,7 +159,11 @@ class SharedTmp:
         finally:
             os.close(fd)
         os.close(self.fd)
-        os.rmdir(self.path)
+        at = os.open(self.parent, DIR_FLAGS)
+        try:
+            os.rmdir(self.name, dir_fd=at)
+        finally:
+            os.close(at)
 
 
 def _tree(fd: int, prefix: str = "") -> Iterator[tuple[str, os.stat_result]]:
@@ -367,6 +375,7 @@ def share(k: Kernel, tables: tuple[FdTable, ...]) -> None:
             _write_out(k.ns.tmp.root, root, "", placed, root)
             for table in tables:
                 _files_out(table, tmp, root, placed)
+            _mappings_out(k, tmp, root, placed)
     finally:
         os.close(root)
     k.ns.shared_tmp = tmp
@@ -419,7 +428,26 @@ def _files_out(table: FdTable, tmp: SharedTmp, root: int, placed: dict[int, str]
             continue
         if id(f) not in made:
             made[id(f)] = _file_out(f, tmp, root, placed)
+            _flock_out(table, f, made[id(f)])
         table.files[fd] = made[id(f)]
+
+
+def _mappings_out(k: Kernel, tmp: SharedTmp, root: int, placed: dict[int, str]) -> None:
+    """MAP_SHARED mappings of /tmp files show the host files from now on."""
+    for node in list(k.mm.paged):
+        path = placed.get(id(node))
+        if path is not None and node.pages is not None:
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root)
+            k.mm.move_mappings(node, SharedNode(tmp, (), os.fstat(fd), fd), fd)
+
+
+def _flock_out(table: FdTable, f: TmpOpenFile, host: SharedOpenFile) -> None:
+    """The flock lock `f` holds, held by its host file now. (Record locks taken while the
+    process was alone were granted without a record: they are not carried.)"""
+    locks = table.flocks.get((f.node.dev, f.node.ino)) if table.flocks else None
+    if locks is not None and f in locks.holders:
+        fcntl.flock(host.fd, (fcntl.LOCK_EX if locks.holders.pop(f) else fcntl.LOCK_SH)
+                    | fcntl.LOCK_NB)
 
 
 def _file_out(f: TmpOpenFile, tmp: SharedTmp, root: int,
