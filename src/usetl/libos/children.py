@@ -517,11 +517,11 @@ class Children:
         """The tree's table, made at its first child: pids from then on come from it, and
         the AF_UNIX names this process bound and the TCP ports it listens on are the
         tree's from then on, and so is /tmp (sharedtmp.py)."""
-        sharedtmp.share(k, (k.fds, *(state.fds for state in self.pre_exec.values())))
         if self.table is None:
             self.table = ProcessTable(k.sched.next_tid, k.identity.pid)
             for name in k.guest_net.tree_names():
                 self.table.claim_name(name, k.identity.pid)
+        sharedtmp.share(k, (k.fds, *(state.fds for state in self.pre_exec.values())))
         return self.table
 
     def host_fds(self) -> set[int]:
@@ -784,8 +784,8 @@ def executable(k: Kernel, path: str) -> tuple[str, bytes]:
     node = r.node
     if node is None:
         raise SyscallError(errno.ENOENT)
-    if node.is_dir or not isinstance(node, (ImageNode, HostNode, TmpFile)) \
-            or not node.mode & 0o111:
+    if not stat.S_ISREG(node.mode) or not node.mode & 0o111 or \
+            not isinstance(node, (ImageNode, HostNode, TmpFile, sharedtmp.SharedNode)):
         raise SyscallError(errno.EACCES)
     if isinstance(node, TmpFile):
         return r.path, bytes(node.data[:SCRIPT_HEAD])

@@ -20,10 +20,17 @@ At the invocation's end the owner (the process that wrote it out) reads the
 directory back into its tmpfs, its open files included, and removes it: the
 state a template captures, or the next invocation sees, holds no host fd.
 
-Not as on Linux here: inotify watches see no events of a shared /tmp, a
-FIFO made there cannot be opened (ENXIO), the tmpfs limit is the jail
-mount's size (unjailed, none), and a MAP_SHARED mapping made before the
-first child keeps the in-memory file's pages.
+A FIFO there is a host FIFO node whose opens its maker pairs (fifo.py), named
+in the tree's table by its inode; an AF_UNIX socket's name is a host socket
+node, the tree's table finding its listener (guestnet.py).
+
+Not as on Linux here: inotify watches see no events of a shared /tmp; its
+size is not bounded by the tmpfs limit (the jail's cgroup bounds it); user.*
+extended attributes are EROFS there; POSIX record locks taken while the
+process was alone (granted, not recorded) are not carried into the host
+files; a process's record locks on a file go when the monitor reads or
+chmods it by path (a host close); a mapping still there after the invocation
+keeps its bytes but no longer reaches the file.
 """
 
 from __future__ import annotations
@@ -240,6 +247,16 @@ class SharedNode(Node):
     def size(self) -> int:
         return self.info.st_size
 
+    def read_at(self, offset: int, length: int) -> bytes:
+        """Its bytes, read by its path (a program execve loads)."""
+        with self.tmp.entry(self.parts) as (d, entry):
+            fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=d)
+            try:
+                return os.pread(fd, length, offset)
+            finally:
+                os.close(fd)
+
     def readlink(self) -> str:
         if not self.is_symlink:
             raise SyscallError(errno.EINVAL)
@@ -369,28 +386,32 @@ def share(k: Kernel, tables: tuple[FdTable, ...]) -> None:
         return
     tmp = SharedTmp.make()
     placed: dict[int, str] = {}  # id of a TmpFile -> its first path written out
+    fifos: list[tuple[str, int]] = []
     root = tmp.directory((), os.O_RDONLY)
     try:
         with host_call():
-            _write_out(k.ns.tmp.root, root, "", placed, root)
+            _write_out(k.ns.tmp.root, root, "", placed, root, fifos)
             for table in tables:
                 _files_out(table, tmp, root, placed)
             _mappings_out(k, tmp, root, placed)
     finally:
         os.close(root)
     k.ns.shared_tmp = tmp
+    for path, holder in fifos:
+        claim_fifo(k, tmp.lookup(path.split("/")), holder)
 
 
 def _write_out(directory: TmpDir, fd: int, prefix: str, placed: dict[int, str],
-               root: int) -> None:
-    """The tmpfs directory's entries into host directory `fd` (`prefix` its path)."""
+               root: int, fifos: list[tuple[str, int]]) -> None:
+    """The tmpfs directory's entries into host directory `fd` (`prefix` its path); the
+    FIFOs' paths and holders into `fifos`."""
     for name, node in directory.entries.items():
         path = prefix + name
         if isinstance(node, TmpDir):
             os.mkdir(name, 0o700, dir_fd=fd)
             sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
             try:
-                _write_out(node, sub, path + "/", placed, root)
+                _write_out(node, sub, path + "/", placed, root, fifos)
                 os.chmod(sub, st.S_IMODE(node.mode))
                 os.utime(sub, ns=(node.atime_ns, node.mtime_ns))
             finally:
@@ -410,6 +431,8 @@ def _write_out(directory: TmpDir, fd: int, prefix: str, placed: dict[int, str],
             os.symlink(node.target, name, dir_fd=fd)
         elif isinstance(node, (TmpFifo, TmpSocket)):  # a socket's bound name: guestnet.py
             os.mknod(name, node.mode, dir_fd=fd)
+            if isinstance(node, TmpFifo):
+                fifos.append((path, node.holder))
 
 
 def _write_file(fd: int, node: TmpFile) -> None:
@@ -625,6 +648,28 @@ def mknod(k: Kernel, parent: Node, name: str, mode: int) -> None:
     tmp, parts = _at(parent, name)
     with tmp.entry(parts) as (d, entry):
         os.mknod(entry, mode & ~k.umask, dir_fd=d)
+    if st.S_ISFIFO(mode):
+        claim_fifo(k, tmp.lookup(list(parts)), k.identity.pid)
+
+
+def _fifo_key(node: SharedNode) -> bytes:
+    return b"fifo:%d" % node.ino
+
+
+def claim_fifo(k: Kernel, node: SharedNode | None, holder: int) -> None:
+    """The process that pairs the opens of a FIFO of the shared /tmp (fifo.py): its maker,
+    named in the tree's table by the FIFO's inode."""
+    table = k.children.table
+    if node is not None and table is not None:
+        table.claim_name(_fifo_key(node), holder)
+
+
+def fifo(k: Kernel, node: Node) -> TmpFifo:
+    """A FIFO of the shared /tmp as fifo.py opens it: with its holder (none: -1, ENXIO)."""
+    assert isinstance(node, SharedNode)
+    table = k.children.table
+    holder = None if table is None else table.name_holder(_fifo_key(node))
+    return TmpFifo(node.ino, st.S_IMODE(node.mode), -1 if holder is None else holder)
 
 
 def symlink(parent: Node, name: str, target: str) -> None:

@@ -211,6 +211,8 @@ def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
             f.truncate(0)
     elif isinstance(node, TmpFifo) and not flags & O_PATH:
         return open_fifo(k, node, path, flags, route)
+    elif sharedtmp.holds(node) and st.S_ISFIFO(node.mode) and not flags & O_PATH:
+        return open_fifo(k, sharedtmp.fifo(k, node), path, flags, route)
     elif flags & O_PATH:
         f = OpenFile(node, flags, path)
     elif r.opened is not None:
