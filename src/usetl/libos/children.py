@@ -1078,8 +1078,7 @@ def _run_sibling(k: Kernel, pid: int, program: Program, argv: list[str], envp: l
         before, given = snapshot(k.ns.tmp), given_files(fds)
         status, ran = _run_program(k, pid, program, argv, envp, fds, control, memory_slot,
                                    state)
-        if k.ns.shared_tmp is None:  # a shared /tmp has the program's writes already
-            changes = encode_changes(k.ns.tmp, before, given)
+        changes = encode_changes(k.ns.tmp, before, given)
     except BaseException as e:  # never back into the parent's code: this process only exits
         log.error("child %d (%s) could not run: %s", pid, program.path, e)
     report_and_exit(control, status, changes, ran)

@@ -169,8 +169,7 @@ def _run_child(k: Kernel, pid: int, state: VcpuState, flags: int, child_tid: int
             k.sched.current.clear_child_tid = child_tid
         send_message(control, Ready())
         status = run_to_exit(k, "the forked child")
-        if k.ns.shared_tmp is None:  # a shared /tmp has the child's writes already
-            changes = encode_changes(k.ns.tmp, before, given)
+        changes = encode_changes(k.ns.tmp, before, given)
     except BaseException as e:  # never back into the parent's code: this process only exits
         log.error("forked child %d could not run: %s", pid, e)
     report_and_exit(control, status, changes, ran)
