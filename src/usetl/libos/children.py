@@ -1028,6 +1028,8 @@ def report_and_exit(control: socket.socket, status: int, changes: bytes,
     parent's monitor, then exit; once its orphans have ended, if the process (`ran`, if
     it ran) has any (linger)."""
     try:
+        if ran is not None:
+            sharedtmp.hand_fifos(ran)
         lingers = ran is not None and ran.children.lingers()
         if lingers:
             ran.children.process_table(ran).lingers(ran.identity.pid, True)

@@ -107,6 +107,7 @@ class SharedTmp:
         self.parent, self.name = parent, name
         self.fd = os.open(os.path.join(parent, name), DIR_FLAGS)
         self.owner = os.getpid()  # the monitor that wrote it out: it reads it back, removes it
+        self.fifos: list[bytes] = []  # the keys of the FIFOs made in it (claim_fifo)
 
     @classmethod
     def make(cls) -> SharedTmp:
@@ -660,8 +661,18 @@ def claim_fifo(k: Kernel, node: SharedNode | None, holder: int) -> None:
     """The process that pairs the opens of a FIFO of the shared /tmp (fifo.py): its maker,
     named in the tree's table by the FIFO's inode."""
     table = k.children.table
-    if node is not None and table is not None:
+    if node is not None and table is not None and k.ns.shared_tmp is not None:
         table.claim_name(_fifo_key(node), holder)
+        k.ns.shared_tmp.fifos.append(_fifo_key(node))
+
+
+def hand_fifos(k: Kernel) -> None:
+    """A process ends by itself: the FIFOs it holds are its parent's to pair from now on
+    (as tmpsync gives its parent those of a copy)."""
+    table, tmp = k.children.table, k.ns.shared_tmp
+    for key in tmp.fifos if tmp is not None and table is not None else ():
+        if table.name_holder(key) == k.identity.pid:
+            table.hand_name(key, k.identity.ppid)
 
 
 def fifo(k: Kernel, node: Node) -> TmpFifo:
