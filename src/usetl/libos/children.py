@@ -1378,7 +1378,8 @@ def _deliver(k: Kernel, message: Routed, passed: Passed | None) -> None:
 def host_fds_of(k: Kernel, files: list[OpenFile]) -> list[int]:
     """The host fds of files passed (SCM_RIGHTS) over a connection to another process of
     the tree: pipes, socketpairs, eventfds and timerfds become host ones here first, as for
-    a child. A file that has none (a tmpfs file, an epoll set) cannot travel: EINVAL."""
+    a child. A file that has none (a file of a /tmp not shared, an epoll set) cannot
+    travel: EINVAL."""
     made: dict[int, OpenFile] = {}
     fds = []
     for f in files:
@@ -1398,8 +1399,11 @@ def host_fds_of(k: Kernel, files: list[OpenFile]) -> list[int]:
 
 def file_of_host_fd(k: Kernel, fd: int) -> OpenFile | None:
     """A host fd received (SCM_RIGHTS) from another process of the tree, as a file of this
-    one: a pipe end, or a socket; None (closed) for anything else."""
+    one: a pipe end, a socket, or a file of the tree's shared /tmp (sharedtmp.py); None
+    (closed) for anything else."""
     mode = os.fstat(fd).st_mode
+    if stat.S_ISREG(mode) and k.ns.shared_tmp is not None:
+        return sharedtmp.received(k.ns.shared_tmp, fd)
     if stat.S_ISFIFO(mode):
         access = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
         return HostStreamFile.for_pipe_end(k, fd, reads=access == os.O_RDONLY,

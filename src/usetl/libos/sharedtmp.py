@@ -385,13 +385,22 @@ def share(k: Kernel, tables: tuple[FdTable, ...]) -> None:
     open /tmp files of `tables` become its files."""
     if k.ns.shared_tmp is not None:
         return
-    tmp = SharedTmp.make()
+    with host_call():
+        tmp = SharedTmp.make()
     placed: dict[int, str] = {}  # id of a TmpFile -> its first path written out
     fifos: list[tuple[str, int]] = []
     root = tmp.directory((), os.O_RDONLY)
     try:
         with host_call():
             _write_out(k.ns.tmp.root, root, "", placed, root, fifos)
+    except SyscallError:  # the host's memory is full: the child is refused, nothing left
+        tmp.remove()
+        raise
+    finally:
+        os.close(root)
+    root = tmp.directory((), os.O_RDONLY)
+    try:
+        with host_call():
             for table in tables:
                 _files_out(table, tmp, root, placed)
             _mappings_out(k, tmp, root, placed)
@@ -486,6 +495,16 @@ def _file_out(f: TmpOpenFile, tmp: SharedTmp, root: int,
         _write_file(fd, f.node)
     os.lseek(fd, f.offset, os.SEEK_SET)
     return SharedOpenFile(fd, f.flags, f.path, tmp)
+
+
+def received(tmp: SharedTmp, fd: int) -> SharedOpenFile:
+    """A file of the shared /tmp another process sent (SCM_RIGHTS), its host fd: its
+    description (offset, flags) is the sender's, as on Linux."""
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL) & (O_ACCMODE | O_APPEND)
+    host = os.readlink(f"/proc/self/fd/{fd}")
+    top = os.path.join(tmp.parent, tmp.name)
+    path = "/tmp" + host[len(top):] if host.startswith(top + "/") else "/tmp/#received"
+    return SharedOpenFile(fd, flags, path, tmp)
 
 
 # -- the invocation's end: back into the tmpfs ---------------------------------------------

@@ -82,7 +82,8 @@ _ENTRIES = [
             "record locks: while the process is alone always granted and F_GETLK finds "
             "none; on a /tmp shared by a process tree (libos/sharedtmp.py) the host's "
             "record and OFD locks (F_OFD_*), F_SETLKW a poll of F_SETLK every 5 ms that "
-            "a signal interrupts (EINTR); else no OFD locks; no leases; F_DUPFD bound by RLIMIT_NOFILE (1024); F_GETPIPE_SZ/F_SETPIPE_SZ "
+            "a signal interrupts (EINTR); else no OFD locks; no leases; F_DUPFD bound "
+            "by RLIMIT_NOFILE (1024); F_GETPIPE_SZ/F_SETPIPE_SZ "
             "as Linux (up to 1 MiB); F_ADD_SEALS/F_GET_SEALS of tmpfs files (memfds)"),
     Syscall("ioctl", f.sys_ioctl, PARTIAL,
             "FIONBIO/FIOCLEX; the devices' own: /dev/etl's request, /dev/usetl's exchange "
