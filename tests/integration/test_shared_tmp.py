@@ -183,3 +183,36 @@ def test_the_tree_s_directory_goes_at_the_invocation_s_end(usf):
         print(os.pread(fd, 10, 0), open("/tmp/kept-open").read())
     """)
     assert out == ["b'abcdef!' abcdef!"]
+
+
+def test_open_files_a_socket_name_and_a_manager_work_across_the_tree(usf):
+    out = run(usf, """
+        import multiprocessing, os, socket, subprocess, sys, tempfile
+        unnamed = tempfile.TemporaryFile()  # no name: a host O_TMPFILE file once shared
+        unnamed.write(b"before ")
+        unnamed.flush()
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind("/tmp/sock")
+        listener.listen()
+        pid = os.fork()
+        if pid == 0:
+            os.write(unnamed.fileno(), b"child ")
+            c = socket.socket(socket.AF_UNIX)
+            c.connect("/tmp/sock")
+            c.sendall(open("/tmp/sock.txt", "rb").read() if os.path.exists("/tmp/sock.txt")
+                      else b"connected")
+            os._exit(0)
+        conn, _ = listener.accept()
+        print(conn.recv(100), os.waitpid(pid, 0)[1])
+        unnamed.write(b"after")
+        unnamed.seek(0)
+        print(unnamed.read())
+        seen = subprocess.run([sys.executable, "-c", "import os; print(sorted(os.listdir('/tmp')))"],
+                              capture_output=True, text=True).stdout.strip()
+        print(seen)
+        with multiprocessing.get_context("fork").Manager() as manager:
+            d = manager.dict()
+            d["k"] = "from a manager"
+            print(d["k"])
+    """, timeout=120)
+    assert out == ["b'connected' 0", "b'before child after'", "['sock']", "from a manager"]

@@ -435,7 +435,7 @@ class FdLink(Node):
             return f"pipe:[{f.node.ino}]"
         if st.S_ISSOCK(mode):
             return f"socket:[{f.node.ino}]"
-        if isinstance(f.node, TmpFile) and f.node.links == 0 and not f.path.endswith(DELETED):
+        if st.S_ISREG(mode) and f.node.nlink == 0 and not f.path.endswith(DELETED):
             return f.path + DELETED
         return f.path if f.path.startswith(("/", "anon_inode:")) else f"/dev/{f.path}"
 
