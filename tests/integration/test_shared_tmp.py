@@ -54,7 +54,7 @@ def test_processes_inserting_into_one_sqlite_file_keep_every_row(usf):
 
 def test_record_locks_and_flock_exclude_between_parent_and_child(usf):
     out = run(usf, """
-        import fcntl, os
+        import fcntl, os, struct
         fd = os.open("/tmp/locked", os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(os.open("/tmp/locked", os.O_RDONLY), fcntl.LOCK_EX)  # taken alone
         go, start = os.pipe()
@@ -78,11 +78,14 @@ def test_record_locks_and_flock_exclude_between_parent_and_child(usf):
         fcntl.lockf(fd, fcntl.LOCK_EX)
         os.write(start, b"x")
         print(os.read(told, 100).decode().strip())
+        probe = struct.pack("hhqqi", fcntl.F_WRLCK, 0, 0, 0, 0)
+        print(struct.unpack("hhqqi", fcntl.fcntl(os.open("/tmp/locked", os.O_RDONLY),
+                                                 fcntl.F_OFD_GETLK, probe))[0] == fcntl.F_WRLCK)
         fcntl.lockf(fd, fcntl.LOCK_UN)
         print(os.read(told, 100).decode().strip())
         os.waitpid(pid, 0)
     """, timeout=60)
-    assert out == ["held held", "got it"]
+    assert out == ["held held", "True", "got it"]
 
 
 def test_a_shared_mapping_of_a_tmp_file_is_shared_with_a_child(usf):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import os
 import stat as st
+import struct
 from typing import TYPE_CHECKING
 
 from .. import sharedtmp, shmtree
@@ -63,7 +65,7 @@ F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL = 0, 1, 2, 3, 4
 F_GETLK, F_SETLK, F_SETLKW = 5, 6, 7
 F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW = 36, 37, 38
 RECORD_LOCKS = (F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW)
-FLOCK_SIZE = 32  # struct flock on x86-64, the host's and the guest's
+FLOCK = struct.Struct("<hh4xqqi4x")  # struct flock on x86-64, the host's and the guest's
 F_UNLCK = 2
 F_DUPFD_CLOEXEC = 1030
 F_ADD_SEALS, F_GET_SEALS = 1033, 1034
@@ -791,7 +793,7 @@ def _host_lock(k: Kernel, f: sharedtmp.SharedOpenFile, cmd: int, arg: int) -> in
     sharedtmp.LOCK_POLL until it is granted or a signal comes (EINTR)."""
     wait = cmd in (F_SETLKW, F_OFD_SETLKW)
     host_cmd = {F_SETLKW: F_SETLK, F_OFD_SETLKW: F_OFD_SETLK}.get(cmd, cmd)
-    flock = k.mem.read(arg, FLOCK_SIZE)
+    flock = k.mem.read(arg, FLOCK.size)
     try:
         result = f.lock(host_cmd, bytes(flock))
     except SyscallError as e:
@@ -799,8 +801,19 @@ def _host_lock(k: Kernel, f: sharedtmp.SharedOpenFile, cmd: int, arg: int) -> in
             raise sharedtmp.lock_wait(k) from None
         raise
     if cmd in (F_GETLK, F_OFD_GETLK):
-        k.mem.write(arg, result)
+        k.mem.write(arg, _guest_holder(k, result))
     return 0
+
+
+def _guest_holder(k: Kernel, flock: bytes) -> bytes:
+    """F_GETLK's answer with the holder's guest pid for the host's pid of its monitor (this
+    process's or a child's; another's is not known here: 0)."""
+    kind, whence, start, length, host_pid = FLOCK.unpack(flock)
+    if kind == F_UNLCK or host_pid <= 0:
+        return flock
+    pids = {os.getpid(): k.identity.pid,
+            **{c.host_pid: pid for pid, c in k.children.running.items()}}
+    return FLOCK.pack(kind, whence, start, length, pids.get(host_pid, 0))
 
 
 def sys_ioctl(k: Kernel, fd: int, request: int, arg: int, *_: int) -> int:
