@@ -219,3 +219,50 @@ def test_open_files_a_socket_name_and_a_manager_work_across_the_tree(usf):
             print(d["k"])
     """, timeout=120)
     assert out == ["b'connected' 0", "b'before child after'", "['sock']", "from a manager"]
+
+
+def test_a_jailed_clones_tree_shares_its_tmp_too(template):
+    """Under the jail (its own tmpfs at /run/usetl-tmp, the seccomp allow-list): files,
+    SQLite, locks, a shared mapping, a FIFO and a socket's name across the tree."""
+    with template.fork() as clone:
+        out = run(clone, """
+            import fcntl, mmap, os, sqlite3, subprocess
+            db = sqlite3.connect("/tmp/j.db")
+            db.execute("pragma journal_mode=wal")
+            db.execute("create table t (n int)")
+            db.commit()
+            with open("/tmp/m", "wb") as f:
+                f.write(bytes(4096))
+            m = mmap.mmap(os.open("/tmp/m", os.O_RDWR), 4096)
+            os.mkfifo("/tmp/fifo")
+            told, tell = os.pipe()
+            go, start = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                c = sqlite3.connect("/tmp/j.db", timeout=30)
+                with c:
+                    c.execute("insert into t values (1)")
+                m[:5] = b"child"
+                os.read(go, 1)  # the parent holds its lock
+                fd = os.open("/tmp/m", os.O_RDWR)
+                try:
+                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    held = b"free"
+                except BlockingIOError:
+                    held = b"held"
+                os.write(tell, held)
+                with open("/tmp/fifo", "w") as f:
+                    f.write("through a fifo")
+                os._exit(0)
+            fcntl.lockf(os.open("/tmp/m", os.O_RDWR), fcntl.LOCK_EX)
+            os.write(start, b"x")
+            with open("/tmp/fifo") as f:
+                print(f.read())
+            print(os.read(told, 4), os.waitpid(pid, 0)[1])
+            with db:
+                db.execute("insert into t values (2)")
+            print(db.execute("select count(*) from t").fetchone()[0], m[:5])
+            print(subprocess.run(["ls", "/tmp"], capture_output=True, text=True).stdout.split())
+        """, timeout=120)
+        assert out == ["through a fifo", "b'held' 0", "2 b'child'",
+                       "['fifo', 'j.db', 'j.db-shm', 'j.db-wal', 'm']"]
