@@ -150,15 +150,17 @@ class SharedTmp:
             raise
 
     def held_bytes(self) -> int:
-        """What its files hold of the host's memory (st_blocks), charged to the tree."""
-        total = 0
+        """What its files hold of the host's memory, charged to the tree: in a jail, what
+        the jail's own tmpfs holds (one statfs); else their st_blocks (a walk of the tree,
+        some 3.5 ms per 1000 files)."""
+        if self.parent == JAIL_DIR:
+            fs = os.statvfs(self.fd)
+            return (fs.f_blocks - fs.f_bfree) * fs.f_frsize
         fd = self.directory((), os.O_RDONLY)
         try:
-            for _, info in _tree(fd):
-                total += info.st_blocks * 512
+            return sum(info.st_blocks * 512 for _, info in _tree(fd))
         finally:
             os.close(fd)
-        return total
 
     def remove(self) -> None:
         fd = self.directory((), os.O_RDONLY)
@@ -175,17 +177,31 @@ class SharedTmp:
 
 
 def _tree(fd: int, prefix: str = "") -> Iterator[tuple[str, os.stat_result]]:
-    """Every entry below directory `fd` (by path from it, parents first), and its stat."""
-    for name in os.listdir(fd):
-        info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    """Every entry below directory `fd` (by path from it, parents first), and its stat, as
+    other processes change it: an entry gone meanwhile, or a directory the guest made
+    unreadable, is left out."""
+    for name, info in _entries(fd):
         yield prefix + name, info
         if st.S_ISDIR(info.st_mode):
-            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                          dir_fd=fd)
+            try:
+                sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                              | os.O_CLOEXEC, dir_fd=fd)
+            except OSError:
+                continue
             try:
                 yield from _tree(sub, prefix + name + "/")
             finally:
                 os.close(sub)
+
+
+def _entries(fd: int) -> Iterator[tuple[str, os.stat_result]]:
+    """The entries of directory `fd` and their stat, those another process removes as they
+    are listed left out (as a listing on Linux may)."""
+    for name in os.listdir(fd):
+        try:
+            yield name, os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
 
 
 def _empty(fd: int) -> None:
@@ -270,9 +286,8 @@ class SharedNode(Node):
         fd = self.tmp.directory(self.parts, os.O_RDONLY)
         try:
             with host_call():
-                return sorted((name, SharedNode(self.tmp, (*self.parts, name),
-                                                os.stat(name, dir_fd=fd, follow_symlinks=False)))
-                              for name in os.listdir(fd))
+                return sorted((name, SharedNode(self.tmp, (*self.parts, name), info))
+                              for name, info in _entries(fd))
         finally:
             os.close(fd)
 
