@@ -210,9 +210,9 @@ def test_open_files_a_socket_name_and_a_manager_work_across_the_tree(usf):
         unnamed.write(b"after")
         unnamed.seek(0)
         print(unnamed.read())
-        seen = subprocess.run([sys.executable, "-c", "import os; print(sorted(os.listdir('/tmp')))"],
-                              capture_output=True, text=True).stdout.strip()
-        print(seen)
+        listing = "import os; print(sorted(os.listdir('/tmp')))"
+        print(subprocess.run([sys.executable, "-c", listing], capture_output=True,
+                             text=True).stdout.strip())
         with multiprocessing.get_context("fork").Manager() as manager:
             d = manager.dict()
             d["k"] = "from a manager"
