@@ -35,6 +35,7 @@ keeps its bytes but no longer reaches the file.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -550,6 +551,17 @@ def unshare(k: Kernel) -> None:
                 made[id(f)] = _file_in(f, fs, read)
             k.fds.files[fd] = made[id(f)]
     tmp.remove()
+
+
+def discard(k: Kernel) -> None:
+    """The USF ends with /tmp still shared (its guest died mid-invocation): the owner
+    removes the directory, its contents unread (what a child still running writes into it
+    meanwhile may stay, until the child ends with this monitor)."""
+    tmp = k.ns.shared_tmp
+    if tmp is not None and tmp.owner == os.getpid():
+        k.ns.shared_tmp = None
+        with contextlib.suppress(OSError):
+            tmp.remove()
 
 
 def _read_in(fs: TmpFS, directory: TmpDir, fd: int, read: dict[tuple[int, int], TmpFile],
