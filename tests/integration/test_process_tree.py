@@ -302,7 +302,7 @@ def test_a_fifo_pairs_readers_and_writers_of_the_tree_as_linux_opens_do(template
         if maker == 0:
             os.mkfifo("/tmp/gone")
             me = os.getpid()
-            if os.fork() == 0:  # its copy names the maker, which ends and is waited for
+            if os.fork() == 0:  # the maker ends and is waited for: the FIFO is its parent's
                 while True:
                     try:
                         os.kill(me, 0)
@@ -310,14 +310,14 @@ def test_a_fifo_pairs_readers_and_writers_of_the_tree_as_linux_opens_do(template
                         break
                     time.sleep(0.01)
                 try:
-                    os.open("/tmp/gone", os.O_WRONLY)
+                    os.open("/tmp/gone", os.O_WRONLY | os.O_NONBLOCK)
                 except OSError as e:
                     os.write(w, errno.errorcode[e.errno].encode())
                 os._exit(0)
             os._exit(0)
         os.waitpid(maker, 0)
         os.close(w)
-        print(os.read(r, 100).decode())  # no one is left to answer the open
+        print(os.read(r, 100).decode())  # no reader: a writer that does not wait is ENXIO
     """)
     assert out == ["True", "from a thread", "from sh", "100000", "ENXIO",
                    "['1', '2', '3'] 0", "ENXIO"]

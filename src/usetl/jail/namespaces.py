@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from usetl.libos.sharedtmp import JAIL_DIR
+
 from .spec import JailError
 
 CLONE_NEWNS = 0x00020000
@@ -65,6 +67,8 @@ MOUNT_ATTR_IDMAP = 0x100000
 # has its own tmpfs here; the empty directory is all the host keeps of it).
 STAGING = "/run/usetl-jail"
 ROOT_TMPFS = "size=1m,mode=755"
+# The jail's own writable tmpfs, for its invocation trees' /tmp: charged to its cgroup.
+SHARED_TMP_OPTIONS = "mode=700,uid={uid},gid={gid}"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.clone.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
@@ -263,6 +267,7 @@ def build_root(paths: tuple[str, ...], devices: tuple[str, ...], uid: int, gid: 
     _pivot()
     _mount_proc()
     _mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID)
+    _mount_shared_tmp(uid, gid)
 
 
 def _stage(paths: tuple[str, ...], owner: _Owner | None) -> list[str]:
@@ -270,6 +275,7 @@ def _stage(paths: tuple[str, ...], owner: _Owner | None) -> list[str]:
     get only a mount point without an owner."""
     os.makedirs(STAGING, exist_ok=True)
     _mount("usetl-jail", STAGING, "tmpfs", MS_NOSUID, ROOT_TMPFS)
+    os.makedirs(STAGING + JAIL_DIR, exist_ok=True)
     shown: list[str] = []
     owned: list[str] = []
     for path in sorted({os.path.normpath(p) for p in paths}, key=len):
@@ -289,6 +295,13 @@ def _pivot() -> None:
     os.chdir("/")
     _check(_libc.umount2(b"/.old", MNT_DETACH), "detaching the host's root")
     os.rmdir("/.old")
+
+
+def _mount_shared_tmp(uid: int, gid: int) -> None:
+    """A tmpfs of the jail's own at JAIL_DIR, where its invocation trees' /tmp lives
+    (libos/sharedtmp.py): its pages are charged to the jail's cgroup."""
+    _mount("usetl-tmp", JAIL_DIR, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+           SHARED_TMP_OPTIONS.format(uid=uid, gid=gid))
 
 
 def _mount_proc() -> None:
@@ -412,6 +425,7 @@ def enter_root(entry: JailRoot, uid: int, gid: int) -> None:
     for device, rdev in entry.root.devices:
         _make_device("", device, rdev, uid, gid)
     _mount_proc()
+    _mount_shared_tmp(uid, gid)
 
 
 def _reap(pid: int) -> None:

@@ -62,7 +62,7 @@ from usetl.kvm.structs import kvm_regs
 from usetl.vm import Stop, ThreadContext, Vm, VmError
 from usetl.vm.layout import VDSO_ADDR
 
-from . import fifo, limits, shmtree, sigdelivery
+from . import fifo, limits, sharedtmp, shmtree, sigdelivery
 from .allowance import Charge, MemoryAllowance
 from .childwatch import ConsoleDrain, Watcher
 from .clock import MONOTONIC
@@ -161,7 +161,8 @@ MAX_PROCESSES = 16
 AT_LIMIT = "usetl: {call} refused: the invocation is at its limit of child processes ({why})\n"
 FUNCTION_FULL = "its function's concurrency limit: its invocations and their children fill it"
 # What a sibling can use as the fork copied it; other files are not passed (EBADF there).
-CROSSES = (HostStreamFile, NullFile, ImageFile, TmpOpenFile, DirFile, ProcOpenFile)
+CROSSES = (HostStreamFile, NullFile, ImageFile, TmpOpenFile, sharedtmp.SharedOpenFile, DirFile,
+           ProcOpenFile)
 
 
 class ChildFdTable(FdTable):
@@ -307,7 +308,7 @@ def charge_to(k: Kernel, allowance: MemoryAllowance, slot: int, forked: bool) ->
     """The memory k's guest RAM holds is charged to `slot` of the allowance from now on;
     a forked child's beyond what it held at the fork (what it shares with its parent)."""
     def measure() -> int:  # k.vm at each measurement: a fork makes a new one
-        return k.vm.ram.backed_bytes() + k.mm.shared_bytes_held()
+        return k.vm.ram.backed_bytes() + k.mm.shared_bytes_held() + sharedtmp.held_bytes(k)
 
     if not forked:
         k.vm.ram.measure_from_here()
@@ -515,11 +516,12 @@ class Children:
     def process_table(self, k: Kernel) -> ProcessTable:
         """The tree's table, made at its first child: pids from then on come from it, and
         the AF_UNIX names this process bound and the TCP ports it listens on are the
-        tree's from then on."""
+        tree's from then on, and so is /tmp (sharedtmp.py)."""
         if self.table is None:
             self.table = ProcessTable(k.sched.next_tid, k.identity.pid)
             for name in k.guest_net.tree_names():
                 self.table.claim_name(name, k.identity.pid)
+        sharedtmp.share(k, (k.fds, *(state.fds for state in self.pre_exec.values())))
         return self.table
 
     def host_fds(self) -> set[int]:
@@ -641,6 +643,7 @@ class Children:
         for pid, child in self.running.items():
             self._ended(pid, child)
         self._bill(block=True)  # a child's own children's CPU is in its monitor's, as Linux's
+        sharedtmp.unshare(k)  # its children gone: /tmp is this process's tmpfs again
         self.running.clear()
         if self.table is not None:
             for pid in [*self.ended, *self.pre_exec]:
@@ -781,8 +784,8 @@ def executable(k: Kernel, path: str) -> tuple[str, bytes]:
     node = r.node
     if node is None:
         raise SyscallError(errno.ENOENT)
-    if node.is_dir or not isinstance(node, (ImageNode, HostNode, TmpFile)) \
-            or not node.mode & 0o111:
+    if not stat.S_ISREG(node.mode) or not node.mode & 0o111 or \
+            not isinstance(node, (ImageNode, HostNode, TmpFile, sharedtmp.SharedNode)):
         raise SyscallError(errno.EACCES)
     if isinstance(node, TmpFile):
         return r.path, bytes(node.data[:SCRIPT_HEAD])
@@ -845,7 +848,7 @@ def _start_program(k: Kernel, state: PreExec, pid: int, program: str, argv: list
     memory_slot = tokens.take(k, "execve")
     fds, drains = _child_files(k, state, pid)
     control, theirs = socket.socketpair()
-    keep = {theirs.fileno(), *k.children.host_fds(), *k.mm.page_fds(),
+    keep = {theirs.fileno(), *k.children.host_fds(), *k.mm.page_fds(), *sharedtmp.host_fds(k),
             *(fd for f in fds.values() if (fd := f.host_fd()) is not None)}
     state.clock_ns = k.clock.ns(MONOTONIC)
     k.vm.inherit_on_fork(False)  # the program's VM is its own: the sibling never maps ours
@@ -1025,6 +1028,8 @@ def report_and_exit(control: socket.socket, status: int, changes: bytes,
     parent's monitor, then exit; once its orphans have ended, if the process (`ran`, if
     it ran) has any (linger)."""
     try:
+        if ran is not None:
+            sharedtmp.hand_fifos(ran)
         lingers = ran is not None and ran.children.lingers()
         if lingers:
             ran.children.process_table(ran).lingers(ran.identity.pid, True)
@@ -1373,7 +1378,8 @@ def _deliver(k: Kernel, message: Routed, passed: Passed | None) -> None:
 def host_fds_of(k: Kernel, files: list[OpenFile]) -> list[int]:
     """The host fds of files passed (SCM_RIGHTS) over a connection to another process of
     the tree: pipes, socketpairs, eventfds and timerfds become host ones here first, as for
-    a child. A file that has none (a tmpfs file, an epoll set) cannot travel: EINVAL."""
+    a child. A file that has none (a file of a /tmp not shared, an epoll set) cannot
+    travel: EINVAL."""
     made: dict[int, OpenFile] = {}
     fds = []
     for f in files:
@@ -1393,8 +1399,11 @@ def host_fds_of(k: Kernel, files: list[OpenFile]) -> list[int]:
 
 def file_of_host_fd(k: Kernel, fd: int) -> OpenFile | None:
     """A host fd received (SCM_RIGHTS) from another process of the tree, as a file of this
-    one: a pipe end, or a socket; None (closed) for anything else."""
+    one: a pipe end, a socket, or a file of the tree's shared /tmp (sharedtmp.py); None
+    (closed) for anything else."""
     mode = os.fstat(fd).st_mode
+    if stat.S_ISREG(mode) and k.ns.shared_tmp is not None:
+        return sharedtmp.received(k.ns.shared_tmp, fd)
     if stat.S_ISFIFO(mode):
         access = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
         return HostStreamFile.for_pipe_end(k, fd, reads=access == os.O_RDONLY,

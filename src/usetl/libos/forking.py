@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from usetl.vm import Vm
 
+from . import sharedtmp
 from .children import (
     NOT_STARTED,
     Child,
@@ -104,7 +105,7 @@ def _fork_as(k: Kernel, pid: int, flags: int, parent_tid: int, child_tid: int,
     control, theirs = socket.socketpair()
     memory = k.vm.memory().values()
     keep = {theirs.fileno(), *k.children.host_fds(), *(m.fd for m in memory),
-            *k.mm.page_fds(),
+            *k.mm.page_fds(), *sharedtmp.host_fds(k),
             *(d.write_fd for d in drains.values()),
             *(fd for f in k.fds.files.values() if (fd := f.host_fd()) is not None)}
     try:

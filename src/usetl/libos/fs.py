@@ -20,6 +20,7 @@ from .errors import SyscallError
 
 if TYPE_CHECKING:
     from .sharedpages import SharedPages
+    from .sharedtmp import SharedTmp
 
 MAX_SYMLINKS = 40
 GUEST_ID = 1000  # the guest's uid and gid
@@ -434,7 +435,7 @@ class FdLink(Node):
             return f"pipe:[{f.node.ino}]"
         if st.S_ISSOCK(mode):
             return f"socket:[{f.node.ino}]"
-        if isinstance(f.node, TmpFile) and f.node.links == 0 and not f.path.endswith(DELETED):
+        if st.S_ISREG(mode) and f.node.nlink == 0 and not f.path.endswith(DELETED):
             return f.path + DELETED
         return f.path if f.path.startswith(("/", "anon_inode:")) else f"/dev/{f.path}"
 
@@ -486,6 +487,9 @@ class Namespace:
     """
 
     SYNTHETIC = ("tmp", "dev", "proc", "sys")
+    # /tmp in a host directory while the invocation's tree has children (sharedtmp.py):
+    # never in a captured state.
+    shared_tmp: SharedTmp | None = None
 
     def __init__(self, image: ImageArchive, tmpfs_limit: int, devices: dict[str, Node],
                  executable: str):
@@ -550,6 +554,8 @@ class Namespace:
             return self.image.node("/")
         top = parts[0]
         if top == "tmp":
+            if self.shared_tmp is not None:
+                return self.shared_tmp.lookup(parts[1:])
             return self.tmp.walk(parts[1:])
         if top in self.mounts:
             return self.mounts[top].walk(parts[1:])

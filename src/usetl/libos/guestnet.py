@@ -36,6 +36,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
+from . import sharedtmp
 from .errors import SyscallError
 from .files import O_NONBLOCK, O_RDWR, StreamFile
 from .fs import Node, TmpDir, TmpSocket
@@ -229,12 +230,16 @@ class GuestNet:
             raise SyscallError(errno.EADDRINUSE)
         if r.parent is None:
             raise SyscallError(errno.ENOENT)
-        if not isinstance(r.parent, TmpDir):
+        shared = sharedtmp.holds(r.parent)
+        if not isinstance(r.parent, TmpDir) and not shared:
             raise SyscallError(errno.EROFS if r.parent.is_dir else errno.ENOTDIR)
         key = self.unix_key(name)
         self._claim(key)
-        s.name_node = TmpSocket(self.ns.tmp.new_ino(), 0o777 & ~umask, s)
-        r.parent.entries[r.name] = s.name_node
+        if shared:  # its name a host socket node, which every process of the tree sees
+            sharedtmp.mknod(self.sched.k, r.parent, r.name, st.S_IFSOCK | 0o777)
+        else:
+            s.name_node = TmpSocket(self.ns.tmp.new_ino(), 0o777 & ~umask, s)
+            r.parent.entries[r.name] = s.name_node
         self.paths[key] = s
         return name
 
@@ -318,7 +323,10 @@ class GuestNet:
         r = self.ns.resolve(name.decode("utf-8", "surrogateescape"))
         if r.node is None:
             raise SyscallError(errno.ENOENT)
-        endpoint = r.node.endpoint if isinstance(r.node, TmpSocket) else None
+        if sharedtmp.holds(r.node) and st.S_ISSOCK(r.node.mode):
+            endpoint = self.paths.get(self.unix_key(name))  # this process's, if bound here
+        else:
+            endpoint = r.node.endpoint if isinstance(r.node, TmpSocket) else None
         if not isinstance(endpoint, GuestSocket):
             raise SyscallError(errno.ECONNREFUSED)
         return endpoint

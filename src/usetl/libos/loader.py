@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat as st
 import struct
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from .errors import LoadError, SyscallError
 from .fs import ImageNode, Namespace, TmpFile
 from .hostfs import HostNode
 from .mm import AddressSpace, page_down, page_up
+from .sharedtmp import SharedNode
 
 AT_NULL, AT_PHDR, AT_PHENT, AT_PHNUM, AT_PAGESZ, AT_BASE = 0, 3, 4, 5, 6, 7
 AT_FLAGS, AT_ENTRY, AT_UID, AT_EUID, AT_GID, AT_EGID = 8, 9, 11, 12, 13, 14
@@ -89,7 +91,7 @@ def _read_elf(ns: Namespace, path: str, bad: int, executable: bool = False) -> E
         raise LoadError(f"{path} does not exist in the guest's filesystems", errno.ENOENT)
     if executable and not node.mode & 0o111:
         raise LoadError(f"{path} is not executable", errno.EACCES)
-    if isinstance(node, (ImageNode, HostNode)) and not node.is_dir:
+    if isinstance(node, (ImageNode, HostNode, SharedNode)) and st.S_ISREG(node.mode):
         data = bytes(node.read_at(0, node.size))
     elif isinstance(node, TmpFile):
         data = bytes(node.data)

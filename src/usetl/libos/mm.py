@@ -125,6 +125,8 @@ class AddressSpace:
         # when its invocation ends (unshare), so never in a template.
         self.host_shared: list[HostShared] = []
         self.paged: list[TmpFile] = []
+        # The host fds of the shared /tmp files mapped (sharedtmp.py), held for reshare.
+        self.host_files: list[int] = []
 
     # -- bookkeeping --------------------------------------------------------
 
@@ -201,6 +203,28 @@ class AddressSpace:
         self.ram.map_shared_file(start, end - start, node.pages.fd, offset)
         self.host_shared.append(HostShared(start, end, node.pages, offset))
 
+    def map_host_file(self, start: int, end: int, fd: int, offset: int) -> None:
+        """Show host file `fd` (a shared /tmp file's, in host_files) from
+        `offset` at [start, end): a MAP_SHARED mapping of it, whose stores every process's
+        mappings, read() and write() see at once, the host kernel's page cache."""
+        self.ram.map_shared_file(start, end - start, fd, offset)
+        self.host_shared.append(HostShared(start, end, SharedPages.adopt(fd), offset))
+
+    def move_mappings(self, node: TmpFile, moved: object, fd: int) -> None:
+        """`node`'s bytes are host file `fd`'s now (a shared /tmp file, `moved` its node:
+        sharedtmp.py): its MAP_SHARED mappings show that file instead of its pages."""
+        pages = node.pages
+        self.host_files.append(fd)
+        for i, s in enumerate(self.host_shared):
+            if s.pages is pages:
+                self.ram.map_shared_file(s.start, s.end - s.start, fd, s.offset)
+                self.host_shared[i] = HostShared(s.start, s.end, SharedPages.adopt(fd),
+                                                 s.offset)
+        for a in self.areas:
+            if a.file is not None and a.file.node is node:
+                a.file = FileBacking(moved, a.file.offset, a.file.shared)
+        self.shared = [m for m in self.shared if m.node is not node]
+
     def give_pages(self, node: TmpFile) -> SharedPages:
         """The shared pages holding `node`'s bytes, made (and kept here) at the first need."""
         if node.pages is None:
@@ -210,7 +234,8 @@ class AddressSpace:
 
     def page_fds(self) -> list[int]:
         """The memfds of the files mapped shared: a forked monitor keeps them."""
-        return [node.pages.fd for node in self.paged if node.pages is not None]
+        return [*(node.pages.fd for node in self.paged if node.pages is not None),
+                *self.host_files]
 
     def shared_bytes_held(self) -> int:
         """The host memory the shared pages this monitor made hold (a forked monitor's
@@ -258,6 +283,9 @@ class AddressSpace:
                 node.pages.close()
                 node.pages = None
         self.paged = []
+        for fd in self.host_files:
+            os.close(fd)
+        self.host_files = []
 
     def _remove(self, start: int, end: int) -> None:
         """Drop [start, end) from the areas, splitting those it cuts."""

@@ -16,6 +16,10 @@ parent that writes after a child wrote to the same file appends, as
 and so do the bytes of a tmpfs file that has no name any more (a
 `tempfile.TemporaryFile`), which no path carries. One the child left alone
 is left as the parent has it since.
+
+Once the tree's /tmp is shared (sharedtmp.py), the child's writes are in it
+already and its tmpfs copy stays as it was: only the offsets of the files
+of other filesystems it was given (the image's) travel.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from usetl.invocation import (
     ModuleNames,
     invocation_context,
 )
+from usetl.libos import sharedtmp
 from usetl.libos.archivefs import ModuleRegion, mount_archive
 from usetl.libos.devices import AgentChannel
 from usetl.libos.errors import LibosError, MonitorError
@@ -358,6 +359,7 @@ class Usf:
     def close(self) -> None:
         """Release the VM (idempotent); the USF cannot run again."""
         self.vm.close()
+        sharedtmp.discard(self.kernel)  # an invocation that died with children left it
         self.alive = False
 
     def __enter__(self) -> Usf:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import errno
+import os
 import stat as st
+import struct
 from typing import TYPE_CHECKING
 
-from .. import shmtree
+from .. import sharedtmp, shmtree
 from ..children import route
 from ..errors import SyscallError
 from ..fifo import open_fifo
@@ -61,6 +63,9 @@ SENDFILE_CHUNK = 1 << 20  # sendfile copies in pieces, so a large count holds li
 
 F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL = 0, 1, 2, 3, 4
 F_GETLK, F_SETLK, F_SETLKW = 5, 6, 7
+F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW = 36, 37, 38
+RECORD_LOCKS = (F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW)
+FLOCK = struct.Struct("<hh4xqqi4x")  # struct flock on x86-64, the host's and the guest's
 F_UNLCK = 2
 F_DUPFD_CLOEXEC = 1030
 F_ADD_SEALS, F_GET_SEALS = 1033, 1034
@@ -122,6 +127,9 @@ def _open_tmpfile(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) 
         raise SyscallError(errno.ENOENT)
     if not r.node.is_dir:
         raise SyscallError(errno.ENOTDIR)
+    if sharedtmp.holds(r.node):
+        return k.fds.install(sharedtmp.open_tmpfile(k, r.node, flags, mode),
+                             cloexec=bool(flags & O_CLOEXEC))
     if not isinstance(r.node, TmpDir):
         raise SyscallError(errno.EROFS if isinstance(r.node, ImageNode) else errno.EOPNOTSUPP)
     node = TmpFile(k.ns.tmp.new_ino(), mode & 0o7777 & ~k.umask)
@@ -149,6 +157,15 @@ def _create(k: Kernel, r: Resolved, path_addr: int, flags: int, mode: int) -> Tm
     return node
 
 
+def _shared_file(r: Resolved, flags: int) -> bool:
+    """Does open find or make a regular file of a shared /tmp (sharedtmp.py)?"""
+    if r.opened is not None or flags & O_PATH:
+        return False
+    if r.node is None:
+        return sharedtmp.holds(r.parent)
+    return sharedtmp.holds(r.node) and st.S_ISREG(r.node.mode)
+
+
 def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
     flags &= 0xFFFFFFFF
     if flags & O_TMPFILE == O_TMPFILE:
@@ -157,6 +174,11 @@ def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
     assert isinstance(r, Resolved)
     node = r.node
     writable = flags & O_ACCMODE != O_RDONLY
+    if _shared_file(r, flags):
+        if node is None and flags & O_CREAT and k.mem.cstring(path_addr).endswith(b"/"):
+            raise SyscallError(errno.EISDIR)
+        f = sharedtmp.open_file(k, r.parent, r.name, flags, mode)
+        return k.fds.install(f, cloexec=bool(flags & O_CLOEXEC))
     if node is None:
         node = _create(k, r, path_addr, flags, mode)
     elif flags & O_CREAT and flags & O_EXCL:
@@ -191,6 +213,8 @@ def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
             f.truncate(0)
     elif isinstance(node, TmpFifo) and not flags & O_PATH:
         return open_fifo(k, node, path, flags, route)
+    elif sharedtmp.holds(node) and st.S_ISFIFO(node.mode) and not flags & O_PATH:
+        return open_fifo(k, sharedtmp.fifo(k, node), path, flags, route)
     elif flags & O_PATH:
         f = OpenFile(node, flags, path)
     elif r.opened is not None:
@@ -447,7 +471,7 @@ def sys_fallocate(k: Kernel, fd: int, mode: int, offset: int, length: int, *_: i
         raise SyscallError(errno.EBADF)
     if st.S_ISFIFO(f.node.mode) or st.S_ISSOCK(f.node.mode):
         raise SyscallError(errno.ESPIPE)
-    if not isinstance(f, TmpOpenFile):
+    if not isinstance(f, (TmpOpenFile, sharedtmp.SharedOpenFile)):
         raise SyscallError(errno.ENODEV)
     if mode == 0 and offset + length > soft_limit(k, RLIMIT_FSIZE):
         raise file_too_big(k)
@@ -460,11 +484,14 @@ def sys_truncate(k: Kernel, path: int, length: int, *_: int) -> int:
     assert isinstance(r, Resolved)
     if r.node is None:
         raise SyscallError(errno.ENOENT)
-    if not isinstance(r.node, TmpFile):
+    if not isinstance(r.node, TmpFile) and not sharedtmp.holds(r.node):
         raise SyscallError(errno.EISDIR if r.node.is_dir else errno.EROFS)
     if s64(length) > soft_limit(k, RLIMIT_FSIZE):
         raise file_too_big(k)
-    truncate_tmp(r.node, s64(length), k.ns.tmp)
+    if sharedtmp.holds(r.node):
+        sharedtmp.truncate(r.node, s64(length))
+    else:
+        truncate_tmp(r.node, s64(length), k.ns.tmp)
     return 0
 
 
@@ -515,7 +542,8 @@ def _access(k: Kernel, dirfd: int, path: int, mode: int, flags: int) -> int:
         raise SyscallError(errno.ENOENT)
     # Writable: the tmpfs, devices, and nameless nodes (pipes, sockets, the captures).
     if mode & W_OK and type(r.node) is not Node and \
-            not isinstance(r.node, (TmpFile, TmpDir, DeviceNode, PtmxNode)):
+            not isinstance(r.node, (TmpFile, TmpDir, DeviceNode, PtmxNode)) and \
+            not sharedtmp.holds(r.node):
         raise SyscallError(errno.EROFS)
     if mode & X_OK and not r.node.mode & 0o111:
         raise SyscallError(errno.EACCES)
@@ -589,6 +617,9 @@ def _mkdir(k: Kernel, dirfd: int, path: int, mode: int) -> int:
     assert isinstance(r, Resolved)
     if r.node is not None:
         raise SyscallError(errno.EEXIST)
+    if sharedtmp.holds(r.parent):
+        sharedtmp.mkdir(k, r.parent, r.name, mode)
+        return 0
     parent = _tmp_parent(k, r)
     made = parent.entries[r.name] = TmpDir(k.ns.tmp.new_ino(), mode & 0o7777 & ~k.umask)
     entry_event(k, parent, r.name, made, IN_CREATE)
@@ -608,6 +639,12 @@ def _unlink(k: Kernel, dirfd: int, path: int, flags: int) -> int:
     assert isinstance(r, Resolved)
     if r.node is None:
         raise SyscallError(errno.ENOENT)
+    if sharedtmp.holds(r.parent):
+        last = _last_part(k, path)
+        if flags & AT_REMOVEDIR and last in (b".", b".."):
+            raise SyscallError(errno.EINVAL if last == b"." else errno.ENOTEMPTY)
+        sharedtmp.remove(r.parent, r.name, directory=bool(flags & AT_REMOVEDIR))
+        return 0
     parent = _tmp_parent(k, r)
     if flags & AT_REMOVEDIR:
         if not isinstance(r.node, TmpDir):
@@ -669,6 +706,11 @@ def _rename(k: Kernel, olddir: int, old: int, newdir: int, new: int,
     assert isinstance(src, Resolved) and isinstance(dst, Resolved)
     if src.node is None:
         raise SyscallError(errno.ENOENT)
+    if sharedtmp.holds(src.parent) or sharedtmp.holds(dst.parent):
+        if not (sharedtmp.holds(src.parent) and sharedtmp.holds(dst.parent)):
+            raise SyscallError(errno.EXDEV)  # another file system, as /dev/shm is on Linux
+        sharedtmp.rename(src.parent, src.name, dst.parent, dst.name, noreplace)
+        return 0
     src_parent, dst_parent = _tmp_parent(k, src), _tmp_parent(k, dst)
     if dst.node is src.node:
         return 0  # two names of one file (or the same name): Linux changes nothing
@@ -723,7 +765,11 @@ def sys_fcntl(k: Kernel, fd: int, cmd: int, arg: int, *_: int) -> int:
     if cmd == F_SETFL:
         changeable = O_APPEND | O_NONBLOCK
         f.flags = (f.flags & ~changeable) | (arg & changeable)
+        if isinstance(f, sharedtmp.SharedOpenFile):
+            f.set_append(bool(arg & O_APPEND))
         return 0
+    if cmd in RECORD_LOCKS and isinstance(f, sharedtmp.SharedOpenFile):
+        return _host_lock(k, f, cmd, arg)
     if cmd == F_GETLK:
         # One process holds every lock, and its own never conflict: nothing would block
         # (SQLite's WAL mode asks before it resets its shared-memory index).
@@ -739,6 +785,35 @@ def sys_fcntl(k: Kernel, fd: int, cmd: int, arg: int, *_: int) -> int:
         f.add_seals(arg & 0xFFFFFFFF, any(m.node is f.node for m in k.mm.shared))
         return 0
     raise SyscallError(errno.EINVAL)
+
+
+def _host_lock(k: Kernel, f: sharedtmp.SharedOpenFile, cmd: int, arg: int) -> int:
+    """A record or OFD lock on a shared /tmp file: the host's, between the processes of the
+    tree as on Linux. A waiting one (F_SETLKW, F_OFD_SETLKW) tries F_SETLK every
+    sharedtmp.LOCK_POLL until it is granted or a signal comes (EINTR)."""
+    wait = cmd in (F_SETLKW, F_OFD_SETLKW)
+    host_cmd = {F_SETLKW: F_SETLK, F_OFD_SETLKW: F_OFD_SETLK}.get(cmd, cmd)
+    flock = k.mem.read(arg, FLOCK.size)
+    try:
+        result = f.lock(host_cmd, bytes(flock))
+    except SyscallError as e:
+        if wait and e.errno in (errno.EAGAIN, errno.EACCES):
+            raise sharedtmp.lock_wait(k) from None
+        raise
+    if cmd in (F_GETLK, F_OFD_GETLK):
+        k.mem.write(arg, _guest_holder(k, result))
+    return 0
+
+
+def _guest_holder(k: Kernel, flock: bytes) -> bytes:
+    """F_GETLK's answer with the holder's guest pid for the host's pid of its monitor (this
+    process's or a child's; another's is not known here: 0)."""
+    kind, whence, start, length, host_pid = FLOCK.unpack(flock)
+    if kind == F_UNLCK or host_pid <= 0:
+        return flock
+    pids = {os.getpid(): k.identity.pid,
+            **{c.host_pid: pid for pid, c in k.children.running.items()}}
+    return FLOCK.pack(kind, whence, start, length, pids.get(host_pid, 0))
 
 
 def sys_ioctl(k: Kernel, fd: int, request: int, arg: int, *_: int) -> int:

@@ -13,7 +13,7 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
-from .. import shmtree
+from .. import sharedtmp, shmtree
 from ..errors import SyscallError
 from ..files import O_RDWR, TmpOpenFile
 from ..fs import (
@@ -78,6 +78,9 @@ def _writable(node: Node) -> TmpNode:
 
 
 def _chmod(node: Node, mode: int) -> int:
+    if sharedtmp.holds(node):
+        sharedtmp.chmod(node, mode)
+        return 0
     node = _writable(node)
     node.mode = st.S_IFMT(node.mode) | (mode & 0o7777)
     node.ctime_ns = time.time_ns()
@@ -105,7 +108,8 @@ def _open_node(k: Kernel, fd: int) -> Node:
 
 
 def _chown(k: Kernel, node: Node, uid: int, gid: int) -> int:
-    node = _writable(node)
+    if not sharedtmp.holds(node):
+        node = _writable(node)
     for wanted, own in ((s32(uid), k.identity.uid), (s32(gid), k.identity.gid)):
         if wanted not in (-1, own):
             raise SyscallError(errno.EPERM)
@@ -145,6 +149,10 @@ def _mknod(k: Kernel, dirfd: int, path: int, mode: int) -> int:
         raise SyscallError(errno.EPERM if kind in (st.S_IFSOCK, st.S_IFCHR, st.S_IFBLK)
                            else errno.EINVAL)
     parent, name = _new_entry(k, dirfd, path)
+    if sharedtmp.holds(parent):
+        sharedtmp.mknod(k, parent, name, (kind or st.S_IFREG) | (mode & 0o7777))
+        return 0
+    assert isinstance(parent, TmpDir)
     perms = mode & 0o7777 & ~k.umask
     ino = k.ns.tmp.new_ino()
     # A FIFO's opens are paired by this process (fifo.py).
@@ -168,6 +176,9 @@ def sys_mknodat(k: Kernel, dirfd: int, path: int, mode: int, *_: int) -> int:
 def _set_times(node: Node, atime: int | None, mtime: int | None) -> int:
     """Set the times in ns (None: leave it); a node that cannot change is EROFS."""
     if atime is None and mtime is None:
+        return 0
+    if sharedtmp.holds(node):
+        sharedtmp.set_times(node, atime, mtime)
         return 0
     node = _writable(node)
     if atime is not None:
@@ -236,12 +247,15 @@ def sys_utime(k: Kernel, path: int, times: int, *_: int) -> int:
 # -- links ---------------------------------------------------------------------
 
 
-def _new_entry(k: Kernel, dirfd: int, path: int) -> tuple[TmpDir, str]:
-    """Where a new name goes: its tmpfs directory and the name (which must be free)."""
+def _new_entry(k: Kernel, dirfd: int, path: int) -> tuple[Node, str]:
+    """Where a new name goes: its tmpfs directory (or a shared /tmp's) and the name (which
+    must be free)."""
     r = _resolve_at(k, dirfd, path, follow=False)
     assert isinstance(r, Resolved)
     if r.node is not None:
         raise SyscallError(errno.EEXIST)
+    if sharedtmp.holds(r.parent):
+        return r.parent, r.name  # type: ignore[return-value]
     return _tmp_parent(k, r), r.name
 
 
@@ -250,6 +264,10 @@ def _symlink(k: Kernel, target: int, dirfd: int, path: int) -> int:
     if not raw:
         raise SyscallError(errno.ENOENT)
     parent, name = _new_entry(k, dirfd, path)
+    if sharedtmp.holds(parent):
+        sharedtmp.symlink(parent, name, raw.decode("utf-8", "surrogateescape"))
+        return 0
+    assert isinstance(parent, TmpDir)
     made = parent.entries[name] = TmpLink(k.ns.tmp.new_ino(),
                                           raw.decode("utf-8", "surrogateescape"))
     parent.mtime_ns = parent.ctime_ns = time.time_ns()
@@ -273,8 +291,13 @@ def _link(k: Kernel, olddir: int, old: int, newdir: int, new: int, flags: int) -
     if node.is_dir:
         raise SyscallError(errno.EPERM)
     parent, name = _new_entry(k, newdir, new)
-    if not isinstance(node, TmpNode):
+    if sharedtmp.holds(node) != sharedtmp.holds(parent) or not (
+            isinstance(node, TmpNode) or sharedtmp.holds(node)):
         raise SyscallError(errno.EXDEV)
+    if sharedtmp.holds(node):
+        sharedtmp.link(node, parent, name)
+        return 0
+    assert isinstance(parent, TmpDir)
     if isinstance(node, TmpFile) and node.links == 0 and not node.linkable:
         raise SyscallError(errno.ENOENT)  # an unlinked file or a memfd has no name to link
     if shmtree.in_tree(k, parent):
@@ -364,6 +387,8 @@ def sys_flock(k: Kernel, fd: int, operation: int, *_: int) -> int:
     op = s32(operation)
     if op & ~LOCK_NB not in (LOCK_SH, LOCK_EX, LOCK_UN):
         raise SyscallError(errno.EINVAL)
+    if isinstance(f, sharedtmp.SharedOpenFile):
+        return _host_flock(k, f, op)
     locks = k.fds.file_locks(f.node, k.sched)
     if op & LOCK_UN:
         locks.release(f)
@@ -379,6 +404,18 @@ def sys_flock(k: Kernel, fd: int, operation: int, *_: int) -> int:
     locks.holders[f] = exclusive
     if not exclusive:
         locks.queue.wake(k.sched)  # exclusive to shared: other shared takers may go on
+    return 0
+
+
+def _host_flock(k: Kernel, f: sharedtmp.SharedOpenFile, op: int) -> int:
+    """flock of a shared /tmp file: the host's, between the processes of the tree; a wait
+    for it polls (sharedtmp.lock_wait)."""
+    try:
+        f.flock(op | LOCK_NB)
+    except SyscallError as e:
+        if e.errno == errno.EWOULDBLOCK and not op & LOCK_NB:
+            raise sharedtmp.lock_wait(k) from None
+        raise
     return 0
 
 

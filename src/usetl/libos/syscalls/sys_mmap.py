@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import os
 from typing import TYPE_CHECKING
 
+from .. import sharedtmp
 from ..errors import SyscallError
 from ..fs import F_SEAL_FUTURE_WRITE, F_SEAL_WRITE, DeviceNode, ImageNode, TmpFile
 from ..hostfs import HostNode
@@ -53,7 +55,9 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int,
         if fixed or noreplace:
             raise SyscallError(errno.EINVAL)  # device memory has its own, fixed address
         return f.map_device(length, prot, flags, offset)
-    if not isinstance(node, (ImageNode, HostNode, TmpFile)):
+    if isinstance(node, sharedtmp.SharedNode):
+        node = sharedtmp.mapped(k, node)  # an fd of the monitor's own, held while mapped
+    elif not isinstance(node, (ImageNode, HostNode, TmpFile)):
         raise SyscallError(errno.ENODEV)
     shared = kind != MAP_PRIVATE and bool(prot & PROT_WRITE)
     if shared and not f.writable:
@@ -77,10 +81,12 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int,
     end = start + page_up(length)
     if kind != MAP_PRIVATE and isinstance(node, TmpFile):
         k.mm.map_shared_pages(start, end, node, offset)  # the file's bytes are there
+    elif kind != MAP_PRIVATE and isinstance(node, sharedtmp.SharedNode):
+        k.mm.map_host_file(start, end, node.fd, offset)
     elif n:
         _place_file_bytes(k, node, start, offset, n)
     k.mm.last_file_map = (node, start - offset, start, start + n, k.stats.count)
-    if shared:
+    if shared and not isinstance(node, sharedtmp.SharedNode):  # its stores are the file's
         k.mm.shared.append(SharedFileMap(start, end, node, offset))
     return start
 
@@ -98,7 +104,8 @@ def _map_shared_anonymous(k: Kernel, addr: int, length: int, fixed: bool,
     return start
 
 
-def _place_file_bytes(k: Kernel, node: ImageNode | HostNode | TmpFile, start: int,
+def _place_file_bytes(k: Kernel, node: ImageNode | HostNode | TmpFile | sharedtmp.SharedNode,
+                      start: int,
                       offset: int, n: int) -> None:
     """Put the file's bytes [offset, offset+n) at `start` in guest RAM.
 
@@ -118,6 +125,8 @@ def _place_file_bytes(k: Kernel, node: ImageNode | HostNode | TmpFile, start: in
         return
     if isinstance(node, (ImageNode, HostNode)):
         data = node.read_at(offset, n)
+    elif isinstance(node, sharedtmp.SharedNode):
+        data = os.pread(node.fd, n, offset)
     elif node.pages is not None:  # stores through its shared mappings are there
         data = node.pages.read(offset, n)
     else:
@@ -139,7 +148,8 @@ def sys_mremap(k: Kernel, old: int, old_len: int, new_len: int, flags: int, *_: 
     grown = page_up(old_len)
     if new != old:  # a moved shared file mapping shows the file's pages at its new place
         _show_file(k, [p for p in k.mm.file_parts(new, new + min(grown, page_up(new_len)))
-                       if isinstance(p[2].node, TmpFile) and p[2].shared])
+                       if isinstance(p[2].node, (TmpFile, sharedtmp.SharedNode))
+                       and p[2].shared])
     if page_up(new_len) > grown:  # a file mapping's new part shows the file there
         _show_file(k, k.mm.file_parts(new + grown, new + page_up(new_len)))
     return new
@@ -151,6 +161,9 @@ def _show_file(k: Kernel, parts: list[tuple[int, int, FileBacking]]) -> None:
         node = backing.node
         if backing.shared and isinstance(node, TmpFile):
             k.mm.map_shared_pages(lo, hi, node, backing.offset)
+            continue
+        if backing.shared and isinstance(node, sharedtmp.SharedNode):
+            k.mm.map_host_file(lo, hi, node.fd, backing.offset)
             continue
         n = max(min(hi - lo, node.size - backing.offset), 0)  # type: ignore[attr-defined]
         if n:

@@ -79,8 +79,11 @@ _ENTRIES = [
     Syscall("dup2", f.sys_dup2, FULL),
     Syscall("dup3", f.sys_dup3, FULL),
     Syscall("fcntl", f.sys_fcntl, PARTIAL,
-            "locks always granted and F_GETLK finds none (one process); no OFD locks, "
-            "no leases; F_DUPFD bound by RLIMIT_NOFILE (1024); F_GETPIPE_SZ/F_SETPIPE_SZ "
+            "record locks: while the process is alone always granted and F_GETLK finds "
+            "none; on a /tmp shared by a process tree (libos/sharedtmp.py) the host's "
+            "record and OFD locks (F_OFD_*), F_SETLKW a poll of F_SETLK every 5 ms that "
+            "a signal interrupts (EINTR); else no OFD locks; no leases; F_DUPFD bound "
+            "by RLIMIT_NOFILE (1024); F_GETPIPE_SZ/F_SETPIPE_SZ "
             "as Linux (up to 1 MiB); F_ADD_SEALS/F_GET_SEALS of tmpfs files (memfds)"),
     Syscall("ioctl", f.sys_ioctl, PARTIAL,
             "FIONBIO/FIOCLEX; the devices' own: /dev/etl's request, /dev/usetl's exchange "
@@ -98,8 +101,10 @@ _ENTRIES = [
     Syscall("rmdir", f.sys_rmdir, PARTIAL, "only under /tmp"),
     Syscall("unlink", f.sys_unlink, PARTIAL, "only under /tmp"),
     Syscall("unlinkat", f.sys_unlinkat, PARTIAL, "only under /tmp"),
-    Syscall("rename", f.sys_rename, PARTIAL, "only within /tmp"),
-    Syscall("renameat", f.sys_renameat, PARTIAL, "only within /tmp"),
+    Syscall("rename", f.sys_rename, PARTIAL,
+            "only within /tmp; to /dev/shm EXDEV once /tmp is a tree's (sharedtmp.py)"),
+    Syscall("renameat", f.sys_renameat, PARTIAL,
+            "only within /tmp; to /dev/shm EXDEV once /tmp is a tree's"),
     Syscall("renameat2", f.sys_renameat2, PARTIAL,
             "only within /tmp; RENAME_NOREPLACE, not RENAME_EXCHANGE or WHITEOUT"),
     Syscall("truncate", f.sys_truncate, PARTIAL, "only under /tmp"),
@@ -132,7 +137,8 @@ _ENTRIES = [
     Syscall("statfs", meta.sys_statfs, FULL, "only /tmp has free space"),
     Syscall("fstatfs", meta.sys_fstatfs, FULL, "only /tmp has free space"),
     Syscall("flock", meta.sys_flock, PARTIAL,
-            "per open file description, within the process; not shared with children"),
+            "per open file description, within the process; on a /tmp shared by a process "
+            "tree the host's, across it (a wait polls every 5 ms, EINTR on a signal)"),
     Syscall("sendfile", f.sys_sendfile, FULL),
     Syscall("copy_file_range", f.sys_copy_file_range, FULL,
             "between regular files; the monitor copies the bytes (no reflink)"),
@@ -156,7 +162,9 @@ _ENTRIES = [
             "allowance an invocation's processes share (as mmap's)"),
     Syscall("mmap", mm.sys_mmap, PARTIAL,
             "a writable shared mapping of a tmpfs file reaches the file at msync and "
-            "munmap (read and write of the file meanwhile do not see it); a file of the "
+            "munmap (read and write of the file meanwhile do not see it); of a /tmp "
+            "shared by a process tree (sharedtmp.py), the host file's pages, every "
+            "process's mappings and read/write seeing each other at once; a file of the "
             "image or a mounted archive shows its pages copy-on-write, others are copied; "
             "CPython's arenas and frame-stack chunks come from the vDSO's free lists, "
             "without this syscall; once an invocation has children, ENOMEM (told on "
