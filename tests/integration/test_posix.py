@@ -273,8 +273,8 @@ def test_proc_and_sys_describe_one_process_on_one_cpu(usf):
     assert out[2] == "1 True"
     assert out[3] == f"{256 * 1024} kB"
     assert out[4] == "0 1"
-    assert out[5] == ("['cmdline', 'comm', 'environ', 'exe', 'fd', 'maps', 'stat', 'statm', "
-                      "'status', 'task']")
+    assert out[5] == ("['cmdline', 'comm', 'environ', 'exe', 'fd', 'loginuid', 'maps', "
+                      "'sessionid', 'stat', 'statm', 'status', 'task']")
 
 
 def test_proc_stat_files_read_as_psutil_parses_them(usf):
@@ -367,8 +367,13 @@ def test_users_and_the_tz_database(usf):
               datetime.datetime(2026, 1, 1, tzinfo=paris).tzname())
         print("America/New_York" in zoneinfo.available_timezones())
         print(set(os.listdir("/etc")) >= {"passwd", "group"})
+        try:
+            os.getlogin()  # no login session: /proc/self/loginuid is audit's unset id
+        except OSError as e:
+            print(e.strerror, open("/proc/self/loginuid").read())
     """)
-    assert out == ["usetl /tmp usetl", "2:00:00 CET", "True", "True"]
+    assert out == ["usetl /tmp usetl", "2:00:00 CET", "True", "True",
+                   "No such device or address 4294967295"]
 
 
 def test_the_image_carries_ca_certificates_for_the_default_context(usf):

@@ -514,3 +514,107 @@ def test_a_server_program_and_an_asyncio_client_reach_each_other_over_tcp(templa
         print(c.recv(10).decode(), given.wait(10))
     """)
     assert out == ["hello /x", "0", "0", "GIVEN 0"], out
+
+
+def test_forked_workers_share_one_accept_queue_each_connection_served_once(template):
+    """A pre-fork server: the parent listens and forks 3 workers that block in accept on
+    their copies, then closes its own; 12 connections from the parent are each served by
+    exactly one worker. Then 3 workers that select() on a non-blocking listener and accept
+    (EAGAIN when another took it), reached from a forked client; shutdown of the listener by
+    the parent fails the accept of a worker waiting there, as on Linux (EINVAL)."""
+    out = run_in_clone(template, """
+        import errno, os, select, signal, socket
+        def serve(listener, selects):
+            signal.signal(signal.SIGTERM, lambda s, f: os._exit(0))
+            while True:
+                if selects:
+                    select.select([listener], [], [])
+                    try:
+                        conn, _ = listener.accept()
+                    except BlockingIOError:
+                        continue
+                    conn.setblocking(True)
+                else:
+                    conn, _ = listener.accept()
+                with conn:
+                    conn.sendall(b"%d %s" % (os.getpid(), conn.recv(100)))
+        def workers(listener, selects):
+            pids = []
+            for _ in range(3):
+                pid = os.fork()
+                if pid == 0:
+                    try:
+                        serve(listener, selects)
+                    finally:
+                        os._exit(1)
+                pids.append(pid)
+            return pids
+        def ask(address, n):
+            with socket.create_connection(address, timeout=30) as c:
+                c.sendall(b"request %d" % n)
+                pid, said = c.recv(100).decode().split(" ", 1)
+                return int(pid), said
+        def stop(pids):
+            for pid in pids:
+                os.kill(pid, signal.SIGTERM)
+            return sorted(os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in pids)
+        listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        address = listener.getsockname()
+        pids = workers(listener, False)
+        listener.close()
+        answers = [ask(address, n) for n in range(12)]
+        print(sorted(said for _, said in answers) == sorted("request %d" % n for n in range(12)),
+              {pid for pid, _ in answers} <= set(pids), stop(pids))
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.setblocking(False)
+        address = listener.getsockname()
+        pids = workers(listener, True)
+        r, w = os.pipe()
+        client = os.fork()
+        if client == 0:
+            os.write(w, repr([ask(address, n) for n in range(12)]).encode())
+            os._exit(0)
+        answers = eval(os.read(r, 1 << 16))
+        os.waitpid(client, 0)
+        print(sorted(said for _, said in answers) == sorted("request %d" % n for n in range(12)),
+              {pid for pid, _ in answers} <= set(pids), stop(pids))
+        listener.close()
+        listener = socket.create_server(("127.0.0.1", 0))
+        ready_r, ready_w = os.pipe()
+        waiter = os.fork()
+        if waiter == 0:
+            os.write(ready_w, b"x")
+            try:
+                listener.accept()
+            except OSError as e:
+                os._exit(e.errno)
+            os._exit(0)
+        os.read(ready_r, 1)
+        listener.shutdown(socket.SHUT_RDWR)
+        print(errno.errorcode[os.waitstatus_to_exitcode(os.waitpid(waiter, 0)[1])])
+    """)
+    assert out == ["True True [0, 0, 0]", "True True [0, 0, 0]", "EINVAL"], out
+
+
+def test_forking_tcp_server_accepts_in_the_parent_and_serves_in_children(template):
+    """socketserver's ForkingTCPServer: the parent accepts each connection (its listener
+    shared with the children it forked) and a child serves it, the clients threads of the
+    parent."""
+    out = run_in_clone(template, """
+        import os, socket, socketserver, threading
+        class Upper(socketserver.StreamRequestHandler):
+            def handle(self):
+                self.wfile.write(b"%d " % os.getpid() + self.rfile.readline().upper())
+        server = socketserver.ForkingTCPServer(("127.0.0.1", 0), Upper)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        seen = []
+        for n in range(4):
+            with socket.create_connection(server.server_address, timeout=30) as c:
+                c.sendall(b"line %d\\n" % n)
+                pid, said = c.makefile().readline().split(" ", 1)
+                seen.append((int(pid) != os.getpid(), said.strip()))
+        server.shutdown()
+        server.server_close()
+        print(seen)
+    """)
+    assert out == ["[(True, 'LINE 0'), (True, 'LINE 1'), (True, 'LINE 2'), (True, 'LINE 3')]"]

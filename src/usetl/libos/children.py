@@ -849,7 +849,7 @@ def _start_program(k: Kernel, state: PreExec, pid: int, program: str, argv: list
     fds, drains = _child_files(k, state, pid)
     control, theirs = socket.socketpair()
     keep = {theirs.fileno(), *k.children.host_fds(), *k.mm.page_fds(), *sharedtmp.host_fds(k),
-            *(fd for f in fds.values() if (fd := f.host_fd()) is not None)}
+            *(fd for f in fds.values() for fd in f.host_fds())}
     state.clock_ns = k.clock.ns(MONOTONIC)
     k.vm.inherit_on_fork(False)  # the program's VM is its own: the sibling never maps ours
     try:
@@ -879,6 +879,9 @@ def _child_files(k: Kernel, state: PreExec, pid: int
     out: dict[int, OpenFile] = {}
     made: dict[int, OpenFile] = {}  # id of a file replaced -> its replacement
     drains: list[ConsoleDrain] = []
+    for fd, f in state.fds.files.items():
+        if fd not in state.fds.cloexec and isinstance(f, GuestSocket) and f.is_listener():
+            listener_to_host(k, f, (state.parent_fds, state.fds))
     for fd, f in sorted(state.fds.files.items()):
         if fd in state.fds.cloexec:
             continue
@@ -901,6 +904,21 @@ def _child_files(k: Kernel, state: PreExec, pid: int
                 isinstance(f.conn, SocketFile):  # a socket on a host socket: still a socket
             out[fd] = f
     return out, drains
+
+
+def listener_to_host(k: Kernel, f: GuestSocket, tables: tuple[FdTable, ...]) -> None:
+    """Listener f is held by other processes from now on (a fork's copy, a program given
+    it): its connections go to the tree's one accept queue (GuestSocket.share), those its
+    backlog holds made host connections first, their clients' ends in `tables` too."""
+    if f.accept_queue is not None:
+        return
+    assert f.backlog is not None
+    waiting = FdTable()
+    waiting.files = dict(enumerate(f.backlog))
+    for s in f.backlog:
+        if channel_end(s) is not None:
+            to_host(k, s, (*tables, waiting), {})
+    f.share()
 
 
 def channel_end(f: OpenFile) -> ChannelFile | None:

@@ -155,6 +155,15 @@ class OpenFile:
         """The host fd whose readiness is this file's (a proxied socket's), else None."""
         return None
 
+    def host_fds(self) -> tuple[int, ...]:
+        """Every host fd it holds: a forked copy or a program given it keeps them."""
+        fd = self.host_fd()
+        return () if fd is None else (fd,)
+
+    def ready_from_host(self, revents: int) -> int:
+        """Its poll events, from those of its host fd (host_fd)."""
+        return revents
+
     def retarget(self, replaced: dict[int, OpenFile]) -> None:
         """Files this one refers to were replaced (id of the old -> the new file, as when a
         pipe becomes a host pipe for a child): refer to the new ones (an epoll's entries)."""

@@ -41,6 +41,7 @@ from .children import (
     eventfd_to_host,
     hear_parent,
     host_fork,
+    listener_to_host,
     report_and_exit,
     run_to_exit,
     timerfd_to_host,
@@ -48,6 +49,7 @@ from .children import (
 )
 from .errors import SyscallError
 from .files import OpenFile, OutputFile
+from .guestnet import GuestSocket
 from .hostpipe import HostStreamFile
 from .ipc import EventFile
 from .proctree import Ready, recv_message, send_message
@@ -107,7 +109,7 @@ def _fork_as(k: Kernel, pid: int, flags: int, parent_tid: int, child_tid: int,
     keep = {theirs.fileno(), *k.children.host_fds(), *(m.fd for m in memory),
             *k.mm.page_fds(), *sharedtmp.host_fds(k),
             *(d.write_fd for d in drains.values()),
-            *(fd for f in k.fds.files.values() if (fd := f.host_fd()) is not None)}
+            *(fd for f in k.fds.files.values() for fd in f.host_fds())}
     try:
         host_pid = host_fork(k, "fork", (control, theirs))
     except SyscallError:
@@ -132,11 +134,14 @@ def _fork_as(k: Kernel, pid: int, flags: int, parent_tid: int, child_tid: int,
 
 
 def _share_files(k: Kernel) -> dict[int, ConsoleDrain]:
-    """Turn the process's pipes, socketpairs, eventfds and timerfds into host ones (its
-    epoll sets watching those), and make a drain for each capture of output it holds (by the
-    capture's id): both processes keep what they share."""
+    """Turn the process's listeners' queues, pipes, socketpairs, eventfds and timerfds into
+    host ones (its epoll sets watching those), and make a drain for each capture of output
+    it holds (by the capture's id): both processes keep what they share."""
     made: dict[int, OpenFile] = {}
     drains: dict[int, ConsoleDrain] = {}
+    for f in list(k.fds.files.values()):
+        if isinstance(f, GuestSocket) and f.is_listener():
+            listener_to_host(k, f, (k.fds,))  # its waiting connections first
     for f in list(k.fds.files.values()):
         if channel_end(f) is not None and id(f) not in made:
             to_host(k, f, (k.fds,), made)
@@ -186,6 +191,7 @@ def _become_child(k: Kernel, pid: int, state: VcpuState, drains: dict[int, Conso
     k.mm.reshare()
     old.release()
     k.children = k.children.inherited()
+    k.guest_net.forget_closed()
     close_all_but(keep | {m.fd for m in memory.values()})
     vm = Vm(old.ram.size >> 20, old.specs, memory=memory)
     vm.restore_state(state)

@@ -30,6 +30,8 @@ from __future__ import annotations
 import errno
 import ipaddress
 import posixpath
+import select
+import socket
 import stat as st
 import struct
 from collections import deque
@@ -37,11 +39,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from . import sharedtmp
+from .acceptqueue import AcceptQueue
 from .errors import SyscallError
 from .files import O_NONBLOCK, O_RDWR, StreamFile
 from .fs import Node, TmpDir, TmpSocket
 from .ipc import READABLE, UNIX_CAPACITY, WRITABLE, Ancillary, Channel, UnixSocketFile
-from .net import MSG_DONTWAIT, MSG_PEEK, POLLHUP, SocketFile
+from .net import MSG_DONTWAIT, MSG_PEEK, POLLHUP, POLLIN, POLLOUT, SocketFile
 from .netlink import interface_ioctl
 from .proctree import RUNNING
 from .sched import Block, WaitQueue
@@ -119,6 +122,23 @@ def _inet_address(value: tuple) -> tuple | None:
     except ValueError:
         return None
     return value
+
+
+def _queued_address(value: list | bytes | None) -> Address | None:
+    """An address a queued connection carries, as a socket keeps it (an inet one only if it
+    is one: another monitor of the tree wrote it)."""
+    if isinstance(value, list):
+        return _inet_address(tuple(value))
+    return value
+
+
+def _host_poll(fd: int | None) -> int:
+    if fd is None:
+        return POLLHUP
+    poller = select.poll()
+    poller.register(fd, POLLIN)
+    ready = poller.poll(0)
+    return ready[0][1] if ready else 0
 
 
 def _as_family(family: int, address: tuple) -> tuple:
@@ -275,6 +295,50 @@ class GuestNet:
         holder = None if tree is None else tree.name_holder(key)
         return None if holder == self.sched.k.identity.pid else holder
 
+    def keep_for_tree(self, s: GuestSocket) -> bool:
+        """Does shared listener s, closed here, stay? It does where its name is this
+        process's in the tree (connections to it arrive here): bound, queueing them, until
+        no process holds it (its queue's connect end hangs up, seen by the watcher)."""
+        tree = self._tree()
+        pid = self.sched.k.identity.pid
+        if tree is None or not s.is_listener() or tree.name_holder(
+                s._name_in_tree(self)) != pid:
+            return False
+        assert s.accept_queue is not None and s.accept_queue.connect_end is not None
+        s.accept_queue.stop_taking()
+        s._stop_listening()
+        s.backlog = deque()
+        k = self.sched.k
+
+        def hung_up(data: bytes, fds: list[int]) -> None:
+            for fd in fds:
+                socket.close(fd)
+            if not data:
+                k.sched.host.post(lambda: self.drop(s), k.vm.wake_now)
+
+        k.children.watch().on_data(s.accept_queue.connect_end, hung_up)
+        return True
+
+    def drop(self, s: GuestSocket) -> None:
+        """A shared listener closed here that no process holds any more: gone for good."""
+        if s.closed_here:
+            assert s.accept_queue is not None
+            end = s.accept_queue.connect_end
+            if end is not None:
+                self.sched.k.children.watch().forget(end.fileno())
+            s.release()
+
+    def forget_closed(self) -> None:
+        """In a forked child: the shared listeners its parent closed are not its own (their
+        host fds did not come with the fork)."""
+        for s in {s for bound in self.ports.values() for s in bound} | {
+                *self.paths.values(), *self.abstract.values()}:
+            if s.closed_here:
+                assert s.accept_queue is not None
+                s.accept_queue.forget()
+                s.tree_name = None
+                self.unbind(s)
+
     def accept_from_tree(self, message: Connect, conn: SocketFile) -> None:
         """A connection from another process of the tree to the listener it names: queued
         for its accept; closed (its client sees the end) if none listens there."""
@@ -296,8 +360,14 @@ class GuestNet:
             server.cred_pid = message.sender
         server.options = dict(listener.options)
         server.conn = conn
-        listener.backlog.append(server)
-        listener.changed()
+        if listener.accept_queue is None:
+            listener.backlog.append(server)
+            listener.changed()
+            return
+        try:
+            listener.queue_connection(server)
+        except SyscallError:
+            conn.close()  # shut down, or full: its client sees the end
 
     def _listener_at(self, key: bytes) -> GuestSocket | None:
         if key.startswith(b"\0"):
@@ -435,6 +505,9 @@ class GuestSocket(StreamFile):
         self.conn: UnixSocketFile | SocketFile | None = None
         self.backlog: deque[GuestSocket] | None = None  # while listening: connections to accept
         self.backlog_limit = 0
+        # Once other processes hold this listener: the tree's one queue of its connections
+        # (acceptqueue.py); backlog then holds those this process took and has not accepted.
+        self.accept_queue: AcceptQueue | None = None
         self.datagrams: deque[tuple[bytes, Address | None, Ancillary | None]] = deque()
         self.queued = 0  # bytes held in datagrams
         self.shut_read = False
@@ -630,12 +703,77 @@ class GuestSocket(StreamFile):
     def accept(self, flags: int) -> GuestSocket:
         if self.backlog is None:
             raise SyscallError(errno.EINVAL)
+        if not self.backlog and self.accept_queue is not None:
+            self._take_queued()
+            if not self.backlog:
+                raise self._wait_queued()
         if not self.backlog:
             raise self._wait(0)
         s = self.backlog.popleft()
         s.flags |= flags & O_NONBLOCK
         self.changed()  # a connect waiting for room may go on
         return s
+
+    def share(self) -> None:
+        """Other processes hold this listener from now on (a fork's copy, a program given
+        it): its connections go to an accept queue they all take from (acceptqueue.py),
+        those waiting in its backlog first (host connections by now: children.py)."""
+        if self.accept_queue is not None:
+            return
+        self.accept_queue = AcceptQueue()
+        assert self.backlog is not None
+        waiting, self.backlog = self.backlog, deque()
+        for s in waiting:
+            try:
+                self.queue_connection(s)
+            except SyscallError:
+                self.backlog.append(s)  # only this process will accept it
+        self.changed()
+
+    def queue_connection(self, server: GuestSocket) -> None:
+        """Put the server end of a host connection in the accept queue (its copy here is
+        closed): EAGAIN if the queue is full, ECONNREFUSED if no one takes any more."""
+        assert self.accept_queue is not None and isinstance(server.conn, SocketFile)
+        try:
+            self.accept_queue.put(server.conn.host, server.local, server.peer, server.cred_pid)
+        except SyscallError as e:
+            if e.errno == errno.ECONNREFUSED and self.closed_here:
+                self.net.drop(self)  # no process holds it any more
+            raise
+        server.conn.close()
+        server.conn = None
+        self.changed()
+
+    def _take_queued(self) -> None:
+        """The oldest connection of the tree's accept queue into this backlog, if one is
+        queued (EINVAL if the listener was shut down)."""
+        assert self.accept_queue is not None and self.backlog is not None
+        taken = self.accept_queue.take()
+        if taken is None:
+            return
+        conn, queued = taken
+        s = GuestSocket(self.net, self.family, self.sock_type, 0, self.net.ns.inodes.next(),
+                        self.protocol)
+        s.local, s.peer = (_queued_address(a) for a in (queued.local, queued.peer))
+        s.cred_pid = queued.cred_pid
+        s.options = dict(self.options)
+        s.conn = SocketFile(self.net.sched.k, AF_UNIX, False, shared=conn)
+        self.backlog.append(s)
+
+    def _wait_queued(self) -> Block:
+        """Wait for the accept queue (off the vCPU: connections from the tree reach this
+        process's queue on the vCPU's thread too), or EAGAIN."""
+        fd = self.host_fd()
+        if not self._blocking(0) or fd is None:
+            raise SyscallError(errno.EAGAIN)
+        sched = self.net.sched
+        return sched.watch_host({fd: POLLIN}, (self.queue,), sched.deadline_after(None))
+
+    @property
+    def closed_here(self) -> bool:
+        """A shared listener this process closed, kept for the connections the tree sends
+        it until no process holds it (GuestNet.keep_for_tree)."""
+        return self.accept_queue is not None and self.accept_queue.accept_end is None
 
     # -- connect ---------------------------------------------------------------------------
 
@@ -644,6 +782,9 @@ class GuestSocket(StreamFile):
         if listener.sock_type != self.sock_type:
             raise SyscallError(errno.EPROTOTYPE)
         assert listener.backlog is not None
+        if listener.accept_queue is not None:
+            self._connect_shared(listener, address)
+            return
         if len(listener.backlog) > listener.backlog_limit:
             raise self._wait(0, listener.queue)
         if self.family != AF_UNIX:
@@ -670,6 +811,40 @@ class GuestSocket(StreamFile):
         self.changed()
         if self.family != AF_UNIX and not self._blocking(0):
             raise SyscallError(errno.EINPROGRESS)  # made already: writable, SO_ERROR 0
+
+    def _connect_shared(self, listener: GuestSocket, address: Address) -> None:
+        """connect_guest to a listener other processes hold: the connection is a host
+        socketpair, its server end queued where any of them may accept it."""
+        assert listener.accept_queue is not None and listener.accept_queue.connect_end
+        if self.family != AF_UNIX:
+            address = (self._bind_toward(address[0]), listener.port, *address[2:])
+        mine, theirs = socket.socketpair(socket.AF_UNIX, self.sock_type)
+        server = GuestSocket(self.net, listener.family, self.sock_type, 0,
+                             self.net.ns.inodes.next(), listener.protocol)
+        k = self.net.sched.k
+        server.conn = SocketFile(k, AF_UNIX, False, shared=theirs)
+        if self.family == AF_UNIX:
+            server.local, server.peer = listener.local, self.local
+            server.cred_pid = self.cred_pid = k.identity.pid
+        else:
+            server.local = _as_family(listener.family, address)
+            server.peer = _as_family(listener.family, self.local)
+        try:
+            listener.queue_connection(server)
+        except SyscallError as e:
+            mine.close()
+            server.close()
+            if e.errno == errno.EAGAIN and self._blocking(0):  # full: wait for an accept
+                end = listener.accept_queue.connect_end if listener.accept_queue else None
+                if end is not None:
+                    raise k.sched.watch_host({end.fileno(): POLLOUT}, (listener.queue,),
+                                             None) from None
+            raise
+        self.conn = SocketFile(k, AF_UNIX, bool(self.flags & O_NONBLOCK), shared=mine)
+        self.peer = listener.local if self.family == AF_UNIX else address
+        self.changed()
+        if self.family != AF_UNIX and not self._blocking(0):
+            raise SyscallError(errno.EINPROGRESS)
 
     def connect_host(self, k: Kernel, address: tuple) -> None:
         """Proxy this stream socket to a host socket (the policy has allowed address)."""
@@ -870,6 +1045,8 @@ class GuestSocket(StreamFile):
         elif self.conn is not None:
             self.conn.shutdown(how)
         elif self.backlog is not None and how in (0, 2):
+            if self.accept_queue is not None:
+                self.accept_queue.shut()  # for every process that holds it
             self._stop_listening()  # Linux disconnects a listener shut down for reading
         elif self.sock_type == SOCK_DGRAM and how in (0, 2):
             self.shut_read = True
@@ -882,13 +1059,28 @@ class GuestSocket(StreamFile):
     def poll(self) -> int:
         if self.conn is not None:
             return self.conn.poll()
+        if self.backlog is not None and self.accept_queue is not None:
+            return self.ready_from_host(_host_poll(self.host_fd()))
         if self.backlog is not None:
             return READABLE if self.backlog else 0
         if self.sock_type == SOCK_DGRAM:
             return WRITABLE | (READABLE if self.datagrams or self.shut_read else 0)
         return WRITABLE | POLLHUP  # as Linux for a stream socket never connected
 
+    def ready_from_host(self, revents: int) -> int:
+        """A listener's readiness from its accept queue's (the host says HUP once it was
+        shut down, by any process: then as a stream socket not connected)."""
+        if self.conn is not None or self.backlog is None or self.accept_queue is None:
+            return revents
+        if self.backlog:
+            return READABLE
+        if revents & POLLHUP or self.accept_queue.accept_end is None:
+            return WRITABLE | POLLHUP
+        return READABLE if revents & POLLIN else 0
+
     def wait_queues(self) -> tuple[WaitQueue, ...]:
+        if self.accept_queue is not None and self.conn is None:
+            return (self.queue,)  # and the host: connections from the tree arrive here too
         if isinstance(self.conn, SocketFile):
             return ()  # the host says when it is ready (host_fd)
         inner = self.conn.wait_queues() if self.conn is not None else ()
@@ -899,7 +1091,15 @@ class GuestSocket(StreamFile):
         return self.changes + (self.conn.generation if self.conn is not None else 0)
 
     def host_fd(self) -> int | None:
+        if self.accept_queue is not None and self.conn is None:
+            end = self.accept_queue.accept_end
+            return None if end is None else end.fileno()
         return self.conn.host_fd() if self.conn is not None else None
+
+    def host_fds(self) -> tuple[int, ...]:
+        if self.accept_queue is not None and self.conn is None:
+            return self.accept_queue.host_fds()
+        return super().host_fds()
 
     def _stop_listening(self) -> None:
         pending, self.backlog = self.backlog or deque(), None
@@ -913,6 +1113,14 @@ class GuestSocket(StreamFile):
             c is not None and c.aborted for c in (self.conn.rx, self.conn.tx))
 
     def close(self) -> None:
+        if self.accept_queue is not None and self.net.keep_for_tree(self):
+            return
+        self.release()
+
+    def release(self) -> None:
+        """Close it for good: unbound, its connection and queues closed."""
+        if self.accept_queue is not None:
+            self.accept_queue.close()
         self._stop_listening()
         self.net.unbind(self)
         onoff, seconds = struct.unpack("<ii", self.options.get("linger", DEFAULTS["linger"]))

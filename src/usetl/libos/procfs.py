@@ -48,6 +48,9 @@ HOST_CPUINFO = "/proc/cpuinfo"
 PROC_INO, SYS_INO = 0x100, 0x200
 FD_DIR_INO = 8
 TASK_DIR_INO = 9
+# /proc/self/loginuid and sessionid with no login session: audit's unset id, as Linux
+# prints it (no newline); glibc's getlogin() reads it and fails with ENXIO.
+AUDIT_UNSET = b"4294967295"
 TASK_INO = 0x100000  # /proc/self/task/<tid> is this plus 4 * tid, its files 1 and 2 more
 # /dev's links into /proc/self/fd, as udev and systemd make them on Linux.
 DEV_LINKS = {"fd": (22, "/proc/self/fd"), "stdin": (23, "/proc/self/fd/0"),
@@ -334,6 +337,8 @@ def install(k: Kernel) -> None:
     own["fd"] = FdDir(FD_DIR_INO, k)
     own["task"] = TaskDir(TASK_DIR_INO, k)
     own["comm"] = ProcNode(PROC_INO + 13, render_comm)
+    own["loginuid"] = StaticFile(PROC_INO + 14, AUDIT_UNSET, DEV_PROC)
+    own["sessionid"] = StaticFile(PROC_INO + 15, AUDIT_UNSET, DEV_PROC)
     for name, (ino, target) in DEV_LINKS.items():
         ns.dev.entries[name] = StaticLink(ino, target, DEV_DEVFS)
     show_pid(k)

@@ -60,7 +60,7 @@ def readiness(files: list[OpenFile]) -> list[int]:
     out = []
     for f in files:
         fd = f.host_fd()
-        out.append(host.get(fd, 0) if fd is not None else f.poll())
+        out.append(f.ready_from_host(host.get(fd, 0)) if fd is not None else f.poll())
     return out
 
 
@@ -81,7 +81,8 @@ def wait(k: Kernel, files: list[OpenFile], events: list[int], deadline: Deadline
     # A lone thread waits on the host in place, unless a file of the monitor's own is
     # watched too (a listener a connection from the tree reaches, a pipe): its change must
     # end the wait as well.
-    if host and sched.alone and all(f.host_fd() is not None for f in files):
+    if host and sched.alone and all(f.host_fd() is not None and not f.wait_queues()
+                                    for f in files):
         lefts = [k.clock.left(d) for d in (deadline, recheck) if d is not None]
         wait_ready(host, min(lefts, default=None), k.wait_interrupted)
         return
@@ -247,7 +248,7 @@ class EpollFile(OpenFile):
                 break
             got = r & (e.events | ALWAYS_REPORTED) & ~EPOLL_FLAGS
             if e.events & EPOLLET:
-                if e.file.wait_queues():
+                if e.file.host_fd() is None:
                     fresh = got and e.file.generation != e.seen
                 else:
                     fresh, e.last = got & ~e.last, got
@@ -264,7 +265,7 @@ class EpollFile(OpenFile):
     def waited_on(self, k: Kernel) -> list[EpollEntry]:
         """Entries a wait watches: not an edge-triggered socket that is still ready."""
         return [e for _, e in self.live(k) if e.events & ~EPOLL_FLAGS
-                and not (e.events & EPOLLET and not e.file.wait_queues() and e.last)]
+                and not (e.events & EPOLLET and e.file.host_fd() is not None and e.last)]
 
     def retarget(self, replaced: dict[int, OpenFile]) -> None:
         for e in self.entries.values():

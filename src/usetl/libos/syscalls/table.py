@@ -298,8 +298,11 @@ _ENTRIES = [
             "listens on is EADDRINUSE"),
     Syscall("listen", net.sys_listen, PARTIAL,
             "guest connections only: nothing outside the VM can connect in (it has no network); "
-            "in a process tree the TCP port is the tree's (any process connects), and a fork's "
-            "copy of a listener accepts nothing (connections reach the process that listened)"),
+            "in a process tree the TCP port is the tree's (any process connects); a listener "
+            "several processes hold (fork, execve) has one accept queue for all of them "
+            "(acceptqueue.py: each connection accepted once), its backlog bounded by the "
+            "host's socket buffer (a few hundred), not the one given; no SO_REUSEPORT "
+            "listeners in several processes (the second listen is EADDRINUSE)"),
     Syscall("accept", net.sys_accept, FULL),
     Syscall("accept4", net.sys_accept4, FULL),
     Syscall("connect", net.sys_connect, PARTIAL,
