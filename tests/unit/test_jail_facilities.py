@@ -249,3 +249,16 @@ def test_a_starting_controller_removes_only_what_exited_controllers_left():
         for fd in fds:
             os.close(fd)
         mine.discard(held)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="cgroups are made by root")
+def test_overlapping_moves_leaves_this_process_in_the_cgroups_it_was_in():
+    from usetl.jail.cgroup import Cgroups
+
+    with open("/proc/self/cgroup") as f:
+        before = f.read()
+    thread = Cgroups().overlap_moves()
+    assert thread is not None
+    thread.join()
+    with open("/proc/self/cgroup") as f:
+        assert f.read() == before

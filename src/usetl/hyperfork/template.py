@@ -121,6 +121,10 @@ class _Jails:
             raise HyperForkError(f"cannot make a cgroup: {e}") from None
         return name, paths, fds
 
+    def overlap_moves(self) -> threading.Thread | None:
+        """Cgroups.overlap_moves, ahead of the moves of a process about to be made."""
+        return self.cgroups.overlap_moves() if os.geteuid() == 0 else None
+
     def place(self, pid: int, guest_bytes: int) -> None:
         if os.geteuid() != 0:
             return  # no cgroups to make; the jail itself said so when it degraded
@@ -209,6 +213,19 @@ class Template:
         path = str(Path(directory).resolve())
         request = LoadSnapshot(path, JAILS.spec() if jail else None)
         shell = _first_shell_cgroup(path, request) if jail else None
+        # After its cgroups are made (a move in progress holds up making one), ahead of the
+        # moves on this path: the template process's and its first shell's.
+        moves = JAILS.overlap_moves() if jail else None
+        try:
+            return cls._loaded(request, shell, jail, broker)
+        finally:
+            if moves is not None:
+                moves.join()
+
+    @classmethod
+    def _loaded(cls, request: LoadSnapshot, shell: tuple[str, list[str], list[int], int] | None,
+                jail: bool, broker: Broker | None) -> Template:
+        """load() once the request is made, with the first shell's cgroup if any."""
         try:
             chan, forked = LOADER.load(request, shell[2] if shell else [])
         except HyperForkError:

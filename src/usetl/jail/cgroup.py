@@ -72,6 +72,10 @@ class Cgroups:
         for kind in ("memory", "pids"):
             if kind not in self.dirs:
                 degrade(f"the {kind} cgroup controller", "not mounted")
+        # This process's own cgroup.procs in one of those hierarchies (overlap_moves).
+        self._own_procs = next((os.path.join(os.path.dirname(os.path.dirname(parent)),
+                                             "cgroup.procs") for parent in self.dirs.values()),
+                               None)
         self._ready: set[str] = set()
         # Cgroups made, with a pidfd of their process: removed once it has exited.
         self._made: list[tuple[int, list[str]]] = []
@@ -80,6 +84,20 @@ class Cgroups:
         self._prepared: list[list[str]] = []
         self._dropped: list[list[str]] = []
         self._lock = threading.Lock()  # forks of different templates place concurrently
+
+    def overlap_moves(self) -> threading.Thread | None:
+        """Start moving this process into the cgroup it is in (which changes nothing) in a
+        thread, and return it, to join; None without cgroups. Every move waits for an RCU
+        grace period (the kernel's cgroup threadgroup lock: 6-30 ms on this cgroup v1 host)
+        unless one has just passed, so moves made while this one waits, or just after it,
+        wait only for what is left of its grace period: call it ahead of moves on a latency
+        path. Its failure costs only that time (the moves that follow say what is wrong)."""
+        if self._own_procs is None:
+            return None
+        thread = threading.Thread(target=_move_self, args=(self._own_procs,),
+                                  name="cgroup-grace-period", daemon=True)
+        thread.start()
+        return thread
 
     def _parent(self, kind: str) -> str:
         parent = self.dirs[kind]
@@ -220,6 +238,13 @@ def remove(paths: list[str]) -> bool:
                 return False
             raise
     return True
+
+
+def _move_self(procs: str) -> None:
+    try:
+        _write(procs, str(os.getpid()))
+    except OSError:
+        pass  # see Cgroups.overlap_moves
 
 
 def _read(path: str) -> str:
