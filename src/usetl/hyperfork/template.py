@@ -703,12 +703,6 @@ class Clone:
     def run_code(self, code: str, timeout: float | None = None) -> InvocationResult:
         return self.request({"kind": abi.EXEC, "code": code}, timeout=timeout)
 
-    def warm(self) -> None:
-        """A no-op request, so that the next one does not pay for first touches of its path."""
-        result = self.run_code("pass")
-        if result.error is not None:
-            raise HyperForkError(f"{result.error.type}: {result.error.message}", result.error)
-
     def rollback(self) -> RolledBack:
         """Reset to the template's exact state; says how many pages it restored, how fast.
 

@@ -100,10 +100,6 @@ class Instance(Protocol):
     def rollback(self) -> None:
         """Back to the template's state; raises RollbackImpossible (and is closed) if it cannot."""
 
-    def warm(self) -> None:
-        """Spend CPU now, off the request's path, to make the next invocation faster; the pool
-        calls it when the function is quiet. Raises BackendError (and is closed) on failure."""
-
     def own_bytes(self) -> int | None:
         """What the instance holds beyond what it shares with the template, measured now (its
         anonymous memory and memory files of its own): what the pool's budget counts. None

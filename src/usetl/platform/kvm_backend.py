@@ -219,18 +219,6 @@ class KvmInstance:
             self.close()
             raise
 
-    def warm(self) -> None:
-        """A no-op request: the clone takes its identity and first touches happen now.
-
-        It costs about as much CPU as it saves the next invocation, so under load (when the
-        pool does not call this) it would only lower throughput.
-        """
-        try:
-            self.clone.warm()
-        except HyperForkError as e:
-            self.close()
-            raise BackendError(f"warming failed: {e}") from e
-
     def close(self) -> None:
         if not self.closed:
             self.closed = True

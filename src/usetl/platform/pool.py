@@ -663,9 +663,6 @@ class Pool:
                     instance.rollback()
                     rollback_ms = (time.perf_counter() - begun) * 1e3
                 self.metrics.rollbacks.inc()
-                if pool.busy == 0 and pool.waiting == 0:
-                    # Quiet: spare CPU buys the next invocation a shorter path.
-                    instance.warm()
                 self._check_growth(pool, instance)
                 keep = True
             except RollbackImpossible:

@@ -270,9 +270,6 @@ class ProcessInstance:
         self.close()
         raise RollbackImpossible("a process instance cannot be rolled back")
 
-    def warm(self) -> None:
-        pass  # a fresh fork has nothing to warm
-
     def _process_pid(self) -> int | None:
         """The sandbox process's host pid (None for the zygote's own warm-up, whose memory is
         the template's, or a process that is gone)."""
