@@ -107,6 +107,14 @@ def test_every_number_in_the_report_comes_from_the_json(evaluation):
     assert creation["measured"] == round(fork["fork_ms"]["median"], 3)
     assert creation["met"] == (creation["measured"] <= creation["target"])
     assert f"| {creation['text']} ({creation['source']}) |" in text
+    in_turns = saved["experiments"]["coldstart"]["in_turns"]
+    assert in_turns["status"] == "ok", in_turns
+    to_zygote = goals["a new clone's fork to handler result against a SOCK-style zygote's "
+                      "fork to result, median, in turns"]
+    assert to_zygote["measured"] == round(in_turns["fork_vs_zygote"], 3)
+    assert (in_turns["fork_vs_zygote"] == in_turns["hf_fork"]["ms"]["median"]
+            / in_turns["zygote"]["ms"]["median"])
+    assert "The goals table takes the cold paths from a second run" in text
     floors = saved["experiments"]["floors"]
     assert floors["recycled"]["request_exits"] <= 4 and floors["rollback"]["exits"] == 0
     assert goals["VM exits per rollback"]["met"] is True

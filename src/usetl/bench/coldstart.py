@@ -54,6 +54,22 @@ def time_in_turns(envs_by_name: dict[str, CallEnv], runs: int, warmups: int,
             for name in envs_by_name}
 
 
+def cold_paths_in_turns(image, mem_mib: int, runs: int, warmups: int,
+                        say: Callable[[str], None]) -> dict:
+    """The issue-15 cold paths beside their baselines, one call of each in turn: a new clone
+    (not warmed) against a SOCK-style zygote's child, a template restored from its snapshot
+    against a fork. In turns, not in the series above, because back to back a fork follows
+    a fork at once: the template is never idle long enough to make shells ahead, which is
+    not how a cold call meets it."""
+    timed = time_in_turns({"hf_fork": hyperfork_envs.ForkPerCall(image, mem_mib),
+                           "zygote": envs.ZygotePerCall(),
+                           "hf_restore": hyperfork_envs.RestorePerCall(image, mem_mib)},
+                          runs, warmups, say)
+    fork, zygote, restore = (timed[k]["ms"]["median"] for k in ("hf_fork", "zygote",
+                                                                "hf_restore"))
+    return {**timed, "fork_vs_zygote": fork / zygote, "restore_vs_fork": restore / fork}
+
+
 def run(cfg: BenchConfig, ctx) -> dict:
     image, mem = ctx.image, cfg.usf_mem_mib
     fast, slow = cfg.coldstart_runs, cfg.coldstart_slow_runs
@@ -81,4 +97,6 @@ def run(cfg: BenchConfig, ctx) -> dict:
         series[name] = ctx.attempt(
             label, lambda make=make, runs=runs: time_calls(make(), runs, cfg.warmups, ctx.say)
         )
-    return {"series": series}
+    in_turns = ctx.attempt("cold paths in turns (new clone, zygote, restore)",
+                           lambda: cold_paths_in_turns(image, mem, slow, cfg.warmups, ctx.say))
+    return {"series": series, "in_turns": in_turns}

@@ -16,9 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from usetl.bench.coldstart import time_in_turns
-from usetl.bench.envs import ZygotePerCall
-from usetl.bench.hyperfork_envs import ForkPerCall, RestorePerCall
+from usetl.bench.coldstart import cold_paths_in_turns
 from usetl.hyperfork import Template
 from usetl.image import ImageArchive
 from usetl.procmem import mem_available, meminfo, page_table_bytes, private_by_kind, process_memory
@@ -156,15 +154,8 @@ def _ksm_scans(progress: Callable[[str], None]) -> int:
 
 
 def side_by_side(image: ImageArchive, runs: int, progress: Callable[[str], None]) -> dict:
-    """Fork to the handler's result of a new clone (not warmed) and of a SOCK-style zygote's
-    child, and a function template restored from its snapshot per call, one call of each in
-    turn; the goals' ratios between them."""
-    timed = time_in_turns({"hf_fork": ForkPerCall(image, MEM_MIB), "zygote": ZygotePerCall(),
-                           "hf_restore": RestorePerCall(image, MEM_MIB)},
-                          runs, WARMUPS, progress)
-    fork, zygote, restore = (timed[k]["ms"]["median"] for k in ("hf_fork", "zygote",
-                                                                "hf_restore"))
-    return {**timed, "fork_vs_zygote": fork / zygote, "restore_vs_fork": restore / fork}
+    """The cold paths beside their baselines, timed in turns (coldstart.cold_paths_in_turns)."""
+    return cold_paths_in_turns(image, MEM_MIB, runs, WARMUPS, progress)
 
 
 def format_report(r: dict) -> str:

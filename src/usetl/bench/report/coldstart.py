@@ -67,7 +67,26 @@ def write(doc: Document, exp: dict) -> None:
     doc.out("\n".join(rows))
     _distribution_figure(doc, exp, s, order)
     doc.out(" ".join(_usf_text(doc, s) + _hyperfork_text(doc, s) + _baseline_text(doc, s)))
+    _in_turns_text(doc, exp.get("in_turns"))
     doc.failed_note(exp)
+
+
+def _in_turns_text(doc: Document, t: dict | None) -> None:
+    """The cold paths timed in turns: the numbers the issue-15 goals take."""
+    if not t:
+        return
+    if t.get("status") != "ok":
+        doc.out(f"The cold paths timed in turns failed in this run: {t.get('reason')}.")
+        return
+    med = {k: fmt(t[k]["ms"]["median"]) for k in ("hf_fork", "zygote", "hf_restore")}
+    doc.out(
+        "The goals table takes the cold paths from a second run, one call of each in turn "
+        "(a fork, a zygote's child, a restore, again), so that a fork does not follow a "
+        "fork at once and the machine's load falls on all three alike: a new clone "
+        f"{med['hf_fork']} ms, the SOCK-style zygote's child {med['zygote']} ms "
+        f"({fmt(t['fork_vs_zygote'])}×), a template restored from its snapshot "
+        f"{med['hf_restore']} ms ({fmt(t['restore_vs_fork'])}× the fork)."
+    )
 
 
 def _latency_figure(doc: Document, exp: dict, s: dict, order: list[str]) -> None:
