@@ -625,8 +625,8 @@ class Pool:
 
     async def _recycle_on_loop(self, pool: FunctionPool, instance: Instance,
                                request_id: str | None) -> None:
-        """_recycle() of an instance whose call started its rollback: the rollback awaited on
-        the loop, the rest where it blocks nothing (warming it does: on a recycler thread)."""
+        """_recycle() of an instance whose call started its rollback, all on the loop: the
+        rollback awaited, and the rest blocks nothing."""
         begun = time.perf_counter()
         ms = None
         try:
@@ -638,12 +638,6 @@ class Pool:
         except BackendError as e:
             log.warning("rollback failed for %s: %s", pool.spec.key, e)
             instance.close()
-        if not instance.closed and pool.busy == 0 and pool.waiting == 0:
-            try:
-                self.recycler.submit(self._recycle, pool, instance, request_id, ms)
-                return
-            except RuntimeError:  # shutting down
-                instance.close()
         self._recycle(pool, instance, request_id, ms)
 
     def _recycle(self, pool: FunctionPool, instance: Instance, request_id: str | None,
