@@ -105,6 +105,7 @@ WARM_REQUEST = {"kind": abi.EXEC, "code": "pass"}
 # How long a shell's warm-up (CloneProcess.warm_ahead) may run the template's guest, and
 # what it runs: a read of a byte of each page (guest RAM is identity-mapped).
 WARM_AHEAD_TIMEOUT_S = 10.0
+WARM_AHEAD_PAGES = 64  # pages a run of the warm-up touches: about 4 ms of first touches
 TOUCH_CODE = """import ctypes
 for start, end in {spans!r}:
     for page in range(start, end, {page}):
@@ -184,26 +185,41 @@ class CloneProcess:
         self.rollback(Rollback())
         return (time.perf_counter() - t0) * 1e3
 
-    def warm_ahead(self) -> None:
+    def warm_ahead(self, claimed: Callable[[], bool]) -> None:
         """In a shell, before any Fork claims it: the agent's request path once, reading a
         byte of each page of the template's working set (what a recorded first request
         wrote, where ring 3 may read it), then a rollback, so that the first touches of a
         new VM (KVM maps each page the guest touches: ~590 for a first call, 8 ms here)
         leave the first request's path. With no identity: the guest runs as its template
         did before the freeze (no after-clone hook, no seed), nothing it did survives the
-        rollback, and the clone's own identity comes with its first request, as always."""
+        rollback, and the clone's own identity comes with its first request, as always.
+
+        In runs of WARM_AHEAD_PAGES pages, and no further once `claimed()`: a Fork that
+        claims the shell mid-way waits for one run, not for all of them (back to back,
+        forks came while their shells warmed up and each waited tens of ms)."""
         t0 = time.perf_counter()
         ram = self.frozen.memory["ram"]
-        spans = [(ram.gpa + off, ram.gpa + off + n)
-                 for off, n in self.frozen.ring3_readable(self.frozen.working_set)]
-        request = {"kind": abi.EXEC, "code": TOUCH_CODE.format(spans=spans, page=PAGE_SIZE)}
-        result = self.usf.invoke(request, timeout=WARM_AHEAD_TIMEOUT_S)
-        if not result.ok:
-            raise HyperForkError(f"the shell's warm-up request failed: {result.error.message}",
-                                 result.error)
-        self.rollback(Rollback())
-        self.warmed = True
-        self.timings["warmed_ahead_ms"] = (time.perf_counter() - t0) * 1e3
+        # No working set learnt yet: one run over no pages, the request path alone.
+        runs = _page_runs([(ram.gpa + off, ram.gpa + off + n)
+                           for off, n in self.frozen.ring3_readable(self.frozen.working_set)],
+                          WARM_AHEAD_PAGES) or [[]]
+        touched = ran = 0
+        for spans in runs:
+            if claimed():
+                break
+            request = {"kind": abi.EXEC, "code": TOUCH_CODE.format(spans=spans, page=PAGE_SIZE)}
+            result = self.usf.invoke(request, timeout=WARM_AHEAD_TIMEOUT_S)
+            ran += 1
+            if not result.ok:
+                raise HyperForkError(
+                    f"the shell's warm-up request failed: {result.error.message}", result.error)
+            touched += sum(end - start for start, end in spans) // PAGE_SIZE
+        else:
+            self.warmed = True
+        if ran:
+            self.rollback(Rollback())
+        self.timings.update(warmed_ahead_ms=(time.perf_counter() - t0) * 1e3,
+                            warmed_ahead_pages=float(touched))
 
     def rollback(self, msg: Rollback) -> RolledBack:
         """Back to the template's exact state: dirtied pages, vCPU, monitor.
@@ -477,7 +493,7 @@ class TemplateProcess:
             if not _waiting(claims):
                 self.frozen.memory["ram"].prefetch_for_reading(self.frozen.data["ram"])
             if (own_cgroup or not self.jailed) and not _waiting(claims):
-                clone.warm_ahead()  # its copies charged to its own cgroup
+                clone.warm_ahead(lambda: _waiting(claims))  # copies charged to its cgroup
         except Exception as e:  # told on the channel of the Fork that claims this shell
             error = e
         try:
@@ -522,6 +538,22 @@ class Shell:
         self.pid = pid
         self.claims = claims
         self.cgroup = cgroup
+
+
+def _page_runs(spans: list[tuple[int, int]], pages: int) -> list[list[tuple[int, int]]]:
+    """Page-aligned (start, end) `spans` cut into runs of at most `pages` pages each."""
+    runs: list[list[tuple[int, int]]] = [[]]
+    room = pages
+    for start, end in spans:
+        while start < end:
+            if room == 0:
+                runs.append([])
+                room = pages
+            stop = min(end, start + room * PAGE_SIZE)
+            runs[-1].append((start, stop))
+            room -= (stop - start) // PAGE_SIZE
+            start = stop
+    return [run for run in runs if run]
 
 
 def _waiting(chan: Channel) -> bool:
