@@ -155,6 +155,25 @@ def test_a_broker_its_last_user_released_serves_the_next_then_stops_unused(http_
         b.close()
 
 
+def test_a_refused_attach_closes_its_socket_and_the_next_requests_get_their_own_answers(
+        broker, http_server):
+    """attach and forget are told, not answered: a refused one must leave nothing on the
+    control socket for the next asked request to read as its answer."""
+    url = http_server.add("/data/told", b"told")
+    egress, instance = attach(broker, http_server)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with broker.lock:
+        broker._tell({"op": "attach", "instance": "bad", "slot": -1,
+                      "policy": {}}, (theirs.fileno(),))
+    theirs.close()
+    mine.settimeout(10)
+    assert mine.recv(1) == b""  # the broker closed the refused instance's socket
+    broker.forget("no such instance")
+    assert egress.get(url, memory_file(1 << 16), None).size == 4
+    account = broker.take_account(instance)
+    assert (account.requests, account.bytes_in) == (1, 4)
+
+
 def test_a_dead_broker_is_a_clear_error_and_starts_again(broker, http_server):
     url = http_server.add("/data/a", b"x")
     egress, _ = attach(broker, http_server)

@@ -15,6 +15,8 @@ that an invocation that sent nothing here costs no round trip to learn it, each 
 also has a counter in a memory file the controller maps (its activity slot): the broker
 adds to it when a request arrives and when the account grows, before it answers, and
 the controller asks for the account only when the counter moved since its last take.
+The control requests attach and forget are told, not asked: the broker sends no answer
+(TOLD), so their round trips are off a fork's and a close's paths.
 
     python -m usetl.etl.broker FD ACTIVITY_FD   # the control socket, the counters' file
 
@@ -65,6 +67,9 @@ ACTIVITY_SLOTS = 1 << 16
 # Connections an instance may have at once (the one it was attached with and the channels it
 # asked for), each served by a thread here: its guest threads' requests run side by side.
 MAX_CHANNELS = 16
+# Control requests carried out with no answer, off the controller's path (a fork's, a
+# clone's close): a refused one is logged here, and an attach's socket closed with it.
+TOLD = frozenset({"attach", "forget"})
 
 
 class BadRequest(Exception):
@@ -264,7 +269,10 @@ class BrokerServer:
                 for fd in fds:
                     os.close(fd)
                 reply = {"error": f"bad control request: {e}"}
-            send_message(self.control, reply)
+            if message.get("op") not in TOLD:
+                send_message(self.control, reply)
+            elif "error" in reply:  # no one waits to hear it: an attached socket is closed
+                log.warning("control request %s refused: %s", message.get("op"), reply["error"])
 
     def answer(self, message: dict, fds: list[int]) -> dict:
         op = message["op"]
@@ -415,6 +423,15 @@ class Broker:
             raise BrokerError(f"the egress broker refused {message['op']}: {reply['error']}")
         return reply
 
+    def _tell(self, message: dict, fds: tuple[int, ...] = ()) -> None:
+        """A control request of TOLD: sent, not answered, so that the broker carries it out
+        while the caller goes on (it takes control requests in order: a later one finds it
+        done)."""
+        try:
+            send_message(self._ensure(), message, fds)
+        except OSError as e:
+            raise BrokerError(f"the egress broker does not answer: {e}") from None
+
     def attach(self, policy: EgressPolicy) -> tuple[socket.socket, str]:
         """A new instance's connection (pass it to the instance) and its id here."""
         instance = uuid.uuid4().hex
@@ -424,7 +441,7 @@ class Broker:
                 self._ensure()
                 slot = self.free_slots.pop() if self.free_slots else None
                 try:
-                    self._call({"op": "attach", "instance": instance, "slot": slot,
+                    self._tell({"op": "attach", "instance": instance, "slot": slot,
                                 "policy": policy.as_dict()}, (theirs.fileno(),))
                 except BrokerError:
                     if slot is not None:
@@ -466,7 +483,7 @@ class Broker:
             self.taken_at.pop(instance, None)
             if self.alive:
                 try:
-                    self._call({"op": "forget", "instance": instance})
+                    self._tell({"op": "forget", "instance": instance})
                 except BrokerError:
                     pass
                 if slot is not None:
