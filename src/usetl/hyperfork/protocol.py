@@ -16,7 +16,8 @@ so nothing it sends is unpickled or executed.
     template -> controller : TemplateReady | Forked | Digests | SnapshotExport | Done |
                              Failed
     controller -> clone    : Invoke | Call | Rollback | InspectClone | ReportWorkingSet |
-                             RunInMonitor | Close
+                             RunInMonitor (a clone ends with a SIGKILL: it has nothing
+                             to tidy up, so no Close is asked of it)
     clone -> controller    : CloneReady | TemplateReady (a function template) |
                              Invoked | RolledBack | Inspected | WorkingSet | MonitorRan |
                              Done | Failed
@@ -289,8 +290,7 @@ class Failed(Message):
 TEMPLATE_FIRST = StartTemplate | StartLoader
 LOADER_REQUESTS = LoadSnapshot | Close
 TEMPLATE_REQUESTS = Fork | Info | InspectTemplate | ExportSnapshot | Close
-CLONE_REQUESTS = (Invoke | Call | Rollback | InspectClone | ReportWorkingSet | RunInMonitor
-                  | Close)
+CLONE_REQUESTS = Invoke | Call | Rollback | InspectClone | ReportWorkingSet | RunInMonitor
 REPLIES = (TemplateReady | Forked | CloneReady | Invoked | RolledBack | Digests | Inspected
            | SnapshotExport | WorkingSet | MonitorRan | Done | Failed)
 

@@ -313,9 +313,6 @@ class CloneProcess:
         chan.expect(CLONE_REQUESTS)
         while True:
             msg, fds = chan.recv()
-            if isinstance(msg, Close):
-                chan.send(Done())
-                return
             out_fds: tuple[int, ...] = ()
             try:
                 if isinstance(msg, Call):
