@@ -84,9 +84,10 @@ def serve(
 
 def server_config(app: Any, host: str, port: int) -> uvicorn.Config:
     """The server stack the API runs on (the benchmark's ceiling runs on the same)."""
-    # A stop waits this long for invocations in flight, then cuts them off.
+    # A stop waits this long for invocations in flight, then cuts them off. Nothing reads a
+    # client's address: no X-Forwarded-* middleware on every request.
     return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                          timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+                          proxy_headers=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
 
 
 def run_api(platform: Platform, host: str, port: int,
