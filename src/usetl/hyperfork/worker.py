@@ -13,6 +13,7 @@ disk. Messages are protocol.py's.
 from __future__ import annotations
 
 import ctypes
+import errno
 import gc
 import logging
 import os
@@ -567,7 +568,8 @@ def _enter_cgroup(procs_fds: list[int]) -> bool:
         for fd in procs_fds:
             os.write(fd, b"0")  # 0: the writing process
     except OSError as e:
-        log.warning("could not enter a prepared cgroup (the controller places it): %s", e)
+        if e.errno != errno.ENODEV:  # ENODEV: removed, its template closing: nothing amiss
+            log.warning("could not enter a prepared cgroup (the controller places it): %s", e)
         return False
     finally:
         _close_all(procs_fds)
