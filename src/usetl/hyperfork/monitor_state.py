@@ -9,13 +9,16 @@ loading process's own objects.
 
 `InPlace` is the same state kept as the graph's own objects: a rollback puts
 each back as it was instead of unpickling a new graph (0.4-0.9 ms, and a new
-graph's allocations dirty more of a clone's heap each time).
+graph's allocations dirty more of a clone's heap each time). It leaves alone the dicts
+a request did not change (`_tag`), reading none of their values.
 """
 
 from __future__ import annotations
 
+import ctypes
 import io
 import pickle
+import sys
 import types
 from collections import deque
 from collections.abc import Callable
@@ -86,6 +89,39 @@ _ATOMS = (type(None), bool, int, float, complex, str, bytes, range, type, types.
           types.BuiltinFunctionType, types.MethodType, types.ModuleType)
 
 
+def _version_tag(d: dict) -> int:
+    """A dict's version tag (PEP 509), read in place: CPython 3.11-3.13 keep it in every dict
+    after its header and length, and give it a new value from one counter at each change
+    (a store of another object, a deletion, a clear)."""
+    return ctypes.c_uint64.from_address(id(d) + 3 * ctypes.sizeof(ctypes.c_ssize_t)).value
+
+
+def _version_tags_work() -> bool:
+    """Whether this interpreter's dicts have _version_tag's tags (checked on a probe dict)."""
+    if sys.implementation.name != "cpython" or not (3, 11) <= sys.version_info[:2] <= (3, 13):
+        return False
+    probe: dict = {}
+    tags = [_version_tag(probe)]
+    probe["x"] = object()
+    tags.append(_version_tag(probe))
+    probe["x"] = object()
+    tags.append(_version_tag(probe))
+    del probe["x"]
+    tags.append(_version_tag(probe))
+    return len(set(tags)) == len(tags)
+
+
+def _untagged(d: dict) -> None:
+    return None
+
+
+# A rollback reads no value of a dict whose tag is what it was when the dict last held its
+# kept contents: each value read would write its reference count, and so copy the template's
+# page that holds it into the clone (a clone's private memory). With no tags, None: every
+# dict is put back.
+_tag = _version_tag if _version_tags_work() else _untagged
+
+
 class InPlace:
     """A monitor state's mutable objects, with what each held when the state was captured.
 
@@ -94,7 +130,9 @@ class InPlace:
     clones inherit it by fork. reset() gives every one of those objects its captured
     contents back, as unpickling would give new ones: a dict, list, set, bytearray or deque
     its items, an instance its attributes (through __setstate__ where its class has one).
-    Objects made since are let go. Host threads that finish work of an earlier invocation
+    Objects made since are let go. A dict (an instance's __dict__, or a plain dict of the
+    graph) that is the one last given and whose _tag is unchanged is left as it is: it holds
+    the same objects. Host threads that finish work of an earlier invocation
     must not reach the graph through an object reset here (sched.HostWork's workers hold
     the queue they were given, which a reset replaces).
     """
@@ -102,6 +140,11 @@ class InPlace:
     def __init__(self, usf: Usf, externals: dict[str, object]):
         self._entries: list[tuple[Callable[[object, object], None], object, object]] = []
         self._attrs: list[tuple[object, dict]] = []  # instances: their attributes, kept
+        # Per _attrs entry: the __dict__ it holds and that dict's _tag, when it held the kept
+        # attributes (None: not known to, put them back).
+        self._given: list[tuple[dict, int] | None] = []
+        # Per _entries entry: a plain dict's _tag, when it held its kept items.
+        self._tags: list[int | None] = []
         seen = {id(o) for o in externals.values() if o is not None}
         stack: list[object] = [usf]
         while stack:
@@ -129,18 +172,23 @@ class InPlace:
         if isinstance(obj, dict):
             items = dict(obj)
             self._entries.append((_put_dict, obj, items))
+            # An OrderedDict reorders without a change of tag: a plain dict only.
+            self._tags.append(_tag(obj) if cls is dict else None)
             refs += [*items, *items.values()]
         elif isinstance(obj, (list, deque)):
             listed = list(obj)
             self._entries.append((_put_list if isinstance(obj, list) else _put_deque, obj,
                                   listed))
+            self._tags.append(None)
             refs += listed
         elif isinstance(obj, set):
             members = set(obj)
             self._entries.append((_put_set, obj, members))
+            self._tags.append(None)
             refs += list(members)
         elif isinstance(obj, bytearray):
             self._entries.append((_put_bytes, obj, bytes(obj)))
+            self._tags.append(None)
         elif is_dataclass(obj) and cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
             return [getattr(obj, f.name) for f in fields(obj)]  # it never changes; they may
         elif "__reduce__" in own or "__reduce_ex__" in own:
@@ -156,8 +204,12 @@ class InPlace:
             state = dict(obj.__dict__)
         if "__setstate__" in own:
             self._entries.append((_set_state, obj, state))
+            self._tags.append(None)
         else:
             self._attrs.append((obj, state))  # a __getstate__'s own state is a dict
+            own_dict = "__getstate__" not in own and type(obj.__dict__) is dict
+            tag = _tag(obj.__dict__) if own_dict else None
+            self._given.append(None if tag is None else (obj.__dict__, tag))
         if isinstance(state, dict):
             refs += list(state.values())
         return refs
@@ -166,11 +218,23 @@ class InPlace:
         # An instance gets a copy of its kept attributes as its __dict__, as pickling's BUILD
         # sets them: no object of the state holds another's __dict__ (see __init__), and a
         # dict's copy is a third cheaper than clearing and refilling it. Most entries are
-        # instances: their loop calls no function of its own.
-        for obj, attrs in self._attrs:
-            obj.__dict__ = attrs.copy()
-        for put, obj, kept in self._entries:
+        # instances, and most are as the last reset left them.
+        given = self._given
+        for i, (obj, attrs) in enumerate(self._attrs):
+            last = given[i]
+            if last is not None and obj.__dict__ is last[0] and _tag(last[0]) == last[1]:
+                continue
+            attributes = attrs.copy()
+            obj.__dict__ = attributes
+            tag = _tag(attributes)
+            given[i] = None if tag is None else (attributes, tag)
+        tags = self._tags
+        for i, (put, obj, kept) in enumerate(self._entries):
+            if tags[i] is not None and _tag(obj) == tags[i]:  # type: ignore[arg-type]
+                continue
             put(obj, kept)
+            if put is _put_dict and type(obj) is dict:
+                tags[i] = _tag(obj)  # type: ignore[arg-type]
 
 
 def _own(cls: type) -> set[str]:
@@ -203,7 +267,8 @@ def _put_deque(obj, items) -> None:
 
 
 def _put_bytes(obj, data) -> None:
-    obj[:] = data
+    if obj != data:  # compared, not rewritten: a write would copy each page it spans
+        obj[:] = data
 
 
 def _set_state(obj, state) -> None:
