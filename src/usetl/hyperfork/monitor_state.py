@@ -91,6 +91,7 @@ _ATOMS = (type(None), bool, int, float, complex, str, bytes, range, type, types.
 
 
 TAG_OFFSET = 3 * ctypes.sizeof(ctypes.c_ssize_t)  # a dict's header and length come first
+ADDRESSES = 1 << 56  # above every user-space address (x86-64 with 5-level paging, arm64)
 
 
 class _Probe:
@@ -117,7 +118,7 @@ def _process_words() -> memoryview | None:
     if sys.implementation.name != "cpython" or not (3, 11) <= sys.version_info[:2] <= (3, 13) \
             or _get_dict_ptr is None:
         return None
-    words = memoryview((ctypes.c_ubyte * (1 << 47)).from_address(0)).cast("B").cast("Q")
+    words = memoryview((ctypes.c_ubyte * ADDRESSES).from_address(0)).cast("B").cast("Q")
     probe: dict = {}
     tags = [words[(id(probe) + TAG_OFFSET) >> 3]]
     for change in (lambda: probe.update(x=object()), lambda: probe.update(x=object()),
