@@ -9,14 +9,18 @@ loading process's own objects.
 
 `InPlace` is the same state kept as the graph's own objects: a rollback puts
 each back as it was instead of unpickling a new graph (0.4-0.9 ms, and a new
-graph's allocations dirty more of a clone's heap each time).
+graph's allocations dirty more of a clone's heap each time). It leaves alone the dicts
+a request did not change (`_WORDS`), touching none of them.
 """
 
 from __future__ import annotations
 
+import ctypes
 import io
 import pickle
+import sys
 import types
+from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import fields, is_dataclass
@@ -86,6 +90,61 @@ _ATOMS = (type(None), bool, int, float, complex, str, bytes, range, type, types.
           types.BuiltinFunctionType, types.MethodType, types.ModuleType)
 
 
+TAG_OFFSET = 3 * ctypes.sizeof(ctypes.c_ssize_t)  # a dict's header and length come first
+ADDRESSES = 1 << 56  # above every user-space address (x86-64 with 5-level paging, arm64)
+
+
+class _Probe:
+    pass
+
+
+_get_dict_ptr = getattr(ctypes.pythonapi, "_PyObject_GetDictPtr", None)
+if _get_dict_ptr is not None:
+    _get_dict_ptr.restype, _get_dict_ptr.argtypes = ctypes.c_void_p, [ctypes.py_object]
+
+
+def _dict_slot(obj: object) -> int:
+    """Where an object keeps the address of its __dict__ (0: it has none)."""
+    assert _get_dict_ptr is not None
+    return _get_dict_ptr(obj) or 0
+
+
+def _process_words() -> memoryview | None:
+    """This process's memory as 8-byte words (index: address // 8), read to tell a dict's
+    version tag (PEP 509: CPython 3.11-3.13 keep it after a dict's header and length and
+    give it a new value from one counter at each change: a store of another object, a
+    deletion, a clear) and which dict an object holds, without touching either; None where
+    this interpreter's dicts and objects are not as checked here."""
+    if sys.implementation.name != "cpython" or not (3, 11) <= sys.version_info[:2] <= (3, 13) \
+            or _get_dict_ptr is None:
+        return None
+    words = memoryview((ctypes.c_ubyte * ADDRESSES).from_address(0)).cast("B").cast("Q")
+    probe: dict = {}
+    tags = [words[(id(probe) + TAG_OFFSET) >> 3]]
+    for change in (lambda: probe.update(x=object()), lambda: probe.update(x=object()),
+                   probe.clear):
+        change()
+        tags.append(words[(id(probe) + TAG_OFFSET) >> 3])
+    holder = _Probe()
+    holder.x = 1
+    slot = _dict_slot(holder)
+    held = slot and words[slot >> 3] == id(holder.__dict__)
+    holder.__dict__ = {}
+    held = held and words[slot >> 3] == id(holder.__dict__)
+    return words if held and len(set(tags)) == len(tags) else None
+
+
+# A rollback touches no dict it left as it was, nor the object holding it, nor any value in
+# it: touching an object writes its reference count, and so copies the template's page that
+# holds it into the clone (its private memory). With no words, every dict is put back.
+_WORDS = _process_words()
+
+
+def _tag(d: dict) -> int:
+    """A dict's version tag; 0 where it is not known."""
+    return 0 if _WORDS is None else _WORDS[(id(d) + TAG_OFFSET) >> 3]
+
+
 class InPlace:
     """A monitor state's mutable objects, with what each held when the state was captured.
 
@@ -94,7 +153,9 @@ class InPlace:
     clones inherit it by fork. reset() gives every one of those objects its captured
     contents back, as unpickling would give new ones: a dict, list, set, bytearray or deque
     its items, an instance its attributes (through __setstate__ where its class has one).
-    Objects made since are let go. Host threads that finish work of an earlier invocation
+    Objects made since are let go. A dict (an instance's __dict__, or a plain dict of the
+    graph) that is the one last given and whose version tag is unchanged is left as it is:
+    it holds the same objects. Host threads that finish work of an earlier invocation
     must not reach the graph through an object reset here (sched.HostWork's workers hold
     the queue they were given, which a reset replaces).
     """
@@ -102,6 +163,14 @@ class InPlace:
     def __init__(self, usf: Usf, externals: dict[str, object]):
         self._entries: list[tuple[Callable[[object, object], None], object, object]] = []
         self._attrs: list[tuple[object, dict]] = []  # instances: their attributes, kept
+        # Per _attrs entry, as addresses: where its object keeps its __dict__, the dict last
+        # given it (0: none known: put the attributes back) and that dict's tag then; and the
+        # dicts, kept alive so that their addresses stay theirs.
+        self._slots, self._given, self._given_tags = array("Q"), array("Q"), array("Q")
+        self._held: list[dict | None] = []
+        # Per _entries entry: a plain dict's address (0: not a plain dict), and its tag when it
+        # last held its kept items.
+        self._dicts, self._tags = array("Q"), array("Q")
         seen = {id(o) for o in externals.values() if o is not None}
         stack: list[object] = [usf]
         while stack:
@@ -129,18 +198,27 @@ class InPlace:
         if isinstance(obj, dict):
             items = dict(obj)
             self._entries.append((_put_dict, obj, items))
+            # An OrderedDict reorders without a change of tag: a plain dict only.
+            self._dicts.append(id(obj) if cls is dict and _WORDS is not None else 0)
+            self._tags.append(_tag(obj))
             refs += [*items, *items.values()]
         elif isinstance(obj, (list, deque)):
             listed = list(obj)
             self._entries.append((_put_list if isinstance(obj, list) else _put_deque, obj,
                                   listed))
+            self._dicts.append(0)
+            self._tags.append(0)
             refs += listed
         elif isinstance(obj, set):
             members = set(obj)
             self._entries.append((_put_set, obj, members))
+            self._dicts.append(0)
+            self._tags.append(0)
             refs += list(members)
         elif isinstance(obj, bytearray):
             self._entries.append((_put_bytes, obj, bytes(obj)))
+            self._dicts.append(0)
+            self._tags.append(0)
         elif is_dataclass(obj) and cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
             return [getattr(obj, f.name) for f in fields(obj)]  # it never changes; they may
         elif "__reduce__" in own or "__reduce_ex__" in own:
@@ -156,21 +234,49 @@ class InPlace:
             state = dict(obj.__dict__)
         if "__setstate__" in own:
             self._entries.append((_set_state, obj, state))
+            self._dicts.append(0)
+            self._tags.append(0)
         else:
             self._attrs.append((obj, state))  # a __getstate__'s own state is a dict
+            self._keep_given(obj, None if "__getstate__" in own else obj.__dict__)
         if isinstance(state, dict):
             refs += list(state.values())
         return refs
+
+    def _keep_given(self, obj: object, attributes: dict | None) -> None:
+        """Note the dict an instance of _attrs holds (None: not its kept attributes)."""
+        known = attributes is not None and _WORDS is not None and type(attributes) is dict
+        self._slots.append(_dict_slot(obj) if known else 0)
+        self._given.append(id(attributes) if known else 0)
+        self._given_tags.append(_tag(attributes) if known else 0)  # type: ignore[arg-type]
+        self._held.append(attributes)
 
     def reset(self) -> None:
         # An instance gets a copy of its kept attributes as its __dict__, as pickling's BUILD
         # sets them: no object of the state holds another's __dict__ (see __init__), and a
         # dict's copy is a third cheaper than clearing and refilling it. Most entries are
-        # instances: their loop calls no function of its own.
-        for obj, attrs in self._attrs:
-            obj.__dict__ = attrs.copy()
-        for put, obj, kept in self._entries:
+        # instances, and most are as the last reset left them: told apart by addresses and
+        # tags alone (see _WORDS), in loops that load no object of the state.
+        words, slots, given, given_tags = _WORDS, self._slots, self._given, self._given_tags
+        for i in range(len(slots)):
+            d = given[i]
+            if d and words[slots[i] >> 3] == d and words[(d + TAG_OFFSET) >> 3] == given_tags[i]:
+                continue
+            obj, attrs = self._attrs[i]
+            attributes = attrs.copy()
+            obj.__dict__ = attributes
+            self._held[i] = attributes
+            if slots[i]:
+                given[i], given_tags[i] = id(attributes), _tag(attributes)
+        dicts, tags = self._dicts, self._tags
+        for i in range(len(dicts)):
+            d = dicts[i]
+            if d and words[(d + TAG_OFFSET) >> 3] == tags[i]:
+                continue
+            put, obj, kept = self._entries[i]
             put(obj, kept)
+            if d:
+                tags[i] = _tag(obj)  # type: ignore[arg-type]
 
 
 def _own(cls: type) -> set[str]:
@@ -203,7 +309,8 @@ def _put_deque(obj, items) -> None:
 
 
 def _put_bytes(obj, data) -> None:
-    obj[:] = data
+    if obj != data:  # compared, not rewritten: a write would copy each page it spans
+        obj[:] = data
 
 
 def _set_state(obj, state) -> None:

@@ -45,7 +45,7 @@ from usetl.usf.builder import shared_clock
 from usetl.vm import Vm
 from usetl.vm.memory import PAGE_SIZE
 
-from . import snapshot
+from . import heapfill, snapshot
 from .frozen import Frozen, memory_digests
 from .protocol import (
     CLONE_REQUESTS,
@@ -712,7 +712,10 @@ def _serve(chan: Channel, requests: Any, handle: Callable[[Any, list[int]], None
         namespaces.start_pid_namespace()
     signal.signal(signal.SIGCHLD, _reap_children)
     gc.collect()
-    gc.freeze()  # what every fork inherits: no child's collection writes to those pages
+    # Then what every fork inherits: no child's collection writes to those pages, and its
+    # allocations go to fresh pools (heapfill), not into the template's free blocks.
+    heapfill.fill_free_blocks()
+    gc.freeze()
     chan.expect(requests)
     while True:
         if idle is not None:
