@@ -597,13 +597,19 @@ class Clone:
         return self._billed(self.chan.request(Invoke(request, timeout), Invoked))
 
     def invoke(self, event: Any, context: dict | None = None, timeout: float | None = None,
-               slots: ProcessSlots | None = None) -> InvocationResult:
+               slots: ProcessSlots | None = None, rollback: bool = False) -> InvocationResult:
         """handler(event, context) of the function the template loaded; its children take
-        the function's `slots` where given."""
+        the function's `slots` where given. With `rollback`, the rollback is sent with the
+        call (the clone starts it as soon as it has replied): rolled_back() reads how it
+        went."""
         if self.closed:
             raise HyperForkError("this clone is closed")
+        if rollback and self.recorder is not None:  # its report comes before the rollback
+            return self._invoke_then_roll_back(event, context, timeout, slots)
         call = Call(event, context or {}, timeout, slots=slots is not None)
-        return self._billed(self.chan.request(call, Invoked, fds=slots.fds if slots else ()))
+        self.chan.send(call, fds=slots.fds if slots else (),
+                       then=Rollback() if rollback else None)
+        return self._billed(self.chan.reply(Invoked))
 
     async def invoke_async(self, event: Any, context: dict | None = None,
                            timeout: float | None = None, slots: ProcessSlots | None = None,
@@ -633,6 +639,10 @@ class Clone:
         result = self.invoke(event, context, timeout, slots)
         self.chan.send(Rollback())
         return result
+
+    def rolled_back(self) -> RolledBack:
+        """The rollback that invoke(rollback=True) sent."""
+        return self.chan.reply(RolledBack)
 
     async def rolled_back_async(self) -> RolledBack:
         """The rollback that invoke_async(rollback=True) sent, awaited."""

@@ -72,15 +72,17 @@ class Instance(Protocol):
     instance_id: str  # unique on this host, for an operator (the dashboard, /v1/instances)
 
     def invoke(self, event: Any, context: dict, timeout: float, files: HandOff | None = None,
-               keep_files: bool = False,
-               slots: ProcessSlots | None = None) -> InvocationResult:
+               keep_files: bool = False, slots: ProcessSlots | None = None,
+               rollback: bool = False) -> InvocationResult:
         """handler(event, context) once; every failure is in the result's error, as data.
 
         As a pipeline stage: `files` are the previous stage's, shown as host-region files
         (the caller still owns them); with `keep_files`, take_files() then gives the files
         the function wrote in its guest region. `slots`: the function's concurrency (the
         caller took one for this invocation), which each child process takes one of while
-        it runs, where the backend runs children itself (KVM's sibling VMs).
+        it runs, where the backend runs children itself (KVM's sibling VMs). With
+        `rollback` (not as a stage), the rollback starts once it has answered, where the
+        backend can: rollback() is then its end.
         """
 
     async def invoke_async(self, event: Any, context: dict, timeout: float,

@@ -115,6 +115,7 @@ class KvmInstance:
         self.closed = False
         self.kept: HandOff | None = None
         self.niced = False  # its main thread runs at BACKGROUND_NICE
+        self.rolling_back = False  # its last invoke() started the rollback
 
     def own_bytes(self) -> int | None:
         try:
@@ -138,12 +139,13 @@ class KvmInstance:
         return 0 if self.closed else descendants_private_bytes(self.clone.pid)
 
     def invoke(self, event: Any, context: dict, timeout: float, files: HandOff | None = None,
-               keep_files: bool = False,
-               slots: ProcessSlots | None = None) -> InvocationResult:
+               keep_files: bool = False, slots: ProcessSlots | None = None,
+               rollback: bool = False) -> InvocationResult:
         self._starting()
         try:
             if files is None and not keep_files:
-                result = self.clone.invoke(event, context, timeout, slots)
+                result = self.clone.invoke(event, context, timeout, slots, rollback)
+                self.rolling_back = rollback
             else:
                 result, self.kept = self.clone.call_stage(event, context, timeout, files,
                                                           keep_files, slots)
@@ -200,8 +202,12 @@ class KvmInstance:
     def rollback(self) -> None:
         if self.closed:
             raise RollbackImpossible("the instance's guest ended")
+        started, self.rolling_back = self.rolling_back, False
         try:
-            self.clone.rollback()
+            if started:
+                self.clone.rolled_back()
+            else:
+                self.clone.rollback()
         except HyperForkError as e:
             self.close()
             raise RollbackImpossible(f"rollback failed: {e}") from e

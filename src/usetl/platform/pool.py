@@ -416,8 +416,11 @@ class Pool:
             if on_start is not None:
                 on_start()
             sent = time.perf_counter()
+            # As on the loop (invoke_async), the rollback goes with the call: the recycler
+            # thread only waits for its end.
             outcome = instance.invoke(event, context, pool.spec.timeout_s, files, keep_files,
-                                      pool.slots)
+                                      pool.slots, self._rolls_back(pool) and files is None
+                                      and not keep_files)
             round_trip = (time.perf_counter() - sent) * 1e3
             kept = instance.take_files() if keep_files else None
             if kept is not None:
@@ -446,7 +449,7 @@ class Pool:
         round_trip = None
         # The rollback goes with the call where it will be wanted: the instance starts it
         # once it has answered, and no thread of ours is woken to ask for it.
-        rollback = self.config.reuse and pool.reusable and pool.spec.reuse != REUSE_WARM
+        rollback = self._rolls_back(pool)
         try:
             outcome = await instance.invoke_async(event, context, pool.spec.timeout_s,
                                                   pool.slots, rollback)
@@ -461,6 +464,10 @@ class Pool:
         self._finished(pool, outcome, _phases(phases, outcome, started, sent, round_trip),
                        started)
         return outcome
+
+    def _rolls_back(self, pool: FunctionPool) -> bool:
+        """Whether its instances are rolled back after each invocation."""
+        return self.config.reuse and pool.reusable and pool.spec.reuse != REUSE_WARM
 
     def _finished(self, pool: FunctionPool, outcome: InvocationResult,
                   phases: dict[str, float], started: float) -> None:

@@ -138,10 +138,10 @@ class ProcessInstance:
         self.etl_deadline: float | None = None
 
     def invoke(self, event: Any, context: dict, timeout: float, files: HandOff | None = None,
-               keep_files: bool = False,
-               slots: ProcessSlots | None = None) -> InvocationResult:
+               keep_files: bool = False, slots: ProcessSlots | None = None,
+               rollback: bool = False) -> InvocationResult:
         # `slots` is not used: the sandbox's children are host processes of its own, which
-        # the platform does not see.
+        # the platform does not see; nor is `rollback`: a process is not rolled back.
         if self.closed:
             raise BackendError("this instance is closed")
         t0 = time.perf_counter()
