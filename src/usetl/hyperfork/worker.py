@@ -582,8 +582,10 @@ class LoaderProcess:
     """Makes template processes from snapshots on disk, as Firecracker loads a snapshot into
     a VMM process started ahead: this process is started once, with Python and usetl
     imported; per snapshot it checks the files (snapshot.Checked: each unchanged file's
-    checksum once) and forks the template process, which maps them. A restore then costs a
-    fork, not an interpreter's start, an image's index and a hash of every memory file."""
+    checksum once, the state file's every time), thaws the snapshot (its monitor state
+    unpickled and its memory files mapped, kept while its files stay the same) and forks
+    the template process, which inherits it. A restore then costs a fork, not an
+    interpreter's start, an image's index, a hash of every memory file and an unpickling."""
 
     def __init__(self, chan: Channel):
         self.chan = chan
@@ -609,20 +611,21 @@ class LoaderProcess:
             return
         try:
             opened = snapshot.open_checked(msg.directory, self.checked)
+            header = opened.header
+            frozen = self.checked.thaw(opened)
         except Exception as e:
             _close_all(fds)
             self.chan.send(failure(e))
             return
         spec = None if msg.jail is None else msg.jail.with_paths(
-            *_system_jail_paths(), *opened.header["jail_paths"])
+            *_system_jail_paths(), *header["jail_paths"])
         try:
             root = self._root(spec)
         except (JailError, OSError) as e:
-            opened.close()
             _close_all(fds)
             self.chan.send(failure(e))
             return
-        self._fork(opened, fds, msg, spec, root)
+        self._fork(frozen, fds, msg, spec, root)
 
     def _root(self, spec: JailSpec | None) -> jail.JailRoot | None:
         """The prepared root a restored template with this jail enters, if jailed as root."""
@@ -630,18 +633,16 @@ class LoaderProcess:
             return None
         return jail.jail_root(self.roots.get(spec.read_only, spec.devices), spec.uid, spec.gid)
 
-    def _fork(self, opened: snapshot.Opened, fds: list[int], msg: LoadSnapshot,
+    def _fork(self, frozen: Frozen, fds: list[int], msg: LoadSnapshot,
               spec: JailSpec | None, root: jail.JailRoot | None) -> None:
         fd = fds[0]
         shell_cgroups = [(msg.shell_cgroup, fds[1:])] if msg.shell_cgroup is not None else []
         pid = os.fork()
         if pid:
             _close_all(fds)
-            opened.close()
             if root is not None:
                 root.close()
-            memories = opened.header["memories"]
-            self.chan.send(Forked(pid, sum(int(m["size"]) for m in memories)))
+            self.chan.send(Forked(pid, sum(m.size for m in frozen.memory.values())))
             return
         chan = Channel.from_fd(fd, TEMPLATE_REQUESTS)
         status = 0
@@ -649,7 +650,6 @@ class LoaderProcess:
             self.chan.sock.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             handshake.announce(chan.sock)
-            frozen = snapshot.thaw(opened)
             if spec is not None:
                 keep = {chan.fileno(), *(m.fd for m in frozen.memory.values()),
                         *(f for _, cgroup in shell_cgroups for f in cgroup)}
