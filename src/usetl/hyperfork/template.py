@@ -205,10 +205,11 @@ class Template:
              broker: Broker | None = None) -> Template:
         """A template from a snapshot written by save(); its memory is mapped, not read.
 
-        The snapshot loader (LOADER) forks the template process; it checks each file's
-        checksum the first time it loads that file, and again whenever it has changed. The
-        template process jails itself, as the function template saved was jailed, and its
-        clones inherit its jail.
+        The snapshot loader (LOADER) forks the template process, or hands the load to the
+        one it forked ahead (its spare, already in a cgroup of its own); it checks each
+        file's checksum the first time it loads that file, and again whenever it has
+        changed. The template process jails itself, as the function template saved was
+        jailed, and its clones inherit its jail.
         """
         path = str(Path(directory).resolve())
         request = LoadSnapshot(path, JAILS.spec() if jail else None)
