@@ -377,6 +377,30 @@ def test_a_snapshot_changed_after_a_load_is_checked_again(fn_template, tmp_path)
         Template.load(snap)
 
 
+def test_a_snapshot_saved_again_over_one_loaded_is_loaded_anew(base, fn_template, tmp_path):
+    """The loader keeps a snapshot it loaded thawed for its next loads of the same files: a
+    snapshot saved again in that directory (new files) is the one the next load restores."""
+    snap = tmp_path / "snap"
+    base.save(snap)
+    for _ in range(2):  # thawed on the first load, kept for the second
+        loaded = Template.load(snap)
+        try:
+            with loaded.fork() as clone:
+                result = clone.run_code("import fn")
+                assert result.error is not None and result.error.type == "ModuleNotFoundError"
+        finally:
+            loaded.close()
+    base.fork(warm=False).close()  # the base as other tests find it (the save's clone trimmed)
+    fn_template.save(snap)
+    loaded = Template.load(snap)
+    try:
+        assert loaded.memory_digests() == fn_template.memory_digests()
+        with loaded.fork() as clone:
+            assert out(clone.run_code("import fn; print(fn.IMPORTS)")) == "1\n"
+    finally:
+        loaded.close()
+
+
 def test_the_cli_runs_one_invocation_in_n_clones(image_path):
     import subprocess
     import sys

@@ -488,3 +488,40 @@ def test_a_restored_template_and_its_first_clone_are_each_in_a_cgroup_of_their_o
             assert r.error is None and r.stdout == "42\n"
     finally:
         loaded.close()
+
+
+def test_the_loader_makes_its_next_template_process_ahead_and_still_checks_a_changed_file(
+        fn_template, tmp_path):
+    """After a jailed load the snapshot loader forks the next template process ahead (its
+    spare), which moves itself into a cgroup the controller sent with that load: the next
+    load of the snapshot unchanged is that process, alone in a cgroup with its limits, and
+    its clones are as any restored template's; a memory file changed since is checked again
+    all the same."""
+    snap = tmp_path / "snap"
+    fn_template.save(snap)
+    LOADER.stop()
+    Template.prepare_load()
+    loader = LOADER._process.pid
+    made = wait_until(lambda: live_children(loader), "the loader's PID namespace's init")
+    first = Template.load(snap)
+    made.add(first.pid)
+    first.close()
+    spare = wait_until(lambda: live_children(loader) - made, "the loader's spare")
+    loaded = Template.load(snap)
+    try:
+        assert {loaded.pid} == spare
+        expected = (2 * loaded.info.guest_bytes + MONITOR_ALLOWANCE, PIDS_PER_PROCESS)
+        assert _own_cgroup_limits(loaded.pid) == expected
+        with loaded.fork() as clone:
+            assert _own_cgroup_limits(clone.pid) == expected
+            r = clone.run_code("import fn; print(fn.handler({'n': 21}, None)['twice'])")
+            assert r.error is None and r.stdout == "42\n"
+    finally:
+        made.add(loaded.pid)
+        loaded.close()
+    wait_until(lambda: live_children(loader) - made, "the loader's next spare")
+    with open(snap / "ram.mem", "r+b") as f:  # one byte of the data, the size unchanged
+        at = os.lseek(f.fileno(), 0, os.SEEK_DATA)
+        os.pwrite(f.fileno(), bytes([os.pread(f.fileno(), 1, at)[0] ^ 0xFF]), at)
+    with pytest.raises(HyperForkError, match="fails its checksum"):
+        Template.load(snap)

@@ -13,6 +13,7 @@ so nothing it sends is unpickled or executed.
     controller -> loader   : StartLoader (first), then LoadSnapshot | Close
     loader -> controller   : Done | Forked (a template process, which sends
                              TemplateReady on the socket passed with LoadSnapshot) | Failed
+    loader -> its spare    : LoadInSpare
     template -> controller : TemplateReady | Forked | Digests | SnapshotExport | Done |
                              Failed
     controller -> clone    : Invoke | Call | Rollback | InspectClone | ReportWorkingSet |
@@ -44,7 +45,7 @@ from usetl.libos.handoff import HandedFiles
 from usetl.usf import UsfConfig
 
 _LENGTH = struct.Struct("<I")
-MAX_FDS = 4
+MAX_FDS = 6
 RECV_AHEAD = 16 << 10  # what one read takes in: a message this size or less comes whole
 # Large enough for an invocation's result and captured output (16 MiB each by default).
 MAX_MESSAGE = 128 << 20
@@ -97,6 +98,26 @@ class LoadSnapshot(Message):
     jail: JailSpec | None = None
     shell_cgroup: str | None = None
     shell_cgroup_files: int = 0
+    # A cgroup for the loader's next spare template process (LoaderProcess._make_spare), its
+    # cgroup.procs files passed after the shell's.
+    spare_cgroup: str | None = None
+    spare_cgroup_files: int = 0
+
+
+class LoadInSpare(Message):
+    """Loader -> its spare template process: become the template process of `load`, whose
+    jail names every path, from the snapshot at index `thawed` of those it inherited thawed.
+    The socket and the shell's cgroup files come with it, as with a LoadSnapshot, then, if
+    jailed as root, its jail's root as the loader made it (jail.JailRoot, whose user
+    namespaces only the loader's PID namespace can make): the prepared root's mount
+    namespace, with the paths and devices it has, and an idmapped tree for each of `trees`."""
+
+    load: LoadSnapshot
+    thawed: int
+    root: bool = False
+    owned: list[str] = []
+    devices: list[tuple[str, int]] = []
+    trees: list[str] = []
 
 
 class LoadFunction(Message):
@@ -224,7 +245,8 @@ class Forked(Message):
     pid: int
     # A loaded template's guest memory, which its cgroup is made for while it maps it.
     guest_bytes: int = 0
-    # The Fork's cgroup a shell moved itself into (checked by the controller), if served by one.
+    # The Fork's cgroup a shell moved itself into (checked by the controller), if served by
+    # one; a loaded template's, if its process is the loader's spare.
     cgroup: str | None = None
 
 

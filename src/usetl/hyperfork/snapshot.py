@@ -8,12 +8,14 @@
 
 Loading maps the memory files (clones map them copy-on-write), so pages
 come in as clones touch them; nothing is started again. A snapshot loader (a
-process started once, worker.LoaderProcess) opens and checks a snapshot, then
-forks the template process from it (thaw), so a restore costs a fork.
+process started once, worker.LoaderProcess) opens and checks a snapshot, thaws
+it (once while its files stay the same: Checked.thaw), then forks the template
+process from it, so a restore costs a fork.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -47,6 +49,8 @@ VERSION = 16  # 4: a kernel's children, host-shared ranges; 5: guest sockets, th
 STATE_FILE = "state.usetl"
 _HEAD = struct.Struct("<8sI32sQ")  # magic, version, sha256(body), len(body)
 _CHUNK = 1 << 20
+# A loader keeps this many snapshots thawed (the most recently loaded), for its next loads.
+THAWED_KEPT = 4
 
 
 class SnapshotError(UsetlError):
@@ -130,14 +134,17 @@ def _copy_sparse(fd: int, size: int, path: Path) -> str:
 
 class Checked:
     """What a snapshot loader has checked already, so that a restore per call re-reads
-    nothing unchanged: images opened (by path and file identity) and memory files whose
-    checksum matched, by file identity (device, inode, size, mtime, ctime). A file written,
-    truncated or replaced since has another identity and is checked again; a loader's
-    first load of each file (after a restart of the server) checks it in full."""
+    nothing unchanged: images opened (by path and file identity), memory files whose
+    checksum matched, by file identity (device, inode, size, mtime, ctime), and the
+    snapshots last thawed (THAWED_KEPT), by their state file's checksum and their image's
+    and memory files' identities. A file written, truncated or replaced since has another
+    identity and is checked again; a loader's first load of each file (after a restart of
+    the server) checks it in full."""
 
     def __init__(self) -> None:
         self.images: dict[str, tuple[tuple[int, ...], ImageArchive]] = {}
         self.memory: set[tuple] = set()
+        self.thawed: dict[tuple, Frozen] = {}
 
     def image(self, path: str) -> ImageArchive:
         try:
@@ -160,6 +167,30 @@ class Checked:
         self.images[path] = (key, archive)
         return archive
 
+    def thaw(self, opened: Opened) -> Frozen:
+        """The frozen USF of `opened` (which this takes: its files are closed or kept), thawed
+        once while its files stay the same: the loader's template processes inherit it by
+        fork, as clones inherit their template's, and none changes the loader's. Frozen
+        from the collector (gc.freeze), as the loader's own objects are, so that a template
+        process's collection walks none of it; one let go is collected."""
+        frozen = self.thawed.pop(opened.key, None)
+        if frozen is not None:
+            opened.close()  # the same files, open since they were thawed
+        else:
+            try:
+                frozen = thaw(opened)
+            except BaseException:
+                opened.close()
+                raise
+        self.thawed[opened.key] = frozen  # the most recent last
+        if len(self.thawed) > THAWED_KEPT:
+            for mem in self.thawed.pop(next(iter(self.thawed))).memory.values():
+                mem.close()
+            gc.unfreeze()
+            gc.collect()
+        gc.freeze()
+        return frozen
+
 
 def _identity(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
@@ -174,13 +205,15 @@ class Opened:
     vcpu: VcpuState
     state: bytes
     fds: dict[str, int]
+    key: tuple  # what makes it the same snapshot (Checked.thaw)
 
     def close(self) -> None:
         for fd in self.fds.values():
             os.close(fd)
 
 
-def _check_sparse(path: Path, size: int, expected: str, checked: Checked) -> int:
+def _check_sparse(path: Path, size: int, expected: str, checked: Checked) -> tuple[int, tuple]:
+    """The memory file open and checked, and its checksum with its identity."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except OSError as e:
@@ -191,7 +224,7 @@ def _check_sparse(path: Path, size: int, expected: str, checked: Checked) -> int
         raise SnapshotError(f"snapshot memory file {path} is truncated or has the wrong size")
     key = (expected, *_identity(st))
     if key in checked.memory:
-        return fd
+        return fd, key
     digest = hashlib.sha256()
     for off, chunk in _sparse_chunks(fd, size):
         _mix(digest, off, chunk)
@@ -199,12 +232,12 @@ def _check_sparse(path: Path, size: int, expected: str, checked: Checked) -> int
         os.close(fd)
         raise SnapshotError(f"snapshot memory file {path} fails its checksum")
     checked.memory.add(key)
-    return fd
+    return fd, key
 
 
-def _read_state(root: Path) -> tuple[dict, VcpuState, bytes]:
-    """The state file's header, vCPU state and monitor state; refuses all but an intact
-    one of this VERSION (its checksum is checked on every load: it is small)."""
+def _read_state(root: Path) -> tuple[dict, VcpuState, bytes, bytes]:
+    """The state file's header, vCPU state, monitor state and checksum; refuses all but an
+    intact one of this VERSION (its checksum is checked on every load: it is small)."""
     try:
         raw = (root / STATE_FILE).read_bytes()
     except OSError as e:
@@ -231,13 +264,13 @@ def _read_state(root: Path) -> tuple[dict, VcpuState, bytes]:
     state = body[off + head_len + vcpu_len :]
     if len(state) != state_len:
         raise SnapshotError(f"snapshot {root} is truncated")
-    return header, vcpu, state
+    return header, vcpu, state, digest
 
 
 def guest_bytes(directory: str) -> int:
     """The guest memory (RAM and regions) of the snapshot in `directory`, as its intact state
     file says (what its template's cgroup is made for before the loader has opened it)."""
-    header, _, _ = _read_state(Path(directory))
+    header, _, _, _ = _read_state(Path(directory))
     return sum(int(m["size"]) for m in header["memories"])
 
 
@@ -245,19 +278,22 @@ def open_checked(directory: str, checked: Checked) -> Opened:
     """A snapshot directory's files checked (what `checked` has seen unchanged is not read
     again) and its memory files open."""
     root = Path(directory)
-    header, vcpu, state = _read_state(root)
+    header, vcpu, state, digest = _read_state(root)
     image = checked.image(header["image"])
     if image.digest != header["image_digest"]:
         raise SnapshotError("the snapshot was made from another image; make the template again")
     fds: dict[str, int] = {}
+    files = []
     try:
         for m in header["memories"]:
-            fds[m["name"]] = _check_sparse(root / f"{m['name']}.mem", m["size"], m["sha256"],
-                                           checked)
+            fds[m["name"]], file = _check_sparse(root / f"{m['name']}.mem", m["size"],
+                                                 m["sha256"], checked)
+            files.append(file)
     except BaseException:
-        Opened(image, header, vcpu, state, fds).close()
+        Opened(image, header, vcpu, state, fds, ()).close()
         raise
-    return Opened(image, header, vcpu, state, fds)
+    key = (digest, checked.images[header["image"]][0], *files)
+    return Opened(image, header, vcpu, state, fds, key)
 
 
 def thaw(opened: Opened) -> Frozen:

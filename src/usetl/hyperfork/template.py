@@ -205,29 +205,34 @@ class Template:
              broker: Broker | None = None) -> Template:
         """A template from a snapshot written by save(); its memory is mapped, not read.
 
-        The snapshot loader (LOADER) forks the template process; it checks each file's
-        checksum the first time it loads that file, and again whenever it has changed. The
-        template process jails itself, as the function template saved was jailed, and its
-        clones inherit its jail.
+        The snapshot loader (LOADER) forks the template process, or hands the load to the
+        one it forked ahead (its spare, already in a cgroup of its own); it checks each
+        file's checksum the first time it loads that file, and again whenever it has
+        changed. The template process jails itself, as the function template saved was
+        jailed, and its clones inherit its jail.
         """
         path = str(Path(directory).resolve())
         request = LoadSnapshot(path, JAILS.spec() if jail else None)
         shell = _first_shell_cgroup(path, request) if jail else None
+        spare = LOADER.spare_cgroup(request, shell[3] if shell else None)
         # After its cgroups are made (a move in progress holds up making one), ahead of the
-        # moves on this path: the template process's and its first shell's.
+        # moves on this path: the template process's (unless the loader's spare is in its
+        # cgroup already) and its first shell's.
         moves = JAILS.overlap_moves() if jail else None
         try:
-            return cls._loaded(request, shell, jail, broker)
+            return cls._loaded(request, shell, spare, jail, broker)
         finally:
             if moves is not None:
                 moves.join()
 
     @classmethod
     def _loaded(cls, request: LoadSnapshot, shell: tuple[str, list[str], list[int], int] | None,
-                jail: bool, broker: Broker | None) -> Template:
-        """load() once the request is made, with the first shell's cgroup if any."""
+                spare_cgroup: tuple[str, list[str], list[int], int] | None, jail: bool,
+                broker: Broker | None) -> Template:
+        """load() once the request is made, with the first shell's cgroup and the loader's
+        next spare's if any."""
         try:
-            chan, forked = LOADER.load(request, shell[2] if shell else [])
+            chan, forked, spare = LOADER.load(request, shell[2] if shell else [], spare_cgroup)
         except HyperForkError:
             if shell is not None:
                 JAILS.cgroups.discard(shell[1])
@@ -238,8 +243,8 @@ class Template:
         pid = forked.pid
         template = None
         try:
-            if jail:  # while it maps the snapshot
-                JAILS.place(pid, forked.guest_bytes)
+            if jail and (spare is None or not JAILS.cgroups.adopt(pid, spare)):
+                JAILS.place(pid, forked.guest_bytes)  # while it jails itself
             if shell is not None and shell[3] != forked.guest_bytes:
                 raise HyperForkError("the snapshot changed while it was loaded; load it again")
             reply = _first_reply(chan, TemplateReady)
@@ -486,26 +491,54 @@ def _start_worker() -> tuple[Channel, subprocess.Popen]:
 
 class _Loader:
     """The controller's snapshot loader process (worker.LoaderProcess): started on the first
-    load, and again if it has gone; one load at a time."""
+    load, and again if it has gone; one load at a time. Each jailed load brings a cgroup
+    for the loader's next spare template process, made for the guest memory of the snapshot
+    loaded (the spare moves itself in); the one before is the load's template's if the
+    loader's spare in it became that template process, else it is discarded."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._chan: Channel | None = None
         self._process: subprocess.Popen | None = None
+        # The cgroup sent for the loader's spare: name, directories, the guest memory its
+        # limits are for.
+        self._spare: tuple[str, list[str], int] | None = None
 
-    def load(self, request: LoadSnapshot, cgroup_fds: list[int]) -> tuple[Channel, Forked]:
+    def load(self, request: LoadSnapshot, cgroup_fds: list[int],
+             sent: tuple[str, list[str], list[int], int] | None,
+             ) -> tuple[Channel, Forked, list[str] | None]:
         """The new template process's channel, and its pid (as the kernel told it) and guest
-        memory size; it sends TemplateReady next. `cgroup_fds`: those `request` counts."""
+        memory size; it sends TemplateReady next. `cgroup_fds`: the shell's that `request`
+        counts; `sent`: the next spare's cgroup (spare_cgroup), whose files this closes. The
+        third: the directories of the prepared cgroup it is in, if it is the loader's spare
+        (to check, Cgroups.adopt)."""
         mine, theirs = Channel.pair()
         handshake.expect(mine.sock)
         try:
             with self._lock:
-                chan = self._started()
                 try:
-                    forked = chan.request(request, Forked, fds=(theirs.fileno(), *cgroup_fds))
+                    chan = self._started()
+                except HyperForkError:
+                    if sent is not None:
+                        _close_fds(sent[2])
+                        JAILS.cgroups.discard(sent[1])
+                    raise
+                held = None
+                if request.jail is not None:  # this load takes the spare (LoaderProcess)
+                    held, self._spare = self._spare, sent and (sent[0], sent[1], sent[3])
+                try:
+                    forked = chan.request(request, Forked, fds=(
+                        theirs.fileno(), *cgroup_fds, *(sent[2] if sent else ())))
                 except ChannelClosed:
                     self._stop()
                     raise
+                except HyperForkError:
+                    self._discard(held)
+                    raise
+                finally:
+                    if sent is not None:
+                        _close_fds(sent[2])
+            spare = self._spare_of(held, forked)
             forked.pid = handshake.receive(mine.sock)
         except (OSError, JailError, HyperForkError) as e:
             mine.close()
@@ -514,7 +547,36 @@ class _Loader:
             raise HyperForkError(f"the template process did not start: {e}") from None
         finally:
             theirs.close()
-        return mine, forked
+        return mine, forked, spare
+
+    @staticmethod
+    def spare_cgroup(request: LoadSnapshot,
+                     guest_bytes: int | None) -> tuple[str, list[str], list[int], int] | None:
+        """A cgroup for the loader's next spare, put in `request` (a jailed one's, with
+        cgroups): its name, directories, cgroup.procs files and the guest memory it is for
+        (as the snapshot's state file says; None: no cgroups, or it cannot be read)."""
+        if request.jail is None or guest_bytes is None:
+            return None
+        prepared = JAILS.prepare(guest_bytes)
+        if prepared is None:
+            return None
+        name, paths, fds = prepared
+        request.spare_cgroup, request.spare_cgroup_files = name, len(fds)
+        return name, paths, fds, guest_bytes
+
+    def _spare_of(self, held: tuple[str, list[str], int] | None,
+                  forked: Forked) -> list[str] | None:
+        """The held spare cgroup's directories if the load's template is the spare in it,
+        made for its guest memory; else it is discarded and None."""
+        if held is not None and forked.cgroup == held[0] and forked.guest_bytes == held[2]:
+            return held[1]
+        self._discard(held)
+        return None
+
+    @staticmethod
+    def _discard(held: tuple[str, list[str], int] | None) -> None:
+        if held is not None:
+            JAILS.cgroups.discard(held[1])
 
     def _started(self) -> Channel:
         if self._chan is None:
@@ -545,6 +607,8 @@ class _Loader:
             self._process.kill()
             self._process.wait()
         self._chan = self._process = None
+        self._discard(self._spare)
+        self._spare = None
 
 
 LOADER = _Loader()

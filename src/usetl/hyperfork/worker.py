@@ -35,6 +35,7 @@ from usetl.etl.egress import EgressPolicy
 from usetl.image.archive import ImageArchive
 from usetl.invocation import SANDBOX_ERROR, ErrorInfo, InvocationResult, IoUsage
 from usetl.jail import JailError, JailSpec, handshake, namespaces
+from usetl.jail.namespaces import PreparedRoot
 from usetl.libos.archivefs import ArchiveMount
 from usetl.libos.children import ProcessSlots
 from usetl.libos.etl_device import Spare
@@ -50,6 +51,7 @@ from .frozen import Frozen, memory_digests
 from .protocol import (
     CLONE_REQUESTS,
     LOADER_REQUESTS,
+    MAX_FDS,
     TEMPLATE_FIRST,
     TEMPLATE_REQUESTS,
     Call,
@@ -71,6 +73,7 @@ from .protocol import (
     Invoke,
     Invoked,
     LoadFunction,
+    LoadInSpare,
     LoadSnapshot,
     MonitorRan,
     ProtocolError,
@@ -609,12 +612,40 @@ def _run_child(chan: Channel, body: Callable[[], None]) -> NoReturn:
         os._exit(status)
 
 
+class SpareTemplate:
+    """A template process the loader forked ahead of a load (LoaderProcess._make_spare),
+    waiting for its order on `orders`; `thawed`: the keys of the snapshots it inherited
+    thawed (Checked.thawed then); `cgroup`: the cgroup it moved itself into."""
+
+    def __init__(self, pid: int, orders: Channel, thawed: list[tuple], cgroup: str):
+        self.pid = pid
+        self.orders = orders
+        self.thawed = thawed
+        self.cgroup = cgroup
+
+    def kill(self) -> None:
+        self.orders.close()
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 class LoaderProcess:
     """Makes template processes from snapshots on disk, as Firecracker loads a snapshot into
     a VMM process started ahead: this process is started once, with Python and usetl
     imported; per snapshot it checks the files (snapshot.Checked: each unchanged file's
-    checksum once) and forks the template process, which maps them. A restore then costs a
-    fork, not an interpreter's start, an image's index and a hash of every memory file."""
+    checksum once, the state file's every time), thaws the snapshot (its monitor state
+    unpickled and its memory files mapped, kept while its files stay the same) and forks
+    the template process, which inherits it. A restore then costs a fork, not an
+    interpreter's start, an image's index, a hash of every memory file and an unpickling.
+
+    Once it has answered a jailed load, it forks the next template process ahead (a spare),
+    as a template makes its next clone's process ahead: it moves itself into a cgroup the
+    controller sent with that load, off any load's path (a move waits for an RCU grace
+    period), and waits. The next jailed load, checked as any, is handed to it if it
+    inherited that snapshot thawed; else it is ended and the load forks anew. Either way
+    each jailed load takes the spare and the cgroup sent before it, and brings the next."""
 
     def __init__(self, chan: Channel):
         self.chan = chan
@@ -622,6 +653,8 @@ class LoaderProcess:
         # Jail roots made once per snapshot's paths: a restored template enters a copy of
         # one (jail.PreparedRoots) instead of bind-mounting each path itself.
         self.roots = jail.PreparedRoots()
+        self.spare: SpareTemplate | None = None
+        self.spare_cgroup: tuple[str, list[int]] | None = None  # name, cgroup.procs fds
 
     def serve(self) -> None:
         # What every template process inherits, made here once: the TSC calibration its
@@ -630,30 +663,125 @@ class LoaderProcess:
         # (TemplateProcess.serve) walks only the snapshot's objects. Template processes go
         # in a PID namespace of their own, as a jailer template's children do.
         shared_clock()
-        _serve(self.chan, LOADER_REQUESTS, self._load, pid_namespace=True)
+        _serve(self.chan, LOADER_REQUESTS, self._load, pid_namespace=True,
+               idle=self._make_spare)
 
     def _load(self, msg: LoadSnapshot, fds: list[int]) -> None:
-        if len(fds) != 1 + msg.shell_cgroup_files:
+        if len(fds) != 1 + msg.shell_cgroup_files + msg.spare_cgroup_files:
             _close_all(fds)
             self.chan.send(Failed(ErrorInfo("ProtocolError", "LoadSnapshot needs one socket "
                                             "and the cgroup files it counts")))
             return
+        spare = None
+        if msg.jail is not None:
+            spare = self._take_spare(msg, fds)
         try:
             opened = snapshot.open_checked(msg.directory, self.checked)
+            header, key = opened.header, opened.key
+            frozen = self.checked.thaw(opened)
         except Exception as e:
+            if spare is not None:
+                spare.kill()
             _close_all(fds)
             self.chan.send(failure(e))
             return
         spec = None if msg.jail is None else msg.jail.with_paths(
-            *_system_jail_paths(), *opened.header["jail_paths"])
+            *_system_jail_paths(), *header["jail_paths"])
         try:
             root = self._root(spec)
         except (JailError, OSError) as e:
-            opened.close()
+            if spare is not None:
+                spare.kill()
             _close_all(fds)
             self.chan.send(failure(e))
             return
-        self._fork(opened, fds, msg, spec, root)
+        if spare is not None:
+            if key in spare.thawed and self._hand_to(spare, msg, spec, root, key, fds, frozen):
+                return
+            spare.kill()
+        self._fork(frozen, fds, msg, spec, root)
+
+    def _take_spare(self, msg: LoadSnapshot, fds: list[int]) -> SpareTemplate | None:
+        """A jailed load's part in the spare's cycle: the spare (if made) is this load's to
+        use or end; the cgroup this load brought (its files: the last of `fds`, taken off)
+        replaces the one for a spare not made yet."""
+        spare, self.spare = self.spare, None
+        if self.spare_cgroup is not None:
+            _close_all(self.spare_cgroup[1])
+            self.spare_cgroup = None
+        if msg.spare_cgroup_files:
+            spare_fds = fds[-msg.spare_cgroup_files:]
+            del fds[-msg.spare_cgroup_files:]
+            if msg.spare_cgroup is None:
+                _close_all(spare_fds)
+            else:
+                self.spare_cgroup = (msg.spare_cgroup, spare_fds)
+        return spare
+
+    def _hand_to(self, spare: SpareTemplate, msg: LoadSnapshot, spec: JailSpec | None,
+                 root: jail.JailRoot | None, key: tuple, fds: list[int],
+                 frozen: Frozen) -> bool:
+        """Send the load to the spare; False if it has gone, or the fds would be too many
+        for one message (then fork anew)."""
+        order = LoadInSpare(LoadSnapshot(msg.directory, spec, msg.shell_cgroup,
+                                         msg.shell_cgroup_files), spare.thawed.index(key))
+        sent = list(fds)
+        if root is not None:
+            order.root, order.owned = True, list(root.root.owned)
+            order.devices = list(root.root.devices)
+            order.trees = [path for _, path in root.trees]
+            sent += [root.root.fd, *(tree for tree, _ in root.trees)]
+        if len(sent) > MAX_FDS:
+            return False
+        try:
+            spare.orders.send(order, fds=tuple(sent))
+        except ChannelClosed:
+            return False
+        _close_all(fds)
+        if root is not None:
+            root.close()
+        spare.orders.close()
+        self.chan.send(Forked(spare.pid, sum(m.size for m in frozen.memory.values()),
+                              cgroup=spare.cgroup))
+        return True
+
+    def _make_spare(self) -> None:
+        """Once a load is answered and no other waits: its fork runs while the template
+        process just made jails itself (the controller waits for that), not later, beside
+        that template's first clone."""
+        if self.spare is None and self.spare_cgroup is not None and not _waiting(self.chan):
+            self.spare = self._fork_spare()
+
+    def _fork_spare(self) -> SpareTemplate:
+        """Fork the next template process ahead: in its cgroup, it waits for its order."""
+        assert self.spare_cgroup is not None
+        (cgroup, cgroup_fds), self.spare_cgroup = self.spare_cgroup, None
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        thawed = list(self.checked.thawed)
+        pid = os.fork()
+        if pid:
+            theirs.close()
+            _close_all(cgroup_fds)
+            return SpareTemplate(pid, Channel(mine), thawed, cgroup)
+        mine.close()
+        try:
+            self._leave_loader()
+            _enter_cgroup(cgroup_fds)  # the controller checks it before it counts on it
+            orders = Channel(theirs, LoadInSpare)
+            order, fds = orders.recv()
+            orders.close()
+        except BaseException:  # the loader has gone, or ended this spare
+            os._exit(0)
+        msg = order.load
+        frozen = self.checked.thawed[thawed[order.thawed]]
+        root = None
+        if order.root:  # the last fds: the root's mount namespace, then its trees
+            split = len(fds) - len(order.trees) - 1
+            prepared = PreparedRoot(fds[split], tuple(order.owned),
+                                    tuple((path, rdev) for path, rdev in order.devices))
+            root = jail.JailRoot(prepared, list(zip(fds[split + 1:], order.trees, strict=True)))
+            del fds[split:]
+        self._become_template(frozen, fds, msg, msg.jail, lambda: root)
 
     def _root(self, spec: JailSpec | None) -> jail.JailRoot | None:
         """The prepared root a restored template with this jail enters, if jailed as root."""
@@ -661,30 +789,42 @@ class LoaderProcess:
             return None
         return jail.jail_root(self.roots.get(spec.read_only, spec.devices), spec.uid, spec.gid)
 
-    def _fork(self, opened: snapshot.Opened, fds: list[int], msg: LoadSnapshot,
+    def _fork(self, frozen: Frozen, fds: list[int], msg: LoadSnapshot,
               spec: JailSpec | None, root: jail.JailRoot | None) -> None:
-        fd = fds[0]
-        shell_cgroups = [(msg.shell_cgroup, fds[1:])] if msg.shell_cgroup is not None else []
         pid = os.fork()
         if pid:
             _close_all(fds)
-            opened.close()
             if root is not None:
                 root.close()
-            memories = opened.header["memories"]
-            self.chan.send(Forked(pid, sum(int(m["size"]) for m in memories)))
+            self.chan.send(Forked(pid, sum(m.size for m in frozen.memory.values())))
             return
-        chan = Channel.from_fd(fd, TEMPLATE_REQUESTS)
+        self._become_template(frozen, fds, msg, spec, lambda: root)
+
+    def _leave_loader(self) -> None:
+        """In a forked child: let go of what only the loader uses."""
+        self.chan.sock.close()
+        if self.spare is not None:
+            self.spare.orders.close()
+        if self.spare_cgroup is not None:  # no template process may move processes
+            _close_all(self.spare_cgroup[1])
+            self.spare_cgroup = None
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+    def _become_template(self, frozen: Frozen, fds: list[int], msg: LoadSnapshot,
+                         spec: JailSpec | None,
+                         root_of: Callable[[], jail.JailRoot | None]) -> NoReturn:
+        """In the loader's child: the template process of `frozen`, jailed by `spec` into
+        the root `root_of` gives, serving on fds[0] (the rest: its first shell's cgroup)."""
+        chan = Channel.from_fd(fds[0], TEMPLATE_REQUESTS)
+        shell_cgroups = [(msg.shell_cgroup, fds[1:])] if msg.shell_cgroup is not None else []
         status = 0
         try:
-            self.chan.sock.close()
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            self._leave_loader()  # a spare did so already: this changes nothing then
             handshake.announce(chan.sock)
-            frozen = snapshot.thaw(opened)
             if spec is not None:
                 keep = {chan.fileno(), *(m.fd for m in frozen.memory.values()),
                         *(f for _, cgroup in shell_cgroups for f in cgroup)}
-                jail.confine(spec, keep, root)
+                jail.confine(spec, keep, root_of())
             chan.send(ready(frozen))
             TemplateProcess(frozen, chan, jailed=spec is not None, restored=True,
                             shell_cgroups=shell_cgroups).serve()
