@@ -84,17 +84,19 @@ def test_a_scan_holds_until_the_process_takes_a_page_fault_or_remaps(memory):
 def _rescans_with_no_fault_between(memory: GuestMemory, scans: list, tries: int = 50,
                                    ) -> list[bool]:
     """For each of `tries` calls of written_ranges() with no page fault of this process
-    since the call before (other tests' threads may fault at any time: those calls are
-    left out), whether it scanned again."""
+    from before the call before it (whose scan, if it made one, may have faulted) to its own
+    end (other tests' threads may fault at any time: those calls are left out), whether it
+    scanned again."""
     rescanned = []
     before = hostmm.page_faults()
+    memory.written_ranges()
     for _ in range(tries):
         scanned = len(scans)
+        start = hostmm.page_faults()
         memory.written_ranges()
-        after = hostmm.page_faults()
-        if after == before:
+        if hostmm.page_faults() == before:
             rescanned.append(len(scans) > scanned)
-        before = after
+        before = start
     return rescanned
 
 
