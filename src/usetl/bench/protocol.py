@@ -29,8 +29,6 @@ from usetl.hyperfork.protocol import (
     REPLIES,
     Channel,
     ChannelClosed,
-    Close,
-    Done,
     Invoke,
     Invoked,
 )
@@ -98,8 +96,7 @@ def message_round_trip(runs: int = 2000) -> dict:
             mine.request(NOOP, Invoked)
             if i >= WARM_ROUND_TRIPS:
                 samples.append((time.perf_counter() - t0) * 1e6)
-        mine.request(Close(), Done)
-    finally:
+    finally:  # the channel closed, it ends
         mine.close()
         process.wait()
     return summary(samples)
@@ -111,9 +108,6 @@ def _answer(fd: int) -> None:
         try:
             msg, _ = chan.recv()
         except ChannelClosed:
-            return
-        if isinstance(msg, Close):
-            chan.send(Done())
             return
         chan.send(NOOP_REPLY)
 
