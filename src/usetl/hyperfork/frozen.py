@@ -83,6 +83,10 @@ class Frozen:
     def memory_bytes(self) -> int:
         return sum(resident_bytes(m.fd) for m in self.memory.values())
 
+    def guest_bytes(self) -> int:
+        """Its guest memory's size (RAM and regions), what its cgroups are made for."""
+        return sum(m.size for m in self.memory.values())
+
     def digests(self) -> dict[str, str]:
         return memory_digests(self.memory)
 

@@ -467,12 +467,17 @@ def _first_shell_cgroup(directory: str,
         size = guest_bytes(directory)
     except (SnapshotError, OSError, KeyError, TypeError, ValueError):
         return None
-    prepared = JAILS.prepare(size)
-    if prepared is None:
-        return None
-    name, paths, fds = prepared
-    request.shell_cgroup, request.shell_cgroup_files = name, len(fds)
-    return name, paths, fds, size
+    cgroup = _prepared_cgroup(size)
+    if cgroup is not None:
+        request.shell_cgroup, request.shell_cgroup_files = cgroup[0], len(cgroup[2])
+    return cgroup
+
+
+def _prepared_cgroup(guest_bytes: int) -> tuple[str, list[str], list[int], int] | None:
+    """A cgroup a process moves itself into (JAILS.prepare): its name, directories and
+    cgroup.procs files, and the guest memory its limits are for; None without cgroups."""
+    prepared = JAILS.prepare(guest_bytes)
+    return None if prepared is None else (*prepared, guest_bytes)
 
 
 def _start_worker() -> tuple[Channel, subprocess.Popen]:
@@ -557,12 +562,10 @@ class _Loader:
         (as the snapshot's state file says; None: no cgroups, or it cannot be read)."""
         if request.jail is None or guest_bytes is None:
             return None
-        prepared = JAILS.prepare(guest_bytes)
-        if prepared is None:
-            return None
-        name, paths, fds = prepared
-        request.spare_cgroup, request.spare_cgroup_files = name, len(fds)
-        return name, paths, fds, guest_bytes
+        cgroup = _prepared_cgroup(guest_bytes)
+        if cgroup is not None:
+            request.spare_cgroup, request.spare_cgroup_files = cgroup[0], len(cgroup[2])
+        return cgroup
 
     def _spare_of(self, held: tuple[str, list[str], int] | None,
                   forked: Forked) -> list[str] | None:

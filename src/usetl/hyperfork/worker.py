@@ -122,7 +122,7 @@ def ready(frozen: Frozen, load: InvocationResult | None = None,
     config = frozen.usf.config
     return TemplateReady(pid=os.getpid(), startup_ms=frozen.usf.startup.ms,
                          memory_bytes=frozen.memory_bytes(), state_bytes=len(frozen.state),
-                         guest_bytes=sum(m.size for m in frozen.memory.values()),
+                         guest_bytes=frozen.guest_bytes(),
                          load=load, warmup=warmup,
                          egress=EgressPolicy(tuple(config.allow), config.allow_private,
                                              config.etl_timeout))
@@ -741,7 +741,7 @@ class LoaderProcess:
         if root is not None:
             root.close()
         spare.orders.close()
-        self.chan.send(Forked(spare.pid, sum(m.size for m in frozen.memory.values()),
+        self.chan.send(Forked(spare.pid, frozen.guest_bytes(),
                               cgroup=spare.cgroup))
         return True
 
@@ -796,7 +796,7 @@ class LoaderProcess:
             _close_all(fds)
             if root is not None:
                 root.close()
-            self.chan.send(Forked(pid, sum(m.size for m in frozen.memory.values())))
+            self.chan.send(Forked(pid, frozen.guest_bytes()))
             return
         self._become_template(frozen, fds, msg, spec, lambda: root)
 
