@@ -331,6 +331,9 @@ class Worker:
                 await asyncio.sleep(COLD_POLL_S)
                 continue
             beyond = await self._take_slot(durable)
+            if self.draining:  # drained while it waited for the slot: take nothing new
+                self._give_slot()
+                continue
             self.fetching += 1
             self.beyond += beyond
             self._changed()
