@@ -364,8 +364,11 @@ def test_a_pool_serves_on_an_event_loop_only_where_nothing_waits(backend, tmp_pa
 
         async def calls() -> list:
             served = await pool.invoke_async(key, 0, {"request_id": "r1"})
+            while not pool.status()[0]["ready"]:  # its instance rolls back on this loop
+                await asyncio.sleep(0.01)
             slow = asyncio.ensure_future(pool.invoke_async(key, 30, {}))
             while not pool.status()[0]["busy"]:
+                assert not slow.done(), slow.result()  # it was served, or refused
                 await asyncio.sleep(0.01)
             refused = await pool.invoke_async(key, 0, {})  # its one slot is taken
             slow.cancel()

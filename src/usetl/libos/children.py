@@ -103,6 +103,7 @@ from .proctree import (
     ShmFile,
     ShmOpen,
     ShmUnlink,
+    ShmUnlinked,
     Signal,
     TreeProtocolError,
     send_message,
@@ -1388,7 +1389,9 @@ def _deliver(k: Kernel, message: Routed, passed: Passed | None) -> None:
     elif isinstance(message, ShmFile):
         shmtree.answered(k, message, passed if isinstance(passed, PassedFd) else None)
     elif isinstance(message, ShmUnlink):
-        shmtree.unlink(k, message)
+        shmtree.unlink(k, message, route)
+    elif isinstance(message, ShmUnlinked):
+        shmtree.unlink_answered(k, message)
     else:
         _deliver_signal(k, message)
 

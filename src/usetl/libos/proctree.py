@@ -24,7 +24,7 @@ Every message on a control socket is one of TREE_MESSAGES (a tagged msgspec
 Struct behind a 4-byte length), validated on receipt:
     child -> parent : Ready (a forked child's VM runs) | Routed | Exited (its last)
     parent -> child : Routed (Signal, Connect, FifoOpen, FifoEnd, LimitsAsk, LimitsAnswer,
-                      ShmOpen, ShmFile, ShmUnlink)
+                      ShmOpen, ShmFile, ShmUnlink, ShmUnlinked)
 """
 
 from __future__ import annotations
@@ -155,10 +155,20 @@ class ShmFile(TreeMessage):
 
 
 class ShmUnlink(TreeMessage):
-    """/dev/shm/`name`, which process `to` holds, was unlinked by another process."""
+    """/dev/shm/`name`, which process `to` holds, was unlinked by process `sender`, which
+    waits for the answer (ShmUnlinked) as its unlink's end."""
 
     to: int
     name: str
+    sender: int
+    request: int
+
+
+class ShmUnlinked(TreeMessage):
+    """The answer to a ShmUnlink: the name is gone in its holder too."""
+
+    to: int
+    request: int
 
 
 class Exited(TreeMessage):
@@ -173,7 +183,7 @@ class Exited(TreeMessage):
 
 # What travels hop by hop to a process.
 Routed = (Signal | Connect | FifoOpen | FifoEnd | LimitsAsk | LimitsAnswer | ShmOpen | ShmFile
-          | ShmUnlink)
+          | ShmUnlink | ShmUnlinked)
 TREE_MESSAGES = Ready | Routed | Exited
 FRAME = struct.Struct("<I")
 FIRST_MESSAGE_LIMIT = 1 << 10  # a Ready is a few bytes

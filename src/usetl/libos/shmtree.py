@@ -10,7 +10,7 @@ the holder (a ShmOpen message along the control sockets), which answers
 with the memfd (ShmFile); the file is then in the asker's /dev/shm too,
 over the same pages, so stores through a mapping in either show in the
 other at once, and the open runs again. O_CREAT|O_EXCL of a name another
-process holds is EEXIST; unlinking it removes it there too (ShmUnlink).
+process holds is EEXIST; unlinking it removes it there too (ShmUnlink), before the unlink returns.
 Not as on Linux: a listing of /dev/shm shows only the names a process has
 opened or made, and a size one process set is seen by another that already
 had the file only through its mappings.
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from .errors import SyscallError
 from .fs import TmpDir, TmpFile
-from .proctree import RUNNING, PassedFd, ShmFile, ShmOpen, ShmUnlink
+from .proctree import RUNNING, PassedFd, ShmFile, ShmOpen, ShmUnlink, ShmUnlinked
 from .sched import Block, WaitQueue
 from .sharedpages import SharedPages
 
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .proctree import PassedFd
 
 Route = Callable[..., None]  # children.route: a message (and its host fd) to its process
+UNLINK_WAIT_S = 5.0  # for the holder of a name this process unlinked to remove it too
 
 
 def in_tree(k: Kernel, parent: object) -> bool:
@@ -80,15 +81,28 @@ def named(k: Kernel, name: str, node: object) -> None:
         k.mm.give_pages(node)
 
 
-def unlinked(k: Kernel, name: str, route: Route) -> None:
-    """This process removed `name` from its /dev/shm: so does the tree."""
+def unlinked(k: Kernel, name: str, route: Route) -> Block | None:
+    """This process removed `name` from its /dev/shm: so does the tree. Where another
+    running process holds it, the wait (for the caller to raise once its own work is
+    done) until the holder has removed it too: on Linux the name is gone for every
+    process when unlink returns."""
     table = k.children.table
     assert table is not None
     holder = table.name_holder(_key(name))
     if holder == k.identity.pid:
         table.release_name(_key(name), holder)
-    elif holder is not None:
-        route(k, ShmUnlink(holder, name))
+        return None
+    if holder is None:
+        return None
+    found = table.find(holder)
+    if found is None or found.ended != RUNNING:
+        return None
+    done = WaitQueue()
+    request = k.children.request(lambda: done.wake(k.sched, result=0))
+    route(k, ShmUnlink(holder, name, k.identity.pid, request))
+    # Bounded: a holder that ends before it reads the message never answers.
+    return Block((done,), k.clock.after(UNLINK_WAIT_S), retry=False, timeout_result=0,
+                 interruptible=False)
 
 
 def serve(k: Kernel, message: ShmOpen, route: Route) -> None:
@@ -115,14 +129,22 @@ def answered(k: Kernel, message: ShmFile, passed: PassedFd | None) -> None:
     answer(message.error, message.size, message.mode, fd)
 
 
-def unlink(k: Kernel, message: ShmUnlink) -> None:
-    """Another process unlinked a name this process holds."""
+def unlink(k: Kernel, message: ShmUnlink, route: Route) -> None:
+    """Another process unlinked a name this process holds: gone here too, then said."""
     shm = k.ns.dev.entries.get("shm")
     node = _local(k, message.name)
     if node is not None and isinstance(shm, TmpDir):
         k.ns.tmp.drop_link(shm.entries.pop(message.name))
     if k.children.table is not None:
         k.children.table.release_name(_key(message.name), k.identity.pid)
+    route(k, ShmUnlinked(message.sender, message.request))
+
+
+def unlink_answered(k: Kernel, message: ShmUnlinked) -> None:
+    """The holder removed a name this process unlinked: its unlink returns."""
+    answer = k.children.answers.pop(message.request, None)
+    if answer is not None:
+        answer()
 
 
 def _local(k: Kernel, name: str) -> TmpFile | None:

@@ -658,10 +658,11 @@ def _unlink(k: Kernel, dirfd: int, path: int, flags: int) -> int:
         raise SyscallError(errno.EISDIR)
     node = parent.entries.pop(r.name)
     k.ns.tmp.drop_link(node)
-    if shmtree.in_tree(k, parent):
-        shmtree.unlinked(k, r.name, route)
+    wait = shmtree.unlinked(k, r.name, route) if shmtree.in_tree(k, parent) else None
     removed(k, node, last=not isinstance(node, TmpFile) or node.links == 0)
     entry_event(k, parent, r.name, node, IN_DELETE)
+    if wait is not None:
+        raise wait  # done here; it returns 0 once the name is gone in its holder too
     return 0
 
 
@@ -720,8 +721,7 @@ def _rename(k: Kernel, olddir: int, old: int, newdir: int, new: int,
     if shmtree.in_tree(k, dst_parent):
         shmtree.named(k, dst.name, src.node)
     node = src_parent.entries.pop(src.name)
-    if shmtree.in_tree(k, src_parent):
-        shmtree.unlinked(k, src.name, route)
+    wait = shmtree.unlinked(k, src.name, route) if shmtree.in_tree(k, src_parent) else None
     old = dst_parent.entries.get(dst.name)
     if old is not None:
         k.ns.tmp.drop_link(old)
@@ -729,6 +729,8 @@ def _rename(k: Kernel, olddir: int, old: int, newdir: int, new: int,
     moved(k, (src_parent, src.name), (dst_parent, dst.name), node)
     if old is not None:
         removed(k, old, last=not isinstance(old, TmpFile) or old.links == 0)
+    if wait is not None:
+        raise wait  # done here; it returns 0 once the old name is gone in its holder too
     return 0
 
 
