@@ -266,3 +266,46 @@ def test_a_jailed_clones_tree_shares_its_tmp_too(template):
         """, timeout=120)
         assert out == ["through a fifo", "b'held' 0", "2 b'child'",
                        "['fifo', 'j.db', 'j.db-shm', 'j.db-wal', 'm']"]
+
+
+XATTRS_ACROSS_THE_TREE = """
+    import errno, os
+    open("/tmp/attrs", "w").close()
+    os.mkdir("/tmp/attrs.d")
+    os.setxattr("/tmp/attrs", "user.before", b"alone")  # on the tmpfs, carried out
+    os.setxattr("/tmp/attrs.d", "user.dir", b"d")
+    pid = os.fork()
+    if pid == 0:
+        os.setxattr("/tmp/attrs", "user.child", os.getxattr("/tmp/attrs", "user.before") + b"!")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    print(sorted(os.listxattr("/tmp/attrs")), os.getxattr("/tmp/attrs", "user.child"),
+          os.getxattr("/tmp/attrs.d", "user.dir"))
+    fd = os.open("/tmp/attrs", os.O_RDONLY)
+    os.setxattr(fd, "user.by-fd", b"fd")
+    os.removexattr("/tmp/attrs", "user.before")
+    for call in (lambda: os.setxattr("/tmp/attrs", "user.child", b"", os.XATTR_CREATE),
+                 lambda: os.getxattr("/tmp/attrs", "user.before"),
+                 lambda: os.setxattr("/tmp/attrs", "trusted.t", b"")):
+        try:
+            call()
+        except OSError as e:
+            print(errno.errorcode[e.errno])
+    print(sorted(os.listxattr(fd)))
+"""
+
+
+def test_user_attributes_are_the_trees_and_carried_in_and_out(usf):
+    out = run(usf, XATTRS_ACROSS_THE_TREE, timeout=60)
+    assert out == ["['user.before', 'user.child'] b'alone!' b'd'", "EEXIST", "ENODATA",
+                   "EPERM", "['user.by-fd', 'user.child']"]
+    # The invocation's end read /tmp back into memory, with its files' attributes.
+    assert run(usf, "import os; print(os.getxattr('/tmp/attrs', 'user.by-fd'), "
+                    "os.getxattr('/tmp/attrs.d', 'user.dir'))") == ["b'fd' b'd'"]
+
+
+def test_a_jailed_clones_tree_keeps_user_attributes_too(template):
+    with template.fork() as clone:
+        out = run(clone, XATTRS_ACROSS_THE_TREE, timeout=60)
+    assert out[0] == "['user.before', 'user.child'] b'alone!' b'd'"
+    assert out[-1] == "['user.by-fd', 'user.child']"

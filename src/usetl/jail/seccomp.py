@@ -57,9 +57,10 @@ ALLOWED = (
     "shutdown", "getsockname", "getpeername", "getsockopt", "setsockopt", "socketpair",
     "umask", "sched_getparam", "sched_getscheduler",
     # A tree's shared /tmp (libos/sharedtmp.py): names made, changed and removed relative
-    # to the directory's fd, and chmod and utime through /proc/self/fd.
+    # to the directory's fd, and chmod, utime and user.* attributes through /proc/self/fd.
     "openat2", "mkdirat", "mknodat", "unlinkat", "renameat", "renameat2", "linkat",
-    "symlinkat", "fchmod", "fchmodat", "chmod", "utimensat",
+    "symlinkat", "fchmod", "fchmodat", "chmod", "utimensat", "setxattr", "getxattr",
+    "listxattr", "removexattr", "fsetxattr", "fgetxattr", "flistxattr",
 )
 
 # ioctl requests besides KVM's: isatty (TCGETS), blocking mode and close-on-exec

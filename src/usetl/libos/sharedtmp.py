@@ -25,8 +25,8 @@ in the tree's table by its inode; an AF_UNIX socket's name is a host socket
 node, the tree's table finding its listener (guestnet.py).
 
 Not as on Linux here: inotify watches see no events of a shared /tmp; its
-size is not bounded by the tmpfs limit (the jail's cgroup bounds it); user.*
-extended attributes are EROFS there; POSIX record locks taken while the
+size is not bounded by the tmpfs limit (the jail's cgroup bounds it); POSIX
+record locks taken while the
 process was alone (granted, not recorded) are not carried into the host
 files; a process's record locks on a file go when the monitor reads or
 chmods it by path (a host close); a mapping still there after the invocation
@@ -438,6 +438,7 @@ def _write_out(directory: TmpDir, fd: int, prefix: str, placed: dict[int, str],
             sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
             try:
                 _write_out(node, sub, path + "/", placed, root, fifos)
+                _xattrs_out(sub, node)
                 os.chmod(sub, st.S_IMODE(node.mode))
                 os.utime(sub, ns=(node.atime_ns, node.mtime_ns))
             finally:
@@ -464,6 +465,7 @@ def _write_out(directory: TmpDir, fd: int, prefix: str, placed: dict[int, str],
 def _write_file(fd: int, node: TmpFile) -> None:
     data = node.pages.read(0, node.size) if node.pages is not None else node.data
     os.write(fd, data)
+    _xattrs_out(fd, node)
     os.fchmod(fd, st.S_IMODE(node.mode))
     os.utime(fd, ns=(node.atime_ns, node.mtime_ns))
 
@@ -564,6 +566,23 @@ def discard(k: Kernel) -> None:
             tmp.remove()
 
 
+def _xattrs_out(fd: int, node: TmpNode) -> None:
+    """The node's user.* attributes onto the host file (a host tmpfs older than Linux 6.6
+    keeps none: they are lost)."""
+    try:
+        for name, value in node.__dict__.get("user_xattrs", {}).items():
+            os.setxattr(fd, name, value)
+    except OSError as e:
+        if e.errno != errno.EOPNOTSUPP:
+            raise
+
+
+def _xattrs_in(fd: int, fs: TmpFS, node: TmpNode) -> None:
+    """The host file's user.* attributes onto its tmpfs node, charged as setxattr would."""
+    node.xattrs().update(_host_xattrs(fd))
+    fs.used += node.xattr_bytes
+
+
 def _read_in(fs: TmpFS, directory: TmpDir, fd: int, read: dict[tuple[int, int], TmpFile],
              holder: int) -> None:
     for name in os.listdir(fd):
@@ -577,6 +596,7 @@ def _read_in(fs: TmpFS, directory: TmpDir, fd: int, read: dict[tuple[int, int], 
             try:
                 node = TmpDir(fs.new_ino(), mode)
                 _read_in(fs, node, sub, read, holder)
+                _xattrs_in(sub, fs, node)
             finally:
                 os.close(sub)
         elif st.S_ISREG(info.st_mode) and (info.st_dev, info.st_ino) in read:
@@ -603,6 +623,7 @@ def _regular(fs: TmpFS, fd: int, mode: int) -> TmpFile:
         node = TmpFile(fs.new_ino(), mode)
         fs.used += size  # the bytes are there already: a full tmpfs refuses the next write
         node.data[:] = os.pread(fd, size, 0)
+        _xattrs_in(fd, fs, node)
         return node
     finally:
         os.close(fd)
@@ -796,6 +817,38 @@ def set_times(node: Node, atime: int | None, mtime: int | None) -> None:
         return
     with node.by_fd() as path:
         os.utime(path, ns=times)
+
+
+def xattrs(node: Node) -> dict[bytes, bytes]:
+    """Its user.* extended attributes, as the host directory's tmpfs holds them."""
+    assert isinstance(node, SharedNode)
+    if node.is_symlink:
+        return {}  # Linux keeps no user.* attributes on a symlink
+    with node.by_fd() as path:
+        return _host_xattrs(path)
+
+
+def _host_xattrs(target: int | str) -> dict[bytes, bytes]:
+    try:
+        names = [os.fsencode(n) for n in os.listxattr(target)]
+    except OSError as e:
+        if e.errno != errno.EOPNOTSUPP:
+            raise
+        return {}
+    return {n: os.getxattr(target, n) for n in names if n.startswith(b"user.")}
+
+
+def set_xattr(node: Node, name: bytes, value: bytes, flags: int) -> None:
+    """setxattr(2) by the host: its EEXIST, ENODATA and ENOSPC are Linux's."""
+    assert isinstance(node, SharedNode)
+    with node.by_fd() as path:
+        os.setxattr(path, name, value, flags)
+
+
+def remove_xattr(node: Node, name: bytes) -> None:
+    assert isinstance(node, SharedNode)
+    with node.by_fd() as path:
+        os.removexattr(path, name)
 
 
 def mapped(k: Kernel, node: SharedNode) -> SharedNode:

@@ -475,22 +475,26 @@ def _xattr_name(k: Kernel, addr: int) -> bytes:
 
 
 def _stored(node: Node) -> dict[bytes, bytes]:
-    """The attributes a node holds: only tmpfs files and directories hold any."""
+    """The attributes a node holds: only tmpfs files and directories hold any (those of
+    a shared /tmp on the host)."""
+    if sharedtmp.holds(node):
+        return sharedtmp.xattrs(node)
     if isinstance(node, TmpNode) and (node.is_dir or st.S_ISREG(node.mode)):
         return node.xattrs()
     return {}
 
 
-def _changeable(node: Node, name: bytes) -> tuple[TmpNode, dict[bytes, bytes]]:
-    """A node whose attribute `name` the guest may set or remove, and its attributes.
-    As Linux for a user that is not root: trusted.* is EPERM, security.* and system.*
-    are not kept (EOPNOTSUPP), user.* only on files and directories."""
-    tmp = _writable(node)
+def _changeable(node: Node, name: bytes) -> Node:
+    """The node, if the guest may set or remove its attribute `name`. As Linux for a
+    user that is not root: trusted.* is EPERM, security.* and system.* are not kept
+    (EOPNOTSUPP), user.* only on files and directories."""
+    if not sharedtmp.holds(node):
+        node = _writable(node)
     if not name.startswith(USER_XATTR):
         raise SyscallError(errno.EPERM if name.startswith(b"trusted.") else errno.EOPNOTSUPP)
-    if not (tmp.is_dir or st.S_ISREG(tmp.mode)):
+    if not (node.is_dir or st.S_ISREG(node.mode)):
         raise SyscallError(errno.EPERM)
-    return tmp, tmp.xattrs()
+    return node
 
 
 def _reply(k: Kernel, data: bytes, buf: int, size: int) -> int:
@@ -525,7 +529,11 @@ def _setxattr(k: Kernel, target: int, follow: bool, by_fd: bool, name: int, valu
     if size > XATTR_SIZE_MAX:
         raise SyscallError(errno.E2BIG)
     data = bytes(k.mem.read(value, size)) if size else b""
-    tmp, attrs = _changeable(node, key)
+    tmp = _changeable(node, key)
+    if not isinstance(tmp, TmpNode):
+        sharedtmp.set_xattr(tmp, key, data, flags)
+        return 0
+    attrs = tmp.xattrs()
     old = attrs.get(key)
     if old is not None and flags & XATTR_CREATE:
         raise SyscallError(errno.EEXIST)
@@ -542,8 +550,11 @@ def _setxattr(k: Kernel, target: int, follow: bool, by_fd: bool, name: int, valu
 def _removexattr(k: Kernel, target: int, follow: bool, by_fd: bool, name: int) -> int:
     node = _xattr_node(k, target, follow, by_fd)
     key = _xattr_name(k, name)
-    tmp, attrs = _changeable(node, key)
-    old = attrs.pop(key, None)
+    tmp = _changeable(node, key)
+    if not isinstance(tmp, TmpNode):
+        sharedtmp.remove_xattr(tmp, key)
+        return 0
+    old = tmp.xattrs().pop(key, None)
     if old is None:
         raise SyscallError(errno.ENODATA)
     k.ns.tmp.charge(-len(key) - len(old))

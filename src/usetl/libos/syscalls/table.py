@@ -143,8 +143,10 @@ _ENTRIES = [
     Syscall("copy_file_range", f.sys_copy_file_range, FULL,
             "between regular files; the monitor copies the bytes (no reflink)"),
     *(Syscall(f"{prefix}{op}xattr", getattr(meta, f"sys_{prefix}{op}xattr"), PARTIAL,
-              "user.* on tmpfs files and directories (charged to the tmpfs); trusted.* EPERM, "
-              "security.* and system.* EOPNOTSUPP; other filesystems hold none (EROFS)")
+              "user.* on tmpfs files and directories (charged to the tmpfs; a /tmp shared by "
+              "a process tree: the host tmpfs's, carried in and out with its files); "
+              "trusted.* EPERM, security.* and system.* EOPNOTSUPP; other filesystems hold "
+              "none (EROFS)")
       for op in ("list", "get", "set", "remove") for prefix in ("", "l", "f")),
     Syscall("inotify_init", meta.sys_inotify_init, PARTIAL, "as inotify_init1"),
     Syscall("inotify_init1", meta.sys_inotify_init1, PARTIAL,
