@@ -103,6 +103,37 @@ def test_o_tmpfile_makes_a_nameless_file_that_linkat_names_once(usf):
                    "EINVAL EROFS ENOENT"]
 
 
+def test_dev_shm_is_a_filesystem_of_its_own(usf):
+    """As on Linux: /tmp and /dev/shm have their own st_dev, and a rename or link between
+    them is EXDEV (shutil.move copies instead); within /dev/shm both work."""
+    out = run(usf, """
+        import errno, os, shutil
+        os.makedirs("/tmp/fs-a/sub")
+        open("/tmp/fs-a/f", "w").write("moved")
+        devs = {os.stat(p).st_dev for p in ("/tmp", "/tmp/fs-a/f")}
+        shm = {os.stat(p).st_dev for p in ("/dev/shm",)}
+        fd = os.open("/dev/shm", os.O_TMPFILE | os.O_RDWR)
+        dfd = os.open("/dev/shm", os.O_RDONLY | os.O_DIRECTORY)  # linkat, AT_SYMLINK_FOLLOW
+        os.link(f"/proc/self/fd/{fd}", "linked", dst_dir_fd=dfd)
+        shm.add(os.stat("/dev/shm/linked").st_dev)
+        print(len(devs), len(shm), devs != shm)
+        for call in (lambda: os.rename("/tmp/fs-a/f", "/dev/shm/f"),
+                     lambda: os.rename("/tmp/fs-a", "/dev/shm/fs-a"),
+                     lambda: os.link("/tmp/fs-a/f", "/dev/shm/f"),
+                     lambda: os.rename("/dev/shm/linked", "/tmp/linked")):
+            try:
+                call()
+            except OSError as e:
+                print(errno.errorcode[e.errno])
+        os.rename("/dev/shm/linked", "/dev/shm/renamed")
+        shutil.move("/tmp/fs-a", "/dev/shm/fs-a")
+        print(sorted(os.listdir("/dev/shm/fs-a")), open("/dev/shm/fs-a/f").read(),
+              os.stat("/dev/shm/fs-a/sub").st_dev in shm, os.path.exists("/tmp/fs-a"))
+    """)
+    assert out == ["1 1 True", "EXDEV", "EXDEV", "EXDEV", "EXDEV",
+                   "['f', 'sub'] moved True False"]
+
+
 def test_fallocate_seek_data_and_hole_and_rename_over_directories(usf):
     # Linux's answers (this program's output on the host, tmpfs or ext4 alike)
     out = run(usf, """

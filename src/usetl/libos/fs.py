@@ -29,6 +29,7 @@ NAME_MAX = 255
 # struct stat on x86-64 (144 bytes)
 STAT = struct.Struct("<QQQIIIIQqqqqqqqqq24x")
 DEV_IMAGE, DEV_TMPFS, DEV_DEVFS, DEV_PROC, DEV_SYSFS = 0x801, 0x15, 0x5, 0x4, 0x16
+DEV_SHM = 0x19  # /dev/shm: a tmpfs of its own, as on Linux (a rename from /tmp is EXDEV)
 # st_blksize of every node, and the unit Linux counts st_blocks in.
 BLOCK_SIZE, STAT_BLOCK = 4096, 512
 FIRST_DYNAMIC_INO = 64  # see Inodes
@@ -231,6 +232,13 @@ class TmpDir(TmpNode):
 
     def children(self) -> list[tuple[str, Node]]:
         return sorted(self.entries.items())
+
+    def add(self, name: str, node: TmpNode) -> TmpNode:
+        """A new node under `name`, on this directory's filesystem (its st_dev)."""
+        if node.dev != self.dev:
+            node.dev = self.dev
+        self.entries[name] = node
+        return node
 
 
 class Inodes:
@@ -497,8 +505,10 @@ class Namespace:
         self.inodes = Inodes()
         self.tmp = TmpFS(tmpfs_limit, self.inodes)
         # /dev/shm, where glibc's shm_open and sem_open make their files (multiprocessing's
-        # locks, which its ThreadPool takes): a directory of the tmpfs, sharing its limit.
+        # locks, which its ThreadPool takes): a filesystem of its own (st_dev), its nodes
+        # kept by the tmpfs, sharing its limit.
         shm = TmpDir(self.inodes.next(), 0o1777)  # a root, as the tmpfs's: not charged
+        shm.dev = DEV_SHM
         self.dev = StaticDir(3, {**devices, "shm": shm}, DEV_DEVFS)
         self_dir = StaticDir(5, {"exe": StaticLink(6, executable, DEV_PROC)}, DEV_PROC)
         self.proc = StaticDir(4, {"self": self_dir}, DEV_PROC)

@@ -259,7 +259,7 @@ class GuestNet:
             sharedtmp.mknod(self.sched.k, r.parent, r.name, st.S_IFSOCK | 0o777)
         else:
             s.name_node = TmpSocket(self.ns.tmp.new_ino(), 0o777 & ~umask, s)
-            r.parent.entries[r.name] = s.name_node
+            r.parent.add(r.name, s.name_node)
         self.paths[key] = s
         return name
 

@@ -163,4 +163,4 @@ def _install(k: Kernel, name: str, size: int, mode: int, fd: int) -> None:
     node.data = bytearray(os.pread(fd, size, 0))
     node.pages = SharedPages.adopt(fd)
     k.mm.paged.append(node)
-    shm.entries[name] = node
+    shm.add(name, node)

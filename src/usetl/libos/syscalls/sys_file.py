@@ -134,6 +134,7 @@ def _open_tmpfile(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) 
         raise SyscallError(errno.EROFS if isinstance(r.node, ImageNode) else errno.EOPNOTSUPP)
     node = TmpFile(k.ns.tmp.new_ino(), mode & 0o7777 & ~k.umask)
     node.links, node.linkable = 0, not flags & O_EXCL
+    node.dev = r.node.dev  # the directory's filesystem, which linkat may name it in
     path = f"{r.path.rstrip('/')}/#{node.ino}"  # Linux's name for it, shown "(deleted)"
     f = TmpOpenFile(node, flags & ~O_TMPFILE, path, k.ns.tmp)
     return k.fds.install(f, cloexec=bool(flags & O_CLOEXEC))
@@ -152,7 +153,7 @@ def _create(k: Kernel, r: Resolved, path_addr: int, flags: int, mode: int) -> Tm
     node = TmpFile(k.ns.tmp.new_ino(), mode & 0o7777 & ~k.umask)
     if shared_name:
         shmtree.named(k, r.name, node)
-    parent.entries[r.name] = node
+    parent.add(r.name, node)
     entry_event(k, parent, r.name, node, IN_CREATE)
     return node
 
@@ -621,7 +622,7 @@ def _mkdir(k: Kernel, dirfd: int, path: int, mode: int) -> int:
         sharedtmp.mkdir(k, r.parent, r.name, mode)
         return 0
     parent = _tmp_parent(k, r)
-    made = parent.entries[r.name] = TmpDir(k.ns.tmp.new_ino(), mode & 0o7777 & ~k.umask)
+    made = parent.add(r.name, TmpDir(k.ns.tmp.new_ino(), mode & 0o7777 & ~k.umask))
     entry_event(k, parent, r.name, made, IN_CREATE)
     return 0
 
@@ -713,6 +714,8 @@ def _rename(k: Kernel, olddir: int, old: int, newdir: int, new: int,
         sharedtmp.rename(src.parent, src.name, dst.parent, dst.name, noreplace)
         return 0
     src_parent, dst_parent = _tmp_parent(k, src), _tmp_parent(k, dst)
+    if src_parent.dev != dst_parent.dev:
+        raise SyscallError(errno.EXDEV)  # /tmp and /dev/shm, two filesystems
     if dst.node is src.node:
         return 0  # two names of one file (or the same name): Linux changes nothing
     _replaceable(src.node, dst.node, noreplace)

@@ -156,8 +156,8 @@ def _mknod(k: Kernel, dirfd: int, path: int, mode: int) -> int:
     perms = mode & 0o7777 & ~k.umask
     ino = k.ns.tmp.new_ino()
     # A FIFO's opens are paired by this process (fifo.py).
-    made = parent.entries[name] = TmpFifo(ino, perms, k.identity.pid) \
-        if kind == st.S_IFIFO else TmpFile(ino, perms)
+    made = parent.add(name, TmpFifo(ino, perms, k.identity.pid)
+                      if kind == st.S_IFIFO else TmpFile(ino, perms))
     entry_event(k, parent, name, made, IN_CREATE)
     return 0
 
@@ -268,8 +268,7 @@ def _symlink(k: Kernel, target: int, dirfd: int, path: int) -> int:
         sharedtmp.symlink(parent, name, raw.decode("utf-8", "surrogateescape"))
         return 0
     assert isinstance(parent, TmpDir)
-    made = parent.entries[name] = TmpLink(k.ns.tmp.new_ino(),
-                                          raw.decode("utf-8", "surrogateescape"))
+    made = parent.add(name, TmpLink(k.ns.tmp.new_ino(), raw.decode("utf-8", "surrogateescape")))
     parent.mtime_ns = parent.ctime_ns = time.time_ns()
     entry_event(k, parent, name, made, IN_CREATE)
     return 0
@@ -298,6 +297,8 @@ def _link(k: Kernel, olddir: int, old: int, newdir: int, new: int, flags: int) -
         sharedtmp.link(node, parent, name)
         return 0
     assert isinstance(parent, TmpDir)
+    if node.dev != parent.dev:
+        raise SyscallError(errno.EXDEV)  # /tmp and /dev/shm, two filesystems
     if isinstance(node, TmpFile) and node.links == 0 and not node.linkable:
         raise SyscallError(errno.ENOENT)  # an unlinked file or a memfd has no name to link
     if shmtree.in_tree(k, parent):
