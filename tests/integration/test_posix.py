@@ -103,6 +103,45 @@ def test_o_tmpfile_makes_a_nameless_file_that_linkat_names_once(usf):
                    "EINVAL EROFS ENOENT"]
 
 
+def test_a_sparse_files_holes_are_found_and_left_out_of_its_blocks(usf):
+    """tmpfs's holes: SEEK_HOLE and SEEK_DATA, st_blocks, after writes past the end, a
+    truncate, fallocate (its pages held, still holes to SEEK_DATA) and a punched hole.
+    The expected lines are this program's output on Linux 6.18 in a tmpfs (/dev/shm)."""
+    out = run(usf, """
+        import ctypes, errno, os
+        P = 4096
+        libc = ctypes.CDLL(None, use_errno=True)
+        def attempt(fn):
+            try:
+                return fn()
+            except OSError as e:
+                return errno.errorcode[e.errno]
+        def at(offset, whence):
+            return attempt(lambda: os.lseek(fd, offset, whence))
+        def blocks():
+            return os.fstat(fd).st_blocks
+        fd = os.open("/tmp/sparse", os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+        os.pwrite(fd, b"head", 0)
+        os.pwrite(fd, b"tail", 64 * P)
+        print(os.fstat(fd).st_size, blocks(), at(0, os.SEEK_HOLE), at(5, os.SEEK_HOLE),
+              at(P, os.SEEK_DATA), at(3 * P, os.SEEK_HOLE), os.pread(fd, 4, 64 * P),
+              os.pread(fd, 4, 10 * P))
+        os.ftruncate(fd, 128 * P)  # a hole at the end
+        print(blocks(), at(64 * P, os.SEEK_HOLE), at(65 * P, os.SEEK_DATA))
+        os.pwrite(fd, b"x" * P, 100 * P)
+        print(blocks(), at(65 * P, os.SEEK_DATA), at(100 * P, os.SEEK_HOLE))
+        os.posix_fallocate(fd, 0, 32 * P)
+        print(blocks(), at(0, os.SEEK_HOLE))
+        libc.fallocate(fd, 3, ctypes.c_long(8 * P), ctypes.c_long(8 * P))  # KEEP_SIZE|PUNCH
+        print(blocks(), at(0, os.SEEK_HOLE), at(8 * P, os.SEEK_DATA), os.pread(fd, 2, 8 * P))
+        os.ftruncate(fd, 50 * P)
+        print(blocks(), at(40 * P, os.SEEK_HOLE), at(40 * P, os.SEEK_DATA))
+    """)
+    assert out == ["262148 16 4096 4096 262144 12288 b'tail' b'\\x00\\x00\\x00\\x00'",
+                   "16 266240 ENXIO", "24 409600 413696", "272 4096",
+                   "208 4096 262144 b'\\x00\\x00'", "192 163840 ENXIO"]
+
+
 def test_dev_shm_is_a_filesystem_of_its_own(usf):
     """As on Linux: /tmp and /dev/shm have their own st_dev, and a rename or link between
     them is EXDEV (shutil.move copies instead); within /dev/shm both work."""

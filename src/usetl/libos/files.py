@@ -111,8 +111,7 @@ class OpenFile:
         elif whence in (SEEK_DATA, SEEK_HOLE) and st.S_ISREG(self.node.mode):
             if not 0 <= offset < self.node.size:
                 raise SyscallError(errno.ENXIO)
-            # No holes are kept (as Linux's generic llseek): all of the file is data.
-            new = offset if whence == SEEK_DATA else self.node.size
+            new = self.node.seek_data(offset, whence == SEEK_DATA)
         else:
             raise SyscallError(errno.EINVAL)
         if not 0 <= new <= MAX_OFFSET:  # past it the result would read as an errno
@@ -289,8 +288,10 @@ class TmpOpenFile(OpenFile):
         end = offset + len(data)
         if end > len(buf):
             self.tmpfs.charge(end - len(buf))
+            self.node.make_hole(-(-len(buf) // PAGE_SIZE), offset // PAGE_SIZE)  # skipped
             buf.extend(bytes(end - len(buf)))
         buf[offset:end] = data
+        self.node.fill(offset // PAGE_SIZE, -(-end // PAGE_SIZE))
         if self.node.pages is not None:
             self.node.pages.write(offset, data)
         self.node.mtime_ns = time.time_ns()
@@ -318,17 +319,22 @@ class TmpOpenFile(OpenFile):
             raise SyscallError(errno.EPERM)
         if mode == 0 and end > self.node.size and seals & F_SEAL_GROW:
             raise SyscallError(errno.EPERM)
-        if mode == 0:
-            if end > self.node.size:
+        if mode in (0, FALLOC_FL_KEEP_SIZE):
+            if mode == 0 and end > self.node.size:
                 truncate_tmp(self.node, end, self.tmpfs)
+            self.node.allocate(offset // PAGE_SIZE, -(-end // PAGE_SIZE))
         elif mode == FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE:
-            end = min(end, self.node.size)
+            size = self.node.size
+            end = min(end, size)
             if offset < end:
                 self.node.data[offset:end] = bytes(end - offset)
                 if self.node.pages is not None:
                     self.node.pages.zero(offset, end)
+                # The whole pages in it, and the last one's rest where it ends the file.
+                last = -(-size // PAGE_SIZE) if end == size else end // PAGE_SIZE
+                self.node.make_hole(-(-offset // PAGE_SIZE), last)
                 self.node.mtime_ns = time.time_ns()
-        elif mode != FALLOC_FL_KEEP_SIZE:
+        else:
             raise SyscallError(errno.EOPNOTSUPP)
 
 
@@ -340,9 +346,11 @@ def truncate_tmp(node: TmpFile, length: int, tmpfs: TmpFS) -> None:
         node.pages.zero(min(length, len(node.data)), max(length, len(node.data)))
     if delta > 0:
         tmpfs.charge(delta)
+        node.make_hole(-(-len(node.data) // PAGE_SIZE), -(-length // PAGE_SIZE))
         node.data.extend(bytes(delta))
     else:
         tmpfs.used += delta
+        node.fill(-(-length // PAGE_SIZE), -(-len(node.data) // PAGE_SIZE))
         del node.data[length:]
     node.mtime_ns = time.time_ns()
 

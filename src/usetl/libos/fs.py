@@ -79,11 +79,20 @@ class Node:
         for ns in (self.atime_ns, self.mtime_ns, self.ctime_ns):
             times += divmod(ns, 1_000_000_000)
         rdev = getattr(self, "rdev", 0)
-        blocks = (size + STAT_BLOCK - 1) // STAT_BLOCK
         return STAT.pack(
             self.dev, self.ino, self.nlink, self.mode, self.uid, self.gid, 0, rdev,
-            size, BLOCK_SIZE, blocks, *times,
+            size, BLOCK_SIZE, self.blocks, *times,
         )
+
+    @property
+    def blocks(self) -> int:
+        """st_blocks: all of it held."""
+        return (self.size + STAT_BLOCK - 1) // STAT_BLOCK
+
+    def seek_data(self, offset: int, data: bool) -> int:
+        """lseek's SEEK_DATA (`data`) or SEEK_HOLE from `offset`, within the file: with no
+        holes kept (Linux's generic llseek), all of it is data."""
+        return offset if data else self.size
 
 
 # -- the image ----------------------------------------------------------------
@@ -171,6 +180,12 @@ class TmpFile(TmpNode):
     # Its bytes in a host memfd while it has MAP_SHARED mappings (sharedpages.py): what
     # read() sees, stores through the mappings included. Never in a captured state.
     pages: SharedPages | None = None
+    # Its holes, as tmpfs keeps them: page ranges [start, end), sorted and apart, that no
+    # call wrote since a truncate, a write past the end or a punch made them (SEEK_HOLE
+    # finds them), and of those the pages fallocate did not allocate either (st_blocks
+    # leaves them out). None while it is mapped shared: stores there are seen by no call.
+    holes: tuple[tuple[int, int], ...] = ()
+    unheld: tuple[tuple[int, int], ...] = ()
     linkable = False  # an O_TMPFILE file linkat may still name (Linux's I_LINKABLE)
     seals = F_SEAL_SEAL  # fcntl's F_ADD_SEALS: only a memfd made to allow sealing has none
 
@@ -186,6 +201,60 @@ class TmpFile(TmpNode):
     @property
     def nlink(self) -> int:
         return self.links
+
+    def make_hole(self, start: int, end: int) -> None:
+        """Pages [start, end) hold nothing now."""
+        if start < end and self.pages is None:
+            self.holes = _with_pages(self.holes, start, end)
+            self.unheld = _with_pages(self.unheld, start, end)
+
+    def fill(self, start: int, end: int) -> None:
+        """Pages [start, end) hold data now: written, or cut off the end."""
+        self.holes = _without_pages(self.holes, start, end)
+        self.allocate(start, end)
+
+    def allocate(self, start: int, end: int) -> None:
+        """Pages [start, end) are held now (fallocate): still holes to SEEK_DATA, as tmpfs's
+        pages allocated but never written."""
+        self.unheld = _without_pages(self.unheld, start, end)
+
+    @property
+    def blocks(self) -> int:
+        """tmpfs's: its pages, but those no call wrote or allocated."""
+        pages = -(-self.size // BLOCK_SIZE) - sum(b - a for a, b in self.unheld)
+        return max(0, pages) * (BLOCK_SIZE // STAT_BLOCK)
+
+    def seek_data(self, offset: int, data: bool) -> int:
+        for a, b in self.holes:
+            start, end = a * BLOCK_SIZE, min(b * BLOCK_SIZE, self.size)
+            if offset < start:
+                return offset if data else start
+            if offset < end:
+                if not data:
+                    return offset
+                if end >= self.size:
+                    raise SyscallError(errno.ENXIO)  # only a hole after it
+                return end
+        return offset if data else self.size
+
+
+def _with_pages(ranges: tuple[tuple[int, int], ...], start: int,
+                end: int) -> tuple[tuple[int, int], ...]:
+    merged: list[tuple[int, int]] = []
+    for a, b in sorted((*ranges, (start, end))):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+        else:
+            merged.append((a, b))
+    return tuple(merged)
+
+
+def _without_pages(ranges: tuple[tuple[int, int], ...], start: int,
+                   end: int) -> tuple[tuple[int, int], ...]:
+    if not ranges:
+        return ranges
+    return tuple(r for a, b in ranges for r in ((a, min(b, start)), (max(a, end), b))
+                 if r[0] < r[1])
 
 
 class TmpLink(TmpNode):

@@ -229,6 +229,7 @@ class AddressSpace:
         """The shared pages holding `node`'s bytes, made (and kept here) at the first need."""
         if node.pages is None:
             node.pages = SharedPages(node.data)
+            node.holes = node.unheld = ()  # its mappings may store anywhere: all of it data
             self.paged.append(node)
         return node.pages
 

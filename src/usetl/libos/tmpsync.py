@@ -178,6 +178,7 @@ def _description(tmp: TmpFS, f: OpenFile | None, offset: int,
             log.warning("a child's writes to an unlinked file did not fit its parent's /tmp")
             return
         f.node.data[:] = data
+        f.node.holes = f.node.unheld = ()
         f.node.mtime_ns = time.time_ns()
 
 
@@ -206,6 +207,7 @@ def _file(tmp: TmpFS, path: str, entry: dict, data: memoryview) -> None:
         tmp.charge(len(data))
         node = parent.entries[name] = TmpFile(tmp.new_ino(), mode)
     node.data[:] = data
+    node.holes = node.unheld = ()
     node.mode = (node.mode & ~0o7777) | mode
     node.mtime_ns = entry["mtime_ns"]  # the child's (touch -d, cp -p keep an old one)
 

@@ -67,7 +67,8 @@ _ENTRIES = [
     Syscall("lstat", f.sys_lstat, FULL),
     Syscall("newfstatat", f.sys_newfstatat, FULL),
     Syscall("lseek", f.sys_lseek, FULL,
-            "SEEK_DATA and SEEK_HOLE as for a filesystem without holes: all of it data"),
+            "SEEK_DATA and SEEK_HOLE: a /tmp file's holes as tmpfs keeps them (none while "
+            "it is mapped shared or /tmp is a tree's); other files all data"),
     Syscall("pread64", f.sys_pread64, FULL),
     Syscall("pwrite64", f.sys_pwrite64, FULL),
     Syscall("readv", f.sys_readv, FULL),
