@@ -14,10 +14,12 @@ SCRIPT = ("import sys, time\nn = int(sys.argv[1])\nfor i in range(n):\n"
 
 
 def handler(event, context):
-    jobs, streams = {}, {}
+    jobs, streams, procs = {}, {}, []
     for n in event["jobs"]:
+        # Kept: a Popen freed after its child ended (reaped by its __del__) closes its pipes.
         p = subprocess.Popen([sys.executable, "-c", SCRIPT, str(n)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
+        procs.append(p)
         jobs[p.pid] = {"n": n, "out": b"", "err": b""}
         streams[p.stdout.fileno()] = (p.pid, "out")
         streams[p.stderr.fileno()] = (p.pid, "err")
