@@ -288,10 +288,10 @@ class TmpOpenFile(OpenFile):
         end = offset + len(data)
         if end > len(buf):
             self.tmpfs.charge(end - len(buf))
-            self.node.make_hole(-(-len(buf) // PAGE_SIZE), offset // PAGE_SIZE)  # skipped
+            self.node.make_hole(len(buf), offset)  # skipped
             buf.extend(bytes(end - len(buf)))
         buf[offset:end] = data
-        self.node.fill(offset // PAGE_SIZE, -(-end // PAGE_SIZE))
+        self.node.fill(offset, end)
         if self.node.pages is not None:
             self.node.pages.write(offset, data)
         self.node.mtime_ns = time.time_ns()
@@ -322,17 +322,14 @@ class TmpOpenFile(OpenFile):
         if mode in (0, FALLOC_FL_KEEP_SIZE):
             if mode == 0 and end > self.node.size:
                 truncate_tmp(self.node, end, self.tmpfs)
-            self.node.allocate(offset // PAGE_SIZE, -(-end // PAGE_SIZE))
+            self.node.allocate(offset, end)
         elif mode == FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE:
-            size = self.node.size
-            end = min(end, size)
+            end = min(end, self.node.size)
             if offset < end:
                 self.node.data[offset:end] = bytes(end - offset)
                 if self.node.pages is not None:
                     self.node.pages.zero(offset, end)
-                # The whole pages in it, and the last one's rest where it ends the file.
-                last = -(-size // PAGE_SIZE) if end == size else end // PAGE_SIZE
-                self.node.make_hole(-(-offset // PAGE_SIZE), last)
+                self.node.make_hole(offset, end)
                 self.node.mtime_ns = time.time_ns()
         else:
             raise SyscallError(errno.EOPNOTSUPP)
@@ -346,11 +343,11 @@ def truncate_tmp(node: TmpFile, length: int, tmpfs: TmpFS) -> None:
         node.pages.zero(min(length, len(node.data)), max(length, len(node.data)))
     if delta > 0:
         tmpfs.charge(delta)
-        node.make_hole(-(-len(node.data) // PAGE_SIZE), -(-length // PAGE_SIZE))
+        node.make_hole(len(node.data), length)
         node.data.extend(bytes(delta))
     else:
         tmpfs.used += delta
-        node.fill(-(-length // PAGE_SIZE), -(-len(node.data) // PAGE_SIZE))
+        node.cut(length)
         del node.data[length:]
     node.mtime_ns = time.time_ns()
 

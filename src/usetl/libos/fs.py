@@ -183,7 +183,7 @@ class TmpFile(TmpNode):
     # Its holes, as tmpfs keeps them: page ranges [start, end), sorted and apart, that no
     # call wrote since a truncate, a write past the end or a punch made them (SEEK_HOLE
     # finds them), and of those the pages fallocate did not allocate either (st_blocks
-    # leaves them out). None while it is mapped shared: stores there are seen by no call.
+    # leaves them out). Empty while it is mapped shared: stores there are seen by no call.
     holes: tuple[tuple[int, int], ...] = ()
     unheld: tuple[tuple[int, int], ...] = ()
     linkable = False  # an O_TMPFILE file linkat may still name (Linux's I_LINKABLE)
@@ -203,20 +203,28 @@ class TmpFile(TmpNode):
         return self.links
 
     def make_hole(self, start: int, end: int) -> None:
-        """Pages [start, end) hold nothing now."""
-        if start < end and self.pages is None:
-            self.holes = _with_pages(self.holes, start, end)
-            self.unheld = _with_pages(self.unheld, start, end)
+        """Bytes [start, end) hold nothing now (skipped, truncated in, punched): the whole
+        pages in them, and the last one's rest where they reach the end of the file."""
+        first = -(-start // BLOCK_SIZE)
+        last = -(-end // BLOCK_SIZE) if end >= self.size else end // BLOCK_SIZE
+        if first < last and self.pages is None:
+            self.holes = _with_pages(self.holes, first, last)
+            self.unheld = _with_pages(self.unheld, first, last)
 
     def fill(self, start: int, end: int) -> None:
-        """Pages [start, end) hold data now: written, or cut off the end."""
-        self.holes = _without_pages(self.holes, start, end)
+        """Bytes [start, end) were written: their pages hold data now."""
+        self.holes = _without_pages(self.holes, *_pages_of(start, end))
         self.allocate(start, end)
 
     def allocate(self, start: int, end: int) -> None:
-        """Pages [start, end) are held now (fallocate): still holes to SEEK_DATA, as tmpfs's
+        """Bytes [start, end) are held now (fallocate): still holes to SEEK_DATA, as tmpfs's
         pages allocated but never written."""
-        self.unheld = _without_pages(self.unheld, start, end)
+        self.unheld = _without_pages(self.unheld, *_pages_of(start, end))
+
+    def cut(self, length: int) -> None:
+        """The file ends at `length` now: no hole lies past it."""
+        self.holes = _without_pages(self.holes, -(-length // BLOCK_SIZE), 1 << 63)
+        self.unheld = _without_pages(self.unheld, -(-length // BLOCK_SIZE), 1 << 63)
 
     @property
     def blocks(self) -> int:
@@ -236,6 +244,11 @@ class TmpFile(TmpNode):
                     raise SyscallError(errno.ENXIO)  # only a hole after it
                 return end
         return offset if data else self.size
+
+
+def _pages_of(start: int, end: int) -> tuple[int, int]:
+    """The pages bytes [start, end) touch."""
+    return start // BLOCK_SIZE, -(-end // BLOCK_SIZE)
 
 
 def _with_pages(ranges: tuple[tuple[int, int], ...], start: int,

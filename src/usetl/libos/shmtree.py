@@ -50,13 +50,8 @@ def _key(name: str) -> bytes:
 def fetch(k: Kernel, name: str, route: Route) -> None:
     """A name this process lacks: if another running process of the tree holds it, ask it
     and wait (the open runs again once the file is here); else return."""
-    table = k.children.table
-    assert table is not None
-    holder = table.name_holder(_key(name))
-    if holder is None or holder == k.identity.pid:
-        return
-    found = table.find(holder)
-    if found is None or found.ended != RUNNING:
+    holder = _running_holder(k, name)
+    if holder is None:
         return
     done = WaitQueue()
 
@@ -67,6 +62,17 @@ def fetch(k: Kernel, name: str, route: Route) -> None:
 
     route(k, ShmOpen(holder, k.identity.pid, name, k.children.request(answer)))
     raise Block((done,), retry=True, interruptible=False)
+
+
+def _running_holder(k: Kernel, name: str) -> int | None:
+    """The other running process of the tree that holds `name`, if one does."""
+    table = k.children.table
+    assert table is not None
+    holder = table.name_holder(_key(name))
+    if holder is None or holder == k.identity.pid:
+        return None
+    found = table.find(holder)
+    return holder if found is not None and found.ended == RUNNING else None
 
 
 def named(k: Kernel, name: str, node: object) -> None:
@@ -88,14 +94,11 @@ def unlinked(k: Kernel, name: str, route: Route) -> Block | None:
     process when unlink returns."""
     table = k.children.table
     assert table is not None
-    holder = table.name_holder(_key(name))
-    if holder == k.identity.pid:
-        table.release_name(_key(name), holder)
+    if table.name_holder(_key(name)) == k.identity.pid:
+        table.release_name(_key(name), k.identity.pid)
         return None
+    holder = _running_holder(k, name)
     if holder is None:
-        return None
-    found = table.find(holder)
-    if found is None or found.ended != RUNNING:
         return None
     done = WaitQueue()
     request = k.children.request(lambda: done.wake(k.sched, result=0))
