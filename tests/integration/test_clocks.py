@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from guest_code import run_lines
+from guest_code import run_lines, run_ok
 from usetl.etl import UrlPolicy
 from usetl.libos.clock import GuestClock
 from usetl.libos.vdso import VdsoClock, tsc_usable
@@ -345,3 +345,36 @@ def test_a_threads_cpu_clock_counts_its_own_turns_on_the_vcpu(usf):
         print(after.children_user + after.children_system > before.children_user, after.user > 0)
         """)
     assert out == ["True True True True", "True True", "True True"]
+
+
+def test_the_cpu_clocks_are_read_without_an_exit_once_asked_for_and_never_step_back(usf):
+    """From the first read of a CPU clock the vDSO serves them (20,000 reads, a few
+    syscalls); they never step back, sleeping does not move the process's, a thread's counts
+    its own running only, and a forked child's counts from its own start."""
+    r = run_ok(usf, """
+        import os, threading, time
+        time.process_time(), time.thread_time()  # the first reads: through the syscall
+        steady = []
+        for clock in (time.process_time, time.thread_time):
+            values = [clock() for _ in range(10000)]
+            steady.append(all(a <= b for a, b in zip(values, values[1:])))
+        start = time.process_time()
+        time.sleep(0.2)
+        slept = time.process_time() - start
+        def busy():
+            begun = time.thread_time()
+            while time.thread_time() - begun < 0.1:
+                pass
+        main = time.thread_time()
+        t = threading.Thread(target=busy)
+        t.start()
+        t.join()
+        waited = time.thread_time() - main
+        parent = time.process_time()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(time.process_time() < parent)
+        print(steady, slept < 0.1, waited < 0.1, os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+        """)
+    assert r.stdout.split("\n")[0] == "[True, True] True True 1", r.stdout
+    assert r.syscalls < 1000, r.syscalls

@@ -15,6 +15,8 @@ SYS_WRITE, SYS_EXIT = 1, 60
 class Recorder:
     """A syscall handler that records calls, echoes writes and stops on exit."""
 
+    vcpu_observer = None
+
     def __init__(self, vm):
         self.vm = vm
         self.calls = []

@@ -1,5 +1,6 @@
 """The guest's clocks as the monitor reads them, and the deadlines judged on them."""
 
+import contextlib
 import ctypes
 import mmap
 import time
@@ -9,7 +10,7 @@ import pytest
 
 from usetl.libos.clock import MONOTONIC, REALTIME, Deadline, GuestClock
 from usetl.libos.errors import SyscallError
-from usetl.libos.vdso import CLOCK_GETTIME_CODE, DATA, VdsoClock, tsc_usable
+from usetl.libos.vdso import CLOCK_GETTIME_CODE, CPU, DATA, VdsoClock, tsc_usable
 from usetl.vm.layout import VDSO_DATA_ADDR
 from usetl.vm.memory import GuestMemory
 
@@ -37,7 +38,10 @@ def guest(ram, vdso):
     return GuestClock(SimpleNamespace(vm=SimpleNamespace(ram=ram)), vdso)
 
 
-def test_the_monitor_reads_the_guest_clock_as_the_vdso_code_computes_it(ram):
+@contextlib.contextmanager
+def vdso_code(ram):
+    """The vDSO's clock_gettime called here, with the data page the guest would see (a copy
+    of `ram`'s, taken at each call)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mmap.restype = ctypes.c_void_p
     libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
@@ -47,22 +51,49 @@ def test_the_monitor_reads_the_guest_clock_as_the_vdso_code_computes_it(ram):
     if page != VDSO_DATA_ADDR:
         pytest.skip("the vDSO data page's address is taken in this process")
     code = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
-    clock = guest(ram, SlowRate())
-    ctypes.memmove(VDSO_DATA_ADDR, ram.read(VDSO_DATA_ADDR, DATA.size), DATA.size)
     code.write(CLOCK_GETTIME_CODE)
     gettime = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)(
         ctypes.addressof(ctypes.c_char.from_buffer(code)))
     ts = (ctypes.c_int64 * 2)()
+
+    def read(clock_id: int) -> int:
+        size = DATA.size + CPU.size
+        ctypes.memmove(VDSO_DATA_ADDR, ram.read(VDSO_DATA_ADDR, size), size)
+        assert gettime(clock_id, ctypes.addressof(ts)) == 0
+        return ts[0] * 1_000_000_000 + ts[1]
+
     try:
-        for clock_id, which in ((1, MONOTONIC), (0, REALTIME), (7, MONOTONIC)):
-            before = clock.ns(which)
-            assert gettime(clock_id, ctypes.addressof(ts)) == 0
-            after = clock.ns(which)
-            assert before <= ts[0] * 1_000_000_000 + ts[1] <= after
+        yield read
     finally:
         del gettime
         code.close()
         libc.munmap(ctypes.c_void_p(VDSO_DATA_ADDR), ctypes.c_size_t(4096))
+
+
+def test_the_monitor_reads_the_guest_clock_as_the_vdso_code_computes_it(ram):
+    clock = guest(ram, SlowRate())
+    with vdso_code(ram) as read:
+        for clock_id, which in ((1, MONOTONIC), (0, REALTIME), (7, MONOTONIC)):
+            before = clock.ns(which)
+            ns = read(clock_id)
+            assert before <= ns <= clock.ns(which)
+
+
+def test_the_vdso_cpu_clocks_go_on_from_what_was_published_else_ask_the_kernel(ram):
+    vdso = SlowRate()
+    vdso.install(ram)
+    with vdso_code(ram) as read:
+        host = time.clock_gettime_ns(time.CLOCK_PROCESS_CPUTIME_ID)
+        assert host <= read(2) <= time.clock_gettime_ns(time.CLOCK_PROCESS_CPUTIME_ID)
+        process, thread = 5 * 10**9, 7 * 10**9
+        tsc = vdso.tsc.read()
+        vdso.publish_cpu(ram, tsc, process, thread)
+        for clock_id, base in ((2, process), (3, thread)):
+            ns = read(clock_id)
+            ran = vdso.since_anchor(ram, vdso.tsc.read()) - vdso.since_anchor(ram, tsc)
+            assert base <= ns <= base + ran
+        vdso.withdraw_cpu(ram)
+        assert read(3) <= time.clock_gettime_ns(time.CLOCK_THREAD_CPUTIME_ID)
 
 
 def test_a_deadline_is_reached_on_the_guest_clock_when_it_runs_slow(ram):

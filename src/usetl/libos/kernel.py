@@ -22,7 +22,7 @@ from usetl.kvm.structs import kvm_regs
 from usetl.vm import Stop, Vm, VmError
 
 from . import children, procfs, sigdelivery
-from .clock import MONOTONIC, GuestClock
+from .clock import MONOTONIC, CpuClocks, GuestClock
 from .devices import Blocked
 from .errors import LibosError, MonitorError, SyscallError
 from .files import FdTable, OutputFile
@@ -128,6 +128,7 @@ class Kernel:
         self.identity.pid, self.identity.ppid = pid, ppid
         self.started = procfs.uptime()
         self.sched.become_process(pid)
+        self.clock.withdraw_cpu()
         procfs.show_pid(self)
 
     def captured(self) -> None:
@@ -141,6 +142,7 @@ class Kernel:
         capture's until the next request anchors it to the host's clocks)."""
         shift = 0 if self.captured_at is None else self.clock.ns(MONOTONIC) - self.captured_at
         self.sched.restored(shift)
+        self.clock.withdraw_cpu()  # a new process's CPU time (a clone's), or the template's
         real = self.signals.timers.get(ITIMER_REAL)
         if real is not None:
             real.expiry += shift / 1e9
@@ -271,6 +273,11 @@ class Kernel:
         if time.monotonic() >= charge.next_check or waiting and charge.ran_to != self.vm.exits:
             charge.ran_to = self.vm.exits
             children.check_memory(self)
+
+    @property
+    def vcpu_observer(self) -> CpuClocks | None:
+        """The vDSO's CPU clocks, told of each entry and exit once the guest reads them."""
+        return self.clock.cpu
 
     def next_wake(self) -> float | None:
         """When (time.monotonic()) the run loop should kick the vCPU next, if ever.

@@ -6,7 +6,9 @@ looks up `__vdso_clock_gettime` in it) and a data page it keeps anchored to
 the host's clocks. Guest `rdtsc` reads the host's TSC, so
 ns = base_ns + (rdtsc - base_tsc) * mult >> 32. CPython calls the monotonic
 clock on every import lock: without this, 40% of start-up syscalls were
-clock_gettime.
+clock_gettime. The process's and the running thread's CPU clocks are read the
+same way from bases the monitor publishes at each entry into the guest, once
+the guest has read one (clock.CpuClocks); until then, through the syscall.
 
 The arena allocator: CPython takes its obmalloc arenas (1 MiB) and its
 frame-stack chunks (16 KiB) from an allocator it lets the embedder replace
@@ -39,16 +41,24 @@ from usetl.vm.layout import ARENA_TABLE_ADDR, PAGE_SIZE, VDSO_ADDR, VDSO_DATA_AD
 # Assembled from (intel syntax), DATA = VDSO_DATA_ADDR:
 #   clock_gettime(edi=clock, rsi=ts):
 #     MONOTONIC(1), MONOTONIC_RAW(4), MONOTONIC_COARSE(6), BOOTTIME(7) -> mono
-#     REALTIME(0), REALTIME_COARSE(5) -> real; anything else: mov eax,228; syscall; ret
+#     REALTIME(0), REALTIME_COARSE(5) -> real; PROCESS_CPUTIME(2) -> process,
+#     THREAD_CPUTIME(3) -> thread; anything else: fallback
+#   fallback: mov eax,228; syscall; ret
+#   process: cmp qword [DATA+48],0; je fallback; mov r8,[DATA+32]; jmp common
+#   thread: cmp qword [DATA+48],0; je fallback; mov r8,[DATA+40]; jmp common
 #   mono: mov r8,[DATA+8]; jmp common     real: mov r8,[DATA+16]
 #   common: rdtsc; shl rdx,32; or rax,rdx; sub rax,[DATA]; mul qword [DATA+24]
 #           shrd rax,rdx,32; add rax,r8; xor edx,edx; mov rcx,1e9; div rcx
 #           mov [rsi],rax; mov [rsi+8],rdx; xor eax,eax; ret
 CLOCK_GETTIME_CODE = bytes.fromhex(
-    "83ff01742083ff04741b83ff06741683ff07741185ff741783ff057412b8e40000000f05c3"
+    "83ff01745483ff04744f83ff06744a83ff07744585ff744b83ff05744683ff02740d83ff03741d"
+    "b8e40000000f05c3"
+    "48833c25{data48}0074ed4c8b0425{data32}eb27"
+    "48833c25{data48}0074d84c8b0425{data40}eb12"
     "4c8b0425{data8}eb084c8b0425{data16}0f3148c1e2204809d0482b0425{data0}"
     "48f72425{data24}480facd0204c01c031d248c7c100ca9a3b48f7f14889064889560831c0c3".format(
-        **{f"data{o}": struct.pack("<I", VDSO_DATA_ADDR + o).hex() for o in (0, 8, 16, 24)}
+        **{f"data{o}": struct.pack("<I", VDSO_DATA_ADDR + o).hex()
+           for o in (0, 8, 16, 24, 32, 40, 48)}
     )
 )
 
@@ -83,6 +93,10 @@ FUNCTIONS = (("__vdso_clock_gettime", CLOCK_GETTIME_CODE),
              ("__usetl_arena_alloc", ARENA_ALLOC_CODE),
              ("__usetl_arena_free", ARENA_FREE_CODE))
 DATA = struct.Struct("<QQQQ")  # base_tsc, base_monotonic_ns, base_realtime_ns, mult (32.32)
+# After DATA: the CPU clocks' bases, each what the clock read at base_tsc (mod 2**64), and
+# whether the guest reads them here (0: through the syscall). CpuClocks (clock.py) keeps them.
+CPU = struct.Struct("<QQQ")  # process base, thread base, on
+CPU_ADDR = VDSO_DATA_ADDR + DATA.size
 MASK64 = (1 << 64) - 1
 SAMPLE_TRIES = 5
 # A try whose two monotonic reads are this close is taken at once (most are, with caches
@@ -197,12 +211,28 @@ class VdsoClock:
         elapsed = ((((self.tsc.read() - base_tsc) & MASK64) * mult) >> 32) & MASK64
         return ((mono if monotonic else real) + elapsed) & MASK64
 
+    def since_anchor(self, ram: GuestMemory, tsc: int) -> int:
+        """The ns the guest's clocks have moved on from their bases at TSC `tsc`."""
+        base_tsc, _, _, mult = DATA.unpack_from(ram.view, VDSO_DATA_ADDR - ram.gpa)
+        return ((((tsc - base_tsc) & MASK64) * mult) >> 32) & MASK64
+
+    def publish_cpu(self, ram: GuestMemory, tsc: int, process_ns: int, thread_ns: int) -> None:
+        """Have the guest read its CPU clocks in the vDSO, at `process_ns` and `thread_ns`
+        at TSC `tsc` and moving on with the TSC from there (as the guest runs)."""
+        since = self.since_anchor(ram, tsc)
+        CPU.pack_into(ram.view, CPU_ADDR - ram.gpa, (process_ns - since) & MASK64,
+                      (thread_ns - since) & MASK64, 1)
+
+    def withdraw_cpu(self, ram: GuestMemory) -> None:
+        """Have the guest read its CPU clocks through the syscall again."""
+        ram.zero(CPU_ADDR, CPU.size)
+
     def install(self, ram: GuestMemory, floor: int = 0) -> None:
         """The vDSO in a new guest's memory, its monotonic clock no earlier than `floor` ns
         (a child program's parent's reading: one clock for the process tree)."""
         ram.write(VDSO_ADDR, IMAGE)
         ram.zero(ARENA_TABLE_ADDR, ARENA_SLOTS * ARENA_SLOT_SIZE)  # empty free lists
-        ram.zero(VDSO_DATA_ADDR, DATA.size)
+        ram.zero(VDSO_DATA_ADDR, DATA.size + CPU.size)
         self.anchor(ram, floor)
 
     def anchor(self, ram: GuestMemory, floor: int = 0) -> None:

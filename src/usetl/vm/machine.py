@@ -92,6 +92,18 @@ class SyscallHandler(Protocol):
     def next_wake(self) -> float | None:
         """When (time.monotonic()) the vCPU should be kicked for the handler, if ever."""
 
+    @property
+    def vcpu_observer(self) -> VcpuObserver | None:
+        """Who is told of each entry into the guest and each return from it, if anyone."""
+
+
+class VcpuObserver(Protocol):
+    def entering(self) -> None:
+        """The guest runs next (KVM_RUN is called)."""
+
+    def exited(self) -> None:
+        """KVM_RUN returned (an exit, a kick)."""
+
 # Where a thread stopped at a syscall exit resumes: just past the trampoline's
 # port write (KVM completes that write only for the thread that made it).
 SYSCALL_OUT_ADDR = L.SYSCALL_ENTRY_ADDR + SYSCALL_OUT_OFFSET
@@ -325,27 +337,24 @@ class Vm:
         self.wake_at(handler.next_wake())
         try:
             while True:
+                observer = handler.vcpu_observer
+                if observer is not None:
+                    observer.entering()
                 try:
                     vcpu.run()
                 except KvmError as e:
                     self.exits += 1
+                    if observer is not None:
+                        observer.exited()
                     if e.errno != errno.EINTR:
                         raise
-                    if self._deadline_hit:
-                        run.immediate_exit = 0
-                        self._deadline_hit = False
-                        raise GuestTimeout(
-                            f"guest ran past its {timeout:g} s deadline and was stopped"
-                        ) from None
-                    if self._wake_pending:
-                        self._wake_pending = False
-                        run.immediate_exit = 0
-                        stop = handler.interrupted(regs)
-                        run.kvm_dirty_regs = kc.KVM_SYNC_X86_REGS
-                        if stop is not None:
-                            return stop
+                    stop = self._kicked(handler, timeout)
+                    if stop is not None:
+                        return stop
                     continue
                 self.exits += 1
+                if observer is not None:
+                    observer.exited()
                 reason = run.exit_reason
                 if reason == kc.KVM_EXIT_IO:
                     port = exit_port.value
@@ -362,6 +371,23 @@ class Vm:
             if self._deadline is not None:
                 self._deadline.set(None)
             self.wake_at(None)
+
+    def _kicked(self, handler: SyscallHandler, timeout: float | None) -> Stop | None:
+        """KVM_RUN was interrupted: by the deadline (GuestTimeout), or by a wake the handler
+        asked for (its answer); a stray signal changes nothing."""
+        run = self.run_struct
+        if self._deadline_hit:
+            run.immediate_exit = 0
+            self._deadline_hit = False
+            raise GuestTimeout(f"guest ran past its {timeout:g} s deadline and was stopped") \
+                from None
+        if not self._wake_pending:
+            return None
+        self._wake_pending = False
+        run.immediate_exit = 0
+        stop = handler.interrupted(run.s.regs.regs)
+        run.kvm_dirty_regs = kc.KVM_SYNC_X86_REGS
+        return stop
 
     def wake_at(self, when: float | None) -> None:
         """Kick the running vCPU out of KVM_RUN at `when` (time.monotonic()) for the

@@ -189,7 +189,8 @@ _ENTRIES = [
     Syscall("munlock", mm.sys_mlock, FULL),
     # time
     Syscall("clock_gettime", tm.sys_clock_gettime, FULL,
-            "a thread's CPU clock counts its turns on the vCPU"),
+            "a thread's CPU clock counts its turns on the vCPU; the vDSO serves every clock "
+            "but the CPU clocks by id, the CPU clocks from their first read (clock.py)"),
     Syscall("clock_getres", tm.sys_clock_getres, FULL),
     Syscall("clock_settime", tm.sys_clock_settime, FULL, "EPERM: the guest may not set them"),
     Syscall("settimeofday", tm.sys_settimeofday, FULL, "EPERM, as clock_settime"),
