@@ -5,6 +5,7 @@ guest sees none of what the request left behind.
 The clones take RunInMonitor requests (USETL_TEST_HOOKS=1) to read their own state.
 """
 
+import os
 import textwrap
 
 import pytest
@@ -84,6 +85,36 @@ def test_after_a_rollback_the_monitor_state_is_the_frozen_one(base):
             assert out(clone.run_code(SEEN)) == seen, what
             clone.rollback()
 
+
+
+# Requests that leave host fds and threads in the clone's monitor process: a child with
+# pipes (its tree's tables, the thread that watches it), pipes left open across a fork
+# (host pipes then), a socketpair likewise.
+LEAVE_ON_THE_HOST = textwrap.dedent("""
+    import os, socket, subprocess
+    subprocess.run(["true"], capture_output=True, check=True)
+    r, w = os.pipe()
+    a, b = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+""")
+
+
+def test_a_rollback_leaves_no_host_fd_or_thread_of_the_request_behind(base):
+    def host_side(pid):
+        return len(os.listdir(f"/proc/{pid}/fd")), len(os.listdir(f"/proc/{pid}/task"))
+
+    with base.fork() as clone:
+        out(clone.run_code(LEAVE_ON_THE_HOST))
+        clone.rollback()
+        after_one = host_side(clone.pid)
+        for _ in range(3):
+            out(clone.run_code(LEAVE_ON_THE_HOST))
+            assert host_side(clone.pid) > after_one  # the request's own, while it runs on
+            clone.rollback()
+            assert host_side(clone.pid) == after_one
 
 
 # In the clone's monitor, after a rollback: the vCPU state the next KVM_RUN starts from

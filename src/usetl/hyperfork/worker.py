@@ -37,7 +37,7 @@ from usetl.invocation import SANDBOX_ERROR, ErrorInfo, InvocationResult, IoUsage
 from usetl.jail import JailError, JailSpec, handshake, namespaces
 from usetl.jail.namespaces import PreparedRoot
 from usetl.libos.archivefs import ArchiveMount
-from usetl.libos.children import ProcessSlots
+from usetl.libos.children import ProcessSlots, host_holders, let_go
 from usetl.libos.etl_device import Spare
 from usetl.libos.handoff import HandedFiles, HandOff, new_memory_file
 from usetl.libos.hostfs import HostDirFS
@@ -241,7 +241,9 @@ class CloneProcess:
             pages += sum(length for _, length in ranges) // PAGE_SIZE
         copy_ms = (time.perf_counter() - t0) * 1e3
         self.vm.reset_to(self.frozen.vcpu)
+        held = host_holders(self.usf.kernel)
         self.frozen.in_place.reset()  # self.usf's objects, as the template froze them
+        let_go(self.usf.kernel, held)
         self.usf.attach(self.vm)
         self.usf.renew_identity(self.instance)
         restore_ms = (time.perf_counter() - t0) * 1e3

@@ -525,6 +525,12 @@ class Children:
         sharedtmp.share(k, (k.fds, *(state.fds for state in self.pre_exec.values())))
         return self.table
 
+    def host_holders(self) -> list[ProcessSlots | ProcessTable | Watcher]:
+        """What holds host fds for this process's children: its tokens' pipe, the tree's
+        table, the watching thread (see let_go)."""
+        slots = None if self.tokens is None else self.tokens.own_slots
+        return [h for h in (slots, self.table, self.watcher) if h is not None]
+
     def host_fds(self) -> set[int]:
         """The host fds of the tree a child's monitor keeps: its tokens and table."""
         return {*self.process_tokens().fds, *(() if self.table is None else (self.table.fd,))}
@@ -1200,6 +1206,25 @@ def close_files(k: Kernel) -> None:
             k.fds.close(fd)
         except (SyscallError, OSError):
             pass
+
+
+def host_holders(k: Kernel) -> list[HostStreamFile | ProcessSlots | ProcessTable | Watcher]:
+    """The objects of k's state that hold host fds of their own: its files on host pipes,
+    eventfds and timerfds, and its children's machinery. (A host socket closes itself once
+    nothing refers to it.)"""
+    files = {id(f): f for f in k.fds.files.values() if isinstance(f, HostStreamFile)}
+    return [*files.values(), *k.children.host_holders()]
+
+
+def let_go(k: Kernel, held: list[HostStreamFile | ProcessSlots | ProcessTable | Watcher]
+           ) -> None:
+    """After a rollback put the template's state back: close what `held` (host_holders()
+    before it) holds that the state now does not, or each invocation that left a pipe open or
+    started a child would leave host fds and a thread behind in the clone's monitor."""
+    kept = {id(h) for h in host_holders(k)}
+    for holder in held:
+        if id(holder) not in kept:
+            holder.close()
 
 
 def tell(fds: FdTable, line: str) -> None:

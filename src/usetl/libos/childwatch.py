@@ -69,6 +69,7 @@ class Watcher:
         self.readers: dict[int, tuple[socket.socket, Callable[[bytes, list[int]], None]]] = {}
         self.wake_r, self.wake_w = os.pipe()
         self.thread: threading.Thread | None = None
+        self.stopping = False
 
     def drain(self, target: OutputFile) -> ConsoleDrain:
         d = ConsoleDrain(target)
@@ -95,8 +96,23 @@ class Watcher:
             self.thread.start()
         os.write(self.wake_w, b"x")
 
+    def close(self) -> None:
+        """End the thread and close what it watches (the state it served is gone: a
+        rollback)."""
+        self.stopping = True
+        os.write(self.wake_w, b"x")
+        if self.thread is not None:
+            self.thread.join()
+        with self.lock:
+            for fd in self.drains:
+                os.close(fd)
+            self.drains.clear()
+            self.readers.clear()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
     def _run(self) -> None:
-        while True:
+        while not self.stopping:
             poller = select.poll()
             poller.register(self.wake_r, POLLIN)
             with self.lock:

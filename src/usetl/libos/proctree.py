@@ -377,6 +377,11 @@ class ProcessTable:
         HEAD.pack_into(self.buf, 0, next_pid, 0, 0)
         self._write([Process(root, 0, root, root, False)])
 
+    def close(self) -> None:
+        """Unmap and close the table (the state that held it is gone: a rollback)."""
+        hostmm.unmap(ctypes.addressof(self.buf), TABLE_BYTES)
+        os.close(self.fd)
+
     @contextmanager
     def _locked(self):
         fcntl.lockf(self.fd, fcntl.LOCK_EX)
