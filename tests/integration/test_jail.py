@@ -525,3 +525,30 @@ def test_the_loader_makes_its_next_template_process_ahead_and_still_checks_a_cha
         os.pwrite(f.fileno(), bytes([os.pread(f.fileno(), 1, at)[0] ^ 0xFF]), at)
     with pytest.raises(HyperForkError, match="fails its checksum"):
         Template.load(snap)
+
+
+PTY_CHILD = """
+import fcntl, os, pty, struct, termios
+pid, master = pty.fork()
+if pid == 0:
+    line = input("name? ")
+    print("hello", line, os.isatty(0), tuple(os.get_terminal_size(0)), flush=True)
+    os._exit(3)
+seen = b""
+while b"name? " not in seen:
+    seen += os.read(master, 100)
+fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+os.write(master, b"jail\\n")
+while b"(80, 24)" not in seen:
+    seen += os.read(master, 100)
+print(seen.decode().splitlines(), os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_a_pseudo_terminal_is_shared_with_a_forked_child_on_the_jails_own_devpts(base):
+    with base.fork() as clone:
+        r = clone.run_code(PTY_CHILD, timeout=30)
+        assert r.error is None, r.error
+        assert r.stdout == "['name? jail', 'hello jail True (80, 24)'] 3\n", r.stdout
+        own = in_monitor(clone, "import os; result = os.stat('/dev/pts').st_dev")
+    assert own != os.stat("/dev/pts").st_dev  # a devpts instance of the jail's, not the host's

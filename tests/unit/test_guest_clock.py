@@ -65,7 +65,6 @@ def vdso_code(ram):
     try:
         yield read
     finally:
-        del gettime
         code.close()
         libc.munmap(ctypes.c_void_p(VDSO_DATA_ADDR), ctypes.c_size_t(4096))
 

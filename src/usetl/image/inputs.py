@@ -65,7 +65,7 @@ CHILD_LIBRARIES = ("libdl.so.2", "librt.so.1", "libpthread.so.0", "libmvec.so.1"
 SHELL = "/bin/sh"
 UTF8_LOCALE = "/usr/lib/locale/C.utf8"
 # The host's programs that shell scripts and subprocess calls commonly run (GNU
-# coreutils, findutils, grep, sed, gzip, tar, awk, diff), with their libraries, where the
+# coreutils, findutils, grep, sed, gzip, xz, bzip2, tar, awk, diff), with their libraries, where the
 # host has them: each runs as a child program. Not ps and the like, which read other
 # processes' /proc.
 TOOLS = tuple(f"/usr/bin/{name}" for name in (
@@ -76,7 +76,8 @@ TOOLS = tuple(f"/usr/bin/{name}" for name in (
     "dd", "sync", "mktemp", "date", "id", "whoami", "uname", "hostname", "nproc", "timeout",
     "sha1sum", "sha256sum", "sha512sum", "md5sum", "base64", "cksum", "xargs", "find",
     "grep", "egrep", "fgrep", "sed", "awk", "gzip", "gunzip", "zcat", "tar", "diff", "cmp",
-    "which", "getopt", "pwd",
+    "which", "getopt", "pwd", "stty", "tty", "tac", "shuf", "truncate", "install", "nohup",
+    "xz", "bzip2",
 ))
 # The names scripts and subprocess calls run Python by (`python3 -c ...`, a `#!/usr/bin/env
 # python3` script): links to the interpreter, on the guest's PATH, where the official

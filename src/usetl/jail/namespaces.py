@@ -69,6 +69,8 @@ STAGING = "/run/usetl-jail"
 ROOT_TMPFS = "size=1m,mode=755"
 # The jail's own writable tmpfs, for its invocation trees' /tmp: charged to its cgroup.
 SHARED_TMP_OPTIONS = "mode=700,uid={uid},gid={gid}"
+# A jail's own pseudo-terminals, at most 64 at once (the host's in all: kernel.pty.max).
+PTS_OPTIONS = "newinstance,ptmxmode=0666,mode=0600,max=64"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.clone.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
@@ -251,6 +253,14 @@ def _make_device(root: str, path: str, rdev: int, uid: int, gid: int) -> None:
     os.chown(target, uid, gid)
 
 
+def _mount_ptys(dev: str) -> None:
+    """A devpts instance of the jail's own at dev/pts, dev/ptmx its multiplexer: the
+    monitor's pseudo-terminals (libos/pty.py), none of them the host's or another jail's."""
+    os.makedirs(dev + "/pts", exist_ok=True)
+    _mount("devpts", dev + "/pts", "devpts", MS_NOSUID | MS_NOEXEC, PTS_OPTIONS)
+    os.symlink("pts/ptmx", dev + "/ptmx")
+
+
 def build_root(paths: tuple[str, ...], devices: tuple[str, ...], uid: int, gid: int) -> None:
     """Assemble the minimal root and pivot into it (call in a new mount namespace, as root)."""
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
@@ -264,6 +274,8 @@ def build_root(paths: tuple[str, ...], devices: tuple[str, ...], uid: int, gid: 
     for device in devices:
         if os.path.exists(device):
             _make_device(STAGING, device, _device_number(device), uid, gid)
+    if os.path.isdir(STAGING + "/dev"):
+        _mount_ptys(STAGING + "/dev")
     _pivot()
     _mount_proc()
     _mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID)
@@ -420,10 +432,13 @@ def enter_root(entry: JailRoot, uid: int, gid: int) -> None:
     for tree, path in entry.trees:
         _move_tree(tree, path)
     entry.close()
-    for directory in sorted({os.path.dirname(d) for d, _ in entry.root.devices}):
+    directories = {os.path.dirname(d) for d, _ in entry.root.devices}
+    for directory in sorted(directories):
         _mount("usetl-dev", directory, "tmpfs", MS_NOSUID | MS_NOEXEC, DEV_TMPFS)
     for device, rdev in entry.root.devices:
         _make_device("", device, rdev, uid, gid)
+    if "/dev" in directories:
+        _mount_ptys("/dev")
     _mount_proc()
     _mount_shared_tmp(uid, gid)
 

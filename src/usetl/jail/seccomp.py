@@ -64,8 +64,14 @@ ALLOWED = (
 )
 
 # ioctl requests besides KVM's: isatty (TCGETS), blocking mode and close-on-exec
-# (FIONBIO, FIOCLEX, FIONCLEX), bytes readable (FIONREAD), and PAGEMAP_SCAN.
+# (FIONBIO, FIOCLEX, FIONCLEX), bytes readable (FIONREAD), PAGEMAP_SCAN, and what the
+# monitor asks of its pseudo-terminals (libos/pty.py); not TIOCSTI, which types into one.
 TCGETS, FIONREAD, FIONBIO, FIONCLEX, FIOCLEX = 0x5401, 0x541B, 0x5421, 0x5450, 0x5451
+TERMINAL_IOCTLS = (
+    0x5402, 0x5403, 0x5404, 0x5409, 0x540A, 0x540B,  # TCSETS, -W, -F, TCSBRK, TCXONC, TCFLSH
+    0x5411, 0x5413, 0x5414, 0x5441,  # TIOCOUTQ, TIOCGWINSZ, TIOCSWINSZ, TIOCGPTPEER
+    0x80045430, 0x40045431, 0x80045439,  # TIOCGPTN, TIOCSPTLCK, TIOCGPTLCK
+)
 KVM_IOCTL_TYPE = 0xAE
 NAMESPACE_FLAGS = 0x7E020080  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET|NEWTIME
 
@@ -133,7 +139,7 @@ def build(pagemap_scan: int, socket_families: tuple[int, ...]) -> list[tuple[int
         _stmt(LD_W_ABS, OFF_NR), (JGE_K, 0, 1, X32_SYSCALL_BIT), _KILL,
     ]
     prog += _guarded("ioctl", _one_of(1, [TCGETS, FIONREAD, FIONBIO, FIONCLEX, FIOCLEX,
-                                          pagemap_scan & 0xFFFFFFFF],
+                                          *TERMINAL_IOCTLS, pagemap_scan & 0xFFFFFFFF],
                                       mask=0xFF00, mask_value=KVM_IOCTL_TYPE << 8))
     prog += _guarded("socket", _one_of(0, list(socket_families)))
     clone_check = [_stmt(LD_W_ABS, _arg(0)), _stmt(AND_K, NAMESPACE_FLAGS),

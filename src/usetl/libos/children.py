@@ -108,7 +108,6 @@ from .proctree import (
     TreeProtocolError,
     send_message,
 )
-from .pty import PtyFile
 from .sched import Block, ExitThread, WaitQueue
 from .signals import (
     SA_NOCLDWAIT,
@@ -931,7 +930,7 @@ def listener_to_host(k: Kernel, f: GuestSocket, tables: tuple[FdTable, ...]) -> 
 def channel_end(f: OpenFile) -> ChannelFile | None:
     """The in-monitor channel end f reads and writes: a pipe end, or the connection of a
     guest socket (a socketpair's, or one made to a guest listener)."""
-    if isinstance(f, ChannelFile) and not isinstance(f, PtyFile):  # a pty stays this process's
+    if isinstance(f, ChannelFile):
         return f
     if isinstance(f, GuestSocket) and isinstance(f.conn, ChannelFile):
         return f.conn

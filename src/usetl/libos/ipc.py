@@ -160,13 +160,6 @@ class Channel:
             self.changed()
         return data, ancillary, whole
 
-    def feed(self, data: bytes) -> None:
-        """Append stream bytes whatever the room: a terminal's line discipline (pty.py),
-        which checks the room for what it was given, may make more of them."""
-        self.data += data
-        self.written += len(data)
-        self.changed()
-
     def discard(self, fds: FdTable) -> None:
         """The last reader went: files in flight to it are dropped."""
         for _, ancillary in self.messages:
