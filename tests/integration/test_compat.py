@@ -172,6 +172,33 @@ def test_a_pseudo_terminal_has_linuxs_line_discipline(usf):
                    "slave write 5", "master read 5"]
 
 
+def test_a_pseudo_terminals_slave_is_found_by_name_while_its_master_is_open(usf):
+    # The same program on Linux prints the same lines.
+    out = run(usf, """
+        import os, pty, subprocess
+        m, s = os.openpty()
+        name = os.ttyname(s)
+        print(name.startswith("/dev/pts/"), name[len("/dev/pts/"):] in os.listdir("/dev/pts"))
+        tty = subprocess.run(["tty"], stdin=s, capture_output=True, text=True)
+        again = os.open(name, os.O_RDWR | os.O_NOCTTY)
+        os.write(again, b"by name\\n")
+        print(tty.stdout.strip() == name, os.read(m, 100), os.ttyname(again) == name)
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execvp("tty", ["tty"])
+        child = os.read(fd, 100).decode().strip()
+        os.waitpid(pid, 0)
+        print(child.startswith("/dev/pts/"), child != name)
+        for f in (again, s, m):
+            os.close(f)
+        try:
+            os.open(name, os.O_RDWR | os.O_NOCTTY)
+        except OSError as e:
+            print("closed", e.errno)
+    """)
+    assert out == ["True True", "True b'by name\\r\\n' True", "True True", "closed 2"], out
+
+
 def test_user_extended_attributes_on_tmpfs(usf):
     out = run(usf, """
         import errno, os

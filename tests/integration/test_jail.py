@@ -532,7 +532,8 @@ import fcntl, os, pty, struct, termios
 pid, master = pty.fork()
 if pid == 0:
     line = input("name? ")
-    print("hello", line, os.isatty(0), tuple(os.get_terminal_size(0)), flush=True)
+    print("hello", line, os.open(os.ttyname(0), os.O_RDWR) > 2, tuple(os.get_terminal_size(0)),
+          flush=True)
     os._exit(3)
 seen = b""
 while b"name? " not in seen:

@@ -17,7 +17,7 @@ from usetl import abi
 
 from .errors import SyscallError
 from .files import NullFile, OpenFile, RandomFile, ZeroFile
-from .fs import DeviceNode, Node
+from .fs import DEV_DEVFS, DeviceNode, Node, StaticDir
 from .pty import PtmxNode
 
 if TYPE_CHECKING:
@@ -116,6 +116,7 @@ class AgentChannelFile(OpenFile):
 def standard_devices(channel: AgentChannel) -> dict[str, Node]:
     return {
         "ptmx": PtmxNode(17),
+        "pts": StaticDir(18, {}, DEV_DEVFS),  # the pseudo-terminals' slaves (pty.py)
         "null": DeviceNode(10, makedev(1, 3), NullFile, "/dev/null"),
         "zero": DeviceNode(11, makedev(1, 5), ZeroFile, "/dev/zero"),
         "urandom": DeviceNode(12, makedev(1, 9), RandomFile, "/dev/urandom"),

@@ -12,7 +12,9 @@ TCFLSH, TCXONC, TCSBRK, TIOCGPTN, TIOCSPTLCK, TIOCGPTLCK and TIOCGPTPEER
 session and one process group, the guest's, so TIOCSCTTY, TIOCSPGRP and
 TIOCNOTTY change nothing and TIOCGPGRP and TIOCGSID answer the guest's pid;
 with no foreground group on the host terminal, ISIG characters signal no
-one. There is no /dev/pts directory to open a slave by name.
+one. /dev/pts shows the pseudo-terminals this process made (a forked or exec'd
+child, those its parent had made), as long as their masters are open, so a slave
+opens again by name (ptsname, ttyname, the tty program) and none other does.
 """
 
 from __future__ import annotations
@@ -25,14 +27,15 @@ import struct
 from typing import TYPE_CHECKING
 
 from .errors import SyscallError
-from .files import O_CLOEXEC, O_NONBLOCK, O_RDWR
-from .fs import Node
+from .files import O_ACCMODE, O_CLOEXEC, O_NONBLOCK, O_RDWR
+from .fs import Node, StaticDir
 from .hostpipe import HostStreamFile
 
 if TYPE_CHECKING:
     from .kernel import Kernel
 
 HOST_PTMX = "/dev/ptmx"  # the jail's is its own devpts instance's
+HOST_PTS = "/dev/pts/{}"
 TERMIOS_SIZE, WINSIZE_SIZE, INT = 36, 8, struct.Struct("<i")
 TCGETS, TCSETS, TCSETSW, TCSETSF, TCSBRK, TCXONC, TCFLSH = (
     0x5401, 0x5402, 0x5403, 0x5404, 0x5409, 0x540A, 0x540B)
@@ -60,15 +63,51 @@ class PtmxNode(Node):
         self.rdev = PTMX_RDEV
 
     def open(self, k: Kernel, flags: int) -> PtyMaster:
-        try:
-            fd = os.open(HOST_PTMX, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-        except OSError as e:
-            raise SyscallError(e.errno or errno.EIO) from None
-        return PtyMaster(k, fd, flags, self)
+        fd = _host_open(HOST_PTMX, O_RDWR)
+        master = PtyMaster(k, fd, flags, self)
+        pts = pts_dir(k)
+        pts.entries[str(master.number)] = PtsNode(master.number, k.ns.inodes.next())
+        return master
+
+
+class PtsNode(Node):
+    """/dev/pts/N: the slave of a pseudo-terminal this process made."""
+
+    def __init__(self, number: int, ino: int) -> None:
+        super().__init__(st.S_IFCHR | 0o620, ino)
+        self.rdev = PTS_MAJOR << 8 | number
+        self.number = number
+
+    @property
+    def path(self) -> str:
+        return HOST_PTS.format(self.number)
+
+    def open(self, k: Kernel, flags: int) -> TerminalFile:
+        """The slave opened again (EIO while the master locks it)."""
+        return TerminalFile(k, _host_open(self.path, flags & O_ACCMODE), flags, self)
+
+
+def pts_dir(k: Kernel) -> StaticDir:
+    pts = k.ns.dev.entries["pts"]
+    assert isinstance(pts, StaticDir)
+    return pts
+
+
+def _host_open(path: str, access: int) -> int:
+    try:
+        return os.open(path, access | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        raise SyscallError(e.errno or errno.EIO) from None
 
 
 class TerminalFile(HostStreamFile):
-    """An end of a host pseudo-terminal: a terminal to isatty and termios."""
+    """An end of a host pseudo-terminal, `node` its /dev/pts (or /dev/ptmx) node: a terminal
+    to isatty and termios."""
+
+    def __init__(self, k: Kernel, fd: int, flags: int, node: Node):
+        path = node.path if isinstance(node, PtsNode) else HOST_PTMX
+        super().__init__(k, fd, flags & (O_ACCMODE | O_NONBLOCK), node.mode, path)
+        self.node = node
 
     def isatty(self) -> bool:
         return True
@@ -100,8 +139,9 @@ class TerminalFile(HostStreamFile):
 
 class PtyMaster(TerminalFile):
     def __init__(self, k: Kernel, fd: int, flags: int, node: PtmxNode):
-        super().__init__(k, fd, O_RDWR | flags & O_NONBLOCK, node.mode, "/dev/ptmx")
-        self.node = node
+        super().__init__(k, fd, O_RDWR | flags & O_NONBLOCK, node)
+        self.number = INT.unpack(self._host_ioctl(TIOCGPTN, bytes(INT.size)))[0]
+        self.maker = k.identity.pid  # whose /dev/pts shows it (a fork's child's copy too)
 
     def ioctl(self, k: Kernel, request: int, arg: int) -> int:
         if request in MASTER_WRITES:
@@ -115,12 +155,19 @@ class PtyMaster(TerminalFile):
         """The slave, opened through the master (EIO while it is locked)."""
         fd = self._host_ioctl(TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
         assert isinstance(fd, int)
-        number = INT.unpack(self._host_ioctl(TIOCGPTN, bytes(INT.size)))[0]
-        slave = TerminalFile(k, fd, O_RDWR | flags & O_NONBLOCK, st.S_IFCHR | 0o620,
-                             f"/dev/pts/{number}")
-        slave.node.rdev = PTS_MAJOR << 8 | number  # type: ignore[attr-defined]
+        node = pts_dir(self.kernel).entries.get(str(self.number))
+        if node is None:  # this process did not make it (a fork's child): as its parent's
+            node = PtsNode(self.number, k.ns.inodes.next())
+        slave = TerminalFile(k, fd, O_RDWR | flags & O_NONBLOCK, node)
         try:
             return k.fds.install(slave, cloexec=bool(flags & O_CLOEXEC))
         except SyscallError:
             slave.close()
             raise
+
+    def close(self) -> None:
+        """As on Linux, the pseudo-terminal's /dev/pts entry goes with its master (where
+        it was made: a forked child that closes its copy still sees it)."""
+        super().close()
+        if self.kernel.identity.pid == self.maker:
+            pts_dir(self.kernel).entries.pop(str(self.number), None)

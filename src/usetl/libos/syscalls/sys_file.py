@@ -50,7 +50,7 @@ from ..hostfs import HostNode
 from ..inotify import IN_CREATE, IN_DELETE, IN_OPEN, entry_event, moved, removed
 from ..ipc import F_GETPIPE_SZ, F_SETPIPE_SZ
 from ..limits import RLIMIT_FSIZE, soft_limit
-from ..pty import PtmxNode
+from ..pty import PtmxNode, PtsNode
 from ..sched import Block
 from ..sigdelivery import file_too_big, sigpipe_on_epipe
 from .args import AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, s32, s64
@@ -192,7 +192,7 @@ def _open(k: Kernel, dirfd: int, path_addr: int, flags: int, mode: int) -> int:
     path = r.path if r.opened is None else r.opened.path
     if isinstance(node, DeviceNode):
         f = node.open(flags)  # type: ignore[assignment]
-    elif isinstance(node, PtmxNode):
+    elif isinstance(node, (PtmxNode, PtsNode)):
         f = node.open(k, flags)
     elif node.is_dir:
         if writable:
@@ -543,7 +543,7 @@ def _access(k: Kernel, dirfd: int, path: int, mode: int, flags: int) -> int:
         raise SyscallError(errno.ENOENT)
     # Writable: the tmpfs, devices, and nameless nodes (pipes, sockets, the captures).
     if mode & W_OK and type(r.node) is not Node and \
-            not isinstance(r.node, (TmpFile, TmpDir, DeviceNode, PtmxNode)) and \
+            not isinstance(r.node, (TmpFile, TmpDir, DeviceNode, PtmxNode, PtsNode)) and \
             not sharedtmp.holds(r.node):
         raise SyscallError(errno.EROFS)
     if mode & X_OK and not r.node.mode & 0o111:
