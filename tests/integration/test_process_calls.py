@@ -4,6 +4,7 @@ thread names, per-thread nice values, sched_setaffinity and waitid on a pidfd.""
 import pytest
 
 from guest_code import run_lines as run
+from guest_code import run_ok
 
 pytestmark = pytest.mark.kvm
 
@@ -81,3 +82,19 @@ def test_nice_is_per_thread_and_affinity_and_pidfd_waits_work(usf):
         child.returncode = 4
     """, timeout=60)
     assert out == ["[19] 0", "EINVAL True", "4"]
+
+
+def test_getpid_is_answered_without_an_exit_and_a_forked_child_has_its_own(usf):
+    r = run_ok(usf, """
+        import os, subprocess, sys
+        pids = {os.getpid() for _ in range(5000)}
+        pid = os.fork()
+        if pid == 0:
+            os._exit(os.getpid() == pid or os.getpid() in pids)
+        forked = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        program = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                                 capture_output=True, text=True).stdout.strip()
+        print(len(pids), forked, int(program) not in pids)
+        """)
+    assert r.stdout == "1 0 True\n"
+    assert r.syscalls < 1000, r.syscalls  # not one for each of the 5,000

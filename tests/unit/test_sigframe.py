@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 from usetl.libos import signals as S
-from usetl.vm.layout import SAVE_RSP_ADDR, TRAMPOLINE_STACK_TOP, USER_CS, USER_DS
+from usetl.vm.layout import PID_ADDR, SAVE_RSP_ADDR, TRAMPOLINE_STACK_TOP, USER_CS, USER_DS
 from usetl.vm.trampoline import SYSCALL_OUT_OFFSET, syscall_entry
 
 REGS = {name: 0x1000 + i for i, name in enumerate(S.SIGCONTEXT_REGS)}
@@ -60,5 +60,5 @@ def test_fpstate_is_marked_as_an_xsave_frame() -> None:
 
 
 def test_the_trampolines_port_write_is_where_delivery_expects_it() -> None:
-    code = syscall_entry(SAVE_RSP_ADDR, TRAMPOLINE_STACK_TOP, USER_CS, USER_DS)
+    code = syscall_entry(SAVE_RSP_ADDR, TRAMPOLINE_STACK_TOP, USER_CS, USER_DS, PID_ADDR)
     assert code[SYSCALL_OUT_OFFSET] == 0xE6  # out imm8, al

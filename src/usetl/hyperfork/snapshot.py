@@ -35,7 +35,7 @@ from .frozen import Frozen
 from .protocol import SnapshotExport
 
 MAGIC = b"USETLSNP"
-VERSION = 16  # 4: a kernel's children, host-shared ranges; 5: guest sockets, the capture time
+VERSION = 17  # 4: a kernel's children, host-shared ranges; 5: guest sockets, the capture time
 # 3: signal state in each thread record, /dev/shm; 2: a namespace's inode counter
 # 6: the agent channel's exchange in progress (agent protocol 4); 7: the jail's paths
 # 8: a memory area's file
@@ -46,6 +46,7 @@ VERSION = 16  # 4: a kernel's children, host-shared ranges; 5: guest sockets, th
 # 14: a guest network's AF_UNIX path names (the process tree's)
 # 15: the template's working set (Frozen.working_set), which a restored one's clones prefetch
 # 16: a guest socket's SO_PEERCRED process (cred_pid); a thread's CPU time, the turn's mark
+# 17: the syscall entry's getpid answer (its port write moved), the vDSO's CPU clocks, host ptys
 STATE_FILE = "state.usetl"
 _HEAD = struct.Struct("<8sI32sQ")  # magic, version, sha256(body), len(body)
 _CHUNK = 1 << 20

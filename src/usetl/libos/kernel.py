@@ -96,6 +96,7 @@ class Kernel:
         self.ns = namespace
         self.fds = FdTable()
         self.identity = Identity()
+        vm.answer_getpid(self.identity.pid)
         self.output_limit = output_limit
         self.stats = SyscallStats()
         self.trace: list[TraceRecord] | None = None
@@ -126,6 +127,7 @@ class Kernel:
         """This kernel now serves process `pid`, child of `ppid` (a fork's copy, a program
         in a sibling VM): its one thread and its /proc/<pid> take the pid."""
         self.identity.pid, self.identity.ppid = pid, ppid
+        self.vm.answer_getpid(pid)
         self.started = procfs.uptime()
         self.sched.become_process(pid)
         self.clock.withdraw_cpu()

@@ -38,6 +38,7 @@ EXCEPTION_STACK_TOP = 0x20000
 # user-accessible trampoline region [2 MiB, 4 MiB)
 SYSCALL_ENTRY_ADDR = 0x200000
 SAVE_RSP_ADDR = 0x200800
+PID_ADDR = 0x200808  # the pid the syscall entry answers getpid with (0: the monitor does)
 TRAMPOLINE_STACK_TOP = 0x210000
 VDSO_ADDR = 0x210000  # the libos's vDSO image (user-readable code)
 VDSO_DATA_ADDR = 0x212000  # its clock data page
@@ -174,5 +175,5 @@ def write_system_tables(ram: GuestMemory, mappings: list[tuple[int, int, bool]])
     tss[TSS_IOMAP_BASE:] = bitmap
     ram.write(TSS_ADDR, tss)
 
-    entry = syscall_entry(SAVE_RSP_ADDR, TRAMPOLINE_STACK_TOP, USER_CS, USER_DS)
+    entry = syscall_entry(SAVE_RSP_ADDR, TRAMPOLINE_STACK_TOP, USER_CS, USER_DS, PID_ADDR)
     ram.write(SYSCALL_ENTRY_ADDR, entry)

@@ -449,6 +449,10 @@ class Vm:
         self.set_fs_base(ctx.fs_base)
         self.vcpu.set_xsave(ks.kvm_xsave.from_buffer_copy(ctx.xsave))
 
+    def answer_getpid(self, pid: int) -> None:
+        """Have the syscall entry answer getpid with `pid`, with no exit (0: exit for it)."""
+        self.ram.put_u64(L.PID_ADDR, pid)
+
     @staticmethod
     def in_trampoline(rip: int) -> bool:
         """Is rip inside the syscall entry (whose stack and save slot all threads share)?"""

@@ -205,7 +205,8 @@ _ENTRIES = [
             "SELF: the monitor's CPU time; THREAD: the thread's turns on the vCPU, as user "
             "time; CHILDREN: the waited-for children's monitors' CPU time and peak RSS"),
     # identity and system information
-    Syscall("getpid", ident.sys_getpid, FULL),
+    Syscall("getpid", ident.sys_getpid, FULL,
+            "answered in the guest's syscall entry, with no exit (Vm.answer_getpid)"),
     Syscall("getppid", ident.sys_getppid, FULL,
             "a child's parent (1 once it ended: an orphan's); 0 for the first process"),
     Syscall("gettid", th.sys_gettid, FULL),
