@@ -451,9 +451,13 @@ def _own_cgroup_limits(pid: int) -> tuple[int, int]:
     assert all(os.path.dirname(path).endswith(f"/usetl/{os.getpid()}")
                for path in own.values())
     dirs = {kind: f"{cgroups.dirs[kind]}/{os.path.basename(path)}" for kind, path in own.items()}
-    for path in dirs.values():
+    def alone(path: str) -> bool:
         with open(f"{path}/cgroup.procs") as f:
-            assert f.read().split() == [str(pid)]
+            return f.read().split() == [str(pid)]
+
+    for path in dirs.values():
+        # A template's shell starts in its cgroup and moves itself into its own at once.
+        wait_until(lambda p=path: alone(p), f"{pid} alone in {path}", timeout=30)
     with open(f"{dirs['memory']}/{limit_file}") as f:
         limit = int(f.read())
     with open(f"{dirs['pids']}/pids.max") as f:
