@@ -96,7 +96,6 @@ class Kernel:
         self.ns = namespace
         self.fds = FdTable()
         self.identity = Identity()
-        vm.answer_getpid(self.identity.pid)
         self.output_limit = output_limit
         self.stats = SyscallStats()
         self.trace: list[TraceRecord] | None = None
@@ -123,11 +122,21 @@ class Kernel:
         # may close or dup2 over fds 1 and 2, and what it wrote is still its output.
         self.console: dict[int, OutputFile] = {}
 
+    def answer_getpid(self) -> None:
+        """Let the guest's syscall entry answer getpid (Vm.answer_getpid), unless the guest
+        is traced: then every syscall reaches the monitor and its trace."""
+        self.vm.answer_getpid(self.identity.pid if self.trace is None else 0)
+
+    def start_trace(self) -> None:
+        """Record every syscall from now on (TraceRecord)."""
+        self.trace = []
+        self.answer_getpid()
+
     def become_process(self, pid: int, ppid: int) -> None:
         """This kernel now serves process `pid`, child of `ppid` (a fork's copy, a program
         in a sibling VM): its one thread and its /proc/<pid> take the pid."""
         self.identity.pid, self.identity.ppid = pid, ppid
-        self.vm.answer_getpid(pid)
+        self.answer_getpid()
         self.started = procfs.uptime()
         self.sched.become_process(pid)
         self.clock.withdraw_cpu()

@@ -92,7 +92,9 @@ def _assemble(vm: Vm, image: ImageArchive, cfg: UsfConfig, policy: UrlPolicy,
         except LibosError as e:
             raise UsfError(str(e)) from e
     if cfg.trace:
-        k.trace = []
+        k.start_trace()
+    else:
+        k.answer_getpid()
     k.fds.install_at(0, NullFile(ns.dev.entries["null"], O_RDONLY, "/dev/null"))
     for fd, name in ((1, "stdout"), (2, "stderr")):
         k.console[fd] = OutputFile(console_node(19 + fd), name, cfg.output_limit)
