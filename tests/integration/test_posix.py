@@ -698,3 +698,20 @@ def test_setrlimit_is_kept_nofile_enforced_and_the_c_utf8_locale_is_there(usf):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     """)
     assert out == ["C.UTF-8 C", "True", "24 19", "OSError 9", "ValueError None", "100 (0, 0)"]
+
+
+def test_a_mapping_whose_pages_pass_the_largest_file_is_eoverflow(usf):
+    # The fuzzer's: a shared mapping of a tmpfs file at offset -4096 was a monitor error.
+    out = run(usf, """
+        import ctypes, errno, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_int, ctypes.c_long]
+        fd = os.open("/tmp/big", os.O_RDWR | os.O_CREAT)
+        for offset in (-4096, (1 << 63) - 4096, 1 << 40):
+            ctypes.set_errno(0)
+            mapped = libc.mmap(None, 4, 3, 1, fd, offset) not in (None, 2 ** 64 - 1)
+            print(mapped, errno.errorcode.get(ctypes.get_errno()))
+        """)
+    assert out == ["False EOVERFLOW", "False EOVERFLOW", "True None"]  # as Linux's tmpfs

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from .. import sharedtmp
 from ..errors import SyscallError
+from ..files import MAX_OFFSET
 from ..fs import F_SEAL_FUTURE_WRITE, F_SEAL_WRITE, DeviceNode, ImageNode, TmpFile
 from ..hostfs import HostNode
 from ..mm import PAGE_SIZE, FileBacking, SharedFileMap, page_up
@@ -48,6 +49,9 @@ def sys_mmap(k: Kernel, addr: int, length: int, prot: int, flags: int, fd: int,
     if offset % PAGE_SIZE:
         raise SyscallError(errno.EINVAL)
     f = k.fds.get(s32(fd))
+    end = offset + page_up(length)
+    if end >= 1 << 64 or end > MAX_OFFSET and not isinstance(f.node, DeviceNode):
+        raise SyscallError(errno.EOVERFLOW)  # its pages wrap, or pass the largest file
     if not f.readable:
         raise SyscallError(errno.EACCES)
     node = f.node
