@@ -44,6 +44,10 @@ MAX_THREADS = 512  # per USF; clone past it is EAGAIN
 # the GIL back after 5 ms (sys.getswitchinterval), with a timed futex wait
 # whose deadline arms the alarm on its own, so the GIL changes hands on time.
 TIME_SLICE = 0.010
+# A thread another wakes runs at once, at the waker's syscall exit, if it has had this much
+# less of the vCPU (Linux's wakeup preemption): else a thread that drops and takes CPython's
+# GIL around each syscall takes it back before a woken waiter runs, and starves it.
+WAKEUP_GRANULARITY_NS = 1_000_000
 IDLE_SLICE = 0.1  # an idle vCPU checks the invocation's deadline this often
 TRAMPOLINE_RETRY = 0.001  # a kick inside the syscall entry is tried again this soon
 HOST_POLL_SLICE = 0.05  # a host thread watching sockets sees its wait end this soon
@@ -346,6 +350,8 @@ class Scheduler:
             t.result = result if result is not None else 0
             t.wait = None
         self._make_runnable(t)
+        if t.cpu_ns + WAKEUP_GRANULARITY_NS < self.cpu_ns(self.current):
+            self.give_way()
 
     def move(self, t: Thread, src: WaitQueue, dst: WaitQueue) -> None:
         """FUTEX_REQUEUE: t goes on waiting, on dst."""
