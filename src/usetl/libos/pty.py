@@ -50,7 +50,7 @@ READS = {TCSETS: TERMIOS_SIZE, TCSETSW: TERMIOS_SIZE, TCSETSF: TERMIOS_SIZE,
 WRITES = {TCGETS: TERMIOS_SIZE, TIOCGWINSZ: WINSIZE_SIZE, FIONREAD: INT.size,
           TIOCOUTQ: INT.size}
 BY_VALUE = (TCSBRK, TCXONC, TCFLSH)  # an int argument, passed as it is
-MASTER_WRITES = {TIOCGPTN: INT.size, TIOCGPTLCK: INT.size}
+MASTER_WRITES = {**WRITES, TIOCGPTN: INT.size, TIOCGPTLCK: INT.size}
 SESSION = (TIOCGPGRP, TIOCGSID)  # the guest's one process group and session: its pid
 NO_EFFECT = (TIOCSCTTY, TIOCSPGRP, TIOCNOTTY)
 
@@ -104,6 +104,8 @@ class TerminalFile(HostStreamFile):
     """An end of a host pseudo-terminal, `node` its /dev/pts (or /dev/ptmx) node: a terminal
     to isatty and termios."""
 
+    writes = WRITES  # the requests whose answer the host writes, and its size
+
     def __init__(self, k: Kernel, fd: int, flags: int, node: Node):
         path = node.path if isinstance(node, PtsNode) else HOST_PTMX
         super().__init__(k, fd, flags & (O_ACCMODE | O_NONBLOCK), node.mode, path)
@@ -120,8 +122,8 @@ class TerminalFile(HostStreamFile):
             return 0
         if request in READS:
             self._host_ioctl(request, bytes(k.mem.read(arg, READS[request])))
-        elif request in WRITES:
-            k.mem.write(arg, self._host_ioctl(request, bytes(WRITES[request])))
+        elif request in self.writes:
+            k.mem.write(arg, self._host_ioctl(request, bytes(self.writes[request])))
         elif request in BY_VALUE:
             self._host_ioctl(request, arg & 0xFFFFFFFF)
         else:
@@ -138,15 +140,14 @@ class TerminalFile(HostStreamFile):
 
 
 class PtyMaster(TerminalFile):
+    writes = MASTER_WRITES
+
     def __init__(self, k: Kernel, fd: int, flags: int, node: PtmxNode):
         super().__init__(k, fd, O_RDWR | flags & O_NONBLOCK, node)
         self.number = INT.unpack(self._host_ioctl(TIOCGPTN, bytes(INT.size)))[0]
         self.maker = k.identity.pid  # whose /dev/pts shows it (a fork's child's copy too)
 
     def ioctl(self, k: Kernel, request: int, arg: int) -> int:
-        if request in MASTER_WRITES:
-            k.mem.write(arg, self._host_ioctl(request, bytes(MASTER_WRITES[request])))
-            return 0
         if request == TIOCGPTPEER:
             return self._open_slave(k, arg)
         return super().ioctl(k, request, arg)
